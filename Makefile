@@ -1,0 +1,66 @@
+# genai-spectrum-kit: one obvious entry per job. `make synth` and `make test` set themselves up on a
+# fresh machine (Python 3.11+, Node.js 20+, make): a .venv from pinned requirements and the pinned CDK CLI.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CDK := node_modules/.bin/cdk
+# Extra CDK CLI arguments, e.g. make synth CDK_ARGS="-c stage=prod"
+CDK_ARGS ?=
+PYTEST_ARGS ?=
+
+# Offline by design: no credentials lookup against instance metadata, no CLI telemetry or notices.
+export AWS_EC2_METADATA_DISABLED := true
+export CDK_DISABLE_CLI_TELEMETRY := true
+# jsii prints an end-of-life banner on Node.js 20; the kit is tested there (22 and 24 work too).
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: help setup synth test lint format bench clean lock
+
+help:
+	@echo "make synth   synthesize every stack into cdk.out/ and print a one-line summary per stack"
+	@echo "make test    run the whole offline test suite"
+	@echo "make lint    ruff and mypy on the kit's own code"
+	@echo "make bench   measure synth time, test time and handler import time (writes BENCHMARKS.md)"
+	@echo "make clean   remove build output (keeps .venv and node_modules)"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements.lock
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+synth: setup
+	$(CDK) synth --quiet --no-notices $(CDK_ARGS)
+	$(PY) scripts/synth_summary.py cdk.out
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: setup
+	$(PY) scripts/bench.py
+
+lock: $(VENV)/.installed
+	(echo "# Every package the venv holds, pinned (pip freeze). Regenerate with: make lock"; \
+	 $(PY) -m pip freeze --exclude-editable) > requirements.lock
+
+clean:
+	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	find . -name __pycache__ -not -path "./.venv/*" -not -path "./node_modules/*" -prune -exec rm -rf {} +
