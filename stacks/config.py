@@ -1,0 +1,344 @@
+"""The kit's typed configuration, built once from CDK context and validated before any stack is built.
+
+Every key lives in ``cdk.json`` under ``context`` and can be overridden with ``-c key=value``. Values given
+with ``-c`` arrive as strings, so every parser accepts both the JSON type and its string form. A bad value
+raises :class:`ConfigError` whose message names the key, the value and what is allowed; ``app.py`` prints
+that one line and exits, so a config mistake never shows a jsii stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+KIT_NAME = "genai-spectrum-kit"
+
+STAGES = ("sandbox", "prod")
+FILTER_STRENGTHS = ("NONE", "LOW", "MEDIUM", "HIGH")
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)
+DEFAULT_LOG_RETENTION = {"sandbox": 7, "prod": 365}
+
+# PII entity types a Bedrock guardrail understands (AWS::Bedrock::Guardrail PiiEntityConfig.Type).
+PII_TYPES = frozenset(
+    {
+        "ADDRESS", "AGE", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "CA_HEALTH_NUMBER", "CA_SOCIAL_INSURANCE_NUMBER",
+        "CREDIT_DEBIT_CARD_CVV", "CREDIT_DEBIT_CARD_EXPIRY", "CREDIT_DEBIT_CARD_NUMBER", "DRIVER_ID", "EMAIL",
+        "INTERNATIONAL_BANK_ACCOUNT_NUMBER", "IP_ADDRESS", "LICENSE_PLATE", "MAC_ADDRESS", "NAME", "PASSWORD",
+        "PHONE", "PIN", "SWIFT_CODE", "UK_NATIONAL_HEALTH_SERVICE_NUMBER", "UK_NATIONAL_INSURANCE_NUMBER",
+        "UK_UNIQUE_TAXPAYER_REFERENCE_NUMBER", "URL", "USERNAME", "US_BANK_ACCOUNT_NUMBER",
+        "US_BANK_ROUTING_NUMBER", "US_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER", "US_PASSPORT_NUMBER",
+        "US_SOCIAL_SECURITY_NUMBER", "VEHICLE_IDENTIFICATION_NUMBER",
+    }
+)
+
+# Geographies of Bedrock's system-defined cross-region inference profiles and the regions each one can
+# route to. The kit grants the foundation model in every region of the geography, so a destination that
+# Bedrock adds later does not break calls at run time; a condition limits those grants to calls made
+# through the profile. "global" profiles route to every commercial region.
+PROFILE_GEOGRAPHIES: Mapping[str, tuple[str, ...]] = {
+    "us": ("us-east-1", "us-east-2", "us-west-1", "us-west-2"),
+    "eu": (
+        "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
+        "eu-west-1", "eu-west-2", "eu-west-3",
+    ),
+    "apac": (
+        "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-south-2",
+        "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
+        "ap-southeast-7",
+    ),
+    "jp": ("ap-northeast-1", "ap-northeast-3"),
+    "au": ("ap-southeast-2", "ap-southeast-4"),
+    "ca": ("ca-central-1", "ca-west-1"),
+    "global": ("*",),
+}
+MODEL_PROVIDERS = frozenset(
+    {
+        "ai21", "amazon", "anthropic", "cohere", "deepseek", "google", "meta", "minimax", "mistral",
+        "moonshot", "moonshotai", "nvidia", "openai", "qwen", "stability", "twelvelabs", "writer",
+    }
+)
+_MODEL_NAME = r"[a-z0-9][a-z0-9.\-]*(?::\d+)?"
+_PROFILE_RE = re.compile(rf"^(?P<geo>{'|'.join(PROFILE_GEOGRAPHIES)})\.(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$")
+_FOUNDATION_RE = re.compile(rf"^(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$")
+_REGION_RE = re.compile(r"^[a-z]{2}-[a-z]+-\d$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value that the kit cannot build from. The message is one readable line."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        shown = json.dumps(value) if not isinstance(value, str) else repr(value)
+        super().__init__(f"config error: {key} = {shown} is not allowed; expected {allowed}")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A Bedrock text model, invoked either directly or through a cross-region inference profile."""
+
+    model_id: str
+    foundation_model_id: str
+    geography: str | None  # None when the id is a plain foundation model id
+
+    @property
+    def is_inference_profile(self) -> bool:
+        return self.geography is not None
+
+    def destination_regions(self, region: str) -> tuple[str, ...]:
+        """Regions whose foundation-model ARN must be granted for calls made from ``region``."""
+        if self.geography is None:
+            return (region,)
+        return PROFILE_GEOGRAPHIES[self.geography]
+
+
+@dataclass(frozen=True)
+class GuardrailSettings:
+    content_filter_strength: str
+    prompt_attack_strength: str
+    pii_anonymize: tuple[str, ...]
+    pii_block: tuple[str, ...]
+    deny_investment_advice: bool
+
+
+@dataclass(frozen=True)
+class KitConfig:
+    stage: str
+    name_prefix: str
+    region: str
+    account: str | None
+    text_model: ModelRef
+    text_temperature: float
+    text_max_tokens: int
+    guardrail: GuardrailSettings
+    api_throttle_rate: float
+    api_throttle_burst: int
+    log_retention_days: int
+    powertools_layer_version: int
+    alarm_email: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_prod(self) -> bool:
+        return self.stage == "prod"
+
+    def resource_name(self, *parts: str) -> str:
+        """A physical name that carries the prefix and the stage, e.g. ``genai-kit-sandbox-prompts``."""
+        return "-".join((self.name_prefix, self.stage, *parts))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Value parsers: each takes the key and the raw value (JSON type or the string form given with -c).
+
+
+def _as_str(key: str, raw: object, allowed: str = "a string") -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(key, raw, allowed)
+    return raw.strip()
+
+
+def _as_int(key: str, raw: object, low: int, high: int) -> int:
+    allowed = f"a whole number from {low} to {high}"
+    value: object = raw
+    if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
+        value = int(raw)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(key, raw, allowed)
+    return value
+
+
+def _as_float(key: str, raw: object, low: float, high: float) -> float:
+    allowed = f"a number from {low:g} to {high:g}"
+    value: object = raw
+    if isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(key, raw, allowed) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(key, raw, allowed)
+    return float(value)
+
+
+def _as_bool(key: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise ConfigError(key, raw, "true or false")
+
+
+def _as_choice(key: str, raw: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(raw, str) or raw.strip() not in choices:
+        raise ConfigError(key, raw, "one of " + ", ".join(choices))
+    return raw.strip()
+
+
+def _json_or_raw(raw: object) -> object:
+    if isinstance(raw, str) and raw.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _as_list(key: str, raw: object, allowed_items: frozenset[str]) -> tuple[str, ...]:
+    allowed = "a list (JSON or comma-separated) of: " + ", ".join(sorted(allowed_items))
+    value = _json_or_raw(raw)
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(key, raw, allowed)
+    for item in value:
+        if item not in allowed_items:
+            raise ConfigError(key, raw, f"{allowed} ({item!r} is not one)")
+    if len(set(value)) != len(value):
+        raise ConfigError(key, raw, "a list without repeated items")
+    return tuple(value)
+
+
+def _as_tags(key: str, raw: object) -> dict[str, str]:
+    allowed = 'a JSON object of string tags, e.g. {"owner": "me"}, keys not starting with "aws:"'
+    value = _json_or_raw(raw)
+    if value in ("", None):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(key, raw, allowed)
+    for tag_key, tag_value in value.items():
+        if (
+            not isinstance(tag_value, str)
+            or not 1 <= len(tag_key) <= 128
+            or len(tag_value) > 256
+            or tag_key.lower().startswith("aws:")
+        ):
+            raise ConfigError(key, raw, allowed)
+    return dict(value)
+
+
+def parse_model_id(key: str, raw: object, region: str) -> ModelRef:
+    """Parse a Bedrock model id or a system-defined cross-region inference profile id."""
+    allowed = (
+        "a Bedrock model id such as 'amazon.nova-micro-v1:0' or a cross-region inference profile id "
+        "such as 'us.amazon.nova-micro-v1:0' (prefix one of " + ", ".join(PROFILE_GEOGRAPHIES) + ")"
+    )
+    model_id = _as_str(key, raw, allowed)
+    profile = _PROFILE_RE.match(model_id)
+    match = profile or _FOUNDATION_RE.match(model_id)
+    if match is None or match["provider"] not in MODEL_PROVIDERS:
+        raise ConfigError(key, raw, allowed)
+    foundation = f"{match['provider']}.{match['name']}"
+    geography = profile["geo"] if profile else None
+    if geography and geography != "global" and region not in PROFILE_GEOGRAPHIES[geography]:
+        raise ConfigError(
+            key,
+            raw,
+            f"a profile that can be called from region {region}: the '{geography}.' profiles serve "
+            + ", ".join(PROFILE_GEOGRAPHIES[geography]),
+        )
+    return ModelRef(model_id=model_id, foundation_model_id=foundation, geography=geography)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+# Every kit key with its default. Keys in cdk.json context that contain "@" or ":" belong to the CDK.
+DEFAULTS: Mapping[str, Any] = {
+    "stage": "sandbox",
+    "name_prefix": "genai-kit",
+    "region": "us-east-1",
+    "account": "",
+    "text_model_id": "us.amazon.nova-micro-v1:0",
+    "text_temperature": 0.5,
+    "text_max_tokens": 512,
+    "guardrail_content_filter_strength": "HIGH",
+    "guardrail_prompt_attack_strength": "HIGH",
+    "guardrail_pii_anonymize": ["EMAIL", "PHONE", "NAME"],
+    "guardrail_pii_block": ["US_SOCIAL_SECURITY_NUMBER", "CREDIT_DEBIT_CARD_NUMBER"],
+    "guardrail_deny_investment_advice": True,
+    "api_throttle_rate": 10,
+    "api_throttle_burst": 20,
+    "log_retention_days": None,  # None: 7 days in sandbox, 365 in prod
+    "powertools_layer_version": 0,  # 0: the version this kit release pins (see PINNED_POWERTOOLS_LAYER)
+    "alarm_email": "",
+    "tags": {},
+}
+# CDK's own context keys that carry no "@" or ":" in their names.
+_CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
+
+
+def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> KitConfig:
+    """Build and validate the kit configuration from a CDK context mapping."""
+    unknown = sorted(
+        k for k in context if k not in DEFAULTS and ":" not in k and "@" not in k and k not in _CDK_PLAIN_KEYS
+    )
+    if unknown:
+        raise ConfigError(unknown[0], context[unknown[0]], "a known key: " + ", ".join(sorted(DEFAULTS)))
+
+    def get(key: str) -> Any:
+        return context.get(key, DEFAULTS[key])
+
+    stage = _as_choice("stage", get("stage"), STAGES)
+    prefix = _as_str("name_prefix", get("name_prefix"))
+    if not _PREFIX_RE.match(prefix):
+        raise ConfigError("name_prefix", prefix, "3-20 characters: lowercase letters, digits and '-', starting with a letter")
+    region = _as_str("region", get("region"))
+    if not _REGION_RE.match(region):
+        raise ConfigError("region", region, "an AWS region code such as us-east-1")
+    account = _as_str("account", str(get("account")) if isinstance(get("account"), int) else get("account"))
+    if account and not re.fullmatch(r"\d{12}", account):
+        raise ConfigError("account", account, "empty (environment-agnostic) or a 12-digit AWS account id")
+
+    anonymize = _as_list("guardrail_pii_anonymize", get("guardrail_pii_anonymize"), PII_TYPES)
+    block = _as_list("guardrail_pii_block", get("guardrail_pii_block"), PII_TYPES)
+    overlap = sorted(set(anonymize) & set(block))
+    if overlap:
+        raise ConfigError("guardrail_pii_block", list(block), f"no type that guardrail_pii_anonymize has too ({overlap[0]})")
+    guardrail = GuardrailSettings(
+        content_filter_strength=_as_choice(
+            "guardrail_content_filter_strength", get("guardrail_content_filter_strength"), FILTER_STRENGTHS
+        ),
+        prompt_attack_strength=_as_choice(
+            "guardrail_prompt_attack_strength", get("guardrail_prompt_attack_strength"), FILTER_STRENGTHS[1:]
+        ),
+        pii_anonymize=anonymize,
+        pii_block=block,
+        deny_investment_advice=_as_bool("guardrail_deny_investment_advice", get("guardrail_deny_investment_advice")),
+    )
+
+    retention_raw = get("log_retention_days")
+    if retention_raw in (None, "", "default"):
+        retention = DEFAULT_LOG_RETENTION[stage]
+    else:
+        retention = _as_int("log_retention_days", retention_raw, 1, 3653)
+        if retention not in LOG_RETENTION_DAYS:
+            raise ConfigError("log_retention_days", retention_raw, "one of " + ", ".join(map(str, LOG_RETENTION_DAYS)))
+
+    layer = _as_int("powertools_layer_version", get("powertools_layer_version"), 0, 10_000)
+    email = _as_str("alarm_email", get("alarm_email") or "")
+    if email and not _EMAIL_RE.match(email):
+        raise ConfigError("alarm_email", email, "empty or an e-mail address")
+
+    return KitConfig(
+        stage=stage,
+        name_prefix=prefix,
+        region=region,
+        account=account or None,
+        text_model=parse_model_id("text_model_id", get("text_model_id"), region),
+        text_temperature=_as_float("text_temperature", get("text_temperature"), 0.0, 1.0),
+        text_max_tokens=_as_int("text_max_tokens", get("text_max_tokens"), 1, 4096),
+        guardrail=guardrail,
+        api_throttle_rate=_as_float("api_throttle_rate", get("api_throttle_rate"), 1, 10_000),
+        api_throttle_burst=_as_int("api_throttle_burst", get("api_throttle_burst"), 1, 5_000),
+        log_retention_days=retention,
+        powertools_layer_version=layer or pinned_layer_version,
+        alarm_email=email or None,
+        tags=_as_tags("tags", get("tags")),
+    )
+

@@ -1,0 +1,74 @@
+"""An alarm topic and alarms that notify it."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from stacks.config import KitConfig
+from stacks.shared.nag import suppress
+
+# CloudWatch bills about $0.10 per standard-resolution alarm per month (the first 10 are free tier).
+ALARM_MONTHLY_USD = 0.10
+
+
+class AlarmTopic(Construct):
+    """An SNS topic for alarms (TLS-only), with an e-mail subscription when ``alarm_email`` is set."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+        super().__init__(scope, construct_id)
+        self.topic = sns.Topic(self, "Topic", display_name=config.resource_name("alarms"), enforce_ssl=True)
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarms",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": self.topic.stack.account}},
+            )
+        )
+        if config.alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        suppress(
+            self.topic,
+            "AwsSolutions-SNS2",
+            "Alarm notifications carry only alarm names and states. CloudWatch cannot publish to a topic "
+            "encrypted with the AWS managed SNS key, and a customer managed key would cost $1/month idle.",
+        )
+        self.alarms: list[cloudwatch.Alarm] = []
+
+    def alarm(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        metric: cloudwatch.IMetric,
+        threshold: float,
+        description: str,
+        evaluation_periods: int = 1,
+        comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    ) -> cloudwatch.Alarm:
+        """An alarm that notifies the topic on ALARM and on OK; missing data (no traffic) is not breaching."""
+        alarm = cloudwatch.Alarm(
+            scope,
+            construct_id,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=evaluation_periods,
+            comparison_operator=comparison,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=description,
+        )
+        action = cw_actions.SnsAction(self.topic)
+        alarm.add_alarm_action(action)
+        alarm.add_ok_action(action)
+        self.alarms.append(alarm)
+        return alarm
+
+
+FIVE_MINUTES = Duration.minutes(5)

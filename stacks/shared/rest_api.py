@@ -1,0 +1,162 @@
+"""A REST API with the kit's defaults: regional, IAM auth, validated requests, throttled, logged, traced.
+
+Every error API Gateway itself returns is rewritten into the kit's error shape
+``{"error": {"code", "message", "field"?}}`` so a caller sees one contract whether the gateway or the
+function answered. Gateway response templates are not VTL (only plain substitution), so they use only
+``$context.error.messageString``, which API Gateway emits already quoted, never a raw string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from stacks.config import KitConfig
+from stacks.shared.nag import suppress
+from stacks.shared.stage import log_group
+
+STAGE_NAME = "v1"
+
+# (response type, status or None to keep API Gateway's, error code, field) for the gateway's own errors.
+_GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], ...] = (
+    (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid_request_body", "body"),
+    (apigw.ResponseType.BAD_REQUEST_PARAMETERS, "400", "invalid_request_parameters", "path"),
+    (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "request_too_large", "body"),
+    (apigw.ResponseType.UNSUPPORTED_MEDIA_TYPE, "415", "unsupported_media_type", "Content-Type"),
+    (apigw.ResponseType.ACCESS_DENIED, "403", "access_denied", None),
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "missing_signature_or_route", None),
+    (apigw.ResponseType.INVALID_SIGNATURE, "403", "invalid_signature", None),
+    (apigw.ResponseType.EXPIRED_TOKEN, "403", "expired_credentials", None),
+    (apigw.ResponseType.THROTTLED, "429", "throttled", None),
+    (apigw.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded", None),
+    (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "integration_timeout", None),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "request_error", None),
+    (apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error", None),
+)
+_RETRY_AFTER_SECONDS = "1"
+
+_SCHEMA_KEYS = {
+    "type": "type", "properties": "properties", "required": "required", "items": "items", "enum": "enum",
+    "additionalProperties": "additional_properties", "minLength": "min_length", "maxLength": "max_length",
+    "minimum": "minimum", "maximum": "maximum", "minItems": "min_items", "maxItems": "max_items",
+    "minProperties": "min_properties", "maxProperties": "max_properties", "pattern": "pattern",
+    "description": "description", "title": "title", "$schema": "schema", "patternProperties": "pattern_properties",
+}
+
+
+def json_schema(schema: Mapping[str, Any]) -> apigw.JsonSchema:
+    """Turn a plain draft-04 JSON Schema dict (as kept in lambdas/) into CDK's JsonSchema."""
+    kwargs: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in _SCHEMA_KEYS:
+            raise ValueError(f"json_schema: keyword {key!r} is not supported by API Gateway models")
+        name = _SCHEMA_KEYS[key]
+        if key == "type":
+            types = [apigw.JsonSchemaType(t.upper()) for t in ([value] if isinstance(value, str) else value)]
+            value = types[0] if len(types) == 1 else types
+        elif key == "$schema":
+            value = apigw.JsonSchemaVersion.DRAFT4
+        elif key in ("properties", "patternProperties"):
+            value = {k: json_schema(v) for k, v in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, Mapping):
+            value = json_schema(value)
+        kwargs[name] = value
+    return apigw.JsonSchema(**kwargs)
+
+
+class RestApi(Construct):
+    """``api`` is the RestApi; ``validator`` validates parameters and bodies; ``access_logs`` its log group."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, description: str) -> None:
+        super().__init__(scope, construct_id)
+        self.access_logs = log_group(self, "AccessLogs", config)
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=config.resource_name(construct_id.lower()),
+            description=description,
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
+            # Access and execution logging need the account-level API Gateway CloudWatch role.
+            cloud_watch_role=True,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                throttling_rate_limit=config.api_throttle_rate,
+                throttling_burst_limit=config.api_throttle_burst,
+                tracing_enabled=True,
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # never log request or response bodies
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True, http_method=True, ip=True, protocol=True, request_time=True,
+                    resource_path=True, response_length=True, status=True, user=True,
+                ),
+            ),
+        )
+        self.validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        for response_type, status, code, field in _GATEWAY_ERRORS:
+            error = '"code": "%s", "message": $context.error.messageString' % code
+            if field:
+                error += ', "field": "%s"' % field
+            headers = {"Content-Type": "'application/json'"}
+            if status == "429":
+                headers["Retry-After"] = f"'{_RETRY_AFTER_SECONDS}'"
+            self.api.add_gateway_response(
+                f"{code.title().replace('_', '')}Response",
+                type=response_type,
+                status_code=status,
+                response_headers=headers,
+                templates={"application/json": '{"error": {%s}}' % error},
+            )
+        suppress(
+            self.api.deployment_stage,
+            "AwsSolutions-APIG3",
+            "No WAF web ACL by default: every method needs SigV4 (IAM) auth and the stage is throttled, and a "
+            "web ACL would add about $5/month plus $1 per rule while the API sits idle.",
+        )
+        cw_role = self.api.node.find_child("CloudWatchRole")
+        suppress(
+            cw_role,
+            "AwsSolutions-IAM4",
+            "API Gateway's account-level logging role uses the AWS managed policy made for exactly that job.",
+            applies_to=[
+                "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+            ],
+        )
+
+    def body_model(self, name: str, schema: Mapping[str, Any]) -> apigw.Model:
+        return self.api.add_model(
+            f"{name}Model", content_type="application/json", model_name=name, schema=json_schema(schema)
+        )
+
+    def add_lambda_method(
+        self,
+        resource: apigw.IResource,
+        http_method: str,
+        function: lambda_.IFunction,
+        *,
+        body: apigw.Model | None = None,
+        path_parameters: tuple[str, ...] = (),
+    ) -> apigw.Method:
+        """An IAM-authorized method that proxies to ``function`` with the API's validator."""
+        method = resource.add_method(
+            http_method,
+            apigw.LambdaIntegration(function, proxy=True),
+            request_validator=self.validator,
+            request_models={"application/json": body} if body else None,
+            request_parameters={f"method.request.path.{p}": True for p in path_parameters} or None,
+        )
+        suppress(
+            method,
+            "AwsSolutions-COG4",
+            "The method uses IAM (SigV4) authorization, not a Cognito user pool; callers are IAM principals.",
+        )
+        return method
+

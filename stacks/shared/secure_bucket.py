@@ -1,0 +1,108 @@
+"""An S3 bucket with the kit's defaults: private, TLS-only, encrypted, logged, removed by stage."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.config import KitConfig
+from stacks.shared.nag import suppress
+from stacks.shared.stage import removal_policy
+
+
+class SecureBucket(Construct):
+    """A data bucket plus the bucket that receives its server access logs.
+
+    ``bucket`` and ``access_logs`` are exposed so siblings can be granted access. Versioning is on when
+    the data matters (``versioned=True``); noncurrent versions expire after ``noncurrent_days`` so a
+    sandbox does not pay for history forever.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        versioned: bool,
+        encryption_key: kms.IKey | None = None,
+        event_bridge_enabled: bool = False,
+        noncurrent_days: int = 30,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        policy = removal_policy(config)
+        auto_delete = not config.is_prod
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,  # S3 log delivery cannot write with a KMS key
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90 if config.is_prod else 30))],
+            removal_policy=policy,
+            auto_delete_objects=auto_delete,
+        )
+        suppress(
+            self.access_logs,
+            "AwsSolutions-S1",
+            "This bucket is the server-access-log destination; logging it into itself would loop.",
+        )
+
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.KMS if encryption_key else s3.BucketEncryption.S3_MANAGED,
+            encryption_key=encryption_key,
+            bucket_key_enabled=encryption_key is not None,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            versioned=versioned,
+            lifecycle_rules=(
+                [
+                    s3.LifecycleRule(
+                        noncurrent_version_expiration=Duration.days(noncurrent_days),
+                        abort_incomplete_multipart_upload_after=Duration.days(7),
+                    )
+                ]
+                if versioned
+                else [s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7))]
+            ),
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="s3-access/",
+            event_bridge_enabled=event_bridge_enabled,
+            removal_policy=policy,
+            auto_delete_objects=auto_delete,
+        )
+        if event_bridge_enabled:
+            _suppress_notifications_handler(self)
+
+
+# CDK turns EventBridge notifications on through one custom-resource function per stack.
+_NOTIFICATIONS_HANDLER = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
+
+
+def _suppress_notifications_handler(scope: Construct) -> None:
+    handler = Stack.of(scope).node.try_find_child(_NOTIFICATIONS_HANDLER)
+    if handler is None:
+        return
+    role = handler.node.find_child("Role")
+    suppress(
+        role,
+        "AwsSolutions-IAM4",
+        "CDK's bucket-notification custom resource writes its logs with the AWS basic execution policy; it "
+        "runs only during deployments.",
+        applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+    )
+    suppress(
+        role,
+        "AwsSolutions-IAM5",
+        "s3:PutBucketNotification has no narrower resource form that CDK's shared notification handler "
+        "can use for every bucket in the stack.",
+        applies_to=["Resource::*"],
+        apply_to_children=True,
+    )
