@@ -1,0 +1,74 @@
+"""Print one line per synthesized stack: id, level, resource count, idle cost per month, what it is for.
+
+Idle cost counts only resource types that bill while nothing uses them (us-east-1 list prices, checked
+2026-11); everything else in the kit is pay-per-use. A resource type this table has not classified is
+reported as "unclassified" rather than silently counted as free.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+# USD per month for one resource of the type, while idle. Source: the AWS pricing pages of each service.
+IDLE_MONTHLY_USD: dict[str, float] = {
+    "AWS::CloudWatch::Alarm": 0.10,  # standard-resolution metric alarm (the first 10 per account are free)
+    "AWS::KMS::Key": 1.00,  # customer managed key
+    "AWS::EC2::NatGateway": 32.85,  # $0.045/hour
+    "AWS::SecretsManager::Secret": 0.40,
+}
+# Types that cost nothing while idle (pay per request, per GB stored, or free).
+FREE_WHILE_IDLE = frozenset(
+    {
+        "AWS::ApiGateway::Account", "AWS::ApiGateway::Deployment", "AWS::ApiGateway::GatewayResponse",
+        "AWS::ApiGateway::Method", "AWS::ApiGateway::Model", "AWS::ApiGateway::RequestValidator",
+        "AWS::ApiGateway::Resource", "AWS::ApiGateway::RestApi", "AWS::ApiGateway::Stage",
+        "AWS::Bedrock::Guardrail", "AWS::Bedrock::GuardrailVersion", "AWS::Bedrock::Prompt",
+        "AWS::Bedrock::PromptVersion", "AWS::CDK::Metadata", "AWS::IAM::Policy", "AWS::IAM::Role",
+        "AWS::Lambda::Function", "AWS::Lambda::Permission", "AWS::Logs::LogGroup", "AWS::SNS::Topic",
+        "AWS::SNS::TopicPolicy", "AWS::SNS::Subscription", "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
+        "Custom::S3AutoDeleteObjects", "AWS::SQS::Queue", "AWS::SQS::QueuePolicy", "AWS::Events::Rule",
+    }
+)
+
+
+def stack_summary(template: dict) -> tuple[int, float, list[str]]:
+    """(resource count, idle USD/month, unclassified types) of one template."""
+    types = Counter(resource["Type"] for resource in template.get("Resources", {}).values())
+    idle = sum(IDLE_MONTHLY_USD[t] * n for t, n in types.items() if t in IDLE_MONTHLY_USD)
+    unknown = sorted(t for t in types if t not in IDLE_MONTHLY_USD and t not in FREE_WHILE_IDLE)
+    return sum(types.values()), round(idle, 2), unknown
+
+
+def summarize(assembly_dir: Path) -> list[str]:
+    manifest = json.loads((assembly_dir / "manifest.json").read_text())
+    lines = []
+    for artifact_id, artifact in sorted(manifest["artifacts"].items()):
+        if artifact.get("type") != "aws:cloudformation:stack":
+            continue
+        template = json.loads((assembly_dir / artifact["properties"]["templateFile"]).read_text())
+        count, idle, unknown = stack_summary(template)
+        purpose = template.get("Description", "").removeprefix("genai-spectrum-kit ")
+        line = f"{artifact_id:<22} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
+        if unknown:
+            line += f"  (idle cost unclassified: {', '.join(unknown)})"
+        lines.append(line)
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    assembly = Path(argv[1] if len(argv) > 1 else "cdk.out")
+    lines = summarize(assembly)
+    if not lines:
+        print(f"no stacks found in {assembly}", file=sys.stderr)
+        return 1
+    print("\nSynthesized stacks (idle cost: what the stack bills per month with no traffic):")
+    for line in lines:
+        print("  " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,301 @@
+"""Level 1 — prompt engineering: a secured API over Bedrock Converse, managed prompts, a guardrail on every call.
+
+    caller (SigV4) ──► API Gateway REST (IAM auth, validation, throttling, access logs, X-Ray)
+                           │  POST /prompt · GET /templates · POST /templates/{name}
+                           ▼
+                       Lambda (Powertools) ──► Bedrock Converse (model or inference profile)
+                           │                     ├─ Guardrail version on every call
+                           │                     └─ Prompt Management versions for templates
+                           └──► CloudWatch metrics/logs ──► alarms ──► SNS topic
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_bedrock as bedrock
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.config import KitConfig
+from stacks.prompt_templates import PromptTemplate
+from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
+from stacks.shared.model_access import grant_invoke_model
+from stacks.shared.python_function import PythonFunction
+from stacks.shared.rest_api import RestApi
+from stacks.shared.stage import tag_stack
+
+LEVEL = "1-prompt"
+# Lambda allows 4 KB of environment variables in all; keep the template catalog well inside it.
+CATALOG_ENV_BUDGET = 3000
+_ARN_ESTIMATE = "x" * 100  # a prompt version ARN is about 75 characters; estimate high
+FUNCTION_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
+
+# The gateway checks that a body is a JSON object; the function checks each field against
+# lambdas/prompt_api/request_schemas.json so that every 400 names the field and the reason
+# (API Gateway's own validation messages cannot name a field).
+JSON_OBJECT_BODY = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
+
+_CONTENT_FILTERS = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT")
+# Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version.
+_GUARDRAIL_REVISION = 1
+
+
+class PromptGuardrail(Construct):
+    """A guardrail from config and a published version of it (a new version whenever the settings change)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+        super().__init__(scope, construct_id)
+        settings = config.guardrail
+        filters: list[Any] = [
+            bedrock.CfnGuardrail.ContentFilterConfigProperty(
+                type=kind,
+                input_strength=settings.content_filter_strength,
+                output_strength=settings.content_filter_strength,
+            )
+            for kind in _CONTENT_FILTERS
+        ]
+        # Prompt attacks are judged on the input only; Bedrock requires NONE on the output side.
+        filters.append(
+            bedrock.CfnGuardrail.ContentFilterConfigProperty(
+                type="PROMPT_ATTACK", input_strength=settings.prompt_attack_strength, output_strength="NONE"
+            )
+        )
+        pii = [
+            bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="ANONYMIZE")
+            for kind in settings.pii_anonymize
+        ] + [bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="BLOCK") for kind in settings.pii_block]
+        topics = (
+            [
+                bedrock.CfnGuardrail.TopicConfigProperty(
+                    name="Investment advice",
+                    type="DENY",
+                    definition="Recommendations about buying, selling or holding specific securities, funds "
+                    "or cryptocurrencies, or predictions of their returns.",
+                    examples=[
+                        "Which stocks should I buy this month?",
+                        "Is it a good time to put my savings into bitcoin?",
+                    ],
+                )
+            ]
+            if settings.deny_investment_advice
+            else []
+        )
+        self.guardrail = bedrock.CfnGuardrail(
+            self,
+            "Guardrail",
+            name=config.resource_name("guardrail"),
+            description="Applied to every Level 1 call: content filters, prompt attacks, PII, denied topics.",
+            blocked_input_messaging="Sorry, this request was blocked by the kit's guardrail.",
+            blocked_outputs_messaging="Sorry, the model's answer was blocked by the kit's guardrail.",
+            content_policy_config=bedrock.CfnGuardrail.ContentPolicyConfigProperty(filters_config=filters),
+            sensitive_information_policy_config=(
+                bedrock.CfnGuardrail.SensitiveInformationPolicyConfigProperty(pii_entities_config=pii)
+                if pii
+                else None
+            ),
+            topic_policy_config=(
+                bedrock.CfnGuardrail.TopicPolicyConfigProperty(topics_config=topics) if topics else None
+            ),
+        )
+        digest = hashlib.sha256(
+            json.dumps([dataclasses.asdict(settings), _GUARDRAIL_REVISION], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        self.version = bedrock.CfnGuardrailVersion(
+            self,
+            "Version",
+            guardrail_identifier=self.guardrail.attr_guardrail_id,
+            # Versions are immutable and Description is create-only: a changed digest publishes a new one.
+            description=f"settings {digest}",
+        )
+
+    def grant_apply(self, role: iam.Role) -> None:
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ApplyGuardrail", actions=["bedrock:ApplyGuardrail"], resources=[self.guardrail.attr_guardrail_arn]
+            )
+        )
+
+
+class PromptCatalog(Construct):
+    """One managed prompt and one published version per template file."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: KitConfig, templates: list[PromptTemplate]
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.templates = templates
+        self.prompts: dict[str, bedrock.CfnPrompt] = {}
+        self.versions: dict[str, bedrock.CfnPromptVersion] = {}
+        for template in templates:
+            inference = template.inference
+            prompt = bedrock.CfnPrompt(
+                self,
+                f"{template.name}-prompt",
+                name=config.resource_name(template.name),
+                description=template.description,
+                default_variant="default",
+                variants=[
+                    bedrock.CfnPrompt.PromptVariantProperty(
+                        name="default",
+                        template_type="TEXT",
+                        model_id=config.text_model.model_id,
+                        template_configuration=bedrock.CfnPrompt.PromptTemplateConfigurationProperty(
+                            text=bedrock.CfnPrompt.TextPromptTemplateConfigurationProperty(
+                                text=template.template,
+                                input_variables=[
+                                    bedrock.CfnPrompt.PromptInputVariableProperty(name=v) for v in template.variables
+                                ],
+                            )
+                        ),
+                        inference_configuration=bedrock.CfnPrompt.PromptInferenceConfigurationProperty(
+                            text=bedrock.CfnPrompt.PromptModelInferenceConfigurationProperty(
+                                temperature=inference.get("temperature"),
+                                top_p=inference.get("topP"),
+                                max_tokens=inference.get("maxTokens"),
+                            )
+                        ),
+                    )
+                ],
+            )
+            self.prompts[template.name] = prompt
+            self.versions[template.name] = bedrock.CfnPromptVersion(
+                self,
+                f"{template.name}-version",
+                prompt_arn=prompt.attr_arn,
+                # Description is create-only, so a changed template publishes a new immutable version.
+                description=f"template {template.digest} model {config.text_model.model_id}",
+            )
+        size = len(self._catalog_json(lambda name: _ARN_ESTIMATE))
+        if size > CATALOG_ENV_BUDGET:
+            raise ValueError(
+                f"prompt catalog needs about {size} bytes of environment, more than the {CATALOG_ENV_BUDGET} "
+                "allowed; shorten descriptions or use fewer templates"
+            )
+
+    def _catalog_json(self, arn_of: Any) -> str:
+        return json.dumps(
+            {
+                t.name: {"arn": arn_of(t.name), "description": t.description, "variables": list(t.variables)}
+                for t in self.templates
+            },
+            separators=(",", ":"),
+        )
+
+    @property
+    def catalog_json(self) -> str:
+        """The PROMPT_CATALOG the function reads: name -> version ARN, description, variables."""
+        return self._catalog_json(lambda name: self.versions[name].attr_arn)
+
+    def grant_run(self, role: iam.Role) -> None:
+        """Converse with a prompt version ARN as modelId needs InvokeModel and RenderPrompt on the prompt."""
+        resources = [p.attr_arn for p in self.prompts.values()] + [v.attr_arn for v in self.versions.values()]
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="RunManagedPrompts", actions=["bedrock:InvokeModel", "bedrock:RenderPrompt"], resources=resources
+            )
+        )
+
+
+class PromptEngineeringStack(Stack):
+    """``GenAiKit-1-Prompt``: the API, the function, the guardrail, the prompt catalog and the alarms."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        templates: list[PromptTemplate],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, description="genai-spectrum-kit Level 1: prompt engineering on Amazon Bedrock", **kwargs)
+        tag_stack(self, config, LEVEL)
+
+        guardrail = PromptGuardrail(self, "Guardrail", config=config)
+        catalog = PromptCatalog(self, "Prompts", config=config, templates=templates)
+
+        handler = PythonFunction(
+            self,
+            "PromptFunction",
+            config=config,
+            handler="prompt_api.handler.handler",
+            description="Level 1 prompt API: Bedrock Converse with a guardrail on every call",
+            service_name="prompt-api",
+            timeout=FUNCTION_TIMEOUT,
+            memory_size=256,
+            environment={
+                "MODEL_ID": config.text_model.model_id,
+                "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
+                "GUARDRAIL_VERSION": guardrail.version.attr_version,
+                "PROMPT_CATALOG": catalog.catalog_json,
+                "DEFAULT_TEMPERATURE": str(config.text_temperature),
+                "DEFAULT_MAX_TOKENS": str(config.text_max_tokens),
+            },
+        )
+        grant_invoke_model(handler.role, config.text_model)
+        guardrail.grant_apply(handler.role)
+        catalog.grant_run(handler.role)
+
+        rest = RestApi(self, "PromptApi", config=config, description="Level 1: prompts and managed templates")
+        body = rest.body_model("JsonObjectBody", JSON_OBJECT_BODY)
+        prompt = rest.api.root.add_resource("prompt")
+        rest.add_lambda_method(prompt, "POST", handler.function, body=body)
+        templates_resource = rest.api.root.add_resource("templates")
+        rest.add_lambda_method(templates_resource, "GET", handler.function)
+        one_template = templates_resource.add_resource("{name}")
+        rest.add_lambda_method(one_template, "POST", handler.function, body=body, path_parameters=("name",))
+
+        alarms = AlarmTopic(self, "Alarms", config=config)
+        alarms.alarm(
+            self, "Api5xxAlarm",
+            metric=rest.api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1, description="Level 1 API returned 5xx responses",
+        )
+        alarms.alarm(
+            self, "ApiLatencyAlarm",
+            metric=rest.api.metric_latency(period=FIVE_MINUTES, statistic="p95"),
+            threshold=15_000, evaluation_periods=3,
+            description="Level 1 API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
+        )
+        alarms.alarm(
+            self, "FunctionErrorsAlarm",
+            metric=handler.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1, description="Level 1 function raised unhandled errors",
+        )
+        alarms.alarm(
+            self, "FunctionThrottlesAlarm",
+            metric=handler.function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1, description="Level 1 function invocations were throttled (concurrency limit)",
+        )
+        alarms.alarm(
+            self, "ModelThrottledAlarm",
+            metric=cloudwatch.Metric(
+                namespace=config.resource_name("kit"), metric_name="ModelThrottled",
+                dimensions_map={"service": "prompt-api"}, period=FIVE_MINUTES, statistic="Sum",
+            ),
+            threshold=5, description="Bedrock throttled Level 1 calls after retries (429s to callers)",
+        )
+
+        self.api = rest.api
+        self.function = handler.function
+        self.alarm_topic = alarms.topic
+        self.guardrail = guardrail
+        self.catalog = catalog
+
+        CfnOutput(self, "ApiUrl", value=rest.api.url, description="Base URL of the Level 1 API (SigV4, service execute-api)")
+        CfnOutput(self, "Region", value=self.region)
+        CfnOutput(self, "ModelId", value=config.text_model.model_id)
+        CfnOutput(self, "GuardrailId", value=guardrail.guardrail.attr_guardrail_id)
+        CfnOutput(self, "GuardrailVersion", value=guardrail.version.attr_version)
+        CfnOutput(self, "AlarmTopicArn", value=alarms.topic.topic_arn)
+        for name, version in catalog.versions.items():
+            CfnOutput(
+                self, f"Prompt{name.title().replace('-', '')}Arn", value=version.attr_arn,
+                description=f"Prompt version ARN of template '{name}'",
+            )
