@@ -1,0 +1,323 @@
+"""Level 1 stack: the properties that matter, asserted on the template a real synth produces."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match
+
+from stacks.config import PROFILE_GEOGRAPHIES
+from stacks.prompt_templates import load_templates
+from tests.infra.helpers import as_list, only, render, resources, statements
+
+STACK = "GenAiKit-1-Prompt"
+
+
+@pytest.fixture(scope="module")
+def template(sandbox: Any) -> dict[str, Any]:
+    return sandbox.templates[STACK]
+
+
+def _function(template: dict[str, Any]) -> dict[str, Any]:
+    return only(template, "AWS::Lambda::Function")[1]["Properties"]
+
+
+# --- API ----------------------------------------------------------------------------------------------
+
+
+def test_api_is_regional(template: dict[str, Any]) -> None:
+    _, api = only(template, "AWS::ApiGateway::RestApi")
+    assert api["Properties"]["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
+
+
+def test_every_method_requires_iam_auth_and_uses_the_validator(template: dict[str, Any]) -> None:
+    methods = resources(template, "AWS::ApiGateway::Method")
+    routes = set()
+    validator_id, validator = only(template, "AWS::ApiGateway::RequestValidator")
+    assert validator["Properties"]["ValidateRequestBody"] is True
+    assert validator["Properties"]["ValidateRequestParameters"] is True
+    for method in methods.values():
+        props = method["Properties"]
+        assert props["AuthorizationType"] == "AWS_IAM"
+        assert props["RequestValidatorId"] == {"Ref": validator_id}
+        assert props["Integration"]["Type"] == "AWS_PROXY"
+        routes.add(props["HttpMethod"])
+        if props["HttpMethod"] == "POST":
+            assert "application/json" in props["RequestModels"]
+    assert len(methods) == 3 and routes == {"GET", "POST"}
+
+
+def test_template_route_requires_the_name_path_parameter(template: dict[str, Any]) -> None:
+    params = [
+        m["Properties"].get("RequestParameters", {}) for m in resources(template, "AWS::ApiGateway::Method").values()
+    ]
+    assert {"method.request.path.name": True} in params
+
+
+def test_stage_is_throttled_logged_and_traced(sandbox: Any, template: dict[str, Any]) -> None:
+    _, stage = only(template, "AWS::ApiGateway::Stage")
+    props = stage["Properties"]
+    assert props["TracingEnabled"] is True
+    access_logs_id, _ = next(
+        (k, v) for k, v in resources(template, "AWS::Logs::LogGroup").items() if k.startswith("PromptApiAccessLogs")
+    )
+    assert render(props["AccessLogSetting"]["DestinationArn"]).endswith(":log-group:${" + access_logs_id + "}")
+    assert "$context.requestId" in props["AccessLogSetting"]["Format"]
+    [settings] = props["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] == sandbox.config.api_throttle_rate
+    assert settings["ThrottlingBurstLimit"] == sandbox.config.api_throttle_burst
+    assert settings["LoggingLevel"] == "ERROR"
+    assert settings["DataTraceEnabled"] is False
+
+
+def test_gateway_errors_render_the_kit_error_shape_as_valid_json(template: dict[str, Any]) -> None:
+    responses = resources(template, "AWS::ApiGateway::GatewayResponse")
+    types = {r["Properties"]["ResponseType"] for r in responses.values()}
+    assert {"BAD_REQUEST_BODY", "ACCESS_DENIED", "THROTTLED", "DEFAULT_4XX", "DEFAULT_5XX"} <= types
+    for response in responses.values():
+        props = response["Properties"]
+        body_template = props["ResponseTemplates"]["application/json"]
+        # API Gateway substitutes messageString already quoted and escaped.
+        body = json.loads(body_template.replace("$context.error.messageString", json.dumps('say "no"')))
+        assert set(body) == {"error"} and body["error"]["message"] == 'say "no"'
+        assert body["error"]["code"]
+        if props["ResponseType"] == "THROTTLED":
+            assert props["StatusCode"] == "429"
+            assert props["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+
+
+def test_request_body_model_is_a_draft4_json_object(template: dict[str, Any]) -> None:
+    models = resources(template, "AWS::ApiGateway::Model")
+    assert models
+    for model in models.values():
+        schema = model["Properties"]["Schema"]
+        assert schema["type"] == "object"
+        assert schema["$schema"].startswith("http://json-schema.org/draft-04/")
+
+
+# --- Function -----------------------------------------------------------------------------------------
+
+
+def test_function_runtime_architecture_tracing_and_logs(sandbox: Any, template: dict[str, Any]) -> None:
+    props = _function(template)
+    assert props["Runtime"] == "python3.14"
+    assert props["Architectures"] == ["arm64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["LoggingConfig"]["LogFormat"] == "JSON"
+    log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = template["Resources"][log_group_id]
+    assert log_group["Properties"]["RetentionInDays"] == sandbox.config.log_retention_days == 7
+
+
+def test_function_timeout_is_below_the_api_integration_timeout(template: dict[str, Any]) -> None:
+    assert _function(template)["Timeout"] < 29
+
+
+def test_function_uses_the_pinned_powertools_layer(sandbox: Any, template: dict[str, Any]) -> None:
+    [layer] = _function(template)["Layers"]
+    assert layer == (
+        "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-arm64:"
+        f"{sandbox.config.powertools_layer_version}"
+    )
+
+
+def test_handler_string_is_the_dotted_path_tests_import(template: dict[str, Any]) -> None:
+    module_path, _, attribute = _function(template)["Handler"].rpartition(".")
+    module = importlib.import_module(module_path)
+    assert callable(getattr(module, attribute))
+
+
+def test_function_environment_wires_model_guardrail_and_prompt_versions(sandbox: Any, template: dict[str, Any]) -> None:
+    env = _function(template)["Environment"]["Variables"]
+    guardrail_id, _ = only(template, "AWS::Bedrock::Guardrail")
+    version_id, _ = only(template, "AWS::Bedrock::GuardrailVersion")
+    assert env["MODEL_ID"] == sandbox.config.text_model.model_id
+    assert env["GUARDRAIL_ID"] == {"Fn::GetAtt": [guardrail_id, "GuardrailId"]}
+    assert env["GUARDRAIL_VERSION"] == {"Fn::GetAtt": [version_id, "Version"]}
+    assert env["DEFAULT_TEMPERATURE"] == str(sandbox.config.text_temperature)
+    assert env["DEFAULT_MAX_TOKENS"] == str(sandbox.config.text_max_tokens)
+    catalog = render(env["PROMPT_CATALOG"])
+    for version_logical_id in resources(template, "AWS::Bedrock::PromptVersion"):
+        assert "${" + version_logical_id + ".Arn}" in catalog
+    for prompt in load_templates():
+        assert f'"{prompt.name}":' in catalog
+
+
+def test_function_role_trusts_only_lambda_and_has_no_managed_policies(template: dict[str, Any]) -> None:
+    role_id = _function(template)["Role"]["Fn::GetAtt"][0]
+    role = template["Resources"][role_id]["Properties"]
+    [statement] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert "ManagedPolicyArns" not in role
+
+
+# --- IAM exactness ------------------------------------------------------------------------------------
+
+
+def _bedrock_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for _, s in statements(template) if any(a.startswith("bedrock:") for a in as_list(s["Action"]))]
+
+
+def test_no_bedrock_action_is_granted_on_a_wildcard_resource(template: dict[str, Any]) -> None:
+    found = _bedrock_statements(template)
+    assert found
+    for statement in found:
+        for resource in as_list(statement["Resource"]):
+            assert resource != "*" and "*" not in render(resource), statement
+
+
+def test_invoke_model_covers_the_profile_and_every_destination_region_only(
+    sandbox: Any, template: dict[str, Any]
+) -> None:
+    model = sandbox.config.text_model
+    invoke = [s for s in _bedrock_statements(template) if s.get("Sid", "").startswith("Invoke")]
+    by_sid = {s["Sid"]: s for s in invoke}
+    profile_arn = "arn:aws:bedrock:us-east-1:${AWS::AccountId}:inference-profile/" + model.model_id
+    assert render(by_sid["InvokeInferenceProfile"]["Resource"]) == profile_arn
+    destinations = by_sid["InvokeProfileDestinations"]
+    assert sorted(destinations["Resource"]) == sorted(
+        f"arn:aws:bedrock:{region}::foundation-model/{model.foundation_model_id}"
+        for region in PROFILE_GEOGRAPHIES["us"]
+    )
+    condition = destinations["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"]
+    assert render(condition) == profile_arn
+    assert {a for s in invoke for a in as_list(s["Action"])} == {"bedrock:InvokeModel"}
+
+
+def test_guardrail_and_prompt_grants_name_exactly_their_resources(template: dict[str, Any]) -> None:
+    by_sid = {s.get("Sid"): s for s in _bedrock_statements(template)}
+    guardrail_id, _ = only(template, "AWS::Bedrock::Guardrail")
+    assert by_sid["ApplyGuardrail"]["Action"] == "bedrock:ApplyGuardrail"
+    assert by_sid["ApplyGuardrail"]["Resource"] == {"Fn::GetAtt": [guardrail_id, "GuardrailArn"]}
+    run = by_sid["RunManagedPrompts"]
+    expected = {f"${{{k}.Arn}}" for k in resources(template, "AWS::Bedrock::Prompt")} | {
+        f"${{{k}.Arn}}" for k in resources(template, "AWS::Bedrock::PromptVersion")
+    }
+    assert {render(r) for r in run["Resource"]} == expected
+    assert sorted(run["Action"]) == ["bedrock:InvokeModel", "bedrock:RenderPrompt"]
+
+
+# --- Guardrail and prompts ----------------------------------------------------------------------------
+
+
+def test_guardrail_filters_pii_and_denied_topic_follow_config(sandbox: Any, template: dict[str, Any]) -> None:
+    settings = sandbox.config.guardrail
+    _, guardrail = only(template, "AWS::Bedrock::Guardrail")
+    props = guardrail["Properties"]
+    filters = {f["Type"]: f for f in props["ContentPolicyConfig"]["FiltersConfig"]}
+    assert filters["PROMPT_ATTACK"] == {
+        "Type": "PROMPT_ATTACK",
+        "InputStrength": settings.prompt_attack_strength,
+        "OutputStrength": "NONE",
+    }
+    for kind in ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT"):
+        assert filters[kind]["InputStrength"] == settings.content_filter_strength
+    pii = {p["Type"]: p["Action"] for p in props["SensitiveInformationPolicyConfig"]["PiiEntitiesConfig"]}
+    assert pii == {**{t: "ANONYMIZE" for t in settings.pii_anonymize}, **{t: "BLOCK" for t in settings.pii_block}}
+    [topic] = props["TopicPolicyConfig"]["TopicsConfig"]
+    assert topic["Type"] == "DENY" and topic["Examples"]
+
+
+def test_guardrail_version_publishes_the_guardrail(template: dict[str, Any]) -> None:
+    guardrail_id, _ = only(template, "AWS::Bedrock::Guardrail")
+    _, version = only(template, "AWS::Bedrock::GuardrailVersion")
+    assert version["Properties"]["GuardrailIdentifier"] == {"Fn::GetAtt": [guardrail_id, "GuardrailId"]}
+
+
+def test_one_prompt_and_version_per_template_file(sandbox: Any, template: dict[str, Any]) -> None:
+    prompts = resources(template, "AWS::Bedrock::Prompt")
+    versions = resources(template, "AWS::Bedrock::PromptVersion")
+    files = {t.name: t for t in load_templates()}
+    assert len(prompts) == len(versions) == len(files)
+    by_name = {}
+    for logical_id, prompt in prompts.items():
+        props = prompt["Properties"]
+        name = props["Name"].removeprefix(sandbox.config.resource_name(""))
+        by_name[name] = props
+        [variant] = props["Variants"]
+        assert variant["ModelId"] == sandbox.config.text_model.model_id
+        text = variant["TemplateConfiguration"]["Text"]
+        assert text["Text"] == files[name].template
+        assert [v["Name"] for v in text["InputVariables"]] == list(files[name].variables)
+        assert any(v["Properties"]["PromptArn"] == {"Fn::GetAtt": [logical_id, "Arn"]} for v in versions.values())
+    assert set(by_name) == set(files)
+
+
+def test_prompt_version_changes_when_its_template_changes(sandbox: Any, template: dict[str, Any]) -> None:
+    descriptions = {v["Properties"]["Description"] for v in resources(template, "AWS::Bedrock::PromptVersion").values()}
+    assert descriptions == {
+        f"template {t.digest} model {sandbox.config.text_model.model_id}" for t in load_templates()
+    }
+
+
+# --- Alarms, outputs, tags, stages --------------------------------------------------------------------
+
+
+def test_alarms_cover_5xx_latency_errors_and_throttles_and_notify_the_topic(template: dict[str, Any]) -> None:
+    topic_id, _ = only(template, "AWS::SNS::Topic")
+    alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    metrics = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    assert {
+        ("AWS/ApiGateway", "5XXError"),
+        ("AWS/ApiGateway", "Latency"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+    } <= metrics
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
+
+
+def test_alarm_topic_denies_non_tls_publishing(template: dict[str, Any]) -> None:
+    _, policy = only(template, "AWS::SNS::TopicPolicy")
+    denies = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies)
+
+
+def test_outputs_name_api_region_guardrail_and_prompts(sandbox: Any) -> None:
+    outputs = sandbox.template(STACK).find_outputs("*")
+    assert {"ApiUrl", "Region", "GuardrailId", "GuardrailVersion", "ModelId"} <= set(outputs)
+    assert len([o for o in outputs if o.startswith("Prompt") and o.endswith("Arn")]) == len(load_templates())
+
+
+@pytest.mark.parametrize(
+    "type_name", ["AWS::Lambda::Function", "AWS::IAM::Role", "AWS::ApiGateway::RestApi", "AWS::SNS::Topic"]
+)
+def test_resources_carry_kit_level_and_stage_tags(sandbox: Any, type_name: str) -> None:
+    sandbox.template(STACK).all_resources_properties(
+        type_name,
+        {
+            "Tags": Match.array_with(
+                [
+                    {"Key": "kit", "Value": "genai-spectrum-kit"},
+                    {"Key": "kit-level", "Value": "1-prompt"},
+                    {"Key": "kit-stage", "Value": "sandbox"},
+                ]
+            )
+        },
+    )
+
+
+def test_bedrock_prompt_and_guardrail_are_tagged(template: dict[str, Any]) -> None:
+    for _, prompt in resources(template, "AWS::Bedrock::Prompt").items():
+        assert prompt["Properties"]["Tags"]["kit-level"] == "1-prompt"
+    _, guardrail = only(template, "AWS::Bedrock::Guardrail")
+    assert {"Key": "kit-stage", "Value": "sandbox"} in guardrail["Properties"]["Tags"]
+
+
+def test_sandbox_deletes_logs_and_prod_retains_them(sandbox: Any, prod: Any) -> None:
+    for synth, policy, days in ((sandbox, "Delete", 7), (prod, "Retain", 365)):
+        groups = resources(synth.templates[STACK], "AWS::Logs::LogGroup")
+        assert groups
+        for group in groups.values():
+            assert group["DeletionPolicy"] == policy
+            assert group["Properties"]["RetentionInDays"] == days
+
+
+def test_prod_stage_names_and_tags_differ_from_sandbox(prod: Any) -> None:
+    assert prod.stacks[STACK].stack_name == f"{STACK}-prod"
+    _, guardrail = only(prod.templates[STACK], "AWS::Bedrock::Guardrail")
+    assert guardrail["Properties"]["Name"] == "genai-kit-prod-guardrail"

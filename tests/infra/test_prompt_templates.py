@@ -1,0 +1,79 @@
+"""Prompt template files: a mistake stops synth with the file, the field and what is allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.config import ConfigError
+from stacks.prompt_templates import PROMPTS_DIR, load_template, load_templates
+
+GOOD = {
+    "name": "greet",
+    "description": "Greets someone.",
+    "template": "Say hello to {{person}} in {{language}}.",
+    "variables": ["person", "language"],
+    "inference": {"temperature": 0.3, "maxTokens": 50},
+}
+
+
+def write(tmp_path: Path, data: Any, name: str = "greet") -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def test_the_repo_templates_load_with_at_least_two_templates() -> None:
+    templates = load_templates()
+    assert len(templates) >= 2
+    assert {t.name for t in templates} == {p.stem for p in PROMPTS_DIR.glob("*.json")}
+
+
+def test_a_valid_file_loads(tmp_path: Path) -> None:
+    template = load_template(write(tmp_path, GOOD))
+    assert template.variables == ("person", "language")
+    assert template.inference == {"temperature": 0.3, "maxTokens": 50}
+
+
+def test_digest_changes_with_the_template_text(tmp_path: Path) -> None:
+    first = load_template(write(tmp_path, GOOD)).digest
+    second = load_template(write(tmp_path, {**GOOD, "template": GOOD["template"] + " Be brief."})).digest
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "allowed"),
+    [
+        ({"name": "Greet_Me"}, "name", "lowercase letters and digits"),
+        ({"name": "other"}, "name", "the file name without .json"),
+        ({"description": ""}, "description", "1-200 characters"),
+        ({"variables": ["person"]}, "template", "placeholders that 'variables' declares"),
+        ({"variables": ["person", "language", "mood"]}, "variables", "only names the template uses"),
+        ({"variables": ["person", "person"]}, "variables", "distinct identifiers"),
+        ({"inference": {"temperature": 2}}, "inference.temperature", "a number from 0.0 to 1.0"),
+        ({"inference": {"maxTokens": 10.5}}, "inference.maxTokens", "a whole number"),
+        ({"inference": {"topK": 5}}, "inference.topK", "one of temperature, topP, maxTokens"),
+        ({"colour": "blue"}, "colour", "only the keys"),
+    ],
+)
+def test_mistakes_name_the_file_and_field(tmp_path: Path, change: dict[str, Any], field: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_template(write(tmp_path, {**GOOD, **change}))
+    assert str(caught.value).startswith(f"config error: prompts/greet.json: {field} = ")
+    assert allowed in str(caught.value)
+
+
+def test_missing_key_and_bad_json_are_reported(tmp_path: Path) -> None:
+    without_template = {k: v for k, v in GOOD.items() if k != "template"}
+    with pytest.raises(ConfigError, match="prompts/greet.json: template"):
+        load_template(write(tmp_path, without_template))
+    with pytest.raises(ConfigError, match=r"prompts/greet.json: file = 'line 1: Expecting"):
+        load_template(write(tmp_path, "{not json"))
+
+
+def test_an_empty_prompts_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least one template file"):
+        load_templates(tmp_path)
