@@ -12,13 +12,13 @@ CDK := node_modules/.bin/cdk
 CDK_ARGS ?=
 PYTEST_ARGS ?=
 
-# Offline by design: no credentials lookup against instance metadata, no CLI telemetry or notices.
-export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
+# synth, test and bench are offline by design: no credential lookup against instance metadata.
+synth test bench: export AWS_EC2_METADATA_DISABLED := true
 # jsii prints an end-of-life banner on Node.js 20; the kit is tested there (22 and 24 work too).
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help setup synth test lint format bench clean lock
+.PHONY: help setup synth test lint format bench clean lock deploy destroy
 
 help:
 	@echo "make synth   synthesize every stack into cdk.out/ and print a one-line summary per stack"
@@ -26,6 +26,8 @@ help:
 	@echo "make lint    ruff and mypy on the kit's own code"
 	@echo "make bench   measure synth time, test time and handler import time (writes BENCHMARKS.md)"
 	@echo "make clean   remove build output (keeps .venv and node_modules)"
+	@echo "make deploy STACK=GenAiKit-1-Prompt   deploy one level (needs AWS credentials)"
+	@echo "make destroy STACK=GenAiKit-1-Prompt  remove it again"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,14 @@ lint: setup
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+deploy: setup
+	@test -n "$(STACK)" || { echo "usage: make deploy STACK=<stack id, see make synth>"; exit 2; }
+	$(CDK) deploy $(STACK) --no-notices $(CDK_ARGS)
+
+destroy: setup
+	@test -n "$(STACK)" || { echo "usage: make destroy STACK=<stack id, see make synth>"; exit 2; }
+	$(CDK) destroy $(STACK) --no-notices $(CDK_ARGS)
 
 bench: setup
 	$(PY) scripts/bench.py

@@ -20,20 +20,65 @@ STAGES = ("sandbox", "prod")
 FILTER_STRENGTHS = ("NONE", "LOW", "MEDIUM", "HIGH")
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
 )
 DEFAULT_LOG_RETENTION = {"sandbox": 7, "prod": 365}
 
 # PII entity types a Bedrock guardrail understands (AWS::Bedrock::Guardrail PiiEntityConfig.Type).
 PII_TYPES = frozenset(
     {
-        "ADDRESS", "AGE", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "CA_HEALTH_NUMBER", "CA_SOCIAL_INSURANCE_NUMBER",
-        "CREDIT_DEBIT_CARD_CVV", "CREDIT_DEBIT_CARD_EXPIRY", "CREDIT_DEBIT_CARD_NUMBER", "DRIVER_ID", "EMAIL",
-        "INTERNATIONAL_BANK_ACCOUNT_NUMBER", "IP_ADDRESS", "LICENSE_PLATE", "MAC_ADDRESS", "NAME", "PASSWORD",
-        "PHONE", "PIN", "SWIFT_CODE", "UK_NATIONAL_HEALTH_SERVICE_NUMBER", "UK_NATIONAL_INSURANCE_NUMBER",
-        "UK_UNIQUE_TAXPAYER_REFERENCE_NUMBER", "URL", "USERNAME", "US_BANK_ACCOUNT_NUMBER",
-        "US_BANK_ROUTING_NUMBER", "US_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER", "US_PASSPORT_NUMBER",
-        "US_SOCIAL_SECURITY_NUMBER", "VEHICLE_IDENTIFICATION_NUMBER",
+        "ADDRESS",
+        "AGE",
+        "AWS_ACCESS_KEY",
+        "AWS_SECRET_KEY",
+        "CA_HEALTH_NUMBER",
+        "CA_SOCIAL_INSURANCE_NUMBER",
+        "CREDIT_DEBIT_CARD_CVV",
+        "CREDIT_DEBIT_CARD_EXPIRY",
+        "CREDIT_DEBIT_CARD_NUMBER",
+        "DRIVER_ID",
+        "EMAIL",
+        "INTERNATIONAL_BANK_ACCOUNT_NUMBER",
+        "IP_ADDRESS",
+        "LICENSE_PLATE",
+        "MAC_ADDRESS",
+        "NAME",
+        "PASSWORD",
+        "PHONE",
+        "PIN",
+        "SWIFT_CODE",
+        "UK_NATIONAL_HEALTH_SERVICE_NUMBER",
+        "UK_NATIONAL_INSURANCE_NUMBER",
+        "UK_UNIQUE_TAXPAYER_REFERENCE_NUMBER",
+        "URL",
+        "USERNAME",
+        "US_BANK_ACCOUNT_NUMBER",
+        "US_BANK_ROUTING_NUMBER",
+        "US_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER",
+        "US_PASSPORT_NUMBER",
+        "US_SOCIAL_SECURITY_NUMBER",
+        "VEHICLE_IDENTIFICATION_NUMBER",
     }
 )
 
@@ -44,12 +89,27 @@ PII_TYPES = frozenset(
 PROFILE_GEOGRAPHIES: Mapping[str, tuple[str, ...]] = {
     "us": ("us-east-1", "us-east-2", "us-west-1", "us-west-2"),
     "eu": (
-        "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
-        "eu-west-1", "eu-west-2", "eu-west-3",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
     ),
     "apac": (
-        "ap-east-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-south-2",
-        "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
+        "ap-east-2",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-south-1",
+        "ap-south-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
         "ap-southeast-7",
     ),
     "jp": ("ap-northeast-1", "ap-northeast-3"),
@@ -59,12 +119,29 @@ PROFILE_GEOGRAPHIES: Mapping[str, tuple[str, ...]] = {
 }
 MODEL_PROVIDERS = frozenset(
     {
-        "ai21", "amazon", "anthropic", "cohere", "deepseek", "google", "meta", "minimax", "mistral",
-        "moonshot", "moonshotai", "nvidia", "openai", "qwen", "stability", "twelvelabs", "writer",
+        "ai21",
+        "amazon",
+        "anthropic",
+        "cohere",
+        "deepseek",
+        "google",
+        "meta",
+        "minimax",
+        "mistral",
+        "moonshot",
+        "moonshotai",
+        "nvidia",
+        "openai",
+        "qwen",
+        "stability",
+        "twelvelabs",
+        "writer",
     }
 )
 _MODEL_NAME = r"[a-z0-9][a-z0-9.\-]*(?::\d+)?"
-_PROFILE_RE = re.compile(rf"^(?P<geo>{'|'.join(PROFILE_GEOGRAPHIES)})\.(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$")
+_PROFILE_RE = re.compile(
+    rf"^(?P<geo>{'|'.join(PROFILE_GEOGRAPHIES)})\.(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$"
+)
 _FOUNDATION_RE = re.compile(rf"^(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$")
 _REGION_RE = re.compile(r"^[a-z]{2}-[a-z]+-\d$")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
@@ -287,7 +364,9 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
     stage = _as_choice("stage", get("stage"), STAGES)
     prefix = _as_str("name_prefix", get("name_prefix"))
     if not _PREFIX_RE.match(prefix):
-        raise ConfigError("name_prefix", prefix, "3-20 characters: lowercase letters, digits and '-', starting with a letter")
+        raise ConfigError(
+            "name_prefix", prefix, "3-20 characters: lowercase letters, digits and '-', starting with a letter"
+        )
     region = _as_str("region", get("region"))
     if not _REGION_RE.match(region):
         raise ConfigError("region", region, "an AWS region code such as us-east-1")
@@ -299,7 +378,9 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
     block = _as_list("guardrail_pii_block", get("guardrail_pii_block"), PII_TYPES)
     overlap = sorted(set(anonymize) & set(block))
     if overlap:
-        raise ConfigError("guardrail_pii_block", list(block), f"no type that guardrail_pii_anonymize has too ({overlap[0]})")
+        raise ConfigError(
+            "guardrail_pii_block", list(block), f"no type that guardrail_pii_anonymize has too ({overlap[0]})"
+        )
     guardrail = GuardrailSettings(
         content_filter_strength=_as_choice(
             "guardrail_content_filter_strength", get("guardrail_content_filter_strength"), FILTER_STRENGTHS
@@ -341,4 +422,3 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         alarm_email=email or None,
         tags=_as_tags("tags", get("tags")),
     )
-

@@ -1,12 +1,12 @@
 """Level 1 — prompt engineering: a secured API over Bedrock Converse, managed prompts, a guardrail on every call.
 
-    caller (SigV4) ──► API Gateway REST (IAM auth, validation, throttling, access logs, X-Ray)
-                           │  POST /prompt · GET /templates · POST /templates/{name}
-                           ▼
-                       Lambda (Powertools) ──► Bedrock Converse (model or inference profile)
-                           │                     ├─ Guardrail version on every call
-                           │                     └─ Prompt Management versions for templates
-                           └──► CloudWatch metrics/logs ──► alarms ──► SNS topic
+caller (SigV4) ──► API Gateway REST (IAM auth, validation, throttling, access logs, X-Ray)
+                       │  POST /prompt · GET /templates · POST /templates/{name}
+                       ▼
+                   Lambda (Powertools) ──► Bedrock Converse (model or inference profile)
+                       │                     ├─ Guardrail version on every call
+                       │                     └─ Prompt Management versions for templates
+                       └──► CloudWatch metrics/logs ──► alarms ──► SNS topic
 """
 
 from __future__ import annotations
@@ -95,9 +95,7 @@ class PromptGuardrail(Construct):
             blocked_outputs_messaging="Sorry, the model's answer was blocked by the kit's guardrail.",
             content_policy_config=bedrock.CfnGuardrail.ContentPolicyConfigProperty(filters_config=filters),
             sensitive_information_policy_config=(
-                bedrock.CfnGuardrail.SensitiveInformationPolicyConfigProperty(pii_entities_config=pii)
-                if pii
-                else None
+                bedrock.CfnGuardrail.SensitiveInformationPolicyConfigProperty(pii_entities_config=pii) if pii else None
             ),
             topic_policy_config=(
                 bedrock.CfnGuardrail.TopicPolicyConfigProperty(topics_config=topics) if topics else None
@@ -214,7 +212,12 @@ class PromptEngineeringStack(Stack):
         templates: list[PromptTemplate],
         **kwargs: Any,
     ) -> None:
-        super().__init__(scope, construct_id, description="genai-spectrum-kit Level 1: prompt engineering on Amazon Bedrock", **kwargs)
+        super().__init__(
+            scope,
+            construct_id,
+            description="genai-spectrum-kit Level 1: prompt engineering on Amazon Bedrock",
+            **kwargs,
+        )
         tag_stack(self, config, LEVEL)
 
         guardrail = PromptGuardrail(self, "Guardrail", config=config)
@@ -253,33 +256,46 @@ class PromptEngineeringStack(Stack):
 
         alarms = AlarmTopic(self, "Alarms", config=config)
         alarms.alarm(
-            self, "Api5xxAlarm",
+            self,
+            "Api5xxAlarm",
             metric=rest.api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
-            threshold=1, description="Level 1 API returned 5xx responses",
+            threshold=1,
+            description="Level 1 API returned 5xx responses",
         )
         alarms.alarm(
-            self, "ApiLatencyAlarm",
+            self,
+            "ApiLatencyAlarm",
             metric=rest.api.metric_latency(period=FIVE_MINUTES, statistic="p95"),
-            threshold=15_000, evaluation_periods=3,
+            threshold=15_000,
+            evaluation_periods=3,
             description="Level 1 API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
         )
         alarms.alarm(
-            self, "FunctionErrorsAlarm",
+            self,
+            "FunctionErrorsAlarm",
             metric=handler.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
-            threshold=1, description="Level 1 function raised unhandled errors",
+            threshold=1,
+            description="Level 1 function raised unhandled errors",
         )
         alarms.alarm(
-            self, "FunctionThrottlesAlarm",
+            self,
+            "FunctionThrottlesAlarm",
             metric=handler.function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"),
-            threshold=1, description="Level 1 function invocations were throttled (concurrency limit)",
+            threshold=1,
+            description="Level 1 function invocations were throttled (concurrency limit)",
         )
         alarms.alarm(
-            self, "ModelThrottledAlarm",
+            self,
+            "ModelThrottledAlarm",
             metric=cloudwatch.Metric(
-                namespace=config.resource_name("kit"), metric_name="ModelThrottled",
-                dimensions_map={"service": "prompt-api"}, period=FIVE_MINUTES, statistic="Sum",
+                namespace=config.resource_name("kit"),
+                metric_name="ModelThrottled",
+                dimensions_map={"service": "prompt-api"},
+                period=FIVE_MINUTES,
+                statistic="Sum",
             ),
-            threshold=5, description="Bedrock throttled Level 1 calls after retries (429s to callers)",
+            threshold=5,
+            description="Bedrock throttled Level 1 calls after retries (429s to callers)",
         )
 
         self.api = rest.api
@@ -288,7 +304,9 @@ class PromptEngineeringStack(Stack):
         self.guardrail = guardrail
         self.catalog = catalog
 
-        CfnOutput(self, "ApiUrl", value=rest.api.url, description="Base URL of the Level 1 API (SigV4, service execute-api)")
+        CfnOutput(
+            self, "ApiUrl", value=rest.api.url, description="Base URL of the Level 1 API (SigV4, service execute-api)"
+        )
         CfnOutput(self, "Region", value=self.region)
         CfnOutput(self, "ModelId", value=config.text_model.model_id)
         CfnOutput(self, "GuardrailId", value=guardrail.guardrail.attr_guardrail_id)
@@ -296,6 +314,8 @@ class PromptEngineeringStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=alarms.topic.topic_arn)
         for name, version in catalog.versions.items():
             CfnOutput(
-                self, f"Prompt{name.title().replace('-', '')}Arn", value=version.attr_arn,
+                self,
+                f"Prompt{name.title().replace('-', '')}Arn",
+                value=version.attr_arn,
                 description=f"Prompt version ARN of template '{name}'",
             )

@@ -49,7 +49,7 @@ class PythonFunction(Construct):
         description: str,
         service_name: str,
         environment: Mapping[str, str] | None = None,
-        timeout: Duration = Duration.seconds(25),
+        timeout: Duration | None = None,
         memory_size: int = 512,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -76,16 +76,14 @@ class PythonFunction(Construct):
             code=lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=_ASSET_EXCLUDES),
             description=description,
             role=self.role,
-            timeout=timeout,
+            timeout=timeout or Duration.seconds(25),
             memory_size=memory_size,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
-            layers=[
-                lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_layer_arn(config))
-            ],
+            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_layer_arn(config))],
             environment={
                 "POWERTOOLS_SERVICE_NAME": service_name,
                 "POWERTOOLS_METRICS_NAMESPACE": config.resource_name("kit"),

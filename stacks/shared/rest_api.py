@@ -8,6 +8,7 @@ function answered. Gateway response templates are not VTL (only plain substituti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,11 +41,25 @@ _GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], .
 _RETRY_AFTER_SECONDS = "1"
 
 _SCHEMA_KEYS = {
-    "type": "type", "properties": "properties", "required": "required", "items": "items", "enum": "enum",
-    "additionalProperties": "additional_properties", "minLength": "min_length", "maxLength": "max_length",
-    "minimum": "minimum", "maximum": "maximum", "minItems": "min_items", "maxItems": "max_items",
-    "minProperties": "min_properties", "maxProperties": "max_properties", "pattern": "pattern",
-    "description": "description", "title": "title", "$schema": "schema", "patternProperties": "pattern_properties",
+    "type": "type",
+    "properties": "properties",
+    "required": "required",
+    "items": "items",
+    "enum": "enum",
+    "additionalProperties": "additional_properties",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "minimum": "minimum",
+    "maximum": "maximum",
+    "minItems": "min_items",
+    "maxItems": "max_items",
+    "minProperties": "min_properties",
+    "maxProperties": "max_properties",
+    "pattern": "pattern",
+    "description": "description",
+    "title": "title",
+    "$schema": "schema",
+    "patternProperties": "pattern_properties",
 }
 
 
@@ -66,6 +81,14 @@ def json_schema(schema: Mapping[str, Any]) -> apigw.JsonSchema:
             value = json_schema(value)
         kwargs[name] = value
     return apigw.JsonSchema(**kwargs)
+
+
+def error_template(code: str, field: str | None) -> str:
+    """A gateway response body in the kit's error shape; messageString arrives quoted and escaped."""
+    members = [f'"code": {json.dumps(code)}', '"message": $context.error.messageString']
+    if field:
+        members.append(f'"field": {json.dumps(field)}')
+    return '{"error": {' + ", ".join(members) + "}}"
 
 
 class RestApi(Construct):
@@ -93,8 +116,15 @@ class RestApi(Construct):
                 data_trace_enabled=False,  # never log request or response bodies
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
                 access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=True, http_method=True, ip=True, protocol=True, request_time=True,
-                    resource_path=True, response_length=True, status=True, user=True,
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
                 ),
             ),
         )
@@ -102,9 +132,6 @@ class RestApi(Construct):
             "Validator", validate_request_body=True, validate_request_parameters=True
         )
         for response_type, status, code, field in _GATEWAY_ERRORS:
-            error = '"code": "%s", "message": $context.error.messageString' % code
-            if field:
-                error += ', "field": "%s"' % field
             headers = {"Content-Type": "'application/json'"}
             if status == "429":
                 headers["Retry-After"] = f"'{_RETRY_AFTER_SECONDS}'"
@@ -113,7 +140,7 @@ class RestApi(Construct):
                 type=response_type,
                 status_code=status,
                 response_headers=headers,
-                templates={"application/json": '{"error": {%s}}' % error},
+                templates={"application/json": error_template(code, field)},
             )
         suppress(
             self.api.deployment_stage,
@@ -159,4 +186,3 @@ class RestApi(Construct):
             "The method uses IAM (SigV4) authorization, not a Cognito user pool; callers are IAM principals.",
         )
         return method
-

@@ -41,7 +41,9 @@ def test_cfn_lint_reports_no_error(request: pytest.FixtureRequest, stage: str) -
     synth = request.getfixturevalue(stage)
     for stack_id, template in synth.templates.items():
         matches = lint(json.dumps(template), config=ManualArgs(regions=[synth.config.region]))
-        errors = [f"{m.rule.id} {m.message} ({'/'.join(map(str, m.path))})" for m in matches if m.rule.id.startswith("E")]
+        errors = [
+            f"{m.rule.id} {m.message} ({'/'.join(map(str, m.path))})" for m in matches if m.rule.id.startswith("E")
+        ]
         assert errors == [], f"{stack_id}: {errors}"
 
 

@@ -118,7 +118,12 @@ def test_cdk_feature_flags_and_cdk_keys_are_not_mistaken_for_typos() -> None:
         ("amazon.nova-micro-v1:0", "eu-west-1", "amazon.nova-micro-v1:0", ("eu-west-1",)),
         ("us.anthropic.claude-3-5-haiku-20241022-v1:0", "us-west-2", "anthropic.claude-3-5-haiku-20241022-v1:0", None),
         ("eu.amazon.nova-lite-v1:0", "eu-central-1", "amazon.nova-lite-v1:0", None),
-        ("global.anthropic.claude-sonnet-4-20250514-v1:0", "ap-south-1", "anthropic.claude-sonnet-4-20250514-v1:0", ("*",)),
+        (
+            "global.anthropic.claude-sonnet-4-20250514-v1:0",
+            "ap-south-1",
+            "anthropic.claude-sonnet-4-20250514-v1:0",
+            ("*",),
+        ),
     ],
 )
 def test_model_ids_parse_into_foundation_model_and_destinations(
@@ -136,9 +141,7 @@ def test_app_prints_one_line_and_exits_1_on_a_config_mistake() -> None:
     # Given the CLI's way of passing context (an environment variable), with a bad stage
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({**cdk_json_context(), "stage": "dev"})}
     # When the app runs as `cdk synth` would run it
-    result = subprocess.run(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     # Then it fails with one readable line and no stack trace
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]

@@ -248,9 +248,7 @@ def test_one_prompt_and_version_per_template_file(sandbox: Any, template: dict[s
 
 def test_prompt_version_changes_when_its_template_changes(sandbox: Any, template: dict[str, Any]) -> None:
     descriptions = {v["Properties"]["Description"] for v in resources(template, "AWS::Bedrock::PromptVersion").values()}
-    assert descriptions == {
-        f"template {t.digest} model {sandbox.config.text_model.model_id}" for t in load_templates()
-    }
+    assert descriptions == {f"template {t.digest} model {sandbox.config.text_model.model_id}" for t in load_templates()}
 
 
 # --- Alarms, outputs, tags, stages --------------------------------------------------------------------

@@ -68,9 +68,9 @@ def test_mistakes_name_the_file_and_field(tmp_path: Path, change: dict[str, Any]
 
 def test_missing_key_and_bad_json_are_reported(tmp_path: Path) -> None:
     without_template = {k: v for k, v in GOOD.items() if k != "template"}
-    with pytest.raises(ConfigError, match="prompts/greet.json: template"):
+    with pytest.raises(ConfigError, match=r"prompts/greet\.json: template"):
         load_template(write(tmp_path, without_template))
-    with pytest.raises(ConfigError, match=r"prompts/greet.json: file = 'line 1: Expecting"):
+    with pytest.raises(ConfigError, match=r"prompts/greet\.json: file = 'line 1: Expecting"):
         load_template(write(tmp_path, "{not json"))
 
 

@@ -16,8 +16,8 @@ from stacks.shared.model_access import model_invoke_statements
 from stacks.shared.nag import suppress
 from stacks.shared.rest_api import json_schema
 from stacks.shared.secure_bucket import SecureBucket
-from tests.infra.helpers import only, resources
 from tests.conftest import cdk_json_context
+from tests.infra.helpers import only, resources
 from tests.infra.test_config import build
 
 
@@ -55,7 +55,10 @@ def test_secure_bucket_blocks_public_access_encrypts_versions_and_logs(parts: di
     template = parts[f"Parts-{stage}"]["template"]
     props = _bucket(template, "DataBucket")["Properties"]
     assert props["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
     }
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
@@ -113,8 +116,12 @@ def test_canary_bad_constructs_are_still_flagged(tmp_path: Path) -> None:
     # kit's checks, Then synthesis fails and names each rule.
     with pytest.raises(RuntimeError) as caught:
         _canary(tmp_path, suppressed=False)
-    for finding in ("AwsSolutions-S1:", "AwsSolutions-S10:", "AwsSolutions-IAM5[Action::bedrock:*]",
-                    "AwsSolutions-IAM5[Resource::*]"):
+    for finding in (
+        "AwsSolutions-S1:",
+        "AwsSolutions-S10:",
+        "AwsSolutions-IAM5[Action::bedrock:*]",
+        "AwsSolutions-IAM5[Resource::*]",
+    ):
         assert finding in str(caught.value)
 
 
@@ -132,7 +139,9 @@ def test_canary_suppressions_cover_only_what_they_name(tmp_path: Path) -> None:
 
 
 def _statements(model_id: str, region: str) -> list[dict[str, Any]]:
-    stack = cdk.Stack(cdk.App(context=feature_flags()), "Grants", env=cdk.Environment(region=region, account="111122223333"))
+    stack = cdk.Stack(
+        cdk.App(context=feature_flags()), "Grants", env=cdk.Environment(region=region, account="111122223333")
+    )
     model = parse_model_id("text_model_id", model_id, region)
     return [stack.resolve(s.to_statement_json()) for s in model_invoke_statements(stack, model)]
 

@@ -1,0 +1,94 @@
+"""Call a deployed kit API with SigV4 (botocore's signer; no other dependency).
+
+    python scripts/call_api.py --url https://ID.execute-api.us-east-1.amazonaws.com/v1/ templates
+    python scripts/call_api.py --url URL prompt "Explain RAG in one sentence" --temperature 0.2
+    python scripts/call_api.py --url URL template summarize audience=architects text=@notes.txt
+
+The URL is the stack's ApiUrl output. Credentials come from the usual AWS chain (profile, env, SSO); the
+caller needs execute-api:Invoke on the API. A value of the form @file is read from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+
+def region_of(url: str) -> str:
+    """execute-api hosts look like ID.execute-api.REGION.amazonaws.com."""
+    parts = (urlparse(url).hostname or "").split(".")
+    if len(parts) < 4 or parts[1] != "execute-api":
+        raise ValueError(f"{url!r} is not an API Gateway execute-api URL")
+    return parts[2]
+
+
+def signed_request(method: str, url: str, body: dict[str, Any] | None, credentials: Any) -> urllib.request.Request:
+    data = json.dumps(body).encode() if body is not None else None
+    request = AWSRequest(method=method, url=url, data=data, headers={"Content-Type": "application/json"})
+    SigV4Auth(credentials, "execute-api", region_of(url)).add_auth(request)
+    return urllib.request.Request(url, data=data, headers=dict(request.headers.items()), method=method)
+
+
+def _value(raw: str) -> str:
+    return Path(raw[1:]).read_text() if raw.startswith("@") else raw
+
+
+def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    base = args.url.rstrip("/")
+    if args.command == "templates":
+        return "GET", f"{base}/templates", None
+    if args.command == "prompt":
+        body: dict[str, Any] = {"prompt": _value(args.text)}
+        for key in ("system", "temperature", "topP", "maxTokens"):
+            if getattr(args, key) is not None:
+                body[key] = _value(getattr(args, key)) if key == "system" else getattr(args, key)
+        return "POST", f"{base}/prompt", body
+    variables = dict(pair.split("=", 1) for pair in args.variables)
+    return "POST", f"{base}/templates/{args.name}", {"variables": {k: _value(v) for k, v in variables.items()}}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", required=True, help="the stack's ApiUrl output")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("templates", help="list the managed prompt templates")
+    prompt = commands.add_parser("prompt", help="send a free-form prompt")
+    prompt.add_argument("text")
+    prompt.add_argument("--system")
+    prompt.add_argument("--temperature", type=float)
+    prompt.add_argument("--topP", type=float)
+    prompt.add_argument("--maxTokens", type=int)
+    template = commands.add_parser("template", help="run a managed template")
+    template.add_argument("name")
+    template.add_argument("variables", nargs="*", metavar="key=value")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    credentials = botocore.session.get_session().get_credentials()
+    if credentials is None:
+        print("no AWS credentials found: configure a profile or environment variables", file=sys.stderr)
+        return 2
+    method, url, body = build_call(args)
+    try:
+        with urllib.request.urlopen(signed_request(method, url, body, credentials), timeout=35) as response:
+            print(json.dumps(json.loads(response.read()), indent=2))
+            return 0
+    except urllib.error.HTTPError as err:
+        print(f"HTTP {err.code}: {err.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
