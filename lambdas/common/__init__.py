@@ -1,0 +1,1 @@
+"""Shared building blocks for the kit's Lambda handlers (error contract, HTTP helpers, settings, retries)."""

@@ -1,0 +1,209 @@
+"""The kit's error contract: one exception hierarchy, one JSON shape, one AWS-error mapping.
+
+Every error a caller sees is ``{"error": {"code": str, "message": str, "field"?: str}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+TIMEOUT_ERRORS: tuple[type[Exception], ...] = (ReadTimeoutError, ConnectTimeoutError)
+
+MAX_MESSAGE_CHARS = 500
+RETRY_AFTER_THROTTLED_S = 2
+RETRY_AFTER_UNAVAILABLE_S = 5
+
+THROTTLING_CODES = frozenset({"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"})
+UNAVAILABLE_CODES = frozenset({"ServiceUnavailableException", "ModelNotReadyException", "InternalServerException"})
+RETRYABLE_CODES = THROTTLING_CODES | UNAVAILABLE_CODES
+
+
+class ApiError(Exception):
+    """Base of every error the kit turns into an HTTP response."""
+
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.field = field
+        self.retry_after = retry_after
+        self.extra_headers = dict(headers or {})
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (Retry-After, Allow...)."""
+        headers = dict(self.extra_headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+class BadRequestError(ApiError):
+    """400: the caller sent something invalid (always names the ``field`` when there is one)."""
+
+    status = 400
+    default_code = "invalid_request"
+
+
+class UnsupportedEventError(BadRequestError):
+    """400: the function was invoked with an event that is not an API Gateway REST proxy event."""
+
+    default_code = "unsupported_event"
+
+
+class ModelRejectedInputError(BadRequestError):
+    """400: Bedrock refused the request (ValidationException)."""
+
+    default_code = "model_rejected_input"
+
+
+class ModelAccessDeniedError(ApiError):
+    status = 403
+    default_code = "model_access_denied"
+
+
+class NotFoundError(ApiError):
+    status = 404
+    default_code = "not_found"
+
+
+class MethodNotAllowedError(ApiError):
+    status = 405
+    default_code = "method_not_allowed"
+
+
+class ThrottledError(ApiError):
+    status = 429
+    default_code = "throttled"
+
+
+class InternalError(ApiError):
+    status = 500
+    default_code = "internal_error"
+
+
+class ConfigurationError(ApiError):
+    """500: the function is misconfigured (operator-facing message naming the variable)."""
+
+    status = 500
+    default_code = "configuration_error"
+
+
+class UpstreamNotFoundError(ApiError):
+    status = 502
+    default_code = "upstream_not_found"
+
+
+class ModelError(ApiError):
+    status = 502
+    default_code = "model_error"
+
+
+class ModelUnavailableError(ApiError):
+    status = 503
+    default_code = "model_unavailable"
+
+
+class ModelTimeoutError(ApiError):
+    status = 504
+    default_code = "model_timeout"
+
+
+def trim(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Collapse whitespace and cut ``text`` to ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def aws_error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError (duck-typed), else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = (response.get("Error") or {}).get("Code")
+    return code if isinstance(code, str) else None
+
+
+def aws_error_message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str((response.get("Error") or {}).get("Message") or "")
+
+
+def is_retryable_aws_error(exc: BaseException) -> bool:
+    """True for throttling and transient service errors, which the kit retries itself."""
+    return aws_error_code(exc) in RETRYABLE_CODES
+
+
+def from_aws_error(
+    exc: BaseException, *, resource: str, config_hint: str = "the function configuration"
+) -> ApiError | None:
+    """Map a botocore exception raised by a Bedrock call to the kit's ApiError; None if it is unexpected."""
+    if isinstance(exc, TIMEOUT_ERRORS):
+        return ModelTimeoutError(f"The model '{resource}' did not answer in time. Retry with a shorter request.")
+    code = aws_error_code(exc) or ""
+    if code in THROTTLING_CODES:
+        return ThrottledError(
+            "Amazon Bedrock is throttling requests. Retry later.", retry_after=RETRY_AFTER_THROTTLED_S
+        )
+    if code in UNAVAILABLE_CODES:
+        return ModelUnavailableError(
+            f"The model '{resource}' is temporarily unavailable. Retry later.",
+            retry_after=RETRY_AFTER_UNAVAILABLE_S,
+        )
+    build = _AWS_ERRORS.get(code)
+    return build(exc, resource, config_hint) if build else None
+
+
+def _rejected(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return ModelRejectedInputError(trim(aws_error_message(exc)) or "Amazon Bedrock rejected the request.")
+
+
+def _denied(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return ModelAccessDeniedError(
+        f"Access to '{resource}' was denied. Enable access to the model {resource} in the Amazon Bedrock "
+        "console (Model access) for this account and region, or check that the function role is allowed "
+        "to invoke it."
+    )
+
+
+def _model_timeout(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return ModelTimeoutError(f"The model '{resource}' timed out. Retry with a shorter request.")
+
+
+def _not_found(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return UpstreamNotFoundError(
+        f"Amazon Bedrock could not find '{resource}' (or the guardrail it uses). Check the region and {hint}."
+    )
+
+
+def _model_error(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return ModelError(f"The model '{resource}' failed to process the request.")
+
+
+_AWS_ERRORS: dict[str, Callable[[BaseException, str, str], ApiError]] = {
+    "ValidationException": _rejected,
+    "AccessDeniedException": _denied,
+    "ModelTimeoutException": _model_timeout,
+    "ResourceNotFoundException": _not_found,
+    "ModelErrorException": _model_error,
+}

@@ -1,0 +1,89 @@
+"""The prompt API's environment contract, parsed lazily into a frozen object on first use."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+from common.errors import ConfigurationError
+from common.http import env_float, env_int, env_json_object, env_str
+from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property_schema
+
+DEFAULT_TEMPERATURE = 0.5
+DEFAULT_MAX_TOKENS = 512
+CATALOG_VAR = "PROMPT_CATALOG"
+PROMPT_VERSION_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:\d{12}:prompt/[A-Za-z0-9]+:\d+$")
+GUARDRAIL_VERSION = re.compile(r"^(DRAFT|[1-9][0-9]{0,7})$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    arn: str
+    description: str
+    variables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_id: str
+    guardrail_id: str
+    guardrail_version: str
+    catalog: Mapping[str, Template]
+    default_temperature: float
+    default_max_tokens: int
+    metrics_namespace: str
+    service_name: str
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read and validate the environment once; raises ConfigurationError naming the bad variable."""
+    model_id, guardrail_id = env_str("MODEL_ID"), env_str("GUARDRAIL_ID")
+    guardrail_version = env_str("GUARDRAIL_VERSION")
+    if not GUARDRAIL_VERSION.match(guardrail_version):
+        raise ConfigurationError("Environment variable GUARDRAIL_VERSION must be DRAFT or a version number.")
+    low_t, high_t = bounds(PROMPT_MODEL, "temperature")
+    low_m, high_m = bounds(PROMPT_MODEL, "maxTokens")
+    return Settings(
+        model_id=model_id,
+        guardrail_id=guardrail_id,
+        guardrail_version=guardrail_version,
+        catalog=parse_catalog(env_json_object(CATALOG_VAR)),
+        default_temperature=env_float("DEFAULT_TEMPERATURE", DEFAULT_TEMPERATURE, low_t, high_t),
+        default_max_tokens=env_int("DEFAULT_MAX_TOKENS", DEFAULT_MAX_TOKENS, low_m, high_m),
+        metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
+        service_name=env_str("POWERTOOLS_SERVICE_NAME", "prompt-api"),
+    )
+
+
+def parse_catalog(raw: Mapping[str, Any]) -> Mapping[str, Template]:
+    """``{"name": {"arn", "description", "variables"}}`` -> read-only mapping of Template."""
+    return MappingProxyType({name: _parse_template(name, entry) for name, entry in raw.items()})
+
+
+def _catalog_error(name: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(f"Environment variable {CATALOG_VAR}: template '{name}' {problem}.")
+
+
+def _parse_template(name: str, entry: Any) -> Template:
+    if not name or not isinstance(entry, dict):
+        raise _catalog_error(name, "must be a non-empty name mapped to an object")
+    arn, description, variables = entry.get("arn"), entry.get("description", ""), entry.get("variables", [])
+    if not isinstance(arn, str) or not PROMPT_VERSION_ARN.match(arn):
+        raise _catalog_error(name, "needs 'arn', a Bedrock prompt version ARN (arn:...:prompt/ID:VERSION)")
+    if not isinstance(description, str):
+        raise _catalog_error(name, "has a 'description' that is not a string")
+    if not isinstance(variables, list) or not all(isinstance(v, str) and VARIABLE_NAME.match(v) for v in variables):
+        raise _catalog_error(name, "needs 'variables', a list of variable names")
+    if len(set(variables)) != len(variables):
+        raise _catalog_error(name, "lists a variable twice")
+    limit = property_schema(TEMPLATE_MODEL, "variables").get("maxProperties")
+    if limit is not None and len(variables) > limit:
+        raise _catalog_error(name, f"has more than {limit} variables (the request schema's maxProperties)")
+    return Template(name=name, arn=arn, description=description, variables=tuple(variables))

@@ -1,0 +1,343 @@
+"""Unit tests of the shared handler building blocks in ``lambdas/common``."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common import errors, http
+from common.errors import ApiError, BadRequestError, ConfigurationError
+
+RESOURCE = "us.amazon.nova-micro-v1:0"
+
+
+def client_error(code: str, message: str = "AWS message", status: int = 400) -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "Converse")
+
+
+# --- error contract ----------------------------------------------------------------------------------------
+
+
+def test_error_body_has_field_only_when_given() -> None:
+    assert BadRequestError("bad", code="out_of_range", field="topP").to_body() == {
+        "error": {"code": "out_of_range", "message": "bad", "field": "topP"}
+    }
+    assert errors.InternalError("boom").to_body() == {"error": {"code": "internal_error", "message": "boom"}}
+
+
+def test_retry_after_and_extra_headers() -> None:
+    err = errors.ThrottledError("slow", retry_after=7, headers={"X-Extra": "1"})
+    assert (err.status, err.code) == (429, "throttled")
+    assert err.headers() == {"X-Extra": "1", "Retry-After": "7"}
+    assert BadRequestError("x").headers() == {}
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "code"),
+    [
+        (BadRequestError, 400, "invalid_request"),
+        (errors.UnsupportedEventError, 400, "unsupported_event"),
+        (errors.ModelRejectedInputError, 400, "model_rejected_input"),
+        (errors.ModelAccessDeniedError, 403, "model_access_denied"),
+        (errors.NotFoundError, 404, "not_found"),
+        (errors.MethodNotAllowedError, 405, "method_not_allowed"),
+        (errors.ThrottledError, 429, "throttled"),
+        (errors.InternalError, 500, "internal_error"),
+        (ConfigurationError, 500, "configuration_error"),
+        (errors.UpstreamNotFoundError, 502, "upstream_not_found"),
+        (errors.ModelError, 502, "model_error"),
+        (errors.ModelUnavailableError, 503, "model_unavailable"),
+        (errors.ModelTimeoutError, 504, "model_timeout"),
+    ],
+)
+def test_hierarchy_statuses_and_default_codes(cls: type[ApiError], status: int, code: str) -> None:
+    err = cls("message")
+    assert isinstance(err, ApiError)
+    assert (err.status, err.code) == (status, code)
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "status", "code", "retry_after"),
+    [
+        ("ValidationException", 400, "model_rejected_input", None),
+        ("AccessDeniedException", 403, "model_access_denied", None),
+        ("ThrottlingException", 429, "throttled", 2),
+        ("ServiceQuotaExceededException", 429, "throttled", 2),
+        ("TooManyRequestsException", 429, "throttled", 2),
+        ("ModelTimeoutException", 504, "model_timeout", None),
+        ("ServiceUnavailableException", 503, "model_unavailable", 5),
+        ("ModelNotReadyException", 503, "model_unavailable", 5),
+        ("InternalServerException", 503, "model_unavailable", 5),
+        ("ResourceNotFoundException", 502, "upstream_not_found", None),
+        ("ModelErrorException", 502, "model_error", None),
+    ],
+)
+def test_from_aws_error_maps_every_bedrock_code(aws_code: str, status: int, code: str, retry_after: int | None) -> None:
+    mapped = errors.from_aws_error(client_error(aws_code), resource=RESOURCE)
+    assert mapped is not None
+    assert (mapped.status, mapped.code, mapped.retry_after) == (status, code, retry_after)
+
+
+def test_from_aws_error_messages() -> None:
+    denied = errors.from_aws_error(client_error("AccessDeniedException", "arn:aws:sts::1:x"), resource=RESOURCE)
+    missing = errors.from_aws_error(client_error("ResourceNotFoundException"), resource="p", config_hint="MODEL_ID")
+    rejected = errors.from_aws_error(client_error("ValidationException", " too\n\nlong  "), resource=RESOURCE)
+    assert denied
+    assert f"model {RESOURCE}" in denied.message
+    assert "Model access" in denied.message
+    assert "arn:aws:sts" not in denied.message
+    assert missing
+    assert "'p'" in missing.message
+    assert "region and MODEL_ID" in missing.message
+    assert rejected
+    assert rejected.message == "too long"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ReadTimeoutError(endpoint_url="https://x"),
+        ConnectTimeoutError(endpoint_url="https://x"),
+    ],
+)
+def test_timeouts_map_to_504(exc: Exception) -> None:
+    mapped = errors.from_aws_error(exc, resource=RESOURCE)
+    assert mapped is not None
+    assert (mapped.status, mapped.code) == (504, "model_timeout")
+
+
+@pytest.mark.parametrize(
+    "exc", [client_error("SomethingNew"), EndpointConnectionError(endpoint_url="https://x"), ValueError("x")]
+)
+def test_unexpected_errors_are_not_mapped(exc: Exception) -> None:
+    assert errors.from_aws_error(exc, resource=RESOURCE) is None
+
+
+def test_only_throttling_and_transient_codes_are_retryable() -> None:
+    retryable = {code for code in errors.RETRYABLE_CODES if errors.is_retryable_aws_error(client_error(code))}
+    assert retryable == errors.THROTTLING_CODES | errors.UNAVAILABLE_CODES
+    for code in (
+        "ValidationException",
+        "AccessDeniedException",
+        "ModelTimeoutException",
+        "ModelErrorException",
+    ):
+        assert not errors.is_retryable_aws_error(client_error(code))
+    assert not errors.is_retryable_aws_error(ReadTimeoutError(endpoint_url="https://x"))
+
+
+def test_trim_collapses_whitespace_and_bounds_length() -> None:
+    assert errors.trim("a \n  b") == "a b"
+    assert errors.trim("x" * 50, 10) == "xxxxxxx..."
+
+
+# --- responses ---------------------------------------------------------------------------------------------
+
+
+def test_proxy_error_is_a_complete_api_gateway_response() -> None:
+    response = http.proxy_error(errors.ThrottledError("slow", retry_after=3))
+    assert response == {
+        "statusCode": 429,
+        "headers": {"Content-Type": "application/json", "Retry-After": "3"},
+        "body": '{"error":{"code":"throttled","message":"slow"}}',
+        "isBase64Encoded": False,
+    }
+
+
+def test_error_response_carries_status_headers_and_body() -> None:
+    response = http.error_response(errors.MethodNotAllowedError("no", headers={"Allow": "GET"}))
+    assert (response.status_code, response.content_type) == (405, "application/json")
+    assert response.headers["Allow"] == "GET"
+    assert response.body == {"error": {"code": "method_not_allowed", "message": "no"}}
+
+
+# --- request bodies ----------------------------------------------------------------------------------------
+
+
+def reject(fn: Callable[[], Any]) -> BadRequestError:
+    with pytest.raises(BadRequestError) as caught:
+        fn()
+    assert caught.value.field == "body"
+    return caught.value
+
+
+@pytest.mark.parametrize("raw", [None, "", {"a": 1}, b"{}"])
+def test_missing_or_non_text_body_is_invalid_json(raw: Any) -> None:
+    assert reject(lambda: http.decode_body(raw, False)).code == "invalid_json"
+
+
+def test_base64_body_is_decoded_and_bad_base64_rejected() -> None:
+    assert http.decode_body(base64.b64encode('{"a": "é"}'.encode()).decode(), True) == '{"a": "é"}'
+    assert reject(lambda: http.decode_body("%%%", True)).code == "invalid_json"
+    assert reject(lambda: http.decode_body(base64.b64encode(b"\xff\xfe").decode(), True)).code == "invalid_json"
+
+
+def test_body_size_limit() -> None:
+    assert http.decode_body("x" * 10, False, max_chars=10) == "x" * 10
+    assert reject(lambda: http.decode_body("x" * 11, False, max_chars=10)).code == "body_too_large"
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{", "invalid_json"),
+        ("NaN", "invalid_json"),
+        ('{"a": -Infinity}', "invalid_json"),
+        ("1" * 5000, "invalid_json"),  # beyond Python's int-to-str digit limit
+        ("[1]", "invalid_body"),
+        ("true", "invalid_body"),
+        ("3", "invalid_body"),
+    ],
+)
+def test_parse_json_object_rejections(text: str, code: str) -> None:
+    assert reject(lambda: http.parse_json_object(text)).code == code
+
+
+def test_parse_json_object_accepts_objects() -> None:
+    assert http.parse_json_object('{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+
+
+def test_json_type_names() -> None:
+    values: tuple[Any, ...] = (None, True, 1, 1.5, "s", [], {})
+    names = [http.json_type_name(v) for v in values]
+    assert names == ["null", "a boolean", "a number", "a number", "a string", "an array", "an object"]
+
+
+# --- environment settings ----------------------------------------------------------------------------------
+
+
+def config_error(fn: Callable[[], Any], name: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        fn()
+    assert name in caught.value.message
+    assert caught.value.status == 500
+
+
+def test_env_str(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIT_A", "  value ")
+    monkeypatch.setenv("KIT_BLANK", "   ")
+    monkeypatch.delenv("KIT_MISSING", raising=False)
+    assert http.env_str("KIT_A") == "value"
+    assert http.env_str("KIT_MISSING", "fallback") == "fallback"
+    config_error(lambda: http.env_str("KIT_MISSING"), "KIT_MISSING")
+    config_error(lambda: http.env_str("KIT_BLANK"), "KIT_BLANK")
+
+
+@pytest.mark.parametrize("raw", ["abc", "nan", "inf", "1.01", "-0.1"])
+def test_env_float_rejects_invalid_values(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("KIT_F", raw)
+    config_error(lambda: http.env_float("KIT_F", 0.5, 0, 1), "KIT_F")
+
+
+def test_env_float_and_int_defaults_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KIT_F", raising=False)
+    monkeypatch.setenv("KIT_I", "42")
+    assert http.env_float("KIT_F", 0.5, 0, 1) == 0.5
+    monkeypatch.setenv("KIT_F", "1")
+    assert http.env_float("KIT_F", 0.5, 0, 1) == 1.0
+    assert http.env_int("KIT_I", 1, 1, 100) == 42
+
+
+@pytest.mark.parametrize("raw", ["4.5", "x", "0", "101"])
+def test_env_int_rejects_invalid_values(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("KIT_I", raw)
+    config_error(lambda: http.env_int("KIT_I", 1, 1, 100), "KIT_I")
+
+
+def test_env_json_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIT_J", '{"a": 1}')
+    assert http.env_json_object("KIT_J") == {"a": 1}
+    for raw in ("[1]", "{nope"):
+        monkeypatch.setenv("KIT_J", raw)
+        config_error(lambda: http.env_json_object("KIT_J"), "KIT_J")
+
+
+# --- deadline-aware retries --------------------------------------------------------------------------------
+
+
+class Flaky:
+    """Raises the given errors in turn, then returns 'ok'."""
+
+    def __init__(self, *failures: Exception) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "ok"
+
+
+def test_success_needs_no_retry(sleeps: list[float]) -> None:
+    fn = Flaky()
+    assert http.call_with_retry(fn) == "ok"
+    assert (fn.calls, sleeps) == (1, [])
+
+
+def test_retries_retryable_errors_with_exponential_cap(sleeps: list[float]) -> None:
+    fn = Flaky(client_error("ThrottlingException"), client_error("ServiceUnavailableException"))
+    retries: list[tuple[int, str | None, float]] = []
+
+    result = http.call_with_retry(
+        fn, rand=lambda: 1.0, on_retry=lambda n, exc, d: retries.append((n, errors.aws_error_code(exc), d))
+    )
+
+    assert (result, fn.calls, sleeps) == ("ok", 3, [0.25, 0.5])
+    assert retries == [(1, "ThrottlingException", 0.25), (2, "ServiceUnavailableException", 0.5)]
+
+
+def test_gives_up_after_max_attempts(sleeps: list[float]) -> None:
+    fn = Flaky(*(client_error("ThrottlingException") for _ in range(5)))
+    with pytest.raises(ClientError):
+        http.call_with_retry(fn)
+    assert (fn.calls, len(sleeps)) == (3, 2)
+
+
+def test_non_retryable_error_is_raised_at_once(sleeps: list[float]) -> None:
+    fn = Flaky(client_error("ValidationException"))
+    with pytest.raises(ClientError):
+        http.call_with_retry(fn)
+    assert (fn.calls, sleeps) == (1, [])
+
+
+@pytest.mark.parametrize(("remaining", "calls"), [(3_249, 1), (3_250, 2)])
+def test_deadline_safety_margin_decides_whether_to_retry(sleeps: list[float], remaining: int, calls: int) -> None:
+    # rand=1.0: the first back-off is 250 ms, and 3000 ms must remain after it.
+    fn = Flaky(client_error("ThrottlingException"))
+    outcome: Any
+    try:
+        outcome = http.call_with_retry(fn, remaining_ms=lambda: remaining, rand=lambda: 1.0)
+    except ClientError as exc:
+        outcome = exc
+    assert fn.calls == calls
+    assert (outcome == "ok") is (calls == 2)
+    assert sleeps == [0.25] * (calls - 1)
+
+
+def test_backoff_is_capped_by_max_delay() -> None:
+    policy = http.RetryPolicy(max_attempts=10, base_delay_s=1.0, max_delay_s=3.0)
+    assert [policy.backoff_s(n, lambda: 1.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 3.0, 3.0]
+
+
+@given(attempt=st.integers(min_value=1, max_value=60), rand=st.floats(min_value=0, max_value=1, exclude_max=True))
+def test_full_jitter_stays_within_the_exponential_envelope(attempt: int, rand: float) -> None:
+    policy = http.DEFAULT_RETRY_POLICY
+    delay = policy.backoff_s(attempt, lambda: rand)
+    assert 0 <= delay <= min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+
+
+def test_json_response_is_json_typed() -> None:
+    response = http.json_response(201, {"a": 1}, {"X-Test": "1"})
+    assert (response.status_code, response.content_type, response.body) == (201, "application/json", {"a": 1})
+    assert response.headers["X-Test"] == "1"

@@ -1,0 +1,893 @@
+"""Behaviour of the Level 1 prompt API Lambda (offline: Bedrock is a botocore Stubber on the real client)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.stub import Stubber
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+import prompt_api.handler
+from common.errors import BadRequestError
+from prompt_api import bedrock, validation
+from prompt_api.settings import get_settings
+
+from .conftest import (
+    API_REQUEST_ID,
+    CATALOG,
+    GUARDRAIL_CONFIG,
+    MODEL_ID,
+    NAMESPACE,
+    SERVICE,
+    SUMMARIZE_ARN,
+    FakeContext,
+    Reply,
+    api_event,
+    converse_response,
+    emf_documents,
+)
+
+Invoke = Callable[..., Reply]
+LAMBDAS_DIR = Path(prompt_api.handler.__file__).resolve().parents[1]
+PROMPT_SCHEMA = validation.load_schemas()["PromptRequest"]
+
+
+def prompt_params(prompt: str = "Say hello.", **inference: Any) -> dict[str, Any]:
+    """The exact Converse request expected for POST /prompt (defaults from the environment)."""
+    return {
+        "modelId": MODEL_ID,
+        "messages": [{"role": "user", "content": [{"text": prompt}]}],
+        "inferenceConfig": {"temperature": 0.5, "maxTokens": 512, **inference},
+        "guardrailConfig": GUARDRAIL_CONFIG,
+    }
+
+
+def summarize_params(text: str = "Long text.", audience: str = "executives") -> dict[str, Any]:
+    return {
+        "modelId": SUMMARIZE_ARN,
+        "promptVariables": {"text": {"text": text}, "audience": {"text": audience}},
+        "guardrailConfig": GUARDRAIL_CONFIG,
+    }
+
+
+def post_prompt(body: Any = None, **kwargs: Any) -> dict[str, Any]:
+    return api_event("POST", "/prompt", body, **kwargs)
+
+
+def assert_error(reply: Reply, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    assert reply.status == status, reply.body
+    error: dict[str, Any] = reply.body["error"]
+    assert error["code"] == code
+    assert error.get("field") == field
+    return error
+
+
+# --- happy paths -------------------------------------------------------------------------------------------
+
+
+def test_prompt_happy_path_returns_answer_and_emits_metrics(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_response("converse", converse_response(), prompt_params())
+
+    reply = invoke(post_prompt({"prompt": "Say hello."}))
+
+    assert reply.status == 200
+    assert reply.body == {
+        "text": "Hello from Nova.",
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 12, "outputTokens": 5, "totalTokens": 17},
+        "modelId": MODEL_ID,
+        "guardrail": {"intervened": False, "action": None},
+        "latencyMs": 321,
+    }
+    stubber.assert_no_pending_responses()
+    [emf] = emf_documents(capsys.readouterr().out)
+    directive = emf["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == NAMESPACE
+    assert directive["Dimensions"] == [["ModelId", "service"]]
+    assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
+        "InputTokens": "Count",
+        "OutputTokens": "Count",
+        "Latency": "Milliseconds",
+        "GuardrailIntervened": "Count",
+    }
+    assert (emf["ModelId"], emf["service"]) == (MODEL_ID, SERVICE)
+    assert [emf[name] for name in ("InputTokens", "OutputTokens", "Latency", "GuardrailIntervened")] == [
+        [12.0],
+        [5.0],
+        [321.0],
+        [0.0],
+    ]
+
+
+def test_prompt_passes_every_option_to_converse(invoke: Invoke, stubber: Stubber) -> None:
+    expected = prompt_params("Write a haiku.", temperature=0.0, maxTokens=4096, topP=1.0)
+    expected["system"] = [{"text": "You are a poet."}]
+    stubber.add_response("converse", converse_response("Autumn moon"), expected)
+
+    body = {
+        "prompt": "Write a haiku.",
+        "system": "You are a poet.",
+        "temperature": 0,
+        "topP": 1,
+        "maxTokens": 4096,
+    }
+    reply = invoke(post_prompt(body))
+
+    assert reply.status == 200
+    assert reply.body["text"] == "Autumn moon"
+    stubber.assert_no_pending_responses()
+
+
+def test_blank_system_prompt_is_not_sent(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_response("converse", converse_response(), prompt_params())
+    assert invoke(post_prompt({"prompt": "Say hello.", "system": "  "})).status == 200
+
+
+def test_defaults_come_from_the_environment(invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEFAULT_TEMPERATURE", "0.2")
+    monkeypatch.setenv("DEFAULT_MAX_TOKENS", "64")
+    stubber.add_response("converse", converse_response(), prompt_params(temperature=0.2, maxTokens=64))
+    assert invoke(post_prompt({"prompt": "Say hello."})).status == 200
+
+
+def test_base64_encoded_body_is_decoded(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_response("converse", converse_response(), prompt_params())
+    assert invoke(post_prompt({"prompt": "Say hello."}, base64_body=True)).status == 200
+
+
+def test_list_templates_reads_the_catalog_without_aws(invoke: Invoke, stubber: Stubber) -> None:
+    reply = invoke(api_event("GET", "/templates"))  # any Bedrock call would hit the empty Stubber and fail
+
+    assert reply.status == 200
+    assert reply.body == {
+        "templates": [
+            {"name": name, "description": entry["description"], "variables": entry["variables"]}
+            for name, entry in CATALOG.items()
+        ]
+    }
+
+
+def test_template_happy_path_uses_prompt_version_arn_and_variables(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_response("converse", converse_response("Summary.", input_tokens=40), summarize_params())
+
+    body = {"variables": {"text": "Long text.", "audience": "executives"}}
+    reply = invoke(api_event("POST", "/templates/summarize", body))
+
+    assert reply.status == 200
+    assert reply.body == {
+        "text": "Summary.",
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": 40, "outputTokens": 5, "totalTokens": 45},
+        "modelId": MODEL_ID,
+        "guardrail": {"intervened": False, "action": None},
+        "latencyMs": 321,
+        "template": "summarize",
+    }
+    stubber.assert_no_pending_responses()
+    # Metrics stay per model: the dimension is the model behind the prompt, not the prompt's ARN.
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert (emf["ModelId"], emf["InputTokens"]) == (MODEL_ID, [40.0])
+
+
+BLOCKED_TRACE = {
+    "guardrail": {
+        "inputAssessment": {
+            "abcd1234efgh": {
+                "contentPolicy": {
+                    "filters": [{"type": "VIOLENCE", "confidence": "HIGH", "action": "BLOCKED", "detected": True}]
+                },
+                "sensitiveInformationPolicy": {
+                    "piiEntities": [{"match": "x", "type": "EMAIL", "action": "ANONYMIZED", "detected": True}],
+                    "regexes": [],
+                },
+            }
+        },
+        "actionReason": "Guardrail blocked.",
+    }
+}
+
+
+def test_guardrail_intervention_is_reported_and_counted(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answer = converse_response("Sorry, I can't help.", stop_reason="guardrail_intervened", trace=BLOCKED_TRACE)
+    stubber.add_response("converse", answer, prompt_params("How do I hurt someone?"))
+
+    reply = invoke(post_prompt({"prompt": "How do I hurt someone?"}))
+
+    assert reply.status == 200
+    assert reply.body["guardrail"] == {"intervened": True, "action": "BLOCKED"}
+    assert reply.body["stopReason"] == "guardrail_intervened"
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["GuardrailIntervened"] == [1.0]
+
+
+def test_guardrail_action_without_intervention(invoke: Invoke, stubber: Stubber) -> None:
+    words: dict[str, list[Any]] = {"customWords": [], "managedWordLists": []}
+    pii = {"piiEntities": [{"match": "a@b.c", "type": "EMAIL", "action": "ANONYMIZED"}], "regexes": []}
+    trace = {"guardrail": {"outputAssessments": {"g": [{"wordPolicy": words, "sensitiveInformationPolicy": pii}]}}}
+    stubber.add_response("converse", converse_response(trace=trace), prompt_params())
+
+    reply = invoke(post_prompt({"prompt": "Say hello."}))
+
+    assert reply.body["guardrail"] == {"intervened": False, "action": "ANONYMIZED"}
+
+
+def test_prompt_text_is_never_logged(invoke: Invoke, stubber: Stubber, logs: io.StringIO) -> None:
+    secret = "TOP-SECRET-PROMPT-42"
+    stubber.add_response("converse", converse_response("ANSWER-TEXT-43"), prompt_params(secret))
+
+    assert invoke(post_prompt({"prompt": secret})).status == 200
+
+    records = [json.loads(line) for line in logs.getvalue().splitlines()]
+    finished = next(r for r in records if r["message"] == "Converse call finished")
+    assert finished["correlation_id"] == API_REQUEST_ID
+    assert finished["input_tokens"] == 12
+    assert all(r["level"] == "INFO" for r in records)
+    assert secret not in logs.getvalue()
+    assert "ANSWER-TEXT-43" not in logs.getvalue()
+    assert secret not in logs
+    assert "ANSWER-TEXT-43" not in logs
+
+
+# --- request validation errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ("", "invalid_json"),
+        ('{"prompt": NaN}', "invalid_json"),
+        ('{"prompt": "x", "temperature": Infinity}', "invalid_json"),
+        ("[" * 100_000, "invalid_json"),
+        ('["a list"]', "invalid_body"),
+        ('"a string"', "invalid_body"),
+        ("null", "invalid_body"),
+    ],
+)
+def test_malformed_or_non_object_body_is_400_on_body(invoke: Invoke, raw_body: str, code: str) -> None:
+    assert_error(invoke(post_prompt(raw_body=raw_body)), 400, code, "body")
+
+
+def test_number_overflowing_to_infinity_is_out_of_range(invoke: Invoke) -> None:
+    reply = invoke(post_prompt(raw_body='{"prompt": "x", "temperature": 1e400}'))
+    assert_error(reply, 400, "out_of_range", "temperature")
+
+
+def test_missing_body_is_400(invoke: Invoke) -> None:
+    assert_error(invoke(post_prompt(None)), 400, "invalid_json", "body")
+
+
+def test_non_string_body_from_a_direct_invoke_is_400(invoke: Invoke) -> None:
+    event = post_prompt(None)
+    event["body"] = {"prompt": "Say hello."}
+    assert_error(invoke(event), 400, "invalid_json", "body")
+
+
+def test_minimal_rest_shaped_direct_invoke_is_routed(invoke: Invoke) -> None:
+    reply = invoke({"httpMethod": "GET", "path": "/templates", "requestContext": {}})
+    assert reply.status == 200
+    assert [t["name"] for t in reply.body["templates"]] == ["summarize", "translate"]
+
+
+def test_invalid_base64_body_is_400(invoke: Invoke) -> None:
+    event = post_prompt(raw_body="not base64 at all!")
+    event["isBase64Encoded"] = True
+    assert_error(invoke(event), 400, "invalid_json", "body")
+
+
+def test_oversized_body_is_400(invoke: Invoke) -> None:
+    reply = invoke(post_prompt(raw_body=json.dumps({"prompt": "x" * (600 * 1024)})))
+    error = assert_error(reply, 400, "body_too_large", "body")
+    assert str(512 * 1024) in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field", "message_part"),
+    [
+        ({}, "missing_field", "prompt", "required"),
+        ({"system": "x"}, "missing_field", "prompt", "required"),
+        ({"prompt": 42}, "invalid_type", "prompt", "a string of 1 to 10000 characters"),
+        ({"prompt": ""}, "invalid_length", "prompt", "1 to 10000 characters"),
+        ({"prompt": " \n\t "}, "invalid_value", "prompt", "non-whitespace"),
+        ({"prompt": "x" * 10_001}, "invalid_length", "prompt", "got 10001"),
+        ({"prompt": "x", "system": "s" * 10_001}, "invalid_length", "system", "0 to 10000 characters"),
+        ({"prompt": "x", "system": None}, "invalid_type", "system", "a string"),
+        ({"prompt": "x", "temperature": True}, "invalid_type", "temperature", "a number between 0 and 1"),
+        ({"prompt": "x", "temperature": "0.5"}, "invalid_type", "temperature", "a number between 0 and 1"),
+        ({"prompt": "x", "temperature": 1.5}, "out_of_range", "temperature", "between 0 and 1"),
+        ({"prompt": "x", "temperature": -0.01}, "out_of_range", "temperature", "between 0 and 1"),
+        ({"prompt": "x", "topP": 2}, "out_of_range", "topP", "between 0 and 1"),
+        ({"prompt": "x", "topP": False}, "invalid_type", "topP", "a number"),
+        ({"prompt": "x", "maxTokens": 0}, "out_of_range", "maxTokens", "between 1 and 4096"),
+        ({"prompt": "x", "maxTokens": 4097}, "out_of_range", "maxTokens", "between 1 and 4096"),
+        ({"prompt": "x", "maxTokens": 10.5}, "invalid_type", "maxTokens", "an integer between 1 and 4096"),
+        ({"prompt": "x", "maxTokens": True}, "invalid_type", "maxTokens", "an integer"),
+        ({"prompt": "x", "stream": True}, "unknown_field", "stream", "Allowed fields: prompt, system"),
+        ({"prompt": "x", "k" * 500: 1}, "unknown_field", "k" * 64 + "...", "Unknown field"),
+    ],
+)
+def test_invalid_prompt_body_is_400_naming_the_field(
+    invoke: Invoke, body: dict[str, Any], code: str, field: str, message_part: str
+) -> None:
+    error = assert_error(invoke(post_prompt(raw_body=json.dumps(body))), 400, code, field)
+    assert message_part in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({}, "missing_field", "variables"),
+        ({"variables": ["text"]}, "invalid_type", "variables"),
+        ({"variables": {"text": 1, "audience": "a"}}, "invalid_type", "variables.text"),
+        ({"variables": {"text": "x" * 2001, "audience": "a"}}, "invalid_length", "variables.text"),
+        ({"variables": {f"v{i}": "x" for i in range(21)}}, "too_many_fields", "variables"),
+        ({"variables": {"text": "t", "audience": "a"}, "temperature": 0.1}, "unknown_field", "temperature"),
+        ({"variables": {"audience": "a"}}, "missing_variable", "variables.text"),
+        ({"variables": {"text": "t", "audience": "a", "tone": "dry"}}, "unknown_variable", "variables.tone"),
+    ],
+)
+def test_invalid_template_body_is_400_naming_the_field(
+    invoke: Invoke, body: dict[str, Any], code: str, field: str
+) -> None:
+    assert_error(invoke(api_event("POST", "/templates/summarize", body)), 400, code, field)
+
+
+def test_missing_variables_are_all_listed(invoke: Invoke) -> None:
+    reply = invoke(api_event("POST", "/templates/summarize", {"variables": {}}))
+    error = assert_error(reply, 400, "missing_variable", "variables.text")
+    assert "text, audience" in error["message"]
+
+
+def test_unknown_template_is_404_listing_known_names(invoke: Invoke) -> None:
+    reply = invoke(api_event("POST", "/templates/poem", {"variables": {}}))
+    error = assert_error(reply, 404, "template_not_found", "name")
+    assert "'poem'" in error["message"]
+    assert "summarize, translate" in error["message"]
+
+
+# --- routing -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("POST", "/templates/a/b"), ("GET", "/")])
+def test_unknown_route_is_404(invoke: Invoke, method: str, path: str) -> None:
+    error = assert_error(invoke(api_event(method, path)), 404, "route_not_found")
+    assert "POST /prompt" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("GET", "/prompt", "POST"), ("DELETE", "/templates", "GET"), ("GET", "/templates/summarize", "POST")],
+)
+def test_wrong_method_is_405_with_allow_header(invoke: Invoke, method: str, path: str, allow: str) -> None:
+    reply = invoke(api_event(method, path))
+    assert_error(reply, 405, "method_not_allowed")
+    assert reply.headers["allow"] == allow
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        [],
+        "GET /prompt",
+        {},
+        {"Records": [{"eventSource": "aws:sqs", "body": "{}"}]},
+        {"prompt": "Say hello."},
+        {"version": "2.0", "routeKey": "POST /prompt", "rawPath": "/prompt", "requestContext": {"http": {}}},
+        {"httpMethod": "POST", "path": "/prompt", "requestContext": {"elb": {"targetGroupArn": "arn"}}},
+        {"httpMethod": "POST", "path": "/prompt"},
+    ],
+)
+def test_direct_non_api_invocation_is_400_unsupported_event(invoke: Invoke, event: Any) -> None:
+    assert_error(invoke(event), 400, "unsupported_event")
+
+
+# --- Bedrock errors ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "http_status", "status", "code"),
+    [
+        ("ValidationException", 400, 400, "model_rejected_input"),
+        ("AccessDeniedException", 403, 403, "model_access_denied"),
+        ("ModelTimeoutException", 408, 504, "model_timeout"),
+        ("ResourceNotFoundException", 404, 502, "upstream_not_found"),
+        ("ModelErrorException", 424, 502, "model_error"),
+    ],
+)
+def test_bedrock_error_maps_to_contract_without_retry(
+    invoke: Invoke,
+    stubber: Stubber,
+    sleeps: list[float],
+    aws_code: str,
+    http_status: int,
+    status: int,
+    code: str,
+) -> None:
+    stubber.add_client_error("converse", aws_code, "AWS said no.", http_status, expected_params=prompt_params())
+
+    reply = invoke(post_prompt({"prompt": "Say hello."}))
+
+    assert_error(reply, status, code)
+    assert sleeps == []
+    stubber.assert_no_pending_responses()
+
+
+def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, stubber: Stubber) -> None:
+    message = "The model does not support topP.\n   " + "x" * 1000
+    stubber.add_client_error("converse", "ValidationException", message, 400)
+
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 400, "model_rejected_input")
+
+    assert error["message"].startswith("The model does not support topP. xxx")
+    assert len(error["message"]) <= 500
+
+
+def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invoke, stubber: Stubber) -> None:
+    aws_message = "User: arn:aws:sts::123456789012:assumed-role/fn-role is not authorized"
+    stubber.add_client_error("converse", "AccessDeniedException", aws_message, 403)
+
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 403, "model_access_denied")
+
+    assert MODEL_ID in error["message"]
+    assert "Model access" in error["message"]
+    assert "function role" in error["message"]
+    assert "123456789012" not in error["message"]
+
+
+def test_template_errors_name_the_prompt_arn(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error("converse", "ResourceNotFoundException", "not found", 404)
+
+    reply = invoke(api_event("POST", "/templates/summarize", {"variables": {"text": "t", "audience": "a"}}))
+
+    error = assert_error(reply, 502, "upstream_not_found")
+    assert SUMMARIZE_ARN in error["message"]
+    assert "region" in error["message"]
+
+
+@pytest.mark.parametrize("error_class", [ReadTimeoutError, ConnectTimeoutError])
+def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
+    client = bedrock.get_bedrock_client()  # the real client: the hook raises before anything is sent
+    sends: list[str] = []
+
+    def time_out(**_: Any) -> None:
+        sends.append("send")
+        raise error_class(endpoint_url="https://bedrock-runtime.us-east-1.amazonaws.com")
+
+    client.meta.events.register_first("before-send.bedrock-runtime.Converse", time_out)
+    try:
+        reply = invoke(post_prompt({"prompt": "Hi"}))
+    finally:
+        client.meta.events.unregister("before-send.bedrock-runtime.Converse", time_out)
+
+    assert_error(reply, 504, "model_timeout")
+    assert sends == ["send"]  # botocore itself made one attempt and the kit does not retry timeouts
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "http_status", "status", "code", "retry_after"),
+    [
+        ("ThrottlingException", 429, 429, "throttled", "2"),
+        ("ServiceQuotaExceededException", 400, 429, "throttled", "2"),
+        ("TooManyRequestsException", 429, 429, "throttled", "2"),
+        ("ServiceUnavailableException", 503, 503, "model_unavailable", "5"),
+        ("ModelNotReadyException", 429, 503, "model_unavailable", "5"),
+        ("InternalServerException", 500, 503, "model_unavailable", "5"),
+    ],
+)
+def test_retryable_errors_are_retried_three_times_then_mapped(
+    invoke: Invoke,
+    stubber: Stubber,
+    sleeps: list[float],
+    aws_code: str,
+    http_status: int,
+    status: int,
+    code: str,
+    retry_after: str,
+) -> None:
+    for _ in range(3):
+        stubber.add_client_error("converse", aws_code, "slow down", http_status, expected_params=prompt_params())
+
+    reply = invoke(post_prompt({"prompt": "Say hello."}))
+
+    assert_error(reply, status, code)
+    assert reply.headers["retry-after"] == retry_after
+    assert len(sleeps) == 2
+    stubber.assert_no_pending_responses()
+
+
+def test_throttling_after_retries_is_counted_for_the_alarm(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        stubber.add_client_error("converse", "ThrottlingException", "slow down", 429)
+
+    assert invoke(post_prompt({"prompt": "Say hello."})).status == 429
+
+    [emf] = emf_documents(capsys.readouterr().out)
+    directive = emf["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == NAMESPACE
+    assert directive["Dimensions"] == [["service"]]
+    assert directive["Metrics"] == [{"Name": "ModelThrottled", "Unit": "Count"}]
+    assert (emf["service"], emf["ModelThrottled"]) == (SERVICE, [1.0])
+
+
+def test_other_bedrock_errors_publish_no_metrics(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_client_error("converse", "ValidationException", "bad", 400)
+
+    assert invoke(post_prompt({"prompt": "Say hello."})).status == 400
+    assert emf_documents(capsys.readouterr().out) == []
+
+
+def test_throttled_twice_then_success_is_200_after_exactly_three_calls(
+    invoke: Invoke, stubber: Stubber, sleeps: list[float]
+) -> None:
+    for _ in range(2):
+        stubber.add_client_error("converse", "ThrottlingException", "slow down", 429, expected_params=prompt_params())
+    stubber.add_response("converse", converse_response(), prompt_params())
+
+    reply = invoke(post_prompt({"prompt": "Say hello."}))
+
+    assert reply.status == 200
+    assert reply.body["text"] == "Hello from Nova."
+    stubber.assert_no_pending_responses()  # all three queued answers were consumed: exactly three calls
+    assert len(sleeps) == 2
+    assert 0 <= sleeps[0] <= 0.25
+    assert 0 <= sleeps[1] <= 0.5
+
+
+def test_no_retry_when_the_deadline_is_too_close(invoke: Invoke, stubber: Stubber, sleeps: list[float]) -> None:
+    stubber.add_client_error("converse", "ThrottlingException", "slow down", 429)
+
+    reply = invoke(post_prompt({"prompt": "Say hello."}), FakeContext(remaining_ms=2_000))
+
+    assert_error(reply, 429, "throttled")  # a second call would hit the empty Stubber and fail differently
+    assert sleeps == []
+    stubber.assert_no_pending_responses()
+
+
+def test_unknown_aws_error_is_500_with_request_id(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error("converse", "BrandNewException", "weird", 400)
+
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 500, "internal_error")
+
+    assert API_REQUEST_ID in error["message"]
+
+
+def test_unexpected_exception_is_500_logged_but_not_leaked(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
+) -> None:
+    def explode(*_: Any, **__: Any) -> None:
+        raise RuntimeError("secret internals /var/task/x.py")
+
+    monkeypatch.setattr(bedrock, "converse", explode)
+
+    reply = invoke(post_prompt({"prompt": "Hi"}))
+
+    error = assert_error(reply, 500, "internal_error")
+    assert API_REQUEST_ID in error["message"]
+    assert "secret internals" not in reply.raw["body"]
+    assert "RuntimeError" not in reply.raw["body"]
+    [record] = [json.loads(line) for line in logs.getvalue().splitlines() if '"ERROR"' in line]
+    assert record["message"] == "Unhandled error"
+    assert record["correlation_id"] == API_REQUEST_ID
+    assert "Traceback" in record["exception"]
+    assert "secret internals" in record["exception"]
+
+
+def test_failure_outside_the_resolver_is_still_the_contract(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("resolver broke")
+
+    monkeypatch.setattr(prompt_api.handler, "get_resolver", lambda: broken)
+
+    error = assert_error(invoke(api_event("GET", "/templates")), 500, "internal_error")
+    assert API_REQUEST_ID in error["message"]
+
+
+# --- configuration errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MODEL_ID", "GUARDRAIL_ID", "GUARDRAIL_VERSION", "PROMPT_CATALOG", "POWERTOOLS_METRICS_NAMESPACE"],
+)
+def test_missing_env_var_is_500_configuration_error_naming_it(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.delenv(name)
+
+    error = assert_error(invoke(api_event("GET", "/templates")), 500, "configuration_error")
+
+    assert name in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEFAULT_TEMPERATURE", "1.5"),
+        ("DEFAULT_TEMPERATURE", "warm"),
+        ("DEFAULT_MAX_TOKENS", "0"),
+        ("DEFAULT_MAX_TOKENS", "many"),
+        ("GUARDRAIL_VERSION", "latest"),
+        ("PROMPT_CATALOG", "{not json"),
+        ("PROMPT_CATALOG", "[]"),
+        ("PROMPT_CATALOG", json.dumps({"x": {"arn": "arn:aws:bedrock:us-east-1:123456789012:prompt/ABC"}})),
+        ("PROMPT_CATALOG", json.dumps({"x": {"arn": SUMMARIZE_ARN, "variables": "text"}})),
+        ("PROMPT_CATALOG", json.dumps({"x": {"arn": SUMMARIZE_ARN, "variables": ["a", "a"]}})),
+        (
+            "PROMPT_CATALOG",
+            json.dumps({"x": {"arn": SUMMARIZE_ARN, "variables": [f"v{i}" for i in range(21)]}}),
+        ),
+    ],
+)
+def test_invalid_env_var_is_500_configuration_error_naming_it(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    error = assert_error(invoke(api_event("GET", "/templates")), 500, "configuration_error")
+
+    assert name in error["message"]
+
+
+def test_module_imports_without_env_and_without_boto3() -> None:
+    code = "import sys, prompt_api.handler; assert 'boto3' not in sys.modules; print('ok')"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(LAMBDAS_DIR)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_bedrock_client_is_lazy_cached_and_not_retried_by_botocore() -> None:
+    client = bedrock.get_bedrock_client()
+
+    assert bedrock.get_bedrock_client() is client
+    assert client.meta.service_model.service_name == "bedrock-runtime"
+    assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3, 20)
+
+
+def test_metrics_failure_does_not_fail_the_request(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenMetrics:
+        cleared = False
+
+        def add_dimension(self, **_: Any) -> None:
+            raise ValueError("bad dimension")
+
+        def clear_metrics(self) -> None:
+            BrokenMetrics.cleared = True
+
+    monkeypatch.setattr(prompt_api.handler, "get_metrics", BrokenMetrics)
+    stubber.add_response("converse", converse_response(), prompt_params())
+
+    assert invoke(post_prompt({"prompt": "Say hello."})).status == 200
+    assert BrokenMetrics.cleared
+
+
+def test_tracer_in_lambda_captures_handler_without_response(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, Any] = {"annotations": {}}
+
+    class FakeTracer:
+        def capture_lambda_handler(self, fn: Callable[..., Any], capture_response: bool = True) -> Any:
+            calls["capture_response"] = capture_response
+            return fn
+
+        def put_annotation(self, key: str, value: Any) -> None:
+            calls["annotations"][key] = value
+
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.setattr(prompt_api.handler, "Tracer", FakeTracer)
+    stubber.add_response("converse", converse_response(), prompt_params())
+
+    assert invoke(post_prompt({"prompt": "Say hello."})).status == 200
+    assert calls == {
+        "capture_response": False,
+        "annotations": {"ModelId": MODEL_ID, "GuardrailIntervened": False},
+    }
+
+
+def test_tracer_is_off_when_xray_sdk_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_sdk() -> None:
+        raise ImportError("No module named 'aws_xray_sdk'")
+
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.setattr(prompt_api.handler, "Tracer", no_sdk)
+
+    assert prompt_api.handler.get_tracer() is None
+
+
+# --- request_schemas.json agrees with the handler ----------------------------------------------------------
+
+
+def test_schema_file_is_draft04_objects_without_extra_fields() -> None:
+    raw = json.loads((LAMBDAS_DIR / "prompt_api" / "request_schemas.json").read_text())
+
+    assert set(raw) == {"PromptRequest", "TemplateRequest"}
+    for name, schema in raw.items():
+        assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+        assert schema["title"] == name
+        assert schema["type"] == "object"
+        assert schema["additionalProperties"] is False
+        assert isinstance(schema["required"], list)
+        assert schema["required"]
+        assert set(schema["required"]) <= set(schema["properties"])
+        assert all("type" in prop for prop in schema["properties"].values())
+    assert raw["PromptRequest"]["required"] == ["prompt"]
+    assert raw["TemplateRequest"]["required"] == ["variables"]
+
+
+def test_schema_numbers_match_the_contract() -> None:
+    props = PROMPT_SCHEMA["properties"]
+    assert (props["temperature"]["minimum"], props["temperature"]["maximum"]) == (0, 1)
+    assert (props["topP"]["minimum"], props["topP"]["maximum"]) == (0, 1)
+    assert (props["maxTokens"]["type"], props["maxTokens"]["minimum"], props["maxTokens"]["maximum"]) == (
+        "integer",
+        1,
+        4096,
+    )
+    assert props["prompt"]["minLength"] == 1
+    assert props["system"]["minLength"] == 0
+
+
+def _reject_code(body: dict[str, Any]) -> tuple[str, str | None]:
+    with pytest.raises(BadRequestError) as caught:
+        validation.parse_prompt_request(body)
+    return caught.value.code, caught.value.field
+
+
+@pytest.mark.parametrize("name", ["prompt", "system"])
+def test_validator_enforces_the_schema_string_lengths(name: str) -> None:
+    limit = PROMPT_SCHEMA["properties"][name]["maxLength"]
+    base = {"prompt": "x"}
+
+    validation.parse_prompt_request({**base, name: "y" * limit})
+
+    assert _reject_code({**base, name: "y" * (limit + 1)}) == ("invalid_length", name)
+
+
+@pytest.mark.parametrize("name", ["temperature", "topP", "maxTokens"])
+def test_validator_enforces_the_schema_numeric_bounds(name: str) -> None:
+    low, high = validation.bounds("PromptRequest", name)
+    step = 1 if PROMPT_SCHEMA["properties"][name]["type"] == "integer" else 1e-9
+
+    for ok in (low, high):
+        validation.parse_prompt_request({"prompt": "x", name: ok})
+    for bad in (low - step, high + step):
+        assert _reject_code({"prompt": "x", name: bad}) == ("out_of_range", name)
+
+
+def test_validator_enforces_the_template_schema_bounds() -> None:
+    variables = validation.property_schema("TemplateRequest", "variables")
+    limit, length = variables["maxProperties"], variables["additionalProperties"]["maxLength"]
+
+    validation.parse_template_request({"variables": {f"v{i}": "x" * length for i in range(limit)}})
+    with pytest.raises(BadRequestError) as too_many:
+        validation.parse_template_request({"variables": {f"v{i}": "x" for i in range(limit + 1)}})
+    with pytest.raises(BadRequestError) as too_long:
+        validation.parse_template_request({"variables": {"v": "x" * (length + 1)}})
+    assert (too_many.value.code, too_long.value.code) == ("too_many_fields", "invalid_length")
+
+
+def test_largest_valid_body_fits_under_the_body_size_limit() -> None:
+    props = PROMPT_SCHEMA["properties"]
+    body = {
+        "prompt": "\U0001f600" * props["prompt"]["maxLength"],
+        "system": "\U0001f600" * props["system"]["maxLength"],
+    }
+    variables = validation.property_schema("TemplateRequest", "variables")
+    value = "\U0001f600" * variables["additionalProperties"]["maxLength"]
+    template_body = {"variables": {f"variable_{i}": value for i in range(variables["maxProperties"])}}
+
+    for candidate in (body, template_body):
+        assert len(json.dumps(candidate)) <= 512 * 1024  # ensure_ascii: 12 characters per emoji
+
+
+def test_validator_refuses_schema_keywords_it_does_not_implement(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    schema = {"PromptRequest": {"type": "object", "properties": {"prompt": {"type": "string", "format": "email"}}}}
+    (tmp_path / "schemas.json").write_text(json.dumps(schema))
+    monkeypatch.setattr(validation, "SCHEMA_FILE", str(tmp_path / "schemas.json"))
+
+    with pytest.raises(ValueError, match="format"):
+        validation.load_schemas()
+
+
+def test_default_settings_are_checked_against_schema_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEFAULT_MAX_TOKENS", str(PROMPT_SCHEMA["properties"]["maxTokens"]["maximum"]))
+    assert get_settings().default_max_tokens == 4096
+
+
+# --- properties --------------------------------------------------------------------------------------------
+
+_NUMERIC = {"temperature": (0, 1), "topP": (0, 1)}
+out_of_range_number = st.one_of(
+    st.floats(max_value=0, exclude_max=True, allow_nan=False, allow_infinity=False),
+    st.floats(min_value=1, exclude_min=True, allow_nan=False, allow_infinity=False),
+    st.integers(min_value=2),
+    st.integers(max_value=-1),
+)
+out_of_range_tokens = st.one_of(st.integers(max_value=0), st.integers(min_value=4097, max_value=10**100))
+not_a_number = st.one_of(
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(), st.integers(), max_size=2),
+)
+PROPERTY_SETTINGS = hsettings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@PROPERTY_SETTINGS
+@given(name=st.sampled_from(sorted(_NUMERIC)), value=out_of_range_number)
+def test_any_out_of_range_sampling_value_is_400_naming_it(invoke: Invoke, name: str, value: float) -> None:
+    assert_error(invoke(post_prompt({"prompt": "x", name: value})), 400, "out_of_range", name)
+
+
+@PROPERTY_SETTINGS
+@given(value=out_of_range_tokens)
+def test_any_out_of_range_max_tokens_is_400(invoke: Invoke, value: int) -> None:
+    assert_error(invoke(post_prompt({"prompt": "x", "maxTokens": value})), 400, "out_of_range", "maxTokens")
+
+
+@PROPERTY_SETTINGS
+@given(name=st.sampled_from(["temperature", "topP", "maxTokens", "prompt", "system"]), value=not_a_number)
+def test_any_wrong_type_is_400_naming_the_field(invoke: Invoke, name: str, value: Any) -> None:
+    if name in ("prompt", "system") and isinstance(value, str):
+        value = 7  # a string is the right type for these two
+    body = {"prompt": "x", name: value}
+    assert_error(invoke(post_prompt(body)), 400, "invalid_type", name)
+
+
+valid_prompt = st.text(min_size=1, max_size=300).filter(lambda s: s.strip() != "" and not s.isspace())
+valid_body = st.fixed_dictionaries(
+    {"prompt": valid_prompt},
+    optional={
+        "system": st.text(max_size=300),
+        "temperature": st.one_of(st.floats(min_value=0, max_value=1), st.sampled_from([0, 1])),
+        "topP": st.floats(min_value=0, max_value=1),
+        "maxTokens": st.integers(min_value=1, max_value=4096),
+    },
+)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(body=valid_body)
+def test_any_valid_body_passes_validation_unchanged(body: dict[str, Any]) -> None:
+    request = validation.parse_prompt_request(json.loads(json.dumps(body)))
+
+    assert request.prompt == body["prompt"]
+    assert request.system == body.get("system")
+    assert request.temperature == body.get("temperature")
+    assert request.top_p == body.get("topP")
+    assert request.max_tokens == body.get("maxTokens")
