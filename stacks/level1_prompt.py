@@ -11,8 +11,6 @@ caller (SigV4) ──► API Gateway REST (IAM auth, validation, throttling, acc
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 from typing import Any
 
@@ -25,6 +23,7 @@ from constructs import Construct
 from stacks.config import KitConfig
 from stacks.prompt_templates import PromptTemplate
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
+from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.rest_api import RestApi
@@ -40,84 +39,6 @@ FUNCTION_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration 
 # lambdas/prompt_api/request_schemas.json so that every 400 names the field and the reason
 # (API Gateway's own validation messages cannot name a field).
 JSON_OBJECT_BODY = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
-
-_CONTENT_FILTERS = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT")
-# Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version.
-_GUARDRAIL_REVISION = 1
-
-
-class PromptGuardrail(Construct):
-    """A guardrail from config and a published version of it (a new version whenever the settings change)."""
-
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
-        super().__init__(scope, construct_id)
-        settings = config.guardrail
-        filters: list[Any] = [
-            bedrock.CfnGuardrail.ContentFilterConfigProperty(
-                type=kind,
-                input_strength=settings.content_filter_strength,
-                output_strength=settings.content_filter_strength,
-            )
-            for kind in _CONTENT_FILTERS
-        ]
-        # Prompt attacks are judged on the input only; Bedrock requires NONE on the output side.
-        filters.append(
-            bedrock.CfnGuardrail.ContentFilterConfigProperty(
-                type="PROMPT_ATTACK", input_strength=settings.prompt_attack_strength, output_strength="NONE"
-            )
-        )
-        pii = [
-            bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="ANONYMIZE")
-            for kind in settings.pii_anonymize
-        ] + [bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="BLOCK") for kind in settings.pii_block]
-        topics = (
-            [
-                bedrock.CfnGuardrail.TopicConfigProperty(
-                    name="Investment advice",
-                    type="DENY",
-                    definition="Recommendations about buying, selling or holding specific securities, funds "
-                    "or cryptocurrencies, or predictions of their returns.",
-                    examples=[
-                        "Which stocks should I buy this month?",
-                        "Is it a good time to put my savings into bitcoin?",
-                    ],
-                )
-            ]
-            if settings.deny_investment_advice
-            else []
-        )
-        self.guardrail = bedrock.CfnGuardrail(
-            self,
-            "Guardrail",
-            name=config.resource_name("guardrail"),
-            description="Applied to every Level 1 call: content filters, prompt attacks, PII, denied topics.",
-            blocked_input_messaging="Sorry, this request was blocked by the kit's guardrail.",
-            blocked_outputs_messaging="Sorry, the model's answer was blocked by the kit's guardrail.",
-            content_policy_config=bedrock.CfnGuardrail.ContentPolicyConfigProperty(filters_config=filters),
-            sensitive_information_policy_config=(
-                bedrock.CfnGuardrail.SensitiveInformationPolicyConfigProperty(pii_entities_config=pii) if pii else None
-            ),
-            topic_policy_config=(
-                bedrock.CfnGuardrail.TopicPolicyConfigProperty(topics_config=topics) if topics else None
-            ),
-        )
-        digest = hashlib.sha256(
-            json.dumps([dataclasses.asdict(settings), _GUARDRAIL_REVISION], sort_keys=True).encode()
-        ).hexdigest()[:16]
-        self.version = bedrock.CfnGuardrailVersion(
-            self,
-            "Version",
-            guardrail_identifier=self.guardrail.attr_guardrail_id,
-            # Versions are immutable and Description is create-only: a changed digest publishes a new one.
-            description=f"settings {digest}",
-        )
-
-    def grant_apply(self, role: iam.Role) -> None:
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ApplyGuardrail", actions=["bedrock:ApplyGuardrail"], resources=[self.guardrail.attr_guardrail_arn]
-            )
-        )
 
 
 class PromptCatalog(Construct):
@@ -220,7 +141,7 @@ class PromptEngineeringStack(Stack):
         )
         tag_stack(self, config, LEVEL)
 
-        guardrail = PromptGuardrail(self, "Guardrail", config=config)
+        guardrail = KitGuardrail(self, "Guardrail", config=config, name="guardrail", applied_to="Level 1 call")
         catalog = PromptCatalog(self, "Prompts", config=config, templates=templates)
 
         handler = PythonFunction(

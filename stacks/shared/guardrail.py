@@ -1,0 +1,92 @@
+"""A Bedrock guardrail from the kit's configuration, and a published version of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from aws_cdk import aws_bedrock as bedrock
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.config import KitConfig
+
+_CONTENT_FILTERS = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT")
+# Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version.
+_GUARDRAIL_REVISION = 1
+
+
+class KitGuardrail(Construct):
+    """A guardrail from config and a published version of it (a new version whenever the settings change)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, name: str, applied_to: str) -> None:
+        super().__init__(scope, construct_id)
+        settings = config.guardrail
+        filters: list[Any] = [
+            bedrock.CfnGuardrail.ContentFilterConfigProperty(
+                type=kind,
+                input_strength=settings.content_filter_strength,
+                output_strength=settings.content_filter_strength,
+            )
+            for kind in _CONTENT_FILTERS
+        ]
+        # Prompt attacks are judged on the input only; Bedrock requires NONE on the output side.
+        filters.append(
+            bedrock.CfnGuardrail.ContentFilterConfigProperty(
+                type="PROMPT_ATTACK", input_strength=settings.prompt_attack_strength, output_strength="NONE"
+            )
+        )
+        pii = [
+            bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="ANONYMIZE")
+            for kind in settings.pii_anonymize
+        ] + [bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="BLOCK") for kind in settings.pii_block]
+        topics = (
+            [
+                bedrock.CfnGuardrail.TopicConfigProperty(
+                    name="Investment advice",
+                    type="DENY",
+                    definition="Recommendations about buying, selling or holding specific securities, funds "
+                    "or cryptocurrencies, or predictions of their returns.",
+                    examples=[
+                        "Which stocks should I buy this month?",
+                        "Is it a good time to put my savings into bitcoin?",
+                    ],
+                )
+            ]
+            if settings.deny_investment_advice
+            else []
+        )
+        self.guardrail = bedrock.CfnGuardrail(
+            self,
+            "Guardrail",
+            name=config.resource_name(name),
+            description=f"Applied to every {applied_to}: content filters, prompt attacks, PII, denied topics.",
+            blocked_input_messaging="Sorry, this request was blocked by the kit's guardrail.",
+            blocked_outputs_messaging="Sorry, the model's answer was blocked by the kit's guardrail.",
+            content_policy_config=bedrock.CfnGuardrail.ContentPolicyConfigProperty(filters_config=filters),
+            sensitive_information_policy_config=(
+                bedrock.CfnGuardrail.SensitiveInformationPolicyConfigProperty(pii_entities_config=pii) if pii else None
+            ),
+            topic_policy_config=(
+                bedrock.CfnGuardrail.TopicPolicyConfigProperty(topics_config=topics) if topics else None
+            ),
+        )
+        digest = hashlib.sha256(
+            json.dumps([dataclasses.asdict(settings), _GUARDRAIL_REVISION], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        self.version = bedrock.CfnGuardrailVersion(
+            self,
+            "Version",
+            guardrail_identifier=self.guardrail.attr_guardrail_id,
+            # Versions are immutable and Description is create-only: a changed digest publishes a new one.
+            description=f"settings {digest}",
+        )
+
+    def grant_apply(self, role: iam.Role) -> None:
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ApplyGuardrail", actions=["bedrock:ApplyGuardrail"], resources=[self.guardrail.attr_guardrail_arn]
+            )
+        )
