@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 # USD per month for one resource of the type, while idle. Source: the AWS pricing pages of each service.
@@ -50,16 +49,42 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::SQS::Queue",
         "AWS::SQS::QueuePolicy",
         "AWS::Events::Rule",
+        "AWS::Lambda::LayerVersion",
+        "Custom::CDKBucketDeployment",
+        "Custom::S3BucketNotifications",
+        # Knowledge bases bill per use; S3 Vectors bills per GB stored and per query, with no floor.
+        "AWS::Bedrock::KnowledgeBase",
+        "AWS::Bedrock::DataSource",
+        "AWS::S3Vectors::VectorBucket",
+        "AWS::S3Vectors::Index",
+        "AWS::OpenSearchServerless::AccessPolicy",
+        "AWS::OpenSearchServerless::Index",
+        "AWS::OpenSearchServerless::SecurityPolicy",
     }
 )
+# An OpenSearch Serverless vector collection bills OCUs around the clock: 1 OCU ($0.24/hour) with standby
+# replicas disabled, 2 with them enabled.
+OCU_MONTHLY_USD = 0.24 * 730
+
+
+def idle_cost(resource: dict) -> float | None:
+    """USD per month one resource bills while idle, or None when the type is unclassified."""
+    kind = resource["Type"]
+    if kind == "AWS::OpenSearchServerless::Collection":
+        standby = resource.get("Properties", {}).get("StandbyReplicas", "ENABLED")
+        return OCU_MONTHLY_USD * (2 if standby == "ENABLED" else 1)
+    if kind in IDLE_MONTHLY_USD:
+        return IDLE_MONTHLY_USD[kind]
+    return 0.0 if kind in FREE_WHILE_IDLE else None
 
 
 def stack_summary(template: dict) -> tuple[int, float, list[str]]:
     """(resource count, idle USD/month, unclassified types) of one template."""
-    types = Counter(resource["Type"] for resource in template.get("Resources", {}).values())
-    idle = sum(IDLE_MONTHLY_USD[t] * n for t, n in types.items() if t in IDLE_MONTHLY_USD)
-    unknown = sorted(t for t in types if t not in IDLE_MONTHLY_USD and t not in FREE_WHILE_IDLE)
-    return sum(types.values()), round(idle, 2), unknown
+    resources = list(template.get("Resources", {}).values())
+    costs = [(r["Type"], idle_cost(r)) for r in resources]
+    idle = sum(cost for _, cost in costs if cost is not None)
+    unknown = sorted({kind for kind, cost in costs if cost is None})
+    return len(resources), round(idle, 2), unknown
 
 
 def summarize(assembly_dir: Path) -> list[str]:

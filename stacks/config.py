@@ -185,6 +185,43 @@ class GuardrailSettings:
     deny_investment_advice: bool
 
 
+# Embedding models a knowledge base can use, with the vector dimensions each one offers.
+EMBEDDING_MODELS: Mapping[str, tuple[int, ...]] = {
+    "amazon.titan-embed-text-v2:0": (256, 512, 1024),
+    "cohere.embed-english-v3": (1024,),
+    "cohere.embed-multilingual-v3": (1024,),
+}
+VECTOR_STORES = ("s3vectors", "opensearch-serverless")
+CHUNKING_STRATEGIES = ("fixed", "hierarchical", "semantic", "none")
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    """How the data source splits documents; only the fields of ``strategy`` are used."""
+
+    strategy: str
+    max_tokens: int  # fixed and semantic
+    overlap_percent: int  # fixed
+    parent_max_tokens: int  # hierarchical
+    child_max_tokens: int  # hierarchical
+    overlap_tokens: int  # hierarchical
+    buffer_size: int  # semantic: sentences on each side compared
+    breakpoint_percentile: int  # semantic
+
+
+@dataclass(frozen=True)
+class RagSettings:
+    vector_store: str
+    embedding_model_id: str
+    embedding_dimensions: int
+    chunking: ChunkingSettings
+    documents_prefix: str
+    sample_corpus: bool
+    sync_interval_minutes: int
+    max_results: int
+    opensearch_standby_replicas: bool
+
+
 @dataclass(frozen=True)
 class KitConfig:
     stage: str
@@ -200,6 +237,7 @@ class KitConfig:
     log_retention_days: int
     powertools_layer_version: int
     alarm_email: str | None
+    rag: RagSettings
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -345,6 +383,23 @@ DEFAULTS: Mapping[str, Any] = {
     "powertools_layer_version": 0,  # 0: the version this kit release pins (see PINNED_POWERTOOLS_LAYER)
     "alarm_email": "",
     "tags": {},
+    # Level 2: RAG
+    "rag_vector_store": "s3vectors",
+    "rag_embedding_model_id": "amazon.titan-embed-text-v2:0",
+    "rag_embedding_dimensions": 1024,
+    "rag_chunking": "fixed",
+    "rag_chunk_max_tokens": 300,
+    "rag_chunk_overlap_percent": 20,
+    "rag_hierarchical_parent_tokens": 1500,
+    "rag_hierarchical_child_tokens": 300,
+    "rag_hierarchical_overlap_tokens": 60,
+    "rag_semantic_buffer_size": 0,
+    "rag_semantic_breakpoint_percentile": 95,
+    "rag_documents_prefix": "docs/",
+    "rag_sample_corpus": None,  # None: on in sandbox, off in prod
+    "rag_sync_interval_minutes": 5,
+    "rag_max_results": 5,
+    "rag_opensearch_standby_replicas": False,
 }
 # CDK's own context keys that carry no "@" or ":" in their names.
 _CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
@@ -406,6 +461,8 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
     if email and not _EMAIL_RE.match(email):
         raise ConfigError("alarm_email", email, "empty or an e-mail address")
 
+    rag = _rag_settings(get, stage)
+
     return KitConfig(
         stage=stage,
         name_prefix=prefix,
@@ -420,5 +477,55 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         log_retention_days=retention,
         powertools_layer_version=layer or pinned_layer_version,
         alarm_email=email or None,
+        rag=rag,
         tags=_as_tags("tags", get("tags")),
+    )
+
+
+def _rag_settings(get: Any, stage: str) -> RagSettings:
+    embedding = _as_choice("rag_embedding_model_id", get("rag_embedding_model_id"), tuple(EMBEDDING_MODELS))
+    dimensions = _as_int("rag_embedding_dimensions", get("rag_embedding_dimensions"), 1, 4096)
+    if dimensions not in EMBEDDING_MODELS[embedding]:
+        raise ConfigError(
+            "rag_embedding_dimensions",
+            dimensions,
+            f"one of {', '.join(map(str, EMBEDDING_MODELS[embedding]))} for {embedding}",
+        )
+    chunking = ChunkingSettings(
+        strategy=_as_choice("rag_chunking", get("rag_chunking"), CHUNKING_STRATEGIES),
+        max_tokens=_as_int("rag_chunk_max_tokens", get("rag_chunk_max_tokens"), 20, 8192),
+        overlap_percent=_as_int("rag_chunk_overlap_percent", get("rag_chunk_overlap_percent"), 1, 99),
+        parent_max_tokens=_as_int("rag_hierarchical_parent_tokens", get("rag_hierarchical_parent_tokens"), 1, 8192),
+        child_max_tokens=_as_int("rag_hierarchical_child_tokens", get("rag_hierarchical_child_tokens"), 1, 8192),
+        overlap_tokens=_as_int("rag_hierarchical_overlap_tokens", get("rag_hierarchical_overlap_tokens"), 1, 8192),
+        buffer_size=_as_int("rag_semantic_buffer_size", get("rag_semantic_buffer_size"), 0, 1),
+        breakpoint_percentile=_as_int(
+            "rag_semantic_breakpoint_percentile", get("rag_semantic_breakpoint_percentile"), 50, 99
+        ),
+    )
+    if chunking.child_max_tokens >= chunking.parent_max_tokens:
+        raise ConfigError(
+            "rag_hierarchical_child_tokens",
+            chunking.child_max_tokens,
+            "fewer tokens than rag_hierarchical_parent_tokens",
+        )
+    prefix = _as_str("rag_documents_prefix", get("rag_documents_prefix"))
+    if prefix and (not re.fullmatch(r"[A-Za-z0-9!_.*'()/-]{1,200}/", prefix) or prefix.startswith("/")):
+        raise ConfigError("rag_documents_prefix", prefix, "empty or an S3 key prefix ending in '/', e.g. 'docs/'")
+    sample_raw = get("rag_sample_corpus")
+    sample = stage == "sandbox" if sample_raw in (None, "", "default") else _as_bool("rag_sample_corpus", sample_raw)
+    if sample and stage == "prod":
+        raise ConfigError(
+            "rag_sample_corpus", sample_raw, "false in the prod stage (the sample corpus is for sandboxes)"
+        )
+    return RagSettings(
+        vector_store=_as_choice("rag_vector_store", get("rag_vector_store"), VECTOR_STORES),
+        embedding_model_id=embedding,
+        embedding_dimensions=dimensions,
+        chunking=chunking,
+        documents_prefix=prefix,
+        sample_corpus=sample,
+        sync_interval_minutes=_as_int("rag_sync_interval_minutes", get("rag_sync_interval_minutes"), 1, 60),
+        max_results=_as_int("rag_max_results", get("rag_max_results"), 1, 25),
+        opensearch_standby_replicas=_as_bool("rag_opensearch_standby_replicas", get("rag_opensearch_standby_replicas")),
     )

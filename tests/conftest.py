@@ -80,6 +80,17 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synthesize({**cdk_json_context(), "stage": "prod"}, tmp_path_factory.mktemp("cdk-prod"))
 
 
-@pytest.fixture(scope="session", params=["sandbox", "prod"])
+@pytest.fixture(scope="session")
+def sandbox_oss(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The sandbox with Level 2's other vector store, OpenSearch Serverless."""
+    context = {**cdk_json_context(), "rag_vector_store": "opensearch-serverless"}
+    return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-oss"))
+
+
+SYNTHS = ["sandbox", "prod", "sandbox_oss"]
+
+
+@pytest.fixture(scope="session", params=SYNTHS)
 def each_stage(request: pytest.FixtureRequest) -> Iterator[Synth]:
+    """Every synthesized variant: both stages, and the sandbox with the alternative vector store."""
     yield request.getfixturevalue(request.param)

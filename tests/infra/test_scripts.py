@@ -14,17 +14,31 @@ URL = "https://abc123.execute-api.us-east-1.amazonaws.com/v1/"
 
 
 def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: Any) -> None:
-    [line] = summarize(sandbox.assembly_dir)
+    lines = summarize(sandbox.assembly_dir)
+    assert len(lines) == len(sandbox.stacks)
+    by_stack = {line.split()[0]: line for line in lines}
+    level1 = by_stack["GenAiKit-1-Prompt"]
     count = len(sandbox.templates["GenAiKit-1-Prompt"]["Resources"])
-    assert line.startswith("GenAiKit-1-Prompt")
-    assert f"{count} resources" in line and "Level 1: prompt engineering" in line
-    assert "idle ~$0.50/month" in line  # five CloudWatch alarms at $0.10
-    assert "unclassified" not in line
+    assert f"{count} resources" in level1 and "Level 1: prompt engineering" in level1
+    assert "idle ~$0.50/month" in level1  # five CloudWatch alarms at $0.10
+    assert "idle ~$0.50/month" in by_stack["GenAiKit-2-Rag"]  # S3 Vectors: no floor, only the alarms
+    assert all("unclassified" not in line for line in lines)
+
+
+def test_synth_summary_states_the_opensearch_idle_floor(sandbox_oss: Any) -> None:
+    [level2] = [line for line in summarize(sandbox_oss.assembly_dir) if line.startswith("GenAiKit-2-Rag")]
+    assert "idle ~$175.70/month" in level2  # 1 OCU (standby replicas off) at $0.24/hour + five alarms
 
 
 def test_synth_summary_flags_types_it_cannot_price() -> None:
-    count, idle, unknown = stack_summary({"Resources": {"C": {"Type": "AWS::OpenSearchServerless::Collection"}}})
-    assert (count, idle, unknown) == (1, 0, ["AWS::OpenSearchServerless::Collection"])
+    count, idle, unknown = stack_summary({"Resources": {"C": {"Type": "AWS::Neptune::DBCluster"}}})
+    assert (count, idle, unknown) == (1, 0, ["AWS::Neptune::DBCluster"])
+
+
+@pytest.mark.parametrize(("standby", "usd"), [("DISABLED", 175.2), ("ENABLED", 350.4)])
+def test_opensearch_collection_idle_cost_follows_standby_replicas(standby: str, usd: float) -> None:
+    collection = {"Type": "AWS::OpenSearchServerless::Collection", "Properties": {"StandbyReplicas": standby}}
+    assert stack_summary({"Resources": {"C": collection}}) == (1, usd, [])
 
 
 def test_region_is_read_from_the_execute_api_host() -> None:

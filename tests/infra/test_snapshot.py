@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SYNTHS
 
 SNAPSHOTS = ROOT / "tests" / "snapshots"
 _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
@@ -26,10 +26,12 @@ def masked(template: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("stage", ["sandbox", "prod"])
+@pytest.mark.parametrize("stage", SYNTHS)
 def test_templates_match_their_snapshots(request: pytest.FixtureRequest, stage: str) -> None:
     synth = request.getfixturevalue(stage)
     for stack_id, template in synth.templates.items():
+        if stage == "sandbox_oss" and stack_id != "GenAiKit-2-Rag":
+            continue  # the vector-store switch changes Level 2 only
         path = SNAPSHOTS / f"{stack_id}.{stage}.json"
         current = masked(template)
         if os.environ.get("UPDATE_SNAPSHOTS") == "1":

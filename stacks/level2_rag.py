@@ -1,0 +1,683 @@
+"""Level 2 — RAG: a Bedrock Knowledge Base over your documents, ingestion that never loses a change, a cited answer API.
+
+documents bucket (S3, EventBridge on) ──► rule: Object Created/Deleted ──► SQS queue ──(5 tries)──► DLQ ─► alarm
+                                                                              ▲
+schedule (every N min: sync; hourly: reconcile) ──► ingest function ─────────┘ drains only when no job runs
+                                                         │ StartIngestionJob (one job covers every pending change)
+                                                         ▼
+Knowledge Base (embedding model) ◄── data source (S3 prefix, chunking) ── vectors: S3 Vectors | OpenSearch Serverless
+      ▲
+caller (SigV4) ──► API Gateway REST ──► query function ──► RetrieveAndGenerate (+ guardrail) / Retrieve
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Fn, Stack
+from aws_cdk import aws_bedrock as bedrock
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_opensearchserverless as aoss
+from aws_cdk import aws_s3_deployment as s3deploy
+from aws_cdk import aws_s3vectors as s3vectors
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.config import KitConfig, RagSettings
+from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
+from stacks.shared.guardrail import KitGuardrail
+from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
+from stacks.shared.nag import suppress
+from stacks.shared.python_function import PythonFunction
+from stacks.shared.rest_api import RestApi
+from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.stage import tag_stack
+
+LEVEL = "2-rag"
+SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[1] / "samples" / "rag-corpus"
+INDEX_NAME = "kit-kb-index"
+MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue
+INGEST_TIMEOUT = Duration.minutes(2)
+QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
+# OpenSearch Serverless vector collections bill a floor of OCUs per hour even with no traffic.
+OCU_MONTHLY_USD = 0.24 * 730
+JSON_OBJECT_BODY = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
+
+# The metadata Bedrock writes with each vector; it must not be filterable in S3 Vectors (2 KB filter limit).
+BEDROCK_NON_FILTERABLE_KEYS = ["AMAZON_BEDROCK_TEXT", "AMAZON_BEDROCK_METADATA"]
+# OpenSearch field names the knowledge base writes.
+OSS_VECTOR_FIELD, OSS_TEXT_FIELD, OSS_METADATA_FIELD = (
+    "kit-vector",
+    "AMAZON_BEDROCK_TEXT_CHUNK",
+    "AMAZON_BEDROCK_METADATA",
+)
+
+
+class DocumentStore(Construct):
+    """The documents bucket (versioned, EventBridge on) and, in a sandbox, the kit's sample corpus."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+        super().__init__(scope, construct_id)
+        self.prefix = config.rag.documents_prefix
+        store = SecureBucket(self, "Documents", config=config, versioned=True, event_bridge_enabled=True)
+        self.bucket = store.bucket
+        if config.rag.sample_corpus:
+            deployment = s3deploy.BucketDeployment(
+                self,
+                "SampleCorpus",
+                sources=[s3deploy.Source.asset(str(SAMPLE_CORPUS_DIR))],
+                destination_bucket=self.bucket,
+                destination_key_prefix=self.prefix or None,
+                prune=False,
+                retain_on_delete=False,
+                memory_limit=256,
+            )
+            _suppress_bucket_deployment(deployment, _arn_ref(self.bucket))
+
+    @property
+    def objects_arn(self) -> str:
+        return self.bucket.arn_for_objects(f"{self.prefix}*")
+
+
+def _arn_ref(bucket: Any) -> str:
+    """How cdk-nag names a bucket's ARN in a finding: ``<LogicalId.Arn>``."""
+    return f"<{Stack.of(bucket).get_logical_id(bucket.node.default_child)}.Arn>"
+
+
+class S3VectorStore(Construct):
+    """An S3 vector bucket and index: no idle cost, pay per GB stored and per query."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+        super().__init__(scope, construct_id)
+        self.vector_bucket = s3vectors.CfnVectorBucket(
+            self, "VectorBucket", vector_bucket_name=config.resource_name("vectors")
+        )
+        self.index = s3vectors.CfnIndex(
+            self,
+            "Index",
+            vector_bucket_arn=self.vector_bucket.attr_vector_bucket_arn,
+            index_name=INDEX_NAME,
+            data_type="float32",
+            dimension=config.rag.embedding_dimensions,
+            distance_metric="cosine",
+            metadata_configuration=s3vectors.CfnIndex.MetadataConfigurationProperty(
+                non_filterable_metadata_keys=BEDROCK_NON_FILTERABLE_KEYS
+            ),
+        )
+        self.index.node.add_dependency(self.vector_bucket)
+
+    def storage_configuration(self) -> bedrock.CfnKnowledgeBase.StorageConfigurationProperty:
+        return bedrock.CfnKnowledgeBase.StorageConfigurationProperty(
+            type="S3_VECTORS",
+            s3_vectors_configuration=bedrock.CfnKnowledgeBase.S3VectorsConfigurationProperty(
+                index_arn=self.index.attr_index_arn
+            ),
+        )
+
+    def grant_knowledge_base(self, role: iam.Role) -> None:
+        # DeleteVectors is needed too: without it a re-sync that removes documents fails.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="UseVectorIndex",
+                actions=[
+                    "s3vectors:GetIndex",
+                    "s3vectors:QueryVectors",
+                    "s3vectors:PutVectors",
+                    "s3vectors:GetVectors",
+                    "s3vectors:ListVectors",
+                    "s3vectors:DeleteVectors",
+                ],
+                resources=[self.index.attr_index_arn],
+            )
+        )
+
+
+class OpenSearchVectorStore(Construct):
+    """An OpenSearch Serverless VECTORSEARCH collection with its policies and a native vector index.
+
+    Ordered for a clean first deploy: encryption and network policies before the collection, the data
+    access policy (which admits the knowledge-base role and CloudFormation's execution role) before the
+    index, and the index before the knowledge base.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, kb_role: iam.Role) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        name = config.resource_name("kb")[:32]
+        collection_resource = f"collection/{name}"
+        encryption = aoss.CfnSecurityPolicy(
+            self,
+            "Encryption",
+            name=f"{name}-enc"[:32],
+            type="encryption",
+            policy=stack.to_json_string(
+                {"Rules": [{"ResourceType": "collection", "Resource": [collection_resource]}], "AWSOwnedKey": True}
+            ),
+        )
+        network = aoss.CfnSecurityPolicy(
+            self,
+            "Network",
+            name=f"{name}-net"[:32],
+            type="network",
+            # Every data-plane request still needs SigV4 and the data access policy below.
+            policy=stack.to_json_string(
+                [
+                    {
+                        "Rules": [{"ResourceType": "collection", "Resource": [collection_resource]}],
+                        "AllowFromPublic": True,
+                    }
+                ]
+            ),
+        )
+        self.collection = aoss.CfnCollection(
+            self,
+            "Collection",
+            name=name,
+            type="VECTORSEARCH",
+            standby_replicas="ENABLED" if config.rag.opensearch_standby_replicas else "DISABLED",
+            description="Vector store of the Level 2 knowledge base",
+        )
+        self.collection.node.add_dependency(encryption)
+        self.collection.node.add_dependency(network)
+        # CloudFormation creates the index as the bootstrap's execution role, so the policy must admit it.
+        deployer = Fn.sub(stack.synthesizer.cloud_formation_execution_role_arn)  # type: ignore[attr-defined]
+        access = aoss.CfnAccessPolicy(
+            self,
+            "DataAccess",
+            name=f"{name}-data"[:32],
+            type="data",
+            policy=stack.to_json_string(
+                [
+                    {
+                        "Rules": [
+                            {
+                                "ResourceType": "collection",
+                                "Resource": [collection_resource],
+                                "Permission": ["aoss:DescribeCollectionItems"],
+                            },
+                            {
+                                "ResourceType": "index",
+                                "Resource": [f"index/{name}/*"],
+                                "Permission": [
+                                    "aoss:CreateIndex",
+                                    "aoss:DescribeIndex",
+                                    "aoss:ReadDocument",
+                                    "aoss:WriteDocument",
+                                    "aoss:UpdateIndex",
+                                    "aoss:DeleteIndex",
+                                ],
+                            },
+                        ],
+                        "Principal": [kb_role.role_arn, deployer],
+                    }
+                ]
+            ),
+        )
+        self.index = aoss.CfnIndex(
+            self,
+            "Index",
+            collection_endpoint=self.collection.attr_collection_endpoint,
+            index_name=INDEX_NAME,
+            settings=aoss.CfnIndex.IndexSettingsProperty(index=aoss.CfnIndex.IndexProperty(knn=True)),
+            mappings=aoss.CfnIndex.MappingsProperty(
+                properties={
+                    OSS_VECTOR_FIELD: aoss.CfnIndex.PropertyMappingProperty(
+                        type="knn_vector",
+                        dimension=config.rag.embedding_dimensions,
+                        method=aoss.CfnIndex.MethodProperty(name="hnsw", engine="faiss", space_type="l2"),
+                    ),
+                    OSS_TEXT_FIELD: aoss.CfnIndex.PropertyMappingProperty(type="text", index=True),
+                    OSS_METADATA_FIELD: aoss.CfnIndex.PropertyMappingProperty(type="text", index=False),
+                }
+            ),
+        )
+        self.index.node.add_dependency(access)
+        self.index.node.add_dependency(self.collection)
+        self.monthly_idle_usd = OCU_MONTHLY_USD * (2 if config.rag.opensearch_standby_replicas else 1)
+
+    def storage_configuration(self) -> bedrock.CfnKnowledgeBase.StorageConfigurationProperty:
+        return bedrock.CfnKnowledgeBase.StorageConfigurationProperty(
+            type="OPENSEARCH_SERVERLESS",
+            opensearch_serverless_configuration=bedrock.CfnKnowledgeBase.OpenSearchServerlessConfigurationProperty(
+                collection_arn=self.collection.attr_arn,
+                vector_index_name=INDEX_NAME,
+                field_mapping=bedrock.CfnKnowledgeBase.OpenSearchServerlessFieldMappingProperty(
+                    vector_field=OSS_VECTOR_FIELD, text_field=OSS_TEXT_FIELD, metadata_field=OSS_METADATA_FIELD
+                ),
+            ),
+        )
+
+    def grant_knowledge_base(self, role: iam.Role) -> None:
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="UseCollection", actions=["aoss:APIAccessAll"], resources=[self.collection.attr_arn]
+            )
+        )
+
+
+def _chunking(rag: RagSettings) -> bedrock.CfnDataSource.ChunkingConfigurationProperty:
+    c = rag.chunking
+    if c.strategy == "fixed":
+        return bedrock.CfnDataSource.ChunkingConfigurationProperty(
+            chunking_strategy="FIXED_SIZE",
+            fixed_size_chunking_configuration=bedrock.CfnDataSource.FixedSizeChunkingConfigurationProperty(
+                max_tokens=c.max_tokens, overlap_percentage=c.overlap_percent
+            ),
+        )
+    if c.strategy == "hierarchical":
+        return bedrock.CfnDataSource.ChunkingConfigurationProperty(
+            chunking_strategy="HIERARCHICAL",
+            hierarchical_chunking_configuration=bedrock.CfnDataSource.HierarchicalChunkingConfigurationProperty(
+                level_configurations=[
+                    bedrock.CfnDataSource.HierarchicalChunkingLevelConfigurationProperty(
+                        max_tokens=c.parent_max_tokens
+                    ),
+                    bedrock.CfnDataSource.HierarchicalChunkingLevelConfigurationProperty(max_tokens=c.child_max_tokens),
+                ],
+                overlap_tokens=c.overlap_tokens,
+            ),
+        )
+    if c.strategy == "semantic":
+        return bedrock.CfnDataSource.ChunkingConfigurationProperty(
+            chunking_strategy="SEMANTIC",
+            semantic_chunking_configuration=bedrock.CfnDataSource.SemanticChunkingConfigurationProperty(
+                max_tokens=c.max_tokens,
+                buffer_size=c.buffer_size,
+                breakpoint_percentile_threshold=c.breakpoint_percentile,
+            ),
+        )
+    return bedrock.CfnDataSource.ChunkingConfigurationProperty(chunking_strategy="NONE")
+
+
+class KnowledgeBase(Construct):
+    """The knowledge base, its service role (policies first) and the S3 data source."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        documents: DocumentStore,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        rag = config.rag
+        any_kb = f"arn:{stack.partition}:bedrock:{stack.region}:{stack.account}:knowledge-base/*"
+        self.role = iam.Role(
+            self,
+            "Role",
+            description="Level 2 knowledge base service role",
+            assumed_by=iam.ServicePrincipal(
+                "bedrock.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": any_kb},
+                },
+            ),
+        )
+        self.embedding_model_arn = foundation_model_arn(stack.partition, stack.region, rag.embedding_model_id)
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="Embed", actions=["bedrock:InvokeModel"], resources=[self.embedding_model_arn])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="ListDocuments", actions=["s3:ListBucket"], resources=[documents.bucket.bucket_arn])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="ReadDocuments", actions=["s3:GetObject"], resources=[documents.objects_arn])
+        )
+        suppress(
+            self.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "The knowledge base reads every document under the documents prefix; object keys are not known in advance.",
+            applies_to=[f"Resource::{_arn_ref(documents.bucket)}/{documents.prefix}*"],
+        )
+
+        self.vector_store: S3VectorStore | OpenSearchVectorStore
+        if rag.vector_store == "s3vectors":
+            self.vector_store = S3VectorStore(self, "Vectors", config=config)
+        else:
+            self.vector_store = OpenSearchVectorStore(self, "Vectors", config=config, kb_role=self.role)
+        self.vector_store.grant_knowledge_base(self.role)
+
+        self.knowledge_base = bedrock.CfnKnowledgeBase(
+            self,
+            "KnowledgeBase",
+            name=config.resource_name("kb"),
+            description="genai-spectrum-kit Level 2 knowledge base",
+            role_arn=self.role.role_arn,
+            knowledge_base_configuration=bedrock.CfnKnowledgeBase.KnowledgeBaseConfigurationProperty(
+                type="VECTOR",
+                vector_knowledge_base_configuration=bedrock.CfnKnowledgeBase.VectorKnowledgeBaseConfigurationProperty(
+                    embedding_model_arn=self.embedding_model_arn,
+                    embedding_model_configuration=bedrock.CfnKnowledgeBase.EmbeddingModelConfigurationProperty(
+                        bedrock_embedding_model_configuration=bedrock.CfnKnowledgeBase.BedrockEmbeddingModelConfigurationProperty(
+                            dimensions=rag.embedding_dimensions, embedding_data_type="FLOAT32"
+                        )
+                    ),
+                ),
+            ),
+            storage_configuration=self.vector_store.storage_configuration(),
+        )
+        # The role's policies and the vector index exist before Bedrock validates the knowledge base.
+        self.knowledge_base.node.add_dependency(self.role)
+        self.knowledge_base.node.add_dependency(self.vector_store.index)
+
+        self.data_source = bedrock.CfnDataSource(
+            self,
+            "DataSource",
+            name=config.resource_name("documents"),
+            knowledge_base_id=self.knowledge_base.attr_knowledge_base_id,
+            # RETAIN: deleting vectors on stack deletion fails once the vector store is gone.
+            data_deletion_policy="RETAIN",
+            data_source_configuration=bedrock.CfnDataSource.DataSourceConfigurationProperty(
+                type="S3",
+                s3_configuration=bedrock.CfnDataSource.S3DataSourceConfigurationProperty(
+                    bucket_arn=documents.bucket.bucket_arn,
+                    inclusion_prefixes=[documents.prefix] if documents.prefix else None,
+                ),
+            ),
+            vector_ingestion_configuration=bedrock.CfnDataSource.VectorIngestionConfigurationProperty(
+                chunking_configuration=_chunking(rag)
+            ),
+        )
+
+    @property
+    def arn(self) -> str:
+        return self.knowledge_base.attr_knowledge_base_arn
+
+
+class IngestionPipeline(Construct):
+    """S3 change events kept in SQS, drained by a scheduled function into one ingestion job at a time."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        documents: DocumentStore,
+        kb: KnowledgeBase,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        suppress(
+            self.dead_letters,
+            "AwsSolutions-SQS3",
+            "This queue is the dead-letter queue of the change queue; an alarm fires when it holds anything.",
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Changes",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            # Longer than the function's timeout, so a change being drained is not handed out twice.
+            visibility_timeout=Duration.seconds(INGEST_TIMEOUT.to_seconds() + 60),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVE_COUNT),
+        )
+        object_filter: dict[str, Any] = {"key": [{"prefix": documents.prefix}]} if documents.prefix else {}
+        self.rule = events.Rule(
+            self,
+            "DocumentChanges",
+            description="Level 2: every document created or deleted under the prefix",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created", "Object Deleted"],
+                detail={
+                    "bucket": {"name": [documents.bucket.bucket_name]},
+                    **({"object": object_filter} if object_filter else {}),
+                },
+            ),
+            targets=[targets.SqsQueue(self.queue)],
+        )
+
+        self.handler = PythonFunction(
+            self,
+            "IngestFunction",
+            config=config,
+            handler="rag_ingest.handler.handler",
+            description="Level 2 ingestion: coalesce pending document changes into one ingestion job",
+            service_name="rag-ingest",
+            timeout=INGEST_TIMEOUT,
+            memory_size=256,
+            environment={
+                "QUEUE_URL": self.queue.queue_url,
+                "KNOWLEDGE_BASE_ID": kb.knowledge_base.attr_knowledge_base_id,
+                "DATA_SOURCE_ID": kb.data_source.attr_data_source_id,
+                "DOCUMENTS_BUCKET": documents.bucket.bucket_name,
+                "DOCUMENTS_PREFIX": documents.prefix,
+            },
+        )
+        # One run at a time: two concurrent drains could split one burst into two jobs.
+        self.handler.function.node.default_child.add_property_override("ReservedConcurrentExecutions", 1)  # type: ignore[union-attr]
+        role = self.handler.role
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DrainChanges",
+                actions=[
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                ],
+                resources=[self.queue.queue_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StartAndWatchIngestion",
+                actions=["bedrock:StartIngestionJob", "bedrock:ListIngestionJobs", "bedrock:GetIngestionJob"],
+                resources=[kb.arn],
+            )
+        )
+        sync_every = Duration.minutes(config.rag.sync_interval_minutes)
+        for name, action, every in (("Sync", "sync", sync_every), ("Reconcile", "reconcile", Duration.hours(1))):
+            events.Rule(
+                self,
+                f"{name}Schedule",
+                description=f"Level 2 ingestion: {action}",
+                schedule=events.Schedule.rate(every),
+                targets=[
+                    targets.LambdaFunction(
+                        self.handler.function,
+                        event=events.RuleTargetInput.from_object({"action": action}),
+                        retry_attempts=2,
+                    )
+                ],
+            )
+
+
+class QueryApi(Construct):
+    """The ask/retrieve API over the knowledge base, with the guardrail on generated answers."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        kb: KnowledgeBase,
+        guardrail: KitGuardrail,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        model = config.text_model
+        model_arn = (
+            inference_profile_arn(stack, model.model_id)
+            if model.is_inference_profile
+            else foundation_model_arn(stack.partition, stack.region, model.foundation_model_id)
+        )
+        self.handler = PythonFunction(
+            self,
+            "QueryFunction",
+            config=config,
+            handler="rag_api.handler.handler",
+            description="Level 2 query API: answers with citations from the knowledge base",
+            service_name="rag-api",
+            timeout=QUERY_TIMEOUT,
+            memory_size=256,
+            environment={
+                "KNOWLEDGE_BASE_ID": kb.knowledge_base.attr_knowledge_base_id,
+                "MODEL_ARN": model_arn,
+                "MODEL_ID": model.model_id,
+                "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
+                "GUARDRAIL_VERSION": guardrail.version.attr_version,
+                "DEFAULT_NUMBER_OF_RESULTS": str(config.rag.max_results),
+            },
+        )
+        role = self.handler.role
+        role.add_to_policy(
+            iam.PolicyStatement(sid="RetrieveFromKnowledgeBase", actions=["bedrock:Retrieve"], resources=[kb.arn])
+        )
+        # RetrieveAndGenerate is a permission-only action with no resource type: IAM accepts only "*". What it
+        # can reach is bounded by the Retrieve, InvokeModel and ApplyGuardrail grants, which name exact ARNs.
+        generate = iam.PolicyStatement(
+            sid="RetrieveAndGenerate", actions=["bedrock:RetrieveAndGenerate"], resources=["*"]
+        )
+        role.add_to_policy(generate)
+        grant_invoke_model(role, model)
+        if model.is_inference_profile:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ReadInferenceProfile", actions=["bedrock:GetInferenceProfile"], resources=[model_arn]
+                )
+            )
+        guardrail.grant_apply(role)
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "bedrock:RetrieveAndGenerate has no resource type (IAM requires '*'); the knowledge base, model and "
+            "guardrail it uses are granted by exact ARN. X-Ray actions also support no resource-level permissions.",
+            applies_to=["Resource::*"],
+        )
+
+        self.rest = RestApi(
+            self, "QueryApi", config=config, description="Level 2: ask and retrieve over the knowledge base"
+        )
+        body = self.rest.body_model("JsonObjectBody", JSON_OBJECT_BODY)
+        for route in ("ask", "retrieve"):
+            resource = self.rest.api.root.add_resource(route)
+            self.rest.add_lambda_method(resource, "POST", self.handler.function, body=body)
+
+
+class RagStack(Stack):
+    """``GenAiKit-2-Rag``: documents, knowledge base, vector store, ingestion pipeline, query API, alarms."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope, construct_id, description="genai-spectrum-kit Level 2: RAG on a Bedrock Knowledge Base", **kwargs
+        )
+        tag_stack(self, config, LEVEL)
+
+        documents = DocumentStore(self, "Documents", config=config)
+        kb = KnowledgeBase(self, "Knowledge", config=config, documents=documents)
+        ingestion = IngestionPipeline(self, "Ingestion", config=config, documents=documents, kb=kb)
+        guardrail = KitGuardrail(self, "Guardrail", config=config, name="rag-guardrail", applied_to="Level 2 answer")
+        query = QueryApi(self, "Query", config=config, kb=kb, guardrail=guardrail)
+
+        alarms = AlarmTopic(self, "Alarms", config=config)
+        alarms.alarm(
+            self,
+            "DeadLettersAlarm",
+            metric=ingestion.dead_letters.metric_approximate_number_of_messages_visible(
+                period=FIVE_MINUTES, statistic="Maximum"
+            ),
+            threshold=1,
+            description="Level 2 document changes that could not be processed are in the dead-letter queue",
+        )
+        alarms.alarm(
+            self,
+            "IngestionFailedAlarm",
+            metric=cloudwatch.Metric(
+                namespace=config.resource_name("kit"),
+                metric_name="IngestionJobFailed",
+                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
+                period=Duration.hours(1),
+                statistic="Maximum",
+            ),
+            threshold=1,
+            description="The last Level 2 ingestion job failed (see the ingest function's log)",
+        )
+        alarms.alarm(
+            self,
+            "IngestFunctionErrorsAlarm",
+            metric=ingestion.handler.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1,
+            description="The Level 2 ingest function failed; changes stay queued and are retried",
+        )
+        alarms.alarm(
+            self,
+            "Api5xxAlarm",
+            metric=query.rest.api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1,
+            description="Level 2 API returned 5xx responses",
+        )
+        alarms.alarm(
+            self,
+            "ApiLatencyAlarm",
+            metric=query.rest.api.metric_latency(period=FIVE_MINUTES, statistic="p95"),
+            threshold=15_000,
+            evaluation_periods=3,
+            description="Level 2 API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
+        )
+
+        self.documents, self.kb, self.ingestion, self.query, self.alarm_topic = (
+            documents,
+            kb,
+            ingestion,
+            query,
+            alarms.topic,
+        )
+        CfnOutput(self, "DocumentsBucketName", value=documents.bucket.bucket_name)
+        CfnOutput(self, "DocumentsPrefix", value=documents.prefix or "(whole bucket)")
+        CfnOutput(self, "KnowledgeBaseId", value=kb.knowledge_base.attr_knowledge_base_id)
+        CfnOutput(self, "DataSourceId", value=kb.data_source.attr_data_source_id)
+        CfnOutput(self, "ApiUrl", value=query.rest.api.url, description="Base URL of the Level 2 API (SigV4)")
+        CfnOutput(self, "VectorStore", value=config.rag.vector_store)
+        CfnOutput(self, "AlarmTopicArn", value=alarms.topic.topic_arn)
+
+
+def _suppress_bucket_deployment(deployment: s3deploy.BucketDeployment, bucket_arn_ref: str) -> None:
+    """CDK's BucketDeployment runs one shared function, only during deployments (sandbox sample corpus)."""
+    stack = Stack.of(deployment)
+    role = deployment.handler_role
+    suppress(
+        role,
+        "AwsSolutions-IAM4",
+        "CDK's bucket-deployment function logs with the AWS basic execution policy; it runs only at deploy time.",
+        applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+    )
+    assets = f"Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*"
+    suppress(
+        role.node.find_child("DefaultPolicy"),
+        "AwsSolutions-IAM5",
+        "CDK's bucket-deployment function copies the sample corpus from the CDK asset bucket into the documents "
+        "bucket; CDK generates these object-level grants.",
+        applies_to=[
+            "Action::s3:GetObject*",
+            "Action::s3:GetBucket*",
+            "Action::s3:List*",
+            "Action::s3:DeleteObject*",
+            "Action::s3:Abort*",
+            assets,
+            f"Resource::{bucket_arn_ref}/*",
+        ],
+    )
+    for child in stack.node.children:
+        if child.node.id.startswith("Custom::CDKBucketDeployment"):
+            suppress(
+                child,
+                "AwsSolutions-L1",
+                "CDK's bucket-deployment function pins its own Python runtime; it runs only at deploy time.",
+            )
