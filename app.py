@@ -13,12 +13,13 @@ from cdk_nag import AwsSolutionsChecks
 from stacks.config import ConfigError, KitConfig, load_config
 from stacks.level1_prompt import PromptEngineeringStack
 from stacks.level2_rag import RagStack
+from stacks.level3_finetune import FineTuneStack
 from stacks.prompt_templates import load_templates
 
 # The Powertools for AWS Lambda (Python) v3 managed layer version this kit release is tested with.
 PINNED_POWERTOOLS_LAYER = 38
 
-STACK_IDS = {"1": "GenAiKit-1-Prompt", "2": "GenAiKit-2-Rag"}
+STACK_IDS = {"1": "GenAiKit-1-Prompt", "2": "GenAiKit-2-Rag", "3": "GenAiKit-3-FineTune"}
 
 
 def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> tuple[cdk.App, KitConfig]:
@@ -36,6 +37,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         templates=load_templates(),
     )
     RagStack(app, STACK_IDS["2"], stack_name=f"{STACK_IDS['2']}-{config.stage}", env=env, config=config)
+    FineTuneStack(app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config)
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, config
 

@@ -60,6 +60,7 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::OpenSearchServerless::AccessPolicy",
         "AWS::OpenSearchServerless::Index",
         "AWS::OpenSearchServerless::SecurityPolicy",
+        "AWS::StepFunctions::StateMachine",  # standard workflows bill per state transition
     }
 )
 # An OpenSearch Serverless vector collection bills OCUs around the clock: 1 OCU ($0.24/hour) with standby

@@ -222,6 +222,44 @@ class RagSettings:
     opensearch_standby_replicas: bool
 
 
+# Base models the kit can customize: id (with its context suffix) -> (validator family, regions offering it).
+CUSTOMIZABLE_MODELS: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "amazon.nova-micro-v1:0:128k": ("amazon-nova", ("us-east-1",)),
+    "amazon.nova-lite-v1:0:300k": ("amazon-nova", ("us-east-1",)),
+    "amazon.nova-pro-v1:0:300k": ("amazon-nova", ("us-east-1",)),
+    "amazon.titan-text-lite-v1:0:4k": ("amazon-titan-text", ("us-east-1", "us-west-2")),
+    "amazon.titan-text-express-v1:0:8k": ("amazon-titan-text", ("us-east-1", "us-west-2")),
+    "anthropic.claude-3-haiku-20240307-v1:0:200k": ("claude", ("us-west-2",)),
+    "meta.llama3-1-8b-instruct-v1:0:128k": ("meta-llama-3.1", ("us-west-2",)),
+    "meta.llama3-1-70b-instruct-v1:0:128k": ("meta-llama-3.1", ("us-west-2",)),
+    "meta.llama3-2-1b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
+    "meta.llama3-2-3b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
+    "meta.llama3-2-11b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
+    "meta.llama3-2-90b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
+}
+CUSTOMIZATION_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
+DEPLOY_MODES = ("none", "on-demand", "provisioned")
+# On-demand custom model deployment is offered for Amazon Nova models.
+ON_DEMAND_FAMILIES = frozenset({"amazon-nova"})
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    base_model_id: str
+    family: str
+    customization_type: str
+    hyperparameters: Mapping[str, str]
+    deploy: str
+    provisioned_hours: int
+    max_job_hours: int
+    poll_minutes: int
+
+    @property
+    def foundation_model_id(self) -> str:
+        """The base model's foundation-model id (the customization id without its context suffix)."""
+        return ":".join(self.base_model_id.split(":")[:2])
+
+
 @dataclass(frozen=True)
 class KitConfig:
     stage: str
@@ -238,6 +276,7 @@ class KitConfig:
     powertools_layer_version: int
     alarm_email: str | None
     rag: RagSettings
+    finetune: FineTuneSettings
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -400,6 +439,14 @@ DEFAULTS: Mapping[str, Any] = {
     "rag_sync_interval_minutes": 5,
     "rag_max_results": 5,
     "rag_opensearch_standby_replicas": False,
+    # Level 3: fine-tuning
+    "ft_base_model_id": "amazon.nova-micro-v1:0:128k",
+    "ft_customization_type": "FINE_TUNING",
+    "ft_hyperparameters": {"epochCount": "2", "learningRate": "0.00001"},
+    "ft_deploy": "none",
+    "ft_provisioned_hours": 2,
+    "ft_max_job_hours": 24,
+    "ft_poll_minutes": 10,
 }
 # CDK's own context keys that carry no "@" or ":" in their names.
 _CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
@@ -462,6 +509,7 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         raise ConfigError("alarm_email", email, "empty or an e-mail address")
 
     rag = _rag_settings(get, stage)
+    finetune = _finetune_settings(get, region)
 
     return KitConfig(
         stage=stage,
@@ -478,7 +526,35 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         powertools_layer_version=layer or pinned_layer_version,
         alarm_email=email or None,
         rag=rag,
+        finetune=finetune,
         tags=_as_tags("tags", get("tags")),
+    )
+
+
+def _finetune_settings(get: Any, region: str) -> FineTuneSettings:
+    base = _as_choice("ft_base_model_id", get("ft_base_model_id"), tuple(CUSTOMIZABLE_MODELS))
+    family, regions = CUSTOMIZABLE_MODELS[base]
+    if region not in regions:
+        raise ConfigError(
+            "ft_base_model_id",
+            base,
+            f"a model customizable in region {region}; {base} is offered in {', '.join(regions)}",
+        )
+    raw = _json_or_raw(get("ft_hyperparameters"))
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError("ft_hyperparameters", raw, 'a JSON object of string values, e.g. {"epochCount": "2"}')
+    deploy = _as_choice("ft_deploy", get("ft_deploy"), DEPLOY_MODES)
+    if deploy == "on-demand" and family not in ON_DEMAND_FAMILIES:
+        raise ConfigError("ft_deploy", deploy, f"'none' or 'provisioned' for {base} (on-demand serves Amazon Nova)")
+    return FineTuneSettings(
+        base_model_id=base,
+        family=family,
+        customization_type=_as_choice("ft_customization_type", get("ft_customization_type"), CUSTOMIZATION_TYPES),
+        hyperparameters=dict(raw),
+        deploy=deploy,
+        provisioned_hours=_as_int("ft_provisioned_hours", get("ft_provisioned_hours"), 1, 72),
+        max_job_hours=_as_int("ft_max_job_hours", get("ft_max_job_hours"), 1, 72),
+        poll_minutes=_as_int("ft_poll_minutes", get("ft_poll_minutes"), 1, 60),
     )
 
 
