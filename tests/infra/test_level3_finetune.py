@@ -1,0 +1,198 @@
+"""Level 3 stack: buckets, key, the Bedrock customization role, the validator, rules and notifications.
+
+The state machine's paths are proven in test_level3_paths.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import cfnlint.data.schemas as schemas
+
+from stacks.config import ConfigError
+from stacks.level3_finetune import DATASETS_PREFIX, OUTPUT_PREFIX
+from tests.infra.helpers import as_list, only, render, resources, statements
+from tests.infra.test_config import build
+
+STACK = "GenAiKit-3-FineTune"
+
+
+@pytest.fixture(scope="module")
+def template(sandbox: Any) -> dict[str, Any]:
+    return sandbox.templates[STACK]
+
+
+def _role_statements(template: dict[str, Any], role_id: str) -> dict[str, dict[str, Any]]:
+    policies = {
+        k for k, v in resources(template, "AWS::IAM::Policy").items() if {"Ref": role_id} in v["Properties"]["Roles"]
+    }
+    return {s.get("Sid", f"#{i}"): s for i, (p, s) in enumerate(statements(template)) if p in policies}
+
+
+def _customization_role(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    for logical_id, role in resources(template, "AWS::IAM::Role").items():
+        principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        if principal == {"Service": "bedrock.amazonaws.com"}:
+            return logical_id, role["Properties"]
+    raise AssertionError("no role trusted by bedrock.amazonaws.com")
+
+
+def _bucket_id(template: dict[str, Any], prefix: str) -> str:
+    return next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith(prefix))
+
+
+def test_customization_role_trusts_bedrock_only_for_this_accounts_customization_jobs(template: dict[str, Any]) -> None:
+    _, role = _customization_role(template)
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert render(trust["Condition"]["ArnLike"]["aws:SourceArn"]) == (
+        "arn:aws:bedrock:us-east-1:${AWS::AccountId}:model-customization-job/*"
+    )
+
+
+def test_customization_role_reads_datasets_writes_output_and_uses_the_key_only(template: dict[str, Any]) -> None:
+    role_id, _ = _customization_role(template)
+    granted = _role_statements(template, role_id)
+    data, output = _bucket_id(template, "FineTuneDataBucket"), _bucket_id(template, "FineTuneDataOutputBucket")
+    key_id, _ = only(template, "AWS::KMS::Key")
+    assert set(granted) == {"ReadDatasets", "ListBuckets", "WriteOutput", "UseKey"}
+    assert granted["ReadDatasets"]["Action"] == "s3:GetObject"
+    assert render(granted["ReadDatasets"]["Resource"]) == f"${{{data}.Arn}}/{DATASETS_PREFIX}*"
+    assert sorted(granted["WriteOutput"]["Action"]) == ["s3:GetObject", "s3:PutObject"]
+    assert render(granted["WriteOutput"]["Resource"]) == f"${{{output}.Arn}}/{OUTPUT_PREFIX}*"
+    assert granted["UseKey"]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert sorted(granted["UseKey"]["Action"]) == ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"]
+
+
+def test_buckets_use_the_customer_managed_key_and_training_data_is_versioned(template: dict[str, Any]) -> None:
+    key_id, key = only(template, "AWS::KMS::Key")
+    assert key["Properties"]["EnableKeyRotation"] is True
+    for prefix in ("FineTuneDataBucket", "FineTuneDataOutputBucket"):
+        props = template["Resources"][_bucket_id(template, prefix)]["Properties"]
+        [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rule["ServerSideEncryptionByDefault"] == {
+            "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]},
+            "SSEAlgorithm": "aws:kms",
+        }
+    data = template["Resources"][_bucket_id(template, "FineTuneDataBucket")]["Properties"]
+    assert data["VersioningConfiguration"] == {"Status": "Enabled"}
+
+
+def test_state_machine_passes_only_the_customization_role_to_bedrock(template: dict[str, Any]) -> None:
+    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    granted = _role_statements(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    role_id, _ = _customization_role(template)
+    pass_role = granted["PassCustomizationRole"]
+    assert pass_role["Resource"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
+    actions = {a for s in granted.values() for a in as_list(s["Action"])}
+    assert not any(a.endswith(":*") or a == "*" for a in actions)
+    assert {
+        "bedrock:CreateModelCustomizationJob",
+        "bedrock:GetModelCustomizationJob",
+        "bedrock:StopModelCustomizationJob",
+    } <= actions
+    bedrock_resources = {
+        render(r)
+        for s in granted.values()
+        if any(a.startswith("bedrock:") for a in as_list(s["Action"]))
+        for r in as_list(s["Resource"])
+    }
+    assert all(r.startswith("arn:aws:bedrock:us-east-1:") for r in bedrock_resources)
+
+
+def test_state_machine_logs_without_execution_data_and_is_traced(template: dict[str, Any]) -> None:
+    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    props = machine["Properties"]
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is False
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_uploading_a_job_request_starts_the_pipeline(template: dict[str, Any]) -> None:
+    machine_id, _ = only(template, "AWS::StepFunctions::StateMachine")
+    rule = next(
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.s3"]
+    )
+    pattern = rule["EventPattern"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["object"] == {"key": [{"wildcard": "jobs/*.json"}]}
+    assert pattern["detail"]["bucket"]["name"] == [{"Ref": _bucket_id(template, "FineTuneDataBucket")}]
+    [target] = rule["Targets"]
+    assert target["Arn"] == {"Ref": machine_id}
+
+
+def test_customization_state_changes_of_the_kits_jobs_notify_the_topic(sandbox: Any, template: dict[str, Any]) -> None:
+    topic_id, topic = only(template, "AWS::SNS::Topic")
+    rule = next(
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.bedrock"]
+    )
+    assert rule["EventPattern"]["detail-type"] == ["Model Customization Job State Change"]
+    assert rule["EventPattern"]["detail"] == {"jobName": [{"prefix": sandbox.config.resource_name("ft")}]}
+    assert rule["Targets"][0]["Arn"] == {"Ref": topic_id}
+    assert "KmsMasterKeyId" in topic["Properties"]
+
+
+def test_validator_reads_datasets_and_writes_reports_only(template: dict[str, Any]) -> None:
+    fn = next(
+        v["Properties"]
+        for v in resources(template, "AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler") == "finetune_validate.handler.handler"
+    )
+    granted = _role_statements(template, fn["Role"]["Fn::GetAtt"][0])
+    assert granted["ReadDatasets"]["Action"] == "s3:GetObject"
+    assert granted["WriteReports"]["Action"] == "s3:PutObject"
+    assert render(granted["WriteReports"]["Resource"]).endswith("/reports/*")
+
+
+def test_no_template_uses_an_invented_resource_type(sandbox: Any, sandbox_oss: Any) -> None:
+    # CloudFormation has no customization-job, custom-model or provisioned-throughput resource.
+    catalog = json.loads((Path(schemas.__path__[0]) / "providers" / "us-east-1.json").read_text())
+    for synth in (sandbox, sandbox_oss):
+        for stack_id, stack_template in synth.templates.items():
+            for logical_id, resource in stack_template["Resources"].items():
+                kind = resource["Type"]
+                assert kind.startswith("Custom::") or kind == "AWS::CDK::Metadata" or kind in catalog, (
+                    stack_id,
+                    logical_id,
+                    kind,
+                )
+    assert "AWS::Bedrock::ProvisionedModelThroughput" not in catalog
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        ({"ft_base_model_id": "amazon.nova-micro-v1:0"}, "ft_base_model_id", "one of"),
+        (
+            {"ft_base_model_id": "anthropic.claude-3-haiku-20240307-v1:0:200k"},
+            "ft_base_model_id",
+            "a model customizable in region us-east-1",
+        ),
+        (
+            {"ft_deploy": "on-demand", "ft_base_model_id": "amazon.titan-text-lite-v1:0:4k"},
+            "ft_deploy",
+            "on-demand serves Amazon Nova",
+        ),
+        ({"ft_hyperparameters": {"epochCount": 2}}, "ft_hyperparameters", "string values"),
+        ({"ft_customization_type": "DISTILLATION"}, "ft_customization_type", "FINE_TUNING"),
+        ({"ft_max_job_hours": 0}, "ft_max_job_hours", "from 1 to 72"),
+    ],
+)
+def test_fine_tuning_config_guards(overrides: dict[str, Any], key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(**overrides)
+    assert str(caught.value).startswith(f"config error: {key} = ")
+    assert allowed in str(caught.value)
+
+
+def test_outputs_name_buckets_state_machine_and_topic(sandbox: Any) -> None:
+    outputs = set(sandbox.template(STACK).find_outputs("*"))
+    assert {"DataBucketName", "OutputBucketName", "StateMachineArn", "TopicArn"} <= outputs
