@@ -7,14 +7,14 @@ jobs/<name>.json uploaded ──► EventBridge ──► Step Functions ◄─�
                                                  ├─► CreateModelCustomizationJob (own role; quota full: wait and retry)
                                                  ├─► wait / GetModelCustomizationJob … (bounded; timeout: stop job)
                                                  ├─► optional deployment: on-demand | Provisioned Throughput (torn down)
-                                                 └─► SNS topic (+ e-mail) ◄── EventBridge "Model Customization Job State Change"
+                                                 └─► SNS topic (+ e-mail)
+    EventBridge "Model Customization Job State Change" (this kit's jobs) ──► the same SNS topic
 CloudFormation has no resource for a customization job, a custom model or Provisioned Throughput, so the
 stack deploys the pipeline that creates them.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Stack
@@ -458,8 +458,23 @@ class FineTunePipeline(Construct):
                 result_path="$.deployment",
             )
             create.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
+            get = tasks.CallAwsService(
+                self,
+                "GetOnDemandDeployment",
+                service="bedrock",
+                action="getCustomModelDeployment",
+                parameters={"CustomModelDeploymentIdentifier": sfn.JsonPath.string_at("$.deployment.arn")},
+                iam_action="bedrock:GetCustomModelDeployment",
+                iam_resources=[_bedrock_arn(stack, "custom-model-deployment/*")],
+                result_path="$.deploymentStatus",
+            )
             notified = self._notify("NotifyDeployed", "deployed: on-demand custom model deployment", "$.deployment")
-            return create.next(succeeded).next(notified).next(done)
+            notified.next(done)
+            not_active = self._notify(
+                "NotifyDeploymentFailed", "failed: the on-demand deployment did not become active", "$.deploymentStatus"
+            )
+            not_active.next(sfn.Fail(self, "DeploymentNotActive", error="DeploymentFailed"))
+            return create.next(succeeded).next(self._poll("Deployment", get, "Active", "Failed", notified, not_active))
 
         create_pt = tasks.CallAwsService(
             self,
@@ -492,14 +507,40 @@ class FineTunePipeline(Construct):
             result_path=sfn.JsonPath.DISCARD,
         )
         delete_pt.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=10, backoff_rate=2.0)
-        deployed = notify_state(
-            self,
+        deployed = self._notify(
             "NotifyDeployed",
             f"deployed: Provisioned Throughput (1 model unit, deleted after {ft.provisioned_hours} h)",
             "$.deployment",
         )
         torn_down = self._notify("NotifyTornDown", "torn down: Provisioned Throughput deleted", "$.deployment")
-        return create_pt.next(succeeded).next(deployed).next(keep).next(delete_pt).next(torn_down).next(done)
+        deployed.next(keep).next(delete_pt).next(torn_down).next(done)
+        get = tasks.CallAwsService(
+            self,
+            "GetProvisionedThroughput",
+            service="bedrock",
+            action="getProvisionedModelThroughput",
+            parameters={"ProvisionedModelId": sfn.JsonPath.string_at("$.deployment.arn")},
+            iam_action="bedrock:GetProvisionedModelThroughput",
+            iam_resources=[_bedrock_arn(stack, "provisioned-model/*")],
+            result_path="$.deploymentStatus",
+        )
+        # A throughput that failed to come up is still deleted, so nothing keeps billing.
+        cleanup = tasks.CallAwsService(
+            self,
+            "DeleteFailedProvisionedThroughput",
+            service="bedrock",
+            action="deleteProvisionedModelThroughput",
+            parameters={"ProvisionedModelId": sfn.JsonPath.string_at("$.deployment.arn")},
+            iam_action="bedrock:DeleteProvisionedModelThroughput",
+            iam_resources=[_bedrock_arn(stack, "provisioned-model/*")],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        cleanup.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=10, backoff_rate=2.0)
+        failed = self._notify(
+            "NotifyProvisioningFailed", "failed: Provisioned Throughput did not come up", "$.deploymentStatus"
+        )
+        cleanup.next(failed).next(sfn.Fail(self, "ProvisioningFailed", error="ProvisioningFailed"))
+        return create_pt.next(succeeded).next(self._poll("Throughput", get, "InService", "Failed", deployed, cleanup))
 
 
 class FineTuneStack(Stack):

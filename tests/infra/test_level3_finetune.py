@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import cfnlint.data.schemas as schemas
+import pytest
 
 from stacks.config import ConfigError
 from stacks.level3_finetune import DATASETS_PREFIX, OUTPUT_PREFIX
