@@ -31,7 +31,7 @@ from stacks.config import KitConfig, RagSettings
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
-from stacks.shared.nag import suppress
+from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.rest_api import RestApi
 from stacks.shared.secure_bucket import SecureBucket
@@ -76,16 +76,11 @@ class DocumentStore(Construct):
                 retain_on_delete=False,
                 memory_limit=256,
             )
-            _suppress_bucket_deployment(deployment, _arn_ref(self.bucket))
+            suppress_bucket_deployment(deployment, self.bucket)
 
     @property
     def objects_arn(self) -> str:
         return self.bucket.arn_for_objects(f"{self.prefix}*")
-
-
-def _arn_ref(bucket: Any) -> str:
-    """How cdk-nag names a bucket's ARN in a finding: ``<LogicalId.Arn>``."""
-    return f"<{Stack.of(bucket).get_logical_id(bucket.node.default_child)}.Arn>"
 
 
 class S3VectorStore(Construct):
@@ -334,7 +329,7 @@ class KnowledgeBase(Construct):
             self.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "The knowledge base reads every document under the documents prefix; object keys are not known in advance.",
-            applies_to=[f"Resource::{_arn_ref(documents.bucket)}/{documents.prefix}*"],
+            applies_to=[f"Resource::{arn_ref(documents.bucket)}/{documents.prefix}*"],
         )
 
         self.vector_store: S3VectorStore | OpenSearchVectorStore
@@ -470,6 +465,9 @@ class IngestionPipeline(Construct):
                     "sqs:DeleteMessage",
                     "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes",
+                    # A change refused by a busy Bedrock several times is re-queued as a fresh copy, so
+                    # good changes never reach the dead-letter queue.
+                    "sqs:SendMessage",
                 ],
                 resources=[self.queue.queue_arn],
             )
@@ -646,38 +644,3 @@ class RagStack(Stack):
         CfnOutput(self, "ApiUrl", value=query.rest.api.url, description="Base URL of the Level 2 API (SigV4)")
         CfnOutput(self, "VectorStore", value=config.rag.vector_store)
         CfnOutput(self, "AlarmTopicArn", value=alarms.topic.topic_arn)
-
-
-def _suppress_bucket_deployment(deployment: s3deploy.BucketDeployment, bucket_arn_ref: str) -> None:
-    """CDK's BucketDeployment runs one shared function, only during deployments (sandbox sample corpus)."""
-    stack = Stack.of(deployment)
-    role = deployment.handler_role
-    suppress(
-        role,
-        "AwsSolutions-IAM4",
-        "CDK's bucket-deployment function logs with the AWS basic execution policy; it runs only at deploy time.",
-        applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
-    )
-    assets = f"Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*"
-    suppress(
-        role.node.find_child("DefaultPolicy"),
-        "AwsSolutions-IAM5",
-        "CDK's bucket-deployment function copies the sample corpus from the CDK asset bucket into the documents "
-        "bucket; CDK generates these object-level grants.",
-        applies_to=[
-            "Action::s3:GetObject*",
-            "Action::s3:GetBucket*",
-            "Action::s3:List*",
-            "Action::s3:DeleteObject*",
-            "Action::s3:Abort*",
-            assets,
-            f"Resource::{bucket_arn_ref}/*",
-        ],
-    )
-    for child in stack.node.children:
-        if child.node.id.startswith("Custom::CDKBucketDeployment"):
-            suppress(
-                child,
-                "AwsSolutions-L1",
-                "CDK's bucket-deployment function pins its own Python runtime; it runs only at deploy time.",
-            )

@@ -129,6 +129,27 @@ class ModelTimeoutError(ApiError):
     default_code = "model_timeout"
 
 
+class ConflictError(ApiError):
+    """409: the request conflicts with the state of an upstream resource (e.g. a session in use)."""
+
+    status = 409
+    default_code = "conflict"
+
+
+class DependencyFailedError(ApiError):
+    """502: a resource the upstream service depends on failed (e.g. a knowledge base's vector store)."""
+
+    status = 502
+    default_code = "dependency_failed"
+
+
+class UpstreamUnavailableError(ApiError):
+    """503: an upstream service or one of its dependencies is temporarily unavailable."""
+
+    status = 503
+    default_code = "upstream_unavailable"
+
+
 def trim(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """Collapse whitespace and cut ``text`` to ``limit`` characters."""
     flat = " ".join(str(text).split())

@@ -1,0 +1,45 @@
+"""Observability shared by the kit's handlers: an optional X-Ray tracer and one-document EMF publishing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+_TRUTHY = {"1", "true", "yes", "on", "y", "t"}
+
+
+def make_tracer(logger: Logger) -> Tracer | None:
+    """A Powertools Tracer in Lambda with tracing on; None otherwise (or when aws-xray-sdk is absent).
+
+    Callers cache the result (an ``lru_cache`` factory), so nothing is created at import time.
+    """
+    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUTHY
+    if disabled or not os.environ.get("LAMBDA_TASK_ROOT") or os.environ.get("AWS_SAM_LOCAL"):
+        return None
+    try:
+        return Tracer()
+    except ImportError:
+        logger.warning("aws-xray-sdk is not installed: tracing is off")
+        return None
+
+
+def publish(
+    metrics: Metrics | Any,
+    values: Mapping[str, tuple[MetricUnit, float]],
+    dimensions: Mapping[str, str],
+    logger: Logger,
+) -> None:
+    """Write one EMF document (plus Powertools' ``service`` dimension); never fails the caller."""
+    try:
+        for name, value in dimensions.items():
+            metrics.add_dimension(name=name, value=value)
+        for name, (unit, number) in values.items():
+            metrics.add_metric(name=name, unit=unit, value=number)
+        metrics.flush_metrics()
+    except Exception:
+        logger.warning("Could not publish metrics", exc_info=True)
+        metrics.clear_metrics()

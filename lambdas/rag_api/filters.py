@@ -1,0 +1,126 @@
+"""Validation of a Bedrock knowledge-base ``RetrievalFilter`` given by the caller.
+
+Grammar (Bedrock agent runtime API): a filter is an object with exactly one operator.
+
+- a comparison ``{"<op>": {"key": str (1..100 chars), "value": <JSON>}}`` where ``<op>`` is one of
+  ``COMPARISON_OPERATORS``; ``in`` and ``notIn`` take a non-empty array as ``value``;
+- a group ``{"andAll" | "orAll": [<filter>, ...]}`` of 2 to 5 filters.
+
+Nesting is bounded: at most ``MAX_DEPTH`` levels of filter objects. Every rejection names the offending
+path in ``field``, e.g. ``filter.andAll[1].equals.key``. The walk never goes deeper than ``MAX_DEPTH``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.errors import BadRequestError
+from common.schema import join
+
+COMPARISON_OPERATORS = (
+    "equals",
+    "notEquals",
+    "greaterThan",
+    "greaterThanOrEquals",
+    "lessThan",
+    "lessThanOrEquals",
+    "in",
+    "notIn",
+    "startsWith",
+    "listContains",
+    "stringContains",
+)
+GROUP_OPERATORS = ("andAll", "orAll")
+OPERATORS = COMPARISON_OPERATORS + GROUP_OPERATORS
+LIST_VALUED = frozenset({"in", "notIn"})
+MAX_DEPTH = 3
+MIN_GROUP, MAX_GROUP = 2, 5
+MAX_KEY_CHARS = 100
+_ATTRIBUTE_FIELDS = ("key", "value")
+
+
+def validate_filter(value: Any, field: str = "filter", depth: int = 1) -> None:
+    """Raise BadRequestError naming the first offending path unless ``value`` is a valid RetrievalFilter."""
+    if not isinstance(value, dict):
+        raise BadRequestError(
+            f"'{field}' must be a filter object with exactly one operator ({', '.join(OPERATORS)}).",
+            code="invalid_type",
+            field=field,
+        )
+    unknown = [key for key in value if key not in OPERATORS]
+    if unknown:
+        name = join(field, unknown[0])
+        raise BadRequestError(
+            f"Unknown filter operator '{name}'. Operators: {', '.join(OPERATORS)}.", code="unknown_field", field=name
+        )
+    if len(value) != 1:
+        found = ", ".join(value) or "none"
+        raise BadRequestError(
+            f"'{field}' must have exactly one operator (found: {found}); combine conditions with andAll or orAll.",
+            code="invalid_filter",
+            field=field,
+        )
+    [(operator, operand)] = value.items()
+    path = f"{field}.{operator}"
+    if operator in GROUP_OPERATORS:
+        _validate_group(operand, path, depth)
+    else:
+        _validate_comparison(operator, operand, path)
+
+
+def _validate_group(operand: Any, path: str, depth: int) -> None:
+    if depth >= MAX_DEPTH:
+        raise BadRequestError(
+            f"'{path}' nests filters too deeply: at most {MAX_DEPTH} levels of filters are allowed.",
+            code="invalid_filter",
+            field=path,
+        )
+    if not isinstance(operand, list):
+        raise BadRequestError(
+            f"'{path}' must be an array of {MIN_GROUP} to {MAX_GROUP} filters.", code="invalid_type", field=path
+        )
+    if not MIN_GROUP <= len(operand) <= MAX_GROUP:
+        raise BadRequestError(
+            f"'{path}' must hold {MIN_GROUP} to {MAX_GROUP} filters (got {len(operand)}).",
+            code="invalid_length",
+            field=path,
+        )
+    for index, item in enumerate(operand):
+        validate_filter(item, f"{path}[{index}]", depth + 1)
+
+
+def _validate_comparison(operator: str, operand: Any, path: str) -> None:
+    if not isinstance(operand, dict):
+        raise BadRequestError(f"'{path}' must be an object with 'key' and 'value'.", code="invalid_type", field=path)
+    extra = [name for name in operand if name not in _ATTRIBUTE_FIELDS]
+    if extra:
+        name = join(path, extra[0])
+        raise BadRequestError(f"Unknown field '{name}'. Allowed fields: key, value.", code="unknown_field", field=name)
+    for name in _ATTRIBUTE_FIELDS:
+        if name not in operand:
+            raise BadRequestError(f"'{path}.{name}' is required.", code="missing_field", field=f"{path}.{name}")
+    key, attribute_value = operand["key"], operand["value"]
+    if not isinstance(key, str):
+        raise BadRequestError(
+            f"'{path}.key' must be a metadata attribute name (a string of 1 to {MAX_KEY_CHARS} characters).",
+            code="invalid_type",
+            field=f"{path}.key",
+        )
+    if not 1 <= len(key) <= MAX_KEY_CHARS:
+        raise BadRequestError(
+            f"'{path}.key' must be a string of 1 to {MAX_KEY_CHARS} characters (got {len(key)}).",
+            code="invalid_length",
+            field=f"{path}.key",
+        )
+    if attribute_value is None:
+        raise BadRequestError(
+            f"'{path}.value' must be a JSON value to compare with, not null.",
+            code="invalid_type",
+            field=f"{path}.value",
+        )
+    if operator in LIST_VALUED and not (isinstance(attribute_value, list) and attribute_value):
+        raise BadRequestError(
+            f"'{path}.value' must be a non-empty array of values for '{operator}'.",
+            code="invalid_type",
+            field=f"{path}.value",
+        )

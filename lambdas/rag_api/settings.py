@@ -1,0 +1,66 @@
+"""The query API's environment contract, parsed lazily into a frozen object on first use."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from common.errors import ConfigurationError
+from common.http import env_int, env_str
+from rag_api.validation import RETRIEVE_MODEL, property_schema
+
+DEFAULT_NUMBER_OF_RESULTS = 5
+KNOWLEDGE_BASE_ID = re.compile(r"^[0-9a-zA-Z]{10}$")
+# The pattern botocore's bedrock-agent-runtime model gives for modelArn (a foundation-model or inference-profile
+# ARN); a test keeps the two in step.
+MODEL_ARN = re.compile(
+    r"^(arn:aws(-[^:]+)?:(bedrock|sagemaker):[a-z0-9-]{1,20}:([0-9]{12})?:([a-z-]+/)?)?([a-z0-9.-]{1,63}){0,2}"
+    r"(([:][a-z0-9-]{1,63}){0,2})?(/[a-z0-9]{1,12})?$"
+)
+MODEL_ARN_PREFIX = re.compile(r"^arn:aws[a-z-]*:bedrock:")
+GUARDRAIL_ID = re.compile(r"^[a-z0-9]{1,64}$")
+GUARDRAIL_VERSION = re.compile(r"^(DRAFT|[1-9][0-9]{0,7})$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    knowledge_base_id: str
+    model_arn: str
+    model_id: str
+    guardrail_id: str
+    guardrail_version: str
+    default_number_of_results: int
+    metrics_namespace: str
+    service_name: str
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read and validate the environment once; raises ConfigurationError naming the bad variable."""
+    knowledge_base_id = _matching("KNOWLEDGE_BASE_ID", KNOWLEDGE_BASE_ID, "a 10-character knowledge base id")
+    model_arn = env_str("MODEL_ARN")
+    if not (MODEL_ARN_PREFIX.match(model_arn) and MODEL_ARN.match(model_arn)):
+        raise ConfigurationError(
+            "Environment variable MODEL_ARN must be a Bedrock foundation-model or inference-profile ARN."
+        )
+    schema = property_schema(RETRIEVE_MODEL, "numberOfResults")
+    return Settings(
+        knowledge_base_id=knowledge_base_id,
+        model_arn=model_arn,
+        model_id=env_str("MODEL_ID"),
+        guardrail_id=_matching("GUARDRAIL_ID", GUARDRAIL_ID, "a guardrail id (lowercase letters and digits)"),
+        guardrail_version=_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
+        default_number_of_results=env_int(
+            "DEFAULT_NUMBER_OF_RESULTS", DEFAULT_NUMBER_OF_RESULTS, schema["minimum"], schema["maximum"]
+        ),
+        metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
+        service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-api"),
+    )
+
+
+def _matching(name: str, pattern: re.Pattern[str], wording: str) -> str:
+    value = env_str(name)
+    if not pattern.match(value):
+        raise ConfigurationError(f"Environment variable {name} must be {wording}.")
+    return value

@@ -1,0 +1,67 @@
+"""The query API's request bodies, validated against ``request_schemas.json`` plus the filter grammar."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from common.schema import load_schema_file, validate
+from rag_api.filters import validate_filter
+
+SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "request_schemas.json")
+ASK_MODEL = "AskRequest"
+RETRIEVE_MODEL = "RetrieveRequest"
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    question: str
+    session_id: str | None = None
+    number_of_results: int | None = None
+    filter: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RetrieveRequest:
+    query: str
+    number_of_results: int | None = None
+    filter: dict[str, Any] | None = None
+
+
+@lru_cache(maxsize=1)
+def load_schemas() -> dict[str, dict[str, Any]]:
+    """The request models by name (checked to use only the keywords the validator implements)."""
+    return load_schema_file(SCHEMA_FILE)
+
+
+def property_schema(model: str, name: str) -> dict[str, Any]:
+    """The schema of one top-level property, e.g. ``property_schema("AskRequest", "numberOfResults")``."""
+    schema: dict[str, Any] = load_schemas()[model]["properties"][name]
+    return schema
+
+
+def parse_ask_request(body: Any) -> AskRequest:
+    """Validate a POST /ask body."""
+    validate(body, load_schemas()[ASK_MODEL])
+    if "filter" in body:
+        validate_filter(body["filter"])
+    return AskRequest(
+        question=body["question"],
+        session_id=body.get("sessionId"),
+        number_of_results=body.get("numberOfResults"),
+        filter=body.get("filter"),
+    )
+
+
+def parse_retrieve_request(body: Any) -> RetrieveRequest:
+    """Validate a POST /retrieve body."""
+    validate(body, load_schemas()[RETRIEVE_MODEL])
+    if "filter" in body:
+        validate_filter(body["filter"])
+    return RetrieveRequest(
+        query=body["query"],
+        number_of_results=body.get("numberOfResults"),
+        filter=body.get("filter"),
+    )

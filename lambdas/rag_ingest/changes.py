@@ -1,0 +1,85 @@
+"""Reading one queued message: an S3 document change (EventBridge event) or a poison message.
+
+The EventBridge rule sends the whole event as the SQS message body::
+
+    {"source": "aws.s3", "detail-type": "Object Created" | "Object Deleted",
+     "detail": {"bucket": {"name": ...}, "object": {"key": ...}, ...}, "id": ..., "time": ..., ...}
+
+Anything else (unparseable JSON, another shape, another bucket, a key outside the documents prefix) is
+poison: the function never deletes it, so the queue's redrive policy moves it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import trim
+
+SOURCE = "aws.s3"
+DETAIL_TYPES = {"Object Created": "created", "Object Deleted": "deleted"}
+_SHOWN_CHARS = 120
+
+
+class PoisonMessage(ValueError):
+    """A message that is not a document change of this knowledge base; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "created" | "deleted"
+    bucket: str
+    key: str
+    event_id: str
+
+
+def parse_change(body: Any, *, bucket: str, prefix: str = "") -> Change:
+    """The document change a message body describes; PoisonMessage (with the reason) otherwise."""
+    try:
+        event = json.loads(body) if isinstance(body, str) else None
+    except ValueError:
+        event = None
+    if event is None:
+        raise PoisonMessage("the body is not valid JSON")
+    if not isinstance(event, dict):
+        raise PoisonMessage("the body is not a JSON object")
+    source, detail_type = event.get("source"), event.get("detail-type")
+    if source != SOURCE:
+        raise PoisonMessage(f"source is {_shown(source)}, not {SOURCE}")
+    if detail_type not in DETAIL_TYPES:
+        raise PoisonMessage(f"detail-type is {_shown(detail_type)}, not Object Created or Object Deleted")
+    detail = event.get("detail")
+    event_bucket = _path(detail, "bucket", "name")
+    key = _path(detail, "object", "key")
+    if not isinstance(event_bucket, str) or not event_bucket:
+        raise PoisonMessage("detail.bucket.name is missing")
+    if event_bucket != bucket:
+        raise PoisonMessage(f"bucket {_shown(event_bucket)} is not the documents bucket")
+    if not isinstance(key, str) or not key:
+        raise PoisonMessage("detail.object.key is missing")
+    if prefix and not key.startswith(prefix):
+        raise PoisonMessage(f"key {_shown(key)} is outside the documents prefix {_shown(prefix)}")
+    event_id = event.get("id")
+    return Change(
+        kind=DETAIL_TYPES[detail_type],
+        bucket=event_bucket,
+        key=key,
+        event_id=event_id if isinstance(event_id, str) else "",
+    )
+
+
+def _path(node: Any, *names: str) -> Any:
+    for name in names:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(name)
+    return node
+
+
+def _shown(value: Any) -> str:
+    return repr(trim(value, _SHOWN_CHARS)) if isinstance(value, str) else json.dumps(value)[:_SHOWN_CHARS]

@@ -1,0 +1,165 @@
+"""Lambda entry point of the Level 2 ingestion function (``rag_ingest.handler.handler``).
+
+Invoked by two EventBridge schedules with constant input (or directly with the same dict):
+
+- ``{"action": "sync"}``: coalesce the queued document changes into one ingestion job (``ingestion.sync``);
+- ``{"action": "reconcile"}``: the same sync, then a report of the newest ingestion job (metrics, and its
+  ``failureReasons`` in the log).
+
+Any other event is logged and answered with ``{"error": {...}}`` without raising (a retry cannot fix it).
+AWS errors other than "busy" are re-raised after logging, so Lambda retries the asynchronous invocation;
+the changes stay queued either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from common.observability import make_tracer, publish
+from rag_ingest import aws, ingestion
+from rag_ingest.settings import get_settings
+
+logger = Logger()
+
+ACTIONS = ("sync", "reconcile")
+
+
+@lru_cache(maxsize=1)
+def get_tracer() -> Tracer | None:
+    return make_tracer(logger)
+
+
+@lru_cache(maxsize=1)
+def get_metrics() -> Metrics:
+    """EMF metrics in the configured namespace."""
+    settings = get_settings()
+    return Metrics(namespace=settings.metrics_namespace, service=settings.service_name)
+
+
+def _publish(values: Mapping[str, tuple[MetricUnit, float]]) -> None:
+    publish(get_metrics(), values, {"KnowledgeBaseId": get_settings().knowledge_base_id}, logger)
+
+
+def parse_action(event: Any) -> str | None:
+    """``sync`` or ``reconcile`` for the schedules' constant input; None for anything else."""
+    if isinstance(event, dict) and set(event) == {"action"} and event["action"] in ACTIONS:
+        return str(event["action"])
+    return None
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    action = parse_action(event)
+    if action is None:
+        shown = sorted(str(key)[:40] for key in event)[:10] if isinstance(event, dict) else []
+        logger.warning("Unsupported event", extra={"event_type": type(event).__name__, "event_keys": shown})
+        return {
+            "error": {
+                "code": "unsupported_event",
+                "message": 'This function expects {"action": "sync"} or {"action": "reconcile"} '
+                "(the input of its EventBridge schedules).",
+            }
+        }
+    result: dict[str, Any] = get_runner()(event, context)
+    return result
+
+
+@lru_cache(maxsize=1)
+def get_runner() -> Any:
+    """``run``, wrapped by the Tracer (without capturing the response) when tracing is on."""
+    tracer = get_tracer()
+    if tracer is None:
+        return run
+    return tracer.capture_lambda_handler(run, capture_response=False)
+
+
+def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Run one validated action with the lazily created clients."""
+    action = str(event["action"])
+    tracer = get_tracer()
+    if tracer is not None:
+        tracer.put_annotation(key="Action", value=action)
+    deps = ingestion.Deps(
+        sqs=aws.get_sqs_client(),
+        agent=aws.get_agent_client(),
+        settings=get_settings(),
+        log=logger,
+        remaining_ms=ingestion.remaining_time(context),
+    )
+    if action == "sync":
+        return run_sync(deps).to_dict()
+    return run_reconcile(deps)
+
+
+def run_sync(deps: ingestion.Deps) -> ingestion.SyncResult:
+    result = ingestion.sync(deps)
+    _publish(
+        {
+            "ChangesCoalesced": (MetricUnit.Count, result.changes if result.started else 0),
+            "IngestionJobsStarted": (MetricUnit.Count, int(result.started)),
+            "IngestionBusy": (MetricUnit.Count, int(result.busy)),
+            "PoisonMessages": (MetricUnit.Count, result.poison),
+        }
+    )
+    logger.info("Sync finished", extra={"sync": result.to_dict(), "drain_stopped_by": result.drain_stopped_by})
+    return result
+
+
+def run_reconcile(deps: ingestion.Deps) -> dict[str, Any]:
+    """Sync, then report the newest job even when the sync failed (the sync's error is re-raised after)."""
+    sync_error: Exception | None = None
+    sync_result: dict[str, Any] | None = None
+    try:
+        sync_result = run_sync(deps).to_dict()
+    except Exception as exc:
+        sync_error = exc
+    try:
+        report = ingestion.newest_job(deps)
+    except Exception:
+        if sync_error is None:
+            raise
+        logger.exception("Could not report the newest ingestion job")
+        raise sync_error from None
+    if report is None:
+        logger.info("No ingestion job has run yet")
+    else:
+        _report_job(report)
+    if sync_error is not None:
+        raise sync_error
+    return {"action": "reconcile", "sync": sync_result, "job": report.to_dict() if report else None}
+
+
+def _report_job(report: ingestion.JobReport) -> None:
+    fields = {"job_id": report.job_id, "status": report.status, **report.to_dict()["statistics"]}
+    if not report.finished:
+        logger.info("The newest ingestion job is still running; it is reported once finished", extra=fields)
+        return
+    _publish(
+        {
+            "DocumentsScanned": (MetricUnit.Count, report.scanned),
+            "DocumentsIndexed": (MetricUnit.Count, report.indexed),
+            "DocumentsDeleted": (MetricUnit.Count, report.deleted),
+            "DocumentsFailed": (MetricUnit.Count, report.failed),
+            "IngestionJobFailed": (MetricUnit.Count, int(report.status == "FAILED")),
+        }
+    )
+    logger.info("Ingestion job report", extra=fields)
+    if report.failure_reasons:
+        log = logger.error if report.status == "FAILED" else logger.warning
+        log(
+            "Ingestion job failure reasons",
+            extra={
+                "job_id": report.job_id,
+                "status": report.status,
+                "failure_reasons": report.failure_reasons[: ingestion.MAX_LOGGED_REASONS],
+                "failure_reason_count": len(report.failure_reasons),
+            },
+        )
+    elif report.status == "FAILED":
+        logger.error("Ingestion job failed without failure reasons", extra=fields)

@@ -1,0 +1,51 @@
+"""The ingest function's environment contract, parsed lazily into a frozen object on first use."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from common.errors import ConfigurationError
+from common.http import env_int, env_str
+
+DEFAULT_MAX_MESSAGES_PER_RUN = 10_000
+MAX_MESSAGES_LIMIT = 100_000
+BEDROCK_ID = re.compile(r"^[0-9a-zA-Z]{10}$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+QUEUE_URL = re.compile(r"^https://\S+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    queue_url: str
+    knowledge_base_id: str
+    data_source_id: str
+    documents_bucket: str
+    documents_prefix: str
+    max_messages_per_run: int
+    metrics_namespace: str
+    service_name: str
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read and validate the environment once; raises ConfigurationError naming the bad variable."""
+    return Settings(
+        queue_url=_matching("QUEUE_URL", QUEUE_URL, "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"),
+        knowledge_base_id=_matching("KNOWLEDGE_BASE_ID", BEDROCK_ID, "a 10-character knowledge base id"),
+        data_source_id=_matching("DATA_SOURCE_ID", BEDROCK_ID, "a 10-character data source id"),
+        documents_bucket=_matching("DOCUMENTS_BUCKET", BUCKET_NAME, "an S3 bucket name"),
+        documents_prefix=os.environ.get("DOCUMENTS_PREFIX", "").strip(),
+        max_messages_per_run=env_int("MAX_MESSAGES_PER_RUN", DEFAULT_MAX_MESSAGES_PER_RUN, 1, MAX_MESSAGES_LIMIT),
+        metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
+        service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-ingest"),
+    )
+
+
+def _matching(name: str, pattern: re.Pattern[str], wording: str) -> str:
+    value = env_str(name)
+    if not pattern.match(value):
+        raise ConfigurationError(f"Environment variable {name} must be {wording}.")
+    return value

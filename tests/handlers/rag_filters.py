@@ -1,0 +1,136 @@
+"""Hypothesis strategies for Bedrock RetrievalFilters: valid ones, and invalid ones with the path at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from rag_api.filters import COMPARISON_OPERATORS, GROUP_OPERATORS, LIST_VALUED, MAX_DEPTH, OPERATORS
+
+scalars = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.text(max_size=12),
+)
+json_values = st.recursive(
+    st.one_of(st.none(), scalars),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
+keys = st.text(min_size=1, max_size=100)
+
+
+@st.composite
+def comparisons(draw: st.DrawFn) -> dict[str, Any]:
+    operator = draw(st.sampled_from(COMPARISON_OPERATORS))
+    if operator in LIST_VALUED:
+        value: Any = draw(st.lists(scalars, min_size=1, max_size=5))
+    else:
+        value = draw(json_values.filter(lambda v: v is not None))
+    return {operator: {"key": draw(keys), "value": value}}
+
+
+def valid_filters(depth: int = 1) -> st.SearchStrategy[dict[str, Any]]:
+    """Any filter the API accepts, at most MAX_DEPTH levels deep."""
+    if depth >= MAX_DEPTH:
+        return comparisons()
+    groups = st.builds(
+        lambda operator, items: {operator: items},
+        st.sampled_from(GROUP_OPERATORS),
+        st.lists(st.deferred(lambda: valid_filters(depth + 1)), min_size=2, max_size=5),
+    )
+    return st.one_of(comparisons(), groups)
+
+
+not_objects = st.one_of(scalars, st.none(), st.lists(scalars, max_size=2))
+unknown_names = st.text(min_size=1, max_size=20).filter(lambda name: name not in OPERATORS)
+
+
+@st.composite
+def invalid_filters(draw: st.DrawFn, depth: int = 1, path: str = "filter") -> tuple[Any, str]:
+    """(filter, the field the API must name): exactly one defect, somewhere in an otherwise valid filter."""
+    if depth < MAX_DEPTH and draw(st.booleans()):
+        operator = draw(st.sampled_from(GROUP_OPERATORS))
+        size = draw(st.integers(min_value=2, max_value=5))
+        bad_index = draw(st.integers(min_value=0, max_value=size - 1))
+        # Siblings before the defect must be valid; the ones after it are never looked at, but keep them valid.
+        items: list[Any] = [draw(valid_filters(depth + 1)) for _ in range(size)]
+        items[bad_index], field = draw(invalid_filters(depth + 1, f"{path}.{operator}[{bad_index}]"))
+        return {operator: items}, field
+    leaf = draw(comparisons())
+    [(operator, operand)] = leaf.items()
+    here = f"{path}.{operator}"
+    defect = draw(
+        st.sampled_from(
+            [
+                "not_object",
+                "empty",
+                "two_operators",
+                "unknown_operator",
+                "operand_not_object",
+                "missing_key",
+                "missing_value",
+                "extra_field",
+                "key_not_string",
+                "key_empty",
+                "key_too_long",
+                "value_null",
+                "list_value_not_list",
+                "group_too_small",
+                "group_too_large",
+                "group_not_list",
+                "too_deep",
+            ]
+        )
+    )
+    if defect == "not_object":
+        return draw(not_objects), path
+    if defect == "empty":
+        return {}, path
+    if defect == "two_operators":
+        other = draw(comparisons().filter(lambda c: next(iter(c)) != operator))
+        return {**leaf, **other}, path
+    if defect == "unknown_operator":
+        name = draw(unknown_names)
+        return {name: operand}, f"{path}.{name}"
+    if defect == "operand_not_object":
+        return {operator: draw(not_objects)}, here
+    if defect == "missing_key":
+        return {operator: {"value": operand["value"]}}, f"{here}.key"
+    if defect == "missing_value":
+        return {operator: {"key": operand["key"]}}, f"{here}.value"
+    if defect == "extra_field":
+        name = draw(st.text(min_size=1, max_size=20).filter(lambda n: n not in ("key", "value")))
+        return {operator: {**operand, name: 1}}, f"{here}.{name}"
+    if defect == "key_not_string":
+        return {operator: {"key": draw(st.one_of(st.integers(), st.none(), st.booleans())), "value": 1}}, f"{here}.key"
+    if defect == "key_empty":
+        return {operator: {"key": "", "value": operand["value"]}}, f"{here}.key"
+    if defect == "key_too_long":
+        return {operator: {"key": "k" * draw(st.integers(101, 300)), "value": operand["value"]}}, f"{here}.key"
+    if defect == "value_null":
+        return {operator: {"key": operand["key"], "value": None}}, f"{here}.value"
+    if defect == "list_value_not_list":
+        list_operator = draw(st.sampled_from(sorted(LIST_VALUED)))
+        value = draw(st.one_of(scalars, st.just([])))
+        return {list_operator: {"key": "k", "value": value}}, f"{path}.{list_operator}.value"
+    if defect == "too_deep":
+        return draw(too_deep(depth, path))
+    group = draw(st.sampled_from(GROUP_OPERATORS))
+    if defect == "group_too_small":
+        return {group: [draw(comparisons())]}, f"{path}.{group}"
+    if defect == "group_too_large":
+        return {group: [draw(comparisons()) for _ in range(draw(st.integers(6, 8)))]}, f"{path}.{group}"
+    return {group: draw(not_objects.filter(lambda v: not isinstance(v, list)))}, f"{path}.{group}"
+
+
+@st.composite
+def too_deep(draw: st.DrawFn, depth: int, path: str) -> tuple[Any, str]:
+    """Groups nested until one sits at the deepest level, where no group is allowed."""
+    group = draw(st.sampled_from(GROUP_OPERATORS))
+    if depth >= MAX_DEPTH:
+        return {group: [draw(comparisons()), draw(comparisons())]}, f"{path}.{group}"
+    inner, field = draw(too_deep(depth + 1, f"{path}.{group}[0]"))
+    return {group: [inner, draw(comparisons())]}, field

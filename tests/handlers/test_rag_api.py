@@ -1,0 +1,1062 @@
+"""Behaviour of the Level 2 query API Lambda (offline: bedrock-agent-runtime is a Stubber on the real client)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import boto3
+import pytest
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.stub import Stubber
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+import rag_api.handler
+from common import errors
+from common.errors import BadRequestError
+from rag_api import filters, knowledge_base, settings, validation
+from scripts.ingest_burst import validate_strict
+
+from .conftest import API_REQUEST_ID, FakeContext, Reply, api_event, assert_error_contract, emf_documents, headers_of
+from .rag_filters import invalid_filters, valid_filters
+
+KB_ID = "KB12345678"
+MODEL_ID = "us.amazon.nova-micro-v1:0"
+MODEL_ARN = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{MODEL_ID}"
+GUARDRAIL_ID = "rag1guard2"
+GUARDRAIL_VERSION = "2"
+NAMESPACE = "GenAiKitTest"
+SERVICE = "rag-api-test"
+LAMBDAS_DIR = Path(rag_api.handler.__file__).resolve().parents[1]
+RAG_ENV = {
+    "KNOWLEDGE_BASE_ID": KB_ID,
+    "MODEL_ARN": MODEL_ARN,
+    "MODEL_ID": MODEL_ID,
+    "GUARDRAIL_ID": GUARDRAIL_ID,
+    "GUARDRAIL_VERSION": GUARDRAIL_VERSION,
+    "POWERTOOLS_SERVICE_NAME": SERVICE,
+    "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+Invoke = Callable[..., Reply]
+RUNTIME_MODEL = boto3.client("bedrock-agent-runtime", region_name="us-east-1").meta.service_model
+
+
+def clear_caches() -> None:
+    for factory in (
+        settings.get_settings,
+        validation.load_schemas,
+        knowledge_base.get_runtime_client,
+        rag_api.handler.get_metrics,
+        rag_api.handler.get_tracer,
+        rag_api.handler.get_resolver,
+    ):
+        clear = getattr(factory, "cache_clear", None)
+        if clear is not None:
+            clear()
+
+
+@pytest.fixture(autouse=True)
+def rag_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in RAG_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in ("DEFAULT_NUMBER_OF_RESULTS", "LAMBDA_TASK_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    clear_caches()
+    yield
+    clear_caches()
+
+
+@pytest.fixture
+def stubber(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """The real bedrock-agent-runtime client from the lazy factory, wrapped in a Stubber and injected."""
+    client = knowledge_base.get_runtime_client()
+    stub = Stubber(client)
+    monkeypatch.setattr(knowledge_base, "get_runtime_client", lambda: client)
+    with stub:
+        yield stub
+
+
+@pytest.fixture
+def invoke(context: FakeContext) -> Invoke:
+    """Call the query API handler and decode the proxy response (checking the error contract on errors)."""
+
+    def call(event: Any, ctx: FakeContext | None = None) -> Reply:
+        response = rag_api.handler.handler(event, cast(Any, ctx or context))
+        assert isinstance(response["body"], str)
+        reply = Reply(response["statusCode"], json.loads(response["body"]), headers_of(response), response)
+        if reply.status >= 400:
+            assert_error_contract(reply)
+        else:
+            assert reply.headers.get("content-type") == "application/json"
+        return reply
+
+    return call
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    log_handler = rag_api.handler.logger.registered_handler
+    assert isinstance(log_handler, logging.StreamHandler)
+    previous = log_handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        log_handler.setStream(previous)
+
+
+def ask(body: Any = None, **kwargs: Any) -> dict[str, Any]:
+    return api_event("POST", "/ask", body, **kwargs)
+
+
+def retrieve(body: Any = None, **kwargs: Any) -> dict[str, Any]:
+    return api_event("POST", "/retrieve", body, **kwargs)
+
+
+def assert_error(reply: Reply, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    assert reply.status == status, reply.body
+    error: dict[str, Any] = reply.body["error"]
+    assert error["code"] == code
+    assert error.get("field") == field
+    return error
+
+
+def ask_params(
+    question: str = "What is our refund policy?",
+    *,
+    number_of_results: int = 5,
+    retrieval_filter: dict[str, Any] | None = None,
+    session_id: str | None = None,
+) -> dict[str, Any]:
+    """The exact RetrieveAndGenerate request expected for POST /ask."""
+    vector: dict[str, Any] = {"numberOfResults": number_of_results}
+    if retrieval_filter is not None:
+        vector["filter"] = retrieval_filter
+    params: dict[str, Any] = {
+        "input": {"text": question},
+        "retrieveAndGenerateConfiguration": {
+            "type": "KNOWLEDGE_BASE",
+            "knowledgeBaseConfiguration": {
+                "knowledgeBaseId": KB_ID,
+                "modelArn": MODEL_ARN,
+                "retrievalConfiguration": {"vectorSearchConfiguration": vector},
+                "generationConfiguration": {
+                    "guardrailConfiguration": {"guardrailId": GUARDRAIL_ID, "guardrailVersion": GUARDRAIL_VERSION}
+                },
+            },
+        },
+    }
+    if session_id is not None:
+        params["sessionId"] = session_id
+    return params
+
+
+def retrieve_params(
+    query: str = "refund policy", *, number_of_results: int = 5, retrieval_filter: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    vector: dict[str, Any] = {"numberOfResults": number_of_results}
+    if retrieval_filter is not None:
+        vector["filter"] = retrieval_filter
+    return {
+        "knowledgeBaseId": KB_ID,
+        "retrievalQuery": {"text": query},
+        "retrievalConfiguration": {"vectorSearchConfiguration": vector},
+    }
+
+
+ANSWER = "Refunds are accepted within 30 days. Shipping is free over $50."
+REFUND_META = {"x-amz-bedrock-kb-source-uri": "s3://docs-bucket/docs/refunds.md", "department": "sales"}
+
+
+def reference(uri: str, text: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"content": {"text": text}, "location": {"type": "S3", "s3Location": {"uri": uri}}}
+    if metadata is not None:
+        ref["metadata"] = metadata
+    return ref
+
+
+def rag_response(
+    answer: str = ANSWER,
+    *,
+    citations: list[dict[str, Any]] | None = None,
+    session_id: str = "session-1",
+    guardrail_action: str | None = None,
+) -> dict[str, Any]:
+    if citations is None:
+        citations = [
+            {
+                "generatedResponsePart": {
+                    "textResponsePart": {
+                        "text": "Refunds are accepted within 30 days.",
+                        "span": {"start": 0, "end": 35},
+                    }
+                },
+                "retrievedReferences": [
+                    reference(
+                        "s3://docs-bucket/docs/refunds.md", "Customers may return items within 30 days.", REFUND_META
+                    )
+                ],
+            },
+            {
+                "generatedResponsePart": {
+                    "textResponsePart": {"text": "Shipping is free over $50.", "span": {"start": 37, "end": 62}}
+                },
+                "retrievedReferences": [
+                    reference("s3://docs-bucket/docs/shipping.md", "Free shipping on orders over $50."),
+                    reference("s3://docs-bucket/docs/faq.md", "Is shipping free? Yes, above $50."),
+                ],
+            },
+        ]
+    response: dict[str, Any] = {"output": {"text": answer}, "sessionId": session_id, "citations": citations}
+    if guardrail_action is not None:
+        response["guardrailAction"] = guardrail_action
+    return response
+
+
+# --- POST /ask ---------------------------------------------------------------------------------------------
+
+
+def test_ask_answers_with_citations_and_emits_metrics(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_response("retrieve_and_generate", rag_response(guardrail_action="NONE"), ask_params())
+
+    reply = invoke(ask({"question": "What is our refund policy?"}))
+
+    assert reply.status == 200
+    assert reply.body == {
+        "answer": ANSWER,
+        "sessionId": "session-1",
+        "citations": [
+            {
+                "text": "Refunds are accepted within 30 days.",
+                "start": 0,
+                "end": 35,
+                "sources": [
+                    {
+                        "uri": "s3://docs-bucket/docs/refunds.md",
+                        "snippet": "Customers may return items within 30 days.",
+                        "metadata": REFUND_META,
+                    }
+                ],
+            },
+            {
+                "text": "Shipping is free over $50.",
+                "start": 37,
+                "end": 62,
+                "sources": [
+                    {"uri": "s3://docs-bucket/docs/shipping.md", "snippet": "Free shipping on orders over $50."},
+                    {"uri": "s3://docs-bucket/docs/faq.md", "snippet": "Is shipping free? Yes, above $50."},
+                ],
+            },
+        ],
+        "guardrail": {"intervened": False},
+    }
+    stubber.assert_no_pending_responses()
+    [emf] = emf_documents(capsys.readouterr().out)
+    directive = emf["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == NAMESPACE
+    assert directive["Dimensions"] == [["ModelId", "service"]]
+    assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
+        "Latency": "Milliseconds",
+        "Citations": "Count",
+        "GuardrailIntervened": "Count",
+    }
+    assert (emf["ModelId"], emf["service"], emf["Citations"], emf["GuardrailIntervened"]) == (
+        MODEL_ID,
+        SERVICE,
+        [2.0],
+        [0.0],
+    )
+    assert emf["Latency"][0] >= 0
+
+
+def test_ask_passes_every_option(invoke: Invoke, stubber: Stubber) -> None:
+    retrieval_filter = {
+        "andAll": [
+            {"equals": {"key": "department", "value": "sales"}},
+            {"orAll": [{"greaterThan": {"key": "year", "value": 2023}}, {"in": {"key": "tag", "value": ["a", "b"]}}]},
+        ]
+    }
+    expected = ask_params("Refunds?", number_of_results=25, retrieval_filter=retrieval_filter, session_id="abc:1.2_3-4")
+    stubber.add_response("retrieve_and_generate", rag_response(session_id="abc:1.2_3-4"), expected)
+
+    body = {"question": "Refunds?", "numberOfResults": 25, "filter": retrieval_filter, "sessionId": "abc:1.2_3-4"}
+    reply = invoke(ask(body))
+
+    assert reply.status == 200
+    assert reply.body["sessionId"] == "abc:1.2_3-4"
+    stubber.assert_no_pending_responses()
+
+
+def test_follow_up_question_reuses_the_session(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_response("retrieve_and_generate", rag_response(session_id="sess-42"), ask_params("First?"))
+    stubber.add_response(
+        "retrieve_and_generate",
+        rag_response("It is 30 days.", citations=[], session_id="sess-42"),
+        ask_params("And for sale items?", session_id="sess-42"),
+    )
+
+    first = invoke(ask({"question": "First?"}))
+    follow_up = invoke(ask({"question": "And for sale items?", "sessionId": first.body["sessionId"]}))
+
+    assert (first.body["sessionId"], follow_up.body["sessionId"]) == ("sess-42", "sess-42")
+    assert follow_up.body["answer"] == "It is 30 days."
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    "citations",
+    [
+        [],
+        [
+            {
+                "generatedResponsePart": {"textResponsePart": {"text": "x", "span": {"start": 0, "end": 1}}},
+                "retrievedReferences": [],
+            }
+        ],
+        [{"retrievedReferences": []}],
+    ],
+)
+def test_empty_retrieval_is_a_normal_answer_without_citations(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str], citations: list[dict[str, Any]]
+) -> None:
+    answer = "Sorry, I am unable to assist you with this request."
+    stubber.add_response("retrieve_and_generate", rag_response(answer, citations=citations), ask_params())
+
+    reply = invoke(ask({"question": "What is our refund policy?"}))
+
+    assert reply.status == 200
+    assert reply.body == {
+        "answer": answer,
+        "sessionId": "session-1",
+        "citations": [],
+        "guardrail": {"intervened": False},
+    }
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["Citations"] == [0.0]
+
+
+def test_guardrail_intervention_is_reported_and_counted(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = "Sorry, the model cannot answer this question."
+    stubber.add_response(
+        "retrieve_and_generate", rag_response(blocked, citations=[], guardrail_action="INTERVENED"), ask_params("Bad?")
+    )
+
+    reply = invoke(ask({"question": "Bad?"}))
+
+    assert reply.status == 200
+    assert reply.body["guardrail"] == {"intervened": True}
+    assert reply.body["answer"] == blocked
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["GuardrailIntervened"] == [1.0]
+
+
+def test_citation_without_span_is_located_in_the_answer(invoke: Invoke, stubber: Stubber) -> None:
+    citations = [
+        {
+            "generatedResponsePart": {"textResponsePart": {"text": "Shipping is free over $50."}},
+            "retrievedReferences": [
+                {
+                    "content": {"text": "Free shipping."},
+                    "location": {"type": "WEB", "webLocation": {"url": "https://example.com/s"}},
+                }
+            ],
+        }
+    ]
+    stubber.add_response("retrieve_and_generate", rag_response(citations=citations), ask_params())
+
+    reply = invoke(ask({"question": "What is our refund policy?"}))
+
+    assert reply.body["citations"] == [
+        {
+            "text": "Shipping is free over $50.",
+            "start": 37,
+            "end": 63,
+            "sources": [{"uri": "https://example.com/s", "snippet": "Free shipping."}],
+        }
+    ]
+
+
+def test_default_number_of_results_comes_from_the_environment(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEFAULT_NUMBER_OF_RESULTS", "12")
+    stubber.add_response("retrieve_and_generate", rag_response(), ask_params(number_of_results=12))
+    assert invoke(ask({"question": "What is our refund policy?"})).status == 200
+    stubber.assert_no_pending_responses()
+
+
+def test_question_and_answer_are_never_logged(invoke: Invoke, stubber: Stubber, logs: io.StringIO) -> None:
+    secret = "TOP-SECRET-QUESTION-42"
+    stubber.add_response("retrieve_and_generate", rag_response("SECRET-ANSWER-43"), ask_params(secret))
+
+    assert invoke(ask({"question": secret})).status == 200
+
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    finished = next(r for r in lines if r["message"] == "RetrieveAndGenerate call finished")
+    assert (finished["correlation_id"], finished["citations"], finished["sources"]) == (API_REQUEST_ID, 2, 3)
+    assert secret not in logs.getvalue()
+    assert "SECRET-ANSWER-43" not in logs.getvalue()
+
+
+# --- POST /retrieve ----------------------------------------------------------------------------------------
+
+
+def test_retrieve_returns_chunks_with_score_uri_and_metadata(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    response = {
+        "retrievalResults": [
+            {
+                "content": {"text": "Customers may return items within 30 days.", "type": "TEXT"},
+                "location": {"type": "S3", "s3Location": {"uri": "s3://docs-bucket/docs/refunds.md"}},
+                "metadata": REFUND_META,
+                "score": 0.82,
+            },
+            {"content": {"text": "Free shipping."}, "location": {"type": "S3", "s3Location": {"uri": "s3://b/s.md"}}},
+        ]
+    }
+    retrieval_filter = {"startsWith": {"key": "department", "value": "sal"}}
+    expected = retrieve_params("refunds", number_of_results=2, retrieval_filter=retrieval_filter)
+    stubber.add_response("retrieve", response, expected)
+
+    reply = invoke(retrieve({"query": "refunds", "numberOfResults": 2, "filter": retrieval_filter}))
+
+    assert reply.status == 200
+    assert reply.body == {
+        "results": [
+            {
+                "text": "Customers may return items within 30 days.",
+                "score": 0.82,
+                "uri": "s3://docs-bucket/docs/refunds.md",
+                "metadata": REFUND_META,
+            },
+            {"text": "Free shipping.", "score": None, "uri": "s3://b/s.md", "metadata": {}},
+        ]
+    }
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["KnowledgeBaseId", "service"]]
+    assert (emf["KnowledgeBaseId"], emf["RetrievedResults"]) == (KB_ID, [2.0])
+    assert "RetrieveLatency" in emf
+
+
+def test_retrieve_with_no_match_is_an_empty_list(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params())
+    reply = invoke(retrieve({"query": "refund policy"}))
+    assert (reply.status, reply.body) == (200, {"results": []})
+
+
+# --- request validation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ("", "invalid_json"),
+        ('{"question": NaN}', "invalid_json"),
+        ("[" * 100_000, "invalid_json"),
+        ('["a list"]', "invalid_body"),
+        ('"a string"', "invalid_body"),
+        ("null", "invalid_body"),
+    ],
+)
+@pytest.mark.parametrize("route", [ask, retrieve])
+def test_malformed_or_non_object_body_is_400_on_body(
+    invoke: Invoke, route: Callable[..., dict[str, Any]], raw_body: str, code: str
+) -> None:
+    assert_error(invoke(route(raw_body=raw_body)), 400, code, "body")
+
+
+def test_missing_and_oversized_bodies_are_400(invoke: Invoke) -> None:
+    assert_error(invoke(ask(None)), 400, "invalid_json", "body")
+    assert_error(invoke(ask(raw_body=json.dumps({"question": "x" * (600 * 1024)}))), 400, "body_too_large", "body")
+
+
+def test_base64_encoded_body_is_decoded(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params())
+    assert invoke(retrieve({"query": "refund policy"}, base64_body=True)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field", "message_part"),
+    [
+        ({}, "missing_field", "question", "required"),
+        ({"sessionId": "ab"}, "missing_field", "question", "required"),
+        ({"question": 42}, "invalid_type", "question", "a string of 1 to 1000 characters"),
+        ({"question": ""}, "invalid_length", "question", "1 to 1000 characters"),
+        ({"question": "  \n "}, "invalid_value", "question", "non-whitespace"),
+        ({"question": "q" * 1001}, "invalid_length", "question", "got 1001"),
+        ({"question": "q", "sessionId": 7}, "invalid_type", "sessionId", "a string of 2 to 100"),
+        ({"question": "q", "sessionId": "a"}, "invalid_length", "sessionId", "2 to 100"),
+        ({"question": "q", "sessionId": "s" * 101}, "invalid_length", "sessionId", "got 101"),
+        ({"question": "q", "sessionId": "has space"}, "invalid_value", "sessionId", "letters, digits"),
+        ({"question": "q", "numberOfResults": 0}, "out_of_range", "numberOfResults", "between 1 and 25"),
+        ({"question": "q", "numberOfResults": 26}, "out_of_range", "numberOfResults", "between 1 and 25"),
+        ({"question": "q", "numberOfResults": 2.5}, "invalid_type", "numberOfResults", "an integer"),
+        ({"question": "q", "numberOfResults": True}, "invalid_type", "numberOfResults", "an integer"),
+        ({"question": "q", "numberOfResults": "5"}, "invalid_type", "numberOfResults", "an integer"),
+        ({"question": "q", "filter": []}, "invalid_type", "filter", "an object"),
+        ({"question": "q", "filter": "department=sales"}, "invalid_type", "filter", "an object"),
+        ({"question": "q", "topK": 3}, "unknown_field", "topK", "Allowed fields: question, sessionId"),
+        ({"question": "q", "k" * 500: 1}, "unknown_field", "k" * 64 + "...", "Unknown field"),
+    ],
+)
+def test_invalid_ask_body_is_400_naming_the_field(
+    invoke: Invoke, body: dict[str, Any], code: str, field: str, message_part: str
+) -> None:
+    error = assert_error(invoke(ask(body)), 400, code, field)
+    assert message_part in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({}, "missing_field", "query"),
+        ({"question": "q"}, "unknown_field", "question"),
+        ({"query": None}, "invalid_type", "query"),
+        ({"query": "q" * 2001}, "invalid_length", "query"),
+        ({"query": "\t"}, "invalid_value", "query"),
+        ({"query": "q", "numberOfResults": -1}, "out_of_range", "numberOfResults"),
+        ({"query": "q", "sessionId": "abc"}, "unknown_field", "sessionId"),
+        ({"query": "q", "filter": {"equals": {"key": "a"}}}, "missing_field", "filter.equals.value"),
+    ],
+)
+def test_invalid_retrieve_body_is_400_naming_the_field(
+    invoke: Invoke, body: dict[str, Any], code: str, field: str
+) -> None:
+    assert_error(invoke(retrieve(body)), 400, code, field)
+
+
+EQ = {"equals": {"key": "a", "value": 1}}
+
+
+@pytest.mark.parametrize(
+    ("bad_filter", "code", "field"),
+    [
+        ({}, "invalid_filter", "filter"),
+        ({"equals": {"key": "a", "value": 1}, "notEquals": {"key": "b", "value": 2}}, "invalid_filter", "filter"),
+        ({"eq": {"key": "a", "value": 1}}, "unknown_field", "filter.eq"),
+        ({"equals": "a=1"}, "invalid_type", "filter.equals"),
+        ({"equals": {"value": 1}}, "missing_field", "filter.equals.key"),
+        ({"equals": {"key": "a"}}, "missing_field", "filter.equals.value"),
+        ({"equals": {"key": "a", "value": 1, "op": "x"}}, "unknown_field", "filter.equals.op"),
+        ({"equals": {"key": 5, "value": 1}}, "invalid_type", "filter.equals.key"),
+        ({"equals": {"key": "", "value": 1}}, "invalid_length", "filter.equals.key"),
+        ({"equals": {"key": "k" * 101, "value": 1}}, "invalid_length", "filter.equals.key"),
+        ({"equals": {"key": "a", "value": None}}, "invalid_type", "filter.equals.value"),
+        ({"in": {"key": "a", "value": "x"}}, "invalid_type", "filter.in.value"),
+        ({"notIn": {"key": "a", "value": []}}, "invalid_type", "filter.notIn.value"),
+        ({"andAll": EQ}, "invalid_type", "filter.andAll"),
+        ({"andAll": [EQ]}, "invalid_length", "filter.andAll"),
+        ({"orAll": [EQ] * 6}, "invalid_length", "filter.orAll"),
+        ({"andAll": [EQ, {"equals": {"key": 1, "value": 1}}]}, "invalid_type", "filter.andAll[1].equals.key"),
+        (
+            {"andAll": [EQ, {"orAll": [EQ, {"startsWith": {"key": "a"}}]}]},
+            "missing_field",
+            "filter.andAll[1].orAll[1].startsWith.value",
+        ),
+        ({"andAll": [EQ, {"orAll": [EQ, {"andAll": [EQ, EQ]}]}]}, "invalid_filter", "filter.andAll[1].orAll[1].andAll"),
+        ({"andAll": [EQ, 7]}, "invalid_type", "filter.andAll[1]"),
+    ],
+)
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_bad_filter_is_400_naming_the_path(
+    invoke: Invoke, stubber: Stubber, route: str, bad_filter: Any, code: str, field: str
+) -> None:
+    event = (
+        ask({"question": "q", "filter": bad_filter})
+        if route == "ask"
+        else retrieve({"query": "q", "filter": bad_filter})
+    )
+    assert_error(invoke(event), 400, code, field)  # a Bedrock call would hit the empty Stubber and fail differently
+
+
+def test_deepest_allowed_filter_passes(invoke: Invoke, stubber: Stubber) -> None:
+    deepest = {"andAll": [EQ, {"orAll": [EQ, EQ, EQ, EQ, {"listContains": {"key": "tags", "value": "x"}}]}]}
+    stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params("q", retrieval_filter=deepest))
+    assert invoke(retrieve({"query": "q", "filter": deepest})).status == 200
+
+
+# --- routing and events ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("POST", "/ask/more"), ("GET", "/")])
+def test_unknown_route_is_404(invoke: Invoke, method: str, path: str) -> None:
+    error = assert_error(invoke(api_event(method, path)), 404, "route_not_found")
+    assert "POST /ask, POST /retrieve" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/ask", "/retrieve"])
+def test_wrong_method_is_405_with_allow_header(invoke: Invoke, path: str) -> None:
+    reply = invoke(api_event("GET", path))
+    assert_error(reply, 405, "method_not_allowed")
+    assert reply.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        [],
+        "POST /ask",
+        {},
+        {"action": "sync"},
+        {"question": "What is our refund policy?"},
+        {"Records": [{"eventSource": "aws:sqs", "body": "{}"}]},
+        {"version": "2.0", "routeKey": "POST /ask", "rawPath": "/ask", "requestContext": {"http": {}}},
+        {"httpMethod": "POST", "path": "/ask", "requestContext": {"elb": {"targetGroupArn": "arn"}}},
+        {"httpMethod": "POST", "path": "/ask"},
+    ],
+)
+def test_direct_non_api_invocation_is_400_unsupported_event(invoke: Invoke, event: Any) -> None:
+    assert_error(invoke(event), 400, "unsupported_event")
+
+
+# --- Bedrock errors ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "http_status", "status", "code"),
+    [
+        ("ValidationException", 400, 400, "model_rejected_input"),
+        ("AccessDeniedException", 403, 403, "model_access_denied"),
+        ("ResourceNotFoundException", 404, 502, "upstream_not_found"),
+        ("DependencyFailedException", 424, 502, "dependency_failed"),
+        ("ConflictException", 409, 409, "conflict"),
+    ],
+)
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_knowledge_base_error_maps_to_the_contract_without_retry(
+    invoke: Invoke,
+    stubber: Stubber,
+    sleeps: list[float],
+    route: str,
+    aws_code: str,
+    http_status: int,
+    status: int,
+    code: str,
+) -> None:
+    operation, event, params = _route(route)
+    stubber.add_client_error(operation, aws_code, "AWS said no.", http_status, expected_params=params)
+
+    assert_error(invoke(event), status, code)
+    assert sleeps == []
+    stubber.assert_no_pending_responses()
+
+
+def _route(route: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    if route == "ask":
+        return "retrieve_and_generate", ask({"question": "What is our refund policy?"}), ask_params()
+    return "retrieve", retrieve({"query": "refund policy"}), retrieve_params()
+
+
+def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error(
+        "retrieve_and_generate",
+        "AccessDeniedException",
+        "arn:aws:sts::123456789012:assumed-role/x is not authorized",
+        403,
+    )
+
+    error = assert_error(invoke(ask({"question": "q"})), 403, "model_access_denied")
+
+    for part in ("Model access", MODEL_ID, "embedding model", "generation model", "function role", KB_ID):
+        assert part in error["message"]
+    assert "123456789012" not in error["message"]
+
+
+def test_not_found_names_the_knowledge_base(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error("retrieve", "ResourceNotFoundException", "no such KB", 404)
+    error = assert_error(invoke(retrieve({"query": "q"})), 502, "upstream_not_found")
+    assert f"knowledge base '{KB_ID}'" in error["message"]
+    assert "KNOWLEDGE_BASE_ID" in error["message"]
+
+
+def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error(
+        "retrieve_and_generate", "ValidationException", "Session abc is not valid.\n  " + "x" * 900, 400
+    )
+    error = assert_error(invoke(ask({"question": "q", "sessionId": "abc"})), 400, "model_rejected_input")
+    assert error["message"].startswith("Session abc is not valid. xxx")
+    assert len(error["message"]) <= 500
+
+
+@pytest.mark.parametrize("error_class", [ReadTimeoutError, ConnectTimeoutError])
+def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
+    client = knowledge_base.get_runtime_client()  # the real client: the hook raises before anything is sent
+    sends: list[str] = []
+
+    def time_out(**_: Any) -> None:
+        sends.append("send")
+        raise error_class(endpoint_url="https://bedrock-agent-runtime.us-east-1.amazonaws.com")
+
+    client.meta.events.register_first("before-send.bedrock-agent-runtime.RetrieveAndGenerate", time_out)
+    try:
+        reply = invoke(ask({"question": "q"}))
+    finally:
+        client.meta.events.unregister("before-send.bedrock-agent-runtime.RetrieveAndGenerate", time_out)
+
+    error = assert_error(reply, 504, "model_timeout")
+    assert KB_ID in error["message"]
+    assert sends == ["send"]  # one attempt: botocore does not retry and neither does the kit
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "http_status", "status", "code", "retry_after"),
+    [
+        ("ThrottlingException", 429, 429, "throttled", "2"),
+        ("ServiceQuotaExceededException", 400, 429, "throttled", "2"),
+        ("BadGatewayException", 502, 503, "upstream_unavailable", "5"),
+        ("InternalServerException", 500, 503, "upstream_unavailable", "5"),
+    ],
+)
+def test_retryable_errors_are_retried_three_times_then_mapped(
+    invoke: Invoke,
+    stubber: Stubber,
+    sleeps: list[float],
+    aws_code: str,
+    http_status: int,
+    status: int,
+    code: str,
+    retry_after: str,
+) -> None:
+    for _ in range(3):
+        stubber.add_client_error(
+            "retrieve_and_generate", aws_code, "slow down", http_status, expected_params=ask_params("q")
+        )
+
+    reply = invoke(ask({"question": "q"}))
+
+    assert_error(reply, status, code)
+    assert reply.headers["retry-after"] == retry_after
+    assert len(sleeps) == 2
+    stubber.assert_no_pending_responses()
+
+
+def test_throttled_twice_then_success_is_200(invoke: Invoke, stubber: Stubber, sleeps: list[float]) -> None:
+    for _ in range(2):
+        stubber.add_client_error(
+            "retrieve", "ThrottlingException", "slow down", 429, expected_params=retrieve_params("q")
+        )
+    stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params("q"))
+
+    reply = invoke(retrieve({"query": "q"}))
+
+    assert reply.status == 200
+    stubber.assert_no_pending_responses()
+    assert len(sleeps) == 2
+
+
+def test_throttling_after_retries_is_counted(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        stubber.add_client_error("retrieve_and_generate", "ThrottlingException", "slow down", 429)
+
+    assert invoke(ask({"question": "q"})).status == 429
+
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "ModelThrottled", "Unit": "Count"}]
+
+
+def test_no_retry_when_the_deadline_is_too_close(invoke: Invoke, stubber: Stubber, sleeps: list[float]) -> None:
+    stubber.add_client_error("retrieve_and_generate", "ThrottlingException", "slow down", 429)
+    assert_error(invoke(ask({"question": "q"}), FakeContext(remaining_ms=2_000)), 429, "throttled")
+    assert sleeps == []
+
+
+def test_unknown_aws_error_is_500_with_request_id(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error("retrieve", "BrandNewException", "weird", 400)
+    error = assert_error(invoke(retrieve({"query": "q"})), 500, "internal_error")
+    assert API_REQUEST_ID in error["message"]
+
+
+def test_unexpected_exception_is_500_logged_but_not_leaked(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
+) -> None:
+    def explode(*_: Any, **__: Any) -> None:
+        raise RuntimeError("secret internals /var/task/x.py")
+
+    monkeypatch.setattr(knowledge_base, "call", explode)
+
+    reply = invoke(ask({"question": "q"}))
+
+    error = assert_error(reply, 500, "internal_error")
+    assert API_REQUEST_ID in error["message"]
+    assert "secret internals" not in reply.raw["body"]
+    [record] = [json.loads(line) for line in logs.getvalue().splitlines() if '"ERROR"' in line]
+    assert "Traceback" in record["exception"]
+
+
+def test_failure_outside_the_resolver_is_still_the_contract(invoke: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("resolver broke")
+
+    monkeypatch.setattr(rag_api.handler, "get_resolver", lambda: broken)
+    assert_error(invoke(ask({"question": "q"})), 500, "internal_error")
+
+
+# --- configuration -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KNOWLEDGE_BASE_ID", None),
+        ("KNOWLEDGE_BASE_ID", "kb"),
+        ("MODEL_ARN", None),
+        ("MODEL_ARN", MODEL_ID),
+        ("MODEL_ARN", "arn:aws:s3:::bucket"),
+        ("MODEL_ID", None),
+        ("GUARDRAIL_ID", None),
+        ("GUARDRAIL_ID", "Has-Upper"),
+        ("GUARDRAIL_VERSION", "latest"),
+        ("DEFAULT_NUMBER_OF_RESULTS", "0"),
+        ("DEFAULT_NUMBER_OF_RESULTS", "26"),
+        ("DEFAULT_NUMBER_OF_RESULTS", "five"),
+        ("POWERTOOLS_METRICS_NAMESPACE", None),
+    ],
+)
+def test_configuration_error_is_500_naming_the_variable(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, name: str, value: str | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv(name)
+    else:
+        monkeypatch.setenv(name, value)
+
+    error = assert_error(invoke(ask({"question": "q"})), 500, "configuration_error")
+    assert name in error["message"]
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        MODEL_ARN,
+        "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
+        "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6",
+    ],
+)
+def test_model_arns_accepted(arn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_ARN", arn)
+    assert settings.get_settings().model_arn == arn
+
+
+def test_module_imports_without_env_and_without_boto3() -> None:
+    code = "import sys, rag_api.handler; assert 'boto3' not in sys.modules; print('ok')"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(LAMBDAS_DIR)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_client_is_lazy_cached_and_not_retried_by_botocore() -> None:
+    client = knowledge_base.get_runtime_client()
+    assert knowledge_base.get_runtime_client() is client
+    assert client.meta.service_model.service_name == "bedrock-agent-runtime"
+    assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3, 20)
+
+
+# --- the contract agrees with botocore's service model -----------------------------------------------------
+
+
+def _shape(name: str) -> Any:
+    return RUNTIME_MODEL.shape_for(name)
+
+
+def test_request_limits_match_the_bedrock_api() -> None:
+    ask_props = validation.load_schemas()["AskRequest"]["properties"]
+    retrieve_props = validation.load_schemas()["RetrieveRequest"]["properties"]
+    assert ask_props["question"]["maxLength"] == _shape("RetrieveAndGenerateInput").members["text"].metadata["max"]
+    assert retrieve_props["query"]["maxLength"] <= _shape("KnowledgeBaseQuery").members["text"].metadata["max"]
+    session = _shape("SessionId").metadata
+    assert (ask_props["sessionId"]["minLength"], ask_props["sessionId"]["maxLength"]) == (
+        session["min"],
+        session["max"],
+    )
+    assert ask_props["sessionId"]["pattern"] == session["pattern"]
+    vector_max = _shape("KnowledgeBaseVectorSearchConfiguration").members["numberOfResults"].metadata["max"]
+    assert ask_props["numberOfResults"]["maximum"] <= vector_max
+    assert settings.MODEL_ARN.pattern == _shape("BedrockModelArn").metadata["pattern"]
+
+
+def test_filter_grammar_matches_the_bedrock_api() -> None:
+    retrieval_filter = _shape("RetrievalFilter")
+    assert set(filters.OPERATORS) == set(retrieval_filter.members)
+    assert set(filters.GROUP_OPERATORS) == {n for n, s in retrieval_filter.members.items() if s.type_name == "list"}
+    assert _shape("RetrievalFilterList").metadata["min"] == filters.MIN_GROUP
+    assert _shape("FilterKey").metadata["max"] == filters.MAX_KEY_CHARS
+
+
+def test_built_requests_pass_the_models_full_constraints() -> None:
+    current = settings.get_settings()
+    request = validation.parse_ask_request(
+        {"question": "q" * 1000, "sessionId": "a.b:c-d_e", "numberOfResults": 25, "filter": {"orAll": [EQ, EQ]}}
+    )
+    validate_strict(
+        knowledge_base.ask_params(current, request), RUNTIME_MODEL.operation_model("RetrieveAndGenerate").input_shape
+    )
+    query = validation.parse_retrieve_request({"query": "q" * 2000, "filter": {"in": {"key": "k", "value": [1, 2]}}})
+    validate_strict(
+        knowledge_base.retrieve_params(current, query), RUNTIME_MODEL.operation_model("Retrieve").input_shape
+    )
+
+
+# --- properties --------------------------------------------------------------------------------------------
+
+PROPERTY_SETTINGS = hsettings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@PROPERTY_SETTINGS
+@given(retrieval_filter=valid_filters())
+def test_any_valid_filter_passes_unchanged_and_satisfies_the_api_model(retrieval_filter: dict[str, Any]) -> None:
+    body = json.loads(json.dumps({"query": "q", "filter": retrieval_filter}))
+    request = validation.parse_retrieve_request(body)
+    assert request.filter == body["filter"]
+    params = knowledge_base.retrieve_params(settings.get_settings(), request)
+    assert params["retrievalConfiguration"]["vectorSearchConfiguration"]["filter"] == body["filter"]
+    validate_strict(params, RUNTIME_MODEL.operation_model("Retrieve").input_shape)
+
+
+@PROPERTY_SETTINGS
+@given(case=invalid_filters())
+def test_any_invalid_filter_is_rejected_naming_its_path(case: tuple[Any, str]) -> None:
+    bad_filter, field = case
+    with pytest.raises(BadRequestError) as raised:
+        validation.parse_ask_request({"question": "q", "filter": bad_filter})
+    assert raised.value.field == field
+    assert raised.value.code in {"invalid_type", "invalid_filter", "unknown_field", "missing_field", "invalid_length"}
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=invalid_filters())
+def test_invalid_filters_never_reach_bedrock(invoke: Invoke, stubber: Stubber, case: tuple[Any, str]) -> None:
+    bad_filter, field = case
+    reply = invoke(retrieve({"query": "q", "filter": bad_filter}))  # a call would hit the empty Stubber: 500
+    assert_error(reply, 400, reply.body["error"]["code"], field)
+
+
+@PROPERTY_SETTINGS
+@given(
+    value=st.one_of(
+        st.integers(max_value=0),
+        st.integers(min_value=26),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.text(max_size=3),
+    )
+)
+def test_any_bad_number_of_results_is_400(value: Any) -> None:
+    with pytest.raises(BadRequestError) as raised:
+        validation.parse_retrieve_request({"query": "q", "numberOfResults": value})
+    assert raised.value.field == "numberOfResults"
+
+
+# --- shared parts added for Level 2 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "code"),
+    [
+        (errors.ConflictError, 409, "conflict"),
+        (errors.DependencyFailedError, 502, "dependency_failed"),
+        (errors.UpstreamUnavailableError, 503, "upstream_unavailable"),
+    ],
+)
+def test_new_error_classes(cls: type[errors.ApiError], status: int, code: str) -> None:
+    err = cls("message", retry_after=3)
+    assert (err.status, err.code, err.headers()) == (status, code, {"Retry-After": "3"})
+
+
+def test_schema_file_is_draft04_objects_without_extra_fields() -> None:
+    raw = json.loads((LAMBDAS_DIR / "rag_api" / "request_schemas.json").read_text())
+    assert set(raw) == {"AskRequest", "RetrieveRequest"}
+    for name, schema in raw.items():
+        assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+        assert (schema["title"], schema["type"], schema["additionalProperties"]) == (name, "object", False)
+        assert set(schema["required"]) <= set(schema["properties"])
+    assert raw["AskRequest"]["required"] == ["question"]
+    assert raw["RetrieveRequest"]["required"] == ["query"]
+
+
+def test_validator_refuses_schema_keywords_it_does_not_implement(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    schema = {"AskRequest": {"type": "object", "properties": {"question": {"type": "string", "enum": ["a"]}}}}
+    (tmp_path / "schemas.json").write_text(json.dumps(schema))
+    monkeypatch.setattr(validation, "SCHEMA_FILE", str(tmp_path / "schemas.json"))
+
+    with pytest.raises(ValueError, match="enum"):
+        validation.load_schemas()
+
+
+def test_metrics_failure_does_not_fail_the_request(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenMetrics:
+        cleared = False
+
+        def add_dimension(self, **_: Any) -> None:
+            raise ValueError("bad dimension")
+
+        def clear_metrics(self) -> None:
+            BrokenMetrics.cleared = True
+
+    monkeypatch.setattr(rag_api.handler, "get_metrics", BrokenMetrics)
+    stubber.add_response("retrieve_and_generate", rag_response(), ask_params("q"))
+
+    assert invoke(ask({"question": "q"})).status == 200
+    assert BrokenMetrics.cleared
+
+
+def test_tracer_in_lambda_captures_handler_without_response(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, Any] = {"annotations": {}}
+
+    class FakeTracer:
+        def capture_lambda_handler(self, fn: Callable[..., Any], capture_response: bool = True) -> Any:
+            calls["capture_response"] = capture_response
+            return fn
+
+        def put_annotation(self, key: str, value: Any) -> None:
+            calls["annotations"][key] = value
+
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.setattr("common.observability.Tracer", FakeTracer)
+    stubber.add_response("retrieve_and_generate", rag_response(guardrail_action="INTERVENED"), ask_params("q"))
+
+    assert invoke(ask({"question": "q"})).status == 200
+    assert calls == {"capture_response": False, "annotations": {"ModelId": MODEL_ID, "GuardrailIntervened": True}}
+
+
+def test_tracer_is_off_when_xray_sdk_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_sdk() -> None:
+        raise ImportError("No module named 'aws_xray_sdk'")
+
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.setattr("common.observability.Tracer", no_sdk)
+
+    assert rag_api.handler.get_tracer() is None
