@@ -43,6 +43,8 @@ OUTPUT_PREFIX = "customization-output/"
 QUOTA_RETRY_INTERVAL = Duration.minutes(10)
 QUOTA_RETRY_ATTEMPTS = 18  # three hours of waiting for a free slot
 VALIDATOR_ERRORS = ["InvalidRequest", "DatasetNotFound"]
+DEPLOY_POLL_INTERVAL = Duration.minutes(5)
+DEPLOY_POLLS = 36  # three hours for a deployment or a throughput to come up
 KMS_MONTHLY_USD = 1.0
 
 
@@ -125,6 +127,16 @@ class CustomizationRole(Construct):
         )
 
 
+def _retry_throttling(task: tasks.CallAwsService) -> None:
+    """Bedrock control-plane calls back off and retry when throttled."""
+    task.add_retry(
+        errors=["Bedrock.ThrottlingException", "Bedrock.InternalServerException"],
+        interval=Duration.seconds(30),
+        max_attempts=5,
+        backoff_rate=2.0,
+    )
+
+
 def _logical(construct: Any) -> str:
     return Stack.of(construct).get_logical_id(construct.node.default_child)
 
@@ -179,7 +191,8 @@ class FineTunePipeline(Construct):
             "baseModelId": ft.base_model_id,
             "customizationType": ft.customization_type,
             "hyperparameters": dict(ft.hyperparameters),
-            "validationKey": None,
+            # CDK drops None from Parameters; an intrinsic keeps the key present, as null.
+            "validationKey.$": "States.StringToJson('null')",
         }
         # Static defaults sit in Parameters; intrinsic string literals would need every brace escaped.
         prepare = sfn.Pass(
@@ -194,7 +207,9 @@ class FineTunePipeline(Construct):
                 "job": sfn.JsonPath.json_merge(
                     sfn.JsonPath.object_at("$.defaults"), sfn.JsonPath.object_at("$.request")
                 ),
-                "id": sfn.JsonPath.uuid(),
+                # The last 12 hex digits of a UUID: unique per execution and short enough for Bedrock's
+                # 63-character names whatever the name prefix.
+                "id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)",
                 "poll": {"count": 0},
             },
         )
@@ -295,13 +310,13 @@ class FineTunePipeline(Construct):
                 max_attempts=QUOTA_RETRY_ATTEMPTS,
                 backoff_rate=1.0,
             )
-            task.add_retry(
-                errors=["Bedrock.ThrottlingException", "Bedrock.InternalServerException"],
-                interval=Duration.seconds(30),
-                max_attempts=5,
-                backoff_rate=2.0,
-            )
+            _retry_throttling(task)
             return task
+
+        pipeline_error = notify("NotifyPipelineError", "failed: a pipeline step failed", "$.error")
+        pipeline_error.next(fail("PipelineError", "PipelineStepFailed", "See the notification for the step's error"))
+        self._pipeline_error = pipeline_error
+        validate.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
 
         start_failed = notify("NotifyStartFailed", "failed: the job could not be started", "$.error")
         start_failed.next(fail("StartFailed", "CustomizationJobNotStarted", "CreateModelCustomizationJob failed"))
@@ -322,7 +337,8 @@ class FineTunePipeline(Construct):
             iam_resources=[job_arn],
             result_path="$.status",
         )
-        get_job.add_retry(errors=["Bedrock.ThrottlingException"], interval=Duration.seconds(30), max_attempts=5)
+        _retry_throttling(get_job)
+        get_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
         count = sfn.Pass(
             self,
             "CountPoll",
@@ -339,6 +355,8 @@ class FineTunePipeline(Construct):
             iam_resources=[job_arn],
             result_path=sfn.JsonPath.DISCARD,
         )
+        _retry_throttling(stop_job)
+        stop_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
         timed_out = notify("NotifyTimeout", f"stopped: the job ran longer than {ft.max_job_hours} h", "$.created")
         stop_job.next(timed_out)
         timed_out.next(fail("TimedOut", "CustomizationJobTimedOut", f"Exceeded {ft.max_job_hours} hours"))
@@ -351,10 +369,22 @@ class FineTunePipeline(Construct):
         if ft.deploy == "none":
             succeeded.next(done)
 
+        no_training_key = notify(
+            "NotifyMissingTrainingKey",
+            "rejected: the job request has no trainingKey",
+            "$.request",
+            with_request=False,
+        )
+        no_training_key.next(fail("MissingTrainingKey", "InvalidJobRequest", "The job request needs a trainingKey"))
+        check_request = (
+            sfn.Choice(self, "HasTrainingKey?")
+            .when(sfn.Condition.is_present("$.request.trainingKey"), prepare)
+            .otherwise(no_training_key)
+        )
         definition = (
             sfn.Choice(self, "RequestFromFile?")
-            .when(sfn.Condition.is_present("$.detail.object.key"), read_request.next(prepare))
-            .otherwise(wrap_request.next(prepare))
+            .when(sfn.Condition.is_present("$.detail.object.key"), read_request.next(check_request))
+            .otherwise(wrap_request.next(check_request))
         )
         prepare.next(merge).next(name_job).next(validate).next(
             sfn.Choice(self, "DataValid?")
@@ -425,13 +455,33 @@ class FineTunePipeline(Construct):
         on_ready: sfn.IChainable,
         on_failed: sfn.IChainable,
     ) -> sfn.IChainable:
-        """Wait, get the status, and loop until it reads ``ready`` or ``failed``."""
-        wait = sfn.Wait(self, f"WaitFor{name}", time=sfn.WaitTime.duration(Duration.minutes(5)))
-        return wait.next(get).next(
-            sfn.Choice(self, f"{name}Status?")
-            .when(sfn.Condition.string_equals("$.deploymentStatus.Status", ready), on_ready)
-            .when(sfn.Condition.string_equals("$.deploymentStatus.Status", failed), on_failed)
+        """Wait, get the status, and loop until it reads ``ready`` or ``failed``, at most DEPLOY_POLLS times."""
+        _retry_throttling(get)
+        get.add_catch(on_failed, errors=["States.ALL"], result_path="$.error")
+        start = sfn.Pass(
+            self, f"Start{name}Polling", result=sfn.Result.from_object({"count": 0}), result_path="$.deployPoll"
+        )
+        wait = sfn.Wait(self, f"WaitFor{name}", time=sfn.WaitTime.duration(DEPLOY_POLL_INTERVAL))
+        count = sfn.Pass(
+            self,
+            f"Count{name}Poll",
+            parameters={"count": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.deployPoll.count"), 1)},
+            result_path="$.deployPoll",
+        )
+        count.next(
+            sfn.Choice(self, f"{name}WithinTimeLimit?")
+            .when(sfn.Condition.number_greater_than_equals("$.deployPoll.count", DEPLOY_POLLS), on_failed)
             .otherwise(wait)
+        )
+        return (
+            start.next(wait)
+            .next(get)
+            .next(
+                sfn.Choice(self, f"{name}Status?")
+                .when(sfn.Condition.string_equals("$.deploymentStatus.Status", ready), on_ready)
+                .when(sfn.Condition.string_equals("$.deploymentStatus.Status", failed), on_failed)
+                .otherwise(count)
+            )
         )
 
     def _deployment(self, config: KitConfig, succeeded: tasks.SnsPublish, done: sfn.Succeed) -> sfn.IChainable:
@@ -457,6 +507,7 @@ class FineTunePipeline(Construct):
                 result_selector={"arn": sfn.JsonPath.string_at("$.CustomModelDeploymentArn")},
                 result_path="$.deployment",
             )
+            _retry_throttling(create)
             create.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
             get = tasks.CallAwsService(
                 self,
@@ -471,7 +522,7 @@ class FineTunePipeline(Construct):
             notified = self._notify("NotifyDeployed", "deployed: on-demand custom model deployment", "$.deployment")
             notified.next(done)
             not_active = self._notify(
-                "NotifyDeploymentFailed", "failed: the on-demand deployment did not become active", "$.deploymentStatus"
+                "NotifyDeploymentFailed", "failed: the on-demand deployment did not become active", "$.deployment"
             )
             not_active.next(sfn.Fail(self, "DeploymentNotActive", error="DeploymentFailed"))
             return create.next(succeeded).next(self._poll("Deployment", get, "Active", "Failed", notified, not_active))
@@ -492,6 +543,7 @@ class FineTunePipeline(Construct):
             result_selector={"arn": sfn.JsonPath.string_at("$.ProvisionedModelArn")},
             result_path="$.deployment",
         )
+        _retry_throttling(create_pt)
         create_pt.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
         keep = sfn.Wait(
             self, "KeepProvisionedThroughput", time=sfn.WaitTime.duration(Duration.hours(ft.provisioned_hours))
@@ -506,7 +558,15 @@ class FineTunePipeline(Construct):
             iam_resources=[_bedrock_arn(stack, "provisioned-model/*")],
             result_path=sfn.JsonPath.DISCARD,
         )
-        delete_pt.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=10, backoff_rate=2.0)
+        delete_pt.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=6, backoff_rate=2.0)
+        # A throughput that cannot be deleted keeps billing: say so loudly.
+        teardown_failed = self._notify(
+            "NotifyTeardownFailed",
+            "ACTION NEEDED: Provisioned Throughput could not be deleted and is still billing",
+            "$.deployment",
+        )
+        teardown_failed.next(sfn.Fail(self, "TeardownFailed", error="ProvisionedThroughputNotDeleted"))
+        delete_pt.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
         deployed = self._notify(
             "NotifyDeployed",
             f"deployed: Provisioned Throughput (1 model unit, deleted after {ft.provisioned_hours} h)",
@@ -535,9 +595,10 @@ class FineTunePipeline(Construct):
             iam_resources=[_bedrock_arn(stack, "provisioned-model/*")],
             result_path=sfn.JsonPath.DISCARD,
         )
-        cleanup.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=10, backoff_rate=2.0)
+        cleanup.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=6, backoff_rate=2.0)
+        cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
         failed = self._notify(
-            "NotifyProvisioningFailed", "failed: Provisioned Throughput did not come up", "$.deploymentStatus"
+            "NotifyProvisioningFailed", "failed: Provisioned Throughput did not come up (deleted)", "$.deployment"
         )
         cleanup.next(failed).next(sfn.Fail(self, "ProvisioningFailed", error="ProvisioningFailed"))
         return create_pt.next(succeeded).next(self._poll("Throughput", get, "InService", "Failed", deployed, cleanup))
@@ -571,6 +632,15 @@ class FineTuneStack(Stack):
                 sid="ReadDatasets",
                 actions=["s3:GetObject"],
                 resources=[data.data.arn_for_objects(f"{DATASETS_PREFIX}*")],
+            )
+        )
+        # Without ListBucket, S3 answers a missing key with 403 instead of 404 and DatasetNotFound never fires.
+        validator.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListDatasets",
+                actions=["s3:ListBucket"],
+                resources=[data.data.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
             )
         )
         validator.role.add_to_policy(

@@ -1,0 +1,891 @@
+"""Level 3 dataset check: the streaming validator, its family rules, the Lambda handler (moto S3) and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from moto import mock_aws
+
+from finetune_validate import formats, handler
+from finetune_validate.__main__ import main as cli_main
+from finetune_validate.validator import (
+    FIRST_ERRORS_PER_KIND,
+    BlockReader,
+    DatasetValidator,
+    iter_lines,
+    summarize,
+    validate_dataset,
+    validate_files,
+)
+
+from .conftest import FakeContext
+from .finetune_data import (
+    CLAUDE,
+    FAMILIES,
+    INVALID_SAMPLES,
+    LLAMA_31,
+    LLAMA_32,
+    LLAMA_32_VISION,
+    NOVA_LITE,
+    NOVA_MICRO,
+    ROOT,
+    TITAN_EXPRESS,
+    TITAN_LITE,
+    TRAIN_SAMPLE,
+    VALIDATION_SAMPLE,
+    Family,
+    chunked,
+    claude,
+    conversations,
+    converse,
+    errors_by_line,
+    image,
+    jsonl,
+    kinds,
+    line,
+    prompt,
+    reserved_tokens,
+    stream,
+    video,
+)
+
+LAMBDAS = ROOT / "lambdas"
+HP_SETTINGS = hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check(data: bytes, model: str = NOVA_LITE, *, validation: bytes | None = None, **kw: Any) -> dict[str, Any]:
+    """Validate in-memory JSON Lines (split into odd-sized chunks, so lines straddle chunk boundaries)."""
+    return validate_dataset(
+        chunked(data, 4099),
+        base_model_id=model,
+        validation=chunked(validation, 4099) if validation is not None else None,
+        **kw,
+    )
+
+
+def nova(count: int = 8, **replace: Any) -> list[dict[str, Any]]:
+    """``count`` valid Nova records; ``replace={line: record}`` swaps in records at 1-based lines."""
+    records: list[Any] = [converse("Which level changes tone?", "Level 1, prompt engineering.") for _ in range(count)]
+    for key, record in replace.items():
+        records[int(key.removeprefix("line")) - 1] = record
+    return records
+
+
+# --- model ids and families ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_id", "family"),
+    [
+        ("amazon.nova-micro-v1:0:128k", formats.NOVA),
+        ("amazon.nova-lite-v1:0:300k", formats.NOVA),
+        ("amazon.nova-pro-v1:0:300k", formats.NOVA),
+        ("anthropic.claude-3-haiku-20240307-v1:0:200k", formats.CLAUDE_3_HAIKU),
+        ("meta.llama3-1-8b-instruct-v1:0:128k", formats.LLAMA_3_1),
+        ("meta.llama3-1-70b-instruct-v1:0:128k", formats.LLAMA_3_1),
+        ("meta.llama3-2-1b-instruct-v1:0:128k", formats.LLAMA_3_2),
+        ("meta.llama3-2-3b-instruct-v1:0:128k", formats.LLAMA_3_2),
+        ("meta.llama3-2-11b-instruct-v1:0:128k", formats.LLAMA_3_2),
+        ("meta.llama3-2-90b-instruct-v1:0:128k", formats.LLAMA_3_2),
+        ("amazon.titan-text-lite-v1:0:4k", formats.TITAN_TEXT),
+        ("amazon.titan-text-express-v1:0:8k", formats.TITAN_TEXT),
+        ("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0:300k", formats.NOVA),
+    ],
+)
+def test_family_is_detected_from_the_customization_base_model_id(model_id: str, family: str) -> None:
+    assert formats.resolve_model(model_id).family == family
+
+
+def test_base_model_id_without_its_context_suffix_gets_a_suggestion() -> None:
+    with pytest.raises(formats.UnsupportedBaseModel, match=r"Did you mean 'amazon\.nova-lite-v1:0:300k'\?"):
+        formats.resolve_model("amazon.nova-lite-v1:0")
+
+
+@pytest.mark.parametrize(
+    "model_id", ["anthropic.claude-3-5-sonnet-20240620-v1:0", "", "amazon.nova-premier-v1:0:1000k"]
+)
+def test_unsupported_base_model_is_a_clear_error_listing_the_supported_ids(model_id: str) -> None:
+    with pytest.raises(formats.UnsupportedBaseModel) as raised:
+        DatasetValidator(model_id)
+    assert isinstance(raised.value, ValueError)
+    if model_id:
+        assert "Supported: amazon.nova-micro-v1:0:128k" in str(raised.value)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_valid_dataset_passes_for_every_family(name: str) -> None:
+    family = FAMILIES[name]
+    report = check(jsonl(family.records(family.min_records)), family.model_id)
+    assert report["valid"], report
+    assert report["errorCount"] == 0
+    assert report["training"]["records"] == family.min_records
+    assert report["validation"] is None
+    assert json.loads(json.dumps(report)) == report  # JSON-serializable as is
+
+
+def test_report_shape() -> None:
+    report = check(jsonl(nova(8)), validation=jsonl(nova(2)), hyperparameters={"epochCount": "2"})
+    assert set(report) >= {"valid", "family", "baseModelId", "training", "validation", "hyperparameters", "checkedAt"}
+    assert (report["family"], report["baseModelId"]) == (formats.NOVA, NOVA_LITE)
+    assert report["training"]["records"] == 8 and report["validation"]["records"] == 2
+    assert report["training"]["bytes"] == len(jsonl(nova(8)))
+    assert report["hyperparameters"] == {"errors": []}
+    assert report["checkedAt"].endswith("Z")
+    assert report["limits"] == {"minTrainingRecords": 8, "maxTotalRecords": 20_000}
+
+
+@pytest.mark.parametrize(
+    ("model_id", "limits", "chars"),
+    [
+        (NOVA_MICRO, {"minTrainingRecords": 8, "maxTotalRecords": 20_000}, None),
+        (CLAUDE, {"minTrainingRecords": 32, "maxTrainingRecords": 10_000, "maxValidationRecords": 1_000,
+                  "maxTotalRecords": 10_000, "maxTrainingBytes": 10**10, "maxValidationBytes": 10**9}, 192_000),
+        (LLAMA_31, {"minTrainingRecords": 1, "minTotalRecords": 100, "maxTotalRecords": 10_000}, 96_000),
+        (LLAMA_32, {"minTrainingRecords": 1, "maxTrainingRecords": 10_000, "maxValidationRecords": 1_000,
+                    "minTotalRecords": 100, "maxTotalRecords": 10_000}, 96_000),
+        ("meta.llama3-2-90b-instruct-v1:0:128k", None, 60_000),
+        (TITAN_EXPRESS, {"minTrainingRecords": 1, "maxTrainingBytes": 10**9, "maxValidationBytes": 10**8}, 24_576),
+        (TITAN_LITE, None, 24_576),
+    ],
+)  # fmt: skip
+def test_documented_limits(model_id: str, limits: dict[str, int] | None, chars: int | None) -> None:
+    spec = formats.resolve_model(model_id)
+    if limits is not None:
+        assert spec.limits.to_dict() == limits
+    assert spec.max_record_chars() == chars
+
+
+# --- the sample files ---------------------------------------------------------------------------------------
+
+
+def test_the_samples_are_valid_nova_data_in_the_house_style() -> None:
+    report = validate_files(str(TRAIN_SAMPLE), base_model_id=NOVA_LITE, validation_path=str(VALIDATION_SAMPLE))
+    assert report["valid"], report
+    assert report["training"]["records"] >= 8  # Nova's minimum
+    for path in (TRAIN_SAMPLE, VALIDATION_SAMPLE):
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(raw)
+            answers = [m["content"][0]["text"] for m in record["messages"] if m["role"] == "assistant"]
+            assert all(answer.startswith("**Level ") and "Idle cost" in answer for answer in answers)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "lines"),
+    [
+        ("invalid_json.jsonl", "invalid_json", [3]),
+        ("role_order.jsonl", "role_order", [5, 5]),
+        ("reserved_string.jsonl", "reserved_string", [2]),
+        ("missing_key.jsonl", "missing_key", [4]),
+        ("unexpected_key.jsonl", "unexpected_key", [6]),
+        ("empty_text.jsonl", "empty_text", [7]),
+        ("blank_line.jsonl", "blank_line", [5]),
+        ("invalid_utf8.jsonl", "invalid_utf8", [3]),
+        ("too_few_records.jsonl", "too_few_records", [None]),
+    ],
+)
+def test_each_invalid_sample_shows_exactly_its_error_kind_and_line(
+    name: str, kind: str, lines: list[int | None]
+) -> None:
+    report = validate_files(str(INVALID_SAMPLES / name), base_model_id=NOVA_LITE)
+    assert not report["valid"]
+    assert kinds(report["training"]) == {kind: lines}
+
+
+# --- line handling ------------------------------------------------------------------------------------------
+
+
+def test_blank_lines_are_errors_and_not_records_and_line_numbers_stay_physical() -> None:
+    good = jsonl(nova(8)).split(b"\n")[:8]
+    data = b"\n".join(good[:3]) + b"\n\n   \n" + b"\n".join(good[3:]) + b"\n\n"
+    report = check(data)
+    assert kinds(report["training"]) == {"blank_line": [4, 5, 11]}
+    assert (report["training"]["records"], report["training"]["lines"]) == (8, 11)
+
+
+def test_crlf_and_a_final_line_without_newline_are_fine() -> None:
+    lines = jsonl(nova(8)).split(b"\n")[:8]
+    assert check(b"\r\n".join(lines))["valid"]
+    assert check(b"\n".join(lines))["training"]["records"] == 8
+
+
+def test_a_byte_order_mark_is_reported_and_line_one_is_still_checked() -> None:
+    report = check(b"\xef\xbb\xbf" + jsonl(nova(8, line1={"messages": "nope"})))
+    assert kinds(report["training"]) == {"utf8_bom": [1], "wrong_type": [1]}
+
+
+def test_invalid_utf8_is_reported_on_its_line_even_inside_a_json_string() -> None:
+    lines = jsonl(nova(8)).split(b"\n")
+    lines[5] = lines[5].replace(b"tone", b"t\xc3\x28ne")  # a broken 2-byte sequence inside a text
+    lines[6] = lines[6].replace(b"Level", b"Lev\xffel")
+    report = check(b"\n".join(lines))
+    assert kinds(report["training"]) == {"invalid_utf8": [6, 7]}
+    assert "Byte" in report["training"]["errors"]["invalid_utf8"]["first"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (b'{"messages": [}', "invalid_json"),
+        (b'{"schemaVersion": NaN, "messages": []}', "invalid_json"),
+        (b"{} {}", "invalid_json"),
+        (b"[" * 50_000, "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+    ],
+)
+def test_lines_that_are_not_json_objects(raw: bytes, kind: str) -> None:
+    lines = jsonl(nova(8)).split(b"\n")[:8]
+    report = check(b"\n".join([*lines[:2], raw, *lines[2:]]) + b"\n")
+    assert kinds(report["training"]) == {kind: [3]}
+    assert report["training"]["records"] == 9
+
+
+def test_json_spanning_lines_is_invalid_on_each_line_and_numbering_continues() -> None:
+    lines = jsonl(nova(8)).split(b"\n")[:8]
+    pretty = json.dumps(converse("a", "b"), indent=1).encode().split(b"\n")
+    report = check(b"\n".join([lines[0], *pretty, *lines[1:]]) + b"\n")
+    assert set(kinds(report["training"])) == {"invalid_json"}
+    assert report["training"]["errors"]["invalid_json"]["count"] == len(pretty)
+    assert errors_by_line(report["training"]).keys() == set(range(2, 2 + min(len(pretty), FIRST_ERRORS_PER_KIND)))
+
+
+@pytest.mark.parametrize("chunk", [7, 100, 5_000, 1 << 20])
+def test_a_line_over_the_memory_bound_is_skipped_not_buffered(chunk: int) -> None:
+    lines = jsonl(nova(8)).split(b"\n")[:8]
+    huge = b'{"messages": "' + b"x" * 6_000 + b'"}'
+    data = b"\n".join([*lines[:3], huge, *lines[3:]]) + b"\n"
+    validator = DatasetValidator(NOVA_LITE, max_line_bytes=2_000)
+    section = validator.check_training(chunked(data, chunk))
+    assert kinds(validator.report()["training"]) == {"line_too_long": [4]}
+    assert (section.records, section.lines, section.bytes) == (9, 9, len(data))
+
+
+def test_block_reader_never_splits_characters_and_counts_every_byte() -> None:
+    data = "é中😀\n".encode() * 3 + "last 😀".encode()
+    for size in range(1, 12):
+        blocks = list(BlockReader(chunked(data, size)))
+        assert all(not dirty for _text, dirty in blocks)
+        assert "".join(text or "" for text, _ in blocks) == data.decode()
+        assert list(iter_lines(chunked(data, size))) == ["é中😀", "é中😀", "é中😀", "last 😀"]
+
+
+@given(data=st.data())
+@HP_SETTINGS
+def test_chunk_boundaries_never_change_the_report(data: st.DataObject) -> None:
+    lines = jsonl(nova(8, line3={"messages": []}, line6=converse("é 中 😀 User: hi", "ok"))).split(b"\n")
+    lines[4] = b"\xef" + lines[4]  # invalid UTF-8 on line 5
+    raw = b"\n".join(lines)
+    whole = validate_dataset([raw], base_model_id=NOVA_LITE)
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(raw)), max_size=25)))
+    pieces = [raw[start:end] for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    again = validate_dataset(pieces, base_model_id=NOVA_LITE)
+    assert again["training"] == whole["training"]
+    assert kinds(whole["training"]) == {"role_order": [3], "invalid_utf8": [5], "reserved_string": [6]}
+
+
+def test_error_lists_are_bounded_but_counts_are_exact() -> None:
+    bad = [b"{nope"] * 1_000
+    report = check(b"\n".join(bad) + b"\n")
+    entry = report["training"]["errors"]["invalid_json"]
+    assert entry["count"] == 1_000
+    assert [item["line"] for item in entry["first"]] == list(range(1, FIRST_ERRORS_PER_KIND + 1))
+    assert report["training"]["invalidRecords"] == 1_000
+
+
+# --- Nova rules ---------------------------------------------------------------------------------------------
+
+
+def _nova_text_record(text: str, where: str = "user") -> dict[str, Any]:
+    return converse(text, "fine") if where == "user" else converse("fine", text)
+
+
+@pytest.mark.parametrize("token", formats.NOVA_RESERVED)
+@pytest.mark.parametrize("where", ["user", "assistant", "system"])
+def test_nova_rejects_every_reserved_string_in_any_case_anywhere(token: str, where: str) -> None:
+    text = f"Read this {token.swapcase()} then answer."
+    record = converse("q", "a", system=text) if where == "system" else _nova_text_record(text, where)
+    report = check(jsonl(nova(8, line2=record)))
+    assert kinds(report["training"]) == {"reserved_string": [2]}
+    assert token in report["training"]["errors"]["reserved_string"]["first"][0]["message"]
+
+
+def test_nova_allows_colons_and_brackets_that_are_not_reserved() -> None:
+    record = converse("Users: who are they? Use <b> and [x].", "Level 1: prompt engineering; superuser rights.")
+    assert check(jsonl(nova(8, line1=record)))["valid"]
+
+
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("userUSERsystemSYSTEMbotassistantthoughtimagevideounkeosEOS:<>[] .İK")),
+        max_size=40,
+    )
+)
+@HP_SETTINGS
+def test_reserved_finder_matches_a_plain_case_insensitive_search(text: str) -> None:
+    find = formats._reserved_finder(formats.NOVA_RESERVED)
+    assert find is not None
+    naive = [token for token in formats.NOVA_RESERVED if token.lower() in text.lower()]
+    found = find(text)
+    assert (found is not None) == bool(naive), (text, found, naive)
+    if found is not None:
+        at, token = found
+        assert token in naive
+        assert text[at : at + len(token)].lower() == token.lower() or not text.isascii()
+
+
+def test_reserved_strings_are_nova_only() -> None:
+    family = FAMILIES["llama32"]
+    records = family.records(100, ["User: hi", "Assistant: hello"])
+    assert check(jsonl(records), family.model_id)["valid"]
+
+
+ANSWER = {"role": "assistant", "content": [{"text": "Level 1."}]}
+
+
+def asked(content: Any, role: str = "user", **extra: Any) -> dict[str, Any]:
+    """A record whose first turn has this content (and role), followed by a valid answer."""
+    return {"messages": [{"role": role, "content": content, **extra}, ANSWER]}
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"messages": []}, {"role_order"}),
+        (converse("only a question"), {"role_order"}),
+        (converse("q", "a", "q2"), {"role_order"}),
+        ({"schemaVersion": 2, "messages": converse("q", "a")["messages"]}, {"wrong_type"}),
+        ({"system": "plain", "messages": converse("q", "a")["messages"]}, {"wrong_type"}),
+        ({"system": [{"txt": "x"}], "messages": converse("q", "a")["messages"]}, {"missing_key", "unexpected_key"}),
+        (asked("q"), {"wrong_type"}),
+        (asked([{"text": "q"}], role="system"), {"invalid_value"}),
+        (asked([]), {"empty_text"}),
+        (asked([{"text": "q", "image": {}}]), {"unexpected_key"}),
+        (asked([{"txt": "q"}]), {"missing_key"}),
+        (asked([{"text": 5}]), {"wrong_type"}),
+        (asked([{"text": "q"}], name="x"), {"unexpected_key"}),
+        ({"messages": ["q", "a"]}, {"wrong_type"}),
+    ],
+)
+def test_nova_record_rules(record: dict[str, Any], expected: set[str]) -> None:
+    report = check(jsonl(nova(8, line4=record)))
+    assert errors_by_line(report["training"]) == {4: expected}
+
+
+def test_nova_schema_version_may_be_any_string_and_system_is_optional() -> None:
+    record = converse("q", "a", system=None)
+    record["schemaVersion"] = "anything"
+    assert check(jsonl(nova(8, line1=record, line2={"messages": record["messages"]})))["valid"]
+
+
+def test_nova_media_rules() -> None:
+    picture = {"role": "user", "content": [{"text": "What does this show?"}, image()]}
+    answer = {"role": "assistant", "content": [{"text": "A diagram."}]}
+    with_image = {"messages": [picture, answer]}
+    assert check(jsonl(nova(8, line1=with_image)))["valid"]
+    micro = check(jsonl(nova(8, line1=with_image)), NOVA_MICRO)
+    assert kinds(micro["training"]) == {"unsupported_content": [1]}
+    in_answer = {
+        "messages": [{"role": "user", "content": [{"text": "q"}]}, {"role": "assistant", "content": [image()]}]
+    }
+    bad_format = {"messages": [{"role": "user", "content": [image("bmp", "https://x")]}, answer]}
+    clip = {"messages": [{"role": "user", "content": [video()]}, answer]}
+    two_videos = {"messages": [{"role": "user", "content": [video(), video()]}, answer]}
+    eleven = {"messages": [{"role": "user", "content": [image() for _ in range(11)]}, answer]}
+    report = check(jsonl(nova(8, line2=in_answer, line3=bad_format, line4=eleven, line5=clip, line6=two_videos)))
+    assert errors_by_line(report["training"]) == {
+        2: {"unsupported_content"},
+        3: {"invalid_value"},
+        4: {"unsupported_content"},
+        5: {"unsupported_content"},  # videos after images elsewhere in the dataset
+        6: {"unsupported_content"},
+    }
+
+
+def test_llama_32_images_only_for_vision_models() -> None:
+    answer = {"role": "assistant", "content": [{"text": "A diagram."}]}
+    record = {"messages": [{"role": "user", "content": [{"text": "What is it?"}, image("webp")]}, answer]}
+    records = [*FAMILIES["llama32"].records(99), record]
+    assert check(jsonl(records), LLAMA_32_VISION)["valid"]
+    assert kinds(check(jsonl(records), LLAMA_32)["training"]) == {"unsupported_content": [100]}
+
+
+# --- Claude 3 Haiku and prompt/completion rules --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (claude("q", "a", system=None), set()),
+        ({"system": ["x"], "messages": claude("q", "a")["messages"]}, {"wrong_type"}),
+        ({"messages": [{"role": "user", "content": [{"text": "q"}]}, {"role": "assistant", "content": "a"}]},
+         {"wrong_type"}),
+        ({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}, {"role_order"}),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}, {"empty_text"}),
+        ({"messages": claude("q", "a")["messages"], "id": 7}, {"unexpected_key"}),
+        ({"system": "s"}, {"missing_key"}),
+    ],
+)  # fmt: skip
+def test_claude_record_rules(record: dict[str, Any], expected: set[str]) -> None:
+    records = FAMILIES["claude"].records(32)
+    records[9] = record
+    report = check(jsonl(records), CLAUDE)
+    assert errors_by_line(report["training"]) == ({10: expected} if expected else {})
+
+
+@pytest.mark.parametrize("model", [LLAMA_31, TITAN_EXPRESS])
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"prompt": "q"}, {"missing_key"}),
+        ({"prompt": "q", "completion": "a", "label": 1}, {"unexpected_key"}),
+        ({"prompt": "q", "completion": 3}, {"wrong_type"}),
+        ({"prompt": "", "completion": "a"}, {"empty_text"}),
+        (converse("q", "a"), {"missing_key", "unexpected_key"}),
+    ],
+)
+def test_prompt_completion_record_rules(model: str, record: dict[str, Any], expected: set[str]) -> None:
+    records: list[Any] = [prompt() for _ in range(100)]
+    records[41] = record
+    report = check(jsonl(records), model)
+    assert errors_by_line(report["training"]) == {42: expected}
+
+
+def test_record_character_quota_is_token_quota_times_six() -> None:
+    at_limit = prompt("p" * 48_000, "c" * 48_000)  # Llama 3.1: 16,000 tokens x 6 = 96,000 characters
+    over = prompt("p" * 48_000, "c" * 48_001)
+    report = check(jsonl([prompt()] * 98 + [at_limit, over]), LLAMA_31)
+    assert kinds(report["training"]) == {"record_too_long": [100]}
+    assert report["limits"]["maxRecordCharacters"] == 96_000
+
+
+def test_titan_character_quota_follows_the_batch_size() -> None:
+    record = prompt("p" * 10_000, "c" * 3_000)  # 13,000 characters
+    data = jsonl([prompt()] * 7 + [record])
+    assert check(data, TITAN_EXPRESS)["valid"]  # batch size 1: 4,096 tokens, about 24,576 characters
+    small = check(data, TITAN_EXPRESS, hyperparameters={"batchSize": "2"})  # 2,048 tokens: about 12,288
+    assert kinds(small["training"]) == {"record_too_long": [8]}
+    assert check(data, TITAN_LITE, hyperparameters={"batchSize": "2"})["valid"]  # Lite keeps 4,096 up to 2
+
+
+# --- record counts and file sizes ---------------------------------------------------------------------------
+
+
+def test_claude_record_limits() -> None:
+    family = FAMILIES["claude"]
+    assert kinds(check(jsonl(family.records(31)), CLAUDE)["training"]) == {"too_few_records": [None]}
+    too_many = check(jsonl(family.records(10_001)), CLAUDE)
+    assert kinds(too_many["training"]) == {"too_many_records": [10_001]}
+    validation = check(jsonl(family.records(100)), CLAUDE, validation=jsonl(family.records(1_001)))
+    assert kinds(validation["validation"]) == {"too_many_records": [1_001]}
+    total = check(jsonl(family.records(9_500)), CLAUDE, validation=jsonl(family.records(600)))
+    assert kinds(total["validation"]) == {"too_many_records": [501]}
+    assert "10,100 records" in total["validation"]["errors"]["too_many_records"]["first"][0]["message"]
+
+
+def test_nova_counts_training_and_validation_together() -> None:
+    line_bytes = line(nova(1)[0])
+    training = b"".join(stream([line_bytes], 19_995))
+    report = check(training, validation=jsonl(nova(10)))
+    assert kinds(report["validation"]) == {"too_many_records": [6]}
+    assert check(training, validation=jsonl(nova(5)))["valid"]
+    assert kinds(check(training + jsonl(nova(6)))["training"]) == {"too_many_records": [20_001]}
+
+
+def test_llama_needs_100_records_in_total() -> None:
+    family = FAMILIES["llama31"]
+    short = check(jsonl(family.records(90)), LLAMA_31, validation=jsonl(family.records(9)))
+    assert kinds(short["validation"]) == {"too_few_records": [None]}
+    assert check(jsonl(family.records(90)), LLAMA_31, validation=jsonl(family.records(10)))["valid"]
+    assert check(jsonl(family.records(100)), LLAMA_31)["valid"]
+    llama32 = FAMILIES["llama32"]
+    rows = check(jsonl(llama32.records(100)), LLAMA_32, validation=jsonl(llama32.records(1_001)))
+    assert kinds(rows["validation"]) == {"too_many_records": [1_001]}
+
+
+def test_an_empty_validation_file_is_an_error() -> None:
+    report = check(jsonl(nova(8)), validation=b"")
+    assert kinds(report["validation"]) == {"too_few_records": [None]}
+
+
+def test_file_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = formats.MODELS[TITAN_EXPRESS]
+    tiny = dataclasses.replace(spec.limits, max_training_bytes=1_000, max_validation_bytes=100)
+    monkeypatch.setitem(formats.MODELS, TITAN_EXPRESS, dataclasses.replace(spec, limits=tiny))
+    report = check(jsonl([prompt()] * 30), TITAN_EXPRESS, validation=jsonl([prompt()] * 3))
+    assert kinds(report["training"]) == {"file_too_large": [None]}
+    assert kinds(report["validation"]) == {"file_too_large": [None]}
+    assert formats.MODELS[TITAN_LITE].limits.max_training_bytes == 1_000_000_000
+
+
+# --- hyperparameters ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "values", "expected"),
+    [
+        (NOVA_LITE, {"epochCount": "5", "learningRate": "0.0001", "learningRateWarmupSteps": "0"}, []),
+        (NOVA_LITE, {"epochCount": "1", "learningRate": "1e-6", "learningRateWarmupSteps": "100"}, []),
+        (NOVA_LITE, {"epochCount": "6"}, ["hyperparameter_out_of_range"]),
+        (NOVA_LITE, {"learningRate": "2e-4"}, ["hyperparameter_out_of_range"]),
+        (NOVA_LITE, {"epochCount": 2}, ["hyperparameter_not_string"]),
+        (NOVA_LITE, {"epochCount": "2.5"}, ["hyperparameter_invalid"]),
+        (NOVA_LITE, {"learningRate": "fast"}, ["hyperparameter_invalid"]),
+        (NOVA_LITE, {"learningRate": "nan"}, ["hyperparameter_invalid"]),
+        (NOVA_LITE, {"batchSize": "8"}, ["hyperparameter_unknown"]),
+        (CLAUDE, {"epochCount": "10", "batchSize": "256", "learningRateMultiplier": "0.1"}, []),
+        (CLAUDE, {"earlyStoppingThreshold": "0.1", "earlyStoppingPatience": "1"}, []),
+        (CLAUDE, {"batchSize": "3"}, ["hyperparameter_out_of_range"]),
+        (CLAUDE, {"learningRateMultiplier": "2.5", "earlyStoppingPatience": "11"}, ["hyperparameter_out_of_range"] * 2),
+        (CLAUDE, {"learningRate": "0.001"}, ["hyperparameter_unknown"]),
+        (TITAN_EXPRESS, {"epochCount": "10", "batchSize": "64", "learningRate": "0"}, []),
+        (TITAN_EXPRESS, {"learningRate": "1", "learningRateWarmupSteps": "250"}, []),
+        (TITAN_EXPRESS, {"learningRateWarmupSteps": "251"}, ["hyperparameter_out_of_range"]),
+        (LLAMA_31, {"epochCount": "10", "batchSize": "1", "learningRate": "5e-6"}, []),
+        (LLAMA_31, {"batchSize": "2"}, ["hyperparameter_out_of_range"]),
+        (LLAMA_32, {"learningRate": "0.2"}, ["hyperparameter_out_of_range"]),
+        (LLAMA_32, {"learningRateWarmupSteps": "1"}, ["hyperparameter_unknown"]),
+    ],
+)  # fmt: skip
+def test_hyperparameters(model: str, values: dict[str, Any], expected: list[str]) -> None:
+    wanted = formats.resolve_model(model).family
+    family = next(f for f in FAMILIES.values() if formats.resolve_model(f.model_id).family == wanted)
+    report = check(jsonl(family.records(family.min_records)), model, hyperparameters=values)
+    errors = report["hyperparameters"]["errors"]
+    assert [error["kind"] for error in errors] == expected
+    assert report["valid"] is (not expected)
+    assert all(error["name"] in values and error["message"] for error in errors)
+
+
+# --- properties ---------------------------------------------------------------------------------------------
+
+
+def _mutations(family: Family) -> list[str]:
+    names = ["drop_key", "add_key", "break_json"]
+    if family.shape != formats.PROMPT_COMPLETION:
+        names.append("swap_roles")
+    if family.name == "nova":
+        names.append("reserved")
+    return names
+
+
+def _mutate(record: dict[str, Any], mutation: str, family: Family, token: str) -> tuple[bytes, str]:
+    """(the mutated line, the error kind it must produce)."""
+    record = copy.deepcopy(record)
+    if mutation == "drop_key":
+        del record["completion" if family.shape == formats.PROMPT_COMPLETION else "messages"]
+        return line(record), "missing_key"
+    if mutation == "add_key":
+        record["extra"] = {"note": 1}
+        return line(record), "unexpected_key"
+    if mutation == "swap_roles":
+        first, second = record["messages"][0], record["messages"][1]
+        first["role"], second["role"] = second["role"], first["role"]
+        return line(record), "role_order"
+    if mutation == "reserved":
+        record["messages"][0]["content"][0]["text"] += f" {token} more"
+        return line(record), "reserved_string"
+    return line(record)[:-1], "invalid_json"
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@given(data=st.data())
+@HP_SETTINGS
+def test_generated_valid_records_pass(name: str, data: st.DataObject) -> None:
+    family = FAMILIES[name]
+    base = [family.make(data.draw(conversations())) for _ in range(data.draw(st.integers(1, 4)))]
+    records = [base[i % len(base)] for i in range(family.min_records)]
+    report = validate_dataset([jsonl(records)], base_model_id=family.model_id)
+    assert report["valid"], report
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@given(data=st.data())
+@HP_SETTINGS
+def test_a_single_mutation_is_reported_with_its_kind_on_its_line(name: str, data: st.DataObject) -> None:
+    family = FAMILIES[name]
+    base = [family.make(data.draw(conversations())) for _ in range(data.draw(st.integers(1, 3)))]
+    records = [base[i % len(base)] for i in range(family.min_records)]
+    index = data.draw(st.integers(0, len(records) - 1))
+    mutation = data.draw(st.sampled_from(_mutations(family)))
+    mutated, kind = _mutate(records[index], mutation, family, data.draw(reserved_tokens()))
+    lines = [line(record) for record in records]
+    lines[index] = mutated
+    report = validate_dataset([b"\n".join(lines) + b"\n"], base_model_id=family.model_id)
+    assert errors_by_line(report["training"]) == {index + 1: {kind}}
+    assert (report["training"]["records"], report["training"]["invalidRecords"]) == (len(records), 1)
+
+
+# --- memory -------------------------------------------------------------------------------------------------
+
+
+def _peak_bytes(total: int) -> tuple[int, dict[str, Any]]:
+    """tracemalloc peak while validating ``total`` generated records (1 in 97 broken), never held in memory.
+
+    Prompt/completion records (Titan) keep the allocations per record, and so tracemalloc's overhead, low;
+    the streaming core under test is the same for every family.
+    """
+    lines = [
+        line(prompt(f"Question {i} about level {i % 4 + 1}?", f"Level {i % 4 + 1}: answer {i}.")) for i in range(96)
+    ]
+    lines.append(b'{"prompt": "broken')
+    validator = DatasetValidator(TITAN_EXPRESS)
+    tracemalloc.start()
+    try:
+        validator.check_training(stream(lines, total))
+        report = validator.report()
+        return tracemalloc.get_traced_memory()[1], report
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_flat_whatever_the_stream_size() -> None:
+    small_peak, small = _peak_bytes(50_000)
+    large_peak, large = _peak_bytes(200_000)
+    assert (small["training"]["records"], large["training"]["records"]) == (50_000, 200_000)
+    assert large["training"]["errors"]["invalid_json"]["count"] == 200_000 // 97
+    assert len(large["training"]["errors"]["invalid_json"]["first"]) == FIRST_ERRORS_PER_KIND
+    assert large_peak < 20 * 1024 * 1024, large_peak
+    assert large_peak < small_peak * 1.25 + 256 * 1024, (small_peak, large_peak)
+
+
+# --- the Lambda handler (moto S3) ---------------------------------------------------------------------------
+
+BUCKET = "genai-kit-sandbox-data"
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """A moto S3 bucket with default KMS encryption; the handler's lazy client is rebuilt inside the mock."""
+    with mock_aws():
+        handler.get_s3_client.cache_clear()
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        key_id = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["KeyId"]
+        client.put_bucket_encryption(
+            Bucket=BUCKET,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_id}}]
+            },
+        )
+        client.put_object(Bucket=BUCKET, Key="data/train.jsonl", Body=TRAIN_SAMPLE.read_bytes())
+        client.put_object(Bucket=BUCKET, Key="data/validation.jsonl", Body=VALIDATION_SAMPLE.read_bytes())
+        client.put_object(Bucket=BUCKET, Key="data/bad.jsonl", Body=(INVALID_SAMPLES / "role_order.jsonl").read_bytes())
+        yield client
+        handler.get_s3_client.cache_clear()
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "bucket": BUCKET,
+        "trainingKey": "data/train.jsonl",
+        "validationKey": "data/validation.jsonl",
+        "baseModelId": NOVA_LITE,
+        "hyperparameters": {"epochCount": "2", "learningRate": "0.00001"},
+        "reportKey": "reports/run-1.json",
+    }
+    base.update(overrides)
+    return {key: value for key, value in base.items() if value is not ...}
+
+
+def test_handler_writes_the_report_and_returns_its_summary(s3: Any, context: FakeContext) -> None:
+    result = handler.handler(event(), context)  # type: ignore[arg-type]
+
+    assert result == {
+        "valid": True,
+        "reportKey": "reports/run-1.json",
+        "family": formats.NOVA,
+        "trainingRecords": 24,
+        "validationRecords": 8,
+        "errorCount": 0,
+        "summary": f"VALID: 24 training and 8 validation records for {NOVA_LITE} ({formats.NOVA}).",
+    }
+    stored = s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")
+    assert stored["ContentType"] == "application/json"
+    assert stored["ServerSideEncryption"] == "aws:kms"  # the bucket default, not a parameter of ours
+    report = json.loads(stored["Body"].read())
+    assert report["valid"] and report["training"]["bytes"] == TRAIN_SAMPLE.stat().st_size
+    assert report["dataset"] == {
+        "bucket": BUCKET,
+        "trainingKey": "data/train.jsonl",
+        "validationKey": "data/validation.jsonl",
+    }
+
+
+def test_handler_reports_an_invalid_dataset_without_failing(s3: Any, context: FakeContext) -> None:
+    result = handler.handler(
+        event(trainingKey="data/bad.jsonl", validationKey=None, hyperparameters={"epochCount": 3}), context
+    )  # type: ignore[arg-type]
+    assert (result["valid"], result["errorCount"], result["validationRecords"]) == (False, 3, None)
+    assert "role_order x2" in result["summary"] and "first: training line 5 (role_order)" in result["summary"]
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")["Body"].read())
+    assert [error["kind"] for error in report["hyperparameters"]["errors"]] == ["hyperparameter_not_string"]
+
+
+def test_handler_streams_in_chunks_and_puts_without_acl_or_encryption_parameters(
+    s3: Any, context: FakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int | None] = []
+    original = StreamingBody.read
+
+    def read(self: StreamingBody, amt: int | None = None) -> bytes:
+        reads.append(amt)
+        return original(self, amt)
+
+    monkeypatch.setattr(StreamingBody, "read", read)
+    monkeypatch.setattr(handler, "CHUNK_BYTES", 4096)
+    puts: list[dict[str, Any]] = []
+    client = handler.get_s3_client()
+    client.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(dict(params)))
+
+    handler.handler(event(), context)  # type: ignore[arg-type]
+
+    assert reads and None not in reads  # never a whole-body read
+    assert len([amt for amt in reads if amt]) >= TRAIN_SAMPLE.stat().st_size // 4096
+    [put] = puts
+    assert set(put) == {"Bucket", "Key", "Body", "ContentType"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"bucket": ...}, "bucket"),
+        ({"bucket": 5}, "bucket"),
+        ({"bucket": "Not_A_Bucket"}, "bucket"),
+        ({"trainingKey": ...}, "trainingKey"),
+        ({"trainingKey": "  "}, "trainingKey"),
+        ({"validationKey": 3}, "validationKey"),
+        ({"baseModelId": ...}, "baseModelId"),
+        ({"baseModelId": "amazon.nova-lite-v1:0"}, "baseModelId"),
+        ({"hyperparameters": ...}, "hyperparameters"),
+        ({"hyperparameters": ["epochCount", "2"]}, "hyperparameters"),
+        ({"reportKey": ...}, "reportKey"),
+        ({"reportKey": "data/train.jsonl"}, "reportKey"),
+        ({"reportKey": "k" * 1025}, "reportKey"),
+    ],
+)
+def test_handler_rejects_a_bad_event_naming_the_field(
+    overrides: dict[str, Any], field: str, context: FakeContext
+) -> None:
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.handler(event(**overrides), context)  # type: ignore[arg-type]
+    assert isinstance(raised.value, ValueError)
+    assert raised.value.field == field
+    assert str(raised.value).startswith(f"{field}: ")
+
+
+def test_handler_rejects_an_event_that_is_not_an_object(context: FakeContext) -> None:
+    with pytest.raises(handler.InvalidRequest, match=r"^event: must be an object"):
+        handler.handler(["bucket"], context)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"trainingKey": "data/missing.jsonl"}, "trainingKey s3://genai-kit-sandbox-data/data/missing.jsonl"),
+        ({"validationKey": "data/missing.jsonl"}, "validationKey s3://genai-kit-sandbox-data/data/missing.jsonl"),
+        ({"bucket": "no-such-bucket-here"}, "s3://no-such-bucket-here/"),
+    ],
+)
+def test_handler_raises_dataset_not_found_naming_the_key(
+    s3: Any, context: FakeContext, overrides: dict[str, Any], named: str
+) -> None:
+    gets: list[str] = []
+    handler.get_s3_client().meta.events.register(
+        "provide-client-params.s3.GetObject", lambda params, **_: gets.append(params["Key"])
+    )
+    with pytest.raises(handler.DatasetNotFound, match=named.replace(".", r"\.")):
+        handler.handler(event(**overrides), context)  # type: ignore[arg-type]
+    if "validationKey" in overrides:
+        assert gets == []  # checked before the training file is streamed
+    assert "reports/run-1.json" not in [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def test_handler_imports_without_environment_or_boto3() -> None:
+    code = "import sys, finetune_validate.handler as h; assert 'boto3' not in sys.modules; print(h.handler.__name__)"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(LAMBDAS)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "handler"
+
+
+# --- the local command --------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(list(args), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_module_exits_0_for_the_valid_samples_and_writes_the_report(tmp_path: Any) -> None:
+    report_path = tmp_path / "report.json"
+    args = [
+        "-m", "finetune_validate", str(TRAIN_SAMPLE), "--base-model", NOVA_LITE, "--validation", str(VALIDATION_SAMPLE),
+        "--hyperparameters", '{"epochCount": "2"}', "--report", str(report_path),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(LAMBDAS)}
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"VALID: 24 training and 8 validation records for {NOVA_LITE} (amazon-nova).")
+    assert json.loads(report_path.read_text())["valid"] is True
+
+
+@pytest.mark.parametrize("path", sorted(INVALID_SAMPLES.glob("*.jsonl")), ids=lambda path: path.stem)
+def test_cli_exits_1_for_each_invalid_sample_and_names_kind_and_line(path: Any) -> None:
+    code, out, _ = run_cli(str(path))
+    assert code == 1
+    kind = path.stem
+    assert f"  {kind} (" in out
+    assert "INVALID:" in out.splitlines()[-1]
+    if kind != "too_few_records":
+        assert "    line " in out
+
+
+def test_cli_shows_hyperparameter_errors_and_limits_the_lines_per_kind() -> None:
+    code, out, _ = run_cli(
+        str(INVALID_SAMPLES / "role_order.jsonl"), "--hyperparameters", '{"epochCount": "9"}', "--show", "1"
+    )
+    assert code == 1
+    assert "hyperparameter_out_of_range: epochCount = 9 is out of range" in out
+    assert "    ... and 1 more" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([str(TRAIN_SAMPLE), "--base-model", "amazon.nova-lite-v1:0"], "Did you mean"),
+        (["missing.jsonl"], "cannot read missing.jsonl"),
+        ([str(TRAIN_SAMPLE), "--validation", "missing.jsonl"], "cannot read missing.jsonl"),
+        ([str(TRAIN_SAMPLE), "--hyperparameters", "{epochCount}"], "not valid JSON"),
+        ([str(TRAIN_SAMPLE), "--hyperparameters", '["epochCount"]'], "must be a JSON object"),
+        ([str(TRAIN_SAMPLE), "--report", "/nonexistent-dir/report.json"], "cannot write"),
+        ([], "required"),
+    ],
+)
+def test_cli_usage_errors_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(*args)
+    assert code == 2
+    assert message in err + capsys.readouterr().err
+
+
+def test_summary_line_names_the_first_error() -> None:
+    report = check(jsonl(nova(8, line7={"messages": []}, line3={"messages": [], "x": 1})))
+    assert summarize(report) == (
+        f"INVALID: 3 error(s) in 8 training records for {NOVA_LITE} (amazon-nova): role_order x2, "
+        "unexpected_key x1; first: training line 3 (role_order)."
+    )

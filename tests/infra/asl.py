@@ -1,0 +1,850 @@
+"""Amazon States Language test tools: the definition out of a template, validation, and a small simulator.
+
+``definition_from_template`` resolves the state machine's ``Fn::Join`` with realistic placeholder values.
+``validate_asl`` runs the pinned ``asl-validator`` (package.json). ``sdk_request_errors`` checks an
+``aws-sdk:`` task's parameters against the service's botocore model (names, required members, types,
+lengths, patterns, enums). ``simulate`` runs a definition against scripted task results in virtual time.
+
+The simulator covers the subset the kit's state machines use and raises ``AslUnsupported`` for anything
+else, so an unmodelled feature can never pass silently. Its error model, after the AWS documentation:
+
+- a JSONPath that selects nothing (Parameters, ResultSelector, InputPath, OutputPath, a Choice variable, an
+  intrinsic's argument) is ``States.Runtime``: the execution fails, and no Retry or Catch applies (a
+  ``States.ALL`` catcher does not catch ``States.Runtime``);
+- an intrinsic function that rejects its argument values (``States.StringToJson`` on text that is not
+  JSON, ``States.MathAdd`` on a non-integer, ...) is ``States.IntrinsicFailure``; in a Task it is handled by
+  Retry and Catch like the task's own errors (moto's Step Functions interpreter, derived from LocalStack's,
+  catches it the same way), in a Pass state it fails the execution;
+- a Choice state with no matching rule and no Default is ``States.NoChoiceMatched``;
+- the execution's ``TimeoutSeconds`` is enforced against the virtual clock (``States.Timeout``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"
+
+PARTITION = "aws"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+SNS_PUBLISH = "arn:aws:states:::sns:publish"
+
+
+# --- the definition out of a template --------------------------------------------------------------------
+
+
+def _name(template: dict[str, Any], logical_id: str, prop: str) -> str:
+    value = template["Resources"][logical_id].get("Properties", {}).get(prop)
+    return value if isinstance(value, str) else logical_id
+
+
+def _key_id(logical_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kms-key/{logical_id}"))
+
+
+def resolve(template: dict[str, Any], value: Any) -> str:
+    """A realistic placeholder for a literal, pseudo parameter, ``Ref`` or ``Fn::GetAtt [X, Arn]``.
+
+    The kind of value follows the referenced resource's Type; an unknown kind raises, never guesses.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Ref" in value:
+        ref = value["Ref"]
+        pseudo = {"AWS::Partition": PARTITION, "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
+        if ref in pseudo:
+            return pseudo[ref]
+        kind = template["Resources"][ref]["Type"]
+        if kind == "AWS::SNS::Topic":
+            return f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{_name(template, ref, 'TopicName')}"
+        if kind == "AWS::S3::Bucket":
+            return _name(template, ref, "BucketName").lower()[:63]
+        if kind == "AWS::Lambda::Function":
+            return _name(template, ref, "FunctionName")
+        if kind == "AWS::KMS::Key":
+            return _key_id(ref)
+        raise AslUnsupported(f"no placeholder for Ref of {ref} ({kind})")
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        logical_id, attribute = value["Fn::GetAtt"]
+        kind = template["Resources"][logical_id]["Type"]
+        if attribute == "Arn" and kind == "AWS::Lambda::Function":
+            return f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{_name(template, logical_id, 'FunctionName')}"
+        if attribute == "Arn" and kind == "AWS::IAM::Role":
+            return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{_name(template, logical_id, 'RoleName')}"
+        if attribute == "Arn" and kind == "AWS::KMS::Key":
+            return f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{_key_id(logical_id)}"
+        if attribute == "Arn" and kind == "AWS::S3::Bucket":
+            return f"arn:{PARTITION}:s3:::{resolve(template, {'Ref': logical_id})}"
+        raise AslUnsupported(f"no placeholder for Fn::GetAtt {logical_id}.{attribute} ({kind})")
+    raise AslUnsupported(f"no placeholder for {value!r}")
+
+
+def state_machine(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The template's only AWS::StepFunctions::StateMachine: (logical id, Properties)."""
+    found = {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine"}
+    assert len(found) == 1, f"expected one state machine, found {sorted(found)}"
+    [(logical_id, resource)] = found.items()
+    return logical_id, resource["Properties"]
+
+
+def definition_from_template(template: dict[str, Any]) -> dict[str, Any]:
+    """The state machine's definition, its intrinsics replaced by placeholders, as parsed JSON."""
+    _, properties = state_machine(template)
+    body = properties["DefinitionString"]
+    if isinstance(body, dict) and set(body) == {"Fn::Join"}:
+        separator, parts = body["Fn::Join"]
+        text = separator.join(resolve(template, part) for part in parts)
+    elif isinstance(body, str):
+        text = body
+    else:
+        raise AslUnsupported(f"DefinitionString of unsupported form: {sorted(body)}")
+    definition: dict[str, Any] = json.loads(text)
+    return definition
+
+
+# --- validation ------------------------------------------------------------------------------------------
+
+
+def validate_asl(definition: dict[str, Any]) -> list[str]:
+    """The pinned asl-validator's findings for the definition; empty when it is valid."""
+    return validate_asl_all([definition])[0]
+
+
+def validate_asl_all(definitions: list[dict[str, Any]]) -> list[list[str]]:
+    """``validate_asl`` for several definitions in one run of the validator (Node.js starts once)."""
+    if not ASL_VALIDATOR.exists():
+        raise RuntimeError(
+            f"{ASL_VALIDATOR.relative_to(ROOT)} is missing: install the pinned Node tools with `npm ci` "
+            "(`make test` does this)"
+        )
+    command = [str(ASL_VALIDATOR)]
+    for definition in definitions:
+        command += ["--json-definition", json.dumps(definition)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    output = f"{done.stdout}\n{done.stderr}"
+    findings: list[list[str]] = [[] for _ in definitions]
+    verdicts: dict[int, str] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        heading = re.search(r'"JSON definition #(\d+)" is (valid|invalid)', line)
+        if heading:
+            index = int(heading.group(1)) - 1
+            verdicts[index] = heading.group(2)
+            current = findings[index] if heading.group(2) == "invalid" else None
+        elif current is not None and line.strip():
+            current.append(line.strip())
+    invalid = {i for i, verdict in verdicts.items() if verdict == "invalid"}
+    if len(verdicts) != len(definitions) or (done.returncode != 0) != bool(invalid):
+        raise RuntimeError(f"unexpected asl-validator output (exit {done.returncode}): {output}")
+    for index in invalid:
+        findings[index] = findings[index] or ["invalid, with no detail from asl-validator"]
+    return findings
+
+
+@cache
+def _service_model(service: str) -> Any:
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model(service)
+
+
+def _member(shape: Any, key: str) -> str | None:
+    """The botocore member for a Step Functions aws-sdk key (PascalCase of the API member name)."""
+    for name in shape.members:
+        if name == key or name[:1].upper() + name[1:] == key:
+            return str(name)
+    return None
+
+
+def _check(shape: Any, value: Any, where: str, errors: list[str]) -> None:
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected an object, got {value!r}")
+            return
+        for key, item in value.items():
+            name = _member(shape, key)
+            if name is None:
+                errors.append(f"{where}.{key}: not a member of {shape.name}")
+            else:
+                _check(shape.members[name], item, f"{where}.{key}", errors)
+        given = {_member(shape, key) for key in value}
+        errors.extend(
+            f"{where}: required member {name} missing" for name in shape.required_members if name not in given
+        )
+    elif kind == "list":
+        if not isinstance(value, list):
+            errors.append(f"{where}: expected a list, got {value!r}")
+            return
+        _bounds(shape, len(value), where, errors)
+        for index, item in enumerate(value):
+            _check(shape.member, item, f"{where}[{index}]", errors)
+    elif kind == "map":
+        if not isinstance(value, dict):
+            errors.append(f"{where}: expected a map, got {value!r}")
+            return
+        for key, item in value.items():
+            _check(shape.key, key, f"{where} key {key!r}", errors)
+            _check(shape.value, item, f"{where}[{key!r}]", errors)
+    elif kind == "string":
+        if not isinstance(value, str):
+            errors.append(f"{where}: expected a string, got {value!r}")
+            return
+        _bounds(shape, len(value), where, errors, unit=" characters", value=value)
+        pattern = shape.metadata.get("pattern")
+        if pattern and not re.fullmatch(pattern, value):
+            errors.append(f"{where}: {value!r} does not match the pattern {pattern}")
+        if shape.enum and value not in shape.enum:
+            errors.append(f"{where}: {value!r} is not one of {shape.enum}")
+    elif kind in ("integer", "long"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.append(f"{where}: expected an integer, got {value!r}")
+            return
+        _bounds(shape, value, where, errors)
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            errors.append(f"{where}: expected a boolean, got {value!r}")
+    elif kind in ("double", "float"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            errors.append(f"{where}: expected a number, got {value!r}")
+    elif kind in ("timestamp", "blob"):
+        if not isinstance(value, str):
+            errors.append(f"{where}: expected a string form of a {kind}, got {value!r}")
+    else:
+        raise AslUnsupported(f"{where}: no check for botocore shape type {kind}")
+
+
+def _bounds(shape: Any, size: int, where: str, errors: list[str], unit: str = "", value: Any = None) -> None:
+    low, high = shape.metadata.get("min"), shape.metadata.get("max")
+    shown = f"{value!r} is {size}{unit}" if value is not None else f"{size}{unit}"
+    if low is not None and size < low:
+        errors.append(f"{where}: {shown}, below the minimum {low}")
+    if high is not None and size > high:
+        errors.append(f"{where}: {shown}, above the maximum {high}")
+
+
+def sdk_request_errors(resource: str, parameters: Any) -> list[str]:
+    """What the service would reject in an ``arn:aws:states:::aws-sdk:<service>:<action>`` task's request.
+
+    Other resources (Lambda ARNs, optimized integrations) are not checked and give an empty list.
+    """
+    found = re.fullmatch(r"arn:aws:states:::aws-sdk:([a-z0-9]+):([a-zA-Z0-9]+)", resource)
+    if not found:
+        return []
+    service, action = found.groups()
+    model = _service_model(service)
+    operation = action[:1].upper() + action[1:]
+    if operation not in model.operation_names:
+        return [f"{service} has no operation {operation}"]
+    errors: list[str] = []
+    _check(model.operation_model(operation).input_shape, parameters, operation, errors)
+    return errors
+
+
+def member_errors(service: str, operation: str, member: str, value: Any) -> list[str]:
+    """What the service would reject in one member of an operation's request (botocore model)."""
+    shape = _service_model(service).operation_model(operation).input_shape.members[member]
+    errors: list[str] = []
+    _check(shape, value, f"{operation}.{member}", errors)
+    return errors
+
+
+# --- the simulator ---------------------------------------------------------------------------------------
+
+
+class AslUnsupported(NotImplementedError):
+    """The definition uses something this simulator does not model: the test must not pass on it."""
+
+
+class AslError(Exception):
+    """An error a state raises (a task's service error, or a States.* error): ``{"Error", "Cause"}``."""
+
+    def __init__(self, error: str, cause: str = "") -> None:
+        super().__init__(f"{error}: {cause}" if cause else error)
+        self.error = error
+        self.cause = cause
+
+    def output(self) -> dict[str, str]:
+        return {"Error": self.error, "Cause": self.cause}
+
+
+UNCATCHABLE = {"States.Runtime", "States.DataLimitExceeded"}
+
+
+@dataclass
+class TaskCall:
+    """One attempt of a Task: the parameters it sent and the virtual time it was made at."""
+
+    state: str
+    resource: str
+    parameters: Any
+    attempt: int
+    at: float
+
+
+@dataclass
+class Trace:
+    """What one simulated execution did."""
+
+    visited: list[str] = field(default_factory=list)
+    calls: list[TaskCall] = field(default_factory=list)
+    retries: dict[str, int] = field(default_factory=dict)
+    waits: list[tuple[str, float]] = field(default_factory=list)
+    elapsed: float = 0.0
+    status: str = "RUNNING"
+    terminal: str | None = None
+    error: str | None = None
+    cause: str | None = None
+    output: Any = None
+
+    def calls_to(self, state: str) -> list[TaskCall]:
+        return [call for call in self.calls if call.state == state]
+
+    def parameters(self, state: str) -> Any:
+        """The parameters of the state's only call (asserts there was exactly one)."""
+        calls = self.calls_to(state)
+        assert len(calls) == 1, f"{state} was called {len(calls)} times; visited {self.visited}"
+        return calls[-1].parameters
+
+    @property
+    def notifications(self) -> list[tuple[str, Any]]:
+        """(state, Message) of every SNS publish, in order."""
+        return [(call.state, call.parameters["Message"]) for call in self.calls if call.resource == SNS_PUBLISH]
+
+    def describe(self) -> str:
+        return (
+            f"{self.status} at {self.terminal} ({self.error}: {self.cause}) after "
+            f"{self.elapsed / 3600:.2f} h; visited {' > '.join(self.visited)}"
+        )
+
+
+TaskResults = Callable[[TaskCall], Any] | Mapping[str, Iterable[Any]]
+
+_FIELDS = {
+    "Pass": {"Type", "Comment", "Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "Result"},
+    "Task": {
+        "Type",
+        "Comment",
+        "Next",
+        "End",
+        "InputPath",
+        "OutputPath",
+        "ResultPath",
+        "Parameters",
+        "ResultSelector",
+        "Resource",
+        "Retry",
+        "Catch",
+    },
+    "Choice": {"Type", "Comment", "Choices", "Default", "InputPath", "OutputPath"},
+    "Wait": {"Type", "Comment", "Next", "End", "Seconds", "InputPath", "OutputPath"},
+    "Succeed": {"Type", "Comment", "InputPath", "OutputPath"},
+    "Fail": {"Type", "Comment", "Error", "Cause"},
+}
+_TOP_LEVEL = {"StartAt", "States", "TimeoutSeconds", "Comment", "Version"}
+_RETRIER = {"ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds", "Comment"}
+_CATCHER = {"ErrorEquals", "ResultPath", "Next", "Comment"}
+
+
+class _Missing(Exception):
+    pass
+
+
+def _get_path(path: str, data: Any, context: Any) -> Any:
+    """``$``, ``$.a.b``, ``$$.a.b``; a path that selects nothing raises States.Runtime."""
+    if not isinstance(path, str) or not path.startswith("$"):
+        raise AslUnsupported(f"not a reference path: {path!r}")
+    root, rest = (context, path[2:]) if path.startswith("$$") else (data, path[1:])
+    if rest == "":
+        return root
+    if not rest.startswith(".") or re.search(r"[\[\]*?@]|\.\.", rest):
+        raise AslUnsupported(f"JSONPath beyond $.a.b: {path!r}")
+    value = root
+    for part in rest[1:].split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise _Missing(path)
+        value = value[part]
+    return value
+
+
+def _select(path: str, data: Any, context: Any, where: str) -> Any:
+    try:
+        return _get_path(path, data, context)
+    except _Missing:
+        raise AslError(
+            "States.Runtime", f"{where}: the JSONPath {path!r} could not be found in the input {json.dumps(data)}"
+        ) from None
+
+
+def _set_path(path: str, data: Any, value: Any, where: str) -> Any:
+    """ResultPath: ``$`` replaces, ``$.a.b`` sets (creating objects on the way); returns the new document."""
+    if path == "$":
+        return copy.deepcopy(value)
+    if not path.startswith("$.") or re.search(r"[\[\]*?@]|\.\.", path):
+        raise AslUnsupported(f"{where}: ResultPath {path!r}")
+    result = copy.deepcopy(data)
+    if not isinstance(result, dict):
+        raise AslError("States.ResultPathMatchFailure", f"{where}: input is not an object")
+    node = result
+    *parents, last = path[2:].split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AslError("States.ResultPathMatchFailure", f"{where}: {part} is not an object")
+        node = child
+    node[last] = copy.deepcopy(value)
+    return result
+
+
+# Intrinsic functions -------------------------------------------------------------------------------------
+
+_LBRACE, _RBRACE = "\ue000", "\ue001"  # escaped braces inside intrinsic string literals
+
+
+@dataclass
+class _Call:
+    name: str
+    args: list[Any]
+
+
+@dataclass
+class _Path:
+    path: str
+
+
+def _parse_intrinsic(text: str) -> _Call:
+    position = 0
+
+    def skip() -> None:
+        nonlocal position
+        while position < len(text) and text[position] == " ":
+            position += 1
+
+    def call() -> _Call:
+        nonlocal position
+        found = re.compile(r"States\.[A-Za-z0-9]+").match(text, position)
+        if not found or text[found.end() : found.end() + 1] != "(":
+            raise AslUnsupported(f"not an intrinsic call at {position}: {text!r}")
+        name, position = found.group(), found.end() + 1
+        args: list[Any] = []
+        skip()
+        if text[position : position + 1] == ")":
+            position += 1
+            return _Call(name, args)
+        while True:
+            skip()
+            args.append(argument())
+            skip()
+            if text[position : position + 1] == ",":
+                position += 1
+            elif text[position : position + 1] == ")":
+                position += 1
+                return _Call(name, args)
+            else:
+                raise AslUnsupported(f"bad intrinsic syntax at {position}: {text!r}")
+
+    def argument() -> Any:
+        nonlocal position
+        if text.startswith("States.", position):
+            return call()
+        if text[position : position + 1] == "'":
+            position += 1
+            chars: list[str] = []
+            while position < len(text) and text[position] != "'":
+                if text[position] == "\\":
+                    escaped = text[position + 1 : position + 2]
+                    chars.append({"{": _LBRACE, "}": _RBRACE}.get(escaped, escaped))
+                    position += 2
+                else:
+                    chars.append(text[position])
+                    position += 1
+            if position >= len(text):
+                raise AslUnsupported(f"unterminated string in {text!r}")
+            position += 1
+            return "".join(chars)
+        found = re.compile(r"\$\$?(\.[A-Za-z0-9_-]+)*").match(text, position)
+        if found and found.group():
+            position = found.end()
+            return _Path(found.group())
+        found = re.compile(r"-?\d+(\.\d+)?|true|false|null").match(text, position)
+        if found:
+            position = found.end()
+            return json.loads(found.group())
+        raise AslUnsupported(f"intrinsic argument not supported at {position}: {text!r}")
+
+    result = call()
+    skip()
+    if position != len(text):
+        raise AslUnsupported(f"trailing text after the intrinsic call: {text!r}")
+    return result
+
+
+def _plain(value: Any) -> Any:
+    return value.replace(_LBRACE, "{").replace(_RBRACE, "}") if isinstance(value, str) else value
+
+
+def _fail(name: str, why: str) -> AslError:
+    return AslError("States.IntrinsicFailure", f"{name}: {why}")
+
+
+class _Evaluator:
+    def __init__(self, context: dict[str, Any], rng: random.Random) -> None:
+        self.context = context
+        self.rng = rng
+
+    def intrinsic(self, text: str, data: Any, where: str) -> Any:
+        return self._eval(_parse_intrinsic(text), data, where)
+
+    def _eval(self, node: Any, data: Any, where: str) -> Any:
+        if isinstance(node, _Path):
+            return _select(node.path, data, self.context, where)
+        if not isinstance(node, _Call):
+            return node
+        name = node.name
+        args = [self._eval(arg, data, where) for arg in node.args]
+        if name == "States.Format":
+            if not args or not isinstance(args[0], str):
+                raise _fail(name, "the first argument must be a string template")
+            pieces = args[0].split("{}")
+            if len(pieces) - 1 != len(args) - 1:
+                raise _fail(name, f"{len(pieces) - 1} placeholders for {len(args) - 1} arguments")
+            out = pieces[0]
+            for value, piece in zip(args[1:], pieces[1:], strict=True):
+                if isinstance(value, dict | list):
+                    raise _fail(name, f"argument {value!r} is not a string, number, boolean or null")
+                out += (_plain(value) if isinstance(value, str) else json.dumps(value)) + piece
+            return _plain(out)
+        if name == "States.UUID":
+            if args:
+                raise _fail(name, "takes no arguments")
+            return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        if name == "States.StringSplit":
+            if len(args) != 2 or not all(isinstance(a, str) for a in args):
+                raise _fail(name, f"needs a string and a delimiter string, got {args!r}")
+            return [part for part in re.split("[" + re.escape(_plain(args[1])) + "]", _plain(args[0])) if part]
+        if name == "States.ArrayGetItem":
+            if len(args) != 2 or not isinstance(args[0], list) or not isinstance(args[1], int):
+                raise _fail(name, f"needs an array and an index, got {args!r}")
+            if not 0 <= args[1] < len(args[0]):
+                raise _fail(name, f"index {args[1]} outside an array of {len(args[0])}")
+            return args[0][args[1]]
+        if name == "States.MathAdd":
+            ints = [a for a in args if isinstance(a, int) and not isinstance(a, bool) and -(2**31) <= a < 2**31]
+            if len(args) != 2 or len(ints) != 2:
+                raise _fail(name, f"needs two integers, got {args!r}")
+            return ints[0] + ints[1]
+        if name == "States.JsonMerge":
+            if len(args) != 3 or not isinstance(args[2], bool):
+                raise _fail(name, "needs two objects and a boolean")
+            if args[2]:
+                raise AslUnsupported("States.JsonMerge with deep merge (true) is not modelled")
+            if not isinstance(args[0], dict) or not isinstance(args[1], dict):
+                raise _fail(name, f"both arguments must be objects, got {args[0]!r} and {args[1]!r}")
+            return {**args[0], **args[1]}
+        if name == "States.StringToJson":
+            if len(args) != 1 or not isinstance(args[0], str):
+                raise _fail(name, f"needs one string, got {args!r}")
+            try:
+                return json.loads(_plain(args[0]))
+            except json.JSONDecodeError as error:
+                raise _fail(name, f"not JSON: {error}") from None
+        if name == "States.JsonToString":
+            if len(args) != 1:
+                raise _fail(name, "needs one argument")
+            return json.dumps(args[0], separators=(",", ":"))
+        raise AslUnsupported(f"intrinsic function {name} is not modelled")
+
+    def template(self, value: Any, data: Any, where: str) -> Any:
+        """A payload template (Parameters, ResultSelector): ``key.$`` fields are paths or intrinsics."""
+        if isinstance(value, list):
+            return [self.template(item, data, where) for item in value]
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key.endswith(".$"):
+                if not isinstance(item, str):
+                    raise AslUnsupported(f"{where}: {key} must be a string, got {item!r}")
+                if item.startswith("States."):
+                    out[key[:-2]] = self.intrinsic(item, data, f"{where} {key}")
+                elif item.startswith("$"):
+                    out[key[:-2]] = _select(item, data, self.context, f"{where} {key}")
+                else:
+                    raise AslUnsupported(f"{where}: {key} is neither a path nor an intrinsic: {item!r}")
+            else:
+                out[key] = self.template(item, data, where)
+        return out
+
+
+# Choice rules --------------------------------------------------------------------------------------------
+
+_COMPARISONS = {
+    "StringEquals": lambda v, x: isinstance(v, str) and v == x,
+    "BooleanEquals": lambda v, x: isinstance(v, bool) and v == x,
+    "NumericEquals": lambda v, x: _number(v) and v == x,
+    "NumericGreaterThan": lambda v, x: _number(v) and v > x,
+    "NumericGreaterThanEquals": lambda v, x: _number(v) and v >= x,
+    "NumericLessThan": lambda v, x: _number(v) and v < x,
+    "NumericLessThanEquals": lambda v, x: _number(v) and v <= x,
+    "IsNull": lambda v, x: (v is None) == x,
+    "IsString": lambda v, x: isinstance(v, str) == x,
+    "IsBoolean": lambda v, x: isinstance(v, bool) == x,
+    "IsNumeric": lambda v, x: _number(v) == x,
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _rule_matches(rule: dict[str, Any], data: Any, context: Any, where: str, top: bool) -> bool:
+    allowed = {"Comment"} | ({"Next"} if top else set())
+    logic = [k for k in ("And", "Or", "Not") if k in rule]
+    if logic:
+        [combinator] = logic
+        extra = set(rule) - allowed - {combinator}
+        if extra:
+            raise AslUnsupported(f"{where}: Choice rule fields {sorted(extra)}")
+        if combinator == "Not":
+            return not _rule_matches(rule["Not"], data, context, where, top=False)
+        results = (_rule_matches(r, data, context, where, top=False) for r in rule[combinator])
+        return all(results) if combinator == "And" else any(results)
+    operators = set(rule) - allowed - {"Variable"}
+    if "Variable" not in rule or len(operators) != 1:
+        raise AslUnsupported(f"{where}: Choice rule {rule!r}")
+    [operator] = operators
+    expected = rule[operator]
+    if operator == "IsPresent":
+        try:
+            _get_path(rule["Variable"], data, context)
+        except _Missing:
+            return expected is False
+        return expected is True
+    if operator not in _COMPARISONS:
+        raise AslUnsupported(f"{where}: Choice comparison {operator}")
+    value = _select(rule["Variable"], data, context, f"{where} Variable")
+    return bool(_COMPARISONS[operator](value, expected))
+
+
+# The interpreter -----------------------------------------------------------------------------------------
+
+
+def _results_callable(task_results: TaskResults) -> Callable[[TaskCall], Any]:
+    if callable(task_results):
+        return task_results
+    queues: dict[str, Iterator[Any]] = {state: iter(items) for state, items in task_results.items()}
+
+    def next_result(call: TaskCall) -> Any:
+        if call.state not in queues:
+            raise AssertionError(f"no scripted result for Task {call.state}")
+        try:
+            outcome = next(queues[call.state])
+        except StopIteration:
+            raise AssertionError(f"the scripted results for Task {call.state} ran out (call at {call.at}s)") from None
+        if callable(outcome):
+            outcome = outcome(call)
+        if isinstance(outcome, AslError):
+            raise outcome
+        return outcome
+
+    return next_result
+
+
+def _matches(error: str, names: list[str]) -> bool:
+    if "States.TaskFailed" in names:
+        raise AslUnsupported("the States.TaskFailed wildcard is not modelled")
+    return any(n == error or (n == "States.ALL" and error not in UNCATCHABLE) for n in names)
+
+
+def simulate(
+    definition: dict[str, Any],
+    execution_input: Any,
+    task_results: TaskResults,
+    *,
+    execution_name: str = "test-execution",
+    state_machine_name: str = "state-machine",
+    max_steps: int = 5000,
+    seed: int = 0,
+) -> Trace:
+    """Run the definition on the input; every Task's result comes from ``task_results``.
+
+    ``task_results`` is a callable taking the TaskCall, or a mapping from state name to an iterable of
+    outcomes consumed one per call. An outcome (or the callable's return) is the task's result; an
+    ``AslError`` outcome is raised (or the callable raises one); a callable outcome is called with the call.
+    """
+    unknown = set(definition) - _TOP_LEVEL
+    if unknown:
+        raise AslUnsupported(f"top-level fields {sorted(unknown)}")
+    states: dict[str, dict[str, Any]] = definition["States"]
+    for state_name, state in states.items():
+        kind = state.get("Type")
+        if kind not in _FIELDS:
+            raise AslUnsupported(f"{state_name}: state type {kind}")
+        extra = set(state) - _FIELDS[kind]
+        if extra:
+            raise AslUnsupported(f"{state_name}: fields {sorted(extra)} of a {kind} state")
+    results = _results_callable(task_results)
+    execution_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine_name}:{execution_name}"
+    context: dict[str, Any] = {
+        "Execution": {"Id": execution_arn, "Name": execution_name, "Input": execution_input},
+        "StateMachine": {
+            "Id": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{state_machine_name}",
+            "Name": state_machine_name,
+        },
+        "State": {},
+    }
+    evaluator = _Evaluator(context, random.Random(seed))
+    timeout = definition.get("TimeoutSeconds")
+    trace = Trace()
+    data = copy.deepcopy(execution_input)
+    name: str = definition["StartAt"]
+
+    def finish(status: str, error: str | None = None, cause: str | None = None, output: Any = None) -> Trace:
+        trace.status, trace.terminal, trace.error, trace.cause, trace.output = status, name, error, cause, output
+        return trace
+
+    for _ in range(max_steps):
+        if name not in states:
+            raise AslUnsupported(f"transition to a state that does not exist: {name}")
+        state = states[name]
+        trace.visited.append(name)
+        context["State"] = {"Name": name, "RetryCount": 0}
+        kind = state["Type"]
+        try:
+            if kind == "Fail":
+                return finish("FAILED", state.get("Error"), state.get("Cause"))
+            effective = _select(state.get("InputPath", "$"), data, context, f"{name} InputPath")
+            if kind == "Succeed":
+                return finish("SUCCEEDED", output=_output(state, effective, context, name))
+            if kind == "Choice":
+                target = _choose(state, effective, context, name)
+                data, name = _output(state, effective, context, name), target
+                continue
+            if kind == "Wait":
+                if "Seconds" not in state:
+                    raise AslUnsupported(f"{name}: Wait without Seconds")
+                trace.waits.append((name, float(state["Seconds"])))
+                trace.elapsed += float(state["Seconds"])
+                data = _output(state, effective, context, name)
+            elif kind == "Pass":
+                if "Parameters" in state:
+                    result = evaluator.template(state["Parameters"], effective, f"{name} Parameters")
+                else:
+                    result = copy.deepcopy(state.get("Result", effective))
+                data = _output(state, _result_path(state, data, result, name), context, name)
+            else:  # Task
+                outcome = _run_task(state, name, data, effective, evaluator, results, trace, context)
+                if isinstance(outcome, _Caught):
+                    data, name = outcome.data, outcome.next
+                    if timeout is not None and trace.elapsed > timeout:
+                        return finish("FAILED", "States.Timeout", f"the execution ran longer than {timeout} s")
+                    continue
+                data = outcome
+        except AslError as error:
+            return finish("FAILED", error.error, error.cause)
+        if timeout is not None and trace.elapsed > timeout:
+            return finish("FAILED", "States.Timeout", f"the execution ran longer than {timeout} s")
+        if state.get("End") is True:
+            return finish("SUCCEEDED", output=data)
+        if "Next" not in state:
+            raise AslUnsupported(f"{name}: neither Next nor End")
+        name = state["Next"]
+    raise AssertionError(f"no terminal state within {max_steps} steps; last states {trace.visited[-12:]}")
+
+
+def _output(state: dict[str, Any], data: Any, context: Any, name: str) -> Any:
+    path = state.get("OutputPath", "$")
+    if path is None:
+        return {}
+    return _select(path, data, context, f"{name} OutputPath")
+
+
+def _result_path(state: dict[str, Any], data: Any, result: Any, name: str) -> Any:
+    if "ResultPath" in state and state["ResultPath"] is None:
+        return copy.deepcopy(data)
+    return _set_path(state.get("ResultPath", "$"), data, result, name)
+
+
+def _choose(state: dict[str, Any], data: Any, context: Any, name: str) -> str:
+    for rule in state["Choices"]:
+        if _rule_matches(rule, data, context, name, top=True):
+            return str(rule["Next"])
+    if "Default" in state:
+        return str(state["Default"])
+    raise AslError("States.NoChoiceMatched", f"{name}: no rule matched and there is no Default")
+
+
+@dataclass
+class _Caught:
+    data: Any
+    next: str
+
+
+def _run_task(
+    state: dict[str, Any],
+    name: str,
+    data: Any,
+    effective: Any,
+    evaluator: _Evaluator,
+    results: Callable[[TaskCall], Any],
+    trace: Trace,
+    context: dict[str, Any],
+) -> Any:
+    """The Task's new data, or _Caught when a catcher redirects the run; raises uncaught errors."""
+    retriers = state.get("Retry", [])
+    catchers = state.get("Catch", [])
+    for retrier in retriers:
+        if set(retrier) - _RETRIER:
+            raise AslUnsupported(f"{name}: Retry fields {sorted(set(retrier) - _RETRIER)}")
+    for catcher in catchers:
+        if set(catcher) - _CATCHER:
+            raise AslUnsupported(f"{name}: Catch fields {sorted(set(catcher) - _CATCHER)}")
+    used = [0] * len(retriers)
+    attempt = 0
+    while True:
+        attempt += 1
+        context["State"]["RetryCount"] = attempt - 1
+        try:
+            parameters = (
+                evaluator.template(state["Parameters"], effective, f"{name} Parameters")
+                if "Parameters" in state
+                else copy.deepcopy(effective)
+            )
+            call = TaskCall(name, state["Resource"], parameters, attempt, trace.elapsed)
+            trace.calls.append(call)
+            result = results(call)
+            if isinstance(result, AslError):
+                raise result
+            if "ResultSelector" in state:
+                result = evaluator.template(state["ResultSelector"], result, f"{name} ResultSelector")
+            return _output(state, _result_path(state, data, result, name), context, name)
+        except AslError as error:
+            if error.error in UNCATCHABLE:
+                raise
+            # The first retrier whose ErrorEquals matches decides; once it is exhausted, the catchers do.
+            index = next((i for i, r in enumerate(retriers) if _matches(error.error, r["ErrorEquals"])), None)
+            if index is not None and used[index] < retriers[index].get("MaxAttempts", 3):
+                retrier = retriers[index]
+                interval = retrier.get("IntervalSeconds", 1) * retrier.get("BackoffRate", 2.0) ** used[index]
+                if "MaxDelaySeconds" in retrier:
+                    interval = min(interval, retrier["MaxDelaySeconds"])
+                used[index] += 1
+                trace.retries[name] = trace.retries.get(name, 0) + 1
+                trace.elapsed += interval
+                continue
+            for catcher in catchers:
+                if _matches(error.error, catcher["ErrorEquals"]):
+                    return _Caught(_result_path(catcher, data, error.output(), f"{name} Catch"), catcher["Next"])
+            raise

@@ -1,0 +1,1100 @@
+"""Level 3 state machine: its paths, proven on the definition synthesized into the template.
+
+The definition comes out of the CloudFormation template (tests/infra/asl.py resolves the Fn::Join), is
+checked by the pinned asl-validator, and runs in tests/infra/asl.py's simulator against scripted task
+results in virtual time; each Bedrock request it sends is checked against botocore's Bedrock model.
+
+moto 5.2.5 executes state machines too, but covers only part of this one: its Wait states sleep in real
+time (WaitForJob is 10 minutes), its GetModelCustomizationJob looks jobs up by name while the definition
+passes the job ARN, its aws-sdk s3:getObject hands the unread stream to States.StringToJson (so every job
+file, readable or not, fails ReadJobRequest), and its Lambda runs without Docker only as a stub that always
+succeeds. The one path it runs end to end is "invalid data" from a direct request (stub validator, SNS
+publish to its SNS backend); test_moto_runs_the_invalid_data_path runs it there, independently of the
+simulator. It needs moto's Step Functions extras (antlr4-python3-runtime, jsonpath-ng) and is skipped
+without them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+
+from stacks.config import KitConfig
+from stacks.level3_finetune import QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_INTERVAL, FineTuneStack
+from tests.conftest import cdk_json_context
+from tests.infra.asl import (
+    ACCOUNT,
+    REGION,
+    SNS_PUBLISH,
+    AslError,
+    AslUnsupported,
+    TaskCall,
+    Trace,
+    definition_from_template,
+    member_errors,
+    resolve,
+    sdk_request_errors,
+    simulate,
+    state_machine,
+    validate_asl,
+    validate_asl_all,
+)
+from tests.infra.helpers import resources
+from tests.infra.test_config import build
+
+STACK = "GenAiKit-3-FineTune"
+MODES = ["none", "on-demand", "provisioned"]
+
+BASE = "amazon.nova-micro-v1:0:128k"
+JOB_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-customization-job/{BASE}/a1b2c3d4e5f6"
+MODEL_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:custom-model/{BASE}/f6e5d4c3b2a1"
+DEPLOYMENT_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:custom-model-deployment/0a1b2c3d4e5f"
+THROUGHPUT_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:provisioned-model/5f4e3d2c1b0a"
+
+TRAINING_KEY = "datasets/train.jsonl"
+VALIDATION_KEY = "datasets/validation.jsonl"
+README_REQUEST = {"trainingKey": TRAINING_KEY}  # the request the README uploads as jobs/first-job.json
+
+VALID = {"valid": True, "records": {"training": 100}, "errors": {}}
+INVALID = {"valid": False, "records": {"training": 100}, "errors": {"EMPTY_TEXT": {"count": 3, "first": [4, 9, 17]}}}
+CREATED = {"JobArn": JOB_ARN}
+IN_PROGRESS = {"JobArn": JOB_ARN, "Status": "InProgress"}
+COMPLETED = {"JobArn": JOB_ARN, "Status": "Completed", "OutputModelArn": MODEL_ARN}
+
+
+def quota_full() -> AslError:
+    return AslError("Bedrock.ServiceQuotaExceededException", "You have reached the concurrent job limit")
+
+
+@dataclass
+class Variant:
+    """One deploy mode: its config, template and the definition taken from the template."""
+
+    config: KitConfig
+    template: dict[str, Any]
+    definition: dict[str, Any]
+
+    @property
+    def states(self) -> dict[str, dict[str, Any]]:
+        states: dict[str, dict[str, Any]] = self.definition["States"]
+        return states
+
+    def bucket(self, prefix: str) -> str:
+        [logical_id] = [k for k in resources(self.template, "AWS::S3::Bucket") if k.startswith(prefix)]
+        return resolve(self.template, {"Ref": logical_id})
+
+    def arn(self, type_name: str) -> str:
+        [logical_id] = resources(self.template, type_name)
+        return resolve(self.template, {"Fn::GetAtt": [logical_id, "Arn"]})
+
+    @property
+    def topic_arn(self) -> str:
+        [logical_id] = resources(self.template, "AWS::SNS::Topic")
+        return resolve(self.template, {"Ref": logical_id})
+
+
+def _synth_variant(mode: str) -> Variant:
+    flags = {k: v for k, v in cdk_json_context().items() if k.startswith("@")}
+    app = cdk.App(context=flags)
+    config = build(ft_deploy=mode)
+    stack = FineTuneStack(app, STACK, env=cdk.Environment(region="us-east-1"), config=config)
+    template = app.synth().get_stack_by_name(stack.stack_name).template
+    return Variant(config, template, definition_from_template(template))
+
+
+@pytest.fixture(scope="module")
+def none(sandbox: Any) -> Variant:
+    template = sandbox.templates[STACK]
+    assert sandbox.config.finetune.deploy == "none"
+    return Variant(sandbox.config, template, definition_from_template(template))
+
+
+@pytest.fixture(scope="module")
+def on_demand() -> Variant:
+    return _synth_variant("on-demand")
+
+
+@pytest.fixture(scope="module")
+def provisioned() -> Variant:
+    return _synth_variant("provisioned")
+
+
+@pytest.fixture(scope="module", params=MODES)
+def each_mode(request: pytest.FixtureRequest) -> Variant:
+    variant: Variant = request.getfixturevalue(request.param.replace("-", "_"))
+    return variant
+
+
+# --- running a path --------------------------------------------------------------------------------------
+
+
+def run(variant: Variant, execution_input: Any, **outcomes: Iterable[Any]) -> Trace:
+    """Simulate one execution; each Task takes its next scripted outcome. SNS publishes succeed."""
+    queues = {state: iter(items) for state, items in outcomes.items()}
+    published = itertools.count(1)
+
+    def result(call: TaskCall) -> Any:
+        if call.state in queues:
+            try:
+                outcome = next(queues[call.state])
+            except StopIteration:
+                raise AssertionError(f"{call.state} was called more often than scripted") from None
+            return outcome(call) if callable(outcome) else outcome
+        if call.resource == SNS_PUBLISH:
+            assert call.parameters["TopicArn"] == variant.topic_arn, call.parameters
+            return {"MessageId": f"message-{next(published)}"}
+        raise AssertionError(f"unscripted Task {call.state} with {call.parameters}")
+
+    return simulate(
+        variant.definition, execution_input, result, execution_name="run-1", state_machine_name="genai-kit-finetune"
+    )
+
+
+def s3_event(variant: Variant, key: str = "jobs/first-job.json") -> dict[str, Any]:
+    """The EventBridge event S3 sends when the job request is uploaded."""
+    return {
+        "version": "0",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": ACCOUNT,
+        "region": REGION,
+        "detail": {
+            "version": "0",
+            "bucket": {"name": variant.bucket("FineTuneDataBucket")},
+            "object": {"key": key, "size": 64, "etag": "0123456789abcdef"},
+            "reason": "PutObject",
+        },
+    }
+
+
+def job_runs(**overrides: Iterable[Any]) -> dict[str, Iterable[Any]]:
+    """A valid dataset and a job that is in progress twice, then completes."""
+    return {
+        "ValidateData": [VALID],
+        "CreateJob": [CREATED],
+        "GetJob": [IN_PROGRESS, IN_PROGRESS, COMPLETED],
+        **overrides,
+    }
+
+
+def notified(trace: Trace) -> list[tuple[str, str]]:
+    return [(state, message["outcome"]) for state, message in trace.notifications]
+
+
+def assert_ends(trace: Trace, status: str, terminal: str) -> None:
+    assert (trace.status, trace.terminal) == (status, terminal), trace.describe()
+
+
+def assert_notified(trace: Trace, expected: list[tuple[str, str]]) -> None:
+    """The notifications, in order, by state and the start of their outcome text; every one names the run."""
+    got = notified(trace)
+    assert [state for state, _ in got] == [state for state, _ in expected], trace.describe()
+    for (state, outcome), (_, start) in zip(got, expected, strict=True):
+        assert outcome.startswith(start), f"{state}: {outcome!r} does not start with {start!r}"
+    for _, message in trace.notifications:
+        assert message["execution"] == f"arn:aws:states:{REGION}:{ACCOUNT}:execution:genai-kit-finetune:run-1"
+
+
+def in_order(visited: list[str], expected: list[str]) -> bool:
+    """Whether ``expected`` occurs in ``visited`` in this order (other states may come between)."""
+    remaining = iter(visited)
+    return all(state in remaining for state in expected)
+
+
+def names_of(trace: Trace) -> dict[str, str]:
+    """The job name NameJob made, and the execution's UUID in it."""
+    job_name = next(call.parameters["JobName"] for call in trace.calls if call.state.startswith("CreateJob"))
+    uid = job_name.rsplit("-job-", 1)[1]
+    return {"job": job_name, "uid": uid}
+
+
+# --- the definition is valid ASL -------------------------------------------------------------------------
+
+
+BROKEN = {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Nowhere"}}}
+
+
+@pytest.fixture(scope="module")
+def asl_findings(none: Variant, on_demand: Variant, provisioned: Variant) -> dict[str, list[str]]:
+    """asl-validator's findings for each deploy mode's definition and a broken one, in one run."""
+    definitions = [none.definition, on_demand.definition, provisioned.definition, BROKEN]
+    return dict(zip([*MODES, "broken"], validate_asl_all(definitions), strict=True))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_definition_is_valid_amazon_states_language(asl_findings: dict[str, list[str]], mode: str) -> None:
+    assert asl_findings[mode] == []
+
+
+def test_the_validator_reports_a_broken_definition(asl_findings: dict[str, list[str]]) -> None:
+    assert any("Nowhere" in finding for finding in asl_findings["broken"])
+    assert validate_asl(BROKEN) == asl_findings["broken"]
+
+
+# --- a) success without a validation set ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ["direct", "file"])
+def test_the_readme_request_runs_a_job_without_validation_set(none: Variant, entry: str) -> None:
+    """The minimal request (no validationKey) as execution input and as an uploaded file."""
+    if entry == "direct":
+        trace = run(none, README_REQUEST, **job_runs())
+    else:
+        trace = run(none, s3_event(none), ReadJobRequest=[{"Body": json.dumps(README_REQUEST)}], **job_runs())
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert "CreateJob" in trace.visited and "CreateJobWithValidationSet" not in trace.visited
+    assert trace.parameters("ValidateData")["validationKey"] is None
+
+
+def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> None:
+    """Path a) end to end. The request says ``"validationKey": null`` itself, so this test proves the rest of
+    the path whatever becomes of the missing default that the README request above runs into."""
+    ft = none.config.finetune
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    trace = run(none, request, **job_runs())
+
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.visited == [
+        "RequestFromFile?",
+        "UseInputAsRequest",
+        "HasTrainingKey?",
+        "ApplyDefaults",
+        "MergeRequest",
+        "NameJob",
+        "ValidateData",
+        "DataValid?",
+        "HasValidationSet?",
+        "CreateJob",
+        *["WaitForJob", "GetJob", "JobStatus?", "CountPoll", "WithinTimeLimit?"] * 2,
+        "WaitForJob",
+        "GetJob",
+        "JobStatus?",
+        "NotifySucceeded",
+        "Done",
+    ]
+    names = names_of(trace)
+    data, output = none.bucket("FineTuneDataBucket"), none.bucket("FineTuneDataOutputBucket")
+    assert trace.parameters("ValidateData") == {
+        "bucket": data,
+        "trainingKey": TRAINING_KEY,
+        "validationKey": None,
+        "baseModelId": ft.base_model_id,
+        "hyperparameters": ft.hyperparameters,
+        "reportKey": f"reports/{names['uid']}.json",
+    }
+    prefix = none.config.resource_name("ft")
+    assert trace.parameters("CreateJob") == {
+        "JobName": f"{prefix}-job-{names['uid']}",
+        "CustomModelName": f"{prefix}-model-{names['uid']}",
+        "RoleArn": resolve(none.template, {"Fn::GetAtt": [_customization_role(none), "Arn"]}),
+        "BaseModelIdentifier": ft.base_model_id,
+        "CustomizationType": ft.customization_type,
+        "HyperParameters": ft.hyperparameters,
+        "TrainingDataConfig": {"S3Uri": f"s3://{data}/{TRAINING_KEY}"},
+        "OutputDataConfig": {"S3Uri": f"s3://{output}/customization-output/{names['job']}/"},
+        "CustomModelKmsKeyId": none.arn("AWS::KMS::Key"),
+        "ClientRequestToken": names["job"],
+        "JobTags": [{"Key": "kit-execution", "Value": "run-1"}],
+    }
+    assert [call.parameters for call in trace.calls_to("GetJob")] == [{"JobIdentifier": JOB_ARN}] * 3
+    assert trace.waits == [("WaitForJob", ft.poll_minutes * 60.0)] * 3
+    assert_notified(trace, [("NotifySucceeded", "succeeded:")])
+    [(_, message)] = trace.notifications
+    assert message["detail"]["OutputModelArn"] == MODEL_ARN and message["request"]["trainingKey"] == TRAINING_KEY
+
+
+def test_request_values_override_the_configured_defaults(none: Variant) -> None:
+    request = {
+        "trainingKey": TRAINING_KEY,
+        "validationKey": VALIDATION_KEY,
+        "baseModelId": "amazon.nova-lite-v1:0:300k",
+        "hyperparameters": {"epochCount": "5"},
+    }
+    trace = run(none, request, **job_runs(CreateJob=[], CreateJobWithValidationSet=[CREATED]))
+    assert_ends(trace, "SUCCEEDED", "Done")
+    payload = trace.parameters("ValidateData")
+    # States.JsonMerge is shallow: the request's hyperparameters replace the defaults' as a whole.
+    assert (payload["baseModelId"], payload["hyperparameters"]) == ("amazon.nova-lite-v1:0:300k", {"epochCount": "5"})
+    created = trace.parameters("CreateJobWithValidationSet")
+    assert created["BaseModelIdentifier"] == "amazon.nova-lite-v1:0:300k"
+    assert created["HyperParameters"] == {"epochCount": "5"}
+    assert created["CustomizationType"] == none.config.finetune.customization_type
+
+
+# --- b) a request uploaded as a file, with a validation set -----------------------------------------------
+
+
+def test_uploaded_request_with_validation_set_creates_the_job_with_it(none: Variant) -> None:
+    event = s3_event(none, key="jobs/with-validation.json")
+    body = json.dumps({"trainingKey": TRAINING_KEY, "validationKey": VALIDATION_KEY})
+    trace = run(
+        none,
+        event,
+        ReadJobRequest=[{"Body": body, "ContentType": "application/json"}],
+        **job_runs(CreateJob=[], CreateJobWithValidationSet=[CREATED]),
+    )
+
+    assert_ends(trace, "SUCCEEDED", "Done")
+    data = none.bucket("FineTuneDataBucket")
+    assert trace.parameters("ReadJobRequest") == {"Bucket": data, "Key": "jobs/with-validation.json"}
+    assert in_order(trace.visited, ["ReadJobRequest", "HasTrainingKey?", "ApplyDefaults", "ValidateData", "CreateJobWithValidationSet"])
+    assert "UseInputAsRequest" not in trace.visited and "CreateJob" not in trace.visited
+    assert trace.parameters("ValidateData")["validationKey"] == VALIDATION_KEY
+    created = trace.parameters("CreateJobWithValidationSet")
+    assert created["ValidationDataConfig"] == {"Validators": [{"S3Uri": f"s3://{data}/{VALIDATION_KEY}"}]}
+    assert created["TrainingDataConfig"] == {"S3Uri": f"s3://{data}/{TRAINING_KEY}"}
+    assert_notified(trace, [("NotifySucceeded", "succeeded:")])
+
+
+# --- c) an unreadable job file ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        {"Body": "trainingKey: datasets/train.jsonl"},
+        {"Body": '["datasets/train.jsonl"]'},
+        AslError("S3.NoSuchKeyException", "The key does not exist"),
+    ],
+    ids=["not-json", "json-but-not-an-object", "missing"],
+)
+def test_unreadable_job_file_is_rejected_and_notified(none: Variant, read: Any) -> None:
+    trace = run(none, s3_event(none), ReadJobRequest=[read])
+    if isinstance(read, dict) and read["Body"].startswith("["):
+        # JSON, but not an object: it has no trainingKey, so it is rejected before any merge.
+        assert_ends(trace, "FAILED", "MissingTrainingKey")
+        assert_notified(trace, [("NotifyMissingTrainingKey", "rejected:")])
+        return
+    assert_ends(trace, "FAILED", "UnreadableRequest")
+    assert trace.visited == ["RequestFromFile?", "ReadJobRequest", "NotifyUnreadableRequest", "UnreadableRequest"]
+    assert_notified(trace, [("NotifyUnreadableRequest", "rejected:")])
+    [(_, message)] = trace.notifications
+    assert set(message["detail"]) == {"Error", "Cause"} and "request" not in message
+
+
+# --- d) invalid data --------------------------------------------------------------------------------------
+
+
+def test_invalid_data_is_rejected_before_any_job_starts(none: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": VALIDATION_KEY}
+    trace = run(none, request, ValidateData=[INVALID])
+    assert_ends(trace, "FAILED", "InvalidData")
+    assert trace.visited[-3:] == ["DataValid?", "NotifyInvalidData", "InvalidData"]
+    assert not [state for state in trace.visited if state.startswith("Create")]
+    assert_notified(trace, [("NotifyInvalidData", "rejected:")])
+    [(_, message)] = trace.notifications
+    assert message["detail"] == INVALID and message["request"]["validationKey"] == VALIDATION_KEY
+
+
+# --- e) the validator rejects the request -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", ["InvalidRequest", "DatasetNotFound"])
+def test_validator_rejection_is_a_bad_request(none: Variant, error: str) -> None:
+    request = {"trainingKey": "datasets/missing.jsonl", "validationKey": None}
+    trace = run(none, request, ValidateData=[AslError(error, '{"errorMessage": "datasets/missing.jsonl"}')])
+    assert_ends(trace, "FAILED", "BadRequest")
+    assert trace.visited[-3:] == ["ValidateData", "NotifyBadRequest", "BadRequest"]
+    assert_notified(trace, [("NotifyBadRequest", "rejected:")])
+    assert trace.notifications[0][1]["detail"]["Error"] == error
+
+
+def test_incomplete_request_is_a_bad_request(none: Variant) -> None:
+    """A request without trainingKey is rejected and notified before anything else runs."""
+    request = {"trainingkey": TRAINING_KEY, "validationKey": None}  # a typo: the key is missing
+    trace = run(none, request)
+    assert_ends(trace, "FAILED", "MissingTrainingKey")
+    assert_notified(trace, [("NotifyMissingTrainingKey", "rejected:")])
+    assert "ValidateData" not in trace.visited
+
+
+# --- f) the account's job quota is full ------------------------------------------------------------------
+
+
+def test_full_quota_waits_ten_minutes_per_retry_then_starts_the_job(none: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    trace = run(none, request, **job_runs(CreateJob=[quota_full(), quota_full(), quota_full(), CREATED]))
+    assert_ends(trace, "SUCCEEDED", "Done")
+    attempts = trace.calls_to("CreateJob")
+    assert [call.attempt for call in attempts] == [1, 2, 3, 4] and trace.retries == {"CreateJob": 3}
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
+    assert gaps == [QUOTA_RETRY_INTERVAL.to_seconds()] * 3 == [600.0] * 3
+    assert_notified(trace, [("NotifySucceeded", "succeeded:")])
+
+
+def test_quota_that_never_frees_up_ends_in_start_failed(none: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    trace = run(none, request, ValidateData=[VALID], CreateJob=itertools.repeat(quota_full()))
+    assert_ends(trace, "FAILED", "StartFailed")
+    # MaxAttempts counts retries: 18 retries after the first attempt, 10 minutes apart = three hours.
+    assert trace.retries == {"CreateJob": QUOTA_RETRY_ATTEMPTS} and QUOTA_RETRY_ATTEMPTS == 18
+    assert len(trace.calls_to("CreateJob")) == QUOTA_RETRY_ATTEMPTS + 1
+    assert trace.elapsed == QUOTA_RETRY_ATTEMPTS * 600.0 == 3 * 3600.0
+    assert trace.visited[-3:] == ["CreateJob", "NotifyStartFailed", "StartFailed"]
+    assert_notified(trace, [("NotifyStartFailed", "failed:")])
+    assert trace.notifications[0][1]["detail"]["Error"] == "Bedrock.ServiceQuotaExceededException"
+
+
+def test_a_rejected_job_request_is_not_retried(none: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    rejected = AslError("Bedrock.ValidationException", "Invalid hyperparameter epochCount")
+    trace = run(none, request, ValidateData=[VALID], CreateJob=[rejected])
+    assert_ends(trace, "FAILED", "StartFailed")
+    assert trace.retries == {} and len(trace.calls_to("CreateJob")) == 1
+
+
+# --- g) the job fails or is stopped ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_failed_or_stopped_job_is_notified(none: Variant, status: str) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    ended = {"JobArn": JOB_ARN, "Status": status, "FailureMessage": "Internal error"}
+    trace = run(none, request, **job_runs(GetJob=[IN_PROGRESS, ended]))
+    assert_ends(trace, "FAILED", "JobFailed")
+    assert trace.visited[-3:] == ["JobStatus?", "NotifyJobFailed", "JobFailed"]
+    assert_notified(trace, [("NotifyJobFailed", "failed:")])
+    assert trace.notifications[0][1]["detail"]["Status"] == status
+
+
+# --- h) the job runs too long ----------------------------------------------------------------------------
+
+
+def test_job_running_past_the_limit_is_stopped_after_the_configured_polls(none: Variant) -> None:
+    ft = none.config.finetune
+    polls = ft.max_job_hours * 60 // ft.poll_minutes
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    trace = run(none, request, **job_runs(GetJob=itertools.repeat(IN_PROGRESS), StopJob=[{}]))
+
+    assert_ends(trace, "FAILED", "TimedOut")
+    assert len(trace.calls_to("GetJob")) == polls == 144
+    assert trace.visited[-4:] == ["WithinTimeLimit?", "StopJob", "NotifyTimeout", "TimedOut"]
+    assert trace.parameters("StopJob") == {"JobIdentifier": JOB_ARN}
+    assert abs(trace.elapsed - ft.max_job_hours * 3600) <= ft.poll_minutes * 60
+    assert_notified(trace, [("NotifyTimeout", "stopped:")])
+    assert f"{ft.max_job_hours} h" in notified(trace)[0][1]
+
+
+# --- i) on-demand deployment ------------------------------------------------------------------------------
+
+ACTIVE_AFTER_ONE_POLL = {"GetOnDemandDeployment": [{"Status": "Creating"}, {"Status": "Active"}]}
+
+
+def test_on_demand_deployment_of_the_completed_model(on_demand: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    created = {"CustomModelDeploymentArn": DEPLOYMENT_ARN}
+    trace = run(on_demand, request, **job_runs(CreateOnDemandDeployment=[created], **ACTIVE_AFTER_ONE_POLL))
+
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert in_order(
+        trace.visited,
+        ["JobStatus?", "CreateOnDemandDeployment", "GetOnDemandDeployment", "GetOnDemandDeployment", "NotifyDeployed"],
+    )
+    deployment = trace.parameters("CreateOnDemandDeployment")
+    name = f"{on_demand.config.resource_name('ft')}-deploy-{names_of(trace)['uid']}"
+    assert deployment == {"ModelDeploymentName": name, "ModelArn": MODEL_ARN, "ClientRequestToken": name}
+    polled = [call.parameters for call in trace.calls_to("GetOnDemandDeployment")]
+    assert polled == [{"CustomModelDeploymentIdentifier": DEPLOYMENT_ARN}] * 2
+    assert_notified(trace, [("NotifySucceeded", "succeeded:"), ("NotifyDeployed", "deployed:")])
+    assert trace.notifications[1][1]["detail"] == {"arn": DEPLOYMENT_ARN}
+
+
+def test_on_demand_deployment_that_fails_is_notified(on_demand: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    created = {"CustomModelDeploymentArn": DEPLOYMENT_ARN}
+    failed = {"Status": "Failed", "FailureMessage": "capacity"}
+    trace = run(on_demand, request, **job_runs(CreateOnDemandDeployment=[created], GetOnDemandDeployment=[failed]))
+    assert_ends(trace, "FAILED", "DeploymentNotActive")
+    assert trace.visited[-2:] == ["NotifyDeploymentFailed", "DeploymentNotActive"]
+    assert_notified(trace, [("NotifySucceeded", "succeeded:"), ("NotifyDeploymentFailed", "failed:")])
+
+
+def test_on_demand_deployment_that_cannot_be_created_is_notified(on_demand: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    refused = AslError("Bedrock.ValidationException", "model not supported for on-demand")
+    trace = run(on_demand, request, **job_runs(CreateOnDemandDeployment=[refused]))
+    assert_ends(trace, "FAILED", "DeployFailed")
+    assert trace.visited[-3:] == ["CreateOnDemandDeployment", "NotifyDeployFailed", "DeployFailed"]
+    assert_notified(trace, [("NotifyDeployFailed", "failed:")])
+
+
+def test_on_demand_deployment_that_never_becomes_active_ends_notified(on_demand: Variant) -> None:
+    """A deployment stuck in Creating must not poll until the execution times out, unreported."""
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    created = {"CustomModelDeploymentArn": DEPLOYMENT_ARN}
+    stuck = itertools.repeat({"Status": "Creating"})
+    trace = run(on_demand, request, **job_runs(CreateOnDemandDeployment=[created], GetOnDemandDeployment=stuck))
+    assert trace.status == "FAILED" and trace.error != "States.Timeout", trace.describe()[:400]
+    assert trace.notifications[-1][0].startswith("Notify")
+
+
+# --- j) Provisioned Throughput, torn down --------------------------------------------------------------------
+
+IN_SERVICE_AFTER_ONE_POLL = {"GetProvisionedThroughput": [{"Status": "Creating"}, {"Status": "InService"}]}
+PT_CREATED = {"ProvisionedModelArn": THROUGHPUT_ARN}
+
+
+def test_provisioned_throughput_is_created_kept_and_deleted(provisioned: Variant) -> None:
+    ft = provisioned.config.finetune
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    trace = run(
+        provisioned,
+        request,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED], DeleteProvisionedThroughput=[{}], **IN_SERVICE_AFTER_ONE_POLL
+        ),
+    )
+
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert in_order(
+        trace.visited,
+        [
+            "CreateProvisionedThroughput",
+            "GetProvisionedThroughput",
+            "GetProvisionedThroughput",
+            "NotifyDeployed",
+            "KeepProvisionedThroughput",
+            "DeleteProvisionedThroughput",
+            "NotifyTornDown",
+            "Done",
+        ],
+    )
+    throughput = trace.parameters("CreateProvisionedThroughput")
+    name = f"{provisioned.config.resource_name('ft')}-deploy-{names_of(trace)['uid']}"
+    assert throughput == {
+        "ProvisionedModelName": name,
+        "ModelId": MODEL_ARN,
+        "ModelUnits": 1,
+        "ClientRequestToken": name,
+    }
+    assert "CommitmentDuration" not in throughput  # hourly, no commitment
+    assert ("KeepProvisionedThroughput", ft.provisioned_hours * 3600.0) in trace.waits
+    assert trace.parameters("DeleteProvisionedThroughput") == {"ProvisionedModelId": THROUGHPUT_ARN}
+    assert_notified(
+        trace, [("NotifySucceeded", "succeeded:"), ("NotifyDeployed", "deployed:"), ("NotifyTornDown", "torn down:")]
+    )
+    assert f"deleted after {ft.provisioned_hours} h" in notified(trace)[1][1]
+
+
+def test_provisioned_throughput_teardown_retries_transient_errors(provisioned: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    throttled = AslError("Bedrock.ThrottlingException", "Rate exceeded")
+    trace = run(
+        provisioned,
+        request,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED],
+            DeleteProvisionedThroughput=[throttled, throttled, {}],
+            **IN_SERVICE_AFTER_ONE_POLL,
+        ),
+    )
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.retries == {"DeleteProvisionedThroughput": 2}
+
+
+def test_provisioned_throughput_that_fails_is_still_deleted(provisioned: Variant) -> None:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    trace = run(
+        provisioned,
+        request,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED],
+            GetProvisionedThroughput=[{"Status": "Creating"}, {"Status": "Failed", "FailureMessage": "capacity"}],
+            DeleteFailedProvisionedThroughput=[{}],
+        ),
+    )
+    assert_ends(trace, "FAILED", "ProvisioningFailed")
+    assert trace.visited[-4:] == [
+        "ThroughputStatus?",
+        "DeleteFailedProvisionedThroughput",
+        "NotifyProvisioningFailed",
+        "ProvisioningFailed",
+    ]
+    assert trace.parameters("DeleteFailedProvisionedThroughput") == {"ProvisionedModelId": THROUGHPUT_ARN}
+    assert "KeepProvisionedThroughput" not in trace.visited
+    assert_notified(trace, [("NotifySucceeded", "succeeded:"), ("NotifyProvisioningFailed", "failed:")])
+
+
+def test_provisioned_throughput_that_never_comes_up_is_deleted_and_notified(provisioned: Variant) -> None:
+    """A throughput stuck in Creating bills by the hour: the run must delete it and say so, not time out."""
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    stuck = itertools.repeat({"Status": "Creating"})
+    trace = run(
+        provisioned,
+        request,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED],
+            GetProvisionedThroughput=stuck,
+            DeleteFailedProvisionedThroughput=[{}],
+            DeleteProvisionedThroughput=[{}],
+        ),
+    )
+    assert trace.error != "States.Timeout", trace.describe()[:400]
+    assert {"DeleteFailedProvisionedThroughput", "DeleteProvisionedThroughput"} & set(trace.visited)
+
+
+def test_provisioned_throughput_teardown_that_keeps_failing_is_notified(provisioned: Variant) -> None:
+    """When the delete never succeeds the throughput keeps billing: someone must be told."""
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None}
+    denied = AslError("Bedrock.AccessDeniedException", "not authorized")
+    trace = run(
+        provisioned,
+        request,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED],
+            DeleteProvisionedThroughput=itertools.repeat(denied),
+            **IN_SERVICE_AFTER_ONE_POLL,
+        ),
+    )
+    assert trace.status == "FAILED" and trace.visited[-2].startswith("Notify"), (
+        f"the run ended at {trace.terminal} ({trace.error}) without a notification; last: {notified(trace)[-1]}"
+    )
+
+
+# --- every Bedrock request is one the API accepts -------------------------------------------------------
+
+
+def _success_run(variant: Variant) -> Trace:
+    request = {"trainingKey": TRAINING_KEY, "validationKey": VALIDATION_KEY}
+    scripts: dict[str, dict[str, Iterable[Any]]] = {
+        "none": {},
+        "on-demand": {
+            "CreateOnDemandDeployment": [{"CustomModelDeploymentArn": DEPLOYMENT_ARN}],
+            **ACTIVE_AFTER_ONE_POLL,
+        },
+        "provisioned": {
+            "CreateProvisionedThroughput": [PT_CREATED],
+            "DeleteProvisionedThroughput": [{}],
+            **IN_SERVICE_AFTER_ONE_POLL,
+        },
+    }
+    deploy = scripts[variant.config.finetune.deploy]
+    trace = run(variant, request, **job_runs(CreateJob=[], CreateJobWithValidationSet=[CREATED], **deploy))
+    assert_ends(trace, "SUCCEEDED", "Done")
+    return trace
+
+
+def test_every_bedrock_request_on_the_success_path_is_valid(each_mode: Variant) -> None:
+    """Names, lengths, patterns and members as botocore's Bedrock model defines them."""
+    trace = _success_run(each_mode)
+    errors = [error for call in trace.calls for error in sdk_request_errors(call.resource, call.parameters)]
+    assert errors == [], "\n".join(errors)
+
+
+def test_job_and_model_names_fit_for_the_longest_allowed_name_prefix(none: Variant) -> None:
+    """name_prefix may have 20 characters (stacks/config.py); every name made from it must still fit."""
+    longest = build(name_prefix="k" * 20).resource_name("ft")
+    names = none.states["NameJob"]["Parameters"]["names"]
+    current = none.config.resource_name("ft")
+    uid = "2f6f4b1d9c3e"  # the last group of a UUID
+    checks = {
+        "job.$": ("CreateModelCustomizationJob", "jobName"),
+        "model.$": ("CreateModelCustomizationJob", "customModelName"),
+        "deployment.$": ("CreateProvisionedModelThroughput", "provisionedModelName"),
+    }
+    errors = []
+    for key, (operation, member) in checks.items():
+        found = re.fullmatch(r"States\.Format\('(.*)\{\}', \$\.id\)", names[key])
+        assert found and found.group(1).startswith(f"{current}-"), names[key]
+        name = longest + found.group(1)[len(current) :] + uid
+        errors += member_errors("bedrock", operation, member, name)
+    assert errors == [], "\n".join(errors)
+
+
+# --- structure: transitions, handlers, notifications, logging ----------------------------------------------
+
+
+def _edges(state: dict[str, Any]) -> list[str]:
+    targets = [state[k] for k in ("Next", "Default") if k in state]
+    targets += [rule["Next"] for rule in state.get("Choices", [])]
+    targets += [catcher["Next"] for catcher in state.get("Catch", [])]
+    return targets
+
+
+def _terminal(state: dict[str, Any]) -> bool:
+    return state["Type"] in ("Succeed", "Fail") or state.get("End") is True
+
+
+def test_every_state_is_reachable_and_every_path_can_terminate(each_mode: Variant) -> None:
+    states = each_mode.states
+    dangling = {(name, target) for name, state in states.items() for target in _edges(state) if target not in states}
+    assert dangling == set()
+    reachable, frontier = set(), [each_mode.definition["StartAt"]]
+    while frontier:
+        name = frontier.pop()
+        if name not in reachable:
+            reachable.add(name)
+            frontier += _edges(states[name])
+    assert set(states) - reachable == set(), "unreachable states"
+    can_end = {name for name, state in states.items() if _terminal(state)}
+    changed = True
+    while changed:
+        more = {name for name, state in states.items() if set(_edges(state)) & can_end} - can_end
+        can_end |= more
+        changed = bool(more)
+    assert set(states) - can_end == set(), "states from which no terminal state can be reached"
+
+
+def _cycles(states: dict[str, dict[str, Any]]) -> list[set[str]]:
+    """The strongly connected components that contain a cycle (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(name: str) -> None:
+        index[name] = low[name] = len(index)
+        stack.append(name)
+        for target in _edges(states[name]):
+            if target not in index:
+                visit(target)
+                low[name] = min(low[name], low[target])
+            elif target in stack:
+                low[name] = min(low[name], index[target])
+        if low[name] == index[name]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == name:
+                    break
+            if len(component) > 1 or name in _edges(states[name]):
+                found.append(component)
+
+    for name in states:
+        if name not in index:
+            visit(name)
+    return found
+
+
+def test_every_polling_loop_is_bounded_by_a_counter(each_mode: Variant) -> None:
+    """Each loop has a Choice with a numeric bound that leaves it, and a Pass that increments the counter."""
+    states = each_mode.states
+    unbounded = []
+    for loop in _cycles(states):
+        exits = [
+            rule
+            for name in loop
+            if states[name]["Type"] == "Choice"
+            for rule in states[name]["Choices"]
+            if rule["Next"] not in loop and any(k.startswith("Numeric") for k in rule)
+        ]
+        counted = any("States.MathAdd" in json.dumps(states[name].get("Parameters", {})) for name in loop)
+        if not (exits and counted):
+            unbounded.append(sorted(loop))
+    assert unbounded == [], f"loops that only the execution timeout ends: {unbounded}"
+
+
+def test_every_fail_state_is_preceded_by_a_notification(each_mode: Variant) -> None:
+    states = each_mode.states
+    for name, state in states.items():
+        if state["Type"] != "Fail":
+            continue
+        before = [other for other, s in states.items() if name in _edges(s)]
+        assert before, f"{name} is never entered"
+        for other in before:
+            assert other.startswith("Notify") and states[other]["Resource"] == SNS_PUBLISH, (name, other)
+            assert states[other]["Next"] == name, "the Fail state is reached through the notification only"
+
+
+def _tasks(*variants: Variant) -> dict[str, dict[str, Any]]:
+    """Every Task except the SNS notifications, over the given deploy modes, by state name."""
+    return {
+        name: state
+        for variant in variants
+        for name, state in variant.states.items()
+        if state["Type"] == "Task" and state["Resource"] != SNS_PUBLISH
+    }
+
+
+def _leads_to_notification(states: dict[str, dict[str, Any]], target: str) -> bool:
+    """Whether ``target`` is a Notify* publish, or cleanup Tasks that go on to one."""
+    seen: set[str] = set()
+    while not (target.startswith("Notify") and states[target]["Resource"] == SNS_PUBLISH):
+        if target in seen or states[target]["Type"] != "Task" or "Next" not in states[target]:
+            return False
+        seen.add(target)
+        target = states[target]["Next"]
+    return True
+
+
+def test_every_bedrock_task_retries_throttling(none: Variant, on_demand: Variant, provisioned: Variant) -> None:
+    """A throttled Bedrock call is transient; no role (start, poll, stop, delete) may fail the run on it."""
+    tasks = _tasks(none, on_demand, provisioned)
+    bedrock = {name: s for name, s in tasks.items() if s["Resource"].startswith("arn:aws:states:::aws-sdk:bedrock:")}
+    assert len(bedrock) >= 10, sorted(bedrock)
+    unretried = sorted(
+        name
+        for name, state in bedrock.items()
+        if not any(
+            {"Bedrock.ThrottlingException", "States.ALL"} & set(r["ErrorEquals"]) for r in state.get("Retry", [])
+        )
+    )
+    assert unretried == [], f"Bedrock tasks that fail on the first ThrottlingException: {unretried}"
+
+
+def test_every_task_failure_is_caught_and_notified(none: Variant, on_demand: Variant, provisioned: Variant) -> None:
+    """Whatever error a task ends with, the run says so on the topic (after any cleanup) before it fails.
+
+    There is no alarm on failed executions, so an uncaught error ends the run unreported; for a Provisioned
+    Throughput poll or delete it can also leave the throughput billing.
+    """
+    unreported = []
+    for variant in (none, on_demand, provisioned):
+        for name, state in _tasks(variant).items():
+            catch_all = [c for c in state.get("Catch", []) if "States.ALL" in c["ErrorEquals"]]
+            if not catch_all or not _leads_to_notification(variant.states, catch_all[0]["Next"]):
+                unreported.append(name)
+    unreported = sorted(set(unreported))
+    assert unreported == [], f"tasks whose failure ends the run without a notification: {unreported}"
+
+
+def test_job_creation_waits_for_a_free_slot(none: Variant) -> None:
+    for name in ("CreateJob", "CreateJobWithValidationSet"):
+        [quota] = [
+            r for r in none.states[name]["Retry"] if r["ErrorEquals"] == ["Bedrock.ServiceQuotaExceededException"]
+        ]
+        assert quota == {
+            "ErrorEquals": ["Bedrock.ServiceQuotaExceededException"],
+            "IntervalSeconds": 600,
+            "MaxAttempts": 18,
+            "BackoffRate": 1,
+        }
+        assert none.states[name]["Retry"][0] is quota, "the quota retrier must match before any broader one"
+
+
+def test_logging_excludes_execution_data_and_tracing_is_on(each_mode: Variant) -> None:
+    _, properties = state_machine(each_mode.template)
+    assert properties["LoggingConfiguration"]["IncludeExecutionData"] is False
+    assert properties["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_execution_timeout_outlasts_the_bounded_job_path(each_mode: Variant) -> None:
+    ft = each_mode.config.finetune
+    worst = (
+        QUOTA_RETRY_ATTEMPTS * 600
+        + ft.max_job_hours * 3600
+        + (ft.provisioned_hours * 3600 if ft.deploy == "provisioned" else 0)
+    )
+    assert each_mode.definition["TimeoutSeconds"] > worst
+
+
+def _customization_role(variant: Variant) -> str:
+    for logical_id, role in resources(variant.template, "AWS::IAM::Role").items():
+        if role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+            "Service": "bedrock.amazonaws.com"
+        }:
+            return logical_id
+    raise AssertionError("no role trusted by bedrock.amazonaws.com")
+
+
+# --- the same path in moto's Step Functions interpreter ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [{"trainingKey": TRAINING_KEY, "validationKey": VALIDATION_KEY}, README_REQUEST],
+    ids=["with-validation-key", "readme-request"],
+)
+def test_moto_runs_the_invalid_data_path(none: Variant, request_body: dict[str, Any]) -> None:
+    """Invalid data in moto's interpreter: stub validator says invalid, SNS delivers the rejection to SQS."""
+    pytest.importorskip("antlr4", reason="moto's Step Functions interpreter needs antlr4-python3-runtime")
+    pytest.importorskip("jsonpath_ng", reason="moto's Step Functions interpreter needs jsonpath-ng")
+    import io
+    import zipfile
+
+    import boto3
+    import requests
+    from moto import mock_aws
+
+    template = none.template
+    [function_id] = [k for k in resources(template, "AWS::Lambda::Function") if k.startswith("Validator")]
+    function_name = resolve(template, {"Ref": function_id})
+    topic_name = none.topic_arn.rsplit(":", 1)[1]
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
+        sns, sqs, sfn = (boto3.client(s, region_name=REGION) for s in ("sns", "sqs", "stepfunctions"))
+        role = boto3.client("iam").create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
+        boto3.client("lambda", region_name=REGION).create_function(
+            FunctionName=function_name,
+            Runtime="python3.12",
+            Role=role,
+            Handler="handler.handler",
+            Code={"ZipFile": code.getvalue()},
+        )
+        topic = sns.create_topic(Name=topic_name)["TopicArn"]
+        assert topic == none.topic_arn
+        queue = sqs.create_queue(QueueName="notifications")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        requests.post(
+            "http://motoapi.amazonaws.com/moto-api/static/lambda-simple/response",
+            json={"results": [json.dumps(INVALID)], "region": REGION},
+            timeout=5,
+        )
+        machine = sfn.create_state_machine(
+            name="genai-kit-finetune", definition=json.dumps(none.definition), roleArn=role
+        )["stateMachineArn"]
+        execution = sfn.start_execution(stateMachineArn=machine, name="run-1", input=json.dumps(request_body))[
+            "executionArn"
+        ]
+        deadline = time.monotonic() + 20
+        while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "the moto execution did not finish"
+            time.sleep(0.05)
+        events = sfn.get_execution_history(executionArn=execution)["events"]
+        entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+        messages = [
+            json.loads(m["Body"])
+            for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        ]
+
+    assert (described["status"], described.get("error")) == ("FAILED", "InvalidTrainingData"), described.get("cause")
+    assert entered == [
+        "RequestFromFile?",
+        "UseInputAsRequest",
+        "HasTrainingKey?",
+        "ApplyDefaults",
+        "MergeRequest",
+        "NameJob",
+        "ValidateData",
+        "DataValid?",
+        "NotifyInvalidData",
+        "InvalidData",
+    ]
+    [scheduled] = [
+        e["lambdaFunctionScheduledEventDetails"] for e in events if "lambdaFunctionScheduledEventDetails" in e
+    ]
+    payload = json.loads(scheduled["input"])
+    assert payload["bucket"] == none.bucket("FineTuneDataBucket") and payload["trainingKey"] == TRAINING_KEY
+    assert payload["baseModelId"] == none.config.finetune.base_model_id
+    [message] = messages
+    assert message["outcome"].startswith("rejected:") and message["detail"] == INVALID
+    assert message["execution"] == execution
+
+
+# --- the simulator and the request check themselves ---------------------------------------------------------
+
+
+def _machine(*states: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"StartAt": states[0][0], "States": dict(states)}
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        _machine(("M", {"Type": "Map", "ItemsPath": "$.items", "End": True})),
+        _machine(("P", {"Type": "Pass", "Parameters": {"x.$": "$.items[0]"}, "End": True})),
+        _machine(("P", {"Type": "Pass", "Parameters": {"x.$": "States.ArrayLength($.items)"}, "End": True})),
+        _machine(("P", {"Type": "Pass", "Parameters": {"x.$": "States.JsonMerge($.a, $.a, true)"}, "End": True})),
+        _machine(("T", {"Type": "Task", "Resource": "arn:aws:states:::x", "TimeoutSeconds": 5, "End": True})),
+        _machine(("W", {"Type": "Wait", "SecondsPath": "$.s", "End": True})),
+    ],
+    ids=["map", "jsonpath-index", "unmodelled-intrinsic", "deep-merge", "task-timeout", "seconds-path"],
+)
+def test_simulator_refuses_what_it_does_not_model(definition: dict[str, Any]) -> None:
+    with pytest.raises(AslUnsupported):
+        simulate(definition, {"items": [1], "a": {}}, {})
+
+
+def test_simulator_stops_a_run_that_never_ends() -> None:
+    loop = _machine(("A", {"Type": "Pass", "Next": "B"}), ("B", {"Type": "Pass", "Next": "A"}))
+    with pytest.raises(AssertionError, match="no terminal state within 50 steps"):
+        simulate(loop, {}, {}, max_steps=50)
+
+
+def test_simulator_does_not_let_a_catch_all_catch_a_missing_path() -> None:
+    task = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
+        "Parameters": {"Key.$": "$.missing"},
+        "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}],
+        "End": True,
+    }
+    trace = simulate(_machine(("T", task), ("Caught", {"Type": "Succeed"})), {}, {"T": [{}]})
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "T", "States.Runtime")
+    assert trace.calls == []
+
+
+def test_simulator_retries_with_backoff_then_catches() -> None:
+    task = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
+        "Retry": [
+            {"ErrorEquals": ["Boom"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2},
+            {"ErrorEquals": ["States.ALL"], "MaxAttempts": 50},
+        ],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}],
+        "End": True,
+    }
+    definition = _machine(("T", task), ("Caught", {"Type": "Pass", "End": True}))
+    trace = simulate(definition, {"in": 1}, {"T": itertools.repeat(AslError("Boom", "again"))})
+    # The first matching retrier decides: 3 retries after 2, 4 and 8 s, then the catcher (not the 2nd retrier).
+    assert (trace.retries, trace.elapsed, len(trace.calls)) == ({"T": 3}, 14.0, 4)
+    assert trace.output == {"in": 1, "error": {"Error": "Boom", "Cause": "again"}}
+
+
+def test_simulator_evaluates_paths_intrinsics_and_choices() -> None:
+    definition = _machine(
+        (
+            "P",
+            {
+                "Type": "Pass",
+                "Parameters": {
+                    "merged.$": "States.JsonMerge($.a, $.b, false)",
+                    "text.$": "States.Format('\\{{}\\} {} by {}', $.a.x, $$.Execution.Name, 3)",
+                    "sum.$": "States.MathAdd($.n, 1)",
+                    "static": {"list": [{"v.$": "$.n"}]},
+                },
+                "ResultPath": "$.out",
+                "Next": "C",
+            },
+        ),
+        (
+            "C",
+            {
+                "Type": "Choice",
+                "Choices": [
+                    {"Not": {"Variable": "$.nothing", "IsPresent": True}, "Next": "Yes"},
+                ],
+                "Default": "No",
+            },
+        ),
+        ("Yes", {"Type": "Succeed"}),
+        ("No", {"Type": "Fail"}),
+    )
+    given = {"a": {"x": "1", "k": {"deep": 1}}, "b": {"k": {"other": 2}}, "n": 41}
+    trace = simulate(definition, given, {}, execution_name="e")
+    assert trace.status == "SUCCEEDED" and trace.visited == ["P", "C", "Yes"]
+    assert trace.output["out"] == {
+        "merged": {"x": "1", "k": {"other": 2}},
+        "text": "{1} e by 3",
+        "sum": 42,
+        "static": {"list": [{"v": 41}]},
+    }
+    choice_on_missing = _machine(
+        ("C", {"Type": "Choice", "Choices": [{"Variable": "$.x", "IsNull": True, "Next": "S"}], "Default": "S"}),
+        ("S", {"Type": "Succeed"}),
+    )
+    assert simulate(choice_on_missing, {}, {}).error == "States.Runtime"
+
+
+def test_request_check_follows_the_bedrock_model() -> None:
+    resource = "arn:aws:states:::aws-sdk:bedrock:getModelCustomizationJob"
+    assert sdk_request_errors(resource, {"JobIdentifier": JOB_ARN}) == []
+    errors = sdk_request_errors(resource, {"JobId": JOB_ARN})
+    assert any("JobId: not a member" in e for e in errors) and any("jobIdentifier missing" in e for e in errors)
+    assert sdk_request_errors("arn:aws:states:::aws-sdk:bedrock:noSuchThing", {}) == [
+        "bedrock has no operation NoSuchThing"
+    ]
+    assert member_errors("bedrock", "CreateModelCustomizationJob", "jobName", "j" * 64) != []
