@@ -345,7 +345,10 @@ def test_uploaded_request_with_validation_set_creates_the_job_with_it(none: Vari
     assert_ends(trace, "SUCCEEDED", "Done")
     data = none.bucket("FineTuneDataBucket")
     assert trace.parameters("ReadJobRequest") == {"Bucket": data, "Key": "jobs/with-validation.json"}
-    assert in_order(trace.visited, ["ReadJobRequest", "HasTrainingKey?", "ApplyDefaults", "ValidateData", "CreateJobWithValidationSet"])
+    assert in_order(
+        trace.visited,
+        ["ReadJobRequest", "HasTrainingKey?", "ApplyDefaults", "ValidateData", "CreateJobWithValidationSet"],
+    )
     assert "UseInputAsRequest" not in trace.visited and "CreateJob" not in trace.visited
     assert trace.parameters("ValidateData")["validationKey"] == VALIDATION_KEY
     created = trace.parameters("CreateJobWithValidationSet")
