@@ -14,12 +14,19 @@ from stacks.config import ConfigError, KitConfig, load_config
 from stacks.level1_prompt import PromptEngineeringStack
 from stacks.level2_rag import RagStack
 from stacks.level3_finetune import FineTuneStack
+from stacks.level4_pretrain import PretrainClusterStack, PretrainJobsStack
 from stacks.prompt_templates import load_templates
 
 # The Powertools for AWS Lambda (Python) v3 managed layer version this kit release is tested with.
 PINNED_POWERTOOLS_LAYER = 38
 
-STACK_IDS = {"1": "GenAiKit-1-Prompt", "2": "GenAiKit-2-Rag", "3": "GenAiKit-3-FineTune"}
+STACK_IDS = {
+    "1": "GenAiKit-1-Prompt",
+    "2": "GenAiKit-2-Rag",
+    "3": "GenAiKit-3-FineTune",
+    "4-jobs": "GenAiKit-4-Pretrain-Jobs",
+    "4-cluster": "GenAiKit-4-Pretrain-Cluster",
+}
 
 
 def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> tuple[cdk.App, KitConfig]:
@@ -38,6 +45,18 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
     )
     RagStack(app, STACK_IDS["2"], stack_name=f"{STACK_IDS['2']}-{config.stage}", env=env, config=config)
     FineTuneStack(app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config)
+    # Level 4: the zero-idle training-job path stands alone unless told to run inside the cluster's VPC.
+    cluster = PretrainClusterStack(
+        app, STACK_IDS["4-cluster"], stack_name=f"{STACK_IDS['4-cluster']}-{config.stage}", env=env, config=config
+    )
+    PretrainJobsStack(
+        app,
+        STACK_IDS["4-jobs"],
+        stack_name=f"{STACK_IDS['4-jobs']}-{config.stage}",
+        env=env,
+        config=config,
+        network=cluster.network if config.pretrain.job_in_cluster_vpc else None,
+    )
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, config
 

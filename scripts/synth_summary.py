@@ -17,7 +17,13 @@ IDLE_MONTHLY_USD: dict[str, float] = {
     "AWS::KMS::Key": 1.00,  # customer managed key
     "AWS::EC2::NatGateway": 32.85,  # $0.045/hour
     "AWS::SecretsManager::Secret": 0.40,
+    "AWS::EC2::EIP": 3.65,  # public IPv4 address, $0.005/hour (the NAT gateway's)
 }
+# SageMaker HyperPod instances that run while a cluster exists (USD per hour, us-east-1 list price; the
+# controller and login groups always run, compute groups bill only for the instances they hold).
+HYPERPOD_HOURLY_USD = {"ml.t3.medium": 0.05, "ml.t3.large": 0.10, "ml.m5.large": 0.115, "ml.m5.xlarge": 0.23}
+# FSx for Lustre PERSISTENT_2 storage, USD per GiB-month by throughput tier (MB/s per TiB).
+LUSTRE_GIB_MONTH_USD = {125: 0.145, 250: 0.210, 500: 0.340, 1000: 0.600}
 # Types that cost nothing while idle (pay per request, per GB stored, or free).
 FREE_WHILE_IDLE = frozenset(
     {
@@ -61,6 +67,21 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::OpenSearchServerless::Index",
         "AWS::OpenSearchServerless::SecurityPolicy",
         "AWS::StepFunctions::StateMachine",  # standard workflows bill per state transition
+        "AWS::EC2::VPC",
+        "AWS::EC2::Subnet",
+        "AWS::EC2::RouteTable",
+        "AWS::EC2::Route",
+        "AWS::EC2::SubnetRouteTableAssociation",
+        "AWS::EC2::InternetGateway",
+        "AWS::EC2::VPCGatewayAttachment",
+        "AWS::EC2::VPCEndpoint",  # the S3 gateway endpoint is free
+        "AWS::EC2::SecurityGroup",
+        "AWS::EC2::SecurityGroupIngress",
+        "AWS::EC2::SecurityGroupEgress",
+        "AWS::EC2::FlowLog",  # billed per GB of logs delivered
+        "Custom::VpcRestrictDefaultSG",
+        "AWS::FSx::DataRepositoryAssociation",
+        "AWS::KMS::Alias",
     }
 )
 # An OpenSearch Serverless vector collection bills OCUs around the clock: 1 OCU ($0.24/hour) with standby
@@ -71,6 +92,18 @@ OCU_MONTHLY_USD = 0.24 * 730
 def idle_cost(resource: dict) -> float | None:
     """USD per month one resource bills while idle, or None when the type is unclassified."""
     kind = resource["Type"]
+    props = resource.get("Properties", {})
+    if kind == "AWS::SageMaker::Cluster":
+        hours = 0.0
+        for group in props.get("InstanceGroups", []):
+            count = group.get("InstanceCount", 0)
+            if count and group.get("InstanceType") not in HYPERPOD_HOURLY_USD:
+                return None
+            hours += count * HYPERPOD_HOURLY_USD.get(group.get("InstanceType"), 0.0)
+        return hours * 730
+    if kind == "AWS::FSx::FileSystem":
+        tier = props.get("LustreConfiguration", {}).get("PerUnitStorageThroughput")
+        return props.get("StorageCapacity", 0) * LUSTRE_GIB_MONTH_USD[tier] if tier in LUSTRE_GIB_MONTH_USD else None
     if kind == "AWS::OpenSearchServerless::Collection":
         standby = resource.get("Properties", {}).get("StandbyReplicas", "ENABLED")
         return OCU_MONTHLY_USD * (2 if standby == "ENABLED" else 1)

@@ -8,6 +8,7 @@ that one line and exits, so a config mistake never shows a jsii stack trace.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -260,6 +261,38 @@ class FineTuneSettings:
         return ":".join(self.base_model_id.split(":")[:2])
 
 
+FSX_THROUGHPUTS = (125, 250, 500, 1000)  # MB/s per TiB, FSx for Lustre PERSISTENT_2
+
+
+@dataclass(frozen=True)
+class InstanceGroupSpec:
+    """One HyperPod instance group: its name, Slurm node type, instance type and count."""
+
+    name: str
+    node_type: str  # Controller | Login | Compute
+    instance_type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    nat_gateways: int
+    groups: tuple[InstanceGroupSpec, ...]
+    ebs_volume_gb: int
+    fsx: bool
+    fsx_throughput: int
+    job_instance_type: str
+    job_instance_count: int
+    job_max_runtime_hours: int
+    job_spot: bool
+    job_max_wait_hours: int
+    job_in_cluster_vpc: bool
+
+    @property
+    def controller(self) -> InstanceGroupSpec:
+        return next(g for g in self.groups if g.node_type == "Controller")
+
+
 @dataclass(frozen=True)
 class KitConfig:
     stage: str
@@ -277,6 +310,7 @@ class KitConfig:
     alarm_email: str | None
     rag: RagSettings
     finetune: FineTuneSettings
+    pretrain: PretrainSettings
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -447,6 +481,20 @@ DEFAULTS: Mapping[str, Any] = {
     "ft_provisioned_hours": 2,
     "ft_max_job_hours": 24,
     "ft_poll_minutes": 10,
+    # Level 4: pre-training
+    "hp_nat_gateways": 1,
+    "hp_controller_instance_type": "ml.t3.medium",
+    "hp_login_instance_type": "",
+    "hp_compute_groups": [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 0}],
+    "hp_ebs_volume_gb": 100,
+    "hp_fsx": False,
+    "hp_fsx_throughput": 125,
+    "tj_instance_type": "ml.g5.xlarge",
+    "tj_instance_count": 2,
+    "tj_max_runtime_hours": 4,
+    "tj_spot": False,
+    "tj_max_wait_hours": 8,
+    "tj_in_cluster_vpc": False,
 }
 # CDK's own context keys that carry no "@" or ":" in their names.
 _CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
@@ -510,6 +558,7 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
 
     rag = _rag_settings(get, stage)
     finetune = _finetune_settings(get, region)
+    pretrain = _pretrain_settings(get)
 
     return KitConfig(
         stage=stage,
@@ -527,7 +576,94 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         alarm_email=email or None,
         rag=rag,
         finetune=finetune,
+        pretrain=pretrain,
         tags=_as_tags("tags", get("tags")),
+    )
+
+
+_GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+MAX_GROUP_INSTANCES = 100  # the kit's ceiling per group; the account's quota is usually lower for GPUs
+
+
+@functools.lru_cache(maxsize=1)
+def hyperpod_instance_types() -> frozenset[str]:
+    """HyperPod's instance types, as the SageMaker API model in botocore lists them."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ClusterInstanceType").enum)
+
+
+def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_compute_groups") -> None:
+    """The rules that otherwise fail cluster creation: one controller, unique names, known types, counts."""
+    controllers = [g for g in groups if g.node_type == "Controller"]
+    if len(controllers) != 1:
+        raise ConfigError(key, [g.name for g in controllers], "exactly one Controller instance group")
+    names = [g.name for g in groups]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(key, duplicates[0], "instance group names that are unique in the cluster")
+    if not any(g.node_type == "Compute" for g in groups):
+        raise ConfigError(key, [], "at least one compute group")
+    known = hyperpod_instance_types()
+    for group in groups:
+        if not _GROUP_NAME_RE.match(group.name):
+            raise ConfigError(key, group.name, "a group name of letters, digits and '-' (1-63), starting alphanumeric")
+        if group.instance_type not in known:
+            raise ConfigError(key, group.instance_type, "an instance type HyperPod supports (e.g. ml.g5.8xlarge)")
+        low = 1 if group.node_type in ("Controller", "Login") else 0
+        high = 1 if group.node_type in ("Controller", "Login") else MAX_GROUP_INSTANCES
+        if not low <= group.count <= high:
+            raise ConfigError(key, group.count, f"{low} to {high} instances for a {group.node_type} group")
+
+
+def _pretrain_settings(get: Any) -> PretrainSettings:
+    groups = [
+        InstanceGroupSpec(
+            "controller", "Controller", _as_str("hp_controller_instance_type", get("hp_controller_instance_type")), 1
+        )
+    ]
+    login = _as_str("hp_login_instance_type", get("hp_login_instance_type") or "")
+    if login:
+        groups.append(InstanceGroupSpec("login", "Login", login, 1))
+    raw = _json_or_raw(get("hp_compute_groups"))
+    allowed = 'a JSON list like [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 0}]'
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("hp_compute_groups", raw, allowed)
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"name", "instance_type", "count"}:
+            raise ConfigError("hp_compute_groups", item, allowed)
+        count = _as_int("hp_compute_groups", item["count"], 0, MAX_GROUP_INSTANCES)
+        groups.append(InstanceGroupSpec(str(item["name"]), "Compute", str(item["instance_type"]), count))
+    spec = tuple(groups)
+    check_instance_groups(spec)
+    for group in spec[:2]:
+        if group.node_type in ("Controller", "Login") and group.instance_type not in hyperpod_instance_types():
+            key = f"hp_{group.name}_instance_type"
+            raise ConfigError(key, group.instance_type, "an instance type HyperPod supports (e.g. ml.t3.medium)")
+    throughput = _as_int("hp_fsx_throughput", get("hp_fsx_throughput"), 125, 1000)
+    if throughput not in FSX_THROUGHPUTS:
+        raise ConfigError("hp_fsx_throughput", throughput, "one of " + ", ".join(map(str, FSX_THROUGHPUTS)))
+    job_type = _as_str("tj_instance_type", get("tj_instance_type"))
+    if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", job_type):
+        raise ConfigError("tj_instance_type", job_type, "a SageMaker training instance type such as ml.g5.xlarge")
+    runtime = _as_int("tj_max_runtime_hours", get("tj_max_runtime_hours"), 1, 28 * 24)
+    spot = _as_bool("tj_spot", get("tj_spot"))
+    wait = _as_int("tj_max_wait_hours", get("tj_max_wait_hours"), 1, 28 * 24)
+    if spot and wait < runtime:
+        raise ConfigError("tj_max_wait_hours", wait, f"at least tj_max_runtime_hours ({runtime}) with managed spot")
+    return PretrainSettings(
+        nat_gateways=_as_int("hp_nat_gateways", get("hp_nat_gateways"), 0, 3),
+        groups=spec,
+        ebs_volume_gb=_as_int("hp_ebs_volume_gb", get("hp_ebs_volume_gb"), 1, 16384),
+        fsx=_as_bool("hp_fsx", get("hp_fsx")),
+        fsx_throughput=throughput,
+        job_instance_type=job_type,
+        job_instance_count=_as_int("tj_instance_count", get("tj_instance_count"), 1, 64),
+        job_max_runtime_hours=runtime,
+        job_spot=spot,
+        job_max_wait_hours=wait,
+        job_in_cluster_vpc=_as_bool("tj_in_cluster_vpc", get("tj_in_cluster_vpc")),
     )
 
 

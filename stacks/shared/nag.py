@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from aws_cdk import Stack
+from aws_cdk import aws_s3_deployment as s3deploy
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import IConstruct
 
@@ -33,3 +36,43 @@ def suppress(
         [NagPackSuppression(id=rule_id, reason=reason, applies_to=list(applies_to) if applies_to else None)],
         apply_to_children=apply_to_children,
     )
+
+
+def arn_ref(resource: Any) -> str:
+    """How cdk-nag names a resource's ARN in a finding: ``<LogicalId.Arn>``."""
+    return f"<{Stack.of(resource).get_logical_id(resource.node.default_child)}.Arn>"
+
+
+def suppress_bucket_deployment(deployment: s3deploy.BucketDeployment, bucket: Any) -> None:
+    """CDK's BucketDeployment runs one shared function, and only while a deployment copies files."""
+    stack = Stack.of(deployment)
+    role = deployment.handler_role
+    suppress(
+        role,
+        "AwsSolutions-IAM4",
+        "CDK's bucket-deployment function logs with the AWS basic execution policy; it runs only at deploy time.",
+        applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
+    )
+    assets = f"Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*"
+    suppress(
+        role.node.find_child("DefaultPolicy"),
+        "AwsSolutions-IAM5",
+        "CDK's bucket-deployment function copies files from the CDK asset bucket into the kit's bucket; CDK "
+        "generates these object-level grants.",
+        applies_to=[
+            "Action::s3:GetObject*",
+            "Action::s3:GetBucket*",
+            "Action::s3:List*",
+            "Action::s3:DeleteObject*",
+            "Action::s3:Abort*",
+            assets,
+            f"Resource::{arn_ref(bucket)}/*",
+        ],
+    )
+    for child in stack.node.children:
+        if child.node.id.startswith("Custom::CDKBucketDeployment"):
+            suppress(
+                child,
+                "AwsSolutions-L1",
+                "CDK's bucket-deployment function pins its own Python runtime; it runs only at deploy time.",
+            )

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# SageMaker HyperPod OnCreate entry point (LifeCycleConfig.OnCreate = "on_create.sh").
+#
+# HyperPod copies this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs this
+# script as root. It checks its inputs, then hands over to lifecycle.py, which validates both JSON
+# files, decides the node's role, mounts FSx for Lustre and starts Slurm. Everything it prints goes,
+# with UTC timestamps, to /var/log/provision/provisioning.log (HyperPod ships that file to
+# CloudWatch: log group /aws/sagemaker/Clusters/<cluster-name>/<cluster-id>, stream
+# LifecycleConfig/<instance-group>/<instance-id>) and to stdout. A failure logs the line and command
+# that failed and exits non-zero, which makes HyperPod report the node as failed.
+set -euo pipefail
+set -o errtrace # the ERR trap also fires inside functions
+
+LOG_DIR="${PROVISION_LOG_DIR:-/var/log/provision}"
+LOG_FILE="$LOG_DIR/provisioning.log"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RESOURCE_CONFIG="${SAGEMAKER_RESOURCE_CONFIG_PATH:-/opt/ml/config/resource_config.json}"
+PROVISIONING_PARAMETERS="$SCRIPT_DIR/provisioning_parameters.json"
+
+mkdir -p "$LOG_DIR"
+
+log() {
+  printf '%s on_create.sh: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" | tee -a "$LOG_FILE"
+}
+
+on_error() {
+  local status=$1 line=$2 command=$3
+  log "FAILED (exit $status) at line $line: $command"
+  log "see the lines above; lifecycle scripts: $SCRIPT_DIR"
+  exit "$status"
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+
+require_file() {
+  if [[ ! -f "$1" ]]; then
+    log "missing $2: $1"
+    return 1
+  fi
+}
+
+log "start on $(hostname) ($(hostname -I 2>/dev/null || echo 'no address')), scripts in $SCRIPT_DIR"
+if [[ "$(id -u)" -ne 0 ]]; then
+  log "must run as root (HyperPod runs lifecycle scripts as root)"
+  exit 1
+fi
+command -v python3 >/dev/null || {
+  log "python3 not found on this AMI"
+  exit 1
+}
+require_file "$RESOURCE_CONFIG" "HyperPod resource config (set SAGEMAKER_RESOURCE_CONFIG_PATH to override)"
+require_file "$PROVISIONING_PARAMETERS" "provisioning_parameters.json (the stack uploads it next to this script)"
+require_file "$SCRIPT_DIR/lifecycle.py" "lifecycle.py"
+
+# lifecycle.py timestamps its own lines (UTC); tee keeps them in the log file and on stdout.
+python3 -u "$SCRIPT_DIR/lifecycle.py" \
+  --resource-config "$RESOURCE_CONFIG" \
+  --provisioning-parameters "$PROVISIONING_PARAMETERS" \
+  "$@" 2>&1 | tee -a "$LOG_FILE"
+
+log "done"

@@ -1,0 +1,675 @@
+"""Level 4 — pre-training from scratch: a zero-idle training-job path and a SageMaker HyperPod (Slurm) skeleton.
+
+Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while idle):
+
+    GenAiKit-4-Pretrain-Jobs:   StartExecution ──► Step Functions ──► SageMaker CreateTrainingJob (.sync)
+                                     multi-node, torchrun in the PyTorch training image, checkpoints to S3,
+                                     optional managed spot ──► SNS (+ EventBridge training-job state changes)
+
+    GenAiKit-4-Pretrain-Cluster: VPC (private subnets, NAT from config, S3 gateway endpoint, flow logs)
+                                     security group: all traffic to and from itself (EFA)
+                                     lifecycle bucket: lifecycle/ scripts + provisioning_parameters.json
+                                     HyperPod cluster: Slurm controller (+ login) + compute groups at 0
+                                     FSx for Lustre (opt-in, 1.2 TiB, linked to the data bucket)
+                                     EventBridge cluster and node-health events ──► SNS
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_fsx as fsx
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_deployment as s3deploy
+from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.config import KitConfig, PretrainSettings
+from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
+from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.stage import log_group, removal_policy, tag_stack
+
+LEVEL = "4-pretrain"
+ROOT = Path(__file__).resolve().parents[1]
+LIFECYCLE_DIR = ROOT / "lifecycle"
+WORKLOAD_DIR = ROOT / "workloads" / "pretrain"
+LIFECYCLE_PREFIX = "lifecycle/"
+CODE_PREFIX = "code/"
+DATA_PREFIX = "data/"
+FSX_STORAGE_GIB = 1200
+FSX_MOUNT = "/fsx"
+NAT_MONTHLY_USD = 32.85  # $0.045/hour per NAT gateway, before data processing
+FSX_MONTHLY_USD_PER_TIB = {125: 145.0, 250: 210.0, 500: 340.0, 1000: 600.0}  # PERSISTENT_2, us-east-1
+
+
+def provisioning_parameters(config: KitConfig, fsx_dns: str | None, fsx_mount: str | None) -> dict[str, Any]:
+    """provisioning_parameters.json, generated from the same groups as the cluster so names cannot drift."""
+    settings = config.pretrain
+    params: dict[str, Any] = {
+        "version": "1.0.0",
+        "workload_manager": "slurm",
+        "controller_group": settings.controller.name,
+        "worker_groups": [
+            {"instance_group_name": g.name, "partition_name": g.name}
+            for g in settings.groups
+            if g.node_type == "Compute"
+        ],
+    }
+    login = [g.name for g in settings.groups if g.node_type == "Login"]
+    if login:
+        params["login_group"] = login[0]
+    if fsx_dns and fsx_mount:
+        params["fsx_dns_name"] = fsx_dns
+        params["fsx_mountname"] = fsx_mount
+    return params
+
+
+def cluster_idle_monthly_usd(settings: PretrainSettings, controller_hourly_usd: float) -> float:
+    """Controller (+ login) around the clock, NAT gateways, FSx when enabled; compute groups sit at 0."""
+    fixed = sum(1 for g in settings.groups if g.node_type in ("Controller", "Login")) * controller_hourly_usd * 730
+    nat = settings.nat_gateways * NAT_MONTHLY_USD
+    lustre = FSX_MONTHLY_USD_PER_TIB[settings.fsx_throughput] * FSX_STORAGE_GIB / 1024 if settings.fsx else 0.0
+    return round(fixed + nat + lustre, 2)
+
+
+class ClusterNetwork(Construct):
+    """A VPC whose cluster subnets are private, an S3 gateway endpoint, flow logs, and the EFA security group."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+        super().__init__(scope, construct_id)
+        nat = config.pretrain.nat_gateways
+        private_type = ec2.SubnetType.PRIVATE_WITH_EGRESS if nat else ec2.SubnetType.PRIVATE_ISOLATED
+        subnets = [ec2.SubnetConfiguration(name="cluster", subnet_type=private_type, cidr_mask=20)]
+        if nat:  # a public subnet exists only to hold the NAT gateway
+            subnets.insert(0, ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26))
+        flow_logs = log_group(self, "FlowLogs", config)
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr("10.40.0.0/16"),
+            max_azs=2,
+            nat_gateways=nat,
+            subnet_configuration=subnets,
+            gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
+            flow_logs={"All": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))},
+        )
+        self.cluster_subnets = self.vpc.select_subnets(subnet_type=private_type)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "ClusterSecurityGroup",
+            vpc=self.vpc,
+            description="HyperPod nodes, FSx and training jobs: all traffic among themselves (EFA needs it)",
+            allow_all_outbound=True,
+        )
+        self.security_group.add_ingress_rule(self.security_group, ec2.Port.all_traffic(), "all traffic from itself")
+        # allow_all_outbound=True drops a self-referencing egress rule, and EFA health checks need one: emit it.
+        ec2.CfnSecurityGroupEgress(
+            self,
+            "SelfEgress",
+            group_id=self.security_group.security_group_id,
+            ip_protocol="-1",
+            destination_security_group_id=self.security_group.security_group_id,
+            description="all traffic to itself (EFA)",
+        )
+        suppress(
+            self.security_group,
+            "AwsSolutions-EC23",
+            "The only ingress rule admits the group itself; nothing outside the cluster can connect.",
+        )
+
+
+class ClusterStorage(Construct):
+    """The data/checkpoint bucket, the lifecycle bucket (scripts + provisioning parameters) and optional FSx."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, network: ClusterNetwork) -> None:
+        super().__init__(scope, construct_id)
+        self.data = SecureBucket(self, "Data", config=config, versioned=True).bucket
+        self.lifecycle = SecureBucket(self, "Lifecycle", config=config, versioned=True).bucket
+        self.file_system: fsx.CfnFileSystem | None = None
+        fsx_dns = fsx_mount = None
+        if config.pretrain.fsx:
+            subnet_id = network.cluster_subnets.subnet_ids[0]
+            self.file_system = fsx.CfnFileSystem(
+                self,
+                "Lustre",
+                file_system_type="LUSTRE",
+                storage_capacity=FSX_STORAGE_GIB,
+                subnet_ids=[subnet_id],
+                security_group_ids=[network.security_group.security_group_id],
+                lustre_configuration=fsx.CfnFileSystem.LustreConfigurationProperty(
+                    deployment_type="PERSISTENT_2",
+                    per_unit_storage_throughput=config.pretrain.fsx_throughput,
+                    data_compression_type="LZ4",
+                ),
+            )
+            self.file_system.apply_removal_policy(removal_policy(config))
+            fsx.CfnDataRepositoryAssociation(
+                self,
+                "DataLink",
+                file_system_id=self.file_system.ref,
+                file_system_path="/data",
+                data_repository_path=f"s3://{self.data.bucket_name}/{DATA_PREFIX}",
+                batch_import_meta_data_on_create=True,
+                s3=fsx.CfnDataRepositoryAssociation.S3Property(
+                    auto_import_policy=fsx.CfnDataRepositoryAssociation.AutoImportPolicyProperty(
+                        events=["NEW", "CHANGED", "DELETED"]
+                    ),
+                    auto_export_policy=fsx.CfnDataRepositoryAssociation.AutoExportPolicyProperty(
+                        events=["NEW", "CHANGED", "DELETED"]
+                    ),
+                ),
+            )
+            fsx_dns, fsx_mount = self.file_system.attr_dns_name, self.file_system.attr_lustre_mount_name
+        self.provisioning_parameters = provisioning_parameters(config, fsx_dns, fsx_mount)
+        self.lifecycle_upload = s3deploy.BucketDeployment(
+            self,
+            "LifecycleScripts",
+            sources=[
+                s3deploy.Source.asset(str(LIFECYCLE_DIR), exclude=["**/__pycache__", "README.md"]),
+                s3deploy.Source.json_data("provisioning_parameters.json", self.provisioning_parameters),
+            ],
+            destination_bucket=self.lifecycle,
+            destination_key_prefix=LIFECYCLE_PREFIX,
+            prune=True,
+            retain_on_delete=False,
+            memory_limit=256,
+        )
+        suppress_bucket_deployment(self.lifecycle_upload, self.lifecycle)
+        self.lifecycle_uri = f"s3://{self.lifecycle.bucket_name}/{LIFECYCLE_PREFIX}"
+
+
+class HyperPodCluster(Construct):
+    """The Slurm cluster: one controller, an optional login node, compute groups that default to 0."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        network: ClusterNetwork,
+        storage: ClusterStorage,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        settings = config.pretrain
+        self.role = iam.Role(
+            self,
+            "InstanceRole",
+            description="Level 4: HyperPod cluster instances",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSageMakerClusterInstanceRolePolicy")
+            ],
+        )
+        # The managed policy reads only buckets named sagemaker-*: grant the kit's buckets explicitly.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadLifecycleScripts",
+                actions=["s3:GetObject", "s3:ListBucket"],
+                resources=[storage.lifecycle.bucket_arn, storage.lifecycle.arn_for_objects(f"{LIFECYCLE_PREFIX}*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="UseDataAndCheckpoints",
+                actions=["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                resources=[storage.data.bucket_arn, storage.data.arn_for_objects("*")],
+            )
+        )
+        # Cluster instances in a customer VPC attach network interfaces in its subnets.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="AttachToClusterVpc",
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:CreateNetworkInterfacePermission",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DeleteNetworkInterfacePermission",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeVpcs",
+                    "ec2:DescribeDhcpOptions",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DetachNetworkInterface",
+                ],
+                resources=["*"],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TagClusterNetworkInterfaces",
+                actions=["ec2:CreateTags"],
+                resources=[f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:network-interface/*"],
+            )
+        )
+        suppress(
+            self.role,
+            "AwsSolutions-IAM4",
+            "AmazonSageMakerClusterInstanceRolePolicy is the policy HyperPod documents for cluster instances "
+            "(node agent, logs, health reporting).",
+            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSageMakerClusterInstanceRolePolicy"],
+        )
+        suppress(
+            self.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "EC2 Describe* and network-interface actions support no resource-level scoping at creation; nodes "
+            "read and write any key of the kit's data bucket (datasets, checkpoints) and the lifecycle prefix.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::{arn_ref(storage.data)}/*",
+                f"Resource::{arn_ref(storage.lifecycle)}/{LIFECYCLE_PREFIX}*",
+                f"Resource::arn:{stack.partition}:ec2:{stack.region}:<AWS::AccountId>:network-interface/*",
+            ],
+        )
+
+        groups = []
+        for group in settings.groups:
+            groups.append(
+                sagemaker.CfnCluster.ClusterInstanceGroupProperty(
+                    instance_group_name=group.name,
+                    instance_type=group.instance_type,
+                    instance_count=group.count,
+                    execution_role=self.role.role_arn,
+                    threads_per_core=1,
+                    life_cycle_config=sagemaker.CfnCluster.ClusterLifeCycleConfigProperty(
+                        source_s3_uri=storage.lifecycle_uri, on_create="on_create.sh"
+                    ),
+                    instance_storage_configs=[
+                        sagemaker.CfnCluster.ClusterInstanceStorageConfigProperty(
+                            ebs_volume_config=sagemaker.CfnCluster.ClusterEbsVolumeConfigProperty(
+                                volume_size_in_gb=settings.ebs_volume_gb
+                            )
+                        )
+                    ],
+                    slurm_config=sagemaker.CfnCluster.ClusterSlurmConfigProperty(
+                        node_type=group.node_type,
+                        partition_names=[group.name] if group.node_type == "Compute" else None,
+                    ),
+                )
+            )
+        self.cluster = sagemaker.CfnCluster(
+            self,
+            "Cluster",
+            cluster_name=config.resource_name("hyperpod"),
+            orchestrator=sagemaker.CfnCluster.OrchestratorProperty(
+                slurm=sagemaker.CfnCluster.ClusterOrchestratorSlurmConfigProperty(slurm_config_strategy="Managed")
+            ),
+            node_recovery="Automatic",
+            instance_groups=groups,
+            vpc_config=sagemaker.CfnCluster.VpcConfigProperty(
+                security_group_ids=[network.security_group.security_group_id],
+                subnets=[network.cluster_subnets.subnet_ids[0]],
+            ),
+        )
+        # Scripts and parameters are in S3 before any node runs OnCreate.
+        self.cluster.node.add_dependency(storage.lifecycle_upload)
+        self.cluster.node.add_dependency(self.role)
+
+
+def _notifications(scope: Construct, config: KitConfig, name: str) -> sns.Topic:
+    topic = sns.Topic(scope, "Notifications", display_name=config.resource_name(name), enforce_ssl=True)
+    if config.alarm_email:
+        topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+    suppress(
+        topic,
+        "AwsSolutions-SNS2",
+        "Notifications carry job and cluster names and states only; EventBridge cannot publish to a topic "
+        "encrypted with the AWS managed key, and a customer managed key would cost $1/month idle.",
+    )
+    return topic
+
+
+class PretrainClusterStack(Stack):
+    """``GenAiKit-4-Pretrain-Cluster``: network, storage, lifecycle scripts and the HyperPod cluster."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description="genai-spectrum-kit Level 4: SageMaker HyperPod (Slurm) cluster skeleton",
+            **kwargs,
+        )
+        tag_stack(self, config, LEVEL)
+        self.network = ClusterNetwork(self, "Network", config=config)
+        self.storage = ClusterStorage(self, "Storage", config=config, network=self.network)
+        self.hyperpod = HyperPodCluster(self, "HyperPod", config=config, network=self.network, storage=self.storage)
+        topic = _notifications(self, config, "hyperpod")
+        cluster_arn = self.hyperpod.cluster.attr_cluster_arn
+        events.Rule(
+            self,
+            "ClusterEvents",
+            description="Level 4: HyperPod cluster state changes and node health events",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker HyperPod Cluster State Change", "SageMaker HyperPod Cluster Node Health Event"],
+                resources=[cluster_arn],
+            ),
+            targets=[targets.SnsTopic(topic)],
+        )
+        CfnOutput(self, "ClusterName", value=self.hyperpod.cluster.ref)
+        CfnOutput(self, "ClusterArn", value=cluster_arn)
+        CfnOutput(self, "DataBucketName", value=self.storage.data.bucket_name)
+        CfnOutput(self, "LifecycleScriptsUri", value=self.storage.lifecycle_uri)
+        CfnOutput(self, "NotificationTopicArn", value=topic.topic_arn)
+        if self.storage.file_system is not None:
+            CfnOutput(self, "FsxDnsName", value=self.storage.file_system.attr_dns_name)
+
+
+class PretrainJobsStack(Stack):
+    """``GenAiKit-4-Pretrain-Jobs``: multi-node SageMaker training jobs started by Step Functions; $0 idle."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        network: ClusterNetwork | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description="genai-spectrum-kit Level 4: zero-idle multi-node SageMaker training jobs",
+            **kwargs,
+        )
+        tag_stack(self, config, LEVEL)
+        from workloads.pretrain import sagemaker_job  # the workload's own facts: image, hyperparameters, paths
+
+        settings = config.pretrain
+        self.bucket = SecureBucket(self, "Artifacts", config=config, versioned=True).bucket
+        # The training code as the toolkit expects it (code/sourcedir.tar.gz) and the sample corpus (data/).
+        code_upload = s3deploy.BucketDeployment(
+            self,
+            "TrainingCode",
+            sources=[s3deploy.Source.asset(_sourcedir_asset())],
+            destination_bucket=self.bucket,
+            prune=False,
+            retain_on_delete=False,
+            memory_limit=256,
+        )
+        corpus_upload = s3deploy.BucketDeployment(
+            self,
+            "SampleCorpus",
+            sources=[s3deploy.Source.asset(str(WORKLOAD_DIR / "data"))],
+            destination_bucket=self.bucket,
+            destination_key_prefix=DATA_PREFIX,
+            prune=False,
+            retain_on_delete=False,
+            memory_limit=256,
+        )
+        for upload in (code_upload, corpus_upload):
+            suppress_bucket_deployment(upload, self.bucket)
+        topic = _notifications(self, config, "training")
+
+        role = iam.Role(
+            self,
+            "TrainingRole",
+            description="Level 4: assumed by SageMaker to run the kit's training jobs",
+            assumed_by=iam.ServicePrincipal(
+                "sagemaker.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": self.account},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/*"
+                    },
+                },
+            ),
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadCodeAndData",
+                actions=["s3:GetObject"],
+                resources=[
+                    self.bucket.arn_for_objects(f"{CODE_PREFIX}*"),
+                    self.bucket.arn_for_objects(f"{DATA_PREFIX}*"),
+                ],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(sid="ListArtifacts", actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn])
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="SyncCheckpoints",
+                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                resources=[self.bucket.arn_for_objects("checkpoints/*")],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteModel", actions=["s3:PutObject"], resources=[self.bucket.arn_for_objects("output/*")]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PullTrainingImage",
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                resources=[
+                    f"arn:{self.partition}:ecr:{self.region}:{sagemaker_job.IMAGE_ACCOUNT}:repository/"
+                    f"{sagemaker_job.IMAGE_REPOSITORY}"
+                ],
+            )
+        )
+        role.add_to_policy(iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TrainingLogs",
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[
+                    f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:/aws/sagemaker/TrainingJobs*"
+                ],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TrainingMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+            )
+        )
+        vpc_config = network is not None and settings.job_in_cluster_vpc
+        if vpc_config:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="AttachToClusterVpc",
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:CreateNetworkInterfacePermission",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DeleteNetworkInterfacePermission",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeDhcpOptions",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                    ],
+                    resources=["*"],
+                )
+            )
+
+        # CreateTrainingJob.sync as a plain ASL task: CDK's SageMakerCreateTrainingJob does not expose
+        # CheckpointConfig or managed spot, and the checkpoint sync is what makes resume-after-interruption work.
+        job_name = f"{config.name_prefix}-pretrain-"
+        image = sagemaker_job.image_uri(self.region, gpu=not settings.job_instance_type.startswith(("ml.m", "ml.c")))
+        stopping: dict[str, Any] = {"MaxRuntimeInSeconds": settings.job_max_runtime_hours * 3600}
+        if settings.job_spot:
+            stopping["MaxWaitTimeInSeconds"] = settings.job_max_wait_hours * 3600
+        request: dict[str, Any] = {
+            "TrainingJobName.$": f"States.Format('{job_name}{{}}', $$.Execution.Name)",
+            "RoleArn": role.role_arn,
+            "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
+            "HyperParameters": sagemaker_job.hyperparameters(
+                submit_directory=f"s3://{self.bucket.bucket_name}/{CODE_PREFIX}sourcedir.tar.gz",
+                region=self.region,
+                instance_type=settings.job_instance_type,
+            ),
+            "InputDataConfig": [
+                {
+                    "ChannelName": sagemaker_job.TRAIN_CHANNEL,
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": f"s3://{self.bucket.bucket_name}/{DATA_PREFIX}",
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                }
+            ],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket.bucket_name}/output/"},
+            "CheckpointConfig": {
+                "S3Uri": f"s3://{self.bucket.bucket_name}/checkpoints/",
+                "LocalPath": sagemaker_job.CHECKPOINT_LOCAL_PATH,
+            },
+            "ResourceConfig": {
+                "InstanceType": settings.job_instance_type,
+                "InstanceCount": settings.job_instance_count,
+                "VolumeSizeInGB": 50,
+            },
+            "StoppingCondition": stopping,
+            "EnableManagedSpotTraining": settings.job_spot,
+        }
+        if vpc_config and network is not None:
+            request["VpcConfig"] = {
+                "SecurityGroupIds": [network.security_group.security_group_id],
+                "Subnets": network.cluster_subnets.subnet_ids,
+            }
+        train = sfn.CustomState(
+            self,
+            "TrainModel",
+            state_json={
+                "Type": "Task",
+                "Resource": f"arn:{self.partition}:states:::sagemaker:createTrainingJob.sync",
+                "Parameters": request,
+                "ResultPath": "$.training",
+            },
+        )
+        succeeded = tasks.SnsPublish(
+            self,
+            "NotifySucceeded",
+            topic=topic,
+            subject="genai-spectrum-kit pre-training",
+            message=sfn.TaskInput.from_object(
+                {
+                    "outcome": "succeeded",
+                    "job": sfn.JsonPath.string_at("$.training.TrainingJobName"),
+                    "model": sfn.JsonPath.string_at("$.training.ModelArtifacts.S3ModelArtifacts"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        failed = tasks.SnsPublish(
+            self,
+            "NotifyFailed",
+            topic=topic,
+            subject="genai-spectrum-kit pre-training",
+            message=sfn.TaskInput.from_object(
+                {
+                    "outcome": "failed",
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                    "error": sfn.JsonPath.object_at("$.error"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        train.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        failed.next(sfn.Fail(self, "TrainingFailed", error="TrainingJobFailed", cause="See the notification"))
+        logs = log_group(self, "StateMachineLogs", config)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=config.resource_name("pretrain"),
+            definition_body=sfn.DefinitionBody.from_chainable(train.next(succeeded).next(sfn.Succeed(self, "Done"))),
+            timeout=Duration.hours(settings.job_max_wait_hours + 2),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        events.Rule(
+            self,
+            "TrainingJobStateChange",
+            description="Level 4: state changes of this kit's training jobs",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Training Job State Change"],
+                detail={"TrainingJobName": [{"prefix": f"{config.name_prefix}-pretrain-"}]},
+            ),
+            targets=[targets.SnsTopic(topic)],
+        )
+        machine_role = self.state_machine.role
+        machine_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="RunTrainingJobs",
+                actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+                resources=[f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/{job_name}*"],
+            )
+        )
+        machine_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="PassTrainingRole",
+                actions=["iam:PassRole"],
+                resources=[role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        # .sync integrations watch the job through a Step Functions managed EventBridge rule.
+        machine_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="WatchTrainingJobs",
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    f"arn:{self.partition}:events:{self.region}:{self.account}:rule/"
+                    "StepFunctionsGetEventsForSageMakerTrainingJobsRule"
+                ],
+            )
+        )
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Training jobs read code and data and write checkpoints and the model under fixed prefixes of the "
+            "kit's bucket, log to SageMaker's own log groups, and publish metrics under /aws/sagemaker/*; ECR's "
+            "login token and metric publishing have no resource-level scoping.",
+            applies_to=[
+                "Resource::*",
+                *(
+                    f"Resource::{arn_ref(self.bucket)}/{p}*"
+                    for p in (CODE_PREFIX, DATA_PREFIX, "checkpoints/", "output/")
+                ),
+                f"Resource::arn:{self.partition}:logs:{self.region}:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs*",
+            ],
+        )
+        suppress(
+            machine_role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Training job names are made per execution under the kit's prefix; X-Ray and CloudWatch Logs "
+            "delivery support no resource-level permissions.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::arn:{self.partition}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{job_name}*",
+            ],
+        )
+        self.role, self.topic = role, topic
+        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "ArtifactsBucketName", value=self.bucket.bucket_name)
+        CfnOutput(self, "NotificationTopicArn", value=topic.topic_arn)
+
+
+def _sourcedir_asset() -> str:
+    """A folder holding code/sourcedir.tar.gz, built deterministically from workloads/pretrain."""
+    from workloads.pretrain.package_sourcedir import sourcedir_bytes
+
+    out = Path(tempfile.mkdtemp(prefix="kit-sourcedir-"))
+    (out / CODE_PREFIX).mkdir()
+    (out / CODE_PREFIX / "sourcedir.tar.gz").write_bytes(sourcedir_bytes())
+    return str(out)

