@@ -610,7 +610,10 @@ def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_
         if not _GROUP_NAME_RE.match(group.name):
             raise ConfigError(key, group.name, "a group name of letters, digits and '-' (1-63), starting alphanumeric")
         if group.instance_type not in known:
-            raise ConfigError(key, group.instance_type, "an instance type HyperPod supports (e.g. ml.g5.8xlarge)")
+            type_key = {"Controller": "hp_controller_instance_type", "Login": "hp_login_instance_type"}.get(
+                group.node_type, key
+            )
+            raise ConfigError(type_key, group.instance_type, "an instance type HyperPod supports (e.g. ml.g5.8xlarge)")
         low = 1 if group.node_type in ("Controller", "Login") else 0
         high = 1 if group.node_type in ("Controller", "Login") else MAX_GROUP_INSTANCES
         if not low <= group.count <= high:
@@ -637,10 +640,6 @@ def _pretrain_settings(get: Any) -> PretrainSettings:
         groups.append(InstanceGroupSpec(str(item["name"]), "Compute", str(item["instance_type"]), count))
     spec = tuple(groups)
     check_instance_groups(spec)
-    for group in spec[:2]:
-        if group.node_type in ("Controller", "Login") and group.instance_type not in hyperpod_instance_types():
-            key = f"hp_{group.name}_instance_type"
-            raise ConfigError(key, group.instance_type, "an instance type HyperPod supports (e.g. ml.t3.medium)")
     throughput = _as_int("hp_fsx_throughput", get("hp_fsx_throughput"), 125, 1000)
     if throughput not in FSX_THROUGHPUTS:
         raise ConfigError("hp_fsx_throughput", throughput, "one of " + ", ".join(map(str, FSX_THROUGHPUTS)))

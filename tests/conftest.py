@@ -87,7 +87,20 @@ def sandbox_oss(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-oss"))
 
 
-SYNTHS = ["sandbox", "prod", "sandbox_oss"]
+@pytest.fixture(scope="session")
+def sandbox_fsx(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The sandbox with every Level 4 option on: FSx for Lustre, a login node, jobs in the VPC, managed spot."""
+    context = {
+        **cdk_json_context(),
+        "hp_fsx": True,
+        "hp_login_instance_type": "ml.t3.medium",
+        "tj_in_cluster_vpc": True,
+        "tj_spot": True,
+    }
+    return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-fsx"))
+
+
+SYNTHS = ["sandbox", "prod", "sandbox_oss", "sandbox_fsx"]
 
 
 @pytest.fixture(scope="session", params=SYNTHS)

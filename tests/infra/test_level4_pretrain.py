@@ -1,0 +1,296 @@
+"""Level 4 stacks: the HyperPod cluster skeleton and the zero-idle training-job path."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from stacks.config import ConfigError, InstanceGroupSpec, check_instance_groups
+from stacks.level4_pretrain import FSX_STORAGE_GIB, cluster_idle_monthly_usd, provisioning_parameters
+from tests.infra.helpers import as_list, only, render, resources, statements
+from tests.infra.test_config import build
+
+CLUSTER = "GenAiKit-4-Pretrain-Cluster"
+JOBS = "GenAiKit-4-Pretrain-Jobs"
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox: Any) -> dict[str, Any]:
+    return sandbox.templates[CLUSTER]
+
+
+@pytest.fixture(scope="module")
+def jobs(sandbox: Any) -> dict[str, Any]:
+    return sandbox.templates[JOBS]
+
+
+def _cluster_props(template: dict[str, Any]) -> dict[str, Any]:
+    return only(template, "AWS::SageMaker::Cluster")[1]["Properties"]
+
+
+def _role_statements(template: dict[str, Any], role_id: str) -> dict[str, dict[str, Any]]:
+    policies = {
+        k for k, v in resources(template, "AWS::IAM::Policy").items() if {"Ref": role_id} in v["Properties"]["Roles"]
+    }
+    return {s.get("Sid", f"#{i}"): s for i, (p, s) in enumerate(statements(template)) if p in policies}
+
+
+# --- cluster --------------------------------------------------------------------------------------------
+
+
+def test_cluster_is_slurm_with_one_controller_and_compute_at_zero(sandbox: Any, cluster: dict[str, Any]) -> None:
+    props = _cluster_props(cluster)
+    assert "Slurm" in props["Orchestrator"]
+    assert props["NodeRecovery"] == "Automatic"
+    groups = {g["InstanceGroupName"]: g for g in props["InstanceGroups"]}
+    node_types = [g["SlurmConfig"]["NodeType"] for g in groups.values()]
+    assert node_types.count("Controller") == 1
+    controller = next(g for g in groups.values() if g["SlurmConfig"]["NodeType"] == "Controller")
+    assert (controller["InstanceType"], controller["InstanceCount"]) == ("ml.t3.medium", 1)
+    compute = [g for g in groups.values() if g["SlurmConfig"]["NodeType"] == "Compute"]
+    assert compute and all(g["InstanceCount"] == 0 for g in compute)
+    assert all(g["SlurmConfig"]["PartitionNames"] == [g["InstanceGroupName"]] for g in compute)
+    for group in groups.values():
+        assert group["InstanceStorageConfigs"] == [{"EbsVolumeConfig": {"VolumeSizeInGB": 100}}]
+
+
+def test_every_group_runs_the_kits_lifecycle_scripts_from_its_bucket(cluster: dict[str, Any]) -> None:
+    props = _cluster_props(cluster)
+    lifecycle_bucket = next(k for k in resources(cluster, "AWS::S3::Bucket") if k.startswith("StorageLifecycleBucket"))
+    for group in props["InstanceGroups"]:
+        config = group["LifeCycleConfig"]
+        assert config["OnCreate"] == "on_create.sh"
+        assert render(config["SourceS3Uri"]) == f"s3://${{{lifecycle_bucket}}}/lifecycle/"
+    deployment = only(cluster, "Custom::CDKBucketDeployment")[1]["Properties"]
+    assert deployment["DestinationBucketKeyPrefix"] == "lifecycle/"
+    assert only(cluster, "AWS::SageMaker::Cluster")[1]["DependsOn"]
+
+
+def test_provisioning_parameters_match_the_cluster_groups(sandbox: Any, cluster: dict[str, Any]) -> None:
+    params = provisioning_parameters(sandbox.config, None, None)
+    groups = {g["InstanceGroupName"]: g["SlurmConfig"]["NodeType"] for g in _cluster_props(cluster)["InstanceGroups"]}
+    assert groups[params["controller_group"]] == "Controller"
+    assert {w["instance_group_name"] for w in params["worker_groups"]} == {
+        n for n, t in groups.items() if t == "Compute"
+    }
+    assert "fsx_dns_name" not in params and "login_group" not in params
+
+
+def test_cluster_subnets_are_private_and_the_vpc_has_an_s3_endpoint_and_flow_logs(cluster: dict[str, Any]) -> None:
+    [subnet_ref] = _cluster_props(cluster)["VpcConfig"]["Subnets"]
+    subnet = cluster["Resources"][subnet_ref["Ref"]]["Properties"]
+    assert subnet["MapPublicIpOnLaunch"] is False
+    assert {"Key": "aws-cdk:subnet-type", "Value": "Private"} in subnet["Tags"]
+    [endpoint] = resources(cluster, "AWS::EC2::VPCEndpoint").values()
+    assert endpoint["Properties"]["VpcEndpointType"] == "Gateway"
+    assert "s3" in render(endpoint["Properties"]["ServiceName"])
+    assert resources(cluster, "AWS::EC2::FlowLog")
+    assert len(resources(cluster, "AWS::EC2::NatGateway")) == 1
+
+
+def test_security_group_allows_all_traffic_to_and_from_itself(cluster: dict[str, Any]) -> None:
+    [sg_ref] = _cluster_props(cluster)["VpcConfig"]["SecurityGroupIds"]
+    sg_id = sg_ref["Fn::GetAtt"][0]
+    [ingress] = [r["Properties"] for r in resources(cluster, "AWS::EC2::SecurityGroupIngress").values()]
+    assert ingress["IpProtocol"] == "-1" and ingress["SourceSecurityGroupId"] == {"Fn::GetAtt": [sg_id, "GroupId"]}
+    [egress] = [r["Properties"] for r in resources(cluster, "AWS::EC2::SecurityGroupEgress").values()]
+    assert egress["IpProtocol"] == "-1" and egress["DestinationSecurityGroupId"] == {"Fn::GetAtt": [sg_id, "GroupId"]}
+
+
+def test_instance_role_has_the_managed_policy_plus_explicit_bucket_reads(cluster: dict[str, Any]) -> None:
+    role_id = _cluster_props(cluster)["InstanceGroups"][0]["ExecutionRole"]["Fn::GetAtt"][0]
+    role = cluster["Resources"][role_id]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    [managed] = role["ManagedPolicyArns"]
+    assert render(managed).endswith(":iam::aws:policy/AmazonSageMakerClusterInstanceRolePolicy")
+    granted = _role_statements(cluster, role_id)
+    assert set(granted) == {
+        "ReadLifecycleScripts",
+        "UseDataAndCheckpoints",
+        "AttachToClusterVpc",
+        "TagClusterNetworkInterfaces",
+    }
+    assert sorted(granted["ReadLifecycleScripts"]["Action"]) == ["s3:GetObject", "s3:ListBucket"]
+    assert not any(a.endswith(":*") for s in granted.values() for a in as_list(s["Action"]))
+
+
+def test_fsx_is_off_by_default(cluster: dict[str, Any]) -> None:
+    assert not resources(cluster, "AWS::FSx::FileSystem")
+
+
+def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted(sandbox_fsx: Any) -> None:
+    template = sandbox_fsx.templates[CLUSTER]
+    fs_id, fs = only(template, "AWS::FSx::FileSystem")
+    props = fs["Properties"]
+    assert props["StorageCapacity"] == FSX_STORAGE_GIB == 1200
+    assert props["LustreConfiguration"]["DeploymentType"] == "PERSISTENT_2"
+    assert props["LustreConfiguration"]["PerUnitStorageThroughput"] == sandbox_fsx.config.pretrain.fsx_throughput
+    cluster_props = _cluster_props(template)
+    assert props["SubnetIds"] == cluster_props["VpcConfig"]["Subnets"]
+    [link] = resources(template, "AWS::FSx::DataRepositoryAssociation").values()
+    assert link["Properties"]["FileSystemId"] == {"Ref": fs_id}
+    assert render(link["Properties"]["DataRepositoryPath"]).startswith("s3://${StorageDataBucket")
+    # The lifecycle scripts learn where to mount /fsx from provisioning_parameters.json.
+    deployment = only(template, "Custom::CDKBucketDeployment")[1]["Properties"]
+    markers = json.dumps(deployment)
+    assert f'"{fs_id}", "DNSName"' in markers and f'"{fs_id}", "LustreMountName"' in markers
+    node_types = [g["SlurmConfig"]["NodeType"] for g in cluster_props["InstanceGroups"]]
+    assert node_types.count("Login") == 1
+
+
+def test_provisioning_parameters_carry_fsx_and_login_when_configured() -> None:
+    config = build(hp_fsx=True, hp_login_instance_type="ml.t3.medium")
+    params = provisioning_parameters(config, "fs-1.fsx.us-east-1.amazonaws.com", "abcdefgh")
+    assert params["login_group"] == "login"
+    assert (params["fsx_dns_name"], params["fsx_mountname"]) == ("fs-1.fsx.us-east-1.amazonaws.com", "abcdefgh")
+
+
+def test_cluster_events_notify_the_topic(cluster: dict[str, Any]) -> None:
+    [rule] = [r["Properties"] for r in resources(cluster, "AWS::Events::Rule").values()]
+    assert rule["EventPattern"]["source"] == ["aws.sagemaker"]
+    assert "SageMaker HyperPod Cluster Node Health Event" in rule["EventPattern"]["detail-type"]
+
+
+# --- synth-time checks ----------------------------------------------------------------------------------
+
+
+def _group(name: str, node_type: str, instance_type: str = "ml.g5.8xlarge", count: int = 0) -> InstanceGroupSpec:
+    return InstanceGroupSpec(name, node_type, instance_type, count)
+
+
+@pytest.mark.parametrize(
+    ("groups", "allowed"),
+    [
+        ((_group("gpu", "Compute"),), "exactly one Controller"),
+        (
+            (
+                _group("c", "Controller", "ml.t3.medium", 1),
+                _group("c2", "Controller", "ml.t3.medium", 1),
+                _group("gpu", "Compute"),
+            ),
+            "exactly one Controller",
+        ),
+        ((_group("c", "Controller", "ml.t3.medium", 1), _group("c", "Compute")), "unique"),
+        ((_group("c", "Controller", "ml.t3.medium", 1),), "at least one compute group"),
+        ((_group("c", "Controller", "ml.t3.medium", 1), _group("gpu", "Compute", "ml.g9.huge")), "HyperPod supports"),
+        ((_group("c", "Controller", "ml.t3.medium", 1), _group("gpu_1", "Compute")), "letters, digits and '-'"),
+        ((_group("c", "Controller", "ml.t3.medium", 2), _group("gpu", "Compute")), "1 to 1 instances"),
+        ((_group("c", "Controller", "ml.t3.medium", 1), _group("gpu", "Compute", count=101)), "0 to 100"),
+    ],
+)
+def test_cluster_creation_rules_fail_synth_with_one_line(groups: tuple[InstanceGroupSpec, ...], allowed: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_instance_groups(groups)
+    assert allowed in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        ({"hp_controller_instance_type": "ml.t2.micro"}, "hp_controller_instance_type", "HyperPod supports"),
+        (
+            {"hp_compute_groups": '[{"name": "gpu", "instance_type": "ml.g5.8xlarge"}]'},
+            "hp_compute_groups",
+            "JSON list",
+        ),
+        ({"hp_fsx_throughput": 300}, "hp_fsx_throughput", "one of 125, 250, 500, 1000"),
+        ({"hp_nat_gateways": 4}, "hp_nat_gateways", "0 to 3"),
+        (
+            {"tj_spot": True, "tj_max_wait_hours": 1, "tj_max_runtime_hours": 4},
+            "tj_max_wait_hours",
+            "with managed spot",
+        ),
+        ({"tj_instance_type": "p4d.24xlarge"}, "tj_instance_type", "ml.g5.xlarge"),
+    ],
+)
+def test_level4_config_mistakes_are_one_line_errors(overrides: dict[str, Any], key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(**overrides)
+    assert str(caught.value).startswith(f"config error: {key} = ") and allowed in str(caught.value)
+
+
+def test_idle_cost_counts_controller_nat_and_fsx() -> None:
+    assert cluster_idle_monthly_usd(build().pretrain, 0.05) == round(0.05 * 730 + 32.85, 2)
+    with_fsx = build(hp_fsx=True, hp_nat_gateways=0).pretrain
+    assert cluster_idle_monthly_usd(with_fsx, 0.05) == round(0.05 * 730 + 145.0 * FSX_STORAGE_GIB / 1024, 2)
+
+
+# --- training-job path ----------------------------------------------------------------------------------
+
+
+def _training_task(template: dict[str, Any]) -> dict[str, Any]:
+    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    definition = json.loads(render(machine["Properties"]["DefinitionString"]))
+    return definition["States"]["TrainModel"]
+
+
+def test_training_job_runs_multi_node_torchrun_in_the_pytorch_image(sandbox: Any, jobs: dict[str, Any]) -> None:
+    task = _training_task(jobs)
+    assert task["Resource"].endswith(":states:::sagemaker:createTrainingJob.sync")
+    request = task["Parameters"]
+    settings = sandbox.config.pretrain
+    assert request["ResourceConfig"]["InstanceCount"] == settings.job_instance_count == 2
+    assert request["ResourceConfig"]["InstanceType"] == settings.job_instance_type
+    assert request["AlgorithmSpecification"]["TrainingImage"].startswith(
+        "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
+    )
+    hyper = request["HyperParameters"]
+    assert hyper["sagemaker_torch_distributed_enabled"] == "true"
+    assert hyper["sagemaker_program"] == '"train.py"'
+    assert hyper["sagemaker_submit_directory"].endswith('/code/sourcedir.tar.gz"')
+    assert request["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": settings.job_max_runtime_hours * 3600}
+    assert request["EnableManagedSpotTraining"] is False
+    assert "VpcConfig" not in request
+    assert "Catch" in task
+
+
+def test_training_jobs_with_spot_and_the_cluster_vpc_when_configured(sandbox_fsx: Any) -> None:
+    request = _training_task(sandbox_fsx.templates[JOBS])["Parameters"]
+    settings = sandbox_fsx.config.pretrain
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] == settings.job_max_wait_hours * 3600
+    assert request["VpcConfig"]["Subnets"] and request["VpcConfig"]["SecurityGroupIds"]
+
+
+def test_training_role_trust_and_exact_grants(jobs: dict[str, Any]) -> None:
+    role_id, role = next(
+        (k, v["Properties"])
+        for k, v in resources(jobs, "AWS::IAM::Role").items()
+        if v["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        == {"Service": "sagemaker.amazonaws.com"}
+    )
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert render(trust["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":training-job/*")
+    granted = _role_statements(jobs, role_id)
+    assert render(granted["PullTrainingImage"]["Resource"]).endswith(":763104351884:repository/pytorch")
+    assert granted["TrainingMetrics"]["Condition"] == {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}}
+    assert [render(r).rsplit("/", 1)[0].split("}")[-1] for r in as_list(granted["ReadCodeAndData"]["Resource"])] == [
+        "/code",
+        "/data",
+    ]
+
+
+def test_state_machine_passes_only_the_training_role(jobs: dict[str, Any]) -> None:
+    _, machine = only(jobs, "AWS::StepFunctions::StateMachine")
+    granted = _role_statements(jobs, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    assert granted["PassTrainingRole"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+    assert render(granted["RunTrainingJobs"]["Resource"]).endswith(":training-job/genai-kit-pretrain-*")
+
+
+def test_the_jobs_stack_costs_nothing_idle_and_stands_alone(sandbox: Any, jobs: dict[str, Any]) -> None:
+    from scripts.synth_summary import stack_summary
+
+    assert stack_summary(jobs)[1] == 0.0
+    assert not resources(jobs, "AWS::EC2::VPC") and not resources(jobs, "AWS::EC2::NatGateway")
+    assert "Fn::ImportValue" not in json.dumps(jobs)
+
+
+def test_the_cluster_idle_cost_is_stated(cluster: dict[str, Any]) -> None:
+    from scripts.synth_summary import stack_summary
+
+    assert stack_summary(cluster)[1:] == (round(0.05 * 730 + 32.85 + 3.65, 2), [])
