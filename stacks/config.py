@@ -230,7 +230,7 @@ CUSTOMIZABLE_MODELS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "amazon.nova-pro-v1:0:300k": ("amazon-nova", ("us-east-1",)),
     "amazon.titan-text-lite-v1:0:4k": ("amazon-titan-text", ("us-east-1", "us-west-2")),
     "amazon.titan-text-express-v1:0:8k": ("amazon-titan-text", ("us-east-1", "us-west-2")),
-    "anthropic.claude-3-haiku-20240307-v1:0:200k": ("claude", ("us-west-2",)),
+    "anthropic.claude-3-haiku-20240307-v1:0:200k": ("anthropic-claude-3-haiku", ("us-west-2",)),
     "meta.llama3-1-8b-instruct-v1:0:128k": ("meta-llama-3.1", ("us-west-2",)),
     "meta.llama3-1-70b-instruct-v1:0:128k": ("meta-llama-3.1", ("us-west-2",)),
     "meta.llama3-2-1b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
@@ -666,6 +666,20 @@ def _pretrain_settings(get: Any) -> PretrainSettings:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def training_data_rules() -> Any:
+    """The Level 3 validator's per-family rules (lambdas/finetune_validate/formats.py): the same code
+    checks the configured hyperparameter defaults at synth and every job's hyperparameters at run time."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    lambdas = str(Path(__file__).resolve().parents[1] / "lambdas")
+    if lambdas not in sys.path:
+        sys.path.append(lambdas)
+    return importlib.import_module("finetune_validate.formats")
+
+
 def _finetune_settings(get: Any, region: str) -> FineTuneSettings:
     base = _as_choice("ft_base_model_id", get("ft_base_model_id"), tuple(CUSTOMIZABLE_MODELS))
     family, regions = CUSTOMIZABLE_MODELS[base]
@@ -678,6 +692,9 @@ def _finetune_settings(get: Any, region: str) -> FineTuneSettings:
     raw = _json_or_raw(get("ft_hyperparameters"))
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise ConfigError("ft_hyperparameters", raw, 'a JSON object of string values, e.g. {"epochCount": "2"}')
+    problems = training_data_rules().check_hyperparameters(raw, training_data_rules().resolve_model(base))[0]
+    if problems:
+        raise ConfigError("ft_hyperparameters", raw, f"values {base} accepts: {problems[0]['message']}")
     deploy = _as_choice("ft_deploy", get("ft_deploy"), DEPLOY_MODES)
     if deploy == "on-demand" and family not in ON_DEMAND_FAMILIES:
         raise ConfigError("ft_deploy", deploy, f"'none' or 'provisioned' for {base} (on-demand serves Amazon Nova)")

@@ -183,6 +183,8 @@ def test_no_template_uses_an_invented_resource_type(sandbox: Any, sandbox_oss: A
         ),
         ({"ft_hyperparameters": {"epochCount": 2}}, "ft_hyperparameters", "string values"),
         ({"ft_customization_type": "DISTILLATION"}, "ft_customization_type", "FINE_TUNING"),
+        ({"ft_hyperparameters": {"epochCount": "9"}}, "ft_hyperparameters", "out of range"),
+        ({"ft_hyperparameters": {"batchSize": "8"}}, "ft_hyperparameters", "not a hyperparameter of amazon-nova"),
         ({"ft_max_job_hours": 0}, "ft_max_job_hours", "from 1 to 72"),
     ],
 )
@@ -191,6 +193,14 @@ def test_fine_tuning_config_guards(overrides: dict[str, Any], key: str, allowed:
         build(**overrides)
     assert str(caught.value).startswith(f"config error: {key} = ")
     assert allowed in str(caught.value)
+
+
+def test_the_kits_customizable_models_are_the_validators_families() -> None:
+    from stacks.config import CUSTOMIZABLE_MODELS, training_data_rules
+
+    rules = training_data_rules()
+    for model_id, (family, _) in CUSTOMIZABLE_MODELS.items():
+        assert rules.resolve_model(model_id).family == family
 
 
 def test_outputs_name_buckets_state_machine_and_topic(sandbox: Any) -> None:
