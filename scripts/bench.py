@@ -5,6 +5,10 @@
 - tests: wall time of the whole test suite (one run)
 - handler cold import: each handler module against a bare `import boto3`, each in a fresh interpreter
   with no function environment variables (best of IMPORT_RUNS); target ratio <= 1.5
+- Level 2 ingestion burst: 1,000 document changes arriving while jobs run and conflicts are raised
+  (scripts/ingest_burst.py); target: at most 3 StartIngestionJob calls, no change lost
+- Level 3 validator on a generated file of at least 1 GB against a bare json.loads-per-line loop
+  (scripts/bench_validator.py); target: at least 0.5x its throughput (CPU time) and under 200 MB peak RSS
 Exits 1 when a target is missed.
 """
 
@@ -106,6 +110,39 @@ def main() -> int:
                 f"<= {IMPORT_TARGET}x",
             )
         )
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "lambdas")]
+    from scripts.bench_validator import run as run_validator_bench
+    from scripts.ingest_burst import run_burst
+
+    burst = run_burst(1000)
+    burst_ok = burst.start_calls <= 3 and burst.lost == 0 and burst.deleted_before_cover == 0
+    ok &= burst_ok
+    rows.append(
+        (
+            "L2 ingestion burst: events in / StartIngestionJob calls / jobs started / lost",
+            f"{burst.events_in} / {burst.start_calls} / {burst.jobs_started} / {burst.lost} "
+            f"(+{burst.poison_in} poison -> {burst.dead_lettered} in the DLQ), {burst.wall_seconds:.1f} s wall",
+            "",
+            "<= 3 calls, 0 lost",
+        )
+    )
+
+    validator = run_validator_bench(1024)
+    ok &= bool(validator["ok"])
+    v, bare = validator["validator"], validator["bareLoop"]
+    rows.append(
+        (
+            f"L3 validator on {validator['fileBytes'] / 1e9:.2f} GB vs bare json.loads loop (CPU-time MB/s)",
+            f"{v['cpuMbPerSecond']:.0f} vs {bare['cpuMbPerSecond']:.0f} MB/s (wall {v['mbPerSecond']:.0f} vs "
+            f"{bare['mbPerSecond']:.0f})",
+            f"{validator['cpuRatio']:.2f}x",
+            ">= 0.5x",
+        )
+    )
+    rows.append(
+        ("L3 validator peak RSS", f"{v['peakRssMb']:.0f} MB (bare loop {bare['peakRssMb']:.0f} MB)", "", "< 200 MB")
+    )
 
     suite = bench_tests()
     rows.append(("whole test suite (make test, warm venv)", f"{suite:.1f} s", "", "under CI's 90 min"))
