@@ -11,6 +11,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.config import ConfigError, KitConfig, load_config
+from stacks.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt import PromptEngineeringStack
 from stacks.level2_rag import RagStack
 from stacks.level3_finetune import FineTuneStack
@@ -26,6 +27,7 @@ STACK_IDS = {
     "3": "GenAiKit-3-FineTune",
     "4-jobs": "GenAiKit-4-Pretrain-Jobs",
     "4-cluster": "GenAiKit-4-Pretrain-Cluster",
+    "0-logging": "GenAiKit-0-InvocationLogging",
 }
 
 
@@ -57,6 +59,10 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         config=config,
         network=cluster.network if config.pretrain.job_in_cluster_vpc else None,
     )
+    if config.invocation_logging:  # opt-in: one account-level setting per account and region
+        InvocationLoggingStack(
+            app, STACK_IDS["0-logging"], stack_name=f"{STACK_IDS['0-logging']}-{config.stage}", env=env, config=config
+        )
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, config
 

@@ -311,6 +311,7 @@ class KitConfig:
     rag: RagSettings
     finetune: FineTuneSettings
     pretrain: PretrainSettings
+    invocation_logging: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -495,6 +496,8 @@ DEFAULTS: Mapping[str, Any] = {
     "tj_spot": False,
     "tj_max_wait_hours": 8,
     "tj_in_cluster_vpc": False,
+    # Account level: Bedrock model invocation logging (opt-in; one per account and region)
+    "invocation_logging": False,
 }
 # CDK's own context keys that carry no "@" or ":" in their names.
 _CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
@@ -577,6 +580,7 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         rag=rag,
         finetune=finetune,
         pretrain=pretrain,
+        invocation_logging=_as_bool("invocation_logging", get("invocation_logging")),
         tags=_as_tags("tags", get("tags")),
     )
 

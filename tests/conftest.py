@@ -96,6 +96,7 @@ def sandbox_fsx(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "hp_login_instance_type": "ml.t3.medium",
         "tj_in_cluster_vpc": True,
         "tj_spot": True,
+        "invocation_logging": True,  # the opt-in account-level stack rides along with this variant
     }
     return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-fsx"))
 

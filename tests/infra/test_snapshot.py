@@ -32,8 +32,8 @@ def test_templates_match_their_snapshots(request: pytest.FixtureRequest, stage: 
     for stack_id, template in synth.templates.items():
         if stage == "sandbox_oss" and stack_id != "GenAiKit-2-Rag":
             continue  # the vector-store switch changes Level 2 only
-        if stage == "sandbox_fsx" and not stack_id.startswith("GenAiKit-4-"):
-            continue  # the Level 4 options change Level 4 only
+        if stage == "sandbox_fsx" and not stack_id.startswith(("GenAiKit-4-", "GenAiKit-0-")):
+            continue  # the Level 4 options and the opt-in logging stack change only those
         path = SNAPSHOTS / f"{stack_id}.{stage}.json"
         current = masked(template)
         if os.environ.get("UPDATE_SNAPSHOTS") == "1":

@@ -1,0 +1,1 @@
+"""CloudFormation custom resource that turns on Bedrock model invocation logging for the account and region."""

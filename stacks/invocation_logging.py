@@ -1,0 +1,154 @@
+"""Opt-in, account-level: Bedrock model invocation logging to an encrypted bucket and a log group.
+
+Model invocation logging is ONE setting per account and region and CloudFormation has no resource for it,
+so a custom resource manages it. On delete it restores the setting it found (or removes its own), and it
+leaves the setting alone if someone else has changed it since. Deploy it once per account and region.
+
+    Bedrock (every model call in the account/region) ──► log group (retention by stage)
+                                                     └──► S3 bucket (encrypted, TLS-only) — and large payloads
+    custom resource (function) ──► Put/Get/DeleteModelInvocationLoggingConfiguration
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, CustomResource, Duration, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.config import KitConfig
+from stacks.shared.nag import suppress
+from stacks.shared.python_function import PythonFunction
+from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.stage import log_group, tag_stack
+
+LEVEL = "0-observability"
+STATE_PREFIX = "kit-state/"
+
+
+class InvocationLoggingStack(Stack):
+    """``GenAiKit-0-InvocationLogging``: the log destinations, Bedrock's delivery role, the custom resource."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description="genai-spectrum-kit: Bedrock model invocation logging (one per account and region)",
+            **kwargs,
+        )
+        tag_stack(self, config, LEVEL)
+        bucket = SecureBucket(self, "Invocations", config=config, versioned=False).bucket
+        logs = log_group(self, "InvocationLogs", config, name=f"/{config.name_prefix}/bedrock/invocations")
+        source = {
+            "StringEquals": {"aws:SourceAccount": self.account},
+            "ArnLike": {"aws:SourceArn": f"arn:{self.partition}:bedrock:{self.region}:{self.account}:*"},
+        }
+        # Bedrock writes invocation records and large payloads into the bucket.
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="BedrockDelivers",
+                principals=[iam.ServicePrincipal("bedrock.amazonaws.com")],
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects("invocations/*"), bucket.arn_for_objects("large-data/*")],
+                conditions=source,
+            )
+        )
+        delivery = iam.Role(
+            self,
+            "DeliveryRole",
+            description="Assumed by Amazon Bedrock to write invocation logs to CloudWatch Logs",
+            assumed_by=iam.ServicePrincipal("bedrock.amazonaws.com", conditions=source),
+        )
+        delivery.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteInvocationLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[logs.log_group_arn],
+            )
+        )
+        delivery.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteLargePayloads", actions=["s3:PutObject"], resources=[bucket.arn_for_objects("large-data/*")]
+            )
+        )
+
+        manager = PythonFunction(
+            self,
+            "Manager",
+            config=config,
+            handler="invocation_logging.handler.handler",
+            description="Custom resource: Bedrock model invocation logging for this account and region",
+            service_name="invocation-logging",
+            timeout=Duration.minutes(2),
+            memory_size=256,
+        )
+        manager.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ManageInvocationLogging",
+                actions=[
+                    "bedrock:GetModelInvocationLoggingConfiguration",
+                    "bedrock:PutModelInvocationLoggingConfiguration",
+                    "bedrock:DeleteModelInvocationLoggingConfiguration",
+                ],
+                resources=["*"],
+            )
+        )
+        manager.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PassDeliveryRole",
+                actions=["iam:PassRole"],
+                resources=[delivery.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
+            )
+        )
+        manager.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="RememberPreviousSetting",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{STATE_PREFIX}*")],
+            )
+        )
+        # HeadObject on a missing key answers 404 only with ListBucket.
+        manager.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="FindPreviousSetting",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{STATE_PREFIX}*"]}},
+            )
+        )
+        suppress(
+            manager.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "The model invocation logging actions are account-level and have no resource type ('*' only); the "
+            "state object lives under one prefix; X-Ray actions support no resource-level permissions.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::<{self.get_logical_id(bucket.node.default_child)}.Arn>/{STATE_PREFIX}*",
+            ],  # type: ignore[arg-type]
+        )
+        suppress(
+            delivery.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Bedrock names each large-payload object itself, under the large-data prefix.",
+            applies_to=[f"Resource::<{self.get_logical_id(bucket.node.default_child)}.Arn>/large-data/*"],  # type: ignore[arg-type]
+        )
+        setting = CustomResource(
+            self,
+            "InvocationLogging",
+            service_token=manager.function.function_arn,
+            resource_type="Custom::BedrockInvocationLogging",
+            properties={
+                "LogGroupName": logs.log_group_name,
+                "RoleArn": delivery.role_arn,
+                "BucketName": bucket.bucket_name,
+            },
+        )
+        # Deleted before the bucket, so the saved previous setting is still readable on delete.
+        setting.node.add_dependency(bucket)
+        setting.node.add_dependency(manager.role)
+        setting.node.add_dependency(delivery)
+
+        CfnOutput(self, "InvocationLogGroup", value=logs.log_group_name)
+        CfnOutput(self, "InvocationBucketName", value=bucket.bucket_name)

@@ -1,0 +1,65 @@
+"""The opt-in account-level invocation-logging stack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.infra.helpers import only, render, resources, statements
+
+STACK = "GenAiKit-0-InvocationLogging"
+
+
+def test_it_is_opt_in(sandbox: Any, sandbox_fsx: Any) -> None:
+    assert STACK not in sandbox.templates
+    assert STACK in sandbox_fsx.templates
+
+
+def test_custom_resource_points_bedrock_at_the_stacks_log_group_bucket_and_role(sandbox_fsx: Any) -> None:
+    template = sandbox_fsx.templates[STACK]
+    _, setting = only(template, "Custom::BedrockInvocationLogging")
+    props = setting["Properties"]
+    log_group_id, log_group = next(
+        (k, v) for k, v in resources(template, "AWS::Logs::LogGroup").items() if k.startswith("InvocationLogs")
+    )
+    assert props["LogGroupName"] == {"Ref": log_group_id}
+    assert log_group["Properties"]["RetentionInDays"] == sandbox_fsx.config.log_retention_days
+    bucket_id = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("InvocationsBucket"))
+    assert props["BucketName"] == {"Ref": bucket_id}
+    assert bucket_id in setting["DependsOn"]
+    manager = next(
+        k
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == "invocation_logging.handler.handler"
+    )
+    assert props["ServiceToken"] == {"Fn::GetAtt": [manager, "Arn"]}
+
+
+def test_bedrock_may_deliver_only_from_this_account(sandbox_fsx: Any) -> None:
+    template = sandbox_fsx.templates[STACK]
+    [policy] = [
+        v for k, v in resources(template, "AWS::S3::BucketPolicy").items() if k.startswith("InvocationsBucketPolicy")
+    ]
+    [grant] = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "BedrockDelivers"]
+    assert grant["Principal"] == {"Service": "bedrock.amazonaws.com"}
+    assert grant["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    roles = [
+        v["Properties"]
+        for v in resources(template, "AWS::IAM::Role").values()
+        if v["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        == {"Service": "bedrock.amazonaws.com"}
+    ]
+    [delivery] = roles
+    trust = delivery["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
+    assert render(trust["ArnLike"]["aws:SourceArn"]).startswith("arn:aws:bedrock:us-east-1:")
+
+
+def test_the_manager_may_only_manage_the_setting_and_pass_the_delivery_role(sandbox_fsx: Any) -> None:
+    template = sandbox_fsx.templates[STACK]
+    by_sid = {s.get("Sid"): s for _, s in statements(template)}
+    assert sorted(by_sid["ManageInvocationLogging"]["Action"]) == [
+        "bedrock:DeleteModelInvocationLoggingConfiguration",
+        "bedrock:GetModelInvocationLoggingConfiguration",
+        "bedrock:PutModelInvocationLoggingConfiguration",
+    ]
+    assert by_sid["PassDeliveryRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
+    assert render(by_sid["RememberPreviousSetting"]["Resource"]).endswith("/kit-state/*")
