@@ -484,6 +484,21 @@ class FineTunePipeline(Construct):
             )
         )
 
+    def _delete_throughput(self, state_id: str) -> tasks.CallAwsService:
+        """Delete the Provisioned Throughput this execution created, retrying for about an hour."""
+        delete = tasks.CallAwsService(
+            self,
+            state_id,
+            service="bedrock",
+            action="deleteProvisionedModelThroughput",
+            parameters={"ProvisionedModelId": sfn.JsonPath.string_at("$.deployment.arn")},
+            iam_action="bedrock:DeleteProvisionedModelThroughput",
+            iam_resources=[_bedrock_arn(Stack.of(self), "provisioned-model/*")],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        delete.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=6, backoff_rate=2.0)
+        return delete
+
     def _deployment(self, config: KitConfig, succeeded: tasks.SnsPublish, done: sfn.Succeed) -> sfn.IChainable:
         """After a completed job: on-demand deployment, or no-commitment Provisioned Throughput torn down later."""
         stack = Stack.of(self)
@@ -548,17 +563,7 @@ class FineTunePipeline(Construct):
         keep = sfn.Wait(
             self, "KeepProvisionedThroughput", time=sfn.WaitTime.duration(Duration.hours(ft.provisioned_hours))
         )
-        delete_pt = tasks.CallAwsService(
-            self,
-            "DeleteProvisionedThroughput",
-            service="bedrock",
-            action="deleteProvisionedModelThroughput",
-            parameters={"ProvisionedModelId": sfn.JsonPath.string_at("$.deployment.arn")},
-            iam_action="bedrock:DeleteProvisionedModelThroughput",
-            iam_resources=[_bedrock_arn(stack, "provisioned-model/*")],
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        delete_pt.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=6, backoff_rate=2.0)
+        delete_pt = self._delete_throughput("DeleteProvisionedThroughput")
         # A throughput that cannot be deleted keeps billing: say so loudly.
         teardown_failed = self._notify(
             "NotifyTeardownFailed",
@@ -585,17 +590,7 @@ class FineTunePipeline(Construct):
             result_path="$.deploymentStatus",
         )
         # A throughput that failed to come up is still deleted, so nothing keeps billing.
-        cleanup = tasks.CallAwsService(
-            self,
-            "DeleteFailedProvisionedThroughput",
-            service="bedrock",
-            action="deleteProvisionedModelThroughput",
-            parameters={"ProvisionedModelId": sfn.JsonPath.string_at("$.deployment.arn")},
-            iam_action="bedrock:DeleteProvisionedModelThroughput",
-            iam_resources=[_bedrock_arn(stack, "provisioned-model/*")],
-            result_path=sfn.JsonPath.DISCARD,
-        )
-        cleanup.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=6, backoff_rate=2.0)
+        cleanup = self._delete_throughput("DeleteFailedProvisionedThroughput")
         cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
         failed = self._notify(
             "NotifyProvisioningFailed", "failed: Provisioned Throughput did not come up (deleted)", "$.deployment"

@@ -47,6 +47,18 @@ LIFECYCLE_PREFIX = "lifecycle/"
 CODE_PREFIX = "code/"
 DATA_PREFIX = "data/"
 FSX_STORAGE_GIB = 1200
+# What SageMaker needs to place cluster nodes and training jobs in a customer VPC (no resource scoping).
+VPC_ENI_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DeleteNetworkInterfacePermission",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeDhcpOptions",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+)
 FSX_MOUNT = "/fsx"
 NAT_MONTHLY_USD = 32.85  # $0.045/hour per NAT gateway, before data processing
 FSX_MONTHLY_USD_PER_TIB = {125: 145.0, 250: 210.0, 500: 340.0, 1000: 600.0}  # PERSISTENT_2, us-east-1
@@ -231,18 +243,7 @@ class HyperPodCluster(Construct):
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="AttachToClusterVpc",
-                actions=[
-                    "ec2:CreateNetworkInterface",
-                    "ec2:CreateNetworkInterfacePermission",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:DeleteNetworkInterfacePermission",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeVpcs",
-                    "ec2:DescribeDhcpOptions",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DetachNetworkInterface",
-                ],
+                actions=[*VPC_ENI_ACTIONS, "ec2:DetachNetworkInterface"],
                 resources=["*"],
             )
         )
@@ -485,17 +486,7 @@ class PretrainJobsStack(Stack):
             role.add_to_policy(
                 iam.PolicyStatement(
                     sid="AttachToClusterVpc",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:CreateNetworkInterfacePermission",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeDhcpOptions",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                    ],
+                    actions=list(VPC_ENI_ACTIONS),
                     resources=["*"],
                 )
             )
