@@ -18,7 +18,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import KitConfig
-from stacks.shared.nag import suppress
+from stacks.shared.nag import arn_ref, suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group, tag_stack
@@ -125,14 +125,14 @@ class InvocationLoggingStack(Stack):
             "state object lives under one prefix; X-Ray actions support no resource-level permissions.",
             applies_to=[
                 "Resource::*",
-                f"Resource::<{self.get_logical_id(bucket.node.default_child)}.Arn>/{STATE_PREFIX}*",
-            ],  # type: ignore[arg-type]
+                f"Resource::{arn_ref(bucket)}/{STATE_PREFIX}*",
+            ],
         )
         suppress(
             delivery.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "Bedrock names each large-payload object itself, under the large-data prefix.",
-            applies_to=[f"Resource::<{self.get_logical_id(bucket.node.default_child)}.Arn>/large-data/*"],  # type: ignore[arg-type]
+            applies_to=[f"Resource::{arn_ref(bucket)}/large-data/*"],
         )
         setting = CustomResource(
             self,

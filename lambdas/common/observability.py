@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -12,19 +12,27 @@ from aws_lambda_powertools.metrics import MetricUnit
 _TRUTHY = {"1", "true", "yes", "on", "y", "t"}
 
 
-def make_tracer(logger: Logger) -> Tracer | None:
+def make_tracer(logger: Logger, factory: Callable[[], Tracer] | None = None) -> Tracer | None:
     """A Powertools Tracer in Lambda with tracing on; None otherwise (or when aws-xray-sdk is absent).
 
-    Callers cache the result (an ``lru_cache`` factory), so nothing is created at import time.
+    Callers cache the result (an ``lru_cache`` factory), so nothing is created at import time. ``factory``
+    builds the Tracer (default: Powertools' ``Tracer``).
     """
     disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUTHY
     if disabled or not os.environ.get("LAMBDA_TASK_ROOT") or os.environ.get("AWS_SAM_LOCAL"):
         return None
     try:
-        return Tracer()
+        return (factory or Tracer)()
     except ImportError:
         logger.warning("aws-xray-sdk is not installed: tracing is off")
         return None
+
+
+def annotate(tracer: Tracer | None, **annotations: str | bool) -> None:
+    """X-Ray annotations on the current segment, when tracing is on."""
+    if tracer is not None:
+        for key, value in annotations.items():
+            tracer.put_annotation(key=key, value=value)
 
 
 def publish(

@@ -1,39 +1,27 @@
 """Lambda entry point of the Level 1 prompt API (``prompt_api.handler.handler``).
 
 Routes: POST /prompt, GET /templates, POST /templates/{name}. Every error uses the kit's error contract
-(``common.errors``) and is mapped in the exception handlers below, nowhere else.
+(``common.errors``) and is mapped in the exception handlers that ``common.resolver`` installs below, nowhere
+else.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotMatched
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import ClientError
 
-from common.errors import (
-    TIMEOUT_ERRORS,
-    ApiError,
-    InternalError,
-    MethodNotAllowedError,
-    NotFoundError,
-    ThrottledError,
-    UnsupportedEventError,
-    aws_error_code,
-    aws_error_message,
-    from_aws_error,
-    trim,
-)
-from common.http import decode_body, error_response, json_response, parse_json_object, proxy_error
+from common.errors import NotFoundError, aws_error_code, trim
+from common.http import decode_body, json_response, parse_json_object
+from common.observability import annotate, make_tracer, publish
+from common.resolver import RESOURCE_KEY, SHOWN_CHARS, install_error_handlers, resolve_rest_event, traced_resolve
+from common.resolver import is_rest_proxy_event as is_rest_proxy_event  # re-exported
 from prompt_api import bedrock
 from prompt_api.settings import Settings, Template, get_settings
 from prompt_api.validation import check_template_variables, parse_prompt_request, parse_template_request
@@ -46,10 +34,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/templates"),
     ("POST", "/templates/<name>"),
 )
-_ROUTE_PATTERNS = tuple((method, re.compile("^" + re.sub(r"<\w+>", "[^/]+", path) + "$")) for method, path in ROUTES)
-_RESOURCE_KEY = "bedrock_resource"
-_SHOWN_CHARS = 100
-_TRUTHY = {"1", "true", "yes", "on", "y", "t"}
+CONFIG_HINT = "MODEL_ID, PROMPT_CATALOG and GUARDRAIL_ID"
 
 
 # --- lazy observability ------------------------------------------------------------------------------------
@@ -58,14 +43,7 @@ _TRUTHY = {"1", "true", "yes", "on", "y", "t"}
 @lru_cache(maxsize=1)
 def get_tracer() -> Tracer | None:
     """A Powertools Tracer in Lambda with tracing on; None otherwise (or when aws-xray-sdk is absent)."""
-    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUTHY
-    if disabled or not os.environ.get("LAMBDA_TASK_ROOT") or os.environ.get("AWS_SAM_LOCAL"):
-        return None
-    try:
-        return Tracer()
-    except ImportError:
-        logger.warning("aws-xray-sdk is not installed: tracing is off")
-        return None
+    return make_tracer(logger, Tracer)
 
 
 @lru_cache(maxsize=1)
@@ -75,25 +53,9 @@ def get_metrics() -> Metrics:
     return Metrics(namespace=settings.metrics_namespace, service=settings.service_name)
 
 
-def _annotate(**annotations: str | bool) -> None:
-    tracer = get_tracer()
-    if tracer is not None:
-        for key, value in annotations.items():
-            tracer.put_annotation(key=key, value=value)
-
-
 def _publish(values: Mapping[str, tuple[MetricUnit, float]], dimensions: Mapping[str, str]) -> None:
     """One EMF document (plus Powertools' ``service`` dimension); never fails the request."""
-    metrics = get_metrics()
-    try:
-        for name, value in dimensions.items():
-            metrics.add_dimension(name=name, value=value)
-        for name, (unit, number) in values.items():
-            metrics.add_metric(name=name, unit=unit, value=number)
-        metrics.flush_metrics()
-    except Exception:
-        logger.warning("Could not publish metrics", exc_info=True)
-        metrics.clear_metrics()
+    publish(get_metrics(), values, dimensions, logger)
 
 
 def _record_call(result: bedrock.ConverseResult) -> None:
@@ -151,7 +113,7 @@ def _find_template(settings: Settings, name: str) -> Template:
     if template is None:
         known = ", ".join(sorted(settings.catalog)) or "(none)"
         raise NotFoundError(
-            f"Unknown template '{trim(name, _SHOWN_CHARS)}'. Known templates: {known}.",
+            f"Unknown template '{trim(name, SHOWN_CHARS)}'. Known templates: {known}.",
             code="template_not_found",
             field="name",
         )
@@ -159,12 +121,12 @@ def _find_template(settings: Settings, name: str) -> Template:
 
 
 def _converse(params: dict[str, Any], *, resource: str, model_id: str) -> bedrock.ConverseResult:
-    app.append_context(**{_RESOURCE_KEY: resource})
+    app.append_context(**{RESOURCE_KEY: resource})
     context = app.lambda_context
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     result = bedrock.converse(params, model_id=model_id, remaining_ms=remaining, on_retry=_log_retry)
     _record_call(result)
-    _annotate(ModelId=result.model_id, GuardrailIntervened=result.guardrail_intervened)
+    annotate(get_tracer(), ModelId=result.model_id, GuardrailIntervened=result.guardrail_intervened)
     logger.info(
         "Converse call finished",
         extra={
@@ -187,114 +149,18 @@ def _log_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
     )
 
 
-# --- error mapping (the one place) -------------------------------------------------------------------------
+# --- error mapping (the one place: common.resolver) and entry point ---------------------------------------
 
-
-@app.exception_handler(ApiError)
-def _on_api_error(exc: ApiError) -> Response[Any]:
-    log = logger.error if exc.status >= 500 else logger.info
-    log(
-        "Request failed",
-        extra={
-            "status": exc.status,
-            "error_code": exc.code,
-            "field": exc.field,
-            "error_message": exc.message,
-        },
-    )
-    return error_response(exc)
-
-
-@app.exception_handler([ClientError, *TIMEOUT_ERRORS])
-def _on_aws_error(exc: Exception) -> Response[Any]:
-    resource = str(app.context.get(_RESOURCE_KEY) or "Amazon Bedrock")
-    mapped = from_aws_error(exc, resource=resource, config_hint="MODEL_ID, PROMPT_CATALOG and GUARDRAIL_ID")
-    if mapped is None:
-        return _internal_response(exc)
-    if isinstance(mapped, ThrottledError):
-        _publish({"ModelThrottled": (MetricUnit.Count, 1)}, {})  # still throttled after the kit's retries
-    logger.warning(
-        "Bedrock call failed",
-        extra={
-            "status": mapped.status,
-            "error_code": mapped.code,
-            "aws_error_code": aws_error_code(exc) or type(exc).__name__,
-            "aws_message": trim(aws_error_message(exc) or str(exc)),
-        },
-    )
-    return error_response(mapped)
-
-
-@app.exception_handler(Exception)
-def _on_unexpected(exc: Exception) -> Response[Any]:
-    return _internal_response(exc)
-
-
-def _internal_response(exc: Exception) -> Response[Any]:
-    """500 with the request id; the stack trace goes to the log only."""
-    logger.exception("Unhandled error", exc_info=exc)
-    return error_response(_internal_error(_request_id(app.current_event.raw_event, app.lambda_context)))
-
-
-@app.not_found
-def _on_not_found(_: RouteNotMatched) -> Response[Any]:
-    method, path = app.current_event.http_method.upper(), app.current_event.path
-    shown = trim(path, _SHOWN_CHARS)
-    allowed = [verb for verb, pattern in _ROUTE_PATTERNS if pattern.match(path)]
-    if allowed:
-        message = f"Method {method} is not allowed on {shown}. Allowed: {', '.join(allowed)}."
-        return error_response(MethodNotAllowedError(message, headers={"Allow": ", ".join(allowed)}))
-    routes = ", ".join(f"{verb} {route.replace('<name>', '{name}')}" for verb, route in ROUTES)
-    return error_response(NotFoundError(f"No route for {method} {shown}. Routes: {routes}.", code="route_not_found"))
-
-
-def _internal_error(request_id: str) -> InternalError:
-    return InternalError(f"Internal error (request id {request_id}). Quote it when reporting the problem.")
-
-
-def _request_id(event: Any, context: Any) -> str:
-    request_context = event.get("requestContext") if isinstance(event, dict) else None
-    request_id = request_context.get("requestId") if isinstance(request_context, dict) else None
-    return str(request_id or getattr(context, "aws_request_id", None) or "unknown")
-
-
-# --- entry point -------------------------------------------------------------------------------------------
-
-
-def is_rest_proxy_event(event: Any) -> bool:
-    """True for an API Gateway REST (payload 1.0) proxy event."""
-    if not isinstance(event, dict):
-        return False
-    request_context = event.get("requestContext")
-    return (
-        isinstance(event.get("httpMethod"), str)
-        and isinstance(event.get("path"), str)
-        and isinstance(request_context, dict)
-        and "elb" not in request_context
-        and event.get("version") != "2.0"
-    )
+install_error_handlers(app, routes=ROUTES, logger=logger, config_hint=CONFIG_HINT, publish=_publish)
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Resolve an API Gateway REST proxy event; answer anything else with 400 ``unsupported_event``."""
-    if not is_rest_proxy_event(event):
-        logger.warning("Unsupported event", extra={"event_type": type(event).__name__})
-        return proxy_error(
-            UnsupportedEventError("This function expects an API Gateway REST API proxy event (httpMethod, path, ...).")
-        )
-    try:
-        response: dict[str, Any] = get_resolver()(event, context)
-    except Exception:
-        logger.exception("Unhandled error outside the resolver")
-        return proxy_error(_internal_error(_request_id(event, context)))
-    return response
+    return resolve_rest_event(event, context, get_resolver, logger)
 
 
 @lru_cache(maxsize=1)
 def get_resolver() -> Any:
     """``app.resolve``, wrapped by the Tracer (without capturing the response) when tracing is on."""
-    tracer = get_tracer()
-    if tracer is None:
-        return app.resolve
-    return tracer.capture_lambda_handler(app.resolve, capture_response=False)
+    return traced_resolve(app, get_tracer())

@@ -2,23 +2,20 @@
 
 Routes: POST /ask (RetrieveAndGenerate: an answer with citations) and POST /retrieve (Retrieve: the
 matching chunks). Every error uses the kit's error contract (``common.errors``) and is mapped in the
-exception handlers below, nowhere else.
+exception handlers that ``common.resolver`` installs below, nowhere else.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotMatched
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import ClientError
 
 from common.errors import (
     TIMEOUT_ERRORS,
@@ -26,22 +23,17 @@ from common.errors import (
     ApiError,
     ConflictError,
     DependencyFailedError,
-    InternalError,
-    MethodNotAllowedError,
     ModelAccessDeniedError,
     ModelTimeoutError,
-    NotFoundError,
-    ThrottledError,
-    UnsupportedEventError,
     UpstreamNotFoundError,
     UpstreamUnavailableError,
     aws_error_code,
-    aws_error_message,
     from_aws_error,
-    trim,
 )
-from common.http import decode_body, error_response, json_response, parse_json_object, proxy_error
-from common.observability import make_tracer, publish
+from common.http import decode_body, json_response, parse_json_object
+from common.observability import annotate, make_tracer, publish
+from common.resolver import install_error_handlers, resolve_rest_event, traced_resolve
+from common.resolver import is_rest_proxy_event as is_rest_proxy_event  # re-exported
 from rag_api import knowledge_base
 from rag_api.settings import Settings, get_settings
 from rag_api.validation import parse_ask_request, parse_retrieve_request
@@ -50,8 +42,6 @@ logger = Logger()
 app = APIGatewayRestResolver()
 
 ROUTES: tuple[tuple[str, str], ...] = (("POST", "/ask"), ("POST", "/retrieve"))
-_ROUTE_PATTERNS = tuple((method, re.compile(f"^{re.escape(path)}$")) for method, path in ROUTES)
-_SHOWN_CHARS = 100
 RETRY_AFTER_UNAVAILABLE_S = 5
 CONFIG_HINT = "KNOWLEDGE_BASE_ID, MODEL_ARN and GUARDRAIL_ID"
 
@@ -73,13 +63,6 @@ def get_metrics() -> Metrics:
 
 def _publish(values: Mapping[str, tuple[MetricUnit, float]], dimensions: Mapping[str, str]) -> None:
     publish(get_metrics(), values, dimensions, logger)
-
-
-def _annotate(**annotations: str | bool) -> None:
-    tracer = get_tracer()
-    if tracer is not None:
-        for key, value in annotations.items():
-            tracer.put_annotation(key=key, value=value)
 
 
 # --- routes ------------------------------------------------------------------------------------------------
@@ -106,7 +89,7 @@ def post_ask() -> Response[Any]:
         "GuardrailIntervened": (MetricUnit.Count, int(answer.guardrail_intervened)),
     }
     _publish(values, {"ModelId": settings.model_id})
-    _annotate(ModelId=settings.model_id, GuardrailIntervened=answer.guardrail_intervened)
+    annotate(get_tracer(), ModelId=settings.model_id, GuardrailIntervened=answer.guardrail_intervened)
     logger.info(
         "RetrieveAndGenerate call finished",
         extra={
@@ -205,105 +188,27 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings) -> ApiError
     return from_aws_error(exc, resource=settings.model_id, config_hint=CONFIG_HINT)  # validation, throttling
 
 
-@app.exception_handler(ApiError)
-def _on_api_error(exc: ApiError) -> Response[Any]:
-    log = logger.error if exc.status >= 500 else logger.info
-    log(
-        "Request failed",
-        extra={"status": exc.status, "error_code": exc.code, "field": exc.field, "error_message": exc.message},
-    )
-    return error_response(exc)
-
-
-@app.exception_handler([ClientError, *TIMEOUT_ERRORS])
-def _on_aws_error(exc: Exception) -> Response[Any]:
-    mapped = map_knowledge_base_error(exc, get_settings())
-    if mapped is None:
-        return _internal_response(exc)
-    if isinstance(mapped, ThrottledError):
-        _publish({"ModelThrottled": (MetricUnit.Count, 1)}, {})  # still throttled after the kit's retries
-    logger.warning(
-        "Knowledge base call failed",
-        extra={
-            "status": mapped.status,
-            "error_code": mapped.code,
-            "aws_error_code": aws_error_code(exc) or type(exc).__name__,
-            "aws_message": trim(aws_error_message(exc) or str(exc)),
-        },
-    )
-    return error_response(mapped)
-
-
-@app.exception_handler(Exception)
-def _on_unexpected(exc: Exception) -> Response[Any]:
-    return _internal_response(exc)
-
-
-def _internal_response(exc: Exception) -> Response[Any]:
-    """500 with the request id; the stack trace goes to the log only."""
-    logger.exception("Unhandled error", exc_info=exc)
-    return error_response(_internal_error(_request_id(app.current_event.raw_event, app.lambda_context)))
-
-
-@app.not_found
-def _on_not_found(_: RouteNotMatched) -> Response[Any]:
-    method, path = app.current_event.http_method.upper(), app.current_event.path
-    shown = trim(path, _SHOWN_CHARS)
-    allowed = [verb for verb, pattern in _ROUTE_PATTERNS if pattern.match(path)]
-    if allowed:
-        message = f"Method {method} is not allowed on {shown}. Allowed: {', '.join(allowed)}."
-        return error_response(MethodNotAllowedError(message, headers={"Allow": ", ".join(allowed)}))
-    routes = ", ".join(f"{verb} {route}" for verb, route in ROUTES)
-    return error_response(NotFoundError(f"No route for {method} {shown}. Routes: {routes}.", code="route_not_found"))
-
-
-def _internal_error(request_id: str) -> InternalError:
-    return InternalError(f"Internal error (request id {request_id}). Quote it when reporting the problem.")
-
-
-def _request_id(event: Any, context: Any) -> str:
-    request_context = event.get("requestContext") if isinstance(event, dict) else None
-    request_id = request_context.get("requestId") if isinstance(request_context, dict) else None
-    return str(request_id or getattr(context, "aws_request_id", None) or "unknown")
+install_error_handlers(
+    app,
+    routes=ROUTES,
+    logger=logger,
+    config_hint=CONFIG_HINT,
+    publish=_publish,
+    map_aws_error=lambda exc: map_knowledge_base_error(exc, get_settings()),
+    aws_failure="Knowledge base call failed",
+)
 
 
 # --- entry point -------------------------------------------------------------------------------------------
 
 
-def is_rest_proxy_event(event: Any) -> bool:
-    """True for an API Gateway REST (payload 1.0) proxy event."""
-    if not isinstance(event, dict):
-        return False
-    request_context = event.get("requestContext")
-    return (
-        isinstance(event.get("httpMethod"), str)
-        and isinstance(event.get("path"), str)
-        and isinstance(request_context, dict)
-        and "elb" not in request_context
-        and event.get("version") != "2.0"
-    )
-
-
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Resolve an API Gateway REST proxy event; answer anything else with 400 ``unsupported_event``."""
-    if not is_rest_proxy_event(event):
-        logger.warning("Unsupported event", extra={"event_type": type(event).__name__})
-        return proxy_error(
-            UnsupportedEventError("This function expects an API Gateway REST API proxy event (httpMethod, path, ...).")
-        )
-    try:
-        response: dict[str, Any] = get_resolver()(event, context)
-    except Exception:
-        logger.exception("Unhandled error outside the resolver")
-        return proxy_error(_internal_error(_request_id(event, context)))
-    return response
+    return resolve_rest_event(event, context, get_resolver, logger)
 
 
 @lru_cache(maxsize=1)
 def get_resolver() -> Any:
     """``app.resolve``, wrapped by the Tracer (without capturing the response) when tracing is on."""
-    tracer = get_tracer()
-    if tracer is None:
-        return app.resolve
-    return tracer.capture_lambda_handler(app.resolve, capture_response=False)
+    return traced_resolve(app, get_tracer())
