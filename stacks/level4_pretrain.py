@@ -499,7 +499,12 @@ class PretrainJobsStack(Stack):
         if settings.job_spot:
             stopping["MaxWaitTimeInSeconds"] = settings.job_max_wait_hours * 3600
         request: dict[str, Any] = {
-            "TrainingJobName.$": f"States.Format('{job_name}{{}}', $$.Execution.Name)",
+            # 12 hex digits of a UUID keep the name within SageMaker's 63 characters for any name prefix; the
+            # execution name goes in a tag instead.
+            "TrainingJobName.$": (
+                f"States.Format('{job_name}{{}}', States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4))"
+            ),
+            "Tags": [{"Key": "kit-execution", "Value.$": "$$.Execution.Name"}],
             "RoleArn": role.role_arn,
             "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
             "HyperParameters": sagemaker_job.hyperparameters(
@@ -602,7 +607,12 @@ class PretrainJobsStack(Stack):
         machine_role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="RunTrainingJobs",
-                actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+                actions=[
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:AddTags",
+                ],
                 resources=[f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/{job_name}*"],
             )
         )

@@ -245,6 +245,9 @@ def test_training_job_runs_multi_node_torchrun_in_the_pytorch_image(sandbox: Any
     assert request["EnableManagedSpotTraining"] is False
     assert "VpcConfig" not in request
     assert "Catch" in task
+    # The job name stays within SageMaker's 63 characters whatever the prefix: prefix + 12 hex digits.
+    assert request["TrainingJobName.$"].startswith("States.Format('genai-kit-pretrain-{}', States.ArrayGetItem(")
+    assert len("k" * 20 + "-pretrain-" + "0" * 12) <= 63
 
 
 def test_training_jobs_with_spot_and_the_cluster_vpc_when_configured(sandbox_fsx: Any) -> None:
