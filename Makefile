@@ -32,6 +32,7 @@ help:
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

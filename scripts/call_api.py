@@ -5,7 +5,8 @@
     python scripts/call_api.py --url URL template summarize audience=architects text=@notes.txt
 
 The URL is the stack's ApiUrl output. Credentials come from the usual AWS chain (profile, env, SSO); the
-caller needs execute-api:Invoke on the API. A value of the form @file is read from that file.
+caller needs execute-api:Invoke on the API. A value of the form @file is read from that file. The signing
+and the error contract live in kit/sigv4.py; `kit l1 …` does the same calls without copying the URL.
 """
 
 from __future__ import annotations
@@ -13,30 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+if __package__ in (None, ""):  # run as a file: make the kit importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import botocore.session
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 
+from kit.sigv4 import ApiError, ApiUnreachable, call, region_of, signed_request
 
-def region_of(url: str) -> str:
-    """execute-api hosts look like ID.execute-api.REGION.amazonaws.com."""
-    parts = (urlparse(url).hostname or "").split(".")
-    if len(parts) < 4 or parts[1] != "execute-api":
-        raise ValueError(f"{url!r} is not an API Gateway execute-api URL")
-    return parts[2]
-
-
-def signed_request(method: str, url: str, body: dict[str, Any] | None, credentials: Any) -> urllib.request.Request:
-    data = json.dumps(body).encode() if body is not None else None
-    request = AWSRequest(method=method, url=url, data=data, headers={"Content-Type": "application/json"})
-    SigV4Auth(credentials, "execute-api", region_of(url)).add_auth(request)
-    return urllib.request.Request(url, data=data, headers=dict(request.headers.items()), method=method)
+__all__ = ["build_call", "main", "parse_args", "region_of", "signed_request"]
 
 
 def _value(raw: str) -> str:
@@ -82,11 +70,15 @@ def main(argv: list[str]) -> int:
         return 2
     method, url, body = build_call(args)
     try:
-        with urllib.request.urlopen(signed_request(method, url, body, credentials), timeout=35) as response:
-            print(json.dumps(json.loads(response.read()), indent=2))
-            return 0
-    except urllib.error.HTTPError as err:
-        print(f"HTTP {err.code}: {err.read().decode(errors='replace')}", file=sys.stderr)
+        region_of(url)
+    except ValueError as err:
+        print(f"--url: {err}", file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(call(method, url, body, credentials), indent=2))
+        return 0
+    except (ApiError, ApiUnreachable) as err:
+        print(err, file=sys.stderr)
         return 1
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.credentials import Credentials
 
+from kit.costs import analyze_stack, load_prices
 from scripts.call_api import build_call, parse_args, region_of, signed_request
-from scripts.synth_summary import stack_summary, summarize
+from scripts.synth_summary import main, stack_summary, summarize
 
 URL = "https://abc123.execute-api.us-east-1.amazonaws.com/v1/"
 
@@ -30,9 +33,25 @@ def test_synth_summary_states_the_opensearch_idle_floor(sandbox_oss: Any) -> Non
     assert "idle ~$175.70/month" in level2  # 1 OCU (standby replicas off) at $0.24/hour + five alarms
 
 
+def test_synth_summary_prints_the_figures_kit_cost_computes(sandbox: Any) -> None:
+    prices = load_prices("us-east-1")
+    by_stack = {line.split()[0]: line for line in summarize(sandbox.assembly_dir)}
+    for stack_id, template in sandbox.templates.items():
+        assert f"idle ~${analyze_stack(stack_id, template, prices).idle_usd:,.2f}/month" in by_stack[stack_id]
+
+
 def test_synth_summary_flags_types_it_cannot_price() -> None:
     count, idle, unknown = stack_summary({"Resources": {"C": {"Type": "AWS::Neptune::DBCluster"}}})
     assert (count, idle, unknown) == (1, 0, ["AWS::Neptune::DBCluster"])
+
+
+def test_synth_summary_fails_on_an_unclassified_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    template = {"Resources": {"C": {"Type": "AWS::Neptune::DBCluster"}}}
+    (tmp_path / "New.template.json").write_text(json.dumps(template))
+    artifact = {"type": "aws:cloudformation:stack", "properties": {"templateFile": "New.template.json"}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"GenAiKit-9-New": artifact}}))
+    assert main(["synth_summary.py", str(tmp_path)]) == 1
+    assert "idle cost unclassified: AWS::Neptune::DBCluster" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("standby", "usd"), [("DISABLED", 175.2), ("ENABLED", 350.4)])

@@ -1,0 +1,343 @@
+"""The kit's one seam to AWS: which account/region/stage a command targets, boto3 sessions and clients
+(created on first use and cached), CloudFormation stack outputs, and AWS errors turned into one line.
+
+Every command resolves a :class:`Target` from the kit's own configuration (``cdk.json``'s context through
+``stacks.config.load_config``) with ``--stage``, ``--region``, ``--profile`` and ``-c key=value`` overrides,
+so it talks to the same stacks that ``make deploy`` created: ``f"{stack_id}-{stage}"`` in the config's region.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from kit import KitError  # the CLI's one error type: click prints "Error: <message>" and exits with 1
+from kit.templates import repo_root
+
+if TYPE_CHECKING:
+    from stacks.config import KitConfig
+# The stacks the commands use, named as in app.py's STACK_IDS (a test checks it; importing app.py would load the CDK).
+STACK_IDS: Mapping[str, str] = {
+    "1": "GenAiKit-1-Prompt",
+    "2": "GenAiKit-2-Rag",
+    "3": "GenAiKit-3-FineTune",
+    "4-jobs": "GenAiKit-4-Pretrain-Jobs",
+    "4-cluster": "GenAiKit-4-Pretrain-Cluster",
+}
+# Must match app.py's PINNED_POWERTOOLS_LAYER; it only matters to synth, load_config needs a value.
+PINNED_POWERTOOLS_LAYER = 38
+
+NO_CREDENTIALS = "no AWS credentials: configure a profile or environment variables"
+# Stack states in which a stack has no usable outputs.
+_UNUSABLE_STATES = {
+    "CREATE_IN_PROGRESS": "is still being created: wait for make deploy to finish",
+    "REVIEW_IN_PROGRESS": "is waiting for a change set to be executed",
+    "CREATE_FAILED": "failed to deploy",
+    "ROLLBACK_IN_PROGRESS": "failed to deploy and is rolling back",
+    "ROLLBACK_FAILED": "failed to deploy and its rollback failed",
+    "ROLLBACK_COMPLETE": "failed to deploy and was rolled back",
+    "DELETE_IN_PROGRESS": "is being deleted",
+    "DELETE_FAILED": "failed to delete",
+}
+_EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
+_REJECTED_CODES = frozenset(
+    {"InvalidClientTokenId", "UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch"}
+)
+ACCESS_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthorizationError",
+        "AuthorizationErrorException",
+        "NotAuthorized",
+    }
+)
+CLIENT_CONFIG: Mapping[str, Any] = {
+    "retries": {"mode": "standard", "max_attempts": 5},
+    "connect_timeout": 10,
+    "read_timeout": 60,
+    "user_agent_extra": "genai-spectrum-kit",
+}
+
+
+class StackNotDeployed(KitError):
+    """The stack a command needs does not exist in the target region."""
+
+
+class KitUsageError(click.ClickException):
+    """A bad option or configuration value; exits with 2 like click's own usage errors."""
+
+    exit_code = 2
+
+
+# --- sessions and clients (created on first use, cached per region and profile) ----------------------------
+
+_sessions: dict[tuple[str | None, str | None], Any] = {}
+_clients: dict[tuple[str, str | None, str | None], Any] = {}
+_loader: list[Any] = []  # botocore's data loader (service models), shared by every session: loaded once
+
+
+def reset() -> None:
+    """Forget every cached session and client, so credentials and settings are read again (tests)."""
+    _sessions.clear()
+    _clients.clear()
+
+
+def session(region: str | None, profile: str | None = None) -> Any:
+    """A boto3 session for ``region`` (None: the profile's or environment's default) and ``profile``."""
+    key = (region, profile)
+    if key not in _sessions:
+        import boto3
+        import botocore.session
+        from botocore.exceptions import ProfileNotFound
+
+        core = botocore.session.get_session()
+        if _loader:
+            core.register_component("data_loader", _loader[0])
+        else:
+            _loader.append(core.get_component("data_loader"))
+        try:
+            _sessions[key] = boto3.Session(botocore_session=core, region_name=region, profile_name=profile)
+        except ProfileNotFound:
+            raise KitError(f"AWS profile {profile!r} not found: check ~/.aws/config or drop --profile") from None
+    return _sessions[key]
+
+
+def client(name: str, region: str | None = None, profile: str | None = None) -> Any:
+    """The boto3 client for service ``name``; the same object on every call with the same arguments."""
+    key = (name, region, profile)
+    if key not in _clients:
+        from botocore.config import Config
+        from botocore.exceptions import InvalidRegionError
+
+        try:
+            _clients[key] = session(region, profile).client(name, config=Config(**CLIENT_CONFIG))
+        except InvalidRegionError:
+            raise KitUsageError(f"{region!r} is not an AWS region code (e.g. us-east-1): check --region") from None
+    return _clients[key]
+
+
+def default_region(profile: str | None = None) -> str | None:
+    """The region the profile or environment would use on its own (AWS_REGION, the profile's region)."""
+    region: str | None = session(None, profile).region_name
+    return region
+
+
+def credentials(region: str | None, profile: str | None = None) -> Any:
+    """The caller's credentials (for SigV4), or KitError when there are none."""
+    with aws_errors("reading AWS credentials", region):
+        found = session(region, profile).get_credentials()
+    if found is None:
+        raise KitError(NO_CREDENTIALS)
+    return found
+
+
+# --- errors --------------------------------------------------------------------------------------------------
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ('' for anything else)."""
+    response = getattr(exc, "response", None)
+    return str(((response or {}).get("Error") or {}).get("Code") or "") if isinstance(response, dict) else ""
+
+
+def error_message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Message") or exc)
+    return str(exc)
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    return error_code(exc) in ACCESS_DENIED_CODES or "not authorized" in error_message(exc).lower()
+
+
+def explain(exc: BaseException, action: str, region: str | None = None) -> str | None:
+    """One line saying what went wrong and what to do, for the AWS errors every command can meet."""
+    from botocore import exceptions as bex
+
+    where = f" in {region}" if region else ""
+    if isinstance(exc, (bex.NoCredentialsError, bex.PartialCredentialsError)):
+        return NO_CREDENTIALS
+    if isinstance(exc, (bex.TokenRetrievalError, bex.SSOTokenLoadError, bex.UnauthorizedSSOTokenError)):
+        return "the AWS SSO session has expired or is missing: run aws sso login"
+    if isinstance(exc, bex.ProfileNotFound):
+        return f"{exc}: check ~/.aws/config or drop --profile"
+    if isinstance(exc, bex.EndpointConnectionError):
+        return f"cannot reach {exc.kwargs.get('endpoint_url', 'AWS')}: check --region and your network"
+    if isinstance(exc, bex.NoRegionError):
+        return "no AWS region: set region in cdk.json or pass --region"
+    if not isinstance(exc, bex.ClientError):
+        return None
+    code = error_code(exc)
+    if code in _EXPIRED_CODES:
+        return "the AWS credentials have expired: refresh them (aws sso login, or new keys)"
+    if code in _REJECTED_CODES:
+        return f"the AWS credentials were rejected{where}: check them, and that the region is enabled for the account"
+    if is_access_denied(exc):
+        return f"access denied while {action}{where}: {error_message(exc)}"
+    return f"{action} failed{where}: {code}: {error_message(exc)}"
+
+
+@contextlib.contextmanager
+def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
+    """Turn AWS errors raised inside the block into one-line KitErrors (``action`` says what was tried)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        message = explain(exc, action, region)
+        raise KitError(message or f"{action} failed: {exc}") from None
+
+
+# --- stacks --------------------------------------------------------------------------------------------------
+
+
+def deploy_hint(stack_name: str) -> str:
+    """``make deploy STACK=<id>`` for a stack name ``<id>-<stage>`` (plus the stage when it is not sandbox)."""
+    stack_id, _, stage = stack_name.rpartition("-")
+    if not stack_id:
+        return f"deploy {stack_name}"
+    extra = f' CDK_ARGS="-c stage={stage}"' if stage != "sandbox" else ""
+    return f"make deploy STACK={stack_id}{extra}"
+
+
+def stack_outputs(stack_name: str, region: str | None = None, profile: str | None = None) -> dict[str, str]:
+    """The outputs of a deployed stack as ``{OutputKey: OutputValue}``; KitError when it is not usable."""
+    from botocore.exceptions import ClientError
+
+    cloudformation = client("cloudformation", region, profile)
+    shown_region = region or cloudformation.meta.region_name
+    with aws_errors(f"reading stack {stack_name}", shown_region):
+        try:
+            stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+        except ClientError as exc:
+            if error_code(exc) != "ValidationError" or "does not exist" not in error_message(exc):
+                raise
+            stacks = []
+    if not stacks:
+        raise StackNotDeployed(f"{stack_name} is not deployed in {shown_region}: run {deploy_hint(stack_name)}")
+    stack = stacks[0]
+    status = str(stack.get("StackStatus", ""))
+    if status in _UNUSABLE_STATES:
+        message = f"{stack_name} {_UNUSABLE_STATES[status]} ({status} in {shown_region})"
+        if status.endswith(("FAILED", "ROLLBACK_COMPLETE")):
+            message += f": see its events in the CloudFormation console, make destroy, then {deploy_hint(stack_name)}"
+        raise KitError(message)
+    return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
+
+
+def require_output(outputs: Mapping[str, str], key: str, stack_name: str) -> str:
+    """One output, or KitError naming the stack and what to do (an older deployment lacks newer outputs)."""
+    value = outputs.get(key)
+    if not value:
+        raise KitError(f"{stack_name} has no output {key}: redeploy it with this kit ({deploy_hint(stack_name)})")
+    return value
+
+
+# --- the target: configuration plus overrides ---------------------------------------------------------------
+
+
+def checkout() -> Path:
+    """The kit's checkout (cdk.json, app.py, stacks/, lambdas/), importable from here on.
+
+    The CLI may run as an installed console script: stacks/ and lambdas/ are found at run time, never at import.
+    """
+    root = repo_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return root
+
+
+def read_cdk_context(path: Path | None = None) -> dict[str, Any]:
+    """The kit keys of cdk.json's context (the CDK's own feature flags are left out)."""
+    path = path or checkout() / "cdk.json"
+    try:
+        context = json.loads(path.read_text()).get("context") or {}
+    except (OSError, ValueError) as exc:
+        raise KitUsageError(f"cannot read the kit configuration from {path}: {exc}") from None
+    return {k: v for k, v in context.items() if v is not None and ":" not in k and "@" not in k}
+
+
+def parse_context_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``-c key=value`` pairs, the way the CDK CLI takes them."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise KitUsageError(f"-c expects key=value, got {pair!r}")
+        values[key.strip()] = value
+    return values
+
+
+@dataclass
+class Target:
+    """Where a command points: the kit configuration (with overrides) and the AWS profile."""
+
+    stage: str | None = None
+    region_override: str | None = None
+    profile: str | None = None
+    context: Mapping[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def config(self) -> KitConfig:
+        checkout()
+        from stacks.config import ConfigError, load_config
+
+        context = {**read_cdk_context(), **self.context}
+        if self.stage:
+            context["stage"] = self.stage
+        if self.region_override:
+            context["region"] = self.region_override
+        try:
+            return load_config(context, pinned_layer_version=PINNED_POWERTOOLS_LAYER)
+        except ConfigError as exc:
+            raise KitUsageError(str(exc)) from None
+
+    @property
+    def region(self) -> str:
+        return self.config.region
+
+    def stack_name(self, key: str) -> str:
+        return f"{STACK_IDS[key]}-{self.config.stage}"
+
+    def client(self, name: str) -> Any:
+        return client(name, self.region, self.profile)
+
+    def credentials(self) -> Any:
+        return credentials(self.region, self.profile)
+
+    def outputs(self, key: str) -> dict[str, str]:
+        """The outputs of the level's stack; the not-deployed error also names the overrides to deploy with."""
+        name = self.stack_name(key)
+        try:
+            return stack_outputs(name, self.region, self.profile)
+        except StackNotDeployed as exc:
+            overrides = self._cdk_args()
+            if not overrides:
+                raise
+            hint = f"make deploy STACK={STACK_IDS[key]} {overrides}"
+            raise StackNotDeployed(exc.message.replace(deploy_hint(name), hint)) from None
+
+    def output(self, key: str, output_key: str) -> str:
+        return require_output(self.outputs(key), output_key, self.stack_name(key))
+
+    def _cdk_args(self) -> str:
+        pairs = dict(self.context)
+        if self.stage:
+            pairs["stage"] = self.stage
+        if self.region_override:
+            pairs["region"] = self.region_override
+        if not pairs or pairs == {"stage": "sandbox"}:
+            return ""
+        return 'CDK_ARGS="' + " ".join(f"-c {k}={v}" for k, v in sorted(pairs.items())) + '"'

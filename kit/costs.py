@@ -1,0 +1,539 @@
+"""Idle cost and per-use unit prices of each stack, read from its synthesized template and kit/prices.json.
+
+Idle cost is what a deployed stack bills per month with no traffic. Every resource type in a template must be
+either priced here from its properties (alarms, KMS keys, NAT gateways and their addresses, OpenSearch
+Serverless OCUs, FSx for Lustre storage, HyperPod instances) or listed in ``FREE_WHILE_IDLE``; any other type
+is reported as unpriced, and `kit cost` fails on it, so a new resource can never silently count as $0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit import KitError
+
+PRICES_FILE = Path(__file__).with_name("prices.json")
+
+# Types that bill nothing while idle: pay per request, per GB stored or delivered, or free. Listed one by one on
+# purpose: a type missing here and from the priced ones below makes `kit cost` fail.
+FREE_WHILE_IDLE = frozenset(
+    {
+        "AWS::ApiGateway::Account",
+        "AWS::ApiGateway::Deployment",
+        "AWS::ApiGateway::GatewayResponse",
+        "AWS::ApiGateway::Method",
+        "AWS::ApiGateway::Model",
+        "AWS::ApiGateway::RequestValidator",
+        "AWS::ApiGateway::Resource",
+        "AWS::ApiGateway::RestApi",
+        "AWS::ApiGateway::Stage",  # no cache cluster: a stage cache would bill hourly
+        "AWS::Bedrock::DataSource",
+        "AWS::Bedrock::Guardrail",
+        "AWS::Bedrock::GuardrailVersion",
+        "AWS::Bedrock::KnowledgeBase",  # the vector store bills, not the knowledge base
+        "AWS::Bedrock::Prompt",
+        "AWS::Bedrock::PromptVersion",
+        "AWS::CDK::Metadata",
+        "AWS::EC2::FlowLog",  # billed per GB of logs delivered
+        "AWS::EC2::InternetGateway",
+        "AWS::EC2::Route",
+        "AWS::EC2::RouteTable",
+        "AWS::EC2::SecurityGroup",
+        "AWS::EC2::SecurityGroupEgress",
+        "AWS::EC2::SecurityGroupIngress",
+        "AWS::EC2::Subnet",
+        "AWS::EC2::SubnetRouteTableAssociation",
+        "AWS::EC2::VPC",
+        "AWS::EC2::VPCEndpoint",  # the kit's only endpoint is the S3 gateway endpoint, which is free
+        "AWS::EC2::VPCGatewayAttachment",
+        "AWS::Events::Rule",
+        "AWS::FSx::DataRepositoryAssociation",
+        "AWS::IAM::Policy",
+        "AWS::IAM::Role",
+        "AWS::KMS::Alias",
+        "AWS::Lambda::Function",  # no provisioned concurrency
+        "AWS::Lambda::LayerVersion",
+        "AWS::Lambda::Permission",
+        "AWS::Logs::LogGroup",  # billed per GB ingested and stored
+        "AWS::OpenSearchServerless::AccessPolicy",
+        "AWS::OpenSearchServerless::Index",
+        "AWS::OpenSearchServerless::SecurityPolicy",
+        "AWS::S3::Bucket",  # billed per GB stored and per request
+        "AWS::S3::BucketPolicy",
+        "AWS::S3Vectors::Index",  # billed per GB stored and per query, no floor
+        "AWS::S3Vectors::VectorBucket",
+        "AWS::SNS::Subscription",
+        "AWS::SNS::Topic",
+        "AWS::SNS::TopicPolicy",
+        "AWS::SQS::Queue",
+        "AWS::SQS::QueuePolicy",
+        "AWS::StepFunctions::StateMachine",  # standard workflows bill per state transition
+        "Custom::BedrockInvocationLogging",  # an account setting; the logs bill per GB delivered
+        "Custom::CDKBucketDeployment",
+        "Custom::S3AutoDeleteObjects",
+        "Custom::S3BucketNotifications",
+        "Custom::VpcRestrictDefaultSG",
+    }
+)
+# Types priced from their properties by _idle_charges (one flat monthly price per resource, or a formula).
+PRICED_WHILE_IDLE = frozenset(
+    {
+        "AWS::CloudWatch::Alarm",
+        "AWS::EC2::EIP",
+        "AWS::EC2::NatGateway",
+        "AWS::FSx::FileSystem",
+        "AWS::KMS::Key",
+        "AWS::OpenSearchServerless::Collection",
+        "AWS::SageMaker::Cluster",
+        "AWS::SecretsManager::Secret",
+    }
+)
+_GEO_PREFIXES = {"us", "eu", "apac", "jp", "au", "ca", "global", "us-gov"}
+
+
+@dataclass(frozen=True)
+class Price:
+    """One entry of kit/prices.json."""
+
+    id: str
+    usd: float
+    unit: str
+    label: str
+    date: str
+    source: str
+    approximate: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """The prices of one region."""
+
+    region: str
+    hours_per_month: float
+    entries: Mapping[str, Price]
+
+    def find(self, price_id: str) -> Price | None:
+        return self.entries.get(price_id)
+
+
+def available_regions(path: Path = PRICES_FILE) -> list[str]:
+    """The regions kit/prices.json covers."""
+    return sorted(_read_prices(path)["regions"])
+
+
+def load_prices(region: str, path: Path = PRICES_FILE) -> PriceTable:
+    """The price table of ``region``; a region the file does not cover is an error naming the ones it does."""
+    data = _read_prices(path)
+    regions = data["regions"]
+    if region not in regions:
+        raise KitError(f"{path.name} has no prices for {region}; it covers {', '.join(sorted(regions))}")
+    entries = {
+        price_id: Price(
+            id=price_id,
+            usd=float(raw["usd"]),
+            unit=raw["unit"],
+            label=raw["label"],
+            date=raw["date"],
+            source=raw["source"],
+            approximate=raw.get("approximate"),
+            note=raw.get("note"),
+        )
+        for price_id, raw in regions[region].items()
+    }
+    return PriceTable(region=region, hours_per_month=float(data["hours_per_month"]), entries=entries)
+
+
+def _read_prices(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise KitError(f"cannot read the price table {path}: {err}") from err
+    return data
+
+
+@dataclass(frozen=True)
+class IdleItem:
+    """A line of a stack's idle cost, e.g. 5 CloudWatch alarms at $0.10 a month."""
+
+    label: str
+    quantity: float
+    unit_usd: float
+    unit: str
+    monthly_usd: float
+    price_id: str
+    approximate: bool
+    hours_per_month: float | None = None  # set for hourly prices
+
+    @property
+    def detail(self) -> str:
+        """How the figure is made, e.g. ``1 x $0.045/hour x 730 h``."""
+        hours = f" x {self.hours_per_month:g} h" if self.hours_per_month else ""
+        return f"{self.quantity:g} x {money(self.unit_usd)}/{self.unit}{hours}"
+
+
+@dataclass(frozen=True)
+class UnitPrice:
+    """A per-use price that applies to a stack (``usd`` is None when the table has no figure for it)."""
+
+    label: str
+    usd: float | None
+    unit: str
+    price_id: str
+    approximate: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Unpriced:
+    """A resource the idle-cost rules cannot price."""
+
+    stack_id: str
+    logical_id: str
+    resource_type: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.stack_id}: {self.resource_type} ({self.logical_id}) {self.reason}"
+
+
+@dataclass(frozen=True)
+class StackCost:
+    """Idle cost and per-use prices of one stack."""
+
+    stack_id: str
+    description: str
+    resource_count: int
+    idle_items: tuple[IdleItem, ...]
+    free_types: tuple[str, ...]
+    per_use: tuple[UnitPrice, ...]
+    unpriced: tuple[Unpriced, ...] = field(default=())
+
+    @property
+    def idle_usd(self) -> float:
+        return round(float(sum(item.monthly_usd for item in self.idle_items)), 2)
+
+
+class UnpricedResourceError(KitError):
+    """Raised when a template holds a resource type the idle-cost table does not know."""
+
+    def __init__(self, unpriced: Iterable[Unpriced]) -> None:
+        self.unpriced = tuple(unpriced)
+        listing = "; ".join(str(item) for item in self.unpriced)
+        super().__init__(
+            f"cannot price the idle cost of {listing}. Price the type in kit/costs.py and kit/prices.json, "
+            "or add it to FREE_WHILE_IDLE in kit/costs.py if it bills nothing while idle"
+        )
+
+
+def money(usd: float) -> str:
+    """$1,234.50 from a dollar up; below that as many decimals as the price has ($0.035, $0.0000133334)."""
+    if usd == 0 or abs(usd) >= 1:
+        return f"${usd:,.2f}"
+    digits = f"{usd:.10f}".rstrip("0")
+    return f"${usd:.2f}" if len(digits.split(".")[1]) < 2 else f"${digits}"
+
+
+class _NotLiteral(Exception):
+    pass
+
+
+def _literal(props: Mapping[str, Any], *path: str, default: Any = None) -> Any:
+    """The value at ``path`` in ``props``; an intrinsic function there cannot be priced offline."""
+    value: Any = props
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return default
+        value = value[key]
+    if isinstance(value, Mapping) and any(key.startswith("Fn::") or key == "Ref" for key in value):
+        raise _NotLiteral(".".join(path))
+    return value
+
+
+@dataclass(frozen=True)
+class _Charge:
+    label: str
+    quantity: float
+    price: Price
+    hourly: bool
+
+
+def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> list[_Charge]:
+    """What one priced resource bills per month while idle; raises LookupError naming a missing price."""
+
+    def need(price_id: str) -> Price:
+        price = prices.find(price_id)
+        if price is None:
+            raise LookupError(f"needs the price {price_id!r}, which kit/prices.json lacks for {prices.region}")
+        return price
+
+    if kind == "AWS::CloudWatch::Alarm":
+        return [_Charge("CloudWatch alarms", 1, need("cloudwatch.alarm"), hourly=False)]
+    if kind == "AWS::KMS::Key":
+        return [_Charge("KMS customer managed keys", 1, need("kms.key"), hourly=False)]
+    if kind == "AWS::SecretsManager::Secret":
+        return [_Charge("Secrets Manager secrets", 1, need("secretsmanager.secret"), hourly=False)]
+    if kind == "AWS::EC2::NatGateway":
+        return [_Charge("NAT gateways", 1, need("vpc.nat_gateway"), hourly=True)]
+    if kind == "AWS::EC2::EIP":
+        return [_Charge("Public IPv4 addresses (EIP)", 1, need("vpc.public_ipv4"), hourly=True)]
+    if kind == "AWS::OpenSearchServerless::Collection":
+        standby = _literal(props, "StandbyReplicas", default="ENABLED")
+        ocus = 1 if standby == "DISABLED" else 2
+        label = f"OpenSearch Serverless OCU floor (standby replicas {'off' if ocus == 1 else 'on'})"
+        return [_Charge(label, ocus, need("opensearch_serverless.ocu"), hourly=True)]
+    if kind == "AWS::FSx::FileSystem":
+        if _literal(props, "FileSystemType") != "LUSTRE":
+            raise LookupError("is not a Lustre file system; only FSx for Lustre PERSISTENT_2 is priced")
+        deployment = _literal(props, "LustreConfiguration", "DeploymentType")
+        if deployment != "PERSISTENT_2":
+            raise LookupError(f"has deployment type {deployment}; only PERSISTENT_2 is priced")
+        tier = _literal(props, "LustreConfiguration", "PerUnitStorageThroughput")
+        capacity = _literal(props, "StorageCapacity", default=0)
+        price = need(f"fsx.lustre_persistent2:{tier}")
+        return [_Charge(f"FSx for Lustre storage ({tier} MB/s/TiB)", float(capacity), price, hourly=False)]
+    if kind == "AWS::SageMaker::Cluster":
+        charges = []
+        for group in _literal(props, "InstanceGroups", default=[]) or []:
+            count = _literal(group, "InstanceCount", default=0)
+            if not count:
+                continue
+            instance_type = _literal(group, "InstanceType")
+            name = _literal(group, "InstanceGroupName", default="?")
+            price = need(f"sagemaker.hyperpod:{instance_type}")
+            charges.append(_Charge(f"HyperPod {instance_type} ({name})", float(count), price, hourly=True))
+        return charges
+    raise AssertionError(f"{kind} is listed as priced but has no rule")  # pragma: no cover - a table/code mismatch
+
+
+def analyze_stack(stack_id: str, template: Mapping[str, Any], prices: PriceTable) -> StackCost:
+    """Idle items, free types, per-use prices and unpriced resources of one template (never raises on types)."""
+    resources: Mapping[str, Any] = template.get("Resources", {})
+    grouped: dict[str, tuple[str, float, Price, bool]] = {}
+    free: set[str] = set()
+    unpriced: list[Unpriced] = []
+    for logical_id, resource in sorted(resources.items()):
+        kind = resource.get("Type", "?")
+        props = resource.get("Properties", {}) or {}
+        if kind in FREE_WHILE_IDLE:
+            free.add(kind)
+            continue
+        if kind not in PRICED_WHILE_IDLE:
+            unpriced.append(Unpriced(stack_id, logical_id, kind, "is not in the kit's idle-cost table"))
+            continue
+        try:
+            charges = _idle_charges(kind, props, prices)
+        except _NotLiteral as err:
+            unpriced.append(Unpriced(stack_id, logical_id, kind, f"has a non-literal {err} (cannot price offline)"))
+            continue
+        except LookupError as err:
+            unpriced.append(Unpriced(stack_id, logical_id, kind, str(err.args[0])))
+            continue
+        for charge in charges:
+            key = f"{charge.price.id}|{charge.label}"
+            _, quantity, _, _ = grouped.get(key, (charge.label, 0.0, charge.price, charge.hourly))
+            grouped[key] = (charge.label, quantity + charge.quantity, charge.price, charge.hourly)
+    items = [
+        IdleItem(
+            label=label,
+            quantity=quantity,
+            unit_usd=price.usd,
+            unit=price.unit,
+            monthly_usd=round(quantity * price.usd * (prices.hours_per_month if hourly else 1), 2),
+            price_id=price.id,
+            approximate=price.approximate is not None,
+            hours_per_month=prices.hours_per_month if hourly else None,
+        )
+        for label, quantity, price, hourly in grouped.values()
+    ]
+    items.sort(key=lambda item: (-item.monthly_usd, item.label))
+    description = str(template.get("Description", "")).removeprefix("genai-spectrum-kit").lstrip(" :")
+    return StackCost(
+        stack_id=stack_id,
+        description=description,
+        resource_count=len(resources),
+        idle_items=tuple(items),
+        free_types=tuple(sorted(free)),
+        per_use=tuple(per_use_prices(template, prices)),
+        unpriced=tuple(unpriced),
+    )
+
+
+def cost_report(templates: Mapping[str, Mapping[str, Any]], prices: PriceTable) -> list[StackCost]:
+    """Every stack's costs, sorted by stack id; raises UnpricedResourceError naming every unknown resource type."""
+    report = [analyze_stack(stack_id, templates[stack_id], prices) for stack_id in sorted(templates)]
+    unpriced = [item for stack in report for item in stack.unpriced]
+    if unpriced:
+        raise UnpricedResourceError(unpriced)
+    return report
+
+
+def _base_model(model_id: str) -> str:
+    """amazon.nova-micro-v1 from us.amazon.nova-micro-v1:0, amazon.nova-micro-v1:0:128k or the bare id."""
+    first, _, rest = model_id.partition(".")
+    if first in _GEO_PREFIXES and rest:
+        model_id = rest
+    return model_id.split(":", 1)[0]
+
+
+def _strings(node: Any) -> Iterable[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, Mapping):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[UnitPrice]:
+    """The per-use prices that apply to a stack, from the resource types and models its template names."""
+    resources = [r for _, r in sorted(template.get("Resources", {}).items())]
+    kinds = {r.get("Type") for r in resources}
+    text = "\n".join(_strings(template.get("Resources", {})))
+    ids: list[str] = []
+    extra: list[UnitPrice] = []
+
+    def add(price_id: str) -> None:
+        if price_id not in ids:
+            ids.append(price_id)
+
+    models = sorted(
+        {_base_model(m) for m in re.findall(r"(?:foundation-model|inference-profile)/([A-Za-z0-9.:-]+)", text)}
+    )
+    for model in models:
+        found = False
+        for direction in ("input_tokens", "output_tokens"):
+            if prices.find(f"bedrock.{direction}:{model}"):
+                add(f"bedrock.{direction}:{model}")
+                found = True
+        if not found:
+            extra.append(UnitPrice(f"Bedrock {model} tokens", None, "1M tokens", f"bedrock.input_tokens:{model}"))
+    for resource in resources:
+        if resource.get("Type") != "AWS::Bedrock::Guardrail":
+            continue
+        props = resource.get("Properties", {})
+        if "ContentPolicyConfig" in props:
+            add("bedrock.guardrail_content_filter")
+        if "TopicPolicyConfig" in props:
+            add("bedrock.guardrail_denied_topics")
+        if "SensitiveInformationPolicyConfig" in props:
+            add("bedrock.guardrail_sensitive_info")
+    if "createmodelcustomizationjob" in text.lower():
+        for model in sorted({_base_model(m) for m in re.findall(r"[a-z0-9-]+\.[a-z0-9-]+:\d+:\d+k", text)}):
+            add(f"bedrock.customization_tokens:{model}")
+            add(f"bedrock.custom_model_storage:{model}")
+    if "AWS::ApiGateway::RestApi" in kinds:
+        add("apigateway.rest_requests")
+    providers = _custom_resource_providers(template)
+    architectures = sorted(
+        {
+            arch
+            for logical_id, r in sorted(template.get("Resources", {}).items())
+            if r.get("Type") == "AWS::Lambda::Function" and logical_id not in providers
+            for arch in _architectures(r)
+        }
+    )
+    if architectures:
+        add("lambda.requests")
+        for arch in architectures:
+            add(f"lambda.gb_second:{arch}")
+    for resource in resources:
+        if resource.get("Type") == "AWS::StepFunctions::StateMachine":
+            definition = "\n".join(_strings(resource.get("Properties", {})))
+            if "createTrainingJob" in definition:
+                for instance_type in sorted(set(re.findall(r"\bml\.[a-z0-9]+\.[a-z0-9]+\b", definition))):
+                    add(f"sagemaker.training:{instance_type}")
+        if resource.get("Type") == "AWS::SageMaker::Cluster":
+            for group in resource.get("Properties", {}).get("InstanceGroups", []):
+                if group.get("InstanceCount") == 0 and isinstance(group.get("InstanceType"), str):
+                    add(f"sagemaker.hyperpod:{group['InstanceType']}")
+    for kind, price_ids in (
+        ("AWS::StepFunctions::StateMachine", ["stepfunctions.transitions"]),
+        ("AWS::SQS::Queue", ["sqs.requests"]),
+        ("AWS::SNS::Topic", ["sns.publishes"]),
+        ("AWS::OpenSearchServerless::Collection", ["opensearch_serverless.ocu"]),
+        ("AWS::S3Vectors::Index", ["s3vectors.storage", "s3vectors.put", "s3vectors.queries"]),
+        ("AWS::S3::Bucket", ["s3.standard_storage"]),
+        ("AWS::KMS::Key", ["kms.requests"]),
+        ("AWS::EC2::NatGateway", ["vpc.nat_data_processed"]),
+    ):
+        if kind in kinds:
+            for price_id in price_ids:
+                add(price_id)
+    unit_prices = []
+    for price_id in ids:
+        price = prices.find(price_id)
+        if price is None:
+            unit_prices.append(UnitPrice(price_id, None, "", price_id, note="not in kit/prices.json"))
+        else:
+            unit_prices.append(
+                UnitPrice(price.label, price.usd, price.unit, price_id, price.approximate is not None, price.note)
+            )
+    return unit_prices + extra
+
+
+def _custom_resource_providers(template: Mapping[str, Any]) -> set[str]:
+    """Logical ids of the functions behind custom resources (they run at deploy time only)."""
+    providers = set()
+    for resource in template.get("Resources", {}).values():
+        if str(resource.get("Type", "")).startswith("Custom::"):
+            token = resource.get("Properties", {}).get("ServiceToken")
+            if isinstance(token, Mapping) and "Fn::GetAtt" in token:
+                providers.add(str(token["Fn::GetAtt"][0]))
+    return providers
+
+
+def _architectures(resource: Mapping[str, Any]) -> list[str]:
+    architectures = resource.get("Properties", {}).get("Architectures") or ["x86_64"]
+    return [arch for arch in architectures if isinstance(arch, str)]
+
+
+def report_json(report: Iterable[StackCost], prices: PriceTable, *, stage: str | None) -> dict[str, Any]:
+    """The machine-readable form of a cost report (`kit cost --json`)."""
+    stacks = list(report)
+    return {
+        "region": prices.region,
+        "stage": stage,
+        "currency": "USD",
+        "hours_per_month": prices.hours_per_month,
+        "total_idle_usd_month": round(sum(stack.idle_usd for stack in stacks), 2),
+        "stacks": [
+            {
+                "stack": stack.stack_id,
+                "description": stack.description,
+                "resources": stack.resource_count,
+                "idle_usd_month": stack.idle_usd,
+                "idle_items": [
+                    {
+                        "item": item.label,
+                        "quantity": item.quantity,
+                        "unit_usd": item.unit_usd,
+                        "unit": item.unit,
+                        "monthly_usd": item.monthly_usd,
+                        "price_id": item.price_id,
+                        "approximate": item.approximate,
+                    }
+                    for item in stack.idle_items
+                ],
+                "free_while_idle": list(stack.free_types),
+                "per_use": [
+                    {
+                        "item": price.label,
+                        "usd": price.usd,
+                        "unit": price.unit,
+                        "price_id": price.price_id,
+                        "approximate": price.approximate,
+                    }
+                    for price in stack.per_use
+                ],
+            }
+            for stack in stacks
+        ],
+    }

@@ -1,0 +1,90 @@
+"""Get the kit's CloudFormation templates: synthesize the app in-process, or read an existing cloud assembly."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kit import KitError
+
+Template = dict[str, Any]
+
+# The stages the app knows (stacks/config.py); the CLI offers exactly these.
+STAGES = ("sandbox", "prod")
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The kit's checkout: the nearest folder holding cdk.json and app.py (from ``start`` or the cwd, upwards)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "cdk.json").is_file() and (folder / "app.py").is_file():
+            return folder
+    fallback = Path(__file__).resolve().parents[1]  # an editable install sits in the checkout
+    if (fallback / "cdk.json").is_file() and (fallback / "app.py").is_file():
+        return fallback
+    raise KitError(f"no kit checkout found from {here}: run kit inside the genai-spectrum-kit folder")
+
+
+def cdk_context(root: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """cdk.json's context (what `cdk synth` uses) with ``overrides`` on top."""
+    try:
+        context = dict(json.loads((root / "cdk.json").read_text())["context"])
+    except (OSError, ValueError, KeyError) as err:
+        raise KitError(f"cannot read the context from {root / 'cdk.json'}: {err}") from err
+    context.update(overrides or {})
+    return context
+
+
+def synthesize(context: Mapping[str, Any], root: Path) -> dict[str, Template]:
+    """Synthesize the whole app in this process (no AWS calls) and return each stack's template by stack id."""
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    # The app's own modules, importable once the checkout is on the path.
+    from app import build_app
+    from stacks.config import ConfigError
+
+    with tempfile.TemporaryDirectory(prefix="kit-synth-") as outdir:
+        try:
+            app, _ = build_app(context, outdir=outdir)
+        except ConfigError as err:
+            raise KitError(str(err)) from err
+        app.synth()
+        return read_assembly(Path(outdir))
+
+
+def read_assembly(assembly_dir: Path) -> dict[str, Template]:
+    """Every stack template of a cloud assembly (a `cdk synth` output folder such as cdk.out), by stack id."""
+    manifest_file = assembly_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except FileNotFoundError:
+        raise KitError(f"{assembly_dir} is not a cloud assembly (no manifest.json): run `make synth` first") from None
+    except (OSError, ValueError) as err:
+        raise KitError(f"cannot read {manifest_file}: {err}") from err
+    templates: dict[str, Template] = {}
+    for artifact_id, artifact in sorted(manifest.get("artifacts", {}).items()):
+        if artifact.get("type") != "aws:cloudformation:stack":
+            continue
+        template_file = assembly_dir / artifact["properties"]["templateFile"]
+        try:
+            templates[artifact_id] = json.loads(template_file.read_text())
+        except (OSError, ValueError) as err:
+            raise KitError(f"cannot read {template_file}: {err}") from err
+    if not templates:
+        raise KitError(f"no stacks found in {assembly_dir}")
+    return templates
+
+
+def select(templates: Mapping[str, Template], stack_id: str | None) -> dict[str, Template]:
+    """All templates, or the one named ``stack_id`` (an unknown id is an error that lists the known ones)."""
+    if stack_id is None:
+        return dict(templates)
+    if stack_id not in templates:
+        raise KitError(f"no stack {stack_id!r}; the stacks are: {', '.join(sorted(templates))}")
+    return {stack_id: templates[stack_id]}

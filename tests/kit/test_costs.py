@@ -1,0 +1,192 @@
+"""kit.costs over the real synthesized templates, the unknown-type failure, and the price table itself."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from kit import KitError
+from kit.costs import (
+    FREE_WHILE_IDLE,
+    PRICED_WHILE_IDLE,
+    PRICES_FILE,
+    StackCost,
+    UnpricedResourceError,
+    analyze_stack,
+    cost_report,
+    load_prices,
+)
+from tests.infra.helpers import only
+
+REGIONS = ("us-east-1", "us-west-2")
+
+
+@pytest.fixture(scope="module")
+def prices() -> Any:
+    return load_prices("us-east-1")
+
+
+def cost_of(synth: Any, stack_id: str, prices: Any) -> StackCost:
+    return analyze_stack(stack_id, synth.templates[stack_id], prices)
+
+
+def items(cost: StackCost) -> dict[str, tuple[float, float]]:
+    """price id -> (quantity, USD per month), summed over the stack's idle items."""
+    found: dict[str, tuple[float, float]] = {}
+    for item in cost.idle_items:
+        quantity, usd = found.get(item.price_id, (0.0, 0.0))
+        found[item.price_id] = (quantity + item.quantity, round(usd + item.monthly_usd, 2))
+    return found
+
+
+def test_level1_idles_at_five_alarms(sandbox: Any, prices: Any) -> None:
+    cost = cost_of(sandbox, "GenAiKit-1-Prompt", prices)
+    assert items(cost) == {"cloudwatch.alarm": (5, 0.50)}
+    assert cost.idle_usd == 0.50
+    assert not cost.unpriced
+
+
+def test_level2_with_s3_vectors_has_no_floor(sandbox: Any, prices: Any) -> None:
+    cost = cost_of(sandbox, "GenAiKit-2-Rag", prices)
+    assert items(cost) == {"cloudwatch.alarm": (5, 0.50)}
+    assert "AWS::S3Vectors::Index" in cost.free_types
+
+
+def test_level2_with_opensearch_bills_the_ocu_floor(sandbox_oss: Any, prices: Any) -> None:
+    cost = cost_of(sandbox_oss, "GenAiKit-2-Rag", prices)
+    # Standby replicas off: 1 OCU (0.5 indexing + 0.5 search) around the clock, at $0.24 an OCU-hour.
+    assert items(cost)["opensearch_serverless.ocu"] == (1, 175.20)
+    assert cost.idle_usd == 175.70
+
+
+def test_level3_idles_at_its_kms_key(sandbox: Any, prices: Any) -> None:
+    assert items(cost_of(sandbox, "GenAiKit-3-FineTune", prices)) == {"kms.key": (1, 1.00)}
+
+
+def test_cluster_bills_controller_nat_gateway_and_its_address(sandbox: Any, prices: Any) -> None:
+    cost = cost_of(sandbox, "GenAiKit-4-Pretrain-Cluster", prices)
+    assert items(cost) == {
+        "sagemaker.hyperpod:ml.t3.medium": (1, 36.50),
+        "vpc.nat_gateway": (1, 32.85),
+        "vpc.public_ipv4": (1, 3.65),
+    }
+    assert cost.idle_usd == 73.00
+    # The GPU group holds 0 instances: priced per use, not while idle.
+    assert "sagemaker.hyperpod:ml.g5.8xlarge" in {price.price_id for price in cost.per_use}
+
+
+def test_cluster_options_add_fsx_storage_and_the_login_node(sandbox_fsx: Any, prices: Any) -> None:
+    cost = cost_of(sandbox_fsx, "GenAiKit-4-Pretrain-Cluster", prices)
+    found = items(cost)
+    assert found["fsx.lustre_persistent2:125"] == (1200, 174.00)  # 1.2 TiB at 125 MB/s/TiB
+    assert found["sagemaker.hyperpod:ml.t3.medium"] == (2, 73.00)  # controller + login
+    assert cost.idle_usd == 283.50
+
+
+def test_training_job_stack_costs_nothing_idle(sandbox: Any, prices: Any) -> None:
+    cost = cost_of(sandbox, "GenAiKit-4-Pretrain-Jobs", prices)
+    assert (cost.idle_items, cost.idle_usd) == ((), 0)
+    assert "sagemaker.training:ml.g5.xlarge" in {price.price_id for price in cost.per_use}
+
+
+def test_prod_idles_like_sandbox_without_the_sandbox_only_helpers(sandbox: Any, prod: Any, prices: Any) -> None:
+    for stack_id in sandbox.templates:
+        sandbox_cost, prod_cost = cost_of(sandbox, stack_id, prices), cost_of(prod, stack_id, prices)
+        assert prod_cost.idle_usd == sandbox_cost.idle_usd, stack_id
+    # Sandbox buckets empty themselves on destroy; prod ones are retained, so the helper is gone there.
+    assert "Custom::S3AutoDeleteObjects" in cost_of(sandbox, "GenAiKit-2-Rag", prices).free_types
+    assert "Custom::S3AutoDeleteObjects" not in cost_of(prod, "GenAiKit-2-Rag", prices).free_types
+
+
+def test_every_resource_type_the_kit_synthesizes_is_classified(each_stage: Any, prices: Any) -> None:
+    report = cost_report(each_stage.templates, prices)  # raises on any unknown type
+    assert [stack.stack_id for stack in report] == sorted(each_stage.templates)
+
+
+def test_level1_lists_its_per_use_prices(sandbox: Any, prices: Any) -> None:
+    per_use = {price.price_id: price.usd for price in cost_of(sandbox, "GenAiKit-1-Prompt", prices).per_use}
+    assert per_use["bedrock.input_tokens:amazon.nova-micro-v1"] == 0.035
+    assert per_use["bedrock.output_tokens:amazon.nova-micro-v1"] == 0.14
+    assert per_use["bedrock.guardrail_content_filter"] == 0.15
+    assert per_use["bedrock.guardrail_denied_topics"] == 0.15
+    assert per_use["bedrock.guardrail_sensitive_info"] == 0.10
+    assert per_use["apigateway.rest_requests"] == 3.50
+    assert {"lambda.requests", "lambda.gb_second:arm64"} <= set(per_use)
+    assert "lambda.gb_second:x86_64" not in per_use  # only the kit's arm64 function, no deploy-time helper
+
+
+def test_an_unknown_resource_type_fails_naming_type_and_stack(prices: Any) -> None:
+    templates = {
+        "GenAiKit-1-Prompt": {"Resources": {"Alarm": {"Type": "AWS::CloudWatch::Alarm"}}},
+        "GenAiKit-9-New": {"Resources": {"Graph": {"Type": "AWS::Neptune::DBCluster"}}},
+    }
+    with pytest.raises(UnpricedResourceError) as raised:
+        cost_report(templates, prices)
+    message = str(raised.value)
+    assert "GenAiKit-9-New: AWS::Neptune::DBCluster (Graph)" in message
+    assert "GenAiKit-1-Prompt" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("group", "reason"),
+    [
+        ({"InstanceGroupName": "gpu", "InstanceType": "ml.p5.48xlarge", "InstanceCount": 2}, "sagemaker.hyperpod"),
+        ({"InstanceGroupName": "gpu", "InstanceType": "ml.t3.medium", "InstanceCount": {"Ref": "Count"}}, "literal"),
+    ],
+)
+def test_a_cluster_it_cannot_price_fails_instead_of_counting_zero(group: dict[str, Any], reason: str) -> None:
+    cluster = {"Type": "AWS::SageMaker::Cluster", "Properties": {"InstanceGroups": [group]}}
+    with pytest.raises(UnpricedResourceError, match=reason):
+        cost_report({"S": {"Resources": {"Cluster": cluster}}}, load_prices("us-east-1"))
+
+
+def test_a_zero_instance_group_of_an_unpriced_type_costs_nothing_idle(prices: Any) -> None:
+    group = {"InstanceGroupName": "gpu", "InstanceType": "ml.p5.48xlarge", "InstanceCount": 0}
+    cluster = {"Type": "AWS::SageMaker::Cluster", "Properties": {"InstanceGroups": [group]}}
+    [cost] = cost_report({"S": {"Resources": {"Cluster": cluster}}}, prices)
+    assert cost.idle_usd == 0
+
+
+def test_an_fsx_tier_missing_from_the_table_fails(sandbox_fsx: Any, prices: Any) -> None:
+    logical_id, fsx = only(sandbox_fsx.templates["GenAiKit-4-Pretrain-Cluster"], "AWS::FSx::FileSystem")
+    changed = json.loads(json.dumps(fsx))
+    changed["Properties"]["LustreConfiguration"]["PerUnitStorageThroughput"] = 40
+    with pytest.raises(UnpricedResourceError, match=r"fsx\.lustre_persistent2:40"):
+        cost_report({"S": {"Resources": {logical_id: changed}}}, prices)
+
+
+def test_free_and_priced_types_do_not_overlap() -> None:
+    assert not FREE_WHILE_IDLE & PRICED_WHILE_IDLE
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_every_price_names_its_date_and_source(region: str) -> None:
+    entries = json.loads(PRICES_FILE.read_text())["regions"][region]
+    assert entries
+    for price_id, entry in entries.items():
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", entry["date"]), price_id
+        assert entry["source"].startswith("https://aws.amazon.com/"), price_id
+        assert entry["usd"] > 0 and entry["unit"] and entry["label"], price_id
+        assert "approximate" not in entry or entry["approximate"].strip(), price_id
+
+
+def test_both_regions_price_the_same_items() -> None:
+    regions = json.loads(PRICES_FILE.read_text())["regions"]
+    assert set(regions["us-east-1"]) == set(regions["us-west-2"])
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_every_price_the_kit_needs_is_in_the_table(sandbox: Any, sandbox_oss: Any, region: str) -> None:
+    table = load_prices(region)
+    for synth in (sandbox, sandbox_oss):
+        for stack in cost_report(synth.templates, table):
+            missing = [price.price_id for price in stack.per_use if price.usd is None]
+            assert not missing, (stack.stack_id, missing)
+
+
+def test_a_region_without_prices_is_refused() -> None:
+    with pytest.raises(KitError, match="us-east-1, us-west-2"):
+        load_prices("eu-west-1")
