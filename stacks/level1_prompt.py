@@ -176,21 +176,7 @@ class PromptEngineeringStack(Stack):
         rest.add_lambda_method(one_template, "POST", handler.function, body=body, path_parameters=("name",))
 
         alarms = AlarmTopic(self, "Alarms", config=config)
-        alarms.alarm(
-            self,
-            "Api5xxAlarm",
-            metric=rest.api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
-            threshold=1,
-            description="Level 1 API returned 5xx responses",
-        )
-        alarms.alarm(
-            self,
-            "ApiLatencyAlarm",
-            metric=rest.api.metric_latency(period=FIVE_MINUTES, statistic="p95"),
-            threshold=15_000,
-            evaluation_periods=3,
-            description="Level 1 API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
-        )
+        alarms.api_alarms(self, rest.api, label="Level 1")
         alarms.alarm(
             self,
             "FunctionErrorsAlarm",

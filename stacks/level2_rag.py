@@ -614,21 +614,7 @@ class RagStack(Stack):
             threshold=1,
             description="The Level 2 ingest function failed; changes stay queued and are retried",
         )
-        alarms.alarm(
-            self,
-            "Api5xxAlarm",
-            metric=query.rest.api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
-            threshold=1,
-            description="Level 2 API returned 5xx responses",
-        )
-        alarms.alarm(
-            self,
-            "ApiLatencyAlarm",
-            metric=query.rest.api.metric_latency(period=FIVE_MINUTES, statistic="p95"),
-            threshold=15_000,
-            evaluation_periods=3,
-            description="Level 2 API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
-        )
+        alarms.api_alarms(self, query.rest.api, label="Level 2")
 
         self.documents, self.kb, self.ingestion, self.query, self.alarm_topic = (
             documents,

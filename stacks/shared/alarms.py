@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
@@ -69,6 +70,24 @@ class AlarmTopic(Construct):
         alarm.add_ok_action(action)
         self.alarms.append(alarm)
         return alarm
+
+    def api_alarms(self, scope: Construct, api: apigw.RestApi, *, label: str) -> None:
+        """The alarms every kit API has: any 5xx, and p95 latency near API Gateway's 29 s timeout."""
+        self.alarm(
+            scope,
+            "Api5xxAlarm",
+            metric=api.metric_server_error(period=FIVE_MINUTES, statistic="Sum"),
+            threshold=1,
+            description=f"{label} API returned 5xx responses",
+        )
+        self.alarm(
+            scope,
+            "ApiLatencyAlarm",
+            metric=api.metric_latency(period=FIVE_MINUTES, statistic="p95"),
+            threshold=15_000,
+            evaluation_periods=3,
+            description=f"{label} API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
+        )
 
 
 FIVE_MINUTES = Duration.minutes(5)
