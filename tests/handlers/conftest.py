@@ -186,6 +186,15 @@ def headers_of(response: dict[str, Any]) -> dict[str, str]:
     return merged
 
 
+def assert_error(reply: Reply, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    """The reply is an error with this status, code and field (and nothing else is asserted)."""
+    assert reply.status == status, reply.body
+    error: dict[str, Any] = reply.body["error"]
+    assert error["code"] == code
+    assert error.get("field") == field
+    return error
+
+
 def assert_error_contract(reply: Reply) -> None:
     """Every error: JSON content type, exactly ``{"error": {code, message, field?}}``, no stack trace."""
     assert reply.headers.get("content-type") == "application/json"

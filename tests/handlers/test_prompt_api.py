@@ -34,6 +34,7 @@ from .conftest import (
     FakeContext,
     Reply,
     api_event,
+    assert_error,
     converse_response,
     emf_documents,
 )
@@ -63,14 +64,6 @@ def summarize_params(text: str = "Long text.", audience: str = "executives") -> 
 
 def post_prompt(body: Any = None, **kwargs: Any) -> dict[str, Any]:
     return api_event("POST", "/prompt", body, **kwargs)
-
-
-def assert_error(reply: Reply, status: int, code: str, field: str | None = None) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    error: dict[str, Any] = reply.body["error"]
-    assert error["code"] == code
-    assert error.get("field") == field
-    return error
 
 
 # --- happy paths -------------------------------------------------------------------------------------------

@@ -26,7 +26,16 @@ from common.errors import BadRequestError
 from rag_api import filters, knowledge_base, settings, validation
 from scripts.ingest_burst import validate_strict
 
-from .conftest import API_REQUEST_ID, FakeContext, Reply, api_event, assert_error_contract, emf_documents, headers_of
+from .conftest import (
+    API_REQUEST_ID,
+    FakeContext,
+    Reply,
+    api_event,
+    assert_error,
+    assert_error_contract,
+    emf_documents,
+    headers_of,
+)
 from .rag_filters import invalid_filters, valid_filters
 
 KB_ID = "KB12345678"
@@ -121,14 +130,6 @@ def ask(body: Any = None, **kwargs: Any) -> dict[str, Any]:
 
 def retrieve(body: Any = None, **kwargs: Any) -> dict[str, Any]:
     return api_event("POST", "/retrieve", body, **kwargs)
-
-
-def assert_error(reply: Reply, status: int, code: str, field: str | None = None) -> dict[str, Any]:
-    assert reply.status == status, reply.body
-    error: dict[str, Any] = reply.body["error"]
-    assert error["code"] == code
-    assert error.get("field") == field
-    return error
 
 
 def ask_params(
