@@ -145,7 +145,8 @@ _PROFILE_RE = re.compile(
 )
 _FOUNDATION_RE = re.compile(rf"^(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$")
 _REGION_RE = re.compile(r"^[a-z]{2}-[a-z]+-\d$")
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
+# 17 characters at most: "<prefix>-pretrain-<36-character execution id>" must fit SageMaker's 63.
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,15}[a-z0-9]$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 
 
@@ -518,7 +519,7 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
     prefix = _as_str("name_prefix", get("name_prefix"))
     if not _PREFIX_RE.match(prefix):
         raise ConfigError(
-            "name_prefix", prefix, "3-20 characters: lowercase letters, digits and '-', starting with a letter"
+            "name_prefix", prefix, "3-17 characters: lowercase letters, digits and '-', starting with a letter"
         )
     region = _as_str("region", get("region"))
     if not _REGION_RE.match(region):

@@ -499,12 +499,9 @@ class PretrainJobsStack(Stack):
         if settings.job_spot:
             stopping["MaxWaitTimeInSeconds"] = settings.job_max_wait_hours * 3600
         request: dict[str, Any] = {
-            # 12 hex digits of a UUID keep the name within SageMaker's 63 characters for any name prefix; the
-            # execution name goes in a tag instead.
-            "TrainingJobName.$": (
-                f"States.Format('{job_name}{{}}', States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4))"
-            ),
-            "Tags": [{"Key": "kit-execution", "Value.$": "$$.Execution.Name"}],
+            # The execution name (36 characters when Step Functions picks it) after a prefix of at most 17:
+            # within SageMaker's 63 characters, and `kit l4` finds the job from the execution.
+            "TrainingJobName.$": f"States.Format('{job_name}{{}}', $$.Execution.Name)",
             "RoleArn": role.role_arn,
             "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
             "HyperParameters": sagemaker_job.hyperparameters(
@@ -611,7 +608,6 @@ class PretrainJobsStack(Stack):
                     "sagemaker:CreateTrainingJob",
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
-                    "sagemaker:AddTags",
                 ],
                 resources=[f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/{job_name}*"],
             )

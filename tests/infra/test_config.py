@@ -39,7 +39,8 @@ def test_every_kit_key_in_cdk_json_is_known() -> None:
     [
         ("stage", "dev", "one of sandbox, prod"),
         ("name_prefix", "Kit_1", "lowercase letters"),
-        ("name_prefix", "k", "3-20 characters"),
+        ("name_prefix", "k", "3-17 characters"),
+        ("name_prefix", "k" * 18, "3-17 characters"),
         ("region", "useast1", "an AWS region code"),
         ("account", "12345", "12-digit AWS account id"),
         ("text_model_id", "nova-micro", "a Bedrock model id"),

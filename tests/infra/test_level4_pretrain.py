@@ -245,9 +245,10 @@ def test_training_job_runs_multi_node_torchrun_in_the_pytorch_image(sandbox: Any
     assert request["EnableManagedSpotTraining"] is False
     assert "VpcConfig" not in request
     assert "Catch" in task
-    # The job name stays within SageMaker's 63 characters whatever the prefix: prefix + 12 hex digits.
-    assert request["TrainingJobName.$"].startswith("States.Format('genai-kit-pretrain-{}', States.ArrayGetItem(")
-    assert len("k" * 20 + "-pretrain-" + "0" * 12) <= 63
+    # The job is named after the execution, so `kit l4` can find it; the longest allowed prefix plus a
+    # 36-character execution id still fits SageMaker's 63 characters.
+    assert request["TrainingJobName.$"] == "States.Format('genai-kit-pretrain-{}', $$.Execution.Name)"
+    assert len("k" * 17 + "-pretrain-" + "x" * 36) == 63
 
 
 def test_training_jobs_with_spot_and_the_cluster_vpc_when_configured(sandbox_fsx: Any) -> None:
