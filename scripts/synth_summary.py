@@ -34,7 +34,7 @@ def summarize(assembly_dir: Path) -> list[str]:
     for artifact_id, template in read_assembly(assembly_dir).items():
         count, idle, unknown = stack_summary(template, prices)
         purpose = template.get("Description", "").removeprefix("genai-spectrum-kit ")
-        line = f"{artifact_id:<22} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
+        line = f"{artifact_id:<28} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
         if unknown:
             line += f"  (idle cost unclassified: {', '.join(unknown)})"
         lines.append(line)
