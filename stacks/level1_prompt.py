@@ -26,7 +26,7 @@ from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.python_function import PythonFunction
-from stacks.shared.rest_api import RestApi
+from stacks.shared.rest_api import JSON_OBJECT_BODY, RestApi
 from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
@@ -34,11 +34,6 @@ LEVEL = "1-prompt"
 CATALOG_ENV_BUDGET = 3000
 _ARN_ESTIMATE = "x" * 100  # a prompt version ARN is about 75 characters; estimate high
 FUNCTION_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
-
-# The gateway checks that a body is a JSON object; the function checks each field against
-# lambdas/prompt_api/request_schemas.json so that every 400 names the field and the reason
-# (API Gateway's own validation messages cannot name a field).
-JSON_OBJECT_BODY = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
 
 
 class PromptCatalog(Construct):

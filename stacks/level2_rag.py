@@ -33,7 +33,7 @@ from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
-from stacks.shared.rest_api import RestApi
+from stacks.shared.rest_api import JSON_OBJECT_BODY, RestApi
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import tag_stack
 
@@ -45,7 +45,6 @@ INGEST_TIMEOUT = Duration.minutes(2)
 QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
 # OpenSearch Serverless vector collections bill a floor of OCUs per hour even with no traffic.
 OCU_MONTHLY_USD = 0.24 * 730
-JSON_OBJECT_BODY = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
 
 # The metadata Bedrock writes with each vector; it must not be filterable in S3 Vectors (2 KB filter limit).
 BEDROCK_NON_FILTERABLE_KEYS = ["AMAZON_BEDROCK_TEXT", "AMAZON_BEDROCK_METADATA"]

@@ -16,7 +16,6 @@ Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while 
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -666,7 +665,7 @@ def _sourcedir_asset() -> str:
     """A folder holding code/sourcedir.tar.gz, built deterministically from workloads/pretrain."""
     from workloads.pretrain.package_sourcedir import sourcedir_bytes
 
-    out = Path(tempfile.mkdtemp(prefix="kit-sourcedir-"))
-    (out / CODE_PREFIX).mkdir()
+    out = ROOT / "build" / "sourcedir-asset"  # git-ignored; rewritten on every synth
+    (out / CODE_PREFIX).mkdir(parents=True, exist_ok=True)
     (out / CODE_PREFIX / "sourcedir.tar.gz").write_bytes(sourcedir_bytes())
     return str(out)

@@ -21,6 +21,10 @@ from stacks.shared.nag import suppress
 from stacks.shared.stage import log_group
 
 STAGE_NAME = "v1"
+# The gateway checks that a body is a JSON object; each function checks every field against its
+# request_schemas.json, so that every 400 names the field and the reason (API Gateway's own validation
+# messages cannot name a field, and gateway response templates cannot escape them).
+JSON_OBJECT_BODY = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
 
 # (response type, status or None to keep API Gateway's, error code, field) for the gateway's own errors.
 _GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], ...] = (
