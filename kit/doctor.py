@@ -1,15 +1,24 @@
 """``kit doctor``: is this account and region ready for the kit? One row per check, OK or FIX with what to do.
 
-Checks: credentials (STS GetCallerIdentity), the region against the kit config, CDK bootstrap, Bedrock model
-access for the text and embedding models, whether the fine-tuning base model can be customized in the region,
-and the SageMaker service quotas of the Level 4 instance types. Exit status: 0 all OK, 1 something to fix,
-2 a usage or configuration error.
+Checks: credentials (STS GetCallerIdentity), the region against the kit config, the CDK bootstrap version against
+what the synthesized templates require, Bedrock model access for the text and embedding models, whether the
+fine-tuning base model can be customized in the region, and the account quotas the configured deploy needs:
+unreserved Lambda concurrency, the Bedrock customization-job quota (and the Provisioned Throughput model units
+with ``ft_deploy=provisioned``), and the SageMaker training-job and HyperPod instance quotas of Level 4. Each quota
+row names the Service Quotas quota (name and code) and how to raise it.
+
+Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why), 1 when something needs
+fixing, 2 on a usage or configuration error.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,10 +30,27 @@ from kit.aws import KitError, Target
 from kit.smoke import console, remember_target, target_options
 
 OK, FIX, SKIP = "OK", "FIX", "SKIP"
-# Every kit template carries CDK's CheckBootstrapVersion rule, which refuses bootstrap versions below 6.
-MIN_BOOTSTRAP_VERSION = 6
-BOOTSTRAP_STACK = "CDKToolkit"
 MODEL_ACCESS_FIX = "enable model access in the Amazon Bedrock console (Model access) for this account and region"
+
+# Lambda keeps at least 100 concurrent executions unreserved for the functions without a reservation, so an account
+# whose unreserved concurrency would drop below that rejects the reservation (and the stack rolls back).
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html
+LAMBDA_MIN_UNRESERVED = 100
+# The documented default of the "Concurrent executions" quota; new accounts start lower (often 10) until AWS raises it.
+# https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+LAMBDA_DEFAULT_CONCURRENCY = 1000
+# The Service Quotas name (service code "lambda"); its quota code is read at run time.
+LAMBDA_CONCURRENCY_QUOTA = "Concurrent executions"
+# Level 3's no-commitment Provisioned Throughput (stacks/level3_finetune.py) buys 1 model unit. Model units must be
+# granted before a purchase (https://docs.aws.amazon.com/bedrock/latest/userguide/prov-thru-purchase.html); for a
+# custom model they count against this Bedrock quota (listed at https://docs.aws.amazon.com/general/latest/gr/bedrock.html).
+PT_MODEL_UNITS_QUOTA = "Model units no-commitment Provisioned Throughputs across custom models"
+PT_MODEL_UNITS = 1
+# The kit starts one Bedrock customization job per state-machine execution.
+CUSTOMIZATION_JOBS_NEEDED = 1
+# SageMaker instance quotas: "<type> for training job usage", "<type> for spot training job usage",
+# "<type> for cluster usage" (https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker).
+SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
 
 
 @dataclass(frozen=True)
@@ -89,21 +115,132 @@ def check_region(target: Target) -> Check:
     )
 
 
-def check_bootstrap(target: Target, account: str) -> Check:
+# --- what the configured deploy needs, read from the synthesized app ------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployNeeds:
+    """What the synthesized stacks need from the account."""
+
+    functions: int  # Lambda functions across the configured stacks
+    reserved: int  # concurrency their templates reserve (ReservedConcurrentExecutions)
+    bootstrap: Mapping[str, int]  # SSM parameter /cdk-bootstrap/<qualifier>/version -> lowest version accepted
+
+
+def _refused_bootstrap_versions(node: Any) -> list[int]:
+    """The versions a CheckBootstrapVersion rule refuses: ``Fn::Contains [[...], {"Ref": "BootstrapVersion"}]``."""
+    found: list[int] = []
+    if isinstance(node, dict):
+        contains = node.get("Fn::Contains")
+        if isinstance(contains, list) and len(contains) == 2 and contains[1] == {"Ref": "BootstrapVersion"}:
+            found.extend(int(v) for v in contains[0] if str(v).isdigit())
+        for value in node.values():
+            found.extend(_refused_bootstrap_versions(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_refused_bootstrap_versions(value))
+    return found
+
+
+def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
+    """Read a cloud assembly: every stack template (functions, reservations, its CheckBootstrapVersion rule and
+    BootstrapVersion parameter) and the bootstrap version each stack and asset manifest says it requires.
+
+    The lookup role's own (higher) requirement is left out: the CLI assumes it only for context lookups, which the
+    kit's default path never makes.
+    """
+    manifest = json.loads((assembly_dir / "manifest.json").read_text())
+    functions = reserved = 0
+    bootstrap: dict[str, int] = {}
+
+    def require(parameter: object, version: object) -> None:
+        if isinstance(parameter, str) and parameter and isinstance(version, int):
+            bootstrap[parameter] = max(bootstrap.get(parameter, 0), version)
+
+    for artifact in manifest.get("artifacts", {}).values():
+        kind = artifact.get("type")
+        if kind not in ("aws:cloudformation:stack", "cdk:asset-manifest"):
+            continue
+        properties = artifact.get("properties") or {}
+        require(properties.get("bootstrapStackVersionSsmParameter"), properties.get("requiresBootstrapStackVersion"))
+        if kind != "aws:cloudformation:stack":
+            continue
+        template = json.loads((assembly_dir / properties["templateFile"]).read_text())
+        for resource in (template.get("Resources") or {}).values():
+            if resource.get("Type") == "AWS::Lambda::Function":
+                functions += 1
+                value = (resource.get("Properties") or {}).get("ReservedConcurrentExecutions")
+                reserved += value if isinstance(value, int) else 0
+        parameter = ((template.get("Parameters") or {}).get("BootstrapVersion") or {}).get("Default")
+        refused = _refused_bootstrap_versions((template.get("Rules") or {}).get("CheckBootstrapVersion"))
+        if refused:
+            require(parameter, max(refused) + 1)
+    return DeployNeeds(functions=functions, reserved=reserved, bootstrap=bootstrap)
+
+
+def synthesized_needs(target: Target) -> DeployNeeds:
+    """Synthesize the app in this process (no AWS calls) with the target's configuration and read what it needs."""
+    from kit.templates import cdk_context
+
+    root = aws.checkout()
+    overrides: dict[str, Any] = dict(target.context)
+    if target.stage:
+        overrides["stage"] = target.stage
+    if target.region_override:
+        overrides["region"] = target.region_override
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+    from app import build_app
+
+    with tempfile.TemporaryDirectory(prefix="kit-doctor-") as outdir:
+        app, _ = build_app(cdk_context(root, overrides), outdir=outdir)
+        app.synth()
+        return needs_from_assembly(Path(outdir))
+
+
+def _bootstrap_command(account: str, region: str, parameter: str) -> str:
+    from aws_cdk import DefaultStackSynthesizer
+
+    qualifier = parameter.strip("/").split("/")[1] if parameter.count("/") >= 3 else ""
+    extra = f" --qualifier {qualifier}" if qualifier and qualifier != DefaultStackSynthesizer.DEFAULT_QUALIFIER else ""
+    return f"npx cdk bootstrap aws://{account}/{region}{extra}"
+
+
+def check_bootstrap(target: Target, account: str, needs: DeployNeeds) -> Check:
+    """The bootstrap version in SSM (what the CLI and the templates' rule read) against what the templates need."""
+    from botocore.exceptions import ClientError
+
     name = "CDK bootstrap"
-    command = f"npx cdk bootstrap aws://{account}/{target.region}"
+    region = target.region
+    if not needs.bootstrap:
+        return Check(name, SKIP, "the synthesized templates name no bootstrap version parameter")
 
     def run() -> Check:
-        try:
-            outputs = aws.stack_outputs(BOOTSTRAP_STACK, target.region, target.profile)
-        except aws.StackNotDeployed:
-            return Check(name, FIX, f"{target.region} is not bootstrapped: run {command}")
-        version = outputs.get("BootstrapVersion", "")
-        if version.isdigit() and int(version) < MIN_BOOTSTRAP_VERSION:
-            return Check(name, FIX, f"bootstrap version {version} is too old: run {command}")
-        return Check(name, OK, f"{BOOTSTRAP_STACK} in {target.region} (version {version or '?'})")
+        found = []
+        for parameter, required in sorted(needs.bootstrap.items()):
+            command = _bootstrap_command(account, region, parameter)
+            try:
+                value = str(target.client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"])
+            except ClientError as exc:
+                if aws.error_code(exc) == "ParameterNotFound":
+                    detail = f"{region} is not bootstrapped (no SSM parameter {parameter}): run {command}"
+                    return Check(name, FIX, detail)
+                if aws.is_access_denied(exc):
+                    return Check(
+                        name,
+                        FIX,
+                        f"may not read the SSM parameter {parameter} (ssm:GetParameter): allow it for kit doctor, "
+                        f"or compare the CDKToolkit stack's BootstrapVersion output with {required}",
+                    )
+                raise
+            if not value.isdigit():
+                return Check(name, FIX, f"{parameter} holds {value!r}, not a version: run {command}")
+            if int(value) < required:
+                detail = f"bootstrap version {value} is older than the {required} the templates require: run {command}"
+                return Check(name, FIX, detail)
+            found.append(f"version {value} ({parameter}; the templates require {required} or later)")
+        return Check(name, OK, f"{region}: " + ", ".join(found))
 
-    return _guarded(name, "reading the CDKToolkit stack", target.region, run)
+    return _guarded(name, "reading the CDK bootstrap version", region, run)
 
 
 def has_operation(client: Any, operation: str) -> bool:
@@ -202,81 +339,271 @@ def quota_needs(target: Target) -> dict[str, int]:
     return needs
 
 
-def _quotas(client: Any, operation: str) -> dict[str, tuple[float, str]]:
-    found: dict[str, tuple[float, str]] = {}
-    for page in client.get_paginator(operation).paginate(ServiceCode="sagemaker"):
-        for quota in page["Quotas"]:
-            found[str(quota["QuotaName"]).lower()] = (float(quota.get("Value", 0)), str(quota.get("QuotaCode", "")))
-    return found
+def bedrock_quota_needs(target: Target) -> dict[str, int]:
+    """Bedrock quotas known by name -> what the configuration needs (model units with ft_deploy=provisioned)."""
+    return {PT_MODEL_UNITS_QUOTA: PT_MODEL_UNITS} if target.config.finetune.deploy == "provisioned" else {}
 
 
-def check_quotas(target: Target) -> list[Check]:
-    """One row per quota the Level 4 instance types need; a value below the need is FIX with how to ask."""
+class QuotaBook:
+    """Service Quotas of one region, read once per service: the applied values, then the AWS defaults for quotas
+    that have no applied value (ListServiceQuotas leaves those out)."""
+
+    def __init__(self, target: Target) -> None:
+        self._client = target.client("service-quotas")
+        self._applied: dict[str, dict[str, tuple[str, float, str]]] = {}
+        self._defaults: dict[str, dict[str, tuple[str, float, str]]] = {}
+        self._failed: dict[str, Exception] = {}
+
+    def _read(self, operation: str, service: str) -> dict[str, tuple[str, float, str]]:
+        found: dict[str, tuple[str, float, str]] = {}
+        for page in self._client.get_paginator(operation).paginate(ServiceCode=service):
+            for quota in page["Quotas"]:
+                name = str(quota["QuotaName"])
+                found[name.lower()] = (name, float(quota.get("Value", 0)), str(quota.get("QuotaCode", "")))
+        return found
+
+    def applied(self, service: str) -> dict[str, tuple[str, float, str]]:
+        """Raises botocore's errors (access denied, throttling) for the caller to report, once read per service."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if service in self._failed:
+            raise self._failed[service]
+        if service not in self._applied:
+            try:
+                self._applied[service] = self._read("list_service_quotas", service)
+            except (BotoCoreError, ClientError) as exc:
+                self._failed[service] = exc
+                raise
+        return self._applied[service]
+
+    def defaults(self, service: str) -> dict[str, tuple[str, float, str]]:
+        """The AWS defaults; empty when they cannot be read (the applied values were)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if service not in self._defaults:
+            try:
+                self._defaults[service] = self._read("list_aws_default_service_quotas", service)
+            except (BotoCoreError, ClientError):
+                self._defaults[service] = {}
+        return self._defaults[service]
+
+    def find(self, service: str, name: str) -> tuple[str, float, str] | None:
+        """(name, value, code) of the quota called ``name`` (case-insensitive), or None."""
+        return self.applied(service).get(name.lower()) or self.defaults(service).get(name.lower())
+
+    def matching(self, service: str, wanted: Callable[[str], bool]) -> list[tuple[str, float, str]]:
+        """Every quota whose lower-case name ``wanted`` accepts, applied values first."""
+        applied = self.applied(service)  # first: its errors are the caller's to report
+        merged = {**self.defaults(service), **applied}
+        return [merged[key] for key in sorted(merged) if wanted(key)]
+
+
+def _quota_unreadable(exc: BaseException, service: str, region: str) -> str:
+    if aws.is_access_denied(exc):
+        return (
+            "may not read service quotas (servicequotas:ListServiceQuotas): check them in the console, "
+            f"Service Quotas > {SERVICE_LABELS[service]}"
+        )
+    return aws.explain(exc, f"listing {SERVICE_LABELS[service]} quotas", region) or str(exc)
+
+
+def _increase(service: str, quota: str, code: str, desired: float, region: str) -> str:
+    """How to ask for more: the console path and the CLI request."""
+    return (
+        f"request it in Service Quotas > {SERVICE_LABELS[service]} > {quota!r} (aws service-quotas "
+        f"request-service-quota-increase --service-code {service} --quota-code {code} --desired-value {desired:g} "
+        f"--region {region})"
+    )
+
+
+def _quota_rows(target: Target, book: QuotaBook, service: str, needs: Mapping[str, int]) -> list[Check]:
+    """One row per quota in ``needs`` (quota name -> the value the config needs); below the need is FIX."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    needs = quota_needs(target)
-    quotas_client = target.client("service-quotas")
+    region = target.region
     try:
-        applied = _quotas(quotas_client, "list_service_quotas")
-        defaults: dict[str, tuple[float, str]] | None = None
+        book.applied(service)
     except (BotoCoreError, ClientError) as exc:
-        if aws.is_access_denied(exc):
-            detail = "may not read service quotas (servicequotas:ListServiceQuotas): check them in the console"
-        else:
-            detail = aws.explain(exc, "listing SageMaker quotas", target.region) or str(exc)
-        return [Check(f"Quota: {quota}", FIX, detail) for quota in needs]
+        return [Check(f"Quota: {quota}", FIX, _quota_unreadable(exc, service, region)) for quota in needs]
     rows = []
     for quota, needed in needs.items():
         name = f"Quota: {quota}"
-        found = applied.get(quota.lower())
-        if found is None:  # quotas without an applied value are listed only among the defaults
-            if defaults is None:
-                try:
-                    defaults = _quotas(quotas_client, "list_aws_default_service_quotas")
-                except (BotoCoreError, ClientError):
-                    defaults = {}
-            found = defaults.get(quota.lower())
+        found = book.find(service, quota)
         if found is None:
-            detail = f"no SageMaker quota named {quota!r} in {target.region}: the type may not be offered here"
-            rows.append(Check(name, FIX, detail))
+            where = "the type may not be offered here" if service == "sagemaker" else "check Service Quotas"
+            label = SERVICE_LABELS[service].removeprefix("Amazon ").removeprefix("AWS ")
+            rows.append(Check(name, FIX, f"no {label} quota named {quota!r} in {region}: {where}"))
             continue
-        value, code = found
+        _, value, code = found
         if value >= needed:
-            rows.append(Check(name, OK, f"{value:g} (the config needs {needed})"))
+            rows.append(Check(name, OK, f"{value:g} (the config needs {needed}; quota code {code})"))
             continue
-        rows.append(
-            Check(
-                name,
-                FIX,
-                f"{value:g}, the config needs {needed}: request it in Service Quotas > Amazon SageMaker > "
-                f"{quota!r} (aws service-quotas request-service-quota-increase --service-code sagemaker "
-                f"--quota-code {code} --desired-value {needed} --region {target.region})",
-            )
-        )
+        detail = f"{value:g}, the config needs {needed}: {_increase(service, quota, code, needed, region)}"
+        rows.append(Check(name, FIX, detail))
     return rows
 
 
-def run_checks(target: Target) -> list[Check]:
-    """Every check, in order; the AWS checks are skipped when the credentials do not work."""
+def check_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
+    """One row per quota the Level 4 instance types need; a value below the need is FIX with how to ask."""
+    return _quota_rows(target, book or QuotaBook(target), "sagemaker", quota_needs(target))
+
+
+def _is_customization_jobs_quota(name: str) -> bool:
+    """A Bedrock quota on how many model customization jobs may run (or wait) at once.
+
+    Bedrock limits concurrent customization jobs per account, but its quota table
+    (https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock) is the reference for the exact
+    names, which vary by job kind: the quota is found by what its name says, not by a hard-coded name or code.
+    Distillation and reinforcement fine-tuning jobs have their own quotas; the kit runs neither.
+    """
+    if "customization job" not in name or any(word in name for word in ("record", "distillation", "reinforcement")):
+        return False
+    return any(word in name for word in ("concurrent", "in progress", "in-progress", "scheduled", "submitted"))
+
+
+CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
+
+
+def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
+    """The Bedrock quota on customization jobs at once must admit the kit's job."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = CUSTOMIZATION_JOBS_ROW
+    region = target.region
+    try:
+        quotas = book.matching("bedrock", _is_customization_jobs_quota)
+    except (BotoCoreError, ClientError) as exc:
+        return Check(name, FIX, _quota_unreadable(exc, "bedrock", region))
+    if not quotas:
+        return Check(
+            name,
+            SKIP,
+            f"Service Quotas lists no Bedrock quota on concurrent model customization jobs in {region}: "
+            "look it up in Service Quotas > Amazon Bedrock (jobs already running count against it)",
+        )
+    low = [(quota, value, code) for quota, value, code in quotas if value < CUSTOMIZATION_JOBS_NEEDED]
+    if low:
+        quota, value, code = low[0]
+        detail = f"{quota!r} ({code}) is {value:g}, the kit runs {CUSTOMIZATION_JOBS_NEEDED} job at a time: "
+        return Check(name, FIX, detail + _increase("bedrock", quota, code, CUSTOMIZATION_JOBS_NEEDED, region))
+    shown = "; ".join(f"{quota!r} ({code}) = {value:g}" for quota, value, code in quotas)
+    return Check(
+        name,
+        OK,
+        f"{shown} (the kit runs {CUSTOMIZATION_JOBS_NEEDED} job per execution; jobs already running count against it)",
+    )
+
+
+def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
+    """The customization-job quota, and with ft_deploy=provisioned the model units for a custom model."""
+    book = book or QuotaBook(target)
+    return [check_customization_jobs(target, book), *_quota_rows(target, book, "bedrock", bedrock_quota_needs(target))]
+
+
+LAMBDA_ROW = f"Quota: Lambda {LAMBDA_CONCURRENCY_QUOTA.lower()}"
+
+
+def lambda_concurrency_needed(target: Target, needs: DeployNeeds) -> int:
+    """Unreserved concurrency the kit needs: every function may run at once, and each API admits a burst of
+    ``api_throttle_burst`` requests, each served by one function instance."""
+    return max(needs.functions, target.config.api_throttle_burst)
+
+
+def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook) -> Check:
+    """Unreserved Lambda concurrency (GetAccountSettings) against what the kit's functions need."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = LAMBDA_ROW
+    region = target.region
+
+    def run() -> Check:
+        limits = target.client("lambda").get_account_settings()["AccountLimit"]
+        limit = int(limits.get("ConcurrentExecutions", 0))
+        unreserved = int(limits.get("UnreservedConcurrentExecutions", 0))
+        needed = lambda_concurrency_needed(target, needs)
+        why = (
+            f"the kit's {needs.functions} functions may all run at once and its APIs admit bursts of "
+            f"{target.config.api_throttle_burst} requests"
+        )
+        problem = ""
+        if needs.reserved and unreserved - needs.reserved < LAMBDA_MIN_UNRESERVED:
+            problem = (
+                f"the templates reserve {needs.reserved}, and Lambda refuses any reservation that leaves fewer than "
+                f"{LAMBDA_MIN_UNRESERVED} unreserved: the deploy would roll back"
+            )
+        elif unreserved - needs.reserved < needed:
+            problem = f"{why}, so it needs {needed} unreserved"
+        summary = f"{unreserved} unreserved of {limit}"
+        if not problem:
+            return Check(name, OK, f"{summary} (needs {needed}: {why})")
+        reserved_elsewhere = limit - unreserved
+        wanted = max(
+            LAMBDA_DEFAULT_CONCURRENCY,
+            reserved_elsewhere + needs.reserved + max(needed, LAMBDA_MIN_UNRESERVED if needs.reserved else 0),
+        )
+        level = " (the level of a new account)" if limit < LAMBDA_MIN_UNRESERVED else ""
+        try:
+            found = book.find("lambda", LAMBDA_CONCURRENCY_QUOTA)
+        except (BotoCoreError, ClientError) as exc:
+            how = (
+                f"request an increase of Service Quotas > AWS Lambda > {LAMBDA_CONCURRENCY_QUOTA!r} to {wanted} "
+                f"(its quota code could not be read: {_quota_unreadable(exc, 'lambda', region)})"
+            )
+        else:
+            if found is None:
+                how = (
+                    f"request an increase of {LAMBDA_CONCURRENCY_QUOTA!r} to {wanted} in Service Quotas > AWS Lambda "
+                    f"(no quota of that name is listed in {region})"
+                )
+            else:
+                how = _increase("lambda", found[0], found[2], wanted, region)
+        return Check(name, FIX, f"{summary}{level}: {problem}; {how}")
+
+    return _guarded(name, "reading the Lambda account settings", region, run)
+
+
+def _skipped_names(target: Target) -> list[str]:
+    config = target.config
+    text = config.text_model
+    profile = f" (via {text.model_id})" if text.is_inference_profile else ""
+    return [
+        "CDK bootstrap",
+        f"Model access: {text.foundation_model_id}{profile}",
+        f"Model access: {config.rag.embedding_model_id}",
+        f"Customization: {config.finetune.base_model_id}",
+        CUSTOMIZATION_JOBS_ROW,
+        *(f"Quota: {quota}" for quota in bedrock_quota_needs(target)),
+        LAMBDA_ROW,
+        *(f"Quota: {quota}" for quota in quota_needs(target)),
+    ]
+
+
+def run_checks(target: Target, synthesize: Callable[[Target], DeployNeeds] | None = None) -> list[Check]:
+    """Every check, in order; the AWS checks are skipped when the credentials do not work.
+
+    ``synthesize`` reads what the deploy needs (default: synthesize the app, about 15 s, only with credentials).
+    """
     credentials, account = check_credentials(target)
     checks = [credentials, check_region(target)]
     config = target.config
     text = config.text_model
     profile = f" (via {text.model_id})" if text.is_inference_profile else ""
     if account is None:
-        skipped = [
-            "CDK bootstrap",
-            f"Model access: {text.foundation_model_id}{profile}",
-            f"Model access: {config.rag.embedding_model_id}",
-            f"Customization: {config.finetune.base_model_id}",
-            *(f"Quota: {quota}" for quota in quota_needs(target)),
-        ]
-        return checks + [Check(name, SKIP, "needs working credentials") for name in skipped]
-    checks.append(check_bootstrap(target, account))
+        return checks + [Check(name, SKIP, "needs working credentials") for name in _skipped_names(target)]
+    needs: DeployNeeds | None = None
+    why_not = ""
+    try:
+        needs = (synthesize or synthesized_needs)(target)
+    except Exception as exc:  # any synthesis failure (jsii, node, a template) becomes SKIP rows with its reason
+        why_not = f"cannot synthesize the app to read what it needs: {exc}"
+    checks.append(check_bootstrap(target, account, needs) if needs else Check("CDK bootstrap", SKIP, why_not))
     checks.append(check_model_access(target, text.foundation_model_id, f"{text.foundation_model_id}{profile}"))
     checks.append(check_model_access(target, config.rag.embedding_model_id, config.rag.embedding_model_id))
     checks.append(check_customization(target))
-    checks.extend(check_quotas(target))
+    book = QuotaBook(target)
+    checks.extend(check_bedrock_quotas(target, book))
+    checks.append(check_lambda_concurrency(target, needs, book) if needs else Check(LAMBDA_ROW, SKIP, why_not))
+    checks.extend(check_quotas(target, book))
     return checks
 
 
@@ -292,20 +619,33 @@ def render(checks: Iterable[Check]) -> Table:
 @target_options
 @click.pass_context
 def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: str | None, context_pairs: Any) -> None:
-    """Check credentials, region, bootstrap, Bedrock model access and SageMaker quotas for the kit.
+    """Check that this account and region are ready for the configured kit.
 
-    Exit status: 0 when every check is OK, 1 when something needs fixing, 2 on a usage error.
+    Credentials, region, CDK bootstrap version, Bedrock model access and customization, and the quotas the deploy
+    needs (Lambda concurrency, Bedrock customization jobs and model units, SageMaker training and HyperPod
+    instances). Synthesizes the app offline to read what the templates need.
+
+    Read-only IAM actions it calls: sts:GetCallerIdentity, ssm:GetParameter (on
+    /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:ListFoundationModels,
+    bedrock:GetFoundationModel, lambda:GetAccountSettings, servicequotas:ListServiceQuotas and
+    servicequotas:ListAWSDefaultServiceQuotas.
+
+    Exit status: 0 when nothing needs fixing, 1 when something does, 2 on a usage error.
     """
     target = remember_target(ctx, stage, region, profile, context_pairs)
     config = target.config  # a configuration error stops here with exit status 2
     out = console()
     out.print(Text(f"Kit stage {config.stage} in {config.region}", style="bold"))
-    checks = run_checks(target)
+    with out.status("Checking (the app is synthesized offline to read what the deploy needs)..."):
+        checks = run_checks(target)
     out.print(render(checks))
-    to_fix = [check for check in checks if check.status != OK]
-    if not to_fix:
+    fixes = sum(check.status == FIX for check in checks)
+    skipped = sum(check.status == SKIP for check in checks)
+    if not fixes and not skipped:
         out.print(Text(f"All {len(checks)} checks passed.", style="green"))
         return
-    fixes = sum(check.status == FIX for check in to_fix)
-    out.print(Text(f"{fixes} to fix, {len(to_fix) - fixes} skipped.", style="red"))
+    if not fixes:
+        out.print(Text(f"Nothing to fix; {skipped} not checked (see SKIP rows).", style="yellow"))
+        return
+    out.print(Text(f"{fixes} to fix, {skipped} skipped.", style="red"))
     ctx.exit(1)

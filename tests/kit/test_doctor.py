@@ -1,8 +1,10 @@
-"""kit doctor, offline: moto for STS, the in-memory CloudFormation for the bootstrap stack, and botocore's
-Stubber for Bedrock and Service Quotas (it checks every request and answer against the API model)."""
+"""kit doctor, offline: moto for STS and the SSM bootstrap parameter, and botocore's Stubber for Bedrock, Lambda,
+SSM errors and Service Quotas (it checks every request and answer against the API model). What the deploy needs
+comes from a fixed DeployNeeds here; tests at the end read it from the session's synthesized assembly."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,8 @@ from moto import mock_aws
 from kit import aws
 from kit import doctor as doctor_module
 from kit.aws import Target
-from kit.doctor import FIX, OK, SKIP, doctor
+from kit.doctor import FIX, OK, SKIP, Check, DeployNeeds, doctor
+from tests.conftest import Synth
 from tests.kit.test_smoke import FakeCloudFormation
 
 CONFIG = Target().config
@@ -24,15 +27,25 @@ ACCOUNT = "123456789012"  # moto's
 TEXT_MODEL = CONFIG.text_model.foundation_model_id
 EMBEDDING_MODEL = CONFIG.rag.embedding_model_id
 FT = CONFIG.finetune
+BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
+# What the doctor reads from the synthesized app, fixed for the tests that do not synthesize.
+NEEDS = DeployNeeds(functions=14, reserved=0, bootstrap={BOOTSTRAP_PARAMETER: 6})
+LAMBDA_CODE = "L-LAMBDA01"  # codes in answers are test data: the doctor reads them, it never hard-codes them
 
 
 @pytest.fixture(autouse=True)
 def fresh_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("COLUMNS", "400")  # the table's detail column stays on one line
+    monkeypatch.setenv("COLUMNS", "1000")  # the table's detail column stays on one line
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     aws.reset()
     yield
     aws.reset()
+
+
+@pytest.fixture(autouse=True)
+def fixed_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test synthesizes the app through the doctor (about 15 s each): it needs NEEDS."""
+    monkeypatch.setattr(doctor_module, "synthesized_needs", lambda target: NEEDS)
 
 
 @pytest.fixture
@@ -40,6 +53,10 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudFormation]:
     fake = FakeCloudFormation().install(monkeypatch)
     with mock_aws():
         yield fake
+
+
+def bootstrapped(version: str) -> None:
+    aws.client("ssm", REGION).put_parameter(Name=BOOTSTRAP_PARAMETER, Value=version, Type="String")
 
 
 def stubbed(service: str) -> Stubber:
@@ -67,8 +84,22 @@ def model_summary(model_id: str) -> dict[str, Any]:
     return {"modelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{model_id}", "modelId": model_id}
 
 
-def quota(name: str, value: float, code: str) -> dict[str, Any]:
-    return {"ServiceCode": "sagemaker", "QuotaName": name, "QuotaCode": code, "Value": value}
+def quota(name: str, value: float, code: str, service: str = "sagemaker") -> dict[str, Any]:
+    return {"ServiceCode": service, "QuotaName": name, "QuotaCode": code, "Value": value}
+
+
+JOBS_QUOTA = "Concurrent model customization jobs"  # a name of the kind the doctor looks for
+
+
+def bedrock_quotas(stub: Stubber, applied: list[dict[str, Any]], defaults: list[dict[str, Any]] | None = None) -> None:
+    """The doctor reads Bedrock's applied quotas, then its defaults (quotas without an applied value)."""
+    stub.add_response("list_service_quotas", {"Quotas": applied}, {"ServiceCode": "bedrock"})
+    stub.add_response("list_aws_default_service_quotas", {"Quotas": defaults or []}, {"ServiceCode": "bedrock"})
+
+
+def lambda_settings(stub: Stubber, limit: int, unreserved: int) -> None:
+    answer = {"AccountLimit": {"ConcurrentExecutions": limit, "UnreservedConcurrentExecutions": unreserved}}
+    stub.add_response("get_account_settings", answer, {})
 
 
 def needed() -> dict[str, int]:
@@ -81,9 +112,13 @@ def row(output: str, name: str) -> str:
 
 
 def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
-    mocked.deploy("CDKToolkit", {"BootstrapVersion": "30"})
+    bootstrapped("30")
     quotas = [quota(name, count + 1, f"L-{i:08d}") for i, (name, count) in enumerate(needed().items())]
-    with stubbed("bedrock") as bedrock, stubbed("service-quotas") as service_quotas:
+    with (
+        stubbed("bedrock") as bedrock,
+        stubbed("service-quotas") as service_quotas,
+        stubbed("lambda") as lambda_,
+    ):
         bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
         bedrock.add_response(
             "get_foundation_model_availability", available(EMBEDDING_MODEL), {"modelId": EMBEDDING_MODEL}
@@ -93,6 +128,8 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
             {"modelSummaries": [model_summary(FT.base_model_id), model_summary("amazon.titan-text-lite-v1:0:4k")]},
             {"byCustomizationType": FT.customization_type},
         )
+        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")])
+        lambda_settings(lambda_, 1000, 1000)
         # two pages: the doctor follows NextToken
         service_quotas.add_response(
             "list_service_quotas", {"Quotas": quotas[:1], "NextToken": "page-2"}, {"ServiceCode": "sagemaker"}
@@ -103,11 +140,16 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         result = run()
         bedrock.assert_no_pending_responses()
         service_quotas.assert_no_pending_responses()
+        lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 6 + len(needed())
+    total = 8 + len(needed())
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
-    assert "(version 30)" in row(result.output, "CDK bootstrap")
+    assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
+        result.output, "CDK bootstrap"
+    )
+    assert f"'{JOBS_QUOTA}' (L-JOBS0001) = 2" in row(result.output, "Bedrock customization jobs")
+    assert "1000 unreserved of 1000 (needs 20" in row(result.output, "Lambda concurrent executions")
     assert f"via {CONFIG.text_model.model_id}" in result.output if CONFIG.text_model.is_inference_profile else True
     assert FIX not in result.output.split()
 
@@ -120,7 +162,11 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     names = list(needed())
     training = next(name for name in names if "training job usage" in name)
     cluster = [name for name in names if "cluster usage" in name]
-    with stubbed("bedrock") as bedrock, stubbed("service-quotas") as service_quotas:
+    with (
+        stubbed("bedrock") as bedrock,
+        stubbed("service-quotas") as service_quotas,
+        stubbed("lambda") as lambda_,
+    ):
         bedrock.add_response(
             "get_foundation_model_availability",
             available(TEXT_MODEL, entitlementAvailability="NOT_AVAILABLE"),
@@ -137,6 +183,12 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
             {"modelSummaries": [model_summary("amazon.titan-text-lite-v1:0:4k")]},
             {"byCustomizationType": FT.customization_type},
         )
+        # Bedrock: the customization-job quota at 0, found among the defaults
+        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 0, "L-JOBS0001", "bedrock")])
+        # Lambda: a new account's 10, all unreserved; the quota code comes from Service Quotas
+        lambda_settings(lambda_, 10, 10)
+        lambda_quota = quota("Concurrent executions", 10, LAMBDA_CODE, "lambda")
+        service_quotas.add_response("list_service_quotas", {"Quotas": [lambda_quota]}, {"ServiceCode": "lambda"})
         # applied quotas: the training type at 0, the cluster types missing (quotas with no applied value)
         service_quotas.add_response(
             "list_service_quotas", {"Quotas": [quota(training, 0, "L-TRAIN001")]}, {"ServiceCode": "sagemaker"}
@@ -159,7 +211,15 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert OK in row(out, f"Quota: {cluster[0]}").split()
     for missing in cluster[1:]:
         assert "no SageMaker quota named" in row(out, f"Quota: {missing}")
-    fixes = 5 + 1 + len(cluster[1:])
+    jobs = row(out, "Bedrock customization jobs")
+    assert FIX in jobs and f"'{JOBS_QUOTA}' (L-JOBS0001) is 0, the kit runs 1 job at a time" in jobs
+    assert "--service-code bedrock --quota-code L-JOBS0001 --desired-value 1" in jobs
+    concurrency = row(out, "Lambda concurrent executions")
+    assert FIX in concurrency and "10 unreserved of 10 (the level of a new account)" in concurrency
+    assert "the kit's 14 functions may all run at once and its APIs admit bursts of 20 requests" in concurrency
+    assert "Service Quotas > AWS Lambda > 'Concurrent executions'" in concurrency
+    assert f"--service-code lambda --quota-code {LAMBDA_CODE} --desired-value 1000 --region {REGION}" in concurrency
+    fixes = 5 + 1 + len(cluster[1:]) + 2
     assert f"{fixes} to fix, 0 skipped." in out
 
 
@@ -176,7 +236,7 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
     assert FIX in first and "no AWS credentials: configure a profile or environment variables" in first
     assert OK in row(result.output, "Region").split()
     skipped = [line for line in result.output.splitlines() if f" {SKIP} " in line]
-    assert len(skipped) == 4 + len(needed())
+    assert len(skipped) == 6 + len(needed())
     assert all("needs working credentials" in line for line in skipped)
 
 
@@ -248,3 +308,214 @@ def test_quota_needs_follow_the_level_4_configuration() -> None:
     assert needs[f"{settings.job_instance_type} for spot training job usage"] == 3
     for group in settings.groups:
         assert needs[f"{group.instance_type} for cluster usage"] >= max(group.count, 1)
+
+
+# --- the bootstrap version --------------------------------------------------------------------------------------
+
+
+def test_a_bootstrap_older_than_the_templates_require_needs_fixing(mocked: FakeCloudFormation) -> None:
+    bootstrapped("5")
+    check = doctor_module.check_bootstrap(Target(), ACCOUNT, NEEDS)
+    assert check.status == FIX
+    assert check.detail == (
+        f"bootstrap version 5 is older than the 6 the templates require: run npx cdk bootstrap aws://{ACCOUNT}/{REGION}"
+    )
+
+
+def test_a_custom_qualifier_is_read_from_its_own_parameter_and_named_in_the_command(mocked: FakeCloudFormation) -> None:
+    needs = DeployNeeds(functions=1, reserved=0, bootstrap={"/cdk-bootstrap/kitqual/version": 21})
+    missing = doctor_module.check_bootstrap(Target(), ACCOUNT, needs)
+    assert missing.status == FIX
+    assert missing.detail.endswith(f"run npx cdk bootstrap aws://{ACCOUNT}/{REGION} --qualifier kitqual")
+    aws.client("ssm", REGION).put_parameter(Name="/cdk-bootstrap/kitqual/version", Value="21", Type="String")
+    assert doctor_module.check_bootstrap(Target(), ACCOUNT, needs).status == OK
+
+
+def test_a_bootstrap_parameter_that_cannot_be_read_says_which_permission(mocked: FakeCloudFormation) -> None:
+    with stubbed("ssm") as ssm:
+        ssm.add_client_error(
+            "get_parameter", "AccessDeniedException", "not authorized", expected_params={"Name": BOOTSTRAP_PARAMETER}
+        )
+        check = doctor_module.check_bootstrap(Target(), ACCOUNT, NEEDS)
+    assert check.status == FIX and f"may not read the SSM parameter {BOOTSTRAP_PARAMETER} (ssm:GetParameter)" in (
+        check.detail
+    )
+
+
+def test_needs_are_read_from_every_template_and_asset_manifest(tmp_path: Path) -> None:
+    """The requirement is the highest of the templates' CheckBootstrapVersion rules and the manifests' versions."""
+
+    def rule(refused: list[str]) -> dict[str, Any]:
+        contains = {"Fn::Contains": [refused, {"Ref": "BootstrapVersion"}]}
+        return {"CheckBootstrapVersion": {"Assertions": [{"Assert": {"Fn::Not": [contains]}}]}}
+
+    parameter = "/cdk-bootstrap/kitqual/version"
+    function = {"Type": "AWS::Lambda::Function", "Properties": {}}
+    templates = {
+        "A": {
+            "Parameters": {"BootstrapVersion": {"Default": parameter}},
+            "Rules": rule([str(v) for v in range(1, 10)]),
+            "Resources": {"F1": function, "F2": {**function, "Properties": {"ReservedConcurrentExecutions": 3}}},
+        },
+        "B": {"Parameters": {"BootstrapVersion": {"Default": parameter}}, "Rules": rule(["1"]), "Resources": {}},
+    }
+    artifacts: dict[str, Any] = {}
+    for stack_id, template in templates.items():
+        (tmp_path / f"{stack_id}.template.json").write_text(json.dumps(template))
+        properties = {"templateFile": f"{stack_id}.template.json", "bootstrapStackVersionSsmParameter": parameter}
+        artifacts[stack_id] = {"type": "aws:cloudformation:stack", "properties": properties}
+    artifacts["B.assets"] = {
+        "type": "cdk:asset-manifest",
+        "properties": {"requiresBootstrapStackVersion": 12, "bootstrapStackVersionSsmParameter": parameter},
+    }
+    artifacts["Tree"] = {"type": "cdk:tree", "properties": {"file": "tree.json"}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
+    assert doctor_module.needs_from_assembly(tmp_path) == DeployNeeds(
+        functions=2, reserved=3, bootstrap={parameter: 12}
+    )
+
+
+def test_the_kits_own_assembly_gives_the_parameter_and_version_its_rules_check(sandbox: Synth) -> None:
+    needs = doctor_module.needs_from_assembly(sandbox.assembly_dir)
+    functions = [
+        resource
+        for template in sandbox.templates.values()
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+    ]
+    assert needs.functions == len(functions) > 0
+    assert needs.reserved == sum(f["Properties"].get("ReservedConcurrentExecutions", 0) for f in functions)
+    parameters = {t["Parameters"]["BootstrapVersion"]["Default"] for t in sandbox.templates.values()}
+    assert set(needs.bootstrap) == parameters
+    for template in sandbox.templates.values():
+        refused = doctor_module._refused_bootstrap_versions(template["Rules"]["CheckBootstrapVersion"])
+        required = needs.bootstrap[template["Parameters"]["BootstrapVersion"]["Default"]]
+        # the doctor asks for a version every template's rule accepts, and no more than the assembly requires
+        assert refused and str(required) not in map(str, refused) and required - 1 in refused
+
+
+def test_a_failed_synthesis_skips_the_checks_that_need_it(mocked: FakeCloudFormation, monkeypatch: Any) -> None:
+    def broken(target: Target) -> DeployNeeds:
+        raise RuntimeError("node: not found")
+
+    monkeypatch.setattr(doctor_module, "check_model_access", lambda *args: Check("Model access", OK, ""))
+    monkeypatch.setattr(doctor_module, "check_customization", lambda target: Check("Customization", OK, ""))
+    monkeypatch.setattr(doctor_module, "check_bedrock_quotas", lambda target, book: [])
+    monkeypatch.setattr(doctor_module, "check_quotas", lambda target, book: [])
+    checks = {c.name: c for c in doctor_module.run_checks(Target(), synthesize=broken)}
+    for name in ("CDK bootstrap", doctor_module.LAMBDA_ROW):
+        assert checks[name].status == SKIP
+        assert checks[name].detail == "cannot synthesize the app to read what it needs: node: not found"
+
+
+@pytest.mark.parametrize(
+    ("statuses", "exit_code", "summary"),
+    [([OK, SKIP], 0, "Nothing to fix; 1 not checked"), ([OK, FIX, SKIP], 1, "1 to fix, 1 skipped.")],
+)
+def test_only_fix_rows_fail_the_command(
+    monkeypatch: pytest.MonkeyPatch, statuses: list[str], exit_code: int, summary: str
+) -> None:
+    monkeypatch.setattr(doctor_module, "run_checks", lambda target: [Check(s, s, "") for s in statuses])
+    result = run()
+    assert result.exit_code == exit_code and summary in result.output
+
+
+# --- Lambda concurrency -----------------------------------------------------------------------------------------
+
+
+def test_lambda_concurrency_that_admits_the_kit_is_ok() -> None:
+    with stubbed("lambda") as lambda_, stubbed("service-quotas"):
+        lambda_settings(lambda_, 50, 40)  # 10 reserved by other functions; 40 >= the 20 the kit needs
+        check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
+    assert check.status == OK and check.detail.startswith("40 unreserved of 50 (needs 20:")
+
+
+def test_a_reservation_the_account_cannot_grant_is_fix_even_with_room_to_run() -> None:
+    reserving = DeployNeeds(functions=14, reserved=1, bootstrap={})
+    with stubbed("lambda") as lambda_, stubbed("service-quotas") as service_quotas:
+        lambda_settings(lambda_, 100, 100)  # 100 - 1 leaves less than Lambda's minimum unreserved amount
+        lambda_quota = quota("Concurrent executions", 100, LAMBDA_CODE, "lambda")
+        service_quotas.add_response("list_service_quotas", {"Quotas": [lambda_quota]}, {"ServiceCode": "lambda"})
+        check = doctor_module.check_lambda_concurrency(Target(), reserving, doctor_module.QuotaBook(Target()))
+    assert check.status == FIX
+    assert "the templates reserve 1, and Lambda refuses any reservation that leaves fewer than 100" in check.detail
+    assert f"--quota-code {LAMBDA_CODE} --desired-value 1000" in check.detail
+
+
+def test_lambda_quota_code_unreadable_or_unlisted_still_says_how_to_raise_it() -> None:
+    book = doctor_module.QuotaBook(Target())
+    with stubbed("lambda") as lambda_, stubbed("service-quotas") as service_quotas:
+        lambda_settings(lambda_, 10, 10)
+        service_quotas.add_client_error(
+            "list_service_quotas", "AccessDeniedException", "not authorized", expected_params={"ServiceCode": "lambda"}
+        )
+        denied = doctor_module.check_lambda_concurrency(Target(), NEEDS, book)
+    assert denied.status == FIX
+    assert "request an increase of Service Quotas > AWS Lambda > 'Concurrent executions' to 1000" in denied.detail
+    assert "servicequotas:ListServiceQuotas" in denied.detail
+    with stubbed("lambda") as lambda_, stubbed("service-quotas") as service_quotas:
+        lambda_settings(lambda_, 10, 10)
+        service_quotas.add_response("list_service_quotas", {"Quotas": []}, {"ServiceCode": "lambda"})
+        service_quotas.add_response("list_aws_default_service_quotas", {"Quotas": []}, {"ServiceCode": "lambda"})
+        unlisted = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
+    assert unlisted.status == FIX and f"(no quota of that name is listed in {REGION})" in unlisted.detail
+
+
+def test_lambda_settings_that_cannot_be_read_are_a_fix_row() -> None:
+    with stubbed("lambda") as lambda_:
+        lambda_.add_client_error("get_account_settings", "AccessDeniedException", "not authorized")
+        check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
+    assert check.status == FIX and "reading the Lambda account settings" in check.detail
+
+
+# --- Bedrock quotas ---------------------------------------------------------------------------------------------
+
+
+def test_the_customization_jobs_quota_is_found_by_what_its_name_says() -> None:
+    wanted = doctor_module._is_customization_jobs_quota
+    assert wanted("concurrent model customization jobs")
+    assert wanted("sum of in-progress and submitted model customization jobs")
+    assert not wanted("sum of training and validation records for a titan fine-tuning customization job")
+    assert not wanted("concurrent model distillation customization jobs")
+    assert not wanted("concurrent model import jobs")
+
+
+def test_a_customization_jobs_quota_that_is_not_listed_is_skipped_not_guessed() -> None:
+    with stubbed("service-quotas") as service_quotas:
+        bedrock_quotas(service_quotas, [quota("Imported models per account", 3, "L-IMPORT01", "bedrock")])
+        check = doctor_module.check_customization_jobs(Target(), doctor_module.QuotaBook(Target()))
+    assert check.status == SKIP and "Service Quotas > Amazon Bedrock" in check.detail
+
+
+def test_bedrock_quotas_that_cannot_be_read_are_fix_rows() -> None:
+    target = Target(context={"ft_deploy": "provisioned"})
+    with stubbed("service-quotas") as service_quotas:
+        service_quotas.add_client_error(
+            "list_service_quotas", "AccessDeniedException", "not authorized", expected_params={"ServiceCode": "bedrock"}
+        )
+        rows = doctor_module.check_bedrock_quotas(target)
+    assert [r.name for r in rows] == [
+        doctor_module.CUSTOMIZATION_JOBS_ROW,
+        f"Quota: {doctor_module.PT_MODEL_UNITS_QUOTA}",
+    ]
+    assert all(r.status == FIX and "servicequotas:ListServiceQuotas" in r.detail for r in rows)
+
+
+def test_provisioned_deploy_needs_custom_model_units() -> None:
+    assert doctor_module.bedrock_quota_needs(Target()) == {}  # ft_deploy=none buys nothing
+    target = Target(context={"ft_deploy": "provisioned"})
+    units = doctor_module.PT_MODEL_UNITS_QUOTA
+    with stubbed("service-quotas") as service_quotas:
+        bedrock_quotas(
+            service_quotas,
+            [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")],
+            [quota(units, 0, "L-UNITS001", "bedrock")],  # no applied value yet: only its default of 0
+        )
+        jobs, model_units = doctor_module.check_bedrock_quotas(target)
+    assert jobs.status == OK
+    assert model_units.status == FIX and "0, the config needs 1" in model_units.detail
+    assert f"--service-code bedrock --quota-code L-UNITS001 --desired-value 1 --region {REGION}" in model_units.detail
+    with stubbed("service-quotas") as service_quotas:
+        bedrock_quotas(service_quotas, [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")])
+        _, missing = doctor_module.check_bedrock_quotas(target)
+    assert missing.status == FIX and f"no Bedrock quota named {units!r} in {REGION}" in missing.detail
