@@ -73,6 +73,7 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::SQS::Queue",
         "AWS::SQS::QueuePolicy",
         "AWS::StepFunctions::StateMachine",  # standard workflows bill per state transition
+        "Custom::BedrockFineTuneCleanup",  # runs only when the stack is deleted
         "Custom::BedrockInvocationLogging",  # an account setting; the logs bill per GB delivered
         "Custom::CDKBucketDeployment",
         "Custom::S3AutoDeleteObjects",

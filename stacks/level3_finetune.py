@@ -9,15 +9,19 @@ jobs/<name>.json uploaded ──► EventBridge ──► Step Functions ◄─�
                                                  ├─► optional deployment: on-demand | Provisioned Throughput (torn down)
                                                  └─► SNS topic (+ e-mail)
     EventBridge "Model Customization Job State Change" (this kit's jobs) ──► the same SNS topic
+    sandbox only: cleanup custom resource ──(stack deletion, before the key)──► stop executions and jobs,
+                  delete deployments, throughputs and the custom models encrypted with the key
 CloudFormation has no resource for a customization job, a custom model or Provisioned Throughput, so the
-stack deploys the pipeline that creates them.
+stack deploys the pipeline that creates them. Those models are encrypted with the stack's key: a sandbox
+destroy deletes them before the key; the prod stage retains the key and the models (docs/level-3-finetune.md).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, CustomResource, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -46,10 +50,35 @@ VALIDATOR_ERRORS = ["InvalidRequest", "DatasetNotFound"]
 DEPLOY_POLL_INTERVAL = Duration.minutes(5)
 DEPLOY_POLLS = 36  # three hours for a deployment or a throughput to come up
 KMS_MONTHLY_USD = 1.0
+# The cleanup answers CloudFormation before this timeout (its own deadline leaves a margin); CloudFormation
+# stops waiting for an answer after CLEANUP_SERVICE_TIMEOUT instead of the default hour.
+CLEANUP_TIMEOUT = Duration.minutes(10)
+CLEANUP_SERVICE_TIMEOUT = Duration.minutes(15)
 
 
 def _bedrock_arn(stack: Stack, resource: str) -> str:
     return f"arn:{stack.partition}:bedrock:{stack.region}:{stack.account}:{resource}"
+
+
+@dataclass(frozen=True)
+class PipelineNames:
+    """The name prefixes the state machine gives what it creates; each name ends with 12 hex digits.
+
+    The cleanup recognises the kit's jobs and models by these prefixes (and by the key), so they are defined once.
+    """
+
+    job: str
+    model: str
+    deployment: str
+
+    @classmethod
+    def of(cls, config: KitConfig) -> PipelineNames:
+        prefix = config.resource_name("ft")
+        return cls(job=f"{prefix}-job-", model=f"{prefix}-model-", deployment=f"{prefix}-deploy-")
+
+
+def machine_name(config: KitConfig) -> str:
+    return config.resource_name("finetune")
 
 
 class FineTuneData(Construct):
@@ -57,6 +86,8 @@ class FineTuneData(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
         super().__init__(scope, construct_id)
+        # Sandbox: deleted on destroy, after CustomModelCleanup has deleted the custom models it encrypts, with
+        # KMS's shortest waiting period (7-30 days). Prod: retained with the models, removed by hand.
         self.key = kms.Key(
             self,
             "Key",
@@ -158,7 +189,7 @@ class FineTunePipeline(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         ft = config.finetune
-        prefix = config.resource_name("ft")
+        names = PipelineNames.of(config)
         polls = max(1, ft.max_job_hours * 60 // ft.poll_minutes)
 
         self.topic = topic
@@ -220,9 +251,9 @@ class FineTunePipeline(Construct):
                 "job": sfn.JsonPath.object_at("$.job"),
                 "poll": sfn.JsonPath.object_at("$.poll"),
                 "names": {
-                    "job": sfn.JsonPath.format(f"{prefix}-job-{{}}", sfn.JsonPath.string_at("$.id")),
-                    "model": sfn.JsonPath.format(f"{prefix}-model-{{}}", sfn.JsonPath.string_at("$.id")),
-                    "deployment": sfn.JsonPath.format(f"{prefix}-deploy-{{}}", sfn.JsonPath.string_at("$.id")),
+                    "job": sfn.JsonPath.format(f"{names.job}{{}}", sfn.JsonPath.string_at("$.id")),
+                    "model": sfn.JsonPath.format(f"{names.model}{{}}", sfn.JsonPath.string_at("$.id")),
+                    "deployment": sfn.JsonPath.format(f"{names.deployment}{{}}", sfn.JsonPath.string_at("$.id")),
                     "report": sfn.JsonPath.format(f"{REPORTS_PREFIX}{{}}.json", sfn.JsonPath.string_at("$.id")),
                 },
             },
@@ -420,7 +451,7 @@ class FineTunePipeline(Construct):
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            state_machine_name=config.resource_name("finetune"),
+            state_machine_name=machine_name(config),
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             timeout=Duration.hours(ft.max_job_hours + (ft.provisioned_hours if ft.deploy == "provisioned" else 0) + 6),
             tracing_enabled=True,
@@ -599,6 +630,128 @@ class FineTunePipeline(Construct):
         return create_pt.next(succeeded).next(self._poll("Throughput", get, "InService", "Failed", deployed, cleanup))
 
 
+class CustomModelCleanup(Construct):
+    """Sandbox only: before CloudFormation deletes the key, delete the custom models encrypted with it.
+
+    Custom models, on-demand deployments and Provisioned Throughput are created by the state machine, outside
+    CloudFormation. On stack deletion the function (``lambdas/finetune_cleanup``) stops the pipeline's
+    executions and the kit's running jobs, deletes the deployments and throughputs serving the kit's models,
+    then the models (the pipeline's names AND this key, nothing else). The resource depends on the key, the
+    state machine and its own role, so CloudFormation deletes it, and waits for its answer, before any of them.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        key: kms.Key,
+        machine: sfn.StateMachine,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        names = PipelineNames.of(config)
+        self.function = PythonFunction(
+            self,
+            "Function",
+            config=config,
+            handler="finetune_cleanup.handler.handler",
+            description="Level 3 custom resource: on stack deletion, delete the kit's custom models before the key",
+            service_name="finetune-cleanup",
+            timeout=CLEANUP_TIMEOUT,
+            memory_size=256,
+        )
+        role = self.function.role
+        # Service Authorization Reference, Amazon Bedrock (resource types per action):
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_bedrock.html
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="FindKitResources",  # List actions have no resource type: '*' only
+                actions=[
+                    "bedrock:ListModelCustomizationJobs",
+                    "bedrock:ListCustomModels",
+                    "bedrock:ListCustomModelDeployments",
+                    "bedrock:ListProvisionedModelThroughputs",
+                ],
+                resources=["*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StopKitJobs",
+                actions=["bedrock:GetModelCustomizationJob", "bedrock:StopModelCustomizationJob"],
+                resources=[_bedrock_arn(stack, "model-customization-job/*")],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DeleteKitModels",
+                actions=["bedrock:GetCustomModel", "bedrock:DeleteCustomModel"],
+                resources=[_bedrock_arn(stack, "custom-model/*")],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DeleteServing",
+                actions=["bedrock:DeleteCustomModelDeployment", "bedrock:DeleteProvisionedModelThroughput"],
+                resources=[
+                    _bedrock_arn(stack, "custom-model-deployment/*"),
+                    _bedrock_arn(stack, "provisioned-model/*"),
+                ],
+            )
+        )
+        executions = f"arn:{stack.partition}:states:{stack.region}:{stack.account}:execution:{machine_name(config)}:*"
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StopPipeline", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(sid="StopPipelineExecutions", actions=["states:StopExecution"], resources=[executions])
+        )
+        # Acts only when the stack itself is being deleted: it reads its own stack's status.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
+            )
+        )
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Bedrock's List actions support no resource type ('*' only); the kit names its jobs, models, deployments "
+            "and throughputs per execution, so they are granted by type in this account and region and the function "
+            "also checks the name and the key; executions are this state machine's; X-Ray needs '*'.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:model-customization-job/*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:custom-model/*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:custom-model-deployment/*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:provisioned-model/*",
+                f"Resource::arn:aws:states:{stack.region}:<AWS::AccountId>:execution:{machine_name(config)}:*",
+            ],
+        )
+        self.resource = CustomResource(
+            self,
+            "Resource",
+            service_token=self.function.function.function_arn,
+            resource_type="Custom::BedrockFineTuneCleanup",
+            # CloudFormation gives up on a silent function after this, not after an hour:
+            # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
+            service_timeout=CLEANUP_SERVICE_TIMEOUT,
+            properties={
+                "KeyArn": key.key_arn,
+                "ModelNamePrefix": names.model,
+                "JobNamePrefix": names.job,
+                "StateMachineArn": machine.state_machine_arn,
+            },
+        )
+        # Deleted before the key (so the key is scheduled for deletion only after the models are gone), before
+        # the state machine (its executions are stopped first) and before the function's own permissions.
+        for dependency in (key, machine, role):
+            self.resource.node.add_dependency(dependency)
+
+
 class FineTuneStack(Stack):
     """``GenAiKit-3-FineTune``: data and output buckets, key, Bedrock role, validator, state machine, notifications."""
 
@@ -717,6 +870,14 @@ class FineTuneStack(Stack):
             ],
         )
 
+        # Destroy: the sandbox deletes the kit's custom models before the key that encrypts them; prod retains
+        # the key (RemovalPolicy.RETAIN) and the models, removed by hand as docs/level-3-finetune.md says.
+        self.cleanup = (
+            None
+            if config.is_prod
+            else CustomModelCleanup(self, "CustomModelCleanup", config=config, key=data.key, machine=machine)
+        )
+
         # Start: a job request uploaded under jobs/ (direct StartExecution works too).
         events.Rule(
             self,
@@ -765,3 +926,9 @@ class FineTuneStack(Stack):
         CfnOutput(self, "TopicArn", value=topic.topic_arn)
         CfnOutput(self, "BaseModelId", value=ft.base_model_id)
         CfnOutput(self, "CustomizationRoleArn", value=service_role.role_arn)
+        CfnOutput(
+            self,
+            "KeyArn",
+            value=data.key.key_arn,
+            description="Encrypts the data and the custom models; retained by a prod destroy (schedule it by hand)",
+        )

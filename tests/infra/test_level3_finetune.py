@@ -6,6 +6,7 @@ The state machine's paths are proven in test_level3_paths.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ import cfnlint.data.schemas as schemas
 import pytest
 
 from stacks.config import ConfigError
-from stacks.level3_finetune import DATASETS_PREFIX, OUTPUT_PREFIX
+from stacks.level3_finetune import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
 STACK = "GenAiKit-3-FineTune"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -205,4 +207,95 @@ def test_the_kits_customizable_models_are_the_validators_families() -> None:
 
 def test_outputs_name_buckets_state_machine_and_topic(sandbox: Any) -> None:
     outputs = set(sandbox.template(STACK).find_outputs("*"))
-    assert {"DataBucketName", "OutputBucketName", "StateMachineArn", "TopicArn"} <= outputs
+    assert {"DataBucketName", "OutputBucketName", "StateMachineArn", "TopicArn", "KeyArn"} <= outputs
+
+
+# Destroy: the custom models the pipeline creates outside CloudFormation are encrypted with the stack's key.
+
+
+def _cleanup(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return only(template, "Custom::BedrockFineTuneCleanup")
+
+
+def _cleanup_function(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    [found] = [
+        (k, v["Properties"])
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == "finetune_cleanup.handler.handler"
+    ]
+    return found
+
+
+def test_sandbox_deletes_the_kits_custom_models_before_it_schedules_the_key_for_deletion(
+    sandbox: Any, template: dict[str, Any]
+) -> None:
+    key_id, key = only(template, "AWS::KMS::Key")
+    machine_id, machine = only(template, "AWS::StepFunctions::StateMachine")
+    _, cleanup = _cleanup(template)
+    function_id, function = _cleanup_function(template)
+    # CloudFormation deletes a resource before what it depends on: the cleanup runs, and must succeed,
+    # before the key is scheduled for deletion and before the state machine goes.
+    assert {key_id, machine_id} <= set(cleanup["DependsOn"])
+    assert key["DeletionPolicy"] == "Delete" and key["Properties"]["PendingWindowInDays"] == 7
+    props = cleanup["Properties"]
+    assert props["ServiceToken"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    assert props["KeyArn"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert props["StateMachineArn"] == {"Ref": machine_id}
+    # The cleanup recognises exactly the names the state machine gives its jobs and models.
+    names = PipelineNames.of(sandbox.config)
+    assert (props["ModelNamePrefix"], props["JobNamePrefix"]) == (names.model, names.job)
+    definition = json.dumps(machine["Properties"]["DefinitionString"])
+    assert f"{names.model}{{}}" in definition and f"{names.job}{{}}" in definition
+    # The key that encrypts the custom models is the one the jobs are given.
+    assert json.dumps({"Fn::GetAtt": [key_id, "Arn"]}) in definition
+    # CloudFormation gets an answer before it stops waiting, and stops waiting long before an hour.
+    assert function["Timeout"] < int(props["ServiceTimeout"]) <= 900
+
+
+def test_prod_retains_the_key_and_the_models(prod: Any) -> None:
+    template = prod.templates[STACK]
+    _, key = only(template, "AWS::KMS::Key")
+    assert key["DeletionPolicy"] == "Retain" and key["UpdateReplacePolicy"] == "Retain"
+    assert not resources(template, "Custom::BedrockFineTuneCleanup")
+    assert not [
+        f
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "finetune_cleanup.handler.handler"
+    ]
+
+
+def test_the_cleanup_may_call_what_its_handler_calls_and_delete_only_bedrock_resources_by_type(
+    template: dict[str, Any],
+) -> None:
+    import boto3
+
+    source = (ROOT / "lambdas" / "finetune_cleanup" / "handler.py").read_text()
+    _, function = _cleanup_function(template)
+    granted = _role_statements(template, function["Role"]["Fn::GetAtt"][0])
+    allowed = {a: s for s in granted.values() for a in as_list(s["Action"])}
+    for factory, prefix, client in (
+        ("bedrock", "bedrock", "bedrock"),
+        ("stepfunctions", "states", "stepfunctions"),
+        ("cloudformation", "cloudformation", "cloudformation"),
+    ):
+        api = boto3.client(client, region_name="us-east-1").meta.method_to_api_mapping
+        called = set(re.findall(rf"\b{factory}\(\)\.(\w+)", source))
+        assert called, factory
+        for method in called:
+            assert f"{prefix}:{api[method]}" in allowed, method
+    for action, statement in allowed.items():
+        resources_ = [render(r) for r in as_list(statement["Resource"])]
+        if "*" in resources_:
+            # Only actions that IAM authorizes on '*' alone (List, X-Ray) are granted there.
+            assert action.startswith(("bedrock:List", "xray:")), action
+        elif action.startswith("bedrock:"):
+            assert all(
+                re.fullmatch(
+                    r"arn:aws:bedrock:us-east-1:\$\{AWS::AccountId\}:"
+                    r"(custom-model|custom-model-deployment|provisioned-model|model-customization-job)/\*",
+                    r,
+                )
+                for r in resources_
+            ), (action, resources_)
+    assert allowed["states:StopExecution"]["Resource"] != "*"
+    assert allowed["cloudformation:DescribeStacks"]["Resource"] == {"Ref": "AWS::StackId"}

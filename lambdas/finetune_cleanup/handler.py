@@ -1,0 +1,381 @@
+"""Custom resource (sandbox stage): remove Level 3's custom models before CloudFormation deletes the key.
+
+The Level 3 pipeline creates custom models, on-demand deployments and Provisioned Throughput with the Bedrock
+API; CloudFormation does not know them. They are encrypted with the stack's customer managed key, so a stack
+deletion that schedules the key for deletion would leave them unusable and still billing. CloudFormation
+deletes this resource before the key (it depends on the key), and on that Delete the function:
+
+1. stops the pipeline's running executions, so nothing new is created meanwhile;
+2. stops the kit's customization jobs that are still running (a running job would produce a model encrypted
+   with a key that is going away) and waits until they have stopped;
+3. finds the kit's custom models: named by the pipeline (``<prefix>-model-`` + 12 hex digits) AND encrypted
+   with this stack's key; nothing else is touched;
+4. deletes the on-demand deployments and Provisioned Throughput serving those models and waits until they
+   are gone (Bedrock refuses to delete a model that still serves);
+5. deletes the models.
+
+It acts only when the stack itself is being deleted (a Delete sent because an update removed the resource
+leaves the models alone). Create and Update do nothing. Every call has short timeouts and few retries, and
+a deadline well before the function's timeout: CloudFormation always gets an answer, SUCCESS or FAILED with
+what is left and what to do, and a stack is never held for an hour. A FAILED delete keeps the key, so nothing
+becomes unusable; running the destroy again resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+logger = Logger(service="finetune-cleanup")
+
+PHYSICAL_ID = "finetune-custom-model-cleanup"
+# One call costs at most MAX_ATTEMPTS x (connect + read) plus standard-mode back-off (about 45 s); the
+# answer to CloudFormation at most RESPONSE_TIMEOUT_S. The margin keeps both inside the function's timeout.
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+MAX_ATTEMPTS = 3  # attempts per call, the first included
+RESPONSE_TIMEOUT_S = 20
+ANSWER_MARGIN_S = 90.0
+POLL_INTERVAL_S = 15.0
+NAME_ID = "[0-9a-f]{12}"  # the pipeline ends every job, model and deployment name with 12 hex digits
+BUSY_JOB_STATUSES = ("InProgress", "Stopping")
+PROPERTIES = ("KeyArn", "ModelNamePrefix", "JobNamePrefix", "StateMachineArn")
+RETRY_HINT = "The key is kept while the cleanup fails; fix the cause and run the destroy again."
+
+# Seams for the tests: a fake clock advances when the code sleeps.
+sleep: Callable[[float], None] = time.sleep
+clock: Callable[[], float] = time.monotonic
+
+
+def _client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},  # the first try included
+    )
+    return boto3.client(service, config=config)
+
+
+@lru_cache(maxsize=1)
+def bedrock() -> Any:
+    return _client("bedrock")
+
+
+@lru_cache(maxsize=1)
+def stepfunctions() -> Any:
+    return _client("stepfunctions")
+
+
+@lru_cache(maxsize=1)
+def cloudformation() -> Any:
+    return _client("cloudformation")
+
+
+class CleanupError(Exception):
+    """The cleanup cannot finish now; the message says what is left and what to do."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What belongs to this stack: names the pipeline gives, and the stack's key."""
+
+    key_arn: str
+    model_prefix: str
+    job_prefix: str
+    state_machine_arn: str
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> Scope:
+        missing = [name for name in PROPERTIES if not props.get(name)]
+        if missing:
+            raise CleanupError(f"missing resource properties: {', '.join(missing)}")
+        return cls(props["KeyArn"], props["ModelNamePrefix"], props["JobNamePrefix"], props["StateMachineArn"])
+
+    def is_model_name(self, name: str) -> bool:
+        return re.fullmatch(re.escape(self.model_prefix) + NAME_ID, name) is not None
+
+    def is_job_name(self, name: str) -> bool:
+        return re.fullmatch(re.escape(self.job_prefix) + NAME_ID, name) is not None
+
+
+class Deadline:
+    """The time by which the work must stop so that CloudFormation still gets an answer."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.end = clock() + remaining_ms / 1000 - ANSWER_MARGIN_S
+
+    def left(self) -> float:
+        return self.end - clock()
+
+    def check(self, doing: str) -> None:
+        if self.left() <= 0:
+            raise CleanupError(
+                f"Deadline reached while {doing}. The key is kept while the cleanup fails; run the destroy "
+                "again to resume."
+            )
+
+    def pause(self, doing: str) -> None:
+        self.check(doing)
+        sleep(min(POLL_INTERVAL_S, self.left()))
+        self.check(doing)
+
+
+@dataclass
+class Report:
+    executions: int = 0
+    jobs: int = 0
+    deployments: int = 0
+    throughputs: int = 0
+    models: list[str] | None = None
+
+    def __str__(self) -> str:
+        models = self.models or []
+        return (
+            f"deleted {len(models)} custom model(s) [{', '.join(models)}], {self.deployments} deployment(s), "
+            f"{self.throughputs} Provisioned Throughput(s); stopped {self.jobs} customization job(s) and "
+            f"{self.executions} pipeline execution(s)"
+        )
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _pages(call: Callable[..., dict[str, Any]], key: str, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a paginated list call (nextToken)."""
+    token = None
+    while True:
+        page = call(**params, **({"nextToken": token} if token else {}))
+        yield from page.get(key, [])
+        token = page.get("nextToken")
+        if not token:
+            return
+
+
+def wait_until_done(pending: Callable[[], list[str]], doing: str, deadline: Deadline) -> None:
+    """Poll ``pending`` until it names nothing, or fail at the deadline naming what is still pending."""
+    while True:
+        left = pending()
+        if not left:
+            return
+        deadline.pause(f"{doing} ({', '.join(left)})")
+
+
+def stack_status(stack_id: str) -> str:
+    return str(cloudformation().describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"])
+
+
+def stop_executions(scope: Scope, deadline: Deadline) -> int:
+    """Stop the pipeline's running executions, so none creates a model, deployment or throughput meanwhile."""
+    stopped = 0
+    running = _pages(
+        stepfunctions().list_executions, "executions", stateMachineArn=scope.state_machine_arn, statusFilter="RUNNING"
+    )
+    for execution in list(running):
+        deadline.check("stopping the pipeline's executions")
+        try:
+            stepfunctions().stop_execution(
+                executionArn=execution["executionArn"],
+                error="StackDeleted",
+                cause="The fine-tuning stack is being deleted",
+            )
+            stopped += 1
+        except ClientError as err:
+            if _code(err) != "ExecutionDoesNotExist":
+                raise
+    return stopped
+
+
+def stop_jobs(scope: Scope, deadline: Deadline) -> int:
+    """Stop the kit's running customization jobs (named by the pipeline, encrypting with the key); wait."""
+    ours: dict[str, str] = {}
+    summaries = _pages(
+        bedrock().list_model_customization_jobs, "modelCustomizationJobSummaries", nameContains=scope.job_prefix
+    )
+    for summary in list(summaries):
+        if summary["status"] not in BUSY_JOB_STATUSES or not scope.is_job_name(summary["jobName"]):
+            continue
+        deadline.check("looking at running customization jobs")
+        job = bedrock().get_model_customization_job(jobIdentifier=summary["jobArn"])
+        if job.get("outputModelKmsKeyArn") != scope.key_arn:
+            continue
+        ours[summary["jobArn"]] = summary["jobName"]
+        if job["status"] == "InProgress":
+            try:
+                bedrock().stop_model_customization_job(jobIdentifier=summary["jobArn"])
+            except ClientError as err:
+                if _code(err) != "ConflictException":  # already stopping or just ended
+                    raise
+            logger.info("Stopped a customization job", extra={"job": summary["jobName"]})
+
+    def still_running() -> list[str]:
+        return [
+            name
+            for arn, name in ours.items()
+            if bedrock().get_model_customization_job(jobIdentifier=arn)["status"] in BUSY_JOB_STATUSES
+        ]
+
+    wait_until_done(still_running, "waiting for customization jobs to stop", deadline)
+    return len(ours)
+
+
+def find_models(scope: Scope, deadline: Deadline) -> list[dict[str, str]]:
+    """The kit's custom models: the pipeline's name AND this stack's key. Anything else is not ours."""
+    ours = []
+    for summary in list(_pages(bedrock().list_custom_models, "modelSummaries", nameContains=scope.model_prefix)):
+        if not scope.is_model_name(summary["modelName"]):
+            continue
+        deadline.check("looking at custom models")
+        model = bedrock().get_custom_model(modelIdentifier=summary["modelArn"])
+        if model.get("modelKmsKeyArn") == scope.key_arn:
+            ours.append({"arn": summary["modelArn"], "name": summary["modelName"]})
+    return ours
+
+
+def _serving(model_arn: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    deployments = _pages(bedrock().list_custom_model_deployments, "modelDeploymentSummaries", modelArnEquals=model_arn)
+    throughputs = _pages(
+        bedrock().list_provisioned_model_throughputs, "provisionedModelSummaries", modelArnEquals=model_arn
+    )
+    return list(deployments), list(throughputs)
+
+
+def _refuse_committed(throughput: dict[str, Any]) -> None:
+    """A throughput with a commitment cannot be deleted before its term ends: say so, keep the key."""
+    expires = throughput.get("commitmentExpirationTime")
+    if throughput.get("commitmentDuration") and expires and expires > datetime.now(UTC):
+        raise CleanupError(
+            f"Provisioned Throughput {throughput['provisionedModelName']} serves a kit model with a "
+            f"{throughput['commitmentDuration']} commitment until {expires.isoformat()}; Bedrock does not delete "
+            "it before then. Destroy the stack after that date (the key is kept until then)."
+        )
+
+
+def remove_serving(models: list[dict[str, str]], deadline: Deadline, report: Report) -> None:
+    """Delete every deployment and throughput serving the models, and wait until none is left."""
+    requested: set[str] = set()
+
+    def pending() -> list[str]:
+        left = []
+        for model in models:
+            deadline.check("deleting deployments and Provisioned Throughput")
+            deployments, throughputs = _serving(model["arn"])
+            for deployment in deployments:
+                arn = deployment["customModelDeploymentArn"]
+                left.append(deployment["customModelDeploymentName"])
+                if arn not in requested:
+                    _delete(bedrock().delete_custom_model_deployment, customModelDeploymentIdentifier=arn)
+                    requested.add(arn)
+                    report.deployments += 1
+            for throughput in throughputs:
+                arn = throughput["provisionedModelArn"]
+                left.append(throughput["provisionedModelName"])
+                if arn not in requested:
+                    _refuse_committed(throughput)
+                    _delete(bedrock().delete_provisioned_model_throughput, provisionedModelId=arn)
+                    requested.add(arn)
+                    report.throughputs += 1
+        return left
+
+    wait_until_done(pending, "waiting for deployments and Provisioned Throughput to be deleted", deadline)
+
+
+def _delete(call: Callable[..., Any], **params: str) -> None:
+    """A delete that tolerates 'already gone' and 'busy' (the wait loop looks again)."""
+    try:
+        call(**params)
+    except ClientError as err:
+        if _code(err) not in ("ResourceNotFoundException", "ConflictException"):
+            raise
+
+
+def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]:
+    deleted = []
+    for model in models:
+        while True:
+            deadline.check(f"deleting custom model {model['name']}")
+            try:
+                bedrock().delete_custom_model(modelIdentifier=model["arn"])
+            except ClientError as err:
+                if _code(err) == "ConflictException":  # still serving for a moment
+                    deadline.pause(f"deleting custom model {model['name']}")
+                    continue
+                if _code(err) != "ResourceNotFoundException":
+                    raise
+            deleted.append(model["name"])
+            logger.info("Deleted a custom model", extra={"model": model["name"]})
+            break
+    return deleted
+
+
+def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
+    status = stack_status(event["StackId"])
+    if status != "DELETE_IN_PROGRESS":
+        return f"the stack is {status}, not being deleted: custom models left in place"
+    scope = Scope.from_properties(event["ResourceProperties"])
+    report = Report()
+    report.executions = stop_executions(scope, deadline)
+    report.jobs = stop_jobs(scope, deadline)
+    models = find_models(scope, deadline)
+    remove_serving(models, deadline, report)
+    report.models = delete_models(models, deadline)
+    logger.info("Cleanup done", extra={"report": str(report)})
+    return str(report)
+
+
+def respond(event: dict[str, Any], status: str, reason: str) -> None:
+    body = json.dumps(
+        {
+            "Status": status,
+            "Reason": reason[:1000],
+            "PhysicalResourceId": event.get("PhysicalResourceId") or PHYSICAL_ID,
+            "StackId": event["StackId"],
+            "RequestId": event["RequestId"],
+            "LogicalResourceId": event["LogicalResourceId"],
+            "Data": {},
+        }
+    ).encode()
+    request = urllib.request.Request(
+        event["ResponseURL"], data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
+    )
+    with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_S) as answer:  # CloudFormation's pre-signed URL
+        logger.info("Answered CloudFormation", extra={"status": status, "http": answer.status})
+
+
+@logger.inject_lambda_context(log_event=False)
+def handler(event: dict[str, Any], context: Any) -> None:
+    deadline = Deadline(context.get_remaining_time_in_millis())
+    kind = event.get("RequestType")
+    status = "FAILED"
+    try:
+        if kind in ("Create", "Update"):
+            Scope.from_properties(event.get("ResourceProperties", {}))  # a wrong property fails now, not on destroy
+            status, reason = "SUCCESS", "nothing to do until the stack is deleted"
+        elif kind == "Delete":
+            reason = on_delete(event, deadline)
+            status = "SUCCESS"
+        else:
+            reason = f"unknown request type {kind!r}"
+    except CleanupError as err:
+        reason = str(err)
+    except ClientError as err:
+        reason = f"{_code(err)}: {err.response.get('Error', {}).get('Message', err)}. {RETRY_HINT}"
+    except Exception as err:  # CloudFormation must get an answer whatever happens
+        logger.exception("Cleanup failed")
+        reason = f"{type(err).__name__}: {err}. {RETRY_HINT}"
+    if status == "FAILED":
+        logger.error("Answering FAILED", extra={"reason": reason})
+    respond(event, status, reason)

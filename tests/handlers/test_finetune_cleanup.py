@@ -1,0 +1,460 @@
+"""The Level 3 cleanup custom resource: on stack deletion it removes exactly the kit's custom models, serving
+resources first, and always answers CloudFormation in time. Every call goes through a botocore Stubber on the
+real clients, so each request is checked against the service model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+from botocore.stub import Stubber
+
+from finetune_cleanup import handler as h
+
+ACCOUNT = "123456789012"
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
+OTHER_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/99999999-8888-7777-6666-555555555555"
+PREFIX = "genai-kit-sandbox-ft"
+STATE_MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:genai-kit-sandbox-finetune"
+STACK_ID = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/GenAiKit-3-FineTune/abc"
+PROPS = {
+    "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:cleanup",
+    "KeyArn": KEY,
+    "ModelNamePrefix": f"{PREFIX}-model-",
+    "JobNamePrefix": f"{PREFIX}-job-",
+    "StateMachineArn": STATE_MACHINE,
+}
+BASE = "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0:128k"
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+FUNCTION_MS = 600_000  # the function's 10-minute timeout
+
+
+def model_arn(suffix: str) -> str:
+    return f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model/amazon.nova-micro-v1:0:128k/{suffix}"
+
+
+def model_summary(name: str, suffix: str) -> dict[str, Any]:
+    return {
+        "modelArn": model_arn(suffix),
+        "modelName": name,
+        "creationTime": T0,
+        "baseModelArn": BASE,
+        "baseModelName": "Nova Micro",
+    }
+
+
+def deployment(name: str, model: str) -> dict[str, Any]:
+    arn = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model-deployment/{name[-12:]}"
+    return {
+        "customModelDeploymentArn": arn,
+        "customModelDeploymentName": name,
+        "modelArn": model,
+        "createdAt": T0,
+        "status": "Active",
+    }
+
+
+def throughput(name: str, model: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "provisionedModelName": name,
+        "provisionedModelArn": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:provisioned-model/{name[-12:]}",
+        "modelArn": model,
+        "desiredModelArn": model,
+        "foundationModelArn": BASE,
+        "modelUnits": 1,
+        "desiredModelUnits": 1,
+        "status": "InService",
+        "creationTime": T0,
+        "lastModifiedTime": T0,
+        **extra,
+    }
+
+
+def job_summary(name: str, status: str) -> dict[str, Any]:
+    arn = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:model-customization-job/amazon.nova-micro-v1:0:128k/{name[-12:]}"
+    return {"jobArn": arn, "baseModelArn": BASE, "jobName": name, "status": status, "creationTime": T0}
+
+
+def job(summary: dict[str, Any], key: str, status: str | None = None) -> dict[str, Any]:
+    return {
+        "jobArn": summary["jobArn"],
+        "jobName": summary["jobName"],
+        "outputModelName": summary["jobName"].replace("-job-", "-model-"),
+        "roleArn": f"arn:aws:iam::{ACCOUNT}:role/customization",
+        "creationTime": T0,
+        "baseModelArn": BASE,
+        "trainingDataConfig": {"s3Uri": "s3://data/datasets/train.jsonl"},
+        "validationDataConfig": {"validators": []},
+        "outputDataConfig": {"s3Uri": "s3://output/customization-output/"},
+        "outputModelKmsKeyArn": key,
+        "status": status or summary["status"],
+    }
+
+
+@dataclass
+class FakeClock:
+    """Monotonic time that moves only when the code sleeps."""
+
+    now: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert 0 < seconds <= h.POLL_INTERVAL_S
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@dataclass
+class Aws:
+    bedrock: Stubber
+    sfn: Stubber
+    cfn: Stubber
+    clock: FakeClock
+    answers: list[dict[str, Any]]
+    answered_at: list[float]
+    bedrock_calls: list[str]
+
+    def deleting(self, status: str = "DELETE_IN_PROGRESS") -> None:
+        stack = {"StackName": "GenAiKit-3-FineTune", "CreationTime": T0, "StackStatus": status}
+        self.cfn.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": STACK_ID})
+
+    def no_executions(self) -> None:
+        self.sfn.add_response(
+            "list_executions", {"executions": []}, {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING"}
+        )
+
+    def jobs(self, summaries: list[dict[str, Any]]) -> None:
+        self.bedrock.add_response(
+            "list_model_customization_jobs",
+            {"modelCustomizationJobSummaries": summaries},
+            {"nameContains": PROPS["JobNamePrefix"]},
+        )
+
+    def serving(self, model: str, deployments: list[Any], throughputs: list[Any]) -> None:
+        self.bedrock.add_response(
+            "list_custom_model_deployments", {"modelDeploymentSummaries": deployments}, {"modelArnEquals": model}
+        )
+        self.bedrock.add_response(
+            "list_provisioned_model_throughputs", {"provisionedModelSummaries": throughputs}, {"modelArnEquals": model}
+        )
+
+    @property
+    def answer(self) -> dict[str, Any]:
+        [answer] = self.answers
+        return answer
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "finetune-cleanup")
+    clients = {name: h._client(name) for name in ("bedrock", "stepfunctions", "cloudformation")}
+    stubbers = {name: Stubber(client) for name, client in clients.items()}
+    clock = FakeClock()
+    answers: list[dict[str, Any]] = []
+    answered_at: list[float] = []
+    bedrock_calls: list[str] = []
+    clients["bedrock"].meta.events.register(
+        "provide-client-params.bedrock", lambda model, **_: bedrock_calls.append(model.name)
+    )
+
+    class Answer:
+        status = 200
+
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            return None
+
+    def fake_urlopen(request: Any, timeout: float) -> Answer:
+        assert request.get_method() == "PUT" and request.full_url.startswith("https://cfn-response")
+        answers.append(json.loads(request.data))
+        answered_at.append(clock.now)
+        return Answer()
+
+    monkeypatch.setattr(h, "bedrock", lambda: clients["bedrock"])
+    monkeypatch.setattr(h, "stepfunctions", lambda: clients["stepfunctions"])
+    monkeypatch.setattr(h, "cloudformation", lambda: clients["cloudformation"])
+    monkeypatch.setattr(h, "clock", clock)
+    monkeypatch.setattr(h, "sleep", clock.sleep)
+    monkeypatch.setattr(h.urllib.request, "urlopen", fake_urlopen)
+    with stubbers["bedrock"], stubbers["stepfunctions"], stubbers["cloudformation"]:
+        yield Aws(
+            stubbers["bedrock"],
+            stubbers["stepfunctions"],
+            stubbers["cloudformation"],
+            clock,
+            answers,
+            answered_at,
+            bedrock_calls,
+        )
+
+
+def no_pending(aws: Aws) -> None:
+    for stubber in (aws.bedrock, aws.sfn, aws.cfn):
+        stubber.assert_no_pending_responses()
+
+
+def event(kind: str, props: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "RequestType": kind,
+        "ResponseURL": "https://cfn-response.example/abc",
+        "StackId": STACK_ID,
+        "RequestId": "r-1",
+        "LogicalResourceId": "CustomModelCleanup",
+        "ResourceType": "Custom::BedrockFineTuneCleanup",
+        "ResourceProperties": dict(PROPS if props is None else props),
+        **({"PhysicalResourceId": h.PHYSICAL_ID} if kind != "Create" else {}),
+    }
+
+
+def context(remaining_ms: int = FUNCTION_MS) -> Any:
+    return mock.Mock(
+        function_name="cleanup",
+        memory_limit_in_mb=256,
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:cleanup",
+        aws_request_id="id",
+        get_remaining_time_in_millis=mock.Mock(return_value=remaining_ms),
+    )
+
+
+def test_delete_removes_exactly_the_kits_models_serving_resources_first(aws: Aws) -> None:
+    ours_1, ours_2 = f"{PREFIX}-model-0123456789ab", f"{PREFIX}-model-ba9876543210"
+    other_key = f"{PREFIX}-model-aaaaaaaaaaaa"  # the kit's name, but not this stack's key
+    other_name = f"{PREFIX}-model-mine"  # this stack's prefix, but not a name the pipeline gives
+    aws.deleting()
+    aws.sfn.add_response(
+        "list_executions",
+        {
+            "executions": [
+                {
+                    "executionArn": f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:e1",
+                    "stateMachineArn": STATE_MACHINE,
+                    "name": "e1",
+                    "status": "RUNNING",
+                    "startDate": T0,
+                }
+            ]
+        },
+        {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING"},
+    )
+    aws.sfn.add_response(
+        "stop_execution",
+        {"stopDate": T0},
+        {
+            "executionArn": f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:e1",
+            "error": "StackDeleted",
+            "cause": "The fine-tuning stack is being deleted",
+        },
+    )
+    aws.jobs([job_summary(f"{PREFIX}-job-0123456789ab", "Completed")])
+    aws.bedrock.add_response(
+        "list_custom_models",
+        {
+            "modelSummaries": [
+                model_summary(ours_1, "0123456789ab"),
+                model_summary(other_key, "aaaaaaaaaaaa"),
+                model_summary(other_name, "cccccccccccc"),
+            ],
+            "nextToken": "page-2",
+        },
+        {"nameContains": PROPS["ModelNamePrefix"]},
+    )
+    aws.bedrock.add_response(
+        "list_custom_models",
+        {"modelSummaries": [model_summary(ours_2, "ba9876543210")]},
+        {"nameContains": PROPS["ModelNamePrefix"], "nextToken": "page-2"},
+    )
+    for name, suffix, key in ((ours_1, "0123456789ab", KEY), (other_key, "aaaaaaaaaaaa", OTHER_KEY)):
+        aws.bedrock.add_response(
+            "get_custom_model",
+            {"modelArn": model_arn(suffix), "modelName": name, "creationTime": T0, "modelKmsKeyArn": key},
+            {"modelIdentifier": model_arn(suffix)},
+        )
+    aws.bedrock.add_response(
+        "get_custom_model",
+        {"modelArn": model_arn("ba9876543210"), "modelName": ours_2, "creationTime": T0, "modelKmsKeyArn": KEY},
+        {"modelIdentifier": model_arn("ba9876543210")},
+    )
+    # First pass: a deployment serves model 1, a throughput serves model 2; both are deleted.
+    served = deployment(f"{PREFIX}-deploy-0123456789ab", model_arn("0123456789ab"))
+    provisioned = throughput(f"{PREFIX}-deploy-ba9876543210", model_arn("ba9876543210"))
+    aws.serving(model_arn("0123456789ab"), [served], [])
+    aws.bedrock.add_response(
+        "delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": served["customModelDeploymentArn"]}
+    )
+    aws.serving(model_arn("ba9876543210"), [], [provisioned])
+    aws.bedrock.add_response(
+        "delete_provisioned_model_throughput", {}, {"provisionedModelId": provisioned["provisionedModelArn"]}
+    )
+    # Second pass: the deployment is still deleting; third pass: nothing serves any more.
+    aws.serving(model_arn("0123456789ab"), [served], [])
+    aws.serving(model_arn("ba9876543210"), [], [])
+    aws.serving(model_arn("0123456789ab"), [], [])
+    aws.serving(model_arn("ba9876543210"), [], [])
+    aws.bedrock.add_response("delete_custom_model", {}, {"modelIdentifier": model_arn("0123456789ab")})
+    aws.bedrock.add_response("delete_custom_model", {}, {"modelIdentifier": model_arn("ba9876543210")})
+
+    h.handler(event("Delete"), context())
+
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert ours_1 in aws.answer["Reason"] and ours_2 in aws.answer["Reason"]
+    assert other_key not in aws.answer["Reason"] and other_name not in aws.answer["Reason"]
+    calls = aws.bedrock_calls
+    first_model_delete = calls.index("DeleteCustomModel")
+    assert calls.index("DeleteCustomModelDeployment") < first_model_delete
+    assert calls.index("DeleteProvisionedModelThroughput") < first_model_delete
+    # The models go only after a pass that found nothing serving them.
+    assert (
+        calls[first_model_delete - 4 : first_model_delete]
+        == [
+            "ListCustomModelDeployments",
+            "ListProvisionedModelThroughputs",
+        ]
+        * 2
+    )
+    assert calls.count("DeleteCustomModel") == 2
+
+
+def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: Aws) -> None:
+    ours = job_summary(f"{PREFIX}-job-0123456789ab", "InProgress")
+    theirs = job_summary(f"{PREFIX}-job-aaaaaaaaaaaa", "InProgress")  # the kit's name, another key
+    manual = job_summary(f"{PREFIX}-job-by-hand", "InProgress")  # not a name the pipeline gives
+    aws.deleting()
+    aws.no_executions()
+    aws.jobs([ours, theirs, manual])
+    aws.bedrock.add_response("get_model_customization_job", job(ours, KEY), {"jobIdentifier": ours["jobArn"]})
+    aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": ours["jobArn"]})
+    aws.bedrock.add_response("get_model_customization_job", job(theirs, OTHER_KEY), {"jobIdentifier": theirs["jobArn"]})
+    aws.bedrock.add_response(
+        "get_model_customization_job", job(ours, KEY, "Stopping"), {"jobIdentifier": ours["jobArn"]}
+    )
+    aws.bedrock.add_response(
+        "get_model_customization_job", job(ours, KEY, "Stopped"), {"jobIdentifier": ours["jobArn"]}
+    )
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+
+    h.handler(event("Delete"), context())
+
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS"
+    assert "stopped 1 customization job" in aws.answer["Reason"]
+    assert aws.clock.sleeps == [h.POLL_INTERVAL_S]
+
+
+def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(aws: Aws) -> None:
+    ours = f"{PREFIX}-model-0123456789ab"
+    stuck = deployment(f"{PREFIX}-deploy-0123456789ab", model_arn("0123456789ab"))
+    aws.deleting()
+    aws.no_executions()
+    aws.jobs([])
+    aws.bedrock.add_response(
+        "list_custom_models",
+        {"modelSummaries": [model_summary(ours, "0123456789ab")]},
+        {"nameContains": PROPS["ModelNamePrefix"]},
+    )
+    aws.bedrock.add_response(
+        "get_custom_model",
+        {"modelArn": model_arn("0123456789ab"), "modelName": ours, "creationTime": T0, "modelKmsKeyArn": KEY},
+        {"modelIdentifier": model_arn("0123456789ab")},
+    )
+    aws.serving(model_arn("0123456789ab"), [stuck], [])
+    aws.bedrock.add_response(
+        "delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": stuck["customModelDeploymentArn"]}
+    )
+    for _ in range(60):  # the deployment never goes away; more answers than the deadline lets it ask for
+        aws.serving(model_arn("0123456789ab"), [stuck], [])
+
+    h.handler(event("Delete"), context(remaining_ms=FUNCTION_MS))
+
+    assert aws.answer["Status"] == "FAILED"
+    assert "Deadline reached" in aws.answer["Reason"] and stuck["customModelDeploymentName"] in aws.answer["Reason"]
+    assert "run the destroy again" in aws.answer["Reason"]
+    assert "DeleteCustomModel" not in aws.bedrock_calls  # the model is kept with the key; nothing is unusable
+    [answered_at] = aws.answered_at
+    assert answered_at <= FUNCTION_MS / 1000 - h.ANSWER_MARGIN_S
+    # The margin covers the slowest single call (every attempt timing out) plus the answer itself.
+    slowest_call = h.MAX_ATTEMPTS * (h.CONNECT_TIMEOUT_S + h.READ_TIMEOUT_S) + 20
+    assert slowest_call + h.RESPONSE_TIMEOUT_S <= h.ANSWER_MARGIN_S
+
+
+def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> None:
+    ours = f"{PREFIX}-model-0123456789ab"
+    committed = throughput(
+        "reserved-by-hand",
+        model_arn("0123456789ab"),
+        commitmentDuration="OneMonth",
+        commitmentExpirationTime=datetime.now(UTC) + timedelta(days=20),
+    )
+    aws.deleting()
+    aws.no_executions()
+    aws.jobs([])
+    aws.bedrock.add_response(
+        "list_custom_models",
+        {"modelSummaries": [model_summary(ours, "0123456789ab")]},
+        {"nameContains": PROPS["ModelNamePrefix"]},
+    )
+    aws.bedrock.add_response(
+        "get_custom_model",
+        {"modelArn": model_arn("0123456789ab"), "modelName": ours, "creationTime": T0, "modelKmsKeyArn": KEY},
+        {"modelIdentifier": model_arn("0123456789ab")},
+    )
+    aws.serving(model_arn("0123456789ab"), [], [committed])
+
+    h.handler(event("Delete"), context())
+
+    no_pending(aws)
+    assert aws.answer["Status"] == "FAILED"
+    assert "reserved-by-hand" in aws.answer["Reason"] and "OneMonth commitment" in aws.answer["Reason"]
+
+
+def test_a_delete_that_is_not_the_stacks_deletion_keeps_the_models(aws: Aws) -> None:
+    # An update that removes the resource (for example a switch to the prod stage) must not delete models.
+    aws.deleting("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
+    h.handler(event("Delete"), context())
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS" and "left in place" in aws.answer["Reason"]
+
+
+def test_an_api_error_answers_failed_and_says_what_to_do(aws: Aws) -> None:
+    aws.deleting()
+    aws.no_executions()
+    aws.bedrock.add_client_error("list_model_customization_jobs", "AccessDeniedException", "not allowed")
+    h.handler(event("Delete"), context())
+    assert aws.answer["Status"] == "FAILED"
+    assert aws.answer["Reason"].startswith("AccessDeniedException: not allowed")
+    assert "key is kept" in aws.answer["Reason"]
+
+
+@pytest.mark.parametrize("kind", ["Create", "Update"])
+def test_create_and_update_do_nothing(aws: Aws, kind: str) -> None:
+    h.handler(event(kind), context())  # no response is queued: any AWS call would fail the request
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS"
+    assert aws.answer["PhysicalResourceId"] == h.PHYSICAL_ID
+
+
+def test_create_with_a_missing_property_fails_at_deploy_time(aws: Aws) -> None:
+    h.handler(event("Create", {k: v for k, v in PROPS.items() if k != "KeyArn"}), context())
+    assert aws.answer["Status"] == "FAILED" and "KeyArn" in aws.answer["Reason"]
+
+
+def test_an_unknown_request_type_answers_failed(aws: Aws) -> None:
+    h.handler(event("Replace"), context())
+    assert aws.answer["Status"] == "FAILED" and "unknown request type 'Replace'" in aws.answer["Reason"]
+
+
+def test_clients_give_up_quickly() -> None:
+    config = h._client("bedrock").meta.config
+    assert config.connect_timeout == h.CONNECT_TIMEOUT_S <= 5
+    assert config.read_timeout == h.READ_TIMEOUT_S <= 15
+    assert config.retries == {"total_max_attempts": h.MAX_ATTEMPTS, "mode": "standard"}
