@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from stacks.api_gateway_account import ApiGatewayAccountStack
 from stacks.config import ConfigError, KitConfig, load_config
 from stacks.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt import PromptEngineeringStack
@@ -17,6 +20,7 @@ from stacks.level2_rag import RagStack
 from stacks.level3_finetune import FineTuneStack
 from stacks.level4_pretrain import PretrainClusterStack, PretrainJobsStack
 from stacks.prompt_templates import load_templates
+from stacks.shared.registry import config_errors, name_findings
 
 # The Powertools for AWS Lambda (Python) v3 managed layer version this kit release is tested with.
 PINNED_POWERTOOLS_LAYER = 38
@@ -28,16 +32,24 @@ STACK_IDS = {
     "4-jobs": "GenAiKit-4-Pretrain-Jobs",
     "4-cluster": "GenAiKit-4-Pretrain-Cluster",
     "0-logging": "GenAiKit-0-InvocationLogging",
+    "0-apigw": "GenAiKit-0-ApiGatewayAccount",
 }
 
 
-def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> tuple[cdk.App, KitConfig]:
-    """Build the app; ``context`` (tests) replaces the CLI's context. Raises ConfigError on bad config."""
+def build_app(
+    context: Mapping[str, Any] | None = None, *, outdir: str | None = None, nag: bool = True
+) -> tuple[cdk.App, KitConfig]:
+    """Build the app; ``context`` (tests) replaces the CLI's context. Raises ConfigError on bad config.
+
+    ``nag=False`` leaves cdk-nag out (the update-safety tests synthesize many variants and compare templates).
+    """
     app = cdk.App(context=dict(context) if context is not None else None, outdir=outdir)
     raw = app.node.get_all_context()
     config = load_config({k: v for k, v in raw.items() if v is not None}, pinned_layer_version=PINNED_POWERTOOLS_LAYER)
     env = cdk.Environment(region=config.region, account=config.account)
-    PromptEngineeringStack(
+    # One per account and region: its stack name carries no stage, so every stage and copy shares it.
+    api_account = ApiGatewayAccountStack(app, STACK_IDS["0-apigw"], stack_name=STACK_IDS["0-apigw"], env=env)
+    prompt = PromptEngineeringStack(
         app,
         STACK_IDS["1"],
         stack_name=f"{STACK_IDS['1']}-{config.stage}",
@@ -45,7 +57,9 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         config=config,
         templates=load_templates(),
     )
-    RagStack(app, STACK_IDS["2"], stack_name=f"{STACK_IDS['2']}-{config.stage}", env=env, config=config)
+    rag = RagStack(app, STACK_IDS["2"], stack_name=f"{STACK_IDS['2']}-{config.stage}", env=env, config=config)
+    for api_stack in (prompt, rag):  # their API stages log through the account's role: deploy it first
+        api_stack.add_stack_dependency(api_account, "API Gateway logs through the account's CloudWatch role")
     FineTuneStack(app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config)
     # Level 4: the zero-idle training-job path stands alone unless told to run inside the cluster's VPC.
     cluster = PretrainClusterStack(
@@ -63,8 +77,36 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         InvocationLoggingStack(
             app, STACK_IDS["0-logging"], stack_name=f"{STACK_IDS['0-logging']}-{config.stage}", env=env, config=config
         )
-    cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    if nag:
+        cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, config
+
+
+def schema_violations(app: cdk.App) -> list[str]:
+    """One readable line per value CloudFormation's resource schemas refuse, naming the config key behind it.
+
+    CDK validates every template against the registry schemas at synth (the validateAgainstDefaultRules
+    flag) but reports a failure as a stack trace; the templates are written by then, so read them and say
+    which configuration value made the refused string.
+    """
+    outdir = Path(app.outdir)
+    templates = {
+        path.name.removesuffix(".template.json"): json.loads(path.read_text())
+        for path in outdir.glob("*.template.json")
+    }
+    context = {k: v for k, v in app.node.get_all_context().items() if "@" not in k and ":" not in k}
+    lines = config_errors(name_findings(templates, context), context)
+    if lines:
+        return lines
+    report = outdir / "validation-report.json"  # a rule the kit's own reading does not cover: CDK's words
+    if not report.exists():
+        return []
+    found = []
+    for plugin in json.loads(report.read_text()).get("pluginReports", []):
+        for violation in plugin.get("violations", []):
+            paths = [c.get("constructPath", "?") for c in violation.get("violatingConstructs", [])]
+            found.append(f"template error: {violation.get('description')} ({', '.join(paths[:3])})")
+    return found
 
 
 def main() -> int:
@@ -73,7 +115,14 @@ def main() -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1
-    app.synth()
+    try:
+        app.synth()
+    except RuntimeError as err:
+        lines = schema_violations(app) if "ValidationFailed" in str(err) else []
+        if not lines:
+            raise
+        print("\n".join(lines), file=sys.stderr)
+        return 1
     return 0
 
 

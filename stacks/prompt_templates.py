@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from stacks.config import ConfigError
+from stacks.shared.registry import StringRule, resource_schema
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-_VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+def _variable_rule() -> StringRule:
+    """The rule for an input variable's name, as AWS::Bedrock::Prompt's registry schema states it."""
+    schema = resource_schema("AWS::Bedrock::Prompt") or {}
+    name = schema["definitions"]["PromptInputVariable"]["properties"]["Name"]
+    return StringRule("InputVariables[].Name", name.get("pattern"), name.get("minLength"), name.get("maxLength"))
+
+
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 _KEYS = {"name", "description", "template", "variables", "inference"}
 _INFERENCE_BOUNDS = {"temperature": (0.0, 1.0, float), "topP": (0.0, 1.0, float), "maxTokens": (1, 4096, int)}
@@ -74,10 +82,15 @@ def load_template(path: Path) -> PromptTemplate:
     if (
         not isinstance(variables, list)
         or not 1 <= len(variables) <= MAX_VARIABLES
-        or not all(isinstance(v, str) and _VARIABLE_RE.match(v) for v in variables)
+        or not all(isinstance(v, str) for v in variables)
         or len(set(variables)) != len(variables)
     ):
-        raise _fail(path, "variables", variables, f"a list of 1-{MAX_VARIABLES} distinct identifiers")
+        raise _fail(path, "variables", variables, f"a list of 1-{MAX_VARIABLES} distinct names")
+    rule = _variable_rule()
+    for variable in variables:
+        problem = rule.problem(variable)
+        if problem:  # Bedrock Prompt Management refuses the name at deploy time
+            raise _fail(path, "variables", variable, f"{problem} (AWS::Bedrock::Prompt input variable name)")
     placeholders = set(_PLACEHOLDER_RE.findall(template))
     undeclared = sorted(placeholders - set(variables))
     unused = sorted(set(variables) - placeholders)

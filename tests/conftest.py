@@ -32,6 +32,16 @@ def cdk_json_context() -> dict[str, Any]:
     return dict(json.loads((ROOT / "cdk.json").read_text())["context"])
 
 
+def masked_json(template: dict[str, Any]) -> str:
+    """The template as sorted JSON without CDK's analytics metadata (which carries construct paths)."""
+    data = {k: v for k, v in template.items()}
+    data["Resources"] = {
+        k: v for k, v in template.get("Resources", {}).items() if v.get("Type") != "AWS::CDK::Metadata"
+    }
+    data.pop("Conditions", None) if set(data.get("Conditions", {})) <= {"CDKMetadataAvailable"} else None
+    return json.dumps(data, sort_keys=True)
+
+
 @dataclass
 class Synth:
     """One synthesized app: its config, stacks by id, and each stack's template and nag messages."""
@@ -101,10 +111,54 @@ def sandbox_fsx(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-fsx"))
 
 
-SYNTHS = ["sandbox", "prod", "sandbox_oss", "sandbox_fsx"]
+@pytest.fixture(scope="session")
+def prod_extremes(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """Prod with the other documented variants and the valid extremes: the longest name prefix, the largest
+    groups and counts, Provisioned Throughput, OpenSearch with standby replicas, hierarchical chunking."""
+    context = {
+        **cdk_json_context(),
+        "stage": "prod",
+        "name_prefix": "kit-abcdefghij-yz",  # 17 characters, the longest allowed
+        "rag_vector_store": "opensearch-serverless",
+        "rag_opensearch_standby_replicas": True,
+        "rag_chunking": "hierarchical",
+        "rag_documents_prefix": "a/" + "b" * 196 + "/",  # 200 characters, the longest allowed
+        "ft_deploy": "provisioned",
+        "ft_provisioned_hours": 72,
+        "ft_max_job_hours": 72,
+        "hp_nat_gateways": 3,
+        "hp_login_instance_type": "ml.m5.xlarge",
+        "hp_compute_groups": [
+            {"name": "g" * 63, "instance_type": "ml.p5.48xlarge", "count": 100},
+            {"name": "cpu", "instance_type": "ml.c5.18xlarge", "count": 100},
+        ],
+        "hp_ebs_volume_gb": 16384,
+        "hp_fsx": True,
+        "hp_fsx_throughput": 1000,
+        "tj_instance_count": 64,
+        "tj_max_runtime_hours": 28 * 24,
+        "tj_spot": True,
+        "tj_max_wait_hours": 28 * 24,
+        "tj_in_cluster_vpc": True,
+        "invocation_logging": True,
+        "log_retention_days": 3653,
+    }
+    return synthesize(context, tmp_path_factory.mktemp("cdk-prod-extremes"))
+
+
+@pytest.fixture(scope="session")
+def sandbox_on_demand(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The sandbox with Level 3's on-demand deployment and semantic chunking."""
+    context = {**cdk_json_context(), "ft_deploy": "on-demand", "rag_chunking": "semantic"}
+    return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-on-demand"))
+
+
+# Every synthesized variant; the first four have snapshots, the last two cover the other documented options.
+SYNTHS = ["sandbox", "prod", "sandbox_oss", "sandbox_fsx", "prod_extremes", "sandbox_on_demand"]
+SNAPSHOT_SYNTHS = SYNTHS[:4]
 
 
 @pytest.fixture(scope="session", params=SYNTHS)
 def each_stage(request: pytest.FixtureRequest) -> Iterator[Synth]:
-    """Every synthesized variant: both stages, and the sandbox with the alternative vector store."""
+    """Every synthesized variant (see SYNTHS)."""
     yield request.getfixturevalue(request.param)

@@ -108,8 +108,9 @@ class RestApi(Construct):
             description=description,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
-            # Access and execution logging need the account-level API Gateway CloudWatch role.
-            cloud_watch_role=True,
+            # Access and execution logging need the account's API Gateway CloudWatch role: one per account and
+            # region, set by GenAiKit-0-ApiGatewayAccount (stacks/api_gateway_account.py), never by an API stack.
+            cloud_watch_role=False,
             deploy_options=apigw.StageOptions(
                 stage_name=STAGE_NAME,
                 throttling_rate_limit=config.api_throttle_rate,
@@ -151,15 +152,6 @@ class RestApi(Construct):
             "AwsSolutions-APIG3",
             "No WAF web ACL by default: every method needs SigV4 (IAM) auth and the stage is throttled, and a "
             "web ACL would add about $5/month plus $1 per rule while the API sits idle.",
-        )
-        cw_role = self.api.node.find_child("CloudWatchRole")
-        suppress(
-            cw_role,
-            "AwsSolutions-IAM4",
-            "API Gateway's account-level logging role uses the AWS managed policy made for exactly that job.",
-            applies_to=[
-                "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
-            ],
         )
 
     def body_model(self, name: str, schema: Mapping[str, Any]) -> apigw.Model:

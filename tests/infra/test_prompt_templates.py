@@ -52,7 +52,10 @@ def test_digest_changes_with_the_template_text(tmp_path: Path) -> None:
         ({"description": ""}, "description", "1-200 characters"),
         ({"variables": ["person"]}, "template", "placeholders that 'variables' declares"),
         ({"variables": ["person", "language", "mood"]}, "variables", "only names the template uses"),
-        ({"variables": ["person", "person"]}, "variables", "distinct identifiers"),
+        ({"variables": ["person", "person"]}, "variables", "distinct names"),
+        # Names Bedrock refuses at deploy time, by the pattern in AWS::Bedrock::Prompt's registry schema.
+        ({"variables": ["_person", "language"]}, "variables", "AWS::Bedrock::Prompt input variable name"),
+        ({"variables": ["per--son", "language"]}, "variables", "a value matching ^([0-9a-zA-Z][_-]?){1,100}$"),
         ({"inference": {"temperature": 2}}, "inference.temperature", "a number from 0.0 to 1.0"),
         ({"inference": {"maxTokens": 10.5}}, "inference.maxTokens", "a whole number"),
         ({"inference": {"topK": 5}}, "inference.topK", "one of temperature, topP, maxTokens"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, SYNTHS
+from tests.conftest import ROOT, SNAPSHOT_SYNTHS
 
 SNAPSHOTS = ROOT / "tests" / "snapshots"
 _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
@@ -26,7 +26,7 @@ def masked(template: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("stage", SYNTHS)
+@pytest.mark.parametrize("stage", SNAPSHOT_SYNTHS)
 def test_templates_match_their_snapshots(request: pytest.FixtureRequest, stage: str) -> None:
     synth = request.getfixturevalue(stage)
     for stack_id, template in synth.templates.items():

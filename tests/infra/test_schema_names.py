@@ -1,0 +1,64 @@
+"""Every literal the kit writes into a template satisfies its property's registry schema, and a config value
+that would not stops synth with one line naming the key (stacks/shared/registry.py, app.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from stacks.shared.registry import config_errors, create_only_paths, name_findings
+from tests.conftest import ROOT, cdk_json_context
+
+
+def test_no_variant_writes_a_value_its_schema_refuses(each_stage: Any) -> None:
+    findings = name_findings(each_stage.templates, cdk_json_context())
+    assert [f.message(cdk_json_context()) for f in findings] == []
+
+
+def test_a_refused_value_is_traced_to_the_key_that_made_it() -> None:
+    # Given a knowledge base named from the prefix and a guardrail tagged from the user's tags
+    context = {"name_prefix": "ab--cd", "stage": "sandbox", "tags": {"owner": "a!b"}}
+    templates = {
+        "S": {
+            "Resources": {
+                "Kb": {"Type": "AWS::Bedrock::KnowledgeBase", "Properties": {"Name": "ab--cd-sandbox-kb"}},
+                "G": {"Type": "AWS::Bedrock::Guardrail", "Properties": {"Tags": [{"Key": "owner", "Value": "a!b"}]}},
+                "R": {"Type": "AWS::IAM::Role", "Properties": {"Tags": [{"Key": "owner", "Value": "a!b"}]}},
+                "Long": {"Type": "AWS::Lambda::Function", "Properties": {"FunctionName": "f" * 65}},
+            }
+        }
+    }
+    # When the registry schemas judge them
+    lines = config_errors(name_findings(templates, context), context)
+    # Then each refused value names its key (the prefix, not the stage that is also in the name), once per key
+    assert lines[0].startswith(
+        "config error: name_prefix = 'ab--cd' is not allowed; it makes AWS::Bedrock::KnowledgeBase"
+    )
+    assert (
+        lines[1].startswith('config error: tags = {"owner": "a!b"} is not allowed')
+        and "(and 1 more places)" in lines[1]
+    )
+    where = "AWS::Lambda::Function FunctionName in S (Long)"
+    assert lines[2].startswith(f"config error: {where} = {'f' * 65!r} is not allowed; expected a value matching ^(")
+    assert len(lines) == 3
+
+
+def test_create_only_properties_come_from_the_registry() -> None:
+    assert ("VectorIngestionConfiguration", "ChunkingConfiguration") in create_only_paths("AWS::Bedrock::DataSource")
+    assert ("Dimension",) in create_only_paths("AWS::S3Vectors::Index")
+    assert create_only_paths("Custom::Anything") == ()
+
+
+def test_app_names_the_key_when_a_derived_name_breaks_a_schema() -> None:
+    # Given a prefix that config accepts but that makes Bedrock names CloudFormation refuses (no "--")
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({**cdk_json_context(), "name_prefix": "ab--cd"})}
+    # When the app runs as `cdk synth` runs it
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # Then it fails with one line for that key and no stack trace
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and errors[0].startswith("config error: name_prefix = 'ab--cd' is not allowed"), errors
+    assert "Traceback" not in result.stderr
