@@ -12,10 +12,14 @@ caller (SigV4) ──► API Gateway REST ──► query function ──► Ret
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Fn, Stack
+import jsii
+from aws_cdk import CfnOutput, CustomResource, Duration, Fn, IStableStringProducer, Lazy, Stack
 from aws_cdk import aws_bedrock as bedrock
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
@@ -39,10 +43,20 @@ from stacks.shared.stage import tag_stack
 
 LEVEL = "2-rag"
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[1] / "samples" / "rag-corpus"
-INDEX_NAME = "kit-kb-index"
+INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of its settings follows
 MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue
+# SQS expires a message by its ORIGINAL enqueue time, also after it moved to the dead-letter queue, and the
+# longest retention is 14 days. So the change queue keeps messages 4 days (SQS's default; a valid change
+# waits minutes, not days) and its dead-letter queue 14 days: a dead letter stays readable for at least
+# 10 days after it arrives.
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/setting-up-dead-letter-queue-retention.html
+CHANGES_RETENTION = Duration.days(4)
+DEAD_LETTERS_RETENTION = Duration.days(14)
+DEAD_LETTERS_READABLE_DAYS = DEAD_LETTERS_RETENTION.to_days() - CHANGES_RETENTION.to_days()
 INGEST_TIMEOUT = Duration.minutes(2)
 QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
+# The OpenSearch Serverless wait function answers CloudFormation before this (its own deadline guard).
+WAIT_TIMEOUT = Duration.minutes(10)
 # OpenSearch Serverless vector collections bill a floor of OCUs per hour even with no traffic.
 OCU_MONTHLY_USD = 0.24 * 730
 
@@ -54,6 +68,36 @@ OSS_VECTOR_FIELD, OSS_TEXT_FIELD, OSS_METADATA_FIELD = (
     "AMAZON_BEDROCK_TEXT_CHUNK",
     "AMAZON_BEDROCK_METADATA",
 )
+
+
+def settings_digest(settings: Any, length: int = 8) -> str:
+    """A short, stable hex digest of (resolved) settings: equal settings give equal digests."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+@jsii.implements(IStableStringProducer)
+class _DigestName:
+    def __init__(self, scope: Construct, stem: str, settings: Callable[[], Any], length: int) -> None:
+        self._scope, self._stem, self._settings, self._length = scope, stem, settings, length
+
+    def produce(self) -> str:
+        return self._stem + settings_digest(Stack.of(self._scope).resolve(self._settings()), self._length)
+
+
+def name_following(
+    scope: Construct, stem: str, settings: Callable[[], Any], *, max_length: int, length: int = 8
+) -> str:
+    """A physical name ``<stem><digest>`` whose digest follows the resource's create-only settings.
+
+    CloudFormation replaces a resource when a create-only property changes, and it creates the replacement
+    BEFORE it deletes the old one, so a replacement that kept a fixed name would collide with its
+    predecessor. A name that embeds a digest of those settings changes exactly when they do. ``settings``
+    is called at synthesis (after tags are applied), so it may read the resource's own properties.
+    """
+    if len(stem) + length > max_length:
+        raise ValueError(f"{stem!r} plus a {length}-character digest is longer than {max_length} characters")
+    return Lazy.string(_DigestName(scope, stem, settings, length))
 
 
 class DocumentStore(Construct):
@@ -85,16 +129,32 @@ class DocumentStore(Construct):
 class S3VectorStore(Construct):
     """An S3 vector bucket and index: no idle cost, pay per GB stored and per query."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, vectors_from: Any) -> None:
         super().__init__(scope, construct_id)
         self.vector_bucket = s3vectors.CfnVectorBucket(
             self, "VectorBucket", vector_bucket_name=config.resource_name("vectors")
+        )
+        # Every setting of the index is create-only (VectorBucketName, DataType, Dimension, DistanceMetric,
+        # MetadataConfiguration): its name follows them, so a new dimension creates a new index next to the old.
+        # It also follows what the vectors are made from (``vectors_from``), see KnowledgeBase.
+        self.index_name = name_following(
+            self,
+            f"{INDEX_NAME}-",
+            lambda: [
+                self.vector_bucket.vector_bucket_name,
+                self.index.data_type,
+                self.index.dimension,
+                self.index.distance_metric,
+                self.index.metadata_configuration,
+                vectors_from,
+            ],
+            max_length=63,  # S3 Vectors index names: 3-63 characters
         )
         self.index = s3vectors.CfnIndex(
             self,
             "Index",
             vector_bucket_arn=self.vector_bucket.attr_vector_bucket_arn,
-            index_name=INDEX_NAME,
+            index_name=self.index_name,
             data_type="float32",
             dimension=config.rag.embedding_dimensions,
             distance_metric="cosine",
@@ -103,6 +163,9 @@ class S3VectorStore(Construct):
             ),
         )
         self.index.node.add_dependency(self.vector_bucket)
+        self.ready: Construct = self.index  # what the knowledge base waits for
+        # Names that identify where the vectors are (a knowledge base's storage is create-only).
+        self.identity = {"bucket": self.vector_bucket.vector_bucket_name, "index": self.index_name}
 
     def storage_configuration(self) -> bedrock.CfnKnowledgeBase.StorageConfigurationProperty:
         return bedrock.CfnKnowledgeBase.StorageConfigurationProperty(
@@ -133,56 +196,95 @@ class S3VectorStore(Construct):
 class OpenSearchVectorStore(Construct):
     """An OpenSearch Serverless VECTORSEARCH collection with its policies and a native vector index.
 
-    Ordered for a clean first deploy: encryption and network policies before the collection, the data
-    access policy (which admits the knowledge-base role and CloudFormation's execution role) before the
-    index, and the index before the knowledge base.
+    Ordered for a clean first deploy: encryption and network policies before the collection; the data access
+    policy, then a wait until it is in effect, before the index; the index, then a wait until it answers
+    searches, before the knowledge base. OpenSearch Serverless applies a data access policy some time after
+    it is created, and makes a new index searchable some time after it is acknowledged; without the waits the
+    index creation or the knowledge base's validation of the index can be refused (403 or 404).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, kb_role: iam.Role) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: KitConfig, kb_role: iam.Role, vectors_from: Any
+    ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        name = config.resource_name("kb")[:32]
-        collection_resource = f"collection/{name}"
+        # The policies name the collection by a prefix, so they cover a replacement collection too.
+        stem = config.resource_name("kb")
+        collections = f"collection/{stem}*"
         encryption = aoss.CfnSecurityPolicy(
             self,
             "Encryption",
-            name=f"{name}-enc"[:32],
+            name=f"{stem}-enc"[:32],
             type="encryption",
             policy=stack.to_json_string(
-                {"Rules": [{"ResourceType": "collection", "Resource": [collection_resource]}], "AWSOwnedKey": True}
+                {"Rules": [{"ResourceType": "collection", "Resource": [collections]}], "AWSOwnedKey": True}
             ),
         )
         network = aoss.CfnSecurityPolicy(
             self,
             "Network",
-            name=f"{name}-net"[:32],
+            name=f"{stem}-net"[:32],
             type="network",
             # Every data-plane request still needs SigV4 and the data access policy below.
             policy=stack.to_json_string(
-                [
-                    {
-                        "Rules": [{"ResourceType": "collection", "Resource": [collection_resource]}],
-                        "AllowFromPublic": True,
-                    }
-                ]
+                [{"Rules": [{"ResourceType": "collection", "Resource": [collections]}], "AllowFromPublic": True}]
             ),
+        )
+        # Type, StandbyReplicas and Tags are create-only: the name follows them. A knowledge base accepts
+        # collection names of 3-32 characters (its CollectionArn pattern), hence a 4-character digest.
+        # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-bedrock-knowledgebase-opensearchserverlessconfiguration.html
+        self.collection_name = name_following(
+            self,
+            stem,
+            lambda: [self.collection.type, self.collection.standby_replicas, self.collection.tags.render_tags()],
+            max_length=32,
+            length=4,
         )
         self.collection = aoss.CfnCollection(
             self,
             "Collection",
-            name=name,
+            name=self.collection_name,
             type="VECTORSEARCH",
             standby_replicas="ENABLED" if config.rag.opensearch_standby_replicas else "DISABLED",
             description="Vector store of the Level 2 knowledge base",
         )
         self.collection.node.add_dependency(encryption)
         self.collection.node.add_dependency(network)
+
+        # CollectionEndpoint is create-only; the mapping is not, but OpenSearch cannot change the dimension of an
+        # existing vector field. The index name follows the collection, the whole mapping and what the vectors
+        # are made from (see KnowledgeBase), so any of these changes creates a new index.
+        self.index_name = name_following(
+            self,
+            f"{INDEX_NAME}-",
+            lambda: [self.collection_name, self.index.mappings, self.index.settings, vectors_from],
+            max_length=80,  # OpenSearch index names: at most 255 bytes; kept short
+        )
+        self.waiter = PythonFunction(
+            self,
+            "WaitFunction",
+            config=config,
+            handler="rag_aoss_wait.handler.handler",
+            description="Custom resource: wait until OpenSearch Serverless applies the data access policy / index",
+            service_name="rag-aoss-wait",
+            timeout=WAIT_TIMEOUT,
+            memory_size=256,
+        )
+        # Data-plane calls need aoss:APIAccessAll in IAM as well as a data access policy rule.
+        # https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-data-access.html
+        self.waiter.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ProbeCollection", actions=["aoss:APIAccessAll"], resources=[self.collection.attr_arn]
+            )
+        )
+
         # CloudFormation creates the index as the bootstrap's execution role, so the policy must admit it.
         deployer = Fn.sub(stack.synthesizer.cloud_formation_execution_role_arn)  # type: ignore[attr-defined]
+        indexes = f"index/{stem}*/*"
         access = aoss.CfnAccessPolicy(
             self,
             "DataAccess",
-            name=f"{name}-data"[:32],
+            name=f"{stem}-data"[:32],
             type="data",
             policy=stack.to_json_string(
                 [
@@ -190,12 +292,12 @@ class OpenSearchVectorStore(Construct):
                         "Rules": [
                             {
                                 "ResourceType": "collection",
-                                "Resource": [collection_resource],
+                                "Resource": [collections],
                                 "Permission": ["aoss:DescribeCollectionItems"],
                             },
                             {
                                 "ResourceType": "index",
-                                "Resource": [f"index/{name}/*"],
+                                "Resource": [indexes],
                                 "Permission": [
                                     "aoss:CreateIndex",
                                     "aoss:DescribeIndex",
@@ -207,15 +309,31 @@ class OpenSearchVectorStore(Construct):
                             },
                         ],
                         "Principal": [kb_role.role_arn, deployer],
-                    }
+                    },
+                    {
+                        # The wait function only looks: HEAD <index> and a search of the index.
+                        # https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-genref.html
+                        "Rules": [
+                            {
+                                "ResourceType": "index",
+                                "Resource": [indexes],
+                                "Permission": ["aoss:DescribeIndex", "aoss:ReadDocument"],
+                            },
+                        ],
+                        "Principal": [self.waiter.role.role_arn],
+                    },
                 ]
             ),
+        )
+        # Step 1: the data access policy is in effect (the wait function is admitted).
+        self.access_ready = self._wait(
+            "AccessPolicyInEffect", "access", after=[access, self.collection, self.waiter.role]
         )
         self.index = aoss.CfnIndex(
             self,
             "Index",
             collection_endpoint=self.collection.attr_collection_endpoint,
-            index_name=INDEX_NAME,
+            index_name=self.index_name,
             settings=aoss.CfnIndex.IndexSettingsProperty(index=aoss.CfnIndex.IndexProperty(knn=True)),
             mappings=aoss.CfnIndex.MappingsProperty(
                 properties={
@@ -229,16 +347,35 @@ class OpenSearchVectorStore(Construct):
                 }
             ),
         )
-        self.index.node.add_dependency(access)
-        self.index.node.add_dependency(self.collection)
+        # Step 2: the index, created once the policy is in effect.
+        self.index.node.add_dependency(self.access_ready)
+        # Step 3: the index answers searches; the knowledge base waits for this.
+        self.ready: Construct = self._wait("IndexSearchable", "index", after=[self.index])
+        self.identity = {"collection": self.collection_name, "index": self.index_name}
         self.monthly_idle_usd = OCU_MONTHLY_USD * (2 if config.rag.opensearch_standby_replicas else 1)
+
+    def _wait(self, construct_id: str, check: str, *, after: list[Construct]) -> CustomResource:
+        wait = CustomResource(
+            self,
+            construct_id,
+            service_token=self.waiter.function.function_arn,
+            resource_type="Custom::OpenSearchServerlessWait",
+            properties={
+                "Check": check,
+                "CollectionEndpoint": self.collection.attr_collection_endpoint,
+                "IndexName": self.index_name,
+            },
+        )
+        for dependency in after:
+            wait.node.add_dependency(dependency)
+        return wait
 
     def storage_configuration(self) -> bedrock.CfnKnowledgeBase.StorageConfigurationProperty:
         return bedrock.CfnKnowledgeBase.StorageConfigurationProperty(
             type="OPENSEARCH_SERVERLESS",
             opensearch_serverless_configuration=bedrock.CfnKnowledgeBase.OpenSearchServerlessConfigurationProperty(
                 collection_arn=self.collection.attr_arn,
-                vector_index_name=INDEX_NAME,
+                vector_index_name=self.index_name,
                 field_mapping=bedrock.CfnKnowledgeBase.OpenSearchServerlessFieldMappingProperty(
                     vector_field=OSS_VECTOR_FIELD, text_field=OSS_TEXT_FIELD, metadata_field=OSS_METADATA_FIELD
                 ),
@@ -331,17 +468,37 @@ class KnowledgeBase(Construct):
             applies_to=[f"Resource::{arn_ref(documents.bucket)}/{documents.prefix}*"],
         )
 
+        # What the vectors are made from. Vectors of two embedding models or two chunkings must not share an index,
+        # and a replaced data source leaves its vectors behind (DataDeletionPolicy RETAIN): a change of either
+        # gives the knowledge base a new, empty index, which the next ingestion job fills.
+        vectors_from = {"embedding_model": rag.embedding_model_id, "chunking": _chunking(rag)}
+        # One construct id per store: a logical id never changes its resource type between the two variants
+        # (CloudFormation refuses that), so switching stores deletes one set of resources and creates the other.
         self.vector_store: S3VectorStore | OpenSearchVectorStore
         if rag.vector_store == "s3vectors":
-            self.vector_store = S3VectorStore(self, "Vectors", config=config)
+            self.vector_store = S3VectorStore(self, "Vectors", config=config, vectors_from=vectors_from)
         else:
-            self.vector_store = OpenSearchVectorStore(self, "Vectors", config=config, kb_role=self.role)
+            self.vector_store = OpenSearchVectorStore(
+                self, "OpenSearch", config=config, kb_role=self.role, vectors_from=vectors_from
+            )
         self.vector_store.grant_knowledge_base(self.role)
 
+        # StorageConfiguration and VectorKnowledgeBaseConfiguration are create-only: the name follows them and
+        # the vector store it points to, so a replacement knowledge base never takes its predecessor's name.
+        self.kb_name = name_following(
+            self,
+            config.resource_name("kb-"),
+            lambda: [
+                self.knowledge_base.knowledge_base_configuration,
+                self.knowledge_base.storage_configuration,
+                self.vector_store.identity,
+            ],
+            max_length=100,  # AWS::Bedrock::KnowledgeBase Name: ^([0-9a-zA-Z][_-]?){1,100}$
+        )
         self.knowledge_base = bedrock.CfnKnowledgeBase(
             self,
             "KnowledgeBase",
-            name=config.resource_name("kb"),
+            name=self.kb_name,
             description="genai-spectrum-kit Level 2 knowledge base",
             role_arn=self.role.role_arn,
             knowledge_base_configuration=bedrock.CfnKnowledgeBase.KnowledgeBaseConfigurationProperty(
@@ -359,12 +516,25 @@ class KnowledgeBase(Construct):
         )
         # The role's policies and the vector index exist before Bedrock validates the knowledge base.
         self.knowledge_base.node.add_dependency(self.role)
-        self.knowledge_base.node.add_dependency(self.vector_store.index)
+        self.knowledge_base.node.add_dependency(self.vector_store.ready)
 
+        # Chunking (VectorIngestionConfiguration) and KnowledgeBaseId are create-only, and a data source name is
+        # unique within its knowledge base: the name follows both, so new chunking creates a differently named
+        # data source before CloudFormation deletes the old one.
+        self.data_source_name = name_following(
+            self,
+            config.resource_name("documents-"),
+            lambda: [
+                self.kb_name,
+                self.data_source.vector_ingestion_configuration,
+                self.data_source.data_source_configuration.type,  # type: ignore[union-attr]
+            ],
+            max_length=100,  # AWS::Bedrock::DataSource Name: ^([0-9a-zA-Z][_-]?){1,100}$
+        )
         self.data_source = bedrock.CfnDataSource(
             self,
             "DataSource",
-            name=config.resource_name("documents"),
+            name=self.data_source_name,
             knowledge_base_id=self.knowledge_base.attr_knowledge_base_id,
             # RETAIN: deleting vectors on stack deletion fails once the vector store is gone.
             data_deletion_policy="RETAIN",
@@ -403,7 +573,7 @@ class IngestionPipeline(Construct):
             "DeadLetters",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=Duration.days(14),
+            retention_period=DEAD_LETTERS_RETENTION,
         )
         suppress(
             self.dead_letters,
@@ -415,7 +585,7 @@ class IngestionPipeline(Construct):
             "Changes",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=Duration.days(14),
+            retention_period=CHANGES_RETENTION,
             # Longer than the function's timeout, so a change being drained is not handed out twice.
             visibility_timeout=Duration.seconds(INGEST_TIMEOUT.to_seconds() + 60),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVE_COUNT),
@@ -453,8 +623,12 @@ class IngestionPipeline(Construct):
                 "DOCUMENTS_PREFIX": documents.prefix,
             },
         )
-        # One run at a time: two concurrent drains could split one burst into two jobs.
-        self.handler.function.node.default_child.add_property_override("ReservedConcurrentExecutions", 1)  # type: ignore[union-attr]
+        # No reserved concurrency: an account with a low concurrency quota (new accounts often have 10) must
+        # keep a minimum unreserved and rejects ANY reservation, which would roll the whole stack back. One sync
+        # at a time holds without it: a run drains only when no ingestion job runs, Bedrock starts one job per
+        # data source (a second start raises ConflictException, and that run puts its changes back), and a
+        # message is deleted only by the run whose own job started after the message was sent.
+        # https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html
         role = self.handler.role
         role.add_to_policy(
             iam.PolicyStatement(

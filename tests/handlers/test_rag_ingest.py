@@ -499,6 +499,87 @@ def test_client_token_is_stable_order_free_and_valid() -> None:
     assert [a.outcome for a in agent.start_attempts] == ["started", "idempotent"]
 
 
+# --- overlapping runs (no reserved concurrency) -------------------------------------------------------------
+# The function is not limited to one concurrent run: the hourly reconcile and the sync schedule can fire at the
+# same moment, and a retried or slow run can meet the next one. A second run may start at any step of the first;
+# Bedrock runs one job per data source, so at most one of two overlapping starts succeeds, and a message is only
+# deleted by the run whose own job started after the message was sent.
+
+OVERLAP_POINTS = ("receive", "start", "delete")
+
+
+def _run_inside(world: World, monkeypatch: pytest.MonkeyPatch, point: str) -> list[dict[str, Any]]:
+    """Run a second sync (with 3 fresh changes sent just before it) inside run A's first call at ``point``."""
+    inner: list[dict[str, Any]] = []
+    target, name = {
+        "receive": (world.function_sqs, "receive_message"),
+        "start": (world.agent, "start_ingestion_job"),
+        "delete": (world.function_sqs, "delete_message_batch"),
+    }[point]
+    real = getattr(target, name)
+
+    def overlapped(**params: Any) -> Any:
+        if not inner:
+            inner.append({})  # only the first call of run A is overlapped (and not run B's own calls)
+            if point == "receive":
+                answer = real(**params)  # A already holds its first batch when B starts
+                world.send_changes(3, keys=3)
+                inner[0] = world.sync()
+                return answer
+            world.send_changes(3, keys=3)
+            inner[0] = world.sync()
+        return real(**params)
+
+    monkeypatch.setattr(target, name, overlapped)
+    return inner
+
+
+@pytest.mark.parametrize("point", OVERLAP_POINTS)
+def test_overlapping_runs_lose_no_change_and_delete_each_once(
+    world: World, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    # Given 14 queued changes, and a second run B that starts while run A is at ``point``
+    sent = world.send_changes(14, keys=7)
+    inner = _run_inside(world, monkeypatch, point)
+
+    # When A finishes, then the schedule keeps running every 5 minutes until the queue is empty
+    outer = world.sync()
+    [b] = inner
+    results = [outer]
+    for _ in range(6):
+        if not world.queued_bodies():
+            break
+        world.advance(300)
+        results.append(world.sync())
+
+    # Then at most one of the two overlapping starts succeeded; the other run was told "busy"
+    assert [outer["started"], b["started"]].count(True) == 1
+    assert True in (outer.get("busy"), b.get("busy"))
+    # every change (A's 14, B's 3) was deleted exactly once, and only after a job that started after it was sent
+    assert len(world.tracker.change_sent_ms) == len(sent) + 3
+    deleted = [change_id for change_id, _ in world.tracker.deletions]
+    assert sorted(deleted) == sorted(world.tracker.change_sent_ms)
+    assert world.tracker.deleted_before_cover == 0
+    assert world.queued_bodies() == [] and world.dead_letter_bodies() == []
+    # two runs that overlapped cost at most one extra job
+    assert sum(1 for job in world.agent.jobs if job.by == "function") <= 2
+
+
+def test_a_run_that_meets_a_running_job_of_an_overlapping_run_receives_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.send_changes(5)
+    inner = _run_inside(world, monkeypatch, "delete")  # B starts after A's job started, before A deletes
+
+    outer = world.sync()
+
+    [b] = inner
+    assert outer["started"] is True and outer["deleted"] == 5
+    assert b["busy"] is True and b["runningJobId"] == outer["jobId"]
+    assert b["changes"] == 0  # B drained nothing: it stopped at the running job
+    assert world.receive_counts() == [0, 0, 0]  # B's own three changes wait, untouched, for the next run
+
+
 # --- non-schedule events and configuration -----------------------------------------------------------------
 
 

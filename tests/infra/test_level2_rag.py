@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
+import json
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stacks.config import ConfigError
-from stacks.level2_rag import BEDROCK_NON_FILTERABLE_KEYS, MAX_RECEIVE_COUNT, _chunking
+from stacks.level2_rag import (
+    BEDROCK_NON_FILTERABLE_KEYS,
+    DEAD_LETTERS_READABLE_DAYS,
+    MAX_RECEIVE_COUNT,
+    _chunking,
+    settings_digest,
+)
+from tests.conftest import ROOT, cdk_json_context
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
 STACK = "GenAiKit-2-Rag"
+SQS_MAX_RETENTION_S = (
+    14 * 86_400
+)  # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +222,8 @@ def test_document_changes_go_to_a_queue_with_a_dead_letter_queue(template: dict[
     assert queue["SqsManagedSseEnabled"] is True
 
 
-def test_ingest_function_runs_alone_on_two_schedules(sandbox: Any, template: dict[str, Any]) -> None:
+def test_ingest_function_runs_on_two_schedules(sandbox: Any, template: dict[str, Any]) -> None:
     fn_id, fn = _function(template, "rag_ingest.handler.handler")
-    assert fn["ReservedConcurrentExecutions"] == 1
     assert (
         fn["Timeout"] * 1
         < template["Resources"][
@@ -226,6 +241,41 @@ def test_ingest_function_runs_alone_on_two_schedules(sandbox: Any, template: dic
             schedules[target["Input"]] = props["ScheduleExpression"]
     minutes = sandbox.config.rag.sync_interval_minutes
     assert schedules == {'{"action":"sync"}': f"rate({minutes} minutes)", '{"action":"reconcile"}': "rate(1 hour)"}
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "prod", "sandbox_oss"])
+def test_no_function_reserves_concurrency(request: pytest.FixtureRequest, variant: str) -> None:
+    """An account with a low concurrency quota (new accounts often have 10) rejects ANY reservation."""
+    synth = request.getfixturevalue(variant)
+    reserved = [
+        f"{stack_id}/{logical_id}"
+        for stack_id, template in synth.templates.items()
+        for logical_id, fn in resources(template, "AWS::Lambda::Function").items()
+        if "ReservedConcurrentExecutions" in fn["Properties"]
+    ]
+    assert reserved == []
+
+
+def _queues(template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(change queue, its dead-letter queue) properties."""
+    changes = next(
+        v["Properties"] for k, v in resources(template, "AWS::SQS::Queue").items() if k.startswith("IngestionChanges")
+    )
+    dlq_id = changes["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    return changes, template["Resources"][dlq_id]["Properties"]
+
+
+def test_dead_letters_stay_readable_for_the_days_the_docs_promise(template: dict[str, Any]) -> None:
+    # SQS expires a dead letter by its ORIGINAL enqueue time: what is left after the move is the difference.
+    changes, dead_letters = _queues(template)
+    assert dead_letters["MessageRetentionPeriod"] <= SQS_MAX_RETENTION_S
+    readable_s = dead_letters["MessageRetentionPeriod"] - changes["MessageRetentionPeriod"]
+    assert readable_s == DEAD_LETTERS_READABLE_DAYS * 86_400
+    assert DEAD_LETTERS_READABLE_DAYS >= 7
+    # the change queue still keeps a change far longer than the slowest schedule (60 min) and a job take
+    assert changes["MessageRetentionPeriod"] >= 2 * 86_400
+    docs = (ROOT / "docs" / "level-2-rag.md").read_text()
+    assert f"at least {DEAD_LETTERS_READABLE_DAYS} days" in docs
 
 
 def test_ingest_function_may_only_drain_its_queue_and_start_jobs_on_its_knowledge_base(
@@ -318,18 +368,121 @@ def test_opensearch_collection_is_vector_search_without_standby_by_default(oss: 
     assert set(policies) <= set(collection["DependsOn"])
 
 
-def test_opensearch_index_waits_for_the_access_policy_that_admits_kb_and_deployer(oss: dict[str, Any]) -> None:
-    access_id, access = only(oss, "AWS::OpenSearchServerless::AccessPolicy")
+def _references(value: Any) -> Iterator[str]:
+    """Logical ids a property value refers to (Ref, Fn::GetAtt, and ${Id} / ${Id.Attr} inside Fn::Sub)."""
+    if isinstance(value, dict):
+        if "Ref" in value and isinstance(value["Ref"], str):
+            yield value["Ref"]
+        if "Fn::GetAtt" in value:
+            yield value["Fn::GetAtt"][0]
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+            yield from (name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text))
+        for item in value.values():
+            yield from _references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _references(item)
+
+
+def _created_before(template: dict[str, Any], logical_id: str) -> set[str]:
+    """Every resource CloudFormation must finish creating before it starts ``logical_id`` (transitively)."""
+    seen: set[str] = set()
+    todo = [logical_id]
+    while todo:
+        resource = template["Resources"][todo.pop()]
+        direct = set(as_list(resource.get("DependsOn", []))) | set(_references(resource.get("Properties", {})))
+        for dependency in direct & set(template["Resources"]) - seen:
+            seen.add(dependency)
+            todo.append(dependency)
+    return seen
+
+
+def _waits(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The OpenSearch Serverless waits by check: {check: (logical id, properties)}."""
+    found = resources(template, "Custom::OpenSearchServerlessWait")
+    return {v["Properties"]["Check"]: (k, v["Properties"]) for k, v in found.items()}
+
+
+def test_opensearch_creation_waits_for_the_access_policy_then_for_the_index(oss: dict[str, Any]) -> None:
+    # policy -> wait until it is in effect -> index -> wait until it answers searches -> knowledge base
+    access_id, _ = only(oss, "AWS::OpenSearchServerless::AccessPolicy")
+    collection_id, _ = only(oss, "AWS::OpenSearchServerless::Collection")
+    index_id, index = only(oss, "AWS::OpenSearchServerless::Index")
+    kb_id, kb = _kb(oss)
+    waits = _waits(oss)
+    assert set(waits) == {"access", "index"}
+    (access_wait_id, access_wait), (index_wait_id, index_wait) = waits["access"], waits["index"]
+
+    assert {access_id, collection_id} <= _created_before(oss, access_wait_id)
+    assert index_id not in _created_before(oss, access_wait_id)
+    assert access_wait_id in set(as_list(index["DependsOn"]))
+    assert index_id in _created_before(oss, index_wait_id)
+    assert index_wait_id in set(as_list(kb["DependsOn"]))
+    assert {access_wait_id, index_wait_id, index_id, access_id} <= _created_before(oss, kb_id)
+    # both waits look at the index the knowledge base uses, on the collection's endpoint
+    endpoint = {"Fn::GetAtt": [collection_id, "CollectionEndpoint"]}
+    for wait in (access_wait, index_wait):
+        assert wait["CollectionEndpoint"] == endpoint
+        assert wait["IndexName"] == index["Properties"]["IndexName"]
+    assert index["Properties"]["CollectionEndpoint"] == endpoint
+    storage = kb["Properties"]["StorageConfiguration"]["OpensearchServerlessConfiguration"]
+    assert storage["VectorIndexName"] == index["Properties"]["IndexName"]
+
+
+def test_opensearch_wait_function_answers_before_its_timeout_and_may_only_look(oss: dict[str, Any]) -> None:
+    import rag_aoss_wait.handler as wait_handler
+
+    [(_, wait)] = [_waits(oss)["access"]]
+    fn_id = wait["ServiceToken"]["Fn::GetAtt"][0]
+    fn = oss["Resources"][fn_id]["Properties"]
+    assert fn["Handler"] == "rag_aoss_wait.handler.handler"
+    # the deadline guard keeps time to answer CloudFormation; CloudFormation waits up to an hour for an answer
+    assert wait_handler.DEADLINE_RESERVE_MS < fn["Timeout"] * 1000 <= 15 * 60 * 1000
+    collection_id, _ = only(oss, "AWS::OpenSearchServerless::Collection")
+    granted = [s for s in _role_statements(oss, fn["Role"]["Fn::GetAtt"][0]) if s.get("Sid") == "ProbeCollection"]
+    assert granted == [
+        {
+            "Action": "aoss:APIAccessAll",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [collection_id, "Arn"]},
+            "Sid": "ProbeCollection",
+        }
+    ]
+    _, access = only(oss, "AWS::OpenSearchServerless::AccessPolicy")
+    policy = json.loads(
+        render(access["Properties"]["Policy"]).replace("${" + fn["Role"]["Fn::GetAtt"][0] + ".Arn}", "WAITER")
+    )
+    [waiter_rules] = [p["Rules"] for p in policy if p["Principal"] == ["WAITER"]]
+    assert [sorted(rule["Permission"]) for rule in waiter_rules] == [["aoss:DescribeIndex", "aoss:ReadDocument"]]
+
+
+def test_opensearch_policies_admit_kb_and_deployer_and_cover_the_collection(oss: dict[str, Any]) -> None:
+    _, access = only(oss, "AWS::OpenSearchServerless::AccessPolicy")
     policy = render(access["Properties"]["Policy"])
     assert "cdk-hnb659fds-cfn-exec-role" in policy
     _, kb = _kb(oss)
     assert "${" + kb["Properties"]["RoleArn"]["Fn::GetAtt"][0] + ".Arn}" in policy
-    index_id, index = only(oss, "AWS::OpenSearchServerless::Index")
-    assert access_id in index["DependsOn"]
+    _, index = only(oss, "AWS::OpenSearchServerless::Index")
     vector = index["Properties"]["Mappings"]["Properties"]["kit-vector"]
     assert (vector["Type"], vector["Dimension"]) == ("knn_vector", 1024)
     assert index["Properties"]["Settings"]["Index"]["Knn"] is True
-    assert index_id in kb["DependsOn"]
+    _assert_policies_cover_the_collection(oss)
+
+
+def _assert_policies_cover_the_collection(template: dict[str, Any]) -> None:
+    """Every encryption, network and data access rule matches the collection (and its indexes) by name."""
+    _, collection = only(template, "AWS::OpenSearchServerless::Collection")
+    name = collection["Properties"]["Name"]
+    _, index = only(template, "AWS::OpenSearchServerless::Index")
+    patterns = {"collection": f"collection/{name}", "index": f"index/{name}/{index['Properties']['IndexName']}"}
+    policies = [*resources(template, "AWS::OpenSearchServerless::SecurityPolicy").values()]
+    policies += resources(template, "AWS::OpenSearchServerless::AccessPolicy").values()
+    assert len(policies) == 3
+    for policy in policies:
+        document = json.loads(re.sub(r"\$\{[^}]+\}", "X", render(policy["Properties"]["Policy"])))
+        for rule in [r for part in as_list(document) for r in part["Rules"]]:
+            assert all(fnmatch.fnmatchcase(patterns[rule["ResourceType"]], p) for p in rule["Resource"]), rule
 
 
 def test_opensearch_knowledge_base_storage_and_role(oss: dict[str, Any]) -> None:
@@ -346,3 +499,153 @@ def test_opensearch_knowledge_base_storage_and_role(oss: dict[str, Any]) -> None
         "Sid": "UseCollection",
     }
     assert "UseVectorIndex" not in granted
+
+
+# --- updates: names follow create-only settings, logical ids keep their type --------------------------------
+# CloudFormation replaces a resource when a create-only property changes and creates the replacement BEFORE
+# deleting the old one, so a replacement must not keep its predecessor's name; and it refuses a logical id
+# whose resource type changes. Only the Level 2 stack is synthesized per variant (about 1 s each).
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "chunking": {"rag_chunking": "hierarchical"},
+    "dimensions": {"rag_embedding_dimensions": 512},
+    "model": {"rag_embedding_model_id": "cohere.embed-english-v3"},
+    "oss": {"rag_vector_store": "opensearch-serverless"},
+    "oss-standby": {"rag_vector_store": "opensearch-serverless", "rag_opensearch_standby_replicas": True},
+    "oss-tags": {"rag_vector_store": "opensearch-serverless", "tags": {"team": "search"}},
+    "oss-dimensions": {"rag_vector_store": "opensearch-serverless", "rag_embedding_dimensions": 512},
+    "oss-longest-prefix": {"rag_vector_store": "opensearch-serverless", "name_prefix": "k" * 17},
+}
+
+
+@pytest.fixture(scope="module")
+def variant() -> Callable[[str], dict[str, Any]]:
+    """The Level 2 template of a named configuration variant, synthesized once per module on first use."""
+    import aws_cdk as cdk
+
+    from app import PINNED_POWERTOOLS_LAYER
+    from stacks.config import load_config
+    from stacks.level2_rag import RagStack
+
+    cache: dict[str, dict[str, Any]] = {}
+    outdir = Path(tempfile.mkdtemp(prefix="cdk-rag-variants-"))
+
+    def synth(name: str) -> dict[str, Any]:
+        if name not in cache:
+            context = {**cdk_json_context(), **VARIANTS[name]}
+            app = cdk.App(context=context, outdir=str(outdir / name))
+            config = load_config(
+                {k: v for k, v in context.items() if v is not None}, pinned_layer_version=PINNED_POWERTOOLS_LAYER
+            )
+            env = cdk.Environment(region=config.region, account=config.account)
+            stack = RagStack(app, STACK, stack_name=f"{STACK}-{config.stage}", env=env, config=config)
+            cache[name] = app.synth().get_stack_by_name(stack.stack_name).template
+        return cache[name]
+
+    return synth
+
+
+NAMED = {
+    "AWS::Bedrock::KnowledgeBase": "Name",
+    "AWS::Bedrock::DataSource": "Name",
+    "AWS::S3Vectors::Index": "IndexName",
+    "AWS::OpenSearchServerless::Collection": "Name",
+    "AWS::OpenSearchServerless::Index": "IndexName",
+}
+
+
+def _names(template: dict[str, Any]) -> dict[str, str]:
+    """The physical name of each resource whose create-only settings follow configuration, by type."""
+    return {
+        type_name: only(template, type_name)[1]["Properties"][prop]
+        for type_name, prop in NAMED.items()
+        if resources(template, type_name)
+    }
+
+
+def _renamed(variant: Callable[[str], dict[str, Any]], base: str, changed: str) -> set[str]:
+    """Types present in both variants whose name differs."""
+    before, after = _names(variant(base)), _names(variant(changed))
+    return {type_name for type_name in set(before) & set(after) if before[type_name] != after[type_name]}
+
+
+S3_CHAIN = {"AWS::S3Vectors::Index", "AWS::Bedrock::KnowledgeBase", "AWS::Bedrock::DataSource"}
+
+
+@pytest.mark.parametrize("changed", ["chunking", "model"])
+def test_new_chunking_or_model_gives_a_fresh_index_knowledge_base_and_data_source(
+    variant: Callable[[str], dict[str, Any]], changed: str
+) -> None:
+    # Chunking is create-only on the data source, the model on the knowledge base. The replaced data source
+    # leaves its vectors behind (RETAIN) and two models' vectors must not mix: the index is new as well.
+    assert _renamed(variant, "default", changed) == S3_CHAIN
+
+
+def test_new_dimensions_give_a_fresh_index_knowledge_base_and_data_source(
+    variant: Callable[[str], dict[str, Any]],
+) -> None:
+    # Dimension (index) and the embedding configuration (knowledge base) are create-only; a new knowledge base
+    # means a new data source (KnowledgeBaseId is create-only).
+    assert _renamed(variant, "default", "dimensions") == S3_CHAIN
+    expected = {"AWS::OpenSearchServerless::Index", "AWS::Bedrock::KnowledgeBase", "AWS::Bedrock::DataSource"}
+    assert _renamed(variant, "oss", "oss-dimensions") == expected
+
+
+@pytest.mark.parametrize("changed", ["oss-standby", "oss-tags"])
+def test_a_replaced_collection_gets_a_new_name_that_the_policies_still_cover(
+    variant: Callable[[str], dict[str, Any]], changed: str
+) -> None:
+    # StandbyReplicas and Tags are create-only on the collection; the index (CollectionEndpoint) and the
+    # knowledge base (CollectionArn) that point to it are replaced with it.
+    assert _renamed(variant, "oss", changed) == set(NAMED) - {"AWS::S3Vectors::Index"}
+    _assert_policies_cover_the_collection(variant(changed))
+    policy_names = {
+        k: v["Properties"]["Name"]
+        for k, v in variant("oss")["Resources"].items()
+        if "Policy" in v["Type"] and "OpenSearch" in v["Type"]
+    }
+    assert policy_names == {
+        k: v["Properties"]["Name"]
+        for k, v in variant(changed)["Resources"].items()
+        if "Policy" in v["Type"] and "OpenSearch" in v["Type"]
+    }
+
+
+def test_switching_the_vector_store_changes_no_logical_ids_type(variant: Callable[[str], dict[str, Any]]) -> None:
+    s3, oss = variant("default")["Resources"], variant("oss")["Resources"]
+    changed = {k: (s3[k]["Type"], oss[k]["Type"]) for k in set(s3) & set(oss) if s3[k]["Type"] != oss[k]["Type"]}
+    assert changed == {}
+    # and the knowledge base, which stays, takes a new name (its StorageConfiguration is create-only)
+    assert _renamed(variant, "default", "oss") == {"AWS::Bedrock::KnowledgeBase", "AWS::Bedrock::DataSource"}
+
+
+def _schema(type_name: str) -> dict[str, Any]:
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    schema: dict[str, Any] = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", type_name).schema
+    return schema
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_computed_name_fits_its_property_pattern(variant: Callable[[str], dict[str, Any]], name: str) -> None:
+    # Patterns from the CloudFormation registry schemas cfn-lint ships, plus the knowledge base's own limit on
+    # collection names (its CollectionArn pattern ends in collection/[a-z0-9-]{3,32}).
+    template = variant(name)
+    for type_name, value in _names(template).items():
+        prop = _schema(type_name)["properties"][NAMED[type_name]]
+        prop = _schema(type_name)["definitions"][prop["$ref"].rsplit("/", 1)[1]] if "$ref" in prop else prop
+        assert re.fullmatch(prop.get("pattern", ".*").strip("^$"), value), (type_name, value)
+        assert prop.get("minLength", 1) <= len(value) <= prop.get("maxLength", 255), (type_name, value)
+    if "AWS::OpenSearchServerless::Collection" in _names(template):
+        kb = _schema("AWS::Bedrock::KnowledgeBase")["definitions"]["OpenSearchServerlessConfiguration"]
+        arn_pattern = kb["properties"]["CollectionArn"]["pattern"]
+        collection = _names(template)["AWS::OpenSearchServerless::Collection"]
+        arn = f"arn:aws:aoss:us-east-1:123456789012:collection/{collection}"
+        assert re.fullmatch(arn_pattern.strip("^$"), arn)
+
+
+def test_settings_digest_is_stable_and_order_free() -> None:
+    assert settings_digest({"a": 1, "b": [1, 2]}) == settings_digest({"b": [1, 2], "a": 1})
+    assert settings_digest({"a": 1}) != settings_digest({"a": 2})
+    assert re.fullmatch(r"[0-9a-f]{8}", settings_digest(None))
