@@ -76,6 +76,7 @@ FREE_WHILE_IDLE = frozenset(
         "Custom::BedrockFineTuneCleanup",  # runs only when the stack is deleted
         "Custom::BedrockInvocationLogging",  # an account setting; the logs bill per GB delivered
         "Custom::CDKBucketDeployment",
+        "Custom::OpenSearchServerlessWait",  # runs only while the stack is created or updated
         "Custom::S3AutoDeleteObjects",
         "Custom::S3BucketNotifications",
         "Custom::VpcRestrictDefaultSG",
