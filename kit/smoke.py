@@ -1042,9 +1042,31 @@ def l4_status(execution: str | None, wait: bool, timeout: int, poll_seconds: flo
     )
 
 
+# API-driven Slurm: HyperPod puts every node in this partition (the default) besides its group's own one.
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-ref.html#sagemaker-hyperpod-ref-slurm-config
+HYPERPOD_UNIVERSAL_PARTITION = "dev"
+
+
+def _slurm_summary(orchestrator: Mapping[str, Any]) -> str:
+    """How HyperPod runs Slurm: configured through the API (with its strategy) or by lifecycle scripts."""
+    slurm = orchestrator.get("Slurm")
+    if slurm is None:
+        return ", ".join(orchestrator) or "Slurm (configured by lifecycle scripts)"
+    return f"Slurm, configured through the API ({slurm.get('SlurmConfigStrategy') or 'Managed'} strategy)"
+
+
+def _group_storage(group: Mapping[str, Any]) -> str:
+    mounts = [
+        f"FSx {config['FsxLustreConfig'].get('MountPath') or '/fsx'}"
+        for config in group.get("InstanceStorageConfigs") or []
+        if "FsxLustreConfig" in config
+    ]
+    return ", ".join(mounts) or "-"
+
+
 @l4.command()
 def cluster() -> None:
-    """Show the HyperPod cluster: status, instance groups and nodes (DescribeCluster, ListClusterNodes)."""
+    """Show the HyperPod cluster: status, instance groups with their Slurm role and partition, and nodes."""
     target = current_target()
     try:
         outputs = target.outputs("4-cluster")
@@ -1074,21 +1096,47 @@ def cluster() -> None:
         ("Cluster", name),
         ("Status", Text(state, style="green" if state == "InService" else "yellow")),
         ("Created", _when(described.get("CreationTime"))),
-        ("Orchestrator", ", ".join(described.get("Orchestrator") or {}) or "Slurm"),
+        ("Orchestrator", _slurm_summary(described.get("Orchestrator") or {})),
     ]
     if described.get("FailureMessage"):
         rows.append(("Failure", Text(str(described["FailureMessage"]), style="red")))
     out.print(_kv_table(rows))
-    groups = Table("Group", "Instance type", "Current", "Target", "Status", title="Instance groups")
+    groups = Table(
+        "Group",
+        "Slurm node",
+        "Partition",
+        "Instance type",
+        "Current",
+        "Target",
+        "Shared storage",
+        "Status",
+        title="Instance groups",
+    )
+    partitions: list[str] = []
     for group in described.get("InstanceGroups") or []:
+        slurm = group.get("SlurmConfig") or {}
+        own = list(slurm.get("PartitionNames") or [])
+        partitions += [p for p in own if p not in partitions]
         groups.add_row(
             _text(group.get("InstanceGroupName")),
+            _text(slurm.get("NodeType") or "-"),
+            _text(", ".join([*own, HYPERPOD_UNIVERSAL_PARTITION]) if own else "-"),
             _text(group.get("InstanceType")),
             _text(group.get("CurrentCount", 0)),
             _text(group.get("TargetCount", 0)),
+            _text(_group_storage(group)),
             _text(group.get("Status")),
         )
     out.print(groups)
+    if partitions:
+        out.print(
+            Text(
+                f"Slurm partitions: {', '.join(partitions)}, and {HYPERPOD_UNIVERSAL_PARTITION} (the default, every "
+                f"node); nodes are named after their group (<group>-1, <group>-2, ...). From the controller or "
+                f"login node: sbatch --partition {partitions[0]} workloads/pretrain/slurm/pretrain.sbatch",
+                style="dim",
+            )
+        )
     if not nodes:
         out.print(Text("No nodes yet.", style="yellow"))
         return

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # SageMaker HyperPod OnCreate entry point (LifeCycleConfig.OnCreate = "on_create.sh").
 #
-# HyperPod copies this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs this
-# script as root. It checks its inputs, then hands over to lifecycle.py, which validates both JSON
-# files, decides the node's role, mounts FSx for Lustre and starts Slurm. Everything it prints goes,
-# with UTC timestamps, to /var/log/provision/provisioning.log (HyperPod ships that file to
-# CloudWatch: log group /aws/sagemaker/Clusters/<cluster-name>/<cluster-id>, stream
+# The cluster configures Slurm through the API (node type and partition in each instance group's
+# SlurmConfig, FSx for Lustre in its InstanceStorageConfigs), so HyperPod itself writes slurm.conf,
+# starts the Slurm daemons and mounts /fsx. This script only does the kit's own setup: HyperPod copies
+# this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs it as root; it checks its
+# inputs and hands over to lifecycle.py, which logs the node's identity and opens /fsx to every user.
+# Everything it prints goes, with UTC timestamps, to /var/log/provision/provisioning.log (HyperPod ships
+# that file to CloudWatch: log group /aws/sagemaker/Clusters/<cluster-name>/<cluster-id>, stream
 # LifecycleConfig/<instance-group>/<instance-id>) and to stdout. A failure logs the line and command
 # that failed and exits non-zero, which makes HyperPod report the node as failed.
 set -euo pipefail
@@ -15,7 +17,6 @@ LOG_DIR="${PROVISION_LOG_DIR:-/var/log/provision}"
 LOG_FILE="$LOG_DIR/provisioning.log"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RESOURCE_CONFIG="${SAGEMAKER_RESOURCE_CONFIG_PATH:-/opt/ml/config/resource_config.json}"
-PROVISIONING_PARAMETERS="$SCRIPT_DIR/provisioning_parameters.json"
 
 mkdir -p "$LOG_DIR"
 
@@ -48,13 +49,9 @@ command -v python3 >/dev/null || {
   exit 1
 }
 require_file "$RESOURCE_CONFIG" "HyperPod resource config (set SAGEMAKER_RESOURCE_CONFIG_PATH to override)"
-require_file "$PROVISIONING_PARAMETERS" "provisioning_parameters.json (the stack uploads it next to this script)"
 require_file "$SCRIPT_DIR/lifecycle.py" "lifecycle.py"
 
 # lifecycle.py timestamps its own lines (UTC); tee keeps them in the log file and on stdout.
-python3 -u "$SCRIPT_DIR/lifecycle.py" \
-  --resource-config "$RESOURCE_CONFIG" \
-  --provisioning-parameters "$PROVISIONING_PARAMETERS" \
-  "$@" 2>&1 | tee -a "$LOG_FILE"
+python3 -u "$SCRIPT_DIR/lifecycle.py" --resource-config "$RESOURCE_CONFIG" "$@" 2>&1 | tee -a "$LOG_FILE"
 
 log "done"

@@ -8,9 +8,11 @@ Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while 
 
     GenAiKit-4-Pretrain-Cluster: VPC (private subnets, NAT from config, S3 gateway endpoint, flow logs)
                                      security group: all traffic to and from itself (EFA)
-                                     lifecycle bucket: lifecycle/ scripts + provisioning_parameters.json
-                                     HyperPod cluster: Slurm controller (+ login) + compute groups at 0
-                                     FSx for Lustre (opt-in, 1.2 TiB, linked to the data bucket)
+                                     lifecycle bucket (named sagemaker-…): the lifecycle/ scripts only
+                                     HyperPod cluster, Slurm configured through the API: node type and
+                                       partition per instance group; controller (+ login) + compute at 0
+                                     FSx for Lustre (opt-in, 1.2 TiB, linked to the data bucket), mounted
+                                       by HyperPod from each group's InstanceStorageConfigs
                                      EventBridge cluster and node-health events ──► SNS
 """
 
@@ -19,12 +21,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_fsx as fsx
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
@@ -33,7 +36,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from stacks.config import KitConfig, PretrainSettings
+from stacks.config import ConfigError, InstanceGroupSpec, KitConfig, PretrainSettings
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group, removal_policy, tag_stack
@@ -43,46 +46,100 @@ ROOT = Path(__file__).resolve().parents[1]
 LIFECYCLE_DIR = ROOT / "lifecycle"
 WORKLOAD_DIR = ROOT / "workloads" / "pretrain"
 LIFECYCLE_PREFIX = "lifecycle/"
+LIFECYCLE_ON_CREATE = "on_create.sh"
 CODE_PREFIX = "code/"
 DATA_PREFIX = "data/"
 FSX_STORAGE_GIB = 1200
-# What SageMaker needs to place cluster nodes and training jobs in a customer VPC (no resource scoping).
-VPC_ENI_ACTIONS = (
-    "ec2:CreateNetworkInterface",
-    "ec2:CreateNetworkInterfacePermission",
-    "ec2:DeleteNetworkInterface",
-    "ec2:DeleteNetworkInterfacePermission",
+# API-driven Slurm configuration: node types and partitions in each group's SlurmConfig, FSx in its
+# InstanceStorageConfigs, HyperPod owning slurm.conf. A provisioning_parameters.json under the lifecycle prefix
+# cannot coexist with it ("cannot include both a SLURM Orchestrator Config and a provisioning_parameters.json"):
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-ref.html#sagemaker-hyperpod-ref-slurm-configuration
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-slurm-api-config-migration.html
+SLURM_CONFIG_STRATEGY = "Managed"
+LEGACY_SLURM_FILE = "provisioning_parameters.json"
+FSX_MOUNT = "/fsx"  # FsxLustreConfig.MountPath (HyperPod's default); lifecycle.py prepares the same path
+# ClusterLifeCycleConfig.SourceS3Uri: "Make sure that the S3 bucket path starts with s3://sagemaker-"; the managed
+# AmazonSageMakerClusterInstanceRolePolicy reads buckets with that prefix:
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterLifeCycleConfig.html
+LIFECYCLE_BUCKET_PREFIX = "sagemaker-"
+S3_BUCKET_NAME_MAX = 63  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+ACCOUNT_ID_LENGTH = 12
+# The EC2 grants SageMaker needs to place cluster nodes and training jobs in the kit's VPC
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-prerequisites.html), scoped with the
+# resource types and condition keys the Service Authorization Reference gives each action
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html): only the Describe
+# actions have no resource type, so only they stay on "*".
+VPC_DESCRIBE_ACTIONS = (
     "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeVpcs",
     "ec2:DescribeDhcpOptions",
     "ec2:DescribeSubnets",
     "ec2:DescribeSecurityGroups",
 )
-FSX_MOUNT = "/fsx"
+# Resource type network-interface, whose condition key ec2:Subnet is the ARN of the interface's subnet.
+ENI_MANAGE_ACTIONS = (
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DeleteNetworkInterfacePermission",
+)
 NAT_MONTHLY_USD = 32.85  # $0.045/hour per NAT gateway, before data processing
 FSX_MONTHLY_USD_PER_TIB = {125: 145.0, 250: 210.0, 500: 340.0, 1000: 600.0}  # PERSISTENT_2, us-east-1
 
 
-def provisioning_parameters(config: KitConfig, fsx_dns: str | None, fsx_mount: str | None) -> dict[str, Any]:
-    """provisioning_parameters.json, generated from the same groups as the cluster so names cannot drift."""
-    settings = config.pretrain
-    params: dict[str, Any] = {
-        "version": "1.0.0",
-        "workload_manager": "slurm",
-        "controller_group": settings.controller.name,
-        "worker_groups": [
-            {"instance_group_name": g.name, "partition_name": g.name}
-            for g in settings.groups
-            if g.node_type == "Compute"
-        ],
-    }
-    login = [g.name for g in settings.groups if g.node_type == "Login"]
-    if login:
-        params["login_group"] = login[0]
-    if fsx_dns and fsx_mount:
-        params["fsx_dns_name"] = fsx_dns
-        params["fsx_mountname"] = fsx_mount
-    return params
+def lifecycle_bucket_name(config: KitConfig, account: str) -> str:
+    """``sagemaker-<prefix>-<stage>-<account>-<region>``: HyperPod's prefix, one per stage, account and region."""
+    name = f"{LIFECYCLE_BUCKET_PREFIX}{config.name_prefix}-{config.stage}-{account}-{config.region}"
+    length = len(name) - len(account) + ACCOUNT_ID_LENGTH if Token.is_unresolved(account) else len(name)
+    if length > S3_BUCKET_NAME_MAX:
+        raise ConfigError(
+            "name_prefix",
+            config.name_prefix,
+            f"a prefix that keeps the Level 4 lifecycle bucket name within {S3_BUCKET_NAME_MAX} characters "
+            f"(it would be {length} with stage {config.stage!r} and region {config.region!r})",
+        )
+    return name
+
+
+def slurm_partitions(group: InstanceGroupSpec) -> list[str] | None:
+    """A compute group's one partition, named after the group (HyperPod also puts its nodes in ``dev``)."""
+    return [group.name] if group.node_type == "Compute" else None
+
+
+def vpc_access_statements(
+    scope: Construct, *, subnet_ids: list[str], security_group_id: str, detach: bool
+) -> list[iam.PolicyStatement]:
+    """The network-interface grants SageMaker needs in the kit's VPC, confined to its subnets and security group."""
+    stack = Stack.of(scope)
+    ec2_arn = f"arn:{stack.partition}:ec2:{stack.region}"
+    subnet_arns = [f"{ec2_arn}:{stack.account}:subnet/{subnet}" for subnet in subnet_ids]
+    interfaces = f"{ec2_arn}:{stack.account}:network-interface/*"
+    statements = [
+        iam.PolicyStatement(sid="DescribeNetworking", actions=list(VPC_DESCRIBE_ACTIONS), resources=["*"]),
+        # CreateNetworkInterface authorizes the new interface, its subnet and its security groups: naming the
+        # kit's subnets and group keeps new interfaces inside them.
+        iam.PolicyStatement(
+            sid="CreateInterfacesInKitSubnets",
+            actions=["ec2:CreateNetworkInterface"],
+            resources=[interfaces, *subnet_arns, f"{ec2_arn}:{stack.account}:security-group/{security_group_id}"],
+        ),
+        iam.PolicyStatement(
+            sid="ManageInterfacesInKitSubnets",
+            actions=[*ENI_MANAGE_ACTIONS, *(["ec2:DetachNetworkInterface"] if detach else [])],
+            resources=[interfaces],
+            conditions={"ArnEquals": {"ec2:Subnet": subnet_arns}},
+        ),
+    ]
+    if detach:
+        # DetachNetworkInterface authorizes the instance too, and HyperPod's instances are not in this account;
+        # the interface side stays confined to the kit's subnets by the statement above.
+        statements.append(
+            iam.PolicyStatement(
+                sid="DetachFromClusterInstances",
+                actions=["ec2:DetachNetworkInterface"],
+                resources=[f"{ec2_arn}:*:instance/*"],
+            )
+        )
+    return statements
 
 
 def cluster_idle_monthly_usd(settings: PretrainSettings, controller_hourly_usd: float) -> float:
@@ -102,7 +159,9 @@ class ClusterNetwork(Construct):
         private_type = ec2.SubnetType.PRIVATE_WITH_EGRESS if nat else ec2.SubnetType.PRIVATE_ISOLATED
         subnets = [ec2.SubnetConfiguration(name="cluster", subnet_type=private_type, cidr_mask=20)]
         if nat:  # a public subnet exists only to hold the NAT gateway
-            subnets.insert(0, ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26))
+            # Listed after the cluster subnets, so turning NAT on or off leaves their CIDR blocks (and with them
+            # the subnets, FSx and the cluster, whose VpcConfig cannot change in place) as they are.
+            subnets.append(ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26))
         flow_logs = log_group(self, "FlowLogs", config)
         self.vpc = ec2.Vpc(
             self,
@@ -140,14 +199,27 @@ class ClusterNetwork(Construct):
 
 
 class ClusterStorage(Construct):
-    """The data/checkpoint bucket, the lifecycle bucket (scripts + provisioning parameters) and optional FSx."""
+    """The data/checkpoint bucket, the lifecycle bucket (the kit's scripts, nothing else) and optional FSx."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, network: ClusterNetwork) -> None:
         super().__init__(scope, construct_id)
+        legacy = sorted(str(p.relative_to(ROOT)) for p in LIFECYCLE_DIR.rglob(LEGACY_SLURM_FILE))
+        if legacy:
+            raise ValueError(
+                f"{', '.join(legacy)}: the cluster configures Slurm through the API, and HyperPod refuses a "
+                f"{LEGACY_SLURM_FILE} next to the lifecycle scripts of such a cluster; delete it"
+            )
         self.data = SecureBucket(self, "Data", config=config, versioned=True).bucket
-        self.lifecycle = SecureBucket(self, "Lifecycle", config=config, versioned=True).bucket
+        # Copies of lifecycle/ from this checkout and nothing else: no versions to keep, and removed with the stack
+        # in every stage (the deployment below empties it first), so its fixed name is free for the next deploy.
+        self.lifecycle = SecureBucket(self, "Lifecycle", config=config, versioned=False).bucket
+        self.lifecycle_bucket_name = lifecycle_bucket_name(config, Stack.of(self).account)
+        lifecycle_bucket = self.lifecycle.node.default_child
+        assert isinstance(lifecycle_bucket, s3.CfnBucket)
+        lifecycle_bucket.bucket_name = self.lifecycle_bucket_name
+        self.lifecycle.apply_removal_policy(RemovalPolicy.DESTROY)
         self.file_system: fsx.CfnFileSystem | None = None
-        fsx_dns = fsx_mount = None
+        self.fsx_mount: sagemaker.CfnCluster.ClusterFsxLustreConfigProperty | None = None
         if config.pretrain.fsx:
             subnet_id = network.cluster_subnets.subnet_ids[0]
             self.file_system = fsx.CfnFileSystem(
@@ -180,15 +252,16 @@ class ClusterStorage(Construct):
                     ),
                 ),
             )
-            fsx_dns, fsx_mount = self.file_system.attr_dns_name, self.file_system.attr_lustre_mount_name
-        self.provisioning_parameters = provisioning_parameters(config, fsx_dns, fsx_mount)
+            # HyperPod mounts it on every node of a group whose InstanceStorageConfigs carry this.
+            self.fsx_mount = sagemaker.CfnCluster.ClusterFsxLustreConfigProperty(
+                dns_name=self.file_system.attr_dns_name,
+                mount_name=self.file_system.attr_lustre_mount_name,
+                mount_path=FSX_MOUNT,
+            )
         self.lifecycle_upload = s3deploy.BucketDeployment(
             self,
             "LifecycleScripts",
-            sources=[
-                s3deploy.Source.asset(str(LIFECYCLE_DIR), exclude=["**/__pycache__", "README.md"]),
-                s3deploy.Source.json_data("provisioning_parameters.json", self.provisioning_parameters),
-            ],
+            sources=[s3deploy.Source.asset(str(LIFECYCLE_DIR), exclude=["**/__pycache__", "README.md"])],
             destination_bucket=self.lifecycle,
             destination_key_prefix=LIFECYCLE_PREFIX,
             prune=True,
@@ -197,6 +270,40 @@ class ClusterStorage(Construct):
         )
         suppress_bucket_deployment(self.lifecycle_upload, self.lifecycle)
         self.lifecycle_uri = f"s3://{self.lifecycle.bucket_name}/{LIFECYCLE_PREFIX}"
+
+
+def instance_group(
+    group: InstanceGroupSpec,
+    *,
+    settings: PretrainSettings,
+    role_arn: str,
+    lifecycle_uri: str,
+    fsx_mount: sagemaker.CfnCluster.ClusterFsxLustreConfigProperty | None,
+) -> sagemaker.CfnCluster.ClusterInstanceGroupProperty:
+    """One instance group as API-driven Slurm declares it: node type, partition, storage (EBS + FSx when on)."""
+    storage = [
+        sagemaker.CfnCluster.ClusterInstanceStorageConfigProperty(
+            ebs_volume_config=sagemaker.CfnCluster.ClusterEbsVolumeConfigProperty(
+                volume_size_in_gb=settings.ebs_volume_gb
+            )
+        )
+    ]
+    if fsx_mount is not None:  # every group, so /fsx is shared by the controller, the login node and the workers
+        storage.append(sagemaker.CfnCluster.ClusterInstanceStorageConfigProperty(fsx_lustre_config=fsx_mount))
+    return sagemaker.CfnCluster.ClusterInstanceGroupProperty(
+        instance_group_name=group.name,
+        instance_type=group.instance_type,
+        instance_count=group.count,
+        execution_role=role_arn,
+        threads_per_core=1,
+        life_cycle_config=sagemaker.CfnCluster.ClusterLifeCycleConfigProperty(
+            source_s3_uri=lifecycle_uri, on_create=LIFECYCLE_ON_CREATE
+        ),
+        instance_storage_configs=storage,
+        slurm_config=sagemaker.CfnCluster.ClusterSlurmConfigProperty(
+            node_type=group.node_type, partition_names=slurm_partitions(group)
+        ),
+    )
 
 
 class HyperPodCluster(Construct):
@@ -214,6 +321,12 @@ class HyperPodCluster(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         settings = config.pretrain
+        subnet_ids = [network.cluster_subnets.subnet_ids[0]]
+        # No aws:SourceArn / aws:SourceAccount: HyperPod documents this role's trust without them, and SageMaker's
+        # confused-deputy page lists no form for cluster instances; a condition the service does not supply
+        # would stop the nodes from assuming the role.
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-prerequisites.html
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html
         self.role = iam.Role(
             self,
             "InstanceRole",
@@ -223,7 +336,8 @@ class HyperPodCluster(Construct):
                 iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSageMakerClusterInstanceRolePolicy")
             ],
         )
-        # The managed policy reads only buckets named sagemaker-*: grant the kit's buckets explicitly.
+        # The bucket's sagemaker- prefix is what HyperPod requires; reading the lifecycle prefix explicitly keeps
+        # node creation independent of the managed policy's bucket pattern.
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadLifecycleScripts",
@@ -238,14 +352,11 @@ class HyperPodCluster(Construct):
                 resources=[storage.data.bucket_arn, storage.data.arn_for_objects("*")],
             )
         )
-        # Cluster instances in a customer VPC attach network interfaces in its subnets.
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="AttachToClusterVpc",
-                actions=[*VPC_ENI_ACTIONS, "ec2:DetachNetworkInterface"],
-                resources=["*"],
-            )
-        )
+        # Cluster instances in a customer VPC attach network interfaces in its subnets; auto-resume detaches them.
+        for statement in vpc_access_statements(
+            self, subnet_ids=subnet_ids, security_group_id=network.security_group.security_group_id, detach=True
+        ):
+            self.role.add_to_policy(statement)
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="TagClusterNetworkInterfaces",
@@ -263,56 +374,45 @@ class HyperPodCluster(Construct):
         suppress(
             self.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "EC2 Describe* and network-interface actions support no resource-level scoping at creation; nodes "
-            "read and write any key of the kit's data bucket (datasets, checkpoints) and the lifecycle prefix.",
+            "EC2 Describe* actions have no resource type; network interfaces are created only in the cluster's "
+            "subnet and security group and managed only there (ec2:Subnet), and the instances they detach from "
+            "belong to HyperPod's account; nodes read and write any key of the kit's data bucket (datasets, "
+            "checkpoints) and read the lifecycle prefix.",
             applies_to=[
                 "Resource::*",
                 f"Resource::{arn_ref(storage.data)}/*",
                 f"Resource::{arn_ref(storage.lifecycle)}/{LIFECYCLE_PREFIX}*",
                 f"Resource::arn:{stack.partition}:ec2:{stack.region}:<AWS::AccountId>:network-interface/*",
+                f"Resource::arn:{stack.partition}:ec2:{stack.region}:*:instance/*",
             ],
         )
 
-        groups = []
-        for group in settings.groups:
-            groups.append(
-                sagemaker.CfnCluster.ClusterInstanceGroupProperty(
-                    instance_group_name=group.name,
-                    instance_type=group.instance_type,
-                    instance_count=group.count,
-                    execution_role=self.role.role_arn,
-                    threads_per_core=1,
-                    life_cycle_config=sagemaker.CfnCluster.ClusterLifeCycleConfigProperty(
-                        source_s3_uri=storage.lifecycle_uri, on_create="on_create.sh"
-                    ),
-                    instance_storage_configs=[
-                        sagemaker.CfnCluster.ClusterInstanceStorageConfigProperty(
-                            ebs_volume_config=sagemaker.CfnCluster.ClusterEbsVolumeConfigProperty(
-                                volume_size_in_gb=settings.ebs_volume_gb
-                            )
-                        )
-                    ],
-                    slurm_config=sagemaker.CfnCluster.ClusterSlurmConfigProperty(
-                        node_type=group.node_type,
-                        partition_names=[group.name] if group.node_type == "Compute" else None,
-                    ),
-                )
+        groups = [
+            instance_group(
+                group,
+                settings=settings,
+                role_arn=self.role.role_arn,
+                lifecycle_uri=storage.lifecycle_uri,
+                fsx_mount=storage.fsx_mount,
             )
+            for group in settings.groups
+        ]
         self.cluster = sagemaker.CfnCluster(
             self,
             "Cluster",
             cluster_name=config.resource_name("hyperpod"),
             orchestrator=sagemaker.CfnCluster.OrchestratorProperty(
-                slurm=sagemaker.CfnCluster.ClusterOrchestratorSlurmConfigProperty(slurm_config_strategy="Managed")
+                slurm=sagemaker.CfnCluster.ClusterOrchestratorSlurmConfigProperty(
+                    slurm_config_strategy=SLURM_CONFIG_STRATEGY
+                )
             ),
             node_recovery="Automatic",
             instance_groups=groups,
             vpc_config=sagemaker.CfnCluster.VpcConfigProperty(
-                security_group_ids=[network.security_group.security_group_id],
-                subnets=[network.cluster_subnets.subnet_ids[0]],
+                security_group_ids=[network.security_group.security_group_id], subnets=subnet_ids
             ),
         )
-        # Scripts and parameters are in S3 before any node runs OnCreate.
+        # The scripts are in S3 and the role can use the VPC before any node starts.
         self.cluster.node.add_dependency(storage.lifecycle_upload)
         self.cluster.node.add_dependency(self.role)
 
@@ -413,6 +513,8 @@ class PretrainJobsStack(Stack):
             suppress_bucket_deployment(upload, self.bucket)
         topic = _notifications(self, config, "training")
 
+        # SageMaker supplies both keys when a training job assumes its role:
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html
         role = iam.Role(
             self,
             "TrainingRole",
@@ -481,14 +583,14 @@ class PretrainJobsStack(Stack):
             )
         )
         vpc_config = network is not None and settings.job_in_cluster_vpc
-        if vpc_config:
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    sid="AttachToClusterVpc",
-                    actions=list(VPC_ENI_ACTIONS),
-                    resources=["*"],
-                )
-            )
+        if vpc_config and network is not None:
+            for statement in vpc_access_statements(
+                self,
+                subnet_ids=network.cluster_subnets.subnet_ids,
+                security_group_id=network.security_group.security_group_id,
+                detach=False,
+            ):
+                role.add_to_policy(statement)
 
         # CreateTrainingJob.sync as a plain ASL task: CDK's SageMakerCreateTrainingJob does not expose
         # CheckpointConfig or managed spot, and the checkpoint sync is what makes resume-after-interruption work.
@@ -635,7 +737,8 @@ class PretrainJobsStack(Stack):
             "AwsSolutions-IAM5",
             "Training jobs read code and data and write checkpoints and the model under fixed prefixes of the "
             "kit's bucket, log to SageMaker's own log groups, and publish metrics under /aws/sagemaker/*; ECR's "
-            "login token and metric publishing have no resource-level scoping.",
+            "login token, metric publishing and EC2 Describe* have no resource-level scoping; in the cluster VPC "
+            "they manage network interfaces only in its subnets (ec2:Subnet).",
             applies_to=[
                 "Resource::*",
                 *(
@@ -643,6 +746,11 @@ class PretrainJobsStack(Stack):
                     for p in (CODE_PREFIX, DATA_PREFIX, "checkpoints/", "output/")
                 ),
                 f"Resource::arn:{self.partition}:logs:{self.region}:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs*",
+                *(
+                    [f"Resource::arn:{self.partition}:ec2:{self.region}:<AWS::AccountId>:network-interface/*"]
+                    if vpc_config
+                    else []
+                ),
             ],
         )
         suppress(

