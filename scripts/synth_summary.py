@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a script (make synth): make the checkout
 from kit import KitError
 from kit.costs import PriceTable, analyze_stack, load_prices
 from kit.templates import read_assembly
+from stacks.updates import new_stack_keys
 
 PRICE_REGION = "us-east-1"
 
@@ -51,6 +52,11 @@ def main(argv: list[str]) -> int:
     print("\nSynthesized stacks (idle cost: what the stack bills per month with no traffic):")
     for line in lines:
         print("  " + line)
+    print(
+        "On a deployed stack, changing "
+        + ", ".join(new_stack_keys())
+        + " needs a new stack (destroy, then deploy); README's configuration table says what every other key replaces."
+    )
     if any("unclassified" in line for line in lines):
         print("idle cost unclassified: price the type in kit/costs.py and kit/prices.json", file=sys.stderr)
         return 1

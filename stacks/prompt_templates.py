@@ -21,6 +21,7 @@ from stacks.shared.registry import StringRule, resource_schema
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
+
 def _variable_rule() -> StringRule:
     """The rule for an input variable's name, as AWS::Bedrock::Prompt's registry schema states it."""
     schema = resource_schema("AWS::Bedrock::Prompt") or {}

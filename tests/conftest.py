@@ -129,8 +129,8 @@ def prod_extremes(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "hp_nat_gateways": 3,
         "hp_login_instance_type": "ml.m5.xlarge",
         "hp_compute_groups": [
-            {"name": "g" * 63, "instance_type": "ml.p5.48xlarge", "count": 100},
-            {"name": "cpu", "instance_type": "ml.c5.18xlarge", "count": 100},
+            {"name": "g" * 63, "instance_type": "ml.g5.8xlarge", "count": 100},
+            {"name": "cpu", "instance_type": "ml.m5.xlarge", "count": 100},
         ],
         "hp_ebs_volume_gb": 16384,
         "hp_fsx": True,

@@ -80,3 +80,9 @@ def test_template_call_builds_the_variables_body() -> None:
     method, url, body = build_call(parse_args(["--url", URL, "template", "summarize", "audience=ops", "text=a=b"]))
     assert (method, url) == ("POST", URL.rstrip("/") + "/templates/summarize")
     assert body == {"variables": {"audience": "ops", "text": "a=b"}}
+
+
+def test_synth_summary_says_which_changes_need_a_new_stack(sandbox: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth_summary.py", str(sandbox.assembly_dir)]) == 0
+    closing = capsys.readouterr().out.strip().splitlines()[-1]
+    assert closing.startswith("On a deployed stack, changing stage, name_prefix, region, account needs a new stack")

@@ -1,0 +1,93 @@
+"""What changing each configuration key does to a deployed stack: one table, read by `make synth` and the README test.
+
+Three answers: "in place" (CloudFormation updates the stack, nothing that holds data is replaced),
+"replaces: <what>" (the update works but replaces resources that hold data; the README says what to do after),
+and "new stack" (destroy the stack and deploy it again: the change renames everything, moves it to another
+account or region, or changes the type of a resource, which CloudFormation refuses on update).
+tests/infra/test_update_safety.py synthesizes each change and checks the table against what CloudFormation
+would do, from the createOnlyProperties of each resource type's registry schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+IN_PLACE = "in place"
+NEW_STACK = "new stack"
+REPLACES = "replaces: "
+
+UPDATES: Mapping[str, str] = {
+    "stage": NEW_STACK,
+    "name_prefix": NEW_STACK,
+    "region": NEW_STACK,
+    "account": NEW_STACK,
+    "text_model_id": IN_PLACE,
+    "text_temperature": IN_PLACE,
+    "text_max_tokens": IN_PLACE,
+    "guardrail_content_filter_strength": IN_PLACE,
+    "guardrail_prompt_attack_strength": IN_PLACE,
+    "guardrail_pii_anonymize": IN_PLACE,
+    "guardrail_pii_block": IN_PLACE,
+    "guardrail_deny_investment_advice": IN_PLACE,
+    "api_throttle_rate": IN_PLACE,
+    "api_throttle_burst": IN_PLACE,
+    "log_retention_days": IN_PLACE,
+    "tags": REPLACES
+    + "collection, vector index, knowledge base, data source (OpenSearch Serverless only; re-index with kit l2 sync)",
+    "rag_vector_store": REPLACES
+    + "vector bucket, vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_embedding_model_id": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_embedding_dimensions": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_chunking": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_chunk_max_tokens": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_chunk_overlap_percent": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_hierarchical_parent_tokens": REPLACES
+    + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_hierarchical_child_tokens": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_hierarchical_overlap_tokens": REPLACES
+    + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_semantic_buffer_size": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_semantic_breakpoint_percentile": REPLACES
+    + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "rag_documents_prefix": IN_PLACE,
+    "rag_sample_corpus": IN_PLACE,
+    "rag_sync_interval_minutes": IN_PLACE,
+    "rag_max_results": IN_PLACE,
+    "rag_opensearch_standby_replicas": REPLACES
+    + "collection, vector index, knowledge base, data source (re-index with kit l2 sync)",
+    "ft_base_model_id": IN_PLACE,
+    "ft_customization_type": IN_PLACE,
+    "ft_hyperparameters": IN_PLACE,
+    "ft_deploy": IN_PLACE,
+    "ft_provisioned_hours": IN_PLACE,
+    "ft_max_job_hours": IN_PLACE,
+    "ft_poll_minutes": IN_PLACE,
+    "hp_nat_gateways": IN_PLACE,
+    "hp_controller_instance_type": IN_PLACE,
+    "hp_login_instance_type": IN_PLACE,
+    "hp_compute_groups": IN_PLACE,
+    "hp_ebs_volume_gb": IN_PLACE,
+    "hp_fsx": IN_PLACE,
+    "hp_fsx_throughput": IN_PLACE,
+    "tj_instance_type": IN_PLACE,
+    "tj_instance_count": IN_PLACE,
+    "tj_max_runtime_hours": IN_PLACE,
+    "tj_spot": IN_PLACE,
+    "tj_max_wait_hours": IN_PLACE,
+    "tj_in_cluster_vpc": IN_PLACE,
+    "invocation_logging": IN_PLACE,
+    "powertools_layer_version": IN_PLACE,
+    "alarm_email": IN_PLACE,
+}
+
+
+def replaced_words(stated: str) -> set[str]:
+    """The data-holding resources a "replaces: a, b (note)" answer names."""
+    if not stated.startswith(REPLACES):
+        return set()
+    names = stated.removeprefix(REPLACES).split("(", 1)[0]
+    return {name.strip() for name in names.replace(" and ", ", ").split(",") if name.strip()}
+
+
+def new_stack_keys() -> list[str]:
+    return [key for key, stated in UPDATES.items() if stated == NEW_STACK]

@@ -1,0 +1,195 @@
+"""Update safety: every documented configuration change either applies to a deployed stack or is said to need a new one.
+
+For each kit key, the app is synthesized with the default and with a changed value, and the effect on each
+stack is computed from the registry schemas' createOnlyProperties (tests/infra/update_safety.py). The README's
+configuration table states the effect per key in its "On a deployed stack" column, written from
+stacks/updates.py (the same table `make synth` prints). A row fails when a replaced resource keeps its
+explicit name, when a logical id changes type, or when data-holding resources are replaced or removed and
+the row does not name exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.config import DEFAULTS
+from stacks.updates import IN_PLACE, NEW_STACK, UPDATES, replaced_words
+from tests.conftest import ROOT, cdk_json_context
+from tests.infra.update_safety import UpdateEffect, update_effect
+
+# key -> (the configuration the change is made on, the changed value). The base turns on what the key
+# acts on, so that the change is not a no-op (hierarchical settings are tested with hierarchical chunking).
+CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
+    "stage": ({}, "prod"),
+    "name_prefix": ({}, "kit2"),
+    "region": ({}, "us-west-2"),
+    "account": ({}, "123456789012"),
+    "text_model_id": ({}, "us.amazon.nova-lite-v1:0"),
+    "text_temperature": ({}, 0.2),
+    "text_max_tokens": ({}, 1024),
+    "guardrail_content_filter_strength": ({}, "MEDIUM"),
+    "guardrail_prompt_attack_strength": ({}, "MEDIUM"),
+    "guardrail_pii_anonymize": ({}, ["EMAIL"]),
+    "guardrail_pii_block": ({}, ["US_SOCIAL_SECURITY_NUMBER"]),
+    "guardrail_deny_investment_advice": ({}, False),
+    "api_throttle_rate": ({}, 50),
+    "api_throttle_burst": ({}, 100),
+    "log_retention_days": ({}, 30),
+    "powertools_layer_version": ({}, 37),
+    "alarm_email": ({}, "ops@example.com"),
+    # Tags are create-only on an OpenSearch Serverless collection: the stricter store is the base.
+    "tags": ({"rag_vector_store": "opensearch-serverless"}, {"owner": "team"}),
+    "rag_vector_store": ({}, "opensearch-serverless"),
+    "rag_embedding_model_id": ({}, "cohere.embed-english-v3"),
+    "rag_embedding_dimensions": ({}, 512),
+    "rag_chunking": ({}, "hierarchical"),
+    "rag_chunk_max_tokens": ({}, 500),
+    "rag_chunk_overlap_percent": ({}, 10),
+    "rag_hierarchical_parent_tokens": ({"rag_chunking": "hierarchical"}, 2000),
+    "rag_hierarchical_child_tokens": ({"rag_chunking": "hierarchical"}, 200),
+    "rag_hierarchical_overlap_tokens": ({"rag_chunking": "hierarchical"}, 40),
+    "rag_semantic_buffer_size": ({"rag_chunking": "semantic"}, 1),
+    "rag_semantic_breakpoint_percentile": ({"rag_chunking": "semantic"}, 90),
+    "rag_documents_prefix": ({}, "kb/"),
+    "rag_sample_corpus": ({}, False),
+    "rag_sync_interval_minutes": ({}, 10),
+    "rag_max_results": ({}, 8),
+    "rag_opensearch_standby_replicas": ({"rag_vector_store": "opensearch-serverless"}, True),
+    "ft_base_model_id": ({}, "amazon.nova-lite-v1:0:300k"),
+    "ft_customization_type": ({}, "CONTINUED_PRE_TRAINING"),
+    "ft_hyperparameters": ({}, {"epochCount": "3", "learningRate": "0.00001"}),
+    "ft_deploy": ({}, "provisioned"),
+    "ft_provisioned_hours": ({"ft_deploy": "provisioned"}, 4),
+    "ft_max_job_hours": ({}, 12),
+    "ft_poll_minutes": ({}, 5),
+    "hp_nat_gateways": ({}, 0),
+    "hp_controller_instance_type": ({}, "ml.m5.xlarge"),
+    "hp_login_instance_type": ({}, "ml.t3.medium"),
+    "hp_compute_groups": ({}, [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 2}]),
+    "hp_ebs_volume_gb": ({}, 200),
+    "hp_fsx": ({}, True),
+    "hp_fsx_throughput": ({"hp_fsx": True}, 250),
+    "tj_instance_type": ({}, "ml.g5.2xlarge"),
+    "tj_instance_count": ({}, 4),
+    "tj_max_runtime_hours": ({}, 8),
+    "tj_spot": ({}, True),
+    "tj_max_wait_hours": ({"tj_spot": True}, 12),
+    "tj_in_cluster_vpc": ({}, True),
+    "invocation_logging": ({}, True),
+}
+
+README = ROOT / "README.md"
+_SYNTHS: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def templates(overrides: Mapping[str, Any], tmp_dir: Path) -> dict[str, dict[str, Any]]:
+    """Templates by stack id for the cdk.json context plus ``overrides`` (no cdk-nag; cached per test session)."""
+    cache_key = json.dumps(overrides, sort_keys=True)
+    if cache_key not in _SYNTHS:
+        import aws_cdk as cdk
+
+        from app import build_app
+
+        outdir = tmp_dir / f"synth-{len(_SYNTHS)}"
+        app, _ = build_app({**cdk_json_context(), **overrides}, outdir=str(outdir), nag=False)
+        assembly = app.synth()
+        _SYNTHS[cache_key] = {
+            child.node.id: assembly.get_stack_artifact(child.artifact_id).template
+            for child in app.node.children
+            if isinstance(child, cdk.Stack)
+        }
+    return _SYNTHS[cache_key]
+
+
+def problems(key: str, stated: str, effect: UpdateEffect) -> list[str]:
+    """What is wrong with the stated behaviour of ``key`` given the computed effect."""
+    if stated == NEW_STACK:
+        return []  # the README and `make synth` tell the user to destroy and deploy again
+    found = [f"{key}: CloudFormation refuses a type change: {change}" for change in effect.type_changes]
+    found += [f"{key}: name collision on replacement: {collision}" for collision in effect.collisions]
+    lost = effect.lost_data
+    if stated == IN_PLACE and lost:
+        found.append(f"{key}: said 'in place' but replaces or removes {sorted(lost)}")
+    elif stated != IN_PLACE and lost != replaced_words(stated):
+        found.append(f"{key}: said {stated!r} but replaces or removes {sorted(lost) or 'nothing that holds data'}")
+    return found
+
+
+def test_every_key_has_a_change_and_a_stated_behaviour() -> None:
+    assert set(CHANGES) == set(DEFAULTS)
+    assert set(UPDATES) == set(DEFAULTS)
+
+
+@pytest.mark.parametrize("key", sorted(CHANGES))
+def test_a_documented_change_applies_to_a_deployed_stack(key: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    stated = UPDATES[key]
+    if stated == NEW_STACK:
+        pytest.skip(f"{key}: documented as needing a new stack")
+    tmp_dir = tmp_path_factory.getbasetemp()
+    base, changed = CHANGES[key]
+    before = templates(base, tmp_dir)
+    after = templates({**base, key: changed}, tmp_dir)
+    assert problems(key, stated, update_effect(before, after)) == []
+
+
+def _readme_column() -> dict[str, str]:
+    """key -> the README's "On a deployed stack" cell, for every key named in the configuration table."""
+    section = README.read_text().split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    column: dict[str, str] = {}
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        keys = re.findall(r"`([a-z_]+)`", cells[0])
+        for name in keys:
+            full = name if name in DEFAULTS else _expand(name, keys[0])
+            column[full] = cells[-1]
+    return column
+
+
+def _expand(short: str, first: str) -> str:
+    """`rag_hierarchical_parent_tokens` / `_child_tokens`: a cell may abbreviate the keys after the first."""
+    stem = first.rsplit("_", 2)[0] if short.startswith("_") else ""
+    return stem + short
+
+
+def test_readme_states_each_keys_update_behaviour_as_the_table_does() -> None:
+    column = _readme_column()
+    assert set(column) == set(DEFAULTS)
+    assert {key: cell for key, cell in column.items()} == {key: UPDATES[key] for key in column}
+
+
+def test_the_guard_sees_collisions_type_changes_and_lost_data() -> None:
+    # Canary: a data source replaced (chunking is create-only) under the same name, and a type change.
+    def data_source(chunking: str, name: str) -> dict[str, Any]:
+        return {
+            "Type": "AWS::Bedrock::DataSource",
+            "Properties": {
+                "Name": name,
+                "KnowledgeBaseId": "kb",
+                "DataSourceConfiguration": {"Type": "S3"},
+                "VectorIngestionConfiguration": {"ChunkingConfiguration": {"ChunkingStrategy": chunking}},
+            },
+        }
+
+    old = {"S": {"Resources": {"Ds": data_source("NONE", "docs"), "Ix": {"Type": "AWS::S3Vectors::Index"}}}}
+    new = {
+        "S": {
+            "Resources": {"Ds": data_source("FIXED_SIZE", "docs"), "Ix": {"Type": "AWS::OpenSearchServerless::Index"}}
+        }
+    }
+    effect = update_effect(old, new)
+    assert effect.collisions == ["S/Ds (AWS::Bedrock::DataSource) is replaced but keeps Name='docs'"]
+    assert effect.type_changes == ["S/Ix: AWS::S3Vectors::Index -> AWS::OpenSearchServerless::Index"]
+    assert problems("k", "replaces: data source", effect) != []
+    # A new name per chunking configuration removes the collision; the lost data source is still reported.
+    renamed = {"S": {"Resources": {"Ds": data_source("FIXED_SIZE", "docs-2"), "Ix": old["S"]["Resources"]["Ix"]}}}
+    effect = update_effect(old, renamed)
+    assert effect.collisions == [] and effect.lost_data == {"data source"}
+    assert problems("k", IN_PLACE, effect) == ["k: said 'in place' but replaces or removes ['data source']"]
+    assert problems("k", "replaces: data source", effect) == []
