@@ -4,8 +4,8 @@ caller (SigV4) ──► API Gateway REST (IAM auth, validation, throttling, acc
                        │  POST /prompt · GET /templates · POST /templates/{name}
                        ▼
                    Lambda (Powertools) ──► Bedrock Converse (model or inference profile)
-                       │                     ├─ Guardrail version on every call
-                       │                     └─ Prompt Management versions for templates
+                       │                     ├─ Guardrail version on every call (judges the caller's text only)
+                       │                     └─ templates: Prompt Management versions (GetPrompt), rendered
                        └──► CloudWatch metrics/logs ──► alarms ──► SNS topic
 """
 
@@ -106,13 +106,16 @@ class PromptCatalog(Construct):
         """The PROMPT_CATALOG the function reads: name -> version ARN, description, variables."""
         return self._catalog_json(lambda name: self.versions[name].attr_arn)
 
-    def grant_run(self, role: iam.Role) -> None:
-        """Converse with a prompt version ARN as modelId needs InvokeModel and RenderPrompt on the prompt."""
+    def grant_read(self, role: iam.Role) -> None:
+        """The function reads each prompt version (GetPrompt) and renders it itself, so that the guardrail
+        judges only the caller's values (guardContent blocks); the call then goes to the configured model, which
+        ``grant_invoke_model`` covers. Converse with a prompt ARN as modelId (InvokeModel/RenderPrompt on the
+        prompt) is not used. GetPrompt is authorized on the prompt and its version (Service Authorization
+        Reference: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html).
+        """
         resources = [p.attr_arn for p in self.prompts.values()] + [v.attr_arn for v in self.versions.values()]
         role.add_to_policy(
-            iam.PolicyStatement(
-                sid="RunManagedPrompts", actions=["bedrock:InvokeModel", "bedrock:RenderPrompt"], resources=resources
-            )
+            iam.PolicyStatement(sid="ReadManagedPrompts", actions=["bedrock:GetPrompt"], resources=resources)
         )
 
 
@@ -159,7 +162,7 @@ class PromptEngineeringStack(Stack):
         )
         grant_invoke_model(handler.role, config.text_model)
         guardrail.grant_apply(handler.role)
-        catalog.grant_run(handler.role)
+        catalog.grant_read(handler.role)
 
         rest = RestApi(self, "PromptApi", config=config, description="Level 1: prompts and managed templates")
         body = rest.body_model("JsonObjectBody", JSON_OBJECT_BODY)

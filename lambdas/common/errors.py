@@ -1,20 +1,31 @@
 """The kit's error contract: one exception hierarchy, one JSON shape, one AWS-error mapping.
 
-Every error a caller sees is ``{"error": {"code": str, "message": str, "field"?: str}}``.
+Every error a caller sees is ``{"error": {"code": str, "message": str, "field"?: str}}``. Every message has
+AWS account ids redacted (``redact``), whether it was built from an AWS error, an ARN or the caller's input.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
-TIMEOUT_ERRORS: tuple[type[Exception], ...] = (ReadTimeoutError, ConnectTimeoutError)
+
+class DeadlineExceeded(Exception):
+    """No attempt of an AWS call fits in the time the function has left (answered as a timeout, 504)."""
+
+
+TIMEOUT_ERRORS: tuple[type[Exception], ...] = (ReadTimeoutError, ConnectTimeoutError, DeadlineExceeded)
 
 MAX_MESSAGE_CHARS = 500
 RETRY_AFTER_THROTTLED_S = 2
 RETRY_AFTER_UNAVAILABLE_S = 5
+RETRY_AFTER_TIMEOUT_S = 5
+# An AWS account id: 12 digits standing alone (in an ARN, "account 123456789012", an STS caller...).
+ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
+ACCOUNT_ID_SHOWN = "<account-id>"
 
 THROTTLING_CODES = frozenset({"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"})
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailableException", "ModelNotReadyException", "InternalServerException"})
@@ -36,6 +47,7 @@ class ApiError(Exception):
         retry_after: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
@@ -150,6 +162,11 @@ class UpstreamUnavailableError(ApiError):
     default_code = "upstream_unavailable"
 
 
+def redact(text: str) -> str:
+    """``text`` with every AWS account id replaced: a caller never sees the account behind an ARN."""
+    return ACCOUNT_ID.sub(ACCOUNT_ID_SHOWN, text)
+
+
 def trim(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """Collapse whitespace and cut ``text`` to ``limit`` characters."""
     flat = " ".join(str(text).split())
@@ -180,7 +197,10 @@ def from_aws_error(
 ) -> ApiError | None:
     """Map a botocore exception raised by a Bedrock call to the kit's ApiError; None if it is unexpected."""
     if isinstance(exc, TIMEOUT_ERRORS):
-        return ModelTimeoutError(f"The model '{resource}' did not answer in time. Retry with a shorter request.")
+        return ModelTimeoutError(
+            f"The model '{resource}' did not answer in time. Retry with a shorter request.",
+            retry_after=RETRY_AFTER_TIMEOUT_S,
+        )
     code = aws_error_code(exc) or ""
     if code in THROTTLING_CODES:
         return ThrottledError(
@@ -208,7 +228,9 @@ def _denied(exc: BaseException, resource: str, hint: str) -> ApiError:
 
 
 def _model_timeout(exc: BaseException, resource: str, hint: str) -> ApiError:
-    return ModelTimeoutError(f"The model '{resource}' timed out. Retry with a shorter request.")
+    return ModelTimeoutError(
+        f"The model '{resource}' timed out. Retry with a shorter request.", retry_after=RETRY_AFTER_TIMEOUT_S
+    )
 
 
 def _not_found(exc: BaseException, resource: str, hint: str) -> ApiError:

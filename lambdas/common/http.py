@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 from aws_lambda_powertools.event_handler import Response
 
-from common.errors import ApiError, BadRequestError, ConfigurationError, is_retryable_aws_error
+from common.errors import ApiError, BadRequestError, ConfigurationError, DeadlineExceeded, is_retryable_aws_error
 
 T = TypeVar("T")
 
@@ -168,17 +168,32 @@ def env_json_object(name: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential back-off with full jitter, bounded by attempts and by the Lambda deadline."""
+    """Exponential back-off with full jitter, bounded by attempts and by the Lambda deadline.
+
+    An attempt may last up to ``connect_timeout_s`` plus its read timeout, and ``safety_margin_ms`` must be
+    left after it to map the outcome and send the answer. So an attempt's read timeout is the time left minus
+    both (``read_timeout_s``), at most the clients' ``max_read_timeout_s``; an attempt with less than
+    ``min_read_timeout_s`` is not started, and a retry is not started unless it has at least as long as the
+    attempt before it took. Keep ``connect_timeout_s`` and ``max_read_timeout_s`` equal to the clients' config.
+    """
 
     max_attempts: int = 3
     base_delay_s: float = 0.25
     max_delay_s: float = 2.0
-    safety_margin_ms: int = 3000  # time that must still remain after a back-off to try again
+    safety_margin_ms: int = 1000  # kept after the last attempt: map the outcome, log, send the response
+    connect_timeout_s: int = 3
+    max_read_timeout_s: int = 20
+    min_read_timeout_s: int = 1
 
     def backoff_s(self, attempt: int, rand: Callable[[], float]) -> float:
         """Full jitter: uniform in [0, min(max_delay, base * 2**(attempt-1))]."""
         cap: float = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
         return rand() * cap
+
+    def read_timeout_s(self, remaining_ms: float) -> int:
+        """Whole seconds an attempt starting with ``remaining_ms`` left may wait for its answer (0: none fits)."""
+        budget_s = (remaining_ms - self.safety_margin_ms) / 1000 - self.connect_timeout_s
+        return max(0, min(self.max_read_timeout_s, math.floor(budget_s)))
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
@@ -187,6 +202,26 @@ DEFAULT_RETRY_POLICY = RetryPolicy()
 def sleep(seconds: float) -> None:
     """Back-off sleep (an indirection tests replace)."""
     time.sleep(seconds)
+
+
+def call_with_deadline(
+    fn: Callable[[int], T],
+    *,
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    remaining_ms: Callable[[], int] | None = None,
+    retryable: Callable[[BaseException], bool] = is_retryable_aws_error,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Call ``fn(read_timeout_s)``, retrying retryable errors while attempts and the deadline allow.
+
+    ``fn`` makes one attempt that waits at most ``read_timeout_s`` seconds for its answer (a client built
+    with that read timeout, e.g. ``common.clients.bounded_client``). With ``remaining_ms`` (the Lambda
+    context's ``get_remaining_time_in_millis``) every attempt fits in the time left: the first raises
+    DeadlineExceeded (a 504) when none fits, and a retry that would not fit is not made, the last error is
+    raised instead (a 429 or 503 with Retry-After). So the function always answers before its own timeout.
+    """
+    return _retry(fn, policy, remaining_ms, retryable, on_retry, rand, bounded=True)
 
 
 def call_with_retry(
@@ -198,17 +233,47 @@ def call_with_retry(
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     rand: Callable[[], float] = random.random,
 ) -> T:
-    """Call ``fn``, retrying retryable errors while attempts and deadline allow; re-raise the last one."""
+    """Call ``fn``, retrying retryable errors while attempts and the deadline allow; re-raise the last one.
+
+    ``fn`` cannot bound its own attempt, so the first attempt is always made; a retry is made only when an
+    attempt with the clients' full timeouts (``policy``) still fits. Prefer ``call_with_deadline``.
+    """
+    return _retry(lambda _read_timeout_s: fn(), policy, remaining_ms, retryable, on_retry, rand, bounded=False)
+
+
+def _retry(
+    fn: Callable[[int], T],
+    policy: RetryPolicy,
+    remaining_ms: Callable[[], int] | None,
+    retryable: Callable[[BaseException], bool],
+    on_retry: Callable[[int, BaseException, float], None] | None,
+    rand: Callable[[], float],
+    *,
+    bounded: bool,
+) -> T:
     attempt = 1
+    read_s = policy.max_read_timeout_s if remaining_ms is None else policy.read_timeout_s(remaining_ms())
+    if bounded and read_s < policy.min_read_timeout_s:
+        raise DeadlineExceeded("no attempt fits in the time the function has left")
+    if not bounded:
+        read_s = policy.max_read_timeout_s
     while True:
+        started_ms = remaining_ms() if remaining_ms is not None else 0
         try:
-            return fn()
+            return fn(read_s)
         except Exception as exc:
             if attempt >= policy.max_attempts or not retryable(exc):
                 raise
             delay = policy.backoff_s(attempt, rand)
-            if remaining_ms is not None and remaining_ms() - delay * 1000 < policy.safety_margin_ms:
-                raise
+            if remaining_ms is not None:
+                now_ms = remaining_ms()
+                took_s = max(0, started_ms - now_ms) / 1000
+                next_s = policy.read_timeout_s(now_ms - delay * 1000)
+                needed_s = max(policy.min_read_timeout_s, took_s, 0 if bounded else policy.max_read_timeout_s)
+                if next_s < needed_s:
+                    raise
+                if bounded:
+                    read_s = next_s
             if on_retry is not None:
                 on_retry(attempt, exc, delay)
             sleep(delay)

@@ -109,7 +109,7 @@ def install_error_handlers(
         method, path = app.current_event.http_method.upper(), app.current_event.path
         shown = trim(path, SHOWN_CHARS)
         allowed = [verb for verb, pattern in patterns if pattern.match(path)]
-        if allowed:
+        if allowed and method not in allowed:
             message = f"Method {method} is not allowed on {shown}. Allowed: {', '.join(allowed)}."
             return error_response(MethodNotAllowedError(message, headers={"Allow": ", ".join(allowed)}))
         return error_response(
@@ -117,9 +117,36 @@ def install_error_handlers(
         )
 
 
+# A ``<name>`` path parameter matches one whole path segment, whatever its characters (tabs, emoji, quotes...),
+# as API Gateway's ``{name}`` does; Powertools' own pattern accepts only some characters, so a name outside them
+# fell through to the not-found handler and was answered 405 instead of reaching the route.
+SEGMENT = "[^/]+"
+_PARAMETER = re.compile(r"<(\w+)>")
+
+
 def route_pattern(path: str) -> re.Pattern[str]:
-    """The regex of a route path, each ``<name>`` parameter matching one path segment."""
-    return re.compile("^" + "[^/]+".join(re.escape(part) for part in re.split(r"<\w+>", path)) + "$")
+    """The regex of a route path (without trailing slashes), each ``<name>`` matching one path segment.
+
+    Matched whole (``\\Z``, not ``$``, which would also accept a trailing newline).
+    """
+    parts = _PARAMETER.split(path)  # literal, name, literal, name, ..., literal
+    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>{SEGMENT})" for i, part in enumerate(parts))
+    return re.compile(f"^{regex}/*\\Z")
+
+
+class KitRestResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver whose ``<name>`` parameters match any one path segment (``route_pattern``).
+
+    The route a request reaches and the 404/405 decision of ``install_error_handlers`` use the same pattern,
+    so a path the API routes to the function never gets a 405 for the method the route has.
+    """
+
+    @staticmethod
+    def _compile_regex(rule: str, base_regex: str = "^{}/*$") -> re.Pattern[str]:
+        if rule.startswith("/"):  # a route path; Powertools' internal catch-all rules (".*") keep its own regex
+            return route_pattern(rule)
+        compiled: re.Pattern[str] = APIGatewayRestResolver._compile_regex(rule, base_regex)
+        return compiled
 
 
 def shown_route(path: str) -> str:

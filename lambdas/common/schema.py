@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from common.errors import BadRequestError
@@ -136,9 +137,37 @@ def _validate_string(text: str, schema: Mapping[str, Any], field: str) -> None:
             f"'{field}' must be {describe(schema)} (got {len(text)}).", code="invalid_length", field=field
         )
     pattern = schema.get("pattern")
-    if pattern is not None and re.search(pattern, text) is None:
+    if pattern is not None and compile_pattern(pattern).search(text) is None:
         wording = _PATTERN_WORDS.get(pattern, f"match the pattern {pattern}")
         raise BadRequestError(f"'{field}' must {wording}.", code="invalid_value", field=field)
+
+
+@lru_cache(maxsize=64)
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema ``pattern`` as JSON Schema (ECMA 262) means it: ``$`` is the end of the text.
+
+    In Python ``$`` also matches before a trailing newline, so ``^[a-z]+$`` would accept ``"abc\\n"``; every
+    unescaped ``$`` outside a character class becomes ``\\Z`` (the very end). Like JSON Schema, a pattern is
+    searched, not implicitly anchored.
+    """
+    out: list[str] = []
+    escaped, in_class, class_chars = False, False, 0  # class_chars: members seen so far in a [...] class
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            # "]" closes the class unless it is its first member ("[]a]", "[^]a]")
+            in_class = char != "]" or class_chars == 0
+            class_chars += 0 if (char == "^" and class_chars == 0 and out[-1] == "[") else 1
+        elif char == "[":
+            in_class, class_chars = True, 0
+        elif char == "$":
+            out.append(r"\Z")
+            continue
+        out.append(char)
+    return re.compile("".join(out))
 
 
 def _validate_number(number: float, schema: Mapping[str, Any], field: str) -> None:

@@ -1,4 +1,8 @@
-"""Amazon Bedrock Converse: the lazy client, request building and response reading."""
+"""Amazon Bedrock: the lazy clients, the managed prompts, Converse request building and response reading.
+
+Every call is deadline-aware (``common.http.call_with_deadline``): an attempt waits for its answer no longer
+than the function has left, so the caller always gets one of the kit's statuses before the function's timeout.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,54 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from common.http import call_with_retry
-from prompt_api.settings import Settings, Template
+from common.clients import bounded_client, client_config
+from common.errors import ModelAccessDeniedError, aws_error_code
+from common.http import RetryPolicy, call_with_deadline
+from prompt_api import prompts
+from prompt_api.prompts import ManagedPrompt
+from prompt_api.settings import Settings
 from prompt_api.validation import PromptRequest
 
 GUARDRAIL_INTERVENED = "guardrail_intervened"
-CLIENT_CONFIG: dict[str, Any] = {
-    # One attempt per call: botocore's "max_attempts" counts *retries* (1 would mean 2 attempts); the kit
-    # retries itself, deadline-aware (common.http.call_with_retry).
-    "retries": {"total_max_attempts": 1, "mode": "standard"},
-    "connect_timeout": 3,
-    "read_timeout": 20,
-}
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 20
+# One attempt per call (botocore's "max_attempts" would count *retries*); the kit retries itself.
+CLIENT_CONFIG: dict[str, Any] = client_config(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+RETRY_POLICY = RetryPolicy(connect_timeout_s=CONNECT_TIMEOUT_S, max_read_timeout_s=READ_TIMEOUT_S)
 _ACTION_RANK = {"NONE": 0, "ANONYMIZED": 1, "BLOCKED": 2}
+_PROMPT_CACHE: dict[str, ManagedPrompt] = {}  # prompt version ARN -> prompt; a version never changes
 
 
 @lru_cache(maxsize=1)
 def get_bedrock_client() -> Any:
-    """The bedrock-runtime client, created on first use (boto3 is imported here, not at module import)."""
+    """The bedrock-runtime client with the full timeouts, created on first use (boto3 is imported there)."""
     import boto3
     from botocore.config import Config
 
     return boto3.client("bedrock-runtime", config=Config(**CLIENT_CONFIG))
+
+
+@lru_cache(maxsize=1)
+def get_agent_client() -> Any:
+    """The bedrock-agent client (Prompt Management) with the full timeouts, created on first use."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("bedrock-agent", config=Config(**CLIENT_CONFIG))
+
+
+def runtime_client(read_timeout_s: int) -> Any:
+    """A bedrock-runtime client that waits at most ``read_timeout_s`` for an answer."""
+    if read_timeout_s >= READ_TIMEOUT_S:
+        return get_bedrock_client()
+    return bounded_client("bedrock-runtime", CONNECT_TIMEOUT_S, read_timeout_s)
+
+
+def agent_client(read_timeout_s: int) -> Any:
+    """A bedrock-agent client that waits at most ``read_timeout_s`` for an answer."""
+    if read_timeout_s >= READ_TIMEOUT_S:
+        return get_agent_client()
+    return bounded_client("bedrock-agent", CONNECT_TIMEOUT_S, read_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -68,8 +98,17 @@ def guardrail_config(settings: Settings) -> dict[str, str]:
     }
 
 
+def guarded(text: str) -> dict[str, Any]:
+    """A content block the guardrail evaluates (input tagging); the model reads it like any text."""
+    return {"guardContent": {"text": {"text": text}}}
+
+
 def prompt_request(settings: Settings, request: PromptRequest) -> dict[str, Any]:
-    """Converse parameters for POST /prompt."""
+    """Converse parameters for POST /prompt.
+
+    The caller wrote the prompt and the system text, so both are guard content: the guardrail evaluates all of
+    what the caller supplied, the system text included.
+    """
     inference: dict[str, Any] = {
         "temperature": float(request.temperature if request.temperature is not None else settings.default_temperature),
         "maxTokens": request.max_tokens if request.max_tokens is not None else settings.default_max_tokens,
@@ -78,35 +117,80 @@ def prompt_request(settings: Settings, request: PromptRequest) -> dict[str, Any]
         inference["topP"] = float(request.top_p)
     params: dict[str, Any] = {
         "modelId": settings.model_id,
-        "messages": [{"role": "user", "content": [{"text": request.prompt}]}],
+        "messages": [{"role": "user", "content": [guarded(request.prompt)]}],
         "inferenceConfig": inference,
         "guardrailConfig": guardrail_config(settings),
     }
     if request.system and request.system.strip():
-        params["system"] = [{"text": request.system}]
+        params["system"] = [guarded(request.system)]
     return params
 
 
-def template_request(settings: Settings, template: Template, variables: dict[str, str]) -> dict[str, Any]:
-    """Converse parameters for a managed prompt (Bedrock rejects inferenceConfig/system with an ARN)."""
-    return {
-        "modelId": template.arn,
-        "promptVariables": {name: {"text": value} for name, value in variables.items()},
+def template_request(settings: Settings, prompt: ManagedPrompt, variables: dict[str, str]) -> dict[str, Any]:
+    """Converse parameters for a managed prompt, rendered here so the guardrail judges only the caller's text.
+
+    The template's own words are plain text blocks; each variable value is a guardContent block, so the
+    guardrail (prompt-attack filter included) evaluates what the caller supplied and not the kit's
+    instructions. Converse with a prompt version ARN as ``modelId`` cannot do this: ``promptVariables`` values
+    are plain text, and without guardContent blocks the guardrail evaluates the whole rendered prompt.
+    """
+    content = [
+        guarded(value) if kind == prompts.VARIABLE else {"text": value}
+        for kind, value in prompts.render(prompt, variables)
+    ]
+    params: dict[str, Any] = {
+        "modelId": settings.model_id,
+        "messages": [{"role": "user", "content": content}],
         "guardrailConfig": guardrail_config(settings),
     }
+    if prompt.inference:
+        params["inferenceConfig"] = dict(prompt.inference)
+    return params
+
+
+def get_managed_prompt(arn: str, *, remaining_ms: Callable[[], int] | None = None, **retry: Any) -> ManagedPrompt:
+    """The prompt version ``arn`` from Prompt Management (GetPrompt), read once per execution environment."""
+    cached = _PROMPT_CACHE.get(arn)
+    if cached is not None:
+        return cached
+    prompt_id, version = prompts.split_version_arn(arn)
+    try:
+        response = call_with_deadline(
+            lambda read_s: agent_client(read_s).get_prompt(promptIdentifier=prompt_id, promptVersion=version),
+            policy=RETRY_POLICY,
+            remaining_ms=remaining_ms,
+            **retry,
+        )
+    except Exception as exc:
+        if aws_error_code(exc) == "AccessDeniedException":
+            raise ModelAccessDeniedError(
+                f"The function may not read the managed prompt '{arn}': its role needs bedrock:GetPrompt on the "
+                "prompt and its version. Redeploy the stack to restore the role's policy."
+            ) from exc
+        raise
+    prompt = prompts.parse_prompt(arn, response)
+    _PROMPT_CACHE[arn] = prompt
+    return prompt
+
+
+def clear_prompt_cache() -> None:
+    _PROMPT_CACHE.clear()
 
 
 def converse(
     params: dict[str, Any], *, model_id: str, remaining_ms: Callable[[], int] | None = None, **retry: Any
 ) -> ConverseResult:
-    """Call Converse with the kit's retry policy and read the answer.
+    """Call Converse with the kit's deadline-aware retry policy and read the answer.
 
-    ``model_id`` is the model that answers (for a managed prompt, the model its variant names), which
-    the response and the per-model metrics report.
+    ``model_id`` is the model that answers, which the response and the per-model metrics report.
     """
-    client = get_bedrock_client()
     started = time.perf_counter()
-    response = call_with_retry(lambda: client.converse(**params), remaining_ms=remaining_ms, **retry)
+    response = call_with_deadline(
+        lambda read_s: runtime_client(read_s).converse(**params),
+        policy=RETRY_POLICY,
+        remaining_ms=remaining_ms,
+        **retry,
+    )
     measured_ms = int((time.perf_counter() - started) * 1000)
     return read_response(response, model_id, measured_ms)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -20,14 +21,21 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from common.errors import NotFoundError, aws_error_code, trim
 from common.http import decode_body, json_response, parse_json_object
 from common.observability import annotate, make_tracer, publish
-from common.resolver import RESOURCE_KEY, SHOWN_CHARS, install_error_handlers, resolve_rest_event, traced_resolve
+from common.resolver import (
+    RESOURCE_KEY,
+    SHOWN_CHARS,
+    KitRestResolver,
+    install_error_handlers,
+    resolve_rest_event,
+    traced_resolve,
+)
 from common.resolver import is_rest_proxy_event as is_rest_proxy_event  # re-exported
 from prompt_api import bedrock
 from prompt_api.settings import Settings, Template, get_settings
 from prompt_api.validation import check_template_variables, parse_prompt_request, parse_template_request
 
 logger = Logger()
-app = APIGatewayRestResolver()
+app = KitRestResolver()  # a {name} parameter matches any one path segment, as in API Gateway
 
 ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/prompt"),
@@ -93,14 +101,26 @@ def list_templates() -> Response[Any]:
 @app.post("/templates/<name>")
 def post_template(name: str) -> Response[Any]:
     settings = get_settings()
-    template = _find_template(settings, name)
+    template = _find_template(settings, _path_name(name))
     request = parse_template_request(_json_body())
     check_template_variables(template.name, request.variables, template.variables)
     logger.info("Template request", extra={"template": template.name})
-    # The kit's prompt variants name the configured model, so metrics stay per model, not per template.
-    params = bedrock.template_request(settings, template, request.variables)
-    result = _converse(params, resource=template.arn, model_id=settings.model_id)
+    app.append_context(**{RESOURCE_KEY: template.arn})
+    prompt = bedrock.get_managed_prompt(template.arn, remaining_ms=_remaining_ms(), on_retry=_log_retry)
+    # The kit's prompt variants name the configured model, which the function calls and reports per model.
+    params = bedrock.template_request(settings, prompt, request.variables)
+    result = _converse(params, resource=settings.model_id, model_id=settings.model_id)
     return json_response(200, {**result.to_body(), "template": template.name})
+
+
+def _path_name(matched: str) -> str:
+    """The template name: API Gateway's decoded path parameter, else the URL-decoded path segment."""
+    given = (app.current_event.path_parameters or {}).get("name")
+    return given if isinstance(given, str) and given else unquote(matched)
+
+
+def _remaining_ms() -> Any:
+    return getattr(app.lambda_context, "get_remaining_time_in_millis", None)
 
 
 def _json_body() -> dict[str, Any]:
@@ -122,9 +142,7 @@ def _find_template(settings: Settings, name: str) -> Template:
 
 def _converse(params: dict[str, Any], *, resource: str, model_id: str) -> bedrock.ConverseResult:
     app.append_context(**{RESOURCE_KEY: resource})
-    context = app.lambda_context
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    result = bedrock.converse(params, model_id=model_id, remaining_ms=remaining, on_retry=_log_retry)
+    result = bedrock.converse(params, model_id=model_id, remaining_ms=_remaining_ms(), on_retry=_log_retry)
     _record_call(result)
     annotate(get_tracer(), ModelId=result.model_id, GuardrailIntervened=result.guardrail_intervened)
     logger.info(

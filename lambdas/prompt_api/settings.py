@@ -11,14 +11,15 @@ from typing import Any
 
 from common.errors import ConfigurationError
 from common.http import env_float, env_int, env_json_object, env_str
+from prompt_api.prompts import VERSION_ARN
 from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property_schema
 
 DEFAULT_TEMPERATURE = 0.5
 DEFAULT_MAX_TOKENS = 512
 CATALOG_VAR = "PROMPT_CATALOG"
-PROMPT_VERSION_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:\d{12}:prompt/[A-Za-z0-9]+:\d+$")
-GUARDRAIL_VERSION = re.compile(r"^(DRAFT|[1-9][0-9]{0,7})$")
-VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# Matched whole (fullmatch): a "$" anchor would also accept a trailing newline.
+GUARDRAIL_VERSION = re.compile(r"DRAFT|[1-9][0-9]{0,7}")
+VARIABLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def get_settings() -> Settings:
     """Read and validate the environment once; raises ConfigurationError naming the bad variable."""
     model_id, guardrail_id = env_str("MODEL_ID"), env_str("GUARDRAIL_ID")
     guardrail_version = env_str("GUARDRAIL_VERSION")
-    if not GUARDRAIL_VERSION.match(guardrail_version):
+    if not GUARDRAIL_VERSION.fullmatch(guardrail_version):
         raise ConfigurationError("Environment variable GUARDRAIL_VERSION must be DRAFT or a version number.")
     low_t, high_t = bounds(PROMPT_MODEL, "temperature")
     low_m, high_m = bounds(PROMPT_MODEL, "maxTokens")
@@ -75,11 +76,11 @@ def _parse_template(name: str, entry: Any) -> Template:
     if not name or not isinstance(entry, dict):
         raise _catalog_error(name, "must be a non-empty name mapped to an object")
     arn, description, variables = entry.get("arn"), entry.get("description", ""), entry.get("variables", [])
-    if not isinstance(arn, str) or not PROMPT_VERSION_ARN.match(arn):
+    if not isinstance(arn, str) or not VERSION_ARN.fullmatch(arn):
         raise _catalog_error(name, "needs 'arn', a Bedrock prompt version ARN (arn:...:prompt/ID:VERSION)")
     if not isinstance(description, str):
         raise _catalog_error(name, "has a 'description' that is not a string")
-    if not isinstance(variables, list) or not all(isinstance(v, str) and VARIABLE_NAME.match(v) for v in variables):
+    if not isinstance(variables, list) or not all(isinstance(v, str) and VARIABLE_NAME.fullmatch(v) for v in variables):
         raise _catalog_error(name, "needs 'variables', a list of variable names")
     if len(set(variables)) != len(variables):
         raise _catalog_error(name, "lists a variable twice")

@@ -11,7 +11,8 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import errors, http
+from common import clients, errors, http, resolver
+from common import schema as schema_mod
 from common.errors import ApiError, BadRequestError, ConfigurationError
 
 RESOURCE = "us.amazon.nova-micro-v1:0"
@@ -74,7 +75,7 @@ def test_hierarchy_statuses_and_default_codes(cls: type[ApiError], status: int, 
         ("ThrottlingException", 429, "throttled", 2),
         ("ServiceQuotaExceededException", 429, "throttled", 2),
         ("TooManyRequestsException", 429, "throttled", 2),
-        ("ModelTimeoutException", 504, "model_timeout", None),
+        ("ModelTimeoutException", 504, "model_timeout", 5),
         ("ServiceUnavailableException", 503, "model_unavailable", 5),
         ("ModelNotReadyException", 503, "model_unavailable", 5),
         ("InternalServerException", 503, "model_unavailable", 5),
@@ -108,12 +109,13 @@ def test_from_aws_error_messages() -> None:
     [
         ReadTimeoutError(endpoint_url="https://x"),
         ConnectTimeoutError(endpoint_url="https://x"),
+        errors.DeadlineExceeded("no attempt fits"),
     ],
 )
-def test_timeouts_map_to_504(exc: Exception) -> None:
+def test_timeouts_map_to_504_with_retry_after(exc: Exception) -> None:
     mapped = errors.from_aws_error(exc, resource=RESOURCE)
     assert mapped is not None
-    assert (mapped.status, mapped.code) == (504, "model_timeout")
+    assert (mapped.status, mapped.code, mapped.headers()) == (504, "model_timeout", {"Retry-After": "5"})
 
 
 @pytest.mark.parametrize(
@@ -311,9 +313,11 @@ def test_non_retryable_error_is_raised_at_once(sleeps: list[float]) -> None:
     assert (fn.calls, sleeps) == (1, [])
 
 
-@pytest.mark.parametrize(("remaining", "calls"), [(3_249, 1), (3_250, 2)])
-def test_deadline_safety_margin_decides_whether_to_retry(sleeps: list[float], remaining: int, calls: int) -> None:
-    # rand=1.0: the first back-off is 250 ms, and 3000 ms must remain after it.
+@pytest.mark.parametrize(("remaining", "calls"), [(24_249, 1), (24_250, 2)])
+def test_unbounded_retry_is_made_only_when_a_full_attempt_still_fits(
+    sleeps: list[float], remaining: int, calls: int
+) -> None:
+    # rand=1.0: the first back-off is 250 ms; then connect (3 s) + read (20 s) + the margin (1 s) must fit.
     fn = Flaky(client_error("ThrottlingException"))
     outcome: Any
     try:
@@ -323,6 +327,114 @@ def test_deadline_safety_margin_decides_whether_to_retry(sleeps: list[float], re
     assert fn.calls == calls
     assert (outcome == "ok") is (calls == 2)
     assert sleeps == [0.25] * (calls - 1)
+
+
+def test_unbounded_first_attempt_is_always_made(sleeps: list[float]) -> None:
+    fn = Flaky(client_error("ThrottlingException"))
+    with pytest.raises(ClientError):
+        http.call_with_retry(fn, remaining_ms=lambda: 2_000)
+    assert (fn.calls, sleeps) == (1, [])
+
+
+class Clock:
+    """Simulated Lambda time: attempts and back-offs move it, nothing sleeps."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.left = float(remaining_ms)
+
+    def remaining(self) -> int:
+        return int(self.left)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Clock]:
+    def make(remaining_ms: int) -> Clock:
+        made = Clock(remaining_ms)
+        monkeypatch.setattr(http, "sleep", lambda s: setattr(made, "left", made.left - s * 1000))
+        return made
+
+    return make
+
+
+class SlowAttempts:
+    """Each attempt takes ``latency_s`` (cut at its read timeout) and then fails; the timeouts are recorded."""
+
+    def __init__(self, clock: Clock, latency_s: float, code: str = "ServiceUnavailableException") -> None:
+        self.clock, self.latency_s, self.code = clock, latency_s, code
+        self.timeouts: list[int] = []
+
+    def __call__(self, read_timeout_s: int) -> str:
+        self.timeouts.append(read_timeout_s)
+        if self.latency_s > read_timeout_s:
+            self.clock.left -= read_timeout_s * 1000
+            raise ReadTimeoutError(endpoint_url="https://x")
+        self.clock.left -= self.latency_s * 1000
+        raise client_error(self.code)
+
+
+@pytest.mark.parametrize("budget_ms", [25_000, 29_000, 15_000, 8_000, 5_000])
+@pytest.mark.parametrize("latency_s", [0.05, 4, 10, 30])
+def test_bounded_attempts_always_leave_the_response_margin(
+    clock: Callable[[int], Clock], budget_ms: int, latency_s: float
+) -> None:
+    policy = http.DEFAULT_RETRY_POLICY
+    sim = clock(budget_ms)
+    attempt = SlowAttempts(sim, latency_s)
+
+    with pytest.raises((ClientError, ReadTimeoutError, errors.DeadlineExceeded)):
+        http.call_with_deadline(attempt, remaining_ms=sim.remaining, rand=lambda: 1.0)
+
+    assert sim.left >= policy.safety_margin_ms
+    assert all(policy.min_read_timeout_s <= t <= policy.max_read_timeout_s for t in attempt.timeouts)
+
+
+def test_each_attempt_gets_the_time_left_minus_connect_and_margin(clock: Callable[[int], Clock]) -> None:
+    sim = clock(25_000)
+    attempt = SlowAttempts(sim, 6)
+
+    with pytest.raises(ClientError):
+        http.call_with_deadline(attempt, remaining_ms=sim.remaining, rand=lambda: 1.0)
+
+    # 25 s: 20 (capped); after 6 s + 0.25 s: floor(18.75 - 1 - 3) = 14; after 6 s + 0.5 s: floor(12.25 - 4) = 8.
+    assert attempt.timeouts == [20, 14, 8]
+
+
+def test_a_retry_that_cannot_take_as_long_as_the_last_attempt_is_not_made(clock: Callable[[int], Clock]) -> None:
+    sim = clock(25_000)
+    attempt = SlowAttempts(sim, 10)
+
+    with pytest.raises(ClientError) as raised:
+        http.call_with_deadline(attempt, remaining_ms=sim.remaining, rand=lambda: 1.0)
+
+    assert errors.aws_error_code(raised.value) == "ServiceUnavailableException"  # answered 503 + Retry-After
+    assert attempt.timeouts == [20, 10]
+
+
+def test_no_first_attempt_when_none_fits(clock: Callable[[int], Clock]) -> None:
+    sim = clock(4_999)  # 1 s margin + 3 s connect + 1 s minimal read do not fit
+    attempt = SlowAttempts(sim, 0.1)
+
+    with pytest.raises(errors.DeadlineExceeded):
+        http.call_with_deadline(attempt, remaining_ms=sim.remaining)
+    assert attempt.timeouts == []
+
+
+def test_without_a_deadline_attempts_get_the_full_read_timeout(sleeps: list[float]) -> None:
+    timeouts: list[int] = []
+
+    def attempt(read_timeout_s: int) -> str:
+        timeouts.append(read_timeout_s)
+        if len(timeouts) < 3:
+            raise client_error("ThrottlingException")
+        return "ok"
+
+    assert http.call_with_deadline(attempt) == "ok"
+    assert timeouts == [20, 20, 20]
+
+
+def test_read_timeout_for_the_time_left() -> None:
+    policy = http.RetryPolicy(safety_margin_ms=1000, connect_timeout_s=3, max_read_timeout_s=20)
+    assert [policy.read_timeout_s(ms) for ms in (30_000, 24_000, 23_999, 5_000, 4_999, 0)] == [20, 20, 19, 1, 0, 0]
 
 
 def test_backoff_is_capped_by_max_delay() -> None:
@@ -341,3 +453,100 @@ def test_json_response_is_json_typed() -> None:
     response = http.json_response(201, {"a": 1}, {"X-Test": "1"})
     assert (response.status_code, response.content_type, response.body) == (201, "application/json", {"a": 1})
     assert response.headers["X-Test"] == "1"
+
+
+# --- account ids never reach a caller ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("arn:aws:bedrock:us-east-1:123456789012:prompt/P:1", "arn:aws:bedrock:us-east-1:<account-id>:prompt/P:1"),
+        ("User: arn:aws:sts::210987654321:assumed-role/r", "User: arn:aws:sts::<account-id>:assumed-role/r"),
+        ("account 123456789012.", "account <account-id>."),
+        ("1234567890123 and 12345678901", "1234567890123 and 12345678901"),  # 13 and 11 digits: not an account
+    ],
+)
+def test_every_error_message_has_account_ids_redacted(text: str, shown: str) -> None:
+    assert errors.redact(text) == shown
+    assert BadRequestError(text).message == shown
+    assert shown in http.proxy_error(errors.InternalError(text))["body"]
+
+
+def test_aws_messages_are_redacted_after_mapping() -> None:
+    exc = client_error("ValidationException", "Model arn:aws:bedrock:us-east-1:123456789012:x is invalid")
+    mapped = errors.from_aws_error(exc, resource="arn:aws:bedrock:us-east-1:123456789012:prompt/P:1")
+    assert mapped is not None
+    assert "123456789012" not in str(mapped.to_body())
+    missing = errors.from_aws_error(client_error("ResourceNotFoundException"), resource="arn:x:123456789012:p")
+    assert missing is not None and "123456789012" not in missing.message
+
+
+# --- JSON Schema patterns: "$" is the end of the text ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "ok"),
+    [
+        ("^[0-9a-zA-Z._:-]+$", "abc:1.2_3-4", True),
+        ("^[0-9a-zA-Z._:-]+$", "abc\n", False),
+        ("^[0-9a-zA-Z._:-]+$", "abc\n\n", False),
+        ("^a$|^b$", "b\n", False),
+        ("^[$]+$", "$$", True),
+        ("^[]$]+$", "]$", True),
+        ("^[^]$]+$", "ab", True),
+        ("^[^]$]+$", "a$", False),
+        ("^a\\$$", "a$", True),
+        ("\\S", " x ", True),
+    ],
+)
+def test_schema_patterns_follow_json_schema_end_anchors(pattern: str, text: str, ok: bool) -> None:
+    schema = {"type": "string", "pattern": pattern}
+    if ok:
+        schema_mod.validate(text, schema, "sessionId")
+    else:
+        with pytest.raises(BadRequestError) as raised:
+            schema_mod.validate(text, schema, "sessionId")
+        assert (raised.value.code, raised.value.field) == ("invalid_value", "sessionId")
+
+
+# --- routes: a path parameter is any one segment -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("segment", ["plain", "a\tb", "🙂", '"q"', "x#y", "a%2Fb", "it's"])
+def test_a_path_parameter_matches_any_one_segment(segment: str) -> None:
+    app = resolver.KitRestResolver()
+    seen: list[str] = []
+
+    @app.post("/templates/<name>")
+    def route(name: str) -> dict[str, str]:
+        seen.append(name)
+        return {}
+
+    event = {"httpMethod": "POST", "path": f"/templates/{segment}", "requestContext": {}, "headers": {}}
+    assert app.resolve(event, None)["statusCode"] == 200
+    assert seen == [segment]
+    assert resolver.route_pattern("/templates/<name>").match(f"/templates/{segment}")
+
+
+@pytest.mark.parametrize("path", ["/templates/a/b", "/templates/", "/templates/a\n/b", "/prompt\n/x"])
+def test_a_path_parameter_never_spans_segments(path: str) -> None:
+    assert not resolver.route_pattern("/templates/<name>").match(path)
+
+
+def test_static_routes_match_whole_paths_only() -> None:
+    pattern = resolver.route_pattern("/prompt")
+    assert pattern.match("/prompt") and pattern.match("/prompt/")
+    assert not pattern.match("/prompt\n") and not pattern.match("/promptx")
+
+
+# --- bounded clients ---------------------------------------------------------------------------------------
+
+
+def test_bounded_clients_are_cached_per_timeout_and_never_retry() -> None:
+    client = clients.bounded_client("bedrock-agent-runtime", 3, 9)
+
+    assert clients.bounded_client("bedrock-agent-runtime", 3, 9) is client
+    assert clients.bounded_client("bedrock-agent-runtime", 3, 8) is not client
+    assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3, 9)

@@ -192,12 +192,25 @@ def test_guardrail_and_prompt_grants_name_exactly_their_resources(template: dict
     guardrail_id, _ = only(template, "AWS::Bedrock::Guardrail")
     assert by_sid["ApplyGuardrail"]["Action"] == "bedrock:ApplyGuardrail"
     assert by_sid["ApplyGuardrail"]["Resource"] == {"Fn::GetAtt": [guardrail_id, "GuardrailArn"]}
-    run = by_sid["RunManagedPrompts"]
+    read = by_sid["ReadManagedPrompts"]
     expected = {f"${{{k}.Arn}}" for k in resources(template, "AWS::Bedrock::Prompt")} | {
         f"${{{k}.Arn}}" for k in resources(template, "AWS::Bedrock::PromptVersion")
     }
-    assert {render(r) for r in run["Resource"]} == expected
-    assert sorted(run["Action"]) == ["bedrock:InvokeModel", "bedrock:RenderPrompt"]
+    assert {render(r) for r in read["Resource"]} == expected
+    assert as_list(read["Action"]) == ["bedrock:GetPrompt"]
+
+
+def test_the_function_reads_prompts_but_never_runs_them_as_a_model(template: dict[str, Any]) -> None:
+    """Templates are rendered in the function (guardContent on the caller's values), so no statement lets the
+    role invoke or render a prompt resource: the guardrail could not be told which text the caller wrote."""
+    prompt_ids = set(resources(template, "AWS::Bedrock::Prompt")) | set(
+        resources(template, "AWS::Bedrock::PromptVersion")
+    )
+    for statement in _bedrock_statements(template):
+        names = {render(r) for r in as_list(statement["Resource"])}
+        on_prompts = {n for n in names if any(f"${{{pid}." in n for pid in prompt_ids)}
+        if on_prompts:
+            assert as_list(statement["Action"]) == ["bedrock:GetPrompt"], statement
 
 
 # --- Guardrail and prompts ----------------------------------------------------------------------------

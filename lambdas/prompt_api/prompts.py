@@ -1,0 +1,101 @@
+"""Managed prompts (Bedrock Prompt Management) read with GetPrompt and rendered in the function.
+
+The prompt version stays the source of truth for the template text and its inference settings; the function
+renders it so that each variable value can be marked as guard content (see ``bedrock.template_request``).
+Pure code: no AWS calls here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import ConfigurationError
+
+TEXT = "text"
+VARIABLE = "variable"
+# arn:aws:bedrock:REGION:ACCOUNT:prompt/PROMPT_ID:VERSION (the catalog holds version ARNs only)
+VERSION_ARN = re.compile(r"arn:aws[a-z-]*:bedrock:[a-z0-9-]+:[0-9]{12}:prompt/(?P<id>[A-Za-z0-9]+):(?P<version>[0-9]+)")
+# The inference settings a TEXT prompt variant may hold, all of which Converse's inferenceConfig takes.
+INFERENCE_KEYS = ("temperature", "topP", "maxTokens", "stopSequences")
+
+
+@dataclass(frozen=True)
+class ManagedPrompt:
+    arn: str
+    parts: tuple[tuple[str, str], ...]  # (TEXT, literal text) or (VARIABLE, variable name), in order
+    variables: tuple[str, ...]
+    inference: Mapping[str, Any] = field(default_factory=dict)
+
+
+def split_version_arn(arn: str) -> tuple[str, str]:
+    """(prompt id, version) of a prompt version ARN."""
+    match = VERSION_ARN.fullmatch(arn)
+    if match is None:
+        raise ConfigurationError(f"'{arn}' is not a Bedrock prompt version ARN (arn:...:prompt/ID:VERSION).")
+    return match["id"], match["version"]
+
+
+def _unusable(arn: str, problem: str) -> ConfigurationError:
+    return ConfigurationError(f"The managed prompt '{arn}' cannot be rendered: {problem}. Redeploy the stack.")
+
+
+def parse_prompt(arn: str, response: Mapping[str, Any]) -> ManagedPrompt:
+    """The default variant of a GetPrompt response, split into literal text and ``{{variable}}`` parts."""
+    variants = [v for v in response.get("variants") or [] if isinstance(v, dict)]
+    default = response.get("defaultVariant")
+    variant = next((v for v in variants if v.get("name") == default), variants[0] if len(variants) == 1 else None)
+    if variant is None:
+        raise _unusable(arn, "it has no default variant")
+    if variant.get("templateType") != "TEXT":
+        raise _unusable(arn, f"its variant is of type {variant.get('templateType')!r}, not TEXT")
+    text_config = (variant.get("templateConfiguration") or {}).get("text") or {}
+    template = text_config.get("text")
+    if not isinstance(template, str) or not template:
+        raise _unusable(arn, "its variant has no template text")
+    names = tuple(str(v.get("name")) for v in text_config.get("inputVariables") or [] if isinstance(v, dict))
+    inference = (variant.get("inferenceConfiguration") or {}).get("text") or {}
+    settings = {key: inference[key] for key in INFERENCE_KEYS if inference.get(key) not in (None, [])}
+    return ManagedPrompt(arn=arn, parts=split_template(template, names), variables=names, inference=settings)
+
+
+def split_template(template: str, variables: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The template as literal and variable parts; only declared variables are placeholders.
+
+    A placeholder is ``{{name}}``, blanks inside the braces allowed (the rule stacks/prompt_templates.py
+    checks at synth); any other braces are literal text.
+    """
+    if not variables:
+        return ((TEXT, template),)
+    alternatives = "|".join(re.escape(name) for name in sorted(variables, key=len, reverse=True))
+    placeholder = re.compile(r"\{\{\s*(" + alternatives + r")\s*\}\}")
+    parts: list[tuple[str, str]] = []
+    position = 0
+    for match in placeholder.finditer(template):
+        if match.start() > position:
+            parts.append((TEXT, template[position : match.start()]))
+        parts.append((VARIABLE, match.group(1)))
+        position = match.end()
+    if position < len(template):
+        parts.append((TEXT, template[position:]))
+    return tuple(parts)
+
+
+def render(prompt: ManagedPrompt, values: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(kind, text) blocks of the rendered prompt: adjacent literal text merged, empty values left out."""
+    # The handler checked the request against the catalog (PROMPT_CATALOG), which must agree with the prompt.
+    if set(prompt.variables) != set(values):
+        declared, given = ", ".join(prompt.variables) or "(none)", ", ".join(values) or "(none)"
+        raise _unusable(prompt.arn, f"it declares the variables {declared}, the catalog {given}")
+    blocks: list[tuple[str, str]] = []
+    for kind, text in prompt.parts:
+        value = values[text] if kind == VARIABLE else text
+        if not value:
+            continue
+        if kind == TEXT and blocks and blocks[-1][0] == TEXT:
+            blocks[-1] = (TEXT, blocks[-1][1] + value)
+        else:
+            blocks.append((kind, value))
+    return blocks
