@@ -705,6 +705,8 @@ class QueryApi(Construct):
                 "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
                 "GUARDRAIL_VERSION": guardrail.version.attr_version,
                 "DEFAULT_NUMBER_OF_RESULTS": str(config.rag.max_results),
+                # Filters are checked against what this store supports before they reach Bedrock.
+                "VECTOR_STORE": config.rag.vector_store,
             },
         )
         role = self.handler.role

@@ -8,6 +8,10 @@ Grammar (Bedrock agent runtime API): a filter is an object with exactly one oper
 
 Nesting is bounded: at most ``MAX_DEPTH`` levels of filter objects. Every rejection names the offending
 path in ``field``, e.g. ``filter.andAll[1].equals.key``. The walk never goes deeper than ``MAX_DEPTH``.
+
+Not every vector store implements every operator, and Bedrock answers an unsupported one with a 400 that names
+no field. ``STORE_OPERATORS`` lists, per vector store the kit can deploy, the operators it supports; any other
+operator is refused up front (400 ``invalid_filter`` naming its path).
 """
 
 from __future__ import annotations
@@ -38,9 +42,24 @@ MIN_GROUP, MAX_GROUP = 2, 5
 MAX_KEY_CHARS = 100
 _ATTRIBUTE_FIELDS = ("key", "value")
 
+S3_VECTORS = "s3vectors"
+OPENSEARCH_SERVERLESS = "opensearch-serverless"
+# S3 Vectors filters with $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $and, $or: no prefix, substring or
+# list-membership operator (https://docs.aws.amazon.com/AmazonS3/latest/userguide/s3-vectors-metadata-filtering.html).
+# startsWith "is currently only supported for Amazon OpenSearch Serverless vector stores", which implements the
+# whole grammar (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent-runtime_RetrievalFilter.html).
+STORE_OPERATORS: dict[str, frozenset[str]] = {
+    S3_VECTORS: frozenset(OPERATORS) - {"startsWith", "stringContains", "listContains"},
+    OPENSEARCH_SERVERLESS: frozenset(OPERATORS),
+}
+STORE_NAMES = {S3_VECTORS: "S3 Vectors", OPENSEARCH_SERVERLESS: "OpenSearch Serverless"}
 
-def validate_filter(value: Any, field: str = "filter", depth: int = 1) -> None:
-    """Raise BadRequestError naming the first offending path unless ``value`` is a valid RetrievalFilter."""
+
+def validate_filter(value: Any, store: str, field: str = "filter", depth: int = 1) -> None:
+    """Raise BadRequestError naming the first offending path unless ``value`` is a RetrievalFilter ``store`` runs.
+
+    ``store`` is a key of ``STORE_OPERATORS`` (the knowledge base's vector store).
+    """
     if not isinstance(value, dict):
         raise BadRequestError(
             f"'{field}' must be a filter object with exactly one operator ({', '.join(OPERATORS)}).",
@@ -62,13 +81,22 @@ def validate_filter(value: Any, field: str = "filter", depth: int = 1) -> None:
         )
     [(operator, operand)] = value.items()
     path = f"{field}.{operator}"
+    supported = STORE_OPERATORS[store]
+    if operator not in supported:
+        allowed = ", ".join(name for name in OPERATORS if name in supported)
+        raise BadRequestError(
+            f"Filter operator '{operator}' at '{path}' is not supported by this knowledge base's vector store "
+            f"({STORE_NAMES[store]}). Operators it supports: {allowed}.",
+            code="invalid_filter",
+            field=path,
+        )
     if operator in GROUP_OPERATORS:
-        _validate_group(operand, path, depth)
+        _validate_group(operand, path, depth, store)
     else:
         _validate_comparison(operator, operand, path)
 
 
-def _validate_group(operand: Any, path: str, depth: int) -> None:
+def _validate_group(operand: Any, path: str, depth: int, store: str) -> None:
     if depth >= MAX_DEPTH:
         raise BadRequestError(
             f"'{path}' nests filters too deeply: at most {MAX_DEPTH} levels of filters are allowed.",
@@ -86,7 +114,7 @@ def _validate_group(operand: Any, path: str, depth: int) -> None:
             field=path,
         )
     for index, item in enumerate(operand):
-        validate_filter(item, f"{path}[{index}]", depth + 1)
+        validate_filter(item, store, f"{path}[{index}]", depth + 1)
 
 
 def _validate_comparison(operator: str, operand: Any, path: str) -> None:

@@ -1,13 +1,19 @@
 """Lambda entry point of the Level 2 query API (``rag_api.handler.handler``).
 
 Routes: POST /ask (RetrieveAndGenerate: an answer with citations) and POST /retrieve (Retrieve: the
-matching chunks). Every error uses the kit's error contract (``common.errors``) and is mapped in the
-exception handlers that ``common.resolver`` installs below, nowhere else.
+matching chunks). The guardrail covers everything returned: RetrieveAndGenerate applies it to the answer and
+ApplyGuardrail to the citation snippets and retrieved chunks (``rag_api.guardrail``). Every error uses the
+kit's error contract (``common.errors``) and is mapped in the exception handlers that ``common.resolver``
+installs below, nowhere else.
+
+Time budget: every request ends before the function's timeout with a documented status. The knowledge base
+call may use the time left minus ``GUARDRAIL_RESERVE_MS``, the guardrail calls the rest; within that, each
+attempt's timeouts fit what remains and a retry is made only when it fits (``common.http.call_with_deadline``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -18,23 +24,27 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.errors import (
+    RETRY_AFTER_TIMEOUT_S,
     TIMEOUT_ERRORS,
     UNAVAILABLE_CODES,
     ApiError,
     ConflictError,
     DependencyFailedError,
     ModelAccessDeniedError,
+    ModelError,
     ModelTimeoutError,
     UpstreamNotFoundError,
     UpstreamUnavailableError,
     aws_error_code,
+    aws_error_message,
     from_aws_error,
+    trim,
 )
 from common.http import decode_body, json_response, parse_json_object
 from common.observability import annotate, make_tracer, publish
 from common.resolver import install_error_handlers, resolve_rest_event, traced_resolve
 from common.resolver import is_rest_proxy_event as is_rest_proxy_event  # re-exported
-from rag_api import knowledge_base
+from rag_api import guardrail, knowledge_base
 from rag_api.settings import Settings, get_settings
 from rag_api.validation import parse_ask_request, parse_retrieve_request
 
@@ -44,6 +54,12 @@ app = APIGatewayRestResolver()
 ROUTES: tuple[tuple[str, str], ...] = (("POST", "/ask"), ("POST", "/retrieve"))
 RETRY_AFTER_UNAVAILABLE_S = 5
 CONFIG_HINT = "KNOWLEDGE_BASE_ID, MODEL_ARN and GUARDRAIL_ID"
+# Time kept back from the knowledge base call for the guardrail calls that follow it: enough for one
+# ApplyGuardrail attempt (its connect timeout, a read timeout of 3 s or more, and the policy's margin for
+# sending the answer), so the answer is checked, or a 504 sent, before the function's timeout.
+GUARDRAIL_RESERVE_MS = 6_000
+UPSTREAM_KEY = "upstream"  # app context: which upstream the route is calling, for the error mapping
+KNOWLEDGE_BASE, GUARDRAIL = "knowledge_base", "guardrail"
 
 
 # --- lazy observability ------------------------------------------------------------------------------------
@@ -71,7 +87,7 @@ def _publish(values: Mapping[str, tuple[MetricUnit, float]], dimensions: Mapping
 @app.post("/ask")
 def post_ask() -> Response[Any]:
     settings = get_settings()
-    request = parse_ask_request(_json_body())
+    request = parse_ask_request(_json_body(), settings.vector_store)
     logger.info(
         "Ask request",
         extra={
@@ -83,13 +99,14 @@ def post_ask() -> Response[Any]:
     )
     response, latency_ms = _call("retrieve_and_generate", knowledge_base.ask_params(settings, request))
     answer = knowledge_base.read_answer(response, latency_ms)
+    answer = knowledge_base.guarded_answer(answer, _guard(knowledge_base.answer_texts(answer), settings))
     values = {
         "Latency": (MetricUnit.Milliseconds, answer.latency_ms),
         "Citations": (MetricUnit.Count, len(answer.citations)),
-        "GuardrailIntervened": (MetricUnit.Count, int(answer.guardrail_intervened)),
+        "GuardrailIntervened": (MetricUnit.Count, int(answer.intervened)),
     }
     _publish(values, {"ModelId": settings.model_id})
-    annotate(get_tracer(), ModelId=settings.model_id, GuardrailIntervened=answer.guardrail_intervened)
+    annotate(get_tracer(), ModelId=settings.model_id, GuardrailIntervened=answer.intervened)
     logger.info(
         "RetrieveAndGenerate call finished",
         extra={
@@ -98,6 +115,8 @@ def post_ask() -> Response[Any]:
             "citations": len(answer.citations),
             "sources": sum(len(c["sources"]) for c in answer.citations),
             "guardrail_intervened": answer.guardrail_intervened,
+            "guardrail_masked": answer.masked,
+            "guardrail_blocked": answer.blocked,
             "latency_ms": answer.latency_ms,
             "session_id": answer.session_id,
         },
@@ -108,7 +127,7 @@ def post_ask() -> Response[Any]:
 @app.post("/retrieve")
 def post_retrieve() -> Response[Any]:
     settings = get_settings()
-    request = parse_retrieve_request(_json_body())
+    request = parse_retrieve_request(_json_body(), settings.vector_store)
     logger.info(
         "Retrieve request",
         extra={
@@ -118,7 +137,9 @@ def post_retrieve() -> Response[Any]:
         },
     )
     response, latency_ms = _call("retrieve", knowledge_base.retrieve_params(settings, request))
-    results = knowledge_base.read_results(response)
+    retrieved = knowledge_base.read_results(response)
+    outcome = _guard([result["text"] for result in retrieved], settings)
+    results, masked, blocked = knowledge_base.guarded_results(retrieved, outcome)
     values = {
         "RetrieveLatency": (MetricUnit.Milliseconds, latency_ms),
         "RetrievedResults": (MetricUnit.Count, len(results)),
@@ -126,9 +147,16 @@ def post_retrieve() -> Response[Any]:
     _publish(values, {"KnowledgeBaseId": settings.knowledge_base_id})
     logger.info(
         "Retrieve call finished",
-        extra={"knowledge_base_id": settings.knowledge_base_id, "results": len(results), "latency_ms": latency_ms},
+        extra={
+            "knowledge_base_id": settings.knowledge_base_id,
+            "results": len(results),
+            "guardrail_masked": masked,
+            "guardrail_blocked": blocked,
+            "latency_ms": latency_ms,
+        },
     )
-    return json_response(200, {"results": results})
+    report = knowledge_base.guardrail_report(bool(masked or blocked), masked, blocked)
+    return json_response(200, {"results": results, "guardrail": report})
 
 
 def _json_body() -> dict[str, Any]:
@@ -136,26 +164,68 @@ def _json_body() -> dict[str, Any]:
     return parse_json_object(decode_body(event.body, bool(event.is_base64_encoded)))
 
 
-def _call(operation: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def _remaining(reserve_ms: int) -> Callable[[], int] | None:
+    """The function's remaining time minus ``reserve_ms`` (None outside Lambda: no deadline)."""
     remaining = getattr(app.lambda_context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return lambda: int(remaining()) - reserve_ms
+
+
+def _call(operation: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    app.append_context(**{UPSTREAM_KEY: KNOWLEDGE_BASE})
+    remaining = _remaining(GUARDRAIL_RESERVE_MS)
     return knowledge_base.call(operation, params, remaining_ms=remaining, on_retry=_log_retry)
+
+
+def _guard(texts: list[str], settings: Settings) -> guardrail.Outcome:
+    """The guardrail's verdicts on ``texts`` (no call when there is nothing to check)."""
+    if not any(texts):
+        return guardrail.Outcome()
+    app.append_context(**{UPSTREAM_KEY: GUARDRAIL})
+    remaining = _remaining(0)
+    outcome = guardrail.guard(
+        texts,
+        settings,
+        lambda params: guardrail.apply_guardrail(params, remaining_ms=remaining, on_retry=_log_retry),
+    )
+    logger.info(
+        "Guardrail applied to returned text",
+        extra={"texts": len(texts), "guardrail_calls": outcome.calls, "guardrail_usage": dict(outcome.usage)},
+    )
+    return outcome
 
 
 def _log_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
     logger.warning(
-        "Retrying knowledge base call",
-        extra={"attempt": attempt, "aws_error_code": aws_error_code(exc), "delay_s": delay_s},
+        "Retrying Bedrock call",
+        extra={
+            "upstream": app.context.get(UPSTREAM_KEY),
+            "attempt": attempt,
+            "aws_error_code": aws_error_code(exc),
+            "delay_s": delay_s,
+        },
     )
 
 
 # --- error mapping (the one place) -------------------------------------------------------------------------
 
 
+def map_aws_error(exc: BaseException, settings: Settings, upstream: str | None) -> ApiError | None:
+    """The kit's error for a failed call to ``upstream``; None if it is unexpected (500)."""
+    if upstream == GUARDRAIL:
+        return map_guardrail_error(exc, settings)
+    return map_knowledge_base_error(exc, settings)
+
+
 def map_knowledge_base_error(exc: BaseException, settings: Settings) -> ApiError | None:
     """The kit's error for a failed knowledge base call; None if it is unexpected (500)."""
     kb = settings.knowledge_base_id
     if isinstance(exc, TIMEOUT_ERRORS):
-        return ModelTimeoutError(f"The knowledge base '{kb}' did not answer in time. Retry, or ask a shorter question.")
+        return ModelTimeoutError(
+            f"The knowledge base '{kb}' did not answer in time. Retry, or ask a shorter question.",
+            retry_after=RETRY_AFTER_TIMEOUT_S,
+        )
     code = aws_error_code(exc)
     if code == "AccessDeniedException":
         return ModelAccessDeniedError(
@@ -185,7 +255,39 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings) -> ApiError
             "The request conflicts with the state of the conversation session. Retry, or start a new "
             "conversation without sessionId."
         )
-    return from_aws_error(exc, resource=settings.model_id, config_hint=CONFIG_HINT)  # validation, throttling
+    # ValidationException (its message, account ids redacted like every message), throttling and the rest
+    return from_aws_error(exc, resource=settings.model_id, config_hint=CONFIG_HINT)
+
+
+def map_guardrail_error(exc: BaseException, settings: Settings) -> ApiError | None:
+    """The kit's error for a failed ApplyGuardrail call on the returned text; None if it is unexpected (500)."""
+    name = f"guardrail '{settings.guardrail_id}' (version {settings.guardrail_version})"
+    if isinstance(exc, TIMEOUT_ERRORS):
+        return ModelTimeoutError(
+            f"The {name} did not answer in time while checking the retrieved text. Retry.",
+            retry_after=RETRY_AFTER_TIMEOUT_S,
+        )
+    code = aws_error_code(exc)
+    if code == "AccessDeniedException":
+        return ModelAccessDeniedError(
+            f"Access was denied while applying the {name} to the retrieved text. Check that the function role "
+            "may call bedrock:ApplyGuardrail on the guardrail."
+        )
+    if code == "ResourceNotFoundException":
+        return UpstreamNotFoundError(
+            f"Amazon Bedrock could not find the {name}. Check the region, GUARDRAIL_ID and GUARDRAIL_VERSION."
+        )
+    if code == "ValidationException":
+        detail = trim(aws_error_message(exc), 300)
+        return ModelError(
+            f"The {name} could not check the retrieved text, so it is not returned ({detail or 'no detail'}).",
+            code="guardrail_failed",
+        )
+    if code in UNAVAILABLE_CODES:
+        return UpstreamUnavailableError(
+            "Amazon Bedrock Guardrails is temporarily unavailable. Retry later.", retry_after=RETRY_AFTER_UNAVAILABLE_S
+        )
+    return from_aws_error(exc, resource=name, config_hint="GUARDRAIL_ID and GUARDRAIL_VERSION")  # throttling
 
 
 install_error_handlers(
@@ -194,8 +296,8 @@ install_error_handlers(
     logger=logger,
     config_hint=CONFIG_HINT,
     publish=_publish,
-    map_aws_error=lambda exc: map_knowledge_base_error(exc, get_settings()),
-    aws_failure="Knowledge base call failed",
+    map_aws_error=lambda exc: map_aws_error(exc, get_settings(), app.context.get(UPSTREAM_KEY)),
+    aws_failure="Bedrock call failed",
 )
 
 

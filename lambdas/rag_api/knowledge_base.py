@@ -4,34 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from typing import Any
 
+from common.clients import bounded_client
 from common.errors import aws_error_code, is_retryable_aws_error
-from common.http import call_with_retry
+from common.http import RetryPolicy, call_with_deadline
+from rag_api.guardrail import Outcome
 from rag_api.settings import Settings
 from rag_api.validation import AskRequest, RetrieveRequest
 
-CLIENT_CONFIG: dict[str, Any] = {
-    # One attempt per call: the kit retries itself, deadline-aware (common.http.call_with_retry).
-    "retries": {"total_max_attempts": 1, "mode": "standard"},
-    "connect_timeout": 3,
-    "read_timeout": 20,
-}
+# Each attempt waits at most CONNECT_TIMEOUT_S + its read timeout: READ_TIMEOUT_S, or less when the time left
+# is shorter (common.http.call_with_deadline picks it; the client is the one built with that read timeout).
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 20
+RETRY_POLICY = RetryPolicy(connect_timeout_s=CONNECT_TIMEOUT_S, max_read_timeout_s=READ_TIMEOUT_S)
 # bedrock-agent-runtime's transient "a dependency had a server issue": retried like the common retryable codes.
 EXTRA_RETRYABLE_CODES = frozenset({"BadGatewayException"})
 GUARDRAIL_INTERVENED = "INTERVENED"
 _LOCATION_URL_FIELDS = ("uri", "url")
 
 
-@lru_cache(maxsize=1)
-def get_runtime_client() -> Any:
-    """The bedrock-agent-runtime client, created on first use (boto3 is imported here, not at module import)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("bedrock-agent-runtime", config=Config(**CLIENT_CONFIG))
+def get_runtime_client(read_timeout_s: int = READ_TIMEOUT_S) -> Any:
+    """The bedrock-agent-runtime client with this read timeout (created on first use, then cached)."""
+    return bounded_client("bedrock-agent-runtime", CONNECT_TIMEOUT_S, read_timeout_s)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -90,13 +86,20 @@ def retrieve_params(settings: Settings, request: RetrieveRequest) -> dict[str, A
 
 
 def call(
-    operation: str, params: dict[str, Any], *, remaining_ms: Callable[[], int] | None = None, **retry: Any
+    operation: str,
+    params: dict[str, Any],
+    *,
+    remaining_ms: Callable[[], int] | None = None,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """Call ``operation`` (a client method name) with the kit's retry policy; (response, elapsed ms)."""
-    method = getattr(get_runtime_client(), operation)
+    """Call ``operation`` (a client method name), every attempt within ``remaining_ms``; (response, elapsed ms)."""
     started = time.perf_counter()
-    response: dict[str, Any] = call_with_retry(
-        lambda: method(**params), remaining_ms=remaining_ms, retryable=is_retryable, **retry
+    response: dict[str, Any] = call_with_deadline(
+        lambda read_s: getattr(get_runtime_client(read_s), operation)(**params),
+        policy=RETRY_POLICY,
+        remaining_ms=remaining_ms,
+        retryable=is_retryable,
+        on_retry=on_retry,
     )
     return response, int((time.perf_counter() - started) * 1000)
 
@@ -109,8 +112,15 @@ class Answer:
     text: str
     session_id: str
     citations: list[dict[str, Any]]
-    guardrail_intervened: bool
+    guardrail_intervened: bool  # on the generated answer (RetrieveAndGenerate's guardrailAction)
     latency_ms: int
+    masked: int = 0  # returned texts (snippets, citation parts) the guardrail masked
+    blocked: int = 0  # and those it blocked (withheld)
+
+    @property
+    def intervened(self) -> bool:
+        """The guardrail changed or blocked the answer or any text returned with it."""
+        return self.guardrail_intervened or bool(self.masked or self.blocked)
 
     def to_body(self) -> dict[str, Any]:
         """The 200 response body of POST /ask."""
@@ -118,8 +128,13 @@ class Answer:
             "answer": self.text,
             "sessionId": self.session_id,
             "citations": self.citations,
-            "guardrail": {"intervened": self.guardrail_intervened},
+            "guardrail": guardrail_report(self.intervened, self.masked, self.blocked),
         }
+
+
+def guardrail_report(intervened: bool, masked: int, blocked: int) -> dict[str, Any]:
+    """The ``guardrail`` member of a 200 body: did it intervene, and on how many returned texts."""
+    return {"intervened": intervened, "masked": masked, "blocked": blocked}
 
 
 def read_answer(response: dict[str, Any], latency_ms: int) -> Answer:
@@ -141,6 +156,43 @@ def read_answer(response: dict[str, Any], latency_ms: int) -> Answer:
         guardrail_intervened=response.get("guardrailAction") == GUARDRAIL_INTERVENED,
         latency_ms=latency_ms,
     )
+
+
+def answer_texts(answer: Answer) -> list[str]:
+    """The texts of an answer the guardrail must check: every source snippet, and the citation parts when the
+    guardrail intervened on the answer (a part may then quote text the answer no longer shows)."""
+    texts = [source["snippet"] for citation in answer.citations for source in citation["sources"]]
+    if answer.guardrail_intervened:
+        texts += [citation["text"] for citation in answer.citations]
+    return texts
+
+
+def guarded_answer(answer: Answer, outcome: Outcome) -> Answer:
+    """``answer`` with the guardrail's verdicts applied: masked text replaces the original, a blocked snippet
+    drops its source, and a citation left without sources (or whose own text is blocked) is dropped."""
+    citations = []
+    for citation in answer.citations:
+        sources = []
+        for source in citation["sources"]:
+            snippet = outcome.text(source["snippet"])
+            if snippet is not None:
+                sources.append({**source, "snippet": snippet})
+        text = outcome.text(citation["text"]) if answer.guardrail_intervened else citation["text"]
+        if sources and text is not None:
+            citations.append({**citation, "text": text, "sources": sources})
+    masked, blocked = outcome.counts(answer_texts(answer))
+    return replace(answer, citations=citations, masked=masked, blocked=blocked)
+
+
+def guarded_results(results: list[dict[str, Any]], outcome: Outcome) -> tuple[list[dict[str, Any]], int, int]:
+    """(results with masked text, blocked ones dropped; masked count; blocked count)."""
+    kept = []
+    for result in results:
+        text = outcome.text(result["text"])
+        if text is not None:
+            kept.append({**result, "text": text})
+    masked, blocked = outcome.counts(result["text"] for result in results)
+    return kept, masked, blocked
 
 
 def read_results(response: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from functools import lru_cache
 
 from common.errors import ConfigurationError
 from common.http import env_int, env_str
+from rag_api.filters import STORE_OPERATORS
 from rag_api.validation import RETRIEVE_MODEL, property_schema
 
 DEFAULT_NUMBER_OF_RESULTS = 5
@@ -30,6 +31,7 @@ class Settings:
     model_id: str
     guardrail_id: str
     guardrail_version: str
+    vector_store: str
     default_number_of_results: int
     metrics_namespace: str
     service_name: str
@@ -51,12 +53,21 @@ def get_settings() -> Settings:
         model_id=env_str("MODEL_ID"),
         guardrail_id=_matching("GUARDRAIL_ID", GUARDRAIL_ID, "a guardrail id (lowercase letters and digits)"),
         guardrail_version=_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
+        vector_store=_vector_store(),
         default_number_of_results=env_int(
             "DEFAULT_NUMBER_OF_RESULTS", DEFAULT_NUMBER_OF_RESULTS, schema["minimum"], schema["maximum"]
         ),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-api"),
     )
+
+
+def _vector_store() -> str:
+    """VECTOR_STORE: the knowledge base's vector store, which decides the filter operators (no default)."""
+    value = env_str("VECTOR_STORE")
+    if value not in STORE_OPERATORS:
+        raise ConfigurationError(f"Environment variable VECTOR_STORE must be one of: {', '.join(STORE_OPERATORS)}.")
+    return value
 
 
 def _matching(name: str, pattern: re.Pattern[str], wording: str) -> str:

@@ -42,11 +42,11 @@ def property_schema(model: str, name: str) -> dict[str, Any]:
     return schema
 
 
-def parse_ask_request(body: Any) -> AskRequest:
-    """Validate a POST /ask body."""
+def parse_ask_request(body: Any, store: str) -> AskRequest:
+    """Validate a POST /ask body; ``filter`` may use only the operators the vector store ``store`` supports."""
     validate(body, load_schemas()[ASK_MODEL])
     if "filter" in body:
-        validate_filter(body["filter"])
+        validate_filter(body["filter"], store)
     return AskRequest(
         question=body["question"],
         session_id=body.get("sessionId"),
@@ -55,11 +55,11 @@ def parse_ask_request(body: Any) -> AskRequest:
     )
 
 
-def parse_retrieve_request(body: Any) -> RetrieveRequest:
-    """Validate a POST /retrieve body."""
+def parse_retrieve_request(body: Any, store: str) -> RetrieveRequest:
+    """Validate a POST /retrieve body; ``filter`` may use only the operators the vector store ``store`` supports."""
     validate(body, load_schemas()[RETRIEVE_MODEL])
     if "filter" in body:
-        validate_filter(body["filter"])
+        validate_filter(body["filter"], store)
     return RetrieveRequest(
         query=body["query"],
         number_of_results=body.get("numberOfResults"),

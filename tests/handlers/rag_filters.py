@@ -1,4 +1,8 @@
-"""Hypothesis strategies for Bedrock RetrievalFilters: valid ones, and invalid ones with the path at fault."""
+"""Hypothesis strategies for Bedrock RetrievalFilters: valid ones, and invalid ones with the path at fault.
+
+Every strategy takes the vector store (a key of ``STORE_OPERATORS``): a filter is valid only with the
+operators that store supports, and an operator it lacks is a defect of its own (``unsupported_operator``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,15 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from rag_api.filters import COMPARISON_OPERATORS, GROUP_OPERATORS, LIST_VALUED, MAX_DEPTH, OPERATORS
+from rag_api.filters import (
+    COMPARISON_OPERATORS,
+    GROUP_OPERATORS,
+    LIST_VALUED,
+    MAX_DEPTH,
+    OPENSEARCH_SERVERLESS,
+    OPERATORS,
+    STORE_OPERATORS,
+)
 
 scalars = st.one_of(
     st.booleans(),
@@ -22,9 +34,17 @@ json_values = st.recursive(
 keys = st.text(min_size=1, max_size=100)
 
 
+def supported(store: str, operators: tuple[str, ...]) -> list[str]:
+    return [name for name in operators if name in STORE_OPERATORS[store]]
+
+
+def unsupported(store: str) -> list[str]:
+    return [name for name in OPERATORS if name not in STORE_OPERATORS[store]]
+
+
 @st.composite
-def comparisons(draw: st.DrawFn) -> dict[str, Any]:
-    operator = draw(st.sampled_from(COMPARISON_OPERATORS))
+def comparisons(draw: st.DrawFn, store: str = OPENSEARCH_SERVERLESS) -> dict[str, Any]:
+    operator = draw(st.sampled_from(supported(store, COMPARISON_OPERATORS)))
     if operator in LIST_VALUED:
         value: Any = draw(st.lists(scalars, min_size=1, max_size=5))
     else:
@@ -32,16 +52,16 @@ def comparisons(draw: st.DrawFn) -> dict[str, Any]:
     return {operator: {"key": draw(keys), "value": value}}
 
 
-def valid_filters(depth: int = 1) -> st.SearchStrategy[dict[str, Any]]:
-    """Any filter the API accepts, at most MAX_DEPTH levels deep."""
+def valid_filters(store: str, depth: int = 1) -> st.SearchStrategy[dict[str, Any]]:
+    """Any filter the API accepts for ``store``, at most MAX_DEPTH levels deep."""
     if depth >= MAX_DEPTH:
-        return comparisons()
+        return comparisons(store)
     groups = st.builds(
         lambda operator, items: {operator: items},
-        st.sampled_from(GROUP_OPERATORS),
-        st.lists(st.deferred(lambda: valid_filters(depth + 1)), min_size=2, max_size=5),
+        st.sampled_from(supported(store, GROUP_OPERATORS)),
+        st.lists(st.deferred(lambda: valid_filters(store, depth + 1)), min_size=2, max_size=5),
     )
-    return st.one_of(comparisons(), groups)
+    return st.one_of(comparisons(store), groups)
 
 
 not_objects = st.one_of(scalars, st.none(), st.lists(scalars, max_size=2))
@@ -49,17 +69,18 @@ unknown_names = st.text(min_size=1, max_size=20).filter(lambda name: name not in
 
 
 @st.composite
-def invalid_filters(draw: st.DrawFn, depth: int = 1, path: str = "filter") -> tuple[Any, str]:
-    """(filter, the field the API must name): exactly one defect, somewhere in an otherwise valid filter."""
+def invalid_filters(draw: st.DrawFn, store: str, depth: int = 1, path: str = "filter") -> tuple[Any, str]:
+    """(filter, the field the API must name): exactly one defect, somewhere in a filter otherwise valid for
+    ``store``."""
     if depth < MAX_DEPTH and draw(st.booleans()):
         operator = draw(st.sampled_from(GROUP_OPERATORS))
         size = draw(st.integers(min_value=2, max_value=5))
         bad_index = draw(st.integers(min_value=0, max_value=size - 1))
         # Siblings before the defect must be valid; the ones after it are never looked at, but keep them valid.
-        items: list[Any] = [draw(valid_filters(depth + 1)) for _ in range(size)]
-        items[bad_index], field = draw(invalid_filters(depth + 1, f"{path}.{operator}[{bad_index}]"))
+        items: list[Any] = [draw(valid_filters(store, depth + 1)) for _ in range(size)]
+        items[bad_index], field = draw(invalid_filters(store, depth + 1, f"{path}.{operator}[{bad_index}]"))
         return {operator: items}, field
-    leaf = draw(comparisons())
+    leaf = draw(comparisons(store))
     [(operator, operand)] = leaf.items()
     here = f"{path}.{operator}"
     defect = draw(
@@ -82,15 +103,19 @@ def invalid_filters(draw: st.DrawFn, depth: int = 1, path: str = "filter") -> tu
                 "group_too_large",
                 "group_not_list",
                 "too_deep",
+                *(["unsupported_operator"] if unsupported(store) else []),
             ]
         )
     )
+    if defect == "unsupported_operator":
+        missing = draw(st.sampled_from(unsupported(store)))
+        return {missing: {"key": operand["key"], "value": draw(scalars)}}, f"{path}.{missing}"
     if defect == "not_object":
         return draw(not_objects), path
     if defect == "empty":
         return {}, path
     if defect == "two_operators":
-        other = draw(comparisons().filter(lambda c: next(iter(c)) != operator))
+        other = draw(comparisons(store).filter(lambda c: next(iter(c)) != operator))
         return {**leaf, **other}, path
     if defect == "unknown_operator":
         name = draw(unknown_names)
@@ -114,23 +139,23 @@ def invalid_filters(draw: st.DrawFn, depth: int = 1, path: str = "filter") -> tu
         return {operator: {"key": operand["key"], "value": None}}, f"{here}.value"
     if defect == "list_value_not_list":
         list_operator = draw(st.sampled_from(sorted(LIST_VALUED)))
-        value = draw(st.one_of(scalars, st.just([])))
+        value: Any = draw(st.one_of(scalars, st.just([])))
         return {list_operator: {"key": "k", "value": value}}, f"{path}.{list_operator}.value"
     if defect == "too_deep":
-        return draw(too_deep(depth, path))
+        return draw(too_deep(store, depth, path))
     group = draw(st.sampled_from(GROUP_OPERATORS))
     if defect == "group_too_small":
-        return {group: [draw(comparisons())]}, f"{path}.{group}"
+        return {group: [draw(comparisons(store))]}, f"{path}.{group}"
     if defect == "group_too_large":
-        return {group: [draw(comparisons()) for _ in range(draw(st.integers(6, 8)))]}, f"{path}.{group}"
+        return {group: [draw(comparisons(store)) for _ in range(draw(st.integers(6, 8)))]}, f"{path}.{group}"
     return {group: draw(not_objects.filter(lambda v: not isinstance(v, list)))}, f"{path}.{group}"
 
 
 @st.composite
-def too_deep(draw: st.DrawFn, depth: int, path: str) -> tuple[Any, str]:
+def too_deep(draw: st.DrawFn, store: str, depth: int, path: str) -> tuple[Any, str]:
     """Groups nested until one sits at the deepest level, where no group is allowed."""
     group = draw(st.sampled_from(GROUP_OPERATORS))
     if depth >= MAX_DEPTH:
-        return {group: [draw(comparisons()), draw(comparisons())]}, f"{path}.{group}"
-    inner, field = draw(too_deep(depth + 1, f"{path}.{group}[0]"))
-    return {group: [inner, draw(comparisons())]}, field
+        return {group: [draw(comparisons(store)), draw(comparisons(store))]}, f"{path}.{group}"
+    inner, field = draw(too_deep(store, depth + 1, f"{path}.{group}[0]"))
+    return {group: [inner, draw(comparisons(store))]}, field

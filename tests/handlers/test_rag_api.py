@@ -6,25 +6,31 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from botocore.stub import Stubber
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+import common.clients
+import common.http
 import rag_api.handler
 from common import errors
 from common.errors import BadRequestError
-from rag_api import filters, knowledge_base, settings, validation
+from rag_api import filters, guardrail, knowledge_base, settings, validation
 from scripts.ingest_burst import validate_strict
+from stacks.config import VECTOR_STORES
 
 from .conftest import (
     API_REQUEST_ID,
@@ -52,19 +58,23 @@ RAG_ENV = {
     "MODEL_ID": MODEL_ID,
     "GUARDRAIL_ID": GUARDRAIL_ID,
     "GUARDRAIL_VERSION": GUARDRAIL_VERSION,
+    "VECTOR_STORE": "s3vectors",
     "POWERTOOLS_SERVICE_NAME": SERVICE,
     "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
     "POWERTOOLS_TRACE_DISABLED": "true",
 }
 Invoke = Callable[..., Reply]
 RUNTIME_MODEL = boto3.client("bedrock-agent-runtime", region_name="us-east-1").meta.service_model
+GUARDRAIL_MODEL = boto3.client("bedrock-runtime", region_name="us-east-1").meta.service_model
+FUNCTION_TIMEOUT_MS = 25_000  # stacks/level2_rag.py QUERY_TIMEOUT
+RUNTIME_CLIENT, GUARDRAIL_CLIENT = knowledge_base.get_runtime_client, guardrail.get_guardrail_client
 
 
 def clear_caches() -> None:
     for factory in (
         settings.get_settings,
         validation.load_schemas,
-        knowledge_base.get_runtime_client,
+        common.clients.bounded_client,
         rag_api.handler.get_metrics,
         rag_api.handler.get_tracer,
         rag_api.handler.get_resolver,
@@ -90,9 +100,83 @@ def stubber(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
     """The real bedrock-agent-runtime client from the lazy factory, wrapped in a Stubber and injected."""
     client = knowledge_base.get_runtime_client()
     stub = Stubber(client)
-    monkeypatch.setattr(knowledge_base, "get_runtime_client", lambda: client)
+    monkeypatch.setattr(knowledge_base, "get_runtime_client", lambda *_, **__: client)
     with stub:
         yield stub
+
+
+@pytest.fixture(autouse=True)
+def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """The real bedrock-runtime client for ApplyGuardrail, wrapped in a Stubber and injected in every test:
+    a call nobody expected fails the request instead of reaching AWS."""
+    client = guardrail.get_guardrail_client()
+    stub = Stubber(client)
+    monkeypatch.setattr(guardrail, "get_guardrail_client", lambda *_, **__: client)
+    with stub:
+        yield stub
+
+
+def guard_params(*texts: str) -> dict[str, Any]:
+    """The exact ApplyGuardrail request that checks ``texts`` as model output with the stack's guardrail."""
+    return {
+        "guardrailIdentifier": GUARDRAIL_ID,
+        "guardrailVersion": GUARDRAIL_VERSION,
+        "source": "OUTPUT",
+        "content": [{"text": {"text": text}} for text in texts],
+    }
+
+
+USAGE = {
+    "topicPolicyUnits": 1,
+    "contentPolicyUnits": 1,
+    "wordPolicyUnits": 1,
+    "sensitiveInformationPolicyUnits": 1,
+    "sensitiveInformationPolicyFreeUnits": 0,
+    "contextualGroundingPolicyUnits": 0,
+}
+PII_MASKED = {
+    "sensitiveInformationPolicy": {
+        "piiEntities": [{"match": "x", "type": "EMAIL", "action": "ANONYMIZED"}],
+        "regexes": [],
+    }
+}
+TOPIC_BLOCKED = {"topicPolicy": {"topics": [{"name": "Secrets", "type": "DENY", "action": "BLOCKED"}]}}
+CANNED = "Sorry, the model cannot answer this question."
+
+
+def guard_passes(texts: list[str]) -> dict[str, Any]:
+    return {"usage": USAGE, "action": "NONE", "outputs": [], "assessments": [{}]}
+
+
+def guard_masks(outputs: list[str]) -> dict[str, Any]:
+    return {
+        "usage": USAGE,
+        "action": "GUARDRAIL_INTERVENED",
+        "outputs": [{"text": text} for text in outputs],
+        "assessments": [PII_MASKED],
+    }
+
+
+def guard_blocks() -> dict[str, Any]:
+    return {
+        "usage": USAGE,
+        "action": "GUARDRAIL_INTERVENED",
+        "outputs": [{"text": CANNED}],
+        "assessments": [TOPIC_BLOCKED],
+    }
+
+
+def allow(guard: Stubber, *texts: str) -> None:
+    """Expect one ApplyGuardrail call on ``texts`` that lets them all through."""
+    guard.add_response("apply_guardrail", guard_passes(list(texts)), guard_params(*texts))
+
+
+NO_GUARDRAIL_ACTION = {"intervened": False, "masked": 0, "blocked": 0}
+SNIPPETS = (
+    "Customers may return items within 30 days.",
+    "Free shipping on orders over $50.",
+    "Is shipping free? Yes, above $50.",
+)
 
 
 @pytest.fixture
@@ -228,9 +312,10 @@ def rag_response(
 
 
 def test_ask_answers_with_citations_and_emits_metrics(
-    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke, stubber: Stubber, guard: Stubber, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stubber.add_response("retrieve_and_generate", rag_response(guardrail_action="NONE"), ask_params())
+    allow(guard, *SNIPPETS)  # one ApplyGuardrail call checks every snippet
 
     reply = invoke(ask({"question": "What is our refund policy?"}))
 
@@ -261,9 +346,10 @@ def test_ask_answers_with_citations_and_emits_metrics(
                 ],
             },
         ],
-        "guardrail": {"intervened": False},
+        "guardrail": NO_GUARDRAIL_ACTION,
     }
     stubber.assert_no_pending_responses()
+    guard.assert_no_pending_responses()
     [emf] = emf_documents(capsys.readouterr().out)
     directive = emf["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == NAMESPACE
@@ -282,7 +368,7 @@ def test_ask_answers_with_citations_and_emits_metrics(
     assert emf["Latency"][0] >= 0
 
 
-def test_ask_passes_every_option(invoke: Invoke, stubber: Stubber) -> None:
+def test_ask_passes_every_option(invoke: Invoke, stubber: Stubber, guard: Stubber) -> None:
     retrieval_filter = {
         "andAll": [
             {"equals": {"key": "department", "value": "sales"}},
@@ -291,6 +377,7 @@ def test_ask_passes_every_option(invoke: Invoke, stubber: Stubber) -> None:
     }
     expected = ask_params("Refunds?", number_of_results=25, retrieval_filter=retrieval_filter, session_id="abc:1.2_3-4")
     stubber.add_response("retrieve_and_generate", rag_response(session_id="abc:1.2_3-4"), expected)
+    allow(guard, *SNIPPETS)
 
     body = {"question": "Refunds?", "numberOfResults": 25, "filter": retrieval_filter, "sessionId": "abc:1.2_3-4"}
     reply = invoke(ask(body))
@@ -300,8 +387,9 @@ def test_ask_passes_every_option(invoke: Invoke, stubber: Stubber) -> None:
     stubber.assert_no_pending_responses()
 
 
-def test_follow_up_question_reuses_the_session(invoke: Invoke, stubber: Stubber) -> None:
+def test_follow_up_question_reuses_the_session(invoke: Invoke, stubber: Stubber, guard: Stubber) -> None:
     stubber.add_response("retrieve_and_generate", rag_response(session_id="sess-42"), ask_params("First?"))
+    allow(guard, *SNIPPETS)
     stubber.add_response(
         "retrieve_and_generate",
         rag_response("It is 30 days.", citations=[], session_id="sess-42"),
@@ -342,7 +430,7 @@ def test_empty_retrieval_is_a_normal_answer_without_citations(
         "answer": answer,
         "sessionId": "session-1",
         "citations": [],
-        "guardrail": {"intervened": False},
+        "guardrail": NO_GUARDRAIL_ACTION,
     }
     [emf] = emf_documents(capsys.readouterr().out)
     assert emf["Citations"] == [0.0]
@@ -359,13 +447,13 @@ def test_guardrail_intervention_is_reported_and_counted(
     reply = invoke(ask({"question": "Bad?"}))
 
     assert reply.status == 200
-    assert reply.body["guardrail"] == {"intervened": True}
+    assert reply.body["guardrail"] == {"intervened": True, "masked": 0, "blocked": 0}
     assert reply.body["answer"] == blocked
     [emf] = emf_documents(capsys.readouterr().out)
     assert emf["GuardrailIntervened"] == [1.0]
 
 
-def test_citation_without_span_is_located_in_the_answer(invoke: Invoke, stubber: Stubber) -> None:
+def test_citation_without_span_is_located_in_the_answer(invoke: Invoke, stubber: Stubber, guard: Stubber) -> None:
     citations = [
         {
             "generatedResponsePart": {"textResponsePart": {"text": "Shipping is free over $50."}},
@@ -378,6 +466,7 @@ def test_citation_without_span_is_located_in_the_answer(invoke: Invoke, stubber:
         }
     ]
     stubber.add_response("retrieve_and_generate", rag_response(citations=citations), ask_params())
+    allow(guard, "Free shipping.")
 
     reply = invoke(ask({"question": "What is our refund policy?"}))
 
@@ -392,17 +481,21 @@ def test_citation_without_span_is_located_in_the_answer(invoke: Invoke, stubber:
 
 
 def test_default_number_of_results_comes_from_the_environment(
-    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+    invoke: Invoke, stubber: Stubber, guard: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DEFAULT_NUMBER_OF_RESULTS", "12")
     stubber.add_response("retrieve_and_generate", rag_response(), ask_params(number_of_results=12))
+    allow(guard, *SNIPPETS)
     assert invoke(ask({"question": "What is our refund policy?"})).status == 200
     stubber.assert_no_pending_responses()
 
 
-def test_question_and_answer_are_never_logged(invoke: Invoke, stubber: Stubber, logs: io.StringIO) -> None:
+def test_question_and_answer_are_never_logged(
+    invoke: Invoke, stubber: Stubber, guard: Stubber, logs: io.StringIO
+) -> None:
     secret = "TOP-SECRET-QUESTION-42"
     stubber.add_response("retrieve_and_generate", rag_response("SECRET-ANSWER-43"), ask_params(secret))
+    allow(guard, *SNIPPETS)
 
     assert invoke(ask({"question": secret})).status == 200
 
@@ -417,7 +510,7 @@ def test_question_and_answer_are_never_logged(invoke: Invoke, stubber: Stubber, 
 
 
 def test_retrieve_returns_chunks_with_score_uri_and_metadata(
-    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+    invoke: Invoke, stubber: Stubber, guard: Stubber, capsys: pytest.CaptureFixture[str]
 ) -> None:
     response = {
         "retrievalResults": [
@@ -430,9 +523,10 @@ def test_retrieve_returns_chunks_with_score_uri_and_metadata(
             {"content": {"text": "Free shipping."}, "location": {"type": "S3", "s3Location": {"uri": "s3://b/s.md"}}},
         ]
     }
-    retrieval_filter = {"startsWith": {"key": "department", "value": "sal"}}
+    retrieval_filter = {"equals": {"key": "department", "value": "sales"}}
     expected = retrieve_params("refunds", number_of_results=2, retrieval_filter=retrieval_filter)
     stubber.add_response("retrieve", response, expected)
+    allow(guard, "Customers may return items within 30 days.", "Free shipping.")
 
     reply = invoke(retrieve({"query": "refunds", "numberOfResults": 2, "filter": retrieval_filter}))
 
@@ -446,7 +540,8 @@ def test_retrieve_returns_chunks_with_score_uri_and_metadata(
                 "metadata": REFUND_META,
             },
             {"text": "Free shipping.", "score": None, "uri": "s3://b/s.md", "metadata": {}},
-        ]
+        ],
+        "guardrail": NO_GUARDRAIL_ACTION,
     }
     [emf] = emf_documents(capsys.readouterr().out)
     assert emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["KnowledgeBaseId", "service"]]
@@ -457,7 +552,7 @@ def test_retrieve_returns_chunks_with_score_uri_and_metadata(
 def test_retrieve_with_no_match_is_an_empty_list(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params())
     reply = invoke(retrieve({"query": "refund policy"}))
-    assert (reply.status, reply.body) == (200, {"results": []})
+    assert (reply.status, reply.body) == (200, {"results": [], "guardrail": NO_GUARDRAIL_ACTION})
 
 
 # --- request validation ------------------------------------------------------------------------------------
@@ -566,9 +661,9 @@ EQ = {"equals": {"key": "a", "value": 1}}
         ({"orAll": [EQ] * 6}, "invalid_length", "filter.orAll"),
         ({"andAll": [EQ, {"equals": {"key": 1, "value": 1}}]}, "invalid_type", "filter.andAll[1].equals.key"),
         (
-            {"andAll": [EQ, {"orAll": [EQ, {"startsWith": {"key": "a"}}]}]},
+            {"andAll": [EQ, {"orAll": [EQ, {"lessThan": {"key": "a"}}]}]},
             "missing_field",
-            "filter.andAll[1].orAll[1].startsWith.value",
+            "filter.andAll[1].orAll[1].lessThan.value",
         ),
         ({"andAll": [EQ, {"orAll": [EQ, {"andAll": [EQ, EQ]}]}]}, "invalid_filter", "filter.andAll[1].orAll[1].andAll"),
         ({"andAll": [EQ, 7]}, "invalid_type", "filter.andAll[1]"),
@@ -587,7 +682,7 @@ def test_bad_filter_is_400_naming_the_path(
 
 
 def test_deepest_allowed_filter_passes(invoke: Invoke, stubber: Stubber) -> None:
-    deepest = {"andAll": [EQ, {"orAll": [EQ, EQ, EQ, EQ, {"listContains": {"key": "tags", "value": "x"}}]}]}
+    deepest = {"andAll": [EQ, {"orAll": [EQ, EQ, EQ, EQ, {"notIn": {"key": "tags", "value": ["x"]}}]}]}
     stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params("q", retrieval_filter=deepest))
     assert invoke(retrieve({"query": "q", "filter": deepest})).status == 200
 
@@ -775,9 +870,18 @@ def test_throttling_after_retries_is_counted(
 
 
 def test_no_retry_when_the_deadline_is_too_close(invoke: Invoke, stubber: Stubber, sleeps: list[float]) -> None:
+    # 11 s left: 6 s are kept for the guardrail, 1 s for the answer, 3 s connect: one attempt with a 1 s read
+    # timeout fits, a second one after any back-off does not.
     stubber.add_client_error("retrieve_and_generate", "ThrottlingException", "slow down", 429)
-    assert_error(invoke(ask({"question": "q"}), FakeContext(remaining_ms=2_000)), 429, "throttled")
+    assert_error(invoke(ask({"question": "q"}), FakeContext(remaining_ms=11_000)), 429, "throttled")
     assert sleeps == []
+    stubber.assert_no_pending_responses()
+
+
+def test_no_attempt_when_none_fits_in_the_time_left(invoke: Invoke, stubber: Stubber) -> None:
+    reply = invoke(ask({"question": "q"}), FakeContext(remaining_ms=2_000))  # the empty Stubber: no call made
+    assert_error(reply, 504, "model_timeout")
+    assert reply.headers["retry-after"] == "5"
 
 
 def test_unknown_aws_error_is_500_with_request_id(invoke: Invoke, stubber: Stubber) -> None:
@@ -868,12 +972,21 @@ def test_module_imports_without_env_and_without_boto3() -> None:
     assert done.stdout.strip() == "ok"
 
 
-def test_client_is_lazy_cached_and_not_retried_by_botocore() -> None:
-    client = knowledge_base.get_runtime_client()
-    assert knowledge_base.get_runtime_client() is client
+def test_clients_are_lazy_cached_per_timeout_and_not_retried_by_botocore() -> None:
+    client = RUNTIME_CLIENT()  # the real factories (the fixtures inject Stubber-wrapped clients)
+    assert RUNTIME_CLIENT() is client
     assert client.meta.service_model.service_name == "bedrock-agent-runtime"
     assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (3, 20)
+    shorter = RUNTIME_CLIENT(7)
+    assert shorter is not client and shorter.meta.config.read_timeout == 7
+    guard_client = GUARDRAIL_CLIENT()
+    assert guard_client.meta.service_model.service_name == "bedrock-runtime"
+    assert guard_client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert (guard_client.meta.config.connect_timeout, guard_client.meta.config.read_timeout) == (2, 5)
+    # the retry policies plan attempts with the clients' own timeouts
+    assert (knowledge_base.RETRY_POLICY.connect_timeout_s, knowledge_base.RETRY_POLICY.max_read_timeout_s) == (3, 20)
+    assert (guardrail.RETRY_POLICY.connect_timeout_s, guardrail.RETRY_POLICY.max_read_timeout_s) == (2, 5)
 
 
 # --- the contract agrees with botocore's service model -----------------------------------------------------
@@ -910,12 +1023,15 @@ def test_filter_grammar_matches_the_bedrock_api() -> None:
 def test_built_requests_pass_the_models_full_constraints() -> None:
     current = settings.get_settings()
     request = validation.parse_ask_request(
-        {"question": "q" * 1000, "sessionId": "a.b:c-d_e", "numberOfResults": 25, "filter": {"orAll": [EQ, EQ]}}
+        {"question": "q" * 1000, "sessionId": "a.b:c-d_e", "numberOfResults": 25, "filter": {"orAll": [EQ, EQ]}},
+        "s3vectors",
     )
     validate_strict(
         knowledge_base.ask_params(current, request), RUNTIME_MODEL.operation_model("RetrieveAndGenerate").input_shape
     )
-    query = validation.parse_retrieve_request({"query": "q" * 2000, "filter": {"in": {"key": "k", "value": [1, 2]}}})
+    query = validation.parse_retrieve_request(
+        {"query": "q" * 2000, "filter": {"in": {"key": "k", "value": [1, 2]}}}, "s3vectors"
+    )
     validate_strict(
         knowledge_base.retrieve_params(current, query), RUNTIME_MODEL.operation_model("Retrieve").input_shape
     )
@@ -929,10 +1045,12 @@ PROPERTY_SETTINGS = hsettings(
 
 
 @PROPERTY_SETTINGS
-@given(retrieval_filter=valid_filters())
-def test_any_valid_filter_passes_unchanged_and_satisfies_the_api_model(retrieval_filter: dict[str, Any]) -> None:
+@given(data=st.data())
+@pytest.mark.parametrize("store", VECTOR_STORES)
+def test_any_valid_filter_passes_unchanged_and_satisfies_the_api_model(store: str, data: st.DataObject) -> None:
+    retrieval_filter = data.draw(valid_filters(store))
     body = json.loads(json.dumps({"query": "q", "filter": retrieval_filter}))
-    request = validation.parse_retrieve_request(body)
+    request = validation.parse_retrieve_request(body, store)
     assert request.filter == body["filter"]
     params = knowledge_base.retrieve_params(settings.get_settings(), request)
     assert params["retrievalConfiguration"]["vectorSearchConfiguration"]["filter"] == body["filter"]
@@ -940,17 +1058,18 @@ def test_any_valid_filter_passes_unchanged_and_satisfies_the_api_model(retrieval
 
 
 @PROPERTY_SETTINGS
-@given(case=invalid_filters())
-def test_any_invalid_filter_is_rejected_naming_its_path(case: tuple[Any, str]) -> None:
-    bad_filter, field = case
+@given(data=st.data())
+@pytest.mark.parametrize("store", VECTOR_STORES)
+def test_any_invalid_filter_is_rejected_naming_its_path(store: str, data: st.DataObject) -> None:
+    bad_filter, field = data.draw(invalid_filters(store))
     with pytest.raises(BadRequestError) as raised:
-        validation.parse_ask_request({"question": "q", "filter": bad_filter})
+        validation.parse_ask_request({"question": "q", "filter": bad_filter}, store)
     assert raised.value.field == field
     assert raised.value.code in {"invalid_type", "invalid_filter", "unknown_field", "missing_field", "invalid_length"}
 
 
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=invalid_filters())
+@given(case=invalid_filters("s3vectors"))
 def test_invalid_filters_never_reach_bedrock(invoke: Invoke, stubber: Stubber, case: tuple[Any, str]) -> None:
     bad_filter, field = case
     reply = invoke(retrieve({"query": "q", "filter": bad_filter}))  # a call would hit the empty Stubber: 500
@@ -969,7 +1088,7 @@ def test_invalid_filters_never_reach_bedrock(invoke: Invoke, stubber: Stubber, c
 )
 def test_any_bad_number_of_results_is_400(value: Any) -> None:
     with pytest.raises(BadRequestError) as raised:
-        validation.parse_retrieve_request({"query": "q", "numberOfResults": value})
+        validation.parse_retrieve_request({"query": "q", "numberOfResults": value}, "s3vectors")
     assert raised.value.field == "numberOfResults"
 
 
@@ -1012,7 +1131,7 @@ def test_validator_refuses_schema_keywords_it_does_not_implement(
 
 
 def test_metrics_failure_does_not_fail_the_request(
-    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+    invoke: Invoke, stubber: Stubber, guard: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class BrokenMetrics:
         cleared = False
@@ -1025,13 +1144,14 @@ def test_metrics_failure_does_not_fail_the_request(
 
     monkeypatch.setattr(rag_api.handler, "get_metrics", BrokenMetrics)
     stubber.add_response("retrieve_and_generate", rag_response(), ask_params("q"))
+    allow(guard, *SNIPPETS)
 
     assert invoke(ask({"question": "q"})).status == 200
     assert BrokenMetrics.cleared
 
 
 def test_tracer_in_lambda_captures_handler_without_response(
-    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+    invoke: Invoke, stubber: Stubber, guard: Stubber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: dict[str, Any] = {"annotations": {}}
 
@@ -1047,6 +1167,8 @@ def test_tracer_in_lambda_captures_handler_without_response(
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
     monkeypatch.setattr("common.observability.Tracer", FakeTracer)
     stubber.add_response("retrieve_and_generate", rag_response(guardrail_action="INTERVENED"), ask_params("q"))
+    # the guardrail intervened on the answer: the citation parts are checked with the snippets
+    allow(guard, *SNIPPETS, "Refunds are accepted within 30 days.", "Shipping is free over $50.")
 
     assert invoke(ask({"question": "q"})).status == 200
     assert calls == {"capture_response": False, "annotations": {"ModelId": MODEL_ID, "GuardrailIntervened": True}}
@@ -1061,3 +1183,407 @@ def test_tracer_is_off_when_xray_sdk_is_missing(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("common.observability.Tracer", no_sdk)
 
     assert rag_api.handler.get_tracer() is None
+
+
+# --- the guardrail covers everything returned (ApplyGuardrail on chunks and snippets) ---------------------
+
+EMAIL = "jane.doe@example.com"
+MASKED_EMAIL = "{EMAIL}"
+
+
+def test_retrieved_chunks_are_masked_and_blocked_ones_withheld(
+    invoke: Invoke, stubber: Stubber, guard: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given three chunks: one with an e-mail address the guardrail masks, one clean, one on a denied topic
+    personal, clean, denied = f"Write to {EMAIL} for refunds.", "Refunds take 30 days.", "The vault code is 1234."
+    chunks = [
+        {"content": {"text": text}, "location": {"type": "S3", "s3Location": {"uri": f"s3://b/{i}.md"}}}
+        for i, text in enumerate((personal, clean, denied))
+    ]
+    stubber.add_response("retrieve", {"retrievalResults": chunks}, retrieve_params("q"))
+    # The batch is blocked (one canned message for the whole call), so it is split until the blocked chunk is found
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(personal, clean, denied))
+    guard.add_response(
+        "apply_guardrail", guard_masks([f"Write to {MASKED_EMAIL} for refunds."]), guard_params(personal)
+    )
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(clean, denied))
+    allow(guard, clean)
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(denied))
+
+    reply = invoke(retrieve({"query": "q"}))
+
+    # Then the masked text replaces the original, the blocked chunk is withheld, and the response says so
+    assert reply.status == 200
+    assert [r["text"] for r in reply.body["results"]] == [f"Write to {MASKED_EMAIL} for refunds.", clean]
+    assert [r["uri"] for r in reply.body["results"]] == ["s3://b/0.md", "s3://b/1.md"]
+    assert reply.body["guardrail"] == {"intervened": True, "masked": 1, "blocked": 1}
+    assert EMAIL not in reply.raw["body"] and "vault" not in reply.raw["body"] and CANNED not in reply.raw["body"]
+    guard.assert_no_pending_responses()
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["RetrievedResults"] == [2.0]
+
+
+def test_text_the_guardrail_masks_in_the_answer_does_not_reappear_in_its_citations(
+    invoke: Invoke, stubber: Stubber, guard: Stubber
+) -> None:
+    # Given an answer the guardrail masked, citing a snippet that holds the unmasked e-mail address
+    citations = [
+        {
+            "generatedResponsePart": {
+                "textResponsePart": {"text": f"Write to {EMAIL}.", "span": {"start": 0, "end": 9}}
+            },
+            "retrievedReferences": [
+                reference("s3://b/contact.md", f"Contact: {EMAIL}"),
+                reference("s3://b/x.md", "Hours: 9-5"),
+            ],
+        }
+    ]
+    response = rag_response(f"Write to {MASKED_EMAIL}.", citations=citations, guardrail_action="INTERVENED")
+    stubber.add_response("retrieve_and_generate", response, ask_params())
+    # one call checks the snippets and (the answer was changed) the citation part
+    guard.add_response(
+        "apply_guardrail",
+        guard_masks([f"Contact: {MASKED_EMAIL}", "Hours: 9-5", f"Write to {MASKED_EMAIL}."]),
+        guard_params(f"Contact: {EMAIL}", "Hours: 9-5", f"Write to {EMAIL}."),
+    )
+
+    reply = invoke(ask({"question": "What is our refund policy?"}))
+
+    assert reply.status == 200
+    assert EMAIL not in reply.raw["body"]
+    [citation] = reply.body["citations"]
+    assert citation["text"] == f"Write to {MASKED_EMAIL}."
+    assert [s["snippet"] for s in citation["sources"]] == [f"Contact: {MASKED_EMAIL}", "Hours: 9-5"]
+    assert reply.body["guardrail"] == {"intervened": True, "masked": 2, "blocked": 0}
+    guard.assert_no_pending_responses()
+
+
+def test_a_blocked_snippet_drops_its_source_and_a_citation_left_without_sources(
+    invoke: Invoke, stubber: Stubber, guard: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_response("retrieve_and_generate", rag_response(), ask_params())
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(*SNIPPETS))
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(SNIPPETS[0]))
+    allow(guard, *SNIPPETS[1:])
+
+    reply = invoke(ask({"question": "What is our refund policy?"}))
+
+    assert reply.status == 200
+    assert [c["text"] for c in reply.body["citations"]] == ["Shipping is free over $50."]  # the refund one is gone
+    assert SNIPPETS[0] not in reply.raw["body"]
+    assert reply.body["guardrail"] == {"intervened": True, "masked": 0, "blocked": 1}
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert (emf["Citations"], emf["GuardrailIntervened"]) == ([1.0], [1.0])
+
+
+def test_every_guardrail_request_satisfies_the_api_model_and_is_batched() -> None:
+    # Given 40 chunks of 1,000 characters (four of them repeated) and a guardrail that lets everything through
+    texts = [f"{i:04d}" + "x" * 996 for i in range(36)] + [f"{i:04d}" + "x" * 996 for i in range(4)]
+    requests: list[dict[str, Any]] = []
+
+    def apply(params: dict[str, Any]) -> dict[str, Any]:
+        validate_strict(params, GUARDRAIL_MODEL.operation_model("ApplyGuardrail").input_shape)
+        requests.append(params)
+        return guard_passes([])
+
+    outcome = guardrail.guard(texts, settings.get_settings(), apply)
+
+    # Then each distinct text is checked once, in as few calls as the per-call size allows
+    sizes = [sum(len(block["text"]["text"]) for block in r["content"]) for r in requests]
+    assert sizes == [25_000, 11_000]
+    assert all(r["source"] == "OUTPUT" for r in requests)
+    assert [outcome.text(t) for t in texts] == texts
+    assert outcome.usage["contentPolicyUnits"] == 2
+
+
+def test_a_text_longer_than_one_call_is_sent_alone() -> None:
+    assert guardrail.batches(["a" * 10, "b" * 30_000, "c" * 10]) == [["a" * 10], ["b" * 30_000], ["c" * 10]]
+
+
+def test_the_call_budget_withholds_what_it_could_not_resolve() -> None:
+    calls: list[int] = []
+
+    def apply(params: dict[str, Any]) -> dict[str, Any]:
+        calls.append(len(params["content"]))
+        return guard_blocks()
+
+    texts = [f"chunk {i}" for i in range(25)]
+    outcome = guardrail.guard(texts, settings.get_settings(), apply)
+
+    assert len(calls) == guardrail.MAX_CALLS
+    assert outcome.counts(texts) == (0, 25)  # nothing unchecked is returned
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"usage": USAGE, "action": "GUARDRAIL_INTERVENED", "outputs": [], "assessments": [{}]},
+        {  # more outputs than content blocks: which one belongs to which text is unknown
+            "usage": USAGE,
+            "action": "GUARDRAIL_INTERVENED",
+            "outputs": [{"text": "a"}, {"text": "b"}, {"text": "c"}],
+            "assessments": [PII_MASKED],
+        },
+    ],
+)
+def test_an_intervention_in_an_unexpected_shape_withholds_the_text(response: dict[str, Any]) -> None:
+    outcome = guardrail.guard(["one", "two"], settings.get_settings(), lambda _: response)
+    assert (outcome.text("one"), outcome.text("two"), outcome.calls) == (None, None, 3)
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "http_status", "attempts", "status", "code"),
+    [
+        ("AccessDeniedException", 403, 1, 403, "model_access_denied"),
+        ("ResourceNotFoundException", 404, 1, 502, "upstream_not_found"),
+        ("ValidationException", 400, 1, 502, "guardrail_failed"),
+        ("ThrottlingException", 429, 3, 429, "throttled"),
+        ("ServiceUnavailableException", 503, 3, 503, "upstream_unavailable"),
+    ],
+)
+def test_a_failed_guardrail_call_returns_no_text_and_maps_to_the_contract(
+    invoke: Invoke,
+    stubber: Stubber,
+    guard: Stubber,
+    aws_code: str,
+    http_status: int,
+    attempts: int,
+    status: int,
+    code: str,
+) -> None:
+    chunk = {"content": {"text": f"Mail {EMAIL}"}, "location": {"type": "S3", "s3Location": {"uri": "s3://b/a.md"}}}
+    stubber.add_response("retrieve", {"retrievalResults": [chunk]}, retrieve_params("q"))
+    for _ in range(attempts):
+        guard.add_client_error(
+            "apply_guardrail", aws_code, "no", http_status, expected_params=guard_params(f"Mail {EMAIL}")
+        )
+
+    reply = invoke(retrieve({"query": "q"}))
+
+    error = assert_error(reply, status, code)
+    assert EMAIL not in reply.raw["body"]
+    if status != 429:
+        assert GUARDRAIL_ID in error["message"] or "Guardrails" in error["message"]
+    guard.assert_no_pending_responses()
+
+
+ACCOUNT_ARN = "arn:aws:bedrock:us-east-1:123456789012:guardrail/abc"
+
+
+@pytest.mark.parametrize("upstream", ["knowledge_base", "guardrail"])
+def test_error_messages_never_echo_an_account_id(
+    invoke: Invoke, stubber: Stubber, guard: Stubber, upstream: str
+) -> None:
+    message = f"1 validation error: {ACCOUNT_ARN} is not valid for account 123456789012"
+    if upstream == "knowledge_base":
+        stubber.add_client_error("retrieve", "ValidationException", message, 400)
+    else:
+        stubber.add_response("retrieve", {"retrievalResults": [{"content": {"text": "chunk"}}]}, retrieve_params("q"))
+        guard.add_client_error("apply_guardrail", "ValidationException", message, 400)
+
+    reply = invoke(retrieve({"query": "q"}))
+
+    assert reply.status in (400, 502)
+    assert "123456789012" not in reply.raw["body"]
+    assert re.search(r"(?<![0-9])[0-9]{12}(?![0-9])", reply.body["error"]["message"]) is None
+    assert "is not valid" in reply.body["error"]["message"]  # the rest of the message is kept
+
+
+# --- filters per vector store ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("operator", ["startsWith", "stringContains", "listContains"])
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_s3_vectors_refuses_operators_it_lacks_naming_the_path(
+    invoke: Invoke, stubber: Stubber, route: str, operator: str
+) -> None:
+    bad = {"andAll": [EQ, {"orAll": [EQ, {operator: {"key": "tags", "value": "x"}}]}]}
+    event = ask({"question": "q", "filter": bad}) if route == "ask" else retrieve({"query": "q", "filter": bad})
+
+    error = assert_error(invoke(event), 400, "invalid_filter", f"filter.andAll[1].orAll[1].{operator}")
+
+    assert "S3 Vectors" in error["message"] and "equals" in error["message"]  # names the store and what it takes
+    stubber.assert_no_pending_responses()  # nothing reached Bedrock (the empty Stubber would answer 500)
+
+
+@pytest.mark.parametrize("operator", ["startsWith", "stringContains", "listContains"])
+def test_opensearch_serverless_accepts_every_operator(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch, operator: str
+) -> None:
+    monkeypatch.setenv("VECTOR_STORE", "opensearch-serverless")
+    retrieval_filter = {operator: {"key": "tags", "value": "x"}}
+    stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params("q", retrieval_filter=retrieval_filter))
+
+    assert invoke(retrieve({"query": "q", "filter": retrieval_filter})).status == 200
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("value", [None, "", "pinecone", "S3Vectors"])
+def test_the_vector_store_must_be_configured_explicitly(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv("VECTOR_STORE")
+    else:
+        monkeypatch.setenv("VECTOR_STORE", value)
+    error = assert_error(invoke(retrieve({"query": "q"})), 500, "configuration_error")
+    assert "VECTOR_STORE" in error["message"]
+
+
+def test_store_operator_table_matches_the_stores_the_kit_deploys_and_the_api() -> None:
+    assert set(filters.STORE_OPERATORS) == set(VECTOR_STORES)
+    members = set(RUNTIME_MODEL.shape_for("RetrievalFilter").members)
+    for operators in filters.STORE_OPERATORS.values():
+        assert operators <= members
+        assert set(filters.GROUP_OPERATORS) <= operators
+
+
+def test_session_id_with_a_trailing_newline_is_refused(invoke: Invoke) -> None:
+    error = assert_error(invoke(ask({"question": "q", "sessionId": "abc\n"})), 400, "invalid_value", "sessionId")
+    assert "letters, digits" in error["message"]
+
+
+# --- deadlines: a slow upstream still gets a documented answer before the function's timeout ---------------
+
+
+class Clock:
+    """Simulated time: the fake upstream and the back-off advance it; nothing sleeps."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+@dataclass
+class ClockContext(FakeContext):
+    clock: Clock = field(default_factory=Clock)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(FUNCTION_TIMEOUT_MS - self.clock.now_s * 1000)
+
+
+class _Body:
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.payload
+
+
+@dataclass
+class SlowUpstream:
+    """An upstream that takes ``seconds`` per attempt, then fails with ``status`` (or answers ``body``).
+
+    An attempt whose client gives up sooner (connect + read timeout) ends with ReadTimeoutError at that time.
+    Every attempt is recorded with the time left when it started and the longest it may last.
+    """
+
+    clock: Clock
+    context: ClockContext
+    seconds: float
+    status: int | None = None
+    error_code: str = "ServiceUnavailableException"
+    body: dict[str, Any] = field(default_factory=dict)
+    attempts: list[tuple[int, float]] = field(default_factory=list)
+
+    def hook(self, client: Any) -> Callable[..., Any]:
+        def send(request: Any, **_: Any) -> Any:
+            config = client.meta.config
+            limit_s = config.connect_timeout + config.read_timeout
+            self.attempts.append((self.context.get_remaining_time_in_millis(), limit_s))
+            if self.seconds > config.read_timeout:
+                self.clock.advance(config.read_timeout)
+                raise ReadTimeoutError(endpoint_url=request.url)
+            self.clock.advance(self.seconds)
+            if self.status is None:
+                return AWSResponse(request.url, 200, {}, _Body(json.dumps(self.body).encode()))
+            headers = {"x-amzn-ErrorType": f"{self.error_code}:"}
+            return AWSResponse(request.url, self.status, headers, _Body(b'{"message": "busy"}'))
+
+        return send
+
+
+def _slow(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, real: Any, event: str, upstream: SlowUpstream
+) -> None:
+    hooked: set[int] = set()
+
+    def factory(*args: Any) -> Any:
+        client = real(*args)
+        if id(client) not in hooked:
+            hooked.add(id(client))
+            client.meta.events.register_first(event, upstream.hook(client))
+        return client
+
+    monkeypatch.setattr(module, name, factory)
+
+
+@pytest.mark.parametrize(
+    ("slow", "status", "expected"),
+    [
+        ("knowledge_base", 503, (503, "upstream_unavailable")),  # fails after 10 s, every attempt
+        ("knowledge_base", None, (504, "model_timeout")),  # answers after 30 s: every attempt times out
+        ("guardrail", 503, (504, "model_timeout")),
+        ("guardrail", None, (504, "model_timeout")),
+    ],
+)
+def test_a_slow_upstream_gets_an_answer_before_the_function_timeout(
+    invoke: Invoke,
+    guard: Stubber,
+    monkeypatch: pytest.MonkeyPatch,
+    sleeps: list[float],
+    slow: str,
+    status: int | None,
+    expected: tuple[int, str],
+) -> None:
+    guard.deactivate()  # the real clients, with a simulated upstream behind them
+    clock = Clock()
+    context = ClockContext(clock=clock, function_name="rag-api")
+
+    def back_off(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    monkeypatch.setattr(common.http, "sleep", back_off)
+    seconds = 10.0 if status is not None else 30.0
+    chunks = {"retrievalResults": [{"content": {"text": "chunk"}}]}
+    if slow == "knowledge_base":
+        upstream = SlowUpstream(clock, context, seconds, status)
+        _slow(
+            monkeypatch,
+            knowledge_base,
+            "get_runtime_client",
+            RUNTIME_CLIENT,
+            "before-send.bedrock-agent-runtime.Retrieve",
+            upstream,
+        )
+    else:  # the knowledge base answers after 8 s, then the guardrail is slow
+        quick = SlowUpstream(clock, context, 8.0, body=chunks)
+        _slow(
+            monkeypatch,
+            knowledge_base,
+            "get_runtime_client",
+            RUNTIME_CLIENT,
+            "before-send.bedrock-agent-runtime.Retrieve",
+            quick,
+        )
+        upstream = SlowUpstream(clock, context, seconds, status)
+        _slow(
+            monkeypatch,
+            guardrail,
+            "get_guardrail_client",
+            GUARDRAIL_CLIENT,
+            "before-send.bedrock-runtime.ApplyGuardrail",
+            upstream,
+        )
+
+    reply = invoke(retrieve({"query": "q"}), context)
+
+    # Then the caller gets the documented JSON error, with time to spare before Lambda would kill the function
+    assert_error(reply, *expected)
+    assert clock.now_s * 1000 <= FUNCTION_TIMEOUT_MS - 1000
+    assert upstream.attempts
+    for remaining_ms, limit_s in upstream.attempts:  # no attempt could outlive the function
+        assert limit_s * 1000 <= remaining_ms - 1000
