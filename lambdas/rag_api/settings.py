@@ -72,6 +72,6 @@ def _vector_store() -> str:
 
 def _matching(name: str, pattern: re.Pattern[str], wording: str) -> str:
     value = env_str(name)
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise ConfigurationError(f"Environment variable {name} must be {wording}.")
     return value
