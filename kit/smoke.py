@@ -982,10 +982,21 @@ def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], st
 
 @l4.command()
 @click.option("--name", help="The execution name (the training job is <name_prefix>-pretrain-<name>).")
+@click.option(
+    "--resume-from",
+    "resume_from",
+    metavar="EXECUTION",
+    help="Continue the run of an earlier execution (name or ARN) from its checkpoints instead of starting anew.",
+)
 @click.option("--wait", is_flag=True, help="Follow the execution until the training job ends.")
 @wait_options(timeout_s=6 * 3600, poll_s=30)
-def submit(name: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
-    """Start one multi-node training job through the Jobs stack's state machine."""
+def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+    """Start one multi-node training job through the Jobs stack's state machine.
+
+    Each execution checkpoints under its own prefix, checkpoints/<execution>/, so a new run starts at step 0.
+    With --resume-from the job starts from the newest checkpoint of that earlier execution's run and keeps
+    checkpointing there (the state machine refuses a name with no checkpoints).
+    """
     import re
 
     target = current_target()
@@ -995,18 +1006,25 @@ def submit(name: str | None, wait: bool, timeout: int, poll_seconds: float) -> N
         raise KitUsageError(
             f"--name makes the training job name {job_name!r}: SageMaker needs 1-63 letters, digits and '-'"
         )
+    earlier = resume_from.rsplit(":", 1)[-1] if resume_from else None
+    if earlier is not None and not re.match(_SAGEMAKER_NAME, f"{target.config.name_prefix}-pretrain-{earlier}"):
+        raise KitUsageError(f"--resume-from {resume_from!r} is not the name of an execution that ran a training job")
+    if earlier == execution:
+        raise KitUsageError("--resume-from names this execution itself: give the earlier execution's name")
     outputs = target.outputs("4-jobs")
     machine = aws.require_output(outputs, "StateMachineArn", target.stack_name("4-jobs"))
     sfn = target.client("stepfunctions")
     out = console()
+    execution_input = json.dumps({"resumeFrom": earlier} if earlier else {})
     with aws.aws_errors("starting the training-job state machine", target.region):
-        arn = str(sfn.start_execution(stateMachineArn=machine, name=execution, input="{}")["executionArn"])
+        arn = str(sfn.start_execution(stateMachineArn=machine, name=execution, input=execution_input)["executionArn"])
     settings = target.config.pretrain
+    checkpoints = f"s3://{outputs.get('ArtifactsBucketName', '?')}/checkpoints/{earlier or execution}/"
     out.print(Text(f"started {arn}"))
     out.print(
         Text(
             f"training job {job_name}: {settings.job_instance_count} x {settings.job_instance_type}, "
-            f"checkpoints in s3://{outputs.get('ArtifactsBucketName', '?')}/checkpoints/",
+            + (f"resuming from the checkpoints in {checkpoints}" if earlier else f"checkpoints in {checkpoints}"),
             style="dim",
         )
     )

@@ -25,6 +25,13 @@ from stacks.shared.stage import log_group, tag_stack
 
 LEVEL = "0-observability"
 STATE_PREFIX = "kit-state/"
+# The function answers CloudFormation before its timeout: each of its (at most four) calls is bounded by short
+# client timeouts and attempts, and no call starts that could overrun (lambdas/invocation_logging/handler.py).
+MANAGER_TIMEOUT = Duration.minutes(4)
+# CloudFormation stops waiting for an answer after this instead of the default hour, so even a function that
+# never runs (throttled, deleted, broken package) holds a create, update or delete for minutes only:
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
+SERVICE_TIMEOUT = Duration.minutes(6)
 
 
 class InvocationLoggingStack(Stack):
@@ -80,7 +87,7 @@ class InvocationLoggingStack(Stack):
             handler="invocation_logging.handler.handler",
             description="Custom resource: Bedrock model invocation logging for this account and region",
             service_name="invocation-logging",
-            timeout=Duration.minutes(2),
+            timeout=MANAGER_TIMEOUT,
             memory_size=256,
         )
         manager.role.add_to_policy(
@@ -139,6 +146,7 @@ class InvocationLoggingStack(Stack):
             "InvocationLogging",
             service_token=manager.function.function_arn,
             resource_type="Custom::BedrockInvocationLogging",
+            service_timeout=SERVICE_TIMEOUT,
             properties={
                 "LogGroupName": logs.log_group_name,
                 "RoleArn": delivery.role_arn,

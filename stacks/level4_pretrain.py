@@ -2,9 +2,10 @@
 
 Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while idle):
 
-    GenAiKit-4-Pretrain-Jobs:   StartExecution ──► Step Functions ──► SageMaker CreateTrainingJob (.sync)
-                                     multi-node, torchrun in the PyTorch training image, checkpoints to S3,
-                                     optional managed spot ──► SNS (+ EventBridge training-job state changes)
+    GenAiKit-4-Pretrain-Jobs:   StartExecution ──► Step Functions: input checked (a JSON object; resumeFrom a name
+                                     with checkpoints) ──► SageMaker CreateTrainingJob (.sync), multi-node, torchrun in
+                                     the PyTorch training image, checkpoints under checkpoints/<execution>/ (or the
+                                     resumed run's), optional managed spot ──► SNS (+ EventBridge job state changes)
 
     GenAiKit-4-Pretrain-Cluster: VPC (private subnets, NAT from config, S3 gateway endpoint, flow logs)
                                      security group: all traffic to and from itself (EFA)
@@ -49,6 +50,13 @@ LIFECYCLE_PREFIX = "lifecycle/"
 LIFECYCLE_ON_CREATE = "on_create.sh"
 CODE_PREFIX = "code/"
 DATA_PREFIX = "data/"
+CHECKPOINTS_PREFIX = "checkpoints/"  # one sub-prefix per execution: checkpoints/<execution name>/
+OUTPUT_PREFIX = "output/"
+# Bounded retries for the notification publishes and the checkpoint lookup: transient errors pass, a lasting
+# one still ends in the failure path within about half a minute (2 + 4 + 8 s of back-off).
+RETRY_INTERVAL = Duration.seconds(2)
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF = 2.0
 FSX_STORAGE_GIB = 1200
 # API-driven Slurm configuration: node types and partitions in each group's SlurmConfig, FSx in its
 # InstanceStorageConfigs, HyperPod owning slurm.conf. A provisioning_parameters.json under the lifecycle prefix
@@ -418,6 +426,8 @@ class HyperPodCluster(Construct):
 
 
 def _notifications(scope: Construct, config: KitConfig, name: str) -> sns.Topic:
+    """The level's topic. Its policy grants no service principal anything: EventBridge publishes through the
+    per-rule roles of ``notification_rule``, Step Functions through its own role."""
     topic = sns.Topic(scope, "Notifications", display_name=config.resource_name(name), enforce_ssl=True)
     if config.alarm_email:
         topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
@@ -428,6 +438,175 @@ def _notifications(scope: Construct, config: KitConfig, name: str) -> sns.Topic:
         "encrypted with the AWS managed key, and a customer managed key would cost $1/month idle.",
     )
     return topic
+
+
+def notification_rule(
+    scope: Construct,
+    construct_id: str,
+    config: KitConfig,
+    *,
+    topic: sns.ITopic,
+    name: str,
+    description: str,
+    event_pattern: events.EventPattern,
+) -> events.Rule:
+    """An EventBridge rule on the default bus that publishes to ``topic`` through a role only this rule may assume.
+
+    CDK's ``targets.SnsTopic`` grants ``events.amazonaws.com`` ``sns:Publish`` in the topic policy with no condition,
+    so any rule (of any account) could publish; and EventBridge's guide says a topic policy for EventBridge cannot
+    carry Condition blocks, so that grant cannot be confined to the rule. A target role can: SNS targets may use an
+    execution role, and EventBridge gives the rule's ARN as ``aws:SourceArn`` when it assumes a rule target's role.
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sns-permissions
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/cross-service-confused-deputy-prevention.html
+    The rule is named, so its ARN is known to the trust policy without a reference back to the rule (a cycle).
+    """
+    stack = Stack.of(scope)
+    rule_name = config.resource_name(name)
+    rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
+    role = iam.Role(
+        scope,
+        f"{construct_id}Delivery",
+        description=f"Assumed by the EventBridge rule {rule_name} only, to publish to the level's topic",
+        assumed_by=iam.ServicePrincipal(
+            "events.amazonaws.com",
+            conditions={
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnEquals": {"aws:SourceArn": rule_arn},
+            },
+        ),
+    )
+    # role= makes the target publish as the role; CDK grants the role sns:Publish on the topic, not the topic policy.
+    return events.Rule(
+        scope,
+        construct_id,
+        rule_name=rule_name,
+        description=description,
+        event_pattern=event_pattern,
+        targets=[targets.SnsTopic(topic, role=role)],
+    )
+
+
+class InputChecks:
+    """The states before the training job: the execution input is checked, and the checkpoint prefix chosen.
+
+    Any JSON value can start an execution. Given a list or a string, a ResultPath (the task's ``$.training``, the
+    Catch's ``$.error``) has no object to write into, and a JSONPath that finds nothing is a ``States.Runtime``
+    error, which no Catch catches, not even ``States.ALL``: the execution failed and no one was told. Every path
+    the input can take therefore goes through Choice rules (IsPresent, Is<type>, a string match on the serialized
+    input) before anything reads a field or writes a result, and bad input ends in the failure notification:
+
+        ReadInput (wraps the input: $.input) ─► CheckInputType: a string, number, boolean or null ─► rejected
+        ─► SerializeInput ─► CheckInput: not "{…}" (a list) ─► rejected
+                                       no resumeFrom ─► NewCheckpoints: checkpoints/<this execution>/
+                                       resumeFrom not a string ─► rejected
+                                       else ─► FindCheckpoints (ListObjectsV2, 1 key) ─► none ─► rejected
+                                                                                     └─► ResumeCheckpoints:
+                                                                                         checkpoints/<resumeFrom>/
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        bucket_name: str,
+        train: sfn.IChainable,
+        invalid: sfn.IChainable,
+        failed: sfn.IChainable,
+    ) -> None:
+        stack = Stack.of(scope)
+        prefix_uri = f"s3://{bucket_name}/{CHECKPOINTS_PREFIX}{{}}/"
+
+        def rejected(state_id: str, cause: str, *values: str) -> sfn.Pass:
+            """A Pass that states why in ``$.error`` (as a Catch would) and goes on to the failure notification."""
+            error = {"Error": "InvalidInput", "Cause": sfn.JsonPath.format(cause, *values) if values else cause}
+            state = sfn.Pass(scope, state_id, parameters=error, result_path="$.error")
+            state.next(invalid)
+            return state
+
+        usage = 'the execution input must be a JSON object: {} or {"resumeFrom": "<earlier execution name>"}'
+        not_an_object = rejected("InputNotAnObject", usage)
+        self.start = sfn.Pass(
+            scope,
+            "ReadInput",
+            comment="Any JSON value can start an execution: wrap it, so that every later path finds an object",
+            parameters={"input": sfn.JsonPath.entire_payload},
+        )
+        serialize = sfn.Pass(
+            scope,
+            "SerializeInput",
+            comment="An object serializes as {…}, a list as […]: Choice rules cannot tell them apart otherwise",
+            parameters={"text": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.input"))},
+            result_path="$.inputText",
+        )
+        self.start.next(
+            sfn.Choice(scope, "CheckInputType")
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.is_string("$.input"),
+                    sfn.Condition.is_numeric("$.input"),
+                    sfn.Condition.is_boolean("$.input"),
+                    sfn.Condition.is_null("$.input"),
+                ),
+                not_an_object,
+            )
+            .otherwise(serialize)
+        )
+        new = sfn.Pass(
+            scope,
+            "NewCheckpoints",
+            comment="A new run: this execution's own prefix, empty (a training job name is never reused)",
+            parameters={"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$$.Execution.Name"))},
+            result_path="$.checkpoints",
+        )
+        resume = sfn.Pass(
+            scope,
+            "ResumeCheckpoints",
+            comment="Resume: the earlier run's prefix; SageMaker copies its checkpoints down before training",
+            parameters={"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$.input.resumeFrom"))},
+            result_path="$.checkpoints",
+        )
+        find = sfn.CustomState(
+            scope,
+            "FindCheckpoints",
+            state_json={
+                "Type": "Task",
+                "Comment": "Resuming a run that left no checkpoints would silently train from step 0",
+                "Resource": f"arn:{stack.partition}:states:::aws-sdk:s3:listObjectsV2",
+                "Parameters": {
+                    "Bucket": bucket_name,
+                    "Prefix.$": f"States.Format('{CHECKPOINTS_PREFIX}{{}}/', $.input.resumeFrom)",
+                    "MaxKeys": 1,
+                },
+                "ResultSelector": {"keys.$": "$.KeyCount"},
+                "ResultPath": "$.found",
+            },
+        )
+        find.add_retry(
+            errors=["States.ALL"], interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+        )
+        find.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        none_found = rejected(
+            "NothingToResume",
+            f"no checkpoints under {prefix_uri}: resumeFrom names the execution whose run to continue",
+            sfn.JsonPath.string_at("$.input.resumeFrom"),
+        )
+        find.next(
+            sfn.Choice(scope, "CheckpointsFound")
+            .when(sfn.Condition.number_greater_than("$.found.keys", 0), resume)
+            .otherwise(none_found)
+        )
+        serialize.next(
+            sfn.Choice(scope, "CheckInput")
+            .when(sfn.Condition.not_(sfn.Condition.string_matches("$.inputText.text", "{*")), not_an_object)
+            .when(sfn.Condition.not_(sfn.Condition.is_present("$.input.resumeFrom")), new)
+            .when(
+                sfn.Condition.not_(sfn.Condition.is_string("$.input.resumeFrom")),
+                rejected("ResumeFromNotAString", "resumeFrom must be a string: the name of an earlier execution"),
+            )
+            .otherwise(find)
+        )
+        new.next(train)
+        resume.next(train)
 
 
 class PretrainClusterStack(Stack):
@@ -446,16 +625,18 @@ class PretrainClusterStack(Stack):
         self.hyperpod = HyperPodCluster(self, "HyperPod", config=config, network=self.network, storage=self.storage)
         topic = _notifications(self, config, "hyperpod")
         cluster_arn = self.hyperpod.cluster.attr_cluster_arn
-        events.Rule(
+        notification_rule(
             self,
             "ClusterEvents",
+            config,
+            topic=topic,
+            name="hyperpod-events",
             description="Level 4: HyperPod cluster state changes and node health events",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker HyperPod Cluster State Change", "SageMaker HyperPod Cluster Node Health Event"],
                 resources=[cluster_arn],
             ),
-            targets=[targets.SnsTopic(topic)],
         )
         CfnOutput(self, "ClusterName", value=self.hyperpod.cluster.ref)
         CfnOutput(self, "ClusterArn", value=cluster_arn)
@@ -488,6 +669,7 @@ class PretrainJobsStack(Stack):
         from workloads.pretrain import sagemaker_job  # the workload's own facts: image, hyperparameters, paths
 
         settings = config.pretrain
+        job_name = f"{config.name_prefix}-pretrain-"  # + the execution name
         self.bucket = SecureBucket(self, "Artifacts", config=config, versioned=True).bucket
         # The training code as the toolkit expects it (code/sourcedir.tar.gz) and the sample corpus (data/).
         code_upload = s3deploy.BucketDeployment(
@@ -546,12 +728,12 @@ class PretrainJobsStack(Stack):
             iam.PolicyStatement(
                 sid="SyncCheckpoints",
                 actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                resources=[self.bucket.arn_for_objects("checkpoints/*")],
+                resources=[self.bucket.arn_for_objects(f"{CHECKPOINTS_PREFIX}*")],
             )
         )
         role.add_to_policy(
             iam.PolicyStatement(
-                sid="WriteModel", actions=["s3:PutObject"], resources=[self.bucket.arn_for_objects("output/*")]
+                sid="WriteModel", actions=["s3:PutObject"], resources=[self.bucket.arn_for_objects(f"{OUTPUT_PREFIX}*")]
             )
         )
         role.add_to_policy(
@@ -594,7 +776,6 @@ class PretrainJobsStack(Stack):
 
         # CreateTrainingJob.sync as a plain ASL task: CDK's SageMakerCreateTrainingJob does not expose
         # CheckpointConfig or managed spot, and the checkpoint sync is what makes resume-after-interruption work.
-        job_name = f"{config.name_prefix}-pretrain-"
         image = sagemaker_job.image_uri(self.region, gpu=not settings.job_instance_type.startswith(("ml.m", "ml.c")))
         stopping: dict[str, Any] = {"MaxRuntimeInSeconds": settings.job_max_runtime_hours * 3600}
         if settings.job_spot:
@@ -622,11 +803,10 @@ class PretrainJobsStack(Stack):
                     },
                 }
             ],
-            "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket.bucket_name}/output/"},
-            "CheckpointConfig": {
-                "S3Uri": f"s3://{self.bucket.bucket_name}/checkpoints/",
-                "LocalPath": sagemaker_job.CHECKPOINT_LOCAL_PATH,
-            },
+            "OutputDataConfig": {"S3OutputPath": f"s3://{self.bucket.bucket_name}/{OUTPUT_PREFIX}"},
+            # The prefix the input check chose: this execution's own, or the resumed run's. SageMaker copies what
+            # is there to LocalPath before training and keeps uploading LocalPath to it.
+            "CheckpointConfig": {"S3Uri.$": "$.checkpoints.s3Uri", "LocalPath": sagemaker_job.CHECKPOINT_LOCAL_PATH},
             "ResourceConfig": {
                 "InstanceType": settings.job_instance_type,
                 "InstanceCount": settings.job_instance_count,
@@ -660,6 +840,7 @@ class PretrainJobsStack(Stack):
                     "outcome": "succeeded",
                     "job": sfn.JsonPath.string_at("$.training.TrainingJobName"),
                     "model": sfn.JsonPath.string_at("$.training.ModelArtifacts.S3ModelArtifacts"),
+                    "checkpoints": sfn.JsonPath.string_at("$.checkpoints.s3Uri"),
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
@@ -678,28 +859,51 @@ class PretrainJobsStack(Stack):
             ),
             result_path=sfn.JsonPath.DISCARD,
         )
+        invalid = tasks.SnsPublish(
+            self,
+            "NotifyInvalidInput",
+            topic=topic,
+            subject="genai-spectrum-kit pre-training",
+            message=sfn.TaskInput.from_object(
+                {
+                    "outcome": "failed",
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                    "error": sfn.JsonPath.object_at("$.error"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        for notify in (succeeded, failed, invalid):
+            notify.add_retry(
+                errors=["States.ALL"], interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+            )
         train.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        train.next(succeeded).next(sfn.Succeed(self, "Done"))
         failed.next(sfn.Fail(self, "TrainingFailed", error="TrainingJobFailed", cause="See the notification"))
+        invalid.next(sfn.Fail(self, "InputRejected", error="InvalidInput", cause="See the notification"))
+        checks = InputChecks(self, bucket_name=self.bucket.bucket_name, train=train, invalid=invalid, failed=failed)
         logs = log_group(self, "StateMachineLogs", config)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
             state_machine_name=config.resource_name("pretrain"),
-            definition_body=sfn.DefinitionBody.from_chainable(train.next(succeeded).next(sfn.Succeed(self, "Done"))),
+            definition_body=sfn.DefinitionBody.from_chainable(checks.start),
             timeout=Duration.hours(settings.job_max_wait_hours + 2),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
-        events.Rule(
+        notification_rule(
             self,
             "TrainingJobStateChange",
+            config,
+            topic=topic,
+            name="pretrain-job-events",
             description="Level 4: state changes of this kit's training jobs",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker Training Job State Change"],
-                detail={"TrainingJobName": [{"prefix": f"{config.name_prefix}-pretrain-"}]},
+                detail={"TrainingJobName": [{"prefix": job_name}]},
             ),
-            targets=[targets.SnsTopic(topic)],
         )
         machine_role = self.state_machine.role
         machine_role.add_to_principal_policy(
@@ -719,6 +923,16 @@ class PretrainJobsStack(Stack):
                 actions=["iam:PassRole"],
                 resources=[role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+        # FindCheckpoints: is there anything under checkpoints/<resumeFrom>/ (ListObjectsV2 is authorized by
+        # s3:ListBucket; s3:prefix keeps the listing to the checkpoint prefix).
+        machine_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="FindCheckpoints",
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINTS_PREFIX}*"]}},
             )
         )
         # .sync integrations watch the job through a Step Functions managed EventBridge rule.
@@ -743,7 +957,7 @@ class PretrainJobsStack(Stack):
                 "Resource::*",
                 *(
                     f"Resource::{arn_ref(self.bucket)}/{p}*"
-                    for p in (CODE_PREFIX, DATA_PREFIX, "checkpoints/", "output/")
+                    for p in (CODE_PREFIX, DATA_PREFIX, CHECKPOINTS_PREFIX, OUTPUT_PREFIX)
                 ),
                 f"Resource::arn:{self.partition}:logs:{self.region}:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs*",
                 *(

@@ -7,15 +7,21 @@ CloudFormation has no resource for it, so this function manages it with the Bedr
 - Update: put the new configuration; the saved one stays.
 - Delete: if the configuration is still the kit's, restore the saved one (or delete it when there was
   none); if someone has changed it since, leave theirs alone.
+- Any other request type: FAILED, and nothing is touched.
 
-It always answers CloudFormation (a custom resource that never answers holds the stack for an hour) and
-never fails a Delete: an account setting must not block the stack's removal.
+It always answers CloudFormation, in time: every AWS call has short timeouts and at most MAX_ATTEMPTS attempts,
+and no call starts unless its worst case still fits before the deadline (the function's remaining time less
+what the answer itself may take). A Create or Update that runs out of time answers FAILED with the reason; a
+Delete always answers SUCCESS (an account setting must not block the stack's removal), and its reason says
+what was left as it was and how to finish by hand.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -25,20 +31,67 @@ logger = Logger(service="invocation-logging")
 
 STATE_KEY = "kit-state/previous-invocation-logging.json"
 _PHYSICAL_ID = "bedrock-invocation-logging"
+PROPERTIES = ("LogGroupName", "RoleArn", "BucketName")
+# One call costs at most MAX_ATTEMPTS x (connect + read) plus the standard retry mode's back-off between
+# attempts (at most 2 s, then 4 s): CALL_BUDGET_S. The answer to CloudFormation takes at most RESPONSE_TIMEOUT_S.
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+MAX_ATTEMPTS = 3  # attempts per call, the first included
+RETRY_BACKOFF_S = 2 + 4
+CALL_BUDGET_S = MAX_ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + RETRY_BACKOFF_S
+RESPONSE_TIMEOUT_S = 20
+ANSWER_RESERVE_S = RESPONSE_TIMEOUT_S + 5
+CALLS_PER_REQUEST = 4  # Create: read the setting, look for and save the previous one, put the kit's
+DELETE_BY_HAND = (
+    "To finish by hand: `aws bedrock get-model-invocation-logging-configuration`, then restore your earlier "
+    "setting with `aws bedrock put-model-invocation-logging-configuration` or remove the kit's with "
+    "`aws bedrock delete-model-invocation-logging-configuration`."
+)
+
+clock: Callable[[], float] = time.monotonic  # a seam for the tests
+
+
+class OutOfTime(Exception):
+    """The next call might not finish before CloudFormation must be answered."""
+
+
+class Deadline:
+    """The time by which the work must stop so that the answer still reaches CloudFormation."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.end = clock() + remaining_ms / 1000 - ANSWER_RESERVE_S
+
+    def left(self) -> float:
+        return self.end - clock()
+
+    def before_call(self, doing: str) -> None:
+        """Refuse to start a call whose worst case (CALL_BUDGET_S) would overrun the deadline."""
+        if self.left() < CALL_BUDGET_S:
+            raise OutOfTime(
+                f"ran out of time before {doing} ({max(self.left(), 0):.0f} s left, a call may take {CALL_BUDGET_S} s)"
+            )
+
+
+def _client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},  # the first try included
+    )
+    return boto3.client(service, config=config)
 
 
 @lru_cache(maxsize=1)
 def bedrock() -> Any:
-    import boto3
-
-    return boto3.client("bedrock")
+    return _client("bedrock")
 
 
 @lru_cache(maxsize=1)
 def s3() -> Any:
-    import boto3
-
-    return boto3.client("s3")
+    return _client("s3")
 
 
 def desired_config(props: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +109,16 @@ def desired_config(props: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def current_config() -> dict[str, Any] | None:
+def _properties(event: dict[str, Any]) -> dict[str, Any]:
+    props = event.get("ResourceProperties") or {}
+    missing = [name for name in PROPERTIES if not props.get(name)]
+    if missing:
+        raise ValueError(f"missing resource properties: {', '.join(missing)}")
+    return dict(props)
+
+
+def current_config(deadline: Deadline) -> dict[str, Any] | None:
+    deadline.before_call("reading the account's invocation logging setting")
     return bedrock().get_model_invocation_logging_configuration().get("loggingConfig")
 
 
@@ -69,46 +131,64 @@ def is_ours(config: dict[str, Any] | None, props: dict[str, Any]) -> bool:
     return log_group == props["LogGroupName"] and bucket == props["BucketName"]
 
 
-def save_previous(bucket: str, previous: dict[str, Any] | None) -> None:
+def _not_found(err: Exception) -> bool:
+    code = getattr(err, "response", {}).get("Error", {}).get("Code")
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+def save_previous(bucket: str, previous: dict[str, Any] | None, deadline: Deadline) -> None:
     """Remember the setting before the kit's, once: a replaced resource must not save the kit's own."""
+    from botocore.exceptions import ClientError
+
+    deadline.before_call("looking for a saved earlier setting")
     try:
         s3().head_object(Bucket=bucket, Key=STATE_KEY)
         return
-    except s3().exceptions.ClientError as err:
-        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+    except ClientError as err:
+        if not _not_found(err):
             raise
+    deadline.before_call("saving the earlier setting")
     body = json.dumps({"previous": previous}).encode()
     s3().put_object(Bucket=bucket, Key=STATE_KEY, Body=body, ContentType="application/json")
 
 
-def load_previous(bucket: str) -> tuple[bool, dict[str, Any] | None]:
-    """(found, previous configuration or None when there was none)."""
+def load_previous(bucket: str, deadline: Deadline) -> tuple[bool, dict[str, Any] | None]:
+    """(found, previous configuration or None when there was none). Only a missing object counts as not found:
+    any other error (throttling, access) propagates, so a transient error never turns a restore into a removal."""
+    from botocore.exceptions import ClientError
+
+    deadline.before_call("reading the saved earlier setting")
     try:
         body = s3().get_object(Bucket=bucket, Key=STATE_KEY)["Body"].read()
-    except s3().exceptions.ClientError:
-        return False, None
+    except ClientError as err:
+        if _not_found(err):
+            return False, None
+        raise
     return True, json.loads(body).get("previous")
 
 
-def on_create_or_update(event: dict[str, Any]) -> str:
-    props = event["ResourceProperties"]
+def on_create_or_update(event: dict[str, Any], deadline: Deadline) -> str:
+    props = _properties(event)
     if event["RequestType"] == "Create":
-        previous = current_config()
-        save_previous(props["BucketName"], None if is_ours(previous, props) else previous)
+        previous = current_config(deadline)
+        save_previous(props["BucketName"], None if is_ours(previous, props) else previous, deadline)
+    deadline.before_call("putting the kit's invocation logging setting")
     bedrock().put_model_invocation_logging_configuration(loggingConfig=desired_config(props))
     logger.info("Invocation logging configured", extra={"log_group": props["LogGroupName"]})
     return "configured"
 
 
-def on_delete(event: dict[str, Any]) -> str:
-    props = event["ResourceProperties"]
-    if not is_ours(current_config(), props):
+def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
+    props = _properties(event)
+    if not is_ours(current_config(deadline), props):
         logger.warning("The account's invocation logging is no longer the kit's; leaving it unchanged")
         return "left someone else's configuration unchanged"
-    found, previous = load_previous(props["BucketName"])
+    found, previous = load_previous(props["BucketName"], deadline)
     if found and previous:
+        deadline.before_call("restoring the earlier setting")
         bedrock().put_model_invocation_logging_configuration(loggingConfig=previous)
         return "restored the previous configuration"
+    deadline.before_call("removing the kit's setting")
     bedrock().delete_model_invocation_logging_configuration()
     return "removed the kit's configuration (there was none before)"
 
@@ -128,18 +208,28 @@ def respond(event: dict[str, Any], status: str, reason: str) -> None:
     request = urllib.request.Request(
         event["ResponseURL"], data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
     )
-    with urllib.request.urlopen(request, timeout=20) as answer:  # the pre-signed URL CloudFormation gave
+    with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_S) as answer:  # CloudFormation's pre-signed URL
         logger.info("Answered CloudFormation", extra={"status": status, "http": answer.status})
 
 
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: Any) -> None:
+    deadline = Deadline(context.get_remaining_time_in_millis())
     kind = event.get("RequestType")
     try:
-        reason = on_delete(event) if kind == "Delete" else on_create_or_update(event)
-        status = "SUCCESS"
+        if kind == "Delete":
+            reason, status = on_delete(event, deadline), "SUCCESS"
+        elif kind in ("Create", "Update"):
+            reason, status = on_create_or_update(event, deadline), "SUCCESS"
+        else:
+            reason, status = f"unknown request type {kind!r}: nothing changed", "FAILED"
     except Exception as err:  # an account setting must never leave CloudFormation waiting
         logger.exception("Invocation logging change failed")
-        status = "SUCCESS" if kind == "Delete" else "FAILED"
         reason = f"{type(err).__name__}: {err}"[:500]
+        if kind == "Delete":  # never block the stack's removal; say what is left
+            status, reason = "SUCCESS", f"the setting may still be the kit's ({reason}). {DELETE_BY_HAND}"
+        else:
+            status = "FAILED"
+    if status == "FAILED":
+        logger.error("Answering FAILED", extra={"reason": reason})
     respond(event, status, reason)

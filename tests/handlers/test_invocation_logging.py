@@ -1,4 +1,4 @@
-"""The invocation-logging custom resource: saves, sets, restores; always answers CloudFormation."""
+"""The invocation-logging custom resource: saves, sets, restores; always answers CloudFormation, in time."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from invocation_logging import handler as h
+
+FUNCTION_MS = 240_000  # the function's timeout (stacks/invocation_logging.py MANAGER_TIMEOUT)
 
 PROPS = {
     "LogGroupName": "/kit/bedrock/invocations",
@@ -35,6 +37,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Any, list[di
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "invocation-logging")
     h.bedrock.cache_clear()
     h.s3.cache_clear()
+    clock = FakeClock()
+    monkeypatch.setattr(h, "clock", clock, raising=False)  # raising=False: the old module had no clock
     answers: list[dict[str, Any]] = []
 
     class Answer:
@@ -48,6 +52,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Any, list[di
 
     def fake_urlopen(request: Any, timeout: float) -> Answer:
         assert request.get_method() == "PUT" and request.full_url.startswith("https://cfn-response")
+        # The answer leaves while the function still has the time the answer itself may take.
+        assert clock.now + timeout <= FUNCTION_MS / 1000
         answers.append(json.loads(request.data))
         return Answer()
 
@@ -77,8 +83,45 @@ def event(kind: str) -> dict[str, Any]:
     }
 
 
+class FakeClock:
+    """Monotonic time that moves only when a test says a call took long."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def context() -> Any:
-    return mock.Mock(function_name="f", memory_limit_in_mb=256, invoked_function_arn="arn:f", aws_request_id="id")
+    return mock.Mock(
+        function_name="f",
+        memory_limit_in_mb=256,
+        invoked_function_arn="arn:f",
+        aws_request_id="id",
+        get_remaining_time_in_millis=lambda: FUNCTION_MS,
+    )
+
+
+def slow(client: Any, operation: str, seconds: float) -> None:
+    """Make every call of ``operation`` on ``client`` take ``seconds`` of (fake) time."""
+    clock = h.clock
+    assert isinstance(clock, FakeClock)
+
+    def took(**_: Any) -> None:
+        clock.now += seconds
+
+    client.meta.events.register(f"after-call.{client.meta.service_model.endpoint_prefix}.{operation}", took)
+
+
+def calls(client: Any) -> list[str]:
+    """The operations called on ``client`` from now on (recorded before the Stubber answers)."""
+    seen: list[str] = []
+    client.meta.events.register_first(
+        f"before-parameter-build.{client.meta.service_model.endpoint_prefix}",
+        lambda model, **_: seen.append(model.name),
+    )
+    return seen
 
 
 def saved(s3: Any) -> Any:
@@ -145,3 +188,79 @@ def test_a_replacement_does_not_overwrite_the_original_previous_setting(aws: Any
     stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
     h.handler(event("Create"), context())
     assert saved(s3) == {"previous": THEIRS}
+
+
+def test_clients_give_up_quickly() -> None:
+    # Before: default clients (60 s connect, 60 s read, retries) inside a 2-minute function, so one hanging
+    # call let the function time out without answering, and CloudFormation waited an hour, on delete too.
+    h.bedrock.cache_clear()
+    h.s3.cache_clear()
+    for client in (h.bedrock(), h.s3()):
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (h.CONNECT_TIMEOUT_S, h.READ_TIMEOUT_S)
+        assert config.retries == {"total_max_attempts": h.MAX_ATTEMPTS, "mode": "standard"}
+    assert h.CALL_BUDGET_S <= 60
+    # Every call the function may make, plus the answer, fits its timeout.
+    assert h.CALLS_PER_REQUEST * h.CALL_BUDGET_S + h.ANSWER_RESERVE_S <= FUNCTION_MS / 1000
+    h.bedrock.cache_clear()
+    h.s3.cache_clear()
+
+
+def test_a_create_that_runs_out_of_time_answers_failed_before_changing_anything(aws: Any) -> None:
+    stubber, s3, answers = aws
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": THEIRS}, {})
+    slow(h.bedrock(), "GetModelInvocationLoggingConfiguration", 200)  # retried reads ate most of the time
+    seen = calls(h.bedrock())
+    h.handler(event("Create"), context())
+    [answer] = answers
+    assert answer["Status"] == "FAILED" and "ran out of time" in answer["Reason"]
+    assert seen == ["GetModelInvocationLoggingConfiguration"]  # no put
+    assert "Contents" not in s3.list_objects_v2(Bucket=PROPS["BucketName"])  # nothing saved either
+
+
+def test_a_delete_that_runs_out_of_time_never_blocks_and_says_how_to_finish(aws: Any) -> None:
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    slow(h.bedrock(), "GetModelInvocationLoggingConfiguration", 200)
+    seen = calls(h.bedrock())
+    h.handler(event("Delete"), context())
+    [answer] = answers
+    assert answer["Status"] == "SUCCESS" and "ran out of time" in answer["Reason"]
+    assert "put-model-invocation-logging-configuration" in answer["Reason"]
+    assert seen == ["GetModelInvocationLoggingConfiguration"]
+
+
+@pytest.mark.parametrize("kind", ["Bogus", None])
+def test_an_unknown_request_type_answers_failed_and_changes_nothing(aws: Any, kind: Any) -> None:
+    # Before: anything that was not a Delete was treated as an Update and put the kit's setting.
+    _, _, answers = aws
+    seen = calls(h.bedrock())
+    h.handler({**event("Update"), "RequestType": kind}, context())
+    [answer] = answers
+    assert answer["Status"] == "FAILED" and "unknown request type" in answer["Reason"]
+    assert seen == []
+
+
+def test_a_missing_property_fails_a_create_without_a_call(aws: Any) -> None:
+    _, _, answers = aws
+    seen = calls(h.bedrock())
+    broken = event("Create")
+    del broken["ResourceProperties"]["RoleArn"]
+    h.handler(broken, context())
+    assert answers[0]["Status"] == "FAILED" and "RoleArn" in answers[0]["Reason"] and seen == []
+
+
+def test_a_transient_error_reading_the_saved_setting_does_not_remove_it(aws: Any) -> None:
+    # Before: any error reading the saved setting counted as "nothing saved", so a throttled read removed the
+    # account's setting instead of restoring the one from before.
+    stubber, _, answers = aws
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    s3_client = boto3.client("s3", region_name="us-east-1")
+    with Stubber(s3_client) as s3_stub, mock.patch.object(h, "s3", lambda: s3_client):
+        s3_stub.add_client_error("get_object", "SlowDown", "Please reduce your request rate.", 503)
+        seen = calls(h.bedrock())
+        h.handler(event("Delete"), context())
+    [answer] = answers
+    assert answer["Status"] == "SUCCESS" and "SlowDown" in answer["Reason"]
+    assert seen == ["GetModelInvocationLoggingConfiguration"]  # neither a delete nor a put of the setting

@@ -63,3 +63,15 @@ def test_the_manager_may_only_manage_the_setting_and_pass_the_delivery_role(sand
     ]
     assert by_sid["PassDeliveryRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
     assert render(by_sid["RememberPreviousSetting"]["Resource"]).endswith("/kit-state/*")
+
+
+def test_cloudformation_gets_an_answer_within_minutes_even_from_a_silent_function(sandbox_fsx: Any) -> None:
+    # Before: no ServiceTimeout, so a function that never answered held the stack for CloudFormation's default
+    # hour, on delete too; the function's timeout now leaves room for every bounded call plus the answer.
+    from invocation_logging import handler as h
+
+    template = sandbox_fsx.templates[STACK]
+    _, setting = only(template, "Custom::BedrockInvocationLogging")
+    function = template["Resources"][setting["Properties"]["ServiceToken"]["Fn::GetAtt"][0]]["Properties"]
+    assert function["Timeout"] >= h.CALLS_PER_REQUEST * h.CALL_BUDGET_S + h.ANSWER_RESERVE_S
+    assert function["Timeout"] < int(setting["Properties"]["ServiceTimeout"]) <= 600

@@ -19,6 +19,7 @@ from stacks.level4_pretrain import (
     cluster_idle_monthly_usd,
     lifecycle_bucket_name,
 )
+from tests.infra import asl
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
@@ -468,3 +469,210 @@ def test_the_cluster_idle_cost_is_stated(cluster: dict[str, Any]) -> None:
     from scripts.synth_summary import stack_summary
 
     assert stack_summary(cluster)[1:] == (round(0.05 * 730 + 32.85 + 3.65, 2), [])
+
+
+def test_training_role_writes_checkpoints_only_under_the_checkpoint_prefix(jobs: dict[str, Any]) -> None:
+    role_id, _ = _training_role(jobs)
+    granted = _role_statements(jobs, role_id)
+    [checkpoints] = [render(r) for r in as_list(granted["SyncCheckpoints"]["Resource"])]
+    assert checkpoints.endswith("/checkpoints/*")
+    writes = {
+        render(r)
+        for s in granted.values()
+        if {"s3:PutObject", "s3:DeleteObject"} & set(as_list(s["Action"]))
+        for r in as_list(s["Resource"])
+    }
+    assert {w.rsplit("}", 1)[-1] for w in writes} == {"/checkpoints/*", "/output/*"}
+
+
+# --- the training-job state machine, run in the ASL simulator -------------------------------------------
+
+
+def _string_matches(value: Any, pattern: str) -> bool:
+    """ASL StringMatches: '*' matches any run of characters, a backslash escapes the next one."""
+    if not isinstance(value, str):
+        return False
+    regex, i = "", 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern):
+            regex, i = regex + re.escape(pattern[i + 1]), i + 2
+            continue
+        regex, i = regex + (".*" if pattern[i] == "*" else re.escape(pattern[i])), i + 1
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+@pytest.fixture
+def machine(jobs: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The Jobs state machine's definition; the simulator learns StringMatches here if it does not know it yet."""
+    if "StringMatches" not in asl._COMPARISONS:
+        monkeypatch.setitem(asl._COMPARISONS, "StringMatches", _string_matches)
+    return asl.definition_from_template(jobs)
+
+
+def _bucket(jobs: dict[str, Any]) -> str:
+    bucket_id = next(k for k in resources(jobs, "AWS::S3::Bucket") if k.startswith("ArtifactsBucket"))
+    return asl.resolve(jobs, {"Ref": bucket_id})
+
+
+def _results(keys: int = 0, fail_publishes: int = 0) -> Any:
+    """Scripted task results: a training job that completes, a listing with ``keys`` keys, SNS that fails
+    ``fail_publishes`` times with a transient error before it answers."""
+    failures = {"left": fail_publishes}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.resource == asl.SNS_PUBLISH:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise asl.AslError("SNS.InternalErrorException", "try again")
+            return {"MessageId": "m-1"}
+        if call.state == "TrainModel":
+            name = call.parameters["TrainingJobName"]
+            return {"TrainingJobName": name, "ModelArtifacts": {"S3ModelArtifacts": f"s3://b/output/{name}.tar.gz"}}
+        if call.state == "FindCheckpoints":
+            return {"KeyCount": keys, "IsTruncated": False}
+        raise AssertionError(f"unexpected task {call.state}")
+
+    return result
+
+
+def test_each_execution_gets_its_own_checkpoint_prefix(machine: dict[str, Any], jobs: dict[str, Any]) -> None:
+    # Before: every job shared checkpoints/, so the second run resumed at the first run's last step.
+    bucket = _bucket(jobs)
+    uris = []
+    for name in ("run-1", "run-2"):
+        trace = asl.simulate(machine, {}, _results(), execution_name=name)
+        assert trace.status == "SUCCEEDED", trace.describe()
+        request = trace.parameters("TrainModel")
+        assert request["CheckpointConfig"] == {
+            "S3Uri": f"s3://{bucket}/checkpoints/{name}/",
+            "LocalPath": "/opt/ml/checkpoints",
+        }
+        assert request["TrainingJobName"] == f"genai-kit-pretrain-{name}"
+        assert not trace.calls_to("FindCheckpoints")  # a new run looks nowhere else
+        [(_, message)] = trace.notifications
+        assert message["checkpoints"] == f"s3://{bucket}/checkpoints/{name}/"
+        uris.append(request["CheckpointConfig"]["S3Uri"])
+    assert len(set(uris)) == 2
+
+
+def test_resume_is_explicit_and_continues_the_named_runs_checkpoints(
+    machine: dict[str, Any], jobs: dict[str, Any]
+) -> None:
+    bucket = _bucket(jobs)
+    trace = asl.simulate(machine, {"resumeFrom": "run-1"}, _results(keys=1), execution_name="run-1-again")
+    assert trace.status == "SUCCEEDED", trace.describe()
+    listing = trace.parameters("FindCheckpoints")
+    assert listing == {"Bucket": bucket, "Prefix": "checkpoints/run-1/", "MaxKeys": 1}
+    assert not asl.sdk_request_errors(machine["States"]["FindCheckpoints"]["Resource"], listing)
+    request = trace.parameters("TrainModel")
+    assert request["CheckpointConfig"]["S3Uri"] == f"s3://{bucket}/checkpoints/run-1/"
+    assert request["TrainingJobName"] == "genai-kit-pretrain-run-1-again"  # a new job, the old run's checkpoints
+
+
+def test_resuming_a_run_without_checkpoints_is_a_notified_failure(machine: dict[str, Any]) -> None:
+    # It would otherwise train from step 0 under another run's name.
+    trace = asl.simulate(machine, {"resumeFrom": "no-such-run"}, _results(keys=0))
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput")
+    assert not trace.calls_to("TrainModel")
+    [(state, message)] = trace.notifications
+    assert state == "NotifyInvalidInput" and message["outcome"] == "failed"
+    assert message["error"]["Error"] == "InvalidInput" and "checkpoints/no-such-run/" in message["error"]["Cause"]
+
+
+@pytest.mark.parametrize(
+    "execution_input",
+    [
+        [],
+        [{"resumeFrom": "run-1"}],
+        "run-1",
+        42,
+        1.5,
+        True,
+        None,
+        {"resumeFrom": 7},
+        {"resumeFrom": None},
+        {"resumeFrom": ["run-1"]},
+        {"resumeFrom": {"name": "run-1"}},
+        {"resumeFrom": True},
+    ],
+)
+def test_input_that_is_not_an_object_or_has_a_wrong_type_ends_in_a_notified_failure(
+    machine: dict[str, Any], execution_input: Any
+) -> None:
+    # Before: a non-object input reached ResultPath/Catch on a value that is not an object, a States.Runtime-class
+    # failure that no Catch catches, so no one was told; a wrong resumeFrom type never reached a check at all.
+    trace = asl.simulate(machine, execution_input, _results())
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput"), trace.describe()
+    assert not trace.calls_to("TrainModel") and not trace.calls_to("FindCheckpoints")
+    [(state, message)] = trace.notifications
+    assert state == "NotifyInvalidInput" and message["error"]["Error"] == "InvalidInput"
+
+
+def test_other_fields_of_an_object_input_are_ignored(machine: dict[str, Any]) -> None:
+    trace = asl.simulate(machine, {"note": "first try", "steps": [1]}, _results(), execution_name="run-3")
+    assert trace.status == "SUCCEEDED", trace.describe()
+
+
+def test_every_notification_retries_a_transient_error(machine: dict[str, Any]) -> None:
+    publishes = [n for n, s in machine["States"].items() if s.get("Resource") == asl.SNS_PUBLISH]
+    assert set(publishes) == {"NotifySucceeded", "NotifyFailed", "NotifyInvalidInput"}
+    for name in publishes:
+        [retry] = machine["States"][name]["Retry"]
+        assert retry["ErrorEquals"] == ["States.ALL"] and retry["MaxAttempts"] >= 2
+    # One transient failure each on the success and the rejection paths: the notification still goes out.
+    trace = asl.simulate(machine, {}, _results(fail_publishes=1), execution_name="run-4")
+    assert trace.status == "SUCCEEDED" and trace.retries == {"NotifySucceeded": 1}
+    trace = asl.simulate(machine, [], _results(fail_publishes=2))
+    assert trace.terminal == "InputRejected" and trace.retries == {"NotifyInvalidInput": 2}
+    assert len(trace.calls_to("NotifyInvalidInput")) == 3
+
+
+def test_a_failed_checkpoint_lookup_retries_then_notifies(machine: dict[str, Any]) -> None:
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "FindCheckpoints":
+            raise asl.AslError("S3.S3Exception", "slow down")
+        return _results()(call)
+
+    trace = asl.simulate(machine, {"resumeFrom": "run-1"}, result)
+    assert (trace.status, trace.terminal) == ("FAILED", "TrainingFailed")
+    assert trace.retries["FindCheckpoints"] >= 2 and not trace.calls_to("TrainModel")
+    [(state, message)] = trace.notifications
+    assert state == "NotifyFailed" and message["error"]["Error"] == "S3.S3Exception"
+
+
+def test_the_state_machine_may_list_only_the_checkpoint_prefix(jobs: dict[str, Any]) -> None:
+    _, machine_resource = only(jobs, "AWS::StepFunctions::StateMachine")
+    granted = _role_statements(jobs, machine_resource["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    listing = granted["FindCheckpoints"]
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["checkpoints/*"]}}
+
+
+# --- notification topics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack_id", [JOBS, CLUSTER])
+def test_eventbridge_publishes_through_a_role_only_its_rule_may_assume(sandbox: Any, stack_id: str) -> None:
+    # Before: targets.SnsTopic granted events.amazonaws.com sns:Publish in the topic policy with no condition, so
+    # any rule in any account could publish to the kit's topic. EventBridge's guide rules out Condition blocks in
+    # a topic policy for EventBridge, so the rule's target role carries the scoping instead.
+    template = sandbox.templates[stack_id]
+    topic_id, _ = only(template, "AWS::SNS::Topic")
+    for policy in resources(template, "AWS::SNS::TopicPolicy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Deny" or "Service" not in statement["Principal"], statement
+    rules = resources(template, "AWS::Events::Rule")
+    assert rules
+    for rule in rules.values():
+        props = rule["Properties"]
+        [target] = props["Targets"]
+        assert target["Arn"] == {"Ref": topic_id}
+        role_id = target["RoleArn"]["Fn::GetAtt"][0]
+        [trust] = template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+        assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        rule_arn = render(trust["Condition"]["ArnEquals"]["aws:SourceArn"])
+        assert rule_arn == f"arn:aws:events:us-east-1:${{AWS::AccountId}}:rule/{props['Name']}"
+        assert props["Name"].startswith(f"genai-kit-{sandbox.config.stage}-")
+        granted = list(_role_statements(template, role_id).values())
+        assert granted == [{"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic_id}}]

@@ -871,6 +871,37 @@ def test_l4_submit_refuses_a_name_sagemaker_would_reject(mocked: FakeCloudFormat
     assert result.exit_code == 2 and "SageMaker needs 1-63 letters, digits and '-'" in result.output
 
 
+def test_l4_submit_checkpoints_under_the_executions_own_prefix(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    jobs_stack(mocked, machine)
+    result = run(l4, "submit", "--name", "run2")
+    assert result.exit_code == 0, result.output
+    assert "checkpoints in s3://artifacts/checkpoints/run2/" in result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = machine.replace(":stateMachine:", ":execution:") + ":run2"
+    assert json.loads(sfn.describe_execution(executionArn=arn)["input"]) == {}
+
+
+def test_l4_submit_resume_from_asks_the_state_machine_to_continue_that_run(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    jobs_stack(mocked, machine)
+    earlier = machine.replace(":stateMachine:", ":execution:") + ":run1"
+    result = run(l4, "submit", "--name", "run1-more", "--resume-from", earlier)  # an ARN or a name
+    assert result.exit_code == 0, result.output
+    assert "resuming from the checkpoints in s3://artifacts/checkpoints/run1/" in result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    started = sfn.describe_execution(executionArn=machine.replace(":stateMachine:", ":execution:") + ":run1-more")
+    assert json.loads(started["input"]) == {"resumeFrom": "run1"}
+
+
+@pytest.mark.parametrize(("given", "says"), [("under_score", "not the name of an execution"), ("same", "itself")])
+def test_l4_submit_refuses_a_resume_from_that_cannot_name_an_earlier_run(
+    mocked: FakeCloudFormation, given: str, says: str
+) -> None:
+    result = run(l4, "submit", "--name", "same", "--resume-from", given)
+    assert result.exit_code == 2 and says in result.output
+
+
 def test_l4_cluster_tabulates_groups_and_nodes() -> None:
     name = "genai-kit-sandbox-hyperpod"
     arn = f"arn:aws:sagemaker:{REGION}:123456789012:cluster/abcd1234efgh"
