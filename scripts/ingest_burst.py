@@ -437,7 +437,7 @@ class RecordingSQS:
 def change_id_of(body: str) -> str | None:
     try:
         event = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # poison of every kind, including a deeply nested body
         return None
     return event.get("id") if isinstance(event, dict) and isinstance(event.get("id"), str) else None
 
@@ -573,9 +573,12 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def clear_function_caches() -> None:
-    """Forget the ingest function's lazily created settings, clients, metrics and tracer."""
-    from rag_ingest import aws, handler, settings
+    """Forget the ingest function's lazily created settings, clients, metrics and tracer, and what it saw."""
+    from rag_ingest import aws, handler, ingestion, settings
 
+    forget = getattr(ingestion, "forget_synced", None)  # which data sources the function saw in sync
+    if forget is not None:
+        forget()
     for factory in (
         settings.get_settings,
         aws.get_sqs_client,

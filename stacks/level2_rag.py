@@ -108,8 +108,9 @@ class DocumentStore(Construct):
         self.prefix = config.rag.documents_prefix
         store = SecureBucket(self, "Documents", config=config, versioned=True, event_bridge_enabled=True)
         self.bucket = store.bucket
+        self.sample_corpus: s3deploy.BucketDeployment | None = None
         if config.rag.sample_corpus:
-            deployment = s3deploy.BucketDeployment(
+            deployment = self.sample_corpus = s3deploy.BucketDeployment(
                 self,
                 "SampleCorpus",
                 sources=[s3deploy.Source.asset(str(SAMPLE_CORPUS_DIR))],
@@ -654,7 +655,7 @@ class IngestionPipeline(Construct):
         )
         sync_every = Duration.minutes(config.rag.sync_interval_minutes)
         for name, action, every in (("Sync", "sync", sync_every), ("Reconcile", "reconcile", Duration.hours(1))):
-            events.Rule(
+            schedule = events.Rule(
                 self,
                 f"{name}Schedule",
                 description=f"Level 2 ingestion: {action}",
@@ -667,6 +668,11 @@ class IngestionPipeline(Construct):
                     )
                 ],
             )
+            # The function starts a full sync while the data source has no COMPLETE job. The schedules exist
+            # only once the sample corpus is copied, so that first job cannot run before the copy landed (S3
+            # events for objects copied by the same deploy may never arrive).
+            if documents.sample_corpus is not None:
+                schedule.node.add_dependency(documents.sample_corpus)
 
 
 class QueryApi(Construct):

@@ -7,6 +7,9 @@ The EventBridge rule sends the whole event as the SQS message body::
 
 Anything else (unparseable JSON, another shape, another bucket, a key outside the documents prefix) is
 poison: the function never deletes it, so the queue's redrive policy moves it to the dead-letter queue.
+Whatever goes wrong while reading one body makes that message, and only that message, poison: json.loads
+raises RecursionError for a deeply nested body, ValueError (JSONDecodeError, UnicodeError) for bad text and
+could raise MemoryError for a pathological one; each becomes a PoisonMessage naming the exception.
 """
 
 from __future__ import annotations
@@ -40,10 +43,14 @@ class Change:
 
 def parse_change(body: Any, *, bucket: str, prefix: str = "") -> Change:
     """The document change a message body describes; PoisonMessage (with the reason) otherwise."""
+    if not isinstance(body, str):
+        raise PoisonMessage("the body is not text")
     try:
-        event = json.loads(body) if isinstance(body, str) else None
-    except ValueError:
+        event = json.loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeError are ValueErrors
         event = None
+    except (RecursionError, MemoryError, TypeError) as exc:
+        raise PoisonMessage(f"the body could not be parsed ({type(exc).__name__})") from None
     if event is None:
         raise PoisonMessage("the body is not valid JSON")
     if not isinstance(event, dict):
@@ -51,7 +58,7 @@ def parse_change(body: Any, *, bucket: str, prefix: str = "") -> Change:
     source, detail_type = event.get("source"), event.get("detail-type")
     if source != SOURCE:
         raise PoisonMessage(f"source is {_shown(source)}, not {SOURCE}")
-    if detail_type not in DETAIL_TYPES:
+    if not isinstance(detail_type, str) or detail_type not in DETAIL_TYPES:
         raise PoisonMessage(f"detail-type is {_shown(detail_type)}, not Object Created or Object Deleted")
     detail = event.get("detail")
     event_bucket = _path(detail, "bucket", "name")
@@ -82,4 +89,11 @@ def _path(node: Any, *names: str) -> Any:
 
 
 def _shown(value: Any) -> str:
-    return repr(trim(value, _SHOWN_CHARS)) if isinstance(value, str) else json.dumps(value)[:_SHOWN_CHARS]
+    """A short, log-safe rendering of a field's value (never the whole of a nested one)."""
+    if isinstance(value, str):
+        return repr(trim(value, _SHOWN_CHARS))  # repr escapes control characters and lone surrogates
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return json.dumps(value)[:_SHOWN_CHARS]  # null, true/false or a number

@@ -2,9 +2,10 @@
 
 Invoked by two EventBridge schedules with constant input (or directly with the same dict):
 
-- ``{"action": "sync"}``: coalesce the queued document changes into one ingestion job (``ingestion.sync``);
-- ``{"action": "reconcile"}``: the same sync, then a report of the newest ingestion job (metrics, and its
-  ``failureReasons`` in the log).
+- ``{"action": "sync"}``: coalesce the queued document changes into one ingestion job (``ingestion.sync``),
+  or start a full sync when the data source has never completed a job;
+- ``{"action": "reconcile"}``: the same sync (which also retries a full sync that ended FAILED or STOPPED),
+  then a report of the newest ingestion job (metrics, and its ``failureReasons`` in the log).
 
 Any other event is logged and answered with ``{"error": {...}}`` without raising (a retry cannot fix it).
 AWS errors other than "busy" are re-raised after logging, so Lambda retries the asynchronous invocation;
@@ -97,8 +98,8 @@ def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return run_reconcile(deps)
 
 
-def run_sync(deps: ingestion.Deps) -> ingestion.SyncResult:
-    result = ingestion.sync(deps)
+def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestion.SyncResult:
+    result = ingestion.sync(deps, retry_full_sync=retry_full_sync)
     _publish(
         {
             "ChangesCoalesced": (MetricUnit.Count, result.changes if result.started else 0),
@@ -116,7 +117,7 @@ def run_reconcile(deps: ingestion.Deps) -> dict[str, Any]:
     sync_error: Exception | None = None
     sync_result: dict[str, Any] | None = None
     try:
-        sync_result = run_sync(deps).to_dict()
+        sync_result = run_sync(deps, retry_full_sync=True).to_dict()
     except Exception as exc:
         sync_error = exc
     try:

@@ -7,20 +7,34 @@ module keeps: **a change's message is deleted only after an ingestion job starte
 
 ``sync``:
 
-1. Nothing pending in the queue (visible + in flight) -> stop, without calling Bedrock.
-2. A job of this data source is STARTING / IN_PROGRESS / STOPPING -> busy, without receiving anything (so
+1. Is the data source in sync at all? Until ListIngestionJobs shows a COMPLETE job of the data source (a new
+   stack, or a knowledge base / data source replaced by a configuration change), the run starts a **full sync**
+   even with an empty queue: S3 events cannot be relied on for documents that were in the bucket before the
+   data source existed (the sample corpus can land before the bucket's EventBridge delivery is active). Once a
+   COMPLETE job was seen, it is remembered for the life of the execution environment (a new data source id is a
+   new function configuration, hence new environments). A full sync that ended FAILED or STOPPED is retried by
+   the hourly reconcile (``retry_full_sync``), not every few minutes, or at once when a change is pending.
+2. Nothing pending in the queue (visible + in flight) and in sync -> stop, without calling Bedrock again.
+3. A job of this data source is STARTING / IN_PROGRESS / STOPPING -> busy, without receiving anything (so
    receive counts do not grow while a job runs and good messages never drift to the dead-letter queue).
-3. Drain: receive 10 at a time (short polls) until the queue answers empty twice, MAX_MESSAGES_PER_RUN is
-   reached or the time budget (remaining time minus a reserve) runs out. Each message is a change or poison;
-   poison is never deleted (the redrive policy moves it to the dead-letter queue) and is logged with why.
-4. StartIngestionJob once for all changes, with a client token derived from their message ids (a retried
-   call is idempotent). If it fails, nothing is lost: busy answers (Conflict, Throttling, ServiceQuotaExceeded)
-   make the messages visible again in RELEASE_VISIBILITY_S and return busy; other errors do the same and are
-   re-raised (Lambda retries the asynchronous invocation). Messages already received REQUEUE_AT_RECEIVE_COUNT
-   times are first copied back to the queue (a fresh copy has a receive count of 0) and only then deleted, so
-   repeated busy answers can never push a valid change into the dead-letter queue.
-5. After the job started: delete the changes' messages (batches of 10, failed entries retried; a change whose
+4. Drain: receive 10 at a time (short polls) until the queue answers empty twice, MAX_MESSAGES_PER_RUN is
+   reached, the time budget (remaining time minus a reserve) runs out, or a later ReceiveMessage fails (the run
+   goes on with what it holds). Each message is read on its own: anything that goes wrong reading a body
+   makes that message, and only that message, poison; poison is never deleted (the redrive policy moves it to
+   the dead-letter queue) and is logged with why. A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th
+   time (or later) is re-queued at once: a fresh copy (receive count 0) is sent, then the original deleted.
+5. StartIngestionJob once for all changes, with a client token derived from their message ids (a retried
+   call is idempotent). Any failure after the first message was received (this call, or anything else) makes
+   the held changes visible again in RELEASE_VISIBILITY_S; busy answers (Conflict, Throttling,
+   ServiceQuotaExceeded) then return busy, other errors are re-raised (Lambda retries the invocation).
+6. After the job started: delete the changes' messages (batches of 10, failed entries retried; a change whose
    delete failed is harmless, the next job covers it again).
+
+No SQS batch call here raises: a refused release, re-queue or delete leaves the message where it is, and it
+comes back when its visibility timeout ends. So a valid change's message reaches the dead-letter queue only if
+it is received a 6th time, i.e. its re-queue failed in each of the runs that received it for the 3rd, 4th and
+5th time (SQS refused SendMessageBatch or DeleteMessageBatch for it each time), never because of a busy,
+failing or slow Bedrock, a failed ReceiveMessage or visibility change, or a run that timed out.
 """
 
 from __future__ import annotations
@@ -39,22 +53,36 @@ from rag_ingest.settings import Settings
 
 BUSY_CODES = frozenset({"ConflictException", "ThrottlingException", "ServiceQuotaExceededException"})
 RUNNING_STATUSES = ("STARTING", "IN_PROGRESS", "STOPPING")
-FINISHED_STATUSES = frozenset({"COMPLETE", "FAILED", "STOPPED"})
+COMPLETE = "COMPLETE"
+FINISHED_STATUSES = frozenset({COMPLETE, "FAILED", "STOPPED"})
 NO_PENDING = "no pending changes"
+FULL_SYNC = "full sync: no job of this data source has completed yet"
 SQS_BATCH = 10
 VISIBILITY_MARGIN_S = 30  # received messages stay hidden a bit longer than the run can last
 MAX_VISIBILITY_S = 43_200
-RELEASE_VISIBILITY_S = 60  # after a busy answer, the messages come back this soon
+MAX_DELAY_S = 900  # SendMessage DelaySeconds: 0 to 900 (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatchRequestEntry.html)
+RELEASE_VISIBILITY_S = 60  # after a failed start, the messages come back this soon (before the next sync)
 DRAIN_RESERVE_MS = 20_000  # kept for StartIngestionJob and the deletes after the drain
 DEFAULT_RUN_MS = 60_000  # the time budget when there is no Lambda context
 EMPTY_RECEIVES_TO_STOP = 2  # short polls sample a subset of SQS servers: one empty answer is not proof
-REQUEUE_AT_RECEIVE_COUNT = 3  # below the queue's maxReceiveCount (5), with room for approximate counts
+# The queue's maxReceiveCount is 5: SQS moves a message to the dead-letter queue when it would be received a 6th
+# time. Re-queuing from the 3rd receive leaves three runs to succeed, and room for approximate counts.
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-dead-letter-queues.html
+REQUEUE_AT_RECEIVE_COUNT = 3
 BATCH_ATTEMPTS = 3
 MAX_JOB_PAGES = 5
 RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
 PENDING_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 MAX_REPORTED_REASONS = 10
 MAX_LOGGED_REASONS = 100
+
+# (knowledge base id, data source id) pairs seen with a COMPLETE ingestion job in this execution environment.
+_synced: set[tuple[str, str]] = set()
+
+
+def forget_synced() -> None:
+    """Forget which data sources were seen in sync (tests; a new execution environment starts empty)."""
+    _synced.clear()
 
 
 @dataclass(frozen=True)
@@ -86,11 +114,27 @@ class QueuedMessage:
     sent_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Drained:
-    changes: list[tuple[QueuedMessage, Change]]
-    poison: list[tuple[QueuedMessage, str]]
-    stopped_by: str  # "empty" | "cap" | "time"
+    """What one run received, filled in as the drain goes (so a failure still knows what it holds)."""
+
+    received: dict[str, QueuedMessage] = field(default_factory=dict)  # message id -> newest delivery
+    parsed: dict[str, Change] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # message id -> why it is poison
+    requeued: set[str] = field(default_factory=set)  # originals deleted after a fresh copy was queued
+    stopped_by: str = "empty"  # "empty" | "cap" | "time" | "error"
+
+    @property
+    def changes(self) -> list[tuple[QueuedMessage, Change]]:
+        return [(self.received[message_id], change) for message_id, change in self.parsed.items()]
+
+    @property
+    def poison(self) -> list[tuple[QueuedMessage, str]]:
+        return [(self.received[message_id], why) for message_id, why in self.unreadable.items()]
+
+    def held(self) -> list[QueuedMessage]:
+        """The changes' messages this run still holds (received, not replaced by a fresh copy)."""
+        return [self.received[message_id] for message_id in self.parsed if message_id not in self.requeued]
 
 
 @dataclass
@@ -100,6 +144,7 @@ class SyncResult:
     reason: str | None = None
     job_id: str | None = None
     running_job_id: str | None = None
+    full_sync: bool = False
     changes: int = 0
     objects: int = 0
     poison: int = 0
@@ -117,6 +162,7 @@ class SyncResult:
         optional = {"reason": self.reason, "jobId": self.job_id, "runningJobId": self.running_job_id}
         body.update({name: value for name, value in optional.items() if value is not None})
         body.update(
+            fullSync=self.full_sync,
             changes=self.changes,
             objects=self.objects,
             poison=self.poison,
@@ -127,55 +173,89 @@ class SyncResult:
         )
         return body
 
+    def count(self, drained: Drained) -> None:
+        changes = drained.changes
+        self.changes, self.objects = len(changes), len({(c.bucket, c.key) for _, c in changes})
+        self.poison, self.requeued = len(drained.unreadable), len(drained.requeued)
+        self.drain_stopped_by = drained.stopped_by
+
 
 # --- sync --------------------------------------------------------------------------------------------------
 
 
-def sync(deps: Deps) -> SyncResult:
-    """One scheduled run: coalesce every pending change into at most one new ingestion job."""
-    if pending_messages(deps) == 0:
+def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
+    """One scheduled run: coalesce every pending change into at most one new ingestion job.
+
+    Starts a full sync when the data source has never completed a job; ``retry_full_sync`` (the reconcile)
+    also retries one whose last attempt ended FAILED or STOPPED.
+    """
+    pending = pending_messages(deps)
+    full = not data_source_synced(deps)
+    if pending == 0 and not full:
         return SyncResult(reason=NO_PENDING)
     running = find_running_job(deps)
     if running is not None:
         job_id, status = running.get("ingestionJobId"), running.get("status")
-        return SyncResult(busy=True, reason=f"ingestion job {job_id} is {status}", running_job_id=job_id)
-
-    drained = drain(deps, visibility_timeout_s(deps.remaining_ms()))
-    for message, why in drained.poison:
-        deps.log.warning(
-            "Poison message: left for the dead-letter queue",
-            extra={"message_id": message.message_id, "reason": why, "receive_count": message.receive_count},
+        return SyncResult(
+            busy=True, reason=f"ingestion job {job_id} is {status}", running_job_id=job_id, full_sync=full
         )
-    result = SyncResult(poison=len(drained.poison), drain_stopped_by=drained.stopped_by)
-    if not drained.changes:
-        result.reason = "no document change received"
-        return result
-    messages = [message for message, _ in drained.changes]
-    result.changes, result.objects = len(messages), len({(c.bucket, c.key) for _, c in drained.changes})
+    previous = ""
+    if full:
+        newest = newest_summary(deps)
+        if newest is not None:
+            previous = str(newest.get("ingestionJobId"))
+            if pending == 0 and not retry_full_sync:
+                reason = f"the full sync (job {previous}) ended {newest.get('status')}; the hourly reconcile retries it"
+                return SyncResult(reason=reason, full_sync=True)
+
+    result = SyncResult(full_sync=full)
+    drained = Drained()
+    starting = False
     try:
-        job = start_job(deps, messages)
+        drain(deps, visibility_timeout_s(deps.remaining_ms()), drained)
+        result.count(drained)
+        for message, why in drained.poison:
+            deps.log.warning(
+                "Poison message: left for the dead-letter queue",
+                extra={"message_id": message.message_id, "reason": why, "receive_count": message.receive_count},
+            )
+        if not drained.parsed and not full:
+            result.reason = "no document change received"
+            return result
+        starting = True
+        job = start_job(deps, [message for message, _ in drained.changes], full=full, previous=previous)
     except Exception as exc:
+        result.count(drained)
+        result.released = release(deps, drained.held())
         code = aws_error_code(exc)
-        result.requeued, result.released = protect(deps, messages)
-        if code in BUSY_CODES:
+        if starting and code in BUSY_CODES:
             result.busy, result.reason = True, f"StartIngestionJob answered {code}"
             deps.log.info(
                 "Ingestion is busy: the changes stay queued",
                 extra={"aws_error_code": code, "changes": result.changes, "requeued": result.requeued},
             )
             return result
+        if starting:
+            headline = "StartIngestionJob failed: the changes stay queued"
+        elif drained.received:
+            headline = "Sync failed after receiving changes: they stay queued"
+        else:
+            headline = "Sync failed before receiving anything"
         deps.log.error(
-            "StartIngestionJob failed: the changes stay queued",
+            headline,
             extra={
                 "aws_error_code": code or type(exc).__name__,
                 "aws_message": trim(aws_error_message(exc) or str(exc)),
                 "changes": result.changes,
                 "requeued": result.requeued,
+                "released": result.released,
             },
         )
         raise
     result.started, result.job_id = True, str(job.get("ingestionJobId"))
-    result.deleted, result.delete_failed = delete_messages(deps, messages)
+    result.deleted, result.delete_failed = delete_messages(deps, drained.held())
+    if full:
+        deps.log.info("Full sync started", extra={"job_id": result.job_id, "previous_job_id": previous or None})
     return result
 
 
@@ -186,23 +266,53 @@ def pending_messages(deps: Deps) -> int:
     return sum(int(attributes.get(name) or 0) for name in PENDING_ATTRIBUTES)
 
 
+def data_source_synced(deps: Deps) -> bool:
+    """True once the data source has a COMPLETE ingestion job (remembered for this execution environment)."""
+    key = (deps.settings.knowledge_base_id, deps.settings.data_source_id)
+    if key in _synced:
+        return True
+    job, read_to_end = _first_job(deps, (COMPLETE,))
+    if job is None and read_to_end:
+        return False
+    # A COMPLETE job, or pages that never ended (then assume in sync rather than start a job every run).
+    _synced.add(key)
+    return True
+
+
 def find_running_job(deps: Deps) -> dict[str, Any] | None:
     """A STARTING / IN_PROGRESS / STOPPING job of the data source, if any."""
+    job, _ = _first_job(deps, RUNNING_STATUSES)
+    return job
+
+
+def _first_job(deps: Deps, statuses: Sequence[str]) -> tuple[dict[str, Any] | None, bool]:
+    """The first listed job with one of ``statuses``, and whether the listing was read to its end."""
     params: dict[str, Any] = {
         **_data_source(deps.settings),
-        "filters": [{"attribute": "STATUS", "operator": "EQ", "values": list(RUNNING_STATUSES)}],
+        "filters": [{"attribute": "STATUS", "operator": "EQ", "values": list(statuses)}],
         "maxResults": 10,
     }
     for _ in range(MAX_JOB_PAGES):
         response = deps.agent.list_ingestion_jobs(**params)
         jobs = response.get("ingestionJobSummaries") or []
         if jobs:
-            return dict(jobs[0])
+            return dict(jobs[0]), True
         token = response.get("nextToken")
         if not token:
-            return None
+            return None, True
         params["nextToken"] = token
-    return None
+    return None, False
+
+
+def newest_summary(deps: Deps) -> dict[str, Any] | None:
+    """The most recently started job of the data source (its ListIngestionJobs summary), if any."""
+    response = deps.agent.list_ingestion_jobs(
+        **_data_source(deps.settings),
+        sortBy={"attribute": "STARTED_AT", "order": "DESCENDING"},
+        maxResults=1,
+    )
+    summaries = response.get("ingestionJobSummaries") or []
+    return dict(summaries[0]) if summaries else None
 
 
 def visibility_timeout_s(remaining_ms: int) -> int:
@@ -210,126 +320,195 @@ def visibility_timeout_s(remaining_ms: int) -> int:
     return min(MAX_VISIBILITY_S, max(0, math.ceil(remaining_ms / 1000)) + VISIBILITY_MARGIN_S)
 
 
-def drain(deps: Deps, visibility_s: int) -> Drained:
-    """Receive until the queue answers empty twice, the cap is reached or the time budget runs out."""
+def drain(deps: Deps, visibility_s: int, into: Drained | None = None) -> Drained:
+    """Receive until the queue answers empty twice, the cap is reached, the time budget runs out or SQS fails.
+
+    Fills ``into`` as it goes. Only a failure of the first ReceiveMessage is raised (nothing is held then);
+    a later one stops the drain with what was received.
+    """
     settings = deps.settings
+    drained = into if into is not None else Drained()
     cap = settings.max_messages_per_run
-    received: dict[str, QueuedMessage] = {}
-    empty_answers, stopped_by = 0, "empty"
+    empty_answers = 0
     while True:
-        if len(received) >= cap:
-            stopped_by = "cap"
+        if len(drained.received) >= cap:
+            drained.stopped_by = "cap"
             break
         if deps.remaining_ms() < DRAIN_RESERVE_MS:
-            stopped_by = "time"
+            drained.stopped_by = "time"
             break
-        response = deps.sqs.receive_message(
-            QueueUrl=settings.queue_url,
-            MaxNumberOfMessages=min(SQS_BATCH, cap - len(received)),
-            VisibilityTimeout=visibility_s,
-            WaitTimeSeconds=0,
-            MessageSystemAttributeNames=RECEIVE_ATTRIBUTES,
-        )
+        try:
+            response = deps.sqs.receive_message(
+                QueueUrl=settings.queue_url,
+                MaxNumberOfMessages=min(SQS_BATCH, cap - len(drained.received)),
+                VisibilityTimeout=visibility_s,
+                WaitTimeSeconds=0,
+                MessageSystemAttributeNames=RECEIVE_ATTRIBUTES,
+            )
+        except Exception as exc:
+            if not drained.received:
+                raise
+            deps.log.warning(
+                "ReceiveMessage failed: the run goes on with the messages received so far",
+                extra={"aws_error_code": aws_error_code(exc) or type(exc).__name__, "held": len(drained.received)},
+            )
+            drained.stopped_by = "error"
+            break
         batch = response.get("Messages") or []
         if not batch:
             empty_answers += 1
             if empty_answers >= EMPTY_RECEIVES_TO_STOP:
+                drained.stopped_by = "empty"
                 break
             continue
         empty_answers = 0
+        aged: list[QueuedMessage] = []
         for raw in batch:
             message = _queued(raw)
-            received[message.message_id] = message
-    changes: list[tuple[QueuedMessage, Change]] = []
-    poison: list[tuple[QueuedMessage, str]] = []
-    for message in received.values():
-        try:
-            changes.append(
-                (
-                    message,
-                    parse_change(message.body, bucket=settings.documents_bucket, prefix=settings.documents_prefix),
-                )
-            )
-        except PoisonMessage as bad:
-            poison.append((message, bad.reason))
-    return Drained(changes=changes, poison=poison, stopped_by=stopped_by)
+            drained.received[message.message_id] = message
+            why = _read(deps.settings, message, drained)
+            if why is not None:
+                drained.unreadable[message.message_id] = why
+            elif message.receive_count >= REQUEUE_AT_RECEIVE_COUNT and message.message_id not in drained.requeued:
+                aged.append(message)
+        if aged:
+            drained.requeued.update(requeue(deps, aged, delay_s=min(MAX_DELAY_S, visibility_s)))
+    return drained
 
 
-def client_token(messages: Sequence[QueuedMessage]) -> str:
-    """Idempotency token of one StartIngestionJob: the same messages give the same token (64 hex digits)."""
-    return hashlib.sha256("\n".join(sorted(m.message_id for m in messages)).encode()).hexdigest()
+def _read(settings: Settings, message: QueuedMessage, drained: Drained) -> str | None:
+    """Record the change a message holds; the reason it is poison otherwise. Never raises."""
+    try:
+        drained.parsed[message.message_id] = parse_change(
+            message.body, bucket=settings.documents_bucket, prefix=settings.documents_prefix
+        )
+    except PoisonMessage as bad:
+        return bad.reason
+    except Exception as exc:  # whatever else reading this one body raised: this message alone is poison
+        return f"the body could not be read ({type(exc).__name__})"
+    return None
+
+
+def client_token(messages: Sequence[QueuedMessage], salt: str = "") -> str:
+    """Idempotency token of one StartIngestionJob: the same messages give the same token (64 hex digits).
+
+    ``salt`` tells apart starts that hold the same messages but must be distinct jobs (a full sync retried
+    after a failed one carries the failed job's id).
+    """
+    ids = "\n".join(sorted(m.message_id for m in messages))
+    return hashlib.sha256((f"{salt}\n{ids}" if salt else ids).encode()).hexdigest()
+
+
+def full_sync_salt(settings: Settings, previous: str) -> str:
+    """What sets a full sync's token apart: the data source (a replaced one starts from the same empty queue)
+    and the job it retries (a retry after a failed full sync must start a new job, not answer the old one)."""
+    return f"full-sync:{settings.knowledge_base_id}:{settings.data_source_id}:{previous}"
 
 
 def describe_changes(count: int) -> str:
     return "1 change" if count == 1 else f"{count} changes"
 
 
-def start_job(deps: Deps, messages: Sequence[QueuedMessage]) -> dict[str, Any]:
+def describe_job(count: int, *, full: bool) -> str:
+    """The job's description (at most 200 characters, as StartIngestionJob allows)."""
+    if not full:
+        return describe_changes(count)
+    return f"{FULL_SYNC}; {describe_changes(count)}" if count else FULL_SYNC
+
+
+def start_job(
+    deps: Deps, messages: Sequence[QueuedMessage], *, full: bool = False, previous: str = ""
+) -> dict[str, Any]:
     response = deps.agent.start_ingestion_job(
         **_data_source(deps.settings),
-        clientToken=client_token(messages),
-        description=describe_changes(len(messages)),
+        clientToken=client_token(messages, full_sync_salt(deps.settings, previous) if full else ""),
+        description=describe_job(len(messages), full=full),
     )
     job: dict[str, Any] = response["ingestionJob"]
     return job
 
 
-def protect(deps: Deps, messages: Sequence[QueuedMessage]) -> tuple[int, int]:
-    """After a failed start: requeue messages near the redrive limit, make the others visible again soon.
+def requeue(deps: Deps, messages: Sequence[QueuedMessage], *, delay_s: int = 0) -> set[str]:
+    """Queue a fresh copy of each message (receive count 0), then delete the original; never raises.
 
-    Returns (requeued, released). Never raises: whatever SQS refuses here simply comes back when its
-    visibility timeout ends (a requeue that fails leaves the original message in place).
+    The copies are delayed by ``delay_s`` (the drain passes the run's visibility timeout), so this run does not
+    receive its own copies; they come back when the originals would have. Returns the ids of the messages whose
+    original is gone. A copy that could not be sent leaves its original in place; an original that could not be
+    deleted stays held (the copy is a harmless duplicate).
     """
-    aged = [m for m in messages if m.receive_count >= REQUEUE_AT_RECEIVE_COUNT]
-    others = [m for m in messages if m.receive_count < REQUEUE_AT_RECEIVE_COUNT]
-    requeued: list[QueuedMessage] = []
-    if aged:
-        try:
-            entries = [{"Id": str(i), "MessageBody": m.body} for i, m in enumerate(aged)]
-            sent, _ = _in_batches(deps.sqs.send_message_batch, deps.settings.queue_url, entries)
-            requeued = [m for i, m in enumerate(aged) if str(i) in sent]
-            delete_messages(deps, requeued)  # each copy is queued: its original may go
-        except Exception:
-            deps.log.warning("Could not requeue changes near the redrive limit", exc_info=True)
-        others += [m for m in aged if m not in requeued]
-    try:
-        released = change_visibility(deps, others, RELEASE_VISIBILITY_S)
-    except Exception:
-        deps.log.warning("Could not release the changes; they return after the visibility timeout", exc_info=True)
-        released = 0
-    return len(requeued), released
+    entries = [{"Id": str(i), "MessageBody": m.body, "DelaySeconds": delay_s} for i, m in enumerate(messages)]
+    sent, failures = _in_batches(deps.sqs.send_message_batch, deps.settings.queue_url, entries)
+    copied = [m for i, m in enumerate(messages) if str(i) in sent]
+    gone = _delete(deps, copied)
+    if failures or len(gone) < len(copied):
+        deps.log.warning(
+            "Some changes near the redrive limit could not be re-queued; the next runs try again",
+            extra={"not_sent": len(failures), "not_deleted": len(copied) - len(gone), "codes": _codes(failures)},
+        )
+    return {m.message_id for m in gone}
+
+
+def release(deps: Deps, messages: Sequence[QueuedMessage]) -> int:
+    """After a failure: make the held changes visible again in RELEASE_VISIBILITY_S; never raises.
+
+    Whatever SQS refuses here comes back anyway when the run's visibility timeout ends.
+    """
+    if not messages:
+        return 0
+    entries = [
+        {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": RELEASE_VISIBILITY_S}
+        for i, m in enumerate(messages)
+    ]
+    done, failures = _in_batches(deps.sqs.change_message_visibility_batch, deps.settings.queue_url, entries)
+    if failures:
+        deps.log.warning(
+            "Some changes could not be released; they return after the visibility timeout",
+            extra={"failed": len(failures), "codes": _codes(failures)},
+        )
+    return len(done)
 
 
 def delete_messages(deps: Deps, messages: Sequence[QueuedMessage]) -> tuple[int, int]:
-    """DeleteMessageBatch in batches of 10, retrying failed entries; (deleted, still failed)."""
+    """Delete the messages a started job covers; (deleted, still failed). Never raises."""
+    gone = _delete(deps, messages)
+    return len(gone), len(messages) - len(gone)
+
+
+def _delete(deps: Deps, messages: Sequence[QueuedMessage]) -> list[QueuedMessage]:
+    """DeleteMessageBatch in batches of 10, retrying failed entries; the messages deleted."""
     entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)]
     done, failures = _in_batches(deps.sqs.delete_message_batch, deps.settings.queue_url, entries)
     if failures:
         deps.log.warning(
             "Some messages could not be deleted; the next job covers their changes again",
-            extra={"failed": len(failures), "codes": sorted({str(f.get("Code")) for f in failures})},
+            extra={"failed": len(failures), "codes": _codes(failures)},
         )
-    return len(done), len(failures)
+    return [m for i, m in enumerate(messages) if str(i) in done]
 
 
-def change_visibility(deps: Deps, messages: Sequence[QueuedMessage], seconds: int) -> int:
-    entries = [
-        {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds} for i, m in enumerate(messages)
-    ]
-    done, _ = _in_batches(deps.sqs.change_message_visibility_batch, deps.settings.queue_url, entries)
-    return len(done)
+def _codes(failures: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({str(f.get("Code")) for f in failures})
 
 
 def _in_batches(
     call: Callable[..., dict[str, Any]], queue_url: str, entries: list[dict[str, Any]]
 ) -> tuple[set[str], list[dict[str, Any]]]:
-    """Run an SQS batch action 10 entries at a time, retrying entries that failed through no fault of ours."""
+    """Run an SQS batch action 10 entries at a time, retrying entries that failed through no fault of ours.
+
+    Never raises: a call that raises (after botocore's own retries) fails its whole batch, with the error's
+    code (or the exception's name for a timeout or a connection error) as each entry's ``Code``.
+    """
     succeeded: set[str] = set()
     failures: list[dict[str, Any]] = []
     for offset in range(0, len(entries), SQS_BATCH):
         batch = entries[offset : offset + SQS_BATCH]
         for attempt in range(1, BATCH_ATTEMPTS + 1):
-            response = call(QueueUrl=queue_url, Entries=batch)
+            try:
+                response = call(QueueUrl=queue_url, Entries=batch)
+            except Exception as exc:
+                code = aws_error_code(exc) or type(exc).__name__
+                failures.extend({"Id": entry["Id"], "Code": code, "SenderFault": None} for entry in batch)
+                break
             succeeded.update(str(item["Id"]) for item in response.get("Successful") or [])
             failed = list(response.get("Failed") or [])
             retry = [item for item in failed if not item.get("SenderFault")]
@@ -397,15 +576,10 @@ class JobReport:
 
 def newest_job(deps: Deps) -> JobReport | None:
     """The most recently started job of the data source (ListIngestionJobs, then GetIngestionJob)."""
-    response = deps.agent.list_ingestion_jobs(
-        **_data_source(deps.settings),
-        sortBy={"attribute": "STARTED_AT", "order": "DESCENDING"},
-        maxResults=1,
-    )
-    summaries = response.get("ingestionJobSummaries") or []
-    if not summaries:
+    summary = newest_summary(deps)
+    if summary is None:
         return None
-    job = deps.agent.get_ingestion_job(**_data_source(deps.settings), ingestionJobId=summaries[0]["ingestionJobId"])
+    job = deps.agent.get_ingestion_job(**_data_source(deps.settings), ingestionJobId=summary["ingestionJobId"])
     return read_job(job["ingestionJob"])
 
 

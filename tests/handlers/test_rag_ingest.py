@@ -8,6 +8,7 @@ for ``reconcile``, where a botocore Stubber on the real client returns the job s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,13 @@ from typing import Any, cast
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
 from botocore.stub import Stubber
 from moto import mock_aws
 from moto.sqs.models import sqs_backends
@@ -59,6 +66,9 @@ SERVICE = "rag-ingest-test"
 LAMBDAS_DIR = Path(rag_ingest.handler.__file__).resolve().parents[1]
 SYNC = {"action": "sync"}
 RECONCILE = {"action": "reconcile"}
+DATA_SOURCE = {"knowledgeBaseId": KNOWLEDGE_BASE_ID, "dataSourceId": DATA_SOURCE_ID}
+COMPLETE_FILTER = {"attribute": "STATUS", "operator": "EQ", "values": ["COMPLETE"]}
+RUNNING_FILTER = {"attribute": "STATUS", "operator": "EQ", "values": ["STARTING", "IN_PROGRESS", "STOPPING"]}
 
 
 clear_caches = ingest_burst.clear_function_caches
@@ -144,19 +154,45 @@ class World:
         return [attempt.outcome for attempt in self.agent.start_attempts]
 
 
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+PAST_SYNC_MS = 86_400_000  # the seeded world's data source completed a job a day before the test begins
+
+
+def make_world(monkeypatch: pytest.MonkeyPatch, *, synced: bool) -> Iterator[World]:
+    """A world whose data source has completed a job (``synced``), or a new one that never ran a job."""
+    with mock_aws():
+        yield from world_in(boto3.client("sqs", region_name=REGION), monkeypatch, synced=synced)
+
+
+def world_in(sqs: Any, monkeypatch: pytest.MonkeyPatch, *, synced: bool) -> Iterator[World]:
+    """A world on fresh queues of an active moto mock (deleted afterwards), on its own simulated clock."""
     clock = SimClock()
-    with mock_aws(), moto_sqs_on(clock):
-        sqs = boto3.client("sqs", region_name=REGION)
+    with moto_sqs_on(clock):
         queue_url, dlq_url = create_queues(sqs)
         monkeypatch.setenv("QUEUE_URL", queue_url)
         agent = FakeBedrockAgent(clock)
+        if synced:
+            agent.add_job(started_ms=clock.now_ms - PAST_SYNC_MS, duration_ms=600_000, by="earlier")
         tracker = Tracker(clock, agent)
         function_sqs = RecordingSQS(sqs, tracker)
         monkeypatch.setattr(aws, "get_sqs_client", lambda: function_sqs)
         monkeypatch.setattr(aws, "get_agent_client", lambda: agent)
-        yield World(clock, sqs, queue_url, dlq_url, agent, tracker, function_sqs, random.Random(3))
+        try:
+            yield World(clock, sqs, queue_url, dlq_url, agent, tracker, function_sqs, random.Random(3))
+        finally:
+            for url in (queue_url, dlq_url):
+                sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The usual case: a data source in sync (a COMPLETE job in its history)."""
+    yield from make_world(monkeypatch, synced=True)
+
+
+@pytest.fixture
+def new_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A data source that has never completed an ingestion job (a new stack, or a replaced data source)."""
+    yield from make_world(monkeypatch, synced=False)
 
 
 # --- the burst ---------------------------------------------------------------------------------------------
@@ -232,10 +268,17 @@ def test_burst_with_another_seed_and_shape(capsys: pytest.CaptureFixture[str]) -
 # --- sync, step by step ------------------------------------------------------------------------------------
 
 
-def test_empty_queue_makes_no_bedrock_call(world: World) -> None:
-    assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
-    assert world.agent.calls == []
+def test_empty_queue_of_a_synced_data_source_asks_bedrock_once_per_environment(world: World) -> None:
+    for _ in range(3):
+        assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
+        world.advance(300)
+
+    # One look at the job history (is there a COMPLETE job?) on the first run, remembered afterwards.
+    assert world.agent.calls == [
+        ("ListIngestionJobs", {**DATA_SOURCE, "filters": [COMPLETE_FILTER], "maxResults": 10}),
+    ]
     assert world.tracker.receive_calls == []
+    assert world.agent.start_attempts == []
 
 
 def test_busy_data_source_receives_nothing(world: World) -> None:
@@ -250,10 +293,8 @@ def test_busy_data_source_receives_nothing(world: World) -> None:
     assert result["reason"] == f"ingestion job {running.job_id} is IN_PROGRESS"
     assert world.tracker.receive_calls == []
     assert world.receive_counts() == [0] * 5
-    assert [op for op, _ in world.agent.calls] == ["ListIngestionJobs"]
-    assert world.agent.calls[0][1]["filters"] == [
-        {"attribute": "STATUS", "operator": "EQ", "values": ["STARTING", "IN_PROGRESS", "STOPPING"]}
-    ]
+    assert [op for op, _ in world.agent.calls] == ["ListIngestionJobs", "ListIngestionJobs"]
+    assert world.agent.calls[1][1]["filters"] == [RUNNING_FILTER]
 
 
 def test_starting_job_also_counts_as_busy(world: World) -> None:
@@ -275,6 +316,7 @@ def test_changes_are_coalesced_into_one_job_then_deleted(world: World, capsys: p
         "started": True,
         "busy": False,
         "jobId": job.job_id,
+        "fullSync": False,
         "changes": 25,
         "objects": 4,
         "poison": 1,
@@ -355,26 +397,25 @@ def test_other_aws_error_is_raised_nothing_deleted_and_changes_come_back(world: 
 
 
 def test_repeated_busy_answers_never_dead_letter_a_change(world: World) -> None:
-    """Six quota errors in a row: every change is received six times, yet none reaches the DLQ."""
+    """Six quota errors in a row: every change is refused six times, yet none reaches the DLQ."""
     for _ in range(6):
         world.agent.fail_next_start("ServiceQuotaExceededException")
     world.send_changes(4)
     original = sorted(world.queued_bodies())
 
-    requeued = 0
-    for _ in range(6):
-        result = world.sync()
-        assert result["busy"] is True
-        requeued += result["requeued"]
-        assert max(world.receive_counts()) <= ingestion.REQUEUE_AT_RECEIVE_COUNT
+    results = []
+    while len(results) < 30 and not any(r["started"] for r in results):
+        results.append(world.sync())
+        assert max(world.receive_counts(), default=0) <= ingestion.REQUEUE_AT_RECEIVE_COUNT
         world.advance(61)
 
-    assert requeued >= 4
+    assert world.start_outcomes() == ["ServiceQuotaExceededException"] * 6 + ["started"]
+    assert sum(r.get("requeued", 0) for r in results) >= 4
     assert world.dead_letter_bodies() == []
-    assert sorted(world.queued_bodies()) == original  # the same changes, as fresh copies
-    result = world.sync()
-    assert (result["started"], result["changes"]) == (True, 4)
+    assert results[-1]["changes"] == 4
     assert world.queued_bodies() == []
+    assert len(original) == len(world.tracker.change_sent_ms) == 4
+    assert all(world.tracker.covered(change, world.clock.now_ms) for change in world.tracker.change_sent_ms)
     assert world.tracker.deleted_before_cover == 0
 
 
@@ -578,6 +619,426 @@ def test_a_run_that_meets_a_running_job_of_an_overlapping_run_receives_nothing(
     assert b["busy"] is True and b["runningJobId"] == outer["jobId"]
     assert b["changes"] == 0  # B drained nothing: it stopped at the running job
     assert world.receive_counts() == [0, 0, 0]  # B's own three changes wait, untouched, for the next run
+
+
+# --- the first sync: a data source that has never completed a job -----------------------------------------
+# S3 events cannot be relied on for documents that were in the bucket before the data source existed (the sample
+# corpus can land before the bucket's EventBridge delivery is active; a replaced data source starts empty), so a
+# data source without a COMPLETE job gets a full sync, with or without queued changes.
+
+
+def test_a_new_data_source_gets_a_full_sync_without_any_queued_change(new_world: World) -> None:
+    result = new_world.sync()
+
+    assert (result["started"], result["fullSync"], result["changes"]) == (True, True, 0)
+    [job] = new_world.agent.jobs
+    assert (job.by, job.description, job.job_id) == ("function", ingestion.FULL_SYNC, result["jobId"])
+
+    new_world.advance(60)
+    assert new_world.sync()["reason"] == f"ingestion job {job.job_id} is IN_PROGRESS"  # no second job meanwhile
+    new_world.advance(200)  # the job completed: the data source is in sync, the runs go quiet
+    assert new_world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
+    calls = len(new_world.agent.calls)
+    assert new_world.sync()["reason"] == "no pending changes"
+    assert len(new_world.agent.calls) == calls  # remembered: no Bedrock call at all any more
+    assert len(new_world.agent.jobs) == 1
+
+
+def test_the_full_sync_coalesces_the_queued_changes_and_deletes_them(new_world: World) -> None:
+    new_world.send_changes(3)
+
+    result = new_world.sync()
+
+    assert (result["started"], result["fullSync"], result["changes"], result["deleted"]) == (True, True, 3, 3)
+    assert new_world.agent.jobs[-1].description == f"{ingestion.FULL_SYNC}; 3 changes"
+    assert new_world.queued_bodies() == []
+
+
+def test_a_running_job_of_a_new_data_source_is_waited_for_and_then_counts_as_the_sync(new_world: World) -> None:
+    running = new_world.agent.add_job(started_ms=new_world.clock.now_ms - 10_000)
+
+    result = new_world.sync()
+
+    assert (result["busy"], result["fullSync"], result["runningJobId"]) == (True, True, running.job_id)
+    assert new_world.tracker.receive_calls == []
+    new_world.advance(300)  # it completed
+    assert new_world.sync()["reason"] == "no pending changes"
+    assert new_world.agent.start_attempts == []
+
+
+def test_a_failed_full_sync_is_retried_by_the_hourly_reconcile_not_by_every_sync(new_world: World) -> None:
+    failed = new_world.agent.add_job(
+        started_ms=new_world.clock.now_ms - 600_000, duration_ms=60_000, final_status="FAILED", by="function"
+    )
+
+    waiting = new_world.sync()
+    assert waiting["started"] is False
+    assert waiting["reason"] == f"the full sync (job {failed.job_id}) ended FAILED; the hourly reconcile retries it"
+    assert new_world.agent.start_attempts == []
+
+    result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+
+    assert (result["sync"]["started"], result["sync"]["fullSync"]) == (True, True)
+    [attempt] = new_world.agent.start_attempts
+    assert attempt.outcome == "started"  # a new job, not the failed one answered again for an equal token
+    assert attempt.client_token == ingestion.client_token(
+        [], f"full-sync:{KNOWLEDGE_BASE_ID}:{DATA_SOURCE_ID}:{failed.job_id}"
+    )
+    assert result["job"]["jobId"] == attempt.job_id
+
+
+def test_a_replaced_data_source_gets_its_own_full_sync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert world.sync()["reason"] == "no pending changes"  # the old data source is in sync (and remembered)
+
+    # A configuration change replaced the data source: the function gets a new DATA_SOURCE_ID.
+    replaced = FakeBedrockAgent(world.clock, data_source_id="DSSIM00002")
+    monkeypatch.setattr(aws, "get_agent_client", lambda: replaced)
+    monkeypatch.setenv("DATA_SOURCE_ID", "DSSIM00002")
+    settings.get_settings.cache_clear()
+
+    result = world.sync()
+
+    assert (result["started"], result["fullSync"]) == (True, True)
+    assert [job.by for job in replaced.jobs] == ["function"]
+
+
+# --- reading each message on its own -----------------------------------------------------------------------
+
+DEEP_ARRAY = "[" * 50_000 + "]" * 50_000
+DEEP_OBJECT = '{"a":' * 30_000 + "1" + "}" * 30_000
+
+
+@pytest.mark.parametrize("body", [DEEP_ARRAY, DEEP_OBJECT], ids=["array", "object"])
+def test_parse_change_turns_a_deeply_nested_body_into_poison(body: str) -> None:
+    with pytest.raises(PoisonMessage) as raised:
+        parse_change(body, bucket=BUCKET, prefix=PREFIX)
+    assert raised.value.reason == "the body could not be parsed (RecursionError)"
+
+
+def test_parse_change_shows_nested_values_without_rendering_them() -> None:
+    nested = "[" * 500 + "]" * 500
+    with pytest.raises(PoisonMessage) as raised:
+        parse_change('{"source": "aws.s3", "detail-type": ' + nested + "}", bucket=BUCKET)
+    assert raised.value.reason == "detail-type is an array, not Object Created or Object Deleted"
+
+
+def test_a_deeply_nested_body_is_poison_alone_and_the_changes_go_through(world: World, logs: io.StringIO) -> None:
+    world.send_changes(3)
+    world.send(DEEP_ARRAY)
+
+    result = world.sync()
+
+    assert (result["started"], result["changes"], result["poison"], result["deleted"]) == (True, 3, 1, 3)
+    assert world.queued_bodies() == [DEEP_ARRAY]
+    for _ in range(6):
+        world.advance(300)
+        world.sync()
+    assert world.dead_letter_bodies() == [DEEP_ARRAY]
+    assert world.queued_bodies() == []
+    reasons = {r["reason"] for r in records(logs) if r["message"] == "Poison message: left for the dead-letter queue"}
+    assert reasons == {"the body could not be parsed (RecursionError)"}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RecursionError(), MemoryError(), TypeError("x"), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), KeyError("k")],
+    ids=lambda error: type(error).__name__,
+)
+def test_any_failure_reading_one_body_makes_only_that_message_poison(
+    world: World, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    real = ingestion.parse_change
+    odd = object_event(world.rng, "created", f"{PREFIX}odd.md")
+
+    def reading(body: Any, **kwargs: Any) -> Change:
+        if body == odd:
+            raise error
+        return real(body, **kwargs)
+
+    monkeypatch.setattr(ingestion, "parse_change", reading)
+    world.send_changes(2)
+    world.send(odd)
+
+    result = world.sync()
+
+    assert (result["started"], result["changes"], result["poison"], result["deleted"]) == (True, 2, 1, 2)
+    assert world.queued_bodies() == [odd]
+
+
+# --- failures after messages were received ------------------------------------------------------------------
+
+
+def _fail_call(target: Any, name: str, fail_on: set[int], error: Callable[[], BaseException]) -> list[int]:
+    """Make the n-th call (1-based, counted over the whole test) of ``target.name`` raise ``error()``."""
+    real = getattr(target, name)
+    seen: list[int] = []
+
+    def call(**params: Any) -> Any:
+        seen.append(len(seen) + 1)
+        if len(seen) in fail_on:
+            raise error()
+        return real(**params)
+
+    setattr(target, name, call)
+    return seen
+
+
+def _sqs_error(code: str, operation: str) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, operation
+    )
+
+
+def test_a_failed_later_receive_keeps_what_was_received_and_starts_the_job(world: World, logs: io.StringIO) -> None:
+    world.send_changes(15)
+    _fail_call(world.function_sqs, "receive_message", {2}, lambda: _sqs_error("InternalError", "ReceiveMessage"))
+
+    result = world.sync()
+
+    assert (result["started"], result["changes"], result["deleted"]) == (True, 10, 10)
+    assert world.receive_counts() == [0] * 5  # the other five were never received: they wait for the next run
+    assert "ReceiveMessage failed: the run goes on with the messages received so far" in [
+        r["message"] for r in records(logs)
+    ]
+    world.advance(300)
+    assert world.sync()["deleted"] == 5
+    assert world.queued_bodies() == [] and world.dead_letter_bodies() == []
+
+
+def test_a_later_receive_failing_in_every_run_never_dead_letters_a_change(world: World) -> None:
+    """Every run: the second ReceiveMessage fails and Bedrock is throttled. Eight runs, no change in the DLQ."""
+    world.send_changes(15)
+    _fail_call(
+        world.function_sqs,
+        "receive_message",
+        set(range(2, 200, 2)),
+        lambda: _sqs_error("InternalError", "ReceiveMessage"),
+    )
+    for _ in range(8):
+        world.agent.fail_next_start("ThrottlingException")
+
+    for _ in range(8):
+        world.sync()
+        world.advance(300)
+    for _ in range(8):
+        if not world.queued_bodies():
+            break
+        world.sync()
+        world.advance(300)
+
+    assert world.dead_letter_bodies() == []
+    assert world.queued_bodies() == []
+    assert world.tracker.deleted_before_cover == 0
+    assert all(world.tracker.covered(change, world.clock.now_ms) for change in world.tracker.change_sent_ms)
+
+
+class Killed(BaseException):
+    """Lambda ending a run at its timeout: no except clause and no finally of the function runs on."""
+
+
+def test_runs_killed_after_receiving_never_dead_letter_a_change(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.send_changes(6)
+    seen = _fail_call(world.agent, "start_ingestion_job", set(range(1, 7)), Killed)
+
+    for _ in range(6):
+        with pytest.raises(Killed):
+            world.sync()
+        world.advance(300)  # the killed run's messages come back after its visibility timeout
+    world.sync()
+
+    assert len(seen) == 7
+    assert world.agent.start_attempts[-1].outcome == "started"
+    assert world.dead_letter_bodies() == []
+    assert world.queued_bodies() == []  # the fresh copies queued at the 3rd receives were covered and deleted
+    assert world.tracker.deleted_before_cover == 0
+
+
+def test_a_release_that_fails_still_leaves_the_changes_queued(world: World) -> None:
+    world.send_changes(4)
+    world.agent.fail_next_start("InternalServerException")
+    _fail_call(
+        world.function_sqs,
+        "change_message_visibility_batch",
+        {1},
+        lambda: ReadTimeoutError(endpoint_url="https://sqs.us-east-1.amazonaws.com/"),
+    )
+
+    with pytest.raises(ClientError):
+        world.sync()
+
+    assert world.tracker.deletions == []
+    world.advance(151)  # released or not, they come back after the run's visibility timeout
+    assert world.visible() == [True] * 4
+    assert world.sync()["deleted"] == 4
+
+
+def test_a_delete_that_raises_after_the_start_is_counted_not_raised(world: World, logs: io.StringIO) -> None:
+    world.send_changes(12)
+    _fail_call(
+        world.function_sqs,
+        "delete_message_batch",
+        {2},
+        lambda: EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com/"),
+    )
+
+    result = world.sync()
+
+    assert (result["started"], result["deleted"], result["deleteFailed"]) == (True, 10, 2)
+    [warning] = [r for r in records(logs) if r["message"].startswith("Some messages could not be deleted")]
+    assert warning["codes"] == ["EndpointConnectionError"]
+
+
+# --- guard: a fault at every call of a sync run -------------------------------------------------------------
+# Record the AWS calls of a clean run, then for every position k and every kind of fault, make the k-th call of
+# each of the first FAULTY_RUNS runs fail (more runs than the queue's maxReceiveCount), keep the schedule going
+# until the queue is empty, and check that the dead-letter queue holds exactly the unreadable messages and that
+# every valid change was covered by a job started after it was sent (and deleted only after that).
+
+FAULTY_RUNS = 6  # more runs than the queue's maxReceiveCount (5)
+# A call that took effect but whose answer was lost (a ReceiveMessage whose messages never reach the function) is
+# invisible to the function: it cannot re-queue what it never saw. The guarantee covers up to two such losses in a
+# row for one message (a re-queue at its 3rd, 4th or 5th receive is enough), so the guard injects them in two runs.
+LOST_ANSWER_RUNS = 2
+
+
+def faulty_runs(kind: str) -> int:
+    return LOST_ANSWER_RUNS if kind == "answer_lost" else FAULTY_RUNS
+
+
+MAX_RUNS = 40
+SQS_ENDPOINT = "https://sqs.us-east-1.amazonaws.com/"
+AGENT_ENDPOINT = "https://bedrock-agent.us-east-1.amazonaws.com/"
+SQS_OPERATIONS = frozenset(
+    {
+        "get_queue_attributes",
+        "receive_message",
+        "delete_message_batch",
+        "send_message_batch",
+        "change_message_visibility_batch",
+    }
+)
+AGENT_OPERATIONS = frozenset({"list_ingestion_jobs", "start_ingestion_job", "get_ingestion_job"})
+# Two ClientErrors (throttled: the "busy" answer of StartIngestionJob; access denied: any other error code), a
+# timeout and a connection failure that had no effect, and a call that took effect but whose answer was lost.
+FAULT_KINDS = ("throttled", "access_denied", "read_timeout", "connection", "answer_lost")
+
+
+class FaultInjector:
+    """Counts the AWS calls of the current run; the k-th one fails with the chosen kind of fault."""
+
+    def __init__(self, agent: FakeBedrockAgent) -> None:
+        self.agent = agent
+        self.calls: list[tuple[str, str]] = []
+        self.fail_at: int | None = None
+        self.kind = ""
+        self.injected: list[tuple[str, str]] = []
+
+    def begin_run(self, fail_at: int | None, kind: str = "") -> None:
+        self.calls, self.fail_at, self.kind = [], fail_at, kind
+
+    def wrap(self, service: str, target: Any, operations: frozenset[str]) -> Any:
+        injector = self
+
+        class Faulty:
+            def __getattr__(self, name: str) -> Any:
+                method = getattr(target, name)
+                if name not in operations:
+                    return method
+
+                def call(**params: Any) -> Any:
+                    injector.calls.append((service, name))
+                    if len(injector.calls) != injector.fail_at:
+                        return method(**params)
+                    injector.injected.append((name, injector.kind))
+                    if injector.kind == "answer_lost":  # the call took effect, its answer never arrived
+                        method(**params)
+                    raise injector.fault(service, name)
+
+                return call
+
+        return Faulty()
+
+    def fault(self, service: str, name: str) -> Exception:
+        endpoint = SQS_ENDPOINT if service == "sqs" else AGENT_ENDPOINT
+        if self.kind in ("read_timeout", "answer_lost"):
+            return ReadTimeoutError(endpoint_url=endpoint)
+        if self.kind == "connection":
+            return EndpointConnectionError(endpoint_url=endpoint)
+        operation = "".join(part.title() for part in name.split("_"))
+        throttled = self.kind == "throttled"
+        if service == "bedrock-agent":
+            code = "ThrottlingException" if throttled else "AccessDeniedException"
+            return self.agent.error(operation, code, "injected")
+        return _sqs_error("RequestThrottled" if throttled else "AccessDenied", operation)
+
+
+@contextlib.contextmanager
+def _faulty_pipeline(
+    sqs: Any, monkeypatch: pytest.MonkeyPatch, synced: bool, fail_at: int | None, kind: str
+) -> Iterator[tuple[World, FaultInjector, list[list[tuple[str, str]]], list[str]]]:
+    """Run the schedule with the fault until the queue is empty; the world, the injector and each run's calls."""
+    worlds = world_in(sqs, monkeypatch, synced=synced)
+    world = next(worlds)
+    try:
+        injector = FaultInjector(world.agent)
+        faulty_sqs = injector.wrap("sqs", world.function_sqs, SQS_OPERATIONS)
+        faulty_agent = injector.wrap("bedrock-agent", world.agent, AGENT_OPERATIONS)
+        monkeypatch.setattr(aws, "get_sqs_client", lambda: faulty_sqs)
+        monkeypatch.setattr(aws, "get_agent_client", lambda: faulty_agent)
+        clear_caches()
+        poison = [DEEP_ARRAY, "{not json", object_event(world.rng, "created", "outside/x.md")]
+        world.send_changes(9, keys=4)
+        for body in poison:
+            world.send(body)
+        world.send_changes(5, keys=4)
+        runs: list[list[tuple[str, str]]] = []
+        for run in range(MAX_RUNS):
+            injector.begin_run(fail_at if run < faulty_runs(kind) else None, kind)
+            with contextlib.suppress(ClientError, BotoCoreError):  # the invocation failed; the schedule runs on
+                world.sync()
+            runs.append(list(injector.calls))
+            world.advance(300)
+            if run >= faulty_runs(kind) and not world.queued_bodies() and world.agent.running_job() is None:
+                break
+        yield world, injector, runs, poison
+    finally:
+        worlds.close()
+
+
+def _assert_nothing_lost(world: World, poison: list[str], label: str) -> None:
+    assert sorted(world.dead_letter_bodies()) == sorted(poison), label  # the unreadable ones, and only them
+    assert world.queued_bodies() == [], label
+    assert world.tracker.deleted_before_cover == 0, label
+    valid = set(world.tracker.change_sent_ms) - {ingest_burst.change_id_of(body) for body in poison}
+    now = world.clock.now_ms
+    assert [change for change in valid if not world.tracker.covered(change, now)] == [], label
+    assert {change for change, _ in world.tracker.deletions} == valid, label
+
+
+@pytest.mark.parametrize("synced", [True, False], ids=["synced", "new-data-source"])
+def test_guard_a_fault_at_every_call_never_dead_letters_a_valid_change(
+    monkeypatch: pytest.MonkeyPatch, synced: bool
+) -> None:
+    with mock_aws():  # one mock for every scenario (each gets fresh queues, a fresh agent and its own clock)
+        sqs = boto3.client("sqs", region_name=REGION)
+        # The clean run, recorded: every AWS call a sync makes (the first run drains, starts and deletes).
+        with _faulty_pipeline(sqs, monkeypatch, synced, None, "") as (world, _, clean_runs, poison):
+            _assert_nothing_lost(world, poison, "clean")
+        first_run = clean_runs[0]
+        operations = {name for _, name in first_run}
+        assert {"get_queue_attributes", "list_ingestion_jobs", "receive_message", "start_ingestion_job"} <= operations
+        assert "delete_message_batch" in operations
+
+        injected: set[tuple[str, str]] = set()
+        for position in range(1, len(first_run) + 1):
+            for kind in FAULT_KINDS:
+                label = f"call #{position} ({first_run[position - 1][1]}) fails with {kind} in {faulty_runs(kind)} runs"
+                with _faulty_pipeline(sqs, monkeypatch, synced, position, kind) as (world, injector, _, poison):
+                    _assert_nothing_lost(world, poison, label)
+                assert injector.injected, label
+                injected.update(injector.injected)
+    # every operation of the clean run met every kind of fault
+    assert {(name, kind) for name in operations for kind in FAULT_KINDS} <= injected
 
 
 # --- non-schedule events and configuration -----------------------------------------------------------------
@@ -797,7 +1258,6 @@ def agent_stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, World
             stub.assert_no_pending_responses()
 
 
-DATA_SOURCE = {"knowledgeBaseId": KNOWLEDGE_BASE_ID, "dataSourceId": DATA_SOURCE_ID}
 NEWEST = {**DATA_SOURCE, "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"}, "maxResults": 1}
 STARTED = datetime(2027, 1, 1, 10, 0, tzinfo=UTC)
 UPDATED = datetime(2027, 1, 1, 10, 7, tzinfo=UTC)
@@ -812,6 +1272,24 @@ def job_detail(status: str, **extra: Any) -> dict[str, Any]:
         "updatedAt": UPDATED,
         **extra,
     }
+
+
+def stub_synced(stub: Stubber, synced: bool = True) -> None:
+    """The sync's first question: has the data source ever completed a job?"""
+    summaries = [job_detail("COMPLETE")] if synced else []
+    stub.add_response(
+        "list_ingestion_jobs",
+        {"ingestionJobSummaries": summaries},
+        {**DATA_SOURCE, "filters": [COMPLETE_FILTER], "maxResults": 10},
+    )
+
+
+def stub_not_running(stub: Stubber) -> None:
+    stub.add_response(
+        "list_ingestion_jobs",
+        {"ingestionJobSummaries": []},
+        {**DATA_SOURCE, "filters": [RUNNING_FILTER], "maxResults": 10},
+    )
 
 
 def stub_newest(stub: Stubber, status: str, **extra: Any) -> None:
@@ -841,6 +1319,7 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO
 ) -> None:
     stub, _ = agent_stub
+    stub_synced(stub)
     stub_newest(stub, "COMPLETE", statistics=STATISTICS, failureReasons=REASONS)
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -885,6 +1364,7 @@ def test_reconcile_failed_job_counts_as_failed_and_logs_an_error(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO
 ) -> None:
     stub, _ = agent_stub
+    stub_synced(stub)
     stub_newest(stub, "FAILED", failureReasons=["The knowledge base role cannot read the bucket."])
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -902,6 +1382,7 @@ def test_reconcile_does_not_report_a_running_job(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str]
 ) -> None:
     stub, _ = agent_stub
+    stub_synced(stub)
     stub_newest(stub, "IN_PROGRESS", statistics=STATISTICS)
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -911,13 +1392,47 @@ def test_reconcile_does_not_report_a_running_job(
     assert "DocumentsScanned" not in sync_doc
 
 
-def test_reconcile_without_any_job(agent_stub: tuple[Stubber, World]) -> None:
-    stub, _ = agent_stub
+def test_reconcile_of_a_data_source_without_any_job_starts_the_full_sync(agent_stub: tuple[Stubber, World]) -> None:
+    stub, world = agent_stub
+    stub_synced(stub, synced=False)
+    stub_not_running(stub)
     stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
+    stub.add_response(
+        "start_ingestion_job",
+        {"ingestionJob": job_detail("STARTING", description=ingestion.FULL_SYNC)},
+        {
+            **DATA_SOURCE,
+            "clientToken": ingestion.client_token([], f"full-sync:{KNOWLEDGE_BASE_ID}:{DATA_SOURCE_ID}:"),
+            "description": ingestion.FULL_SYNC,
+        },
+    )
+    stub_newest(stub, "STARTING")
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
-    assert result["job"] is None
+    assert result["sync"]["started"] is True
+    assert (result["sync"]["fullSync"], result["sync"]["changes"]) == (True, 0)
+    assert result["job"]["status"] == "STARTING"
+    assert len(world.tracker.receive_calls) == 2  # the queue was drained (empty) to coalesce pending changes
+
+
+def test_reconcile_whose_full_sync_is_refused_reports_no_job_and_raises(
+    agent_stub: tuple[Stubber, World], logs: io.StringIO
+) -> None:
+    stub, _ = agent_stub
+    stub_synced(stub, synced=False)
+    stub_not_running(stub)
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
+    stub.add_client_error("start_ingestion_job", "AccessDeniedException", "no", 403)
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
+
+    with pytest.raises(ClientError) as raised:
+        rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+
+    assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+    messages = [r["message"] for r in records(logs)]
+    assert "StartIngestionJob failed: the changes stay queued" in messages
+    assert "No ingestion job has run yet" in messages
 
 
 def test_reconcile_runs_the_sync_first_and_still_reports_when_it_fails(
@@ -925,10 +1440,8 @@ def test_reconcile_runs_the_sync_first_and_still_reports_when_it_fails(
 ) -> None:
     stub, world = agent_stub
     world.send_changes(2)
-    running = {"attribute": "STATUS", "operator": "EQ", "values": ["STARTING", "IN_PROGRESS", "STOPPING"]}
-    stub.add_response(
-        "list_ingestion_jobs", {"ingestionJobSummaries": []}, {**DATA_SOURCE, "filters": [running], "maxResults": 10}
-    )
+    stub_synced(stub)
+    stub_not_running(stub)
     stub.add_client_error("start_ingestion_job", "ValidationException", "bad", 400)
     stub_newest(stub, "COMPLETE", statistics=STATISTICS)
 
@@ -944,10 +1457,8 @@ def test_reconcile_runs_the_sync_first_and_still_reports_when_it_fails(
 def test_reconcile_raises_the_sync_error_when_the_report_fails_too(agent_stub: tuple[Stubber, World]) -> None:
     stub, world = agent_stub
     world.send_changes(1)
-    running = {"attribute": "STATUS", "operator": "EQ", "values": ["STARTING", "IN_PROGRESS", "STOPPING"]}
-    stub.add_response(
-        "list_ingestion_jobs", {"ingestionJobSummaries": []}, {**DATA_SOURCE, "filters": [running], "maxResults": 10}
-    )
+    stub_synced(stub)
+    stub_not_running(stub)
     stub.add_client_error("start_ingestion_job", "ValidationException", "bad", 400)
     stub.add_client_error("list_ingestion_jobs", "InternalServerException", "later", 500)
 

@@ -649,3 +649,15 @@ def test_settings_digest_is_stable_and_order_free() -> None:
     assert settings_digest({"a": 1, "b": [1, 2]}) == settings_digest({"b": [1, 2], "a": 1})
     assert settings_digest({"a": 1}) != settings_digest({"a": 2})
     assert re.fullmatch(r"[0-9a-f]{8}", settings_digest(None))
+
+
+def test_schedules_start_after_the_sample_corpus_landed(template: dict[str, Any]) -> None:
+    # The first full sync must see the sample documents: S3 events for the copy may never arrive.
+    copies = set(resources(template, "Custom::CDKBucketDeployment"))
+    assert copies
+    schedules = [
+        r for r in resources(template, "AWS::Events::Rule").values() if "ScheduleExpression" in r["Properties"]
+    ]
+    assert len(schedules) == 2
+    for rule in schedules:
+        assert copies <= set(as_list(rule.get("DependsOn")))
