@@ -592,8 +592,10 @@ def _pending_total(pending: tuple[int, int, int] | str) -> int:
 def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     """Show the pending document changes and the newest ingestion job.
 
-    The kit never starts a job itself: the pipeline coalesces every pending change into one job every
-    rag_sync_interval_minutes. With --wait this follows it; exit 1 if the job failed or the wait timed out.
+    The command never starts a job itself: the pipeline coalesces every pending change into one job every
+    rag_sync_interval_minutes, or starts a full sync while the data source has never completed a job (a new
+    stack). With --wait this follows it (waiting for the first job when there is none yet); exit 1 if the
+    job failed or the wait timed out.
     """
     target = current_target()
     outputs = target.outputs("2")
@@ -656,6 +658,9 @@ def _follow_ingestion(
                 line = _job_line(job)
             elif waiting:
                 line = f"waiting for the pipeline to start a job for {waiting} pending change(s)"
+            elif job is None:  # a new data source: the pipeline starts its first, full sync on schedule
+                waiting = 1
+                line = "waiting for the pipeline to start the first (full) sync of this data source"
             else:
                 line = _job_line(job)
             progress.update(task, description=line)

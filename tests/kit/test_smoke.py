@@ -641,6 +641,21 @@ def test_l2_sync_wait_keeps_waiting_while_changes_are_pending(
     assert "JOB0000002 COMPLETE" in result.output
 
 
+def test_l2_sync_wait_on_a_new_stack_waits_for_the_first_full_sync(mocked: FakeCloudFormation) -> None:
+    # Given a data source with no job yet and nothing queued (a stack just deployed)
+    rag_stack(mocked)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, None)
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        expect_newest(agent, ingestion_job("COMPLETE"))
+        result = run(l2, "sync", "--wait", "--poll-seconds", "0")
+        agent.assert_no_pending_responses()
+    # Then --wait does not return at once: it follows the pipeline's first job to the end
+    assert result.exit_code == 0, result.output
+    assert "waiting for the pipeline to start the first (full) sync of this data source" in result.output
+    assert "JOB0000001 COMPLETE" in result.output
+
+
 def test_l2_sync_wait_exits_1_and_shows_why_a_job_failed(mocked: FakeCloudFormation) -> None:
     rag_stack(mocked)
     failed = ingestion_job("FAILED", failureReasons=["Vector index not found"])
