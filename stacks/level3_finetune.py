@@ -9,6 +9,8 @@ jobs/<name>.json uploaded ──► EventBridge ──► Step Functions ◄─�
                                                  ├─► optional deployment: on-demand | Provisioned Throughput (torn down)
                                                  └─► SNS topic (+ e-mail)
     EventBridge "Model Customization Job State Change" (this kit's jobs) ──► the same SNS topic
+    EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED) ──► teardown state machine
+                  ──► stop the ended run's job, delete its throughput or deployment (found by name) ──► SNS
     sandbox only: cleanup custom resource ──(stack deletion, before the key)──► stop executions and jobs,
                   delete deployments, throughputs and the custom models encrypted with the key
 CloudFormation has no resource for a customization job, a custom model or Provisioned Throughput, so the
@@ -21,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import jsii
 from aws_cdk import CfnOutput, CustomResource, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -30,9 +33,10 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
+from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
-from stacks.config import KitConfig
+from stacks.config import ConfigError, FineTuneSettings, KitConfig, training_data_rules
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.secure_bucket import SecureBucket
@@ -49,6 +53,22 @@ QUOTA_RETRY_ATTEMPTS = 18  # three hours of waiting for a free slot
 VALIDATOR_ERRORS = ["InvalidRequest", "DatasetNotFound"]
 DEPLOY_POLL_INTERVAL = Duration.minutes(5)
 DEPLOY_POLLS = 36  # three hours for a deployment or a throughput to come up
+VALIDATOR_TIMEOUT = Duration.minutes(15)
+THROTTLE_RETRY_INTERVAL = Duration.seconds(30)
+THROTTLE_RETRY_ATTEMPTS = 5  # 30 s to 8 min apart: about 15 minutes in all
+NOTIFY_RETRY_INTERVAL = Duration.seconds(10)
+NOTIFY_RETRY_ATTEMPTS = 4  # 10, 20, 40 and 80 s
+DELETE_RETRY_INTERVAL = Duration.minutes(1)
+DELETE_RETRY_ATTEMPTS = 6  # 1 to 32 minutes apart: about an hour in all
+# The execution timeout: the configured bounds (execution_bounds) plus this, for retries of transient errors.
+EXECUTION_HEADROOM = Duration.hours(6)
+# What an execution creates is named by a hash of its ARN (32 hex digits), so the teardown can find it.
+NAME_HASH = "MD5"
+JOB_TAG_KEY = "kit-execution"
+# Step Functions execution statuses after which PipelineTeardown cleans up (SUCCEEDED runs cleaned up themselves).
+ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
+TEARDOWN_SETTLE = Duration.minutes(2)
+TEARDOWN_TIMEOUT = Duration.hours(3)
 KMS_MONTHLY_USD = 1.0
 # The cleanup answers CloudFormation before this timeout (its own deadline leaves a margin); CloudFormation
 # stops waiting for an answer after CLEANUP_SERVICE_TIMEOUT instead of the default hour.
@@ -74,7 +94,9 @@ class PipelineNames:
     @classmethod
     def of(cls, config: KitConfig) -> PipelineNames:
         prefix = config.resource_name("ft")
-        return cls(job=f"{prefix}-job-", model=f"{prefix}-model-", deployment=f"{prefix}-deploy-")
+        # Jobs and deployments end with the execution's hash (32 hex digits; the teardown finds them by it), models
+        # with 12 random hex digits. The short infixes keep 63 characters enough for the longest name prefix.
+        return cls(job=f"{prefix}-j-", model=f"{prefix}-model-", deployment=f"{prefix}-d-")
 
 
 def machine_name(config: KitConfig) -> str:
@@ -162,10 +184,70 @@ def _retry_throttling(task: tasks.CallAwsService) -> None:
     """Bedrock control-plane calls back off and retry when throttled."""
     task.add_retry(
         errors=["Bedrock.ThrottlingException", "Bedrock.InternalServerException"],
-        interval=Duration.seconds(30),
-        max_attempts=5,
+        interval=THROTTLE_RETRY_INTERVAL,
+        max_attempts=THROTTLE_RETRY_ATTEMPTS,
         backoff_rate=2.0,
     )
+
+
+def _retry_budget(interval: Duration, attempts: int, backoff: float = 2.0) -> float:
+    """Seconds a retrier may wait in total before its last attempt."""
+    return sum(interval.to_seconds() * backoff**n for n in range(attempts))
+
+
+def execution_bounds(ft: FineTuneSettings) -> Duration:
+    """The longest the pipeline's bounded steps take: validation, waiting for a job slot, the job's polls, the
+    deployment's polls, the kept throughput and its teardown's retries. The execution timeout adds
+    EXECUTION_HEADROOM for the retries of transient errors on the way."""
+    polls = max(1, ft.max_job_hours * 60 // ft.poll_minutes)
+    seconds = VALIDATOR_TIMEOUT.to_seconds() + QUOTA_RETRY_INTERVAL.to_seconds() * QUOTA_RETRY_ATTEMPTS
+    seconds += polls * ft.poll_minutes * 60
+    if ft.deploy != "none":
+        seconds += DEPLOY_POLLS * DEPLOY_POLL_INTERVAL.to_seconds()
+        seconds += _retry_budget(DELETE_RETRY_INTERVAL, DELETE_RETRY_ATTEMPTS)
+    if ft.deploy == "provisioned":
+        seconds += ft.provisioned_hours * 3600
+    return Duration.seconds(int(seconds))
+
+
+def execution_id(execution_arn_path: str) -> str:
+    """The intrinsic that names what one execution creates: a hash of its execution ARN (32 hex digits).
+
+    The pipeline applies it to ``$$.Execution.Id``; the teardown to the ended execution's ARN from the Step
+    Functions status event, so it finds what that execution created by name.
+    """
+    return f"States.Hash({execution_arn_path}, '{NAME_HASH}')"
+
+
+def notification(
+    scope: Construct,
+    state_id: str,
+    topic: sns.ITopic,
+    message: dict[str, Any],
+    then: sfn.IChainable,
+) -> tasks.SnsPublish:
+    """Publish ``message`` to the topic, retrying transient errors; then go on to ``then`` whatever happens.
+
+    A notification never changes the outcome: when the topic stays unreachable the run still goes on to its
+    next step (a teardown, the Fail state), so no failed notification can skip a deletion.
+    """
+    publish = tasks.SnsPublish(
+        scope,
+        state_id,
+        topic=topic,
+        subject="genai-spectrum-kit fine-tuning",
+        message=sfn.TaskInput.from_object(message),
+        result_path=sfn.JsonPath.DISCARD,
+    )
+    publish.add_retry(
+        errors=["States.ALL"],
+        interval=NOTIFY_RETRY_INTERVAL,
+        max_attempts=NOTIFY_RETRY_ATTEMPTS,
+        backoff_rate=2.0,
+    )
+    publish.add_catch(then, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+    publish.next(then)
+    return publish
 
 
 def _logical(construct: Any) -> str:
@@ -198,7 +280,9 @@ class FineTunePipeline(Construct):
         def fail(state_id: str, error: str, cause: str) -> sfn.Fail:
             return sfn.Fail(self, state_id, error=error, cause=cause)
 
-        # 1. The request: from the uploaded jobs/*.json file, or the execution input itself.
+        # 1. The request: from the uploaded jobs/*.json file, or the execution input itself. Every JSONPath
+        # below selects only what a Choice has seen present first: a path that selects nothing is a
+        # States.Runtime error, which no Catch catches and which would end the run unreported.
         read_request = tasks.CallAwsService(
             self,
             "ReadJobRequest",
@@ -213,9 +297,12 @@ class FineTunePipeline(Construct):
             result_selector={"request": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))},
         )
         unreadable = notify(
-            "NotifyUnreadableRequest", "rejected: the job file is not readable JSON", "$.error", with_request=False
+            "NotifyUnreadableRequest",
+            "rejected: the job file is not readable JSON",
+            "$.error",
+            then=fail("UnreadableRequest", "InvalidJobRequest", "The uploaded job request is not valid JSON"),
+            with_request=False,
         )
-        unreadable.next(fail("UnreadableRequest", "InvalidJobRequest", "The uploaded job request is not valid JSON"))
         read_request.add_catch(unreadable, errors=["States.ALL"], result_path="$.error")
         wrap_request = sfn.Pass(self, "UseInputAsRequest", parameters={"request": sfn.JsonPath.entire_payload})
         defaults = {
@@ -238,9 +325,11 @@ class FineTunePipeline(Construct):
                 "job": sfn.JsonPath.json_merge(
                     sfn.JsonPath.object_at("$.defaults"), sfn.JsonPath.object_at("$.request")
                 ),
-                # The last 12 hex digits of a UUID: unique per execution and short enough for Bedrock's
-                # 63-character names whatever the name prefix.
+                # The last 12 hex digits of a UUID (the model and the report).
                 "id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)",
+                # Derived from the execution ARN, so the teardown can find what it created after a timeout or
+                # an abort (the job and the deployment).
+                "run.$": execution_id("$$.Execution.Id"),
                 "poll": {"count": 0},
             },
         )
@@ -251,15 +340,15 @@ class FineTunePipeline(Construct):
                 "job": sfn.JsonPath.object_at("$.job"),
                 "poll": sfn.JsonPath.object_at("$.poll"),
                 "names": {
-                    "job": sfn.JsonPath.format(f"{names.job}{{}}", sfn.JsonPath.string_at("$.id")),
+                    "job": sfn.JsonPath.format(f"{names.job}{{}}", sfn.JsonPath.string_at("$.run")),
                     "model": sfn.JsonPath.format(f"{names.model}{{}}", sfn.JsonPath.string_at("$.id")),
-                    "deployment": sfn.JsonPath.format(f"{names.deployment}{{}}", sfn.JsonPath.string_at("$.id")),
+                    "deployment": sfn.JsonPath.format(f"{names.deployment}{{}}", sfn.JsonPath.string_at("$.run")),
                     "report": sfn.JsonPath.format(f"{REPORTS_PREFIX}{{}}.json", sfn.JsonPath.string_at("$.id")),
                 },
             },
         )
 
-        # 2. Validate the data (and the hyperparameters) before any job is created.
+        # 2. Validate the data, the hyperparameters and the customization type before any job is created.
         validate = tasks.LambdaInvoke(
             self,
             "ValidateData",
@@ -270,6 +359,7 @@ class FineTunePipeline(Construct):
                     "trainingKey": sfn.JsonPath.string_at("$.job.trainingKey"),
                     "validationKey": sfn.JsonPath.string_at("$.job.validationKey"),
                     "baseModelId": sfn.JsonPath.string_at("$.job.baseModelId"),
+                    "customizationType": sfn.JsonPath.string_at("$.job.customizationType"),
                     "hyperparameters": sfn.JsonPath.object_at("$.job.hyperparameters"),
                     "reportKey": sfn.JsonPath.string_at("$.names.report"),
                 }
@@ -278,15 +368,22 @@ class FineTunePipeline(Construct):
             result_path="$.validation",
             retry_on_service_exceptions=True,
         )
-        bad_request = notify("NotifyBadRequest", "rejected: the job request is incomplete", "$.error")
-        bad_request.next(fail("BadRequest", "InvalidJobRequest", "The job request or its dataset keys are invalid"))
+        bad_request = notify(
+            "NotifyBadRequest",
+            "rejected: the job request is incomplete",
+            "$.error",
+            then=fail("BadRequest", "InvalidJobRequest", "The job request or its dataset keys are invalid"),
+        )
         validate.add_catch(bad_request, errors=VALIDATOR_ERRORS, result_path="$.error")
-        invalid_data = notify("NotifyInvalidData", "rejected: the training data is invalid", "$.validation")
-        invalid_data.next(fail("InvalidData", "InvalidTrainingData", "Validation failed; see the report in S3"))
+        invalid_data = notify(
+            "NotifyInvalidData",
+            "rejected: the training data is invalid",
+            "$.validation",
+            then=fail("InvalidData", "InvalidTrainingData", "Validation failed; see the report in S3"),
+        )
 
         # 3. Start the job with the kit's own role; wait for a free slot when the account's 2 jobs are busy.
         job_arn = _bedrock_arn(stack, "model-customization-job/*")
-        custom_model_arn = _bedrock_arn(stack, "custom-model/*")
 
         def create_job(state_id: str, with_validation: bool) -> tasks.CallAwsService:
             parameters: dict[str, Any] = {
@@ -308,7 +405,8 @@ class FineTunePipeline(Construct):
                 },
                 "CustomModelKmsKeyId": data.key.key_arn,
                 "ClientRequestToken": sfn.JsonPath.string_at("$.names.job"),
-                "JobTags": [{"Key": "kit-execution", "Value": sfn.JsonPath.string_at("$$.Execution.Name")}],
+                # Bedrock authorizes tags passed on create with bedrock:TagResource as well (FineTuneStack).
+                "JobTags": [{"Key": JOB_TAG_KEY, "Value": sfn.JsonPath.string_at("$$.Execution.Name")}],
             }
             if with_validation:
                 parameters["ValidationDataConfig"] = {
@@ -327,9 +425,10 @@ class FineTunePipeline(Construct):
                 action="createModelCustomizationJob",
                 parameters=parameters,
                 iam_action="bedrock:CreateModelCustomizationJob",
+                # Resource types of CreateModelCustomizationJob: custom-model and foundation-model
+                # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html
                 iam_resources=[
-                    job_arn,
-                    custom_model_arn,
+                    _bedrock_arn(stack, "custom-model/*"),
                     f"arn:{stack.partition}:bedrock:{stack.region}::foundation-model/*",
                 ],
                 result_selector={"jobArn": sfn.JsonPath.string_at("$.JobArn")},
@@ -344,13 +443,20 @@ class FineTunePipeline(Construct):
             _retry_throttling(task)
             return task
 
-        pipeline_error = notify("NotifyPipelineError", "failed: a pipeline step failed", "$.error")
-        pipeline_error.next(fail("PipelineError", "PipelineStepFailed", "See the notification for the step's error"))
-        self._pipeline_error = pipeline_error
+        pipeline_error = notify(
+            "NotifyPipelineError",
+            "failed: a pipeline step failed",
+            "$.error",
+            then=fail("PipelineError", "PipelineStepFailed", "See the notification for the step's error"),
+        )
         validate.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
 
-        start_failed = notify("NotifyStartFailed", "failed: the job could not be started", "$.error")
-        start_failed.next(fail("StartFailed", "CustomizationJobNotStarted", "CreateModelCustomizationJob failed"))
+        start_failed = notify(
+            "NotifyStartFailed",
+            "failed: the job could not be started",
+            "$.error",
+            then=fail("StartFailed", "CustomizationJobNotStarted", "CreateModelCustomizationJob failed"),
+        )
         create_plain = create_job("CreateJob", with_validation=False)
         create_validated = create_job("CreateJobWithValidationSet", with_validation=True)
         for task in (create_plain, create_validated):
@@ -388,33 +494,49 @@ class FineTunePipeline(Construct):
         )
         _retry_throttling(stop_job)
         stop_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
-        timed_out = notify("NotifyTimeout", f"stopped: the job ran longer than {ft.max_job_hours} h", "$.created")
-        stop_job.next(timed_out)
-        timed_out.next(fail("TimedOut", "CustomizationJobTimedOut", f"Exceeded {ft.max_job_hours} hours"))
-        job_failed = notify("NotifyJobFailed", "failed: the customization job did not complete", "$.status")
-        job_failed.next(fail("JobFailed", "CustomizationJobFailed", "The job failed or was stopped; see the message"))
+        stop_job.next(
+            notify(
+                "NotifyTimeout",
+                f"stopped: the job ran longer than {ft.max_job_hours} h",
+                "$.created",
+                then=fail("TimedOut", "CustomizationJobTimedOut", f"Exceeded {ft.max_job_hours} hours"),
+            )
+        )
+        job_failed = notify(
+            "NotifyJobFailed",
+            "failed: the customization job did not complete",
+            "$.status",
+            then=fail("JobFailed", "CustomizationJobFailed", "The job failed or was stopped; see the message"),
+        )
 
-        succeeded = notify("NotifySucceeded", "succeeded: the custom model is ready", "$.status")
         done = sfn.Succeed(self, "Done")
-        after_success = self._deployment(config, succeeded, done) if ft.deploy != "none" else succeeded
         if ft.deploy == "none":
-            succeeded.next(done)
+            after_success: sfn.IChainable = notify(
+                "NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=done
+            )
+        else:
+            after_success = self._deployment(config, done)
 
         no_training_key = notify(
             "NotifyMissingTrainingKey",
             "rejected: the job request has no trainingKey",
             "$.request",
+            then=fail("MissingTrainingKey", "InvalidJobRequest", "The job request needs a trainingKey"),
             with_request=False,
         )
-        no_training_key.next(fail("MissingTrainingKey", "InvalidJobRequest", "The job request needs a trainingKey"))
         check_request = (
             sfn.Choice(self, "HasTrainingKey?")
             .when(sfn.Condition.is_present("$.request.trainingKey"), prepare)
             .otherwise(no_training_key)
         )
+        # A hand-started input that only looks like an S3 event (no bucket name) is treated as a request, and
+        # rejected there for its missing trainingKey: notified, not a States.Runtime error in ReadJobRequest.
+        from_file = sfn.Condition.and_(
+            sfn.Condition.is_present("$.detail.bucket.name"), sfn.Condition.is_present("$.detail.object.key")
+        )
         definition = (
             sfn.Choice(self, "RequestFromFile?")
-            .when(sfn.Condition.is_present("$.detail.object.key"), read_request.next(check_request))
+            .when(from_file, read_request.next(check_request))
             .otherwise(wrap_request.next(check_request))
         )
         prepare.next(merge).next(name_job).next(validate).next(
@@ -453,14 +575,24 @@ class FineTunePipeline(Construct):
             "StateMachine",
             state_machine_name=machine_name(config),
             definition_body=sfn.DefinitionBody.from_chainable(definition),
-            timeout=Duration.hours(ft.max_job_hours + (ft.provisioned_hours if ft.deploy == "provisioned" else 0) + 6),
+            # The bounds plus room for retries; an execution that still times out (or is aborted) is cleaned up
+            # by PipelineTeardown.
+            timeout=execution_bounds(ft).plus(EXECUTION_HEADROOM),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
         self.polls = polls
 
-    def _notify(self, state_id: str, outcome: str, detail_path: str, *, with_request: bool = True) -> tasks.SnsPublish:
-        """Publish the outcome, the request and the relevant detail to the topic."""
+    def _notify(
+        self,
+        state_id: str,
+        outcome: str,
+        detail_path: str,
+        *,
+        then: sfn.IChainable,
+        with_request: bool = True,
+    ) -> tasks.SnsPublish:
+        """Publish the outcome, the request and the relevant detail to the topic, then go on to ``then``."""
         message: dict[str, Any] = {
             "outcome": outcome,
             "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
@@ -468,14 +600,7 @@ class FineTunePipeline(Construct):
         }
         if with_request:
             message["request"] = sfn.JsonPath.object_at("$.job")
-        return tasks.SnsPublish(
-            self,
-            state_id,
-            topic=self.topic,
-            subject="genai-spectrum-kit fine-tuning",
-            message=sfn.TaskInput.from_object(message),
-            result_path=sfn.JsonPath.DISCARD,
-        )
+        return notification(self, state_id, self.topic, message, then)
 
     def _poll(
         self,
@@ -515,28 +640,56 @@ class FineTunePipeline(Construct):
             )
         )
 
-    def _delete_throughput(self, state_id: str) -> tasks.CallAwsService:
-        """Delete the Provisioned Throughput this execution created, retrying for about an hour."""
+    def _delete(self, state_id: str, action: str, identifier: str, resource: str) -> tasks.CallAwsService:
+        """Delete what this execution deployed (``$.deployment.arn``), retrying for about an hour."""
         delete = tasks.CallAwsService(
             self,
             state_id,
             service="bedrock",
-            action="deleteProvisionedModelThroughput",
-            parameters={"ProvisionedModelId": sfn.JsonPath.string_at("$.deployment.arn")},
-            iam_action="bedrock:DeleteProvisionedModelThroughput",
-            iam_resources=[_bedrock_arn(Stack.of(self), "provisioned-model/*")],
+            action=action,
+            parameters={identifier: sfn.JsonPath.string_at("$.deployment.arn")},
+            iam_action=f"bedrock:{action[:1].upper()}{action[1:]}",
+            iam_resources=[_bedrock_arn(Stack.of(self), f"{resource}/*")],
             result_path=sfn.JsonPath.DISCARD,
         )
-        delete.add_retry(errors=["States.ALL"], interval=Duration.minutes(1), max_attempts=6, backoff_rate=2.0)
+        delete.add_retry(
+            errors=["States.ALL"], interval=DELETE_RETRY_INTERVAL, max_attempts=DELETE_RETRY_ATTEMPTS, backoff_rate=2.0
+        )
         return delete
 
-    def _deployment(self, config: KitConfig, succeeded: tasks.SnsPublish, done: sfn.Succeed) -> sfn.IChainable:
-        """After a completed job: on-demand deployment, or no-commitment Provisioned Throughput torn down later."""
+    def _delete_throughput(self, state_id: str) -> tasks.CallAwsService:
+        return self._delete(state_id, "deleteProvisionedModelThroughput", "ProvisionedModelId", "provisioned-model")
+
+    def _delete_deployment(self, state_id: str) -> tasks.CallAwsService:
+        return self._delete(
+            state_id, "deleteCustomModelDeployment", "CustomModelDeploymentIdentifier", "custom-model-deployment"
+        )
+
+    def _deployment(self, config: KitConfig, done: sfn.Succeed) -> sfn.IChainable:
+        """After a completed job: on-demand deployment, or no-commitment Provisioned Throughput torn down later.
+
+        From the create call on, every path deletes what was created unless the run ends in Done with an
+        on-demand deployment, which bills only for what it serves
+        (https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html). A deletion
+        that keeps failing is announced as ACTION NEEDED. Timeouts and aborts: PipelineTeardown.
+        """
         stack = Stack.of(self)
         ft = config.finetune
         model_arn = sfn.JsonPath.string_at("$.status.OutputModelArn")
-        deploy_failed = self._notify("NotifyDeployFailed", "failed: the custom model was not deployed", "$.error")
-        deploy_failed.next(sfn.Fail(self, "DeployFailed", error="DeploymentFailed", cause="See the notification"))
+        deploy_failed = self._notify(
+            "NotifyDeployFailed",
+            "failed: the custom model was not deployed",
+            "$.error",
+            then=sfn.Fail(self, "DeployFailed", error="DeploymentFailed", cause="See the notification"),
+        )
+        what = "Provisioned Throughput" if ft.deploy == "provisioned" else "the on-demand deployment"
+        # A deployment that cannot be deleted may keep billing: say so loudly.
+        teardown_failed = self._notify(
+            "NotifyTeardownFailed",
+            f"ACTION NEEDED: {what} could not be deleted; delete it by hand",
+            "$.deployment",
+            then=sfn.Fail(self, "TeardownFailed", error="DeploymentNotDeleted"),
+        )
         if ft.deploy == "on-demand":
             create = tasks.CallAwsService(
                 self,
@@ -565,13 +718,26 @@ class FineTunePipeline(Construct):
                 iam_resources=[_bedrock_arn(stack, "custom-model-deployment/*")],
                 result_path="$.deploymentStatus",
             )
-            notified = self._notify("NotifyDeployed", "deployed: on-demand custom model deployment", "$.deployment")
-            notified.next(done)
-            not_active = self._notify(
-                "NotifyDeploymentFailed", "failed: the on-demand deployment did not become active", "$.deployment"
+            deployed = self._notify(
+                "NotifyDeployed", "deployed: on-demand custom model deployment", "$.deployment", then=done
             )
-            not_active.next(sfn.Fail(self, "DeploymentNotActive", error="DeploymentFailed"))
-            return create.next(succeeded).next(self._poll("Deployment", get, "Active", "Failed", notified, not_active))
+            # A deployment that did not become active is deleted, so nothing is left behind half-made.
+            cleanup = self._delete_deployment("DeleteFailedDeployment")
+            cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
+            cleanup.next(
+                self._notify(
+                    "NotifyDeploymentFailed",
+                    "failed: the on-demand deployment did not become active (deleted)",
+                    "$.deployment",
+                    then=sfn.Fail(self, "DeploymentNotActive", error="DeploymentFailed"),
+                )
+            )
+            polling = self._poll("Deployment", get, "Active", "Failed", deployed, cleanup)
+            succeeded = self._notify(
+                "NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=polling
+            )
+            create.next(succeeded)
+            return create
 
         create_pt = tasks.CallAwsService(
             self,
@@ -595,21 +761,18 @@ class FineTunePipeline(Construct):
             self, "KeepProvisionedThroughput", time=sfn.WaitTime.duration(Duration.hours(ft.provisioned_hours))
         )
         delete_pt = self._delete_throughput("DeleteProvisionedThroughput")
-        # A throughput that cannot be deleted keeps billing: say so loudly.
-        teardown_failed = self._notify(
-            "NotifyTeardownFailed",
-            "ACTION NEEDED: Provisioned Throughput could not be deleted and is still billing",
-            "$.deployment",
-        )
-        teardown_failed.next(sfn.Fail(self, "TeardownFailed", error="ProvisionedThroughputNotDeleted"))
         delete_pt.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
+        torn_down = self._notify(
+            "NotifyTornDown", "torn down: Provisioned Throughput deleted", "$.deployment", then=done
+        )
+        delete_pt.next(torn_down)
+        keep.next(delete_pt)
         deployed = self._notify(
             "NotifyDeployed",
             f"deployed: Provisioned Throughput (1 model unit, deleted after {ft.provisioned_hours} h)",
             "$.deployment",
+            then=keep,
         )
-        torn_down = self._notify("NotifyTornDown", "torn down: Provisioned Throughput deleted", "$.deployment")
-        deployed.next(keep).next(delete_pt).next(torn_down).next(done)
         get = tasks.CallAwsService(
             self,
             "GetProvisionedThroughput",
@@ -623,11 +786,193 @@ class FineTunePipeline(Construct):
         # A throughput that failed to come up is still deleted, so nothing keeps billing.
         cleanup = self._delete_throughput("DeleteFailedProvisionedThroughput")
         cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
-        failed = self._notify(
-            "NotifyProvisioningFailed", "failed: Provisioned Throughput did not come up (deleted)", "$.deployment"
+        cleanup.next(
+            self._notify(
+                "NotifyProvisioningFailed",
+                "failed: Provisioned Throughput did not come up (deleted)",
+                "$.deployment",
+                then=sfn.Fail(self, "ProvisioningFailed", error="ProvisioningFailed"),
+            )
         )
-        cleanup.next(failed).next(sfn.Fail(self, "ProvisioningFailed", error="ProvisioningFailed"))
-        return create_pt.next(succeeded).next(self._poll("Throughput", get, "InService", "Failed", deployed, cleanup))
+        polling = self._poll("Throughput", get, "InService", "Failed", deployed, cleanup)
+        create_pt.next(
+            self._notify("NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=polling)
+        )
+        return create_pt
+
+
+class PipelineTeardown(Construct):
+    """Cleans up after a pipeline execution that ended FAILED, TIMED_OUT or ABORTED.
+
+    Step Functions emits a "Step Functions Execution Status Change" event when an execution ends
+    (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html). A rule for the pipeline's
+    executions starts this small state machine, which names what the ended execution created from its ARN (the
+    same intrinsic the pipeline uses), stops its customization job if it still runs, deletes its Provisioned
+    Throughput or on-demand deployment if one exists, and reports on the topic. A timeout or an abort thus never
+    leaves a deployment billing, even though the pipeline's own teardown never ran.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: KitConfig,
+        pipeline: sfn.StateMachine,
+        topic: sns.Topic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        ft = config.finetune
+        names = PipelineNames.of(config)
+
+        done = sfn.Succeed(self, "CleanedUp")
+        failed = sfn.Fail(self, "CleanupFailed", error="DeploymentNotDeleted", cause="See the notification")
+        report_message = {
+            "outcome": "cleaned up: a pipeline execution ended without finishing its own path; its job was stopped "
+            "and its deployment deleted, where it had them",
+            "execution": sfn.JsonPath.string_at("$.execution"),
+            "status": sfn.JsonPath.string_at("$.status"),
+            "detail": sfn.JsonPath.object_at("$.names"),
+        }
+        report = notification(self, "NotifyCleanedUp", topic, report_message, done)
+        # A run that failed on a path that notified it already (invalid data, a failed job) and had nothing left
+        # running says nothing more; timeouts, aborts and anything stopped or deleted here are reported.
+        worth_reporting = (
+            sfn.Choice(self, "AnythingToReport?")
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.boolean_equals("$.acted", True),
+                    sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
+                ),
+                report,
+            )
+            .otherwise(sfn.Succeed(self, "NothingLeft"))
+        )
+        name = sfn.Pass(
+            self,
+            "NameWhatItCreated",
+            parameters={
+                "execution": sfn.JsonPath.string_at("$.detail.executionArn"),
+                "status": sfn.JsonPath.string_at("$.detail.status"),
+                "id.$": execution_id("$.detail.executionArn"),
+                "acted": False,
+            },
+        )
+        names_pass = sfn.Pass(
+            self,
+            "Names",
+            parameters={
+                "execution": sfn.JsonPath.string_at("$.execution"),
+                "status": sfn.JsonPath.string_at("$.status"),
+                "acted": sfn.JsonPath.object_at("$.acted"),
+                "names": {
+                    "job": sfn.JsonPath.format(f"{names.job}{{}}", sfn.JsonPath.string_at("$.id")),
+                    "deployment": sfn.JsonPath.format(f"{names.deployment}{{}}", sfn.JsonPath.string_at("$.id")),
+                },
+            },
+        )
+        # A create call still in flight when the execution ended lands meanwhile.
+        settle = sfn.Wait(self, "LetCallsInFlightLand", time=sfn.WaitTime.duration(TEARDOWN_SETTLE))
+        stop_job = tasks.CallAwsService(
+            self,
+            "StopItsJob",
+            service="bedrock",
+            action="stopModelCustomizationJob",
+            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.names.job")},
+            iam_action="bedrock:StopModelCustomizationJob",
+            iam_resources=[_bedrock_arn(stack, "model-customization-job/*")],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        _retry_throttling(stop_job)
+        marked = sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")
+        # No job, or one that already ended: nothing to stop (the error is kept in the output).
+        if ft.deploy == "none":
+            after_stop: sfn.IChainable = worth_reporting
+        else:
+            if ft.deploy == "provisioned":
+                action, identifier, resource = (
+                    "deleteProvisionedModelThroughput",
+                    "ProvisionedModelId",
+                    "provisioned-model",
+                )
+            else:
+                action, identifier, resource = (
+                    "deleteCustomModelDeployment",
+                    "CustomModelDeploymentIdentifier",
+                    "custom-model-deployment",
+                )
+            delete = tasks.CallAwsService(
+                self,
+                "DeleteItsDeployment",
+                service="bedrock",
+                action=action,
+                parameters={identifier: sfn.JsonPath.string_at("$.names.deployment")},  # a name or an ARN
+                iam_action=f"bedrock:{action[:1].upper()}{action[1:]}",
+                iam_resources=[_bedrock_arn(stack, f"{resource}/*")],
+                result_path=sfn.JsonPath.DISCARD,
+            )
+            # Not found: the execution created none (or deleted it itself). Anything else is retried for an hour.
+            delete.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
+            delete.add_retry(
+                errors=["States.ALL"],
+                interval=DELETE_RETRY_INTERVAL,
+                max_attempts=DELETE_RETRY_ATTEMPTS,
+                backoff_rate=2.0,
+            )
+            delete.add_catch(worth_reporting, errors=["Bedrock.ResourceNotFoundException"], result_path="$.notFound")
+            alarm = {
+                **report_message,
+                "outcome": "ACTION NEEDED: the deployment of an ended pipeline execution could not be deleted and "
+                "may still be billing; delete it by hand",
+                "error": sfn.JsonPath.object_at("$.error"),
+            }
+            not_deleted = notification(self, "NotifyCleanupFailed", topic, alarm, failed)
+            delete.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
+            delete.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(
+                report
+            )
+            after_stop = delete
+        stop_job.add_catch(after_stop, errors=["States.ALL"], result_path="$.jobNotStopped")
+        stop_job.next(marked).next(after_stop)
+        definition = (
+            sfn.Choice(self, "AnExecutionEnded?")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.detail.executionArn"), sfn.Condition.is_present("$.detail.status")
+                ),
+                sfn.Choice(self, "ArnIsText?")
+                .when(
+                    sfn.Condition.and_(
+                        sfn.Condition.is_string("$.detail.executionArn"), sfn.Condition.is_string("$.detail.status")
+                    ),
+                    name.next(names_pass).next(settle).next(stop_job),
+                )
+                .otherwise(sfn.Succeed(self, "NotAnExecutionEvent")),
+            )
+            .otherwise(sfn.Succeed(self, "NotAStatusEvent"))
+        )
+        self.logs = log_group(self, "Logs", config)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=config.resource_name("finetune-teardown"),
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=TEARDOWN_TIMEOUT,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        self.rule = events.Rule(
+            self,
+            "PipelineEnded",
+            description="Level 3: a fine-tuning execution that failed, timed out or was aborted is cleaned up",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={"status": list(ENDED_ABNORMALLY), "stateMachineArn": [pipeline.state_machine_arn]},
+            ),
+            targets=[targets.SfnStateMachine(self.state_machine)],
+        )
 
 
 class CustomModelCleanup(Construct):
@@ -752,6 +1097,32 @@ class CustomModelCleanup(Construct):
             self.resource.node.add_dependency(dependency)
 
 
+@jsii.implements(events.IRuleTarget)
+class _TopicTarget:
+    """An SNS topic as a rule target, without the unconditioned topic-policy grant of ``targets.SnsTopic``: the
+    stack grants events.amazonaws.com publish on the topic and use of its key for the rule's ARN only."""
+
+    def __init__(self, topic: sns.ITopic, message: events.RuleTargetInput) -> None:
+        self.topic, self.message = topic, message
+
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        return events.RuleTargetConfig(arn=self.topic.topic_arn, input=self.message)
+
+
+def check_customization_type(ft: FineTuneSettings) -> None:
+    """ft_customization_type must be one the base model supports (the validator's model table says which).
+
+    The validator rejects the same mismatch at run time, for a request that overrides the type.
+    """
+    spec = training_data_rules().resolve_model(ft.base_model_id)
+    if ft.customization_type not in spec.customization_types:
+        raise ConfigError(
+            "ft_customization_type",
+            ft.customization_type,
+            f"one of {', '.join(spec.customization_types)} for {ft.base_model_id}",
+        )
+
+
 class FineTuneStack(Stack):
     """``GenAiKit-3-FineTune``: data and output buckets, key, Bedrock role, validator, state machine, notifications."""
 
@@ -761,6 +1132,7 @@ class FineTuneStack(Stack):
         )
         tag_stack(self, config, LEVEL)
         ft = config.finetune
+        check_customization_type(ft)
 
         data = FineTuneData(self, "FineTuneData", config=config)
         service_role = CustomizationRole(self, "Customization", data=data).role
@@ -772,7 +1144,7 @@ class FineTuneStack(Stack):
             handler="finetune_validate.handler.handler",
             description="Level 3: validate a training dataset before a customization job starts",
             service_name="finetune-validate",
-            timeout=Duration.minutes(15),
+            timeout=VALIDATOR_TIMEOUT,
             memory_size=512,
         )
         validator.role.add_to_policy(
@@ -820,17 +1192,6 @@ class FineTuneStack(Stack):
         )
         if config.alarm_email:
             topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
-        # EventBridge publishes to the encrypted topic with the key.
-        data.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="EventBridgeToTopic",
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
-            )
-        )
-
         pipeline = FineTunePipeline(
             self, "Pipeline", config=config, data=data, service_role=service_role, validator=validator, topic=topic
         )
@@ -843,14 +1204,26 @@ class FineTuneStack(Stack):
                 conditions={"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
             )
         )
+        # JobTags are authorized with bedrock:TagResource as well as the create action; only the kit's own tag key
+        # (Service Authorization Reference: TagResource takes aws:TagKeys and aws:RequestTag/${TagKey}).
         machine.add_to_role_policy(
             iam.PolicyStatement(
-                sid="EncryptCustomModel",
+                sid="TagJobsOnCreate",
+                actions=["bedrock:TagResource"],
+                resources=[_bedrock_arn(self, "model-customization-job/*")],
+                conditions={"ForAllValues:StringEquals": {"aws:TagKeys": [JOB_TAG_KEY]}},
+            )
+        )
+        # The key, and nothing more of it: Decrypt reads the job request file, GenerateDataKey + Decrypt publish to
+        # the encrypted topic, and the job's custom model is encrypted with it (DescribeKey, CreateGrant)
+        # https://docs.aws.amazon.com/bedrock/latest/userguide/encryption-custom-job.html
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="UseKey",
                 actions=["kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt", "kms:CreateGrant"],
                 resources=[data.key.key_arn],
             )
         )
-        data.key.grant_encrypt_decrypt(machine)  # the job request file and the SNS messages
         suppress(
             machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
@@ -865,8 +1238,28 @@ class FineTuneStack(Stack):
                 f"Resource::arn:aws:bedrock:{self.region}::foundation-model/*",
                 f"Resource::<{_logical(data.data)}.Arn>/{JOBS_PREFIX}*",
                 f"Resource::<{_logical(validator.function)}.Arn>:*",  # the validator's versions and aliases
-                "Action::kms:GenerateDataKey*",
-                "Action::kms:ReEncrypt*",
+            ],
+        )
+
+        # Timeout, abort, or a failure off the pipeline's own paths: the teardown deletes what the run created.
+        teardown = PipelineTeardown(self, "Teardown", config=config, pipeline=machine, topic=topic)
+        teardown.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="PublishToEncryptedTopic",
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[data.key.key_arn],
+            )
+        )
+        suppress(
+            teardown.state_machine.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "The ended execution's job and deployment are named per execution, so their ARNs are granted by type "
+            "within this account and region; X-Ray and CloudWatch Logs delivery need '*'.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:model-customization-job/*",
+                f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:custom-model-deployment/*",
+                f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:provisioned-model/*",
             ],
         )
 
@@ -893,24 +1286,51 @@ class FineTuneStack(Stack):
             ),
             targets=[targets.SfnStateMachine(machine)],
         )
-        events.Rule(
+        # The documented sample event carries the status as detail.jobStatus (not detail.status):
+        # https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html
+        # Named, so the key policy can name its ARN without a reference (key -> rule -> topic -> key is a cycle).
+        state_change_name = config.resource_name("ft-job-state")
+        state_change = events.Rule(
             self,
             "CustomizationJobStateChange",
+            rule_name=state_change_name,
             description="Level 3: Bedrock customization job state changes of this kit's jobs",
             event_pattern=events.EventPattern(
                 source=["aws.bedrock"],
                 detail_type=["Model Customization Job State Change"],
                 detail={"jobName": [{"prefix": config.resource_name("ft")}]},
             ),
-            targets=[
-                targets.SnsTopic(
-                    topic,
-                    message=events.RuleTargetInput.from_text(
-                        f"Bedrock customization job {events.EventField.from_path('$.detail.jobName')} changed "
-                        f"state: {events.EventField.from_path('$.detail.status')}"
-                    ),
-                )
-            ],
+        )
+        state_change.add_target(
+            _TopicTarget(
+                topic,
+                events.RuleTargetInput.from_text(
+                    f"Bedrock customization job {events.EventField.from_path('$.detail.jobName')} changed "
+                    f"state: {events.EventField.from_path('$.detail.jobStatus')}"
+                ),
+            )
+        )
+        # EventBridge publishes with a resource policy on the topic and the key, for this rule only
+        # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sns-permissions).
+        rule_arn = f"arn:{self.partition}:events:{self.region}:{self.account}:rule/{state_change_name}"
+        from_rule = {"ArnEquals": {"aws:SourceArn": rule_arn}}
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventBridgeRulePublishes",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions=from_rule,
+            )
+        )
+        data.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventBridgeToTopic",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
+                conditions=from_rule,
+            )
         )
 
         self.data, self.service_role, self.validator, self.topic, self.pipeline = (
@@ -920,6 +1340,7 @@ class FineTuneStack(Stack):
             topic,
             pipeline,
         )
+        self.teardown = teardown
         CfnOutput(self, "DataBucketName", value=data.data.bucket_name, description="datasets/, jobs/ and reports/")
         CfnOutput(self, "OutputBucketName", value=data.output.bucket_name)
         CfnOutput(self, "StateMachineArn", value=machine.state_machine_arn)

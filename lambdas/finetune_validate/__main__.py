@@ -1,10 +1,11 @@
 """Local command: check a fine-tuning dataset before uploading it.
 
     PYTHONPATH=lambdas python -m finetune_validate TRAIN.jsonl --base-model amazon.nova-lite-v1:0:300k \\
-        [--validation VAL.jsonl] [--hyperparameters '{"epochCount":"2"}'] [--report report.json]
+        [--validation VAL.jsonl] [--hyperparameters '{"epochCount":"2"}'] [--report report.json] \\
+        [--customization-type CONTINUED_PRE_TRAINING]
 
 Exit status: 0 the dataset is valid, 1 it is not, 2 usage error (bad arguments, unreadable file, unsupported
-base model, hyperparameters that are not a JSON object).
+base model or customization type, hyperparameters that are not a JSON object).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from finetune_validate.formats import DEFAULT_BASE_MODEL, MODELS, UnsupportedBaseModel
+from finetune_validate.formats import (
+    DEFAULT_BASE_MODEL,
+    FINE_TUNING,
+    MODELS,
+    UnsupportedBaseModel,
+    UnsupportedCustomizationType,
+    printable,
+)
 from finetune_validate.validator import DatasetValidator, iter_file_chunks, summarize
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -38,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BASE_MODEL,
         metavar="ID",
         help=f"the customization base model id, with its context suffix (default: {DEFAULT_BASE_MODEL})",
+    )
+    parser.add_argument(
+        "--customization-type",
+        default=FINE_TUNING,
+        metavar="TYPE",
+        help=f"FINE_TUNING or CONTINUED_PRE_TRAINING (default: {FINE_TUNING})",
     )
     parser.add_argument("--validation", metavar="VAL.jsonl", help="the validation file")
     parser.add_argument(
@@ -63,9 +77,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         report = run(args)
     except UsageError as exc:
-        print(f"error: {exc}", file=err)
+        print(printable(f"error: {exc}"), file=err)
         return EXIT_USAGE
-    print(render(report, args.training, args.validation, max(args.show, 0)), file=out)
+    # Every message quoting the data is escaped already; the paths may hold undecodable bytes (surrogateescape).
+    print(printable(render(report, args.training, args.validation, max(args.show, 0))), file=out)
     return EXIT_VALID if report["valid"] else EXIT_INVALID
 
 
@@ -75,12 +90,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hyperparameters = json.loads(args.hyperparameters)
     except ValueError as exc:
         raise UsageError(f"--hyperparameters is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("--hyperparameters is nested too deeply; it must be a flat JSON object of strings") from None
     if not isinstance(hyperparameters, dict):
         raise UsageError('--hyperparameters must be a JSON object, e.g. \'{"epochCount": "2"}\'')
     try:
-        validator = DatasetValidator(args.base_model, hyperparameters)
+        validator = DatasetValidator(args.base_model, hyperparameters, customization_type=args.customization_type)
     except UnsupportedBaseModel as exc:
         raise UsageError(f"--base-model: {exc}") from None
+    except UnsupportedCustomizationType as exc:
+        raise UsageError(f"--customization-type: {exc}") from None
     paths = [args.training] + ([args.validation] if args.validation else [])
     for path in paths:  # fail on an unreadable file before spending time on the other one
         try:

@@ -108,6 +108,7 @@ TITAN_TEXT = "amazon-titan-text"
 CONVERSE = "converse"
 CLAUDE = "claude"
 PROMPT_COMPLETION = "prompt_completion"
+PRE_TRAINING = "pre_training"  # continued pre-training: {"input": text} per line
 
 CHARS_PER_TOKEN = 6  # the documents' estimate: "Character quota per sample: token quota x 6"
 NO_LIMIT_BATCH = 1 << 30
@@ -124,9 +125,18 @@ MAX_PROBLEMS_PER_RECORD = 10
 
 Problem = tuple[str, str]  # (error kind, message)
 
+# Customization types. Continued pre-training is offered for Amazon Titan Text G1 - Express and Lite only
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html); the other models fine-tune.
+FINE_TUNING = "FINE_TUNING"
+CONTINUED_PRE_TRAINING = "CONTINUED_PRE_TRAINING"
+
 
 class UnsupportedBaseModel(ValueError):
     """The base model id is not one the validator knows how to check."""
+
+
+class UnsupportedCustomizationType(ValueError):
+    """The base model does not offer the requested customization type."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,8 @@ class ModelSpec:
     image_formats: frozenset[str] = frozenset()
     video_formats: frozenset[str] = frozenset()
     notes: tuple[str, ...] = field(default=())
+    # CreateModelCustomizationJob customizationType values Bedrock offers for this base model.
+    customization_types: tuple[str, ...] = (FINE_TUNING,)
 
     def hyperparameter(self, name: str) -> HyperparameterSpec | None:
         return next((spec for spec in self.hyperparameters if spec.name == name), None)
@@ -272,6 +284,7 @@ def _prompt_completion(
     limits: Limits,
     hp: tuple[HyperparameterSpec, ...],
     quota: tuple[tuple[int, int], ...],
+    customization_types: tuple[str, ...] = (FINE_TUNING,),
 ) -> ModelSpec:
     return ModelSpec(
         base_model_id=model_id,
@@ -280,6 +293,7 @@ def _prompt_completion(
         limits=limits,
         hyperparameters=hp,
         token_quota=quota,
+        customization_types=customization_types,
     )
 
 
@@ -313,6 +327,7 @@ MODELS: dict[str, ModelSpec] = {
             _TITAN_LIMITS,
             _TITAN_HP,
             ((2, 4_096), (NO_LIMIT_BATCH, 2_048)),
+            (FINE_TUNING, CONTINUED_PRE_TRAINING),
         ),
         _prompt_completion(
             "amazon.titan-text-express-v1:0:8k",
@@ -320,6 +335,7 @@ MODELS: dict[str, ModelSpec] = {
             _TITAN_LIMITS,
             _TITAN_HP,
             ((1, 4_096), (NO_LIMIT_BATCH, 2_048)),
+            (FINE_TUNING, CONTINUED_PRE_TRAINING),
         ),
     )
 }
@@ -347,6 +363,14 @@ def resolve_model(base_model_id: str) -> ModelSpec:
     raise UnsupportedBaseModel(f"Unsupported base model '{_shown(model_id)}'.{hint} Supported: {', '.join(MODELS)}.")
 
 
+def check_customization_type(customization_type: Any, spec: ModelSpec) -> str | None:
+    """None when the base model offers this customization type; otherwise the message that says what it offers."""
+    if isinstance(customization_type, str) and customization_type in spec.customization_types:
+        return None
+    shown = _shown(customization_type) if isinstance(customization_type, str) else json_type(customization_type)
+    return f"'{shown}' is not offered for {spec.base_model_id}; it offers {', '.join(spec.customization_types)}."
+
+
 # --- hyperparameters ----------------------------------------------------------------------------------------
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -367,7 +391,7 @@ def check_hyperparameters(values: Mapping[str, Any], spec: ModelSpec) -> tuple[l
         if not isinstance(raw, str):
             message = (
                 f'{name} must be a string (Bedrock takes hyperparameters as strings), e.g. "{_number(hp.minimum)}"; '
-                f"got {json_type(raw)} {_shown(repr(raw))}."
+                f"got {json_type(raw)} {_shown(_repr(raw))}."
             )
             errors.append(_hp_error(HYPERPARAMETER_NOT_STRING, name, message))
             continue
@@ -409,7 +433,7 @@ class RecordChecker:
     only when something is wrong.
     """
 
-    def __init__(self, spec: ModelSpec, max_record_chars: int | None) -> None:
+    def __init__(self, spec: ModelSpec, max_record_chars: int | None, customization_type: str = FINE_TUNING) -> None:
         self.spec = spec
         self.max_record_chars = max_record_chars
         self._max_chars = max_record_chars if max_record_chars is not None else 1 << 62
@@ -420,8 +444,10 @@ class RecordChecker:
             CONVERSE: self._check_converse,
             CLAUDE: self._check_claude,
             PROMPT_COMPLETION: self._check_prompt_completion,
+            PRE_TRAINING: self._check_pre_training,
         }
-        self.check: Callable[[Any], list[Problem]] = shapes[spec.shape]
+        shape = PRE_TRAINING if customization_type == CONTINUED_PRE_TRAINING else spec.shape
+        self.check: Callable[[Any], list[Problem]] = shapes[shape]
 
     # -- shapes --
 
@@ -507,6 +533,28 @@ class RecordChecker:
                     problems.append((EMPTY_TEXT, f"{name} is empty."))
             elif value is not _MISSING:
                 problems.append((WRONG_TYPE, f"{name} must be a string, got {json_type(value)}."))
+        if chars > self._max_chars or problems:
+            self._finish(chars, problems)
+        return problems
+
+    def _check_pre_training(self, record: Any) -> list[Problem]:
+        """Continued pre-training: one {"input": text} object per line
+        (https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-prepare.html)."""
+        if type(record) is not dict:
+            return [_not_an_object(record)]
+        problems: list[Problem] = []
+        if not record.keys() <= {"input"}:
+            problems.append(_unexpected(record.keys() - {"input"}, "a record", ("input",)))
+        value = record.get("input", _MISSING)
+        chars = 0
+        if value is _MISSING:
+            problems.append((MISSING_KEY, "The record has no 'input' key."))
+        elif type(value) is not str:
+            problems.append((WRONG_TYPE, f"input must be a string, got {json_type(value)}."))
+        elif not value or value.isspace():
+            problems.append((EMPTY_TEXT, "input is empty."))
+        else:
+            chars = len(value)
         if chars > self._max_chars or problems:
             self._finish(chars, problems)
         return problems
@@ -657,7 +705,7 @@ class RecordChecker:
         fmt = media.get("format", _MISSING)
         if fmt is not _MISSING and (type(fmt) is not str or fmt.lower() not in formats):
             problems.append(
-                (INVALID_VALUE, f"{spot}.{kind}.format is {_shown(repr(fmt))}; allowed: {', '.join(sorted(formats))}.")
+                (INVALID_VALUE, f"{spot}.{kind}.format is {_shown(_repr(fmt))}; allowed: {', '.join(sorted(formats))}.")
             )
         source = media.get("source", _MISSING)
         if source is _MISSING:
@@ -836,9 +884,29 @@ def _key_list(block: dict[str, Any]) -> str:
     return ", ".join(f"'{_shown(str(key))}'" for key in list(block)[:5]) or "no key"
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """The text with each lone surrogate (a JSON escape such as \\ud800 decodes to one) written as its escape.
+
+    A lone surrogate cannot be encoded as UTF-8: printed, written to a report or sent to S3 it raises
+    UnicodeEncodeError. Every message that quotes what a user wrote goes through here.
+    """
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def _shown(text: str, limit: int = SHOWN_CHARS) -> str:
-    flat = " ".join(text.split())
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _repr(value: Any) -> str:
+    """repr() of a parsed value, or its JSON type when it is nested too deeply to show."""
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"({json_type(value)} nested too deeply to show)"
 
 
 def _number(value: float) -> str:

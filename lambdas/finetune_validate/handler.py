@@ -3,14 +3,17 @@
 A Step Functions task invokes it with::
 
     {"bucket": str, "trainingKey": str, "validationKey"?: str | null, "baseModelId": str,
-     "hyperparameters": {str: str}, "reportKey": str}
+     "customizationType"?: "FINE_TUNING" | "CONTINUED_PRE_TRAINING", "hyperparameters": {str: str},
+     "reportKey": str}
 
 It streams the dataset objects from S3 in chunks (never reading a whole body), validates them, writes the
 report JSON to ``s3://bucket/reportKey`` (the bucket's default encryption applies; no ACL is set) and returns
 ``{"valid", "reportKey", "family", "trainingRecords", "validationRecords", "errorCount", "summary"}``.
 
 Errors the state machine can catch by name: ``InvalidRequest`` (a ``ValueError`` whose message names the
-field) and ``DatasetNotFound`` (names the key). Hyperparameter values that are not strings are not an
+field; a customization type the base model does not offer is one too) and ``DatasetNotFound`` (names the
+key). No text from the event reaches a message, a log line or the report unescaped: a lone surrogate (a JSON
+``\\ud800``) cannot be encoded as UTF-8. Hyperparameter values that are not strings are not an
 ``InvalidRequest``: they are reported in the report (``hyperparameter_not_string``) with every other problem.
 """
 
@@ -26,7 +29,14 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from finetune_validate.formats import UnsupportedBaseModel, json_type, resolve_model
+from finetune_validate.formats import (
+    FINE_TUNING,
+    UnsupportedBaseModel,
+    check_customization_type,
+    json_type,
+    printable,
+    resolve_model,
+)
 from finetune_validate.validator import DatasetValidator, error_kinds, summarize
 
 logger = Logger()
@@ -47,7 +57,7 @@ class InvalidRequest(ValueError):
     """The event lacks a field or holds one of the wrong type; ``field`` and the message name it."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+        super().__init__(printable(f"{field}: {problem}"))
         self.field = field
 
 
@@ -63,6 +73,7 @@ class Request:
     base_model_id: str
     hyperparameters: dict[str, Any]
     report_key: str
+    customization_type: str = FINE_TUNING
 
 
 @lru_cache(maxsize=1)
@@ -89,9 +100,13 @@ def parse_request(event: Any) -> Request:
     validation_key = _key(event, "validationKey") if event.get("validationKey") is not None else None
     base_model_id = _required_text(event, "baseModelId")
     try:
-        resolve_model(base_model_id)
+        spec = resolve_model(base_model_id)
     except UnsupportedBaseModel as exc:
         raise InvalidRequest("baseModelId", str(exc)) from None
+    customization_type = event.get("customizationType", FINE_TUNING)  # the state machine always sends it
+    problem = check_customization_type(customization_type, spec)
+    if problem is not None:
+        raise InvalidRequest("customizationType", problem)
     if "hyperparameters" not in event:
         raise InvalidRequest("hyperparameters", "is required (an object of name to string value; {} for defaults)")
     hyperparameters = event["hyperparameters"]
@@ -102,7 +117,9 @@ def parse_request(event: Any) -> Request:
     report_key = _key(event, "reportKey")
     if report_key in (training_key, validation_key):
         raise InvalidRequest("reportKey", "must differ from the dataset keys (the report would overwrite a dataset)")
-    return Request(bucket, training_key, validation_key, base_model_id, dict(hyperparameters), report_key)
+    return Request(
+        bucket, training_key, validation_key, base_model_id, dict(hyperparameters), report_key, customization_type
+    )
 
 
 def _required_text(event: dict[str, Any], field: str) -> str:
@@ -120,6 +137,8 @@ def _key(event: dict[str, Any], field: str) -> str:
     key = _required_text(event, field)
     if len(key) > MAX_KEY_CHARS:
         raise InvalidRequest(field, f"is longer than {MAX_KEY_CHARS} characters, the S3 key limit")
+    if printable(key) != key:
+        raise InvalidRequest(field, f"'{key[:80]}' holds a lone surrogate; an S3 key is UTF-8 text")
     return key
 
 
@@ -171,7 +190,9 @@ def write_report(bucket: str, key: str, report: dict[str, Any]) -> None:
 
 def validate(request: Request) -> dict[str, Any]:
     """Stream, validate and return the full report (with the S3 locations it describes)."""
-    validator = DatasetValidator(request.base_model_id, request.hyperparameters)
+    validator = DatasetValidator(
+        request.base_model_id, request.hyperparameters, customization_type=request.customization_type
+    )
     if request.validation_key is not None:
         ensure_exists(request.bucket, request.validation_key, "validationKey")
     validator.check_training(object_chunks(request.bucket, request.training_key, "trainingKey"))

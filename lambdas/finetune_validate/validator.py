@@ -206,16 +206,21 @@ class DatasetValidator:
         base_model_id: str,
         hyperparameters: Mapping[str, Any] | None = None,
         *,
+        customization_type: str = formats.FINE_TUNING,
         keep: int = FIRST_ERRORS_PER_KIND,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         self.spec: ModelSpec = formats.resolve_model(base_model_id)
+        problem = formats.check_customization_type(customization_type, self.spec)
+        if problem is not None:
+            raise formats.UnsupportedCustomizationType(problem)
+        self.customization_type = customization_type
         self.keep = keep
         self.max_line_bytes = max_line_bytes
         self.hyperparameter_errors, parsed = formats.check_hyperparameters(hyperparameters or {}, self.spec)
         self.batch_size = int(parsed.get("batchSize", 1))
         self.max_record_chars = self.spec.max_record_chars(self.batch_size)
-        self._checker = RecordChecker(self.spec, self.max_record_chars)
+        self._checker = RecordChecker(self.spec, self.max_record_chars, customization_type)
         self.training: Section | None = None
         self.validation: Section | None = None
         self._finished = False
@@ -399,6 +404,7 @@ class DatasetValidator:
             "valid": error_count == 0,
             "family": self.spec.family,
             "baseModelId": self.spec.base_model_id,
+            "customizationType": self.customization_type,
             "errorCount": error_count,
             "training": self.training.to_dict(),
             "validation": self.validation.to_dict() if self.validation is not None else None,
@@ -427,9 +433,10 @@ def validate_dataset(
     validation: Iterable[bytes] | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     keep: int = FIRST_ERRORS_PER_KIND,
+    customization_type: str = formats.FINE_TUNING,
 ) -> dict[str, Any]:
     """Validate byte-chunk streams (a file, an S3 body's ``iter_chunks()``) and return the report."""
-    validator = DatasetValidator(base_model_id, hyperparameters, keep=keep)
+    validator = DatasetValidator(base_model_id, hyperparameters, keep=keep, customization_type=customization_type)
     validator.check_training(training)
     if validation is not None:
         validator.check_validation(validation)
@@ -442,6 +449,7 @@ def validate_files(
     base_model_id: str,
     validation_path: str | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
+    customization_type: str = formats.FINE_TUNING,
 ) -> dict[str, Any]:
     """Validate local JSON Lines files."""
     return validate_dataset(
@@ -449,6 +457,7 @@ def validate_files(
         base_model_id=base_model_id,
         validation=iter_file_chunks(validation_path) if validation_path else None,
         hyperparameters=hyperparameters,
+        customization_type=customization_type,
     )
 
 

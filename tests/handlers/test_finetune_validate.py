@@ -889,3 +889,118 @@ def test_summary_line_names_the_first_error() -> None:
         f"INVALID: 3 error(s) in 8 training records for {NOVA_LITE} (amazon-nova): role_order x2, "
         "unexpected_key x1; first: training line 3 (role_order)."
     )
+
+
+# --- lone surrogates, deep nesting, customization types -----------------------------------------------------
+
+# JSON may escape a lone surrogate ("\ud800"); it decodes to a str that cannot be encoded as UTF-8.
+SURROGATE_KEY = b'{"\\ud800": 1, "messages": [{"role": "user", "content": [{"text": "q"}]}, ' + (
+    b'{"role": "assistant", "content": [{"text": "a"}]}]}'
+)
+SURROGATE_ROLE = b'{"messages": [{"role": "\\udfff", "content": [{"text": "q"}]}, ' + (
+    b'{"role": "assistant", "content": [{"text": "a"}]}]}'
+)
+
+
+def _dataset_with(tmp_path: Any, bad: bytes) -> str:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(jsonl(nova(8)) + bad + b"\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("bad", [SURROGATE_KEY, SURROGATE_ROLE], ids=["key", "role"])
+def test_a_lone_surrogate_in_the_data_is_reported_in_full_by_the_command(tmp_path: Any, bad: bytes) -> None:
+    """Run as a user would (stdout encoded as UTF-8): exit 1, the whole report, no traceback."""
+    path = _dataset_with(tmp_path, bad)
+    report_path = tmp_path / "report.json"
+    args = [sys.executable, "-m", "finetune_validate", path, "--report", str(report_path)]
+    env = {**os.environ, "PYTHONPATH": str(LAMBDAS), "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("INVALID:")
+    assert "\\ud800" in done.stdout or "\\udfff" in done.stdout  # shown as its escape
+    assert json.loads(report_path.read_text(encoding="utf-8"))["valid"] is False
+
+
+def test_a_lone_surrogate_in_a_hyperparameter_name_is_reported_by_the_command(tmp_path: Any) -> None:
+    code, out, err = run_cli(str(TRAIN_SAMPLE), "--hyperparameters", '{"\\ud800": "1"}')
+    assert code == 1, err
+    out.encode("utf-8")  # printable: the escape, not the surrogate
+    assert "hyperparameter_unknown: '\\ud800' is not a hyperparameter" in out
+
+
+def test_a_lone_surrogate_in_the_event_never_raises_in_lambda(s3: Any, context: FakeContext) -> None:
+    result = handler.handler(event(hyperparameters={"\ud800": "1"}), context)  # type: ignore[arg-type]
+    assert result["valid"] is False and "hyperparameter_unknown x1" in result["summary"]
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")["Body"].read())
+    assert report["hyperparameters"]["errors"][0]["name"] == "\\ud800"
+    s3.put_object(Bucket=BUCKET, Key="data/surrogate.jsonl", Body=jsonl(nova(8)) + SURROGATE_KEY + b"\n")
+    result = handler.handler(event(trainingKey="data/surrogate.jsonl", validationKey=None), context)  # type: ignore[arg-type]
+    assert result["valid"] is False and "unexpected_key x1" in result["summary"]
+
+
+@pytest.mark.parametrize("field", ["trainingKey", "validationKey", "reportKey"])
+def test_a_dataset_key_with_a_lone_surrogate_is_an_invalid_request(field: str, context: FakeContext) -> None:
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.handler(event(**{field: "data/\ud800.jsonl"}), context)  # type: ignore[arg-type]
+    assert raised.value.field == field
+    str(raised.value).encode("utf-8")
+
+
+def test_deeply_nested_hyperparameters_are_a_usage_error() -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    code, _, err = run_cli(str(TRAIN_SAMPLE), "--hyperparameters", '{"epochCount": ' + nested + "}")
+    assert code == 2 and "--hyperparameters is nested too deeply" in err
+
+
+def test_a_nested_hyperparameter_value_is_reported_not_raised() -> None:
+    value: Any = "2"
+    for _ in range(5_000):
+        value = [value]
+    report = check(jsonl(nova(8)), hyperparameters={"epochCount": value})
+    [error] = report["hyperparameters"]["errors"]
+    assert error["kind"] == "hyperparameter_not_string"
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [(NOVA_LITE, "customizationType"), (TITAN_EXPRESS, None)],
+)
+def test_a_request_for_continued_pre_training_is_checked_against_the_base_model(
+    model: str, expected: str | None, context: FakeContext, s3: Any
+) -> None:
+    """A request may override the customization type; only Titan Text offers continued pre-training."""
+    s3.put_object(
+        Bucket=BUCKET, Key="data/cpt.jsonl", Body=jsonl([{"input": "AWS stands for Amazon Web Services."}] * 8)
+    )
+    request = event(
+        baseModelId=model,
+        customizationType="CONTINUED_PRE_TRAINING",
+        trainingKey="data/cpt.jsonl",
+        validationKey=None,
+        hyperparameters={},
+    )
+    if expected is None:
+        result = handler.handler(request, context)  # type: ignore[arg-type]
+        assert result["valid"] is True, result["summary"]
+        return
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.handler(request, context)  # type: ignore[arg-type]
+    assert raised.value.field == expected and "FINE_TUNING" in str(raised.value)
+
+
+def test_continued_pre_training_records_hold_one_input_text() -> None:
+    records = [{"input": "Plain domain text."}] * 4 + [{"input": ""}, {"prompt": "p", "completion": "c"}, {"input": 3}]
+    report = check(jsonl(records), TITAN_EXPRESS, customization_type="CONTINUED_PRE_TRAINING")
+    assert errors_by_line(report["training"]) == {
+        5: {"empty_text"},
+        6: {"unexpected_key", "missing_key"},
+        7: {"wrong_type"},
+    }
+    assert report["customizationType"] == "CONTINUED_PRE_TRAINING"
+
+
+def test_cli_checks_the_customization_type() -> None:
+    code, _, err = run_cli(str(TRAIN_SAMPLE), "--customization-type", "CONTINUED_PRE_TRAINING")
+    assert code == 2 and "--customization-type" in err

@@ -22,6 +22,7 @@ else, so an unmodelled feature can never pass silently. Its error model, after t
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 import re
@@ -91,17 +92,24 @@ def resolve(template: dict[str, Any], value: Any) -> str:
     raise AslUnsupported(f"no placeholder for {value!r}")
 
 
-def state_machine(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The template's only AWS::StepFunctions::StateMachine: (logical id, Properties)."""
-    found = {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine"}
-    assert len(found) == 1, f"expected one state machine, found {sorted(found)}"
-    [(logical_id, resource)] = found.items()
-    return logical_id, resource["Properties"]
+def state_machines(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every AWS::StepFunctions::StateMachine of the template: logical id -> Properties."""
+    return {
+        k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine"
+    }
 
 
-def definition_from_template(template: dict[str, Any]) -> dict[str, Any]:
+def state_machine(template: dict[str, Any], prefix: str = "") -> tuple[str, dict[str, Any]]:
+    """The template's only AWS::StepFunctions::StateMachine whose logical id starts with ``prefix``."""
+    found = {k: v for k, v in state_machines(template).items() if k.startswith(prefix)}
+    assert len(found) == 1, f"expected one state machine starting with {prefix!r}, found {sorted(found)}"
+    [(logical_id, properties)] = found.items()
+    return logical_id, properties
+
+
+def definition_from_template(template: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """The state machine's definition, its intrinsics replaced by placeholders, as parsed JSON."""
-    _, properties = state_machine(template)
+    _, properties = state_machine(template, prefix)
     body = properties["DefinitionString"]
     if isinstance(body, dict) and set(body) == {"Fn::Join"}:
         separator, parts = body["Fn::Join"]
@@ -560,6 +568,12 @@ class _Evaluator:
                 return json.loads(_plain(args[0]))
             except json.JSONDecodeError as error:
                 raise _fail(name, f"not JSON: {error}") from None
+        if name == "States.Hash":
+            # https://docs.aws.amazon.com/step-functions/latest/dg/intrinsic-functions.html: lowercase hex digest
+            algorithms = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
+            if len(args) != 2 or not isinstance(args[0], str) or args[1] not in algorithms:
+                raise _fail(name, f"needs a string and one of {sorted(algorithms)}, got {args!r}")
+            return hashlib.new(algorithms[args[1]], _plain(args[0]).encode()).hexdigest()
         if name == "States.JsonToString":
             if len(args) != 1:
                 raise _fail(name, "needs one argument")

@@ -42,6 +42,14 @@ def _customization_role(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     raise AssertionError("no role trusted by bedrock.amazonaws.com")
 
 
+def _pipeline(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The fine-tuning state machine (the other one is the teardown after timeouts and aborts)."""
+    [found] = [
+        (k, v) for k, v in resources(template, "AWS::StepFunctions::StateMachine").items() if k.startswith("Pipeline")
+    ]
+    return found
+
+
 def _bucket_id(template: dict[str, Any], prefix: str) -> str:
     return next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith(prefix))
 
@@ -84,7 +92,7 @@ def test_buckets_use_the_customer_managed_key_and_training_data_is_versioned(tem
 
 
 def test_state_machine_passes_only_the_customization_role_to_bedrock(template: dict[str, Any]) -> None:
-    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    _, machine = _pipeline(template)
     granted = _role_statements(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
     role_id, _ = _customization_role(template)
     pass_role = granted["PassCustomizationRole"]
@@ -107,7 +115,7 @@ def test_state_machine_passes_only_the_customization_role_to_bedrock(template: d
 
 
 def test_state_machine_logs_without_execution_data_and_is_traced(template: dict[str, Any]) -> None:
-    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    _, machine = _pipeline(template)
     props = machine["Properties"]
     assert props["LoggingConfiguration"]["Level"] == "ALL"
     assert props["LoggingConfiguration"]["IncludeExecutionData"] is False
@@ -115,7 +123,7 @@ def test_state_machine_logs_without_execution_data_and_is_traced(template: dict[
 
 
 def test_uploading_a_job_request_starts_the_pipeline(template: dict[str, Any]) -> None:
-    machine_id, _ = only(template, "AWS::StepFunctions::StateMachine")
+    machine_id, _ = _pipeline(template)
     rule = next(
         r["Properties"]
         for r in resources(template, "AWS::Events::Rule").values()
@@ -230,7 +238,7 @@ def test_sandbox_deletes_the_kits_custom_models_before_it_schedules_the_key_for_
     sandbox: Any, template: dict[str, Any]
 ) -> None:
     key_id, key = only(template, "AWS::KMS::Key")
-    machine_id, machine = only(template, "AWS::StepFunctions::StateMachine")
+    machine_id, machine = _pipeline(template)
     _, cleanup = _cleanup(template)
     function_id, function = _cleanup_function(template)
     # CloudFormation deletes a resource before what it depends on: the cleanup runs, and must succeed,
@@ -299,3 +307,132 @@ def test_the_cleanup_may_call_what_its_handler_calls_and_delete_only_bedrock_res
             ), (action, resources_)
     assert allowed["states:StopExecution"]["Resource"] != "*"
     assert allowed["cloudformation:DescribeStacks"]["Resource"] == {"Ref": "AWS::StackId"}
+
+
+# --- run-ready: permissions, notifications, customization types ------------------------------------------------
+
+# The sample "Model Customization Job State Change" event of the Bedrock user guide (the fields this kit reads)
+# https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html
+SAMPLE_JOB_EVENT = {
+    "version": "0",
+    "id": "UUID",
+    "detail-type": "Model Customization Job State Change",
+    "source": "aws.bedrock",
+    "account": "123456789012",
+    "time": "2023-08-11T12:34:56Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abcdefghwxyz"],
+    "detail": {
+        "version": "0.0",
+        "jobName": "abcd-wxyz",
+        "jobArn": "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abcdefghwxyz",
+        "outputModelName": "dummy-output-model-name",
+        "outputModelArn": "arn:aws:bedrock:us-east-1:123456789012:dummy-output-model-name",
+        "roleArn": "arn:aws:iam::123456789012:role/JobExecutionRole",
+        "jobStatus": "Failed",
+        "failureMessage": "Failure Message here.",
+    },
+}
+
+
+def _transform(transformer: dict[str, Any], event: dict[str, Any]) -> str:
+    """EventBridge's input transformer on one event: each InputPathsMap path must select a value."""
+    values = {}
+    for name, path in transformer["InputPathsMap"].items():
+        value: Any = event
+        for part in path.removeprefix("$.").split("."):
+            assert isinstance(value, dict) and part in value, f"{path} selects nothing in the event"
+            value = value[part]
+        values[name] = value
+    text = transformer["InputTemplate"]
+    for name, value in values.items():
+        text = text.replace(f"<{name}>", str(value))
+    return str(json.loads(text))
+
+
+def test_state_change_notification_names_the_status_of_the_documented_sample_event(
+    sandbox: Any, template: dict[str, Any]
+) -> None:
+    [rule] = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.bedrock"]
+    ]
+    event = {
+        **SAMPLE_JOB_EVENT,
+        "detail": {**SAMPLE_JOB_EVENT["detail"], "jobName": PipelineNames.of(sandbox.config).job + "0" * 32},
+    }
+    message = _transform(rule["Targets"][0]["InputTransformer"], event)
+    assert message.endswith("changed state: Failed"), message
+    assert event["detail"]["jobName"] in message
+
+
+def test_job_tags_are_authorized_with_tag_resource_for_the_kits_tag_keys_only(template: dict[str, Any]) -> None:
+    """Bedrock authorizes JobTags on CreateModelCustomizationJob with bedrock:TagResource as well."""
+    _, machine = _pipeline(template)
+    granted = _role_statements(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    definition = json.loads(render(machine["Properties"]["DefinitionString"]))
+    tag_keys = {
+        tag["Key"] for state in definition["States"].values() for tag in state.get("Parameters", {}).get("JobTags", [])
+    }
+    assert tag_keys, "the jobs carry no tags: nothing to authorize"
+    [tagging] = [s for s in granted.values() if "bedrock:TagResource" in as_list(s["Action"])]
+    assert render(tagging["Resource"]) == "arn:aws:bedrock:us-east-1:${AWS::AccountId}:model-customization-job/*"
+    assert set(tagging["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]) == tag_keys
+
+
+def test_state_machine_uses_the_key_only_as_it_needs(template: dict[str, Any]) -> None:
+    """Decrypt (job request file, SNS), GenerateDataKey (SNS, the custom model), DescribeKey and CreateGrant (the
+    custom model); no Encrypt, ReEncrypt or GenerateDataKey* grant it never uses."""
+    for prefix, expected in (
+        ("Pipeline", {"kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:CreateGrant"}),
+        ("Teardown", {"kms:Decrypt", "kms:GenerateDataKey"}),
+    ):
+        [machine] = [
+            v for k, v in resources(template, "AWS::StepFunctions::StateMachine").items() if k.startswith(prefix)
+        ]
+        granted = _role_statements(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+        kms = {a for s in granted.values() for a in as_list(s["Action"]) if a.startswith("kms:")}
+        assert kms == expected, prefix
+
+
+def test_eventbridge_may_publish_and_use_the_key_for_its_rule_only(template: dict[str, Any]) -> None:
+    [(_, rule)] = [
+        (k, r)
+        for k, r in resources(template, "AWS::Events::Rule").items()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.bedrock"]
+    ]
+    rule_arn = f"arn:aws:events:us-east-1:${{AWS::AccountId}}:rule/{rule['Properties']['Name']}"
+    _, key = only(template, "AWS::KMS::Key")
+    policies = [
+        p["Properties"]["PolicyDocument"]["Statement"] for p in resources(template, "AWS::SNS::TopicPolicy").values()
+    ]
+    found = 0
+    for statement in [*key["Properties"]["KeyPolicy"]["Statement"], *[s for p in policies for s in p]]:
+        if statement.get("Principal") != {"Service": "events.amazonaws.com"}:
+            continue
+        found += 1
+        assert render(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arn, statement
+    assert found == 2  # the topic policy and the key policy
+
+
+@pytest.mark.parametrize(
+    ("base_model", "allowed"),
+    [("amazon.nova-lite-v1:0:300k", False), ("amazon.titan-text-express-v1:0:8k", True)],
+)
+def test_continued_pre_training_only_for_base_models_that_offer_it(base_model: str, allowed: bool) -> None:
+    import aws_cdk as cdk
+
+    from stacks.config import ConfigError
+    from stacks.level3_finetune import FineTuneStack
+    from tests.conftest import cdk_json_context
+
+    config = build(ft_base_model_id=base_model, ft_customization_type="CONTINUED_PRE_TRAINING", ft_hyperparameters={})
+    app = cdk.App(context={k: v for k, v in cdk_json_context().items() if k.startswith("@")})
+    if allowed:
+        FineTuneStack(app, "Ft", env=cdk.Environment(region="us-east-1"), config=config)
+        return
+    with pytest.raises(ConfigError) as caught:
+        FineTuneStack(app, "Ft", env=cdk.Environment(region="us-east-1"), config=config)
+    assert str(caught.value).startswith("config error: ft_customization_type = 'CONTINUED_PRE_TRAINING'")
+    assert "FINE_TUNING" in str(caught.value)

@@ -16,11 +16,12 @@ without them.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,17 @@ import aws_cdk as cdk
 import pytest
 
 from stacks.config import KitConfig
-from stacks.level3_finetune import QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_INTERVAL, FineTuneStack
+from stacks.level3_finetune import (
+    DEPLOY_POLLS,
+    ENDED_ABNORMALLY,
+    NOTIFY_RETRY_ATTEMPTS,
+    QUOTA_RETRY_ATTEMPTS,
+    QUOTA_RETRY_INTERVAL,
+    THROTTLE_RETRY_ATTEMPTS,
+    VALIDATOR_TIMEOUT,
+    FineTuneStack,
+    execution_bounds,
+)
 from tests.conftest import cdk_json_context
 from tests.infra.asl import (
     ACCOUNT,
@@ -44,6 +55,7 @@ from tests.infra.asl import (
     sdk_request_errors,
     simulate,
     state_machine,
+    state_machines,
     validate_asl,
     validate_asl_all,
 )
@@ -52,6 +64,8 @@ from tests.infra.test_config import build
 
 STACK = "GenAiKit-3-FineTune"
 MODES = ["none", "on-demand", "provisioned"]
+PIPELINE, TEARDOWN = "PipelineStateMachine", "TeardownStateMachine"  # logical id prefixes
+EXECUTION = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:genai-kit-finetune:run-1"  # the one run() simulates
 
 BASE = "amazon.nova-micro-v1:0:128k"
 JOB_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-customization-job/{BASE}/a1b2c3d4e5f6"
@@ -76,16 +90,25 @@ def quota_full() -> AslError:
 
 @dataclass
 class Variant:
-    """One deploy mode: its config, template and the definition taken from the template."""
+    """One deploy mode: its config, template and the definitions taken from the template."""
 
     config: KitConfig
     template: dict[str, Any]
     definition: dict[str, Any]
 
+    @classmethod
+    def of(cls, config: KitConfig, template: dict[str, Any]) -> Variant:
+        return cls(config, template, definition_from_template(template, PIPELINE))
+
     @property
     def states(self) -> dict[str, dict[str, Any]]:
         states: dict[str, dict[str, Any]] = self.definition["States"]
         return states
+
+    @property
+    def teardown(self) -> dict[str, Any]:
+        """The definition of the state machine that cleans up after executions that ended abnormally."""
+        return definition_from_template(self.template, TEARDOWN)
 
     def bucket(self, prefix: str) -> str:
         [logical_id] = [k for k in resources(self.template, "AWS::S3::Bucket") if k.startswith(prefix)]
@@ -107,14 +130,14 @@ def _synth_variant(mode: str) -> Variant:
     config = build(ft_deploy=mode)
     stack = FineTuneStack(app, STACK, env=cdk.Environment(region="us-east-1"), config=config)
     template = app.synth().get_stack_by_name(stack.stack_name).template
-    return Variant(config, template, definition_from_template(template))
+    return Variant.of(config, template)
 
 
 @pytest.fixture(scope="module")
 def none(sandbox: Any) -> Variant:
     template = sandbox.templates[STACK]
     assert sandbox.config.finetune.deploy == "none"
-    return Variant(sandbox.config, template, definition_from_template(template))
+    return Variant.of(sandbox.config, template)
 
 
 @pytest.fixture(scope="module")
@@ -210,10 +233,10 @@ def in_order(visited: list[str], expected: list[str]) -> bool:
 
 
 def names_of(trace: Trace) -> dict[str, str]:
-    """The job name NameJob made, and the execution's UUID in it."""
+    """The job name NameJob made, and the execution's id (a hash of its ARN) in it."""
     job_name = next(call.parameters["JobName"] for call in trace.calls if call.state.startswith("CreateJob"))
-    uid = job_name.rsplit("-job-", 1)[1]
-    return {"job": job_name, "uid": uid}
+    model_name = next(call.parameters["CustomModelName"] for call in trace.calls if call.state.startswith("CreateJob"))
+    return {"job": job_name, "run": job_name.rsplit("-j-", 1)[1], "uid": model_name.rsplit("-model-", 1)[1]}
 
 
 # --- the definition is valid ASL -------------------------------------------------------------------------
@@ -287,12 +310,14 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "trainingKey": TRAINING_KEY,
         "validationKey": None,
         "baseModelId": ft.base_model_id,
+        "customizationType": ft.customization_type,
         "hyperparameters": ft.hyperparameters,
         "reportKey": f"reports/{names['uid']}.json",
     }
+    assert names["run"] == hashlib.md5(EXECUTION.encode()).hexdigest()  # reproducible from the execution ARN
     prefix = none.config.resource_name("ft")
     assert trace.parameters("CreateJob") == {
-        "JobName": f"{prefix}-job-{names['uid']}",
+        "JobName": f"{prefix}-j-{names['run']}",
         "CustomModelName": f"{prefix}-model-{names['uid']}",
         "RoleArn": resolve(none.template, {"Fn::GetAtt": [_customization_role(none), "Arn"]}),
         "BaseModelIdentifier": ft.base_model_id,
@@ -502,7 +527,7 @@ def test_on_demand_deployment_of_the_completed_model(on_demand: Variant) -> None
         ["JobStatus?", "CreateOnDemandDeployment", "GetOnDemandDeployment", "GetOnDemandDeployment", "NotifyDeployed"],
     )
     deployment = trace.parameters("CreateOnDemandDeployment")
-    name = f"{on_demand.config.resource_name('ft')}-deploy-{names_of(trace)['uid']}"
+    name = f"{on_demand.config.resource_name('ft')}-d-{names_of(trace)['run']}"
     assert deployment == {"ModelDeploymentName": name, "ModelArn": MODEL_ARN, "ClientRequestToken": name}
     polled = [call.parameters for call in trace.calls_to("GetOnDemandDeployment")]
     assert polled == [{"CustomModelDeploymentIdentifier": DEPLOYMENT_ARN}] * 2
@@ -514,9 +539,13 @@ def test_on_demand_deployment_that_fails_is_notified(on_demand: Variant) -> None
     request = {"trainingKey": TRAINING_KEY, "validationKey": None}
     created = {"CustomModelDeploymentArn": DEPLOYMENT_ARN}
     failed = {"Status": "Failed", "FailureMessage": "capacity"}
-    trace = run(on_demand, request, **job_runs(CreateOnDemandDeployment=[created], GetOnDemandDeployment=[failed]))
+    trace = run(
+        on_demand,
+        request,
+        **job_runs(CreateOnDemandDeployment=[created], GetOnDemandDeployment=[failed], DeleteFailedDeployment=[{}]),
+    )
     assert_ends(trace, "FAILED", "DeploymentNotActive")
-    assert trace.visited[-2:] == ["NotifyDeploymentFailed", "DeploymentNotActive"]
+    assert trace.visited[-3:] == ["DeleteFailedDeployment", "NotifyDeploymentFailed", "DeploymentNotActive"]
     assert_notified(trace, [("NotifySucceeded", "succeeded:"), ("NotifyDeploymentFailed", "failed:")])
 
 
@@ -534,7 +563,11 @@ def test_on_demand_deployment_that_never_becomes_active_ends_notified(on_demand:
     request = {"trainingKey": TRAINING_KEY, "validationKey": None}
     created = {"CustomModelDeploymentArn": DEPLOYMENT_ARN}
     stuck = itertools.repeat({"Status": "Creating"})
-    trace = run(on_demand, request, **job_runs(CreateOnDemandDeployment=[created], GetOnDemandDeployment=stuck))
+    trace = run(
+        on_demand,
+        request,
+        **job_runs(CreateOnDemandDeployment=[created], GetOnDemandDeployment=stuck, DeleteFailedDeployment=[{}]),
+    )
     assert trace.status == "FAILED" and trace.error != "States.Timeout", trace.describe()[:400]
     assert trace.notifications[-1][0].startswith("Notify")
 
@@ -571,7 +604,7 @@ def test_provisioned_throughput_is_created_kept_and_deleted(provisioned: Variant
         ],
     )
     throughput = trace.parameters("CreateProvisionedThroughput")
-    name = f"{provisioned.config.resource_name('ft')}-deploy-{names_of(trace)['uid']}"
+    name = f"{provisioned.config.resource_name('ft')}-d-{names_of(trace)['run']}"
     assert throughput == {
         "ProvisionedModelName": name,
         "ModelId": MODEL_ARN,
@@ -697,7 +730,7 @@ def test_job_and_model_names_fit_for_the_longest_allowed_name_prefix(none: Varia
     longest = build(name_prefix="k" * 17).resource_name("ft")
     names = none.states["NameJob"]["Parameters"]["names"]
     current = none.config.resource_name("ft")
-    uid = "2f6f4b1d9c3e"  # the last group of a UUID
+    ids = {"$.id": "2f6f4b1d9c3e", "$.run": "2f6f4b1d9c3e2f6f4b1d9c3e2f6f4b1d"}  # a UUID's last group; an MD5
     checks = {
         "job.$": ("CreateModelCustomizationJob", "jobName"),
         "model.$": ("CreateModelCustomizationJob", "customModelName"),
@@ -705,9 +738,9 @@ def test_job_and_model_names_fit_for_the_longest_allowed_name_prefix(none: Varia
     }
     errors = []
     for key, (operation, member) in checks.items():
-        found = re.fullmatch(r"States\.Format\('(.*)\{\}', \$\.id\)", names[key])
+        found = re.fullmatch(r"States\.Format\('(.*)\{\}', (\$\.id|\$\.run)\)", names[key])
         assert found and found.group(1).startswith(f"{current}-"), names[key]
-        name = longest + found.group(1)[len(current) :] + uid
+        name = longest + found.group(1)[len(current) :] + ids[found.group(2)]
         errors += member_errors("bedrock", operation, member, name)
     assert errors == [], "\n".join(errors)
 
@@ -875,19 +908,59 @@ def test_job_creation_waits_for_a_free_slot(none: Variant) -> None:
 
 
 def test_logging_excludes_execution_data_and_tracing_is_on(each_mode: Variant) -> None:
-    _, properties = state_machine(each_mode.template)
+    _, properties = state_machine(each_mode.template, PIPELINE)
     assert properties["LoggingConfiguration"]["IncludeExecutionData"] is False
     assert properties["TracingConfiguration"] == {"Enabled": True}
 
 
-def test_execution_timeout_outlasts_the_bounded_job_path(each_mode: Variant) -> None:
-    ft = each_mode.config.finetune
-    worst = (
-        QUOTA_RETRY_ATTEMPTS * 600
-        + ft.max_job_hours * 3600
-        + (ft.provisioned_hours * 3600 if ft.deploy == "provisioned" else 0)
-    )
-    assert each_mode.definition["TimeoutSeconds"] > worst
+def _worst_case_run(variant: Variant) -> Trace:
+    """The slowest run the bounds allow: every wait to its limit, and every retrier of every task spent once
+    (Bedrock throttles each call to its last retry, each notification fails all its retries, the teardown's
+    delete is refused until its last attempt), then success."""
+    ft = variant.config.finetune
+    polls = ft.max_job_hours * 60 // ft.poll_minutes
+    throttled = [AslError("Bedrock.ThrottlingException", "Rate exceeded")] * THROTTLE_RETRY_ATTEMPTS
+    lambda_busy = [AslError("Lambda.ServiceException", "busy")] * 6
+    deploy_get = {"on-demand": "GetOnDemandDeployment", "provisioned": "GetProvisionedThroughput"}
+    ready = {"on-demand": "Active", "provisioned": "InService"}
+    outcomes: dict[str, list[Any]] = {
+        "ValidateData": [*lambda_busy, VALID],
+        "CreateJob": [quota_full()] * QUOTA_RETRY_ATTEMPTS + [*throttled, CREATED],
+        "GetJob": [*throttled] + [IN_PROGRESS] * (polls - 1) + [COMPLETED],
+    }
+    if ft.deploy != "none":
+        outcomes[deploy_get[ft.deploy]] = (
+            [*throttled] + [{"Status": "Creating"}] * (DEPLOY_POLLS - 1) + [{"Status": ready[ft.deploy]}]
+        )
+    if ft.deploy == "on-demand":
+        outcomes["CreateOnDemandDeployment"] = [*throttled, {"CustomModelDeploymentArn": DEPLOYMENT_ARN}]
+    if ft.deploy == "provisioned":
+        outcomes["CreateProvisionedThroughput"] = [*throttled, PT_CREATED]
+        outcomes["DeleteProvisionedThroughput"] = [AslError("Bedrock.ConflictException", "busy")] * 6 + [{}]
+    queues = {state: iter(items) for state, items in outcomes.items()}
+
+    def result(call: TaskCall) -> Any:
+        if call.resource == SNS_PUBLISH:
+            if call.attempt <= NOTIFY_RETRY_ATTEMPTS:
+                raise AslError("SNS.ThrottledException", "Rate exceeded")
+            return {"MessageId": "m"}
+        outcome = next(queues[call.state])
+        if isinstance(outcome, AslError):
+            raise outcome
+        return outcome
+
+    return simulate(variant.definition, README_REQUEST, result, execution_name="run-1")
+
+
+def test_execution_timeout_leaves_headroom_over_the_slowest_run_the_bounds_allow(each_mode: Variant) -> None:
+    """The execution timeout must not end a run that is only slow: with every bound reached and every retry
+    spent once (and the validator taking its whole timeout), an hour of the timeout is still left."""
+    trace = _worst_case_run(each_mode)
+    assert_ends(trace, "SUCCEEDED", "Done")
+    spent = trace.elapsed + VALIDATOR_TIMEOUT.to_seconds()
+    timeout = each_mode.definition["TimeoutSeconds"]
+    assert timeout - spent >= 3600, f"{(timeout - spent) / 3600:.2f} h left of {timeout / 3600:.2f} h"
+    assert timeout >= execution_bounds(each_mode.config.finetune).to_seconds() + 3600
 
 
 def _customization_role(variant: Variant) -> str:
@@ -897,6 +970,296 @@ def _customization_role(variant: Variant) -> str:
         }:
             return logical_id
     raise AssertionError("no role trusted by bedrock.amazonaws.com")
+
+
+# --- guard: every paid resource has an owner, every notification retries -----------------------------------
+
+# What a Task creates that bills, and the Task that deletes it (aws-sdk resources of the Bedrock API).
+BILLABLE = {
+    "arn:aws:states:::aws-sdk:bedrock:createProvisionedModelThroughput": (
+        "arn:aws:states:::aws-sdk:bedrock:deleteProvisionedModelThroughput"
+    ),
+    "arn:aws:states:::aws-sdk:bedrock:createCustomModelDeployment": (
+        "arn:aws:states:::aws-sdk:bedrock:deleteCustomModelDeployment"
+    ),
+}
+# Kept on success by design: an on-demand deployment bills only for what it serves, nothing while idle
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html).
+KEPT_ON_SUCCESS = {"arn:aws:states:::aws-sdk:bedrock:createCustomModelDeployment"}
+STATUS_EVENT = "Step Functions Execution Status Change"
+
+
+def _paths_to_an_end(states: dict[str, dict[str, Any]], start: str) -> Iterator[list[str]]:
+    """Every simple path from ``start`` to a terminal state, over Next, Choices, Default and Catch edges."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    while stack:
+        name, path = stack.pop()
+        if _terminal(states[name]):
+            yield path
+            continue
+        for target in set(_edges(states[name])):
+            if target not in path:
+                stack.append((target, [*path, target]))
+
+
+def _all_templates(sandbox: Any, on_demand: Variant, provisioned: Variant) -> dict[str, dict[str, Any]]:
+    """Every synthesized template of the sandbox app, plus Level 3's other deploy modes."""
+    return {**sandbox.templates, f"{STACK} on-demand": on_demand.template, f"{STACK} provisioned": provisioned.template}
+
+
+def test_every_path_after_a_billable_create_deletes_it(sandbox: Any, on_demand: Variant, provisioned: Variant) -> None:
+    """Guard 2, success and failure: from each Task that creates something billable, every path to a terminal
+    state passes the Task that deletes it (an on-demand deployment may stay on success: it has no idle cost).
+    A create call that itself fails created nothing: its Catch paths end FAILED, which the teardown covers."""
+    leaks = []
+    found = 0
+    for stack_id, template in _all_templates(sandbox, on_demand, provisioned).items():
+        for logical_id in state_machines(template):
+            states = definition_from_template(template, logical_id)["States"]
+            for name, state in states.items():
+                delete = BILLABLE.get(state.get("Resource", ""))
+                if delete is None:
+                    continue
+                found += 1
+                for path in _paths_to_an_end(states, state["Next"]):
+                    deleted = any(states[step].get("Resource") == delete for step in path)
+                    kept = state["Resource"] in KEPT_ON_SUCCESS and states[path[-1]]["Type"] == "Succeed"
+                    if not (deleted or kept):
+                        leaks.append(f"{stack_id} {logical_id}: {name} > {' > '.join(path)}")
+    assert found >= 2, "no create task found: the guard would pass vacuously"
+    assert leaks == [], "paths that leave a paid resource behind:\n" + "\n".join(leaks)
+
+
+def test_executions_that_time_out_or_are_aborted_are_torn_down(
+    sandbox: Any, on_demand: Variant, provisioned: Variant
+) -> None:
+    """Guard 2, timeout and abort: a state machine that creates something billable has a rule on its own
+    executions' FAILED, TIMED_OUT and ABORTED status events, targeting a state machine that deletes it."""
+    uncovered = []
+    for stack_id, template in _all_templates(sandbox, on_demand, provisioned).items():
+        rules = [r["Properties"] for r in resources(template, "AWS::Events::Rule").values()]
+        for logical_id in state_machines(template):
+            definition = definition_from_template(template, logical_id)
+            creates = {s["Resource"] for s in definition["States"].values() if s.get("Resource") in BILLABLE}
+            for create in creates:
+                covered = False
+                for rule in rules:
+                    pattern = rule["EventPattern"]
+                    if pattern.get("detail-type") != [STATUS_EVENT] or pattern["detail"].get("stateMachineArn") != [
+                        {"Ref": logical_id}
+                    ]:
+                        continue
+                    assert set(pattern["detail"]["status"]) >= set(ENDED_ABNORMALLY), pattern
+                    for target in rule["Targets"]:
+                        cleaner = definition_from_template(template, target["Arn"]["Ref"])
+                        covered |= any(s.get("Resource") == BILLABLE[create] for s in cleaner["States"].values())
+                if not covered:
+                    uncovered.append(f"{stack_id} {logical_id}: {create}")
+    assert uncovered == [], "billable creates no timeout/abort rule cleans up:\n" + "\n".join(uncovered)
+
+
+def test_every_notification_retries_and_never_decides_the_outcome(
+    sandbox: Any, on_demand: Variant, provisioned: Variant
+) -> None:
+    """Guard 2, notifications: each SNS publish retries transient errors, and when it still fails the run goes
+    on where it would have gone (a teardown, the Fail state): a notification never skips a deletion."""
+    bad = []
+    for stack_id, template in _all_templates(sandbox, on_demand, provisioned).items():
+        if not stack_id.startswith(STACK):
+            continue  # Level 3's state machines; the other levels' owners apply the same rule to theirs
+        for logical_id in state_machines(template):
+            for name, state in definition_from_template(template, logical_id)["States"].items():
+                if state.get("Resource") != SNS_PUBLISH:
+                    continue
+                retried = any(
+                    "States.ALL" in r["ErrorEquals"] and r.get("MaxAttempts", 3) >= 2 for r in state.get("Retry", [])
+                )
+                caught = [c["Next"] for c in state.get("Catch", []) if "States.ALL" in c["ErrorEquals"]]
+                if not retried or caught != [state.get("Next")]:
+                    bad.append(f"{stack_id} {logical_id} {name}: retried={retried} caught={caught}")
+    assert bad == [], "\n".join(bad)
+
+
+def test_a_notification_that_keeps_failing_never_leaves_a_throughput_billing(provisioned: Variant) -> None:
+    """Two notifications sit between creating and deleting the throughput; SNS failing for good must not
+    end the run before the delete."""
+    down = itertools.repeat(AslError("SNS.InternalErrorException", "unavailable"))
+    trace = run(
+        provisioned,
+        README_REQUEST,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED],
+            DeleteProvisionedThroughput=[{}],
+            NotifySucceeded=down,
+            NotifyDeployed=down,
+            NotifyTornDown=down,
+            **IN_SERVICE_AFTER_ONE_POLL,
+        ),
+    )
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.parameters("DeleteProvisionedThroughput") == {"ProvisionedModelId": THROUGHPUT_ARN}
+    assert trace.retries["NotifySucceeded"] == NOTIFY_RETRY_ATTEMPTS
+
+
+def test_an_on_demand_deployment_that_never_becomes_active_is_deleted(on_demand: Variant) -> None:
+    stuck = itertools.repeat({"Status": "Creating"})
+    trace = run(
+        on_demand,
+        README_REQUEST,
+        **job_runs(
+            CreateOnDemandDeployment=[{"CustomModelDeploymentArn": DEPLOYMENT_ARN}],
+            GetOnDemandDeployment=stuck,
+            DeleteFailedDeployment=[{}],
+        ),
+    )
+    assert_ends(trace, "FAILED", "DeploymentNotActive")
+    assert trace.parameters("DeleteFailedDeployment") == {"CustomModelDeploymentIdentifier": DEPLOYMENT_ARN}
+
+
+def status_event(status: str, execution: str = EXECUTION) -> dict[str, Any]:
+    """The event Step Functions sends when an execution ends
+    (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html)."""
+    return {
+        "version": "0",
+        "detail-type": STATUS_EVENT,
+        "source": "aws.states",
+        "account": ACCOUNT,
+        "region": REGION,
+        "resources": [execution],
+        "detail": {
+            "executionArn": execution,
+            "stateMachineArn": execution.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0],
+            "name": execution.rsplit(":", 1)[1],
+            "status": status,
+            "startDate": 1700000000000,
+            "stopDate": 1700003600000,
+            "input": "{}",
+            "output": None,
+        },
+    }
+
+
+def run_teardown(variant: Variant, event: Any, **outcomes: Iterable[Any]) -> Trace:
+    queues = {state: iter(items) for state, items in outcomes.items()}
+
+    def result(call: TaskCall) -> Any:
+        if call.state in queues:
+            outcome = next(queues[call.state])
+            if isinstance(outcome, AslError):
+                raise outcome
+            return outcome
+        if call.resource == SNS_PUBLISH:
+            return {"MessageId": "m"}
+        raise AssertionError(f"unscripted Task {call.state}")
+
+    return simulate(variant.teardown, event, result, execution_name="teardown-1")
+
+
+@pytest.mark.parametrize("status", ["TIMED_OUT", "ABORTED"])
+def test_teardown_deletes_the_throughput_a_timed_out_or_aborted_run_left(provisioned: Variant, status: str) -> None:
+    """The pipeline runs until it keeps a throughput; the execution then ends by timeout or abort. The teardown,
+    given only the status event, deletes that same throughput by the name the run gave it."""
+    ran = run(
+        provisioned,
+        README_REQUEST,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED], DeleteProvisionedThroughput=[{}], **IN_SERVICE_AFTER_ONE_POLL
+        ),
+    )
+    made = ran.parameters("CreateProvisionedThroughput")["ProvisionedModelName"]
+    job = ran.parameters("CreateJob")["JobName"]
+    trace = run_teardown(
+        provisioned,
+        status_event(status),
+        StopItsJob=[AslError("Bedrock.ValidationException", "the job is not in progress")],
+        DeleteItsDeployment=[AslError("Bedrock.ConflictException", "busy"), {}],
+    )
+    assert_ends(trace, "SUCCEEDED", "CleanedUp")
+    assert trace.parameters("StopItsJob") == {"JobIdentifier": job}
+    assert [c.parameters for c in trace.calls_to("DeleteItsDeployment")] == [{"ProvisionedModelId": made}] * 2
+    [(state, message)] = trace.notifications
+    assert state == "NotifyCleanedUp" and message["status"] == status and message["execution"] == EXECUTION
+
+
+def test_teardown_of_an_on_demand_run_deletes_its_deployment_by_name(on_demand: Variant) -> None:
+    ran = run(
+        on_demand,
+        README_REQUEST,
+        **job_runs(CreateOnDemandDeployment=[{"CustomModelDeploymentArn": DEPLOYMENT_ARN}], **ACTIVE_AFTER_ONE_POLL),
+    )
+    made = ran.parameters("CreateOnDemandDeployment")["ModelDeploymentName"]
+    trace = run_teardown(on_demand, status_event("ABORTED"), StopItsJob=[{}], DeleteItsDeployment=[{}])
+    assert_ends(trace, "SUCCEEDED", "CleanedUp")
+    assert trace.parameters("DeleteItsDeployment") == {"CustomModelDeploymentIdentifier": made}
+
+
+def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(provisioned: Variant) -> None:
+    not_found = AslError("Bedrock.ResourceNotFoundException", "no such throughput")
+    trace = run_teardown(
+        provisioned,
+        status_event("FAILED"),
+        StopItsJob=[AslError("Bedrock.ResourceNotFoundException", "no such job")],
+        DeleteItsDeployment=[not_found],
+    )
+    assert_ends(trace, "SUCCEEDED", "NothingLeft")
+    assert trace.notifications == [] and len(trace.calls_to("DeleteItsDeployment")) == 1
+
+
+def test_teardown_that_cannot_delete_says_action_needed(provisioned: Variant) -> None:
+    denied = itertools.repeat(AslError("Bedrock.AccessDeniedException", "not authorized"))
+    trace = run_teardown(provisioned, status_event("TIMED_OUT"), StopItsJob=[{}], DeleteItsDeployment=denied)
+    assert_ends(trace, "FAILED", "CleanupFailed")
+    assert trace.notifications[-1][1]["outcome"].startswith("ACTION NEEDED")
+
+
+@pytest.mark.parametrize("event", [{}, "text", {"detail": {"executionArn": 5, "status": "FAILED"}}])
+def test_teardown_ignores_input_that_is_not_a_status_event(none: Variant, event: Any) -> None:
+    trace = run_teardown(none, event)
+    assert trace.status == "SUCCEEDED" and trace.calls == [], trace.describe()
+
+
+# --- malformed hand-started input ends notified, never in a States.Runtime error ------------------------------
+
+MALFORMED = [
+    {"detail": {"object": {"key": "jobs/first-job.json"}}},  # an S3 event without its bucket
+    {"detail": {"bucket": {"name": "some-bucket"}}},
+    {"detail": None},
+    {},
+    [],
+    "datasets/train.jsonl",
+    7,
+    None,
+    {"trainingKey": None},
+    {"trainingKey": 7},
+    {"trainingKey": TRAINING_KEY, "hyperparameters": "epochCount=2"},
+    {"trainingKey": TRAINING_KEY, "baseModelId": None},
+    {"trainingKey": TRAINING_KEY, "validationKey": 5},
+    {"trainingKey": TRAINING_KEY, "customizationType": "CONTINUED_PRE_TRAINING"},  # not offered for Nova
+    {"trainingKey": TRAINING_KEY, "customizationType": None},
+]
+
+
+def _validator_as_deployed(call: TaskCall) -> Any:
+    """The real handler's request check on the payload the state machine built (the data itself is valid)."""
+    from stacks.config import training_data_rules
+
+    training_data_rules()  # puts lambdas/ on sys.path
+    from finetune_validate.handler import InvalidRequest, parse_request
+
+    try:
+        parse_request(call.parameters)
+    except InvalidRequest as error:
+        raise AslError("InvalidRequest", str(error)) from None
+    return VALID
+
+
+@pytest.mark.parametrize("execution_input", MALFORMED, ids=lambda value: json.dumps(value)[:40])
+def test_malformed_input_ends_in_a_notified_failure(none: Variant, execution_input: Any) -> None:
+    trace = run(none, execution_input, ValidateData=[_validator_as_deployed], CreateJob=[CREATED], GetJob=[COMPLETED])
+    assert trace.error != "States.Runtime", trace.describe()
+    assert trace.status == "FAILED", trace.describe()
+    assert trace.notifications and trace.visited[-2] == trace.notifications[-1][0], trace.describe()
+    assert not [state for state in trace.visited if state.startswith("CreateJob")]
 
 
 # --- the same path in moto's Step Functions interpreter ------------------------------------------------------
