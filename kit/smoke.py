@@ -764,19 +764,29 @@ def _validator() -> Any:
 
 
 def _validate_locally(
-    training: str, validation: str | None, base_model: str, hyperparameters: Mapping[str, Any]
+    training: str,
+    validation: str | None,
+    base_model: str,
+    hyperparameters: Mapping[str, Any],
+    customization_type: str = "FINE_TUNING",
 ) -> tuple[bool, str]:
     """(valid, the validator's human-readable report)."""
     command = _validator()
-    from finetune_validate.formats import UnsupportedBaseModel
+    from finetune_validate.formats import UnsupportedBaseModel, UnsupportedCustomizationType
     from finetune_validate.validator import validate_files
 
     try:
         report = validate_files(
-            training, base_model_id=base_model, validation_path=validation, hyperparameters=hyperparameters
+            training,
+            base_model_id=base_model,
+            validation_path=validation,
+            hyperparameters=hyperparameters,
+            customization_type=customization_type,
         )
     except UnsupportedBaseModel as exc:
         raise KitUsageError(f"--base-model: {exc}") from None
+    except UnsupportedCustomizationType as exc:
+        raise KitUsageError(f"--customization-type: {exc}") from None
     return bool(report["valid"]), str(command.render(report, training, validation, command.SHOWN_PER_KIND))
 
 
@@ -785,13 +795,24 @@ def _validate_locally(
 @click.option("--base-model", metavar="ID", help="The customization base model (default: ft_base_model_id).")
 @click.option("--validation", type=click.Path(exists=True, dir_okay=False), metavar="FILE", help="A validation file.")
 @click.option("--hyperparameters", metavar="JSON", help="A JSON object of strings (default: ft_hyperparameters).")
-def validate(training: str, base_model: str | None, validation: str | None, hyperparameters: str | None) -> None:
+@click.option("--customization-type", type=click.Choice(CUSTOMIZATION_TYPES), help="Default: ft_customization_type.")
+def validate(
+    training: str,
+    base_model: str | None,
+    validation: str | None,
+    hyperparameters: str | None,
+    customization_type: str | None,
+) -> None:
     """Check a JSON Lines training file offline, with the pipeline's own validator (exit 1 if invalid)."""
     target = current_target()
     model = base_model or target.config.finetune.base_model_id
     params = _json_object(hyperparameters, "--hyperparameters")
     valid, text = _validate_locally(
-        training, validation, model, params if params is not None else target.config.finetune.hyperparameters
+        training,
+        validation,
+        model,
+        params if params is not None else target.config.finetune.hyperparameters,
+        customization_type or target.config.finetune.customization_type,
     )
     click.echo(text)
     if not valid:

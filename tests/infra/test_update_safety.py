@@ -62,7 +62,8 @@ CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
     "rag_max_results": ({}, 8),
     "rag_opensearch_standby_replicas": ({"rag_vector_store": "opensearch-serverless"}, True),
     "ft_base_model_id": ({}, "amazon.nova-lite-v1:0:300k"),
-    "ft_customization_type": ({}, "CONTINUED_PRE_TRAINING"),
+    # Continued pre-training is offered for the Titan Text base models only.
+    "ft_customization_type": ({"ft_base_model_id": "amazon.titan-text-express-v1:0:8k"}, "CONTINUED_PRE_TRAINING"),
     "ft_hyperparameters": ({}, {"epochCount": "3", "learningRate": "0.00001"}),
     "ft_deploy": ({}, "provisioned"),
     "ft_provisioned_hours": ({"ft_deploy": "provisioned"}, 4),

@@ -748,6 +748,9 @@ def test_l3_validate_runs_the_pipeline_validator_offline() -> None:
     assert unknown.exit_code == 2 and "--base-model" in unknown.output
     bad_json = run(l3, "validate", str(SAMPLES / "train.jsonl"), "--hyperparameters", "{epochCount")
     assert bad_json.exit_code == 2 and "--hyperparameters is not valid JSON" in bad_json.output
+    # Continued pre-training is refused for a base model that does not offer it (Nova micro, the default).
+    cpt = run(l3, "validate", str(SAMPLES / "train.jsonl"), "--customization-type", "CONTINUED_PRE_TRAINING")
+    assert cpt.exit_code == 2 and "--customization-type" in cpt.output
 
 
 def finetune_stack(fake: FakeCloudFormation, machine: str) -> None:
