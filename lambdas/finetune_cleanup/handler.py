@@ -23,10 +23,8 @@ becomes unusable; running the destroy again resumes where this one stopped.
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +33,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
+
+from common.clients import bounded_client
+from common.custom_resource import respond as answer_cloudformation
 
 logger = Logger(service="finetune-cleanup")
 
@@ -58,15 +59,7 @@ clock: Callable[[], float] = time.monotonic
 
 
 def _client(service: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
-        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},  # the first try included
-    )
-    return boto3.client(service, config=config)
+    return bounded_client(service, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)  # the first try included
 
 
 @lru_cache(maxsize=1)
@@ -337,22 +330,8 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
 
 
 def respond(event: dict[str, Any], status: str, reason: str) -> None:
-    body = json.dumps(
-        {
-            "Status": status,
-            "Reason": reason[:1000],
-            "PhysicalResourceId": event.get("PhysicalResourceId") or PHYSICAL_ID,
-            "StackId": event["StackId"],
-            "RequestId": event["RequestId"],
-            "LogicalResourceId": event["LogicalResourceId"],
-            "Data": {},
-        }
-    ).encode()
-    request = urllib.request.Request(
-        event["ResponseURL"], data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
-    )
-    with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_S) as answer:  # CloudFormation's pre-signed URL
-        logger.info("Answered CloudFormation", extra={"status": status, "http": answer.status})
+    physical = event.get("PhysicalResourceId") or PHYSICAL_ID
+    answer_cloudformation(event, status, reason, physical, timeout_s=RESPONSE_TIMEOUT_S, logger=logger)
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -16,15 +16,14 @@ nothing to undo and answers SUCCESS at once; an invalid property answers FAILED 
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from common.custom_resource import respond as answer_cloudformation
 from rag_aoss_wait import probe
 
 logger = Logger(service="rag-aoss-wait")
@@ -107,25 +106,7 @@ def on_create_or_update(event: dict[str, Any], remaining_ms: Callable[[], int]) 
 
 def respond(event: dict[str, Any], status: str, reason: str, physical: str) -> None:
     """Answer CloudFormation on the pre-signed ResponseURL it sent."""
-    body = json.dumps(
-        {
-            "Status": status,
-            "Reason": reason[:1000],
-            "PhysicalResourceId": physical,
-            "StackId": event["StackId"],
-            "RequestId": event["RequestId"],
-            "LogicalResourceId": event["LogicalResourceId"],
-            "Data": {},
-        }
-    ).encode()
-    url = str(event["ResponseURL"])
-    if not url.startswith("https://"):
-        raise ValueError("ResponseURL is not an https URL")
-    request = urllib.request.Request(
-        url, data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
-    )
-    with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_S) as answer:  # checked: https only
-        logger.info("Answered CloudFormation", extra={"status": status, "http": answer.status})
+    answer_cloudformation(event, status, reason, physical, timeout_s=RESPONSE_TIMEOUT_S, logger=logger)
 
 
 def remaining_time(context: Any) -> Callable[[], int]:

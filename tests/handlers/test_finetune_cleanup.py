@@ -14,6 +14,7 @@ from unittest import mock
 import pytest
 from botocore.stub import Stubber
 
+from common import custom_resource
 from finetune_cleanup import handler as h
 
 ACCOUNT = "123456789012"
@@ -185,7 +186,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     monkeypatch.setattr(h, "cloudformation", lambda: clients["cloudformation"])
     monkeypatch.setattr(h, "clock", clock)
     monkeypatch.setattr(h, "sleep", clock.sleep)
-    monkeypatch.setattr(h.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(custom_resource.urllib.request, "urlopen", fake_urlopen)
     with stubbers["bedrock"], stubbers["stepfunctions"], stubbers["cloudformation"]:
         yield Aws(
             stubbers["bedrock"],

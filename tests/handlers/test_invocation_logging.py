@@ -12,6 +12,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from common import custom_resource
 from invocation_logging import handler as h
 
 FUNCTION_MS = 240_000  # the function's timeout (stacks/invocation_logging.py MANAGER_TIMEOUT)
@@ -65,7 +66,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Any, list[di
         with (
             stubber,
             mock.patch.object(h, "bedrock", lambda: client),
-            mock.patch.object(h.urllib.request, "urlopen", fake_urlopen),
+            mock.patch.object(custom_resource.urllib.request, "urlopen", fake_urlopen),
         ):
             yield stubber, s3, answers
         stubber.assert_no_pending_responses()

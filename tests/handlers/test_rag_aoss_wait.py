@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from common import custom_resource
 from rag_aoss_wait import handler as h
 from rag_aoss_wait import probe
 
@@ -76,7 +77,7 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
         sent.append(json.loads(request.data))
         return Answer()
 
-    monkeypatch.setattr(h.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(custom_resource.urllib.request, "urlopen", fake_urlopen)
     probe.credentials.cache_clear()
     yield sent
     probe.credentials.cache_clear()
