@@ -22,7 +22,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 help:
 	@echo "make synth   synthesize every stack into cdk.out/ and print a one-line summary per stack"
-	@echo "make test    run the whole offline test suite"
+	@echo "make test    ruff, mypy, then the whole offline test suite"
 	@echo "make lint    ruff and mypy on the kit's own code"
 	@echo "make bench   measure synth time, test time and handler import time (writes BENCHMARKS.md)"
 	@echo "make clean   remove build output (keeps .venv and node_modules)"
@@ -45,7 +45,8 @@ synth: setup
 	$(CDK) synth --quiet --no-notices $(CDK_ARGS)
 	$(PY) scripts/synth_summary.py cdk.out
 
-test: setup
+# Lint and type checks gate the tests: CI runs `make test`, so a lint finding fails CI too.
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

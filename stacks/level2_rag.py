@@ -57,8 +57,6 @@ INGEST_TIMEOUT = Duration.minutes(2)
 QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
 # The OpenSearch Serverless wait function answers CloudFormation before this (its own deadline guard).
 WAIT_TIMEOUT = Duration.minutes(10)
-# OpenSearch Serverless vector collections bill a floor of OCUs per hour even with no traffic.
-OCU_MONTHLY_USD = 0.24 * 730
 
 # The metadata Bedrock writes with each vector; it must not be filterable in S3 Vectors (2 KB filter limit).
 BEDROCK_NON_FILTERABLE_KEYS = ["AMAZON_BEDROCK_TEXT", "AMAZON_BEDROCK_METADATA"]
@@ -353,7 +351,6 @@ class OpenSearchVectorStore(Construct):
         # Step 3: the index answers searches; the knowledge base waits for this.
         self.ready: Construct = self._wait("IndexSearchable", "index", after=[self.index])
         self.identity = {"collection": self.collection_name, "index": self.index_name}
-        self.monthly_idle_usd = OCU_MONTHLY_USD * (2 if config.rag.opensearch_standby_replicas else 1)
 
     def _wait(self, construct_id: str, check: str, *, after: list[Construct]) -> CustomResource:
         wait = CustomResource(

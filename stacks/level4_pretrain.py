@@ -90,8 +90,6 @@ ENI_MANAGE_ACTIONS = (
     "ec2:DeleteNetworkInterface",
     "ec2:DeleteNetworkInterfacePermission",
 )
-NAT_MONTHLY_USD = 32.85  # $0.045/hour per NAT gateway, before data processing
-FSX_MONTHLY_USD_PER_TIB = {125: 145.0, 250: 210.0, 500: 340.0, 1000: 600.0}  # PERSISTENT_2, us-east-1
 
 
 def lifecycle_bucket_name(config: KitConfig, account: str) -> str:
@@ -148,14 +146,6 @@ def vpc_access_statements(
             )
         )
     return statements
-
-
-def cluster_idle_monthly_usd(settings: PretrainSettings, controller_hourly_usd: float) -> float:
-    """Controller (+ login) around the clock, NAT gateways, FSx when enabled; compute groups sit at 0."""
-    fixed = sum(1 for g in settings.groups if g.node_type in ("Controller", "Login")) * controller_hourly_usd * 730
-    nat = settings.nat_gateways * NAT_MONTHLY_USD
-    lustre = FSX_MONTHLY_USD_PER_TIB[settings.fsx_throughput] * FSX_STORAGE_GIB / 1024 if settings.fsx else 0.0
-    return round(fixed + nat + lustre, 2)
 
 
 class ClusterNetwork(Construct):

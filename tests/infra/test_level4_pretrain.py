@@ -16,7 +16,6 @@ from stacks.level4_pretrain import (
     FSX_MOUNT,
     FSX_STORAGE_GIB,
     LEGACY_SLURM_FILE,
-    cluster_idle_monthly_usd,
     lifecycle_bucket_name,
 )
 from tests.infra import asl
@@ -374,12 +373,6 @@ def test_level4_config_mistakes_are_one_line_errors(overrides: dict[str, Any], k
     with pytest.raises(ConfigError) as caught:
         build(**overrides)
     assert str(caught.value).startswith(f"config error: {key} = ") and allowed in str(caught.value)
-
-
-def test_idle_cost_counts_controller_nat_and_fsx() -> None:
-    assert cluster_idle_monthly_usd(build().pretrain, 0.05) == round(0.05 * 730 + 32.85, 2)
-    with_fsx = build(hp_fsx=True, hp_nat_gateways=0).pretrain
-    assert cluster_idle_monthly_usd(with_fsx, 0.05) == round(0.05 * 730 + 145.0 * FSX_STORAGE_GIB / 1024, 2)
 
 
 # --- training-job path ----------------------------------------------------------------------------------
