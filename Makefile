@@ -29,7 +29,8 @@ help:
 	@echo "make deploy STACK=GenAiKit-1-Prompt   deploy one level (needs AWS credentials)"
 	@echo "make destroy STACK=GenAiKit-1-Prompt  remove it again"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
+# pyproject.toml declares the kit's importable packages: a change there re-runs the editable install.
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kit import KitError  # the CLI's one error type: click prints "Error: <message>" and exits with 1
-from kit.templates import repo_root
+from kit.templates import importable_checkout, repo_root
 
 if TYPE_CHECKING:
     from stacks.config import KitConfig
@@ -249,14 +248,12 @@ def require_output(outputs: Mapping[str, str], key: str, stack_name: str) -> str
 
 
 def checkout() -> Path:
-    """The kit's checkout (cdk.json, app.py, stacks/, lambdas/), importable from here on.
+    """The kit's checkout (cdk.json, app.py, stacks/, lambdas/), the same one its modules import from.
 
-    The CLI may run as an installed console script: stacks/ and lambdas/ are found at run time, never at import.
+    The CLI may run as an installed console script: stacks/ and lambdas/ are imported at run time, never at
+    import, through the editable install (pyproject.toml).
     """
-    root = repo_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return root
+    return importable_checkout(repo_root())
 
 
 def read_cdk_context(path: Path | None = None) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,6 @@ from kit.diagram import render_all, stale_files, write_all
 from kit.templates import STAGES, Template, cdk_context, read_assembly, repo_root, select, synthesize
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _put_checkout_on_path() -> None:
-    """Make app.py and stacks/ importable for commands that need them, even from the `kit` console script."""
-    try:
-        root = str(repo_root())
-    except KitError:
-        return  # outside a checkout: offline commands say so when they need it
-    if root not in sys.path:
-        sys.path.insert(0, root)
-
-
-_put_checkout_on_path()
 
 
 class KitGroup(click.Group):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import mimetypes
 import secrets
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -755,9 +754,7 @@ def l3(ctx: click.Context, stage: str | None, region: str | None, profile: str |
 
 def _validator() -> Any:
     """The Level 3 validator package (lambdas/finetune_validate), the same code the pipeline runs."""
-    lambdas = str(aws.checkout() / "lambdas")
-    if lambdas not in sys.path:
-        sys.path.append(lambdas)
+    aws.checkout()  # the checkout this command runs in is the one the validator is imported from
     import finetune_validate.__main__ as command
 
     return command

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +30,20 @@ def repo_root(start: Path | None = None) -> Path:
     raise KitError(f"no kit checkout found from {here}: run kit inside the genai-spectrum-kit folder")
 
 
+def importable_checkout(root: Path) -> Path:
+    """``root``, once it is the checkout Python imports app.py, stacks/ and lambdas/ from (the one make setup
+    installed, or the current folder under ``python -m kit``); a KitError names both when they differ."""
+    spec = importlib.util.find_spec("app")
+    imported = Path(spec.origin).resolve().parent if spec and spec.origin else None
+    if imported != root.resolve():
+        where = f"the checkout {imported}" if imported else "no checkout"
+        raise KitError(
+            f"kit runs in {root} but imports the app from {where}: run make setup in {root} "
+            f"and use {root / '.venv' / 'bin' / 'kit'}"
+        )
+    return root
+
+
 def cdk_context(root: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """cdk.json's context (what `cdk synth` uses) with ``overrides`` on top."""
     try:
@@ -43,9 +57,7 @@ def cdk_context(root: Path, overrides: Mapping[str, Any] | None = None) -> dict[
 def synthesize(context: Mapping[str, Any], root: Path) -> dict[str, Template]:
     """Synthesize the whole app in this process (no AWS calls) and return each stack's template by stack id."""
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    # The app's own modules, importable once the checkout is on the path.
+    importable_checkout(root)
     from app import build_app
     from stacks.config import ConfigError
 

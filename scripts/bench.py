@@ -111,7 +111,6 @@ def main() -> int:
             )
         )
 
-    sys.path[:0] = [str(ROOT), str(ROOT / "lambdas")]
     from scripts.bench_validator import run as run_validator_bench
     from scripts.ingest_burst import run_burst
 

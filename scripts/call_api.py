@@ -17,9 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the kit importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import botocore.session
 
 from kit.sigv4 import ApiError, ApiUnreachable, call, region_of, signed_request

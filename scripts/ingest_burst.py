@@ -34,12 +34,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 from unittest import mock
-
-ROOT = Path(__file__).resolve().parents[1]
-LAMBDAS = ROOT / "lambdas"
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -51,12 +47,6 @@ MAX_RECEIVE_COUNT = 5
 FUNCTION_TIMEOUT_MS = 120_000  # the stack's ingest function timeout
 STARTING_MS = 5_000  # how long a simulated job stays STARTING
 EPOCH_MS = 1_800_000_000_000
-
-
-def ensure_lambdas_on_path() -> None:
-    """The Lambda asset root on sys.path, so ``rag_ingest`` imports as it does in Lambda."""
-    if str(LAMBDAS) not in sys.path:
-        sys.path.insert(0, str(LAMBDAS))
 
 
 # --- simulated time ----------------------------------------------------------------------------------------
@@ -642,7 +632,6 @@ def run_burst(
     ``wave_interval_s``; the function's first StartIngestionJob is raced by another job (a real
     ConflictException); ``{"action": "sync"}`` runs every ``sync_interval_s`` until the queue is empty.
     """
-    ensure_lambdas_on_path()
     import boto3
     from moto import mock_aws
 

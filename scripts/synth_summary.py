@@ -11,9 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script (make synth): make the checkout importable without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from kit import KitError
 from kit.costs import PriceTable, analyze_stack, load_prices
 from kit.templates import read_assembly

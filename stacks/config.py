@@ -674,15 +674,11 @@ def _pretrain_settings(get: Any) -> PretrainSettings:
 @functools.lru_cache(maxsize=1)
 def training_data_rules() -> Any:
     """The Level 3 validator's per-family rules (lambdas/finetune_validate/formats.py): the same code
-    checks the configured hyperparameter defaults at synth and every job's hyperparameters at run time."""
-    import importlib
-    import sys
-    from pathlib import Path
+    checks the configured hyperparameter defaults at synth and every job's hyperparameters at run time.
+    The package is installed with the kit (pyproject.toml maps it to its folder under lambdas/)."""
+    from finetune_validate import formats
 
-    lambdas = str(Path(__file__).resolve().parents[1] / "lambdas")
-    if lambdas not in sys.path:
-        sys.path.append(lambdas)
-    return importlib.import_module("finetune_validate.formats")
+    return formats
 
 
 def _finetune_settings(get: Any, region: str) -> FineTuneSettings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from aws_cdk import Duration
+from aws_cdk import Duration, IgnoreMode
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -20,8 +20,9 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"  # publisher of the Powertools for AWS Lambda managed layers
 
-# lambdas/ is shipped as it is: no bundling, no Docker. Its packages import the same way in tests.
-_ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache"]
+# The shared code every function's asset carries next to the function's own package (lambdas/common).
+SHARED_PACKAGES = ("common",)
+_CACHES = ["__pycache__/", "*.pyc", ".pytest_cache/", ".mypy_cache/"]
 
 
 def powertools_layer_arn(config: KitConfig) -> str:
@@ -32,11 +33,34 @@ def powertools_layer_arn(config: KitConfig) -> str:
     )
 
 
+def function_package(handler: str) -> str:
+    """The package under lambdas/ a handler string names (``prompt_api.handler.handler`` -> ``prompt_api``)."""
+    package = handler.split(".", 1)[0]
+    if package in SHARED_PACKAGES or not (LAMBDAS_DIR / package / "__init__.py").is_file():
+        raise ValueError(f"handler {handler!r} names no function package under {LAMBDAS_DIR}")
+    return package
+
+
+def asset_excludes(package: str) -> list[str]:
+    """gitignore-style patterns that leave ``package`` and the shared packages of lambdas/ and nothing else.
+
+    The function's asset is lambdas/ with every other entry excluded: no bundling, no Docker, no copy. The
+    handler string stays the import path it is in tests, and the asset hash covers only the files shipped,
+    so editing one function's package redeploys that function alone. Anchored names (``/rag_api``) match
+    only entries of lambdas/ itself (IgnoreMode.GIT reads them as .gitignore lines:
+    https://docs.aws.amazon.com/cdk/api/v2/docs/aws-cdk-lib.IgnoreMode.html).
+    """
+    shipped = {package, *SHARED_PACKAGES}
+    others = sorted(entry.name for entry in LAMBDAS_DIR.iterdir() if entry.name not in shipped)
+    return [*(f"/{name}" for name in others), *_CACHES]
+
+
 class PythonFunction(Construct):
     """arm64, the newest Python runtime, JSON logs to an explicit log group, X-Ray active, Powertools layer.
 
     ``handler`` is a dotted path inside ``lambdas/`` (e.g. ``prompt_api.handler.handler``), the same path
-    the tests import. ``role`` starts with write access to its own log group only; callers add grants.
+    the tests import; the asset holds that package and lambdas/common only (:func:`asset_excludes`).
+    ``role`` starts with write access to its own log group only; callers add grants.
     """
 
     def __init__(
@@ -73,7 +97,9 @@ class PythonFunction(Construct):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler=handler,
-            code=lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=_ASSET_EXCLUDES),
+            code=lambda_.Code.from_asset(
+                str(LAMBDAS_DIR), exclude=asset_excludes(function_package(handler)), ignore_mode=IgnoreMode.GIT
+            ),
             description=description,
             role=self.role,
             timeout=timeout or Duration.seconds(25),

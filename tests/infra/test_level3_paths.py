@@ -1241,9 +1241,6 @@ MALFORMED = [
 
 def _validator_as_deployed(call: TaskCall) -> Any:
     """The real handler's request check on the payload the state machine built (the data itself is valid)."""
-    from stacks.config import training_data_rules
-
-    training_data_rules()  # puts lambdas/ on sys.path
     from finetune_validate.handler import InvalidRequest, parse_request
 
     try:
