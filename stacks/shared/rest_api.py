@@ -9,8 +9,6 @@ function answered. Gateway response templates are not VTL (only plain substituti
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
 
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
@@ -24,7 +22,7 @@ STAGE_NAME = "v1"
 # The gateway checks that a body is a JSON object; each function checks every field against its
 # request_schemas.json, so that every 400 names the field and the reason (API Gateway's own validation
 # messages cannot name a field, and gateway response templates cannot escape them).
-JSON_OBJECT_BODY = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
+JSON_OBJECT_BODY = apigw.JsonSchema(schema=apigw.JsonSchemaVersion.DRAFT4, type=apigw.JsonSchemaType.OBJECT)
 
 # (response type, status or None to keep API Gateway's, error code, field) for the gateway's own errors.
 _GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], ...] = (
@@ -43,48 +41,6 @@ _GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], .
     (apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error", None),
 )
 _RETRY_AFTER_SECONDS = "1"
-
-_SCHEMA_KEYS = {
-    "type": "type",
-    "properties": "properties",
-    "required": "required",
-    "items": "items",
-    "enum": "enum",
-    "additionalProperties": "additional_properties",
-    "minLength": "min_length",
-    "maxLength": "max_length",
-    "minimum": "minimum",
-    "maximum": "maximum",
-    "minItems": "min_items",
-    "maxItems": "max_items",
-    "minProperties": "min_properties",
-    "maxProperties": "max_properties",
-    "pattern": "pattern",
-    "description": "description",
-    "title": "title",
-    "$schema": "schema",
-    "patternProperties": "pattern_properties",
-}
-
-
-def json_schema(schema: Mapping[str, Any]) -> apigw.JsonSchema:
-    """Turn a plain draft-04 JSON Schema dict (as kept in lambdas/) into CDK's JsonSchema."""
-    kwargs: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key not in _SCHEMA_KEYS:
-            raise ValueError(f"json_schema: keyword {key!r} is not supported by API Gateway models")
-        name = _SCHEMA_KEYS[key]
-        if key == "type":
-            types = [apigw.JsonSchemaType(t.upper()) for t in ([value] if isinstance(value, str) else value)]
-            value = types[0] if len(types) == 1 else types
-        elif key == "$schema":
-            value = apigw.JsonSchemaVersion.DRAFT4
-        elif key in ("properties", "patternProperties"):
-            value = {k: json_schema(v) for k, v in value.items()}
-        elif key in ("items", "additionalProperties") and isinstance(value, Mapping):
-            value = json_schema(value)
-        kwargs[name] = value
-    return apigw.JsonSchema(**kwargs)
 
 
 def error_template(code: str, field: str | None) -> str:
@@ -154,10 +110,8 @@ class RestApi(Construct):
             "web ACL would add about $5/month plus $1 per rule while the API sits idle.",
         )
 
-    def body_model(self, name: str, schema: Mapping[str, Any]) -> apigw.Model:
-        return self.api.add_model(
-            f"{name}Model", content_type="application/json", model_name=name, schema=json_schema(schema)
-        )
+    def body_model(self, name: str, schema: apigw.JsonSchema) -> apigw.Model:
+        return self.api.add_model(f"{name}Model", content_type="application/json", model_name=name, schema=schema)
 
     def add_lambda_method(
         self,

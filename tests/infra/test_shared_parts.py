@@ -7,14 +7,12 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
-from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.config import PROFILE_GEOGRAPHIES, parse_model_id
 from stacks.shared.model_access import model_invoke_statements
 from stacks.shared.nag import suppress
-from stacks.shared.rest_api import json_schema
 from stacks.shared.secure_bucket import SecureBucket
 from tests.conftest import cdk_json_context
 from tests.infra.helpers import only, resources
@@ -174,31 +172,6 @@ def test_suppress_demands_a_reason_and_applies_to_for_granular_rules() -> None:
         suppress(stack, "AwsSolutions-IAM5", "X-Ray actions support no resource-level permissions at all.")
     with pytest.raises(ValueError, match="not an AwsSolutions rule"):
         suppress(stack, "HIPAA-S1", "A reason that is long enough to explain the decision.")
-
-
-def test_json_schema_converts_a_draft4_dict() -> None:
-    stack = cdk.Stack(cdk.App(), "Schema")
-    api = apigw.RestApi(stack, "Api")
-    api.root.add_method("GET")
-    api.add_model(
-        "M",
-        content_type="application/json",
-        schema=json_schema(
-            {
-                "$schema": "http://json-schema.org/draft-04/schema#",
-                "type": "object",
-                "properties": {"n": {"type": ["integer", "null"], "minimum": 1}},
-                "required": ["n"],
-                "additionalProperties": False,
-            }
-        ),
-    )
-    _, model = only(cdk.assertions.Template.from_stack(stack).to_json(), "AWS::ApiGateway::Model")
-    schema = model["Properties"]["Schema"]
-    assert schema["properties"]["n"] == {"type": ["integer", "null"], "minimum": 1}
-    assert schema["required"] == ["n"] and schema["additionalProperties"] is False
-    with pytest.raises(ValueError, match="not supported"):
-        json_schema({"oneOf": []})
 
 
 def test_lambda_asset_root_holds_only_function_packages() -> None:
