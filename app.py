@@ -13,7 +13,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.api_gateway_account import ApiGatewayAccountStack
-from stacks.config import ConfigError, KitConfig, load_config
+from stacks.config import PINNED_POWERTOOLS_LAYER, STACK_IDS, ConfigError, KitConfig, load_config
 from stacks.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt import PromptEngineeringStack
 from stacks.level2_rag import RagStack
@@ -21,19 +21,6 @@ from stacks.level3_finetune import FineTuneStack
 from stacks.level4_pretrain import PretrainClusterStack, PretrainJobsStack
 from stacks.prompt_templates import load_templates
 from stacks.shared.registry import config_errors, name_findings
-
-# The Powertools for AWS Lambda (Python) v3 managed layer version this kit release is tested with.
-PINNED_POWERTOOLS_LAYER = 38
-
-STACK_IDS = {
-    "1": "GenAiKit-1-Prompt",
-    "2": "GenAiKit-2-Rag",
-    "3": "GenAiKit-3-FineTune",
-    "4-jobs": "GenAiKit-4-Pretrain-Jobs",
-    "4-cluster": "GenAiKit-4-Pretrain-Cluster",
-    "0-logging": "GenAiKit-0-InvocationLogging",
-    "0-apigw": "GenAiKit-0-ApiGatewayAccount",
-}
 
 
 def build_app(

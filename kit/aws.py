@@ -23,16 +23,14 @@ from kit.templates import importable_checkout, repo_root
 
 if TYPE_CHECKING:
     from stacks.config import KitConfig
-# The stacks the commands use, named as in app.py's STACK_IDS (a test checks it; importing app.py would load the CDK).
-STACK_IDS: Mapping[str, str] = {
-    "1": "GenAiKit-1-Prompt",
-    "2": "GenAiKit-2-Rag",
-    "3": "GenAiKit-3-FineTune",
-    "4-jobs": "GenAiKit-4-Pretrain-Jobs",
-    "4-cluster": "GenAiKit-4-Pretrain-Cluster",
-}
-# Must match app.py's PINNED_POWERTOOLS_LAYER; it only matters to synth, load_config needs a value.
-PINNED_POWERTOOLS_LAYER = 38
+
+
+def stack_id(key: str) -> str:
+    """The id app.py gives the stack of ``key`` (stacks.config is read at run time, not when the CLI loads)."""
+    from stacks.config import STACK_IDS
+
+    return STACK_IDS[key]
+
 
 NO_CREDENTIALS = "no AWS credentials: configure a profile or environment variables"
 # Stack states in which a stack has no usable outputs.
@@ -289,7 +287,7 @@ class Target:
     @cached_property
     def config(self) -> KitConfig:
         checkout()
-        from stacks.config import ConfigError, load_config
+        from stacks.config import PINNED_POWERTOOLS_LAYER, ConfigError, load_config
 
         context = {**read_cdk_context(), **self.context}
         if self.stage:
@@ -306,7 +304,7 @@ class Target:
         return self.config.region
 
     def stack_name(self, key: str) -> str:
-        return f"{STACK_IDS[key]}-{self.config.stage}"
+        return f"{stack_id(key)}-{self.config.stage}"
 
     def client(self, name: str) -> Any:
         return client(name, self.region, self.profile)
@@ -323,7 +321,7 @@ class Target:
             overrides = self._cdk_args()
             if not overrides:
                 raise
-            hint = f"make deploy STACK={STACK_IDS[key]} {overrides}"
+            hint = f"make deploy STACK={stack_id(key)} {overrides}"
             raise StackNotDeployed(exc.message.replace(deploy_hint(name), hint)) from None
 
     def output(self, key: str, output_key: str) -> str:

@@ -17,6 +17,19 @@ from typing import Any
 
 KIT_NAME = "genai-spectrum-kit"
 
+# The kit's stacks by key: app.py builds them and the `kit` commands find them under these ids.
+STACK_IDS: Mapping[str, str] = {
+    "1": "GenAiKit-1-Prompt",
+    "2": "GenAiKit-2-Rag",
+    "3": "GenAiKit-3-FineTune",
+    "4-jobs": "GenAiKit-4-Pretrain-Jobs",
+    "4-cluster": "GenAiKit-4-Pretrain-Cluster",
+    "0-logging": "GenAiKit-0-InvocationLogging",
+    "0-apigw": "GenAiKit-0-ApiGatewayAccount",
+}
+# The Powertools for AWS Lambda (Python) v3 managed layer version this kit release is tested with.
+PINNED_POWERTOOLS_LAYER = 38
+
 STAGES = ("sandbox", "prod")
 FILTER_STRENGTHS = ("NONE", "LOW", "MEDIUM", "HIGH")
 # CloudWatch Logs accepts only these retention periods (days).

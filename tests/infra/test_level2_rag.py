@@ -524,8 +524,7 @@ def variant() -> Callable[[str], dict[str, Any]]:
     """The Level 2 template of a named configuration variant, synthesized once per module on first use."""
     import aws_cdk as cdk
 
-    from app import PINNED_POWERTOOLS_LAYER
-    from stacks.config import load_config
+    from stacks.config import PINNED_POWERTOOLS_LAYER, load_config
     from stacks.level2_rag import RagStack
 
     cache: dict[str, dict[str, Any]] = {}

@@ -4,7 +4,6 @@ SageMaker, botocore's Stubber for Bedrock and HyperPod, an in-memory CloudFormat
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import shutil
@@ -52,7 +51,7 @@ FAILING = {"StartAt": "Broken", "States": {"Broken": {"Type": "Fail", "Error": "
 
 
 def stack(level: str) -> str:
-    return f"{aws.STACK_IDS[level]}-{STAGE}"
+    return f"{aws.stack_id(level)}-{STAGE}"
 
 
 def run(command: click.Command, *args: str) -> Result:
@@ -183,18 +182,6 @@ def stubbed(service: str) -> Stubber:
 
 
 # --- the AWS seam ------------------------------------------------------------------------------------------
-
-
-def test_stack_ids_and_layer_match_the_app() -> None:
-    """Read from app.py's source: importing it would load the CDK (seconds)."""
-    wanted = ("STACK_IDS", "PINNED_POWERTOOLS_LAYER")
-    values = {
-        node.targets[0].id: ast.literal_eval(node.value)
-        for node in ast.parse((ROOT / "app.py").read_text()).body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in wanted
-    }
-    assert aws.STACK_IDS.items() <= values["STACK_IDS"].items()  # every stack a command uses, named as the app does
-    assert values["PINNED_POWERTOOLS_LAYER"] == aws.PINNED_POWERTOOLS_LAYER
 
 
 def test_importing_the_commands_needs_no_checkout_on_the_path() -> None:
