@@ -835,33 +835,23 @@ class PretrainJobsStack(Stack):
             ),
             result_path=sfn.JsonPath.DISCARD,
         )
-        failed = tasks.SnsPublish(
-            self,
-            "NotifyFailed",
-            topic=topic,
-            subject="genai-spectrum-kit pre-training",
-            message=sfn.TaskInput.from_object(
-                {
-                    "outcome": "failed",
-                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                    "error": sfn.JsonPath.object_at("$.error"),
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
+        failure_message = sfn.TaskInput.from_object(
+            {
+                "outcome": "failed",
+                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                "error": sfn.JsonPath.object_at("$.error"),
+            }
         )
-        invalid = tasks.SnsPublish(
-            self,
-            "NotifyInvalidInput",
-            topic=topic,
-            subject="genai-spectrum-kit pre-training",
-            message=sfn.TaskInput.from_object(
-                {
-                    "outcome": "failed",
-                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
-                    "error": sfn.JsonPath.object_at("$.error"),
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
+        failed, invalid = (
+            tasks.SnsPublish(
+                self,
+                state_id,
+                topic=topic,
+                subject="genai-spectrum-kit pre-training",
+                message=failure_message,
+                result_path=sfn.JsonPath.DISCARD,
+            )
+            for state_id in ("NotifyFailed", "NotifyInvalidInput")
         )
         for notify in (succeeded, failed, invalid):
             notify.add_retry(

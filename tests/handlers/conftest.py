@@ -267,3 +267,34 @@ def emf_documents(stdout: str) -> list[dict[str, Any]]:
         if line.startswith("{") and '"_aws"' in line:
             documents.append(json.loads(line))
     return documents
+
+
+# --- custom resources: CloudFormation's pre-signed response URL -------------------------------------------
+
+
+class _PutAccepted:
+    """What urlopen returns for the PUT of a custom resource's answer."""
+
+    status = 200
+
+    def __enter__(self) -> _PutAccepted:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def cloudformation_answers(
+    answers: list[dict[str, Any]], on_put: Callable[[float], None] | None = None
+) -> Callable[[Any, float], _PutAccepted]:
+    """A fake ``urlopen`` for ``common.custom_resource``: checks it is the PUT to the response URL, records the
+    body in ``answers`` and hands the timeout to ``on_put`` (tests check when the answer leaves)."""
+
+    def urlopen(request: Any, timeout: float) -> _PutAccepted:
+        assert request.get_method() == "PUT" and request.full_url.startswith("https://cfn-response")
+        if on_put is not None:
+            on_put(timeout)
+        answers.append(json.loads(request.data))
+        return _PutAccepted()
+
+    return urlopen

@@ -4,7 +4,6 @@ real clients, so each request is checked against the service model."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from botocore.stub import Stubber
 
 from common import custom_resource
 from finetune_cleanup import handler as h
+from tests.handlers.conftest import cloudformation_answers
 
 ACCOUNT = "123456789012"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
@@ -166,20 +166,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         "provide-client-params.bedrock", lambda model, **_: bedrock_calls.append(model.name)
     )
 
-    class Answer:
-        status = 200
-
-        def __enter__(self) -> Answer:
-            return self
-
-        def __exit__(self, *args: object) -> None:
-            return None
-
-    def fake_urlopen(request: Any, timeout: float) -> Answer:
-        assert request.get_method() == "PUT" and request.full_url.startswith("https://cfn-response")
-        answers.append(json.loads(request.data))
-        answered_at.append(clock.now)
-        return Answer()
+    fake_urlopen = cloudformation_answers(answers, lambda _timeout: answered_at.append(clock.now))
 
     monkeypatch.setattr(h, "bedrock", lambda: clients["bedrock"])
     monkeypatch.setattr(h, "stepfunctions", lambda: clients["stepfunctions"])

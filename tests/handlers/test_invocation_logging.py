@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from common import custom_resource
 from invocation_logging import handler as h
+from tests.handlers.conftest import cloudformation_answers
 
 FUNCTION_MS = 240_000  # the function's timeout (stacks/invocation_logging.py MANAGER_TIMEOUT)
 
@@ -42,21 +43,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Any, list[di
     monkeypatch.setattr(h, "clock", clock, raising=False)  # raising=False: the old module had no clock
     answers: list[dict[str, Any]] = []
 
-    class Answer:
-        status = 200
-
-        def __enter__(self) -> Answer:
-            return self
-
-        def __exit__(self, *args: object) -> None:
-            return None
-
-    def fake_urlopen(request: Any, timeout: float) -> Answer:
-        assert request.get_method() == "PUT" and request.full_url.startswith("https://cfn-response")
+    def in_time(timeout: float) -> None:
         # The answer leaves while the function still has the time the answer itself may take.
         assert clock.now + timeout <= FUNCTION_MS / 1000
-        answers.append(json.loads(request.data))
-        return Answer()
+
+    fake_urlopen = cloudformation_answers(answers, in_time)
 
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")

@@ -8,7 +8,6 @@ CloudFormation's pre-signed response URL is a fake ``urlopen``. The requests' Si
 from __future__ import annotations
 
 import io
-import json
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import pytest
 from common import custom_resource
 from rag_aoss_wait import handler as h
 from rag_aoss_wait import probe
+from tests.handlers.conftest import cloudformation_answers
 
 ENDPOINT = "https://abc123def456ghi789jk.us-west-2.aoss.amazonaws.com"
 INDEX = "kit-kb-index-59221e06"
@@ -62,20 +62,10 @@ def answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     """What the function PUTs to CloudFormation's response URL."""
     sent: list[dict[str, Any]] = []
 
-    class Answer:
-        status = 200
-
-        def __enter__(self) -> Answer:
-            return self
-
-        def __exit__(self, *args: object) -> None:
-            return None
-
-    def fake_urlopen(request: Any, timeout: float) -> Answer:
-        assert request.get_method() == "PUT" and request.full_url.startswith("https://cfn-response")
+    def bounded(timeout: float) -> None:
         assert timeout <= h.RESPONSE_TIMEOUT_S
-        sent.append(json.loads(request.data))
-        return Answer()
+
+    fake_urlopen = cloudformation_answers(sent, bounded)
 
     monkeypatch.setattr(custom_resource.urllib.request, "urlopen", fake_urlopen)
     probe.credentials.cache_clear()
