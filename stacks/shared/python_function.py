@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from aws_cdk import Duration, IgnoreMode
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -22,7 +25,7 @@ POWERTOOLS_LAYER_ACCOUNT = "017000801446"  # publisher of the Powertools for AWS
 
 # The shared code every function's asset carries next to the function's own package (lambdas/common).
 SHARED_PACKAGES = ("common",)
-_CACHES = ["__pycache__/", "*.pyc", ".pytest_cache/", ".mypy_cache/"]
+_CACHES = ("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
 
 
 def powertools_layer_arn(config: KitConfig) -> str:
@@ -33,33 +36,54 @@ def powertools_layer_arn(config: KitConfig) -> str:
     )
 
 
+def package_dir(package: str, lambdas_dir: Path | None = None) -> Path:
+    """The folder of a Lambda package: ``lambdas/common`` for the shared code, ``lambdas/<level>/<package>``
+    for a function's own code (each level keeps its functions in its own folder)."""
+    root = lambdas_dir or LAMBDAS_DIR
+    found = [p.parent for p in (root / package / "__init__.py", *root.glob(f"*/{package}/__init__.py")) if p.is_file()]
+    if len(found) != 1:
+        raise ValueError(f"package {package!r} is in {len(found)} folders under {root}, not exactly one")
+    return found[0]
+
+
 def function_package(handler: str) -> str:
-    """The package under lambdas/ a handler string names (``prompt_api.handler.handler`` -> ``prompt_api``)."""
+    """The function package a handler string names (``prompt_api.handler.handler`` -> ``prompt_api``)."""
     package = handler.split(".", 1)[0]
-    if package in SHARED_PACKAGES or not (LAMBDAS_DIR / package / "__init__.py").is_file():
+    try:
+        found = package not in SHARED_PACKAGES and package_dir(package) is not None
+    except ValueError:
+        found = False
+    if not found:
         raise ValueError(f"handler {handler!r} names no function package under {LAMBDAS_DIR}")
     return package
 
 
-def asset_excludes(package: str) -> list[str]:
-    """gitignore-style patterns that leave ``package`` and the shared packages of lambdas/ and nothing else.
+_STAGING_ROOT: list[Path] = []
 
-    The function's asset is lambdas/ with every other entry excluded: no bundling, no Docker, no copy. The
-    handler string stays the import path it is in tests, and the asset hash covers only the files shipped,
-    so editing one function's package redeploys that function alone. Anchored names (``/rag_api``) match
-    only entries of lambdas/ itself (IgnoreMode.GIT reads them as .gitignore lines:
-    https://docs.aws.amazon.com/cdk/api/v2/docs/aws-cdk-lib.IgnoreMode.html).
+
+def stage_function_code(package: str) -> Path:
+    """A fresh folder holding ``package`` and the shared packages side by side: the function's asset root.
+
+    The function's own folder sits under its level (``lambdas/level2_rag/rag_api``) and the shared code under
+    ``lambdas/common``; Lambda imports both from the asset root, so the two are copied next to each other
+    (plain file copies: no bundling image, no Docker). The asset hash covers only the files shipped, so
+    editing one function's package redeploys that function alone, and editing lambdas/common redeploys all.
+    CDK copies the folder into the cloud assembly when the function is built; the copies here go at exit.
     """
-    shipped = {package, *SHARED_PACKAGES}
-    others = sorted(entry.name for entry in LAMBDAS_DIR.iterdir() if entry.name not in shipped)
-    return [*(f"/{name}" for name in others), *_CACHES]
+    if not _STAGING_ROOT:
+        _STAGING_ROOT.append(Path(tempfile.mkdtemp(prefix="kit-function-code-")))
+        atexit.register(shutil.rmtree, _STAGING_ROOT[0], True)
+    staged = Path(tempfile.mkdtemp(prefix=f"{package}-", dir=_STAGING_ROOT[0]))
+    for name in (package, *SHARED_PACKAGES):
+        shutil.copytree(package_dir(name), staged / name, ignore=shutil.ignore_patterns(*_CACHES))
+    return staged
 
 
 class PythonFunction(Construct):
     """arm64, the newest Python runtime, JSON logs to an explicit log group, X-Ray active, Powertools layer.
 
-    ``handler`` is a dotted path inside ``lambdas/`` (e.g. ``prompt_api.handler.handler``), the same path
-    the tests import; the asset holds that package and lambdas/common only (:func:`asset_excludes`).
+    ``handler`` is the dotted import path of the function (e.g. ``prompt_api.handler.handler``), the same
+    path the tests import; the asset holds that package and lambdas/common only (:func:`stage_function_code`).
     ``role`` starts with write access to its own log group only; callers add grants.
     """
 
@@ -97,9 +121,7 @@ class PythonFunction(Construct):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler=handler,
-            code=lambda_.Code.from_asset(
-                str(LAMBDAS_DIR), exclude=asset_excludes(function_package(handler)), ignore_mode=IgnoreMode.GIT
-            ),
+            code=lambda_.Code.from_asset(str(stage_function_code(function_package(handler)))),
             description=description,
             role=self.role,
             timeout=timeout or Duration.seconds(25),
