@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+import common.http
+from tests.lambda_helpers import LAMBDA_ENV, UNSET_ENV, FakeContext
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Nothing in the suite may reach a real account: fake credentials, no instance metadata, fixed region.
@@ -162,3 +165,28 @@ SNAPSHOT_SYNTHS = SYNTHS[:4]
 def each_stage(request: pytest.FixtureRequest) -> Iterator[Synth]:
     """Every synthesized variant (see SYNTHS)."""
     yield request.getfixturevalue(request.param)
+
+
+# --- Lambda handler tests of every level -------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def lambda_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the Lambda runtime sets for every function (each level's conftest adds its function's keys)."""
+    for name, value in LAMBDA_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Back-off sleeps are recorded instead of slept."""
+    recorded: list[float] = []
+    monkeypatch.setattr(common.http, "sleep", recorded.append)
+    return recorded
+
+
+@pytest.fixture
+def context() -> FakeContext:
+    return FakeContext()

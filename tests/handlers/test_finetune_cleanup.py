@@ -15,7 +15,7 @@ from botocore.stub import Stubber
 
 from common import custom_resource
 from finetune_cleanup import handler as h
-from tests.handlers.conftest import cloudformation_answers
+from tests.lambda_helpers import cloudformation_answers
 
 ACCOUNT = "123456789012"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"

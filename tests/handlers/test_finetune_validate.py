@@ -32,8 +32,8 @@ from finetune_validate.validator import (
     validate_dataset,
     validate_files,
 )
+from tests.lambda_helpers import FakeContext
 
-from .conftest import FakeContext
 from .finetune_data import (
     CLAUDE,
     FAMILIES,

@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from common import custom_resource
 from invocation_logging import handler as h
-from tests.handlers.conftest import cloudformation_answers
+from tests.lambda_helpers import cloudformation_answers
 
 FUNCTION_MS = 240_000  # the function's timeout (stacks/invocation_logging.py MANAGER_TIMEOUT)
 

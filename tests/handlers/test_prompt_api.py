@@ -26,22 +26,9 @@ from common.errors import BadRequestError
 from prompt_api import bedrock, prompts, validation
 from prompt_api.settings import get_settings
 from stacks.level1_prompt import FUNCTION_TIMEOUT
+from tests.lambda_helpers import API_REQUEST_ID, FakeContext, Reply, api_event, assert_error, emf_documents
 
-from .conftest import (
-    API_REQUEST_ID,
-    CATALOG,
-    GUARDRAIL_CONFIG,
-    MODEL_ID,
-    NAMESPACE,
-    SERVICE,
-    SUMMARIZE_ARN,
-    FakeContext,
-    Reply,
-    api_event,
-    assert_error,
-    converse_response,
-    emf_documents,
-)
+from .conftest import CATALOG, GUARDRAIL_CONFIG, MODEL_ID, NAMESPACE, SERVICE, SUMMARIZE_ARN, converse_response
 
 Invoke = Callable[..., Reply]
 LAMBDAS_DIR = Path(prompt_api.handler.__file__).resolve().parents[1]

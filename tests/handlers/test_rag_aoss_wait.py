@@ -18,7 +18,7 @@ import pytest
 from common import custom_resource
 from rag_aoss_wait import handler as h
 from rag_aoss_wait import probe
-from tests.handlers.conftest import cloudformation_answers
+from tests.lambda_helpers import cloudformation_answers
 
 ENDPOINT = "https://abc123def456ghi789jk.us-west-2.aoss.amazonaws.com"
 INDEX = "kit-kb-index-59221e06"

@@ -31,8 +31,7 @@ from common.errors import BadRequestError
 from rag_api import filters, guardrail, knowledge_base, settings, validation
 from scripts.ingest_burst import validate_strict
 from stacks.config import VECTOR_STORES
-
-from .conftest import (
+from tests.lambda_helpers import (
     API_REQUEST_ID,
     FakeContext,
     Reply,
@@ -42,6 +41,7 @@ from .conftest import (
     emf_documents,
     headers_of,
 )
+
 from .rag_filters import invalid_filters, valid_filters
 
 KB_ID = "KB12345678"

@@ -58,8 +58,7 @@ from scripts.ingest_burst import (
     poison_bodies,
     validate_strict,
 )
-
-from .conftest import emf_documents
+from tests.lambda_helpers import emf_documents
 
 NAMESPACE = "GenAiKitTest"
 SERVICE = "rag-ingest-test"
