@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetune_validate import formats
 from stacks.shared.facts import KIT_NAME, PINNED_POWERTOOLS_LAYER, PROFILE_GEOGRAPHIES, STACK_IDS, STAGES
 
 __all__ = ["KIT_NAME", "PINNED_POWERTOOLS_LAYER", "PROFILE_GEOGRAPHIES", "STACK_IDS", "STAGES"]
@@ -189,25 +190,10 @@ class RagSettings:
     opensearch_standby_replicas: bool
 
 
-# Base models the kit can customize: id (with its context suffix) -> (validator family, regions offering it).
-CUSTOMIZABLE_MODELS: Mapping[str, tuple[str, tuple[str, ...]]] = {
-    "amazon.nova-micro-v1:0:128k": ("amazon-nova", ("us-east-1",)),
-    "amazon.nova-lite-v1:0:300k": ("amazon-nova", ("us-east-1",)),
-    "amazon.nova-pro-v1:0:300k": ("amazon-nova", ("us-east-1",)),
-    "amazon.titan-text-lite-v1:0:4k": ("amazon-titan-text", ("us-east-1", "us-west-2")),
-    "amazon.titan-text-express-v1:0:8k": ("amazon-titan-text", ("us-east-1", "us-west-2")),
-    "anthropic.claude-3-haiku-20240307-v1:0:200k": ("anthropic-claude-3-haiku", ("us-west-2",)),
-    "meta.llama3-1-8b-instruct-v1:0:128k": ("meta-llama-3.1", ("us-west-2",)),
-    "meta.llama3-1-70b-instruct-v1:0:128k": ("meta-llama-3.1", ("us-west-2",)),
-    "meta.llama3-2-1b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
-    "meta.llama3-2-3b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
-    "meta.llama3-2-11b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
-    "meta.llama3-2-90b-instruct-v1:0:128k": ("meta-llama-3.2", ("us-west-2",)),
-}
-CUSTOMIZATION_TYPES = ("FINE_TUNING", "CONTINUED_PRE_TRAINING")
+# Level 3's base models, customization types, regions and on-demand serving: one table, the validator's
+# (lambdas/level3_finetune/finetune_validate/formats.py), which the function also checks at run time.
+CUSTOMIZATION_TYPES = formats.CUSTOMIZATION_TYPES
 DEPLOY_MODES = ("none", "on-demand", "provisioned")
-# On-demand custom model deployment is offered for Amazon Nova models.
-ON_DEMAND_FAMILIES = frozenset({"amazon-nova"})
 
 
 @dataclass(frozen=True)
@@ -636,19 +622,10 @@ def _pretrain_settings(get: Any) -> PretrainSettings:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def training_data_rules() -> Any:
-    """The Level 3 validator's per-family rules (lambdas/finetune_validate/formats.py): the same code
-    checks the configured hyperparameter defaults at synth and every job's hyperparameters at run time.
-    The package is installed with the kit (pyproject.toml maps it to its folder under lambdas/)."""
-    from finetune_validate import formats
-
-    return formats
-
-
 def _finetune_settings(get: Any, region: str) -> FineTuneSettings:
-    base = _as_choice("ft_base_model_id", get("ft_base_model_id"), tuple(CUSTOMIZABLE_MODELS))
-    family, regions = CUSTOMIZABLE_MODELS[base]
+    base = _as_choice("ft_base_model_id", get("ft_base_model_id"), tuple(formats.MODELS))
+    spec = formats.MODELS[base]
+    family, regions = spec.family, spec.regions
     if region not in regions:
         raise ConfigError(
             "ft_base_model_id",
@@ -658,11 +635,11 @@ def _finetune_settings(get: Any, region: str) -> FineTuneSettings:
     raw = _json_or_raw(get("ft_hyperparameters"))
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise ConfigError("ft_hyperparameters", raw, 'a JSON object of string values, e.g. {"epochCount": "2"}')
-    problems = training_data_rules().check_hyperparameters(raw, training_data_rules().resolve_model(base))[0]
+    problems = formats.check_hyperparameters(raw, spec)[0]
     if problems:
         raise ConfigError("ft_hyperparameters", raw, f"values {base} accepts: {problems[0]['message']}")
     deploy = _as_choice("ft_deploy", get("ft_deploy"), DEPLOY_MODES)
-    if deploy == "on-demand" and family not in ON_DEMAND_FAMILIES:
+    if deploy == "on-demand" and not spec.on_demand_deploy:
         raise ConfigError("ft_deploy", deploy, f"'none' or 'provisioned' for {base} (on-demand serves Amazon Nova)")
     return FineTuneSettings(
         base_model_id=base,

@@ -36,7 +36,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
-from stacks.config import ConfigError, FineTuneSettings, KitConfig, training_data_rules
+from finetune_validate import formats
+from stacks.config import ConfigError, FineTuneSettings, KitConfig
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.secure_bucket import SecureBucket
@@ -1114,7 +1115,7 @@ def check_customization_type(ft: FineTuneSettings) -> None:
 
     The validator rejects the same mismatch at run time, for a request that overrides the type.
     """
-    spec = training_data_rules().resolve_model(ft.base_model_id)
+    spec = formats.MODELS[ft.base_model_id]
     if ft.customization_type not in spec.customization_types:
         raise ConfigError(
             "ft_customization_type",

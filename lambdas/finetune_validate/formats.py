@@ -129,6 +129,7 @@ Problem = tuple[str, str]  # (error kind, message)
 # (https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html); the other models fine-tune.
 FINE_TUNING = "FINE_TUNING"
 CONTINUED_PRE_TRAINING = "CONTINUED_PRE_TRAINING"
+CUSTOMIZATION_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING)
 
 
 class UnsupportedBaseModel(ValueError):
@@ -193,6 +194,11 @@ class ModelSpec:
     notes: tuple[str, ...] = field(default=())
     # CreateModelCustomizationJob customizationType values Bedrock offers for this base model.
     customization_types: tuple[str, ...] = (FINE_TUNING,)
+    # Regions where Bedrock offers customization of this base model, and whether a custom model of it can be
+    # served by an on-demand custom model deployment (Amazon Nova; the others need Provisioned Throughput).
+    # https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html
+    regions: tuple[str, ...] = ("us-west-2",)
+    on_demand_deploy: bool = False
 
     def hyperparameter(self, name: str) -> HyperparameterSpec | None:
         return next((spec for spec in self.hyperparameters if spec.name == name), None)
@@ -262,6 +268,8 @@ def _nova(model_id: str, media: bool) -> ModelSpec:
         reserved=NOVA_RESERVED,
         image_formats=NOVA_IMAGE_FORMATS if media else frozenset(),
         video_formats=NOVA_VIDEO_FORMATS if media else frozenset(),
+        regions=("us-east-1",),
+        on_demand_deploy=True,
     )
 
 
@@ -285,6 +293,7 @@ def _prompt_completion(
     hp: tuple[HyperparameterSpec, ...],
     quota: tuple[tuple[int, int], ...],
     customization_types: tuple[str, ...] = (FINE_TUNING,),
+    regions: tuple[str, ...] = ("us-west-2",),
 ) -> ModelSpec:
     return ModelSpec(
         base_model_id=model_id,
@@ -294,6 +303,7 @@ def _prompt_completion(
         hyperparameters=hp,
         token_quota=quota,
         customization_types=customization_types,
+        regions=regions,
     )
 
 
@@ -328,6 +338,7 @@ MODELS: dict[str, ModelSpec] = {
             _TITAN_HP,
             ((2, 4_096), (NO_LIMIT_BATCH, 2_048)),
             (FINE_TUNING, CONTINUED_PRE_TRAINING),
+            ("us-east-1", "us-west-2"),
         ),
         _prompt_completion(
             "amazon.titan-text-express-v1:0:8k",
@@ -336,6 +347,7 @@ MODELS: dict[str, ModelSpec] = {
             _TITAN_HP,
             ((1, 4_096), (NO_LIMIT_BATCH, 2_048)),
             (FINE_TUNING, CONTINUED_PRE_TRAINING),
+            ("us-east-1", "us-west-2"),
         ),
     )
 }

@@ -205,14 +205,6 @@ def test_fine_tuning_config_guards(overrides: dict[str, Any], key: str, allowed:
     assert allowed in str(caught.value)
 
 
-def test_the_kits_customizable_models_are_the_validators_families() -> None:
-    from stacks.config import CUSTOMIZABLE_MODELS, training_data_rules
-
-    rules = training_data_rules()
-    for model_id, (family, _) in CUSTOMIZABLE_MODELS.items():
-        assert rules.resolve_model(model_id).family == family
-
-
 def test_outputs_name_buckets_state_machine_and_topic(sandbox: Any) -> None:
     outputs = set(sandbox.template(STACK).find_outputs("*"))
     assert {"DataBucketName", "OutputBucketName", "StateMachineArn", "TopicArn", "KeyArn"} <= outputs
