@@ -20,15 +20,14 @@ import click
 
 from kit import KitError  # the CLI's one error type: click prints "Error: <message>" and exits with 1
 from kit.templates import importable_checkout, repo_root
+from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
 
 if TYPE_CHECKING:
     from stacks.config import KitConfig
 
 
 def stack_id(key: str) -> str:
-    """The id app.py gives the stack of ``key`` (stacks.config is read at run time, not when the CLI loads)."""
-    from stacks.config import STACK_IDS
-
+    """The id app.py gives the stack of ``key``."""
     return STACK_IDS[key]
 
 
@@ -248,8 +247,8 @@ def require_output(outputs: Mapping[str, str], key: str, stack_name: str) -> str
 def checkout() -> Path:
     """The kit's checkout (cdk.json, app.py, stacks/, lambdas/), the same one its modules import from.
 
-    The CLI may run as an installed console script: stacks/ and lambdas/ are imported at run time, never at
-    import, through the editable install (pyproject.toml).
+    The CLI imports stacks/ and lambdas/ through the editable install (pyproject.toml): at import time only
+    plain-data modules (stacks.shared.facts, finetune_validate.formats), the app and its config at run time.
     """
     return importable_checkout(repo_root())
 
@@ -287,7 +286,7 @@ class Target:
     @cached_property
     def config(self) -> KitConfig:
         checkout()
-        from stacks.config import PINNED_POWERTOOLS_LAYER, ConfigError, load_config
+        from stacks.config import ConfigError, load_config
 
         context = {**read_cdk_context(), **self.context}
         if self.stage:

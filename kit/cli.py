@@ -15,7 +15,8 @@ from rich.table import Table
 from kit import KitError
 from kit.costs import PriceTable, StackCost, UnitPrice, available_regions, cost_report, load_prices, money, report_json
 from kit.diagram import render_all, stale_files, write_all
-from kit.templates import STAGES, Template, cdk_context, read_assembly, repo_root, select, synthesize
+from kit.templates import Template, cdk_context, read_assembly, repo_root, select, synthesize
+from stacks.shared.facts import STAGES
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -240,9 +241,12 @@ def diagram(
 
 
 def _add_level_commands() -> None:
-    """The commands that talk to a deployed kit: smoke tests per level and the account doctor."""
+    """The commands that talk to a deployed kit: one group per level and the account doctor."""
     from kit.doctor import doctor
-    from kit.smoke import l1, l2, l3, l4
+    from kit.level1_prompt import l1
+    from kit.level2_rag import l2
+    from kit.level3_finetune import l3
+    from kit.level4_pretrain import l4
 
     for command in (doctor, l1, l2, l3, l4):
         cli.add_command(command)

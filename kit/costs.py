@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kit import KitError
+from stacks.shared.facts import PROFILE_GEOGRAPHIES
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 
@@ -95,7 +96,9 @@ PRICED_WHILE_IDLE = frozenset(
         "AWS::SecretsManager::Secret",
     }
 )
-_GEO_PREFIXES = {"us", "eu", "apac", "jp", "au", "ca", "global", "us-gov"}
+# The prefixes of Bedrock's cross-region inference profile ids, as the kit's config accepts them. No "us-gov":
+# the config refuses GovCloud regions and that prefix, so no template of the kit carries such an id.
+_GEO_PREFIXES = frozenset(PROFILE_GEOGRAPHIES)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stacks.shared.facts import PROFILE_GEOGRAPHIES
+
 Template = Mapping[str, Any]
 
 GROUPS: tuple[tuple[str, str], ...] = (
@@ -163,7 +165,9 @@ _EXTERNAL_EVENTS = {
     "Model Customization Job State Change": ("bedrock", "model-customization-job"),
     "SageMaker Training Job State Change": ("sagemaker", "training-job"),
 }
-_GEO_PREFIXES = {"us", "eu", "apac", "jp", "au", "ca", "global", "us-gov"}
+# The prefixes of Bedrock's cross-region inference profile ids, as the kit's config accepts them. No "us-gov":
+# the config refuses GovCloud regions and that prefix, so no template of the kit carries such an id.
+_GEO_PREFIXES = frozenset(PROFILE_GEOGRAPHIES)
 _ALARMS_NODE = "CloudWatchAlarms"
 
 

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from kit import aws
 from kit.aws import KitError, Target
-from kit.smoke import console, remember_target, target_options
+from kit.operator import console, remember_target, target_options
 
 OK, FIX, SKIP = "OK", "FIX", "SKIP"
 MODEL_ACCESS_FIX = "enable model access in the Amazon Bedrock console (Model access) for this account and region"

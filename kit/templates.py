@@ -14,9 +14,6 @@ from kit import KitError
 
 Template = dict[str, Any]
 
-# The stages the app knows (stacks/config.py); the CLI offers exactly these.
-STAGES = ("sandbox", "prod")
-
 
 def repo_root(start: Path | None = None) -> Path:
     """The kit's checkout: the nearest folder holding cdk.json and app.py (from ``start`` or the cwd, upwards)."""

@@ -19,7 +19,7 @@ from kit import doctor as doctor_module
 from kit.aws import Target
 from kit.doctor import FIX, OK, SKIP, Check, DeployNeeds, doctor
 from tests.conftest import Synth
-from tests.kit.test_smoke import FakeCloudFormation
+from tests.kit.operator_helpers import FakeCloudFormation
 
 CONFIG = Target().config
 REGION = CONFIG.region

@@ -1,0 +1,322 @@
+"""Level 2, RAG: ``kit l2 …`` uploads documents to the knowledge base's bucket, shows and follows the ingestion
+pipeline, and asks the GenAiKit-2-Rag API (SigV4-signed)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from kit import aws
+from kit.aws import KitError, KitUsageError, Target
+from kit.operator import (
+    call_api,
+    cell,
+    compact,
+    console,
+    current_target,
+    echo_json,
+    finish,
+    json_object,
+    json_option,
+    kv_table,
+    remember_target,
+    target_options,
+    upload_file,
+    wait_options,
+    when,
+)
+
+KB_MAX_FILE_BYTES = 50 * 1024 * 1024  # Bedrock Knowledge Bases ingest files up to 50 MB
+KB_FILE_TYPES = frozenset({".txt", ".md", ".html", ".htm", ".doc", ".docx", ".csv", ".xls", ".xlsx", ".pdf"})
+INGESTION_RUNNING = frozenset({"STARTING", "IN_PROGRESS", "STOPPING"})
+
+
+@click.group()
+@target_options
+@click.pass_context
+def l2(ctx: click.Context, stage: str | None, region: str | None, profile: str | None, context_pairs: Any) -> None:
+    """Level 2, RAG: upload documents, watch the sync, ask the GenAiKit-2-Rag API."""
+    remember_target(ctx, stage, region, profile, context_pairs)
+
+
+def _documents_prefix(outputs: Mapping[str, str]) -> str:
+    prefix = outputs.get("DocumentsPrefix", "")
+    return "" if prefix.startswith("(") else prefix  # "(whole bucket)"
+
+
+def _files(paths: Sequence[str]) -> Iterator[tuple[Path, str]]:
+    """(file, key suffix) for each file given, and for every visible file under each folder given."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                relative = found.relative_to(path)
+                if found.is_file() and not any(part.startswith(".") for part in relative.parts):
+                    yield found, relative.as_posix()
+        else:
+            yield path, path.name
+
+
+@l2.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True), metavar="FILES...")
+@click.option("--prefix", default="", help="A folder under the documents prefix, e.g. team-a/.")
+def upload(paths: tuple[str, ...], prefix: str) -> None:
+    """Upload files (or folders) to the knowledge base's documents bucket and prefix."""
+    files = list(_files(paths))
+    if not files:
+        raise KitUsageError("nothing to upload: the folders given hold no files")
+    too_big = [
+        f"{path} ({path.stat().st_size / 1e6:.1f} MB)" for path, _ in files if path.stat().st_size > KB_MAX_FILE_BYTES
+    ]
+    if too_big:
+        raise KitUsageError("a knowledge base ingests files up to 50 MB; too large: " + ", ".join(too_big))
+    sub = prefix.strip("/")
+    target = current_target()
+    outputs = target.outputs("2")
+    bucket = aws.require_output(outputs, "DocumentsBucketName", target.stack_name("2"))
+    base = _documents_prefix(outputs) + (f"{sub}/" if sub else "")
+    out = console()
+    for path, suffix in files:
+        uri = upload_file(target, path, bucket, base + suffix)
+        note = ""
+        if path.suffix.lower() not in KB_FILE_TYPES and not path.name.endswith(".metadata.json"):
+            note = " (not a type Bedrock parses by default: .txt .md .html .doc(x) .csv .xls(x) .pdf)"
+        out.print(Text(f"uploaded {uri}{note}"))
+    minutes = target.config.rag.sync_interval_minutes
+    out.print(
+        Text(f"The pipeline starts an ingestion job within {minutes} min; follow it with: kit l2 sync --wait", "dim")
+    )
+
+
+def _pending_changes(target: Target) -> tuple[int, int, int] | str:
+    """(waiting, in flight, dead letters) in the ingestion queues, or why they could not be read."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = target.stack_name("2")
+    try:
+        queues: dict[str, str] = {}
+        paginator = target.client("cloudformation").get_paginator("list_stack_resources")
+        for page in paginator.paginate(StackName=name):
+            for resource in page["StackResourceSummaries"]:
+                if resource["ResourceType"] == "AWS::SQS::Queue":
+                    queues[str(resource["LogicalResourceId"])] = str(resource.get("PhysicalResourceId", ""))
+        changes = next((url for logical, url in queues.items() if logical.startswith("IngestionChanges")), None)
+        dead = next((url for logical, url in queues.items() if logical.startswith("IngestionDeadLetters")), None)
+        if changes is None:
+            return "the ingestion queue is not in the stack"
+        sqs = target.client("sqs")
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = sqs.get_queue_attributes(QueueUrl=changes, AttributeNames=names)["Attributes"]
+        dead_count = 0
+        if dead:
+            dead_attrs = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=names[:1])["Attributes"]
+            dead_count = int(dead_attrs.get(names[0], 0))
+        return int(attributes.get(names[0], 0)), int(attributes.get(names[1], 0)), dead_count
+    except (BotoCoreError, ClientError) as exc:
+        return aws.explain(exc, "reading the ingestion queue", target.region) or str(exc)
+
+
+def _newest_job(agent: Any, kb: str, ds: str) -> dict[str, Any] | None:
+    summaries = agent.list_ingestion_jobs(
+        knowledgeBaseId=kb,
+        dataSourceId=ds,
+        sortBy={"attribute": "STARTED_AT", "order": "DESCENDING"},
+        maxResults=1,
+    )["ingestionJobSummaries"]
+    if not summaries:
+        return None
+    job_id = summaries[0]["ingestionJobId"]
+    return dict(agent.get_ingestion_job(knowledgeBaseId=kb, dataSourceId=ds, ingestionJobId=job_id)["ingestionJob"])
+
+
+def _job_line(job: Mapping[str, Any] | None) -> str:
+    if job is None:
+        return "no ingestion job has run yet"
+    stats = job.get("statistics") or {}
+    counts = (
+        f"scanned {stats.get('numberOfDocumentsScanned', 0)} · "
+        f"new {stats.get('numberOfNewDocumentsIndexed', 0)} · "
+        f"modified {stats.get('numberOfModifiedDocumentsIndexed', 0)} · "
+        f"deleted {stats.get('numberOfDocumentsDeleted', 0)} · "
+        f"failed {stats.get('numberOfDocumentsFailed', 0)}"
+    )
+    return f"{job['ingestionJobId']} {job['status']} · {counts}"
+
+
+def _pending_line(pending: tuple[int, int, int] | str, minutes: int) -> str:
+    if isinstance(pending, str):
+        return f"unknown ({pending})"
+    waiting, in_flight, _ = pending
+    if not waiting + in_flight:
+        return "none"
+    flight = f" (+{in_flight} being handled)" if in_flight else ""
+    return f"{waiting} change(s) waiting{flight}: the pipeline starts a job every {minutes} min"
+
+
+def _pending_total(pending: tuple[int, int, int] | str) -> int:
+    return 0 if isinstance(pending, str) else pending[0] + pending[1]
+
+
+@l2.command()
+@click.option("--wait", is_flag=True, help="Follow the newest ingestion job until it and the pending changes are done.")
+@wait_options(timeout_s=1800, poll_s=10)
+def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
+    """Show the pending document changes and the newest ingestion job.
+
+    The command never starts a job itself: the pipeline coalesces every pending change into one job every
+    rag_sync_interval_minutes, or starts a full sync while the data source has never completed a job (a new
+    stack). With --wait this follows it (waiting for the first job when there is none yet); exit 1 if the
+    job failed or the wait timed out.
+    """
+    target = current_target()
+    outputs = target.outputs("2")
+    name = target.stack_name("2")
+    kb = aws.require_output(outputs, "KnowledgeBaseId", name)
+    ds = aws.require_output(outputs, "DataSourceId", name)
+    agent = target.client("bedrock-agent")
+    minutes = target.config.rag.sync_interval_minutes
+    out = console()
+    with aws.aws_errors("reading the ingestion jobs", target.region):
+        job = _newest_job(agent, kb, ds)
+    pending = _pending_changes(target)
+    rows: list[tuple[str, Any]] = [
+        ("Knowledge base", f"{kb} (data source {ds})"),
+        ("Documents", f"s3://{outputs.get('DocumentsBucketName', '?')}/{_documents_prefix(outputs)}"),
+        ("Pending changes", _pending_line(pending, minutes)),
+        ("Newest job", _job_line(job)),
+    ]
+    if job is not None:
+        rows.append(("Started", f"{when(job.get('startedAt'))} (updated {when(job.get('updatedAt'))})"))
+    if not isinstance(pending, str) and pending[2]:
+        rows.append(("Dead letters", Text(f"{pending[2]} change(s) failed 5 times: see the DLQ alarm", "yellow")))
+    out.print(kv_table(rows))
+    if wait:
+        job = _follow_ingestion(out, target, agent, kb, ds, job, timeout=timeout, poll_seconds=poll_seconds)
+    for reason in (job or {}).get("failureReasons") or []:
+        out.print(Text(f"failure: {reason}", style="red"))
+    if wait:
+        finish("COMPLETE" if job is None else str(job["status"]))
+
+
+def _follow_ingestion(
+    out: Console,
+    target: Target,
+    agent: Any,
+    kb: str,
+    ds: str,
+    job: dict[str, Any] | None,
+    *,
+    timeout: int,
+    poll_seconds: float,
+) -> dict[str, Any] | None:
+    """Poll until no job runs and no change is pending (the pipeline has caught up), or the timeout."""
+    deadline = time.monotonic() + timeout
+    minutes = target.config.rag.sync_interval_minutes
+    shown = None
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=out, transient=True) as progress:
+        task = progress.add_task("checking", total=None)
+        first = True
+        while True:
+            if not first:
+                with aws.aws_errors("reading the ingestion jobs", target.region):
+                    job = _newest_job(agent, kb, ds)
+            pending = _pending_changes(target)
+            first = False
+            running = job is not None and job["status"] in INGESTION_RUNNING
+            waiting = _pending_total(pending)
+            if running:
+                line = _job_line(job)
+            elif waiting:
+                line = f"waiting for the pipeline to start a job for {waiting} pending change(s)"
+            elif job is None:  # a new data source: the pipeline starts its first, full sync on schedule
+                waiting = 1
+                line = "waiting for the pipeline to start the first (full) sync of this data source"
+            else:
+                line = _job_line(job)
+            progress.update(task, description=line)
+            if line != shown:
+                progress.console.print(Text(f"{datetime.now(UTC):%H:%M:%S} {line}"))
+                shown = line
+            if not running and not waiting:
+                return job
+            if time.monotonic() >= deadline:
+                hint = f"the pipeline runs every {minutes} min; run kit l2 sync --wait again"
+                raise KitError(f"still {line} after {timeout} s: {hint}")
+            time.sleep(poll_seconds)
+
+
+def _filter(raw: str | None) -> dict[str, Any] | None:
+    return json_object(raw, "--filter")
+
+
+@l2.command()
+@click.argument("question")
+@click.option("--session-id", help="Continue the conversation of an earlier answer.")
+@click.option("--results", type=int, help="How many chunks to retrieve (1-25; default: the stack's).")
+@click.option("--filter", "filter_json", metavar="JSON", help="A Bedrock RetrievalFilter on document metadata.")
+@json_option
+def ask(question: str, session_id: str | None, results: int | None, filter_json: str | None, as_json: bool) -> None:
+    """Ask QUESTION: an answer from your documents, with citations (POST /ask)."""
+    body: dict[str, Any] = {"question": question}
+    optional = {"sessionId": session_id, "numberOfResults": results, "filter": _filter(filter_json)}
+    body.update({key: value for key, value in optional.items() if value is not None})
+    answer = call_api("2", "POST", "ask", body)
+    if as_json:
+        echo_json(answer)
+        return
+    click.echo(answer.get("answer", ""))
+    out = console()
+    sources: dict[str, str] = {}
+    for citation in answer.get("citations") or []:
+        for source in citation.get("sources") or []:
+            sources.setdefault(str(source.get("uri") or "?"), str(source.get("snippet") or ""))
+    if sources:
+        out.print(Text("\nSources:", style="bold"))
+        for number, (uri, snippet) in enumerate(sources.items(), start=1):
+            out.print(Text(f" [{number}] {uri}: {compact(snippet, 160)}"))
+    else:
+        out.print(Text("\nNo citations: the answer is not grounded in your documents.", style="yellow"))
+    if (answer.get("guardrail") or {}).get("intervened"):
+        out.print(Text("The guardrail intervened.", style="yellow"))
+    if answer.get("sessionId"):
+        out.print(Text(f"Follow up with: --session-id {answer['sessionId']}", style="dim"))
+
+
+@l2.command()
+@click.argument("query")
+@click.option("--results", type=int, help="How many chunks (1-25; default: the stack's).")
+@click.option("--filter", "filter_json", metavar="JSON", help="A Bedrock RetrievalFilter on document metadata.")
+@json_option
+def retrieve(query: str, results: int | None, filter_json: str | None, as_json: bool) -> None:
+    """Retrieve the chunks that match QUERY, with scores and sources (POST /retrieve)."""
+    body: dict[str, Any] = {"query": query}
+    optional = {"numberOfResults": results, "filter": _filter(filter_json)}
+    body.update({key: value for key, value in optional.items() if value is not None})
+    answer = call_api("2", "POST", "retrieve", body)
+    if as_json:
+        echo_json(answer)
+        return
+    items = answer.get("results") or []
+    if not items:
+        click.echo("No matching chunks: are the documents ingested? (kit l2 sync)")
+        return
+    table = Table("#", "Score", "Source", "Text")
+    for number, item in enumerate(items, start=1):
+        score = item.get("score")
+        table.add_row(
+            str(number),
+            f"{score:.3f}" if isinstance(score, (int, float)) else "-",
+            cell(item.get("uri")),
+            cell(compact(item.get("text") or "", 200)),
+        )
+    console().print(table)

@@ -1,0 +1,259 @@
+"""Level 4, pre-training: ``kit l4 …`` submits a multi-node training job through the GenAiKit-4-Pretrain-Jobs
+state machine and follows it, or shows the HyperPod cluster of GenAiKit-4-Pretrain-Cluster."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from kit import aws
+from kit.aws import KitError, KitUsageError, StackNotDeployed
+from kit.operator import (
+    cell,
+    console,
+    current_target,
+    execution_name,
+    finish,
+    follow_execution,
+    kv_table,
+    print_execution,
+    remember_target,
+    show_status,
+    target_options,
+    wait_options,
+    when,
+)
+
+_SAGEMAKER_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+
+@click.group()
+@target_options
+@click.pass_context
+def l4(ctx: click.Context, stage: str | None, region: str | None, profile: str | None, context_pairs: Any) -> None:
+    """Level 4, pre-training: run a training job (GenAiKit-4-Pretrain-Jobs), inspect the HyperPod cluster."""
+    remember_target(ctx, stage, region, profile, context_pairs)
+
+
+def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], str | None]:
+    """The SageMaker training job's own status, shown while the execution runs."""
+    target = current_target()
+    job_name = f"{target.config.name_prefix}-pretrain-{execution_arn.rsplit(':', 1)[-1]}"
+
+    def detail(_: Mapping[str, Any]) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            job = target.client("sagemaker").describe_training_job(TrainingJobName=job_name)
+        except (BotoCoreError, ClientError):
+            return None  # not created yet, or not readable: the execution's status still shows
+        return f"training job {job_name}: {job.get('TrainingJobStatus')}/{job.get('SecondaryStatus')}"
+
+    return detail
+
+
+@l4.command()
+@click.option("--name", help="The execution name (the training job is <name_prefix>-pretrain-<name>).")
+@click.option(
+    "--resume-from",
+    "resume_from",
+    metavar="EXECUTION",
+    help="Continue the run of an earlier execution (name or ARN) from its checkpoints instead of starting anew.",
+)
+@click.option("--wait", is_flag=True, help="Follow the execution until the training job ends.")
+@wait_options(timeout_s=6 * 3600, poll_s=30)
+def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+    """Start one multi-node training job through the Jobs stack's state machine.
+
+    Each execution checkpoints under its own prefix, checkpoints/<execution>/, so a new run starts at step 0.
+    With --resume-from the job starts from the newest checkpoint of that earlier execution's run and keeps
+    checkpointing there (the state machine refuses a name with no checkpoints).
+    """
+    import re
+
+    target = current_target()
+    execution = name or execution_name()
+    job_name = f"{target.config.name_prefix}-pretrain-{execution}"
+    if not re.match(_SAGEMAKER_NAME, job_name):
+        raise KitUsageError(
+            f"--name makes the training job name {job_name!r}: SageMaker needs 1-63 letters, digits and '-'"
+        )
+    earlier = resume_from.rsplit(":", 1)[-1] if resume_from else None
+    if earlier is not None and not re.match(_SAGEMAKER_NAME, f"{target.config.name_prefix}-pretrain-{earlier}"):
+        raise KitUsageError(f"--resume-from {resume_from!r} is not the name of an execution that ran a training job")
+    if earlier == execution:
+        raise KitUsageError("--resume-from names this execution itself: give the earlier execution's name")
+    outputs = target.outputs("4-jobs")
+    machine = aws.require_output(outputs, "StateMachineArn", target.stack_name("4-jobs"))
+    sfn = target.client("stepfunctions")
+    out = console()
+    execution_input = json.dumps({"resumeFrom": earlier} if earlier else {})
+    with aws.aws_errors("starting the training-job state machine", target.region):
+        arn = str(sfn.start_execution(stateMachineArn=machine, name=execution, input=execution_input)["executionArn"])
+    settings = target.config.pretrain
+    checkpoints = f"s3://{outputs.get('ArtifactsBucketName', '?')}/checkpoints/{earlier or execution}/"
+    out.print(Text(f"started {arn}"))
+    out.print(
+        Text(
+            f"training job {job_name}: {settings.job_instance_count} x {settings.job_instance_type}, "
+            + (f"resuming from the checkpoints in {checkpoints}" if earlier else f"checkpoints in {checkpoints}"),
+            style="dim",
+        )
+    )
+    if not wait:
+        out.print(Text(f"Follow it with: kit l4 status {execution} --wait", style="dim"))
+        return
+    final = follow_execution(
+        out,
+        sfn,
+        arn,
+        timeout=timeout,
+        poll_seconds=poll_seconds,
+        resume_hint=f"kit l4 status {execution} --wait",
+        detail=_training_job_detail(arn),
+    )
+    finish(print_execution(out, sfn, arn, final))
+
+
+@l4.command(name="status")
+@click.argument("execution", required=False, metavar="[EXECUTION]")
+@click.option("--wait", is_flag=True, help="Follow the execution until it ends (exit 1 unless it succeeds).")
+@wait_options(timeout_s=6 * 3600, poll_s=30)
+def l4_status(execution: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+    """Summarize a training-job execution (ARN or name; default: the newest)."""
+    show_status(
+        "4-jobs",
+        execution,
+        group="l4",
+        wait=wait,
+        timeout=timeout,
+        poll_seconds=poll_seconds,
+        start_hint="kit l4 submit",
+        detail=_training_job_detail,
+    )
+
+
+# API-driven Slurm: HyperPod puts every node in this partition (the default) besides its group's own one.
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-ref.html#sagemaker-hyperpod-ref-slurm-config
+HYPERPOD_UNIVERSAL_PARTITION = "dev"
+
+
+def _slurm_summary(orchestrator: Mapping[str, Any]) -> str:
+    """How HyperPod runs Slurm: configured through the API (with its strategy) or by lifecycle scripts."""
+    slurm = orchestrator.get("Slurm")
+    if slurm is None:
+        return ", ".join(orchestrator) or "Slurm (configured by lifecycle scripts)"
+    return f"Slurm, configured through the API ({slurm.get('SlurmConfigStrategy') or 'Managed'} strategy)"
+
+
+def _group_storage(group: Mapping[str, Any]) -> str:
+    mounts = [
+        f"FSx {config['FsxLustreConfig'].get('MountPath') or '/fsx'}"
+        for config in group.get("InstanceStorageConfigs") or []
+        if "FsxLustreConfig" in config
+    ]
+    return ", ".join(mounts) or "-"
+
+
+@l4.command()
+def cluster() -> None:
+    """Show the HyperPod cluster: status, instance groups with their Slurm role and partition, and nodes."""
+    target = current_target()
+    try:
+        outputs = target.outputs("4-cluster")
+    except StackNotDeployed as exc:
+        note = " (the cluster bills while it exists; the zero-idle path is kit l4 submit)"
+        raise StackNotDeployed(exc.message + note) from None
+    name = aws.require_output(outputs, "ClusterName", target.stack_name("4-cluster"))
+    sagemaker = target.client("sagemaker")
+    from botocore.exceptions import ClientError
+
+    with aws.aws_errors(f"reading cluster {name}", target.region):
+        try:
+            described = sagemaker.describe_cluster(ClusterName=name)
+        except ClientError as exc:
+            if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
+                raise KitError(
+                    f"cluster {name} is not there although {target.stack_name('4-cluster')} is deployed: "
+                    "see the stack's events; make destroy and deploy again"
+                ) from None
+            raise
+        nodes: list[dict[str, Any]] = []
+        for page in sagemaker.get_paginator("list_cluster_nodes").paginate(ClusterName=name):
+            nodes.extend(page["ClusterNodeSummaries"])
+    out = console()
+    state = str(described.get("ClusterStatus", "?"))
+    rows: list[tuple[str, Any]] = [
+        ("Cluster", name),
+        ("Status", Text(state, style="green" if state == "InService" else "yellow")),
+        ("Created", when(described.get("CreationTime"))),
+        ("Orchestrator", _slurm_summary(described.get("Orchestrator") or {})),
+    ]
+    if described.get("FailureMessage"):
+        rows.append(("Failure", Text(str(described["FailureMessage"]), style="red")))
+    out.print(kv_table(rows))
+    groups = Table(
+        "Group",
+        "Slurm node",
+        "Partition",
+        "Instance type",
+        "Current",
+        "Target",
+        "Shared storage",
+        "Status",
+        title="Instance groups",
+    )
+    partitions: list[str] = []
+    for group in described.get("InstanceGroups") or []:
+        slurm = group.get("SlurmConfig") or {}
+        own = list(slurm.get("PartitionNames") or [])
+        partitions += [p for p in own if p not in partitions]
+        groups.add_row(
+            cell(group.get("InstanceGroupName")),
+            cell(slurm.get("NodeType") or "-"),
+            cell(", ".join([*own, HYPERPOD_UNIVERSAL_PARTITION]) if own else "-"),
+            cell(group.get("InstanceType")),
+            cell(group.get("CurrentCount", 0)),
+            cell(group.get("TargetCount", 0)),
+            cell(_group_storage(group)),
+            cell(group.get("Status")),
+        )
+    out.print(groups)
+    if partitions:
+        out.print(
+            Text(
+                f"Slurm partitions: {', '.join(partitions)}, and {HYPERPOD_UNIVERSAL_PARTITION} (the default, every "
+                f"node); nodes are named after their group (<group>-1, <group>-2, ...). From the controller or "
+                f"login node: sbatch --partition {partitions[0]} workloads/pretrain/slurm/pretrain.sbatch",
+                style="dim",
+            )
+        )
+    if not nodes:
+        out.print(Text("No nodes yet.", style="yellow"))
+        return
+    table = Table("Group", "Instance", "Type", "Status", "Launched", "Private DNS", title="Nodes")
+    for node in nodes:
+        table.add_row(
+            cell(node.get("InstanceGroupName")),
+            cell(node.get("InstanceId")),
+            cell(node.get("InstanceType")),
+            cell((node.get("InstanceStatus") or {}).get("Status")),
+            cell(when(node.get("LaunchTime"))),
+            cell(node.get("PrivateDnsHostname") or "-"),
+        )
+    out.print(table)
+    controller = target.config.pretrain.controller.name
+    first = next((n for n in nodes if n.get("InstanceGroupName") == controller), nodes[0])
+    cluster_id = str(described.get("ClusterArn", outputs.get("ClusterArn", ""))).rsplit("/", 1)[-1]
+    out.print(
+        Text(
+            "Connect: aws ssm start-session --target "
+            f"sagemaker-cluster:{cluster_id}_{first.get('InstanceGroupName')}-{first.get('InstanceId')}",
+            style="dim",
+        )
+    )

@@ -1,0 +1,406 @@
+"""The operator commands' shared parts: which deployment a command talks to, options, output formatting,
+signed API calls, uploads, and following a Step Functions execution.
+
+Each level's commands live in their own module (``kit/level1_prompt.py`` … ``kit/level4_pretrain.py``) and
+find their stack the way ``make deploy`` named it (``<stack id>-<stage>`` in the config's region); everything
+else comes from the stack's outputs, so no ARN or URL is ever copied by hand. The options ``--stage``,
+``--region``, ``--profile`` and ``-c key=value`` go on the level's group (``kit l2 --stage prod ask …``);
+a parent group that defines options of the same names passes them down.
+
+Exit status: 0 done, 1 an AWS or API error (or a followed job that did not succeed, or a wait that timed
+out), 2 a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from kit import aws, sigv4
+from kit.aws import KitError, KitUsageError, Target
+from stacks.shared.facts import STAGES
+
+TARGET_KEY = "genai_kit.target"
+EXECUTION_RUNNING = "RUNNING"
+HISTORY_PAGES = 10  # at most 10,000 events read for a summary
+SHOWN_JSON_CHARS = 400
+
+
+# --- shared plumbing ------------------------------------------------------------------------------------------
+
+
+def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--stage, --region, --profile and -c KEY=VALUE: which deployment a command talks to."""
+    options = [
+        click.option("--stage", type=click.Choice(STAGES), help="The kit stage (default: cdk.json's)."),
+        click.option("--region", help="The AWS region (default: the kit config's, where make deploy put it)."),
+        click.option("--profile", help="The AWS profile (default: AWS_PROFILE or the default credential chain)."),
+        click.option(
+            "-c",
+            "--context",
+            "context_pairs",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="A config override, as given to make deploy with CDK_ARGS (repeatable).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def remember_target(
+    ctx: click.Context, stage: str | None, region: str | None, profile: str | None, pairs: Sequence[str]
+) -> Target:
+    """Store the command's Target in ``ctx.meta`` (shared by the whole command chain) and return it.
+
+    Values given here win; then a Target a parent stored; then a parent group's parameters of the same name.
+    """
+    previous = ctx.meta.get(TARGET_KEY)
+
+    def inherited(name: str) -> Any:
+        if isinstance(previous, Target):
+            value = {"stage": previous.stage, "region": previous.region_override, "profile": previous.profile}[name]
+            if value:
+                return value
+        parent = ctx.parent
+        while parent is not None:
+            if parent.params.get(name):
+                return parent.params[name]
+            parent = parent.parent
+        return None
+
+    context = dict(previous.context) if isinstance(previous, Target) else {}
+    context.update(aws.parse_context_pairs(pairs))
+    target = Target(
+        stage=stage or inherited("stage"),
+        region_override=region or inherited("region"),
+        profile=profile or inherited("profile"),
+        context=context,
+    )
+    ctx.meta[TARGET_KEY] = target
+    return target
+
+
+def current_target() -> Target:
+    ctx = click.get_current_context()
+    target = ctx.meta.get(TARGET_KEY)
+    if not isinstance(target, Target):
+        target = remember_target(ctx, None, None, None, ())
+    return target
+
+
+def wait_options(timeout_s: int, poll_s: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--timeout and --poll-seconds for a command that follows something until it finishes."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option(
+            "--poll-seconds",
+            type=click.FloatRange(min=0),
+            default=poll_s,
+            show_default=True,
+            help="Seconds between status checks.",
+        )(func)
+        return click.option(
+            "--timeout",
+            type=click.IntRange(min=0),
+            default=timeout_s,
+            show_default=True,
+            help="Give up waiting after this many seconds (the job itself keeps running).",
+        )(func)
+
+    return decorate
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer as it came.")(func)
+
+
+def console() -> Console:
+    """A console on the current stdout (created per command, so test runners that swap stdout see it)."""
+    return Console(highlight=False)
+
+
+def cell(value: Any) -> Text:
+    """A table cell that shows ``value`` literally (no rich markup in AWS or model text)."""
+    return Text("" if value is None else str(value))
+
+
+def kv_table(rows: Sequence[tuple[str, Any]]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value if isinstance(value, Text) else cell(value))
+    return table
+
+
+def when(moment: Any) -> str:
+    if not isinstance(moment, datetime):
+        return "-"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def _elapsed(start: Any, stop: Any = None) -> str:
+    if not isinstance(start, datetime):
+        return "-"
+    end = stop if isinstance(stop, datetime) else datetime.now(UTC)
+    return _duration((end - start).total_seconds())
+
+
+def compact(raw: Any, limit: int = SHOWN_JSON_CHARS) -> str:
+    """A JSON document (or any text) on one line, cut to ``limit`` characters."""
+    text = raw if isinstance(raw, str) else json.dumps(raw)
+    try:
+        text = json.dumps(json.loads(text), separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_value(raw: str) -> str:
+    """A value given as text, or as @path to read it from a file."""
+    if raw.startswith("@") and len(raw) > 1:
+        try:
+            return Path(raw[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KitUsageError(f"cannot read {raw[1:]}: {exc.strerror}") from None
+    return raw
+
+
+def json_object(raw: str | None, option: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(read_value(raw))
+    except ValueError as exc:
+        raise KitUsageError(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise KitUsageError(f'{option} must be a JSON object, e.g. \'{{"epochCount": "2"}}\'')
+    return value
+
+
+def call_api(level: str, method: str, path: str, body: Any | None = None) -> Any:
+    """Call a route of the level's API (its ApiUrl output), signed with the caller's credentials."""
+    target = current_target()
+    base = target.output(level, "ApiUrl")
+    credentials = target.credentials()
+    try:
+        return sigv4.call(method, sigv4.join(base, path), body, credentials)
+    except sigv4.ApiError as err:
+        raise KitError(f"the API answered {err}") from None
+    except sigv4.ApiUnreachable as err:
+        raise KitError(str(err)) from None
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def upload_file(target: Target, path: Path, bucket: str, key: str) -> str:
+    """Upload one file; returns its s3:// URI."""
+    from boto3.exceptions import S3UploadFailedError
+
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    s3 = target.client("s3")
+    with aws.aws_errors(f"uploading {path} to s3://{bucket}/{key}", target.region):
+        try:
+            s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type})
+        except S3UploadFailedError as exc:
+            raise KitError(f"uploading {path} to s3://{bucket}/{key} failed: {exc}") from None
+    return f"s3://{bucket}/{key}"
+
+
+# --- Step Functions executions (the levels that run a state machine) ------------------------------------------
+
+
+def _current_state(sfn: Any, arn: str) -> str | None:
+    """The state the execution entered last."""
+    events = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=25)["events"]
+    for event in events:
+        details = event.get("stateEnteredEventDetails")
+        if details:
+            return str(details["name"])
+    return None
+
+
+def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    paginator = sfn.get_paginator("get_execution_history")
+    for number, page in enumerate(paginator.paginate(executionArn=arn, PaginationConfig={"PageSize": 1000})):
+        events.extend(page["events"])
+        if number + 1 >= HISTORY_PAGES:
+            break
+    return events
+
+
+def _states_visited(events: Sequence[Mapping[str, Any]]) -> str:
+    """The states in the order first entered, with how often each ran (``PollJob ×12``)."""
+    counts: dict[str, int] = {}
+    for event in events:
+        details = event.get("stateEnteredEventDetails")
+        if details:
+            counts[str(details["name"])] = counts.get(str(details["name"]), 0) + 1
+    return " → ".join(f"{name} ×{n}" if n > 1 else name for name, n in counts.items()) or "-"
+
+
+def _failure(description: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    if description.get("error") or description.get("cause"):
+        return str(description.get("error") or ""), str(description.get("cause") or "")
+    for event in reversed(events):
+        for key, value in event.items():
+            if key.endswith("FailedEventDetails") or key.endswith("AbortedEventDetails"):
+                return str(value.get("error") or ""), str(value.get("cause") or "")
+    return None
+
+
+def print_execution(out: Console, sfn: Any, arn: str, description: Mapping[str, Any] | None = None) -> str:
+    """A summary of one execution: status, timing, input, states visited, error or output. Returns the status."""
+    with aws.aws_errors("reading the execution", sfn.meta.region_name):
+        description = description or sfn.describe_execution(executionArn=arn)
+        events = _history(sfn, arn)
+    status = str(description["status"])
+    style = {"SUCCEEDED": "green", EXECUTION_RUNNING: "cyan"}.get(status, "red")
+    stop = description.get("stopDate")
+    rows: list[tuple[str, Any]] = [
+        ("Execution", description.get("name") or arn.rsplit(":", 1)[-1]),
+        ("Status", Text(status, style=style)),
+        (
+            "Started",
+            f"{when(description.get('startDate'))} ({_elapsed(description.get('startDate'), stop)}"
+            + (" so far)" if status == EXECUTION_RUNNING else ")"),
+        ),
+        ("Input", compact(description.get("input") or "{}")),
+        ("States", _states_visited(events)),
+    ]
+    failure = _failure(description, events) if status != "SUCCEEDED" else None
+    if failure:
+        rows.append(("Error", failure[0] or "-"))
+        rows.append(("Cause", compact(failure[1]) if failure[1] else "-"))
+    if status == "SUCCEEDED" and description.get("output"):
+        rows.append(("Output", compact(description["output"])))
+    rows.append(("ARN", arn))
+    out.print(kv_table(rows))
+    return status
+
+
+def follow_execution(
+    out: Console,
+    sfn: Any,
+    arn: str,
+    *,
+    timeout: int,
+    poll_seconds: float,
+    resume_hint: str,
+    detail: Callable[[Mapping[str, Any]], str | None] | None = None,
+) -> dict[str, Any]:
+    """Poll an execution until it stops or ``timeout`` passes; prints each change of status or state."""
+    deadline = time.monotonic() + timeout
+    shown = None
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with (
+        aws.aws_errors("following the execution", sfn.meta.region_name),
+        Progress(*columns, console=out, transient=True) as progress,
+    ):
+        task = progress.add_task("starting", total=None)
+        while True:
+            description: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+            status = str(description["status"])
+            parts = [status]
+            if status == EXECUTION_RUNNING:
+                state = _current_state(sfn, arn)
+                extra = detail(description) if detail else None
+                parts += [p for p in (state, extra) if p]
+            line = " · ".join(parts)
+            progress.update(task, description=line)
+            if line != shown:
+                progress.console.print(Text(f"{datetime.now(UTC):%H:%M:%S} {line}"))
+                shown = line
+            if status != EXECUTION_RUNNING:
+                return description
+            if time.monotonic() >= deadline:
+                raise KitError(f"still {line} after {timeout} s (the execution keeps running): {resume_hint}")
+            time.sleep(poll_seconds)
+
+
+def finish(status: str) -> None:
+    """Exit 1 when a followed execution or job did not succeed."""
+    if status not in ("SUCCEEDED", "COMPLETE"):
+        click.get_current_context().exit(1)
+
+
+def execution_name() -> str:
+    return f"kit-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _execution_arn(sfn: Any, machine: str, given: str | None) -> str | None:
+    """The execution given (ARN or name), or the state machine's newest one (None: it has none)."""
+    if given:
+        if given.startswith("arn:"):
+            return given
+        return machine.replace(":stateMachine:", ":execution:", 1) + ":" + given
+    with aws.aws_errors("listing executions", sfn.meta.region_name):
+        executions = sfn.list_executions(stateMachineArn=machine, maxResults=1)["executions"]
+    return str(executions[0]["executionArn"]) if executions else None
+
+
+def show_status(
+    level: str,
+    execution: str | None,
+    *,
+    group: str,
+    wait: bool,
+    timeout: int,
+    poll_seconds: float,
+    start_hint: str,
+    detail: Callable[[str], Callable[[Mapping[str, Any]], str | None]] | None = None,
+) -> None:
+    """The status command of a level with a state machine: summary, or follow then summary.
+
+    ``level`` is the stack's key (its StateMachineArn output is followed), ``group`` the level's command group
+    (``l3``), named in the hint that resumes a wait.
+    """
+    target = current_target()
+    machine = target.output(level, "StateMachineArn")
+    sfn = target.client("stepfunctions")
+    arn = _execution_arn(sfn, machine, execution)
+    if arn is None:
+        raise KitError(f"no executions of {machine.rsplit(':', 1)[-1]} yet: start one with {start_hint}")
+    out = console()
+    description = None
+    if wait:
+        description = follow_execution(
+            out,
+            sfn,
+            arn,
+            timeout=timeout,
+            poll_seconds=poll_seconds,
+            resume_hint=f"kit {group} status {arn} --wait",
+            detail=detail(arn) if detail else None,
+        )
+    final = print_execution(out, sfn, arn, description)
+    if wait:
+        finish(final)

@@ -1,0 +1,230 @@
+"""The operator commands' shared parts, offline: how a command finds its deployment (stage, region, profile and
+-c overrides, passed down from a parent group), how AWS errors read, SigV4 calls, and what loading the CLI
+costs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+from kit import aws, sigv4
+from kit.level1_prompt import l1
+from kit.level2_rag import l2
+from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
+    API_URL,
+    REGION,
+    FakeCloudFormation,
+    cloudformation_fixture,  # noqa: F401
+    fresh_clients_fixture,  # noqa: F401
+    mocked_fixture,  # noqa: F401
+    no_credentials_fixture,  # noqa: F401
+    run,
+    stack,
+    stubbed,
+)
+
+# Every module the `kit` command loads before it runs a command, each level's included.
+KIT_COMMAND_MODULES = (
+    "kit.cli",
+    "kit.operator",
+    "kit.doctor",
+    "kit.level1_prompt",
+    "kit.level2_rag",
+    "kit.level3_finetune",
+    "kit.level4_pretrain",
+)
+CDK_PACKAGES = ("aws_cdk", "jsii", "constructs")
+
+
+# --- loading the CLI ----------------------------------------------------------------------------------------
+
+
+def test_importing_the_kit_commands_loads_no_cdk(tmp_path: Path) -> None:
+    """`kit` starts fast: its commands may import plain-data modules of stacks/ and lambdas/, never the CDK
+    (loading aws_cdk starts a jsii Node.js runtime). A fresh interpreter, outside the checkout, imports through
+    the editable install."""
+    code = (
+        "import importlib, json, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {CDK_PACKAGES!r})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *KIT_COMMAND_MODULES], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+# --- the AWS seam ------------------------------------------------------------------------------------------
+
+
+def test_stack_outputs_reads_cloudformation_outputs(mocked: FakeCloudFormation) -> None:
+    mocked.deploy("Demo-sandbox", {"ApiUrl": API_URL, "Region": REGION})
+    assert aws.stack_outputs("Demo-sandbox", REGION) == {"ApiUrl": API_URL, "Region": REGION}
+    assert aws.require_output({"ApiUrl": API_URL}, "ApiUrl", "Demo-sandbox") == API_URL
+    with pytest.raises(aws.KitError, match="Demo-sandbox has no output KnowledgeBaseId: redeploy"):
+        aws.require_output({}, "KnowledgeBaseId", "Demo-sandbox")
+
+
+def test_a_missing_stack_says_where_and_how_to_deploy(mocked: FakeCloudFormation) -> None:
+    result = run(l2, "sync")
+    assert result.exit_code == 1
+    expected = f"{stack('2')} is not deployed in {REGION}: run make deploy STACK=GenAiKit-2-Rag"
+    assert f"Error: {expected}" in result.output
+
+
+def test_the_deploy_hint_carries_the_stage_and_region_overrides(mocked: FakeCloudFormation) -> None:
+    result = run(
+        l1,
+        "--stage",
+        "prod",
+        "--region",
+        "us-west-2",
+        "-c",
+        "ft_base_model_id=amazon.titan-text-lite-v1:0:4k",
+        "templates",
+    )
+    assert result.exit_code == 1
+    assert (
+        "GenAiKit-1-Prompt-prod is not deployed in us-west-2: run make deploy STACK=GenAiKit-1-Prompt " in result.output
+    )
+    assert (
+        'CDK_ARGS="-c ft_base_model_id=amazon.titan-text-lite-v1:0:4k -c region=us-west-2 -c stage=prod"'
+        in result.output
+    )
+
+
+def test_options_of_a_parent_group_are_passed_down(mocked: FakeCloudFormation) -> None:
+    @click.group()
+    @click.option("--stage")
+    def root(stage: str | None) -> None:
+        """A root group like the lead's CLI, holding its own --stage."""
+
+    root.add_command(l2)
+    result = run(root, "--stage", "prod", "l2", "sync")
+    assert "GenAiKit-2-Rag-prod is not deployed" in result.output
+
+
+def test_a_failed_stack_is_reported_with_its_state() -> None:
+    with stubbed("cloudformation") as cloudformation:
+        cloudformation.add_response(
+            "describe_stacks",
+            {
+                "Stacks": [
+                    {"StackName": stack("1"), "StackStatus": "ROLLBACK_COMPLETE", "CreationTime": datetime.now(UTC)}
+                ]
+            },
+            {"StackName": stack("1")},
+        )
+        result = run(l1, "templates")
+    assert result.exit_code == 1
+    assert f"{stack('1')} failed to deploy and was rolled back (ROLLBACK_COMPLETE in {REGION})" in result.output
+    assert "make destroy, then make deploy STACK=GenAiKit-1-Prompt" in result.output
+
+
+def test_no_credentials_is_one_line(no_credentials: None) -> None:
+    result = run(l1, "templates")
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no AWS credentials: configure a profile or environment variables"
+
+
+def test_access_denied_and_wrong_region_errors_say_what_happened() -> None:
+    denied = ClientError(
+        {
+            "Error": {
+                "Code": "AccessDenied",
+                "Message": "User x is not authorized to perform: cloudformation:DescribeStacks",
+            }
+        },
+        "DescribeStacks",
+    )
+    assert aws.explain(denied, "reading stack S", "us-east-1") == (
+        "access denied while reading stack S in us-east-1: User x is not authorized to perform: "
+        "cloudformation:DescribeStacks"
+    )
+    unreachable = EndpointConnectionError(endpoint_url="https://cloudformation.mars-east-1.amazonaws.com/")
+    assert "check --region" in str(aws.explain(unreachable, "reading stack S", "mars-east-1"))
+    rejected = ClientError({"Error": {"Code": "UnrecognizedClientException", "Message": "bad token"}}, "DescribeStacks")
+    assert "region is enabled for the account" in str(aws.explain(rejected, "x", "ap-east-1"))
+    assert aws.explain(NoCredentialsError(), "x") == aws.NO_CREDENTIALS
+
+
+def test_a_region_the_config_refuses_is_a_usage_error() -> None:
+    result = run(l2, "--region", "nowhere", "sync")
+    assert result.exit_code == 2
+    assert "config error: region = 'nowhere' is not allowed" in result.output
+
+
+# --- SigV4 --------------------------------------------------------------------------------------------------
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []  # noqa: RUF012  (shared with the test on purpose)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        _Recorder.seen.append((self.command, self.path, dict(self.headers.items()), body))
+        if self.path.endswith("/bad"):
+            payload = {
+                "error": {"code": "out_of_range", "message": "temperature must be 0 to 1", "field": "temperature"}
+            }
+            self._answer(400, payload)
+        else:
+            self._answer(200, {"text": "hello"})
+
+    def _answer(self, status: int, payload: dict[str, Any]) -> None:
+        raw = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_sigv4_call_over_http_signs_for_execute_api_and_reads_the_error_contract() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/v1"
+    credentials = Credentials("AKIDEXAMPLE", "secret", "token")
+    try:
+        assert sigv4.call("POST", f"{base}/prompt", {"prompt": "hi"}, credentials, region="eu-west-1") == {
+            "text": "hello"
+        }
+        with pytest.raises(sigv4.ApiError) as caught:
+            sigv4.call("POST", f"{base}/bad", {"temperature": 3}, credentials, region="eu-west-1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    method, path, headers, body = _Recorder.seen[0]
+    assert (method, path, body) == ("POST", "/v1/prompt", b'{"prompt": "hi"}')
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/execute-api/aws4_request" in headers["Authorization"]
+    assert "SignedHeaders=" in headers["Authorization"] and headers["X-Amz-Security-Token"] == "token"
+    assert str(caught.value) == "HTTP 400 out_of_range (field temperature): temperature must be 0 to 1"
+    with pytest.raises(sigv4.ApiUnreachable, match="cannot reach"):  # the server is gone now
+        sigv4.call("POST", f"{base}/prompt", {}, credentials, region="eu-west-1", timeout=2)
+
+
+def test_error_bodies_that_are_not_the_contract_are_still_shown() -> None:
+    gateway = sigv4.parse_error(403, b'{"message": "Missing Authentication Token"}')
+    assert str(gateway) == "HTTP 403 gateway_error: Missing Authentication Token"
+    html = sigv4.parse_error(502, b"<html>\n  <body>Bad gateway</body></html>", retry_after="5")
+    assert str(html) == "HTTP 502 http_error: <html> <body>Bad gateway</body></html>; retry after 5 s"
+    with pytest.raises(ValueError, match="not an API Gateway"):
+        sigv4.region_of("https://example.com/v1/")
+    assert sigv4.region_of(API_URL) == REGION

@@ -1,0 +1,275 @@
+"""kit l2 (Level 2, RAG), offline: uploads under the documents prefix, the ingestion pipeline's pending changes
+and jobs (moto SQS, a Stubber on Bedrock Agent), and the signed calls to the RAG API."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from kit import level2_rag
+from kit.level2_rag import l2
+from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
+    API_URL,
+    CONFIG,
+    REGION,
+    FakeApi,
+    FakeCloudFormation,
+    api_fixture,  # noqa: F401
+    cloudformation_fixture,  # noqa: F401
+    fresh_clients_fixture,  # noqa: F401
+    mocked_fixture,  # noqa: F401
+    run,
+    stack,
+    stubbed,
+)
+
+
+def rag_stack(fake: FakeCloudFormation, bucket: str = "docs-bucket") -> tuple[str, str]:
+    """The Level 2 stack's outputs and its two ingestion queues (real moto queues); returns their URLs."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    changes = sqs.create_queue(QueueName="changes")["QueueUrl"]
+    dead = sqs.create_queue(QueueName="dead-letters")["QueueUrl"]
+    fake.deploy(
+        stack("2"),
+        {
+            "DocumentsBucketName": bucket,
+            "DocumentsPrefix": "docs/",
+            "KnowledgeBaseId": "KB12345678",
+            "DataSourceId": "DS12345678",
+            "ApiUrl": API_URL,
+        },
+        resources={
+            "IngestionChangesD5FB1EC5": ("AWS::SQS::Queue", changes),
+            "IngestionDeadLetters84B2DF1E": ("AWS::SQS::Queue", dead),
+            "IngestionIngestFunction39DE1FF1": ("AWS::Lambda::Function", "ingest"),
+        },
+    )
+    return changes, dead
+
+
+def test_l2_upload_puts_files_and_folders_under_the_documents_prefix(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    rag_stack(mocked)
+    (tmp_path / "guide.md").write_text("# Guide")
+    folder = tmp_path / "policies"
+    (folder / "hr").mkdir(parents=True)
+    (folder / "hr" / "leave.txt").write_text("leave")
+    (folder / ".hidden").write_text("skip me")
+    result = run(l2, "upload", str(tmp_path / "guide.md"), str(folder), "--prefix", "team-a")
+    assert result.exit_code == 0, result.output
+    objects = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="docs-bucket")["Contents"]
+    assert sorted(o["Key"] for o in objects) == ["docs/team-a/guide.md", "docs/team-a/hr/leave.txt"]
+    head = boto3.client("s3", region_name=REGION).head_object(Bucket="docs-bucket", Key="docs/team-a/guide.md")
+    assert head["ContentType"] == "text/markdown"
+    assert "uploaded s3://docs-bucket/docs/team-a/guide.md" in result.output
+    assert "kit l2 sync --wait" in result.output
+
+
+def test_l2_upload_refuses_files_over_the_knowledge_base_limit(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    big = tmp_path / "big.pdf"
+    with big.open("wb") as handle:
+        handle.truncate(50 * 1024 * 1024 + 1)  # sparse: no 50 MB written
+    result = run(l2, "upload", str(big))
+    assert result.exit_code == 2
+    assert "a knowledge base ingests files up to 50 MB; too large: " in result.output and "big.pdf" in result.output
+
+
+JOB_STATS = {
+    "numberOfDocumentsScanned": 7,
+    "numberOfNewDocumentsIndexed": 2,
+    "numberOfModifiedDocumentsIndexed": 1,
+    "numberOfDocumentsDeleted": 0,
+    "numberOfDocumentsFailed": 0,
+}
+
+
+def ingestion_job(status: str, job_id: str = "JOB0000001", **extra: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "knowledgeBaseId": "KB12345678",
+        "dataSourceId": "DS12345678",
+        "ingestionJobId": job_id,
+        "status": status,
+        "statistics": JOB_STATS,
+        "startedAt": now,
+        "updatedAt": now,
+        **extra,
+    }
+
+
+def expect_newest(agent: Stubber, job: dict[str, Any] | None) -> None:
+    listing = {"knowledgeBaseId": "KB12345678", "dataSourceId": "DS12345678"}
+    params = {**listing, "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"}, "maxResults": 1}
+    summaries = [] if job is None else [{k: v for k, v in job.items() if k != "failureReasons"}]
+    agent.add_response("list_ingestion_jobs", {"ingestionJobSummaries": summaries}, params)
+    if job is not None:
+        agent.add_response(
+            "get_ingestion_job", {"ingestionJob": job}, {**listing, "ingestionJobId": job["ingestionJobId"]}
+        )
+
+
+def test_l2_sync_shows_pending_changes_and_the_newest_job(mocked: FakeCloudFormation) -> None:
+    changes, dead = rag_stack(mocked)
+    sqs = boto3.client("sqs", region_name=REGION)
+    for key in ("docs/a.md", "docs/b.md"):
+        sqs.send_message(QueueUrl=changes, MessageBody=json.dumps({"key": key}))
+    sqs.send_message(QueueUrl=dead, MessageBody="{}")
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("COMPLETE"))
+        result = run(l2, "sync")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    minutes = CONFIG.rag.sync_interval_minutes
+    assert f"2 change(s) waiting: the pipeline starts a job every {minutes} min" in result.output
+    assert "JOB0000001 COMPLETE · scanned 7 · new 2 · modified 1 · deleted 0 · failed 0" in result.output
+    assert "1 change(s) failed 5 times" in result.output
+    assert "s3://docs-bucket/docs/" in result.output
+
+
+def test_l2_sync_wait_follows_the_job_until_it_completes(mocked: FakeCloudFormation) -> None:
+    rag_stack(mocked)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("STARTING"))
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        expect_newest(agent, ingestion_job("COMPLETE"))
+        result = run(l2, "sync", "--wait", "--poll-seconds", "0")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "JOB0000001" in line]
+    assert [s for s in ("STARTING", "IN_PROGRESS", "COMPLETE") if any(s in line for line in lines)] == [
+        "STARTING",
+        "IN_PROGRESS",
+        "COMPLETE",
+    ]
+
+
+def test_l2_sync_wait_keeps_waiting_while_changes_are_pending(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changes, _ = rag_stack(mocked)
+    sqs = boto3.client("sqs", region_name=REGION)
+    sqs.send_message(QueueUrl=changes, MessageBody="{}")
+
+    class PipelineClock:
+        """Between two checks the pipeline drains the queue, as the ingest function does once a job started."""
+
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(_: float) -> None:
+            for message in sqs.receive_message(QueueUrl=changes, MaxNumberOfMessages=10).get("Messages", []):
+                sqs.delete_message(QueueUrl=changes, ReceiptHandle=message["ReceiptHandle"])
+
+    monkeypatch.setattr(level2_rag, "time", PipelineClock)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("COMPLETE", "JOB0000001"))  # an older job: done, but a change waits
+        expect_newest(agent, ingestion_job("IN_PROGRESS", "JOB0000002"))
+        expect_newest(agent, ingestion_job("COMPLETE", "JOB0000002"))
+        result = run(l2, "sync", "--wait")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    assert "waiting for the pipeline to start a job for 1 pending change(s)" in result.output
+    assert "JOB0000002 COMPLETE" in result.output
+
+
+def test_l2_sync_wait_on_a_new_stack_waits_for_the_first_full_sync(mocked: FakeCloudFormation) -> None:
+    # Given a data source with no job yet and nothing queued (a stack just deployed)
+    rag_stack(mocked)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, None)
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        expect_newest(agent, ingestion_job("COMPLETE"))
+        result = run(l2, "sync", "--wait", "--poll-seconds", "0")
+        agent.assert_no_pending_responses()
+    # Then --wait does not return at once: it follows the pipeline's first job to the end
+    assert result.exit_code == 0, result.output
+    assert "waiting for the pipeline to start the first (full) sync of this data source" in result.output
+    assert "JOB0000001 COMPLETE" in result.output
+
+
+def test_l2_sync_wait_exits_1_and_shows_why_a_job_failed(mocked: FakeCloudFormation) -> None:
+    rag_stack(mocked)
+    failed = ingestion_job("FAILED", failureReasons=["Vector index not found"])
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        expect_newest(agent, failed)
+        result = run(l2, "sync", "--wait", "--poll-seconds", "0")
+    assert result.exit_code == 1
+    assert "failure: Vector index not found" in result.output
+
+
+def test_l2_sync_wait_is_bounded_by_its_timeout(mocked: FakeCloudFormation) -> None:
+    rag_stack(mocked)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        result = run(l2, "sync", "--wait", "--timeout", "0")
+    assert result.exit_code == 1
+    assert "Error: still JOB0000001 IN_PROGRESS" in result.output and "after 0 s" in result.output
+
+
+def test_l2_ask_prints_the_answer_with_its_sources(api: FakeApi, mocked: FakeCloudFormation) -> None:
+    rag_stack(mocked)
+    source = {"uri": "s3://docs-bucket/docs/rag.md", "snippet": "RAG retrieves chunks"}
+    api.answer(
+        200,
+        {
+            "answer": "Choose RAG when answers must come from your documents.",
+            "sessionId": "session-1",
+            "citations": [{"text": "Choose RAG", "start": 0, "end": 10, "sources": [source, source]}],
+            "guardrail": {"intervened": False},
+        },
+    )
+    result = run(
+        l2,
+        "ask",
+        "When RAG?",
+        "--session-id",
+        "session-0",
+        "--results",
+        "3",
+        "--filter",
+        '{"equals": {"key": "team", "value": "a"}}',
+    )
+    assert result.exit_code == 0, result.output
+    assert api.sent() == (
+        "POST",
+        API_URL + "ask",
+        {
+            "question": "When RAG?",
+            "sessionId": "session-0",
+            "numberOfResults": 3,
+            "filter": {"equals": {"key": "team", "value": "a"}},
+        },
+    )
+    assert "Choose RAG when answers must come from your documents." in result.output
+    assert result.output.count("s3://docs-bucket/docs/rag.md") == 1  # sources are listed once
+    assert "--session-id session-1" in result.output
+
+
+def test_l2_retrieve_tabulates_the_chunks(api: FakeApi, mocked: FakeCloudFormation) -> None:
+    rag_stack(mocked)
+    api.answer(
+        200, {"results": [{"text": "chunk text", "score": 0.8123, "uri": "s3://docs-bucket/docs/a.md", "metadata": {}}]}
+    )
+    result = run(l2, "retrieve", "chunks", "--json")
+    assert json.loads(result.output)["results"][0]["score"] == 0.8123
+    api.answer(
+        200, {"results": [{"text": "chunk text", "score": 0.8123, "uri": "s3://docs-bucket/docs/a.md", "metadata": {}}]}
+    )
+    result = run(l2, "retrieve", "chunks", "--results", "2")
+    assert api.sent(1) == ("POST", API_URL + "retrieve", {"query": "chunks", "numberOfResults": 2})
+    assert "0.812" in result.output and "s3://docs-bucket/docs/a.md" in result.output
+
+
+def test_l2_a_bad_filter_is_a_usage_error(api: FakeApi) -> None:
+    result = run(l2, "ask", "q", "--filter", "[1]")
+    assert result.exit_code == 2 and "--filter must be a JSON object" in result.output

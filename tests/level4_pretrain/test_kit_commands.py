@@ -1,0 +1,194 @@
+"""kit l4 (Level 4, pre-training), offline: submitting and following training-job executions (moto's Step
+Functions, a Stubber on SageMaker) and the HyperPod cluster view."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+
+from kit.level4_pretrain import l4
+from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
+    CONFIG,
+    REGION,
+    WAIT_THEN_PASS,
+    FakeCloudFormation,
+    cloudformation_fixture,  # noqa: F401
+    executing_fixture,  # noqa: F401
+    fresh_clients_fixture,  # noqa: F401
+    mocked_fixture,  # noqa: F401
+    run,
+    stack,
+    state_machine,
+    stubbed,
+)
+
+
+def jobs_stack(fake: FakeCloudFormation, machine: str) -> None:
+    fake.deploy(stack("4-jobs"), {"StateMachineArn": machine, "ArtifactsBucketName": "artifacts"})
+
+
+def test_l4_submit_wait_follows_the_training_execution(executing: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    jobs_stack(executing, machine)
+    result = run(l4, "submit", "--wait", "--poll-seconds", "0.2", "--timeout", "20")
+    assert result.exit_code == 0, result.output
+    [execution] = boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)[
+        "executions"
+    ]
+    assert execution["name"].startswith("kit-") and execution["status"] == "SUCCEEDED"
+    assert f"training job {CONFIG.name_prefix}-pretrain-{execution['name']}" in result.output
+    assert "SUCCEEDED" in result.output and "s3://artifacts/checkpoints/" in result.output
+
+
+def test_l4_submit_shows_the_training_job_while_it_runs(mocked: FakeCloudFormation) -> None:
+    jobs_stack(mocked, state_machine(WAIT_THEN_PASS, "pretrain"))
+    job_name = f"{CONFIG.name_prefix}-pretrain-smoke1"
+    with stubbed("sagemaker") as sagemaker:
+        sagemaker.add_response(
+            "describe_training_job",
+            {
+                "TrainingJobName": job_name,
+                "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{job_name}",
+                "TrainingJobStatus": "InProgress",
+                "SecondaryStatus": "Training",
+                "AlgorithmSpecification": {"TrainingInputMode": "File"},
+                "ResourceConfig": {"VolumeSizeInGB": 50},
+                "StoppingCondition": {},
+                "CreationTime": datetime.now(UTC),
+                "ModelArtifacts": {"S3ModelArtifacts": ""},
+            },
+            {"TrainingJobName": job_name},
+        )
+        result = run(l4, "submit", "--name", "smoke1", "--wait", "--timeout", "0")
+    assert result.exit_code == 1  # plain moto keeps it RUNNING: the wait times out
+    assert f"training job {job_name}: InProgress/Training" in result.output
+    assert "kit l4 status smoke1 --wait" in result.output
+    status = run(l4, "status", "smoke1")
+    assert status.exit_code == 0 and "RUNNING" in status.output
+
+
+def test_l4_submit_refuses_a_name_sagemaker_would_reject(mocked: FakeCloudFormation) -> None:
+    result = run(l4, "submit", "--name", "under_score")
+    assert result.exit_code == 2 and "SageMaker needs 1-63 letters, digits and '-'" in result.output
+
+
+def test_l4_submit_checkpoints_under_the_executions_own_prefix(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    jobs_stack(mocked, machine)
+    result = run(l4, "submit", "--name", "run2")
+    assert result.exit_code == 0, result.output
+    assert "checkpoints in s3://artifacts/checkpoints/run2/" in result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = machine.replace(":stateMachine:", ":execution:") + ":run2"
+    assert json.loads(sfn.describe_execution(executionArn=arn)["input"]) == {}
+
+
+def test_l4_submit_resume_from_asks_the_state_machine_to_continue_that_run(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    jobs_stack(mocked, machine)
+    earlier = machine.replace(":stateMachine:", ":execution:") + ":run1"
+    result = run(l4, "submit", "--name", "run1-more", "--resume-from", earlier)  # an ARN or a name
+    assert result.exit_code == 0, result.output
+    assert "resuming from the checkpoints in s3://artifacts/checkpoints/run1/" in result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    started = sfn.describe_execution(executionArn=machine.replace(":stateMachine:", ":execution:") + ":run1-more")
+    assert json.loads(started["input"]) == {"resumeFrom": "run1"}
+
+
+@pytest.mark.parametrize(("given", "says"), [("under_score", "not the name of an execution"), ("same", "itself")])
+def test_l4_submit_refuses_a_resume_from_that_cannot_name_an_earlier_run(
+    mocked: FakeCloudFormation, given: str, says: str
+) -> None:
+    result = run(l4, "submit", "--name", "same", "--resume-from", given)
+    assert result.exit_code == 2 and says in result.output
+
+
+def test_l4_cluster_tabulates_groups_and_nodes() -> None:
+    name = "genai-kit-sandbox-hyperpod"
+    arn = f"arn:aws:sagemaker:{REGION}:123456789012:cluster/abcd1234efgh"
+    now = datetime.now(UTC)
+    controller = CONFIG.pretrain.controller.name
+    with stubbed("cloudformation") as cloudformation, stubbed("sagemaker") as sagemaker:
+        cloudformation.add_response(
+            "describe_stacks",
+            {
+                "Stacks": [
+                    {
+                        "StackName": stack("4-cluster"),
+                        "StackStatus": "CREATE_COMPLETE",
+                        "CreationTime": now,
+                        "Outputs": [{"OutputKey": "ClusterName", "OutputValue": name}],
+                    }
+                ]
+            },
+            {"StackName": stack("4-cluster")},
+        )
+        sagemaker.add_response(
+            "describe_cluster",
+            {
+                "ClusterArn": arn,
+                "ClusterName": name,
+                "ClusterStatus": "InService",
+                "CreationTime": now,
+                "Orchestrator": {"Slurm": {"SlurmConfigStrategy": "Managed"}},
+                "InstanceGroups": [
+                    {
+                        "InstanceGroupName": controller,
+                        "InstanceType": "ml.t3.medium",
+                        "CurrentCount": 1,
+                        "TargetCount": 1,
+                        "Status": "InService",
+                        "SlurmConfig": {"NodeType": "Controller"},
+                    },
+                    {
+                        "InstanceGroupName": "gpu",
+                        "InstanceType": "ml.g5.8xlarge",
+                        "CurrentCount": 0,
+                        "TargetCount": 0,
+                        "Status": "InService",
+                        "SlurmConfig": {"NodeType": "Compute", "PartitionNames": ["gpu"]},
+                        "InstanceStorageConfigs": [
+                            {"EbsVolumeConfig": {"VolumeSizeInGB": 100}},
+                            {
+                                "FsxLustreConfig": {
+                                    "DnsName": "fs-0123456789abcdef0.fsx.us-east-1.amazonaws.com",
+                                    "MountName": "abcdefgh",
+                                    "MountPath": "/fsx",
+                                }
+                            },
+                        ],
+                    },
+                ],
+            },
+            {"ClusterName": name},
+        )
+        node = {
+            "InstanceGroupName": controller,
+            "InstanceId": "i-0123456789abcdef0",
+            "InstanceType": "ml.t3.medium",
+            "LaunchTime": now,
+            "InstanceStatus": {"Status": "Running"},
+        }
+        sagemaker.add_response("list_cluster_nodes", {"ClusterNodeSummaries": [node]}, {"ClusterName": name})
+        result = run(l4, "cluster")
+    assert result.exit_code == 0, result.output
+    assert "InService" in result.output and "ml.g5.8xlarge" in result.output and "i-0123456789abcdef0" in result.output
+    assert f"sagemaker-cluster:abcd1234efgh_{controller}-i-0123456789abcdef0" in result.output
+    # API-driven Slurm: each group's node type, its partition plus HyperPod's default dev, and the FSx mount.
+    assert "configured through the API (Managed strategy)" in result.output
+    assert "Controller" in result.output and "Compute" in result.output and "FSx /fsx" in result.output
+    assert "Slurm partitions: gpu, and dev (the default, every node)" in " ".join(result.output.split())
+    assert "sbatch --partition gpu" in " ".join(result.output.split())
+
+
+def test_l4_cluster_not_deployed_says_so(mocked: FakeCloudFormation) -> None:
+    result = run(l4, "cluster")
+    assert result.exit_code == 1
+    assert (
+        f"{stack('4-cluster')} is not deployed in {REGION}: run make deploy STACK=GenAiKit-4-Pretrain-Cluster"
+        in result.output
+    )
+    assert "the zero-idle path is kit l4 submit" in result.output
