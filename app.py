@@ -15,11 +15,11 @@ from cdk_nag import AwsSolutionsChecks
 from stacks.api_gateway_account import ApiGatewayAccountStack
 from stacks.config import PINNED_POWERTOOLS_LAYER, STACK_IDS, ConfigError, KitConfig, load_config
 from stacks.invocation_logging import InvocationLoggingStack
-from stacks.level1_prompt import PromptEngineeringStack
+from stacks.level1_prompt.prompt_templates import load_templates
+from stacks.level1_prompt.stack import PromptEngineeringStack
 from stacks.level2_rag import RagStack
 from stacks.level3_finetune import FineTuneStack
 from stacks.level4_pretrain import PretrainClusterStack, PretrainJobsStack
-from stacks.prompt_templates import load_templates
 from stacks.shared.registry import config_errors, name_findings
 
 

@@ -25,6 +25,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stacks.shared.python_function import stage_function_code
+
 ROOT = Path(__file__).resolve().parents[1]
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 PY = sys.executable
@@ -69,7 +71,8 @@ def bench_tests() -> float:
 def _import_seconds(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
     env = {k: v for k, v in _ENV.items() if not k.startswith(("POWERTOOLS_", "MODEL_", "GUARDRAIL_", "PROMPT_"))}
-    env["PYTHONPATH"] = str(ROOT / "lambdas")
+    # the function's asset as Lambda sees it: its package and lambdas/common side by side
+    env["PYTHONPATH"] = str(stage_function_code(module.split(".")[0]))
     best = min(
         float(subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True).stdout)
         for _ in range(IMPORT_RUNS)
@@ -78,7 +81,7 @@ def _import_seconds(module: str) -> float:
 
 
 def handler_modules() -> list[str]:
-    return sorted(f"{p.parent.name}.handler" for p in (ROOT / "lambdas").glob("*/handler.py"))
+    return sorted(f"{p.parent.name}.handler" for p in (ROOT / "lambdas").glob("*/*/handler.py"))
 
 
 def main() -> int:

@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stacks.shared.python_function import stage_function_code
+
 ROOT = Path(__file__).resolve().parents[1]
-LAMBDAS = ROOT / "lambdas"
 BASE_MODEL = "amazon.nova-lite-v1:0:300k"
 MIB = 1 << 20
 MB = 1_000_000
@@ -128,7 +129,7 @@ def generate(path: Path, size_bytes: int, seed: int = SEED) -> int:
 
 
 def _child(code: str, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(LAMBDAS)}
+    env = {**os.environ, "PYTHONPATH": str(stage_function_code("finetune_validate"))}
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result

@@ -31,6 +31,7 @@ from common.errors import BadRequestError
 from rag_api import filters, guardrail, knowledge_base, settings, validation
 from scripts.ingest_burst import validate_strict
 from stacks.config import VECTOR_STORES
+from stacks.shared.python_function import stage_function_code
 from tests.lambda_helpers import (
     API_REQUEST_ID,
     FakeContext,
@@ -51,7 +52,8 @@ GUARDRAIL_ID = "rag1guard2"
 GUARDRAIL_VERSION = "2"
 NAMESPACE = "GenAiKitTest"
 SERVICE = "rag-api-test"
-LAMBDAS_DIR = Path(rag_api.handler.__file__).resolve().parents[1]
+# The function's asset as Lambda sees it: its package and lambdas/common side by side.
+ASSET_DIR = stage_function_code("rag_api")
 RAG_ENV = {
     "KNOWLEDGE_BASE_ID": KB_ID,
     "MODEL_ARN": MODEL_ARN,
@@ -964,7 +966,7 @@ def test_model_arns_accepted(arn: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_module_imports_without_env_and_without_boto3() -> None:
     code = "import sys, rag_api.handler; assert 'boto3' not in sys.modules; print('ok')"
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(LAMBDAS_DIR)}
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ASSET_DIR)}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -1109,7 +1111,7 @@ def test_new_error_classes(cls: type[errors.ApiError], status: int, code: str) -
 
 
 def test_schema_file_is_draft04_objects_without_extra_fields() -> None:
-    raw = json.loads((LAMBDAS_DIR / "rag_api" / "request_schemas.json").read_text())
+    raw = json.loads((ASSET_DIR / "rag_api" / "request_schemas.json").read_text())
     assert set(raw) == {"AskRequest", "RetrieveRequest"}
     for name, schema in raw.items():
         assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"

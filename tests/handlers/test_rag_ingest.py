@@ -19,7 +19,6 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import boto3
@@ -58,11 +57,13 @@ from scripts.ingest_burst import (
     poison_bodies,
     validate_strict,
 )
+from stacks.shared.python_function import stage_function_code
 from tests.lambda_helpers import emf_documents
 
 NAMESPACE = "GenAiKitTest"
 SERVICE = "rag-ingest-test"
-LAMBDAS_DIR = Path(rag_ingest.handler.__file__).resolve().parents[1]
+# The function's asset as Lambda sees it: its package and lambdas/common side by side.
+ASSET_DIR = stage_function_code("rag_ingest")
 SYNC = {"action": "sync"}
 RECONCILE = {"action": "reconcile"}
 DATA_SOURCE = {"knowledgeBaseId": KNOWLEDGE_BASE_ID, "dataSourceId": DATA_SOURCE_ID}
@@ -1103,7 +1104,7 @@ def test_settings_defaults() -> None:
 
 def test_module_imports_without_env_and_without_boto3() -> None:
     code = "import sys, rag_ingest.handler; assert 'boto3' not in sys.modules; print('ok')"
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(LAMBDAS_DIR)}
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ASSET_DIR)}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import re
 
+from stacks.shared.python_function import package_dir
 from stacks.shared.rest_api import _GATEWAY_ERRORS
 from tests.conftest import ROOT
 
@@ -18,7 +19,7 @@ PACKAGES = ("common", "prompt_api", "rag_api")
 def emitted_codes() -> set[str]:
     codes = {code for _, _, code, _ in _GATEWAY_ERRORS}
     for package in PACKAGES:
-        for path in (ROOT / "lambdas" / package).rglob("*.py"):
+        for path in package_dir(package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 values = []
                 if isinstance(node, ast.keyword) and node.arg in ("code", "default_code"):

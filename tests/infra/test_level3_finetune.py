@@ -15,6 +15,7 @@ import pytest
 
 from stacks.config import ConfigError
 from stacks.level3_finetune import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
+from stacks.shared.python_function import package_dir
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
@@ -269,7 +270,7 @@ def test_the_cleanup_may_call_what_its_handler_calls_and_delete_only_bedrock_res
 ) -> None:
     import boto3
 
-    source = (ROOT / "lambdas" / "finetune_cleanup" / "handler.py").read_text()
+    source = (package_dir("finetune_cleanup") / "handler.py").read_text()
     _, function = _cleanup_function(template)
     granted = _role_statements(template, function["Role"]["Fn::GetAtt"][0])
     allowed = {a: s for s in granted.values() for a in as_list(s["Action"])}

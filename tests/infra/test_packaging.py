@@ -35,8 +35,15 @@ ROOT_PACKAGES = ("app", "kit", "stacks", "scripts", "workloads", "tests")
 _PATH_MUTATORS = {"append", "insert", "extend", "remove", "pop", "clear", "__setitem__", "__iadd__"}
 
 
+def lambda_folders() -> dict[str, Path]:
+    """Every Lambda package by import name: lambdas/common, and each function under its level's folder."""
+    found = [p.parent for p in (*LAMBDAS.glob("*/__init__.py"), *LAMBDAS.glob("*/*/__init__.py"))]
+    assert len({p.name for p in found}) == len(found), f"two Lambda packages share a name: {sorted(found)}"
+    return {p.name: p for p in sorted(found)}
+
+
 def lambda_packages() -> list[str]:
-    return sorted(p.name for p in LAMBDAS.iterdir() if (p / "__init__.py").is_file())
+    return sorted(lambda_folders())
 
 
 # --- no sys.path patching -----------------------------------------------------------------------------------
@@ -115,7 +122,9 @@ def test_no_kit_code_patches_the_import_path() -> None:
 def test_every_lambda_package_is_installed_from_its_folder() -> None:
     """pyproject.toml maps each package under lambdas/ to its folder: a new function package must be added there."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert setuptools["package-dir"] == {name: f"lambdas/{name}" for name in lambda_packages()}
+    assert setuptools["package-dir"] == {
+        name: str(folder.relative_to(ROOT)) for name, folder in lambda_folders().items()
+    }
     declared = set(setuptools["packages"])
     assert set(lambda_packages()) <= declared
     for top in ("kit", "stacks", "scripts", "workloads"):  # and every subpackage, for a non-editable build too
@@ -127,7 +136,7 @@ def test_every_lambda_package_is_installed_from_its_folder() -> None:
 def test_the_install_imports_every_kit_package_from_its_folder(tmp_path: Path) -> None:
     """From any folder and without PYTHONPATH, as the `kit` console script and the scripts run."""
     expected = {
-        **{name: LAMBDAS / name for name in lambda_packages()},
+        **lambda_folders(),
         "app": ROOT / "app.py",
         "kit": ROOT / "kit",
         "stacks": ROOT / "stacks",
@@ -135,7 +144,7 @@ def test_the_install_imports_every_kit_package_from_its_folder(tmp_path: Path) -
         "scripts": ROOT / "scripts",
         "workloads": ROOT / "workloads",
         "workloads.pretrain": ROOT / "workloads" / "pretrain",
-        "finetune_validate.formats": LAMBDAS / "finetune_validate" / "formats.py",
+        "finetune_validate.formats": lambda_folders()["finetune_validate"] / "formats.py",
     }
     code = (
         "import importlib.util, json, sys\n"
@@ -196,9 +205,9 @@ def test_a_function_asset_holds_its_package_and_the_shared_code_only(functions: 
         assert sorted(p.name for p in asset.iterdir()) == sorted({package, *SHARED_PACKAGES}), logical_id
         shipped = sorted(str(p.relative_to(asset)) for p in asset.rglob("*") if p.is_file())
         source = sorted(
-            str(p.relative_to(LAMBDAS))
+            str(p.relative_to(lambda_folders()[name].parent))
             for name in (package, *SHARED_PACKAGES)
-            for p in (LAMBDAS / name).rglob("*")
+            for p in lambda_folders()[name].rglob("*")
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
         )
         assert shipped == source, logical_id
@@ -273,7 +282,8 @@ def test_editing_one_package_changes_only_its_function_asset(tmp_path: Path, mon
     for state in ("before", "validator", "common"):
         copies[state] = tmp_path / state / "lambdas"
         shutil.copytree(LAMBDAS, copies[state], ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    with (copies["validator"] / "finetune_validate" / "formats.py").open("a") as handle:
+    validator = lambda_folders()["finetune_validate"].relative_to(LAMBDAS)
+    with (copies["validator"] / validator / "formats.py").open("a") as handle:
         handle.write("# an edit\n")
     with (copies["common"] / "common" / "errors.py").open("a") as handle:
         handle.write("# an edit\n")

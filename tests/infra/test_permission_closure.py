@@ -24,10 +24,12 @@ from typing import Any
 import botocore.session
 from botocore import xform_name
 
+from stacks.shared.python_function import package_dir
 from tests.conftest import ROOT
 from tests.infra.helpers import as_list, iam_reference, render
 
-LAMBDAS = ROOT / "lambdas"
+# Every Lambda package by name (lambdas/common and each level's functions); the CDK's own handlers are not here.
+_PACKAGES = frozenset(p.parent.name for p in (ROOT / "lambdas").glob("**/__init__.py"))
 
 # botocore service name -> IAM service prefix, where they differ.
 IAM_PREFIX = {
@@ -106,9 +108,9 @@ def action_for(service: str, operation: str) -> str:
 
 
 def _sources(package: str) -> list[Path]:
-    files = sorted((LAMBDAS / package).rglob("*.py"))
+    files = sorted(package_dir(package).rglob("*.py"))  # package_dir raises for a package it cannot find
     uses_common = any("common" in path.read_text() for path in files)
-    return files + (sorted((LAMBDAS / "common").rglob("*.py")) if uses_common and package != "common" else [])
+    return files + (sorted(package_dir("common").rglob("*.py")) if uses_common and package != "common" else [])
 
 
 def code_calls(package: str) -> set[str]:
@@ -184,7 +186,7 @@ def kit_functions(template: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
         handler = resource["Properties"].get("Handler", "")
         package = handler.split(".")[0]
         role = _role_of(resource["Properties"])
-        if package and (LAMBDAS / package).is_dir() and role:
+        if package and package in _PACKAGES and role:
             yield lid, package, role
 
 

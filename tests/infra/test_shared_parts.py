@@ -178,5 +178,5 @@ def test_lambda_asset_root_holds_only_function_packages() -> None:
     from stacks.shared.python_function import LAMBDAS_DIR
 
     assert not (LAMBDAS_DIR / "__init__.py").exists()
-    assert (LAMBDAS_DIR / "prompt_api" / "handler.py").is_file()
+    assert (LAMBDAS_DIR / "level1_prompt" / "prompt_api" / "handler.py").is_file()
     assert isinstance(LAMBDAS_DIR, Path)

@@ -18,7 +18,7 @@ from typing import Any
 from stacks.config import ConfigError
 from stacks.shared.registry import StringRule, resource_schema
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
 _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 

@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from stacks.config import PROFILE_GEOGRAPHIES
-from stacks.prompt_templates import load_templates
+from stacks.level1_prompt.prompt_templates import load_templates
 from tests.infra.helpers import as_list, only, render, resources, statements
 
 STACK = "GenAiKit-1-Prompt"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stacks.config import ConfigError
-from stacks.prompt_templates import PROMPTS_DIR, load_template, load_templates
+from stacks.level1_prompt.prompt_templates import PROMPTS_DIR, load_template, load_templates
 
 GOOD = {
     "name": "greet",

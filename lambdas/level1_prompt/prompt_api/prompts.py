@@ -64,7 +64,7 @@ def parse_prompt(arn: str, response: Mapping[str, Any]) -> ManagedPrompt:
 def split_template(template: str, variables: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The template as literal and variable parts; only declared variables are placeholders.
 
-    A placeholder is ``{{name}}``, blanks inside the braces allowed (the rule stacks/prompt_templates.py
+    A placeholder is ``{{name}}``, blanks inside the braces allowed (the rule stacks/level1_prompt/prompt_templates.py
     checks at synth); any other braces are literal text.
     """
     if not variables:

@@ -25,13 +25,15 @@ import prompt_api.handler
 from common.errors import BadRequestError
 from prompt_api import bedrock, prompts, validation
 from prompt_api.settings import get_settings
-from stacks.level1_prompt import FUNCTION_TIMEOUT
+from stacks.level1_prompt.stack import FUNCTION_TIMEOUT
+from stacks.shared.python_function import stage_function_code
 from tests.lambda_helpers import API_REQUEST_ID, FakeContext, Reply, api_event, assert_error, emf_documents
 
 from .conftest import CATALOG, GUARDRAIL_CONFIG, MODEL_ID, NAMESPACE, SERVICE, SUMMARIZE_ARN, converse_response
 
 Invoke = Callable[..., Reply]
-LAMBDAS_DIR = Path(prompt_api.handler.__file__).resolve().parents[1]
+# The function's asset as Lambda sees it: its package and lambdas/common side by side.
+ASSET_DIR = stage_function_code("prompt_api")
 PROMPT_SCHEMA = validation.load_schemas()["PromptRequest"]
 
 
@@ -706,7 +708,7 @@ def test_invalid_env_var_is_500_configuration_error_naming_it(
 
 def test_module_imports_without_env_and_without_boto3() -> None:
     code = "import sys, prompt_api.handler; assert 'boto3' not in sys.modules; print('ok')"
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(LAMBDAS_DIR)}
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ASSET_DIR)}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -782,7 +784,7 @@ def test_tracer_is_off_when_xray_sdk_is_missing(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_schema_file_is_draft04_objects_without_extra_fields() -> None:
-    raw = json.loads((LAMBDAS_DIR / "prompt_api" / "request_schemas.json").read_text())
+    raw = json.loads((ASSET_DIR / "prompt_api" / "request_schemas.json").read_text())
 
     assert set(raw) == {"PromptRequest", "TemplateRequest"}
     for name, schema in raw.items():

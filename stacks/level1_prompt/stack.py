@@ -21,7 +21,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import KitConfig
-from stacks.prompt_templates import PromptTemplate
+from stacks.level1_prompt.prompt_templates import PromptTemplate
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import grant_invoke_model

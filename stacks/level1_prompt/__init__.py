@@ -1,0 +1,1 @@
+"""Level 1, prompt engineering: a secured API over Bedrock Converse, managed prompt templates and a guardrail."""
