@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from stacks.config import ConfigError
-from stacks.level2_rag import (
+from stacks.level2_rag.stack import (
     BEDROCK_NON_FILTERABLE_KEYS,
     DEAD_LETTERS_READABLE_DAYS,
     MAX_RECEIVE_COUNT,
@@ -525,7 +525,7 @@ def variant() -> Callable[[str], dict[str, Any]]:
     import aws_cdk as cdk
 
     from stacks.config import PINNED_POWERTOOLS_LAYER, load_config
-    from stacks.level2_rag import RagStack
+    from stacks.level2_rag.stack import RagStack
 
     cache: dict[str, dict[str, Any]] = {}
     outdir = Path(tempfile.mkdtemp(prefix="cdk-rag-variants-"))

@@ -68,7 +68,7 @@ RAG_ENV = {
 Invoke = Callable[..., Reply]
 RUNTIME_MODEL = boto3.client("bedrock-agent-runtime", region_name="us-east-1").meta.service_model
 GUARDRAIL_MODEL = boto3.client("bedrock-runtime", region_name="us-east-1").meta.service_model
-FUNCTION_TIMEOUT_MS = 25_000  # stacks/level2_rag.py QUERY_TIMEOUT
+FUNCTION_TIMEOUT_MS = 25_000  # stacks/level2_rag/stack.py QUERY_TIMEOUT
 RUNTIME_CLIENT, GUARDRAIL_CLIENT = knowledge_base.get_runtime_client, guardrail.get_guardrail_client
 
 

@@ -42,7 +42,7 @@ from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import tag_stack
 
 LEVEL = "2-rag"
-SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[1] / "samples" / "rag-corpus"
+SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[2] / "samples" / "rag-corpus"
 INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of its settings follows
 MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue
 # SQS expires a message by its ORIGINAL enqueue time, also after it moved to the dead-letter queue, and the
