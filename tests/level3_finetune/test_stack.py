@@ -14,7 +14,7 @@ import cfnlint.data.schemas as schemas
 import pytest
 
 from stacks.config import ConfigError
-from stacks.level3_finetune import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
+from stacks.level3_finetune.stack import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
 from stacks.shared.python_function import package_dir
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
@@ -417,7 +417,7 @@ def test_continued_pre_training_only_for_base_models_that_offer_it(base_model: s
     import aws_cdk as cdk
 
     from stacks.config import ConfigError
-    from stacks.level3_finetune import FineTuneStack
+    from stacks.level3_finetune.stack import FineTuneStack
     from tests.conftest import cdk_json_context
 
     config = build(ft_base_model_id=base_model, ft_customization_type="CONTINUED_PRE_TRAINING", ft_hyperparameters={})

@@ -32,6 +32,7 @@ from finetune_validate.validator import (
     validate_dataset,
     validate_files,
 )
+from stacks.shared.python_function import stage_function_code
 from tests.lambda_helpers import FakeContext
 
 from .finetune_data import (
@@ -43,7 +44,6 @@ from .finetune_data import (
     LLAMA_32_VISION,
     NOVA_LITE,
     NOVA_MICRO,
-    ROOT,
     TITAN_EXPRESS,
     TITAN_LITE,
     TRAIN_SAMPLE,
@@ -64,7 +64,8 @@ from .finetune_data import (
     video,
 )
 
-LAMBDAS = ROOT / "lambdas"
+# The function's asset as Lambda sees it: its package and lambdas/common side by side.
+ASSET_DIR = stage_function_code("finetune_validate")
 HP_SETTINGS = hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -817,7 +818,7 @@ def test_handler_raises_dataset_not_found_naming_the_key(
 
 def test_handler_imports_without_environment_or_boto3() -> None:
     code = "import sys, finetune_validate.handler as h; assert 'boto3' not in sys.modules; print(h.handler.__name__)"
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(LAMBDAS)}
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ASSET_DIR)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "handler"
@@ -838,7 +839,7 @@ def test_cli_module_exits_0_for_the_valid_samples_and_writes_the_report(tmp_path
         "-m", "finetune_validate", str(TRAIN_SAMPLE), "--base-model", NOVA_LITE, "--validation", str(VALIDATION_SAMPLE),
         "--hyperparameters", '{"epochCount": "2"}', "--report", str(report_path),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(LAMBDAS)}
+    env = {**os.environ, "PYTHONPATH": str(ASSET_DIR)}
     done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith(f"VALID: 24 training and 8 validation records for {NOVA_LITE} (amazon-nova).")
@@ -914,7 +915,7 @@ def test_a_lone_surrogate_in_the_data_is_reported_in_full_by_the_command(tmp_pat
     path = _dataset_with(tmp_path, bad)
     report_path = tmp_path / "report.json"
     args = [sys.executable, "-m", "finetune_validate", path, "--report", str(report_path)]
-    env = {**os.environ, "PYTHONPATH": str(LAMBDAS), "PYTHONIOENCODING": "utf-8"}
+    env = {**os.environ, "PYTHONPATH": str(ASSET_DIR), "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr

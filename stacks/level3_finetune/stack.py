@@ -980,7 +980,7 @@ class CustomModelCleanup(Construct):
     """Sandbox only: before CloudFormation deletes the key, delete the custom models encrypted with it.
 
     Custom models, on-demand deployments and Provisioned Throughput are created by the state machine, outside
-    CloudFormation. On stack deletion the function (``lambdas/finetune_cleanup``) stops the pipeline's
+    CloudFormation. On stack deletion the function (``lambdas/level3_finetune/finetune_cleanup``) stops the pipeline's
     executions and the kit's running jobs, deletes the deployments and throughputs serving the kit's models,
     then the models (the pipeline's names AND this key, nothing else). The resource depends on the key, the
     state machine and its own role, so CloudFormation deletes it, and waits for its answer, before any of them.

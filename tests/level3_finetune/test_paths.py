@@ -29,7 +29,7 @@ import aws_cdk as cdk
 import pytest
 
 from stacks.config import KitConfig
-from stacks.level3_finetune import (
+from stacks.level3_finetune.stack import (
     DEPLOY_POLLS,
     ENDED_ABNORMALLY,
     NOTIFY_RETRY_ATTEMPTS,
