@@ -19,7 +19,7 @@ from stacks.level1_prompt.prompt_templates import load_templates
 from stacks.level1_prompt.stack import PromptEngineeringStack
 from stacks.level2_rag.stack import RagStack
 from stacks.level3_finetune.stack import FineTuneStack
-from stacks.level4_pretrain import PretrainClusterStack, PretrainJobsStack
+from stacks.level4_pretrain.stack import PretrainClusterStack, PretrainJobsStack
 from stacks.shared.registry import config_errors, name_findings
 
 

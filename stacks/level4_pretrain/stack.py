@@ -43,7 +43,7 @@ from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group, removal_policy, tag_stack
 
 LEVEL = "4-pretrain"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIFECYCLE_DIR = ROOT / "lifecycle"
 WORKLOAD_DIR = ROOT / "workloads" / "pretrain"
 LIFECYCLE_PREFIX = "lifecycle/"

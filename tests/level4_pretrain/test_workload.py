@@ -18,15 +18,14 @@ with warnings.catch_warnings():  # CPU-only test environments have no NumPy; tor
     warnings.simplefilter("ignore")
     torch = pytest.importorskip("torch", reason="torch is not installed (make test installs torch==2.13.0)")
 
-from tests.workloads import ddp_harness
+from tests.level4_pretrain import ddp_harness
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[2] / "workloads" / "pretrain"
 CORPUS = PRETRAIN_DIR / "data" / "corpus.txt"
-sys.path.insert(0, str(PRETRAIN_DIR))
 
-import byte_corpus  # noqa: E402
-import checkpoints  # noqa: E402
-import train  # noqa: E402
+import byte_corpus  # noqa: E402 (needs torch, checked above)
+import checkpoints  # noqa: E402 (needs torch, checked above)
+import train  # noqa: E402 (needs torch, checked above)
 
 # A model small enough for two CPU processes to take 40 steps in about a second.
 TINY = [

@@ -14,15 +14,13 @@ import tarfile
 import warnings
 from pathlib import Path
 
+import make_corpus
+import package_sourcedir
 import pytest
+import sagemaker_job
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[2] / "workloads" / "pretrain"
 SBATCH = PRETRAIN_DIR / "slurm" / "pretrain.sbatch"
-sys.path.insert(0, str(PRETRAIN_DIR))
-
-import make_corpus  # noqa: E402
-import package_sourcedir  # noqa: E402
-import sagemaker_job  # noqa: E402
 
 
 def members(archive: bytes) -> list[tarfile.TarInfo]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import warnings
 from pathlib import Path
 
@@ -37,7 +36,6 @@ def worker(
     ports: list[int],
 ) -> None:
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-    sys.path.insert(0, pretrain_dir)
     import torch
     import train
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stacks.config import ConfigError, InstanceGroupSpec, check_instance_groups
-from stacks.level4_pretrain import (
+from stacks.level4_pretrain.stack import (
     FSX_MOUNT,
     FSX_STORAGE_GIB,
     LEGACY_SLURM_FILE,
@@ -116,7 +116,7 @@ def test_a_legacy_slurm_file_in_the_lifecycle_folder_stops_synth(
 ) -> None:
     import aws_cdk as cdk
 
-    from stacks import level4_pretrain
+    from stacks.level4_pretrain import stack as level4_pretrain
 
     (tmp_path / "on_create.sh").write_text("#!/bin/bash\n")
     (tmp_path / LEGACY_SLURM_FILE).write_text("{}")
