@@ -12,9 +12,9 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.api_gateway_account import ApiGatewayAccountStack
 from stacks.config import PINNED_POWERTOOLS_LAYER, STACK_IDS, ConfigError, KitConfig, load_config
-from stacks.invocation_logging import InvocationLoggingStack
+from stacks.level0_account.api_gateway_account import ApiGatewayAccountStack
+from stacks.level0_account.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt.prompt_templates import load_templates
 from stacks.level1_prompt.stack import PromptEngineeringStack
 from stacks.level2_rag.stack import RagStack

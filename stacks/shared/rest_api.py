@@ -65,7 +65,8 @@ class RestApi(Construct):
             endpoint_types=[apigw.EndpointType.REGIONAL],
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             # Access and execution logging need the account's API Gateway CloudWatch role: one per account and
-            # region, set by GenAiKit-0-ApiGatewayAccount (stacks/api_gateway_account.py), never by an API stack.
+            # region, set by GenAiKit-0-ApiGatewayAccount (stacks/level0_account/api_gateway_account.py), never
+            # by an API stack.
             cloud_watch_role=False,
             deploy_options=apigw.StageOptions(
                 stage_name=STAGE_NAME,

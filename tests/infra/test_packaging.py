@@ -46,6 +46,15 @@ def lambda_packages() -> list[str]:
     return sorted(lambda_folders())
 
 
+def test_function_packages_sit_in_their_levels_folder() -> None:
+    """lambdas/ holds the shared packages and one folder per level; no function package at the top."""
+    for name, folder in lambda_folders().items():
+        if name in SHARED_PACKAGES:
+            assert folder.parent == LAMBDAS, name
+        else:
+            assert folder.parent.name in LEVELS and folder.parent.parent == LAMBDAS, folder
+
+
 # --- no sys.path patching -----------------------------------------------------------------------------------
 
 
@@ -302,3 +311,28 @@ def test_editing_one_package_changes_only_its_function_asset(tmp_path: Path, mon
 def test_a_handler_must_name_a_function_package(handler: str) -> None:
     with pytest.raises(ValueError, match="names no function package"):
         function_package(handler)
+
+
+# --- one folder per level ----------------------------------------------------------------------------------
+
+LEVELS = ("level0_account", "level1_prompt", "level2_rag", "level3_finetune", "level4_pretrain")
+
+
+def test_each_level_has_one_folder_of_one_name_in_each_top_level_directory() -> None:
+    """stacks/, lambdas/ (levels with functions), tests/ and docs/ name each level the same way; kit/ too,
+    for the levels with operator commands; no other level-named entry exists anywhere at those places."""
+    for level in LEVELS:
+        number, name = level.split("_", 1)
+        assert (ROOT / "stacks" / level / "__init__.py").is_file(), level
+        assert (ROOT / "tests" / level / "__init__.py").is_file(), level
+        assert (ROOT / "docs" / f"level-{number.removeprefix('level')}-{name}.md").is_file(), level
+    found = {
+        entry.relative_to(ROOT).parts[0] + "/" + entry.name
+        for top in ("stacks", "lambdas", "tests", "kit")
+        for entry in (ROOT / top).iterdir()
+        if entry.name.startswith("level")
+    }
+    allowed = {f"{top}/{level}" for top in ("stacks", "lambdas", "tests") for level in LEVELS}
+    allowed |= {f"kit/{level}.py" for level in LEVELS}
+    assert found <= allowed, sorted(found - allowed)
+    assert not list((ROOT / "stacks").glob("level*.py")), "a level's stack code belongs in stacks/<level>/"

@@ -16,7 +16,7 @@ from common import custom_resource
 from invocation_logging import handler as h
 from tests.lambda_helpers import cloudformation_answers
 
-FUNCTION_MS = 240_000  # the function's timeout (stacks/invocation_logging.py MANAGER_TIMEOUT)
+FUNCTION_MS = 240_000  # the function's timeout (stacks/level0_account/invocation_logging.py MANAGER_TIMEOUT)
 
 PROPS = {
     "LogGroupName": "/kit/bedrock/invocations",

@@ -26,7 +26,8 @@ from stacks.shared.stage import log_group, tag_stack
 LEVEL = "0-observability"
 STATE_PREFIX = "kit-state/"
 # The function answers CloudFormation before its timeout: each of its (at most four) calls is bounded by short
-# client timeouts and attempts, and no call starts that could overrun (lambdas/invocation_logging/handler.py).
+# client timeouts and attempts, and no call starts that could overrun
+# (lambdas/level0_account/invocation_logging/handler.py).
 MANAGER_TIMEOUT = Duration.minutes(4)
 # CloudFormation stops waiting for an answer after this instead of the default hour, so even a function that
 # never runs (throttled, deleted, broken package) holds a create, update or delete for minutes only:
