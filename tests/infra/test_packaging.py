@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -336,3 +337,22 @@ def test_each_level_has_one_folder_of_one_name_in_each_top_level_directory() -> 
     allowed |= {f"kit/{level}.py" for level in LEVELS}
     assert found <= allowed, sorted(found - allowed)
     assert not list((ROOT / "stacks").glob("level*.py")), "a level's stack code belongs in stacks/<level>/"
+
+
+def test_the_readme_level_map_names_folders_that_exist() -> None:
+    """Every path the README's level table names exists: the map a newcomer reads is the layout on disk."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| Level | `stacks/` |") :].split("\n\n", 1)[0].splitlines()[2:]
+    assert len(table) == len(LEVELS)
+    tops = ("stacks", "lambdas", "tests", "kit", "docs")
+    for row, level in zip(table, LEVELS, strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+        for top, cell in zip(tops, cells, strict=True):
+            named = re.findall(r"`([^`]+)`", cell)
+            paths = [name for name in named if not name.startswith("kit ")]
+            if top == "lambdas" and "(" in cell and paths and paths[0].endswith("/"):
+                paths = [paths[0]] + [paths[0] + p for p in paths[1:]]  # `level2_rag/` (`rag_api/`, ...)
+            for path in paths:
+                assert (ROOT / top / path).exists(), f"README names {top}/{path} for {level}"
+            if top in ("stacks", "tests"):
+                assert paths == [f"{level}/"], row
