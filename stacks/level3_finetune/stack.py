@@ -463,7 +463,10 @@ class FineTunePipeline(Construct):
         for task in (create_plain, create_validated):
             task.add_catch(start_failed, errors=["States.ALL"], result_path="$.error")
 
-        # 4. Wait for the outcome, bounded by ft_max_job_hours.
+        # 4. Wait for the outcome, bounded by ft_max_job_hours. Step Functions offers CreateModelCustomizationJob.sync
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/connect-bedrock.html), but its page documents neither
+        # the IAM the .sync pattern needs nor that a timed-out or stopped task stops the job; this loop uses only
+        # documented calls, stops the job itself when the bound is reached, and notifies on every status it sees.
         wait = sfn.Wait(self, "WaitForJob", time=sfn.WaitTime.duration(Duration.minutes(ft.poll_minutes)))
         get_job = tasks.CallAwsService(
             self,
