@@ -12,7 +12,7 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import PINNED_POWERTOOLS_LAYER, STACK_IDS, ConfigError, KitConfig, load_config
+from stacks.config import ConfigError, KitConfig, load_config
 from stacks.level0_account.api_gateway_account import ApiGatewayAccountStack
 from stacks.level0_account.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt.prompt_templates import load_templates
@@ -20,6 +20,7 @@ from stacks.level1_prompt.stack import PromptEngineeringStack
 from stacks.level2_rag.stack import RagStack
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.level4_pretrain.stack import PretrainClusterStack, PretrainJobsStack
+from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
 from stacks.shared.registry import config_errors, name_findings
 
 
@@ -31,8 +32,8 @@ def build_app(
     ``nag=False`` leaves cdk-nag out (the update-safety tests synthesize many variants and compare templates).
     """
     app = cdk.App(context=dict(context) if context is not None else None, outdir=outdir)
-    raw = app.node.get_all_context()
-    config = load_config({k: v for k, v in raw.items() if v is not None}, pinned_layer_version=PINNED_POWERTOOLS_LAYER)
+    # The CDK leaves out null context values: a key null in cdk.json (the stage decides) arrives absent.
+    config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
     env = cdk.Environment(region=config.region, account=config.account)
     # One per account and region: its stack name carries no stage, so every stage and copy shares it.
     api_account = ApiGatewayAccountStack(app, STACK_IDS["0-apigw"], stack_name=STACK_IDS["0-apigw"], env=env)
@@ -99,7 +100,7 @@ def schema_violations(app: cdk.App) -> list[str]:
 def main() -> int:
     try:
         app, _ = build_app()
-    except ConfigError as err:
+    except ConfigError as err:  # every mistake, one line each
         print(err, file=sys.stderr)
         return 1
     try:

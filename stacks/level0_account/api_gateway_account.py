@@ -25,7 +25,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.config import KIT_NAME
+from stacks.shared.facts import KIT_NAME
 from stacks.shared.nag import suppress
 
 LEVEL = "0-account"

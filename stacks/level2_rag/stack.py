@@ -31,7 +31,8 @@ from aws_cdk import aws_s3vectors as s3vectors
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.config import KitConfig, RagSettings
+from stacks.config import KitConfig
+from stacks.level2_rag.settings import RagSettings
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn

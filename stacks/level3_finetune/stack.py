@@ -36,8 +36,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
-from finetune_validate import formats
-from stacks.config import ConfigError, FineTuneSettings, KitConfig
+from stacks.config import KitConfig
+from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.secure_bucket import SecureBucket
@@ -1113,20 +1113,6 @@ class _TopicTarget:
         return events.RuleTargetConfig(arn=self.topic.topic_arn, input=self.message)
 
 
-def check_customization_type(ft: FineTuneSettings) -> None:
-    """ft_customization_type must be one the base model supports (the validator's model table says which).
-
-    The validator rejects the same mismatch at run time, for a request that overrides the type.
-    """
-    spec = formats.MODELS[ft.base_model_id]
-    if ft.customization_type not in spec.customization_types:
-        raise ConfigError(
-            "ft_customization_type",
-            ft.customization_type,
-            f"one of {', '.join(spec.customization_types)} for {ft.base_model_id}",
-        )
-
-
 class FineTuneStack(Stack):
     """``GenAiKit-3-FineTune``: data and output buckets, key, Bedrock role, validator, state machine, notifications."""
 
@@ -1136,7 +1122,6 @@ class FineTuneStack(Stack):
         )
         tag_stack(self, config, LEVEL)
         ft = config.finetune
-        check_customization_type(ft)
 
         data = FineTuneData(self, "FineTuneData", config=config)
         service_role = CustomizationRole(self, "Customization", data=data).role

@@ -37,7 +37,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from stacks.config import ConfigError, InstanceGroupSpec, KitConfig, PretrainSettings
+from stacks.config import ConfigError, KitConfig
+from stacks.level4_pretrain.settings import InstanceGroupSpec, PretrainSettings
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group, removal_policy, tag_stack

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -74,7 +73,7 @@ class KitGuardrail(Construct):
             ),
         )
         digest = hashlib.sha256(
-            json.dumps([dataclasses.asdict(settings), _GUARDRAIL_REVISION], sort_keys=True).encode()
+            json.dumps([settings.model_dump(), _GUARDRAIL_REVISION], sort_keys=True).encode()
         ).hexdigest()[:16]
         self.version = bedrock.CfnGuardrailVersion(
             self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 
-from stacks.config import ModelRef
+from stacks.shared.settings import ModelRef
 
 
 def foundation_model_arn(partition: str, region: str, foundation_model_id: str) -> str:

@@ -6,7 +6,9 @@ from aws_cdk import RemovalPolicy, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.config import KIT_NAME, LOG_RETENTION_DAYS, KitConfig
+from stacks.config import KitConfig
+from stacks.shared.facts import KIT_NAME
+from stacks.shared.settings import LOG_RETENTION_DAYS
 
 
 def removal_policy(config: KitConfig) -> RemovalPolicy:

@@ -1,4 +1,5 @@
-"""Configuration: every validation rule stops synth with the key, the value and what is allowed."""
+"""Configuration: every validation rule stops synth with the key, the value and what is allowed; every mistake
+of a context is reported at once. Kit-wide keys here; each level's keys in tests/levelN_x/test_settings.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from stacks.config import DEFAULTS, ConfigError, load_config, parse_model_id
+from stacks.config import CONFIG_KEYS, LEVEL_SETTINGS, ConfigError, load_config
+from stacks.shared.settings import allowed_text, parse_model_id
 from tests.conftest import ROOT, cdk_json_context
 
 PINNED = 38
@@ -18,6 +20,15 @@ PINNED = 38
 
 def build(**overrides: Any) -> Any:
     return load_config({**cdk_json_context(), **overrides}, pinned_layer_version=PINNED)
+
+
+def problems(**overrides: Any) -> dict[str, str]:
+    """The error lines of a context with ``overrides``, by key (the test fails if it builds)."""
+    with pytest.raises(ConfigError) as caught:
+        build(**overrides)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == len(caught.value.problems)
+    return {problem.key: line for problem, line in zip(caught.value.problems, lines, strict=True)}
 
 
 def test_cdk_json_defaults_build_a_sandbox_config() -> None:
@@ -31,7 +42,89 @@ def test_cdk_json_defaults_build_a_sandbox_config() -> None:
 
 def test_every_kit_key_in_cdk_json_is_known() -> None:
     kit_keys = {k for k in cdk_json_context() if ":" not in k and "@" not in k}
-    assert kit_keys == set(DEFAULTS)
+    assert kit_keys == set(CONFIG_KEYS)
+
+
+def test_every_key_maps_to_exactly_one_model_field_and_every_field_to_one_key() -> None:
+    # Given cdk.json's kit keys and every level's settings model
+    kit_keys = [k for k in cdk_json_context() if ":" not in k and "@" not in k]
+    fields = [
+        (model.__name__, name, field.alias) for model in LEVEL_SETTINGS for name, field in model.model_fields.items()
+    ]
+    # Then each field reads one key (its alias), no two fields read the same key, and every key has its field
+    assert all(alias for _, _, alias in fields), [f"{m}.{n}" for m, n, alias in fields if not alias]
+    aliases = [alias for _, _, alias in fields]
+    assert sorted(aliases) == sorted(set(aliases)), "two fields read the same key"
+    assert sorted(aliases) == sorted(kit_keys)
+
+
+def test_every_field_says_what_it_allows() -> None:
+    for model in LEVEL_SETTINGS:
+        for field in model.model_fields.values():
+            assert allowed_text(field), field.alias  # raises TypeError for a field that cannot say it
+
+
+def test_a_missing_key_is_an_error_that_names_it() -> None:
+    context = {k: v for k, v in cdk_json_context().items() if k not in ("rag_max_results", "api_throttle_rate")}
+    with pytest.raises(ConfigError) as caught:
+        load_config(context, pinned_layer_version=PINNED)
+    assert [p.key for p in caught.value.problems] == ["api_throttle_rate", "rag_max_results"]
+    assert all("missing; cdk.json defines every key" in line for line in str(caught.value).splitlines())
+
+
+def test_a_null_key_may_be_absent_because_the_cdk_drops_null_values() -> None:
+    # cdk.json's null means "the stage decides"; the CDK leaves null context values out, so they arrive absent.
+    nulls = {k for k, v in cdk_json_context().items() if v is None}
+    assert nulls == {"log_retention_days", "rag_sample_corpus"}
+    context = {k: v for k, v in cdk_json_context().items() if v is not None}
+    sandbox = load_config(context, pinned_layer_version=PINNED)
+    prod = load_config({**context, "stage": "prod"}, pinned_layer_version=PINNED)
+    assert (sandbox.log_retention_days, sandbox.rag.sample_corpus) == (7, True)
+    assert (prod.log_retention_days, prod.rag.sample_corpus) == (365, False)
+
+
+def test_mistakes_in_three_levels_are_reported_at_once() -> None:
+    # Given one context with a mistake in Level 1, Level 2 and Level 4
+    found = problems(text_max_tokens=0, rag_chunking="sentences", hp_nat_gateways=4)
+    # Then the error has three lines, one per key, each in the one-line format
+    assert list(found) == ["text_max_tokens", "rag_chunking", "hp_nat_gateways"]
+    assert found["text_max_tokens"] == (
+        "config error: text_max_tokens = 0 is not allowed; expected a whole number from 1 to 4096"
+    )
+    assert found["rag_chunking"].endswith("expected one of fixed, hierarchical, semantic, none")
+    assert found["hp_nat_gateways"].endswith("expected a whole number from 0 to 3")
+
+
+def test_cross_field_rules_are_reported_with_the_other_mistakes() -> None:
+    found = problems(
+        guardrail_pii_block=["EMAIL"],  # also anonymized
+        rag_hierarchical_child_tokens=2000,  # not below the parent's 1500
+        ft_deploy="on-demand",
+        ft_base_model_id="amazon.titan-text-lite-v1:0:4k",  # served by Provisioned Throughput only
+        tj_spot=True,
+        tj_max_wait_hours=1,  # shorter than the runtime
+        hp_controller_instance_type="ml.t2.micro",  # not a HyperPod type
+        text_model_id="eu.amazon.nova-micro-v1:0",  # not callable from us-east-1
+        stage="dev",
+    )
+    assert set(found) == {
+        "stage",
+        "text_model_id",
+        "guardrail_pii_block",
+        "rag_hierarchical_child_tokens",
+        "ft_deploy",
+        "tj_max_wait_hours",
+        "hp_controller_instance_type",
+    }
+    assert "no type that guardrail_pii_anonymize has too (EMAIL)" in found["guardrail_pii_block"]
+    assert "on-demand serves Amazon Nova" in found["ft_deploy"]
+    assert "HyperPod supports" in found["hp_controller_instance_type"]
+
+
+def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
+    # Rules that depend on the stage or region are skipped when it is itself wrong: one line, not three.
+    assert list(problems(region="useast1")) == ["region"]
+    assert list(problems(stage="dev", rag_sample_corpus=True)) == ["stage"]
 
 
 @pytest.mark.parametrize(
@@ -47,11 +140,6 @@ def test_every_kit_key_in_cdk_json_is_known() -> None:
         ("text_model_id", "xx.amazon.nova-micro-v1:0", "a Bedrock model id"),
         ("text_model_id", "acme.super-model-v1:0", "a Bedrock model id"),
         ("text_model_id", "eu.amazon.nova-micro-v1:0", "a profile that can be called from region us-east-1"),
-        ("text_temperature", 1.7, "a number from 0 to 1"),
-        ("text_temperature", "hot", "a number from 0 to 1"),
-        ("text_temperature", True, "a number from 0 to 1"),
-        ("text_max_tokens", 0, "a whole number from 1 to 4096"),
-        ("text_max_tokens", "12.5", "a whole number from 1 to 4096"),
         ("guardrail_content_filter_strength", "EXTREME", "one of NONE, LOW, MEDIUM, HIGH"),
         ("guardrail_prompt_attack_strength", "NONE", "one of LOW, MEDIUM, HIGH"),
         ("guardrail_pii_anonymize", ["EMAIL", "SHOE_SIZE"], "'SHOE_SIZE' is not one"),
@@ -65,6 +153,11 @@ def test_every_kit_key_in_cdk_json_is_known() -> None:
         ("tags", {"aws:owner": "me"}, "keys not starting with"),
         ("tags", '{"owner": 5}', "a JSON object of string tags"),
         ("stag", "prod", "a known key"),
+        # Added with the typed settings: forms the hand parsers refused, which the models must refuse too.
+        ("guardrail_pii_anonymize", "EMAIL, EMAIL", "a list without repeated items"),
+        ("guardrail_deny_investment_advice", 1, "true or false"),
+        ("api_throttle_burst", 20.0, "a whole number from 1 to 5000"),
+        ("log_retention_days", True, "one of 1, 3, 5, 7"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(key: str, value: Any, allowed: str) -> None:
@@ -80,26 +173,32 @@ def test_bad_value_names_key_value_and_what_is_allowed(key: str, value: Any, all
 @pytest.mark.parametrize(
     ("key", "raw", "expected"),
     [
-        ("text_temperature", "0.25", 0.25),
-        ("text_max_tokens", "1024", 1024),
         ("guardrail_deny_investment_advice", "false", False),
         ("guardrail_pii_anonymize", "EMAIL, PHONE", ("EMAIL", "PHONE")),
         ("guardrail_pii_anonymize", '["URL"]', ("URL",)),
         ("tags", '{"owner": "platform"}', {"owner": "platform"}),
         ("account", "123456789012", "123456789012"),
         ("log_retention_days", "30", 30),
+        # Added: the other string forms `-c` gives for kit-wide keys.
+        ("api_throttle_rate", "12.5", 12.5),
+        ("api_throttle_burst", " 40 ", 40),
+        ("powertools_layer_version", "40", 40),
+        ("log_retention_days", "default", 7),
+        ("stage", " sandbox ", "sandbox"),
     ],
 )
 def test_string_overrides_from_the_command_line_are_coerced(key: str, raw: str, expected: Any) -> None:
     config = build(**{key: raw})
     value = {
-        "text_temperature": lambda c: c.text_temperature,
-        "text_max_tokens": lambda c: c.text_max_tokens,
         "guardrail_deny_investment_advice": lambda c: c.guardrail.deny_investment_advice,
         "guardrail_pii_anonymize": lambda c: c.guardrail.pii_anonymize,
         "tags": lambda c: dict(c.tags),
         "account": lambda c: c.account,
         "log_retention_days": lambda c: c.log_retention_days,
+        "api_throttle_rate": lambda c: c.api_throttle_rate,
+        "api_throttle_burst": lambda c: c.api_throttle_burst,
+        "powertools_layer_version": lambda c: c.powertools_layer_version,
+        "stage": lambda c: c.stage,
     }[key](config)
     assert value == expected
 
@@ -138,13 +237,45 @@ def test_model_ids_parse_into_foundation_model_and_destinations(
         assert regions == destinations
 
 
-def test_app_prints_one_line_and_exits_1_on_a_config_mistake() -> None:
-    # Given the CLI's way of passing context (an environment variable), with a bad stage
-    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({**cdk_json_context(), "stage": "dev"})}
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"stage": "dev"}, ["config error: stage = 'dev' is not allowed; expected one of sandbox, prod"]),
+        (
+            {"text_temperature": 1.7, "rag_max_results": 50, "tj_instance_count": 0},
+            [
+                "config error: text_temperature = 1.7 is not allowed; expected a number from 0 to 1",
+                "config error: rag_max_results = 50 is not allowed; expected a whole number from 1 to 25",
+                "config error: tj_instance_count = 0 is not allowed; expected a whole number from 1 to 64",
+            ],
+        ),
+    ],
+    ids=["one-mistake", "three-levels"],
+)
+def test_app_prints_one_line_per_mistake_and_exits_1(overrides: dict[str, Any], expected: list[str]) -> None:
+    # Given the CLI's way of passing context (an environment variable), with bad values
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({**cdk_json_context(), **overrides})}
     # When the app runs as `cdk synth` would run it
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    # Then it fails with one readable line and no stack trace
+    # Then it fails with one readable line per mistake and no stack trace
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
-    assert errors == ["config error: stage = 'dev' is not allowed; expected one of sandbox, prod"]
+    assert errors == expected
     assert "Traceback" not in result.stderr and "jsii" not in result.stderr.lower()
+
+
+def test_the_kit_commands_load_neither_pydantic_nor_the_settings() -> None:
+    """`kit` starts fast: the configuration (and pydantic) loads when a command needs it, not at import."""
+    from tests.kit.test_operator import KIT_COMMAND_MODULES
+
+    code = (
+        "import importlib, json, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic' or m == 'stacks.config')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *KIT_COMMAND_MODULES], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

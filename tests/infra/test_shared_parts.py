@@ -10,10 +10,11 @@ import pytest
 from aws_cdk import aws_iam as iam
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import PROFILE_GEOGRAPHIES, parse_model_id
+from stacks.shared.facts import PROFILE_GEOGRAPHIES
 from stacks.shared.model_access import model_invoke_statements
 from stacks.shared.nag import suppress
 from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.settings import parse_model_id
 from tests.conftest import cdk_json_context
 from tests.infra.helpers import only, resources
 from tests.infra.test_config import build

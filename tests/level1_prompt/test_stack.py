@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from stacks.config import PROFILE_GEOGRAPHIES
 from stacks.level1_prompt.prompt_templates import load_templates
+from stacks.shared.facts import PROFILE_GEOGRAPHIES
 from tests.infra.helpers import as_list, only, render, resources, statements
 
 STACK = "GenAiKit-1-Prompt"

@@ -30,7 +30,7 @@ from common import errors
 from common.errors import BadRequestError
 from rag_api import filters, guardrail, knowledge_base, settings, validation
 from scripts.ingest_burst import validate_strict
-from stacks.config import VECTOR_STORES
+from stacks.level2_rag.settings import VECTOR_STORES
 from stacks.shared.python_function import stage_function_code
 from tests.lambda_helpers import (
     API_REQUEST_ID,

@@ -524,8 +524,9 @@ def variant() -> Callable[[str], dict[str, Any]]:
     """The Level 2 template of a named configuration variant, synthesized once per module on first use."""
     import aws_cdk as cdk
 
-    from stacks.config import PINNED_POWERTOOLS_LAYER, load_config
+    from stacks.config import load_config
     from stacks.level2_rag.stack import RagStack
+    from stacks.shared.facts import PINNED_POWERTOOLS_LAYER
 
     cache: dict[str, dict[str, Any]] = {}
     outdir = Path(tempfile.mkdtemp(prefix="cdk-rag-variants-"))

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from stacks.config import ConfigError, InstanceGroupSpec, check_instance_groups
+from stacks.config import ConfigError
+from stacks.level4_pretrain.settings import InstanceGroupSpec, check_instance_groups
 from stacks.level4_pretrain.stack import (
     FSX_MOUNT,
     FSX_STORAGE_GIB,

@@ -1,0 +1,13 @@
+"""Level 0 (account) settings: the account-level stacks the kit adds on request."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from stacks.shared.settings import Flag, Settings
+
+
+class AccountSettings(Settings):
+    # Bedrock model invocation logging is one setting per account and region (no CloudFormation resource), so
+    # the stack that manages it is opt-in: https://docs.aws.amazon.com/bedrock/latest/userguide/model-invocation-logging.html
+    invocation_logging: Flag = Field(alias="invocation_logging")

@@ -1,0 +1,14 @@
+"""Level 1 (prompt calls) settings: the defaults of free-form Converse calls."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from stacks.shared.settings import Number, Settings, Whole
+
+
+class PromptSettings(Settings):
+    # Converse inferenceConfig: temperature 0-1, maxTokens at least 1 (the kit caps it at 4096):
+    # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InferenceConfiguration.html
+    text_temperature: Number = Field(alias="text_temperature", ge=0.0, le=1.0)
+    text_max_tokens: Whole = Field(alias="text_max_tokens", ge=1, le=4096)

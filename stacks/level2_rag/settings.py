@@ -1,0 +1,112 @@
+"""Level 2 (RAG) settings: the vector store, the embedding model, chunking, ingestion and retrieval."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from stacks.shared.settings import Allowed, Flag, FlagOrNull, Invalid, OneOf, Settings, Stripped, Text, Whole
+
+# Embedding models a knowledge base can use, with the vector dimensions each one offers
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/knowledge-base-supported.html).
+EMBEDDING_MODELS: Mapping[str, tuple[int, ...]] = {
+    "amazon.titan-embed-text-v2:0": (256, 512, 1024),
+    "cohere.embed-english-v3": (1024,),
+    "cohere.embed-multilingual-v3": (1024,),
+}
+VectorStore = Literal["s3vectors", "opensearch-serverless"]
+VECTOR_STORES: tuple[str, ...] = get_args(VectorStore)
+ChunkingStrategy = Literal["fixed", "hierarchical", "semantic", "none"]
+CHUNKING_STRATEGIES: tuple[str, ...] = get_args(ChunkingStrategy)
+_PREFIX_RE = re.compile(r"[A-Za-z0-9!_.*'()/-]{1,200}/")
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    """How the data source splits documents; only the fields of ``strategy`` are used."""
+
+    strategy: str
+    max_tokens: int  # fixed and semantic
+    overlap_percent: int  # fixed
+    parent_max_tokens: int  # hierarchical
+    child_max_tokens: int  # hierarchical
+    overlap_tokens: int  # hierarchical
+    buffer_size: int  # semantic: sentences on each side compared
+    breakpoint_percentile: int  # semantic
+
+
+class RagSettings(Settings):
+    vector_store: Annotated[VectorStore, Stripped] = Field(alias="rag_vector_store")
+    embedding_model_id: Annotated[Text, OneOf(EMBEDDING_MODELS)] = Field(alias="rag_embedding_model_id")
+    # S3 Vectors index dimension 1-4096; the model decides which of them it offers.
+    embedding_dimensions: Whole = Field(alias="rag_embedding_dimensions", ge=1, le=4096)
+    chunking_strategy: Annotated[ChunkingStrategy, Stripped] = Field(alias="rag_chunking")
+    # Chunking limits: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_ChunkingConfiguration.html
+    # (fixed: overlapPercentage 1-99; hierarchical: maxTokens 1-8192 per level; semantic: bufferSize 0-1,
+    # breakpointPercentileThreshold 50-99). The kit asks for at least 20 tokens in a fixed chunk.
+    chunk_max_tokens: Whole = Field(alias="rag_chunk_max_tokens", ge=20, le=8192)
+    chunk_overlap_percent: Whole = Field(alias="rag_chunk_overlap_percent", ge=1, le=99)
+    hierarchical_parent_tokens: Whole = Field(alias="rag_hierarchical_parent_tokens", ge=1, le=8192)
+    hierarchical_child_tokens: Whole = Field(alias="rag_hierarchical_child_tokens", ge=1, le=8192)
+    hierarchical_overlap_tokens: Whole = Field(alias="rag_hierarchical_overlap_tokens", ge=1, le=8192)
+    semantic_buffer_size: Whole = Field(alias="rag_semantic_buffer_size", ge=0, le=1)
+    semantic_breakpoint_percentile: Whole = Field(alias="rag_semantic_breakpoint_percentile", ge=50, le=99)
+    documents_prefix: Annotated[Text, Allowed("empty or an S3 key prefix ending in '/', e.g. 'docs/'")] = Field(
+        alias="rag_documents_prefix"
+    )
+    # null: on in the sandbox stage, off in prod.
+    sample_corpus: FlagOrNull = Field(alias="rag_sample_corpus", default=None, validate_default=True)
+    sync_interval_minutes: Whole = Field(alias="rag_sync_interval_minutes", ge=1, le=60)
+    # Retrieve numberOfResults is 1-100; the kit keeps answers' context small with at most 25.
+    max_results: Whole = Field(alias="rag_max_results", ge=1, le=25)
+    opensearch_standby_replicas: Flag = Field(alias="rag_opensearch_standby_replicas")
+
+    @field_validator("embedding_dimensions")
+    @classmethod
+    def _offered_by_the_model(cls, dimensions: int, info: ValidationInfo) -> int:
+        model = info.data.get("embedding_model_id")
+        if model and dimensions not in EMBEDDING_MODELS[model]:
+            raise Invalid(f"one of {', '.join(map(str, EMBEDDING_MODELS[model]))} for {model}")
+        return dimensions
+
+    @field_validator("hierarchical_child_tokens")
+    @classmethod
+    def _child_inside_parent(cls, child: int, info: ValidationInfo) -> int:
+        if child >= info.data.get("hierarchical_parent_tokens", child + 1):
+            raise Invalid("fewer tokens than rag_hierarchical_parent_tokens")
+        return child
+
+    @field_validator("documents_prefix")
+    @classmethod
+    def _s3_prefix(cls, prefix: str) -> str:
+        if prefix and (not _PREFIX_RE.fullmatch(prefix) or prefix.startswith("/")):
+            raise ValueError("not an S3 key prefix")
+        return prefix
+
+    @field_validator("sample_corpus")
+    @classmethod
+    def _sandbox_only(cls, sample: bool | None, info: ValidationInfo) -> bool:
+        stage = (info.context or {}).get("stage")
+        if sample is None:
+            return stage == "sandbox"
+        if sample and stage == "prod":
+            raise Invalid("false in the prod stage (the sample corpus is for sandboxes)")
+        return sample
+
+    @functools.cached_property
+    def chunking(self) -> ChunkingSettings:
+        return ChunkingSettings(
+            strategy=self.chunking_strategy,
+            max_tokens=self.chunk_max_tokens,
+            overlap_percent=self.chunk_overlap_percent,
+            parent_max_tokens=self.hierarchical_parent_tokens,
+            child_max_tokens=self.hierarchical_child_tokens,
+            overlap_tokens=self.hierarchical_overlap_tokens,
+            buffer_size=self.semantic_buffer_size,
+            breakpoint_percentile=self.semantic_breakpoint_percentile,
+        )

@@ -1,0 +1,77 @@
+"""Level 3 (fine-tuning) settings: the base model, the customization and how the custom model is served.
+
+The model table is the validator's (lambdas/level3_finetune/finetune_validate/formats.py): which customization
+types, regions, hyperparameters and serving each base model offers. The function checks the same table again
+at run time, for requests that override these settings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, get_args
+
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+
+from finetune_validate import formats
+from stacks.shared.settings import Allowed, Invalid, OneOf, Settings, Stripped, Text, Whole, json_or_text
+
+CUSTOMIZATION_TYPES = formats.CUSTOMIZATION_TYPES
+DeployMode = Literal["none", "on-demand", "provisioned"]
+DEPLOY_MODES: tuple[str, ...] = get_args(DeployMode)
+
+
+class FineTuneSettings(Settings):
+    base_model_id: Annotated[Text, OneOf(formats.MODELS)] = Field(alias="ft_base_model_id")
+    customization_type: Annotated[Text, OneOf(CUSTOMIZATION_TYPES)] = Field(alias="ft_customization_type")
+    # Bedrock takes hyperparameters as strings.
+    hyperparameters: Annotated[
+        dict[str, str],
+        BeforeValidator(json_or_text),
+        Allowed('a JSON object of string values, e.g. {"epochCount": "2"}'),
+    ] = Field(alias="ft_hyperparameters")
+    deploy: Annotated[DeployMode, Stripped] = Field(alias="ft_deploy")
+    provisioned_hours: Whole = Field(alias="ft_provisioned_hours", ge=1, le=72)
+    max_job_hours: Whole = Field(alias="ft_max_job_hours", ge=1, le=72)
+    poll_minutes: Whole = Field(alias="ft_poll_minutes", ge=1, le=60)
+
+    @field_validator("base_model_id")
+    @classmethod
+    def _offered_in_region(cls, base: str, info: ValidationInfo) -> str:
+        region = (info.context or {}).get("region")
+        regions = formats.MODELS[base].regions
+        if region and region not in regions:
+            raise Invalid(f"a model customizable in region {region}; {base} is offered in {', '.join(regions)}")
+        return base
+
+    @field_validator("customization_type")
+    @classmethod
+    def _offered_for_the_model(cls, kind: str, info: ValidationInfo) -> str:
+        base = info.data.get("base_model_id")
+        if base and kind not in formats.MODELS[base].customization_types:
+            raise Invalid(f"one of {', '.join(formats.MODELS[base].customization_types)} for {base}")
+        return kind
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _accepted_by_the_model(cls, values: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        base = info.data.get("base_model_id")
+        problems = formats.check_hyperparameters(values, formats.MODELS[base])[0] if base else []
+        if problems:
+            raise Invalid(f"values {base} accepts: {problems[0]['message']}")
+        return values
+
+    @field_validator("deploy")
+    @classmethod
+    def _served_on_demand(cls, deploy: str, info: ValidationInfo) -> str:
+        base = info.data.get("base_model_id")
+        if base and deploy == "on-demand" and not formats.MODELS[base].on_demand_deploy:
+            raise Invalid(f"'none' or 'provisioned' for {base} (on-demand serves Amazon Nova)")
+        return deploy
+
+    @property
+    def family(self) -> str:
+        return formats.MODELS[self.base_model_id].family
+
+    @property
+    def foundation_model_id(self) -> str:
+        """The base model's foundation-model id (the customization id without its context suffix)."""
+        return ":".join(self.base_model_id.split(":")[:2])

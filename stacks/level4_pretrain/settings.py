@@ -1,0 +1,152 @@
+"""Level 4 (pre-training) settings: the HyperPod cluster's network, instance groups and storage, and the
+training-job path's instances and limits."""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from stacks.shared.settings import Allowed, AsWhole, ConfigError, Flag, Invalid, Settings, Text, Whole, json_or_text
+
+# FSx for Lustre PERSISTENT_2 throughput per unit of storage (MB/s per TiB):
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-fsx-filesystem-lustreconfiguration.html
+FsxThroughput = Literal[125, 250, 500, 1000]
+FSX_THROUGHPUTS: tuple[int, ...] = get_args(FsxThroughput)
+# ClusterInstanceGroup InstanceGroupName: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterInstanceGroupSpecification.html
+_GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+MAX_GROUP_INSTANCES = 100  # the kit's ceiling per group; the account's quota is usually lower for GPUs
+# Training jobs: MaxRuntimeInSeconds and MaxWaitTimeInSeconds at most 28 days:
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html
+MAX_JOB_HOURS = 28 * 24
+
+
+@dataclass(frozen=True)
+class InstanceGroupSpec:
+    """One HyperPod instance group: its name, Slurm node type, instance type and count."""
+
+    name: str
+    node_type: str  # Controller | Login | Compute
+    instance_type: str
+    count: int
+
+
+@functools.lru_cache(maxsize=1)
+def hyperpod_instance_types() -> frozenset[str]:
+    """HyperPod's instance types, as the SageMaker API model in botocore lists them."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ClusterInstanceType").enum)
+
+
+def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_compute_groups") -> None:
+    """The rules that otherwise fail cluster creation: one controller, unique names, known types, counts."""
+    controllers = [g for g in groups if g.node_type == "Controller"]
+    if len(controllers) != 1:
+        raise ConfigError(key, [g.name for g in controllers], "exactly one Controller instance group")
+    names = [g.name for g in groups]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(key, duplicates[0], "instance group names that are unique in the cluster")
+    if not any(g.node_type == "Compute" for g in groups):
+        raise ConfigError(key, [], "at least one compute group")
+    known = hyperpod_instance_types()
+    for group in groups:
+        if not _GROUP_NAME_RE.match(group.name):
+            raise ConfigError(key, group.name, "a group name of letters, digits and '-' (1-63), starting alphanumeric")
+        if group.instance_type not in known:
+            type_key = {"Controller": "hp_controller_instance_type", "Login": "hp_login_instance_type"}.get(
+                group.node_type, key
+            )
+            raise ConfigError(type_key, group.instance_type, "an instance type HyperPod supports (e.g. ml.g5.8xlarge)")
+        low = 1 if group.node_type in ("Controller", "Login") else 0
+        high = 1 if group.node_type in ("Controller", "Login") else MAX_GROUP_INSTANCES
+        if not low <= group.count <= high:
+            raise ConfigError(key, group.count, f"{low} to {high} instances for a {group.node_type} group")
+
+
+class ComputeGroup(BaseModel):
+    """One item of hp_compute_groups (exactly these three keys); check_instance_groups checks the values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, BeforeValidator(str)]
+    instance_type: Annotated[str, BeforeValidator(str)]
+    count: Whole
+
+
+def _login_type(raw: Any) -> Any:
+    return raw or ""
+
+
+class PretrainSettings(Settings):
+    nat_gateways: Whole = Field(alias="hp_nat_gateways", ge=0, le=3)  # one per availability zone, at most 3
+    controller_instance_type: Annotated[Text, Allowed("an instance type HyperPod supports (e.g. ml.t3.medium)")] = (
+        Field(alias="hp_controller_instance_type")
+    )
+    login_instance_type: Annotated[
+        Text, BeforeValidator(_login_type), Allowed("empty or an instance type HyperPod supports")
+    ] = Field(alias="hp_login_instance_type")
+    compute_groups: Annotated[
+        tuple[ComputeGroup, ...],
+        BeforeValidator(json_or_text),
+        Field(min_length=1),
+        Allowed('a JSON list like [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 0}]'),
+    ] = Field(alias="hp_compute_groups")
+    # EBS volume per node: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterEbsVolumeConfig.html
+    ebs_volume_gb: Whole = Field(alias="hp_ebs_volume_gb", ge=1, le=16384)
+    fsx: Flag = Field(alias="hp_fsx")
+    fsx_throughput: Annotated[FsxThroughput, AsWhole] = Field(alias="hp_fsx_throughput")
+    job_instance_type: Annotated[Text, Allowed("a SageMaker training instance type such as ml.g5.xlarge")] = Field(
+        alias="tj_instance_type"
+    )
+    job_instance_count: Whole = Field(alias="tj_instance_count", ge=1, le=64)
+    job_max_runtime_hours: Whole = Field(alias="tj_max_runtime_hours", ge=1, le=MAX_JOB_HOURS)
+    job_spot: Flag = Field(alias="tj_spot")
+    job_max_wait_hours: Whole = Field(alias="tj_max_wait_hours", ge=1, le=MAX_JOB_HOURS)
+    job_in_cluster_vpc: Flag = Field(alias="tj_in_cluster_vpc")
+
+    @field_validator("compute_groups")
+    @classmethod
+    def _cluster_rules(cls, compute: tuple[ComputeGroup, ...], info: ValidationInfo) -> tuple[ComputeGroup, ...]:
+        if "controller_instance_type" in info.data and "login_instance_type" in info.data:
+            check_instance_groups(
+                _groups(info.data["controller_instance_type"], info.data["login_instance_type"], compute)
+            )
+        return compute
+
+    @field_validator("job_instance_type")
+    @classmethod
+    def _training_type(cls, instance_type: str) -> str:
+        if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", instance_type):
+            raise ValueError("not a training instance type")
+        return instance_type
+
+    @field_validator("job_max_wait_hours")
+    @classmethod
+    def _spot_waits_for_the_runtime(cls, wait: int, info: ValidationInfo) -> int:
+        runtime = info.data.get("job_max_runtime_hours", 0)
+        if info.data.get("job_spot") and wait < runtime:
+            raise Invalid(f"at least tj_max_runtime_hours ({runtime}) with managed spot")
+        return wait
+
+    @functools.cached_property
+    def groups(self) -> tuple[InstanceGroupSpec, ...]:
+        return _groups(self.controller_instance_type, self.login_instance_type, self.compute_groups)
+
+    @property
+    def controller(self) -> InstanceGroupSpec:
+        return next(g for g in self.groups if g.node_type == "Controller")
+
+
+def _groups(controller: str, login: str, compute: tuple[ComputeGroup, ...]) -> tuple[InstanceGroupSpec, ...]:
+    """The cluster's instance groups: the controller, the optional login node, then the compute groups."""
+    groups = [InstanceGroupSpec("controller", "Controller", controller, 1)]
+    if login:
+        groups.append(InstanceGroupSpec("login", "Login", login, 1))
+    groups += [InstanceGroupSpec(g.name, "Compute", g.instance_type, g.count) for g in compute]
+    return tuple(groups)

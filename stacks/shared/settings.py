@@ -1,0 +1,491 @@
+"""Kit-wide settings (stage, names, region, account, tags, logs, the Powertools layer, alarms) and what several
+levels share (the text model, the guardrail, API throttling), plus the parts every level's settings use.
+
+Each level's settings model lives in its folder (``stacks/levelN_x/settings.py``); ``stacks/config.py`` composes
+them. Every model field is a flat ``cdk.json`` context key (the field's alias), so ``-c key=value`` keeps
+working: values given with ``-c`` arrive as strings, and the coercing types below (:data:`Whole`,
+:data:`Number`, :data:`Flag`, :data:`Text`, :func:`json_or_text`) accept both the JSON type and its string
+form, exactly as the kit always has. Defaults live in ``cdk.json`` only: a model field has no default unless
+``null`` is one of its values (the CDK drops ``null`` context values, so such a key arrives absent).
+
+A bad value becomes a :class:`Problem` (key, value, what is allowed); :class:`ConfigError` carries all of
+them and prints one line per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
+
+from annotated_types import Ge, Le
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic import ValidationError as _ValidationError
+from pydantic.fields import FieldInfo
+
+from stacks.shared.facts import PROFILE_GEOGRAPHIES, STAGES
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING: Any = _Missing()  # the value of a key the context does not have
+MISSING_ALLOWED = "a value (the key is missing; cdk.json defines every key)"
+
+
+class Problem(NamedTuple):
+    """One configuration mistake: the key, the value given and what is allowed."""
+
+    key: str
+    value: object
+    allowed: str
+
+    def line(self) -> str:
+        shown = repr(self.value) if isinstance(self.value, (str, _Missing)) else json.dumps(self.value, default=str)
+        return f"config error: {self.key} = {shown} is not allowed; expected {self.allowed}"
+
+
+class ConfigError(ValueError):
+    """Configuration values the kit cannot build from: one readable line per problem.
+
+    ``ConfigError(key, value, allowed)`` is one problem; ``ConfigError.of(problems)`` carries several.
+    """
+
+    def __init__(self, key: str, value: object = None, allowed: str = "") -> None:
+        self.problems: list[Problem] = [Problem(key, value, allowed)]
+        super().__init__(self.problems[0].line())
+
+    @classmethod
+    def of(cls, problems: Iterable[Problem]) -> ConfigError:
+        found = list(problems)
+        error = cls(*found[0])
+        error.problems = found
+        error.args = ("\n".join(problem.line() for problem in found),)
+        return error
+
+    @property
+    def key(self) -> str:
+        return self.problems[0].key
+
+    @property
+    def value(self) -> object:
+        return self.problems[0].value
+
+    @property
+    def allowed(self) -> str:
+        return self.problems[0].allowed
+
+
+class Invalid(ValueError):
+    """Raised by a validator: the field's value is not allowed; the message says what is (cross-field rules)."""
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """Field metadata: what the key allows, in the words of the error line (when the type cannot say it)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class OneOf(Allowed):
+    """Field metadata: the value must be one of ``choices`` (for choice lists defined elsewhere)."""
+
+    choices: tuple[str, ...] = ()
+
+    def __init__(self, choices: Iterable[str]) -> None:
+        object.__setattr__(self, "choices", tuple(choices))
+        object.__setattr__(self, "text", "one of " + ", ".join(self.choices))
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        def check(value: str) -> str:
+            if value not in self.choices:
+                raise ValueError(self.text)
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+
+def allowed_text(field: FieldInfo) -> str:
+    """What a field allows, from its Allowed/OneOf metadata, its Literal choices or its bounds."""
+    for item in field.metadata:
+        if isinstance(item, Allowed):
+            return item.text
+    annotation = field.annotation
+    if get_origin(annotation) is not Literal:  # `Literal[...] | None`: the choices
+        annotation = next((a for a in get_args(annotation) if get_origin(a) is Literal), annotation)
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(annotation))
+    if annotation is bool or bool in get_args(annotation):
+        return "true or false"
+    low = next((item.ge for item in field.metadata if isinstance(item, Ge)), None)
+    high = next((item.le for item in field.metadata if isinstance(item, Le)), None)
+    if annotation is int and low is not None and high is not None:
+        return f"a whole number from {low} to {high}"
+    if annotation is float and low is not None and high is not None:
+        return f"a number from {low:g} to {high:g}"
+    raise TypeError(f"say what {field.alias} allows: Allowed(...), OneOf(...), a Literal or bounds")
+
+
+def problems_of(error: _ValidationError, model: type[BaseModel], context: Mapping[str, Any]) -> list[Problem]:
+    """The problems in a model's validation error, each naming the context key and the value given for it."""
+    fields = {field.alias: field for field in model.model_fields.values()}
+    found: list[Problem] = []
+    for item in error.errors(include_url=False):
+        key = str(item["loc"][0])
+        raised = (item.get("ctx") or {}).get("error")
+        if isinstance(raised, ConfigError):
+            found += raised.problems
+        elif item["type"] == "missing" and len(item["loc"]) == 1:
+            found.append(Problem(key, MISSING, MISSING_ALLOWED))
+        elif isinstance(raised, Invalid):
+            found.append(Problem(key, context.get(key, MISSING), str(raised)))
+        else:
+            allowed = allowed_text(fields[key])
+            if item["type"] == "literal_error" and len(item["loc"]) > 1:  # one item of a list
+                allowed += f" ({item['input']!r} is not one)"
+            found.append(Problem(key, context.get(key, MISSING), allowed))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Coercing types: the JSON type, or its string form as `-c key=value` gives it.
+
+
+def _whole(raw: object) -> int:
+    if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
+        return int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ValueError("not a whole number")
+    return raw
+
+
+def _number(raw: object) -> float:
+    if isinstance(raw, str):
+        return float(raw)  # ValueError for text that is not a number
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise ValueError("not a number")
+    return float(raw)
+
+
+def _flag(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise ValueError("not true or false")
+
+
+def _text(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("not a string")
+    return raw.strip()
+
+
+def json_or_text(raw: object) -> object:
+    """A JSON list or object given as a string (``-c 'key=[...]'``) parsed; anything else as it is."""
+    if isinstance(raw, str) and raw.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _list_of_text(raw: object) -> object:
+    value = json_or_text(raw)
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("not a list of strings")
+    return value
+
+
+def _no_repeats(items: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(items)) != len(items):
+        raise Invalid("a list without repeated items")
+    return items
+
+
+def _opt(parse: Any, raw: object) -> object:
+    """``null``, empty or ``default``: the stage decides (None); anything else parsed."""
+    return None if raw in (None, "", "default") else parse(raw)
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+Number = Annotated[float, BeforeValidator(_number)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Text = Annotated[str, BeforeValidator(_text)]
+Stripped = BeforeValidator(_text)  # for Literal choices of text: Annotated[Literal[...], Stripped]
+AsWhole = BeforeValidator(_whole)  # for Literal choices of numbers: Annotated[Literal[...], AsWhole]
+# null, empty or "default": the stage decides (None).
+FlagOrNull = Annotated[bool | None, BeforeValidator(lambda raw: _opt(_flag, raw))]
+
+
+class Settings(BaseModel):
+    """A settings model: immutable, read from the whole flat context (other levels' keys are ignored)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_by_alias=True, validate_by_name=False)
+
+
+def context_keys(model: type[BaseModel]) -> tuple[str, ...]:
+    """The context keys a settings model reads (its fields' aliases)."""
+    return tuple(str(field.alias) for field in model.model_fields.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The text model: a Bedrock model id or a system-defined cross-region inference profile id.
+
+MODEL_PROVIDERS = frozenset(
+    {
+        "ai21",
+        "amazon",
+        "anthropic",
+        "cohere",
+        "deepseek",
+        "google",
+        "meta",
+        "minimax",
+        "mistral",
+        "moonshot",
+        "moonshotai",
+        "nvidia",
+        "openai",
+        "qwen",
+        "stability",
+        "twelvelabs",
+        "writer",
+    }
+)
+_MODEL_NAME = r"[a-z0-9][a-z0-9.\-]*(?::\d+)?"
+_PROFILE_RE = re.compile(
+    rf"^(?P<geo>{'|'.join(PROFILE_GEOGRAPHIES)})\.(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$"
+)
+_FOUNDATION_RE = re.compile(rf"^(?P<provider>[a-z0-9]+)\.(?P<name>{_MODEL_NAME})$")
+
+
+MODEL_ID_ALLOWED = (
+    "a Bedrock model id such as 'amazon.nova-micro-v1:0' or a cross-region inference profile id "
+    "such as 'us.amazon.nova-micro-v1:0' (prefix one of " + ", ".join(PROFILE_GEOGRAPHIES) + ")"
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A Bedrock text model, invoked either directly or through a cross-region inference profile."""
+
+    model_id: str
+    foundation_model_id: str
+    geography: str | None  # None when the id is a plain foundation model id
+
+    @property
+    def is_inference_profile(self) -> bool:
+        return self.geography is not None
+
+    def destination_regions(self, region: str) -> tuple[str, ...]:
+        """Regions whose foundation-model ARN must be granted for calls made from ``region``."""
+        if self.geography is None:
+            return (region,)
+        return PROFILE_GEOGRAPHIES[self.geography]
+
+
+def parse_model_id(key: str, raw: object, region: str | None) -> ModelRef:
+    """Parse a Bedrock model id or a system-defined cross-region inference profile id callable from ``region``
+    (not checked when ``region`` is None, i.e. itself invalid)."""
+    allowed = MODEL_ID_ALLOWED
+    if not isinstance(raw, str):
+        raise ConfigError(key, raw, allowed)
+    model_id = raw.strip()
+    profile = _PROFILE_RE.match(model_id)
+    match = profile or _FOUNDATION_RE.match(model_id)
+    if match is None or match["provider"] not in MODEL_PROVIDERS:
+        raise ConfigError(key, raw, allowed)
+    foundation = f"{match['provider']}.{match['name']}"
+    geography = profile["geo"] if profile else None
+    if region and geography and geography != "global" and region not in PROFILE_GEOGRAPHIES[geography]:
+        raise ConfigError(
+            key,
+            raw,
+            f"a profile that can be called from region {region}: the '{geography}.' profiles serve "
+            + ", ".join(PROFILE_GEOGRAPHIES[geography]),
+        )
+    return ModelRef(model_id=model_id, foundation_model_id=foundation, geography=geography)
+
+
+def _text_model(raw: object, info: ValidationInfo) -> ModelRef:
+    return parse_model_id("text_model_id", raw, info.data.get("region"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kit-wide settings
+
+# CloudWatch Logs accepts only these retention periods (days):
+# https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html
+LogRetention = Literal[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653
+]
+LOG_RETENTION_DAYS: tuple[int, ...] = get_args(LogRetention)
+DEFAULT_LOG_RETENTION = {"sandbox": 7, "prod": 365}  # what log_retention_days null means in each stage
+
+Stage = Annotated[Text, OneOf(STAGES)]
+# An AWS region code such as us-east-1.
+Region = Annotated[Text, Field(pattern=r"^[a-z]{2}-[a-z]+-\d$"), Allowed("an AWS region code such as us-east-1")]
+STAGE_ADAPTER: TypeAdapter[str] = TypeAdapter(Stage)
+REGION_ADAPTER: TypeAdapter[str] = TypeAdapter(Region)
+
+
+def _account_text(raw: object) -> object:
+    return str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+
+
+def _tags(raw: object) -> object:
+    value = json_or_text(raw)
+    return {} if value in ("", None) else value
+
+
+def _tags_allowed(tags: dict[str, str]) -> dict[str, str]:
+    # Tag keys 1-128 characters, values at most 256, and the "aws:" prefix is AWS's own:
+    # https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 128 or len(value) > 256 or key.lower().startswith("aws:"):
+            raise ValueError("tag not allowed")
+    return tags
+
+
+class SharedSettings(Settings):
+    """Where and under which names the kit deploys, and what every stack gets (tags, logs, layer, alarms)."""
+
+    stage: Stage = Field(alias="stage")
+    # 17 characters at most: "<prefix>-pretrain-<36-character execution id>" must fit SageMaker's 63.
+    name_prefix: Annotated[
+        Text,
+        Field(pattern=r"^[a-z][a-z0-9-]{1,15}[a-z0-9]$"),
+        Allowed("3-17 characters: lowercase letters, digits and '-', starting with a letter"),
+    ] = Field(alias="name_prefix")
+    region: Region = Field(alias="region")
+    account: Annotated[
+        Text,
+        BeforeValidator(_account_text),
+        Field(pattern=r"^(\d{12})?$"),
+        Allowed("empty (environment-agnostic) or a 12-digit AWS account id"),
+    ] = Field(alias="account")
+    text_model: Annotated[ModelRef, PlainValidator(_text_model), Allowed(MODEL_ID_ALLOWED)] = Field(
+        alias="text_model_id"
+    )
+    # REST API stage throttling: https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-request-throttling.html
+    api_throttle_rate: Number = Field(alias="api_throttle_rate", ge=1, le=10_000)
+    api_throttle_burst: Whole = Field(alias="api_throttle_burst", ge=1, le=5_000)
+    log_retention_days: Annotated[LogRetention | None, BeforeValidator(lambda raw: _opt(_whole, raw))] = Field(
+        alias="log_retention_days",
+        default=None,  # null: DEFAULT_LOG_RETENTION of the stage
+    )
+    powertools_layer_version: Whole = Field(alias="powertools_layer_version", ge=0, le=10_000)  # 0: the pinned one
+    alarm_email: Annotated[
+        Text,
+        BeforeValidator(lambda raw: raw or ""),
+        Field(pattern=r"^$|^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"),
+        Allowed("empty or an e-mail address"),
+    ] = Field(alias="alarm_email")
+    tags: Annotated[
+        dict[str, str],
+        BeforeValidator(_tags),
+        Allowed('a JSON object of string tags, e.g. {"owner": "me"}, keys not starting with "aws:"'),
+    ] = Field(alias="tags")
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_limits(cls, tags: dict[str, str]) -> dict[str, str]:
+        return _tags_allowed(tags)
+
+    @property
+    def retention_days(self) -> int:
+        return self.log_retention_days or DEFAULT_LOG_RETENTION[self.stage]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The guardrail levels 1 and 2 apply to every call
+# (AWS::Bedrock::Guardrail: https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-bedrock-guardrail.html)
+
+FilterStrength = Literal["NONE", "LOW", "MEDIUM", "HIGH"]  # ContentFilterConfig InputStrength/OutputStrength
+FILTER_STRENGTHS: tuple[str, ...] = get_args(FilterStrength)
+AttackStrength = Literal["LOW", "MEDIUM", "HIGH"]  # the prompt-attack filter: NONE would switch it off
+
+# PII entity types a Bedrock guardrail understands (AWS::Bedrock::Guardrail PiiEntityConfig.Type).
+PiiType = Literal[
+    "ADDRESS",
+    "AGE",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "CA_HEALTH_NUMBER",
+    "CA_SOCIAL_INSURANCE_NUMBER",
+    "CREDIT_DEBIT_CARD_CVV",
+    "CREDIT_DEBIT_CARD_EXPIRY",
+    "CREDIT_DEBIT_CARD_NUMBER",
+    "DRIVER_ID",
+    "EMAIL",
+    "INTERNATIONAL_BANK_ACCOUNT_NUMBER",
+    "IP_ADDRESS",
+    "LICENSE_PLATE",
+    "MAC_ADDRESS",
+    "NAME",
+    "PASSWORD",
+    "PHONE",
+    "PIN",
+    "SWIFT_CODE",
+    "UK_NATIONAL_HEALTH_SERVICE_NUMBER",
+    "UK_NATIONAL_INSURANCE_NUMBER",
+    "UK_UNIQUE_TAXPAYER_REFERENCE_NUMBER",
+    "URL",
+    "USERNAME",
+    "US_BANK_ACCOUNT_NUMBER",
+    "US_BANK_ROUTING_NUMBER",
+    "US_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER",
+    "US_PASSPORT_NUMBER",
+    "US_SOCIAL_SECURITY_NUMBER",
+    "VEHICLE_IDENTIFICATION_NUMBER",
+]
+PII_TYPES: frozenset[str] = frozenset(get_args(PiiType))
+PiiList = Annotated[
+    tuple[PiiType, ...],
+    BeforeValidator(_list_of_text),
+    Allowed("a list (JSON or comma-separated) of: " + ", ".join(sorted(PII_TYPES))),
+]
+
+
+class GuardrailSettings(Settings):
+    content_filter_strength: Annotated[FilterStrength, Stripped] = Field(alias="guardrail_content_filter_strength")
+    prompt_attack_strength: Annotated[AttackStrength, Stripped] = Field(alias="guardrail_prompt_attack_strength")
+    pii_anonymize: PiiList = Field(alias="guardrail_pii_anonymize")
+    pii_block: PiiList = Field(alias="guardrail_pii_block")
+    deny_investment_advice: Flag = Field(alias="guardrail_deny_investment_advice")
+
+    @field_validator("pii_anonymize", "pii_block")
+    @classmethod
+    def _once_each(cls, items: tuple[str, ...]) -> tuple[str, ...]:
+        return _no_repeats(items)
+
+    @field_validator("pii_block")
+    @classmethod
+    def _block_or_anonymize(cls, block: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        overlap = sorted(set(block) & set(info.data.get("pii_anonymize", ())))
+        if overlap:
+            raise Invalid(f"no type that guardrail_pii_anonymize has too ({overlap[0]})")
+        return block

@@ -1,0 +1,62 @@
+"""Level 3 settings: the base model's table decides types, regions, hyperparameters and serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from finetune_validate import formats
+from stacks.config import ConfigError
+from tests.infra.test_config import build
+
+
+@pytest.mark.parametrize(
+    ("base_model", "allowed"),
+    [("amazon.nova-lite-v1:0:300k", False), ("amazon.titan-text-express-v1:0:8k", True)],
+)
+def test_continued_pre_training_only_for_base_models_that_offer_it(base_model: str, allowed: bool) -> None:
+    overrides = {
+        "ft_base_model_id": base_model,
+        "ft_customization_type": "CONTINUED_PRE_TRAINING",
+        "ft_hyperparameters": {},
+    }
+    if allowed:
+        assert build(**overrides).finetune.customization_type == "CONTINUED_PRE_TRAINING"
+        return
+    with pytest.raises(ConfigError) as caught:
+        build(**overrides)
+    assert str(caught.value) == (
+        "config error: ft_customization_type = 'CONTINUED_PRE_TRAINING' is not allowed; "
+        f"expected one of FINE_TUNING for {base_model}"
+    )
+
+
+def test_the_customization_type_is_checked_with_the_other_mistakes() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(
+            ft_base_model_id="amazon.nova-lite-v1:0:300k",
+            ft_customization_type="CONTINUED_PRE_TRAINING",
+            ft_hyperparameters={"epochCount": "9"},
+            ft_poll_minutes=0,
+        )
+    assert [p.key for p in caught.value.problems] == ["ft_customization_type", "ft_hyperparameters", "ft_poll_minutes"]
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "read", "expected"),
+    [
+        ("ft_hyperparameters", '{"epochCount": "3"}', lambda ft: dict(ft.hyperparameters), {"epochCount": "3"}),
+        ("ft_provisioned_hours", "12", lambda ft: ft.provisioned_hours, 12),
+        ("ft_deploy", "on-demand", lambda ft: ft.deploy, "on-demand"),
+        ("ft_customization_type", " FINE_TUNING ", lambda ft: ft.customization_type, "FINE_TUNING"),
+    ],
+)
+def test_string_overrides_from_the_command_line_are_coerced(key: str, raw: str, read: Any, expected: Any) -> None:
+    assert read(build(**{key: raw}).finetune) == expected
+
+
+def test_family_and_foundation_model_come_from_the_model_table() -> None:
+    ft = build().finetune
+    assert ft.family == formats.MODELS[ft.base_model_id].family
+    assert ft.foundation_model_id == "amazon.nova-micro-v1:0"

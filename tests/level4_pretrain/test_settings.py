@@ -1,0 +1,59 @@
+"""Level 4 settings: the cluster's instance groups and the training job's limits, from cdk.json or `-c`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stacks.config import ConfigError
+from stacks.level4_pretrain.settings import InstanceGroupSpec
+from tests.infra.test_config import build
+
+
+def test_groups_are_the_controller_the_login_node_and_the_compute_groups() -> None:
+    pretrain = build(
+        hp_login_instance_type="ml.m5.xlarge",
+        hp_compute_groups='[{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": "2"}]',
+    ).pretrain
+    assert pretrain.groups == (
+        InstanceGroupSpec("controller", "Controller", "ml.t3.medium", 1),
+        InstanceGroupSpec("login", "Login", "ml.m5.xlarge", 1),
+        InstanceGroupSpec("gpu", "Compute", "ml.g5.8xlarge", 2),
+    )
+    assert pretrain.controller.instance_type == "ml.t3.medium"
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "read", "expected"),
+    [
+        ("hp_fsx", "true", lambda p: p.fsx, True),
+        ("hp_fsx_throughput", "500", lambda p: p.fsx_throughput, 500),
+        ("tj_spot", "false", lambda p: p.job_spot, False),
+        ("tj_instance_count", "4", lambda p: p.job_instance_count, 4),
+        ("hp_login_instance_type", "", lambda p: len(p.groups), 2),
+    ],
+)
+def test_string_overrides_from_the_command_line_are_coerced(key: str, raw: str, read: Any, expected: Any) -> None:
+    assert read(build(**{key: raw}).pretrain) == expected
+
+
+@pytest.mark.parametrize(
+    ("groups", "allowed"),
+    [
+        ("[]", "JSON list"),
+        ('[{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 1, "spot": true}]', "JSON list"),
+        ('[{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 101}]', "0 to 100 instances"),
+        ('[{"name": "controller", "instance_type": "ml.g5.8xlarge", "count": 1}]', "unique"),
+    ],
+)
+def test_compute_groups_name_their_key(groups: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(hp_compute_groups=groups)
+    assert str(caught.value).startswith("config error: hp_compute_groups = ") and allowed in str(caught.value)
+
+
+def test_spot_wait_and_cluster_mistakes_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(tj_spot="true", tj_max_wait_hours=2, hp_login_instance_type="ml.nope.large", hp_ebs_volume_gb=0)
+    assert [p.key for p in caught.value.problems] == ["hp_login_instance_type", "hp_ebs_volume_gb", "tj_max_wait_hours"]
