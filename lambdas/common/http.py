@@ -1,4 +1,4 @@
-"""Helpers shared by the kit's HTTP handlers: JSON responses, request bodies, env settings, AWS retries."""
+"""Helpers shared by the kit's HTTP handlers: JSON responses, request bodies, deadline-aware AWS retries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 from aws_lambda_powertools.event_handler import Response
 
-from common.errors import ApiError, BadRequestError, ConfigurationError, DeadlineExceeded, is_retryable_aws_error
+from common.errors import ApiError, BadRequestError, DeadlineExceeded, is_retryable_aws_error
 
 T = TypeVar("T")
 
@@ -108,61 +107,6 @@ def json_type_name(value: Any) -> str:
     return "an object"
 
 
-# --- environment settings ----------------------------------------------------------------------------------
-
-
-def env_str(name: str, default: str | None = None) -> str:
-    """A required (non-blank) environment variable, or ``default`` when given."""
-    value = os.environ.get(name, "").strip()
-    if value:
-        return value
-    if default is not None:
-        return default
-    raise ConfigurationError(f"Environment variable {name} is not set.")
-
-
-def env_float(name: str, default: float, minimum: float, maximum: float) -> float:
-    """A finite float environment variable within [minimum, maximum]."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and minimum <= value <= maximum):
-        raise ConfigurationError(f"Environment variable {name} must be a number between {minimum} and {maximum}.")
-    return value
-
-
-def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
-    """An integer environment variable within [minimum, maximum]."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"Environment variable {name} must be an integer between {minimum} and {maximum}."
-        ) from None
-    if not minimum <= value <= maximum:
-        raise ConfigurationError(f"Environment variable {name} must be an integer between {minimum} and {maximum}.")
-    return value
-
-
-def env_json_object(name: str) -> dict[str, Any]:
-    """A required environment variable holding a JSON object."""
-    raw = env_str(name)
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise ConfigurationError(f"Environment variable {name} is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise ConfigurationError(f"Environment variable {name} must be a JSON object.")
-    return value
-
-
 # --- deadline-aware retries --------------------------------------------------------------------------------
 
 
@@ -221,42 +165,10 @@ def call_with_deadline(
     DeadlineExceeded (a 504) when none fits, and a retry that would not fit is not made, the last error is
     raised instead (a 429 or 503 with Retry-After). So the function always answers before its own timeout.
     """
-    return _retry(fn, policy, remaining_ms, retryable, on_retry, rand, bounded=True)
-
-
-def call_with_retry(
-    fn: Callable[[], T],
-    *,
-    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-    remaining_ms: Callable[[], int] | None = None,
-    retryable: Callable[[BaseException], bool] = is_retryable_aws_error,
-    on_retry: Callable[[int, BaseException, float], None] | None = None,
-    rand: Callable[[], float] = random.random,
-) -> T:
-    """Call ``fn``, retrying retryable errors while attempts and the deadline allow; re-raise the last one.
-
-    ``fn`` cannot bound its own attempt, so the first attempt is always made; a retry is made only when an
-    attempt with the clients' full timeouts (``policy``) still fits. Prefer ``call_with_deadline``.
-    """
-    return _retry(lambda _read_timeout_s: fn(), policy, remaining_ms, retryable, on_retry, rand, bounded=False)
-
-
-def _retry(
-    fn: Callable[[int], T],
-    policy: RetryPolicy,
-    remaining_ms: Callable[[], int] | None,
-    retryable: Callable[[BaseException], bool],
-    on_retry: Callable[[int, BaseException, float], None] | None,
-    rand: Callable[[], float],
-    *,
-    bounded: bool,
-) -> T:
     attempt = 1
     read_s = policy.max_read_timeout_s if remaining_ms is None else policy.read_timeout_s(remaining_ms())
-    if bounded and read_s < policy.min_read_timeout_s:
+    if read_s < policy.min_read_timeout_s:
         raise DeadlineExceeded("no attempt fits in the time the function has left")
-    if not bounded:
-        read_s = policy.max_read_timeout_s
     while True:
         started_ms = remaining_ms() if remaining_ms is not None else 0
         try:
@@ -269,11 +181,9 @@ def _retry(
                 now_ms = remaining_ms()
                 took_s = max(0, started_ms - now_ms) / 1000
                 next_s = policy.read_timeout_s(now_ms - delay * 1000)
-                needed_s = max(policy.min_read_timeout_s, took_s, 0 if bounded else policy.max_read_timeout_s)
-                if next_s < needed_s:
+                if next_s < max(policy.min_read_timeout_s, took_s):
                     raise
-                if bounded:
-                    read_s = next_s
+                read_s = next_s
             if on_retry is not None:
                 on_retry(attempt, exc, delay)
             sleep(delay)

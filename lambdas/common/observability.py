@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-_TRUTHY = {"1", "true", "yes", "on", "y", "t"}
-
 
 def make_tracer(logger: Logger, factory: Callable[[], Tracer] | None = None) -> Tracer | None:
-    """A Powertools Tracer in Lambda with tracing on; None otherwise (or when aws-xray-sdk is absent).
+    """A Powertools Tracer when tracing is on; None when it is off (or when aws-xray-sdk is absent).
 
-    Callers cache the result (an ``lru_cache`` factory), so nothing is created at import time. ``factory``
-    builds the Tracer (default: Powertools' ``Tracer``).
+    Powertools' Tracer decides: it is off outside Lambda, under SAM local and when POWERTOOLS_TRACE_DISABLED
+    is true (https://docs.aws.amazon.com/powertools/python/latest/api/tracing/index.html). Callers cache the result (an
+    ``lru_cache`` factory), so nothing is created at import time. ``factory`` builds the Tracer (default:
+    Powertools' ``Tracer``).
     """
-    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUTHY
-    if disabled or not os.environ.get("LAMBDA_TASK_ROOT") or os.environ.get("AWS_SAM_LOCAL"):
-        return None
     try:
-        return (factory or Tracer)()
+        tracer = (factory or Tracer)()
     except ImportError:
         logger.warning("aws-xray-sdk is not installed: tracing is off")
         return None
+    return None if tracer.disabled else tracer
 
 
 def annotate(tracer: Tracer | None, **annotations: str | bool) -> None:

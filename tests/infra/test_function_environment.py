@@ -1,6 +1,6 @@
 """Every environment variable a function's code requires is set on that function in the template.
 
-Required variables are found from the code: ``env_str("NAME")`` without a default, ``_matching("NAME", ...)``
+Required variables are found from the code: ``env_str("NAME")`` without a default, ``env_matching("NAME", ...)``
 and ``os.environ["NAME"]``. A variable the code needs but the stack does not set fails every call at run time
 with a configuration error, which no template assertion or handler test (which sets its own environment) sees.
 """
@@ -22,7 +22,7 @@ def required_variables(package: str) -> set[str]:
                 first = node.args[0] if node.args else None
                 if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
                     continue
-                if (name == "env_str" and len(node.args) == 1 and not node.keywords) or name == "_matching":
+                if (name == "env_str" and len(node.args) == 1 and not node.keywords) or name == "env_matching":
                     found.add(first.value)
             elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
                 target = node.value

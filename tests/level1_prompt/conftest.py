@@ -55,6 +55,7 @@ LAZY_FACTORIES = (
     handler.get_metrics,
     handler.get_resolver,
     validation.load_schemas,
+    validation.validator,
 )
 
 

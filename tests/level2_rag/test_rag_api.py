@@ -76,6 +76,7 @@ def clear_caches() -> None:
     for factory in (
         settings.get_settings,
         validation.load_schemas,
+        validation.validator,
         common.clients.bounded_client,
         rag_api.handler.get_metrics,
         rag_api.handler.get_tracer,
@@ -1121,9 +1122,7 @@ def test_schema_file_is_draft04_objects_without_extra_fields() -> None:
     assert raw["RetrieveRequest"]["required"] == ["query"]
 
 
-def test_validator_refuses_schema_keywords_it_does_not_implement(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_schema_keywords_without_an_error_code_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     schema = {"AskRequest": {"type": "object", "properties": {"question": {"type": "string", "enum": ["a"]}}}}
     (tmp_path / "schemas.json").write_text(json.dumps(schema))
     monkeypatch.setattr(validation, "SCHEMA_FILE", str(tmp_path / "schemas.json"))
@@ -1158,6 +1157,8 @@ def test_tracer_in_lambda_captures_handler_without_response(
     calls: dict[str, Any] = {"annotations": {}}
 
     class FakeTracer:
+        disabled = False  # Powertools' own switch: tracing is on
+
         def capture_lambda_handler(self, fn: Callable[..., Any], capture_response: bool = True) -> Any:
             calls["capture_response"] = capture_response
             return fn

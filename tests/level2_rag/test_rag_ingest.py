@@ -1125,6 +1125,8 @@ def test_tracer_in_lambda_annotates_the_action(world: World, monkeypatch: pytest
     seen: dict[str, Any] = {}
 
     class FakeTracer:
+        disabled = False  # Powertools' own switch: tracing is on
+
         def capture_lambda_handler(self, fn: Any, capture_response: bool = True) -> Any:
             seen["capture_response"] = capture_response
             return fn

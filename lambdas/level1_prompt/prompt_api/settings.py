@@ -9,15 +9,15 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+from common.env import env_float, env_int, env_json_object, env_matching, env_str
 from common.errors import ConfigurationError
-from common.http import env_float, env_int, env_json_object, env_str
 from prompt_api.prompts import VERSION_ARN
 from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property_schema
 
 DEFAULT_TEMPERATURE = 0.5
 DEFAULT_MAX_TOKENS = 512
 CATALOG_VAR = "PROMPT_CATALOG"
-# Matched whole (fullmatch): a "$" anchor would also accept a trailing newline.
+# Both matched whole (fullmatch).
 GUARDRAIL_VERSION = re.compile(r"DRAFT|[1-9][0-9]{0,7}")
 VARIABLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
@@ -45,16 +45,12 @@ class Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Read and validate the environment once; raises ConfigurationError naming the bad variable."""
-    model_id, guardrail_id = env_str("MODEL_ID"), env_str("GUARDRAIL_ID")
-    guardrail_version = env_str("GUARDRAIL_VERSION")
-    if not GUARDRAIL_VERSION.fullmatch(guardrail_version):
-        raise ConfigurationError("Environment variable GUARDRAIL_VERSION must be DRAFT or a version number.")
     low_t, high_t = bounds(PROMPT_MODEL, "temperature")
     low_m, high_m = bounds(PROMPT_MODEL, "maxTokens")
     return Settings(
-        model_id=model_id,
-        guardrail_id=guardrail_id,
-        guardrail_version=guardrail_version,
+        model_id=env_str("MODEL_ID"),
+        guardrail_id=env_str("GUARDRAIL_ID"),
+        guardrail_version=env_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
         catalog=parse_catalog(env_json_object(CATALOG_VAR)),
         default_temperature=env_float("DEFAULT_TEMPERATURE", DEFAULT_TEMPERATURE, low_t, high_t),
         default_max_tokens=env_int("DEFAULT_MAX_TOKENS", DEFAULT_MAX_TOKENS, low_m, high_m),

@@ -1,7 +1,7 @@
-"""Request validation driven by ``request_schemas.json`` (the same draft-04 file API Gateway uses).
+"""Request validation driven by ``request_schemas.json`` (draft-04), compiled by ``common.schema``.
 
-The validator is ``common.schema``: only the JSON Schema keywords it implements may appear in the file;
-loading a schema that uses any other keyword fails, so the file and the validator cannot silently disagree.
+Only the JSON Schema keywords that have an error code (``common.schema.SUPPORTED_KEYWORDS``) may appear in
+the file; loading a schema that uses any other keyword fails.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from common.errors import BadRequestError
-from common.schema import SUPPORTED_KEYWORDS as SUPPORTED_KEYWORDS  # re-exported: this module's public names
-from common.schema import describe as describe
-from common.schema import join, load_schema_file, validate
+from common.schema import Validator, compile_schema, join, load_schema_file, validate
 
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "request_schemas.json")
 PROMPT_MODEL = "PromptRequest"
@@ -45,6 +43,12 @@ def load_schemas() -> dict[str, dict[str, Any]]:
     return load_schema_file(SCHEMA_FILE)
 
 
+@lru_cache(maxsize=2)
+def validator(model: str) -> Validator:
+    """The compiled validator of one request model (compiled on first use, not at import)."""
+    return compile_schema(load_schemas()[model])
+
+
 def property_schema(model: str, *path: str) -> dict[str, Any]:
     """The schema of a (nested) property, e.g. ``property_schema("PromptRequest", "temperature")``."""
     schema = load_schemas()[model]
@@ -64,7 +68,7 @@ def bounds(model: str, *path: str) -> tuple[Any, Any]:
 
 def parse_prompt_request(body: Any) -> PromptRequest:
     """Validate a POST /prompt body against ``PromptRequest``."""
-    validate(body, load_schemas()[PROMPT_MODEL])
+    validate(body, validator(PROMPT_MODEL))
     return PromptRequest(
         prompt=body["prompt"],
         system=body.get("system"),
@@ -76,7 +80,7 @@ def parse_prompt_request(body: Any) -> PromptRequest:
 
 def parse_template_request(body: Any) -> TemplateRequest:
     """Validate a POST /templates/{name} body against ``TemplateRequest``."""
-    validate(body, load_schemas()[TEMPLATE_MODEL])
+    validate(body, validator(TEMPLATE_MODEL))
     return TemplateRequest(variables=dict(body["variables"]))
 
 

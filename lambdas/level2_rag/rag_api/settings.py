@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from common.env import env_int, env_matching, env_str
 from common.errors import ConfigurationError
-from common.http import env_int, env_str
 from rag_api.filters import STORE_OPERATORS
 from rag_api.validation import RETRIEVE_MODEL, property_schema
 
@@ -40,7 +40,6 @@ class Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Read and validate the environment once; raises ConfigurationError naming the bad variable."""
-    knowledge_base_id = _matching("KNOWLEDGE_BASE_ID", KNOWLEDGE_BASE_ID, "a 10-character knowledge base id")
     model_arn = env_str("MODEL_ARN")
     if not (MODEL_ARN_PREFIX.match(model_arn) and MODEL_ARN.match(model_arn)):
         raise ConfigurationError(
@@ -48,11 +47,11 @@ def get_settings() -> Settings:
         )
     schema = property_schema(RETRIEVE_MODEL, "numberOfResults")
     return Settings(
-        knowledge_base_id=knowledge_base_id,
+        knowledge_base_id=env_matching("KNOWLEDGE_BASE_ID", KNOWLEDGE_BASE_ID, "a 10-character knowledge base id"),
         model_arn=model_arn,
         model_id=env_str("MODEL_ID"),
-        guardrail_id=_matching("GUARDRAIL_ID", GUARDRAIL_ID, "a guardrail id (lowercase letters and digits)"),
-        guardrail_version=_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
+        guardrail_id=env_matching("GUARDRAIL_ID", GUARDRAIL_ID, "a guardrail id (lowercase letters and digits)"),
+        guardrail_version=env_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
         vector_store=_vector_store(),
         default_number_of_results=env_int(
             "DEFAULT_NUMBER_OF_RESULTS", DEFAULT_NUMBER_OF_RESULTS, schema["minimum"], schema["maximum"]
@@ -67,11 +66,4 @@ def _vector_store() -> str:
     value = env_str("VECTOR_STORE")
     if value not in STORE_OPERATORS:
         raise ConfigurationError(f"Environment variable VECTOR_STORE must be one of: {', '.join(STORE_OPERATORS)}.")
-    return value
-
-
-def _matching(name: str, pattern: re.Pattern[str], wording: str) -> str:
-    value = env_str(name)
-    if not pattern.fullmatch(value):
-        raise ConfigurationError(f"Environment variable {name} must be {wording}.")
     return value

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from common.schema import load_schema_file, validate
+from common.schema import Validator, compile_schema, load_schema_file, validate
 from rag_api.filters import validate_filter
 
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "request_schemas.json")
@@ -32,8 +32,14 @@ class RetrieveRequest:
 
 @lru_cache(maxsize=1)
 def load_schemas() -> dict[str, dict[str, Any]]:
-    """The request models by name (checked to use only the keywords the validator implements)."""
+    """The request models by name (checked to use only the keywords that have an error code)."""
     return load_schema_file(SCHEMA_FILE)
+
+
+@lru_cache(maxsize=2)
+def validator(model: str) -> Validator:
+    """The compiled validator of one request model (compiled on first use, not at import)."""
+    return compile_schema(load_schemas()[model])
 
 
 def property_schema(model: str, name: str) -> dict[str, Any]:
@@ -44,7 +50,7 @@ def property_schema(model: str, name: str) -> dict[str, Any]:
 
 def parse_ask_request(body: Any, store: str) -> AskRequest:
     """Validate a POST /ask body; ``filter`` may use only the operators the vector store ``store`` supports."""
-    validate(body, load_schemas()[ASK_MODEL])
+    validate(body, validator(ASK_MODEL))
     if "filter" in body:
         validate_filter(body["filter"], store)
     return AskRequest(
@@ -57,7 +63,7 @@ def parse_ask_request(body: Any, store: str) -> AskRequest:
 
 def parse_retrieve_request(body: Any, store: str) -> RetrieveRequest:
     """Validate a POST /retrieve body; ``filter`` may use only the operators the vector store ``store`` supports."""
-    validate(body, load_schemas()[RETRIEVE_MODEL])
+    validate(body, validator(RETRIEVE_MODEL))
     if "filter" in body:
         validate_filter(body["filter"], store)
     return RetrieveRequest(

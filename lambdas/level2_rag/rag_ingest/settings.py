@@ -7,8 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from common.errors import ConfigurationError
-from common.http import env_int, env_str
+from common.env import env_int, env_matching, env_str
 
 DEFAULT_MAX_MESSAGES_PER_RUN = 10_000
 MAX_MESSAGES_LIMIT = 100_000
@@ -33,19 +32,14 @@ class Settings:
 def get_settings() -> Settings:
     """Read and validate the environment once; raises ConfigurationError naming the bad variable."""
     return Settings(
-        queue_url=_matching("QUEUE_URL", QUEUE_URL, "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"),
-        knowledge_base_id=_matching("KNOWLEDGE_BASE_ID", BEDROCK_ID, "a 10-character knowledge base id"),
-        data_source_id=_matching("DATA_SOURCE_ID", BEDROCK_ID, "a 10-character data source id"),
-        documents_bucket=_matching("DOCUMENTS_BUCKET", BUCKET_NAME, "an S3 bucket name"),
+        queue_url=env_matching(
+            "QUEUE_URL", QUEUE_URL, "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"
+        ),
+        knowledge_base_id=env_matching("KNOWLEDGE_BASE_ID", BEDROCK_ID, "a 10-character knowledge base id"),
+        data_source_id=env_matching("DATA_SOURCE_ID", BEDROCK_ID, "a 10-character data source id"),
+        documents_bucket=env_matching("DOCUMENTS_BUCKET", BUCKET_NAME, "an S3 bucket name"),
         documents_prefix=os.environ.get("DOCUMENTS_PREFIX", "").strip(),
         max_messages_per_run=env_int("MAX_MESSAGES_PER_RUN", DEFAULT_MAX_MESSAGES_PER_RUN, 1, MAX_MESSAGES_LIMIT),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-ingest"),
     )
-
-
-def _matching(name: str, pattern: re.Pattern[str], wording: str) -> str:
-    value = env_str(name)
-    if not pattern.match(value):
-        raise ConfigurationError(f"Environment variable {name} must be {wording}.")
-    return value
