@@ -10,4 +10,10 @@ from stacks.shared.settings import Flag, Settings
 class AccountSettings(Settings):
     # Bedrock model invocation logging is one setting per account and region (no CloudFormation resource), so
     # the stack that manages it is opt-in: https://docs.aws.amazon.com/bedrock/latest/userguide/model-invocation-logging.html
-    invocation_logging: Flag = Field(alias="invocation_logging")
+    invocation_logging: Flag = Field(
+        alias="invocation_logging",
+        description=(
+            "Adds the opt-in account-level stack `GenAiKit-0-InvocationLogging` (Bedrock model invocation"
+            " logging; one per account and region)"
+        ),
+    )

@@ -10,5 +10,9 @@ from stacks.shared.settings import Number, Settings, Whole
 class PromptSettings(Settings):
     # Converse inferenceConfig: temperature 0-1, maxTokens at least 1 (the kit caps it at 4096):
     # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InferenceConfiguration.html
-    text_temperature: Number = Field(alias="text_temperature", ge=0.0, le=1.0)
-    text_max_tokens: Whole = Field(alias="text_max_tokens", ge=1, le=4096)
+    text_temperature: Number = Field(
+        alias="text_temperature", description="The default temperature of free-form calls", ge=0.0, le=1.0
+    )
+    text_max_tokens: Whole = Field(
+        alias="text_max_tokens", description="The default maxTokens of free-form calls", ge=1, le=4096
+    )

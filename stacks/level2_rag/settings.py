@@ -41,30 +41,74 @@ class ChunkingSettings:
 
 
 class RagSettings(Settings):
-    vector_store: Annotated[VectorStore, Stripped] = Field(alias="rag_vector_store")
-    embedding_model_id: Annotated[Text, OneOf(EMBEDDING_MODELS)] = Field(alias="rag_embedding_model_id")
+    vector_store: Annotated[VectorStore, Stripped] = Field(
+        alias="rag_vector_store",
+        description="`s3vectors` has no idle cost; `opensearch-serverless` has one (docs/level-2-rag.md)",
+    )
+    embedding_model_id: Annotated[Text, OneOf(EMBEDDING_MODELS)] = Field(
+        alias="rag_embedding_model_id", description="The knowledge base's embedding model"
+    )
     # S3 Vectors index dimension 1-4096; the model decides which of them it offers.
-    embedding_dimensions: Whole = Field(alias="rag_embedding_dimensions", ge=1, le=4096)
-    chunking_strategy: Annotated[ChunkingStrategy, Stripped] = Field(alias="rag_chunking")
+    embedding_dimensions: Whole = Field(
+        alias="rag_embedding_dimensions", description="The vector dimensions (each model offers its own)", ge=1, le=4096
+    )
+    chunking_strategy: Annotated[ChunkingStrategy, Stripped] = Field(
+        alias="rag_chunking", description="How the data source splits documents"
+    )
     # Chunking limits: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_ChunkingConfiguration.html
     # (fixed: overlapPercentage 1-99; hierarchical: maxTokens 1-8192 per level; semantic: bufferSize 0-1,
     # breakpointPercentileThreshold 50-99). The kit asks for at least 20 tokens in a fixed chunk.
-    chunk_max_tokens: Whole = Field(alias="rag_chunk_max_tokens", ge=20, le=8192)
-    chunk_overlap_percent: Whole = Field(alias="rag_chunk_overlap_percent", ge=1, le=99)
-    hierarchical_parent_tokens: Whole = Field(alias="rag_hierarchical_parent_tokens", ge=1, le=8192)
-    hierarchical_child_tokens: Whole = Field(alias="rag_hierarchical_child_tokens", ge=1, le=8192)
-    hierarchical_overlap_tokens: Whole = Field(alias="rag_hierarchical_overlap_tokens", ge=1, le=8192)
-    semantic_buffer_size: Whole = Field(alias="rag_semantic_buffer_size", ge=0, le=1)
-    semantic_breakpoint_percentile: Whole = Field(alias="rag_semantic_breakpoint_percentile", ge=50, le=99)
+    chunk_max_tokens: Whole = Field(
+        alias="rag_chunk_max_tokens", description="Fixed-size (and semantic maximum) chunk tokens", ge=20, le=8192
+    )
+    chunk_overlap_percent: Whole = Field(
+        alias="rag_chunk_overlap_percent", description="Fixed-size chunk overlap, percent", ge=1, le=99
+    )
+    hierarchical_parent_tokens: Whole = Field(
+        alias="rag_hierarchical_parent_tokens", description="Hierarchical chunking: parent chunk tokens", ge=1, le=8192
+    )
+    hierarchical_child_tokens: Whole = Field(
+        alias="rag_hierarchical_child_tokens",
+        description="Hierarchical chunking: child chunk tokens (fewer than the parent's)",
+        ge=1,
+        le=8192,
+    )
+    hierarchical_overlap_tokens: Whole = Field(
+        alias="rag_hierarchical_overlap_tokens", description="Hierarchical chunking: overlap tokens", ge=1, le=8192
+    )
+    semantic_buffer_size: Whole = Field(
+        alias="rag_semantic_buffer_size", description="Semantic chunking: sentences compared on each side", ge=0, le=1
+    )
+    semantic_breakpoint_percentile: Whole = Field(
+        alias="rag_semantic_breakpoint_percentile",
+        description="Semantic chunking: the breakpoint percentile",
+        ge=50,
+        le=99,
+    )
     documents_prefix: Annotated[Text, Allowed("empty or an S3 key prefix ending in '/', e.g. 'docs/'")] = Field(
-        alias="rag_documents_prefix"
+        alias="rag_documents_prefix", description="The S3 prefix the data source reads (empty for the whole bucket)"
     )
     # null: on in the sandbox stage, off in prod.
-    sample_corpus: FlagOrNull = Field(alias="rag_sample_corpus", default=None, validate_default=True)
-    sync_interval_minutes: Whole = Field(alias="rag_sync_interval_minutes", ge=1, le=60)
+    sample_corpus: FlagOrNull = Field(
+        alias="rag_sample_corpus",
+        description="Deploy the kit's sample documents (sandbox only); `null`: on in sandbox, off in prod",
+        default=None,
+        validate_default=True,
+    )
+    sync_interval_minutes: Whole = Field(
+        alias="rag_sync_interval_minutes",
+        description="How often pending changes are coalesced into an ingestion job",
+        ge=1,
+        le=60,
+    )
     # Retrieve numberOfResults is 1-100; the kit keeps answers' context small with at most 25.
-    max_results: Whole = Field(alias="rag_max_results", ge=1, le=25)
-    opensearch_standby_replicas: Flag = Field(alias="rag_opensearch_standby_replicas")
+    max_results: Whole = Field(
+        alias="rag_max_results", description="The default number of retrieved chunks", ge=1, le=25
+    )
+    opensearch_standby_replicas: Flag = Field(
+        alias="rag_opensearch_standby_replicas",
+        description="Standby replicas for the OpenSearch collection (doubles its idle floor)",
+    )
 
     @field_validator("embedding_dimensions")
     @classmethod

@@ -20,18 +20,38 @@ DEPLOY_MODES: tuple[str, ...] = get_args(DeployMode)
 
 
 class FineTuneSettings(Settings):
-    base_model_id: Annotated[Text, OneOf(formats.MODELS)] = Field(alias="ft_base_model_id")
-    customization_type: Annotated[Text, OneOf(CUSTOMIZATION_TYPES)] = Field(alias="ft_customization_type")
+    base_model_id: Annotated[Text, OneOf(formats.MODELS)] = Field(
+        alias="ft_base_model_id", description="The base model to customize (offered in `region`)"
+    )
+    customization_type: Annotated[Text, OneOf(CUSTOMIZATION_TYPES)] = Field(
+        alias="ft_customization_type", description="The customization type (checked against the base model)"
+    )
     # Bedrock takes hyperparameters as strings.
     hyperparameters: Annotated[
         dict[str, str],
         BeforeValidator(json_or_text),
         Allowed('a JSON object of string values, e.g. {"epochCount": "2"}'),
-    ] = Field(alias="ft_hyperparameters")
-    deploy: Annotated[DeployMode, Stripped] = Field(alias="ft_deploy")
-    provisioned_hours: Whole = Field(alias="ft_provisioned_hours", ge=1, le=72)
-    max_job_hours: Whole = Field(alias="ft_max_job_hours", ge=1, le=72)
-    poll_minutes: Whole = Field(alias="ft_poll_minutes", ge=1, le=60)
+    ] = Field(
+        alias="ft_hyperparameters", description="Default hyperparameters as strings; a request's own replace them"
+    )
+    deploy: Annotated[DeployMode, Stripped] = Field(
+        alias="ft_deploy",
+        description=(
+            "Deploy the custom model: `none`, `on-demand` (Amazon Nova) or `provisioned` (Provisioned Throughput)"
+        ),
+    )
+    provisioned_hours: Whole = Field(
+        alias="ft_provisioned_hours",
+        description="How long Provisioned Throughput lives before the state machine deletes it",
+        ge=1,
+        le=72,
+    )
+    max_job_hours: Whole = Field(
+        alias="ft_max_job_hours", description="The longest wait for a customization job", ge=1, le=72
+    )
+    poll_minutes: Whole = Field(
+        alias="ft_poll_minutes", description="How often the pipeline reads the job's status", ge=1, le=60
+    )
 
     @field_validator("base_model_id")
     @classmethod

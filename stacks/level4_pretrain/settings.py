@@ -84,31 +84,56 @@ def _login_type(raw: Any) -> Any:
 
 
 class PretrainSettings(Settings):
-    nat_gateways: Whole = Field(alias="hp_nat_gateways", ge=0, le=3)  # one per availability zone, at most 3
+    nat_gateways: Whole = Field(
+        alias="hp_nat_gateways",
+        description="NAT gateways of the cluster VPC; 0 when the lifecycle scripts need no internet",
+        ge=0,
+        le=3,
+    )  # one per availability zone, at most 3
     controller_instance_type: Annotated[Text, Allowed("an instance type HyperPod supports (e.g. ml.t3.medium)")] = (
-        Field(alias="hp_controller_instance_type")
+        Field(
+            alias="hp_controller_instance_type",
+            description="The Slurm controller's instance type (the controller always runs)",
+        )
     )
     login_instance_type: Annotated[
         Text, BeforeValidator(_login_type), Allowed("empty or an instance type HyperPod supports")
-    ] = Field(alias="hp_login_instance_type")
+    ] = Field(alias="hp_login_instance_type", description="An optional login node's instance type (empty: none)")
     compute_groups: Annotated[
         tuple[ComputeGroup, ...],
         BeforeValidator(json_or_text),
         Field(min_length=1),
         Allowed('a JSON list like [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 0}]'),
-    ] = Field(alias="hp_compute_groups")
-    # EBS volume per node: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterEbsVolumeConfig.html
-    ebs_volume_gb: Whole = Field(alias="hp_ebs_volume_gb", ge=1, le=16384)
-    fsx: Flag = Field(alias="hp_fsx")
-    fsx_throughput: Annotated[FsxThroughput, AsWhole] = Field(alias="hp_fsx_throughput")
-    job_instance_type: Annotated[Text, Allowed("a SageMaker training instance type such as ml.g5.xlarge")] = Field(
-        alias="tj_instance_type"
+    ] = Field(
+        alias="hp_compute_groups",
+        description="Compute instance groups: unique names, HyperPod instance types, instance counts",
     )
-    job_instance_count: Whole = Field(alias="tj_instance_count", ge=1, le=64)
-    job_max_runtime_hours: Whole = Field(alias="tj_max_runtime_hours", ge=1, le=MAX_JOB_HOURS)
-    job_spot: Flag = Field(alias="tj_spot")
-    job_max_wait_hours: Whole = Field(alias="tj_max_wait_hours", ge=1, le=MAX_JOB_HOURS)
-    job_in_cluster_vpc: Flag = Field(alias="tj_in_cluster_vpc")
+    # EBS volume per node: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterEbsVolumeConfig.html
+    ebs_volume_gb: Whole = Field(alias="hp_ebs_volume_gb", description="GB of EBS per cluster node", ge=1, le=16384)
+    fsx: Flag = Field(alias="hp_fsx", description="FSx for Lustre on or off")
+    fsx_throughput: Annotated[FsxThroughput, AsWhole] = Field(
+        alias="hp_fsx_throughput", description="FSx for Lustre throughput, MB/s per TiB"
+    )
+    job_instance_type: Annotated[Text, Allowed("a SageMaker training instance type such as ml.g5.xlarge")] = Field(
+        alias="tj_instance_type", description="The training job's instance type"
+    )
+    job_instance_count: Whole = Field(
+        alias="tj_instance_count", description="The training job's instance count", ge=1, le=64
+    )
+    job_max_runtime_hours: Whole = Field(
+        alias="tj_max_runtime_hours", description="The training job's maximum runtime", ge=1, le=MAX_JOB_HOURS
+    )
+    job_spot: Flag = Field(alias="tj_spot", description="Managed spot training")
+    job_max_wait_hours: Whole = Field(
+        alias="tj_max_wait_hours",
+        description="The longest wait with managed spot (at least the runtime)",
+        ge=1,
+        le=MAX_JOB_HOURS,
+    )
+    job_in_cluster_vpc: Flag = Field(
+        alias="tj_in_cluster_vpc",
+        description="Run training jobs in the cluster stack's private subnets (deploy the cluster first)",
+    )
 
     @field_validator("compute_groups")
     @classmethod

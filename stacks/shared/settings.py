@@ -373,42 +373,60 @@ def _tags_allowed(tags: dict[str, str]) -> dict[str, str]:
 class SharedSettings(Settings):
     """Where and under which names the kit deploys, and what every stack gets (tags, logs, layer, alarms)."""
 
-    stage: Stage = Field(alias="stage")
+    stage: Stage = Field(
+        alias="stage", description="`sandbox`: destroy removes everything; `prod`: data and logs are retained"
+    )
     # 17 characters at most: "<prefix>-pretrain-<36-character execution id>" must fit SageMaker's 63.
     name_prefix: Annotated[
         Text,
         Field(pattern=r"^[a-z][a-z0-9-]{1,15}[a-z0-9]$"),
         Allowed("3-17 characters: lowercase letters, digits and '-', starting with a letter"),
-    ] = Field(alias="name_prefix")
-    region: Region = Field(alias="region")
+    ] = Field(alias="name_prefix", description="The start of every resource name, followed by the stage")
+    region: Region = Field(
+        alias="region", description="The region every stack is bound to (so synth needs no credentials)"
+    )
     account: Annotated[
         Text,
         BeforeValidator(_account_text),
         Field(pattern=r"^(\d{12})?$"),
         Allowed("empty (environment-agnostic) or a 12-digit AWS account id"),
-    ] = Field(alias="account")
+    ] = Field(alias="account", description="The account every stack is bound to")
     text_model: Annotated[ModelRef, PlainValidator(_text_model), Allowed(MODEL_ID_ALLOWED)] = Field(
-        alias="text_model_id"
+        alias="text_model_id",
+        description="The text model of Levels 1 and 2 (a profile must be callable from `region`)",
     )
     # REST API stage throttling: https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-request-throttling.html
-    api_throttle_rate: Number = Field(alias="api_throttle_rate", ge=1, le=10_000)
-    api_throttle_burst: Whole = Field(alias="api_throttle_burst", ge=1, le=5_000)
+    api_throttle_rate: Number = Field(
+        alias="api_throttle_rate", description="Requests per second the API stage allows", ge=1, le=10_000
+    )
+    api_throttle_burst: Whole = Field(alias="api_throttle_burst", description="The API stage's burst", ge=1, le=5_000)
     log_retention_days: Annotated[LogRetention | None, BeforeValidator(lambda raw: _opt(_whole, raw))] = Field(
         alias="log_retention_days",
+        description="How long CloudWatch Logs keeps the kit's logs; `null`: 7 days in sandbox, 365 in prod",
         default=None,  # null: DEFAULT_LOG_RETENTION of the stage
     )
-    powertools_layer_version: Whole = Field(alias="powertools_layer_version", ge=0, le=10_000)  # 0: the pinned one
+    powertools_layer_version: Whole = Field(
+        alias="powertools_layer_version",
+        description=(
+            "The Powertools for AWS Lambda (Python) v3 managed layer version (python3.14, arm64); 0: the"
+            " version the kit pins"
+        ),
+        ge=0,
+        le=10_000,
+    )  # 0: the pinned one
     alarm_email: Annotated[
         Text,
         BeforeValidator(lambda raw: raw or ""),
         Field(pattern=r"^$|^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"),
         Allowed("empty or an e-mail address"),
-    ] = Field(alias="alarm_email")
+    ] = Field(
+        alias="alarm_email", description="An address subscribed to the alarm topic (confirm the e-mail AWS sends)"
+    )
     tags: Annotated[
         dict[str, str],
         BeforeValidator(_tags),
         Allowed('a JSON object of string tags, e.g. {"owner": "me"}, keys not starting with "aws:"'),
-    ] = Field(alias="tags")
+    ] = Field(alias="tags", description='Extra tags for every resource, e.g. `-c \'tags={"owner":"me"}\'`')
 
     @field_validator("tags")
     @classmethod
@@ -471,11 +489,17 @@ PiiList = Annotated[
 
 
 class GuardrailSettings(Settings):
-    content_filter_strength: Annotated[FilterStrength, Stripped] = Field(alias="guardrail_content_filter_strength")
-    prompt_attack_strength: Annotated[AttackStrength, Stripped] = Field(alias="guardrail_prompt_attack_strength")
-    pii_anonymize: PiiList = Field(alias="guardrail_pii_anonymize")
-    pii_block: PiiList = Field(alias="guardrail_pii_block")
-    deny_investment_advice: Flag = Field(alias="guardrail_deny_investment_advice")
+    content_filter_strength: Annotated[FilterStrength, Stripped] = Field(
+        alias="guardrail_content_filter_strength", description="The strength of the guardrail's five content filters"
+    )
+    prompt_attack_strength: Annotated[AttackStrength, Stripped] = Field(
+        alias="guardrail_prompt_attack_strength", description="The guardrail's prompt-attack filter on input"
+    )
+    pii_anonymize: PiiList = Field(alias="guardrail_pii_anonymize", description="PII types the guardrail masks")
+    pii_block: PiiList = Field(alias="guardrail_pii_block", description="PII types that block the call")
+    deny_investment_advice: Flag = Field(
+        alias="guardrail_deny_investment_advice", description="The guardrail's denied-topic example on or off"
+    )
 
     @field_validator("pii_anonymize", "pii_block")
     @classmethod

@@ -279,3 +279,15 @@ def test_the_kit_commands_load_neither_pydantic_nor_the_settings() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_readme_configuration_reference_is_generated_from_the_settings() -> None:
+    """The README's table is rendered from cdk.json, the settings models and stacks/updates.py: when one of them
+    changes, run `python scripts/config_reference.py` (this fails until then)."""
+    from scripts import config_reference
+
+    assert config_reference.main(["--check"]) == 0
+    table = config_reference.render()
+    assert table.count("\n| `") == len(CONFIG_KEYS)
+    changed = config_reference.render({**cdk_json_context(), "text_temperature": 0.25})
+    assert "| `text_temperature` | `0.25` | a number from 0 to 1 |" in changed
