@@ -41,7 +41,7 @@ LAMBDA_MIN_UNRESERVED = 100
 LAMBDA_DEFAULT_CONCURRENCY = 1000
 # The Service Quotas name (service code "lambda"); its quota code is read at run time.
 LAMBDA_CONCURRENCY_QUOTA = "Concurrent executions"
-# Level 3's no-commitment Provisioned Throughput (stacks/level3_finetune/stack.py) buys 1 model unit. Units must be
+# Level 3's no-commitment Provisioned Throughput (stacks/level3_finetune/pipeline.py) buys 1 model unit. Units must be
 # granted before a purchase (https://docs.aws.amazon.com/bedrock/latest/userguide/prov-thru-purchase.html); for a
 # custom model they count against this Bedrock quota (listed at https://docs.aws.amazon.com/general/latest/gr/bedrock.html).
 PT_MODEL_UNITS_QUOTA = "Model units no-commitment Provisioned Throughputs across custom models"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -20,6 +21,7 @@ from stacks.level1_prompt.settings import PromptSettings
 from stacks.level2_rag.settings import RagSettings
 from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.level4_pretrain.settings import PretrainSettings
+from stacks.shared.deployment import Deployment
 from stacks.shared.settings import (
     REGION_ADAPTER,
     STAGE_ADAPTER,
@@ -88,6 +90,19 @@ class KitConfig:
     def resource_name(self, *parts: str) -> str:
         """A physical name that carries the prefix and the stage, e.g. ``genai-kit-sandbox-prompts``."""
         return "-".join((self.name_prefix, self.stage, *parts))
+
+    @cached_property
+    def deployment(self) -> Deployment:
+        """The kit-wide values the constructs read, built once: the stacks hand this out, never the whole config."""
+        return Deployment(
+            stage=self.stage,
+            name_prefix=self.name_prefix,
+            region=self.region,
+            log_retention_days=self.log_retention_days,
+            powertools_layer_version=self.powertools_layer_version,
+            alarm_email=self.alarm_email,
+            tags=self.tags,
+        )
 
 
 def _valid_or_none(adapter: Any, raw: object) -> Any:

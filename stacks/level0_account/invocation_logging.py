@@ -45,9 +45,10 @@ class InvocationLoggingStack(Stack):
             description="genai-spectrum-kit: Bedrock model invocation logging (one per account and region)",
             **kwargs,
         )
-        tag_stack(self, config, LEVEL)
-        bucket = SecureBucket(self, "Invocations", config=config, versioned=False).bucket
-        logs = log_group(self, "InvocationLogs", config, name=f"/{config.name_prefix}/bedrock/invocations")
+        deployment = config.deployment
+        tag_stack(self, deployment, LEVEL)
+        bucket = SecureBucket(self, "Invocations", deployment=deployment, versioned=False).bucket
+        logs = log_group(self, "InvocationLogs", deployment, name=f"/{deployment.name_prefix}/bedrock/invocations")
         source = {
             "StringEquals": {"aws:SourceAccount": self.account},
             "ArnLike": {"aws:SourceArn": f"arn:{self.partition}:bedrock:{self.region}:{self.account}:*"},
@@ -84,7 +85,7 @@ class InvocationLoggingStack(Stack):
         manager = PythonFunction(
             self,
             "Manager",
-            config=config,
+            deployment=deployment,
             handler="invocation_logging.handler.handler",
             description="Custom resource: Bedrock model invocation logging for this account and region",
             service_name="invocation-logging",

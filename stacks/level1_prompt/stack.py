@@ -23,10 +23,12 @@ from constructs import Construct
 from stacks.config import KitConfig
 from stacks.level1_prompt.prompt_templates import PromptTemplate
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
+from stacks.shared.deployment import Deployment
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.python_function import PythonFunction
-from stacks.shared.rest_api import JSON_OBJECT_BODY, RestApi
+from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
+from stacks.shared.settings import ModelRef
 from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
@@ -37,10 +39,16 @@ FUNCTION_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration 
 
 
 class PromptCatalog(Construct):
-    """One managed prompt and one published version per template file."""
+    """One managed prompt and one published version per template file, each for ``model``."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: KitConfig, templates: list[PromptTemplate]
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        model: ModelRef,
+        templates: list[PromptTemplate],
     ) -> None:
         super().__init__(scope, construct_id)
         self.templates = templates
@@ -51,14 +59,14 @@ class PromptCatalog(Construct):
             prompt = bedrock.CfnPrompt(
                 self,
                 f"{template.name}-prompt",
-                name=config.resource_name(template.name),
+                name=deployment.resource_name(template.name),
                 description=template.description,
                 default_variant="default",
                 variants=[
                     bedrock.CfnPrompt.PromptVariantProperty(
                         name="default",
                         template_type="TEXT",
-                        model_id=config.text_model.model_id,
+                        model_id=model.model_id,
                         template_configuration=bedrock.CfnPrompt.PromptTemplateConfigurationProperty(
                             text=bedrock.CfnPrompt.TextPromptTemplateConfigurationProperty(
                                 text=template.template,
@@ -83,7 +91,7 @@ class PromptCatalog(Construct):
                 f"{template.name}-version",
                 prompt_arn=prompt.attr_arn,
                 # Description is create-only, so a changed template publishes a new immutable version.
-                description=f"template {template.digest} model {config.text_model.model_id}",
+                description=f"template {template.digest} model {model.model_id}",
             )
         size = len(self._catalog_json(lambda name: _ARN_ESTIMATE))
         if size > CATALOG_ENV_BUDGET:
@@ -137,15 +145,23 @@ class PromptEngineeringStack(Stack):
             description="genai-spectrum-kit Level 1: prompt engineering on Amazon Bedrock",
             **kwargs,
         )
-        tag_stack(self, config, LEVEL)
+        deployment = config.deployment
+        tag_stack(self, deployment, LEVEL)
 
-        guardrail = KitGuardrail(self, "Guardrail", config=config, name="guardrail", applied_to="Level 1 call")
-        catalog = PromptCatalog(self, "Prompts", config=config, templates=templates)
+        guardrail = KitGuardrail(
+            self,
+            "Guardrail",
+            deployment=deployment,
+            settings=config.guardrail,
+            name="guardrail",
+            applied_to="Level 1 call",
+        )
+        catalog = PromptCatalog(self, "Prompts", deployment=deployment, model=config.text_model, templates=templates)
 
         handler = PythonFunction(
             self,
             "PromptFunction",
-            config=config,
+            deployment=deployment,
             handler="prompt_api.handler.handler",
             description="Level 1 prompt API: Bedrock Converse with a guardrail on every call",
             service_name="prompt-api",
@@ -156,15 +172,21 @@ class PromptEngineeringStack(Stack):
                 "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
                 "GUARDRAIL_VERSION": guardrail.version.attr_version,
                 "PROMPT_CATALOG": catalog.catalog_json,
-                "DEFAULT_TEMPERATURE": str(config.text_temperature),
-                "DEFAULT_MAX_TOKENS": str(config.text_max_tokens),
+                "DEFAULT_TEMPERATURE": str(config.prompt.text_temperature),
+                "DEFAULT_MAX_TOKENS": str(config.prompt.text_max_tokens),
             },
         )
         grant_invoke_model(handler.role, config.text_model)
         guardrail.grant_apply(handler.role)
         catalog.grant_read(handler.role)
 
-        rest = RestApi(self, "PromptApi", config=config, description="Level 1: prompts and managed templates")
+        rest = RestApi(
+            self,
+            "PromptApi",
+            deployment=deployment,
+            throttle=ApiThrottle(rate=config.api_throttle_rate, burst=config.api_throttle_burst),
+            description="Level 1: prompts and managed templates",
+        )
         body = rest.body_model("JsonObjectBody", JSON_OBJECT_BODY)
         prompt = rest.api.root.add_resource("prompt")
         rest.add_lambda_method(prompt, "POST", handler.function, body=body)
@@ -173,7 +195,7 @@ class PromptEngineeringStack(Stack):
         one_template = templates_resource.add_resource("{name}")
         rest.add_lambda_method(one_template, "POST", handler.function, body=body, path_parameters=("name",))
 
-        alarms = AlarmTopic(self, "Alarms", config=config)
+        alarms = AlarmTopic(self, "Alarms", deployment=deployment)
         alarms.api_alarms(self, rest.api, label="Level 1")
         alarms.alarm(
             self,
@@ -193,7 +215,7 @@ class PromptEngineeringStack(Stack):
             self,
             "ModelThrottledAlarm",
             metric=cloudwatch.Metric(
-                namespace=config.resource_name("kit"),
+                namespace=deployment.metrics_namespace,
                 metric_name="ModelThrottled",
                 dimensions_map={"service": "prompt-api"},
                 period=FIVE_MINUTES,

@@ -34,12 +34,14 @@ from constructs import Construct
 from stacks.config import KitConfig
 from stacks.level2_rag.settings import RagSettings
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
+from stacks.shared.deployment import Deployment
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
-from stacks.shared.rest_api import JSON_OBJECT_BODY, RestApi
+from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.settings import ModelRef
 from stacks.shared.stage import tag_stack
 
 LEVEL = "2-rag"
@@ -102,14 +104,14 @@ def name_following(
 class DocumentStore(Construct):
     """The documents bucket (versioned, EventBridge on) and, in a sandbox, the kit's sample corpus."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment, rag: RagSettings) -> None:
         super().__init__(scope, construct_id)
-        self.prefix = config.rag.documents_prefix
-        store = SecureBucket(self, "Documents", config=config, versioned=True, event_bridge_enabled=True)
+        self.prefix = rag.documents_prefix
+        store = SecureBucket(self, "Documents", deployment=deployment, versioned=True, event_bridge_enabled=True)
         self.bucket = store.bucket
         self.sample_corpus: s3deploy.BucketDeployment | None = None
-        if config.rag.sample_corpus:
-            deployment = self.sample_corpus = s3deploy.BucketDeployment(
+        if rag.sample_corpus:
+            corpus = self.sample_corpus = s3deploy.BucketDeployment(
                 self,
                 "SampleCorpus",
                 sources=[s3deploy.Source.asset(str(SAMPLE_CORPUS_DIR))],
@@ -119,7 +121,7 @@ class DocumentStore(Construct):
                 retain_on_delete=False,
                 memory_limit=256,
             )
-            suppress_bucket_deployment(deployment, self.bucket)
+            suppress_bucket_deployment(corpus, self.bucket)
 
     @property
     def objects_arn(self) -> str:
@@ -129,10 +131,12 @@ class DocumentStore(Construct):
 class S3VectorStore(Construct):
     """An S3 vector bucket and index: no idle cost, pay per GB stored and per query."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, vectors_from: Any) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, deployment: Deployment, dimensions: int, vectors_from: Any
+    ) -> None:
         super().__init__(scope, construct_id)
         self.vector_bucket = s3vectors.CfnVectorBucket(
-            self, "VectorBucket", vector_bucket_name=config.resource_name("vectors")
+            self, "VectorBucket", vector_bucket_name=deployment.resource_name("vectors")
         )
         # Every setting of the index is create-only (VectorBucketName, DataType, Dimension, DistanceMetric,
         # MetadataConfiguration): its name follows them, so a new dimension creates a new index next to the old.
@@ -156,7 +160,7 @@ class S3VectorStore(Construct):
             vector_bucket_arn=self.vector_bucket.attr_vector_bucket_arn,
             index_name=self.index_name,
             data_type="float32",
-            dimension=config.rag.embedding_dimensions,
+            dimension=dimensions,
             distance_metric="cosine",
             metadata_configuration=s3vectors.CfnIndex.MetadataConfigurationProperty(
                 non_filterable_metadata_keys=BEDROCK_NON_FILTERABLE_KEYS
@@ -204,12 +208,20 @@ class OpenSearchVectorStore(Construct):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: KitConfig, kb_role: iam.Role, vectors_from: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        dimensions: int,
+        standby_replicas: bool,
+        kb_role: iam.Role,
+        vectors_from: Any,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         # The policies name the collection by a prefix, so they cover a replacement collection too.
-        stem = config.resource_name("kb")
+        stem = deployment.resource_name("kb")
         collections = f"collection/{stem}*"
         encryption = aoss.CfnSecurityPolicy(
             self,
@@ -245,7 +257,7 @@ class OpenSearchVectorStore(Construct):
             "Collection",
             name=self.collection_name,
             type="VECTORSEARCH",
-            standby_replicas="ENABLED" if config.rag.opensearch_standby_replicas else "DISABLED",
+            standby_replicas="ENABLED" if standby_replicas else "DISABLED",
             description="Vector store of the Level 2 knowledge base",
         )
         self.collection.node.add_dependency(encryption)
@@ -263,7 +275,7 @@ class OpenSearchVectorStore(Construct):
         self.waiter = PythonFunction(
             self,
             "WaitFunction",
-            config=config,
+            deployment=deployment,
             handler="rag_aoss_wait.handler.handler",
             description="Custom resource: wait until OpenSearch Serverless applies the data access policy / index",
             service_name="rag-aoss-wait",
@@ -339,7 +351,7 @@ class OpenSearchVectorStore(Construct):
                 properties={
                     OSS_VECTOR_FIELD: aoss.CfnIndex.PropertyMappingProperty(
                         type="knn_vector",
-                        dimension=config.rag.embedding_dimensions,
+                        dimension=dimensions,
                         method=aoss.CfnIndex.MethodProperty(name="hnsw", engine="faiss", space_type="l2"),
                     ),
                     OSS_TEXT_FIELD: aoss.CfnIndex.PropertyMappingProperty(type="text", index=True),
@@ -431,12 +443,12 @@ class KnowledgeBase(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: KitConfig,
+        deployment: Deployment,
+        rag: RagSettings,
         documents: DocumentStore,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        rag = config.rag
         any_kb = f"arn:{stack.partition}:bedrock:{stack.region}:{stack.account}:knowledge-base/*"
         self.role = iam.Role(
             self,
@@ -475,10 +487,22 @@ class KnowledgeBase(Construct):
         # (CloudFormation refuses that), so switching stores deletes one set of resources and creates the other.
         self.vector_store: S3VectorStore | OpenSearchVectorStore
         if rag.vector_store == "s3vectors":
-            self.vector_store = S3VectorStore(self, "Vectors", config=config, vectors_from=vectors_from)
+            self.vector_store = S3VectorStore(
+                self,
+                "Vectors",
+                deployment=deployment,
+                dimensions=rag.embedding_dimensions,
+                vectors_from=vectors_from,
+            )
         else:
             self.vector_store = OpenSearchVectorStore(
-                self, "OpenSearch", config=config, kb_role=self.role, vectors_from=vectors_from
+                self,
+                "OpenSearch",
+                deployment=deployment,
+                dimensions=rag.embedding_dimensions,
+                standby_replicas=rag.opensearch_standby_replicas,
+                kb_role=self.role,
+                vectors_from=vectors_from,
             )
         self.vector_store.grant_knowledge_base(self.role)
 
@@ -486,7 +510,7 @@ class KnowledgeBase(Construct):
         # the vector store it points to, so a replacement knowledge base never takes its predecessor's name.
         self.kb_name = name_following(
             self,
-            config.resource_name("kb-"),
+            deployment.resource_name("kb-"),
             lambda: [
                 self.knowledge_base.knowledge_base_configuration,
                 self.knowledge_base.storage_configuration,
@@ -522,7 +546,7 @@ class KnowledgeBase(Construct):
         # data source before CloudFormation deletes the old one.
         self.data_source_name = name_following(
             self,
-            config.resource_name("documents-"),
+            deployment.resource_name("documents-"),
             lambda: [
                 self.kb_name,
                 self.data_source.vector_ingestion_configuration,
@@ -553,6 +577,16 @@ class KnowledgeBase(Construct):
     def arn(self) -> str:
         return self.knowledge_base.attr_knowledge_base_arn
 
+    def grant_ingestion(self, role: iam.Role) -> None:
+        """Start an ingestion job of the data source and watch it (one job at a time: List and Get)."""
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StartAndWatchIngestion",
+                actions=["bedrock:StartIngestionJob", "bedrock:ListIngestionJobs", "bedrock:GetIngestionJob"],
+                resources=[self.arn],
+            )
+        )
+
 
 class IngestionPipeline(Construct):
     """S3 change events kept in SQS, drained by a scheduled function into one ingestion job at a time."""
@@ -562,7 +596,8 @@ class IngestionPipeline(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: KitConfig,
+        deployment: Deployment,
+        sync_interval_minutes: int,
         documents: DocumentStore,
         kb: KnowledgeBase,
     ) -> None:
@@ -608,7 +643,7 @@ class IngestionPipeline(Construct):
         self.handler = PythonFunction(
             self,
             "IngestFunction",
-            config=config,
+            deployment=deployment,
             handler="rag_ingest.handler.handler",
             description="Level 2 ingestion: coalesce pending document changes into one ingestion job",
             service_name="rag-ingest",
@@ -644,14 +679,8 @@ class IngestionPipeline(Construct):
                 resources=[self.queue.queue_arn],
             )
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="StartAndWatchIngestion",
-                actions=["bedrock:StartIngestionJob", "bedrock:ListIngestionJobs", "bedrock:GetIngestionJob"],
-                resources=[kb.arn],
-            )
-        )
-        sync_every = Duration.minutes(config.rag.sync_interval_minutes)
+        # Starting and watching the knowledge base's ingestion jobs is granted where the two meet (RagStack).
+        sync_every = Duration.minutes(sync_interval_minutes)
         for name, action, every in (("Sync", "sync", sync_every), ("Reconcile", "reconcile", Duration.hours(1))):
             schedule = events.Rule(
                 self,
@@ -681,13 +710,15 @@ class QueryApi(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: KitConfig,
+        deployment: Deployment,
+        rag: RagSettings,
+        model: ModelRef,
+        throttle: ApiThrottle,
         kb: KnowledgeBase,
         guardrail: KitGuardrail,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        model = config.text_model
         model_arn = (
             inference_profile_arn(stack, model.model_id)
             if model.is_inference_profile
@@ -696,7 +727,7 @@ class QueryApi(Construct):
         self.handler = PythonFunction(
             self,
             "QueryFunction",
-            config=config,
+            deployment=deployment,
             handler="rag_api.handler.handler",
             description="Level 2 query API: answers with citations from the knowledge base",
             service_name="rag-api",
@@ -708,9 +739,9 @@ class QueryApi(Construct):
                 "MODEL_ID": model.model_id,
                 "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
                 "GUARDRAIL_VERSION": guardrail.version.attr_version,
-                "DEFAULT_NUMBER_OF_RESULTS": str(config.rag.max_results),
+                "DEFAULT_NUMBER_OF_RESULTS": str(rag.max_results),
                 # Filters are checked against what this store supports before they reach Bedrock.
-                "VECTOR_STORE": config.rag.vector_store,
+                "VECTOR_STORE": rag.vector_store,
             },
         )
         role = self.handler.role
@@ -730,7 +761,7 @@ class QueryApi(Construct):
                     sid="ReadInferenceProfile", actions=["bedrock:GetInferenceProfile"], resources=[model_arn]
                 )
             )
-        guardrail.grant_apply(role)
+        # Applying the guardrail is granted where the two meet (RagStack).
         suppress(
             role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
@@ -740,7 +771,11 @@ class QueryApi(Construct):
         )
 
         self.rest = RestApi(
-            self, "QueryApi", config=config, description="Level 2: ask and retrieve over the knowledge base"
+            self,
+            "QueryApi",
+            deployment=deployment,
+            throttle=throttle,
+            description="Level 2: ask and retrieve over the knowledge base",
         )
         body = self.rest.body_model("JsonObjectBody", JSON_OBJECT_BODY)
         for route in ("ask", "retrieve"):
@@ -755,15 +790,41 @@ class RagStack(Stack):
         super().__init__(
             scope, construct_id, description="genai-spectrum-kit Level 2: RAG on a Bedrock Knowledge Base", **kwargs
         )
-        tag_stack(self, config, LEVEL)
+        deployment, rag = config.deployment, config.rag
+        tag_stack(self, deployment, LEVEL)
 
-        documents = DocumentStore(self, "Documents", config=config)
-        kb = KnowledgeBase(self, "Knowledge", config=config, documents=documents)
-        ingestion = IngestionPipeline(self, "Ingestion", config=config, documents=documents, kb=kb)
-        guardrail = KitGuardrail(self, "Guardrail", config=config, name="rag-guardrail", applied_to="Level 2 answer")
-        query = QueryApi(self, "Query", config=config, kb=kb, guardrail=guardrail)
+        documents = DocumentStore(self, "Documents", deployment=deployment, rag=rag)
+        kb = KnowledgeBase(self, "Knowledge", deployment=deployment, rag=rag, documents=documents)
+        ingestion = IngestionPipeline(
+            self,
+            "Ingestion",
+            deployment=deployment,
+            sync_interval_minutes=rag.sync_interval_minutes,
+            documents=documents,
+            kb=kb,
+        )
+        kb.grant_ingestion(ingestion.handler.role)
+        guardrail = KitGuardrail(
+            self,
+            "Guardrail",
+            deployment=deployment,
+            settings=config.guardrail,
+            name="rag-guardrail",
+            applied_to="Level 2 answer",
+        )
+        query = QueryApi(
+            self,
+            "Query",
+            deployment=deployment,
+            rag=rag,
+            model=config.text_model,
+            throttle=ApiThrottle(rate=config.api_throttle_rate, burst=config.api_throttle_burst),
+            kb=kb,
+            guardrail=guardrail,
+        )
+        guardrail.grant_apply(query.handler.role)
 
-        alarms = AlarmTopic(self, "Alarms", config=config)
+        alarms = AlarmTopic(self, "Alarms", deployment=deployment)
         alarms.alarm(
             self,
             "DeadLettersAlarm",
@@ -777,7 +838,7 @@ class RagStack(Stack):
             self,
             "IngestionFailedAlarm",
             metric=cloudwatch.Metric(
-                namespace=config.resource_name("kit"),
+                namespace=deployment.metrics_namespace,
                 metric_name="IngestionJobFailed",
                 dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
                 period=Duration.hours(1),
@@ -807,5 +868,5 @@ class RagStack(Stack):
         CfnOutput(self, "KnowledgeBaseId", value=kb.knowledge_base.attr_knowledge_base_id)
         CfnOutput(self, "DataSourceId", value=kb.data_source.attr_data_source_id)
         CfnOutput(self, "ApiUrl", value=query.rest.api.url, description="Base URL of the Level 2 API (SigV4)")
-        CfnOutput(self, "VectorStore", value=config.rag.vector_store)
+        CfnOutput(self, "VectorStore", value=rag.vector_store)
         CfnOutput(self, "AlarmTopicArn", value=alarms.topic.topic_arn)

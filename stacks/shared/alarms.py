@@ -11,19 +11,16 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from stacks.config import KitConfig
+from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
-
-# CloudWatch bills about $0.10 per standard-resolution alarm per month (the first 10 are free tier).
-ALARM_MONTHLY_USD = 0.10
 
 
 class AlarmTopic(Construct):
     """An SNS topic for alarms (TLS-only), with an e-mail subscription when ``alarm_email`` is set."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(self, "Topic", display_name=config.resource_name("alarms"), enforce_ssl=True)
+        self.topic = sns.Topic(self, "Topic", display_name=deployment.resource_name("alarms"), enforce_ssl=True)
         self.topic.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowCloudWatchAlarms",
@@ -33,8 +30,8 @@ class AlarmTopic(Construct):
                 conditions={"StringEquals": {"aws:SourceAccount": self.topic.stack.account}},
             )
         )
-        if config.alarm_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        if deployment.alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(deployment.alarm_email))
         suppress(
             self.topic,
             "AwsSolutions-SNS2",

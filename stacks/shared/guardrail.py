@@ -1,4 +1,4 @@
-"""A Bedrock guardrail from the kit's configuration, and a published version of it."""
+"""A Bedrock guardrail from the kit's guardrail settings, and a published version of it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from aws_cdk import aws_bedrock as bedrock
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from stacks.config import KitConfig
+from stacks.shared.deployment import Deployment
+from stacks.shared.settings import GuardrailSettings
 
 _CONTENT_FILTERS = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT")
 # Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version.
@@ -18,11 +19,19 @@ _GUARDRAIL_REVISION = 1
 
 
 class KitGuardrail(Construct):
-    """A guardrail from config and a published version of it (a new version whenever the settings change)."""
+    """A guardrail from the settings and a published version of it (a new version whenever the settings change)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, name: str, applied_to: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        settings: GuardrailSettings,
+        name: str,
+        applied_to: str,
+    ) -> None:
         super().__init__(scope, construct_id)
-        settings = config.guardrail
         filters: list[Any] = [
             bedrock.CfnGuardrail.ContentFilterConfigProperty(
                 type=kind,
@@ -60,7 +69,7 @@ class KitGuardrail(Construct):
         self.guardrail = bedrock.CfnGuardrail(
             self,
             "Guardrail",
-            name=config.resource_name(name),
+            name=deployment.resource_name(name),
             description=f"Applied to every {applied_to}: content filters, prompt attacks, PII, denied topics.",
             blocked_input_messaging="Sorry, this request was blocked by the kit's guardrail.",
             blocked_outputs_messaging="Sorry, the model's answer was blocked by the kit's guardrail.",

@@ -14,7 +14,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.config import KitConfig
+from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.stage import log_group
 
@@ -28,11 +28,11 @@ SHARED_PACKAGES = ("common",)
 _CACHES = ("__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache")
 
 
-def powertools_layer_arn(config: KitConfig) -> str:
+def powertools_layer_arn(deployment: Deployment) -> str:
     python = f"python{RUNTIME.name.removeprefix('python').replace('.', '')}"
     return (
-        f"arn:aws:lambda:{config.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-        f"AWSLambdaPowertoolsPythonV3-{python}-{ARCHITECTURE.name}:{config.powertools_layer_version}"
+        f"arn:aws:lambda:{deployment.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
+        f"AWSLambdaPowertoolsPythonV3-{python}-{ARCHITECTURE.name}:{deployment.powertools_layer_version}"
     )
 
 
@@ -92,7 +92,7 @@ class PythonFunction(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: KitConfig,
+        deployment: Deployment,
         handler: str,
         description: str,
         service_name: str,
@@ -101,7 +101,7 @@ class PythonFunction(Construct):
         memory_size: int = 512,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group: logs.LogGroup = log_group(self, "Logs", config)
+        self.log_group: logs.LogGroup = log_group(self, "Logs", deployment)
         self.role = iam.Role(
             self,
             "Role",
@@ -131,10 +131,10 @@ class PythonFunction(Construct):
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
-            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_layer_arn(config))],
+            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_layer_arn(deployment))],
             environment={
                 "POWERTOOLS_SERVICE_NAME": service_name,
-                "POWERTOOLS_METRICS_NAMESPACE": config.resource_name("kit"),
+                "POWERTOOLS_METRICS_NAMESPACE": deployment.metrics_namespace,
                 **(environment or {}),
             },
         )

@@ -9,12 +9,13 @@ function answered. Gateway response templates are not VTL (only plain substituti
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from stacks.config import KitConfig
+from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.stage import log_group
 
@@ -51,16 +52,26 @@ def error_template(code: str, field: str | None) -> str:
     return '{"error": {' + ", ".join(members) + "}}"
 
 
+@dataclass(frozen=True)
+class ApiThrottle:
+    """The stage's throttling: steady requests per second and the burst above it (api_throttle_rate/_burst)."""
+
+    rate: float
+    burst: int
+
+
 class RestApi(Construct):
     """``api`` is the RestApi; ``validator`` validates parameters and bodies; ``access_logs`` its log group."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, description: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, deployment: Deployment, throttle: ApiThrottle, description: str
+    ) -> None:
         super().__init__(scope, construct_id)
-        self.access_logs = log_group(self, "AccessLogs", config)
+        self.access_logs = log_group(self, "AccessLogs", deployment)
         self.api = apigw.RestApi(
             self,
             "Api",
-            rest_api_name=config.resource_name(construct_id.lower()),
+            rest_api_name=deployment.resource_name(construct_id.lower()),
             description=description,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
@@ -70,8 +81,8 @@ class RestApi(Construct):
             cloud_watch_role=False,
             deploy_options=apigw.StageOptions(
                 stage_name=STAGE_NAME,
-                throttling_rate_limit=config.api_throttle_rate,
-                throttling_burst_limit=config.api_throttle_burst,
+                throttling_rate_limit=throttle.rate,
+                throttling_burst_limit=throttle.burst,
                 tracing_enabled=True,
                 metrics_enabled=True,
                 logging_level=apigw.MethodLoggingLevel.ERROR,

@@ -7,7 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.config import KitConfig
+from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.stage import removal_policy
 
@@ -25,15 +25,15 @@ class SecureBucket(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: KitConfig,
+        deployment: Deployment,
         versioned: bool,
         encryption_key: kms.IKey | None = None,
         event_bridge_enabled: bool = False,
         noncurrent_days: int = 30,
     ) -> None:
         super().__init__(scope, construct_id)
-        policy = removal_policy(config)
-        auto_delete = not config.is_prod
+        policy = removal_policy(deployment)
+        auto_delete = not deployment.is_prod
 
         self.access_logs = s3.Bucket(
             self,
@@ -42,7 +42,7 @@ class SecureBucket(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,  # S3 log delivery cannot write with a KMS key
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90 if config.is_prod else 30))],
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90 if deployment.is_prod else 30))],
             removal_policy=policy,
             auto_delete_objects=auto_delete,
         )

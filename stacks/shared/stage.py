@@ -6,36 +6,36 @@ from aws_cdk import RemovalPolicy, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.config import KitConfig
+from stacks.shared.deployment import Deployment
 from stacks.shared.facts import KIT_NAME
 from stacks.shared.settings import LOG_RETENTION_DAYS
 
 
-def removal_policy(config: KitConfig) -> RemovalPolicy:
+def removal_policy(deployment: Deployment) -> RemovalPolicy:
     """Sandbox destroys cleanly; prod keeps data when the stack goes."""
-    return RemovalPolicy.RETAIN if config.is_prod else RemovalPolicy.DESTROY
+    return RemovalPolicy.RETAIN if deployment.is_prod else RemovalPolicy.DESTROY
 
 
 # CDK's RetentionDays members in the same order as CloudWatch's allowed day counts.
 _RETENTION = dict(zip(LOG_RETENTION_DAYS, [r for r in logs.RetentionDays if r.name != "INFINITE"], strict=True))
 
 
-def log_retention(config: KitConfig) -> logs.RetentionDays:
-    return _RETENTION[config.log_retention_days]
+def log_retention(deployment: Deployment) -> logs.RetentionDays:
+    return _RETENTION[deployment.log_retention_days]
 
 
-def log_group(scope: Construct, construct_id: str, config: KitConfig, *, name: str | None = None) -> logs.LogGroup:
+def log_group(scope: Construct, construct_id: str, deployment: Deployment, *, name: str | None = None) -> logs.LogGroup:
     """A log group with the stage's retention and removal policy."""
     return logs.LogGroup(
         scope,
         construct_id,
         log_group_name=name,
-        retention=log_retention(config),
-        removal_policy=removal_policy(config),
+        retention=log_retention(deployment),
+        removal_policy=removal_policy(deployment),
     )
 
 
-def tag_stack(stack: Stack, config: KitConfig, level: str) -> None:
+def tag_stack(stack: Stack, deployment: Deployment, level: str) -> None:
     """Tag every resource with the kit, the level and the stage, plus the user's tags."""
-    for key, value in {"kit": KIT_NAME, "kit-level": level, "kit-stage": config.stage, **config.tags}.items():
+    for key, value in {"kit": KIT_NAME, "kit-level": level, "kit-stage": deployment.stage, **deployment.tags}.items():
         Tags.of(stack).add(key, value)

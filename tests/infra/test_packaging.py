@@ -275,10 +275,15 @@ def _asset_keys(lambdas_dir: Path, monkeypatch: pytest.MonkeyPatch, outdir: Path
     monkeypatch.setattr(python_function, "LAMBDAS_DIR", lambdas_dir)
     app = cdk.App(outdir=str(outdir))
     stack = cdk.Stack(app, "Functions", env=cdk.Environment(region="us-east-1"))
-    config = build()
+    deployment = build().deployment
     for package in ("prompt_api", "finetune_validate"):
         PythonFunction(
-            stack, package, config=config, handler=f"{package}.handler.handler", description=package, service_name="t"
+            stack,
+            package,
+            deployment=deployment,
+            handler=f"{package}.handler.handler",
+            description=package,
+            service_name="t",
         )
     template = app.synth().get_stack_artifact(stack.artifact_id).template
     found: dict[str, Any] = {}

@@ -32,7 +32,7 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env = cdk.Environment(region="us-east-1")
     for stage in ("sandbox", "prod"):
         stack = cdk.Stack(app, f"Parts-{stage}", env=env)
-        SecureBucket(stack, "Data", config=build(stage=stage), versioned=True, event_bridge_enabled=True)
+        SecureBucket(stack, "Data", deployment=build(stage=stage).deployment, versioned=True, event_bridge_enabled=True)
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     assembly = app.synth()
     out: dict[str, Any] = {}

@@ -29,17 +29,17 @@ import aws_cdk as cdk
 import pytest
 
 from stacks.config import KitConfig
-from stacks.level3_finetune.stack import (
+from stacks.level3_finetune.pipeline import (
     DEPLOY_POLLS,
-    ENDED_ABNORMALLY,
     NOTIFY_RETRY_ATTEMPTS,
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_INTERVAL,
     THROTTLE_RETRY_ATTEMPTS,
     VALIDATOR_TIMEOUT,
-    FineTuneStack,
     execution_bounds,
 )
+from stacks.level3_finetune.stack import FineTuneStack
+from stacks.level3_finetune.teardown import ENDED_ABNORMALLY
 from tests.conftest import cdk_json_context
 from tests.infra.asl import (
     ACCOUNT,

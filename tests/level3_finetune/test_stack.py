@@ -14,7 +14,7 @@ import cfnlint.data.schemas as schemas
 import pytest
 
 from stacks.config import ConfigError
-from stacks.level3_finetune.stack import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
+from stacks.level3_finetune.names import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
 from stacks.shared.python_function import package_dir
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build

@@ -95,7 +95,7 @@ def test_the_scripts_take_no_legacy_slurm_file(tmp_path: Path) -> None:
 
 
 def test_the_shared_dir_is_the_path_the_stack_mounts_fsx_at() -> None:
-    from stacks.level4_pretrain.stack import FSX_MOUNT
+    from stacks.level4_pretrain.storage import FSX_MOUNT
 
     assert lc.SHARED_DIR == FSX_MOUNT
 

@@ -13,7 +13,7 @@ import pytest
 
 from stacks.config import ConfigError
 from stacks.level4_pretrain.settings import InstanceGroupSpec, check_instance_groups
-from stacks.level4_pretrain.stack import (
+from stacks.level4_pretrain.storage import (
     FSX_MOUNT,
     FSX_STORAGE_GIB,
     LEGACY_SLURM_FILE,
@@ -117,14 +117,15 @@ def test_a_legacy_slurm_file_in_the_lifecycle_folder_stops_synth(
 ) -> None:
     import aws_cdk as cdk
 
-    from stacks.level4_pretrain import stack as level4_pretrain
+    from stacks.level4_pretrain import storage as level4_pretrain
+    from stacks.level4_pretrain.stack import PretrainClusterStack
 
     (tmp_path / "on_create.sh").write_text("#!/bin/bash\n")
     (tmp_path / LEGACY_SLURM_FILE).write_text("{}")
     monkeypatch.setattr(level4_pretrain, "LIFECYCLE_DIR", tmp_path)
     monkeypatch.setattr(level4_pretrain, "ROOT", tmp_path.parent)
     with pytest.raises(ValueError, match=re.escape("HyperPod refuses a provisioning_parameters.json")):
-        level4_pretrain.PretrainClusterStack(cdk.App(), "L4", config=build())
+        PretrainClusterStack(cdk.App(), "L4", config=build())
 
 
 def test_lifecycle_bucket_name_starts_with_sagemaker_and_is_removed_in_every_stage(sandbox: Any, prod: Any) -> None:

@@ -1,0 +1,143 @@
+"""Sandbox only: the custom resource that deletes the kit's custom models (and what serves them) before the key."""
+
+from __future__ import annotations
+
+from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.level3_finetune.names import PipelineNames, bedrock_arn, machine_name
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import suppress
+from stacks.shared.python_function import PythonFunction
+
+# The cleanup answers CloudFormation before this timeout (its own deadline leaves a margin); CloudFormation
+# stops waiting for an answer after CLEANUP_SERVICE_TIMEOUT instead of the default hour.
+CLEANUP_TIMEOUT = Duration.minutes(10)
+CLEANUP_SERVICE_TIMEOUT = Duration.minutes(15)
+
+
+class CustomModelCleanup(Construct):
+    """Sandbox only: before CloudFormation deletes the key, delete the custom models encrypted with it.
+
+    Custom models, on-demand deployments and Provisioned Throughput are created by the state machine, outside
+    CloudFormation. On stack deletion the function (``lambdas/level3_finetune/finetune_cleanup``) stops the pipeline's
+    executions and the kit's running jobs, deletes the deployments and throughputs serving the kit's models,
+    then the models (the pipeline's names AND this key, nothing else). The resource depends on the key, the
+    state machine and its own role, so CloudFormation deletes it, and waits for its answer, before any of them.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        key: kms.Key,
+        machine: sfn.StateMachine,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        names = PipelineNames.of(deployment)
+        self.function = PythonFunction(
+            self,
+            "Function",
+            deployment=deployment,
+            handler="finetune_cleanup.handler.handler",
+            description="Level 3 custom resource: on stack deletion, delete the kit's custom models before the key",
+            service_name="finetune-cleanup",
+            timeout=CLEANUP_TIMEOUT,
+            memory_size=256,
+        )
+        role = self.function.role
+        # Service Authorization Reference, Amazon Bedrock (resource types per action):
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_bedrock.html
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="FindKitResources",  # List actions have no resource type: '*' only
+                actions=[
+                    "bedrock:ListModelCustomizationJobs",
+                    "bedrock:ListCustomModels",
+                    "bedrock:ListCustomModelDeployments",
+                    "bedrock:ListProvisionedModelThroughputs",
+                ],
+                resources=["*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StopKitJobs",
+                actions=["bedrock:GetModelCustomizationJob", "bedrock:StopModelCustomizationJob"],
+                resources=[bedrock_arn(stack, "model-customization-job/*")],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DeleteKitModels",
+                actions=["bedrock:GetCustomModel", "bedrock:DeleteCustomModel"],
+                resources=[bedrock_arn(stack, "custom-model/*")],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DeleteServing",
+                actions=["bedrock:DeleteCustomModelDeployment", "bedrock:DeleteProvisionedModelThroughput"],
+                resources=[
+                    bedrock_arn(stack, "custom-model-deployment/*"),
+                    bedrock_arn(stack, "provisioned-model/*"),
+                ],
+            )
+        )
+        executions = (
+            f"arn:{stack.partition}:states:{stack.region}:{stack.account}:execution:{machine_name(deployment)}:*"
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StopPipeline", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(sid="StopPipelineExecutions", actions=["states:StopExecution"], resources=[executions])
+        )
+        # Acts only when the stack itself is being deleted: it reads its own stack's status.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
+            )
+        )
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Bedrock's List actions support no resource type ('*' only); the kit names its jobs, models, deployments "
+            "and throughputs per execution, so they are granted by type in this account and region and the function "
+            "also checks the name and the key; executions are this state machine's; X-Ray needs '*'.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:model-customization-job/*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:custom-model/*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:custom-model-deployment/*",
+                f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:provisioned-model/*",
+                f"Resource::arn:aws:states:{stack.region}:<AWS::AccountId>:execution:{machine_name(deployment)}:*",
+            ],
+        )
+        self.resource = CustomResource(
+            self,
+            "Resource",
+            service_token=self.function.function.function_arn,
+            resource_type="Custom::BedrockFineTuneCleanup",
+            # CloudFormation gives up on a silent function after this, not after an hour:
+            # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
+            service_timeout=CLEANUP_SERVICE_TIMEOUT,
+            properties={
+                "KeyArn": key.key_arn,
+                "ModelNamePrefix": names.model,
+                "JobNamePrefix": names.job,
+                "StateMachineArn": machine.state_machine_arn,
+            },
+        )
+        # Deleted before the key (so the key is scheduled for deletion only after the models are gone), before
+        # the state machine (its executions are stopped first) and before the function's own permissions.
+        for dependency in (key, machine, role):
+            self.resource.node.add_dependency(dependency)

@@ -1,0 +1,656 @@
+"""The fine-tuning state machine: read the request, validate the data, run the customization job and wait for it
+(bounded), optionally deploy the custom model, and report every outcome on the topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.level3_finetune.data import FineTuneData
+from stacks.level3_finetune.names import (
+    JOB_TAG_KEY,
+    JOBS_PREFIX,
+    OUTPUT_PREFIX,
+    REPORTS_PREFIX,
+    PipelineNames,
+    bedrock_arn,
+    execution_id,
+    machine_name,
+)
+from stacks.level3_finetune.settings import FineTuneSettings
+from stacks.shared.deployment import Deployment
+from stacks.shared.python_function import PythonFunction
+from stacks.shared.stage import log_group
+
+# Two customization jobs may run per account; a third start fails with ServiceQuotaExceededException.
+QUOTA_RETRY_INTERVAL = Duration.minutes(10)
+QUOTA_RETRY_ATTEMPTS = 18  # three hours of waiting for a free slot
+VALIDATOR_ERRORS = ["InvalidRequest", "DatasetNotFound"]
+DEPLOY_POLL_INTERVAL = Duration.minutes(5)
+DEPLOY_POLLS = 36  # three hours for a deployment or a throughput to come up
+VALIDATOR_TIMEOUT = Duration.minutes(15)
+THROTTLE_RETRY_INTERVAL = Duration.seconds(30)
+THROTTLE_RETRY_ATTEMPTS = 5  # 30 s to 8 min apart: about 15 minutes in all
+NOTIFY_RETRY_INTERVAL = Duration.seconds(10)
+NOTIFY_RETRY_ATTEMPTS = 4  # 10, 20, 40 and 80 s
+DELETE_RETRY_INTERVAL = Duration.minutes(1)
+DELETE_RETRY_ATTEMPTS = 6  # 1 to 32 minutes apart: about an hour in all
+# The execution timeout: the configured bounds (execution_bounds) plus this, for retries of transient errors.
+EXECUTION_HEADROOM = Duration.hours(6)
+
+
+def retry_throttling(task: tasks.CallAwsService) -> None:
+    """Bedrock control-plane calls back off and retry when throttled."""
+    task.add_retry(
+        errors=["Bedrock.ThrottlingException", "Bedrock.InternalServerException"],
+        interval=THROTTLE_RETRY_INTERVAL,
+        max_attempts=THROTTLE_RETRY_ATTEMPTS,
+        backoff_rate=2.0,
+    )
+
+
+def _retry_budget(interval: Duration, attempts: int, backoff: float = 2.0) -> float:
+    """Seconds a retrier may wait in total before its last attempt."""
+    return sum(interval.to_seconds() * backoff**n for n in range(attempts))
+
+
+def execution_bounds(ft: FineTuneSettings) -> Duration:
+    """The longest the pipeline's bounded steps take: validation, waiting for a job slot, the job's polls, the
+    deployment's polls, the kept throughput and its teardown's retries. The execution timeout adds
+    EXECUTION_HEADROOM for the retries of transient errors on the way."""
+    polls = max(1, ft.max_job_hours * 60 // ft.poll_minutes)
+    seconds = VALIDATOR_TIMEOUT.to_seconds() + QUOTA_RETRY_INTERVAL.to_seconds() * QUOTA_RETRY_ATTEMPTS
+    seconds += polls * ft.poll_minutes * 60
+    if ft.deploy != "none":
+        seconds += DEPLOY_POLLS * DEPLOY_POLL_INTERVAL.to_seconds()
+        seconds += _retry_budget(DELETE_RETRY_INTERVAL, DELETE_RETRY_ATTEMPTS)
+    if ft.deploy == "provisioned":
+        seconds += ft.provisioned_hours * 3600
+    return Duration.seconds(int(seconds))
+
+
+def notification(
+    scope: Construct,
+    state_id: str,
+    topic: sns.ITopic,
+    message: dict[str, Any],
+    then: sfn.IChainable,
+) -> tasks.SnsPublish:
+    """Publish ``message`` to the topic, retrying transient errors; then go on to ``then`` whatever happens.
+
+    A notification never changes the outcome: when the topic stays unreachable the run still goes on to its
+    next step (a teardown, the Fail state), so no failed notification can skip a deletion.
+    """
+    publish = tasks.SnsPublish(
+        scope,
+        state_id,
+        topic=topic,
+        subject="genai-spectrum-kit fine-tuning",
+        message=sfn.TaskInput.from_object(message),
+        result_path=sfn.JsonPath.DISCARD,
+    )
+    publish.add_retry(
+        errors=["States.ALL"],
+        interval=NOTIFY_RETRY_INTERVAL,
+        max_attempts=NOTIFY_RETRY_ATTEMPTS,
+        backoff_rate=2.0,
+    )
+    publish.add_catch(then, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+    publish.next(then)
+    return publish
+
+
+class FineTunePipeline(Construct):
+    """The state machine that validates, runs, waits for, optionally deploys and reports a customization job."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        ft: FineTuneSettings,
+        data: FineTuneData,
+        service_role: iam.Role,
+        validator: PythonFunction,
+        topic: sns.Topic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        names = PipelineNames.of(deployment)
+        polls = max(1, ft.max_job_hours * 60 // ft.poll_minutes)
+
+        self.topic = topic
+        notify = self._notify
+
+        def fail(state_id: str, error: str, cause: str) -> sfn.Fail:
+            return sfn.Fail(self, state_id, error=error, cause=cause)
+
+        # 1. The request: from the uploaded jobs/*.json file, or the execution input itself. Every JSONPath
+        # below selects only what a Choice has seen present first: a path that selects nothing is a
+        # States.Runtime error, which no Catch catches and which would end the run unreported.
+        read_request = tasks.CallAwsService(
+            self,
+            "ReadJobRequest",
+            service="s3",
+            action="getObject",
+            parameters={
+                "Bucket": sfn.JsonPath.string_at("$.detail.bucket.name"),
+                "Key": sfn.JsonPath.string_at("$.detail.object.key"),
+            },
+            iam_resources=[data.data.arn_for_objects(f"{JOBS_PREFIX}*")],
+            iam_action="s3:GetObject",
+            result_selector={"request": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))},
+        )
+        unreadable = notify(
+            "NotifyUnreadableRequest",
+            "rejected: the job file is not readable JSON",
+            "$.error",
+            then=fail("UnreadableRequest", "InvalidJobRequest", "The uploaded job request is not valid JSON"),
+            with_request=False,
+        )
+        read_request.add_catch(unreadable, errors=["States.ALL"], result_path="$.error")
+        wrap_request = sfn.Pass(self, "UseInputAsRequest", parameters={"request": sfn.JsonPath.entire_payload})
+        defaults = {
+            "baseModelId": ft.base_model_id,
+            "customizationType": ft.customization_type,
+            "hyperparameters": dict(ft.hyperparameters),
+            # CDK drops None from Parameters; an intrinsic keeps the key present, as null.
+            "validationKey.$": "States.StringToJson('null')",
+        }
+        # Static defaults sit in Parameters; intrinsic string literals would need every brace escaped.
+        prepare = sfn.Pass(
+            self,
+            "ApplyDefaults",
+            parameters={"defaults": defaults, "request": sfn.JsonPath.object_at("$.request")},
+        )
+        merge = sfn.Pass(
+            self,
+            "MergeRequest",
+            parameters={
+                "job": sfn.JsonPath.json_merge(
+                    sfn.JsonPath.object_at("$.defaults"), sfn.JsonPath.object_at("$.request")
+                ),
+                # The last 12 hex digits of a UUID (the model and the report).
+                "id.$": "States.ArrayGetItem(States.StringSplit(States.UUID(), '-'), 4)",
+                # Derived from the execution ARN, so the teardown can find what it created after a timeout or
+                # an abort (the job and the deployment).
+                "run.$": execution_id("$$.Execution.Id"),
+                "poll": {"count": 0},
+            },
+        )
+        name_job = sfn.Pass(
+            self,
+            "NameJob",
+            parameters={
+                "job": sfn.JsonPath.object_at("$.job"),
+                "poll": sfn.JsonPath.object_at("$.poll"),
+                "names": {
+                    "job": sfn.JsonPath.format(f"{names.job}{{}}", sfn.JsonPath.string_at("$.run")),
+                    "model": sfn.JsonPath.format(f"{names.model}{{}}", sfn.JsonPath.string_at("$.id")),
+                    "deployment": sfn.JsonPath.format(f"{names.deployment}{{}}", sfn.JsonPath.string_at("$.run")),
+                    "report": sfn.JsonPath.format(f"{REPORTS_PREFIX}{{}}.json", sfn.JsonPath.string_at("$.id")),
+                },
+            },
+        )
+
+        # 2. Validate the data, the hyperparameters and the customization type before any job is created.
+        validate = tasks.LambdaInvoke(
+            self,
+            "ValidateData",
+            lambda_function=validator.function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "bucket": data.data.bucket_name,
+                    "trainingKey": sfn.JsonPath.string_at("$.job.trainingKey"),
+                    "validationKey": sfn.JsonPath.string_at("$.job.validationKey"),
+                    "baseModelId": sfn.JsonPath.string_at("$.job.baseModelId"),
+                    "customizationType": sfn.JsonPath.string_at("$.job.customizationType"),
+                    "hyperparameters": sfn.JsonPath.object_at("$.job.hyperparameters"),
+                    "reportKey": sfn.JsonPath.string_at("$.names.report"),
+                }
+            ),
+            payload_response_only=True,
+            result_path="$.validation",
+            retry_on_service_exceptions=True,
+        )
+        bad_request = notify(
+            "NotifyBadRequest",
+            "rejected: the job request is incomplete",
+            "$.error",
+            then=fail("BadRequest", "InvalidJobRequest", "The job request or its dataset keys are invalid"),
+        )
+        validate.add_catch(bad_request, errors=VALIDATOR_ERRORS, result_path="$.error")
+        invalid_data = notify(
+            "NotifyInvalidData",
+            "rejected: the training data is invalid",
+            "$.validation",
+            then=fail("InvalidData", "InvalidTrainingData", "Validation failed; see the report in S3"),
+        )
+
+        # 3. Start the job with the kit's own role; wait for a free slot when the account's 2 jobs are busy.
+        job_arn = bedrock_arn(stack, "model-customization-job/*")
+
+        def create_job(state_id: str, with_validation: bool) -> tasks.CallAwsService:
+            parameters: dict[str, Any] = {
+                "JobName": sfn.JsonPath.string_at("$.names.job"),
+                "CustomModelName": sfn.JsonPath.string_at("$.names.model"),
+                "RoleArn": service_role.role_arn,
+                "BaseModelIdentifier": sfn.JsonPath.string_at("$.job.baseModelId"),
+                "CustomizationType": sfn.JsonPath.string_at("$.job.customizationType"),
+                "HyperParameters": sfn.JsonPath.object_at("$.job.hyperparameters"),
+                "TrainingDataConfig": {
+                    "S3Uri": sfn.JsonPath.format(
+                        f"s3://{data.data.bucket_name}/{{}}", sfn.JsonPath.string_at("$.job.trainingKey")
+                    )
+                },
+                "OutputDataConfig": {
+                    "S3Uri": sfn.JsonPath.format(
+                        f"s3://{data.output.bucket_name}/{OUTPUT_PREFIX}{{}}/", sfn.JsonPath.string_at("$.names.job")
+                    )
+                },
+                "CustomModelKmsKeyId": data.key.key_arn,
+                "ClientRequestToken": sfn.JsonPath.string_at("$.names.job"),
+                # Bedrock authorizes tags passed on create with bedrock:TagResource as well (FineTuneStack).
+                "JobTags": [{"Key": JOB_TAG_KEY, "Value": sfn.JsonPath.string_at("$$.Execution.Name")}],
+            }
+            if with_validation:
+                parameters["ValidationDataConfig"] = {
+                    "Validators": [
+                        {
+                            "S3Uri": sfn.JsonPath.format(
+                                f"s3://{data.data.bucket_name}/{{}}", sfn.JsonPath.string_at("$.job.validationKey")
+                            )
+                        }
+                    ]
+                }
+            task = tasks.CallAwsService(
+                self,
+                state_id,
+                service="bedrock",
+                action="createModelCustomizationJob",
+                parameters=parameters,
+                iam_action="bedrock:CreateModelCustomizationJob",
+                # Resource types of CreateModelCustomizationJob: custom-model and foundation-model
+                # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html
+                iam_resources=[
+                    bedrock_arn(stack, "custom-model/*"),
+                    f"arn:{stack.partition}:bedrock:{stack.region}::foundation-model/*",
+                ],
+                result_selector={"jobArn": sfn.JsonPath.string_at("$.JobArn")},
+                result_path="$.created",
+            )
+            task.add_retry(
+                errors=["Bedrock.ServiceQuotaExceededException"],
+                interval=QUOTA_RETRY_INTERVAL,
+                max_attempts=QUOTA_RETRY_ATTEMPTS,
+                backoff_rate=1.0,
+            )
+            retry_throttling(task)
+            return task
+
+        pipeline_error = notify(
+            "NotifyPipelineError",
+            "failed: a pipeline step failed",
+            "$.error",
+            then=fail("PipelineError", "PipelineStepFailed", "See the notification for the step's error"),
+        )
+        validate.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+
+        start_failed = notify(
+            "NotifyStartFailed",
+            "failed: the job could not be started",
+            "$.error",
+            then=fail("StartFailed", "CustomizationJobNotStarted", "CreateModelCustomizationJob failed"),
+        )
+        create_plain = create_job("CreateJob", with_validation=False)
+        create_validated = create_job("CreateJobWithValidationSet", with_validation=True)
+        for task in (create_plain, create_validated):
+            task.add_catch(start_failed, errors=["States.ALL"], result_path="$.error")
+
+        # 4. Wait for the outcome, bounded by ft_max_job_hours. Step Functions offers CreateModelCustomizationJob.sync
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/connect-bedrock.html), but its page documents neither
+        # the IAM the .sync pattern needs nor that a timed-out or stopped task stops the job; this loop uses only
+        # documented calls, stops the job itself when the bound is reached, and notifies on every status it sees.
+        wait = sfn.Wait(self, "WaitForJob", time=sfn.WaitTime.duration(Duration.minutes(ft.poll_minutes)))
+        get_job = tasks.CallAwsService(
+            self,
+            "GetJob",
+            service="bedrock",
+            action="getModelCustomizationJob",
+            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.created.jobArn")},
+            iam_action="bedrock:GetModelCustomizationJob",
+            iam_resources=[job_arn],
+            result_path="$.status",
+        )
+        retry_throttling(get_job)
+        get_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+        count = sfn.Pass(
+            self,
+            "CountPoll",
+            parameters={"count": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.poll.count"), 1)},
+            result_path="$.poll",
+        )
+        stop_job = tasks.CallAwsService(
+            self,
+            "StopJob",
+            service="bedrock",
+            action="stopModelCustomizationJob",
+            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.created.jobArn")},
+            iam_action="bedrock:StopModelCustomizationJob",
+            iam_resources=[job_arn],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        retry_throttling(stop_job)
+        stop_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+        stop_job.next(
+            notify(
+                "NotifyTimeout",
+                f"stopped: the job ran longer than {ft.max_job_hours} h",
+                "$.created",
+                then=fail("TimedOut", "CustomizationJobTimedOut", f"Exceeded {ft.max_job_hours} hours"),
+            )
+        )
+        job_failed = notify(
+            "NotifyJobFailed",
+            "failed: the customization job did not complete",
+            "$.status",
+            then=fail("JobFailed", "CustomizationJobFailed", "The job failed or was stopped; see the message"),
+        )
+
+        done = sfn.Succeed(self, "Done")
+        if ft.deploy == "none":
+            after_success: sfn.IChainable = notify(
+                "NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=done
+            )
+        else:
+            after_success = self._deployment(ft, done)
+
+        no_training_key = notify(
+            "NotifyMissingTrainingKey",
+            "rejected: the job request has no trainingKey",
+            "$.request",
+            then=fail("MissingTrainingKey", "InvalidJobRequest", "The job request needs a trainingKey"),
+            with_request=False,
+        )
+        check_request = (
+            sfn.Choice(self, "HasTrainingKey?")
+            .when(sfn.Condition.is_present("$.request.trainingKey"), prepare)
+            .otherwise(no_training_key)
+        )
+        # A hand-started input that only looks like an S3 event (no bucket name) is treated as a request, and
+        # rejected there for its missing trainingKey: notified, not a States.Runtime error in ReadJobRequest.
+        from_file = sfn.Condition.and_(
+            sfn.Condition.is_present("$.detail.bucket.name"), sfn.Condition.is_present("$.detail.object.key")
+        )
+        definition = (
+            sfn.Choice(self, "RequestFromFile?")
+            .when(from_file, read_request.next(check_request))
+            .otherwise(wrap_request.next(check_request))
+        )
+        prepare.next(merge).next(name_job).next(validate).next(
+            sfn.Choice(self, "DataValid?")
+            .when(
+                sfn.Condition.boolean_equals("$.validation.valid", True),
+                sfn.Choice(self, "HasValidationSet?")
+                .when(sfn.Condition.is_null("$.job.validationKey"), create_plain)
+                .otherwise(create_validated),
+            )
+            .otherwise(invalid_data)
+        )
+        create_plain.next(wait)
+        create_validated.next(wait)
+        wait.next(get_job).next(
+            sfn.Choice(self, "JobStatus?")
+            .when(sfn.Condition.string_equals("$.status.Status", "Completed"), after_success)
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals("$.status.Status", "Failed"),
+                    sfn.Condition.string_equals("$.status.Status", "Stopped"),
+                ),
+                job_failed,
+            )
+            .otherwise(count)
+        )
+        count.next(
+            sfn.Choice(self, "WithinTimeLimit?")
+            .when(sfn.Condition.number_greater_than_equals("$.poll.count", polls), stop_job)
+            .otherwise(wait)
+        )
+
+        self.logs = log_group(self, "Logs", deployment)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=machine_name(deployment),
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            # The bounds plus room for retries; an execution that still times out (or is aborted) is cleaned up
+            # by PipelineTeardown.
+            timeout=execution_bounds(ft).plus(EXECUTION_HEADROOM),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        self.polls = polls
+
+    def _notify(
+        self,
+        state_id: str,
+        outcome: str,
+        detail_path: str,
+        *,
+        then: sfn.IChainable,
+        with_request: bool = True,
+    ) -> tasks.SnsPublish:
+        """Publish the outcome, the request and the relevant detail to the topic, then go on to ``then``."""
+        message: dict[str, Any] = {
+            "outcome": outcome,
+            "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+            "detail": sfn.JsonPath.object_at(detail_path),
+        }
+        if with_request:
+            message["request"] = sfn.JsonPath.object_at("$.job")
+        return notification(self, state_id, self.topic, message, then)
+
+    def _poll(
+        self,
+        name: str,
+        get: tasks.CallAwsService,
+        ready: str,
+        failed: str,
+        on_ready: sfn.IChainable,
+        on_failed: sfn.IChainable,
+    ) -> sfn.IChainable:
+        """Wait, get the status, and loop until it reads ``ready`` or ``failed``, at most DEPLOY_POLLS times."""
+        retry_throttling(get)
+        get.add_catch(on_failed, errors=["States.ALL"], result_path="$.error")
+        start = sfn.Pass(
+            self, f"Start{name}Polling", result=sfn.Result.from_object({"count": 0}), result_path="$.deployPoll"
+        )
+        wait = sfn.Wait(self, f"WaitFor{name}", time=sfn.WaitTime.duration(DEPLOY_POLL_INTERVAL))
+        count = sfn.Pass(
+            self,
+            f"Count{name}Poll",
+            parameters={"count": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.deployPoll.count"), 1)},
+            result_path="$.deployPoll",
+        )
+        count.next(
+            sfn.Choice(self, f"{name}WithinTimeLimit?")
+            .when(sfn.Condition.number_greater_than_equals("$.deployPoll.count", DEPLOY_POLLS), on_failed)
+            .otherwise(wait)
+        )
+        return (
+            start.next(wait)
+            .next(get)
+            .next(
+                sfn.Choice(self, f"{name}Status?")
+                .when(sfn.Condition.string_equals("$.deploymentStatus.Status", ready), on_ready)
+                .when(sfn.Condition.string_equals("$.deploymentStatus.Status", failed), on_failed)
+                .otherwise(count)
+            )
+        )
+
+    def _delete(self, state_id: str, action: str, identifier: str, resource: str) -> tasks.CallAwsService:
+        """Delete what this execution deployed (``$.deployment.arn``), retrying for about an hour."""
+        delete = tasks.CallAwsService(
+            self,
+            state_id,
+            service="bedrock",
+            action=action,
+            parameters={identifier: sfn.JsonPath.string_at("$.deployment.arn")},
+            iam_action=f"bedrock:{action[:1].upper()}{action[1:]}",
+            iam_resources=[bedrock_arn(Stack.of(self), f"{resource}/*")],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        delete.add_retry(
+            errors=["States.ALL"], interval=DELETE_RETRY_INTERVAL, max_attempts=DELETE_RETRY_ATTEMPTS, backoff_rate=2.0
+        )
+        return delete
+
+    def _delete_throughput(self, state_id: str) -> tasks.CallAwsService:
+        return self._delete(state_id, "deleteProvisionedModelThroughput", "ProvisionedModelId", "provisioned-model")
+
+    def _delete_deployment(self, state_id: str) -> tasks.CallAwsService:
+        return self._delete(
+            state_id, "deleteCustomModelDeployment", "CustomModelDeploymentIdentifier", "custom-model-deployment"
+        )
+
+    def _deployment(self, ft: FineTuneSettings, done: sfn.Succeed) -> sfn.IChainable:
+        """After a completed job: on-demand deployment, or no-commitment Provisioned Throughput torn down later.
+
+        From the create call on, every path deletes what was created unless the run ends in Done with an
+        on-demand deployment, which bills only for what it serves
+        (https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html). A deletion
+        that keeps failing is announced as ACTION NEEDED. Timeouts and aborts: PipelineTeardown.
+        """
+        stack = Stack.of(self)
+        model_arn = sfn.JsonPath.string_at("$.status.OutputModelArn")
+        deploy_failed = self._notify(
+            "NotifyDeployFailed",
+            "failed: the custom model was not deployed",
+            "$.error",
+            then=sfn.Fail(self, "DeployFailed", error="DeploymentFailed", cause="See the notification"),
+        )
+        what = "Provisioned Throughput" if ft.deploy == "provisioned" else "the on-demand deployment"
+        # A deployment that cannot be deleted may keep billing: say so loudly.
+        teardown_failed = self._notify(
+            "NotifyTeardownFailed",
+            f"ACTION NEEDED: {what} could not be deleted; delete it by hand",
+            "$.deployment",
+            then=sfn.Fail(self, "TeardownFailed", error="DeploymentNotDeleted"),
+        )
+        if ft.deploy == "on-demand":
+            create = tasks.CallAwsService(
+                self,
+                "CreateOnDemandDeployment",
+                service="bedrock",
+                action="createCustomModelDeployment",
+                parameters={
+                    "ModelDeploymentName": sfn.JsonPath.string_at("$.names.deployment"),
+                    "ModelArn": model_arn,
+                    "ClientRequestToken": sfn.JsonPath.string_at("$.names.deployment"),
+                },
+                iam_action="bedrock:CreateCustomModelDeployment",
+                iam_resources=[bedrock_arn(stack, "custom-model/*"), bedrock_arn(stack, "custom-model-deployment/*")],
+                result_selector={"arn": sfn.JsonPath.string_at("$.CustomModelDeploymentArn")},
+                result_path="$.deployment",
+            )
+            retry_throttling(create)
+            create.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
+            get = tasks.CallAwsService(
+                self,
+                "GetOnDemandDeployment",
+                service="bedrock",
+                action="getCustomModelDeployment",
+                parameters={"CustomModelDeploymentIdentifier": sfn.JsonPath.string_at("$.deployment.arn")},
+                iam_action="bedrock:GetCustomModelDeployment",
+                iam_resources=[bedrock_arn(stack, "custom-model-deployment/*")],
+                result_path="$.deploymentStatus",
+            )
+            deployed = self._notify(
+                "NotifyDeployed", "deployed: on-demand custom model deployment", "$.deployment", then=done
+            )
+            # A deployment that did not become active is deleted, so nothing is left behind half-made.
+            cleanup = self._delete_deployment("DeleteFailedDeployment")
+            cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
+            cleanup.next(
+                self._notify(
+                    "NotifyDeploymentFailed",
+                    "failed: the on-demand deployment did not become active (deleted)",
+                    "$.deployment",
+                    then=sfn.Fail(self, "DeploymentNotActive", error="DeploymentFailed"),
+                )
+            )
+            polling = self._poll("Deployment", get, "Active", "Failed", deployed, cleanup)
+            succeeded = self._notify(
+                "NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=polling
+            )
+            create.next(succeeded)
+            return create
+
+        create_pt = tasks.CallAwsService(
+            self,
+            "CreateProvisionedThroughput",
+            service="bedrock",
+            action="createProvisionedModelThroughput",
+            parameters={
+                "ProvisionedModelName": sfn.JsonPath.string_at("$.names.deployment"),
+                "ModelId": model_arn,
+                "ModelUnits": 1,  # no CommitmentDuration: hourly, no commitment
+                "ClientRequestToken": sfn.JsonPath.string_at("$.names.deployment"),
+            },
+            iam_action="bedrock:CreateProvisionedModelThroughput",
+            iam_resources=[bedrock_arn(stack, "custom-model/*"), bedrock_arn(stack, "provisioned-model/*")],
+            result_selector={"arn": sfn.JsonPath.string_at("$.ProvisionedModelArn")},
+            result_path="$.deployment",
+        )
+        retry_throttling(create_pt)
+        create_pt.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
+        keep = sfn.Wait(
+            self, "KeepProvisionedThroughput", time=sfn.WaitTime.duration(Duration.hours(ft.provisioned_hours))
+        )
+        delete_pt = self._delete_throughput("DeleteProvisionedThroughput")
+        delete_pt.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
+        torn_down = self._notify(
+            "NotifyTornDown", "torn down: Provisioned Throughput deleted", "$.deployment", then=done
+        )
+        delete_pt.next(torn_down)
+        keep.next(delete_pt)
+        deployed = self._notify(
+            "NotifyDeployed",
+            f"deployed: Provisioned Throughput (1 model unit, deleted after {ft.provisioned_hours} h)",
+            "$.deployment",
+            then=keep,
+        )
+        get = tasks.CallAwsService(
+            self,
+            "GetProvisionedThroughput",
+            service="bedrock",
+            action="getProvisionedModelThroughput",
+            parameters={"ProvisionedModelId": sfn.JsonPath.string_at("$.deployment.arn")},
+            iam_action="bedrock:GetProvisionedModelThroughput",
+            iam_resources=[bedrock_arn(stack, "provisioned-model/*")],
+            result_path="$.deploymentStatus",
+        )
+        # A throughput that failed to come up is still deleted, so nothing keeps billing.
+        cleanup = self._delete_throughput("DeleteFailedProvisionedThroughput")
+        cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
+        cleanup.next(
+            self._notify(
+                "NotifyProvisioningFailed",
+                "failed: Provisioned Throughput did not come up (deleted)",
+                "$.deployment",
+                then=sfn.Fail(self, "ProvisioningFailed", error="ProvisioningFailed"),
+            )
+        )
+        polling = self._poll("Throughput", get, "InService", "Failed", deployed, cleanup)
+        create_pt.next(
+            self._notify("NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=polling)
+        )
+        return create_pt

@@ -1,0 +1,198 @@
+"""The teardown after a pipeline execution that ended FAILED, TIMED_OUT or ABORTED: stop its job, delete its
+deployment, report.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_id
+from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
+from stacks.level3_finetune.settings import FineTuneSettings
+from stacks.shared.deployment import Deployment
+from stacks.shared.stage import log_group
+
+# Step Functions execution statuses after which PipelineTeardown cleans up (SUCCEEDED runs cleaned up themselves).
+ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
+TEARDOWN_SETTLE = Duration.minutes(2)
+TEARDOWN_TIMEOUT = Duration.hours(3)
+
+
+class PipelineTeardown(Construct):
+    """Cleans up after a pipeline execution that ended FAILED, TIMED_OUT or ABORTED.
+
+    Step Functions emits a "Step Functions Execution Status Change" event when an execution ends
+    (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html). A rule for the pipeline's
+    executions starts this small state machine, which names what the ended execution created from its ARN (the
+    same intrinsic the pipeline uses), stops its customization job if it still runs, deletes its Provisioned
+    Throughput or on-demand deployment if one exists, and reports on the topic. A timeout or an abort thus never
+    leaves a deployment billing, even though the pipeline's own teardown never ran.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        ft: FineTuneSettings,
+        pipeline: sfn.StateMachine,
+        topic: sns.Topic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        names = PipelineNames.of(deployment)
+
+        done = sfn.Succeed(self, "CleanedUp")
+        failed = sfn.Fail(self, "CleanupFailed", error="DeploymentNotDeleted", cause="See the notification")
+        report_message = {
+            "outcome": "cleaned up: a pipeline execution ended without finishing its own path; its job was stopped "
+            "and its deployment deleted, where it had them",
+            "execution": sfn.JsonPath.string_at("$.execution"),
+            "status": sfn.JsonPath.string_at("$.status"),
+            "detail": sfn.JsonPath.object_at("$.names"),
+        }
+        report = notification(self, "NotifyCleanedUp", topic, report_message, done)
+        # A run that failed on a path that notified it already (invalid data, a failed job) and had nothing left
+        # running says nothing more; timeouts, aborts and anything stopped or deleted here are reported.
+        worth_reporting = (
+            sfn.Choice(self, "AnythingToReport?")
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.boolean_equals("$.acted", True),
+                    sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
+                ),
+                report,
+            )
+            .otherwise(sfn.Succeed(self, "NothingLeft"))
+        )
+        name = sfn.Pass(
+            self,
+            "NameWhatItCreated",
+            parameters={
+                "execution": sfn.JsonPath.string_at("$.detail.executionArn"),
+                "status": sfn.JsonPath.string_at("$.detail.status"),
+                "id.$": execution_id("$.detail.executionArn"),
+                "acted": False,
+            },
+        )
+        names_pass = sfn.Pass(
+            self,
+            "Names",
+            parameters={
+                "execution": sfn.JsonPath.string_at("$.execution"),
+                "status": sfn.JsonPath.string_at("$.status"),
+                "acted": sfn.JsonPath.object_at("$.acted"),
+                "names": {
+                    "job": sfn.JsonPath.format(f"{names.job}{{}}", sfn.JsonPath.string_at("$.id")),
+                    "deployment": sfn.JsonPath.format(f"{names.deployment}{{}}", sfn.JsonPath.string_at("$.id")),
+                },
+            },
+        )
+        # A create call still in flight when the execution ended lands meanwhile.
+        settle = sfn.Wait(self, "LetCallsInFlightLand", time=sfn.WaitTime.duration(TEARDOWN_SETTLE))
+        stop_job = tasks.CallAwsService(
+            self,
+            "StopItsJob",
+            service="bedrock",
+            action="stopModelCustomizationJob",
+            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.names.job")},
+            iam_action="bedrock:StopModelCustomizationJob",
+            iam_resources=[bedrock_arn(stack, "model-customization-job/*")],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        retry_throttling(stop_job)
+        marked = sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")
+        # No job, or one that already ended: nothing to stop (the error is kept in the output).
+        if ft.deploy == "none":
+            after_stop: sfn.IChainable = worth_reporting
+        else:
+            if ft.deploy == "provisioned":
+                action, identifier, resource = (
+                    "deleteProvisionedModelThroughput",
+                    "ProvisionedModelId",
+                    "provisioned-model",
+                )
+            else:
+                action, identifier, resource = (
+                    "deleteCustomModelDeployment",
+                    "CustomModelDeploymentIdentifier",
+                    "custom-model-deployment",
+                )
+            delete = tasks.CallAwsService(
+                self,
+                "DeleteItsDeployment",
+                service="bedrock",
+                action=action,
+                parameters={identifier: sfn.JsonPath.string_at("$.names.deployment")},  # a name or an ARN
+                iam_action=f"bedrock:{action[:1].upper()}{action[1:]}",
+                iam_resources=[bedrock_arn(stack, f"{resource}/*")],
+                result_path=sfn.JsonPath.DISCARD,
+            )
+            # Not found: the execution created none (or deleted it itself). Anything else is retried for an hour.
+            delete.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
+            delete.add_retry(
+                errors=["States.ALL"],
+                interval=DELETE_RETRY_INTERVAL,
+                max_attempts=DELETE_RETRY_ATTEMPTS,
+                backoff_rate=2.0,
+            )
+            delete.add_catch(worth_reporting, errors=["Bedrock.ResourceNotFoundException"], result_path="$.notFound")
+            alarm = {
+                **report_message,
+                "outcome": "ACTION NEEDED: the deployment of an ended pipeline execution could not be deleted and "
+                "may still be billing; delete it by hand",
+                "error": sfn.JsonPath.object_at("$.error"),
+            }
+            not_deleted = notification(self, "NotifyCleanupFailed", topic, alarm, failed)
+            delete.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
+            delete.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(
+                report
+            )
+            after_stop = delete
+        stop_job.add_catch(after_stop, errors=["States.ALL"], result_path="$.jobNotStopped")
+        stop_job.next(marked).next(after_stop)
+        definition = (
+            sfn.Choice(self, "AnExecutionEnded?")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.detail.executionArn"), sfn.Condition.is_present("$.detail.status")
+                ),
+                sfn.Choice(self, "ArnIsText?")
+                .when(
+                    sfn.Condition.and_(
+                        sfn.Condition.is_string("$.detail.executionArn"), sfn.Condition.is_string("$.detail.status")
+                    ),
+                    name.next(names_pass).next(settle).next(stop_job),
+                )
+                .otherwise(sfn.Succeed(self, "NotAnExecutionEvent")),
+            )
+            .otherwise(sfn.Succeed(self, "NotAStatusEvent"))
+        )
+        self.logs = log_group(self, "Logs", deployment)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=deployment.resource_name("finetune-teardown"),
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=TEARDOWN_TIMEOUT,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        self.rule = events.Rule(
+            self,
+            "PipelineEnded",
+            description="Level 3: a fine-tuning execution that failed, timed out or was aborted is cleaned up",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={"status": list(ENDED_ABNORMALLY), "stateMachineArn": [pipeline.state_machine_arn]},
+            ),
+            targets=[targets.SfnStateMachine(self.state_machine)],
+        )

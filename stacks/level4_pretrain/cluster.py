@@ -1,0 +1,174 @@
+"""The HyperPod cluster: Slurm configured through the API, a controller (+ login) and compute groups that default
+to 0, and the role its instances assume.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
+from stacks.level4_pretrain.settings import InstanceGroupSpec, PretrainSettings
+from stacks.level4_pretrain.storage import LIFECYCLE_PREFIX, ClusterStorage
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import arn_ref, suppress
+
+LIFECYCLE_ON_CREATE = "on_create.sh"
+# API-driven Slurm configuration: node types and partitions in each group's SlurmConfig, FSx in its
+# InstanceStorageConfigs, HyperPod owning slurm.conf. A provisioning_parameters.json under the lifecycle prefix
+# cannot coexist with it ("cannot include both a SLURM Orchestrator Config and a provisioning_parameters.json"):
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-ref.html#sagemaker-hyperpod-ref-slurm-configuration
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-slurm-api-config-migration.html
+SLURM_CONFIG_STRATEGY = "Managed"
+
+
+def slurm_partitions(group: InstanceGroupSpec) -> list[str] | None:
+    """A compute group's one partition, named after the group (HyperPod also puts its nodes in ``dev``)."""
+    return [group.name] if group.node_type == "Compute" else None
+
+
+def instance_group(
+    group: InstanceGroupSpec,
+    *,
+    settings: PretrainSettings,
+    role_arn: str,
+    lifecycle_uri: str,
+    fsx_mount: sagemaker.CfnCluster.ClusterFsxLustreConfigProperty | None,
+) -> sagemaker.CfnCluster.ClusterInstanceGroupProperty:
+    """One instance group as API-driven Slurm declares it: node type, partition, storage (EBS + FSx when on)."""
+    storage = [
+        sagemaker.CfnCluster.ClusterInstanceStorageConfigProperty(
+            ebs_volume_config=sagemaker.CfnCluster.ClusterEbsVolumeConfigProperty(
+                volume_size_in_gb=settings.ebs_volume_gb
+            )
+        )
+    ]
+    if fsx_mount is not None:  # every group, so /fsx is shared by the controller, the login node and the workers
+        storage.append(sagemaker.CfnCluster.ClusterInstanceStorageConfigProperty(fsx_lustre_config=fsx_mount))
+    return sagemaker.CfnCluster.ClusterInstanceGroupProperty(
+        instance_group_name=group.name,
+        instance_type=group.instance_type,
+        instance_count=group.count,
+        execution_role=role_arn,
+        threads_per_core=1,
+        life_cycle_config=sagemaker.CfnCluster.ClusterLifeCycleConfigProperty(
+            source_s3_uri=lifecycle_uri, on_create=LIFECYCLE_ON_CREATE
+        ),
+        instance_storage_configs=storage,
+        slurm_config=sagemaker.CfnCluster.ClusterSlurmConfigProperty(
+            node_type=group.node_type, partition_names=slurm_partitions(group)
+        ),
+    )
+
+
+class HyperPodCluster(Construct):
+    """The Slurm cluster: one controller, an optional login node, compute groups that default to 0."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        pretrain: PretrainSettings,
+        network: ClusterNetwork,
+        storage: ClusterStorage,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        subnet_ids = [network.cluster_subnets.subnet_ids[0]]
+        # No aws:SourceArn / aws:SourceAccount: HyperPod documents this role's trust without them, and SageMaker's
+        # confused-deputy page lists no form for cluster instances; a condition the service does not supply
+        # would stop the nodes from assuming the role.
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-prerequisites.html
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html
+        self.role = iam.Role(
+            self,
+            "InstanceRole",
+            description="Level 4: HyperPod cluster instances",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSageMakerClusterInstanceRolePolicy")
+            ],
+        )
+        # The bucket's sagemaker- prefix is what HyperPod requires; reading the lifecycle prefix explicitly keeps
+        # node creation independent of the managed policy's bucket pattern.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadLifecycleScripts",
+                actions=["s3:GetObject", "s3:ListBucket"],
+                resources=[storage.lifecycle.bucket_arn, storage.lifecycle.arn_for_objects(f"{LIFECYCLE_PREFIX}*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="UseDataAndCheckpoints",
+                actions=["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                resources=[storage.data.bucket_arn, storage.data.arn_for_objects("*")],
+            )
+        )
+        # Cluster instances in a customer VPC attach network interfaces in its subnets; auto-resume detaches them.
+        for statement in vpc_access_statements(
+            self, subnet_ids=subnet_ids, security_group_id=network.security_group.security_group_id, detach=True
+        ):
+            self.role.add_to_policy(statement)
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TagClusterNetworkInterfaces",
+                actions=["ec2:CreateTags"],
+                resources=[f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:network-interface/*"],
+            )
+        )
+        suppress(
+            self.role,
+            "AwsSolutions-IAM4",
+            "AmazonSageMakerClusterInstanceRolePolicy is the policy HyperPod documents for cluster instances "
+            "(node agent, logs, health reporting).",
+            applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSageMakerClusterInstanceRolePolicy"],
+        )
+        suppress(
+            self.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "EC2 Describe* actions have no resource type; network interfaces are created only in the cluster's "
+            "subnet and security group and managed only there (ec2:Subnet), and the instances they detach from "
+            "belong to HyperPod's account; nodes read and write any key of the kit's data bucket (datasets, "
+            "checkpoints) and read the lifecycle prefix.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::{arn_ref(storage.data)}/*",
+                f"Resource::{arn_ref(storage.lifecycle)}/{LIFECYCLE_PREFIX}*",
+                f"Resource::arn:{stack.partition}:ec2:{stack.region}:<AWS::AccountId>:network-interface/*",
+                f"Resource::arn:{stack.partition}:ec2:{stack.region}:*:instance/*",
+            ],
+        )
+
+        groups = [
+            instance_group(
+                group,
+                settings=pretrain,
+                role_arn=self.role.role_arn,
+                lifecycle_uri=storage.lifecycle_uri,
+                fsx_mount=storage.fsx_mount,
+            )
+            for group in pretrain.groups
+        ]
+        self.cluster = sagemaker.CfnCluster(
+            self,
+            "Cluster",
+            cluster_name=deployment.resource_name("hyperpod"),
+            orchestrator=sagemaker.CfnCluster.OrchestratorProperty(
+                slurm=sagemaker.CfnCluster.ClusterOrchestratorSlurmConfigProperty(
+                    slurm_config_strategy=SLURM_CONFIG_STRATEGY
+                )
+            ),
+            node_recovery="Automatic",
+            instance_groups=groups,
+            vpc_config=sagemaker.CfnCluster.VpcConfigProperty(
+                security_group_ids=[network.security_group.security_group_id], subnets=subnet_ids
+            ),
+        )
+        # The scripts are in S3 and the role can use the VPC before any node starts.
+        self.cluster.node.add_dependency(storage.lifecycle_upload)
+        self.cluster.node.add_dependency(self.role)

@@ -1,0 +1,154 @@
+"""The training-job path's parts: the artifacts bucket's prefixes, the input checks before a training job, and the
+training code packaged as the SageMaker toolkit expects it.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.level4_pretrain.storage import ROOT
+
+WORKLOAD_DIR = ROOT / "workloads" / "pretrain"
+CODE_PREFIX = "code/"
+CHECKPOINTS_PREFIX = "checkpoints/"  # one sub-prefix per execution: checkpoints/<execution name>/
+OUTPUT_PREFIX = "output/"
+# Bounded retries for the notification publishes and the checkpoint lookup: transient errors pass, a lasting
+# one still ends in the failure path within about half a minute (2 + 4 + 8 s of back-off).
+RETRY_INTERVAL = Duration.seconds(2)
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF = 2.0
+
+
+class InputChecks:
+    """The states before the training job: the execution input is checked, and the checkpoint prefix chosen.
+
+    Any JSON value can start an execution. Given a list or a string, a ResultPath (the task's ``$.training``, the
+    Catch's ``$.error``) has no object to write into, and a JSONPath that finds nothing is a ``States.Runtime``
+    error, which no Catch catches, not even ``States.ALL``: the execution failed and no one was told. Every path
+    the input can take therefore goes through Choice rules (IsPresent, Is<type>, a string match on the serialized
+    input) before anything reads a field or writes a result, and bad input ends in the failure notification:
+
+        ReadInput (wraps the input: $.input) ─► CheckInputType: a string, number, boolean or null ─► rejected
+        ─► SerializeInput ─► CheckInput: not "{…}" (a list) ─► rejected
+                                       no resumeFrom ─► NewCheckpoints: checkpoints/<this execution>/
+                                       resumeFrom not a string ─► rejected
+                                       else ─► FindCheckpoints (ListObjectsV2, 1 key) ─► none ─► rejected
+                                                                                     └─► ResumeCheckpoints:
+                                                                                         checkpoints/<resumeFrom>/
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        bucket_name: str,
+        train: sfn.IChainable,
+        invalid: sfn.IChainable,
+        failed: sfn.IChainable,
+    ) -> None:
+        stack = Stack.of(scope)
+        prefix_uri = f"s3://{bucket_name}/{CHECKPOINTS_PREFIX}{{}}/"
+
+        def rejected(state_id: str, cause: str, *values: str) -> sfn.Pass:
+            """A Pass that states why in ``$.error`` (as a Catch would) and goes on to the failure notification."""
+            error = {"Error": "InvalidInput", "Cause": sfn.JsonPath.format(cause, *values) if values else cause}
+            state = sfn.Pass(scope, state_id, parameters=error, result_path="$.error")
+            state.next(invalid)
+            return state
+
+        usage = 'the execution input must be a JSON object: {} or {"resumeFrom": "<earlier execution name>"}'
+        not_an_object = rejected("InputNotAnObject", usage)
+        self.start = sfn.Pass(
+            scope,
+            "ReadInput",
+            comment="Any JSON value can start an execution: wrap it, so that every later path finds an object",
+            parameters={"input": sfn.JsonPath.entire_payload},
+        )
+        serialize = sfn.Pass(
+            scope,
+            "SerializeInput",
+            comment="An object serializes as {…}, a list as […]: Choice rules cannot tell them apart otherwise",
+            parameters={"text": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.input"))},
+            result_path="$.inputText",
+        )
+        self.start.next(
+            sfn.Choice(scope, "CheckInputType")
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.is_string("$.input"),
+                    sfn.Condition.is_numeric("$.input"),
+                    sfn.Condition.is_boolean("$.input"),
+                    sfn.Condition.is_null("$.input"),
+                ),
+                not_an_object,
+            )
+            .otherwise(serialize)
+        )
+        new = sfn.Pass(
+            scope,
+            "NewCheckpoints",
+            comment="A new run: this execution's own prefix, empty (a training job name is never reused)",
+            parameters={"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$$.Execution.Name"))},
+            result_path="$.checkpoints",
+        )
+        resume = sfn.Pass(
+            scope,
+            "ResumeCheckpoints",
+            comment="Resume: the earlier run's prefix; SageMaker copies its checkpoints down before training",
+            parameters={"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$.input.resumeFrom"))},
+            result_path="$.checkpoints",
+        )
+        find = sfn.CustomState(
+            scope,
+            "FindCheckpoints",
+            state_json={
+                "Type": "Task",
+                "Comment": "Resuming a run that left no checkpoints would silently train from step 0",
+                "Resource": f"arn:{stack.partition}:states:::aws-sdk:s3:listObjectsV2",
+                "Parameters": {
+                    "Bucket": bucket_name,
+                    "Prefix.$": f"States.Format('{CHECKPOINTS_PREFIX}{{}}/', $.input.resumeFrom)",
+                    "MaxKeys": 1,
+                },
+                "ResultSelector": {"keys.$": "$.KeyCount"},
+                "ResultPath": "$.found",
+            },
+        )
+        find.add_retry(
+            errors=["States.ALL"], interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+        )
+        find.add_catch(failed, errors=["States.ALL"], result_path="$.error")
+        none_found = rejected(
+            "NothingToResume",
+            f"no checkpoints under {prefix_uri}: resumeFrom names the execution whose run to continue",
+            sfn.JsonPath.string_at("$.input.resumeFrom"),
+        )
+        find.next(
+            sfn.Choice(scope, "CheckpointsFound")
+            .when(sfn.Condition.number_greater_than("$.found.keys", 0), resume)
+            .otherwise(none_found)
+        )
+        serialize.next(
+            sfn.Choice(scope, "CheckInput")
+            .when(sfn.Condition.not_(sfn.Condition.string_matches("$.inputText.text", "{*")), not_an_object)
+            .when(sfn.Condition.not_(sfn.Condition.is_present("$.input.resumeFrom")), new)
+            .when(
+                sfn.Condition.not_(sfn.Condition.is_string("$.input.resumeFrom")),
+                rejected("ResumeFromNotAString", "resumeFrom must be a string: the name of an earlier execution"),
+            )
+            .otherwise(find)
+        )
+        new.next(train)
+        resume.next(train)
+
+
+def sourcedir_asset() -> str:
+    """A folder holding code/sourcedir.tar.gz, built deterministically from workloads/pretrain."""
+    from workloads.pretrain.package_sourcedir import sourcedir_bytes
+
+    out = ROOT / "build" / "sourcedir-asset"  # git-ignored; rewritten on every synth
+    (out / CODE_PREFIX).mkdir(parents=True, exist_ok=True)
+    (out / CODE_PREFIX / "sourcedir.tar.gz").write_bytes(sourcedir_bytes())
+    return str(out)

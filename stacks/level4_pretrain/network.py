@@ -1,0 +1,118 @@
+"""The cluster's network: private subnets, the S3 gateway endpoint, flow logs, the EFA security group, and the
+network-interface grants SageMaker needs inside it.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import suppress
+from stacks.shared.stage import log_group
+
+# The EC2 grants SageMaker needs to place cluster nodes and training jobs in the kit's VPC
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-prerequisites.html), scoped with the
+# resource types and condition keys the Service Authorization Reference gives each action
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html): only the Describe
+# actions have no resource type, so only they stay on "*".
+VPC_DESCRIBE_ACTIONS = (
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeDhcpOptions",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+)
+# Resource type network-interface, whose condition key ec2:Subnet is the ARN of the interface's subnet.
+ENI_MANAGE_ACTIONS = (
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DeleteNetworkInterfacePermission",
+)
+
+
+def vpc_access_statements(
+    scope: Construct, *, subnet_ids: list[str], security_group_id: str, detach: bool
+) -> list[iam.PolicyStatement]:
+    """The network-interface grants SageMaker needs in the kit's VPC, confined to its subnets and security group."""
+    stack = Stack.of(scope)
+    ec2_arn = f"arn:{stack.partition}:ec2:{stack.region}"
+    subnet_arns = [f"{ec2_arn}:{stack.account}:subnet/{subnet}" for subnet in subnet_ids]
+    interfaces = f"{ec2_arn}:{stack.account}:network-interface/*"
+    statements = [
+        iam.PolicyStatement(sid="DescribeNetworking", actions=list(VPC_DESCRIBE_ACTIONS), resources=["*"]),
+        # CreateNetworkInterface authorizes the new interface, its subnet and its security groups: naming the
+        # kit's subnets and group keeps new interfaces inside them.
+        iam.PolicyStatement(
+            sid="CreateInterfacesInKitSubnets",
+            actions=["ec2:CreateNetworkInterface"],
+            resources=[interfaces, *subnet_arns, f"{ec2_arn}:{stack.account}:security-group/{security_group_id}"],
+        ),
+        iam.PolicyStatement(
+            sid="ManageInterfacesInKitSubnets",
+            actions=[*ENI_MANAGE_ACTIONS, *(["ec2:DetachNetworkInterface"] if detach else [])],
+            resources=[interfaces],
+            conditions={"ArnEquals": {"ec2:Subnet": subnet_arns}},
+        ),
+    ]
+    if detach:
+        # DetachNetworkInterface authorizes the instance too, and HyperPod's instances are not in this account;
+        # the interface side stays confined to the kit's subnets by the statement above.
+        statements.append(
+            iam.PolicyStatement(
+                sid="DetachFromClusterInstances",
+                actions=["ec2:DetachNetworkInterface"],
+                resources=[f"{ec2_arn}:*:instance/*"],
+            )
+        )
+    return statements
+
+
+class ClusterNetwork(Construct):
+    """A VPC whose cluster subnets are private, an S3 gateway endpoint, flow logs, and the EFA security group."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment, nat_gateways: int) -> None:
+        super().__init__(scope, construct_id)
+        nat = nat_gateways
+        private_type = ec2.SubnetType.PRIVATE_WITH_EGRESS if nat else ec2.SubnetType.PRIVATE_ISOLATED
+        subnets = [ec2.SubnetConfiguration(name="cluster", subnet_type=private_type, cidr_mask=20)]
+        if nat:  # a public subnet exists only to hold the NAT gateway
+            # Listed after the cluster subnets, so turning NAT on or off leaves their CIDR blocks (and with them
+            # the subnets, FSx and the cluster, whose VpcConfig cannot change in place) as they are.
+            subnets.append(ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26))
+        flow_logs = log_group(self, "FlowLogs", deployment)
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr("10.40.0.0/16"),
+            max_azs=2,
+            nat_gateways=nat,
+            subnet_configuration=subnets,
+            gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
+            flow_logs={"All": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))},
+        )
+        self.cluster_subnets = self.vpc.select_subnets(subnet_type=private_type)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "ClusterSecurityGroup",
+            vpc=self.vpc,
+            description="HyperPod nodes, FSx and training jobs: all traffic among themselves (EFA needs it)",
+            allow_all_outbound=True,
+        )
+        self.security_group.add_ingress_rule(self.security_group, ec2.Port.all_traffic(), "all traffic from itself")
+        # allow_all_outbound=True drops a self-referencing egress rule, and EFA health checks need one: emit it.
+        ec2.CfnSecurityGroupEgress(
+            self,
+            "SelfEgress",
+            group_id=self.security_group.security_group_id,
+            ip_protocol="-1",
+            destination_security_group_id=self.security_group.security_group_id,
+            description="all traffic to itself (EFA)",
+        )
+        suppress(
+            self.security_group,
+            "AwsSolutions-EC23",
+            "The only ingress rule admits the group itself; nothing outside the cluster can connect.",
+        )

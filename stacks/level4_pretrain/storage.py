@@ -1,0 +1,134 @@
+"""The cluster's storage: the data and checkpoint bucket, the lifecycle bucket (named sagemaker-…) holding the
+lifecycle/ scripts, and the optional FSx for Lustre file system linked to the data bucket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import RemovalPolicy, Stack, Token
+from aws_cdk import aws_fsx as fsx
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from stacks.config import ConfigError
+from stacks.level4_pretrain.network import ClusterNetwork
+from stacks.level4_pretrain.settings import PretrainSettings
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import suppress_bucket_deployment
+from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.stage import removal_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+LIFECYCLE_DIR = ROOT / "lifecycle"
+LIFECYCLE_PREFIX = "lifecycle/"
+DATA_PREFIX = "data/"
+FSX_STORAGE_GIB = 1200
+# HyperPod refuses this file next to the lifecycle scripts of a cluster whose Slurm is configured through the API
+# (cluster.py, SLURM_CONFIG_STRATEGY).
+LEGACY_SLURM_FILE = "provisioning_parameters.json"
+FSX_MOUNT = "/fsx"  # FsxLustreConfig.MountPath (HyperPod's default); lifecycle.py prepares the same path
+# ClusterLifeCycleConfig.SourceS3Uri: "Make sure that the S3 bucket path starts with s3://sagemaker-"; the managed
+# AmazonSageMakerClusterInstanceRolePolicy reads buckets with that prefix:
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterLifeCycleConfig.html
+LIFECYCLE_BUCKET_PREFIX = "sagemaker-"
+S3_BUCKET_NAME_MAX = 63  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+ACCOUNT_ID_LENGTH = 12
+
+
+def lifecycle_bucket_name(deployment: Deployment, account: str) -> str:
+    """``sagemaker-<prefix>-<stage>-<account>-<region>``: HyperPod's prefix, one per stage, account and region."""
+    name = f"{LIFECYCLE_BUCKET_PREFIX}{deployment.name_prefix}-{deployment.stage}-{account}-{deployment.region}"
+    length = len(name) - len(account) + ACCOUNT_ID_LENGTH if Token.is_unresolved(account) else len(name)
+    if length > S3_BUCKET_NAME_MAX:
+        raise ConfigError(
+            "name_prefix",
+            deployment.name_prefix,
+            f"a prefix that keeps the Level 4 lifecycle bucket name within {S3_BUCKET_NAME_MAX} characters "
+            f"(it would be {length} with stage {deployment.stage!r} and region {deployment.region!r})",
+        )
+    return name
+
+
+class ClusterStorage(Construct):
+    """The data/checkpoint bucket, the lifecycle bucket (the kit's scripts, nothing else) and optional FSx."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        pretrain: PretrainSettings,
+        network: ClusterNetwork,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        legacy = sorted(str(p.relative_to(ROOT)) for p in LIFECYCLE_DIR.rglob(LEGACY_SLURM_FILE))
+        if legacy:
+            raise ValueError(
+                f"{', '.join(legacy)}: the cluster configures Slurm through the API, and HyperPod refuses a "
+                f"{LEGACY_SLURM_FILE} next to the lifecycle scripts of such a cluster; delete it"
+            )
+        self.data = SecureBucket(self, "Data", deployment=deployment, versioned=True).bucket
+        # Copies of lifecycle/ from this checkout and nothing else: no versions to keep, and removed with the stack
+        # in every stage (the deployment below empties it first), so its fixed name is free for the next deploy.
+        self.lifecycle = SecureBucket(self, "Lifecycle", deployment=deployment, versioned=False).bucket
+        self.lifecycle_bucket_name = lifecycle_bucket_name(deployment, Stack.of(self).account)
+        lifecycle_bucket = self.lifecycle.node.default_child
+        assert isinstance(lifecycle_bucket, s3.CfnBucket)
+        lifecycle_bucket.bucket_name = self.lifecycle_bucket_name
+        self.lifecycle.apply_removal_policy(RemovalPolicy.DESTROY)
+        self.file_system: fsx.CfnFileSystem | None = None
+        self.fsx_mount: sagemaker.CfnCluster.ClusterFsxLustreConfigProperty | None = None
+        if pretrain.fsx:
+            subnet_id = network.cluster_subnets.subnet_ids[0]
+            self.file_system = fsx.CfnFileSystem(
+                self,
+                "Lustre",
+                file_system_type="LUSTRE",
+                storage_capacity=FSX_STORAGE_GIB,
+                subnet_ids=[subnet_id],
+                security_group_ids=[network.security_group.security_group_id],
+                lustre_configuration=fsx.CfnFileSystem.LustreConfigurationProperty(
+                    deployment_type="PERSISTENT_2",
+                    per_unit_storage_throughput=pretrain.fsx_throughput,
+                    data_compression_type="LZ4",
+                ),
+            )
+            self.file_system.apply_removal_policy(removal_policy(deployment))
+            fsx.CfnDataRepositoryAssociation(
+                self,
+                "DataLink",
+                file_system_id=self.file_system.ref,
+                file_system_path="/data",
+                data_repository_path=f"s3://{self.data.bucket_name}/{DATA_PREFIX}",
+                batch_import_meta_data_on_create=True,
+                s3=fsx.CfnDataRepositoryAssociation.S3Property(
+                    auto_import_policy=fsx.CfnDataRepositoryAssociation.AutoImportPolicyProperty(
+                        events=["NEW", "CHANGED", "DELETED"]
+                    ),
+                    auto_export_policy=fsx.CfnDataRepositoryAssociation.AutoExportPolicyProperty(
+                        events=["NEW", "CHANGED", "DELETED"]
+                    ),
+                ),
+            )
+            # HyperPod mounts it on every node of a group whose InstanceStorageConfigs carry this.
+            self.fsx_mount = sagemaker.CfnCluster.ClusterFsxLustreConfigProperty(
+                dns_name=self.file_system.attr_dns_name,
+                mount_name=self.file_system.attr_lustre_mount_name,
+                mount_path=FSX_MOUNT,
+            )
+        self.lifecycle_upload = s3deploy.BucketDeployment(
+            self,
+            "LifecycleScripts",
+            sources=[s3deploy.Source.asset(str(LIFECYCLE_DIR), exclude=["**/__pycache__", "README.md"])],
+            destination_bucket=self.lifecycle,
+            destination_key_prefix=LIFECYCLE_PREFIX,
+            prune=True,
+            retain_on_delete=False,
+            memory_limit=256,
+        )
+        suppress_bucket_deployment(self.lifecycle_upload, self.lifecycle)
+        self.lifecycle_uri = f"s3://{self.lifecycle.bucket_name}/{LIFECYCLE_PREFIX}"

@@ -1,0 +1,38 @@
+"""What every construct may know of the kit-wide settings: where it deploys, under which names, and the stage's
+defaults (retention, removal, tags, the Powertools layer, the alarm address).
+
+Built once from the configuration (``KitConfig.deployment``) by each stack, and handed to the shared building
+blocks and the level constructs in place of the whole configuration; a level construct receives its own
+level's settings object beside it (``rag: RagSettings``) or narrower values, never another level's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The stage, the names and the kit-wide defaults a construct reads."""
+
+    stage: str
+    name_prefix: str
+    region: str
+    log_retention_days: int
+    powertools_layer_version: int
+    alarm_email: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_prod(self) -> bool:
+        return self.stage == "prod"
+
+    def resource_name(self, *parts: str) -> str:
+        """A physical name that carries the prefix and the stage, e.g. ``genai-kit-sandbox-prompts``."""
+        return "-".join((self.name_prefix, self.stage, *parts))
+
+    @property
+    def metrics_namespace(self) -> str:
+        """The CloudWatch namespace the kit's functions publish their metrics under (Powertools)."""
+        return self.resource_name("kit")
