@@ -1,0 +1,649 @@
+"""The Level 3 SageMaker fine-tuning program on CPU: LoRA SFT of a tiny Llama, DDP over gloo, resume, merge, and
+the Custom Model Import check of the merged directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+with warnings.catch_warnings():  # CPU-only test environments have no NumPy; torch only warns
+    warnings.simplefilter("ignore")
+    torch = pytest.importorskip("torch", reason="torch is not installed (make test installs torch==2.13.0)")
+
+from tests.level3_finetune import sagemaker_ddp_harness
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples" / "finetune-sagemaker" / "train.jsonl"
+
+import adapter_checkpoints  # noqa: E402 (needs torch, checked above)
+import chat_data  # noqa: E402
+import import_check  # noqa: E402
+import sft_train  # noqa: E402
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TOTAL, INTERRUPT = 20, 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """Tiny models run fastest on one thread; with two on a two-core machine they thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_tokenizer(chat_template: str | None = CHATML) -> Any:
+    """A byte-level BPE tokenizer trained on the sample records, no network."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [m["content"] for line in SAMPLES.read_text().splitlines() for m in json.loads(line)["messages"]]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([*texts, "system", "user", "assistant"], trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=chat_template
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights and the tiny tokenizer, saved like a Hub model directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = train_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.2,  # logits large enough for a rank-8 adapter to move in 20 steps
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model: Any = LlamaForCausalLM(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def tiny_args(base: Path, *extra: str) -> list[str]:
+    return [
+        "--data",
+        str(SAMPLES),
+        "--model",
+        str(base),
+        "--batch-size",
+        "2",
+        "--max-seq-len",
+        "128",
+        "--lr",
+        "2e-2",
+        "--warmup-steps",
+        "3",
+        "--lora-r",
+        "8",
+        "--lora-alpha",
+        "16",
+        "--lora-dropout",
+        "0.1",  # dropout draws random numbers, so an exact resume must restore each rank's RNG
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "5",
+        "--keep-checkpoints",
+        "3",
+        *extra,
+    ]
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def losses(log: list[dict[str, Any]]) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in log if e["event"] == "train"}
+
+
+def adapter_weights(directory: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three 2-rank trainings in one pair of workers: a full run, and the same run interrupted and resumed."""
+    out = tmp_path_factory.mktemp("sft-ddp")
+    runs = [
+        (
+            "full",
+            tiny_args(
+                tiny_base,
+                "--steps",
+                str(TOTAL),
+                "--seed",
+                "7",
+                "--checkpoint-dir",
+                str(out / "ckpt-a"),
+                "--model-dir",
+                str(out / "full-model"),
+            ),
+        ),
+        (
+            "part_1",
+            tiny_args(tiny_base, "--steps", str(INTERRUPT), "--seed", "7", "--checkpoint-dir", str(out / "ckpt-b")),
+        ),
+        (
+            "part_2",
+            tiny_args(
+                tiny_base,
+                "--steps",
+                str(TOTAL),
+                "--seed",
+                "7",
+                "--checkpoint-dir",
+                str(out / "ckpt-b"),
+                "--model-dir",
+                str(out / "resumed-model"),
+                "--merge",
+                "false",
+            ),
+        ),
+    ]
+    # fork: the workers reuse this process's imported torch and transformers (a fresh interpreter spends
+    # longer importing them than the three trainings take); both run single-threaded, like DataLoader workers.
+    torch.multiprocessing.start_processes(
+        sagemaker_ddp_harness.worker,
+        args=(2, str(out), runs, sagemaker_ddp_harness.free_ports(len(runs))),
+        nprocs=2,
+        start_method="fork",
+        join=True,
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Training: two gloo ranks, loss, resume, checkpoints
+# ----------------------------------------------------------------------------------------------
+
+
+def test_two_gloo_ranks_train_the_same_adapter_and_only_rank_0_logs(ddp_runs: Path) -> None:
+    log = events(ddp_runs / "full.rank0.jsonl")
+    start = log[0]
+    assert start["event"] == "start"
+    assert (start["world_size"], start["backend"], start["device"]) == (2, "gloo", "cpu")
+    assert start["chat_template"] == "model" and start["conversations"] == 25
+    assert 0 < start["trainable_parameters"] < start["total_parameters"] / 5  # only the LoRA matrices train
+    done = log[-1]
+    assert done["event"] == "done" and done["replicas_in_sync"] is True and done["exit_code"] == 0
+    assert (ddp_runs / "full.rank1.jsonl").read_text() == ""
+
+
+def test_loss_falls_and_throughput_is_logged_every_step(ddp_runs: Path) -> None:
+    log = events(ddp_runs / "full.rank0.jsonl")
+    curve = losses(log)
+    assert list(curve) == list(range(1, TOTAL + 1))
+    values = list(curve.values())
+    assert sum(values[:3]) / 3 - sum(values[-3:]) / 3 > 0.5, values  # from ~ln(400) = 6.0 downwards
+    assert all(e["tokens_per_s"] > 0 and e["tokens"] > 0 for e in log if e["event"] == "train")
+
+
+def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(ddp_runs: Path) -> None:
+    first_part = events(ddp_runs / "part_1.rank0.jsonl")
+    assert [e["step"] for e in first_part if e["event"] == "checkpoint"] == [5, 10]
+    second_part = events(ddp_runs / "part_2.rank0.jsonl")
+    resumed = [e for e in second_part if e["event"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0]["step"] == INTERRUPT and resumed[0]["note"] is None
+    assert resumed[0]["checkpoint"].endswith(f"sft-{INTERRUPT:08d}.pt")
+    assert next(e for e in second_part if e["event"] == "start")["start_step"] == INTERRUPT
+    assert sorted(losses(second_part)) == list(range(INTERRUPT + 1, TOTAL + 1))
+
+    uninterrupted = losses(events(ddp_runs / "full.rank0.jsonl"))
+    for step, loss in losses(second_part).items():
+        assert loss == pytest.approx(uninterrupted[step], rel=1e-5, abs=1e-6), step
+    resumed_weights, full_weights = (
+        adapter_weights(ddp_runs / "resumed-model"),
+        adapter_weights(ddp_runs / "full-model"),
+    )
+    assert resumed_weights.keys() == full_weights.keys() and full_weights
+    for name, tensor in full_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_checkpoints_hold_adapter_optimizer_and_every_ranks_rng(ddp_runs: Path) -> None:
+    directory = ddp_runs / "ckpt-a"
+    assert [step for step, _ in adapter_checkpoints.list_checkpoints(directory)] == [10, 15, 20]  # keep 3
+    state = adapter_checkpoints.load(adapter_checkpoints.checkpoint_path(directory, TOTAL))
+    assert state["step"] == TOTAL and state["world_size"] == 2 and state["seed"] == 7
+    assert state["adapter"] and all("lora_" in name for name in state["adapter"])  # the frozen base is not saved
+    assert state["optimizer"]["state"]  # Adam moments were saved
+    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+# ----------------------------------------------------------------------------------------------
+# Merge and the Custom Model Import check
+# ----------------------------------------------------------------------------------------------
+
+
+def test_merged_directory_has_the_layout_custom_model_import_reads(ddp_runs: Path) -> None:
+    merged = ddp_runs / "full-model" / "merged"
+    names = {p.name for p in merged.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert "generation_config.json" in names
+    assert not [n for n in names if n.endswith((".bin", ".pt")) or n.startswith("adapter_")]
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["transformers_version"] == "4.51.3"
+    assert json.loads((merged / "tokenizer_config.json").read_text())["chat_template"] == CHATML
+    log = events(ddp_runs / "full.rank0.jsonl")
+    checked = next(e for e in log if e["event"] == "import_check")
+    assert checked["ok"] is True and checked["problems"] == []
+    assert import_check.check(merged) == []
+    assert import_check.main([str(merged)]) == 0
+
+
+def test_merged_logits_equal_base_plus_adapter(ddp_runs: Path, tiny_base: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    with_adapter = PeftModel.from_pretrained(base, str(ddp_runs / "full-model" / "adapter")).eval()
+    merged = AutoModelForCausalLM.from_pretrained(ddp_runs / "full-model" / "merged").eval()
+    tokens = torch.randint(0, base.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = with_adapter(input_ids=tokens).logits
+        actual = merged(input_ids=tokens).logits
+        untrained = AutoModelForCausalLM.from_pretrained(tiny_base).eval()(input_ids=tokens).logits
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    assert (actual - untrained).abs().max() > 1e-2  # the adapter really changed the model
+
+
+def _write_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _safetensors_with_dtype(path: Path, dtype: str) -> None:
+    header = json.dumps({"w": {"dtype": dtype, "shape": [2], "data_offsets": [0, 2]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00\x00")
+
+
+BREAKAGES: dict[str, tuple[Callable[[Path], object], str, str, str]] = {
+    # name: (break the directory, rule, file, field)
+    "pickled weights": (
+        lambda d: (d / "pytorch_model.bin").write_bytes(b"x"),
+        "safetensors-only",
+        "pytorch_model.bin",
+        "",
+    ),
+    "no safetensors": (lambda d: (d / "model.safetensors").unlink(), "safetensors-only", ".", ""),
+    "unsupported architecture": (
+        lambda d: _write_json(d / "config.json", lambda c: c.update(architectures=["GPT2LMHeadModel"])),
+        "architecture",
+        "config.json",
+        "architectures",
+    ),
+    "model_type mismatch": (
+        lambda d: _write_json(d / "config.json", lambda c: c.update(model_type="mistral")),
+        "architecture",
+        "config.json",
+        "model_type",
+    ),
+    "no config": (lambda d: (d / "config.json").unlink(), "config", "config.json", ""),
+    "no tokenizer config": (lambda d: (d / "tokenizer_config.json").unlink(), "tokenizer", "tokenizer_config.json", ""),
+    "no tokenizer": (lambda d: (d / "tokenizer.json").unlink(), "tokenizer", "tokenizer.json", ""),
+    "unsupported tokenizer class": (
+        lambda d: _write_json(d / "tokenizer_config.json", lambda c: c.update(tokenizer_class="TokenizersBackend")),
+        "tokenizer",
+        "tokenizer_config.json",
+        "tokenizer_class",
+    ),
+    "no chat template": (
+        lambda d: _write_json(d / "tokenizer_config.json", lambda c: c.pop("chat_template")),
+        "chat-template",
+        "tokenizer_config.json",
+        "chat_template",
+    ),
+    "two chat templates": (
+        lambda d: (d / "chat_template.jinja").write_text(CHATML),
+        "chat-template",
+        "chat_template.jinja",
+        "",
+    ),
+    "context over 128K": (
+        lambda d: _write_json(d / "config.json", lambda c: c.update(max_position_embeddings=262144)),
+        "context-length",
+        "config.json",
+        "max_position_embeddings",
+    ),
+    "saved by transformers 5": (
+        lambda d: _write_json(d / "config.json", lambda c: c.update(transformers_version="5.0.0")),
+        "transformers-version",
+        "config.json",
+        "transformers_version",
+    ),
+    "quantized weights": (
+        lambda d: _safetensors_with_dtype(d / "model.safetensors", "I8"),
+        "dtype",
+        "model.safetensors",
+        "dtype",
+    ),
+    "quantization config": (
+        lambda d: _write_json(
+            d / "config.json", lambda c: c.update(quantization_config={"quant_method": "bitsandbytes"})
+        ),
+        "dtype",
+        "config.json",
+        "quantization_config",
+    ),
+    "truncated safetensors": (
+        lambda d: (d / "model.safetensors").write_bytes(b"\x01\x02"),
+        "safetensors-only",
+        "model.safetensors",
+        "",
+    ),
+    "unmerged adapter": (
+        lambda d: (d / "adapter_config.json").write_text("{}"),
+        "merged-weights",
+        "adapter_config.json",
+        "",
+    ),
+    "shard without index": (
+        lambda d: shutil.copy(d / "model.safetensors", d / "model-00002-of-00002.safetensors"),
+        "shards",
+        "model.safetensors.index.json",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_import_check_rejects_a_broken_layout_with_the_right_rule(
+    ddp_runs: Path, tmp_path: Path, breakage: str
+) -> None:
+    directory = tmp_path / "model"
+    shutil.copytree(ddp_runs / "full-model" / "merged", directory)
+    damage, rule, file, field = BREAKAGES[breakage]
+    damage(directory)
+    problems = import_check.check(directory)
+    assert [(p.rule, p.file, p.field) for p in problems if p.rule == rule] == [(rule, file, field)], problems
+    assert all(p.doc.startswith("https://") for p in problems)
+    assert import_check.main([str(directory)]) == 1
+
+
+class FakeSource:
+    """A model the size of a real one, without the bytes: what the pipeline's S3 source looks like."""
+
+    def __init__(self, architecture: str, weight_bytes: int) -> None:
+        header = json.dumps({"w": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}).encode()
+        self.blobs = {
+            "config.json": json.dumps(
+                {
+                    "architectures": [architecture],
+                    "model_type": import_check.SUPPORTED_ARCHITECTURES[architecture].model_types[0],
+                    "transformers_version": "4.51.3",
+                    "max_position_embeddings": 131072,
+                }
+            ).encode(),
+            "tokenizer_config.json": json.dumps(
+                {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": "x"}
+            ).encode(),
+            "tokenizer.json": b"{}",
+            "model.safetensors": struct.pack("<Q", len(header)) + header,
+        }
+        self.weight_bytes = weight_bytes
+
+    def files(self) -> dict[str, int]:
+        return {
+            name: self.weight_bytes if name == "model.safetensors" else len(blob) for name, blob in self.blobs.items()
+        }
+
+    def read(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        blob = self.blobs[name]
+        return blob[start:] if length is None else blob[start : start + length]
+
+
+@pytest.mark.parametrize(
+    ("architecture", "weight_bytes", "region", "rules"),
+    [
+        ("LlamaForCausalLM", 199 * 10**9, "us-west-2", []),  # 128 Ki context and 199 GB: inside the limits
+        ("LlamaForCausalLM", 200 * 10**9, None, ["size"]),  # "less than ... 200GB for text models"
+        ("Qwen2VLForConditionalGeneration", 100 * 10**9, None, ["size"]),  # "less than 100GB for multimodal"
+        ("GptOssForCausalLM", 10**9, "us-west-2", ["region"]),  # GPT-OSS: US East (N. Virginia) only
+        ("GptOssForCausalLM", 10**9, "us-east-1", []),
+    ],
+)
+def test_import_check_size_and_region_limits(
+    architecture: str, weight_bytes: int, region: str | None, rules: list[str]
+) -> None:
+    problems = import_check.check(FakeSource(architecture, weight_bytes), region=region)
+    assert [p.rule for p in problems] == rules, problems
+
+
+def test_converse_support_follows_the_documented_exceptions() -> None:
+    table = import_check.SUPPORTED_ARCHITECTURES
+    assert table["LlamaForCausalLM"].converse and table["MistralForCausalLM"].converse
+    assert not table["Qwen2ForCausalLM"].converse  # Qwen2.5 shares this class
+    assert not table["Qwen3ForCausalLM"].converse and not table["GptOssForCausalLM"].converse
+
+
+# ----------------------------------------------------------------------------------------------
+# Chat records, label masking, batches
+# ----------------------------------------------------------------------------------------------
+
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Which level for tone?"},
+    {"role": "assistant", "content": "Level 1, prompt engineering."},
+    {"role": "user", "content": "And for weekly facts?"},
+    {"role": "assistant", "content": "Level 2, retrieval."},
+]
+
+
+def test_only_assistant_turns_and_their_end_markers_carry_labels() -> None:
+    tokenizer = train_tokenizer()
+    example = chat_data.encode(tokenizer, CONVERSATION, max_seq_len=512)
+    assert example is not None and len(example.labels) == len(example.input_ids)
+    learned = tokenizer.decode([t for t in example.labels if t != chat_data.IGNORE_INDEX])
+    assert learned == "Level 1, prompt engineering.<|im_end|>\nLevel 2, retrieval.<|im_end|>\n"
+    context = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels, strict=True) if label < 0])
+    assert "Which level for tone?" in context and "Level 1" not in context
+
+
+def test_a_tokenizer_without_template_gets_the_documented_fallback() -> None:
+    tokenizer = train_tokenizer(chat_template=None)
+    tokenizer.chat_template = chat_data.FALLBACK_CHAT_TEMPLATE
+    example = chat_data.encode(tokenizer, CONVERSATION[:3], max_seq_len=512)
+    assert example is not None
+    learned = tokenizer.decode([t for t in example.labels if t != chat_data.IGNORE_INDEX])
+    assert learned == "Level 1, prompt engineering.<|im_end|>\n"
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused() -> None:
+    tokenizer = train_tokenizer(
+        chat_template="{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    with pytest.raises(chat_data.DataError, match="pass --chat-template fallback"):
+        chat_data.encode(tokenizer, CONVERSATION, max_seq_len=512)
+
+
+def test_truncation_drops_conversations_without_a_target_left() -> None:
+    tokenizer = train_tokenizer()
+    kept = chat_data.encode_all(tokenizer, [CONVERSATION], max_seq_len=512)
+    assert kept.dropped == 0 and len(kept.examples) == 1
+    with pytest.raises(chat_data.DataError, match="no record keeps an assistant token within --max-seq-len 4"):
+        chat_data.encode_all(tokenizer, [CONVERSATION], max_seq_len=4)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "train.jsonl:2: not valid JSON"),
+        ('{"messages": []}', "train.jsonl:2: 'messages' must be a non-empty list"),
+        ('{"messages": [{"role": "bot", "content": "hi"}]}', "messages[0].role must be one of system, user, assistant"),
+        ('{"messages": [{"role": "user", "content": "hi"}]}', "holds no assistant message"),
+        ('{"messages": [{"role": "assistant", "content": "hi"}]}', "must start with a user message"),
+        ('{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}', "content must be"),
+        (
+            '{"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, '
+            '{"role": "assistant", "content": "a"}]}',
+            "messages[1]: a system message may only come first",
+        ),
+    ],
+)
+def test_bad_records_exit_2_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str
+) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text(SAMPLES.read_text().splitlines()[0] + "\n" + line + "\n")
+    assert sft_train.main(["--data", str(data)], env={}) == sft_train.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and message in captured.err and captured.out == ""
+
+
+def test_ranks_read_disjoint_examples_that_cover_the_epoch() -> None:
+    examples = [chat_data.Example(input_ids=[i + 1] * (i % 5 + 1), labels=[i + 1] * (i % 5 + 1)) for i in range(25)]
+    shards = [
+        chat_data.ShardedChatBatches(examples, batch_size=4, rank=r, world_size=2, seed=3, pad_id=0) for r in (0, 1)
+    ]
+    per_rank = [set(s.rank_indices(0)) for s in shards]
+    assert len(shards[0].rank_indices(0)) == len(shards[1].rank_indices(0)) == 13  # padded to an even split
+    assert len(per_rank[0] & per_rank[1]) <= 1 and per_rank[0] | per_rank[1] == set(range(25))
+    batch = shards[0].batch(0)
+    assert batch["input_ids"].shape[0] == 4
+    pad = batch["attention_mask"] == 0
+    assert (batch["labels"][pad] == chat_data.IGNORE_INDEX).all() and (batch["input_ids"][pad] == 0).all()
+    again = chat_data.ShardedChatBatches(examples, batch_size=4, rank=0, world_size=2, seed=3, pad_id=0)
+    assert torch.equal(again.batch(5)["input_ids"], shards[0].batch(5)["input_ids"])  # a pure function of step
+    assert shards[0].rank_indices(1) != shards[0].rank_indices(0)  # later epochs reshuffle
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments and environment
+# ----------------------------------------------------------------------------------------------
+
+
+def test_sagemaker_environment_maps_to_its_paths() -> None:
+    args = sft_train.build_parser().parse_args([])
+    sagemaker_env = {
+        "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
+        "SM_CHANNEL_MODEL": "/opt/ml/input/data/model",
+        "SM_MODEL_DIR": "/opt/ml/model",
+        "SM_TRAINING_ENV": "{}",
+    }
+    assert sft_train.resolve_paths(args, sagemaker_env) == sft_train.Paths(
+        data=Path("/opt/ml/input/data/train"),
+        base_model="/opt/ml/input/data/model",
+        checkpoint_dir=Path("/opt/ml/checkpoints"),
+        model_dir=Path("/opt/ml/model"),
+    )
+    without_model_channel = {k: v for k, v in sagemaker_env.items() if k != "SM_CHANNEL_MODEL"}
+    assert sft_train.resolve_paths(args, without_model_channel).base_model == sft_train.DEFAULT_BASE_MODEL
+    local = sft_train.resolve_paths(sft_train.build_parser().parse_args(["--data", "d", "--model", "m"]), {})
+    assert local == sft_train.Paths(Path("d"), "m", Path("checkpoints"), None)
+
+
+def test_default_base_model_is_an_architecture_custom_model_import_supports() -> None:
+    assert sft_train.DEFAULT_BASE_MODEL == "Qwen/Qwen2.5-0.5B-Instruct"  # Qwen2ForCausalLM, Apache-2.0
+    assert "Qwen2ForCausalLM" in import_check.SUPPORTED_ARCHITECTURES
+
+
+def test_hyperparameter_style_names_and_booleans_are_accepted() -> None:
+    args = sft_train.build_parser().parse_args(
+        ["--batch_size", "4", "--lora_r", "4", "--merge", "false", "--load_in_4bit", "False"]
+    )
+    assert (args.batch_size, args.lora_r, args.merge, args.load_in_4bit) == (4, 4, False, False)
+    with pytest.raises(SystemExit):
+        sft_train.build_parser().parse_args(["--merge", "maybe"])
+
+
+def test_torchrun_environment_is_read_and_checked() -> None:
+    assert sft_train.read_dist_env({}) == sft_train.DistEnv(rank=0, world_size=1, local_rank=0)
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
+    assert sft_train.read_dist_env(env) == sft_train.DistEnv(rank=3, world_size=4, local_rank=1)
+    with pytest.raises(sft_train.ConfigError, match="MASTER_ADDR and MASTER_PORT unset: launch with torchrun"):
+        sft_train.read_dist_env({"RANK": "0", "WORLD_SIZE": "2"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        (["--data", "/nonexistent/train.jsonl"], {}, "data path /nonexistent/train.jsonl does not exist"),
+        ([], {}, "no training data: pass --data PATH or set SM_CHANNEL_TRAIN"),
+        (["--data", str(SAMPLES), "--steps", "0"], {}, "--steps must be at least 1"),
+        (["--data", str(SAMPLES), "--lora-dropout", "1"], {}, "--lora-dropout must be in [0, 1)"),
+        (["--data", str(SAMPLES), "--lr", "-1"], {}, "--lr must be a positive number"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    capsys: pytest.CaptureFixture[str], extra: list[str], env: dict[str, str], message: str
+) -> None:
+    assert sft_train.main(extra, env=env) == sft_train.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and message in captured.err
+
+
+def test_qlora_without_bitsandbytes_is_refused_before_loading_anything(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes raises ImportError
+    assert sft_train.main(["--data", str(SAMPLES), "--load-in-4bit", "true"], env={}) == sft_train.EXIT_USAGE
+    assert "--load-in-4bit needs the bitsandbytes package" in capsys.readouterr().err
+
+
+def test_resuming_with_another_lora_shape_is_refused(
+    tiny_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tiny_args(tiny_base, "--steps", "2", "--checkpoint-dir", str(tmp_path / "ckpt"))
+    assert sft_train.main(base, env={}) == 0
+    assert [e["event"] for e in map(json.loads, capsys.readouterr().out.splitlines())][-1] == "done"
+    with pytest.raises(RuntimeError, match="use the same --model and LoRA arguments or another --checkpoint-dir"):
+        sft_train.main([*base, "--lora-r", "4", "--steps", "4"], env={})
+
+
+def test_gradient_checkpointing_trains_and_saves_the_adapter_without_merging(tiny_base: Path, tmp_path: Path) -> None:
+    argv = tiny_args(
+        tiny_base,
+        "--steps",
+        "2",
+        "--gradient-checkpointing",
+        "true",
+        "--merge",
+        "false",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--model-dir",
+        str(tmp_path / "out"),
+    )
+    assert sft_train.main(argv, env={}) == 0
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "out" / "merged").exists()

@@ -1,0 +1,603 @@
+"""LoRA supervised fine-tuning of an open-weights chat model, data-parallel, for Bedrock Custom Model Import.
+
+One program for every launcher:
+
+* single process:        ``python sft_train.py --data train.jsonl --model Qwen/Qwen2.5-0.5B-Instruct``
+* one node, N processes: ``torchrun --nproc_per_node N sft_train.py ...``
+* SageMaker training job: entry point ``sft_train.py`` with ``torch_distributed`` enabled (torchrun on
+  every instance), channels ``train`` (JSONL records) and optionally ``model`` (base weights copied to S3,
+  for jobs without internet access); see README.md.
+
+torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT select the process group (``nccl``
+on GPUs, else ``gloo``). Only the LoRA matrices train; the base weights stay frozen (optionally 4-bit with
+--load-in-4bit when bitsandbytes is installed: QLoRA). Loss is computed on assistant tokens only (see
+chat_data.py).
+
+Every run resumes from the newest checkpoint in the checkpoint directory (``/opt/ml/checkpoints`` on
+SageMaker, which the job's CheckpointConfig syncs to S3). ``--steps`` is the total number of optimizer
+steps to reach; the learning rate warms up linearly and then stays constant, so a resumed run matches an
+uninterrupted one step for step. At the end rank 0 saves the adapter and tokenizer to
+``<model dir>/adapter`` and, with --merge (the default), the merged model to ``<model dir>/merged`` and
+checks it against Custom Model Import's requirements (import_check.py): problems exit 3.
+
+Rank 0 prints one JSON object per line (events ``start``, ``resumed``, ``train``, ``checkpoint``,
+``adapter_saved``, ``merged``, ``import_check``, ``done``); errors in arguments or data print
+``error: ...`` to stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+import adapter_checkpoints  # noqa: E402
+import chat_data  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's default
+# Apache-2.0, not gated, Qwen2ForCausalLM (an architecture Custom Model Import supports), 32K context,
+# about 1 GB in bfloat16: the cheapest model to train, import and keep. See README.md for the choice.
+DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+EXIT_USAGE = 2
+EXIT_IMPORT_CHECK = 3
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+CHAT_TEMPLATES = ("auto", "model", "fallback")
+
+
+class ConfigError(ValueError):
+    """An argument or environment value the run cannot start with."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path
+    base_model: str
+    checkpoint_dir: Path
+    model_dir: Path | None
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _bool(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+
+    def add(flag: str, **kwargs: Any) -> None:
+        # SageMaker passes hyperparameters as --name value; accept snake_case names too.
+        names = [flag] + (["--" + flag[2:].replace("-", "_")] if "-" in flag[2:] else [])
+        parser.add_argument(*names, **kwargs)
+
+    add("--data", type=Path, default=None, help="JSONL file or directory (default: $SM_CHANNEL_TRAIN)")
+    add(
+        "--model",
+        default=None,
+        help=f"base model: Hub id or directory (default: $SM_CHANNEL_MODEL if set, else {DEFAULT_BASE_MODEL})",
+    )
+    add(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help=f"checkpoint directory (default: {SAGEMAKER_CHECKPOINT_DIR} on SageMaker, else ./checkpoints)",
+    )
+    add("--model-dir", type=Path, default=None, help="where adapter and merged model go (default: $SM_MODEL_DIR)")
+    add("--steps", type=int, default=200, help="total optimizer steps to reach (resumed runs count earlier steps)")
+    add("--batch-size", type=int, default=4, help="conversations per process per step")
+    add("--max-seq-len", type=int, default=1024, help="tokens per conversation; longer ones are truncated")
+    add("--lr", type=float, default=2e-4, help="peak learning rate (AdamW)")
+    add("--warmup-steps", type=int, default=10, help="linear warm-up steps, then a constant learning rate")
+    add("--weight-decay", type=float, default=0.0)
+    add("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 disables clipping")
+    add("--seed", type=int, default=1234)
+    add("--lora-r", type=int, default=16, help="LoRA rank")
+    add("--lora-alpha", type=float, default=32.0, help="LoRA scaling numerator (scale = alpha / r)")
+    add("--lora-dropout", type=float, default=0.05)
+    add(
+        "--target-modules",
+        default="all-linear",
+        help="comma-separated module names to adapt, or all-linear (every linear layer but the output head)",
+    )
+    add("--dtype", choices=DTYPES, default="auto", help="base weights dtype (auto: bfloat16 on GPUs, else float32)")
+    add("--load-in-4bit", type=_bool, default=False, help="QLoRA: 4-bit NF4 base weights (needs bitsandbytes, CUDA)")
+    add("--gradient-checkpointing", type=_bool, default=False, help="recompute activations to save GPU memory")
+    add("--chat-template", choices=CHAT_TEMPLATES, default="auto", help="auto: the model's, else the fallback")
+    add("--checkpoint-every", type=int, default=50, help="steps between checkpoints (the last step always saves)")
+    add("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
+    add("--log-every", type=int, default=10, help="steps between loss/throughput log lines")
+    add("--merge", type=_bool, default=True, help="merge the adapter into the base and check it for import")
+    add("--merge-dtype", choices=DTYPES, default="auto", help="merged weights dtype (auto: the base model's)")
+    return parser
+
+
+def on_sagemaker(env: Mapping[str, str]) -> bool:
+    """True inside a SageMaker training container (the training toolkit exports SM_* variables)."""
+    return "SM_TRAINING_ENV" in env or "SM_MODEL_DIR" in env
+
+
+def resolve_paths(args: argparse.Namespace, env: Mapping[str, str]) -> Paths:
+    """Arguments first, then SageMaker's environment, then local defaults."""
+    data = args.data or (Path(env["SM_CHANNEL_TRAIN"]) if env.get("SM_CHANNEL_TRAIN") else None)
+    if data is None:
+        raise ConfigError("no training data: pass --data PATH or set SM_CHANNEL_TRAIN")
+    base_model = args.model or env.get("SM_CHANNEL_MODEL") or DEFAULT_BASE_MODEL
+    if args.checkpoint_dir is not None:
+        checkpoint_dir = args.checkpoint_dir
+    elif on_sagemaker(env):
+        checkpoint_dir = Path(SAGEMAKER_CHECKPOINT_DIR)
+    else:
+        checkpoint_dir = Path("checkpoints")
+    model_dir = args.model_dir or (Path(env["SM_MODEL_DIR"]) if env.get("SM_MODEL_DIR") else None)
+    return Paths(data=data, base_model=base_model, checkpoint_dir=checkpoint_dir, model_dir=model_dir)
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    positive = (
+        "steps",
+        "batch_size",
+        "max_seq_len",
+        "checkpoint_every",
+        "log_every",
+        "keep_checkpoints",
+        "lora_r",
+    )
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ConfigError(f"--lr must be a positive number, got {args.lr}")
+    if args.warmup_steps < 0 or args.weight_decay < 0 or args.grad_clip < 0:
+        raise ConfigError("--warmup-steps, --weight-decay and --grad-clip must not be negative")
+    if not 0 <= args.lora_dropout < 1:
+        raise ConfigError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}")
+    if args.lora_alpha <= 0:
+        raise ConfigError(f"--lora-alpha must be positive, got {args.lora_alpha}")
+    if args.load_in_4bit:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("--load-in-4bit needs the bitsandbytes package (QLoRA); it is not installed") from None
+        if not torch.cuda.is_available():
+            raise ConfigError("--load-in-4bit needs a CUDA GPU")
+
+
+def read_dist_env(env: Mapping[str, str]) -> DistEnv:
+    """torchrun's process coordinates; a plain ``python sft_train.py`` is rank 0 of 1."""
+
+    def number(name: str, default: int) -> int:
+        raw = env.get(name, "")
+        if raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
+
+    world_size = number("WORLD_SIZE", 1)
+    rank = number("RANK", 0)
+    local_rank = number("LOCAL_RANK", 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world_size}")
+    if world_size > 1:
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
+        if missing:
+            raise ConfigError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} unset: launch with torchrun")
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def learning_rate(step: int, peak: float, warmup_steps: int) -> float:
+    """Linear warm-up to the peak, then constant: independent of --steps, so extending a run is exact."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    return peak
+
+
+class JsonLog:
+    """One JSON object per line on stdout, from rank 0 only."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        if self.enabled:
+            now = datetime.now(timezone.utc)  # noqa: UP017 - keep the training images' older Pythons working
+            record = {"event": event, "time": now.isoformat(timespec="milliseconds"), **fields}
+            print(json.dumps(record, default=str), flush=True)
+
+
+def load_tokenizer(base_model: str, choice: str) -> tuple[Any, str]:
+    """The base model's fast tokenizer with the chat template training uses, and which template that is."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model, token=os.environ.get("HF_TOKEN"))
+    if not tokenizer.is_fast:
+        raise ConfigError(f"{base_model} has no fast tokenizer (tokenizer.json): token offsets are needed")
+    if choice == "fallback" or (choice == "auto" and not tokenizer.chat_template):
+        tokenizer.chat_template = chat_data.FALLBACK_CHAT_TEMPLATE
+        used = "fallback"
+    elif not tokenizer.chat_template:
+        raise ConfigError(f"{base_model} has no chat template: pass --chat-template fallback")
+    else:
+        used = "model"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, used
+
+
+def _torch_dtype(name: str, use_cuda: bool) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float32
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
+
+
+def build_model(args: argparse.Namespace, base_model: str, device: torch.device, use_cuda: bool) -> Any:
+    """The base model with LoRA adapters; identical initial adapter weights on every rank (seeded)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    dtype = _torch_dtype(args.dtype, use_cuda)
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "token": os.environ.get("HF_TOKEN")}
+    if args.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
+    model.config.use_cache = False
+    if args.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+    elif args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    targets: str | list[str] = args.target_modules
+    if args.target_modules != "all-linear":
+        targets = [name.strip() for name in args.target_modules.split(",") if name.strip()]
+    lora = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(args.seed)  # LoRA A matrices are drawn here: the same on every rank
+    peft_model = get_peft_model(model, lora)
+    if not args.load_in_4bit:
+        peft_model.to(device)
+    return peft_model
+
+
+def fingerprint(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """What must match for a checkpoint to resume into this run."""
+    config = model.get_base_model().config
+    return {
+        "model_type": config.model_type,
+        "hidden_size": getattr(config, "hidden_size", None),
+        "num_hidden_layers": getattr(config, "num_hidden_layers", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "lora_r": args.lora_r,
+        "lora_alpha": args.lora_alpha,
+        "target_modules": args.target_modules,
+        "trainable": sorted(name for name, p in model.named_parameters() if p.requires_grad),
+    }
+
+
+def _rng_state(use_cuda: bool) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if use_cuda else None}
+
+
+def _gather_rng_states(denv: DistEnv, device: torch.device, use_cuda: bool) -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (LoRA dropout draws from it)."""
+    mine = _rng_state(use_cuda)
+    if not denv.distributed:
+        return [mine]
+    flat = torch.cat([mine["torch"], mine["cuda"]]) if use_cuda else mine["torch"]
+    flat = flat.to(device)
+    gathered = [torch.empty_like(flat) for _ in range(denv.world_size)]
+    dist.all_gather(gathered, flat)
+    size = mine["torch"].numel()
+    return [{"torch": g[:size].cpu(), "cuda": g[size:].cpu() if use_cuda else None} for g in gathered]
+
+
+def _broadcast_step(step: int | None, denv: DistEnv, device: torch.device) -> int | None:
+    """Rank 0's view of the newest checkpoint step, on every rank."""
+    if not denv.distributed:
+        return step
+    value = torch.tensor([-1 if step is None else step], dtype=torch.int64, device=device)
+    dist.broadcast(value, src=0)
+    received = int(value.item())
+    return None if received < 0 else received
+
+
+def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _replicas_in_sync(model: Any, denv: DistEnv, device: torch.device) -> bool:
+    """True when every rank holds the same adapter weights (what DDP promises)."""
+    if not denv.distributed:
+        return True
+    total = torch.zeros(1, dtype=torch.float64, device=device)
+    for param in model.parameters():
+        if param.requires_grad:
+            total += param.detach().double().abs().sum() + param.detach().double().sum() * 1e-3
+    gathered = [torch.empty_like(total) for _ in range(denv.world_size)]
+    dist.all_gather(gathered, total)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def train(args: argparse.Namespace, paths: Paths, denv: DistEnv) -> int:
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        torch.cuda.set_device(denv.local_rank)
+        device = torch.device("cuda", denv.local_rank)
+    else:
+        device = torch.device("cpu")
+    backend = "nccl" if use_cuda else "gloo"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if denv.distributed:
+        dist.init_process_group(backend=backend, rank=denv.rank, world_size=denv.world_size)
+    log = JsonLog(enabled=denv.rank == 0)
+    try:
+        return _train_loop(args, paths, denv, device, backend, use_cuda, log)
+    finally:
+        if denv.distributed:
+            dist.destroy_process_group()
+
+
+def _train_loop(
+    args: argparse.Namespace,
+    paths: Paths,
+    denv: DistEnv,
+    device: torch.device,
+    backend: str,
+    use_cuda: bool,
+    log: JsonLog,
+) -> int:
+    from torch.nn.parallel import DistributedDataParallel
+
+    tokenizer, template = load_tokenizer(paths.base_model, args.chat_template)
+    conversations = chat_data.load_conversations(paths.data)
+    data = chat_data.encode_all(tokenizer, conversations, args.max_seq_len)
+    model = build_model(args, paths.base_model, device, use_cuda)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    net: torch.nn.Module = model
+    if denv.distributed:
+        net = DistributedDataParallel(model, device_ids=[denv.local_rank] if use_cuda else None)
+    # Per-rank stream for LoRA dropout; data order does not depend on it (see chat_data).
+    torch.manual_seed(args.seed + 7919 * (denv.rank + 1))
+    batches = chat_data.ShardedChatBatches(
+        data.examples,
+        batch_size=args.batch_size,
+        rank=denv.rank,
+        world_size=denv.world_size,
+        seed=args.seed,
+        pad_id=int(tokenizer.pad_token_id),
+    )
+    prints = fingerprint(args, model)
+    start_step = _resume(paths.checkpoint_dir, model, optimizer, prints, denv, device, use_cuda, log)
+    log(
+        "start",
+        start_step=start_step,
+        target_steps=args.steps,
+        world_size=denv.world_size,
+        backend=backend,
+        device=str(device),
+        base_model=paths.base_model,
+        chat_template=template,
+        trainable_parameters=sum(p.numel() for p in trainable),
+        total_parameters=sum(p.numel() for p in model.parameters()),
+        conversations=len(conversations),
+        examples=len(data.examples),
+        dropped_by_max_seq_len=data.dropped,
+        tokens=data.tokens,
+        target_tokens=data.target_tokens,
+        steps_per_epoch=batches.steps_per_epoch,
+        data=str(paths.data),
+        checkpoint_dir=str(paths.checkpoint_dir),
+        model_dir=str(paths.model_dir) if paths.model_dir else None,
+    )
+
+    net.train()
+    window_start = time.perf_counter()
+    window_tokens = torch.zeros(1, dtype=torch.float64, device=device)
+    for step in range(start_step, args.steps):
+        lr = learning_rate(step, args.lr, args.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {name: tensor.to(device, non_blocking=True) for name, tensor in batches.batch(step).items()}
+        loss = net(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, args.grad_clip)
+        optimizer.step()
+        done = step + 1
+        window_tokens += batch["attention_mask"].sum()
+
+        if done % args.log_every == 0 or done == args.steps:
+            stats = torch.cat([loss.detach().double().reshape(1), window_tokens])
+            if denv.distributed:
+                dist.all_reduce(stats)
+            if use_cuda:
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - window_start
+            log(
+                "train",
+                step=done,
+                loss=float(stats[0].item()) / denv.world_size,
+                lr=lr,
+                epoch=batches.epoch_of(step),
+                tokens=int(stats[1].item()),
+                tokens_per_s=round(float(stats[1].item()) / elapsed, 1) if elapsed > 0 else None,
+            )
+            window_start = time.perf_counter()
+            window_tokens.zero_()
+
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            _checkpoint(paths.checkpoint_dir, done, model, optimizer, prints, args, denv, device, use_cuda, log)
+
+    final_step = max(start_step, args.steps)
+    in_sync = _replicas_in_sync(model, denv, device)
+    code = 0
+    if paths.model_dir is not None and denv.rank == 0:
+        code = _save_outputs(args, paths, model, tokenizer, log, final_step)
+    if denv.distributed:
+        dist.barrier()
+    log("done", step=final_step, replicas_in_sync=in_sync, exit_code=code)
+    return code
+
+
+def _save_outputs(args: argparse.Namespace, paths: Paths, model: Any, tokenizer: Any, log: JsonLog, step: int) -> int:
+    import import_check
+    import merge_adapter
+
+    assert paths.model_dir is not None
+    adapter_dir = paths.model_dir / "adapter"
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    log("adapter_saved", path=str(adapter_dir), step=step)
+    if not args.merge:
+        return 0
+    merged_dir = paths.model_dir / "merged"
+    merge_adapter.merge(
+        paths.base_model, adapter_dir, merged_dir, dtype=args.merge_dtype, token=os.environ.get("HF_TOKEN")
+    )
+    log("merged", path=str(merged_dir), files=sorted(p.name for p in merged_dir.iterdir()))
+    problems = import_check.check(merged_dir, region=os.environ.get("AWS_REGION"))
+    log("import_check", ok=not problems, problems=[str(p) for p in problems])
+    return EXIT_IMPORT_CHECK if problems else 0
+
+
+def _resume(
+    directory: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    prints: dict[str, Any],
+    denv: DistEnv,
+    device: torch.device,
+    use_cuda: bool,
+    log: JsonLog,
+) -> int:
+    """Load the newest checkpoint that rank 0 sees (if any) on every rank; return its step."""
+    step = _broadcast_step(adapter_checkpoints.latest_step(directory) if denv.rank == 0 else None, denv, device)
+    if step is None:
+        return 0
+    path = adapter_checkpoints.checkpoint_path(directory, step)
+    if not path.is_file():
+        raise RuntimeError(
+            f"rank {denv.rank} cannot read {path}, the checkpoint rank 0 resumes from: every node needs the same "
+            "checkpoint directory (SageMaker's checkpoint sync restores it on every instance)"
+        )
+    state = adapter_checkpoints.load(path)
+    if state.get("fingerprint") != prints:
+        raise RuntimeError(
+            f"checkpoint {path} was written for another model or LoRA setup: use the same --model and LoRA "
+            "arguments or another --checkpoint-dir"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state["adapter"].items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    optimizer.load_state_dict(state["optimizer"])
+    rng_states = state.get("rng") or []
+    if len(rng_states) == denv.world_size:
+        torch.set_rng_state(rng_states[denv.rank]["torch"])
+        if use_cuda and rng_states[denv.rank].get("cuda") is not None:
+            torch.cuda.set_rng_state(rng_states[denv.rank]["cuda"])
+    else:
+        torch.manual_seed(state.get("seed", 0) + step + denv.rank)
+    log(
+        "resumed",
+        step=step,
+        checkpoint=str(path),
+        saved_world_size=state.get("world_size"),
+        world_size=denv.world_size,
+        note=None if state.get("world_size") == denv.world_size else "world size changed: data order differs",
+    )
+    return int(step)
+
+
+def _checkpoint(
+    directory: Path,
+    step: int,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    prints: dict[str, Any],
+    args: argparse.Namespace,
+    denv: DistEnv,
+    device: torch.device,
+    use_cuda: bool,
+    log: JsonLog,
+) -> None:
+    rng = _gather_rng_states(denv, device, use_cuda)  # collective: every rank takes part
+    if denv.rank == 0:
+        state = {
+            "step": step,
+            "adapter": _trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "fingerprint": prints,
+            "rng": rng,
+            "seed": args.seed,
+            "world_size": denv.world_size,
+        }
+        path = adapter_checkpoints.save_atomic(state, directory, step, keep=args.keep_checkpoints)
+        log("checkpoint", step=step, path=str(path))
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    try:
+        validate_args(args)
+        paths = resolve_paths(args, env)
+        denv = read_dist_env(env)
+        # Fail on bad records before any model download or process group.
+        chat_data.load_conversations(paths.data)
+    except (ConfigError, chat_data.DataError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    try:
+        return train(args, paths, denv)
+    except (ConfigError, chat_data.DataError) as err:  # tokenizer or template problems found after loading
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
