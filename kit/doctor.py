@@ -1,11 +1,13 @@
 """``kit doctor``: is this account and region ready for the kit? One row per check, OK or FIX with what to do.
 
-Checks: credentials (STS GetCallerIdentity), the region against the kit config, the CDK bootstrap version against
-what the synthesized templates require, Bedrock model access for the text and embedding models, whether the
-fine-tuning base model can be customized in the region, and the account quotas the configured deploy needs:
-unreserved Lambda concurrency, the Bedrock customization-job quota (and the Provisioned Throughput model units
-with ``ft_deploy=provisioned``), and the SageMaker training-job and HyperPod instance quotas of Level 4. Each quota
-row names the Service Quotas quota (name and code) and how to raise it.
+The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK
+bootstrap version against what the synthesized templates require, Bedrock model access for the text model (a
+kit-wide setting Levels 1 and 2 share), unreserved Lambda concurrency (every level's functions), the quota book
+and its rows, and running and rendering the checks. Each level's own checks live in that level's module
+(``doctor_rows`` and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table
+order in ``parts()``: the embedding model (Level 2); customization, the customization-job quota and Provisioned
+Throughput model units (Level 3); SageMaker training-job and HyperPod instance quotas (Level 4). Each quota row
+names the Service Quotas quota (name and code) and how to raise it.
 
 Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why), 1 when something needs
 fixing, 2 on a usage or configuration error.
@@ -41,15 +43,7 @@ LAMBDA_MIN_UNRESERVED = 100
 LAMBDA_DEFAULT_CONCURRENCY = 1000
 # The Service Quotas name (service code "lambda"); its quota code is read at run time.
 LAMBDA_CONCURRENCY_QUOTA = "Concurrent executions"
-# Level 3's no-commitment Provisioned Throughput (stacks/level3_finetune/pipeline.py) buys 1 model unit. Units must be
-# granted before a purchase (https://docs.aws.amazon.com/bedrock/latest/userguide/prov-thru-purchase.html); for a
-# custom model they count against this Bedrock quota (listed at https://docs.aws.amazon.com/general/latest/gr/bedrock.html).
-PT_MODEL_UNITS_QUOTA = "Model units no-commitment Provisioned Throughputs across custom models"
-PT_MODEL_UNITS = 1
-# The kit starts one Bedrock customization job per state-machine execution.
-CUSTOMIZATION_JOBS_NEEDED = 1
-# SageMaker instance quotas: "<type> for training job usage", "<type> for spot training job usage",
-# "<type> for cluster usage" (https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker).
+# The services whose quotas the doctor reads, as the Service Quotas console names them.
 SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
 
 
@@ -64,7 +58,7 @@ def _fix_from(exc: BaseException, name: str, action: str, region: str) -> Check:
     return Check(name, FIX, aws.explain(exc, action, region) or f"{action} failed: {exc}")
 
 
-def _guarded(name: str, action: str, region: str, run: Callable[[], Check]) -> Check:
+def guarded(name: str, action: str, region: str, run: Callable[[], Check]) -> Check:
     """Run one check; an AWS error it does not handle itself becomes its FIX row."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -125,6 +119,17 @@ class DeployNeeds:
     functions: int  # Lambda functions across the configured stacks
     reserved: int  # concurrency their templates reserve (ReservedConcurrentExecutions)
     bootstrap: Mapping[str, int]  # SSM parameter /cdk-bootstrap/<qualifier>/version -> lowest version accepted
+
+
+@dataclass(frozen=True)
+class NotSynthesized:
+    """The app could not be synthesized: the checks that read the templates are SKIP rows saying why."""
+
+    reason: str
+
+
+# What a check gets to know about the configured deploy.
+Needs = DeployNeeds | NotSynthesized
 
 
 def _refused_bootstrap_versions(node: Any) -> list[int]:
@@ -240,7 +245,7 @@ def check_bootstrap(target: Target, account: str, needs: DeployNeeds) -> Check:
             found.append(f"version {value} ({parameter}; the templates require {required} or later)")
         return Check(name, OK, f"{region}: " + ", ".join(found))
 
-    return _guarded(name, "reading the CDK bootstrap version", region, run)
+    return guarded(name, "reading the CDK bootstrap version", region, run)
 
 
 def has_operation(client: Any, operation: str) -> bool:
@@ -270,7 +275,7 @@ def check_model_access(target: Target, model_id: str, label: str) -> Check:
                 return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there")
             raise
 
-    return _guarded(name, f"checking access to {model_id}", region, run)
+    return guarded(name, f"checking access to {model_id}", region, run)
 
 
 def _availability(name: str, model_id: str, region: str, answer: Mapping[str, Any]) -> Check:
@@ -297,51 +302,20 @@ def _listed_and_readable(name: str, model_id: str, region: str, bedrock: Any) ->
     return Check(name, OK, f"{model_id} is offered in {region} and readable (upgrade botocore for a full check)")
 
 
-def check_customization(target: Target) -> Check:
-    """The configured base model is offered for the configured customization type in the region."""
-    from botocore.exceptions import ClientError
-
-    ft = target.config.finetune
-    name = f"Customization: {ft.base_model_id}"
-
-    def run() -> Check:
-        try:
-            answer = target.client("bedrock").list_foundation_models(byCustomizationType=ft.customization_type)
-        except ClientError as exc:
-            if aws.is_access_denied(exc):
-                return Check(
-                    name, FIX, f"may not list Bedrock models (bedrock:ListFoundationModels): {MODEL_ACCESS_FIX}"
-                )
-            raise
-        offered = {str(m["modelId"]) for m in answer["modelSummaries"]}
-        if ft.base_model_id in offered or ft.foundation_model_id in offered:
-            return Check(name, OK, f"{ft.customization_type} is offered for it in {target.region}")
-        return Check(
-            name,
-            FIX,
-            f"{ft.customization_type} of {ft.foundation_model_id} is not offered in {target.region}: "
-            "set ft_base_model_id to a model customizable there (or change region)",
-        )
-
-    return _guarded(name, "listing customizable models", target.region, run)
+def _text_model_label(target: Target) -> str:
+    text = target.config.text_model
+    profile = f" (via {text.model_id})" if text.is_inference_profile else ""
+    return f"{text.foundation_model_id}{profile}"
 
 
-def quota_needs(target: Target) -> dict[str, int]:
-    """SageMaker quota name -> instances the configuration needs (at least 1 to use the type at all)."""
-    settings = target.config.pretrain
-    usage = "spot training job usage" if settings.job_spot else "training job usage"
-    needs = {f"{settings.job_instance_type} for {usage}": max(settings.job_instance_count, 1)}
-    cluster: dict[str, int] = {}
-    for group in settings.groups:
-        cluster[group.instance_type] = cluster.get(group.instance_type, 0) + group.count
-    for instance_type, count in cluster.items():
-        needs[f"{instance_type} for cluster usage"] = max(count, 1)
-    return needs
+def text_model_rows(target: Target) -> list[str]:
+    return [f"Model access: {_text_model_label(target)}"]
 
 
-def bedrock_quota_needs(target: Target) -> dict[str, int]:
-    """Bedrock quotas known by name -> what the configuration needs (model units with ft_deploy=provisioned)."""
-    return {PT_MODEL_UNITS_QUOTA: PT_MODEL_UNITS} if target.config.finetune.deploy == "provisioned" else {}
+def text_model_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+    """The text model is a kit-wide setting (Levels 1 and 2 both generate with it): checked once, here."""
+    model_id = target.config.text_model.foundation_model_id
+    return [check_model_access(target, model_id, _text_model_label(target))]
 
 
 class QuotaBook:
@@ -398,7 +372,7 @@ class QuotaBook:
         return [merged[key] for key in sorted(merged) if wanted(key)]
 
 
-def _quota_unreadable(exc: BaseException, service: str, region: str) -> str:
+def quota_unreadable(exc: BaseException, service: str, region: str) -> str:
     if aws.is_access_denied(exc):
         return (
             "may not read service quotas (servicequotas:ListServiceQuotas): check them in the console, "
@@ -407,7 +381,7 @@ def _quota_unreadable(exc: BaseException, service: str, region: str) -> str:
     return aws.explain(exc, f"listing {SERVICE_LABELS[service]} quotas", region) or str(exc)
 
 
-def _increase(service: str, quota: str, code: str, desired: float, region: str) -> str:
+def increase(service: str, quota: str, code: str, desired: float, region: str) -> str:
     """How to ask for more: the console path and the CLI request."""
     return (
         f"request it in Service Quotas > {SERVICE_LABELS[service]} > {quota!r} (aws service-quotas "
@@ -416,88 +390,37 @@ def _increase(service: str, quota: str, code: str, desired: float, region: str) 
     )
 
 
-def _quota_rows(target: Target, book: QuotaBook, service: str, needs: Mapping[str, int]) -> list[Check]:
-    """One row per quota in ``needs`` (quota name -> the value the config needs); below the need is FIX."""
+def quota_rows(
+    target: Target,
+    book: QuotaBook,
+    service: str,
+    needs: Mapping[str, int],
+    absent: str = "check Service Quotas",
+) -> list[Check]:
+    """One row per quota in ``needs`` (quota name -> the value the config needs); below the need is FIX, and a
+    quota the region does not list is FIX with ``absent`` as what to do."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     region = target.region
     try:
         book.applied(service)
     except (BotoCoreError, ClientError) as exc:
-        return [Check(f"Quota: {quota}", FIX, _quota_unreadable(exc, service, region)) for quota in needs]
+        return [Check(f"Quota: {quota}", FIX, quota_unreadable(exc, service, region)) for quota in needs]
     rows = []
     for quota, needed in needs.items():
         name = f"Quota: {quota}"
         found = book.find(service, quota)
         if found is None:
-            where = "the type may not be offered here" if service == "sagemaker" else "check Service Quotas"
             label = SERVICE_LABELS[service].removeprefix("Amazon ").removeprefix("AWS ")
-            rows.append(Check(name, FIX, f"no {label} quota named {quota!r} in {region}: {where}"))
+            rows.append(Check(name, FIX, f"no {label} quota named {quota!r} in {region}: {absent}"))
             continue
         _, value, code = found
         if value >= needed:
             rows.append(Check(name, OK, f"{value:g} (the config needs {needed}; quota code {code})"))
             continue
-        detail = f"{value:g}, the config needs {needed}: {_increase(service, quota, code, needed, region)}"
+        detail = f"{value:g}, the config needs {needed}: {increase(service, quota, code, needed, region)}"
         rows.append(Check(name, FIX, detail))
     return rows
-
-
-def check_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
-    """One row per quota the Level 4 instance types need; a value below the need is FIX with how to ask."""
-    return _quota_rows(target, book or QuotaBook(target), "sagemaker", quota_needs(target))
-
-
-def _is_customization_jobs_quota(name: str) -> bool:
-    """A Bedrock quota on how many model customization jobs may run (or wait) at once.
-
-    Bedrock limits concurrent customization jobs per account, but its quota table
-    (https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock) is the reference for the exact
-    names, which vary by job kind: the quota is found by what its name says, not by a hard-coded name or code.
-    Distillation and reinforcement fine-tuning jobs have their own quotas; the kit runs neither.
-    """
-    if "customization job" not in name or any(word in name for word in ("record", "distillation", "reinforcement")):
-        return False
-    return any(word in name for word in ("concurrent", "in progress", "in-progress", "scheduled", "submitted"))
-
-
-CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
-
-
-def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
-    """The Bedrock quota on customization jobs at once must admit the kit's job."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    name = CUSTOMIZATION_JOBS_ROW
-    region = target.region
-    try:
-        quotas = book.matching("bedrock", _is_customization_jobs_quota)
-    except (BotoCoreError, ClientError) as exc:
-        return Check(name, FIX, _quota_unreadable(exc, "bedrock", region))
-    if not quotas:
-        return Check(
-            name,
-            SKIP,
-            f"Service Quotas lists no Bedrock quota on concurrent model customization jobs in {region}: "
-            "look it up in Service Quotas > Amazon Bedrock (jobs already running count against it)",
-        )
-    low = [(quota, value, code) for quota, value, code in quotas if value < CUSTOMIZATION_JOBS_NEEDED]
-    if low:
-        quota, value, code = low[0]
-        detail = f"{quota!r} ({code}) is {value:g}, the kit runs {CUSTOMIZATION_JOBS_NEEDED} job at a time: "
-        return Check(name, FIX, detail + _increase("bedrock", quota, code, CUSTOMIZATION_JOBS_NEEDED, region))
-    shown = "; ".join(f"{quota!r} ({code}) = {value:g}" for quota, value, code in quotas)
-    return Check(
-        name,
-        OK,
-        f"{shown} (the kit runs {CUSTOMIZATION_JOBS_NEEDED} job per execution; jobs already running count against it)",
-    )
-
-
-def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
-    """The customization-job quota, and with ft_deploy=provisioned the model units for a custom model."""
-    book = book or QuotaBook(target)
-    return [check_customization_jobs(target, book), *_quota_rows(target, book, "bedrock", bedrock_quota_needs(target))]
 
 
 LAMBDA_ROW = f"Quota: Lambda {LAMBDA_CONCURRENCY_QUOTA.lower()}"
@@ -547,7 +470,7 @@ def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook
         except (BotoCoreError, ClientError) as exc:
             how = (
                 f"request an increase of Service Quotas > AWS Lambda > {LAMBDA_CONCURRENCY_QUOTA!r} to {wanted} "
-                f"(its quota code could not be read: {_quota_unreadable(exc, 'lambda', region)})"
+                f"(its quota code could not be read: {quota_unreadable(exc, 'lambda', region)})"
             )
         else:
             if found is None:
@@ -556,26 +479,40 @@ def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook
                     f"(no quota of that name is listed in {region})"
                 )
             else:
-                how = _increase("lambda", found[0], found[2], wanted, region)
+                how = increase("lambda", found[0], found[2], wanted, region)
         return Check(name, FIX, f"{summary}{level}: {problem}; {how}")
 
-    return _guarded(name, "reading the Lambda account settings", region, run)
+    return guarded(name, "reading the Lambda account settings", region, run)
 
 
-def _skipped_names(target: Target) -> list[str]:
-    config = target.config
-    text = config.text_model
-    profile = f" (via {text.model_id})" if text.is_inference_profile else ""
-    return [
-        "CDK bootstrap",
-        f"Model access: {text.foundation_model_id}{profile}",
-        f"Model access: {config.rag.embedding_model_id}",
-        f"Customization: {config.finetune.base_model_id}",
-        CUSTOMIZATION_JOBS_ROW,
-        *(f"Quota: {quota}" for quota in bedrock_quota_needs(target)),
-        LAMBDA_ROW,
-        *(f"Quota: {quota}" for quota in quota_needs(target)),
-    ]
+def lambda_rows(target: Target) -> list[str]:
+    return [LAMBDA_ROW]
+
+
+def lambda_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+    """Kit-wide: the functions of every level share the account's unreserved concurrency."""
+    if isinstance(needs, NotSynthesized):
+        return [Check(LAMBDA_ROW, SKIP, needs.reason)]
+    return [check_lambda_concurrency(target, needs, book)]
+
+
+RowNames = Callable[[Target], list[str]]
+RunChecks = Callable[[Target, QuotaBook, Needs], list[Check]]
+
+
+def parts() -> tuple[tuple[RowNames, RunChecks], ...]:
+    """Every check after credentials, region and bootstrap, in the order of the table: for each part, the names of
+    its rows (the SKIP rows when nothing can be checked) and the checks that make them. A level's own checks live
+    in its module (imported here, not at the top: each level module imports this one's parts)."""
+    from kit import level2_rag, level3_finetune, level4_pretrain
+
+    return (
+        (text_model_rows, text_model_checks),  # kit-wide: the text model of Levels 1 and 2
+        (level2_rag.doctor_rows, level2_rag.doctor_checks),
+        (level3_finetune.doctor_rows, level3_finetune.doctor_checks),
+        (lambda_rows, lambda_checks),  # kit-wide: every level's functions
+        (level4_pretrain.doctor_rows, level4_pretrain.doctor_checks),
+    )
 
 
 def run_checks(target: Target, synthesize: Callable[[Target], DeployNeeds] | None = None) -> list[Check]:
@@ -585,25 +522,22 @@ def run_checks(target: Target, synthesize: Callable[[Target], DeployNeeds] | Non
     """
     credentials, account = check_credentials(target)
     checks = [credentials, check_region(target)]
-    config = target.config
-    text = config.text_model
-    profile = f" (via {text.model_id})" if text.is_inference_profile else ""
+    registered = parts()
     if account is None:
-        return checks + [Check(name, SKIP, "needs working credentials") for name in _skipped_names(target)]
-    needs: DeployNeeds | None = None
-    why_not = ""
+        names = ["CDK bootstrap", *(name for rows, _ in registered for name in rows(target))]
+        return checks + [Check(name, SKIP, "needs working credentials") for name in names]
+    needs: Needs
     try:
         needs = (synthesize or synthesized_needs)(target)
     except Exception as exc:  # any synthesis failure (jsii, node, a template) becomes SKIP rows with its reason
-        why_not = f"cannot synthesize the app to read what it needs: {exc}"
-    checks.append(check_bootstrap(target, account, needs) if needs else Check("CDK bootstrap", SKIP, why_not))
-    checks.append(check_model_access(target, text.foundation_model_id, f"{text.foundation_model_id}{profile}"))
-    checks.append(check_model_access(target, config.rag.embedding_model_id, config.rag.embedding_model_id))
-    checks.append(check_customization(target))
+        needs = NotSynthesized(f"cannot synthesize the app to read what it needs: {exc}")
+    if isinstance(needs, NotSynthesized):
+        checks.append(Check("CDK bootstrap", SKIP, needs.reason))
+    else:
+        checks.append(check_bootstrap(target, account, needs))
     book = QuotaBook(target)
-    checks.extend(check_bedrock_quotas(target, book))
-    checks.append(check_lambda_concurrency(target, needs, book) if needs else Check(LAMBDA_ROW, SKIP, why_not))
-    checks.extend(check_quotas(target, book))
+    for _, run in registered:
+        checks.extend(run(target, book, needs))
     return checks
 
 

@@ -1,5 +1,6 @@
 """Level 2, RAG: ``kit l2 …`` uploads documents to the knowledge base's bucket, shows and follows the ingestion
-pipeline, and asks the GenAiKit-2-Rag API (SigV4-signed)."""
+pipeline, and asks the GenAiKit-2-Rag API (SigV4-signed). Its ``kit doctor`` check: access to the embedding
+model."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rich.text import Text
 
 from kit import aws
 from kit.aws import KitError, KitUsageError, Target
+from kit.doctor import Check, Needs, QuotaBook, check_model_access
 from kit.operator import (
     call_api,
     cell,
@@ -320,3 +322,16 @@ def retrieve(query: str, results: int | None, filter_json: str | None, as_json: 
             cell(compact(item.get("text") or "", 200)),
         )
     console().print(table)
+
+
+# --- kit doctor ---------------------------------------------------------------------------------------------
+
+
+def doctor_rows(target: Target) -> list[str]:
+    return [f"Model access: {target.config.rag.embedding_model_id}"]
+
+
+def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+    """The knowledge base embeds with this model: the account must have access to it in the region."""
+    model_id = target.config.rag.embedding_model_id
+    return [check_model_access(target, model_id, model_id)]

@@ -1,5 +1,7 @@
 """Level 3, fine-tuning: ``kit l3 …`` validates training data offline with the pipeline's own validator,
-starts the GenAiKit-3-FineTune state machine (uploading the data first if asked) and follows an execution."""
+starts the GenAiKit-3-FineTune state machine (uploading the data first if asked) and follows an execution. Its
+``kit doctor`` checks: the base model can be customized in the region, the Bedrock quota on customization jobs
+at once, and (with ft_deploy=provisioned) the Provisioned Throughput model units."""
 
 from __future__ import annotations
 
@@ -13,7 +15,20 @@ from rich.text import Text
 
 from finetune_validate.formats import CUSTOMIZATION_TYPES
 from kit import aws
-from kit.aws import KitError, KitUsageError
+from kit.aws import KitError, KitUsageError, Target
+from kit.doctor import (
+    FIX,
+    MODEL_ACCESS_FIX,
+    OK,
+    SKIP,
+    Check,
+    Needs,
+    QuotaBook,
+    guarded,
+    increase,
+    quota_rows,
+    quota_unreadable,
+)
 from kit.operator import (
     console,
     current_target,
@@ -221,3 +236,110 @@ def status(execution: str | None, wait: bool, timeout: int, poll_seconds: float)
         poll_seconds=poll_seconds,
         start_hint="kit l3 start --upload FILE",
     )
+
+
+# --- kit doctor ---------------------------------------------------------------------------------------------
+
+# The no-commitment Provisioned Throughput (stacks/level3_finetune/pipeline.py) buys 1 model unit. Units must be
+# granted before a purchase (https://docs.aws.amazon.com/bedrock/latest/userguide/prov-thru-purchase.html); for a
+# custom model they count against this Bedrock quota (listed at https://docs.aws.amazon.com/general/latest/gr/bedrock.html).
+PT_MODEL_UNITS_QUOTA = "Model units no-commitment Provisioned Throughputs across custom models"
+PT_MODEL_UNITS = 1
+# The kit starts one Bedrock customization job per state-machine execution.
+CUSTOMIZATION_JOBS_NEEDED = 1
+CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
+
+
+def check_customization(target: Target) -> Check:
+    """The configured base model is offered for the configured customization type in the region."""
+    from botocore.exceptions import ClientError
+
+    ft = target.config.finetune
+    name = f"Customization: {ft.base_model_id}"
+
+    def run() -> Check:
+        try:
+            answer = target.client("bedrock").list_foundation_models(byCustomizationType=ft.customization_type)
+        except ClientError as exc:
+            if aws.is_access_denied(exc):
+                return Check(
+                    name, FIX, f"may not list Bedrock models (bedrock:ListFoundationModels): {MODEL_ACCESS_FIX}"
+                )
+            raise
+        offered = {str(m["modelId"]) for m in answer["modelSummaries"]}
+        if ft.base_model_id in offered or ft.foundation_model_id in offered:
+            return Check(name, OK, f"{ft.customization_type} is offered for it in {target.region}")
+        return Check(
+            name,
+            FIX,
+            f"{ft.customization_type} of {ft.foundation_model_id} is not offered in {target.region}: "
+            "set ft_base_model_id to a model customizable there (or change region)",
+        )
+
+    return guarded(name, "listing customizable models", target.region, run)
+
+
+def bedrock_quota_needs(target: Target) -> dict[str, int]:
+    """Bedrock quotas known by name -> what the configuration needs (model units with ft_deploy=provisioned)."""
+    return {PT_MODEL_UNITS_QUOTA: PT_MODEL_UNITS} if target.config.finetune.deploy == "provisioned" else {}
+
+
+def _is_customization_jobs_quota(name: str) -> bool:
+    """A Bedrock quota on how many model customization jobs may run (or wait) at once.
+
+    Bedrock limits concurrent customization jobs per account, but its quota table
+    (https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock) is the reference for the exact
+    names, which vary by job kind: the quota is found by what its name says, not by a hard-coded name or code.
+    Distillation and reinforcement fine-tuning jobs have their own quotas; the kit runs neither.
+    """
+    if "customization job" not in name or any(word in name for word in ("record", "distillation", "reinforcement")):
+        return False
+    return any(word in name for word in ("concurrent", "in progress", "in-progress", "scheduled", "submitted"))
+
+
+def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
+    """The Bedrock quota on customization jobs at once must admit the kit's job."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = CUSTOMIZATION_JOBS_ROW
+    region = target.region
+    try:
+        quotas = book.matching("bedrock", _is_customization_jobs_quota)
+    except (BotoCoreError, ClientError) as exc:
+        return Check(name, FIX, quota_unreadable(exc, "bedrock", region))
+    if not quotas:
+        return Check(
+            name,
+            SKIP,
+            f"Service Quotas lists no Bedrock quota on concurrent model customization jobs in {region}: "
+            "look it up in Service Quotas > Amazon Bedrock (jobs already running count against it)",
+        )
+    low = [(quota, value, code) for quota, value, code in quotas if value < CUSTOMIZATION_JOBS_NEEDED]
+    if low:
+        quota, value, code = low[0]
+        detail = f"{quota!r} ({code}) is {value:g}, the kit runs {CUSTOMIZATION_JOBS_NEEDED} job at a time: "
+        return Check(name, FIX, detail + increase("bedrock", quota, code, CUSTOMIZATION_JOBS_NEEDED, region))
+    shown = "; ".join(f"{quota!r} ({code}) = {value:g}" for quota, value, code in quotas)
+    return Check(
+        name,
+        OK,
+        f"{shown} (the kit runs {CUSTOMIZATION_JOBS_NEEDED} job per execution; jobs already running count against it)",
+    )
+
+
+def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
+    """The customization-job quota, and with ft_deploy=provisioned the model units for a custom model."""
+    book = book or QuotaBook(target)
+    return [check_customization_jobs(target, book), *quota_rows(target, book, "bedrock", bedrock_quota_needs(target))]
+
+
+def doctor_rows(target: Target) -> list[str]:
+    return [
+        f"Customization: {target.config.finetune.base_model_id}",
+        CUSTOMIZATION_JOBS_ROW,
+        *(f"Quota: {quota}" for quota in bedrock_quota_needs(target)),
+    ]
+
+
+def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+    return [check_customization(target), *check_bedrock_quotas(target, book)]

@@ -1,5 +1,6 @@
 """Level 4, pre-training: ``kit l4 …`` submits a multi-node training job through the GenAiKit-4-Pretrain-Jobs
-state machine and follows it, or shows the HyperPod cluster of GenAiKit-4-Pretrain-Cluster."""
+state machine and follows it, or shows the HyperPod cluster of GenAiKit-4-Pretrain-Cluster. Its ``kit doctor``
+checks: the SageMaker training-job and HyperPod instance quotas the configuration needs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from kit import aws
-from kit.aws import KitError, KitUsageError, StackNotDeployed
+from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
+from kit.doctor import Check, Needs, QuotaBook, quota_rows
 from kit.operator import (
     cell,
     console,
@@ -257,3 +259,35 @@ def cluster() -> None:
             style="dim",
         )
     )
+
+
+# --- kit doctor ---------------------------------------------------------------------------------------------
+# SageMaker instance quotas: "<type> for training job usage", "<type> for spot training job usage",
+# "<type> for cluster usage" (https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker).
+
+
+def quota_needs(target: Target) -> dict[str, int]:
+    """SageMaker quota name -> instances the configuration needs (at least 1 to use the type at all)."""
+    settings = target.config.pretrain
+    usage = "spot training job usage" if settings.job_spot else "training job usage"
+    needs = {f"{settings.job_instance_type} for {usage}": max(settings.job_instance_count, 1)}
+    cluster: dict[str, int] = {}
+    for group in settings.groups:
+        cluster[group.instance_type] = cluster.get(group.instance_type, 0) + group.count
+    for instance_type, count in cluster.items():
+        needs[f"{instance_type} for cluster usage"] = max(count, 1)
+    return needs
+
+
+def check_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
+    """One row per quota the Level 4 instance types need; a value below the need is FIX with how to ask."""
+    absent = "the type may not be offered here"
+    return quota_rows(target, book or QuotaBook(target), "sagemaker", quota_needs(target), absent)
+
+
+def doctor_rows(target: Target) -> list[str]:
+    return [f"Quota: {quota}" for quota in quota_needs(target)]
+
+
+def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+    return check_quotas(target, book)

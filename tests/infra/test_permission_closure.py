@@ -120,7 +120,11 @@ def code_calls(package: str) -> set[str]:
 
 def calls_in(paths: list[Path]) -> set[str]:
     """IAM actions of the boto3 calls in the Python files ``paths``."""
-    trees = [ast.parse(path.read_text()) for path in paths]
+    return calls_in_code([ast.parse(path.read_text()) for path in paths])
+
+
+def calls_in_code(trees: list[ast.AST]) -> set[str]:
+    """IAM actions of the boto3 calls in ``trees`` (modules, or some of their definitions)."""
     services: set[str] = set()
     for tree in trees:  # clients: a literal service name passed to something called *client*
         for node in ast.walk(tree):
@@ -374,12 +378,98 @@ def test_a_missing_grant_an_unused_grant_and_a_missing_pass_role_are_reported() 
     ]
 
 
+# --- kit doctor ------------------------------------------------------------------------------------------
+
+
+def used_definitions(tree: ast.Module, entries: set[str]) -> list[ast.stmt]:
+    """The module's top-level definitions (functions, classes, assignments) that ``entries`` use, directly or
+    through each other: the code a call to them can run, without the rest of the module."""
+    defined: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                defined.update((name.id, node) for name in ast.walk(target) if isinstance(name, ast.Name))
+    assert entries <= defined.keys(), f"not defined at the top level: {sorted(entries - defined.keys())}"
+    used: set[str] = set()
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name not in used:
+            used.add(name)
+            todo += [n for n in _names_read(defined[name]) if n in defined]
+    return list({id(defined[name]): defined[name] for name in sorted(used)}.values())
+
+
+def _names_read(node: ast.stmt) -> set[str]:
+    """The names a definition reads from its module: a function's own arguments and locals (a local may share a
+    module-level name) are left out."""
+    read = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return read
+    inner = [n for n in ast.walk(node) if n is not node]
+    bound = {n.id for n in inner if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    bound |= {n.arg for n in inner if isinstance(n, ast.arg)}  # its arguments, its inner functions' and lambdas'
+    bound |= {n.name for n in inner if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    # the decorators and defaults are read where the function is defined, in the module's scope
+    outer = [*node.decorator_list, *node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+    return (read - bound) | {n.id for d in outer for n in ast.walk(d) if isinstance(n, ast.Name)}
+
+
+def doctor_code() -> dict[Path, list[ast.AST]]:
+    """The code `kit doctor` runs, per file: all of kit/doctor.py, and in every other module that holds a part
+    registered in ``kit.doctor.parts()`` (each level's checks), what those parts use (not the level's commands)."""
+    import sys
+
+    from kit import doctor
+
+    doctor_path = Path(doctor.__file__).resolve()
+    entries: dict[Path, set[str]] = {}
+    for part in doctor.parts():
+        for function in part:
+            path = Path(str(sys.modules[function.__module__].__file__)).resolve()
+            entries.setdefault(path, set()).add(function.__name__)
+    code: dict[Path, list[ast.AST]] = {doctor_path: [ast.parse(doctor_path.read_text())]}
+    for path, names in entries.items():
+        if path != doctor_path:
+            code[path] = list(used_definitions(ast.parse(path.read_text()), names))
+    return code
+
+
 def test_kit_doctor_needs_only_what_the_readme_lists() -> None:
     # The operator runs `kit doctor` with their own credentials: the README lists what it reads.
-    needed = calls_in([ROOT / "kit" / "doctor.py"])
+    code = doctor_code()
+    assert len(code) > 1, "no level module holds a doctor check: is kit.doctor.parts() read?"
+    needed = calls_in_code([tree for trees in code.values() for tree in trees])
     readme = (ROOT / "README.md").read_text()
     listed = set(
         re.findall(r"`([a-z0-9-]+:[A-Za-z]+)`", readme.split("## Before you deploy", 1)[1].split("\n## ", 1)[0])
     )
-    assert needed, "the scan found no call in kit/doctor.py"
+    assert needed, "the scan found no call in kit doctor's code"
     assert sorted(needed - listed) == []
+
+
+def test_a_call_a_level_module_adds_to_its_doctor_checks_is_found() -> None:
+    # What would make the test above fail: a level's doctor part reaching a new call, through any helper or
+    # constant; the level's commands (the rest of its module) are not the doctor's.
+    level = ast.parse(
+        "RESERVATIONS = 'describe_capacity_reservations'\n"
+        "def doctor_checks(target, book, needs):\n"
+        "    return [_instances(target)]\n"
+        "def _instances(target):\n"
+        "    ec2 = target.client('ec2')\n"
+        "    return ec2.describe_instances(), getattr(ec2, RESERVATIONS)()\n"
+        "def start(target):\n"
+        "    return target.client('stepfunctions').start_execution(stateMachineArn='m')\n"
+    )
+    assert calls_in_code(list(used_definitions(level, {"doctor_checks"}))) == {
+        "ec2:DescribeInstances",
+        "ec2:DescribeCapacityReservations",
+    }
+    # and the real level modules are read the same way: their parts, not their commands
+    scanned = {path.name: names for path, names in doctor_code().items()}
+    level3 = {n.name for n in scanned["level3_finetune.py"] if isinstance(n, ast.FunctionDef)}
+    assert {"doctor_checks", "check_customization", "_is_customization_jobs_quota"} <= level3
+    assert "start" not in level3

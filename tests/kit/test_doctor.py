@@ -1,72 +1,43 @@
-"""kit doctor, offline: moto for STS and the SSM bootstrap parameter, and botocore's Stubber for Bedrock, Lambda,
-SSM errors and Service Quotas (it checks every request and answer against the API model). What the deploy needs
-comes from a fixed DeployNeeds here; tests at the end read it from the session's synthesized assembly."""
+"""kit doctor's kit-wide part, offline: credentials, region, the CDK bootstrap version, model access, Lambda
+concurrency, the quota book, running every registered part in order, the table and the exit status. Each level's own
+checks are tested beside the level (tests/levelN_x/test_kit_doctor.py). What the deploy needs comes from a fixed
+DeployNeeds here; tests at the end of its section read it from the session's synthesized assembly."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.stub import Stubber
-from click.testing import CliRunner, Result
-from moto import mock_aws
 
-from kit import aws
+from kit import aws, level2_rag, level3_finetune, level4_pretrain
 from kit import doctor as doctor_module
 from kit.aws import Target
-from kit.doctor import FIX, OK, SKIP, Check, DeployNeeds, doctor
+from kit.doctor import FIX, OK, SKIP, Check, DeployNeeds
 from tests.conftest import Synth
-from tests.kit.operator_helpers import FakeCloudFormation
+from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture for this module
+    ACCOUNT,
+    BOOTSTRAP_PARAMETER,
+    CONFIG,
+    JOBS_QUOTA,
+    NEEDS,
+    REGION,
+    bedrock_quotas,
+    doctor_clients_fixture,  # noqa: F401
+    fixed_needs_fixture,  # noqa: F401
+    mocked_fixture,  # noqa: F401
+    quota,
+    run,
+    stubbed,
+)
+from tests.kit.operator_helpers import FakeCloudFormation, no_credentials_fixture  # noqa: F401
 
-CONFIG = Target().config
-REGION = CONFIG.region
-ACCOUNT = "123456789012"  # moto's
 TEXT_MODEL = CONFIG.text_model.foundation_model_id
 EMBEDDING_MODEL = CONFIG.rag.embedding_model_id
 FT = CONFIG.finetune
-BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
-# What the doctor reads from the synthesized app, fixed for the tests that do not synthesize.
-NEEDS = DeployNeeds(functions=14, reserved=0, bootstrap={BOOTSTRAP_PARAMETER: 6})
 LAMBDA_CODE = "L-LAMBDA01"  # codes in answers are test data: the doctor reads them, it never hard-codes them
-
-
-@pytest.fixture(autouse=True)
-def fresh_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("COLUMNS", "1000")  # the table's detail column stays on one line
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    aws.reset()
-    yield
-    aws.reset()
-
-
-@pytest.fixture(autouse=True)
-def fixed_needs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test synthesizes the app through the doctor (about 15 s each): it needs NEEDS."""
-    monkeypatch.setattr(doctor_module, "synthesized_needs", lambda target: NEEDS)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudFormation]:
-    fake = FakeCloudFormation().install(monkeypatch)
-    with mock_aws():
-        yield fake
-
-
-def bootstrapped(version: str) -> None:
-    aws.client("ssm", REGION).put_parameter(Name=BOOTSTRAP_PARAMETER, Value=version, Type="String")
-
-
-def stubbed(service: str) -> Stubber:
-    stubber = Stubber(aws.client(service, REGION, None))
-    stubber.activate()
-    return stubber
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(doctor, list(args), catch_exceptions=False)
 
 
 def available(model_id: str, **overrides: Any) -> dict[str, Any]:
@@ -84,17 +55,8 @@ def model_summary(model_id: str) -> dict[str, Any]:
     return {"modelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{model_id}", "modelId": model_id}
 
 
-def quota(name: str, value: float, code: str, service: str = "sagemaker") -> dict[str, Any]:
-    return {"ServiceCode": service, "QuotaName": name, "QuotaCode": code, "Value": value}
-
-
-JOBS_QUOTA = "Concurrent model customization jobs"  # a name of the kind the doctor looks for
-
-
-def bedrock_quotas(stub: Stubber, applied: list[dict[str, Any]], defaults: list[dict[str, Any]] | None = None) -> None:
-    """The doctor reads Bedrock's applied quotas, then its defaults (quotas without an applied value)."""
-    stub.add_response("list_service_quotas", {"Quotas": applied}, {"ServiceCode": "bedrock"})
-    stub.add_response("list_aws_default_service_quotas", {"Quotas": defaults or []}, {"ServiceCode": "bedrock"})
+def bootstrapped(version: str) -> None:
+    aws.client("ssm", REGION).put_parameter(Name=BOOTSTRAP_PARAMETER, Value=version, Type="String")
 
 
 def lambda_settings(stub: Stubber, limit: int, unreserved: int) -> None:
@@ -103,12 +65,17 @@ def lambda_settings(stub: Stubber, limit: int, unreserved: int) -> None:
 
 
 def needed() -> dict[str, int]:
-    return doctor_module.quota_needs(Target())
+    return level4_pretrain.quota_needs(Target())
 
 
 def row(output: str, name: str) -> str:
     """The table line of the check ``name``."""
     return next(line for line in output.splitlines() if name in line)
+
+
+def row_names(target: Target) -> list[str]:
+    """Every row after credentials and region, in the order the registered parts say."""
+    return ["CDK bootstrap", *(name for rows, _ in doctor_module.parts() for name in rows(target))]
 
 
 def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
@@ -152,6 +119,24 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
     assert "1000 unreserved of 1000 (needs 20" in row(result.output, "Lambda concurrent executions")
     assert f"via {CONFIG.text_model.model_id}" in result.output if CONFIG.text_model.is_inference_profile else True
     assert FIX not in result.output.split()
+    # the table's order: kit-wide, the text model (Levels 1 and 2), Level 2, Level 3, Lambda (every level), Level 4;
+    # the same rows, in the same order, as the doctor skips without credentials
+    text = CONFIG.text_model
+    names = [
+        "AWS credentials",
+        "Region",
+        "CDK bootstrap",
+        f"Model access: {TEXT_MODEL}" + (f" (via {text.model_id})" if text.is_inference_profile else ""),
+        f"Model access: {EMBEDDING_MODEL}",
+        f"Customization: {FT.base_model_id}",
+        level3_finetune.CUSTOMIZATION_JOBS_ROW,
+        doctor_module.LAMBDA_ROW,
+        *(f"Quota: {name}" for name in needed()),
+    ]
+    lines = result.output.splitlines()
+    positions = [next(i for i, line in enumerate(lines) if f"│ {name} " in line) for name in names]
+    assert positions == sorted(positions) and len(names) == total
+    assert names[2:] == row_names(Target())
 
 
 def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
@@ -241,6 +226,19 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
 
 
 @pytest.mark.parametrize(
+    "context", [{}, {"ft_deploy": "provisioned", "tj_spot": "true", "tj_instance_count": "3", "tj_max_wait_hours": "8"}]
+)
+def test_each_part_makes_the_rows_it_names_for_the_skip_rows(no_credentials: None, context: dict[str, str]) -> None:
+    """A part's row names (the SKIP rows without credentials) are the names of the rows its checks make."""
+    target = Target(context=context)
+    book = doctor_module.QuotaBook(target)
+    for rows, checks in doctor_module.parts():
+        made = checks(target, book, NEEDS)
+        assert [check.name for check in made] == rows(target) != []
+        assert all(check.status == FIX for check in made)  # every call fails without credentials
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--stage", "staging"], "Invalid value for '--stage'"),
@@ -286,28 +284,6 @@ def test_older_botocore_falls_back_to_list_and_get_foundation_model(
     assert readable.status == OK
     assert denied.status == FIX and "enable model access in the Amazon Bedrock console" in denied.detail
     assert absent.status == FIX and f"is not offered in {REGION}" in absent.detail
-
-
-def test_quotas_that_cannot_be_read_are_fix_rows(mocked: FakeCloudFormation) -> None:
-    with stubbed("service-quotas") as service_quotas:
-        service_quotas.add_client_error(
-            "list_service_quotas",
-            "AccessDeniedException",
-            "not authorized",
-            expected_params={"ServiceCode": "sagemaker"},
-        )
-        rows = doctor_module.check_quotas(Target())
-    assert [r.name for r in rows] == [f"Quota: {name}" for name in needed()]
-    assert all(r.status == FIX and "servicequotas:ListServiceQuotas" in r.detail for r in rows)
-
-
-def test_quota_needs_follow_the_level_4_configuration() -> None:
-    spot = Target(context={"tj_spot": "true", "tj_instance_count": "3", "tj_max_wait_hours": "8"})
-    settings = spot.config.pretrain
-    needs = doctor_module.quota_needs(spot)
-    assert needs[f"{settings.job_instance_type} for spot training job usage"] == 3
-    for group in settings.groups:
-        assert needs[f"{group.instance_type} for cluster usage"] >= max(group.count, 1)
 
 
 # --- the bootstrap version --------------------------------------------------------------------------------------
@@ -398,10 +374,16 @@ def test_a_failed_synthesis_skips_the_checks_that_need_it(mocked: FakeCloudForma
     def broken(target: Target) -> DeployNeeds:
         raise RuntimeError("node: not found")
 
-    monkeypatch.setattr(doctor_module, "check_model_access", lambda *args: Check("Model access", OK, ""))
-    monkeypatch.setattr(doctor_module, "check_customization", lambda target: Check("Customization", OK, ""))
-    monkeypatch.setattr(doctor_module, "check_bedrock_quotas", lambda target, book: [])
-    monkeypatch.setattr(doctor_module, "check_quotas", lambda target, book: [])
+    def level_part(target: Target, book: Any, needs: Any) -> list[Check]:
+        return [Check("Model access", OK, "")]
+
+    for module, part in (
+        (doctor_module, "text_model_checks"),
+        (level2_rag, "doctor_checks"),
+        (level3_finetune, "doctor_checks"),
+        (level4_pretrain, "doctor_checks"),
+    ):
+        monkeypatch.setattr(module, part, level_part)
     checks = {c.name: c for c in doctor_module.run_checks(Target(), synthesize=broken)}
     for name in ("CDK bootstrap", doctor_module.LAMBDA_ROW):
         assert checks[name].status == SKIP
@@ -466,56 +448,3 @@ def test_lambda_settings_that_cannot_be_read_are_a_fix_row() -> None:
         lambda_.add_client_error("get_account_settings", "AccessDeniedException", "not authorized")
         check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
     assert check.status == FIX and "reading the Lambda account settings" in check.detail
-
-
-# --- Bedrock quotas ---------------------------------------------------------------------------------------------
-
-
-def test_the_customization_jobs_quota_is_found_by_what_its_name_says() -> None:
-    wanted = doctor_module._is_customization_jobs_quota
-    assert wanted("concurrent model customization jobs")
-    assert wanted("sum of in-progress and submitted model customization jobs")
-    assert not wanted("sum of training and validation records for a titan fine-tuning customization job")
-    assert not wanted("concurrent model distillation customization jobs")
-    assert not wanted("concurrent model import jobs")
-
-
-def test_a_customization_jobs_quota_that_is_not_listed_is_skipped_not_guessed() -> None:
-    with stubbed("service-quotas") as service_quotas:
-        bedrock_quotas(service_quotas, [quota("Imported models per account", 3, "L-IMPORT01", "bedrock")])
-        check = doctor_module.check_customization_jobs(Target(), doctor_module.QuotaBook(Target()))
-    assert check.status == SKIP and "Service Quotas > Amazon Bedrock" in check.detail
-
-
-def test_bedrock_quotas_that_cannot_be_read_are_fix_rows() -> None:
-    target = Target(context={"ft_deploy": "provisioned"})
-    with stubbed("service-quotas") as service_quotas:
-        service_quotas.add_client_error(
-            "list_service_quotas", "AccessDeniedException", "not authorized", expected_params={"ServiceCode": "bedrock"}
-        )
-        rows = doctor_module.check_bedrock_quotas(target)
-    assert [r.name for r in rows] == [
-        doctor_module.CUSTOMIZATION_JOBS_ROW,
-        f"Quota: {doctor_module.PT_MODEL_UNITS_QUOTA}",
-    ]
-    assert all(r.status == FIX and "servicequotas:ListServiceQuotas" in r.detail for r in rows)
-
-
-def test_provisioned_deploy_needs_custom_model_units() -> None:
-    assert doctor_module.bedrock_quota_needs(Target()) == {}  # ft_deploy=none buys nothing
-    target = Target(context={"ft_deploy": "provisioned"})
-    units = doctor_module.PT_MODEL_UNITS_QUOTA
-    with stubbed("service-quotas") as service_quotas:
-        bedrock_quotas(
-            service_quotas,
-            [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")],
-            [quota(units, 0, "L-UNITS001", "bedrock")],  # no applied value yet: only its default of 0
-        )
-        jobs, model_units = doctor_module.check_bedrock_quotas(target)
-    assert jobs.status == OK
-    assert model_units.status == FIX and "0, the config needs 1" in model_units.detail
-    assert f"--service-code bedrock --quota-code L-UNITS001 --desired-value 1 --region {REGION}" in model_units.detail
-    with stubbed("service-quotas") as service_quotas:
-        bedrock_quotas(service_quotas, [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")])
-        _, missing = doctor_module.check_bedrock_quotas(target)
-    assert missing.status == FIX and f"no Bedrock quota named {units!r} in {REGION}" in missing.detail
