@@ -68,13 +68,17 @@ class FineTuneSettings(Settings):
         base = info.data.get("base_model_id")
         if base and kind not in formats.MODELS[base].customization_types:
             raise Invalid(f"one of {', '.join(formats.MODELS[base].customization_types)} for {base}")
+        problem = formats.check_pipeline_type(kind)
+        if problem:
+            raise Invalid(f"one of {', '.join(formats.PIPELINE_TYPES)} ({problem})")
         return kind
 
     @field_validator("hyperparameters")
     @classmethod
     def _accepted_by_the_model(cls, values: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         base = info.data.get("base_model_id")
-        problems = formats.check_hyperparameters(values, formats.MODELS[base])[0] if base else []
+        kind = info.data.get("customization_type", formats.FINE_TUNING)
+        problems = formats.check_hyperparameters(values, formats.MODELS[base], kind)[0] if base else []
         if problems:
             raise Invalid(f"values {base} accepts: {problems[0]['message']}")
         return values

@@ -151,3 +151,113 @@ def reserved_tokens() -> st.SearchStrategy[str]:
             lambda flips: mangle(token, flips)
         )
     )
+
+
+# --- realistic corpora (benchmarks and speed tests) -----------------------------------------------------------
+
+SAMPLE_DIRS = {
+    formats.FINE_TUNING: (SAMPLES / "train.jsonl", NOVA_LITE),
+    "FINE_TUNING_REASONING": (SAMPLES / "fine_tuning_reasoning" / "train.jsonl", "amazon.nova-2-lite-v1:0:256k"),
+    formats.CONTINUED_PRE_TRAINING: (SAMPLES / "continued_pre_training" / "train.jsonl", TITAN_EXPRESS),
+    formats.DISTILLATION: (SAMPLES / "distillation" / "train.jsonl", NOVA_LITE),
+    formats.REINFORCEMENT_FINE_TUNING: (
+        SAMPLES / "reinforcement_fine_tuning" / "train.jsonl",
+        "amazon.nova-2-lite-v1:0:256k",
+    ),
+}
+
+_WORDS = (
+    "bucket",
+    "index",
+    "embedding",
+    "retrieval",
+    "latency",
+    "region",
+    "policy",
+    "quota",
+    "throughput",
+    "customization",
+    "deployment",
+    "invoice",
+    "cluster",
+    "subnet",
+    "endpoint",
+    "grader",
+    "reward",
+    "teacher",
+    "student",
+    "checkpoint",
+    "gradient",
+    "tokenizer",
+    "schema",
+    "payload",
+)
+
+
+_CODE_AND_TABLE = (
+    "\n```python\ndef cost(hours: int) -> float:\n    return hours * 0.24  # OCU-hour\n```\n"
+    "| level | idle |\n|---|---|\n| 1 | $0 |"
+)
+
+
+def _tool_spec(rng: Any, index: int) -> dict[str, Any]:
+    """A JSON-schema tool specification of realistic size (nested properties, enums, descriptions)."""
+    properties = {
+        f"{rng.choice(_WORDS)}_{n}": {
+            "type": rng.choice(["string", "integer", "number", "boolean"]),
+            "description": " ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 18))),
+            **({"enum": [rng.choice(_WORDS) for _ in range(4)]} if n % 3 == 0 else {}),
+        }
+        for n in range(rng.randint(6, 14))
+    }
+    return {
+        "name": f"kit_tool_{index}",
+        "description": " ".join(rng.choice(_WORDS) for _ in range(30)),
+        "inputSchema": {"json": {"type": "object", "properties": properties, "required": list(properties)[:3]}},
+    }
+
+
+def realistic_records(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """``n`` valid Nova (Converse) fine-tuning records shaped like real datasets, deterministically.
+
+    Half are tool-use conversations: a system prompt holding 3 to 8 JSON tool specifications (several KB of
+    ``"key": value`` text, full of colons and brackets), user requests and assistant turns that answer with JSON
+    tool calls and results as text. The other half are long multi-turn conversations (4 to 16 turns of prose,
+    code and tables). Nothing in them is a reserved string, so a correct validator finds them all valid.
+    """
+    import random
+
+    rng = random.Random(seed)
+    specs = [json.dumps([_tool_spec(rng, i * 10 + k) for k in range(rng.randint(3, 8))], indent=1) for i in range(16)]
+    for index in range(n):
+        if index % 2 == 0:
+            system = "You can call these tools; answer with a JSON tool call when one applies.\n" + specs[index % 16]
+            turns: list[str] = []
+            for _ in range(rng.randint(1, 3)):
+                turns.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(12, 40))) + "?")
+                call = {
+                    "tool": f"kit_tool_{rng.randint(0, 150)}",
+                    "arguments": {w: rng.randint(0, 999) for w in rng.sample(_WORDS, 5)},
+                }
+                result = {
+                    "status": "ok",
+                    "items": [
+                        {"id": k, "name": rng.choice(_WORDS), "size": rng.random()} for k in range(rng.randint(2, 12))
+                    ],
+                }
+                turns.append(
+                    json.dumps(call)
+                    + "\nResult: "
+                    + json.dumps(result)
+                    + "\n"
+                    + " ".join(rng.choice(_WORDS) for _ in range(30))
+                )
+        else:
+            system = "You are the kit's support assistant; answer in the house style."
+            turns = []
+            for turn in range(rng.randint(2, 8) * 2):
+                body = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(40, 220)))
+                if turn % 4 == 3:
+                    body += _CODE_AND_TABLE
+                turns.append(body)
+        yield converse(*turns, system=system)

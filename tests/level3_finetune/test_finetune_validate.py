@@ -147,7 +147,8 @@ def test_report_shape() -> None:
     assert report["training"]["bytes"] == len(jsonl(nova(8)))
     assert report["hyperparameters"] == {"errors": []}
     assert report["checkedAt"].endswith("Z")
-    assert report["limits"] == {"minTrainingRecords": 8, "maxTotalRecords": 20_000}
+    assert report["limits"] == {"minTrainingRecords": 8, "maxTotalRecords": 20_000, "validationAllowed": True}
+    assert report["warningCount"] == 0 and report["warnings"] == []
 
 
 @pytest.mark.parametrize(
@@ -410,7 +411,7 @@ def test_nova_media_rules() -> None:
     report = check(jsonl(nova(8, line2=in_answer, line3=bad_format, line4=eleven, line5=clip, line6=two_videos)))
     assert errors_by_line(report["training"]) == {
         2: {"unsupported_content"},
-        3: {"invalid_value"},
+        3: {"invalid_value", "invalid_s3_uri"},  # bmp, and an https:// location
         4: {"unsupported_content"},
         5: {"unsupported_content"},  # videos after images elsewhere in the dataset
         6: {"unsupported_content"},
@@ -466,19 +467,38 @@ def test_prompt_completion_record_rules(model: str, record: dict[str, Any], expe
     assert errors_by_line(report["training"]) == {42: expected}
 
 
-def test_record_character_quota_is_token_quota_times_six() -> None:
-    at_limit = prompt("p" * 48_000, "c" * 48_000)  # Llama 3.1: 16,000 tokens x 6 = 96,000 characters
+def test_six_characters_per_token_is_not_a_limit_records_near_the_quota_are_warned_about() -> None:
+    # Llama 3.1: 16,000 tokens. The documents' 6 characters per token would allow 96,000 characters, but records
+    # cut at that rate fail real jobs: the estimate is 3 characters per token, a warning within 10% of the quota
+    # (43,200 characters and more), an error only over 96,000 characters (over even at 6 per token).
+    fine = prompt("p" * 20_000, "c" * 23_200)  # 43,200 characters: 14,400 estimated tokens, not yet near
+    near = prompt("p" * 20_000, "c" * 23_201)  # one more: within the margin
+    at_planning_rate = prompt("p" * 48_000, "c" * 48_000)  # passed the old check; now a warning, not silence
     over = prompt("p" * 48_000, "c" * 48_001)
-    report = check(jsonl([prompt()] * 98 + [at_limit, over]), LLAMA_31)
+    report = check(jsonl([prompt()] * 96 + [fine, near, at_planning_rate, over]), LLAMA_31)
     assert kinds(report["training"]) == {"record_too_long": [100]}
-    assert report["limits"]["maxRecordCharacters"] == 96_000
+    assert {k: [i["line"] for i in v["first"]] for k, v in report["training"]["warnings"].items()} == {
+        "tokens_near_limit": [98, 99]
+    }
+    message = report["training"]["warnings"]["tokens_near_limit"]["first"][0]["message"]
+    assert "estimated 14,401 tokens" in message and "16,000-token limit" in message
+    assert report["limits"]["maxRecordTokens"] == 16_000
+    assert not report["valid"] and report["warningCount"] == 2
 
 
-def test_titan_character_quota_follows_the_batch_size() -> None:
-    record = prompt("p" * 10_000, "c" * 3_000)  # 13,000 characters
+def test_a_dataset_with_only_token_warnings_stays_valid() -> None:
+    near = prompt("p" * 40_000, "c" * 10_000)
+    report = check(jsonl([prompt()] * 99 + [near]), LLAMA_31)
+    assert report["valid"] and report["training"]["invalidRecords"] == 0 and report["warningCount"] == 1
+    assert "1 warning" in summarize(report)
+
+
+def test_titan_token_quota_follows_the_batch_size() -> None:
+    record = prompt("p" * 10_000, "c" * 3_000)  # 13,000 characters: about 4,334 tokens at 3 per token
     data = jsonl([prompt()] * 7 + [record])
-    assert check(data, TITAN_EXPRESS)["valid"]  # batch size 1: 4,096 tokens, about 24,576 characters
-    small = check(data, TITAN_EXPRESS, hyperparameters={"batchSize": "2"})  # 2,048 tokens: about 12,288
+    express = check(data, TITAN_EXPRESS)  # batch size 1: 4,096 tokens
+    assert express["valid"] and "tokens_near_limit" in express["training"]["warnings"]
+    small = check(data, TITAN_EXPRESS, hyperparameters={"batchSize": "2"})  # 2,048 tokens: 12,288 chars at 6
     assert kinds(small["training"]) == {"record_too_long": [8]}
     assert check(data, TITAN_LITE, hyperparameters={"batchSize": "2"})["valid"]  # Lite keeps 4,096 up to 2
 
@@ -710,9 +730,11 @@ def test_handler_writes_the_report_and_returns_its_summary(s3: Any, context: Fak
         "valid": True,
         "reportKey": "reports/run-1.json",
         "family": formats.NOVA,
+        "customizationType": "FINE_TUNING",
         "trainingRecords": 24,
         "validationRecords": 8,
         "errorCount": 0,
+        "warningCount": 0,
         "summary": f"VALID: 24 training and 8 validation records for {NOVA_LITE} ({formats.NOVA}).",
     }
     stored = s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")
@@ -928,7 +950,7 @@ def test_a_lone_surrogate_in_a_hyperparameter_name_is_reported_by_the_command(tm
     code, out, err = run_cli(str(TRAIN_SAMPLE), "--hyperparameters", '{"\\ud800": "1"}')
     assert code == 1, err
     out.encode("utf-8")  # printable: the escape, not the surrogate
-    assert "hyperparameter_unknown: '\\ud800' is not a hyperparameter" in out
+    assert "hyperparameter_unknown: '\\ud800' is not a hyperparameter of amazon-nova for FINE_TUNING" in out
 
 
 def test_a_lone_surrogate_in_the_event_never_raises_in_lambda(s3: Any, context: FakeContext) -> None:

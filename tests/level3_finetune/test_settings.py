@@ -28,8 +28,15 @@ def test_continued_pre_training_only_for_base_models_that_offer_it(base_model: s
         build(**overrides)
     assert str(caught.value) == (
         "config error: ft_customization_type = 'CONTINUED_PRE_TRAINING' is not allowed; "
-        f"expected one of FINE_TUNING for {base_model}"
+        f"expected one of FINE_TUNING, DISTILLATION for {base_model}"
     )
+
+
+def test_types_the_pipeline_cannot_run_yet_are_refused_at_synth_saying_so() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(ft_base_model_id="amazon.nova-lite-v1:0:300k", ft_customization_type="DISTILLATION")
+    assert "the pipeline runs only FINE_TUNING, CONTINUED_PRE_TRAINING" in str(caught.value)
+    assert [p.key for p in caught.value.problems] == ["ft_customization_type"]
 
 
 def test_the_customization_type_is_checked_with_the_other_mistakes() -> None:

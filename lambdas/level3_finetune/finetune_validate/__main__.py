@@ -2,7 +2,8 @@
 
     PYTHONPATH=lambdas python -m finetune_validate TRAIN.jsonl --base-model amazon.nova-lite-v1:0:300k \\
         [--validation VAL.jsonl] [--hyperparameters '{"epochCount":"2"}'] [--report report.json] \\
-        [--customization-type CONTINUED_PRE_TRAINING]
+        [--customization-type FINE_TUNING|CONTINUED_PRE_TRAINING|DISTILLATION|REINFORCEMENT_FINE_TUNING] \\
+        [--teacher-model amazon.nova-pro-v1:0]
 
 Exit status: 0 the dataset is valid, 1 it is not, 2 usage error (bad arguments, unreadable file, unsupported
 base model or customization type, hyperparameters that are not a JSON object).
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from finetune_validate.formats import (
+    CUSTOMIZATION_TYPES,
     DEFAULT_BASE_MODEL,
     FINE_TUNING,
     MODELS,
@@ -51,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--customization-type",
         default=FINE_TUNING,
         metavar="TYPE",
-        help=f"FINE_TUNING or CONTINUED_PRE_TRAINING (default: {FINE_TUNING})",
+        help=f"one of {', '.join(CUSTOMIZATION_TYPES)} (default: {FINE_TUNING})",
+    )
+    parser.add_argument(
+        "--teacher-model",
+        metavar="ID",
+        help="DISTILLATION: the teacher model id (or cross-Region profile id); checked against the student",
     )
     parser.add_argument("--validation", metavar="VAL.jsonl", help="the validation file")
     parser.add_argument(
@@ -95,7 +102,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(hyperparameters, dict):
         raise UsageError('--hyperparameters must be a JSON object, e.g. \'{"epochCount": "2"}\'')
     try:
-        validator = DatasetValidator(args.base_model, hyperparameters, customization_type=args.customization_type)
+        validator = DatasetValidator(
+            args.base_model,
+            hyperparameters,
+            customization_type=args.customization_type,
+            teacher_model_id=args.teacher_model,
+        )
     except UnsupportedBaseModel as exc:
         raise UsageError(f"--base-model: {exc}") from None
     except UnsupportedCustomizationType as exc:
@@ -123,7 +135,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(report: dict[str, Any], training_path: str, validation_path: str | None, shown: int) -> str:
     """The human-readable summary."""
-    lines = [f"Base model: {report['baseModelId']} ({report['family']})"]
+    lines = [
+        f"Base model: {report['baseModelId']} ({report['family']}), {report.get('customizationType', FINE_TUNING)}"
+    ]
+    lines.extend(f"  warning {w['kind']}: {w['message']}" for w in report.get("warnings", ()))
     for label, path, section in (
         ("Training", training_path, report["training"]),
         ("Validation", validation_path, report["validation"]),
@@ -142,6 +157,12 @@ def render(report: dict[str, Any], training_path: str, validation_path: str | No
             hidden = entry["count"] - min(shown, len(entry["first"]))
             if hidden > 0:
                 lines.append(f"    ... and {hidden:,} more")
+            if entry.get("doc"):
+                lines.append(f"    rules: {entry['doc']}")
+        for kind, entry in section.get("warnings", {}).items():
+            lines.append(f"  warning {kind} ({entry['count']:,})")
+            for item in entry["first"][:shown]:
+                lines.append(f"    line {item['line']}: {item['message']}")
     errors = report["hyperparameters"]["errors"]
     lines.append(
         "Hyperparameters: " + ("OK" if not errors else f"{len(errors)} error{'s' if len(errors) != 1 else ''}")

@@ -58,9 +58,11 @@ block holds exactly one of text/image/video; empty or whitespace-only text is an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 # --- error kinds (stable names, used as keys in the report) -------------------------------------------------
@@ -87,12 +89,19 @@ HYPERPARAMETER_UNKNOWN = "hyperparameter_unknown"
 HYPERPARAMETER_NOT_STRING = "hyperparameter_not_string"
 HYPERPARAMETER_INVALID = "hyperparameter_invalid"
 HYPERPARAMETER_OUT_OF_RANGE = "hyperparameter_out_of_range"
+VALIDATION_NOT_ALLOWED = "validation_not_allowed"
+INVALID_S3_URI = "invalid_s3_uri"
+# Warnings: reported, never make a dataset invalid.
+TOKENS_NEAR_LIMIT = "tokens_near_limit"
+MODEL_LEGACY = "model_legacy"
 
 RECORD_KINDS = (
     INVALID_UTF8, UTF8_BOM, BLANK_LINE, LINE_TOO_LONG, INVALID_JSON, NOT_AN_OBJECT, MISSING_KEY, UNEXPECTED_KEY,
     WRONG_TYPE, INVALID_VALUE, ROLE_ORDER, EMPTY_TEXT, RESERVED_STRING, UNSUPPORTED_CONTENT, RECORD_TOO_LONG,
+    INVALID_S3_URI,
 )  # fmt: skip
-DATASET_KINDS = (TOO_FEW_RECORDS, TOO_MANY_RECORDS, FILE_TOO_LARGE)
+DATASET_KINDS = (TOO_FEW_RECORDS, TOO_MANY_RECORDS, FILE_TOO_LARGE, VALIDATION_NOT_ALLOWED)
+WARNING_KINDS = frozenset({TOKENS_NEAR_LIMIT, MODEL_LEGACY})
 HYPERPARAMETER_KINDS = (
     HYPERPARAMETER_UNKNOWN, HYPERPARAMETER_NOT_STRING, HYPERPARAMETER_INVALID, HYPERPARAMETER_OUT_OF_RANGE,
 )  # fmt: skip
@@ -100,6 +109,7 @@ HYPERPARAMETER_KINDS = (
 # --- families and shapes ------------------------------------------------------------------------------------
 
 NOVA = "amazon-nova"
+NOVA_2 = "amazon-nova-2"
 CLAUDE_3_HAIKU = "anthropic-claude-3-haiku"
 LLAMA_3_1 = "meta-llama-3.1"
 LLAMA_3_2 = "meta-llama-3.2"
@@ -109,8 +119,25 @@ CONVERSE = "converse"
 CLAUDE = "claude"
 PROMPT_COMPLETION = "prompt_completion"
 PRE_TRAINING = "pre_training"  # continued pre-training: {"input": text} per line
+DISTILLATION_PROMPTS = "distillation_prompts"  # Converse prompts, the assistant answer optional
+RFT_CHAT = "rft_chat"  # OpenAI chat-completion messages plus reference_answer
+SHAPES = (CONVERSE, CLAUDE, PROMPT_COMPLETION, PRE_TRAINING, DISTILLATION_PROMPTS, RFT_CHAT)
+CONVERSATION_SCHEMA = "bedrock-conversation-2024"
 
-CHARS_PER_TOKEN = 6  # the documents' estimate: "Character quota per sample: token quota x 6"
+# Token estimates. The documents size datasets at "token quota x 6" characters per sample
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-prepare.html): a planning figure,
+# not a limit. Records cut at that rate failed a real Titan job ("Maximum input token count 4919 exceeds limit
+# of 4096", aws-samples/amazon-bedrock-workshop issue 224): English runs about 4 characters per token, JSON,
+# code, digits and non-Latin scripts fewer. No family's tokenizer ships offline with this package (the Nova,
+# Titan and Claude tokenizers are not public; Llama's needs a gated download), so tokens are estimated:
+#   - conservative estimate = characters / 3 (rounded up), about what JSON- and code-heavy text costs; a
+#     record whose estimate is within TOKEN_WARNING_MARGIN of the quota gets a warning naming the estimate;
+#   - a record is an error only when it is over the quota even at the documents' 6 characters per token,
+#     i.e. certainly too long.
+PLANNING_CHARS_PER_TOKEN = 6
+CONSERVATIVE_CHARS_PER_TOKEN = 3
+TOKEN_WARNING_MARGIN = 0.9
+CHARS_PER_TOKEN = PLANNING_CHARS_PER_TOKEN  # kept for callers of the old name
 NO_LIMIT_BATCH = 1 << 30
 GB = 1000**3
 MB = 1000**2
@@ -122,14 +149,65 @@ MAX_IMAGES_PER_TURN = 10
 ROLES = ("user", "assistant")
 SHOWN_CHARS = 80
 MAX_PROBLEMS_PER_RECORD = 10
+MAX_CLEAN_SYSTEMS = 256  # distinct clean system texts remembered
+MAX_CLEAN_CHARS = 4 << 20  # ... and at most this many characters of them (memory stays bounded)
 
 Problem = tuple[str, str]  # (error kind, message)
 
-# Customization types. Continued pre-training is offered for Amazon Titan Text G1 - Express and Lite only
-# (https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html); the other models fine-tune.
+# Customization types: CreateModelCustomizationJob's customizationType enum (the botocore service model of
+# bedrock 2023-04-20 also lists IMPORTED, which is Custom Model Import's and not a job the kit starts).
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_CreateModelCustomizationJob.html
 FINE_TUNING = "FINE_TUNING"
 CONTINUED_PRE_TRAINING = "CONTINUED_PRE_TRAINING"
-CUSTOMIZATION_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING)
+DISTILLATION = "DISTILLATION"
+REINFORCEMENT_FINE_TUNING = "REINFORCEMENT_FINE_TUNING"
+CUSTOMIZATION_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING, DISTILLATION, REINFORCEMENT_FINE_TUNING)
+
+# Where each rule is documented (named in every message about it).
+DOC_PREPARE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-prepare.html"
+DOC_NOVA_FT = "https://docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html"
+DOC_NOVA_2_FT = "https://docs.aws.amazon.com/bedrock/latest/userguide/nova-2-sft-data-prep.html"
+DOC_DISTILLATION = "https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-1.html"
+DOC_DISTILLATION_MODELS = "https://docs.aws.amazon.com/nova/latest/userguide/customization.html"
+DOC_RFT = "https://docs.aws.amazon.com/bedrock/latest/userguide/rft-prepare-data.html"
+DOC_RFT_HP = "https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTHyperParameters.html"
+DOC_SUPPORTED = "https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-fine-tuning.html"
+DOC_LIFECYCLE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html"
+DOC_CLAUDE = "https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-anth-claude-3.html"
+DOC_S3_URI = "https://docs.aws.amazon.com/bedrock/latest/APIReference/API_TrainingDataConfig.html"
+
+ACTIVE = "ACTIVE"
+LEGACY = "LEGACY"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A model's Bedrock lifecycle state (https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html):
+    a LEGACY model is warned about, one past its end-of-life date is refused."""
+
+    status: str = ACTIVE
+    end_of_life: date | None = None
+    source: str = DOC_LIFECYCLE
+    note: str = ""
+
+    def problem(self, name: str, today: date | None = None) -> tuple[str, str] | None:
+        """(kind, message) about using this model today: 'refused' past its EOL date, MODEL_LEGACY before it."""
+        today = today or datetime.now(UTC).date()
+        if self.end_of_life is not None and today >= self.end_of_life:
+            return (
+                "refused",
+                f"{name} reached its end of life on {self.end_of_life.isoformat()} ({self.source}); "
+                "choose an active model.",
+            )
+        if self.status == LEGACY:
+            when = (
+                f"its end of life is {self.end_of_life.isoformat()}"
+                if self.end_of_life
+                else "no end-of-life date is published yet"
+            )
+            extra = f" {self.note}" if self.note else ""
+            return (MODEL_LEGACY, f"{name} is a legacy model: {when} ({self.source}).{extra} Plan to move off it.")
+        return None
 
 
 class UnsupportedBaseModel(ValueError):
@@ -137,7 +215,8 @@ class UnsupportedBaseModel(ValueError):
 
 
 class UnsupportedCustomizationType(ValueError):
-    """The base model does not offer the requested customization type."""
+    """The base model does not offer the requested customization type (or the distillation teacher is not
+    paired with it)."""
 
 
 @dataclass(frozen=True)
@@ -146,9 +225,15 @@ class HyperparameterSpec:
     integer: bool
     minimum: float
     maximum: float
+    default: str | None = None  # the service's default where the documents give one
+    choices: tuple[str, ...] = ()  # an enumerated value (minimum/maximum unused)
 
     def describe(self) -> str:
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
         kind = "an integer" if self.integer else "a number"
+        if self.maximum == math.inf:
+            return f"{kind} of at least {_number(self.minimum)}"
         return f"{kind} from {_number(self.minimum)} to {_number(self.maximum)}"
 
 
@@ -178,8 +263,30 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class TypeSpec:
+    """How one customization type works for one base model: data shape, limits, hyperparameters, validation set."""
+
+    shape: str
+    limits: Limits
+    hyperparameters: tuple[HyperparameterSpec, ...]
+    doc: str
+    # ((largest batch size, token quota), ...) in increasing batch-size order; empty = no per-record limit.
+    token_quota: tuple[tuple[int, int], ...] = ()
+    validation_allowed: bool = True
+    reserved: tuple[str, ...] = ()
+    hyperparameter_doc: str = ""
+
+    def max_record_tokens(self, batch_size: int = 1) -> int | None:
+        return next((tokens for largest, tokens in self.token_quota if batch_size <= largest), None)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """Everything the validator needs to know about one customizable base model."""
+    """Everything the validator needs to know about one customizable base model.
+
+    The top-level shape/limits/hyperparameters/token_quota/reserved describe FINE_TUNING (or the model's only
+    type); ``other_types`` holds the TypeSpec of every other type in ``customization_types``.
+    """
 
     base_model_id: str
     family: str
@@ -199,47 +306,90 @@ class ModelSpec:
     # https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html
     regions: tuple[str, ...] = ("us-west-2",)
     on_demand_deploy: bool = False
+    name: str = ""
+    lifecycle: Lifecycle = Lifecycle()
+    doc: str = DOC_PREPARE  # where the fine-tuning format is documented
+    hyperparameter_doc: str = ""
+    validation_allowed: bool = True  # for fine-tuning
+    reasoning: bool = False  # assistant turns may hold reasoningContent blocks (Nova 2)
+    other_types: tuple[tuple[str, TypeSpec], ...] = ()
+
+    def for_type(self, customization_type: str = FINE_TUNING) -> TypeSpec:
+        """The TypeSpec of one of this model's customization types (KeyError for a type it does not offer)."""
+        if customization_type not in self.customization_types:
+            raise KeyError(customization_type)
+        for kind, spec in self.other_types:
+            if kind == customization_type:
+                return spec
+        return TypeSpec(
+            shape=self.shape,
+            limits=self.limits,
+            hyperparameters=self.hyperparameters,
+            doc=self.doc,
+            token_quota=self.token_quota,
+            validation_allowed=self.validation_allowed,
+            reserved=self.reserved,
+            hyperparameter_doc=self.hyperparameter_doc,
+        )
 
     def hyperparameter(self, name: str) -> HyperparameterSpec | None:
         return next((spec for spec in self.hyperparameters if spec.name == name), None)
 
     def max_record_chars(self, batch_size: int = 1) -> int | None:
-        """The estimated character quota of one record (token quota x 6) at this batch size."""
-        for largest_batch, tokens in self.token_quota:
-            if batch_size <= largest_batch:
-                return tokens * CHARS_PER_TOKEN
-        return None
+        """Characters of one record that are certainly over the token quota (quota x 6, the planning rate)."""
+        tokens = self.max_record_tokens(batch_size)
+        return tokens * PLANNING_CHARS_PER_TOKEN if tokens is not None else None
 
     def max_record_tokens(self, batch_size: int = 1) -> int | None:
         return next((tokens for largest, tokens in self.token_quota if batch_size <= largest), None)
 
 
-def _hp(name: str, integer: bool, minimum: float, maximum: float) -> HyperparameterSpec:
-    return HyperparameterSpec(name, integer, minimum, maximum)
+def _hp(name: str, integer: bool, minimum: float, maximum: float, default: str | None = None) -> HyperparameterSpec:
+    return HyperparameterSpec(name, integer, minimum, maximum, default)
 
 
+# Amazon Nova (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html); Nova 2 Lite takes the
+# same three names on Bedrock (https://docs.aws.amazon.com/bedrock/latest/userguide/nova-2-sft-data-prep.html).
 _NOVA_HP = (
-    _hp("epochCount", True, 1, 5),
-    _hp("learningRate", False, 1e-6, 1e-4),
-    _hp("learningRateWarmupSteps", True, 0, 100),
+    _hp("epochCount", True, 1, 5, "2"),
+    _hp("learningRate", False, 1e-6, 1e-4, "0.00001"),
+    _hp("learningRateWarmupSteps", True, 0, 100, "10"),
 )
+# https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-anth-claude-3.html
 _CLAUDE_HP = (
-    _hp("epochCount", True, 1, 10),
-    _hp("batchSize", True, 4, 256),
-    _hp("learningRateMultiplier", False, 0.1, 2),
-    _hp("earlyStoppingThreshold", False, 0, 0.1),
-    _hp("earlyStoppingPatience", True, 1, 10),
+    _hp("epochCount", True, 1, 10, "2"),
+    _hp("batchSize", True, 4, 256, "32"),
+    _hp("learningRateMultiplier", False, 0.1, 2, "1"),
+    _hp("earlyStoppingThreshold", False, 0, 0.1, "0.001"),
+    _hp("earlyStoppingPatience", True, 1, 10, "2"),
 )
+# https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-titan-text.html (fine-tuning and continued
+# pre-training take the same names and ranges)
 _TITAN_HP = (
-    _hp("epochCount", True, 1, 10),
-    _hp("batchSize", True, 1, 64),
-    _hp("learningRate", False, 0, 1),
-    _hp("learningRateWarmupSteps", True, 0, 250),
+    _hp("epochCount", True, 1, 10, "5"),
+    _hp("batchSize", True, 1, 64, "1"),
+    _hp("learningRate", False, 0, 1, "0.00001"),
+    _hp("learningRateWarmupSteps", True, 0, 250, "5"),
 )
+# https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama31.html and .../cm-hp-meta-llama32.html
 _LLAMA_HP = (
-    _hp("epochCount", True, 1, 10),
-    _hp("batchSize", True, 1, 1),
-    _hp("learningRate", False, 5e-6, 0.1),
+    _hp("epochCount", True, 1, 10, "5"),
+    _hp("batchSize", True, 1, 1, "1"),
+    _hp("learningRate", False, 5e-6, 0.1, "0.0001"),
+)
+# Reinforcement fine-tuning: rftConfig.hyperParameters, typed in the API (integers, a float, an enum); the kit
+# takes them as strings like every other type and the pipeline converts them. Ranges from the API reference
+# (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTHyperParameters.html, the same in botocore's
+# bedrock 2023-04-20 service model); maxPromptLength and inferenceMaxTokens have no documented range.
+_RFT_HP = (
+    _hp("epochCount", True, 1, 50),
+    _hp("batchSize", True, 16, 512),
+    _hp("learningRate", False, 1e-7, 1e-3),
+    _hp("maxPromptLength", True, 1, math.inf),
+    _hp("trainingSamplePerPrompt", True, 2, 16),
+    _hp("inferenceMaxTokens", True, 1, math.inf),
+    HyperparameterSpec("reasoningEffort", False, 0, 0, None, ("low", "medium", "high")),
+    _hp("evalInterval", True, 1, 100),
 )
 
 _NOVA_LIMITS = Limits(min_training_records=8, max_total_records=20_000)
@@ -256,9 +406,39 @@ _LLAMA_32_LIMITS = Limits(
     max_training_records=10_000, max_validation_records=1_000, min_total_records=100, max_total_records=10_000
 )
 _TITAN_LIMITS = Limits(max_training_bytes=1 * GB, max_validation_bytes=100 * MB)
+# Reinforcement fine-tuning: "A minimum of 100 records in training dataset" (rft-prepare-data.html); no maximum
+# is documented there.
+_RFT_LIMITS = Limits(min_training_records=100)
+
+# Reinforcement fine-tuning of Amazon Nova 2 Lite (https://docs.aws.amazon.com/bedrock/latest/userguide/rft-prepare-data.html):
+# prompts in the OpenAI chat-completion format with a reference_answer; a Lambda reward function (or a model as
+# judge, which the console turns into a Lambda) scores the responses.
+_RFT = TypeSpec(shape=RFT_CHAT, limits=_RFT_LIMITS, hyperparameters=_RFT_HP, doc=DOC_RFT, hyperparameter_doc=DOC_RFT_HP)
+# Distillation into an Amazon Nova student (https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-1.html):
+# prompts in the Converse format with schemaVersion "bedrock-conversation-2024", the assistant answer optional;
+# text only ("support only the text-to-text modality", distillation-prepare-datasets.html); Nova students take
+# multi-turn conversations. The job takes no hyperparameters in the kit's reading of the documents.
+_DISTILLATION = TypeSpec(shape=DISTILLATION_PROMPTS, limits=Limits(), hyperparameters=(), doc=DOC_DISTILLATION)
+# Continued pre-training of Titan Text: one {"input": text} per line (model-customization-prepare.html).
+_TITAN_CPT = TypeSpec(
+    shape=PRE_TRAINING,
+    limits=_TITAN_LIMITS,
+    hyperparameters=_TITAN_HP,
+    doc=DOC_PREPARE,
+    hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-titan-text.html",
+)
+
+# Titan Text G1 - Express and Lite: the current fine-tuning table (custom-model-fine-tuning.html) no longer
+# lists them; earlier versions of the page (custom-model-supported.html) did, with continued pre-training.
+_TITAN_LIFECYCLE = Lifecycle(
+    LEGACY,
+    None,
+    DOC_SUPPORTED,
+    "Bedrock's current fine-tuning table no longer lists it; a job may be refused.",
+)
 
 
-def _nova(model_id: str, media: bool) -> ModelSpec:
+def _nova(model_id: str, name: str, media: bool, student: bool) -> ModelSpec:
     return ModelSpec(
         base_model_id=model_id,
         family=NOVA,
@@ -270,10 +450,15 @@ def _nova(model_id: str, media: bool) -> ModelSpec:
         video_formats=NOVA_VIDEO_FORMATS if media else frozenset(),
         regions=("us-east-1",),
         on_demand_deploy=True,
+        name=name,
+        doc=DOC_NOVA_FT,
+        hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html",
+        customization_types=(FINE_TUNING, DISTILLATION) if student else (FINE_TUNING,),
+        other_types=((DISTILLATION, _DISTILLATION),) if student else (),
     )
 
 
-def _llama32(model_id: str, vision: bool, tokens: int) -> ModelSpec:
+def _llama32(model_id: str, name: str, vision: bool, tokens: int) -> ModelSpec:
     return ModelSpec(
         base_model_id=model_id,
         family=LLAMA_3_2,
@@ -282,18 +467,23 @@ def _llama32(model_id: str, vision: bool, tokens: int) -> ModelSpec:
         hyperparameters=_LLAMA_HP,
         token_quota=((NO_LIMIT_BATCH, tokens),),
         image_formats=LLAMA_IMAGE_FORMATS if vision else frozenset(),
-        notes=("Images count roughly 1,601 to 6,404 tokens each; the character estimate counts text only.",),
+        notes=("Images count roughly 1,601 to 6,404 tokens each; the token estimate counts text only.",),
+        name=name,
+        hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama32.html",
     )
 
 
 def _prompt_completion(
     model_id: str,
+    name: str,
     family: str,
     limits: Limits,
     hp: tuple[HyperparameterSpec, ...],
     quota: tuple[tuple[int, int], ...],
     customization_types: tuple[str, ...] = (FINE_TUNING,),
     regions: tuple[str, ...] = ("us-west-2",),
+    lifecycle: Lifecycle = Lifecycle(),
+    other_types: tuple[tuple[str, TypeSpec], ...] = (),
 ) -> ModelSpec:
     return ModelSpec(
         base_model_id=model_id,
@@ -304,15 +494,45 @@ def _prompt_completion(
         token_quota=quota,
         customization_types=customization_types,
         regions=regions,
+        name=name,
+        lifecycle=lifecycle,
+        other_types=other_types,
     )
 
 
+# The one table of customizable base models. Ids, regions and the models listed come from the fine-tuning
+# table (https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-fine-tuning.html, read November
+# 2026); image-generation and embedding models on it (Nova Canvas, Titan Image Generator, Titan Multimodal
+# Embeddings) take image datasets the kit does not build and are left out.
 MODELS: dict[str, ModelSpec] = {
     spec.base_model_id: spec
     for spec in (
-        _nova("amazon.nova-micro-v1:0:128k", media=False),
-        _nova("amazon.nova-lite-v1:0:300k", media=True),
-        _nova("amazon.nova-pro-v1:0:300k", media=True),
+        _nova("amazon.nova-micro-v1:0:128k", "Amazon Nova Micro", media=False, student=True),
+        _nova("amazon.nova-lite-v1:0:300k", "Amazon Nova Lite", media=True, student=True),
+        _nova("amazon.nova-pro-v1:0:300k", "Amazon Nova Pro", media=True, student=True),
+        # Amazon Nova 2 Lite (nova-2-sft-data-prep.html): the Nova Converse format plus reasoningContent in
+        # assistant turns; images png/jpeg/gif, videos mov/mkv/mp4; no tool use; "Providing a validation set
+        # might be supported through the UI but will not be supported during SFT training". Reinforcement
+        # fine-tuning (rft-nova-models.html). us-east-1 only.
+        ModelSpec(
+            base_model_id="amazon.nova-2-lite-v1:0:256k",
+            family=NOVA_2,
+            shape=CONVERSE,
+            limits=_NOVA_LIMITS,
+            hyperparameters=_NOVA_HP,
+            reserved=NOVA_RESERVED,
+            image_formats=frozenset({"png", "jpeg", "gif"}),
+            video_formats=frozenset({"mov", "mkv", "mp4"}),
+            regions=("us-east-1",),
+            on_demand_deploy=True,
+            name="Amazon Nova 2 Lite",
+            doc=DOC_NOVA_2_FT,
+            hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html",
+            validation_allowed=False,
+            reasoning=True,
+            customization_types=(FINE_TUNING, REINFORCEMENT_FINE_TUNING),
+            other_types=((REINFORCEMENT_FINE_TUNING, _RFT),),
+        ),
         ModelSpec(
             base_model_id="anthropic.claude-3-haiku-20240307-v1:0:200k",
             family=CLAUDE_3_HAIKU,
@@ -320,37 +540,92 @@ MODELS: dict[str, ModelSpec] = {
             limits=_CLAUDE_LIMITS,
             hyperparameters=_CLAUDE_HP,
             token_quota=((NO_LIMIT_BATCH, 32_000),),
+            name="Anthropic Claude 3 Haiku",
+            hyperparameter_doc=DOC_CLAUDE,
         ),
         _prompt_completion(
-            "meta.llama3-1-8b-instruct-v1:0:128k", LLAMA_3_1, _LLAMA_31_LIMITS, _LLAMA_HP, ((NO_LIMIT_BATCH, 16_000),)
+            "meta.llama3-1-8b-instruct-v1:0:128k",
+            "Meta Llama 3.1 8B Instruct",
+            LLAMA_3_1,
+            _LLAMA_31_LIMITS,
+            _LLAMA_HP,
+            ((NO_LIMIT_BATCH, 16_000),),
         ),
         _prompt_completion(
-            "meta.llama3-1-70b-instruct-v1:0:128k", LLAMA_3_1, _LLAMA_31_LIMITS, _LLAMA_HP, ((NO_LIMIT_BATCH, 16_000),)
+            "meta.llama3-1-70b-instruct-v1:0:128k",
+            "Meta Llama 3.1 70B Instruct",
+            LLAMA_3_1,
+            _LLAMA_31_LIMITS,
+            _LLAMA_HP,
+            ((NO_LIMIT_BATCH, 16_000),),
         ),
-        _llama32("meta.llama3-2-1b-instruct-v1:0:128k", vision=False, tokens=16_000),
-        _llama32("meta.llama3-2-3b-instruct-v1:0:128k", vision=False, tokens=16_000),
-        _llama32("meta.llama3-2-11b-instruct-v1:0:128k", vision=True, tokens=16_000),
-        _llama32("meta.llama3-2-90b-instruct-v1:0:128k", vision=True, tokens=10_000),
+        _llama32("meta.llama3-2-1b-instruct-v1:0:128k", "Meta Llama 3.2 1B Instruct", vision=False, tokens=16_000),
+        _llama32("meta.llama3-2-3b-instruct-v1:0:128k", "Meta Llama 3.2 3B Instruct", vision=False, tokens=16_000),
+        _llama32("meta.llama3-2-11b-instruct-v1:0:128k", "Meta Llama 3.2 11B Instruct", vision=True, tokens=16_000),
+        _llama32("meta.llama3-2-90b-instruct-v1:0:128k", "Meta Llama 3.2 90B Instruct", vision=True, tokens=10_000),
         _prompt_completion(
             "amazon.titan-text-lite-v1:0:4k",
+            "Amazon Titan Text G1 - Lite",
             TITAN_TEXT,
             _TITAN_LIMITS,
             _TITAN_HP,
             ((2, 4_096), (NO_LIMIT_BATCH, 2_048)),
             (FINE_TUNING, CONTINUED_PRE_TRAINING),
             ("us-east-1", "us-west-2"),
+            _TITAN_LIFECYCLE,
+            ((CONTINUED_PRE_TRAINING, _TITAN_CPT),),
         ),
         _prompt_completion(
             "amazon.titan-text-express-v1:0:8k",
+            "Amazon Titan Text G1 - Express",
             TITAN_TEXT,
             _TITAN_LIMITS,
             _TITAN_HP,
             ((1, 4_096), (NO_LIMIT_BATCH, 2_048)),
             (FINE_TUNING, CONTINUED_PRE_TRAINING),
             ("us-east-1", "us-west-2"),
+            _TITAN_LIFECYCLE,
+            ((CONTINUED_PRE_TRAINING, _TITAN_CPT),),
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A distillation teacher and the students Bedrock pairs with it."""
+
+    model_id: str
+    name: str
+    students: tuple[str, ...]
+    lifecycle: Lifecycle = Lifecycle()
+
+
+# Distillation pairs (https://docs.aws.amazon.com/nova/latest/userguide/customization.html: Nova Premier is a
+# teacher, Nova Pro teacher and student, Nova Lite and Micro students). Nova Premier is Legacy with its EOL on
+# September 14, 2026 (https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-amazon-nova-premier.html),
+# so it is refused from then on. Anthropic and Meta pairs are not listed: the kit could not confirm the current
+# pairs and their teachers' lifecycle against the documents (see the distillation models page,
+# https://docs.aws.amazon.com/bedrock/latest/userguide/prequisites-model-distillation.html).
+_NOVA_STUDENTS = ("amazon.nova-lite-v1:0:300k", "amazon.nova-micro-v1:0:128k")
+TEACHERS: dict[str, Teacher] = {
+    teacher.model_id: teacher
+    for teacher in (
+        Teacher(
+            "amazon.nova-premier-v1:0",
+            "Amazon Nova Premier",
+            ("amazon.nova-pro-v1:0:300k", *_NOVA_STUDENTS),
+            Lifecycle(
+                LEGACY,
+                date(2026, 9, 14),
+                "https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-amazon-nova-premier.html",
+            ),
+        ),
+        Teacher("amazon.nova-pro-v1:0", "Amazon Nova Pro", _NOVA_STUDENTS),
+    )
+}
+_GEO_PREFIX = re.compile(r"^(?:us|eu|apac|jp|au|ca|us-gov|global)\.")
+
 DEFAULT_BASE_MODEL = "amazon.nova-lite-v1:0:300k"
 _FOUNDATION_MODEL_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]*::foundation-model/(?P<id>.+)$")
 
@@ -375,12 +650,64 @@ def resolve_model(base_model_id: str) -> ModelSpec:
     raise UnsupportedBaseModel(f"Unsupported base model '{_shown(model_id)}'.{hint} Supported: {', '.join(MODELS)}.")
 
 
+# The types the Level 3 pipeline runs end to end today. Distillation needs the job's teacher configuration and
+# reinforcement fine-tuning its reward function and rftConfig, which the pipeline does not pass yet: their data
+# is checked here (`kit l3 validate`, `python -m finetune_validate`), but synth and the pipeline refuse them.
+PIPELINE_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING)
+
+
+def check_pipeline_type(customization_type: str) -> str | None:
+    """None when the Level 3 pipeline can run this type; otherwise the message that says which it runs."""
+    if customization_type in PIPELINE_TYPES:
+        return None
+    return (
+        f"{customization_type} data can be checked (kit l3 validate), but the pipeline runs only "
+        f"{', '.join(PIPELINE_TYPES)} so far"
+    )
+
+
 def check_customization_type(customization_type: Any, spec: ModelSpec) -> str | None:
     """None when the base model offers this customization type; otherwise the message that says what it offers."""
     if isinstance(customization_type, str) and customization_type in spec.customization_types:
         return None
     shown = _shown(customization_type) if isinstance(customization_type, str) else json_type(customization_type)
+    if customization_type not in CUSTOMIZATION_TYPES:
+        close = [kind for kind in CUSTOMIZATION_TYPES if isinstance(customization_type, str)
+                 and kind == customization_type.strip().upper().replace("-", "_").replace(" ", "_")]  # fmt: skip
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return (
+            f"'{shown}' is not a customization type.{hint} Bedrock's types are {', '.join(CUSTOMIZATION_TYPES)} "
+            f"(exact, upper case); {spec.base_model_id} offers {', '.join(spec.customization_types)}."
+        )
     return f"'{shown}' is not offered for {spec.base_model_id}; it offers {', '.join(spec.customization_types)}."
+
+
+def resolve_teacher(teacher_model_id: str) -> Teacher | None:
+    """The distillation teacher for a model id, a cross-Region profile id (us.…) or an ARN of either; or None."""
+    model_id = teacher_model_id.strip().rsplit("/", 1)[-1]
+    return TEACHERS.get(model_id) or TEACHERS.get(_GEO_PREFIX.sub("", model_id))
+
+
+def check_distillation_pair(teacher_model_id: Any, student: ModelSpec, today: date | None = None) -> str | None:
+    """None when Bedrock pairs this teacher with the student and the teacher is not past its end of life."""
+    if not isinstance(teacher_model_id, str) or not teacher_model_id.strip():
+        return "A distillation job needs a teacher model id."
+    teacher = resolve_teacher(teacher_model_id)
+    if teacher is None:
+        known = ", ".join(f"{t.model_id} (students: {', '.join(t.students)})" for t in TEACHERS.values())
+        return (
+            f"'{_shown(teacher_model_id)}' is not a distillation teacher the kit knows ({DOC_DISTILLATION_MODELS}); "
+            f"known: {known}."
+        )
+    if student.base_model_id not in teacher.students:
+        return (
+            f"{teacher.name} does not teach {student.base_model_id}; its students are {', '.join(teacher.students)} "
+            f"({DOC_DISTILLATION_MODELS})."
+        )
+    problem = teacher.lifecycle.problem(teacher.name, today)
+    if problem is not None and problem[0] == "refused":
+        return problem[1]
+    return None
 
 
 # --- hyperparameters ----------------------------------------------------------------------------------------
@@ -389,16 +716,29 @@ _INTEGER = re.compile(r"^[+-]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def check_hyperparameters(values: Mapping[str, Any], spec: ModelSpec) -> tuple[list[dict[str, str]], dict[str, float]]:
+def check_hyperparameters(
+    values: Mapping[str, Any], spec: ModelSpec, customization_type: str = FINE_TUNING
+) -> tuple[list[dict[str, str]], dict[str, float]]:
     """(errors, parsed values) for the job's hyperParameters: known names, string values, numeric ranges."""
     errors: list[dict[str, str]] = []
     parsed: dict[str, float] = {}
-    allowed = ", ".join(hp.name for hp in spec.hyperparameters)
+    kind = spec.for_type(customization_type) if customization_type in spec.customization_types else spec.for_type()
+    specs = {hp.name: hp for hp in kind.hyperparameters}
+    allowed = ", ".join(specs) or "none (this customization type takes no hyperparameters)"
+    where = f" ({kind.hyperparameter_doc})" if kind.hyperparameter_doc else ""
     for name, raw in values.items():
-        hp = spec.hyperparameter(name)
+        hp = specs.get(name) if isinstance(name, str) else None
         if hp is None:
-            message = f"'{_shown(str(name))}' is not a hyperparameter of {spec.family}. Allowed: {allowed}."
+            message = (
+                f"'{_shown(str(name))}' is not a hyperparameter of {spec.family} for {customization_type}. "
+                f"Allowed: {allowed}{where}."
+            )
             errors.append(_hp_error(HYPERPARAMETER_UNKNOWN, name, message))
+            continue
+        if hp.choices:
+            if raw not in hp.choices:
+                message = f"{name} = {_shown(_repr(raw))} is not allowed: {spec.family} takes {hp.describe()}{where}."
+                errors.append(_hp_error(HYPERPARAMETER_INVALID, name, message))
             continue
         if not isinstance(raw, str):
             message = (
@@ -414,7 +754,7 @@ def check_hyperparameters(values: Mapping[str, Any], spec: ModelSpec) -> tuple[l
             continue
         value = float(raw)
         if not hp.minimum <= value <= hp.maximum:
-            message = f"{name} = {raw} is out of range: {spec.family} allows {hp.describe()}."
+            message = f"{name} = {raw} is out of range: {spec.family} allows {hp.describe()}{where}."
             errors.append(_hp_error(HYPERPARAMETER_OUT_OF_RANGE, name, message))
             continue
         parsed[name] = value
@@ -433,7 +773,43 @@ _CLAUDE_KEYS = frozenset({"system", "messages"})
 _MESSAGE_KEYS = frozenset({"role", "content"})
 _PROMPT_KEYS = frozenset({"prompt", "completion"})
 _BLOCK_KEYS = ("text", "image", "video")
+_REASONING_KEY = "reasoningContent"
+# Converse content blocks no customization format here takes (Nova 2: "Adding tool sections might cause your
+# job to fail", nova-2-sft-data-prep.html).
+_FOREIGN_BLOCKS = frozenset({"toolUse", "toolResult", "document", "cachePoint", "guardContent", "audio"})
 _MEDIA_KEYS = frozenset({"format", "source"})
+_MEDIA_OPTIONAL = frozenset({"bucketOwner"})
+_RFT_ROLES = ("system", "user", "assistant")
+_RFT_MESSAGE_KEYS = frozenset({"role", "content"})
+# S3 URIs: a media block's S3Location (bedrock-runtime model: s3://[a-z0-9][\.\-a-z0-9]{1,61}[a-z0-9](/.*)?,
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_S3Location.html) and the job's data
+# locations (TrainingDataConfig s3Uri: every key segment [-!_*'().a-zA-Z0-9]+, DOC_S3_URI).
+MEDIA_S3_URI = re.compile(r"^s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?$")
+DATA_S3_URI = re.compile(
+    r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]+(?:/[-!_*'().a-z0-9A-Z]+)*)?/?$"
+)
+_KEY_SEGMENT_BAD = re.compile(r"[^-!_*'().a-zA-Z0-9]")
+
+
+def check_data_key(bucket: str, key: str) -> str | None:
+    """None when s3://bucket/key is a location CreateModelCustomizationJob accepts; else what to rename."""
+    uri = f"s3://{bucket}/{key}"
+    if DATA_S3_URI.match(uri) and len(uri) <= 1024:
+        return None
+    for segment in key.split("/"):
+        if not segment:
+            return (
+                f"'{_shown(key)}' has an empty path segment ('//' or a leading '/'); Bedrock refuses it ({DOC_S3_URI})."
+            )
+        bad = _KEY_SEGMENT_BAD.search(segment)
+        if bad:
+            return (
+                f"'{_shown(key)}' holds '{printable(bad.group())}', which Bedrock refuses in a data location: "
+                f"use letters, digits and - ! _ * ' ( ) . only, e.g. rename spaces to '-' ({DOC_S3_URI})."
+            )
+    return f"s3://{_shown(bucket)}/{_shown(key)} is not a location Bedrock accepts ({DOC_S3_URI})."
+
+
 _IMAGES, _VIDEOS = 1, 2
 
 
@@ -445,21 +821,36 @@ class RecordChecker:
     only when something is wrong.
     """
 
-    def __init__(self, spec: ModelSpec, max_record_chars: int | None, customization_type: str = FINE_TUNING) -> None:
+    def __init__(self, spec: ModelSpec, max_record_tokens: int | None, customization_type: str = FINE_TUNING) -> None:
         self.spec = spec
-        self.max_record_chars = max_record_chars
-        self._max_chars = max_record_chars if max_record_chars is not None else 1 << 62
-        self._find_reserved = _reserved_finder(spec.reserved)
-        self._clean_system: str | None = None  # the last system text found clean (datasets repeat one prompt)
+        self.kind = spec.for_type(customization_type)
+        self.max_record_tokens = max_record_tokens
+        # Text characters over which a record is certainly too long (the documents' 6 characters per token),
+        # and over which its conservative estimate (3 per token) comes within the warning margin.
+        self.error_chars = max_record_tokens * PLANNING_CHARS_PER_TOKEN if max_record_tokens else None
+        self.warn_chars = (
+            int(max_record_tokens * TOKEN_WARNING_MARGIN * CONSERVATIVE_CHARS_PER_TOKEN) if max_record_tokens else None
+        )
+        self.max_record_chars = self.error_chars
+        self._max_chars = self.warn_chars if self.warn_chars is not None else 1 << 62
+        self._find_reserved = _reserved_finder(self.kind.reserved)
+        # System texts already found clean: datasets repeat a few system prompts (tool-use sets repeat a handful of
+        # multi-KB tool specifications), and a set lookup costs a hash, not a scan. Bounded: cleared when full.
+        self._clean_systems: set[str] = set()
+        self._clean_chars = 0
         self._media_seen = 0
+        self._fixed_schema = self.kind.shape == DISTILLATION_PROMPTS
+        self._prompt_only = self.kind.shape == DISTILLATION_PROMPTS  # may end on a user turn
+        self._text_only = self.kind.shape == DISTILLATION_PROMPTS
         shapes: dict[str, Callable[[Any], list[Problem]]] = {
             CONVERSE: self._check_converse,
+            DISTILLATION_PROMPTS: self._check_converse,
             CLAUDE: self._check_claude,
             PROMPT_COMPLETION: self._check_prompt_completion,
             PRE_TRAINING: self._check_pre_training,
+            RFT_CHAT: self._check_rft,
         }
-        shape = PRE_TRAINING if customization_type == CONTINUED_PRE_TRAINING else spec.shape
-        self.check: Callable[[Any], list[Problem]] = shapes[shape]
+        self.check: Callable[[Any], list[Problem]] = shapes[self.kind.shape]
 
     # -- shapes --
 
@@ -469,8 +860,17 @@ class RecordChecker:
         problems: list[Problem] = []
         if not record.keys() <= _CONVERSE_KEYS:
             problems.append(_unexpected(record.keys() - _CONVERSE_KEYS, "a record", _CONVERSE_KEYS))
-        if "schemaVersion" in record and type(record["schemaVersion"]) is not str:
-            problems.append((WRONG_TYPE, f"schemaVersion must be a string, got {json_type(record['schemaVersion'])}."))
+        version = record.get("schemaVersion", _MISSING)
+        if version is not _MISSING and type(version) is not str:
+            problems.append((WRONG_TYPE, f"schemaVersion must be a string, got {json_type(version)}."))
+        elif self._fixed_schema and version != CONVERSATION_SCHEMA:
+            got = "missing" if version is _MISSING else f"'{_shown(version)}'"
+            problems.append(
+                (
+                    INVALID_VALUE,
+                    f'schemaVersion is {got}; this format requires "{CONVERSATION_SCHEMA}" ({self.kind.doc}).',
+                )
+            )
         chars = 0
         system = record.get("system", _MISSING)
         if system is not _MISSING:
@@ -571,6 +971,62 @@ class RecordChecker:
             self._finish(chars, problems)
         return problems
 
+    def _check_rft(self, record: Any) -> list[Problem]:
+        """Reinforcement fine-tuning: {"messages": [{"role", "content": str}], "reference_answer": any, ...}; other
+        keys are allowed (the reward function may read them) (rft-prepare-data.html)."""
+        if type(record) is not dict:
+            return [_not_an_object(record)]
+        problems: list[Problem] = []
+        if record.get("reference_answer") is None:
+            problems.append(
+                (
+                    MISSING_KEY,
+                    "The record has no 'reference_answer' (the expected output or grading criteria the reward "
+                    f"function reads) ({DOC_RFT}).",
+                )
+            )
+        messages = record.get("messages", _MISSING)
+        chars = 0
+        if messages is _MISSING:
+            problems.append((MISSING_KEY, f"The record has no 'messages' key ({DOC_RFT})."))
+        elif type(messages) is not list or not messages:
+            got = "an empty list" if type(messages) is list else json_type(messages)
+            problems.append((WRONG_TYPE, f"messages must be a non-empty list of {{role, content}}, got {got}."))
+        else:
+            users = 0
+            for index, message in enumerate(messages):
+                where = f"messages[{index}]"
+                if type(message) is not dict:
+                    problems.append(
+                        (WRONG_TYPE, f"{where} must be an object with role and content, got {json_type(message)}.")
+                    )
+                    continue
+                for name in sorted(_RFT_MESSAGE_KEYS - message.keys()):
+                    problems.append((MISSING_KEY, f"{where} has no '{name}' key."))
+                role = message.get("role")
+                if role not in _RFT_ROLES:
+                    shown = _shown(role) if type(role) is str else json_type(role)
+                    problems.append(
+                        (INVALID_VALUE, f"{where}.role is '{shown}'; it must be system, user or assistant.")
+                    )
+                elif role == "system" and index != 0:
+                    problems.append(
+                        (ROLE_ORDER, f"{where}.role is 'system'; only the first message may be the system prompt.")
+                    )
+                users += role == "user"
+                content = message.get("content", _MISSING)
+                if type(content) is str:
+                    if not content or content.isspace():
+                        problems.append((EMPTY_TEXT, f"{where}.content is empty."))
+                    chars += len(content)
+                elif content is not _MISSING:
+                    problems.append((WRONG_TYPE, f"{where}.content must be a string, got {json_type(content)}."))
+            if not users:
+                problems.append((ROLE_ORDER, f"messages holds no user turn: the prompt the model answers ({DOC_RFT})."))
+        if chars > self._max_chars or problems:
+            self._finish(chars, problems)
+        return problems
+
     # -- Converse parts --
 
     def _converse_system(self, system: Any, problems: list[Problem]) -> int:
@@ -585,17 +1041,25 @@ class RecordChecker:
                 if type(text) is not str:
                     continue
             chars += len(text)
-            if text != self._clean_system:
+            if text not in self._clean_systems:
                 before = len(problems)
                 self._check_reserved(text, "system", index, None, problems)
                 if len(problems) == before:
-                    self._clean_system = text
+                    if len(self._clean_systems) >= MAX_CLEAN_SYSTEMS or self._clean_chars > MAX_CLEAN_CHARS:
+                        self._clean_systems.clear()
+                        self._clean_chars = 0
+                    self._clean_systems.add(text)
+                    self._clean_chars += len(text)
         return chars
 
     def _converse_messages(self, messages: list[Any], problems: list[Problem]) -> int:
         count = len(messages)
         if count < 2 or count & 1:
-            _check_turn_count(count, problems)
+            if self._prompt_only:
+                if not count:
+                    problems.append((ROLE_ORDER, f"messages is empty; it needs a user prompt ({self.kind.doc})."))
+            else:
+                _check_turn_count(count, problems)
         chars = videos = media = 0
         find_reserved = self._find_reserved
         roles = ROLES
@@ -683,6 +1147,22 @@ class RecordChecker:
             return ""
         kind = next(iter(block))
         role = message.get("role")
+        if kind == _REASONING_KEY:
+            return self._reasoning_block(block[kind], role, spot, problems)
+        if kind in _FOREIGN_BLOCKS:
+            problems.append(
+                (
+                    UNSUPPORTED_CONTENT,
+                    f"{spot} is a '{kind}' block; {self.spec.base_model_id} training data takes text"
+                    f"{', image and video' if self.spec.image_formats else ''} blocks only ({self.kind.doc}).",
+                )
+            )
+            return ""
+        if kind in ("image", "video") and self._text_only:
+            problems.append(
+                (UNSUPPORTED_CONTENT, f"{spot} is an {kind} block; distillation takes text only ({self.kind.doc}).")
+            )
+            return ""
         if kind == "text":
             text = block["text"]
             if type(text) is not str:
@@ -697,6 +1177,31 @@ class RecordChecker:
             problems.append(_block_keys(block, spot))
             return ""
         return kind
+
+    def _reasoning_block(self, value: Any, role: Any, spot: str, problems: list[Problem]) -> str:
+        """{"reasoningContent": {"reasoningText": {"text": str}}}: Nova 2, assistant turns only."""
+        where = f"{spot}.{_REASONING_KEY}"
+        if not self.spec.reasoning or self.kind.shape != CONVERSE:
+            problems.append(
+                (
+                    UNSUPPORTED_CONTENT,
+                    f"{where}: {self.spec.base_model_id} takes no reasoning content here ({self.kind.doc}).",
+                )
+            )
+            return ""
+        if role != "assistant":
+            problems.append((UNSUPPORTED_CONTENT, f"{where} may appear only in assistant turns ({self.kind.doc})."))
+        inner = value.get("reasoningText") if type(value) is dict else None
+        text = inner.get("text") if type(inner) is dict else None
+        if type(value) is not dict or set(value) != {"reasoningText"} or type(inner) is not dict:
+            problems.append((WRONG_TYPE, f'{where} must be {{"reasoningText": {{"text": "..."}}}} ({self.kind.doc}).'))
+        elif not inner.keys() <= {"text", "signature"}:
+            problems.append(_unexpected(inner.keys() - {"text", "signature"}, f"{where}.reasoningText", ("text",)))
+        elif type(text) is not str:
+            problems.append((WRONG_TYPE, f"{where}.reasoningText.text must be a string, got {json_type(text)}."))
+        elif not text or text.isspace():
+            problems.append((EMPTY_TEXT, f"{where}.reasoningText.text is empty."))
+        return "reasoning"
 
     def _check_media(
         self, media: Any, kind: str, formats: frozenset[str], role: Any, spot: str, problems: list[Problem]
@@ -724,10 +1229,29 @@ class RecordChecker:
             return
         location = source.get("s3Location") if type(source) is dict else None
         uri = location.get("uri") if type(location) is dict else None
-        if type(uri) is not str:
+        if type(location) is not dict or type(uri) is not str:
             problems.append((WRONG_TYPE, f'{spot}.{kind}.source must be {{"s3Location": {{"uri": "s3://..."}}}}.'))
-        elif not uri.startswith("s3://") or len(uri) <= len("s3://"):
-            problems.append((INVALID_VALUE, f"{spot}.{kind}.source.s3Location.uri must be an s3:// URI."))
+            return
+        if not MEDIA_S3_URI.match(uri) or len(uri) > 1024:
+            problems.append(
+                (
+                    INVALID_S3_URI,
+                    f"{spot}.{kind}.source.s3Location.uri is '{_shown(uri)}'; it must be s3://bucket/key with a "
+                    "lower-case bucket name of 3 to 63 letters, digits, '.' or '-' "
+                    "(https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_S3Location.html).",
+                )
+            )
+        if not location.keys() <= {"uri"} | _MEDIA_OPTIONAL:
+            problems.append(
+                _unexpected(
+                    location.keys() - {"uri", "bucketOwner"}, f"{spot}.{kind}.source.s3Location", ("uri", "bucketOwner")
+                )
+            )
+        owner = location.get("bucketOwner", _MISSING)
+        if owner is not _MISSING and (type(owner) is not str or not re.fullmatch(r"[0-9]{12}", owner)):
+            problems.append(
+                (INVALID_VALUE, f"{spot}.{kind}.source.s3Location.bucketOwner must be a 12-digit account id.")
+            )
 
     def _check_media_mix(self, media: int, videos: int, problems: list[Problem]) -> None:
         """One video at most per record; images or videos, never both, in a record and across the dataset."""
@@ -761,15 +1285,30 @@ class RecordChecker:
         )
 
     def _finish(self, chars: int, problems: list[Problem]) -> None:
-        limit = self.max_record_chars
-        if limit is not None and chars > limit:
-            problems.append(
-                (
-                    RECORD_TOO_LONG,
-                    f"The record holds {chars:,} characters of text; {self.spec.base_model_id} allows about "
-                    f"{limit:,} (its token quota x {CHARS_PER_TOKEN}, the documented estimate).",
+        tokens = self.max_record_tokens
+        if tokens is not None and self.error_chars is not None and self.warn_chars is not None:
+            estimate = -(-chars // CONSERVATIVE_CHARS_PER_TOKEN)
+            if chars > self.error_chars:
+                problems.append(
+                    (
+                        RECORD_TOO_LONG,
+                        f"The record holds {chars:,} characters of text: over {tokens:,} tokens even at the "
+                        f"documents' {PLANNING_CHARS_PER_TOKEN} characters per token (about {estimate:,} tokens at "
+                        f"{CONSERVATIVE_CHARS_PER_TOKEN}); {self.spec.base_model_id} allows {tokens:,} tokens per "
+                        f"record at this batch size ({DOC_PREPARE}). Shorten or split it.",
+                    )
                 )
-            )
+            elif chars > self.warn_chars:
+                problems.append(
+                    (
+                        TOKENS_NEAR_LIMIT,
+                        f"The record holds {chars:,} characters of text, an estimated {estimate:,} tokens at "
+                        f"{CONSERVATIVE_CHARS_PER_TOKEN} characters per token (no tokenizer offline): within "
+                        f"{round((1 - TOKEN_WARNING_MARGIN) * 100)}% of the {tokens:,}-token limit "
+                        f"({DOC_PREPARE}). The documents' 6 characters per token is for planning, and records cut "
+                        "at that rate have failed jobs; keep a margin.",
+                    )
+                )
         if len(problems) > MAX_PROBLEMS_PER_RECORD:
             del problems[MAX_PROBLEMS_PER_RECORD:]
 
@@ -778,8 +1317,9 @@ def _reserved_finder(tokens: tuple[str, ...]) -> Callable[[str], tuple[int, str]
     """A function returning (position, token) of the first reserved token in a text, any letter case, or None.
 
     Every token holds a marker character (':' ends "User:", '<' starts "<image>", '[' starts "[EOS]"). The
-    finder looks for markers with ``str.find`` and lowers only the few characters around each one, so long
-    texts are never lowered whole: the cost follows the number of markers, not the text length.
+    finder first rules texts out in C (no marker at all; or none of the lowered tokens in the lowered text), then
+    finds the first token by looking at markers with ``str.find`` and lowering only the few characters around
+    each one.
     """
     if not tokens:
         return None
@@ -796,10 +1336,19 @@ def _reserved_finder(tokens: tuple[str, ...]) -> Callable[[str], tuple[int, str]
         for (marker, suffix), found in grouped.items()
     )  # fmt: skip
     markers = tuple(dict.fromkeys(group[0] for group in groups))
+    all_lowered = tuple(token.lower() for token in tokens)
 
     def find(text: str) -> tuple[int, str] | None:
         for marker in markers:  # most texts hold no marker at all: a few fast scans and done
             if marker in text:
+                break
+        else:
+            return None
+        # Texts full of markers (JSON tool specifications: a ':' after every key) are common: one lower() and a
+        # substring search per token, all in C, rule nearly all of them out before any per-marker Python work.
+        lowered_text = text.lower()
+        for token in all_lowered:
+            if token in lowered_text:
                 break
         else:
             return None

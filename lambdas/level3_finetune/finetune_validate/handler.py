@@ -3,15 +3,22 @@
 A Step Functions task invokes it with::
 
     {"bucket": str, "trainingKey": str, "validationKey"?: str | null, "baseModelId": str,
-     "customizationType"?: "FINE_TUNING" | "CONTINUED_PRE_TRAINING", "hyperparameters": {str: str},
-     "reportKey": str}
+     "customizationType"?: "FINE_TUNING" | "CONTINUED_PRE_TRAINING" | "DISTILLATION"
+                           | "REINFORCEMENT_FINE_TUNING" (default FINE_TUNING),
+     "teacherModelId"?: str | null (DISTILLATION: checked against the pairs in formats.TEACHERS),
+     "hyperparameters": {str: str}, "reportKey": str}
+
+The dataset keys must be locations CreateModelCustomizationJob accepts (every key segment of letters, digits
+and - ! _ * ' ( ) . only; formats.check_data_key), or the job would be refused after the check passed.
 
 It streams the dataset objects from S3 in chunks (never reading a whole body), validates them, writes the
 report JSON to ``s3://bucket/reportKey`` (the bucket's default encryption applies; no ACL is set) and returns
-``{"valid", "reportKey", "family", "trainingRecords", "validationRecords", "errorCount", "summary"}``.
+``{"valid", "reportKey", "family", "customizationType", "trainingRecords", "validationRecords", "errorCount",
+"warningCount", "summary"}``.
 
 Errors the state machine can catch by name: ``InvalidRequest`` (a ``ValueError`` whose message names the
-field; a customization type the base model does not offer is one too) and ``DatasetNotFound`` (names the
+field; a customization type the base model does not offer, a base model past its end of life, a teacher not
+paired with the student are ones too) and ``DatasetNotFound`` (names the
 key). No text from the event reaches a message, a log line or the report unescaped: a lone surrogate (a JSON
 ``\\ud800``) cannot be encoded as UTF-8. Hyperparameter values that are not strings are not an
 ``InvalidRequest``: they are reported in the report (``hyperparameter_not_string``) with every other problem.
@@ -30,9 +37,13 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from finetune_validate.formats import (
+    DISTILLATION,
     FINE_TUNING,
     UnsupportedBaseModel,
+    UnsupportedCustomizationType,
     check_customization_type,
+    check_data_key,
+    check_pipeline_type,
     json_type,
     printable,
     resolve_model,
@@ -74,6 +85,7 @@ class Request:
     hyperparameters: dict[str, Any]
     report_key: str
     customization_type: str = FINE_TUNING
+    teacher_model_id: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -103,10 +115,20 @@ def parse_request(event: Any) -> Request:
         spec = resolve_model(base_model_id)
     except UnsupportedBaseModel as exc:
         raise InvalidRequest("baseModelId", str(exc)) from None
-    customization_type = event.get("customizationType", FINE_TUNING)  # the state machine always sends it
-    problem = check_customization_type(customization_type, spec)
+    # Absent: fine-tuning (the contract before customization types). Present, it must be a type (null is not).
+    customization_type = event.get("customizationType", FINE_TUNING)
+    problem = check_customization_type(customization_type, spec) or check_pipeline_type(customization_type)
     if problem is not None:
         raise InvalidRequest("customizationType", problem)
+    teacher_model_id = event.get("teacherModelId")
+    if teacher_model_id is not None:
+        if customization_type != DISTILLATION:
+            raise InvalidRequest("teacherModelId", f"is for DISTILLATION only, not {customization_type}")
+        teacher_model_id = _required_text(event, "teacherModelId")
+    for field, key in (("trainingKey", training_key), ("validationKey", validation_key)):
+        bad = check_data_key(bucket, key) if key is not None else None
+        if bad is not None:
+            raise InvalidRequest(field, bad)
     if "hyperparameters" not in event:
         raise InvalidRequest("hyperparameters", "is required (an object of name to string value; {} for defaults)")
     hyperparameters = event["hyperparameters"]
@@ -118,7 +140,14 @@ def parse_request(event: Any) -> Request:
     if report_key in (training_key, validation_key):
         raise InvalidRequest("reportKey", "must differ from the dataset keys (the report would overwrite a dataset)")
     return Request(
-        bucket, training_key, validation_key, base_model_id, dict(hyperparameters), report_key, customization_type
+        bucket,
+        training_key,
+        validation_key,
+        base_model_id,
+        dict(hyperparameters),
+        report_key,
+        customization_type,
+        teacher_model_id,
     )
 
 
@@ -190,9 +219,17 @@ def write_report(bucket: str, key: str, report: dict[str, Any]) -> None:
 
 def validate(request: Request) -> dict[str, Any]:
     """Stream, validate and return the full report (with the S3 locations it describes)."""
-    validator = DatasetValidator(
-        request.base_model_id, request.hyperparameters, customization_type=request.customization_type
-    )
+    try:
+        validator = DatasetValidator(
+            request.base_model_id,
+            request.hyperparameters,
+            customization_type=request.customization_type,
+            teacher_model_id=request.teacher_model_id,
+        )
+    except UnsupportedBaseModel as exc:  # past its end of life
+        raise InvalidRequest("baseModelId", str(exc)) from None
+    except UnsupportedCustomizationType as exc:  # a teacher not paired with the student, or past its end of life
+        raise InvalidRequest("teacherModelId", str(exc)) from None
     if request.validation_key is not None:
         ensure_exists(request.bucket, request.validation_key, "validationKey")
     validator.check_training(object_chunks(request.bucket, request.training_key, "trainingKey"))
@@ -228,9 +265,11 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         "valid": report["valid"],
         "reportKey": request.report_key,
         "family": report["family"],
+        "customizationType": report["customizationType"],
         "trainingRecords": report["training"]["records"],
         "validationRecords": validation["records"] if validation is not None else None,
         "errorCount": report["errorCount"],
+        "warningCount": report["warningCount"],
         "summary": summary,
     }
     logger.info(

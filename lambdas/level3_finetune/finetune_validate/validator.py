@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 
 from finetune_validate import formats
@@ -34,6 +34,8 @@ from finetune_validate.formats import (
     TOO_FEW_RECORDS,
     TOO_MANY_RECORDS,
     UTF8_BOM,
+    VALIDATION_NOT_ALLOWED,
+    WARNING_KINDS,
     ModelSpec,
     Problem,
     RecordChecker,
@@ -70,9 +72,10 @@ class _Kind:
 class ErrorLog:
     """Per error kind: how many, and the first ``keep`` occurrences with their 1-based line numbers."""
 
-    def __init__(self, keep: int = FIRST_ERRORS_PER_KIND) -> None:
+    def __init__(self, keep: int = FIRST_ERRORS_PER_KIND, doc: str | None = None) -> None:
         self._keep = keep
         self._kinds: dict[str, _Kind] = {}
+        self.doc = doc  # where the rules of this file's format are documented (named in the report per kind)
 
     def add(self, kind: str, line: int | None, message: str) -> None:
         entry = self._kinds.get(kind)
@@ -90,7 +93,10 @@ class ErrorLog:
         return {kind: entry.count for kind, entry in self._kinds.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {kind: {"count": entry.count, "first": list(entry.first)} for kind, entry in self._kinds.items()}
+        extra = {"doc": self.doc} if self.doc else {}
+        return {
+            kind: {"count": entry.count, "first": list(entry.first), **extra} for kind, entry in self._kinds.items()
+        }
 
 
 # --- text blocks from chunks -------------------------------------------------------------------------------
@@ -174,13 +180,14 @@ def iter_file_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[byte
 class Section:
     """What one file (training or validation) held, and what was wrong with it."""
 
-    def __init__(self, name: str, keep: int) -> None:
+    def __init__(self, name: str, keep: int, doc: str | None = None) -> None:
         self.name = name
         self.lines = 0
         self.records = 0
         self.invalid_records = 0
         self.bytes = 0
-        self.errors = ErrorLog(keep)
+        self.errors = ErrorLog(keep, doc)
+        self.warnings = ErrorLog(keep, doc)  # reported, never make the file invalid (token estimates near a limit)
         self.own_limit_line: int | None = None  # the line of the first record over this file's own maximum
         self.total_limit_line: int | None = None  # the line where training + validation went over the total
 
@@ -192,13 +199,17 @@ class Section:
             "bytes": self.bytes,
             "errorCount": self.errors.total,
             "errors": self.errors.to_dict(),
+            "warningCount": self.warnings.total,
+            "warnings": self.warnings.to_dict(),
         }
 
 
 class DatasetValidator:
     """Validates a training file, then optionally a validation file, for one base model; then reports.
 
-    Raises ``formats.UnsupportedBaseModel`` at construction for a base model id it does not know.
+    Raises ``formats.UnsupportedBaseModel`` at construction for a base model id it does not know or one past its
+    end of life, and ``formats.UnsupportedCustomizationType`` for a type the model does not offer (or a
+    distillation teacher that is not paired with it, or past its end of life).
     """
 
     def __init__(
@@ -207,6 +218,8 @@ class DatasetValidator:
         hyperparameters: Mapping[str, Any] | None = None,
         *,
         customization_type: str = formats.FINE_TUNING,
+        teacher_model_id: str | None = None,
+        today: date | None = None,
         keep: int = FIRST_ERRORS_PER_KIND,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
@@ -214,26 +227,50 @@ class DatasetValidator:
         problem = formats.check_customization_type(customization_type, self.spec)
         if problem is not None:
             raise formats.UnsupportedCustomizationType(problem)
+        self.warnings: list[dict[str, str]] = []
+        lifecycle = self.spec.lifecycle.problem(self.spec.name or self.spec.base_model_id, today)
+        if lifecycle is not None:
+            if lifecycle[0] == "refused":
+                raise formats.UnsupportedBaseModel(lifecycle[1])
+            self.warnings.append({"kind": lifecycle[0], "message": lifecycle[1]})
+        self.teacher_model_id = teacher_model_id
+        if teacher_model_id is not None or customization_type == formats.DISTILLATION:
+            if customization_type != formats.DISTILLATION:
+                raise formats.UnsupportedCustomizationType(
+                    f"A teacher model is used by DISTILLATION only, not {customization_type}."
+                )
+            if teacher_model_id is not None:
+                pair = formats.check_distillation_pair(teacher_model_id, self.spec, today)
+                if pair is not None:
+                    raise formats.UnsupportedCustomizationType(pair)
+                teacher = formats.resolve_teacher(teacher_model_id)
+                legacy = teacher.lifecycle.problem(teacher.name, today) if teacher else None
+                if legacy is not None:
+                    self.warnings.append({"kind": legacy[0], "message": legacy[1]})
         self.customization_type = customization_type
+        self.kind = self.spec.for_type(customization_type)
         self.keep = keep
         self.max_line_bytes = max_line_bytes
-        self.hyperparameter_errors, parsed = formats.check_hyperparameters(hyperparameters or {}, self.spec)
+        self.hyperparameter_errors, parsed = formats.check_hyperparameters(
+            hyperparameters or {}, self.spec, customization_type
+        )
         self.batch_size = int(parsed.get("batchSize", 1))
-        self.max_record_chars = self.spec.max_record_chars(self.batch_size)
-        self._checker = RecordChecker(self.spec, self.max_record_chars, customization_type)
+        self.max_record_tokens = self.kind.max_record_tokens(self.batch_size)
+        self._checker = RecordChecker(self.spec, self.max_record_tokens, customization_type)
+        self.max_record_chars = self._checker.error_chars
         self.training: Section | None = None
         self.validation: Section | None = None
         self._finished = False
 
     def check_training(self, chunks: Iterable[bytes]) -> Section:
-        limits = self.spec.limits
+        limits = self.kind.limits
         self.training = self._scan(TRAINING, chunks, limits.max_training_records, offset=0)
         return self.training
 
     def check_validation(self, chunks: Iterable[bytes]) -> Section:
         if self.training is None:
             raise RuntimeError("check the training file before the validation file")
-        limits = self.spec.limits
+        limits = self.kind.limits
         offset = self.training.records
         self.validation = self._scan(VALIDATION, chunks, limits.max_validation_records, offset=offset)
         return self.validation
@@ -245,8 +282,9 @@ class DatasetValidator:
         per-line string); a line that does not parse cleanly there goes through ``_parse_line``, which
         names the problem exactly as a line-by-line reader would.
         """
-        section = Section(name, self.keep)
-        total_max = self.spec.limits.max_total_records
+        section = Section(name, self.keep, self.kind.doc)
+        warn = section.warnings.add
+        total_max = self.kind.limits.max_total_records
         over_own = own_max + 1 if own_max is not None else -1
         over_total = total_max + 1 - offset if total_max is not None else -1
         reader = BlockReader(chunks, self.max_line_bytes)
@@ -305,9 +343,14 @@ class DatasetValidator:
                     continue
                 problems = check(record)
                 if problems:
-                    invalid += 1
+                    bad = False
                     for kind, message in problems:
-                        add(kind, lineno, message)
+                        if kind in WARNING_KINDS:
+                            warn(kind, lineno, message)
+                        else:
+                            bad = True
+                            add(kind, lineno, message)
+                    invalid += bad
         section.lines, section.records, section.invalid_records = lineno, records, invalid
         section.bytes = reader.bytes
         return section
@@ -330,7 +373,7 @@ class DatasetValidator:
             if not line or line.isspace():
                 add(BLANK_LINE, lineno, "The line is blank; JSON Lines has one JSON object per line.")
                 return _BLANK, None
-            return _NOT_PARSED, (INVALID_JSON, _json_message(exc))
+            return _NOT_PARSED, (INVALID_JSON, _json_message(exc, line))
 
     # -- dataset-level rules --
 
@@ -341,7 +384,7 @@ class DatasetValidator:
         training, validation = self.training, self.validation
         if training is None:
             raise RuntimeError("no training file was checked")
-        limits, family = self.spec.limits, self.spec.family
+        limits, family = self.kind.limits, self.spec.family
         if training.records < limits.min_training_records:
             training.errors.add(
                 TOO_FEW_RECORDS,
@@ -351,6 +394,13 @@ class DatasetValidator:
             )
         self._check_own_limits(training, limits.max_training_records, limits.max_training_bytes)
         if validation is not None:
+            if not self.kind.validation_allowed:
+                validation.errors.add(
+                    VALIDATION_NOT_ALLOWED,
+                    None,
+                    f"{self.spec.base_model_id} takes no validation set for {self.customization_type} "
+                    f"({self.kind.doc}); drop the validation file (or fold its records into the training file).",
+                )
             if validation.records == 0:
                 validation.errors.add(TOO_FEW_RECORDS, None, "The validation file holds no records.")
             self._check_own_limits(validation, limits.max_validation_records, limits.max_validation_bytes)
@@ -394,18 +444,29 @@ class DatasetValidator:
         """The JSON-serializable report: validity, per-file counts and bounded errors, hyperparameters, limits."""
         self._finish()
         assert self.training is not None
-        limits = self.spec.limits.to_dict()
-        if self.max_record_chars is not None:
-            limits["maxRecordCharacters"] = self.max_record_chars
+        limits: dict[str, Any] = dict(self.kind.limits.to_dict())
+        if self.max_record_tokens is not None:
+            limits["maxRecordTokens"] = self.max_record_tokens
+            limits["tokenEstimate"] = (
+                f"characters / {formats.CONSERVATIVE_CHARS_PER_TOKEN} (no tokenizer offline); a warning within "
+                f"{round((1 - formats.TOKEN_WARNING_MARGIN) * 100)}% of the limit, an error only over "
+                f"{formats.PLANNING_CHARS_PER_TOKEN} characters per token"
+            )
+        limits["validationAllowed"] = self.kind.validation_allowed
         sections = [s for s in (self.training, self.validation) if s is not None]
         error_count = sum(s.errors.total for s in sections) + len(self.hyperparameter_errors)
+        warning_count = sum(s.warnings.total for s in sections) + len(self.warnings)
         when = checked_at or datetime.now(UTC)
         return {
             "valid": error_count == 0,
             "family": self.spec.family,
             "baseModelId": self.spec.base_model_id,
             "customizationType": self.customization_type,
+            "teacherModelId": self.teacher_model_id,
+            "doc": self.kind.doc,
             "errorCount": error_count,
+            "warningCount": warning_count,
+            "warnings": list(self.warnings),
             "training": self.training.to_dict(),
             "validation": self.validation.to_dict() if self.validation is not None else None,
             "hyperparameters": {"errors": list(self.hyperparameter_errors)},
@@ -415,8 +476,17 @@ class DatasetValidator:
         }
 
 
-def _json_message(exc: BaseException) -> str:
+_TRAILING_COMMA = re.compile(r",\s*[}\]]")
+
+
+def _json_message(exc: BaseException, line: str = "") -> str:
     if isinstance(exc, json.JSONDecodeError):
+        comma = _TRAILING_COMMA.search(line, max(0, exc.pos - 64), exc.pos + 1) if line else None
+        if comma is not None and comma.end() - 1 == exc.pos:
+            return (
+                f"Not valid JSON: a trailing comma before '{line[exc.pos]}' at column {comma.start() + 1} "
+                "(JSON allows none); remove it."
+            )
         return f"Not valid JSON: {exc.msg} at column {exc.colno}."
     if isinstance(exc, RecursionError):
         return "Not valid JSON here: the value is nested too deeply."
@@ -434,9 +504,18 @@ def validate_dataset(
     hyperparameters: Mapping[str, Any] | None = None,
     keep: int = FIRST_ERRORS_PER_KIND,
     customization_type: str = formats.FINE_TUNING,
+    teacher_model_id: str | None = None,
+    today: date | None = None,
 ) -> dict[str, Any]:
     """Validate byte-chunk streams (a file, an S3 body's ``iter_chunks()``) and return the report."""
-    validator = DatasetValidator(base_model_id, hyperparameters, keep=keep, customization_type=customization_type)
+    validator = DatasetValidator(
+        base_model_id,
+        hyperparameters,
+        keep=keep,
+        customization_type=customization_type,
+        teacher_model_id=teacher_model_id,
+        today=today,
+    )
     validator.check_training(training)
     if validation is not None:
         validator.check_validation(validation)
@@ -450,6 +529,8 @@ def validate_files(
     validation_path: str | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     customization_type: str = formats.FINE_TUNING,
+    teacher_model_id: str | None = None,
+    today: date | None = None,
 ) -> dict[str, Any]:
     """Validate local JSON Lines files."""
     return validate_dataset(
@@ -458,6 +539,8 @@ def validate_files(
         validation=iter_file_chunks(validation_path) if validation_path else None,
         hyperparameters=hyperparameters,
         customization_type=customization_type,
+        teacher_model_id=teacher_model_id,
+        today=today,
     )
 
 
@@ -493,7 +576,9 @@ def summarize(report: Mapping[str, Any]) -> str:
     validation = report["validation"]["records"] if report.get("validation") else None
     counted = f"{training:,} training" + (f" and {validation:,} validation" if validation is not None else "")
     if report["valid"]:
-        return f"VALID: {counted} records for {model}."
+        warned = report.get("warningCount") or 0
+        suffix = f" ({warned:,} warning{'s' if warned != 1 else ''})" if warned else ""
+        return f"VALID: {counted} records for {model}{suffix}."
     kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(error_kinds(report).items()))
     where = first_error(report)
     first = ""
