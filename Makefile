@@ -11,6 +11,9 @@ CDK := node_modules/.bin/cdk
 # Extra CDK CLI arguments, e.g. make synth CDK_ARGS="-c stage=prod"
 CDK_ARGS ?=
 PYTEST_ARGS ?=
+# The suite runs on every core with pytest-xdist (at most 4 workers: each holds its own CDK kernel); the
+# workers share the synthesized app variants (tests/conftest.py). PYTEST_XDIST=-n0 runs it in one process.
+PYTEST_XDIST ?= -n auto --maxprocesses=4 --dist worksteal
 
 export CDK_DISABLE_CLI_TELEMETRY := true
 # synth, test and bench are offline by design: no credential lookup against instance metadata.
@@ -48,7 +51,7 @@ synth: setup
 
 # Lint and type checks gate the tests: CI runs `make test`, so a lint finding fails CI too.
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .
@@ -67,6 +70,7 @@ destroy: setup
 	@test -n "$(STACK)" || { echo "usage: make destroy STACK=<stack id, see make synth>"; exit 2; }
 	$(CDK) destroy $(STACK) --no-notices $(CDK_ARGS)
 
+bench: export PYTEST_XDIST := $(PYTEST_XDIST)
 bench: setup
 	$(PY) scripts/bench.py
 

@@ -25,13 +25,22 @@ from stacks.shared.registry import config_errors, name_findings
 
 
 def build_app(
-    context: Mapping[str, Any] | None = None, *, outdir: str | None = None, nag: bool = True
+    context: Mapping[str, Any] | None = None,
+    *,
+    outdir: str | None = None,
+    nag: bool = True,
+    schema_validation: bool = True,
 ) -> tuple[cdk.App, KitConfig]:
     """Build the app; ``context`` (tests) replaces the CLI's context. Raises ConfigError on bad config.
 
-    ``nag=False`` leaves cdk-nag out (the update-safety tests synthesize many variants and compare templates).
+    ``nag=False`` leaves cdk-nag out and ``schema_validation=False`` CDK's built-in CloudFormation validation
+    (the update-safety tests synthesize many variants, compare templates and check names themselves).
     """
-    app = cdk.App(context=dict(context) if context is not None else None, outdir=outdir)
+    app = cdk.App(
+        context=dict(context) if context is not None else None,
+        outdir=outdir,
+        builtin_cloud_formation_validation=schema_validation,
+    )
     # The CDK leaves out null context values: a key null in cdk.json (the stage decides) arrives absent.
     config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
     env = cdk.Environment(region=config.region, account=config.account)

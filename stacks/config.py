@@ -49,8 +49,6 @@ LEVEL_SETTINGS: tuple[type[BaseModel], ...] = (
 # Every kit key, in the models' order. Keys that contain "@" or ":" belong to the CDK, and so do these:
 CONFIG_KEYS: tuple[str, ...] = tuple(key for model in LEVEL_SETTINGS for key in context_keys(model))
 _CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
-# The set of kit keys, under its former name (tests/infra/test_update_safety.py reads it): defaults are in cdk.json.
-DEFAULTS = frozenset(CONFIG_KEYS)
 
 
 @dataclass(frozen=True)

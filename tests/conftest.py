@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+import pickle
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +19,7 @@ import common.http
 from tests.lambda_helpers import LAMBDA_ENV, UNSET_ENV, FakeContext
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 # Nothing in the suite may reach a real account: fake credentials, no instance metadata, fixed region.
 _FAKE_ENV = {
@@ -45,12 +50,68 @@ def masked_json(template: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+# --- Work shared by the whole run, however many pytest-xdist workers run it -------------------------------
+
+
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this pytest run alone, the same for all its xdist workers.
+
+    pytest makes a new base temporary folder for every run (``pytest-N``, or a ``--basetemp`` it empties first)
+    and gives each xdist worker a folder inside it (``popen-gwN``): its parent is the run's.
+    """
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def once_per_run(folder: Path, key: str, make: Callable[[], T]) -> T:
+    """``make()``, computed by the first worker that asks for ``key`` and read by every other one.
+
+    ``folder`` is :func:`run_folder`. The result is pickled there under a file lock, so a worker that asks
+    while another is computing it waits for that result instead of computing it again. The key is the whole
+    input (a variant's name and context, a configuration, a template's text), never a guess at it, and
+    nothing outlives the run: a result is never served to a later run, on a tree that may have changed since.
+    A ``make()`` that raises leaves nothing behind, so the next worker to ask tries again and sees the error.
+    """
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    result = folder / f"{name}.pickle"
+    with open(folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not result.exists():
+            value = make()
+            partial = folder / f"{name}.partial"
+            partial.write_bytes(pickle.dumps(value))
+            partial.replace(result)
+            return value
+    loaded: T = pickle.loads(result.read_bytes())
+    return loaded
+
+
+# --- The real app, synthesized once per variant and run -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackNode:
+    id: str
+
+
+@dataclass
+class SynthStack:
+    """What the tests read of a synthesized stack (the values the cdk.Stack had at synth time)."""
+
+    node: StackNode
+    stack_name: str
+    artifact_id: str
+    dependencies: list[SynthStack] = field(default_factory=list)
+
+
 @dataclass
 class Synth:
     """One synthesized app: its config, stacks by id, and each stack's template and nag messages."""
 
     config: Any
-    stacks: dict[str, Any]
+    stacks: dict[str, SynthStack]
     templates: dict[str, dict[str, Any]]
     messages: dict[str, list[dict[str, Any]]]
     assembly_dir: Path
@@ -66,15 +127,21 @@ class Synth:
 
 
 def synthesize(context: dict[str, Any], outdir: Path) -> Synth:
+    """The app built from ``context`` (with cdk-nag) and synthesized into ``outdir``, as plain picklable data."""
     import aws_cdk as cdk
 
     from app import build_app
 
     app, config = build_app(context, outdir=str(outdir))
     assembly = app.synth()
-    stacks = {child.node.id: child for child in app.node.children if isinstance(child, cdk.Stack)}
+    live = [child for child in app.node.children if isinstance(child, cdk.Stack)]
+    stacks = {
+        stack.node.id: SynthStack(StackNode(stack.node.id), stack.stack_name, stack.artifact_id) for stack in live
+    }
     templates, messages = {}, {}
-    for stack_id, stack in stacks.items():
+    for stack in live:
+        stack_id = stack.node.id
+        stacks[stack_id].dependencies = [stacks[dependency.node.id] for dependency in stack.dependencies]
         artifact = assembly.get_stack_artifact(stack.artifact_id)
         templates[stack_id] = artifact.template
         messages[stack_id] = [
@@ -83,43 +150,24 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Synth:
     return Synth(config, stacks, templates, messages, outdir)
 
 
-@pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synthesize(cdk_json_context(), tmp_path_factory.mktemp("cdk-sandbox"))
-
-
-@pytest.fixture(scope="session")
-def prod(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synthesize({**cdk_json_context(), "stage": "prod"}, tmp_path_factory.mktemp("cdk-prod"))
-
-
-@pytest.fixture(scope="session")
-def sandbox_oss(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """The sandbox with Level 2's other vector store, OpenSearch Serverless."""
-    context = {**cdk_json_context(), "rag_vector_store": "opensearch-serverless"}
-    return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-oss"))
-
-
-@pytest.fixture(scope="session")
-def sandbox_fsx(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """The sandbox with every Level 4 option on: FSx for Lustre, a login node, jobs in the VPC, managed spot."""
-    context = {
-        **cdk_json_context(),
+# Every synthesized variant: the cdk.json context plus these values. The first four have snapshots, the last
+# two cover the other documented options.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sandbox": {},
+    "prod": {"stage": "prod"},
+    # The sandbox with Level 2's other vector store, OpenSearch Serverless.
+    "sandbox_oss": {"rag_vector_store": "opensearch-serverless"},
+    # The sandbox with every Level 4 option on: FSx for Lustre, a login node, jobs in the VPC, managed spot.
+    "sandbox_fsx": {
         "hp_fsx": True,
         "hp_login_instance_type": "ml.t3.medium",
         "tj_in_cluster_vpc": True,
         "tj_spot": True,
         "invocation_logging": True,  # the opt-in account-level stack rides along with this variant
-    }
-    return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-fsx"))
-
-
-@pytest.fixture(scope="session")
-def prod_extremes(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """Prod with the other documented variants and the valid extremes: the longest name prefix, the largest
-    groups and counts, Provisioned Throughput, OpenSearch with standby replicas, hierarchical chunking."""
-    context = {
-        **cdk_json_context(),
+    },
+    # Prod with the other documented variants and the valid extremes: the longest name prefix, the largest
+    # groups and counts, Provisioned Throughput, OpenSearch with standby replicas, hierarchical chunking.
+    "prod_extremes": {
         "stage": "prod",
         "name_prefix": "kit-abcdefghij-yz",  # 17 characters, the longest allowed
         "rag_vector_store": "opensearch-serverless",
@@ -145,26 +193,78 @@ def prod_extremes(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         "tj_in_cluster_vpc": True,
         "invocation_logging": True,
         "log_retention_days": 3653,
-    }
-    return synthesize(context, tmp_path_factory.mktemp("cdk-prod-extremes"))
+    },
+    # The sandbox with Level 3's on-demand deployment and semantic chunking.
+    "sandbox_on_demand": {"ft_deploy": "on-demand", "rag_chunking": "semantic"},
+}
+SYNTHS = list(VARIANTS)
+SNAPSHOT_SYNTHS = SYNTHS[:4]
+
+
+def variant(name: str, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """The variant ``name`` synthesized once for the whole run; its cloud assembly sits in the run's folder."""
+    folder = run_folder(tmp_path_factory)
+    context = {**cdk_json_context(), **VARIANTS[name]}
+    key = f"synth:{name}:{json.dumps(context, sort_keys=True)}"
+    return once_per_run(folder, key, lambda: synthesize(context, folder / f"cdk-{name}"))
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return variant("sandbox", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return variant("prod", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sandbox_oss(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return variant("sandbox_oss", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def sandbox_fsx(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return variant("sandbox_fsx", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def prod_extremes(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return variant("prod_extremes", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def sandbox_on_demand(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    """The sandbox with Level 3's on-demand deployment and semantic chunking."""
-    context = {**cdk_json_context(), "ft_deploy": "on-demand", "rag_chunking": "semantic"}
-    return synthesize(context, tmp_path_factory.mktemp("cdk-sandbox-on-demand"))
-
-
-# Every synthesized variant; the first four have snapshots, the last two cover the other documented options.
-SYNTHS = ["sandbox", "prod", "sandbox_oss", "sandbox_fsx", "prod_extremes", "sandbox_on_demand"]
-SNAPSHOT_SYNTHS = SYNTHS[:4]
+    return variant("sandbox_on_demand", tmp_path_factory)
 
 
 @pytest.fixture(scope="session", params=SYNTHS)
 def each_stage(request: pytest.FixtureRequest) -> Iterator[Synth]:
     """Every synthesized variant (see SYNTHS)."""
     yield request.getfixturevalue(request.param)
+
+
+_NEEDED_VARIANTS = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note the variants the selected tests ask for by fixture (each_stage asks for all)."""
+    names = set().union(*(getattr(item, "fixturenames", ()) for item in session.items))
+    session.config.stash[_NEEDED_VARIANTS] = [n for n in SYNTHS if n in names or "each_stage" in names]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _variants_split_between_workers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, each worker synthesizes its share of the variants the run needs before its first
+    test, so the workers synthesize side by side instead of one waiting for the other's result."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return
+    for name in request.config.stash.get(_NEEDED_VARIANTS, [])[int(worker.removeprefix("gw")) :: count]:
+        # A variant that fails to synthesize leaves nothing: each test that uses it tries again and fails there.
+        with contextlib.suppress(Exception):
+            variant(name, tmp_path_factory)
 
 
 # --- Lambda handler tests of every level -------------------------------------------------------------------

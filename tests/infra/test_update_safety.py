@@ -10,6 +10,7 @@ the row does not name exactly those.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -18,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from stacks.config import DEFAULTS
+from stacks.config import CONFIG_KEYS
+from stacks.shared.registry import config_errors, name_findings
 from stacks.updates import IN_PLACE, NEW_STACK, UPDATES, replaced_words
-from tests.conftest import ROOT, cdk_json_context
+from tests.conftest import ROOT, cdk_json_context, once_per_run, run_folder
 from tests.infra.update_safety import UpdateEffect, update_effect
 
 # key -> (the configuration the change is made on, the changed value). The base turns on what the key
@@ -89,22 +91,35 @@ README = ROOT / "README.md"
 _SYNTHS: dict[str, dict[str, dict[str, Any]]] = {}
 
 
-def templates(overrides: Mapping[str, Any], tmp_dir: Path) -> dict[str, dict[str, Any]]:
-    """Templates by stack id for the cdk.json context plus ``overrides`` (no cdk-nag; cached per test session)."""
+def _synthesize(overrides: Mapping[str, Any], outdir: Path) -> dict[str, dict[str, Any]]:
+    """The app's templates for ``overrides``, synthesized without cdk-nag and without CDK's built-in
+    CloudFormation validation (a WebAssembly engine that costs about as much as the rest of a synth; the six
+    variants in conftest keep it, and cfn-lint lints them). The literal values are still checked against the
+    registry schemas here, with the kit's own reader (stacks/shared/registry.py), as `cdk synth` reports them."""
+    import aws_cdk as cdk
+
+    from app import build_app
+
+    context = {**cdk_json_context(), **overrides}
+    app, _ = build_app(context, outdir=str(outdir), nag=False, schema_validation=False)
+    assembly = app.synth()
+    found = {
+        child.node.id: assembly.get_stack_artifact(child.artifact_id).template
+        for child in app.node.children
+        if isinstance(child, cdk.Stack)
+    }
+    assert config_errors(name_findings(found, context), context) == []
+    return found
+
+
+def templates(overrides: Mapping[str, Any], factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Templates by stack id for the cdk.json context plus ``overrides`` (no cdk-nag), synthesized once per
+    test run: the configurations several keys start from are shared by every xdist worker (conftest)."""
     cache_key = json.dumps(overrides, sort_keys=True)
     if cache_key not in _SYNTHS:
-        import aws_cdk as cdk
-
-        from app import build_app
-
-        outdir = tmp_dir / f"synth-{len(_SYNTHS)}"
-        app, _ = build_app({**cdk_json_context(), **overrides}, outdir=str(outdir), nag=False)
-        assembly = app.synth()
-        _SYNTHS[cache_key] = {
-            child.node.id: assembly.get_stack_artifact(child.artifact_id).template
-            for child in app.node.children
-            if isinstance(child, cdk.Stack)
-        }
+        folder = run_folder(factory)
+        outdir = folder / f"update-safety-{hashlib.sha256(cache_key.encode()).hexdigest()[:16]}"
+        _SYNTHS[cache_key] = once_per_run(folder, f"update-safety:{cache_key}", lambda: _synthesize(overrides, outdir))
     return _SYNTHS[cache_key]
 
 
@@ -123,8 +138,8 @@ def problems(key: str, stated: str, effect: UpdateEffect) -> list[str]:
 
 
 def test_every_key_has_a_change_and_a_stated_behaviour() -> None:
-    assert set(CHANGES) == set(DEFAULTS)
-    assert set(UPDATES) == set(DEFAULTS)
+    assert set(CHANGES) == set(CONFIG_KEYS)
+    assert set(UPDATES) == set(CONFIG_KEYS)
 
 
 @pytest.mark.parametrize("key", sorted(CHANGES))
@@ -132,10 +147,9 @@ def test_a_documented_change_applies_to_a_deployed_stack(key: str, tmp_path_fact
     stated = UPDATES[key]
     if stated == NEW_STACK:
         pytest.skip(f"{key}: documented as needing a new stack")
-    tmp_dir = tmp_path_factory.getbasetemp()
     base, changed = CHANGES[key]
-    before = templates(base, tmp_dir)
-    after = templates({**base, key: changed}, tmp_dir)
+    before = templates(base, tmp_path_factory)
+    after = templates({**base, key: changed}, tmp_path_factory)
     assert problems(key, stated, update_effect(before, after)) == []
 
 
@@ -148,7 +162,7 @@ def _readme_column() -> dict[str, str]:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         keys = re.findall(r"`([a-z_]+)`", cells[0])
         for name in keys:
-            full = name if name in DEFAULTS else _expand(name, keys[0])
+            full = name if name in CONFIG_KEYS else _expand(name, keys[0])
             column[full] = cells[-1]
     return column
 
@@ -161,7 +175,7 @@ def _expand(short: str, first: str) -> str:
 
 def test_readme_states_each_keys_update_behaviour_as_the_table_does() -> None:
     column = _readme_column()
-    assert set(column) == set(DEFAULTS)
+    assert set(column) == set(CONFIG_KEYS)
     assert {key: cell for key, cell in column.items()} == {key: UPDATES[key] for key in column}
 
 
