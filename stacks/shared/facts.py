@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from common import geographies
+
 KIT_NAME = "genai-spectrum-kit"
 
 # The kit's stacks by key: app.py builds them and the `kit` commands find them under these ids.
@@ -23,39 +25,17 @@ STAGES = ("sandbox", "prod")
 # The Powertools for AWS Lambda (Python) v3 managed layer version this kit release is tested with.
 PINNED_POWERTOOLS_LAYER = 38
 
-# Geographies of Bedrock's system-defined cross-region inference profiles and the regions each one can
-# route to (https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html). The kit
-# grants the foundation model in every region of the geography, so a destination that Bedrock adds later
-# does not break calls at run time; a condition limits those grants to calls made through the profile.
-# "global" profiles route to every commercial region.
-PROFILE_GEOGRAPHIES: Mapping[str, tuple[str, ...]] = {
-    "us": ("us-east-1", "us-east-2", "us-west-1", "us-west-2"),
-    "eu": (
-        "eu-central-1",
-        "eu-central-2",
-        "eu-north-1",
-        "eu-south-1",
-        "eu-south-2",
-        "eu-west-1",
-        "eu-west-2",
-        "eu-west-3",
-    ),
-    "apac": (
-        "ap-east-2",
-        "ap-northeast-1",
-        "ap-northeast-2",
-        "ap-northeast-3",
-        "ap-south-1",
-        "ap-south-2",
-        "ap-southeast-1",
-        "ap-southeast-2",
-        "ap-southeast-3",
-        "ap-southeast-4",
-        "ap-southeast-5",
-        "ap-southeast-7",
-    ),
-    "jp": ("ap-northeast-1", "ap-northeast-3"),
-    "au": ("ap-southeast-2", "ap-southeast-4"),
-    "ca": ("ca-central-1", "ca-west-1"),
-    "global": ("*",),
-}
+# Bedrock's inference-profile geographies: one copy, in the code the functions ship (lambdas/common).
+PROFILE_GEOGRAPHIES = geographies.PROFILE_GEOGRAPHIES
+
+
+# Bedrock model invocation logging (the opt-in Level 0 stack) writes its records under this prefix of its bucket
+# (lambdas/level0_account/invocation_logging/handler.py: s3Config.keyPrefix); Level 3 distills from them.
+INVOCATION_LOGS_PREFIX = "invocations/"
+
+
+def invocation_logs_bucket_parameter(name_prefix: str) -> str:
+    """The SSM parameter holding the invocation-logging stack's bucket name. That stack writes it and Level 3
+    resolves it at deploy time: unlike a CloudFormation export, a parameter does not pin the bucket in the
+    logging stack (an export in use cannot change or be deleted, so that stack could not be updated)."""
+    return f"/{name_prefix}/bedrock/invocation-logs-bucket"
