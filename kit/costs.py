@@ -73,6 +73,7 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::SNS::TopicPolicy",
         "AWS::SQS::Queue",
         "AWS::SQS::QueuePolicy",
+        "AWS::SSM::Parameter",  # a standard parameter: no charge
         "AWS::StepFunctions::StateMachine",  # standard workflows bill per state transition
         "Custom::BedrockFineTuneCleanup",  # runs only when the stack is deleted
         "Custom::BedrockInvocationLogging",  # an account setting; the logs bill per GB delivered

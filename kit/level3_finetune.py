@@ -69,6 +69,7 @@ def _validate_locally(
     base_model: str,
     hyperparameters: Mapping[str, Any],
     customization_type: str = "FINE_TUNING",
+    teacher_model_id: str | None = None,
 ) -> tuple[bool, str]:
     """(valid, the validator's human-readable report)."""
     command = _validator()
@@ -82,6 +83,7 @@ def _validate_locally(
             validation_path=validation,
             hyperparameters=hyperparameters,
             customization_type=customization_type,
+            teacher_model_id=teacher_model_id,
         )
     except UnsupportedBaseModel as exc:
         raise KitUsageError(f"--base-model: {exc}") from None
@@ -142,7 +144,16 @@ def _dataset_key(key: str, option: str) -> str:
 )
 @click.option("--base-model", metavar="ID", help="The base model (default: the stack's ft_base_model_id).")
 @click.option("--customization-type", type=click.Choice(CUSTOMIZATION_TYPES), help="Default: ft_customization_type.")
-@click.option("--hyperparameters", metavar="JSON", help="A JSON object of strings; replaces the defaults.")
+@click.option(
+    "--teacher-model",
+    metavar="ID",
+    help="DISTILLATION: the teacher (default: ft_teacher_model_id; checked against the base model).",
+)
+@click.option(
+    "--hyperparameters",
+    metavar="JSON",
+    help="A JSON object of strings; replaces the defaults (none are sent for another type than ft_customization_type).",
+)
 @click.option("--wait", is_flag=True, help="Follow the execution until it ends.")
 @wait_options(timeout_s=30 * 3600, poll_s=30)
 def start(
@@ -152,6 +163,7 @@ def start(
     upload_validation: str | None,
     base_model: str | None,
     customization_type: str | None,
+    teacher_model: str | None,
     hyperparameters: str | None,
     wait: bool,
     timeout: int,
@@ -159,13 +171,21 @@ def start(
 ) -> None:
     """Start the fine-tuning pipeline (StartExecution) with a job request.
 
-    With --upload the data is validated locally before it is uploaded; the pipeline validates it again.
+    With --upload the data is validated locally before it is uploaded; the pipeline validates it again. A
+    DISTILLATION run without data distills from the account's invocation logs (ft_distillation_source
+    invocation-logs).
     """
     target = current_target()
+    ft = target.config.finetune
+    kind = customization_type or ft.customization_type
+    if teacher_model and kind != "DISTILLATION":
+        raise KitUsageError(f"--teacher-model is for DISTILLATION only, not {kind}")
     training_key = training_key or (f"{DATASETS_PREFIX}{Path(upload).name}" if upload else None)
-    if not training_key:
+    from_logs = training_key is None and kind == "DISTILLATION" and ft.distillation_source == "invocation-logs"
+    if not training_key and not from_logs:
         raise KitUsageError("give --training-key KEY (under datasets/) or --upload FILE")
-    _dataset_key(training_key, "--training-key")
+    if training_key:
+        _dataset_key(training_key, "--training-key")
     if upload_validation and not validation_key:
         validation_key = f"{DATASETS_PREFIX}{Path(upload_validation).name}"
     if validation_key:
@@ -185,21 +205,26 @@ def start(
     out = console()
     if upload or upload_validation:
         bucket = aws.require_output(outputs, "DataBucketName", name)
-        model = base_model or target.config.finetune.base_model_id
-        hyper = params if params is not None else target.config.finetune.hyperparameters
+        model = base_model or ft.base_model_id
+        hyper = params if params is not None else ft.hyperparameters if kind == ft.customization_type else {}
         if upload:
-            valid, text = _validate_locally(upload, upload_validation, model, hyper)
+            teacher = teacher_model or (ft.teacher_model_id if kind == "DISTILLATION" else None)
+            valid, text = _validate_locally(upload, upload_validation, model, hyper, kind, teacher)
             if not valid:
                 click.echo(text)
                 raise KitError("the data is invalid: nothing was uploaded or started")
         for path, key in ((upload, training_key), (upload_validation, validation_key)):
             if path and key:
                 out.print(Text(f"uploaded {upload_file(target, Path(path), bucket, key)}"))
-    request: dict[str, Any] = {"trainingKey": training_key}
+    if params is None and kind != ft.customization_type:
+        params = {}  # the configured defaults belong to the configured type
+    request: dict[str, Any] = {}
     optional = {
+        "trainingKey": training_key,
         "validationKey": validation_key,
         "baseModelId": base_model,
         "customizationType": customization_type,
+        "teacherModelId": teacher_model,
         "hyperparameters": params,
     }
     request.update({key: value for key, value in optional.items() if value is not None})

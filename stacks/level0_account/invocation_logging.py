@@ -15,9 +15,11 @@ from typing import Any
 
 from aws_cdk import CfnOutput, CustomResource, Duration, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import KitConfig
+from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
 from stacks.shared.nag import arn_ref, suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.secure_bucket import SecureBucket
@@ -48,6 +50,14 @@ class InvocationLoggingStack(Stack):
         deployment = config.deployment
         tag_stack(self, deployment, LEVEL)
         bucket = SecureBucket(self, "Invocations", deployment=deployment, versioned=False).bucket
+        # Level 3 distills from these logs (ft_distillation_source=invocation-logs) and finds the bucket here.
+        ssm.StringParameter(
+            self,
+            "InvocationBucketParameter",
+            parameter_name=invocation_logs_bucket_parameter(deployment.name_prefix),
+            string_value=bucket.bucket_name,
+            description="The bucket Bedrock model invocation logging writes to (read by the Level 3 stack)",
+        )
         logs = log_group(self, "InvocationLogs", deployment, name=f"/{deployment.name_prefix}/bedrock/invocations")
         source = {
             "StringEquals": {"aws:SourceAccount": self.account},
@@ -59,7 +69,10 @@ class InvocationLoggingStack(Stack):
                 sid="BedrockDelivers",
                 principals=[iam.ServicePrincipal("bedrock.amazonaws.com")],
                 actions=["s3:PutObject"],
-                resources=[bucket.arn_for_objects("invocations/*"), bucket.arn_for_objects("large-data/*")],
+                resources=[
+                    bucket.arn_for_objects(f"{INVOCATION_LOGS_PREFIX}*"),
+                    bucket.arn_for_objects("large-data/*"),
+                ],
                 conditions=source,
             )
         )

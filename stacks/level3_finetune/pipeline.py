@@ -13,6 +13,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from finetune_validate import formats
 from stacks.level3_finetune.data import FineTuneData
 from stacks.level3_finetune.names import (
     JOB_TAG_KEY,
@@ -26,6 +27,7 @@ from stacks.level3_finetune.names import (
 )
 from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.shared.deployment import Deployment
+from stacks.shared.facts import INVOCATION_LOGS_PREFIX
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.stage import log_group
 
@@ -121,6 +123,8 @@ class FineTunePipeline(Construct):
         service_role: iam.Role,
         validator: PythonFunction,
         topic: sns.Topic,
+        grader: PythonFunction,
+        invocation_logs_bucket: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -164,7 +168,13 @@ class FineTunePipeline(Construct):
             "hyperparameters": dict(ft.hyperparameters),
             # CDK drops None from Parameters; an intrinsic keeps the key present, as null.
             "validationKey.$": "States.StringToJson('null')",
+            # The request's own teacher, if any; the validator falls back to the configured one for DISTILLATION.
+            "teacherModelId.$": "States.StringToJson('null')",
         }
+        from_logs = invocation_logs_bucket is not None
+        if from_logs:
+            # A DISTILLATION request without a trainingKey distills from the account's invocation logs.
+            defaults["trainingKey.$"] = "States.StringToJson('null')"
         # Static defaults sit in Parameters; intrinsic string literals would need every brace escaped.
         prepare = sfn.Pass(
             self,
@@ -215,6 +225,9 @@ class FineTunePipeline(Construct):
                     "customizationType": sfn.JsonPath.string_at("$.job.customizationType"),
                     "hyperparameters": sfn.JsonPath.object_at("$.job.hyperparameters"),
                     "reportKey": sfn.JsonPath.string_at("$.names.report"),
+                    "teacherModelId": sfn.JsonPath.string_at("$.job.teacherModelId"),
+                    "defaultTeacherModelId": ft.teacher_model_id,
+                    "invocationLogs": from_logs,
                 }
             ),
             payload_response_only=True,
@@ -238,19 +251,20 @@ class FineTunePipeline(Construct):
         # 3. Start the job with the kit's own role; wait for a free slot when the account's 2 jobs are busy.
         job_arn = bedrock_arn(stack, "model-customization-job/*")
 
-        def create_job(state_id: str, with_validation: bool) -> tasks.CallAwsService:
+        def s3_uri(bucket: str, key_path: str) -> str:
+            return sfn.JsonPath.format(f"s3://{bucket}/{{}}", sfn.JsonPath.string_at(key_path))
+
+        def create_job(state_id: str, kind: str) -> tasks.CallAwsService:
+            """One CreateModelCustomizationJob call per shape of request: ``kind`` is "plain" or "validated"
+            (fine-tuning, continued pre-training), "distillation", "distillation-logs" or "rft"; each carries
+            exactly the members its type takes (API_CreateModelCustomizationJob.html)."""
             parameters: dict[str, Any] = {
                 "JobName": sfn.JsonPath.string_at("$.names.job"),
                 "CustomModelName": sfn.JsonPath.string_at("$.names.model"),
                 "RoleArn": service_role.role_arn,
                 "BaseModelIdentifier": sfn.JsonPath.string_at("$.job.baseModelId"),
                 "CustomizationType": sfn.JsonPath.string_at("$.job.customizationType"),
-                "HyperParameters": sfn.JsonPath.object_at("$.job.hyperparameters"),
-                "TrainingDataConfig": {
-                    "S3Uri": sfn.JsonPath.format(
-                        f"s3://{data.data.bucket_name}/{{}}", sfn.JsonPath.string_at("$.job.trainingKey")
-                    )
-                },
+                "TrainingDataConfig": {"S3Uri": s3_uri(data.data.bucket_name, "$.job.trainingKey")},
                 "OutputDataConfig": {
                     "S3Uri": sfn.JsonPath.format(
                         f"s3://{data.output.bucket_name}/{OUTPUT_PREFIX}{{}}/", sfn.JsonPath.string_at("$.names.job")
@@ -261,15 +275,40 @@ class FineTunePipeline(Construct):
                 # Bedrock authorizes tags passed on create with bedrock:TagResource as well (FineTuneStack).
                 "JobTags": [{"Key": JOB_TAG_KEY, "Value": sfn.JsonPath.string_at("$$.Execution.Name")}],
             }
-            if with_validation:
+            if kind in ("plain", "validated"):
+                parameters["HyperParameters"] = sfn.JsonPath.object_at("$.job.hyperparameters")
+            if kind == "validated":
                 parameters["ValidationDataConfig"] = {
-                    "Validators": [
-                        {
-                            "S3Uri": sfn.JsonPath.format(
-                                f"s3://{data.data.bucket_name}/{{}}", sfn.JsonPath.string_at("$.job.validationKey")
-                            )
+                    "Validators": [{"S3Uri": s3_uri(data.data.bucket_name, "$.job.validationKey")}]
+                }
+            if kind.startswith("distillation"):
+                # The teacher the validator checked against the student (its result), and the response length.
+                # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_TeacherModelConfig.html
+                parameters["CustomizationConfig"] = {
+                    "DistillationConfig": {
+                        "TeacherModelConfig": {
+                            "TeacherModelIdentifier": sfn.JsonPath.string_at("$.validation.teacherModelId"),
+                            "MaxResponseLengthForInference": ft.teacher_max_response_tokens,
                         }
-                    ]
+                    }
+                }
+            if kind == "distillation-logs":
+                # Prompts only: the logs may hold any model's answers, so the teacher answers them again
+                # (UsePromptResponse false; https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-2.html).
+                parameters["TrainingDataConfig"] = {
+                    "InvocationLogsConfig": {
+                        "InvocationLogSource": {"S3Uri": f"s3://{invocation_logs_bucket}/{INVOCATION_LOGS_PREFIX}"},
+                        "UsePromptResponse": False,
+                    }
+                }
+            if kind == "rft":
+                # The stack's grader scores the responses; hyperparameters typed by the validator
+                # (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTConfig.html).
+                parameters["CustomizationConfig"] = {
+                    "RftConfig": {
+                        "GraderConfig": {"LambdaGrader": {"LambdaArn": grader.function.function_arn}},
+                        "HyperParameters": sfn.JsonPath.object_at("$.validation.rftHyperParameters"),
+                    }
                 }
             task = tasks.CallAwsService(
                 self,
@@ -310,9 +349,21 @@ class FineTunePipeline(Construct):
             "$.error",
             then=fail("StartFailed", "CustomizationJobNotStarted", "CreateModelCustomizationJob failed"),
         )
-        create_plain = create_job("CreateJob", with_validation=False)
-        create_validated = create_job("CreateJobWithValidationSet", with_validation=True)
-        for task in (create_plain, create_validated):
+        create_plain = create_job("CreateJob", "plain")
+        create_validated = create_job("CreateJobWithValidationSet", "validated")
+        create_distillation = create_job("CreateDistillationJob", "distillation")
+        create_rft = create_job("CreateRftJob", "rft")
+        creates = [create_plain, create_validated, create_distillation, create_rft]
+        distill: sfn.IChainable = create_distillation
+        if from_logs:
+            create_from_logs = create_job("CreateDistillationJobFromLogs", "distillation-logs")
+            creates.append(create_from_logs)
+            distill = (
+                sfn.Choice(self, "DistillFromLogs?")
+                .when(sfn.Condition.string_equals("$.validation.trainingSource", "invocation-logs"), create_from_logs)
+                .otherwise(create_distillation)
+            )
+        for task in creates:
             task.add_catch(start_failed, errors=["States.ALL"], result_path="$.error")
 
         # 4. Wait for the outcome, bounded by ft_max_job_hours. Step Functions offers CreateModelCustomizationJob.sync
@@ -380,11 +431,22 @@ class FineTunePipeline(Construct):
             then=fail("MissingTrainingKey", "InvalidJobRequest", "The job request needs a trainingKey"),
             with_request=False,
         )
-        check_request = (
-            sfn.Choice(self, "HasTrainingKey?")
-            .when(sfn.Condition.is_present("$.request.trainingKey"), prepare)
-            .otherwise(no_training_key)
+        check_request = sfn.Choice(self, "HasTrainingKey?").when(
+            sfn.Condition.is_present("$.request.trainingKey"), prepare
         )
+        if from_logs:
+            # No trainingKey: a distillation from the invocation logs (the request's type, or the configured one).
+            distillation_request = sfn.Condition.and_(
+                sfn.Condition.is_present("$.request.customizationType"),
+                sfn.Condition.is_string("$.request.customizationType"),
+                sfn.Condition.string_equals("$.request.customizationType", formats.DISTILLATION),
+            )
+            if ft.customization_type == formats.DISTILLATION:
+                distillation_request = sfn.Condition.or_(
+                    distillation_request, sfn.Condition.not_(sfn.Condition.is_present("$.request.customizationType"))
+                )
+            check_request.when(distillation_request, prepare)
+        check_request.otherwise(no_training_key)
         # A hand-started input that only looks like an S3 event (no bucket name) is treated as a request, and
         # rejected there for its missing trainingKey: notified, not a States.Runtime error in ReadJobRequest.
         from_file = sfn.Condition.and_(
@@ -399,14 +461,22 @@ class FineTunePipeline(Construct):
             sfn.Choice(self, "DataValid?")
             .when(
                 sfn.Condition.boolean_equals("$.validation.valid", True),
-                sfn.Choice(self, "HasValidationSet?")
-                .when(sfn.Condition.is_null("$.job.validationKey"), create_plain)
-                .otherwise(create_validated),
+                sfn.Choice(self, "CustomizationType?")
+                .when(sfn.Condition.string_equals("$.job.customizationType", formats.DISTILLATION), distill)
+                .when(
+                    sfn.Condition.string_equals("$.job.customizationType", formats.REINFORCEMENT_FINE_TUNING),
+                    create_rft,
+                )
+                .otherwise(
+                    sfn.Choice(self, "HasValidationSet?")
+                    .when(sfn.Condition.is_null("$.job.validationKey"), create_plain)
+                    .otherwise(create_validated)
+                ),
             )
             .otherwise(invalid_data)
         )
-        create_plain.next(wait)
-        create_validated.next(wait)
+        for task in creates:
+            task.next(wait)
         wait.next(get_job).next(
             sfn.Choice(self, "JobStatus?")
             .when(sfn.Condition.string_equals("$.status.Status", "Completed"), after_success)

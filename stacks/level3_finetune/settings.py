@@ -17,6 +17,8 @@ from stacks.shared.settings import Allowed, Invalid, OneOf, Settings, Stripped, 
 CUSTOMIZATION_TYPES = formats.CUSTOMIZATION_TYPES
 DeployMode = Literal["none", "on-demand", "provisioned"]
 DEPLOY_MODES: tuple[str, ...] = get_args(DeployMode)
+DistillationSource = Literal["prompts", "invocation-logs"]
+DISTILLATION_SOURCES: tuple[str, ...] = get_args(DistillationSource)
 
 
 class FineTuneSettings(Settings):
@@ -25,6 +27,28 @@ class FineTuneSettings(Settings):
     )
     customization_type: Annotated[Text, OneOf(CUSTOMIZATION_TYPES)] = Field(
         alias="ft_customization_type", description="The customization type (checked against the base model)"
+    )
+    teacher_model_id: Annotated[
+        Text, Allowed(f"a distillation teacher of {', '.join(formats.TEACHERS)} (or its cross-Region profile)")
+    ] = Field(
+        alias="ft_teacher_model_id",
+        description=(
+            "The distillation teacher (a model or cross-Region profile id paired with the base model); a run may "
+            "name another with `teacherModelId`"
+        ),
+    )
+    teacher_max_response_tokens: Whole = Field(
+        alias="ft_teacher_max_response_tokens",
+        description="Distillation: the most tokens the job asks of the teacher per response",
+        ge=1,
+        le=10_000,  # the API documents no range (TeacherModelConfig); this bound catches a typo
+    )
+    distillation_source: Annotated[DistillationSource, Stripped] = Field(
+        alias="ft_distillation_source",
+        description=(
+            "Distillation data: `prompts` (a JSONL under datasets/) or `invocation-logs` (also lets a run without "
+            "a trainingKey distill from the logs the invocation-logging stack collects)"
+        ),
     )
     # Bedrock takes hyperparameters as strings.
     hyperparameters: Annotated[
@@ -72,6 +96,18 @@ class FineTuneSettings(Settings):
         if problem:
             raise Invalid(f"one of {', '.join(formats.PIPELINE_TYPES)} ({problem})")
         return kind
+
+    @field_validator("teacher_model_id")
+    @classmethod
+    def _paired_with_the_student(cls, teacher: str, info: ValidationInfo) -> str:
+        base = info.data.get("base_model_id")
+        if formats.resolve_teacher(teacher) is None:
+            raise Invalid(f"a distillation teacher of {', '.join(formats.TEACHERS)} (or a cross-Region profile of one)")
+        if base and formats.DISTILLATION in formats.MODELS[base].customization_types:
+            problem = formats.check_distillation_pair(teacher, formats.MODELS[base])
+            if problem:
+                raise Invalid(f"a teacher paired with {base}: {problem}")
+        return teacher
 
     @field_validator("hyperparameters")
     @classmethod

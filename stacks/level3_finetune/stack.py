@@ -27,15 +27,17 @@ from __future__ import annotations
 from typing import Any
 
 import jsii
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, CfnParameter, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_ssm as ssm
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
+from finetune_validate import formats
 from stacks.config import KitConfig
 from stacks.level3_finetune.cleanup import CustomModelCleanup
 from stacks.level3_finetune.data import CustomizationRole, FineTuneData
@@ -49,8 +51,11 @@ from stacks.level3_finetune.names import (
 )
 from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline
 from stacks.level3_finetune.teardown import PipelineTeardown
+from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
+from stacks.shared.model_access import foundation_model_arn, model_invoke_statements
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
+from stacks.shared.settings import parse_model_id
 from stacks.shared.stage import tag_stack
 
 LEVEL = "3-finetune"
@@ -140,6 +145,87 @@ class FineTuneStack(Stack):
         )
         if deployment.alarm_email:
             topic.add_subscription(subscriptions.EmailSubscription(deployment.alarm_email))
+
+        # Reinforcement fine-tuning: the sample grader Bedrock calls with the generated responses. It reads
+        # nothing and calls nothing; the customization role may invoke it (rft-access-security.html).
+        grader = PythonFunction(
+            self,
+            "RewardFunction",
+            deployment=deployment,
+            handler="finetune_reward.handler.handler",
+            description="Level 3: sample reward function for reinforcement fine-tuning (checkable answers)",
+            service_name="finetune-reward",
+            # Bedrock's docs advise raising the 3 s default for graders (reward-functions.html).
+            timeout=Duration.minutes(1),
+            memory_size=256,
+        )
+        suppress(
+            grader.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "X-Ray actions support no resource-level permissions.",
+            applies_to=["Resource::*"],
+        )
+        # https://docs.aws.amazon.com/bedrock/latest/userguide/rft-access-security.html
+        service_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="InvokeRewardFunction",
+                actions=["lambda:InvokeFunction"],
+                resources=[grader.function.function_arn],
+            )
+        )
+        # Distillation: the job invokes the teacher with the service role; a cross-Region profile needs the profile
+        # and the model in each of its Regions (https://docs.aws.amazon.com/bedrock/latest/userguide/prequisites-model-distillation.html).
+        # The model table's active teachers are granted in this Region, so a run may name another one (a legacy
+        # teacher only when configured; the status, not today's date, decides, so the template does not change
+        # with the calendar); a profile only as configured.
+        teacher = parse_model_id("ft_teacher_model_id", ft.teacher_model_id, self.region)
+        active = [model for model, spec in formats.TEACHERS.items() if spec.lifecycle.status == formats.ACTIVE]
+        teachers = sorted({teacher.foundation_model_id, *active})
+        service_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="InvokeTeachers",
+                actions=["bedrock:InvokeModel"],
+                resources=[foundation_model_arn(self.partition, self.region, model) for model in teachers],
+            )
+        )
+        if teacher.is_inference_profile:
+            for statement in model_invoke_statements(self, teacher):
+                service_role.add_to_policy(statement)
+        logs_bucket: str | None = None
+        if ft.distillation_source == "invocation-logs":
+            # The invocation-logging stack's bucket, by its SSM parameter (resolved at deploy time).
+            logs_bucket = ssm.StringParameter.value_for_string_parameter(
+                self, invocation_logs_bucket_parameter(deployment.name_prefix)
+            )
+            bucket_arn = f"arn:{self.partition}:s3:::{logs_bucket}"
+            service_role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ReadInvocationLogs",
+                    actions=["s3:GetObject"],
+                    resources=[f"{bucket_arn}/{INVOCATION_LOGS_PREFIX}*"],
+                )
+            )
+            [parameter] = [
+                child
+                for child in self.node.children
+                if isinstance(child, CfnParameter)
+                and child.default == invocation_logs_bucket_parameter(deployment.name_prefix)
+            ]
+            suppress(
+                service_role.node.find_child("DefaultPolicy"),
+                "AwsSolutions-IAM5",
+                "Bedrock reads the invocation records it wrote under the logging bucket's invocations prefix; "
+                "their keys are chosen by Bedrock per day and request.",
+                applies_to=[f"Resource::arn:aws:s3:::<{self.get_logical_id(parameter)}>/{INVOCATION_LOGS_PREFIX}*"],
+            )
+            service_role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ListInvocationLogs",
+                    actions=["s3:ListBucket"],
+                    resources=[bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{INVOCATION_LOGS_PREFIX}*"]}},
+                )
+            )
         pipeline = FineTunePipeline(
             self,
             "Pipeline",
@@ -149,6 +235,8 @@ class FineTuneStack(Stack):
             service_role=service_role,
             validator=validator,
             topic=topic,
+            grader=grader,
+            invocation_logs_bucket=logs_bucket,
         )
         machine = pipeline.state_machine
         machine.add_to_role_policy(
@@ -302,6 +390,7 @@ class FineTuneStack(Stack):
         CfnOutput(self, "TopicArn", value=topic.topic_arn)
         CfnOutput(self, "BaseModelId", value=ft.base_model_id)
         CfnOutput(self, "CustomizationRoleArn", value=service_role.role_arn)
+        CfnOutput(self, "RewardFunctionArn", value=grader.function.function_arn, description="The sample RFT grader")
         CfnOutput(
             self,
             "KeyArn",

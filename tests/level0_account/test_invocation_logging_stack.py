@@ -75,3 +75,27 @@ def test_cloudformation_gets_an_answer_within_minutes_even_from_a_silent_functio
     function = template["Resources"][setting["Properties"]["ServiceToken"]["Fn::GetAtt"][0]]["Properties"]
     assert function["Timeout"] >= h.CALLS_PER_REQUEST * h.CALL_BUDGET_S + h.ANSWER_RESERVE_S
     assert function["Timeout"] < int(setting["Properties"]["ServiceTimeout"]) <= 600
+
+
+def test_the_bucket_is_published_where_level_3_reads_it(sandbox_fsx: Any) -> None:
+    """Level 3 distills from the invocation logs (ft_distillation_source=invocation-logs) and resolves the bucket
+    from this SSM parameter at deploy time; the bucket policy lets Bedrock write under the prefix Level 3 reads."""
+    from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
+
+    template = sandbox_fsx.templates[STACK]
+    _, parameter = only(template, "AWS::SSM::Parameter")
+    bucket_id = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("InvocationsBucket"))
+    assert parameter["Properties"]["Name"] == invocation_logs_bucket_parameter(sandbox_fsx.config.name_prefix)
+    assert parameter["Properties"]["Value"] == {"Ref": bucket_id}
+    policy = next(
+        v
+        for v in resources(template, "AWS::S3::BucketPolicy").values()
+        if v["Properties"]["Bucket"] == {"Ref": bucket_id}
+    )
+    written = [
+        render(resource)
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement.get("Principal") == {"Service": "bedrock.amazonaws.com"}
+        for resource in ([statement["Resource"]] if isinstance(statement["Resource"], dict) else statement["Resource"])
+    ]
+    assert any(resource.endswith(f"/{INVOCATION_LOGS_PREFIX}*") for resource in written), written

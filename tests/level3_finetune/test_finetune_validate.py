@@ -350,6 +350,23 @@ def test_reserved_finder_matches_a_plain_case_insensitive_search(text: str) -> N
         assert text[at : at + len(token)].lower() == token.lower() or not text.isascii()
 
 
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("userUSERsystemSYSTEMbotassistantthoughtimagevideounkeosEOS:<>[] .K")),
+        max_size=40,
+    ),
+    padding=st.sampled_from(["", "x" * formats.PREFILTER_CHARS, ":" * formats.PREFILTER_CHARS]),
+)
+@HP_SETTINGS
+def test_short_and_long_texts_take_different_paths_to_the_same_answer(text: str, padding: str) -> None:
+    """Texts past PREFILTER_CHARS are ruled out by a lowered search first; shorter ones go to their markers."""
+    find = formats._reserved_finder(formats.NOVA_RESERVED)
+    assert find is not None
+    whole = padding + text
+    naive = [token for token in formats.NOVA_RESERVED if token.lower() in whole.lower()]
+    assert (find(whole) is not None) == bool(naive), (text, naive)
+
+
 def test_reserved_strings_are_nova_only() -> None:
     family = FAMILIES["llama32"]
     records = family.records(100, ["User: hi", "Assistant: hello"])
@@ -736,6 +753,9 @@ def test_handler_writes_the_report_and_returns_its_summary(s3: Any, context: Fak
         "errorCount": 0,
         "warningCount": 0,
         "summary": f"VALID: 24 training and 8 validation records for {NOVA_LITE} ({formats.NOVA}).",
+        "teacherModelId": None,
+        "rftHyperParameters": None,
+        "trainingSource": "s3",
     }
     stored = s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")
     assert stored["ContentType"] == "application/json"

@@ -350,18 +350,12 @@ def _event(**overrides: Any) -> dict[str, Any]:
     return base
 
 
-def test_the_event_without_a_type_is_fine_tuning_and_the_type_and_teacher_are_read(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_event_without_a_type_is_fine_tuning_and_the_type_and_teacher_are_read() -> None:
     assert handler.parse_request(_event()).customization_type == formats.FINE_TUNING
     with pytest.raises(handler.InvalidRequest, match="customizationType"):
         handler.parse_request(_event(customizationType=None))
-    # The pipeline does not run distillation yet: the function refuses it, saying what runs.
-    with pytest.raises(handler.InvalidRequest) as refused:
-        handler.parse_request(_event(customizationType=formats.DISTILLATION, teacherModelId="us.amazon.nova-pro-v1:0"))
-    assert refused.value.field == "customizationType" and "runs only FINE_TUNING" in str(refused.value)
-    # Once it does, the teacher is read with the type.
-    monkeypatch.setattr(formats, "PIPELINE_TYPES", formats.CUSTOMIZATION_TYPES)
+    # Every type runs through the pipeline: the teacher is read with the type.
+    assert formats.PIPELINE_TYPES == formats.CUSTOMIZATION_TYPES
     request = handler.parse_request(
         _event(customizationType=formats.DISTILLATION, teacherModelId="us.amazon.nova-pro-v1:0")
     )
@@ -437,3 +431,50 @@ def test_reserved_finder_rules_out_json_heavy_text_without_walking_its_markers()
 
 def test_path_helpers_exist() -> None:
     assert Path(SAMPLE_DIRS[formats.FINE_TUNING][0]) == TRAIN_SAMPLE
+
+
+def test_distillation_falls_back_to_the_configured_teacher_and_needs_one() -> None:
+    kind = {"customizationType": formats.DISTILLATION}
+    request = handler.parse_request(_event(**kind, defaultTeacherModelId="amazon.nova-pro-v1:0"))
+    assert request.teacher_model_id == "amazon.nova-pro-v1:0"
+    own = handler.parse_request(
+        _event(**kind, teacherModelId="us.amazon.nova-pro-v1:0", defaultTeacherModelId="amazon.nova-pro-v1:0")
+    )
+    assert own.teacher_model_id == "us.amazon.nova-pro-v1:0"
+    with pytest.raises(handler.InvalidRequest) as missing:
+        handler.parse_request(_event(**kind))
+    assert missing.value.field == "teacherModelId"
+    # The configured teacher is not a teacher of fine-tuning runs: ignored there, not refused.
+    assert handler.parse_request(_event(defaultTeacherModelId="amazon.nova-pro-v1:0")).teacher_model_id is None
+
+
+def test_only_a_distillation_from_the_invocation_logs_goes_without_a_training_key() -> None:
+    base = {"customizationType": formats.DISTILLATION, "defaultTeacherModelId": "amazon.nova-pro-v1:0"}
+    request = handler.parse_request(_event(**base, trainingKey=None, invocationLogs=True))
+    assert request.training_key is None
+    with pytest.raises(handler.InvalidRequest) as refused:
+        handler.parse_request(_event(**base, trainingKey=None))
+    assert refused.value.field == "trainingKey" and "invocation-logs" in str(refused.value)
+    with pytest.raises(handler.InvalidRequest, match="trainingKey"):
+        handler.parse_request(_event(trainingKey=None, invocationLogs=True))  # fine-tuning
+
+
+@pytest.mark.parametrize("kind", [formats.DISTILLATION, formats.REINFORCEMENT_FINE_TUNING])
+def test_a_validation_set_for_a_type_whose_job_takes_none_from_the_pipeline_is_refused(kind: str) -> None:
+    event = _event(
+        customizationType=kind,
+        baseModelId="amazon.nova-2-lite-v1:0:256k" if kind == formats.REINFORCEMENT_FINE_TUNING else NOVA_LITE,
+        defaultTeacherModelId="amazon.nova-pro-v1:0",
+        validationKey="datasets/validation.jsonl",
+    )
+    with pytest.raises(handler.InvalidRequest) as refused:
+        handler.parse_request(event)
+    assert refused.value.field == "validationKey"
+
+
+def test_rft_hyperparameters_are_typed_as_the_api_takes_them() -> None:
+    typed = formats.rft_hyperparameters(
+        {"epochCount": "3", "learningRate": "0.00001", "reasoningEffort": "high", "batchSize": "64"}
+    )
+    assert typed == {"epochCount": 3, "learningRate": 0.00001, "reasoningEffort": "high", "batchSize": 64}
+    assert [type(v) for v in typed.values()] == [int, float, str, int]

@@ -124,3 +124,32 @@ def test_l3_status_wait_timeout_and_no_executions(mocked: FakeCloudFormation) ->
     waited = run(l3, "status", arn, "--wait", "--timeout", "0")
     assert waited.exit_code == 1
     assert "after 0 s (the execution keeps running)" in waited.output and f"kit l3 status {arn} --wait" in waited.output
+
+
+def test_l3_start_takes_the_type_and_the_teacher(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "finetune")
+    finetune_stack(mocked, machine)
+    started = run(
+        l3,
+        "start",
+        "--training-key",
+        "datasets/prompts.jsonl",
+        "--customization-type",
+        "DISTILLATION",
+        "--teacher-model",
+        "us.amazon.nova-pro-v1:0",
+    )
+    assert started.exit_code == 0, started.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    [execution] = sfn.list_executions(stateMachineArn=machine)["executions"]
+    assert json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"]) == {
+        "trainingKey": "datasets/prompts.jsonl",
+        "customizationType": "DISTILLATION",
+        "teacherModelId": "us.amazon.nova-pro-v1:0",
+        "hyperparameters": {},  # the configured fine-tuning defaults are not sent with another type
+    }
+    refused = run(l3, "start", "--training-key", "datasets/train.jsonl", "--teacher-model", "amazon.nova-pro-v1:0")
+    assert refused.exit_code == 2 and "--teacher-model is for DISTILLATION only" in refused.output
+    # Without data, a distillation needs the invocation logs (ft_distillation_source is "prompts" here).
+    no_data = run(l3, "start", "--customization-type", "DISTILLATION")
+    assert no_data.exit_code == 2 and "--upload FILE" in no_data.output

@@ -294,6 +294,7 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "NameJob",
         "ValidateData",
         "DataValid?",
+        "CustomizationType?",
         "HasValidationSet?",
         "CreateJob",
         *["WaitForJob", "GetJob", "JobStatus?", "CountPoll", "WithinTimeLimit?"] * 2,
@@ -313,6 +314,9 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "customizationType": ft.customization_type,
         "hyperparameters": ft.hyperparameters,
         "reportKey": f"reports/{names['uid']}.json",
+        "teacherModelId": None,
+        "defaultTeacherModelId": ft.teacher_model_id,
+        "invocationLogs": False,
     }
     assert names["run"] == hashlib.md5(EXECUTION.encode()).hexdigest()  # reproducible from the execution ARN
     prefix = none.config.resource_name("ft")

@@ -32,11 +32,52 @@ def test_continued_pre_training_only_for_base_models_that_offer_it(base_model: s
     )
 
 
-def test_types_the_pipeline_cannot_run_yet_are_refused_at_synth_saying_so() -> None:
+@pytest.mark.parametrize(
+    ("base_model", "kind", "hyperparameters"),
+    [
+        ("amazon.nova-lite-v1:0:300k", "DISTILLATION", {}),
+        ("amazon.nova-2-lite-v1:0:256k", "REINFORCEMENT_FINE_TUNING", {"epochCount": "2", "batchSize": "16"}),
+    ],
+)
+def test_every_customization_type_is_accepted_at_synth(base_model: str, kind: str, hyperparameters: Any) -> None:
+    """Every type runs through the pipeline now (it refused DISTILLATION and REINFORCEMENT_FINE_TUNING)."""
+    ft = build(ft_base_model_id=base_model, ft_customization_type=kind, ft_hyperparameters=hyperparameters).finetune
+    assert ft.customization_type == kind
+
+
+def test_per_type_hyperparameters_are_checked_at_synth() -> None:
     with pytest.raises(ConfigError) as caught:
-        build(ft_base_model_id="amazon.nova-lite-v1:0:300k", ft_customization_type="DISTILLATION")
-    assert "the pipeline runs only FINE_TUNING, CONTINUED_PRE_TRAINING" in str(caught.value)
-    assert [p.key for p in caught.value.problems] == ["ft_customization_type"]
+        build(
+            ft_base_model_id="amazon.nova-2-lite-v1:0:256k",
+            ft_customization_type="REINFORCEMENT_FINE_TUNING",
+            ft_hyperparameters={"batchSize": "8"},
+        )
+    assert [p.key for p in caught.value.problems] == ["ft_hyperparameters"]
+    assert "batchSize" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("base_model", "teacher", "fragment"),
+    [
+        ("amazon.nova-micro-v1:0:128k", "anthropic.claude-3-haiku-20240307-v1:0", "a distillation teacher of"),
+        ("amazon.nova-pro-v1:0:300k", "amazon.nova-pro-v1:0", "does not teach amazon.nova-pro-v1:0:300k"),
+    ],
+)
+def test_a_teacher_not_paired_with_the_student_is_refused_at_synth(
+    base_model: str, teacher: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(ft_base_model_id=base_model, ft_teacher_model_id=teacher)
+    assert [p.key for p in caught.value.problems] == ["ft_teacher_model_id"]
+    assert fragment in str(caught.value)
+
+
+def test_the_teacher_may_be_a_cross_region_profile_and_the_source_is_one_of_two() -> None:
+    ft = build(ft_teacher_model_id="us.amazon.nova-pro-v1:0", ft_distillation_source="invocation-logs").finetune
+    assert (ft.teacher_model_id, ft.distillation_source) == ("us.amazon.nova-pro-v1:0", "invocation-logs")
+    with pytest.raises(ConfigError) as caught:
+        build(ft_distillation_source="logs")
+    assert [p.key for p in caught.value.problems] == ["ft_distillation_source"]
 
 
 def test_the_customization_type_is_checked_with_the_other_mistakes() -> None:

@@ -69,7 +69,14 @@ def test_customization_role_reads_datasets_writes_output_and_uses_the_key_only(t
     granted = _role_statements(template, role_id)
     data, output = _bucket_id(template, "FineTuneDataBucket"), _bucket_id(template, "FineTuneDataOutputBucket")
     key_id, _ = only(template, "AWS::KMS::Key")
-    assert set(granted) == {"ReadDatasets", "ListBuckets", "WriteOutput", "UseKey"}
+    assert set(granted) == {
+        "ReadDatasets",
+        "ListBuckets",
+        "WriteOutput",
+        "UseKey",
+        "InvokeTeachers",
+        "InvokeRewardFunction",
+    }
     assert granted["ReadDatasets"]["Action"] == "s3:GetObject"
     assert render(granted["ReadDatasets"]["Resource"]) == f"${{{data}.Arn}}/{DATASETS_PREFIX}*"
     assert sorted(granted["WriteOutput"]["Action"]) == ["s3:GetObject", "s3:PutObject"]
@@ -193,7 +200,7 @@ def test_no_template_uses_an_invented_resource_type(sandbox: Any, sandbox_oss: A
             "on-demand serves Amazon Nova",
         ),
         ({"ft_hyperparameters": {"epochCount": 2}}, "ft_hyperparameters", "string values"),
-        ({"ft_customization_type": "DISTILLATION"}, "ft_customization_type", "FINE_TUNING"),
+        ({"ft_customization_type": "REINFORCEMENT_FINE_TUNING"}, "ft_customization_type", "FINE_TUNING"),
         ({"ft_hyperparameters": {"epochCount": "9"}}, "ft_hyperparameters", "out of range"),
         ({"ft_hyperparameters": {"batchSize": "8"}}, "ft_hyperparameters", "not a hyperparameter of amazon-nova"),
         ({"ft_max_job_hours": 0}, "ft_max_job_hours", "from 1 to 72"),

@@ -65,6 +65,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from common.geographies import PROFILE_GEOGRAPHIES
+
 # --- error kinds (stable names, used as keys in the report) -------------------------------------------------
 
 INVALID_UTF8 = "invalid_utf8"
@@ -624,7 +626,7 @@ TEACHERS: dict[str, Teacher] = {
         Teacher("amazon.nova-pro-v1:0", "Amazon Nova Pro", _NOVA_STUDENTS),
     )
 }
-_GEO_PREFIX = re.compile(r"^(?:us|eu|apac|jp|au|ca|us-gov|global)\.")
+_GEO_PREFIX = re.compile(rf"^(?:{'|'.join(PROFILE_GEOGRAPHIES)})\.")
 
 DEFAULT_BASE_MODEL = "amazon.nova-lite-v1:0:300k"
 _FOUNDATION_MODEL_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]*::foundation-model/(?P<id>.+)$")
@@ -650,10 +652,11 @@ def resolve_model(base_model_id: str) -> ModelSpec:
     raise UnsupportedBaseModel(f"Unsupported base model '{_shown(model_id)}'.{hint} Supported: {', '.join(MODELS)}.")
 
 
-# The types the Level 3 pipeline runs end to end today. Distillation needs the job's teacher configuration and
-# reinforcement fine-tuning its reward function and rftConfig, which the pipeline does not pass yet: their data
-# is checked here (`kit l3 validate`, `python -m finetune_validate`), but synth and the pipeline refuse them.
-PIPELINE_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING)
+# The types the Level 3 pipeline runs end to end: every CreateModelCustomizationJob type the kit starts. The
+# pipeline passes each type's own configuration: DISTILLATION its teacher (customizationConfig.
+# distillationConfig) and prompts from S3 or the account's invocation logs, REINFORCEMENT_FINE_TUNING its
+# reward function and typed hyperparameters (customizationConfig.rftConfig; rft_hyperparameters below).
+PIPELINE_TYPES = CUSTOMIZATION_TYPES
 
 
 def check_pipeline_type(customization_type: str) -> str | None:
@@ -759,6 +762,18 @@ def check_hyperparameters(
             continue
         parsed[name] = value
     return errors, parsed
+
+
+def rft_hyperparameters(values: Mapping[str, str]) -> dict[str, int | float | str]:
+    """rftConfig.hyperParameters as the API types them (integers, a float, the reasoningEffort enum) from the
+    strings the kit takes for every type; call it on values check_hyperparameters accepted
+    (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTHyperParameters.html)."""
+    specs = {hp.name: hp for hp in _RFT_HP}
+    typed: dict[str, int | float | str] = {}
+    for name, raw in values.items():
+        hp = specs[name]
+        typed[name] = raw if hp.choices else int(raw) if hp.integer else float(raw)
+    return typed
 
 
 def _hp_error(kind: str, name: Any, message: str) -> dict[str, str]:
@@ -1313,6 +1328,11 @@ class RecordChecker:
             del problems[MAX_PROBLEMS_PER_RECORD:]
 
 
+# Texts longer than this are ruled out by one lowered substring search per token before markers are looked at
+# (measured with `make bench`: it pays on tool specifications, and costs on short answers with a colon).
+PREFILTER_CHARS = 2048
+
+
 def _reserved_finder(tokens: tuple[str, ...]) -> Callable[[str], tuple[int, str] | None] | None:
     """A function returning (position, token) of the first reserved token in a text, any letter case, or None.
 
@@ -1344,14 +1364,16 @@ def _reserved_finder(tokens: tuple[str, ...]) -> Callable[[str], tuple[int, str]
                 break
         else:
             return None
-        # Texts full of markers (JSON tool specifications: a ':' after every key) are common: one lower() and a
-        # substring search per token, all in C, rule nearly all of them out before any per-marker Python work.
-        lowered_text = text.lower()
-        for token in all_lowered:
-            if token in lowered_text:
-                break
-        else:
-            return None
+        # Long texts full of markers (JSON tool specifications: a ':' after every key) are common: one lower() and
+        # a substring search per token, all in C, rule nearly all of them out before any per-marker Python work.
+        # Short texts with a marker or two ("Idle cost: ...") are cheaper to check at their markers directly.
+        if len(text) > PREFILTER_CHARS:
+            lowered_text = text.lower()
+            for token in all_lowered:
+                if token in lowered_text:
+                    break
+            else:
+                return None
         for marker, before, after, lowered_tokens, shown in groups:
             at = text.find(marker)
             while at >= 0:

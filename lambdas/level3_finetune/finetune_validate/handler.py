@@ -2,11 +2,17 @@
 
 A Step Functions task invokes it with::
 
-    {"bucket": str, "trainingKey": str, "validationKey"?: str | null, "baseModelId": str,
+    {"bucket": str, "trainingKey": str | null, "validationKey"?: str | null, "baseModelId": str,
      "customizationType"?: "FINE_TUNING" | "CONTINUED_PRE_TRAINING" | "DISTILLATION"
                            | "REINFORCEMENT_FINE_TUNING" (default FINE_TUNING),
-     "teacherModelId"?: str | null (DISTILLATION: checked against the pairs in formats.TEACHERS),
+     "teacherModelId"?: str | null (the request's; DISTILLATION only: checked against formats.TEACHERS),
+     "defaultTeacherModelId"?: str | null (the configured teacher, used by DISTILLATION without its own),
+     "invocationLogs"?: bool (a DISTILLATION request without a trainingKey distills from the account's
+                        model invocation logs; only when the stack reads them),
      "hyperparameters": {str: str}, "reportKey": str}
+
+The trainingKey may be null only for DISTILLATION with invocationLogs true. The pipeline passes a validation set
+for FINE_TUNING and CONTINUED_PRE_TRAINING only, so a validationKey for the other two is an InvalidRequest.
 
 The dataset keys must be locations CreateModelCustomizationJob accepts (every key segment of letters, digits
 and - ! _ * ' ( ) . only; formats.check_data_key), or the job would be refused after the check passed.
@@ -14,7 +20,10 @@ and - ! _ * ' ( ) . only; formats.check_data_key), or the job would be refused a
 It streams the dataset objects from S3 in chunks (never reading a whole body), validates them, writes the
 report JSON to ``s3://bucket/reportKey`` (the bucket's default encryption applies; no ACL is set) and returns
 ``{"valid", "reportKey", "family", "customizationType", "trainingRecords", "validationRecords", "errorCount",
-"warningCount", "summary"}``.
+"warningCount", "summary", "teacherModelId", "rftHyperParameters", "trainingSource"}``: the teacher the job
+uses (DISTILLATION, else null), rftConfig.hyperParameters typed as the API takes them (REINFORCEMENT_FINE_TUNING,
+else null) and where the training data comes from ("s3" or "invocation-logs"); the state machine passes these
+validated values to CreateModelCustomizationJob.
 
 Errors the state machine can catch by name: ``InvalidRequest`` (a ``ValueError`` whose message names the
 field; a customization type the base model does not offer, a base model past its end of life, a teacher not
@@ -37,8 +46,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from finetune_validate.formats import (
+    CONTINUED_PRE_TRAINING,
     DISTILLATION,
     FINE_TUNING,
+    REINFORCEMENT_FINE_TUNING,
     UnsupportedBaseModel,
     UnsupportedCustomizationType,
     check_customization_type,
@@ -47,6 +58,7 @@ from finetune_validate.formats import (
     json_type,
     printable,
     resolve_model,
+    rft_hyperparameters,
 )
 from finetune_validate.validator import DatasetValidator, error_kinds, summarize
 
@@ -60,6 +72,9 @@ CLIENT_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 60,
 }
+# The types whose job takes the request's validation set (the pipeline's other create calls carry none).
+VALIDATION_SET_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING)
+S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -79,7 +94,7 @@ class DatasetNotFound(Exception):
 @dataclass(frozen=True)
 class Request:
     bucket: str
-    training_key: str
+    training_key: str | None
     validation_key: str | None
     base_model_id: str
     hyperparameters: dict[str, Any]
@@ -108,7 +123,6 @@ def parse_request(event: Any) -> Request:
     bucket = _required_text(event, "bucket")
     if not BUCKET_NAME.match(bucket):
         raise InvalidRequest("bucket", f"'{bucket[:80]}' is not an S3 bucket name")
-    training_key = _key(event, "trainingKey")
     validation_key = _key(event, "validationKey") if event.get("validationKey") is not None else None
     base_model_id = _required_text(event, "baseModelId")
     try:
@@ -125,6 +139,28 @@ def parse_request(event: Any) -> Request:
         if customization_type != DISTILLATION:
             raise InvalidRequest("teacherModelId", f"is for DISTILLATION only, not {customization_type}")
         teacher_model_id = _required_text(event, "teacherModelId")
+    elif customization_type == DISTILLATION:
+        if event.get("defaultTeacherModelId") is None:
+            raise InvalidRequest(
+                "teacherModelId", "is required for DISTILLATION (set ft_teacher_model_id or give one per run)"
+            )
+        teacher_model_id = _required_text(event, "defaultTeacherModelId")
+    if event.get("trainingKey") is None and customization_type == DISTILLATION and event.get("invocationLogs") is True:
+        training_key: str | None = None  # the account's model invocation logs
+    elif event.get("trainingKey") is None and customization_type == DISTILLATION:
+        raise InvalidRequest(
+            "trainingKey",
+            "is required: distilling from the account's invocation logs needs ft_distillation_source "
+            "'invocation-logs' (and the invocation-logging stack)",
+        )
+    else:
+        training_key = _key(event, "trainingKey")
+    if validation_key is not None and customization_type not in VALIDATION_SET_TYPES:
+        raise InvalidRequest(
+            "validationKey",
+            f"the pipeline passes a validation set for {' and '.join(VALIDATION_SET_TYPES)} only, not "
+            f"{customization_type}; drop it (or fold its records into the training file)",
+        )
     for field, key in (("trainingKey", training_key), ("validationKey", validation_key)):
         bad = check_data_key(bucket, key) if key is not None else None
         if bad is not None:
@@ -230,6 +266,8 @@ def validate(request: Request) -> dict[str, Any]:
         raise InvalidRequest("baseModelId", str(exc)) from None
     except UnsupportedCustomizationType as exc:  # a teacher not paired with the student, or past its end of life
         raise InvalidRequest("teacherModelId", str(exc)) from None
+    if request.training_key is None:
+        return _logs_report(validator)
     if request.validation_key is not None:
         ensure_exists(request.bucket, request.validation_key, "validationKey")
     validator.check_training(object_chunks(request.bucket, request.training_key, "trainingKey"))
@@ -242,6 +280,27 @@ def validate(request: Request) -> dict[str, Any]:
         "validationKey": request.validation_key,
     }
     return report
+
+
+def _logs_report(validator: DatasetValidator) -> dict[str, Any]:
+    """The report of a distillation from invocation logs: no dataset to read (Bedrock selects the logged prompts),
+    so the type, the teacher and the hyperparameters are what is checked."""
+    errors = list(validator.hyperparameter_errors)
+    return {
+        "valid": not errors,
+        "family": validator.spec.family,
+        "baseModelId": validator.spec.base_model_id,
+        "customizationType": validator.customization_type,
+        "teacherModelId": validator.teacher_model_id,
+        "doc": "https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-2.html",
+        "errorCount": len(errors),
+        "warningCount": len(validator.warnings),
+        "warnings": list(validator.warnings),
+        "training": {"source": LOGS_SOURCE, "records": None},
+        "validation": None,
+        "hyperparameters": {"errors": errors},
+        "dataset": {"source": LOGS_SOURCE},
+    }
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -259,8 +318,19 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         logger.warning("Dataset not found", extra={"error_message": str(exc)})
         raise
     write_report(request.bucket, request.report_key, report)
-    summary = summarize(report)
+    if request.training_key is None:
+        errors = report["hyperparameters"]["errors"]
+        summary = "training data: the account's model invocation logs (Bedrock selects the prompts); " + (
+            "; ".join(error["message"] for error in errors) if errors else "type, teacher and hyperparameters OK"
+        )
+    else:
+        summary = summarize(report)
     validation = report["validation"]
+    rft = (
+        rft_hyperparameters(request.hyperparameters)
+        if request.customization_type == REINFORCEMENT_FINE_TUNING and report["valid"]
+        else None
+    )
     result = {
         "valid": report["valid"],
         "reportKey": request.report_key,
@@ -271,6 +341,9 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         "errorCount": report["errorCount"],
         "warningCount": report["warningCount"],
         "summary": summary,
+        "teacherModelId": report["teacherModelId"],
+        "rftHyperParameters": rft,
+        "trainingSource": S3_SOURCE if request.training_key is not None else LOGS_SOURCE,
     }
     logger.info(
         "Dataset validated",
@@ -278,7 +351,7 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
             "valid": result["valid"],
             "training_records": result["trainingRecords"],
             "validation_records": result["validationRecords"],
-            "training_bytes": report["training"]["bytes"],
+            "training_bytes": report["training"].get("bytes"),
             "error_count": result["errorCount"],
             "error_kinds": error_kinds(report),
             "report_key": request.report_key,

@@ -1,0 +1,85 @@
+"""The Level 3 page states model facts only through its generated reference (scripts/finetune_reference.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from finetune_validate import formats
+from scripts import finetune_reference
+from tests.conftest import ROOT
+
+PAGE = ROOT / "docs" / "level-3-finetune.md"
+# A Bedrock model id as the page would write it: provider.name-vN:M with an optional context suffix.
+MODEL_ID = re.compile(r"\b(?:amazon|anthropic|meta|mistral|cohere|ai21)\.[a-z0-9.-]+-v\d+:\d+(?::\d+k)?")
+
+
+def _generated_and_hand_written() -> tuple[str, str]:
+    page = PAGE.read_text()
+    before, rest = page.split(finetune_reference.START, 1)
+    generated, after = rest.split(finetune_reference.END, 1)
+    return generated, before + after
+
+
+def test_the_model_reference_is_current() -> None:
+    """When the model table or kit/prices.json changes, run `python scripts/finetune_reference.py`."""
+    assert finetune_reference.main(["--check"]) == 0
+
+
+def test_the_check_fails_when_the_table_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    nova = formats.MODELS["amazon.nova-micro-v1:0:128k"]
+    wider = tuple(dataclasses.replace(hp, maximum=7) if hp.name == "epochCount" else hp for hp in nova.hyperparameters)
+    monkeypatch.setitem(formats.MODELS, nova.base_model_id, dataclasses.replace(nova, hyperparameters=wider))
+    assert "| `epochCount` | an integer from 1 to 7 |" in finetune_reference.render()
+    assert finetune_reference.main(["--check"]) == 1
+
+
+def test_the_reference_covers_every_model_type_and_teacher() -> None:
+    generated, _ = _generated_and_hand_written()
+    for spec in formats.MODELS.values():
+        assert f"`{spec.base_model_id}`" in generated
+        for region in spec.regions:
+            assert region in generated
+    for kind in formats.CUSTOMIZATION_TYPES:
+        assert f"(`{kind}`)" in generated
+    for teacher in formats.TEACHERS.values():
+        assert f"`{teacher.model_id}`" in generated
+        if teacher.lifecycle.end_of_life is not None:
+            assert teacher.lifecycle.end_of_life.isoformat() in generated
+
+
+def test_the_token_thresholds_are_the_validators() -> None:
+    """Titan Text G1 - Express: 4,096 tokens at batch size 1 -> warning over 4,096 x 0.9 x 3 characters, error over
+    4,096 x 6 (the RecordChecker's own figures)."""
+    express = formats.MODELS["amazon.titan-text-express-v1:0:8k"]
+    checker = formats.RecordChecker(express, 4_096)
+    text = finetune_reference.tokens_text(express, formats.FINE_TUNING)
+    assert f"4,096 at batch size 1 (warning over {checker.warn_chars:,} characters, error over " in text
+    assert f"error over {checker.error_chars:,})" in text
+
+
+def test_hand_written_text_names_only_models_of_the_table() -> None:
+    """Examples may name a model, but only one the table holds (a model dropped from it fails here)."""
+    _, hand_written = _generated_and_hand_written()
+    known = set(formats.MODELS) | set(formats.TEACHERS)
+    named = set(MODEL_ID.findall(hand_written))
+    assert named, "the examples name no model: the pattern no longer matches the page"
+    assert named <= known, named - known
+
+
+def test_hand_written_commands_use_samples_that_exist() -> None:
+    _, hand_written = _generated_and_hand_written()
+    paths = set(re.findall(r"samples/finetune/[\w/.-]+\.jsonl", hand_written))
+    assert paths
+    for path in paths:
+        assert (ROOT / path).is_file(), path
+
+
+def test_the_token_rule_on_the_page_matches_the_validator() -> None:
+    _, hand_written = _generated_and_hand_written()
+    prose = " ".join(hand_written.split()).replace("*", "")
+    assert f"conservative: {formats.CONSERVATIVE_CHARS_PER_TOKEN} characters per token" in prose
+    assert f"within {round((1 - formats.TOKEN_WARNING_MARGIN) * 100)}% of the model's token quota" in prose
+    assert f"over the quota even at {formats.PLANNING_CHARS_PER_TOKEN} characters per token" in prose
