@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from scripts.generated_section import GeneratedSection
 from stacks.config import LEVEL_SETTINGS
 from stacks.shared.settings import allowed_text
 from stacks.updates import UPDATES
@@ -52,22 +53,13 @@ def render(context: dict[str, object] | None = None) -> str:
     return "\n".join(rows)
 
 
-def with_table(readme: str, table: str) -> str:
-    before, rest = readme.split(START, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{START}\n{table}\n{END}{after}"
+SECTION = GeneratedSection(
+    README, START, END, render, "README.md's configuration reference", "python scripts/config_reference.py"
+)
 
 
 def main(argv: list[str]) -> int:
-    readme = README.read_text()
-    fresh = with_table(readme, render())
-    if "--check" in argv:
-        if fresh != readme:
-            print("README.md's configuration reference is stale: run python scripts/config_reference.py")
-            return 1
-        return 0
-    README.write_text(fresh)
-    return 0
+    return SECTION.main(argv)
 
 
 if __name__ == "__main__":

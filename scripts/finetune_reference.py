@@ -16,6 +16,7 @@ from pathlib import Path
 from finetune_validate import formats
 from finetune_validate.formats import HyperparameterSpec, Lifecycle, Limits, ModelSpec, RecordChecker, TypeSpec
 from kit.costs import available_regions, load_prices
+from scripts.generated_section import GeneratedSection
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "level-3-finetune.md"
@@ -286,22 +287,17 @@ def render() -> str:
     return "\n".join(lines)
 
 
+SECTION = GeneratedSection(
+    PAGE, START, END, render, f"{PAGE.relative_to(ROOT)}'s model reference", "python scripts/finetune_reference.py"
+)
+
+
 def with_section(page: str, section: str) -> str:
-    before, rest = page.split(START, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{START}\n{section}\n{END}{after}"
+    return SECTION.written_into(page, section)
 
 
 def main(argv: list[str]) -> int:
-    page = PAGE.read_text()
-    fresh = with_section(page, render())
-    if "--check" in argv:
-        if fresh != page:
-            print(f"{PAGE.relative_to(ROOT)}'s model reference is stale: run python scripts/finetune_reference.py")
-            return 1
-        return 0
-    PAGE.write_text(fresh)
-    return 0
+    return SECTION.main(argv)
 
 
 if __name__ == "__main__":
