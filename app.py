@@ -18,6 +18,7 @@ from stacks.level0_account.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt.prompt_templates import load_templates
 from stacks.level1_prompt.stack import PromptEngineeringStack
 from stacks.level2_rag.stack import RagStack
+from stacks.level3_finetune.sagemaker import SageMakerFineTuneStack
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.level4_pretrain.stack import PretrainClusterStack, PretrainJobsStack
 from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
@@ -58,6 +59,9 @@ def build_app(
     for api_stack in (prompt, rag):  # their API stages log through the account's role: deploy it first
         api_stack.add_stack_dependency(api_account, "API Gateway logs through the account's CloudWatch role")
     FineTuneStack(app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config)
+    SageMakerFineTuneStack(
+        app, STACK_IDS["3-sagemaker"], stack_name=f"{STACK_IDS['3-sagemaker']}-{config.stage}", env=env, config=config
+    )
     # Level 4: the zero-idle training-job path stands alone unless told to run inside the cluster's VPC.
     cluster = PretrainClusterStack(
         app, STACK_IDS["4-cluster"], stack_name=f"{STACK_IDS['4-cluster']}-{config.stage}", env=env, config=config

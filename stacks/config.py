@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from stacks.level0_account.settings import AccountSettings
 from stacks.level1_prompt.settings import PromptSettings
 from stacks.level2_rag.settings import RagSettings
+from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
 from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.level4_pretrain.settings import PretrainSettings
 from stacks.shared.deployment import Deployment
@@ -44,6 +45,7 @@ LEVEL_SETTINGS: tuple[type[BaseModel], ...] = (
     PromptSettings,
     RagSettings,
     FineTuneSettings,
+    SageMakerFineTuneSettings,
     PretrainSettings,
 )
 # Every kit key, in the models' order. Keys that contain "@" or ":" belong to the CDK, and so do these:
@@ -69,6 +71,7 @@ class KitConfig:
     prompt: PromptSettings
     rag: RagSettings
     finetune: FineTuneSettings
+    finetune_sagemaker: SageMakerFineTuneSettings
     pretrain: PretrainSettings
     invocation_logging: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -147,6 +150,7 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         prompt=built[PromptSettings],
         rag=built[RagSettings],
         finetune=built[FineTuneSettings],
+        finetune_sagemaker=built[SageMakerFineTuneSettings],
         pretrain=built[PretrainSettings],
         invocation_logging=built[AccountSettings].invocation_logging,
         tags=shared.tags,

@@ -14,6 +14,7 @@ STACK_IDS: Mapping[str, str] = {
     "1": "GenAiKit-1-Prompt",
     "2": "GenAiKit-2-Rag",
     "3": "GenAiKit-3-FineTune",
+    "3-sagemaker": "GenAiKit-3-FineTune-SageMaker",
     "4-jobs": "GenAiKit-4-Pretrain-Jobs",
     "4-cluster": "GenAiKit-4-Pretrain-Cluster",
     "0-logging": "GenAiKit-0-InvocationLogging",

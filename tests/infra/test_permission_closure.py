@@ -217,6 +217,8 @@ _OPTIMIZED = {
         "events:DescribeRule",
     },
     "states:startExecution": {"states:StartExecution"},
+    # Step Functions' optimized Bedrock integration (https://docs.aws.amazon.com/step-functions/latest/dg/connect-bedrock.html)
+    "bedrock:invokeModel": {"bedrock:InvokeModel"},
 }
 _SDK_SERVICE = {"sfn": "stepfunctions"}
 

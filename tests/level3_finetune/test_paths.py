@@ -986,11 +986,19 @@ BILLABLE = {
     "arn:aws:states:::aws-sdk:bedrock:createCustomModelDeployment": (
         "arn:aws:states:::aws-sdk:bedrock:deleteCustomModelDeployment"
     ),
+    # Level 3 on SageMaker: Custom Model Import creates an imported model.
+    "arn:aws:states:::aws-sdk:bedrock:createModelImportJob": "arn:aws:states:::aws-sdk:bedrock:deleteImportedModel",
 }
 # Kept on success by design: an on-demand deployment bills only for what it serves, nothing while idle
-# (https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html).
-KEPT_ON_SUCCESS = {"arn:aws:states:::aws-sdk:bedrock:createCustomModelDeployment"}
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html); an imported model
+# bills inference only while it serves (Custom Model Units in 5-minute windows) plus storage
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html).
+KEPT_ON_SUCCESS = {
+    "arn:aws:states:::aws-sdk:bedrock:createCustomModelDeployment",
+    "arn:aws:states:::aws-sdk:bedrock:createModelImportJob",
+}
 STATUS_EVENT = "Step Functions Execution Status Change"
+SAGEMAKER_STACK = "GenAiKit-3-FineTune-SageMaker"  # the guards must reach Level 3's second architecture too
 
 
 def _paths_to_an_end(states: dict[str, dict[str, Any]], start: str) -> Iterator[list[str]]:
@@ -1017,6 +1025,7 @@ def test_every_path_after_a_billable_create_deletes_it(sandbox: Any, on_demand: 
     A create call that itself fails created nothing: its Catch paths end FAILED, which the teardown covers."""
     leaks = []
     found = 0
+    checked: set[str] = set()
     for stack_id, template in _all_templates(sandbox, on_demand, provisioned).items():
         for logical_id in state_machines(template):
             states = definition_from_template(template, logical_id)["States"]
@@ -1025,12 +1034,14 @@ def test_every_path_after_a_billable_create_deletes_it(sandbox: Any, on_demand: 
                 if delete is None:
                     continue
                 found += 1
+                checked.add(stack_id)
                 for path in _paths_to_an_end(states, state["Next"]):
                     deleted = any(states[step].get("Resource") == delete for step in path)
                     kept = state["Resource"] in KEPT_ON_SUCCESS and states[path[-1]]["Type"] == "Succeed"
                     if not (deleted or kept):
                         leaks.append(f"{stack_id} {logical_id}: {name} > {' > '.join(path)}")
     assert found >= 2, "no create task found: the guard would pass vacuously"
+    assert SAGEMAKER_STACK in checked, "the SageMaker pipeline's import escaped the guard"
     assert leaks == [], "paths that leave a paid resource behind:\n" + "\n".join(leaks)
 
 
@@ -1040,12 +1051,14 @@ def test_executions_that_time_out_or_are_aborted_are_torn_down(
     """Guard 2, timeout and abort: a state machine that creates something billable has a rule on its own
     executions' FAILED, TIMED_OUT and ABORTED status events, targeting a state machine that deletes it."""
     uncovered = []
+    checked: set[str] = set()
     for stack_id, template in _all_templates(sandbox, on_demand, provisioned).items():
         rules = [r["Properties"] for r in resources(template, "AWS::Events::Rule").values()]
         for logical_id in state_machines(template):
             definition = definition_from_template(template, logical_id)
             creates = {s["Resource"] for s in definition["States"].values() if s.get("Resource") in BILLABLE}
             for create in creates:
+                checked.add(stack_id)
                 covered = False
                 for rule in rules:
                     pattern = rule["EventPattern"]
@@ -1059,6 +1072,7 @@ def test_executions_that_time_out_or_are_aborted_are_torn_down(
                         covered |= any(s.get("Resource") == BILLABLE[create] for s in cleaner["States"].values())
                 if not covered:
                     uncovered.append(f"{stack_id} {logical_id}: {create}")
+    assert SAGEMAKER_STACK in checked, "the SageMaker pipeline's import escaped the guard"
     assert uncovered == [], "billable creates no timeout/abort rule cleans up:\n" + "\n".join(uncovered)
 
 

@@ -1,0 +1,463 @@
+"""Level 3 on SageMaker — fine-tune an open-weights model with LoRA on a training job, serve it from Bedrock with
+Custom Model Import. $0 while idle apart from S3 storage (and the imported models a user keeps).
+
+    StartExecution {"trainingKey", "baseModel"?} ──► Step Functions (sagemaker_pipeline.py): request checked, data
+        found ──► SageMaker CreateTrainingJob (.sync): sft_train.py in the PyTorch training image, checkpoints under
+        checkpoints/<execution>/, uncompressed output with the merged model at output/<job>/output/model/merged/
+        ──► Bedrock CreateModelImportJob (role trusted by Bedrock, reads only merged/ prefixes) ──► bounded wait
+        ──► smoke InvokeModel ──► SNS; every failure notified, the imported model deleted first
+    EventBridge: the kit's training job state changes ──► SNS; executions that fail, time out or are aborted
+        ──► teardown state machine (sagemaker_teardown.py): stop the training job, delete the imported model, SNS
+
+Bedrock documents EventBridge events for customization and batch inference jobs only, not for import jobs
+(https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html): the state
+machine reports the import's outcome itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_deployment as s3deploy
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.config import KitConfig
+from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
+from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
+from stacks.level4_pretrain.stack import notification_rule
+from stacks.level4_pretrain.storage import ROOT
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
+from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.stage import log_group, tag_stack
+
+LEVEL = "3-finetune-sagemaker"
+SAMPLES_DIR = ROOT / "samples" / "finetune-sagemaker"
+SUBJECT = "genai-spectrum-kit fine-tuning on SageMaker"
+
+
+def sourcedir_asset() -> str:
+    """A folder holding code/sourcedir.tar.gz, built deterministically from workloads/finetune_sagemaker."""
+    from workloads.finetune_sagemaker.sagemaker_job import sourcedir_bytes
+
+    out = ROOT / "build" / "sft-sourcedir-asset"  # git-ignored; rewritten on every synth
+    (out / pipeline.CODE_PREFIX).mkdir(parents=True, exist_ok=True)
+    (out / pipeline.CODE_PREFIX / "sourcedir.tar.gz").write_bytes(sourcedir_bytes())
+    return str(out)
+
+
+class SageMakerFineTuneStack(Stack):
+    """``GenAiKit-3-FineTune-SageMaker``: buckets, roles, the pipeline and its notifications."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: KitConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description=(
+                "genai-spectrum-kit Level 3 on SageMaker: LoRA fine-tuning job + Bedrock Custom Model Import "
+                "($0 idle apart from S3 storage)"
+            ),
+            **kwargs,
+        )
+        deployment, settings = config.deployment, config.finetune_sagemaker
+        tag_stack(self, deployment, LEVEL)
+        self.job_prefix = f"{deployment.name_prefix}-sft-"  # + the execution name: at most 17 + 5 + 80 characters
+        self.data = SecureBucket(self, "Data", deployment=deployment, versioned=True).bucket
+        self.artifacts = SecureBucket(self, "Artifacts", deployment=deployment, versioned=False).bucket
+        uploads = [
+            s3deploy.BucketDeployment(
+                self,
+                "TrainingCode",
+                sources=[s3deploy.Source.asset(sourcedir_asset())],
+                destination_bucket=self.artifacts,
+                prune=False,
+                retain_on_delete=False,
+                memory_limit=256,
+            ),
+            s3deploy.BucketDeployment(
+                self,
+                "SampleRecords",
+                sources=[s3deploy.Source.asset(str(SAMPLES_DIR))],
+                destination_bucket=self.data,
+                destination_key_prefix=pipeline.DATA_PREFIX,
+                prune=False,
+                retain_on_delete=False,
+                memory_limit=256,
+            ),
+        ]
+        suppress_bucket_deployment(uploads[0], self.artifacts)
+        suppress_bucket_deployment(uploads[1], self.data)
+        self.topic = self._topic(deployment)
+        self.training_role = self._training_role()
+        self.import_role = self._import_role()
+        self.state_machine = self._state_machine(deployment, settings)
+        self._grant_pipeline()
+        notification_rule(
+            self,
+            "TrainingJobStateChange",
+            deployment,
+            topic=self.topic,
+            name="sft-job-events",
+            description="Level 3 on SageMaker: state changes of this kit's fine-tuning jobs",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Training Job State Change"],
+                detail={"TrainingJobName": [{"prefix": self.job_prefix}]},
+            ),
+        )
+        # A Catch cannot see the execution's own timeout or an abort: the teardown, started by the execution's
+        # status event, stops the training job, deletes the imported model and reports.
+        self.teardown = SageMakerPipelineTeardown(
+            self,
+            "Teardown",
+            deployment=deployment,
+            job_prefix=self.job_prefix,
+            pipeline=self.state_machine,
+            topic=self.topic,
+        )
+        arn = f"arn:{self.partition}"
+        suppress(
+            self.teardown.state_machine.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "The ended execution's training job is named per execution under the kit's prefix and its imported "
+            "model gets an id Bedrock generates, so their ARNs end in a wildcard; X-Ray and CloudWatch Logs delivery "
+            "support no resource-level permissions.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::{arn}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{self.job_prefix}*",
+                f"Resource::{arn}:bedrock:{self.region}:<AWS::AccountId>:imported-model/*",
+            ],
+        )
+        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "DataBucketName", value=self.data.bucket_name)
+        CfnOutput(self, "ArtifactsBucketName", value=self.artifacts.bucket_name)
+        CfnOutput(self, "NotificationTopicArn", value=self.topic.topic_arn)
+        CfnOutput(
+            self,
+            "IdleCost",
+            value=(
+                "$0 while idle apart from S3 storage; a run bills the training instances, and each imported model "
+                "bills inference by Custom Model Units in 5-minute windows while it serves"
+            ),
+        )
+
+    def _topic(self, deployment: Deployment) -> sns.Topic:
+        topic = sns.Topic(self, "Notifications", display_name=deployment.resource_name("sft"), enforce_ssl=True)
+        if deployment.alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(deployment.alarm_email))
+        suppress(
+            topic,
+            "AwsSolutions-SNS2",
+            "Notifications carry job, model and execution names and states only; EventBridge cannot publish to a "
+            "topic encrypted with the AWS managed key, and a customer managed key would cost $1/month idle.",
+        )
+        return topic
+
+    def _training_role(self) -> iam.Role:
+        # SageMaker supplies both keys when a training job assumes its role:
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html
+        from workloads.finetune_sagemaker import sagemaker_job
+
+        role = iam.Role(
+            self,
+            "TrainingRole",
+            description="Level 3 on SageMaker: assumed by SageMaker to run the kit's fine-tuning jobs",
+            assumed_by=iam.ServicePrincipal(
+                "sagemaker.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": self.account},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/*"
+                    },
+                },
+            ),
+        )
+        statements = [
+            iam.PolicyStatement(sid="ReadData", actions=["s3:GetObject"], resources=[self.data.arn_for_objects("*")]),
+            iam.PolicyStatement(
+                sid="ListBuckets",
+                actions=["s3:ListBucket"],
+                resources=[self.data.bucket_arn, self.artifacts.bucket_arn],
+            ),
+            iam.PolicyStatement(
+                sid="ReadCode",
+                actions=["s3:GetObject"],
+                resources=[self.artifacts.arn_for_objects(f"{pipeline.CODE_PREFIX}*")],
+            ),
+            iam.PolicyStatement(
+                sid="SyncCheckpoints",
+                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                resources=[self.artifacts.arn_for_objects(f"{pipeline.CHECKPOINTS_PREFIX}*")],
+            ),
+            iam.PolicyStatement(
+                sid="WriteModel",
+                actions=["s3:PutObject"],
+                resources=[self.artifacts.arn_for_objects(f"{pipeline.OUTPUT_PREFIX}*")],
+            ),
+            iam.PolicyStatement(
+                sid="PullTrainingImage",
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                resources=[
+                    f"arn:{self.partition}:ecr:{self.region}:{sagemaker_job.IMAGE_ACCOUNT}:repository/"
+                    f"{sagemaker_job.IMAGE_REPOSITORY}"
+                ],
+            ),
+            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+            iam.PolicyStatement(
+                sid="TrainingLogs",
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[
+                    f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:/aws/sagemaker/TrainingJobs*"
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="TrainingMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+            ),
+        ]
+        for statement in statements:
+            role.add_to_policy(statement)
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Fine-tuning jobs read any record in the dedicated data bucket (a run names its key), read the code and "
+            "write checkpoints and the model under fixed prefixes of the artifacts bucket, log to SageMaker's own "
+            "log groups and publish metrics under /aws/sagemaker/*; ECR's login token and metric publishing have "
+            "no resource-level scoping.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::{arn_ref(self.data)}/*",
+                *(
+                    f"Resource::{arn_ref(self.artifacts)}/{p}*"
+                    for p in (pipeline.CODE_PREFIX, pipeline.CHECKPOINTS_PREFIX, pipeline.OUTPUT_PREFIX)
+                ),
+                f"Resource::arn:{self.partition}:logs:{self.region}:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs*",
+            ],
+        )
+        return role
+
+    def _import_role(self) -> iam.Role:
+        # Trust and permissions after "Create a service role for model import":
+        # https://docs.aws.amazon.com/bedrock/latest/userguide/model-import-iam-role.html
+        role = iam.Role(
+            self,
+            "ImportRole",
+            description="Level 3 on SageMaker: assumed by Bedrock model import jobs to read the merged model",
+            assumed_by=iam.ServicePrincipal(
+                "bedrock.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": self.account},
+                    "ArnEquals": {
+                        "aws:SourceArn": f"arn:{self.partition}:bedrock:{self.region}:{self.account}:model-import-job/*"
+                    },
+                },
+            ),
+        )
+        merged = pipeline.merged_prefix(self.job_prefix)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadMergedModel",
+                actions=["s3:GetObject"],
+                resources=[self.artifacts.arn_for_objects(f"{merged}*")],
+                conditions={"StringEquals": {"aws:ResourceAccount": self.account}},
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListMergedModel",
+                actions=["s3:ListBucket"],
+                resources=[self.artifacts.bucket_arn],
+                conditions={
+                    "StringEquals": {"aws:ResourceAccount": self.account},
+                    "StringLike": {"s3:prefix": [merged, f"{merged}*"]},
+                },
+            )
+        )
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Import jobs read the merged model of any of the kit's fine-tuning jobs (output/<job>/output/model/"
+            "merged/); the job name is made per execution, so its part of the key is a wildcard.",
+            applies_to=[f"Resource::{arn_ref(self.artifacts)}/{merged}*"],
+        )
+        return role
+
+    def _state_machine(self, deployment: Deployment, settings: SageMakerFineTuneSettings) -> sfn.StateMachine:
+        from workloads.finetune_sagemaker import sagemaker_job
+
+        gpu = not settings.instance_type.startswith(("ml.m", "ml.c", "ml.t", "ml.r"))
+        stopping: dict[str, Any] = {"MaxRuntimeInSeconds": settings.max_runtime_hours * 3600}
+        if settings.spot:
+            stopping["MaxWaitTimeInSeconds"] = settings.max_wait_hours * 3600
+        training_request: dict[str, Any] = {
+            "RoleArn": self.training_role.role_arn,
+            "AlgorithmSpecification": {
+                "TrainingImage": sagemaker_job.image_uri(self.region, gpu=gpu),
+                "TrainingInputMode": "File",
+            },
+            "HyperParameters": sagemaker_job.hyperparameters(
+                submit_directory=f"s3://{self.artifacts.bucket_name}/{pipeline.CODE_PREFIX}sourcedir.tar.gz",
+                region=self.region,
+                instance_type=settings.instance_type,
+            ),
+            # CompressionType NONE: the files land as they are, so the import can read <output>/model/merged/:
+            # https://docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html
+            "OutputDataConfig": {
+                "S3OutputPath": f"s3://{self.artifacts.bucket_name}/{pipeline.OUTPUT_PREFIX}",
+                "CompressionType": "NONE",
+            },
+            "CheckpointLocalPath": sagemaker_job.CHECKPOINT_LOCAL_PATH,  # moved into CheckpointConfig
+            "ResourceConfig": {
+                "InstanceType": settings.instance_type,
+                "InstanceCount": settings.instance_count,
+                "VolumeSizeInGB": 50,
+            },
+            "StoppingCondition": stopping,
+            "EnableManagedSpotTraining": settings.spot,
+        }
+        message = {
+            "outcome": "failed",
+            "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+            "error": sfn.JsonPath.object_at("$.error"),
+        }
+        succeeded = tasks.SnsPublish(
+            self,
+            "NotifySucceeded",
+            topic=self.topic,
+            subject=SUBJECT,
+            message=sfn.TaskInput.from_object(
+                {
+                    "outcome": "succeeded",
+                    "job": sfn.JsonPath.string_at("$.training.TrainingJobName"),
+                    "baseModel": sfn.JsonPath.string_at("$.baseModel.id"),
+                    "importedModelArn": sfn.JsonPath.string_at("$.importJob.ImportedModelArn"),
+                    "importedModelName": sfn.JsonPath.string_at("$.importJob.ImportedModelName"),
+                    "smokeReply": sfn.JsonPath.object_at("$.smoke.reply"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        failed, invalid = (
+            tasks.SnsPublish(
+                self,
+                state_id,
+                topic=self.topic,
+                subject=SUBJECT,
+                message=sfn.TaskInput.from_object(message),
+                result_path=sfn.JsonPath.DISCARD,
+            )
+            for state_id in ("NotifyFailed", "NotifyInvalidInput")
+        )
+        for notify in (succeeded, failed, invalid):
+            notify.add_retry(
+                errors=["States.ALL"],
+                interval=pipeline.RETRY_INTERVAL,
+                max_attempts=pipeline.RETRY_ATTEMPTS,
+                backoff_rate=pipeline.RETRY_BACKOFF,
+            )
+        # A notification that still fails after its retries never decides the outcome: the run ends where it
+        # would have ended (the Catch goes to the same state as Next, keeping the original $.error).
+        for notify, end in (
+            (succeeded, sfn.Succeed(self, "Done")),
+            (failed, sfn.Fail(self, "PipelineFailed", error="FineTuningFailed", cause="See the notification")),
+            (invalid, sfn.Fail(self, "InputRejected", error="InvalidInput", cause="See the notification")),
+        ):
+            notify.add_catch(end, errors=["States.ALL"], result_path="$.notifyError")
+            notify.next(end)
+        max_polls = settings.import_max_minutes * 60 // pipeline.POLL_SECONDS
+        start = pipeline.build(
+            self,
+            pipeline.PipelineTargets(
+                job_prefix=self.job_prefix,
+                data_bucket=self.data.bucket_name,
+                artifacts_bucket=self.artifacts.bucket_name,
+                training_request=training_request,
+                import_role_arn=self.import_role.role_arn,
+                default_base_model=settings.base_model,
+                max_polls=max_polls,
+                succeeded=succeeded,
+                failed=failed,
+                invalid=invalid,
+            ),
+        )
+        logs = log_group(self, "StateMachineLogs", deployment)
+        return sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=deployment.resource_name("sft"),
+            definition_body=sfn.DefinitionBody.from_chainable(start),
+            # The job's bound, the import wait and an hour for the rest (smoke retries, notifications).
+            timeout=Duration.minutes(settings.job_hours * 60 + settings.import_max_minutes + 60),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+
+    def _grant_pipeline(self) -> None:
+        role = self.state_machine.role
+        arn = f"arn:{self.partition}"
+        statements = [
+            iam.PolicyStatement(
+                sid="RunTrainingJobs",
+                actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+                resources=[f"{arn}:sagemaker:{self.region}:{self.account}:training-job/{self.job_prefix}*"],
+            ),
+            # .sync integrations watch the job through a Step Functions managed EventBridge rule.
+            iam.PolicyStatement(
+                sid="WatchTrainingJobs",
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    f"{arn}:events:{self.region}:{self.account}:rule/StepFunctionsGetEventsForSageMakerTrainingJobsRule"
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="PassTrainingRole",
+                actions=["iam:PassRole"],
+                resources=[self.training_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            ),
+            iam.PolicyStatement(
+                sid="PassImportRole",
+                actions=["iam:PassRole"],
+                resources=[self.import_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
+            ),
+            # FindTrainingData (ListObjectsV2 is authorized by s3:ListBucket).
+            iam.PolicyStatement(sid="FindTrainingData", actions=["s3:ListBucket"], resources=[self.data.bucket_arn]),
+            # CreateModelImportJob has no resource types in the Service Authorization Reference.
+            iam.PolicyStatement(sid="ImportModels", actions=["bedrock:CreateModelImportJob"], resources=["*"]),
+            iam.PolicyStatement(
+                sid="WatchImports",
+                actions=["bedrock:GetModelImportJob"],
+                resources=[f"{arn}:bedrock:{self.region}:{self.account}:model-import-job/*"],
+            ),
+            iam.PolicyStatement(
+                sid="SmokeTestAndCleanUp",
+                actions=["bedrock:InvokeModel", "bedrock:DeleteImportedModel"],
+                resources=[f"{arn}:bedrock:{self.region}:{self.account}:imported-model/*"],
+            ),
+        ]
+        for statement in statements:
+            role.add_to_principal_policy(statement)
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "Training job names are made per execution under the kit's prefix; import jobs and imported models get "
+            "ids Bedrock generates, so their ARNs end in a wildcard; CreateModelImportJob, X-Ray and CloudWatch "
+            "Logs delivery support no resource-level permissions.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::{arn}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{self.job_prefix}*",
+                f"Resource::{arn}:bedrock:{self.region}:<AWS::AccountId>:model-import-job/*",
+                f"Resource::{arn}:bedrock:{self.region}:<AWS::AccountId>:imported-model/*",
+            ],
+        )

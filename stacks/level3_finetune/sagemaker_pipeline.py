@@ -1,0 +1,332 @@
+"""The SageMaker fine-tuning pipeline's states: request checks, the training job, Custom Model Import, the bounded
+wait for the import, the smoke invocation and the clean-up before a failure is notified.
+
+    ReadInput ─► CheckInputType / SerializeInput ─► CheckInput: not an object, no trainingKey, a field of the
+        wrong type ─► rejected (NotifyInvalidInput)
+    ─► UseGivenModel | UseDefaultModel (baseModel from the request, else sm_base_model)
+    ─► FindTrainingData (ListObjectsV2, 1 key, in the data bucket) ─► none ─► rejected
+    ─► TrainModel (CreateTrainingJob.sync; checkpoints/<execution>/; uncompressed output)
+    ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/)
+    ─► WaitForImport ─► GetImportJob ─► CountPoll ─► ImportDone?
+           InProgress and polls left ─► WaitForImport
+           Failed ─► ImportFailed ─┐
+           polls exhausted ─► ImportTimedOut ─► DeleteImportedModel ─► NotifyFailed ─► PipelineFailed
+           Completed ─► SmokeTest (InvokeModel, retried while the model is not ready) ─► NotifySucceeded
+                                      └─ error ─► DeleteImportedModel ─► NotifyFailed
+
+Every Task that can fail is caught; every path after CreateModelImportJob goes through DeleteImportedModel
+before the failure is notified, so a failed run leaves no imported model behind (a training job that failed
+bills nothing more; a failed import job creates no model). Bedrock has no API to stop an import job: a run that
+gives up waiting deletes the model by name, and the notification names the job in case it completes later.
+An execution that times out, is aborted or fails off these paths is cleaned up by sagemaker_teardown.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+CODE_PREFIX = "code/"
+DATA_PREFIX = "datasets/"  # the sample records land here; a run may name any key or prefix of the data bucket
+CHECKPOINTS_PREFIX = "checkpoints/"  # one sub-prefix per execution
+OUTPUT_PREFIX = "output/"
+# SageMaker writes an uncompressed model output to <S3OutputPath>/<job name>/output/model/:
+# https://docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html
+MODEL_SUFFIX = "/output/model/"
+POLL_SECONDS = 60
+RETRY_INTERVAL = Duration.seconds(2)
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF = 2.0
+# An imported model that has not served for a while is restored on the next request and answers
+# ModelNotReadyException until it is; the guide says to retry:
+# https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html
+SMOKE_RETRY_INTERVAL = Duration.seconds(30)
+SMOKE_RETRY_ATTEMPTS = 5
+# The smoke request: the OpenAI chat-completion body imported models take with InvokeModel (the README of
+# workloads/finetune_sagemaker; Converse does not serve every architecture, Qwen2.5 among them).
+SMOKE_BODY: dict[str, Any] = {
+    "messages": [{"role": "user", "content": "Reply with one word: ready?"}],
+    "max_tokens": 16,
+}
+TRANSIENT_BEDROCK = [
+    "Bedrock.ThrottlingException",
+    "Bedrock.InternalServerException",
+    "Bedrock.ServiceUnavailableException",
+]
+
+
+def merged_prefix(job_prefix: str) -> str:
+    """The key pattern of every merged model the pipeline imports (the import role reads only these)."""
+    return f"{OUTPUT_PREFIX}{job_prefix}*{MODEL_SUFFIX}merged/"
+
+
+@dataclass(frozen=True)
+class PipelineTargets:
+    """What the states need from the stack: names, buckets, roles and the notification states."""
+
+    job_prefix: str  # training job, import job and imported model names: <job_prefix><execution name>
+    data_bucket: str
+    artifacts_bucket: str
+    training_request: dict[str, Any]  # CreateTrainingJob parameters without the per-execution ones
+    import_role_arn: str
+    default_base_model: str
+    max_polls: int
+    succeeded: sfn.IChainable
+    failed: sfn.IChainable
+    invalid: sfn.IChainable
+
+
+def _task(scope: Construct, state_id: str, resource: str, **fields: Any) -> sfn.CustomState:
+    return sfn.CustomState(scope, state_id, state_json={"Type": "Task", "Resource": resource, **fields})
+
+
+def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
+    """The states, wired; returns the first one."""
+    stack = Stack.of(scope)
+    sdk = f"arn:{stack.partition}:states:::aws-sdk:"
+    name = f"States.Format('{targets.job_prefix}{{}}', $$.Execution.Name)"
+
+    def rejected(state_id: str, cause: str) -> sfn.Pass:
+        state = sfn.Pass(scope, state_id, parameters={"Error": "InvalidInput", "Cause": cause}, result_path="$.error")
+        state.next(targets.invalid)
+        return state
+
+    usage = 'the execution input must be a JSON object: {"trainingKey": "<key or prefix in the data bucket>"}'
+    not_an_object = rejected("InputNotAnObject", usage)
+    start = sfn.Pass(scope, "ReadInput", parameters={"input": sfn.JsonPath.entire_payload})
+    serialize = sfn.Pass(
+        scope,
+        "SerializeInput",
+        comment="An object serializes as {…}, a list as […]: Choice rules cannot tell them apart otherwise",
+        parameters={"text": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.input"))},
+        result_path="$.inputText",
+    )
+    start.next(
+        sfn.Choice(scope, "CheckInputType")
+        .when(
+            sfn.Condition.or_(
+                sfn.Condition.is_string("$.input"),
+                sfn.Condition.is_numeric("$.input"),
+                sfn.Condition.is_boolean("$.input"),
+                sfn.Condition.is_null("$.input"),
+            ),
+            not_an_object,
+        )
+        .otherwise(serialize)
+    )
+    given = sfn.Pass(scope, "UseGivenModel", parameters={"id.$": "$.input.baseModel"}, result_path="$.baseModel")
+    default = sfn.Pass(
+        scope, "UseDefaultModel", parameters={"id": targets.default_base_model}, result_path="$.baseModel"
+    )
+    serialize.next(
+        sfn.Choice(scope, "CheckInput")
+        .when(sfn.Condition.not_(sfn.Condition.string_matches("$.inputText.text", "{*")), not_an_object)
+        .when(sfn.Condition.not_(sfn.Condition.is_present("$.input.trainingKey")), not_an_object)
+        .when(
+            sfn.Condition.not_(sfn.Condition.is_string("$.input.trainingKey")),
+            rejected("TrainingKeyNotAString", "trainingKey must be a string: a key or prefix in the data bucket"),
+        )
+        .when(
+            sfn.Condition.and_(
+                sfn.Condition.is_present("$.input.baseModel"),
+                sfn.Condition.not_(sfn.Condition.is_string("$.input.baseModel")),
+            ),
+            rejected("BaseModelNotAString", "baseModel must be a string: a Hugging Face Hub id"),
+        )
+        .when(sfn.Condition.is_present("$.input.baseModel"), given)
+        .otherwise(default)
+    )
+
+    find = _task(
+        scope,
+        "FindTrainingData",
+        f"{sdk}s3:listObjectsV2",
+        Comment="A job started on a missing key would fail only after the instances start",
+        Parameters={"Bucket": targets.data_bucket, "Prefix.$": "$.input.trainingKey", "MaxKeys": 1},
+        ResultSelector={"keys.$": "$.KeyCount"},
+        ResultPath="$.found",
+    )
+    find.add_retry(
+        errors=["States.ALL"], interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+    )
+    find.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
+    given.next(find)
+    default.next(find)
+
+    checkpoints = f"s3://{targets.artifacts_bucket}/{CHECKPOINTS_PREFIX}{{}}/"
+    request = dict(targets.training_request)
+    request["TrainingJobName.$"] = name
+    request["HyperParameters"] = {
+        **request["HyperParameters"],
+        # JSON-encoded like the toolkit's other values: "Qwen/..." arrives as --model Qwen/...
+        "model.$": "States.JsonToString($.baseModel.id)",
+    }
+    request["InputDataConfig"] = [
+        {
+            "ChannelName": "train",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri.$": f"States.Format('s3://{targets.data_bucket}/{{}}', $.input.trainingKey)",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        }
+    ]
+    request["CheckpointConfig"] = {
+        "S3Uri.$": f"States.Format('{checkpoints}', $$.Execution.Name)",
+        "LocalPath": request.pop("CheckpointLocalPath"),
+    }
+    train = _task(
+        scope,
+        "TrainModel",
+        f"arn:{stack.partition}:states:::sagemaker:createTrainingJob.sync",
+        Parameters=request,
+        ResultSelector={"TrainingJobName.$": "$.TrainingJobName", "TrainingJobArn.$": "$.TrainingJobArn"},
+        ResultPath="$.training",
+    )
+    train.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
+    no_data = sfn.Pass(
+        scope,
+        "NoTrainingData",
+        parameters={
+            "Error": "InvalidInput",
+            "Cause": sfn.JsonPath.format(
+                f"nothing under s3://{targets.data_bucket}/{{}}: upload the JSONL records first",
+                sfn.JsonPath.string_at("$.input.trainingKey"),
+            ),
+        },
+        result_path="$.error",
+    )
+    no_data.next(targets.invalid)
+    find.next(
+        sfn.Choice(scope, "TrainingDataFound")
+        .when(sfn.Condition.number_greater_than("$.found.keys", 0), train)
+        .otherwise(no_data)
+    )
+
+    # Clean-up before any failure after the import started: the model may exist (a failed smoke test) or
+    # appear (an import that outlived the wait). DeleteImportedModel takes the name; a model that does not
+    # exist answers ResourceNotFoundException, which is the nothing-to-do case.
+    delete = _task(
+        scope,
+        "DeleteImportedModel",
+        f"{sdk}bedrock:deleteImportedModel",
+        Comment="Leave no imported model behind a failed run",
+        Parameters={"ModelIdentifier.$": name},
+        ResultPath=sfn.JsonPath.DISCARD,
+    )
+    delete.add_retry(
+        errors=TRANSIENT_BEDROCK, interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+    )
+    delete.add_catch(targets.failed, errors=["States.ALL"], result_path="$.cleanupError")
+    delete.next(targets.failed)
+
+    start_import = _task(
+        scope,
+        "ImportModel",
+        f"{sdk}bedrock:createModelImportJob",
+        Parameters={
+            "JobName.$": name,
+            "ImportedModelName.$": name,
+            "RoleArn": targets.import_role_arn,
+            "ModelDataSource": {
+                "S3DataSource": {
+                    "S3Uri.$": (
+                        f"States.Format('s3://{targets.artifacts_bucket}/{OUTPUT_PREFIX}{{}}{MODEL_SUFFIX}merged/', "
+                        "$.training.TrainingJobName)"
+                    )
+                }
+            },
+        },
+        ResultSelector={"jobArn.$": "$.JobArn"},
+        ResultPath="$.import",
+    )
+    start_import.add_retry(
+        errors=TRANSIENT_BEDROCK, interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+    )
+    start_import.add_catch(delete, errors=["States.ALL"], result_path="$.error")
+    train.next(start_import)
+
+    count = sfn.Pass(scope, "StartPolling", parameters={"count": 0}, result_path="$.polls")
+    wait = sfn.Wait(scope, "WaitForImport", time=sfn.WaitTime.duration(Duration.seconds(POLL_SECONDS)))
+    get = _task(
+        scope,
+        "GetImportJob",
+        f"{sdk}bedrock:getModelImportJob",
+        Parameters={"JobIdentifier.$": "$.import.jobArn"},
+        ResultPath="$.importJob",
+    )
+    get.add_retry(
+        errors=TRANSIENT_BEDROCK, interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+    )
+    get.add_catch(delete, errors=["States.ALL"], result_path="$.error")
+    counted = sfn.Pass(
+        scope,
+        "CountPoll",
+        parameters={"count": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.polls.count"), 1)},
+        result_path="$.polls",
+    )
+    import_failed = sfn.Pass(
+        scope,
+        "ImportFailed",
+        parameters={
+            "Error": "ModelImportFailed",
+            "Cause": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.importJob")),
+        },
+        result_path="$.error",
+    )
+    timed_out = sfn.Pass(
+        scope,
+        "ImportTimedOut",
+        parameters={
+            "Error": "ModelImportTimedOut",
+            "Cause": sfn.JsonPath.format(
+                "the import job {} was still in progress after {} polls; Bedrock cannot stop it: the run deleted the "
+                "model by name, and if the job completes later, delete the model it creates",
+                sfn.JsonPath.string_at("$.import.jobArn"),
+                sfn.JsonPath.string_at("$.polls.count"),
+            ),
+        },
+        result_path="$.error",
+    )
+    smoke = _task(
+        scope,
+        "SmokeTest",
+        f"arn:{stack.partition}:states:::bedrock:invokeModel",
+        Comment="One tiny request: the imported model loads and answers",
+        Parameters={
+            "ModelId.$": "$.importJob.ImportedModelArn",
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": SMOKE_BODY,
+        },
+        ResultSelector={"reply.$": "$.Body"},
+        ResultPath="$.smoke",
+    )
+    smoke.add_retry(
+        errors=["Bedrock.ModelNotReadyException", *TRANSIENT_BEDROCK],
+        interval=SMOKE_RETRY_INTERVAL,
+        max_attempts=SMOKE_RETRY_ATTEMPTS,
+        backoff_rate=RETRY_BACKOFF,
+    )
+    smoke.add_catch(delete, errors=["States.ALL"], result_path="$.error")
+    smoke.next(targets.succeeded)
+    import_failed.next(delete)
+    timed_out.next(delete)
+    start_import.next(count)
+    count.next(wait)
+    wait.next(get)
+    get.next(counted)
+    counted.next(
+        sfn.Choice(scope, "ImportDone")
+        .when(sfn.Condition.string_equals("$.importJob.Status", "Completed"), smoke)
+        .when(sfn.Condition.string_equals("$.importJob.Status", "Failed"), import_failed)
+        .when(sfn.Condition.number_greater_than_equals("$.polls.count", targets.max_polls), timed_out)
+        .otherwise(wait)
+    )
+    return start

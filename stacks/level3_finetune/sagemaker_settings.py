@@ -1,0 +1,75 @@
+"""Level 3 on SageMaker (``GenAiKit-3-FineTune-SageMaker``) settings: the base model, the training job's
+instances and limits, and how long the pipeline waits for Custom Model Import."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from stacks.level4_pretrain.settings import MAX_JOB_HOURS
+from stacks.shared.settings import Allowed, Flag, Invalid, Settings, Text, Whole
+
+# A Hugging Face Hub repository id (owner/name): https://huggingface.co/docs/hub/repositories
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+INSTANCE_TYPE = re.compile(r"ml\.[a-z0-9-]+\.[a-z0-9]+")
+
+
+class SageMakerFineTuneSettings(Settings):
+    base_model: Annotated[Text, Allowed("a Hugging Face Hub id such as Qwen/Qwen2.5-0.5B-Instruct")] = Field(
+        alias="sm_base_model",
+        description=(
+            "The open-weights base model (a Hub id of an architecture Custom Model Import supports); a run may "
+            "name another with `baseModel`"
+        ),
+    )
+    instance_type: Annotated[Text, Allowed("a SageMaker training instance type such as ml.g5.xlarge")] = Field(
+        alias="sm_instance_type", description="The fine-tuning job's instance type"
+    )
+    instance_count: Whole = Field(
+        alias="sm_instance_count", description="The fine-tuning job's instance count", ge=1, le=16
+    )
+    max_runtime_hours: Whole = Field(
+        alias="sm_max_runtime_hours", description="The fine-tuning job's maximum runtime", ge=1, le=MAX_JOB_HOURS
+    )
+    spot: Flag = Field(alias="sm_spot", description="Managed spot training for the fine-tuning job")
+    max_wait_hours: Whole = Field(
+        alias="sm_max_wait_hours",
+        description="The longest wait for the fine-tuning job with managed spot (at least the runtime)",
+        ge=1,
+        le=MAX_JOB_HOURS,
+    )
+    import_max_minutes: Whole = Field(
+        alias="sm_import_max_minutes",
+        description="The longest wait for the Custom Model Import job before the run is failed and cleaned up",
+        ge=10,
+        le=24 * 60,
+    )
+
+    @field_validator("base_model")
+    @classmethod
+    def _hub_id(cls, model: str) -> str:
+        if not HUB_ID.fullmatch(model):
+            raise ValueError("not a Hub id")
+        return model
+
+    @field_validator("instance_type")
+    @classmethod
+    def _training_type(cls, instance_type: str) -> str:
+        if not INSTANCE_TYPE.fullmatch(instance_type):
+            raise ValueError("not a training instance type")
+        return instance_type
+
+    @field_validator("max_wait_hours")
+    @classmethod
+    def _spot_waits_for_the_runtime(cls, wait: int, info: ValidationInfo) -> int:
+        runtime = info.data.get("max_runtime_hours", 0)
+        if info.data.get("spot") and wait < runtime:
+            raise Invalid(f"at least sm_max_runtime_hours ({runtime}) with managed spot")
+        return wait
+
+    @property
+    def job_hours(self) -> int:
+        """The longest the training job can take: the spot wait bounds the runtime when spot is on."""
+        return self.max_wait_hours if self.spot else self.max_runtime_hours

@@ -1,0 +1,190 @@
+"""The teardown after a SageMaker fine-tuning execution that ended FAILED, TIMED_OUT or ABORTED: stop its training
+job, delete the model its import created, report.
+
+    EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED, this pipeline only)
+    ─► AnExecutionEnded? ─► NameWhatItCreated (<job prefix><execution name>, as the pipeline names it)
+    ─► LetCallsInFlightLand ─► StopItsTrainingJob (any error: nothing to stop) ─► DeleteItsImportedModel
+           ResourceNotFound ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
+           other errors, retried for about an hour ─► NotifyCleanupFailed ("ACTION NEEDED") ─► CleanupFailed
+           deleted ─► NotifyCleanedUp
+
+A Catch inside the pipeline cannot see the execution's own timeout or an abort (and a failure off its catch
+paths skips its DeleteImportedModel), so this state machine, started by the status event, deletes the model by
+the name the run gave it. A successful run keeps its model by design: an imported model bills only while it
+serves (https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification
+from stacks.level3_finetune.teardown import ENDED_ABNORMALLY, TEARDOWN_SETTLE
+from stacks.shared.deployment import Deployment
+from stacks.shared.stage import log_group
+
+TEARDOWN_TIMEOUT = Duration.hours(3)
+STOP_RETRY_INTERVAL = Duration.seconds(2)
+STOP_RETRY_ATTEMPTS = 3
+
+
+class SageMakerPipelineTeardown(Construct):
+    """Cleans up after a SageMaker fine-tuning execution that ended FAILED, TIMED_OUT or ABORTED.
+
+    Step Functions emits a "Step Functions Execution Status Change" event when an execution ends
+    (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html). The pipeline names its
+    training job, import job and imported model ``<job_prefix><execution name>``; the event carries the execution
+    name (``detail.name``), so this state machine derives the same names.
+
+    Limits: Bedrock has no API to stop a model import job. The teardown waits TEARDOWN_SETTLE for calls in flight
+    to land, then deletes the imported model if it exists at that moment; an import job still running then creates
+    its model later, and the report names the model so the operator deletes it.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        job_prefix: str,
+        pipeline: sfn.StateMachine,
+        topic: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        arn = f"arn:{stack.partition}"
+
+        done = sfn.Succeed(self, "CleanedUp")
+        failed = sfn.Fail(self, "CleanupFailed", error="ImportedModelNotDeleted", cause="See the notification")
+        report_message = {
+            "outcome": "cleaned up: a SageMaker fine-tuning execution ended without finishing its own path; its "
+            "training job was stopped and its imported model deleted, where they existed. Bedrock cannot stop an "
+            "import job: if one of this name was still in progress, delete the model it creates when it completes",
+            "execution": sfn.JsonPath.string_at("$.execution"),
+            "status": sfn.JsonPath.string_at("$.status"),
+            "trainingJob": sfn.JsonPath.string_at("$.name"),
+            "importedModel": sfn.JsonPath.string_at("$.name"),
+        }
+        report = notification(self, "NotifyCleanedUp", topic, report_message, done)
+        # A run that failed on a path that notified it already (and deleted its model itself) says nothing more;
+        # timeouts, aborts and anything stopped or deleted here are reported.
+        worth_reporting = (
+            sfn.Choice(self, "AnythingToReport?")
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.boolean_equals("$.acted", True),
+                    sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
+                ),
+                report,
+            )
+            .otherwise(sfn.Succeed(self, "NothingLeft"))
+        )
+        name = sfn.Pass(
+            self,
+            "NameWhatItCreated",
+            comment="The pipeline names its training job, import job and model <job prefix><execution name>",
+            parameters={
+                "execution": sfn.JsonPath.string_at("$.detail.executionArn"),
+                "status": sfn.JsonPath.string_at("$.detail.status"),
+                "name": sfn.JsonPath.format(f"{job_prefix}{{}}", sfn.JsonPath.string_at("$.detail.name")),
+                "acted": False,
+            },
+        )
+        # A CreateModelImportJob or DeleteImportedModel call in flight when the execution ended lands meanwhile.
+        settle = sfn.Wait(self, "LetCallsInFlightLand", time=sfn.WaitTime.duration(TEARDOWN_SETTLE))
+        # The SageMaker integration page grants sagemaker:StopTrainingJob in its .sync policy, but neither it nor the
+        # integration-patterns page promises that Step Functions stops the job when the execution is aborted or
+        # times out (https://docs.aws.amazon.com/step-functions/latest/dg/connect-sagemaker.html,
+        # https://docs.aws.amazon.com/step-functions/latest/dg/connect-to-resource.html#connect-sync), so the
+        # teardown stops it itself. A job that is not found or already ended answers an error: nothing to stop
+        # (the job's StoppingCondition bounds what it can bill in any case).
+        stop_job = tasks.CallAwsService(
+            self,
+            "StopItsTrainingJob",
+            service="sagemaker",
+            action="stopTrainingJob",
+            parameters={"TrainingJobName": sfn.JsonPath.string_at("$.name")},
+            iam_action="sagemaker:StopTrainingJob",
+            iam_resources=[f"{arn}:sagemaker:{stack.region}:{stack.account}:training-job/{job_prefix}*"],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        stop_job.add_retry(
+            errors=["States.ALL"],
+            interval=STOP_RETRY_INTERVAL,
+            max_attempts=STOP_RETRY_ATTEMPTS,
+            backoff_rate=2.0,
+        )
+        delete = tasks.CallAwsService(
+            self,
+            "DeleteItsImportedModel",
+            service="bedrock",
+            action="deleteImportedModel",
+            parameters={"ModelIdentifier": sfn.JsonPath.string_at("$.name")},  # a name or an ARN
+            iam_action="bedrock:DeleteImportedModel",
+            iam_resources=[f"{arn}:bedrock:{stack.region}:{stack.account}:imported-model/*"],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        # Not found: the run imported none (or deleted it itself). Anything else is retried for about an hour.
+        delete.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
+        delete.add_retry(
+            errors=["States.ALL"], interval=DELETE_RETRY_INTERVAL, max_attempts=DELETE_RETRY_ATTEMPTS, backoff_rate=2.0
+        )
+        delete.add_catch(worth_reporting, errors=["Bedrock.ResourceNotFoundException"], result_path="$.notFound")
+        alarm = {
+            **report_message,
+            "outcome": "ACTION NEEDED: the imported model of an ended SageMaker fine-tuning execution could not be "
+            "deleted; delete it by hand (it bills whenever it serves)",
+            "error": sfn.JsonPath.object_at("$.error"),
+        }
+        not_deleted = notification(self, "NotifyCleanupFailed", topic, alarm, failed)
+        delete.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
+        delete.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(report)
+        stop_job.add_catch(delete, errors=["States.ALL"], result_path="$.jobNotStopped")
+        stop_job.next(sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(
+            delete
+        )
+        is_event = sfn.Condition.and_(
+            *(sfn.Condition.is_present(f"$.detail.{field}") for field in ("executionArn", "name", "status"))
+        )
+        is_text = sfn.Condition.and_(
+            *(sfn.Condition.is_string(f"$.detail.{field}") for field in ("executionArn", "name", "status"))
+        )
+        definition = (
+            sfn.Choice(self, "AnExecutionEnded?")
+            .when(
+                is_event,
+                sfn.Choice(self, "FieldsAreText?")
+                .when(is_text, name.next(settle).next(stop_job))
+                .otherwise(sfn.Succeed(self, "NotAnExecutionEvent")),
+            )
+            .otherwise(sfn.Succeed(self, "NotAStatusEvent"))
+        )
+        self.logs = log_group(self, "Logs", deployment)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=deployment.resource_name("sft-teardown"),
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=TEARDOWN_TIMEOUT,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        self.rule = events.Rule(
+            self,
+            "PipelineEnded",
+            description="Level 3 on SageMaker: a fine-tuning execution that failed, timed out or was aborted is "
+            "cleaned up",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={"status": list(ENDED_ABNORMALLY), "stateMachineArn": [pipeline.state_machine_arn]},
+            ),
+            targets=[targets.SfnStateMachine(self.state_machine)],
+        )

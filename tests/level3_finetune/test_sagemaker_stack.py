@@ -1,0 +1,514 @@
+"""Level 3 on SageMaker: the stack's buckets and roles, and the pipeline's paths run in the ASL simulator with
+API-shaped responses (success, bad input, missing data, training failure, import failure, import timeout, smoke
+invocation failure): every path is notified, and every failure after the import started deletes the model."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import tarfile
+from typing import Any
+
+import pytest
+
+from stacks.config import ConfigError
+from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from tests.infra import asl
+from tests.infra.helpers import as_list, render, resources, statements
+from tests.infra.test_config import build
+from workloads.finetune_sagemaker import sagemaker_job
+
+STACK = "GenAiKit-3-FineTune-SageMaker"
+JOB_PREFIX = "genai-kit-sft-"
+IMPORT_JOB_ARN = f"arn:aws:bedrock:{asl.REGION}:{asl.ACCOUNT}:model-import-job/abcdefgh1234"
+MODEL_ARN = f"arn:aws:bedrock:{asl.REGION}:{asl.ACCOUNT}:imported-model/abcdefgh1234"
+
+
+@pytest.fixture(scope="module")
+def template(sandbox: Any) -> dict[str, Any]:
+    return sandbox.templates[STACK]
+
+
+@pytest.fixture(scope="module")
+def machine(template: dict[str, Any]) -> dict[str, Any]:
+    return asl.definition_from_template(template, "StateMachine")
+
+
+@pytest.fixture(scope="module")
+def teardown(template: dict[str, Any]) -> dict[str, Any]:
+    return asl.definition_from_template(template, "TeardownStateMachine")
+
+
+def _bucket(template: dict[str, Any], prefix: str) -> str:
+    bucket_id = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith(f"{prefix}Bucket"))
+    return asl.resolve(template, {"Ref": bucket_id})
+
+
+def _role(template: dict[str, Any], prefix: str) -> tuple[str, dict[str, Any]]:
+    return next((k, v) for k, v in resources(template, "AWS::IAM::Role").items() if k.startswith(prefix))
+
+
+def _role_statements(template: dict[str, Any], role_id: str) -> dict[str, dict[str, Any]]:
+    policies = {
+        k for k, v in resources(template, "AWS::IAM::Policy").items() if {"Ref": role_id} in v["Properties"]["Roles"]
+    }
+    return {s.get("Sid", f"#{i}"): s for i, (p, s) in enumerate(statements(template)) if p in policies}
+
+
+# --- the stack ------------------------------------------------------------------------------------------
+
+
+def test_the_stack_is_built_with_the_others_and_states_its_idle_cost(sandbox: Any, template: dict[str, Any]) -> None:
+    assert "IdleCost" in template["Outputs"]
+    assert "$0 idle" in template["Description"]
+    # Nothing that bills by the hour: no endpoint, no cluster, no provisioned throughput, no KMS key.
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    assert not kinds & {
+        "AWS::SageMaker::Endpoint",
+        "AWS::SageMaker::Cluster",
+        "AWS::KMS::Key",
+        "AWS::EC2::NatGateway",
+    }
+
+
+def test_training_job_uses_the_pinned_image_uncompressed_output_and_config_bounds(machine: dict[str, Any]) -> None:
+    request = machine["States"]["TrainModel"]["Parameters"]
+    assert machine["States"]["TrainModel"]["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
+    assert request["AlgorithmSpecification"]["TrainingImage"] == sagemaker_job.image_uri(asl.REGION, gpu=True)
+    assert request["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
+    assert request["ResourceConfig"]["InstanceCount"] == 1
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 4 * 3600}
+    assert request["EnableManagedSpotTraining"] is False
+    hyper = request["HyperParameters"]
+    assert json.loads(hyper["sagemaker_program"]) == "sft_train.py"
+    assert json.loads(hyper["sagemaker_submit_directory"]).endswith("/code/sourcedir.tar.gz")
+    assert hyper["sagemaker_torch_distributed_enabled"] == "true"
+
+
+def test_with_spot_the_wait_bounds_the_job() -> None:
+    spot = build(sm_spot=True, sm_max_runtime_hours=2, sm_max_wait_hours=6)
+    assert spot.finetune_sagemaker.job_hours == 6
+    plain = build()
+    assert plain.finetune_sagemaker.job_hours == plain.finetune_sagemaker.max_runtime_hours
+
+
+def test_execution_timeout_is_the_job_bound_plus_the_import_wait(machine: dict[str, Any]) -> None:
+    assert machine["TimeoutSeconds"] == (4 * 60 + 120 + 60) * 60
+
+
+def test_sourcedir_holds_the_runtime_files_and_requirements_at_its_root() -> None:
+    with tarfile.open(fileobj=io.BytesIO(sagemaker_job.sourcedir_bytes()), mode="r:gz") as tar:
+        names = sorted(tar.getnames())
+    assert names == sorted(sagemaker_job.RUNTIME_FILES)
+    assert "requirements.txt" in names and sagemaker_job.ENTRY_POINT in names
+    assert sagemaker_job.sourcedir_bytes() == sagemaker_job.sourcedir_bytes()  # reproducible: the asset hash holds
+
+
+def test_training_role_trust_and_prefix_scoped_grants(template: dict[str, Any]) -> None:
+    role_id, role = _role(template, "TrainingRole")
+    [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert "aws:SourceAccount" in trust["Condition"]["StringEquals"]
+    assert render(trust["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":training-job/*")
+    granted = _role_statements(template, role_id)
+    assert set(as_list(granted["SyncCheckpoints"]["Action"])) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+    assert render(granted["SyncCheckpoints"]["Resource"]).endswith("/checkpoints/*")
+    assert as_list(granted["WriteModel"]["Action"]) == ["s3:PutObject"]
+    assert render(granted["WriteModel"]["Resource"]).endswith("/output/*")
+    assert render(granted["ReadCode"]["Resource"]).endswith("/code/*")
+    writes = [s for s in granted.values() if "s3:PutObject" in as_list(s["Action"])]
+    assert all("DataBucket" not in render(r) for s in writes for r in as_list(s["Resource"]))  # data: read only
+
+
+def test_import_role_is_trusted_by_bedrock_import_jobs_and_reads_only_merged_models(template: dict[str, Any]) -> None:
+    role_id, role = _role(template, "ImportRole")
+    [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "bedrock.amazonaws.com"}
+    assert "aws:SourceAccount" in trust["Condition"]["StringEquals"]
+    assert render(trust["Condition"]["ArnEquals"]["aws:SourceArn"]).endswith(":model-import-job/*")
+    granted = _role_statements(template, role_id)
+    assert set(granted) == {"ReadMergedModel", "ListMergedModel"}
+    merged = pipeline.merged_prefix(JOB_PREFIX)
+    assert merged == f"output/{JOB_PREFIX}*/output/model/merged/"
+    assert as_list(granted["ReadMergedModel"]["Action"]) == ["s3:GetObject"]
+    assert render(granted["ReadMergedModel"]["Resource"]).endswith(f"/{merged}*")
+    assert granted["ListMergedModel"]["Condition"]["StringLike"]["s3:prefix"] == [merged, f"{merged}*"]
+
+
+def test_the_pipeline_passes_each_role_only_to_its_service(template: dict[str, Any]) -> None:
+    machine_role = next(iter(resources(template, "AWS::StepFunctions::StateMachine").values()))
+    role_id = machine_role["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    granted = _role_statements(template, role_id)
+    assert granted["PassTrainingRole"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+    assert granted["PassImportRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
+
+
+def test_training_job_events_and_stopped_executions_are_notified(template: dict[str, Any]) -> None:
+    patterns = [r["Properties"]["EventPattern"] for r in resources(template, "AWS::Events::Rule").values()]
+    assert {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Training Job State Change"],
+        "detail": {"TrainingJobName": [{"prefix": JOB_PREFIX}]},
+    } in patterns
+    [ended] = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.states"]
+    ]
+    assert ended["EventPattern"]["detail"]["status"] == ["FAILED", "TIMED_OUT", "ABORTED"]
+    assert ended["EventPattern"]["detail"]["stateMachineArn"] == [
+        {"Ref": asl.state_machine(template, "StateMachine")[0]}
+    ]
+    assert [t["Arn"] for t in ended["Targets"]] == [{"Ref": asl.state_machine(template, "TeardownStateMachine")[0]}]
+
+
+def test_the_teardown_role_may_only_stop_the_kits_jobs_delete_imported_models_and_notify(
+    template: dict[str, Any],
+) -> None:
+    role_id = asl.state_machine(template, "TeardownStateMachine")[1]["RoleArn"]["Fn::GetAtt"][0]
+    granted = {
+        action: [render(r) for r in as_list(s["Resource"])]
+        for s in _role_statements(template, role_id).values()
+        for action in as_list(s["Action"])
+        if not action.startswith(("xray:", "logs:"))
+    }
+    topic = next(iter(resources(template, "AWS::SNS::Topic")))
+    assert granted == {
+        "sagemaker:StopTrainingJob": [f"arn:aws:sagemaker:{asl.REGION}:${{AWS::AccountId}}:training-job/{JOB_PREFIX}*"],
+        "bedrock:DeleteImportedModel": [f"arn:aws:bedrock:{asl.REGION}:${{AWS::AccountId}}:imported-model/*"],
+        "sns:Publish": [render({"Ref": topic})],
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"sm_base_model": "not a hub id"}, "sm_base_model"),
+        ({"sm_instance_type": "g5.xlarge"}, "sm_instance_type"),
+        ({"sm_instance_count": 0}, "sm_instance_count"),
+        ({"sm_spot": True, "sm_max_runtime_hours": 8, "sm_max_wait_hours": 4}, "sm_max_wait_hours"),
+        ({"sm_import_max_minutes": 5}, "sm_import_max_minutes"),
+    ],
+)
+def test_config_mistakes_are_one_line_errors(overrides: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build(**overrides)
+    assert [p.key for p in err.value.problems] == [key]
+
+
+# --- the pipeline, run in the ASL simulator -------------------------------------------------------------
+
+
+def _results(
+    *,
+    keys: int = 1,
+    training: asl.AslError | None = None,
+    statuses: tuple[str, ...] = ("InProgress", "Completed"),
+    smoke: asl.AslError | None = None,
+    not_ready: int = 0,
+) -> Any:
+    """API-shaped task results; ``statuses`` are GetModelImportJob's answers in order (the last repeats)."""
+    polls = {"n": 0}
+    smoke_calls = {"n": 0}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.resource == asl.SNS_PUBLISH:
+            return {"MessageId": "m-1"}
+        if call.state == "FindTrainingData":
+            return {"KeyCount": keys, "IsTruncated": False, "Name": call.parameters["Bucket"]}
+        if call.state == "TrainModel":
+            if training:
+                raise training
+            name = call.parameters["TrainingJobName"]
+            return {
+                "TrainingJobName": name,
+                "TrainingJobArn": f"arn:aws:sagemaker:{asl.REGION}:{asl.ACCOUNT}:training-job/{name}",
+                "TrainingJobStatus": "Completed",
+                "ModelArtifacts": {"S3ModelArtifacts": f"s3://b/output/{name}/output/model/"},
+            }
+        if call.state == "ImportModel":
+            return {"JobArn": IMPORT_JOB_ARN}
+        if call.state == "GetImportJob":
+            status = statuses[min(polls["n"], len(statuses) - 1)]
+            polls["n"] += 1
+            answer = {
+                "jobArn": IMPORT_JOB_ARN,
+                "JobArn": IMPORT_JOB_ARN,
+                "JobName": "j",
+                "ImportedModelName": "m",
+                "Status": status,
+            }
+            if status == "Completed":
+                answer["ImportedModelArn"] = MODEL_ARN
+            if status == "Failed":
+                answer["FailureMessage"] = "Unsupported architecture"
+            return answer
+        if call.state == "SmokeTest":
+            smoke_calls["n"] += 1
+            if smoke_calls["n"] <= not_ready:
+                raise asl.AslError("Bedrock.ModelNotReadyException", "the model is being restored")
+            if smoke:
+                raise smoke
+            return {"Body": {"choices": [{"message": {"content": "ready"}}]}, "ContentType": "application/json"}
+        if call.state == "DeleteImportedModel":
+            return {}
+        raise AssertionError(f"unexpected task {call.state}")
+
+    return result
+
+
+def _failure(trace: asl.Trace) -> dict[str, Any]:
+    [(state, message)] = trace.notifications
+    assert state in ("NotifyFailed", "NotifyInvalidInput"), trace.describe()
+    assert message["outcome"] == "failed"
+    return dict(message["error"])
+
+
+def test_success_trains_imports_the_merged_prefix_smoke_tests_and_notifies(
+    machine: dict[str, Any], template: dict[str, Any]
+) -> None:
+    artifacts, data = _bucket(template, "Artifacts"), _bucket(template, "Data")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/train.jsonl"}, _results(), execution_name="run-1")
+    assert trace.status == "SUCCEEDED", trace.describe()
+    job = f"{JOB_PREFIX}run-1"
+    request = trace.parameters("TrainModel")
+    assert request["TrainingJobName"] == job
+    assert request["CheckpointConfig"] == {
+        "S3Uri": f"s3://{artifacts}/checkpoints/run-1/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{data}/datasets/train.jsonl"
+    assert json.loads(request["HyperParameters"]["model"]) == "Qwen/Qwen2.5-0.5B-Instruct"
+    imported = trace.parameters("ImportModel")
+    assert imported["JobName"] == imported["ImportedModelName"] == job
+    assert imported["ModelDataSource"] == {
+        "S3DataSource": {"S3Uri": f"s3://{artifacts}/output/{job}/output/model/merged/"}
+    }
+    resource = machine["States"]["ImportModel"]["Resource"]
+    assert not asl.sdk_request_errors(resource, imported)
+    assert not asl.sdk_request_errors(
+        machine["States"]["GetImportJob"]["Resource"], trace.calls_to("GetImportJob")[0].parameters
+    )
+    smoke = trace.parameters("SmokeTest")
+    assert smoke["ModelId"] == MODEL_ARN and smoke["Body"] == pipeline.SMOKE_BODY
+    assert not trace.calls_to("DeleteImportedModel")  # the product of a good run is kept
+    [(state, message)] = trace.notifications
+    assert state == "NotifySucceeded"
+    assert message["importedModelArn"] == MODEL_ARN and message["baseModel"] == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_a_request_may_name_another_base_model(machine: dict[str, Any]) -> None:
+    execution_input = {"trainingKey": "datasets/", "baseModel": "meta-llama/Llama-3.2-1B-Instruct"}
+    trace = asl.simulate(machine, execution_input, _results())
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert json.loads(trace.parameters("TrainModel")["HyperParameters"]["model"]) == "meta-llama/Llama-3.2-1B-Instruct"
+
+
+@pytest.mark.parametrize(
+    "execution_input",
+    [[], "datasets/train.jsonl", 42, True, None, {}, {"trainingKey": 7}, {"trainingKey": "k", "baseModel": 3}],
+)
+def test_bad_input_is_a_notified_rejection_before_any_job(machine: dict[str, Any], execution_input: Any) -> None:
+    trace = asl.simulate(machine, execution_input, _results())
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput"), trace.describe()
+    assert not trace.calls_to("TrainModel") and not trace.calls_to("FindTrainingData")
+    assert _failure(trace)["Error"] == "InvalidInput"
+
+
+def test_missing_training_data_is_rejected_before_the_job(machine: dict[str, Any]) -> None:
+    trace = asl.simulate(machine, {"trainingKey": "datasets/none.jsonl"}, _results(keys=0))
+    assert (trace.status, trace.terminal) == ("FAILED", "InputRejected"), trace.describe()
+    assert not trace.calls_to("TrainModel")
+    assert "datasets/none.jsonl" in _failure(trace)["Cause"]
+
+
+def test_training_failure_is_notified_and_nothing_is_imported(machine: dict[str, Any]) -> None:
+    error = asl.AslError("States.TaskFailed", '{"FailureReason": "AlgorithmError: exit code 3 (import check)"}')
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(training=error))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert not trace.calls_to("ImportModel") and not trace.calls_to("DeleteImportedModel")
+    assert "exit code 3" in _failure(trace)["Cause"]
+
+
+def test_import_failure_is_notified_after_the_model_is_deleted(machine: dict[str, Any]) -> None:
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(statuses=("InProgress", "Failed")))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert not trace.calls_to("SmokeTest")
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": f"{JOB_PREFIX}test-execution"}
+    error = _failure(trace)
+    assert error["Error"] == "ModelImportFailed" and "Unsupported architecture" in error["Cause"]
+
+
+def test_an_import_that_outlives_the_wait_is_bounded_cleaned_up_and_notified(machine: dict[str, Any]) -> None:
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(statuses=("InProgress",)))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert len(trace.calls_to("GetImportJob")) == 120  # sm_import_max_minutes at one poll a minute
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": f"{JOB_PREFIX}test-execution"}
+    error = _failure(trace)
+    assert error["Error"] == "ModelImportTimedOut" and IMPORT_JOB_ARN in error["Cause"]
+
+
+def test_a_failed_smoke_invocation_deletes_the_model_and_notifies(machine: dict[str, Any]) -> None:
+    error = asl.AslError("Bedrock.ValidationException", "Malformed input request")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(smoke=error))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": f"{JOB_PREFIX}test-execution"}
+    assert _failure(trace)["Error"] == "Bedrock.ValidationException"
+
+
+def test_a_model_still_loading_is_retried_before_the_smoke_test_fails(machine: dict[str, Any]) -> None:
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(not_ready=2))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert len(trace.calls_to("SmokeTest")) == 3
+
+
+def test_a_cleanup_that_finds_no_model_still_notifies_the_original_error(machine: dict[str, Any]) -> None:
+    base = _results(statuses=("Failed",))
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "DeleteImportedModel":
+            raise asl.AslError("Bedrock.ResourceNotFoundException", "no such model")
+        return base(call)
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert _failure(trace)["Error"] == "ModelImportFailed"
+
+
+def test_every_task_failure_after_the_import_started_goes_through_the_cleanup(machine: dict[str, Any]) -> None:
+    for state in ("ImportModel", "GetImportJob", "SmokeTest"):
+        [catch] = machine["States"][state]["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "DeleteImportedModel", state
+    for state in ("ImportFailed", "ImportTimedOut"):
+        assert machine["States"][state]["Next"] == "DeleteImportedModel"
+
+
+def test_a_notification_that_keeps_failing_still_ends_the_run_where_it_would(machine: dict[str, Any]) -> None:
+    base = _results(smoke=asl.AslError("Bedrock.ValidationException", "Malformed input request"))
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.resource == asl.SNS_PUBLISH:
+            raise asl.AslError("SNS.InternalErrorException", "unavailable")
+        return base(call)
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "PipelineFailed", "FineTuningFailed")
+    assert trace.calls_to("DeleteImportedModel")  # the clean-up ran before the notification was tried
+    assert len(trace.calls_to("NotifyFailed")) == 1 + pipeline.RETRY_ATTEMPTS
+
+
+# --- the teardown after an execution that failed, timed out or was aborted ---------------------------------
+
+EXECUTION = f"arn:aws:states:{asl.REGION}:{asl.ACCOUNT}:execution:genai-kit-sft:run-7"
+
+
+def _ended(status: str) -> dict[str, Any]:
+    """The event Step Functions sends when an execution ends
+    (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html)."""
+    return {
+        "version": "0",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": asl.ACCOUNT,
+        "region": asl.REGION,
+        "resources": [EXECUTION],
+        "detail": {
+            "executionArn": EXECUTION,
+            "stateMachineArn": f"arn:aws:states:{asl.REGION}:{asl.ACCOUNT}:stateMachine:genai-kit-sft",
+            "name": "run-7",
+            "status": status,
+            "startDate": 1700000000000,
+            "stopDate": 1700003600000,
+            "input": "{}",
+            "output": None,
+        },
+    }
+
+
+def _cleanup(teardown: dict[str, Any], status: str, **outcomes: Any) -> asl.Trace:
+    """Run the teardown on a status event; each Task's outcomes are consumed in order."""
+    queues = {state: iter(items) for state, items in outcomes.items()}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.resource == asl.SNS_PUBLISH:
+            return {"MessageId": "m-1"}
+        outcome = next(queues[call.state])
+        if isinstance(outcome, asl.AslError):
+            raise outcome
+        return outcome
+
+    return asl.simulate(teardown, _ended(status), result, execution_name="teardown-1")
+
+
+@pytest.mark.parametrize("status", ["TIMED_OUT", "ABORTED", "FAILED"])
+def test_teardown_deletes_the_model_an_ended_run_imported_by_the_name_the_run_gave_it(
+    machine: dict[str, Any], teardown: dict[str, Any], status: str
+) -> None:
+    ran = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(), execution_name="run-7")
+    made = ran.parameters("ImportModel")["ImportedModelName"]
+    job = ran.parameters("TrainModel")["TrainingJobName"]
+    trace = _cleanup(
+        teardown,
+        status,
+        StopItsTrainingJob=[asl.AslError("SageMaker.ValidationException", "the job is not in progress")] * 4,
+        DeleteItsImportedModel=[asl.AslError("Bedrock.ConflictException", "busy"), {}],
+    )
+    assert (trace.status, trace.terminal) == ("SUCCEEDED", "CleanedUp"), trace.describe()
+    # A job that already ended is retried a few seconds, then left: nothing to stop.
+    stops = [c.parameters for c in trace.calls_to("StopItsTrainingJob")]
+    assert stops == [{"TrainingJobName": job}] * 4
+    assert [c.parameters for c in trace.calls_to("DeleteItsImportedModel")] == [{"ModelIdentifier": made}] * 2
+    assert not asl.sdk_request_errors(teardown["States"]["StopItsTrainingJob"]["Resource"], stops[0])
+    assert not asl.sdk_request_errors(
+        teardown["States"]["DeleteItsImportedModel"]["Resource"], {"ModelIdentifier": made}
+    )
+    [(state, message)] = trace.notifications
+    assert state == "NotifyCleanedUp" and message["status"] == status and message["execution"] == EXECUTION
+    assert message["importedModel"] == made
+
+
+def test_teardown_stops_a_training_job_still_running(teardown: dict[str, Any]) -> None:
+    not_found = asl.AslError("Bedrock.ResourceNotFoundException", "no such model")
+    trace = _cleanup(teardown, "TIMED_OUT", StopItsTrainingJob=[{}], DeleteItsImportedModel=[not_found])
+    assert (trace.status, trace.terminal) == ("SUCCEEDED", "CleanedUp"), trace.describe()
+    assert trace.parameters("StopItsTrainingJob") == {"TrainingJobName": f"{JOB_PREFIX}run-7"}
+    assert [s for s, _ in trace.notifications] == ["NotifyCleanedUp"]
+
+
+def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(teardown: dict[str, Any]) -> None:
+    not_found = asl.AslError("Bedrock.ResourceNotFoundException", "no such model")
+    trace = _cleanup(
+        teardown,
+        "FAILED",
+        StopItsTrainingJob=[asl.AslError("SageMaker.ResourceNotFound", "no such job")] * 4,
+        DeleteItsImportedModel=[not_found],
+    )
+    assert (trace.status, trace.terminal) == ("SUCCEEDED", "NothingLeft"), trace.describe()
+    assert trace.notifications == [] and len(trace.calls_to("DeleteItsImportedModel")) == 1
+
+
+def test_teardown_that_cannot_delete_the_model_says_action_needed_and_names_it(teardown: dict[str, Any]) -> None:
+    denied = itertools.repeat(asl.AslError("Bedrock.AccessDeniedException", "not authorized"))
+    trace = _cleanup(teardown, "ABORTED", StopItsTrainingJob=[{}], DeleteItsImportedModel=denied)
+    assert (trace.status, trace.terminal) == ("FAILED", "CleanupFailed"), trace.describe()
+    assert len(trace.calls_to("DeleteItsImportedModel")) > 3  # retried before it gives up
+    state, message = trace.notifications[-1]
+    assert state == "NotifyCleanupFailed" and message["outcome"].startswith("ACTION NEEDED")
+    assert message["importedModel"] == f"{JOB_PREFIX}run-7"
+
+
+def test_teardown_settles_before_it_deletes(teardown: dict[str, Any]) -> None:
+    """Bedrock cannot stop an import job: the teardown lets calls in flight land before it looks for the model."""
+    wait = teardown["States"]["LetCallsInFlightLand"]
+    assert wait["Type"] == "Wait" and wait["Seconds"] >= 60
+    assert wait["Next"] == "StopItsTrainingJob"
+
+
+@pytest.mark.parametrize("event", [{}, "text", {"detail": {"executionArn": EXECUTION, "status": "FAILED"}}])
+def test_teardown_ignores_input_that_is_not_a_status_event(teardown: dict[str, Any], event: Any) -> None:
+    trace = asl.simulate(teardown, event, lambda call: {})
+    assert trace.status == "SUCCEEDED" and trace.calls == [], trace.describe()

@@ -1,0 +1,52 @@
+"""The facts a raw CreateTrainingJob needs to run sft_train.py in the AWS PyTorch training image.
+
+The image is Level 4's pin (``workloads/pretrain/sagemaker_job.py``: one copy of the repository, tags and
+account); the training toolkit in it downloads ``sagemaker_submit_directory`` (this folder's sourcedir.tar.gz,
+requirements.txt included so the toolkit pip-installs the pinned transformers/peft on top of the image's torch),
+and with ``sagemaker_torch_distributed_enabled`` launches ``torchrun ... sft_train.py --<hyperparameter> <value>``.
+Hyperparameter values are JSON-encoded strings, as the SageMaker Python SDK sends them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workloads.pretrain import sagemaker_job as pretrain_job
+from workloads.pretrain.package_sourcedir import sourcedir_bytes as _archive
+
+HERE = Path(__file__).resolve().parent
+ENTRY_POINT = "sft_train.py"
+# What the job runs (the README's packaging list): the entry point, the modules it imports, the pins.
+RUNTIME_FILES = (
+    "adapter_checkpoints.py",
+    "chat_data.py",
+    "import_check.py",
+    "merge_adapter.py",
+    "requirements.txt",
+    "sft_train.py",
+)
+TRAIN_CHANNEL = "train"  # -> SM_CHANNEL_TRAIN
+CHECKPOINT_LOCAL_PATH = pretrain_job.CHECKPOINT_LOCAL_PATH
+MERGED_DIR = "merged"  # sft_train.py writes SM_MODEL_DIR/merged/: the directory Custom Model Import reads
+IMAGE_ACCOUNT = pretrain_job.IMAGE_ACCOUNT
+IMAGE_REPOSITORY = pretrain_job.IMAGE_REPOSITORY
+image_uri = pretrain_job.image_uri
+
+
+def sourcedir_bytes() -> bytes:
+    """sourcedir.tar.gz: the runtime files at the archive root, byte-for-byte reproducible."""
+    return _archive(HERE, RUNTIME_FILES)
+
+
+def hyperparameters(*, submit_directory: str, region: str, instance_type: str) -> dict[str, str]:
+    """The toolkit's settings (every value JSON-encoded); the base model is added per execution."""
+    values: dict[str, object] = {
+        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_submit_directory": submit_directory,
+        "sagemaker_region": region,
+        "sagemaker_container_log_level": 20,
+        "sagemaker_torch_distributed_enabled": True,
+        "sagemaker_instance_type": instance_type,
+    }
+    return {key: json.dumps(value) for key, value in values.items()}
