@@ -78,8 +78,8 @@ def bench_tests() -> float:
 def _import_seconds(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
     env = {k: v for k, v in _ENV.items() if not k.startswith(("POWERTOOLS_", "MODEL_", "GUARDRAIL_", "PROMPT_"))}
-    # the function's asset as Lambda sees it: its package and lambdas/common side by side
-    env["PYTHONPATH"] = str(stage_function_code(module.split(".")[0]))
+    if module.endswith(".handler"):  # a function: its asset as Lambda sees it, its package and lambdas/common
+        env["PYTHONPATH"] = str(stage_function_code(module.split(".")[0]))
     best = min(
         float(subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True).stdout)
         for _ in range(IMPORT_RUNS)
