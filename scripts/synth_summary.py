@@ -29,10 +29,12 @@ def summarize(assembly_dir: Path) -> list[str]:
     """One line per stack of the cloud assembly in ``assembly_dir``."""
     prices = load_prices(PRICE_REGION)
     lines = []
-    for artifact_id, template in read_assembly(assembly_dir).items():
+    templates = read_assembly(assembly_dir)
+    width = max((len(artifact_id) for artifact_id in templates), default=0)
+    for artifact_id, template in templates.items():
         count, idle, unknown = stack_summary(template, prices)
         purpose = template.get("Description", "").removeprefix("genai-spectrum-kit ")
-        line = f"{artifact_id:<28} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
+        line = f"{artifact_id:<{width}} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
         if unknown:
             line += f"  (idle cost unclassified: {', '.join(unknown)})"
         lines.append(line)
