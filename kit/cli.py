@@ -245,10 +245,10 @@ def _add_level_commands() -> None:
     from kit.doctor import doctor
     from kit.level1_prompt import l1
     from kit.level2_rag import l2
-    from kit.level3_finetune import l3
+    from kit.level3_finetune import l3, l3sm
     from kit.level4_pretrain import l4
 
-    for command in (doctor, l1, l2, l3, l4):
+    for command in (doctor, l1, l2, l3, l3sm, l4):
         cli.add_command(command)
 
 

@@ -1,7 +1,9 @@
 """Level 3, fine-tuning: ``kit l3 …`` validates training data offline with the pipeline's own validator,
-starts the GenAiKit-3-FineTune state machine (uploading the data first if asked) and follows an execution. Its
-``kit doctor`` checks: the base model can be customized in the region, the Bedrock quota on customization jobs
-at once, and (with ft_deploy=provisioned) the Provisioned Throughput model units."""
+starts the GenAiKit-3-FineTune state machine (uploading the data first if asked) and follows an execution.
+``kit l3sm …`` does the same for the SageMaker path (GenAiKit-3-FineTune-SageMaker: a LoRA training job, then
+Bedrock Custom Model Import) and asks the imported model. The ``kit doctor`` checks: the base model can be
+customized in the region, the Bedrock quota on customization jobs at once, and (with ft_deploy=provisioned) the
+Provisioned Throughput model units."""
 
 from __future__ import annotations
 
@@ -30,12 +32,14 @@ from kit.doctor import (
     quota_unreadable,
 )
 from kit.operator import (
+    compact,
     console,
     current_target,
     execution_name,
     finish,
     follow_execution,
     json_object,
+    kv_table,
     print_execution,
     remember_target,
     show_status,
@@ -368,3 +372,297 @@ def doctor_rows(target: Target) -> list[str]:
 
 def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
     return [check_customization(target), *check_bedrock_quotas(target, book)]
+
+
+# --- kit l3sm: the SageMaker path (GenAiKit-3-FineTune-SageMaker) --------------------------------------------
+
+SM_STACK = "3-sagemaker"
+# Training job, import job and imported model are all named <name_prefix>-sft-<execution name> by the state
+# machine (stacks/level3_finetune/sagemaker.py job_prefix, sagemaker_pipeline.py).
+SM_NAME_PART = "-sft-"
+SM_ROLES = ("system", "user", "assistant")
+SM_MAX_TOKENS = 256
+
+
+def sm_resource_name(target: Target, execution: str) -> str:
+    """The name the pipeline gives the training job, the import job and the imported model of an execution."""
+    return f"{target.config.name_prefix}{SM_NAME_PART}{execution}"
+
+
+def sm_record_problem(record: Any) -> str | None:
+    """What is wrong with one chat record, by the rules of workloads/finetune_sagemaker/chat_data.py
+    validate_record (which needs torch, so the kit checks the same shape itself), or None."""
+    if not isinstance(record, Mapping):
+        return "a record must be a JSON object with a 'messages' list"
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list"
+    roles: list[str] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            return f"messages[{index}] must be an object with 'role' and 'content'"
+        role, content = message.get("role"), message.get("content")
+        if role not in SM_ROLES:
+            return f"messages[{index}].role must be one of {', '.join(SM_ROLES)}, got {role!r}"
+        if not isinstance(content, str) or not content.strip():
+            return f"messages[{index}].content must be a non-empty string"
+        if role == "system" and index != 0:
+            return f"messages[{index}]: a system message may only come first"
+        roles.append(str(role))
+    first_turn = roles[1] if roles[0] == "system" and len(roles) > 1 else roles[0]
+    if first_turn != "user":
+        return "the conversation must start with a user message (after an optional system message)"
+    if "assistant" not in roles:
+        return "the conversation holds no assistant message to learn from"
+    return None
+
+
+def sm_check_file(path: Path) -> list[str]:
+    """Every problem of a chat-format JSON Lines file (empty: it can be trained on)."""
+    problems: list[str] = []
+    records = 0
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{path}: cannot read it ({exc})"]
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        records += 1
+        try:
+            problem = sm_record_problem(json.loads(line))
+        except ValueError as exc:
+            problem = f"not valid JSON ({exc})"
+        if problem:
+            problems.append(f"{path.name}:{number}: {problem}")
+    if not records:
+        problems.append(f"{path.name}: holds no records")
+    return problems
+
+
+@click.group()
+@target_options
+@click.pass_context
+def l3sm(ctx: click.Context, stage: str | None, region: str | None, profile: str | None, context_pairs: Any) -> None:
+    """Level 3 on SageMaker: LoRA training job, Bedrock Custom Model Import, ask the imported model."""
+    remember_target(ctx, stage, region, profile, context_pairs)
+
+
+@l3sm.command("start")
+@click.option(
+    "--training",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Check a chat-format JSONL file locally and upload it to datasets/ first.",
+)
+@click.option(
+    "--training-key",
+    metavar="KEY",
+    help="A key or prefix in the data bucket (default with --training: datasets/<file name>).",
+)
+@click.option("--base-model", metavar="HF_ID", help="A Hugging Face Hub id (default: the stack's sm_base_model).")
+@click.option("--wait", is_flag=True, help="Follow the execution until it ends.")
+@wait_options(timeout_s=30 * 3600, poll_s=60)
+def sm_start(
+    training: str | None,
+    training_key: str | None,
+    base_model: str | None,
+    wait: bool,
+    timeout: int,
+    poll_seconds: float,
+) -> None:
+    """Start the SageMaker fine-tuning pipeline (StartExecution with {"trainingKey", "baseModel"}).
+
+    With --training the records are checked locally (chat format: messages of system/user/assistant, at least
+    one assistant answer) before anything is uploaded or started.
+    """
+    target = current_target()
+    if training and not training_key:
+        training_key = f"{DATASETS_PREFIX}{Path(training).name}"
+    if not training_key:
+        raise KitUsageError("give --training FILE (uploaded to datasets/) or --training-key KEY")
+    if base_model is not None and not base_model.strip():
+        raise KitUsageError("--base-model must be a Hugging Face Hub id, e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    if training:
+        problems = sm_check_file(Path(training))
+        if problems:
+            shown = problems[:10] + ([f"… and {len(problems) - 10} more"] if len(problems) > 10 else [])
+            click.echo("\n".join(shown))
+            raise KitError("the data is invalid: nothing was uploaded or started")
+    outputs = target.outputs(SM_STACK)
+    stack_name = target.stack_name(SM_STACK)
+    machine = aws.require_output(outputs, "StateMachineArn", stack_name)
+    out = console()
+    if training:
+        bucket = aws.require_output(outputs, "DataBucketName", stack_name)
+        out.print(Text(f"uploaded {upload_file(target, Path(training), bucket, training_key)}"))
+    request: dict[str, Any] = {"trainingKey": training_key}
+    if base_model:
+        request["baseModel"] = base_model
+    sfn = target.client("stepfunctions")
+    name = execution_name()
+    with aws.aws_errors("starting the SageMaker fine-tuning pipeline", target.region):
+        arn = str(sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(request))["executionArn"])
+    out.print(Text(f"started {arn}"))
+    out.print(Text(f"request {json.dumps(request)}", style="dim"))
+    out.print(Text(f"training job and imported model: {sm_resource_name(target, name)}", style="dim"))
+    if not wait:
+        out.print(Text(f"Follow it with: kit l3sm status {arn} --wait", style="dim"))
+        return
+    final = follow_execution(
+        out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=f"kit l3sm status {arn} --wait"
+    )
+    finish(print_execution(out, sfn, arn, final))
+
+
+def _sm_execution(target: Target, given: str | None, *, succeeded: bool = False) -> tuple[str, str]:
+    """(execution ARN, execution name): the one given (ARN or name), else the newest (succeeded) one."""
+    machine = target.output(SM_STACK, "StateMachineArn")
+    if given:
+        arn = given if given.startswith("arn:") else machine.replace(":stateMachine:", ":execution:", 1) + ":" + given
+        return arn, arn.rsplit(":", 1)[-1]
+    sfn = target.client("stepfunctions")
+    filters: dict[str, Any] = {"statusFilter": "SUCCEEDED"} if succeeded else {}
+    with aws.aws_errors("listing executions", target.region):
+        executions = sfn.list_executions(stateMachineArn=machine, maxResults=1, **filters)["executions"]
+    if not executions:
+        kind = "succeeded executions" if succeeded else "executions"
+        raise KitError(f"no {kind} of {machine.rsplit(':', 1)[-1]} yet: start one with kit l3sm start --training FILE")
+    return str(executions[0]["executionArn"]), str(executions[0]["name"])
+
+
+def _not_found(exc: BaseException) -> bool:
+    code = aws.error_code(exc)
+    # SageMaker answers a missing training job with ValidationException "Requested resource not found".
+    return code == "ResourceNotFoundException" or (code == "ValidationException" and "not found" in str(exc).lower())
+
+
+def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
+    """Rows for the execution's training job, import job and imported model (what exists of them)."""
+    from botocore.exceptions import ClientError
+
+    rows: list[tuple[str, Any]] = []
+    with aws.aws_errors("reading the training job", target.region):
+        try:
+            job = target.client("sagemaker").describe_training_job(TrainingJobName=name)
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            rows.append(("Training job", f"{name}: not created (yet)"))
+        else:
+            text = f"{job['TrainingJobStatus']} ({job.get('SecondaryStatus', '-')})"
+            if job.get("BillableTimeInSeconds"):
+                text += f", {job['BillableTimeInSeconds']} billable s"
+            rows.append(("Training job", f"{name}: {text}"))
+            if job.get("FailureReason"):
+                rows.append(("Training error", compact(str(job["FailureReason"]))))
+    bedrock = target.client("bedrock")
+    with aws.aws_errors("reading the model import job", target.region):
+        try:
+            imported = bedrock.get_model_import_job(jobIdentifier=name)
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            rows.append(("Import job", "not created (yet)"))
+        else:
+            rows.append(("Import job", str(imported["status"])))
+            if imported.get("failureMessage"):
+                rows.append(("Import error", compact(str(imported["failureMessage"]))))
+        try:
+            model = bedrock.get_imported_model(modelIdentifier=name)
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            rows.append(("Imported model", "none (not imported yet, or deleted after a failed run)"))
+        else:
+            rows.append(("Imported model", str(model["modelArn"])))
+    return rows
+
+
+@l3sm.command("status")
+@click.argument("execution", required=False, metavar="[EXECUTION]")
+@click.option("--wait", is_flag=True, help="Follow the execution until it ends (exit 1 unless it succeeds).")
+@wait_options(timeout_s=30 * 3600, poll_s=60)
+def sm_status(execution: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+    """An execution (default: the newest; an ARN or a name): its states, training job, import and model."""
+    target = current_target()
+    arn, name = _sm_execution(target, execution)
+    sfn = target.client("stepfunctions")
+    out = console()
+    description = None
+    if wait:
+        description = follow_execution(
+            out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=f"kit l3sm status {arn} --wait"
+        )
+    final = print_execution(out, sfn, arn, description)
+    out.print(kv_table(_sm_jobs(target, sm_resource_name(target, name))))
+    if wait:
+        finish(final)
+
+
+def sm_answer(raw: bytes) -> str:
+    """The text of an imported model's answer: chat completion, completion or Bedrock completion format."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    if isinstance(body, dict):
+        choices = body.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            message = choices[0].get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                return str(message["content"])
+            if isinstance(choices[0].get("text"), str):
+                return str(choices[0]["text"])
+        if isinstance(body.get("generation"), str):
+            return str(body["generation"])
+    return json.dumps(body, ensure_ascii=False)
+
+
+@l3sm.command("ask")
+@click.argument("text")
+@click.option("--execution", metavar="NAME", help="The execution whose model to ask (default: the newest succeeded).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=SM_MAX_TOKENS, show_default=True)
+def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
+    """Ask the imported model (InvokeModel, the chat-completion body the pipeline's smoke test sends)."""
+    from botocore.exceptions import ClientError
+
+    target = current_target()
+    _, name = _sm_execution(target, execution, succeeded=True)
+    model_name = sm_resource_name(target, name)
+    with aws.aws_errors("reading the imported model", target.region):
+        try:
+            model_arn = str(target.client("bedrock").get_imported_model(modelIdentifier=model_name)["modelArn"])
+        except ClientError as exc:
+            if _not_found(exc):
+                raise KitError(
+                    f"no imported model {model_name}: the run did not import one or it was deleted; "
+                    "check it with kit l3sm status " + name
+                ) from None
+            raise
+    # The shape of stacks/level3_finetune/sagemaker_pipeline.py SMOKE_BODY (OpenAI chat completion):
+    # https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html
+    body = {"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
+    runtime = target.client("bedrock-runtime")
+    try:
+        answer = runtime.invoke_model(
+            modelId=model_arn, contentType="application/json", accept="application/json", body=json.dumps(body)
+        )
+    except ClientError as exc:
+        code = aws.error_code(exc)
+        if code == "ModelNotReadyException":
+            raise KitError(
+                f"{model_name} is warming up (an imported model that has not served for a while is restored on the "
+                "next request): retry in a minute"
+            ) from None
+        if code == "ResourceNotFoundException":
+            raise KitError(
+                f"{model_name} was not found: it may have been deleted; see kit l3sm status {name}"
+            ) from None
+        if aws.is_access_denied(exc):
+            raise KitError(
+                f"may not invoke {model_arn}: grant bedrock:InvokeModel on it to the caller ({aws.error_message(exc)})"
+            ) from None
+        with aws.aws_errors("invoking the imported model", target.region):
+            raise
+    click.echo(sm_answer(answer["body"].read()))

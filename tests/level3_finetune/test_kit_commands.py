@@ -3,11 +3,17 @@ starting and following the state machine (moto's Step Functions, its interpreter
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
 
-from kit.level3_finetune import l3
+from kit.level3_finetune import l3, l3sm, sm_record_problem
 from tests.conftest import ROOT
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
@@ -22,6 +28,7 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
     run,
     stack,
     state_machine,
+    stubbed,
 )
 
 SAMPLES = ROOT / "samples" / "finetune"
@@ -153,3 +160,236 @@ def test_l3_start_takes_the_type_and_the_teacher(mocked: FakeCloudFormation) -> 
     # Without data, a distillation needs the invocation logs (ft_distillation_source is "prompts" here).
     no_data = run(l3, "start", "--customization-type", "DISTILLATION")
     assert no_data.exit_code == 2 and "--upload FILE" in no_data.output
+
+
+# --- kit l3sm (the SageMaker path) ---------------------------------------------------------------------------
+
+SM_SAMPLES = ROOT / "samples" / "finetune-sagemaker"
+SM_PREFIX = f"{CONFIG.name_prefix}-sft-"  # stacks/level3_finetune/sagemaker.py job_prefix
+ACCOUNT = "123456789012"
+MODEL_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:imported-model/abcdefghijkl"
+
+
+def sagemaker_stack(fake: FakeCloudFormation, machine: str) -> None:
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="sft-data")
+    fake.deploy(
+        stack("3-sagemaker"),
+        {"DataBucketName": "sft-data", "StateMachineArn": machine, "ArtifactsBucketName": "sft-artifacts"},
+    )
+
+
+def started_input(machine: str) -> dict[str, object]:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    [execution] = sfn.list_executions(stateMachineArn=machine)["executions"]
+    return dict(json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"]))
+
+
+def test_l3sm_start_checks_uploads_and_starts_with_the_documented_input(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    result = run(l3sm, "start", "--training", str(SM_SAMPLES / "train.jsonl"), "--base-model", "Qwen/Qwen2.5-0.5B")
+    assert result.exit_code == 0, result.output
+    [uploaded] = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="sft-data")["Contents"]
+    assert uploaded["Key"] == "datasets/train.jsonl"
+    assert started_input(machine) == {"trainingKey": "datasets/train.jsonl", "baseModel": "Qwen/Qwen2.5-0.5B"}
+    assert "kit l3sm status arn:" in result.output and SM_PREFIX + "kit-" in result.output
+
+
+def test_l3sm_start_with_a_key_sends_no_base_model_and_uploads_nothing(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    result = run(l3sm, "start", "--training-key", "datasets/chat/")
+    assert result.exit_code == 0, result.output
+    assert started_input(machine) == {"trainingKey": "datasets/chat/"}  # the stack's sm_base_model applies
+    assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="sft-data")
+
+
+def test_l3sm_start_refuses_invalid_records_before_uploading(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}) + "\n{not json\n", encoding="utf-8"
+    )
+    result = run(l3sm, "start", "--training", str(bad))
+    assert result.exit_code == 1 and "the data is invalid: nothing was uploaded or started" in result.output
+    assert "bad.jsonl:1: the conversation must start with a user message" in result.output
+    assert "bad.jsonl:2: not valid JSON" in result.output
+    neither = run(l3sm, "start")
+    assert neither.exit_code == 2 and "--training FILE" in neither.output
+    assert (
+        boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)["executions"] == []
+    )
+    assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="sft-data")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}]},
+        {"messages": [{"role": "user", "content": "q"}]},
+        {"messages": [{"role": "tool", "content": "q"}]},
+        {"messages": [{"role": "user", "content": " "}]},
+        {"messages": []},
+        {"text": "x"},
+        ["x"],
+    ],
+)
+def test_l3sm_record_check_agrees_with_the_training_program(record: object) -> None:
+    chat_data = pytest.importorskip("workloads.finetune_sagemaker.chat_data")
+    try:
+        chat_data.validate_record(record)
+        expected = None
+    except chat_data.DataError as err:
+        expected = str(err)
+    assert sm_record_problem(record) == expected
+
+
+def test_l3sm_status_shows_the_execution_training_job_import_and_model(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run1")
+    name = SM_PREFIX + "run1"
+    now = datetime.now(UTC)
+    sagemaker = stubbed("sagemaker")
+    sagemaker.add_response(
+        "describe_training_job",
+        {
+            "TrainingJobName": name,
+            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}",
+            "ModelArtifacts": {"S3ModelArtifacts": "s3://sft-artifacts/output/"},
+            "TrainingJobStatus": "Completed",
+            "SecondaryStatus": "Completed",
+            "AlgorithmSpecification": {"TrainingInputMode": "File"},
+            "ResourceConfig": {"VolumeSizeInGB": 50},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "CreationTime": now,
+            "BillableTimeInSeconds": 754,
+        },
+        {"TrainingJobName": name},
+    )
+    bedrock = stubbed("bedrock")
+    bedrock.add_response(
+        "get_model_import_job",
+        {"jobArn": f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-import-job/abcdefghijkl", "status": "InProgress"},
+        {"jobIdentifier": name},
+    )
+    bedrock.add_client_error(
+        "get_imported_model", "ResourceNotFoundException", "not found", 404, expected_params={"modelIdentifier": name}
+    )
+    result = run(l3sm, "status")
+    assert result.exit_code == 0, result.output
+    assert "RUNNING" in result.output
+    assert f"{name}: Completed (Completed), 754 billable s" in result.output
+    assert "InProgress" in result.output and "none (not imported yet" in result.output
+    sagemaker.assert_no_pending_responses()
+    bedrock.assert_no_pending_responses()
+
+
+def test_l3sm_status_without_executions(mocked: FakeCloudFormation) -> None:
+    sagemaker_stack(mocked, state_machine(WAIT_THEN_PASS, "sft"))
+    none = run(l3sm, "status")
+    assert none.exit_code == 1 and "no executions of sft yet: start one with kit l3sm start" in none.output
+
+
+def _ask_stubs(machine: str, name: str) -> tuple[Stubber, Stubber]:
+    sfn = stubbed("stepfunctions")
+    sfn.add_response(
+        "list_executions",
+        {
+            "executions": [
+                {
+                    "executionArn": machine.replace(":stateMachine:", ":execution:") + ":" + name,
+                    "stateMachineArn": machine,
+                    "name": name,
+                    "status": "SUCCEEDED",
+                    "startDate": datetime.now(UTC),
+                }
+            ]
+        },
+        {"stateMachineArn": machine, "maxResults": 1, "statusFilter": "SUCCEEDED"},
+    )
+    bedrock = stubbed("bedrock")
+    bedrock.add_response(
+        "get_imported_model",
+        {"modelArn": MODEL_ARN, "modelName": SM_PREFIX + name},
+        {"modelIdentifier": SM_PREFIX + name},
+    )
+    return sfn, bedrock
+
+
+def _expected_invoke(text: str, max_tokens: int) -> dict[str, object]:
+    return {
+        "modelId": MODEL_ARN,
+        "contentType": "application/json",
+        "accept": "application/json",
+        "body": json.dumps({"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}),
+    }
+
+
+def test_l3sm_ask_invokes_the_newest_succeeded_model_with_the_smoke_test_body(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    sfn, bedrock = _ask_stubs(machine, "run7")
+    runtime = stubbed("bedrock-runtime")
+    raw = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Ready."}}]}).encode()
+    runtime.add_response(
+        "invoke_model",
+        {"body": StreamingBody(io.BytesIO(raw), len(raw)), "contentType": "application/json"},
+        _expected_invoke("Are you ready?", 32),
+    )
+    result = run(l3sm, "ask", "Are you ready?", "--max-tokens", "32")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "Ready."
+    for stub in (sfn, bedrock, runtime):
+        stub.assert_no_pending_responses()
+
+
+def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    _ask_stubs(machine, "run7")
+    runtime = stubbed("bedrock-runtime")
+    runtime.add_client_error(
+        "invoke_model", "ModelNotReadyException", "not ready", 429, expected_params=_expected_invoke("hi", 256)
+    )
+    result = run(l3sm, "ask", "hi")
+    assert result.exit_code == 1
+    assert f"{SM_PREFIX}run7 is warming up" in result.output and "retry in a minute" in result.output
+    runtime.assert_no_pending_responses()
+
+
+def test_l3sm_ask_names_what_to_do_when_the_model_is_gone(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    bedrock = stubbed("bedrock")
+    bedrock.add_client_error(
+        "get_imported_model",
+        "ResourceNotFoundException",
+        "gone",
+        404,
+        expected_params={"modelIdentifier": SM_PREFIX + "run3"},
+    )
+    result = run(l3sm, "ask", "hi", "--execution", "run3")
+    assert result.exit_code == 1
+    assert f"no imported model {SM_PREFIX}run3" in result.output and "kit l3sm status run3" in result.output
+
+
+def test_l3sm_start_wait_follows_the_execution_to_its_end(executing: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(executing, machine)
+    result = run(l3sm, "start", "--training-key", "datasets/train.jsonl", "--wait", "--poll-seconds", "0.2")
+    assert result.exit_code == 0, result.output
+    assert "RUNNING · Pause" in result.output and "SUCCEEDED" in result.output and "Pause → Done" in result.output
+    failing = state_machine(FAILING, "sft-failing")
+    sagemaker_stack(executing, failing)
+    failed = run(l3sm, "start", "--training-key", "datasets/train.jsonl", "--wait", "--poll-seconds", "0.1")
+    assert failed.exit_code == 1 and "InvalidData" in failed.output
