@@ -9,11 +9,10 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator
 
 from stacks.level4_pretrain.settings import MAX_JOB_HOURS
-from stacks.shared.settings import Allowed, Flag, Invalid, Settings, Text, Whole
+from stacks.shared.settings import Allowed, Flag, Invalid, Settings, Text, TrainingInstanceType, Whole
 
 # A Hugging Face Hub repository id (owner/name): https://huggingface.co/docs/hub/repositories
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-INSTANCE_TYPE = re.compile(r"ml\.[a-z0-9-]+\.[a-z0-9]+")
 
 
 class SageMakerFineTuneSettings(Settings):
@@ -24,7 +23,7 @@ class SageMakerFineTuneSettings(Settings):
             "name another with `baseModel`"
         ),
     )
-    instance_type: Annotated[Text, Allowed("a SageMaker training instance type such as ml.g5.xlarge")] = Field(
+    instance_type: TrainingInstanceType = Field(
         alias="sm_instance_type", description="The fine-tuning job's instance type"
     )
     instance_count: Whole = Field(
@@ -53,13 +52,6 @@ class SageMakerFineTuneSettings(Settings):
         if not HUB_ID.fullmatch(model):
             raise ValueError("not a Hub id")
         return model
-
-    @field_validator("instance_type")
-    @classmethod
-    def _training_type(cls, instance_type: str) -> str:
-        if not INSTANCE_TYPE.fullmatch(instance_type):
-            raise ValueError("not a training instance type")
-        return instance_type
 
     @field_validator("max_wait_hours")
     @classmethod

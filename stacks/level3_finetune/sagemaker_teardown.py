@@ -25,7 +25,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification
-from stacks.level3_finetune.teardown import ENDED_ABNORMALLY, TEARDOWN_SETTLE
+from stacks.level3_finetune.teardown import ENDED_ABNORMALLY, TEARDOWN_SETTLE, report_unless_already_notified
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import log_group
 
@@ -75,17 +75,7 @@ class SageMakerPipelineTeardown(Construct):
         report = notification(self, "NotifyCleanedUp", topic, report_message, done)
         # A run that failed on a path that notified it already (and deleted its model itself) says nothing more;
         # timeouts, aborts and anything stopped or deleted here are reported.
-        worth_reporting = (
-            sfn.Choice(self, "AnythingToReport?")
-            .when(
-                sfn.Condition.or_(
-                    sfn.Condition.boolean_equals("$.acted", True),
-                    sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
-                ),
-                report,
-            )
-            .otherwise(sfn.Succeed(self, "NothingLeft"))
-        )
+        worth_reporting = report_unless_already_notified(self, report)
         name = sfn.Pass(
             self,
             "NameWhatItCreated",

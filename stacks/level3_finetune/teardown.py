@@ -24,6 +24,22 @@ TEARDOWN_SETTLE = Duration.minutes(2)
 TEARDOWN_TIMEOUT = Duration.hours(3)
 
 
+def report_unless_already_notified(scope: Construct, report: sfn.IChainable) -> sfn.Choice:
+    """Go to ``report`` when the teardown acted (``$.acted``) or the run did not end FAILED; otherwise succeed quietly:
+    a run that failed on a path of its own has already been notified."""
+    return (
+        sfn.Choice(scope, "AnythingToReport?")
+        .when(
+            sfn.Condition.or_(
+                sfn.Condition.boolean_equals("$.acted", True),
+                sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
+            ),
+            report,
+        )
+        .otherwise(sfn.Succeed(scope, "NothingLeft"))
+    )
+
+
 class PipelineTeardown(Construct):
     """Cleans up after a pipeline execution that ended FAILED, TIMED_OUT or ABORTED.
 
@@ -61,17 +77,7 @@ class PipelineTeardown(Construct):
         report = notification(self, "NotifyCleanedUp", topic, report_message, done)
         # A run that failed on a path that notified it already (invalid data, a failed job) and had nothing left
         # running says nothing more; timeouts, aborts and anything stopped or deleted here are reported.
-        worth_reporting = (
-            sfn.Choice(self, "AnythingToReport?")
-            .when(
-                sfn.Condition.or_(
-                    sfn.Condition.boolean_equals("$.acted", True),
-                    sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
-                ),
-                report,
-            )
-            .otherwise(sfn.Succeed(self, "NothingLeft"))
-        )
+        worth_reporting = report_unless_already_notified(self, report)
         name = sfn.Pass(
             self,
             "NameWhatItCreated",

@@ -10,7 +10,18 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-from stacks.shared.settings import Allowed, AsWhole, ConfigError, Flag, Invalid, Settings, Text, Whole, json_or_text
+from stacks.shared.settings import (
+    Allowed,
+    AsWhole,
+    ConfigError,
+    Flag,
+    Invalid,
+    Settings,
+    Text,
+    TrainingInstanceType,
+    Whole,
+    json_or_text,
+)
 
 # FSx for Lustre PERSISTENT_2 throughput per unit of storage (MB/s per TiB):
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-fsx-filesystem-lustreconfiguration.html
@@ -114,7 +125,7 @@ class PretrainSettings(Settings):
     fsx_throughput: Annotated[FsxThroughput, AsWhole] = Field(
         alias="hp_fsx_throughput", description="FSx for Lustre throughput, MB/s per TiB"
     )
-    job_instance_type: Annotated[Text, Allowed("a SageMaker training instance type such as ml.g5.xlarge")] = Field(
+    job_instance_type: TrainingInstanceType = Field(
         alias="tj_instance_type", description="The training job's instance type"
     )
     job_instance_count: Whole = Field(
@@ -143,13 +154,6 @@ class PretrainSettings(Settings):
                 _groups(info.data["controller_instance_type"], info.data["login_instance_type"], compute)
             )
         return compute
-
-    @field_validator("job_instance_type")
-    @classmethod
-    def _training_type(cls, instance_type: str) -> str:
-        if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", instance_type):
-            raise ValueError("not a training instance type")
-        return instance_type
 
     @field_validator("job_max_wait_hours")
     @classmethod

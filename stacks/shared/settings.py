@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
 
 from annotated_types import Ge, Le
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -236,6 +237,20 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 Text = Annotated[str, BeforeValidator(_text)]
 Stripped = BeforeValidator(_text)  # for Literal choices of text: Annotated[Literal[...], Stripped]
 AsWhole = BeforeValidator(_whole)  # for Literal choices of numbers: Annotated[Literal[...], AsWhole]
+
+
+def _training_instance_type(instance_type: str) -> str:
+    if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", instance_type):
+        raise ValueError("not a training instance type")
+    return instance_type
+
+
+# A SageMaker training job's instance type (Levels 3 and 4 run training jobs).
+TrainingInstanceType = Annotated[
+    Text,
+    AfterValidator(_training_instance_type),
+    Allowed("a SageMaker training instance type such as ml.g5.xlarge"),
+]
 # null, empty or "default": the stage decides (None).
 FlagOrNull = Annotated[bool | None, BeforeValidator(lambda raw: _opt(_flag, raw))]
 
