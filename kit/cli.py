@@ -172,10 +172,17 @@ def _cost_table(report: Sequence[StackCost], prices: PriceTable, stage: str | No
             f"{item.label}: {'~' if item.approximate else ''}{money(item.monthly_usd)} ({item.detail})"
             for item in stack.idle_items
         )
+        idle = items or (
+            "[dim]nothing of the stack bills while idle[/dim]"
+            if stack.while_kept
+            else "[dim]nothing bills while idle[/dim]"
+        )
+        if stack.while_kept:  # what each model a run keeps bills while idle (the stack does not own it)
+            idle += "\n" + "\n".join(f"per kept model: {_price_text(price)}" for price in stack.while_kept)
         table.add_row(
             f"{stack.stack_id}\n[dim]{stack.description}[/dim]",
             money(stack.idle_usd),
-            items or "[dim]nothing bills while idle[/dim]",
+            idle,
             "\n".join(_price_text(price) for price in stack.per_use),
         )
     total = round(sum(stack.idle_usd for stack in report), 2)

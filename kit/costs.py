@@ -4,6 +4,10 @@ Idle cost is what a deployed stack bills per month with no traffic. Every resour
 either priced here from its properties (alarms, KMS keys, NAT gateways and their addresses, OpenSearch
 Serverless OCUs, FSx for Lustre storage, HyperPod instances) or listed in ``FREE_WHILE_IDLE``; any other type
 is reported as unpriced, and `kit cost` fails on it, so a new resource can never silently count as $0.
+
+Per-use prices follow from what a template holds: resource types, model ids, and actions its IAM policies grant (a
+role that may call CreateModelImportJob brings the prices of Custom Model Import). What a kept model bills while idle
+is listed per kept model (``StackCost.while_kept``), not counted in the stack's idle cost: the stack does not own it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +224,9 @@ class StackCost:
     free_types: tuple[str, ...]
     per_use: tuple[UnitPrice, ...]
     unpriced: tuple[Unpriced, ...] = field(default=())
+    # What bills while idle for each model a run keeps (the model is not a resource of the stack, so these are not
+    # in idle_usd): e.g. an imported model's storage per Custom Model Unit and month.
+    while_kept: tuple[UnitPrice, ...] = field(default=())
 
     @property
     def idle_usd(self) -> float:
@@ -367,6 +375,7 @@ def analyze_stack(stack_id: str, template: Mapping[str, Any], prices: PriceTable
         free_types=tuple(sorted(free)),
         per_use=tuple(per_use_prices(template, prices)),
         unpriced=tuple(unpriced),
+        while_kept=tuple(kept_model_prices(template, prices)),
     )
 
 
@@ -396,6 +405,54 @@ def _strings(node: Any) -> Iterable[str]:
     elif isinstance(node, list):
         for value in node:
             yield from _strings(value)
+
+
+# Custom Model Import: importing is free; an imported model bills inference per Custom Model Unit (CMU) of each running
+# copy in 5-minute windows from its first successful call, and storage per CMU and month while it exists. Bedrock
+# sets the CMUs per copy at import (GetImportedModel customModelUnitsPerModelCopy):
+# https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html
+IMPORT_ACTION = "bedrock:CreateModelImportJob"
+IMPORTED_MODEL_INFERENCE = "bedrock.imported_model_inference"
+IMPORTED_MODEL_STORAGE = "bedrock.imported_model_storage"
+
+
+def granted_actions(template: Mapping[str, Any]) -> set[str]:
+    """The actions (lower case, wildcards kept) that the template's IAM policies allow."""
+    documents: list[Any] = []
+    for resource in template.get("Resources", {}).values():
+        props = resource.get("Properties", {}) or {}
+        if resource.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents.append(props.get("PolicyDocument"))
+        elif resource.get("Type") == "AWS::IAM::Role":
+            documents.extend(policy.get("PolicyDocument") for policy in props.get("Policies", []) or [])
+    actions: set[str] = set()
+    for document in documents:
+        statements = document.get("Statement", []) if isinstance(document, Mapping) else []
+        for statement in [statements] if isinstance(statements, Mapping) else statements:
+            if not isinstance(statement, Mapping) or statement.get("Effect") != "Allow":
+                continue
+            listed = statement.get("Action", [])
+            actions.update(a.lower() for a in ([listed] if isinstance(listed, str) else listed) if isinstance(a, str))
+    return actions
+
+
+def grants(actions: Iterable[str], action: str) -> bool:
+    """Whether one of ``actions`` (as granted_actions returns them) allows ``action``."""
+    return any(fnmatchcase(action.lower(), granted) for granted in actions)
+
+
+def _unit_price(price_id: str, prices: PriceTable) -> UnitPrice:
+    price = prices.find(price_id)
+    if price is None:
+        return UnitPrice(price_id, None, "", price_id, note="not in kit/prices.json")
+    return UnitPrice(price.label, price.usd, price.unit, price_id, price.approximate is not None, price.note)
+
+
+def kept_model_prices(template: Mapping[str, Any], prices: PriceTable) -> list[UnitPrice]:
+    """What each model a run keeps bills while idle: the storage of a model the template's roles may import."""
+    if not grants(granted_actions(template), IMPORT_ACTION):
+        return []
+    return [_unit_price(IMPORTED_MODEL_STORAGE, prices)]
 
 
 def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[UnitPrice]:
@@ -435,6 +492,9 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
         for model in sorted({_base_model(m) for m in re.findall(r"[a-z0-9-]+\.[a-z0-9-]+:\d+:\d+k", text)}):
             add(f"bedrock.customization_tokens:{model}")
             add(f"bedrock.custom_model_storage:{model}")
+    if grants(granted_actions(template), IMPORT_ACTION):
+        add(IMPORTED_MODEL_INFERENCE)
+        add(IMPORTED_MODEL_STORAGE)
     if "AWS::ApiGateway::RestApi" in kinds:
         add("apigateway.rest_requests")
     providers = _custom_resource_providers(template)
@@ -473,16 +533,7 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
         if kind in kinds:
             for price_id in price_ids:
                 add(price_id)
-    unit_prices = []
-    for price_id in ids:
-        price = prices.find(price_id)
-        if price is None:
-            unit_prices.append(UnitPrice(price_id, None, "", price_id, note="not in kit/prices.json"))
-        else:
-            unit_prices.append(
-                UnitPrice(price.label, price.usd, price.unit, price_id, price.approximate is not None, price.note)
-            )
-    return unit_prices + extra
+    return [_unit_price(price_id, prices) for price_id in ids] + extra
 
 
 def _custom_resource_providers(template: Mapping[str, Any]) -> set[str]:
@@ -538,6 +589,17 @@ def report_json(report: Iterable[StackCost], prices: PriceTable, *, stage: str |
                         "approximate": price.approximate,
                     }
                     for price in stack.per_use
+                ],
+                "while_kept": [
+                    {
+                        "item": price.label,
+                        "usd": price.usd,
+                        "unit": price.unit,
+                        "price_id": price.price_id,
+                        "approximate": price.approximate,
+                        "per": "kept model",
+                    }
+                    for price in stack.while_kept
                 ],
             }
             for stack in stacks

@@ -95,6 +95,14 @@ def test_cost_table_shows_each_stack_and_its_idle_figure(sandbox: Any) -> None:
     assert "kit/prices.json" in result.output
 
 
+def test_cost_table_names_what_a_kept_imported_model_bills_while_idle(sandbox: Any) -> None:
+    result = run("cost", "--assembly", str(sandbox.assembly_dir), "--stack", "GenAiKit-3-FineTune-SageMaker")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the table wraps cells
+    assert "nothing of the stack bills while idle" in text
+    assert "per kept model:" in text and "storage" in text.split("per kept model:", 1)[1]
+
+
 def test_cost_synthesizes_with_the_stage_and_region_given(monkeypatch: pytest.MonkeyPatch, sandbox: Any) -> None:
     seen: dict[str, Any] = {}
 

@@ -18,6 +18,7 @@ from kit.costs import (
     analyze_stack,
     cost_report,
     load_prices,
+    report_json,
 )
 from tests.infra.helpers import only
 
@@ -190,3 +191,82 @@ def test_every_price_the_kit_needs_is_in_the_table(sandbox: Any, sandbox_oss: An
 def test_a_region_without_prices_is_refused() -> None:
     with pytest.raises(KitError, match="us-east-1, us-west-2"):
         load_prices("eu-west-1")
+
+
+# Custom Model Import (Level 3 on SageMaker): the prices follow from the CreateModelImportJob grant in the template.
+IMPORT_PRICES = ("bedrock.imported_model_inference", "bedrock.imported_model_storage")
+SAGEMAKER_STACK = "GenAiKit-3-FineTune-SageMaker"
+
+
+def _policy_template(*statements: dict[str, Any]) -> dict[str, Any]:
+    document = {"Version": "2012-10-17", "Statement": list(statements)}
+    return {"Resources": {"Policy": {"Type": "AWS::IAM::Policy", "Properties": {"PolicyDocument": document}}}}
+
+
+def _without_import_grant(template: dict[str, Any]) -> dict[str, Any]:
+    changed = json.loads(json.dumps(template))
+    for resource in changed["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy":
+            statements = resource["Properties"]["PolicyDocument"]["Statement"]
+            kept = [s for s in statements if "bedrock:CreateModelImportJob" not in json.dumps(s["Action"])]
+            resource["Properties"]["PolicyDocument"]["Statement"] = kept
+    return changed
+
+
+def test_sagemaker_path_lists_custom_model_import_per_use_and_per_kept_model(sandbox: Any, prices: Any) -> None:
+    cost = cost_of(sandbox, SAGEMAKER_STACK, prices)
+    per_use = {price.price_id: (price.usd, price.unit) for price in cost.per_use}
+    assert per_use["bedrock.imported_model_inference"] == (0.05718, "CMU-minute")
+    assert per_use["bedrock.imported_model_storage"] == (1.95, "CMU-month")
+    assert "sagemaker.training:ml.g5.xlarge" in per_use
+    # The stack owns no model: $0 idle; a model a run keeps bills its storage while idle, shown per kept model.
+    assert (cost.idle_items, cost.idle_usd) == ((), 0)
+    assert [(price.price_id, price.usd) for price in cost.while_kept] == [("bedrock.imported_model_storage", 1.95)]
+
+
+def test_stacks_that_import_no_model_list_no_import_prices(each_stage: Any, prices: Any) -> None:
+    for stack in cost_report(each_stage.templates, prices):
+        if stack.stack_id == SAGEMAKER_STACK:
+            continue
+        assert not {price.price_id for price in stack.per_use} & set(IMPORT_PRICES), stack.stack_id
+        assert stack.while_kept == (), stack.stack_id
+
+
+def test_import_prices_follow_the_grant_not_the_stack_id(sandbox: Any, prices: Any) -> None:
+    stripped = analyze_stack(SAGEMAKER_STACK, _without_import_grant(sandbox.templates[SAGEMAKER_STACK]), prices)
+    assert not {price.price_id for price in stripped.per_use} & set(IMPORT_PRICES)
+    assert stripped.while_kept == ()
+    wildcard = analyze_stack(
+        "S", _policy_template({"Effect": "Allow", "Action": "bedrock:Create*", "Resource": "*"}), prices
+    )
+    assert {price.price_id for price in wildcard.per_use} >= set(IMPORT_PRICES)
+    denied = analyze_stack(
+        "S", _policy_template({"Effect": "Deny", "Action": ["bedrock:CreateModelImportJob"], "Resource": "*"}), prices
+    )
+    assert not {price.price_id for price in denied.per_use} & set(IMPORT_PRICES)
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_custom_model_import_prices_name_their_source(region: str) -> None:
+    entries = json.loads(PRICES_FILE.read_text())["regions"][region]
+    inference, storage = (entries[price_id] for price_id in IMPORT_PRICES)
+    for entry in (inference, storage):
+        assert entry["source"] == "https://aws.amazon.com/bedrock/pricing/"
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", entry["date"])
+    assert (inference["unit"], storage["unit"]) == ("CMU-minute", "CMU-month")
+    # How the CMU figure is used: per copy, in 5-minute windows (the documented formula).
+    assert "5-minute windows" in inference["note"]
+    assert "https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html" in inference["note"]
+
+
+def test_report_json_lists_what_a_kept_model_bills(sandbox: Any, prices: Any) -> None:
+    report = report_json(cost_report(sandbox.templates, prices), prices, stage="sandbox")
+    by_stack = {stack["stack"]: stack for stack in report["stacks"]}
+    [storage] = by_stack[SAGEMAKER_STACK]["while_kept"]
+    assert (storage["price_id"], storage["usd"], storage["per"]) == (
+        "bedrock.imported_model_storage",
+        1.95,
+        "kept model",
+    )
+    assert by_stack[SAGEMAKER_STACK]["idle_usd_month"] == 0
+    assert by_stack["GenAiKit-1-Prompt"]["while_kept"] == []
