@@ -8,6 +8,7 @@ Provisioned Throughput model units."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from kit.operator import (
     upload_file,
     wait_options,
 )
+from stacks.level3_finetune.sagemaker_settings import MODELS_PREFIX
 
 DATASETS_PREFIX = "datasets/"  # the only prefix the Level 3 customization role may read
 
@@ -382,11 +384,15 @@ SM_STACK = "3-sagemaker"
 SM_NAME_PART = "-sft-"
 SM_ROLES = ("system", "user", "assistant")
 SM_MAX_TOKENS = 256
+SM_MODELS_PREFIX = MODELS_PREFIX  # where a run's baseModelKey must point (the pipeline rejects anything else)
+# An execution whose training job ran: SageMaker job names take letters, digits and hyphens only.
+SM_EXECUTION_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,79}")
+SM_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def sm_resource_name(target: Target, execution: str) -> str:
     """The name the pipeline gives the training job, the import job and the imported model of an execution."""
-    return f"{target.config.name_prefix}{SM_NAME_PART}{execution}"
+    return f"{target.config.name_prefix}-{target.config.stage}{SM_NAME_PART}{execution}"
 
 
 def sm_record_problem(record: Any) -> str | None:
@@ -448,6 +454,52 @@ def l3sm(ctx: click.Context, stage: str | None, region: str | None, profile: str
     remember_target(ctx, stage, region, profile, context_pairs)
 
 
+def sm_model_files(directory: Path) -> list[Path]:
+    """The files of a local Hugging Face model folder to upload (hidden files and folders such as the Hub's
+    .cache/ left out); KitUsageError when it holds no config.json."""
+    if not (directory / "config.json").is_file():
+        raise KitUsageError(
+            f"--base-model-dir: {directory} holds no config.json: give a Hugging Face model folder (config.json, "
+            "*.safetensors, tokenizer files), e.g. from huggingface-cli download ID --local-dir DIR"
+        )
+    return sorted(
+        path
+        for path in directory.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+    )
+
+
+def sm_model_key(key: str) -> str:
+    """A baseModelKey: a prefix under models/ ending in / (the slash is added when missing)."""
+    key = key if key.endswith("/") else key + "/"
+    if not key.startswith(SM_MODELS_PREFIX) or key == SM_MODELS_PREFIX or "//" in key:
+        raise KitUsageError(
+            f"--base-model-key must be a prefix under {SM_MODELS_PREFIX}, e.g. {SM_MODELS_PREFIX}my-model/"
+        )
+    return key
+
+
+def _sm_earlier_input(target: Target, name: str) -> dict[str, Any]:
+    """The request an earlier execution was started with (what a resumed run repeats by default)."""
+    machine = target.output(SM_STACK, "StateMachineArn")
+    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
+    sfn = target.client("stepfunctions")
+    from botocore.exceptions import ClientError
+
+    with aws.aws_errors(f"reading execution {name}", target.region):
+        try:
+            described = sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if aws.error_code(exc) == "ExecutionDoesNotExist":
+                raise KitError(f"--resume-from: no execution {name} of {machine.rsplit(':', 1)[-1]}") from None
+            raise
+    try:
+        earlier = json.loads(described.get("input") or "{}")
+    except ValueError:
+        earlier = {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
 @l3sm.command("start")
 @click.option(
     "--training",
@@ -461,28 +513,67 @@ def l3sm(ctx: click.Context, stage: str | None, region: str | None, profile: str
     help="A key or prefix in the data bucket (default with --training: datasets/<file name>).",
 )
 @click.option("--base-model", metavar="HF_ID", help="A Hugging Face Hub id (default: the stack's sm_base_model).")
+@click.option(
+    "--base-model-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Upload a local Hugging Face model folder to models/<folder name>/ and train from it, not from the Hub "
+    "(for training jobs without internet access).",
+)
+@click.option(
+    "--base-model-key",
+    metavar="KEY",
+    help="Train from a model already uploaded under models/ in the data bucket (e.g. models/qwen2.5-0.5b/).",
+)
+@click.option(
+    "--resume-from",
+    metavar="EXECUTION",
+    help="Continue an earlier execution from its checkpoints (its name or ARN); its data and base model are "
+    "reused unless given.",
+)
 @click.option("--wait", is_flag=True, help="Follow the execution until it ends.")
 @wait_options(timeout_s=30 * 3600, poll_s=60)
 def sm_start(
     training: str | None,
     training_key: str | None,
     base_model: str | None,
+    base_model_dir: Path | None,
+    base_model_key: str | None,
+    resume_from: str | None,
     wait: bool,
     timeout: int,
     poll_seconds: float,
 ) -> None:
-    """Start the SageMaker fine-tuning pipeline (StartExecution with {"trainingKey", "baseModel"}).
+    """Start the SageMaker fine-tuning pipeline (StartExecution with {"trainingKey", "baseModel" or
+    "baseModelKey", "resumeFrom"}).
 
     With --training the records are checked locally (chat format: messages of system/user/assistant, at least
-    one assistant answer) before anything is uploaded or started.
+    one assistant answer) before anything is uploaded or started. A resumed run must train the same base model on
+    the same data with the same hyperparameters; the training program refuses anything else.
     """
     target = current_target()
+    if sum(option is not None for option in (base_model, base_model_dir, base_model_key)) > 1:
+        raise KitUsageError("give one of --base-model, --base-model-dir and --base-model-key")
     if training and not training_key:
         training_key = f"{DATASETS_PREFIX}{Path(training).name}"
-    if not training_key:
-        raise KitUsageError("give --training FILE (uploaded to datasets/) or --training-key KEY")
     if base_model is not None and not base_model.strip():
         raise KitUsageError("--base-model must be a Hugging Face Hub id, e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    if resume_from is not None:
+        resume_from = resume_from.rsplit(":", 1)[-1]
+        if not SM_EXECUTION_NAME.fullmatch(resume_from):
+            raise KitUsageError("--resume-from must name an earlier execution (letters, digits and hyphens)")
+    if not training_key and not resume_from:
+        raise KitUsageError("give --training FILE (uploaded to datasets/) or --training-key KEY")
+    if base_model_key is not None:
+        base_model_key = sm_model_key(base_model_key)
+    model_files: list[Path] = []
+    if base_model_dir is not None:
+        model_files = sm_model_files(base_model_dir)
+        if not SM_FOLDER_NAME.fullmatch(base_model_dir.resolve().name):
+            raise KitUsageError(
+                "--base-model-dir: the folder's name becomes models/<name>/: use letters, digits, '.', '_' and '-'"
+            )
+        base_model_key = f"{SM_MODELS_PREFIX}{base_model_dir.resolve().name}/"
     if training:
         problems = sm_check_file(Path(training))
         if problems:
@@ -492,13 +583,32 @@ def sm_start(
     outputs = target.outputs(SM_STACK)
     stack_name = target.stack_name(SM_STACK)
     machine = aws.require_output(outputs, "StateMachineArn", stack_name)
+    request: dict[str, Any] = {}
+    if resume_from:
+        # The earlier run's data and base model, unless given: the program refuses a resume that differs.
+        earlier = _sm_earlier_input(target, resume_from)
+        keep = [] if training_key else ["trainingKey"]
+        keep += [] if (base_model or base_model_key) else ["baseModel", "baseModelKey"]
+        request.update({key: earlier[key] for key in keep if key in earlier})
     out = console()
-    if training:
+    if training or model_files:
         bucket = aws.require_output(outputs, "DataBucketName", stack_name)
-        out.print(Text(f"uploaded {upload_file(target, Path(training), bucket, training_key)}"))
-    request: dict[str, Any] = {"trainingKey": training_key}
+        if training and training_key:
+            out.print(Text(f"uploaded {upload_file(target, Path(training), bucket, training_key)}"))
+        if base_model_dir is not None and base_model_key:
+            for path in model_files:
+                upload_file(target, path, bucket, base_model_key + path.relative_to(base_model_dir).as_posix())
+            out.print(Text(f"uploaded {len(model_files)} files to s3://{bucket}/{base_model_key}"))
+    if training_key:
+        request["trainingKey"] = training_key
     if base_model:
         request["baseModel"] = base_model
+    if base_model_key:
+        request["baseModelKey"] = base_model_key
+    if resume_from:
+        request["resumeFrom"] = resume_from
+    if "trainingKey" not in request:
+        raise KitUsageError(f"execution {resume_from} named no trainingKey: give --training-key KEY")
     sfn = target.client("stepfunctions")
     name = execution_name()
     with aws.aws_errors("starting the SageMaker fine-tuning pipeline", target.region):
@@ -534,7 +644,10 @@ def _sm_execution(target: Target, given: str | None, *, succeeded: bool = False)
 def _not_found(exc: BaseException) -> bool:
     code = aws.error_code(exc)
     # SageMaker answers a missing training job with ValidationException "Requested resource not found".
-    return code == "ResourceNotFoundException" or (code == "ValidationException" and "not found" in str(exc).lower())
+    # botocore's model names the error ResourceNotFound; the service has been seen answering ValidationException.
+    return code in ("ResourceNotFoundException", "ResourceNotFound") or (
+        code == "ValidationException" and "not found" in str(exc).lower()
+    )
 
 
 def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:

@@ -72,6 +72,7 @@ UPDATES: Mapping[str, str] = {
     "sm_spot": IN_PLACE,
     "sm_max_wait_hours": IN_PLACE,
     "sm_import_max_minutes": IN_PLACE,
+    "sm_hub_token_secret": IN_PLACE,
     "hp_nat_gateways": IN_PLACE,
     "hp_controller_instance_type": IN_PLACE,
     "hp_login_instance_type": IN_PLACE,

@@ -1,9 +1,12 @@
 """Level 3 on SageMaker — fine-tune an open-weights model with LoRA on a training job, serve it from Bedrock with
 Custom Model Import. $0 while idle apart from S3 storage (and the imported models a user keeps).
 
-    StartExecution {"trainingKey", "baseModel"?} ──► Step Functions (sagemaker_pipeline.py): request checked, data
-        found ──► SageMaker CreateTrainingJob (.sync): sft_train.py in the PyTorch training image, checkpoints under
-        checkpoints/<execution>/, uncompressed output with the merged model at output/<job>/output/model/merged/
+    StartExecution {"trainingKey", "baseModel"? | "baseModelKey"?, "resumeFrom"?} ──► Step Functions
+        (sagemaker_pipeline.py): request checked, data (and base model, and earlier checkpoints) found
+        ──► SageMaker CreateTrainingJob (.sync): sft_train.py in the PyTorch training image, the base model from the
+        Hub or from models/<name>/ in the data bucket (the "model" channel), checkpoints under
+        checkpoints/<execution>/ (or the resumed execution's), uncompressed output with the merged model at
+        output/<job>/output/model/merged/
         ──► Bedrock CreateModelImportJob (role trusted by Bedrock, reads only merged/ prefixes) ──► bounded wait
         ──► smoke InvokeModel ──► SNS; every failure notified, the imported model deleted first
     EventBridge: the kit's training job state changes ──► SNS; executions that fail, time out or are aborted
@@ -30,6 +33,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from stacks.level3_finetune.sagemaker_cleanup import sandbox_cleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
 from stacks.level4_pretrain.stack import notification_rule
@@ -69,7 +73,8 @@ class SageMakerFineTuneStack(Stack):
         )
         deployment, settings = config.deployment, config.finetune_sagemaker
         tag_stack(self, deployment, LEVEL)
-        self.job_prefix = f"{deployment.name_prefix}-sft-"  # + the execution name: at most 17 + 5 + 80 characters
+        # + the execution name; the stage keeps the sandbox's and prod's names (and their clean-ups) apart.
+        self.job_prefix = f"{deployment.resource_name('sft')}-"
         self.data = SecureBucket(self, "Data", deployment=deployment, versioned=True).bucket
         self.artifacts = SecureBucket(self, "Artifacts", deployment=deployment, versioned=False).bucket
         uploads = [
@@ -96,7 +101,7 @@ class SageMakerFineTuneStack(Stack):
         suppress_bucket_deployment(uploads[0], self.artifacts)
         suppress_bucket_deployment(uploads[1], self.data)
         self.topic = self._topic(deployment)
-        self.training_role = self._training_role()
+        self.training_role = self._training_role(settings)
         self.import_role = self._import_role()
         self.state_machine = self._state_machine(deployment, settings)
         self._grant_pipeline()
@@ -123,6 +128,17 @@ class SageMakerFineTuneStack(Stack):
             pipeline=self.state_machine,
             topic=self.topic,
         )
+        # Destroy: in the sandbox the kit's training jobs are stopped and its imported models deleted first.
+        self.cleanup = sandbox_cleanup(
+            self,
+            "SageMakerCleanup",
+            deployment=deployment,
+            machine=self.state_machine,
+            artifacts=self.artifacts,
+            job_prefix=self.job_prefix,
+        )
+        if self.cleanup is not None:  # an import still running keeps its role while the clean-up waits for it
+            self.cleanup.resource.node.add_dependency(self.import_role, self.training_role)
         arn = f"arn:{self.partition}"
         suppress(
             self.teardown.state_machine.role.node.find_child("DefaultPolicy"),
@@ -161,7 +177,15 @@ class SageMakerFineTuneStack(Stack):
         )
         return topic
 
-    def _training_role(self) -> iam.Role:
+    def hub_token_secret_arn(self, secret: str) -> str:
+        """The secret the training role may read: a complete ARN as given, a name in this account and Region
+        with the six characters Secrets Manager appends to the name in its ARN
+        (https://docs.aws.amazon.com/secretsmanager/latest/userguide/auth-and-access_iam-policies.html)."""
+        if secret.startswith("arn:"):
+            return secret
+        return f"arn:{self.partition}:secretsmanager:{self.region}:{self.account}:secret:{secret}-??????"
+
+    def _training_role(self, settings: SageMakerFineTuneSettings) -> iam.Role:
         # SageMaker supplies both keys when a training job assumes its role:
         # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html
         from workloads.finetune_sagemaker import sagemaker_job
@@ -225,12 +249,25 @@ class SageMakerFineTuneStack(Stack):
                 conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
             ),
         ]
+        if settings.hub_token_secret:
+            # GetSecretValue on this one secret; no kms:Decrypt: a secret under the AWS managed key
+            # (aws/secretsmanager) needs none, and a customer managed key's own policy must admit the role
+            # (https://docs.aws.amazon.com/secretsmanager/latest/userguide/security-encryption.html).
+            # A name's "-??????" matches one character each: cdk-nag's IAM5 flags only "*".
+            statements.append(
+                iam.PolicyStatement(
+                    sid="ReadHubToken",
+                    actions=["secretsmanager:GetSecretValue"],
+                    resources=[self.hub_token_secret_arn(settings.hub_token_secret)],
+                )
+            )
         for statement in statements:
             role.add_to_policy(statement)
         suppress(
             role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "Fine-tuning jobs read any record in the dedicated data bucket (a run names its key), read the code and "
+            "Fine-tuning jobs read any record in the dedicated data bucket (a run names its key; base models sit "
+            "under models/), read the code and "
             "write checkpoints and the model under fixed prefixes of the artifacts bucket, log to SageMaker's own "
             "log groups and publish metrics under /aws/sagemaker/*; ECR's login token and metric publishing have "
             "no resource-level scoping.",
@@ -309,6 +346,7 @@ class SageMakerFineTuneStack(Stack):
                 submit_directory=f"s3://{self.artifacts.bucket_name}/{pipeline.CODE_PREFIX}sourcedir.tar.gz",
                 region=self.region,
                 instance_type=settings.instance_type,
+                hub_token_secret=settings.hub_token_secret,
             ),
             # CompressionType NONE: the files land as they are, so the import can read <output>/model/merged/:
             # https://docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html
@@ -340,6 +378,7 @@ class SageMakerFineTuneStack(Stack):
                     "outcome": "succeeded",
                     "job": sfn.JsonPath.string_at("$.training.TrainingJobName"),
                     "baseModel": sfn.JsonPath.string_at("$.baseModel.id"),
+                    "checkpoints": sfn.JsonPath.string_at("$.checkpoints.uri"),
                     "importedModelArn": sfn.JsonPath.string_at("$.importJob.ImportedModelArn"),
                     "importedModelName": sfn.JsonPath.string_at("$.importJob.ImportedModelName"),
                     "smokeReply": sfn.JsonPath.object_at("$.smoke.reply"),
@@ -431,8 +470,16 @@ class SageMakerFineTuneStack(Stack):
                 resources=[self.import_role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
             ),
-            # FindTrainingData (ListObjectsV2 is authorized by s3:ListBucket).
+            # FindTrainingData and FindBaseModel (ListObjectsV2 is authorized by s3:ListBucket).
             iam.PolicyStatement(sid="FindTrainingData", actions=["s3:ListBucket"], resources=[self.data.bucket_arn]),
+            # FindCheckpoints: a resumed run's earlier checkpoints, listed under checkpoints/ only
+            # (s3:prefix: https://docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html).
+            iam.PolicyStatement(
+                sid="FindCheckpoints",
+                actions=["s3:ListBucket"],
+                resources=[self.artifacts.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{pipeline.CHECKPOINTS_PREFIX}*"]}},
+            ),
             # CreateModelImportJob has no resource types in the Service Authorization Reference.
             iam.PolicyStatement(sid="ImportModels", actions=["bedrock:CreateModelImportJob"], resources=["*"]),
             iam.PolicyStatement(

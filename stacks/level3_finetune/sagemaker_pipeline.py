@@ -2,10 +2,14 @@
 wait for the import, the smoke invocation and the clean-up before a failure is notified.
 
     ReadInput ─► CheckInputType / SerializeInput ─► CheckInput: not an object, no trainingKey, a field of the
-        wrong type ─► rejected (NotifyInvalidInput)
-    ─► UseGivenModel | UseDefaultModel (baseModel from the request, else sm_base_model)
+        wrong type, baseModel and baseModelKey both, a baseModelKey outside models/, a resumeFrom that is not an
+        execution name ─► rejected (NotifyInvalidInput)
+    ─► UseModelKey (baseModelKey: the "model" channel) ─► FindBaseModel (its config.json) ─► none ─► rejected
+       | UseGivenModel | UseDefaultModel (baseModel from the request, else sm_base_model, from the Hub)
+    ─► ChooseCheckpoints: resumeFrom ─► UseEarlierCheckpoints ─► FindCheckpoints ─► none ─► rejected
+                          otherwise ─► UseOwnCheckpoints (checkpoints/<execution>/)
     ─► FindTrainingData (ListObjectsV2, 1 key, in the data bucket) ─► none ─► rejected
-    ─► TrainModel (CreateTrainingJob.sync; checkpoints/<execution>/; uncompressed output)
+    ─► TrainModel (CreateTrainingJob.sync; the chosen checkpoint prefix; uncompressed output)
     ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/)
     ─► WaitForImport ─► GetImportJob ─► CountPoll ─► ImportDone?
            InProgress and polls left ─► WaitForImport
@@ -19,10 +23,16 @@ before the failure is notified, so a failed run leaves no imported model behind 
 bills nothing more; a failed import job creates no model). Bedrock has no API to stop an import job: a run that
 gives up waiting deletes the model by name, and the notification names the job in case it completes later.
 An execution that times out, is aborted or fails off these paths is cleaned up by sagemaker_teardown.py.
+
+A run that resumes (``"resumeFrom": "<earlier execution name>"``) trains with the earlier execution's checkpoint
+prefix: SageMaker copies it into the job's checkpoint directory at start, the program continues from the newest
+checkpoint there (and refuses one written for another base model, data or hyperparameters), and the new job's
+checkpoints land under the same prefix.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +40,16 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.level3_finetune.sagemaker_settings import MODELS_PREFIX
+
 CODE_PREFIX = "code/"
 DATA_PREFIX = "datasets/"  # the sample records land here; a run may name any key or prefix of the data bucket
-CHECKPOINTS_PREFIX = "checkpoints/"  # one sub-prefix per execution
+CHECKPOINTS_PREFIX = "checkpoints/"  # one sub-prefix per execution (a resumed run reuses the earlier one's)
+# The printable characters and white space an execution name may not contain (StartExecution's `name`):
+# https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html
+# A resumeFrom holding one is rejected, so it cannot reach outside checkpoints/<name>/; other control characters
+# are left out of the definition and find no checkpoints (FindCheckpoints rejects the run).
+NAME_FORBIDDEN = '<>{}[]?*"#%\\^|~`$&,;:/ \t\n\r'
 OUTPUT_PREFIX = "output/"
 # SageMaker writes an uncompressed model output to <S3OutputPath>/<job name>/output/model/:
 # https://docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html
@@ -71,7 +88,8 @@ class PipelineTargets:
     job_prefix: str  # training job, import job and imported model names: <job_prefix><execution name>
     data_bucket: str
     artifacts_bucket: str
-    training_request: dict[str, Any]  # CreateTrainingJob parameters without the per-execution ones
+    # CreateTrainingJob parameters without the per-execution ones; its HyperParameters are the static ones
+    training_request: dict[str, Any]
     import_role_arn: str
     default_base_model: str
     max_polls: int
@@ -84,8 +102,33 @@ def _task(scope: Construct, state_id: str, resource: str, **fields: Any) -> sfn.
     return sfn.CustomState(scope, state_id, state_json={"Type": "Task", "Resource": resource, **fields})
 
 
+def _channel(name: str, bucket: str, key_path: str) -> dict[str, Any]:
+    """An S3Prefix input channel copied whole to every instance, its key read from the execution's state."""
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": sfn.JsonPath.format(f"s3://{bucket}/{{}}", sfn.JsonPath.string_at(key_path)),
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+    }
+
+
+def _present_but_not_a_string(path: str) -> sfn.Condition:
+    return sfn.Condition.and_(sfn.Condition.is_present(path), sfn.Condition.not_(sfn.Condition.is_string(path)))
+
+
+def _escape(character: str) -> str:
+    """A literal character in a StringMatches pattern (a backslash escapes * and itself)."""
+    return "\\" + character if character in "*\\" else character
+
+
 def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
     """The states, wired; returns the first one."""
+    from workloads.finetune_sagemaker import sagemaker_job
+
     stack = Stack.of(scope)
     sdk = f"arn:{stack.partition}:states:::aws-sdk:"
     name = f"States.Format('{targets.job_prefix}{{}}', $$.Execution.Name)"
@@ -118,10 +161,50 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         )
         .otherwise(serialize)
     )
-    given = sfn.Pass(scope, "UseGivenModel", parameters={"id.$": "$.input.baseModel"}, result_path="$.baseModel")
-    default = sfn.Pass(
-        scope, "UseDefaultModel", parameters={"id": targets.default_base_model}, result_path="$.baseModel"
+
+    # The training job's channels and hyperparameters depend on where the base model comes from: a Hub id is
+    # passed as the `model` hyperparameter; a prefix in the data bucket becomes the `model` channel, and the
+    # program reads SM_CHANNEL_MODEL (no `model` hyperparameter, so the two can never disagree).
+    static_hyper = dict(targets.training_request["HyperParameters"])
+    train_channel = _channel(sagemaker_job.TRAIN_CHANNEL, targets.data_bucket, "$.input.trainingKey")
+    model_channel = _channel(sagemaker_job.MODEL_CHANNEL, targets.data_bucket, "$.input.baseModelKey")
+    by_key = sfn.Pass(
+        scope,
+        "UseModelKey",
+        parameters={
+            "id": sfn.JsonPath.format(
+                f"s3://{targets.data_bucket}/{{}}", sfn.JsonPath.string_at("$.input.baseModelKey")
+            ),
+            "hyperparameters": static_hyper,
+            "channels": [train_channel, model_channel],
+        },
+        result_path="$.baseModel",
     )
+    given = sfn.Pass(
+        scope,
+        "UseGivenModel",
+        parameters={
+            "id": sfn.JsonPath.string_at("$.input.baseModel"),
+            # JSON-encoded like the toolkit's other values: "Qwen/..." arrives as --model Qwen/...
+            "hyperparameters": {
+                **static_hyper,
+                "model": sfn.JsonPath.json_to_string(sfn.JsonPath.string_at("$.input.baseModel")),
+            },
+            "channels": [train_channel],
+        },
+        result_path="$.baseModel",
+    )
+    default = sfn.Pass(
+        scope,
+        "UseDefaultModel",
+        parameters={
+            "id": targets.default_base_model,
+            "hyperparameters": {**static_hyper, "model": json.dumps(targets.default_base_model)},
+            "channels": [train_channel],
+        },
+        result_path="$.baseModel",
+    )
+    resume = "$.input.resumeFrom"
     serialize.next(
         sfn.Choice(scope, "CheckInput")
         .when(sfn.Condition.not_(sfn.Condition.string_matches("$.inputText.text", "{*")), not_an_object)
@@ -131,54 +214,170 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
             rejected("TrainingKeyNotAString", "trainingKey must be a string: a key or prefix in the data bucket"),
         )
         .when(
-            sfn.Condition.and_(
-                sfn.Condition.is_present("$.input.baseModel"),
-                sfn.Condition.not_(sfn.Condition.is_string("$.input.baseModel")),
-            ),
+            _present_but_not_a_string("$.input.baseModel"),
             rejected("BaseModelNotAString", "baseModel must be a string: a Hugging Face Hub id"),
         )
+        .when(
+            _present_but_not_a_string("$.input.baseModelKey"),
+            rejected(
+                "BaseModelKeyNotAString",
+                f"baseModelKey must be a string: a prefix under {MODELS_PREFIX} in the data bucket",
+            ),
+        )
+        .when(
+            sfn.Condition.and_(
+                sfn.Condition.is_present("$.input.baseModel"), sfn.Condition.is_present("$.input.baseModelKey")
+            ),
+            rejected(
+                "TwoBaseModels",
+                "name the base model once: baseModel (a Hugging Face Hub id) or baseModelKey (a prefix under "
+                f"{MODELS_PREFIX} in the data bucket), not both",
+            ),
+        )
+        .when(
+            sfn.Condition.and_(
+                sfn.Condition.is_present("$.input.baseModelKey"),
+                sfn.Condition.not_(sfn.Condition.string_matches("$.input.baseModelKey", f"{MODELS_PREFIX}*/")),
+            ),
+            rejected(
+                "BaseModelKeyOutsideModels",
+                f"baseModelKey must be a prefix under {MODELS_PREFIX} ending in /, for example "
+                f"{MODELS_PREFIX}qwen2.5-0.5b-instruct/ (the training role reads the base model from there)",
+            ),
+        )
+        .when(
+            _present_but_not_a_string(resume),
+            rejected("ResumeFromNotAString", "resumeFrom must be a string: the name of an earlier execution"),
+        )
+        .when(
+            sfn.Condition.and_(
+                sfn.Condition.is_present(resume),
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals(resume, ""),
+                    *(sfn.Condition.string_matches(resume, f"*{_escape(c)}*") for c in NAME_FORBIDDEN),
+                ),
+            ),
+            rejected(
+                "ResumeFromNotAnExecutionName",
+                "resumeFrom must be the name of an earlier execution of this pipeline (the name, not the ARN)",
+            ),
+        )
+        .when(sfn.Condition.is_present("$.input.baseModelKey"), by_key)
         .when(sfn.Condition.is_present("$.input.baseModel"), given)
         .otherwise(default)
     )
 
-    find = _task(
-        scope,
-        "FindTrainingData",
-        f"{sdk}s3:listObjectsV2",
-        Comment="A job started on a missing key would fail only after the instances start",
-        Parameters={"Bucket": targets.data_bucket, "Prefix.$": "$.input.trainingKey", "MaxKeys": 1},
-        ResultSelector={"keys.$": "$.KeyCount"},
-        ResultPath="$.found",
+    def listing(state_id: str, comment: str, bucket: str, prefix: str) -> sfn.CustomState:
+        """ListObjectsV2 for one key under a prefix: the number found lands at $.found.keys."""
+        task = _task(
+            scope,
+            state_id,
+            f"{sdk}s3:listObjectsV2",
+            Comment=comment,
+            Parameters={"Bucket": bucket, "Prefix.$": prefix, "MaxKeys": 1},
+            ResultSelector={"keys.$": "$.KeyCount"},
+            ResultPath="$.found",
+        )
+        task.add_retry(
+            errors=["States.ALL"], interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+        )
+        task.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
+        return task
+
+    def not_found(state_id: str, cause: str, *paths: str) -> sfn.Pass:
+        state = sfn.Pass(
+            scope,
+            state_id,
+            parameters={
+                "Error": "InvalidInput",
+                "Cause": sfn.JsonPath.format(cause, *(sfn.JsonPath.string_at(p) for p in paths)),
+            },
+            result_path="$.error",
+        )
+        state.next(targets.invalid)
+        return state
+
+    def found(state_id: str, then: sfn.IChainable, otherwise: sfn.IChainable) -> sfn.Choice:
+        return (
+            sfn.Choice(scope, state_id)
+            .when(sfn.Condition.number_greater_than("$.found.keys", 0), then)
+            .otherwise(otherwise)
+        )
+
+    find_base = listing(
+        "FindBaseModel",
+        "A job started on an empty model channel would fail only after the instances start",
+        targets.data_bucket,
+        "States.Format('{}config.json', $.input.baseModelKey)",
     )
-    find.add_retry(
-        errors=["States.ALL"], interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
-    )
-    find.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
-    given.next(find)
-    default.next(find)
+    by_key.next(find_base)
 
     checkpoints = f"s3://{targets.artifacts_bucket}/{CHECKPOINTS_PREFIX}{{}}/"
+    own = sfn.Pass(
+        scope,
+        "UseOwnCheckpoints",
+        parameters={"uri": sfn.JsonPath.format(checkpoints, sfn.JsonPath.string_at("$$.Execution.Name"))},
+        result_path="$.checkpoints",
+    )
+    earlier = sfn.Pass(
+        scope,
+        "UseEarlierCheckpoints",
+        parameters={"uri": sfn.JsonPath.format(checkpoints, sfn.JsonPath.string_at(resume))},
+        result_path="$.checkpoints",
+    )
+    find_checkpoints = listing(
+        "FindCheckpoints",
+        "A resume that finds no checkpoint would silently train from the first step",
+        targets.artifacts_bucket,
+        f"States.Format('{CHECKPOINTS_PREFIX}{{}}/', {resume})",
+    )
+    earlier.next(find_checkpoints)
+    choose_checkpoints = (
+        sfn.Choice(scope, "ChooseCheckpoints").when(sfn.Condition.is_present(resume), earlier).otherwise(own)
+    )
+    find_base.next(
+        found(
+            "BaseModelFound",
+            choose_checkpoints,
+            not_found(
+                "NoBaseModel",
+                f"no config.json under s3://{targets.data_bucket}/{{}}: upload the base model's Hugging Face files "
+                "(config.json, *.safetensors, tokenizer files) there first, for example with kit l3sm start "
+                "--base-model-dir DIR",
+                "$.input.baseModelKey",
+            ),
+        )
+    )
+    given.next(choose_checkpoints)
+    default.next(choose_checkpoints)
+
+    find = listing(
+        "FindTrainingData",
+        "A job started on a missing key would fail only after the instances start",
+        targets.data_bucket,
+        "$.input.trainingKey",
+    )
+    own.next(find)
+    find_checkpoints.next(
+        found(
+            "CheckpointsFound",
+            find,
+            not_found(
+                "NoCheckpoints",
+                f"no checkpoint under s3://{targets.artifacts_bucket}/{CHECKPOINTS_PREFIX}{{}}/: resumeFrom must "
+                "name an earlier execution of this pipeline that saved at least one checkpoint",
+                resume,
+            ),
+        )
+    )
+
     request = dict(targets.training_request)
     request["TrainingJobName.$"] = name
-    request["HyperParameters"] = {
-        **request["HyperParameters"],
-        # JSON-encoded like the toolkit's other values: "Qwen/..." arrives as --model Qwen/...
-        "model.$": "States.JsonToString($.baseModel.id)",
-    }
-    request["InputDataConfig"] = [
-        {
-            "ChannelName": "train",
-            "DataSource": {
-                "S3DataSource": {
-                    "S3DataType": "S3Prefix",
-                    "S3Uri.$": f"States.Format('s3://{targets.data_bucket}/{{}}', $.input.trainingKey)",
-                    "S3DataDistributionType": "FullyReplicated",
-                }
-            },
-        }
-    ]
+    del request["HyperParameters"]
+    request["HyperParameters.$"] = "$.baseModel.hyperparameters"
+    request["InputDataConfig.$"] = "$.baseModel.channels"
     request["CheckpointConfig"] = {
-        "S3Uri.$": f"States.Format('{checkpoints}', $$.Execution.Name)",
+        "S3Uri.$": "$.checkpoints.uri",
         "LocalPath": request.pop("CheckpointLocalPath"),
     }
     train = _task(
@@ -190,23 +389,16 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         ResultPath="$.training",
     )
     train.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
-    no_data = sfn.Pass(
-        scope,
-        "NoTrainingData",
-        parameters={
-            "Error": "InvalidInput",
-            "Cause": sfn.JsonPath.format(
-                f"nothing under s3://{targets.data_bucket}/{{}}: upload the JSONL records first",
-                sfn.JsonPath.string_at("$.input.trainingKey"),
-            ),
-        },
-        result_path="$.error",
-    )
-    no_data.next(targets.invalid)
     find.next(
-        sfn.Choice(scope, "TrainingDataFound")
-        .when(sfn.Condition.number_greater_than("$.found.keys", 0), train)
-        .otherwise(no_data)
+        found(
+            "TrainingDataFound",
+            train,
+            not_found(
+                "NoTrainingData",
+                f"nothing under s3://{targets.data_bucket}/{{}}: upload the JSONL records first",
+                "$.input.trainingKey",
+            ),
+        )
     )
 
     # Clean-up before any failure after the import started: the model may exist (a failed smoke test) or

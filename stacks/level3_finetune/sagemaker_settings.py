@@ -1,5 +1,5 @@
 """Level 3 on SageMaker (``GenAiKit-3-FineTune-SageMaker``) settings: the base model, the training job's
-instances and limits, and how long the pipeline waits for Custom Model Import."""
+instances and limits, how long the pipeline waits for Custom Model Import, and the Hub token's secret."""
 
 from __future__ import annotations
 
@@ -13,6 +13,16 @@ from stacks.shared.settings import Allowed, Flag, Invalid, Settings, Text, Train
 
 # A Hugging Face Hub repository id (owner/name): https://huggingface.co/docs/hub/repositories
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+# A run's baseModelKey names a prefix under this one in the data bucket (the base model's Hugging Face files,
+# read through the training job's "model" channel). One copy: the pipeline and `kit l3sm start` import it.
+MODELS_PREFIX = "models/"
+# A Secrets Manager secret name ("1-512 characters: letters, digits, /_+=.@-") or its complete ARN, whose
+# name ends in the hyphen and six characters Secrets Manager adds:
+# https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html
+SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+SECRET_ARN = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d:\d{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}-[A-Za-z0-9]{6}"
+)
 
 
 class SageMakerFineTuneSettings(Settings):
@@ -45,6 +55,23 @@ class SageMakerFineTuneSettings(Settings):
         ge=10,
         le=24 * 60,
     )
+
+    hub_token_secret: Annotated[
+        Text, Allowed('"" (none), or the name or complete ARN of a Secrets Manager secret holding a Hub token')
+    ] = Field(
+        alias="sm_hub_token_secret",
+        description=(
+            "The Secrets Manager secret (name or complete ARN) holding a Hugging Face Hub token for gated base "
+            'models; the training role may read only this secret, and the job fetches it at start ("": none)'
+        ),
+    )
+
+    @field_validator("hub_token_secret")
+    @classmethod
+    def _secret(cls, secret: str) -> str:
+        if secret and not (SECRET_NAME.fullmatch(secret) or SECRET_ARN.fullmatch(secret)):
+            raise ValueError("not a secret name or a complete secret ARN")
+        return secret
 
     @field_validator("base_model")
     @classmethod

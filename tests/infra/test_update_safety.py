@@ -88,6 +88,7 @@ CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
     "sm_spot": ({}, True),
     "sm_max_wait_hours": ({"sm_spot": True}, 12),
     "sm_import_max_minutes": ({}, 60),
+    "sm_hub_token_secret": ({}, "genai-kit/hf-token"),
     "tj_instance_type": ({}, "ml.g5.2xlarge"),
     "tj_instance_count": ({}, 4),
     "tj_max_runtime_hours": ({}, 8),

@@ -165,7 +165,7 @@ def test_l3_start_takes_the_type_and_the_teacher(mocked: FakeCloudFormation) -> 
 # --- kit l3sm (the SageMaker path) ---------------------------------------------------------------------------
 
 SM_SAMPLES = ROOT / "samples" / "finetune-sagemaker"
-SM_PREFIX = f"{CONFIG.name_prefix}-sft-"  # stacks/level3_finetune/sagemaker.py job_prefix
+SM_PREFIX = f"{CONFIG.name_prefix}-{CONFIG.stage}-sft-"  # stacks/level3_finetune/sagemaker.py job_prefix
 ACCOUNT = "123456789012"
 MODEL_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:imported-model/abcdefghijkl"
 
@@ -221,6 +221,82 @@ def test_l3sm_start_refuses_invalid_records_before_uploading(mocked: FakeCloudFo
         boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)["executions"] == []
     )
     assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="sft-data")
+
+
+def _model_folder(root: Path, name: str = "qwen2.5-0.5b") -> Path:
+    folder = root / name
+    (folder / ".cache" / "huggingface").mkdir(parents=True)
+    (folder / ".cache" / "huggingface" / "download.lock").write_text("")
+    (folder / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"]}')
+    (folder / "model.safetensors").write_bytes(b"\x00" * 16)
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def _keys(bucket: str = "sft-data") -> list[str]:
+    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_l3sm_start_uploads_a_local_base_model_under_models_and_names_its_key(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    folder = _model_folder(tmp_path)
+    result = run(l3sm, "start", "--training-key", "datasets/chat/", "--base-model-dir", str(folder))
+    assert result.exit_code == 0, result.output
+    # Hidden folders (the Hub's download cache) stay home; the prefix is the one the pipeline accepts.
+    assert _keys() == [
+        "models/qwen2.5-0.5b/config.json",
+        "models/qwen2.5-0.5b/model.safetensors",
+        "models/qwen2.5-0.5b/tokenizer.json",
+    ]
+    assert started_input(machine) == {"trainingKey": "datasets/chat/", "baseModelKey": "models/qwen2.5-0.5b/"}
+    assert "uploaded 3 files to s3://sft-data/models/qwen2.5-0.5b/" in result.output
+
+
+def test_l3sm_start_names_an_uploaded_model_by_key_and_refuses_two_base_models(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    keyed = run(l3sm, "start", "--training-key", "datasets/chat/", "--base-model-key", "models/qwen")
+    assert keyed.exit_code == 0, keyed.output
+    assert started_input(machine) == {"trainingKey": "datasets/chat/", "baseModelKey": "models/qwen/"}
+    outside = run(l3sm, "start", "--training-key", "datasets/chat/", "--base-model-key", "datasets/qwen/")
+    assert outside.exit_code == 2 and "--base-model-key must be a prefix under models/" in outside.output
+    both = run(
+        l3sm, "start", "--training-key", "k", "--base-model", "Qwen/Qwen2.5-0.5B", "--base-model-key", "models/q/"
+    )
+    assert both.exit_code == 2 and "give one of --base-model, --base-model-dir and --base-model-key" in both.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_config = run(l3sm, "start", "--training-key", "k", "--base-model-dir", str(empty))
+    assert no_config.exit_code == 2 and "holds no config.json" in no_config.output
+    assert _keys() == []  # nothing uploaded by a refused start
+
+
+def test_l3sm_start_resume_from_repeats_the_earlier_request_with_resume_from(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    earlier = {"trainingKey": "datasets/chat/", "baseModelKey": "models/qwen/"}
+    arn = sfn.start_execution(stateMachineArn=machine, name="kit-20260101-120000-ab12", input=json.dumps(earlier))
+    result = run(l3sm, "start", "--resume-from", arn["executionArn"])  # an ARN or a name
+    assert result.exit_code == 0, result.output
+    executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+    [started] = [e for e in executions if e["name"] != "kit-20260101-120000-ab12"]
+    request = json.loads(sfn.describe_execution(executionArn=started["executionArn"])["input"])
+    assert request == {**earlier, "resumeFrom": "kit-20260101-120000-ab12"}
+    # What is given on the command line wins (the training program refuses a resume that differs).
+    given = run(l3sm, "start", "--resume-from", "kit-20260101-120000-ab12", "--training-key", "datasets/other/")
+    assert given.exit_code == 0, given.output
+    assert '"trainingKey": "datasets/other/"' in given.output and '"baseModelKey": "models/qwen/"' in given.output
+    unknown = run(l3sm, "start", "--resume-from", "kit-typo")
+    assert unknown.exit_code == 1 and "--resume-from: no execution kit-typo of sft" in unknown.output
+    bad = run(l3sm, "start", "--resume-from", "../run")
+    assert bad.exit_code == 2 and "--resume-from must name an earlier execution" in bad.output
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Level 3 on SageMaker: the stack's buckets and roles, and the pipeline's paths run in the ASL simulator with
-API-shaped responses (success, bad input, missing data, training failure, import failure, import timeout, smoke
-invocation failure): every path is notified, and every failure after the import started deletes the model."""
+API-shaped responses (success, bad input, missing data, a base model from S3, a resumed run, training failure,
+import failure, import timeout, smoke invocation failure): every path is notified, and every failure after the
+import started deletes the model."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.infra.test_config import build
 from workloads.finetune_sagemaker import sagemaker_job
 
 STACK = "GenAiKit-3-FineTune-SageMaker"
-JOB_PREFIX = "genai-kit-sft-"
+JOB_PREFIX = "genai-kit-sandbox-sft-"
 IMPORT_JOB_ARN = f"arn:aws:bedrock:{asl.REGION}:{asl.ACCOUNT}:model-import-job/abcdefgh1234"
 MODEL_ARN = f"arn:aws:bedrock:{asl.REGION}:{asl.ACCOUNT}:imported-model/abcdefgh1234"
 
@@ -73,8 +74,8 @@ def test_the_stack_is_built_with_the_others_and_states_its_idle_cost(sandbox: An
 
 
 def test_training_job_uses_the_pinned_image_uncompressed_output_and_config_bounds(machine: dict[str, Any]) -> None:
-    request = machine["States"]["TrainModel"]["Parameters"]
     assert machine["States"]["TrainModel"]["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
+    request = asl.simulate(machine, {"trainingKey": "datasets/"}, _results()).parameters("TrainModel")
     assert request["AlgorithmSpecification"]["TrainingImage"] == sagemaker_job.image_uri(asl.REGION, gpu=True)
     assert request["OutputDataConfig"]["CompressionType"] == "NONE"
     assert request["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge"
@@ -85,6 +86,9 @@ def test_training_job_uses_the_pinned_image_uncompressed_output_and_config_bound
     assert json.loads(hyper["sagemaker_program"]) == "sft_train.py"
     assert json.loads(hyper["sagemaker_submit_directory"]).endswith("/code/sourcedir.tar.gz")
     assert hyper["sagemaker_torch_distributed_enabled"] == "true"
+    assert "hub_token_secret" not in hyper  # sm_hub_token_secret is "" in cdk.json: no secret, no grant
+    for member in ("HyperParameters", "InputDataConfig", "CheckpointConfig", "ResourceConfig", "StoppingCondition"):
+        assert not asl.member_errors("sagemaker", "CreateTrainingJob", member, request[member]), member
 
 
 def test_with_spot_the_wait_bounds_the_job() -> None:
@@ -147,6 +151,26 @@ def test_the_pipeline_passes_each_role_only_to_its_service(template: dict[str, A
     assert granted["PassImportRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
 
 
+def test_the_pipeline_lists_only_the_checkpoints_prefix_of_the_artifacts_bucket(template: dict[str, Any]) -> None:
+    role_id = asl.state_machine(template, "StateMachine")[1]["RoleArn"]["Fn::GetAtt"][0]
+    granted = _role_statements(template, role_id)
+    artifacts = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("ArtifactsBucket"))
+    assert granted["FindCheckpoints"] == {
+        "Sid": "FindCheckpoints",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": {"Fn::GetAtt": [artifacts, "Arn"]},
+        "Condition": {"StringLike": {"s3:prefix": ["checkpoints/*"]}},
+    }
+    listings = [s for s in granted.values() if "s3:ListBucket" in as_list(s["Action"])]
+    assert len(listings) == 2  # the data bucket (training data, base model) and this one
+
+
+def test_without_a_hub_token_secret_the_training_role_reads_no_secret(template: dict[str, Any]) -> None:
+    actions = {a for _, s in statements(template) for a in as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith(("secretsmanager:", "kms:"))}
+
+
 def test_training_job_events_and_stopped_executions_are_notified(template: dict[str, Any]) -> None:
     patterns = [r["Properties"]["EventPattern"] for r in resources(template, "AWS::Events::Rule").values()]
     assert {
@@ -192,6 +216,12 @@ def test_the_teardown_role_may_only_stop_the_kits_jobs_delete_imported_models_an
         ({"sm_instance_count": 0}, "sm_instance_count"),
         ({"sm_spot": True, "sm_max_runtime_hours": 8, "sm_max_wait_hours": 4}, "sm_max_wait_hours"),
         ({"sm_import_max_minutes": 5}, "sm_import_max_minutes"),
+        ({"sm_hub_token_secret": "hf token"}, "sm_hub_token_secret"),
+        (
+            {"sm_hub_token_secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-token"},
+            "sm_hub_token_secret",
+        ),
+        ({"sm_hub_token_secret": "arn:aws:s3:::bucket/hf-token-AbCdEf"}, "sm_hub_token_secret"),
     ],
 )
 def test_config_mistakes_are_one_line_errors(overrides: dict[str, Any], key: str) -> None:
@@ -206,6 +236,8 @@ def test_config_mistakes_are_one_line_errors(overrides: dict[str, Any], key: str
 def _results(
     *,
     keys: int = 1,
+    model_keys: int = 1,
+    checkpoint_keys: int = 1,
     training: asl.AslError | None = None,
     statuses: tuple[str, ...] = ("InProgress", "Completed"),
     smoke: asl.AslError | None = None,
@@ -218,8 +250,9 @@ def _results(
     def result(call: asl.TaskCall) -> Any:
         if call.resource == asl.SNS_PUBLISH:
             return {"MessageId": "m-1"}
-        if call.state == "FindTrainingData":
-            return {"KeyCount": keys, "IsTruncated": False, "Name": call.parameters["Bucket"]}
+        found = {"FindTrainingData": keys, "FindBaseModel": model_keys, "FindCheckpoints": checkpoint_keys}
+        if call.state in found:
+            return {"KeyCount": found[call.state], "IsTruncated": False, "Name": call.parameters["Bucket"]}
         if call.state == "TrainModel":
             if training:
                 raise training
@@ -281,8 +314,11 @@ def test_success_trains_imports_the_merged_prefix_smoke_tests_and_notifies(
         "S3Uri": f"s3://{artifacts}/checkpoints/run-1/",
         "LocalPath": "/opt/ml/checkpoints",
     }
-    assert request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{data}/datasets/train.jsonl"
+    [channel] = request["InputDataConfig"]  # the base model comes from the Hub: no model channel
+    assert channel["ChannelName"] == "train"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{data}/datasets/train.jsonl"
     assert json.loads(request["HyperParameters"]["model"]) == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert not trace.calls_to("FindBaseModel") and not trace.calls_to("FindCheckpoints")
     imported = trace.parameters("ImportModel")
     assert imported["JobName"] == imported["ImportedModelName"] == job
     assert imported["ModelDataSource"] == {
@@ -299,6 +335,7 @@ def test_success_trains_imports_the_merged_prefix_smoke_tests_and_notifies(
     [(state, message)] = trace.notifications
     assert state == "NotifySucceeded"
     assert message["importedModelArn"] == MODEL_ARN and message["baseModel"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert message["checkpoints"] == f"s3://{artifacts}/checkpoints/run-1/"
 
 
 def test_a_request_may_name_another_base_model(machine: dict[str, Any]) -> None:
@@ -310,13 +347,122 @@ def test_a_request_may_name_another_base_model(machine: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "execution_input",
-    [[], "datasets/train.jsonl", 42, True, None, {}, {"trainingKey": 7}, {"trainingKey": "k", "baseModel": 3}],
+    [
+        [],
+        "datasets/train.jsonl",
+        42,
+        True,
+        None,
+        {},
+        {"trainingKey": 7},
+        {"trainingKey": "k", "baseModel": 3},
+        # A base model named twice, or a key outside models/ (the whole prefix, not one file of it).
+        {"trainingKey": "k", "baseModel": "Qwen/Qwen2.5-0.5B-Instruct", "baseModelKey": "models/qwen/"},
+        {"trainingKey": "k", "baseModelKey": "datasets/qwen/"},
+        {"trainingKey": "k", "baseModelKey": "models/qwen"},
+        {"trainingKey": "k", "baseModelKey": "models/"},
+        {"trainingKey": "k", "baseModelKey": ["models/qwen/"]},
+        # resumeFrom: an execution name, which cannot leave checkpoints/<name>/.
+        {"trainingKey": "k", "resumeFrom": 7},
+        {"trainingKey": "k", "resumeFrom": ""},
+        {"trainingKey": "k", "resumeFrom": "../other-run"},
+        {"trainingKey": "k", "resumeFrom": "run-1/sft-00000050.pt"},
+        {"trainingKey": "k", "resumeFrom": "run 1"},
+        {"trainingKey": "k", "resumeFrom": "run-*"},
+        {"trainingKey": "k", "resumeFrom": "run\\1"},
+        {"trainingKey": "k", "resumeFrom": "arn:aws:states:us-east-1:123456789012:execution:genai-kit-sft:run-1"},
+    ],
 )
 def test_bad_input_is_a_notified_rejection_before_any_job(machine: dict[str, Any], execution_input: Any) -> None:
     trace = asl.simulate(machine, execution_input, _results())
     assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput"), trace.describe()
     assert not trace.calls_to("TrainModel") and not trace.calls_to("FindTrainingData")
+    assert not trace.calls_to("FindBaseModel") and not trace.calls_to("FindCheckpoints")  # rejected before any call
     assert _failure(trace)["Error"] == "InvalidInput"
+
+
+def test_a_base_model_from_the_data_bucket_is_the_model_channel_not_a_hub_id(
+    machine: dict[str, Any], template: dict[str, Any]
+) -> None:
+    data = _bucket(template, "Data")
+    execution_input = {"trainingKey": "datasets/train.jsonl", "baseModelKey": "models/qwen2.5-0.5b/"}
+    trace = asl.simulate(machine, execution_input, _results())
+    assert trace.status == "SUCCEEDED", trace.describe()
+    # Its config.json is looked for before any instance starts.
+    found = trace.parameters("FindBaseModel")
+    assert found == {"Bucket": data, "Prefix": "models/qwen2.5-0.5b/config.json", "MaxKeys": 1}
+    assert not asl.sdk_request_errors(machine["States"]["FindBaseModel"]["Resource"], found)
+    request = trace.parameters("TrainModel")
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    assert channels == {
+        "train": {
+            "S3DataType": "S3Prefix",
+            "S3Uri": f"s3://{data}/datasets/train.jsonl",
+            "S3DataDistributionType": "FullyReplicated",
+        },
+        "model": {
+            "S3DataType": "S3Prefix",
+            "S3Uri": f"s3://{data}/models/qwen2.5-0.5b/",
+            "S3DataDistributionType": "FullyReplicated",
+        },
+    }
+    assert sagemaker_job.MODEL_CHANNEL == "model"  # the program reads SM_CHANNEL_MODEL
+    # No model hyperparameter: the program takes the channel, and refuses a run that names both.
+    assert "model" not in request["HyperParameters"]
+    assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "sft_train.py"
+    assert not asl.member_errors("sagemaker", "CreateTrainingJob", "InputDataConfig", request["InputDataConfig"])
+    [(_, message)] = trace.notifications
+    assert message["baseModel"] == f"s3://{data}/models/qwen2.5-0.5b/"
+
+
+def test_a_base_model_key_without_config_json_is_rejected_before_the_job(machine: dict[str, Any]) -> None:
+    execution_input = {"trainingKey": "datasets/", "baseModelKey": "models/empty/"}
+    trace = asl.simulate(machine, execution_input, _results(model_keys=0))
+    assert (trace.status, trace.terminal) == ("FAILED", "InputRejected"), trace.describe()
+    assert not trace.calls_to("TrainModel") and not trace.calls_to("FindTrainingData")
+    cause = _failure(trace)["Cause"]
+    assert "models/empty/" in cause and "config.json" in cause and "--base-model-dir" in cause
+
+
+def test_a_resumed_run_trains_with_the_earlier_executions_checkpoints(
+    machine: dict[str, Any], template: dict[str, Any]
+) -> None:
+    artifacts = _bucket(template, "Artifacts")
+    execution_input = {"trainingKey": "datasets/", "resumeFrom": "kit-20260101-120000-ab12"}
+    trace = asl.simulate(machine, execution_input, _results(), execution_name="run-2")
+    assert trace.status == "SUCCEEDED", trace.describe()
+    found = trace.parameters("FindCheckpoints")
+    assert found == {"Bucket": artifacts, "Prefix": "checkpoints/kit-20260101-120000-ab12/", "MaxKeys": 1}
+    assert not asl.sdk_request_errors(machine["States"]["FindCheckpoints"]["Resource"], found)
+    request = trace.parameters("TrainModel")
+    assert request["CheckpointConfig"] == {
+        "S3Uri": f"s3://{artifacts}/checkpoints/kit-20260101-120000-ab12/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert request["TrainingJobName"] == f"{JOB_PREFIX}run-2"  # a new job, imported under its own name
+    assert trace.parameters("ImportModel")["ImportedModelName"] == f"{JOB_PREFIX}run-2"
+
+
+def test_a_resume_that_finds_no_checkpoint_is_rejected_rather_than_training_from_scratch(
+    machine: dict[str, Any],
+) -> None:
+    execution_input = {"trainingKey": "datasets/", "resumeFrom": "kit-typo"}
+    trace = asl.simulate(machine, execution_input, _results(checkpoint_keys=0))
+    assert (trace.status, trace.terminal) == ("FAILED", "InputRejected"), trace.describe()
+    assert not trace.calls_to("TrainModel")
+    assert "checkpoints/kit-typo/" in _failure(trace)["Cause"]
+
+
+def test_a_resumed_run_may_also_take_its_base_model_from_the_data_bucket(machine: dict[str, Any]) -> None:
+    execution_input = {"trainingKey": "datasets/", "baseModelKey": "models/m/", "resumeFrom": "run-1"}
+    trace = asl.simulate(machine, execution_input, _results())
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert [c.state for c in trace.calls if c.state.startswith("Find")] == [
+        "FindBaseModel",
+        "FindCheckpoints",
+        "FindTrainingData",
+    ]
+    assert trace.parameters("TrainModel")["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/run-1/")
 
 
 def test_missing_training_data_is_rejected_before_the_job(machine: dict[str, Any]) -> None:
@@ -512,3 +658,60 @@ def test_teardown_settles_before_it_deletes(teardown: dict[str, Any]) -> None:
 def test_teardown_ignores_input_that_is_not_a_status_event(teardown: dict[str, Any], event: Any) -> None:
     trace = asl.simulate(teardown, event, lambda call: {})
     assert trace.status == "SUCCEEDED" and trace.calls == [], trace.describe()
+
+
+# --- a Hub token for gated models (sm_hub_token_secret) ------------------------------------------------------
+
+SECRET_NAME = "genai-kit/hf-token"
+
+
+@pytest.fixture(scope="module")
+def with_secret(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any], list[str]]:
+    """This stack alone, synthesized with cdk-nag and a Hub token secret named (not an ARN)."""
+    import aws_cdk as cdk
+    from cdk_nag import AwsSolutionsChecks
+
+    from stacks.level3_finetune.sagemaker import SageMakerFineTuneStack
+    from tests.conftest import cdk_json_context
+
+    context = {**cdk_json_context(), "sm_hub_token_secret": SECRET_NAME}
+    config = build(**context)
+    app = cdk.App(context=context, outdir=str(tmp_path_factory.mktemp("sm-secret")))
+    stack = SageMakerFineTuneStack(
+        app, STACK, env=cdk.Environment(region=config.region, account=config.account), config=config
+    )
+    cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    artifact = app.synth().get_stack_artifact(stack.artifact_id)
+    findings = [str(m.entry.data) for m in artifact.messages if "AwsSolutions-" in str(m.entry.data)]
+    return stack, artifact.template, findings
+
+
+def test_the_training_role_may_read_exactly_the_hub_token_secret(
+    with_secret: tuple[Any, dict[str, Any], list[str]],
+) -> None:
+    stack, template, findings = with_secret
+    assert findings == []  # "-??????" matches six characters, not any: nothing to suppress
+    role_id, _ = _role(template, "TrainingRole")
+    granted = _role_statements(template, role_id)
+    assert granted["ReadHubToken"]["Action"] == "secretsmanager:GetSecretValue"
+    assert render(granted["ReadHubToken"]["Resource"]) == (
+        f"arn:aws:secretsmanager:{asl.REGION}:${{AWS::AccountId}}:secret:{SECRET_NAME}-??????"
+    )
+    everywhere = [(p, s) for p, s in statements(template) for a in as_list(s["Action"]) if "secretsmanager:" in a]
+    assert len(everywhere) == 1  # only the training role, only this action
+    actions = {a for _, s in statements(template) for a in as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith("kms:")}  # the AWS managed key needs no grant
+    arn = f"arn:aws:secretsmanager:{asl.REGION}:{asl.ACCOUNT}:secret:hf-token-AbCdEf"
+    assert stack.hub_token_secret_arn(arn) == arn  # a complete ARN is granted as given
+
+
+def test_the_job_names_the_secret_and_never_carries_the_token(
+    with_secret: tuple[Any, dict[str, Any], list[str]],
+) -> None:
+    _, template, _ = with_secret
+    machine = asl.definition_from_template(template, "StateMachine")
+    for execution_input in ({"trainingKey": "datasets/"}, {"trainingKey": "d/", "baseModel": "meta-llama/L-1B"}):
+        request = asl.simulate(machine, execution_input, _results()).parameters("TrainModel")
+        assert json.loads(request["HyperParameters"]["hub_token_secret"]) == SECRET_NAME
+        assert "Environment" not in request
+        assert not [k for k in request["HyperParameters"] if "token" in k.lower() and k != "hub_token_secret"]

@@ -4,6 +4,7 @@ the Custom Model Import check of the merged directory."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import warnings
@@ -550,17 +551,20 @@ def test_ranks_read_disjoint_examples_that_cover_the_epoch() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_sagemaker_environment_maps_to_its_paths() -> None:
+def test_sagemaker_environment_maps_to_its_paths(tmp_path: Path) -> None:
     args = sft_train.build_parser().parse_args([])
+    channel = tmp_path / "model"
+    channel.mkdir()
+    (channel / "config.json").write_text("{}")
     sagemaker_env = {
         "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",
-        "SM_CHANNEL_MODEL": "/opt/ml/input/data/model",
+        "SM_CHANNEL_MODEL": str(channel),
         "SM_MODEL_DIR": "/opt/ml/model",
         "SM_TRAINING_ENV": "{}",
     }
     assert sft_train.resolve_paths(args, sagemaker_env) == sft_train.Paths(
         data=Path("/opt/ml/input/data/train"),
-        base_model="/opt/ml/input/data/model",
+        base_model=str(channel),
         checkpoint_dir=Path("/opt/ml/checkpoints"),
         model_dir=Path("/opt/ml/model"),
     )
@@ -568,6 +572,18 @@ def test_sagemaker_environment_maps_to_its_paths() -> None:
     assert sft_train.resolve_paths(args, without_model_channel).base_model == sft_train.DEFAULT_BASE_MODEL
     local = sft_train.resolve_paths(sft_train.build_parser().parse_args(["--data", "d", "--model", "m"]), {})
     assert local == sft_train.Paths(Path("d"), "m", Path("checkpoints"), None)
+
+
+def test_a_model_channel_and_a_model_argument_together_or_an_empty_channel_are_refused(tmp_path: Path) -> None:
+    channel = tmp_path / "model"
+    channel.mkdir()
+    env = {"SM_CHANNEL_TRAIN": str(SAMPLES), "SM_CHANNEL_MODEL": str(channel)}
+    with pytest.raises(sft_train.ConfigError, match=r"holds no config\.json"):
+        sft_train.resolve_paths(sft_train.build_parser().parse_args([]), env)
+    (channel / "config.json").write_text("{}")
+    both = sft_train.build_parser().parse_args(["--model", "Qwen/Qwen2.5-0.5B-Instruct"])
+    with pytest.raises(sft_train.ConfigError, match=r"both --model Qwen/Qwen2\.5-0\.5B-Instruct and the model channel"):
+        sft_train.resolve_paths(both, env)
 
 
 def test_default_base_model_is_an_architecture_custom_model_import_supports() -> None:
@@ -620,14 +636,143 @@ def test_qlora_without_bitsandbytes_is_refused_before_loading_anything(
     assert "--load-in-4bit needs the bitsandbytes package" in capsys.readouterr().err
 
 
-def test_resuming_with_another_lora_shape_is_refused(
-    tiny_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.fixture(scope="module")
+def other_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with one weight changed: the same architecture and shapes, another base model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-llama-other")
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] += 0.5
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(directory)
+    return directory
+
+
+def test_a_base_model_from_the_model_channel_trains_merges_and_resumes_only_the_same_run(
+    tiny_base: Path, other_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = tiny_args(tiny_base, "--steps", "2", "--checkpoint-dir", str(tmp_path / "ckpt"))
-    assert sft_train.main(base, env={}) == 0
-    assert [e["event"] for e in map(json.loads, capsys.readouterr().out.splitlines())][-1] == "done"
-    with pytest.raises(RuntimeError, match="use the same --model and LoRA arguments or another --checkpoint-dir"):
-        sft_train.main([*base, "--lora-r", "4", "--steps", "4"], env={})
+    """The model channel (SM_CHANNEL_MODEL, no --model) is loaded and merged from its local copy; its checkpoints
+    resume into the same model named another way, and a run with other weights, data or hyperparameters is
+    refused with what differs instead of silently training something else."""
+    channel = tmp_path / "input" / "data" / "model"
+    shutil.copytree(tiny_base, channel)
+    checkpoints = str(tmp_path / "ckpt")
+    env = {"SM_CHANNEL_MODEL": str(channel)}
+    # Given: a SageMaker-style run on the channel (tiny_args without --model), with a secret that must not be read.
+    argv = [a for a in tiny_args(tiny_base) if a not in ("--model", str(tiny_base))]
+    first = [*argv, "--steps", "2", "--checkpoint-dir", checkpoints, "--model-dir", str(tmp_path / "out")]
+    assert sft_train.main([*first, "--hub-token-secret", "never-read"], env=env) == 0
+    log = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert next(e for e in log if e["event"] == "start")["base_model"] == str(channel)
+    assert next(e for e in log if e["event"] == "import_check")["ok"] is True  # merged from the local copy
+    state = adapter_checkpoints.load(adapter_checkpoints.checkpoint_path(tmp_path / "ckpt", 2))
+    assert state["base_model"] == str(channel) and state["fingerprint"]["lr"] == 2e-2
+
+    # The same weights named by path, two more steps: resumed.
+    again = [*argv, "--model", str(tiny_base), "--steps", "4", "--checkpoint-dir", checkpoints]
+    assert sft_train.main(again, env={}) == 0
+    resumed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["step"] for e in resumed if e["event"] == "resumed"] == [2]
+
+    # Another base model of the same shape, other hyperparameters, other data: each refused, naming the cause.
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("\n".join(SAMPLES.read_text().splitlines()[:10]) + "\n")
+    for changed, expected in (
+        (["--model", str(other_base)], "base model weights"),
+        (["--model", str(tiny_base), "--lr", "1e-2"], "lr 0.02 -> 0.01"),
+        (["--model", str(tiny_base), "--lora-r", "4"], "lora-r 8 -> 4"),
+        (["--model", str(tiny_base), "--data", str(fewer)], "training data (as tokenized)"),
+    ):
+        assert sft_train.main([*argv, *changed, "--steps", "6", "--checkpoint-dir", checkpoints], env={}) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: checkpoint ") and expected in err, (changed, err)
+        assert "only --steps may grow" in err and "without resumeFrom" in err
+    assert adapter_checkpoints.latest_step(tmp_path / "ckpt") == 4  # nothing was trained on top
+
+
+# ----------------------------------------------------------------------------------------------
+# The Hub token from Secrets Manager
+# ----------------------------------------------------------------------------------------------
+
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:genai-kit/hf-token-AbCdEf"
+
+
+def _secrets_client(region: str = "us-east-1") -> tuple[Any, Any]:
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client(
+        "secretsmanager", region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    return client, Stubber(client)
+
+
+@pytest.mark.parametrize(
+    ("secret_string", "token"),
+    [("hf_abc123", "hf_abc123"), ("  hf_abc123\n", "hf_abc123"), ('{"HF_TOKEN": "hf_json"}', "hf_json")],
+)
+def test_the_hub_token_is_read_from_the_named_secret(secret_string: str, token: str) -> None:
+    client, stubber = _secrets_client()
+    stubber.add_response(
+        "get_secret_value",
+        {"ARN": SECRET_ARN, "Name": "genai-kit/hf-token", "SecretString": secret_string},
+        {"SecretId": "genai-kit/hf-token"},
+    )
+    with stubber:
+        assert sft_train.fetch_hub_token("genai-kit/hf-token", {}, client) == token
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("error", "secret_string", "message"),
+    [
+        ("AccessDeniedException", None, "AccessDeniedException (the training role may read only the secret"),
+        ("ResourceNotFoundException", None, "ResourceNotFoundException"),
+        (None, '{"token": "x"}', 'JSON without an "HF_TOKEN" string'),
+        (None, "   ", "holds no SecretString"),
+    ],
+)
+def test_an_unreadable_or_malformed_secret_is_a_clear_error_without_the_value(
+    error: str | None, secret_string: str | None, message: str
+) -> None:
+    client, stubber = _secrets_client()
+    if error:
+        stubber.add_client_error("get_secret_value", error, "denied", 400, {"SecretId": "s"})
+    else:
+        stubber.add_response("get_secret_value", {"Name": "s", "SecretString": secret_string}, {"SecretId": "s"})
+    with stubber, pytest.raises(sft_train.ConfigError) as err:
+        sft_train.fetch_hub_token("s", {}, client)
+    assert message in str(err.value) and "secret s" in str(err.value)
+    assert 'token": "x' not in str(err.value)
+
+
+def test_the_secret_is_asked_for_in_its_own_region_and_the_token_reaches_hf_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    assert sft_train.secret_region(SECRET_ARN, {"AWS_REGION": "us-east-1"}) == "eu-west-1"
+    assert sft_train.secret_region("genai-kit/hf-token", {"AWS_REGION": "us-west-2"}) == "us-west-2"
+    made: list[str | None] = []
+    client, stubber = _secrets_client("eu-west-1")
+
+    def fake_client(service: str, region_name: str | None = None, **_: Any) -> Any:
+        assert service == "secretsmanager"
+        made.append(region_name)
+        return client
+
+    monkeypatch.setattr(boto3, "client", fake_client)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(sft_train, "train", lambda args, paths, denv: 0)  # stop before any model is loaded
+    stubber.add_response("get_secret_value", {"SecretString": "hf_secret"}, {"SecretId": SECRET_ARN})
+    with stubber:
+        code = sft_train.main(["--data", str(SAMPLES), "--hub-token-secret", SECRET_ARN], env={})
+    assert code == 0 and made == ["eu-west-1"]
+    assert os.environ["HF_TOKEN"] == "hf_secret"
+    captured = capsys.readouterr()
+    assert "hf_secret" not in captured.out + captured.err
 
 
 def test_gradient_checkpointing_trains_and_saves_the_adapter_without_merging(tiny_base: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ RUNTIME_FILES = (
     "sft_train.py",
 )
 TRAIN_CHANNEL = "train"  # -> SM_CHANNEL_TRAIN
+MODEL_CHANNEL = "model"  # -> SM_CHANNEL_MODEL: the base model's files, when a run names baseModelKey
 CHECKPOINT_LOCAL_PATH = pretrain_job.CHECKPOINT_LOCAL_PATH
 MERGED_DIR = "merged"  # sft_train.py writes SM_MODEL_DIR/merged/: the directory Custom Model Import reads
 IMAGE_ACCOUNT = pretrain_job.IMAGE_ACCOUNT
@@ -39,8 +40,14 @@ def sourcedir_bytes() -> bytes:
     return _archive(HERE, RUNTIME_FILES)
 
 
-def hyperparameters(*, submit_directory: str, region: str, instance_type: str) -> dict[str, str]:
-    """The toolkit's settings (every value JSON-encoded); the base model is added per execution."""
+def hyperparameters(
+    *, submit_directory: str, region: str, instance_type: str, hub_token_secret: str = ""
+) -> dict[str, str]:
+    """The toolkit's settings (every value JSON-encoded); the base model is added per execution.
+
+    ``hub_token_secret`` names the Secrets Manager secret sft_train.py reads the Hub token from: the name is
+    all DescribeTrainingJob shows, never the token.
+    """
     values: dict[str, object] = {
         "sagemaker_program": ENTRY_POINT,
         "sagemaker_submit_directory": submit_directory,
@@ -49,4 +56,6 @@ def hyperparameters(*, submit_directory: str, region: str, instance_type: str) -
         "sagemaker_torch_distributed_enabled": True,
         "sagemaker_instance_type": instance_type,
     }
+    if hub_token_secret:
+        values["hub_token_secret"] = hub_token_secret
     return {key: json.dumps(value) for key, value in values.items()}

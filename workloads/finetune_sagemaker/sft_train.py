@@ -6,7 +6,11 @@ One program for every launcher:
 * one node, N processes: ``torchrun --nproc_per_node N sft_train.py ...``
 * SageMaker training job: entry point ``sft_train.py`` with ``torch_distributed`` enabled (torchrun on
   every instance), channels ``train`` (JSONL records) and optionally ``model`` (base weights copied to S3,
-  for jobs without internet access); see README.md.
+  for jobs without internet access; then pass no --model); see README.md.
+
+A gated Hub model (Llama) needs a Hub token: ``--hub-token-secret NAME_OR_ARN`` names a Secrets Manager secret
+the program reads at start into HF_TOKEN (the job's hyperparameters and environment, which DescribeTrainingJob
+shows, carry only the secret's name). A base model read from a directory needs no token and fetches none.
 
 torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT select the process group (``nccl``
 on GPUs, else ``gloo``). Only the LoRA matrices train; the base weights stay frozen (optionally 4-bit with
@@ -16,7 +20,9 @@ chat_data.py).
 Every run resumes from the newest checkpoint in the checkpoint directory (``/opt/ml/checkpoints`` on
 SageMaker, which the job's CheckpointConfig syncs to S3). ``--steps`` is the total number of optimizer
 steps to reach; the learning rate warms up linearly and then stays constant, so a resumed run matches an
-uninterrupted one step for step. At the end rank 0 saves the adapter and tokenizer to
+uninterrupted one step for step. A checkpoint resumes only into the run that wrote it: the same base weights,
+data (as tokenized) and training hyperparameters (``--steps`` may grow); anything else exits 2 naming what
+differs. At the end rank 0 saves the adapter and tokenizer to
 ``<model dir>/adapter`` and, with --merge (the default), the merged model to ``<model dir>/merged`` and
 checks it against Custom Model Import's requirements (import_check.py): problems exit 3.
 
@@ -28,6 +34,7 @@ Rank 0 prints one JSON object per line (events ``start``, ``resumed``, ``train``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -104,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"base model: Hub id or directory (default: $SM_CHANNEL_MODEL if set, else {DEFAULT_BASE_MODEL})",
     )
     add(
+        "--hub-token-secret",
+        default=None,
+        help="Secrets Manager secret (name or ARN) holding a Hugging Face Hub token, read into HF_TOKEN at start",
+    )
+    add(
         "--checkpoint-dir",
         type=Path,
         default=None,
@@ -148,7 +160,17 @@ def resolve_paths(args: argparse.Namespace, env: Mapping[str, str]) -> Paths:
     data = args.data or (Path(env["SM_CHANNEL_TRAIN"]) if env.get("SM_CHANNEL_TRAIN") else None)
     if data is None:
         raise ConfigError("no training data: pass --data PATH or set SM_CHANNEL_TRAIN")
-    base_model = args.model or env.get("SM_CHANNEL_MODEL") or DEFAULT_BASE_MODEL
+    channel = env.get("SM_CHANNEL_MODEL")
+    if args.model and channel:
+        raise ConfigError(
+            f"both --model {args.model} and the model channel ({channel}) name the base model: pass one of them"
+        )
+    if channel and not (Path(channel) / "config.json").is_file():
+        raise ConfigError(
+            f"the model channel ({channel}) holds no config.json: copy the base model's Hugging Face files "
+            "(config.json, *.safetensors, tokenizer files) to the channel's S3 prefix"
+        )
+    base_model = args.model or channel or DEFAULT_BASE_MODEL
     if args.checkpoint_dir is not None:
         checkpoint_dir = args.checkpoint_dir
     elif on_sagemaker(env):
@@ -187,6 +209,49 @@ def validate_args(args: argparse.Namespace) -> None:
             raise ConfigError("--load-in-4bit needs the bitsandbytes package (QLoRA); it is not installed") from None
         if not torch.cuda.is_available():
             raise ConfigError("--load-in-4bit needs a CUDA GPU")
+
+
+def secret_region(secret: str, env: Mapping[str, str]) -> str | None:
+    """The Region to ask: an ARN's own, else the job's (SageMaker sets AWS_REGION), else boto3's default."""
+    if secret.startswith("arn:"):
+        parts = secret.split(":")
+        return parts[3] if len(parts) > 6 and parts[3] else None
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+
+
+def fetch_hub_token(secret: str, env: Mapping[str, str], client: Any | None = None) -> str:
+    """The Hub token stored in a Secrets Manager secret: the secret string itself, or its HF_TOKEN field when
+    it is a JSON object. Never logged."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if client is None:
+            import boto3
+
+            client = boto3.client("secretsmanager", region_name=secret_region(secret, env))
+        value = client.get_secret_value(SecretId=secret).get("SecretString")
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        raise ConfigError(
+            f"cannot read the Hub token from secret {secret}: {code} (the training role may read only the secret "
+            "named by sm_hub_token_secret; a secret under a customer managed KMS key also needs the key's policy "
+            "to allow the training role kms:Decrypt)"
+        ) from None
+    except BotoCoreError as err:
+        raise ConfigError(f"cannot read the Hub token from secret {secret}: {err}") from None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"secret {secret} holds no SecretString: store the Hub token as the secret's text")
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            fields = json.loads(text)
+        except ValueError:
+            fields = None
+        token = fields.get("HF_TOKEN") if isinstance(fields, dict) else None
+        if not isinstance(token, str) or not token.strip():
+            raise ConfigError(f'secret {secret} is JSON without an "HF_TOKEN" string: store the token alone or so')
+        return token.strip()
+    return text
 
 
 def read_dist_env(env: Mapping[str, str]) -> DistEnv:
@@ -300,7 +365,49 @@ def build_model(args: argparse.Namespace, base_model: str, device: torch.device,
     return peft_model
 
 
-def fingerprint(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+# The arguments that decide what a step computes: a checkpoint resumes only into a run with the same values.
+# --steps may grow (that is what a resume is for); logging, checkpoint cadence, gradient checkpointing (same
+# gradients, less memory) and the merge settings do not change the adapter.
+TRAINING_ARGS = (
+    "batch_size",
+    "max_seq_len",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "seed",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "dtype",
+    "load_in_4bit",
+    "chat_template",
+)
+
+
+def base_weights_digest(model: Any) -> str:
+    """A digest of the frozen base weights (names, shapes, dtypes and leading values of every tensor): the
+    same model from the Hub or from a copy in S3 matches; another checkpoint of the same architecture does not.
+    Reads a few values per tensor, so it costs nothing next to loading the model."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            continue
+        head = param.detach().reshape(-1)[:16].to("cpu", torch.float64).tolist()
+        digest.update(json.dumps([name, list(param.shape), str(param.dtype), head]).encode())
+    return digest.hexdigest()
+
+
+def data_digest(examples: Sequence[chat_data.Example]) -> str:
+    """A digest of the tokenized training examples: records, chat template and truncation all show in it."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.input_ids, example.labels], separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(args: argparse.Namespace, model: Any, examples: Sequence[chat_data.Example]) -> dict[str, Any]:
     """What must match for a checkpoint to resume into this run."""
     config = model.get_base_model().config
     return {
@@ -308,11 +415,32 @@ def fingerprint(args: argparse.Namespace, model: Any) -> dict[str, Any]:
         "hidden_size": getattr(config, "hidden_size", None),
         "num_hidden_layers": getattr(config, "num_hidden_layers", None),
         "vocab_size": getattr(config, "vocab_size", None),
-        "lora_r": args.lora_r,
-        "lora_alpha": args.lora_alpha,
-        "target_modules": args.target_modules,
+        "base_weights": base_weights_digest(model),
+        "data": data_digest(examples),
+        **{name: getattr(args, name) for name in TRAINING_ARGS},
         "trainable": sorted(name for name, p in model.named_parameters() if p.requires_grad),
     }
+
+
+class ResumeMismatch(ConfigError):
+    """The checkpoint directory holds a checkpoint another run wrote."""
+
+
+def fingerprint_differences(saved: Any, current: Mapping[str, Any]) -> list[str]:
+    """What differs between a checkpoint's fingerprint and this run's, in words."""
+    if not isinstance(saved, Mapping):
+        return ["the checkpoint carries no fingerprint"]
+    described = {"base_weights": "base model weights", "data": "training data (as tokenized)"}
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        before, now = saved.get(key, "(absent)"), current.get(key, "(absent)")
+        if before == now:
+            continue
+        if key in described or key == "trainable":
+            differences.append(described.get(key, "adapted modules"))
+        else:
+            differences.append(f"{key.replace('_', '-')} {before} -> {now}")
+    return differences
 
 
 def _rng_state(use_cuda: bool) -> dict[str, Any]:
@@ -409,8 +537,8 @@ def _train_loop(
         seed=args.seed,
         pad_id=int(tokenizer.pad_token_id),
     )
-    prints = fingerprint(args, model)
-    start_step = _resume(paths.checkpoint_dir, model, optimizer, prints, denv, device, use_cuda, log)
+    prints = fingerprint(args, model, data.examples)
+    start_step = _resume(paths.checkpoint_dir, model, optimizer, prints, paths.base_model, denv, device, use_cuda, log)
     log(
         "start",
         start_step=start_step,
@@ -470,7 +598,19 @@ def _train_loop(
             window_tokens.zero_()
 
         if done % args.checkpoint_every == 0 or done == args.steps:
-            _checkpoint(paths.checkpoint_dir, done, model, optimizer, prints, args, denv, device, use_cuda, log)
+            _checkpoint(
+                paths.checkpoint_dir,
+                done,
+                model,
+                optimizer,
+                prints,
+                paths.base_model,
+                args,
+                denv,
+                device,
+                use_cuda,
+                log,
+            )
 
     final_step = max(start_step, args.steps)
     in_sync = _replicas_in_sync(model, denv, device)
@@ -509,6 +649,7 @@ def _resume(
     model: Any,
     optimizer: torch.optim.Optimizer,
     prints: dict[str, Any],
+    base_model: str,
     denv: DistEnv,
     device: torch.device,
     use_cuda: bool,
@@ -526,9 +667,12 @@ def _resume(
         )
     state = adapter_checkpoints.load(path)
     if state.get("fingerprint") != prints:
-        raise RuntimeError(
-            f"checkpoint {path} was written for another model or LoRA setup: use the same --model and LoRA "
-            "arguments or another --checkpoint-dir"
+        differences = fingerprint_differences(state.get("fingerprint"), prints)
+        raise ResumeMismatch(
+            f"checkpoint {path} (step {step}, base model {state.get('base_model', 'unknown')}) was written by "
+            f"another run; this run ({base_model}) differs in: {'; '.join(differences)}. A resume continues the "
+            "same run: use the same base model, data and hyperparameters (only --steps may grow), or start "
+            "without resumeFrom (another --checkpoint-dir)"
         )
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -559,6 +703,7 @@ def _checkpoint(
     model: Any,
     optimizer: torch.optim.Optimizer,
     prints: dict[str, Any],
+    base_model: str,
     args: argparse.Namespace,
     denv: DistEnv,
     device: torch.device,
@@ -572,6 +717,7 @@ def _checkpoint(
             "adapter": _trainable_state(model),
             "optimizer": optimizer.state_dict(),
             "fingerprint": prints,
+            "base_model": base_model,
             "rng": rng,
             "seed": args.seed,
             "world_size": denv.world_size,
@@ -589,6 +735,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         denv = read_dist_env(env)
         # Fail on bad records before any model download or process group.
         chat_data.load_conversations(paths.data)
+        if args.hub_token_secret and not Path(paths.base_model).is_dir():
+            os.environ["HF_TOKEN"] = fetch_hub_token(args.hub_token_secret, env)
     except (ConfigError, chat_data.DataError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return EXIT_USAGE

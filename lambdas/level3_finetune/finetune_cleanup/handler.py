@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,7 +35,17 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from common.clients import bounded_client
-from common.custom_resource import respond as answer_cloudformation
+from common.stack_cleanup import (
+    DELETE_IN_PROGRESS,
+    CleanupError,
+    Deadline,
+    answer,
+    pages,
+    stack_status,
+    stop_executions,
+    wait_until_done,
+)
+from common.stack_cleanup import error_code as _code
 
 logger = Logger(service="finetune-cleanup")
 
@@ -52,6 +62,7 @@ NAME_ID = "(?:[0-9a-f]{32}|[0-9a-f]{12})"  # the pipeline ends every name with a
 BUSY_JOB_STATUSES = ("InProgress", "Stopping")
 PROPERTIES = ("KeyArn", "ModelNamePrefix", "JobNamePrefix", "StateMachineArn")
 RETRY_HINT = "The key is kept while the cleanup fails; fix the cause and run the destroy again."
+RESUME_HINT = "The key is kept while the cleanup fails; run the destroy again to resume."
 
 # Seams for the tests: a fake clock advances when the code sleeps.
 sleep: Callable[[float], None] = time.sleep
@@ -77,10 +88,6 @@ def cloudformation() -> Any:
     return _client("cloudformation")
 
 
-class CleanupError(Exception):
-    """The cleanup cannot finish now; the message says what is left and what to do."""
-
-
 @dataclass(frozen=True)
 class Scope:
     """What belongs to this stack: names the pipeline gives, and the stack's key."""
@@ -104,28 +111,6 @@ class Scope:
         return re.fullmatch(re.escape(self.job_prefix) + NAME_ID, name) is not None
 
 
-class Deadline:
-    """The time by which the work must stop so that CloudFormation still gets an answer."""
-
-    def __init__(self, remaining_ms: int) -> None:
-        self.end = clock() + remaining_ms / 1000 - ANSWER_MARGIN_S
-
-    def left(self) -> float:
-        return self.end - clock()
-
-    def check(self, doing: str) -> None:
-        if self.left() <= 0:
-            raise CleanupError(
-                f"Deadline reached while {doing}. The key is kept while the cleanup fails; run the destroy "
-                "again to resume."
-            )
-
-    def pause(self, doing: str) -> None:
-        self.check(doing)
-        sleep(min(POLL_INTERVAL_S, self.left()))
-        self.check(doing)
-
-
 @dataclass
 class Report:
     executions: int = 0
@@ -143,59 +128,10 @@ class Report:
         )
 
 
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _pages(call: Callable[..., dict[str, Any]], key: str, **params: Any) -> Iterator[dict[str, Any]]:
-    """Every item of a paginated list call (nextToken)."""
-    token = None
-    while True:
-        page = call(**params, **({"nextToken": token} if token else {}))
-        yield from page.get(key, [])
-        token = page.get("nextToken")
-        if not token:
-            return
-
-
-def wait_until_done(pending: Callable[[], list[str]], doing: str, deadline: Deadline) -> None:
-    """Poll ``pending`` until it names nothing, or fail at the deadline naming what is still pending."""
-    while True:
-        left = pending()
-        if not left:
-            return
-        deadline.pause(f"{doing} ({', '.join(left)})")
-
-
-def stack_status(stack_id: str) -> str:
-    return str(cloudformation().describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"])
-
-
-def stop_executions(scope: Scope, deadline: Deadline) -> int:
-    """Stop the pipeline's running executions, so none creates a model, deployment or throughput meanwhile."""
-    stopped = 0
-    running = _pages(
-        stepfunctions().list_executions, "executions", stateMachineArn=scope.state_machine_arn, statusFilter="RUNNING"
-    )
-    for execution in list(running):
-        deadline.check("stopping the pipeline's executions")
-        try:
-            stepfunctions().stop_execution(
-                executionArn=execution["executionArn"],
-                error="StackDeleted",
-                cause="The fine-tuning stack is being deleted",
-            )
-            stopped += 1
-        except ClientError as err:
-            if _code(err) != "ExecutionDoesNotExist":
-                raise
-    return stopped
-
-
 def stop_jobs(scope: Scope, deadline: Deadline) -> int:
     """Stop the kit's running customization jobs (named by the pipeline, encrypting with the key); wait."""
     ours: dict[str, str] = {}
-    summaries = _pages(
+    summaries = pages(
         bedrock().list_model_customization_jobs, "modelCustomizationJobSummaries", nameContains=scope.job_prefix
     )
     for summary in list(summaries):
@@ -228,7 +164,7 @@ def stop_jobs(scope: Scope, deadline: Deadline) -> int:
 def find_models(scope: Scope, deadline: Deadline) -> list[dict[str, str]]:
     """The kit's custom models: the pipeline's name AND this stack's key. Anything else is not ours."""
     ours = []
-    for summary in list(_pages(bedrock().list_custom_models, "modelSummaries", nameContains=scope.model_prefix)):
+    for summary in list(pages(bedrock().list_custom_models, "modelSummaries", nameContains=scope.model_prefix)):
         if not scope.is_model_name(summary["modelName"]):
             continue
         deadline.check("looking at custom models")
@@ -239,8 +175,8 @@ def find_models(scope: Scope, deadline: Deadline) -> list[dict[str, str]]:
 
 
 def _serving(model_arn: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    deployments = _pages(bedrock().list_custom_model_deployments, "modelDeploymentSummaries", modelArnEquals=model_arn)
-    throughputs = _pages(
+    deployments = pages(bedrock().list_custom_model_deployments, "modelDeploymentSummaries", modelArnEquals=model_arn)
+    throughputs = pages(
         bedrock().list_provisioned_model_throughputs, "provisionedModelSummaries", modelArnEquals=model_arn
     )
     return list(deployments), list(throughputs)
@@ -315,12 +251,14 @@ def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]
 
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
-    status = stack_status(event["StackId"])
-    if status != "DELETE_IN_PROGRESS":
+    status = stack_status(cloudformation(), event["StackId"])
+    if status != DELETE_IN_PROGRESS:
         return f"the stack is {status}, not being deleted: custom models left in place"
     scope = Scope.from_properties(event["ResourceProperties"])
     report = Report()
-    report.executions = stop_executions(scope, deadline)
+    report.executions = stop_executions(
+        stepfunctions(), scope.state_machine_arn, deadline, "The fine-tuning stack is being deleted"
+    )
     report.jobs = stop_jobs(scope, deadline)
     models = find_models(scope, deadline)
     remove_serving(models, deadline, report)
@@ -329,32 +267,22 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     return str(report)
 
 
-def respond(event: dict[str, Any], status: str, reason: str) -> None:
-    physical = event.get("PhysicalResourceId") or PHYSICAL_ID
-    answer_cloudformation(event, status, reason, physical, timeout_s=RESPONSE_TIMEOUT_S, logger=logger)
-
-
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: Any) -> None:
-    deadline = Deadline(context.get_remaining_time_in_millis())
-    kind = event.get("RequestType")
-    status = "FAILED"
-    try:
-        if kind in ("Create", "Update"):
-            Scope.from_properties(event.get("ResourceProperties", {}))  # a wrong property fails now, not on destroy
-            status, reason = "SUCCESS", "nothing to do until the stack is deleted"
-        elif kind == "Delete":
-            reason = on_delete(event, deadline)
-            status = "SUCCESS"
-        else:
-            reason = f"unknown request type {kind!r}"
-    except CleanupError as err:
-        reason = str(err)
-    except ClientError as err:
-        reason = f"{_code(err)}: {err.response.get('Error', {}).get('Message', err)}. {RETRY_HINT}"
-    except Exception as err:  # CloudFormation must get an answer whatever happens
-        logger.exception("Cleanup failed")
-        reason = f"{type(err).__name__}: {err}. {RETRY_HINT}"
-    if status == "FAILED":
-        logger.error("Answering FAILED", extra={"reason": reason})
-    respond(event, status, reason)
+    deadline = Deadline(
+        context.get_remaining_time_in_millis(),
+        margin_s=ANSWER_MARGIN_S,
+        poll_s=POLL_INTERVAL_S,
+        resume_hint=RESUME_HINT,
+        clock=clock,
+        sleep=sleep,
+    )
+    answer(
+        event,
+        validate=Scope.from_properties,  # a wrong property fails now, not on destroy
+        on_delete=lambda delete: on_delete(delete, deadline),
+        physical_id=PHYSICAL_ID,
+        retry_hint=RETRY_HINT,
+        response_timeout_s=RESPONSE_TIMEOUT_S,
+        logger=logger,
+    )

@@ -1,0 +1,311 @@
+"""Custom resource (sandbox stage): on stack deletion, leave nothing of Level 3 on SageMaker billing.
+
+The SageMaker fine-tuning pipeline creates training jobs (SageMaker), import jobs and imported models (Bedrock
+Custom Model Import) with the services' APIs; CloudFormation does not know them. A successful run keeps its
+imported model, so a sandbox destroy would leave it behind, and a training or import job still running with it.
+CloudFormation deletes this resource first (it depends on the state machine, the artifacts bucket and its own
+role) and on that Delete the function:
+
+1. stops the pipeline's running executions, so nothing new is created meanwhile, and lets a call in flight land;
+2. stops the kit's training jobs that are still running and waits until they have stopped;
+3. waits for the kit's import jobs still in progress: Bedrock has no API to stop one, and a job that completes
+   creates a model;
+4. deletes the kit's imported models.
+
+"The kit's" means both: a name the pipeline gives (``<name prefix>-<stage>-sft-`` + the execution name; the
+training job, the import job and the model share it) AND this stack's artifacts bucket: a training job writing
+its output there, an import job or model imported from that job's merged model there. The bucket's name is
+unique, so models of other stages, other deployments whose prefix starts the same way, and models imported by
+hand are left alone (a model that has the prefix but another source is named in the answer).
+
+It acts only when the stack itself is being deleted. Create and Update do nothing. Every call has short timeouts
+and few retries, and a deadline well before the function's timeout: CloudFormation always gets an answer,
+SUCCESS or FAILED naming what is left; running the destroy again resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from common.clients import bounded_client
+from common.stack_cleanup import (
+    DELETE_IN_PROGRESS,
+    CleanupError,
+    Deadline,
+    answer,
+    error_code,
+    pages,
+    stack_status,
+    stop_executions,
+    wait_until_done,
+)
+
+logger = Logger(service="sagemaker-cleanup")
+
+PHYSICAL_ID = "sagemaker-finetune-cleanup"
+# One call costs at most MAX_ATTEMPTS x (connect + read) plus standard-mode back-off (about 45 s); the
+# answer to CloudFormation at most RESPONSE_TIMEOUT_S. The margin keeps both inside the function's timeout.
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+MAX_ATTEMPTS = 3  # attempts per call, the first included
+RESPONSE_TIMEOUT_S = 20
+ANSWER_MARGIN_S = 90.0
+POLL_INTERVAL_S = 15.0
+NAME_SLOT = "{name}"  # where ImportSourceUri takes the training job's name
+BUSY_TRAINING = ("InProgress", "Stopping")
+PROPERTIES = ("StateMachineArn", "NamePrefix", "TrainingOutputUri", "ImportSourceUri")
+RETRY_HINT = (
+    "The state machine, the artifacts bucket and this function are kept while the cleanup fails; fix the cause "
+    "and run the destroy again."
+)
+RESUME_HINT = (
+    "The state machine, the artifacts bucket and this function are kept while the cleanup fails; run the destroy "
+    "again to resume."
+)
+
+# Seams for the tests: a fake clock advances when the code sleeps.
+sleep: Callable[[float], None] = time.sleep
+clock: Callable[[], float] = time.monotonic
+
+
+def _client(service: str) -> Any:
+    return bounded_client(service, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)  # the first try included
+
+
+@lru_cache(maxsize=1)
+def bedrock() -> Any:
+    return _client("bedrock")
+
+
+@lru_cache(maxsize=1)
+def sagemaker() -> Any:
+    return _client("sagemaker")
+
+
+@lru_cache(maxsize=1)
+def stepfunctions() -> Any:
+    return _client("stepfunctions")
+
+
+@lru_cache(maxsize=1)
+def cloudformation() -> Any:
+    return _client("cloudformation")
+
+
+def _same_uri(a: str | None, b: str) -> bool:
+    return a is not None and a.rstrip("/") == b.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What belongs to this stack: the names the pipeline gives, and this stack's artifacts bucket."""
+
+    state_machine_arn: str
+    name_prefix: str
+    training_output_uri: str  # s3://<artifacts>/output/
+    import_source_uri: str  # s3://<artifacts>/output/{name}/output/model/merged/
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> Scope:
+        missing = [name for name in PROPERTIES if not props.get(name)]
+        if missing:
+            raise CleanupError(f"missing resource properties: {', '.join(missing)}")
+        if str(props["ImportSourceUri"]).count(NAME_SLOT) != 1:
+            raise CleanupError(f"ImportSourceUri must hold {NAME_SLOT} once, where the training job's name goes")
+        return cls(
+            str(props["StateMachineArn"]),
+            str(props["NamePrefix"]),
+            str(props["TrainingOutputUri"]),
+            str(props["ImportSourceUri"]),
+        )
+
+    def has_kit_name(self, name: str) -> bool:
+        return name.startswith(self.name_prefix) and len(name) > len(self.name_prefix)
+
+    def wrote_here(self, training_job: dict[str, Any]) -> bool:
+        """A training job whose output goes to this stack's artifacts bucket, where the pipeline puts it."""
+        return _same_uri(training_job.get("OutputDataConfig", {}).get("S3OutputPath"), self.training_output_uri)
+
+    def imported_from_here(self, source: dict[str, Any] | None, name: str) -> bool:
+        """An import (job or model) of the merged model the pipeline's training job of that name wrote here."""
+        uri = (source or {}).get("s3DataSource", {}).get("s3Uri")
+        return _same_uri(uri, self.import_source_uri.replace(NAME_SLOT, name))
+
+
+@dataclass
+class Report:
+    executions: int = 0
+    training_jobs: int = 0
+    import_jobs: int = 0
+    models: list[str] = field(default_factory=list)
+    not_ours: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = (
+            f"deleted {len(self.models)} imported model(s) [{', '.join(self.models)}]; waited for "
+            f"{self.import_jobs} import job(s); stopped {self.training_jobs} training job(s) and {self.executions} "
+            "pipeline execution(s)"
+        )
+        if self.not_ours:
+            text += (
+                f"; left {len(self.not_ours)} model(s) with the kit's name that this stack did not import: "
+                f"[{', '.join(self.not_ours)}]"
+            )
+        return text
+
+
+def _tolerate(call: Callable[..., Any], codes: tuple[str, ...], **params: Any) -> None:
+    try:
+        call(**params)
+    except ClientError as err:
+        if error_code(err) not in codes:
+            raise
+
+
+def stop_training_jobs(scope: Scope, deadline: Deadline) -> int:
+    """Stop the kit's running training jobs and wait until none of them is running or stopping."""
+    ours: list[str] = []
+    for status in BUSY_TRAINING:
+        summaries = pages(
+            sagemaker().list_training_jobs,
+            "TrainingJobSummaries",
+            token="NextToken",
+            NameContains=scope.name_prefix,
+            StatusEquals=status,
+        )
+        for summary in list(summaries):
+            name = summary["TrainingJobName"]
+            if not scope.has_kit_name(name) or name in ours:
+                continue
+            deadline.check("looking at running training jobs")
+            job = sagemaker().describe_training_job(TrainingJobName=name)
+            if not scope.wrote_here(job):
+                continue
+            ours.append(name)
+            if job["TrainingJobStatus"] == "InProgress":
+                # A job that ended meanwhile answers ValidationException: nothing to stop.
+                _tolerate(
+                    sagemaker().stop_training_job, ("ValidationException", "ResourceNotFound"), TrainingJobName=name
+                )
+                logger.info("Stopped a training job", extra={"job": name})
+
+    def still_running() -> list[str]:
+        return [
+            name
+            for name in ours
+            if sagemaker().describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in BUSY_TRAINING
+        ]
+
+    wait_until_done(still_running, "waiting for training jobs to stop", deadline)
+    return len(ours)
+
+
+def wait_for_imports(scope: Scope, deadline: Deadline) -> int:
+    """Wait until the kit's import jobs in progress have ended: Bedrock cannot stop one, and one that completes
+    creates a model (deleted next)."""
+    ours: dict[str, str] = {}
+    summaries = pages(
+        bedrock().list_model_import_jobs,
+        "modelImportJobSummaries",
+        nameContains=scope.name_prefix,
+        statusEquals="InProgress",
+    )
+    for summary in list(summaries):
+        if not scope.has_kit_name(summary["jobName"]):
+            continue
+        deadline.check("looking at import jobs in progress")
+        job = bedrock().get_model_import_job(jobIdentifier=summary["jobArn"])
+        if scope.imported_from_here(job.get("modelDataSource"), summary["jobName"]):
+            ours[summary["jobArn"]] = summary["jobName"]
+
+    def in_progress() -> list[str]:
+        return [
+            name
+            for arn, name in ours.items()
+            if bedrock().get_model_import_job(jobIdentifier=arn)["status"] == "InProgress"
+        ]
+
+    wait_until_done(in_progress, "waiting for import jobs to end (Bedrock cannot stop them)", deadline)
+    return len(ours)
+
+
+def find_models(scope: Scope, deadline: Deadline, report: Report) -> list[dict[str, str]]:
+    """The kit's imported models: the pipeline's name AND imported from this stack's bucket."""
+    ours = []
+    for summary in list(pages(bedrock().list_imported_models, "modelSummaries", nameContains=scope.name_prefix)):
+        name = summary["modelName"]
+        if not scope.has_kit_name(name):
+            continue
+        deadline.check("looking at imported models")
+        model = bedrock().get_imported_model(modelIdentifier=summary["modelArn"])
+        if scope.imported_from_here(model.get("modelDataSource"), name):
+            ours.append({"arn": summary["modelArn"], "name": name})
+        else:
+            report.not_ours.append(name)
+    return ours
+
+
+def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]:
+    deleted = []
+    for model in models:
+        while True:
+            deadline.check(f"deleting imported model {model['name']}")
+            try:
+                bedrock().delete_imported_model(modelIdentifier=model["arn"])
+            except ClientError as err:
+                if error_code(err) == "ConflictException":  # busy for a moment: look again
+                    deadline.pause(f"deleting imported model {model['name']}")
+                    continue
+                if error_code(err) != "ResourceNotFoundException":
+                    raise
+            deleted.append(model["name"])
+            logger.info("Deleted an imported model", extra={"model": model["name"]})
+            break
+    return deleted
+
+
+def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
+    status = stack_status(cloudformation(), event["StackId"])
+    if status != DELETE_IN_PROGRESS:
+        return f"the stack is {status}, not being deleted: training jobs and imported models left in place"
+    scope = Scope.from_properties(event["ResourceProperties"])
+    report = Report()
+    report.executions = stop_executions(
+        stepfunctions(), scope.state_machine_arn, deadline, "The SageMaker fine-tuning stack is being deleted"
+    )
+    if report.executions:
+        # A CreateTrainingJob or CreateModelImportJob call a stopped execution had in flight lands meanwhile.
+        deadline.pause("letting the stopped executions' calls in flight land")
+    report.training_jobs = stop_training_jobs(scope, deadline)
+    report.import_jobs = wait_for_imports(scope, deadline)
+    report.models = delete_models(find_models(scope, deadline, report), deadline)
+    logger.info("Cleanup done", extra={"report": str(report)})
+    return str(report)
+
+
+@logger.inject_lambda_context(log_event=False)
+def handler(event: dict[str, Any], context: Any) -> None:
+    deadline = Deadline(
+        context.get_remaining_time_in_millis(),
+        margin_s=ANSWER_MARGIN_S,
+        poll_s=POLL_INTERVAL_S,
+        resume_hint=RESUME_HINT,
+        clock=clock,
+        sleep=sleep,
+    )
+    answer(
+        event,
+        validate=Scope.from_properties,  # a wrong property fails now, not on destroy
+        on_delete=lambda delete: on_delete(delete, deadline),
+        physical_id=PHYSICAL_ID,
+        retry_hint=RETRY_HINT,
+        response_timeout_s=RESPONSE_TIMEOUT_S,
+        logger=logger,
+    )

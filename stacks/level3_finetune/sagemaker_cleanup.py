@@ -1,0 +1,165 @@
+"""Sandbox only: the custom resource that leaves nothing of Level 3 on SageMaker billing when the stack is destroyed.
+
+stack deletion ──► Custom::SageMakerFineTuneCleanup (deleted first: it depends on the state machine, the
+    artifacts bucket and its role) ──► stop the pipeline's executions ──► stop the kit's training jobs, wait
+    ──► wait for the kit's import jobs (Bedrock cannot stop them) ──► delete the kit's imported models
+"""
+
+from __future__ import annotations
+
+from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from stacks.level3_finetune.names import logical_id
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import suppress
+from stacks.shared.python_function import PythonFunction
+
+# Waiting for an import job is the long part, so the function gets Lambda's maximum; its own deadline answers
+# 90 s before it. CloudFormation stops waiting for an answer after CLEANUP_SERVICE_TIMEOUT instead of an hour:
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
+CLEANUP_TIMEOUT = Duration.minutes(15)
+CLEANUP_SERVICE_TIMEOUT = Duration.minutes(20)
+NAME_SLOT = "{name}"  # lambdas/level3_finetune/sagemaker_cleanup/handler.py fills in the training job's name
+
+
+class SageMakerFineTuneCleanup(Construct):
+    """Sandbox only: on stack deletion, stop and delete what the SageMaker pipeline created outside CloudFormation.
+
+    Training jobs, import jobs and imported models are named ``<job_prefix><execution name>`` by the pipeline
+    (sagemaker_pipeline.py); the function (``lambdas/level3_finetune/sagemaker_cleanup``) acts on those whose
+    name has the prefix AND whose data is this stack's artifacts bucket. ``job_prefix`` must carry the stage
+    (``deployment.resource_name(...)``): without it a sandbox destroy would reach the prod stage's models.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        machine: sfn.StateMachine,
+        artifacts: s3.IBucket,
+        job_prefix: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if deployment.is_prod:
+            raise ValueError("the SageMaker cleanup deletes models on destroy: the prod stage retains them")
+        stage_prefix = f"{deployment.resource_name()}-"
+        if not job_prefix.startswith(stage_prefix) or len(job_prefix) <= len(stage_prefix) or job_prefix[-1] != "-":
+            raise ValueError(
+                f"job_prefix {job_prefix!r} must start with {stage_prefix!r} (the stage) and end with '-', so the "
+                "cleanup cannot match another stage's jobs and models"
+            )
+        stack = Stack.of(self)
+        arn = f"arn:{stack.partition}"
+        where = f"{stack.region}:{stack.account}"
+        self.function = PythonFunction(
+            self,
+            "Function",
+            deployment=deployment,
+            handler="sagemaker_cleanup.handler.handler",
+            description="Level 3 on SageMaker custom resource: on stack deletion, stop the kit's jobs and delete "
+            "its imported models",
+            service_name="sagemaker-cleanup",
+            timeout=CLEANUP_TIMEOUT,
+            memory_size=256,
+        )
+        role = self.function.role
+        # Service Authorization Reference (resource types per action):
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
+        # The List actions have no resource type ('*' only). Imported-model and model-import-job ARNs end in an id
+        # Bedrock generates (imported-model/${ResourceId}), not the name, so they are granted by type; training-job
+        # ARNs end in the name, so by the kit's prefix.
+        self.statements = [
+            iam.PolicyStatement(
+                sid="FindKitResources",
+                actions=["bedrock:ListImportedModels", "bedrock:ListModelImportJobs", "sagemaker:ListTrainingJobs"],
+                resources=["*"],
+            ),
+            iam.PolicyStatement(
+                sid="StopKitTrainingJobs",
+                actions=["sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+                resources=[f"{arn}:sagemaker:{where}:training-job/{job_prefix}*"],
+            ),
+            iam.PolicyStatement(
+                sid="WatchKitImports",
+                actions=["bedrock:GetModelImportJob"],
+                resources=[f"{arn}:bedrock:{where}:model-import-job/*"],
+            ),
+            iam.PolicyStatement(
+                sid="DeleteKitModels",
+                actions=["bedrock:GetImportedModel", "bedrock:DeleteImportedModel"],
+                resources=[f"{arn}:bedrock:{where}:imported-model/*"],
+            ),
+            iam.PolicyStatement(
+                sid="StopPipeline", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
+            ),
+            iam.PolicyStatement(
+                sid="StopPipelineExecutions",
+                actions=["states:StopExecution"],
+                resources=[f"{arn}:states:{where}:execution:{machine.state_machine_name}:*"],
+            ),
+            # Acts only when the stack itself is being deleted: it reads its own stack's status.
+            iam.PolicyStatement(
+                sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
+            ),
+        ]
+        for statement in self.statements:
+            role.add_to_policy(statement)
+        machine_name = f"<{logical_id(machine)}.Name>"  # how cdk-nag names the state machine's Fn::GetAtt Name
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "The List actions support no resource type ('*' only); imported models and import jobs get ids Bedrock "
+            "generates, so they are granted by type in this account and region and the function also checks the "
+            "name and the source bucket; training jobs are the kit's prefix; executions are this state machine's; "
+            "X-Ray needs '*'.",
+            applies_to=[
+                "Resource::*",
+                f"Resource::{arn}:sagemaker:{stack.region}:<AWS::AccountId>:training-job/{job_prefix}*",
+                f"Resource::{arn}:bedrock:{stack.region}:<AWS::AccountId>:model-import-job/*",
+                f"Resource::{arn}:bedrock:{stack.region}:<AWS::AccountId>:imported-model/*",
+                f"Resource::{arn}:states:{stack.region}:<AWS::AccountId>:execution:{machine_name}:*",
+            ],
+        )
+        output = f"s3://{artifacts.bucket_name}/{pipeline.OUTPUT_PREFIX}"
+        self.resource = CustomResource(
+            self,
+            "Resource",
+            service_token=self.function.function.function_arn,
+            resource_type="Custom::SageMakerFineTuneCleanup",
+            service_timeout=CLEANUP_SERVICE_TIMEOUT,
+            properties={
+                "StateMachineArn": machine.state_machine_arn,
+                "NamePrefix": job_prefix,
+                "TrainingOutputUri": output,
+                "ImportSourceUri": f"{output}{NAME_SLOT}{pipeline.MODEL_SUFFIX}merged/",
+            },
+        )
+        # Deleted before the state machine (its executions are stopped first), before the artifacts bucket and its
+        # auto-delete resource (a stopping training job still writes there) and before the function's permissions.
+        for dependency in (machine, artifacts, role):
+            self.resource.node.add_dependency(dependency)
+
+
+def sandbox_cleanup(
+    scope: Construct,
+    construct_id: str,
+    *,
+    deployment: Deployment,
+    machine: sfn.StateMachine,
+    artifacts: s3.IBucket,
+    job_prefix: str,
+) -> SageMakerFineTuneCleanup | None:
+    """The cleanup in the sandbox stage; None in prod, which keeps its imported models on destroy."""
+    if deployment.is_prod:
+        return None
+    return SageMakerFineTuneCleanup(
+        scope, construct_id, deployment=deployment, machine=machine, artifacts=artifacts, job_prefix=job_prefix
+    )

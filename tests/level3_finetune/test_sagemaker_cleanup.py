@@ -1,0 +1,717 @@
+"""The SageMaker path's sandbox cleanup: on stack deletion it stops the kit's training jobs, waits for its import
+jobs, deletes exactly its imported models and always answers CloudFormation in time (every call goes through a
+botocore Stubber on the real clients, so each request is checked against the service model); and the construct:
+exact IAM, sandbox only, a bounded ServiceTimeout, deleted before what it needs."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from unittest import mock
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk.assertions import Match, Template
+from botocore.stub import Stubber
+
+from common import custom_resource
+from sagemaker_cleanup import handler as h
+from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from stacks.level3_finetune.sagemaker_cleanup import (
+    CLEANUP_SERVICE_TIMEOUT,
+    CLEANUP_TIMEOUT,
+    SageMakerFineTuneCleanup,
+    sandbox_cleanup,
+)
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import suppress
+from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.stage import log_group
+from tests.conftest import cdk_json_context
+from tests.lambda_helpers import cloudformation_answers
+
+ACCOUNT = "123456789012"
+PREFIX = "genai-kit-sandbox-sft-"
+BUCKET = "genaikit-sm-artifacts-abc123"
+OTHER_BUCKET = "genaikit-sm-artifacts-prod999"
+STATE_MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:genai-kit-sandbox-sft"
+STACK_ID = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/GenAiKit-3-FineTune-SageMaker/abc"
+PROPS = {
+    "ServiceToken": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cleanup",
+    "StateMachineArn": STATE_MACHINE,
+    "NamePrefix": PREFIX,
+    "TrainingOutputUri": f"s3://{BUCKET}/output/",
+    "ImportSourceUri": f"s3://{BUCKET}/output/{{name}}/output/model/merged/",
+}
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+FUNCTION_MS = 900_000  # the function's 15-minute timeout
+
+
+# --- API-shaped responses -------------------------------------------------------------------------------------
+
+
+def training_summary(name: str, status: str) -> dict[str, Any]:
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/{name}",
+        "CreationTime": T0,
+        "TrainingJobStatus": status,
+    }
+
+
+def training_job(name: str, status: str, bucket: str = BUCKET) -> dict[str, Any]:
+    secondary = {"InProgress": "Training", "Stopping": "Stopping", "Stopped": "Stopped"}[status]
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{bucket}/output/{name}/output/model/"},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": secondary,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 7200},
+        "CreationTime": T0,
+        "AlgorithmSpecification": {"TrainingImage": "image", "TrainingInputMode": "File"},
+        "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/training",
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output/", "CompressionType": "NONE"},
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+    }
+
+
+def job_arn(suffix: str) -> str:
+    return f"arn:aws:bedrock:us-east-1:{ACCOUNT}:model-import-job/{suffix}"
+
+
+def model_arn(suffix: str) -> str:
+    return f"arn:aws:bedrock:us-east-1:{ACCOUNT}:imported-model/{suffix}"
+
+
+def source(name: str, bucket: str = BUCKET) -> dict[str, Any]:
+    return {"s3DataSource": {"s3Uri": f"s3://{bucket}/output/{name}/output/model/merged/"}}
+
+
+def import_summary(name: str, suffix: str, status: str = "InProgress") -> dict[str, Any]:
+    return {"jobArn": job_arn(suffix), "jobName": name, "status": status, "creationTime": T0}
+
+
+def import_job(name: str, suffix: str, status: str, bucket: str = BUCKET) -> dict[str, Any]:
+    job = {
+        "jobArn": job_arn(suffix),
+        "jobName": name,
+        "importedModelName": name,
+        "roleArn": f"arn:aws:iam::{ACCOUNT}:role/import",
+        "modelDataSource": source(name, bucket),
+        "status": status,
+        "creationTime": T0,
+    }
+    if status == "Completed":
+        job["importedModelArn"] = model_arn(suffix)
+    return job
+
+
+def model_summary(name: str, suffix: str) -> dict[str, Any]:
+    return {"modelArn": model_arn(suffix), "modelName": name, "creationTime": T0}
+
+
+def imported_model(name: str, suffix: str, bucket: str = BUCKET) -> dict[str, Any]:
+    return {
+        "modelArn": model_arn(suffix),
+        "modelName": name,
+        "jobName": name,
+        "jobArn": job_arn(suffix),
+        "modelDataSource": source(name, bucket),
+        "creationTime": T0,
+        "modelArchitecture": "qwen2",
+    }
+
+
+# --- the fake world -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeClock:
+    """Monotonic time that moves only when the code sleeps."""
+
+    now: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert 0 < seconds <= h.POLL_INTERVAL_S
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@dataclass
+class Aws:
+    bedrock: Stubber
+    sagemaker: Stubber
+    sfn: Stubber
+    cfn: Stubber
+    clock: FakeClock
+    answers: list[dict[str, Any]]
+    answered_at: list[float]
+    calls: list[str]
+
+    def deleting(self, status: str = "DELETE_IN_PROGRESS") -> None:
+        stack = {"StackName": "GenAiKit-3-FineTune-SageMaker", "CreationTime": T0, "StackStatus": status}
+        self.cfn.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": STACK_ID})
+
+    def executions(self, names: list[str]) -> None:
+        arns = [f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:{n}" for n in names]
+        self.sfn.add_response(
+            "list_executions",
+            {
+                "executions": [
+                    {
+                        "executionArn": arn,
+                        "stateMachineArn": STATE_MACHINE,
+                        "name": name,
+                        "status": "RUNNING",
+                        "startDate": T0,
+                    }
+                    for arn, name in zip(arns, names, strict=True)
+                ]
+            },
+            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING"},
+        )
+        for arn in arns:
+            self.sfn.add_response(
+                "stop_execution",
+                {"stopDate": T0},
+                {
+                    "executionArn": arn,
+                    "error": "StackDeleted",
+                    "cause": "The SageMaker fine-tuning stack is being deleted",
+                },
+            )
+
+    def training(self, status: str, summaries: list[dict[str, Any]], token: str | None = None, **extra: Any) -> None:
+        page: dict[str, Any] = {"TrainingJobSummaries": summaries}
+        if token:
+            page["NextToken"] = token
+        self.sagemaker.add_response(
+            "list_training_jobs", page, {"NameContains": PREFIX, "StatusEquals": status, **extra}
+        )
+
+    def no_training(self) -> None:
+        for status in h.BUSY_TRAINING:
+            self.training(status, [])
+
+    def describe(self, name: str, status: str, bucket: str = BUCKET) -> None:
+        self.sagemaker.add_response(
+            "describe_training_job", training_job(name, status, bucket), {"TrainingJobName": name}
+        )
+
+    def imports(self, summaries: list[dict[str, Any]], token: str | None = None, **extra: Any) -> None:
+        page: dict[str, Any] = {"modelImportJobSummaries": summaries}
+        if token:
+            page["nextToken"] = token
+        self.bedrock.add_response(
+            "list_model_import_jobs", page, {"nameContains": PREFIX, "statusEquals": "InProgress", **extra}
+        )
+
+    def get_import(self, name: str, suffix: str, status: str, bucket: str = BUCKET) -> None:
+        self.bedrock.add_response(
+            "get_model_import_job", import_job(name, suffix, status, bucket), {"jobIdentifier": job_arn(suffix)}
+        )
+
+    def models(self, summaries: list[dict[str, Any]], token: str | None = None, **extra: Any) -> None:
+        page: dict[str, Any] = {"modelSummaries": summaries}
+        if token:
+            page["nextToken"] = token
+        self.bedrock.add_response("list_imported_models", page, {"nameContains": PREFIX, **extra})
+
+    def get_model(self, name: str, suffix: str, bucket: str = BUCKET) -> None:
+        self.bedrock.add_response(
+            "get_imported_model", imported_model(name, suffix, bucket), {"modelIdentifier": model_arn(suffix)}
+        )
+
+    def delete_model(self, suffix: str) -> None:
+        self.bedrock.add_response("delete_imported_model", {}, {"modelIdentifier": model_arn(suffix)})
+
+    @property
+    def answer(self) -> dict[str, Any]:
+        [answer] = self.answers
+        return answer
+
+
+SERVICES = {"bedrock": "bedrock", "sagemaker": "sagemaker", "sfn": "stepfunctions", "cfn": "cloudformation"}
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sagemaker-cleanup")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    clients = {key: h._client(service) for key, service in SERVICES.items()}
+    stubbers = {key: Stubber(client) for key, client in clients.items()}
+    clock = FakeClock()
+    answers: list[dict[str, Any]] = []
+    answered_at: list[float] = []
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    for client in clients.values():  # the clients are cached across tests: the recorder is removed after each
+        client.meta.events.register("provide-client-params.*", record)
+    for key, service in SERVICES.items():
+        monkeypatch.setattr(h, service, lambda key=key: clients[key])
+    monkeypatch.setattr(h, "clock", clock)
+    monkeypatch.setattr(h, "sleep", clock.sleep)
+    fake_urlopen = cloudformation_answers(answers, lambda _timeout: answered_at.append(clock.now))
+    monkeypatch.setattr(custom_resource.urllib.request, "urlopen", fake_urlopen)
+    with stubbers["bedrock"], stubbers["sagemaker"], stubbers["sfn"], stubbers["cfn"]:
+        yield Aws(
+            stubbers["bedrock"],
+            stubbers["sagemaker"],
+            stubbers["sfn"],
+            stubbers["cfn"],
+            clock,
+            answers,
+            answered_at,
+            calls,
+        )
+    for client in clients.values():
+        client.meta.events.unregister("provide-client-params.*", record)
+
+
+def no_pending(aws: Aws) -> None:
+    for stubber in (aws.bedrock, aws.sagemaker, aws.sfn, aws.cfn):
+        stubber.assert_no_pending_responses()
+
+
+def event(kind: str, props: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "RequestType": kind,
+        "ResponseURL": "https://cfn-response.example/abc",
+        "StackId": STACK_ID,
+        "RequestId": "r-1",
+        "LogicalResourceId": "SageMakerCleanup",
+        "ResourceType": "Custom::SageMakerFineTuneCleanup",
+        "ResourceProperties": dict(PROPS if props is None else props),
+        **({"PhysicalResourceId": h.PHYSICAL_ID} if kind != "Create" else {}),
+    }
+
+
+def context(remaining_ms: int = FUNCTION_MS) -> Any:
+    return mock.Mock(
+        function_name="cleanup",
+        memory_limit_in_mb=256,
+        invoked_function_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cleanup",
+        aws_request_id="id",
+        get_remaining_time_in_millis=mock.Mock(return_value=remaining_ms),
+    )
+
+
+# --- the handler ----------------------------------------------------------------------------------------------
+
+
+def test_running_training_jobs_are_stopped_across_pages_and_waited_for(aws: Aws) -> None:
+    ours, stopping = f"{PREFIX}kit-run-1", f"{PREFIX}kit-run-0"
+    other_stage = f"{PREFIX}kit-run-9"  # the kit's name, but its output goes to another stack's bucket
+    aws.deleting()
+    aws.executions(["kit-run-1"])
+    # Page 1 holds a job of another stack; page 2 ours. A job already stopping is waited for, not stopped again.
+    aws.training("InProgress", [training_summary(other_stage, "InProgress")], token="p2")
+    aws.training("InProgress", [training_summary(ours, "InProgress")], NextToken="p2")
+    aws.describe(other_stage, "InProgress", OTHER_BUCKET)
+    aws.describe(ours, "InProgress")
+    aws.sagemaker.add_response("stop_training_job", {}, {"TrainingJobName": ours})
+    aws.training("Stopping", [training_summary(stopping, "Stopping"), training_summary(ours, "Stopping")])
+    aws.describe(stopping, "Stopping")
+    # Stopping takes a while: two more looks until both have stopped.
+    aws.describe(ours, "Stopping")
+    aws.describe(stopping, "Stopping")
+    aws.describe(ours, "Stopping")
+    aws.describe(stopping, "Stopped")
+    aws.describe(ours, "Stopped")
+    aws.describe(stopping, "Stopped")
+    aws.imports([])
+    aws.models([])
+
+    h.handler(event("Delete"), context())
+
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert "stopped 2 training job(s) and 1 pipeline execution(s)" in aws.answer["Reason"]
+    assert aws.calls.count("StopTrainingJob") == 1
+    # One settle after stopping the execution, then two polls while the jobs stop.
+    assert aws.clock.sleeps == [h.POLL_INTERVAL_S] * 3
+    assert aws.calls.index("StopExecution") < aws.calls.index("ListTrainingJobs")
+
+
+def test_an_import_still_in_progress_is_waited_for_and_the_model_it_creates_is_deleted(aws: Aws) -> None:
+    name = f"{PREFIX}kit-run-2"
+    aws.deleting()
+    aws.executions([])
+    aws.no_training()
+    aws.imports([import_summary(name, "aaaaaaaaaaaa")])
+    aws.get_import(name, "aaaaaaaaaaaa", "InProgress")  # is it ours: the merged model in this stack's bucket
+    aws.get_import(name, "aaaaaaaaaaaa", "InProgress")
+    aws.get_import(name, "aaaaaaaaaaaa", "InProgress")
+    aws.get_import(name, "aaaaaaaaaaaa", "Completed")
+    aws.models([model_summary(name, "aaaaaaaaaaaa")], token="p2")
+    aws.models([], nextToken="p2")
+    aws.get_model(name, "aaaaaaaaaaaa")
+    aws.delete_model("aaaaaaaaaaaa")
+
+    h.handler(event("Delete"), context())
+
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert f"deleted 1 imported model(s) [{name}]; waited for 1 import job(s)" in aws.answer["Reason"]
+    assert aws.calls.index("ListImportedModels") > max(i for i, c in enumerate(aws.calls) if c == "GetModelImportJob")
+    assert aws.clock.sleeps == [h.POLL_INTERVAL_S] * 2
+
+
+def test_models_that_are_not_the_kits_are_left_alone(aws: Aws) -> None:
+    ours = f"{PREFIX}kit-run-3"
+    # Another deployment whose name prefix extends this one ("genai-kit-sandbox-sft" in prod) gets the same start.
+    other_deployment = f"{PREFIX}prod-sft-kit-run-3"
+    by_hand = f"copy-of-{PREFIX}kit-run-3"  # nameContains matches it; the name does not start with the prefix
+    bare = PREFIX  # exactly the prefix: no execution name, not a name the pipeline gives
+    aws.deleting()
+    aws.executions([])
+    aws.no_training()
+    aws.imports([import_summary(other_deployment, "dddddddddddd")])
+    aws.get_import(other_deployment, "dddddddddddd", "InProgress", OTHER_BUCKET)
+    aws.models(
+        [
+            model_summary(ours, "aaaaaaaaaaaa"),
+            model_summary(other_deployment, "bbbbbbbbbbbb"),
+            model_summary(by_hand, "cccccccccccc"),
+            model_summary(bare, "eeeeeeeeeeee"),
+        ]
+    )
+    aws.get_model(ours, "aaaaaaaaaaaa")
+    aws.get_model(other_deployment, "bbbbbbbbbbbb", OTHER_BUCKET)
+    aws.delete_model("aaaaaaaaaaaa")
+
+    h.handler(event("Delete"), context())
+
+    no_pending(aws)  # only one delete was queued: any other would have failed the stubber
+    reason = aws.answer["Reason"]
+    assert aws.answer["Status"] == "SUCCESS", reason
+    assert f"deleted 1 imported model(s) [{ours}]" in reason
+    assert f"did not import: [{other_deployment}]" in reason
+    assert "waited for 0 import job(s)" in reason
+    assert aws.clock.sleeps == []
+
+
+def test_when_the_deadline_comes_it_answers_failed_in_time_naming_the_import_left(aws: Aws) -> None:
+    name = f"{PREFIX}kit-run-4"
+    aws.deleting()
+    aws.executions([])
+    aws.no_training()
+    aws.imports([import_summary(name, "aaaaaaaaaaaa")])
+    for _ in range(80):  # never completes; more answers than the deadline lets it ask for
+        aws.get_import(name, "aaaaaaaaaaaa", "InProgress")
+
+    h.handler(event("Delete"), context())
+
+    reason = aws.answer["Reason"]
+    assert aws.answer["Status"] == "FAILED"
+    assert reason.startswith("Deadline reached while waiting for import jobs to end") and name in reason
+    assert "run the destroy again" in reason
+    assert "DeleteImportedModel" not in aws.calls and "ListImportedModels" not in aws.calls
+    [answered_at] = aws.answered_at
+    assert answered_at <= FUNCTION_MS / 1000 - h.ANSWER_MARGIN_S
+    # The margin covers the slowest single call (every attempt timing out, plus back-off) and the answer itself.
+    slowest_call = h.MAX_ATTEMPTS * (h.CONNECT_TIMEOUT_S + h.READ_TIMEOUT_S) + 20
+    assert slowest_call + h.RESPONSE_TIMEOUT_S <= h.ANSWER_MARGIN_S
+
+
+def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None:
+    name = f"{PREFIX}kit-run-5"
+    aws.deleting()
+    aws.executions([])
+    aws.no_training()
+    aws.imports([])
+    aws.models([model_summary(name, "aaaaaaaaaaaa")])
+    aws.get_model(name, "aaaaaaaaaaaa")
+    aws.bedrock.add_client_error("delete_imported_model", "ConflictException", "in use", 409)
+    aws.delete_model("aaaaaaaaaaaa")
+
+    h.handler(event("Delete"), context())
+
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS" and name in aws.answer["Reason"]
+    assert aws.clock.sleeps == [h.POLL_INTERVAL_S]
+
+
+def test_a_delete_that_is_not_the_stacks_deletion_keeps_everything(aws: Aws) -> None:
+    aws.deleting("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")  # for example an update that switched to prod
+    h.handler(event("Delete"), context())
+    no_pending(aws)
+    assert aws.answer["Status"] == "SUCCESS" and "left in place" in aws.answer["Reason"]
+    assert aws.calls == ["DescribeStacks"]
+
+
+@pytest.mark.parametrize("kind", ["Create", "Update"])
+def test_create_and_update_do_nothing(aws: Aws, kind: str) -> None:
+    h.handler(event(kind), context())  # no response is queued: any AWS call would fail the request
+    no_pending(aws)
+    assert aws.calls == []
+    assert aws.answer["Status"] == "SUCCESS"
+    assert aws.answer["PhysicalResourceId"] == h.PHYSICAL_ID
+
+
+@pytest.mark.parametrize(
+    ("props", "named"),
+    [
+        ({k: v for k, v in PROPS.items() if k != "NamePrefix"}, "NamePrefix"),
+        ({**PROPS, "ImportSourceUri": f"s3://{BUCKET}/output/"}, "ImportSourceUri"),
+    ],
+)
+def test_create_with_a_wrong_property_fails_at_deploy_time(aws: Aws, props: dict[str, Any], named: str) -> None:
+    h.handler(event("Create", props), context())
+    assert aws.answer["Status"] == "FAILED" and named in aws.answer["Reason"]
+
+
+def test_an_api_error_answers_failed_and_says_what_to_do(aws: Aws) -> None:
+    aws.deleting()
+    aws.executions([])
+    aws.sagemaker.add_client_error("list_training_jobs", "AccessDeniedException", "not allowed", 400)
+    h.handler(event("Delete"), context())
+    assert aws.answer["Status"] == "FAILED"
+    assert aws.answer["Reason"].startswith("AccessDeniedException: not allowed")
+    assert "run the destroy again" in aws.answer["Reason"]
+
+
+def test_an_unexpected_error_answers_failed_in_one_line_without_a_stack_trace(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(scope: Any, deadline: Any) -> int:
+        raise KeyError("TrainingJobStatus")
+
+    monkeypatch.setattr(h, "stop_training_jobs", broken)
+    aws.deleting()
+    aws.executions([])
+    h.handler(event("Delete"), context())
+    reason = aws.answer["Reason"]
+    assert aws.answer["Status"] == "FAILED"
+    assert reason.startswith("KeyError: 'TrainingJobStatus'") and "run the destroy again" in reason
+    assert "Traceback" not in reason and "\n" not in reason and 'File "' not in reason
+
+
+def test_an_unknown_request_type_answers_failed(aws: Aws) -> None:
+    h.handler(event("Replace"), context())
+    assert aws.answer["Status"] == "FAILED" and "unknown request type 'Replace'" in aws.answer["Reason"]
+
+
+def test_clients_give_up_quickly() -> None:
+    for service in SERVICES.values():
+        config = h._client(service).meta.config
+        assert config.connect_timeout == h.CONNECT_TIMEOUT_S <= 5
+        assert config.read_timeout == h.READ_TIMEOUT_S <= 15
+        assert config.retries == {"total_max_attempts": h.MAX_ATTEMPTS, "mode": "standard"}
+
+
+# --- the construct --------------------------------------------------------------------------------------------
+
+
+def deployment(stage: str = "sandbox") -> Deployment:
+    return Deployment(
+        stage=stage, name_prefix="genai-kit", region="us-east-1", log_retention_days=7, powertools_layer_version=38
+    )
+
+
+@dataclass
+class Built:
+    app: cdk.App
+    stack: cdk.Stack
+    machine: sfn.StateMachine
+    bucket: Any
+    cleanup: SageMakerFineTuneCleanup | None
+
+
+def build(stage: str = "sandbox", job_prefix: str | None = None, nag: bool = False) -> Built:
+    from cdk_nag import AwsSolutionsChecks
+
+    app = cdk.App(context={k: v for k, v in cdk_json_context().items() if k.startswith("@")})
+    stack = cdk.Stack(app, "CleanupTest", env=cdk.Environment(region="us-east-1"))
+    where = deployment(stage)
+    bucket = SecureBucket(stack, "Artifacts", deployment=where, versioned=False).bucket
+    machine = sfn.StateMachine(
+        stack,
+        "StateMachine",
+        state_machine_name=where.resource_name("sft"),
+        definition_body=sfn.DefinitionBody.from_chainable(sfn.Pass(stack, "Nothing")),
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group(stack, "Logs", where), level=sfn.LogLevel.ALL),
+    )
+    suppress(
+        machine.role.node.find_child("DefaultPolicy"),
+        "AwsSolutions-IAM5",
+        "The test stack's stand-in pipeline traces with X-Ray, which supports no resource-level permissions.",
+        applies_to=["Resource::*"],
+    )
+    prefix = job_prefix or f"{where.resource_name('sft')}-"
+    cleanup = sandbox_cleanup(
+        stack, "SageMakerCleanup", deployment=where, machine=machine, artifacts=bucket, job_prefix=prefix
+    )
+    if nag:
+        cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    return Built(app, stack, machine, bucket, cleanup)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> tuple[Built, Template]:
+    built = build()
+    return built, Template.from_stack(built.stack)
+
+
+def _logical(built: Built, construct: Any) -> str:
+    return built.stack.get_logical_id(construct.node.default_child)
+
+
+def test_the_function_role_is_granted_exactly_what_the_cleanup_calls(sandbox: tuple[Built, Template]) -> None:
+    built, template = sandbox
+    assert built.cleanup is not None
+    role = _logical(built, built.cleanup.function.role)
+    [policy] = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role}]}}).values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    machine = _logical(built, built.machine)
+    account = {"Ref": "AWS::AccountId"}
+
+    def arn(service: str, rest: str) -> dict[str, Any]:
+        return {"Fn::Join": ["", [f"arn:aws:{service}:us-east-1:", account, rest]]}
+
+    ours = {s["Sid"]: s for s in statements if "Sid" in s}
+    assert ours == {
+        "FindKitResources": {
+            "Sid": "FindKitResources",
+            "Effect": "Allow",
+            "Action": ["bedrock:ListImportedModels", "bedrock:ListModelImportJobs", "sagemaker:ListTrainingJobs"],
+            "Resource": "*",
+        },
+        "StopKitTrainingJobs": {
+            "Sid": "StopKitTrainingJobs",
+            "Effect": "Allow",
+            "Action": ["sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+            "Resource": arn("sagemaker", f":training-job/{PREFIX}*"),
+        },
+        "WatchKitImports": {
+            "Sid": "WatchKitImports",
+            "Effect": "Allow",
+            "Action": "bedrock:GetModelImportJob",
+            "Resource": arn("bedrock", ":model-import-job/*"),
+        },
+        "DeleteKitModels": {
+            "Sid": "DeleteKitModels",
+            "Effect": "Allow",
+            "Action": ["bedrock:DeleteImportedModel", "bedrock:GetImportedModel"],
+            "Resource": arn("bedrock", ":imported-model/*"),
+        },
+        "StopPipeline": {
+            "Sid": "StopPipeline",
+            "Effect": "Allow",
+            "Action": "states:ListExecutions",
+            "Resource": {"Ref": machine},
+        },
+        "StopPipelineExecutions": {
+            "Sid": "StopPipelineExecutions",
+            "Effect": "Allow",
+            "Action": "states:StopExecution",
+            "Resource": {
+                "Fn::Join": [
+                    "",
+                    ["arn:aws:states:us-east-1:", account, ":execution:", {"Fn::GetAtt": [machine, "Name"]}, ":*"],
+                ]
+            },
+        },
+        "ReadOwnStack": {
+            "Sid": "ReadOwnStack",
+            "Effect": "Allow",
+            "Action": "cloudformation:DescribeStacks",
+            "Resource": {"Ref": "AWS::StackId"},
+        },
+    }
+    # Besides these, only what every kit function has: its own log group and X-Ray.
+    others = [s for s in statements if "Sid" not in s]
+    assert sorted(str(s["Action"]) for s in others) == sorted(
+        [
+            str(["logs:CreateLogStream", "logs:PutLogEvents"]),
+            str(["xray:PutTelemetryRecords", "xray:PutTraceSegments"]),
+        ]
+    )
+
+
+def test_the_resource_is_bounded_and_deleted_before_what_it_needs(sandbox: tuple[Built, Template]) -> None:
+    built, template = sandbox
+    assert built.cleanup is not None
+    [resource] = template.find_resources("Custom::SageMakerFineTuneCleanup").values()
+    assert int(resource["Properties"]["ServiceTimeout"]) == CLEANUP_SERVICE_TIMEOUT.to_seconds() == 1200
+    function = template.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": Match.any_value()}})
+    [cleanup_function] = [
+        f for f in function.values() if f["Properties"]["Handler"] == "sagemaker_cleanup.handler.handler"
+    ]
+    timeout = cleanup_function["Properties"]["Timeout"]
+    assert timeout == CLEANUP_TIMEOUT.to_seconds() == 900  # Lambda's maximum
+    assert timeout < int(resource["Properties"]["ServiceTimeout"])  # the function always answers first
+    assert timeout > h.ANSWER_MARGIN_S
+    # CloudFormation deletes the cleanup before the state machine, the artifacts bucket (and its auto-delete
+    # resource, which empties it) and the function's permissions.
+    auto_delete = built.bucket.node.find_child("AutoDeleteObjectsCustomResource").node.default_child
+    needed = {
+        _logical(built, built.machine),
+        _logical(built, built.bucket),
+        built.stack.get_logical_id(auto_delete),
+        _logical(built, built.cleanup.function.role),
+        built.stack.get_logical_id(built.cleanup.function.role.node.find_child("DefaultPolicy").node.default_child),
+    }
+    assert needed <= set(resource["DependsOn"])
+
+
+def test_the_properties_name_what_the_pipeline_creates(sandbox: tuple[Built, Template]) -> None:
+    built, template = sandbox
+    [resource] = template.find_resources("Custom::SageMakerFineTuneCleanup").values()
+    props = resource["Properties"]
+    bucket = {"Ref": _logical(built, built.bucket)}
+    assert props["NamePrefix"] == PREFIX
+    assert props["StateMachineArn"] == {"Ref": _logical(built, built.machine)}
+    assert props["TrainingOutputUri"] == {"Fn::Join": ["", ["s3://", bucket, f"/{pipeline.OUTPUT_PREFIX}"]]}
+    [_, parts] = props["ImportSourceUri"]["Fn::Join"]
+    assert parts[:2] == ["s3://", bucket]
+    key = parts[2].removeprefix("/").replace(h.NAME_SLOT, f"{PREFIX}kit-20261101-120000-abcd")
+    # The same key pattern the import role may read, and the handler fills the name in the same slot.
+    assert fnmatch.fnmatchcase(key, pipeline.merged_prefix(PREFIX))
+    assert h.Scope.from_properties({**PROPS, "ImportSourceUri": f"s3://b/{parts[2].removeprefix('/')}"})
+
+
+def test_the_cleanup_exists_only_in_the_sandbox() -> None:
+    prod = build("prod")
+    assert prod.cleanup is None
+    assert Template.from_stack(prod.stack).find_resources("Custom::SageMakerFineTuneCleanup") == {}
+    with pytest.raises(ValueError, match="prod stage retains"):
+        SageMakerFineTuneCleanup(
+            prod.stack,
+            "Forced",
+            deployment=deployment("prod"),
+            machine=prod.machine,
+            artifacts=prod.bucket,
+            job_prefix="genai-kit-prod-sft-",
+        )
+
+
+@pytest.mark.parametrize(
+    "prefix", ["genai-kit-sft-", "genai-kit-sandbox-", "genai-kit-sandbox-sft", "genai-kit-prod-sft-"]
+)
+def test_a_job_prefix_without_the_stage_is_refused(prefix: str) -> None:
+    # Without the stage, a sandbox destroy would match the prod stage's jobs and models in the same account.
+    with pytest.raises(ValueError, match="must start with 'genai-kit-sandbox-'"):
+        build(job_prefix=prefix)
+
+
+def test_cdk_nag_reports_nothing_unsuppressed() -> None:
+    built = build(nag=True)
+    artifact = built.app.synth().get_stack_by_name(built.stack.stack_name)
+    findings = [
+        m.entry.data for m in artifact.messages if "AwsSolutions-" in str(m.entry.data) and "SageMakerCleanup" in m.id
+    ]
+    assert findings == []
