@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,17 @@ def build_app(
     outdir: str | None = None,
     nag: bool = True,
     schema_validation: bool = True,
+    only: Collection[str] | None = None,
 ) -> tuple[cdk.App, KitConfig]:
     """Build the app; ``context`` (tests) replaces the CLI's context. Raises ConfigError on bad config.
 
-    ``nag=False`` leaves cdk-nag out and ``schema_validation=False`` CDK's built-in CloudFormation validation
-    (the update-safety tests synthesize many variants, compare templates and check names themselves).
+    ``nag=False`` leaves cdk-nag out and ``schema_validation=False`` CDK's built-in CloudFormation validation;
+    ``only`` builds just those stack ids and the stacks they need (the update-safety tests synthesize many
+    variants of the stacks a key reaches, compare templates and check names themselves).
     """
+    wanted = set(STACK_IDS.values()) if only is None else set(only)
+    if unknown := wanted - set(STACK_IDS.values()):
+        raise ValueError(f"unknown stack ids {sorted(unknown)}; known: {sorted(STACK_IDS.values())}")
     app = cdk.App(
         context=dict(context) if context is not None else None,
         outdir=outdir,
@@ -46,35 +51,56 @@ def build_app(
     config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
     env = cdk.Environment(region=config.region, account=config.account)
     # One per account and region: its stack name carries no stage, so every stage and copy shares it.
-    api_account = ApiGatewayAccountStack(app, STACK_IDS["0-apigw"], stack_name=STACK_IDS["0-apigw"], env=env)
-    prompt = PromptEngineeringStack(
-        app,
-        STACK_IDS["1"],
-        stack_name=f"{STACK_IDS['1']}-{config.stage}",
-        env=env,
-        config=config,
-        templates=load_templates(),
-    )
-    rag = RagStack(app, STACK_IDS["2"], stack_name=f"{STACK_IDS['2']}-{config.stage}", env=env, config=config)
-    for api_stack in (prompt, rag):  # their API stages log through the account's role: deploy it first
+    api_account = None
+    if wanted & {STACK_IDS["0-apigw"], STACK_IDS["1"], STACK_IDS["2"]}:
+        api_account = ApiGatewayAccountStack(app, STACK_IDS["0-apigw"], stack_name=STACK_IDS["0-apigw"], env=env)
+    api_stacks: list[cdk.Stack] = []
+    if STACK_IDS["1"] in wanted:
+        api_stacks.append(
+            PromptEngineeringStack(
+                app,
+                STACK_IDS["1"],
+                stack_name=f"{STACK_IDS['1']}-{config.stage}",
+                env=env,
+                config=config,
+                templates=load_templates(),
+            )
+        )
+    if STACK_IDS["2"] in wanted:
+        api_stacks.append(
+            RagStack(app, STACK_IDS["2"], stack_name=f"{STACK_IDS['2']}-{config.stage}", env=env, config=config)
+        )
+    for api_stack in api_stacks:  # their API stages log through the account's role: deploy it first
+        assert api_account is not None
         api_stack.add_stack_dependency(api_account, "API Gateway logs through the account's CloudWatch role")
-    FineTuneStack(app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config)
-    SageMakerFineTuneStack(
-        app, STACK_IDS["3-sagemaker"], stack_name=f"{STACK_IDS['3-sagemaker']}-{config.stage}", env=env, config=config
-    )
-    # Level 4: the zero-idle training-job path stands alone unless told to run inside the cluster's VPC.
-    cluster = PretrainClusterStack(
-        app, STACK_IDS["4-cluster"], stack_name=f"{STACK_IDS['4-cluster']}-{config.stage}", env=env, config=config
-    )
-    PretrainJobsStack(
-        app,
-        STACK_IDS["4-jobs"],
-        stack_name=f"{STACK_IDS['4-jobs']}-{config.stage}",
-        env=env,
-        config=config,
-        network=cluster.network if config.pretrain.job_in_cluster_vpc else None,
-    )
-    if config.invocation_logging:  # opt-in: one account-level setting per account and region
+    if STACK_IDS["3"] in wanted:
+        FineTuneStack(app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config)
+    if STACK_IDS["3-sagemaker"] in wanted:
+        SageMakerFineTuneStack(
+            app,
+            STACK_IDS["3-sagemaker"],
+            stack_name=f"{STACK_IDS['3-sagemaker']}-{config.stage}",
+            env=env,
+            config=config,
+        )
+    # Level 4: the zero-idle training-job path stands alone unless tj_in_cluster_vpc puts it in the cluster's VPC
+    # (the jobs stack decides; built alone, it brings the cluster stack only when it needs its network).
+    cluster = None
+    if STACK_IDS["4-cluster"] in wanted or (STACK_IDS["4-jobs"] in wanted and config.pretrain.job_in_cluster_vpc):
+        cluster = PretrainClusterStack(
+            app, STACK_IDS["4-cluster"], stack_name=f"{STACK_IDS['4-cluster']}-{config.stage}", env=env, config=config
+        )
+    if STACK_IDS["4-jobs"] in wanted:
+        PretrainJobsStack(
+            app,
+            STACK_IDS["4-jobs"],
+            stack_name=f"{STACK_IDS['4-jobs']}-{config.stage}",
+            env=env,
+            config=config,
+            network=cluster.network if cluster is not None else None,
+        )
+    # Opt-in: one account-level setting per account and region.
+    if STACK_IDS["0-logging"] in wanted and config.invocation_logging:
         InvocationLoggingStack(
             app, STACK_IDS["0-logging"], stack_name=f"{STACK_IDS['0-logging']}-{config.stage}", env=env, config=config
         )

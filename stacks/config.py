@@ -35,7 +35,7 @@ from stacks.shared.settings import (
     problems_of,
 )
 
-__all__ = ["CONFIG_KEYS", "LEVEL_SETTINGS", "ConfigError", "KitConfig", "load_config"]
+__all__ = ["CONFIG_KEYS", "EVERY_MODEL_READS", "LEVEL_SETTINGS", "ConfigError", "KitConfig", "load_config"]
 
 # Every settings model, kit-wide first; each reads its own keys from the one flat context.
 LEVEL_SETTINGS: tuple[type[BaseModel], ...] = (
@@ -51,6 +51,8 @@ LEVEL_SETTINGS: tuple[type[BaseModel], ...] = (
 # Every kit key, in the models' order. Keys that contain "@" or ":" belong to the CDK, and so do these:
 CONFIG_KEYS: tuple[str, ...] = tuple(key for model in LEVEL_SETTINGS for key in context_keys(model))
 _CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
+# Kit-wide keys every settings model may read besides its own (e.g. a null that the stage decides).
+EVERY_MODEL_READS = {"stage": STAGE_ADAPTER, "region": REGION_ADAPTER}
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,7 @@ def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> Kit
         if key not in known and ":" not in key and "@" not in key and key not in _CDK_PLAIN_KEYS
     ]
     # What other levels' rules depend on (None when itself invalid: that mistake is reported once, by its model).
-    where = {
-        "stage": _valid_or_none(STAGE_ADAPTER, context.get("stage")),
-        "region": _valid_or_none(REGION_ADAPTER, context.get("region")),
-    }
+    where = {key: _valid_or_none(adapter, context.get(key)) for key, adapter in EVERY_MODEL_READS.items()}
     built: dict[type[BaseModel], Any] = {}
     for model in LEVEL_SETTINGS:
         try:

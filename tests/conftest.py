@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 import common.http
+from tests.infra.config_reads import Reads, recorded_reads, unwrapped
 from tests.lambda_helpers import LAMBDA_ENV, UNSET_ENV, FakeContext
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +116,7 @@ class Synth:
     templates: dict[str, dict[str, Any]]
     messages: dict[str, list[dict[str, Any]]]
     assembly_dir: Path
+    reads: Reads  # which KitConfig attributes each stack read (tests/infra/config_reads.py)
     _template_objects: dict[str, Any] = field(default_factory=dict)
 
     def template(self, stack_id: str) -> Any:
@@ -132,8 +134,10 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Synth:
 
     from app import build_app
 
-    app, config = build_app(context, outdir=str(outdir))
-    assembly = app.synth()
+    with recorded_reads() as reads:
+        app, recorder = build_app(context, outdir=str(outdir))
+        assembly = app.synth()
+    config = unwrapped(recorder)
     live = [child for child in app.node.children if isinstance(child, cdk.Stack)]
     stacks = {
         stack.node.id: SynthStack(StackNode(stack.node.id), stack.stack_name, stack.artifact_id) for stack in live
@@ -147,7 +151,7 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Synth:
         messages[stack_id] = [
             {"level": str(m.level), "path": m.id, "data": str(m.entry.data)} for m in artifact.messages
         ]
-    return Synth(config, stacks, templates, messages, outdir)
+    return Synth(config, stacks, templates, messages, outdir, reads)
 
 
 # Every synthesized variant: the cdk.json context plus these values. The first four have snapshots, the last

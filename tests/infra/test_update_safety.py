@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from stacks.config import CONFIG_KEYS
+from stacks.shared.facts import STACK_IDS
 from stacks.shared.registry import config_errors, name_findings
 from stacks.updates import IN_PLACE, NEW_STACK, UPDATES, replaced_words
-from tests.conftest import ROOT, cdk_json_context, once_per_run, run_folder
+from tests.conftest import ROOT, SYNTHS, cdk_json_context, once_per_run, run_folder, variant
+from tests.infra.config_reads import keys_of, reach, stacks_reading
 from tests.infra.update_safety import UpdateEffect, update_effect
 
 # key -> (the configuration the change is made on, the changed value). The base turns on what the key
@@ -102,17 +104,18 @@ README = ROOT / "README.md"
 _SYNTHS: dict[str, dict[str, dict[str, Any]]] = {}
 
 
-def _synthesize(overrides: Mapping[str, Any], outdir: Path) -> dict[str, dict[str, Any]]:
-    """The app's templates for ``overrides``, synthesized without cdk-nag and without CDK's built-in
-    CloudFormation validation (a WebAssembly engine that costs about as much as the rest of a synth; the six
-    variants in conftest keep it, and cfn-lint lints them). The literal values are still checked against the
-    registry schemas here, with the kit's own reader (stacks/shared/registry.py), as `cdk synth` reports them."""
+def _synthesize(overrides: Mapping[str, Any], stack_ids: list[str], outdir: Path) -> dict[str, dict[str, Any]]:
+    """The templates of ``stack_ids`` (and the stacks they need) for ``overrides``, synthesized without cdk-nag
+    and without CDK's built-in CloudFormation validation (a WebAssembly engine that costs about as much as the
+    rest of a synth; the variants in conftest keep it, and cfn-lint lints them). The literal values are still
+    checked against the registry schemas here, with the kit's own reader (stacks/shared/registry.py), as
+    `cdk synth` reports them."""
     import aws_cdk as cdk
 
     from app import build_app
 
     context = {**cdk_json_context(), **overrides}
-    app, _ = build_app(context, outdir=str(outdir), nag=False, schema_validation=False)
+    app, _ = build_app(context, outdir=str(outdir), nag=False, schema_validation=False, only=stack_ids)
     assembly = app.synth()
     found = {
         child.node.id: assembly.get_stack_artifact(child.artifact_id).template
@@ -123,15 +126,30 @@ def _synthesize(overrides: Mapping[str, Any], outdir: Path) -> dict[str, dict[st
     return found
 
 
-def templates(overrides: Mapping[str, Any], factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def templates(
+    overrides: Mapping[str, Any], stack_ids: list[str], factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
     """Templates by stack id for the cdk.json context plus ``overrides`` (no cdk-nag), synthesized once per
     test run: the configurations several keys start from are shared by every xdist worker (conftest)."""
-    cache_key = json.dumps(overrides, sort_keys=True)
+    cache_key = json.dumps([overrides, stack_ids], sort_keys=True)
     if cache_key not in _SYNTHS:
         folder = run_folder(factory)
         outdir = folder / f"update-safety-{hashlib.sha256(cache_key.encode()).hexdigest()[:16]}"
-        _SYNTHS[cache_key] = once_per_run(folder, f"update-safety:{cache_key}", lambda: _synthesize(overrides, outdir))
+        _SYNTHS[cache_key] = once_per_run(
+            folder, f"update-safety:{cache_key}", lambda: _synthesize(overrides, stack_ids, outdir)
+        )
     return _SYNTHS[cache_key]
+
+
+@pytest.fixture(scope="module")
+def key_reach(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """stack id -> the keys it reads, in any of the synthesized variants (conftest records what each reads)."""
+    found: dict[str, set[str]] = {}
+    for name in SYNTHS:
+        synth = variant(name, tmp_path_factory)
+        for stack_id, keys in reach(synth.config, synth.reads, synth.templates).items():
+            found.setdefault(stack_id, set()).update(keys)
+    return found
 
 
 def problems(key: str, stated: str, effect: UpdateEffect) -> list[str]:
@@ -154,13 +172,18 @@ def test_every_key_has_a_change_and_a_stated_behaviour() -> None:
 
 
 @pytest.mark.parametrize("key", sorted(CHANGES))
-def test_a_documented_change_applies_to_a_deployed_stack(key: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_documented_change_applies_to_a_deployed_stack(
+    key: str, key_reach: dict[str, set[str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     stated = UPDATES[key]
     if stated == NEW_STACK:
         pytest.skip(f"{key}: documented as needing a new stack")
     base, changed = CHANGES[key]
-    before = templates(base, tmp_path_factory)
-    after = templates({**base, key: changed}, tmp_path_factory)
+    # Only the stacks that read the key can change with it (tests/infra/config_reads.py).
+    stack_ids = stacks_reading(key, key_reach)
+    assert stack_ids, f"{key}: no stack reads it"
+    before = templates(base, stack_ids, tmp_path_factory)
+    after = templates({**base, key: changed}, stack_ids, tmp_path_factory)
     assert problems(key, stated, update_effect(before, after)) == []
 
 
@@ -219,3 +242,43 @@ def test_the_guard_sees_collisions_type_changes_and_lost_data() -> None:
     assert effect.collisions == [] and effect.lost_data == {"data source"}
     assert problems("k", IN_PLACE, effect) == ["k: said 'in place' but replaces or removes ['data source']"]
     assert problems("k", "replaces: data source", effect) == []
+
+
+# --- The stacks a key reaches (tests/infra/config_reads.py) ---------------------------------------------------
+
+
+def test_each_config_attribute_maps_to_the_keys_it_is_built_from() -> None:
+    """Change one key at a time: every KitConfig attribute that changes is traced to that key (keys_of), so a
+    stack that reads the attribute is synthesized when the key changes."""
+    from stacks.config import load_config
+    from stacks.shared.facts import PINNED_POWERTOOLS_LAYER
+
+    def loaded(overrides: Mapping[str, Any]) -> Any:
+        return load_config({**cdk_json_context(), **overrides}, pinned_layer_version=PINNED_POWERTOOLS_LAYER)
+
+    for key, (base, changed) in CHANGES.items():
+        if UPDATES[key] == NEW_STACK:
+            continue  # not synthesized (and a region alone may leave the default models unoffered)
+        before, after = loaded(base), loaded({**base, key: changed})
+        differing = [name for name in vars(before) if getattr(before, name) != getattr(after, name)]
+        assert differing, f"{key}: the change {changed!r} changes nothing in the configuration"
+        for name in differing:
+            assert key in keys_of(before, [name]), f"{key} changes config.{name}, which keys_of does not trace to it"
+
+
+def test_the_stacks_read_the_same_settings_in_every_variant(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The update-safety synths follow the reads of the variants: they must not depend on the configuration."""
+    seen = {name: variant(name, tmp_path_factory).reads.by_stack for name in SYNTHS}
+    first = seen[SYNTHS[0]]
+    for name, reads in seen.items():
+        common = set(reads) & set(first)
+        assert {s: reads[s] for s in common} == {s: first[s] for s in common}, name
+
+
+def test_the_recorder_sees_each_level_read_its_own_settings(key_reach: dict[str, set[str]]) -> None:
+    assert stacks_reading("rag_chunking", key_reach) == [STACK_IDS["2"]]
+    assert stacks_reading("sm_spot", key_reach) == [STACK_IDS["3-sagemaker"]]
+    assert stacks_reading("tj_spot", key_reach) == [STACK_IDS["4-cluster"], STACK_IDS["4-jobs"]]
+    assert stacks_reading("stage", key_reach) == sorted(STACK_IDS.values())  # the app reads it for every stack
+    # A read through a property is traced to what the property reads (deployment -> name_prefix).
+    assert "name_prefix" in key_reach[STACK_IDS["3"]]
