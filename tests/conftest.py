@@ -30,6 +30,11 @@ _FAKE_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
     "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    # CDK's built-in template validation loads a WebAssembly engine in each process that synthesizes (about 6 s
+    # of CPU, then about 2 s per synth of the kit). In the suite, cfn-lint checks every synthesized variant
+    # against the same registry schemas, and test_schema_names runs app.py with the validation on, as
+    # `cdk synth` does. Read by the CDK's Node.js process, which starts after this (at the first synth).
+    "CDK_VALIDATION": "false",
 }
 for _key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "CDK_CONTEXT_JSON"):
     os.environ.pop(_key, None)

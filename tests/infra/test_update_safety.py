@@ -106,10 +106,9 @@ _SYNTHS: dict[str, dict[str, dict[str, Any]]] = {}
 
 def _synthesize(overrides: Mapping[str, Any], stack_ids: list[str], outdir: Path) -> dict[str, dict[str, Any]]:
     """The templates of ``stack_ids`` (and the stacks they need) for ``overrides``, synthesized without cdk-nag
-    and without CDK's built-in CloudFormation validation (a WebAssembly engine that costs about as much as the
-    rest of a synth; the variants in conftest keep it, and cfn-lint lints them). The literal values are still
-    checked against the registry schemas here, with the kit's own reader (stacks/shared/registry.py), as
-    `cdk synth` reports them."""
+    and without CDK's built-in CloudFormation validation (off in the whole suite, see conftest). The literal
+    values are still checked against the registry schemas here, with the kit's own reader
+    (stacks/shared/registry.py), as `cdk synth` reports them."""
     import aws_cdk as cdk
 
     from app import build_app
