@@ -48,7 +48,7 @@ from kit.operator import (
     upload_file,
     wait_options,
 )
-from stacks.level3_finetune.sagemaker_settings import MODELS_PREFIX
+from stacks.level3_finetune.names import MODELS_PREFIX, execution_hash
 
 DATASETS_PREFIX = "datasets/"  # the only prefix the Level 3 customization role may read
 
@@ -379,20 +379,23 @@ def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
 # --- kit l3sm: the SageMaker path (GenAiKit-3-FineTune-SageMaker) --------------------------------------------
 
 SM_STACK = "3-sagemaker"
-# Training job, import job and imported model are all named <name_prefix>-sft-<execution name> by the state
-# machine (stacks/level3_finetune/sagemaker.py job_prefix, sagemaker_pipeline.py).
+# Training job, import job and imported model are all named <name_prefix>-<stage>-sft-<MD5 of the execution ARN>
+# by the state machine (stacks/level3_finetune/sagemaker.py job_prefix, sagemaker_pipeline.py run_name).
 SM_NAME_PART = "-sft-"
 SM_ROLES = ("system", "user", "assistant")
 SM_MAX_TOKENS = 256
 SM_MODELS_PREFIX = MODELS_PREFIX  # where a run's baseModelKey must point (the pipeline rejects anything else)
-# An execution whose training job ran: SageMaker job names take letters, digits and hyphens only.
-SM_EXECUTION_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,79}")
+# An execution name the pipeline takes as resumeFrom: 1-80 characters, none of the characters StartExecution
+# forbids in a name (stacks/level3_finetune/sagemaker_pipeline.py NAME_FORBIDDEN, and control characters):
+# https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html
+SM_EXECUTION_NAME = re.compile(r"[^<>{}\[\]?*\"#%\\^|~`$&,;:/\s\x00-\x1f\x7f-\x9f]{1,80}")
 SM_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def sm_resource_name(target: Target, execution: str) -> str:
-    """The name the pipeline gives the training job, the import job and the imported model of an execution."""
-    return f"{target.config.name_prefix}-{target.config.stage}{SM_NAME_PART}{execution}"
+def sm_resource_name(target: Target, execution_arn: str) -> str:
+    """The name the pipeline gives the training job, the import job and the imported model of an execution: the
+    stage's prefix and the hash of the execution ARN, as States.Hash computes it in the state machine."""
+    return f"{target.config.name_prefix}-{target.config.stage}{SM_NAME_PART}{execution_hash(execution_arn)}"
 
 
 def sm_record_problem(record: Any) -> str | None:
@@ -561,7 +564,10 @@ def sm_start(
     if resume_from is not None:
         resume_from = resume_from.rsplit(":", 1)[-1]
         if not SM_EXECUTION_NAME.fullmatch(resume_from):
-            raise KitUsageError("--resume-from must name an earlier execution (letters, digits and hyphens)")
+            raise KitUsageError(
+                "--resume-from must name an earlier execution (its name or ARN: at most 80 characters, no spaces, "
+                "slashes or other characters Step Functions refuses in a name)"
+            )
     if not training_key and not resume_from:
         raise KitUsageError("give --training FILE (uploaded to datasets/) or --training-key KEY")
     if base_model_key is not None:
@@ -615,7 +621,7 @@ def sm_start(
         arn = str(sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(request))["executionArn"])
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
-    out.print(Text(f"training job and imported model: {sm_resource_name(target, name)}", style="dim"))
+    out.print(Text(f"training job and imported model: {sm_resource_name(target, arn)}", style="dim"))
     if not wait:
         out.print(Text(f"Follow it with: kit l3sm status {arn} --wait", style="dim"))
         return
@@ -699,7 +705,7 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
 def sm_status(execution: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
     """An execution (default: the newest; an ARN or a name): its states, training job, import and model."""
     target = current_target()
-    arn, name = _sm_execution(target, execution)
+    arn, _ = _sm_execution(target, execution)
     sfn = target.client("stepfunctions")
     out = console()
     description = None
@@ -708,7 +714,7 @@ def sm_status(execution: str | None, wait: bool, timeout: int, poll_seconds: flo
             out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=f"kit l3sm status {arn} --wait"
         )
     final = print_execution(out, sfn, arn, description)
-    out.print(kv_table(_sm_jobs(target, sm_resource_name(target, name))))
+    out.print(kv_table(_sm_jobs(target, sm_resource_name(target, arn))))
     if wait:
         finish(final)
 
@@ -741,8 +747,8 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
     from botocore.exceptions import ClientError
 
     target = current_target()
-    _, name = _sm_execution(target, execution, succeeded=True)
-    model_name = sm_resource_name(target, name)
+    arn, name = _sm_execution(target, execution, succeeded=True)
+    model_name = sm_resource_name(target, arn)
     with aws.aws_errors("reading the imported model", target.region):
         try:
             model_arn = str(target.client("bedrock").get_imported_model(modelIdentifier=model_name)["modelArn"])

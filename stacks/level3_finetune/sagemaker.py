@@ -1,12 +1,13 @@
 """Level 3 on SageMaker — fine-tune an open-weights model with LoRA on a training job, serve it from Bedrock with
-Custom Model Import. $0 while idle apart from S3 storage (and the imported models a user keeps).
+Custom Model Import. $0 while idle apart from S3 storage (and the monthly storage of each imported model a user keeps).
 
     StartExecution {"trainingKey", "baseModel"? | "baseModelKey"?, "resumeFrom"?} ──► Step Functions
         (sagemaker_pipeline.py): request checked, data (and base model, and earlier checkpoints) found
         ──► SageMaker CreateTrainingJob (.sync): sft_train.py in the PyTorch training image, the base model from the
         Hub or from models/<name>/ in the data bucket (the "model" channel), checkpoints under
-        checkpoints/<execution>/ (or the resumed execution's), uncompressed output with the merged model at
-        output/<job>/output/model/merged/
+        checkpoints/<execution name>/ (or the resumed execution's), uncompressed output with the merged model at
+        output/<job>/output/model/merged/; the job, the import job and the imported model are named
+        <name_prefix>-<stage>-sft-<MD5 of the execution ARN> (sagemaker_pipeline.run_name)
         ──► Bedrock CreateModelImportJob (role trusted by Bedrock, reads only merged/ prefixes) ──► bounded wait
         ──► smoke InvokeModel ──► SNS; every failure notified, the imported model deleted first
     EventBridge: the kit's training job state changes ──► SNS; executions that fail, time out or are aborted
@@ -73,7 +74,8 @@ class SageMakerFineTuneStack(Stack):
         )
         deployment, settings = config.deployment, config.finetune_sagemaker
         tag_stack(self, deployment, LEVEL)
-        # + the execution name; the stage keeps the sandbox's and prod's names (and their clean-ups) apart.
+        # + the hash of the execution ARN (sagemaker_pipeline.run_name); the stage keeps the sandbox's and prod's
+        # names (and their clean-ups) apart.
         self.job_prefix = f"{deployment.resource_name('sft')}-"
         self.data = SecureBucket(self, "Data", deployment=deployment, versioned=True).bucket
         self.artifacts = SecureBucket(self, "Artifacts", deployment=deployment, versioned=False).bucket
@@ -160,8 +162,9 @@ class SageMakerFineTuneStack(Stack):
             self,
             "IdleCost",
             value=(
-                "$0 while idle apart from S3 storage; a run bills the training instances, and each imported model "
-                "bills inference by Custom Model Units in 5-minute windows while it serves"
+                "$0 idle for the stack apart from S3 storage; a run bills the training instances; each imported "
+                "model kept bills storage per Custom Model Unit every month (bedrock.imported_model_storage in "
+                "kit/prices.json), plus inference by Custom Model Units in 5-minute windows while it serves"
             ),
         )
 

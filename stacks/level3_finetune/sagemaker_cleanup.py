@@ -30,10 +30,11 @@ NAME_SLOT = "{name}"  # lambdas/level3_finetune/sagemaker_cleanup/handler.py fil
 class SageMakerFineTuneCleanup(Construct):
     """Sandbox only: on stack deletion, stop and delete what the SageMaker pipeline created outside CloudFormation.
 
-    Training jobs, import jobs and imported models are named ``<job_prefix><execution name>`` by the pipeline
-    (sagemaker_pipeline.py); the function (``lambdas/level3_finetune/sagemaker_cleanup``) acts on those whose
-    name has the prefix AND whose data is this stack's artifacts bucket. ``job_prefix`` must carry the stage
-    (``deployment.resource_name(...)``): without it a sandbox destroy would reach the prod stage's models.
+    Training jobs, import jobs and imported models are named ``<job_prefix><MD5 of the execution ARN>`` by the
+    pipeline (sagemaker_pipeline.run_name); the function (``lambdas/level3_finetune/sagemaker_cleanup``) acts on
+    those whose name is the prefix and 32 hex digits AND whose data is this stack's artifacts bucket.
+    ``job_prefix`` must carry the stage (``deployment.resource_name(...)``): without it a sandbox destroy would
+    reach the prod stage's models.
     """
 
     def __init__(

@@ -7,10 +7,11 @@ wait for the import, the smoke invocation and the clean-up before a failure is n
     ─► UseModelKey (baseModelKey: the "model" channel) ─► FindBaseModel (its config.json) ─► none ─► rejected
        | UseGivenModel | UseDefaultModel (baseModel from the request, else sm_base_model, from the Hub)
     ─► ChooseCheckpoints: resumeFrom ─► UseEarlierCheckpoints ─► FindCheckpoints ─► none ─► rejected
-                          otherwise ─► UseOwnCheckpoints (checkpoints/<execution>/)
+                          otherwise ─► UseOwnCheckpoints (checkpoints/<execution name>/)
     ─► FindTrainingData (ListObjectsV2, 1 key, in the data bucket) ─► none ─► rejected
-    ─► TrainModel (CreateTrainingJob.sync; the chosen checkpoint prefix; uncompressed output)
-    ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/)
+    ─► TrainModel (CreateTrainingJob.sync, job <job prefix><MD5 of the execution ARN>; the chosen checkpoint
+       prefix; uncompressed output)
+    ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/; job and model named as the job)
     ─► WaitForImport ─► GetImportJob ─► CountPoll ─► ImportDone?
            InProgress and polls left ─► WaitForImport
            Failed ─► ImportFailed ─┐
@@ -40,7 +41,7 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.level3_finetune.sagemaker_settings import MODELS_PREFIX
+from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
 
 CODE_PREFIX = "code/"
 DATA_PREFIX = "datasets/"  # the sample records land here; a run may name any key or prefix of the data bucket
@@ -76,6 +77,18 @@ TRANSIENT_BEDROCK = [
 ]
 
 
+def run_name(job_prefix: str, execution_arn_path: str) -> str:
+    """The intrinsic that names an execution's training job, import job and imported model: the job prefix and the
+    hash of the execution ARN (names.execution_id, 32 hex digits, as the Bedrock pipeline names its jobs).
+
+    Not the execution name: StartExecution allows 80 characters there (a console start uses a 36-character UUID),
+    and the prefix with the longest name_prefix and stage takes 30 of the 63 characters the job and model names may
+    have. The pipeline applies it to ``$$.Execution.Id``, the teardown to the status event's ``executionArn``, and
+    ``kit l3sm`` computes the same name from the ARN (names.execution_hash).
+    """
+    return f"States.Format('{job_prefix}{{}}', {execution_id(execution_arn_path)})"
+
+
 def merged_prefix(job_prefix: str) -> str:
     """The key pattern of every merged model the pipeline imports (the import role reads only these)."""
     return f"{OUTPUT_PREFIX}{job_prefix}*{MODEL_SUFFIX}merged/"
@@ -85,7 +98,7 @@ def merged_prefix(job_prefix: str) -> str:
 class PipelineTargets:
     """What the states need from the stack: names, buckets, roles and the notification states."""
 
-    job_prefix: str  # training job, import job and imported model names: <job_prefix><execution name>
+    job_prefix: str  # training job, import job and imported model names: <job_prefix><hash of the execution ARN>
     data_bucket: str
     artifacts_bucket: str
     # CreateTrainingJob parameters without the per-execution ones; its HyperParameters are the static ones
@@ -131,7 +144,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
 
     stack = Stack.of(scope)
     sdk = f"arn:{stack.partition}:states:::aws-sdk:"
-    name = f"States.Format('{targets.job_prefix}{{}}', $$.Execution.Name)"
+    name = run_name(targets.job_prefix, "$$.Execution.Id")
 
     def rejected(state_id: str, cause: str) -> sfn.Pass:
         state = sfn.Pass(scope, state_id, parameters={"Error": "InvalidInput", "Cause": cause}, result_path="$.error")

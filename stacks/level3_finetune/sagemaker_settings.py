@@ -13,9 +13,6 @@ from stacks.shared.settings import Allowed, Flag, Invalid, Settings, Text, Train
 
 # A Hugging Face Hub repository id (owner/name): https://huggingface.co/docs/hub/repositories
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-# A run's baseModelKey names a prefix under this one in the data bucket (the base model's Hugging Face files,
-# read through the training job's "model" channel). One copy: the pipeline and `kit l3sm start` import it.
-MODELS_PREFIX = "models/"
 # A Secrets Manager secret name ("1-512 characters: letters, digits, /_+=.@-") or its complete ARN, whose
 # name ends in the hyphen and six characters Secrets Manager adds:
 # https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html

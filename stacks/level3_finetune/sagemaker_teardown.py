@@ -2,7 +2,7 @@
 job, delete the model its import created, report.
 
     EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED, this pipeline only)
-    ─► AnExecutionEnded? ─► NameWhatItCreated (<job prefix><execution name>, as the pipeline names it)
+    ─► AnExecutionEnded? ─► NameWhatItCreated (<job prefix><MD5 of the execution ARN>, as the pipeline names it)
     ─► LetCallsInFlightLand ─► StopItsTrainingJob (any error: nothing to stop) ─► DeleteItsImportedModel
            ResourceNotFound ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
            other errors, retried for about an hour ─► NotifyCleanupFailed ("ACTION NEEDED") ─► CleanupFailed
@@ -10,8 +10,9 @@ job, delete the model its import created, report.
 
 A Catch inside the pipeline cannot see the execution's own timeout or an abort (and a failure off its catch
 paths skips its DeleteImportedModel), so this state machine, started by the status event, deletes the model by
-the name the run gave it. A successful run keeps its model by design: an imported model bills only while it
-serves (https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html).
+the name the run gave it. A successful run keeps its model by design; while kept it bills storage per Custom Model
+Unit each month (kit/prices.json bedrock.imported_model_storage), plus inference while it serves
+(https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification
+from stacks.level3_finetune.sagemaker_pipeline import run_name
 from stacks.level3_finetune.teardown import ENDED_ABNORMALLY, TEARDOWN_SETTLE, report_unless_already_notified
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import log_group
@@ -39,8 +41,9 @@ class SageMakerPipelineTeardown(Construct):
 
     Step Functions emits a "Step Functions Execution Status Change" event when an execution ends
     (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html). The pipeline names its
-    training job, import job and imported model ``<job_prefix><execution name>``; the event carries the execution
-    name (``detail.name``), so this state machine derives the same names.
+    training job, import job and imported model ``<job_prefix><MD5 of the execution ARN>``
+    (sagemaker_pipeline.run_name); the event carries the execution ARN (``detail.executionArn``), so this state
+    machine derives the same names.
 
     Limits: Bedrock has no API to stop a model import job. The teardown waits TEARDOWN_SETTLE for calls in flight
     to land, then deletes the imported model if it exists at that moment; an import job still running then creates
@@ -79,11 +82,11 @@ class SageMakerPipelineTeardown(Construct):
         name = sfn.Pass(
             self,
             "NameWhatItCreated",
-            comment="The pipeline names its training job, import job and model <job prefix><execution name>",
+            comment="The pipeline names its training job, import job and model <job prefix><hash of its ARN>",
             parameters={
                 "execution": sfn.JsonPath.string_at("$.detail.executionArn"),
                 "status": sfn.JsonPath.string_at("$.detail.status"),
-                "name": sfn.JsonPath.format(f"{job_prefix}{{}}", sfn.JsonPath.string_at("$.detail.name")),
+                "name.$": run_name(job_prefix, "$.detail.executionArn"),
                 "acted": False,
             },
         )
@@ -130,7 +133,8 @@ class SageMakerPipelineTeardown(Construct):
         alarm = {
             **report_message,
             "outcome": "ACTION NEEDED: the imported model of an ended SageMaker fine-tuning execution could not be "
-            "deleted; delete it by hand (it bills whenever it serves)",
+            "deleted; delete it by hand (while kept it bills storage every month, and inference whenever it "
+            "serves)",
             "error": sfn.JsonPath.object_at("$.error"),
         }
         not_deleted = notification(self, "NotifyCleanupFailed", topic, alarm, failed)

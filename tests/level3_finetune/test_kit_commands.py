@@ -13,8 +13,9 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from kit.level3_finetune import l3, l3sm, sm_record_problem
+from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_record_problem
 from tests.conftest import ROOT
+from tests.infra import asl
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
     FAILING,
@@ -170,6 +171,27 @@ ACCOUNT = "123456789012"
 MODEL_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:imported-model/abcdefghijkl"
 
 
+def execution_arn(machine: str, name: str) -> str:
+    return machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
+
+
+def sm_name(arn: str) -> str:
+    """The name the pipeline gives an execution's training job, import job and imported model, as the state
+    machine computes it: the prefix and States.Hash(<execution ARN>, 'MD5'), run in the ASL simulator."""
+    from stacks.level3_finetune.sagemaker_pipeline import run_name
+
+    machine_name, execution = arn.split(":")[-2:]
+    definition = {
+        "StartAt": "Name",
+        "States": {
+            "Name": {"Type": "Pass", "Parameters": {"name.$": run_name(SM_PREFIX, "$$.Execution.Id")}, "End": True}
+        },
+    }
+    trace = asl.simulate(definition, {}, {}, execution_name=execution, state_machine_name=machine_name)
+    assert trace.status == "SUCCEEDED", trace.describe()
+    return str(trace.output["name"])
+
+
 def sagemaker_stack(fake: FakeCloudFormation, machine: str) -> None:
     boto3.client("s3", region_name=REGION).create_bucket(Bucket="sft-data")
     fake.deploy(
@@ -192,7 +214,12 @@ def test_l3sm_start_checks_uploads_and_starts_with_the_documented_input(mocked: 
     [uploaded] = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="sft-data")["Contents"]
     assert uploaded["Key"] == "datasets/train.jsonl"
     assert started_input(machine) == {"trainingKey": "datasets/train.jsonl", "baseModel": "Qwen/Qwen2.5-0.5B"}
-    assert "kit l3sm status arn:" in result.output and SM_PREFIX + "kit-" in result.output
+    [execution] = boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)[
+        "executions"
+    ]
+    assert "kit l3sm status arn:" in result.output
+    # The names the run's job and model get: the hash of its ARN, not its name (which may be 80 characters).
+    assert f"training job and imported model: {sm_name(execution['executionArn'])}" in result.output
 
 
 def test_l3sm_start_with_a_key_sends_no_base_model_and_uploads_nothing(mocked: FakeCloudFormation) -> None:
@@ -333,7 +360,7 @@ def test_l3sm_status_shows_the_execution_training_job_import_and_model(mocked: F
     machine = state_machine(WAIT_THEN_PASS, "sft")
     sagemaker_stack(mocked, machine)
     boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run1")
-    name = SM_PREFIX + "run1"
+    name = sm_name(execution_arn(machine, "run1"))
     now = datetime.now(UTC)
     sagemaker = stubbed("sagemaker")
     sagemaker.add_response(
@@ -370,6 +397,67 @@ def test_l3sm_status_shows_the_execution_training_job_import_and_model(mocked: F
     bedrock.assert_no_pending_responses()
 
 
+@pytest.mark.parametrize(
+    "execution", ["3f2c9e5a-1b7d-4c3e-9a8f-0d6b2e4f1a7c", "r" * 80]
+)  # a console start; the longest
+def test_l3sm_status_of_a_name_or_an_arn_reads_the_job_and_model_named_by_the_arns_hash(
+    mocked: FakeCloudFormation, execution: str
+) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.start_execution(stateMachineArn=machine, name=execution)["executionArn"]
+    name = sm_name(arn)
+    assert len(name) == len(SM_PREFIX) + 32  # whatever the execution name's length
+    for given in (execution, arn):
+        sagemaker, bedrock = stubbed("sagemaker"), stubbed("bedrock")
+        sagemaker.add_client_error(
+            "describe_training_job",
+            "ValidationException",
+            "Requested resource not found",
+            400,
+            expected_params={"TrainingJobName": name},
+        )
+        bedrock.add_client_error(
+            "get_model_import_job",
+            "ResourceNotFoundException",
+            "not found",
+            404,
+            expected_params={"jobIdentifier": name},
+        )
+        bedrock.add_client_error(
+            "get_imported_model",
+            "ResourceNotFoundException",
+            "not found",
+            404,
+            expected_params={"modelIdentifier": name},
+        )
+        result = run(l3sm, "status", given)
+        assert result.exit_code == 0, result.output
+        assert f"{name}: not created (yet)" in result.output
+        sagemaker.assert_no_pending_responses()
+        bedrock.assert_no_pending_responses()
+        sagemaker.deactivate()
+        bedrock.deactivate()
+
+
+def test_l3sm_resume_from_takes_any_execution_name_the_pipeline_takes(mocked: FakeCloudFormation) -> None:
+    """Job names no longer carry the execution name, so any execution may be resumed: the kit refuses exactly
+    what the pipeline's CheckInput refuses (StartExecution's forbidden characters, control characters)."""
+    from stacks.level3_finetune.sagemaker_pipeline import NAME_FORBIDDEN
+
+    machine = state_machine(WAIT_THEN_PASS, "sft")
+    sagemaker_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="my_run.1", input=json.dumps({"trainingKey": "datasets/a/"}))
+    result = run(l3sm, "start", "--resume-from", "my_run.1")
+    assert result.exit_code == 0, result.output
+    assert '"resumeFrom": "my_run.1"' in result.output
+    for character in [*NAME_FORBIDDEN, "\x00", "\x1f", "\x7f", "\x9f"]:
+        assert not SM_EXECUTION_NAME.fullmatch(f"run{character}1"), repr(character)
+    assert SM_EXECUTION_NAME.fullmatch("r" * 80) and not SM_EXECUTION_NAME.fullmatch("r" * 81)
+
+
 def test_l3sm_status_without_executions(mocked: FakeCloudFormation) -> None:
     sagemaker_stack(mocked, state_machine(WAIT_THEN_PASS, "sft"))
     none = run(l3sm, "status")
@@ -383,7 +471,7 @@ def _ask_stubs(machine: str, name: str) -> tuple[Stubber, Stubber]:
         {
             "executions": [
                 {
-                    "executionArn": machine.replace(":stateMachine:", ":execution:") + ":" + name,
+                    "executionArn": execution_arn(machine, name),
                     "stateMachineArn": machine,
                     "name": name,
                     "status": "SUCCEEDED",
@@ -394,11 +482,8 @@ def _ask_stubs(machine: str, name: str) -> tuple[Stubber, Stubber]:
         {"stateMachineArn": machine, "maxResults": 1, "statusFilter": "SUCCEEDED"},
     )
     bedrock = stubbed("bedrock")
-    bedrock.add_response(
-        "get_imported_model",
-        {"modelArn": MODEL_ARN, "modelName": SM_PREFIX + name},
-        {"modelIdentifier": SM_PREFIX + name},
-    )
+    model = sm_name(execution_arn(machine, name))
+    bedrock.add_response("get_imported_model", {"modelArn": MODEL_ARN, "modelName": model}, {"modelIdentifier": model})
     return sfn, bedrock
 
 
@@ -439,7 +524,8 @@ def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) ->
     )
     result = run(l3sm, "ask", "hi")
     assert result.exit_code == 1
-    assert f"{SM_PREFIX}run7 is warming up" in result.output and "retry in a minute" in result.output
+    assert f"{sm_name(execution_arn(machine, 'run7'))} is warming up" in result.output
+    assert "retry in a minute" in result.output
     runtime.assert_no_pending_responses()
 
 
@@ -447,16 +533,13 @@ def test_l3sm_ask_names_what_to_do_when_the_model_is_gone(mocked: FakeCloudForma
     machine = state_machine(WAIT_THEN_PASS, "sft")
     sagemaker_stack(mocked, machine)
     bedrock = stubbed("bedrock")
+    model = sm_name(execution_arn(machine, "run3"))  # a name given: its ARN is built from the state machine's
     bedrock.add_client_error(
-        "get_imported_model",
-        "ResourceNotFoundException",
-        "gone",
-        404,
-        expected_params={"modelIdentifier": SM_PREFIX + "run3"},
+        "get_imported_model", "ResourceNotFoundException", "gone", 404, expected_params={"modelIdentifier": model}
     )
     result = run(l3sm, "ask", "hi", "--execution", "run3")
     assert result.exit_code == 1
-    assert f"no imported model {SM_PREFIX}run3" in result.output and "kit l3sm status run3" in result.output
+    assert f"no imported model {model}" in result.output and "kit l3sm status run3" in result.output
 
 
 def test_l3sm_start_wait_follows_the_execution_to_its_end(executing: FakeCloudFormation) -> None:

@@ -6,6 +6,7 @@ exact IAM, sandbox only, a bounded ServiceTimeout, deleted before what it needs.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,16 @@ PROPS = {
     "ImportSourceUri": f"s3://{BUCKET}/output/{{name}}/output/model/merged/",
 }
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+OTHER_STATE_MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:genai-kit-sandbox-sft-old"
+
+
+def kit_name(execution: str, machine: str = STATE_MACHINE) -> str:
+    """The name the pipeline gives an execution's training job, import job and model: the prefix and the MD5 of the
+    execution ARN in lowercase hex (sagemaker_pipeline.run_name)."""
+    arn = f"{machine.replace(':stateMachine:', ':execution:')}:{execution}"
+    return PREFIX + hashlib.md5(arn.encode()).hexdigest()
+
+
 FUNCTION_MS = 900_000  # the function's 15-minute timeout
 
 
@@ -312,8 +323,8 @@ def context(remaining_ms: int = FUNCTION_MS) -> Any:
 
 
 def test_running_training_jobs_are_stopped_across_pages_and_waited_for(aws: Aws) -> None:
-    ours, stopping = f"{PREFIX}kit-run-1", f"{PREFIX}kit-run-0"
-    other_stage = f"{PREFIX}kit-run-9"  # the kit's name, but its output goes to another stack's bucket
+    ours, stopping = kit_name("kit-run-1"), kit_name("kit-run-0")
+    other_stage = kit_name("kit-run-9", OTHER_STATE_MACHINE)  # the kit's name, output to another stack's bucket
     aws.deleting()
     aws.executions(["kit-run-1"])
     # Page 1 holds a job of another stack; page 2 ours. A job already stopping is waited for, not stopped again.
@@ -346,7 +357,7 @@ def test_running_training_jobs_are_stopped_across_pages_and_waited_for(aws: Aws)
 
 
 def test_an_import_still_in_progress_is_waited_for_and_the_model_it_creates_is_deleted(aws: Aws) -> None:
-    name = f"{PREFIX}kit-run-2"
+    name = kit_name("kit-run-2")
     aws.deleting()
     aws.executions([])
     aws.no_training()
@@ -370,26 +381,33 @@ def test_an_import_still_in_progress_is_waited_for_and_the_model_it_creates_is_d
 
 
 def test_models_that_are_not_the_kits_are_left_alone(aws: Aws) -> None:
-    ours = f"{PREFIX}kit-run-3"
-    # Another deployment whose name prefix extends this one ("genai-kit-sandbox-sft" in prod) gets the same start.
-    other_deployment = f"{PREFIX}prod-sft-kit-run-3"
-    by_hand = f"copy-of-{PREFIX}kit-run-3"  # nameContains matches it; the name does not start with the prefix
-    bare = PREFIX  # exactly the prefix: no execution name, not a name the pipeline gives
+    ours = kit_name("kit-run-3")
+    # Another deployment whose name prefix extends this one ("genai-kit-sandbox-sft" in prod) gets the same start,
+    # but not the hash right after this prefix: left alone without a look.
+    other_deployment = f"{PREFIX}prod-sft-{kit_name('kit-run-3').removeprefix(PREFIX)}"
+    elsewhere = kit_name("kit-run-3", OTHER_STATE_MACHINE)  # the kit's name, imported from another bucket
+    by_hand = f"copy-of-{ours}"  # nameContains matches it; the name does not start with the prefix
+    bare = PREFIX  # exactly the prefix: no hash, not a name the pipeline gives
+    by_execution_name = f"{PREFIX}kit-run-3"  # the prefix and an execution name: not a name the pipeline gives
+    upper = PREFIX + ours.removeprefix(PREFIX).upper()  # States.Hash writes lowercase hex
     aws.deleting()
     aws.executions([])
     aws.no_training()
-    aws.imports([import_summary(other_deployment, "dddddddddddd")])
-    aws.get_import(other_deployment, "dddddddddddd", "InProgress", OTHER_BUCKET)
+    aws.imports([import_summary(other_deployment, "dddddddddddd"), import_summary(elsewhere, "ffffffffffff")])
+    aws.get_import(elsewhere, "ffffffffffff", "InProgress", OTHER_BUCKET)
     aws.models(
         [
             model_summary(ours, "aaaaaaaaaaaa"),
             model_summary(other_deployment, "bbbbbbbbbbbb"),
             model_summary(by_hand, "cccccccccccc"),
             model_summary(bare, "eeeeeeeeeeee"),
+            model_summary(elsewhere, "ffffffffffff"),
+            model_summary(by_execution_name, "111111111111"),
+            model_summary(upper, "222222222222"),
         ]
     )
     aws.get_model(ours, "aaaaaaaaaaaa")
-    aws.get_model(other_deployment, "bbbbbbbbbbbb", OTHER_BUCKET)
+    aws.get_model(elsewhere, "ffffffffffff", OTHER_BUCKET)
     aws.delete_model("aaaaaaaaaaaa")
 
     h.handler(event("Delete"), context())
@@ -398,13 +416,13 @@ def test_models_that_are_not_the_kits_are_left_alone(aws: Aws) -> None:
     reason = aws.answer["Reason"]
     assert aws.answer["Status"] == "SUCCESS", reason
     assert f"deleted 1 imported model(s) [{ours}]" in reason
-    assert f"did not import: [{other_deployment}]" in reason
+    assert f"did not import: [{elsewhere}]" in reason
     assert "waited for 0 import job(s)" in reason
     assert aws.clock.sleeps == []
 
 
 def test_when_the_deadline_comes_it_answers_failed_in_time_naming_the_import_left(aws: Aws) -> None:
-    name = f"{PREFIX}kit-run-4"
+    name = kit_name("kit-run-4")
     aws.deleting()
     aws.executions([])
     aws.no_training()
@@ -427,7 +445,7 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_the_import_lef
 
 
 def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None:
-    name = f"{PREFIX}kit-run-5"
+    name = kit_name("kit-run-5")
     aws.deleting()
     aws.executions([])
     aws.no_training()
@@ -678,7 +696,7 @@ def test_the_properties_name_what_the_pipeline_creates(sandbox: tuple[Built, Tem
     assert props["TrainingOutputUri"] == {"Fn::Join": ["", ["s3://", bucket, f"/{pipeline.OUTPUT_PREFIX}"]]}
     [_, parts] = props["ImportSourceUri"]["Fn::Join"]
     assert parts[:2] == ["s3://", bucket]
-    key = parts[2].removeprefix("/").replace(h.NAME_SLOT, f"{PREFIX}kit-20261101-120000-abcd")
+    key = parts[2].removeprefix("/").replace(h.NAME_SLOT, kit_name("kit-20261101-120000-abcd"))
     # The same key pattern the import role may read, and the handler fills the name in the same slot.
     assert fnmatch.fnmatchcase(key, pipeline.merged_prefix(PREFIX))
     assert h.Scope.from_properties({**PROPS, "ImportSourceUri": f"s3://b/{parts[2].removeprefix('/')}"})

@@ -5,9 +5,11 @@ import started deletes the model."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
+import re
 import tarfile
 from typing import Any
 
@@ -15,6 +17,9 @@ import pytest
 
 from stacks.config import ConfigError
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from stacks.level3_finetune.names import execution_hash
+from stacks.shared.facts import STAGES
+from tests.conftest import ROOT
 from tests.infra import asl
 from tests.infra.helpers import as_list, render, resources, statements
 from tests.infra.test_config import build
@@ -24,6 +29,17 @@ STACK = "GenAiKit-3-FineTune-SageMaker"
 JOB_PREFIX = "genai-kit-sandbox-sft-"
 IMPORT_JOB_ARN = f"arn:aws:bedrock:{asl.REGION}:{asl.ACCOUNT}:model-import-job/abcdefgh1234"
 MODEL_ARN = f"arn:aws:bedrock:{asl.REGION}:{asl.ACCOUNT}:imported-model/abcdefgh1234"
+
+
+def execution_arn(execution_name: str, machine_name: str = "state-machine") -> str:
+    """The ARN the simulator gives an execution (``$$.Execution.Id``); "state-machine" is its default name."""
+    return f"arn:aws:states:{asl.REGION}:{asl.ACCOUNT}:execution:{machine_name}:{execution_name}"
+
+
+def run_name(arn: str) -> str:
+    """What an execution's training job, import job and imported model are named: the prefix and the MD5 of the
+    execution ARN in lowercase hex (States.Hash), computed here independently of the code under test."""
+    return JOB_PREFIX + hashlib.md5(arn.encode()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +77,13 @@ def _role_statements(template: dict[str, Any], role_id: str) -> dict[str, dict[s
 
 
 def test_the_stack_is_built_with_the_others_and_states_its_idle_cost(sandbox: Any, template: dict[str, Any]) -> None:
-    assert "IdleCost" in template["Outputs"]
     assert "$0 idle" in template["Description"]
+    # A kept imported model is not free while idle: it bills storage per Custom Model Unit every month.
+    idle = template["Outputs"]["IdleCost"]["Value"]
+    storage = "bedrock.imported_model_storage"
+    assert idle.startswith("$0 idle for the stack") and storage in idle and "every month" in idle
+    regions = json.loads((ROOT / "kit" / "prices.json").read_text())["regions"]
+    assert regions[asl.REGION][storage]["unit"] == "CMU-month"  # the price it names exists, per CMU and month
     # Nothing that bills by the hour: no endpoint, no cluster, no provisioned throughput, no KMS key.
     kinds = {r["Type"] for r in template["Resources"].values()}
     assert not kinds & {
@@ -307,7 +328,7 @@ def test_success_trains_imports_the_merged_prefix_smoke_tests_and_notifies(
     artifacts, data = _bucket(template, "Artifacts"), _bucket(template, "Data")
     trace = asl.simulate(machine, {"trainingKey": "datasets/train.jsonl"}, _results(), execution_name="run-1")
     assert trace.status == "SUCCEEDED", trace.describe()
-    job = f"{JOB_PREFIX}run-1"
+    job = run_name(execution_arn("run-1"))
     request = trace.parameters("TrainModel")
     assert request["TrainingJobName"] == job
     assert request["CheckpointConfig"] == {
@@ -439,8 +460,9 @@ def test_a_resumed_run_trains_with_the_earlier_executions_checkpoints(
         "S3Uri": f"s3://{artifacts}/checkpoints/kit-20260101-120000-ab12/",
         "LocalPath": "/opt/ml/checkpoints",
     }
-    assert request["TrainingJobName"] == f"{JOB_PREFIX}run-2"  # a new job, imported under its own name
-    assert trace.parameters("ImportModel")["ImportedModelName"] == f"{JOB_PREFIX}run-2"
+    # A new job, imported under its own name; its checkpoints stay under the resumed execution's name.
+    assert request["TrainingJobName"] == run_name(execution_arn("run-2"))
+    assert trace.parameters("ImportModel")["ImportedModelName"] == run_name(execution_arn("run-2"))
 
 
 def test_a_resume_that_finds_no_checkpoint_is_rejected_rather_than_training_from_scratch(
@@ -484,7 +506,7 @@ def test_import_failure_is_notified_after_the_model_is_deleted(machine: dict[str
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(statuses=("InProgress", "Failed")))
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
     assert not trace.calls_to("SmokeTest")
-    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": f"{JOB_PREFIX}test-execution"}
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": run_name(execution_arn("test-execution"))}
     error = _failure(trace)
     assert error["Error"] == "ModelImportFailed" and "Unsupported architecture" in error["Cause"]
 
@@ -493,7 +515,7 @@ def test_an_import_that_outlives_the_wait_is_bounded_cleaned_up_and_notified(mac
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(statuses=("InProgress",)))
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
     assert len(trace.calls_to("GetImportJob")) == 120  # sm_import_max_minutes at one poll a minute
-    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": f"{JOB_PREFIX}test-execution"}
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": run_name(execution_arn("test-execution"))}
     error = _failure(trace)
     assert error["Error"] == "ModelImportTimedOut" and IMPORT_JOB_ARN in error["Cause"]
 
@@ -502,7 +524,7 @@ def test_a_failed_smoke_invocation_deletes_the_model_and_notifies(machine: dict[
     error = asl.AslError("Bedrock.ValidationException", "Malformed input request")
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(smoke=error))
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
-    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": f"{JOB_PREFIX}test-execution"}
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": run_name(execution_arn("test-execution"))}
     assert _failure(trace)["Error"] == "Bedrock.ValidationException"
 
 
@@ -547,9 +569,86 @@ def test_a_notification_that_keeps_failing_still_ends_the_run_where_it_would(mac
     assert len(trace.calls_to("NotifyFailed")) == 1 + pipeline.RETRY_ATTEMPTS
 
 
+# --- the names an execution gives what it creates -----------------------------------------------------------
+
+# Every request that carries one of those names, with the botocore member that takes it: the pipeline's, the
+# teardown's, the sandbox cleanup's and kit l3sm's calls.
+NAME_MEMBERS = [
+    ("sagemaker", "CreateTrainingJob", "TrainingJobName"),
+    ("sagemaker", "DescribeTrainingJob", "TrainingJobName"),
+    ("sagemaker", "StopTrainingJob", "TrainingJobName"),
+    ("bedrock", "CreateModelImportJob", "jobName"),
+    ("bedrock", "CreateModelImportJob", "importedModelName"),
+    ("bedrock", "GetModelImportJob", "jobIdentifier"),
+    ("bedrock", "GetImportedModel", "modelIdentifier"),
+    ("bedrock", "DeleteImportedModel", "modelIdentifier"),
+]
+
+
+def _member_max(service: str, operation: str, member: str) -> int:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model(service)
+    return int(model.operation_model(operation).input_shape.members[member].metadata["max"])
+
+
+def _accepted_name_prefix(value: str) -> bool:
+    try:
+        build(name_prefix=value)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_what_an_execution_creates_is_named_within_every_limit_for_the_longest_names(
+    machine: dict[str, Any], teardown: dict[str, Any]
+) -> None:
+    """The longest name_prefix the configuration accepts, the longest stage, and the longest execution and state
+    machine names StartExecution and CreateStateMachine allow (limits read from botocore's service models): the
+    training job, the import job and the imported model names still fit every API that takes them."""
+    job_name_max = _member_max("sagemaker", "CreateTrainingJob", "TrainingJobName")
+    longest_name_prefix = max(n for n in range(1, job_name_max + 1) if _accepted_name_prefix("k" * n))
+    longest = build(name_prefix="k" * longest_name_prefix, stage=max(STAGES, key=len)).resource_name("sft") + "-"
+    execution = "e" * _member_max("stepfunctions", "StartExecution", "name")
+    machine_name = "m" * _member_max("stepfunctions", "CreateStateMachine", "name")
+    ran = asl.simulate(
+        machine, {"trainingKey": "datasets/"}, _results(), execution_name=execution, state_machine_name=machine_name
+    )
+    assert ran.status == "SUCCEEDED", ran.describe()
+    arn = execution_arn(execution, machine_name)
+    ended = {**_ended("TIMED_OUT"), "detail": {**_ended("TIMED_OUT")["detail"], "executionArn": arn}}
+    torn = asl.simulate(teardown, ended, lambda call: {})
+    names = {
+        ran.parameters("TrainModel")["TrainingJobName"],
+        ran.parameters("ImportModel")["JobName"],
+        ran.parameters("ImportModel")["ImportedModelName"],
+        torn.parameters("StopItsTrainingJob")["TrainingJobName"],
+        torn.parameters("DeleteItsImportedModel")["ModelIdentifier"],
+    }
+    assert names == {run_name(arn)}  # one name, the same in the pipeline and the teardown
+    [name] = names
+    assert name.startswith(JOB_PREFIX) and re.fullmatch(r"[0-9a-f]{32}", name.removeprefix(JOB_PREFIX))
+    name = longest + name.removeprefix(JOB_PREFIX)
+    errors = [error for where in NAME_MEMBERS for error in asl.member_errors(*where, name)]
+    assert errors == [], "\n".join(errors)
+
+
+def test_the_kit_and_the_cleanup_recognise_the_name_the_pipeline_gives(machine: dict[str, Any]) -> None:
+    """names.execution_hash (kit l3sm) computes what States.Hash gives in the state machine, and the sandbox
+    cleanup takes that name for the kit's."""
+    from sagemaker_cleanup.handler import Scope
+
+    scope = Scope("arn:machine", JOB_PREFIX, "s3://b/output/", "s3://b/output/{name}/output/model/merged/")
+    for execution in ("kit-20260101-120000-ab12", "3f2c9e5a-1b7d-4c3e-9a8f-0d6b2e4f1a7c"):
+        ran = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(), execution_name=execution)
+        job = ran.parameters("TrainModel")["TrainingJobName"]
+        assert job == JOB_PREFIX + execution_hash(execution_arn(execution))
+        assert scope.has_kit_name(job)
+
+
 # --- the teardown after an execution that failed, timed out or was aborted ---------------------------------
 
-EXECUTION = f"arn:aws:states:{asl.REGION}:{asl.ACCOUNT}:execution:genai-kit-sft:run-7"
+EXECUTION = execution_arn("run-7", "genai-kit-sft")
 
 
 def _ended(status: str) -> dict[str, Any]:
@@ -594,9 +693,12 @@ def _cleanup(teardown: dict[str, Any], status: str, **outcomes: Any) -> asl.Trac
 def test_teardown_deletes_the_model_an_ended_run_imported_by_the_name_the_run_gave_it(
     machine: dict[str, Any], teardown: dict[str, Any], status: str
 ) -> None:
-    ran = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(), execution_name="run-7")
+    ran = asl.simulate(
+        machine, {"trainingKey": "datasets/"}, _results(), execution_name="run-7", state_machine_name="genai-kit-sft"
+    )
     made = ran.parameters("ImportModel")["ImportedModelName"]
     job = ran.parameters("TrainModel")["TrainingJobName"]
+    assert made == job == run_name(EXECUTION)  # the event's executionArn names what that execution created
     trace = _cleanup(
         teardown,
         status,
@@ -621,7 +723,7 @@ def test_teardown_stops_a_training_job_still_running(teardown: dict[str, Any]) -
     not_found = asl.AslError("Bedrock.ResourceNotFoundException", "no such model")
     trace = _cleanup(teardown, "TIMED_OUT", StopItsTrainingJob=[{}], DeleteItsImportedModel=[not_found])
     assert (trace.status, trace.terminal) == ("SUCCEEDED", "CleanedUp"), trace.describe()
-    assert trace.parameters("StopItsTrainingJob") == {"TrainingJobName": f"{JOB_PREFIX}run-7"}
+    assert trace.parameters("StopItsTrainingJob") == {"TrainingJobName": run_name(EXECUTION)}
     assert [s for s, _ in trace.notifications] == ["NotifyCleanedUp"]
 
 
@@ -644,7 +746,8 @@ def test_teardown_that_cannot_delete_the_model_says_action_needed_and_names_it(t
     assert len(trace.calls_to("DeleteItsImportedModel")) > 3  # retried before it gives up
     state, message = trace.notifications[-1]
     assert state == "NotifyCleanupFailed" and message["outcome"].startswith("ACTION NEEDED")
-    assert message["importedModel"] == f"{JOB_PREFIX}run-7"
+    assert "bills storage every month" in message["outcome"]  # not only while it serves
+    assert message["importedModel"] == run_name(EXECUTION)
 
 
 def test_teardown_settles_before_it_deletes(teardown: dict[str, Any]) -> None:

@@ -12,11 +12,12 @@ role) and on that Delete the function:
    creates a model;
 4. deletes the kit's imported models.
 
-"The kit's" means both: a name the pipeline gives (``<name prefix>-<stage>-sft-`` + the execution name; the
-training job, the import job and the model share it) AND this stack's artifacts bucket: a training job writing
-its output there, an import job or model imported from that job's merged model there. The bucket's name is
-unique, so models of other stages, other deployments whose prefix starts the same way, and models imported by
-hand are left alone (a model that has the prefix but another source is named in the answer).
+"The kit's" means both: a name the pipeline gives (``<name prefix>-<stage>-sft-`` + the MD5 of the execution ARN
+in 32 lowercase hex digits; the training job, the import job and the model share it) AND this stack's artifacts
+bucket: a training job writing its output there, an import job or model imported from that job's merged model
+there. The bucket's name is unique, so models of other stages, other deployments whose prefix starts the same
+way, and models imported by hand are left alone (a model that has such a name but another source is named in the
+answer).
 
 It acts only when the stack itself is being deleted. Create and Update do nothing. Every call has short timeouts
 and few retries, and a deadline well before the function's timeout: CloudFormation always gets an answer,
@@ -25,6 +26,7 @@ SUCCESS or FAILED naming what is left; running the destroy again resumes where t
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +61,10 @@ RESPONSE_TIMEOUT_S = 20
 ANSWER_MARGIN_S = 90.0
 POLL_INTERVAL_S = 15.0
 NAME_SLOT = "{name}"  # where ImportSourceUri takes the training job's name
+# What follows the prefix in a name the pipeline gives: the hash of the execution ARN (States.Hash MD5, lowercase
+# hex; stacks/level3_finetune/sagemaker_pipeline.py run_name). Another deployment whose name prefix extends this
+# one's ("<prefix>prod-sft-<hash>") does not match.
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 BUSY_TRAINING = ("InProgress", "Stopping")
 PROPERTIES = ("StateMachineArn", "NamePrefix", "TrainingOutputUri", "ImportSourceUri")
 RETRY_HINT = (
@@ -127,7 +133,8 @@ class Scope:
         )
 
     def has_kit_name(self, name: str) -> bool:
-        return name.startswith(self.name_prefix) and len(name) > len(self.name_prefix)
+        """The prefix followed by exactly the hash the pipeline names an execution's job and model by."""
+        return name.startswith(self.name_prefix) and RUN_ID.fullmatch(name[len(self.name_prefix) :]) is not None
 
     def wrote_here(self, training_job: dict[str, Any]) -> bool:
         """A training job whose output goes to this stack's artifacts bucket, where the pipeline puts it."""
