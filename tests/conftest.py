@@ -41,6 +41,29 @@ for _key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "C
 os.environ.update(_FAKE_ENV)
 
 
+def _share_botocore_models() -> None:
+    """One cache of botocore's loaded service models for the whole run.
+
+    moto gives every mock its own boto3 default session, and each session's loader parses the service models
+    again (about 20 ms per model: most of the time of the handler tests that start many mocks). Within one
+    session botocore already hands every client the same parsed model; this shares it across sessions too.
+    """
+    import botocore.loaders
+
+    shared: dict[Any, Any] = {}
+    original = botocore.loaders.Loader.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        # Loaders that search other folders or add other extras (moto's own) keep caches of their own.
+        self._cache = shared.setdefault((type(self), tuple(self.search_paths)), {})
+
+    botocore.loaders.Loader.__init__ = init  # type: ignore[method-assign]
+
+
+_share_botocore_models()
+
+
 def cdk_json_context() -> dict[str, Any]:
     """The context a real `cdk synth` uses: cdk.json's, so feature flags match a real synth."""
     return dict(json.loads((ROOT / "cdk.json").read_text())["context"])
