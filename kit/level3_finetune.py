@@ -49,6 +49,8 @@ from kit.operator import (
     wait_options,
 )
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_hash
+from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, line_problem
+from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
 
 DATASETS_PREFIX = "datasets/"  # the only prefix the Level 3 customization role may read
 
@@ -382,7 +384,6 @@ SM_STACK = "3-sagemaker"
 # Training job, import job and imported model are all named <name_prefix>-<stage>-sft-<MD5 of the execution ARN>
 # by the state machine (stacks/level3_finetune/sagemaker.py job_prefix, sagemaker_pipeline.py run_name).
 SM_NAME_PART = "-sft-"
-SM_ROLES = ("system", "user", "assistant")
 SM_MAX_TOKENS = 256
 SM_MODELS_PREFIX = MODELS_PREFIX  # where a run's baseModelKey must point (the pipeline rejects anything else)
 # An execution name the pipeline takes as resumeFrom: 1-80 characters, none of the characters StartExecution
@@ -398,52 +399,22 @@ def sm_resource_name(target: Target, execution_arn: str) -> str:
     return f"{target.config.name_prefix}-{target.config.stage}{SM_NAME_PART}{execution_hash(execution_arn)}"
 
 
-def sm_record_problem(record: Any) -> str | None:
-    """What is wrong with one chat record, by the rules of workloads/finetune_sagemaker/chat_data.py
-    validate_record (which needs torch, so the kit checks the same shape itself), or None."""
-    if not isinstance(record, Mapping):
-        return "a record must be a JSON object with a 'messages' list"
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty list"
-    roles: list[str] = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            return f"messages[{index}] must be an object with 'role' and 'content'"
-        role, content = message.get("role"), message.get("content")
-        if role not in SM_ROLES:
-            return f"messages[{index}].role must be one of {', '.join(SM_ROLES)}, got {role!r}"
-        if not isinstance(content, str) or not content.strip():
-            return f"messages[{index}].content must be a non-empty string"
-        if role == "system" and index != 0:
-            return f"messages[{index}]: a system message may only come first"
-        roles.append(str(role))
-    first_turn = roles[1] if roles[0] == "system" and len(roles) > 1 else roles[0]
-    if first_turn != "user":
-        return "the conversation must start with a user message (after an optional system message)"
-    if "assistant" not in roles:
-        return "the conversation holds no assistant message to learn from"
-    return None
-
-
 def sm_check_file(path: Path) -> list[str]:
-    """Every problem of a chat-format JSON Lines file (empty: it can be trained on)."""
+    """Every problem of a chat-format JSON Lines file (empty: it can be trained on), by the rules the pipeline and
+    the training program apply (workloads/finetune_sagemaker/chat_records.py), lines counted as they count them."""
     problems: list[str] = []
     records = 0
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"{path}: cannot read it ({exc})"]
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        records += 1
-        try:
-            problem = sm_record_problem(json.loads(line))
-        except ValueError as exc:
-            problem = f"not valid JSON ({exc})"
-        if problem:
-            problems.append(f"{path.name}:{number}: {problem}")
+        with open(path, encoding="utf-8", errors=TEXT_ERRORS) as handle:
+            for number, line in enumerate(handle, start=1):
+                if is_blank(line):
+                    continue
+                records += 1
+                problem = line_problem(line)
+                if problem:
+                    problems.append(f"{path.name}:{number}: {problem}")
+    except OSError as exc:
+        return [*problems, f"{path}: cannot read it ({exc})"]
     if not records:
         problems.append(f"{path.name}: holds no records")
     return problems

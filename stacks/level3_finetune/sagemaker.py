@@ -2,7 +2,8 @@
 Custom Model Import. $0 while idle apart from S3 storage (and the monthly storage of each imported model a user keeps).
 
     StartExecution {"trainingKey", "baseModel"? | "baseModelKey"?, "resumeFrom"?} ──► Step Functions
-        (sagemaker_pipeline.py): request checked, data (and base model, and earlier checkpoints) found
+        (sagemaker_pipeline.py): request checked, data (and base model, and earlier checkpoints) found, every
+        record checked by the Validator function (chat_records' rules, the training program's own) or rejected
         ──► SageMaker CreateTrainingJob (.sync): sft_train.py in the PyTorch training image, the base model from the
         Hub or from models/<name>/ in the data bucket (the "model" channel), checkpoints under
         checkpoints/<execution name>/ (or the resumed execution's), uncompressed output with the merged model at
@@ -41,12 +42,18 @@ from stacks.level4_pretrain.stack import notification_rule
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
+from stacks.shared.python_function import PythonFunction
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group, tag_stack
 
 LEVEL = "3-finetune-sagemaker"
 SAMPLES_DIR = ROOT / "samples" / "finetune-sagemaker"
 SUBJECT = "genai-spectrum-kit fine-tuning on SageMaker"
+# The record rules the training program applies, shipped in the validator's asset (one copy of the rules).
+RECORD_RULES = "workloads.finetune_sagemaker.chat_records"
+# Streaming a large dataset takes time: Lambda's longest timeout, 900 s
+# (https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html).
+VALIDATOR_TIMEOUT = Duration.minutes(15)
 
 
 def sourcedir_asset() -> str:
@@ -105,6 +112,7 @@ class SageMakerFineTuneStack(Stack):
         self.topic = self._topic(deployment)
         self.training_role = self._training_role(settings)
         self.import_role = self._import_role()
+        self.validator = self._validator(deployment)
         self.state_machine = self._state_machine(deployment, settings)
         self._grant_pipeline()
         notification_rule(
@@ -332,6 +340,35 @@ class SageMakerFineTuneStack(Stack):
         )
         return role
 
+    def _validator(self, deployment: Deployment) -> PythonFunction:
+        """The ValidateData function: reads the data bucket (lists it and gets objects), nothing else."""
+        validator = PythonFunction(
+            self,
+            "Validator",
+            deployment=deployment,
+            handler="sagemaker_validate.handler.handler",
+            description="Level 3 on SageMaker: check the training records before a training job starts",
+            service_name="sagemaker-validate",
+            timeout=VALIDATOR_TIMEOUT,
+            memory_size=512,
+            modules=[RECORD_RULES],
+        )
+        # A run may name any key or prefix of the data bucket (the training role reads it all, too).
+        validator.role.add_to_policy(
+            iam.PolicyStatement(sid="ReadData", actions=["s3:GetObject"], resources=[self.data.arn_for_objects("*")])
+        )
+        validator.role.add_to_policy(
+            iam.PolicyStatement(sid="ListData", actions=["s3:ListBucket"], resources=[self.data.bucket_arn])
+        )
+        suppress(
+            validator.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "The validator reads the records a run names: any key or prefix of the dedicated data bucket, as the "
+            "training job does; X-Ray actions support no resource-level permissions.",
+            applies_to=["Resource::*", f"Resource::{arn_ref(self.data)}/*"],
+        )
+        return validator
+
     def _state_machine(self, deployment: Deployment, settings: SageMakerFineTuneSettings) -> sfn.StateMachine:
         from workloads.finetune_sagemaker import sagemaker_job
 
@@ -427,6 +464,7 @@ class SageMakerFineTuneStack(Stack):
                 import_role_arn=self.import_role.role_arn,
                 default_base_model=settings.base_model,
                 max_polls=max_polls,
+                validator=self.validator.function,
                 succeeded=succeeded,
                 failed=failed,
                 invalid=invalid,
@@ -503,9 +541,11 @@ class SageMakerFineTuneStack(Stack):
             "AwsSolutions-IAM5",
             "Training job names are made per execution under the kit's prefix; import jobs and imported models get "
             "ids Bedrock generates, so their ARNs end in a wildcard; CreateModelImportJob, X-Ray and CloudWatch "
-            "Logs delivery support no resource-level permissions.",
+            "Logs delivery support no resource-level permissions; the validator may be invoked by version or "
+            "alias (the Step Functions Lambda integration grants both forms of its ARN).",
             applies_to=[
                 "Resource::*",
+                f"Resource::{arn_ref(self.validator.function)}:*",
                 f"Resource::{arn}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{self.job_prefix}*",
                 f"Resource::{arn}:bedrock:{self.region}:<AWS::AccountId>:model-import-job/*",
                 f"Resource::{arn}:bedrock:{self.region}:<AWS::AccountId>:imported-model/*",

@@ -9,6 +9,9 @@ wait for the import, the smoke invocation and the clean-up before a failure is n
     ─► ChooseCheckpoints: resumeFrom ─► UseEarlierCheckpoints ─► FindCheckpoints ─► none ─► rejected
                           otherwise ─► UseOwnCheckpoints (checkpoints/<execution name>/)
     ─► FindTrainingData (ListObjectsV2, 1 key, in the data bucket) ─► none ─► rejected
+    ─► ValidateData (the sagemaker_validate function streams every *.jsonl object the train channel would copy
+       and applies chat_records' rules) ─► invalid ─► rejected naming file, line and reason (InvalidData)
+                                        └─ error ─► NotifyFailed
     ─► TrainModel (CreateTrainingJob.sync, job <job prefix><MD5 of the execution ARN>; the chosen checkpoint
        prefix; uncompressed output)
     ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/; job and model named as the job)
@@ -38,7 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Duration, Stack
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
@@ -106,6 +111,7 @@ class PipelineTargets:
     import_role_arn: str
     default_base_model: str
     max_polls: int
+    validator: lambda_.IFunction  # sagemaker_validate: the records of the training data, before the job
     succeeded: sfn.IChainable
     failed: sfn.IChainable
     invalid: sfn.IChainable
@@ -402,10 +408,46 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         ResultPath="$.training",
     )
     train.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
+
+    # Every record the job would read, checked before any instance starts (the train channel's S3Prefix on the
+    # same key: the function lists and reads exactly the objects the job would copy). Lambda's transient errors
+    # are retried (LambdaInvoke's retry_on_service_exceptions); any other error is a notified failure.
+    validate = tasks.LambdaInvoke(
+        scope,
+        "ValidateData",
+        lambda_function=targets.validator,
+        comment="A bad record would otherwise stop the job only after the instances start",
+        payload=sfn.TaskInput.from_object(
+            {"bucket": targets.data_bucket, "trainingKey": sfn.JsonPath.string_at("$.input.trainingKey")}
+        ),
+        payload_response_only=True,
+        retry_on_service_exceptions=True,
+        result_selector={
+            "valid": sfn.JsonPath.string_at("$.valid"),
+            "records": sfn.JsonPath.number_at("$.records"),
+            "files": sfn.JsonPath.number_at("$.files"),
+            "problems": sfn.JsonPath.list_at("$.problems"),
+            "summary": sfn.JsonPath.string_at("$.summary"),
+        },
+        result_path="$.validation",
+    )
+    validate.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
+    invalid_data = sfn.Pass(
+        scope,
+        "InvalidData",
+        parameters={"Error": "InvalidInput", "Cause": sfn.JsonPath.string_at("$.validation.summary")},
+        result_path="$.error",
+    )
+    invalid_data.next(targets.invalid)
+    validate.next(
+        sfn.Choice(scope, "DataValid")
+        .when(sfn.Condition.boolean_equals("$.validation.valid", True), train)
+        .otherwise(invalid_data)
+    )
     find.next(
         found(
             "TrainingDataFound",
-            train,
+            validate,
             not_found(
                 "NoTrainingData",
                 f"nothing under s3://{targets.data_bucket}/{{}}: upload the JSONL records first",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aws_cdk import Duration
@@ -18,7 +18,8 @@ from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.stage import log_group
 
-LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAMBDAS_DIR = REPO_ROOT / "lambdas"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"  # publisher of the Powertools for AWS Lambda managed layers
@@ -58,10 +59,22 @@ def function_package(handler: str) -> str:
     return package
 
 
+def module_file(module: str, root: Path | None = None) -> Path:
+    """The source file of a dotted module name of the kit outside lambdas/ (``workloads.x.y`` ->
+    ``workloads/x/y.py``): ValueError when it is not one plain module file of the checkout."""
+    parts = module.split(".")
+    if not all(part.isidentifier() for part in parts) or parts[0] in ("lambdas", *SHARED_PACKAGES):
+        raise ValueError(f"extra module {module!r} is not a dotted module name of the kit outside lambdas/")
+    path = (root or REPO_ROOT).joinpath(*parts).with_suffix(".py")
+    if not path.is_file():
+        raise ValueError(f"extra module {module!r}: {path} is not a file")
+    return path
+
+
 _STAGING_ROOT: list[Path] = []
 
 
-def stage_function_code(package: str) -> Path:
+def stage_function_code(package: str, modules: Sequence[str] = ()) -> Path:
     """A fresh folder holding ``package`` and the shared packages side by side: the function's asset root.
 
     The function's own folder sits under its level (``lambdas/level2_rag/rag_api``) and the shared code under
@@ -69,6 +82,11 @@ def stage_function_code(package: str) -> Path:
     (plain file copies: no bundling image, no Docker). The asset hash covers only the files shipped, so
     editing one function's package redeploys that function alone, and editing lambdas/common redeploys all.
     CDK copies the folder into the cloud assembly when the function is built; the copies here go at exit.
+
+    ``modules`` names single modules from elsewhere in the checkout the function imports as well (for example
+    ``workloads.finetune_sagemaker.chat_records``, rules a training program shares): each is copied alone to the
+    same relative path, so it imports by the same dotted name in Lambda as through the editable install (its
+    folders carry no ``__init__.py`` here: namespace packages). Without ``modules`` the asset is unchanged.
     """
     if not _STAGING_ROOT:
         _STAGING_ROOT.append(Path(tempfile.mkdtemp(prefix="kit-function-code-")))
@@ -76,6 +94,13 @@ def stage_function_code(package: str) -> Path:
     staged = Path(tempfile.mkdtemp(prefix=f"{package}-", dir=_STAGING_ROOT[0]))
     for name in (package, *SHARED_PACKAGES):
         shutil.copytree(package_dir(name), staged / name, ignore=shutil.ignore_patterns(*_CACHES))
+    for module in modules:
+        source = module_file(module)
+        target = staged.joinpath(*module.split(".")).with_suffix(".py")
+        if target.exists() or module.split(".")[0] in (package, *SHARED_PACKAGES):
+            raise ValueError(f"extra module {module!r} would overwrite a file of the {package} asset")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
     return staged
 
 
@@ -83,7 +108,8 @@ class PythonFunction(Construct):
     """arm64, the newest Python runtime, JSON logs to an explicit log group, X-Ray active, Powertools layer.
 
     ``handler`` is the dotted import path of the function (e.g. ``prompt_api.handler.handler``), the same
-    path the tests import; the asset holds that package and lambdas/common only (:func:`stage_function_code`).
+    path the tests import; the asset holds that package and lambdas/common, plus the single ``modules`` named from
+    elsewhere in the checkout (:func:`stage_function_code`).
     ``role`` starts with write access to its own log group only; callers add grants.
     """
 
@@ -99,6 +125,7 @@ class PythonFunction(Construct):
         environment: Mapping[str, str] | None = None,
         timeout: Duration | None = None,
         memory_size: int = 512,
+        modules: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group: logs.LogGroup = log_group(self, "Logs", deployment)
@@ -121,7 +148,7 @@ class PythonFunction(Construct):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler=handler,
-            code=lambda_.Code.from_asset(str(stage_function_code(function_package(handler)))),
+            code=lambda_.Code.from_asset(str(stage_function_code(function_package(handler), modules))),
             description=description,
             role=self.role,
             timeout=timeout or Duration.seconds(25),

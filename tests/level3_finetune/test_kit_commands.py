@@ -13,7 +13,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_record_problem
+from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_check_file, sm_record_problem
 from tests.conftest import ROOT
 from tests.infra import asl
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
@@ -347,6 +347,9 @@ def test_l3sm_start_resume_from_repeats_the_earlier_request_with_resume_from(moc
     ],
 )
 def test_l3sm_record_check_agrees_with_the_training_program(record: object) -> None:
+    from workloads.finetune_sagemaker import chat_records
+
+    assert sm_record_problem is chat_records.record_problem  # one copy of the rules, no second one to keep equal
     chat_data = pytest.importorskip("workloads.finetune_sagemaker.chat_data")
     try:
         chat_data.validate_record(record)
@@ -354,6 +357,15 @@ def test_l3sm_record_check_agrees_with_the_training_program(record: object) -> N
     except chat_data.DataError as err:
         expected = str(err)
     assert sm_record_problem(record) == expected
+
+
+def test_l3sm_file_check_counts_lines_as_the_training_program_reads_them(tmp_path: Path) -> None:
+    """JSON allows U+2028 and U+0085 unescaped in a string; Python's text files do not end a line there (only at
+    \n, \r\n and \r), so neither does the check: the record is valid and the next line keeps its number."""
+    record = {"messages": [{"role": "user", "content": "a\u2028b\x85c"}, {"role": "assistant", "content": "d"}]}
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps(record, ensure_ascii=False) + "\r" + "{}\n", encoding="utf-8", newline="")
+    assert sm_check_file(data) == ["chat.jsonl:2: 'messages' must be a non-empty list"]
 
 
 def test_l3sm_status_shows_the_execution_training_job_import_and_model(mocked: FakeCloudFormation) -> None:

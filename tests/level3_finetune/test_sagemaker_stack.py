@@ -263,14 +263,21 @@ def _results(
     statuses: tuple[str, ...] = ("InProgress", "Completed"),
     smoke: asl.AslError | None = None,
     not_ready: int = 0,
+    validation: Any = None,
 ) -> Any:
-    """API-shaped task results; ``statuses`` are GetModelImportJob's answers in order (the last repeats)."""
+    """API-shaped task results; ``statuses`` are GetModelImportJob's answers in order (the last repeats);
+    ``validation`` is the validator's answer (a dict, an AslError, or a callable taking the call; default valid)."""
     polls = {"n": 0}
     smoke_calls = {"n": 0}
 
     def result(call: asl.TaskCall) -> Any:
         if call.resource == asl.SNS_PUBLISH:
             return {"MessageId": "m-1"}
+        if call.state == "ValidateData":
+            answer = VALID if validation is None else validation
+            if isinstance(answer, asl.AslError):
+                raise answer
+            return answer(call) if callable(answer) else answer
         found = {"FindTrainingData": keys, "FindBaseModel": model_keys, "FindCheckpoints": checkpoint_keys}
         if call.state in found:
             return {"KeyCount": found[call.state], "IsTruncated": False, "Name": call.parameters["Bucket"]}
@@ -313,6 +320,17 @@ def _results(
         raise AssertionError(f"unexpected task {call.state}")
 
     return result
+
+
+# What sagemaker_validate answers for good data (its tests check the shape: test_sagemaker_validate.py).
+VALID = {
+    "valid": True,
+    "records": 25,
+    "files": 1,
+    "problems": [],
+    "complete": True,
+    "summary": "25 records in 1 files under s3://data/datasets/",
+}
 
 
 def _failure(trace: asl.Trace) -> dict[str, Any]:
@@ -818,3 +836,124 @@ def test_the_job_names_the_secret_and_never_carries_the_token(
         assert json.loads(request["HyperParameters"]["hub_token_secret"]) == SECRET_NAME
         assert "Environment" not in request
         assert not [k for k in request["HyperParameters"] if "token" in k.lower() and k != "hub_token_secret"]
+
+
+# --- the data check before the training job ------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_bucket(template: dict[str, Any]) -> Any:
+    """The stack's data bucket in moto, read by the real sagemaker_validate handler."""
+    import boto3
+    from moto import mock_aws
+
+    from common.clients import bounded_client
+
+    with mock_aws():
+        bounded_client.cache_clear()
+        client = boto3.client("s3", region_name=asl.REGION)
+        client.create_bucket(Bucket=_bucket(template, "Data"))
+        yield client
+    bounded_client.cache_clear()
+
+
+def _validator(call: asl.TaskCall) -> Any:
+    """The function itself answers the task (payload_response_only: its return is the task's result)."""
+    from sagemaker_validate.handler import handler
+    from tests.lambda_helpers import FakeContext
+
+    return json.loads(json.dumps(handler(call.parameters, FakeContext(function_name="sagemaker-validate"))))
+
+
+def test_bad_records_are_a_notified_rejection_naming_file_line_and_reason_before_any_instance(
+    machine: dict[str, Any], template: dict[str, Any], data_bucket: Any
+) -> None:
+    data = _bucket(template, "Data")
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    bad = json.dumps({"messages": [{"role": "user", "content": "q"}]})
+    data_bucket.put_object(Bucket=data, Key="datasets/chat/a.jsonl", Body=f"{good}\n{bad}\n".encode())
+    trace = asl.simulate(machine, {"trainingKey": "datasets/chat/"}, _results(validation=_validator))
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput"), trace.describe()
+    assert trace.parameters("ValidateData") == {"bucket": data, "trainingKey": "datasets/chat/"}
+    assert not trace.calls_to("TrainModel")  # no CreateTrainingJob: no instance starts
+    error = _failure(trace)
+    assert error["Error"] == "InvalidInput"
+    assert "datasets/chat/a.jsonl:2: the conversation holds no assistant message to learn from" in error["Cause"]
+    assert f"s3://{data}/datasets/chat/" in error["Cause"]
+
+
+def test_good_records_go_on_to_the_training_job_on_the_same_key(
+    machine: dict[str, Any], template: dict[str, Any], data_bucket: Any
+) -> None:
+    data = _bucket(template, "Data")
+    sample = ROOT / "samples" / "finetune-sagemaker" / "train.jsonl"
+    data_bucket.put_object(Bucket=data, Key="datasets/train.jsonl", Body=sample.read_bytes())
+    trace = asl.simulate(machine, {"trainingKey": "datasets/train.jsonl"}, _results(validation=_validator))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    order = [c.state for c in trace.calls]
+    assert order.index("FindTrainingData") < order.index("ValidateData") < order.index("TrainModel")
+    # The function checked what the train channel copies: the same bucket and key.
+    [channel] = trace.parameters("TrainModel")["InputDataConfig"]
+    checked = trace.parameters("ValidateData")
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{checked['bucket']}/{checked['trainingKey']}"
+    assert channel["DataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
+
+
+def test_a_validator_failure_is_notified_and_lambdas_transient_errors_are_retried(machine: dict[str, Any]) -> None:
+    retried = machine["States"]["ValidateData"]["Retry"]
+    transient = {e for r in retried for e in r["ErrorEquals"]}
+    assert {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException"} <= transient
+    assert "States.ALL" not in transient  # a function error (a missing bucket, a timeout) is not retried
+    answers = iter([asl.AslError("Lambda.ServiceException", "busy"), VALID])
+
+    def flaky(call: asl.TaskCall) -> Any:
+        answer = next(answers)
+        if isinstance(answer, asl.AslError):
+            raise answer
+        return answer
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(validation=flaky))
+    assert trace.status == "SUCCEEDED" and len(trace.calls_to("ValidateData")) == 2, trace.describe()
+    failing = asl.AslError("S3.NoSuchBucket", "The specified bucket does not exist")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(validation=failing))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert not trace.calls_to("TrainModel") and len(trace.calls_to("ValidateData")) == 1
+    assert _failure(trace)["Error"] == "S3.NoSuchBucket"
+
+
+def _validator_function(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    [(function_id, function)] = [
+        (k, v)
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == "sagemaker_validate.handler.handler"
+    ]
+    return function_id, function
+
+
+def test_the_validator_reads_exactly_the_data_bucket(template: dict[str, Any]) -> None:
+    _, function = _validator_function(template)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    data = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("DataBucket"))
+    granted = {
+        action: sorted(render(r) for r in as_list(s["Resource"]))
+        for s in _role_statements(template, role_id).values()
+        for action in as_list(s["Action"])
+        if not action.startswith(("xray:", "logs:"))
+    }
+    arn = render({"Fn::GetAtt": [data, "Arn"]})
+    assert granted == {"s3:GetObject": [f"{arn}/*"], "s3:ListBucket": [arn]}
+    assert function["Properties"]["Timeout"] == 900
+
+
+def test_the_pipeline_may_invoke_exactly_the_validator(template: dict[str, Any]) -> None:
+    function_id, _ = _validator_function(template)
+    role_id = asl.state_machine(template, "StateMachine")[1]["RoleArn"]["Fn::GetAtt"][0]
+    invokes = [
+        sorted(render(r) for r in as_list(s["Resource"]))
+        for s in _role_statements(template, role_id).values()
+        if any(a.startswith("lambda:") for a in as_list(s["Action"]))
+    ]
+    arn = render({"Fn::GetAtt": [function_id, "Arn"]})
+    assert invokes == [sorted([arn, f"{arn}:*"])]  # the function, by any of its versions or aliases
+    actions = {a for s in _role_statements(template, role_id).values() for a in as_list(s["Action"])}
+    assert {a for a in actions if a.startswith("lambda:")} == {"lambda:InvokeFunction"}

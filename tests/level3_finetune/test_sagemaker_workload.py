@@ -529,6 +529,36 @@ def test_bad_records_exit_2_naming_file_and_line(
     assert captured.err.startswith("error: ") and message in captured.err and captured.out == ""
 
 
+def test_a_line_nested_too_deeply_is_a_bad_record_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text(SAMPLES.read_text().splitlines()[0] + "\n" + "[" * 100_000 + "\n")
+    assert sft_train.main(["--data", str(data)], env={}) == sft_train.EXIT_USAGE
+    assert "train.jsonl:2: not valid JSON (nested too deeply)" in capsys.readouterr().err
+
+
+def test_the_source_directory_holds_every_module_the_program_imports_from_it() -> None:
+    """The job runs from sourcedir.tar.gz alone: a sibling module left out of RUNTIME_FILES (chat_records.py, the
+    record rules chat_data.py applies) would fail at import, after the instances started."""
+    import ast
+
+    from workloads.finetune_sagemaker import sagemaker_job
+
+    here = sagemaker_job.HERE
+    siblings = {p.stem for p in here.glob("*.py")}
+    shipped = set(sagemaker_job.RUNTIME_FILES)
+    for name in [f for f in sagemaker_job.RUNTIME_FILES if f.endswith(".py")]:
+        tree = ast.parse((here / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for module in {n.split(".")[0] for n in names} & siblings:
+                assert f"{module}.py" in shipped, f"{name} imports {module}, which the source directory lacks"
+    assert "chat_records.py" in shipped
+
+
 def test_ranks_read_disjoint_examples_that_cover_the_epoch() -> None:
     examples = [chat_data.Example(input_ids=[i + 1] * (i % 5 + 1), labels=[i + 1] * (i % 5 + 1)) for i in range(25)]
     shards = [

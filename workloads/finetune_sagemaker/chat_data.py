@@ -6,7 +6,8 @@ A record is one JSON object per line::
                   {"role": "assistant", "content": "..."}]}
 
 Roles are ``system`` (optional, first only), ``user`` and ``assistant``; the conversation starts with the
-system or a user message and holds at least one assistant message. Every assistant message is a training
+system or a user message and holds at least one assistant message (the rules live in chat_records.py, which the
+pipeline's check before the training job and ``kit l3sm`` apply too). Every assistant message is a training
 target (multi-turn records teach every answer), everything else is context.
 
 Rendering uses the tokenizer's chat template, so training sees exactly the text the imported model sees at
@@ -25,17 +26,17 @@ would.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import chat_records
 import torch
 
 IGNORE_INDEX = -100  # the label value Hugging Face causal-LM losses skip
-ROLES = ("system", "user", "assistant")
+ROLES = chat_records.ROLES
 
 # Used only when the base tokenizer has no chat template of its own (documented in README.md).
 FALLBACK_CHAT_TEMPLATE = (
@@ -83,45 +84,24 @@ def data_files(path: Path) -> list[Path]:
 
 
 def validate_record(record: Any) -> list[Message]:
-    """The record's messages, or a DataError saying what is wrong with it."""
-    if not isinstance(record, Mapping):
-        raise DataError("a record must be a JSON object with a 'messages' list")
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise DataError("'messages' must be a non-empty list")
-    cleaned: list[Message] = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise DataError(f"messages[{index}] must be an object with 'role' and 'content'")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise DataError(f"messages[{index}].role must be one of {', '.join(ROLES)}, got {role!r}")
-        if not isinstance(content, str) or not content.strip():
-            raise DataError(f"messages[{index}].content must be a non-empty string")
-        if role == "system" and index != 0:
-            raise DataError(f"messages[{index}]: a system message may only come first")
-        cleaned.append({"role": role, "content": content})
-    first_turn = cleaned[1] if cleaned[0]["role"] == "system" and len(cleaned) > 1 else cleaned[0]
-    if first_turn["role"] != "user":
-        raise DataError("the conversation must start with a user message (after an optional system message)")
-    if not any(m["role"] == "assistant" for m in cleaned):
-        raise DataError("the conversation holds no assistant message to learn from")
-    return cleaned
+    """The record's messages, or a DataError saying what is wrong with it (the rules: chat_records.py)."""
+    problem = chat_records.record_problem(record)
+    if problem is not None:
+        raise DataError(problem)
+    return chat_records.messages_of(record)
 
 
 def load_conversations(path: Path) -> list[list[Message]]:
     """Every record of every JSONL file under the path, validated; errors name file and line."""
     conversations: list[list[Message]] = []
     for file in data_files(path):
-        with open(file, encoding="utf-8") as handle:
+        with open(file, encoding="utf-8", errors=chat_records.TEXT_ERRORS) as handle:
             for number, line in enumerate(handle, start=1):
-                if not line.strip():
+                if chat_records.is_blank(line):
                     continue
                 try:
-                    conversations.append(validate_record(json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{file}:{number}: not valid JSON ({err.msg})") from None
-                except DataError as err:
+                    conversations.append(chat_records.line_messages(line))
+                except chat_records.RecordError as err:
                     raise DataError(f"{file}:{number}: {err}") from None
     if not conversations:
         raise DataError(f"data path {path} holds no records")

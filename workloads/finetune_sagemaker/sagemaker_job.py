@@ -21,6 +21,7 @@ ENTRY_POINT = "sft_train.py"
 RUNTIME_FILES = (
     "adapter_checkpoints.py",
     "chat_data.py",
+    "chat_records.py",
     "import_check.py",
     "merge_adapter.py",
     "requirements.txt",
