@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from stacks.shared.registry import config_errors, create_only_paths, name_findings
+from stacks.shared.registry import SCHEMA_REGION, config_errors, create_only_paths, name_findings, resource_schema
 from tests.conftest import ROOT, cdk_json_context
 
 
@@ -63,3 +63,22 @@ def test_app_names_the_key_when_a_derived_name_breaks_a_schema() -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
     assert len(errors) == 1 and errors[0].startswith("config error: name_prefix = 'ab--cd' is not allowed"), errors
     assert "Traceback" not in result.stderr
+
+
+def test_the_kit_reads_the_registry_schemas_as_cfn_lint_does(sandbox: Any, prod_extremes: Any) -> None:
+    """stacks/shared/registry.py reads cfn-lint's bundled schemas without importing cfn-lint: the same schema,
+    for every type the kit synthesizes."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    types = {
+        resource["Type"]
+        for synth in (sandbox, prod_extremes)
+        for template in synth.templates.values()
+        for resource in template.get("Resources", {}).values()
+        if resource["Type"].startswith("AWS::")
+    }
+    assert len(types) > 30
+    for resource_type in sorted(types):
+        expected = PROVIDER_SCHEMA_MANAGER.get_resource_schema(SCHEMA_REGION, resource_type).schema
+        assert resource_schema(resource_type) == expected, resource_type
+    assert resource_schema("AWS::No::Such") is None and resource_schema("Custom::Thing") is None
