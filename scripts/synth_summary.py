@@ -35,6 +35,12 @@ def summarize(assembly_dir: Path) -> list[str]:
         count, idle, unknown = stack_summary(template, prices)
         purpose = template.get("Description", "").removeprefix("genai-spectrum-kit ")
         line = f"{artifact_id:<{width}} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
+        # What each model a run keeps bills while idle (outside the stack: not in its idle figure).
+        kept = analyze_stack(artifact_id, template, prices).while_kept
+        if kept:
+            line += "; per kept model: " + ", ".join(
+                f"{p.label} " + (f"~${p.usd:,.2f}/{p.unit}" if p.usd is not None else "(see kit cost)") for p in kept
+            )
         if unknown:
             line += f"  (idle cost unclassified: {', '.join(unknown)})"
         lines.append(line)

@@ -26,6 +26,11 @@ def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: 
     assert "idle ~$0.50/month" in level1  # five CloudWatch alarms at $0.10
     assert "idle ~$0.50/month" in by_stack["GenAiKit-2-Rag"]  # S3 Vectors: no floor, only the alarms
     assert all("unclassified" not in line for line in lines)
+    # The SageMaker path's stack owns no model; each imported model a run keeps bills storage while idle.
+    assert (
+        "per kept model: Bedrock imported model storage ~$1.95/CMU-month" in by_stack["GenAiKit-3-FineTune-SageMaker"]
+    )
+    assert "per kept model" not in by_stack["GenAiKit-3-FineTune"]
 
 
 def test_synth_summary_states_the_opensearch_idle_floor(sandbox_oss: Any) -> None:
