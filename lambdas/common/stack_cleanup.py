@@ -1,21 +1,51 @@
-"""What the kit's sandbox cleanup custom resources share: a deadline that leaves time to answer CloudFormation,
-paging, polling until nothing is pending, stopping a state machine's executions, and the handler's answer.
+"""What the kit's sandbox cleanup custom resources share: clients with bounded timeouts, a deadline that leaves
+time to answer CloudFormation, paging, polling until nothing is pending, calls that tolerate given errors and
+deletes that wait while a resource is busy, stopping a state machine's executions, and the handler's answer
+(which reads the stack's status: a cleanup acts only when its stack is being deleted).
 
 A cleanup resource acts only when its stack is being deleted, answers SUCCESS or FAILED naming what is left
-(never a stack trace), and a destroy run again resumes where a failed one stopped. Each function keeps its own
-timeouts and seams (``clock``, ``sleep``) and hands them in, so its tests drive time without waiting.
+(never a stack trace), and a destroy run again resumes where a failed one stopped. Each function keeps only what
+is its own: its scope, what it finds, stops and deletes, its hints and its physical id. The tests replace the
+seams of this module (``client``, ``clock``, ``sleep``): the shared steps and the functions' own steps
+(through ``client_factory``) get the same fake clients, and drive time without waiting.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from common.clients import bounded_client
 from common.custom_resource import respond
 
 DELETE_IN_PROGRESS = "DELETE_IN_PROGRESS"
+# One call costs at most MAX_ATTEMPTS x (connect + read) plus standard-mode back-off (about 45 s); the
+# answer to CloudFormation at most RESPONSE_TIMEOUT_S. The margin keeps both inside the function's timeout.
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+MAX_ATTEMPTS = 3  # attempts per call, the first included
+RESPONSE_TIMEOUT_S = 20
+ANSWER_MARGIN_S = 90.0
+POLL_INTERVAL_S = 15.0
+
+# Seams for the tests (with ``client``): a fake clock advances when the code sleeps.
+sleep: Callable[[float], None] = time.sleep
+clock: Callable[[], float] = time.monotonic
+
+
+def client(service: str) -> Any:
+    """The ``service`` client of a cleanup: short timeouts, few attempts (one client per service: cached).
+    The seam for the tests, which hand out stubbed clients instead."""
+    return bounded_client(service, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)
+
+
+def client_factory(service: str) -> Callable[[], Any]:
+    """What a function calls its ``service`` client by (``bedrock = client_factory("bedrock")``, then
+    ``bedrock().list_custom_models``): each call goes through ``client`` here, so the tests' clients answer."""
+    return lambda: client(service)
 
 
 class CleanupError(Exception):
@@ -23,24 +53,15 @@ class CleanupError(Exception):
 
 
 class Deadline:
-    """The time by which the work must stop so that CloudFormation still gets an answer."""
+    """The time by which the work must stop so that CloudFormation still gets an answer: ANSWER_MARGIN_S before
+    the function's timeout; waits poll every POLL_INTERVAL_S."""
 
-    def __init__(
-        self,
-        remaining_ms: int,
-        *,
-        margin_s: float,
-        poll_s: float,
-        resume_hint: str,
-        clock: Callable[[], float],
-        sleep: Callable[[float], None],
-    ) -> None:
-        self._clock, self._sleep = clock, sleep
-        self.poll_s, self.resume_hint = poll_s, resume_hint
-        self.end = clock() + remaining_ms / 1000 - margin_s
+    def __init__(self, remaining_ms: int, *, resume_hint: str) -> None:
+        self.resume_hint = resume_hint
+        self.end = clock() + remaining_ms / 1000 - ANSWER_MARGIN_S
 
     def left(self) -> float:
-        return self.end - self._clock()
+        return self.end - clock()
 
     def check(self, doing: str) -> None:
         if self.left() <= 0:
@@ -48,7 +69,7 @@ class Deadline:
 
     def pause(self, doing: str) -> None:
         self.check(doing)
-        self._sleep(min(self.poll_s, self.left()))
+        sleep(min(POLL_INTERVAL_S, self.left()))
         self.check(doing)
 
 
@@ -78,20 +99,47 @@ def wait_until_done(pending: Callable[[], list[str]], doing: str, deadline: Dead
         deadline.pause(f"{doing} ({', '.join(left)})")
 
 
-def stack_status(cloudformation: Any, stack_id: str) -> str:
-    return str(cloudformation.describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"])
+def tolerate(call: Callable[..., Any], codes: tuple[str, ...], **params: Any) -> None:
+    """Make the call; an error whose code is one of ``codes`` (already gone, busy, ended meanwhile) is no failure."""
+    try:
+        call(**params)
+    except ClientError as err:
+        if error_code(err) not in codes:
+            raise
 
 
-def stop_executions(stepfunctions: Any, state_machine_arn: str, deadline: Deadline, cause: str) -> int:
+def delete_when_free(call: Callable[..., Any], doing: str, deadline: Deadline, **params: Any) -> None:
+    """A delete that looks again after a pause while the resource is busy for a moment (ConflictException), until
+    the deadline; a resource already gone counts as deleted."""
+    while True:
+        deadline.check(doing)
+        try:
+            call(**params)
+        except ClientError as err:
+            if error_code(err) == "ConflictException":
+                deadline.pause(doing)
+                continue
+            if error_code(err) != "ResourceNotFoundException":
+                raise
+        return
+
+
+def stack_status(stack_id: str) -> str:
+    return str(client("cloudformation").describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"])
+
+
+def stop_executions(state_machine_arn: str, deadline: Deadline, cause: str) -> int:
     """Stop the state machine's running executions, so none creates anything meanwhile; how many were stopped."""
     stopped = 0
     running = pages(
-        stepfunctions.list_executions, "executions", stateMachineArn=state_machine_arn, statusFilter="RUNNING"
+        client("stepfunctions").list_executions, "executions", stateMachineArn=state_machine_arn, statusFilter="RUNNING"
     )
     for execution in list(running):
         deadline.check("stopping the pipeline's executions")
         try:
-            stepfunctions.stop_execution(executionArn=execution["executionArn"], error="StackDeleted", cause=cause)
+            client("stepfunctions").stop_execution(
+                executionArn=execution["executionArn"], error="StackDeleted", cause=cause
+            )
             stopped += 1
         except ClientError as err:
             if error_code(err) != "ExecutionDoesNotExist":
@@ -101,16 +149,22 @@ def stop_executions(stepfunctions: Any, state_machine_arn: str, deadline: Deadli
 
 def answer(
     event: dict[str, Any],
+    context: Any,
     *,
     validate: Callable[[dict[str, Any]], object],
-    on_delete: Callable[[dict[str, Any]], str],
+    on_delete: Callable[[dict[str, Any], Deadline], str],
+    removes: str,
     physical_id: str,
     retry_hint: str,
-    response_timeout_s: float,
+    resume_hint: str,
     logger: Any,
 ) -> None:
     """Run the request and always answer CloudFormation: Create and Update only check the properties (a wrong
-    one fails at deploy time, not on destroy); Delete runs ``on_delete``. FAILED reasons are one line."""
+    one fails at deploy time, not on destroy); Delete runs ``on_delete`` before the deadline, and only when the
+    stack itself is being deleted (a Delete sent because an update removed the resource leaves what the cleanup
+    ``removes`` in place). FAILED reasons are one line: what is left and ``retry_hint``, or, at the deadline,
+    ``resume_hint``."""
+    deadline = Deadline(context.get_remaining_time_in_millis(), resume_hint=resume_hint)
     kind = event.get("RequestType")
     status = "FAILED"
     try:
@@ -118,7 +172,11 @@ def answer(
             validate(event.get("ResourceProperties", {}))
             status, reason = "SUCCESS", "nothing to do until the stack is deleted"
         elif kind == "Delete":
-            reason = on_delete(event)
+            stack = stack_status(event["StackId"])
+            if stack == DELETE_IN_PROGRESS:
+                reason = on_delete(event, deadline)
+            else:
+                reason = f"the stack is {stack}, not being deleted: {removes} left in place"
             status = "SUCCESS"
         else:
             reason = f"unknown request type {kind!r}"
@@ -132,4 +190,4 @@ def answer(
     if status == "FAILED":
         logger.error("Answering FAILED", extra={"reason": reason})
     physical = event.get("PhysicalResourceId") or physical_id
-    respond(event, status, reason, physical, timeout_s=response_timeout_s, logger=logger)
+    respond(event, status, reason, physical, timeout_s=RESPONSE_TIMEOUT_S, logger=logger)

@@ -5,17 +5,14 @@ real clients, so each request is checked against the service model."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest import mock
 
 import pytest
-from botocore.stub import Stubber
 
-from common import custom_resource
+from common import stack_cleanup
 from finetune_cleanup import handler as h
-from tests.lambda_helpers import cloudformation_answers
+from tests.level3_finetune.cleanup_helpers import T0, FakeAws, cleanup_event, context, fake_aws
 
 ACCOUNT = "123456789012"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
@@ -31,8 +28,8 @@ PROPS = {
     "StateMachineArn": STATE_MACHINE,
 }
 BASE = "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0:128k"
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
 FUNCTION_MS = 600_000  # the function's 10-minute timeout
+SERVICES = ("bedrock", "stepfunctions", "cloudformation")
 
 
 def model_arn(suffix: str) -> str:
@@ -97,41 +94,7 @@ def job(summary: dict[str, Any], key: str, status: str | None = None) -> dict[st
     }
 
 
-@dataclass
-class FakeClock:
-    """Monotonic time that moves only when the code sleeps."""
-
-    now: float = 0.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert 0 < seconds <= h.POLL_INTERVAL_S
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-@dataclass
-class Aws:
-    bedrock: Stubber
-    sfn: Stubber
-    cfn: Stubber
-    clock: FakeClock
-    answers: list[dict[str, Any]]
-    answered_at: list[float]
-    bedrock_calls: list[str]
-
-    def deleting(self, status: str = "DELETE_IN_PROGRESS") -> None:
-        stack = {"StackName": "GenAiKit-3-FineTune", "CreationTime": T0, "StackStatus": status}
-        self.cfn.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": STACK_ID})
-
-    def no_executions(self) -> None:
-        self.sfn.add_response(
-            "list_executions", {"executions": []}, {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING"}
-        )
-
+class Aws(FakeAws):
     def jobs(self, summaries: list[dict[str, Any]]) -> None:
         self.bedrock.add_response(
             "list_model_customization_jobs",
@@ -147,70 +110,23 @@ class Aws:
             "list_provisioned_model_throughputs", {"provisionedModelSummaries": throughputs}, {"modelArnEquals": model}
         )
 
-    @property
-    def answer(self) -> dict[str, Any]:
-        [answer] = self.answers
-        return answer
-
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "finetune-cleanup")
-    clients = {name: h._client(name) for name in ("bedrock", "stepfunctions", "cloudformation")}
-    stubbers = {name: Stubber(client) for name, client in clients.items()}
-    clock = FakeClock()
-    answers: list[dict[str, Any]] = []
-    answered_at: list[float] = []
-    bedrock_calls: list[str] = []
-    clients["bedrock"].meta.events.register(
-        "provide-client-params.bedrock", lambda model, **_: bedrock_calls.append(model.name)
-    )
-
-    fake_urlopen = cloudformation_answers(answers, lambda _timeout: answered_at.append(clock.now))
-
-    monkeypatch.setattr(h, "bedrock", lambda: clients["bedrock"])
-    monkeypatch.setattr(h, "stepfunctions", lambda: clients["stepfunctions"])
-    monkeypatch.setattr(h, "cloudformation", lambda: clients["cloudformation"])
-    monkeypatch.setattr(h, "clock", clock)
-    monkeypatch.setattr(h, "sleep", clock.sleep)
-    monkeypatch.setattr(custom_resource.urllib.request, "urlopen", fake_urlopen)
-    with stubbers["bedrock"], stubbers["stepfunctions"], stubbers["cloudformation"]:
-        yield Aws(
-            stubbers["bedrock"],
-            stubbers["stepfunctions"],
-            stubbers["cloudformation"],
-            clock,
-            answers,
-            answered_at,
-            bedrock_calls,
-        )
-
-
-def no_pending(aws: Aws) -> None:
-    for stubber in (aws.bedrock, aws.sfn, aws.cfn):
-        stubber.assert_no_pending_responses()
+    cause = "The fine-tuning stack is being deleted"
+    with fake_aws(monkeypatch, Aws, SERVICES, stack_id=STACK_ID, state_machine=STATE_MACHINE, cause=cause) as world:
+        yield world
 
 
 def event(kind: str, props: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "RequestType": kind,
-        "ResponseURL": "https://cfn-response.example/abc",
-        "StackId": STACK_ID,
-        "RequestId": "r-1",
-        "LogicalResourceId": "CustomModelCleanup",
-        "ResourceType": "Custom::BedrockFineTuneCleanup",
-        "ResourceProperties": dict(PROPS if props is None else props),
-        **({"PhysicalResourceId": h.PHYSICAL_ID} if kind != "Create" else {}),
-    }
-
-
-def context(remaining_ms: int = FUNCTION_MS) -> Any:
-    return mock.Mock(
-        function_name="cleanup",
-        memory_limit_in_mb=256,
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:cleanup",
-        aws_request_id="id",
-        get_remaining_time_in_millis=mock.Mock(return_value=remaining_ms),
+    return cleanup_event(
+        kind,
+        PROPS if props is None else props,
+        stack_id=STACK_ID,
+        logical_id="CustomModelCleanup",
+        resource_type="Custom::BedrockFineTuneCleanup",
+        physical_id=h.PHYSICAL_ID,
     )
 
 
@@ -219,30 +135,7 @@ def test_delete_removes_exactly_the_kits_models_serving_resources_first(aws: Aws
     other_key = f"{PREFIX}-model-aaaaaaaaaaaa"  # the kit's name, but not this stack's key
     other_name = f"{PREFIX}-model-mine"  # this stack's prefix, but not a name the pipeline gives
     aws.deleting()
-    aws.sfn.add_response(
-        "list_executions",
-        {
-            "executions": [
-                {
-                    "executionArn": f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:e1",
-                    "stateMachineArn": STATE_MACHINE,
-                    "name": "e1",
-                    "status": "RUNNING",
-                    "startDate": T0,
-                }
-            ]
-        },
-        {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING"},
-    )
-    aws.sfn.add_response(
-        "stop_execution",
-        {"stopDate": T0},
-        {
-            "executionArn": f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:e1",
-            "error": "StackDeleted",
-            "cause": "The fine-tuning stack is being deleted",
-        },
-    )
+    aws.executions(["e1"])
     aws.jobs([job_summary(f"{PREFIX}-job-0123456789ab", "Completed")])
     aws.bedrock.add_response(
         "list_custom_models",
@@ -291,13 +184,13 @@ def test_delete_removes_exactly_the_kits_models_serving_resources_first(aws: Aws
     aws.bedrock.add_response("delete_custom_model", {}, {"modelIdentifier": model_arn("0123456789ab")})
     aws.bedrock.add_response("delete_custom_model", {}, {"modelIdentifier": model_arn("ba9876543210")})
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
-    no_pending(aws)
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
     assert ours_1 in aws.answer["Reason"] and ours_2 in aws.answer["Reason"]
     assert other_key not in aws.answer["Reason"] and other_name not in aws.answer["Reason"]
-    calls = aws.bedrock_calls
+    calls = aws.calls
     first_model_delete = calls.index("DeleteCustomModel")
     assert calls.index("DeleteCustomModelDeployment") < first_model_delete
     assert calls.index("DeleteProvisionedModelThroughput") < first_model_delete
@@ -318,7 +211,7 @@ def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: 
     theirs = job_summary(f"{PREFIX}-job-aaaaaaaaaaaa", "InProgress")  # the kit's name, another key
     manual = job_summary(f"{PREFIX}-job-by-hand", "InProgress")  # not a name the pipeline gives
     aws.deleting()
-    aws.no_executions()
+    aws.executions([])
     aws.jobs([ours, theirs, manual])
     aws.bedrock.add_response("get_model_customization_job", job(ours, KEY), {"jobIdentifier": ours["jobArn"]})
     aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": ours["jobArn"]})
@@ -331,19 +224,19 @@ def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: 
     )
     aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
-    no_pending(aws)
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS"
     assert "stopped 1 customization job" in aws.answer["Reason"]
-    assert aws.clock.sleeps == [h.POLL_INTERVAL_S]
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
 
 
 def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(aws: Aws) -> None:
     ours = f"{PREFIX}-model-0123456789ab"
     stuck = deployment(f"{PREFIX}-deploy-0123456789ab", model_arn("0123456789ab"))
     aws.deleting()
-    aws.no_executions()
+    aws.executions([])
     aws.jobs([])
     aws.bedrock.add_response(
         "list_custom_models",
@@ -362,17 +255,14 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(a
     for _ in range(60):  # the deployment never goes away; more answers than the deadline lets it ask for
         aws.serving(model_arn("0123456789ab"), [stuck], [])
 
-    h.handler(event("Delete"), context(remaining_ms=FUNCTION_MS))
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
     assert aws.answer["Status"] == "FAILED"
     assert "Deadline reached" in aws.answer["Reason"] and stuck["customModelDeploymentName"] in aws.answer["Reason"]
     assert "run the destroy again" in aws.answer["Reason"]
-    assert "DeleteCustomModel" not in aws.bedrock_calls  # the model is kept with the key; nothing is unusable
+    assert "DeleteCustomModel" not in aws.calls  # the model is kept with the key; nothing is unusable
     [answered_at] = aws.answered_at
-    assert answered_at <= FUNCTION_MS / 1000 - h.ANSWER_MARGIN_S
-    # The margin covers the slowest single call (every attempt timing out) plus the answer itself.
-    slowest_call = h.MAX_ATTEMPTS * (h.CONNECT_TIMEOUT_S + h.READ_TIMEOUT_S) + 20
-    assert slowest_call + h.RESPONSE_TIMEOUT_S <= h.ANSWER_MARGIN_S
+    assert answered_at <= FUNCTION_MS / 1000 - stack_cleanup.ANSWER_MARGIN_S
 
 
 def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> None:
@@ -384,7 +274,7 @@ def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> No
         commitmentExpirationTime=datetime.now(UTC) + timedelta(days=20),
     )
     aws.deleting()
-    aws.no_executions()
+    aws.executions([])
     aws.jobs([])
     aws.bedrock.add_response(
         "list_custom_models",
@@ -398,9 +288,9 @@ def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> No
     )
     aws.serving(model_arn("0123456789ab"), [], [committed])
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
-    no_pending(aws)
+    aws.no_pending()
     assert aws.answer["Status"] == "FAILED"
     assert "reserved-by-hand" in aws.answer["Reason"] and "OneMonth commitment" in aws.answer["Reason"]
 
@@ -408,16 +298,16 @@ def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> No
 def test_a_delete_that_is_not_the_stacks_deletion_keeps_the_models(aws: Aws) -> None:
     # An update that removes the resource (for example a switch to the prod stage) must not delete models.
     aws.deleting("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
-    h.handler(event("Delete"), context())
-    no_pending(aws)
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS" and "left in place" in aws.answer["Reason"]
 
 
 def test_an_api_error_answers_failed_and_says_what_to_do(aws: Aws) -> None:
     aws.deleting()
-    aws.no_executions()
+    aws.executions([])
     aws.bedrock.add_client_error("list_model_customization_jobs", "AccessDeniedException", "not allowed")
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
     assert aws.answer["Status"] == "FAILED"
     assert aws.answer["Reason"].startswith("AccessDeniedException: not allowed")
     assert "key is kept" in aws.answer["Reason"]
@@ -425,24 +315,17 @@ def test_an_api_error_answers_failed_and_says_what_to_do(aws: Aws) -> None:
 
 @pytest.mark.parametrize("kind", ["Create", "Update"])
 def test_create_and_update_do_nothing(aws: Aws, kind: str) -> None:
-    h.handler(event(kind), context())  # no response is queued: any AWS call would fail the request
-    no_pending(aws)
+    h.handler(event(kind), context(FUNCTION_MS))  # no response is queued: any AWS call would fail the request
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS"
     assert aws.answer["PhysicalResourceId"] == h.PHYSICAL_ID
 
 
 def test_create_with_a_missing_property_fails_at_deploy_time(aws: Aws) -> None:
-    h.handler(event("Create", {k: v for k, v in PROPS.items() if k != "KeyArn"}), context())
+    h.handler(event("Create", {k: v for k, v in PROPS.items() if k != "KeyArn"}), context(FUNCTION_MS))
     assert aws.answer["Status"] == "FAILED" and "KeyArn" in aws.answer["Reason"]
 
 
 def test_an_unknown_request_type_answers_failed(aws: Aws) -> None:
-    h.handler(event("Replace"), context())
+    h.handler(event("Replace"), context(FUNCTION_MS))
     assert aws.answer["Status"] == "FAILED" and "unknown request type 'Replace'" in aws.answer["Reason"]
-
-
-def test_clients_give_up_quickly() -> None:
-    config = h._client("bedrock").meta.config
-    assert config.connect_timeout == h.CONNECT_TIMEOUT_S <= 5
-    assert config.read_timeout == h.READ_TIMEOUT_S <= 15
-    assert config.retries == {"total_max_attempts": h.MAX_ATTEMPTS, "mode": "standard"}

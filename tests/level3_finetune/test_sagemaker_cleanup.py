@@ -8,10 +8,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
-from unittest import mock
 
 import aws_cdk as cdk
 import pytest
@@ -19,7 +17,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk.assertions import Match, Template
 from botocore.stub import Stubber
 
-from common import custom_resource
+from common import stack_cleanup
 from sagemaker_cleanup import handler as h
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.sagemaker_cleanup import (
@@ -33,7 +31,8 @@ from stacks.shared.nag import suppress
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group
 from tests.conftest import cdk_json_context
-from tests.lambda_helpers import cloudformation_answers
+from tests.infra.helpers import as_list
+from tests.level3_finetune.cleanup_helpers import T0, FakeAws, called_actions, cleanup_event, context, fake_aws
 
 ACCOUNT = "123456789012"
 PREFIX = "genai-kit-sandbox-sft-"
@@ -48,7 +47,6 @@ PROPS = {
     "TrainingOutputUri": f"s3://{BUCKET}/output/",
     "ImportSourceUri": f"s3://{BUCKET}/output/{{name}}/output/model/merged/",
 }
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
 OTHER_STATE_MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:genai-kit-sandbox-sft-old"
 
 
@@ -141,65 +139,10 @@ def imported_model(name: str, suffix: str, bucket: str = BUCKET) -> dict[str, An
 # --- the fake world -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FakeClock:
-    """Monotonic time that moves only when the code sleeps."""
-
-    now: float = 0.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert 0 < seconds <= h.POLL_INTERVAL_S
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-@dataclass
-class Aws:
-    bedrock: Stubber
-    sagemaker: Stubber
-    sfn: Stubber
-    cfn: Stubber
-    clock: FakeClock
-    answers: list[dict[str, Any]]
-    answered_at: list[float]
-    calls: list[str]
-
-    def deleting(self, status: str = "DELETE_IN_PROGRESS") -> None:
-        stack = {"StackName": "GenAiKit-3-FineTune-SageMaker", "CreationTime": T0, "StackStatus": status}
-        self.cfn.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": STACK_ID})
-
-    def executions(self, names: list[str]) -> None:
-        arns = [f"{STATE_MACHINE.replace(':stateMachine:', ':execution:')}:{n}" for n in names]
-        self.sfn.add_response(
-            "list_executions",
-            {
-                "executions": [
-                    {
-                        "executionArn": arn,
-                        "stateMachineArn": STATE_MACHINE,
-                        "name": name,
-                        "status": "RUNNING",
-                        "startDate": T0,
-                    }
-                    for arn, name in zip(arns, names, strict=True)
-                ]
-            },
-            {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING"},
-        )
-        for arn in arns:
-            self.sfn.add_response(
-                "stop_execution",
-                {"stopDate": T0},
-                {
-                    "executionArn": arn,
-                    "error": "StackDeleted",
-                    "cause": "The SageMaker fine-tuning stack is being deleted",
-                },
-            )
+class Aws(FakeAws):
+    @property
+    def sagemaker(self) -> Stubber:
+        return self.stubbers["sagemaker"]
 
     def training(self, status: str, summaries: list[dict[str, Any]], token: str | None = None, **extra: Any) -> None:
         page: dict[str, Any] = {"TrainingJobSummaries": summaries}
@@ -245,77 +188,26 @@ class Aws:
     def delete_model(self, suffix: str) -> None:
         self.bedrock.add_response("delete_imported_model", {}, {"modelIdentifier": model_arn(suffix)})
 
-    @property
-    def answer(self) -> dict[str, Any]:
-        [answer] = self.answers
-        return answer
 
-
-SERVICES = {"bedrock": "bedrock", "sagemaker": "sagemaker", "sfn": "stepfunctions", "cfn": "cloudformation"}
+SERVICES = ("bedrock", "sagemaker", "stepfunctions", "cloudformation")
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sagemaker-cleanup")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    clients = {key: h._client(service) for key, service in SERVICES.items()}
-    stubbers = {key: Stubber(client) for key, client in clients.items()}
-    clock = FakeClock()
-    answers: list[dict[str, Any]] = []
-    answered_at: list[float] = []
-    calls: list[str] = []
-
-    def record(model: Any, **_: Any) -> None:
-        calls.append(model.name)
-
-    for client in clients.values():  # the clients are cached across tests: the recorder is removed after each
-        client.meta.events.register("provide-client-params.*", record)
-    for key, service in SERVICES.items():
-        monkeypatch.setattr(h, service, lambda key=key: clients[key])
-    monkeypatch.setattr(h, "clock", clock)
-    monkeypatch.setattr(h, "sleep", clock.sleep)
-    fake_urlopen = cloudformation_answers(answers, lambda _timeout: answered_at.append(clock.now))
-    monkeypatch.setattr(custom_resource.urllib.request, "urlopen", fake_urlopen)
-    with stubbers["bedrock"], stubbers["sagemaker"], stubbers["sfn"], stubbers["cfn"]:
-        yield Aws(
-            stubbers["bedrock"],
-            stubbers["sagemaker"],
-            stubbers["sfn"],
-            stubbers["cfn"],
-            clock,
-            answers,
-            answered_at,
-            calls,
-        )
-    for client in clients.values():
-        client.meta.events.unregister("provide-client-params.*", record)
-
-
-def no_pending(aws: Aws) -> None:
-    for stubber in (aws.bedrock, aws.sagemaker, aws.sfn, aws.cfn):
-        stubber.assert_no_pending_responses()
+    cause = "The SageMaker fine-tuning stack is being deleted"
+    with fake_aws(monkeypatch, Aws, SERVICES, stack_id=STACK_ID, state_machine=STATE_MACHINE, cause=cause) as world:
+        yield world
 
 
 def event(kind: str, props: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "RequestType": kind,
-        "ResponseURL": "https://cfn-response.example/abc",
-        "StackId": STACK_ID,
-        "RequestId": "r-1",
-        "LogicalResourceId": "SageMakerCleanup",
-        "ResourceType": "Custom::SageMakerFineTuneCleanup",
-        "ResourceProperties": dict(PROPS if props is None else props),
-        **({"PhysicalResourceId": h.PHYSICAL_ID} if kind != "Create" else {}),
-    }
-
-
-def context(remaining_ms: int = FUNCTION_MS) -> Any:
-    return mock.Mock(
-        function_name="cleanup",
-        memory_limit_in_mb=256,
-        invoked_function_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cleanup",
-        aws_request_id="id",
-        get_remaining_time_in_millis=mock.Mock(return_value=remaining_ms),
+    return cleanup_event(
+        kind,
+        PROPS if props is None else props,
+        stack_id=STACK_ID,
+        logical_id="SageMakerCleanup",
+        resource_type="Custom::SageMakerFineTuneCleanup",
+        physical_id=h.PHYSICAL_ID,
     )
 
 
@@ -345,14 +237,14 @@ def test_running_training_jobs_are_stopped_across_pages_and_waited_for(aws: Aws)
     aws.imports([])
     aws.models([])
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
-    no_pending(aws)
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
     assert "stopped 2 training job(s) and 1 pipeline execution(s)" in aws.answer["Reason"]
     assert aws.calls.count("StopTrainingJob") == 1
     # One settle after stopping the execution, then two polls while the jobs stop.
-    assert aws.clock.sleeps == [h.POLL_INTERVAL_S] * 3
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S] * 3
     assert aws.calls.index("StopExecution") < aws.calls.index("ListTrainingJobs")
 
 
@@ -371,13 +263,13 @@ def test_an_import_still_in_progress_is_waited_for_and_the_model_it_creates_is_d
     aws.get_model(name, "aaaaaaaaaaaa")
     aws.delete_model("aaaaaaaaaaaa")
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
-    no_pending(aws)
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
     assert f"deleted 1 imported model(s) [{name}]; waited for 1 import job(s)" in aws.answer["Reason"]
     assert aws.calls.index("ListImportedModels") > max(i for i, c in enumerate(aws.calls) if c == "GetModelImportJob")
-    assert aws.clock.sleeps == [h.POLL_INTERVAL_S] * 2
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S] * 2
 
 
 def test_models_that_are_not_the_kits_are_left_alone(aws: Aws) -> None:
@@ -410,9 +302,9 @@ def test_models_that_are_not_the_kits_are_left_alone(aws: Aws) -> None:
     aws.get_model(elsewhere, "ffffffffffff", OTHER_BUCKET)
     aws.delete_model("aaaaaaaaaaaa")
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
-    no_pending(aws)  # only one delete was queued: any other would have failed the stubber
+    aws.no_pending()  # only one delete was queued: any other would have failed the stubber
     reason = aws.answer["Reason"]
     assert aws.answer["Status"] == "SUCCESS", reason
     assert f"deleted 1 imported model(s) [{ours}]" in reason
@@ -430,7 +322,7 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_the_import_lef
     for _ in range(80):  # never completes; more answers than the deadline lets it ask for
         aws.get_import(name, "aaaaaaaaaaaa", "InProgress")
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
     reason = aws.answer["Reason"]
     assert aws.answer["Status"] == "FAILED"
@@ -438,10 +330,7 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_the_import_lef
     assert "run the destroy again" in reason
     assert "DeleteImportedModel" not in aws.calls and "ListImportedModels" not in aws.calls
     [answered_at] = aws.answered_at
-    assert answered_at <= FUNCTION_MS / 1000 - h.ANSWER_MARGIN_S
-    # The margin covers the slowest single call (every attempt timing out, plus back-off) and the answer itself.
-    slowest_call = h.MAX_ATTEMPTS * (h.CONNECT_TIMEOUT_S + h.READ_TIMEOUT_S) + 20
-    assert slowest_call + h.RESPONSE_TIMEOUT_S <= h.ANSWER_MARGIN_S
+    assert answered_at <= FUNCTION_MS / 1000 - stack_cleanup.ANSWER_MARGIN_S
 
 
 def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None:
@@ -455,25 +344,25 @@ def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None
     aws.bedrock.add_client_error("delete_imported_model", "ConflictException", "in use", 409)
     aws.delete_model("aaaaaaaaaaaa")
 
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
 
-    no_pending(aws)
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS" and name in aws.answer["Reason"]
-    assert aws.clock.sleeps == [h.POLL_INTERVAL_S]
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
 
 
 def test_a_delete_that_is_not_the_stacks_deletion_keeps_everything(aws: Aws) -> None:
     aws.deleting("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")  # for example an update that switched to prod
-    h.handler(event("Delete"), context())
-    no_pending(aws)
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS" and "left in place" in aws.answer["Reason"]
     assert aws.calls == ["DescribeStacks"]
 
 
 @pytest.mark.parametrize("kind", ["Create", "Update"])
 def test_create_and_update_do_nothing(aws: Aws, kind: str) -> None:
-    h.handler(event(kind), context())  # no response is queued: any AWS call would fail the request
-    no_pending(aws)
+    h.handler(event(kind), context(FUNCTION_MS))  # no response is queued: any AWS call would fail the request
+    aws.no_pending()
     assert aws.calls == []
     assert aws.answer["Status"] == "SUCCESS"
     assert aws.answer["PhysicalResourceId"] == h.PHYSICAL_ID
@@ -487,7 +376,7 @@ def test_create_and_update_do_nothing(aws: Aws, kind: str) -> None:
     ],
 )
 def test_create_with_a_wrong_property_fails_at_deploy_time(aws: Aws, props: dict[str, Any], named: str) -> None:
-    h.handler(event("Create", props), context())
+    h.handler(event("Create", props), context(FUNCTION_MS))
     assert aws.answer["Status"] == "FAILED" and named in aws.answer["Reason"]
 
 
@@ -495,7 +384,7 @@ def test_an_api_error_answers_failed_and_says_what_to_do(aws: Aws) -> None:
     aws.deleting()
     aws.executions([])
     aws.sagemaker.add_client_error("list_training_jobs", "AccessDeniedException", "not allowed", 400)
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
     assert aws.answer["Status"] == "FAILED"
     assert aws.answer["Reason"].startswith("AccessDeniedException: not allowed")
     assert "run the destroy again" in aws.answer["Reason"]
@@ -510,7 +399,7 @@ def test_an_unexpected_error_answers_failed_in_one_line_without_a_stack_trace(
     monkeypatch.setattr(h, "stop_training_jobs", broken)
     aws.deleting()
     aws.executions([])
-    h.handler(event("Delete"), context())
+    h.handler(event("Delete"), context(FUNCTION_MS))
     reason = aws.answer["Reason"]
     assert aws.answer["Status"] == "FAILED"
     assert reason.startswith("KeyError: 'TrainingJobStatus'") and "run the destroy again" in reason
@@ -518,16 +407,20 @@ def test_an_unexpected_error_answers_failed_in_one_line_without_a_stack_trace(
 
 
 def test_an_unknown_request_type_answers_failed(aws: Aws) -> None:
-    h.handler(event("Replace"), context())
+    h.handler(event("Replace"), context(FUNCTION_MS))
     assert aws.answer["Status"] == "FAILED" and "unknown request type 'Replace'" in aws.answer["Reason"]
 
 
-def test_clients_give_up_quickly() -> None:
-    for service in SERVICES.values():
-        config = h._client(service).meta.config
-        assert config.connect_timeout == h.CONNECT_TIMEOUT_S <= 5
-        assert config.read_timeout == h.READ_TIMEOUT_S <= 15
-        assert config.retries == {"total_max_attempts": h.MAX_ATTEMPTS, "mode": "standard"}
+def test_the_cleanup_clients_give_up_quickly_and_the_margin_covers_the_slowest_call_and_the_answer() -> None:
+    # One factory (common.stack_cleanup) makes the clients of both Level 3 cleanups.
+    for service in SERVICES:
+        config = stack_cleanup.client(service).meta.config
+        assert config.connect_timeout == stack_cleanup.CONNECT_TIMEOUT_S <= 5
+        assert config.read_timeout == stack_cleanup.READ_TIMEOUT_S <= 15
+        assert config.retries == {"total_max_attempts": stack_cleanup.MAX_ATTEMPTS, "mode": "standard"}
+    # The margin covers the slowest single call (every attempt timing out, plus back-off) and the answer itself.
+    slowest_call = stack_cleanup.MAX_ATTEMPTS * (stack_cleanup.CONNECT_TIMEOUT_S + stack_cleanup.READ_TIMEOUT_S) + 20
+    assert slowest_call + stack_cleanup.RESPONSE_TIMEOUT_S <= stack_cleanup.ANSWER_MARGIN_S
 
 
 # --- the construct --------------------------------------------------------------------------------------------
@@ -650,6 +543,8 @@ def test_the_function_role_is_granted_exactly_what_the_cleanup_calls(sandbox: tu
             "Resource": {"Ref": "AWS::StackId"},
         },
     }
+    # Exactly what the code calls: the handler's own steps and the shared ones (stop the executions, read the stack).
+    assert {a for s in ours.values() for a in as_list(s["Action"])} == called_actions("sagemaker_cleanup")
     # Besides these, only what every kit function has: its own log group and X-Ray.
     others = [s for s in statements if "Sid" not in s]
     assert sorted(str(s["Action"]) for s in others) == sorted(
@@ -672,7 +567,7 @@ def test_the_resource_is_bounded_and_deleted_before_what_it_needs(sandbox: tuple
     timeout = cleanup_function["Properties"]["Timeout"]
     assert timeout == CLEANUP_TIMEOUT.to_seconds() == 900  # Lambda's maximum
     assert timeout < int(resource["Properties"]["ServiceTimeout"])  # the function always answers first
-    assert timeout > h.ANSWER_MARGIN_S
+    assert timeout > stack_cleanup.ANSWER_MARGIN_S
     # CloudFormation deletes the cleanup before the state machine, the artifacts bucket (and its auto-delete
     # resource, which empties it) and the function's permissions.
     auto_delete = built.bucket.node.find_child("AutoDeleteObjectsCustomResource").node.default_child

@@ -24,68 +24,35 @@ becomes unusable; running the destroy again resumes where this one stopped.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 
-from common.clients import bounded_client
 from common.stack_cleanup import (
-    DELETE_IN_PROGRESS,
     CleanupError,
     Deadline,
     answer,
+    client_factory,
+    delete_when_free,
     pages,
-    stack_status,
     stop_executions,
+    tolerate,
     wait_until_done,
 )
-from common.stack_cleanup import error_code as _code
 
 logger = Logger(service="finetune-cleanup")
 
 PHYSICAL_ID = "finetune-custom-model-cleanup"
-# One call costs at most MAX_ATTEMPTS x (connect + read) plus standard-mode back-off (about 45 s); the
-# answer to CloudFormation at most RESPONSE_TIMEOUT_S. The margin keeps both inside the function's timeout.
-CONNECT_TIMEOUT_S = 3
-READ_TIMEOUT_S = 10
-MAX_ATTEMPTS = 3  # attempts per call, the first included
-RESPONSE_TIMEOUT_S = 20
-ANSWER_MARGIN_S = 90.0
-POLL_INTERVAL_S = 15.0
 NAME_ID = "(?:[0-9a-f]{32}|[0-9a-f]{12})"  # the pipeline ends every name with a 32-hex hash (12 hex before)
 BUSY_JOB_STATUSES = ("InProgress", "Stopping")
+GONE_OR_BUSY = ("ResourceNotFoundException", "ConflictException")  # the wait for what serves a model looks again
 PROPERTIES = ("KeyArn", "ModelNamePrefix", "JobNamePrefix", "StateMachineArn")
 RETRY_HINT = "The key is kept while the cleanup fails; fix the cause and run the destroy again."
 RESUME_HINT = "The key is kept while the cleanup fails; run the destroy again to resume."
 
-# Seams for the tests: a fake clock advances when the code sleeps.
-sleep: Callable[[float], None] = time.sleep
-clock: Callable[[], float] = time.monotonic
-
-
-def _client(service: str) -> Any:
-    return bounded_client(service, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)  # the first try included
-
-
-@lru_cache(maxsize=1)
-def bedrock() -> Any:
-    return _client("bedrock")
-
-
-@lru_cache(maxsize=1)
-def stepfunctions() -> Any:
-    return _client("stepfunctions")
-
-
-@lru_cache(maxsize=1)
-def cloudformation() -> Any:
-    return _client("cloudformation")
+bedrock = client_factory("bedrock")
 
 
 @dataclass(frozen=True)
@@ -143,11 +110,8 @@ def stop_jobs(scope: Scope, deadline: Deadline) -> int:
             continue
         ours[summary["jobArn"]] = summary["jobName"]
         if job["status"] == "InProgress":
-            try:
-                bedrock().stop_model_customization_job(jobIdentifier=summary["jobArn"])
-            except ClientError as err:
-                if _code(err) != "ConflictException":  # already stopping or just ended
-                    raise
+            # ConflictException: already stopping or just ended.
+            tolerate(bedrock().stop_model_customization_job, ("ConflictException",), jobIdentifier=summary["jobArn"])
             logger.info("Stopped a customization job", extra={"job": summary["jobName"]})
 
     def still_running() -> list[str]:
@@ -206,7 +170,9 @@ def remove_serving(models: list[dict[str, str]], deadline: Deadline, report: Rep
                 arn = deployment["customModelDeploymentArn"]
                 left.append(deployment["customModelDeploymentName"])
                 if arn not in requested:
-                    _delete(bedrock().delete_custom_model_deployment, customModelDeploymentIdentifier=arn)
+                    tolerate(
+                        bedrock().delete_custom_model_deployment, GONE_OR_BUSY, customModelDeploymentIdentifier=arn
+                    )
                     requested.add(arn)
                     report.deployments += 1
             for throughput in throughputs:
@@ -214,7 +180,7 @@ def remove_serving(models: list[dict[str, str]], deadline: Deadline, report: Rep
                 left.append(throughput["provisionedModelName"])
                 if arn not in requested:
                     _refuse_committed(throughput)
-                    _delete(bedrock().delete_provisioned_model_throughput, provisionedModelId=arn)
+                    tolerate(bedrock().delete_provisioned_model_throughput, GONE_OR_BUSY, provisionedModelId=arn)
                     requested.add(arn)
                     report.throughputs += 1
         return left
@@ -222,43 +188,18 @@ def remove_serving(models: list[dict[str, str]], deadline: Deadline, report: Rep
     wait_until_done(pending, "waiting for deployments and Provisioned Throughput to be deleted", deadline)
 
 
-def _delete(call: Callable[..., Any], **params: str) -> None:
-    """A delete that tolerates 'already gone' and 'busy' (the wait loop looks again)."""
-    try:
-        call(**params)
-    except ClientError as err:
-        if _code(err) not in ("ResourceNotFoundException", "ConflictException"):
-            raise
-
-
 def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]:
-    deleted = []
     for model in models:
-        while True:
-            deadline.check(f"deleting custom model {model['name']}")
-            try:
-                bedrock().delete_custom_model(modelIdentifier=model["arn"])
-            except ClientError as err:
-                if _code(err) == "ConflictException":  # still serving for a moment
-                    deadline.pause(f"deleting custom model {model['name']}")
-                    continue
-                if _code(err) != "ResourceNotFoundException":
-                    raise
-            deleted.append(model["name"])
-            logger.info("Deleted a custom model", extra={"model": model["name"]})
-            break
-    return deleted
+        doing = f"deleting custom model {model['name']}"  # a model still serving for a moment is busy
+        delete_when_free(bedrock().delete_custom_model, doing, deadline, modelIdentifier=model["arn"])
+        logger.info("Deleted a custom model", extra={"model": model["name"]})
+    return [model["name"] for model in models]
 
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
-    status = stack_status(cloudformation(), event["StackId"])
-    if status != DELETE_IN_PROGRESS:
-        return f"the stack is {status}, not being deleted: custom models left in place"
     scope = Scope.from_properties(event["ResourceProperties"])
     report = Report()
-    report.executions = stop_executions(
-        stepfunctions(), scope.state_machine_arn, deadline, "The fine-tuning stack is being deleted"
-    )
+    report.executions = stop_executions(scope.state_machine_arn, deadline, "The fine-tuning stack is being deleted")
     report.jobs = stop_jobs(scope, deadline)
     models = find_models(scope, deadline)
     remove_serving(models, deadline, report)
@@ -269,20 +210,14 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
 
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: Any) -> None:
-    deadline = Deadline(
-        context.get_remaining_time_in_millis(),
-        margin_s=ANSWER_MARGIN_S,
-        poll_s=POLL_INTERVAL_S,
-        resume_hint=RESUME_HINT,
-        clock=clock,
-        sleep=sleep,
-    )
     answer(
         event,
+        context,
         validate=Scope.from_properties,  # a wrong property fails now, not on destroy
-        on_delete=lambda delete: on_delete(delete, deadline),
+        on_delete=on_delete,
+        removes="custom models",
         physical_id=PHYSICAL_ID,
         retry_hint=RETRY_HINT,
-        response_timeout_s=RESPONSE_TIMEOUT_S,
+        resume_hint=RESUME_HINT,
         logger=logger,
     )

@@ -27,39 +27,26 @@ SUCCESS or FAILED naming what is left; running the destroy again resumes where t
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 
-from common.clients import bounded_client
 from common.stack_cleanup import (
-    DELETE_IN_PROGRESS,
     CleanupError,
     Deadline,
     answer,
-    error_code,
+    client_factory,
+    delete_when_free,
     pages,
-    stack_status,
     stop_executions,
+    tolerate,
     wait_until_done,
 )
 
 logger = Logger(service="sagemaker-cleanup")
 
 PHYSICAL_ID = "sagemaker-finetune-cleanup"
-# One call costs at most MAX_ATTEMPTS x (connect + read) plus standard-mode back-off (about 45 s); the
-# answer to CloudFormation at most RESPONSE_TIMEOUT_S. The margin keeps both inside the function's timeout.
-CONNECT_TIMEOUT_S = 3
-READ_TIMEOUT_S = 10
-MAX_ATTEMPTS = 3  # attempts per call, the first included
-RESPONSE_TIMEOUT_S = 20
-ANSWER_MARGIN_S = 90.0
-POLL_INTERVAL_S = 15.0
 NAME_SLOT = "{name}"  # where ImportSourceUri takes the training job's name
 # What follows the prefix in a name the pipeline gives: the hash of the execution ARN (States.Hash MD5, lowercase
 # hex; stacks/level3_finetune/sagemaker_pipeline.py run_name). Another deployment whose name prefix extends this
@@ -76,33 +63,8 @@ RESUME_HINT = (
     "again to resume."
 )
 
-# Seams for the tests: a fake clock advances when the code sleeps.
-sleep: Callable[[float], None] = time.sleep
-clock: Callable[[], float] = time.monotonic
-
-
-def _client(service: str) -> Any:
-    return bounded_client(service, CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)  # the first try included
-
-
-@lru_cache(maxsize=1)
-def bedrock() -> Any:
-    return _client("bedrock")
-
-
-@lru_cache(maxsize=1)
-def sagemaker() -> Any:
-    return _client("sagemaker")
-
-
-@lru_cache(maxsize=1)
-def stepfunctions() -> Any:
-    return _client("stepfunctions")
-
-
-@lru_cache(maxsize=1)
-def cloudformation() -> Any:
-    return _client("cloudformation")
+bedrock = client_factory("bedrock")
+sagemaker = client_factory("sagemaker")
 
 
 def _same_uri(a: str | None, b: str) -> bool:
@@ -168,14 +130,6 @@ class Report:
         return text
 
 
-def _tolerate(call: Callable[..., Any], codes: tuple[str, ...], **params: Any) -> None:
-    try:
-        call(**params)
-    except ClientError as err:
-        if error_code(err) not in codes:
-            raise
-
-
 def stop_training_jobs(scope: Scope, deadline: Deadline) -> int:
     """Stop the kit's running training jobs and wait until none of them is running or stopping."""
     ours: list[str] = []
@@ -198,7 +152,7 @@ def stop_training_jobs(scope: Scope, deadline: Deadline) -> int:
             ours.append(name)
             if job["TrainingJobStatus"] == "InProgress":
                 # A job that ended meanwhile answers ValidationException: nothing to stop.
-                _tolerate(
+                tolerate(
                     sagemaker().stop_training_job, ("ValidationException", "ResourceNotFound"), TrainingJobName=name
                 )
                 logger.info("Stopped a training job", extra={"job": name})
@@ -260,32 +214,18 @@ def find_models(scope: Scope, deadline: Deadline, report: Report) -> list[dict[s
 
 
 def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]:
-    deleted = []
     for model in models:
-        while True:
-            deadline.check(f"deleting imported model {model['name']}")
-            try:
-                bedrock().delete_imported_model(modelIdentifier=model["arn"])
-            except ClientError as err:
-                if error_code(err) == "ConflictException":  # busy for a moment: look again
-                    deadline.pause(f"deleting imported model {model['name']}")
-                    continue
-                if error_code(err) != "ResourceNotFoundException":
-                    raise
-            deleted.append(model["name"])
-            logger.info("Deleted an imported model", extra={"model": model["name"]})
-            break
-    return deleted
+        doing = f"deleting imported model {model['name']}"
+        delete_when_free(bedrock().delete_imported_model, doing, deadline, modelIdentifier=model["arn"])
+        logger.info("Deleted an imported model", extra={"model": model["name"]})
+    return [model["name"] for model in models]
 
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
-    status = stack_status(cloudformation(), event["StackId"])
-    if status != DELETE_IN_PROGRESS:
-        return f"the stack is {status}, not being deleted: training jobs and imported models left in place"
     scope = Scope.from_properties(event["ResourceProperties"])
     report = Report()
     report.executions = stop_executions(
-        stepfunctions(), scope.state_machine_arn, deadline, "The SageMaker fine-tuning stack is being deleted"
+        scope.state_machine_arn, deadline, "The SageMaker fine-tuning stack is being deleted"
     )
     if report.executions:
         # A CreateTrainingJob or CreateModelImportJob call a stopped execution had in flight lands meanwhile.
@@ -299,20 +239,14 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
 
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: Any) -> None:
-    deadline = Deadline(
-        context.get_remaining_time_in_millis(),
-        margin_s=ANSWER_MARGIN_S,
-        poll_s=POLL_INTERVAL_S,
-        resume_hint=RESUME_HINT,
-        clock=clock,
-        sleep=sleep,
-    )
     answer(
         event,
+        context,
         validate=Scope.from_properties,  # a wrong property fails now, not on destroy
-        on_delete=lambda delete: on_delete(delete, deadline),
+        on_delete=on_delete,
+        removes="training jobs and imported models",
         physical_id=PHYSICAL_ID,
         retry_hint=RETRY_HINT,
-        response_timeout_s=RESPONSE_TIMEOUT_S,
+        resume_hint=RESUME_HINT,
         logger=logger,
     )
