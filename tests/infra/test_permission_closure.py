@@ -107,10 +107,37 @@ def action_for(service: str, operation: str) -> str:
 # --- calls in the Lambda code ------------------------------------------------------------------------------
 
 
+def _common_imports(path: Path) -> set[str]:
+    """The lambdas/common modules ``path`` imports (``from common.x import``, ``from common import x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "common":
+                found |= {alias.name for alias in node.names}
+            elif node.module.startswith("common."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("common.")}
+    return found
+
+
 def _sources(package: str) -> list[Path]:
+    """The package's files and the lambdas/common modules they import, at any depth (a shared module's calls
+    count for the functions that use it, not for every function that ships lambdas/common)."""
     files = sorted(package_dir(package).rglob("*.py"))  # package_dir raises for a package it cannot find
-    uses_common = any("common" in path.read_text() for path in files)
-    return files + (sorted(package_dir("common").rglob("*.py")) if uses_common and package != "common" else [])
+    if package == "common":
+        return files
+    common = package_dir("common")
+    used: set[str] = set()
+    pending = [name for path in files for name in _common_imports(path)]
+    while pending:
+        name = pending.pop()
+        module = common / f"{name}.py"
+        if name in used or not module.is_file():
+            continue
+        used.add(name)
+        pending += _common_imports(module)
+    return files + sorted(common / f"{name}.py" for name in used)
 
 
 def code_calls(package: str) -> set[str]:
@@ -475,3 +502,11 @@ def test_a_call_a_level_module_adds_to_its_doctor_checks_is_found() -> None:
     level3 = {n.name for n in scanned["level3_finetune.py"] if isinstance(n, ast.FunctionDef)}
     assert {"doctor_checks", "check_customization", "_is_customization_jobs_quota"} <= level3
     assert "start" not in level3
+
+
+def test_a_shared_module_counts_only_for_the_functions_that_import_it() -> None:
+    # lambdas/common ships with every function; its calls count where it is imported (at any depth).
+    assert "stack_cleanup.py" in {path.name for path in _sources("sagemaker_cleanup")}
+    assert "stack_cleanup.py" not in {path.name for path in _sources("prompt_api")}
+    assert "cloudformation:DescribeStacks" in code_calls("finetune_cleanup")
+    assert "cloudformation:DescribeStacks" not in code_calls("prompt_api")
