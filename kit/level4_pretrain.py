@@ -5,6 +5,7 @@ checks: the SageMaker training-job and HyperPod instance quotas the configuratio
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,8 +31,16 @@ from kit.operator import (
     wait_options,
     when,
 )
+from stacks.level4_pretrain import names
 
-_SAGEMAKER_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+# The training job of an execution is <name_prefix>-<stage>-pt-<MD5 of the execution ARN>, as the state machine
+# names it (stacks/level4_pretrain/names.py), so any execution name fits SageMaker's 63 characters. What an
+# execution name may be (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html):
+# 1-80 characters without white space, brackets, wildcards, " # % \ ^ | ~ ` $ & , ; : / or control characters,
+# and only letters, digits, '-' and '_' for its CloudWatch Logs logging (the state machine logs), which is what
+# `--name` accepts; `--resume-from` takes any name an earlier execution may have had.
+NEW_EXECUTION_NAME = re.compile(r"[0-9A-Za-z_-]{1,80}")
+EXECUTION_NAME = re.compile(r"[^<>{}\[\]?*\"#%\\^|~`$&,;:/\s\x00-\x1f\x7f-\x9f\ufffe\uffff]{1,80}")
 
 
 @click.group()
@@ -42,10 +51,15 @@ def l4(ctx: click.Context, stage: str | None, region: str | None, profile: str |
     remember_target(ctx, stage, region, profile, context_pairs)
 
 
+def training_job_name(target: Target, execution_arn: str) -> str:
+    """The training job the state machine starts for an execution: the stage's prefix and the hash of the ARN."""
+    return names.job_name(target.config.name_prefix, target.config.stage, execution_arn)
+
+
 def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], str | None]:
     """The SageMaker training job's own status, shown while the execution runs."""
     target = current_target()
-    job_name = f"{target.config.name_prefix}-pretrain-{execution_arn.rsplit(':', 1)[-1]}"
+    job_name = training_job_name(target, execution_arn)
 
     def detail(_: Mapping[str, Any]) -> str | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -60,7 +74,11 @@ def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], st
 
 
 @l4.command()
-@click.option("--name", help="The execution name (the training job is <name_prefix>-pretrain-<name>).")
+@click.option(
+    "--name",
+    help="The execution name, 1-80 letters, digits, '-' and '_' (checkpoints go under checkpoints/<name>/; the "
+    "training job is <name_prefix>-<stage>-pt-<MD5 of the execution ARN>).",
+)
 @click.option(
     "--resume-from",
     "resume_from",
@@ -76,18 +94,16 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
     With --resume-from the job starts from the newest checkpoint of that earlier execution's run and keeps
     checkpointing there (the state machine refuses a name with no checkpoints).
     """
-    import re
-
     target = current_target()
     execution = name or execution_name()
-    job_name = f"{target.config.name_prefix}-pretrain-{execution}"
-    if not re.match(_SAGEMAKER_NAME, job_name):
+    if not NEW_EXECUTION_NAME.fullmatch(execution):
         raise KitUsageError(
-            f"--name makes the training job name {job_name!r}: SageMaker needs 1-63 letters, digits and '-'"
+            f"--name {execution!r}: an execution name here is 1-80 letters, digits, '-' and '_' (Step Functions "
+            "logs only such names)"
         )
     earlier = resume_from.rsplit(":", 1)[-1] if resume_from else None
-    if earlier is not None and not re.match(_SAGEMAKER_NAME, f"{target.config.name_prefix}-pretrain-{earlier}"):
-        raise KitUsageError(f"--resume-from {resume_from!r} is not the name of an execution that ran a training job")
+    if earlier is not None and not EXECUTION_NAME.fullmatch(earlier):
+        raise KitUsageError(f"--resume-from {resume_from!r} is not the name or ARN of an execution")
     if earlier == execution:
         raise KitUsageError("--resume-from names this execution itself: give the earlier execution's name")
     outputs = target.outputs("4-jobs")
@@ -102,7 +118,8 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
     out.print(Text(f"started {arn}"))
     out.print(
         Text(
-            f"training job {job_name}: {settings.job_instance_count} x {settings.job_instance_type}, "
+            f"training job {training_job_name(target, arn)}: {settings.job_instance_count} x "
+            f"{settings.job_instance_type}, "
             + (f"resuming from the checkpoints in {checkpoints}" if earlier else f"checkpoints in {checkpoints}"),
             style="dim",
         )

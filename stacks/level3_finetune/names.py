@@ -4,11 +4,12 @@ creates (the teardown and the cleanup find them by these), and the ARNs and logi
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stacks.shared.deployment import Deployment
+from stacks.shared.execution_names import execution_hash as execution_hash  # re-exported: pipelines and kit l3sm
+from stacks.shared.execution_names import execution_id as execution_id
 
 if TYPE_CHECKING:  # `kit l3sm` imports execution_hash: the kit never loads the CDK
     from aws_cdk import Stack
@@ -17,8 +18,6 @@ DATASETS_PREFIX = "datasets/"
 JOBS_PREFIX = "jobs/"
 REPORTS_PREFIX = "reports/"
 OUTPUT_PREFIX = "customization-output/"
-# What an execution creates is named by a hash of its ARN (32 hex digits), so the teardown can find it.
-NAME_HASH = "MD5"
 JOB_TAG_KEY = "kit-execution"
 # The SageMaker path: a run's baseModelKey names a prefix under this one in its data bucket (the base model's
 # Hugging Face files, read through the training job's "model" channel); the pipeline and `kit l3sm` import it.
@@ -50,22 +49,6 @@ class PipelineNames:
 
 def machine_name(deployment: Deployment) -> str:
     return deployment.resource_name("finetune")
-
-
-def execution_id(execution_arn_path: str) -> str:
-    """The intrinsic that names what one execution creates: a hash of its execution ARN (32 hex digits).
-
-    The pipeline applies it to ``$$.Execution.Id``; the teardown to the ended execution's ARN from the Step
-    Functions status event, so it finds what that execution created by name.
-    """
-    return f"States.Hash({execution_arn_path}, '{NAME_HASH}')"
-
-
-def execution_hash(execution_arn: str) -> str:
-    """What ``execution_id`` computes in Step Functions for this execution ARN: States.Hash gives the digest in
-    lowercase hex (https://docs.aws.amazon.com/step-functions/latest/dg/intrinsic-functions.html), here the MD5
-    of the ARN, 32 digits. A name, not a secret: the kit finds what a run created by it."""
-    return hashlib.new(NAME_HASH.lower(), execution_arn.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def logical_id(construct: Any) -> str:

@@ -3,7 +3,8 @@
 Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while idle):
 
     GenAiKit-4-Pretrain-Jobs:   StartExecution ──► Step Functions: input checked (a JSON object; resumeFrom a name
-                                     with checkpoints) ──► SageMaker CreateTrainingJob (.sync), multi-node, torchrun in
+                                     with checkpoints) ──► SageMaker CreateTrainingJob (.sync) named
+                                     <prefix>-<stage>-pt-<MD5 of the execution ARN>, multi-node, torchrun in
                                      the PyTorch training image, checkpoints under checkpoints/<execution>/ (or the
                                      resumed run's), optional managed spot ──► SNS (+ EventBridge job state changes)
 
@@ -17,7 +18,8 @@ Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while 
                                      EventBridge cluster and node-health events ──► SNS
 
 The units sit beside this module: network.py, storage.py and cluster.py (the cluster stack's), jobs.py (the
-training-job path's input checks and code package); the two stacks below compose them.
+training-job path's input checks and code package) and names.py (its job names, shared with ``kit l4``); the two
+stacks below compose them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.config import KitConfig
+from stacks.level4_pretrain import names
 from stacks.level4_pretrain.cluster import HyperPodCluster
 from stacks.level4_pretrain.jobs import (
     CHECKPOINTS_PREFIX,
@@ -182,7 +185,9 @@ class PretrainJobsStack(Stack):
         tag_stack(self, deployment, LEVEL)
         from workloads.pretrain import sagemaker_job  # the workload's own facts: image, hyperparameters, paths
 
-        job_name = f"{deployment.name_prefix}-pretrain-"  # + the execution name
+        # + the hash of the execution ARN (names.py): the stage keeps the sandbox's and prod's jobs, rule and grants
+        # apart in one account and region.
+        self.job_prefix = job_prefix = names.job_prefix(deployment.name_prefix, deployment.stage)
         self.bucket = SecureBucket(self, "Artifacts", deployment=deployment, versioned=True).bucket
         # The training code as the toolkit expects it (code/sourcedir.tar.gz) and the sample corpus (data/).
         code_upload = s3deploy.BucketDeployment(
@@ -294,9 +299,9 @@ class PretrainJobsStack(Stack):
         if settings.job_spot:
             stopping["MaxWaitTimeInSeconds"] = settings.job_max_wait_hours * 3600
         request: dict[str, Any] = {
-            # The execution name (36 characters when Step Functions picks it) after a prefix of at most 17:
-            # within SageMaker's 63 characters, and `kit l4` finds the job from the execution.
-            "TrainingJobName.$": f"States.Format('{job_name}{{}}', $$.Execution.Name)",
+            # The prefix and the MD5 of the execution ARN (32 hex digits), not the execution name (up to 80
+            # characters): at most 61 of SageMaker's 63 characters, and `kit l4` computes it from the ARN.
+            "TrainingJobName.$": names.job_name_intrinsic(job_prefix, "$$.Execution.Id"),
             "RoleArn": role.role_arn,
             "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File"},
             "HyperParameters": sagemaker_job.hyperparameters(
@@ -405,7 +410,7 @@ class PretrainJobsStack(Stack):
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker Training Job State Change"],
-                detail={"TrainingJobName": [{"prefix": job_name}]},
+                detail={"TrainingJobName": [{"prefix": job_prefix}]},
             ),
         )
         machine_role = self.state_machine.role
@@ -417,7 +422,7 @@ class PretrainJobsStack(Stack):
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                 ],
-                resources=[f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/{job_name}*"],
+                resources=[f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/{job_prefix}*"],
             )
         )
         machine_role.add_to_principal_policy(
@@ -473,11 +478,11 @@ class PretrainJobsStack(Stack):
         suppress(
             machine_role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "Training job names are made per execution under the kit's prefix; X-Ray and CloudWatch Logs "
-            "delivery support no resource-level permissions.",
+            "Training job names are made per execution (a hash of its ARN) under this deployment's prefix, which "
+            "carries the stage; X-Ray and CloudWatch Logs delivery support no resource-level permissions.",
             applies_to=[
                 "Resource::*",
-                f"Resource::arn:{self.partition}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{job_name}*",
+                f"Resource::arn:{self.partition}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{job_prefix}*",
             ],
         )
         self.role, self.topic = role, topic

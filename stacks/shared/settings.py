@@ -391,7 +391,8 @@ class SharedSettings(Settings):
     stage: Stage = Field(
         alias="stage", description="`sandbox`: destroy removes everything; `prod`: data and logs are retained"
     )
-    # 17 characters at most: "<prefix>-pretrain-<36-character execution id>" must fit SageMaker's 63.
+    # 17 characters at most: "sagemaker-<prefix>-<stage>-<account>-<region>" (Level 4's lifecycle bucket) must fit
+    # S3's 63; the SageMaker names "<prefix>-<stage>-sft-|pt-<32 hex>" need at most 62.
     name_prefix: Annotated[
         Text,
         Field(pattern=r"^[a-z][a-z0-9-]{1,15}[a-z0-9]$"),

@@ -3,16 +3,19 @@ Functions, a Stubber on SageMaker) and the HyperPod cluster view."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 
 import boto3
 import pytest
 
+from kit import aws
 from kit.level4_pretrain import l4
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
     REGION,
+    STAGE,
     WAIT_THEN_PASS,
     FakeCloudFormation,
     cloudformation_fixture,  # noqa: F401
@@ -30,6 +33,16 @@ def jobs_stack(fake: FakeCloudFormation, machine: str) -> None:
     fake.deploy(stack("4-jobs"), {"StateMachineArn": machine, "ArtifactsBucketName": "artifacts"})
 
 
+def execution_arn(machine: str, name: str) -> str:
+    return machine.replace(":stateMachine:", ":execution:") + f":{name}"
+
+
+def job_name(arn: str, stage: str = STAGE) -> str:
+    """The training job the state machine names for an execution: the prefix with the stage and the MD5 of the
+    execution ARN (States.Hash, lowercase hex), computed here independently of the kit."""
+    return f"{CONFIG.name_prefix}-{stage}-pt-{hashlib.md5(arn.encode()).hexdigest()}"
+
+
 def test_l4_submit_wait_follows_the_training_execution(executing: FakeCloudFormation) -> None:
     machine = state_machine(WAIT_THEN_PASS, "pretrain")
     jobs_stack(executing, machine)
@@ -39,40 +52,72 @@ def test_l4_submit_wait_follows_the_training_execution(executing: FakeCloudForma
         "executions"
     ]
     assert execution["name"].startswith("kit-") and execution["status"] == "SUCCEEDED"
-    assert f"training job {CONFIG.name_prefix}-pretrain-{execution['name']}" in result.output
+    assert f"training job {job_name(execution['executionArn'])}" in result.output
     assert "SUCCEEDED" in result.output and "s3://artifacts/checkpoints/" in result.output
 
 
 def test_l4_submit_shows_the_training_job_while_it_runs(mocked: FakeCloudFormation) -> None:
-    jobs_stack(mocked, state_machine(WAIT_THEN_PASS, "pretrain"))
-    job_name = f"{CONFIG.name_prefix}-pretrain-smoke1"
+    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    jobs_stack(mocked, machine)
+    job = job_name(execution_arn(machine, "smoke1"))
+    described = {
+        "TrainingJobName": job,
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{job}",
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Training",
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {"VolumeSizeInGB": 50},
+        "StoppingCondition": {},
+        "CreationTime": datetime.now(UTC),
+        "ModelArtifacts": {"S3ModelArtifacts": ""},
+    }
     with stubbed("sagemaker") as sagemaker:
-        sagemaker.add_response(
-            "describe_training_job",
-            {
-                "TrainingJobName": job_name,
-                "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{job_name}",
-                "TrainingJobStatus": "InProgress",
-                "SecondaryStatus": "Training",
-                "AlgorithmSpecification": {"TrainingInputMode": "File"},
-                "ResourceConfig": {"VolumeSizeInGB": 50},
-                "StoppingCondition": {},
-                "CreationTime": datetime.now(UTC),
-                "ModelArtifacts": {"S3ModelArtifacts": ""},
-            },
-            {"TrainingJobName": job_name},
-        )
+        sagemaker.add_response("describe_training_job", described, {"TrainingJobName": job})
         result = run(l4, "submit", "--name", "smoke1", "--wait", "--timeout", "0")
     assert result.exit_code == 1  # plain moto keeps it RUNNING: the wait times out
-    assert f"training job {job_name}: InProgress/Training" in result.output
+    assert f"training job {job}: InProgress/Training" in result.output
     assert "kit l4 status smoke1 --wait" in result.output
     status = run(l4, "status", "smoke1")
     assert status.exit_code == 0 and "RUNNING" in status.output
+    # Following it by name looks up the same job (the hash of the ARN the name resolves to).
+    with stubbed("sagemaker") as sagemaker:
+        sagemaker.add_response("describe_training_job", described, {"TrainingJobName": job})
+        status = run(l4, "status", "smoke1", "--wait", "--timeout", "0")
+    assert f"training job {job}: InProgress/Training" in status.output
 
 
-def test_l4_submit_refuses_a_name_sagemaker_would_reject(mocked: FakeCloudFormation) -> None:
-    result = run(l4, "submit", "--name", "under_score")
-    assert result.exit_code == 2 and "SageMaker needs 1-63 letters, digits and '-'" in result.output
+@pytest.mark.parametrize("name", ["under score", "a/b", "dotted.name", "x" * 81])
+def test_l4_submit_refuses_a_name_step_functions_would_reject_or_not_log(mocked: FakeCloudFormation, name: str) -> None:
+    result = run(l4, "submit", "--name", name)
+    assert result.exit_code == 2 and "1-80 letters, digits, '-' and '_'" in result.output
+
+
+def test_l4_submit_takes_any_execution_name_the_state_machine_logs(mocked: FakeCloudFormation) -> None:
+    # Before: the job was <name_prefix>-pretrain-<name>, so a name past 44 characters (or with '_') was refused,
+    # although Step Functions takes 80 and the job is named by the ARN's hash now.
+    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    jobs_stack(mocked, machine)
+    name = "Run_" + "x" * 76
+    result = run(l4, "submit", "--name", name)
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())  # the console wraps the long line
+    assert f"training job {job_name(execution_arn(machine, name))}: " in printed
+    assert f"checkpoints in s3://artifacts/checkpoints/{name}/" in printed
+
+
+def test_l4_names_a_stages_training_job_apart_from_the_other_stages(mocked: FakeCloudFormation) -> None:
+    # Before: <name_prefix>-pretrain-run1 in both stages: the second submit's job collided with the first's.
+    printed = {}
+    for stage in ("sandbox", "prod"):
+        machine = state_machine(WAIT_THEN_PASS, f"{CONFIG.name_prefix}-{stage}-pretrain")
+        outputs = {"StateMachineArn": machine, "ArtifactsBucketName": f"artifacts-{stage}"}
+        mocked.deploy(f"{aws.stack_id('4-jobs')}-{stage}", outputs)
+        result = run(l4, "--stage", stage, "submit", "--name", "run1")
+        assert result.exit_code == 0, result.output
+        printed[stage] = job_name(execution_arn(machine, "run1"), stage)
+        assert f"training job {printed[stage]}: " in result.output
+        assert f"checkpoints in s3://artifacts-{stage}/checkpoints/run1/" in result.output
+    assert printed["sandbox"] != printed["prod"]
 
 
 def test_l4_submit_checkpoints_under_the_executions_own_prefix(mocked: FakeCloudFormation) -> None:
@@ -89,7 +134,7 @@ def test_l4_submit_checkpoints_under_the_executions_own_prefix(mocked: FakeCloud
 def test_l4_submit_resume_from_asks_the_state_machine_to_continue_that_run(mocked: FakeCloudFormation) -> None:
     machine = state_machine(WAIT_THEN_PASS, "pretrain")
     jobs_stack(mocked, machine)
-    earlier = machine.replace(":stateMachine:", ":execution:") + ":run1"
+    earlier = execution_arn(machine, "run1")
     result = run(l4, "submit", "--name", "run1-more", "--resume-from", earlier)  # an ARN or a name
     assert result.exit_code == 0, result.output
     assert "resuming from the checkpoints in s3://artifacts/checkpoints/run1/" in result.output
@@ -98,7 +143,10 @@ def test_l4_submit_resume_from_asks_the_state_machine_to_continue_that_run(mocke
     assert json.loads(started["input"]) == {"resumeFrom": "run1"}
 
 
-@pytest.mark.parametrize(("given", "says"), [("under_score", "not the name of an execution"), ("same", "itself")])
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [("under score", "not the name or ARN of an execution"), ("x" * 81, "not the name"), ("same", "itself")],
+)
 def test_l4_submit_refuses_a_resume_from_that_cannot_name_an_earlier_run(
     mocked: FakeCloudFormation, given: str, says: str
 ) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import hashlib
 import json
 import re
 import zipfile
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from stacks.config import ConfigError
+from stacks.level4_pretrain import names
 from stacks.level4_pretrain.settings import InstanceGroupSpec, check_instance_groups
 from stacks.level4_pretrain.storage import (
     FSX_MOUNT,
@@ -19,12 +22,24 @@ from stacks.level4_pretrain.storage import (
     LEGACY_SLURM_FILE,
     lifecycle_bucket_name,
 )
+from stacks.shared.facts import STAGES
 from tests.infra import asl
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
 CLUSTER = "GenAiKit-4-Pretrain-Cluster"
 JOBS = "GenAiKit-4-Pretrain-Jobs"
+
+
+def execution_arn(execution_name: str, machine_name: str = "state-machine") -> str:
+    """The ARN the simulator gives an execution (``$$.Execution.Id``); "state-machine" is its default name."""
+    return f"arn:aws:states:{asl.REGION}:{asl.ACCOUNT}:execution:{machine_name}:{execution_name}"
+
+
+def job_name(arn: str, stage: str = "sandbox", name_prefix: str = "genai-kit") -> str:
+    """What an execution's training job is named: the prefix with the stage and the MD5 of the execution ARN in
+    lowercase hex (States.Hash), computed here independently of the code under test."""
+    return f"{name_prefix}-{stage}-pt-{hashlib.md5(arn.encode()).hexdigest()}"
 
 
 @pytest.fixture(scope="module")
@@ -405,10 +420,8 @@ def test_training_job_runs_multi_node_torchrun_in_the_pytorch_image(sandbox: Any
     assert request["EnableManagedSpotTraining"] is False
     assert "VpcConfig" not in request
     assert "Catch" in task
-    # The job is named after the execution, so `kit l4` can find it; the longest allowed prefix plus a
-    # 36-character execution id still fits SageMaker's 63 characters.
-    assert request["TrainingJobName.$"] == "States.Format('genai-kit-pretrain-{}', $$.Execution.Name)"
-    assert len("k" * 17 + "-pretrain-" + "x" * 36) == 63
+    # The job's name is checked where it is made, in the simulator (test_training_job_names_*).
+    assert "$$.Execution.Id" in request["TrainingJobName.$"]
 
 
 def test_training_jobs_with_spot_and_the_cluster_vpc_when_configured(sandbox_fsx: Any) -> None:
@@ -449,7 +462,7 @@ def test_state_machine_passes_only_the_training_role(jobs: dict[str, Any]) -> No
     assert granted["PassTrainingRole"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
     }
-    assert render(granted["RunTrainingJobs"]["Resource"]).endswith(":training-job/genai-kit-pretrain-*")
+    assert render(granted["RunTrainingJobs"]["Resource"]).endswith(":training-job/genai-kit-sandbox-pt-*")
 
 
 def test_the_jobs_stack_costs_nothing_idle_and_stands_alone(sandbox: Any, jobs: dict[str, Any]) -> None:
@@ -527,7 +540,7 @@ def test_each_execution_gets_its_own_checkpoint_prefix(machine: dict[str, Any], 
             "S3Uri": f"s3://{bucket}/checkpoints/{name}/",
             "LocalPath": "/opt/ml/checkpoints",
         }
-        assert request["TrainingJobName"] == f"genai-kit-pretrain-{name}"
+        assert request["TrainingJobName"] == job_name(execution_arn(name))
         assert not trace.calls_to("FindCheckpoints")  # a new run looks nowhere else
         [(_, message)] = trace.notifications
         assert message["checkpoints"] == f"s3://{bucket}/checkpoints/{name}/"
@@ -546,7 +559,8 @@ def test_resume_is_explicit_and_continues_the_named_runs_checkpoints(
     assert not asl.sdk_request_errors(machine["States"]["FindCheckpoints"]["Resource"], listing)
     request = trace.parameters("TrainModel")
     assert request["CheckpointConfig"]["S3Uri"] == f"s3://{bucket}/checkpoints/run-1/"
-    assert request["TrainingJobName"] == "genai-kit-pretrain-run-1-again"  # a new job, the old run's checkpoints
+    # A new job (named by this execution), the old run's checkpoints (named by the old execution's name).
+    assert request["TrainingJobName"] == job_name(execution_arn("run-1-again"))
 
 
 def test_resuming_a_run_without_checkpoints_is_a_notified_failure(machine: dict[str, Any]) -> None:
@@ -626,6 +640,85 @@ def test_the_state_machine_may_list_only_the_checkpoint_prefix(jobs: dict[str, A
     listing = granted["FindCheckpoints"]
     assert listing["Action"] == "s3:ListBucket"
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["checkpoints/*"]}}
+
+
+# --- training-job names: within SageMaker's limit for any execution, apart per stage ----------------------
+
+
+def _member_max(service: str, operation: str, member: str) -> int:
+    """A member's maximum length in botocore's service model (the APIs' own limit, not restated here)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model(service)
+    return int(model.operation_model(operation).input_shape.members[member].metadata["max"])
+
+
+def _accepted_name_prefix(value: str) -> bool:
+    try:
+        build(name_prefix=value)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_training_job_names_fit_sagemaker_for_the_longest_names_in_every_stage(machine: dict[str, Any]) -> None:
+    """The longest name_prefix the configuration accepts, every stage, and the longest execution and state machine
+    names StartExecution and CreateStateMachine allow: the job name still fits every SageMaker call that takes it.
+    Before: the job was <name_prefix>-pretrain-<execution name>, too long for an 80-character execution name (and
+    for a console UUID once the stage is in it)."""
+    job_name_max = _member_max("sagemaker", "CreateTrainingJob", "TrainingJobName")
+    longest_name_prefix = "k" * max(n for n in range(1, job_name_max + 1) if _accepted_name_prefix("k" * n))
+    execution = "e" * _member_max("stepfunctions", "StartExecution", "name")
+    machine_name = "m" * _member_max("stepfunctions", "CreateStateMachine", "name")
+    trace = asl.simulate(machine, {}, _results(), execution_name=execution, state_machine_name=machine_name)
+    assert trace.status == "SUCCEEDED", trace.describe()
+    arn = execution_arn(execution, machine_name)
+    assert trace.parameters("TrainModel")["TrainingJobName"] == job_name(arn)
+    for stage in STAGES:
+        build(name_prefix=longest_name_prefix, stage=stage)  # a configuration the kit accepts
+        longest = job_name(arn, stage, longest_name_prefix)
+        assert names.job_name(longest_name_prefix, stage, arn) == longest  # what kit l4 computes
+        for operation in ("CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob"):
+            assert asl.member_errors("sagemaker", operation, "TrainingJobName", longest) == [], longest
+
+
+def test_sandbox_and_prod_training_jobs_are_kept_apart(sandbox: Any, prod: Any) -> None:
+    """make deploy puts both stages in one account and region: each stage's rule hears only its own jobs, its state
+    machine may create, describe and stop only its own, and one execution name in both stages makes two jobs.
+    Before: both named jobs <name_prefix>-pretrain-<execution name>, so each was notified of, and could stop, the
+    other's jobs, and the same execution name in the second stage failed on the first stage's job name."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for synth in (sandbox, prod):
+        template = synth.templates[JOBS]
+        _, machine_resource = only(template, "AWS::StepFunctions::StateMachine")
+        machine_name = machine_resource["Properties"]["StateMachineName"]
+        trace = asl.simulate(
+            asl.definition_from_template(template),
+            {},
+            _results(),
+            execution_name="run-1",
+            state_machine_name=machine_name,
+        )
+        job = trace.parameters("TrainModel")["TrainingJobName"]
+        assert job == job_name(execution_arn("run-1", machine_name), synth.config.stage)
+        [rule] = [
+            r["Properties"]["EventPattern"]
+            for r in resources(template, "AWS::Events::Rule").values()
+            if r["Properties"]["EventPattern"]["detail-type"] == ["SageMaker Training Job State Change"]
+        ]
+        [matches] = rule["detail"]["TrainingJobName"]
+        granted = _role_statements(template, machine_resource["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+        [allowed] = [render(r) for r in as_list(granted["RunTrainingJobs"]["Resource"])]
+        seen[synth.config.stage] = (job, matches["prefix"], allowed)
+    assert sorted(seen) == sorted(STAGES)
+    assert len({job for job, _, _ in seen.values()}) == len(seen)
+    for stage, (job, _, _) in seen.items():
+        job_arn = f"arn:aws:sagemaker:us-east-1:${{AWS::AccountId}}:training-job/{job}"
+        for other, (_, prefix, allowed) in seen.items():
+            assert job.startswith(prefix) is (other == stage), (stage, other, prefix)
+            assert fnmatch.fnmatchcase(job_arn, allowed) is (other == stage), (stage, other, allowed)
+    prefixes = [prefix for _, prefix, _ in seen.values()]
+    assert not any(a != b and b.startswith(a) for a in prefixes for b in prefixes)  # no name can match two
 
 
 # --- notification topics ----------------------------------------------------------------------------------
