@@ -53,3 +53,27 @@ def render(value: Any) -> str:
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         return "${" + ".".join(value["Fn::GetAtt"]) + "}"
     return repr(value)
+
+
+def api_member_max(service: str, operation: str, member: str) -> int:
+    """A request member's maximum length in botocore's service model (the API's own limit, not restated)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model(service)
+    return int(model.operation_model(operation).input_shape.members[member].metadata["max"])
+
+
+def longest_name_prefix(limit: int) -> str:
+    """The longest name_prefix (up to ``limit`` characters) the kit's configuration accepts."""
+    from stacks.config import ConfigError, load_config
+    from stacks.shared.facts import PINNED_POWERTOOLS_LAYER
+    from tests.conftest import cdk_json_context
+
+    def accepted(value: str) -> bool:
+        try:
+            load_config({**cdk_json_context(), "name_prefix": value}, pinned_layer_version=PINNED_POWERTOOLS_LAYER)
+        except ConfigError:
+            return False
+        return True
+
+    return "k" * max(n for n in range(1, limit + 1) if accepted("k" * n))

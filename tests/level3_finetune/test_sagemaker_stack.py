@@ -21,7 +21,8 @@ from stacks.level3_finetune.names import execution_hash
 from stacks.shared.facts import STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
-from tests.infra.helpers import as_list, render, resources, statements
+from tests.infra.helpers import api_member_max, as_list, render, resources, statements
+from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_config import build
 from workloads.finetune_sagemaker import sagemaker_job
 
@@ -603,32 +604,17 @@ NAME_MEMBERS = [
 ]
 
 
-def _member_max(service: str, operation: str, member: str) -> int:
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model(service)
-    return int(model.operation_model(operation).input_shape.members[member].metadata["max"])
-
-
-def _accepted_name_prefix(value: str) -> bool:
-    try:
-        build(name_prefix=value)
-    except ConfigError:
-        return False
-    return True
-
-
 def test_what_an_execution_creates_is_named_within_every_limit_for_the_longest_names(
     machine: dict[str, Any], teardown: dict[str, Any]
 ) -> None:
     """The longest name_prefix the configuration accepts, the longest stage, and the longest execution and state
     machine names StartExecution and CreateStateMachine allow (limits read from botocore's service models): the
     training job, the import job and the imported model names still fit every API that takes them."""
-    job_name_max = _member_max("sagemaker", "CreateTrainingJob", "TrainingJobName")
-    longest_name_prefix = max(n for n in range(1, job_name_max + 1) if _accepted_name_prefix("k" * n))
+    job_name_max = api_member_max("sagemaker", "CreateTrainingJob", "TrainingJobName")
+    longest_name_prefix = len(longest_name_prefix_of(job_name_max))
     longest = build(name_prefix="k" * longest_name_prefix, stage=max(STAGES, key=len)).resource_name("sft") + "-"
-    execution = "e" * _member_max("stepfunctions", "StartExecution", "name")
-    machine_name = "m" * _member_max("stepfunctions", "CreateStateMachine", "name")
+    execution = "e" * api_member_max("stepfunctions", "StartExecution", "name")
+    machine_name = "m" * api_member_max("stepfunctions", "CreateStateMachine", "name")
     ran = asl.simulate(
         machine, {"trainingKey": "datasets/"}, _results(), execution_name=execution, state_machine_name=machine_name
     )

@@ -24,7 +24,8 @@ from stacks.level4_pretrain.storage import (
 )
 from stacks.shared.facts import STAGES
 from tests.infra import asl
-from tests.infra.helpers import as_list, only, render, resources, statements
+from tests.infra.helpers import api_member_max, as_list, only, render, resources, statements
+from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_config import build
 
 CLUSTER = "GenAiKit-4-Pretrain-Cluster"
@@ -645,31 +646,15 @@ def test_the_state_machine_may_list_only_the_checkpoint_prefix(jobs: dict[str, A
 # --- training-job names: within SageMaker's limit for any execution, apart per stage ----------------------
 
 
-def _member_max(service: str, operation: str, member: str) -> int:
-    """A member's maximum length in botocore's service model (the APIs' own limit, not restated here)."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model(service)
-    return int(model.operation_model(operation).input_shape.members[member].metadata["max"])
-
-
-def _accepted_name_prefix(value: str) -> bool:
-    try:
-        build(name_prefix=value)
-    except ConfigError:
-        return False
-    return True
-
-
 def test_training_job_names_fit_sagemaker_for_the_longest_names_in_every_stage(machine: dict[str, Any]) -> None:
     """The longest name_prefix the configuration accepts, every stage, and the longest execution and state machine
     names StartExecution and CreateStateMachine allow: the job name still fits every SageMaker call that takes it.
     Before: the job was <name_prefix>-pretrain-<execution name>, too long for an 80-character execution name (and
     for a console UUID once the stage is in it)."""
-    job_name_max = _member_max("sagemaker", "CreateTrainingJob", "TrainingJobName")
-    longest_name_prefix = "k" * max(n for n in range(1, job_name_max + 1) if _accepted_name_prefix("k" * n))
-    execution = "e" * _member_max("stepfunctions", "StartExecution", "name")
-    machine_name = "m" * _member_max("stepfunctions", "CreateStateMachine", "name")
+    job_name_max = api_member_max("sagemaker", "CreateTrainingJob", "TrainingJobName")
+    longest_name_prefix = longest_name_prefix_of(job_name_max)
+    execution = "e" * api_member_max("stepfunctions", "StartExecution", "name")
+    machine_name = "m" * api_member_max("stepfunctions", "CreateStateMachine", "name")
     trace = asl.simulate(machine, {}, _results(), execution_name=execution, state_machine_name=machine_name)
     assert trace.status == "SUCCEEDED", trace.describe()
     arn = execution_arn(execution, machine_name)
