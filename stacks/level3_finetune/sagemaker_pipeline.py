@@ -561,6 +561,15 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         max_attempts=SMOKE_RETRY_ATTEMPTS,
         backoff_rate=RETRY_BACKOFF,
     )
+    # The Step Functions Bedrock page names no errors for invokeModel, so the name above follows the pattern of
+    # the other optimized integrations. Any other task error is retried the same way before the catch deletes
+    # the model: a model that is still loading must not be deleted because its error has another name.
+    smoke.add_retry(
+        errors=["States.TaskFailed"],
+        interval=SMOKE_RETRY_INTERVAL,
+        max_attempts=SMOKE_RETRY_ATTEMPTS,
+        backoff_rate=RETRY_BACKOFF,
+    )
     smoke.add_catch(delete, errors=["States.ALL"], result_path="$.error")
     smoke.next(targets.succeeded)
     import_failed.next(delete)

@@ -691,9 +691,17 @@ def _results_callable(task_results: TaskResults) -> Callable[[TaskCall], Any]:
 
 
 def _matches(error: str, names: list[str]) -> bool:
-    if "States.TaskFailed" in names:
-        raise AslUnsupported("the States.TaskFailed wildcard is not modelled")
-    return any(n == error or (n == "States.ALL" and error not in UNCATCHABLE) for n in names)
+    """Whether a Retrier's or Catcher's ErrorEquals takes ``error`` (only Task states retry or catch here).
+
+    States.TaskFailed is a wildcard for any known error except States.Timeout:
+    https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html
+    """
+    return any(
+        n == error
+        or (n == "States.ALL" and error not in UNCATCHABLE)
+        or (n == "States.TaskFailed" and error != "States.Timeout" and error not in UNCATCHABLE)
+        for n in names
+    )
 
 
 def simulate(

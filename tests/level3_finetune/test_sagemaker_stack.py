@@ -553,6 +553,29 @@ def test_a_model_still_loading_is_retried_before_the_smoke_test_fails(machine: d
     assert len(trace.calls_to("SmokeTest")) == 3
 
 
+def test_a_loading_model_whose_error_has_another_name_is_retried_not_deleted(machine: dict[str, Any]) -> None:
+    # The Step Functions Bedrock page names no invokeModel errors: whatever a loading model answers is retried.
+    base, calls = _results(), {"n": 0}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "SmokeTest":
+            calls["n"] += 1
+            if calls["n"] <= 3:
+                raise asl.AslError("BedrockRuntime.ModelNotReadyException", "Model is not ready for inference")
+        return base(call)
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert len(trace.calls_to("SmokeTest")) == 4 and not trace.calls_to("DeleteImportedModel")
+
+
+def test_a_smoke_error_that_persists_is_retried_then_the_model_is_deleted(machine: dict[str, Any]) -> None:
+    error = asl.AslError("Bedrock.ValidationException", "Malformed input request")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(smoke=error))
+    assert len(trace.calls_to("SmokeTest")) == 1 + pipeline.SMOKE_RETRY_ATTEMPTS
+    assert len(trace.calls_to("DeleteImportedModel")) == 1
+
+
 def test_a_cleanup_that_finds_no_model_still_notifies_the_original_error(machine: dict[str, Any]) -> None:
     base = _results(statuses=("Failed",))
 
