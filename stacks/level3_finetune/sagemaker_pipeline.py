@@ -47,6 +47,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
+from stacks.shared.state_input import wrapped_input
 
 CODE_PREFIX = "code/"
 DATA_PREFIX = "datasets/"  # the sample records land here; a run may name any key or prefix of the data bucket
@@ -159,27 +160,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
 
     usage = 'the execution input must be a JSON object: {"trainingKey": "<key or prefix in the data bucket>"}'
     not_an_object = rejected("InputNotAnObject", usage)
-    start = sfn.Pass(scope, "ReadInput", parameters={"input": sfn.JsonPath.entire_payload})
-    serialize = sfn.Pass(
-        scope,
-        "SerializeInput",
-        comment="An object serializes as {…}, a list as […]: Choice rules cannot tell them apart otherwise",
-        parameters={"text": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.input"))},
-        result_path="$.inputText",
-    )
-    start.next(
-        sfn.Choice(scope, "CheckInputType")
-        .when(
-            sfn.Condition.or_(
-                sfn.Condition.is_string("$.input"),
-                sfn.Condition.is_numeric("$.input"),
-                sfn.Condition.is_boolean("$.input"),
-                sfn.Condition.is_null("$.input"),
-            ),
-            not_an_object,
-        )
-        .otherwise(serialize)
-    )
+    start, serialize = wrapped_input(scope, not_an_object)
 
     # The training job's channels and hyperparameters depend on where the base model comes from: a Hub id is
     # passed as the `model` hyperparameter; a prefix in the data bucket becomes the `model` channel, and the

@@ -9,6 +9,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level4_pretrain.storage import ROOT
+from stacks.shared.state_input import wrapped_input
 
 WORKLOAD_DIR = ROOT / "workloads" / "pretrain"
 CODE_PREFIX = "code/"
@@ -60,31 +61,10 @@ class InputChecks:
 
         usage = 'the execution input must be a JSON object: {} or {"resumeFrom": "<earlier execution name>"}'
         not_an_object = rejected("InputNotAnObject", usage)
-        self.start = sfn.Pass(
+        self.start, serialize = wrapped_input(
             scope,
-            "ReadInput",
-            comment="Any JSON value can start an execution: wrap it, so that every later path finds an object",
-            parameters={"input": sfn.JsonPath.entire_payload},
-        )
-        serialize = sfn.Pass(
-            scope,
-            "SerializeInput",
-            comment="An object serializes as {…}, a list as […]: Choice rules cannot tell them apart otherwise",
-            parameters={"text": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.input"))},
-            result_path="$.inputText",
-        )
-        self.start.next(
-            sfn.Choice(scope, "CheckInputType")
-            .when(
-                sfn.Condition.or_(
-                    sfn.Condition.is_string("$.input"),
-                    sfn.Condition.is_numeric("$.input"),
-                    sfn.Condition.is_boolean("$.input"),
-                    sfn.Condition.is_null("$.input"),
-                ),
-                not_an_object,
-            )
-            .otherwise(serialize)
+            not_an_object,
+            read_comment="Any JSON value can start an execution: wrap it, so that every later path finds an object",
         )
         new = sfn.Pass(
             scope,
