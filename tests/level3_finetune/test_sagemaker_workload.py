@@ -23,8 +23,8 @@ from tests.level3_finetune import sagemaker_ddp_harness
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "finetune-sagemaker" / "train.jsonl"
 
-import adapter_checkpoints  # noqa: E402 (needs torch, checked above)
 import chat_data  # noqa: E402
+import checkpoints  # noqa: E402 (needs torch, checked above)
 import import_check  # noqa: E402
 import sft_train  # noqa: E402
 
@@ -238,8 +238,9 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(d
 
 def test_checkpoints_hold_adapter_optimizer_and_every_ranks_rng(ddp_runs: Path) -> None:
     directory = ddp_runs / "ckpt-a"
-    assert [step for step, _ in adapter_checkpoints.list_checkpoints(directory)] == [10, 15, 20]  # keep 3
-    state = adapter_checkpoints.load(adapter_checkpoints.checkpoint_path(directory, TOTAL))
+    found = checkpoints.list_checkpoints(directory, prefix=sft_train.CHECKPOINT_PREFIX)
+    assert [step for step, _ in found] == [10, 15, 20]  # keep 3
+    state = checkpoints.load(checkpoints.checkpoint_path(directory, TOTAL, prefix=sft_train.CHECKPOINT_PREFIX))
     assert state["step"] == TOTAL and state["world_size"] == 2 and state["seed"] == 7
     assert state["adapter"] and all("lora_" in name for name in state["adapter"])  # the frozen base is not saved
     assert state["optimizer"]["state"]  # Adam moments were saved
@@ -546,10 +547,11 @@ def test_the_source_directory_holds_every_module_the_program_imports_from_it() -
     from workloads.finetune_sagemaker import sagemaker_job
 
     here = sagemaker_job.HERE
-    siblings = {p.stem for p in here.glob("*.py")}
+    sources = {name: sagemaker_job.SHARED_FILES.get(name, here / name) for name in sagemaker_job.RUNTIME_FILES}
+    siblings = {p.stem for p in here.glob("*.py")} | {p.stem for p in sagemaker_job.SHARED_FILES.values()}
     shipped = set(sagemaker_job.RUNTIME_FILES)
     for name in [f for f in sagemaker_job.RUNTIME_FILES if f.endswith(".py")]:
-        tree = ast.parse((here / name).read_text(encoding="utf-8"))
+        tree = ast.parse(sources[name].read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -688,20 +690,20 @@ def test_a_base_model_from_the_model_channel_trains_merges_and_resumes_only_the_
     refused with what differs instead of silently training something else."""
     channel = tmp_path / "input" / "data" / "model"
     shutil.copytree(tiny_base, channel)
-    checkpoints = str(tmp_path / "ckpt")
+    checkpoint_dir = str(tmp_path / "ckpt")
     env = {"SM_CHANNEL_MODEL": str(channel)}
     # Given: a SageMaker-style run on the channel (tiny_args without --model), with a secret that must not be read.
     argv = [a for a in tiny_args(tiny_base) if a not in ("--model", str(tiny_base))]
-    first = [*argv, "--steps", "2", "--checkpoint-dir", checkpoints, "--model-dir", str(tmp_path / "out")]
+    first = [*argv, "--steps", "2", "--checkpoint-dir", checkpoint_dir, "--model-dir", str(tmp_path / "out")]
     assert sft_train.main([*first, "--hub-token-secret", "never-read"], env=env) == 0
     log = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert next(e for e in log if e["event"] == "start")["base_model"] == str(channel)
     assert next(e for e in log if e["event"] == "import_check")["ok"] is True  # merged from the local copy
-    state = adapter_checkpoints.load(adapter_checkpoints.checkpoint_path(tmp_path / "ckpt", 2))
+    state = checkpoints.load(checkpoints.checkpoint_path(tmp_path / "ckpt", 2, prefix=sft_train.CHECKPOINT_PREFIX))
     assert state["base_model"] == str(channel) and state["fingerprint"]["lr"] == 2e-2
 
     # The same weights named by path, two more steps: resumed.
-    again = [*argv, "--model", str(tiny_base), "--steps", "4", "--checkpoint-dir", checkpoints]
+    again = [*argv, "--model", str(tiny_base), "--steps", "4", "--checkpoint-dir", checkpoint_dir]
     assert sft_train.main(again, env={}) == 0
     resumed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["step"] for e in resumed if e["event"] == "resumed"] == [2]
@@ -715,11 +717,12 @@ def test_a_base_model_from_the_model_channel_trains_merges_and_resumes_only_the_
         (["--model", str(tiny_base), "--lora-r", "4"], "lora-r 8 -> 4"),
         (["--model", str(tiny_base), "--data", str(fewer)], "training data (as tokenized)"),
     ):
-        assert sft_train.main([*argv, *changed, "--steps", "6", "--checkpoint-dir", checkpoints], env={}) == 2
+        assert sft_train.main([*argv, *changed, "--steps", "6", "--checkpoint-dir", checkpoint_dir], env={}) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: checkpoint ") and expected in err, (changed, err)
         assert "only --steps may grow" in err and "without resumeFrom" in err
-    assert adapter_checkpoints.latest_step(tmp_path / "ckpt") == 4  # nothing was trained on top
+    latest = checkpoints.latest_step(tmp_path / "ckpt", prefix=sft_train.CHECKPOINT_PREFIX)
+    assert latest == 4  # nothing was trained on top
 
 
 # ----------------------------------------------------------------------------------------------

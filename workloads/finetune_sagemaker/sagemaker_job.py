@@ -19,14 +19,16 @@ HERE = Path(__file__).resolve().parent
 ENTRY_POINT = "sft_train.py"
 # What the job runs (the README's packaging list): the entry point, the modules it imports, the pins.
 RUNTIME_FILES = (
-    "adapter_checkpoints.py",
     "chat_data.py",
+    "checkpoints.py",
     "chat_records.py",
     "import_check.py",
     "merge_adapter.py",
     "requirements.txt",
     "sft_train.py",
 )
+# Modules the pre-training program's folder holds and this program uses as they are.
+SHARED_FILES = {"checkpoints.py": HERE.parent / "pretrain" / "checkpoints.py"}
 TRAIN_CHANNEL = "train"  # -> SM_CHANNEL_TRAIN
 MODEL_CHANNEL = "model"  # -> SM_CHANNEL_MODEL: the base model's files, when a run names baseModelKey
 CHECKPOINT_LOCAL_PATH = pretrain_job.CHECKPOINT_LOCAL_PATH
@@ -38,7 +40,7 @@ image_uri = pretrain_job.image_uri
 
 def sourcedir_bytes() -> bytes:
     """sourcedir.tar.gz: the runtime files at the archive root, byte-for-byte reproducible."""
-    return _archive(HERE, RUNTIME_FILES)
+    return _archive(HERE, RUNTIME_FILES, SHARED_FILES)
 
 
 def hyperparameters(

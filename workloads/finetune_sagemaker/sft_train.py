@@ -49,8 +49,8 @@ from typing import Any
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
-import adapter_checkpoints  # noqa: E402
 import chat_data  # noqa: E402
+import checkpoints  # noqa: E402 (workloads/pretrain/checkpoints.py, shipped in the source directory)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
@@ -60,6 +60,9 @@ SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 EXIT_USAGE = 2
 EXIT_IMPORT_CHECK = 3
+# sft-<step>.pt: the LoRA weights (the only trainable parameters, a few MB), the optimizer state, the step,
+# every rank's RNG state and the settings that must match to resume, written atomically by checkpoints.py.
+CHECKPOINT_PREFIX = "sft"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 CHAT_TEMPLATES = ("auto", "model", "fallback")
 
@@ -656,16 +659,17 @@ def _resume(
     log: JsonLog,
 ) -> int:
     """Load the newest checkpoint that rank 0 sees (if any) on every rank; return its step."""
-    step = _broadcast_step(adapter_checkpoints.latest_step(directory) if denv.rank == 0 else None, denv, device)
+    newest = checkpoints.latest_step(directory, prefix=CHECKPOINT_PREFIX) if denv.rank == 0 else None
+    step = _broadcast_step(newest, denv, device)
     if step is None:
         return 0
-    path = adapter_checkpoints.checkpoint_path(directory, step)
+    path = checkpoints.checkpoint_path(directory, step, prefix=CHECKPOINT_PREFIX)
     if not path.is_file():
         raise RuntimeError(
             f"rank {denv.rank} cannot read {path}, the checkpoint rank 0 resumes from: every node needs the same "
             "checkpoint directory (SageMaker's checkpoint sync restores it on every instance)"
         )
-    state = adapter_checkpoints.load(path)
+    state = checkpoints.load(path)
     if state.get("fingerprint") != prints:
         differences = fingerprint_differences(state.get("fingerprint"), prints)
         raise ResumeMismatch(
@@ -722,7 +726,7 @@ def _checkpoint(
             "seed": args.seed,
             "world_size": denv.world_size,
         }
-        path = adapter_checkpoints.save_atomic(state, directory, step, keep=args.keep_checkpoints)
+        path = checkpoints.save_atomic(state, directory, step, keep=args.keep_checkpoints, prefix=CHECKPOINT_PREFIX)
         log("checkpoint", step=step, path=str(path))
 
 

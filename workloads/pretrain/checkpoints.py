@@ -1,4 +1,7 @@
-"""Atomic checkpoint files: ``ckpt-<step:08d>.pt`` in one directory, newest step wins.
+"""Atomic checkpoint files: ``<prefix>-<step:08d>.pt`` in one directory, newest step wins.
+
+The prefix is ``ckpt`` for the pre-training program (train.py) and ``sft`` for the fine-tuning program
+(workloads/finetune_sagemaker/sft_train.py, whose source directory ships this module too).
 
 A checkpoint is written to a hidden temporary file in the same directory, flushed and fsynced, then
 renamed over its final name (``os.replace`` is atomic on POSIX file systems, FSx for Lustre
@@ -15,34 +18,35 @@ from typing import Any
 
 import torch
 
-_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+PREFIX = "ckpt"
 
 
-def checkpoint_path(directory: Path, step: int) -> Path:
-    return directory / f"ckpt-{step:08d}.pt"
+def checkpoint_path(directory: Path, step: int, *, prefix: str = PREFIX) -> Path:
+    return directory / f"{prefix}-{step:08d}.pt"
 
 
-def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+def list_checkpoints(directory: Path, *, prefix: str = PREFIX) -> list[tuple[int, Path]]:
     """(step, path) of every complete checkpoint in the directory, oldest first."""
     if not directory.is_dir():
         return []
+    name = re.compile(rf"^{re.escape(prefix)}-(\d{{8}})\.pt$")
     found = []
     for entry in directory.iterdir():
-        match = _NAME.match(entry.name)
+        match = name.match(entry.name)
         if match and entry.is_file():
             found.append((int(match.group(1)), entry))
     return sorted(found)
 
 
-def latest_step(directory: Path) -> int | None:
-    checkpoints = list_checkpoints(directory)
+def latest_step(directory: Path, *, prefix: str = PREFIX) -> int | None:
+    checkpoints = list_checkpoints(directory, prefix=prefix)
     return checkpoints[-1][0] if checkpoints else None
 
 
-def save_atomic(state: dict[str, Any], directory: Path, step: int, *, keep: int) -> Path:
+def save_atomic(state: dict[str, Any], directory: Path, step: int, *, keep: int, prefix: str = PREFIX) -> Path:
     """Write the state as step's checkpoint, then delete all but the newest ``keep`` checkpoints."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_path(directory, step)
+    final = checkpoint_path(directory, step, prefix=prefix)
     tmp = directory / f".{final.name}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as handle:
@@ -54,7 +58,7 @@ def save_atomic(state: dict[str, Any], directory: Path, step: int, *, keep: int)
         if tmp.exists():
             tmp.unlink()
     _fsync_directory(directory)
-    for _, old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+    for _, old in list_checkpoints(directory, prefix=prefix)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return final
 

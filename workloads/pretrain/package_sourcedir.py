@@ -19,7 +19,7 @@ import hashlib
 import io
 import sys
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,16 +28,19 @@ RUNTIME_FILES = ("byte_corpus.py", "checkpoints.py", "tiny_gpt.py", "train.py")
 FIXED_MTIME = 0
 
 
-def sourcedir_bytes(source_dir: Path = HERE, files: Iterable[str] = RUNTIME_FILES) -> bytes:
-    """The gzip-compressed tar of the given files, each at the archive root."""
-    names = sorted(set(files))
-    missing = [name for name in names if not (source_dir / name).is_file()]
+def sourcedir_bytes(
+    source_dir: Path = HERE, files: Iterable[str] = RUNTIME_FILES, shared: Mapping[str, Path] | None = None
+) -> bytes:
+    """The gzip-compressed tar of the given files, each at the archive root; a name in ``shared`` is read from
+    the path it maps to (a module another program's folder holds) instead of ``source_dir``."""
+    sources = {name: (shared or {}).get(name, source_dir / name) for name in sorted(set(files))}
+    missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"missing from {source_dir}: {', '.join(missing)}")
+        raise FileNotFoundError(f"missing: {', '.join(missing)}")
     tar_buffer = io.BytesIO()
     with tarfile.open(fileobj=tar_buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in names:
-            data = (source_dir / name).read_bytes()
+        for name, path in sources.items():
+            data = path.read_bytes()
             info = tarfile.TarInfo(name=name)
             info.size = len(data)
             info.mtime = FIXED_MTIME
