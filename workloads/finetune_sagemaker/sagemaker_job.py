@@ -22,13 +22,14 @@ RUNTIME_FILES = (
     "chat_data.py",
     "checkpoints.py",
     "chat_records.py",
+    "ddp_runtime.py",
     "import_check.py",
     "merge_adapter.py",
     "requirements.txt",
     "sft_train.py",
 )
 # Modules the pre-training program's folder holds and this program uses as they are.
-SHARED_FILES = {"checkpoints.py": HERE.parent / "pretrain" / "checkpoints.py"}
+SHARED_FILES = {name: HERE.parent / "pretrain" / name for name in ("checkpoints.py", "ddp_runtime.py")}
 TRAIN_CHANNEL = "train"  # -> SM_CHANNEL_TRAIN
 MODEL_CHANNEL = "model"  # -> SM_CHANNEL_MODEL: the base model's files, when a run names baseModelKey
 CHECKPOINT_LOCAL_PATH = pretrain_job.CHECKPOINT_LOCAL_PATH

@@ -43,7 +43,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,17 @@ import chat_data  # noqa: E402
 import checkpoints  # noqa: E402 (workloads/pretrain/checkpoints.py, shipped in the source directory)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from ddp_runtime import (  # noqa: E402 (workloads/pretrain/ddp_runtime.py, shipped in the source directory)
+    ConfigError,
+    DistEnv,
+    JsonLog,
+    learning_rate,
+    read_dist_env,
+    select_device,
+    set_rng_state,
+)
+from ddp_runtime import broadcast_step as _broadcast_step  # noqa: E402
+from ddp_runtime import gather_rng_states as _gather_rng_states  # noqa: E402
 
 SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's default
 # Apache-2.0, not gated, Qwen2ForCausalLM (an architecture Custom Model Import supports), 32K context,
@@ -67,27 +77,12 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 CHAT_TEMPLATES = ("auto", "model", "fallback")
 
 
-class ConfigError(ValueError):
-    """An argument or environment value the run cannot start with."""
-
-
 @dataclass(frozen=True)
 class Paths:
     data: Path
     base_model: str
     checkpoint_dir: Path
     model_dir: Path | None
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def _bool(text: str) -> bool:
@@ -257,50 +252,6 @@ def fetch_hub_token(secret: str, env: Mapping[str, str], client: Any | None = No
     return text
 
 
-def read_dist_env(env: Mapping[str, str]) -> DistEnv:
-    """torchrun's process coordinates; a plain ``python sft_train.py`` is rank 0 of 1."""
-
-    def number(name: str, default: int) -> int:
-        raw = env.get(name, "")
-        if raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
-
-    world_size = number("WORLD_SIZE", 1)
-    rank = number("RANK", 0)
-    local_rank = number("LOCAL_RANK", 0)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world_size}")
-    if world_size > 1:
-        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
-        if missing:
-            raise ConfigError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} unset: launch with torchrun")
-    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
-
-
-def learning_rate(step: int, peak: float, warmup_steps: int) -> float:
-    """Linear warm-up to the peak, then constant: independent of --steps, so extending a run is exact."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    return peak
-
-
-class JsonLog:
-    """One JSON object per line on stdout, from rank 0 only."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        if self.enabled:
-            now = datetime.now(timezone.utc)  # noqa: UP017 - keep the training images' older Pythons working
-            record = {"event": event, "time": now.isoformat(timespec="milliseconds"), **fields}
-            print(json.dumps(record, default=str), flush=True)
-
-
 def load_tokenizer(base_model: str, choice: str) -> tuple[Any, str]:
     """The base model's fast tokenizer with the chat template training uses, and which template that is."""
     from transformers import AutoTokenizer
@@ -446,33 +397,6 @@ def fingerprint_differences(saved: Any, current: Mapping[str, Any]) -> list[str]
     return differences
 
 
-def _rng_state(use_cuda: bool) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if use_cuda else None}
-
-
-def _gather_rng_states(denv: DistEnv, device: torch.device, use_cuda: bool) -> list[dict[str, Any]]:
-    """Every rank's RNG state, in rank order (LoRA dropout draws from it)."""
-    mine = _rng_state(use_cuda)
-    if not denv.distributed:
-        return [mine]
-    flat = torch.cat([mine["torch"], mine["cuda"]]) if use_cuda else mine["torch"]
-    flat = flat.to(device)
-    gathered = [torch.empty_like(flat) for _ in range(denv.world_size)]
-    dist.all_gather(gathered, flat)
-    size = mine["torch"].numel()
-    return [{"torch": g[:size].cpu(), "cuda": g[size:].cpu() if use_cuda else None} for g in gathered]
-
-
-def _broadcast_step(step: int | None, denv: DistEnv, device: torch.device) -> int | None:
-    """Rank 0's view of the newest checkpoint step, on every rank."""
-    if not denv.distributed:
-        return step
-    value = torch.tensor([-1 if step is None else step], dtype=torch.int64, device=device)
-    dist.broadcast(value, src=0)
-    received = int(value.item())
-    return None if received < 0 else received
-
-
 def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
@@ -491,15 +415,7 @@ def _replicas_in_sync(model: Any, denv: DistEnv, device: torch.device) -> bool:
 
 
 def train(args: argparse.Namespace, paths: Paths, denv: DistEnv) -> int:
-    use_cuda = torch.cuda.is_available()
-    if use_cuda:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-        torch.cuda.set_device(denv.local_rank)
-        device = torch.device("cuda", denv.local_rank)
-    else:
-        device = torch.device("cpu")
-    backend = "nccl" if use_cuda else "gloo"
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    device, backend, use_cuda = select_device(denv)
     if denv.distributed:
         dist.init_process_group(backend=backend, rank=denv.rank, world_size=denv.world_size)
     log = JsonLog(enabled=denv.rank == 0)
@@ -685,9 +601,7 @@ def _resume(
     optimizer.load_state_dict(state["optimizer"])
     rng_states = state.get("rng") or []
     if len(rng_states) == denv.world_size:
-        torch.set_rng_state(rng_states[denv.rank]["torch"])
-        if use_cuda and rng_states[denv.rank].get("cuda") is not None:
-            torch.cuda.set_rng_state(rng_states[denv.rank]["cuda"])
+        set_rng_state(rng_states[denv.rank], use_cuda)
     else:
         torch.manual_seed(state.get("seed", 0) + step + denv.rank)
     log(

@@ -29,7 +29,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,17 @@ import byte_corpus  # noqa: E402
 import checkpoints  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from ddp_runtime import (  # noqa: E402 (workloads/pretrain/ddp_runtime.py)
+    ConfigError,
+    DistEnv,
+    JsonLog,
+    learning_rate,
+    read_dist_env,
+    select_device,
+)
+from ddp_runtime import broadcast_step as _broadcast_step  # noqa: E402
+from ddp_runtime import gather_rng_states as _gather_rng_states  # noqa: E402
+from ddp_runtime import set_rng_state as _set_rng_state  # noqa: E402
 from tiny_gpt import GPTConfig, TinyGPT  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
@@ -47,26 +57,11 @@ SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's
 EXIT_USAGE = 2
 
 
-class ConfigError(ValueError):
-    """An argument or environment value the run cannot start with."""
-
-
 @dataclass(frozen=True)
 class Paths:
     data: Path
     checkpoint_dir: Path
     model_dir: Path | None
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,50 +139,6 @@ def validate_args(args: argparse.Namespace) -> GPTConfig:
         raise ConfigError(str(err)) from err
 
 
-def read_dist_env(env: Mapping[str, str]) -> DistEnv:
-    """torchrun's process coordinates; a plain ``python train.py`` is rank 0 of 1."""
-
-    def number(name: str, default: int) -> int:
-        raw = env.get(name, "")
-        if raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
-
-    world_size = number("WORLD_SIZE", 1)
-    rank = number("RANK", 0)
-    local_rank = number("LOCAL_RANK", 0)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world_size}")
-    if world_size > 1:
-        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
-        if missing:
-            raise ConfigError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} unset: launch with torchrun")
-    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
-
-
-def learning_rate(step: int, peak: float, warmup_steps: int) -> float:
-    """Linear warm-up to the peak, then constant: independent of --steps, so extending a run is exact."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    return peak
-
-
-class JsonLog:
-    """One JSON object per line on stdout, from rank 0 only."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, event: str, **fields: Any) -> None:
-        if self.enabled:
-            now = datetime.now(timezone.utc)  # noqa: UP017 - datetime.UTC needs Python 3.11; cluster venvs may be older
-            record = {"event": event, "time": now.isoformat(timespec="milliseconds"), **fields}
-            print(json.dumps(record, default=str), flush=True)
-
-
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay matrices, not biases, LayerNorm weights or (tied) embeddings' duplicates."""
     decay: list[torch.nn.Parameter] = []
@@ -201,39 +152,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _rng_state(use_cuda: bool) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if use_cuda else None}
-
-
-def _gather_rng_states(denv: DistEnv, device: torch.device, use_cuda: bool) -> list[dict[str, Any]]:
-    """Every rank's RNG state, in rank order (plain tensor all_gather: no NumPy needed)."""
-    mine = _rng_state(use_cuda)
-    if not denv.distributed:
-        return [mine]
-    flat = torch.cat([mine["torch"], mine["cuda"]]) if use_cuda else mine["torch"]
-    flat = flat.to(device)
-    gathered = [torch.empty_like(flat) for _ in range(denv.world_size)]
-    dist.all_gather(gathered, flat)
-    size = mine["torch"].numel()
-    return [{"torch": g[:size].cpu(), "cuda": g[size:].cpu() if use_cuda else None} for g in gathered]
-
-
-def _broadcast_step(step: int | None, denv: DistEnv, device: torch.device) -> int | None:
-    """Rank 0's view of the newest checkpoint step, on every rank."""
-    if not denv.distributed:
-        return step
-    value = torch.tensor([-1 if step is None else step], dtype=torch.int64, device=device)
-    dist.broadcast(value, src=0)
-    received = int(value.item())
-    return None if received < 0 else received
-
-
-def _set_rng_state(state: Mapping[str, Any], use_cuda: bool) -> None:
-    torch.set_rng_state(state["torch"])
-    if use_cuda and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def _save_model(model: TinyGPT, model_dir: Path) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     target = model_dir / "model.pt"
@@ -245,15 +163,7 @@ def _save_model(model: TinyGPT, model_dir: Path) -> Path:
 
 
 def train(args: argparse.Namespace, config: GPTConfig, paths: Paths, data: bytes, denv: DistEnv) -> None:
-    use_cuda = torch.cuda.is_available()
-    if use_cuda:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-        torch.cuda.set_device(denv.local_rank)
-        device = torch.device("cuda", denv.local_rank)
-    else:
-        device = torch.device("cpu")
-    backend = "nccl" if use_cuda else "gloo"
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    device, backend, use_cuda = select_device(denv)
     if denv.distributed:
         dist.init_process_group(backend=backend, rank=denv.rank, world_size=denv.world_size)
     log = JsonLog(enabled=denv.rank == 0)

@@ -1,0 +1,124 @@
+"""What both training programs (train.py here, workloads/finetune_sagemaker/sft_train.py) need from their launcher
+and torch.distributed: the process coordinates torchrun sets, the device and backend, the learning-rate warm-up,
+the JSON event log, and the rank-aware RNG and checkpoint-step exchanges that make a resumed run exact.
+
+The fine-tuning program's source directory ships this module as it is (workloads/finetune_sagemaker/
+sagemaker_job.py SHARED_FILES).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class ConfigError(ValueError):
+    """An argument or environment value the run cannot start with."""
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def read_dist_env(env: Mapping[str, str]) -> DistEnv:
+    """torchrun's process coordinates; a plain ``python <program>.py`` is rank 0 of 1."""
+
+    def number(name: str, default: int) -> int:
+        raw = env.get(name, "")
+        if raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
+
+    world_size = number("WORLD_SIZE", 1)
+    rank = number("RANK", 0)
+    local_rank = number("LOCAL_RANK", 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"RANK={rank} does not fit WORLD_SIZE={world_size}")
+    if world_size > 1:
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
+        if missing:
+            raise ConfigError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} unset: launch with torchrun")
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def select_device(denv: DistEnv) -> tuple[torch.device, str, bool]:
+    """(device, process-group backend, CUDA in use) for this rank, with deterministic algorithms on."""
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        torch.cuda.set_device(denv.local_rank)
+        device = torch.device("cuda", denv.local_rank)
+    else:
+        device = torch.device("cpu")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return device, "nccl" if use_cuda else "gloo", use_cuda
+
+
+def learning_rate(step: int, peak: float, warmup_steps: int) -> float:
+    """Linear warm-up to the peak, then constant: independent of --steps, so extending a run is exact."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    return peak
+
+
+class JsonLog:
+    """One JSON object per line on stdout, from rank 0 only."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        if self.enabled:
+            now = datetime.now(timezone.utc)  # noqa: UP017 - datetime.UTC needs Python 3.11; images may be older
+            record = {"event": event, "time": now.isoformat(timespec="milliseconds"), **fields}
+            print(json.dumps(record, default=str), flush=True)
+
+
+def rng_state(use_cuda: bool) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if use_cuda else None}
+
+
+def set_rng_state(state: Mapping[str, Any], use_cuda: bool) -> None:
+    torch.set_rng_state(state["torch"])
+    if use_cuda and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def gather_rng_states(denv: DistEnv, device: torch.device, use_cuda: bool) -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (plain tensor all_gather: no NumPy needed)."""
+    mine = rng_state(use_cuda)
+    if not denv.distributed:
+        return [mine]
+    flat = torch.cat([mine["torch"], mine["cuda"]]) if use_cuda else mine["torch"]
+    flat = flat.to(device)
+    gathered = [torch.empty_like(flat) for _ in range(denv.world_size)]
+    dist.all_gather(gathered, flat)
+    size = mine["torch"].numel()
+    return [{"torch": g[:size].cpu(), "cuda": g[size:].cpu() if use_cuda else None} for g in gathered]
+
+
+def broadcast_step(step: int | None, denv: DistEnv, device: torch.device) -> int | None:
+    """Rank 0's view of the newest checkpoint step, on every rank."""
+    if not denv.distributed:
+        return step
+    value = torch.tensor([-1 if step is None else step], dtype=torch.int64, device=device)
+    dist.broadcast(value, src=0)
+    received = int(value.item())
+    return None if received < 0 else received
