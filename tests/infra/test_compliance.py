@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from cfnlint.api import ManualArgs
-from cfnlint.api import lint as api_lint
-from cfnlint.config import ConfigMixIn
-from cfnlint.decode.decode import decode_str
-from cfnlint.rules import Match
-from cfnlint.runner import Runner
 
 from stacks.shared.nag import GRANULAR_RULES, MIN_REASON_LENGTH
 from tests.conftest import SYNTHS, once_per_run, run_folder
+
+if TYPE_CHECKING:  # cfn-lint is imported where it runs: a worker that lints nothing does not load it
+    from cfnlint.rules import Match
+    from cfnlint.runner import Runner
 
 
 def test_cdk_nag_reports_nothing_unsuppressed(each_stage: Any) -> None:
@@ -49,11 +47,16 @@ def test_no_rule_is_suppressed_on_a_whole_stack(each_stage: Any) -> None:
 @functools.cache
 def _linter(region: str) -> Runner:
     """One cfn-lint runner per region, its rules loaded once (as the cfn-lint CLI runs many templates)."""
+    from cfnlint.config import ConfigMixIn
+    from cfnlint.runner import Runner
+
     return Runner(ConfigMixIn(regions=[region]))
 
 
 def lint(text: str, region: str) -> list[Match]:
     """What ``cfnlint.api.lint(text, regions=[region])`` returns, without loading the rules again."""
+    from cfnlint.decode.decode import decode_str
+
     template, errors = decode_str(text)
     if errors or template is None:
         return list(errors or [])
@@ -87,6 +90,9 @@ def test_cfn_lint_reports_no_error(
 
 def test_cfn_lint_still_catches_an_invalid_property() -> None:
     # Canary: the linter is really running with the resource schemas, also on a runner that has linted before.
+    from cfnlint.api import ManualArgs
+    from cfnlint.api import lint as api_lint
+
     bad = {"Resources": {"G": {"Type": "AWS::Bedrock::Guardrail", "Properties": {"Name": "g"}}}}
     good = {"Resources": {"T": {"Type": "AWS::SNS::Topic"}}}
     assert lint(json.dumps(good), "us-east-1") == []

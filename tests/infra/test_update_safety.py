@@ -23,7 +23,7 @@ from stacks.config import CONFIG_KEYS
 from stacks.shared.facts import STACK_IDS
 from stacks.shared.registry import config_errors, name_findings
 from stacks.updates import IN_PLACE, NEW_STACK, UPDATES, replaced_words
-from tests.conftest import ROOT, SYNTHS, cdk_json_context, once_per_run, run_folder, variant
+from tests.conftest import ROOT, SYNTHS, VARIANTS, cdk_json_context, masked_json, once_per_run, run_folder, variant
 from tests.infra.config_reads import keys_of, reach, stacks_reading
 from tests.infra.update_safety import UpdateEffect, update_effect
 
@@ -125,11 +125,20 @@ def _synthesize(overrides: Mapping[str, Any], stack_ids: list[str], outdir: Path
     return found
 
 
+# A configuration that is one of conftest's variants is not synthesized again: the variant's whole app holds every
+# stack a subset would build, with the same templates (cdk-nag only reports; guarded by
+# test_a_variant_holds_the_templates_update_safety_would_synthesize).
+_VARIANT_NAMED = {json.dumps(overrides, sort_keys=True): name for name, overrides in VARIANTS.items()}
+
+
 def templates(
     overrides: Mapping[str, Any], stack_ids: list[str], factory: pytest.TempPathFactory
 ) -> dict[str, dict[str, Any]]:
     """Templates by stack id for the cdk.json context plus ``overrides`` (no cdk-nag), synthesized once per
-    test run: the configurations several keys start from are shared by every xdist worker (conftest)."""
+    test run: the configurations several keys start from are shared by every xdist worker (conftest). A
+    variant's configuration comes with more stacks than ``stack_ids``; only stacks on both sides are compared."""
+    if (name := _VARIANT_NAMED.get(json.dumps(overrides, sort_keys=True))) is not None:
+        return variant(name, factory).templates
     cache_key = json.dumps([overrides, stack_ids], sort_keys=True)
     if cache_key not in _SYNTHS:
         folder = run_folder(factory)
@@ -210,6 +219,21 @@ def test_readme_states_each_keys_update_behaviour_as_the_table_does() -> None:
     column = _readme_column()
     assert set(column) == set(CONFIG_KEYS)
     assert {key: cell for key, cell in column.items()} == {key: UPDATES[key] for key in column}
+
+
+def test_a_variant_holds_the_templates_update_safety_would_synthesize(
+    sandbox: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The update-safety synth (no cdk-nag, a subset of stacks) writes the same templates as the variant with the
+    same configuration (cdk-nag on, the whole app), so a variant can stand in for it (see templates())."""
+    every_stack = sorted(STACK_IDS.values())
+    own = _synthesize({}, every_stack, run_folder(tmp_path_factory) / "update-safety-vs-variant")
+    assert sorted(own) == sorted(sandbox.templates)  # the stacks the sandbox builds (no opt-in logging stack)
+    for stack_id, template in own.items():
+        assert masked_json(template) == masked_json(sandbox.templates[stack_id]), stack_id
+    # One stack alone, as a key that only it reads gets it, is the same stack as in the whole app.
+    alone = _synthesize({}, [STACK_IDS["2"]], run_folder(tmp_path_factory) / "update-safety-vs-variant-l2")
+    assert masked_json(alone[STACK_IDS["2"]]) == masked_json(sandbox.templates[STACK_IDS["2"]])
 
 
 def test_the_guard_sees_collisions_type_changes_and_lost_data() -> None:
