@@ -1,6 +1,6 @@
-"""Run several 2-process DDP trainings in one pair of spawned processes (importing torch once).
+"""Run several 2-process DDP trainings in one pair of worker processes (forked: torch is imported once).
 
-Each spawned process plays the role torchrun gives a worker: it sets RANK, LOCAL_RANK, WORLD_SIZE,
+Each worker process plays the role torchrun gives a worker: it sets RANK, LOCAL_RANK, WORLD_SIZE,
 MASTER_ADDR and MASTER_PORT, then calls train.main() exactly as ``python train.py`` would. Runs are
 executed in order, each with its own port, and rank r's stdout goes to ``<name>.rank<r>.jsonl``.
 """
