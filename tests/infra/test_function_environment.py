@@ -8,12 +8,14 @@ with a configuration error, which no template assertion or handler test (which s
 from __future__ import annotations
 
 import ast
+import functools
 from typing import Any
 
 from tests.infra.test_permission_closure import _sources, kit_functions
 
 
-def required_variables(package: str) -> set[str]:
+@functools.cache  # every variant's functions run the same code: read it once per run
+def required_variables(package: str) -> frozenset[str]:
     found = set()
     for path in _sources(package):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -28,7 +30,7 @@ def required_variables(package: str) -> set[str]:
                 target = node.value
                 if isinstance(target, ast.Attribute) and target.attr == "environ" and isinstance(node.ctx, ast.Load):
                     found.add(str(node.slice.value))
-    return found
+    return frozenset(found)
 
 
 def test_every_required_variable_is_set(each_stage: Any) -> None:

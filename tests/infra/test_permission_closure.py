@@ -140,9 +140,10 @@ def _sources(package: str) -> list[Path]:
     return files + sorted(common / f"{name}.py" for name in used)
 
 
-def code_calls(package: str) -> set[str]:
+@functools.cache  # every variant's functions run the same code: read it once per run
+def code_calls(package: str) -> frozenset[str]:
     """IAM actions of the boto3 calls in ``package`` (and lambdas/common when it uses it)."""
-    return calls_in(_sources(package))
+    return frozenset(calls_in(_sources(package)))
 
 
 def calls_in(paths: list[Path]) -> set[str]:
