@@ -9,6 +9,7 @@ for ``reconcile``, where a botocore Stubber on the real client returns the job s
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -20,9 +21,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
+from urllib.parse import urlparse
 
 import boto3
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -119,7 +123,9 @@ class World:
     rng: random.Random
 
     def send(self, body: str) -> str:
-        message_id: str = self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)["MessageId"]
+        # Filling the queue is the test's part, not the function's: the message goes straight into moto's backend,
+        # which is all moto's SendMessage does for a plain body (without a signed HTTP round trip per message).
+        message_id: str = self._queue_backend().send_message(queue_name(self.queue_url), body).id
         self.tracker.sent(message_id, body, change_id=ingest_burst.change_id_of(body))
         self.clock.advance()
         return message_id
@@ -135,8 +141,12 @@ class World:
     def advance(self, seconds: float) -> None:
         self.clock.advance(int(seconds * 1000))
 
+    @staticmethod
+    def _queue_backend() -> Any:
+        return sqs_backends[ACCOUNT][REGION]
+
     def _messages(self, name: str) -> list[Any]:
-        return list(sqs_backends[ACCOUNT][REGION].get_queue(name)._messages)
+        return list(self._queue_backend().get_queue(name)._messages)
 
     def receive_counts(self) -> list[int]:
         return [m.approximate_receive_count for m in self._messages("changes")]
@@ -160,14 +170,44 @@ PAST_SYNC_MS = 86_400_000  # the seeded world's data source completed a job a da
 def make_world(monkeypatch: pytest.MonkeyPatch, *, synced: bool) -> Iterator[World]:
     """A world whose data source has completed a job (``synced``), or a new one that never ran a job."""
     with mock_aws():
-        yield from world_in(boto3.client("sqs", region_name=REGION), monkeypatch, synced=synced)
+        yield from world_in(moto_sqs_client(), monkeypatch, synced=synced)
+
+
+@functools.cache
+def moto_sqs_client() -> Any:
+    """The SQS client the function is given: a real botocore client (request validation, serialization and
+    parsing as the function's own), unsigned, since moto checks no signature (it reads the account from the
+    access key, and these credentials are fake: moto's default account either way).
+
+    One client serves every test: moto intercepts a client whatever mock was active when it was made, each test's
+    mock starts with empty backends, and the client keeps no state between calls (legacy retries: no quota).
+    """
+    return boto3.client("sqs", region_name=REGION, config=Config(signature_version=UNSIGNED))
+
+
+class BackendQueues:
+    """The calls of ``create_queues`` made straight on moto's backend, as moto's CreateQueue and GetQueueAttributes
+    handlers make them: the queues are the test's set-up, not the function's work (which goes through a client)."""
+
+    @staticmethod
+    def create_queue(*, QueueName: str, Attributes: dict[str, str] | None = None) -> dict[str, str]:
+        queue = sqs_backends[ACCOUNT][REGION].create_queue(QueueName, None, **(Attributes or {}))
+        return {"QueueUrl": queue.url(urlparse(SQS_ENDPOINT))}
+
+    @staticmethod
+    def get_queue_attributes(*, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        return {"Attributes": sqs_backends[ACCOUNT][REGION].get_queue_attributes(queue_name(QueueUrl), AttributeNames)}
+
+
+def queue_name(queue_url: str) -> str:
+    return queue_url.rsplit("/", 1)[-1]
 
 
 def world_in(sqs: Any, monkeypatch: pytest.MonkeyPatch, *, synced: bool) -> Iterator[World]:
     """A world on fresh queues of an active moto mock (deleted afterwards), on its own simulated clock."""
     clock = SimClock()
     with moto_sqs_on(clock):
-        queue_url, dlq_url = create_queues(sqs)
+        queue_url, dlq_url = create_queues(BackendQueues())
         monkeypatch.setenv("QUEUE_URL", queue_url)
         agent = FakeBedrockAgent(clock)
         if synced:
@@ -180,7 +220,7 @@ def world_in(sqs: Any, monkeypatch: pytest.MonkeyPatch, *, synced: bool) -> Iter
             yield World(clock, sqs, queue_url, dlq_url, agent, tracker, function_sqs, random.Random(3))
         finally:
             for url in (queue_url, dlq_url):
-                sqs.delete_queue(QueueUrl=url)
+                sqs_backends[ACCOUNT][REGION].delete_queue(queue_name(url))
 
 
 @pytest.fixture
@@ -1020,7 +1060,7 @@ def test_guard_a_fault_at_every_call_never_dead_letters_a_valid_change(
     monkeypatch: pytest.MonkeyPatch, synced: bool
 ) -> None:
     with mock_aws():  # one mock for every scenario (each gets fresh queues, a fresh agent and its own clock)
-        sqs = boto3.client("sqs", region_name=REGION)
+        sqs = moto_sqs_client()
         # The clean run, recorded: every AWS call a sync makes (the first run drains, starts and deletes).
         with _faulty_pipeline(sqs, monkeypatch, synced, None, "") as (world, _, clean_runs, poison):
             _assert_nothing_lost(world, poison, "clean")
@@ -1246,8 +1286,8 @@ def test_strict_validation_checks_what_botocore_skips() -> None:
 def agent_stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, World]]:
     clock = SimClock()
     with mock_aws(), moto_sqs_on(clock):
-        sqs = boto3.client("sqs", region_name=REGION)
-        queue_url, dlq_url = create_queues(sqs)
+        sqs = moto_sqs_client()
+        queue_url, dlq_url = create_queues(BackendQueues())
         monkeypatch.setenv("QUEUE_URL", queue_url)
         client = boto3.client("bedrock-agent", region_name=REGION)
         fake = FakeBedrockAgent(clock)
