@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -170,6 +171,15 @@ class StartAttempt:
     job_id: str | None = None
 
 
+@functools.cache
+def _model_client() -> Any:
+    """A bedrock-agent client for its service model and modeled exception classes; the fake never sends with it,
+    so one serves every fake of the process."""
+    import boto3
+
+    return boto3.client("bedrock-agent", region_name=REGION, aws_access_key_id="sim", aws_secret_access_key="sim")
+
+
 class FakeBedrockAgent:
     """The three bedrock-agent operations the ingest function calls, on a simulated clock.
 
@@ -185,11 +195,7 @@ class FakeBedrockAgent:
         data_source_id: str = DATA_SOURCE_ID,
         job_duration_ms: int = 150_000,
     ) -> None:
-        import boto3
-
-        self._client = boto3.client(
-            "bedrock-agent", region_name=REGION, aws_access_key_id="sim", aws_secret_access_key="sim"
-        )
+        self._client = _model_client()
         self.exceptions = self._client.exceptions
         self.clock = clock
         self.knowledge_base_id = knowledge_base_id
@@ -634,6 +640,7 @@ def run_burst(
     """
     import boto3
     from moto import mock_aws
+    from moto.sqs.models import sqs_backends
 
     from rag_ingest import aws
     from rag_ingest import handler as ingest_handler
@@ -660,6 +667,7 @@ def run_burst(
         stack.enter_context(moto_sqs_on(clock))
         sqs = boto3.client("sqs", region_name=REGION)
         queue_url, dlq_url = create_queues(sqs)
+        queues = sqs_backends[ACCOUNT][REGION]
         os.environ["QUEUE_URL"] = queue_url
         agent = FakeBedrockAgent(clock, job_duration_ms=job_duration_s * 1000)
         tracker = Tracker(clock, agent)
@@ -685,7 +693,9 @@ def run_burst(
             if wave_index < len(wave_plan) and next_wave <= next_sync:
                 clock.advance_to(next_wave)
                 for body, change_id in wave_plan[wave_index]:
-                    message_id = sqs.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
+                    # S3's event notification lands in the queue: put it in moto's queue as SendMessage would
+                    # (no signed HTTP round trip per event; the function's own calls still go through a client).
+                    message_id = queues.send_message(queue_url.rsplit("/", 1)[-1], body).id
                     tracker.sent(message_id, body, change_id=change_id)
                     clock.advance()
                 wave_index += 1
