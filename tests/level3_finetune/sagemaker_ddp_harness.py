@@ -9,22 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import warnings
 from pathlib import Path
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def worker(rank: int, world_size: int, out_dir: str, runs: list[tuple[str, list[str]]], ports: list[int]) -> None:

@@ -18,6 +18,7 @@ with warnings.catch_warnings():  # CPU-only test environments have no NumPy; tor
     warnings.simplefilter("ignore")
     torch = pytest.importorskip("torch", reason="torch is not installed (make test installs torch==2.13.0)")
 
+from tests.forked_ranks import free_ports, run_forked
 from tests.level3_finetune import sagemaker_ddp_harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,15 +177,8 @@ def ddp_runs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             ),
         ),
     ]
-    # fork: the workers reuse this process's imported torch and transformers (a fresh interpreter spends
-    # longer importing them than the three trainings take); both run single-threaded, like DataLoader workers.
-    torch.multiprocessing.start_processes(
-        sagemaker_ddp_harness.worker,
-        args=(2, str(out), runs, sagemaker_ddp_harness.free_ports(len(runs))),
-        nprocs=2,
-        start_method="fork",
-        join=True,
-    )
+    # The workers are forked from this process, which has torch and transformers imported (tests/forked_ranks.py).
+    run_forked(sagemaker_ddp_harness.worker, (2, str(out), runs, free_ports(len(runs))))
     return out
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ with warnings.catch_warnings():  # CPU-only test environments have no NumPy; tor
     warnings.simplefilter("ignore")
     torch = pytest.importorskip("torch", reason="torch is not installed (make test installs torch==2.13.0)")
 
+from tests.forked_ranks import free_ports, run_forked
 from tests.level4_pretrain import ddp_harness
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[2] / "workloads" / "pretrain"
@@ -94,19 +96,12 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run("part_2", TOTAL, 7, "ckpt-c", model=True),
         run("other_seed", TOTAL, 8, "ckpt-d", model=False),
     ]
-    # fork: the workers reuse this process's imported torch (a fresh interpreter spends longer importing it than
-    # the four trainings take). The optimizer's first use imports torch's compiler stack (torch._dynamo, about
-    # 2 s of CPU): import it here once, not once per worker. Both workers run single-threaded, like DataLoader
-    # workers, and this process never joins a process group.
+    # The workers are forked from this process (tests/forked_ranks.py). The optimizer's first use imports torch's
+    # compiler stack (torch._dynamo, about 2 s of CPU): import it here once, not once per worker. This process
+    # never joins a process group.
     importlib.import_module("torch._dynamo")
 
-    torch.multiprocessing.start_processes(
-        ddp_harness.worker,
-        args=(2, str(PRETRAIN_DIR), str(out), runs, ddp_harness.free_ports(len(runs))),
-        nprocs=2,
-        start_method="fork",
-        join=True,
-    )
+    run_forked(ddp_harness.worker, (2, str(PRETRAIN_DIR), str(out), runs, free_ports(len(runs))))
     return out
 
 
@@ -362,3 +357,23 @@ def test_checkpoint_writes_are_atomic_and_pruned(tmp_path: Path) -> None:
     assert checkpoints.latest_step(tmp_path) == 15
     assert checkpoints.load(checkpoints.checkpoint_path(tmp_path, 15)) == {"step": 15}
     assert checkpoints.latest_step(tmp_path / "absent") is None
+
+
+def _hangs(rank: int) -> None:
+    time.sleep(120)
+
+
+def _fails(rank: int) -> None:
+    raise ValueError(f"rank {rank} broke")
+
+
+def test_forked_ranks_that_hang_fail_the_test_instead_of_stalling_the_suite() -> None:
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="did not finish within 1 s"):
+        run_forked(_hangs, (), timeout_s=1)
+    assert time.monotonic() - started < 60
+
+
+def test_an_error_in_a_forked_rank_is_raised_in_the_test() -> None:
+    with pytest.raises(Exception, match=r"rank [01] broke"):
+        run_forked(_fails, ())
