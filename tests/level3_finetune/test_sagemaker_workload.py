@@ -18,8 +18,8 @@ with warnings.catch_warnings():  # CPU-only test environments have no NumPy; tor
     warnings.simplefilter("ignore")
     torch = pytest.importorskip("torch", reason="torch is not installed (make test installs torch==2.13.0)")
 
-from tests.forked_ranks import free_ports, run_forked
 from tests.level3_finetune import sagemaker_ddp_harness
+from tests.torch_helpers import free_ports, run_forked, tiny_model_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "finetune-sagemaker" / "train.jsonl"
@@ -38,11 +38,8 @@ TOTAL, INTERRUPT = 10, 5
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Any:
-    """Tiny models run fastest on one thread; with two on a two-core machine they thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with tiny_model_settings():
+        yield
 
 
 def train_tokenizer(chat_template: str | None = CHATML) -> Any:
@@ -177,7 +174,7 @@ def ddp_runs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             ),
         ),
     ]
-    # The workers are forked from this process, which has torch and transformers imported (tests/forked_ranks.py).
+    # The workers are forked from this process, which has torch and transformers imported (tests/torch_helpers.py).
     run_forked(sagemaker_ddp_harness.worker, (2, str(out), runs, free_ports(len(runs))))
     return out
 

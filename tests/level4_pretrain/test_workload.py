@@ -20,8 +20,8 @@ with warnings.catch_warnings():  # CPU-only test environments have no NumPy; tor
     warnings.simplefilter("ignore")
     torch = pytest.importorskip("torch", reason="torch is not installed (make test installs torch==2.13.0)")
 
-from tests.forked_ranks import free_ports, run_forked
 from tests.level4_pretrain import ddp_harness
+from tests.torch_helpers import free_ports, run_forked, tiny_model_settings
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[2] / "workloads" / "pretrain"
 CORPUS = PRETRAIN_DIR / "data" / "corpus.txt"
@@ -61,11 +61,8 @@ TOTAL, INTERRUPT = 20, 10
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Any:
-    """Tiny models run fastest on one thread; with two on a two-core machine they thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with tiny_model_settings():
+        yield
 
 
 def events(path: Path) -> list[dict[str, Any]]:
@@ -96,7 +93,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run("part_2", TOTAL, 7, "ckpt-c", model=True),
         run("other_seed", TOTAL, 8, "ckpt-d", model=False),
     ]
-    # The workers are forked from this process (tests/forked_ranks.py). The optimizer's first use imports torch's
+    # The workers are forked from this process (tests/torch_helpers.py). The optimizer's first use imports torch's
     # compiler stack (torch._dynamo, about 2 s of CPU): import it here once, not once per worker. This process
     # never joins a process group.
     importlib.import_module("torch._dynamo")
@@ -377,3 +374,15 @@ def test_forked_ranks_that_hang_fail_the_test_instead_of_stalling_the_suite() ->
 def test_an_error_in_a_forked_rank_is_raised_in_the_test() -> None:
     with pytest.raises(Exception, match=r"rank [01] broke"):
         run_forked(_fails, ())
+
+
+def test_the_tiny_model_settings_leave_torch_as_they_found_it() -> None:
+    # Given deterministic algorithms off (as a worker's other tests expect them)
+    torch.use_deterministic_algorithms(False)
+    threads = torch.get_num_threads()
+    # When a training program runs inside the settings and turns them on
+    with tiny_model_settings():
+        assert torch.get_num_threads() == 1
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    # Then both are back
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == threads

@@ -1,4 +1,5 @@
-"""Two-rank training runs in forked worker processes, for the training-program tests of Levels 3 and 4.
+"""For the training-program tests of Levels 3 and 4: torch's process-wide settings, and two-rank runs in forked
+worker processes.
 
 The workers are forked, so they reuse the test process's imported torch (a fresh interpreter spends longer
 importing it than the tiny trainings take). Each worker sets its own thread count to 1 before any work, as
@@ -10,10 +11,29 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
+
+@contextmanager
+def tiny_model_settings() -> Iterator[None]:
+    """One thread (tiny models run fastest on one; with two on a two-core machine they thrash), and torch's
+    process-wide settings restored afterwards: the training programs, run in this process, turn deterministic
+    algorithms on, which must not leak into the worker's later tests."""
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def free_ports(count: int) -> list[int]:
