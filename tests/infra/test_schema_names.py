@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from stacks.shared.registry import SCHEMA_REGION, config_errors, create_only_paths, name_findings, resource_schema
@@ -52,9 +53,10 @@ def test_create_only_properties_come_from_the_registry() -> None:
     assert create_only_paths("Custom::Anything") == ()
 
 
-def test_app_names_the_key_when_a_derived_name_breaks_a_schema() -> None:
+def test_app_names_the_key_when_a_derived_name_breaks_a_schema(tmp_path: Path) -> None:
     # Given a prefix that config accepts but that makes Bedrock names CloudFormation refuses (no "--")
-    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps({**cdk_json_context(), "name_prefix": "ab--cd"})}
+    context = {**cdk_json_context(), "name_prefix": "ab--cd"}
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path)}
     env.pop("CDK_VALIDATION")  # the suite turns CDK's template validation off (conftest); `cdk synth` has it on
     # When the app runs as `cdk synth` runs it
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -63,6 +65,12 @@ def test_app_names_the_key_when_a_derived_name_breaks_a_schema() -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
     assert len(errors) == 1 and errors[0].startswith("config error: name_prefix = 'ab--cd' is not allowed"), errors
     assert "Traceback" not in result.stderr
+    # And CDK's validator refused only names made from that prefix: every other value of the whole app passes the
+    # validation `cdk synth` runs (this is the suite's one run of it; the variants are linted by cfn-lint instead)
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    violations = [v for plugin in report["pluginReports"] for v in plugin["violations"]]
+    assert violations, report
+    assert [v["description"] for v in violations if "'ab--cd-" not in v["description"]] == []
 
 
 def test_the_kit_reads_the_registry_schemas_as_cfn_lint_does(sandbox: Any, prod_extremes: Any) -> None:
