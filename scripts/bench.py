@@ -2,8 +2,8 @@
 
 - synth: wall time of `cdk synth` for the whole kit against an empty one-stack app, same CLI and venv
   (median of RUNS each, run alternately); target ratio <= 2.5
-- tests: wall time of the whole test suite (one run, in parallel as `make test` runs it); target <= 6x the
-  kit's synth
+- tests: wall time of the whole test suite, in parallel as `make test` runs it (median of RUNS; on this
+  machine one run's time varies by a quarter); target <= 6x the kit's synth
 - handler cold import: each handler module against a bare `import boto3`, each in a fresh interpreter
   with no function environment variables (best of IMPORT_RUNS); target ratio <= 1.5
 - Level 2 ingestion burst: 1,000 document changes arriving while jobs run and conflicts are raised
@@ -68,11 +68,10 @@ def bench_synth() -> tuple[float, float]:
     return statistics.median(kit_times), statistics.median(empty_times)
 
 
-def bench_tests() -> float:
+def bench_tests() -> list[float]:
     # As `make test` runs it: the Makefile passes its pytest-xdist options (PYTEST_XDIST) to `make bench`.
-    return _wall(
-        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *shlex.split(os.environ.get("PYTEST_XDIST", ""))], ROOT
-    )
+    command = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *shlex.split(os.environ.get("PYTEST_XDIST", ""))]
+    return [_wall(command, ROOT) for _ in range(RUNS)]
 
 
 def _import_seconds(module: str) -> float:
@@ -161,13 +160,14 @@ def main() -> int:
             )
         )
 
-    suite = bench_tests()
+    suites = bench_tests()
+    suite = statistics.median(suites)
     # Issue 11: the suite in parallel takes at most 6 whole-kit synths (it took about 12 in one process).
     ok &= suite <= 6 * kit
     rows.append(
         (
-            "whole test suite (make test, warm venv) vs cdk synth of the whole kit",
-            f"{suite:.1f} s vs {kit:.2f} s",
+            f"whole test suite (make test, warm venv; median of {RUNS}) vs cdk synth of the whole kit",
+            f"{suite:.1f} s ({min(suites):.1f} to {max(suites):.1f} s) vs {kit:.2f} s",
             f"{suite / kit:.1f}x",
             "<= 6x (and under CI's 90 min)",
         )
@@ -181,8 +181,8 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     (ROOT / "BENCHMARKS.md").write_text(
         "# Benchmarks\n\n"
-        f"Written by `make bench` on {stamp} ({machine}; synth is the median of {RUNS} runs, imports the best "
-        f"of {IMPORT_RUNS} fresh interpreters).\n\n"
+        f"Written by `make bench` on {stamp} ({machine}; synth and the suite are the median of {RUNS} runs, "
+        f"imports the best of {IMPORT_RUNS} fresh interpreters).\n\n"
         + "\n".join(lines)
         + "\n\n"
         + ("All targets met.\n" if ok else "**A target was missed.**\n")
