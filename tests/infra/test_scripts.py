@@ -1,8 +1,10 @@
-"""The helper scripts: synth summary and the SigV4 caller (offline)."""
+"""The helper scripts: synth summary and the SigV4 caller (offline), and the pinned CDK CLI `make synth` runs."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from botocore.credentials import Credentials
 from kit.costs import analyze_stack, load_prices
 from scripts.call_api import build_call, parse_args, region_of, signed_request
 from scripts.synth_summary import main, stack_summary, summarize
+from tests.conftest import ROOT
 
 URL = "https://abc123.execute-api.us-east-1.amazonaws.com/v1/"
 
@@ -91,3 +94,16 @@ def test_synth_summary_says_which_changes_need_a_new_stack(sandbox: Any, capsys:
     assert main(["synth_summary.py", str(sandbox.assembly_dir)]) == 0
     closing = capsys.readouterr().out.strip().splitlines()[-1]
     assert closing.startswith("On a deployed stack, changing stage, name_prefix, region, account needs a new stack")
+
+
+def test_the_pinned_cdk_cli_reads_the_assembly_the_pinned_library_writes(sandbox: Any, tmp_path: Path) -> None:
+    # `make synth` runs package.json's CLI on requirements.txt's aws-cdk-lib; a CLI older than the library's cloud
+    # assembly schema refuses the assembly ("Cloud assembly schema version mismatch"). Given the sandbox the suite
+    # synthesized, when that CLI lists its stacks (offline, from a folder with no cdk.json)
+    cli = ROOT / "node_modules" / ".bin" / "cdk"
+    env = {**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true"}
+    command = [str(cli), "ls", "--app", str(sandbox.assembly_dir), "--no-notices"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    # Then it reads every stack
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(line.split()[0] for line in result.stdout.splitlines()) == sorted(sandbox.stacks)
