@@ -31,6 +31,7 @@ from aws_cdk import aws_s3vectors as s3vectors
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from rag_ingest.ingestion import RECONCILE_EVERY
 from stacks.config import KitConfig
 from stacks.level2_rag.settings import RagSettings
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
@@ -681,7 +682,8 @@ class IngestionPipeline(Construct):
         )
         # Starting and watching the knowledge base's ingestion jobs is granted where the two meet (RagStack).
         sync_every = Duration.minutes(sync_interval_minutes)
-        for name, action, every in (("Sync", "sync", sync_every), ("Reconcile", "reconcile", Duration.hours(1))):
+        reconcile_every = Duration.seconds(RECONCILE_EVERY.total_seconds())  # the function reports jobs per period
+        for name, action, every in (("Sync", "sync", sync_every), ("Reconcile", "reconcile", reconcile_every)):
             schedule = events.Rule(
                 self,
                 f"{name}Schedule",

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlparse
 
@@ -1357,8 +1357,16 @@ STATISTICS = {
 REASONS = ["s3://kit-documents-sim/docs/big.pdf: file exceeds 50 MB", "s3://kit-documents-sim/docs/x.bin: unsupported"]
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """The reconcile run's time: by default 10 minutes after the stubbed job's last update."""
+    at = [UPDATED + timedelta(minutes=10)]
+    monkeypatch.setattr(rag_ingest.handler, "now", lambda: at[0])
+    return at
+
+
 def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
-    agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO
+    agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO, clock: list[datetime]
 ) -> None:
     stub, _ = agent_stub
     stub_synced(stub)
@@ -1379,8 +1387,7 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
             "failureReasonCount": 2,
         },
     }
-    sync_doc, job_doc = emf_documents(capsys.readouterr().out)
-    assert sync_doc["IngestionJobsStarted"] == [0.0]
+    [job_doc] = emf_documents(capsys.readouterr().out)  # the sync found nothing to do: it wrote no metric
     assert job_doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["KnowledgeBaseId", "service"]]
     assert {
         name: job_doc[name]
@@ -1403,7 +1410,7 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
 
 
 def test_reconcile_failed_job_counts_as_failed_and_logs_an_error(
-    agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO
+    agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO, clock: list[datetime]
 ) -> None:
     stub, _ = agent_stub
     stub_synced(stub)
@@ -1420,6 +1427,43 @@ def test_reconcile_failed_job_counts_as_failed_and_logs_an_error(
     assert reasons["failure_reasons"] == ["The knowledge base role cannot read the bucket."]
 
 
+@pytest.mark.parametrize("status", ["COMPLETE", "STOPPED"])
+def test_an_idle_knowledge_base_writes_no_metric(
+    agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], clock: list[datetime], status: str
+) -> None:
+    # Given nothing queued and a newest job that ended before the previous reconcile run
+    stub, _ = agent_stub
+    stub_synced(stub)
+    stub_newest(stub, status, statistics=STATISTICS)
+    clock[0] = UPDATED + ingestion.RECONCILE_EVERY + timedelta(seconds=1)
+    # When the hourly reconcile runs
+    result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+    # Then it reports in its answer and log only: no custom metric is written (each is billed per hour written)
+    assert result["job"]["status"] == status
+    assert emf_documents(capsys.readouterr().out) == []
+
+
+def test_a_failed_newest_job_keeps_its_alarm_metric_every_hour_and_nothing_else(
+    agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], clock: list[datetime]
+) -> None:
+    stub, _ = agent_stub
+    stub_synced(stub)
+    stub_newest(stub, "FAILED", statistics=STATISTICS)
+    clock[0] = UPDATED + 3 * ingestion.RECONCILE_EVERY
+    rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+    [doc] = emf_documents(capsys.readouterr().out)
+    assert doc["IngestionJobFailed"] == [1.0]
+    assert [m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]] == ["IngestionJobFailed"]
+
+
+def test_a_job_is_reported_by_the_first_reconcile_after_it_ended_only() -> None:
+    report = ingestion.read_job(job_detail("COMPLETE"))
+    assert ingestion.finished_since(report, UPDATED - timedelta(seconds=1))
+    assert not ingestion.finished_since(report, UPDATED)
+    unknown = ingestion.read_job({k: v for k, v in job_detail("COMPLETE").items() if k != "updatedAt"})
+    assert ingestion.finished_since(unknown, UPDATED)
+
+
 def test_reconcile_does_not_report_a_running_job(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1430,8 +1474,7 @@ def test_reconcile_does_not_report_a_running_job(
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
     assert result["job"]["status"] == "IN_PROGRESS"
-    [sync_doc] = emf_documents(capsys.readouterr().out)
-    assert "DocumentsScanned" not in sync_doc
+    assert emf_documents(capsys.readouterr().out) == []  # nothing queued, and the running job is reported later
 
 
 def test_reconcile_of_a_data_source_without_any_job_starts_the_full_sync(agent_stub: tuple[Stubber, World]) -> None:

@@ -15,6 +15,7 @@ the changes stay queued either way.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -100,14 +101,17 @@ def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestion.SyncResult:
     result = ingestion.sync(deps, retry_full_sync=retry_full_sync)
-    _publish(
-        {
-            "ChangesCoalesced": (MetricUnit.Count, result.changes if result.started else 0),
-            "IngestionJobsStarted": (MetricUnit.Count, int(result.started)),
-            "IngestionBusy": (MetricUnit.Count, int(result.busy)),
-            "PoisonMessages": (MetricUnit.Count, result.poison),
-        }
-    )
+    # A run that found nothing to do writes no metric: a custom metric is billed for each hour it is written in
+    # (https://aws.amazon.com/cloudwatch/pricing/), so an idle knowledge base costs nothing here.
+    if result.started or result.busy or result.poison:
+        _publish(
+            {
+                "ChangesCoalesced": (MetricUnit.Count, result.changes if result.started else 0),
+                "IngestionJobsStarted": (MetricUnit.Count, int(result.started)),
+                "IngestionBusy": (MetricUnit.Count, int(result.busy)),
+                "PoisonMessages": (MetricUnit.Count, result.poison),
+            }
+        )
     logger.info("Sync finished", extra={"sync": result.to_dict(), "drain_stopped_by": result.drain_stopped_by})
     return result
 
@@ -130,26 +134,39 @@ def run_reconcile(deps: ingestion.Deps) -> dict[str, Any]:
     if report is None:
         logger.info("No ingestion job has run yet")
     else:
-        _report_job(report)
+        _report_job(report, now())
     if sync_error is not None:
         raise sync_error
     return {"action": "reconcile", "sync": sync_result, "job": report.to_dict() if report else None}
 
 
-def _report_job(report: ingestion.JobReport) -> None:
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _report_job(report: ingestion.JobReport, at: datetime) -> None:
+    """Metrics of a job that finished since the previous reconcile run; of an older one, only a failure.
+
+    IngestionJobFailed stays 1 every hour while the newest job is a failed one (its alarm stays in ALARM), and
+    nothing is written once the newest job is an older success: the alarm treats missing data as not breaching.
+    """
     fields = {"job_id": report.job_id, "status": report.status, **report.to_dict()["statistics"]}
     if not report.finished:
         logger.info("The newest ingestion job is still running; it is reported once finished", extra=fields)
         return
-    _publish(
-        {
-            "DocumentsScanned": (MetricUnit.Count, report.scanned),
-            "DocumentsIndexed": (MetricUnit.Count, report.indexed),
-            "DocumentsDeleted": (MetricUnit.Count, report.deleted),
-            "DocumentsFailed": (MetricUnit.Count, report.failed),
-            "IngestionJobFailed": (MetricUnit.Count, int(report.status == "FAILED")),
-        }
-    )
+    failed = report.status == "FAILED"
+    if ingestion.finished_since(report, at - ingestion.RECONCILE_EVERY):
+        _publish(
+            {
+                "DocumentsScanned": (MetricUnit.Count, report.scanned),
+                "DocumentsIndexed": (MetricUnit.Count, report.indexed),
+                "DocumentsDeleted": (MetricUnit.Count, report.deleted),
+                "DocumentsFailed": (MetricUnit.Count, report.failed),
+                "IngestionJobFailed": (MetricUnit.Count, int(failed)),
+            }
+        )
+    elif failed:
+        _publish({"IngestionJobFailed": (MetricUnit.Count, 1)})
     logger.info("Ingestion job report", extra=fields)
     if report.failure_reasons:
         log = logger.error if report.status == "FAILED" else logger.warning

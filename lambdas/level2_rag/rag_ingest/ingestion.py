@@ -44,7 +44,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from common.errors import aws_error_code, aws_error_message, trim
@@ -74,6 +74,8 @@ MAX_JOB_PAGES = 5
 RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
 PENDING_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 MAX_REPORTED_REASONS = 10
+# How often the reconcile schedule runs (stacks/level2_rag/stack.py); a job is reported by the first run after it ended.
+RECONCILE_EVERY = timedelta(hours=1)
 MAX_LOGGED_REASONS = 100
 
 # (knowledge base id, data source id) pairs seen with a COMPLETE ingestion job in this execution environment.
@@ -572,6 +574,13 @@ class JobReport:
             "failureReasons": self.failure_reasons[:MAX_REPORTED_REASONS],
             "failureReasonCount": len(self.failure_reasons),
         }
+
+
+def finished_since(report: JobReport, since: datetime) -> bool:
+    """Whether the job's last update (its end, once finished) is after ``since``; true when it is not known."""
+    if report.updated_at is None:
+        return True
+    return datetime.fromisoformat(report.updated_at) > since
 
 
 def newest_job(deps: Deps) -> JobReport | None:
