@@ -19,7 +19,9 @@ from stacks.shared.stage import removal_policy
 class FineTuneData(Construct):
     """The customer managed key, the training-data bucket (versioned) and the job-output bucket."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, deployment: Deployment, provisioned_throughput: bool = False
+    ) -> None:
         super().__init__(scope, construct_id)
         # Sandbox: deleted on destroy, after CustomModelCleanup has deleted the custom models it encrypts, with
         # KMS's shortest waiting period (7-30 days). Prod: retained with the models, removed by hand.
@@ -31,6 +33,20 @@ class FineTuneData(Construct):
             removal_policy=removal_policy(deployment),
             pending_window=Duration.days(7),
         )
+        if provisioned_throughput:
+            # Provisioned Throughput for a custom Nova model: Bedrock itself uses the model's key while it
+            # optimizes the model for deployment; statement as given in "Permissions and key policies for custom
+            # Amazon Nova models" (https://docs.aws.amazon.com/nova/latest/userguide/customize-fine-tune-encrypt.html).
+            # Only with ft_deploy "provisioned": no other path of the kit creates Provisioned Throughput.
+            self.key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="PermissionsNovaProvisionedThroughput",
+                    principals=[iam.ServicePrincipal("bedrock.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=["*"],
+                    conditions={"ForAnyValue:StringEquals": {"kms:EncryptionContextKeys": "aws:bedrock:custom-model"}},
+                )
+            )
         self.data = SecureBucket(
             self, "Data", deployment=deployment, versioned=True, encryption_key=self.key, event_bridge_enabled=True
         ).bucket

@@ -67,7 +67,7 @@ def execution_bounds(ft: FineTuneSettings) -> Duration:
     """The longest the pipeline's bounded steps take: validation, waiting for a job slot, the job's polls, the
     deployment's polls, the kept throughput and its teardown's retries. The execution timeout adds
     EXECUTION_HEADROOM for the retries of transient errors on the way."""
-    polls = max(1, ft.max_job_hours * 60 // ft.poll_minutes)
+    polls = ft.job_polls
     seconds = VALIDATOR_TIMEOUT.to_seconds() + QUOTA_RETRY_INTERVAL.to_seconds() * QUOTA_RETRY_ATTEMPTS
     seconds += polls * ft.poll_minutes * 60
     if ft.deploy != "none":
@@ -129,7 +129,7 @@ class FineTunePipeline(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         names = PipelineNames.of(deployment)
-        polls = max(1, ft.max_job_hours * 60 // ft.poll_minutes)
+        polls = ft.job_polls  # bounded by the execution history quota (settings.MAX_JOB_POLLS)
 
         self.topic = topic
         notify = self._notify
@@ -227,6 +227,8 @@ class FineTunePipeline(Construct):
                     "reportKey": sfn.JsonPath.string_at("$.names.report"),
                     "teacherModelId": sfn.JsonPath.string_at("$.job.teacherModelId"),
                     "defaultTeacherModelId": ft.teacher_model_id,
+                    # The teachers the customization role may invoke (FineTuneStack): a run's own must be one.
+                    "invocableTeacherModelIds": list(ft.invocable_teachers),
                     "invocationLogs": from_logs,
                 }
             ),

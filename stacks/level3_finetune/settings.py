@@ -20,6 +20,22 @@ DEPLOY_MODES: tuple[str, ...] = get_args(DeployMode)
 DistillationSource = Literal["prompts", "invocation-logs"]
 DISTILLATION_SOURCES: tuple[str, ...] = get_args(DistillationSource)
 
+# Step Functions fails a Standard execution whose history reaches 25,000 events
+# (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html), and the teardown would then stop a
+# healthy job. One job poll (Wait, Task, Choice, Pass, Choice) writes JOB_POLL_EVENTS; the rest of a run at most
+# RUN_EVENTS (every retry spent, the deployment's polls); a tenth of the quota is kept for throttled polls.
+# tests/level3_finetune/test_history.py derives both counts from the synthesized definition.
+HISTORY_EVENT_QUOTA = 25_000
+JOB_POLL_EVENTS = 13
+RUN_EVENTS = 1_000
+HISTORY_MARGIN = HISTORY_EVENT_QUOTA // 10
+MAX_JOB_POLLS = (HISTORY_EVENT_QUOTA - HISTORY_MARGIN - RUN_EVENTS) // JOB_POLL_EVENTS
+
+
+def job_polls(max_job_hours: int, poll_minutes: int) -> int:
+    """How many times the pipeline reads the job's status before it stops the job."""
+    return max(1, max_job_hours * 60 // poll_minutes)
+
 
 class FineTuneSettings(Settings):
     base_model_id: Annotated[Text, OneOf(formats.MODELS)] = Field(
@@ -126,6 +142,31 @@ class FineTuneSettings(Settings):
         if base and deploy == "on-demand" and not formats.MODELS[base].on_demand_deploy:
             raise Invalid(f"'none' or 'provisioned' for {base} (on-demand serves Amazon Nova)")
         return deploy
+
+    @field_validator("poll_minutes")
+    @classmethod
+    def _polls_fit_the_execution_history(cls, minutes: int, info: ValidationInfo) -> int:
+        hours = info.data.get("max_job_hours")
+        if hours is None or job_polls(hours, minutes) <= MAX_JOB_POLLS:
+            return minutes
+        least = next((m for m in range(minutes, 61) if job_polls(hours, m) <= MAX_JOB_POLLS), 60)
+        raise Invalid(
+            f"at least {least} with ft_max_job_hours = {hours}: {job_polls(hours, minutes)} polls would write "
+            f"{job_polls(hours, minutes) * JOB_POLL_EVENTS:,} history events, and Step Functions fails an execution "
+            f"at {HISTORY_EVENT_QUOTA:,}; at most {MAX_JOB_POLLS} polls (ft_max_job_hours * 60 / ft_poll_minutes)"
+        )
+
+    @property
+    def invocable_teachers(self) -> tuple[str, ...]:
+        """The teachers a run may name: those the customization role may invoke (FineTuneStack grants them). The
+        configured teacher as given (a cross-Region profile is granted only as configured) and the active teachers'
+        in-Region model ids (a legacy one only when configured)."""
+        active = (model for model, spec in formats.TEACHERS.items() if spec.lifecycle.status == formats.ACTIVE)
+        return tuple(dict.fromkeys((self.teacher_model_id, *sorted(active))))
+
+    @property
+    def job_polls(self) -> int:
+        return job_polls(self.max_job_hours, self.poll_minutes)
 
     @property
     def family(self) -> str:

@@ -37,7 +37,6 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
-from finetune_validate import formats
 from stacks.config import KitConfig
 from stacks.level3_finetune.cleanup import CustomModelCleanup
 from stacks.level3_finetune.data import CustomizationRole, FineTuneData
@@ -83,7 +82,9 @@ class FineTuneStack(Stack):
         deployment, ft = config.deployment, config.finetune
         tag_stack(self, deployment, LEVEL)
 
-        data = FineTuneData(self, "FineTuneData", deployment=deployment)
+        data = FineTuneData(
+            self, "FineTuneData", deployment=deployment, provisioned_throughput=ft.deploy == "provisioned"
+        )
         service_role = CustomizationRole(self, "Customization", data=data).role
 
         validator = PythonFunction(
@@ -178,9 +179,10 @@ class FineTuneStack(Stack):
         # The model table's active teachers are granted in this Region, so a run may name another one (a legacy
         # teacher only when configured; the status, not today's date, decides, so the template does not change
         # with the calendar); a profile only as configured.
+        # The validator refuses any other teacher a run names (ft.invocable_teachers, its invocableTeacherModelIds).
         teacher = parse_model_id("ft_teacher_model_id", ft.teacher_model_id, self.region)
-        active = [model for model, spec in formats.TEACHERS.items() if spec.lifecycle.status == formats.ACTIVE]
-        teachers = sorted({teacher.foundation_model_id, *active})
+        invocable = (parse_model_id("ft_teacher_model_id", t, self.region) for t in ft.invocable_teachers)
+        teachers = sorted({t.foundation_model_id for t in invocable})
         service_role.add_to_policy(
             iam.PolicyStatement(
                 sid="InvokeTeachers",

@@ -448,6 +448,32 @@ def test_distillation_falls_back_to_the_configured_teacher_and_needs_one() -> No
     assert handler.parse_request(_event(defaultTeacherModelId="amazon.nova-pro-v1:0")).teacher_model_id is None
 
 
+def test_a_runs_own_teacher_must_be_one_the_customization_role_may_invoke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The role invokes in-Region teachers and the configured cross-Region profile only (FineTuneStack): another
+    profile would fail the job after it started, so the request is refused before."""
+    kind = {"customizationType": formats.DISTILLATION, "defaultTeacherModelId": "amazon.nova-pro-v1:0"}
+    invocable = {"invocableTeacherModelIds": ["amazon.nova-pro-v1:0"]}
+    with pytest.raises(handler.InvalidRequest) as refused:
+        handler.parse_request(_event(**kind, **invocable, teacherModelId="us.amazon.nova-pro-v1:0"))
+    assert refused.value.field == "teacherModelId"
+    assert str(refused.value).startswith(
+        "teacherModelId: 'us.amazon.nova-pro-v1:0' is not a teacher the customization role may invoke; "
+        "allowed: amazon.nova-pro-v1:0 (ft_teacher_model_id as configured"
+    )
+    assert handler.parse_request(_event(**kind, **invocable, teacherModelId="amazon.nova-pro-v1:0")).teacher_model_id
+    profile = {"invocableTeacherModelIds": ["us.amazon.nova-pro-v1:0", "amazon.nova-pro-v1:0"]}
+    own = handler.parse_request(_event(**kind, **profile, teacherModelId="us.amazon.nova-pro-v1:0"))
+    assert own.teacher_model_id == "us.amazon.nova-pro-v1:0"
+    with pytest.raises(handler.InvalidRequest, match="invocableTeacherModelIds"):
+        handler.parse_request(_event(**kind, invocableTeacherModelIds="amazon.nova-pro-v1:0", teacherModelId="x"))
+    # The ARN of an invocable teacher in the function's Region is that teacher; in another Region it is not.
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    arn = "arn:aws:bedrock:{}::foundation-model/amazon.nova-pro-v1:0"
+    assert handler.parse_request(_event(**kind, **invocable, teacherModelId=arn.format("us-east-1"))).teacher_model_id
+    with pytest.raises(handler.InvalidRequest, match="may invoke"):
+        handler.parse_request(_event(**kind, **invocable, teacherModelId=arn.format("eu-west-1")))
+
+
 def test_only_a_distillation_from_the_invocation_logs_goes_without_a_training_key() -> None:
     base = {"customizationType": formats.DISTILLATION, "defaultTeacherModelId": "amazon.nova-pro-v1:0"}
     request = handler.parse_request(_event(**base, trainingKey=None, invocationLogs=True))

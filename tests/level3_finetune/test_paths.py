@@ -316,6 +316,7 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "reportKey": f"reports/{names['uid']}.json",
         "teacherModelId": None,
         "defaultTeacherModelId": ft.teacher_model_id,
+        "invocableTeacherModelIds": list(ft.invocable_teachers),
         "invocationLogs": False,
     }
     assert names["run"] == hashlib.md5(EXECUTION.encode()).hexdigest()  # reproducible from the execution ARN
@@ -1479,3 +1480,29 @@ def test_request_check_follows_the_bedrock_model() -> None:
         "bedrock has no operation NoSuchThing"
     ]
     assert member_errors("bedrock", "CreateModelCustomizationJob", "jobName", "j" * 64) != []
+
+
+# --- the key Bedrock uses for Provisioned Throughput ------------------------------------------------------------
+
+# "PermissionsNovaProvisionedThroughput", as https://docs.aws.amazon.com/nova/latest/userguide/customize-fine-tune-encrypt.html
+# gives it: Bedrock uses the custom model's key while it creates Provisioned Throughput for a custom Nova model.
+NOVA_PROVISIONED_THROUGHPUT = {
+    "Sid": "PermissionsNovaProvisionedThroughput",
+    "Effect": "Allow",
+    "Principal": {"Service": "bedrock.amazonaws.com"},
+    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+    "Resource": "*",
+    "Condition": {"ForAnyValue:StringEquals": {"kms:EncryptionContextKeys": "aws:bedrock:custom-model"}},
+}
+
+
+def test_the_key_lets_bedrock_optimize_the_model_for_provisioned_throughput_only_when_the_kit_provisions(
+    each_mode: Variant,
+) -> None:
+    [key] = resources(each_mode.template, "AWS::KMS::Key").values()
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    by_bedrock = [s for s in statements if s.get("Principal") == {"Service": "bedrock.amazonaws.com"}]
+    if each_mode.config.finetune.deploy == "provisioned":
+        assert by_bedrock == [NOVA_PROVISIONED_THROUGHPUT]
+    else:
+        assert by_bedrock == []

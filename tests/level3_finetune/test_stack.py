@@ -85,6 +85,20 @@ def test_customization_role_reads_datasets_writes_output_and_uses_the_key_only(t
     assert sorted(granted["UseKey"]["Action"]) == ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"]
 
 
+def test_the_teachers_a_run_may_name_are_the_ones_the_customization_role_may_invoke(
+    sandbox: Any, template: dict[str, Any]
+) -> None:
+    """The validator refuses a run's teacher outside ft.invocable_teachers; each of them is granted here."""
+    ft = sandbox.config.finetune
+    granted = _role_statements(template, _customization_role(template)[0])["InvokeTeachers"]
+    arns = {render(arn) for arn in as_list(granted["Resource"])}
+    assert arns == {f"arn:aws:bedrock:us-east-1::foundation-model/{model}" for model in ft.invocable_teachers}
+    # A cross-Region profile is invocable only as configured (the stack grants that one profile).
+    profile = build(ft_teacher_model_id="us.amazon.nova-pro-v1:0").finetune.invocable_teachers
+    assert [t for t in profile if t.startswith("us.")] == ["us.amazon.nova-pro-v1:0"]
+    assert all(t.startswith("amazon.") for t in ft.invocable_teachers)  # in-Region model ids
+
+
 def test_buckets_use_the_customer_managed_key_and_training_data_is_versioned(template: dict[str, Any]) -> None:
     key_id, key = only(template, "AWS::KMS::Key")
     assert key["Properties"]["EnableKeyRotation"] is True

@@ -7,6 +7,8 @@ A Step Functions task invokes it with::
                            | "REINFORCEMENT_FINE_TUNING" (default FINE_TUNING),
      "teacherModelId"?: str | null (the request's; DISTILLATION only: checked against formats.TEACHERS),
      "defaultTeacherModelId"?: str | null (the configured teacher, used by DISTILLATION without its own),
+     "invocableTeacherModelIds"?: [str] (the teachers the customization role may invoke; a request's own
+                                  teacherModelId must be one of them; absent: not checked, e.g. kit l3 validate),
      "invocationLogs"?: bool (a DISTILLATION request without a trainingKey distills from the account's
                         model invocation logs; only when the stack reads them),
      "hyperparameters": {str: str}, "reportKey": str}
@@ -36,6 +38,7 @@ key). No text from the event reaches a message, a log line or the report unescap
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +80,9 @@ VALIDATION_SET_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING)
 S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MODEL_ARN = re.compile(
+    r"^arn:aws[a-z-]*:bedrock:(?P<region>[a-z0-9-]+):\d{0,12}:(?:foundation-model|inference-profile)/(?P<id>.+)$"
+)
 
 
 class InvalidRequest(ValueError):
@@ -139,6 +145,7 @@ def parse_request(event: Any) -> Request:
         if customization_type != DISTILLATION:
             raise InvalidRequest("teacherModelId", f"is for DISTILLATION only, not {customization_type}")
         teacher_model_id = _required_text(event, "teacherModelId")
+        _check_invocable(teacher_model_id, event.get("invocableTeacherModelIds"))
     elif customization_type == DISTILLATION:
         if event.get("defaultTeacherModelId") is None:
             raise InvalidRequest(
@@ -185,6 +192,28 @@ def parse_request(event: Any) -> Request:
         customization_type,
         teacher_model_id,
     )
+
+
+def _check_invocable(teacher_model_id: str, invocable: Any) -> None:
+    """A run's own teacher must be one the customization role may invoke: the job would fail only after it
+    started otherwise. A cross-Region profile needs the profile and the model in each of its Regions
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/prequisites-model-distillation.html), which the stack
+    grants for the configured teacher only."""
+    if invocable is None:
+        return
+    if not isinstance(invocable, list) or not all(isinstance(model, str) for model in invocable):
+        raise InvalidRequest("invocableTeacherModelIds", f"must be a list of model ids, got {json_type(invocable)}")
+    model_id = teacher_model_id.strip()
+    arn = MODEL_ARN.match(model_id)
+    if arn and arn["region"] == os.environ.get("AWS_REGION"):  # the ARN of an invocable id, in this Region
+        model_id = arn["id"]
+    if model_id not in invocable:
+        raise InvalidRequest(
+            "teacherModelId",
+            f"'{teacher_model_id[:120]}' is not a teacher the customization role may invoke; allowed: "
+            f"{', '.join(invocable)} (ft_teacher_model_id as configured, or an active teacher's in-Region model id; "
+            "to distill from another cross-Region profile, set it as ft_teacher_model_id and deploy)",
+        )
 
 
 def _required_text(event: dict[str, Any], field: str) -> str:

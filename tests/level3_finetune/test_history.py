@@ -1,0 +1,114 @@
+"""Level 3's executions stay under Step Functions' history quota (25,000 events) for every setting allowed.
+
+The bounds in stacks/level3_finetune/settings.py (JOB_POLL_EVENTS, RUN_EVENTS) are checked here against the
+synthesized definitions: the events of one job poll and the longest run besides (tests/level3_finetune/history.py
+counts them per state type). Every loop of a Level 3 state machine must be one of those counted here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from annotated_types import Le
+
+from stacks.config import ConfigError
+from stacks.level3_finetune import sagemaker_pipeline
+from stacks.level3_finetune.pipeline import DEPLOY_POLLS
+from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
+from stacks.level3_finetune.settings import (
+    HISTORY_EVENT_QUOTA,
+    HISTORY_MARGIN,
+    JOB_POLL_EVENTS,
+    MAX_JOB_POLLS,
+    RUN_EVENTS,
+    FineTuneSettings,
+)
+from tests.infra import asl
+from tests.infra.test_config import build
+from tests.level3_finetune import history
+from tests.level3_finetune.test_paths_types import _synth
+
+# The loops of each deploy mode's pipeline, by their first state: the job's polls, the deployment's polls.
+LOOPS = {
+    "none": {"WaitForJob"},
+    "on-demand": {"WaitForJob", "WaitForDeployment"},
+    "provisioned": {"WaitForJob", "WaitForThroughput"},
+}
+
+
+def _bound(model: type[Any], field: str) -> int:
+    return next(item.le for item in model.model_fields[field].metadata if isinstance(item, Le))
+
+
+@pytest.fixture(scope="module", params=sorted(LOOPS))
+def pipeline(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    # The invocation-logs variant holds every state of the prompts variant and the logs' own.
+    variant, _ = _synth(ft_deploy=request.param, ft_distillation_source="invocation-logs")
+    return request.param, variant.definition
+
+
+def test_the_event_counts_follow_the_step_functions_history_events() -> None:
+    assert history.visit_events({"Type": "Wait"}) == ["WaitStateEntered", "WaitStateExited"]
+    assert history.visit_events({"Type": "Task", "Resource": "arn:aws:states:::aws-sdk:bedrock:getX"}) == [
+        "TaskStateEntered",
+        "TaskScheduled",
+        "TaskStarted",
+        "TaskSucceeded",
+        "TaskStateExited",
+    ]
+    assert "TaskSubmitted" in history.visit_events({"Type": "Task", "Resource": "arn:aws:states:::x:y.sync"})
+    assert history.visit_events({"Type": "Fail"}) == ["FailStateEntered"]
+    assert history.retry_events({"Type": "Task", "Retry": [{"MaxAttempts": 2}, {}]}) == (2 + 3) * 3
+
+
+def test_one_job_poll_writes_the_events_the_settings_count(pipeline: tuple[str, dict[str, Any]]) -> None:
+    mode, definition = pipeline
+    assert set(history.loops(definition)) == LOOPS[mode], "a new loop: bound it and count it here"
+    assert history.loop_events(definition, "WaitForJob") == JOB_POLL_EVENTS
+
+
+def test_the_rest_of_the_longest_run_fits_what_the_settings_reserve(pipeline: tuple[str, dict[str, Any]]) -> None:
+    mode, definition = pipeline
+    rest = history.longest_run_events(definition)  # each loop passed once, every retry spent
+    for head in LOOPS[mode] - {"WaitForJob"}:
+        rest += (DEPLOY_POLLS - 1) * history.loop_events(definition, head)
+    assert rest <= RUN_EVENTS, (mode, rest)
+
+
+def test_the_most_polls_allowed_stay_under_the_quota_with_the_margin() -> None:
+    assert MAX_JOB_POLLS * JOB_POLL_EVENTS + RUN_EVENTS + HISTORY_MARGIN <= HISTORY_EVENT_QUOTA
+    assert (MAX_JOB_POLLS + 1) * JOB_POLL_EVENTS + RUN_EVENTS + HISTORY_MARGIN > HISTORY_EVENT_QUOTA
+    # The longest wait at the least poll interval would not fit: the combination is refused, not the keys.
+    longest = _bound(FineTuneSettings, "max_job_hours") * 60 // 1
+    assert longest > MAX_JOB_POLLS
+
+
+def test_a_poll_interval_that_would_overflow_the_history_is_refused_naming_both_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(ft_max_job_hours=72, ft_poll_minutes=1)
+    assert [p.key for p in caught.value.problems] == ["ft_poll_minutes"]
+    line = str(caught.value)
+    assert line.startswith("config error: ft_poll_minutes = 1 is not allowed; expected at least 3 with ")
+    assert "ft_max_job_hours = 72" in line and f"at most {MAX_JOB_POLLS} polls" in line and "25,000" in line
+    assert build(ft_max_job_hours=72, ft_poll_minutes=3).finetune.job_polls == 1440
+    hours = MAX_JOB_POLLS // 60  # the longest wait that still polls every minute
+    assert build(ft_max_job_hours=hours, ft_poll_minutes=1).finetune.job_polls == hours * 60
+    with pytest.raises(ConfigError):
+        build(ft_max_job_hours=hours + 1, ft_poll_minutes=1)
+
+
+def test_the_sagemaker_import_wait_stays_under_the_quota(sandbox: Any) -> None:
+    definition = asl.definition_from_template(sandbox.templates["GenAiKit-3-FineTune-SageMaker"], "StateMachine")
+    assert set(history.loops(definition)) == {"WaitForImport"}, "a new loop: bound it and count it here"
+    # The training job is one .sync Task: Step Functions watches it without writing events per poll.
+    polls = _bound(SageMakerFineTuneSettings, "import_max_minutes") * 60 // sagemaker_pipeline.POLL_SECONDS
+    most = polls * history.loop_events(definition, "WaitForImport") + history.longest_run_events(definition)
+    assert most + HISTORY_MARGIN <= HISTORY_EVENT_QUOTA, most
+
+
+def test_the_teardowns_do_not_loop(sandbox: Any) -> None:
+    for stack, prefix in (("GenAiKit-3-FineTune", "Teardown"), ("GenAiKit-3-FineTune-SageMaker", "Teardown")):
+        definition = asl.definition_from_template(sandbox.templates[stack], prefix)
+        assert history.loops(definition) == {}, stack
+        assert history.longest_run_events(definition) + HISTORY_MARGIN <= HISTORY_EVENT_QUOTA
