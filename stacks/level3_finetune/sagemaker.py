@@ -38,6 +38,7 @@ from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.sagemaker_cleanup import sandbox_cleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
+from stacks.level4_pretrain.jobs import training_image_account
 from stacks.level4_pretrain.stack import notification_rule
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared.deployment import Deployment
@@ -241,7 +242,7 @@ class SageMakerFineTuneStack(Stack):
                 sid="PullTrainingImage",
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
                 resources=[
-                    f"arn:{self.partition}:ecr:{self.region}:{sagemaker_job.IMAGE_ACCOUNT}:repository/"
+                    f"arn:{self.partition}:ecr:{self.region}:{training_image_account(self.region)}:repository/"
                     f"{sagemaker_job.IMAGE_REPOSITORY}"
                 ],
             ),
@@ -486,11 +487,20 @@ class SageMakerFineTuneStack(Stack):
         role = self.state_machine.role
         arn = f"arn:{self.partition}"
         statements = [
+            # createTrainingJob.sync: Step Functions also tags the job it starts (MANAGED_BY_AWS); without AddTags the
+            # start is refused (aws/aws-cdk#32294). Its .sync policy grants ListTags on "*", not saying which ARN it
+            # lists (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, "Run a Job (.sync)").
             iam.PolicyStatement(
                 sid="RunTrainingJobs",
-                actions=["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+                actions=[
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:AddTags",
+                ],
                 resources=[f"{arn}:sagemaker:{self.region}:{self.account}:training-job/{self.job_prefix}*"],
             ),
+            iam.PolicyStatement(sid="ReadTrainingJobTags", actions=["sagemaker:ListTags"], resources=["*"]),
             # .sync integrations watch the job through a Step Functions managed EventBridge rule.
             iam.PolicyStatement(
                 sid="WatchTrainingJobs",
@@ -541,7 +551,8 @@ class SageMakerFineTuneStack(Stack):
             "AwsSolutions-IAM5",
             "Training job names are made per execution under the kit's prefix; import jobs and imported models get "
             "ids Bedrock generates, so their ARNs end in a wildcard; CreateModelImportJob, X-Ray and CloudWatch "
-            "Logs delivery support no resource-level permissions; the validator may be invoked by version or "
+            "Logs delivery support no resource-level permissions; sagemaker:ListTags (read-only) is on '*' as the "
+            "Step Functions .sync policy for SageMaker documents; the validator may be invoked by version or "
             "alias (the Step Functions Lambda integration grants both forms of its ARN).",
             applies_to=[
                 "Resource::*",

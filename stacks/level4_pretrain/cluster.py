@@ -131,7 +131,8 @@ class HyperPodCluster(Construct):
         suppress(
             self.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "EC2 Describe* actions have no resource type; network interfaces are created only in the cluster's "
+            "EC2 Describe* actions have no resource type, and DeleteNetworkInterfacePermission names only a "
+            "permission id (no interface to scope by); network interfaces are created only in the cluster's "
             "subnet and security group and managed only there (ec2:Subnet), and the instances they detach from "
             "belong to HyperPod's account; nodes read and write any key of the kit's data bucket (datasets, "
             "checkpoints) and read the lifecycle prefix.",

@@ -4,12 +4,18 @@ training code packaged as the SageMaker toolkit expects it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level4_pretrain.storage import ROOT
+from stacks.shared.settings import ConfigError
 from stacks.shared.state_input import wrapped_input
+
+if TYPE_CHECKING:
+    from stacks.level4_pretrain.settings import PretrainSettings
 
 WORKLOAD_DIR = ROOT / "workloads" / "pretrain"
 CODE_PREFIX = "code/"
@@ -20,6 +26,36 @@ OUTPUT_PREFIX = "output/"
 RETRY_INTERVAL = Duration.seconds(2)
 RETRY_ATTEMPTS = 3
 RETRY_BACKOFF = 2.0
+# Time an execution allows beyond the job's own limit: provisioning, the image and data download before training
+# and the model upload after it are not counted in MaxRuntimeInSeconds.
+EXECUTION_MARGIN_HOURS = 2
+
+
+def training_image_account(region: str) -> str:
+    """The AWS Deep Learning Containers registry account of ``region`` (Levels 3 and 4 pull their training image
+    there and are granted on it); a region the DLC table does not serve is a ``region`` config error."""
+    from workloads.pretrain import sagemaker_job
+
+    try:
+        return sagemaker_job.image_account(region)
+    except ValueError:
+        raise ConfigError("region", region, "a region where the AWS Deep Learning Containers are published") from None
+
+
+def stopping_condition(settings: PretrainSettings) -> dict[str, int]:
+    """CreateTrainingJob StoppingCondition: MaxRuntimeInSeconds, and MaxWaitTimeInSeconds with managed spot
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html)."""
+    stopping = {"MaxRuntimeInSeconds": settings.job_max_runtime_hours * 3600}
+    if settings.job_spot:
+        stopping["MaxWaitTimeInSeconds"] = settings.job_max_wait_hours * 3600
+    return stopping
+
+
+def execution_timeout(settings: PretrainSettings) -> Duration:
+    """The state machine's TimeoutSeconds: the job's longest possible life plus the margin. An execution that timed
+    out before its job ended would fail with States.Timeout, which no Catch sees: no notification, job running."""
+    longest = max(stopping_condition(settings).values())
+    return Duration.seconds(longest + EXECUTION_MARGIN_HOURS * 3600)
 
 
 class InputChecks:

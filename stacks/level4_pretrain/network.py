@@ -17,7 +17,7 @@ from stacks.shared.stage import log_group
 # (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-prerequisites.html), scoped with the
 # resource types and condition keys the Service Authorization Reference gives each action
 # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html): only the Describe
-# actions have no resource type, so only they stay on "*".
+# actions and DeleteNetworkInterfacePermission (below) stay on "*".
 VPC_DESCRIBE_ACTIONS = (
     "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeVpcs",
@@ -29,8 +29,11 @@ VPC_DESCRIBE_ACTIONS = (
 ENI_MANAGE_ACTIONS = (
     "ec2:CreateNetworkInterfacePermission",
     "ec2:DeleteNetworkInterface",
-    "ec2:DeleteNetworkInterfacePermission",
 )
+# The reference makes network-interface optional for this action and its request names only the permission id
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteNetworkInterfacePermission.html), so the call
+# may be authorized against "*" with no ec2:Subnet: a grant on network-interface/* would not match it.
+ENI_PERMISSION_DELETE = "ec2:DeleteNetworkInterfacePermission"
 
 
 def vpc_access_statements(
@@ -56,6 +59,7 @@ def vpc_access_statements(
             resources=[interfaces],
             conditions={"ArnEquals": {"ec2:Subnet": subnet_arns}},
         ),
+        iam.PolicyStatement(sid="DeleteInterfacePermissions", actions=[ENI_PERMISSION_DELETE], resources=["*"]),
     ]
     if detach:
         # DetachNetworkInterface authorizes the instance too, and HyperPod's instances are not in this account;
@@ -99,6 +103,10 @@ class ClusterNetwork(Construct):
             "ClusterSecurityGroup",
             vpc=self.vpc,
             description="HyperPod nodes, FSx and training jobs: all traffic among themselves (EFA needs it)",
+            # Kept despite the HyperPod prerequisites' advice against 0.0.0.0/0 egress: nodes reach SageMaker,
+            # SSM, CloudWatch and package mirrors through the NAT gateway at public addresses (no interface
+            # endpoints here), as AWS's own HyperPod VPC sample does (awsome-distributed-training
+            # 2.SageMakerVPC.yaml: self in, self out, 0.0.0.0/0 out). docs/level-4-pretrain.md states the deviation.
             allow_all_outbound=True,
         )
         self.security_group.add_ingress_rule(self.security_group, ec2.Port.all_traffic(), "all traffic from itself")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -49,7 +49,10 @@ from stacks.level4_pretrain.jobs import (
     RETRY_INTERVAL,
     WORKLOAD_DIR,
     InputChecks,
+    execution_timeout,
     sourcedir_asset,
+    stopping_condition,
+    training_image_account,
 )
 from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
 from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
@@ -188,6 +191,7 @@ class PretrainJobsStack(Stack):
         # + the hash of the execution ARN (names.py): the stage keeps the sandbox's and prod's jobs, rule and grants
         # apart in one account and region.
         self.job_prefix = job_prefix = names.job_prefix(deployment.name_prefix, deployment.stage)
+        image_account = training_image_account(self.region)
         self.bucket = SecureBucket(self, "Artifacts", deployment=deployment, versioned=True).bucket
         # The training code as the toolkit expects it (code/sourcedir.tar.gz) and the sample corpus (data/).
         code_upload = s3deploy.BucketDeployment(
@@ -259,7 +263,7 @@ class PretrainJobsStack(Stack):
                 sid="PullTrainingImage",
                 actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
                 resources=[
-                    f"arn:{self.partition}:ecr:{self.region}:{sagemaker_job.IMAGE_ACCOUNT}:repository/"
+                    f"arn:{self.partition}:ecr:{self.region}:{image_account}:repository/"
                     f"{sagemaker_job.IMAGE_REPOSITORY}"
                 ],
             )
@@ -295,9 +299,6 @@ class PretrainJobsStack(Stack):
         # CreateTrainingJob.sync as a plain ASL task: CDK's SageMakerCreateTrainingJob does not expose
         # CheckpointConfig or managed spot, and the checkpoint sync is what makes resume-after-interruption work.
         image = sagemaker_job.image_uri(self.region, gpu=not settings.job_instance_type.startswith(("ml.m", "ml.c")))
-        stopping: dict[str, Any] = {"MaxRuntimeInSeconds": settings.job_max_runtime_hours * 3600}
-        if settings.job_spot:
-            stopping["MaxWaitTimeInSeconds"] = settings.job_max_wait_hours * 3600
         request: dict[str, Any] = {
             # The prefix and the MD5 of the execution ARN (32 hex digits), not the execution name (up to 80
             # characters): at most 61 of SageMaker's 63 characters, and `kit l4` computes it from the ARN.
@@ -330,7 +331,7 @@ class PretrainJobsStack(Stack):
                 "InstanceCount": settings.job_instance_count,
                 "VolumeSizeInGB": 50,
             },
-            "StoppingCondition": stopping,
+            "StoppingCondition": stopping_condition(settings),
             "EnableManagedSpotTraining": settings.job_spot,
         }
         if vpc_config and network is not None:
@@ -396,7 +397,7 @@ class PretrainJobsStack(Stack):
             "StateMachine",
             state_machine_name=deployment.resource_name("pretrain"),
             definition_body=sfn.DefinitionBody.from_chainable(checks.start),
-            timeout=Duration.hours(settings.job_max_wait_hours + 2),
+            timeout=execution_timeout(settings),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
@@ -417,13 +418,21 @@ class PretrainJobsStack(Stack):
         machine_role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="RunTrainingJobs",
+                # AddTags: Step Functions tags the job it starts (MANAGED_BY_AWS=STARTED_BY_STEP_FUNCTIONS) and is
+                # refused without it (aws/aws-cdk#32294; CDK's own SageMakerCreateTrainingJob grants it since #32536).
                 actions=[
                     "sagemaker:CreateTrainingJob",
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
+                    "sagemaker:AddTags",
                 ],
                 resources=[f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/{job_prefix}*"],
             )
+        )
+        # The .sync policy Step Functions documents grants ListTags on "*", without saying which ARN it lists:
+        # https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html ("Run a Job (.sync)").
+        machine_role.add_to_principal_policy(
+            iam.PolicyStatement(sid="ReadTrainingJobTags", actions=["sagemaker:ListTags"], resources=["*"])
         )
         machine_role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -459,7 +468,8 @@ class PretrainJobsStack(Stack):
             "AwsSolutions-IAM5",
             "Training jobs read code and data and write checkpoints and the model under fixed prefixes of the "
             "kit's bucket, log to SageMaker's own log groups, and publish metrics under /aws/sagemaker/*; ECR's "
-            "login token, metric publishing and EC2 Describe* have no resource-level scoping; in the cluster VPC "
+            "login token, metric publishing, EC2 Describe* and DeleteNetworkInterfacePermission (a permission id only) "
+            "have no resource-level scoping; in the cluster VPC "
             "they manage network interfaces only in its subnets (ec2:Subnet).",
             applies_to=[
                 "Resource::*",
@@ -479,7 +489,8 @@ class PretrainJobsStack(Stack):
             machine_role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "Training job names are made per execution (a hash of its ARN) under this deployment's prefix, which "
-            "carries the stage; X-Ray and CloudWatch Logs delivery support no resource-level permissions.",
+            "carries the stage; X-Ray and CloudWatch Logs delivery support no resource-level permissions; "
+            "sagemaker:ListTags (read-only) is on '*' as the Step Functions .sync policy for SageMaker documents.",
             applies_to=[
                 "Resource::*",
                 f"Resource::arn:{self.partition}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{job_prefix}*",

@@ -77,3 +77,42 @@ def longest_name_prefix(limit: int) -> str:
         return True
 
     return "k" * max(n for n in range(1, limit + 1) if accepted("k" * n))
+
+
+@functools.cache
+def cdk_sync_training_job_grants() -> list[tuple[str, str]]:
+    """(action, resource) of every sagemaker:* grant aws-cdk-lib's own SageMakerCreateTrainingJob (RUN_JOB) gives
+    its state machine, with the job name "job": the integration's permissions as CDK maintains them."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_s3 as s3
+    from aws_cdk import aws_stepfunctions as sfn
+    from aws_cdk import aws_stepfunctions_tasks as tasks
+
+    app = cdk.App()
+    stack = cdk.Stack(app, "Reference", env=cdk.Environment(account="111122223333", region="us-east-1"))
+    bucket = s3.Bucket.from_bucket_name(stack, "Bucket", "reference-bucket")
+    task = tasks.SageMakerCreateTrainingJob(
+        stack,
+        "Train",
+        training_job_name="job",
+        integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+        algorithm_specification=tasks.AlgorithmSpecification(training_image=tasks.DockerImage.from_registry("i")),
+        input_data_config=[
+            tasks.Channel(
+                channel_name="train",
+                data_source=tasks.DataSource(
+                    s3_data_source=tasks.S3DataSource(s3_location=tasks.S3Location.from_bucket(bucket, "d"))
+                ),
+            )
+        ],
+        output_data_config=tasks.OutputDataConfig(s3_output_location=tasks.S3Location.from_bucket(bucket, "o")),
+    )
+    sfn.StateMachine(stack, "Machine", definition_body=sfn.DefinitionBody.from_chainable(task))
+    template = app.synth().get_stack_by_name("Reference").template
+    return [
+        (action, render(resource).replace("${AWS::Partition}", "aws"))
+        for _, statement in statements(template)
+        for action in as_list(statement["Action"])
+        if action.startswith("sagemaker:")
+        for resource in as_list(statement["Resource"])
+    ]

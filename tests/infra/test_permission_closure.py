@@ -236,10 +236,14 @@ def _tasks(states: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 _OPTIMIZED = {
     "sns:publish": {"sns:Publish"},
     "lambda:invoke": {"lambda:InvokeFunction"},
+    # https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html ("Run a Job (.sync)") lists ListTags;
+    # Step Functions also tags the job it starts (MANAGED_BY_AWS), refused without AddTags (aws/aws-cdk#32294).
     "sagemaker:createTrainingJob.sync": {
         "sagemaker:CreateTrainingJob",
         "sagemaker:DescribeTrainingJob",
         "sagemaker:StopTrainingJob",
+        "sagemaker:AddTags",
+        "sagemaker:ListTags",
         "events:PutTargets",
         "events:PutRule",
         "events:DescribeRule",

@@ -5,6 +5,7 @@ import started deletes the model."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import itertools
@@ -21,7 +22,14 @@ from stacks.level3_finetune.names import execution_hash
 from stacks.shared.facts import STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
-from tests.infra.helpers import api_member_max, as_list, render, resources, statements
+from tests.infra.helpers import (
+    api_member_max,
+    as_list,
+    cdk_sync_training_job_grants,
+    render,
+    resources,
+    statements,
+)
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_config import build
 from workloads.finetune_sagemaker import sagemaker_job
@@ -186,6 +194,33 @@ def test_the_pipeline_lists_only_the_checkpoints_prefix_of_the_artifacts_bucket(
     }
     listings = [s for s in granted.values() if "s3:ListBucket" in as_list(s["Action"])]
     assert len(listings) == 2  # the data bucket (training data, base model) and this one
+
+
+def test_the_sync_training_task_has_every_grant_cdk_gives_one_and_tags_only_the_kits_jobs(
+    template: dict[str, Any], machine: dict[str, Any]
+) -> None:
+    """Before: no sagemaker:AddTags (Step Functions tags the job it starts and is refused without it:
+    aws/aws-cdk#32294) and no sagemaker:ListTags (the documented .sync policy grants it on "*")."""
+    [train] = [s for s in machine["States"].values() if s.get("Resource", "").endswith("createTrainingJob.sync")]
+    role_id = asl.state_machine(template, "StateMachine")[1]["RoleArn"]["Fn::GetAtt"][0]
+    granted = _role_statements(template, role_id).values()
+    job_arn = f"arn:aws:sagemaker:us-east-1:${{AWS::AccountId}}:training-job/{JOB_PREFIX}0123"
+    reference = cdk_sync_training_job_grants()
+    assert {"sagemaker:AddTags", "sagemaker:ListTags"} <= {action for action, _ in reference}, train["Resource"]
+    for action, resource in reference:
+        wanted = "*" if resource == "*" else job_arn  # CDK's job name "job" stands for this stage's prefix
+        assert any(
+            action in as_list(s["Action"])
+            and any(fnmatch.fnmatchcase(wanted, render(r)) for r in as_list(s["Resource"]))
+            for s in granted
+        ), f"{action} on {wanted} is not granted"
+    # Whatever may change a job (create, stop, tag) is scoped to the kit's own jobs.
+    writes = {"sagemaker:CreateTrainingJob", "sagemaker:StopTrainingJob", "sagemaker:AddTags"}
+    for statement in granted:
+        if writes & set(as_list(statement["Action"])):
+            assert [render(r) for r in as_list(statement["Resource"])] == [
+                f"arn:aws:sagemaker:us-east-1:${{AWS::AccountId}}:training-job/{JOB_PREFIX}*"
+            ]
 
 
 def test_without_a_hub_token_secret_the_training_role_reads_no_secret(template: dict[str, Any]) -> None:

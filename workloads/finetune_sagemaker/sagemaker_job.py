@@ -34,7 +34,6 @@ TRAIN_CHANNEL = "train"  # -> SM_CHANNEL_TRAIN
 MODEL_CHANNEL = "model"  # -> SM_CHANNEL_MODEL: the base model's files, when a run names baseModelKey
 CHECKPOINT_LOCAL_PATH = pretrain_job.CHECKPOINT_LOCAL_PATH
 MERGED_DIR = "merged"  # sft_train.py writes SM_MODEL_DIR/merged/: the directory Custom Model Import reads
-IMAGE_ACCOUNT = pretrain_job.IMAGE_ACCOUNT
 IMAGE_REPOSITORY = pretrain_job.IMAGE_REPOSITORY
 image_uri = pretrain_job.image_uri
 

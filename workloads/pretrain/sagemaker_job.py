@@ -19,7 +19,54 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-IMAGE_ACCOUNT = "763104351884"  # AWS Deep Learning Containers registry (most commercial regions)
+# The AWS Deep Learning Containers registry account of each region, from the DLC region table
+# (https://github.com/aws/deep-learning-containers/blob/master/docs/reference/region_availability.md):
+# 763104351884 serves most regions, opt-in regions and China have their own. The stack's image URI and its ECR
+# grant both come from here.
+DLC_REGISTRY_ACCOUNTS: Mapping[str, str] = {
+    **dict.fromkeys(
+        (
+            "us-east-1",
+            "us-east-2",
+            "us-west-1",
+            "us-west-2",
+            "ap-south-1",
+            "ap-northeast-1",
+            "ap-northeast-2",
+            "ap-southeast-1",
+            "ap-southeast-2",
+            "ca-central-1",
+            "eu-central-1",
+            "eu-west-1",
+            "eu-west-2",
+            "eu-west-3",
+            "eu-north-1",
+            "sa-east-1",
+        ),
+        "763104351884",
+    ),
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-east-2": "975050140332",
+    "ap-south-2": "772153158452",
+    "ap-southeast-3": "907027046896",
+    "ap-southeast-4": "457447274322",
+    "ap-southeast-5": "550225433462",
+    "ap-southeast-6": "633930458069",
+    "ap-southeast-7": "590183813437",
+    "ap-northeast-3": "364406365360",
+    "ca-west-1": "204538143572",
+    "eu-south-1": "692866216735",
+    "eu-south-2": "503227376785",
+    "eu-central-2": "380420809688",
+    "il-central-1": "780543022126",
+    "mx-central-1": "637423239942",
+    "me-south-1": "217643126080",
+    "me-west-1": "124382933778",
+    "me-central-1": "914824155844",
+    "cn-north-1": "727897471807",
+    "cn-northwest-1": "727897471807",
+}
 IMAGE_REPOSITORY = "pytorch"  # Amazon Linux 2023 family; ships torch 2.13.0 like requirements.txt
 GPU_TAG = "2.13.0-cu133-amzn2023-sagemaker"
 CPU_TAG = "2.13.0-cpu-amzn2023-sagemaker"
@@ -29,10 +76,21 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath defa
 MODEL_DIR = "/opt/ml/model"  # SM_MODEL_DIR, uploaded to OutputDataConfig.S3OutputPath
 
 
+def image_account(region: str) -> str:
+    """The account whose ECR registry holds the Deep Learning Containers in ``region``.
+
+    Raises ``ValueError`` for a region the DLC table does not list (no image to pull there)."""
+    try:
+        return DLC_REGISTRY_ACCOUNTS[region]
+    except KeyError:
+        raise ValueError(f"the AWS Deep Learning Containers list no registry in {region}") from None
+
+
 def image_uri(region: str, *, gpu: bool = True) -> str:
     """The PyTorch 2.13 SageMaker training image in ``region`` (GPU, or CPU for small tests)."""
     tag = GPU_TAG if gpu else CPU_TAG
-    return f"{IMAGE_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{IMAGE_REPOSITORY}:{tag}"
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"  # ECR's China endpoints
+    return f"{image_account(region)}.dkr.ecr.{region}.{domain}/{IMAGE_REPOSITORY}:{tag}"
 
 
 def hyperparameters(
