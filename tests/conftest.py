@@ -209,6 +209,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ft_deploy": "provisioned",
         "ft_provisioned_hours": 72,
         "ft_max_job_hours": 72,
+        "ft_poll_minutes": 3,  # the shortest poll 72 h allows within the execution history quota
         "hp_nat_gateways": 3,
         "hp_login_instance_type": "ml.m5.xlarge",
         "hp_compute_groups": [
