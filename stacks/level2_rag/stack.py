@@ -118,8 +118,12 @@ class DocumentStore(Construct):
                 sources=[s3deploy.Source.asset(str(SAMPLE_CORPUS_DIR))],
                 destination_bucket=self.bucket,
                 destination_key_prefix=self.prefix or None,
+                # Neither may touch the user's documents beside the samples: no pruning on update, and no
+                # `aws s3 rm <prefix> --recursive`, which CDK's handler runs without retention when the deployment
+                # is removed (rag_sample_corpus off) or its prefix changes (rag_documents_prefix). Both changes
+                # leave the samples in place instead (docs/level-2-rag.md says how to remove them).
                 prune=False,
-                retain_on_delete=False,
+                retain_on_delete=True,
                 memory_limit=256,
             )
             suppress_bucket_deployment(corpus, self.bucket)

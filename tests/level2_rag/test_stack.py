@@ -195,6 +195,16 @@ def test_rag_config_mistakes_are_one_line_errors(key: str, value: Any, allowed: 
         build(**{key: value})
 
 
+def test_the_sample_corpus_never_deletes_the_users_documents(template: dict[str, Any]) -> None:
+    # Before: RetainOnDelete false, so turning rag_sample_corpus off (the deployment is deleted) or changing
+    # rag_documents_prefix (an update to another prefix) ran `aws s3 rm <old prefix> --recursive` in CDK's
+    # BucketDeployment handler: every document under the prefix, the user's included, and then their vectors.
+    [deployment] = resources(template, "Custom::CDKBucketDeployment").values()
+    properties = deployment["Properties"]
+    assert properties.get("RetainOnDelete", True) is True
+    assert properties["Prune"] is False
+
+
 def test_sample_corpus_is_a_sandbox_only_switch(sandbox: Any, prod: Any) -> None:
     assert sandbox.config.rag.sample_corpus and not prod.config.rag.sample_corpus
     assert resources(sandbox.templates[STACK], "Custom::CDKBucketDeployment")
