@@ -19,7 +19,6 @@ from stacks.level4_pretrain.settings import PretrainSettings
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress_bucket_deployment
 from stacks.shared.secure_bucket import SecureBucket
-from stacks.shared.stage import removal_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 LIFECYCLE_DIR = ROOT / "lifecycle"
@@ -97,7 +96,11 @@ class ClusterStorage(Construct):
                     data_compression_type="LZ4",
                 ),
             )
-            self.file_system.apply_removal_policy(removal_policy(deployment))
+            # Deleted in every stage: it sits in this stack's subnet and security group, so a retained file system
+            # would hold network interfaces there and the stack's delete would fail on them (DependencyViolation,
+            # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteSecurityGroup.html). Its data lives
+            # in the data bucket (retained in prod), exported by the data repository association below.
+            self.file_system.apply_removal_policy(RemovalPolicy.DESTROY)
             fsx.CfnDataRepositoryAssociation(
                 self,
                 "DataLink",
