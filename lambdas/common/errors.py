@@ -10,7 +10,8 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import ConnectTimeoutError, HTTPClientError, ReadTimeoutError
 
 
 class DeadlineExceeded(Exception):
@@ -30,6 +31,20 @@ ACCOUNT_ID_SHOWN = "<account-id>"
 THROTTLING_CODES = frozenset({"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"})
 UNAVAILABLE_CODES = frozenset({"ServiceUnavailableException", "ModelNotReadyException", "InternalServerException"})
 RETRYABLE_CODES = THROTTLING_CODES | UNAVAILABLE_CODES
+# What botocore's standard retry mode treats as transient (botocore/retries/standard.py, TransientRetryableChecker):
+# any error response with one of these statuses (e.g. Bedrock's unmodeled InternalFailure 500 and ServiceUnavailable
+# 503, https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html) and any
+# connection failure (endpoint unreachable, connection closed). Timeouts stay TIMEOUT_ERRORS: never retried, 504.
+TRANSIENT_STATUS_CODES = frozenset({500, 502, 503, 504})
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (BotocoreConnectionError, HTTPClientError)
+# Anthropic models need the account's use-case form first (HTTP 404, same troubleshooting page).
+USE_CASE_FORM_CODE = "FTUFormNotFilled"
+# Serverless models are enabled by default (the Model access page is retired), given these prerequisites:
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
+SUBSCRIPTION_ADVICE = (
+    "A third-party model also needs aws-marketplace:Subscribe, Unsubscribe and ViewSubscriptions for the role and a "
+    "valid payment method (its first call subscribes the account); an Anthropic model, the use-case form."
+)
 
 
 class ApiError(Exception):
@@ -187,9 +202,27 @@ def aws_error_message(exc: BaseException) -> str:
     return str((response.get("Error") or {}).get("Message") or "")
 
 
+def aws_http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ClientError's response (duck-typed), else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return status if isinstance(status, int) else None
+
+
+def is_transient_aws_error(exc: BaseException) -> bool:
+    """A server-side failure (HTTP 500/502/503/504, whatever its code) or a failed connection; not a timeout."""
+    if isinstance(exc, TIMEOUT_ERRORS):
+        return False
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    return aws_error_code(exc) is not None and aws_http_status(exc) in TRANSIENT_STATUS_CODES
+
+
 def is_retryable_aws_error(exc: BaseException) -> bool:
-    """True for throttling and transient service errors, which the kit retries itself."""
-    return aws_error_code(exc) in RETRYABLE_CODES
+    """True for throttling and transient service or connection errors, which the kit retries itself."""
+    return aws_error_code(exc) in RETRYABLE_CODES or is_transient_aws_error(exc)
 
 
 def from_aws_error(
@@ -206,24 +239,34 @@ def from_aws_error(
         return ThrottledError(
             "Amazon Bedrock is throttling requests. Retry later.", retry_after=RETRY_AFTER_THROTTLED_S
         )
-    if code in UNAVAILABLE_CODES:
+    build = _AWS_ERRORS.get(code)
+    if build is not None:
+        return build(exc, resource, config_hint)
+    if code in UNAVAILABLE_CODES or is_transient_aws_error(exc):
         return ModelUnavailableError(
-            f"The model '{resource}' is temporarily unavailable. Retry later.",
+            f"Amazon Bedrock is temporarily unavailable for '{resource}'. Retry later.",
             retry_after=RETRY_AFTER_UNAVAILABLE_S,
         )
-    build = _AWS_ERRORS.get(code)
-    return build(exc, resource, config_hint) if build else None
+    return None
 
 
 def _rejected(exc: BaseException, resource: str, hint: str) -> ApiError:
     return ModelRejectedInputError(trim(aws_error_message(exc)) or "Amazon Bedrock rejected the request.")
 
 
+def model_access_advice(model: str) -> str:
+    """What gives the function access to ``model`` (see ``SUBSCRIPTION_ADVICE``)."""
+    return f"Check that the function role may invoke {model} and no SCP denies it in this region. {SUBSCRIPTION_ADVICE}"
+
+
 def _denied(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return ModelAccessDeniedError(f"Access to '{resource}' was denied. {model_access_advice(resource)}")
+
+
+def _use_case_form(exc: BaseException, resource: str, hint: str) -> ApiError:
     return ModelAccessDeniedError(
-        f"Access to '{resource}' was denied. Enable access to the model {resource} in the Amazon Bedrock "
-        "console (Model access) for this account and region, or check that the function role is allowed "
-        "to invoke it."
+        f"Access to '{resource}' was denied: the account has not submitted the Anthropic use-case form. Submit "
+        "it once in the Amazon Bedrock console (model catalog, the Anthropic model), then retry."
     )
 
 
@@ -246,6 +289,7 @@ def _model_error(exc: BaseException, resource: str, hint: str) -> ApiError:
 _AWS_ERRORS: dict[str, Callable[[BaseException, str, str], ApiError]] = {
     "ValidationException": _rejected,
     "AccessDeniedException": _denied,
+    USE_CASE_FORM_CODE: _use_case_form,
     "ModelTimeoutException": _model_timeout,
     "ResourceNotFoundException": _not_found,
     "ModelErrorException": _model_error,

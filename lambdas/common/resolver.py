@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from common.errors import (
+    CONNECTION_ERRORS,
     TIMEOUT_ERRORS,
     ApiError,
     InternalError,
@@ -82,7 +83,8 @@ def install_error_handlers(
         )
         return error_response(exc)
 
-    @app.exception_handler([ClientError, *TIMEOUT_ERRORS])
+    # Connection failures too: botocore raises them outside ClientError, and a mapper answers them 503.
+    @app.exception_handler([ClientError, *TIMEOUT_ERRORS, *CONNECTION_ERRORS])
     def _on_aws_error(exc: Exception) -> Response[Any]:
         mapped = map_error(exc)
         if mapped is None:

@@ -10,8 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
-from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from botocore.retries.standard import TransientRetryableChecker
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -99,8 +107,10 @@ def test_from_aws_error_messages() -> None:
     missing = errors.from_aws_error(client_error("ResourceNotFoundException"), resource="p", config_hint="MODEL_ID")
     rejected = errors.from_aws_error(client_error("ValidationException", " too\n\nlong  "), resource=RESOURCE)
     assert denied
-    assert f"model {RESOURCE}" in denied.message
-    assert "Model access" in denied.message
+    assert RESOURCE in denied.message
+    assert "Model access" not in denied.message  # that console page is retired: models are enabled by default
+    for prerequisite in ("function role", "SCP", "aws-marketplace:Subscribe", "payment method", "use-case form"):
+        assert prerequisite in denied.message
     assert "arn:aws:sts" not in denied.message
     assert missing
     assert "'p'" in missing.message
@@ -123,11 +133,83 @@ def test_timeouts_map_to_504_with_retry_after(exc: Exception) -> None:
     assert (mapped.status, mapped.code, mapped.headers()) == (504, "model_timeout", {"Retry-After": "5"})
 
 
+def test_use_case_form_not_filled_is_access_denied_with_the_form_advice() -> None:
+    mapped = errors.from_aws_error(
+        client_error("FTUFormNotFilled", "Model use case details not submitted", 404), resource=RESOURCE
+    )
+    assert mapped is not None
+    assert (mapped.status, mapped.code) == (403, "model_access_denied")
+    assert "use-case form" in mapped.message and RESOURCE in mapped.message
+
+
 @pytest.mark.parametrize(
-    "exc", [client_error("SomethingNew"), EndpointConnectionError(endpoint_url="https://x"), ValueError("x")]
+    "exc",
+    [
+        client_error("SomethingNew"),  # a 4xx code the kit does not know
+        client_error("SomethingNew", status=404),
+        client_error("SomethingNew", status=501),  # not a transient status for botocore either
+        ValueError("x"),
+    ],
 )
 def test_unexpected_errors_are_not_mapped(exc: Exception) -> None:
     assert errors.from_aws_error(exc, resource=RESOURCE) is None
+    assert not errors.is_retryable_aws_error(exc)
+
+
+TRANSIENT_CONNECTION_ERRORS = (
+    EndpointConnectionError(endpoint_url="https://x"),
+    ConnectionClosedError(endpoint_url="https://x"),
+)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        client_error("InternalFailure", status=500),  # unmodeled codes of the Bedrock troubleshooting page
+        client_error("ServiceUnavailable", status=503),
+        client_error("SomethingNew", status=502),
+        client_error("SomethingNew", status=504),
+        *TRANSIENT_CONNECTION_ERRORS,
+    ],
+)
+def test_transient_errors_are_retried_then_answered_503_with_retry_after(exc: Exception) -> None:
+    assert errors.is_retryable_aws_error(exc)
+    mapped = errors.from_aws_error(exc, resource=RESOURCE)
+    assert mapped is not None
+    assert (mapped.status, mapped.code, mapped.headers()) == (503, "model_unavailable", {"Retry-After": "5"})
+    assert "Retry later" in mapped.message
+
+
+def test_the_kit_retries_what_botocore_standard_mode_treats_as_transient() -> None:
+    """Derived from botocore: the statuses and exception classes of its TransientRetryableChecker."""
+    checker = TransientRetryableChecker()
+    for status in checker._transient_status_codes:
+        assert errors.is_retryable_aws_error(client_error("AnyCode", status=status)), status
+    for exc in TRANSIENT_CONNECTION_ERRORS:
+        assert isinstance(exc, checker._transient_exception_cls)
+        assert errors.is_retryable_aws_error(exc)
+    # ...except timeouts, which the kit answers 504 at once: an attempt's read timeout is the time left.
+    for timeout in (ReadTimeoutError(endpoint_url="https://x"), ConnectTimeoutError(endpoint_url="https://x")):
+        assert isinstance(timeout, checker._transient_exception_cls)
+        assert not errors.is_retryable_aws_error(timeout)
+
+
+@pytest.mark.parametrize("service", ["bedrock-runtime", "bedrock-agent-runtime", "bedrock-agent"])
+def test_every_modeled_server_error_of_the_bedrock_apis_is_retried_and_unavailable(service: str) -> None:
+    """Derived from botocore's service models: each 5xx error shape the kit's calls can raise."""
+    model = botocore.session.get_session().get_service_model(service)
+    shapes = {shape.name: shape for op in model.operation_names for shape in model.operation_model(op).error_shapes}
+    server = {
+        name: s.metadata["error"]["httpStatusCode"]
+        for name, s in shapes.items()
+        if s.metadata.get("error", {}).get("httpStatusCode", 0) >= 500
+    }
+    assert server  # the models do declare some
+    for name, status in server.items():
+        exc = client_error(name, status=status)
+        assert errors.is_retryable_aws_error(exc), name
+        mapped = errors.from_aws_error(exc, resource=RESOURCE)
+        assert mapped is not None and mapped.status == 503, name
 
 
 def test_only_throttling_and_transient_codes_are_retryable() -> None:

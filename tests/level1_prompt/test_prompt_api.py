@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from botocore.stub import Stubber
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -192,6 +198,16 @@ def test_prompt_passes_every_option_to_converse(invoke: Invoke, stubber: Stubber
     stubber.assert_no_pending_responses()
 
 
+def test_only_top_p_from_the_caller_gets_no_default_temperature(invoke: Invoke, stubber: Stubber) -> None:
+    # Claude 4.5 models refuse temperature and topP together: the kit must not add a temperature the caller omitted.
+    expected = prompt_params(topP=0.8)
+    del expected["inferenceConfig"]["temperature"]
+    stubber.add_response("converse", converse_response(), expected)
+
+    assert invoke(post_prompt({"prompt": "Say hello.", "topP": 0.8})).status == 200
+    stubber.assert_no_pending_responses()
+
+
 def test_blank_system_prompt_is_not_sent(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_response("converse", converse_response(), prompt_params())
     assert invoke(post_prompt({"prompt": "Say hello.", "system": "  "})).status == 200
@@ -245,6 +261,24 @@ def test_template_happy_path_renders_the_prompt_version_and_guards_only_the_vari
     # Metrics stay per model: the dimension is the model behind the prompt, not the prompt's ARN.
     [emf] = emf_documents(capsys.readouterr().out)
     assert (emf["ModelId"], emf["InputTokens"]) == (MODEL_ID, [40.0])
+
+
+def test_a_model_refusing_the_stored_template_is_a_configuration_error_not_the_callers(
+    invoke: Invoke, stubber: Stubber, agent: Stubber, logs: io.StringIO
+) -> None:
+    aws_message = "The model returned the following errors: `temperature` and `top_p` cannot both be specified"
+    agent.add_response("get_prompt", get_prompt_response(), GET_SUMMARIZE)
+    stubber.add_client_error(
+        "converse", "ValidationException", aws_message, 400, expected_params=summarize_params(audience="a")
+    )
+
+    reply = invoke(api_event("POST", "/templates/summarize", {"variables": {"text": "Long text.", "audience": "a"}}))
+
+    error = assert_error(reply, 500, "configuration_error")
+    assert "summarize" in error["message"] and MODEL_ID in error["message"]
+    assert "top_p" not in reply.raw["body"]  # Bedrock's words go to the log only
+    [record] = [json.loads(line) for line in logs.getvalue().splitlines() if "refused a template" in line]
+    assert "top_p" in record["aws_message"]
 
 
 BLOCKED_TRACE = {
@@ -510,9 +544,18 @@ def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invok
     error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 403, "model_access_denied")
 
     assert MODEL_ID in error["message"]
-    assert "Model access" in error["message"]
-    assert "function role" in error["message"]
+    assert "Model access" not in error["message"]  # the retired console page: serverless models are on by default
+    for prerequisite in ("function role", "SCP", "aws-marketplace:Subscribe", "use-case form"):
+        assert prerequisite in error["message"]
     assert "123456789012" not in error["message"]
+
+
+def test_use_case_form_not_filled_is_403_with_the_form_advice(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error("converse", "FTUFormNotFilled", "Model use case details have not been submitted", 404)
+
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 403, "model_access_denied")
+
+    assert "use-case form" in error["message"]
 
 
 def test_template_errors_name_the_prompt_version_without_the_account_id(
@@ -547,6 +590,28 @@ def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
     assert sends == ["send"]  # botocore itself made one attempt and the kit does not retry timeouts
 
 
+@pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError])
+def test_connection_failures_are_retried_then_503(invoke: Invoke, sleeps: list[float], error_class: Any) -> None:
+    client = bedrock.get_bedrock_client()  # the real client: the hook raises before anything is sent
+    sends: list[str] = []
+
+    def fail(**_: Any) -> None:
+        sends.append("send")
+        raise error_class(endpoint_url="https://bedrock-runtime.us-east-1.amazonaws.com")
+
+    client.meta.events.register_first("before-send.bedrock-runtime.Converse", fail)
+    try:
+        reply = invoke(post_prompt({"prompt": "Hi"}))
+    finally:
+        client.meta.events.unregister("before-send.bedrock-runtime.Converse", fail)
+
+    assert sends == ["send"] * 3  # botocore makes one attempt each time; the kit retried twice
+    assert len(sleeps) == 2
+    error = assert_error(reply, 503, "model_unavailable")
+    assert reply.headers["retry-after"] == "5"
+    assert MODEL_ID in error["message"]
+
+
 @pytest.mark.parametrize(
     ("aws_code", "http_status", "status", "code", "retry_after"),
     [
@@ -556,6 +621,9 @@ def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
         ("ServiceUnavailableException", 503, 503, "model_unavailable", "5"),
         ("ModelNotReadyException", 429, 503, "model_unavailable", "5"),
         ("InternalServerException", 500, 503, "model_unavailable", "5"),
+        # Unmodeled server errors (Bedrock troubleshooting page): retried like botocore's standard mode would.
+        ("InternalFailure", 500, 503, "model_unavailable", "5"),
+        ("ServiceUnavailable", 503, 503, "model_unavailable", "5"),
     ],
 )
 def test_retryable_errors_are_retried_three_times_then_mapped(

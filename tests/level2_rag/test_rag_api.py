@@ -17,7 +17,12 @@ from typing import Any, cast
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from botocore.stub import Stubber
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -773,8 +778,11 @@ def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invok
 
     error = assert_error(invoke(ask({"question": "q"})), 403, "model_access_denied")
 
-    for part in ("Model access", MODEL_ID, "embedding model", "generation model", "function role", KB_ID):
+    for part in (MODEL_ID, "embedding model", "generation model", "function role", KB_ID, "SCP"):
         assert part in error["message"]
+    for prerequisite in ("aws-marketplace:Subscribe", "payment method", "use-case form"):
+        assert prerequisite in error["message"]
+    assert "Model access" not in error["message"]  # the retired console page: serverless models are on by default
     assert "123456789012" not in error["message"]
 
 
@@ -814,6 +822,31 @@ def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
     assert sends == ["send"]  # one attempt: botocore does not retry and neither does the kit
 
 
+@pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError])
+def test_connection_failures_are_retried_then_503(
+    invoke: Invoke, sleeps: list[float], monkeypatch: pytest.MonkeyPatch, error_class: Any
+) -> None:
+    client = knowledge_base.get_runtime_client()  # the real client: the hook raises before anything is sent
+    monkeypatch.setattr(knowledge_base, "get_runtime_client", lambda *_: client)  # every attempt, any read timeout
+    sends: list[str] = []
+
+    def fail(**_: Any) -> None:
+        sends.append("send")
+        raise error_class(endpoint_url="https://bedrock-agent-runtime.us-east-1.amazonaws.com")
+
+    client.meta.events.register_first("before-send.bedrock-agent-runtime.RetrieveAndGenerate", fail)
+    try:
+        reply = invoke(ask({"question": "q"}))
+    finally:
+        client.meta.events.unregister("before-send.bedrock-agent-runtime.RetrieveAndGenerate", fail)
+
+    assert sends == ["send"] * 3  # botocore makes one attempt each time; the kit retried twice
+    assert len(sleeps) == 2
+    error = assert_error(reply, 503, "upstream_unavailable")
+    assert reply.headers["retry-after"] == "5"
+    assert KB_ID in error["message"]
+
+
 @pytest.mark.parametrize(
     ("aws_code", "http_status", "status", "code", "retry_after"),
     [
@@ -821,6 +854,9 @@ def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
         ("ServiceQuotaExceededException", 400, 429, "throttled", "2"),
         ("BadGatewayException", 502, 503, "upstream_unavailable", "5"),
         ("InternalServerException", 500, 503, "upstream_unavailable", "5"),
+        # Unmodeled server errors: retried like botocore's standard mode would, one code per meaning in Level 2.
+        ("InternalFailure", 500, 503, "upstream_unavailable", "5"),
+        ("ServiceUnavailable", 503, 503, "upstream_unavailable", "5"),
     ],
 )
 def test_retryable_errors_are_retried_three_times_then_mapped(
@@ -1342,6 +1378,8 @@ def test_an_intervention_in_an_unexpected_shape_withholds_the_text(response: dic
         ("ValidationException", 400, 1, 502, "guardrail_failed"),
         ("ThrottlingException", 429, 3, 429, "throttled"),
         ("ServiceUnavailableException", 503, 3, 503, "upstream_unavailable"),
+        ("InternalFailure", 500, 3, 503, "upstream_unavailable"),
+        ("ServiceUnavailable", 503, 3, 503, "upstream_unavailable"),
     ],
 )
 def test_a_failed_guardrail_call_returns_no_text_and_maps_to_the_contract(

@@ -18,7 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from common.errors import NotFoundError, aws_error_code, trim
+from common.errors import ConfigurationError, NotFoundError, aws_error_code, aws_error_message, trim
 from common.http import decode_body, json_response, parse_json_object
 from common.observability import annotate, make_tracer, publish
 from common.resolver import (
@@ -109,8 +109,31 @@ def post_template(name: str) -> Response[Any]:
     prompt = bedrock.get_managed_prompt(template.arn, remaining_ms=_remaining_ms(), on_retry=_log_retry)
     # The kit's prompt variants name the configured model, which the function calls and reports per model.
     params = bedrock.template_request(settings, prompt, request.variables)
-    result = _converse(params, resource=settings.model_id, model_id=settings.model_id)
+    try:
+        result = _converse(params, resource=settings.model_id, model_id=settings.model_id)
+    except Exception as exc:
+        if aws_error_code(exc) == "ValidationException":
+            raise _template_rejected(template, settings.model_id, exc) from exc
+        raise
     return json_response(200, {**result.to_body(), "template": template.name})
+
+
+def _template_rejected(template: Template, model_id: str, exc: BaseException) -> ConfigurationError:
+    """A model's refusal of a template request: a configuration error, not the caller's.
+
+    The caller supplies only variable values, bounded by the request schema; the text around them, the inference
+    settings (e.g. temperature with topP, which Claude 4.5 models refuse together) and the model are the
+    deployment's, so only the operator can fix it. Bedrock's message goes to the log, not to the caller.
+    """
+    logger.error(
+        "The model refused a template request",
+        extra={"template": template.name, "model_id": model_id, "aws_message": trim(aws_error_message(exc))},
+    )
+    return ConfigurationError(
+        f"Template '{template.name}' cannot run: the model {model_id} refuses the request built from its stored "
+        "prompt version (text or inference settings). The operator must fix the template and redeploy; the "
+        "function's log has Bedrock's message."
+    )
 
 
 def _path_name(matched: str) -> str:

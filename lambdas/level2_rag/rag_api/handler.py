@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.errors import (
     RETRY_AFTER_TIMEOUT_S,
+    SUBSCRIPTION_ADVICE,
     TIMEOUT_ERRORS,
     UNAVAILABLE_CODES,
     ApiError,
@@ -38,6 +39,7 @@ from common.errors import (
     aws_error_code,
     aws_error_message,
     from_aws_error,
+    is_transient_aws_error,
     trim,
 )
 from common.http import decode_body, json_response, parse_json_object
@@ -229,11 +231,11 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings) -> ApiError
     code = aws_error_code(exc)
     if code == "AccessDeniedException":
         return ModelAccessDeniedError(
-            f"Access was denied while querying knowledge base '{kb}'. In the Amazon Bedrock console (Model "
-            f"access), enable access to the generation model {settings.model_id} AND to the knowledge base's "
-            "embedding model for this account and region; then check that the function role may call "
+            f"Access was denied while querying knowledge base '{kb}'. Check that the function role may call "
             "bedrock:Retrieve and bedrock:RetrieveAndGenerate on the knowledge base, bedrock:InvokeModel on the "
-            "model and bedrock:ApplyGuardrail on the guardrail."
+            f"generation model {settings.model_id} and bedrock:ApplyGuardrail on the guardrail, that the knowledge "
+            "base's service role may invoke its embedding model, and that no SCP denies them in this region. "
+            + SUBSCRIPTION_ADVICE
         )
     if code == "ResourceNotFoundException":
         return UpstreamNotFoundError(
@@ -245,7 +247,7 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings) -> ApiError
             f"A resource that knowledge base '{kb}' depends on failed (its vector store, or its service role's "
             "access to it or to the embedding model). Check the knowledge base in the Amazon Bedrock console."
         )
-    if code == "BadGatewayException" or code in UNAVAILABLE_CODES:
+    if code == "BadGatewayException" or code in UNAVAILABLE_CODES or is_transient_aws_error(exc):
         return UpstreamUnavailableError(
             f"Amazon Bedrock or a dependency of knowledge base '{kb}' is temporarily unavailable. Retry later.",
             retry_after=RETRY_AFTER_UNAVAILABLE_S,
@@ -283,7 +285,7 @@ def map_guardrail_error(exc: BaseException, settings: Settings) -> ApiError | No
             f"The {name} could not check the retrieved text, so it is not returned ({detail or 'no detail'}).",
             code="guardrail_failed",
         )
-    if code in UNAVAILABLE_CODES:
+    if code in UNAVAILABLE_CODES or is_transient_aws_error(exc):
         return UpstreamUnavailableError(
             "Amazon Bedrock Guardrails is temporarily unavailable. Retry later.", retry_after=RETRY_AFTER_UNAVAILABLE_S
         )
