@@ -58,7 +58,8 @@ class InvocationLoggingStack(Stack):
             string_value=bucket.bucket_name,
             description="The bucket Bedrock model invocation logging writes to (read by the Level 3 stack)",
         )
-        logs = log_group(self, "InvocationLogs", deployment, name=f"/{deployment.name_prefix}/bedrock/invocations")
+        # Named by CloudFormation: prod retains it on destroy, and a fixed name would make the next deploy fail.
+        logs = log_group(self, "InvocationLogs", deployment)
         source = {
             "StringEquals": {"aws:SourceAccount": self.account},
             "ArnLike": {"aws:SourceArn": f"arn:{self.partition}:bedrock:{self.region}:{self.account}:*"},

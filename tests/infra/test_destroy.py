@@ -1,10 +1,13 @@
-"""A stack can always be deleted: nothing it retains holds network interfaces in a subnet or security group that
-the same stack deletes (EC2 refuses to delete those while an interface remains: DependencyViolation)."""
+"""A stack can always be deleted and deployed again: nothing it retains holds network interfaces in a subnet or
+security group the same stack deletes (EC2 refuses to delete those while an interface remains: DependencyViolation),
+and nothing it retains keeps a fixed name that the next deploy would create again (AlreadyExists)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from stacks.shared.registry import resource_schema
 
 NETWORK_TYPES = {"AWS::EC2::Subnet", "AWS::EC2::SecurityGroup", "AWS::EC2::VPC"}
 
@@ -62,3 +65,42 @@ def test_a_retained_file_system_in_the_stacks_own_subnet_is_found() -> None:
         "Fs (AWS::FSx::FileSystem) is retained but uses Group (AWS::EC2::SecurityGroup)",
         "Fs (AWS::FSx::FileSystem) is retained but uses Subnet (AWS::EC2::Subnet)",
     ]
+
+
+def retained_fixed_names(template: dict[str, Any]) -> list[str]:
+    """Retained resources whose primary identifier (from the type's registry schema) the template sets: a destroy
+    keeps them, and deploying the stack again would create that name again and fail."""
+    found = []
+    for lid, resource in template.get("Resources", {}).items():
+        if resource.get("DeletionPolicy") not in ("Retain", "RetainExceptOnCreate"):
+            continue
+        schema = resource_schema(resource["Type"]) or {}
+        identifier = [path.removeprefix("/properties/") for path in schema.get("primaryIdentifier", [])]
+        properties = resource.get("Properties", {})
+        if len(identifier) != 1 or identifier[0] not in properties:
+            continue  # CloudFormation generates the name: a new one on every create
+        # A name made from another resource's generated name or id changes with it (e.g. /aws/lambda/<function>).
+        if not any(ref in template["Resources"] for ref in _references(properties[identifier[0]])):
+            found.append(f"{lid} ({resource['Type']}) is retained with a fixed {identifier[0]}")
+    return sorted(found)
+
+
+def test_no_retained_resource_has_a_name_the_next_deploy_would_take_again(each_stage: Any) -> None:
+    # Before: the prod invocation-log group kept its fixed name /<prefix>/bedrock/invocations after a destroy.
+    for stack_id, template in each_stage.templates.items():
+        assert retained_fixed_names(template) == [], stack_id
+
+
+def test_a_retained_named_log_group_is_found_and_a_generated_name_is_not() -> None:
+    template = {
+        "Resources": {
+            "Named": {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "Properties": {"LogGroupName": "/a"}},
+            "Generated": {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "Properties": {}},
+            "Deleted": {
+                "Type": "AWS::Logs::LogGroup",
+                "DeletionPolicy": "Delete",
+                "Properties": {"LogGroupName": "/b"},
+            },
+        }
+    }
+    assert retained_fixed_names(template) == ["Named (AWS::Logs::LogGroup) is retained with a fixed LogGroupName"]
