@@ -71,14 +71,14 @@ class ClusterStorage(Construct):
                 f"{LEGACY_SLURM_FILE} next to the lifecycle scripts of such a cluster; delete it"
             )
         self.data = SecureBucket(self, "Data", deployment=deployment, versioned=True).bucket
-        # Copies of lifecycle/ from this checkout and nothing else: no versions to keep, and removed with the stack
-        # in every stage (the deployment below empties it first), so its fixed name is free for the next deploy.
-        self.lifecycle = SecureBucket(self, "Lifecycle", deployment=deployment, versioned=False).bucket
+        # Copies of lifecycle/ from this checkout and nothing else: no versions to keep, and removed with the stack,
+        # emptied first, in every stage, so its fixed name is free for the next deploy. (The deployment below does
+        # not empty it on a stack delete: its handler skips a prefix its bucket tag still owns, aws/aws-cdk#33397.)
+        self.lifecycle = SecureBucket(self, "Lifecycle", deployment=deployment, versioned=False, disposable=True).bucket
         self.lifecycle_bucket_name = lifecycle_bucket_name(deployment, Stack.of(self).account)
         lifecycle_bucket = self.lifecycle.node.default_child
         assert isinstance(lifecycle_bucket, s3.CfnBucket)
         lifecycle_bucket.bucket_name = self.lifecycle_bucket_name
-        self.lifecycle.apply_removal_policy(RemovalPolicy.DESTROY)
         self.file_system: fsx.CfnFileSystem | None = None
         self.fsx_mount: sagemaker.CfnCluster.ClusterFsxLustreConfigProperty | None = None
         if pretrain.fsx:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -30,7 +30,10 @@ class SecureBucket(Construct):
         encryption_key: kms.IKey | None = None,
         event_bridge_enabled: bool = False,
         noncurrent_days: int = 30,
+        disposable: bool = False,
     ) -> None:
+        """``disposable``: the bucket holds only copies the stack writes (e.g. from this checkout), so it goes with
+        the stack, emptied first, in every stage; its access logs follow the stage."""
         super().__init__(scope, construct_id)
         policy = removal_policy(deployment)
         auto_delete = not deployment.is_prod
@@ -75,8 +78,8 @@ class SecureBucket(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="s3-access/",
             event_bridge_enabled=event_bridge_enabled,
-            removal_policy=policy,
-            auto_delete_objects=auto_delete,
+            removal_policy=RemovalPolicy.DESTROY if disposable else policy,
+            auto_delete_objects=auto_delete or disposable,
         )
         if event_bridge_enabled:
             _suppress_notifications_handler(self)

@@ -104,3 +104,47 @@ def test_a_retained_named_log_group_is_found_and_a_generated_name_is_not() -> No
         }
     }
     assert retained_fixed_names(template) == ["Named (AWS::Logs::LogGroup) is retained with a fixed LogGroupName"]
+
+
+def undeletable_buckets(template: dict[str, Any]) -> list[str]:
+    """Buckets the stack deletes (DeletionPolicy Delete) that a BucketDeployment fills and nothing empties: S3
+    refuses to delete a bucket with objects, and CDK's deployment handler does not remove its files on a stack
+    delete while its bucket tag still owns the prefix (aws/aws-cdk#33397)."""
+    resources = template.get("Resources", {})
+
+    def targets(kind: str, key: str) -> set[str]:
+        return {
+            ref
+            for resource in resources.values()
+            if resource["Type"] == kind
+            for ref in _references(resource.get("Properties", {}).get(key))
+        }
+
+    filled = targets("Custom::CDKBucketDeployment", "DestinationBucketName")
+    emptied = targets("Custom::S3AutoDeleteObjects", "BucketName")
+    return sorted(
+        f"{lid} is deleted with the objects a deployment wrote"
+        for lid in filled - emptied
+        if resources.get(lid, {}).get("DeletionPolicy", "Delete") == "Delete"
+    )
+
+
+def test_every_bucket_a_deployment_fills_is_emptied_or_kept_on_destroy(each_stage: Any) -> None:
+    # Before: Level 4's lifecycle bucket was deleted in prod too, with no auto-delete: DELETE_FAILED (not empty).
+    for stack_id, template in each_stage.templates.items():
+        assert undeletable_buckets(template) == [], stack_id
+
+
+def test_a_filled_bucket_nobody_empties_is_found() -> None:
+    template = {
+        "Resources": {
+            "B": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Delete"},
+            "Kept": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain"},
+            "Emptied": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Delete"},
+            "D1": {"Type": "Custom::CDKBucketDeployment", "Properties": {"DestinationBucketName": {"Ref": "B"}}},
+            "D2": {"Type": "Custom::CDKBucketDeployment", "Properties": {"DestinationBucketName": {"Ref": "Kept"}}},
+            "D3": {"Type": "Custom::CDKBucketDeployment", "Properties": {"DestinationBucketName": {"Ref": "Emptied"}}},
+            "A": {"Type": "Custom::S3AutoDeleteObjects", "Properties": {"BucketName": {"Ref": "Emptied"}}},
+        }
+    }
+    assert undeletable_buckets(template) == ["B is deleted with the objects a deployment wrote"]
