@@ -7,6 +7,8 @@ Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while 
                                      <prefix>-<stage>-pt-<MD5 of the execution ARN>, multi-node, torchrun in
                                      the PyTorch training image, checkpoints under checkpoints/<execution>/ (or the
                                      resumed run's), optional managed spot ──► SNS (+ EventBridge job state changes)
+                                 destroy: a cleanup custom resource, deleted first, stops the running executions
+                                     and training jobs and waits until they have stopped (cleanup.py)
 
     GenAiKit-4-Pretrain-Cluster: VPC (private subnets, NAT from config, S3 gateway endpoint, flow logs)
                                      security group: all traffic to and from itself (EFA)
@@ -18,8 +20,8 @@ Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while 
                                      EventBridge cluster and node-health events ──► SNS
 
 The units sit beside this module: network.py, storage.py and cluster.py (the cluster stack's), jobs.py (the
-training-job path's input checks and code package) and names.py (its job names, shared with ``kit l4``); the two
-stacks below compose them.
+training-job path's input checks and code package), names.py (its job names, shared with ``kit l4``) and
+cleanup.py (what destroy stops first); the two stacks below compose them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level4_pretrain import names
+from stacks.level4_pretrain.cleanup import PretrainJobsCleanup
 from stacks.level4_pretrain.cluster import HyperPodCluster
 from stacks.level4_pretrain.jobs import (
     CHECKPOINTS_PREFIX,
@@ -495,6 +498,16 @@ class PretrainJobsStack(Stack):
                 "Resource::*",
                 f"Resource::arn:{self.partition}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{job_prefix}*",
             ],
+        )
+        # Destroy stops the running work first: deleting the state machine leaves its training job running.
+        self.cleanup = PretrainJobsCleanup(
+            self,
+            "JobsCleanup",
+            deployment=deployment,
+            machine=self.state_machine,
+            training_role=role,
+            bucket=self.bucket,
+            job_prefix=job_prefix,
         )
         self.role, self.topic = role, topic
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)

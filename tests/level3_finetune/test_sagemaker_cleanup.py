@@ -17,7 +17,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk.assertions import Match, Template
 from botocore.stub import Stubber
 
-from common import stack_cleanup
+from common import stack_cleanup, training_cleanup
 from sagemaker_cleanup import handler as h
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.sagemaker_cleanup import (
@@ -28,11 +28,21 @@ from stacks.level3_finetune.sagemaker_cleanup import (
 )
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
+from stacks.shared.python_function import package_dir
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group
 from tests.conftest import cdk_json_context
 from tests.infra.helpers import as_list
-from tests.level3_finetune.cleanup_helpers import T0, FakeAws, called_actions, cleanup_event, context, fake_aws
+from tests.level3_finetune.cleanup_helpers import (
+    IAM_PREFIX,
+    T0,
+    FakeAws,
+    called_actions,
+    cleanup_event,
+    client_calls,
+    context,
+    fake_aws,
+)
 
 ACCOUNT = "123456789012"
 PREFIX = "genai-kit-sandbox-sft-"
@@ -153,7 +163,7 @@ class Aws(FakeAws):
         )
 
     def no_training(self) -> None:
-        for status in h.BUSY_TRAINING:
+        for status in training_cleanup.BUSY_TRAINING:
             self.training(status, [])
 
     def describe(self, name: str, status: str, bucket: str = BUCKET) -> None:
@@ -477,6 +487,18 @@ def sandbox() -> tuple[Built, Template]:
     return built, Template.from_stack(built.stack)
 
 
+def shared_actions(module: str) -> set[str]:
+    """The IAM actions a shared step in lambdas/common calls (called_actions reads stack_cleanup.py only): the
+    training-job step lives in common/training_cleanup.py, shared with Level 4's cleanup."""
+    import boto3
+
+    actions = set()
+    for service, method in client_calls((package_dir("common") / f"{module}.py").read_text()):
+        operation = boto3.client(service, region_name="us-east-1").meta.method_to_api_mapping[method]
+        actions.add(f"{IAM_PREFIX[service]}:{operation}")
+    return actions
+
+
 def _logical(built: Built, construct: Any) -> str:
     return built.stack.get_logical_id(construct.node.default_child)
 
@@ -544,7 +566,9 @@ def test_the_function_role_is_granted_exactly_what_the_cleanup_calls(sandbox: tu
         },
     }
     # Exactly what the code calls: the handler's own steps and the shared ones (stop the executions, read the stack).
-    assert {a for s in ours.values() for a in as_list(s["Action"])} == called_actions("sagemaker_cleanup")
+    assert {a for s in ours.values() for a in as_list(s["Action"])} == called_actions(
+        "sagemaker_cleanup"
+    ) | shared_actions("training_cleanup")
     # Besides these, only what every kit function has: its own log group and X-Ray.
     others = [s for s in statements if "Sid" not in s]
     assert sorted(str(s["Action"]) for s in others) == sorted(

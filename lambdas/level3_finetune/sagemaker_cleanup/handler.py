@@ -26,7 +26,6 @@ SUCCESS or FAILED naming what is left; running the destroy again resumes where t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,19 +39,14 @@ from common.stack_cleanup import (
     delete_when_free,
     pages,
     stop_executions,
-    tolerate,
     wait_until_done,
 )
+from common.training_cleanup import StackTrainingJobs, is_run_name, same_uri, stop_training_jobs
 
 logger = Logger(service="sagemaker-cleanup")
 
 PHYSICAL_ID = "sagemaker-finetune-cleanup"
 NAME_SLOT = "{name}"  # where ImportSourceUri takes the training job's name
-# What follows the prefix in a name the pipeline gives: the hash of the execution ARN (States.Hash MD5, lowercase
-# hex; stacks/level3_finetune/sagemaker_pipeline.py run_name). Another deployment whose name prefix extends this
-# one's ("<prefix>prod-sft-<hash>") does not match.
-RUN_ID = re.compile(r"[0-9a-f]{32}")
-BUSY_TRAINING = ("InProgress", "Stopping")
 PROPERTIES = ("StateMachineArn", "NamePrefix", "TrainingOutputUri", "ImportSourceUri")
 RETRY_HINT = (
     "The state machine, the artifacts bucket and this function are kept while the cleanup fails; fix the cause "
@@ -64,11 +58,6 @@ RESUME_HINT = (
 )
 
 bedrock = client_factory("bedrock")
-sagemaker = client_factory("sagemaker")
-
-
-def _same_uri(a: str | None, b: str) -> bool:
-    return a is not None and a.rstrip("/") == b.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -94,18 +83,20 @@ class Scope:
             str(props["ImportSourceUri"]),
         )
 
-    def has_kit_name(self, name: str) -> bool:
-        """The prefix followed by exactly the hash the pipeline names an execution's job and model by."""
-        return name.startswith(self.name_prefix) and RUN_ID.fullmatch(name[len(self.name_prefix) :]) is not None
+    @property
+    def training_jobs(self) -> StackTrainingJobs:
+        """The pipeline's training jobs: its names, writing their output to this stack's artifacts bucket."""
+        return StackTrainingJobs(self.name_prefix, self.training_output_uri)
 
-    def wrote_here(self, training_job: dict[str, Any]) -> bool:
-        """A training job whose output goes to this stack's artifacts bucket, where the pipeline puts it."""
-        return _same_uri(training_job.get("OutputDataConfig", {}).get("S3OutputPath"), self.training_output_uri)
+    def has_kit_name(self, name: str) -> bool:
+        """The prefix followed by exactly the hash the pipeline names an execution's job and model by: another
+        deployment whose name prefix extends this one's ("<prefix>prod-sft-<hash>") does not match."""
+        return is_run_name(name, self.name_prefix)
 
     def imported_from_here(self, source: dict[str, Any] | None, name: str) -> bool:
         """An import (job or model) of the merged model the pipeline's training job of that name wrote here."""
         uri = (source or {}).get("s3DataSource", {}).get("s3Uri")
-        return _same_uri(uri, self.import_source_uri.replace(NAME_SLOT, name))
+        return same_uri(uri, self.import_source_uri.replace(NAME_SLOT, name))
 
 
 @dataclass
@@ -128,44 +119,6 @@ class Report:
                 f"[{', '.join(self.not_ours)}]"
             )
         return text
-
-
-def stop_training_jobs(scope: Scope, deadline: Deadline) -> int:
-    """Stop the kit's running training jobs and wait until none of them is running or stopping."""
-    ours: list[str] = []
-    for status in BUSY_TRAINING:
-        summaries = pages(
-            sagemaker().list_training_jobs,
-            "TrainingJobSummaries",
-            token="NextToken",
-            NameContains=scope.name_prefix,
-            StatusEquals=status,
-        )
-        for summary in list(summaries):
-            name = summary["TrainingJobName"]
-            if not scope.has_kit_name(name) or name in ours:
-                continue
-            deadline.check("looking at running training jobs")
-            job = sagemaker().describe_training_job(TrainingJobName=name)
-            if not scope.wrote_here(job):
-                continue
-            ours.append(name)
-            if job["TrainingJobStatus"] == "InProgress":
-                # A job that ended meanwhile answers ValidationException: nothing to stop.
-                tolerate(
-                    sagemaker().stop_training_job, ("ValidationException", "ResourceNotFound"), TrainingJobName=name
-                )
-                logger.info("Stopped a training job", extra={"job": name})
-
-    def still_running() -> list[str]:
-        return [
-            name
-            for name in ours
-            if sagemaker().describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in BUSY_TRAINING
-        ]
-
-    wait_until_done(still_running, "waiting for training jobs to stop", deadline)
-    return len(ours)
 
 
 def wait_for_imports(scope: Scope, deadline: Deadline) -> int:
@@ -230,7 +183,10 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     if report.executions:
         # A CreateTrainingJob or CreateModelImportJob call a stopped execution had in flight lands meanwhile.
         deadline.pause("letting the stopped executions' calls in flight land")
-    report.training_jobs = stop_training_jobs(scope, deadline)
+    stopped = stop_training_jobs(scope.training_jobs, deadline)
+    if stopped:
+        logger.info("Stopped training jobs", extra={"jobs": stopped})
+    report.training_jobs = len(stopped)
     report.import_jobs = wait_for_imports(scope, deadline)
     report.models = delete_models(find_models(scope, deadline, report), deadline)
     logger.info("Cleanup done", extra={"report": str(report)})

@@ -1,0 +1,1 @@
+"""CloudFormation custom resource (every stage): on stack deletion, stop Level 4's running training jobs first."""
