@@ -43,7 +43,7 @@ from stacks.shared.python_function import PythonFunction
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.settings import ModelRef
-from stacks.shared.stage import tag_stack
+from stacks.shared.stage import bucket_deployment_logs, tag_stack
 
 LEVEL = "2-rag"
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[2] / "samples" / "rag-corpus"
@@ -125,6 +125,7 @@ class DocumentStore(Construct):
                 prune=False,
                 retain_on_delete=True,
                 memory_limit=256,
+                log_group=bucket_deployment_logs(self, deployment),
             )
             suppress_bucket_deployment(corpus, self.bucket)
 

@@ -45,7 +45,7 @@ from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.secure_bucket import SecureBucket
-from stacks.shared.stage import log_group, tag_stack
+from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
 
 LEVEL = "3-finetune-sagemaker"
 SAMPLES_DIR = ROOT / "samples" / "finetune-sagemaker"
@@ -92,6 +92,7 @@ class SageMakerFineTuneStack(Stack):
                 self,
                 "TrainingCode",
                 sources=[s3deploy.Source.asset(sourcedir_asset())],
+                log_group=bucket_deployment_logs(self, deployment),
                 destination_bucket=self.artifacts,
                 prune=False,
                 retain_on_delete=False,
@@ -101,6 +102,7 @@ class SageMakerFineTuneStack(Stack):
                 self,
                 "SampleRecords",
                 sources=[s3deploy.Source.asset(str(SAMPLES_DIR))],
+                log_group=bucket_deployment_logs(self, deployment),
                 destination_bucket=self.data,
                 destination_key_prefix=pipeline.DATA_PREFIX,
                 prune=False,

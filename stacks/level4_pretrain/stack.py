@@ -62,7 +62,7 @@ from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.secure_bucket import SecureBucket
-from stacks.shared.stage import log_group, tag_stack
+from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
 
 LEVEL = "4-pretrain"
 
@@ -201,6 +201,7 @@ class PretrainJobsStack(Stack):
             self,
             "TrainingCode",
             sources=[s3deploy.Source.asset(sourcedir_asset())],
+            log_group=bucket_deployment_logs(self, deployment),
             destination_bucket=self.bucket,
             prune=False,
             retain_on_delete=False,
@@ -210,6 +211,7 @@ class PretrainJobsStack(Stack):
             self,
             "SampleCorpus",
             sources=[s3deploy.Source.asset(str(WORKLOAD_DIR / "data"))],
+            log_group=bucket_deployment_logs(self, deployment),
             destination_bucket=self.bucket,
             destination_key_prefix=DATA_PREFIX,
             prune=False,

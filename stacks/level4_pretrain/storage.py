@@ -19,6 +19,7 @@ from stacks.level4_pretrain.settings import PretrainSettings
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress_bucket_deployment
 from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.stage import bucket_deployment_logs
 
 ROOT = Path(__file__).resolve().parents[2]
 LIFECYCLE_DIR = ROOT / "lifecycle"
@@ -127,6 +128,7 @@ class ClusterStorage(Construct):
             self,
             "LifecycleScripts",
             sources=[s3deploy.Source.asset(str(LIFECYCLE_DIR), exclude=["**/__pycache__", "README.md"])],
+            log_group=bucket_deployment_logs(self, deployment),
             destination_bucket=self.lifecycle,
             destination_key_prefix=LIFECYCLE_PREFIX,
             prune=True,

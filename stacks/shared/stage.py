@@ -35,6 +35,18 @@ def log_group(scope: Construct, construct_id: str, deployment: Deployment, *, na
     )
 
 
+def bucket_deployment_logs(scope: Construct, deployment: Deployment) -> logs.ILogGroup:
+    """The log group of the stack's BucketDeployment function, with the stage's retention and removal policy.
+
+    Without it, CDK gives that function a log group it keeps on destroy in every stage (Retain, 731 days). One per
+    stack: the deployments of a stack share one function, which takes one log group."""
+    stack = Stack.of(scope)
+    existing = stack.node.try_find_child("BucketDeploymentLogs")
+    if isinstance(existing, logs.LogGroup):
+        return existing
+    return log_group(stack, "BucketDeploymentLogs", deployment)
+
+
 def tag_stack(stack: Stack, deployment: Deployment, level: str) -> None:
     """Tag every resource with the kit, the level and the stage, plus the user's tags."""
     for key, value in {"kit": KIT_NAME, "kit-level": level, "kit-stage": deployment.stage, **deployment.tags}.items():

@@ -148,3 +148,16 @@ def test_a_filled_bucket_nobody_empties_is_found() -> None:
         }
     }
     assert undeletable_buckets(template) == ["B is deleted with the objects a deployment wrote"]
+
+
+def test_a_sandbox_keeps_no_log_group_of_its_own(each_stage: Any) -> None:
+    # Before: CDK gave each stack's BucketDeployment function a log group retained in every stage (731 days).
+    if each_stage.config.deployment.is_prod:
+        return
+    for stack_id, template in each_stage.templates.items():
+        kept = [
+            lid
+            for lid, resource in template["Resources"].items()
+            if resource["Type"] == "AWS::Logs::LogGroup" and resource.get("DeletionPolicy", "Delete") != "Delete"
+        ]
+        assert kept == [], stack_id
