@@ -41,6 +41,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Any, list[di
     h.s3.cache_clear()
     clock = FakeClock()
     monkeypatch.setattr(h, "clock", clock, raising=False)  # raising=False: the old module had no clock
+    monkeypatch.setattr(h, "sleep", clock.sleep, raising=False)
     answers: list[dict[str, Any]] = []
 
     def in_time(timeout: float) -> None:
@@ -83,6 +84,9 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def context() -> Any:
@@ -256,3 +260,45 @@ def test_a_transient_error_reading_the_saved_setting_does_not_remove_it(aws: Any
     [answer] = answers
     assert answer["Status"] == "SUCCESS" and "SlowDown" in answer["Reason"]
     assert seen == ["GetModelInvocationLoggingConfiguration"]  # neither a delete nor a put of the setting
+
+
+ROLE_NOT_READY = (
+    "Failed to validate permissions for log group: /x, with role: arn:aws:iam::123456789012:role/d. "
+    "Verify the IAM role permissions are correct."
+)
+
+
+def test_a_delivery_role_not_usable_yet_is_waited_for(aws: Any) -> None:
+    # Given a put refused twice because the role created in the same deploy is not usable yet
+    stubber, _, answers = aws
+    stubber.add_response("get_model_invocation_logging_configuration", {}, {})
+    for _ in range(2):
+        stubber.add_client_error(
+            "put_model_invocation_logging_configuration", "ValidationException", ROLE_NOT_READY, 400
+        )
+    stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
+    # When the stack is created
+    h.handler(event("Create"), context())
+    # Then the third put lands after the first two waits, and CloudFormation hears SUCCESS
+    assert answers[-1]["Status"] == "SUCCESS", answers[-1]
+    assert h.clock() == sum(h.ROLE_WAITS_S[:2])
+
+
+def test_another_validation_error_is_not_waited_for(aws: Any) -> None:
+    stubber, _, answers = aws
+    stubber.add_response("get_model_invocation_logging_configuration", {}, {})
+    stubber.add_client_error("put_model_invocation_logging_configuration", "ValidationException", "bad prefix", 400)
+    h.handler(event("Create"), context())
+    assert answers[-1]["Status"] == "FAILED" and "bad prefix" in answers[-1]["Reason"], answers[-1]
+    assert h.clock() == 0
+
+
+def test_a_role_never_usable_fails_the_create_in_time(aws: Any) -> None:
+    stubber, _, answers = aws
+    stubber.add_response("get_model_invocation_logging_configuration", {}, {})
+    for _ in range(len(h.ROLE_WAITS_S) + 1):
+        stubber.add_client_error(
+            "put_model_invocation_logging_configuration", "ValidationException", ROLE_NOT_READY, 400
+        )
+    h.handler(event("Create"), context())
+    assert answers[-1]["Status"] == "FAILED" and "validate permissions" in answers[-1]["Reason"], answers[-1]

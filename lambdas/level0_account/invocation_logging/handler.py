@@ -51,6 +51,12 @@ DELETE_BY_HAND = (
 )
 
 clock: Callable[[], float] = time.monotonic  # a seam for the tests
+sleep: Callable[[float], None] = time.sleep  # a seam for the tests
+# Bedrock checks the delivery role when the setting is put; a role created moments before in the same deploy may
+# not be usable yet (IAM is eventually consistent:
+# https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency)
+# and the answer is a ValidationException about the role's permissions. Such a put is tried again after a wait.
+ROLE_WAITS_S = (10, 20, 30)
 
 
 class OutOfTime(Exception):
@@ -166,10 +172,30 @@ def on_create_or_update(event: dict[str, Any], deadline: Deadline) -> str:
     if event["RequestType"] == "Create":
         previous = current_config(deadline)
         save_previous(props["BucketName"], None if is_ours(previous, props) else previous, deadline)
-    deadline.before_call("putting the kit's invocation logging setting")
-    bedrock().put_model_invocation_logging_configuration(loggingConfig=desired_config(props))
+    put_when_the_role_is_usable(desired_config(props), deadline)
     logger.info("Invocation logging configured", extra={"log_group": props["LogGroupName"]})
     return "configured"
+
+
+def put_when_the_role_is_usable(config: dict[str, Any], deadline: Deadline) -> None:
+    """Put ``config``; a refusal of the role's permissions is tried again after each of ROLE_WAITS_S while time
+    allows (any other error, and the last refusal, propagate)."""
+    for wait in (*ROLE_WAITS_S, None):
+        deadline.before_call("putting the kit's invocation logging setting")
+        try:
+            bedrock().put_model_invocation_logging_configuration(loggingConfig=config)
+            return
+        except Exception as err:
+            if wait is None or not _role_not_ready(err) or deadline.left() - wait < CALL_BUDGET_S:
+                raise
+            logger.info("The delivery role is not usable yet; trying again", extra={"wait_s": wait})
+            sleep(wait)
+
+
+def _role_not_ready(err: Exception) -> bool:
+    response = getattr(err, "response", None) or {}
+    error = response.get("Error") or {}
+    return error.get("Code") == "ValidationException" and "permission" in str(error.get("Message", "")).lower()
 
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
