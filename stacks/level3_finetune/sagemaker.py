@@ -35,7 +35,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
-from stacks.level3_finetune.sagemaker_cleanup import sandbox_cleanup
+from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
 from stacks.level4_pretrain.jobs import training_image_account
@@ -141,17 +141,18 @@ class SageMakerFineTuneStack(Stack):
             pipeline=self.state_machine,
             topic=self.topic,
         )
-        # Destroy: in the sandbox the kit's training jobs are stopped and its imported models deleted first.
-        self.cleanup = sandbox_cleanup(
+        # Destroy, every stage: the pipeline's executions and training jobs are stopped first (deleting the state
+        # machine would leave a running job billing); in the sandbox the kit's imported models are deleted too.
+        self.cleanup = SageMakerFineTuneCleanup(
             self,
             "SageMakerCleanup",
             deployment=deployment,
             machine=self.state_machine,
             artifacts=self.artifacts,
+            training_role=self.training_role,
+            import_role=self.import_role,
             job_prefix=self.job_prefix,
         )
-        if self.cleanup is not None:  # an import still running keeps its role while the clean-up waits for it
-            self.cleanup.resource.node.add_dependency(self.import_role, self.training_role)
         arn = f"arn:{self.partition}"
         suppress(
             self.teardown.state_machine.role.node.find_child("DefaultPolicy"),

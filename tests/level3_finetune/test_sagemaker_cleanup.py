@@ -1,38 +1,37 @@
-"""The SageMaker path's sandbox cleanup: on stack deletion it stops the kit's training jobs, waits for its import
-jobs, deletes exactly its imported models and always answers CloudFormation in time (every call goes through a
-botocore Stubber on the real clients, so each request is checked against the service model); and the construct:
-exact IAM, sandbox only, a bounded ServiceTimeout, deleted before what it needs."""
+"""The SageMaker path's destroy cleanup: on stack deletion it stops the kit's executions and training jobs and, in
+the sandbox (StopAndDelete), waits for its import jobs and deletes exactly its imported models; in prod (StopOnly)
+it calls no Bedrock API. It always answers CloudFormation in time (every call goes through a botocore Stubber on the
+real clients, so each request is checked against the service model). And the construct, in every stage: exact
+IAM (prod cannot delete), a bounded ServiceTimeout, deleted before what it needs."""
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk.assertions import Match, Template
 from botocore.stub import Stubber
 
 from common import stack_cleanup, training_cleanup
 from sagemaker_cleanup import handler as h
+from stacks.level3_finetune import sagemaker_cleanup as construct
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
-from stacks.level3_finetune.sagemaker_cleanup import (
-    CLEANUP_SERVICE_TIMEOUT,
-    CLEANUP_TIMEOUT,
-    SageMakerFineTuneCleanup,
-    sandbox_cleanup,
-)
+from stacks.level3_finetune.sagemaker_cleanup import CLEANUP_SERVICE_TIMEOUT, CLEANUP_TIMEOUT, SageMakerFineTuneCleanup
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import package_dir
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group
 from tests.conftest import cdk_json_context
-from tests.infra.helpers import as_list
+from tests.infra.helpers import as_list, iam_reference, resources
 from tests.level3_finetune.cleanup_helpers import (
     IAM_PREFIX,
     T0,
@@ -52,11 +51,13 @@ STATE_MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:genai-kit-sand
 STACK_ID = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/GenAiKit-3-FineTune-SageMaker/abc"
 PROPS = {
     "ServiceToken": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cleanup",
+    "Mode": "StopAndDelete",
     "StateMachineArn": STATE_MACHINE,
     "NamePrefix": PREFIX,
     "TrainingOutputUri": f"s3://{BUCKET}/output/",
     "ImportSourceUri": f"s3://{BUCKET}/output/{{name}}/output/model/merged/",
 }
+STOP_ONLY_PROPS = {k: v for k, v in PROPS.items() if k != "ImportSourceUri"} | {"Mode": "StopOnly"}
 OTHER_STATE_MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:genai-kit-sandbox-sft-old"
 
 
@@ -200,13 +201,22 @@ class Aws(FakeAws):
 
 
 SERVICES = ("bedrock", "sagemaker", "stepfunctions", "cloudformation")
+STOP_ONLY_SERVICES = ("sagemaker", "stepfunctions", "cloudformation")  # a Bedrock client would be refused
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sagemaker-cleanup")
-    cause = "The SageMaker fine-tuning stack is being deleted"
-    with fake_aws(monkeypatch, Aws, SERVICES, stack_id=STACK_ID, state_machine=STATE_MACHINE, cause=cause) as world:
+    with fake_aws(monkeypatch, Aws, SERVICES, stack_id=STACK_ID, state_machine=STATE_MACHINE, cause=h.CAUSE) as world:
+        yield world
+
+
+@pytest.fixture
+def stop_only_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    """The prod stage's world: no Bedrock client at all (asking for one fails the request)."""
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "sagemaker-cleanup")
+    services = STOP_ONLY_SERVICES
+    with fake_aws(monkeypatch, Aws, services, stack_id=STACK_ID, state_machine=STATE_MACHINE, cause=h.CAUSE) as world:
         yield world
 
 
@@ -383,6 +393,11 @@ def test_create_and_update_do_nothing(aws: Aws, kind: str) -> None:
     [
         ({k: v for k, v in PROPS.items() if k != "NamePrefix"}, "NamePrefix"),
         ({**PROPS, "ImportSourceUri": f"s3://{BUCKET}/output/"}, "ImportSourceUri"),
+        ({k: v for k, v in PROPS.items() if k != "ImportSourceUri"}, "ImportSourceUri None must hold {name}"),
+        ({k: v for k, v in PROPS.items() if k != "Mode"}, "missing resource properties: Mode"),
+        ({**PROPS, "Mode": "Delete"}, "Mode 'Delete' is not one of StopAndDelete, StopOnly"),
+        # A stop-only resource that names where models come from is a mistake, not a mode.
+        ({**STOP_ONLY_PROPS, "ImportSourceUri": PROPS["ImportSourceUri"]}, "is not taken in Mode StopOnly"),
     ],
 )
 def test_create_with_a_wrong_property_fails_at_deploy_time(aws: Aws, props: dict[str, Any], named: str) -> None:
@@ -433,6 +448,83 @@ def test_the_cleanup_clients_give_up_quickly_and_the_margin_covers_the_slowest_c
     assert slowest_call + stack_cleanup.RESPONSE_TIMEOUT_S <= stack_cleanup.ANSWER_MARGIN_S
 
 
+# --- stop-only (prod): stop and wait, never delete ------------------------------------------------------------
+
+# Every Bedrock operation the sandbox mode calls (imports and models): stop-only calls none of them.
+BEDROCK_CALLS = {"ListModelImportJobs", "GetModelImportJob", "ListImportedModels", "GetImportedModel"}
+BEDROCK_CALLS |= {"DeleteImportedModel"}
+
+
+def _iam_actions(calls: list[str], services: tuple[str, ...]) -> set[str]:
+    """The IAM actions of the operations a run made, each by the service whose model has it."""
+    return {
+        f"{IAM_PREFIX[service]}:{call}"
+        for call in calls
+        for service in services
+        if call in stack_cleanup.client(service).meta.service_model.operation_names
+    }
+
+
+def test_stop_only_stops_the_executions_and_training_jobs_waits_and_never_touches_models(
+    stop_only_aws: Aws,
+) -> None:
+    aws = stop_only_aws
+    ours, stopping = kit_name("kit-run-1"), kit_name("kit-run-0")
+    elsewhere = kit_name("kit-run-9", OTHER_STATE_MACHINE)  # the kit's name, output to another stack's bucket
+    aws.deleting()
+    aws.executions(["kit-run-1", "kit-run-2"])
+    aws.training("InProgress", [training_summary(elsewhere, "InProgress"), training_summary(ours, "InProgress")])
+    aws.describe(elsewhere, "InProgress", OTHER_BUCKET)
+    aws.describe(ours, "InProgress")
+    aws.sagemaker.add_response("stop_training_job", {}, {"TrainingJobName": ours})
+    aws.training("Stopping", [training_summary(stopping, "Stopping"), training_summary(ours, "Stopping")])
+    aws.describe(stopping, "Stopping")  # already stopping: waited for, not stopped again
+    aws.describe(ours, "Stopping")
+    aws.describe(stopping, "Stopping")
+    aws.describe(ours, "Stopped")
+    aws.describe(stopping, "Stopped")
+
+    h.handler(event("Delete", STOP_ONLY_PROPS), context(FUNCTION_MS))
+
+    aws.no_pending()  # one StopTrainingJob was queued: a stop of any other job would have failed the stubber
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert aws.answer["Reason"] == (
+        "stopped 2 training job(s) and 2 pipeline execution(s); imported models and import jobs left in place "
+        "(StopOnly)"
+    )
+    assert aws.calls.count("StopExecution") == 2 and aws.calls.count("StopTrainingJob") == 1
+    assert max(i for i, c in enumerate(aws.calls) if c == "StopExecution") < aws.calls.index("ListTrainingJobs")
+    # Waited until both had stopped: one settle after the executions, one poll while the jobs stop.
+    assert aws.calls[-2:] == ["DescribeTrainingJob", "DescribeTrainingJob"]
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S] * 2
+    assert not BEDROCK_CALLS & set(aws.calls)
+    # Everything it called is granted to the prod stage's function, which is granted nothing Bedrock.
+    assert _iam_actions(aws.calls, STOP_ONLY_SERVICES) <= _granted(build("prod"))
+
+
+def test_stop_only_at_the_deadline_answers_failed_in_time_naming_the_job_still_stopping(stop_only_aws: Aws) -> None:
+    aws, name = stop_only_aws, kit_name("kit-run-5")
+    aws.deleting()
+    aws.executions([])
+    aws.training("InProgress", [])
+    aws.training("Stopping", [training_summary(name, "Stopping")])
+    for _ in range(80):  # never stops; more answers than the deadline lets it ask for
+        aws.describe(name, "Stopping")
+    h.handler(event("Delete", STOP_ONLY_PROPS), context(FUNCTION_MS))
+    reason = aws.answer["Reason"]
+    assert aws.answer["Status"] == "FAILED"
+    assert reason.startswith("Deadline reached while waiting for training jobs to stop") and name in reason
+    assert "run the destroy again to resume" in reason
+    assert not BEDROCK_CALLS & set(aws.calls)
+    [answered_at] = aws.answered_at
+    assert answered_at <= FUNCTION_MS / 1000 - stack_cleanup.ANSWER_MARGIN_S
+
+
+def test_the_modes_are_the_ones_the_construct_sets() -> None:
+    assert (construct.STOP_AND_DELETE, construct.STOP_ONLY) == h.MODES
+    assert construct.NAME_SLOT == h.NAME_SLOT
+
+
 # --- the construct --------------------------------------------------------------------------------------------
 
 
@@ -448,7 +540,9 @@ class Built:
     stack: cdk.Stack
     machine: sfn.StateMachine
     bucket: Any
-    cleanup: SageMakerFineTuneCleanup | None
+    cleanup: SageMakerFineTuneCleanup
+    training_role: iam.Role
+    import_role: iam.Role
 
 
 def build(stage: str = "sandbox", job_prefix: str | None = None, nag: bool = False) -> Built:
@@ -472,17 +566,26 @@ def build(stage: str = "sandbox", job_prefix: str | None = None, nag: bool = Fal
         "The test stack's stand-in pipeline traces with X-Ray, which supports no resource-level permissions.",
         applies_to=["Resource::*"],
     )
+    training_role = iam.Role(stack, "TrainingRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+    import_role = iam.Role(stack, "ImportRole", assumed_by=iam.ServicePrincipal("bedrock.amazonaws.com"))
     prefix = job_prefix or f"{where.resource_name('sft')}-"
-    cleanup = sandbox_cleanup(
-        stack, "SageMakerCleanup", deployment=where, machine=machine, artifacts=bucket, job_prefix=prefix
+    cleanup = SageMakerFineTuneCleanup(
+        stack,
+        "SageMakerCleanup",
+        deployment=where,
+        machine=machine,
+        artifacts=bucket,
+        training_role=training_role,
+        import_role=import_role,
+        job_prefix=prefix,
     )
     if nag:
         cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
-    return Built(app, stack, machine, bucket, cleanup)
+    return Built(app, stack, machine, bucket, cleanup, training_role, import_role)
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> tuple[Built, Template]:
+def small_sandbox() -> tuple[Built, Template]:
     built = build()
     return built, Template.from_stack(built.stack)
 
@@ -503,12 +606,21 @@ def _logical(built: Built, construct: Any) -> str:
     return built.stack.get_logical_id(construct.node.default_child)
 
 
-def test_the_function_role_is_granted_exactly_what_the_cleanup_calls(sandbox: tuple[Built, Template]) -> None:
-    built, template = sandbox
-    assert built.cleanup is not None
+def _statements(built: Built) -> list[dict[str, Any]]:
+    """The statements of the cleanup function's role."""
+    template = Template.from_stack(built.stack)
     role = _logical(built, built.cleanup.function.role)
     [policy] = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role}]}}).values()
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    return list(policy["Properties"]["PolicyDocument"]["Statement"])
+
+
+def _granted(built: Built) -> set[str]:
+    return {a for s in _statements(built) for a in as_list(s["Action"])}
+
+
+def test_the_function_role_is_granted_exactly_what_the_cleanup_calls(small_sandbox: tuple[Built, Template]) -> None:
+    built, _ = small_sandbox
+    statements = _statements(built)
     machine = _logical(built, built.machine)
     account = {"Ref": "AWS::AccountId"}
 
@@ -579,9 +691,8 @@ def test_the_function_role_is_granted_exactly_what_the_cleanup_calls(sandbox: tu
     )
 
 
-def test_the_resource_is_bounded_and_deleted_before_what_it_needs(sandbox: tuple[Built, Template]) -> None:
-    built, template = sandbox
-    assert built.cleanup is not None
+def test_the_resource_is_bounded_and_deleted_before_what_it_needs(small_sandbox: tuple[Built, Template]) -> None:
+    built, template = small_sandbox
     [resource] = template.find_resources("Custom::SageMakerFineTuneCleanup").values()
     assert int(resource["Properties"]["ServiceTimeout"]) == CLEANUP_SERVICE_TIMEOUT.to_seconds() == 1200
     function = template.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": Match.any_value()}})
@@ -593,20 +704,23 @@ def test_the_resource_is_bounded_and_deleted_before_what_it_needs(sandbox: tuple
     assert timeout < int(resource["Properties"]["ServiceTimeout"])  # the function always answers first
     assert timeout > stack_cleanup.ANSWER_MARGIN_S
     # CloudFormation deletes the cleanup before the state machine, the artifacts bucket (and its auto-delete
-    # resource, which empties it) and the function's permissions.
+    # resource, which empties it), the training and (sandbox: it waits for imports) import roles and the
+    # function's permissions.
     auto_delete = built.bucket.node.find_child("AutoDeleteObjectsCustomResource").node.default_child
     needed = {
         _logical(built, built.machine),
         _logical(built, built.bucket),
         built.stack.get_logical_id(auto_delete),
+        _logical(built, built.training_role),
+        _logical(built, built.import_role),
         _logical(built, built.cleanup.function.role),
         built.stack.get_logical_id(built.cleanup.function.role.node.find_child("DefaultPolicy").node.default_child),
     }
     assert needed <= set(resource["DependsOn"])
 
 
-def test_the_properties_name_what_the_pipeline_creates(sandbox: tuple[Built, Template]) -> None:
-    built, template = sandbox
+def test_the_properties_name_what_the_pipeline_creates(small_sandbox: tuple[Built, Template]) -> None:
+    built, template = small_sandbox
     [resource] = template.find_resources("Custom::SageMakerFineTuneCleanup").values()
     props = resource["Properties"]
     bucket = {"Ref": _logical(built, built.bucket)}
@@ -621,19 +735,117 @@ def test_the_properties_name_what_the_pipeline_creates(sandbox: tuple[Built, Tem
     assert h.Scope.from_properties({**PROPS, "ImportSourceUri": f"s3://b/{parts[2].removeprefix('/')}"})
 
 
-def test_the_cleanup_exists_only_in_the_sandbox() -> None:
+def test_the_prod_cleanup_only_stops_and_cannot_delete_models() -> None:
     prod = build("prod")
-    assert prod.cleanup is None
-    assert Template.from_stack(prod.stack).find_resources("Custom::SageMakerFineTuneCleanup") == {}
-    with pytest.raises(ValueError, match="prod stage retains"):
-        SageMakerFineTuneCleanup(
-            prod.stack,
-            "Forced",
-            deployment=deployment("prod"),
-            machine=prod.machine,
-            artifacts=prod.bucket,
-            job_prefix="genai-kit-prod-sft-",
-        )
+    [resource] = Template.from_stack(prod.stack).find_resources("Custom::SageMakerFineTuneCleanup").values()
+    props = resource["Properties"]
+    # Stop-only, and it names no models' source: the handler refuses ImportSourceUri in this mode.
+    assert props["Mode"] == h.STOP_ONLY and "ImportSourceUri" not in props
+    assert props["NamePrefix"] == "genai-kit-prod-sft-"
+    assert props["StateMachineArn"] == {"Ref": _logical(prod, prod.machine)}
+    # The handler takes these properties (tokens stand in as strings) as stop-only.
+    assert not h.Scope.from_properties({k: v if isinstance(v, str) else "x" for k, v in props.items()}).deletes_models
+    ours = {s["Sid"]: s for s in _statements(prod) if "Sid" in s}
+    granted = {a for s in ours.values() for a in as_list(s["Action"])}
+    # Exactly what the stop-only steps call (stopping executions, training jobs, reading the stack: the shared
+    # steps), none of the handler's own Bedrock calls.
+    assert granted == called_actions("sagemaker_cleanup") - bedrock_actions() | shared_actions("training_cleanup")
+    assert granted == {
+        "sagemaker:ListTrainingJobs",
+        "sagemaker:DescribeTrainingJob",
+        "sagemaker:StopTrainingJob",
+        "states:ListExecutions",
+        "states:StopExecution",
+        "cloudformation:DescribeStacks",
+    }
+    # From the Service Authorization Reference: no Bedrock action at all, nothing on an imported model or import
+    # job, and the only Write actions are stops.
+    for action in granted:
+        service, name = action.split(":")
+        details = iam_reference().actions.get_action_details(service, name)
+        types = {t["name"] for t in details["resourceTypes"]}
+        assert service != "bedrock" and not types & {"imported-model", "model-import-job"}, action
+        assert details["accessLevel"] != "Write" or name.startswith("Stop"), (action, details["accessLevel"])
+    assert ours["StopKitTrainingJobs"]["Resource"] == {
+        "Fn::Join": [
+            "",
+            ["arn:aws:sagemaker:us-east-1:", {"Ref": "AWS::AccountId"}, ":training-job/genai-kit-prod-sft-*"],
+        ]
+    }
+    # The sandbox's function is the one that deletes.
+    assert "bedrock:DeleteImportedModel" in _granted(build())
+
+
+def bedrock_actions() -> set[str]:
+    """The Bedrock actions the handler's own steps call (imports and models): the sandbox mode's."""
+    return {a for a in called_actions("sagemaker_cleanup") if a.startswith("bedrock:")}
+
+
+STACK = "GenAiKit-3-FineTune-SageMaker"
+
+
+def _needed(template: dict[str, Any], cleanup: dict[str, Any]) -> dict[str, set[str]]:
+    """What a stopping training job, a running import and the cleanup itself use, read from the template."""
+
+    def policies_of(role: str) -> set[str]:
+        found = resources(template, "AWS::IAM::Policy").items()
+        return {lid for lid, p in found if {"Ref": role} in p["Properties"]["Roles"]}
+
+    def trusting(principal: str) -> str:
+        [role] = [
+            lid
+            for lid, r in resources(template, "AWS::IAM::Role").items()
+            if principal in json.dumps(r["Properties"]["AssumeRolePolicyDocument"])
+        ]
+        return role
+
+    machine = cleanup["Properties"]["StateMachineArn"]["Ref"]
+    machine_role = template["Resources"][machine]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    bucket = cleanup["Properties"]["TrainingOutputUri"]["Fn::Join"][1][1]["Ref"]
+    bucket_parts = {
+        lid
+        for lid, r in template["Resources"].items()
+        if r["Type"] in ("AWS::S3::BucketPolicy", "Custom::S3AutoDeleteObjects")
+        and r["Properties"].get("Bucket", r["Properties"].get("BucketName")) == {"Ref": bucket}
+    }
+    [function] = [
+        f["Properties"]
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "sagemaker_cleanup.handler.handler"
+    ]
+    function_role = function["Role"]["Fn::GetAtt"][0]
+    training_role, import_role = trusting("sagemaker.amazonaws.com"), trusting("bedrock.amazonaws.com")
+    return {
+        "state machine": {machine, machine_role, *policies_of(machine_role)},
+        "training role": {training_role, *policies_of(training_role)},
+        "bucket": {bucket, *bucket_parts},
+        "own role": {function_role, *policies_of(function_role)},
+        "import role": {import_role, *policies_of(import_role)},
+    }
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "prod"])
+def test_the_cleanup_is_in_every_stage_and_deleted_before_what_a_stopping_job_uses(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    template = request.getfixturevalue(variant).templates[STACK]
+    [(lid, resource)] = resources(template, "Custom::SageMakerFineTuneCleanup").items()
+    assert resource["Properties"]["Mode"] == {"sandbox": h.STOP_AND_DELETE, "prod": h.STOP_ONLY}[variant]
+    depends = set(as_list(resource.get("DependsOn", [])))
+    needed = _needed(template, resource)
+    # CloudFormation deletes a resource only after every resource that depends on it: the cleanup runs before the
+    # state machine, the training role and its policy, the bucket (with, in the sandbox, its auto-delete resource)
+    # and its own permissions; in the sandbox also the import role, which a running import uses while it waits.
+    import_role = needed.pop("import role")
+    for what, ids in needed.items():
+        assert ids <= depends, (what, sorted(ids - depends))
+    assert (import_role <= depends) == (variant == "sandbox")
+    if variant == "sandbox":
+        assert resources(template, "Custom::S3AutoDeleteObjects")
+    # ... and nothing waits for it, so it is among the first deleted.
+    others = {k: v for k, v in template["Resources"].items() if k != lid}
+    assert not [k for k, v in others.items() if lid in as_list(v.get("DependsOn", []))]
+    assert f'"{lid}"' not in json.dumps(others) and f'"{lid}"' not in json.dumps(template.get("Outputs", {}))
 
 
 @pytest.mark.parametrize(
@@ -645,10 +857,19 @@ def test_a_job_prefix_without_the_stage_is_refused(prefix: str) -> None:
         build(job_prefix=prefix)
 
 
-def test_cdk_nag_reports_nothing_unsuppressed() -> None:
-    built = build(nag=True)
+@pytest.mark.parametrize("stage", ["sandbox", "prod"])
+def test_cdk_nag_reports_nothing_unsuppressed(stage: str) -> None:
+    built = build(stage, nag=True)
     artifact = built.app.synth().get_stack_by_name(built.stack.stack_name)
     findings = [
         m.entry.data for m in artifact.messages if "AwsSolutions-" in str(m.entry.data) and "SageMakerCleanup" in m.id
     ]
     assert findings == []
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "prod"])
+def test_cdk_nag_reports_nothing_unsuppressed_on_the_cleanup_in_the_app(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    messages = request.getfixturevalue(variant).messages[STACK]
+    assert [m for m in messages if "AwsSolutions-" in m["data"] and "/SageMakerCleanup/" in m["path"]] == []

@@ -1,1 +1,2 @@
-"""CloudFormation custom resource (sandbox stage): on stack deletion, leave nothing of the SageMaker path billing."""
+"""CloudFormation custom resource (every stage): on stack deletion, stop the SageMaker path's executions and training
+jobs; in the sandbox also delete its imported models."""

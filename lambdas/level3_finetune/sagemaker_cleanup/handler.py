@@ -1,16 +1,27 @@
-"""Custom resource (sandbox stage): on stack deletion, leave nothing of Level 3 on SageMaker billing.
+"""Custom resource (every stage): on stack deletion, stop what Level 3 on SageMaker runs; in the sandbox also leave
+nothing of it billing.
 
 The SageMaker fine-tuning pipeline creates training jobs (SageMaker), import jobs and imported models (Bedrock
-Custom Model Import) with the services' APIs; CloudFormation does not know them. A successful run keeps its
-imported model, so a sandbox destroy would leave it behind, and a training or import job still running with it.
-CloudFormation deletes this resource first (it depends on the state machine, the artifacts bucket and its own
-role) and on that Delete the function:
+Custom Model Import) with the services' APIs; CloudFormation does not know them. Deleting the state machine does
+not stop a running training job: "A state machine is deleted only when all its executions are completed. On the
+next state transition, the state machine's executions are terminated."
+(https://docs.aws.amazon.com/step-functions/latest/apireference/API_DeleteStateMachine.html), and a task waiting
+for its createTrainingJob.sync job makes its next transition only when the job ends (MaxRuntime at the latest).
+A successful run keeps its imported model. CloudFormation deletes this resource first (it depends on the state
+machine, the artifacts bucket, the training role and its own role) and on that Delete the function, in every
+``Mode``:
 
 1. stops the pipeline's running executions, so nothing new is created meanwhile, and lets a call in flight land;
 2. stops the kit's training jobs that are still running and waits until they have stopped;
+
+and in ``StopAndDelete`` mode (the sandbox) only:
+
 3. waits for the kit's import jobs still in progress: Bedrock has no API to stop one, and a job that completes
    creates a model;
 4. deletes the kit's imported models.
+
+``StopOnly`` (prod, which keeps its imported models) ends after step 2 and calls no Bedrock API; its role is
+granted none.
 
 "The kit's" means both: a name the pipeline gives (``<name prefix>-<stage>-sft-`` + the MD5 of the execution ARN
 in 32 lowercase hex digits; the training job, the import job and the model share it) AND this stack's artifacts
@@ -19,9 +30,9 @@ there. The bucket's name is unique, so models of other stages, other deployments
 way, and models imported by hand are left alone (a model that has such a name but another source is named in the
 answer).
 
-It acts only when the stack itself is being deleted. Create and Update do nothing. Every call has short timeouts
-and few retries, and a deadline well before the function's timeout: CloudFormation always gets an answer,
-SUCCESS or FAILED naming what is left; running the destroy again resumes where this one stopped.
+It acts only when the stack itself is being deleted. Create and Update only check the properties. Every call has
+short timeouts and few retries, and a deadline well before the function's timeout: CloudFormation always gets an
+answer, SUCCESS or FAILED naming what is left; running the destroy again resumes where this one stopped.
 """
 
 from __future__ import annotations
@@ -47,7 +58,12 @@ logger = Logger(service="sagemaker-cleanup")
 
 PHYSICAL_ID = "sagemaker-finetune-cleanup"
 NAME_SLOT = "{name}"  # where ImportSourceUri takes the training job's name
-PROPERTIES = ("StateMachineArn", "NamePrefix", "TrainingOutputUri", "ImportSourceUri")
+PROPERTIES = ("Mode", "StateMachineArn", "NamePrefix", "TrainingOutputUri")
+# Mode: StopAndDelete (sandbox) also waits for the imports and deletes the models; StopOnly (prod) only stops.
+STOP_AND_DELETE = "StopAndDelete"
+STOP_ONLY = "StopOnly"
+MODES = (STOP_AND_DELETE, STOP_ONLY)
+CAUSE = "The SageMaker fine-tuning stack is being deleted"
 RETRY_HINT = (
     "The state machine, the artifacts bucket and this function are kept while the cleanup fails; fix the cause "
     "and run the destroy again."
@@ -67,20 +83,33 @@ class Scope:
     state_machine_arn: str
     name_prefix: str
     training_output_uri: str  # s3://<artifacts>/output/
-    import_source_uri: str  # s3://<artifacts>/output/{name}/output/model/merged/
+    import_source_uri: str | None  # s3://<artifacts>/output/{name}/output/model/merged/; None: stop-only
+
+    @property
+    def deletes_models(self) -> bool:
+        return self.import_source_uri is not None
 
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> Scope:
         missing = [name for name in PROPERTIES if not props.get(name)]
         if missing:
             raise CleanupError(f"missing resource properties: {', '.join(missing)}")
-        if str(props["ImportSourceUri"]).count(NAME_SLOT) != 1:
-            raise CleanupError(f"ImportSourceUri must hold {NAME_SLOT} once, where the training job's name goes")
+        mode, source = props["Mode"], props.get("ImportSourceUri")
+        if mode not in MODES:
+            raise CleanupError(f"Mode {mode!r} is not one of {', '.join(MODES)}")
+        if mode == STOP_AND_DELETE and (not source or str(source).count(NAME_SLOT) != 1):
+            raise CleanupError(
+                f"ImportSourceUri {source!r} must hold {NAME_SLOT} once, where the training job's name goes "
+                f"(Mode {STOP_AND_DELETE})"
+            )
+        if mode == STOP_ONLY and source is not None:
+            # A stop-only resource names no models: it could not delete them anyway (its role has no Bedrock action).
+            raise CleanupError(f"ImportSourceUri {source!r} is not taken in Mode {STOP_ONLY}: it deletes no models")
         return cls(
             str(props["StateMachineArn"]),
             str(props["NamePrefix"]),
             str(props["TrainingOutputUri"]),
-            str(props["ImportSourceUri"]),
+            str(source) if mode == STOP_AND_DELETE else None,
         )
 
     @property
@@ -95,12 +124,15 @@ class Scope:
 
     def imported_from_here(self, source: dict[str, Any] | None, name: str) -> bool:
         """An import (job or model) of the merged model the pipeline's training job of that name wrote here."""
+        if self.import_source_uri is None:
+            return False
         uri = (source or {}).get("s3DataSource", {}).get("s3Uri")
         return same_uri(uri, self.import_source_uri.replace(NAME_SLOT, name))
 
 
 @dataclass
 class Report:
+    stop_only: bool = False
     executions: int = 0
     training_jobs: int = 0
     import_jobs: int = 0
@@ -108,10 +140,12 @@ class Report:
     not_ours: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        stopped = f"stopped {self.training_jobs} training job(s) and {self.executions} pipeline execution(s)"
+        if self.stop_only:
+            return f"{stopped}; imported models and import jobs left in place ({STOP_ONLY})"
         text = (
             f"deleted {len(self.models)} imported model(s) [{', '.join(self.models)}]; waited for "
-            f"{self.import_jobs} import job(s); stopped {self.training_jobs} training job(s) and {self.executions} "
-            "pipeline execution(s)"
+            f"{self.import_jobs} import job(s); {stopped}"
         )
         if self.not_ours:
             text += (
@@ -176,10 +210,8 @@ def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     scope = Scope.from_properties(event["ResourceProperties"])
-    report = Report()
-    report.executions = stop_executions(
-        scope.state_machine_arn, deadline, "The SageMaker fine-tuning stack is being deleted"
-    )
+    report = Report(stop_only=not scope.deletes_models)
+    report.executions = stop_executions(scope.state_machine_arn, deadline, CAUSE)
     if report.executions:
         # A CreateTrainingJob or CreateModelImportJob call a stopped execution had in flight lands meanwhile.
         deadline.pause("letting the stopped executions' calls in flight land")
@@ -187,8 +219,9 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     if stopped:
         logger.info("Stopped training jobs", extra={"jobs": stopped})
     report.training_jobs = len(stopped)
-    report.import_jobs = wait_for_imports(scope, deadline)
-    report.models = delete_models(find_models(scope, deadline, report), deadline)
+    if scope.deletes_models:
+        report.import_jobs = wait_for_imports(scope, deadline)
+        report.models = delete_models(find_models(scope, deadline, report), deadline)
     logger.info("Cleanup done", extra={"report": str(report)})
     return str(report)
 
