@@ -9,6 +9,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, machine_name
+from stacks.shared.cleanup_grants import stop_pipeline_statements
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -93,20 +94,8 @@ class CustomModelCleanup(Construct):
         executions = (
             f"arn:{stack.partition}:states:{stack.region}:{stack.account}:execution:{machine_name(deployment)}:*"
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="StopPipeline", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(sid="StopPipelineExecutions", actions=["states:StopExecution"], resources=[executions])
-        )
-        # Acts only when the stack itself is being deleted: it reads its own stack's status.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
-            )
-        )
+        for statement in stop_pipeline_statements(stack, machine, executions):
+            role.add_to_policy(statement)
         suppress(
             role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",

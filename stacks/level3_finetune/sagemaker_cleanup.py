@@ -22,6 +22,7 @@ from constructs import Construct
 
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.names import logical_id
+from stacks.shared.cleanup_grants import stop_pipeline_statements, stop_training_jobs_statement
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -98,11 +99,7 @@ class SageMakerFineTuneCleanup(Construct):
             find = ["bedrock:ListImportedModels", "bedrock:ListModelImportJobs", *find]
         self.statements = [
             iam.PolicyStatement(sid="FindKitResources", actions=find, resources=["*"]),
-            iam.PolicyStatement(
-                sid="StopKitTrainingJobs",
-                actions=["sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
-                resources=[f"{arn}:sagemaker:{where}:training-job/{job_prefix}*"],
-            ),
+            stop_training_jobs_statement(stack, job_prefix),
         ]
         if self.deletes_models:
             self.statements += [
@@ -117,20 +114,9 @@ class SageMakerFineTuneCleanup(Construct):
                     resources=[f"{arn}:bedrock:{where}:imported-model/*"],
                 ),
             ]
-        self.statements += [
-            iam.PolicyStatement(
-                sid="StopPipeline", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
-            ),
-            iam.PolicyStatement(
-                sid="StopPipelineExecutions",
-                actions=["states:StopExecution"],
-                resources=[f"{arn}:states:{where}:execution:{machine.state_machine_name}:*"],
-            ),
-            # Acts only when the stack itself is being deleted: it reads its own stack's status.
-            iam.PolicyStatement(
-                sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
-            ),
-        ]
+        self.statements += stop_pipeline_statements(
+            stack, machine, f"{arn}:states:{where}:execution:{machine.state_machine_name}:*"
+        )
         for statement in self.statements:
             role.add_to_policy(statement)
         machine_name = f"<{logical_id(machine)}.Name>"  # how cdk-nag names the state machine's Fn::GetAtt Name

@@ -22,6 +22,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level4_pretrain.jobs import OUTPUT_PREFIX
+from stacks.shared.cleanup_grants import stop_pipeline_statements, stop_training_jobs_statement
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -79,23 +80,8 @@ class PretrainJobsCleanup(Construct):
         # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
         self.statements = [
             iam.PolicyStatement(sid="FindTrainingJobs", actions=["sagemaker:ListTrainingJobs"], resources=["*"]),
-            iam.PolicyStatement(
-                sid="StopTrainingJobs",
-                actions=["sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
-                resources=[f"{arn}:sagemaker:{where}:training-job/{job_prefix}*"],
-            ),
-            iam.PolicyStatement(
-                sid="FindExecutions", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
-            ),
-            iam.PolicyStatement(
-                sid="StopExecutions",
-                actions=["states:StopExecution"],
-                resources=[f"{arn}:states:{where}:execution:{machine.state_machine_name}:*"],
-            ),
-            # Acts only when the stack itself is being deleted: it reads its own stack's status.
-            iam.PolicyStatement(
-                sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
-            ),
+            stop_training_jobs_statement(stack, job_prefix),
+            *stop_pipeline_statements(stack, machine, f"{arn}:states:{where}:execution:{machine.state_machine_name}:*"),
         ]
         for statement in self.statements:
             role.add_to_policy(statement)

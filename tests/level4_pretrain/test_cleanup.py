@@ -405,9 +405,9 @@ def test_the_function_is_granted_exactly_what_it_calls_scoped_as_iam_allows(sand
             required = [t["name"] for t in iam_reference().actions.get_action_details(service, name)["resourceTypes"]]
             # '*' only where the Service Authorization Reference lists no resource type for the action.
             assert (statement["Resource"] == "*") == (not required), (action, statement["Resource"], required)
-    assert render(ours["StopTrainingJobs"]["Resource"]).endswith(f":training-job/{PREFIX}*")
-    assert ours["FindExecutions"]["Resource"] == {"Ref": machine}
-    assert render(ours["StopExecutions"]["Resource"]).endswith(f":execution:${{{machine}.Name}}:*")
+    assert render(ours["StopKitTrainingJobs"]["Resource"]).endswith(f":training-job/{PREFIX}*")
+    assert ours["StopPipeline"]["Resource"] == {"Ref": machine}
+    assert render(ours["StopPipelineExecutions"]["Resource"]).endswith(f":execution:${{{machine}.Name}}:*")
     assert ours["ReadOwnStack"]["Resource"] == {"Ref": "AWS::StackId"}
     # Besides these, only what every kit function has: its own log group and X-Ray.
     assert sorted(str(s["Action"]) for s in granted if "Sid" not in s) == sorted(

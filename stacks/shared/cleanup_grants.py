@@ -1,0 +1,31 @@
+"""The grants the stack-deletion cleanups share (Level 3's two, Level 4's jobs): stop the state machine's
+executions and the stack's training jobs, and read the stack's own status (they act only while it is deleted)."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_stepfunctions as sfn
+
+
+def stop_pipeline_statements(
+    stack: Stack, machine: sfn.IStateMachine, executions_arn: str
+) -> list[iam.PolicyStatement]:
+    """List and stop ``machine``'s executions (``executions_arn``: its execution ARNs), and read ``stack``."""
+    return [
+        iam.PolicyStatement(
+            sid="StopPipeline", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
+        ),
+        iam.PolicyStatement(sid="StopPipelineExecutions", actions=["states:StopExecution"], resources=[executions_arn]),
+        iam.PolicyStatement(sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]),
+    ]
+
+
+def stop_training_jobs_statement(stack: Stack, job_prefix: str) -> iam.PolicyStatement:
+    """Describe and stop the training jobs named ``job_prefix``*: training-job ARNs end in the job's name
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html)."""
+    return iam.PolicyStatement(
+        sid="StopKitTrainingJobs",
+        actions=["sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
+        resources=[f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:training-job/{job_prefix}*"],
+    )
