@@ -6,7 +6,8 @@ kit-wide setting Levels 1 and 2 share), unreserved Lambda concurrency (every lev
 and its rows, and running and rendering the checks. Each level's own checks live in that level's module
 (``doctor_rows`` and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table
 order in ``parts()``: the embedding model (Level 2); customization, the customization-job quota and Provisioned
-Throughput model units (Level 3); SageMaker training-job and HyperPod instance quotas (Level 4). Each quota row
+Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the training jobs of Level 3's SageMaker
+path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row
 names the Service Quotas quota (name and code) and how to raise it.
 
 Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why), 1 when something needs
@@ -27,12 +28,19 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from common.errors import SUBSCRIPTION_ADVICE
 from kit import aws
 from kit.aws import KitError, Target
 from kit.operator import console, remember_target, target_options
 
 OK, FIX, SKIP = "OK", "FIX", "SKIP"
-MODEL_ACCESS_FIX = "enable model access in the Amazon Bedrock console (Model access) for this account and region"
+# Serverless models are enabled by default (the console's Model access page is retired) given IAM, no denying SCP
+# and the Marketplace prerequisites the functions share (lambdas/common/errors.py, one copy of the facts):
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
+MODEL_ACCESS_FIX = (
+    "Bedrock models are enabled by default (there is no Model access page to visit): check that IAM allows the model "
+    f"and no SCP denies it in this region. {SUBSCRIPTION_ADVICE}"
+)
 
 # Lambda keeps at least 100 concurrent executions unreserved for the functions without a reservation, so an account
 # whose unreserved concurrency would drop below that rejects the reservation (and the stack rolls back).
@@ -270,7 +278,7 @@ def check_model_access(target: Target, model_id: str, label: str) -> Check:
             return _listed_and_readable(name, model_id, region, bedrock)
         except ClientError as exc:
             if aws.is_access_denied(exc):
-                return Check(name, FIX, f"{model_id} is not authorized: {MODEL_ACCESS_FIX} (and allow bedrock in IAM)")
+                return Check(name, FIX, f"{model_id} is not authorized: {MODEL_ACCESS_FIX}")
             if aws.error_code(exc) in ("ResourceNotFoundException", "ValidationException"):
                 return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there")
             raise
@@ -290,7 +298,7 @@ def _availability(name: str, model_id: str, region: str, answer: Mapping[str, An
         return Check(name, FIX, f"{model_id}: the model's agreement is still being processed; check again shortly")
     if agreement.get("status") == "ERROR":
         reason = agreement.get("errorMessage") or "the model's agreement failed"
-        return Check(name, FIX, f"{model_id}: {reason}: accept the offer again in the Bedrock console (Model access)")
+        return Check(name, FIX, f"{model_id}: {reason}: {MODEL_ACCESS_FIX}")
     return Check(name, OK, f"{model_id} is available to this account in {region}")
 
 
@@ -421,6 +429,13 @@ def quota_rows(
         detail = f"{value:g}, the config needs {needed}: {increase(service, quota, code, needed, region)}"
         rows.append(Check(name, FIX, detail))
     return rows
+
+
+def training_job_quota(instance_type: str, spot: bool) -> str:
+    """The SageMaker quota on a training job's instances of ``instance_type``: "<type> for training job usage", or
+    "<type> for spot training job usage" with managed spot
+    (https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker)."""
+    return f"{instance_type} for {'spot training job usage' if spot else 'training job usage'}"
 
 
 LAMBDA_ROW = f"Quota: Lambda {LAMBDA_CONCURRENCY_QUOTA.lower()}"
@@ -556,8 +571,9 @@ def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: s
     """Check that this account and region are ready for the configured kit.
 
     Credentials, region, CDK bootstrap version, Bedrock model access and customization, and the quotas the deploy
-    needs (Lambda concurrency, Bedrock customization jobs and model units, SageMaker training and HyperPod
-    instances). Synthesizes the app offline to read what the templates need.
+    needs (Lambda concurrency, Bedrock customization jobs and model units, SageMaker training-job instances of
+    Levels 3 and 4, HyperPod instances, nodes and EBS volume). Synthesizes the app offline to read what the
+    templates need.
 
     Read-only IAM actions it calls: sts:GetCallerIdentity, ssm:GetParameter (on
     /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:ListFoundationModels,

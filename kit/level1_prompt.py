@@ -23,6 +23,12 @@ from kit.operator import (
     target_options,
 )
 
+# The IAM actions the `kit l1` commands call with the operator's credentials (the README's "Operator
+# permissions"); tests/kit/test_operator_permissions.py derives them from the code and compares.
+OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
+    "l1": ("cloudformation:DescribeStacks", "execute-api:Invoke"),
+}
+
 
 @click.group()
 @target_options

@@ -42,6 +42,21 @@ KB_FILE_TYPES = frozenset({".txt", ".md", ".html", ".htm", ".doc", ".docx", ".cs
 INGESTION_RUNNING = frozenset({"STARTING", "IN_PROGRESS", "STOPPING"})
 
 
+# The IAM actions the `kit l2` commands call with the operator's credentials (the README's "Operator
+# permissions"); tests/kit/test_operator_permissions.py derives them from the code and compares.
+OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
+    "l2": (
+        "bedrock:GetIngestionJob",
+        "bedrock:ListIngestionJobs",
+        "cloudformation:DescribeStacks",
+        "cloudformation:ListStackResources",
+        "execute-api:Invoke",
+        "s3:PutObject",
+        "sqs:GetQueueAttributes",
+    ),
+}
+
+
 @click.group()
 @target_options
 @click.pass_context

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from kit.doctor import (
     increase,
     quota_rows,
     quota_unreadable,
+    training_job_quota,
 )
 from kit.operator import (
     compact,
@@ -53,6 +54,42 @@ from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, lin
 from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
 
 DATASETS_PREFIX = "datasets/"  # the only prefix the Level 3 customization role may read
+
+
+# The IAM actions the `kit l3` and `kit l3sm` commands call with the operator's credentials (the README's "Operator
+# permissions"); tests/kit/test_operator_permissions.py derives them from the code and compares.
+OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
+    "l3": (
+        "cloudformation:DescribeStacks",
+        "s3:PutObject",
+        "states:DescribeExecution",
+        "states:GetExecutionHistory",
+        "states:ListExecutions",
+        "states:StartExecution",
+    ),
+    "l3sm": (
+        "bedrock:GetImportedModel",
+        "bedrock:GetModelImportJob",
+        "bedrock:InvokeModel",
+        "cloudformation:DescribeStacks",
+        "s3:PutObject",
+        "sagemaker:DescribeTrainingJob",
+        "states:DescribeExecution",
+        "states:GetExecutionHistory",
+        "states:ListExecutions",
+        "states:StartExecution",
+    ),
+}
+# What no call in the code shows: the Level 3 data bucket is encrypted with the stack's KMS key
+# (stacks/level3_finetune/data.py), so an upload to it needs the key for SSE-KMS, and kms:Decrypt too for the
+# multipart upload boto3 makes of a file over 8 MB:
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/mpuoverview.html#mpuAndPermissions
+OPERATOR_IMPLIED: dict[str, dict[str, str]] = {
+    "l3": {
+        "kms:GenerateDataKey": "kit l3 start --upload: the data bucket's KMS key (SSE-KMS)",
+        "kms:Decrypt": "kit l3 start --upload of a file over 8 MB (multipart upload under SSE-KMS)",
+    },
+}
 
 
 @click.group()
@@ -283,30 +320,66 @@ CUSTOMIZATION_JOBS_NEEDED = 1
 CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
 
 
+# Where the models each type can customize are listed, for a type the API cannot check (below).
+CUSTOMIZATION_DOCS = {
+    "REINFORCEMENT_FINE_TUNING": "https://docs.aws.amazon.com/bedrock/latest/userguide/reinforcement-fine-tuning.html",
+}
+CUSTOMIZATION_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/custom-models.html"
+
+
+def filterable_customization_types(bedrock: Any) -> tuple[str, ...]:
+    """The types ListFoundationModels can filter on: its byCustomizationType enum (ModelCustomization) in the
+    installed botocore model. It lacks REINFORCEMENT_FINE_TUNING, which CreateModelCustomizationJob accepts; a value
+    outside it is not one the API defines (botocore does not check enums, the service may refuse it), so another
+    type is checked by listing every model instead."""
+    members = bedrock.meta.service_model.operation_model("ListFoundationModels").input_shape.members
+    shape = members.get("byCustomizationType")
+    return tuple(getattr(shape, "enum", None) or ())
+
+
 def check_customization(target: Target) -> Check:
     """The configured base model is offered for the configured customization type in the region."""
     from botocore.exceptions import ClientError
 
     ft = target.config.finetune
+    kind = ft.customization_type
     name = f"Customization: {ft.base_model_id}"
+    ids = {ft.base_model_id, ft.foundation_model_id}
 
     def run() -> Check:
+        bedrock = target.client("bedrock")
+        filterable = filterable_customization_types(bedrock)
         try:
-            answer = target.client("bedrock").list_foundation_models(byCustomizationType=ft.customization_type)
+            if kind in filterable:
+                answer = bedrock.list_foundation_models(byCustomizationType=kind)
+            else:
+                answer = bedrock.list_foundation_models()
         except ClientError as exc:
             if aws.is_access_denied(exc):
                 return Check(
                     name, FIX, f"may not list Bedrock models (bedrock:ListFoundationModels): {MODEL_ACCESS_FIX}"
                 )
             raise
-        offered = {str(m["modelId"]) for m in answer["modelSummaries"]}
-        if ft.base_model_id in offered or ft.foundation_model_id in offered:
-            return Check(name, OK, f"{ft.customization_type} is offered for it in {target.region}")
+        listed = [m for m in answer["modelSummaries"] if str(m["modelId"]) in ids]
+        if listed and kind in filterable:
+            return Check(name, OK, f"{kind} is offered for it in {target.region}")
+        if not listed:
+            offered = f"{kind} of {ft.foundation_model_id} is" if kind in filterable else f"{ft.foundation_model_id} is"
+            return Check(
+                name,
+                FIX,
+                f"{offered} not offered in {target.region}: "
+                "set ft_base_model_id to a model customizable there (or change region)",
+            )
+        supported = sorted({str(c) for m in listed for c in m.get("customizationsSupported") or []})
+        if kind in supported:
+            return Check(name, OK, f"{kind} is offered for it in {target.region}")
+        doc = CUSTOMIZATION_DOCS.get(kind, CUSTOMIZATION_DOC)
         return Check(
             name,
-            FIX,
-            f"{ft.customization_type} of {ft.foundation_model_id} is not offered in {target.region}: "
-            "set ft_base_model_id to a model customizable there (or change region)",
+            SKIP,
+            f"{ft.foundation_model_id} is offered in {target.region}, but Bedrock's model listing cannot say whether "
+            f"{kind} is (it names {', '.join(supported) or 'no customization'}): check the model and region in {doc}",
         )
 
     return guarded(name, "listing customizable models", target.region, run)
@@ -317,17 +390,37 @@ def bedrock_quota_needs(target: Target) -> dict[str, int]:
     return {PT_MODEL_UNITS_QUOTA: PT_MODEL_UNITS} if target.config.finetune.deploy == "provisioned" else {}
 
 
+# Words of a quota name that say it counts jobs at once (running, waiting or submitted).
+AT_ONCE_WORDS = ("concurrent", "in progress", "in-progress", "scheduled", "submitted")
+# The word a Bedrock quota name would use for the jobs of a type the kit runs that may have quotas of its own.
+TYPE_WORDS = {"DISTILLATION": "distillation", "REINFORCEMENT_FINE_TUNING": "reinforcement"}
+
+
 def _is_customization_jobs_quota(name: str) -> bool:
-    """A Bedrock quota on how many model customization jobs may run (or wait) at once.
+    """A Bedrock quota on how many model customization jobs may run (or wait) at once, whatever their type.
 
     Bedrock limits concurrent customization jobs per account, but its quota table
     (https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock) is the reference for the exact
     names, which vary by job kind: the quota is found by what its name says, not by a hard-coded name or code.
-    Distillation and reinforcement fine-tuning jobs have their own quotas; the kit runs neither.
+    A quota naming distillation or reinforcement fine-tuning binds only that type's jobs: ``_jobs_quotas_for``
+    adds it when the kit runs that type (ft_customization_type).
     """
-    if "customization job" not in name or any(word in name for word in ("record", "distillation", "reinforcement")):
+    if "customization job" not in name or any(word in name for word in ("record", *TYPE_WORDS.values())):
         return False
-    return any(word in name for word in ("concurrent", "in progress", "in-progress", "scheduled", "submitted"))
+    return any(word in name for word in AT_ONCE_WORDS)
+
+
+def _jobs_quotas_for(kind: str) -> Callable[[str], bool]:
+    """The quotas on jobs at once a job of ``kind`` counts against: the general ones, and those naming its type."""
+    word = TYPE_WORDS.get(kind)
+
+    def wanted(name: str) -> bool:
+        if _is_customization_jobs_quota(name):
+            return True
+        own = word is not None and word in name and "job" in name and "record" not in name
+        return own and any(at_once in name for at_once in AT_ONCE_WORDS)
+
+    return wanted
 
 
 def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
@@ -337,7 +430,7 @@ def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
     name = CUSTOMIZATION_JOBS_ROW
     region = target.region
     try:
-        quotas = book.matching("bedrock", _is_customization_jobs_quota)
+        quotas = book.matching("bedrock", _jobs_quotas_for(target.config.finetune.customization_type))
     except (BotoCoreError, ClientError) as exc:
         return Check(name, FIX, quota_unreadable(exc, "bedrock", region))
     if not quotas:
@@ -364,6 +457,13 @@ def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[
     """The customization-job quota, and with ft_deploy=provisioned the model units for a custom model."""
     book = book or QuotaBook(target)
     return [check_customization_jobs(target, book), *quota_rows(target, book, "bedrock", bedrock_quota_needs(target))]
+
+
+def sm_quota_needs(target: Target) -> dict[str, int]:
+    """The SageMaker path's training job: its instance quota -> instances. Reported with Level 4's SageMaker quotas
+    (kit/level4_pretrain.py quota_needs), which takes the larger count where both levels use the same quota."""
+    sm = target.config.finetune_sagemaker
+    return {training_job_quota(sm.instance_type, sm.spot): max(sm.instance_count, 1)}
 
 
 def doctor_rows(target: Target) -> list[str]:

@@ -1,6 +1,7 @@
 """Level 4, pre-training: ``kit l4 …`` submits a multi-node training job through the GenAiKit-4-Pretrain-Jobs
 state machine and follows it, or shows the HyperPod cluster of GenAiKit-4-Pretrain-Cluster. Its ``kit doctor``
-checks: the SageMaker training-job and HyperPod instance quotas the configuration needs."""
+checks: the SageMaker quotas the configuration needs (training-job instances, Level 3's SageMaker path
+included, and the HyperPod cluster's instances, nodes and EBS volume)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from kit import aws
+from kit import aws, level3_finetune
 from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
-from kit.doctor import Check, Needs, QuotaBook, quota_rows
+from kit.doctor import Check, Needs, QuotaBook, quota_rows, training_job_quota
 from kit.operator import (
     cell,
     console,
@@ -41,6 +42,22 @@ from stacks.level4_pretrain import names
 # `--name` accepts; `--resume-from` takes any name an earlier execution may have had.
 NEW_EXECUTION_NAME = re.compile(r"[0-9A-Za-z_-]{1,80}")
 EXECUTION_NAME = re.compile(r"[^<>{}\[\]?*\"#%\\^|~`$&,;:/\s\x00-\x1f\x7f-\x9f\ufffe\uffff]{1,80}")
+
+
+# The IAM actions the `kit l4` commands call with the operator's credentials (the README's "Operator
+# permissions"); tests/kit/test_operator_permissions.py derives them from the code and compares.
+OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
+    "l4": (
+        "cloudformation:DescribeStacks",
+        "sagemaker:DescribeCluster",
+        "sagemaker:DescribeTrainingJob",
+        "sagemaker:ListClusterNodes",
+        "states:DescribeExecution",
+        "states:GetExecutionHistory",
+        "states:ListExecutions",
+        "states:StartExecution",
+    ),
+}
 
 
 @click.group()
@@ -280,19 +297,31 @@ def cluster() -> None:
 
 # --- kit doctor ---------------------------------------------------------------------------------------------
 # SageMaker instance quotas: "<type> for training job usage", "<type> for spot training job usage",
-# "<type> for cluster usage" (https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker).
+# "<type> for cluster usage" (https://docs.aws.amazon.com/general/latest/gr/sagemaker.html#limits_sagemaker), and
+# the HyperPod cluster quotas of the "List of common service quotas" in
+# https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-prerequisites.html#sagemaker-hyperpod-prerequisites-quotas
+HYPERPOD_NODES_PER_CLUSTER = "Maximum number instances allowed per SageMaker HyperPod cluster"
+HYPERPOD_NODES_IN_ALL_CLUSTERS = "Total number of instances allowed across SageMaker HyperPod clusters"
+HYPERPOD_EBS_GB = "Maximum size of EBS volume in GB for a SageMaker HyperPod cluster instance"
 
 
 def quota_needs(target: Target) -> dict[str, int]:
-    """SageMaker quota name -> instances the configuration needs (at least 1 to use the type at all)."""
+    """SageMaker quota name -> what the configuration needs: the training jobs of Level 3's SageMaker path and of
+    Level 4 (the larger count where both use the same quota), and the HyperPod cluster's instances per type (at
+    least 1 to use the type at all), nodes and EBS volume per node."""
     settings = target.config.pretrain
-    usage = "spot training job usage" if settings.job_spot else "training job usage"
-    needs = {f"{settings.job_instance_type} for {usage}": max(settings.job_instance_count, 1)}
+    needs = level3_finetune.sm_quota_needs(target)
+    job = training_job_quota(settings.job_instance_type, settings.job_spot)
+    needs[job] = max(needs.get(job, 0), settings.job_instance_count, 1)
     cluster: dict[str, int] = {}
     for group in settings.groups:
         cluster[group.instance_type] = cluster.get(group.instance_type, 0) + group.count
     for instance_type, count in cluster.items():
         needs[f"{instance_type} for cluster usage"] = max(count, 1)
+    nodes = sum(group.count for group in settings.groups)  # controller, login node and compute groups
+    needs[HYPERPOD_NODES_PER_CLUSTER] = nodes
+    needs[HYPERPOD_NODES_IN_ALL_CLUSTERS] = nodes  # other clusters in the account count against it too
+    needs[HYPERPOD_EBS_GB] = settings.ebs_volume_gb
     return needs
 
 

@@ -187,14 +187,16 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     out = result.output
     assert FIX in row(out, "Region") and f"export AWS_REGION={REGION}" in row(out, "Region")
     assert f"run npx cdk bootstrap aws://{ACCOUNT}/{REGION}" in row(out, "CDK bootstrap")
-    assert "enable model access in the Amazon Bedrock console" in row(out, f"Model access: {TEXT_MODEL}")
+    assert "aws-marketplace:Subscribe" in row(out, f"Model access: {TEXT_MODEL}")
     assert f"{EMBEDDING_MODEL} is not authorized" in row(out, f"Model access: {EMBEDDING_MODEL}")
     assert "set ft_base_model_id to a model customizable there" in row(out, f"Customization: {FT.base_model_id}")
     training_row = row(out, f"Quota: {training}")
     assert FIX in training_row and f"the config needs {needed()[training]}" in training_row
     assert f"--quota-code L-TRAIN001 --desired-value {needed()[training]} --region {REGION}" in training_row
     assert OK in row(out, f"Quota: {cluster[0]}").split()
-    for missing in cluster[1:]:
+    hyperpod = [name for name in names if "HyperPod" in name]  # the cluster's nodes and EBS: not listed here
+    assert len(hyperpod) == 3
+    for missing in cluster[1:] + hyperpod:
         assert "no SageMaker quota named" in row(out, f"Quota: {missing}")
     jobs = row(out, "Bedrock customization jobs")
     assert FIX in jobs and f"'{JOBS_QUOTA}' (L-JOBS0001) is 0, the kit runs 1 job at a time" in jobs
@@ -204,7 +206,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert "the kit's 14 functions may all run at once and its APIs admit bursts of 20 requests" in concurrency
     assert "Service Quotas > AWS Lambda > 'Concurrent executions'" in concurrency
     assert f"--service-code lambda --quota-code {LAMBDA_CODE} --desired-value 1000 --region {REGION}" in concurrency
-    fixes = 5 + 1 + len(cluster[1:]) + 2
+    fixes = 5 + 1 + len(cluster[1:]) + len(hyperpod) + 2
     assert f"{fixes} to fix, 0 skipped." in out
 
 
@@ -282,8 +284,25 @@ def test_older_botocore_falls_back_to_list_and_get_foundation_model(
         denied = doctor_module.check_model_access(target, TEXT_MODEL, TEXT_MODEL)
         absent = doctor_module.check_model_access(target, TEXT_MODEL, TEXT_MODEL)
     assert readable.status == OK
-    assert denied.status == FIX and "enable model access in the Amazon Bedrock console" in denied.detail
+    assert denied.status == FIX and "aws-marketplace:Subscribe" in denied.detail
     assert absent.status == FIX and f"is not offered in {REGION}" in absent.detail
+
+
+def test_model_access_advice_names_the_prerequisites_not_the_retired_console_page() -> None:
+    # Serverless models are enabled by default; the Model access page is retired (the Lambda functions' errors
+    # say the same from one copy: lambdas/common/errors.py).
+    # https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
+    from common.errors import SUBSCRIPTION_ADVICE
+
+    failed = {"status": "ERROR", "errorMessage": "the subscription failed"}
+    for answer in (
+        available(TEXT_MODEL, entitlementAvailability="NOT_AVAILABLE"),
+        available(TEXT_MODEL, agreementAvailability=failed),
+    ):
+        check = doctor_module._availability("Model access", TEXT_MODEL, REGION, answer)
+        assert check.status == FIX and SUBSCRIPTION_ADVICE in check.detail
+        assert "(Model access)" not in check.detail and "enable model access" not in check.detail
+    assert "SCP" in doctor_module.MODEL_ACCESS_FIX
 
 
 # --- the bootstrap version --------------------------------------------------------------------------------------
@@ -403,6 +422,27 @@ def test_only_fix_rows_fail_the_command(
 
 
 # --- Lambda concurrency -----------------------------------------------------------------------------------------
+
+
+def test_the_hyperpod_cluster_quotas_follow_its_nodes_and_ebs_volume() -> None:
+    # The "List of common service quotas" of
+    # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-prerequisites.html
+    compute = '[{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 3}]'
+    target = Target(
+        context={"hp_login_instance_type": "ml.m5.xlarge", "hp_compute_groups": compute, "hp_ebs_volume_gb": "500"}
+    )
+    needs = level4_pretrain.quota_needs(target)
+    assert needs["Maximum number instances allowed per SageMaker HyperPod cluster"] == 5  # controller, login, 3
+    assert needs["Total number of instances allowed across SageMaker HyperPod clusters"] == 5
+    assert needs["Maximum size of EBS volume in GB for a SageMaker HyperPod cluster instance"] == 500
+    with stubbed("service-quotas") as service_quotas:
+        applied = [quota(name, value, f"L-HP{i:06d}") for i, (name, value) in enumerate(needs.items())]
+        applied[-1] = quota(level4_pretrain.HYPERPOD_EBS_GB, 100, "L-EBS00001")  # the default, below 500
+        service_quotas.add_response("list_service_quotas", {"Quotas": applied}, {"ServiceCode": "sagemaker"})
+        rows = {check.name: check for check in level4_pretrain.check_quotas(target)}
+    ebs = rows[f"Quota: {level4_pretrain.HYPERPOD_EBS_GB}"]
+    assert ebs.status == FIX and "--quota-code L-EBS00001 --desired-value 500" in ebs.detail
+    assert [check.status for name, check in rows.items() if "EBS" not in name] == [OK] * (len(rows) - 1)
 
 
 def test_lambda_concurrency_that_admits_the_kit_is_ok() -> None:

@@ -1,9 +1,13 @@
 """kit doctor's Level 3 checks, offline: the Bedrock quota on customization jobs at once (found by what its name
 says) and, with ft_deploy=provisioned, the Provisioned Throughput model units (Service Quotas through botocore's
-Stubber)."""
+Stubber); the customization check against what ListFoundationModels can filter on; the SageMaker path's training
+job quota."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from finetune_validate.formats import CUSTOMIZATION_TYPES
 from kit import level3_finetune as level3
 from kit.aws import Target
 from kit.doctor import FIX, OK, SKIP, QuotaBook
@@ -66,3 +70,96 @@ def test_provisioned_deploy_needs_custom_model_units() -> None:
         bedrock_quotas(service_quotas, [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")])
         _, missing = level3.check_bedrock_quotas(target)
     assert missing.status == FIX and f"no Bedrock quota named {units!r} in {REGION}" in missing.detail
+
+
+# --- the customization check: what ListFoundationModels can filter on ------------------------------------------
+
+NO_HYPERPARAMETERS: dict[str, Any] = {"ft_hyperparameters": {}}  # the configured ones are FINE_TUNING's
+RFT = {
+    "ft_customization_type": "REINFORCEMENT_FINE_TUNING",
+    "ft_base_model_id": "amazon.nova-2-lite-v1:0:256k",
+    **NO_HYPERPARAMETERS,
+}
+
+
+# A base model the config accepts for each type the configured one does not take.
+BASE_MODELS = {
+    "CONTINUED_PRE_TRAINING": "amazon.titan-text-express-v1:0:8k",
+    "REINFORCEMENT_FINE_TUNING": RFT["ft_base_model_id"],
+}
+
+
+def summary(model_id: str, *supported: str) -> dict[str, Any]:
+    arn = f"arn:aws:bedrock:{REGION}::foundation-model/{model_id}"
+    return {"modelArn": arn, "modelId": model_id, "customizationsSupported": list(supported)}
+
+
+def test_each_type_is_filtered_only_when_botocores_model_says_the_filter_takes_it() -> None:
+    # The rule comes from botocore: ListFoundationModels' byCustomizationType enum (ModelCustomization), which
+    # the service enforces; the kit's types are CreateModelCustomizationJob's.
+    bedrock = Target().client("bedrock")
+    members = bedrock.meta.service_model.operation_model("ListFoundationModels").input_shape.members
+    assert level3.filterable_customization_types(bedrock) == tuple(members["byCustomizationType"].enum)
+    for kind in CUSTOMIZATION_TYPES:
+        base = BASE_MODELS.get(kind, Target().config.finetune.base_model_id)
+        target = Target(context={"ft_customization_type": kind, "ft_base_model_id": base, **NO_HYPERPARAMETERS})
+        ft = target.config.finetune
+        request = {"byCustomizationType": kind} if kind in members["byCustomizationType"].enum else {}
+        with stubbed("bedrock") as stub:
+            answer = {"modelSummaries": [summary(ft.foundation_model_id, kind)]}
+            stub.add_response("list_foundation_models", answer, request)
+            check = level3.check_customization(target)
+            stub.assert_no_pending_responses()
+        assert check.status == OK, (kind, check)
+
+
+def test_reinforcement_fine_tuning_is_checked_without_the_filter_it_would_be_refused() -> None:
+    target = Target(context=RFT)
+    model = target.config.finetune.foundation_model_id
+    assert "REINFORCEMENT_FINE_TUNING" not in level3.filterable_customization_types(target.client("bedrock"))
+    with stubbed("bedrock") as stub:
+        stub.add_response("list_foundation_models", {"modelSummaries": [summary(model, "FINE_TUNING")]}, {})
+        unknown = level3.check_customization(target)
+        stub.add_response("list_foundation_models", {"modelSummaries": [summary("amazon.nova-pro-v1:0")]}, {})
+        absent = level3.check_customization(target)
+    assert unknown.status == SKIP and "reinforcement-fine-tuning.html" in unknown.detail
+    assert f"{model} is offered in {REGION}" in unknown.detail and "names FINE_TUNING" in unknown.detail
+    assert absent.status == FIX and f"{model} is not offered in {REGION}" in absent.detail
+
+
+def test_a_type_with_quotas_of_its_own_is_checked_against_them_too() -> None:
+    assert level3._jobs_quotas_for("DISTILLATION")("concurrent model distillation jobs")
+    assert level3._jobs_quotas_for("REINFORCEMENT_FINE_TUNING")("concurrent reinforcement fine-tuning jobs")
+    assert level3._jobs_quotas_for("DISTILLATION")(JOBS_QUOTA.lower())  # the general quota binds every type
+    assert not level3._jobs_quotas_for("FINE_TUNING")("concurrent model distillation jobs")
+    assert not level3._jobs_quotas_for("DISTILLATION")("concurrent reinforcement fine-tuning jobs")
+    assert not level3._jobs_quotas_for("DISTILLATION")("records per distillation job")
+    target = Target(context={"ft_customization_type": "DISTILLATION", **NO_HYPERPARAMETERS})
+    with stubbed("service-quotas") as service_quotas:
+        own = quota("Concurrent model distillation jobs", 0, "L-DISTIL01", "bedrock")
+        bedrock_quotas(service_quotas, [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock"), own])
+        check = level3.check_customization_jobs(target, QuotaBook(target))
+    assert check.status == FIX and "'Concurrent model distillation jobs' (L-DISTIL01) is 0" in check.detail
+
+
+# --- the SageMaker path's training job (reported with Level 4's SageMaker quotas) ------------------------------
+
+
+def test_the_sagemaker_paths_training_job_quota_is_checked_with_level_4s() -> None:
+    from kit.level4_pretrain import quota_needs
+
+    other = Target(context={"sm_instance_type": "ml.g5.2xlarge", "sm_instance_count": "2", "sm_spot": "true"})
+    assert quota_needs(other)["ml.g5.2xlarge for spot training job usage"] == 2
+    pretrain = other.config.pretrain
+    assert quota_needs(other)[f"{pretrain.job_instance_type} for training job usage"] == pretrain.job_instance_count
+    # both levels on the same quota: the larger count, one row
+    for sm_count, tj_count in ((3, 2), (1, 4)):
+        same = Target(
+            context={
+                "sm_instance_type": "ml.g5.xlarge",
+                "sm_instance_count": str(sm_count),
+                "tj_instance_type": "ml.g5.xlarge",
+                "tj_instance_count": str(tj_count),
+            }
+        )
+        assert quota_needs(same)["ml.g5.xlarge for training job usage"] == max(sm_count, tj_count)
