@@ -22,7 +22,11 @@ from constructs import Construct
 
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.names import logical_id
-from stacks.shared.cleanup_grants import stop_pipeline_statements, stop_training_jobs_statement
+from stacks.shared.cleanup_grants import (
+    check_job_prefix,
+    stop_pipeline_statements,
+    stop_training_jobs_statement,
+)
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -63,12 +67,7 @@ class SageMakerFineTuneCleanup(Construct):
         job_prefix: str,
     ) -> None:
         super().__init__(scope, construct_id)
-        stage_prefix = f"{deployment.resource_name()}-"
-        if not job_prefix.startswith(stage_prefix) or len(job_prefix) <= len(stage_prefix) or job_prefix[-1] != "-":
-            raise ValueError(
-                f"job_prefix {job_prefix!r} must start with {stage_prefix!r} (the stage) and end with '-', so the "
-                "cleanup cannot match another stage's jobs and models"
-            )
+        check_job_prefix(deployment, job_prefix, "jobs and models")
         self.deletes_models = not deployment.is_prod
         stack = Stack.of(self)
         arn = f"arn:{stack.partition}"

@@ -22,7 +22,11 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level4_pretrain.jobs import OUTPUT_PREFIX
-from stacks.shared.cleanup_grants import stop_pipeline_statements, stop_training_jobs_statement
+from stacks.shared.cleanup_grants import (
+    check_job_prefix,
+    stop_pipeline_statements,
+    stop_training_jobs_statement,
+)
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -55,12 +59,7 @@ class PretrainJobsCleanup(Construct):
         job_prefix: str,
     ) -> None:
         super().__init__(scope, construct_id)
-        stage_prefix = f"{deployment.resource_name()}-"
-        if not job_prefix.startswith(stage_prefix) or len(job_prefix) <= len(stage_prefix) or job_prefix[-1] != "-":
-            raise ValueError(
-                f"job_prefix {job_prefix!r} must start with {stage_prefix!r} (the stage) and end with '-', so the "
-                "cleanup cannot match another stage's training jobs"
-            )
+        check_job_prefix(deployment, job_prefix, "training jobs")
         stack = Stack.of(self)
         arn = f"arn:{stack.partition}"
         where = f"{stack.region}:{stack.account}"

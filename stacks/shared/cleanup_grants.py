@@ -1,11 +1,24 @@
-"""The grants the stack-deletion cleanups share (Level 3's two, Level 4's jobs): stop the state machine's
-executions and the stack's training jobs, and read the stack's own status (they act only while it is deleted)."""
+"""What the stack-deletion cleanups share (Level 3's two, Level 4's jobs): the grants to stop the state machine's
+executions and the stack's training jobs and to read the stack's own status (they act only while it is deleted),
+and the check that the job prefix they act on is their own stage's."""
 
 from __future__ import annotations
 
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
+
+from stacks.shared.deployment import Deployment
+
+
+def check_job_prefix(deployment: Deployment, job_prefix: str, what: str) -> None:
+    """Refuse a prefix that does not carry this stage: the cleanup would match another stage's ``what``."""
+    stage_prefix = f"{deployment.resource_name()}-"
+    if not job_prefix.startswith(stage_prefix) or len(job_prefix) <= len(stage_prefix) or job_prefix[-1] != "-":
+        raise ValueError(
+            f"job_prefix {job_prefix!r} must start with {stage_prefix!r} (the stage) and end with '-', so the "
+            f"cleanup cannot match another stage's {what}"
+        )
 
 
 def stop_pipeline_statements(
