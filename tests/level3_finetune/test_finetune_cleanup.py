@@ -12,7 +12,7 @@ import pytest
 
 from common import stack_cleanup
 from finetune_cleanup import handler as h
-from tests.level3_finetune.cleanup_helpers import T0, FakeAws, cleanup_event, context, fake_aws
+from tests.cleanup_helpers import T0, FakeAws, cleanup_event, context, fake_aws
 
 ACCOUNT = "123456789012"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"

@@ -30,9 +30,7 @@ from stacks.shared.nag import suppress
 from stacks.shared.python_function import package_dir
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group
-from tests.conftest import cdk_json_context
-from tests.infra.helpers import as_list, iam_reference, resources
-from tests.level3_finetune.cleanup_helpers import (
+from tests.cleanup_helpers import (
     IAM_PREFIX,
     T0,
     FakeAws,
@@ -42,6 +40,8 @@ from tests.level3_finetune.cleanup_helpers import (
     context,
     fake_aws,
 )
+from tests.conftest import cdk_json_context
+from tests.infra.helpers import as_list, iam_reference, resources
 
 ACCOUNT = "123456789012"
 PREFIX = "genai-kit-sandbox-sft-"

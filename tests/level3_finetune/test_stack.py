@@ -15,9 +15,9 @@ import pytest
 from stacks.config import ConfigError
 from stacks.level3_finetune.names import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
 from stacks.shared.registry import resource_schema
+from tests.cleanup_helpers import called_actions
 from tests.infra.helpers import as_list, only, render, resources, statements
 from tests.infra.test_config import build
-from tests.level3_finetune.cleanup_helpers import called_actions
 
 STACK = "GenAiKit-3-FineTune"
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,9 +22,7 @@ from stacks.level4_pretrain.cleanup import CLEANUP_SERVICE_TIMEOUT, CLEANUP_TIME
 from stacks.level4_pretrain.jobs import OUTPUT_PREFIX
 from stacks.shared.deployment import Deployment
 from stacks.shared.python_function import package_dir
-from tests.conftest import cdk_json_context
-from tests.infra.helpers import as_list, iam_reference, render, resources
-from tests.level3_finetune.cleanup_helpers import (
+from tests.cleanup_helpers import (
     IAM_PREFIX,
     T0,
     FakeAws,
@@ -34,6 +32,8 @@ from tests.level3_finetune.cleanup_helpers import (
     context,
     fake_aws,
 )
+from tests.conftest import cdk_json_context
+from tests.infra.helpers import as_list, iam_reference, render, resources
 
 JOBS = "GenAiKit-4-Pretrain-Jobs"
 ACCOUNT = "123456789012"

@@ -1,6 +1,6 @@
-"""What the tests of Level 3's two sandbox cleanups share: stubbed clients behind common.stack_cleanup's seams, a
-clock that moves only when the code sleeps, CloudFormation's answers, the request and context a cleanup gets,
-and the scan of the AWS calls a cleanup's code makes (which its role must grant)."""
+"""What the tests of the stack-deletion cleanups (Level 3's two, Level 4's jobs) share: stubbed clients behind
+common.stack_cleanup's seams, a clock that moves only when the code sleeps, CloudFormation's answers, the request
+and context a cleanup gets, and the scan of the AWS calls a cleanup's code makes (which its role must grant)."""
 
 from __future__ import annotations
 
