@@ -229,14 +229,22 @@ def client_calls(source: str) -> set[tuple[str, str]]:
     return found
 
 
-def called_actions(package: str) -> set[str]:
-    """The IAM actions a cleanup function's code calls: its package and the shared steps (stack_cleanup.py)."""
+def _actions_in(paths: list[Path]) -> set[str]:
     import boto3
 
-    sources: list[Path] = [*sorted(package_dir(package).glob("*.py")), package_dir("common") / "stack_cleanup.py"]
     actions = set()
-    for path in sources:
+    for path in paths:
         for service, method in client_calls(path.read_text()):
             operation = boto3.client(service, region_name="us-east-1").meta.method_to_api_mapping[method]
             actions.add(f"{IAM_PREFIX[service]}:{operation}")
     return actions
+
+
+def common_actions(module: str) -> set[str]:
+    """The IAM actions a shared step in lambdas/common (``module``.py) calls."""
+    return _actions_in([package_dir("common") / f"{module}.py"])
+
+
+def called_actions(package: str) -> set[str]:
+    """The IAM actions a cleanup function's code calls: its package and the shared steps (stack_cleanup.py)."""
+    return _actions_in(sorted(package_dir(package).glob("*.py"))) | common_actions("stack_cleanup")

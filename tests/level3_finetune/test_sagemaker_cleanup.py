@@ -27,7 +27,6 @@ from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.sagemaker_cleanup import CLEANUP_SERVICE_TIMEOUT, CLEANUP_TIMEOUT, SageMakerFineTuneCleanup
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
-from stacks.shared.python_function import package_dir
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group
 from tests.cleanup_helpers import (
@@ -36,7 +35,7 @@ from tests.cleanup_helpers import (
     FakeAws,
     called_actions,
     cleanup_event,
-    client_calls,
+    common_actions,
     context,
     fake_aws,
 )
@@ -590,18 +589,6 @@ def small_sandbox() -> tuple[Built, Template]:
     return built, Template.from_stack(built.stack)
 
 
-def shared_actions(module: str) -> set[str]:
-    """The IAM actions a shared step in lambdas/common calls (called_actions reads stack_cleanup.py only): the
-    training-job step lives in common/training_cleanup.py, shared with Level 4's cleanup."""
-    import boto3
-
-    actions = set()
-    for service, method in client_calls((package_dir("common") / f"{module}.py").read_text()):
-        operation = boto3.client(service, region_name="us-east-1").meta.method_to_api_mapping[method]
-        actions.add(f"{IAM_PREFIX[service]}:{operation}")
-    return actions
-
-
 def _logical(built: Built, construct: Any) -> str:
     return built.stack.get_logical_id(construct.node.default_child)
 
@@ -680,7 +667,7 @@ def test_the_function_role_is_granted_exactly_what_the_cleanup_calls(small_sandb
     # Exactly what the code calls: the handler's own steps and the shared ones (stop the executions, read the stack).
     assert {a for s in ours.values() for a in as_list(s["Action"])} == called_actions(
         "sagemaker_cleanup"
-    ) | shared_actions("training_cleanup")
+    ) | common_actions("training_cleanup")
     # Besides these, only what every kit function has: its own log group and X-Ray.
     others = [s for s in statements if "Sid" not in s]
     assert sorted(str(s["Action"]) for s in others) == sorted(
@@ -749,7 +736,7 @@ def test_the_prod_cleanup_only_stops_and_cannot_delete_models() -> None:
     granted = {a for s in ours.values() for a in as_list(s["Action"])}
     # Exactly what the stop-only steps call (stopping executions, training jobs, reading the stack: the shared
     # steps), none of the handler's own Bedrock calls.
-    assert granted == called_actions("sagemaker_cleanup") - bedrock_actions() | shared_actions("training_cleanup")
+    assert granted == called_actions("sagemaker_cleanup") - bedrock_actions() | common_actions("training_cleanup")
     assert granted == {
         "sagemaker:ListTrainingJobs",
         "sagemaker:DescribeTrainingJob",

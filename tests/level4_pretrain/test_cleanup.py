@@ -21,14 +21,12 @@ from pretrain_cleanup import handler as h
 from stacks.level4_pretrain.cleanup import CLEANUP_SERVICE_TIMEOUT, CLEANUP_TIMEOUT, PretrainJobsCleanup
 from stacks.level4_pretrain.jobs import OUTPUT_PREFIX
 from stacks.shared.deployment import Deployment
-from stacks.shared.python_function import package_dir
 from tests.cleanup_helpers import (
-    IAM_PREFIX,
     T0,
     FakeAws,
     called_actions,
     cleanup_event,
-    client_calls,
+    common_actions,
     context,
     fake_aws,
 )
@@ -365,17 +363,6 @@ def test_the_properties_name_this_stacks_jobs(sandbox: Any, prod: Any) -> None:
         assert request["TrainingJobName.$"].startswith(f"States.Format('{props['NamePrefix']}{{}}'")
 
 
-def shared_actions(module: str) -> set[str]:
-    """The IAM actions a shared step in lambdas/common calls (called_actions reads stack_cleanup.py only)."""
-    import boto3
-
-    actions = set()
-    for service, method in client_calls((package_dir("common") / f"{module}.py").read_text()):
-        operation = boto3.client(service, region_name="us-east-1").meta.method_to_api_mapping[method]
-        actions.add(f"{IAM_PREFIX[service]}:{operation}")
-    return actions
-
-
 def test_the_function_is_granted_exactly_what_it_calls_scoped_as_iam_allows(sandbox: Any) -> None:
     template = sandbox.templates[JOBS]
     role = _function(template)["Role"]["Fn::GetAtt"][0]
@@ -385,7 +372,7 @@ def test_the_function_is_granted_exactly_what_it_calls_scoped_as_iam_allows(sand
         for s in template["Resources"][p]["Properties"]["PolicyDocument"]["Statement"]
     ]
     ours = {s["Sid"]: s for s in granted if "Sid" in s}
-    called = called_actions("pretrain_cleanup") | shared_actions("training_cleanup")
+    called = called_actions("pretrain_cleanup") | common_actions("training_cleanup")
     assert (
         {a for s in ours.values() for a in as_list(s["Action"])}
         == called
