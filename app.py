@@ -22,6 +22,7 @@ from stacks.level3_finetune.sagemaker import SageMakerFineTuneStack
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.level4_pretrain.stack import PretrainClusterStack, PretrainJobsStack
 from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
+from stacks.shared.regions import refuse_unavailable_types
 from stacks.shared.registry import config_errors, name_findings
 
 
@@ -104,6 +105,10 @@ def build_app(
         InvocationLoggingStack(
             app, STACK_IDS["0-logging"], stack_name=f"{STACK_IDS['0-logging']}-{config.stage}", env=env, config=config
         )
+    # A stack whose resource types the region's CloudFormation lacks is refused alone (stacks/shared/regions.py).
+    for stack in app.node.children:
+        if isinstance(stack, cdk.Stack):
+            refuse_unavailable_types(stack, config.region)
     if nag:
         cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, config

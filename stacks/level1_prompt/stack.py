@@ -27,8 +27,9 @@ from stacks.shared.deployment import Deployment
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.python_function import PythonFunction
+from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
-from stacks.shared.settings import ModelRef
+from stacks.shared.settings import ModelRef, profile_region_problems
 from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
@@ -145,6 +146,8 @@ class PromptEngineeringStack(Stack):
             description="genai-spectrum-kit Level 1: prompt engineering on Amazon Bedrock",
             **kwargs,
         )
+        if refuse(self, profile_region_problems("text_model_id", config.text_model, self.region)):
+            return  # the text model cannot be called from this region: an empty stack with the error
         deployment = config.deployment
         tag_stack(self, deployment, LEVEL)
 

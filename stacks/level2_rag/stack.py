@@ -40,9 +40,10 @@ from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
+from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.secure_bucket import SecureBucket
-from stacks.shared.settings import ModelRef
+from stacks.shared.settings import ModelRef, profile_region_problems
 from stacks.shared.stage import bucket_deployment_logs, tag_stack
 
 LEVEL = "2-rag"
@@ -797,6 +798,8 @@ class RagStack(Stack):
         super().__init__(
             scope, construct_id, description="genai-spectrum-kit Level 2: RAG on a Bedrock Knowledge Base", **kwargs
         )
+        if refuse(self, profile_region_problems("text_model_id", config.text_model, self.region)):
+            return  # the text model cannot be called from this region: an empty stack with the error
         deployment, rag = config.deployment, config.rag
         tag_stack(self, deployment, LEVEL)
 

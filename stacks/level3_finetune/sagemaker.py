@@ -36,14 +36,15 @@ from constructs import Construct
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
-from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
+from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
-from stacks.level4_pretrain.jobs import training_image_account
+from stacks.level4_pretrain.jobs import training_image_account, training_image_problems
 from stacks.level4_pretrain.stack import notification_rule
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
+from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
 
@@ -80,6 +81,8 @@ class SageMakerFineTuneStack(Stack):
             ),
             **kwargs,
         )
+        if refuse(self, region_problems(self.region) + training_image_problems(self.region)):
+            return  # no Custom Model Import or training image in this region: an empty stack with the errors
         deployment, settings = config.deployment, config.finetune_sagemaker
         tag_stack(self, deployment, LEVEL)
         # + the hash of the execution ARN (sagemaker_pipeline.run_name); the stage keeps the sandbox's and prod's

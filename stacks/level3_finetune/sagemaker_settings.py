@@ -9,13 +9,16 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator
 
 from stacks.level4_pretrain.settings import MAX_JOB_HOURS
-from stacks.shared.settings import Allowed, Flag, Invalid, Settings, Text, TrainingInstanceType, Whole
+from stacks.shared.settings import Allowed, Flag, Invalid, Problem, Settings, Text, TrainingInstanceType, Whole
 
 # A Hugging Face Hub repository id (owner/name): https://huggingface.co/docs/hub/repositories
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 # A Secrets Manager secret name ("1-512 characters: letters, digits, /_+=.@-") or its complete ARN, whose
 # name ends in the hyphen and six characters Secrets Manager adds:
 # https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html
+# Bedrock Custom Model Import, which serves the fine-tuned model, is offered in these regions only:
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-import-model.html
+IMPORT_REGIONS = ("us-east-1", "us-west-2")
 SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 SECRET_ARN = re.compile(
     r"arn:aws[a-z-]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d:\d{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}-[A-Za-z0-9]{6}"
@@ -89,3 +92,12 @@ class SageMakerFineTuneSettings(Settings):
     def job_hours(self) -> int:
         """The longest the training job can take: the spot wait bounds the runtime when spot is on."""
         return self.max_wait_hours if self.spot else self.max_runtime_hours
+
+
+def region_problems(region: str) -> list[Problem]:
+    """What ``region`` cannot do for the SageMaker path: import the trained model into Bedrock (the training image
+    is stacks/level4_pretrain/jobs.training_image_problems). Only this stack is refused for it
+    (stacks/shared/regions.py)."""
+    if region in IMPORT_REGIONS:
+        return []
+    return [Problem("region", region, "a region with Bedrock Custom Model Import: " + ", ".join(IMPORT_REGIONS))]

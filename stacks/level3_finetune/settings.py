@@ -12,7 +12,19 @@ from typing import Annotated, Literal, get_args
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from finetune_validate import formats
-from stacks.shared.settings import Allowed, Invalid, OneOf, Settings, Stripped, Text, Whole, json_or_text
+from stacks.shared.settings import (
+    Allowed,
+    Invalid,
+    OneOf,
+    Problem,
+    Settings,
+    Stripped,
+    Text,
+    Whole,
+    json_or_text,
+    parse_model_id,
+    profile_region_problems,
+)
 
 CUSTOMIZATION_TYPES = formats.CUSTOMIZATION_TYPES
 DeployMode = Literal["none", "on-demand", "provisioned"]
@@ -93,15 +105,6 @@ class FineTuneSettings(Settings):
         alias="ft_poll_minutes", description="How often the pipeline reads the job's status", ge=1, le=60
     )
 
-    @field_validator("base_model_id")
-    @classmethod
-    def _offered_in_region(cls, base: str, info: ValidationInfo) -> str:
-        region = (info.context or {}).get("region")
-        regions = formats.MODELS[base].regions
-        if region and region not in regions:
-            raise Invalid(f"a model customizable in region {region}; {base} is offered in {', '.join(regions)}")
-        return base
-
     @field_validator("customization_type")
     @classmethod
     def _offered_for_the_model(cls, kind: str, info: ValidationInfo) -> str:
@@ -176,3 +179,21 @@ class FineTuneSettings(Settings):
     def foundation_model_id(self) -> str:
         """The base model's foundation-model id (the customization id without its context suffix)."""
         return ":".join(self.base_model_id.split(":")[:2])
+
+
+def region_problems(settings: FineTuneSettings, region: str) -> list[Problem]:
+    """What ``region`` cannot do for the Bedrock fine-tuning stack: customize the base model (the model table's
+    regions), or call a cross-Region teacher profile. Only this stack is refused for them (stacks/shared/regions.py),
+    so a region without model customization still deploys the other levels."""
+    problems = []
+    regions = formats.MODELS[settings.base_model_id].regions
+    if region not in regions:
+        problems.append(
+            Problem(
+                "ft_base_model_id",
+                settings.base_model_id,
+                f"a model customizable in region {region}; {settings.base_model_id} is offered in {', '.join(regions)}",
+            )
+        )
+    teacher = parse_model_id("ft_teacher_model_id", settings.teacher_model_id)
+    return problems + profile_region_problems("ft_teacher_model_id", teacher, region)

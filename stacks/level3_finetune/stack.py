@@ -49,11 +49,13 @@ from stacks.level3_finetune.names import (
     logical_id,
 )
 from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline
+from stacks.level3_finetune.settings import region_problems
 from stacks.level3_finetune.teardown import PipelineTeardown
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
 from stacks.shared.model_access import foundation_model_arn, model_invoke_statements
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
+from stacks.shared.regions import refuse
 from stacks.shared.settings import parse_model_id
 from stacks.shared.stage import tag_stack
 
@@ -79,6 +81,8 @@ class FineTuneStack(Stack):
         super().__init__(
             scope, construct_id, description="genai-spectrum-kit Level 3: fine-tuning on Amazon Bedrock", **kwargs
         )
+        if refuse(self, region_problems(config.finetune, self.region)):
+            return  # the region cannot customize the base model or call the teacher: an empty stack with the errors
         deployment, ft = config.deployment, config.finetune
         tag_stack(self, deployment, LEVEL)
 
@@ -180,8 +184,8 @@ class FineTuneStack(Stack):
         # teacher only when configured; the status, not today's date, decides, so the template does not change
         # with the calendar); a profile only as configured.
         # The validator refuses any other teacher a run names (ft.invocable_teachers, its invocableTeacherModelIds).
-        teacher = parse_model_id("ft_teacher_model_id", ft.teacher_model_id, self.region)
-        invocable = (parse_model_id("ft_teacher_model_id", t, self.region) for t in ft.invocable_teachers)
+        teacher = parse_model_id("ft_teacher_model_id", ft.teacher_model_id)
+        invocable = (parse_model_id("ft_teacher_model_id", t) for t in ft.invocable_teachers)
         teachers = sorted({t.foundation_model_id for t in invocable})
         service_role.add_to_policy(
             iam.PolicyStatement(

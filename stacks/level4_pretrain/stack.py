@@ -56,11 +56,13 @@ from stacks.level4_pretrain.jobs import (
     sourcedir_asset,
     stopping_condition,
     training_image_account,
+    training_image_problems,
 )
 from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
 from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
+from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
 
@@ -187,6 +189,8 @@ class PretrainJobsStack(Stack):
             description="genai-spectrum-kit Level 4: zero-idle multi-node SageMaker training jobs",
             **kwargs,
         )
+        if refuse(self, training_image_problems(self.region)):
+            return  # no training image is published in this region: an empty stack with the error
         deployment, settings = config.deployment, config.pretrain
         tag_stack(self, deployment, LEVEL)
         from workloads.pretrain import sagemaker_job  # the workload's own facts: image, hyperparameters, paths

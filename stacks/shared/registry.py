@@ -8,6 +8,9 @@ Two uses:
   string, so ``app.py`` can report it like any other config mistake.
 - ``create_only_paths``: the properties whose change makes CloudFormation replace the resource (the
   update-safety tests read them).
+- ``unavailable_types``: the resource types a region's registry does not offer. cfn-lint ships one index of
+  types per region; a stack with a type its region lacks would fail at deploy ("Unrecognized resource
+  types"), so ``app.py`` marks that stack with an error naming ``region`` (``cdk deploy`` of the others works).
 
 Schemas: https://docs.aws.amazon.com/cloudformation-cli/latest/userguide/resource-type-schema.html
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +31,55 @@ SCHEMA_REGION = "us-east-1"
 
 
 @functools.cache
-def _bundled_schemas() -> tuple[Path, Mapping[str, str]]:
-    """cfn-lint's bundled schema folder and its type -> file index for SCHEMA_REGION, found without importing
-    cfn-lint (its import costs about 0.8 s of every synth; test_schema_names holds the two readings equal)."""
+def _schema_folder() -> Path:
+    """cfn-lint's bundled schema folder, found without importing cfn-lint (its import costs about 0.8 s of every
+    synth; test_schema_names holds the two readings equal)."""
     spec = importlib.util.find_spec("cfnlint")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("cfn-lint is not installed: it ships the CloudFormation registry schemas the kit reads")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "schemas"
-    index: Mapping[str, str] = json.loads((folder / "providers" / f"{SCHEMA_REGION}.json").read_text())
-    return folder / "resources", index
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "schemas"
+
+
+@functools.cache
+def _provider_index(region: str) -> Mapping[str, str] | None:
+    """The registry's resource types in ``region`` (type -> schema file), or None for a region cfn-lint has no
+    index of."""
+    path = _schema_folder() / "providers" / f"{region}.json"
+    if not path.is_file():
+        return None
+    index: Mapping[str, str] = json.loads(path.read_text())
+    return index
+
+
+def _bundled_schemas() -> tuple[Path, Mapping[str, str]]:
+    """The schema files and the type -> file index of SCHEMA_REGION."""
+    index = _provider_index(SCHEMA_REGION)
+    assert index is not None, SCHEMA_REGION
+    return _schema_folder() / "resources", index
+
+
+@functools.cache
+def registry_regions() -> tuple[str, ...]:
+    """The regions the kit deploys to: those of the ``aws`` partition (botocore's endpoint data) that cfn-lint
+    has a resource-type index of. The kit's ARNs and its Powertools layer are the ``aws`` partition's."""
+    from botocore.loaders import create_loader
+
+    partitions = create_loader().load_data("endpoints")["partitions"]
+    commercial = next(p for p in partitions if p["partition"] == "aws")["regions"]
+    return tuple(sorted(region for region in commercial if _provider_index(region) is not None))
+
+
+def unavailable_types(region: str, types: Iterable[str]) -> list[str]:
+    """The ``AWS::`` resource types of ``types`` that CloudFormation does not offer in ``region``."""
+    index = _provider_index(region) or {}
+    # AWS::CDK::Metadata is the CDK's own, added at synth where a region supports it.
+    return sorted({t for t in types if t.startswith("AWS::") and not t.startswith("AWS::CDK::") and t not in index})
+
+
+def regions_offering(types: Iterable[str]) -> list[str]:
+    """The kit's regions (:func:`registry_regions`) that offer every one of ``types``."""
+    wanted = list(types)
+    return [region for region in registry_regions() if not unavailable_types(region, wanted)]
 
 
 @functools.cache

@@ -322,9 +322,9 @@ class ModelRef:
         return PROFILE_GEOGRAPHIES[self.geography]
 
 
-def parse_model_id(key: str, raw: object, region: str | None) -> ModelRef:
-    """Parse a Bedrock model id or a system-defined cross-region inference profile id callable from ``region``
-    (not checked when ``region`` is None, i.e. itself invalid)."""
+def parse_model_id(key: str, raw: object) -> ModelRef:
+    """Parse a Bedrock model id or a system-defined cross-region inference profile id. Whether a profile can be
+    called from the configured region is a question for the stacks that call it (:func:`profile_region_problems`)."""
     allowed = MODEL_ID_ALLOWED
     if not isinstance(raw, str):
         raise ConfigError(key, raw, allowed)
@@ -335,18 +335,21 @@ def parse_model_id(key: str, raw: object, region: str | None) -> ModelRef:
         raise ConfigError(key, raw, allowed)
     foundation = f"{match['provider']}.{match['name']}"
     geography = profile["geo"] if profile else None
-    if region and geography and geography != "global" and region not in PROFILE_GEOGRAPHIES[geography]:
-        raise ConfigError(
-            key,
-            raw,
-            f"a profile that can be called from region {region}: the '{geography}.' profiles serve "
-            + ", ".join(PROFILE_GEOGRAPHIES[geography]),
-        )
     return ModelRef(model_id=model_id, foundation_model_id=foundation, geography=geography)
 
 
-def _text_model(raw: object, info: ValidationInfo) -> ModelRef:
-    return parse_model_id("text_model_id", raw, info.data.get("region"))
+def profile_region_problems(key: str, model: ModelRef, region: str) -> list[Problem]:
+    """A geography's profile serves calls made from its source regions only (a ``global.`` profile from any):
+    https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html"""
+    geography = model.geography
+    if geography is None or geography == "global" or region in PROFILE_GEOGRAPHIES[geography]:
+        return []
+    allowed = f"a profile that can be called from region {region}: the '{geography}.' profiles serve "
+    return [Problem(key, model.model_id, allowed + ", ".join(PROFILE_GEOGRAPHIES[geography]))]
+
+
+def _text_model(raw: object) -> ModelRef:
+    return parse_model_id("text_model_id", raw)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,8 +364,25 @@ LOG_RETENTION_DAYS: tuple[int, ...] = get_args(LogRetention)
 DEFAULT_LOG_RETENTION = {"sandbox": 7, "prod": 365}  # what log_retention_days null means in each stage
 
 Stage = Annotated[Text, OneOf(STAGES)]
+
+
+def _kit_region(region: str) -> str:
+    """A region of the ``aws`` partition whose resource types the registry schemas list (stacks/shared/registry.py);
+    whether it offers every type a stack uses is checked per stack at synth (app.py)."""
+    from stacks.shared.registry import registry_regions
+
+    if region not in registry_regions():
+        raise Invalid("a region of the aws partition that the registry schemas list: " + ", ".join(registry_regions()))
+    return region
+
+
 # An AWS region code such as us-east-1.
-Region = Annotated[Text, Field(pattern=r"^[a-z]{2}-[a-z]+-\d$"), Allowed("an AWS region code such as us-east-1")]
+Region = Annotated[
+    Text,
+    Field(pattern=r"^[a-z]{2}-[a-z]+-\d$"),
+    AfterValidator(_kit_region),
+    Allowed("an AWS region code of the aws partition such as us-east-1"),
+]
 STAGE_ADAPTER: TypeAdapter[str] = TypeAdapter(Stage)
 REGION_ADAPTER: TypeAdapter[str] = TypeAdapter(Region)
 

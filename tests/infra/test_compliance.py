@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # cfn-lint is imported where it runs: a worker that lints not
 
 
 def test_cdk_nag_reports_nothing_unsuppressed(each_stage: Any) -> None:
-    # Errors already fail synthesis (the fixture would not exist); warnings and infos must be absent too.
+    # Errors, warnings and infos alike: cdk-nag reports them as annotations, which the CDK CLI shows per stack
+    # (cdk.json keeps them out of the app's validation report: tests/infra/test_regions.py says why).
     for stack_id, messages in each_stage.messages.items():
         findings = [m for m in messages if "AwsSolutions-" in m["data"]]
         assert findings == [], f"{stack_id}: {findings}"

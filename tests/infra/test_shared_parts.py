@@ -95,7 +95,7 @@ def test_shared_parts_pass_cdk_nag(parts: dict[str, Any], stack: str) -> None:
     assert parts[stack]["findings"] == []
 
 
-def _canary(tmp_path: Path, *, suppressed: bool) -> None:
+def _canary(tmp_path: Path, *, suppressed: bool) -> str:
     app = cdk.App(context=feature_flags(), outdir=str(tmp_path))
     canary = cdk.Stack(app, "Canary", env=cdk.Environment(region="us-east-1"))
     bucket = cdk.aws_s3.Bucket(canary, "PlainBucket")
@@ -107,28 +107,28 @@ def _canary(tmp_path: Path, *, suppressed: bool) -> None:
         suppress(bucket, "AwsSolutions-S10", reason)
         suppress(role.node.find_child("DefaultPolicy"), "AwsSolutions-IAM5", reason, applies_to=["Action::bedrock:*"])
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
-    app.synth()
+    artifact = app.synth().get_stack_by_name("Canary")
+    # Errors on the stack: the CDK CLI refuses to synthesize or deploy it (stacks/shared/regions.py says why the
+    # app itself does not fail on them).
+    return "\n".join(str(m.entry.data) for m in artifact.messages if str(m.level).endswith("ERROR"))
 
 
 def test_canary_bad_constructs_are_still_flagged(tmp_path: Path) -> None:
     # Given a bucket without logs or TLS enforcement and a role with wildcards, When synthesized with the
-    # kit's checks, Then synthesis fails and names each rule.
-    with pytest.raises(RuntimeError) as caught:
-        _canary(tmp_path, suppressed=False)
+    # kit's checks, Then each rule is an error on the stack.
+    errors = _canary(tmp_path, suppressed=False)
     for finding in (
         "AwsSolutions-S1:",
         "AwsSolutions-S10:",
         "AwsSolutions-IAM5[Action::bedrock:*]",
         "AwsSolutions-IAM5[Resource::*]",
     ):
-        assert finding in str(caught.value)
+        assert finding in errors
 
 
 def test_canary_suppressions_cover_only_what_they_name(tmp_path: Path) -> None:
     # The IAM5 suppression names the action wildcard only, so the resource wildcard is still reported.
-    with pytest.raises(RuntimeError) as caught:
-        _canary(tmp_path, suppressed=True)
-    message = str(caught.value)
+    message = _canary(tmp_path, suppressed=True)
     assert "AwsSolutions-IAM5[Resource::*]" in message
     assert "AwsSolutions-IAM5[Action::bedrock:*]" not in message
     assert "AwsSolutions-S10:" not in message and "AwsSolutions-S1:" not in message
@@ -141,7 +141,7 @@ def _statements(model_id: str, region: str) -> list[dict[str, Any]]:
     stack = cdk.Stack(
         cdk.App(context=feature_flags()), "Grants", env=cdk.Environment(region=region, account="111122223333")
     )
-    model = parse_model_id("text_model_id", model_id, region)
+    model = parse_model_id("text_model_id", model_id)
     return [stack.resolve(s.to_statement_json()) for s in model_invoke_statements(stack, model)]
 
 

@@ -204,11 +204,6 @@ def test_no_template_uses_an_invented_resource_type(sandbox: Any, sandbox_oss: A
     [
         ({"ft_base_model_id": "amazon.nova-micro-v1:0"}, "ft_base_model_id", "one of"),
         (
-            {"ft_base_model_id": "anthropic.claude-3-haiku-20240307-v1:0:200k"},
-            "ft_base_model_id",
-            "a model customizable in region us-east-1",
-        ),
-        (
             {"ft_deploy": "on-demand", "ft_base_model_id": "amazon.titan-text-lite-v1:0:4k"},
             "ft_deploy",
             "on-demand serves Amazon Nova",
