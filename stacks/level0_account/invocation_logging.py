@@ -19,9 +19,11 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import KitConfig
+from stacks.level0_account.settings import region_problems
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
 from stacks.shared.nag import arn_ref, suppress
 from stacks.shared.python_function import PythonFunction
+from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import log_group, tag_stack
 
@@ -47,6 +49,8 @@ class InvocationLoggingStack(Stack):
             description="genai-spectrum-kit: Bedrock model invocation logging (one per account and region)",
             **kwargs,
         )
+        if refuse(self, region_problems(self.region)):
+            return  # no Bedrock in this region: an empty stack with the error (stacks/shared/regions.py)
         deployment = config.deployment
         tag_stack(self, deployment, LEVEL)
         bucket = SecureBucket(self, "Invocations", deployment=deployment, versioned=False).bucket

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from stacks.shared.settings import Flag, Settings
+from stacks.shared.settings import Flag, Problem, Settings
 
 
 class AccountSettings(Settings):
@@ -17,3 +17,14 @@ class AccountSettings(Settings):
             " logging; one per account and region)"
         ),
     )
+
+
+def region_problems(region: str) -> list[Problem]:
+    """The invocation-logging stack manages a Bedrock setting through the Bedrock API: in a region where Amazon
+    Bedrock has no endpoint (botocore's endpoint data for the aws partition) only that stack is refused."""
+    from stacks.shared.registry import service_regions
+
+    regions = service_regions("bedrock")
+    if region in regions:
+        return []
+    return [Problem("invocation_logging", True, f"false in {region}, which has no Amazon Bedrock endpoint")]

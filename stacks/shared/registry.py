@@ -59,14 +59,25 @@ def _bundled_schemas() -> tuple[Path, Mapping[str, str]]:
 
 
 @functools.cache
-def registry_regions() -> tuple[str, ...]:
-    """The regions the kit deploys to: those of the ``aws`` partition (botocore's endpoint data) that cfn-lint
-    has a resource-type index of. The kit's ARNs and its Powertools layer are the ``aws`` partition's."""
+def _aws_partition() -> Mapping[str, Any]:
+    """The ``aws`` partition of botocore's endpoint data: its regions, and each service's regional endpoints."""
     from botocore.loaders import create_loader
 
     partitions = create_loader().load_data("endpoints")["partitions"]
-    commercial = next(p for p in partitions if p["partition"] == "aws")["regions"]
-    return tuple(sorted(region for region in commercial if _provider_index(region) is not None))
+    found: Mapping[str, Any] = next(p for p in partitions if p["partition"] == "aws")
+    return found
+
+
+@functools.cache
+def registry_regions() -> tuple[str, ...]:
+    """The regions the kit deploys to: those of the ``aws`` partition (botocore's endpoint data) that cfn-lint
+    has a resource-type index of. The kit's ARNs and its Powertools layer are the ``aws`` partition's."""
+    return tuple(sorted(region for region in _aws_partition()["regions"] if _provider_index(region) is not None))
+
+
+def service_regions(service: str) -> tuple[str, ...]:
+    """The ``aws`` partition's regions where ``service`` (botocore's endpoint prefix) has an endpoint."""
+    return tuple(sorted(_aws_partition()["services"].get(service, {}).get("endpoints", {})))
 
 
 def unavailable_types(region: str, types: Iterable[str]) -> list[str]:

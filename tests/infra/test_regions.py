@@ -153,3 +153,20 @@ def test_a_profile_is_callable_from_its_geographys_regions_only(model_id: str, r
             f"config error: text_model_id = {model_id!r} is not allowed; expected a profile that can be called "
             f"from region {region}: the 'eu.' profiles serve "
         )
+
+
+def test_invocation_logging_is_refused_where_bedrock_has_no_endpoint(tmp_path: Path) -> None:
+    import botocore.session
+
+    # Given a region botocore lists no Bedrock endpoint in (the stack only calls Bedrock's API)
+    region = "ap-east-1"
+    assert region not in botocore.session.get_session().get_available_regions("bedrock")
+    context = {**cdk_json_context(), "region": region, "invocation_logging": True}
+    app, _ = build_app(context, outdir=str(tmp_path), nag=False, schema_validation=False, only=[STACK_IDS["0-logging"]])
+    artifact = app.synth().get_stack_by_name(f"{STACK_IDS['0-logging']}-sandbox")
+    # Then the stack is refused, naming the key that added it
+    assert artifact.template.get("Resources", {}) == {}
+    assert [str(m.entry.data) for m in artifact.messages if str(m.level).endswith("ERROR")] == [
+        f"config error: invocation_logging = true is not allowed; expected false in {region}, which has no Amazon "
+        "Bedrock endpoint"
+    ]
