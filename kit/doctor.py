@@ -2,7 +2,8 @@
 
 The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK
 bootstrap version against what the synthesized templates require, Bedrock model access for the text model (a
-kit-wide setting Levels 1 and 2 share), unreserved Lambda concurrency (every level's functions), the quota book
+kit-wide setting Levels 1 and 2 share), unreserved Lambda concurrency and the Powertools layer of the region
+(every level's functions), the quota book
 and its rows, and running and rendering the checks. Each level's own checks live in that level's module
 (``doctor_rows`` and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table
 order in ``parts()``: the embedding model (Level 2); customization, the customization-job quota and Provisioned
@@ -51,6 +52,8 @@ LAMBDA_MIN_UNRESERVED = 100
 LAMBDA_DEFAULT_CONCURRENCY = 1000
 # The Service Quotas name (service code "lambda"); its quota code is read at run time.
 LAMBDA_CONCURRENCY_QUOTA = "Concurrent executions"
+# The regions and versions of the Powertools for AWS Lambda (Python) layer: not every region has it.
+POWERTOOLS_LAYERS = "https://docs.powertools.aws.dev/lambda/python/latest/#lambda-layer"
 # The services whose quotas the doctor reads, as the Service Quotas console names them.
 SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
 
@@ -501,14 +504,55 @@ def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook
 
 
 def lambda_rows(target: Target) -> list[str]:
-    return [LAMBDA_ROW]
+    return [LAMBDA_ROW, LAYER_ROW]
 
 
 def lambda_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
-    """Kit-wide: the functions of every level share the account's unreserved concurrency."""
+    """Kit-wide: the functions of every level share the account's unreserved concurrency and the Powertools layer."""
     if isinstance(needs, NotSynthesized):
-        return [Check(LAMBDA_ROW, SKIP, needs.reason)]
-    return [check_lambda_concurrency(target, needs, book)]
+        concurrency = Check(LAMBDA_ROW, SKIP, needs.reason)
+    else:
+        concurrency = check_lambda_concurrency(target, needs, book)
+    return [concurrency, check_powertools_layer(target)]
+
+
+LAYER_ROW = "Powertools layer"
+
+
+def check_powertools_layer(target: Target) -> Check:
+    """Every function of the kit uses the managed Powertools layer of its region (GetLayerVersionByArn). The layer
+    is published per region and not in every one: a function whose layer version does not exist fails to
+    create, and the stack rolls back."""
+    from botocore.exceptions import ClientError
+
+    from stacks.shared.python_function import ARCHITECTURE, RUNTIME, powertools_layer_arn
+
+    name, region = LAYER_ROW, target.region
+    arn = powertools_layer_arn(target.config.deployment)
+    where = (
+        f"set powertools_layer_version to a version published in {region} for {RUNTIME.name} on "
+        f"{ARCHITECTURE.name} ({POWERTOOLS_LAYERS}), or deploy to a region that has it"
+    )
+
+    def run() -> Check:
+        try:
+            answer = target.client("lambda").get_layer_version_by_arn(Arn=arn)
+        except ClientError as exc:
+            if aws.error_code(exc) == "ResourceNotFoundException":
+                return Check(name, FIX, f"{arn} does not exist: {where}")
+            if aws.is_access_denied(exc):  # the answer does not tell a missing version from a missing permission
+                detail = f"{arn} cannot be read: it is not published in {region}, or your identity may not call"
+                return Check(name, FIX, f"{detail} lambda:GetLayerVersion; if the former, {where}")
+            raise
+        runtimes, architectures = answer.get("CompatibleRuntimes") or [], answer.get("CompatibleArchitectures") or []
+        other_runtime = bool(runtimes) and RUNTIME.name not in runtimes
+        other_architecture = bool(architectures) and ARCHITECTURE.name not in architectures
+        if other_runtime or other_architecture:
+            built = f"built for {', '.join(runtimes) or 'any runtime'} on {', '.join(architectures) or 'any'}"
+            return Check(name, FIX, f"{arn} is {built}, not {RUNTIME.name} on {ARCHITECTURE.name}: {where}")
+        return Check(name, OK, f"{arn} is published in {region}")
+
+    return guarded(name, "reading the Powertools layer", region, run)
 
 
 RowNames = Callable[[Target], list[str]]

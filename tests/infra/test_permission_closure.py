@@ -50,6 +50,8 @@ ACTION_OF = {
     ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
     ("sqs", "SendMessageBatch"): "sqs:SendMessage",
     ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+    # The Service Authorization Reference has no action of its own for it: Lambda authorizes it as GetLayerVersion.
+    ("lambda", "GetLayerVersionByArn"): "lambda:GetLayerVersion",
 }
 # Grants no call names, each with the call that needs it. Keys: (package or state machine id, action).
 IMPLIED: Mapping[tuple[str, str], str] = {

@@ -16,6 +16,7 @@ from kit import aws, level2_rag, level3_finetune, level4_pretrain
 from kit import doctor as doctor_module
 from kit.aws import Target
 from kit.doctor import FIX, OK, SKIP, Check, DeployNeeds
+from stacks.shared.python_function import ARCHITECTURE, RUNTIME, powertools_layer_arn
 from tests.conftest import Synth
 from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture for this module
     ACCOUNT,
@@ -64,6 +65,19 @@ def lambda_settings(stub: Stubber, limit: int, unreserved: int) -> None:
     stub.add_response("get_account_settings", answer, {})
 
 
+LAYER_ARN = powertools_layer_arn(CONFIG.deployment)
+
+
+def layer_published(stub: Stubber, runtimes: tuple[str, ...] = (RUNTIME.name,)) -> None:
+    answer = {
+        "LayerVersionArn": LAYER_ARN,
+        "Version": CONFIG.powertools_layer_version,
+        "CompatibleRuntimes": list(runtimes),
+        "CompatibleArchitectures": [ARCHITECTURE.name],
+    }
+    stub.add_response("get_layer_version_by_arn", answer, {"Arn": LAYER_ARN})
+
+
 def needed() -> dict[str, int]:
     return level4_pretrain.quota_needs(Target())
 
@@ -97,6 +111,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         )
         bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")])
         lambda_settings(lambda_, 1000, 1000)
+        layer_published(lambda_)
         # two pages: the doctor follows NextToken
         service_quotas.add_response(
             "list_service_quotas", {"Quotas": quotas[:1], "NextToken": "page-2"}, {"ServiceCode": "sagemaker"}
@@ -109,7 +124,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         service_quotas.assert_no_pending_responses()
         lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 8 + len(needed())
+    total = 9 + len(needed())
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
     assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
@@ -131,6 +146,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         f"Customization: {FT.base_model_id}",
         level3_finetune.CUSTOMIZATION_JOBS_ROW,
         doctor_module.LAMBDA_ROW,
+        doctor_module.LAYER_ROW,
         *(f"Quota: {name}" for name in needed()),
     ]
     lines = result.output.splitlines()
@@ -172,6 +188,10 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
         bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 0, "L-JOBS0001", "bedrock")])
         # Lambda: a new account's 10, all unreserved; the quota code comes from Service Quotas
         lambda_settings(lambda_, 10, 10)
+        # the configured Powertools layer version is not published in the region
+        lambda_.add_client_error(
+            "get_layer_version_by_arn", "ResourceNotFoundException", expected_params={"Arn": LAYER_ARN}
+        )
         lambda_quota = quota("Concurrent executions", 10, LAMBDA_CODE, "lambda")
         service_quotas.add_response("list_service_quotas", {"Quotas": [lambda_quota]}, {"ServiceCode": "lambda"})
         # applied quotas: the training type at 0, the cluster types missing (quotas with no applied value)
@@ -206,7 +226,9 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert "the kit's 14 functions may all run at once and its APIs admit bursts of 20 requests" in concurrency
     assert "Service Quotas > AWS Lambda > 'Concurrent executions'" in concurrency
     assert f"--service-code lambda --quota-code {LAMBDA_CODE} --desired-value 1000 --region {REGION}" in concurrency
-    fixes = 5 + 1 + len(cluster[1:]) + len(hyperpod) + 2
+    layer = row(out, doctor_module.LAYER_ROW)
+    assert FIX in layer and "set powertools_layer_version to a version published in" in layer
+    fixes = 5 + 1 + len(cluster[1:]) + len(hyperpod) + 3
     assert f"{fixes} to fix, 0 skipped." in out
 
 
@@ -223,7 +245,7 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
     assert FIX in first and "no AWS credentials: configure a profile or environment variables" in first
     assert OK in row(result.output, "Region").split()
     skipped = [line for line in result.output.splitlines() if f" {SKIP} " in line]
-    assert len(skipped) == 6 + len(needed())
+    assert len(skipped) == 7 + len(needed())
     assert all("needs working credentials" in line for line in skipped)
 
 
@@ -403,10 +425,13 @@ def test_a_failed_synthesis_skips_the_checks_that_need_it(mocked: FakeCloudForma
         (level4_pretrain, "doctor_checks"),
     ):
         monkeypatch.setattr(module, part, level_part)
+    layer = Check(doctor_module.LAYER_ROW, OK, "published")  # moto has no GetLayerVersionByArn
+    monkeypatch.setattr(doctor_module, "check_powertools_layer", lambda target: layer)
     checks = {c.name: c for c in doctor_module.run_checks(Target(), synthesize=broken)}
     for name in ("CDK bootstrap", doctor_module.LAMBDA_ROW):
         assert checks[name].status == SKIP
         assert checks[name].detail == "cannot synthesize the app to read what it needs: node: not found"
+    assert checks[doctor_module.LAYER_ROW] == layer  # it needs no synthesis: checked all the same
 
 
 @pytest.mark.parametrize(
@@ -488,3 +513,25 @@ def test_lambda_settings_that_cannot_be_read_are_a_fix_row() -> None:
         lambda_.add_client_error("get_account_settings", "AccessDeniedException", "not authorized")
         check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
     assert check.status == FIX and "reading the Lambda account settings" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("ResourceNotFoundException", f"{LAYER_ARN} does not exist: set powertools_layer_version to a version"),
+        ("AccessDeniedException", f"{LAYER_ARN} cannot be read: it is not published in {REGION}, or your identity"),
+        ("python3.12", f"{LAYER_ARN} is built for python3.12 on {ARCHITECTURE.name}, not {RUNTIME.name} on"),
+    ],
+)
+def test_a_powertools_layer_the_region_lacks_or_the_runtime_cannot_use_is_a_fix_row(answer: str, expected: str) -> None:
+    # Given a layer version the region does not publish, that cannot be read, or built for another runtime
+    with stubbed("lambda") as lambda_:
+        if answer.startswith("python"):
+            layer_published(lambda_, runtimes=(answer,))
+        else:
+            lambda_.add_client_error("get_layer_version_by_arn", answer, expected_params={"Arn": LAYER_ARN})
+        # When the doctor checks it
+        check = doctor_module.check_powertools_layer(Target())
+    # Then the row says what is wrong and what to set, with where the published versions are listed
+    assert check.status == FIX and check.detail.startswith(expected), check.detail
+    assert "powertools_layer_version" in check.detail and doctor_module.POWERTOOLS_LAYERS in check.detail
