@@ -1,7 +1,8 @@
 """``kit doctor``: is this account and region ready for the kit? One row per check, OK or FIX with what to do.
 
 The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK
-bootstrap version against what the synthesized templates require, Bedrock model access for the text model (a
+bootstrap version against what the synthesized templates require, the stacks the region cannot hold (their config
+errors in the synthesized assembly), Bedrock model access for the text model (a
 kit-wide setting Levels 1 and 2 share), unreserved Lambda concurrency and the Powertools layer of the region
 (every level's functions), the quota book
 and its rows, and running and rendering the checks. Each level's own checks live in that level's module
@@ -21,7 +22,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,8 @@ class DeployNeeds:
     functions: int  # Lambda functions across the configured stacks
     reserved: int  # concurrency their templates reserve (ReservedConcurrentExecutions)
     bootstrap: Mapping[str, int]  # SSM parameter /cdk-bootstrap/<qualifier>/version -> lowest version accepted
+    # stack id -> the errors the CDK CLI refuses it for (a region that cannot hold it: stacks/shared/regions.py)
+    refused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
     manifest = json.loads((assembly_dir / "manifest.json").read_text())
     functions = reserved = 0
     bootstrap: dict[str, int] = {}
+    refusals: dict[str, tuple[str, ...]] = {}
 
     def require(parameter: object, version: object) -> None:
         if isinstance(parameter, str) and parameter and isinstance(version, int):
@@ -181,6 +185,17 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
         require(properties.get("bootstrapStackVersionSsmParameter"), properties.get("requiresBootstrapStackVersion"))
         if kind != "aws:cloudformation:stack":
             continue
+        metadata = dict(artifact.get("metadata") or {})
+        if artifact.get("additionalMetadataFile"):  # the CDK writes a stack's metadata beside the manifest
+            metadata.update(json.loads((assembly_dir / artifact["additionalMetadataFile"]).read_text()))
+        errors = tuple(
+            str(entry.get("data"))
+            for entries in metadata.values()
+            for entry in entries
+            if entry.get("type") == "aws:cdk:error"
+        )
+        if errors:
+            refusals[artifact.get("displayName") or properties.get("stackName", "?")] = errors
         template = json.loads((assembly_dir / properties["templateFile"]).read_text())
         for resource in (template.get("Resources") or {}).values():
             if resource.get("Type") == "AWS::Lambda::Function":
@@ -191,7 +206,7 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
         refused = _refused_bootstrap_versions((template.get("Rules") or {}).get("CheckBootstrapVersion"))
         if refused:
             require(parameter, max(refused) + 1)
-    return DeployNeeds(functions=functions, reserved=reserved, bootstrap=bootstrap)
+    return DeployNeeds(functions=functions, reserved=reserved, bootstrap=bootstrap, refused=refusals)
 
 
 def synthesized_needs(target: Target) -> DeployNeeds:
@@ -555,6 +570,24 @@ def check_powertools_layer(target: Target) -> Check:
     return guarded(name, "reading the Powertools layer", region, run)
 
 
+STACKS_ROW = "Stacks the region can hold"
+
+
+def stack_rows(target: Target) -> list[str]:
+    return [STACKS_ROW]
+
+
+def stack_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+    """Kit-wide: the stacks `cdk deploy` would refuse in this region, each with its config errors."""
+    if isinstance(needs, NotSynthesized):
+        return [Check(STACKS_ROW, SKIP, needs.reason)]
+    if not needs.refused:
+        return [Check(STACKS_ROW, OK, f"every stack of the configuration can be deployed in {target.region}")]
+    each = "; ".join(f"{stack}: {' / '.join(errors)}" for stack, errors in sorted(needs.refused.items()))
+    detail = f"cdk deploy refuses {', '.join(sorted(needs.refused))} (the others deploy): {each}"
+    return [Check(STACKS_ROW, FIX, detail)]
+
+
 RowNames = Callable[[Target], list[str]]
 RunChecks = Callable[[Target, QuotaBook, Needs], list[Check]]
 
@@ -566,6 +599,7 @@ def parts() -> tuple[tuple[RowNames, RunChecks], ...]:
     from kit import level2_rag, level3_finetune, level4_pretrain
 
     return (
+        (stack_rows, stack_checks),  # kit-wide: what the region cannot hold
         (text_model_rows, text_model_checks),  # kit-wide: the text model of Levels 1 and 2
         (level2_rag.doctor_rows, level2_rag.doctor_checks),
         (level3_finetune.doctor_rows, level3_finetune.doctor_checks),

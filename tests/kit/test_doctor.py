@@ -124,7 +124,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         service_quotas.assert_no_pending_responses()
         lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 9 + len(needed())
+    total = 10 + len(needed())
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
     assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
@@ -141,6 +141,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         "AWS credentials",
         "Region",
         "CDK bootstrap",
+        doctor_module.STACKS_ROW,
         f"Model access: {TEXT_MODEL}" + (f" (via {text.model_id})" if text.is_inference_profile else ""),
         f"Model access: {EMBEDDING_MODEL}",
         f"Customization: {FT.base_model_id}",
@@ -245,7 +246,7 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
     assert FIX in first and "no AWS credentials: configure a profile or environment variables" in first
     assert OK in row(result.output, "Region").split()
     skipped = [line for line in result.output.splitlines() if f" {SKIP} " in line]
-    assert len(skipped) == 7 + len(needed())
+    assert len(skipped) == 8 + len(needed())
     assert all("needs working credentials" in line for line in skipped)
 
 
@@ -259,7 +260,8 @@ def test_each_part_makes_the_rows_it_names_for_the_skip_rows(no_credentials: Non
     for rows, checks in doctor_module.parts():
         made = checks(target, book, NEEDS)
         assert [check.name for check in made] == rows(target) != []
-        assert all(check.status == FIX for check in made)  # every call fails without credentials
+        # every call fails without credentials (the stacks row makes none: it reads the synthesized assembly)
+        assert all(check.status == FIX for check in made if check.name != doctor_module.STACKS_ROW)
 
 
 @pytest.mark.parametrize(
@@ -401,6 +403,7 @@ def test_the_kits_own_assembly_gives_the_parameter_and_version_its_rules_check(s
         if resource["Type"] == "AWS::Lambda::Function"
     ]
     assert needs.functions == len(functions) > 0
+    assert needs.refused == {}  # us-east-1 holds every stack, and cdk-nag raises no error on one
     assert needs.reserved == sum(f["Properties"].get("ReservedConcurrentExecutions", 0) for f in functions)
     parameters = {t["Parameters"]["BootstrapVersion"]["Default"] for t in sandbox.templates.values()}
     assert set(needs.bootstrap) == parameters
@@ -535,3 +538,26 @@ def test_a_powertools_layer_the_region_lacks_or_the_runtime_cannot_use_is_a_fix_
     # Then the row says what is wrong and what to set, with where the published versions are listed
     assert check.status == FIX and check.detail.startswith(expected), check.detail
     assert "powertools_layer_version" in check.detail and doctor_module.POWERTOOLS_LAYERS in check.detail
+
+
+def test_the_stacks_the_region_cannot_hold_are_a_fix_row_naming_each_reason(tmp_path: Path) -> None:
+    from app import build_app
+    from stacks.shared.facts import STACK_IDS
+    from tests.conftest import cdk_json_context
+
+    # Given an assembly synthesized for us-west-1, where the default base model is not customizable
+    context = {**cdk_json_context(), "region": "us-west-1"}
+    app, _ = build_app(context, outdir=str(tmp_path), nag=False, schema_validation=False, only=[STACK_IDS["3"]])
+    app.synth()
+    # When the doctor reads it
+    needs = doctor_module.needs_from_assembly(tmp_path)
+    [check] = doctor_module.stack_checks(Target(), doctor_module.QuotaBook(Target()), needs)
+    # Then the row names the refused stack and its config error
+    assert list(needs.refused) == [STACK_IDS["3"]]
+    [error] = needs.refused[STACK_IDS["3"]]
+    assert error.startswith("config error: ft_base_model_id = ")
+    assert check.status == FIX
+    assert check.detail == f"cdk deploy refuses {STACK_IDS['3']} (the others deploy): {STACK_IDS['3']}: {error}"
+    # And with nothing refused the row is OK
+    [fine] = doctor_module.stack_checks(Target(), doctor_module.QuotaBook(Target()), NEEDS)
+    assert fine.status == OK and REGION in fine.detail
