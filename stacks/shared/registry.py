@@ -40,11 +40,15 @@ def _schema_folder() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "schemas"
 
 
+def _index_file(region: str) -> Path:
+    return _schema_folder() / "providers" / f"{region}.json"
+
+
 @functools.cache
 def _provider_index(region: str) -> Mapping[str, str] | None:
     """The registry's resource types in ``region`` (type -> schema file), or None for a region cfn-lint has no
     index of."""
-    path = _schema_folder() / "providers" / f"{region}.json"
+    path = _index_file(region)
     if not path.is_file():
         return None
     index: Mapping[str, str] = json.loads(path.read_text())
@@ -72,7 +76,7 @@ def _aws_partition() -> Mapping[str, Any]:
 def registry_regions() -> tuple[str, ...]:
     """The regions the kit deploys to: those of the ``aws`` partition (botocore's endpoint data) that cfn-lint
     has a resource-type index of. The kit's ARNs and its Powertools layer are the ``aws`` partition's."""
-    return tuple(sorted(region for region in _aws_partition()["regions"] if _provider_index(region) is not None))
+    return tuple(sorted(region for region in _aws_partition()["regions"] if _index_file(region).is_file()))
 
 
 def service_regions(service: str) -> tuple[str, ...]:
