@@ -21,9 +21,10 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
-from stacks.level3_finetune.names import logical_id
 from stacks.shared.cleanup_grants import (
     check_job_prefix,
+    executions_arn,
+    job_cleanup_findings,
     stop_pipeline_statements,
     stop_training_jobs_statement,
 )
@@ -113,17 +114,10 @@ class SageMakerFineTuneCleanup(Construct):
                     resources=[f"{arn}:bedrock:{where}:imported-model/*"],
                 ),
             ]
-        self.statements += stop_pipeline_statements(
-            stack, machine, f"{arn}:states:{where}:execution:{machine.state_machine_name}:*"
-        )
+        self.statements += stop_pipeline_statements(stack, machine, executions_arn(stack, machine))
         for statement in self.statements:
             role.add_to_policy(statement)
-        machine_name = f"<{logical_id(machine)}.Name>"  # how cdk-nag names the state machine's Fn::GetAtt Name
-        wildcards = [
-            "Resource::*",
-            f"Resource::{arn}:sagemaker:{stack.region}:<AWS::AccountId>:training-job/{job_prefix}*",
-            f"Resource::{arn}:states:{stack.region}:<AWS::AccountId>:execution:{machine_name}:*",
-        ]
+        wildcards = job_cleanup_findings(stack, machine, job_prefix)
         if self.deletes_models:
             wildcards += [
                 f"Resource::{arn}:bedrock:{stack.region}:<AWS::AccountId>:model-import-job/*",

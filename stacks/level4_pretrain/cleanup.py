@@ -13,9 +13,7 @@ Every stage: it deletes nothing (the prod bucket is retained with the checkpoint
 
 from __future__ import annotations
 
-from typing import cast
-
-from aws_cdk import CfnElement, CustomResource, Duration, Stack
+from aws_cdk import CustomResource, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
@@ -24,6 +22,8 @@ from constructs import Construct
 from stacks.level4_pretrain.jobs import OUTPUT_PREFIX
 from stacks.shared.cleanup_grants import (
     check_job_prefix,
+    executions_arn,
+    job_cleanup_findings,
     stop_pipeline_statements,
     stop_training_jobs_statement,
 )
@@ -61,8 +61,6 @@ class PretrainJobsCleanup(Construct):
         super().__init__(scope, construct_id)
         check_job_prefix(deployment, job_prefix, "training jobs")
         stack = Stack.of(self)
-        arn = f"arn:{stack.partition}"
-        where = f"{stack.region}:{stack.account}"
         self.function = PythonFunction(
             self,
             "Function",
@@ -80,22 +78,16 @@ class PretrainJobsCleanup(Construct):
         self.statements = [
             iam.PolicyStatement(sid="FindTrainingJobs", actions=["sagemaker:ListTrainingJobs"], resources=["*"]),
             stop_training_jobs_statement(stack, job_prefix),
-            *stop_pipeline_statements(stack, machine, f"{arn}:states:{where}:execution:{machine.state_machine_name}:*"),
+            *stop_pipeline_statements(stack, machine, executions_arn(stack, machine)),
         ]
         for statement in self.statements:
             role.add_to_policy(statement)
-        machine_cfn = cast(CfnElement, machine.node.default_child)
-        machine_name = f"<{stack.get_logical_id(machine_cfn)}.Name>"  # how cdk-nag names the GetAtt
         suppress(
             role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "sagemaker:ListTrainingJobs supports no resource type ('*' only) and X-Ray needs '*'; the training jobs "
             "it stops are this stage's prefix and the executions are this state machine's.",
-            applies_to=[
-                "Resource::*",
-                f"Resource::{arn}:sagemaker:{stack.region}:<AWS::AccountId>:training-job/{job_prefix}*",
-                f"Resource::{arn}:states:{stack.region}:<AWS::AccountId>:execution:{machine_name}:*",
-            ],
+            applies_to=job_cleanup_findings(stack, machine, job_prefix),
         )
         self.resource = CustomResource(
             self,

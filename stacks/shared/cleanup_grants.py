@@ -4,7 +4,9 @@ and the check that the job prefix they act on is their own stage's."""
 
 from __future__ import annotations
 
-from aws_cdk import Stack
+from typing import cast
+
+from aws_cdk import CfnElement, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 
@@ -42,3 +44,20 @@ def stop_training_jobs_statement(stack: Stack, job_prefix: str) -> iam.PolicySta
         actions=["sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"],
         resources=[f"arn:{stack.partition}:sagemaker:{stack.region}:{stack.account}:training-job/{job_prefix}*"],
     )
+
+
+def executions_arn(stack: Stack, machine: sfn.StateMachine) -> str:
+    """The ARNs of ``machine``'s executions, by the name the template gives it."""
+    return f"arn:{stack.partition}:states:{stack.region}:{stack.account}:execution:{machine.state_machine_name}:*"
+
+
+def job_cleanup_findings(stack: Stack, machine: sfn.StateMachine, job_prefix: str) -> list[str]:
+    """The cdk-nag IAM5 findings of the grants a job cleanup shares: '*' (the List actions, X-Ray), the stage's
+    training jobs (:func:`stop_training_jobs_statement`) and the executions (:func:`executions_arn`)."""
+    arn = f"arn:{stack.partition}"
+    machine_name = f"<{stack.get_logical_id(cast(CfnElement, machine.node.default_child))}.Name>"  # cdk-nag's name
+    return [
+        "Resource::*",
+        f"Resource::{arn}:sagemaker:{stack.region}:<AWS::AccountId>:training-job/{job_prefix}*",
+        f"Resource::{arn}:states:{stack.region}:<AWS::AccountId>:execution:{machine_name}:*",
+    ]
