@@ -4,8 +4,9 @@ error contract every API error meets, EMF documents and CloudFormation's custom-
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,3 +155,21 @@ def cloudformation_answers(
         return _PutAccepted()
 
     return urlopen
+
+
+@contextlib.contextmanager
+def failing_sends(client: Any, operation: str, error_class: type[Exception]) -> Iterator[list[str]]:
+    """While open, every request ``client`` sends for ``operation`` fails with ``error_class`` before it leaves
+    (botocore's before-send hook, on the real client); yields the list of attempts, one "send" each."""
+    sends: list[str] = []
+    event = f"before-send.{client.meta.service_model.service_id.hyphenize()}.{operation}"
+
+    def fail(**_: Any) -> None:
+        sends.append("send")
+        raise error_class(endpoint_url=client.meta.endpoint_url)  # type: ignore[call-arg]
+
+    client.meta.events.register_first(event, fail)
+    try:
+        yield sends
+    finally:
+        client.meta.events.unregister(event, fail)

@@ -33,7 +33,15 @@ from prompt_api import bedrock, prompts, validation
 from prompt_api.settings import get_settings
 from stacks.level1_prompt.stack import FUNCTION_TIMEOUT
 from stacks.shared.python_function import stage_function_code
-from tests.lambda_helpers import API_REQUEST_ID, FakeContext, Reply, api_event, assert_error, emf_documents
+from tests.lambda_helpers import (
+    API_REQUEST_ID,
+    FakeContext,
+    Reply,
+    api_event,
+    assert_error,
+    emf_documents,
+    failing_sends,
+)
 
 from .conftest import CATALOG, GUARDRAIL_CONFIG, MODEL_ID, NAMESPACE, SERVICE, SUMMARIZE_ARN, converse_response
 
@@ -574,17 +582,8 @@ def test_template_errors_name_the_prompt_version_without_the_account_id(
 @pytest.mark.parametrize("error_class", [ReadTimeoutError, ConnectTimeoutError])
 def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
     client = bedrock.get_bedrock_client()  # the real client: the hook raises before anything is sent
-    sends: list[str] = []
-
-    def time_out(**_: Any) -> None:
-        sends.append("send")
-        raise error_class(endpoint_url="https://bedrock-runtime.us-east-1.amazonaws.com")
-
-    client.meta.events.register_first("before-send.bedrock-runtime.Converse", time_out)
-    try:
+    with failing_sends(client, "Converse", error_class) as sends:
         reply = invoke(post_prompt({"prompt": "Hi"}))
-    finally:
-        client.meta.events.unregister("before-send.bedrock-runtime.Converse", time_out)
 
     assert_error(reply, 504, "model_timeout")
     assert sends == ["send"]  # botocore itself made one attempt and the kit does not retry timeouts
@@ -593,17 +592,8 @@ def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
 @pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError])
 def test_connection_failures_are_retried_then_503(invoke: Invoke, sleeps: list[float], error_class: Any) -> None:
     client = bedrock.get_bedrock_client()  # the real client: the hook raises before anything is sent
-    sends: list[str] = []
-
-    def fail(**_: Any) -> None:
-        sends.append("send")
-        raise error_class(endpoint_url="https://bedrock-runtime.us-east-1.amazonaws.com")
-
-    client.meta.events.register_first("before-send.bedrock-runtime.Converse", fail)
-    try:
+    with failing_sends(client, "Converse", error_class) as sends:
         reply = invoke(post_prompt({"prompt": "Hi"}))
-    finally:
-        client.meta.events.unregister("before-send.bedrock-runtime.Converse", fail)
 
     assert sends == ["send"] * 3  # botocore makes one attempt each time; the kit retried twice
     assert len(sleeps) == 2

@@ -45,6 +45,7 @@ from tests.lambda_helpers import (
     assert_error,
     assert_error_contract,
     emf_documents,
+    failing_sends,
     headers_of,
 )
 
@@ -805,17 +806,8 @@ def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, st
 @pytest.mark.parametrize("error_class", [ReadTimeoutError, ConnectTimeoutError])
 def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
     client = knowledge_base.get_runtime_client()  # the real client: the hook raises before anything is sent
-    sends: list[str] = []
-
-    def time_out(**_: Any) -> None:
-        sends.append("send")
-        raise error_class(endpoint_url="https://bedrock-agent-runtime.us-east-1.amazonaws.com")
-
-    client.meta.events.register_first("before-send.bedrock-agent-runtime.RetrieveAndGenerate", time_out)
-    try:
+    with failing_sends(client, "RetrieveAndGenerate", error_class) as sends:
         reply = invoke(ask({"question": "q"}))
-    finally:
-        client.meta.events.unregister("before-send.bedrock-agent-runtime.RetrieveAndGenerate", time_out)
 
     error = assert_error(reply, 504, "model_timeout")
     assert KB_ID in error["message"]
@@ -828,17 +820,8 @@ def test_connection_failures_are_retried_then_503(
 ) -> None:
     client = knowledge_base.get_runtime_client()  # the real client: the hook raises before anything is sent
     monkeypatch.setattr(knowledge_base, "get_runtime_client", lambda *_: client)  # every attempt, any read timeout
-    sends: list[str] = []
-
-    def fail(**_: Any) -> None:
-        sends.append("send")
-        raise error_class(endpoint_url="https://bedrock-agent-runtime.us-east-1.amazonaws.com")
-
-    client.meta.events.register_first("before-send.bedrock-agent-runtime.RetrieveAndGenerate", fail)
-    try:
+    with failing_sends(client, "RetrieveAndGenerate", error_class) as sends:
         reply = invoke(ask({"question": "q"}))
-    finally:
-        client.meta.events.unregister("before-send.bedrock-agent-runtime.RetrieveAndGenerate", fail)
 
     assert sends == ["send"] * 3  # botocore makes one attempt each time; the kit retried twice
     assert len(sleeps) == 2
