@@ -1050,6 +1050,28 @@ def test_continued_pre_training_records_hold_one_input_text() -> None:
     assert report["customizationType"] == "CONTINUED_PRE_TRAINING"
 
 
+@pytest.mark.parametrize(("model", "batch", "limit"), [(TITAN_EXPRESS, "1", 4_096), (TITAN_LITE, "3", 2_048)])
+def test_continued_pre_training_records_are_held_to_the_models_token_quota(model: str, batch: str, limit: int) -> None:
+    """The requirements page gives continued pre-training the model's fine-tuning token quota per record; Bedrock
+    fails a job with a longer record hours after it starts."""
+    over = {"input": "word " * (limit * 6 // 5 + 1)}  # over the quota even at 6 characters per token
+    data = jsonl([{"input": "Plain domain text."}] * 3 + [over])
+    report = check(data, model, customization_type="CONTINUED_PRE_TRAINING", hyperparameters={"batchSize": batch})
+    assert kinds(report["training"]) == {"record_too_long": [4]}
+    assert report["limits"]["maxRecordTokens"] == limit
+
+
+def test_continued_pre_training_takes_a_training_file_of_up_to_10_gb() -> None:
+    for model in (TITAN_EXPRESS, TITAN_LITE):
+        spec = formats.resolve_model(model)
+        assert spec.for_type("CONTINUED_PRE_TRAINING").limits.to_dict() == {
+            "minTrainingRecords": 1,
+            "maxTrainingBytes": 10**10,
+            "maxValidationBytes": 10**8,
+        }
+        assert spec.limits.to_dict()["maxTrainingBytes"] == 10**9  # fine-tuning keeps 1 GB
+
+
 def test_cli_checks_the_customization_type() -> None:
     code, _, err = run_cli(str(TRAIN_SAMPLE), "--customization-type", "CONTINUED_PRE_TRAINING")
     assert code == 2 and "--customization-type" in err

@@ -398,6 +398,10 @@ _LLAMA_32_LIMITS = Limits(
     max_training_records=10_000, max_validation_records=1_000, min_total_records=100, max_total_records=10_000
 )
 _TITAN_LIMITS = Limits(max_training_bytes=1 * GB, max_validation_bytes=100 * MB)
+# Tokens per record by batch size, the same for fine-tuning and continued pre-training (the requirements page
+# named in _titan_cpt).
+_TITAN_LITE_QUOTA = ((2, 4_096), (NO_LIMIT_BATCH, 2_048))
+_TITAN_EXPRESS_QUOTA = ((1, 4_096), (NO_LIMIT_BATCH, 2_048))
 # Reinforcement fine-tuning: "A minimum of 100 records in training dataset" (rft-prepare-data.html); no maximum
 # is documented there.
 _RFT_LIMITS = Limits(min_training_records=100)
@@ -411,14 +415,25 @@ _RFT = TypeSpec(shape=RFT_CHAT, limits=_RFT_LIMITS, hyperparameters=_RFT_HP, doc
 # text only ("support only the text-to-text modality", distillation-prepare-datasets.html); Nova students take
 # multi-turn conversations. The job takes no hyperparameters in the kit's reading of the documents.
 _DISTILLATION = TypeSpec(shape=DISTILLATION_PROMPTS, limits=Limits(), hyperparameters=(), doc=DOC_DISTILLATION)
-# Continued pre-training of Titan Text: one {"input": text} per line (model-customization-prepare.html).
-_TITAN_CPT = TypeSpec(
-    shape=PRE_TRAINING,
-    limits=_TITAN_LIMITS,
-    hyperparameters=_TITAN_HP,
-    doc=DOC_PREPARE,
-    hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-titan-text.html",
-)
+
+
+def _titan_cpt(quota: tuple[tuple[int, int], ...]) -> TypeSpec:
+    """Continued pre-training of a Titan Text model: one {"input": text} per line (model-customization-prepare.html).
+
+    https://docs.aws.amazon.com/bedrock/latest/userguide/model-training-validation-requirements.html gives continued
+    pre-training the model's fine-tuning token quota per record (a longer record fails the job hours in, "Maximum
+    input token count ... exceeds limit of 4096") and a 10 GB training file, against fine-tuning's 1 GB; the
+    validation file stays at 100 MB.
+    """
+    return TypeSpec(
+        shape=PRE_TRAINING,
+        limits=Limits(max_training_bytes=10 * GB, max_validation_bytes=100 * MB),
+        hyperparameters=_TITAN_HP,
+        doc=DOC_PREPARE,
+        token_quota=quota,
+        hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-titan-text.html",
+    )
+
 
 # Titan Text G1 - Express and Lite: the current fine-tuning table (custom-model-fine-tuning.html) no longer
 # lists them; earlier versions of the page (custom-model-supported.html) did, with continued pre-training.
@@ -561,11 +576,11 @@ MODELS: dict[str, ModelSpec] = {
             TITAN_TEXT,
             _TITAN_LIMITS,
             _TITAN_HP,
-            ((2, 4_096), (NO_LIMIT_BATCH, 2_048)),
+            _TITAN_LITE_QUOTA,
             (FINE_TUNING, CONTINUED_PRE_TRAINING),
             ("us-east-1", "us-west-2"),
             _TITAN_LIFECYCLE,
-            ((CONTINUED_PRE_TRAINING, _TITAN_CPT),),
+            ((CONTINUED_PRE_TRAINING, _titan_cpt(_TITAN_LITE_QUOTA)),),
         ),
         _prompt_completion(
             "amazon.titan-text-express-v1:0:8k",
@@ -573,11 +588,11 @@ MODELS: dict[str, ModelSpec] = {
             TITAN_TEXT,
             _TITAN_LIMITS,
             _TITAN_HP,
-            ((1, 4_096), (NO_LIMIT_BATCH, 2_048)),
+            _TITAN_EXPRESS_QUOTA,
             (FINE_TUNING, CONTINUED_PRE_TRAINING),
             ("us-east-1", "us-west-2"),
             _TITAN_LIFECYCLE,
-            ((CONTINUED_PRE_TRAINING, _TITAN_CPT),),
+            ((CONTINUED_PRE_TRAINING, _titan_cpt(_TITAN_EXPRESS_QUOTA)),),
         ),
     )
 }
