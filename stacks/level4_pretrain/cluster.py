@@ -170,6 +170,7 @@ class HyperPodCluster(Construct):
                 security_group_ids=[network.security_group.security_group_id], subnets=subnet_ids
             ),
         )
-        # The scripts are in S3 and the role can use the VPC before any node starts.
+        # The scripts are in S3, the role can use the VPC and the group admits EFA traffic before any node starts.
         self.cluster.node.add_dependency(storage.lifecycle_upload)
         self.cluster.node.add_dependency(self.role)
+        self.cluster.node.add_dependency(*network.security_group_rules)

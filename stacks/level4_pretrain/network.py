@@ -111,7 +111,7 @@ class ClusterNetwork(Construct):
         )
         self.security_group.add_ingress_rule(self.security_group, ec2.Port.all_traffic(), "all traffic from itself")
         # allow_all_outbound=True drops a self-referencing egress rule, and EFA health checks need one: emit it.
-        ec2.CfnSecurityGroupEgress(
+        self_egress = ec2.CfnSecurityGroupEgress(
             self,
             "SelfEgress",
             group_id=self.security_group.security_group_id,
@@ -119,6 +119,12 @@ class ClusterNetwork(Construct):
             destination_security_group_id=self.security_group.security_group_id,
             description="all traffic to itself (EFA)",
         )
+        # The group and its self rules, which CloudFormation would otherwise create beside whatever uses the group
+        # (it refers to the group id only). FSx checks the group's rules when it creates the file system and fails
+        # without Lustre's ports open ("do not permit Lustre LNET network traffic on port 988",
+        # https://docs.aws.amazon.com/fsx/latest/LustreGuide/cannot-create-fs.html); nodes run EFA health checks
+        # at boot. Whatever uses the group depends on these.
+        self.security_group_rules: list[Construct] = [self.security_group, self_egress]
         suppress(
             self.security_group,
             "AwsSolutions-EC23",

@@ -102,6 +102,7 @@ class ClusterStorage(Construct):
             # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteSecurityGroup.html). Its data lives
             # in the data bucket (retained in prod), exported by the data repository association below.
             self.file_system.apply_removal_policy(RemovalPolicy.DESTROY)
+            self.file_system.node.add_dependency(*network.security_group_rules)
             fsx.CfnDataRepositoryAssociation(
                 self,
                 "DataLink",

@@ -208,6 +208,40 @@ def test_security_group_allows_all_traffic_to_and_from_itself(cluster: dict[str,
     assert egress["IpProtocol"] == "-1" and egress["DestinationSecurityGroupId"] == {"Fn::GetAtt": [sg_id, "GroupId"]}
 
 
+def _refers_to(value: Any, logical_id: str) -> bool:
+    return logical_id in re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"([^".]+)', json.dumps(value))
+
+
+def _places_in_group(value: Any, logical_id: str) -> bool:
+    """Whether a SecurityGroupIds property anywhere in ``value`` names the group."""
+    if isinstance(value, dict):
+        return any(
+            _refers_to(item, logical_id) if key == "SecurityGroupIds" else _places_in_group(item, logical_id)
+            for key, item in value.items()
+        )
+    return isinstance(value, list) and any(_places_in_group(item, logical_id) for item in value)
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "sandbox_fsx"])
+def test_whatever_uses_the_security_group_waits_for_its_rules(variant: str, request: pytest.FixtureRequest) -> None:
+    """CloudFormation creates a resource placed in the group beside the group's separate rules. FSx checks the
+    rules when it creates the file system and fails without Lustre's ports open (LustreGuide/cannot-create-fs.html),
+    and the nodes' EFA health checks need them at boot: every resource placed in the group depends on its rules."""
+    template = request.getfixturevalue(variant).templates[CLUSTER]
+    [sg_id] = resources(template, "AWS::EC2::SecurityGroup")
+    rule_types = ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
+    rules = {lid for kind in rule_types for lid, r in resources(template, kind).items() if _refers_to(r, sg_id)}
+    assert len(rules) == 2
+    users = {
+        lid: set(as_list(r.get("DependsOn", [])))
+        for lid, r in template["Resources"].items()
+        if _places_in_group(r.get("Properties"), sg_id)
+    }
+    expected = {"AWS::SageMaker::Cluster"} | ({"AWS::FSx::FileSystem"} if variant == "sandbox_fsx" else set())
+    assert {template["Resources"][lid]["Type"] for lid in users} == expected
+    assert {lid: rules - depends for lid, depends in users.items() if rules - depends} == {}
+
+
 def test_instance_role_has_the_managed_policy_plus_explicit_bucket_reads(cluster: dict[str, Any]) -> None:
     role_id = _cluster_props(cluster)["InstanceGroups"][0]["ExecutionRole"]["Fn::GetAtt"][0]
     role = cluster["Resources"][role_id]["Properties"]
