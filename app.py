@@ -100,11 +100,10 @@ def build_app(
             config=config,
             network=cluster.network if cluster is not None else None,
         )
-    # Opt-in: one account-level setting per account and region.
+    # Opt-in: one account-level setting per account and region, so one stack whatever the stage (its name carries
+    # none): a second stage's copy would create the same SSM parameter name and fight over the one setting.
     if STACK_IDS["0-logging"] in wanted and config.invocation_logging:
-        InvocationLoggingStack(
-            app, STACK_IDS["0-logging"], stack_name=f"{STACK_IDS['0-logging']}-{config.stage}", env=env, config=config
-        )
+        InvocationLoggingStack(app, STACK_IDS["0-logging"], stack_name=STACK_IDS["0-logging"], env=env, config=config)
     # A stack whose resource types the region's CloudFormation lacks is refused alone (stacks/shared/regions.py).
     for stack in app.node.children:
         if isinstance(stack, cdk.Stack):

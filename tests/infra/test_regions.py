@@ -163,7 +163,7 @@ def test_invocation_logging_is_refused_where_bedrock_has_no_endpoint(tmp_path: P
     assert region not in botocore.session.get_session().get_available_regions("bedrock")
     context = {**cdk_json_context(), "region": region, "invocation_logging": True}
     app, _ = build_app(context, outdir=str(tmp_path), nag=False, schema_validation=False, only=[STACK_IDS["0-logging"]])
-    artifact = app.synth().get_stack_by_name(f"{STACK_IDS['0-logging']}-sandbox")
+    artifact = app.synth().get_stack_by_name(STACK_IDS["0-logging"])
     # Then the stack is refused, naming the key that added it
     assert artifact.template.get("Resources", {}) == {}
     assert [str(m.entry.data) for m in artifact.messages if str(m.level).endswith("ERROR")] == [

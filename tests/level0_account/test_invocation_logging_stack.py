@@ -99,3 +99,21 @@ def test_the_bucket_is_published_where_level_3_reads_it(sandbox_fsx: Any) -> Non
         for resource in ([statement["Resource"]] if isinstance(statement["Resource"], dict) else statement["Resource"])
     ]
     assert any(resource.endswith(f"/{INVOCATION_LOGS_PREFIX}*") for resource in written), written
+
+
+# One setting per account and region (model-invocation-logging.html, "all calls performed in your account in a
+# Region"; API Gateway's account settings likewise): a stack holding one must be the same stack in every stage,
+# or a second stage's copy fights the first over the setting (and collides on its fixed names).
+ACCOUNT_SETTINGS = ("Custom::BedrockInvocationLogging", "AWS::ApiGateway::Account")
+
+
+def test_a_stack_holding_an_account_setting_is_one_stack_whatever_the_stage(
+    sandbox: Any, prod: Any, sandbox_fsx: Any, prod_extremes: Any
+) -> None:
+    names: dict[str, set[str]] = {}
+    for synth in (sandbox, prod, sandbox_fsx, prod_extremes):
+        for stack_id, template in synth.templates.items():
+            if any(resources(template, kind) for kind in ACCOUNT_SETTINGS):
+                names.setdefault(stack_id, set()).add(synth.stacks[stack_id].stack_name)
+    assert names == {STACK: {STACK}, "GenAiKit-0-ApiGatewayAccount": {"GenAiKit-0-ApiGatewayAccount"}}
+    assert {sandbox_fsx.config.stage, prod_extremes.config.stage} == {"sandbox", "prod"}
