@@ -16,6 +16,7 @@ from constructs import Construct
 from finetune_validate import formats
 from stacks.level3_finetune.data import FineTuneData
 from stacks.level3_finetune.names import (
+    DATASETS_PREFIX,
     JOB_TAG_KEY,
     JOBS_PREFIX,
     OUTPUT_PREFIX,
@@ -230,6 +231,8 @@ class FineTunePipeline(Construct):
                     # The teachers the customization role may invoke (FineTuneStack): a run's own must be one.
                     "invocableTeacherModelIds": list(ft.invocable_teachers),
                     "invocationLogs": from_logs,
+                    # The customization role reads only this prefix: the dataset keys and their media must be in it.
+                    "datasetsPrefix": DATASETS_PREFIX,
                 }
             ),
             payload_response_only=True,

@@ -775,6 +775,42 @@ def test_handler_writes_the_report_and_returns_its_summary(s3: Any, context: Fak
     }
 
 
+@pytest.mark.parametrize("field", ["trainingKey", "validationKey"])
+def test_a_dataset_key_outside_the_readable_prefix_is_an_invalid_request(
+    field: str, s3: Any, context: FakeContext
+) -> None:
+    """The pipeline names the one prefix the customization role may read; a key elsewhere would fail the job."""
+    request = event(datasetsPrefix="datasets/", **{field: "data/train.jsonl"})
+    request["trainingKey" if field == "validationKey" else "validationKey"] = None
+    if field == "validationKey":
+        request["trainingKey"] = "datasets/train.jsonl"
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.handler(request, context)  # type: ignore[arg-type]
+    assert raised.value.field == field and "datasets/" in str(raised.value)
+
+
+def test_images_and_videos_must_sit_in_the_datasets_bucket_under_the_readable_prefix(
+    s3: Any, context: FakeContext
+) -> None:
+    """Nova reads a dataset's media only from the dataset's own bucket, and the role only under datasets/."""
+    answer = {"role": "assistant", "content": [{"text": "A diagram."}]}
+
+    def asking(uri: str) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": [{"text": "What is it?"}, image("png", uri)]}, answer]}
+
+    inside = f"s3://{BUCKET}/datasets/images/a.png"
+    records = nova(8, line2=asking(inside), line3=asking("s3://another-bucket/datasets/a.png"))
+    records += [asking(f"s3://{BUCKET}/images/b.png")]
+    s3.put_object(Bucket=BUCKET, Key="datasets/media.jsonl", Body=jsonl(records))
+    request = event(trainingKey="datasets/media.jsonl", validationKey=None, datasetsPrefix="datasets/")
+    result = handler.handler(request, context)  # type: ignore[arg-type]
+    assert not result["valid"]
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")["Body"].read())
+    assert errors_by_line(report["training"]) == {3: {"invalid_s3_uri"}, 9: {"invalid_s3_uri"}}
+    # Without the prefix (a local check, kit l3 validate) the location is not known and not checked.
+    assert check(jsonl(records))["valid"]
+
+
 def test_handler_reports_an_invalid_dataset_without_failing(s3: Any, context: FakeContext) -> None:
     result = handler.handler(
         event(trainingKey="data/bad.jsonl", validationKey=None, hyperparameters={"epochCount": 3}), context

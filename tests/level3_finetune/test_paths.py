@@ -318,6 +318,7 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "defaultTeacherModelId": ft.teacher_model_id,
         "invocableTeacherModelIds": list(ft.invocable_teachers),
         "invocationLogs": False,
+        "datasetsPrefix": "datasets/",
     }
     assert names["run"] == hashlib.md5(EXECUTION.encode()).hexdigest()  # reproducible from the execution ARN
     prefix = none.config.resource_name("ft")

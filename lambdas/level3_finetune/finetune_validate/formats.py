@@ -531,6 +531,9 @@ MODELS: dict[str, ModelSpec] = {
             image_formats=frozenset({"png", "jpeg", "gif"}),
             video_formats=frozenset({"mov", "mkv", "mp4"}),
             regions=("us-east-1",),
+            # The on-demand deployment pages (deploy-custom-model-on-demand.html) still list only the first Nova
+            # models, but custom Nova 2 Lite models are served on demand in practice (re:Post question
+            # QUlMCRME6TRkK6XQoBSjP4pw: a deployment created and queried); a refusal ends the run in DeployFailed.
             on_demand_deploy=True,
             name="Amazon Nova 2 Lite",
             doc=DOC_NOVA_2_FT,
@@ -841,8 +844,18 @@ class RecordChecker:
     only when something is wrong.
     """
 
-    def __init__(self, spec: ModelSpec, max_record_tokens: int | None, customization_type: str = FINE_TUNING) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        max_record_tokens: int | None,
+        customization_type: str = FINE_TUNING,
+        media_prefix: str | None = None,
+    ) -> None:
         self.spec = spec
+        # s3://bucket/prefix/ that every image or video must sit under (None: not checked, e.g. a local file):
+        # "the images or videos must be in the same Amazon S3 bucket as the dataset", and the service role must
+        # be able to read them (DOC_NOVA_FT), which it may only under the datasets prefix.
+        self.media_prefix = media_prefix
         self.kind = spec.for_type(customization_type)
         self.max_record_tokens = max_record_tokens
         # Text characters over which a record is certainly too long (the documents' 6 characters per token),
@@ -1265,6 +1278,15 @@ class RecordChecker:
             problems.append(
                 _unexpected(
                     location.keys() - {"uri", "bucketOwner"}, f"{spot}.{kind}.source.s3Location", ("uri", "bucketOwner")
+                )
+            )
+        elif self.media_prefix is not None and not uri.startswith(self.media_prefix):
+            problems.append(
+                (
+                    INVALID_S3_URI,
+                    f"{spot}.{kind}.source.s3Location.uri is '{_shown(uri)}'; Bedrock reads a dataset's {kind}s only "
+                    f"from the dataset's own bucket, and the customization role only under {self.media_prefix} "
+                    f"({DOC_NOVA_FT}). Upload the file there.",
                 )
             )
         owner = location.get("bucketOwner", _MISSING)

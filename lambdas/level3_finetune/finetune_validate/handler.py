@@ -11,6 +11,9 @@ A Step Functions task invokes it with::
                                   teacherModelId must be one of them; absent: not checked, e.g. kit l3 validate),
      "invocationLogs"?: bool (a DISTILLATION request without a trainingKey distills from the account's
                         model invocation logs; only when the stack reads them),
+     "datasetsPrefix"?: str (the only prefix the customization role may read, e.g. "datasets/": the dataset keys
+                        and every image or video a record names must sit under it in this bucket; absent: not
+                        checked, e.g. kit l3 validate),
      "hyperparameters": {str: str}, "reportKey": str}
 
 The trainingKey may be null only for DISTILLATION with invocationLogs true. The pipeline passes a validation set
@@ -107,6 +110,7 @@ class Request:
     report_key: str
     customization_type: str = FINE_TUNING
     teacher_model_id: str | None = None
+    datasets_prefix: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -168,10 +172,17 @@ def parse_request(event: Any) -> Request:
             f"the pipeline passes a validation set for {' and '.join(VALIDATION_SET_TYPES)} only, not "
             f"{customization_type}; drop it (or fold its records into the training file)",
         )
+    datasets_prefix = _required_text(event, "datasetsPrefix") if event.get("datasetsPrefix") is not None else None
+    if datasets_prefix is not None and not datasets_prefix.endswith("/"):
+        raise InvalidRequest("datasetsPrefix", f"'{datasets_prefix[:80]}' must end with '/'")
     for field, key in (("trainingKey", training_key), ("validationKey", validation_key)):
         bad = check_data_key(bucket, key) if key is not None else None
         if bad is not None:
             raise InvalidRequest(field, bad)
+        if key is not None and datasets_prefix is not None and not key.startswith(datasets_prefix):
+            raise InvalidRequest(
+                field, f"must be a key under {datasets_prefix}, the only prefix the customization job may read"
+            )
     if "hyperparameters" not in event:
         raise InvalidRequest("hyperparameters", "is required (an object of name to string value; {} for defaults)")
     hyperparameters = event["hyperparameters"]
@@ -191,6 +202,7 @@ def parse_request(event: Any) -> Request:
         report_key,
         customization_type,
         teacher_model_id,
+        datasets_prefix,
     )
 
 
@@ -290,6 +302,9 @@ def validate(request: Request) -> dict[str, Any]:
             request.hyperparameters,
             customization_type=request.customization_type,
             teacher_model_id=request.teacher_model_id,
+            media_prefix=None
+            if request.datasets_prefix is None
+            else f"s3://{request.bucket}/{request.datasets_prefix}",
         )
     except UnsupportedBaseModel as exc:  # past its end of life
         raise InvalidRequest("baseModelId", str(exc)) from None

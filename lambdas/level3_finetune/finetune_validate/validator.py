@@ -222,6 +222,7 @@ class DatasetValidator:
         today: date | None = None,
         keep: int = FIRST_ERRORS_PER_KIND,
         max_line_bytes: int = MAX_LINE_BYTES,
+        media_prefix: str | None = None,
     ) -> None:
         self.spec: ModelSpec = formats.resolve_model(base_model_id)
         problem = formats.check_customization_type(customization_type, self.spec)
@@ -256,7 +257,7 @@ class DatasetValidator:
         )
         self.batch_size = int(parsed.get("batchSize", 1))
         self.max_record_tokens = self.kind.max_record_tokens(self.batch_size)
-        self._checker = RecordChecker(self.spec, self.max_record_tokens, customization_type)
+        self._checker = RecordChecker(self.spec, self.max_record_tokens, customization_type, media_prefix)
         self.max_record_chars = self._checker.error_chars
         self.training: Section | None = None
         self.validation: Section | None = None
