@@ -1,9 +1,10 @@
 """Idle cost and per-use unit prices of each stack, read from its synthesized template and kit/prices.json.
 
 Idle cost is what a deployed stack bills per month with no traffic. Every resource type in a template must be
-either priced here from its properties (alarms, KMS keys, NAT gateways and their addresses, OpenSearch
-Serverless OCUs, FSx for Lustre storage, HyperPod instances) or listed in ``FREE_WHILE_IDLE``; any other type
-is reported as unpriced, and `kit cost` fails on it, so a new resource can never silently count as $0.
+either priced here from its properties (alarms, KMS keys, NAT gateways and their addresses, interface VPC
+endpoints, OpenSearch Serverless OCUs, FSx for Lustre storage, HyperPod instances and their EBS volumes) or listed
+in ``FREE_WHILE_IDLE``; any other type is reported as unpriced, and `kit cost` fails on it, so a new resource can
+never silently count as $0.
 
 Per-use prices follow from what a template holds: resource types, model ids, and actions its IAM policies grant (a
 role that may call CreateModelImportJob brings the prices of Custom Model Import). What a kept model bills while idle
@@ -55,7 +56,6 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::EC2::Subnet",
         "AWS::EC2::SubnetRouteTableAssociation",
         "AWS::EC2::VPC",
-        "AWS::EC2::VPCEndpoint",  # the kit's only endpoint is the S3 gateway endpoint, which is free
         "AWS::EC2::VPCGatewayAttachment",
         "AWS::Events::Rule",
         "AWS::FSx::DataRepositoryAssociation",
@@ -91,12 +91,14 @@ FREE_WHILE_IDLE = frozenset(
         "Custom::VpcRestrictDefaultSG",
     }
 )
-# Types priced from their properties by _idle_charges (one flat monthly price per resource, or a formula).
+# Types priced from their properties by _idle_charges (one flat monthly price per resource, or a formula; a
+# resource whose formula comes to no charge, e.g. a gateway endpoint, is reported as free).
 PRICED_WHILE_IDLE = frozenset(
     {
         "AWS::CloudWatch::Alarm",
         "AWS::EC2::EIP",
         "AWS::EC2::NatGateway",
+        "AWS::EC2::VPCEndpoint",  # Gateway endpoints are free, Interface endpoints bill per AZ and hour
         "AWS::FSx::FileSystem",
         "AWS::KMS::Key",
         "AWS::OpenSearchServerless::Collection",
@@ -107,6 +109,14 @@ PRICED_WHILE_IDLE = frozenset(
 # The prefixes of Bedrock's cross-region inference profile ids, as the kit's config accepts them. No "us-gov":
 # the config refuses GovCloud regions and that prefix, so no template of the kit carries such an id.
 _GEO_PREFIXES = frozenset(PROFILE_GEOGRAPHIES)
+# The additional EBS volume of a HyperPod instance group "is attached to each instance within the ... instance
+# group and mounted to /opt/sagemaker" (ClusterEbsVolumeConfig, SageMaker API reference and registry schema), so
+# it bills per instance while the instance exists:
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterEbsVolumeConfig.html
+HYPERPOD_EBS = "sagemaker.hyperpod_ebs"
+# Interface endpoints bill "for each hour that your VPC endpoint remains provisioned in each Availability Zone"
+# (one subnet per AZ); gateway endpoints (S3, DynamoDB) are free: https://aws.amazon.com/privatelink/pricing/
+INTERFACE_ENDPOINT = "vpc.interface_endpoint"
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,9 @@ class UnitPrice:
     note: str | None = None
 
 
+UNKNOWN_TYPE = "is not in the kit's idle-cost table"
+
+
 @dataclass(frozen=True)
 class Unpriced:
     """A resource the idle-cost rules cannot price."""
@@ -210,6 +223,7 @@ class Unpriced:
     logical_id: str
     resource_type: str
     reason: str
+    missing_price: str | None = None  # the kit/prices.json entry whose absence is the reason, if that is it
 
     def __str__(self) -> str:
         return f"{self.stack_id}: {self.resource_type} ({self.logical_id}) {self.reason}"
@@ -241,10 +255,27 @@ class UnpricedResourceError(KitError):
     def __init__(self, unpriced: Iterable[Unpriced]) -> None:
         self.unpriced = tuple(unpriced)
         listing = "; ".join(str(item) for item in self.unpriced)
-        super().__init__(
-            f"cannot price the idle cost of {listing}. Price the type in kit/costs.py and kit/prices.json, "
-            "or add it to FREE_WHILE_IDLE in kit/costs.py if it bills nothing while idle"
+        super().__init__(f"cannot price the idle cost of {listing}. {unpriced_advice(self.unpriced)}")
+
+
+def unpriced_advice(unpriced: Iterable[Unpriced]) -> str:
+    """What to do about ``unpriced``: a missing price entry is added to the table, an unknown type classified."""
+    items = list(unpriced)
+    missing = sorted({item.missing_price for item in items if item.missing_price})
+    advice = []
+    if missing:
+        entries = ", ".join(f'"{price_id}"' for price_id in missing)
+        advice.append(
+            f"Add the price {entries} to kit/prices.json (for every region it covers, with its date and source)"
         )
+    if any(item.reason == UNKNOWN_TYPE for item in items):
+        advice.append(
+            "Price the type in kit/costs.py and kit/prices.json, or add it to FREE_WHILE_IDLE in kit/costs.py "
+            "if it bills nothing while idle"
+        )
+    if any(not item.missing_price and item.reason != UNKNOWN_TYPE for item in items):
+        advice.append("Extend the type's idle-cost rule in kit/costs.py to cover this configuration")
+    return "; ".join(advice)
 
 
 def money(usd: float) -> str:
@@ -279,13 +310,25 @@ class _Charge:
     hourly: bool
 
 
+class _MissingPrice(LookupError):
+    def __init__(self, price_id: str, region: str) -> None:
+        super().__init__(f"needs the price {price_id!r}, which kit/prices.json lacks for {region}")
+        self.price_id = price_id
+
+
+def _ebs_gb_per_instance(group: Mapping[str, Any]) -> float:
+    """GB of the additional EBS volumes one instance of a HyperPod instance group carries."""
+    configs = _literal(group, "InstanceStorageConfigs", default=[]) or []
+    return float(sum(_literal(config, "EbsVolumeConfig", "VolumeSizeInGB", default=0) or 0 for config in configs))
+
+
 def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> list[_Charge]:
-    """What one priced resource bills per month while idle; raises LookupError naming a missing price."""
+    """What one priced resource bills per month while idle; raises LookupError why it cannot be priced."""
 
     def need(price_id: str) -> Price:
         price = prices.find(price_id)
         if price is None:
-            raise LookupError(f"needs the price {price_id!r}, which kit/prices.json lacks for {prices.region}")
+            raise _MissingPrice(price_id, prices.region)
         return price
 
     if kind == "AWS::CloudWatch::Alarm":
@@ -298,6 +341,16 @@ def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> li
         return [_Charge("NAT gateways", 1, need("vpc.nat_gateway"), hourly=True)]
     if kind == "AWS::EC2::EIP":
         return [_Charge("Public IPv4 addresses (EIP)", 1, need("vpc.public_ipv4"), hourly=True)]
+    if kind == "AWS::EC2::VPCEndpoint":
+        endpoint_type = _literal(props, "VpcEndpointType", default="Gateway")  # the registry schema's default
+        if endpoint_type == "Gateway":
+            return []
+        if endpoint_type != "Interface":
+            raise LookupError(f"is a {endpoint_type} endpoint; only Gateway and Interface endpoints are priced")
+        subnets = _literal(props, "SubnetIds", default=None)
+        if not isinstance(subnets, list) or not subnets:
+            raise LookupError("is an Interface endpoint without a literal SubnetIds list (it bills per subnet's AZ)")
+        return [_Charge("Interface VPC endpoints (per AZ)", len(subnets), need(INTERFACE_ENDPOINT), hourly=True)]
     if kind == "AWS::OpenSearchServerless::Collection":
         standby = _literal(props, "StandbyReplicas", default="ENABLED")
         ocus = 1 if standby == "DISABLED" else 2
@@ -323,6 +376,10 @@ def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> li
             name = _literal(group, "InstanceGroupName", default="?")
             price = need(f"sagemaker.hyperpod:{instance_type}")
             charges.append(_Charge(f"HyperPod {instance_type} ({name})", float(count), price, hourly=True))
+            gb = _ebs_gb_per_instance(group)
+            if gb:
+                label = "HyperPod instance EBS volumes (/opt/sagemaker)"
+                charges.append(_Charge(label, float(count) * gb, need(HYPERPOD_EBS), hourly=False))
         return charges
     raise AssertionError(f"{kind} is listed as priced but has no rule")  # pragma: no cover - a table/code mismatch
 
@@ -340,16 +397,21 @@ def analyze_stack(stack_id: str, template: Mapping[str, Any], prices: PriceTable
             free.add(kind)
             continue
         if kind not in PRICED_WHILE_IDLE:
-            unpriced.append(Unpriced(stack_id, logical_id, kind, "is not in the kit's idle-cost table"))
+            unpriced.append(Unpriced(stack_id, logical_id, kind, UNKNOWN_TYPE))
             continue
         try:
             charges = _idle_charges(kind, props, prices)
         except _NotLiteral as err:
             unpriced.append(Unpriced(stack_id, logical_id, kind, f"has a non-literal {err} (cannot price offline)"))
             continue
+        except _MissingPrice as err:
+            unpriced.append(Unpriced(stack_id, logical_id, kind, str(err.args[0]), missing_price=err.price_id))
+            continue
         except LookupError as err:
             unpriced.append(Unpriced(stack_id, logical_id, kind, str(err.args[0])))
             continue
+        if not charges:
+            free.add(kind)
         for charge in charges:
             key = f"{charge.price.id}|{charge.label}"
             _, quantity, _, _ = grouped.get(key, (charge.label, 0.0, charge.price, charge.hourly))
@@ -522,6 +584,7 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
             for group in resource.get("Properties", {}).get("InstanceGroups", []):
                 if group.get("InstanceCount") == 0 and isinstance(group.get("InstanceType"), str):
                     add(f"sagemaker.hyperpod:{group['InstanceType']}")
+                    extra.extend(_node_volume_price(group, prices))
     for kind, price_ids in (
         ("AWS::StepFunctions::StateMachine", ["stepfunctions.transitions"]),
         ("AWS::SQS::Queue", ["sqs.requests"]),
@@ -536,6 +599,22 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
             for price_id in price_ids:
                 add(price_id)
     return [_unit_price(price_id, prices) for price_id in ids] + extra
+
+
+def _node_volume_price(group: Mapping[str, Any], prices: PriceTable) -> list[UnitPrice]:
+    """What each node a scaled-to-0 HyperPod group adds bills for its EBS volume, per node and month."""
+    try:
+        gb = _ebs_gb_per_instance(group)
+    except _NotLiteral:
+        return []
+    if not gb:
+        return []
+    label = f"HyperPod EBS volume per {group.get('InstanceGroupName', '?')} node ({gb:g} GB)"
+    price = prices.find(HYPERPOD_EBS)
+    if price is None:
+        return [UnitPrice(label, None, "node-month", HYPERPOD_EBS, note="not in kit/prices.json")]
+    note = f"{gb:g} GB x {money(price.usd)}/{price.unit}, billed while the node exists"
+    return [UnitPrice(label, round(gb * price.usd, 2), "node-month", HYPERPOD_EBS, price.approximate is not None, note)]
 
 
 def _custom_resource_providers(template: Mapping[str, Any]) -> set[str]:

@@ -2,7 +2,9 @@
 
 Idle cost counts only resource types that bill while nothing uses them; the figures come from kit.costs and
 kit/prices.json (us-east-1 list prices), the same ones `kit cost` prints. A resource type the table has not
-classified is reported as "unclassified" and makes the script exit non-zero, rather than counting as free.
+classified is reported as "unclassified", and a classified one whose price kit/prices.json lacks (e.g. a HyperPod
+instance type) as "unpriced", naming the entry to add; either makes the script exit non-zero, rather than counting
+as free.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kit import KitError
-from kit.costs import PriceTable, analyze_stack, load_prices
+from kit.costs import UNKNOWN_TYPE, PriceTable, Unpriced, analyze_stack, load_prices, unpriced_advice
 from kit.templates import read_assembly
 from stacks.updates import new_stack_keys
 
@@ -27,43 +29,54 @@ def stack_summary(template: dict[str, Any], prices: PriceTable | None = None) ->
 
 def summarize(assembly_dir: Path) -> list[str]:
     """One line per stack of the cloud assembly in ``assembly_dir``."""
+    return [line for line, _ in _summary(assembly_dir)]
+
+
+def _summary(assembly_dir: Path) -> list[tuple[str, tuple[Unpriced, ...]]]:
+    """Each stack's line and what of it could not be priced."""
     prices = load_prices(PRICE_REGION)
     lines = []
     templates = read_assembly(assembly_dir)
     width = max((len(artifact_id) for artifact_id in templates), default=0)
     for artifact_id, template in templates.items():
-        count, idle, unknown = stack_summary(template, prices)
+        cost = analyze_stack(artifact_id, template, prices)
         purpose = template.get("Description", "").removeprefix("genai-spectrum-kit ")
+        count, idle = cost.resource_count, cost.idle_usd
         line = f"{artifact_id:<{width}} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
         # What each model a run keeps bills while idle (outside the stack: not in its idle figure).
-        kept = analyze_stack(artifact_id, template, prices).while_kept
+        kept = cost.while_kept
         if kept:
             line += "; per kept model: " + ", ".join(
                 f"{p.label} " + (f"~${p.usd:,.2f}/{p.unit}" if p.usd is not None else "(see kit cost)") for p in kept
             )
+        unknown = sorted({item.resource_type for item in cost.unpriced if item.reason == UNKNOWN_TYPE})
         if unknown:
             line += f"  (idle cost unclassified: {', '.join(unknown)})"
-        lines.append(line)
+        other = sorted({f"{item.resource_type} {item.reason}" for item in cost.unpriced if item.reason != UNKNOWN_TYPE})
+        if other:
+            line += f"  (idle cost unpriced: {'; '.join(other)})"
+        lines.append((line, cost.unpriced))
     return lines
 
 
 def main(argv: list[str]) -> int:
     assembly = Path(argv[1] if len(argv) > 1 else "cdk.out")
     try:
-        lines = summarize(assembly)
+        summary = _summary(assembly)
     except KitError as err:
         print(err, file=sys.stderr)
         return 1
     print("\nSynthesized stacks (idle cost: what the stack bills per month with no traffic):")
-    for line in lines:
+    for line, _ in summary:
         print("  " + line)
     print(
         "On a deployed stack, changing "
         + ", ".join(new_stack_keys())
         + " needs a new stack (destroy, then deploy); README's configuration table says what every other key replaces."
     )
-    if any("unclassified" in line for line in lines):
-        print("idle cost unclassified: price the type in kit/costs.py and kit/prices.json", file=sys.stderr)
+    unpriced = [item for _, items in summary for item in items]
+    if unpriced:
+        print(f"idle cost unclassified or unpriced: {unpriced_advice(unpriced)}", file=sys.stderr)
         return 1
     return 0
 

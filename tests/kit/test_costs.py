@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from kit import KitError
 from kit.costs import (
     FREE_WHILE_IDLE,
+    HYPERPOD_EBS,
+    INTERFACE_ENDPOINT,
     PRICED_WHILE_IDLE,
     PRICES_FILE,
     StackCost,
@@ -20,6 +23,8 @@ from kit.costs import (
     load_prices,
     report_json,
 )
+from stacks.level4_pretrain.settings import hyperpod_instance_types
+from stacks.shared.registry import resource_schema
 from tests.infra.helpers import only
 
 REGIONS = ("us-east-1", "us-west-2")
@@ -67,16 +72,46 @@ def test_level3_idles_at_its_kms_key(sandbox: Any, prices: Any) -> None:
     assert items(cost_of(sandbox, "GenAiKit-3-FineTune", prices)) == {"kms.key": (1, 1.00)}
 
 
-def test_cluster_bills_controller_nat_gateway_and_its_address(sandbox: Any, prices: Any) -> None:
+def _groups(synth: Any) -> list[dict[str, Any]]:
+    _, cluster = only(synth.templates["GenAiKit-4-Pretrain-Cluster"], "AWS::SageMaker::Cluster")
+    groups: list[dict[str, Any]] = cluster["Properties"]["InstanceGroups"]
+    return groups
+
+
+def _ebs_gb(group: dict[str, Any]) -> int:
+    configs = group["InstanceStorageConfigs"]
+    return sum(c["EbsVolumeConfig"]["VolumeSizeInGB"] for c in configs if "EbsVolumeConfig" in c)
+
+
+def test_a_hyperpod_ebs_volume_is_one_per_instance_of_its_group() -> None:
+    # What multiplies a group's VolumeSizeInGB by its InstanceCount, in AWS's own words (the registry schema).
+    schema = resource_schema("AWS::SageMaker::Cluster")
+    assert schema is not None
+    described = schema["definitions"]["ClusterEbsVolumeConfig"]["properties"]["VolumeSizeInGB"]["description"]
+    assert "attached to each instance within the SageMaker HyperPod cluster instance group" in described
+
+
+def test_cluster_bills_controller_its_ebs_volume_nat_gateway_and_its_address(sandbox: Any, prices: Any) -> None:
     cost = cost_of(sandbox, "GenAiKit-4-Pretrain-Cluster", prices)
+    [controller] = [g for g in _groups(sandbox) if g["InstanceCount"]]
+    gb = _ebs_gb(controller)  # cdk.json's hp_ebs_volume_gb
+    assert gb == 100
     assert items(cost) == {
         "sagemaker.hyperpod:ml.t3.medium": (1, 36.50),
+        HYPERPOD_EBS: (100, 14.00),  # the controller's volume, $0.14/GB-month
         "vpc.nat_gateway": (1, 32.85),
         "vpc.public_ipv4": (1, 3.65),
     }
-    assert cost.idle_usd == 73.00
-    # The GPU group holds 0 instances: priced per use, not while idle.
-    assert "sagemaker.hyperpod:ml.g5.8xlarge" in {price.price_id for price in cost.per_use}
+    assert cost.idle_usd == 87.00
+    # The GPU group holds 0 instances: priced per use (instance-hours and each node's volume), not while idle.
+    per_use = {price.price_id: price for price in cost.per_use}
+    assert "sagemaker.hyperpod:ml.g5.8xlarge" in per_use
+    volume = per_use[HYPERPOD_EBS]
+    assert (volume.usd, volume.unit, volume.approximate) == (14.00, "node-month", True)
+    [gpu] = [g for g in _groups(sandbox) if not g["InstanceCount"]]
+    assert f"per {gpu['InstanceGroupName']} node ({_ebs_gb(gpu)} GB)" in volume.label
+    # The only endpoint of the cluster's VPC is the S3 gateway endpoint: free.
+    assert "AWS::EC2::VPCEndpoint" in cost.free_types
 
 
 def test_cluster_options_add_fsx_storage_and_the_login_node(sandbox_fsx: Any, prices: Any) -> None:
@@ -84,7 +119,83 @@ def test_cluster_options_add_fsx_storage_and_the_login_node(sandbox_fsx: Any, pr
     found = items(cost)
     assert found["fsx.lustre_persistent2:125"] == (1200, 174.00)  # 1.2 TiB at 125 MB/s/TiB
     assert found["sagemaker.hyperpod:ml.t3.medium"] == (2, 73.00)  # controller + login
-    assert cost.idle_usd == 283.50
+    assert found[HYPERPOD_EBS] == (200, 28.00)  # one 100 GB volume each
+    assert cost.idle_usd == 311.50
+
+
+def test_ebs_volumes_scale_with_the_instances_of_each_group(prices: Any) -> None:
+    def group(name: str, count: int, gb: int) -> dict[str, Any]:
+        storage = [{"EbsVolumeConfig": {"VolumeSizeInGB": gb}}, {"FsxLustreConfig": {"DnsName": "x"}}]
+        return {"InstanceGroupName": name, "InstanceType": "ml.t3.medium", "InstanceCount": count,
+                "InstanceStorageConfigs": storage}  # fmt: skip
+
+    groups = [group("controller", 1, 100), group("workers", 3, 500), group("spare", 0, 900)]
+    cluster = {"Type": "AWS::SageMaker::Cluster", "Properties": {"InstanceGroups": groups}}
+    [cost] = cost_report({"S": {"Resources": {"Cluster": cluster}}}, prices)
+    assert items(cost)[HYPERPOD_EBS] == (1600, 224.00)  # 100 + 3 x 500 GB; the empty group has no volume
+    assert [p.usd for p in cost.per_use if p.price_id == HYPERPOD_EBS] == [126.00]  # 900 GB per spare node
+
+
+def _endpoint(**props: Any) -> dict[str, Any]:
+    return {"S": {"Resources": {"Endpoint": {"Type": "AWS::EC2::VPCEndpoint", "Properties": props}}}}
+
+
+def test_gateway_endpoints_are_free_and_the_default_type() -> None:
+    schema = resource_schema("AWS::EC2::VPCEndpoint")
+    assert schema is not None
+    assert "Default: Gateway" in schema["properties"]["VpcEndpointType"]["description"]
+    for props in ({"VpcEndpointType": "Gateway", "ServiceName": "com.amazonaws.us-east-1.s3"}, {}):
+        [cost] = cost_report(_endpoint(**props), load_prices("us-east-1"))
+        assert (cost.idle_items, cost.idle_usd, cost.free_types) == ((), 0, ("AWS::EC2::VPCEndpoint",))
+
+
+def test_interface_endpoints_bill_per_subnet_and_hour(prices: Any) -> None:
+    [cost] = cost_report(_endpoint(VpcEndpointType="Interface", SubnetIds=[{"Ref": "A"}, {"Ref": "B"}]), prices)
+    assert items(cost) == {INTERFACE_ENDPOINT: (2, 14.60)}  # 2 AZs x $0.01/hour x 730 h
+
+
+@pytest.mark.parametrize(
+    ("props", "reason"),
+    [
+        ({"VpcEndpointType": "Interface"}, "SubnetIds"),
+        ({"VpcEndpointType": "Interface", "SubnetIds": {"Fn::Split": [",", "a,b"]}}, "non-literal SubnetIds"),
+        ({"VpcEndpointType": "GatewayLoadBalancer", "SubnetIds": ["s"]}, "GatewayLoadBalancer endpoint"),
+    ],
+)
+def test_an_endpoint_it_cannot_price_fails(props: dict[str, Any], reason: str, prices: Any) -> None:
+    with pytest.raises(UnpricedResourceError, match=reason):
+        cost_report(_endpoint(**props), prices)
+
+
+def test_a_valid_instance_type_without_a_price_asks_for_the_price_entry(prices: Any) -> None:
+    # ml.m5.2xlarge is a HyperPod type (the SageMaker API model) that kit/prices.json does not price.
+    assert "ml.m5.2xlarge" in hyperpod_instance_types()
+    group = {"InstanceGroupName": "controller", "InstanceType": "ml.m5.2xlarge", "InstanceCount": 1}
+    cluster = {"Type": "AWS::SageMaker::Cluster", "Properties": {"InstanceGroups": [group]}}
+    with pytest.raises(UnpricedResourceError) as raised:
+        cost_report({"S": {"Resources": {"Cluster": cluster}}}, prices)
+    message = str(raised.value)
+    assert 'Add the price "sagemaker.hyperpod:ml.m5.2xlarge" to kit/prices.json' in message
+    assert "FREE_WHILE_IDLE" not in message
+    [unpriced] = raised.value.unpriced
+    assert unpriced.missing_price == "sagemaker.hyperpod:ml.m5.2xlarge"
+
+
+def test_make_synth_asks_for_the_missing_price_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts.synth_summary import main
+
+    group = {"InstanceGroupName": "controller", "InstanceType": "ml.m5.2xlarge", "InstanceCount": 1}
+    template = {
+        "Resources": {"Cluster": {"Type": "AWS::SageMaker::Cluster", "Properties": {"InstanceGroups": [group]}}}
+    }
+    (tmp_path / "C.template.json").write_text(json.dumps(template))
+    artifact = {"type": "aws:cloudformation:stack", "properties": {"templateFile": "C.template.json"}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"GenAiKit-4-Pretrain-Cluster": artifact}}))
+    assert main(["synth_summary.py", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "idle cost unpriced: AWS::SageMaker::Cluster needs the price 'sagemaker.hyperpod:ml.m5.2xlarge'" in out
+    assert 'Add the price "sagemaker.hyperpod:ml.m5.2xlarge" to kit/prices.json' in err
+    assert "unclassified: AWS::SageMaker::Cluster" not in out and "FREE_WHILE_IDLE" not in err
 
 
 def test_training_job_stack_costs_nothing_idle(sandbox: Any, prices: Any) -> None:
@@ -129,6 +240,7 @@ def test_an_unknown_resource_type_fails_naming_type_and_stack(prices: Any) -> No
     message = str(raised.value)
     assert "GenAiKit-9-New: AWS::Neptune::DBCluster (Graph)" in message
     assert "GenAiKit-1-Prompt" not in message and "\n" not in message
+    assert "add it to FREE_WHILE_IDLE in kit/costs.py if it bills nothing while idle" in message
 
 
 @pytest.mark.parametrize(
@@ -270,3 +382,15 @@ def test_report_json_lists_what_a_kept_model_bills(sandbox: Any, prices: Any) ->
     )
     assert by_stack[SAGEMAKER_STACK]["idle_usd_month"] == 0
     assert by_stack["GenAiKit-1-Prompt"]["while_kept"] == []
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_a_hyperpod_price_taken_from_ec2_says_so(region: str) -> None:
+    # A HyperPod (SageMaker) instance lists above its EC2 counterpart: an EC2 figure is labelled as one.
+    entries = json.loads(PRICES_FILE.read_text())["regions"][region]
+    for price_id, entry in entries.items():
+        if price_id.startswith("sagemaker.") and entry["source"].startswith("https://aws.amazon.com/ec2/"):
+            assert "EC2" in entry["label"] and "lower bound" in entry["label"], price_id
+            assert "not a SageMaker price" in entry["approximate"], price_id
+    # ml.g5.8xlarge's $2.448 is EC2's on-demand g5.8xlarge rate.
+    assert entries["sagemaker.hyperpod:ml.g5.8xlarge"]["source"] == "https://aws.amazon.com/ec2/pricing/on-demand/"

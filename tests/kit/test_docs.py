@@ -52,3 +52,19 @@ def test_every_stack_has_a_committed_diagram_linked_from_its_page(sandbox: Any) 
     for stack_id in sandbox.templates:
         assert (ROOT / "docs" / "diagrams" / f"{stack_id}.md").is_file()
         assert f"diagrams/{stack_id}.md" in pages
+
+
+def test_level3_idle_cost_says_the_rotated_key_grows(sandbox: Any) -> None:
+    # KMS bills each of a key's first two rotations $1/month more (https://aws.amazon.com/kms/pricing/): where a
+    # rotated key's $1.00 idle figure is stated, so is its growth.
+    template = sandbox.templates["GenAiKit-3-FineTune"]
+    keys = [r for r in template["Resources"].values() if r["Type"] == "AWS::KMS::Key"]
+    assert keys and all(key["Properties"].get("EnableKeyRotation") is True for key in keys)
+    page = (ROOT / "docs" / "level-3-finetune.md").read_text()
+    rows = [
+        _row(README.read_text(), "3. Fine-tuning"),
+        _row(DOCS_INDEX.read_text(), "3. Fine-tuning"),
+        _row(page, "| Idle |"),
+    ]
+    for row in rows:
+        assert "rotation" in row and 3.0 in _amounts(row), row

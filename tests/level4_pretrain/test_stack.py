@@ -549,7 +549,7 @@ def test_the_jobs_stack_costs_nothing_idle_and_stands_alone(sandbox: Any, jobs: 
 def test_the_cluster_idle_cost_is_stated(cluster: dict[str, Any]) -> None:
     from scripts.synth_summary import stack_summary
 
-    assert stack_summary(cluster)[1:] == (round(0.05 * 730 + 32.85 + 3.65, 2), [])
+    assert stack_summary(cluster)[1:] == (round(0.05 * 730 + 100 * 0.14 + 32.85 + 3.65, 2), [])
 
 
 def test_training_role_writes_checkpoints_only_under_the_checkpoint_prefix(jobs: dict[str, Any]) -> None:
