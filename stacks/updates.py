@@ -78,7 +78,10 @@ UPDATES: Mapping[str, str] = {
     "hp_login_instance_type": IN_PLACE,
     "hp_compute_groups": IN_PLACE,
     "hp_ebs_volume_gb": IN_PLACE,
-    "hp_fsx": IN_PLACE,
+    # HyperPod applies FSx configuration only when it provisions a node, and the controller and login groups cannot
+    # be scaled to 0 and back: turning FSx on never reaches them, turning it off deletes the file system under
+    # their mounts (sagemaker-hyperpod-ref.html, Slurm FSx configuration).
+    "hp_fsx": NEW_STACK,
     "hp_fsx_throughput": IN_PLACE,
     "tj_instance_type": IN_PLACE,
     "tj_instance_count": IN_PLACE,

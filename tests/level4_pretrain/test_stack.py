@@ -546,6 +546,24 @@ def test_the_jobs_stack_costs_nothing_idle_and_stands_alone(sandbox: Any, jobs: 
     assert "Fn::ImportValue" not in json.dumps(jobs)
 
 
+def test_a_key_that_changes_fsx_on_the_controller_is_documented_as_a_new_stack(sandbox: Any, sandbox_fsx: Any) -> None:
+    """HyperPod applies FSx configuration only when it provisions a node (sagemaker-hyperpod-ref.html, Slurm FSx
+    configuration), and the controller group always holds its one node: a change there never reaches it, so the
+    update table must not call it "in place"."""
+    from stacks.updates import NEW_STACK, UPDATES
+
+    def fsx_by_node_type(synth: Any) -> dict[str, bool]:
+        groups = _cluster_props(synth.templates[CLUSTER])["InstanceGroups"]
+        return {
+            g["SlurmConfig"]["NodeType"]: any("FsxLustreConfig" in c for c in g.get("InstanceStorageConfigs", []))
+            for g in groups
+        }
+
+    before, after = fsx_by_node_type(sandbox), fsx_by_node_type(sandbox_fsx)
+    assert before["Controller"] != after["Controller"]  # the variants differ in hp_fsx (and in keys not read here)
+    assert UPDATES["hp_fsx"] == NEW_STACK
+
+
 def test_the_cluster_idle_cost_is_stated(cluster: dict[str, Any]) -> None:
     from scripts.synth_summary import stack_summary
 
