@@ -93,7 +93,11 @@ def test_template_call_builds_the_variables_body() -> None:
 def test_synth_summary_says_which_changes_need_a_new_stack(sandbox: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["synth_summary.py", str(sandbox.assembly_dir)]) == 0
     closing = capsys.readouterr().out.strip().splitlines()[-1]
-    assert closing.startswith("On a deployed stack, changing stage, name_prefix, region, account needs a new stack")
+    from stacks.updates import NEW_STACK, UPDATES
+
+    keys = [key for key, stated in UPDATES.items() if stated == NEW_STACK]
+    assert keys[:4] == ["stage", "name_prefix", "region", "account"] and "hp_fsx" in keys
+    assert closing.startswith(f"On a deployed stack, changing {', '.join(keys)} needs a new stack")
 
 
 def test_the_pinned_cdk_cli_reads_the_assembly_the_pinned_library_writes(sandbox: Any, tmp_path: Path) -> None:
