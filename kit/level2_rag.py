@@ -190,9 +190,10 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     """Show the pending document changes and the newest ingestion job.
 
     The command never starts a job itself: the pipeline coalesces every pending change into one job every
-    rag_sync_interval_minutes, or starts a full sync while the data source has never completed a job (a new
-    stack). With --wait this follows it (waiting for the first job when there is none yet); exit 1 if the
-    job failed or the wait timed out.
+    rag_sync_interval_minutes, or starts a full sync while the data source has no COMPLETE job under its current
+    configuration (a new stack, or a changed rag_documents_prefix). With --wait this follows it (waiting for the
+    first job when there is none yet; right after a configuration change it may follow the last job of the old
+    configuration, until the next run starts the full sync); exit 1 if the job failed or the wait timed out.
     """
     target = current_target()
     outputs = target.outputs("2")

@@ -42,6 +42,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 KNOWLEDGE_BASE_ID = "KBSIM00001"
 DATA_SOURCE_ID = "DSSIM00001"
+DATA_SOURCE_REVISION = "0123456789abcdef"  # the stack's digest of the data source's properties (16 hex digits)
 BUCKET = "kit-documents-sim"
 PREFIX = "docs/"
 MAX_RECEIVE_COUNT = 5
@@ -471,13 +472,13 @@ def object_event(rng: random.Random, kind: str, key: str, *, bucket: str = BUCKE
 
 
 def poison_bodies(rng: random.Random, count: int) -> list[str]:
-    """Messages that are not document changes of the knowledge base, of every kind the function rejects."""
+    """Messages that are not document changes of the knowledge base, of every kind the function rejects (a change
+    of a key outside the prefix is not one: it is moot, from a previous prefix, and deleted, not dead-lettered)."""
     makers: list[Callable[[], str]] = [
         lambda: "{not json",
         lambda: json.dumps(["an", "array"]),
         lambda: json.dumps({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification"}),
         lambda: object_event(rng, "created", f"{PREFIX}x.txt", bucket="someone-elses-bucket"),
-        lambda: object_event(rng, "created", "outside/prefix.txt"),
         lambda: json.dumps(
             {"source": "aws.s3", "detail-type": "Object Created", "detail": {"bucket": {"name": BUCKET}}}
         ),
@@ -551,6 +552,7 @@ def function_env(queue_url: str) -> dict[str, str]:
         "DATA_SOURCE_ID": DATA_SOURCE_ID,
         "DOCUMENTS_BUCKET": BUCKET,
         "DOCUMENTS_PREFIX": PREFIX,
+        "DATA_SOURCE_REVISION": DATA_SOURCE_REVISION,
     }
 
 

@@ -86,7 +86,8 @@ class RagSettings(Settings):
         le=99,
     )
     documents_prefix: Annotated[Text, Allowed("empty or an S3 key prefix ending in '/', e.g. 'docs/'")] = Field(
-        alias="rag_documents_prefix", description="The S3 prefix the data source reads (empty for the whole bucket)"
+        alias="rag_documents_prefix",
+        description="The S3 prefix the data source reads (empty for the whole bucket); a change starts a full sync",
     )
     # null: on in the sandbox stage, off in prod.
     sample_corpus: FlagOrNull = Field(

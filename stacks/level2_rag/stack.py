@@ -48,6 +48,7 @@ from stacks.shared.stage import bucket_deployment_logs, tag_stack
 
 LEVEL = "2-rag"
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[2] / "samples" / "rag-corpus"
+REVISION_LENGTH = 16  # DATA_SOURCE_REVISION: 16 hex digits (rag_ingest.settings.REVISION)
 INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of its settings follows
 MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue
 # SQS expires a message by its ORIGINAL enqueue time, also after it moved to the dead-letter queue, and the
@@ -579,6 +580,12 @@ class KnowledgeBase(Construct):
                 chunking_configuration=_chunking(rag)
             ),
         )
+        # A digest of everything the data source is defined with. The S3 inclusion prefixes (and more) are updated
+        # in place (not createOnlyProperties in the AWS::Bedrock::DataSource registry schema), so the data source id
+        # stays; the ingest function tags its jobs with this revision and starts a full sync when it changes.
+        self.data_source_revision = Lazy.string(
+            _DigestName(self, "", lambda: self.data_source._cfn_properties, REVISION_LENGTH)
+        )
 
     @property
     def arn(self) -> str:
@@ -662,6 +669,7 @@ class IngestionPipeline(Construct):
                 "DATA_SOURCE_ID": kb.data_source.attr_data_source_id,
                 "DOCUMENTS_BUCKET": documents.bucket.bucket_name,
                 "DOCUMENTS_PREFIX": documents.prefix,
+                "DATA_SOURCE_REVISION": kb.data_source_revision,
             },
         )
         # No reserved concurrency: an account with a low concurrency quota (new accounts often have 10) must

@@ -41,7 +41,7 @@ from moto.sqs.models import sqs_backends
 import rag_ingest.handler
 from common.errors import ConfigurationError
 from rag_ingest import aws, ingestion, settings
-from rag_ingest.changes import Change, PoisonMessage, parse_change
+from rag_ingest.changes import Change, PoisonMessage, covered, parse_change
 from scripts import ingest_burst
 from scripts.ingest_burst import (
     ACCOUNT,
@@ -71,7 +71,11 @@ ASSET_DIR = stage_function_code("rag_ingest")
 SYNC = {"action": "sync"}
 RECONCILE = {"action": "reconcile"}
 DATA_SOURCE = {"knowledgeBaseId": KNOWLEDGE_BASE_ID, "dataSourceId": DATA_SOURCE_ID}
-COMPLETE_FILTER = {"attribute": "STATUS", "operator": "EQ", "values": ["COMPLETE"]}
+# The stack's digest of the data source's properties (DATA_SOURCE_REVISION), and the tag jobs carry it in.
+REVISION = ingest_burst.DATA_SOURCE_REVISION
+TAGGED = f" [revision {REVISION}]"
+HISTORY = {**DATA_SOURCE, "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"}, "maxResults": 10}
+FULL_SYNC_SALT = f"full-sync:{KNOWLEDGE_BASE_ID}:{DATA_SOURCE_ID}:{REVISION}:"
 RUNNING_FILTER = {"attribute": "STATUS", "operator": "EQ", "values": ["STARTING", "IN_PROGRESS", "STOPPING"]}
 
 
@@ -82,7 +86,7 @@ clear_caches = ingest_burst.clear_function_caches
 def ingest_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The function's environment (QUEUE_URL is set by the ``world`` fixture); fresh lazy caches."""
     env = ingest_burst.function_env("https://sqs.us-east-1.amazonaws.com/123456789012/unset")
-    env.update(POWERTOOLS_SERVICE_NAME=SERVICE, POWERTOOLS_METRICS_NAMESPACE=NAMESPACE)
+    env.update(POWERTOOLS_SERVICE_NAME=SERVICE, POWERTOOLS_METRICS_NAMESPACE=NAMESPACE, DATA_SOURCE_REVISION=REVISION)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MAX_MESSAGES_PER_RUN", raising=False)
@@ -211,7 +215,8 @@ def world_in(sqs: Any, monkeypatch: pytest.MonkeyPatch, *, synced: bool) -> Iter
         monkeypatch.setenv("QUEUE_URL", queue_url)
         agent = FakeBedrockAgent(clock)
         if synced:
-            agent.add_job(started_ms=clock.now_ms - PAST_SYNC_MS, duration_ms=600_000, by="earlier")
+            past = clock.now_ms - PAST_SYNC_MS
+            agent.add_job(started_ms=past, duration_ms=600_000, by="earlier", description=f"1 change{TAGGED}")
         tracker = Tracker(clock, agent)
         function_sqs = RecordingSQS(sqs, tracker)
         monkeypatch.setattr(aws, "get_sqs_client", lambda: function_sqs)
@@ -277,7 +282,7 @@ def test_burst_met_a_running_job_and_a_real_conflict(burst: ingest_burst.BurstRe
     assert [job.by for job in trace.jobs][:2] == ["external", "external"]  # running at t0, and the race
     for attempt in trace.start_attempts:
         assert attempt.description is not None
-        assert attempt.description.endswith("changes")
+        assert attempt.description.endswith(f"changes{TAGGED}")
 
 
 def test_burst_dead_letters_exactly_the_poison_messages(burst: ingest_burst.BurstResult) -> None:
@@ -313,10 +318,8 @@ def test_empty_queue_of_a_synced_data_source_asks_bedrock_once_per_environment(w
         assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
         world.advance(300)
 
-    # One look at the job history (is there a COMPLETE job?) on the first run, remembered afterwards.
-    assert world.agent.calls == [
-        ("ListIngestionJobs", {**DATA_SOURCE, "filters": [COMPLETE_FILTER], "maxResults": 10}),
-    ]
+    # One look at the job history (is the newest COMPLETE job of this revision?) on the first run, remembered.
+    assert world.agent.calls == [("ListIngestionJobs", HISTORY)]
     assert world.tracker.receive_calls == []
     assert world.agent.start_attempts == []
 
@@ -359,13 +362,14 @@ def test_changes_are_coalesced_into_one_job_then_deleted(world: World, capsys: p
         "fullSync": False,
         "changes": 25,
         "objects": 4,
+        "outsidePrefix": 0,
         "poison": 1,
         "deleted": 25,
         "deleteFailed": 0,
         "requeued": 0,
         "released": 0,
     }
-    assert job.description == "25 changes"
+    assert job.description == f"25 changes{TAGGED}"
     assert job.client_token == ingestion.client_token([ingestion.QueuedMessage(i, "", "", 0, 0) for i in reversed(ids)])
     assert len(world.queued_bodies()) == 1  # only the poison message is left
     emf = emf_documents(capsys.readouterr().out)[-1]
@@ -387,7 +391,7 @@ def test_changes_are_coalesced_into_one_job_then_deleted(world: World, capsys: p
 def test_single_change_description(world: World) -> None:
     world.send_changes(1)
     world.sync()
-    assert world.agent.jobs[-1].description == "1 change"
+    assert world.agent.jobs[-1].description == f"1 change{TAGGED}"
 
 
 @pytest.mark.parametrize("code", ["ConflictException", "ThrottlingException", "ServiceQuotaExceededException"])
@@ -498,7 +502,6 @@ def test_poison_is_logged_with_the_reason_and_reaches_the_dead_letter_queue(worl
     assert "the body is not valid JSON" in reasons
     assert "the body is not a JSON object" in reasons
     assert any(reason.startswith("bucket 'someone-elses-bucket'") for reason in reasons)
-    assert any("outside the documents prefix" in reason for reason in reasons)
     assert all(r["level"] == "WARNING" and r["message_id"] for r in warnings)
 
 
@@ -672,7 +675,7 @@ def test_a_new_data_source_gets_a_full_sync_without_any_queued_change(new_world:
 
     assert (result["started"], result["fullSync"], result["changes"]) == (True, True, 0)
     [job] = new_world.agent.jobs
-    assert (job.by, job.description, job.job_id) == ("function", ingestion.FULL_SYNC, result["jobId"])
+    assert (job.by, job.description, job.job_id) == ("function", ingestion.FULL_SYNC + TAGGED, result["jobId"])
 
     new_world.advance(60)
     assert new_world.sync()["reason"] == f"ingestion job {job.job_id} is IN_PROGRESS"  # no second job meanwhile
@@ -690,12 +693,12 @@ def test_the_full_sync_coalesces_the_queued_changes_and_deletes_them(new_world: 
     result = new_world.sync()
 
     assert (result["started"], result["fullSync"], result["changes"], result["deleted"]) == (True, True, 3, 3)
-    assert new_world.agent.jobs[-1].description == f"{ingestion.FULL_SYNC}; 3 changes"
+    assert new_world.agent.jobs[-1].description == f"{ingestion.FULL_SYNC}; 3 changes{TAGGED}"
     assert new_world.queued_bodies() == []
 
 
 def test_a_running_job_of_a_new_data_source_is_waited_for_and_then_counts_as_the_sync(new_world: World) -> None:
-    running = new_world.agent.add_job(started_ms=new_world.clock.now_ms - 10_000)
+    running = new_world.agent.add_job(started_ms=new_world.clock.now_ms - 10_000, description=f"x{TAGGED}")
 
     result = new_world.sync()
 
@@ -704,6 +707,109 @@ def test_a_running_job_of_a_new_data_source_is_waited_for_and_then_counts_as_the
     new_world.advance(300)  # it completed
     assert new_world.sync()["reason"] == "no pending changes"
     assert new_world.agent.start_attempts == []
+
+
+def test_a_job_without_a_revision_is_waited_for_but_proves_nothing(new_world: World) -> None:
+    # Started by someone else (or by the function before revisions): what configuration it ran under is unknown.
+    running = new_world.agent.add_job(started_ms=new_world.clock.now_ms - 10_000, by="console")
+
+    assert new_world.sync()["runningJobId"] == running.job_id
+    new_world.advance(300)  # it completed
+    result = new_world.sync()
+
+    assert (result["started"], result["fullSync"]) == (True, True)
+    assert new_world.agent.jobs[-1].description == ingestion.FULL_SYNC + TAGGED
+
+
+def reconfigure(monkeypatch: pytest.MonkeyPatch, *, prefix: str, revision: str) -> None:
+    """A deploy that updated the data source in place: the same id, a new prefix and revision (a new function
+    configuration, hence new execution environments)."""
+    monkeypatch.setenv("DOCUMENTS_PREFIX", prefix)
+    monkeypatch.setenv("DATA_SOURCE_REVISION", revision)
+    clear_caches()
+
+
+NEW_PREFIX, NEW_REVISION = "library/", "fedcba9876543210"
+
+
+def test_a_new_prefix_on_the_same_data_source_gets_a_full_sync_at_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert world.sync()["reason"] == "no pending changes"  # in sync under the old prefix
+    reconfigure(monkeypatch, prefix=NEW_PREFIX, revision=NEW_REVISION)
+
+    # The documents already under the new prefix send no S3 event: only a full sync reads them, and it starts
+    # with an empty queue on the next sync run, not an hour later.
+    result = world.sync()
+
+    assert (result["started"], result["fullSync"], result["changes"]) == (True, True, 0)
+    [attempt] = world.agent.start_attempts
+    assert attempt.description == f"{ingestion.FULL_SYNC} [revision {NEW_REVISION}]"
+    world.advance(300)  # it completed: in sync under the new revision
+    assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
+    assert len(world.agent.start_attempts) == 1
+
+
+def test_changes_queued_under_the_old_prefix_are_moot_not_poison(
+    world: World, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
+) -> None:
+    old = world.send_changes(3)  # queued under the old prefix, not yet drained when the prefix changes
+    reconfigure(monkeypatch, prefix=NEW_PREFIX, revision=NEW_REVISION)
+    current = world.send(object_event(world.rng, "created", f"{NEW_PREFIX}a.md"))
+
+    result = world.sync()
+
+    # The full sync reads the data source as it is now; a change of a key it no longer covers is moot. The
+    # messages go with the job, never to the dead-letter queue (where they would raise the alarm).
+    assert (result["started"], result["fullSync"], result["changes"]) == (True, True, 1)
+    assert (result["outsidePrefix"], result["poison"], result["deleted"]) == (3, 0, 4)
+    assert world.agent.start_attempts[0].description == f"{ingestion.FULL_SYNC}; 1 change [revision {NEW_REVISION}]"
+    assert world.agent.start_attempts[0].client_token == ingestion.client_token(
+        [ingestion.QueuedMessage(i, "", "", 0, 0) for i in [*old, current]],
+        f"full-sync:{KNOWLEDGE_BASE_ID}:{DATA_SOURCE_ID}:{NEW_REVISION}:{world.agent.jobs[0].job_id}",
+    )
+    assert world.tracker.deleted_before_cover == 0
+    assert world.queued_bodies() == world.dead_letter_bodies() == []
+    [moot] = [r for r in records(logs) if r["message"].startswith("Changes outside the documents prefix")]
+    assert (moot["level"], moot["changes"], moot["keys"]) == ("INFO", 3, [f"{PREFIX}doc-{i}.md" for i in range(3)])
+
+
+def test_moot_changes_alone_start_no_job_in_sync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.send_changes(2)
+    reconfigure(monkeypatch, prefix=NEW_PREFIX, revision=NEW_REVISION)
+    # In sync under the new revision already (its full sync completed) when the old changes are drained.
+    done = f"{ingestion.FULL_SYNC} [revision {NEW_REVISION}]"
+    world.agent.add_job(started_ms=world.clock.now_ms - 300_000, duration_ms=60_000, description=done)
+
+    result = world.sync()
+
+    assert (result["started"], result["reason"], result["outsidePrefix"], result["deleted"]) == (
+        False,
+        "no document change received",
+        2,
+        2,
+    )
+    assert world.agent.start_attempts == []
+    assert world.queued_bodies() == world.dead_letter_bodies() == []
+
+
+def test_a_configuration_changed_back_during_its_full_sync_gets_a_full_sync_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.send_changes(2)
+    reconfigure(monkeypatch, prefix=NEW_PREFIX, revision=NEW_REVISION)
+    assert world.sync()["outsidePrefix"] == 2  # the new revision's full sync started; the old changes went with it
+    reconfigure(monkeypatch, prefix=PREFIX, revision=REVISION)  # rolled back before that job completed
+
+    # The newest COMPLETE job is of the old revision again, but a job of another revision followed it: the old
+    # changes the other revision dropped as moot matter again, and only a full sync covers them.
+    assert world.sync()["busy"] is True
+    world.advance(300)
+    result = world.sync()
+
+    assert (result["started"], result["fullSync"]) == (True, True)
+    assert world.agent.start_attempts[-1].description == ingestion.FULL_SYNC + TAGGED
+    assert world.tracker.deleted_before_cover == 0
 
 
 def test_a_failed_full_sync_is_retried_by_the_hourly_reconcile_not_by_every_sync(new_world: World) -> None:
@@ -721,9 +827,7 @@ def test_a_failed_full_sync_is_retried_by_the_hourly_reconcile_not_by_every_sync
     assert (result["sync"]["started"], result["sync"]["fullSync"]) == (True, True)
     [attempt] = new_world.agent.start_attempts
     assert attempt.outcome == "started"  # a new job, not the failed one answered again for an equal token
-    assert attempt.client_token == ingestion.client_token(
-        [], f"full-sync:{KNOWLEDGE_BASE_ID}:{DATA_SOURCE_ID}:{failed.job_id}"
-    )
+    assert attempt.client_token == ingestion.client_token([], FULL_SYNC_SALT + failed.job_id)
     assert result["job"]["jobId"] == attempt.job_id
 
 
@@ -751,7 +855,7 @@ DEEP_OBJECT = '{"a":' * 30_000 + "1" + "}" * 30_000
 @pytest.mark.parametrize("body", [DEEP_ARRAY, DEEP_OBJECT], ids=["array", "object"])
 def test_parse_change_turns_a_deeply_nested_body_into_poison(body: str) -> None:
     with pytest.raises(PoisonMessage) as raised:
-        parse_change(body, bucket=BUCKET, prefix=PREFIX)
+        parse_change(body, bucket=BUCKET)
     assert raised.value.reason == "the body could not be parsed (RecursionError)"
 
 
@@ -1026,9 +1130,11 @@ def _faulty_pipeline(
         monkeypatch.setattr(aws, "get_sqs_client", lambda: faulty_sqs)
         monkeypatch.setattr(aws, "get_agent_client", lambda: faulty_agent)
         clear_caches()
-        poison = [DEEP_ARRAY, "{not json", object_event(world.rng, "created", "outside/x.md")]
+        # A change outside the prefix (queued under a previous one) is moot, not poison: deleted like a change.
+        odd = [DEEP_ARRAY, "{not json", object_event(world.rng, "created", "outside/x.md")]
+        poison = odd[:2]
         world.send_changes(9, keys=4)
-        for body in poison:
+        for body in odd:
             world.send(body)
         world.send_changes(5, keys=4)
         runs: list[list[tuple[str, str]]] = []
@@ -1190,8 +1296,11 @@ def test_parse_change_reads_eventbridge_s3_events(kind: str, detail_type: str) -
     body = object_event(random.Random(2), kind, f"{PREFIX}a b/ü.md")
     event = json.loads(body)
     assert event["detail-type"] == detail_type
-    assert parse_change(body, bucket=BUCKET, prefix=PREFIX) == Change(kind, BUCKET, f"{PREFIX}a b/ü.md", event["id"])
-    assert parse_change(body, bucket=BUCKET).key == f"{PREFIX}a b/ü.md"  # no prefix: the whole bucket
+    assert parse_change(body, bucket=BUCKET) == Change(kind, BUCKET, f"{PREFIX}a b/ü.md", event["id"])
+    assert covered(f"{PREFIX}a b/ü.md", PREFIX)
+    assert covered(f"{PREFIX}a b/ü.md", "")  # no prefix: the whole bucket
+    assert not covered("elsewhere/a", PREFIX)  # read all the same: the caller decides (a moot change)
+    assert parse_change(object_event(random.Random(2), kind, "elsewhere/a"), bucket=BUCKET).key == "elsewhere/a"
 
 
 @pytest.mark.parametrize(
@@ -1216,12 +1325,11 @@ def test_parse_change_reads_eventbridge_s3_events(kind: str, detail_type: str) -
             object_event(random.Random(1), "created", f"{PREFIX}a", bucket="other"),
             "bucket 'other' is not the documents",
         ),
-        (object_event(random.Random(1), "created", "elsewhere/a"), "key 'elsewhere/a' is outside the documents prefix"),
     ],
 )
 def test_parse_change_rejects_poison_with_a_reason(body: str, reason: str) -> None:
     with pytest.raises(PoisonMessage) as raised:
-        parse_change(body, bucket=BUCKET, prefix=PREFIX)
+        parse_change(body, bucket=BUCKET)
     assert raised.value.reason.startswith(reason)
 
 
@@ -1317,13 +1425,9 @@ def job_detail(status: str, **extra: Any) -> dict[str, Any]:
 
 
 def stub_synced(stub: Stubber, synced: bool = True) -> None:
-    """The sync's first question: has the data source ever completed a job?"""
-    summaries = [job_detail("COMPLETE")] if synced else []
-    stub.add_response(
-        "list_ingestion_jobs",
-        {"ingestionJobSummaries": summaries},
-        {**DATA_SOURCE, "filters": [COMPLETE_FILTER], "maxResults": 10},
-    )
+    """The sync's first question: is the newest COMPLETE job of the data source one of this revision?"""
+    summaries = [job_detail("COMPLETE", description=f"2 changes{TAGGED}")] if synced else []
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": summaries}, HISTORY)
 
 
 def stub_not_running(stub: Stubber) -> None:
@@ -1484,11 +1588,11 @@ def test_reconcile_of_a_data_source_without_any_job_starts_the_full_sync(agent_s
     stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
     stub.add_response(
         "start_ingestion_job",
-        {"ingestionJob": job_detail("STARTING", description=ingestion.FULL_SYNC)},
+        {"ingestionJob": job_detail("STARTING", description=ingestion.FULL_SYNC + TAGGED)},
         {
             **DATA_SOURCE,
-            "clientToken": ingestion.client_token([], f"full-sync:{KNOWLEDGE_BASE_ID}:{DATA_SOURCE_ID}:"),
-            "description": ingestion.FULL_SYNC,
+            "clientToken": ingestion.client_token([], FULL_SYNC_SALT),
+            "description": ingestion.FULL_SYNC + TAGGED,
         },
     )
     stub_newest(stub, "STARTING")

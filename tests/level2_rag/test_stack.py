@@ -241,7 +241,8 @@ def test_ingest_function_runs_on_two_schedules(sandbox: Any, template: dict[str,
         ]["Properties"]["VisibilityTimeout"]
     )
     env = fn["Environment"]["Variables"]
-    assert {"QUEUE_URL", "KNOWLEDGE_BASE_ID", "DATA_SOURCE_ID", "DOCUMENTS_BUCKET", "DOCUMENTS_PREFIX"} <= set(env)
+    names = {"QUEUE_URL", "KNOWLEDGE_BASE_ID", "DATA_SOURCE_ID", "DOCUMENTS_BUCKET", "DOCUMENTS_PREFIX"}
+    assert names | {"DATA_SOURCE_REVISION"} <= set(env)
     schedules = {}
     for rule in resources(template, "AWS::Events::Rule").values():
         props = rule["Properties"]
@@ -526,6 +527,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "oss-tags": {"rag_vector_store": "opensearch-serverless", "tags": {"team": "search"}},
     "oss-dimensions": {"rag_vector_store": "opensearch-serverless", "rag_embedding_dimensions": 512},
     "oss-longest-prefix": {"rag_vector_store": "opensearch-serverless", "name_prefix": "k" * 17},
+    "documents-prefix": {"rag_documents_prefix": "library/"},
+    "sync-interval": {"rag_sync_interval_minutes": 10},
 }
 
 
@@ -653,6 +656,31 @@ def test_every_computed_name_fits_its_property_pattern(variant: Callable[[str], 
         collection = _names(template)["AWS::OpenSearchServerless::Collection"]
         arn = f"arn:aws:aoss:us-east-1:123456789012:collection/{collection}"
         assert re.fullmatch(arn_pattern.strip("^$"), arn)
+
+
+def _revision(template: dict[str, Any]) -> str:
+    revision: str = _function(template, "rag_ingest.handler.handler")[1]["Environment"]["Variables"][
+        "DATA_SOURCE_REVISION"
+    ]
+    return revision
+
+
+def test_a_data_source_updated_in_place_gets_a_new_revision(variant: Callable[[str], dict[str, Any]]) -> None:
+    from rag_ingest.settings import REVISION
+    from stacks.shared.registry import create_only_paths
+
+    # The registry schema updates the S3 inclusion prefixes in place: the data source (and its id) stays, so the
+    # ingest function learns of the change only from DATA_SOURCE_REVISION, and starts a full sync.
+    prefixes = ("DataSourceConfiguration", "S3Configuration", "InclusionPrefixes")
+    assert not any(prefixes[: len(path)] == path for path in create_only_paths("AWS::Bedrock::DataSource"))
+    default, moved, slower = variant("default"), variant("documents-prefix"), variant("sync-interval")
+    assert only(moved, "AWS::Bedrock::DataSource")[1]["Properties"]["DataSourceConfiguration"]["S3Configuration"][
+        "InclusionPrefixes"
+    ] == ["library/"]
+    assert _renamed(variant, "default", "documents-prefix") == set()  # updated in place, not replaced
+    assert all(REVISION.fullmatch(_revision(t)) for t in (default, moved, slower))
+    assert _revision(moved) != _revision(default)
+    assert _revision(slower) == _revision(default)  # the data source did not change: no full sync
 
 
 def test_settings_digest_is_stable_and_order_free() -> None:

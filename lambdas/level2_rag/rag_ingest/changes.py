@@ -5,8 +5,10 @@ The EventBridge rule sends the whole event as the SQS message body::
     {"source": "aws.s3", "detail-type": "Object Created" | "Object Deleted",
      "detail": {"bucket": {"name": ...}, "object": {"key": ...}, ...}, "id": ..., "time": ..., ...}
 
-Anything else (unparseable JSON, another shape, another bucket, a key outside the documents prefix) is
-poison: the function never deletes it, so the queue's redrive policy moves it to the dead-letter queue.
+Anything else (unparseable JSON, another shape, another bucket) is poison: the function never deletes it, so
+the queue's redrive policy moves it to the dead-letter queue. A change of a key outside the documents prefix is
+not poison: the event rule forwards only keys under the prefix, so it was sent under a previous prefix
+(``rag_documents_prefix`` changed while it was queued) and the caller decides what it is worth (``covered``).
 Whatever goes wrong while reading one body makes that message, and only that message, poison: json.loads
 raises RecursionError for a deeply nested body, ValueError (JSONDecodeError, UnicodeError) for bad text and
 could raise MemoryError for a pathological one; each becomes a PoisonMessage naming the exception.
@@ -41,7 +43,12 @@ class Change:
     event_id: str
 
 
-def parse_change(body: Any, *, bucket: str, prefix: str = "") -> Change:
+def covered(key: str, prefix: str) -> bool:
+    """Whether the data source's inclusion prefix covers ``key`` (an empty prefix covers the whole bucket)."""
+    return key.startswith(prefix)
+
+
+def parse_change(body: Any, *, bucket: str) -> Change:
     """The document change a message body describes; PoisonMessage (with the reason) otherwise."""
     if not isinstance(body, str):
         raise PoisonMessage("the body is not text")
@@ -69,8 +76,6 @@ def parse_change(body: Any, *, bucket: str, prefix: str = "") -> Change:
         raise PoisonMessage(f"bucket {_shown(event_bucket)} is not the documents bucket")
     if not isinstance(key, str) or not key:
         raise PoisonMessage("detail.object.key is missing")
-    if prefix and not key.startswith(prefix):
-        raise PoisonMessage(f"key {_shown(key)} is outside the documents prefix {_shown(prefix)}")
     event_id = event.get("id")
     return Change(
         kind=DETAIL_TYPES[detail_type],

@@ -3,7 +3,7 @@
 Invoked by two EventBridge schedules with constant input (or directly with the same dict):
 
 - ``{"action": "sync"}``: coalesce the queued document changes into one ingestion job (``ingestion.sync``),
-  or start a full sync when the data source has never completed a job;
+  or start a full sync while the data source has no COMPLETE job under its current configuration;
 - ``{"action": "reconcile"}``: the same sync (which also retries a full sync that ended FAILED or STOPPED),
   then a report of the newest ingestion job (metrics, and its ``failureReasons`` in the log).
 

@@ -7,13 +7,20 @@ module keeps: **a change's message is deleted only after an ingestion job starte
 
 ``sync``:
 
-1. Is the data source in sync at all? Until ListIngestionJobs shows a COMPLETE job of the data source (a new
-   stack, or a knowledge base / data source replaced by a configuration change), the run starts a **full sync**
-   even with an empty queue: S3 events cannot be relied on for documents that were in the bucket before the
-   data source existed (the sample corpus can land before the bucket's EventBridge delivery is active). Once a
-   COMPLETE job was seen, it is remembered for the life of the execution environment (a new data source id is a
-   new function configuration, hence new environments). A full sync that ended FAILED or STOPPED is retried by
-   the hourly reconcile (``retry_full_sync``), not every few minutes, or at once when a change is pending.
+1. Is the data source in sync under its current configuration? Each job the function starts carries the
+   data source's revision (DATA_SOURCE_REVISION: the stack's digest of the data source's properties) in its
+   description. Until the newest COMPLETE job of the data source carries the current revision, with no job of
+   another revision started after it, the run starts a **full sync** even with an empty queue. That covers a
+   new stack or a replaced knowledge base / data source (S3 events cannot be relied on for documents that were
+   in the bucket before the data source existed: the sample corpus can land before the bucket's EventBridge
+   delivery is active) and a data source updated in place: a new ``rag_documents_prefix`` leaves the data
+   source id as it is (the S3 inclusion prefixes are not create-only in the AWS::Bedrock::DataSource registry
+   schema), and the documents already under the new prefix send no S3 event. A job of another revision started
+   after the newest COMPLETE one means the configuration changed back while it ran (a rollback): that needs a
+   full sync too. Once in sync, it is remembered for the life of the execution environment (a new data source
+   id or revision is a new function configuration, hence new environments). A full sync that ended FAILED or
+   STOPPED is retried by the hourly reconcile (``retry_full_sync``), not every few minutes, or at once when a
+   change is pending.
 2. Nothing pending in the queue (visible + in flight) and in sync -> stop, without calling Bedrock again.
 3. A job of this data source is STARTING / IN_PROGRESS / STOPPING -> busy, without receiving anything (so
    receive counts do not grow while a job runs and good messages never drift to the dead-letter queue).
@@ -21,7 +28,9 @@ module keeps: **a change's message is deleted only after an ingestion job starte
    reached, the time budget (remaining time minus a reserve) runs out, or a later ReceiveMessage fails (the run
    goes on with what it holds). Each message is read on its own: anything that goes wrong reading a body
    makes that message, and only that message, poison; poison is never deleted (the redrive policy moves it to
-   the dead-letter queue) and is logged with why. A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th
+   the dead-letter queue) and is logged with why. A change of a key outside the documents prefix (queued under
+   a previous prefix) is moot, not poison: it is held, released and deleted like a change, but never starts a
+   job by itself (see ``sync``). A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th
    time (or later) is re-queued at once: a fresh copy (receive count 0) is sent, then the original deleted.
 5. StartIngestionJob once for all changes, with a client token derived from their message ids (a retried
    call is idempotent). Any failure after the first message was received (this call, or anything else) makes
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +58,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from common.errors import aws_error_code, aws_error_message, trim
-from rag_ingest.changes import Change, PoisonMessage, parse_change
+from rag_ingest.changes import Change, PoisonMessage, covered, parse_change
 from rag_ingest.settings import Settings
 
 BUSY_CODES = frozenset({"ConflictException", "ThrottlingException", "ServiceQuotaExceededException"})
@@ -56,7 +66,9 @@ RUNNING_STATUSES = ("STARTING", "IN_PROGRESS", "STOPPING")
 COMPLETE = "COMPLETE"
 FINISHED_STATUSES = frozenset({COMPLETE, "FAILED", "STOPPED"})
 NO_PENDING = "no pending changes"
-FULL_SYNC = "full sync: no job of this data source has completed yet"
+FULL_SYNC = "full sync: no job has completed under the data source's current configuration"
+# The revision a job was started under, at the end of its description (at most 200 characters).
+REVISION_TAG = re.compile(r"\[revision ([0-9a-f]{16})\]$")
 SQS_BATCH = 10
 VISIBILITY_MARGIN_S = 30  # received messages stay hidden a bit longer than the run can last
 MAX_VISIBILITY_S = 43_200
@@ -78,8 +90,8 @@ MAX_REPORTED_REASONS = 10
 RECONCILE_EVERY = timedelta(hours=1)
 MAX_LOGGED_REASONS = 100
 
-# (knowledge base id, data source id) pairs seen with a COMPLETE ingestion job in this execution environment.
-_synced: set[tuple[str, str]] = set()
+# (knowledge base id, data source id, revision) seen in sync in this execution environment.
+_synced: set[tuple[str, str, str]] = set()
 
 
 def forget_synced() -> None:
@@ -121,21 +133,27 @@ class Drained:
     """What one run received, filled in as the drain goes (so a failure still knows what it holds)."""
 
     received: dict[str, QueuedMessage] = field(default_factory=dict)  # message id -> newest delivery
-    parsed: dict[str, Change] = field(default_factory=dict)
+    parsed: dict[str, Change] = field(default_factory=dict)  # every document change, covered or not
+    outside: set[str] = field(default_factory=set)  # changes of keys outside the documents prefix (moot)
     unreadable: dict[str, str] = field(default_factory=dict)  # message id -> why it is poison
     requeued: set[str] = field(default_factory=set)  # originals deleted after a fresh copy was queued
     stopped_by: str = "empty"  # "empty" | "cap" | "time" | "error"
 
     @property
     def changes(self) -> list[tuple[QueuedMessage, Change]]:
-        return [(self.received[message_id], change) for message_id, change in self.parsed.items()]
+        """The changes the data source covers (what a job is started for)."""
+        return [(self.received[i], change) for i, change in self.parsed.items() if i not in self.outside]
+
+    @property
+    def moot(self) -> list[tuple[QueuedMessage, Change]]:
+        return [(self.received[i], change) for i, change in self.parsed.items() if i in self.outside]
 
     @property
     def poison(self) -> list[tuple[QueuedMessage, str]]:
         return [(self.received[message_id], why) for message_id, why in self.unreadable.items()]
 
     def held(self) -> list[QueuedMessage]:
-        """The changes' messages this run still holds (received, not replaced by a fresh copy)."""
+        """The changes' messages (moot ones too) this run still holds (received, not replaced by a fresh copy)."""
         return [self.received[message_id] for message_id in self.parsed if message_id not in self.requeued]
 
 
@@ -149,6 +167,7 @@ class SyncResult:
     full_sync: bool = False
     changes: int = 0
     objects: int = 0
+    outside_prefix: int = 0
     poison: int = 0
     deleted: int = 0
     delete_failed: int = 0
@@ -167,6 +186,7 @@ class SyncResult:
             fullSync=self.full_sync,
             changes=self.changes,
             objects=self.objects,
+            outsidePrefix=self.outside_prefix,
             poison=self.poison,
             deleted=self.deleted,
             deleteFailed=self.delete_failed,
@@ -178,6 +198,7 @@ class SyncResult:
     def count(self, drained: Drained) -> None:
         changes = drained.changes
         self.changes, self.objects = len(changes), len({(c.bucket, c.key) for _, c in changes})
+        self.outside_prefix = len(drained.outside)
         self.poison, self.requeued = len(drained.unreadable), len(drained.requeued)
         self.drain_stopped_by = drained.stopped_by
 
@@ -188,8 +209,8 @@ class SyncResult:
 def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
     """One scheduled run: coalesce every pending change into at most one new ingestion job.
 
-    Starts a full sync when the data source has never completed a job; ``retry_full_sync`` (the reconcile)
-    also retries one whose last attempt ended FAILED or STOPPED.
+    Starts a full sync while the data source has no COMPLETE job under its current revision; ``retry_full_sync``
+    (the reconcile) also retries one whose last attempt ended FAILED or STOPPED.
     """
     pending = pending_messages(deps)
     full = not data_source_synced(deps)
@@ -201,12 +222,15 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
         return SyncResult(
             busy=True, reason=f"ingestion job {job_id} is {status}", running_job_id=job_id, full_sync=full
         )
-    previous = ""
+    previous, revision = "", deps.settings.data_source_revision
     if full:
         newest = newest_summary(deps)
         if newest is not None:
             previous = str(newest.get("ingestionJobId"))
-            if pending == 0 and not retry_full_sync:
+            # Only a failed attempt at this revision waits for the reconcile; after a COMPLETE job of another
+            # revision (a configuration change) the full sync starts now.
+            failed_here = newest.get("status") != COMPLETE and job_revision(newest) in (None, revision)
+            if pending == 0 and failed_here and not retry_full_sync:
                 reason = f"the full sync (job {previous}) ended {newest.get('status')}; the hourly reconcile retries it"
                 return SyncResult(reason=reason, full_sync=True)
 
@@ -221,11 +245,21 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
                 "Poison message: left for the dead-letter queue",
                 extra={"message_id": message.message_id, "reason": why, "receive_count": message.receive_count},
             )
-        if not drained.parsed and not full:
+        if drained.outside:
+            keys = sorted({change.key for _, change in drained.moot})
+            deps.log.info(
+                "Changes outside the documents prefix: the data source no longer covers them",
+                extra={"changes": len(drained.outside), "keys": keys[:MAX_REPORTED_REASONS], "full_sync": full},
+            )
+        if not drained.changes and not full:
+            # In sync under the current revision, a moot change can go: should a later configuration cover its
+            # key again, that revision finds this one's COMPLETE job newer than its own and starts a full sync.
+            result.deleted, result.delete_failed = delete_messages(deps, drained.held())
             result.reason = "no document change received"
             return result
         starting = True
-        job = start_job(deps, [message for message, _ in drained.changes], full=full, previous=previous)
+        covering = [drained.received[message_id] for message_id in drained.parsed]
+        job = start_job(deps, covering, changes=result.changes, full=full, previous=previous)
     except Exception as exc:
         result.count(drained)
         result.released = release(deps, drained.held())
@@ -269,16 +303,52 @@ def pending_messages(deps: Deps) -> int:
 
 
 def data_source_synced(deps: Deps) -> bool:
-    """True once the data source has a COMPLETE ingestion job (remembered for this execution environment)."""
-    key = (deps.settings.knowledge_base_id, deps.settings.data_source_id)
+    """True once the data source is in sync under its current revision (remembered for this environment)."""
+    settings = deps.settings
+    key = (settings.knowledge_base_id, settings.data_source_id, settings.data_source_revision)
     if key in _synced:
         return True
-    job, read_to_end = _first_job(deps, (COMPLETE,))
-    if job is None and read_to_end:
+    if not _history_in_sync(deps):
         return False
-    # A COMPLETE job, or pages that never ended (then assume in sync rather than start a job every run).
     _synced.add(key)
     return True
+
+
+def _history_in_sync(deps: Deps) -> bool:
+    """Whether the newest COMPLETE job carries the current revision and no job of another revision followed it.
+
+    A data source updated in place (its id unchanged) must be synced again: each time its contents or its
+    configuration change, "you must sync the data source so that it is re-indexed"
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-ds-update.html). A job without a revision (started
+    by someone else, or before revisions) proves nothing about the configuration it ran under.
+    """
+    current = deps.settings.data_source_revision
+    params: dict[str, Any] = {
+        **_data_source(deps.settings),
+        "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"},
+        "maxResults": 10,
+    }
+    other_since = False
+    for _ in range(MAX_JOB_PAGES):
+        response = deps.agent.list_ingestion_jobs(**params)
+        for job in response.get("ingestionJobSummaries") or []:
+            revision = job_revision(job)
+            if job.get("status") == COMPLETE:
+                return revision == current and not other_since
+            other_since = other_since or revision not in (None, current)
+        token = response.get("nextToken")
+        if not token:
+            return False
+        params["nextToken"] = token
+    # Pages that never reached a COMPLETE job: assume in sync (rather than start a job every run) unless the
+    # configuration changed.
+    return not other_since
+
+
+def job_revision(summary: dict[str, Any]) -> str | None:
+    """The revision a job was started under (the tag at the end of its description), if it carries one."""
+    match = REVISION_TAG.search(str(summary.get("description") or ""))
+    return match.group(1) if match else None
 
 
 def find_running_job(deps: Deps) -> dict[str, Any] | None:
@@ -381,9 +451,10 @@ def drain(deps: Deps, visibility_s: int, into: Drained | None = None) -> Drained
 def _read(settings: Settings, message: QueuedMessage, drained: Drained) -> str | None:
     """Record the change a message holds; the reason it is poison otherwise. Never raises."""
     try:
-        drained.parsed[message.message_id] = parse_change(
-            message.body, bucket=settings.documents_bucket, prefix=settings.documents_prefix
-        )
+        change = parse_change(message.body, bucket=settings.documents_bucket)
+        drained.parsed[message.message_id] = change
+        if not covered(change.key, settings.documents_prefix):
+            drained.outside.add(message.message_id)
     except PoisonMessage as bad:
         return bad.reason
     except Exception as exc:  # whatever else reading this one body raised: this message alone is poison
@@ -402,29 +473,34 @@ def client_token(messages: Sequence[QueuedMessage], salt: str = "") -> str:
 
 
 def full_sync_salt(settings: Settings, previous: str) -> str:
-    """What sets a full sync's token apart: the data source (a replaced one starts from the same empty queue)
-    and the job it retries (a retry after a failed full sync must start a new job, not answer the old one)."""
-    return f"full-sync:{settings.knowledge_base_id}:{settings.data_source_id}:{previous}"
+    """What sets a full sync's token apart: the data source and its revision (a replaced or reconfigured one
+    starts from the same queue) and the newest job before it (a retry after a failed full sync must start a new
+    job, not answer the old one)."""
+    ids = f"{settings.knowledge_base_id}:{settings.data_source_id}:{settings.data_source_revision}"
+    return f"full-sync:{ids}:{previous}"
 
 
 def describe_changes(count: int) -> str:
     return "1 change" if count == 1 else f"{count} changes"
 
 
-def describe_job(count: int, *, full: bool) -> str:
-    """The job's description (at most 200 characters, as StartIngestionJob allows)."""
-    if not full:
-        return describe_changes(count)
-    return f"{FULL_SYNC}; {describe_changes(count)}" if count else FULL_SYNC
+def describe_job(count: int, *, full: bool, revision: str) -> str:
+    """The job's description, ending with the revision it runs under (at most 200 characters, as
+    StartIngestionJob allows)."""
+    text = describe_changes(count)
+    if full:
+        text = f"{FULL_SYNC}; {text}" if count else FULL_SYNC
+    return f"{text} [revision {revision}]"
 
 
 def start_job(
-    deps: Deps, messages: Sequence[QueuedMessage], *, full: bool = False, previous: str = ""
+    deps: Deps, messages: Sequence[QueuedMessage], *, changes: int, full: bool = False, previous: str = ""
 ) -> dict[str, Any]:
+    """Start the job that covers ``messages`` (``changes`` of them covered by the data source)."""
     response = deps.agent.start_ingestion_job(
         **_data_source(deps.settings),
         clientToken=client_token(messages, full_sync_salt(deps.settings, previous) if full else ""),
-        description=describe_job(len(messages), full=full),
+        description=describe_job(changes, full=full, revision=deps.settings.data_source_revision),
     )
     job: dict[str, Any] = response["ingestionJob"]
     return job

@@ -13,6 +13,7 @@ DEFAULT_MAX_MESSAGES_PER_RUN = 10_000
 MAX_MESSAGES_LIMIT = 100_000
 BEDROCK_ID = re.compile(r"^[0-9a-zA-Z]{10}$")
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REVISION = re.compile(r"^[0-9a-f]{16}$")
 QUEUE_URL = re.compile(r"^https://\S+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 
 
@@ -23,6 +24,7 @@ class Settings:
     data_source_id: str
     documents_bucket: str
     documents_prefix: str
+    data_source_revision: str  # the stack's digest of the data source's properties (see ingestion.py)
     max_messages_per_run: int
     metrics_namespace: str
     service_name: str
@@ -39,6 +41,9 @@ def get_settings() -> Settings:
         data_source_id=env_matching("DATA_SOURCE_ID", BEDROCK_ID, "a 10-character data source id"),
         documents_bucket=env_matching("DOCUMENTS_BUCKET", BUCKET_NAME, "an S3 bucket name"),
         documents_prefix=os.environ.get("DOCUMENTS_PREFIX", "").strip(),
+        data_source_revision=env_matching(
+            "DATA_SOURCE_REVISION", REVISION, "16 hex digits (the stack's digest of the data source's properties)"
+        ),
         max_messages_per_run=env_int("MAX_MESSAGES_PER_RUN", DEFAULT_MAX_MESSAGES_PER_RUN, 1, MAX_MESSAGES_LIMIT),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-ingest"),
