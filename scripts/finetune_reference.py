@@ -17,6 +17,7 @@ from finetune_validate import formats
 from finetune_validate.formats import HyperparameterSpec, Lifecycle, Limits, ModelSpec, RecordChecker, TypeSpec
 from kit.costs import available_regions, load_prices
 from scripts.generated_section import GeneratedSection
+from stacks.level3_finetune.names import DATASETS_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "level-3-finetune.md"
@@ -129,7 +130,8 @@ def format_text(spec: ModelSpec, customization_type: str, kind: TypeSpec) -> str
             for name, found in (("images", spec.image_formats), ("videos", spec.video_formats))
             if found
         ]
-        text += f"; {' or '.join(media)} from S3" if media else "; text only"
+        where = f"from the data bucket under {DATASETS_PREFIX} (the dataset's own bucket, the role's one prefix)"
+        text += f"; {' or '.join(media)} {where}" if media else "; text only"
     if kind.reserved:
         text += "; reserved strings refused: " + " ".join(f"`{token}`" for token in kind.reserved)
     return f"[{text}]({kind.doc})"
