@@ -655,8 +655,8 @@ def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: s
 
     Read-only IAM actions it calls: sts:GetCallerIdentity, ssm:GetParameter (on
     /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:ListFoundationModels,
-    bedrock:GetFoundationModel, lambda:GetAccountSettings, servicequotas:ListServiceQuotas and
-    servicequotas:ListAWSDefaultServiceQuotas.
+    bedrock:GetFoundationModel, lambda:GetAccountSettings, lambda:GetLayerVersion (the Powertools layer),
+    servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas.
 
     Exit status: 0 when nothing needs fixing, 1 when something does, 2 on a usage error.
     """

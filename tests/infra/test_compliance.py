@@ -100,3 +100,21 @@ def test_cfn_lint_still_catches_an_invalid_property() -> None:
     rule_ids = {m.rule.id for m in lint(json.dumps(bad), "us-east-1")}
     assert "E3003" in rule_ids  # required BlockedInputMessaging / BlockedOutputsMessaging missing
     assert rule_ids == {m.rule.id for m in api_lint(json.dumps(bad), config=ManualArgs(regions=["us-east-1"]))}
+
+
+def test_an_output_called_a_name_holds_a_name_not_an_arn(each_stage: Any) -> None:
+    """`Ref` returns a resource type's primary identifier (its registry schema), which for some types is the ARN
+    (AWS::SageMaker::Cluster): an output named *Name that is a Ref must be of a type whose identifier is a name."""
+    from stacks.shared.registry import resource_schema
+
+    wrong = []
+    for stack_id, template in each_stage.templates.items():
+        for key, output in template.get("Outputs", {}).items():
+            ref = output["Value"].get("Ref") if isinstance(output["Value"], dict) else None
+            if not key.endswith("Name") or ref not in template["Resources"]:
+                continue
+            schema = resource_schema(template["Resources"][ref]["Type"]) or {}
+            identifier = schema.get("primaryIdentifier", [""])
+            if len(identifier) != 1 or identifier[0].endswith(("Arn", "ARN")):
+                wrong.append(f"{stack_id}.{key}: Ref returns {identifier}")
+    assert wrong == []

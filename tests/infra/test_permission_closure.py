@@ -505,6 +505,11 @@ def test_kit_doctor_needs_only_what_the_readme_lists() -> None:
     )
     assert needed, "the scan found no call in kit doctor's code"
     assert sorted(needed - listed) == []
+    # `kit doctor --help` lists them too.
+    from kit.doctor import doctor
+
+    helped = set(re.findall(r"\b([a-z0-9-]+:[A-Za-z]+)\b", doctor.help or ""))
+    assert sorted(needed - helped) == []
 
 
 def test_a_call_a_level_module_adds_to_its_doctor_checks_is_found() -> None:
