@@ -81,6 +81,15 @@ class SecureBucket(Construct):
             removal_policy=RemovalPolicy.DESTROY if disposable else policy,
             auto_delete_objects=auto_delete or disposable,
         )
+        # A kept bucket keeps its policy: without one (CloudFormation deletes a resource that has no
+        # DeletionPolicy), the data bucket loses its TLS-only deny and the log bucket the only grant S3 log
+        # delivery has (ACLs are disabled), so access logging would stop silently after a prod destroy.
+        for bucket, kept in (
+            (self.access_logs, policy),
+            (self.bucket, RemovalPolicy.DESTROY if disposable else policy),
+        ):
+            if kept == RemovalPolicy.RETAIN and bucket.policy is not None:
+                bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
         if event_bridge_enabled:
             _suppress_notifications_handler(self)
 

@@ -161,3 +161,29 @@ def test_a_sandbox_keeps_no_log_group_of_its_own(each_stage: Any) -> None:
             if resource["Type"] == "AWS::Logs::LogGroup" and resource.get("DeletionPolicy", "Delete") != "Delete"
         ]
         assert kept == [], stack_id
+
+
+def unkept_bucket_policies(template: dict[str, Any]) -> list[str]:
+    """Bucket policies deleted with the stack while their bucket is kept."""
+    resources = template.get("Resources", {})
+    found = []
+    for lid, resource in resources.items():
+        if resource["Type"] != "AWS::S3::BucketPolicy" or resource.get("DeletionPolicy") in ("Retain",):
+            continue
+        for target in set(_references(resource["Properties"].get("Bucket"))):
+            if resources.get(target, {}).get("DeletionPolicy") in ("Retain", "RetainExceptOnCreate"):
+                found.append(f"{lid} is deleted, its bucket {target} kept")
+    return sorted(found)
+
+
+def test_a_kept_bucket_keeps_its_policy(each_stage: Any) -> None:
+    """CloudFormation deletes a resource without a DeletionPolicy: a kept bucket would lose its TLS-only deny and a
+    kept log bucket the only grant S3 log delivery has (ACLs disabled)."""
+    kept_buckets = 0
+    for stack_id, template in each_stage.templates.items():
+        assert unkept_bucket_policies(template) == [], stack_id
+        kept_buckets += sum(
+            r["Type"] == "AWS::S3::Bucket" and r.get("DeletionPolicy") == "Retain"
+            for r in template["Resources"].values()
+        )
+    assert kept_buckets > 0 or each_stage.config.stage == "sandbox"
