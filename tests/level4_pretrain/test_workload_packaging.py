@@ -179,6 +179,18 @@ def test_sbatch_script_refuses_to_run_outside_the_workload_folder(tmp_path: Path
     assert f"{tmp_path}/train.py not found" in result.stderr
 
 
+def test_sbatch_script_refuses_a_multi_node_run_without_shared_storage(tmp_path: Path) -> None:
+    """HyperPod shares no file system between nodes unless one is attached (hp_fsx): the other nodes would not
+    find the code, the data or the checkpoints in the submitting node's home."""
+    if Path("/fsx").is_mount():
+        pytest.skip("this machine mounts /fsx")
+    env = {**os.environ, "SLURM_SUBMIT_DIR": str(PRETRAIN_DIR), "SLURM_NNODES": "2", "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, env=env, check=False, timeout=30)
+    assert result.returncode == 2
+    assert "a 2-node run needs a file system every node sees" in result.stderr and "hp_fsx" in result.stderr
+    assert not (tmp_path / "pretrain").exists()  # refused before it wrote anything
+
+
 def test_image_uri_uses_the_regions_own_dlc_registry() -> None:
     # Before: 763104351884 in every region; opt-in regions and China publish the DLC images from other accounts
     # (https://github.com/aws/deep-learning-containers/blob/master/docs/reference/region_availability.md).
