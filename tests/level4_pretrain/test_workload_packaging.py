@@ -164,12 +164,14 @@ def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> 
         '--nnodes "$SLURM_NNODES"',
         '--nproc_per_node "$GPUS_PER_NODE"',
         "--rdzv_backend c10d",
-        '--rdzv_endpoint "$HEAD_NODE:29500"',
+        '--rdzv_endpoint "$HEAD_ADDR:29500"',
         '--checkpoint-dir "$CHECKPOINT_DIR"',
         'tee -a "$LOG_FILE"',
     ):
         assert fragment in launch, fragment
     assert "mountpoint -q /fsx" in text
+    # The head node at the address Slurm reaches it by, not its Slurm name (gpu-1 need not resolve).
+    assert 'scontrol show node "$HEAD_NODE"' in text and "NodeAddr=" in text
 
 
 def test_sbatch_script_refuses_to_run_outside_the_workload_folder(tmp_path: Path) -> None:
