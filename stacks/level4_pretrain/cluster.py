@@ -155,10 +155,11 @@ class HyperPodCluster(Construct):
             )
             for group in pretrain.groups
         ]
+        self.cluster_name = deployment.resource_name("hyperpod")  # Ref of the cluster is its ARN, not this
         self.cluster = sagemaker.CfnCluster(
             self,
             "Cluster",
-            cluster_name=deployment.resource_name("hyperpod"),
+            cluster_name=self.cluster_name,
             orchestrator=sagemaker.CfnCluster.OrchestratorProperty(
                 slurm=sagemaker.CfnCluster.ClusterOrchestratorSlurmConfigProperty(
                     slurm_config_strategy=SLURM_CONFIG_STRATEGY

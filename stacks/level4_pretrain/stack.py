@@ -162,7 +162,7 @@ class PretrainClusterStack(Stack):
                 resources=[cluster_arn],
             ),
         )
-        CfnOutput(self, "ClusterName", value=self.hyperpod.cluster.cluster_name)
+        CfnOutput(self, "ClusterName", value=self.hyperpod.cluster_name)
         CfnOutput(self, "ClusterArn", value=cluster_arn)
         CfnOutput(self, "DataBucketName", value=self.storage.data.bucket_name)
         CfnOutput(self, "LifecycleScriptsUri", value=self.storage.lifecycle_uri)
