@@ -2,12 +2,12 @@
 
 The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK
 bootstrap version against what the synthesized templates require, the stacks the region cannot hold (their config
-errors in the synthesized assembly), Bedrock model access for the text model (a
-kit-wide setting Levels 1 and 2 share), unreserved Lambda concurrency and the Powertools layer of the region
-(every level's functions), the quota book
-and its rows, and running and rendering the checks. Each level's own checks live in that level's module
-(``doctor_rows`` and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table
-order in ``parts()``: the embedding model (Level 2); customization, the customization-job quota and Provisioned
+errors in the synthesized assembly), Bedrock model access for the text model (a kit-wide setting Levels 1 and 2
+share; a cross-Region inference profile id must name an ACTIVE profile in the region), unreserved Lambda
+concurrency and the Powertools layer of the region (every level's functions), the quota book and its rows, and
+running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows`` and
+``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the
+embedding model (Level 2); customization, the distillation teacher, the customization-job quota and Provisioned
 Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the training jobs of Level 3's SageMaker
 path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row
 names the Service Quotas quota (name and code) and how to raise it.
@@ -279,8 +279,12 @@ def has_operation(client: Any, operation: str) -> bool:
     return operation in client.meta.service_model.operation_names
 
 
-def check_model_access(target: Target, model_id: str, label: str) -> Check:
-    """Model access through GetFoundationModelAvailability, or (older botocore) GetFoundationModel."""
+def check_model_access(
+    target: Target, model_id: str, label: str, *, profile_id: str | None = None, key: str = "the model id"
+) -> Check:
+    """Model access through GetFoundationModelAvailability, or (older botocore) GetFoundationModel. With
+    ``profile_id`` (a cross-Region inference profile the kit calls the model through, configured as ``key``), the
+    profile must first exist in the region and be ACTIVE (GetInferenceProfile)."""
     from botocore.exceptions import ClientError
 
     name = f"Model access: {label}"
@@ -288,12 +292,20 @@ def check_model_access(target: Target, model_id: str, label: str) -> Check:
     bedrock = target.client("bedrock")
 
     def run() -> Check:
+        routes = ""
+        if profile_id is not None and has_operation(bedrock, "GetInferenceProfile"):
+            profile = _inference_profile(name, profile_id, key, region, bedrock)
+            if isinstance(profile, Check):
+                return profile
+            routes = profile
         try:
             if has_operation(bedrock, "GetFoundationModelAvailability"):
-                return _availability(
+                check = _availability(
                     name, model_id, region, bedrock.get_foundation_model_availability(modelId=model_id)
                 )
-            return _listed_and_readable(name, model_id, region, bedrock)
+            else:
+                check = _listed_and_readable(name, model_id, region, bedrock)
+            return Check(name, OK, f"{check.detail}; {routes}") if routes and check.status == OK else check
         except ClientError as exc:
             if aws.is_access_denied(exc):
                 return Check(name, FIX, f"{model_id} is not authorized: {MODEL_ACCESS_FIX}")
@@ -302,6 +314,44 @@ def check_model_access(target: Target, model_id: str, label: str) -> Check:
             raise
 
     return guarded(name, f"checking access to {model_id}", region, run)
+
+
+def _inference_profile(name: str, profile_id: str, key: str, region: str, bedrock: Any) -> Check | str:
+    """A FIX row when the profile cannot serve calls from ``region``, else what the OK row says of it: its
+    destination Regions, from the foundation-model ARNs of its ``models``.
+    https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-view.html"""
+    from botocore.exceptions import ClientError
+
+    listing = f"aws bedrock list-inference-profiles --type-equals SYSTEM_DEFINED --region {region}"
+    try:
+        answer = bedrock.get_inference_profile(inferenceProfileIdentifier=profile_id)
+    except ClientError as exc:
+        if aws.error_code(exc) in ("ResourceNotFoundException", "ValidationException"):
+            return Check(
+                name,
+                FIX,
+                f"{region} has no inference profile {profile_id}: set {key} to a profile `{listing}` lists "
+                "(or to the foundation model id)",
+            )
+        if aws.is_access_denied(exc):
+            return Check(
+                name,
+                FIX,
+                f"may not read the inference profile {profile_id} (bedrock:GetInferenceProfile): allow it for "
+                f"kit doctor, or check that `{listing}` lists it as ACTIVE",
+            )
+        raise
+    status = str(answer.get("status") or "?")
+    if status != "ACTIVE":  # ACTIVE means ready to be used (the API's only value today)
+        return Check(
+            name,
+            FIX,
+            f"inference profile {profile_id} is {status}, not ACTIVE: set {key} to an ACTIVE profile `{listing}` "
+            "lists (or to the foundation model id)",
+        )
+    arns = [str(model.get("modelArn", "")) for model in answer.get("models") or []]
+    regions = sorted({arn.split(":")[3] for arn in arns if arn.count(":") >= 5 and arn.split(":")[3]})
+    return f"inference profile {profile_id} is ACTIVE and routes to {', '.join(regions) or 'no Region it names'}"
 
 
 def _availability(name: str, model_id: str, region: str, answer: Mapping[str, Any]) -> Check:
@@ -340,8 +390,10 @@ def text_model_rows(target: Target) -> list[str]:
 
 def text_model_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
     """The text model is a kit-wide setting (Levels 1 and 2 both generate with it): checked once, here."""
-    model_id = target.config.text_model.foundation_model_id
-    return [check_model_access(target, model_id, _text_model_label(target))]
+    text = target.config.text_model
+    profile = text.model_id if text.is_inference_profile else None
+    label = _text_model_label(target)
+    return [check_model_access(target, text.foundation_model_id, label, profile_id=profile, key="text_model_id")]
 
 
 class QuotaBook:
@@ -654,9 +706,10 @@ def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: s
     templates need.
 
     Read-only IAM actions it calls: sts:GetCallerIdentity, ssm:GetParameter (on
-    /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:ListFoundationModels,
-    bedrock:GetFoundationModel, lambda:GetAccountSettings, lambda:GetLayerVersion (the Powertools layer),
-    servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas.
+    /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:GetInferenceProfile (a
+    cross-Region profile id), bedrock:ListFoundationModels, bedrock:GetFoundationModel,
+    lambda:GetAccountSettings, lambda:GetLayerVersion (the Powertools layer), servicequotas:ListServiceQuotas
+    and servicequotas:ListAWSDefaultServiceQuotas.
 
     Exit status: 0 when nothing needs fixing, 1 when something does, 2 on a usage error.
     """

@@ -2,8 +2,9 @@
 starts the GenAiKit-3-FineTune state machine (uploading the data first if asked) and follows an execution.
 ``kit l3sm …`` does the same for the SageMaker path (GenAiKit-3-FineTune-SageMaker: a LoRA training job, then
 Bedrock Custom Model Import) and asks the imported model. The ``kit doctor`` checks: the base model can be
-customized in the region, the Bedrock quota on customization jobs at once, and (with ft_deploy=provisioned) the
-Provisioned Throughput model units."""
+customized in the region, the distillation teacher (with DISTILLATION), the Bedrock quota on customization jobs at
+once, and (with ft_deploy=provisioned) the Provisioned Throughput model units, across custom models and of the base
+model."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import click
 from rich.text import Text
 
-from finetune_validate.formats import CUSTOMIZATION_TYPES
+from finetune_validate import formats
+from finetune_validate.formats import CUSTOMIZATION_TYPES, DISTILLATION
 from kit import aws
 from kit.aws import KitError, KitUsageError, Target
 from kit.doctor import (
@@ -27,6 +29,7 @@ from kit.doctor import (
     Check,
     Needs,
     QuotaBook,
+    check_model_access,
     guarded,
     increase,
     quota_rows,
@@ -50,6 +53,7 @@ from kit.operator import (
     wait_options,
 )
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_hash
+from stacks.shared.settings import ModelRef, parse_model_id
 from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, line_problem
 from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
 
@@ -315,6 +319,15 @@ def status(execution: str | None, wait: bool, timeout: int, poll_seconds: float)
 # custom model they count against this Bedrock quota (listed at https://docs.aws.amazon.com/general/latest/gr/bedrock.html).
 PT_MODEL_UNITS_QUOTA = "Model units no-commitment Provisioned Throughputs across custom models"
 PT_MODEL_UNITS = 1
+# The purchase also needs units of the base model's own quota, adjustable and 0 by default for many models; without
+# them CreateProvisionedModelThroughput fails (ServiceQuotaExceededException) after the paid customization job.
+# AWS names it per model (the quota table, https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock;
+# "check ... Model units per provisioned model for [your model]", https://aws.amazon.com/blogs/machine-learning/
+# llm-as-a-judge-on-amazon-bedrock-model-evaluation/), older models one way, newer ones the other.
+BASE_MODEL_UNITS_PREFIXES = (
+    ("no-commitment", "no-commitment model units for provisioned throughput created for base model "),
+    ("per model", "model units per provisioned model for "),
+)
 # The kit starts one Bedrock customization job per state-machine execution.
 CUSTOMIZATION_JOBS_NEEDED = 1
 CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
@@ -453,10 +466,91 @@ def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
     )
 
 
+def base_model_units_row(target: Target) -> str:
+    return f"Quota: Provisioned Throughput model units for {formats.MODELS[target.config.finetune.base_model_id].name}"
+
+
+def _units_quota_model(name: str) -> tuple[str, str, str | None] | None:
+    """(kind, model, context length) a lower-case quota name on a base model's Provisioned Throughput units names,
+    e.g. "model units per provisioned model for the 128k context length variant for amazon nova micro" ->
+    ("per model", "amazon nova micro", "128k"); "... created for base model amazon nova 2 lite v1.0 256k" ->
+    ("no-commitment", "amazon nova 2 lite", "256k"). None for another quota."""
+    kind, model = next(((k, name[len(p) :]) for k, p in BASE_MODEL_UNITS_PREFIXES if name.startswith(p)), ("", ""))
+    if not kind:
+        return None
+    context = None
+    variant = re.fullmatch(r"the (\d+k) context length variant for (.+)", model)
+    if variant:
+        context, model = variant.group(1), variant.group(2)
+    words = model.split()
+    if words and re.fullmatch(r"\d+k", words[-1]):
+        context = words.pop()
+    if words and re.fullmatch(r"v\d+(\.\d+)*", words[-1]):
+        words.pop()
+    return kind, " ".join(words), context
+
+
+def base_model_units_quotas(
+    quotas: list[tuple[str, float, str]], model_name: str, context: str | None
+) -> list[tuple[str, float, str]]:
+    """The quotas among ``quotas`` on the Provisioned Throughput units of the base model called ``model_name``
+    (the model table's name; older quota names leave out the provider) with ``context`` (the base model id's
+    suffix, e.g. 128k). A quota naming another context length is another variant's; one naming our own is preferred
+    to one naming none, and a no-commitment quota (what the kit buys) to a per-model one."""
+    names = {model_name.lower(), model_name.lower().split(" ", 1)[-1]}
+    found = []
+    for quota in quotas:
+        parsed = _units_quota_model(quota[0].lower())
+        if parsed and parsed[1] in names and parsed[2] in (context, None):
+            found.append((parsed, quota))
+    for own in ([q for q in found if q[0][2] == context and context], [q for q in found if q[0][2] is None]):
+        if own:
+            kinds = [q for q in own if q[0][0] == "no-commitment"] or own
+            return [quota for _, quota in kinds]
+    return []
+
+
+def check_base_model_units(target: Target, book: QuotaBook) -> Check:
+    """With ft_deploy=provisioned: the base model's own quota on no-commitment model units must admit the one unit
+    the pipeline buys (besides the account-wide quota across custom models)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    ft = target.config.finetune
+    spec = formats.MODELS[ft.base_model_id]
+    name, region = base_model_units_row(target), target.region
+    parts = ft.base_model_id.split(":")
+    context = parts[2].lower() if len(parts) > 2 else None
+    try:
+        listed = book.matching("bedrock", lambda quota: _units_quota_model(quota) is not None)
+    except (BotoCoreError, ClientError) as exc:
+        return Check(name, FIX, quota_unreadable(exc, "bedrock", region))
+    quotas = base_model_units_quotas(listed, spec.name, context)
+    if not quotas:
+        return Check(
+            name,
+            SKIP,
+            f"Service Quotas lists no model-unit quota for {spec.name} ({ft.base_model_id}) in {region}: find "
+            f"'Model units per provisioned model for …' or 'No-commitment model units for Provisioned Throughput "
+            f"created for base model …' for it in Service Quotas > Amazon Bedrock and request {PT_MODEL_UNITS} if "
+            "it is 0 (CreateProvisionedModelThroughput fails without it, after the customization job)",
+        )
+    low = [(quota, value, code) for quota, value, code in quotas if value < PT_MODEL_UNITS]
+    if low:
+        quota, value, code = low[0]
+        detail = f"{quota!r} ({code}) is {value:g}, the kit buys {PT_MODEL_UNITS} model unit: "
+        return Check(name, FIX, detail + increase("bedrock", quota, code, PT_MODEL_UNITS, region))
+    shown = "; ".join(f"{quota!r} ({code}) = {value:g}" for quota, value, code in quotas)
+    return Check(name, OK, f"{shown} (the kit buys {PT_MODEL_UNITS} model unit)")
+
+
 def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
-    """The customization-job quota, and with ft_deploy=provisioned the model units for a custom model."""
+    """The customization-job quota, and with ft_deploy=provisioned the model units for a custom model: across
+    custom models, and of its base model."""
     book = book or QuotaBook(target)
-    return [check_customization_jobs(target, book), *quota_rows(target, book, "bedrock", bedrock_quota_needs(target))]
+    rows = [check_customization_jobs(target, book), *quota_rows(target, book, "bedrock", bedrock_quota_needs(target))]
+    if target.config.finetune.deploy == "provisioned":
+        rows.append(check_base_model_units(target, book))
+    return rows
 
 
 def sm_quota_needs(target: Target) -> dict[str, int]:
@@ -466,16 +560,42 @@ def sm_quota_needs(target: Target) -> dict[str, int]:
     return {training_job_quota(sm.instance_type, sm.spot): max(sm.instance_count, 1)}
 
 
+def _teacher(target: Target) -> ModelRef | None:
+    """The distillation teacher, when the kit distills."""
+    ft = target.config.finetune
+    return parse_model_id("ft_teacher_model_id", ft.teacher_model_id) if ft.customization_type == DISTILLATION else None
+
+
+def _teacher_label(teacher: ModelRef) -> str:
+    profile = f" (via {teacher.model_id})" if teacher.is_inference_profile else ""
+    return f"distillation teacher {teacher.foundation_model_id}{profile}"
+
+
+def check_teacher(target: Target, teacher: ModelRef) -> Check:
+    """The distillation job invokes the teacher: its access, and a cross-Region profile's existence in the region."""
+    profile = teacher.model_id if teacher.is_inference_profile else None
+    label = _teacher_label(teacher)
+    return check_model_access(target, teacher.foundation_model_id, label, profile_id=profile, key="ft_teacher_model_id")
+
+
 def doctor_rows(target: Target) -> list[str]:
+    teacher = _teacher(target)
     return [
         f"Customization: {target.config.finetune.base_model_id}",
+        *([f"Model access: {_teacher_label(teacher)}"] if teacher else []),
         CUSTOMIZATION_JOBS_ROW,
         *(f"Quota: {quota}" for quota in bedrock_quota_needs(target)),
+        *([base_model_units_row(target)] if target.config.finetune.deploy == "provisioned" else []),
     ]
 
 
 def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
-    return [check_customization(target), *check_bedrock_quotas(target, book)]
+    teacher = _teacher(target)
+    return [
+        check_customization(target),
+        *([check_teacher(target, teacher)] if teacher else []),
+        *check_bedrock_quotas(target, book),
+    ]
 
 
 # --- kit l3sm: the SageMaker path (GenAiKit-3-FineTune-SageMaker) --------------------------------------------

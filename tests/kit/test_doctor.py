@@ -52,6 +52,29 @@ def available(model_id: str, **overrides: Any) -> dict[str, Any]:
     return {**answer, **overrides}
 
 
+# The default text model is a cross-Region inference profile: its destination Regions, as GetInferenceProfile says.
+PROFILE_REGIONS = ("us-east-1", "us-east-2", "us-west-2")
+
+
+def profile_answer(profile_id: str, foundation: str, status: str = "ACTIVE") -> dict[str, Any]:
+    return {
+        "inferenceProfileName": f"US {foundation}",
+        "inferenceProfileArn": f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{profile_id}",
+        "inferenceProfileId": profile_id,
+        "models": [{"modelArn": f"arn:aws:bedrock:{r}::foundation-model/{foundation}"} for r in PROFILE_REGIONS],
+        "status": status,
+        "type": "SYSTEM_DEFINED",
+    }
+
+
+def text_profile(stub: Stubber) -> None:
+    """GetInferenceProfile for the configured text model, when it is a profile (the doctor reads it first)."""
+    text = CONFIG.text_model
+    if text.is_inference_profile:
+        answer = profile_answer(text.model_id, text.foundation_model_id)
+        stub.add_response("get_inference_profile", answer, {"inferenceProfileIdentifier": text.model_id})
+
+
 def model_summary(model_id: str) -> dict[str, Any]:
     return {"modelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{model_id}", "modelId": model_id}
 
@@ -100,6 +123,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         stubbed("service-quotas") as service_quotas,
         stubbed("lambda") as lambda_,
     ):
+        text_profile(bedrock)
         bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
         bedrock.add_response(
             "get_foundation_model_availability", available(EMBEDDING_MODEL), {"modelId": EMBEDDING_MODEL}
@@ -132,7 +156,9 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
     )
     assert f"'{JOBS_QUOTA}' (L-JOBS0001) = 2" in row(result.output, "Bedrock customization jobs")
     assert "1000 unreserved of 1000 (needs 20" in row(result.output, "Lambda concurrent executions")
-    assert f"via {CONFIG.text_model.model_id}" in result.output if CONFIG.text_model.is_inference_profile else True
+    if CONFIG.text_model.is_inference_profile:
+        routes = f"inference profile {CONFIG.text_model.model_id} is ACTIVE and routes to {', '.join(PROFILE_REGIONS)}"
+        assert routes in row(result.output, f"Model access: {TEXT_MODEL}")
     assert FIX not in result.output.split()
     # the table's order: kit-wide, the text model (Levels 1 and 2), Level 2, Level 3, Lambda (every level), Level 4;
     # the same rows, in the same order, as the doctor skips without credentials
@@ -169,6 +195,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
         stubbed("service-quotas") as service_quotas,
         stubbed("lambda") as lambda_,
     ):
+        text_profile(bedrock)
         bedrock.add_response(
             "get_foundation_model_availability",
             available(TEXT_MODEL, entitlementAvailability="NOT_AVAILABLE"),
@@ -310,6 +337,56 @@ def test_older_botocore_falls_back_to_list_and_get_foundation_model(
     assert readable.status == OK
     assert denied.status == FIX and "aws-marketplace:Subscribe" in denied.detail
     assert absent.status == FIX and f"is not offered in {REGION}" in absent.detail
+
+
+PROFILE_ID = "us.amazon.titan-text-express-v1"  # no such system-defined profile
+PROFILE_MODEL = "amazon.titan-text-express-v1"
+
+
+def test_a_profile_the_region_lacks_or_that_is_not_active_is_a_fix_row_before_model_access() -> None:
+    # GetInferenceProfile answers a missing profile with ResourceNotFoundException (or ValidationException for an id
+    # it will not read); ACTIVE means ready to be used.
+    # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_GetInferenceProfile.html
+    request = {"inferenceProfileIdentifier": PROFILE_ID}
+    target = Target()
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_client_error("get_inference_profile", "ResourceNotFoundException", expected_params=request)
+        bedrock.add_client_error("get_inference_profile", "ValidationException", expected_params=request)
+        bedrock.add_response("get_inference_profile", profile_answer(PROFILE_ID, PROFILE_MODEL, "UPDATING"), request)
+        bedrock.add_client_error(
+            "get_inference_profile",
+            "AccessDeniedException",
+            "User is not authorized to perform: bedrock:GetInferenceProfile",
+            expected_params=request,
+        )
+        checks = [
+            doctor_module.check_model_access(target, PROFILE_MODEL, "m", profile_id=PROFILE_ID, key="text_model_id")
+            for _ in range(4)
+        ]
+        bedrock.assert_no_pending_responses()  # and no availability call after a profile that fails
+    missing, invalid, updating, denied = checks
+    for check in (missing, invalid):
+        assert check.status == FIX and f"{REGION} has no inference profile {PROFILE_ID}" in check.detail
+        assert "set text_model_id to a profile `aws bedrock list-inference-profiles" in check.detail
+    assert updating.status == FIX and f"{PROFILE_ID} is UPDATING, not ACTIVE" in updating.detail
+    assert denied.status == FIX and "bedrock:GetInferenceProfile" in denied.detail
+
+
+def test_a_foundation_model_id_is_not_looked_up_as_a_profile() -> None:
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
+        check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
+        bedrock.assert_no_pending_responses()
+    assert check.status == OK and "inference profile" not in check.detail
+
+
+def test_the_profile_answers_the_doctor_reads_are_the_ones_botocores_model_defines() -> None:
+    # From botocore's service model: the errors GetInferenceProfile declares and its status enum.
+    operation = aws.client("bedrock", REGION).meta.service_model.operation_model("GetInferenceProfile")
+    errors = {shape.name for shape in operation.error_shapes}
+    assert {"ResourceNotFoundException", "ValidationException", "AccessDeniedException"} <= errors
+    assert "ACTIVE" in operation.output_shape.members["status"].enum
+    assert list(operation.input_shape.required_members) == ["inferenceProfileIdentifier"]
 
 
 def test_model_access_advice_names_the_prerequisites_not_the_retired_console_page() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune_validate import formats
 from finetune_validate.formats import CUSTOMIZATION_TYPES
 from kit import level3_finetune as level3
 from kit.aws import Target
@@ -48,6 +49,7 @@ def test_bedrock_quotas_that_cannot_be_read_are_fix_rows() -> None:
     assert [r.name for r in rows] == [
         level3.CUSTOMIZATION_JOBS_ROW,
         f"Quota: {level3.PT_MODEL_UNITS_QUOTA}",
+        level3.base_model_units_row(target),
     ]
     assert all(r.status == FIX and "servicequotas:ListServiceQuotas" in r.detail for r in rows)
 
@@ -62,14 +64,87 @@ def test_provisioned_deploy_needs_custom_model_units() -> None:
             [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")],
             [quota(units, 0, "L-UNITS001", "bedrock")],  # no applied value yet: only its default of 0
         )
-        jobs, model_units = level3.check_bedrock_quotas(target)
+        jobs, model_units, _ = level3.check_bedrock_quotas(target)
     assert jobs.status == OK
     assert model_units.status == FIX and "0, the config needs 1" in model_units.detail
     assert f"--service-code bedrock --quota-code L-UNITS001 --desired-value 1 --region {REGION}" in model_units.detail
     with stubbed("service-quotas") as service_quotas:
         bedrock_quotas(service_quotas, [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")])
-        _, missing = level3.check_bedrock_quotas(target)
+        _, missing, _ = level3.check_bedrock_quotas(target)
     assert missing.status == FIX and f"no Bedrock quota named {units!r} in {REGION}" in missing.detail
+
+
+# Quota names as Service Quotas gives them (older models one way, newer ones another): the base model's own
+# no-commitment model units, which CreateProvisionedModelThroughput also needs for a custom model of it.
+NOVA_MICRO_UNITS = "Model units per provisioned model for the 128k context length variant for Amazon Nova Micro"
+NOVA_MICRO_OTHER = "Model units per provisioned model for the 24k context length variant for Amazon Nova Micro"
+NOVA_LITE_UNITS = "Model units per provisioned model for the 300k context length variant for Amazon Nova Lite"
+NOVA_2_LITE_UNITS = (
+    "No-commitment model units for Provisioned Throughput created for base model Amazon Nova 2 Lite V1.0 256K"
+)
+LLAMA_UNITS = "Model units per provisioned model for Meta Llama 3.1 8B Instruct"
+TITAN_EXPRESS_UNITS = "Model units per provisioned model for Titan Text G1 - Express 8K"
+
+
+def test_the_base_models_units_quota_is_found_by_its_name_and_context_length() -> None:
+    def found(base: str, *names: str) -> list[str]:
+        spec = formats.MODELS[base]
+        listed = [(name, 1.0, f"L-{i:08d}") for i, name in enumerate(names)]
+        context = base.split(":")[2]
+        return [name for name, _, _ in level3.base_model_units_quotas(listed, spec.name, context)]
+
+    every = (NOVA_MICRO_UNITS, NOVA_MICRO_OTHER, NOVA_LITE_UNITS, NOVA_2_LITE_UNITS, LLAMA_UNITS, TITAN_EXPRESS_UNITS)
+    assert found("amazon.nova-micro-v1:0:128k", *every) == [NOVA_MICRO_UNITS]  # not the 24k variant's
+    assert found("amazon.nova-lite-v1:0:300k", *every) == [NOVA_LITE_UNITS]  # not Nova 2 Lite's
+    assert found("amazon.nova-2-lite-v1:0:256k", *every) == [NOVA_2_LITE_UNITS]
+    assert found("meta.llama3-1-8b-instruct-v1:0:128k", *every) == [LLAMA_UNITS]  # names no context length
+    assert found("meta.llama3-1-70b-instruct-v1:0:128k", *every) == []
+    assert found("amazon.titan-text-express-v1:0:8k", *every) == [TITAN_EXPRESS_UNITS]  # an older name, no provider
+    assert found("amazon.nova-micro-v1:0:128k", NOVA_MICRO_OTHER) == []
+    per_model = NOVA_2_LITE_UNITS.replace(
+        "No-commitment model units for Provisioned Throughput created for base model",
+        "Model units per provisioned model for",
+    )
+    assert found("amazon.nova-2-lite-v1:0:256k", per_model, NOVA_2_LITE_UNITS) == [NOVA_2_LITE_UNITS]
+    assert level3._units_quota_model(level3.PT_MODEL_UNITS_QUOTA.lower()) is None  # the account-wide one
+
+
+def test_provisioned_deploy_needs_model_units_of_the_base_model_too() -> None:
+    target = Target(context={"ft_deploy": "provisioned"})  # the configured base model: Amazon Nova Micro, 128k
+    assert level3.doctor_rows(target)[-1] == level3.base_model_units_row(target)
+    across = quota(level3.PT_MODEL_UNITS_QUOTA, 2, "L-UNITS001", "bedrock")
+    for value, status in ((0, FIX), (1, OK)):
+        with stubbed("service-quotas") as service_quotas:
+            own = quota(NOVA_MICRO_UNITS, value, "L-MICRO128", "bedrock")
+            bedrock_quotas(service_quotas, [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock"), across], [own])
+            *_, base = level3.check_bedrock_quotas(target)
+        assert base.status == status and f"'{NOVA_MICRO_UNITS}' (L-MICRO128)" in base.detail, base
+    assert f"--quota-code L-MICRO128 --desired-value 1 --region {REGION}" not in base.detail  # OK: no request
+    with stubbed("service-quotas") as service_quotas:
+        bedrock_quotas(service_quotas, [across], [quota(NOVA_MICRO_OTHER, 4, "L-MICRO024", "bedrock")])
+        *_, unknown = level3.check_bedrock_quotas(target)
+    assert unknown.status == SKIP and "Service Quotas > Amazon Bedrock" in unknown.detail
+    assert Target().config.finetune.deploy != "provisioned"
+    assert level3.base_model_units_row(Target()) not in level3.doctor_rows(Target())
+
+
+# --- the distillation teacher -----------------------------------------------------------------------------------
+
+
+def test_a_distillation_teacher_profile_is_checked_in_the_region() -> None:
+    teacher = "us.amazon.nova-pro-v1:0"
+    target = Target(
+        context={"ft_customization_type": "DISTILLATION", "ft_teacher_model_id": teacher, **NO_HYPERPARAMETERS}
+    )
+    label = "distillation teacher amazon.nova-pro-v1:0 (via us.amazon.nova-pro-v1:0)"
+    assert f"Model access: {label}" in level3.doctor_rows(target)
+    with stubbed("bedrock") as bedrock:
+        request = {"inferenceProfileIdentifier": teacher}
+        bedrock.add_client_error("get_inference_profile", "ResourceNotFoundException", expected_params=request)
+        check = level3.check_teacher(target, level3._teacher(target))  # type: ignore[arg-type]
+        bedrock.assert_no_pending_responses()
+    assert check.status == FIX and "set ft_teacher_model_id to a profile" in check.detail
+    assert not any("teacher" in name for name in level3.doctor_rows(Target()))  # FINE_TUNING has none
 
 
 # --- the customization check: what ListFoundationModels can filter on ------------------------------------------
