@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.text import Text
@@ -53,9 +53,11 @@ from kit.operator import (
     wait_options,
 )
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_hash
-from stacks.shared.settings import ModelRef, parse_model_id
 from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, line_problem
 from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
+
+if TYPE_CHECKING:  # the settings (and pydantic) load when a command needs them, not at import
+    from stacks.shared.settings import ModelRef
 
 DATASETS_PREFIX = "datasets/"  # the only prefix the Level 3 customization role may read
 
@@ -562,6 +564,8 @@ def sm_quota_needs(target: Target) -> dict[str, int]:
 
 def _teacher(target: Target) -> ModelRef | None:
     """The distillation teacher, when the kit distills."""
+    from stacks.shared.settings import parse_model_id
+
     ft = target.config.finetune
     return parse_model_id("ft_teacher_model_id", ft.teacher_model_id) if ft.customization_type == DISTILLATION else None
 
