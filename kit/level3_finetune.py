@@ -143,6 +143,12 @@ def _validate_locally(
     return bool(report["valid"]), str(command.render(report, training, validation, command.SHOWN_PER_KIND))
 
 
+def configured_hyperparameters(ft: Any, kind: str) -> dict[str, Any]:
+    """The configured hyperparameters (ft_hyperparameters) for a run of ``kind``: they belong to the configured
+    customization type, so a run of another type starts from none."""
+    return dict(ft.hyperparameters) if kind == ft.customization_type else {}
+
+
 @l3.command()
 @click.argument("training", type=click.Path(exists=True, dir_okay=False), metavar="FILE")
 @click.option("--base-model", metavar="ID", help="The customization base model (default: ft_base_model_id).")
@@ -158,14 +164,12 @@ def validate(
 ) -> None:
     """Check a JSON Lines training file offline, with the pipeline's own validator (exit 1 if invalid)."""
     target = current_target()
-    model = base_model or target.config.finetune.base_model_id
+    ft = target.config.finetune
+    model = base_model or ft.base_model_id
     params = json_object(hyperparameters, "--hyperparameters")
+    kind = customization_type or ft.customization_type
     valid, text = _validate_locally(
-        training,
-        validation,
-        model,
-        params if params is not None else target.config.finetune.hyperparameters,
-        customization_type or target.config.finetune.customization_type,
+        training, validation, model, params if params is not None else configured_hyperparameters(ft, kind), kind
     )
     click.echo(text)
     if not valid:
@@ -257,7 +261,7 @@ def start(
     if upload or upload_validation:
         bucket = aws.require_output(outputs, "DataBucketName", name)
         model = base_model or ft.base_model_id
-        hyper = params if params is not None else ft.hyperparameters if kind == ft.customization_type else {}
+        hyper = params if params is not None else configured_hyperparameters(ft, kind)
         if upload:
             teacher = teacher_model or (ft.teacher_model_id if kind == "DISTILLATION" else None)
             valid, text = _validate_locally(upload, upload_validation, model, hyper, kind, teacher)
@@ -268,7 +272,7 @@ def start(
             if path and key:
                 out.print(Text(f"uploaded {upload_file(target, Path(path), bucket, key)}"))
     if params is None and kind != ft.customization_type:
-        params = {}  # the configured defaults belong to the configured type
+        params = configured_hyperparameters(ft, kind)  # none: the state machine's default is the configured type's
     request: dict[str, Any] = {}
     optional = {
         "trainingKey": training_key,

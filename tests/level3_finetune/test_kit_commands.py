@@ -50,6 +50,26 @@ def test_l3_validate_runs_the_pipeline_validator_offline() -> None:
     assert cpt.exit_code == 2 and "--customization-type" in cpt.output
 
 
+def _documented_validations() -> list[str]:
+    """Every `kit l3 validate` command the README and the Level 3 page give, as written."""
+    lines = []
+    for page in (ROOT / "README.md", ROOT / "docs" / "level-3-finetune.md"):
+        lines += [
+            line.split("#")[0].strip() for line in page.read_text().splitlines() if line.startswith("kit l3 validate ")
+        ]
+    return sorted(set(lines))
+
+
+@pytest.mark.parametrize("command", _documented_validations())
+def test_every_documented_validate_command_passes_on_its_sample(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the default configuration: a run of another customization type does not inherit ft_hyperparameters
+    (they belong to the configured type), as `kit l3 start` already did."""
+    monkeypatch.chdir(ROOT)
+    result = run(l3, *command.split()[2:])
+    assert result.exit_code == 0, result.output
+    assert "VALID:" in result.output
+
+
 def finetune_stack(fake: FakeCloudFormation, machine: str) -> None:
     boto3.client("s3", region_name=REGION).create_bucket(Bucket="ft-data")
     fake.deploy(stack("3"), {"DataBucketName": "ft-data", "StateMachineArn": machine, "BaseModelId": "x"})
