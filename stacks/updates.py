@@ -15,6 +15,9 @@ from collections.abc import Mapping
 IN_PLACE = "in place"
 NEW_STACK = "new stack"
 REPLACES = "replaces: "
+# What to do after Level 2's vectors are replaced: nothing, the ingest function starts the full sync itself.
+REINDEX = "the ingest function re-indexes; follow it with kit l2 sync --wait"
+NEW_VECTORS = REPLACES + "vector index, knowledge base, data source (" + REINDEX + ")"
 
 UPDATES: Mapping[str, str] = {
     "stage": NEW_STACK,
@@ -33,28 +36,28 @@ UPDATES: Mapping[str, str] = {
     "api_throttle_burst": IN_PLACE,
     "log_retention_days": IN_PLACE,
     "tags": REPLACES
-    + "collection, vector index, knowledge base, data source (OpenSearch Serverless only; re-index with kit l2 sync)",
-    "rag_vector_store": REPLACES
-    + "vector bucket, vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_embedding_model_id": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_embedding_dimensions": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_chunking": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_chunk_max_tokens": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_chunk_overlap_percent": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_hierarchical_parent_tokens": REPLACES
-    + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_hierarchical_child_tokens": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_hierarchical_overlap_tokens": REPLACES
-    + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_semantic_buffer_size": REPLACES + "vector index, knowledge base, data source (re-index with kit l2 sync)",
-    "rag_semantic_breakpoint_percentile": REPLACES
-    + "vector index, knowledge base, data source (re-index with kit l2 sync)",
+    + "collection, vector index, knowledge base, data source (OpenSearch Serverless only; "
+    + REINDEX
+    + ")",
+    "rag_vector_store": REPLACES + "vector bucket, vector index, knowledge base, data source (" + REINDEX + ")",
+    "rag_embedding_model_id": NEW_VECTORS,
+    "rag_embedding_dimensions": NEW_VECTORS,
+    "rag_chunking": NEW_VECTORS,
+    "rag_chunk_max_tokens": NEW_VECTORS,
+    "rag_chunk_overlap_percent": NEW_VECTORS,
+    "rag_hierarchical_parent_tokens": NEW_VECTORS,
+    "rag_hierarchical_child_tokens": NEW_VECTORS,
+    "rag_hierarchical_overlap_tokens": NEW_VECTORS,
+    "rag_semantic_buffer_size": NEW_VECTORS,
+    "rag_semantic_breakpoint_percentile": NEW_VECTORS,
     "rag_documents_prefix": IN_PLACE,
     "rag_sample_corpus": IN_PLACE,
     "rag_sync_interval_minutes": IN_PLACE,
     "rag_max_results": IN_PLACE,
     "rag_opensearch_standby_replicas": REPLACES
-    + "collection, vector index, knowledge base, data source (re-index with kit l2 sync)",
+    + "collection, vector index, knowledge base, data source ("
+    + REINDEX
+    + ")",
     "ft_base_model_id": IN_PLACE,
     "ft_customization_type": IN_PLACE,
     "ft_hyperparameters": IN_PLACE,
