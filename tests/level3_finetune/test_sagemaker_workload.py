@@ -614,6 +614,46 @@ def test_default_base_model_is_an_architecture_custom_model_import_supports() ->
     assert "Qwen2ForCausalLM" in import_check.SUPPORTED_ARCHITECTURES
 
 
+def test_the_program_trains_the_text_causal_lms_transformers_4_51_3_knows() -> None:
+    """Of Custom Model Import's architectures, AutoModelForCausalLM in the pinned transformers trains the text causal
+    LMs: not Flan (T5), the vision models (Mllama would be saved as MllamaForCausalLM, which the import refuses) or
+    GPT-OSS (transformers 4.55.0 added it)."""
+    import transformers
+
+    assert transformers.__version__ == ".".join(map(str, import_check.SUPPORTED_TRANSFORMERS))
+    refused = {
+        name
+        for name, arch in import_check.SUPPORTED_ARCHITECTURES.items()
+        if import_check.trainable_problem({"architectures": [name], "model_type": arch.model_types[0]})
+    }
+    assert refused == {
+        "T5ForConditionalGeneration",
+        "MllamaForConditionalGeneration",
+        "Qwen2VLForConditionalGeneration",
+        "Qwen2_5_VLForConditionalGeneration",
+        "GptOssForCausalLM",
+    }
+    assert "not an architecture Custom Model Import supports" in str(
+        import_check.trainable_problem({"architectures": ["GPT2LMHeadModel"]})
+    )
+
+
+def test_a_base_model_the_program_cannot_train_exits_2_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked from config.json alone: a Flan base fails in seconds, not after an instance started (exit 2)."""
+    from transformers import T5Config
+
+    base = tmp_path / "flan"
+    config = T5Config(vocab_size=64, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2)
+    config.architectures = ["T5ForConditionalGeneration"]  # as a Hub checkpoint's config.json names it
+    config.save_pretrained(base)
+    assert sft_train.main(["--data", str(SAMPLES), "--model", str(base)], env={}) == sft_train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: base model ") and "T5ForConditionalGeneration (Flan)" in err
+    assert "not trainable by this program" in err
+
+
 def test_hyperparameter_style_names_and_booleans_are_accepted() -> None:
     args = sft_train.build_parser().parse_args(
         ["--batch_size", "4", "--lora_r", "4", "--merge", "false", "--load_in_4bit", "False"]

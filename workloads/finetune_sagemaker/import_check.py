@@ -61,6 +61,37 @@ SUPPORTED_ARCHITECTURES: dict[str, Architecture] = {
     ),
 }
 
+
+def trainable_problem(config: Mapping[str, Any]) -> str | None:
+    """Why the training program (sft_train.py: a text causal LM loaded with AutoModelForCausalLM from the
+    transformers version Custom Model Import supports) cannot train a base model with this config.json, or None.
+
+    Of SUPPORTED_ARCHITECTURES it trains the text classes AutoModelForCausalLM loads in the installed transformers:
+    not Flan (T5) or the vision models (Mllama would be saved as MllamaForCausalLM, which the import refuses), nor
+    GPT-OSS, newer than transformers 4.51.3 (it came in 4.55.0).
+    Checked before training, so an architecture the program cannot train fails in seconds, not after the job.
+    """
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = config.get("architectures")
+    name = architectures[0] if isinstance(architectures, list) and len(architectures) == 1 else None
+    architecture = SUPPORTED_ARCHITECTURES.get(str(name))
+    if architecture is None:
+        return f"architectures {architectures!r} is not an architecture Custom Model Import supports ({IMPORT_DOC})"
+    trainable = sorted(
+        key
+        for key, arch in SUPPORTED_ARCHITECTURES.items()
+        if key in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() and not arch.multimodal
+    )
+    if name not in trainable:
+        return (
+            f"{name} ({architecture.family}) is supported by Custom Model Import but not trainable by this program "
+            f"with transformers {transformers.__version__}; it trains: {', '.join(trainable)}"
+        )
+    return None
+
+
 # "The size of the imported model weights must be less than 100GB for multimodal models and 200GB for text
 # models." (IMPORT_DOC) Counted in decimal gigabytes, the smaller reading of "GB" when it is ambiguous.
 MAX_WEIGHT_BYTES_TEXT = 200 * 10**9

@@ -414,7 +414,20 @@ def _replicas_in_sync(model: Any, denv: DistEnv, device: torch.device) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
+def check_trainable(base_model: str) -> None:
+    """ConfigError unless this program can train the base model's architecture (import_check.trainable_problem):
+    read from its config.json alone, before any weights are downloaded or a process group formed."""
+    import import_check
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_model, token=os.environ.get("HF_TOKEN")).to_dict()
+    problem = import_check.trainable_problem(config)
+    if problem is not None:
+        raise ConfigError(f"base model {base_model}: {problem}")
+
+
 def train(args: argparse.Namespace, paths: Paths, denv: DistEnv) -> int:
+    check_trainable(paths.base_model)
     device, backend, use_cuda = select_device(denv)
     if denv.distributed:
         dist.init_process_group(backend=backend, rank=denv.rank, world_size=denv.world_size)
