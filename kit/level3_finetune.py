@@ -459,17 +459,27 @@ def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
             f"Service Quotas lists no Bedrock quota on concurrent model customization jobs in {region}: "
             "look it up in Service Quotas > Amazon Bedrock (jobs already running count against it)",
         )
-    low = [(quota, value, code) for quota, value, code in quotas if value < CUSTOMIZATION_JOBS_NEEDED]
+    return _bedrock_quota_check(
+        name,
+        region,
+        quotas,
+        CUSTOMIZATION_JOBS_NEEDED,
+        f"the kit runs {CUSTOMIZATION_JOBS_NEEDED} job at a time",
+        f"the kit runs {CUSTOMIZATION_JOBS_NEEDED} job per execution; jobs already running count against it",
+    )
+
+
+def _bedrock_quota_check(
+    name: str, region: str, quotas: list[tuple[str, float, str]], needed: int, fix_why: str, ok_why: str
+) -> Check:
+    """FIX naming the first quota below ``needed`` (with the increase request), else OK listing them all."""
+    low = [(quota, value, code) for quota, value, code in quotas if value < needed]
     if low:
         quota, value, code = low[0]
-        detail = f"{quota!r} ({code}) is {value:g}, the kit runs {CUSTOMIZATION_JOBS_NEEDED} job at a time: "
-        return Check(name, FIX, detail + increase("bedrock", quota, code, CUSTOMIZATION_JOBS_NEEDED, region))
+        detail = f"{quota!r} ({code}) is {value:g}, {fix_why}: "
+        return Check(name, FIX, detail + increase("bedrock", quota, code, needed, region))
     shown = "; ".join(f"{quota!r} ({code}) = {value:g}" for quota, value, code in quotas)
-    return Check(
-        name,
-        OK,
-        f"{shown} (the kit runs {CUSTOMIZATION_JOBS_NEEDED} job per execution; jobs already running count against it)",
-    )
+    return Check(name, OK, f"{shown} ({ok_why})")
 
 
 def base_model_units_row(target: Target) -> str:
@@ -540,13 +550,8 @@ def check_base_model_units(target: Target, book: QuotaBook) -> Check:
             f"created for base model …' for it in Service Quotas > Amazon Bedrock and request {PT_MODEL_UNITS} if "
             "it is 0 (CreateProvisionedModelThroughput fails without it, after the customization job)",
         )
-    low = [(quota, value, code) for quota, value, code in quotas if value < PT_MODEL_UNITS]
-    if low:
-        quota, value, code = low[0]
-        detail = f"{quota!r} ({code}) is {value:g}, the kit buys {PT_MODEL_UNITS} model unit: "
-        return Check(name, FIX, detail + increase("bedrock", quota, code, PT_MODEL_UNITS, region))
-    shown = "; ".join(f"{quota!r} ({code}) = {value:g}" for quota, value, code in quotas)
-    return Check(name, OK, f"{shown} (the kit buys {PT_MODEL_UNITS} model unit)")
+    buys = f"the kit buys {PT_MODEL_UNITS} model unit"
+    return _bedrock_quota_check(name, region, quotas, PT_MODEL_UNITS, buys, buys)
 
 
 def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
