@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -34,6 +34,9 @@ from common.errors import SUBSCRIPTION_ADVICE
 from kit import aws
 from kit.aws import KitError, Target
 from kit.operator import console, remember_target, target_options
+
+if TYPE_CHECKING:  # the settings (and pydantic) are not imported by the kit commands
+    from stacks.shared.settings import ModelRef
 
 OK, FIX, SKIP = "OK", "FIX", "SKIP"
 # Serverless models are enabled by default (the console's Model access page is retired) given IAM, no denying SCP
@@ -316,6 +319,13 @@ def check_model_access(
     return guarded(name, f"checking access to {model_id}", region, run)
 
 
+def check_model_ref_access(target: Target, ref: ModelRef, label: str, key: str) -> Check:
+    """:func:`check_model_access` for a configured model (``key``): its foundation model, through its cross-Region
+    inference profile when it names one."""
+    profile = ref.model_id if ref.is_inference_profile else None
+    return check_model_access(target, ref.foundation_model_id, label, profile_id=profile, key=key)
+
+
 def _inference_profile(name: str, profile_id: str, key: str, region: str, bedrock: Any) -> Check | str:
     """A FIX row when the profile cannot serve calls from ``region``, else what the OK row says of it: its
     destination Regions, from the foundation-model ARNs of its ``models``.
@@ -390,10 +400,7 @@ def text_model_rows(target: Target) -> list[str]:
 
 def text_model_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
     """The text model is a kit-wide setting (Levels 1 and 2 both generate with it): checked once, here."""
-    text = target.config.text_model
-    profile = text.model_id if text.is_inference_profile else None
-    label = _text_model_label(target)
-    return [check_model_access(target, text.foundation_model_id, label, profile_id=profile, key="text_model_id")]
+    return [check_model_ref_access(target, target.config.text_model, _text_model_label(target), "text_model_id")]
 
 
 class QuotaBook:

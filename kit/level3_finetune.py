@@ -29,7 +29,7 @@ from kit.doctor import (
     Check,
     Needs,
     QuotaBook,
-    check_model_access,
+    check_model_ref_access,
     guarded,
     increase,
     quota_rows,
@@ -586,9 +586,7 @@ def _teacher_label(teacher: ModelRef) -> str:
 
 def check_teacher(target: Target, teacher: ModelRef) -> Check:
     """The distillation job invokes the teacher: its access, and a cross-Region profile's existence in the region."""
-    profile = teacher.model_id if teacher.is_inference_profile else None
-    label = _teacher_label(teacher)
-    return check_model_access(target, teacher.foundation_model_id, label, profile_id=profile, key="ft_teacher_model_id")
+    return check_model_ref_access(target, teacher, _teacher_label(teacher), "ft_teacher_model_id")
 
 
 def doctor_rows(target: Target) -> list[str]:
