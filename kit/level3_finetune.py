@@ -52,14 +52,12 @@ from kit.operator import (
     upload_file,
     wait_options,
 )
-from stacks.level3_finetune.names import MODELS_PREFIX, execution_hash
+from stacks.level3_finetune.names import DATASETS_PREFIX, MODELS_PREFIX, execution_hash
 from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, line_problem
 from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
 
 if TYPE_CHECKING:  # the settings (and pydantic) load when a command needs them, not at import
     from stacks.shared.settings import ModelRef
-
-DATASETS_PREFIX = "datasets/"  # the only prefix the Level 3 customization role may read
 
 
 # The IAM actions the `kit l3` and `kit l3sm` commands call with the operator's credentials (the README's "Operator
