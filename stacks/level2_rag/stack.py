@@ -583,8 +583,8 @@ class KnowledgeBase(Construct):
         # A digest of everything the data source is defined with. The S3 inclusion prefixes (and more) are updated
         # in place (not createOnlyProperties in the AWS::Bedrock::DataSource registry schema), so the data source id
         # stays; the ingest function tags its jobs with this revision and starts a full sync when it changes.
-        self.data_source_revision = Lazy.string(
-            _DigestName(self, "", lambda: self.data_source._cfn_properties, REVISION_LENGTH)
+        self.data_source_revision = name_following(
+            self, "", lambda: self.data_source._cfn_properties, max_length=REVISION_LENGTH, length=REVISION_LENGTH
         )
 
     @property
