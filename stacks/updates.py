@@ -83,7 +83,7 @@ UPDATES: Mapping[str, str] = {
     "hp_ebs_volume_gb": IN_PLACE,
     # HyperPod applies FSx configuration only when it provisions a node, and the controller and login groups cannot
     # be scaled to 0 and back: turning FSx on never reaches them, turning it off deletes the file system under
-    # their mounts (sagemaker-hyperpod-ref.html, Slurm FSx configuration).
+    # their mounts (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-ref.html, Slurm FSx).
     "hp_fsx": NEW_STACK,
     "hp_fsx_throughput": IN_PLACE,
     "tj_instance_type": IN_PLACE,

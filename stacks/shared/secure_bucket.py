@@ -82,8 +82,9 @@ class SecureBucket(Construct):
             auto_delete_objects=auto_delete or disposable,
         )
         # A kept bucket keeps its policy: without one (CloudFormation deletes a resource that has no
-        # DeletionPolicy), the data bucket loses its TLS-only deny and the log bucket the only grant S3 log
-        # delivery has (ACLs are disabled), so access logging would stop silently after a prod destroy.
+        # DeletionPolicy, https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-deletionpolicy.html),
+        # the data bucket loses its TLS-only deny and the log bucket the only grant S3 log delivery has (ACLs are
+        # disabled), so access logging would stop silently after a prod destroy.
         for bucket, kept in (
             (self.access_logs, policy),
             (self.bucket, RemovalPolicy.DESTROY if disposable else policy),
