@@ -39,10 +39,10 @@ from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
 from stacks.level4_pretrain.jobs import training_image_account, training_image_problems
-from stacks.level4_pretrain.stack import notification_rule
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
+from stacks.shared.notifications import notification_rule
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsii
 from aws_cdk import CfnOutput, CfnParameter, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -34,7 +33,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
-from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
 from stacks.config import KitConfig
@@ -54,24 +52,13 @@ from stacks.level3_finetune.teardown import PipelineTeardown
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
 from stacks.shared.model_access import foundation_model_arn, model_invoke_statements
 from stacks.shared.nag import suppress
+from stacks.shared.notifications import notification_rule
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.settings import parse_model_id
 from stacks.shared.stage import tag_stack
 
 LEVEL = "3-finetune"
-
-
-@jsii.implements(events.IRuleTarget)
-class _TopicTarget:
-    """An SNS topic as a rule target, without the unconditioned topic-policy grant of ``targets.SnsTopic``: the
-    stack grants events.amazonaws.com publish on the topic and use of its key for the rule's ARN only."""
-
-    def __init__(self, topic: sns.ITopic, message: events.RuleTargetInput) -> None:
-        self.topic, self.message = topic, message
-
-    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
-        return events.RuleTargetConfig(arn=self.topic.topic_arn, input=self.message)
 
 
 class FineTuneStack(Stack):
@@ -337,49 +324,22 @@ class FineTuneStack(Stack):
         )
         # The documented sample event carries the status as detail.jobStatus (not detail.status):
         # https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html
-        # Named, so the key policy can name its ARN without a reference (key -> rule -> topic -> key is a cycle).
-        state_change_name = deployment.resource_name("ft-job-state")
-        state_change = events.Rule(
+        notification_rule(
             self,
             "CustomizationJobStateChange",
-            rule_name=state_change_name,
+            deployment,
+            topic=topic,
+            name="ft-job-state",
             description="Level 3: Bedrock customization job state changes of this kit's jobs",
             event_pattern=events.EventPattern(
                 source=["aws.bedrock"],
                 detail_type=["Model Customization Job State Change"],
                 detail={"jobName": [{"prefix": deployment.resource_name("ft")}]},
             ),
-        )
-        state_change.add_target(
-            _TopicTarget(
-                topic,
-                events.RuleTargetInput.from_text(
-                    f"Bedrock customization job {events.EventField.from_path('$.detail.jobName')} changed "
-                    f"state: {events.EventField.from_path('$.detail.jobStatus')}"
-                ),
-            )
-        )
-        # EventBridge publishes with a resource policy on the topic and the key, for this rule only
-        # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sns-permissions).
-        rule_arn = f"arn:{self.partition}:events:{self.region}:{self.account}:rule/{state_change_name}"
-        from_rule = {"ArnEquals": {"aws:SourceArn": rule_arn}}
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="EventBridgeRulePublishes",
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["sns:Publish"],
-                resources=[topic.topic_arn],
-                conditions=from_rule,
-            )
-        )
-        data.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="EventBridgeToTopic",
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                resources=["*"],
-                conditions=from_rule,
-            )
+            message=events.RuleTargetInput.from_text(
+                f"Bedrock customization job {events.EventField.from_path('$.detail.jobName')} changed "
+                f"state: {events.EventField.from_path('$.detail.jobStatus')}"
+            ),
         )
 
         self.data, self.service_role, self.validator, self.topic, self.pipeline = (

@@ -30,7 +30,6 @@ from typing import Any
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_sns as sns
@@ -62,6 +61,7 @@ from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
 from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
+from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
@@ -82,52 +82,6 @@ def _notifications(scope: Construct, deployment: Deployment, name: str) -> sns.T
         "encrypted with the AWS managed key, and a customer managed key would cost $1/month idle.",
     )
     return topic
-
-
-def notification_rule(
-    scope: Construct,
-    construct_id: str,
-    deployment: Deployment,
-    *,
-    topic: sns.ITopic,
-    name: str,
-    description: str,
-    event_pattern: events.EventPattern,
-) -> events.Rule:
-    """An EventBridge rule on the default bus that publishes to ``topic`` through a role only this rule may assume.
-
-    CDK's ``targets.SnsTopic`` grants ``events.amazonaws.com`` ``sns:Publish`` in the topic policy with no condition,
-    so any rule (of any account) could publish; and EventBridge's guide says a topic policy for EventBridge cannot
-    carry Condition blocks, so that grant cannot be confined to the rule. A target role can: SNS targets may use an
-    execution role, and EventBridge gives the rule's ARN as ``aws:SourceArn`` when it assumes a rule target's role.
-    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sns-permissions
-    https://docs.aws.amazon.com/eventbridge/latest/userguide/cross-service-confused-deputy-prevention.html
-    The rule is named, so its ARN is known to the trust policy without a reference back to the rule (a cycle).
-    """
-    stack = Stack.of(scope)
-    rule_name = deployment.resource_name(name)
-    rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
-    role = iam.Role(
-        scope,
-        f"{construct_id}Delivery",
-        description=f"Assumed by the EventBridge rule {rule_name} only, to publish to the level's topic",
-        assumed_by=iam.ServicePrincipal(
-            "events.amazonaws.com",
-            conditions={
-                "StringEquals": {"aws:SourceAccount": stack.account},
-                "ArnEquals": {"aws:SourceArn": rule_arn},
-            },
-        ),
-    )
-    # role= makes the target publish as the role; CDK grants the role sns:Publish on the topic, not the topic policy.
-    return events.Rule(
-        scope,
-        construct_id,
-        rule_name=rule_name,
-        description=description,
-        event_pattern=event_pattern,
-        targets=[targets.SnsTopic(topic, role=role)],
-    )
 
 
 class PretrainClusterStack(Stack):

@@ -67,3 +67,42 @@ def test_the_reference_is_read_not_assumed() -> None:
         }
     }
     assert wildcard_findings(bad) == ["S/P: ec2:DeleteNetworkInterface on '*' (scope it to network-interface)"]
+
+
+def eventbridge_to_sns_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Rules that publish to a topic of the stack without a target role, and grants to events.amazonaws.com in a
+    topic or key policy. Neither resource policy can be confined to a rule: "You can't use Condition blocks in
+    Amazon SNS topic policies for EventBridge", and "Adding the aws:SourceAccount, aws:SourceArn, and
+    aws:SourceOrgID to a AWS KMS policy is not supported for EventBridge-to-encrypted topics", so a conditioned
+    grant never matches and an unconditioned one lets any rule publish. A target role carries the scoping.
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sns-permissions
+    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html
+    """
+    found = []
+    for stack_id, template in templates.items():
+        resources = template.get("Resources", {})
+        for lid, resource in resources.items():
+            props = resource.get("Properties", {})
+            if resource["Type"] == "AWS::Events::Rule":
+                for target in props.get("Targets", []):
+                    ref = target["Arn"].get("Ref") if isinstance(target["Arn"], dict) else None
+                    if resources.get(ref, {}).get("Type") == "AWS::SNS::Topic" and "RoleArn" not in target:
+                        found.append(f"{stack_id}/{lid}: publishes to {ref} without a target role")
+            documents = {"AWS::SNS::TopicPolicy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy"}
+            if resource["Type"] in documents:
+                for statement in props[documents[resource["Type"]]]["Statement"]:
+                    principal = statement.get("Principal")
+                    services = as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
+                    if statement["Effect"] == "Allow" and "events.amazonaws.com" in services:
+                        found.append(f"{stack_id}/{lid}: grants events.amazonaws.com {statement['Action']}")
+    return found
+
+
+def test_eventbridge_publishes_to_topics_through_rule_roles_only(each_stage: Any) -> None:
+    assert eventbridge_to_sns_findings(each_stage.templates) == []
+    # Canary: the check sees both ways a rule can be given a topic.
+    topic = {"Type": "AWS::SNS::Topic"}
+    rule = {"Type": "AWS::Events::Rule", "Properties": {"Targets": [{"Arn": {"Ref": "T"}, "Id": "0"}]}}
+    grant = {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sns:Publish"}
+    policy = {"Type": "AWS::SNS::TopicPolicy", "Properties": {"PolicyDocument": {"Statement": [grant]}}}
+    assert len(eventbridge_to_sns_findings({"S": {"Resources": {"T": topic, "R": rule, "P": policy}}})) == 2

@@ -397,24 +397,37 @@ def test_state_machine_uses_the_key_only_as_it_needs(template: dict[str, Any]) -
         assert kms == expected, prefix
 
 
-def test_eventbridge_may_publish_and_use_the_key_for_its_rule_only(template: dict[str, Any]) -> None:
+def test_eventbridge_publishes_through_a_role_only_its_rule_may_assume(template: dict[str, Any]) -> None:
+    """Before: the topic and key policies granted events.amazonaws.com with an aws:SourceArn condition, which
+    EventBridge-to-encrypted-topic delivery does not support (sns-key-management.html): no e-mail ever arrived.
+    The rule's target role carries the scoping, and the role uses the topic's key."""
     [(_, rule)] = [
         (k, r)
         for k, r in resources(template, "AWS::Events::Rule").items()
         if r["Properties"]["EventPattern"]["source"] == ["aws.bedrock"]
     ]
+    topic_id, topic = only(template, "AWS::SNS::Topic")
+    key_id, key = only(template, "AWS::KMS::Key")
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": topic_id}
+    role_id = target["RoleArn"]["Fn::GetAtt"][0]
+    [trust] = template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     rule_arn = f"arn:aws:events:us-east-1:${{AWS::AccountId}}:rule/{rule['Properties']['Name']}"
-    _, key = only(template, "AWS::KMS::Key")
-    policies = [
-        p["Properties"]["PolicyDocument"]["Statement"] for p in resources(template, "AWS::SNS::TopicPolicy").values()
+    assert render(trust["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arn
+    # "The publisher must have the kms:GenerateDataKey* and kms:Decrypt permissions for the AWS KMS key."
+    granted = list(_role_statements(template, role_id).values())
+    assert granted == [
+        {"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic_id}},
+        {
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [key_id, "Arn"]},
+        },
     ]
-    found = 0
-    for statement in [*key["Properties"]["KeyPolicy"]["Statement"], *[s for p in policies for s in p]]:
-        if statement.get("Principal") != {"Service": "events.amazonaws.com"}:
-            continue
-        found += 1
-        assert render(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arn, statement
-    assert found == 2  # the topic policy and the key policy
+    assert "events.amazonaws.com" not in json.dumps(key["Properties"]["KeyPolicy"])
 
 
 def test_a_continued_pre_training_config_builds_the_stack() -> None:
