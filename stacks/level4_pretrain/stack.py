@@ -350,9 +350,17 @@ class PretrainJobsStack(Stack):
                 errors=["States.ALL"], interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
             )
         train.add_catch(failed, errors=["States.ALL"], result_path="$.error")
-        train.next(succeeded).next(sfn.Succeed(self, "Done"))
-        failed.next(sfn.Fail(self, "TrainingFailed", error="TrainingJobFailed", cause="See the notification"))
-        invalid.next(sfn.Fail(self, "InputRejected", error="InvalidInput", cause="See the notification"))
+        train.next(succeeded)
+        # A notification that still fails after its retries never decides the outcome: the run ends where it would
+        # have ended (a state's uncaught error fails the execution: a trained model would be reported as failed).
+        # https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html
+        for notify, end in (
+            (succeeded, sfn.Succeed(self, "Done")),
+            (failed, sfn.Fail(self, "TrainingFailed", error="TrainingJobFailed", cause="See the notification")),
+            (invalid, sfn.Fail(self, "InputRejected", error="InvalidInput", cause="See the notification")),
+        ):
+            notify.add_catch(end, errors=["States.ALL"], result_path="$.notifyError")
+            notify.next(end)
         checks = InputChecks(self, bucket_name=self.bucket.bucket_name, train=train, invalid=invalid, failed=failed)
         logs = log_group(self, "StateMachineLogs", deployment)
         self.state_machine = sfn.StateMachine(
