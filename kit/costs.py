@@ -476,6 +476,7 @@ def _strings(node: Any) -> Iterable[str]:
 # sets the CMUs per copy at import (GetImportedModel customModelUnitsPerModelCopy):
 # https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html
 IMPORT_ACTION = "bedrock:CreateModelImportJob"
+CUSTOMIZE_ACTION = "bedrock:CreateModelCustomizationJob"
 IMPORTED_MODEL_INFERENCE = "bedrock.imported_model_inference"
 IMPORTED_MODEL_STORAGE = "bedrock.imported_model_storage"
 
@@ -512,11 +513,22 @@ def _unit_price(price_id: str, prices: PriceTable) -> UnitPrice:
     return UnitPrice(price.label, price.usd, price.unit, price_id, price.approximate is not None, price.note)
 
 
-def kept_model_prices(template: Mapping[str, Any], prices: PriceTable) -> list[UnitPrice]:
-    """What each model a run keeps bills while idle: the storage of a model the template's roles may import."""
-    if not grants(granted_actions(template), IMPORT_ACTION):
+def customized_base_models(template: Mapping[str, Any]) -> list[str]:
+    """The base models a template's roles may customize (their ids as the stack names them, versions dropped)."""
+    if not grants(granted_actions(template), CUSTOMIZE_ACTION):
         return []
-    return [_unit_price(IMPORTED_MODEL_STORAGE, prices)]
+    text = "\n".join(_strings(template.get("Resources", {})))
+    return sorted({_base_model(m) for m in re.findall(r"[a-z0-9-]+\.[a-z0-9-]+:\d+:\d+k", text)})
+
+
+def kept_model_prices(template: Mapping[str, Any], prices: PriceTable) -> list[UnitPrice]:
+    """What each model a run keeps bills while idle: the storage of a model the template's roles may import, and
+    of a custom model they may create by customizing a base model (https://aws.amazon.com/bedrock/pricing/: "custom
+    model storage" per model-month)."""
+    kept = [_unit_price(f"bedrock.custom_model_storage:{model}", prices) for model in customized_base_models(template)]
+    if grants(granted_actions(template), IMPORT_ACTION):
+        kept.append(_unit_price(IMPORTED_MODEL_STORAGE, prices))
+    return kept
 
 
 def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[UnitPrice]:
@@ -552,10 +564,9 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
             add("bedrock.guardrail_denied_topics")
         if "SensitiveInformationPolicyConfig" in props:
             add("bedrock.guardrail_sensitive_info")
-    if "createmodelcustomizationjob" in text.lower():
-        for model in sorted({_base_model(m) for m in re.findall(r"[a-z0-9-]+\.[a-z0-9-]+:\d+:\d+k", text)}):
-            add(f"bedrock.customization_tokens:{model}")
-            add(f"bedrock.custom_model_storage:{model}")
+    for model in customized_base_models(template):
+        add(f"bedrock.customization_tokens:{model}")
+        add(f"bedrock.custom_model_storage:{model}")
     if grants(granted_actions(template), IMPORT_ACTION):
         add(IMPORTED_MODEL_INFERENCE)
         add(IMPORTED_MODEL_STORAGE)

@@ -33,7 +33,8 @@ def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: 
     assert (
         "per kept model: Bedrock imported model storage ~$1.95/CMU-month" in by_stack["GenAiKit-3-FineTune-SageMaker"]
     )
-    assert "per kept model" not in by_stack["GenAiKit-3-FineTune"]
+    # Each custom model a Bedrock customization run keeps bills its storage too.
+    assert "per kept model: Nova Micro custom model storage ~$1.95/model-month" in by_stack["GenAiKit-3-FineTune"]
 
 
 def test_synth_summary_states_the_opensearch_idle_floor(sandbox_oss: Any) -> None:

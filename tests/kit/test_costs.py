@@ -308,6 +308,7 @@ def test_a_region_without_prices_is_refused() -> None:
 # Custom Model Import (Level 3 on SageMaker): the prices follow from the CreateModelImportJob grant in the template.
 IMPORT_PRICES = ("bedrock.imported_model_inference", "bedrock.imported_model_storage")
 SAGEMAKER_STACK = "GenAiKit-3-FineTune-SageMaker"
+FINETUNE_STACK = "GenAiKit-3-FineTune"
 
 
 def _policy_template(*statements: dict[str, Any]) -> dict[str, Any]:
@@ -341,7 +342,21 @@ def test_stacks_that_import_no_model_list_no_import_prices(each_stage: Any, pric
         if stack.stack_id == SAGEMAKER_STACK:
             continue
         assert not {price.price_id for price in stack.per_use} & set(IMPORT_PRICES), stack.stack_id
-        assert stack.while_kept == (), stack.stack_id
+        assert not {price.price_id for price in stack.while_kept} & set(IMPORT_PRICES), stack.stack_id
+
+
+def test_the_bedrock_path_lists_the_storage_of_each_custom_model_a_run_keeps(each_stage: Any, prices: Any) -> None:
+    """Before: only an imported model was listed per kept model; each successful customization run keeps a custom
+    model that bills its storage monthly (https://aws.amazon.com/bedrock/pricing/) while the stack idles at $1."""
+    base = each_stage.config.finetune.base_model_id.split(":")[0]
+    for stack in cost_report(each_stage.templates, prices):
+        kept = [price.price_id for price in stack.while_kept if price.price_id.startswith("bedrock.custom_model")]
+        assert kept == ([f"bedrock.custom_model_storage:{base}"] if stack.stack_id == FINETUNE_STACK else []), stack
+    finetune = cost_of(each_stage, FINETUNE_STACK, prices)
+    assert {p.price_id for p in finetune.while_kept} <= {p.price_id for p in finetune.per_use}
+    # The grant decides, as for an import: without CreateModelCustomizationJob nothing is kept.
+    template = json.loads(json.dumps(each_stage.templates[FINETUNE_STACK]).replace("CreateModelCustomizationJob", "X"))
+    assert analyze_stack(FINETUNE_STACK, template, prices).while_kept == ()
 
 
 def test_import_prices_follow_the_grant_not_the_stack_id(sandbox: Any, prices: Any) -> None:
