@@ -14,7 +14,8 @@ wait for the import, the smoke invocation and the clean-up before a failure is n
                                         └─ error ─► NotifyFailed
     ─► TrainModel (CreateTrainingJob.sync, job <job prefix><MD5 of the execution ARN>; the chosen checkpoint
        prefix; uncompressed output)
-    ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/; job and model named as the job)
+    ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/; job, model and request token named
+       as the job, so a retried call gets the job it created)
     ─► WaitForImport ─► GetImportJob ─► CountPoll ─► ImportDone?
            InProgress and polls left ─► WaitForImport
            Failed ─► ImportFailed ─┐
@@ -461,6 +462,10 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         Parameters={
             "JobName.$": name,
             "ImportedModelName.$": name,
+            # A retry below may resend a call that already created the job: Bedrock ignores a request whose token
+            # it has seen instead of refusing the job name (botocore bedrock CreateModelImportJobRequest
+            # clientRequestToken), so the run goes on with that job rather than fail and leave its model behind.
+            "ClientRequestToken.$": name,
             "RoleArn": targets.import_role_arn,
             "ModelDataSource": {
                 "S3DataSource": {

@@ -395,7 +395,7 @@ def test_success_trains_imports_the_merged_prefix_smoke_tests_and_notifies(
     assert json.loads(request["HyperParameters"]["model"]) == "Qwen/Qwen2.5-0.5B-Instruct"
     assert not trace.calls_to("FindBaseModel") and not trace.calls_to("FindCheckpoints")
     imported = trace.parameters("ImportModel")
-    assert imported["JobName"] == imported["ImportedModelName"] == job
+    assert imported["JobName"] == imported["ImportedModelName"] == imported["ClientRequestToken"] == job
     assert imported["ModelDataSource"] == {
         "S3DataSource": {"S3Uri": f"s3://{artifacts}/output/{job}/output/model/merged/"}
     }
@@ -565,6 +565,32 @@ def test_import_failure_is_notified_after_the_model_is_deleted(machine: dict[str
     assert error["Error"] == "ModelImportFailed" and "Unsupported architecture" in error["Cause"]
 
 
+def test_a_retried_import_whose_first_call_created_the_job_goes_on_with_that_job(machine: dict[str, Any]) -> None:
+    """CreateModelImportJob answers InternalServerException after it created the job; the retry sends the same
+    clientRequestToken, which Bedrock answers without an error (botocore bedrock CreateModelImportJobRequest), so
+    the run waits for that job instead of failing on its taken name and leaving its model unannounced."""
+    results = _results()
+    created: dict[str, str] = {}  # token -> job name, as Bedrock keeps them
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state != "ImportModel":
+            return results(call)
+        token, name = call.parameters.get("ClientRequestToken"), call.parameters["JobName"]
+        if token is not None and created.get(token) == name:
+            return {"JobArn": IMPORT_JOB_ARN}  # the request is ignored: the job it already created
+        if name in created.values():
+            raise asl.AslError("Bedrock.ConflictException", f"a model import job named {name} already exists")
+        created[token or f"no-token-{len(created)}"] = name
+        raise asl.AslError("Bedrock.InternalServerException", "the job was created, but the answer was lost")
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
+    assert trace.status == "SUCCEEDED", trace.describe()
+    first, retry = trace.calls_to("ImportModel")
+    assert first.parameters == retry.parameters
+    assert first.parameters["ClientRequestToken"] == run_name(execution_arn("test-execution"))
+    assert not trace.calls_to("DeleteImportedModel")
+
+
 def test_an_import_that_outlives_the_wait_is_bounded_cleaned_up_and_notified(machine: dict[str, Any]) -> None:
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(statuses=("InProgress",)))
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
@@ -656,6 +682,7 @@ NAME_MEMBERS = [
     ("sagemaker", "StopTrainingJob", "TrainingJobName"),
     ("bedrock", "CreateModelImportJob", "jobName"),
     ("bedrock", "CreateModelImportJob", "importedModelName"),
+    ("bedrock", "CreateModelImportJob", "clientRequestToken"),
     ("bedrock", "GetModelImportJob", "jobIdentifier"),
     ("bedrock", "GetImportedModel", "modelIdentifier"),
     ("bedrock", "DeleteImportedModel", "modelIdentifier"),
@@ -684,6 +711,7 @@ def test_what_an_execution_creates_is_named_within_every_limit_for_the_longest_n
         ran.parameters("TrainModel")["TrainingJobName"],
         ran.parameters("ImportModel")["JobName"],
         ran.parameters("ImportModel")["ImportedModelName"],
+        ran.parameters("ImportModel")["ClientRequestToken"],
         torn.parameters("StopItsTrainingJob")["TrainingJobName"],
         torn.parameters("DeleteItsImportedModel")["ModelIdentifier"],
     }
