@@ -190,8 +190,9 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     """Show the pending document changes and the newest ingestion job.
 
     The command never starts a job itself: the pipeline coalesces every pending change into one job every
-    rag_sync_interval_minutes, or starts a full sync while the data source has no COMPLETE job under its current
-    configuration (a new stack, or a changed rag_documents_prefix). With --wait this follows it (waiting for the
+    rag_sync_interval_minutes, or starts a full sync while the data source is not in sync under its current
+    configuration (a new stack, or a changed rag_documents_prefix), and retries hourly a job that ended FAILED or
+    STOPPED. With --wait this follows it (waiting for the
     first job when there is none yet; right after a configuration change it may follow the last job of the old
     configuration, until the next run starts the full sync); exit 1 if the job failed or the wait timed out.
     """
@@ -215,7 +216,8 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     if job is not None:
         rows.append(("Started", f"{when(job.get('startedAt'))} (updated {when(job.get('updatedAt'))})"))
     if not isinstance(pending, str) and pending[2]:
-        rows.append(("Dead letters", Text(f"{pending[2]} change(s) failed 5 times: see the DLQ alarm", "yellow")))
+        dead = f"{pending[2]} message(s) in the dead-letter queue (unreadable changes, or events not delivered)"
+        rows.append(("Dead letters", Text(f"{dead}: see the DLQ alarm", "yellow")))
     out.print(kv_table(rows))
     if wait:
         job = _follow_ingestion(out, target, agent, kb, ds, job, timeout=timeout, poll_seconds=poll_seconds)

@@ -626,7 +626,8 @@ class IngestionPipeline(Construct):
         suppress(
             self.dead_letters,
             "AwsSolutions-SQS3",
-            "This queue is the dead-letter queue of the change queue; an alarm fires when it holds anything.",
+            "This queue is the dead-letter queue of the change queue and of the rule that feeds it; an alarm fires "
+            "when it holds anything.",
         )
         self.queue = sqs.Queue(
             self,
@@ -651,7 +652,12 @@ class IngestionPipeline(Construct):
                     **({"object": object_filter} if object_filter else {}),
                 },
             ),
-            targets=[targets.SqsQueue(self.queue)],
+            # An event EventBridge could not deliver after its retries is dropped unless the target has a
+            # dead-letter queue (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-retry-policy.html).
+            # It lands, as the S3 event itself, in the same dead-letter queue and raises the same alarm. CDK adds
+            # the DLQ's queue policy (events.amazonaws.com, sqs:SendMessage, aws:SourceArn = this rule); SSE-SQS
+            # needs no key policy for it.
+            targets=[targets.SqsQueue(self.queue, dead_letter_queue=self.dead_letters)],
         )
 
         self.handler = PythonFunction(
@@ -850,7 +856,8 @@ class RagStack(Stack):
                 period=FIVE_MINUTES, statistic="Maximum"
             ),
             threshold=1,
-            description="Level 2 document changes that could not be processed are in the dead-letter queue",
+            description="Level 2 document changes that could not be delivered or processed are in the dead-letter "
+            "queue",
         )
         alarms.alarm(
             self,

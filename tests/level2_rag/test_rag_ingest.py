@@ -819,7 +819,7 @@ def test_a_failed_full_sync_is_retried_by_the_hourly_reconcile_not_by_every_sync
 
     waiting = new_world.sync()
     assert waiting["started"] is False
-    assert waiting["reason"] == f"the full sync (job {failed.job_id}) ended FAILED; the hourly reconcile retries it"
+    assert waiting["reason"] == f"ingestion job {failed.job_id} ended FAILED; the hourly reconcile retries it"
     assert new_world.agent.start_attempts == []
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -828,7 +828,90 @@ def test_a_failed_full_sync_is_retried_by_the_hourly_reconcile_not_by_every_sync
     [attempt] = new_world.agent.start_attempts
     assert attempt.outcome == "started"  # a new job, not the failed one answered again for an equal token
     assert attempt.client_token == ingestion.client_token([], FULL_SYNC_SALT + failed.job_id)
-    assert result["job"]["jobId"] == attempt.job_id
+    assert result["job"]["jobId"] == failed.job_id  # reported before the retry replaced it as the newest job
+
+
+# A job of the function that ends FAILED or STOPPED has had its changes' messages deleted when it started: the
+# queue no longer holds them, and Bedrock syncs incrementally, so only another job ingests what it left out
+# ("select Sync again to ingest the rest of your data", https://docs.aws.amazon.com/bedrock/latest/userguide/kb-managed-sync.html).
+
+
+@pytest.mark.parametrize("status", ["FAILED", "STOPPED"])
+def test_a_job_that_ended_unfinished_after_a_complete_one_is_retried_by_the_reconcile(
+    world: World, status: str, capsys: pytest.CaptureFixture[str], logs: io.StringIO
+) -> None:
+    # Given the seeded COMPLETE job of this revision, then a job of the function for changes that ended ``status``
+    ended = world.agent.add_job(
+        started_ms=world.clock.now_ms - 600_000,
+        duration_ms=60_000,
+        final_status=status,
+        by="function",
+        description=f"2 changes{TAGGED}",
+    )
+
+    # When the sync schedule runs with an empty queue: not "no pending changes", but no job every few minutes
+    waiting = world.sync()
+    assert (waiting["started"], waiting["fullSync"]) == (False, True)
+    assert waiting["reason"] == f"ingestion job {ended.job_id} ended {status}; the hourly reconcile retries it"
+    assert world.agent.start_attempts == []
+
+    # When the hourly reconcile runs: it reports the job, then starts a new one (a fresh token, salted with it)
+    capsys.readouterr()
+    result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+
+    assert (result["job"]["jobId"], result["job"]["status"]) == (ended.job_id, status)
+    assert (result["sync"]["started"], result["sync"]["fullSync"]) == (True, True)
+    [retry] = world.agent.start_attempts
+    assert (retry.outcome, retry.description) == ("started", ingestion.FULL_SYNC + TAGGED)
+    assert retry.client_token == ingestion.client_token([], FULL_SYNC_SALT + ended.job_id)
+    # A FAILED job raises the alarm; a STOPPED one (someone called StopIngestionJob) is a warning only
+    [job_doc] = [doc for doc in emf_documents(capsys.readouterr().out) if "IngestionJobFailed" in doc]
+    assert job_doc["IngestionJobFailed"] == [1.0 if status == "FAILED" else 0.0]
+    stopped = [r for r in records(logs) if r["message"] == "The newest ingestion job was stopped before it finished"]
+    assert [r["level"] for r in stopped] == (["WARNING"] if status == "STOPPED" else [])
+
+    world.advance(300)  # the retry completed: in sync again, the runs go quiet
+    assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
+    assert len(world.agent.start_attempts) == 1
+
+
+@pytest.mark.parametrize("status", ["FAILED", "STOPPED"])
+def test_the_reconcile_reads_the_history_again_in_an_environment_that_saw_the_data_source_in_sync(
+    world: World, status: str
+) -> None:
+    # Given an environment that saw the data source in sync, then started a job for 2 changes and deleted them
+    world.send_changes(2)
+    started = world.sync()
+    assert (started["started"], started["fullSync"], started["deleted"]) == (True, False, 2)
+    [job] = [job for job in world.agent.jobs if job.job_id == started["jobId"]]
+    job.final_status = status
+    world.advance(300)  # the job ended ``status``; the queue is empty
+    # This environment's sync runs still remember the data source in sync (and ask Bedrock nothing)
+    calls = len(world.agent.calls)
+    assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
+    assert len(world.agent.calls) == calls
+
+    # When the hourly reconcile runs in the same environment: it reads the history, and syncs again
+    result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+
+    assert (result["sync"]["started"], result["sync"]["fullSync"]) == (True, True)
+    retry = world.agent.start_attempts[-1]
+    assert retry.outcome == "started"
+    assert retry.client_token == ingestion.client_token([], FULL_SYNC_SALT + job.job_id)
+    world.advance(300)  # the retry completed
+    assert world.sync()["reason"] == "no pending changes"
+    assert len(world.agent.start_attempts) == 2
+
+
+def test_an_unfinished_job_someone_else_started_needs_no_retry(world: World) -> None:
+    # A job without our revision deleted no message: whatever it left out is still queued or was ingested.
+    world.agent.add_job(
+        started_ms=world.clock.now_ms - 600_000, duration_ms=60_000, final_status="FAILED", by="console"
+    )
+
+    assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
+    rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+    assert world.agent.start_attempts == []
 
 
 def test_a_replaced_data_source_gets_its_own_full_sync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1473,8 +1556,8 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO, clock: list[datetime]
 ) -> None:
     stub, _ = agent_stub
-    stub_synced(stub)
     stub_newest(stub, "COMPLETE", statistics=STATISTICS, failureReasons=REASONS)
+    stub_synced(stub)
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
@@ -1517,8 +1600,8 @@ def test_reconcile_failed_job_counts_as_failed_and_logs_an_error(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], logs: io.StringIO, clock: list[datetime]
 ) -> None:
     stub, _ = agent_stub
-    stub_synced(stub)
     stub_newest(stub, "FAILED", failureReasons=["The knowledge base role cannot read the bucket."])
+    stub_synced(stub)
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
@@ -1537,8 +1620,8 @@ def test_an_idle_knowledge_base_writes_no_metric(
 ) -> None:
     # Given nothing queued and a newest job that ended before the previous reconcile run
     stub, _ = agent_stub
-    stub_synced(stub)
     stub_newest(stub, status, statistics=STATISTICS)
+    stub_synced(stub)
     clock[0] = UPDATED + ingestion.RECONCILE_EVERY + timedelta(seconds=1)
     # When the hourly reconcile runs
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -1551,8 +1634,8 @@ def test_a_failed_newest_job_keeps_its_alarm_metric_every_hour_and_nothing_else(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], clock: list[datetime]
 ) -> None:
     stub, _ = agent_stub
-    stub_synced(stub)
     stub_newest(stub, "FAILED", statistics=STATISTICS)
+    stub_synced(stub)
     clock[0] = UPDATED + 3 * ingestion.RECONCILE_EVERY
     rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
     [doc] = emf_documents(capsys.readouterr().out)
@@ -1572,8 +1655,8 @@ def test_reconcile_does_not_report_a_running_job(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str]
 ) -> None:
     stub, _ = agent_stub
-    stub_synced(stub)
     stub_newest(stub, "IN_PROGRESS", statistics=STATISTICS)
+    stub_synced(stub)
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
@@ -1583,6 +1666,7 @@ def test_reconcile_does_not_report_a_running_job(
 
 def test_reconcile_of_a_data_source_without_any_job_starts_the_full_sync(agent_stub: tuple[Stubber, World]) -> None:
     stub, world = agent_stub
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)  # the report: no job yet
     stub_synced(stub, synced=False)
     stub_not_running(stub)
     stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
@@ -1595,13 +1679,12 @@ def test_reconcile_of_a_data_source_without_any_job_starts_the_full_sync(agent_s
             "description": ingestion.FULL_SYNC + TAGGED,
         },
     )
-    stub_newest(stub, "STARTING")
 
     result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
     assert result["sync"]["started"] is True
     assert (result["sync"]["fullSync"], result["sync"]["changes"]) == (True, 0)
-    assert result["job"]["status"] == "STARTING"
+    assert result["job"] is None  # reported before the sync: the full sync is reported by the next reconcile
     assert len(world.tracker.receive_calls) == 2  # the queue was drained (empty) to coalesce pending changes
 
 
@@ -1609,11 +1692,11 @@ def test_reconcile_whose_full_sync_is_refused_reports_no_job_and_raises(
     agent_stub: tuple[Stubber, World], logs: io.StringIO
 ) -> None:
     stub, _ = agent_stub
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
     stub_synced(stub, synced=False)
     stub_not_running(stub)
     stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
     stub.add_client_error("start_ingestion_job", "AccessDeniedException", "no", 403)
-    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
 
     with pytest.raises(ClientError) as raised:
         rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -1624,15 +1707,15 @@ def test_reconcile_whose_full_sync_is_refused_reports_no_job_and_raises(
     assert "No ingestion job has run yet" in messages
 
 
-def test_reconcile_runs_the_sync_first_and_still_reports_when_it_fails(
+def test_reconcile_reports_the_newest_job_first_and_raises_when_the_sync_fails(
     agent_stub: tuple[Stubber, World], logs: io.StringIO
 ) -> None:
     stub, world = agent_stub
     world.send_changes(2)
+    stub_newest(stub, "COMPLETE", statistics=STATISTICS)
     stub_synced(stub)
     stub_not_running(stub)
     stub.add_client_error("start_ingestion_job", "ValidationException", "bad", 400)
-    stub_newest(stub, "COMPLETE", statistics=STATISTICS)
 
     with pytest.raises(ClientError):
         rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -1643,15 +1726,34 @@ def test_reconcile_runs_the_sync_first_and_still_reports_when_it_fails(
     assert world.tracker.deletions == []
 
 
-def test_reconcile_raises_the_sync_error_when_the_report_fails_too(agent_stub: tuple[Stubber, World]) -> None:
+def test_reconcile_raises_the_sync_error_when_the_report_fails_too(
+    agent_stub: tuple[Stubber, World], logs: io.StringIO
+) -> None:
     stub, world = agent_stub
     world.send_changes(1)
+    stub.add_client_error("list_ingestion_jobs", "InternalServerException", "later", 500)
     stub_synced(stub)
     stub_not_running(stub)
     stub.add_client_error("start_ingestion_job", "ValidationException", "bad", 400)
-    stub.add_client_error("list_ingestion_jobs", "InternalServerException", "later", 500)
 
     with pytest.raises(ClientError) as raised:
         rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
     assert raised.value.response["Error"]["Code"] == "ValidationException"
+    [report] = [r for r in records(logs) if r["message"] == "Could not report the newest ingestion job"]
+    assert report["level"] == "ERROR" and "InternalServerException" in report["exception"]
+
+
+def test_a_failed_report_does_not_stop_the_reconcile_from_syncing(agent_stub: tuple[Stubber, World]) -> None:
+    stub, world = agent_stub
+    world.send_changes(1)
+    stub.add_client_error("list_ingestion_jobs", "InternalServerException", "later", 500)
+    stub_synced(stub)
+    stub_not_running(stub)
+    stub.add_response("start_ingestion_job", {"ingestionJob": job_detail("STARTING")})
+
+    with pytest.raises(ClientError) as raised:
+        rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+
+    assert raised.value.response["Error"]["Code"] == "InternalServerException"  # Lambda retries the report
+    assert [change_id for change_id, _ in world.tracker.deletions] == list(world.tracker.change_sent_ms)

@@ -232,6 +232,53 @@ def test_document_changes_go_to_a_queue_with_a_dead_letter_queue(template: dict[
     assert queue["SqsManagedSseEnabled"] is True
 
 
+@pytest.mark.parametrize("variant", ["sandbox", "prod", "sandbox_oss"])
+def test_an_s3_event_eventbridge_cannot_deliver_lands_in_the_alarmed_dead_letter_queue(
+    request: pytest.FixtureRequest, variant: str
+) -> None:
+    # Without a target dead-letter queue, an event still undelivered after EventBridge's retries is dropped
+    # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-retry-policy.html): that change would
+    # never reach the queue, and only an unrelated later job would index it.
+    template = request.getfixturevalue(variant).templates[STACK]
+    [(rule_id, rule)] = [
+        (k, r) for k, r in resources(template, "AWS::Events::Rule").items() if "EventPattern" in r["Properties"]
+    ]
+    changes, _ = _queues(template)
+    dlq_arn = changes["RedrivePolicy"]["deadLetterTargetArn"]
+    dlq_id = dlq_arn["Fn::GetAtt"][0]
+    for target in rule["Properties"]["Targets"]:
+        assert target.get("DeadLetterConfig") == {"Arn": dlq_arn}, target["Id"]
+        assert "RoleArn" not in target  # SQS targets use the queue policy; a role can make delivery fail
+    # EventBridge may send to the DLQ for this rule only (the queue policy is its permission)...
+    sends = [
+        statement
+        for policy in resources(template, "AWS::SQS::QueuePolicy").values()
+        if {"Ref": dlq_id} in policy["Properties"]["Queues"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Allow"
+    ]
+    assert sends == [
+        {
+            "Sid": sends[0]["Sid"],
+            "Action": "sqs:SendMessage",
+            "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}},
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Resource": dlq_arn,
+        }
+    ]
+    # ...and needs no key policy for it: SSE-SQS, not a customer managed key
+    dlq = template["Resources"][dlq_id]["Properties"]
+    assert dlq.get("SqsManagedSseEnabled") is True and "KmsMasterKeyId" not in dlq
+    # the dead-letter alarm watches that queue
+    watched = [
+        alarm["Properties"]["Dimensions"]
+        for alarm in resources(template, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+    ]
+    assert [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}] in watched
+
+
 def test_ingest_function_runs_on_two_schedules(sandbox: Any, template: dict[str, Any]) -> None:
     fn_id, fn = _function(template, "rag_ingest.handler.handler")
     assert (

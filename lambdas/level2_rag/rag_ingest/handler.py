@@ -3,9 +3,9 @@
 Invoked by two EventBridge schedules with constant input (or directly with the same dict):
 
 - ``{"action": "sync"}``: coalesce the queued document changes into one ingestion job (``ingestion.sync``),
-  or start a full sync while the data source has no COMPLETE job under its current configuration;
-- ``{"action": "reconcile"}``: the same sync (which also retries a full sync that ended FAILED or STOPPED),
-  then a report of the newest ingestion job (metrics, and its ``failureReasons`` in the log).
+  or start a full sync while the data source is not in sync under its current configuration;
+- ``{"action": "reconcile"}``: a report of the newest ingestion job (metrics, and its ``failureReasons`` in the
+  log), then the same sync, which reads the job history afresh and retries a job that ended FAILED or STOPPED.
 
 Any other event is logged and answered with ``{"error": {...}}`` without raising (a retry cannot fix it).
 AWS errors other than "busy" are re-raised after logging, so Lambda retries the asynchronous invocation;
@@ -117,26 +117,30 @@ def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestio
 
 
 def run_reconcile(deps: ingestion.Deps) -> dict[str, Any]:
-    """Sync, then report the newest job even when the sync failed (the sync's error is re-raised after)."""
-    sync_error: Exception | None = None
-    sync_result: dict[str, Any] | None = None
-    try:
-        sync_result = run_sync(deps, retry_full_sync=True).to_dict()
-    except Exception as exc:
-        sync_error = exc
+    """Report the newest job, then sync even when the report failed (the sync's error is raised first).
+
+    The report comes first: the sync retries a job that ended FAILED or STOPPED, and the retry would otherwise
+    be the newest job, so a failure would never reach IngestionJobFailed.
+    """
+    report_error: Exception | None = None
+    report: ingestion.JobReport | None = None
     try:
         report = ingestion.newest_job(deps)
-    except Exception:
-        if sync_error is None:
-            raise
-        logger.exception("Could not report the newest ingestion job")
-        raise sync_error from None
-    if report is None:
-        logger.info("No ingestion job has run yet")
+    except Exception as exc:
+        report_error = exc
     else:
-        _report_job(report, now())
-    if sync_error is not None:
-        raise sync_error
+        if report is None:
+            logger.info("No ingestion job has run yet")
+        else:
+            _report_job(report, now())
+    try:
+        sync_result = run_sync(deps, retry_full_sync=True).to_dict()
+    except Exception:
+        if report_error is not None:
+            logger.error("Could not report the newest ingestion job", exc_info=report_error)
+        raise
+    if report_error is not None:
+        raise report_error
     return {"action": "reconcile", "sync": sync_result, "job": report.to_dict() if report else None}
 
 
@@ -149,6 +153,9 @@ def _report_job(report: ingestion.JobReport, at: datetime) -> None:
 
     IngestionJobFailed stays 1 every hour while the newest job is a failed one (its alarm stays in ALARM), and
     nothing is written once the newest job is an older success: the alarm treats missing data as not breaching.
+    A STOPPED job does not count as failed: it is what a StopIngestionJob call leaves (someone meant it; the
+    function never calls it, https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJob.html).
+    It is logged as a warning; if it was the function's, the sync that follows starts a job for the rest.
     """
     fields = {"job_id": report.job_id, "status": report.status, **report.to_dict()["statistics"]}
     if not report.finished:
@@ -168,6 +175,8 @@ def _report_job(report: ingestion.JobReport, at: datetime) -> None:
     elif failed:
         _publish({"IngestionJobFailed": (MetricUnit.Count, 1)})
     logger.info("Ingestion job report", extra=fields)
+    if report.status == "STOPPED":
+        logger.warning("The newest ingestion job was stopped before it finished", extra=fields)
     if report.failure_reasons:
         log = logger.error if report.status == "FAILED" else logger.warning
         log(

@@ -9,18 +9,22 @@ module keeps: **a change's message is deleted only after an ingestion job starte
 
 1. Is the data source in sync under its current configuration? Each job the function starts carries the
    data source's revision (DATA_SOURCE_REVISION: the stack's digest of the data source's properties) in its
-   description. Until the newest COMPLETE job of the data source carries the current revision, with no job of
-   another revision started after it, the run starts a **full sync** even with an empty queue. That covers a
+   description. It is in sync when the newest COMPLETE job of the data source carries the current revision,
+   no job of another revision started after it, and no job of the current revision started after it ended
+   FAILED or STOPPED. Otherwise the run starts a **full sync** even with an empty queue. That covers a
    new stack or a replaced knowledge base / data source (S3 events cannot be relied on for documents that were
    in the bucket before the data source existed: the sample corpus can land before the bucket's EventBridge
    delivery is active) and a data source updated in place: a new ``rag_documents_prefix`` leaves the data
    source id as it is (the S3 inclusion prefixes are not create-only in the AWS::Bedrock::DataSource registry
    schema), and the documents already under the new prefix send no S3 event. A job of another revision started
    after the newest COMPLETE one means the configuration changed back while it ran (a rollback): that needs a
-   full sync too. Once in sync, it is remembered for the life of the execution environment (a new data source
-   id or revision is a new function configuration, hence new environments). A full sync that ended FAILED or
-   STOPPED is retried by the hourly reconcile (``retry_full_sync``), not every few minutes, or at once when a
-   change is pending.
+   full sync too. So does a job of ours that ended FAILED or STOPPED after it: its changes' messages were
+   deleted when it started (step 6), so the queue no longer holds them, and only another job ingests what it
+   left out. Once in sync, it is remembered for the life of the execution environment (a new data source id
+   or revision is a new function configuration, hence new environments), except by the hourly reconcile
+   (``retry_full_sync``), which reads the job history again: a job started after the data source was seen in
+   sync may have failed since. A job that ended FAILED or STOPPED is retried by that reconcile, not every few
+   minutes, or at once when a change is pending.
 2. Nothing pending in the queue (visible + in flight) and in sync -> stop, without calling Bedrock again.
 3. A job of this data source is STARTING / IN_PROGRESS / STOPPING -> busy, without receiving anything (so
    receive counts do not grow while a job runs and good messages never drift to the dead-letter queue).
@@ -37,7 +41,8 @@ module keeps: **a change's message is deleted only after an ingestion job starte
    the held changes visible again in RELEASE_VISIBILITY_S; busy answers (Conflict, Throttling,
    ServiceQuotaExceeded) then return busy, other errors are re-raised (Lambda retries the invocation).
 6. After the job started: delete the changes' messages (batches of 10, failed entries retried; a change whose
-   delete failed is harmless, the next job covers it again).
+   delete failed is harmless, the next job covers it again). Should that job end FAILED or STOPPED, step 1
+   finds the data source out of sync until a later job of the revision completes.
 
 No SQS batch call here raises: a refused release, re-queue or delete leaves the message where it is, and it
 comes back when its visibility timeout ends. So a valid change's message reaches the dead-letter queue only if
@@ -64,9 +69,12 @@ from rag_ingest.settings import Settings
 BUSY_CODES = frozenset({"ConflictException", "ThrottlingException", "ServiceQuotaExceededException"})
 RUNNING_STATUSES = ("STARTING", "IN_PROGRESS", "STOPPING")
 COMPLETE = "COMPLETE"
-FINISHED_STATUSES = frozenset({COMPLETE, "FAILED", "STOPPED"})
+# A job that ended so ingested only part of the changes (a stopped sync: "select Sync again to ingest the rest
+# of your data", https://docs.aws.amazon.com/bedrock/latest/userguide/kb-managed-sync.html).
+UNFINISHED_STATUSES = frozenset({"FAILED", "STOPPED"})
+FINISHED_STATUSES = frozenset({COMPLETE, *UNFINISHED_STATUSES})
 NO_PENDING = "no pending changes"
-FULL_SYNC = "full sync: no job has completed under the data source's current configuration"
+FULL_SYNC = "full sync: the data source is not in sync under its current configuration"
 # The revision a job was started under, at the end of its description (at most 200 characters).
 REVISION_TAG = re.compile(r"\[revision ([0-9a-f]{16})\]$")
 SQS_BATCH = 10
@@ -209,11 +217,12 @@ class SyncResult:
 def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
     """One scheduled run: coalesce every pending change into at most one new ingestion job.
 
-    Starts a full sync while the data source has no COMPLETE job under its current revision; ``retry_full_sync``
-    (the reconcile) also retries one whose last attempt ended FAILED or STOPPED.
+    Starts a full sync while the data source is not in sync under its current revision (``_history_in_sync``);
+    ``retry_full_sync`` (the reconcile) reads the job history again, and also retries when the newest job ended
+    FAILED or STOPPED.
     """
     pending = pending_messages(deps)
-    full = not data_source_synced(deps)
+    full = not data_source_synced(deps, fresh=retry_full_sync)
     if pending == 0 and not full:
         return SyncResult(reason=NO_PENDING)
     running = find_running_job(deps)
@@ -227,11 +236,12 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
         newest = newest_summary(deps)
         if newest is not None:
             previous = str(newest.get("ingestionJobId"))
-            # Only a failed attempt at this revision waits for the reconcile; after a COMPLETE job of another
-            # revision (a configuration change) the full sync starts now.
+            # Only a failed attempt at this revision waits for the reconcile (a broken role would otherwise start
+            # a job every few minutes); after a COMPLETE job of another revision (a configuration change) the
+            # full sync starts now.
             failed_here = newest.get("status") != COMPLETE and job_revision(newest) in (None, revision)
             if pending == 0 and failed_here and not retry_full_sync:
-                reason = f"the full sync (job {previous}) ended {newest.get('status')}; the hourly reconcile retries it"
+                reason = f"ingestion job {previous} ended {newest.get('status')}; the hourly reconcile retries it"
                 return SyncResult(reason=reason, full_sync=True)
 
     result = SyncResult(full_sync=full)
@@ -302,25 +312,32 @@ def pending_messages(deps: Deps) -> int:
     return sum(int(attributes.get(name) or 0) for name in PENDING_ATTRIBUTES)
 
 
-def data_source_synced(deps: Deps) -> bool:
-    """True once the data source is in sync under its current revision (remembered for this environment)."""
+def data_source_synced(deps: Deps, *, fresh: bool = False) -> bool:
+    """True once the data source is in sync under its current revision (remembered for this environment).
+
+    ``fresh`` reads the job history even when remembered (and forgets it when no longer in sync): a job started
+    since may have ended FAILED or STOPPED.
+    """
     settings = deps.settings
     key = (settings.knowledge_base_id, settings.data_source_id, settings.data_source_revision)
-    if key in _synced:
+    if key in _synced and not fresh:
         return True
     if not _history_in_sync(deps):
+        _synced.discard(key)
         return False
     _synced.add(key)
     return True
 
 
 def _history_in_sync(deps: Deps) -> bool:
-    """Whether the newest COMPLETE job carries the current revision and no job of another revision followed it.
+    """Whether the newest COMPLETE job carries the current revision, no job of another revision followed it, and
+    no job of the current revision that followed it ended FAILED or STOPPED.
 
     A data source updated in place (its id unchanged) must be synced again: each time its contents or its
     configuration change, "you must sync the data source so that it is re-indexed"
     (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-ds-update.html). A job without a revision (started
-    by someone else, or before revisions) proves nothing about the configuration it ran under.
+    by someone else, or before revisions) proves nothing about the configuration it ran under; only a job of
+    ours had its changes' messages deleted, so only its failure leaves changes that nothing else would ingest.
     """
     current = deps.settings.data_source_revision
     params: dict[str, Any] = {
@@ -332,9 +349,11 @@ def _history_in_sync(deps: Deps) -> bool:
     for _ in range(MAX_JOB_PAGES):
         response = deps.agent.list_ingestion_jobs(**params)
         for job in response.get("ingestionJobSummaries") or []:
-            revision = job_revision(job)
-            if job.get("status") == COMPLETE:
+            revision, status = job_revision(job), job.get("status")
+            if status == COMPLETE:
                 return revision == current and not other_since
+            if status in UNFINISHED_STATUSES and revision == current:
+                return False  # the changes it covered are no longer queued: another job must ingest them
             other_since = other_since or revision not in (None, current)
         token = response.get("nextToken")
         if not token:
