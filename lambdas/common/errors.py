@@ -29,7 +29,10 @@ ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
 ACCOUNT_ID_SHOWN = "<account-id>"
 
 THROTTLING_CODES = frozenset({"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"})
-UNAVAILABLE_CODES = frozenset({"ServiceUnavailableException", "ModelNotReadyException", "InternalServerException"})
+# overloaded_error (HTTP 529): a transient capacity error, retried with backoff (troubleshooting page below).
+UNAVAILABLE_CODES = frozenset(
+    {"ServiceUnavailableException", "ModelNotReadyException", "InternalServerException", "overloaded_error"}
+)
 RETRYABLE_CODES = THROTTLING_CODES | UNAVAILABLE_CODES
 # What botocore's standard retry mode treats as transient (botocore/retries/standard.py, TransientRetryableChecker):
 # any error response with one of these statuses (e.g. Bedrock's unmodeled InternalFailure 500 and ServiceUnavailable
@@ -39,6 +42,45 @@ TRANSIENT_STATUS_CODES = frozenset({500, 502, 503, 504})
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (BotocoreConnectionError, HTTPClientError)
 # Anthropic models need the account's use-case form first (HTTP 404, same troubleshooting page).
 USE_CASE_FORM_CODE = "FTUFormNotFilled"
+# The account's other refusals on that page: a Marketplace subscription still being processed (403, "Try again
+# after 15 minutes": temporary, so 503 with Retry-After), an account Bedrock does not authorize for the model
+# (403, "Contact AWS Support"), and NotAuthorized (400, "You do not have permission": IAM or an SCP).
+SUBSCRIPTION_PENDING_CODE = "MPAgreementBeingCreated"
+RETRY_AFTER_SUBSCRIPTION_S = 15 * 60
+ACCOUNT_NOT_AUTHORIZED_CODE = "BadCScoreException"
+# The function's own credentials, signature or SDK refused (the page's IncompleteSignature, InvalidClientTokenId,
+# RequestExpired, InvalidAction; and AWS's common UnrecognizedClientException, InvalidSignatureException,
+# ExpiredTokenException): not model access, so even as a 403 it stays an unexpected 500 with the request id.
+SIGNING_CODES = frozenset(
+    {
+        "IncompleteSignature",
+        "InvalidClientTokenId",
+        "RequestExpired",
+        "InvalidAction",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+    }
+)
+# The page names Bedrock's 400 "ValidationError"; the API models call it ValidationException.
+VALIDATION_CODES = frozenset({"ValidationException", "ValidationError"})
+# A ValidationException is Bedrock's answer both to the caller's input and to the deployment's own faults; only
+# its message tells them apart (https://repost.aws/knowledge-center/bedrock-validation-exception-errors; the
+# texts as Bedrock sends them, e.g. aws-samples/amazon-bedrock-audio-summarizer#3). Matched lower-cased.
+INPUT_TOO_LONG_MESSAGES = ("input is too long for requested model",)
+MODEL_ID_FAULTS = (
+    (
+        "with on-demand throughput isn't supported",
+        "it is invoked only through an inference profile, so use the ID of an inference profile that contains it "
+        "(e.g. us.<model id>)",
+    ),
+    (
+        "provided model identifier is invalid",
+        "Amazon Bedrock offers no model with that identifier in this region, so use a model or inference profile "
+        "ID listed for the region",
+    ),
+)
+ACCOUNT_NOT_AUTHORIZED_MESSAGES = ("not authorized to invoke this api operation",)
 # Serverless models are enabled by default (the Model access page is retired), given these prerequisites:
 # https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
 SUBSCRIPTION_ADVICE = (
@@ -226,9 +268,19 @@ def is_retryable_aws_error(exc: BaseException) -> bool:
 
 
 def from_aws_error(
-    exc: BaseException, *, resource: str, config_hint: str = "the function configuration"
+    exc: BaseException,
+    *,
+    resource: str,
+    config_hint: str = "the function configuration",
+    model_setting: str | None = None,
+    input_field: str | None = None,
 ) -> ApiError | None:
-    """Map a botocore exception raised by a Bedrock call to the kit's ApiError; None if it is unexpected."""
+    """Map a botocore exception raised by a Bedrock call to the kit's ApiError; None if it is unexpected.
+
+    A ValidationException is classified by ``deployment_fault`` first (``model_setting``: the setting that
+    names the model, else ``config_hint``), then as an input too long for the model (``input_field``), else
+    it is the caller's (400 ``model_rejected_input`` with Bedrock's message).
+    """
     if isinstance(exc, TIMEOUT_ERRORS):
         return ModelTimeoutError(
             f"The model '{resource}' did not answer in time. Retry with a shorter request.",
@@ -239,6 +291,12 @@ def from_aws_error(
         return ThrottledError(
             "Amazon Bedrock is throttling requests. Retry later.", retry_after=RETRY_AFTER_THROTTLED_S
         )
+    if code in VALIDATION_CODES:
+        return (
+            deployment_fault(exc, resource=resource, model_setting=model_setting or config_hint)
+            or input_too_long(exc, resource=resource, field=input_field)
+            or ModelRejectedInputError(trim(aws_error_message(exc)) or "Amazon Bedrock rejected the request.")
+        )
     build = _AWS_ERRORS.get(code)
     if build is not None:
         return build(exc, resource, config_hint)
@@ -247,11 +305,49 @@ def from_aws_error(
             f"Amazon Bedrock is temporarily unavailable for '{resource}'. Retry later.",
             retry_after=RETRY_AFTER_UNAVAILABLE_S,
         )
+    if aws_http_status(exc) == 403 and code not in SIGNING_CODES:
+        # Another refusal of the account or role, e.g. the page's Marketplace agreement failures (no code given).
+        return ModelAccessDeniedError(
+            f"Access to '{resource}' was refused ({code or 'HTTP 403'}); the function's log has Bedrock's message. "
+            f"{model_access_advice(resource)}"
+        )
     return None
 
 
-def _rejected(exc: BaseException, resource: str, hint: str) -> ApiError:
-    return ModelRejectedInputError(trim(aws_error_message(exc)) or "Amazon Bedrock rejected the request.")
+def _message(exc: BaseException) -> str:
+    return aws_error_message(exc).lower().replace("\u2019", "'")  # AWS writes "isn't" with either apostrophe
+
+
+def deployment_fault(exc: BaseException, *, resource: str, model_setting: str) -> ApiError | None:
+    """The kit's error for a ValidationException the deployment caused, not the caller; None otherwise.
+
+    A model identifier Bedrock will not invoke is 500 ``configuration_error`` naming ``model_setting``; an
+    account not authorized to invoke the API is 403 ``model_access_denied``, as its AccessDeniedException twin.
+    """
+    if aws_error_code(exc) not in VALIDATION_CODES:
+        return None
+    message = _message(exc)
+    for phrase, advice in MODEL_ID_FAULTS:
+        if phrase in message:
+            return ConfigurationError(
+                f"Amazon Bedrock will not invoke the configured model '{resource}': {advice}. Change "
+                f"{model_setting} and redeploy; the caller cannot fix this."
+            )
+    if any(phrase in message for phrase in ACCOUNT_NOT_AUTHORIZED_MESSAGES):
+        return _denied(exc, resource, "")
+    return None
+
+
+def input_too_long(exc: BaseException, *, resource: str, field: str | None) -> ApiError | None:
+    """400 ``model_rejected_input`` naming ``field`` when Bedrock says the input is too long; None otherwise."""
+    if aws_error_code(exc) not in VALIDATION_CODES:
+        return None
+    if not any(phrase in _message(exc) for phrase in INPUT_TOO_LONG_MESSAGES):
+        return None
+    named = f"'{field}'" if field else "the input"
+    return ModelRejectedInputError(
+        f"The input is too long for the model '{resource}'. Shorten {named} and retry.", field=field
+    )
 
 
 def model_access_advice(model: str) -> str:
@@ -261,6 +357,22 @@ def model_access_advice(model: str) -> str:
 
 def _denied(exc: BaseException, resource: str, hint: str) -> ApiError:
     return ModelAccessDeniedError(f"Access to '{resource}' was denied. {model_access_advice(resource)}")
+
+
+def _subscription_pending(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return ModelUnavailableError(
+        f"The account's AWS Marketplace subscription to '{resource}' is still being processed (a third-party "
+        "model's first call subscribes the account). Retry in 15 minutes.",
+        retry_after=RETRY_AFTER_SUBSCRIPTION_S,
+    )
+
+
+def _account_not_authorized(exc: BaseException, resource: str, hint: str) -> ApiError:
+    return ModelAccessDeniedError(
+        f"Amazon Bedrock does not authorize this AWS account to use '{resource}' ({ACCOUNT_NOT_AUTHORIZED_CODE}). "
+        "No role or configuration change fixes this: the operator must open an AWS Support case naming the "
+        "model and region, or configure another model."
+    )
 
 
 def _use_case_form(exc: BaseException, resource: str, hint: str) -> ApiError:
@@ -287,10 +399,13 @@ def _model_error(exc: BaseException, resource: str, hint: str) -> ApiError:
 
 
 _AWS_ERRORS: dict[str, Callable[[BaseException, str, str], ApiError]] = {
-    "ValidationException": _rejected,
     "AccessDeniedException": _denied,
+    "NotAuthorized": _denied,
     USE_CASE_FORM_CODE: _use_case_form,
+    SUBSCRIPTION_PENDING_CODE: _subscription_pending,
+    ACCOUNT_NOT_AUTHORIZED_CODE: _account_not_authorized,
     "ModelTimeoutException": _model_timeout,
     "ResourceNotFoundException": _not_found,
+    "ResourceNotFound": _not_found,  # the troubleshooting page's name for it
     "ModelErrorException": _model_error,
 }

@@ -212,6 +212,120 @@ def test_every_modeled_server_error_of_the_bedrock_apis_is_retried_and_unavailab
         assert mapped is not None and mapped.status == 503, name
 
 
+# The operations the kit calls; Level 1 maps their errors with from_aws_error alone.
+KIT_OPERATIONS = (
+    ("bedrock-runtime", "Converse"),
+    ("bedrock-agent", "GetPrompt"),
+    ("bedrock-runtime", "ApplyGuardrail"),
+    ("bedrock-agent-runtime", "Retrieve"),
+    ("bedrock-agent-runtime", "RetrieveAndGenerate"),
+)
+
+
+@pytest.mark.parametrize(("service", "operation"), KIT_OPERATIONS)
+def test_every_modeled_error_of_the_kits_calls_has_an_answer_and_every_403_is_access_denied(
+    service: str, operation: str
+) -> None:
+    """Derived from botocore's service models: no modeled error of a kit call is an unexpected 500."""
+    shapes = botocore.session.get_session().get_service_model(service).operation_model(operation).error_shapes
+    for shape in shapes:
+        status = shape.metadata.get("error", {}).get("httpStatusCode", 400)
+        mapped = errors.from_aws_error(client_error(shape.name, status=status), resource=RESOURCE)
+        if service in ("bedrock-runtime", "bedrock-agent"):
+            assert mapped is not None, shape.name
+        if status == 403:
+            assert mapped is not None and (mapped.status, mapped.code) == (403, "model_access_denied"), shape.name
+
+
+# https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html: every code it lists.
+@pytest.mark.parametrize(
+    ("aws_code", "http_status", "status", "code", "retry_after"),
+    [
+        ("AccessDeniedException", 403, 403, "model_access_denied", None),
+        ("BadCScoreException", 403, 403, "model_access_denied", None),
+        ("FTUFormNotFilled", 404, 403, "model_access_denied", None),
+        ("MPAgreementBeingCreated", 403, 503, "model_unavailable", 900),
+        ("NotAuthorized", 400, 403, "model_access_denied", None),
+        ("InternalFailure", 500, 503, "model_unavailable", 5),
+        ("ServiceUnavailable", 503, 503, "model_unavailable", 5),
+        ("overloaded_error", 529, 503, "model_unavailable", 5),
+        ("ThrottlingException", 429, 429, "throttled", 2),
+        ("ValidationError", 400, 400, "model_rejected_input", None),
+        ("ResourceNotFound", 404, 502, "upstream_not_found", None),
+        # The page's Marketplace agreement failures name no code: any other 403 is the account's refusal.
+        ("AgreementFailed", 403, 403, "model_access_denied", None),
+    ],
+)
+def test_every_code_of_the_troubleshooting_page_has_its_answer(
+    aws_code: str, http_status: int, status: int, code: str, retry_after: int | None
+) -> None:
+    mapped = errors.from_aws_error(client_error(aws_code, status=http_status), resource=RESOURCE)
+    assert mapped is not None, aws_code
+    assert (mapped.status, mapped.code, mapped.retry_after) == (status, code, retry_after)
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "http_status"),
+    [
+        ("IncompleteSignature", 400),
+        ("InvalidClientTokenId", 403),
+        ("RequestExpired", 400),
+        ("InvalidAction", 400),
+        ("UnrecognizedClientException", 403),
+    ],
+)
+def test_the_functions_own_credential_failures_stay_unexpected_not_access_denied(
+    aws_code: str, http_status: int
+) -> None:
+    assert errors.from_aws_error(client_error(aws_code, status=http_status), resource=RESOURCE) is None
+
+
+def test_account_refusals_are_actionable() -> None:
+    pending = errors.from_aws_error(client_error("MPAgreementBeingCreated", status=403), resource=RESOURCE)
+    barred = errors.from_aws_error(client_error("BadCScoreException", status=403), resource=RESOURCE)
+    other = errors.from_aws_error(client_error("AgreementFailed", "INVALID_PAYMENT", status=403), resource=RESOURCE)
+    assert pending and barred and other
+    assert "Marketplace subscription" in pending.message and "15 minutes" in pending.message
+    assert pending.headers() == {"Retry-After": "900"}
+    assert not errors.is_retryable_aws_error(client_error("MPAgreementBeingCreated", status=403))  # 15 min: no
+    assert "AWS Support" in barred.message and RESOURCE in barred.message
+    assert "AgreementFailed" in other.message and "log" in other.message
+    assert "INVALID_PAYMENT" not in other.message  # Bedrock's words go to the log only
+
+
+# https://repost.aws/knowledge-center/bedrock-validation-exception-errors: the deployment's faults, by message.
+@pytest.mark.parametrize(
+    ("message", "status", "code", "named"),
+    [
+        (
+            "Invocation of model ID anthropic.claude-3-5-sonnet-20241022-v2:0 with on-demand throughput isn't "
+            "supported. Retry your request with the ID or ARN of an inference profile that contains this model.",
+            500,
+            "configuration_error",
+            "inference profile",
+        ),
+        ("Invocation of model ID x with on-demand throughput isn\u2019t supported.", 500, "configuration_error", "us."),
+        ("The provided model identifier is invalid.", 500, "configuration_error", "region"),
+        ("Your account is not authorized to invoke this API operation.", 403, "model_access_denied", "SCP"),
+        ("Input is too long for requested model.", 400, "model_rejected_input", "'prompt'"),
+        ("The model does not support topP.", 400, "model_rejected_input", "topP"),
+    ],
+)
+def test_a_validation_exception_is_classified_by_its_message(message: str, status: int, code: str, named: str) -> None:
+    mapped = errors.from_aws_error(
+        client_error("ValidationException", message),
+        resource=RESOURCE,
+        model_setting="text_model_id",
+        input_field="prompt",
+    )
+    assert mapped is not None
+    assert (mapped.status, mapped.code) == (status, code)
+    assert named in mapped.message
+    if code == "configuration_error":
+        assert "text_model_id" in mapped.message and RESOURCE in mapped.message
+    assert mapped.field == ("prompt" if "too long" in message else None)
+
+
 def test_only_throttling_and_transient_codes_are_retryable() -> None:
     retryable = {code for code in errors.RETRYABLE_CODES if errors.is_retryable_aws_error(client_error(code))}
     assert retryable == errors.THROTTLING_CODES | errors.UNAVAILABLE_CODES

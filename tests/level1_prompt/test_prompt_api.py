@@ -289,6 +289,76 @@ def test_a_model_refusing_the_stored_template_is_a_configuration_error_not_the_c
     assert "top_p" in record["aws_message"]
 
 
+# A ValidationException is classified by its message (common.errors), the same way on both Converse routes:
+# the deployment's model is a 500 naming text_model_id, an input too long is the caller's 400 naming the field.
+ON_DEMAND = (
+    f"Invocation of model ID {MODEL_ID} with on-demand throughput isn't supported. Retry your request with the "
+    "ID or ARN of an inference profile that contains this model."
+)
+TOO_LONG = "Input is too long for requested model."
+
+
+def test_prompt_route_blames_the_deployment_for_its_model_id(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error("converse", "ValidationException", ON_DEMAND, 400)
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 500, "configuration_error")
+    assert "text_model_id" in error["message"] and "inference profile" in error["message"]
+
+
+def test_prompt_route_blames_the_caller_for_a_prompt_too_long(invoke: Invoke, stubber: Stubber) -> None:
+    stubber.add_client_error("converse", "ValidationException", TOO_LONG, 400)
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 400, "model_rejected_input", "prompt")
+    assert MODEL_ID in error["message"]
+
+
+def test_template_route_blames_the_caller_for_variables_too_long(
+    invoke: Invoke, stubber: Stubber, agent: Stubber
+) -> None:
+    agent.add_response("get_prompt", get_prompt_response(), GET_SUMMARIZE)
+    stubber.add_client_error("converse", "ValidationException", TOO_LONG, 400)
+    body = {"variables": {"text": "Long text.", "audience": "a"}}
+    assert_error(invoke(api_event("POST", "/templates/summarize", body)), 400, "model_rejected_input", "variables")
+
+
+def test_template_route_names_the_model_setting_for_a_model_id_fault(
+    invoke: Invoke, stubber: Stubber, agent: Stubber
+) -> None:
+    agent.add_response("get_prompt", get_prompt_response(), GET_SUMMARIZE)
+    stubber.add_client_error("converse", "ValidationException", "The provided model identifier is invalid.", 400)
+    body = {"variables": {"text": "Long text.", "audience": "a"}}
+    error = assert_error(invoke(api_event("POST", "/templates/summarize", body)), 500, "configuration_error")
+    assert "text_model_id" in error["message"] and MODEL_ID in error["message"]
+
+
+def test_a_prompt_version_arn_bedrock_refuses_is_a_configuration_error(invoke: Invoke, agent: Stubber) -> None:
+    agent.add_client_error("get_prompt", "ValidationException", "Value at 'promptIdentifier' failed", 400)
+    body = {"variables": {"text": "Long text.", "audience": "a"}}
+    error = assert_error(invoke(api_event("POST", "/templates/summarize", body)), 500, "configuration_error")
+    assert "summarize" in error["message"] and "PROMPT_CATALOG" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "status", "code", "retry_after"),
+    [
+        ("MPAgreementBeingCreated", 503, "model_unavailable", "900"),
+        ("BadCScoreException", 403, "model_access_denied", None),
+    ],
+)
+def test_the_accounts_model_refusals_are_answered_not_500(
+    invoke: Invoke,
+    stubber: Stubber,
+    sleeps: list[float],
+    aws_code: str,
+    status: int,
+    code: str,
+    retry_after: str | None,
+) -> None:
+    stubber.add_client_error("converse", aws_code, "Your account is not authorized to access this model.", 403)
+    reply = invoke(post_prompt({"prompt": "Hi"}))
+    assert_error(reply, status, code)
+    assert reply.headers.get("retry-after") == retry_after
+    assert sleeps == []  # not retried: a subscription takes minutes
+
+
 BLOCKED_TRACE = {
     "guardrail": {
         "inputAssessment": {

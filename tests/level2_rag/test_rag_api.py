@@ -803,6 +803,45 @@ def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, st
     assert len(error["message"]) <= 500
 
 
+@pytest.mark.parametrize(("route", "field"), [("ask", "question"), ("retrieve", "query")])
+def test_an_input_too_long_is_the_callers_400_naming_the_field(
+    invoke: Invoke, stubber: Stubber, route: str, field: str
+) -> None:
+    operation, event, _ = _route(route)
+    stubber.add_client_error(operation, "ValidationException", "Input is too long for requested model.", 400)
+    error = assert_error(invoke(event), 400, "model_rejected_input", field)
+    assert f"'{field}'" in error["message"]
+
+
+def test_a_generation_model_bedrock_will_not_invoke_on_demand_is_the_deployments_500(
+    invoke: Invoke, stubber: Stubber
+) -> None:
+    message = (
+        f"Invocation of model ID {MODEL_ID} with on-demand throughput isn't supported. Retry your request with "
+        "the ID or ARN of an inference profile that contains this model."
+    )
+    stubber.add_client_error("retrieve_and_generate", "ValidationException", message, 400)
+    error = assert_error(invoke(ask({"question": "q"})), 500, "configuration_error")
+    assert "text_model_id" in error["message"] and "MODEL_ARN" in error["message"]
+    assert "inference profile" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("aws_code", "status", "code", "retry_after"),
+    [
+        ("MPAgreementBeingCreated", 503, "model_unavailable", "900"),
+        ("BadCScoreException", 403, "model_access_denied", None),
+    ],
+)
+def test_the_accounts_model_refusals_are_answered_not_500(
+    invoke: Invoke, stubber: Stubber, aws_code: str, status: int, code: str, retry_after: str | None
+) -> None:
+    stubber.add_client_error("retrieve_and_generate", aws_code, "Your account is not authorized.", 403)
+    reply = invoke(ask({"question": "q"}))
+    assert_error(reply, status, code)
+    assert reply.headers.get("retry-after") == retry_after
+
+
 @pytest.mark.parametrize("error_class", [ReadTimeoutError, ConnectTimeoutError])
 def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
     client = knowledge_base.get_runtime_client()  # the real client: the hook raises before anything is sent

@@ -18,10 +18,22 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from common.errors import ConfigurationError, NotFoundError, aws_error_code, aws_error_message, trim
+from common.errors import (
+    VALIDATION_CODES,
+    ApiError,
+    ConfigurationError,
+    NotFoundError,
+    aws_error_code,
+    aws_error_message,
+    deployment_fault,
+    from_aws_error,
+    input_too_long,
+    trim,
+)
 from common.http import decode_body, json_response, parse_json_object
 from common.observability import annotate, make_tracer, publish
 from common.resolver import (
+    DEFAULT_RESOURCE,
     RESOURCE_KEY,
     SHOWN_CHARS,
     KitRestResolver,
@@ -43,6 +55,8 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/templates/<name>"),
 )
 CONFIG_HINT = "MODEL_ID, PROMPT_CATALOG and GUARDRAIL_ID"
+MODEL_SETTING = "text_model_id in cdk.json (the function's MODEL_ID)"
+INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries the caller's text
 
 
 # --- lazy observability ------------------------------------------------------------------------------------
@@ -85,6 +99,7 @@ def post_prompt() -> Response[Any]:
     settings = get_settings()
     request = parse_prompt_request(_json_body())
     logger.info("Prompt request", extra={"prompt_chars": len(request.prompt), "has_system": bool(request.system)})
+    app.append_context(**{INPUT_FIELD_KEY: "prompt"})
     result = _converse(
         bedrock.prompt_request(settings, request), resource=settings.model_id, model_id=settings.model_id
     )
@@ -106,29 +121,44 @@ def post_template(name: str) -> Response[Any]:
     check_template_variables(template.name, request.variables, template.variables)
     logger.info("Template request", extra={"template": template.name})
     app.append_context(**{RESOURCE_KEY: template.arn})
-    prompt = bedrock.get_managed_prompt(template.arn, remaining_ms=_remaining_ms(), on_retry=_log_retry)
+    try:
+        prompt = bedrock.get_managed_prompt(template.arn, remaining_ms=_remaining_ms(), on_retry=_log_retry)
+    except Exception as exc:
+        if aws_error_code(exc) in VALIDATION_CODES:  # GetPrompt gets only the catalog's ARN: never the caller's
+            raise ConfigurationError(
+                f"Template '{template.name}': Amazon Bedrock refused its prompt version ARN "
+                f"({trim(aws_error_message(exc), 200)}). Check PROMPT_CATALOG and redeploy."
+            ) from exc
+        raise
     # The kit's prompt variants name the configured model, which the function calls and reports per model.
     params = bedrock.template_request(settings, prompt, request.variables)
     try:
         result = _converse(params, resource=settings.model_id, model_id=settings.model_id)
     except Exception as exc:
-        if aws_error_code(exc) == "ValidationException":
+        if aws_error_code(exc) in VALIDATION_CODES:
             raise _template_rejected(template, settings.model_id, exc) from exc
         raise
     return json_response(200, {**result.to_body(), "template": template.name})
 
 
-def _template_rejected(template: Template, model_id: str, exc: BaseException) -> ConfigurationError:
-    """A model's refusal of a template request: a configuration error, not the caller's.
+def _template_rejected(template: Template, model_id: str, exc: BaseException) -> ApiError:
+    """A model's refusal (ValidationException) of a template request, classified by ``common.errors``.
 
-    The caller supplies only variable values, bounded by the request schema; the text around them, the inference
-    settings (e.g. temperature with topP, which Claude 4.5 models refuse together) and the model are the
-    deployment's, so only the operator can fix it. Bedrock's message goes to the log, not to the caller.
+    A model the deployment names wrongly is its configuration error; an input too long is the caller's (400 on
+    ``variables``). Anything else is a configuration error too: the caller supplies only variable values,
+    bounded by the request schema; the text around them, the inference settings (e.g. temperature with topP,
+    which Claude 4.5 models refuse together) and the model are the deployment's, so only the operator can fix
+    it. Bedrock's message goes to the log, not to the caller.
     """
     logger.error(
         "The model refused a template request",
         extra={"template": template.name, "model_id": model_id, "aws_message": trim(aws_error_message(exc))},
     )
+    classified = deployment_fault(exc, resource=model_id, model_setting=MODEL_SETTING) or input_too_long(
+        exc, resource=model_id, field="variables"
+    )
+    if classified is not None:
+        return classified
     return ConfigurationError(
         f"Template '{template.name}' cannot run: the model {model_id} refuses the request built from its stored "
         "prompt version (text or inference settings). The operator must fix the template and redeploy; the "
@@ -192,7 +222,21 @@ def _log_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
 
 # --- error mapping (the one place: common.resolver) and entry point ---------------------------------------
 
-install_error_handlers(app, routes=ROUTES, logger=logger, config_hint=CONFIG_HINT, publish=_publish)
+
+def map_aws_error(exc: BaseException) -> ApiError | None:
+    """``from_aws_error`` for the resource the route is calling, naming the model setting and the input field."""
+    return from_aws_error(
+        exc,
+        resource=str(app.context.get(RESOURCE_KEY) or DEFAULT_RESOURCE),
+        config_hint=CONFIG_HINT,
+        model_setting=MODEL_SETTING,
+        input_field=app.context.get(INPUT_FIELD_KEY),
+    )
+
+
+install_error_handlers(
+    app, routes=ROUTES, logger=logger, config_hint=CONFIG_HINT, publish=_publish, map_aws_error=map_aws_error
+)
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

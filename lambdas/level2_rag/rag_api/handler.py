@@ -56,6 +56,8 @@ app = APIGatewayRestResolver()
 ROUTES: tuple[tuple[str, str], ...] = (("POST", "/ask"), ("POST", "/retrieve"))
 RETRY_AFTER_UNAVAILABLE_S = 5
 CONFIG_HINT = "KNOWLEDGE_BASE_ID, MODEL_ARN and GUARDRAIL_ID"
+MODEL_SETTING = "text_model_id in cdk.json (the function's MODEL_ARN)"
+INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries the caller's text
 # Time kept back from the knowledge base call for the guardrail calls that follow it: enough for one
 # ApplyGuardrail attempt (its connect timeout, a read timeout of 3 s or more, and the policy's margin for
 # sending the answer), so the answer is checked, or a 504 sent, before the function's timeout.
@@ -99,6 +101,7 @@ def post_ask() -> Response[Any]:
             "has_filter": request.filter is not None,
         },
     )
+    app.append_context(**{INPUT_FIELD_KEY: "question"})
     response, latency_ms = _call("retrieve_and_generate", knowledge_base.ask_params(settings, request))
     answer = knowledge_base.read_answer(response, latency_ms)
     answer = knowledge_base.guarded_answer(answer, _guard(knowledge_base.answer_texts(answer), settings))
@@ -138,6 +141,7 @@ def post_retrieve() -> Response[Any]:
             "has_filter": request.filter is not None,
         },
     )
+    app.append_context(**{INPUT_FIELD_KEY: "query"})
     response, latency_ms = _call("retrieve", knowledge_base.retrieve_params(settings, request))
     retrieved = knowledge_base.read_results(response)
     outcome = _guard([result["text"] for result in retrieved], settings)
@@ -213,15 +217,20 @@ def _log_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
 # --- error mapping (the one place) -------------------------------------------------------------------------
 
 
-def map_aws_error(exc: BaseException, settings: Settings, upstream: str | None) -> ApiError | None:
+def map_aws_error(
+    exc: BaseException, settings: Settings, upstream: str | None, input_field: str | None = None
+) -> ApiError | None:
     """The kit's error for a failed call to ``upstream``; None if it is unexpected (500)."""
     if upstream == GUARDRAIL:
         return map_guardrail_error(exc, settings)
-    return map_knowledge_base_error(exc, settings)
+    return map_knowledge_base_error(exc, settings, input_field)
 
 
-def map_knowledge_base_error(exc: BaseException, settings: Settings) -> ApiError | None:
-    """The kit's error for a failed knowledge base call; None if it is unexpected (500)."""
+def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field: str | None = None) -> ApiError | None:
+    """The kit's error for a failed knowledge base call; None if it is unexpected (500).
+
+    ``input_field`` is the request field with the caller's text, named when Bedrock finds it too long.
+    """
     kb = settings.knowledge_base_id
     if isinstance(exc, TIMEOUT_ERRORS):
         return ModelTimeoutError(
@@ -257,8 +266,11 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings) -> ApiError
             "The request conflicts with the state of the conversation session. Retry, or start a new "
             "conversation without sessionId."
         )
-    # ValidationException (its message, account ids redacted like every message), throttling and the rest
-    return from_aws_error(exc, resource=settings.model_id, config_hint=CONFIG_HINT)
+    # ValidationException (classified by its message: the deployment's model, an input too long, else the caller's,
+    # with Bedrock's message, account ids redacted), throttling, the account's other refusals and the rest
+    return from_aws_error(
+        exc, resource=settings.model_id, config_hint=CONFIG_HINT, model_setting=MODEL_SETTING, input_field=input_field
+    )
 
 
 def map_guardrail_error(exc: BaseException, settings: Settings) -> ApiError | None:
@@ -298,7 +310,9 @@ install_error_handlers(
     logger=logger,
     config_hint=CONFIG_HINT,
     publish=_publish,
-    map_aws_error=lambda exc: map_aws_error(exc, get_settings(), app.context.get(UPSTREAM_KEY)),
+    map_aws_error=lambda exc: map_aws_error(
+        exc, get_settings(), app.context.get(UPSTREAM_KEY), app.context.get(INPUT_FIELD_KEY)
+    ),
     aws_failure="Bedrock call failed",
 )
 
