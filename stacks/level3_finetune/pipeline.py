@@ -47,6 +47,11 @@ DELETE_RETRY_INTERVAL = Duration.minutes(1)
 DELETE_RETRY_ATTEMPTS = 6  # 1 to 32 minutes apart: about an hour in all
 # The execution timeout: the configured bounds (execution_bounds) plus this, for retries of transient errors.
 EXECUTION_HEADROOM = Duration.hours(6)
+# ReadJobRequest reads at most this many bytes of a job file. A larger result would be States.DataLimitExceeded,
+# which no Catch catches (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html), so
+# the run would end unreported; cut short, a larger file is not JSON and is rejected and notified. JSON escaping
+# may make a byte six characters (\u0001): 32 KiB stays within the 256 KiB payload quota.
+MAX_REQUEST_BYTES = 32 * 1024
 
 
 def retry_throttling(task: tasks.CallAwsService) -> None:
@@ -149,6 +154,7 @@ class FineTunePipeline(Construct):
             parameters={
                 "Bucket": sfn.JsonPath.string_at("$.detail.bucket.name"),
                 "Key": sfn.JsonPath.string_at("$.detail.object.key"),
+                "Range": f"bytes=0-{MAX_REQUEST_BYTES - 1}",
             },
             iam_resources=[data.data.arn_for_objects(f"{JOBS_PREFIX}*")],
             iam_action="s3:GetObject",
@@ -156,9 +162,13 @@ class FineTunePipeline(Construct):
         )
         unreadable = notify(
             "NotifyUnreadableRequest",
-            "rejected: the job file is not readable JSON",
+            f"rejected: the job file is not readable JSON of at most {MAX_REQUEST_BYTES // 1024} KiB",
             "$.error",
-            then=fail("UnreadableRequest", "InvalidJobRequest", "The uploaded job request is not valid JSON"),
+            then=fail(
+                "UnreadableRequest",
+                "InvalidJobRequest",
+                f"The uploaded job request is not valid JSON of at most {MAX_REQUEST_BYTES // 1024} KiB",
+            ),
             with_request=False,
         )
         read_request.add_catch(unreadable, errors=["States.ALL"], result_path="$.error")

@@ -26,7 +26,9 @@ TEARDOWN_TIMEOUT = Duration.hours(3)
 
 def report_unless_already_notified(scope: Construct, report: sfn.IChainable) -> sfn.Choice:
     """Go to ``report`` when the teardown acted (``$.acted``) or the run did not end FAILED; otherwise succeed quietly:
-    a run that failed on a path of its own has already been notified."""
+    a run that failed on a path of its own has already been notified. That holds only while no state of the
+    pipeline can raise an error no Catch catches (States.Runtime, States.DataLimitExceeded): its JSONPaths select
+    what a Choice saw present, and ReadJobRequest reads at most pipeline.MAX_REQUEST_BYTES."""
     return (
         sfn.Choice(scope, "AnythingToReport?")
         .when(

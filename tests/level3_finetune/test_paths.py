@@ -31,6 +31,7 @@ import pytest
 from stacks.config import KitConfig
 from stacks.level3_finetune.pipeline import (
     DEPLOY_POLLS,
+    MAX_REQUEST_BYTES,
     NOTIFY_RETRY_ATTEMPTS,
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_INTERVAL,
@@ -59,7 +60,7 @@ from tests.infra.asl import (
     validate_asl,
     validate_asl_all,
 )
-from tests.infra.helpers import resources
+from tests.infra.helpers import api_member_max, resources
 from tests.infra.test_config import build
 
 STACK = "GenAiKit-3-FineTune"
@@ -375,7 +376,11 @@ def test_uploaded_request_with_validation_set_creates_the_job_with_it(none: Vari
 
     assert_ends(trace, "SUCCEEDED", "Done")
     data = none.bucket("FineTuneDataBucket")
-    assert trace.parameters("ReadJobRequest") == {"Bucket": data, "Key": "jobs/with-validation.json"}
+    assert trace.parameters("ReadJobRequest") == {
+        "Bucket": data,
+        "Key": "jobs/with-validation.json",
+        "Range": f"bytes=0-{MAX_REQUEST_BYTES - 1}",
+    }
     assert in_order(
         trace.visited,
         ["ReadJobRequest", "HasTrainingKey?", "ApplyDefaults", "ValidateData", "CreateJobWithValidationSet"],
@@ -412,6 +417,52 @@ def test_unreadable_job_file_is_rejected_and_notified(none: Variant, read: Any) 
     assert_notified(trace, [("NotifyUnreadableRequest", "rejected:")])
     [(_, message)] = trace.notifications
     assert set(message["detail"]) == {"Error", "Cause"} and "request" not in message
+
+
+def s3_get_object(body: str) -> Any:
+    """GetObject as S3 answers it through the aws-sdk integration: the bytes the Range asks for (RFC 9110: a
+    last byte past the end stops at the end). A result larger than the payload quota (StartExecution's input
+    maximum in botocore, the same 256 KiB) is States.DataLimitExceeded, which no Catch catches
+    (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html)."""
+    quota = api_member_max("stepfunctions", "StartExecution", "input")
+
+    def read(call: TaskCall) -> dict[str, Any]:
+        data = body.encode()
+        requested = call.parameters.get("Range")
+        if requested is not None:
+            first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", requested).groups())  # type: ignore[union-attr]
+            data = data[first : last + 1]
+        result = {"Body": data.decode(errors="replace"), "ContentLength": len(data)}
+        if len(json.dumps(result).encode()) > quota:
+            raise AslError("States.DataLimitExceeded", "The state/task returned a result larger than the quota")
+        return result
+
+    return read
+
+
+@pytest.mark.parametrize("size", [2 * MAX_REQUEST_BYTES, 300 * 1024], ids=["over-the-bound", "over-the-quota"])
+def test_an_oversized_job_file_is_rejected_and_notified_not_a_silent_failure(none: Variant, size: int) -> None:
+    """Valid JSON, but larger than ReadJobRequest reads: cut short it is not JSON, so the run is rejected and
+    notified. Read whole, a file over the payload quota would be an uncatchable States.DataLimitExceeded and the
+    run would end FAILED with no message (the teardown stays quiet after a FAILED run)."""
+    request = {**README_REQUEST, "note": "x" * size}
+    trace = run(none, s3_event(none), ReadJobRequest=[s3_get_object(json.dumps(request))])
+    assert_ends(trace, "FAILED", "UnreadableRequest")
+    assert_notified(trace, [("NotifyUnreadableRequest", "rejected:")])
+    [call] = trace.calls_to("ReadJobRequest")
+    assert sdk_request_errors(call.resource, call.parameters) == []
+
+
+def test_the_job_file_bound_fits_the_payload_quota_and_a_file_within_it_is_read_whole(none: Variant) -> None:
+    """JSON escapes a control character as six (\\u0001): the bound's worst case still fits the quota."""
+    # The rest of GetObject's result (ContentLength, ETag, headers) needs far less than the 16 KiB left over.
+    assert api_member_max("stepfunctions", "StartExecution", "input") >= 6 * MAX_REQUEST_BYTES + 16 * 1024
+    request = {**README_REQUEST, "note": "x" * (MAX_REQUEST_BYTES - 100)}
+    body = json.dumps(request)
+    assert len(body.encode()) <= MAX_REQUEST_BYTES
+    trace = run(none, s3_event(none), ReadJobRequest=[s3_get_object(body)], **job_runs())
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.parameters("ValidateData")["trainingKey"] == TRAINING_KEY
 
 
 # --- d) invalid data --------------------------------------------------------------------------------------
