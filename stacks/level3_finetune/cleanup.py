@@ -1,4 +1,12 @@
-"""Sandbox only: the custom resource that deletes the kit's custom models (and what serves them) before the key."""
+"""The custom resource that, on stack deletion, stops the pipeline's work and deletes what serves the kit's custom
+models in every stage, and in the sandbox the models too, before the key.
+
+Deleting the state machine alone would leave a run's Provisioned Throughput billing hourly with no end: Step
+Functions ends an execution only "on the next state transition"
+(https://docs.aws.amazon.com/step-functions/latest/apireference/API_DeleteStateMachine.html), which a run in its
+KeepProvisionedThroughput Wait state makes hours later, and the teardown machine goes with the stack. So the
+resource is in every stage; prod keeps its key, buckets and models, so there it may not delete a model.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +26,20 @@ from stacks.shared.python_function import PythonFunction
 # stops waiting for an answer after CLEANUP_SERVICE_TIMEOUT instead of the default hour.
 CLEANUP_TIMEOUT = Duration.minutes(10)
 CLEANUP_SERVICE_TIMEOUT = Duration.minutes(15)
+# The resource's Mode (the handler's MODES): the sandbox also deletes the custom models, prod keeps them.
+DELETE_MODELS = "DeleteModels"
+KEEP_MODELS = "KeepModels"
 
 
 class CustomModelCleanup(Construct):
-    """Sandbox only: before CloudFormation deletes the key, delete the custom models encrypted with it.
+    """On stack deletion, stop the pipeline and unserve the kit's custom models; in the sandbox delete them too.
 
     Custom models, on-demand deployments and Provisioned Throughput are created by the state machine, outside
     CloudFormation. On stack deletion the function (``lambdas/level3_finetune/finetune_cleanup``) stops the pipeline's
-    executions and the kit's running jobs, deletes the deployments and throughputs serving the kit's models,
-    then the models (the pipeline's names AND this key, nothing else). The resource depends on the key, the
-    state machine and its own role, so CloudFormation deletes it, and waits for its answer, before any of them.
+    executions and the kit's running jobs, deletes the deployments and throughputs serving the kit's models (the
+    pipeline's names AND this key, nothing else), and in the sandbox then the models. Prod (``KeepModels``) retains
+    the models: its role is not granted DeleteCustomModel. The resource depends on the key, the state machine and
+    its own role, so CloudFormation deletes it, and waits for its answer, before any of them.
     """
 
     def __init__(
@@ -42,12 +54,16 @@ class CustomModelCleanup(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         names = PipelineNames.of(deployment)
+        self.deletes_models = not deployment.is_prod
         self.function = PythonFunction(
             self,
             "Function",
             deployment=deployment,
             handler="finetune_cleanup.handler.handler",
-            description="Level 3 custom resource: on stack deletion, delete the kit's custom models before the key",
+            description="Level 3 custom resource: on stack deletion, delete the kit's custom models before the key"
+            if self.deletes_models
+            else "Level 3 custom resource: on stack deletion, stop the kit's executions and jobs and delete what "
+            "serves its custom models (models are kept)",
             service_name="finetune-cleanup",
             timeout=CLEANUP_TIMEOUT,
             memory_size=256,
@@ -74,10 +90,13 @@ class CustomModelCleanup(Construct):
                 resources=[bedrock_arn(stack, "model-customization-job/*")],
             )
         )
+        # GetCustomModel reads a model's key (is it the kit's?); only the sandbox deletes models.
         role.add_to_policy(
             iam.PolicyStatement(
-                sid="DeleteKitModels",
-                actions=["bedrock:GetCustomModel", "bedrock:DeleteCustomModel"],
+                sid="DeleteKitModels" if self.deletes_models else "ReadKitModels",
+                actions=["bedrock:GetCustomModel", "bedrock:DeleteCustomModel"]
+                if self.deletes_models
+                else ["bedrock:GetCustomModel"],
                 resources=[bedrock_arn(stack, "custom-model/*")],
             )
         )
@@ -120,6 +139,7 @@ class CustomModelCleanup(Construct):
             # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
             service_timeout=CLEANUP_SERVICE_TIMEOUT,
             properties={
+                "Mode": DELETE_MODELS if self.deletes_models else KEEP_MODELS,
                 "KeyArn": key.key_arn,
                 "ModelNamePrefix": names.model,
                 "JobNamePrefix": names.job,
@@ -127,6 +147,8 @@ class CustomModelCleanup(Construct):
             },
         )
         # Deleted before the key (so the key is scheduled for deletion only after the models are gone), before
-        # the state machine (its executions are stopped first) and before the function's own permissions.
+        # the state machine (its executions are stopped first, while it exists: a run in its Wait state would
+        # otherwise end only hours later, after the stack and the teardown are gone) and before the function's
+        # own permissions.
         for dependency in (key, machine, role):
             self.resource.node.add_dependency(dependency)

@@ -11,11 +11,12 @@ jobs/<name>.json uploaded ──► EventBridge ──► Step Functions ◄─�
     EventBridge "Model Customization Job State Change" (this kit's jobs) ──► the same SNS topic
     EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED) ──► teardown state machine
                   ──► stop the ended run's job, delete its throughput or deployment (found by name) ──► SNS
-    sandbox only: cleanup custom resource ──(stack deletion, before the key)──► stop executions and jobs,
-                  delete deployments, throughputs and the custom models encrypted with the key
+    cleanup custom resource ──(stack deletion, before the key and the state machine)──► stop executions and
+                  jobs, delete deployments and throughputs; sandbox only: the custom models encrypted with the key
 CloudFormation has no resource for a customization job, a custom model or Provisioned Throughput, so the
 stack deploys the pipeline that creates them. Those models are encrypted with the stack's key: a sandbox
-destroy deletes them before the key; the prod stage retains the key and the models (docs/level-3-finetune.md).
+destroy deletes them before the key; the prod stage retains the key and the models (docs/level-3-finetune.md),
+but stops what runs and deletes what serves them.
 
 The units sit beside this module, in the diagram's order: names.py (prefixes and the names a run gives what it
 creates), data.py (key, buckets, Bedrock's role), pipeline.py, teardown.py and cleanup.py; FineTuneStack below
@@ -299,12 +300,12 @@ class FineTuneStack(Stack):
             ],
         )
 
-        # Destroy: the sandbox deletes the kit's custom models before the key that encrypts them; prod retains
-        # the key (RemovalPolicy.RETAIN) and the models, removed by hand as docs/level-3-finetune.md says.
-        self.cleanup = (
-            None
-            if deployment.is_prod
-            else CustomModelCleanup(self, "CustomModelCleanup", deployment=deployment, key=data.key, machine=machine)
+        # Destroy, every stage: the pipeline's executions and jobs are stopped and what serves the kit's models is
+        # deleted first (deleting the state machine would leave a throughput held in its Wait state billing);
+        # the sandbox then deletes the models before the key, prod retains the key (RemovalPolicy.RETAIN) and
+        # the models, removed by hand as docs/level-3-finetune.md says.
+        self.cleanup = CustomModelCleanup(
+            self, "CustomModelCleanup", deployment=deployment, key=data.key, machine=machine
         )
 
         # Start: a job request uploaded under jobs/ (direct StartExecution works too).

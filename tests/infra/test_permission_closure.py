@@ -17,7 +17,7 @@ import ast
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -336,9 +336,14 @@ def _implied(owner: str, action: str) -> bool:
 
 
 # A custom resource's Mode under which its handler never reaches some of its package's calls: Level 3's SageMaker
-# cleanup in prod only stops work (StopOnly), never its Bedrock import and model calls. The handler's own tests
-# check each mode's calls against that stage's grants (tests/level3_finetune/test_sagemaker_cleanup.py).
-_MODE_SKIPS = {("sagemaker_cleanup", "StopOnly"): "bedrock:"}
+# cleanup in prod only stops work (StopOnly), never its Bedrock import and model calls; Level 3's Bedrock cleanup
+# in prod (KeepModels) stops work and unserves the models but never deletes one. The handlers' own tests check each
+# mode's calls against that stage's grants (tests/level3_finetune/test_sagemaker_cleanup.py,
+# tests/level3_finetune/test_finetune_cleanup.py). Exact actions where a prefix would reach another action.
+_MODE_SKIPS: dict[tuple[str, str], Callable[[str], bool]] = {
+    ("sagemaker_cleanup", "StopOnly"): lambda action: action.startswith("bedrock:"),
+    ("finetune_cleanup", "KeepModels"): lambda action: action == "bedrock:DeleteCustomModel",
+}
 
 
 def _modes(template: dict[str, Any], function_lid: str) -> set[str]:
@@ -359,7 +364,7 @@ def closure_findings(templates: Mapping[str, dict[str, Any]]) -> list[str]:
             grants, used = granted(template, role), code_calls(package)
             for mode in _modes(template, lid):
                 if (skipped := _MODE_SKIPS.get((package, mode))) is not None:
-                    used = {action for action in used if not action.startswith(skipped)}
+                    used = {action for action in used if not skipped(action)}
             found += [
                 f"{stack_id}/{lid} ({package}) calls {a} without a grant" for a in sorted(used) if not allows(grants, a)
             ]

@@ -1,18 +1,31 @@
-"""The Level 3 cleanup custom resource: on stack deletion it removes exactly the kit's custom models, serving
-resources first, and always answers CloudFormation in time. Every call goes through a botocore Stubber on the
-real clients, so each request is checked against the service model."""
+"""The Level 3 cleanup custom resource: on stack deletion it stops the kit's executions and jobs and removes what
+serves the kit's custom models and, in the sandbox (DeleteModels), exactly those models; in prod (KeepModels) it
+never deletes a model and is not granted to. It always answers CloudFormation in time. Every call goes through a
+botocore Stubber on the real clients, so each request is checked against the service model. And the construct in
+both stages: the mode, the grants, deleted before the key and the state machine."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk.assertions import Template
 
 from common import stack_cleanup
 from finetune_cleanup import handler as h
-from tests.cleanup_helpers import T0, FakeAws, cleanup_event, context, fake_aws
+from stacks.level3_finetune import cleanup as construct
+from stacks.level3_finetune.cleanup import CustomModelCleanup
+from stacks.level3_finetune.names import PipelineNames, machine_name
+from stacks.shared.deployment import Deployment
+from tests.cleanup_helpers import IAM_PREFIX, T0, FakeAws, called_actions, cleanup_event, context, fake_aws
+from tests.conftest import cdk_json_context
+from tests.infra.helpers import as_list, iam_reference
 
 ACCOUNT = "123456789012"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
@@ -22,11 +35,13 @@ STATE_MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:genai-kit-sand
 STACK_ID = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/GenAiKit-3-FineTune/abc"
 PROPS = {
     "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:cleanup",
+    "Mode": "DeleteModels",
     "KeyArn": KEY,
     "ModelNamePrefix": f"{PREFIX}-model-",
     "JobNamePrefix": f"{PREFIX}-job-",
     "StateMachineArn": STATE_MACHINE,
 }
+KEEP_PROPS = PROPS | {"Mode": "KeepModels"}  # the prod stage's
 BASE = "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0:128k"
 FUNCTION_MS = 600_000  # the function's 10-minute timeout
 SERVICES = ("bedrock", "stepfunctions", "cloudformation")
@@ -321,11 +336,213 @@ def test_create_and_update_do_nothing(aws: Aws, kind: str) -> None:
     assert aws.answer["PhysicalResourceId"] == h.PHYSICAL_ID
 
 
-def test_create_with_a_missing_property_fails_at_deploy_time(aws: Aws) -> None:
-    h.handler(event("Create", {k: v for k, v in PROPS.items() if k != "KeyArn"}), context(FUNCTION_MS))
-    assert aws.answer["Status"] == "FAILED" and "KeyArn" in aws.answer["Reason"]
+@pytest.mark.parametrize(
+    ("props", "named"),
+    [
+        ({k: v for k, v in PROPS.items() if k != "KeyArn"}, "missing resource properties: KeyArn"),
+        ({k: v for k, v in PROPS.items() if k != "Mode"}, "missing resource properties: Mode"),
+        ({**PROPS, "Mode": "StopOnly"}, "Mode 'StopOnly' is not one of DeleteModels, KeepModels"),
+    ],
+)
+def test_create_with_a_wrong_property_fails_at_deploy_time(aws: Aws, props: dict[str, Any], named: str) -> None:
+    h.handler(event("Create", props), context(FUNCTION_MS))
+    assert aws.answer["Status"] == "FAILED" and named in aws.answer["Reason"]
 
 
 def test_an_unknown_request_type_answers_failed(aws: Aws) -> None:
     h.handler(event("Replace"), context(FUNCTION_MS))
     assert aws.answer["Status"] == "FAILED" and "unknown request type 'Replace'" in aws.answer["Reason"]
+
+
+# --- KeepModels (prod): stop, unserve, never delete a model ------------------------------------------------------
+
+
+def _iam_actions(calls: list[str]) -> set[str]:
+    """The IAM actions of the operations a run made, each by the service whose model (botocore's) has it."""
+    return {
+        f"{IAM_PREFIX[service]}:{call}"
+        for call in calls
+        for service in SERVICES
+        if call in stack_cleanup.client(service).meta.service_model.operation_names
+    }
+
+
+def test_keep_models_stops_the_run_and_its_job_and_deletes_what_serves_but_never_a_model(aws: Aws) -> None:
+    # A prod run holding its throughput in KeepProvisionedThroughput, another one's job still training.
+    model, running = f"{PREFIX}-model-0123456789ab", job_summary(f"{PREFIX}-job-ba9876543210", "InProgress")
+    provisioned = throughput(f"{PREFIX}-deploy-0123456789ab", model_arn("0123456789ab"))
+    served = deployment(f"{PREFIX}-deploy-aaaaaaaaaaaa", model_arn("0123456789ab"))
+    aws.deleting()
+    aws.executions(["kit-run-1", "kit-run-2"])
+    aws.jobs([running])
+    aws.bedrock.add_response("get_model_customization_job", job(running, KEY), {"jobIdentifier": running["jobArn"]})
+    aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": running["jobArn"]})
+    aws.bedrock.add_response(
+        "get_model_customization_job", job(running, KEY, "Stopped"), {"jobIdentifier": running["jobArn"]}
+    )
+    aws.bedrock.add_response(
+        "list_custom_models",
+        {"modelSummaries": [model_summary(model, "0123456789ab")]},
+        {"nameContains": PROPS["ModelNamePrefix"]},
+    )
+    aws.bedrock.add_response(
+        "get_custom_model",
+        {"modelArn": model_arn("0123456789ab"), "modelName": model, "creationTime": T0, "modelKmsKeyArn": KEY},
+        {"modelIdentifier": model_arn("0123456789ab")},
+    )
+    aws.serving(model_arn("0123456789ab"), [served], [provisioned])
+    aws.bedrock.add_response(
+        "delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": served["customModelDeploymentArn"]}
+    )
+    aws.bedrock.add_response(
+        "delete_provisioned_model_throughput", {}, {"provisionedModelId": provisioned["provisionedModelArn"]}
+    )
+    aws.serving(model_arn("0123456789ab"), [], [])  # gone
+
+    h.handler(event("Delete", KEEP_PROPS), context(FUNCTION_MS))
+
+    aws.no_pending()  # no DeleteCustomModel was queued: calling it would have failed the stubber
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert aws.answer["Reason"] == (
+        "deleted 1 deployment(s), 1 Provisioned Throughput(s); stopped 1 customization job(s) and 2 pipeline "
+        "execution(s); custom models kept (KeepModels)"
+    )
+    assert "DeleteCustomModel" not in aws.calls
+    # The executions are stopped first (while the state machine exists), then a pause lets a call in flight land.
+    assert max(i for i, c in enumerate(aws.calls) if c == "StopExecution") < aws.calls.index(
+        "ListModelCustomizationJobs"
+    )
+    # One settle after the executions, one poll until what served the model was gone.
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S] * 2
+    # Everything it called is granted to the prod stage's function.
+    assert _iam_actions(aws.calls) <= _granted(build("prod"))
+
+
+def test_keep_models_keeps_the_refusal_of_a_committed_throughput(aws: Aws) -> None:
+    model = f"{PREFIX}-model-0123456789ab"
+    committed = throughput(
+        "reserved-by-hand",
+        model_arn("0123456789ab"),
+        commitmentDuration="SixMonths",
+        commitmentExpirationTime=datetime.now(UTC) + timedelta(days=90),
+    )
+    aws.deleting()
+    aws.executions([])
+    aws.jobs([])
+    aws.bedrock.add_response(
+        "list_custom_models",
+        {"modelSummaries": [model_summary(model, "0123456789ab")]},
+        {"nameContains": PROPS["ModelNamePrefix"]},
+    )
+    aws.bedrock.add_response(
+        "get_custom_model",
+        {"modelArn": model_arn("0123456789ab"), "modelName": model, "creationTime": T0, "modelKmsKeyArn": KEY},
+        {"modelIdentifier": model_arn("0123456789ab")},
+    )
+    aws.serving(model_arn("0123456789ab"), [], [committed])
+
+    h.handler(event("Delete", KEEP_PROPS), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "FAILED"
+    assert "reserved-by-hand" in aws.answer["Reason"] and "SixMonths commitment" in aws.answer["Reason"]
+    assert "DeleteProvisionedModelThroughput" not in aws.calls and "DeleteCustomModel" not in aws.calls
+
+
+def test_the_modes_are_the_ones_the_construct_sets() -> None:
+    assert (construct.DELETE_MODELS, construct.KEEP_MODELS) == h.MODES
+
+
+# --- the construct, in both stages ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    stack: cdk.Stack
+    key: kms.Key
+    machine: sfn.StateMachine
+    cleanup: CustomModelCleanup
+    template: dict[str, Any]
+
+
+def _deployment(stage: str) -> Deployment:
+    return Deployment(
+        stage=stage, name_prefix="genai-kit", region="us-east-1", log_retention_days=7, powertools_layer_version=38
+    )
+
+
+def build(stage: str) -> Built:
+    app = cdk.App(context={k: v for k, v in cdk_json_context().items() if k.startswith("@")})
+    stack = cdk.Stack(app, "CleanupTest", env=cdk.Environment(region="us-east-1"))
+    where = _deployment(stage)
+    key = kms.Key(stack, "Key")
+    machine = sfn.StateMachine(
+        stack,
+        "Pipeline",
+        state_machine_name=machine_name(where),
+        definition_body=sfn.DefinitionBody.from_chainable(sfn.Pass(stack, "Nothing")),
+    )
+    cleanup = CustomModelCleanup(stack, "CustomModelCleanup", deployment=where, key=key, machine=machine)
+    return Built(stack, key, machine, cleanup, dict(Template.from_stack(stack).to_json()))
+
+
+def _statements(built: Built) -> dict[str, dict[str, Any]]:
+    role = _logical(built, built.cleanup.function.role)
+    [policy] = [
+        r
+        for r in built.template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy" and {"Ref": role} in r["Properties"]["Roles"]
+    ]
+    return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"] if "Sid" in s}
+
+
+def _logical(built: Built, construct: Any) -> str:
+    """The logical id of ``construct`` (an L2: its default child; an L1: itself)."""
+    return built.stack.get_logical_id(construct.node.default_child or construct)
+
+
+def _granted(built: Built) -> set[str]:
+    return {a for s in _statements(built).values() for a in as_list(s["Action"])}
+
+
+def _resource(built: Built) -> dict[str, Any]:
+    [resource] = [r for r in built.template["Resources"].values() if r["Type"] == "Custom::BedrockFineTuneCleanup"]
+    return resource
+
+
+@pytest.mark.parametrize("stage", ["sandbox", "prod"])
+def test_every_stage_stops_the_pipeline_before_the_state_machine_and_the_key_go(stage: str) -> None:
+    built = build(stage)
+    resource = _resource(built)
+    # CloudFormation deletes a resource before what it depends on: the executions are stopped (and the throughput
+    # a run holds in its Wait state deleted) while the state machine and the function's permissions still exist.
+    role = built.cleanup.function.role
+    needed = {_logical(built, c) for c in (built.machine, built.key, role, role.node.find_child("DefaultPolicy"))}
+    assert needed <= set(resource["DependsOn"])
+    names = PipelineNames.of(_deployment(stage))
+    props = resource["Properties"]
+    assert (props["ModelNamePrefix"], props["JobNamePrefix"]) == (names.model, names.job)
+    assert props["Mode"] == (h.KEEP_MODELS if stage == "prod" else h.DELETE_MODELS)
+    # The handler takes these properties (tokens stand in as strings) in that mode.
+    scope = h.Scope.from_properties({k: v if isinstance(v, str) else "x" for k, v in props.items()})
+    assert scope.deletes_models is (stage == "sandbox")
+
+
+def test_the_sandbox_is_granted_exactly_what_its_code_calls() -> None:
+    assert _granted(build("sandbox")) == called_actions("finetune_cleanup")
+
+
+def test_prod_is_granted_what_keep_models_calls_and_cannot_change_a_model() -> None:
+    granted = _granted(build("prod"))
+    # Every call of the code but the model deletion, which KeepModels never makes.
+    assert granted == called_actions("finetune_cleanup") - {"bedrock:DeleteCustomModel"}
+    # From the Service Authorization Reference: no Write action on a custom model; the Write actions granted
+    # stop jobs and executions or delete what serves a model.
+    for action in granted:
+        service, name = action.split(":")
+        details = iam_reference().actions.get_action_details(service, name)
+        types = {t["name"] for t in details["resourceTypes"]}
+        assert not (details["accessLevel"] == "Write" and "custom-model" in types), action
+        assert details["accessLevel"] != "Write" or name.startswith(("Stop", "Delete")), action
+        if name.startswith("Delete"):
+            assert types <= {"custom-model-deployment", "provisioned-model"}, (action, types)

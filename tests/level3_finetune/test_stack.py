@@ -255,6 +255,7 @@ def test_sandbox_deletes_the_kits_custom_models_before_it_schedules_the_key_for_
     assert {key_id, machine_id} <= set(cleanup["DependsOn"])
     assert key["DeletionPolicy"] == "Delete" and key["Properties"]["PendingWindowInDays"] == 7
     props = cleanup["Properties"]
+    assert props["Mode"] == "DeleteModels"
     assert props["ServiceToken"] == {"Fn::GetAtt": [function_id, "Arn"]}
     assert props["KeyArn"] == {"Fn::GetAtt": [key_id, "Arn"]}
     assert props["StateMachineArn"] == {"Ref": machine_id}
@@ -269,16 +270,37 @@ def test_sandbox_deletes_the_kits_custom_models_before_it_schedules_the_key_for_
     assert function["Timeout"] < int(props["ServiceTimeout"]) <= 900
 
 
-def test_prod_retains_the_key_and_the_models(prod: Any) -> None:
+def test_prod_retains_the_key_and_the_models_but_stops_the_run_and_unserves_them_before_the_machine_goes(
+    prod: Any,
+) -> None:
     template = prod.templates[STACK]
-    _, key = only(template, "AWS::KMS::Key")
+    key_id, key = only(template, "AWS::KMS::Key")
     assert key["DeletionPolicy"] == "Retain" and key["UpdateReplacePolicy"] == "Retain"
-    assert not resources(template, "Custom::BedrockFineTuneCleanup")
-    assert not [
-        f
-        for f in resources(template, "AWS::Lambda::Function").values()
-        if f["Properties"].get("Handler") == "finetune_cleanup.handler.handler"
-    ]
+    for bucket in resources(template, "AWS::S3::Bucket").values():
+        assert bucket["DeletionPolicy"] == "Retain"
+    # Before: no cleanup in prod, so a destroy during KeepProvisionedThroughput deleted the state machine and the
+    # teardown, and the run's throughput billed hourly with no end (DeleteStateMachine ends a run only "on the
+    # next state transition"). Now the cleanup exists in prod, is deleted before the state machine, and keeps
+    # the models (KeepModels: its role may not delete one).
+    machine_id, _ = _pipeline(template)
+    _, cleanup = _cleanup(template)
+    function_id, function = _cleanup_function(template)
+    assert {key_id, machine_id} <= set(cleanup["DependsOn"])
+    props = cleanup["Properties"]
+    assert props["Mode"] == "KeepModels" and props["StateMachineArn"] == {"Ref": machine_id}
+    assert props["ServiceToken"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    names = PipelineNames.of(prod.config)
+    assert (props["ModelNamePrefix"], props["JobNamePrefix"]) == (names.model, names.job)
+    granted = _role_statements(template, function["Role"]["Fn::GetAtt"][0])
+    allowed = {a for s in granted.values() for a in as_list(s["Action"])}
+    assert "bedrock:DeleteCustomModel" not in allowed
+    assert {
+        "states:StopExecution",
+        "bedrock:StopModelCustomizationJob",
+        "bedrock:DeleteProvisionedModelThroughput",
+        "bedrock:DeleteCustomModelDeployment",
+    } <= allowed
+    assert function["Timeout"] < int(props["ServiceTimeout"]) <= 900
 
 
 def test_the_cleanup_may_call_what_its_handler_calls_and_delete_only_bedrock_resources_by_type(

@@ -1,24 +1,37 @@
-"""Custom resource (sandbox stage): remove Level 3's custom models before CloudFormation deletes the key.
+"""Custom resource (every stage): on stack deletion, stop Level 3's work and remove what serves its custom models;
+in the sandbox also remove the models, before CloudFormation deletes the key.
 
 The Level 3 pipeline creates custom models, on-demand deployments and Provisioned Throughput with the Bedrock
-API; CloudFormation does not know them. They are encrypted with the stack's customer managed key, so a stack
-deletion that schedules the key for deletion would leave them unusable and still billing. CloudFormation
-deletes this resource before the key (it depends on the key), and on that Delete the function:
+API; CloudFormation does not know them. Deleting the state machine does not end a run in time: "A state machine
+is deleted only when all its executions are completed. On the next state transition, the state machine's
+executions are terminated." (https://docs.aws.amazon.com/step-functions/latest/apireference/API_DeleteStateMachine.html)
+A run holding its throughput in the ``KeepProvisionedThroughput`` Wait state makes that transition only hours
+later and would never reach its delete step, leaving a throughput billed hourly with no end
+(https://docs.aws.amazon.com/bedrock/latest/userguide/prov-throughput.html). The models are encrypted with the
+stack's customer managed key, so a sandbox deletion that schedules the key for deletion would also leave them
+unusable and still billing. CloudFormation deletes this resource before the key and the state machine (it
+depends on both), and on that Delete the function, in every ``Mode``:
 
-1. stops the pipeline's running executions, so nothing new is created meanwhile;
-2. stops the kit's customization jobs that are still running (a running job would produce a model encrypted
-   with a key that is going away) and waits until they have stopped;
+1. stops the pipeline's running executions, so nothing new is created meanwhile, and lets a call in flight land;
+2. stops the kit's customization jobs that are still running and waits until they have stopped;
 3. finds the kit's custom models: named by the pipeline (``<prefix>-model-`` + 12 hex digits) AND encrypted
    with this stack's key; nothing else is touched;
 4. deletes the on-demand deployments and Provisioned Throughput serving those models and waits until they
-   are gone (Bedrock refuses to delete a model that still serves);
+   are gone (Bedrock refuses to delete a model that still serves; a throughput with a commitment cannot be
+   deleted before its term ends, so the answer is FAILED naming it);
+
+and in ``DeleteModels`` mode (the sandbox) only:
+
 5. deletes the models.
 
+``KeepModels`` (prod, which retains its key, buckets and models) ends after step 4: it never calls
+DeleteCustomModel, and its role is not granted it.
+
 It acts only when the stack itself is being deleted (a Delete sent because an update removed the resource
-leaves the models alone). Create and Update do nothing. Every call has short timeouts and few retries, and
-a deadline well before the function's timeout: CloudFormation always gets an answer, SUCCESS or FAILED with
-what is left and what to do, and a stack is never held for an hour. A FAILED delete keeps the key, so nothing
-becomes unusable; running the destroy again resumes where this one stopped.
+leaves everything alone). Create and Update only check the properties. Every call has short timeouts and few
+retries, and a deadline well before the function's timeout: CloudFormation always gets an answer, SUCCESS or
+FAILED with what is left and what to do, and a stack is never held for an hour. A FAILED delete keeps the key,
+so nothing becomes unusable; running the destroy again resumes where this one stopped.
 """
 
 from __future__ import annotations
@@ -48,7 +61,11 @@ PHYSICAL_ID = "finetune-custom-model-cleanup"
 NAME_ID = "(?:[0-9a-f]{32}|[0-9a-f]{12})"  # the pipeline ends every name with a 32-hex hash (12 hex before)
 BUSY_JOB_STATUSES = ("InProgress", "Stopping")
 GONE_OR_BUSY = ("ResourceNotFoundException", "ConflictException")  # the wait for what serves a model looks again
-PROPERTIES = ("KeyArn", "ModelNamePrefix", "JobNamePrefix", "StateMachineArn")
+PROPERTIES = ("Mode", "KeyArn", "ModelNamePrefix", "JobNamePrefix", "StateMachineArn")
+# Mode: DeleteModels (sandbox) also deletes the custom models; KeepModels (prod) stops and unserves, keeps them.
+DELETE_MODELS = "DeleteModels"
+KEEP_MODELS = "KeepModels"
+MODES = (DELETE_MODELS, KEEP_MODELS)
 RETRY_HINT = "The key is kept while the cleanup fails; fix the cause and run the destroy again."
 RESUME_HINT = "The key is kept while the cleanup fails; run the destroy again to resume."
 
@@ -63,13 +80,22 @@ class Scope:
     model_prefix: str
     job_prefix: str
     state_machine_arn: str
+    deletes_models: bool
 
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> Scope:
         missing = [name for name in PROPERTIES if not props.get(name)]
         if missing:
             raise CleanupError(f"missing resource properties: {', '.join(missing)}")
-        return cls(props["KeyArn"], props["ModelNamePrefix"], props["JobNamePrefix"], props["StateMachineArn"])
+        if props["Mode"] not in MODES:
+            raise CleanupError(f"Mode {props['Mode']!r} is not one of {', '.join(MODES)}")
+        return cls(
+            props["KeyArn"],
+            props["ModelNamePrefix"],
+            props["JobNamePrefix"],
+            props["StateMachineArn"],
+            deletes_models=props["Mode"] == DELETE_MODELS,
+        )
 
     def is_model_name(self, name: str) -> bool:
         return re.fullmatch(re.escape(self.model_prefix) + NAME_ID, name) is not None
@@ -80,6 +106,7 @@ class Scope:
 
 @dataclass
 class Report:
+    keeps_models: bool = False
     executions: int = 0
     jobs: int = 0
     deployments: int = 0
@@ -87,12 +114,12 @@ class Report:
     models: list[str] | None = None
 
     def __str__(self) -> str:
+        serving = f"{self.deployments} deployment(s), {self.throughputs} Provisioned Throughput(s)"
+        stopped = f"stopped {self.jobs} customization job(s) and {self.executions} pipeline execution(s)"
+        if self.keeps_models:
+            return f"deleted {serving}; {stopped}; custom models kept ({KEEP_MODELS})"
         models = self.models or []
-        return (
-            f"deleted {len(models)} custom model(s) [{', '.join(models)}], {self.deployments} deployment(s), "
-            f"{self.throughputs} Provisioned Throughput(s); stopped {self.jobs} customization job(s) and "
-            f"{self.executions} pipeline execution(s)"
-        )
+        return f"deleted {len(models)} custom model(s) [{', '.join(models)}], {serving}; {stopped}"
 
 
 def stop_jobs(scope: Scope, deadline: Deadline) -> int:
@@ -198,12 +225,17 @@ def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     scope = Scope.from_properties(event["ResourceProperties"])
-    report = Report()
+    report = Report(keeps_models=not scope.deletes_models)
     report.executions = stop_executions(scope.state_machine_arn, deadline, "The fine-tuning stack is being deleted")
+    if report.executions:
+        # A CreateModelCustomizationJob or CreateProvisionedModelThroughput a stopped execution had in flight
+        # lands meanwhile, so the looks below find what it created.
+        deadline.pause("letting the stopped executions' calls in flight land")
     report.jobs = stop_jobs(scope, deadline)
     models = find_models(scope, deadline)
     remove_serving(models, deadline, report)
-    report.models = delete_models(models, deadline)
+    if scope.deletes_models:
+        report.models = delete_models(models, deadline)
     logger.info("Cleanup done", extra={"report": str(report)})
     return str(report)
 
@@ -215,7 +247,7 @@ def handler(event: dict[str, Any], context: Any) -> None:
         context,
         validate=Scope.from_properties,  # a wrong property fails now, not on destroy
         on_delete=on_delete,
-        removes="custom models",
+        removes="custom models and what serves them",
         physical_id=PHYSICAL_ID,
         retry_hint=RETRY_HINT,
         resume_hint=RESUME_HINT,
