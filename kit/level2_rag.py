@@ -40,6 +40,19 @@ from kit.operator import (
 KB_MAX_FILE_BYTES = 50 * 1024 * 1024  # Bedrock Knowledge Bases ingest files up to 50 MB
 KB_FILE_TYPES = frozenset({".txt", ".md", ".html", ".htm", ".doc", ".docx", ".csv", ".xls", ".xlsx", ".pdf"})
 INGESTION_RUNNING = frozenset({"STARTING", "IN_PROGRESS", "STOPPING"})
+# What `sync --wait` counts as pending. A change the ingest function re-queued with a delay is counted as delayed
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-resources-required-process-messages.html).
+QUEUE_COUNTS = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+# How long `sync --wait` watches an idle pipeline before it says "done" when no job started during the wait: S3
+# event notifications "can sometimes take a minute or longer"
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/EventNotifications.html), and the queue's approximate
+# counts "may not achieve consistency until at least 1 minute after the producers stop sending messages"
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueAttributes.html).
+SETTLE_S = 60
 
 
 # The IAM actions the `kit l2` commands call with the operator's credentials (the README's "Operator
@@ -131,13 +144,13 @@ def _pending_changes(target: Target) -> tuple[int, int, int] | str:
         if changes is None:
             return "the ingestion queue is not in the stack"
         sqs = target.client("sqs")
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        attributes = sqs.get_queue_attributes(QueueUrl=changes, AttributeNames=names)["Attributes"]
+        attributes = sqs.get_queue_attributes(QueueUrl=changes, AttributeNames=QUEUE_COUNTS)["Attributes"]
+        visible, in_flight, delayed = (int(attributes.get(name, 0)) for name in QUEUE_COUNTS)
         dead_count = 0
         if dead:
-            dead_attrs = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=names[:1])["Attributes"]
-            dead_count = int(dead_attrs.get(names[0], 0))
-        return int(attributes.get(names[0], 0)), int(attributes.get(names[1], 0)), dead_count
+            dead_attrs = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=QUEUE_COUNTS[:1])["Attributes"]
+            dead_count = int(dead_attrs.get(QUEUE_COUNTS[0], 0))
+        return visible + delayed, in_flight, dead_count
     except (BotoCoreError, ClientError) as exc:
         return aws.explain(exc, "reading the ingestion queue", target.region) or str(exc)
 
@@ -192,9 +205,10 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     The command never starts a job itself: the pipeline coalesces every pending change into one job every
     rag_sync_interval_minutes, or starts a full sync while the data source is not in sync under its current
     configuration (a new stack, or a changed rag_documents_prefix), and retries hourly a job that ended FAILED or
-    STOPPED. With --wait this follows it (waiting for the
-    first job when there is none yet; right after a configuration change it may follow the last job of the old
-    configuration, until the next run starts the full sync); exit 1 if the job failed or the wait timed out.
+    STOPPED. With --wait this follows it (waiting for the first job when there is none yet) until no change is
+    pending and either a job that started after the wait began has ended or the pipeline stayed idle for a
+    minute (an upload's S3 event can take that long to be queued; right after a configuration change it may still
+    end on the old configuration's last job); exit 1 if the job failed or the wait timed out.
     """
     target = current_target()
     outputs = target.outputs("2")
@@ -238,8 +252,14 @@ def _follow_ingestion(
     timeout: int,
     poll_seconds: float,
 ) -> dict[str, Any] | None:
-    """Poll until no job runs and no change is pending (the pipeline has caught up), or the timeout."""
+    """Poll until no job runs and no change is pending (the pipeline has caught up), or the timeout.
+
+    Caught up means idle and either the newest job started after the wait began (it covers every document in the
+    bucket then), or the pipeline stayed idle for SETTLE_S: a change uploaded just before may not be queued yet.
+    """
     deadline = time.monotonic() + timeout
+    began = datetime.now(UTC)
+    idle_since: float | None = None
     minutes = target.config.rag.sync_interval_minutes
     shown = None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
@@ -263,16 +283,32 @@ def _follow_ingestion(
                 line = "waiting for the pipeline to start the first (full) sync of this data source"
             else:
                 line = _job_line(job)
+            idle = not running and not waiting
+            if not idle:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            started = job.get("startedAt") if job is not None else None
+            settled = idle_since is not None and (
+                (isinstance(started, datetime) and started >= began) or time.monotonic() - idle_since >= SETTLE_S
+            )
+            if idle and not settled:
+                line = f"{line}; no change pending: watching {SETTLE_S} s for one S3 may still deliver"
+            shown = _shown(progress, line, shown)
             progress.update(task, description=line)
-            if line != shown:
-                progress.console.print(Text(f"{datetime.now(UTC):%H:%M:%S} {line}"))
-                shown = line
-            if not running and not waiting:
+            if settled:
                 return job
             if time.monotonic() >= deadline:
                 hint = f"the pipeline runs every {minutes} min; run kit l2 sync --wait again"
                 raise KitError(f"still {line} after {timeout} s: {hint}")
             time.sleep(poll_seconds)
+
+
+def _shown(progress: Progress, line: str, shown: str | None) -> str:
+    """Print ``line`` with the time once, when it differs from the last line shown; returns it."""
+    if line != shown:
+        progress.console.print(Text(f"{datetime.now(UTC):%H:%M:%S} {line}"))
+    return line
 
 
 def _filter(raw: str | None) -> dict[str, Any] | None:

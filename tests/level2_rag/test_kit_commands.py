@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,9 @@ JOB_STATS = {
 
 
 def ingestion_job(status: str, job_id: str = "JOB0000001", **extra: Any) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    """A job the pipeline started after the command began to wait (``startedAt`` later than now), unless ``extra``
+    says otherwise."""
+    now = datetime.now(UTC) + timedelta(minutes=1)
     return {
         "knowledgeBaseId": "KB12345678",
         "dataSourceId": "DS12345678",
@@ -179,6 +181,80 @@ def test_l2_sync_wait_keeps_waiting_while_changes_are_pending(
     assert result.exit_code == 0, result.output
     assert "waiting for the pipeline to start a job for 1 pending change(s)" in result.output
     assert "JOB0000002 COMPLETE" in result.output
+
+
+class FakeClock:
+    """time for kit.level2_rag: each sleep advances the clock and runs ``on_sleep`` (what the pipeline does)."""
+
+    def __init__(self, on_sleep: Any = None) -> None:
+        self.now, self.on_sleep, self.sleeps = 1000.0, on_sleep, 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+        if self.on_sleep is not None:
+            self.on_sleep(self.sleeps)
+
+
+def test_l2_sync_counts_a_change_requeued_with_a_delay_as_pending(mocked: FakeCloudFormation) -> None:
+    # The ingest function re-queues a change it received a 3rd time with a delay: SQS counts it as delayed only.
+    changes, _ = rag_stack(mocked)
+    boto3.client("sqs", region_name=REGION).send_message(QueueUrl=changes, MessageBody="{}", DelaySeconds=300)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("COMPLETE"))
+        result = run(l2, "sync")
+    assert result.exit_code == 0, result.output
+    assert "1 change(s) waiting" in result.output
+
+
+def test_l2_sync_wait_right_after_an_upload_waits_for_the_change_s3_delivers_late(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the newest job was an older COMPLETE one and the queue still empty (S3 events "can sometimes take
+    a minute or longer"), so --wait said done before the upload was indexed."""
+    changes, _ = rag_stack(mocked)
+    sqs = boto3.client("sqs", region_name=REGION)
+    older = ingestion_job("COMPLETE", "JOB0000001", startedAt=datetime.now(UTC) - timedelta(hours=1))
+
+    def pipeline(sleeps: int) -> None:
+        if sleeps == 3:  # 30 s after the command began, the upload's event reaches the queue
+            sqs.send_message(QueueUrl=changes, MessageBody="{}")
+        if sleeps == 5:  # the ingest function starts a job and deletes the message
+            for message in sqs.receive_message(QueueUrl=changes, MaxNumberOfMessages=10).get("Messages", []):
+                sqs.delete_message(QueueUrl=changes, ReceiptHandle=message["ReceiptHandle"])
+
+    monkeypatch.setattr(level2_rag, "time", FakeClock(pipeline))
+    with stubbed("bedrock-agent") as agent:
+        for _ in range(5):
+            expect_newest(agent, older)
+        expect_newest(agent, ingestion_job("IN_PROGRESS", "JOB0000002"))
+        expect_newest(agent, ingestion_job("COMPLETE", "JOB0000002"))
+        result = run(l2, "sync", "--wait", "--poll-seconds", "10")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    assert f"no change pending: watching {level2_rag.SETTLE_S} s" in result.output
+    assert "waiting for the pipeline to start a job for 1 pending change(s)" in result.output
+    assert "JOB0000002 COMPLETE" in result.output
+
+
+def test_l2_sync_wait_on_an_idle_pipeline_returns_after_watching_it(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rag_stack(mocked)
+    clock = FakeClock()
+    monkeypatch.setattr(level2_rag, "time", clock)
+    older = ingestion_job("COMPLETE", startedAt=datetime.now(UTC) - timedelta(hours=1))
+    polls = level2_rag.SETTLE_S // 10 + 1
+    with stubbed("bedrock-agent") as agent:
+        for _ in range(polls):
+            expect_newest(agent, older)
+        result = run(l2, "sync", "--wait", "--poll-seconds", "10")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    assert clock.sleeps == polls - 1 and (polls - 1) * 10 >= level2_rag.SETTLE_S
 
 
 def test_l2_sync_wait_on_a_new_stack_waits_for_the_first_full_sync(mocked: FakeCloudFormation) -> None:
