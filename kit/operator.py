@@ -208,12 +208,18 @@ def call_api(level: str, method: str, path: str, body: Any | None = None) -> Any
     target = current_target()
     base = target.output(level, "ApiUrl")
     credentials = target.credentials()
+    url = sigv4.join(base, path)
     try:
-        return sigv4.call(method, sigv4.join(base, path), body, credentials)
+        # Credentials that refresh (SSO, assumed roles) are fetched when the request is signed: their errors are
+        # explained as any other AWS error.
+        with aws.aws_errors(f"signing the call to {url}", target.region):
+            return sigv4.call(method, url, body, credentials)
     except sigv4.ApiError as err:
         raise KitError(f"the API answered {err}") from None
     except sigv4.ApiUnreachable as err:
         raise KitError(str(err)) from None
+    except OSError as err:  # e.g. a connection the server closed mid-answer (urllib does not wrap it)
+        raise KitError(f"calling {url} failed: {err!r}") from None
 
 
 def echo_json(value: Any) -> None:

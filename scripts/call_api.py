@@ -16,8 +16,10 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import botocore.session
+from botocore.exceptions import BotoCoreError
 
 from kit.sigv4 import ApiError, ApiUnreachable, call, region_of, signed_request
 
@@ -38,8 +40,13 @@ def build_call(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | Non
             if getattr(args, key) is not None:
                 body[key] = _value(getattr(args, key)) if key == "system" else getattr(args, key)
         return "POST", f"{base}/prompt", body
-    variables = dict(pair.split("=", 1) for pair in args.variables)
-    return "POST", f"{base}/templates/{args.name}", {"variables": {k: _value(v) for k, v in variables.items()}}
+    variables = {}
+    for pair in args.variables:
+        if "=" not in pair:
+            raise ValueError(f"variable {pair!r}: write it as key=value (key=@file reads the value from a file)")
+        key, value = pair.split("=", 1)
+        variables[key] = _value(value)
+    return "POST", f"{base}/templates/{quote(args.name, safe='')}", {"variables": variables}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -60,21 +67,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    """Exit 0 with the answer, 1 when the call fails, 2 for a usage or credentials problem; never a traceback."""
     args = parse_args(argv)
-    credentials = botocore.session.get_session().get_credentials()
-    if credentials is None:
-        print("no AWS credentials found: configure a profile or environment variables", file=sys.stderr)
+    try:
+        method, url, body = build_call(args)
+    except (ValueError, OSError) as err:  # a variable without "=", an @file that cannot be read
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    method, url, body = build_call(args)
     try:
         region_of(url)
     except ValueError as err:
         print(f"--url: {err}", file=sys.stderr)
         return 2
     try:
+        credentials = botocore.session.get_session().get_credentials()
+        if credentials is None:
+            print("no AWS credentials found: configure a profile or environment variables", file=sys.stderr)
+            return 2
+        # Credentials that refresh (SSO, assumed roles) are fetched when the request is signed.
         print(json.dumps(call(method, url, body, credentials), indent=2))
         return 0
-    except (ApiError, ApiUnreachable) as err:
+    except BotoCoreError as err:
+        print(f"AWS credentials: {err}", file=sys.stderr)
+        return 2
+    except (ApiError, ApiUnreachable, OSError) as err:
         print(err, file=sys.stderr)
         return 1
 

@@ -91,6 +91,33 @@ def test_template_call_builds_the_variables_body() -> None:
     assert body == {"variables": {"audience": "ops", "text": "a=b"}}
 
 
+def test_call_api_answers_bad_input_and_credential_failures_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a variable without "=", a missing @file, a template name with a space and credentials that fail to
+    refresh when the request is signed (SSO) each ended in a traceback."""
+    from botocore.exceptions import TokenRetrievalError
+
+    from scripts import call_api
+
+    _, url, _ = build_call(parse_args(["--url", URL, "template", "my summary", "a=1"]))
+    assert url.endswith("/templates/my%20summary")
+    for argv, message in (
+        (["template", "summarize", "audience"], "variable 'audience': write it as key=value"),
+        (["template", "summarize", f"text=@{tmp_path / 'missing.txt'}"], "No such file or directory"),
+    ):
+        assert call_api.main(["--url", URL, *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+    def expired(*_: Any) -> Any:
+        raise TokenRetrievalError(provider="sso", error_msg="the SSO session has expired")
+
+    monkeypatch.setattr(call_api, "call", expired)
+    assert call_api.main(["--url", URL, "templates"]) == 2
+    assert "AWS credentials: " in capsys.readouterr().err
+
+
 def test_synth_summary_says_which_changes_need_a_new_stack(sandbox: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["synth_summary.py", str(sandbox.assembly_dir)]) == 0
     closing = capsys.readouterr().out.strip().splitlines()[-1]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from kit.level1_prompt import l1
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
@@ -89,3 +92,33 @@ def test_l1_template_variables_must_be_pairs(api: FakeApi) -> None:
     assert result.exit_code == 2
     assert "template variables are KEY=VALUE, got 'audience'" in result.output
     assert api.requests == []
+
+
+def test_l1_a_dropped_connection_or_credentials_failing_at_signing_are_one_line_errors(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a RemoteDisconnected (urllib does not wrap it) or an SSO token refresh failing when the request was
+    signed were not explained: the CLI only said "unexpected" error."""
+    from http.client import RemoteDisconnected
+
+    from botocore.exceptions import TokenRetrievalError
+
+    from kit import sigv4
+
+    mocked.deploy(stack("1"), {"ApiUrl": API_URL})
+
+    def dropped(request: Any, timeout: float) -> Any:
+        raise RemoteDisconnected("Remote end closed connection without response")
+
+    monkeypatch.setattr(sigv4, "urlopen", dropped)
+    result = run(l1, "templates")
+    assert result.exit_code == 1
+    assert f"calling {API_URL}templates failed: RemoteDisconnected(" in result.output
+
+    def expired(*_: Any, **__: Any) -> Any:
+        raise TokenRetrievalError(provider="sso", error_msg="the SSO session has expired")
+
+    monkeypatch.setattr(sigv4, "call", expired)
+    result = run(l1, "templates")
+    assert result.exit_code == 1
+    assert "Error: " in result.output and "Traceback" not in result.output and "unexpected" not in result.output
