@@ -305,6 +305,11 @@ class Target:
     def stack_name(self, key: str) -> str:
         return f"{stack_id(key)}-{self.config.stage}"
 
+    def cli_options(self) -> str:
+        """``--region`` (and ``--profile``) for an AWS CLI command the kit prints: the CLI otherwise uses its own
+        default region and profile, which need not be the ones this command used."""
+        return f"--region {self.region}" + (f" --profile {self.profile}" if self.profile else "")
+
     def client(self, name: str) -> Any:
         return client(name, self.region, self.profile)
 

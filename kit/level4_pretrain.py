@@ -289,7 +289,8 @@ def cluster() -> None:
     out.print(
         Text(
             "Connect: aws ssm start-session --target "
-            f"sagemaker-cluster:{cluster_id}_{first.get('InstanceGroupName')}-{first.get('InstanceId')}",
+            f"sagemaker-cluster:{cluster_id}_{first.get('InstanceGroupName')}-{first.get('InstanceId')} "
+            f"{target.cli_options()}",
             style="dim",
         )
     )

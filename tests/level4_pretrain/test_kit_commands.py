@@ -224,7 +224,10 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
         result = run(l4, "cluster")
     assert result.exit_code == 0, result.output
     assert "InService" in result.output and "ml.g5.8xlarge" in result.output and "i-0123456789abcdef0" in result.output
-    assert f"sagemaker-cluster:abcd1234efgh_{controller}-i-0123456789abcdef0" in result.output
+    # The printed AWS CLI command names the region the kit used (the CLI's own default may differ).
+    connect = " ".join(result.output.split("Connect:", 1)[1].split())
+    assert connect.startswith(f"aws ssm start-session --target sagemaker-cluster:abcd1234efgh_{controller}-i-")
+    assert connect.endswith(f"i-0123456789abcdef0 --region {REGION}")
     # API-driven Slurm: each group's node type, its partition plus HyperPod's default dev, and the FSx mount.
     assert "configured through the API (Managed strategy)" in result.output
     assert "Controller" in result.output and "Compute" in result.output and "FSx /fsx" in result.output
