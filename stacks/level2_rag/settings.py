@@ -24,6 +24,10 @@ VECTOR_STORES: tuple[str, ...] = get_args(VectorStore)
 ChunkingStrategy = Literal["fixed", "hierarchical", "semantic", "none"]
 CHUNKING_STRATEGIES: tuple[str, ...] = get_args(ChunkingStrategy)
 _PREFIX_RE = re.compile(r"[A-Za-z0-9!_.*'()/-]{1,200}/")
+# The sample corpus is copied with a BucketDeployment, which tags the bucket "aws-cdk:cr-owned:<prefix>:<8 chars>";
+# a tag key is at most 128 characters (https://docs.aws.amazon.com/AmazonS3/latest/userguide/tagging-managing.html),
+# so the prefix is at most 128 - 26 characters (CDK refuses a longer one at synth, for every stack of the app).
+SAMPLE_CORPUS_MAX_PREFIX = 128 - len("aws-cdk:cr-owned:") - len(":12345678")
 
 
 @dataclass(frozen=True)
@@ -85,16 +89,21 @@ class RagSettings(Settings):
         ge=50,
         le=99,
     )
-    documents_prefix: Annotated[Text, Allowed("empty or an S3 key prefix ending in '/', e.g. 'docs/'")] = Field(
-        alias="rag_documents_prefix",
-        description="The S3 prefix the data source reads (empty for the whole bucket); a change starts a full sync",
-    )
     # null: on in the sandbox stage, off in prod.
     sample_corpus: FlagOrNull = Field(
         alias="rag_sample_corpus",
         description="Deploy the kit's sample documents (sandbox only); `null`: on in sandbox, off in prod",
         default=None,
         validate_default=True,
+    )
+    documents_prefix: Annotated[
+        Text,
+        Allowed(
+            "empty or an S3 key prefix ending in '/', e.g. 'docs/' (at most 102 characters with the sample corpus)"
+        ),
+    ] = Field(
+        alias="rag_documents_prefix",
+        description="The S3 prefix the data source reads (empty for the whole bucket); a change starts a full sync",
     )
     sync_interval_minutes: Whole = Field(
         alias="rag_sync_interval_minutes",
@@ -128,9 +137,14 @@ class RagSettings(Settings):
 
     @field_validator("documents_prefix")
     @classmethod
-    def _s3_prefix(cls, prefix: str) -> str:
+    def _s3_prefix(cls, prefix: str, info: ValidationInfo) -> str:
         if prefix and (not _PREFIX_RE.fullmatch(prefix) or prefix.startswith("/")):
             raise ValueError("not an S3 key prefix")
+        if info.data.get("sample_corpus") and len(prefix) > SAMPLE_CORPUS_MAX_PREFIX:
+            raise Invalid(
+                f"at most {SAMPLE_CORPUS_MAX_PREFIX} characters while the sample corpus is deployed "
+                "(rag_sample_corpus): CDK tags the bucket with the copy's prefix, in a tag key of at most 128"
+            )
         return prefix
 
     @field_validator("sample_corpus")

@@ -64,3 +64,35 @@ def test_rag_mistakes_are_reported_together() -> None:
         "rag_hierarchical_child_tokens",
         "rag_documents_prefix",
     ]
+
+
+def test_a_documents_prefix_cdk_cannot_tag_is_a_config_error_while_the_sample_corpus_is_deployed() -> None:
+    """Before: a prefix of 103 to 201 characters passed the settings, and CDK's BucketDeployment of the sample
+    corpus then refused it at synth with a RuntimeError, for every stack of the app. The bound is CDK's own: the
+    longest allowed prefix synthesizes, and one character more (let past the settings here) is what CDK refuses."""
+    import dataclasses
+
+    import aws_cdk as cdk
+
+    from stacks.level2_rag.settings import SAMPLE_CORPUS_MAX_PREFIX
+    from stacks.level2_rag.stack import RagStack
+    from tests.conftest import cdk_json_context
+
+    def stack(config: Any) -> None:
+        app = cdk.App(context={k: v for k, v in cdk_json_context().items() if k.startswith("@")})
+        RagStack(app, "Rag", env=cdk.Environment(region="us-east-1"), config=config)
+
+    longest = "a" * (SAMPLE_CORPUS_MAX_PREFIX - 1) + "/"
+    config = build(rag_documents_prefix=longest)
+    assert config.rag.sample_corpus
+    stack(config)
+    too_long = dataclasses.replace(config, rag=config.rag.model_copy(update={"documents_prefix": "b" + longest}))
+    with pytest.raises(RuntimeError, match="destinationKeyPrefix"):
+        stack(too_long)
+    with pytest.raises(ConfigError) as caught:
+        build(rag_documents_prefix="b" + longest)
+    assert str(caught.value).startswith(
+        f"config error: rag_documents_prefix = 'b{longest}' is not allowed; expected at most 102 characters while"
+    )
+    # Without the sample corpus (prod, or turned off) only the data source's own limit applies.
+    assert build(rag_documents_prefix="b" + longest, rag_sample_corpus=False).rag.documents_prefix == "b" + longest
