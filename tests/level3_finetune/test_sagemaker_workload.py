@@ -654,6 +654,33 @@ def test_a_base_model_the_program_cannot_train_exits_2_before_training(
     assert "not trainable by this program" in err
 
 
+def test_a_base_whose_context_the_import_refuses_exits_2_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a trainable architecture with a context over 128K (Qwen3-4B-Instruct-2507 declares 262,144) trained
+    for its whole paid runtime, then the merged model failed the import check (the same rule, applied after)."""
+    from transformers import Qwen2Config
+
+    base = tmp_path / "long"
+    Qwen2Config(
+        vocab_size=64,
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=262_144,
+        architectures=["Qwen2ForCausalLM"],
+    ).save_pretrained(base)
+    assert sft_train.main(["--data", str(SAMPLES), "--model", str(base)], env={}) == sft_train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: base model ") and "max_position_embeddings = 262144" in err
+    # The same bound as the import check that runs after training: 128 Ki passes both.
+    at_limit = {"architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": import_check.MAX_CONTEXT_TOKENS}
+    assert import_check.trainable_problem(at_limit) is None
+    assert import_check.trainable_problem({**at_limit, "max_position_embeddings": 131_073}) is not None
+
+
 def test_hyperparameter_style_names_and_booleans_are_accepted() -> None:
     args = sft_train.build_parser().parse_args(
         ["--batch_size", "4", "--lora_r", "4", "--merge", "false", "--load_in_4bit", "False"]

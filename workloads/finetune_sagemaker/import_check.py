@@ -69,6 +69,7 @@ def trainable_problem(config: Mapping[str, Any]) -> str | None:
     Of SUPPORTED_ARCHITECTURES it trains the text classes AutoModelForCausalLM loads in the installed transformers:
     not Flan (T5) or the vision models (Mllama would be saved as MllamaForCausalLM, which the import refuses), nor
     GPT-OSS, newer than transformers 4.51.3 (it came in 4.55.0).
+    Nor a base whose context is longer than the import takes (MAX_CONTEXT_TOKENS): merging keeps the base's config.
     Checked before training, so an architecture the program cannot train fails in seconds, not after the job.
     """
     import transformers
@@ -88,6 +89,13 @@ def trainable_problem(config: Mapping[str, Any]) -> str | None:
         return (
             f"{name} ({architecture.family}) is supported by Custom Model Import but not trainable by this program "
             f"with transformers {transformers.__version__}; it trains: {', '.join(trainable)}"
+        )
+    # The merged model keeps the base's config, so a context the import refuses is refused here, before training.
+    context = _context_length(config)
+    if context is not None and (not isinstance(context[1], int) or context[1] > MAX_CONTEXT_TOKENS):
+        return (
+            f"{context[0]} = {context[1]!r}: Custom Model Import takes a context of at most {MAX_CONTEXT_TOKENS} "
+            f"tokens (128K), and the merged model would keep the base's ({IMPORT_DOC})"
         )
     return None
 
