@@ -596,8 +596,17 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
                 if group.get("InstanceCount") == 0 and isinstance(group.get("InstanceType"), str):
                     add(f"sagemaker.hyperpod:{group['InstanceType']}")
                     extra.extend(_node_volume_price(group, prices))
+    # Standard workflows bill per state transition, Express ones per request and duration.
+    machine_types = {
+        r.get("Properties", {}).get("StateMachineType", "STANDARD")
+        for r in resources
+        if r.get("Type") == "AWS::StepFunctions::StateMachine"
+    }
+    if "STANDARD" in machine_types:
+        add("stepfunctions.transitions")
+    if "EXPRESS" in machine_types:
+        add("stepfunctions.express_requests")
     for kind, price_ids in (
-        ("AWS::StepFunctions::StateMachine", ["stepfunctions.transitions"]),
         ("AWS::SQS::Queue", ["sqs.requests"]),
         ("AWS::SNS::Topic", ["sns.publishes"]),
         ("AWS::OpenSearchServerless::Collection", ["opensearch_serverless.ocu"]),

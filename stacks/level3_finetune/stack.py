@@ -1,6 +1,8 @@
 """Level 3 — fine-tuning: validate the data, run a Bedrock customization job, deploy on request, report.
 
-jobs/<name>.json uploaded ──► EventBridge ──► Step Functions ◄── StartExecution (direct)
+jobs/<name>.json uploaded ──► EventBridge ──► starter (Express: one execution per upload, named after it)
+                                                 ▼
+                                              Step Functions ◄── StartExecution (direct)
                                                  │ read request · merge defaults · name the job
                                                  ├─► validator function (streams the JSONL from S3, writes a report)
                                                  │     invalid ──► notify ──► fail
@@ -19,8 +21,8 @@ destroy deletes them before the key; the prod stage retains the key and the mode
 but stops what runs and deletes what serves them.
 
 The units sit beside this module, in the diagram's order: names.py (prefixes and the names a run gives what it
-creates), data.py (key, buckets, Bedrock's role), pipeline.py, teardown.py and cleanup.py; FineTuneStack below
-composes them and makes the grants between them.
+creates), data.py (key, buckets, Bedrock's role), pipeline.py, starter.py, teardown.py and cleanup.py;
+FineTuneStack below composes them and makes the grants between them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from stacks.level3_finetune.names import (
 )
 from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline
 from stacks.level3_finetune.settings import region_problems
+from stacks.level3_finetune.starter import UploadStarter
 from stacks.level3_finetune.teardown import PipelineTeardown
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
 from stacks.shared.model_access import foundation_model_arn, model_invoke_statements
@@ -308,7 +311,24 @@ class FineTuneStack(Stack):
             self, "CustomModelCleanup", deployment=deployment, key=data.key, machine=machine
         )
 
-        # Start: a job request uploaded under jobs/ (direct StartExecution works too).
+        # Start: a job request uploaded under jobs/ (direct StartExecution works too). S3 delivers its events at least
+        # once, so the rule starts the pipeline through the starter, which names the execution after the upload: a
+        # redelivered event finds its run instead of paying for a second job (starter.py).
+        starter = UploadStarter(self, "UploadStarter", deployment=deployment, pipeline=machine, topic=topic)
+        starter.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="PublishToEncryptedTopic",
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[data.key.key_arn],
+            )
+        )
+        suppress(
+            starter.state_machine.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "X-Ray and CloudWatch Logs delivery support no resource-level permissions; the starter may start only "
+            "the pipeline and publish only to the topic.",
+            applies_to=["Resource::*"],
+        )
         events.Rule(
             self,
             "JobRequestUploaded",
@@ -321,7 +341,7 @@ class FineTuneStack(Stack):
                     "object": {"key": [{"wildcard": f"{JOBS_PREFIX}*.json"}]},
                 },
             ),
-            targets=[targets.SfnStateMachine(machine)],
+            targets=[targets.SfnStateMachine(starter.state_machine)],
         )
         # The documented sample event carries the status as detail.jobStatus (not detail.status):
         # https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html
@@ -350,7 +370,7 @@ class FineTuneStack(Stack):
             topic,
             pipeline,
         )
-        self.teardown = teardown
+        self.teardown, self.starter = teardown, starter
         CfnOutput(self, "DataBucketName", value=data.data.bucket_name, description="datasets/, jobs/ and reports/")
         CfnOutput(self, "OutputBucketName", value=data.output.bucket_name)
         CfnOutput(self, "StateMachineArn", value=machine.state_machine_arn)

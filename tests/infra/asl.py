@@ -76,6 +76,9 @@ def resolve(template: dict[str, Any], value: Any) -> str:
             return _name(template, ref, "FunctionName")
         if kind == "AWS::KMS::Key":
             return _key_id(ref)
+        if kind == "AWS::StepFunctions::StateMachine":  # Ref is the ARN
+            name = _name(template, ref, "StateMachineName")
+            return f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
         raise AslUnsupported(f"no placeholder for Ref of {ref} ({kind})")
     if isinstance(value, dict) and "Fn::GetAtt" in value:
         logical_id, attribute = value["Fn::GetAtt"]

@@ -409,3 +409,21 @@ def test_a_hyperpod_price_taken_from_ec2_says_so(region: str) -> None:
             assert "not a SageMaker price" in entry["approximate"], price_id
     # ml.g5.8xlarge's $2.448 is EC2's on-demand g5.8xlarge rate.
     assert entries["sagemaker.hyperpod:ml.g5.8xlarge"]["source"] == "https://aws.amazon.com/ec2/pricing/on-demand/"
+
+
+def test_state_machines_are_priced_by_their_type(sandbox: Any, prices: Any) -> None:
+    """Standard workflows bill per state transition, Express ones per request (https://aws.amazon.com/step-functions/
+    pricing/): Level 3's upload starter is Express, its pipeline Standard; Level 4's jobs machine Standard only."""
+    types = {
+        stack_id: {
+            r.get("Properties", {}).get("StateMachineType", "STANDARD")
+            for r in template["Resources"].values()
+            if r["Type"] == "AWS::StepFunctions::StateMachine"
+        }
+        for stack_id, template in sandbox.templates.items()
+    }
+    assert types[FINETUNE_STACK] == {"STANDARD", "EXPRESS"}
+    for stack_id, kinds in types.items():
+        per_use = {price.price_id for price in cost_of(sandbox, stack_id, prices).per_use}
+        assert ("stepfunctions.transitions" in per_use) == ("STANDARD" in kinds), stack_id
+        assert ("stepfunctions.express_requests" in per_use) == ("EXPRESS" in kinds), stack_id

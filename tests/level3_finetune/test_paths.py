@@ -1558,3 +1558,192 @@ def test_the_key_lets_bedrock_optimize_the_model_for_provisioned_throughput_only
         assert by_bedrock == [NOVA_PROVISIONED_THROUGHPUT]
     else:
         assert by_bedrock == []
+
+
+# --- the start from an upload: one run per upload, however often S3's event arrives ------------------------------
+
+STARTER = "UploadStarterStateMachine"  # logical id prefix (stacks/level3_finetune/starter.py)
+PIPELINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:genai-kit-sandbox-finetune"
+
+
+def starter_definition(variant: Variant) -> dict[str, Any]:
+    """The starter's definition, the pipeline's ARN (a Ref of a state machine) resolved here."""
+    template = json.loads(json.dumps(variant.template))
+    _, properties = state_machine(template, STARTER)
+    separator, parts = properties["DefinitionString"]["Fn::Join"]
+    machines = state_machines(template)
+    properties["DefinitionString"]["Fn::Join"] = [
+        separator,
+        [
+            f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machines[p['Ref']]['StateMachineName']}"
+            if isinstance(p, dict) and p.get("Ref") in machines
+            else p
+            for p in parts
+        ],
+    ]
+    return definition_from_template(template, STARTER)
+
+
+def upload_event(
+    variant: Variant, key: str = "jobs/first-job.json", sequencer: str | None = "0062E99A88DC407460", **envelope: Any
+) -> dict[str, Any]:
+    """S3's "Object Created" event as EventBridge delivers it (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html)."""
+    event = s3_event(variant, key)
+    event.update({"id": "17793124-05d4-b198-2fde-7ededc63b103", "time": "2021-11-12T00:00:00Z", **envelope})
+    if sequencer is not None:
+        event["detail"]["object"]["sequencer"] = sequencer
+    return event
+
+
+class StepFunctions:
+    """StartExecution of a STANDARD state machine, as API_StartExecution.html describes it: a name is taken for good
+    (90 days); the same name and input as a running execution return it; otherwise ExecutionAlreadyExists, which the
+    optimized integration raises as StepFunctions.ExecutionAlreadyExistsException."""
+
+    def __init__(self) -> None:
+        self.executions: dict[str, tuple[str, bool]] = {}  # name -> (input as sent, running)
+
+    def start(self, call: TaskCall) -> Any:
+        assert call.resource == "arn:aws:states:::states:startExecution", call.resource
+        assert call.parameters["StateMachineArn"] == PIPELINE_ARN
+        name, sent = call.parameters["Name"], json.dumps(call.parameters["Input"])
+        arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:genai-kit-sandbox-finetune:{name}"
+        if name in self.executions:
+            earlier, running = self.executions[name]
+            if running and earlier == sent:
+                return {"ExecutionArn": arn, "StartDate": 1}
+            raise AslError("StepFunctions.ExecutionAlreadyExistsException", f"Execution Already Exists: '{arn}'")
+        self.executions[name] = (sent, True)
+        return {"ExecutionArn": arn, "StartDate": 1}
+
+    def close_all(self) -> None:
+        self.executions = {name: (sent, False) for name, (sent, _) in self.executions.items()}
+
+
+def run_starter(variant: Variant, event: Any, start: Any, **names: Any) -> Trace:
+    def result(call: TaskCall) -> Any:
+        if call.state == "StartPipeline":
+            return start(call)
+        if call.resource == SNS_PUBLISH:
+            return {"MessageId": "message-1"}
+        raise AssertionError(f"unscripted Task {call.state}")
+
+    return simulate(
+        starter_definition(variant), event, result, state_machine_name="genai-kit-sandbox-finetune-start", **names
+    )
+
+
+def test_the_starter_is_valid_asl_and_uses_only_what_express_supports(none: Variant) -> None:
+    definition = starter_definition(none)
+    assert validate_asl(definition) == []
+    # Express workflows take Request Response integrations only (integrate-optimized.html): no .sync, no callback.
+    tasks = [s["Resource"] for s in definition["States"].values() if s["Type"] == "Task"]
+    assert tasks and all(not re.search(r"\.(sync|waitForTaskToken)", r) for r in tasks), tasks
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["first run still running", "first run ended"])
+def test_a_redelivered_upload_event_starts_no_second_run(none: Variant, closed: bool) -> None:
+    from stacks.level3_finetune.starter import upload_execution_name
+
+    sfn = StepFunctions()
+    first = run_starter(none, upload_event(none), sfn.start, execution_name="e1")
+    assert first.status == "SUCCEEDED" and first.terminal == "Started", first.describe()
+    if closed:
+        sfn.close_all()
+    # EventBridge's envelope differs (id, time), the upload does not.
+    again = upload_event(none, id="0c2b5c79-8a5e-4ad9-9f59-3cd1a1f0e2b7", time="2021-11-12T00:00:05Z")
+    second = run_starter(none, again, sfn.start, execution_name="e2")
+    assert len(sfn.executions) == 1, sfn.executions
+    assert second.status == "SUCCEEDED", second.describe()
+    assert second.terminal == ("AlreadyStarted" if closed else "Started")
+    assert second.retries.get("StartPipeline", 0) == 0 and second.notifications == []
+    [name] = sfn.executions
+    bucket = none.bucket("FineTuneDataBucket")
+    assert name == upload_execution_name(bucket, "jobs/first-job.json", "0062E99A88DC407460")
+
+
+def test_a_new_upload_of_the_same_key_starts_a_new_run(none: Variant) -> None:
+    sfn = StepFunctions()
+    for sequencer in ("0062E99A88DC407460", "0062E99A88DC407461"):
+        assert run_starter(none, upload_event(none, sequencer=sequencer), sfn.start).terminal == "Started"
+    assert len(sfn.executions) == 2
+
+
+def test_the_pipeline_gets_only_what_it_reads_and_reads_the_same_request_from_it(none: Variant) -> None:
+    """The input is the same for every delivery of an upload (no id, no time), and the pipeline run on it does
+    exactly what it does on the whole event."""
+    calls: list[TaskCall] = []
+    run_starter(none, upload_event(none), lambda call: calls.append(call) or {"ExecutionArn": "arn"})
+    [call] = calls
+    bucket = none.bucket("FineTuneDataBucket")
+    assert call.parameters["Input"] == {
+        "detail": {"bucket": {"name": bucket}, "object": {"key": "jobs/first-job.json"}}
+    }
+    read = {"ReadJobRequest": [lambda c: {"Body": json.dumps(README_REQUEST)}] * 1}
+    whole = run(none, upload_event(none), **job_runs(), **read)
+    started = run(none, call.parameters["Input"], **job_runs(), **read)
+    assert whole.status == started.status == "SUCCEEDED", started.describe()
+    assert [(c.state, c.parameters) for c in whole.calls] == [(c.state, c.parameters) for c in started.calls]
+
+
+@pytest.mark.parametrize("key_length", [len("jobs/a.json"), 1024])
+def test_the_execution_name_is_one_start_execution_and_the_job_tag_accept(none: Variant, key_length: int) -> None:
+    """Checked against botocore's models: StartExecution's name (1-80 characters), and the job's tag value,
+    which the pipeline sets to its execution name. Only letters, digits and '-' (CloudWatch Logs needs that,
+    API_StartExecution.html), whatever the key: an S3 key is at most 1,024 bytes."""
+    key = "jobs/" + "k" * (key_length - len("jobs/.json")) + ".json"
+    calls: list[TaskCall] = []
+    for event in (upload_event(none, key=key), upload_event(none, key=key, sequencer=None)):
+        trace = run_starter(none, event, lambda call: calls.append(call) or {"ExecutionArn": "arn"})
+        assert trace.status == "SUCCEEDED", trace.describe()
+    names = [call.parameters["Name"] for call in calls]
+    for name in names:
+        assert member_errors("stepfunctions", "StartExecution", "name", name) == [], name
+        assert re.fullmatch(r"[0-9A-Za-z_-]+", name), name
+        tags = [{"key": "kit-execution", "value": name}]
+        assert member_errors("bedrock", "CreateModelCustomizationJob", "jobTags", tags) == [], name
+    assert names[0] != names[1]
+
+
+def test_an_event_without_a_sequencer_still_starts_one_run(none: Variant) -> None:
+    sfn = StepFunctions()
+    trace = run_starter(none, upload_event(none, sequencer=None), sfn.start, execution_name="e1")
+    assert trace.terminal == "Started" and "NameByExecution" in trace.visited, trace.describe()
+    assert len(sfn.executions) == 1
+
+
+@pytest.mark.parametrize("event", [{}, {"detail": {"bucket": {"name": "b"}}}, "text"])
+def test_input_that_is_no_upload_starts_nothing(none: Variant, event: Any) -> None:
+    trace = run_starter(none, event, lambda call: pytest.fail("started"))
+    assert trace.status == "FAILED" and trace.error == "NotAnUploadEvent" and trace.calls == [], trace.describe()
+
+
+def test_a_start_that_keeps_failing_is_retried_then_notified_within_the_express_limit(none: Variant) -> None:
+    def refused(call: TaskCall) -> Any:
+        raise AslError("StepFunctions.ExecutionLimitExceededException", "too many open executions")
+
+    trace = run_starter(none, upload_event(none), refused)
+    assert trace.status == "FAILED" and trace.error == "PipelineNotStarted", trace.describe()  # not States.Timeout
+    assert trace.retries["StartPipeline"] >= 3
+    [(_, message)] = trace.notifications
+    assert message["request"] == {"bucket": none.bucket("FineTuneDataBucket"), "key": "jobs/first-job.json"}
+    # The same with SNS down as well: the notification's retries still end before the Express limit.
+    down = AslError("SNS.InternalErrorException", "unavailable")
+
+    def result(call: TaskCall) -> Any:
+        raise down if call.resource == SNS_PUBLISH else refused(call)
+
+    silent = simulate(starter_definition(none), upload_event(none), result)
+    assert silent.error == "PipelineNotStarted", silent.describe()
+
+
+def test_the_duplicate_error_is_the_start_execution_error_botocore_names() -> None:
+    """The optimized states:startExecution integration names StartExecution's errors StepFunctions.<code>Exception."""
+    import botocore.session
+
+    from stacks.level3_finetune.starter import DUPLICATE, DUPLICATE_ERRORS
+
+    model = botocore.session.get_session().get_service_model("stepfunctions").operation_model("StartExecution")
+    assert "ExecutionAlreadyExists" in {shape.name for shape in model.error_shapes}
+    assert DUPLICATE == "StepFunctions.ExecutionAlreadyExistsException"
+    assert DUPLICATE_ERRORS == [DUPLICATE, "StepFunctions.ExecutionAlreadyExists"]

@@ -144,8 +144,20 @@ def test_state_machine_logs_without_execution_data_and_is_traced(template: dict[
     assert props["TracingConfiguration"] == {"Enabled": True}
 
 
-def test_uploading_a_job_request_starts_the_pipeline(template: dict[str, Any]) -> None:
-    machine_id, _ = _pipeline(template)
+def _starter(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The Express state machine the upload rule starts (stacks/level3_finetune/starter.py)."""
+    [found] = [
+        (k, v)
+        for k, v in resources(template, "AWS::StepFunctions::StateMachine").items()
+        if k.startswith("UploadStarter")
+    ]
+    return found
+
+
+def test_uploading_a_job_request_starts_the_starter_not_the_pipeline(template: dict[str, Any]) -> None:
+    """S3 delivers events at least once: the rule starts the starter, which names the pipeline's execution after
+    the upload, so a redelivery cannot start a second paid job (tests/level3_finetune/test_paths.py runs it)."""
+    starter_id, starter = _starter(template)
     rule = next(
         r["Properties"]
         for r in resources(template, "AWS::Events::Rule").values()
@@ -156,7 +168,32 @@ def test_uploading_a_job_request_starts_the_pipeline(template: dict[str, Any]) -
     assert pattern["detail"]["object"] == {"key": [{"wildcard": "jobs/*.json"}]}
     assert pattern["detail"]["bucket"]["name"] == [{"Ref": _bucket_id(template, "FineTuneDataBucket")}]
     [target] = rule["Targets"]
-    assert target["Arn"] == {"Ref": machine_id}
+    assert target["Arn"] == {"Ref": starter_id}
+    assert "Input" not in target and "InputTransformer" not in target  # the starter reads the whole event
+    # The rule's role may start the starter and nothing else.
+    role_id = target["RoleArn"]["Fn::GetAtt"][0]
+    granted = [(as_list(s["Action"]), as_list(s["Resource"])) for s in _role_statements(template, role_id).values()]
+    assert granted == [(["states:StartExecution"], [{"Ref": starter_id}])]
+    # Express: $1.00 per million starts and no idle cost; it takes Request Response integrations only
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/integrate-optimized.html).
+    assert starter["Properties"]["StateMachineType"] == "EXPRESS"
+    assert starter["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    logging = starter["Properties"]["LoggingConfiguration"]
+    assert logging["Level"] == "ALL" and logging["IncludeExecutionData"] is False
+
+
+def test_the_starter_may_start_only_the_pipeline_and_report_only_to_the_topic(template: dict[str, Any]) -> None:
+    _, starter = _starter(template)
+    pipeline_id, _ = _pipeline(template)
+    topic_id, _ = only(template, "AWS::SNS::Topic")
+    key_id, _ = only(template, "AWS::KMS::Key")
+    granted = _role_statements(template, starter["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    by_action = {a: as_list(s["Resource"]) for s in granted.values() for a in as_list(s["Action"])}
+    assert by_action.pop("states:StartExecution") == [{"Ref": pipeline_id}]
+    assert by_action.pop("sns:Publish") == [{"Ref": topic_id}]
+    assert by_action.pop("kms:GenerateDataKey") == by_action.pop("kms:Decrypt") == [{"Fn::GetAtt": [key_id, "Arn"]}]
+    # What is left is X-Ray and CloudWatch Logs delivery, which take no resource.
+    assert {a.split(":")[0] for a in by_action} == {"logs", "xray"}, sorted(by_action)
 
 
 def test_customization_state_changes_of_the_kits_jobs_notify_the_topic(sandbox: Any, template: dict[str, Any]) -> None:

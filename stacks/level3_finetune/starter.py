@@ -1,0 +1,173 @@
+"""The start of a run from an uploaded job request: one pipeline execution per upload, however often S3's event
+arrives.
+
+S3 delivers its events to EventBridge at least once
+(https://docs.aws.amazon.com/eventbridge/latest/userguide/event-delivery-level.html), and each pipeline execution
+creates a paid customization job named after its own execution ARN. So the upload rule does not start the pipeline
+itself but this small Express state machine, which starts it under a name derived from the upload:
+
+    S3 "Object Created" (jobs/*.json) ──► rule ──► starter (Express)
+        HasSequencer? ──► NameByUpload: upload- + SHA-256 of bucket/key/sequencer
+                     └──► NameByExecution (no sequencer): upload- + SHA-256 of the starter's execution ARN
+        StartPipeline (states:startExecution, input: the bucket and the key only)
+            duplicate (StepFunctions.ExecutionAlreadyExistsException) ──► AlreadyStarted (succeeds quietly)
+            other errors, after retries ──► notify ──► CouldNotStart
+
+A STANDARD execution's name is unique per state machine for 90 days after it closes; StartExecution with the name
+and the input of a running execution returns that execution, and with the name of a closed one (or other input)
+fails with ExecutionAlreadyExists
+(https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html). The sequencer changes with
+every PUT of a key and a redelivered event keeps it
+(https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html), so a redelivery finds its run and an upload
+of the same key again starts a new one. The input holds only what the pipeline reads from an S3 event
+(``RequestFromFile?`` and ``ReadJobRequest``: the bucket name and the key), never the event's id or time, which a
+redelivery changes: the same upload always sends the same input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from aws_cdk import Duration
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.level3_finetune.pipeline import notification
+from stacks.shared.deployment import Deployment
+from stacks.shared.stage import log_group
+
+# What the pipeline's executions started from an upload are named: this prefix and 64 hex digits, 71 characters of
+# the 80 a name may have (botocore's StartExecution.name); letters, digits and '-' only, which CloudWatch Logs also
+# needs (API_StartExecution.html).
+UPLOAD_EXECUTION_PREFIX = "upload-"
+UPLOAD_NAME_HASH = "SHA-256"
+# The error the optimized states:startExecution integration raises for StartExecution's ExecutionAlreadyExists:
+# the "StepFunctions." prefix of the optimized integration, not the "Sfn." of aws-sdk:sfn. No AWS page names it;
+# public code catches it as below, and the code without the "Exception" suffix is caught too, so that a duplicate
+# is never retried and reported as a failed start, whichever spelling the service uses.
+DUPLICATE = "StepFunctions.ExecutionAlreadyExistsException"
+DUPLICATE_ERRORS = [DUPLICATE, "StepFunctions.ExecutionAlreadyExists"]
+START_RETRY_INTERVAL = Duration.seconds(2)
+START_RETRY_ATTEMPTS = 5  # 2 to 32 s apart: about a minute, throttling and transient errors
+# An Express execution runs for at most five minutes
+# (https://docs.aws.amazon.com/step-functions/latest/dg/choosing-workflow-type.html).
+STARTER_TIMEOUT = Duration.minutes(5)
+
+_BUCKET, _KEY, _SEQUENCER = "$.detail.bucket.name", "$.detail.object.key", "$.detail.object.sequencer"
+
+
+def upload_execution_name(bucket: str, key: str, sequencer: str) -> str:
+    """The name the starter gives the pipeline execution of this upload, as States.Hash computes it (lowercase hex,
+    https://docs.aws.amazon.com/step-functions/latest/dg/intrinsic-functions.html). A bucket name and a sequencer
+    hold no '/', so bucket/key/sequencer names one upload whatever its key."""
+    digest = hashlib.new(UPLOAD_NAME_HASH.replace("-", "").lower(), f"{bucket}/{key}/{sequencer}".encode())
+    return f"{UPLOAD_EXECUTION_PREFIX}{digest.hexdigest()}"
+
+
+def _named(data: str) -> str:
+    return sfn.JsonPath.format(f"{UPLOAD_EXECUTION_PREFIX}{{}}", sfn.JsonPath.hash(data, UPLOAD_NAME_HASH))
+
+
+class UploadStarter(Construct):
+    """The Express state machine the job-request rule targets: it starts ``pipeline`` once per upload."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        pipeline: sfn.StateMachine,
+        topic: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        upload = {"bucket": sfn.JsonPath.string_at(_BUCKET), "key": sfn.JsonPath.string_at(_KEY)}
+        by_upload = sfn.Pass(
+            self,
+            "NameByUpload",
+            parameters={
+                "name": _named(
+                    sfn.JsonPath.format(
+                        "{}/{}/{}",
+                        sfn.JsonPath.string_at(_BUCKET),
+                        sfn.JsonPath.string_at(_KEY),
+                        sfn.JsonPath.string_at(_SEQUENCER),
+                    )
+                ),
+                **upload,
+            },
+        )
+        # S3 documents a sequencer in every Object Created event; without one, one run per start (as before).
+        by_execution = sfn.Pass(
+            self,
+            "NameByExecution",
+            parameters={"name": _named(sfn.JsonPath.string_at("$$.Execution.Id")), **upload},
+        )
+        start = tasks.StepFunctionsStartExecution(
+            self,
+            "StartPipeline",
+            state_machine=pipeline,
+            integration_pattern=sfn.IntegrationPattern.REQUEST_RESPONSE,
+            name=sfn.JsonPath.string_at("$.name"),
+            # What the pipeline reads of an S3 event, nothing else: the input must be the same for every delivery.
+            # No parent association either, which would add this starter's execution id to the input.
+            input=sfn.TaskInput.from_object(
+                {
+                    "detail": {
+                        "bucket": {"name": sfn.JsonPath.string_at("$.bucket")},
+                        "object": {"key": sfn.JsonPath.string_at("$.key")},
+                    }
+                }
+            ),
+            associate_with_parent=False,
+            result_path="$.started",
+        )
+        # A duplicate is not retried; anything else is, and a retry of a start that did land returns that run.
+        start.add_retry(errors=DUPLICATE_ERRORS, max_attempts=0)
+        start.add_retry(
+            errors=["States.ALL"], interval=START_RETRY_INTERVAL, max_attempts=START_RETRY_ATTEMPTS, backoff_rate=2.0
+        )
+        already = sfn.Succeed(self, "AlreadyStarted", comment="A redelivered event: its upload's run exists")
+        start.add_catch(already, errors=DUPLICATE_ERRORS, result_path="$.duplicate")
+        not_started = notification(
+            self,
+            "NotifyNotStarted",
+            topic,
+            {
+                "outcome": "failed: the uploaded job request did not start the pipeline; upload it again",
+                "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                "request": {"bucket": sfn.JsonPath.string_at("$.bucket"), "key": sfn.JsonPath.string_at("$.key")},
+                "detail": sfn.JsonPath.object_at("$.error"),
+            },
+            sfn.Fail(self, "CouldNotStart", error="PipelineNotStarted", cause="See the notification"),
+        )
+        start.add_catch(not_started, errors=["States.ALL"], result_path="$.error")
+        start.next(sfn.Succeed(self, "Started"))
+        by_upload.next(start)
+        by_execution.next(start)
+        definition = (
+            sfn.Choice(self, "HasSequencer?")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present(_BUCKET),
+                    sfn.Condition.is_present(_KEY),
+                    sfn.Condition.is_present(_SEQUENCER),
+                ),
+                by_upload,
+            )
+            .when(sfn.Condition.and_(sfn.Condition.is_present(_BUCKET), sfn.Condition.is_present(_KEY)), by_execution)
+            .otherwise(sfn.Fail(self, "NotAnUpload", error="NotAnUploadEvent", cause="No S3 bucket name and key"))
+        )
+        self.logs = log_group(self, "Logs", deployment)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=deployment.resource_name("finetune-start"),
+            state_machine_type=sfn.StateMachineType.EXPRESS,
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=STARTER_TIMEOUT,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
