@@ -16,9 +16,10 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{
 # A Secrets Manager secret name ("1-512 characters: letters, digits, /_+=.@-") or its complete ARN, whose
 # name ends in the hyphen and six characters Secrets Manager adds:
 # https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html
-# Bedrock Custom Model Import, which serves the fine-tuned model, is offered in these regions only:
-# https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-import-model.html
-IMPORT_REGIONS = ("us-east-1", "us-west-2")
+# Bedrock Custom Model Import, which serves the fine-tuned model, is offered in these regions only: "Custom model
+# import is supported in the following regions: eu-central-1, us-east-1, us-east-2, us-west-2"
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-import-model.html).
+IMPORT_REGIONS = ("eu-central-1", "us-east-1", "us-east-2", "us-west-2")
 SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 SECRET_ARN = re.compile(
     r"arn:aws[a-z-]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d:\d{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}-[A-Za-z0-9]{6}"

@@ -96,8 +96,18 @@ def test_a_stack_the_configuration_cannot_have_in_the_region_is_an_empty_stand_i
     assert sagemaker["template"].get("Resources", {}) == {}
     assert sagemaker["errors"] == [
         f"config error: region = '{REGION}' is not allowed; expected a region with Bedrock Custom Model Import: "
-        "us-east-1, us-west-2"
+        "eu-central-1, us-east-1, us-east-2, us-west-2"
     ]
+
+
+@pytest.mark.parametrize("region", ["eu-central-1", "us-east-2"])
+def test_the_sagemaker_path_is_built_in_every_region_custom_model_import_serves(region: str) -> None:
+    """Before: only us-east-1 and us-west-2, though the import page lists eu-central-1 and us-east-2 too."""
+    from stacks.level3_finetune.sagemaker_settings import region_problems
+    from stacks.level4_pretrain.jobs import training_image_problems
+
+    assert region_problems(region) == [] and training_image_problems(region) == []
+    assert region_problems("ap-southeast-2") != []
 
 
 def test_a_stack_the_region_can_hold_is_built_without_errors(synth: dict[str, Any]) -> None:
