@@ -36,6 +36,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.config import KitConfig
@@ -63,6 +64,15 @@ from stacks.shared.settings import parse_model_id
 from stacks.shared.stage import tag_stack
 
 LEVEL = "3-finetune"
+
+
+def _publishes_to_encrypted_topic(machine: sfn.StateMachine, key_arn: str) -> None:
+    """A state machine that publishes to the level's topic needs its key too (the topic is encrypted with it)."""
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            sid="PublishToEncryptedTopic", actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key_arn]
+        )
+    )
 
 
 class FineTuneStack(Stack):
@@ -283,13 +293,7 @@ class FineTuneStack(Stack):
 
         # Timeout, abort, or a failure off the pipeline's own paths: the teardown deletes what the run created.
         teardown = PipelineTeardown(self, "Teardown", deployment=deployment, ft=ft, pipeline=machine, topic=topic)
-        teardown.state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="PublishToEncryptedTopic",
-                actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                resources=[data.key.key_arn],
-            )
-        )
+        _publishes_to_encrypted_topic(teardown.state_machine, data.key.key_arn)
         suppress(
             teardown.state_machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
@@ -315,13 +319,7 @@ class FineTuneStack(Stack):
         # once, so the rule starts the pipeline through the starter, which names the execution after the upload: a
         # redelivered event finds its run instead of paying for a second job (starter.py).
         starter = UploadStarter(self, "UploadStarter", deployment=deployment, pipeline=machine, topic=topic)
-        starter.state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="PublishToEncryptedTopic",
-                actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                resources=[data.key.key_arn],
-            )
-        )
+        _publishes_to_encrypted_topic(starter.state_machine, data.key.key_arn)
         suppress(
             starter.state_machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",

@@ -280,13 +280,14 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(a
     assert answered_at <= FUNCTION_MS / 1000 - stack_cleanup.ANSWER_MARGIN_S
 
 
-def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> None:
+def _a_model_served_by_a_committed_throughput(aws: Aws, duration: str, days_left: int) -> None:
+    """The kit's one model, served by a throughput someone reserved by hand with a commitment."""
     ours = f"{PREFIX}-model-0123456789ab"
     committed = throughput(
         "reserved-by-hand",
         model_arn("0123456789ab"),
-        commitmentDuration="OneMonth",
-        commitmentExpirationTime=datetime.now(UTC) + timedelta(days=20),
+        commitmentDuration=duration,
+        commitmentExpirationTime=datetime.now(UTC) + timedelta(days=days_left),
     )
     aws.deleting()
     aws.executions([])
@@ -302,6 +303,10 @@ def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> No
         {"modelIdentifier": model_arn("0123456789ab")},
     )
     aws.serving(model_arn("0123456789ab"), [], [committed])
+
+
+def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> None:
+    _a_model_served_by_a_committed_throughput(aws, "OneMonth", days_left=20)
 
     h.handler(event("Delete"), context(FUNCTION_MS))
 
@@ -419,27 +424,7 @@ def test_keep_models_stops_the_run_and_its_job_and_deletes_what_serves_but_never
 
 
 def test_keep_models_keeps_the_refusal_of_a_committed_throughput(aws: Aws) -> None:
-    model = f"{PREFIX}-model-0123456789ab"
-    committed = throughput(
-        "reserved-by-hand",
-        model_arn("0123456789ab"),
-        commitmentDuration="SixMonths",
-        commitmentExpirationTime=datetime.now(UTC) + timedelta(days=90),
-    )
-    aws.deleting()
-    aws.executions([])
-    aws.jobs([])
-    aws.bedrock.add_response(
-        "list_custom_models",
-        {"modelSummaries": [model_summary(model, "0123456789ab")]},
-        {"nameContains": PROPS["ModelNamePrefix"]},
-    )
-    aws.bedrock.add_response(
-        "get_custom_model",
-        {"modelArn": model_arn("0123456789ab"), "modelName": model, "creationTime": T0, "modelKmsKeyArn": KEY},
-        {"modelIdentifier": model_arn("0123456789ab")},
-    )
-    aws.serving(model_arn("0123456789ab"), [], [committed])
+    _a_model_served_by_a_committed_throughput(aws, "SixMonths", days_left=90)
 
     h.handler(event("Delete", KEEP_PROPS), context(FUNCTION_MS))
 
