@@ -172,9 +172,12 @@ def _service_model(service: str) -> Any:
 
 
 def _member(shape: Any, key: str) -> str | None:
-    """The botocore member for a Step Functions aws-sdk key (PascalCase of the API member name)."""
+    """The botocore member for a Step Functions aws-sdk key: only the PascalCase of the API member name. "Parameters
+    in Step Functions are expressed in PascalCase, even if the native service API is in camelCase", nested members
+    too; a camelCase key is refused at run time as a field Step Functions does not support
+    (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html)."""
     for name in shape.members:
-        if name == key or name[:1].upper() + name[1:] == key:
+        if name[:1].upper() + name[1:] == key:
             return str(name)
     return None
 

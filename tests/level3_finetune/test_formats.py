@@ -502,5 +502,7 @@ def test_rft_hyperparameters_are_typed_as_the_api_takes_them() -> None:
     typed = formats.rft_hyperparameters(
         {"epochCount": "3", "learningRate": "0.00001", "reasoningEffort": "high", "batchSize": "64"}
     )
-    assert typed == {"epochCount": 3, "learningRate": 0.00001, "reasoningEffort": "high", "batchSize": 64}
+    # Under the PascalCase names Step Functions' SDK integration requires for a structure's members (an RFT run
+    # with camelCase hyperparameters failed at CreateModelCustomizationJob).
+    assert typed == {"EpochCount": 3, "LearningRate": 0.00001, "ReasoningEffort": "high", "BatchSize": 64}
     assert [type(v) for v in typed.values()] == [int, float, str, int]

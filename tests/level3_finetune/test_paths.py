@@ -1700,7 +1700,7 @@ def test_the_execution_name_is_one_start_execution_and_the_job_tag_accept(none: 
     for name in names:
         assert member_errors("stepfunctions", "StartExecution", "name", name) == [], name
         assert re.fullmatch(r"[0-9A-Za-z_-]+", name), name
-        tags = [{"key": "kit-execution", "value": name}]
+        tags = [{"Key": "kit-execution", "Value": name}]  # PascalCase, as the pipeline's JobTags
         assert member_errors("bedrock", "CreateModelCustomizationJob", "jobTags", tags) == [], name
     assert names[0] != names[1]
 

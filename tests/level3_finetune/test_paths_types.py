@@ -182,7 +182,9 @@ def test_reinforcement_fine_tuning_carries_the_grader_and_typed_hyperparameters(
         "baseModelId": RFT_BASE,
         "hyperparameters": {"epochCount": "2", "learningRate": "0.00001", "reasoningEffort": "low"},
     }
-    typed = {"epochCount": 2, "learningRate": 0.00001, "reasoningEffort": "low"}
+    # What the validator returns for them (formats.rft_hyperparameters): the API's types under PascalCase names.
+    typed = formats.rft_hyperparameters(request["hyperparameters"])
+    assert typed == {"EpochCount": 2, "LearningRate": 0.00001, "ReasoningEffort": "low"}
     trace = run(
         prompts,
         request,

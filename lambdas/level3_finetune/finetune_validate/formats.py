@@ -773,14 +773,18 @@ def check_hyperparameters(
 
 
 def rft_hyperparameters(values: Mapping[str, str]) -> dict[str, int | float | str]:
-    """rftConfig.hyperParameters as the API types them (integers, a float, the reasoningEffort enum) from the
-    strings the kit takes for every type; call it on values check_hyperparameters accepted
-    (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTHyperParameters.html)."""
+    """rftConfig.hyperParameters as the pipeline's CreateModelCustomizationJob task sends them: the API's types
+    (integers, a float, the reasoningEffort enum) from the strings the kit takes for every type, under the
+    PascalCase member names Step Functions' SDK integration requires for a structure's members ("Parameters in
+    Step Functions are expressed in PascalCase, even if the native service API is in camelCase": epochCount is
+    refused, EpochCount is sent as epochCount). Call it on values check_hyperparameters accepted.
+    https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTHyperParameters.html
+    https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html"""
     specs = {hp.name: hp for hp in _RFT_HP}
     typed: dict[str, int | float | str] = {}
     for name, raw in values.items():
         hp = specs[name]
-        typed[name] = raw if hp.choices else int(raw) if hp.integer else float(raw)
+        typed[name[:1].upper() + name[1:]] = raw if hp.choices else int(raw) if hp.integer else float(raw)
     return typed
 
 
