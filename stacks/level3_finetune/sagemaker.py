@@ -46,6 +46,7 @@ from stacks.shared.notifications import notification_rule
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
 
 LEVEL = "3-finetune-sagemaker"
@@ -379,7 +380,7 @@ class SageMakerFineTuneStack(Stack):
     def _state_machine(self, deployment: Deployment, settings: SageMakerFineTuneSettings) -> sfn.StateMachine:
         from workloads.finetune_sagemaker import sagemaker_job
 
-        gpu = not settings.instance_type.startswith(("ml.m", "ml.c", "ml.t", "ml.r"))
+        gpu = training_instance_has_gpu(settings.instance_type)
         stopping: dict[str, Any] = {"MaxRuntimeInSeconds": settings.max_runtime_hours * 3600}
         if settings.spot:
             stopping["MaxWaitTimeInSeconds"] = settings.max_wait_hours * 3600

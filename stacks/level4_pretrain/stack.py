@@ -64,6 +64,7 @@ from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
 
 LEVEL = "4-pretrain"
@@ -261,7 +262,7 @@ class PretrainJobsStack(Stack):
 
         # CreateTrainingJob.sync as a plain ASL task: CDK's SageMakerCreateTrainingJob does not expose
         # CheckpointConfig or managed spot, and the checkpoint sync is what makes resume-after-interruption work.
-        image = sagemaker_job.image_uri(self.region, gpu=not settings.job_instance_type.startswith(("ml.m", "ml.c")))
+        image = sagemaker_job.image_uri(self.region, gpu=training_instance_has_gpu(settings.job_instance_type))
         request: dict[str, Any] = {
             # The prefix and the MD5 of the execution ARN (32 hex digits), not the execution name (up to 80
             # characters): at most 61 of SageMaker's 63 characters, and `kit l4` computes it from the ARN.

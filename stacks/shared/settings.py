@@ -14,6 +14,7 @@ them and prints one line per problem.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -239,17 +240,51 @@ Stripped = BeforeValidator(_text)  # for Literal choices of text: Annotated[Lite
 AsWhole = BeforeValidator(_whole)  # for Literal choices of numbers: Annotated[Literal[...], AsWhole]
 
 
+@functools.lru_cache(maxsize=1)
+def training_instance_types() -> frozenset[str]:
+    """The instance types CreateTrainingJob takes, as the SageMaker API model in botocore lists them."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("TrainingInstanceType").enum)
+
+
+# Families the kit's training image (PyTorch 2.13 with CUDA 13, or its CPU build) cannot serve: CUDA 13 dropped the
+# Kepler-to-Volta GPUs of p2/p3 ("Deprecated Architectures",
+# https://docs.nvidia.com/cuda/archive/13.0.0/cuda-toolkit-release-notes/index.html), and Trainium runs the Neuron
+# images, not CUDA ones (https://github.com/aws/deep-learning-containers/blob/master/available_images.md).
+_NO_IMAGE_FAMILIES = {
+    "p2": "K80",
+    "p3": "V100",
+    "p3dn": "V100",
+    "trn1": "Trainium",
+    "trn1n": "Trainium",
+    "trn2": "Trainium2",
+}
+
+
 def _training_instance_type(instance_type: str) -> str:
-    if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", instance_type):
-        raise ValueError("not a training instance type")
+    if instance_type not in training_instance_types():
+        raise ValueError("not a SageMaker training instance type")
+    family = instance_type.split(".")[1]
+    if family in _NO_IMAGE_FAMILIES:
+        raise Invalid(
+            f"an instance type the kit's PyTorch 2.13 / CUDA 13 training image runs on ({family} has "
+            f"{_NO_IMAGE_FAMILIES[family]}), such as ml.g5.xlarge"
+        )
     return instance_type
+
+
+def training_instance_has_gpu(instance_type: str) -> bool:
+    """Whether a training instance type has NVIDIA GPUs (the g and p families): the CUDA image, else the CPU one."""
+    return instance_type.split(".")[1].startswith(("g", "p"))
 
 
 # A SageMaker training job's instance type (Levels 3 and 4 run training jobs).
 TrainingInstanceType = Annotated[
     Text,
     AfterValidator(_training_instance_type),
-    Allowed("a SageMaker training instance type such as ml.g5.xlarge"),
+    Allowed("a SageMaker training instance type such as ml.g5.xlarge (not p2, p3 or trn)"),
 ]
 # null, empty or "default": the stage decides (None).
 FlagOrNull = Annotated[bool | None, BeforeValidator(lambda raw: _opt(_flag, raw))]

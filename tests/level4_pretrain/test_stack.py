@@ -457,12 +457,30 @@ def test_cluster_creation_rules_fail_synth_with_one_line(groups: tuple[InstanceG
             "with managed spot",
         ),
         ({"tj_instance_type": "p4d.24xlarge"}, "tj_instance_type", "ml.g5.xlarge"),
+        # Shaped like a type, but not one CreateTrainingJob takes (botocore's TrainingInstanceType): before, it
+        # deployed and failed at the first training job.
+        ({"tj_instance_type": "ml.g5.huge"}, "tj_instance_type", "a SageMaker training instance type such as"),
+        # Training types the kit's CUDA 13 image cannot run: they failed only after the instances started billing.
+        ({"tj_instance_type": "ml.p3.2xlarge"}, "tj_instance_type", "(p3 has V100)"),
+        ({"tj_instance_type": "ml.trn1.2xlarge"}, "tj_instance_type", "(trn1 has Trainium)"),
+        ({"sm_instance_type": "ml.p2.xlarge"}, "sm_instance_type", "(p2 has K80)"),
     ],
 )
 def test_level4_config_mistakes_are_one_line_errors(overrides: dict[str, Any], key: str, allowed: str) -> None:
     with pytest.raises(ConfigError) as caught:
         build(**overrides)
     assert str(caught.value).startswith(f"config error: {key} = ") and allowed in str(caught.value)
+
+
+def test_training_instance_types_are_the_apis_and_gpu_means_the_g_and_p_families() -> None:
+    from stacks.shared.settings import training_instance_has_gpu, training_instance_types
+
+    types = training_instance_types()
+    assert {"ml.g5.xlarge", "ml.p4d.24xlarge", "ml.m5.xlarge"} <= types and "ml.t2.micro" not in types
+    assert build(tj_instance_type="ml.g6e.xlarge", sm_instance_type="ml.g6.xlarge").pretrain.job_instance_type
+    gpu = {t for t in types if training_instance_has_gpu(t)}
+    assert gpu == {t for t in types if t.split(".")[1][0] in "gp"}
+    assert not training_instance_has_gpu("ml.r5.large") and not training_instance_has_gpu("ml.t3.medium")
 
 
 # --- training-job path ----------------------------------------------------------------------------------
