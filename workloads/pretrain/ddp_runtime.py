@@ -67,6 +67,8 @@ def select_device(denv: DistEnv) -> tuple[torch.device, str, bool]:
         device = torch.device("cuda", denv.local_rank)
     else:
         device = torch.device("cpu")
+    # warn_only: an op without a deterministic CUDA implementation (e.g. the memory-efficient attention backward)
+    # warns instead of failing the run, so GPU runs are reproducible only up to such kernels; CPU runs are exact.
     torch.use_deterministic_algorithms(True, warn_only=True)
     return device, "nccl" if use_cuda else "gloo", use_cuda
 
