@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from finetune_reward import handler
+from finetune_validate import formats
+from finetune_validate.validator import validate_dataset
+
+from .finetune_data import SAMPLE_DIRS
 
 
 def sample(answer: Any, reference: Any, sample_id: str = "s-1") -> dict[str, Any]:
-    """A sample as Bedrock sends it: the prompt, the generated response appended as the assistant turn, an id."""
+    """A sample as Bedrock sends it: the prompt, the generated response appended as the assistant turn, an id, and
+    the record's reference_answer inside metadata ("Input structure",
+    https://docs.aws.amazon.com/bedrock/latest/userguide/reward-functions.html)."""
     return {
         "id": sample_id,
         "messages": [
@@ -18,8 +25,16 @@ def sample(answer: Any, reference: Any, sample_id: str = "s-1") -> dict[str, Any
             {"role": "user", "content": "Solve: 2x + 5 = 13"},
             {"role": "assistant", "content": answer},
         ],
-        "reference_answer": reference,
+        "metadata": {"reference_answer": reference},
     }
+
+
+def bedrock_payload(record: dict[str, Any], response: str, sample_id: str) -> dict[str, Any]:
+    """What Bedrock sends the grader for one dataset record: the response appended to the record's messages, and
+    the record's other fields (reference_answer among them) in metadata (reward-functions.html)."""
+    fields = {key: value for key, value in record.items() if key != "messages"}
+    messages = [*record["messages"], {"role": "assistant", "content": response}]
+    return {"id": sample_id, "messages": messages, "metadata": fields}
 
 
 @pytest.mark.parametrize(
@@ -55,8 +70,10 @@ def test_the_response_has_the_documented_shape_one_result_per_sample_in_order() 
 @pytest.mark.parametrize(
     "bad",
     [
-        {"id": "x", "messages": [{"role": "user", "content": "q"}], "reference_answer": 4},  # no response
+        {"id": "x", "messages": [{"role": "user", "content": "q"}], "metadata": {"reference_answer": 4}},  # no response
         {"id": "x", "messages": [{"role": "assistant", "content": "4"}]},  # no reference_answer
+        {"id": "x", "messages": [{"role": "assistant", "content": "4"}], "metadata": {"task": "t"}},
+        {"id": "x", "messages": [{"role": "assistant", "content": "4"}], "metadata": "not an object"},
         {"id": "x", "messages": "not a list", "reference_answer": 4},
         "not an object",
     ],
@@ -69,3 +86,61 @@ def test_an_unreadable_sample_scores_zero_without_failing_the_batch(bad: Any) ->
 
 def test_a_single_sample_object_is_scored_as_a_batch_of_one() -> None:
     assert handler.handler(sample("4", 4), None)[0]["aggregate_reward_score"] == 1.0
+
+
+def test_the_documented_bedrock_payload_is_read_from_metadata() -> None:
+    """The "Input structure" example of reward-functions.html, as given: reference_answer (and the record's other
+    fields) under metadata, nothing at the top level."""
+    documented = [
+        {
+            "id": "123",
+            "messages": [
+                {"role": "user", "content": "Do you have a dedicated security team?"},
+                {
+                    "role": "assistant",
+                    "content": "As an AI developed by Amazon, I don not have a dedicated security team...",
+                },
+            ],
+            "metadata": {
+                "reference_answer": {
+                    "compliant": "No",
+                    "explanation": "As an AI developed by Company, I do not have a traditional security team...",
+                },
+                "my_key": "sample-001",
+            },
+        }
+    ]
+    [result] = handler.handler(documented, None)
+    assert result["id"] == "123"
+    assert {m["name"] for m in result["metrics_list"]} == {"fields_matched", "all_fields"}  # the reference was read
+    answer = json.loads(json.dumps(documented))
+    answer[0]["messages"][1]["content"] = "No"
+    answer[0]["metadata"]["reference_answer"] = {"compliant": "No"}
+    assert handler.handler(answer, None)[0]["aggregate_reward_score"] == 1.0
+
+
+def test_a_top_level_reference_answer_is_read_when_metadata_has_none() -> None:
+    """The SageMaker Nova recipes' payload (nova-implementing-reward-functions.html) puts it at the top level."""
+    recipe = {
+        "id": "r",
+        "messages": [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}],
+        "reference_answer": 4,
+    }
+    assert handler.handler([recipe], None)[0]["aggregate_reward_score"] == 1.0
+    both = {**recipe, "metadata": {"reference_answer": 5}}
+    assert handler.handler([both], None)[0]["aggregate_reward_score"] == 0.0  # metadata (Bedrock's) wins
+
+
+def test_the_kits_rft_sample_passes_the_validator_and_its_references_reach_the_grader() -> None:
+    """The validator and the grader agree: every record the validator accepts, sent on as Bedrock documents it,
+    scores 1.0 for its reference answer and 0.0 for a wrong one."""
+    path, model = SAMPLE_DIRS[formats.REINFORCEMENT_FINE_TUNING]
+    report = validate_dataset(
+        [path.read_bytes()], base_model_id=model, customization_type=formats.REINFORCEMENT_FINE_TUNING
+    )
+    assert report["valid"], report
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    right = [bedrock_payload(r, f"{r['reference_answer']}", f"ok-{i}") for i, r in enumerate(records)]
+    wrong = [bedrock_payload(r, "I cannot tell.", f"no-{i}") for i, r in enumerate(records)]
+    assert {r["aggregate_reward_score"] for r in handler.handler(right, None)} == {1.0}
+    assert {r["aggregate_reward_score"] for r in handler.handler(wrong, None)} == {0.0}

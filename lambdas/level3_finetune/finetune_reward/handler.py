@@ -1,14 +1,19 @@
 """Lambda entry point of the sample RFT grader (``finetune_reward.handler.handler``).
 
 Bedrock's reinforcement fine-tuning generates responses to each training prompt, appends each as the last
-``assistant`` message and calls this function with a list of samples; it returns one score per sample
-(https://docs.aws.amazon.com/bedrock/latest/userguide/reward-functions.html, and the interface on
-https://docs.aws.amazon.com/nova/latest/nova2-userguide/nova-implementing-reward-functions.html)::
+``assistant`` message and calls this function with a list of samples; it returns one score per sample. Bedrock
+passes the record's ``reference_answer`` and its other fields inside ``metadata`` ("Input structure" on
+https://docs.aws.amazon.com/bedrock/latest/userguide/reward-functions.html; AWS's sample grader
+aws-samples/amazon-bedrock-samples .../reward-functions/gsm8k_rew_func.py reads it there)::
 
     in:  [{"id": str, "messages": [{"role": "system" | "user" | "assistant", "content": str | [parts]}, ...],
-           "reference_answer": any, ...}, ...]
+           "metadata": {"reference_answer": any, <the record's other fields>...}}, ...]
     out: [{"id": str, "aggregate_reward_score": float,
            "metrics_list": [{"name": str, "value": float, "type": "Reward" | "Metric"}, ...]}, ...]
+
+The Nova RFT recipes on SageMaker send ``reference_answer`` at the top level of the sample instead
+(https://docs.aws.amazon.com/nova/latest/nova2-userguide/nova-implementing-reward-functions.html); that shape is
+read when a sample has no ``metadata.reference_answer``.
 
 It grades answers that can be checked against the record's ``reference_answer``:
 
@@ -117,11 +122,20 @@ def score_value(reference: Any, response: str, anywhere: bool = False) -> float:
     return 0.0
 
 
+def reference_answer(sample: dict[str, Any]) -> Any:
+    """The sample's reference answer: ``metadata.reference_answer`` (Bedrock), else ``reference_answer`` (the
+    SageMaker recipes' shape); None when neither is there."""
+    metadata = sample.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("reference_answer") is not None:
+        return metadata["reference_answer"]
+    return sample.get("reference_answer")
+
+
 def score_sample(sample: Any) -> dict[str, Any]:
     """The documented per-sample result for one sample."""
     sample_id = str(sample.get("id", "")) if isinstance(sample, dict) else ""
     response = response_text(sample) if isinstance(sample, dict) else None
-    reference = sample.get("reference_answer") if isinstance(sample, dict) else None
+    reference = reference_answer(sample) if isinstance(sample, dict) else None
     if response is None or reference is None:
         return _result(sample_id, 0.0, [("readable", 0.0, "Metric")])
     if isinstance(reference, dict) and reference:
