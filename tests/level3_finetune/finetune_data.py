@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ TITAN_EXPRESS = "amazon.titan-text-express-v1:0:8k"
 TITAN_LITE = "amazon.titan-text-lite-v1:0:4k"
 
 
+def usable_on(model_id: str) -> date | None:
+    """A day the base model could still be customized: the day before its end of life (from then on the validator
+    refuses it, but its data rules stay under test), or None (today) for a model without one."""
+    spec = formats.MODELS.get(model_id)
+    end = spec.lifecycle.end_of_life if spec is not None else None
+    return end - timedelta(days=1) if end is not None else None
+
+
 def converse(*texts: str, system: str | None = "You answer in the kit's house style.") -> dict[str, Any]:
     """A Converse-format record (Nova, Llama 3.2): texts alternate user, assistant."""
     messages = [{"role": ("user", "assistant")[i % 2], "content": [{"text": text}]} for i, text in enumerate(texts)]
@@ -37,7 +46,8 @@ def converse(*texts: str, system: str | None = "You answer in the kit's house st
 
 
 def claude(*texts: str, system: str | None = "You answer in the kit's house style.") -> dict[str, Any]:
-    """A Claude 3 Haiku record: string contents, optional string system."""
+    """A Claude 3 Haiku record: string contents, optional string system (the model is past its end of life; its
+    rules are tested as on its last day, see ``usable_on``)."""
     messages = [{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(texts)]
     record: dict[str, Any] = {"messages": messages}
     if system is not None:
@@ -79,6 +89,10 @@ class Family:
     make: Callable[[list[str]], dict[str, Any]]
     min_records: int
     shape: str
+
+    @property
+    def today(self) -> date | None:
+        return usable_on(self.model_id)
 
     def records(self, count: int, texts: list[str] | None = None) -> list[dict[str, Any]]:
         texts = texts or ["Which level fits a tone change?", "Level 1, prompt engineering."]

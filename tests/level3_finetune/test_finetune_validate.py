@@ -61,6 +61,7 @@ from .finetune_data import (
     prompt,
     reserved_tokens,
     stream,
+    usable_on,
     video,
 )
 
@@ -70,7 +71,9 @@ HP_SETTINGS = hsettings(max_examples=30, deadline=None, suppress_health_check=[H
 
 
 def check(data: bytes, model: str = NOVA_LITE, *, validation: bytes | None = None, **kw: Any) -> dict[str, Any]:
-    """Validate in-memory JSON Lines (split into odd-sized chunks, so lines straddle chunk boundaries)."""
+    """Validate in-memory JSON Lines (split into odd-sized chunks, so lines straddle chunk boundaries), on a day the
+    model could still be customized."""
+    kw.setdefault("today", usable_on(model))
     return validate_dataset(
         chunked(data, 4099),
         base_model_id=model,
@@ -647,7 +650,7 @@ def test_generated_valid_records_pass(name: str, data: st.DataObject) -> None:
     family = FAMILIES[name]
     base = [family.make(data.draw(conversations())) for _ in range(data.draw(st.integers(1, 4)))]
     records = [base[i % len(base)] for i in range(family.min_records)]
-    report = validate_dataset([jsonl(records)], base_model_id=family.model_id)
+    report = validate_dataset([jsonl(records)], base_model_id=family.model_id, today=family.today)
     assert report["valid"], report
 
 
@@ -663,7 +666,7 @@ def test_a_single_mutation_is_reported_with_its_kind_on_its_line(name: str, data
     mutated, kind = _mutate(records[index], mutation, family, data.draw(reserved_tokens()))
     lines = [line(record) for record in records]
     lines[index] = mutated
-    report = validate_dataset([b"\n".join(lines) + b"\n"], base_model_id=family.model_id)
+    report = validate_dataset([b"\n".join(lines) + b"\n"], base_model_id=family.model_id, today=family.today)
     assert errors_by_line(report["training"]) == {index + 1: {kind}}
     assert (report["training"]["records"], report["training"]["invalidRecords"]) == (len(records), 1)
 

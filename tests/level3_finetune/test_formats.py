@@ -116,6 +116,13 @@ def test_every_types_sample_is_valid(name: str) -> None:
     assert report["customizationType"] == kind and report["errorCount"] == 0
 
 
+def test_the_distillation_sample_holds_enough_distinct_prompts() -> None:
+    """Bedrock refuses fewer than 100 prompts (custom-distill-prepare.html); the docs upload this very file."""
+    records = [json.loads(line) for line in SAMPLE_DIRS[formats.DISTILLATION][0].read_text("utf-8").splitlines()]
+    prompts = {record["messages"][0]["content"][0]["text"] for record in records}
+    assert len(records) >= 100 and len(prompts) == len(records)
+
+
 INVALID = [
     # (file, model, type, kind, lines, a fragment of the message)
     ("distillation/invalid_value.jsonl", NOVA_LITE, formats.DISTILLATION, "invalid_value", [4],
@@ -167,6 +174,18 @@ def test_a_base_model_past_its_end_of_life_is_refused_naming_the_date(monkeypatc
     report = check(jsonl([converse("q", "a")] * 8), NOVA_MICRO, today=date(2026, 6, 29))
     assert report["valid"] and report["warnings"][0]["kind"] == formats.MODEL_LEGACY
     assert "2026-06-30" in report["warnings"][0]["message"]
+
+
+def test_claude_3_haiku_is_refused_from_its_end_of_life() -> None:
+    """Its "Model EOL date: September 10, 2026" holds in us-west-2, its one customization Region
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-anthropic-claude-3-haiku.html)."""
+    claude = "anthropic.claude-3-haiku-20240307-v1:0:200k"
+    assert formats.MODELS[claude].regions == ("us-west-2",)
+    for today in (date(2026, 9, 10), date(2026, 11, 30)):
+        with pytest.raises(formats.UnsupportedBaseModel, match="end of life on 2026-09-10"):
+            DatasetValidator(claude, today=today)
+    before = DatasetValidator(claude, today=date(2026, 9, 9))
+    assert [warning["kind"] for warning in before.warnings] == [formats.MODEL_LEGACY]
 
 
 def test_a_legacy_model_is_warned_about_and_the_data_stays_valid() -> None:
@@ -269,8 +288,17 @@ def _prompt(*texts: str) -> dict[str, Any]:
     ],
 )  # fmt: skip
 def test_distillation_prompt_rules(record: dict[str, Any], expected: set[str]) -> None:
-    report = check(jsonl([_prompt("q")] * 3 + [record]), NOVA_LITE, customization_type=formats.DISTILLATION)
+    report = check(jsonl([_prompt("q")] * 99 + [record]), NOVA_LITE, customization_type=formats.DISTILLATION)
     assert set(report["training"]["errors"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"), [(99, "too_few_records"), (100, None), (15_000, None), (15_001, "too_many_records")]
+)
+def test_distillation_takes_100_to_15000_prompts(count: int, expected: str | None) -> None:
+    """Prompts: minimum 100, maximum 15K (https://docs.aws.amazon.com/nova/latest/userguide/custom-distill-prepare.html)."""
+    report = check(jsonl([_prompt("q")] * count), NOVA_LITE, customization_type=formats.DISTILLATION)
+    assert set(report["training"]["errors"]) == ({expected} if expected else set())
 
 
 def _rft(**changes: Any) -> dict[str, Any]:
@@ -304,6 +332,14 @@ def test_rft_record_rules(record: dict[str, Any], expected: set[str]) -> None:
 def test_rft_needs_100_records() -> None:
     report = check(jsonl([_rft()] * 99), NOVA_2, customization_type=formats.REINFORCEMENT_FINE_TUNING)
     assert kinds(report["training"]) == {"too_few_records": [None]}
+
+
+def test_rft_takes_at_most_20000_prompts() -> None:
+    """At most 20,000 prompts (https://docs.aws.amazon.com/bedrock/latest/userguide/rft-prepare-data.html)."""
+    rft = formats.REINFORCEMENT_FINE_TUNING
+    assert check(jsonl([_rft()] * 20_000), NOVA_2, customization_type=rft)["valid"]
+    report = check(jsonl([_rft()] * 20_001), NOVA_2, customization_type=rft)
+    assert kinds(report["training"]) == {"too_many_records": [20_001]}
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,15 @@ datasets" tables (https://docs.aws.amazon.com/bedrock/latest/userguide/model-cus
   - Anthropic Claude 3 Haiku: at least 32 records, at most 10,000 training, 1,000 validation and 10,000 in
     total (adjustable); at most 32,000 tokens per record; training file at most 10 GB, validation 1 GB. The
     system field is optional, at least two messages, user first, assistant last, alternating, no extraneous
-    keys (https://platform.claude.com/cookbook/finetuning-finetuning-on-bedrock).
+    keys (https://platform.claude.com/cookbook/finetuning-finetuning-on-bedrock). Its end of life was
+    September 10, 2026 in us-west-2, its customization Region
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-anthropic-claude-3-haiku.html): refused.
+
+Distillation into Nova (https://docs.aws.amazon.com/nova/latest/userguide/custom-distill-prepare.html): 100 to 15K
+prompts or prompt-response pairs. Reinforcement fine-tuning
+(https://docs.aws.amazon.com/bedrock/latest/userguide/rft-prepare-data.html): at least 100 records and at most
+20,000 prompts; each record's reference_answer (and its other fields) reaches the reward function under
+"metadata" (https://docs.aws.amazon.com/bedrock/latest/userguide/reward-functions.html).
 
 Hyperparameters are strings in CreateModelCustomizationJob (hyperParameters: map of string to string):
   - Claude 3 (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-anth-claude-3.html): epochCount
@@ -402,9 +410,9 @@ _TITAN_LIMITS = Limits(max_training_bytes=1 * GB, max_validation_bytes=100 * MB)
 # named in _titan_cpt).
 _TITAN_LITE_QUOTA = ((2, 4_096), (NO_LIMIT_BATCH, 2_048))
 _TITAN_EXPRESS_QUOTA = ((1, 4_096), (NO_LIMIT_BATCH, 2_048))
-# Reinforcement fine-tuning: "A minimum of 100 records in training dataset" (rft-prepare-data.html); no maximum
-# is documented there.
-_RFT_LIMITS = Limits(min_training_records=100)
+# Reinforcement fine-tuning (rft-prepare-data.html): "A minimum of 100 records in training dataset" and "a
+# maximum of 20,000 prompts" (every prompt given to the job, so training and validation together).
+_RFT_LIMITS = Limits(min_training_records=100, max_total_records=20_000)
 
 # Reinforcement fine-tuning of Amazon Nova 2 Lite (https://docs.aws.amazon.com/bedrock/latest/userguide/rft-prepare-data.html):
 # prompts in the OpenAI chat-completion format with a reference_answer; a Lambda reward function (or a model as
@@ -413,8 +421,13 @@ _RFT = TypeSpec(shape=RFT_CHAT, limits=_RFT_LIMITS, hyperparameters=_RFT_HP, doc
 # Distillation into an Amazon Nova student (https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-1.html):
 # prompts in the Converse format with schemaVersion "bedrock-conversation-2024", the assistant answer optional;
 # text only ("support only the text-to-text modality", distillation-prepare-datasets.html); Nova students take
-# multi-turn conversations. The job takes no hyperparameters in the kit's reading of the documents.
-_DISTILLATION = TypeSpec(shape=DISTILLATION_PROMPTS, limits=Limits(), hyperparameters=(), doc=DOC_DISTILLATION)
+# multi-turn conversations. The job takes no hyperparameters in the kit's reading of the documents. Dataset
+# limits: prompts, or prompt-response pairs, 100 to 15K
+# (https://docs.aws.amazon.com/nova/latest/userguide/custom-distill-prepare.html).
+_DISTILLATION_LIMITS = Limits(min_training_records=100, max_total_records=15_000)
+_DISTILLATION = TypeSpec(
+    shape=DISTILLATION_PROMPTS, limits=_DISTILLATION_LIMITS, hyperparameters=(), doc=DOC_DISTILLATION
+)
 
 
 def _titan_cpt(quota: tuple[tuple[int, int], ...]) -> TypeSpec:
@@ -552,6 +565,13 @@ MODELS: dict[str, ModelSpec] = {
             token_quota=((NO_LIMIT_BATCH, 32_000),),
             name="Anthropic Claude 3 Haiku",
             hyperparameter_doc=DOC_CLAUDE,
+            # "Model EOL date: September 10, 2026" in most Regions, us-west-2 (its only customization Region) among
+            # them; so refused from that day.
+            lifecycle=Lifecycle(
+                LEGACY,
+                date(2026, 9, 10),
+                "https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-anthropic-claude-3-haiku.html",
+            ),
         ),
         _prompt_completion(
             "meta.llama3-1-8b-instruct-v1:0:128k",
