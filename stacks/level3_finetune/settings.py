@@ -51,7 +51,8 @@ def job_polls(max_job_hours: int, poll_minutes: int) -> int:
 
 class FineTuneSettings(Settings):
     base_model_id: Annotated[Text, OneOf(formats.MODELS)] = Field(
-        alias="ft_base_model_id", description="The base model to customize (offered in `region`)"
+        alias="ft_base_model_id",
+        description="The base model to customize (offered in `region`; one past its end of life is refused)",
     )
     customization_type: Annotated[Text, OneOf(CUSTOMIZATION_TYPES)] = Field(
         alias="ft_customization_type", description="The customization type (checked against the base model)"
@@ -104,6 +105,16 @@ class FineTuneSettings(Settings):
     poll_minutes: Whole = Field(
         alias="ft_poll_minutes", description="How often the pipeline reads the job's status", ge=1, le=60
     )
+
+    @field_validator("base_model_id")
+    @classmethod
+    def _not_past_its_end_of_life(cls, base: str) -> str:
+        """A model past its end-of-life date: Bedrock refuses it, so every run would fail at validation."""
+        problem = formats.MODELS[base].lifecycle.problem(base)
+        if problem is not None and problem[0] == "refused":
+            usable = [m for m, spec in formats.MODELS.items() if (spec.lifecycle.problem(m) or ("",))[0] != "refused"]
+            raise Invalid(f"a model Bedrock still customizes ({problem[1]} Still offered: {', '.join(usable)})")
+        return base
 
     @field_validator("customization_type")
     @classmethod

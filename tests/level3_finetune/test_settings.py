@@ -108,3 +108,23 @@ def test_family_and_foundation_model_come_from_the_model_table() -> None:
     ft = build().finetune
     assert ft.family == formats.MODELS[ft.base_model_id].family
     assert ft.foundation_model_id == "amazon.nova-micro-v1:0"
+
+
+def test_a_base_model_past_its_end_of_life_is_a_config_error() -> None:
+    """Before: Claude 3 Haiku (end of life 2026-09-10) passed synth, and every run was then refused at validation."""
+    from datetime import UTC, datetime
+
+    past = [
+        m
+        for m, spec in formats.MODELS.items()
+        if (spec.lifecycle.problem(m, datetime.now(UTC).date()) or ("",))[0] == "refused"
+    ]
+    assert "anthropic.claude-3-haiku-20240307-v1:0:200k" in past
+    for model in past:
+        with pytest.raises(ConfigError) as caught:
+            build(ft_base_model_id=model, region="us-west-2")
+        message = str(caught.value)
+        assert message.startswith(
+            f"config error: ft_base_model_id = '{model}' is not allowed; expected a model Bedrock"
+        )
+        assert "reached its end of life on" in message and "amazon.nova-micro-v1:0:128k" in message
