@@ -62,6 +62,7 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::IAM::Policy",
         "AWS::IAM::Role",
         "AWS::KMS::Alias",
+        "AWS::Lambda::EventInvokeConfig",  # retry and destination settings
         "AWS::Lambda::Function",  # no provisioned concurrency
         "AWS::Lambda::LayerVersion",
         "AWS::Lambda::Permission",
@@ -70,6 +71,9 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::OpenSearchServerless::Index",
         "AWS::OpenSearchServerless::SecurityPolicy",
         "AWS::S3::Bucket",  # billed per GB stored and per request
+        # Per invocation, 14 million a month free (https://aws.amazon.com/eventbridge/pricing/): an hourly schedule
+        # and the short function it runs cost a few tenths of a cent a month, like the Level 2 sync schedule.
+        "AWS::Scheduler::Schedule",
         "AWS::S3::BucketPolicy",
         "AWS::S3Vectors::Index",  # billed per GB stored and per query, no floor
         "AWS::S3Vectors::VectorBucket",

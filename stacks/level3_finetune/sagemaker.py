@@ -178,7 +178,8 @@ class SageMakerFineTuneStack(Stack):
             self,
             "IdleCost",
             value=(
-                "$0 idle for the stack apart from S3 storage; a run bills the training instances; each imported "
+                "~$0.10/month idle for the stack (the teardown dead-letter alarm; the hourly teardown sweep adds about "
+                "$0.003) apart from S3 storage; a run bills the training instances; each imported "
                 "model kept bills storage per Custom Model Unit every month (bedrock.imported_model_storage in "
                 "kit/prices.json), plus inference by Custom Model Units in 5-minute windows while it serves"
             ),

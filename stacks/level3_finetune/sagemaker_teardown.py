@@ -7,6 +7,7 @@ job, delete the model its import created, report.
            ResourceNotFound ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
            other errors, retried for about an hour ─► NotifyCleanupFailed ("ACTION NEEDED") ─► CleanupFailed
            deleted ─► NotifyCleanedUp
+    hourly sweep (sweep.py) ─► the same teardown, named sweep-<hash>, for runs whose event never started it
 
 A Catch inside the pipeline cannot see the execution's own timeout or an abort (and a failure off its catch
 paths skips its DeleteImportedModel), so this state machine, started by the status event, deletes the model by
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -27,7 +27,13 @@ from constructs import Construct
 
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification
 from stacks.level3_finetune.sagemaker_pipeline import run_name
-from stacks.level3_finetune.teardown import ENDED_ABNORMALLY, TEARDOWN_SETTLE, report_unless_already_notified
+from stacks.level3_finetune.sweep import TeardownBackstop, allow_cloudwatch_alarms
+from stacks.level3_finetune.teardown import (
+    ENDED_ABNORMALLY,
+    STARTED_AS,
+    TEARDOWN_SETTLE,
+    report_unless_already_notified,
+)
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import log_group
 
@@ -58,7 +64,7 @@ class SageMakerPipelineTeardown(Construct):
         deployment: Deployment,
         job_prefix: str,
         pipeline: sfn.StateMachine,
-        topic: sns.ITopic,
+        topic: sns.Topic,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -88,6 +94,7 @@ class SageMakerPipelineTeardown(Construct):
                 "status": sfn.JsonPath.string_at("$.detail.status"),
                 "name.$": run_name(job_prefix, "$.detail.executionArn"),
                 "acted": False,
+                **STARTED_AS,
             },
         )
         # A CreateModelImportJob or DeleteImportedModel call in flight when the execution ended lands meanwhile.
@@ -170,6 +177,20 @@ class SageMakerPipelineTeardown(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
+        # The event is delivered best effort: an hourly sweep starts this teardown too, once per run, and an
+        # event EventBridge could not deliver lands in a dead-letter queue whose alarm notifies the topic
+        # (unencrypted, so CloudWatch may publish to it once its policy allows).
+        allow_cloudwatch_alarms(topic)
+        self.backstop = TeardownBackstop(
+            self,
+            "Backstop",
+            deployment=deployment,
+            pipeline=pipeline,
+            teardown=self.state_machine,
+            alarm_topic=topic,
+            label="Level 3 on SageMaker",
+            service_name="sft-teardown-sweep",
+        )
         self.rule = events.Rule(
             self,
             "PipelineEnded",
@@ -180,5 +201,5 @@ class SageMakerPipelineTeardown(Construct):
                 detail_type=["Step Functions Execution Status Change"],
                 detail={"status": list(ENDED_ABNORMALLY), "stateMachineArn": [pipeline.state_machine_arn]},
             ),
-            targets=[targets.SfnStateMachine(self.state_machine)],
+            targets=[self.backstop.target(self.state_machine)],
         )

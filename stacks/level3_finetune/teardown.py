@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -15,6 +14,7 @@ from constructs import Construct
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_id
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
 from stacks.level3_finetune.settings import FineTuneSettings
+from stacks.level3_finetune.sweep import SWEEP_PREFIX, TeardownBackstop, allow_cloudwatch_alarms
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import log_group
 
@@ -24,17 +24,26 @@ TEARDOWN_SETTLE = Duration.minutes(2)
 TEARDOWN_TIMEOUT = Duration.hours(3)
 
 
+# The teardown's own execution name, kept in its state: a sweep's teardown is named SWEEP_PREFIX + hash.
+STARTED_AS = {"teardown": sfn.JsonPath.string_at("$$.Execution.Name")}
+
+
 def report_unless_already_notified(scope: Construct, report: sfn.IChainable) -> sfn.Choice:
-    """Go to ``report`` when the teardown acted (``$.acted``) or the run did not end FAILED; otherwise succeed quietly:
-    a run that failed on a path of its own has already been notified. That holds only while no state of the
-    pipeline can raise an error no Catch catches (States.Runtime, States.DataLimitExceeded): its JSONPaths select
-    what a Choice saw present, and ReadJobRequest reads at most pipeline.MAX_REQUEST_BYTES."""
+    """Go to ``report`` when the teardown acted (``$.acted``), or the run did not end FAILED and the status event
+    started this teardown; otherwise succeed quietly. A run that failed on a path of its own has already been
+    notified. That holds only while no state of the pipeline can raise an error no Catch catches (States.Runtime,
+    States.DataLimitExceeded): its JSONPaths select what a Choice saw present, and ReadJobRequest reads at most
+    pipeline.MAX_REQUEST_BYTES. A teardown the hourly sweep started (named ``sweep-...``, ``$.teardown``) reports
+    only what it stopped or deleted: the event's teardown may have reported the run already."""
     return (
         sfn.Choice(scope, "AnythingToReport?")
         .when(
             sfn.Condition.or_(
                 sfn.Condition.boolean_equals("$.acted", True),
-                sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
+                sfn.Condition.and_(
+                    sfn.Condition.not_(sfn.Condition.string_equals("$.status", "FAILED")),
+                    sfn.Condition.not_(sfn.Condition.string_matches("$.teardown", f"{SWEEP_PREFIX}*")),
+                ),
             ),
             report,
         )
@@ -49,8 +58,12 @@ class PipelineTeardown(Construct):
     (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html). A rule for the pipeline's
     executions starts this small state machine, which names what the ended execution created from its ARN (the
     same intrinsic the pipeline uses), stops its customization job if it still runs, deletes its Provisioned
-    Throughput or on-demand deployment if one exists, and reports on the topic. A timeout or an abort thus never
-    leaves a deployment billing, even though the pipeline's own teardown never ran.
+    Throughput or on-demand deployment if one exists, and reports on the topic, though the pipeline's own teardown
+    never ran. Step Functions sends that event best effort
+    (https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-states.html), so an hourly sweep (sweep.py)
+    starts this teardown too, once per run, for runs that ended in the last hours: a lost event delays the
+    deletion by at most about an hour. An event EventBridge could not deliver to it lands in a dead-letter queue
+    whose alarm notifies the topic.
     """
 
     def __init__(
@@ -88,6 +101,7 @@ class PipelineTeardown(Construct):
                 "status": sfn.JsonPath.string_at("$.detail.status"),
                 "id.$": execution_id("$.detail.executionArn"),
                 "acted": False,
+                **STARTED_AS,
             },
         )
         names_pass = sfn.Pass(
@@ -97,6 +111,7 @@ class PipelineTeardown(Construct):
                 "execution": sfn.JsonPath.string_at("$.execution"),
                 "status": sfn.JsonPath.string_at("$.status"),
                 "acted": sfn.JsonPath.object_at("$.acted"),
+                "teardown": sfn.JsonPath.string_at("$.teardown"),
                 "names": {
                     "job": sfn.JsonPath.format(f"{names.job}{{}}", sfn.JsonPath.string_at("$.id")),
                     "deployment": sfn.JsonPath.format(f"{names.deployment}{{}}", sfn.JsonPath.string_at("$.id")),
@@ -193,6 +208,19 @@ class PipelineTeardown(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
+        # The dead-letter alarm notifies the level's topic; it is encrypted with the stack's key, so the key's
+        # policy lets CloudWatch use it too (allow_cloudwatch_alarms).
+        allow_cloudwatch_alarms(topic)
+        self.backstop = TeardownBackstop(
+            self,
+            "Backstop",
+            deployment=deployment,
+            pipeline=pipeline,
+            teardown=self.state_machine,
+            alarm_topic=topic,
+            label="Level 3",
+            service_name="finetune-teardown-sweep",
+        )
         self.rule = events.Rule(
             self,
             "PipelineEnded",
@@ -202,5 +230,5 @@ class PipelineTeardown(Construct):
                 detail_type=["Step Functions Execution Status Change"],
                 detail={"status": list(ENDED_ABNORMALLY), "stateMachineArn": [pipeline.state_machine_arn]},
             ),
-            targets=[targets.SfnStateMachine(self.state_machine)],
+            targets=[self.backstop.target(self.state_machine)],
         )

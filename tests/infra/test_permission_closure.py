@@ -74,6 +74,10 @@ IMPLIED: Mapping[tuple[str, str], str] = {
     ("rag_api", "bedrock:GetInferenceProfile"): "RetrieveAndGenerate resolves the inference profile it is given",
     ("rag_ingest", "sqs:GetQueueAttributes"): "the drain reads the queue's approximate depth",
     ("finetune_validate", "s3:ListBucket"): "S3 answers a missing key with 404 (not 403) only with ListBucket",
+    ("teardown_sweep", "sqs:SendMessage"): (
+        "Lambda sends a failed asynchronous invocation to the on-failure destination with the function's role "
+        "(https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html)"
+    ),
     ("*", "logs:CreateLogStream"): "the Lambda runtime writes the function's log",
     ("*", "logs:PutLogEvents"): "the Lambda runtime writes the function's log",
     (

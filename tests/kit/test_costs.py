@@ -69,7 +69,11 @@ def test_level2_with_opensearch_bills_the_ocu_floor(sandbox_oss: Any, prices: An
 
 
 def test_level3_idles_at_its_kms_key(sandbox: Any, prices: Any) -> None:
-    assert items(cost_of(sandbox, "GenAiKit-3-FineTune", prices)) == {"kms.key": (1, 1.00)}
+    # The key, and the alarm on the teardown's dead-letter queue (teardown.py).
+    assert items(cost_of(sandbox, "GenAiKit-3-FineTune", prices)) == {
+        "kms.key": (1, 1.00),
+        "cloudwatch.alarm": (1, 0.10),
+    }
 
 
 def _groups(synth: Any) -> list[dict[str, Any]]:
@@ -332,8 +336,9 @@ def test_sagemaker_path_lists_custom_model_import_per_use_and_per_kept_model(san
     assert per_use["bedrock.imported_model_inference"] == (0.05718, "CMU-minute")
     assert per_use["bedrock.imported_model_storage"] == (1.95, "CMU-month")
     assert "sagemaker.training:ml.g5.xlarge" in per_use
-    # The stack owns no model: $0 idle; a model a run keeps bills its storage while idle, shown per kept model.
-    assert (cost.idle_items, cost.idle_usd) == ((), 0)
+    # The stack owns no model: its idle cost is the teardown dead-letter alarm; a model a run keeps bills its
+    # storage while idle, shown per kept model.
+    assert (items(cost), round(cost.idle_usd, 2)) == ({"cloudwatch.alarm": (1, 0.10)}, 0.10)
     assert [(price.price_id, price.usd) for price in cost.while_kept] == [("bedrock.imported_model_storage", 1.95)]
 
 
@@ -395,7 +400,7 @@ def test_report_json_lists_what_a_kept_model_bills(sandbox: Any, prices: Any) ->
         1.95,
         "kept model",
     )
-    assert by_stack[SAGEMAKER_STACK]["idle_usd_month"] == 0
+    assert by_stack[SAGEMAKER_STACK]["idle_usd_month"] == 0.1  # the teardown dead-letter alarm
     assert by_stack["GenAiKit-1-Prompt"]["while_kept"] == []
 
 

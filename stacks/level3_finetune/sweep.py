@@ -1,0 +1,210 @@
+"""What keeps Level 3's teardown from depending on one best-effort event (both paths).
+
+    teardown rule target ──(delivery failed after EventBridge's retries)──► dead-letter queue ─► alarm ─► topic
+    hourly EventBridge Scheduler schedule ──► sweep function (lambdas/level3_finetune/teardown_sweep): executions
+        of the pipeline that ended FAILED | TIMED_OUT | ABORTED in the last SWEEP_WINDOW
+        ──► StartExecution(teardown, name "sweep-<SHA-256 of the ended execution's ARN>")
+        not invoked, or failed after Lambda's retries ──► the same dead-letter queue
+
+Step Functions sends "Step Functions Execution Status Change" best effort
+(https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-states.html), and EventBridge drops an event it
+could not deliver after its retries unless the target has a dead-letter queue
+(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-retry-policy.html). The sweep does not need the
+event; the dead-letter queue makes a target failure visible.
+"""
+
+from __future__ import annotations
+
+import jsii
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.level3_finetune.names import logical_id
+from stacks.shared.deployment import Deployment
+from stacks.shared.nag import suppress
+from stacks.shared.python_function import PythonFunction
+
+SWEEP_PREFIX = "sweep-"  # the name of a teardown the sweep starts (teardown_sweep.handler.SWEEP_PREFIX)
+SWEEP_EVERY = Duration.hours(1)
+# Executions that ended in the last three hours: each is looked at by two or three sweeps, so a sweep that failed
+# or was not run is made up by the next. The names keep it to one sweep teardown per run.
+SWEEP_WINDOW = Duration.hours(3)
+# ... and at least this long ago, so the event's teardown normally finished its deletion before a sweep looks.
+SWEEP_SETTLE = Duration.minutes(15)
+SWEEP_TIMEOUT = Duration.minutes(2)
+# SQS's longest retention (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html)
+DEAD_LETTERS_RETENTION = Duration.days(14)
+ALARM_PERIOD = Duration.minutes(5)
+
+
+def allow_cloudwatch_alarms(topic: sns.Topic) -> None:
+    """Let CloudWatch alarms of this account publish to ``topic``, whose policy the kit sets (enforce_ssl), as
+    stacks/shared/alarms.AlarmTopic does. An encrypted topic needs its key to let CloudWatch use it as well, with
+    the key-policy statement AWS gives for it (kms:Decrypt, kms:GenerateDataKey*), documented without conditions
+    (https://repost.aws/knowledge-center/cloudwatch-configure-alarm-sns,
+    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services)."""
+    cloudwatch_service = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="AllowCloudWatchAlarms",
+            principals=[cloudwatch_service],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": Stack.of(topic).account}},
+        )
+    )
+    if topic.master_key is None:
+        return
+    added = topic.master_key.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="AllowCloudWatchAlarmsToPublishToTheTopic",
+            principals=[cloudwatch_service],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            resources=["*"],
+        )
+    )
+    if not added.statement_added:
+        raise ValueError(f"{topic.node.path}: its key's policy cannot be changed here; CloudWatch could not publish")
+
+
+@jsii.implements(lambda_.IDestination)
+class _SendOnlyQueue:
+    """An on-failure destination that grants the function's role sqs:SendMessage alone: CDK's SqsDestination
+    grants GetQueueAttributes and GetQueueUrl too, which Lambda does not need to deliver the record
+    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html)."""
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self._queue = queue
+
+    def bind(
+        self, _scope: Construct, fn: lambda_.IFunction, *, type: lambda_.DestinationType | None = None
+    ) -> lambda_.DestinationConfig:
+        iam.Grant.add_to_principal(grantee=fn, actions=["sqs:SendMessage"], resource_arns=[self._queue.queue_arn])
+        return lambda_.DestinationConfig(destination=self._queue.queue_arn)
+
+
+class TeardownBackstop(Construct):
+    """The teardown rule's dead-letter queue with its alarm, and the hourly sweep that starts the teardown itself.
+
+    ``alarm_topic`` must accept CloudWatch's publishes (:func:`allow_cloudwatch_alarms`).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        deployment: Deployment,
+        pipeline: sfn.StateMachine,
+        teardown: sfn.StateMachine,
+        alarm_topic: sns.ITopic,
+        label: str,
+        service_name: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=DEAD_LETTERS_RETENTION,
+        )
+        suppress(
+            self.dead_letters,
+            "AwsSolutions-SQS3",
+            "This queue is the dead-letter queue of the teardown rule's target and of the sweep; an alarm fires "
+            "when it holds anything.",
+        )
+        self.alarm = cloudwatch.Alarm(
+            self,
+            "DeadLettersAlarm",
+            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
+                period=ALARM_PERIOD, statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"{label}: a teardown could not be started (an undelivered status event, or a sweep "
+            "that kept failing); see the dead-letter queue and check for deployments or models left billing",
+        )
+        action = cw_actions.SnsAction(alarm_topic)
+        self.alarm.add_alarm_action(action)
+        self.alarm.add_ok_action(action)
+
+        self.sweep = PythonFunction(
+            self,
+            "Sweep",
+            deployment=deployment,
+            handler="teardown_sweep.handler.handler",
+            description=f"{label}: hourly, start the teardown of executions that ended abnormally (once each)",
+            service_name=service_name,
+            timeout=SWEEP_TIMEOUT,
+            memory_size=256,
+            environment={
+                "PIPELINE_ARN": pipeline.state_machine_arn,
+                "TEARDOWN_ARN": teardown.state_machine_arn,
+                "WINDOW_MINUTES": str(int(SWEEP_WINDOW.to_minutes())),
+                "SETTLE_MINUTES": str(int(SWEEP_SETTLE.to_minutes())),
+            },
+        )
+        # ListExecutions is authorized on the state machine, StartExecution on the one it starts.
+        self.sweep.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListPipelineExecutions",
+                actions=["states:ListExecutions"],
+                resources=[pipeline.state_machine_arn],
+            )
+        )
+        self.sweep.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StartTeardown", actions=["states:StartExecution"], resources=[teardown.state_machine_arn]
+            )
+        )
+        # An asynchronous invocation that failed after Lambda's two retries lands in the dead-letter queue
+        # (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html).
+        self.sweep.function.configure_async_invoke(on_failure=_SendOnlyQueue(self.dead_letters), retry_attempts=2)
+        # EventBridge Scheduler invokes the function asynchronously; an invocation it could not make after its
+        # retries lands in the same dead-letter queue
+        # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/configuring-schedule-dlq.html).
+        stack = Stack.of(self)
+        schedule_role = iam.Role(
+            self,
+            "ScheduleRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": stack.account}}
+            ),
+            description=f"{label}: EventBridge Scheduler invokes the teardown sweep",
+        )
+        self.schedule = scheduler.Schedule(
+            self,
+            "Schedule",
+            description=f"{label}: sweep for ended executions whose teardown did not start",
+            schedule=scheduler.ScheduleExpression.rate(SWEEP_EVERY),
+            target=scheduler_targets.LambdaInvoke(
+                self.sweep.function, role=schedule_role, dead_letter_queue=self.dead_letters, retry_attempts=2
+            ),
+        )
+        suppress(
+            schedule_role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "CDK's grantInvoke lets the schedule invoke the sweep function and its versions (<function ARN>:*); "
+            "the function has no other versions or aliases.",
+            applies_to=[f"Resource::<{logical_id(self.sweep.function)}.Arn>:*"],
+        )
+
+    def target(self, teardown: sfn.StateMachine) -> targets.SfnStateMachine:
+        """The teardown as the status rule's target: an event EventBridge could not deliver after its retries
+        lands in the dead-letter queue instead of being dropped. CDK adds the queue policy that lets this rule
+        send (events.amazonaws.com, aws:SourceArn); SSE-SQS needs no key policy for it."""
+        return targets.SfnStateMachine(teardown, dead_letter_queue=self.dead_letters)

@@ -1,0 +1,361 @@
+"""Level 3's teardown does not hang on one best-effort event (both paths).
+
+"Step Functions Execution Status Change -- Delivery type: Best effort"
+(https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-states.html), and EventBridge drops an event it could
+not deliver to a target after its retries unless the target has a dead-letter queue
+(https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-retry-policy.html). So: the teardown rule's
+target has a dead-letter queue with an alarm that can reach the level's topic, and an hourly sweep starts the
+teardown for each run that ended abnormally, at most once per run, quietly where the event's teardown already did
+the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+from teardown_sweep import handler as sweep
+
+from stacks.level3_finetune import sweep as sweep_module
+from stacks.level3_finetune.teardown import TEARDOWN_SETTLE
+from tests.infra import asl
+from tests.infra.helpers import resources
+from tests.level3_finetune.test_paths import Variant, _synth_variant, status_event
+
+BEDROCK, SAGEMAKER = "GenAiKit-3-FineTune", "GenAiKit-3-FineTune-SageMaker"
+REGION, ACCOUNT = "us-east-1", "123456789012"
+PIPELINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:genai-kit-finetune"
+TEARDOWN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:genai-kit-finetune-teardown"
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+WINDOW, SETTLE = timedelta(hours=3), timedelta(minutes=15)
+
+
+def _execution(name: str, status: str, stopped: datetime) -> dict[str, Any]:
+    return {
+        "executionArn": f"arn:aws:states:{REGION}:{ACCOUNT}:execution:genai-kit-finetune:{name}",
+        "stateMachineArn": PIPELINE,
+        "name": name,
+        "status": status,
+        "startDate": stopped - timedelta(hours=1),
+        "stopDate": stopped,
+    }
+
+
+@pytest.fixture
+def sfn(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """The sweep's Step Functions client, stubbed: every call must be scripted, in order."""
+    import boto3
+
+    client = boto3.client("stepfunctions", region_name=REGION, aws_access_key_id="a", aws_secret_access_key="b")
+    monkeypatch.setattr(sweep, "client", lambda: client)
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+def _list(stubber: Stubber, status: str, page: list[dict[str, Any]], number: int = 0, more: bool = False) -> None:
+    """Page ``number`` of ListExecutions for ``status``; ``more``: it has a nextToken."""
+    expected: dict[str, Any] = {"stateMachineArn": PIPELINE, "statusFilter": status, "maxResults": 100}
+    if number:
+        expected["nextToken"] = f"{status}-{number}"
+    response: dict[str, Any] = {"executions": page}
+    if more:
+        response["nextToken"] = f"{status}-{number + 1}"
+    stubber.add_response("list_executions", response, expected)
+
+
+def _start(stubber: Stubber, execution: dict[str, Any], error: str | None = None) -> None:
+    expected = {
+        "stateMachineArn": TEARDOWN,
+        "name": "sweep-" + hashlib.sha256(execution["executionArn"].encode()).hexdigest(),
+        "input": json.dumps(
+            {
+                "source": "genai-spectrum-kit.teardown-sweep",
+                "detail": {k: execution[k] for k in ("executionArn", "stateMachineArn", "name", "status")},
+            }
+        ),
+    }
+    if error:
+        stubber.add_client_error("start_execution", error, http_status_code=400, expected_params=expected)
+    else:
+        stubber.add_response("start_execution", {"executionArn": "x" * 20, "startDate": NOW}, expected)
+
+
+# --- the sweep function -------------------------------------------------------------------------------------------
+
+
+def test_the_sweep_starts_the_teardown_once_for_each_run_that_ended_abnormally_in_its_window(sfn: Stubber) -> None:
+    timed_out = _execution("run-timed-out", "TIMED_OUT", NOW - timedelta(hours=1))
+    aborted = _execution("run-aborted", "ABORTED", NOW - timedelta(minutes=20))
+    swept_before = _execution("run-failed", "FAILED", NOW - timedelta(hours=2))
+    too_old = _execution("run-old", "ABORTED", NOW - timedelta(hours=4))
+    too_recent = _execution("run-just-ended", "TIMED_OUT", NOW - timedelta(minutes=5))  # the event's turn
+    # The sweep starts each run's teardown as it reads the page that holds it.
+    _list(sfn, "FAILED", [swept_before])
+    _start(sfn, swept_before, error="ExecutionAlreadyExists")
+    _list(sfn, "TIMED_OUT", [too_recent], more=True)
+    _list(sfn, "TIMED_OUT", [timed_out], number=1)
+    _start(sfn, timed_out)
+    _list(sfn, "ABORTED", [aborted, too_old])
+    _start(sfn, aborted)
+    result = sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
+    assert result == {"started": [timed_out["executionArn"], aborted["executionArn"]], "alreadySwept": 1}
+
+
+def test_the_sweep_reads_a_bounded_number_of_pages(sfn: Stubber) -> None:
+    # Every page read has a nextToken: the sweep stops after MAX_PAGES of them (the stub holds no more).
+    for number in range(sweep.MAX_PAGES):
+        _list(sfn, "FAILED", [], number=number, more=True)
+    _list(sfn, "TIMED_OUT", [])
+    _list(sfn, "ABORTED", [])
+    assert sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE) == {"started": [], "alreadySwept": 0}
+
+
+def test_a_teardown_that_cannot_be_started_fails_the_sweep_after_the_others(sfn: Stubber) -> None:
+    first = _execution("run-1", "TIMED_OUT", NOW - timedelta(hours=1))
+    second = _execution("run-2", "TIMED_OUT", NOW - timedelta(hours=2))
+    _list(sfn, "FAILED", [])
+    _list(sfn, "TIMED_OUT", [first, second])
+    _start(sfn, first, error="ExecutionLimitExceeded")
+    _start(sfn, second)
+    _list(sfn, "ABORTED", [])
+    with pytest.raises(RuntimeError, match="1 ended executions"):
+        sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
+
+
+def test_the_sweep_names_fit_step_functions_and_match_what_the_teardown_tests() -> None:
+    name = sweep.sweep_name(_execution("run-1", "ABORTED", NOW)["executionArn"])
+    assert len(name) <= 80  # StartExecution's name limit (API_StartExecution.html)
+    assert name.startswith(sweep_module.SWEEP_PREFIX) and sweep.SWEEP_PREFIX == sweep_module.SWEEP_PREFIX
+    assert sweep_module.SWEEP_SETTLE.to_seconds() > TEARDOWN_SETTLE.to_seconds()
+    # Each ended run is looked at by at least two sweeps: one missed hour is made up by the next.
+    assert sweep_module.SWEEP_WINDOW.to_seconds() - sweep_module.SWEEP_SETTLE.to_seconds() >= (
+        2 * sweep_module.SWEEP_EVERY.to_seconds()
+    )
+
+
+# --- the templates ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def provisioned() -> Variant:
+    return _synth_variant("provisioned")
+
+
+@pytest.fixture(scope="module", params=[BEDROCK, SAGEMAKER])
+def template(request: pytest.FixtureRequest, sandbox: Any) -> dict[str, Any]:
+    found: dict[str, Any] = sandbox.templates[request.param]
+    return found
+
+
+def _status_rule(template: dict[str, Any]) -> dict[str, Any]:
+    [rule] = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"].get("EventPattern", {}).get("detail-type") == ["Step Functions Execution Status Change"]
+    ]
+    return rule
+
+
+def test_an_undelivered_status_event_lands_in_a_dead_letter_queue_that_alarms(template: dict[str, Any]) -> None:
+    rule = _status_rule(template)
+    [target] = rule["Targets"]
+    queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    queue = template["Resources"][queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"]["SqsManagedSseEnabled"] is True
+    assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    # EventBridge sends to the queue only for this rule (eb-rule-dlq.html).
+    [policy] = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in resources(template, "AWS::SQS::QueuePolicy").values()
+        if {"Ref": queue_id} in p["Properties"]["Queues"]
+    ]
+    [send] = [s for s in policy if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+    assert send["Action"] == "sqs:SendMessage" and "aws:SourceArn" in send["Condition"]["ArnEquals"]
+    [alarm] = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Dimensions")
+        == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    ]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 1
+    [topic_id] = resources(template, "AWS::SNS::Topic")
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
+
+
+def test_cloudwatch_may_publish_to_the_topic_and_use_its_key(template: dict[str, Any]) -> None:
+    """CloudWatch cannot publish to an encrypted topic unless the key's policy allows it
+    (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services)."""
+    [(topic_id, topic)] = resources(template, "AWS::SNS::Topic").items()
+    statements = [
+        s
+        for p in resources(template, "AWS::SNS::TopicPolicy").values()
+        if {"Ref": topic_id} in p["Properties"]["Topics"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert any(s["Effect"] == "Allow" and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in statements)
+    key = topic["Properties"].get("KmsMasterKeyId")
+    if key is None:
+        return
+    key_policy = template["Resources"][key["Fn::GetAtt"][0]]["Properties"]["KeyPolicy"]["Statement"]
+    [by_cloudwatch] = [s for s in key_policy if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert sorted(by_cloudwatch["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+
+
+def test_an_hourly_schedule_runs_the_sweep_with_least_privilege(template: dict[str, Any]) -> None:
+    [schedule] = resources(template, "AWS::Scheduler::Schedule").values()
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+    target = schedule["Properties"]["Target"]
+    function_id = target["Arn"]["Fn::GetAtt"][0]
+    function = template["Resources"][function_id]["Properties"]
+    assert function["Handler"] == "teardown_sweep.handler.handler"
+    # An invocation the scheduler could not make, or one that failed after Lambda's retries, is kept.
+    queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    rule_dlq = _status_rule(template)["Targets"][0]["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    assert queue_id == rule_dlq
+    [invoke_config] = [
+        c["Properties"]
+        for c in resources(template, "AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    env = function["Environment"]["Variables"]
+    pipeline_id = env["PIPELINE_ARN"]["Ref"]
+    teardown_id = env["TEARDOWN_ARN"]["Ref"]
+    assert teardown_id.startswith("Teardown") and not pipeline_id.startswith("Teardown")
+    assert _status_rule(template)["Targets"][0]["Arn"] == {"Ref": teardown_id}
+    role_id = function["Role"]["Fn::GetAtt"][0]
+    granted = {
+        (action, json.dumps(s["Resource"]))
+        for p in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        if action.startswith(("states:", "sqs:"))
+    }
+    assert granted == {
+        ("states:ListExecutions", json.dumps({"Ref": pipeline_id})),
+        ("states:StartExecution", json.dumps({"Ref": teardown_id})),
+        ("sqs:SendMessage", json.dumps({"Fn::GetAtt": [queue_id, "Arn"]})),
+    }
+
+
+# --- the teardown started by the sweep ----------------------------------------------------------------------------
+
+
+def _sweep_input(execution_arn: str, status: str) -> dict[str, Any]:
+    """The exact input the sweep function gives the teardown."""
+    started: list[dict[str, Any]] = []
+
+    class Client:
+        def start_execution(self, **kwargs: Any) -> dict[str, Any]:
+            started.append(kwargs)
+            return {}
+
+    name = execution_arn.rsplit(":", 1)[1]
+    ended = {"executionArn": execution_arn, "stateMachineArn": PIPELINE, "name": name, "status": status}
+    sweep.start_teardown(Client(), TEARDOWN, ended)
+    [call] = started
+    assert call["name"] == sweep.sweep_name(execution_arn)
+    loaded: dict[str, Any] = json.loads(call["input"])
+    return loaded
+
+
+def _run(definition: dict[str, Any], event: Any, name: str, **outcomes: list[Any]) -> asl.Trace:
+    queues = {state: iter(items) for state, items in outcomes.items()}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.resource == asl.SNS_PUBLISH:
+            return {"MessageId": "m"}
+        outcome = next(queues[call.state])
+        if isinstance(outcome, asl.AslError):
+            raise outcome
+        return outcome
+
+    return asl.simulate(definition, event, result, execution_name=name)
+
+
+GONE = asl.AslError("Bedrock.ResourceNotFoundException", "not found")
+JOB_ENDED = asl.AslError("Bedrock.ValidationException", "the job is not in progress")
+SM_JOB_ENDED = asl.AslError("SageMaker.ValidationException", "the job is not in progress")
+
+
+@pytest.mark.parametrize("status", ["TIMED_OUT", "ABORTED", "FAILED"])
+def test_a_swept_teardown_after_the_events_teardown_ends_quietly(provisioned: Variant, status: str) -> None:
+    """The event's teardown deleted the throughput and reported; the sweep's finds nothing and says nothing."""
+    arn = status_event(status)["detail"]["executionArn"]
+    event_run = _run(
+        provisioned.teardown, status_event(status), "teardown-1", StopItsJob=[{}], DeleteItsDeployment=[{}]
+    )
+    assert event_run.status == "SUCCEEDED" and event_run.notifications
+    swept = _run(
+        provisioned.teardown,
+        _sweep_input(arn, status),
+        sweep.sweep_name(arn),
+        StopItsJob=[JOB_ENDED],
+        DeleteItsDeployment=[GONE],
+    )
+    assert (swept.status, swept.terminal, swept.notifications) == ("SUCCEEDED", "NothingLeft", []), swept.describe()
+
+
+@pytest.mark.parametrize("status", ["TIMED_OUT", "ABORTED"])
+def test_a_swept_teardown_whose_event_was_lost_deletes_and_reports(provisioned: Variant, status: str) -> None:
+    arn = status_event(status)["detail"]["executionArn"]
+    swept = _run(
+        provisioned.teardown,
+        _sweep_input(arn, status),
+        sweep.sweep_name(arn),
+        StopItsJob=[JOB_ENDED],
+        DeleteItsDeployment=[{}],
+    )
+    assert (swept.status, swept.terminal) == ("SUCCEEDED", "CleanedUp"), swept.describe()
+    [deleted] = swept.calls_to("DeleteItsDeployment")
+    event_run = _run(
+        provisioned.teardown, status_event(status), "teardown-1", StopItsJob=[JOB_ENDED], DeleteItsDeployment=[{}]
+    )
+    assert deleted.parameters == event_run.calls_to("DeleteItsDeployment")[0].parameters  # the same throughput
+    assert len(swept.notifications) == 1
+
+
+def test_the_events_teardown_still_reports_a_timeout_with_nothing_left(provisioned: Variant) -> None:
+    trace = _run(
+        provisioned.teardown,
+        status_event("TIMED_OUT"),
+        "teardown-1",
+        StopItsJob=[JOB_ENDED],
+        DeleteItsDeployment=[GONE],
+    )
+    assert trace.terminal == "CleanedUp" and len(trace.notifications) == 1
+
+
+@pytest.mark.parametrize("status", ["TIMED_OUT", "ABORTED", "FAILED"])
+def test_the_sagemaker_teardown_started_by_the_sweep_reports_only_what_it_did(sandbox: Any, status: str) -> None:
+    definition = asl.definition_from_template(sandbox.templates[SAGEMAKER], "TeardownStateMachine")
+    arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:genai-kit-sft:run-7"
+    stops = [SM_JOB_ENDED] * 4
+    quiet = _run(
+        definition,
+        _sweep_input(arn, status),
+        sweep.sweep_name(arn),
+        StopItsTrainingJob=stops,
+        DeleteItsImportedModel=[GONE],
+    )
+    assert (quiet.status, quiet.terminal, quiet.notifications) == ("SUCCEEDED", "NothingLeft", []), quiet.describe()
+    acted = _run(
+        definition,
+        _sweep_input(arn, status),
+        sweep.sweep_name(arn),
+        StopItsTrainingJob=stops,
+        DeleteItsImportedModel=[{}],
+    )
+    assert (acted.terminal, len(acted.notifications)) == ("CleanedUp", 1), acted.describe()
+    # The same name the pipeline gave the run's training job and model (sagemaker_pipeline.run_name).
+    [delete] = acted.calls_to("DeleteItsImportedModel")
+    assert delete.parameters["ModelIdentifier"] == acted.calls_to("StopItsTrainingJob")[0].parameters["TrainingJobName"]
+    assert delete.parameters["ModelIdentifier"].endswith(hashlib.md5(arn.encode()).hexdigest())
