@@ -78,7 +78,7 @@ class SageMakerFineTuneStack(Stack):
             construct_id,
             description=(
                 "genai-spectrum-kit Level 3 on SageMaker: LoRA fine-tuning job + Bedrock Custom Model Import "
-                "($0 idle apart from S3 storage)"
+                "(~$0.10/month idle, one alarm, apart from S3 storage)"
             ),
             **kwargs,
         )

@@ -86,11 +86,15 @@ def _role_statements(template: dict[str, Any], role_id: str) -> dict[str, dict[s
 
 
 def test_the_stack_is_built_with_the_others_and_states_its_idle_cost(sandbox: Any, template: dict[str, Any]) -> None:
-    assert "$0 idle" in template["Description"]
+    # The stated idle cost is kit cost's (the teardown dead-letter alarm), not a hand-written figure.
+    from kit.costs import analyze_stack, load_prices
+
+    stated = f"~${analyze_stack(STACK, template, load_prices(asl.REGION)).idle_usd:.2f}/month idle"
+    assert stated in template["Description"]
     # A kept imported model is not free while idle: it bills storage per Custom Model Unit every month.
     idle = template["Outputs"]["IdleCost"]["Value"]
     storage = "bedrock.imported_model_storage"
-    assert idle.startswith("$0 idle for the stack") and storage in idle and "every month" in idle
+    assert idle.startswith(f"{stated} for the stack") and storage in idle and "every month" in idle
     regions = json.loads((ROOT / "kit" / "prices.json").read_text())["regions"]
     assert regions[asl.REGION][storage]["unit"] == "CMU-month"  # the price it names exists, per CMU and month
     # Nothing that bills by the hour: no endpoint, no cluster, no provisioned throughput, no KMS key.
