@@ -210,7 +210,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ft_provisioned_hours": 72,
         "ft_max_job_hours": 72,
         "ft_poll_minutes": 3,  # the shortest poll 72 h allows within the execution history quota
-        "hp_nat_gateways": 3,
+        "hp_nat_gateways": 2,  # one per availability zone, the most there are
         "hp_login_instance_type": "ml.m5.xlarge",
         "hp_compute_groups": [
             {"name": "g" * 63, "instance_type": "ml.g5.8xlarge", "count": 100},

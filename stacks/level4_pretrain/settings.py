@@ -99,8 +99,8 @@ class PretrainSettings(Settings):
         alias="hp_nat_gateways",
         description="NAT gateways of the cluster VPC; 0 when the lifecycle scripts need no internet",
         ge=0,
-        le=3,
-    )  # one per availability zone, at most 3
+        le=2,
+    )  # one per availability zone of the VPC (network.py: max_azs=2; CDK builds no more NAT gateways than AZs)
     controller_instance_type: Annotated[Text, Allowed("an instance type HyperPod supports (e.g. ml.t3.medium)")] = (
         Field(
             alias="hp_controller_instance_type",
