@@ -175,3 +175,6 @@ class HyperPodCluster(Construct):
         self.cluster.node.add_dependency(storage.lifecycle_upload)
         self.cluster.node.add_dependency(self.role)
         self.cluster.node.add_dependency(*network.security_group_rules)
+        # Nodes reach SageMaker, SSM and CloudWatch through the NAT gateway (no interface endpoints): the cluster
+        # is created after the subnets' default route to it exists, as CDK's internetConnectivityEstablished says.
+        self.cluster.node.add_dependency(network.cluster_subnets.internet_connectivity_established)

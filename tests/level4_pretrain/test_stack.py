@@ -242,6 +242,19 @@ def test_whatever_uses_the_security_group_waits_for_its_rules(variant: str, requ
     assert {lid: rules - depends for lid, depends in users.items() if rules - depends} == {}
 
 
+def test_the_cluster_is_created_after_its_subnets_route_to_the_nat_gateway(cluster: dict[str, Any]) -> None:
+    """Before: nothing ordered CreateCluster after the NAT route, the nodes' only way to SageMaker, SSM and
+    CloudWatch (no interface endpoints), so provisioning could start before it existed."""
+    [(cluster_id, resource)] = resources(cluster, "AWS::SageMaker::Cluster").items()
+    depends = set(as_list(resource.get("DependsOn", [])))
+    routes = {
+        lid
+        for lid, r in resources(cluster, "AWS::EC2::Route").items()
+        if "NatGatewayId" in r["Properties"] and r["Properties"]["DestinationCidrBlock"] == "0.0.0.0/0"
+    }
+    assert routes and routes <= depends, (cluster_id, routes - depends)
+
+
 def test_instance_role_has_the_managed_policy_plus_explicit_bucket_reads(cluster: dict[str, Any]) -> None:
     role_id = _cluster_props(cluster)["InstanceGroups"][0]["ExecutionRole"]["Fn::GetAtt"][0]
     role = cluster["Resources"][role_id]["Properties"]
