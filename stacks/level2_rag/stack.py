@@ -34,7 +34,7 @@ from constructs import Construct
 from rag_ingest.ingestion import RECONCILE_EVERY
 from stacks.config import KitConfig
 from stacks.level2_rag.settings import RagSettings
-from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
+from stacks.shared.alarms import DEAD_LETTERS_RETENTION, FIVE_MINUTES, AlarmTopic, dead_letter_queue
 from stacks.shared.deployment import Deployment
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
@@ -57,7 +57,6 @@ MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to t
 # 10 days after it arrives.
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/setting-up-dead-letter-queue-retention.html
 CHANGES_RETENTION = Duration.days(4)
-DEAD_LETTERS_RETENTION = Duration.days(14)
 DEAD_LETTERS_READABLE_DAYS = DEAD_LETTERS_RETENTION.to_days() - CHANGES_RETENTION.to_days()
 INGEST_TIMEOUT = Duration.minutes(2)
 QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
@@ -616,18 +615,8 @@ class IngestionPipeline(Construct):
         kb: KnowledgeBase,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letters = sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=DEAD_LETTERS_RETENTION,
-        )
-        suppress(
-            self.dead_letters,
-            "AwsSolutions-SQS3",
-            "This queue is the dead-letter queue of the change queue and of the rule that feeds it; an alarm fires "
-            "when it holds anything.",
+        self.dead_letters = dead_letter_queue(
+            self, "DeadLetters", holds="the change queue and of the rule that feeds it"
         )
         self.queue = sqs.Queue(
             self,

@@ -30,6 +30,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level3_finetune.names import logical_id
+from stacks.shared.alarms import dead_letter_queue
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -43,7 +44,6 @@ SWEEP_WINDOW = Duration.hours(3)
 SWEEP_SETTLE = Duration.minutes(15)
 SWEEP_TIMEOUT = Duration.minutes(2)
 # SQS's longest retention (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html)
-DEAD_LETTERS_RETENTION = Duration.days(14)
 ALARM_PERIOD = Duration.minutes(5)
 
 
@@ -112,19 +112,7 @@ class TeardownBackstop(Construct):
         service_name: str,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letters = sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=DEAD_LETTERS_RETENTION,
-        )
-        suppress(
-            self.dead_letters,
-            "AwsSolutions-SQS3",
-            "This queue is the dead-letter queue of the teardown rule's target and of the sweep; an alarm fires "
-            "when it holds anything.",
-        )
+        self.dead_letters = dead_letter_queue(self, "DeadLetters", holds="the teardown rule's target and of the sweep")
         self.alarm = cloudwatch.Alarm(
             self,
             "DeadLettersAlarm",

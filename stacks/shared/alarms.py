@@ -9,10 +9,29 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
+
+# A dead letter stays 14 days, SQS's longest retention: well past the source queue's own.
+DEAD_LETTERS_RETENTION = Duration.days(14)
+
+
+def dead_letter_queue(scope: Construct, construct_id: str, *, holds: str) -> sqs.Queue:
+    """A dead-letter queue (SQS-managed encryption, TLS only, 14 days); ``holds`` says what lands in it, for the
+    cdk-nag reason (a dead-letter queue has none of its own). The caller alarms on it."""
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        retention_period=DEAD_LETTERS_RETENTION,
+    )
+    reason = f"This queue is the dead-letter queue of {holds}; an alarm fires when it holds anything."
+    suppress(queue, "AwsSolutions-SQS3", reason)
+    return queue
 
 
 class AlarmTopic(Construct):
