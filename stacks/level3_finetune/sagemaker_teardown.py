@@ -27,7 +27,7 @@ from constructs import Construct
 
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification
 from stacks.level3_finetune.sagemaker_pipeline import run_name
-from stacks.level3_finetune.sweep import TeardownBackstop, allow_cloudwatch_alarms
+from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.level3_finetune.teardown import (
     ENDED_ABNORMALLY,
     STARTED_AS,
@@ -178,9 +178,7 @@ class SageMakerPipelineTeardown(Construct):
             logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
         # The event is delivered best effort: an hourly sweep starts this teardown too, once per run, and an
-        # event EventBridge could not deliver lands in a dead-letter queue whose alarm notifies the topic
-        # (unencrypted, so CloudWatch may publish to it once its policy allows).
-        allow_cloudwatch_alarms(topic)
+        # event EventBridge could not deliver lands in a dead-letter queue whose alarm notifies the topic.
         self.backstop = TeardownBackstop(
             self,
             "Backstop",

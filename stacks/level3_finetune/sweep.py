@@ -30,7 +30,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level3_finetune.names import logical_id
-from stacks.shared.alarms import dead_letter_queue
+from stacks.shared.alarms import allow_cloudwatch_alarms, dead_letter_queue
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -43,38 +43,7 @@ SWEEP_WINDOW = Duration.hours(3)
 # ... and at least this long ago, so the event's teardown normally finished its deletion before a sweep looks.
 SWEEP_SETTLE = Duration.minutes(15)
 SWEEP_TIMEOUT = Duration.minutes(2)
-# SQS's longest retention (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html)
 ALARM_PERIOD = Duration.minutes(5)
-
-
-def allow_cloudwatch_alarms(topic: sns.Topic) -> None:
-    """Let CloudWatch alarms of this account publish to ``topic``, whose policy the kit sets (enforce_ssl), as
-    stacks/shared/alarms.AlarmTopic does. An encrypted topic needs its key to let CloudWatch use it as well, with
-    the key-policy statement AWS gives for it (kms:Decrypt, kms:GenerateDataKey*), documented without conditions
-    (https://repost.aws/knowledge-center/cloudwatch-configure-alarm-sns,
-    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services)."""
-    cloudwatch_service = iam.ServicePrincipal("cloudwatch.amazonaws.com")
-    topic.add_to_resource_policy(
-        iam.PolicyStatement(
-            sid="AllowCloudWatchAlarms",
-            principals=[cloudwatch_service],
-            actions=["sns:Publish"],
-            resources=[topic.topic_arn],
-            conditions={"StringEquals": {"aws:SourceAccount": Stack.of(topic).account}},
-        )
-    )
-    if topic.master_key is None:
-        return
-    added = topic.master_key.add_to_resource_policy(
-        iam.PolicyStatement(
-            sid="AllowCloudWatchAlarmsToPublishToTheTopic",
-            principals=[cloudwatch_service],
-            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-            resources=["*"],
-        )
-    )
-    if not added.statement_added:
-        raise ValueError(f"{topic.node.path}: its key's policy cannot be changed here; CloudWatch could not publish")
 
 
 @jsii.implements(lambda_.IDestination)
@@ -96,7 +65,7 @@ class _SendOnlyQueue:
 class TeardownBackstop(Construct):
     """The teardown rule's dead-letter queue with its alarm, and the hourly sweep that starts the teardown itself.
 
-    ``alarm_topic`` must accept CloudWatch's publishes (:func:`allow_cloudwatch_alarms`).
+    ``alarm_topic`` is made to accept CloudWatch's publishes (stacks/shared/alarms.allow_cloudwatch_alarms).
     """
 
     def __init__(
@@ -107,11 +76,12 @@ class TeardownBackstop(Construct):
         deployment: Deployment,
         pipeline: sfn.StateMachine,
         teardown: sfn.StateMachine,
-        alarm_topic: sns.ITopic,
+        alarm_topic: sns.Topic,
         label: str,
         service_name: str,
     ) -> None:
         super().__init__(scope, construct_id)
+        allow_cloudwatch_alarms(alarm_topic)
         self.dead_letters = dead_letter_queue(self, "DeadLetters", holds="the teardown rule's target and of the sweep")
         self.alarm = cloudwatch.Alarm(
             self,

@@ -14,7 +14,7 @@ from constructs import Construct
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_id
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
 from stacks.level3_finetune.settings import FineTuneSettings
-from stacks.level3_finetune.sweep import SWEEP_PREFIX, TeardownBackstop, allow_cloudwatch_alarms
+from stacks.level3_finetune.sweep import SWEEP_PREFIX, TeardownBackstop
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import log_group
 
@@ -208,9 +208,8 @@ class PipelineTeardown(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
-        # The dead-letter alarm notifies the level's topic; it is encrypted with the stack's key, so the key's
-        # policy lets CloudWatch use it too (allow_cloudwatch_alarms).
-        allow_cloudwatch_alarms(topic)
+        # The dead-letter alarm notifies the level's topic (encrypted with the stack's key: the backstop lets
+        # CloudWatch publish to it and use the key).
         self.backstop = TeardownBackstop(
             self,
             "Backstop",

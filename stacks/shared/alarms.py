@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -15,7 +15,8 @@ from constructs import Construct
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 
-# A dead letter stays 14 days, SQS's longest retention: well past the source queue's own.
+# A dead letter stays 14 days, SQS's longest retention, well past the source queue's own
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html).
 DEAD_LETTERS_RETENTION = Duration.days(14)
 
 
@@ -34,21 +35,43 @@ def dead_letter_queue(scope: Construct, construct_id: str, *, holds: str) -> sqs
     return queue
 
 
+def allow_cloudwatch_alarms(topic: sns.Topic) -> None:
+    """Let CloudWatch alarms of this account publish to ``topic``, whose policy the kit sets (enforce_ssl). An
+    encrypted topic needs its key to let CloudWatch use it as well, with
+    the key-policy statement AWS gives for it (kms:Decrypt, kms:GenerateDataKey*), documented without conditions
+    (https://repost.aws/knowledge-center/cloudwatch-configure-alarm-sns,
+    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services)."""
+    cloudwatch_service = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="AllowCloudWatchAlarms",
+            principals=[cloudwatch_service],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": Stack.of(topic).account}},
+        )
+    )
+    if topic.master_key is None:
+        return
+    added = topic.master_key.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid="AllowCloudWatchAlarmsToPublishToTheTopic",
+            principals=[cloudwatch_service],
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            resources=["*"],
+        )
+    )
+    if not added.statement_added:
+        raise ValueError(f"{topic.node.path}: its key's policy cannot be changed here; CloudWatch could not publish")
+
+
 class AlarmTopic(Construct):
     """An SNS topic for alarms (TLS-only), with an e-mail subscription when ``alarm_email`` is set."""
 
     def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment) -> None:
         super().__init__(scope, construct_id)
         self.topic = sns.Topic(self, "Topic", display_name=deployment.resource_name("alarms"), enforce_ssl=True)
-        self.topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchAlarms",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["sns:Publish"],
-                resources=[self.topic.topic_arn],
-                conditions={"StringEquals": {"aws:SourceAccount": self.topic.stack.account}},
-            )
-        )
+        allow_cloudwatch_alarms(self.topic)
         if deployment.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(deployment.alarm_email))
         suppress(
