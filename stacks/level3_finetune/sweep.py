@@ -35,7 +35,6 @@ from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
 
-SWEEP_PREFIX = "sweep-"  # the name of a teardown the sweep starts (teardown_sweep.handler.SWEEP_PREFIX)
 SWEEP_EVERY = Duration.hours(1)
 # Executions that ended in the last three hours: each is looked at by two or three sweeps, so a sweep that failed
 # or was not run is made up by the next. The names keep it to one sweep teardown per run.

@@ -10,11 +10,12 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from teardown_sweep.names import SWEEP_PREFIX
 
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_id
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
 from stacks.level3_finetune.settings import FineTuneSettings
-from stacks.level3_finetune.sweep import SWEEP_PREFIX, TeardownBackstop
+from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import log_group
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 from teardown_sweep import handler as sweep
+from teardown_sweep.names import SWEEP_PREFIX
 
 from stacks.level3_finetune import sweep as sweep_module
 from stacks.level3_finetune.teardown import TEARDOWN_SETTLE
@@ -131,7 +132,7 @@ def test_a_teardown_that_cannot_be_started_fails_the_sweep_after_the_others(sfn:
 def test_the_sweep_names_fit_step_functions_and_match_what_the_teardown_tests() -> None:
     name = sweep.sweep_name(_execution("run-1", "ABORTED", NOW)["executionArn"])
     assert len(name) <= 80  # StartExecution's name limit (API_StartExecution.html)
-    assert name.startswith(sweep_module.SWEEP_PREFIX) and sweep.SWEEP_PREFIX == sweep_module.SWEEP_PREFIX
+    assert name.startswith(SWEEP_PREFIX)  # the one prefix the teardown tests (teardown_sweep/names.py)
     assert sweep_module.SWEEP_SETTLE.to_seconds() > TEARDOWN_SETTLE.to_seconds()
     # Each ended run is looked at by at least two sweeps: one missed hour is made up by the next.
     assert sweep_module.SWEEP_WINDOW.to_seconds() - sweep_module.SWEEP_SETTLE.to_seconds() >= (

@@ -16,7 +16,6 @@ pipeline's own notified paths) is not reported twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from common.clients import bounded_client
+from teardown_sweep.names import sweep_name
 
 logger = Logger(service="finetune-teardown-sweep")
 
 ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
-SWEEP_PREFIX = "sweep-"  # the teardown reads its own execution name: a sweep's run reports only what it did
 PAGE_SIZE = 100
 MAX_PAGES = 10  # per status: the newest 1,000 executions of each status (sorted by start, newest first)
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS = 3, 10, 3
@@ -40,11 +39,6 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS = 3, 10, 3
 def client() -> Any:
     """The Step Functions client (the tests' seam)."""
     return bounded_client("stepfunctions", CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS)
-
-
-def sweep_name(execution_arn: str) -> str:
-    """The teardown's execution name for an ended run: 6 + 64 characters, within StartExecution's 80."""
-    return SWEEP_PREFIX + hashlib.sha256(execution_arn.encode()).hexdigest()
 
 
 def ended(sfn: Any, pipeline: str, status: str, since: datetime, until: datetime) -> Iterator[dict[str, Any]]:
