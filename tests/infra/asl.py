@@ -675,12 +675,14 @@ def _rule_matches(rule: dict[str, Any], data: Any, context: Any, where: str, top
 # The interpreter -----------------------------------------------------------------------------------------
 
 
-def _results_callable(task_results: TaskResults) -> Callable[[TaskCall], Any]:
+def _results_callable(task_results: TaskResults, publishes_succeed: bool = False) -> Callable[[TaskCall], Any]:
     if callable(task_results):
         return task_results
     queues: dict[str, Iterator[Any]] = {state: iter(items) for state, items in task_results.items()}
 
     def next_result(call: TaskCall) -> Any:
+        if call.state not in queues and publishes_succeed and call.resource == SNS_PUBLISH:
+            return {"MessageId": f"message-{call.state}"}
         if call.state not in queues:
             raise AssertionError(f"no scripted result for Task {call.state}")
         try:
@@ -719,12 +721,14 @@ def simulate(
     state_machine_name: str = "state-machine",
     max_steps: int = 5000,
     seed: int = 0,
+    publishes_succeed: bool = False,
 ) -> Trace:
     """Run the definition on the input; every Task's result comes from ``task_results``.
 
     ``task_results`` is a callable taking the TaskCall, or a mapping from state name to an iterable of
     outcomes consumed one per call. An outcome (or the callable's return) is the task's result; an
     ``AslError`` outcome is raised (or the callable raises one); a callable outcome is called with the call.
+    With a mapping, ``publishes_succeed`` answers an SNS publish it does not script with a message id.
     """
     unknown = set(definition) - _TOP_LEVEL
     if unknown:
@@ -737,7 +741,7 @@ def simulate(
         extra = set(state) - _FIELDS[kind]
         if extra:
             raise AslUnsupported(f"{state_name}: fields {sorted(extra)} of a {kind} state")
-    results = _results_callable(task_results)
+    results = _results_callable(task_results, publishes_succeed)
     execution_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine_name}:{execution_name}"
     context: dict[str, Any] = {
         "Execution": {"Id": execution_arn, "Name": execution_name, "Input": execution_input},
