@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import jsii
 from aws_cdk import Duration, Stack
-from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -30,7 +28,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level3_finetune.names import logical_id
-from stacks.shared.alarms import allow_cloudwatch_alarms, dead_letter_queue
+from stacks.shared.alarms import alarm_to, allow_cloudwatch_alarms, dead_letter_queue
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -82,22 +80,17 @@ class TeardownBackstop(Construct):
         super().__init__(scope, construct_id)
         allow_cloudwatch_alarms(alarm_topic)
         self.dead_letters = dead_letter_queue(self, "DeadLetters", holds="the teardown rule's target and of the sweep")
-        self.alarm = cloudwatch.Alarm(
+        self.alarm = alarm_to(
+            alarm_topic,
             self,
             "DeadLettersAlarm",
             metric=self.dead_letters.metric_approximate_number_of_messages_visible(
                 period=ALARM_PERIOD, statistic="Maximum"
             ),
             threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description=f"{label}: a teardown could not be started (an undelivered status event, or a sweep "
+            description=f"{label}: a teardown could not be started (an undelivered status event, or a sweep "
             "that kept failing); see the dead-letter queue and check for deployments or models left billing",
         )
-        action = cw_actions.SnsAction(alarm_topic)
-        self.alarm.add_alarm_action(action)
-        self.alarm.add_ok_action(action)
 
         self.sweep = PythonFunction(
             self,

@@ -65,6 +65,35 @@ def allow_cloudwatch_alarms(topic: sns.Topic) -> None:
         raise ValueError(f"{topic.node.path}: its key's policy cannot be changed here; CloudWatch could not publish")
 
 
+def alarm_to(
+    topic: sns.ITopic,
+    scope: Construct,
+    construct_id: str,
+    *,
+    metric: cloudwatch.IMetric,
+    threshold: float,
+    description: str,
+    evaluation_periods: int = 1,
+    comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+) -> cloudwatch.Alarm:
+    """An alarm that notifies ``topic`` (which lets CloudWatch publish: :func:`allow_cloudwatch_alarms`) on ALARM and
+    on OK; missing data (no traffic) is not breaching."""
+    alarm = cloudwatch.Alarm(
+        scope,
+        construct_id,
+        metric=metric,
+        threshold=threshold,
+        evaluation_periods=evaluation_periods,
+        comparison_operator=comparison,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarm_description=description,
+    )
+    action = cw_actions.SnsAction(topic)
+    alarm.add_alarm_action(action)
+    alarm.add_ok_action(action)
+    return alarm
+
+
 class AlarmTopic(Construct):
     """An SNS topic for alarms (TLS-only), with an e-mail subscription when ``alarm_email`` is set."""
 
@@ -93,20 +122,17 @@ class AlarmTopic(Construct):
         evaluation_periods: int = 1,
         comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
     ) -> cloudwatch.Alarm:
-        """An alarm that notifies the topic on ALARM and on OK; missing data (no traffic) is not breaching."""
-        alarm = cloudwatch.Alarm(
+        """An alarm that notifies the topic on ALARM and on OK (:func:`alarm_to`)."""
+        alarm = alarm_to(
+            self.topic,
             scope,
             construct_id,
             metric=metric,
             threshold=threshold,
+            description=description,
             evaluation_periods=evaluation_periods,
-            comparison_operator=comparison,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description=description,
+            comparison=comparison,
         )
-        action = cw_actions.SnsAction(self.topic)
-        alarm.add_alarm_action(action)
-        alarm.add_ok_action(action)
         self.alarms.append(alarm)
         return alarm
 
