@@ -64,6 +64,24 @@ def retry_throttling(task: tasks.CallAwsService) -> None:
     )
 
 
+# Step Functions reports a Lambda invocation refused at the account's or function's concurrency limit as
+# Lambda.TooManyRequestsException, which is not one of the service exceptions LambdaInvoke retries by default
+# (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html). A throttled
+# validation would fail the run in an account with a low concurrency quota; it waits for capacity instead.
+LAMBDA_THROTTLE_RETRY_INTERVAL = Duration.seconds(10)
+LAMBDA_THROTTLE_RETRY_ATTEMPTS = 5  # 10 s to 160 s apart: about 5 minutes in all
+
+
+def retry_lambda_throttling(task: tasks.LambdaInvoke) -> None:
+    """A Lambda task backs off and retries while Lambda refuses the invocation for concurrency."""
+    task.add_retry(
+        errors=["Lambda.TooManyRequestsException"],
+        interval=LAMBDA_THROTTLE_RETRY_INTERVAL,
+        max_attempts=LAMBDA_THROTTLE_RETRY_ATTEMPTS,
+        backoff_rate=2.0,
+    )
+
+
 def _retry_budget(interval: Duration, attempts: int, backoff: float = 2.0) -> float:
     """Seconds a retrier may wait in total before its last attempt."""
     return sum(interval.to_seconds() * backoff**n for n in range(attempts))
@@ -75,6 +93,7 @@ def execution_bounds(ft: FineTuneSettings) -> Duration:
     EXECUTION_HEADROOM for the retries of transient errors on the way."""
     polls = ft.job_polls
     seconds = VALIDATOR_TIMEOUT.to_seconds() + QUOTA_RETRY_INTERVAL.to_seconds() * QUOTA_RETRY_ATTEMPTS
+    seconds += _retry_budget(LAMBDA_THROTTLE_RETRY_INTERVAL, LAMBDA_THROTTLE_RETRY_ATTEMPTS)
     seconds += polls * ft.poll_minutes * 60
     if ft.deploy != "none":
         seconds += DEPLOY_POLLS * DEPLOY_POLL_INTERVAL.to_seconds()
@@ -255,6 +274,7 @@ class FineTunePipeline(Construct):
             "$.error",
             then=fail("BadRequest", "InvalidJobRequest", "The job request or its dataset keys are invalid"),
         )
+        retry_lambda_throttling(validate)
         validate.add_catch(bad_request, errors=VALIDATOR_ERRORS, result_path="$.error")
         invalid_data = notify(
             "NotifyInvalidData",

@@ -48,6 +48,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
+from stacks.level3_finetune.pipeline import retry_lambda_throttling
 from stacks.shared.state_input import wrapped_input
 
 CODE_PREFIX = "code/"
@@ -393,7 +394,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
 
     # Every record the job would read, checked before any instance starts (the train channel's S3Prefix on the
     # same key: the function lists and reads exactly the objects the job would copy). Lambda's transient errors
-    # are retried (LambdaInvoke's retry_on_service_exceptions); any other error is a notified failure.
+    # are retried (LambdaInvoke's retry_on_service_exceptions, and concurrency throttling); any other error is a
+    # notified failure.
     validate = tasks.LambdaInvoke(
         scope,
         "ValidateData",
@@ -413,6 +415,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         },
         result_path="$.validation",
     )
+    retry_lambda_throttling(validate)
     validate.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
     invalid_data = sfn.Pass(
         scope,
