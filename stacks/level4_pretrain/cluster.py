@@ -15,7 +15,11 @@ from stacks.level4_pretrain.storage import LIFECYCLE_PREFIX, ClusterStorage
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress
 
-LIFECYCLE_ON_CREATE = "on_create.sh"
+# OnInitComplete ("Extended mode") runs the script "after HyperPod configures the default software on the
+# instance"; OnCreate ("Customer Managed mode") would leave Slurm to the scripts, and ours start nothing.
+# Registry schema AWS::SageMaker::Cluster, ClusterLifeCycleConfig:
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-sagemaker-cluster-clusterlifecycleconfig.html
+LIFECYCLE_ON_INIT_COMPLETE = "on_init_complete.sh"
 # API-driven Slurm configuration: node types and partitions in each group's SlurmConfig, FSx in its
 # InstanceStorageConfigs, HyperPod owning slurm.conf. A provisioning_parameters.json under the lifecycle prefix
 # cannot coexist with it ("cannot include both a SLURM Orchestrator Config and a provisioning_parameters.json"):
@@ -54,7 +58,7 @@ def instance_group(
         execution_role=role_arn,
         threads_per_core=1,
         life_cycle_config=sagemaker.CfnCluster.ClusterLifeCycleConfigProperty(
-            source_s3_uri=lifecycle_uri, on_create=LIFECYCLE_ON_CREATE
+            source_s3_uri=lifecycle_uri, on_init_complete=LIFECYCLE_ON_INIT_COMPLETE
         ),
         instance_storage_configs=storage,
         slurm_config=sagemaker.CfnCluster.ClusterSlurmConfigProperty(

@@ -240,7 +240,7 @@ def shellcheck_binary() -> str:
 
 
 def test_there_are_shell_scripts_to_check() -> None:
-    assert [p.name for p in SHELL_SCRIPTS] == ["on_create.sh"]
+    assert [p.name for p in SHELL_SCRIPTS] == ["on_init_complete.sh"]
 
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
@@ -269,17 +269,19 @@ def test_scripts_fetch_nothing_from_git_or_the_internet() -> None:
         assert not [word for word in forbidden if word in text], path.name
 
 
-def test_on_create_is_strict_and_traps_errors() -> None:
-    text = (LIFECYCLE_DIR / "on_create.sh").read_text()
+def test_on_init_complete_is_strict_and_traps_errors() -> None:
+    text = (LIFECYCLE_DIR / "on_init_complete.sh").read_text()
     assert "set -euo pipefail" in text
     assert "trap 'on_error $? $LINENO \"$BASH_COMMAND\"' ERR" in text
     assert "/var/log/provision" in text
 
 
-def _run_on_create(tmp_path: Path, resource_config: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+def _run_on_init_complete(
+    tmp_path: Path, resource_config: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
     scripts = tmp_path / "lifecycle"
     scripts.mkdir()
-    for name in ("on_create.sh", "lifecycle.py"):
+    for name in ("on_init_complete.sh", "lifecycle.py"):
         shutil.copy2(LIFECYCLE_DIR / name, scripts / name)
     env = {
         **os.environ,
@@ -287,42 +289,51 @@ def _run_on_create(tmp_path: Path, resource_config: Path, *args: str) -> tuple[s
         "SAGEMAKER_RESOURCE_CONFIG_PATH": str(resource_config),
     }
     result = subprocess.run(
-        ["bash", str(scripts / "on_create.sh"), *args], capture_output=True, text=True, env=env, check=False, timeout=60
+        ["bash", str(scripts / "on_init_complete.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
     )
     log = (tmp_path / "log" / "provisioning.log").read_text()
     return result, log
 
 
 needs_root = pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() != 0, reason="on_create.sh refuses to run without root, as on HyperPod"
+    hasattr(os, "geteuid") and os.geteuid() != 0,
+    reason="on_init_complete.sh refuses to run without root, as on HyperPod",
 )
 
 
 @needs_root
-def test_on_create_dry_run_logs_with_timestamps(tmp_path: Path) -> None:
+def test_on_init_complete_dry_run_logs_with_timestamps(tmp_path: Path) -> None:
     shared = tmp_path / "not-a-mount"
     shared.mkdir()
-    result, log = _run_on_create(
+    result, log = _run_on_init_complete(
         tmp_path, FIXTURES / "resource_config.json", "--dry-run", "--node-ip", CPU_IP, "--shared-dir", str(shared)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "this node: cpu-workers-1" in log and f"{shared} is not mounted on this node" in log
-    assert log.splitlines()[-1].endswith("on_create.sh: done")
+    assert "on_init_complete.sh: start (OnInitComplete, after HyperPod configured the node)" in log.splitlines()[0]
+    assert log.splitlines()[-1].endswith("on_init_complete.sh: done")
     assert all(line[:4].isdigit() for line in log.splitlines() if line and not line.startswith(" "))
     assert "this node: cpu-workers-1" in result.stdout  # stdout too, for CloudWatch
 
 
 @needs_root
-def test_on_create_failure_logs_the_line_and_exits_non_zero(tmp_path: Path) -> None:
-    result, log = _run_on_create(tmp_path, FIXTURES / "resource_config.json", "--dry-run", "--node-ip", "192.168.0.9")
+def test_on_init_complete_failure_logs_the_line_and_exits_non_zero(tmp_path: Path) -> None:
+    result, log = _run_on_init_complete(
+        tmp_path, FIXTURES / "resource_config.json", "--dry-run", "--node-ip", "192.168.0.9"
+    )
     assert result.returncode == 1
     assert "none of this node's addresses (192.168.0.9) is a CustomerIpAddress" in log
-    assert "on_create.sh: FAILED (exit 1) at line" in log
-    assert not log.rstrip().endswith("on_create.sh: done")
+    assert "on_init_complete.sh: FAILED (exit 1) at line" in log
+    assert not log.rstrip().endswith("on_init_complete.sh: done")
 
 
 @needs_root
-def test_on_create_stops_early_when_an_input_is_missing(tmp_path: Path) -> None:
-    result, log = _run_on_create(tmp_path, Path("/nonexistent"))
+def test_on_init_complete_stops_early_when_an_input_is_missing(tmp_path: Path) -> None:
+    result, log = _run_on_init_complete(tmp_path, Path("/nonexistent"))
     assert result.returncode != 0
     assert "missing HyperPod resource config" in log and "FAILED" in log

@@ -15,6 +15,7 @@ import pytest
 
 from stacks.config import ConfigError
 from stacks.level4_pretrain import names
+from stacks.level4_pretrain.cluster import LIFECYCLE_ON_INIT_COMPLETE
 from stacks.level4_pretrain.settings import InstanceGroupSpec, check_instance_groups
 from stacks.level4_pretrain.storage import (
     FSX_MOUNT,
@@ -23,6 +24,7 @@ from stacks.level4_pretrain.storage import (
     lifecycle_bucket_name,
 )
 from stacks.shared.facts import STAGES
+from stacks.shared.registry import resource_schema
 from tests.infra import asl
 from tests.infra.helpers import (
     api_member_max,
@@ -98,11 +100,62 @@ def test_every_group_runs_the_kits_lifecycle_scripts_from_its_bucket(cluster: An
     lifecycle_bucket = next(k for k in resources(cluster, "AWS::S3::Bucket") if k.startswith("StorageLifecycleBucket"))
     for group in props["InstanceGroups"]:
         config = group["LifeCycleConfig"]
-        assert config["OnCreate"] == "on_create.sh"
+        assert config["OnInitComplete"] == "on_init_complete.sh"
         assert render(config["SourceS3Uri"]) == f"s3://${{{lifecycle_bucket}}}/lifecycle/"
     deployment = only(cluster, "Custom::CDKBucketDeployment")[1]["Properties"]
     assert deployment["DestinationBucketKeyPrefix"] == "lifecycle/"
     assert only(cluster, "AWS::SageMaker::Cluster")[1]["DependsOn"]
+
+
+def lifecycle_modes() -> dict[str, str]:
+    """Each ClusterLifeCycleConfig entry-point property and the mode it selects, read from the registry schema
+    ("When provided with SourceS3Uri and OnCreate, uses Customer Managed mode. ...")."""
+    schema = resource_schema("AWS::SageMaker::Cluster")
+    assert schema is not None
+    definition = schema["definitions"]["ClusterLifeCycleConfig"]
+    modes = dict(
+        re.findall(r"When provided with SourceS3Uri and (\w+), uses ([\w ]+?) mode", definition["description"])
+    )
+    assert modes and set(modes) <= set(definition["properties"]), definition["description"]
+    return modes
+
+
+def hook_after_hyperpod_setup() -> str:
+    """The entry-point property whose script runs once HyperPod has configured the node's default software: with
+    API-driven Slurm, slurm.conf, the Slurm daemons and the FSx mount, which the kit's scripts never set up."""
+    schema = resource_schema("AWS::SageMaker::Cluster")
+    assert schema is not None
+    properties = schema["definitions"]["ClusterLifeCycleConfig"]["properties"]
+    hooks = [
+        name
+        for name, prop in properties.items()
+        if "after HyperPod configures the default software" in prop.get("description", "")
+    ]
+    assert len(hooks) == 1, hooks
+    return hooks[0]
+
+
+def test_the_registry_schema_still_tells_the_lifecycle_modes_apart() -> None:
+    modes = lifecycle_modes()
+    assert modes == {"OnCreate": "Customer Managed", "OnInitComplete": "Extended"}
+    assert hook_after_hyperpod_setup() == "OnInitComplete"
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "sandbox_fsx", "prod"])
+def test_every_group_uses_the_lifecycle_mode_that_runs_after_hyperpod_configured_slurm(
+    variant: str, request: Any
+) -> None:
+    # The kit's scripts start no Slurm daemon and mount nothing: they need the mode whose script runs after
+    # HyperPod's own setup. OnCreate (Customer Managed) would leave a node without slurmctld/slurmd.
+    template = request.getfixturevalue(variant).templates[CLUSTER]
+    modes, wanted = lifecycle_modes(), hook_after_hyperpod_setup()
+    for group in _cluster_props(template)["InstanceGroups"]:
+        hooks = [name for name in modes if name in group["LifeCycleConfig"]]
+        assert hooks == [wanted], (
+            f"{group['InstanceGroupName']}: LifeCycleConfig sets {hooks or 'no entry point'}; the kit's scripts need "
+            f"{wanted} ({modes[wanted]} mode), exactly one of the mutually exclusive {sorted(modes)}"
+        )
+        assert group["LifeCycleConfig"][wanted] == LIFECYCLE_ON_INIT_COMPLETE
 
 
 def _uploaded_files(synth: Any, template: dict[str, Any], bucket_id: str) -> list[str]:
@@ -133,7 +186,7 @@ def test_no_provisioning_parameters_file_next_to_an_api_slurm_config(variant: st
     assert "Slurm" in props["Orchestrator"] and all("SlurmConfig" in g for g in props["InstanceGroups"])
     bucket_id = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("StorageLifecycleBucket"))
     uploaded = _uploaded_files(synth, template, bucket_id)
-    assert "on_create.sh" in uploaded and "lifecycle.py" in uploaded
+    assert LIFECYCLE_ON_INIT_COMPLETE in uploaded and "lifecycle.py" in uploaded
     assert not [name for name in uploaded if Path(name).name == LEGACY_SLURM_FILE]
 
 
@@ -145,7 +198,7 @@ def test_a_legacy_slurm_file_in_the_lifecycle_folder_stops_synth(
     from stacks.level4_pretrain import storage as level4_pretrain
     from stacks.level4_pretrain.stack import PretrainClusterStack
 
-    (tmp_path / "on_create.sh").write_text("#!/bin/bash\n")
+    (tmp_path / LIFECYCLE_ON_INIT_COMPLETE).write_text("#!/bin/bash\n")
     (tmp_path / LEGACY_SLURM_FILE).write_text("{}")
     monkeypatch.setattr(level4_pretrain, "LIFECYCLE_DIR", tmp_path)
     monkeypatch.setattr(level4_pretrain, "ROOT", tmp_path.parent)

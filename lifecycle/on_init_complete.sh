@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# SageMaker HyperPod OnCreate entry point (LifeCycleConfig.OnCreate = "on_create.sh").
+# SageMaker HyperPod OnInitComplete script (LifeCycleConfig.OnInitComplete = "on_init_complete.sh").
 #
-# The cluster configures Slurm through the API (node type and partition in each instance group's
-# SlurmConfig, FSx for Lustre in its InstanceStorageConfigs), so HyperPod itself writes slurm.conf,
-# starts the Slurm daemons and mounts /fsx. This script only does the kit's own setup: HyperPod copies
-# this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs it as root; it checks its
+# OnInitComplete puts the instance group in HyperPod's Extended lifecycle mode: the script "runs after HyperPod
+# configures the default software on the instance" (CloudFormation registry schema, AWS::SageMaker::Cluster
+# ClusterLifeCycleConfig). With the API-driven Slurm configuration (each group's SlurmConfig, FSx for Lustre in
+# its InstanceStorageConfigs) that default software is Slurm itself: HyperPod has written slurm.conf, started
+# the Slurm daemons and mounted /fsx before this runs. (OnCreate would be Customer Managed mode, where the
+# scripts must set Slurm up themselves; these do not.) This script only does the kit's own setup: HyperPod
+# copies this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs it as root; it checks its
 # inputs and hands over to lifecycle.py, which logs the node's identity and opens /fsx to every user.
 # Everything it prints goes, with UTC timestamps, to /var/log/provision/provisioning.log (HyperPod ships
 # that file to CloudWatch: log group /aws/sagemaker/Clusters/<cluster-name>/<cluster-id>, stream
@@ -21,7 +24,7 @@ RESOURCE_CONFIG="${SAGEMAKER_RESOURCE_CONFIG_PATH:-/opt/ml/config/resource_confi
 mkdir -p "$LOG_DIR"
 
 log() {
-  printf '%s on_create.sh: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" | tee -a "$LOG_FILE"
+  printf '%s on_init_complete.sh: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" | tee -a "$LOG_FILE"
 }
 
 on_error() {
@@ -39,7 +42,7 @@ require_file() {
   fi
 }
 
-log "start on $(hostname) ($(hostname -I 2>/dev/null || echo 'no address')), scripts in $SCRIPT_DIR"
+log "start (OnInitComplete, after HyperPod configured the node) on $(hostname) ($(hostname -I 2>/dev/null || echo 'no address')), scripts in $SCRIPT_DIR"
 if [[ "$(id -u)" -ne 0 ]]; then
   log "must run as root (HyperPod runs lifecycle scripts as root)"
   exit 1
