@@ -74,8 +74,11 @@ def build_app(
     for api_stack in api_stacks:  # their API stages log through the account's role: deploy it first
         assert api_account is not None
         api_stack.add_stack_dependency(api_account, "API Gateway logs through the account's CloudWatch role")
+    fine_tune = None
     if STACK_IDS["3"] in wanted:
-        FineTuneStack(app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config)
+        fine_tune = FineTuneStack(
+            app, STACK_IDS["3"], stack_name=f"{STACK_IDS['3']}-{config.stage}", env=env, config=config
+        )
     if STACK_IDS["3-sagemaker"] in wanted:
         SageMakerFineTuneStack(
             app,
@@ -103,7 +106,13 @@ def build_app(
     # Opt-in: one account-level setting per account and region, so one stack whatever the stage (its name carries
     # none): a second stage's copy would create the same SSM parameter name and fight over the one setting.
     if STACK_IDS["0-logging"] in wanted and config.invocation_logging:
-        InvocationLoggingStack(app, STACK_IDS["0-logging"], stack_name=STACK_IDS["0-logging"], env=env, config=config)
+        logging_stack = InvocationLoggingStack(
+            app, STACK_IDS["0-logging"], stack_name=STACK_IDS["0-logging"], env=env, config=config
+        )
+        # Distillation from invocation logs reads the logging bucket's name from the SSM parameter this stack
+        # creates, as an SSM parameter type CloudFormation resolves at deploy time: deploy the logging stack first.
+        if fine_tune is not None and fine_tune.reads_invocation_logs_parameter:
+            fine_tune.add_stack_dependency(logging_stack, "reads the invocation-logs bucket from its SSM parameter")
     # A stack whose resource types the region's CloudFormation lacks is refused alone (stacks/shared/regions.py).
     for stack in app.node.children:
         if isinstance(stack, cdk.Stack):

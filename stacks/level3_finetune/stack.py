@@ -199,7 +199,10 @@ class FineTuneStack(Stack):
             for statement in model_invoke_statements(self, teacher):
                 service_role.add_to_policy(statement)
         logs_bucket: str | None = None
-        if ft.distillation_source == "invocation-logs":
+        # True when the stack reads the invocation-logging stack's SSM parameter at deploy time (the app then
+        # deploys that stack first when it builds both).
+        self.reads_invocation_logs_parameter = ft.distillation_source == "invocation-logs"
+        if self.reads_invocation_logs_parameter:
             # The invocation-logging stack's bucket, by its SSM parameter (resolved at deploy time).
             logs_bucket = ssm.StringParameter.value_for_string_parameter(
                 self, invocation_logs_bucket_parameter(deployment.name_prefix)

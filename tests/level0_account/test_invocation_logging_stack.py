@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.infra.helpers import only, render, resources, statements
@@ -117,3 +118,47 @@ def test_a_stack_holding_an_account_setting_is_one_stack_whatever_the_stage(
                 names.setdefault(stack_id, set()).add(synth.stacks[stack_id].stack_name)
     assert names == {STACK: {STACK}, "GenAiKit-0-ApiGatewayAccount": {"GenAiKit-0-ApiGatewayAccount"}}
     assert {sandbox_fsx.config.stage, prod_extremes.config.stage} == {"sandbox", "prod"}
+
+
+def ssm_order_findings(synth_stacks: dict[str, Any], templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Stacks that read, through an SSM parameter type, a parameter another stack of the app creates, without
+    depending on that stack. CloudFormation resolves such a parameter from "existing parameters in Parameter
+    Store" (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-supplied-parameter-types.html),
+    so the creating stack has to be deployed first: `cdk deploy` orders stacks by their dependencies only."""
+    created = {
+        props["Name"]: stack_id
+        for stack_id, template in templates.items()
+        for props in (r.get("Properties", {}) for r in resources(template, "AWS::SSM::Parameter").values())
+        if isinstance(props.get("Name"), str)
+    }
+    found = []
+    for stack_id, template in templates.items():
+        depends = {dependency.node.id for dependency in synth_stacks[stack_id].dependencies}
+        for name, parameter in template.get("Parameters", {}).items():
+            owner = created.get(parameter.get("Default", ""))
+            ssm_typed = str(parameter.get("Type", "")).startswith("AWS::SSM::Parameter::Value")
+            if ssm_typed and owner and owner != stack_id and owner not in depends:
+                found.append(f"{stack_id}.{name} reads {parameter['Default']} from {owner} without depending on it")
+    return found
+
+
+def test_a_stack_reading_the_logging_stacks_parameter_is_deployed_after_it(tmp_path: Any) -> None:
+    import aws_cdk as cdk
+
+    from app import build_app
+    from stacks.shared.facts import STACK_IDS
+    from tests.conftest import cdk_json_context
+
+    context = {**cdk_json_context(), "invocation_logging": True, "ft_distillation_source": "invocation-logs"}
+    wanted = [STACK_IDS["3"], STACK_IDS["0-logging"]]
+    app, _ = build_app(context, outdir=str(tmp_path), nag=False, schema_validation=False, only=wanted)
+    assembly = app.synth()
+    stacks = {child.node.id: child for child in app.node.children if isinstance(child, cdk.Stack)}
+    templates = {stack_id: assembly.get_stack_artifact(s.artifact_id).template for stack_id, s in stacks.items()}
+    reads = [p for p in templates[STACK_IDS["3"]].get("Parameters", {}).values() if "SSM" in str(p.get("Type"))]
+    assert any(p["Default"] in json.dumps(templates[STACK]) for p in reads)  # the case the guard is for
+    assert ssm_order_findings(stacks, templates) == []
+
+
+def test_every_variant_orders_its_ssm_readers_after_their_writers(each_stage: Any) -> None:
+    assert ssm_order_findings(each_stage.stacks, each_stage.templates) == []
