@@ -1,4 +1,4 @@
-"""The documentation's idle costs are the figures `kit cost` computes from the templates."""
+"""The documentation: idle costs are the figures `kit cost` computes, and every AWS CLI command shown exists."""
 
 from __future__ import annotations
 
@@ -70,3 +70,80 @@ def test_level3_idle_cost_says_the_rotated_key_grows(sandbox: Any) -> None:
     rotated = round(_idle(sandbox, "GenAiKit-3-FineTune") + 2.0, 2)  # two rotations, $1/month each
     for row in rows:
         assert "rotation" in row and rotated in _amounts(row), row
+
+
+# --- AWS CLI commands the docs and the operator CLI tell people to run ---------------------------------------
+
+# Commands of the AWS CLI itself (no API operation of that name) and options every command takes.
+CLI_CUSTOMIZATIONS = {("s3", "cp"), ("s3", "sync"), ("s3", "ls"), ("s3", "rm"), ("sso", "login")}
+CLI_GLOBAL_OPTIONS = {"region", "query", "output", "profile", "no-cli-pager", "cli-binary-format", "endpoint-url"}
+_COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`'\"\n]*)")
+
+
+def aws_cli_commands() -> list[tuple[str, str, str, list[str]]]:
+    """(file, service, command, --options) for each `aws <service> <command>` in the code of the README, the docs and
+    the lifecycle README, and in the operator CLI's source (shell line continuations joined)."""
+    files = [README, ROOT / "lifecycle" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    files += sorted((ROOT / "kit").glob("*.py"))
+    found = []
+    for path in files:
+        text = re.sub(r"\\\n\s*", " ", path.read_text())
+        if path.suffix == ".md":  # code only: fenced blocks and inline code, not prose
+            fenced = re.findall(r"```.*?```", text, flags=re.DOTALL)
+            inline = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
+            text = "\n".join(fenced + [span.replace("\n", " ") for span in inline])
+        for service, command, rest in _COMMAND.findall(text):
+            if command.endswith("-"):
+                continue  # a family written as get-/put-/delete-...
+            options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", rest.split("|")[0].split(")")[0].split(";")[0])
+            found.append((path.name, service, command, options))
+    return found
+
+
+def cli_command_findings(commands: list[tuple[str, str, str, list[str]]]) -> list[str]:
+    """Commands and options the AWS CLI would refuse: each command is an API operation of botocore's model of the
+    service (the CLI's own commands aside) and each option a member of its input."""
+    import botocore.exceptions
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    found = []
+    for where, service, command, options in commands:
+        if (service, command) in CLI_CUSTOMIZATIONS:
+            continue
+        try:
+            model = session.get_service_model(service)
+        except botocore.exceptions.UnknownServiceError:
+            found.append(f"{where}: aws {service}: no such service")
+            continue
+        operations = {xform_name(name, "-"): name for name in model.operation_names}
+        if command not in operations:
+            found.append(f"{where}: aws {service} {command}: no such operation")
+            continue
+        shape = model.operation_model(operations[command]).input_shape
+        members = {xform_name(name, "-") for name in (shape.members if shape else {})}
+        for option in options:
+            if option not in members | CLI_GLOBAL_OPTIONS:
+                found.append(f"{where}: aws {service} {command} --{option}: no such option")
+    return found
+
+
+def test_every_aws_cli_command_the_kit_shows_exists_with_its_options() -> None:
+    commands = aws_cli_commands()
+    assert len(commands) >= 25
+    assert cli_command_findings(commands) == []
+
+
+def test_the_cli_command_check_sees_a_wrong_operation_and_option() -> None:
+    wrong = [
+        ("x", "bedrock", "list-custom-models", ["name-contains", "region"]),
+        ("x", "bedrock", "list-custom-model", []),
+        ("x", "bedrock", "delete-custom-model", ["model-id"]),
+        ("x", "stepfunction", "list-executions", []),
+    ]
+    assert cli_command_findings(wrong) == [
+        "x: aws bedrock list-custom-model: no such operation",
+        "x: aws bedrock delete-custom-model --model-id: no such option",
+        "x: aws stepfunction: no such service",
+    ]
