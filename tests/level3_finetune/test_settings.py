@@ -111,7 +111,8 @@ def test_family_and_foundation_model_come_from_the_model_table() -> None:
 
 
 def test_a_base_model_past_its_end_of_life_is_a_config_error() -> None:
-    """Before: Claude 3 Haiku (end of life 2026-09-10) passed synth, and every run was then refused at validation."""
+    """Before: Claude 3 Haiku (end of life 2026-09-10) and Llama 3.2 (2026-07-07) passed synth, and every run was then
+    refused at validation or by Bedrock."""
     from datetime import UTC, datetime
 
     past = [
@@ -120,6 +121,7 @@ def test_a_base_model_past_its_end_of_life_is_a_config_error() -> None:
         if (spec.lifecycle.problem(m, datetime.now(UTC).date()) or ("",))[0] == "refused"
     ]
     assert "anthropic.claude-3-haiku-20240307-v1:0:200k" in past
+    assert {f"meta.llama3-2-{size}-instruct-v1:0:128k" for size in ("1b", "3b", "11b", "90b")} <= set(past)
     for model in past:
         with pytest.raises(ConfigError) as caught:
             build(ft_base_model_id=model, region="us-west-2")

@@ -478,7 +478,13 @@ def _nova(model_id: str, name: str, media: bool, student: bool) -> ModelSpec:
     )
 
 
-def _llama32(model_id: str, name: str, vision: bool, tokens: int) -> ModelSpec:
+# Llama 3.2 (every size) is Legacy with its end of life on July 7, 2026: "Model EOL date: July 7, 2026 ... Model
+# lifecycle: Legacy" (https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-meta-llama-3-2-90b-instruct.html;
+# the model lifecycle page gives the same date for the 1B, 3B and 11B models). Refused from that day.
+_LLAMA_32_EOL = date(2026, 7, 7)
+
+
+def _llama32(model_id: str, name: str, vision: bool, tokens: int, card: str = DOC_LIFECYCLE) -> ModelSpec:
     return ModelSpec(
         base_model_id=model_id,
         family=LLAMA_3_2,
@@ -490,6 +496,7 @@ def _llama32(model_id: str, name: str, vision: bool, tokens: int) -> ModelSpec:
         notes=("Images count roughly 1,601 to 6,404 tokens each; the token estimate counts text only.",),
         name=name,
         hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama32.html",
+        lifecycle=Lifecycle(LEGACY, _LLAMA_32_EOL, card),
     )
 
 
@@ -592,7 +599,13 @@ MODELS: dict[str, ModelSpec] = {
         _llama32("meta.llama3-2-1b-instruct-v1:0:128k", "Meta Llama 3.2 1B Instruct", vision=False, tokens=16_000),
         _llama32("meta.llama3-2-3b-instruct-v1:0:128k", "Meta Llama 3.2 3B Instruct", vision=False, tokens=16_000),
         _llama32("meta.llama3-2-11b-instruct-v1:0:128k", "Meta Llama 3.2 11B Instruct", vision=True, tokens=16_000),
-        _llama32("meta.llama3-2-90b-instruct-v1:0:128k", "Meta Llama 3.2 90B Instruct", vision=True, tokens=10_000),
+        _llama32(
+            "meta.llama3-2-90b-instruct-v1:0:128k",
+            "Meta Llama 3.2 90B Instruct",
+            vision=True,
+            tokens=10_000,
+            card="https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-meta-llama-3-2-90b-instruct.html",
+        ),
         _prompt_completion(
             "amazon.titan-text-lite-v1:0:4k",
             "Amazon Titan Text G1 - Lite",
