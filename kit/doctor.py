@@ -1,19 +1,20 @@
-"""``kit doctor``: is this account and region ready for the kit? One row per check, OK or FIX with what to do.
+"""``kit doctor``: is this account and region ready for the kit? One row per check, OK or FIX with what to do (WARN:
+works today, but plan a change).
 
 The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK
 bootstrap version against what the synthesized templates require, the stacks the region cannot hold (their config
 errors in the synthesized assembly), Bedrock model access for the text model (a kit-wide setting Levels 1 and 2
-share; a cross-Region inference profile id must name an ACTIVE profile in the region), unreserved Lambda
-concurrency and the Powertools layer of the region (every level's functions), the quota book and its rows, and
-running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows`` and
+share; a cross-Region inference profile id must name an ACTIVE profile in the region; a Legacy model is a WARN row),
+unreserved Lambda concurrency and the Powertools layer of the region (every level's functions), the quota book and
+its rows, and running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows`` and
 ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the
 embedding model (Level 2); customization, the distillation teacher, the customization-job quota and Provisioned
 Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the training jobs of Level 3's SageMaker
 path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row
 names the Service Quotas quota (name and code) and how to raise it.
 
-Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why), 1 when something needs
-fixing, 2 on a usage or configuration error.
+Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why; WARN rows do not block),
+1 when something needs fixing, 2 on a usage or configuration error.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # the settings (and pydantic) are not imported by the kit com
     from stacks.shared.settings import ModelRef
 
 OK, FIX, SKIP = "OK", "FIX", "SKIP"
+WARN = "WARN"  # works today, does not fail the command, but the operator should plan a change
 # Serverless models are enabled by default (the console's Model access page is retired) given IAM, no denying SCP
 # and the Marketplace prerequisites the functions share (lambdas/common/errors.py, one copy of the facts):
 # https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
@@ -58,6 +61,10 @@ LAMBDA_DEFAULT_CONCURRENCY = 1000
 LAMBDA_CONCURRENCY_QUOTA = "Concurrent executions"
 # The regions and versions of the Powertools for AWS Lambda (Python) layer: not every region has it.
 POWERTOOLS_LAYERS = "https://docs.powertools.aws.dev/lambda/python/latest/#lambda-layer"
+# A model's lifecycle (GetFoundationModel's modelDetails.modelLifecycle): a Legacy model is not offered to new customers
+# and its requests fail after its end-of-life date:
+MODEL_LIFECYCLE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html"
+ACTIVE, LEGACY = "ACTIVE", "LEGACY"  # botocore's FoundationModelLifecycleStatus (a test compares them)
 # The services whose quotas the doctor reads, as the Service Quotas console names them.
 SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
 
@@ -65,7 +72,7 @@ SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", 
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str  # OK | FIX | SKIP
+    status: str  # OK | WARN | FIX | SKIP
     detail: str
 
 
@@ -287,7 +294,8 @@ def check_model_access(
 ) -> Check:
     """Model access through GetFoundationModelAvailability, or (older botocore) GetFoundationModel. With
     ``profile_id`` (a cross-Region inference profile the kit calls the model through, configured as ``key``), the
-    profile must first exist in the region and be ACTIVE (GetInferenceProfile)."""
+    profile must first exist in the region and be ACTIVE (GetInferenceProfile). Once access is OK, the model's
+    lifecycle (one GetFoundationModel call, the one the older path already makes): a Legacy model is a WARN row."""
     from botocore.exceptions import ClientError
 
     name = f"Model access: {label}"
@@ -306,15 +314,18 @@ def check_model_access(
                 check = _availability(
                     name, model_id, region, bedrock.get_foundation_model_availability(modelId=model_id)
                 )
-            else:
-                check = _listed_and_readable(name, model_id, region, bedrock)
-            return Check(name, OK, f"{check.detail}; {routes}") if routes and check.status == OK else check
+                details = _model_details(model_id, bedrock) if check.status == OK else None
+            else:  # GetFoundationModel is the access check here: its answer gives the lifecycle too
+                check, details = _listed_and_readable(name, model_id, region, bedrock)
         except ClientError as exc:
             if aws.is_access_denied(exc):
                 return Check(name, FIX, f"{model_id} is not authorized: {MODEL_ACCESS_FIX}")
             if aws.error_code(exc) in ("ResourceNotFoundException", "ValidationException"):
                 return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there")
             raise
+        if check.status != OK:
+            return check
+        return _lifecycle(Check(name, OK, f"{check.detail}; {routes}") if routes else check, model_id, key, details)
 
     return guarded(name, f"checking access to {model_id}", region, run)
 
@@ -380,12 +391,53 @@ def _availability(name: str, model_id: str, region: str, answer: Mapping[str, An
     return Check(name, OK, f"{model_id} is available to this account in {region}")
 
 
-def _listed_and_readable(name: str, model_id: str, region: str, bedrock: Any) -> Check:
+def _listed_and_readable(name: str, model_id: str, region: str, bedrock: Any) -> tuple[Check, Mapping[str, Any] | None]:
+    """(the row, GetFoundationModel's modelDetails when the model is listed: its lifecycle is read from it)."""
     listed = {str(m["modelId"]) for m in bedrock.list_foundation_models()["modelSummaries"]}
     if model_id not in listed:
-        return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there")
-    bedrock.get_foundation_model(modelIdentifier=model_id)  # AccessDenied when the account may not use it
-    return Check(name, OK, f"{model_id} is offered in {region} and readable (upgrade botocore for a full check)")
+        return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there"), None
+    # AccessDenied when the account may not use it
+    details = bedrock.get_foundation_model(modelIdentifier=model_id).get("modelDetails") or {}
+    detail = f"{model_id} is offered in {region} and readable (upgrade botocore for a full check)"
+    return Check(name, OK, detail), details
+
+
+def _model_details(model_id: str, bedrock: Any) -> Mapping[str, Any] | None:
+    """GetFoundationModel's modelDetails, once access is known to be OK; None when the operator may not read them
+    (bedrock:GetFoundationModel denied): the access result stands."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return bedrock.get_foundation_model(modelIdentifier=model_id).get("modelDetails") or {}
+    except ClientError as exc:
+        if aws.is_access_denied(exc):
+            return None
+        raise
+
+
+def _lifecycle(check: Check, model_id: str, key: str, details: Mapping[str, Any] | None) -> Check:
+    """The OK access row ``check`` as the model's lifecycle (``modelLifecycle``; None: it could not be read) leaves
+    it: OK when ACTIVE (or not given); WARN when LEGACY (or a status the kit does not know); FIX past end of life."""
+    if details is None:
+        unread = "its lifecycle (Active or Legacy) could not be read: allow bedrock:GetFoundationModel for kit doctor"
+        return Check(check.name, check.status, f"{check.detail}; {unread}")
+    lifecycle = details.get("modelLifecycle") or {}
+    status = str(lifecycle.get("status") or ACTIVE)
+    if status == ACTIVE:
+        return check
+    end = lifecycle.get("endOfLifeTime")  # botocore parses the timestamp; absent until AWS announces one
+    end_of_life = end.date() if isinstance(end, datetime) else None
+    instead = f"set {key} to an Active model ({MODEL_LIFECYCLE_DOC})"
+    if end_of_life is not None and end_of_life <= datetime.now(UTC).date():
+        detail = f"{model_id} reached its end of life on {end_of_life.isoformat()}: requests to it fail; {instead}"
+        return Check(check.name, FIX, detail)
+    listed = "Legacy" if status == LEGACY else f"{status} (not Active)"
+    when = f"end of life {end_of_life.isoformat()}" if end_of_life else "no end-of-life date given yet"
+    detail = (
+        f"{check.detail}; but Bedrock lists {model_id} as {listed} ({when}): new accounts may not be able to start "
+        f"using it, and requests fail after its end of life; {instead}"
+    )
+    return Check(check.name, WARN, detail)
 
 
 def _text_model_label(target: Target) -> str:
@@ -695,7 +747,7 @@ def run_checks(target: Target, synthesize: Callable[[Target], DeployNeeds] | Non
 
 def render(checks: Iterable[Check]) -> Table:
     table = Table("Check", "Status", "Detail / what to do")
-    styles = {OK: "green", FIX: "bold red", SKIP: "dim"}
+    styles = {OK: "green", WARN: "yellow", FIX: "bold red", SKIP: "dim"}
     for check in checks:
         table.add_row(Text(check.name), Text(check.status, style=styles[check.status]), Text(check.detail))
     return table
@@ -718,7 +770,9 @@ def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: s
     lambda:GetAccountSettings, lambda:GetLayerVersion (the Powertools layer), servicequotas:ListServiceQuotas
     and servicequotas:ListAWSDefaultServiceQuotas.
 
-    Exit status: 0 when nothing needs fixing, 1 when something does, 2 on a usage error.
+    A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it.
+
+    Exit status: 0 when nothing needs fixing (WARN rows included), 1 when something does, 2 on a usage error.
     """
     target = remember_target(ctx, stage, region, profile, context_pairs)
     config = target.config  # a configuration error stops here with exit status 2
@@ -729,11 +783,15 @@ def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: s
     out.print(render(checks))
     fixes = sum(check.status == FIX for check in checks)
     skipped = sum(check.status == SKIP for check in checks)
-    if not fixes and not skipped:
+    warned = sum(check.status == WARN for check in checks)
+    if not fixes and not skipped and not warned:
         out.print(Text(f"All {len(checks)} checks passed.", style="green"))
         return
+    warnings = f"{warned} to plan for (see WARN rows)"
     if not fixes:
-        out.print(Text(f"Nothing to fix; {skipped} not checked (see SKIP rows).", style="yellow"))
+        said = [f"{skipped} not checked (see SKIP rows)"] if skipped else []
+        said += [warnings] if warned else []
+        out.print(Text(f"Nothing to fix; {'; '.join(said)}.", style="yellow"))
         return
-    out.print(Text(f"{fixes} to fix, {skipped} skipped.", style="red"))
+    out.print(Text(f"{fixes} to fix, {skipped} skipped" + (f", {warnings}." if warned else "."), style="red"))
     ctx.exit(1)

@@ -388,4 +388,4 @@ def doctor_rows(target: Target) -> list[str]:
 def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
     """The knowledge base embeds with this model: the account must have access to it in the region."""
     model_id = target.config.rag.embedding_model_id
-    return [check_model_access(target, model_id, model_id)]
+    return [check_model_access(target, model_id, model_id, key="rag_embedding_model_id")]

@@ -6,6 +6,7 @@ DeployNeeds here; tests at the end of its section read it from the session's syn
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from botocore.stub import Stubber
 from kit import aws, level2_rag, level3_finetune, level4_pretrain
 from kit import doctor as doctor_module
 from kit.aws import Target
-from kit.doctor import FIX, OK, SKIP, Check, DeployNeeds
+from kit.doctor import FIX, OK, SKIP, WARN, Check, DeployNeeds
 from stacks.shared.python_function import ARCHITECTURE, RUNTIME, powertools_layer_arn
 from tests.conftest import Synth
 from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture for this module
@@ -79,6 +80,20 @@ def model_summary(model_id: str) -> dict[str, Any]:
     return {"modelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{model_id}", "modelId": model_id}
 
 
+def model_details(model_id: str, status: str = "ACTIVE", end_of_life: datetime | None = None) -> dict[str, Any]:
+    """GetFoundationModel's answer: the model and its lifecycle (botocore parses endOfLifeTime into a datetime)."""
+    lifecycle: dict[str, Any] = {"status": status}
+    if end_of_life is not None:
+        lifecycle["endOfLifeTime"] = end_of_life
+    return {"modelDetails": {**model_summary(model_id), "modelLifecycle": lifecycle}}
+
+
+def lifecycle_read(stub: Stubber, model_id: str, status: str = "ACTIVE", end_of_life: datetime | None = None) -> None:
+    """The GetFoundationModel call the doctor makes after an OK access check, for the model's lifecycle."""
+    answer = model_details(model_id, status, end_of_life)
+    stub.add_response("get_foundation_model", answer, {"modelIdentifier": model_id})
+
+
 def bootstrapped(version: str) -> None:
     aws.client("ssm", REGION).put_parameter(Name=BOOTSTRAP_PARAMETER, Value=version, Type="String")
 
@@ -125,9 +140,11 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
     ):
         text_profile(bedrock)
         bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
+        lifecycle_read(bedrock, TEXT_MODEL)
         bedrock.add_response(
             "get_foundation_model_availability", available(EMBEDDING_MODEL), {"modelId": EMBEDDING_MODEL}
         )
+        lifecycle_read(bedrock, EMBEDDING_MODEL)
         bedrock.add_response(
             "list_foundation_models",
             {"modelSummaries": [model_summary(FT.base_model_id), model_summary("amazon.titan-text-lite-v1:0:4k")]},
@@ -324,6 +341,8 @@ def test_older_botocore_falls_back_to_list_and_get_foundation_model(
             "get_foundation_model", {"modelDetails": model_summary(TEXT_MODEL)}, {"modelIdentifier": TEXT_MODEL}
         )
         bedrock.add_response("list_foundation_models", listing, {})
+        lifecycle_read(bedrock, TEXT_MODEL, "LEGACY", datetime(2099, 1, 31, tzinfo=UTC))
+        bedrock.add_response("list_foundation_models", listing, {})
         bedrock.add_client_error(
             "get_foundation_model",
             "AccessDeniedException",
@@ -332,9 +351,14 @@ def test_older_botocore_falls_back_to_list_and_get_foundation_model(
         )
         bedrock.add_response("list_foundation_models", {"modelSummaries": []}, {})
         readable = doctor_module.check_model_access(target, TEXT_MODEL, TEXT_MODEL)
+        # the lifecycle comes from the same GetFoundationModel answer: one call (the Stubber has no second one)
+        legacy = doctor_module.check_model_access(target, TEXT_MODEL, TEXT_MODEL, key="text_model_id")
         denied = doctor_module.check_model_access(target, TEXT_MODEL, TEXT_MODEL)
         absent = doctor_module.check_model_access(target, TEXT_MODEL, TEXT_MODEL)
+        bedrock.assert_no_pending_responses()
     assert readable.status == OK
+    assert legacy.status == WARN and "as Legacy (end of life 2099-01-31)" in legacy.detail
+    assert "set text_model_id to an Active model" in legacy.detail and "is offered in" in legacy.detail
     assert denied.status == FIX and "aws-marketplace:Subscribe" in denied.detail
     assert absent.status == FIX and f"is not offered in {REGION}" in absent.detail
 
@@ -375,9 +399,102 @@ def test_a_profile_the_region_lacks_or_that_is_not_active_is_a_fix_row_before_mo
 def test_a_foundation_model_id_is_not_looked_up_as_a_profile() -> None:
     with stubbed("bedrock") as bedrock:
         bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
+        lifecycle_read(bedrock, TEXT_MODEL)
         check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
         bedrock.assert_no_pending_responses()
     assert check.status == OK and "inference profile" not in check.detail
+
+
+# --- the model's lifecycle --------------------------------------------------------------------------------------
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html: GetFoundationModel's modelLifecycle says
+# Active or Legacy; new customers cannot start using a Legacy model, and requests fail after its end-of-life date.
+
+
+def lifecycle_check(status: str, end_of_life: datetime | None = None, key: str = "text_model_id") -> Check:
+    """check_model_access of the text model (a foundation model id) with access OK and the given lifecycle."""
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
+        lifecycle_read(bedrock, TEXT_MODEL, status, end_of_life)
+        check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL, key=key)
+        bedrock.assert_no_pending_responses()  # one GetFoundationModel call, after the availability
+    return check
+
+
+def test_an_active_model_stays_ok() -> None:
+    check = lifecycle_check("ACTIVE", datetime(2099, 1, 31, tzinfo=UTC))
+    assert check == Check(f"Model access: {TEXT_MODEL}", OK, f"{TEXT_MODEL} is available to this account in {REGION}")
+
+
+def test_a_legacy_model_is_a_warn_row_with_its_end_of_life_and_the_key_to_change() -> None:
+    check = lifecycle_check("LEGACY", datetime(2099, 1, 31, 12, tzinfo=UTC))
+    assert check.status == WARN
+    assert check.detail.startswith(f"{TEXT_MODEL} is available to this account in {REGION}; ")  # access still OK
+    assert f"Bedrock lists {TEXT_MODEL} as Legacy (end of life 2099-01-31)" in check.detail
+    assert "new accounts may not be able to start using it" in check.detail
+    assert f"set text_model_id to an Active model ({doctor_module.MODEL_LIFECYCLE_DOC})" in check.detail
+
+
+def test_a_legacy_model_without_an_end_of_life_date_is_a_warn_row_that_says_so() -> None:
+    check = lifecycle_check("LEGACY", key="ft_teacher_model_id")
+    assert check.status == WARN and "as Legacy (no end-of-life date given yet)" in check.detail
+    assert "set ft_teacher_model_id to an Active model" in check.detail
+
+
+def test_a_model_past_its_end_of_life_needs_fixing() -> None:
+    check = lifecycle_check("LEGACY", datetime.now(UTC) - timedelta(days=1))
+    assert check.status == FIX and "requests to it fail; set text_model_id to an Active model" in check.detail
+
+
+def test_a_lifecycle_that_cannot_be_read_keeps_the_access_result_and_names_the_permission() -> None:
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
+        bedrock.add_client_error(
+            "get_foundation_model",
+            "AccessDeniedException",
+            "User is not authorized to perform: bedrock:GetFoundationModel",
+            expected_params={"modelIdentifier": TEXT_MODEL},
+        )
+        check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
+        bedrock.assert_no_pending_responses()
+    assert check.status == OK and check.detail.startswith(f"{TEXT_MODEL} is available to this account in {REGION}")
+    assert "its lifecycle (Active or Legacy) could not be read: allow bedrock:GetFoundationModel" in check.detail
+
+
+def test_a_legacy_model_behind_a_profile_keeps_the_profiles_routes() -> None:
+    request = {"inferenceProfileIdentifier": PROFILE_ID}
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("get_inference_profile", profile_answer(PROFILE_ID, PROFILE_MODEL), request)
+        bedrock.add_response("get_foundation_model_availability", available(PROFILE_MODEL), {"modelId": PROFILE_MODEL})
+        lifecycle_read(bedrock, PROFILE_MODEL, "LEGACY")
+        check = doctor_module.check_model_access(
+            Target(), PROFILE_MODEL, "m", profile_id=PROFILE_ID, key="text_model_id"
+        )
+        bedrock.assert_no_pending_responses()
+    assert check.status == WARN and f"inference profile {PROFILE_ID} is ACTIVE and routes to" in check.detail
+    assert "set text_model_id to an Active model" in check.detail
+
+
+def test_no_lifecycle_read_after_access_that_needs_fixing() -> None:
+    with stubbed("bedrock") as bedrock:
+        answer = available(TEXT_MODEL, regionAvailability="NOT_AVAILABLE")
+        bedrock.add_response("get_foundation_model_availability", answer, {"modelId": TEXT_MODEL})
+        check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
+        bedrock.assert_no_pending_responses()  # the Stubber would refuse a GetFoundationModel call
+    assert check.status == FIX and "is not offered in" in check.detail
+
+
+def test_the_lifecycle_the_doctor_reads_is_the_one_botocores_model_defines() -> None:
+    # From botocore's service model: where the lifecycle sits in GetFoundationModel's answer, its status values (the
+    # doctor knows each: a new one is a WARN row until it is taught) and the end-of-life timestamp.
+    model = aws.client("bedrock", REGION).meta.service_model
+    operation = model.operation_model("GetFoundationModel")
+    lifecycle = operation.output_shape.members["modelDetails"].members["modelLifecycle"]
+    assert set(lifecycle.members["status"].enum) == {doctor_module.ACTIVE, doctor_module.LEGACY}
+    assert lifecycle.members["endOfLifeTime"].type_name == "timestamp"
+    assert "AccessDeniedException" in {shape.name for shape in operation.error_shapes}
+    assert list(operation.input_shape.required_members) == ["modelIdentifier"]
+    listing = model.operation_model("ListFoundationModels").output_shape.members["modelSummaries"].member
+    assert listing.members["modelLifecycle"].name == lifecycle.name  # the same shape in ListFoundationModels
 
 
 def test_the_profile_answers_the_doctor_reads_are_the_ones_botocores_model_defines() -> None:
@@ -516,7 +633,13 @@ def test_a_failed_synthesis_skips_the_checks_that_need_it(mocked: FakeCloudForma
 
 @pytest.mark.parametrize(
     ("statuses", "exit_code", "summary"),
-    [([OK, SKIP], 0, "Nothing to fix; 1 not checked"), ([OK, FIX, SKIP], 1, "1 to fix, 1 skipped.")],
+    [
+        ([OK, SKIP], 0, "Nothing to fix; 1 not checked (see SKIP rows)."),
+        ([OK, FIX, SKIP], 1, "1 to fix, 1 skipped."),
+        ([OK, WARN], 0, "Nothing to fix; 1 to plan for (see WARN rows)."),
+        ([OK, WARN, SKIP], 0, "Nothing to fix; 1 not checked (see SKIP rows); 1 to plan for (see WARN rows)."),
+        ([OK, FIX, WARN], 1, "1 to fix, 0 skipped, 1 to plan for (see WARN rows)."),
+    ],
 )
 def test_only_fix_rows_fail_the_command(
     monkeypatch: pytest.MonkeyPatch, statuses: list[str], exit_code: int, summary: str
