@@ -79,13 +79,14 @@ class ClusterNetwork(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, deployment: Deployment, nat_gateways: int) -> None:
         super().__init__(scope, construct_id)
-        nat = nat_gateways
-        private_type = ec2.SubnetType.PRIVATE_WITH_EGRESS if nat else ec2.SubnetType.PRIVATE_ISOLATED
-        subnets = [ec2.SubnetConfiguration(name="cluster", subnet_type=private_type, cidr_mask=20)]
-        if nat:  # a public subnet exists only to hold the NAT gateway
-            # Listed after the cluster subnets, so turning NAT on or off leaves their CIDR blocks (and with them
-            # the subnets, FSx and the cluster, whose VpcConfig cannot change in place) as they are.
-            subnets.append(ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26))
+        nat = nat_gateways  # at least 1 (settings.py): the nodes reach AWS endpoints only through NAT
+        private_type = ec2.SubnetType.PRIVATE_WITH_EGRESS
+        subnets = [
+            ec2.SubnetConfiguration(name="cluster", subnet_type=private_type, cidr_mask=20),
+            # A public subnet only to hold the NAT gateway, listed after the cluster subnets so that their CIDR
+            # blocks (and with them the subnets, FSx and the cluster, whose VpcConfig cannot change in place) stay.
+            ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=26),
+        ]
         flow_logs = log_group(self, "FlowLogs", deployment)
         self.vpc = ec2.Vpc(
             self,

@@ -97,10 +97,14 @@ def _login_type(raw: Any) -> Any:
 class PretrainSettings(Settings):
     nat_gateways: Whole = Field(
         alias="hp_nat_gateways",
-        description="NAT gateways of the cluster VPC; 0 when the lifecycle scripts need no internet",
-        ge=0,
+        description="NAT gateways of the cluster VPC (1, or 2 for one per AZ): the nodes reach SageMaker, SSM and "
+        "CloudWatch Logs through them",
+        ge=1,
         le=2,
-    )  # one per availability zone of the VPC (network.py: max_azs=2; CDK builds no more NAT gateways than AZs)
+    )  # At most one per availability zone of the VPC (network.py: max_azs=2; CDK builds no more NAT gateways than
+    # AZs). At least one: the VPC has no interface endpoints, so without NAT the nodes could reach no SageMaker, SSM
+    # or CloudWatch Logs endpoint (Session Manager needs ec2messages, ssm and ssmmessages over 443:
+    # session-manager-getting-started-privatelink.html), and every AWS HyperPod Slurm VPC sample uses a NAT gateway.
     controller_instance_type: Annotated[Text, Allowed("an instance type HyperPod supports (e.g. ml.t3.medium)")] = (
         Field(
             alias="hp_controller_instance_type",

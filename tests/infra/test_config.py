@@ -92,7 +92,7 @@ def test_mistakes_in_three_levels_are_reported_at_once() -> None:
         "config error: text_max_tokens = 0 is not allowed; expected a whole number from 1 to 4096"
     )
     assert found["rag_chunking"].endswith("expected one of fixed, hierarchical, semantic, none")
-    assert found["hp_nat_gateways"].endswith("expected a whole number from 0 to 2")
+    assert found["hp_nat_gateways"].endswith("expected a whole number from 1 to 2")
 
 
 def test_cross_field_rules_are_reported_with_the_other_mistakes() -> None:

@@ -76,7 +76,7 @@ CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
     "ft_teacher_model_id": ({}, "us.amazon.nova-pro-v1:0"),
     "ft_teacher_max_response_tokens": ({}, 2000),
     "ft_distillation_source": ({}, "invocation-logs"),
-    "hp_nat_gateways": ({}, 0),
+    "hp_nat_gateways": ({}, 2),
     "hp_controller_instance_type": ({}, "ml.m5.xlarge"),
     "hp_login_instance_type": ({}, "ml.t3.medium"),
     "hp_compute_groups": ({}, [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 2}]),

@@ -516,7 +516,9 @@ def test_cluster_creation_rules_fail_synth_with_one_line(groups: tuple[InstanceG
             "JSON list",
         ),
         ({"hp_fsx_throughput": 300}, "hp_fsx_throughput", "one of 125, 250, 500, 1000"),
-        ({"hp_nat_gateways": 3}, "hp_nat_gateways", "0 to 2"),  # the VPC has two AZs: CDK built 2 for 3
+        ({"hp_nat_gateways": 3}, "hp_nat_gateways", "1 to 2"),  # the VPC has two AZs: CDK built 2 for 3
+        # No interface endpoints: without NAT the nodes reach neither SageMaker, SSM nor CloudWatch Logs.
+        ({"hp_nat_gateways": 0}, "hp_nat_gateways", "1 to 2"),
         (
             {"tj_spot": True, "tj_max_wait_hours": 1, "tj_max_runtime_hours": 4},
             "tj_max_wait_hours",
