@@ -179,6 +179,58 @@ def ddp_runs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+COLLECTIVE_TIMEOUT_S, MERGE_DELAY_S = 2.0, 4.0
+
+
+def slow_merge_worker(rank: int, *harness_args: Any) -> None:
+    """The harness's worker, with rank 0's merge held back MERGE_DELAY_S (longer than the training group's
+    collective timeout) and its measured length written to merge_seconds.txt."""
+    import time
+
+    import merge_adapter
+
+    if rank == 0:
+        real_merge = merge_adapter.merge
+
+        def slow_merge(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            time.sleep(MERGE_DELAY_S)
+            result = real_merge(*args, **kwargs)
+            (Path(harness_args[1]) / "merge_seconds.txt").write_text(str(time.monotonic() - started))
+            return result
+
+        merge_adapter.merge = slow_merge  # this forked process only
+    sagemaker_ddp_harness.worker(rank, *harness_args)
+
+
+def test_a_merge_longer_than_the_collective_timeout_still_ends_with_exit_0(tiny_base: Path, tmp_path: Path) -> None:
+    """The other ranks wait for rank 0's save and merge in a gloo group of their own (sft_train.FINAL_WAIT_TIMEOUT):
+    on the training group (NCCL's default timeout is 10 minutes) a long merge would fail the job after training."""
+    argv = tiny_args(
+        tiny_base,
+        "--steps",
+        "2",
+        "--collective-timeout",
+        str(COLLECTIVE_TIMEOUT_S),
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--model-dir",
+        str(tmp_path / "model"),
+    )
+    # The harness raises here unless both ranks return exit code 0.
+    run_forked(slow_merge_worker, (2, str(tmp_path), [("slow", argv)], free_ports(1)), timeout_s=120)
+    assert float((tmp_path / "merge_seconds.txt").read_text()) > COLLECTIVE_TIMEOUT_S
+    log = events(tmp_path / "slow.rank0.jsonl")
+    assert [e["event"] for e in log][-4:] == ["adapter_saved", "merged", "import_check", "done"]
+    assert log[-1]["exit_code"] == 0 and log[-1]["replicas_in_sync"] is True
+    assert sft_train.FINAL_WAIT_TIMEOUT.total_seconds() == 28 * 24 * 3600  # SageMaker's longest MaxRuntimeInSeconds
+
+
+def test_collective_timeout_defaults_to_torchs_own() -> None:
+    assert sft_train.build_parser().parse_args([]).collective_timeout is None
+    assert sft_train.build_parser().parse_args(["--collective_timeout", "90"]).collective_timeout == 90.0
+
+
 # ----------------------------------------------------------------------------------------------
 # Training: two gloo ranks, loss, resume, checkpoints
 # ----------------------------------------------------------------------------------------------
@@ -706,6 +758,7 @@ def test_torchrun_environment_is_read_and_checked() -> None:
         (["--data", str(SAMPLES), "--steps", "0"], {}, "--steps must be at least 1"),
         (["--data", str(SAMPLES), "--lora-dropout", "1"], {}, "--lora-dropout must be in [0, 1)"),
         (["--data", str(SAMPLES), "--lr", "-1"], {}, "--lr must be a positive number"),
+        (["--data", str(SAMPLES), "--collective-timeout", "0"], {}, "--collective-timeout must be a positive number"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(

@@ -43,6 +43,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,16 @@ EXIT_IMPORT_CHECK = 3
 CHECKPOINT_PREFIX = "sft"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 CHAT_TEMPLATES = ("auto", "model", "fallback")
+# While rank 0 alone saves, merges (on CPU, for as long as the model is big) and checks the model, the other ranks
+# wait in a gloo group of their own with this timeout: on the training group they would hit its collective timeout
+# (torch's default is 10 minutes for NCCL, "after which collectives will be aborted asynchronously and the process
+# will crash": https://docs.pytorch.org/docs/stable/distributed.html#torch.distributed.init_process_group,
+# torch/distributed/constants.py default_pg_nccl_timeout) and torchrun would stop rank 0 mid-merge. 28 days is the
+# largest MaxRuntimeInSeconds of a training job (the kit's sm_max_runtime_hours cap;
+# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html), so the job's stopping
+# condition, not this wait, ends a run whose rank 0 hangs; a rank 0 that dies closes its connections and ends the
+# wait at once. Training collectives keep their short timeout, so a hung all-reduce still fails in minutes.
+FINAL_WAIT_TIMEOUT = timedelta(days=28)
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--checkpoint-every", type=int, default=50, help="steps between checkpoints (the last step always saves)")
     add("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
     add("--log-every", type=int, default=10, help="steps between loss/throughput log lines")
+    add(
+        "--collective-timeout",
+        type=float,
+        default=None,
+        help="seconds a training collective (all-reduce, broadcast) waits for the other ranks before the run fails "
+        "(default: torch's own, 10 minutes on NCCL and 30 on gloo); the final wait for rank 0's save and merge "
+        "has its own 28-day bound",
+    )
     add("--merge", type=_bool, default=True, help="merge the adapter into the base and check it for import")
     add("--merge-dtype", choices=DTYPES, default="auto", help="merged weights dtype (auto: the base model's)")
     return parser
@@ -200,6 +219,9 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}")
     if args.lora_alpha <= 0:
         raise ConfigError(f"--lora-alpha must be positive, got {args.lora_alpha}")
+    timeout = args.collective_timeout
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigError(f"--collective-timeout must be a positive number of seconds, got {args.collective_timeout}")
     if args.load_in_4bit:
         try:
             import bitsandbytes  # noqa: F401
@@ -429,11 +451,15 @@ def check_trainable(base_model: str) -> None:
 def train(args: argparse.Namespace, paths: Paths, denv: DistEnv) -> int:
     check_trainable(paths.base_model)
     device, backend, use_cuda = select_device(denv)
+    final_wait: Any = None
     if denv.distributed:
-        dist.init_process_group(backend=backend, rank=denv.rank, world_size=denv.world_size)
+        timeout = {} if args.collective_timeout is None else {"timeout": timedelta(seconds=args.collective_timeout)}
+        dist.init_process_group(backend=backend, rank=denv.rank, world_size=denv.world_size, **timeout)
+        # Every rank must call new_group, in the same order (its docstring); see FINAL_WAIT_TIMEOUT.
+        final_wait = dist.new_group(backend="gloo", timeout=FINAL_WAIT_TIMEOUT)
     log = JsonLog(enabled=denv.rank == 0)
     try:
-        return _train_loop(args, paths, denv, device, backend, use_cuda, log)
+        return _train_loop(args, paths, denv, device, backend, use_cuda, log, final_wait)
     finally:
         if denv.distributed:
             dist.destroy_process_group()
@@ -447,6 +473,7 @@ def _train_loop(
     backend: str,
     use_cuda: bool,
     log: JsonLog,
+    final_wait: Any,
 ) -> int:
     from torch.nn.parallel import DistributedDataParallel
 
@@ -550,7 +577,7 @@ def _train_loop(
     if paths.model_dir is not None and denv.rank == 0:
         code = _save_outputs(args, paths, model, tokenizer, log, final_step)
     if denv.distributed:
-        dist.barrier()
+        dist.barrier(group=final_wait)  # not the training group: rank 0's merge may outlast its timeout
     log("done", step=final_step, replicas_in_sync=in_sync, exit_code=code)
     return code
 

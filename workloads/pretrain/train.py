@@ -260,6 +260,9 @@ def _train_loop(
     if paths.model_dir is not None and denv.rank == 0:
         log("model_saved", path=str(_save_model(model, paths.model_dir)), step=max(start_step, args.steps))
     if denv.distributed:
+        # The training group's timeout fits this wait: before it rank 0 writes only the last checkpoint and the
+        # weights (a third of a checkpoint, beside AdamW's two moments), the same kind of wait every checkpoint
+        # already puts on the other ranks' next all-reduce. (sft_train.py's merge needs its own group.)
         dist.barrier()
     log("done", step=max(start_step, args.steps))
 
