@@ -11,7 +11,9 @@ its rows, and running and rendering the checks. Each level's own checks live in 
 embedding model (Level 2); customization, the distillation teacher, the customization-job quota and Provisioned
 Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the training jobs of Level 3's SageMaker
 path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row
-names the Service Quotas quota (name and code) and how to raise it.
+names the Service Quotas quota (name and code) and how to raise it. ``--level`` (repeatable) keeps the kit-wide rows
+and the rows of the selected levels only (each part names its levels): a Level 1 deploy is not failed by Level 4's
+GPU quotas, which start at 0 in most accounts.
 
 Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why; WARN rows do not block),
 1 when something needs fixing, 2 on a usage or configuration error.
@@ -22,11 +24,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 from rich.table import Table
@@ -67,6 +69,9 @@ MODEL_LIFECYCLE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/mode
 ACTIVE, LEGACY = "ACTIVE", "LEGACY"  # botocore's FoundationModelLifecycleStatus (a test compares them)
 # The services whose quotas the doctor reads, as the Service Quotas console names them.
 SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
+# What `kit doctor --level` selects, spelled as the level commands are (kit l1, kit l2, kit l3, kit l3sm, kit l4);
+# "3sm" is Level 3's SageMaker path (stack 3-sagemaker).
+LEVELS = ("1", "2", "3", "3sm", "4")
 
 
 @dataclass(frozen=True)
@@ -446,11 +451,13 @@ def _text_model_label(target: Target) -> str:
     return f"{text.foundation_model_id}{profile}"
 
 
-def text_model_rows(target: Target) -> list[str]:
+def text_model_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
     return [f"Model access: {_text_model_label(target)}"]
 
 
-def text_model_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+def text_model_checks(
+    target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS
+) -> list[Check]:
     """The text model is a kit-wide setting (Levels 1 and 2 both generate with it): checked once, here."""
     return [check_model_ref_access(target, target.config.text_model, _text_model_label(target), "text_model_id")]
 
@@ -629,11 +636,11 @@ def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook
     return guarded(name, "reading the Lambda account settings", region, run)
 
 
-def lambda_rows(target: Target) -> list[str]:
+def lambda_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
     return [LAMBDA_ROW, LAYER_ROW]
 
 
-def lambda_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+def lambda_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
     """Kit-wide: the functions of every level share the account's unreserved concurrency and the Powertools layer."""
     if isinstance(needs, NotSynthesized):
         concurrency = Check(LAMBDA_ROW, SKIP, needs.reason)
@@ -684,11 +691,11 @@ def check_powertools_layer(target: Target) -> Check:
 STACKS_ROW = "Stacks the region can hold"
 
 
-def stack_rows(target: Target) -> list[str]:
+def stack_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
     return [STACKS_ROW]
 
 
-def stack_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+def stack_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
     """Kit-wide: the stacks `cdk deploy` would refuse in this region, each with its config errors."""
     if isinstance(needs, NotSynthesized):
         return [Check(STACKS_ROW, SKIP, needs.reason)]
@@ -699,36 +706,81 @@ def stack_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
     return [Check(STACKS_ROW, FIX, detail)]
 
 
-RowNames = Callable[[Target], list[str]]
-RunChecks = Callable[[Target, QuotaBook, Needs], list[Check]]
+class RowNames(Protocol):
+    """A part's row names (its SKIP rows when nothing can be checked). ``levels``: the selected levels of the
+    part's own (a part of several levels counts only these)."""
+
+    def __call__(self, target: Target, *, levels: Collection[str] = LEVELS) -> list[str]: ...
 
 
-def parts() -> tuple[tuple[RowNames, RunChecks], ...]:
+class RunChecks(Protocol):
+    """A part's checks, one per name its ``RowNames`` gives for the same ``levels``."""
+
+    def __call__(
+        self, target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS
+    ) -> list[Check]: ...
+
+
+KIT_WIDE: frozenset[str] = frozenset()  # a part every level needs: it runs whatever --level selects
+
+
+@dataclass(frozen=True)
+class Part:
+    """A registered part of the table: its row names, its checks and the levels it checks for (KIT_WIDE: always)."""
+
+    rows: RowNames
+    checks: RunChecks
+    levels: frozenset[str]
+
+    def of(self, chosen: Collection[str]) -> frozenset[str] | None:
+        """The levels of ``chosen`` this part checks for (every chosen level for a kit-wide part); None: skip it."""
+        if not self.levels:
+            return frozenset(chosen)
+        return (self.levels & frozenset(chosen)) or None
+
+
+def parts() -> tuple[Part, ...]:
     """Every check after credentials, region and bootstrap, in the order of the table: for each part, the names of
-    its rows (the SKIP rows when nothing can be checked) and the checks that make them. A level's own checks live
-    in its module (imported here, not at the top: each level module imports this one's parts)."""
+    its rows (the SKIP rows when nothing can be checked), the checks that make them and the levels it is for. A
+    level's own checks live in its module (imported here, not at the top: each level module imports this one's
+    parts)."""
     from kit import level2_rag, level3_finetune, level4_pretrain
 
     return (
-        (stack_rows, stack_checks),  # kit-wide: what the region cannot hold
-        (text_model_rows, text_model_checks),  # kit-wide: the text model of Levels 1 and 2
-        (level2_rag.doctor_rows, level2_rag.doctor_checks),
-        (level3_finetune.doctor_rows, level3_finetune.doctor_checks),
-        (lambda_rows, lambda_checks),  # kit-wide: every level's functions
-        (level4_pretrain.doctor_rows, level4_pretrain.doctor_checks),
+        Part(stack_rows, stack_checks, KIT_WIDE),  # what the region cannot hold
+        Part(text_model_rows, text_model_checks, frozenset({"1", "2"})),  # the text model of Levels 1 and 2
+        Part(level2_rag.doctor_rows, level2_rag.doctor_checks, frozenset({"2"})),
+        Part(level3_finetune.doctor_rows, level3_finetune.doctor_checks, frozenset({"3"})),
+        Part(lambda_rows, lambda_checks, KIT_WIDE),  # every level's functions
+        # the SageMaker quotas: the training job of Level 3's SageMaker path, and Level 4's (one row per quota)
+        Part(level4_pretrain.doctor_rows, level4_pretrain.doctor_checks, frozenset({"3sm", "4"})),
     )
 
 
-def run_checks(target: Target, synthesize: Callable[[Target], DeployNeeds] | None = None) -> list[Check]:
-    """Every check, in order; the AWS checks are skipped when the credentials do not work.
+def selected_parts(levels: Collection[str] = LEVELS) -> list[tuple[Part, frozenset[str]]]:
+    """The registered parts ``levels`` needs, in table order, each with the selected levels of its own."""
+    unknown = sorted(set(levels) - set(LEVELS))
+    if unknown:  # the CLI's choices refuse them first; this guards the callers in code
+        raise KitError(f"unknown level(s) {', '.join(unknown)}: the levels are {', '.join(LEVELS)}")
+    chosen = [(part, part.of(levels)) for part in parts()]
+    return [(part, own) for part, own in chosen if own is not None]
+
+
+def run_checks(
+    target: Target,
+    synthesize: Callable[[Target], DeployNeeds] | None = None,
+    levels: Collection[str] = LEVELS,
+) -> list[Check]:
+    """Every check ``levels`` needs (the kit-wide ones always), in order; the AWS checks are skipped when the
+    credentials do not work.
 
     ``synthesize`` reads what the deploy needs (default: synthesize the app, about 15 s, only with credentials).
     """
+    registered = selected_parts(levels)
     credentials, account = check_credentials(target)
     checks = [credentials, check_region(target)]
-    registered = parts()
     if account is None:
-        names = ["CDK bootstrap", *(name for rows, _ in registered for name in rows(target))]
+        names = ["CDK bootstrap", *(name for part, own in registered for name in part.rows(target, levels=own))]
         return checks + [Check(name, SKIP, "needs working credentials") for name in names]
     needs: Needs
     try:
@@ -740,8 +792,8 @@ def run_checks(target: Target, synthesize: Callable[[Target], DeployNeeds] | Non
     else:
         checks.append(check_bootstrap(target, account, needs))
     book = QuotaBook(target)
-    for _, run in registered:
-        checks.extend(run(target, book, needs))
+    for part, own in registered:
+        checks.extend(part.checks(target, book, needs, levels=own))
     return checks
 
 
@@ -753,10 +805,33 @@ def render(checks: Iterable[Check]) -> Table:
     return table
 
 
+def levels_heading(levels: Collection[str]) -> str:
+    """What the heading adds when ``--level`` narrows the checks ("" for every level)."""
+    chosen = [level for level in LEVELS if level in levels]
+    if not chosen or len(chosen) == len(LEVELS):
+        return ""
+    return f": Level{'s' if len(chosen) > 1 else ''} {', '.join(chosen)} only (and the kit-wide checks)"
+
+
 @click.command()
 @target_options
+@click.option(
+    "--level",
+    "levels",
+    multiple=True,
+    type=click.Choice(LEVELS),
+    help="Check only what this level needs, besides the kit-wide checks; repeat it for several "
+    "(3sm: Level 3's SageMaker path, kit l3sm). Default: every level.",
+)
 @click.pass_context
-def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: str | None, context_pairs: Any) -> None:
+def doctor(
+    ctx: click.Context,
+    stage: str | None,
+    region: str | None,
+    profile: str | None,
+    context_pairs: Any,
+    levels: tuple[str, ...],
+) -> None:
     """Check that this account and region are ready for the configured kit.
 
     Credentials, region, CDK bootstrap version, Bedrock model access and customization, and the quotas the deploy
@@ -770,16 +845,19 @@ def doctor(ctx: click.Context, stage: str | None, region: str | None, profile: s
     lambda:GetAccountSettings, lambda:GetLayerVersion (the Powertools layer), servicequotas:ListServiceQuotas
     and servicequotas:ListAWSDefaultServiceQuotas.
 
-    A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it.
+    A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it. With --level, only the
+    selected levels' rows run besides the kit-wide ones (credentials, region, bootstrap, the stacks the region
+    cannot hold, Lambda concurrency, the Powertools layer): `kit doctor --level 1` before deploying Level 1 alone.
 
     Exit status: 0 when nothing needs fixing (WARN rows included), 1 when something does, 2 on a usage error.
     """
     target = remember_target(ctx, stage, region, profile, context_pairs)
     config = target.config  # a configuration error stops here with exit status 2
     out = console()
-    out.print(Text(f"Kit stage {config.stage} in {config.region}", style="bold"))
+    chosen = levels or LEVELS
+    out.print(Text(f"Kit stage {config.stage} in {config.region}{levels_heading(chosen)}", style="bold"))
     with out.status("Checking (the app is synthesized offline to read what the deploy needs)..."):
-        checks = run_checks(target)
+        checks = run_checks(target, levels=chosen)
     out.print(render(checks))
     fixes = sum(check.status == FIX for check in checks)
     skipped = sum(check.status == SKIP for check in checks)

@@ -5,7 +5,7 @@ model."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from rich.text import Text
 
 from kit import aws
 from kit.aws import KitError, KitUsageError, Target
-from kit.doctor import Check, Needs, QuotaBook, check_model_access
+from kit.doctor import LEVELS, Check, Needs, QuotaBook, check_model_access
 from kit.operator import (
     call_api,
     cell,
@@ -381,11 +381,11 @@ def retrieve(query: str, results: int | None, filter_json: str | None, as_json: 
 # --- kit doctor ---------------------------------------------------------------------------------------------
 
 
-def doctor_rows(target: Target) -> list[str]:
+def doctor_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
     return [f"Model access: {target.config.rag.embedding_model_id}"]
 
 
-def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
     """The knowledge base embeds with this model: the account must have access to it in the region."""
     model_id = target.config.rag.embedding_model_id
     return [check_model_access(target, model_id, model_id, key="rag_embedding_model_id")]

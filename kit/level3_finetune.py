@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from kit import aws
 from kit.aws import KitError, KitUsageError, Target
 from kit.doctor import (
     FIX,
+    LEVELS,
     MODEL_ACCESS_FIX,
     OK,
     SKIP,
@@ -587,7 +588,7 @@ def check_teacher(target: Target, teacher: ModelRef) -> Check:
     return check_model_ref_access(target, teacher, _teacher_label(teacher), "ft_teacher_model_id")
 
 
-def doctor_rows(target: Target) -> list[str]:
+def doctor_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
     teacher = _teacher(target)
     return [
         f"Customization: {target.config.finetune.base_model_id}",
@@ -598,7 +599,7 @@ def doctor_rows(target: Target) -> list[str]:
     ]
 
 
-def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
+def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
     teacher = _teacher(target)
     return [
         check_customization(target),

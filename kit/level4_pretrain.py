@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import click
@@ -16,7 +16,7 @@ from rich.text import Text
 
 from kit import aws, level3_finetune
 from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
-from kit.doctor import Check, Needs, QuotaBook, quota_rows, training_job_quota
+from kit.doctor import LEVELS, Check, Needs, QuotaBook, quota_rows, training_job_quota
 from kit.operator import (
     cell,
     console,
@@ -306,12 +306,15 @@ HYPERPOD_NODES_IN_ALL_CLUSTERS = "Total number of instances allowed across SageM
 HYPERPOD_EBS_GB = "Maximum size of EBS volume in GB for a SageMaker HyperPod cluster instance"
 
 
-def quota_needs(target: Target) -> dict[str, int]:
+def quota_needs(target: Target, levels: Collection[str] = LEVELS) -> dict[str, int]:
     """SageMaker quota name -> what the configuration needs: the training jobs of Level 3's SageMaker path and of
     Level 4 (the larger count where both use the same quota), and the HyperPod cluster's instances per type (at
-    least 1 to use the type at all), nodes and EBS volume per node."""
+    least 1 to use the type at all), nodes and EBS volume per node. Only the needs of ``levels`` count ("3sm": the
+    SageMaker path's, "4": Level 4's), so `kit doctor --level 3sm` does not ask for Level 4's GPUs."""
     settings = target.config.pretrain
-    needs = level3_finetune.sm_quota_needs(target)
+    needs = level3_finetune.sm_quota_needs(target) if "3sm" in levels else {}
+    if "4" not in levels:
+        return needs
     job = training_job_quota(settings.job_instance_type, settings.job_spot)
     needs[job] = max(needs.get(job, 0), settings.job_instance_count, 1)
     cluster: dict[str, int] = {}
@@ -326,15 +329,15 @@ def quota_needs(target: Target) -> dict[str, int]:
     return needs
 
 
-def check_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
-    """One row per quota the Level 4 instance types need; a value below the need is FIX with how to ask."""
+def check_quotas(target: Target, book: QuotaBook | None = None, levels: Collection[str] = LEVELS) -> list[Check]:
+    """One row per SageMaker quota ``levels`` need (see quota_needs); a value below the need is FIX with how to ask."""
     absent = "the type may not be offered here"
-    return quota_rows(target, book or QuotaBook(target), "sagemaker", quota_needs(target), absent)
+    return quota_rows(target, book or QuotaBook(target), "sagemaker", quota_needs(target, levels), absent)
 
 
-def doctor_rows(target: Target) -> list[str]:
-    return [f"Quota: {quota}" for quota in quota_needs(target)]
+def doctor_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
+    return [f"Quota: {quota}" for quota in quota_needs(target, levels)]
 
 
-def doctor_checks(target: Target, book: QuotaBook, needs: Needs) -> list[Check]:
-    return check_quotas(target, book)
+def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
+    return check_quotas(target, book, levels)

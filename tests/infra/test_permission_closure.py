@@ -493,7 +493,7 @@ def doctor_code() -> dict[Path, list[ast.AST]]:
     doctor_path = Path(doctor.__file__).resolve()
     entries: dict[Path, set[str]] = {}
     for part in doctor.parts():
-        for function in part:
+        for function in (part.rows, part.checks):
             path = Path(str(sys.modules[function.__module__].__file__)).resolve()
             entries.setdefault(path, set()).add(function.__name__)
     code: dict[Path, list[ast.AST]] = {doctor_path: [ast.parse(doctor_path.read_text())]}

@@ -127,7 +127,7 @@ def row(output: str, name: str) -> str:
 
 def row_names(target: Target) -> list[str]:
     """Every row after credentials and region, in the order the registered parts say."""
-    return ["CDK bootstrap", *(name for rows, _ in doctor_module.parts() for name in rows(target))]
+    return ["CDK bootstrap", *(name for part in doctor_module.parts() for name in part.rows(target))]
 
 
 def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
@@ -197,6 +197,8 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
     positions = [next(i for i, line in enumerate(lines) if f"│ {name} " in line) for name in names]
     assert positions == sorted(positions) and len(names) == total
     assert names[2:] == row_names(Target())
+    # without --level every level is checked, and the heading says nothing of levels
+    assert result.output.splitlines()[0] == f"Kit stage {CONFIG.stage} in {REGION}"
 
 
 def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
@@ -301,9 +303,9 @@ def test_each_part_makes_the_rows_it_names_for_the_skip_rows(no_credentials: Non
     """A part's row names (the SKIP rows without credentials) are the names of the rows its checks make."""
     target = Target(context=context)
     book = doctor_module.QuotaBook(target)
-    for rows, checks in doctor_module.parts():
-        made = checks(target, book, NEEDS)
-        assert [check.name for check in made] == rows(target) != []
+    for part in doctor_module.parts():
+        made = part.checks(target, book, NEEDS)
+        assert [check.name for check in made] == part.rows(target) != []
         # every call fails without credentials (the stacks row makes none: it reads the synthesized assembly)
         assert all(check.status == FIX for check in made if check.name != doctor_module.STACKS_ROW)
 
@@ -612,7 +614,7 @@ def test_a_failed_synthesis_skips_the_checks_that_need_it(mocked: FakeCloudForma
     def broken(target: Target) -> DeployNeeds:
         raise RuntimeError("node: not found")
 
-    def level_part(target: Target, book: Any, needs: Any) -> list[Check]:
+    def level_part(target: Target, book: Any, needs: Any, **_: Any) -> list[Check]:
         return [Check("Model access", OK, "")]
 
     for module, part in (
@@ -644,7 +646,7 @@ def test_a_failed_synthesis_skips_the_checks_that_need_it(mocked: FakeCloudForma
 def test_only_fix_rows_fail_the_command(
     monkeypatch: pytest.MonkeyPatch, statuses: list[str], exit_code: int, summary: str
 ) -> None:
-    monkeypatch.setattr(doctor_module, "run_checks", lambda target: [Check(s, s, "") for s in statuses])
+    monkeypatch.setattr(doctor_module, "run_checks", lambda target, **_: [Check(s, s, "") for s in statuses])
     result = run()
     assert result.exit_code == exit_code and summary in result.output
 
@@ -761,3 +763,110 @@ def test_the_stacks_the_region_cannot_hold_are_a_fix_row_naming_each_reason(tmp_
     # And with nothing refused the row is OK
     [fine] = doctor_module.stack_checks(Target(), doctor_module.QuotaBook(Target()), NEEDS)
     assert fine.status == OK and REGION in fine.detail
+
+
+# --- --level: the kit-wide rows and the selected levels' ------------------------------------------------------
+
+
+def test_level_1_checks_the_kit_wide_rows_and_the_text_model_only(mocked: FakeCloudFormation) -> None:
+    # Given an account ready for Level 1 whose SageMaker GPU quotas are at 0 (where most accounts start,
+    # docs/level-4-pretrain.md), and a Bedrock customization-job quota at 0
+    bootstrapped("30")
+    short = [quota(name, 0, f"L-{i:08d}") for i, name in enumerate(needed())]
+    with (
+        stubbed("bedrock") as bedrock,
+        stubbed("service-quotas") as service_quotas,
+        stubbed("lambda") as lambda_,
+    ):
+        text_profile(bedrock)
+        bedrock.add_response("get_foundation_model_availability", available(TEXT_MODEL), {"modelId": TEXT_MODEL})
+        lifecycle_read(bedrock, TEXT_MODEL)
+        lambda_settings(lambda_, 1000, 1000)
+        layer_published(lambda_)
+        service_quotas.add_response("list_service_quotas", {"Quotas": short}, {"ServiceCode": "sagemaker"})
+        # When the Level 1 pre-flight runs (docs/level-1-prompt.md)
+        result = run("--level", "1")
+        assert result.exit_code == 0, result.output
+        bedrock.assert_no_pending_responses()  # no embedding model, customization or teacher call
+        lambda_.assert_no_pending_responses()
+        with pytest.raises(AssertionError):  # the SageMaker quotas are never read
+            service_quotas.assert_no_pending_responses()
+    # Then it passes, with the kit-wide rows and the text model's, and says which level it checked
+    assert result.output.splitlines()[0] == (
+        f"Kit stage {CONFIG.stage} in {REGION}: Level 1 only (and the kit-wide checks)"
+    )
+    assert "All 7 checks passed." in result.output
+    quota_lines = [line for line in result.output.splitlines() if "│ Quota: " in line]
+    assert quota_lines == [row(result.output, doctor_module.LAMBDA_ROW)]  # kit-wide; none of Levels 3 and 4
+    assert level3_finetune.CUSTOMIZATION_JOBS_ROW not in result.output
+    for name in ("AWS credentials", "Region", "CDK bootstrap", doctor_module.STACKS_ROW, f"Model access: {TEXT_MODEL}"):
+        assert OK in row(result.output, name).split()
+    assert f"Model access: {EMBEDDING_MODEL}" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("levels", "parts"),
+    [
+        ((), ["stack", "text_model", "level2_rag", "level3_finetune", "lambda", "level4_pretrain"]),
+        (("1",), ["stack", "text_model", "lambda"]),
+        (("2",), ["stack", "text_model", "level2_rag", "lambda"]),
+        (("3",), ["stack", "level3_finetune", "lambda"]),
+        (("3sm",), ["stack", "lambda", "level4_pretrain"]),
+        (("4", "1"), ["stack", "text_model", "lambda", "level4_pretrain"]),
+    ],
+)
+def test_each_level_runs_its_own_parts_and_the_kit_wide_ones(
+    no_credentials: None, levels: tuple[str, ...], parts: list[str]
+) -> None:
+    named = {
+        doctor_module.stack_rows: "stack",
+        doctor_module.text_model_rows: "text_model",
+        level2_rag.doctor_rows: "level2_rag",
+        level3_finetune.doctor_rows: "level3_finetune",
+        doctor_module.lambda_rows: "lambda",
+        level4_pretrain.doctor_rows: "level4_pretrain",
+    }
+    selected = doctor_module.selected_parts(levels or doctor_module.LEVELS)
+    assert [named[part.rows] for part, _ in selected] == parts
+    # the rows skipped without credentials are the selected parts' rows: the default is every registered part
+    names = [check.name for check in doctor_module.run_checks(Target(), levels=levels or doctor_module.LEVELS)]
+    expected = ["CDK bootstrap", *(name for part, own in selected for name in part.rows(Target(), levels=own))]
+    assert names[2:] == expected
+    if not levels:
+        assert expected == row_names(Target())
+
+
+def test_the_sagemaker_quotas_count_only_the_selected_levels_needs() -> None:
+    # Given Level 3's SageMaker path and Level 4 on the same training-job quota, and a quota only Level 4 needs
+    same = Target(
+        context={
+            "sm_instance_type": "ml.g5.xlarge",
+            "sm_instance_count": "3",
+            "tj_instance_type": "ml.g5.xlarge",
+            "tj_instance_count": "2",
+        }
+    )
+    shared = "ml.g5.xlarge for training job usage"
+    both = level4_pretrain.quota_needs(same, {"3sm", "4"})
+    sagemaker_path = level4_pretrain.quota_needs(same, {"3sm"})
+    pretrain = level4_pretrain.quota_needs(same, {"4"})
+    # Then both levels count the larger need, one alone its own, and the HyperPod quotas are Level 4's
+    assert (both[shared], sagemaker_path[shared], pretrain[shared]) == (3, 3, 2)
+    assert both == level4_pretrain.quota_needs(same)  # every level: the default
+    assert list(sagemaker_path) == [shared]
+    assert level4_pretrain.HYPERPOD_EBS_GB in pretrain and level4_pretrain.HYPERPOD_EBS_GB in both
+    assert level4_pretrain.quota_needs(same, {"1", "2", "3"}) == {}
+    # and the doctor's SageMaker part is given the selected levels of its own
+    [(part, own)] = [(part, own) for part, own in doctor_module.selected_parts(("3sm", "4", "1")) if "4" in part.levels]
+    assert own == {"3sm", "4"} and part.rows(same, levels=own) == [f"Quota: {name}" for name in both]
+    [(_, only_4)] = [(part, own) for part, own in doctor_module.selected_parts(("4",)) if "4" in part.levels]
+    assert part.rows(same, levels=only_4) == [f"Quota: {name}" for name in pretrain]
+
+
+@pytest.mark.parametrize("value", ["5", "l1", "3-sagemaker", "all"])
+def test_an_unknown_level_is_a_usage_error_naming_the_levels(value: str) -> None:
+    result = run("--level", value)
+    assert result.exit_code == 2
+    assert f"Invalid value for '--level': '{value}' is not one of '1', '2', '3', '3sm', '4'." in result.output
+    with pytest.raises(aws.KitError, match=r"unknown level\(s\) 5: the levels are 1, 2, 3, 3sm, 4"):
+        doctor_module.selected_parts(("1", "5"))
