@@ -134,6 +134,8 @@ def test_l2_sync_shows_pending_changes_and_the_newest_job(mocked: FakeCloudForma
     assert f"2 change(s) waiting: the pipeline starts a job every {minutes} min" in result.output
     assert "JOB0000001 COMPLETE · scanned 7 · new 2 · modified 1 · deleted 0 · failed 0" in result.output
     assert "1 message(s) in the dead-letter queue" in result.output
+    # CloudWatch notifies on the alarm's change of state only: the row says to clear what was handled
+    assert "delete each once handled" in " ".join(result.output.split())
     assert "s3://docs-bucket/docs/" in result.output
 
 
