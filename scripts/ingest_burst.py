@@ -96,9 +96,17 @@ def validate_strict(params: Any, shape: Any) -> None:
 
     report = ParamValidator().validate(params, shape)
     problems = [report.generate_report()] if report.has_errors() else []
-    _check_constraints(params, shape, shape.name, problems)
+    problems += constraint_problems(params, shape)
     if problems:
         raise ParamValidationError(report="\n".join(problems))
+
+
+def constraint_problems(params: Any, shape: Any) -> list[str]:
+    """What the service would refuse in ``params`` that botocore's client-side validation lets through: its
+    ParamValidator checks types, required members and minimums, not maximums, patterns or enums."""
+    problems: list[str] = []
+    _check_constraints(params, shape, shape.name, problems)
+    return problems
 
 
 def _check_constraints(value: Any, shape: Any, path: str, problems: list[str]) -> None:

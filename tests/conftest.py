@@ -64,6 +64,32 @@ def _share_botocore_models() -> None:
 _share_botocore_models()
 
 
+def _hold_requests_to_their_whole_model() -> None:
+    """Every request a test sends through a botocore client is also held to its model's maximums, patterns and
+    enums. botocore's client-side validation checks types, required members and minimums only; the service
+    refuses the rest, so a handler or kit command whose request breaks one fails its test here, not in an account.
+    """
+    from botocore.exceptions import ParamValidationError
+    from botocore.validate import ParamValidationDecorator
+
+    from scripts.ingest_burst import constraint_problems
+
+    original = ParamValidationDecorator.serialize_to_request
+
+    def serialize_to_request(self: Any, parameters: Any, operation_model: Any) -> Any:
+        request = original(self, parameters, operation_model)  # botocore's own checks first
+        if operation_model.input_shape is not None and (
+            problems := constraint_problems(parameters, operation_model.input_shape)
+        ):
+            raise ParamValidationError(report="\n".join(problems))
+        return request
+
+    ParamValidationDecorator.serialize_to_request = serialize_to_request  # type: ignore[method-assign]
+
+
+_hold_requests_to_their_whole_model()
+
+
 def cdk_json_context() -> dict[str, Any]:
     """The context a real `cdk synth` uses: cdk.json's, so feature flags match a real synth."""
     return dict(json.loads((ROOT / "cdk.json").read_text())["context"])

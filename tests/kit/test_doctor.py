@@ -155,10 +155,10 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         layer_published(lambda_)
         # two pages: the doctor follows NextToken
         service_quotas.add_response(
-            "list_service_quotas", {"Quotas": quotas[:1], "NextToken": "page-2"}, {"ServiceCode": "sagemaker"}
+            "list_service_quotas", {"Quotas": quotas[:1], "NextToken": "cGFnZS0y"}, {"ServiceCode": "sagemaker"}
         )
         service_quotas.add_response(
-            "list_service_quotas", {"Quotas": quotas[1:]}, {"ServiceCode": "sagemaker", "NextToken": "page-2"}
+            "list_service_quotas", {"Quotas": quotas[1:]}, {"ServiceCode": "sagemaker", "NextToken": "cGFnZS0y"}
         )
         result = run()
         bedrock.assert_no_pending_responses()
