@@ -1,8 +1,9 @@
-"""The documentation: idle costs are the figures `kit cost` computes, and every AWS CLI command shown exists."""
+"""The documentation: idle costs are the figures `kit cost` computes, and every AWS CLI and kit command shown exists."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from kit.costs import analyze_stack, load_prices
@@ -82,19 +83,26 @@ CLI_GLOBAL_OPTIONS = {"region", "query", "output", "profile", "no-cli-pager", "c
 _COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`'\"\n]*)")
 
 
+DOC_PAGES = [README, ROOT / "lifecycle" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def code_text(path: Path) -> str:
+    """A file's text with shell line continuations joined; of a Markdown page only the code (fenced blocks and
+    inline code), not the prose."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    if path.suffix != ".md":
+        return text
+    fenced = re.findall(r"```.*?```", text, flags=re.DOTALL)
+    inline = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
+    return "\n".join(fenced + [span.replace("\n", " ") for span in inline])
+
+
 def aws_cli_commands() -> list[tuple[str, str, str, list[str]]]:
     """(file, service, command, --options) for each `aws <service> <command>` in the code of the README, the docs and
-    the lifecycle README, and in the operator CLI's source (shell line continuations joined)."""
-    files = [README, ROOT / "lifecycle" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    files += sorted((ROOT / "kit").glob("*.py"))
+    the lifecycle README, and in the operator CLI's source."""
     found = []
-    for path in files:
-        text = re.sub(r"\\\n\s*", " ", path.read_text())
-        if path.suffix == ".md":  # code only: fenced blocks and inline code, not prose
-            fenced = re.findall(r"```.*?```", text, flags=re.DOTALL)
-            inline = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
-            text = "\n".join(fenced + [span.replace("\n", " ") for span in inline])
-        for service, command, rest in _COMMAND.findall(text):
+    for path in [*DOC_PAGES, *sorted((ROOT / "kit").glob("*.py"))]:
+        for service, command, rest in _COMMAND.findall(code_text(path)):
             if command.endswith("-"):
                 continue  # a family written as get-/put-/delete-...
             options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", rest.split("|")[0].split(")")[0].split(";")[0])
@@ -148,4 +156,58 @@ def test_the_cli_command_check_sees_a_wrong_operation_and_option() -> None:
         "x: aws bedrock list-custom-model: no such operation",
         "x: aws bedrock delete-custom-model --model-id: no such option",
         "x: aws stepfunction: no such service",
+    ]
+
+
+# --- kit commands the docs tell people to run ----------------------------------------------------------------
+
+_KIT_COMMAND = re.compile(r"(?<![\w./-])kit ((?:[a-z0-9]+)(?: [a-z][a-z0-9-]*)?)([^`'\"\n|;)]*)")
+
+
+def kit_command_findings(pages: list[Path]) -> list[str]:
+    """Each `kit <command> [<subcommand>] [--option ...]` in the code of the pages: the command, subcommand and every
+    long option exist in the operator CLI (kit/cli.py's click group)."""
+    import click
+
+    from kit.cli import cli
+
+    found = []
+    for path in pages:
+        for words, rest in _KIT_COMMAND.findall(code_text(path)):
+            name, _, sub = words.partition(" ")
+            command = cli.commands.get(name)
+            if command is None:
+                found.append(f"{path.name}: kit {name}: no such command")
+                continue
+            if isinstance(command, click.Group):
+                if not sub:
+                    continue  # the group itself, named in prose
+                if sub not in command.commands:
+                    found.append(f"{path.name}: kit {words}: no such command")
+                    continue
+                options = {o for p in [*command.params, *command.commands[sub].params] for o in p.opts}
+            else:
+                options = {o for p in command.params for o in p.opts}
+                rest = f"{sub} {rest}"
+            options.add("--help")
+            found += [
+                f"{path.name}: kit {words} {option}: no such option"
+                for option in re.findall(r"(?<![\w-])(--[a-z0-9-]+)", rest)
+                if option not in options
+            ]
+    return found
+
+
+def test_every_kit_command_the_docs_show_exists_with_its_options() -> None:
+    assert len([m for page in DOC_PAGES for m in _KIT_COMMAND.findall(code_text(page))]) >= 40
+    assert kit_command_findings(DOC_PAGES) == []
+
+
+def test_the_kit_command_check_sees_a_wrong_command_and_option(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("Run `kit l2 status`, `kit l2 sync --wait --fast`, `kit costs` and `kit doctor --level 2`.")
+    assert kit_command_findings([page]) == [
+        "page.md: kit l2 status: no such command",
+        "page.md: kit l2 sync --fast: no such option",
+        "page.md: kit costs: no such command",
     ]
