@@ -1,9 +1,10 @@
 """What changing each configuration key does to a deployed stack: one table, read by `make synth` and the README test.
 
-Three answers: "in place" (CloudFormation updates the stack, nothing that holds data is replaced),
+Four answers: "in place" (CloudFormation updates the stack, nothing that holds data is replaced),
 "replaces: <what>" (the update works but replaces resources that hold data; the README says what to do after),
-and "new stack" (destroy the stack and deploy it again: the change renames everything, moves it to another
-account or region, or changes the type of a resource, which CloudFormation refuses on update).
+"new stack" (destroy the stack and deploy it again: the change renames everything, moves it to another
+account or region, or changes the type of a resource, which CloudFormation refuses on update), and ADDS_STACK for
+an opt-in that adds a stack of its own.
 tests/infra/test_update_safety.py synthesizes each change and checks the table against what CloudFormation
 would do, from the createOnlyProperties of each resource type's registry schema.
 """
@@ -17,6 +18,13 @@ NEW_STACK = "new stack"
 REPLACES = "replaces: "
 # What to do after Level 2's vectors are replaced: nothing, the ingest function starts the full sync itself.
 REINDEX = "the ingest function re-indexes; follow it with kit l2 sync --wait"
+# An opt-in key that adds a stack to the app: turned off, the app no longer has that stack, and `cdk deploy` never
+# deletes a stack the app does not have (https://docs.aws.amazon.com/cdk/v2/guide/ref-cli-cmd-destroy.html: destroy
+# takes "the construct ID of the CDK stack from your app"), so it is destroyed while the key is still on.
+ADDS_STACK = (
+    "in place to turn on; to turn off, make destroy its stack with the key still true first "
+    "(once false, the app no longer has the stack and a deploy leaves it running)"
+)
 NEW_VECTORS = REPLACES + "vector index, knowledge base, data source (" + REINDEX + ")"
 
 UPDATES: Mapping[str, str] = {
@@ -92,7 +100,7 @@ UPDATES: Mapping[str, str] = {
     "tj_spot": IN_PLACE,
     "tj_max_wait_hours": IN_PLACE,
     "tj_in_cluster_vpc": IN_PLACE,
-    "invocation_logging": IN_PLACE,
+    "invocation_logging": ADDS_STACK,
     "powertools_layer_version": IN_PLACE,
     "alarm_email": IN_PLACE,
 }

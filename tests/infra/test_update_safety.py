@@ -22,7 +22,7 @@ import pytest
 from stacks.config import CONFIG_KEYS
 from stacks.shared.facts import STACK_IDS
 from stacks.shared.registry import config_errors, name_findings
-from stacks.updates import IN_PLACE, NEW_STACK, UPDATES, replaced_words
+from stacks.updates import ADDS_STACK, IN_PLACE, NEW_STACK, UPDATES, replaced_words
 from tests.conftest import ROOT, SYNTHS, VARIANTS, cdk_json_context, masked_json, once_per_run, run_folder, variant
 from tests.infra.config_reads import keys_of, reach, stacks_reading
 from tests.infra.update_safety import UpdateEffect, update_effect
@@ -193,6 +193,9 @@ def test_a_documented_change_applies_to_a_deployed_stack(
     before = templates(base, stack_ids, tmp_path_factory)
     after = templates({**base, key: changed}, stack_ids, tmp_path_factory)
     assert problems(key, stated, update_effect(before, after)) == []
+    # A change that adds a stack (or takes one out of the app) says how to remove it again
+    toggled = sorted(s for s in stack_ids if (s in before) != (s in after))
+    assert bool(toggled) == (stated == ADDS_STACK), (key, toggled, stated)
 
 
 def _readme_column() -> dict[str, str]:
