@@ -375,3 +375,13 @@ def test_the_readme_level_map_names_folders_that_exist() -> None:
                 assert (ROOT / top / path).exists(), f"README names {top}/{path} for {level}"
             if top in ("stacks", "tests"):
                 assert paths == [f"{level}/"], row
+
+
+def test_the_readme_names_every_stack_module_and_script() -> None:
+    """The prose under the level map names each module of a level's stacks/ folder and each script, so a file added
+    later is either described there or this fails."""
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`([\w./]+\.py)`", readme))
+    files = [*ROOT.glob("stacks/level*/*.py"), *ROOT.glob("scripts/*.py")]
+    missing = sorted(str(f.relative_to(ROOT)) for f in files if f.name != "__init__.py" and f.name not in named)
+    assert len(files) > 30 and missing == []
