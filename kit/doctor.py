@@ -64,8 +64,9 @@ LAMBDA_CONCURRENCY_QUOTA = "Concurrent executions"
 # The regions and versions of the Powertools for AWS Lambda (Python) layer: not every region has it.
 POWERTOOLS_LAYERS = "https://docs.powertools.aws.dev/lambda/python/latest/#lambda-layer"
 # A model's lifecycle (GetFoundationModel's modelDetails.modelLifecycle): a Legacy model is not offered to new customers
-# and its requests fail after its end-of-life date:
-MODEL_LIFECYCLE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html"
+# and its requests fail after its end-of-life date. The page for models launched before 2026-09-07, every model the
+# kit names; later ones follow https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html and cards.
+MODEL_LIFECYCLE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html"
 ACTIVE, LEGACY = "ACTIVE", "LEGACY"  # botocore's FoundationModelLifecycleStatus (a test compares them)
 # The services whose quotas the doctor reads, as the Service Quotas console names them.
 SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
