@@ -408,8 +408,9 @@ def test_a_foundation_model_id_is_not_looked_up_as_a_profile() -> None:
 
 
 # --- the model's lifecycle --------------------------------------------------------------------------------------
-# https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html: GetFoundationModel's modelLifecycle says
-# Active or Legacy; new customers cannot start using a Legacy model, and requests fail after its end-of-life date.
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html: GetFoundationModel's
+# modelLifecycle says Active or Legacy; new customers cannot start using a Legacy model, and requests fail after its
+# end-of-life date.
 
 
 def lifecycle_check(status: str, end_of_life: datetime | None = None, key: str = "text_model_id") -> Check:
