@@ -271,7 +271,7 @@ def start(
             if path and key:
                 out.print(Text(f"uploaded {upload_file(target, Path(path), bucket, key)}"))
     if params is None and kind != ft.customization_type:
-        params = configured_hyperparameters(ft, kind)  # none: the state machine's default is the configured type's
+        params = configured_hyperparameters(ft, kind)  # {} for another type, as the state machine gives it too
     request: dict[str, Any] = {}
     optional = {
         "trainingKey": training_key,

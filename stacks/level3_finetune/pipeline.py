@@ -211,6 +211,29 @@ class FineTunePipeline(Construct):
             "ApplyDefaults",
             parameters={"defaults": defaults, "request": sfn.JsonPath.object_at("$.request")},
         )
+        # ft_hyperparameters belong to ft_customization_type: a run of another type without its own
+        # hyperparameters gets none, so the service's defaults for that type (as kit l3 start and validate do).
+        # JsonMerge is shallow, so one set of defaults for every type would hand DISTILLATION names it refuses
+        # and RFT fine-tuning values in place of its own defaults.
+        prepare_other_type = sfn.Pass(
+            self,
+            "ApplyOtherTypeDefaults",
+            parameters={
+                "defaults": {**defaults, "hyperparameters": {}},
+                "request": sfn.JsonPath.object_at("$.request"),
+            },
+        )
+        # The request names no type (the configured one applies) or names the configured one as a string.
+        configured_type = sfn.Condition.or_(
+            sfn.Condition.not_(sfn.Condition.is_present("$.request.customizationType")),
+            sfn.Condition.and_(
+                sfn.Condition.is_string("$.request.customizationType"),
+                sfn.Condition.string_equals("$.request.customizationType", ft.customization_type),
+            ),
+        )
+        apply_defaults = (
+            sfn.Choice(self, "ConfiguredType?").when(configured_type, prepare).otherwise(prepare_other_type)
+        )
         merge = sfn.Pass(
             self,
             "MergeRequest",
@@ -467,7 +490,7 @@ class FineTunePipeline(Construct):
             with_request=False,
         )
         check_request = sfn.Choice(self, "HasTrainingKey?").when(
-            sfn.Condition.is_present("$.request.trainingKey"), prepare
+            sfn.Condition.is_present("$.request.trainingKey"), apply_defaults
         )
         if from_logs:
             # No trainingKey: a distillation from the invocation logs (the request's type, or the configured one).
@@ -480,7 +503,7 @@ class FineTunePipeline(Construct):
                 distillation_request = sfn.Condition.or_(
                     distillation_request, sfn.Condition.not_(sfn.Condition.is_present("$.request.customizationType"))
                 )
-            check_request.when(distillation_request, prepare)
+            check_request.when(distillation_request, apply_defaults)
         check_request.otherwise(no_training_key)
         # A hand-started input that only looks like an S3 event (no bucket name) is treated as a request, and
         # rejected there for its missing trainingKey: notified, not a States.Runtime error in ReadJobRequest.
@@ -492,6 +515,7 @@ class FineTunePipeline(Construct):
             .when(from_file, read_request.next(check_request))
             .otherwise(wrap_request.next(check_request))
         )
+        prepare_other_type.next(merge)
         prepare.next(merge).next(name_job).next(validate).next(
             sfn.Choice(self, "DataValid?")
             .when(

@@ -85,7 +85,11 @@ class FineTuneSettings(Settings):
         BeforeValidator(json_or_text),
         Allowed('a JSON object of string values, e.g. {"epochCount": "2"}'),
     ] = Field(
-        alias="ft_hyperparameters", description="Default hyperparameters as strings; a request's own replace them"
+        alias="ft_hyperparameters",
+        description=(
+            "Default hyperparameters (strings) of ft_customization_type's runs; a request's own replace them, "
+            "and a run of another type starts from none (the service's defaults)"
+        ),
     )
     deploy: Annotated[DeployMode, Stripped] = Field(
         alias="ft_deploy",

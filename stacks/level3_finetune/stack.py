@@ -13,6 +13,7 @@ jobs/<name>.json uploaded ──► EventBridge ──► starter (Express: one 
     EventBridge "Model Customization Job State Change" (this kit's jobs) ──► the same SNS topic
     EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED) ──► teardown state machine
                   ──► stop the ended run's job, delete its throughput or deployment (found by name) ──► SNS
+    an upload or status event EventBridge could not deliver ──► dead-letter queue ──► alarm ──► SNS
     cleanup custom resource ──(stack deletion, before the key and the state machine)──► stop executions and
                   jobs, delete deployments and throughputs; sandbox only: the custom models encrypted with the key
 CloudFormation has no resource for a customization job, a custom model or Provisioned Throughput, so the
@@ -52,7 +53,7 @@ from stacks.level3_finetune.names import (
 )
 from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline
 from stacks.level3_finetune.settings import region_problems
-from stacks.level3_finetune.starter import UploadStarter
+from stacks.level3_finetune.starter import UPLOAD_EVENT_MAX_AGE, UPLOAD_EVENT_RETRIES, UploadStarter
 from stacks.level3_finetune.teardown import PipelineTeardown
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
 from stacks.shared.model_access import foundation_model_arn, model_invoke_statements
@@ -342,7 +343,18 @@ class FineTuneStack(Stack):
                     "object": {"key": [{"wildcard": f"{JOBS_PREFIX}*.json"}]},
                 },
             ),
-            targets=[targets.SfnStateMachine(starter.state_machine)],
+            # An event EventBridge could not deliver is dropped unless the target has a dead-letter queue
+            # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html): it lands in the
+            # teardown's alarmed queue, whose alarm names this case. CDK adds the queue policy that lets this rule
+            # send (events.amazonaws.com, aws:SourceArn); SSE-SQS needs no key policy for it.
+            targets=[
+                targets.SfnStateMachine(
+                    starter.state_machine,
+                    dead_letter_queue=teardown.backstop.dead_letters,
+                    max_event_age=UPLOAD_EVENT_MAX_AGE,
+                    retry_attempts=UPLOAD_EVENT_RETRIES,
+                )
+            ],
         )
         # The documented sample event carries the status as detail.jobStatus (not detail.status):
         # https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html

@@ -7,6 +7,7 @@ creates a paid customization job named after its own execution ARN. So the uploa
 itself but this small Express state machine, which starts it under a name derived from the upload:
 
     S3 "Object Created" (jobs/*.json) ──► rule ──► starter (Express)
+        (undelivered after EventBridge's retries ──► the teardown backstop's alarmed dead-letter queue)
         HasSequencer? ──► NameByUpload: upload- + SHA-256 of bucket/key/sequencer
                      └──► NameByExecution (no sequencer): upload- + SHA-256 of the starter's execution ARN
         StartPipeline (states:startExecution, input: the bucket and the key only)
@@ -54,6 +55,12 @@ START_RETRY_ATTEMPTS = 5  # 2 to 32 s apart: about a minute, throttling and tran
 # An Express execution runs for at most five minutes
 # (https://docs.aws.amazon.com/step-functions/latest/dg/choosing-workflow-type.html).
 STARTER_TIMEOUT = Duration.minutes(5)
+# The upload rule's retry policy: EventBridge's longest (24 hours, 185 attempts; its default, set so it stays).
+# A late start is harmless, as the run's name is the upload's; an event still undelivered then, or refused at
+# once (no permission, no target), goes to the dead-letter queue and raises its alarm instead of being dropped
+# (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html).
+UPLOAD_EVENT_MAX_AGE = Duration.hours(24)
+UPLOAD_EVENT_RETRIES = 185
 
 _BUCKET, _KEY, _SEQUENCER = "$.detail.bucket.name", "$.detail.object.key", "$.detail.object.sequencer"
 

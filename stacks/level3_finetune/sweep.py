@@ -63,6 +63,8 @@ class TeardownBackstop(Construct):
     """The teardown rule's dead-letter queue with its alarm, and the hourly sweep that starts the teardown itself.
 
     ``alarm_topic`` is made to accept CloudWatch's publishes (stacks/shared/alarms.allow_cloudwatch_alarms).
+    ``uploads``: the stack's job-request upload rule sends what EventBridge could not deliver to the same queue
+    (FineTuneStack), so the alarm names that case too; one queue and one alarm keep the idle cost at one alarm.
     """
 
     def __init__(
@@ -76,10 +78,27 @@ class TeardownBackstop(Construct):
         alarm_topic: sns.Topic,
         label: str,
         service_name: str,
+        uploads: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         allow_cloudwatch_alarms(alarm_topic)
-        self.dead_letters = dead_letter_queue(self, "DeadLetters", holds="the teardown rule's target and of the sweep")
+        holds = "the teardown rule's target and of the sweep"
+        if uploads:
+            holds = "the teardown rule's target, of the sweep and of the job-request upload rule's target"
+        self.dead_letters = dead_letter_queue(self, "DeadLetters", holds=holds)
+        description = (
+            f"{label}: a teardown could not be started (an undelivered status event, or a sweep "
+            "that kept failing); see the dead-letter queue and check for deployments or models left billing"
+        )
+        if uploads:
+            # EventBridge gives each dead letter a RULE_ARN attribute
+            # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html).
+            description = (
+                f"{label}: an event EventBridge could not deliver (its RULE_ARN attribute names the rule), or a "
+                "sweep that kept failing, is in the dead-letter queue. A run's status event or a sweep: a teardown "
+                "did not start; check for deployments or models left billing. The job-request upload rule: the "
+                "upload started no run; upload the job request again"
+            )
         self.alarm = alarm_to(
             alarm_topic,
             self,
@@ -88,8 +107,7 @@ class TeardownBackstop(Construct):
                 period=ALARM_PERIOD, statistic="Maximum"
             ),
             threshold=1,
-            description=f"{label}: a teardown could not be started (an undelivered status event, or a sweep "
-            "that kept failing); see the dead-letter queue and check for deployments or models left billing",
+            description=description,
         )
 
         self.sweep = PythonFunction(

@@ -64,7 +64,7 @@ class PipelineTeardown(Construct):
     (https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-states.html), so an hourly sweep (sweep.py)
     starts this teardown too, once per run, for runs that ended in the last hours: a lost event delays the
     deletion by at most about an hour. An event EventBridge could not deliver to it lands in a dead-letter queue
-    whose alarm notifies the topic.
+    whose alarm notifies the topic (the queue also takes the job-request upload rule's undelivered events).
     """
 
     def __init__(
@@ -220,6 +220,7 @@ class PipelineTeardown(Construct):
             alarm_topic=topic,
             label="Level 3",
             service_name="finetune-teardown-sweep",
+            uploads=True,  # FineTuneStack's job-request upload rule dead-letters here too
         )
         self.rule = events.Rule(
             self,

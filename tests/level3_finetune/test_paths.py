@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -290,6 +291,7 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "RequestFromFile?",
         "UseInputAsRequest",
         "HasTrainingKey?",
+        "ConfiguredType?",
         "ApplyDefaults",
         "MergeRequest",
         "NameJob",
@@ -359,6 +361,105 @@ def test_request_values_override_the_configured_defaults(none: Variant) -> None:
     assert created["BaseModelIdentifier"] == "amazon.nova-lite-v1:0:300k"
     assert created["HyperParameters"] == {"epochCount": "5"}
     assert created["CustomizationType"] == none.config.finetune.customization_type
+
+
+# --- the configured hyperparameters belong to the configured type -----------------------------------------
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "finetune"
+RFT_BASE = "amazon.nova-2-lite-v1:0:256k"  # the model table's base model for REINFORCEMENT_FINE_TUNING
+OTHER_TYPES = {  # type -> (its sample dataset, a base model that offers it, the Create state it ends in)
+    "DISTILLATION": ("distillation/train.jsonl", BASE, "CreateDistillationJob"),
+    "REINFORCEMENT_FINE_TUNING": ("reinforcement_fine_tuning/train.jsonl", RFT_BASE, "CreateRftJob"),
+}
+
+
+@pytest.fixture
+def samples_bucket(none: Variant) -> Iterator[str]:
+    """The stack's data bucket in moto S3 holding the kit's sample datasets under datasets/, for the validator."""
+    import boto3
+    from moto import mock_aws
+
+    from finetune_validate import handler
+
+    bucket = none.bucket("FineTuneDataBucket")
+    with mock_aws():
+        handler.get_s3_client.cache_clear()
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=bucket)
+        for sample, _, _ in OTHER_TYPES.values():
+            s3.put_object(Bucket=bucket, Key=f"datasets/{sample}", Body=(SAMPLES / sample).read_bytes())
+        yield bucket
+        handler.get_s3_client.cache_clear()
+
+
+def _validator_handler(call: TaskCall) -> Any:
+    """The validator's own handler on the payload the state machine built, its errors as Step Functions sees them."""
+    from finetune_validate import handler
+    from tests.lambda_helpers import FakeContext
+
+    try:
+        return handler.handler(call.parameters, FakeContext())  # type: ignore[arg-type]
+    except (handler.InvalidRequest, handler.DatasetNotFound) as error:
+        raise AslError(type(error).__name__, str(error)) from None
+
+
+@pytest.mark.parametrize("kind", sorted(OTHER_TYPES))
+@pytest.mark.parametrize("entry", ["direct", "file"])
+def test_a_run_of_another_type_starts_from_that_types_defaults_not_the_configured_ones(
+    none: Variant, samples_bucket: str, kind: str, entry: str
+) -> None:
+    """ft_hyperparameters are the configured type's (FINE_TUNING: epochCount, learningRate). A run of another type
+    without hyperparameters of its own sends none, so Bedrock applies that type's defaults: DISTILLATION takes no
+    such names (the validator would refuse the run), and RFT would run with fine-tuning values."""
+    ft = none.config.finetune
+    assert ft.customization_type == "FINE_TUNING" and ft.hyperparameters  # what the leak would hand on
+    sample, base_model, create = OTHER_TYPES[kind]
+    request = {"trainingKey": f"datasets/{sample}", "customizationType": kind, "baseModelId": base_model}
+    outcomes: dict[str, Iterable[Any]] = {
+        "ValidateData": [_validator_handler],
+        create: [CREATED],
+        "GetJob": [COMPLETED],
+    }
+    if entry == "direct":
+        trace = run(none, request, **outcomes)
+    else:
+        trace = run(none, s3_event(none), ReadJobRequest=[{"Body": json.dumps(request)}], **outcomes)
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert in_order(trace.visited, ["ConfiguredType?", "ApplyOtherTypeDefaults", "ValidateData", create])
+    assert "ApplyDefaults" not in trace.visited
+    assert trace.parameters("ValidateData")["hyperparameters"] == {}
+    [call] = trace.calls_to(create)
+    assert sdk_request_errors(call.resource, call.parameters) == [], call.parameters
+    assert "HyperParameters" not in call.parameters
+    if kind == "REINFORCEMENT_FINE_TUNING":
+        assert call.parameters["CustomizationConfig"]["RftConfig"]["HyperParameters"] == {}
+
+
+@pytest.mark.parametrize("kind", [None, "FINE_TUNING"])
+def test_a_run_of_the_configured_type_gets_the_configured_hyperparameters(none: Variant, kind: str | None) -> None:
+    ft = none.config.finetune
+    request = {"trainingKey": TRAINING_KEY, **({"customizationType": kind} if kind else {})}
+    trace = run(none, request, **job_runs())
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert in_order(trace.visited, ["ConfiguredType?", "ApplyDefaults", "ValidateData", "CreateJob"])
+    assert trace.parameters("ValidateData")["hyperparameters"] == ft.hyperparameters
+    assert trace.parameters("CreateJob")["HyperParameters"] == ft.hyperparameters
+
+
+def test_a_run_of_another_type_keeps_its_own_hyperparameters(none: Variant, samples_bucket: str) -> None:
+    sample, base_model, create = OTHER_TYPES["REINFORCEMENT_FINE_TUNING"]
+    own = {"epochCount": "3", "reasoningEffort": "low"}
+    request = {
+        "trainingKey": f"datasets/{sample}",
+        "customizationType": "REINFORCEMENT_FINE_TUNING",
+        "baseModelId": base_model,
+        "hyperparameters": own,
+    }
+    trace = run(none, request, ValidateData=[_validator_handler], CreateRftJob=[CREATED], GetJob=[COMPLETED])
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.parameters("ValidateData")["hyperparameters"] == own
+    rft = trace.parameters(create)["CustomizationConfig"]["RftConfig"]
+    assert rft["HyperParameters"] == {"EpochCount": 3, "ReasoningEffort": "low"}
 
 
 # --- b) a request uploaded as a file, with a validation set -----------------------------------------------
@@ -1386,6 +1487,7 @@ def test_moto_runs_the_invalid_data_path(none: Variant, request_body: dict[str, 
         "RequestFromFile?",
         "UseInputAsRequest",
         "HasTrainingKey?",
+        "ConfiguredType?",
         "ApplyDefaults",
         "MergeRequest",
         "NameJob",

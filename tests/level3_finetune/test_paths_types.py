@@ -146,7 +146,8 @@ def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
     wanted = invocation_logs_bucket_parameter(variant.config.deployment.name_prefix)
     [parameter] = [p for p in template["Parameters"].values() if p.get("Default") == wanted]
     assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"  # resolved at deploy time, no export
-    request = {"customizationType": formats.DISTILLATION, "hyperparameters": {}}  # no trainingKey: the logs
+    # No trainingKey: the logs. No hyperparameters either: the configured ones are FINE_TUNING's, so none are sent.
+    request = {"customizationType": formats.DISTILLATION}
     result = validated(formats.DISTILLATION, teacherModelId="amazon.nova-pro-v1:0", trainingSource="invocation-logs")
     trace = run(
         variant,
@@ -158,6 +159,7 @@ def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
     assert_ends(trace, "SUCCEEDED", "Done")
     payload = trace.parameters("ValidateData")
     assert payload["trainingKey"] is None and payload["invocationLogs"] is True
+    assert variant.config.finetune.customization_type == formats.FINE_TUNING and payload["hyperparameters"] == {}
     _, created = _create(trace)
     assert created["TrainingDataConfig"] == {
         "InvocationLogsConfig": {

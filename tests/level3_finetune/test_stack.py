@@ -182,6 +182,70 @@ def test_uploading_a_job_request_starts_the_starter_not_the_pipeline(template: d
     assert logging["Level"] == "ALL" and logging["IncludeExecutionData"] is False
 
 
+def _alarmed_dead_letters(template: dict[str, Any], target: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The target's dead-letter queue and the alarm on it (its actions, its description)."""
+    queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    assert template["Resources"][queue_id]["Type"] == "AWS::SQS::Queue"
+    [alarm] = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Dimensions")
+        == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    ]
+    return queue_id, alarm
+
+
+def test_every_rule_that_starts_a_state_machine_keeps_what_it_cannot_deliver(template: dict[str, Any]) -> None:
+    """EventBridge drops an event it could not deliver after its retries, or that it could not deliver at all (no
+    permission, no target), unless the target has a dead-letter queue
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html). Every rule of the stack that
+    starts a state machine (the upload's starter, the teardown) has one, alarmed to the level's topic."""
+    machines = set(resources(template, "AWS::StepFunctions::StateMachine"))
+    topic_id, _ = only(template, "AWS::SNS::Topic")
+    starting = [
+        (rule_id, target)
+        for rule_id, rule in resources(template, "AWS::Events::Rule").items()
+        for target in rule["Properties"]["Targets"]
+        if target["Arn"].get("Ref") in machines
+    ]
+    assert len(starting) == 2, starting
+    for rule_id, target in starting:
+        queue_id, alarm = _alarmed_dead_letters(template, target)
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}], rule_id
+        # EventBridge may send to the queue for this rule (the queue policy is its permission).
+        sends = [
+            statement
+            for policy in resources(template, "AWS::SQS::QueuePolicy").values()
+            if {"Ref": queue_id} in policy["Properties"]["Queues"]
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            if statement.get("Principal") == {"Service": "events.amazonaws.com"}
+        ]
+        this_rule = {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}}
+        [send] = [statement for statement in sends if statement.get("Condition") == this_rule]
+        assert (send["Effect"], send["Action"]) == ("Allow", "sqs:SendMessage"), rule_id
+
+
+def test_an_upload_eventbridge_cannot_deliver_raises_the_alarm_that_says_to_upload_again(
+    template: dict[str, Any],
+) -> None:
+    starter_id, _ = _starter(template)
+    [target] = [
+        t
+        for r in resources(template, "AWS::Events::Rule").values()
+        for t in r["Properties"]["Targets"]
+        if t["Arn"] == {"Ref": starter_id}
+    ]
+    # EventBridge's longest retry policy, read from the registry schema of AWS::Events::Rule: a late start is
+    # harmless (the run is named after the upload), a dropped one is not.
+    schema = resource_schema("AWS::Events::Rule")
+    assert schema is not None
+    limits = schema["definitions"]["RetryPolicy"]["properties"]
+    assert target["RetryPolicy"] == {name: limit["maximum"] for name, limit in limits.items()}
+    _, alarm = _alarmed_dead_letters(template, target)
+    assert "upload the job request again" in alarm["AlarmDescription"]
+    assert "check for deployments or models left billing" in alarm["AlarmDescription"]  # the teardown's too
+
+
 def test_the_starter_may_start_only_the_pipeline_and_report_only_to_the_topic(template: dict[str, Any]) -> None:
     _, starter = _starter(template)
     pipeline_id, _ = _pipeline(template)

@@ -177,8 +177,14 @@ def test_an_undelivered_status_event_lands_in_a_dead_letter_queue_that_alarms(te
         for p in resources(template, "AWS::SQS::QueuePolicy").values()
         if {"Ref": queue_id} in p["Properties"]["Queues"]
     ]
-    [send] = [s for s in policy if s.get("Principal") == {"Service": "events.amazonaws.com"}]
-    assert send["Action"] == "sqs:SendMessage" and "aws:SourceArn" in send["Condition"]["ArnEquals"]
+    [status_rule_id] = [k for k, r in resources(template, "AWS::Events::Rule").items() if r["Properties"] == rule]
+    [send] = [
+        s
+        for s in policy
+        if s.get("Principal") == {"Service": "events.amazonaws.com"}
+        and s["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Fn::GetAtt": [status_rule_id, "Arn"]}
+    ]
+    assert send["Action"] == "sqs:SendMessage"
     [alarm] = [
         a["Properties"]
         for a in resources(template, "AWS::CloudWatch::Alarm").values()
