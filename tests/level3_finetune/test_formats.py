@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import subprocess
@@ -17,6 +18,8 @@ from finetune_validate import formats, handler
 from finetune_validate.validator import DatasetValidator, validate_dataset, validate_files
 from tests.level3_finetune.finetune_data import (
     INVALID_SAMPLES,
+    LLAMA_31,
+    LLAMA_32_VISION,
     NOVA_LITE,
     NOVA_MICRO,
     SAMPLE_DIRS,
@@ -28,6 +31,8 @@ from tests.level3_finetune.finetune_data import (
     jsonl,
     kinds,
     realistic_records,
+    usable_on,
+    video,
 )
 
 NOVA_2 = "amazon.nova-2-lite-v1:0:256k"
@@ -123,6 +128,24 @@ def test_the_distillation_sample_holds_enough_distinct_prompts() -> None:
     assert len(records) >= 100 and len(prompts) == len(records)
 
 
+REASONING_DIR = SAMPLE_DIRS["FINE_TUNING_REASONING"][0].parent
+
+
+def test_the_reasoning_sample_is_what_its_generator_writes_and_holds_enough_distinct_records() -> None:
+    """Nova 2 Lite fine-tuning needs 200 records; the docs validate and upload this very file."""
+    spec = importlib.util.spec_from_file_location("reasoning_sample", REASONING_DIR / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    text = (REASONING_DIR / "train.jsonl").read_text("utf-8")
+    assert text == generator.render(), "run python samples/finetune/fine_tuning_reasoning/generate.py"
+    records = [json.loads(line) for line in text.splitlines()]
+    prompts = {record["messages"][0]["content"][0]["text"] for record in records}
+    minimum = formats.MODELS[NOVA_2].for_type(formats.FINE_TUNING).limits.min_training_records
+    assert len(records) >= minimum and len(prompts) == len(records)
+    assert all("reasoningContent" in record["messages"][-1]["content"][0] for record in records)
+
+
 INVALID = [
     # (file, model, type, kind, lines, a fragment of the message)
     ("distillation/invalid_value.jsonl", NOVA_LITE, formats.DISTILLATION, "invalid_value", [4],
@@ -147,7 +170,10 @@ def test_each_invalid_sample_is_rejected_with_its_rule_line_and_doc(
 ) -> None:
     report = validate_files(str(INVALID_SAMPLES / name), base_model_id=model, customization_type=kind)
     assert not report["valid"]
-    assert kinds(report["training"]) == {error: lines}
+    expected: dict[str, list[int | None]] = {error: lines}
+    if report["training"]["records"] < formats.MODELS[model].for_type(kind).limits.min_training_records:
+        expected["too_few_records"] = [None]  # a short file (Nova 2 Lite fine-tuning needs 200 records)
+    assert kinds(report["training"]) == expected
     entry = report["training"]["errors"][error]
     assert fragment in entry["first"][0]["message"]
     assert entry["doc"] == formats.MODELS[model].for_type(kind).doc
@@ -254,8 +280,32 @@ def _reasoning(value: Any) -> dict[str, Any]:
     ],
 )
 def test_nova_2_reasoning_and_content_rules(record: dict[str, Any], expected: set[str]) -> None:
-    report = check(jsonl([_nova2()] * 7 + [record]), NOVA_2)
+    report = check(jsonl([_nova2()] * 199 + [record]), NOVA_2)
     assert set(report["training"]["errors"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "char"),
+    [("images/my diagram.png", " "), ("images/a+b.png", "+"), ("images/chart(1).png", "("), ("images/it's.png", "'")],
+)
+def test_nova_refuses_media_uris_outside_its_path_characters(path: str, char: str) -> None:
+    """AWS's validator checks media URI paths with ^[\\w\\-/\\.]+$ (is_valid_path in
+    aws-samples/amazon-nova-samples .../nova_ft_dataset_validator.py); S3Location's own pattern allows any path."""
+    record = _nova2(user=[{"text": "q"}, image(uri=f"s3://kit-data/{path}")])
+    for model, padding in ((NOVA_2, 199), (NOVA_LITE, 7)):
+        report = check(jsonl([_nova2()] * padding + [record]), model)
+        assert kinds(report["training"]) == {"invalid_s3_uri": [padding + 1]}
+        message = report["training"]["errors"]["invalid_s3_uri"]["first"][0]["message"]
+        assert message.startswith("messages[0].content[1].image.source.s3Location.uri is ")
+        assert f"holds '{char}'" in message and "letters, digits and _ - / . only" in message
+    fine = _nova2(user=[{"text": "q"}, video(uri="s3://kit-data/videos/Demo_2026-v1.mp4")])
+    assert check(jsonl([_nova2()] * 7 + [fine]), NOVA_LITE)["valid"]
+
+
+def test_llama_keeps_the_s3_location_rule_for_media_paths() -> None:
+    record = _nova2(user=[{"text": "q"}, image(uri="s3://kit-data/images/chart (1)+a.png")])
+    report = check(jsonl([_nova2()] * 99 + [record]), LLAMA_32_VISION, today=usable_on(LLAMA_32_VISION))
+    assert report["valid"], report["training"]["errors"]
 
 
 def test_reasoning_content_is_refused_for_nova_1() -> None:
@@ -268,6 +318,40 @@ def test_nova_2_takes_no_validation_set() -> None:
     report = check(data, NOVA_2, validation=chunked(data, 100))
     assert kinds(report["validation"]) == {"validation_not_allowed": [None]}
     assert "drop the validation file" in report["validation"]["errors"]["validation_not_allowed"]["first"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "count", "expected"),
+    [
+        (NOVA_2, formats.FINE_TUNING, 199, "too_few_records"),
+        (NOVA_2, formats.FINE_TUNING, 200, None),
+        (NOVA_2, formats.FINE_TUNING, 20_000, None),
+        (NOVA_2, formats.FINE_TUNING, 20_001, "too_many_records"),
+        (NOVA_2, formats.REINFORCEMENT_FINE_TUNING, 99, "too_few_records"),
+        (NOVA_2, formats.REINFORCEMENT_FINE_TUNING, 100, None),
+        (NOVA_LITE, formats.FINE_TUNING, 7, "too_few_records"),
+        (NOVA_LITE, formats.FINE_TUNING, 8, None),
+    ],
+)
+def test_nova_record_bounds_follow_awss_validator_per_model_and_type(
+    model: str, kind: str, count: int, expected: str | None
+) -> None:
+    """NOVA_2_0_LITE_SAMPLE_BOUNDS = {"SFT": (200, 20000), "RFT": (100, 20000)}; (8, 20000) for Nova 1
+    (aws-samples/amazon-nova-samples .../dataset_validation/nova_ft_dataset_validator.py, the validator
+    https://docs.aws.amazon.com/nova/latest/nova2-userguide/nova-data-preparation.html recommends)."""
+    one = _rft() if kind == formats.REINFORCEMENT_FINE_TUNING else _nova2()
+    report = check(jsonl([one] * count), model, customization_type=kind)
+    assert set(report["training"]["errors"]) == ({expected} if expected else set())
+    if expected == "too_few_records":
+        minimum = formats.MODELS[model].for_type(kind).limits.min_training_records
+        assert f"needs at least {minimum:,}" in report["training"]["errors"][expected]["first"][0]["message"]
+
+
+def test_nova_2_lite_fine_tuning_minimum_is_200_records() -> None:
+    limits = formats.MODELS[NOVA_2].for_type(formats.FINE_TUNING).limits
+    assert (limits.min_training_records, limits.max_total_records) == (200, 20_000)
+    rft = formats.MODELS[NOVA_2].for_type(formats.REINFORCEMENT_FINE_TUNING).limits
+    assert (rft.min_training_records, rft.max_total_records) == (100, 20_000)
 
 
 def _prompt(*texts: str) -> dict[str, Any]:
@@ -416,6 +500,30 @@ def test_the_handler_names_the_field_and_what_to_do(overrides: dict[str, Any], f
 
 def test_a_data_key_bedrock_accepts_passes() -> None:
     assert formats.check_data_key("genai-kit-data", "datasets/train-v2_(final).jsonl") is None
+    for family in (formats.LLAMA_3_1, formats.TITAN_TEXT, formats.CLAUDE_3_HAIKU):
+        assert formats.check_data_key("genai-kit-data", "datasets/train-v2_(final).jsonl", family) is None
+
+
+@pytest.mark.parametrize("family", [formats.NOVA, formats.NOVA_2])
+@pytest.mark.parametrize(("key", "char"), [("datasets/train(1).jsonl", "("), ("datasets/it's.jsonl", "'"),
+                                          ("datasets/a!b.jsonl", "!"), ("datasets/v*.jsonl", "*")])  # fmt: skip
+def test_nova_refuses_data_keys_outside_its_file_name_characters(family: str, key: str, char: str) -> None:
+    """Nova file names: "alphanumeric characters, underscores, hyphens, slashes, and dots" only (item 3 of
+    https://docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html), though
+    CreateModelCustomizationJob's S3Uri pattern allows ! * ' ( )."""
+    message = formats.check_data_key("genai-kit-data", key, family)
+    assert message is not None
+    assert f"holds '{char}'" in message and "letters, digits and _ - / . only" in message
+    assert formats.DOC_NOVA_FT in message
+    assert formats.check_data_key("genai-kit-data", "datasets/train_v2-final.jsonl", family) is None
+
+
+def test_the_handler_refuses_a_nova_data_key_naming_the_field() -> None:
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.parse_request(_event(trainingKey="datasets/train(final).jsonl"))
+    assert raised.value.field == "trainingKey" and "letters, digits and _ - / . only" in str(raised.value)
+    llama = handler.parse_request(_event(trainingKey="datasets/train(final).jsonl", baseModelId=LLAMA_31))
+    assert llama.training_key == "datasets/train(final).jsonl"
 
 
 def _cli(*args: str) -> tuple[int, str, str]:

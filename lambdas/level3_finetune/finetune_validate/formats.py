@@ -19,8 +19,15 @@ Amazon Nova (https://docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare
     jpeg/png/gif/webp and video formats mov/mkv/mp4/webm, and no media for Micro.
   - record bounds from AWS's validator: at least 8 training records, at most 20,000 records for training
     plus validation together. No separate validation-count or per-record token limit is documented.
+  - dataset "file names can only consist of alphanumeric characters, underscores, hyphens, slashes, and
+    dots" (item 3); AWS's validator holds media S3 URI paths to the same set (its is_valid_path).
   - hyperparameters (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html): epochCount
     integer 1-5, learningRate float 1e-6 to 1e-4, learningRateWarmupSteps integer 0-100. No batchSize.
+
+Amazon Nova 2 Lite (the Nova 2 guide's "Validation tools" section,
+https://docs.aws.amazon.com/nova/latest/nova2-userguide/nova-data-preparation.html, names AWS's validator above;
+its NOVA_2_0_LITE_SAMPLE_BOUNDS): supervised fine-tuning takes 200 to 20,000 records, reinforcement
+fine-tuning 100 to 20,000.
 
 Bedrock "Prepare data for fine-tuning your models" and its "Model requirements for training and validation
 datasets" tables (https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-prepare.html):
@@ -393,6 +400,11 @@ _RFT_HP = (
 )
 
 _NOVA_LIMITS = Limits(min_training_records=8, max_total_records=20_000)
+# Nova 2 Lite fine-tuning: 200 to 20,000 records (NOVA_2_0_LITE_SAMPLE_BOUNDS["SFT"] in AWS's validator,
+# aws-samples/amazon-nova-samples .../dataset_validation/nova_ft_dataset_validator.py, the script the Nova 2 guide
+# recommends: https://docs.aws.amazon.com/nova/latest/nova2-userguide/nova-data-preparation.html). Its RFT bound,
+# 100 to 20,000, is _RFT_LIMITS below.
+_NOVA_2_SFT_LIMITS = Limits(min_training_records=200, max_total_records=20_000)
 _CLAUDE_LIMITS = Limits(
     min_training_records=32,
     max_training_records=10_000,
@@ -545,7 +557,7 @@ MODELS: dict[str, ModelSpec] = {
             base_model_id="amazon.nova-2-lite-v1:0:256k",
             family=NOVA_2,
             shape=CONVERSE,
-            limits=_NOVA_LIMITS,
+            limits=_NOVA_2_SFT_LIMITS,
             hyperparameters=_NOVA_HP,
             reserved=NOVA_RESERVED,
             image_formats=frozenset({"png", "jpeg", "gif"}),
@@ -849,13 +861,28 @@ DATA_S3_URI = re.compile(
     r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]+(?:/[-!_*'().a-z0-9A-Z]+)*)?/?$"
 )
 _KEY_SEGMENT_BAD = re.compile(r"[^-!_*'().a-zA-Z0-9]")
+# Amazon Nova: dataset "file names can only consist of alphanumeric characters, underscores, hyphens, slashes, and
+# dots" (DOC_NOVA_FT, item 3), and AWS's validator holds media S3 URI paths to the same set (is_valid_path,
+# ^[\w\-/\.]+$, in aws-samples/amazon-nova-samples .../dataset_validation/nova_ft_dataset_validator.py). So
+# ! * ' ( ) (which S3Uri allows) and spaces or '+' (which S3Location allows) are refused. ASCII letters only:
+# the documents say alphanumeric, and a rename is cheaper than a job that fails on it.
+NOVA_FAMILIES = frozenset({NOVA, NOVA_2})
+NOVA_PATH_CHARS = "letters, digits and _ - / . only"
+_NOVA_PATH_BAD = re.compile(r"[^A-Za-z0-9_\-/.]")
 
 
-def check_data_key(bucket: str, key: str) -> str | None:
-    """None when s3://bucket/key is a location CreateModelCustomizationJob accepts; else what to rename."""
+def check_data_key(bucket: str, key: str, family: str | None = None) -> str | None:
+    """None when s3://bucket/key is a location CreateModelCustomizationJob accepts (and, for an Amazon Nova family,
+    a file name Nova accepts); else what to rename."""
     uri = f"s3://{bucket}/{key}"
     if DATA_S3_URI.match(uri) and len(uri) <= 1024:
-        return None
+        bad = _NOVA_PATH_BAD.search(key) if family in NOVA_FAMILIES else None
+        if bad is None:
+            return None
+        return (
+            f"'{_shown(key)}' holds '{printable(bad.group())}', which Amazon Nova refuses in a dataset file name: "
+            f"use {NOVA_PATH_CHARS} ({DOC_NOVA_FT})."
+        )
     for segment in key.split("/"):
         if not segment:
             return (
@@ -1309,6 +1336,14 @@ class RecordChecker:
                     f"{spot}.{kind}.source.s3Location.uri is '{_shown(uri)}'; it must be s3://bucket/key with a "
                     "lower-case bucket name of 3 to 63 letters, digits, '.' or '-' "
                     "(https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_S3Location.html).",
+                )
+            )
+        elif self.spec.family in NOVA_FAMILIES and (bad := _NOVA_PATH_BAD.search(uri, len("s3://"))):
+            problems.append(
+                (
+                    INVALID_S3_URI,
+                    f"{spot}.{kind}.source.s3Location.uri is '{_shown(uri)}': it holds '{printable(bad.group())}', "
+                    f"which Amazon Nova refuses in an S3 path; use {NOVA_PATH_CHARS} ({DOC_NOVA_FT}).",
                 )
             )
         if not location.keys() <= {"uri"} | _MEDIA_OPTIONAL:

@@ -20,7 +20,8 @@ The trainingKey may be null only for DISTILLATION with invocationLogs true. The 
 for FINE_TUNING and CONTINUED_PRE_TRAINING only, so a validationKey for the other two is an InvalidRequest.
 
 The dataset keys must be locations CreateModelCustomizationJob accepts (every key segment of letters, digits
-and - ! _ * ' ( ) . only; formats.check_data_key), or the job would be refused after the check passed.
+and - ! _ * ' ( ) . only; for Amazon Nova letters, digits and _ - / . only; formats.check_data_key), or the job
+would be refused after the check passed.
 
 It streams the dataset objects from S3 in chunks (never reading a whole body), validates them, writes the
 report JSON to ``s3://bucket/reportKey`` (the bucket's default encryption applies; no ACL is set) and returns
@@ -176,7 +177,7 @@ def parse_request(event: Any) -> Request:
     if datasets_prefix is not None and not datasets_prefix.endswith("/"):
         raise InvalidRequest("datasetsPrefix", f"'{datasets_prefix[:80]}' must end with '/'")
     for field, key in (("trainingKey", training_key), ("validationKey", validation_key)):
-        bad = check_data_key(bucket, key) if key is not None else None
+        bad = check_data_key(bucket, key, spec.family) if key is not None else None
         if bad is not None:
             raise InvalidRequest(field, bad)
         if key is not None and datasets_prefix is not None and not key.startswith(datasets_prefix):
