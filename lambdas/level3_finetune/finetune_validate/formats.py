@@ -179,7 +179,9 @@ DOC_DISTILLATION_MODELS = "https://docs.aws.amazon.com/nova/latest/userguide/cus
 DOC_RFT = "https://docs.aws.amazon.com/bedrock/latest/userguide/rft-prepare-data.html"
 DOC_RFT_HP = "https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTHyperParameters.html"
 DOC_SUPPORTED = "https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-fine-tuning.html"
-DOC_LIFECYCLE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html"
+# The lifecycle policy of models launched before 2026-09-07, every base model here; model-lifecycle.html now covers
+# only later launches.
+DOC_LIFECYCLE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html"
 DOC_CLAUDE = "https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-anth-claude-3.html"
 DOC_S3_URI = "https://docs.aws.amazon.com/bedrock/latest/APIReference/API_TrainingDataConfig.html"
 
@@ -189,7 +191,7 @@ LEGACY = "LEGACY"
 
 @dataclass(frozen=True)
 class Lifecycle:
-    """A model's Bedrock lifecycle state (https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html):
+    """A model's Bedrock lifecycle state (DOC_LIFECYCLE):
     a LEGACY model is warned about, one past its end-of-life date is refused."""
 
     status: str = ACTIVE
