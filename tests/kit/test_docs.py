@@ -211,3 +211,34 @@ def test_the_kit_command_check_sees_a_wrong_command_and_option(tmp_path: Path) -
         "page.md: kit l2 sync --fast: no such option",
         "page.md: kit costs: no such command",
     ]
+
+
+# The AWS CLI's own Region-free commands: `aws s3` follows a bucket to its Region, `aws sso login` signs in.
+REGION_FREE_SERVICES = {"s3", "sso"}
+
+
+def commands_without_region(pages: list[Path]) -> list[str]:
+    """Each `aws <service> <command>` line of a fenced example that names no `--region`: the kit's stacks live in one
+    Region, and a reader whose CLI defaults to another would be told the stack or resource does not exist."""
+    found = []
+    for path in pages:
+        text = re.sub(r"\\\n\s*", " ", path.read_text())
+        for block in re.findall(r"```.*?```", text, flags=re.DOTALL):
+            for line in block.splitlines():
+                services = [m.group(1) for m in _COMMAND.finditer(line)]
+                if set(services) - REGION_FREE_SERVICES and "--region" not in line:
+                    found.append(f"{path.name}: {line.strip()}")
+    return found
+
+
+def test_every_aws_cli_example_names_its_region(tmp_path: Path) -> None:
+    assert commands_without_region(DOC_PAGES) == []
+    page = tmp_path / "page.md"
+    lines = [
+        "```bash",
+        "aws s3 cp a s3://b/",
+        "aws bedrock list-custom-models",
+        "aws sts get-caller-identity --region y",
+    ]
+    page.write_text("\n".join([*lines, "```"]))
+    assert commands_without_region([page]) == ["page.md: aws bedrock list-custom-models"]
