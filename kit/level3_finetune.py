@@ -260,6 +260,15 @@ def start(
     if upload or upload_validation:
         bucket = aws.require_output(outputs, "DataBucketName", name)
         model = base_model or ft.base_model_id
+        _validator()
+        from finetune_validate.formats import check_data_key, resolve_model
+
+        # A key the job would refuse (for Amazon Nova, a file name with characters it does not take) stops here,
+        # before anything is uploaded, with the validator's own message.
+        family = resolve_model(model).family
+        for option, key in (("--training-key", training_key), ("--validation-key", validation_key)):
+            if key and (problem := check_data_key(bucket, key, family)):
+                raise KitUsageError(f"{option}: {problem}")
         hyper = params if params is not None else configured_hyperparameters(ft, kind)
         if upload:
             teacher = teacher_model or (ft.teacher_model_id if kind == "DISTILLATION" else None)

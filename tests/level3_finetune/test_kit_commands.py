@@ -117,6 +117,25 @@ def test_l3_start_refuses_invalid_data_and_keys_outside_datasets(mocked: FakeClo
     assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="ft-data")
 
 
+def test_l3_start_refuses_a_file_name_nova_refuses_before_uploading(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    machine = state_machine(WAIT_THEN_PASS, "finetune")
+    finetune_stack(mocked, machine)
+    # Given a valid dataset whose file name holds characters S3 keys allow and Amazon Nova refuses
+    copy = tmp_path / "train(1).jsonl"
+    copy.write_bytes((SAMPLES / "train.jsonl").read_bytes())
+    # When it is uploaded for the default Nova base model
+    refused = run(l3, "start", "--upload", str(copy))
+    # Then nothing is uploaded or started, and the message names the option and the characters allowed
+    assert refused.exit_code == 2, refused.output
+    assert "--training-key" in refused.output and "letters, digits and _ - / . only" in refused.output
+    assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="ft-data")
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+    # And for a model family that takes the name, the key passes (the Nova-format data then fails Llama's check)
+    other = run(l3, "start", "--upload", str(copy), "--base-model", "meta.llama3-1-8b-instruct-v1:0:128k")
+    assert other.exit_code == 1 and "the data is invalid" in other.output and "--training-key" not in other.output
+
+
 def test_l3_status_follows_the_newest_execution_until_it_succeeds(executing: FakeCloudFormation) -> None:
     machine = state_machine(WAIT_THEN_PASS, "finetune")
     finetune_stack(executing, machine)
