@@ -19,6 +19,16 @@ EMBEDDING_MODELS: Mapping[str, tuple[int, ...]] = {
     "cohere.embed-english-v3": (1024,),
     "cohere.embed-multilingual-v3": (1024,),
 }
+# The most text each embedding model reads of one chunk, in tokens. Titan Text Embeddings V2 "can intake up to 8,192
+# tokens" (https://docs.aws.amazon.com/bedrock/latest/userguide/titan-embedding-models.html); Cohere Embed v3 takes
+# at most 2,048 characters per text, about 512 tokens at "1 token is about 4 characters", and its default truncation
+# "returns an error when the input exceeds the maximum input token length"
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-embed.html).
+EMBEDDING_INPUT_TOKENS: Mapping[str, int] = {
+    "amazon.titan-embed-text-v2:0": 8192,
+    "cohere.embed-english-v3": 512,
+    "cohere.embed-multilingual-v3": 512,
+}
 VectorStore = Literal["s3vectors", "opensearch-serverless"]
 VECTOR_STORES: tuple[str, ...] = get_args(VectorStore)
 ChunkingStrategy = Literal["fixed", "hierarchical", "semantic", "none"]
@@ -128,11 +138,21 @@ class RagSettings(Settings):
             raise Invalid(f"one of {', '.join(map(str, EMBEDDING_MODELS[model]))} for {model}")
         return dimensions
 
+    @field_validator("chunk_max_tokens")
+    @classmethod
+    def _fits_the_embedding_model(cls, tokens: int, info: ValidationInfo) -> int:
+        # Fixed and semantic chunks are embedded whole (hierarchical ones: the child chunks, checked below).
+        if info.data.get("chunking_strategy") in ("fixed", "semantic"):
+            _within_model_input(tokens, info)
+        return tokens
+
     @field_validator("hierarchical_child_tokens")
     @classmethod
     def _child_inside_parent(cls, child: int, info: ValidationInfo) -> int:
         if child >= info.data.get("hierarchical_parent_tokens", child + 1):
             raise Invalid("fewer tokens than rag_hierarchical_parent_tokens")
+        if info.data.get("chunking_strategy") == "hierarchical":
+            _within_model_input(child, info)
         return child
 
     @field_validator("documents_prefix")
@@ -169,3 +189,11 @@ class RagSettings(Settings):
             buffer_size=self.semantic_buffer_size,
             breakpoint_percentile=self.semantic_breakpoint_percentile,
         )
+
+
+def _within_model_input(tokens: int, info: ValidationInfo) -> None:
+    """A chunk the embedding model cannot read whole is refused at synth, not at every ingestion."""
+    model = str(info.data.get("embedding_model_id"))
+    ceiling = EMBEDDING_INPUT_TOKENS.get(model)
+    if ceiling is not None and tokens > ceiling:
+        raise Invalid(f"at most {ceiling} for {model} (the most it embeds of one chunk)")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from stacks.config import ConfigError
-from stacks.level2_rag.settings import EMBEDDING_MODELS, ChunkingSettings
+from stacks.level2_rag.settings import EMBEDDING_INPUT_TOKENS, EMBEDDING_MODELS, ChunkingSettings
 from tests.infra.test_config import build
 
 
@@ -54,6 +54,39 @@ def test_dimensions_another_model_offers_are_refused_for_this_one() -> None:
     assert str(caught.value) == (
         "config error: rag_embedding_dimensions = 512 is not allowed; expected one of 1024 for cohere.embed-english-v3"
     )
+
+
+def test_every_embedding_model_has_an_input_ceiling() -> None:
+    assert set(EMBEDDING_INPUT_TOKENS) == set(EMBEDDING_MODELS)
+
+
+@pytest.mark.parametrize(
+    ("chunking", "key"),
+    [
+        ("fixed", "rag_chunk_max_tokens"),
+        ("semantic", "rag_chunk_max_tokens"),
+        ("hierarchical", "rag_hierarchical_child_tokens"),
+    ],
+)
+def test_a_chunk_longer_than_the_embedding_model_reads_is_refused(chunking: str, key: str) -> None:
+    """Cohere Embed v3 takes about 512 tokens (2,048 characters) of one text; Titan Text Embeddings V2 8,192."""
+    cohere = {"rag_embedding_model_id": "cohere.embed-english-v3", "rag_chunking": chunking}
+    assert build(**cohere, **{key: 512}).rag.embedding_model_id == "cohere.embed-english-v3"
+    with pytest.raises(ConfigError) as caught:
+        build(**cohere, **{key: 513})
+    assert str(caught.value) == (
+        f"config error: {key} = 513 is not allowed; expected at most 512 for cohere.embed-english-v3 "
+        "(the most it embeds of one chunk)"
+    )
+    # Titan reads up to 8,192 tokens, the chunking maximum itself
+    assert build(rag_chunking=chunking, **{key: 1000}).rag.embedding_model_id == "amazon.titan-embed-text-v2:0"
+
+
+def test_a_key_the_strategy_does_not_use_is_not_held_to_the_model() -> None:
+    cohere = build(
+        rag_embedding_model_id="cohere.embed-english-v3", rag_chunking="hierarchical", rag_chunk_max_tokens=2000
+    )
+    assert cohere.rag.chunking.strategy == "hierarchical"
 
 
 def test_rag_mistakes_are_reported_together() -> None:
