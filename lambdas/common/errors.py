@@ -40,8 +40,18 @@ RETRYABLE_CODES = THROTTLING_CODES | UNAVAILABLE_CODES
 # connection failure (endpoint unreachable, connection closed). Timeouts stay TIMEOUT_ERRORS: never retried, 504.
 TRANSIENT_STATUS_CODES = frozenset({500, 502, 503, 504})
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (BotocoreConnectionError, HTTPClientError)
-# Anthropic models need the account's use-case form first (HTTP 404, same troubleshooting page).
+# Anthropic models need the account's use-case form first (HTTP 404, same troubleshooting page, under the heading
+# FTUFormNotFilled). On the wire the code is ResourceNotFoundException and the message says it: "Model use case
+# details have not been submitted for this account. Fill out the Anthropic use case details form before using the
+# model. If you have already filled out the form, try again in 15 minutes." A Legacy model the account has not used
+# lately is refused the same way: "Access denied. This Model is marked by provider as Legacy and you have not been
+# actively using the model in the last 15 days" (lifecycle: new customers cannot start using a Legacy model,
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html). Both are the account's access,
+# not a missing resource, so they are read from the message of a not-found error.
 USE_CASE_FORM_CODE = "FTUFormNotFilled"
+NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ResourceNotFound"})
+USE_CASE_FORM_MESSAGE = "use case details have not been submitted"
+LEGACY_NOT_IN_USE_MESSAGE = "marked by provider as legacy"
 # The account's other refusals on that page: a Marketplace subscription still being processed (403, "Try again
 # after 15 minutes": temporary, so 503 with Retry-After), an account Bedrock does not authorize for the model
 # (403, "Contact AWS Support"), and NotAuthorized (400, "You do not have permission": IAM or an SCP).
@@ -297,6 +307,12 @@ def from_aws_error(
             or input_too_long(exc, resource=resource, field=input_field)
             or ModelRejectedInputError(trim(aws_error_message(exc)) or "Amazon Bedrock rejected the request.")
         )
+    if code in NOT_FOUND_CODES:
+        message = aws_error_message(exc).lower()
+        if USE_CASE_FORM_MESSAGE in message:
+            return _use_case_form(exc, resource, config_hint)
+        if LEGACY_NOT_IN_USE_MESSAGE in message:
+            return _legacy_not_in_use(resource, model_setting or config_hint)
     build = _AWS_ERRORS.get(code)
     if build is not None:
         return build(exc, resource, config_hint)
@@ -378,7 +394,15 @@ def _account_not_authorized(exc: BaseException, resource: str, hint: str) -> Api
 def _use_case_form(exc: BaseException, resource: str, hint: str) -> ApiError:
     return ModelAccessDeniedError(
         f"Access to '{resource}' was denied: the account has not submitted the Anthropic use-case form. Submit "
-        "it once in the Amazon Bedrock console (model catalog, the Anthropic model), then retry."
+        "it once in the Amazon Bedrock console (model catalog, the Anthropic model), then retry; a form submitted "
+        "in the last 15 minutes may not be in effect yet."
+    )
+
+
+def _legacy_not_in_use(resource: str, setting: str) -> ApiError:
+    return ModelAccessDeniedError(
+        f"Amazon Bedrock refuses '{resource}': the provider marked it Legacy and this account has not used it "
+        f"recently, so it cannot start again. Configure an Active model ({setting})."
     )
 
 

@@ -133,13 +133,39 @@ def test_timeouts_map_to_504_with_retry_after(exc: Exception) -> None:
     assert (mapped.status, mapped.code, mapped.headers()) == (504, "model_timeout", {"Retry-After": "5"})
 
 
-def test_use_case_form_not_filled_is_access_denied_with_the_form_advice() -> None:
+# What Bedrock sends (a ResourceNotFoundException with these messages), and the troubleshooting page's heading.
+USE_CASE_FORM_REFUSAL = (
+    "Model use case details have not been submitted for this account. Fill out the Anthropic use case details form "
+    "before using the model. If you have already filled out the form, try again in 15 minutes."
+)
+LEGACY_REFUSAL = (
+    "Access denied. This Model is marked by provider as Legacy and you have not been actively using the model in "
+    "the last 15 days. Please upgrade to an active model on Amazon Bedrock"
+)
+
+
+@pytest.mark.parametrize("code", ["ResourceNotFoundException", "FTUFormNotFilled"])
+def test_use_case_form_not_filled_is_access_denied_with_the_form_advice(code: str) -> None:
+    mapped = errors.from_aws_error(client_error(code, USE_CASE_FORM_REFUSAL, 404), resource=RESOURCE)
+    assert mapped is not None
+    assert (mapped.status, mapped.code) == (403, "model_access_denied")
+    assert "use-case form" in mapped.message and RESOURCE in mapped.message and "15 minutes" in mapped.message
+
+
+def test_a_legacy_model_the_account_stopped_using_is_access_denied_naming_the_setting() -> None:
     mapped = errors.from_aws_error(
-        client_error("FTUFormNotFilled", "Model use case details not submitted", 404), resource=RESOURCE
+        client_error("ResourceNotFoundException", LEGACY_REFUSAL, 404), resource=RESOURCE, model_setting="MODEL_ID"
     )
     assert mapped is not None
     assert (mapped.status, mapped.code) == (403, "model_access_denied")
-    assert "use-case form" in mapped.message and RESOURCE in mapped.message
+    assert "Legacy" in mapped.message and "Active model (MODEL_ID)" in mapped.message
+
+
+def test_a_resource_that_is_really_missing_stays_upstream_not_found() -> None:
+    mapped = errors.from_aws_error(
+        client_error("ResourceNotFoundException", "The specified guardrail does not exist", 404), resource=RESOURCE
+    )
+    assert mapped is not None and (mapped.status, mapped.code) == (502, "upstream_not_found")
 
 
 @pytest.mark.parametrize(

@@ -629,7 +629,9 @@ def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invok
 
 
 def test_use_case_form_not_filled_is_403_with_the_form_advice(invoke: Invoke, stubber: Stubber) -> None:
-    stubber.add_client_error("converse", "FTUFormNotFilled", "Model use case details have not been submitted", 404)
+    # Bedrock's own code and message for it (the troubleshooting page's heading, FTUFormNotFilled, is not the code)
+    message = "Model use case details have not been submitted for this account. Fill out the Anthropic use case form"
+    stubber.add_client_error("converse", "ResourceNotFoundException", message, 404)
 
     error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 403, "model_access_denied")
 
