@@ -1146,6 +1146,28 @@ def test_empty_values_are_left_out_and_adjacent_kit_text_merged() -> None:
     ]
 
 
+def test_blank_values_and_blank_text_between_them_are_left_out() -> None:
+    """Converse refuses a blank text block (a ValidationException, which the template route answers as the
+    operator's 500): a value of only whitespace is the caller's empty value, and a space left between two values
+    is not sent on its own."""
+    prompt = prompts.parse_prompt(SUMMARIZE_ARN, get_prompt_response())
+    assert prompts.render(prompt, {"audience": " \n\t", "text": "Body."}) == prompts.render(
+        prompt, {"audience": "", "text": "Body."}
+    )
+    spaced = prompts.parse_prompt(SUMMARIZE_ARN, get_prompt_response("{{audience}} {{text}}"))
+    assert prompts.render(spaced, {"audience": "Kids", "text": "Body."}) == [
+        (prompts.VARIABLE, "Kids"),
+        (prompts.VARIABLE, "Body."),
+    ]
+
+
+def test_a_template_of_blank_values_only_is_the_callers_400(invoke: Invoke, stubber: Stubber, agent: Stubber) -> None:
+    agent.add_response("get_prompt", get_prompt_response("{{audience}}{{text}}"), GET_SUMMARIZE)
+    reply = invoke(api_event("POST", "/templates/summarize", {"variables": {"audience": " ", "text": "  "}}))
+    error = assert_error(reply, 400, "invalid_value", "variables")
+    assert "blank" in error["message"]  # and no Converse call was made: the stubber holds no response for one
+
+
 def test_only_declared_variables_are_placeholders() -> None:
     parts = prompts.split_template("{{a}} {{b}} {{ a }} {x}", ("a",))
     assert parts == (

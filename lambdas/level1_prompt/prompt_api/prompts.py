@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import ConfigurationError
+from common.errors import BadRequestError, ConfigurationError
 
 TEXT = "text"
 VARIABLE = "variable"
@@ -84,7 +84,12 @@ def split_template(template: str, variables: tuple[str, ...]) -> tuple[tuple[str
 
 
 def render(prompt: ManagedPrompt, values: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(kind, text) blocks of the rendered prompt: adjacent literal text merged, empty values left out."""
+    """(kind, text) blocks of the rendered prompt: adjacent literal text merged, blank values and blocks left out.
+
+    Converse refuses a content block whose text is blank ("The text field in the ContentBlock object at
+    messages.0.content.0 is blank", a ValidationException), so a value of only whitespace is left out like an
+    empty one, and so is literal text left blank between two values. Nothing left at all is the caller's request.
+    """
     # The handler checked the request against the catalog (PROMPT_CATALOG), which must agree with the prompt.
     if set(prompt.variables) != set(values):
         declared, given = ", ".join(prompt.variables) or "(none)", ", ".join(values) or "(none)"
@@ -92,10 +97,17 @@ def render(prompt: ManagedPrompt, values: Mapping[str, str]) -> list[tuple[str, 
     blocks: list[tuple[str, str]] = []
     for kind, text in prompt.parts:
         value = values[text] if kind == VARIABLE else text
-        if not value:
+        if not value.strip() if kind == VARIABLE else not value:
             continue
         if kind == TEXT and blocks and blocks[-1][0] == TEXT:
             blocks[-1] = (TEXT, blocks[-1][1] + value)
         else:
             blocks.append((kind, value))
+    blocks = [(kind, value) for kind, value in blocks if value.strip()]
+    if not blocks:
+        raise BadRequestError(
+            "every variable is blank and the template has no text of its own: give at least one value",
+            code="invalid_value",
+            field="variables",
+        )
     return blocks
