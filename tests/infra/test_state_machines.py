@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,3 +124,96 @@ def test_the_lambda_retry_guard_sees_a_task_that_is_not_retried() -> None:
     findings = lambda_retry_findings({"S": template})
     assert "S/M.V: Lambda.TooManyRequestsException is not retried" in findings
     assert "S/M.W: Lambda.ServiceException is not retried" in findings
+
+
+# --- the error names a Retry or Catch can match ---------------------------------------------------------------
+
+# The errors Step Functions itself raises (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+STATES_ERRORS = {
+    "States.ALL",
+    "States.DataLimitExceeded",
+    "States.ExceedToleratedFailureThreshold",
+    "States.HeartbeatTimeout",
+    "States.Http.Socket",
+    "States.IntrinsicFailure",
+    "States.ItemReaderFailed",
+    "States.NoChoiceMatched",
+    "States.ParameterPathFailure",
+    "States.Permissions",
+    "States.QueryEvaluationError",
+    "States.ResultPathMatchFailure",
+    "States.ResultWriterFailed",
+    "States.Runtime",
+    "States.TaskFailed",
+    "States.Timeout",
+}
+# An aws-sdk task's error is "ServiceName.ErrorName ... Both the service name and error name are in Pascal case",
+# with the Exception suffix always added (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html).
+# The service names the kit's definitions use, spelled as that page's rule makes them.
+SDK_ERROR_PREFIXES = {"bedrock": "Bedrock", "s3": "S3"}
+# Errors every AWS API may return besides its operation's own (Common Errors of each API reference, e.g.
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/CommonErrors.html; Bedrock's troubleshooting page lists
+# InternalFailure and ServiceUnavailable too).
+COMMON_ERRORS = {
+    "AccessDeniedException",
+    "IncompleteSignature",
+    "InternalFailure",
+    "InvalidAction",
+    "InvalidClientTokenId",
+    "NotAuthorized",
+    "OptInRequired",
+    "RequestExpired",
+    "ServiceUnavailable",
+    "ThrottlingException",
+    "ValidationError",
+}
+
+
+def sdk_error_names(service: str, action: str) -> set[str]:
+    """Every error name an ``arn:aws:states:::aws-sdk:<service>:<action>`` task can raise, from botocore's model."""
+    import botocore.session
+
+    operation = action[:1].upper() + action[1:]
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    shapes = {shape.name for shape in model.error_shapes} | COMMON_ERRORS
+    return {f"{SDK_ERROR_PREFIXES[service]}.{name.removesuffix('Exception')}Exception" for name in shapes}
+
+
+def error_name_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Retry and Catch names that can never match: a States.* name Step Functions does not raise, or an aws-sdk
+    task's name that its service's operation cannot raise (a misspelled one silently never retries or catches)."""
+    found = []
+    for machine, definition in _definitions(templates):
+        for name, state in _states(definition):
+            handlers = [*state.get("Retry", []), *state.get("Catch", [])]
+            names = {error for handler in handlers for error in handler["ErrorEquals"]}
+            sdk = re.fullmatch(r"arn:aws:states:::aws-sdk:([a-z0-9]+):([A-Za-z0-9]+)", str(state.get("Resource", "")))
+            for error in sorted(names):
+                if error.startswith("States."):
+                    if error not in STATES_ERRORS:
+                        found.append(f"{machine}.{name}: {error} is not an error Step Functions raises")
+                elif sdk and sdk.group(1) not in SDK_ERROR_PREFIXES:
+                    found.append(f"{machine}.{name}: {error}: no checked error prefix for aws-sdk:{sdk.group(1)}")
+                elif sdk and error not in sdk_error_names(*sdk.groups()):
+                    found.append(
+                        f"{machine}.{name}: {error} is not an error aws-sdk:{sdk.group(1)}:{sdk.group(2)} raises"
+                    )
+    return found
+
+
+def test_every_retry_and_catch_names_an_error_its_task_can_raise(each_stage: Any) -> None:
+    assert error_name_findings(each_stage.templates) == []
+
+
+def test_the_error_name_guard_sees_a_misspelled_and_a_foreign_name() -> None:
+    retry = [{"ErrorEquals": ["Bedrock.ThrottlingException", "Bedrock.Throttling", "States.Timeout"]}]
+    catch = [{"ErrorEquals": ["Bedrock.NoSuchKeyException", "States.TaskFail"], "Next": "X"}]
+    resource = "arn:aws:states:::aws-sdk:bedrock:getModelCustomizationJob"
+    states = {"G": {"Type": "Task", "Resource": resource, "Retry": retry, "Catch": catch, "End": True}}
+    template = {"Resources": {"M": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {}}}}
+    template["Resources"]["M"]["Properties"]["DefinitionString"] = json.dumps({"StartAt": "G", "States": states})
+    assert error_name_findings({"S": template}) == [
+        "S/M.G: Bedrock.NoSuchKeyException is not an error aws-sdk:bedrock:getModelCustomizationJob raises",
+        "S/M.G: Bedrock.Throttling is not an error aws-sdk:bedrock:getModelCustomizationJob raises",
+        "S/M.G: States.TaskFail is not an error Step Functions raises",
+    ]
