@@ -24,6 +24,7 @@ from stacks.config import KitConfig
 from stacks.level1_prompt.prompt_templates import PromptTemplate
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
 from stacks.shared.deployment import Deployment
+from stacks.shared.facts import request_metadata
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.python_function import PythonFunction
@@ -177,6 +178,7 @@ class PromptEngineeringStack(Stack):
                 "PROMPT_CATALOG": catalog.catalog_json,
                 "DEFAULT_TEMPERATURE": str(config.prompt.text_temperature),
                 "DEFAULT_MAX_TOKENS": str(config.prompt.text_max_tokens),
+                "REQUEST_METADATA": json.dumps(request_metadata(deployment.name_prefix, deployment.stage)),
             },
         )
         grant_invoke_model(handler.role, config.text_model)

@@ -35,6 +35,21 @@ PROFILE_GEOGRAPHIES = geographies.PROFILE_GEOGRAPHIES
 INVOCATION_LOGS_PREFIX = "invocations/"
 
 
+# Level 1 tags every model call with this request metadata (Converse's requestMetadata, recorded in the invocation
+# logs), and a Level 3 distillation from invocation logs keeps only calls so tagged (InvocationLogsConfig's
+# requestMetadataFilters): to pick "the prompt-response pairs to use for distillation, you must add a request metadata
+# string ... when you invoke a model or use the Converse API operation"
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-2.html). Unfiltered, a job
+# would read every call logged in the Region, from any application and either stage.
+REQUEST_METADATA_KEY = "genai-kit-source"
+
+
+def request_metadata(name_prefix: str, stage: str) -> dict[str, str]:
+    """The request metadata of this deployment's Level 1 calls (key and value within RequestMetadataFilters'
+    pattern ``[a-zA-Z0-9\\s._:/=+$@-]``)."""
+    return {REQUEST_METADATA_KEY: f"{name_prefix}-{stage}-prompt-api"}
+
+
 def invocation_logs_bucket_parameter(name_prefix: str) -> str:
     """The SSM parameter holding the invocation-logging stack's bucket name. That stack writes it and Level 3
     resolves it at deploy time: unlike a CloudFormation export, a parameter does not pin the bucket in the

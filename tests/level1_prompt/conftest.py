@@ -39,11 +39,14 @@ GUARDRAIL_CONFIG = {
     "trace": "enabled",
 }
 
+REQUEST_METADATA = {"genai-kit-source": "genai-kit-sandbox-prompt-api"}
+
 PROMPT_ENV = {
     "MODEL_ID": MODEL_ID,
     "GUARDRAIL_ID": GUARDRAIL_ID,
     "GUARDRAIL_VERSION": GUARDRAIL_VERSION,
     "PROMPT_CATALOG": json.dumps(CATALOG),
+    "REQUEST_METADATA": json.dumps(REQUEST_METADATA),
 }
 
 

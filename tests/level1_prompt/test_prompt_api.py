@@ -43,7 +43,16 @@ from tests.lambda_helpers import (
     failing_sends,
 )
 
-from .conftest import CATALOG, GUARDRAIL_CONFIG, MODEL_ID, NAMESPACE, SERVICE, SUMMARIZE_ARN, converse_response
+from .conftest import (
+    CATALOG,
+    GUARDRAIL_CONFIG,
+    MODEL_ID,
+    NAMESPACE,
+    REQUEST_METADATA,
+    SERVICE,
+    SUMMARIZE_ARN,
+    converse_response,
+)
 
 Invoke = Callable[..., Reply]
 # The function's asset as Lambda sees it: its package and lambdas/common side by side.
@@ -63,6 +72,7 @@ def prompt_params(prompt: str = "Say hello.", **inference: Any) -> dict[str, Any
         "messages": [{"role": "user", "content": [guarded(prompt)]}],
         "inferenceConfig": {"temperature": 0.5, "maxTokens": 512, **inference},
         "guardrailConfig": GUARDRAIL_CONFIG,
+        "requestMetadata": REQUEST_METADATA,
     }
 
 
@@ -118,6 +128,7 @@ def summarize_params(text: str = "Long text.", audience: str = "executives") -> 
         "messages": [{"role": "user", "content": content}],
         "inferenceConfig": SUMMARIZE_INFERENCE,
         "guardrailConfig": GUARDRAIL_CONFIG,
+        "requestMetadata": REQUEST_METADATA,
     }
 
 
@@ -1109,6 +1120,7 @@ def test_template_route_sends_the_kit_text_unguarded_and_every_value_guarded(
         "modelId": MODEL_ID,
         "messages": [{"role": "user", "content": content}],
         "guardrailConfig": GUARDRAIL_CONFIG,
+        "requestMetadata": REQUEST_METADATA,
     }
     stubber.add_response("converse", converse_response("Summary."), expected)
 
@@ -1132,6 +1144,7 @@ def test_template_request_guards_exactly_the_callers_values() -> None:
     assert params["modelId"] == MODEL_ID  # the model IAM allows, never the prompt ARN
     assert "promptVariables" not in params and "inferenceConfig" not in params
     assert params["guardrailConfig"] == GUARDRAIL_CONFIG
+    assert params["requestMetadata"] == REQUEST_METADATA  # what Level 3's distillation from the logs selects
 
 
 def test_empty_values_are_left_out_and_adjacent_kit_text_merged() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -144,6 +145,27 @@ def test_function_environment_wires_model_guardrail_and_prompt_versions(sandbox:
         assert "${" + version_logical_id + ".Arn}" in catalog
     for prompt in load_templates():
         assert f'"{prompt.name}":' in catalog
+
+
+def test_every_call_is_tagged_with_what_a_level_3_distillation_from_the_logs_selects(
+    sandbox: Any, prod_extremes: Any, template: dict[str, Any]
+) -> None:
+    """The function's requestMetadata is this deployment's (stacks/shared/facts.py), and the longest name prefix
+    still fits both Converse's requestMetadata and the distillation job's requestMetadataFilters (botocore)."""
+    import botocore.session
+
+    from stacks.shared.facts import request_metadata
+    from tests.infra.asl import member_errors
+
+    env = _function(template)["Environment"]["Variables"]
+    deployment = sandbox.config.deployment
+    assert json.loads(env["REQUEST_METADATA"]) == request_metadata(deployment.name_prefix, deployment.stage)
+    longest = request_metadata(prod_extremes.config.deployment.name_prefix, "prod")
+    assert member_errors("bedrock-runtime", "Converse", "requestMetadata", longest) == []
+    filters = botocore.session.get_session().get_service_model("bedrock").shape_for("RequestMetadataFilters")
+    for key, value in longest.items():
+        assert re.fullmatch(filters.members["equals"].key.metadata["pattern"], key)
+        assert re.fullmatch(filters.members["equals"].value.metadata["pattern"], value)
 
 
 def test_function_role_trusts_only_lambda_and_has_no_managed_policies(template: dict[str, Any]) -> None:

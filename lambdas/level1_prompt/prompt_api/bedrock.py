@@ -125,6 +125,7 @@ def prompt_request(settings: Settings, request: PromptRequest) -> dict[str, Any]
         "messages": [{"role": "user", "content": [guarded(request.prompt)]}],
         "inferenceConfig": inference,
         "guardrailConfig": guardrail_config(settings),
+        "requestMetadata": dict(settings.request_metadata),
     }
     if request.system and request.system.strip():
         params["system"] = [guarded(request.system)]
@@ -147,6 +148,7 @@ def template_request(settings: Settings, prompt: ManagedPrompt, variables: dict[
         "modelId": settings.model_id,
         "messages": [{"role": "user", "content": content}],
         "guardrailConfig": guardrail_config(settings),
+        "requestMetadata": dict(settings.request_metadata),
     }
     if prompt.inference:
         params["inferenceConfig"] = dict(prompt.inference)

@@ -17,6 +17,7 @@ from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property
 DEFAULT_TEMPERATURE = 0.5
 DEFAULT_MAX_TOKENS = 512
 CATALOG_VAR = "PROMPT_CATALOG"
+REQUEST_METADATA_VAR = "REQUEST_METADATA"
 # Both matched whole (fullmatch).
 GUARDRAIL_VERSION = re.compile(r"DRAFT|[1-9][0-9]{0,7}")
 VARIABLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -40,6 +41,8 @@ class Settings:
     default_max_tokens: int
     metrics_namespace: str
     service_name: str
+    # Tags every Converse call (requestMetadata): Level 3 distills from the invocation logs of these calls only.
+    request_metadata: Mapping[str, str]
 
 
 @lru_cache(maxsize=1)
@@ -56,7 +59,15 @@ def get_settings() -> Settings:
         default_max_tokens=env_int("DEFAULT_MAX_TOKENS", DEFAULT_MAX_TOKENS, low_m, high_m),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "prompt-api"),
+        request_metadata=_string_map(REQUEST_METADATA_VAR),
     )
+
+
+def _string_map(name: str) -> Mapping[str, str]:
+    raw = env_json_object(name)
+    if not all(isinstance(key, str) and isinstance(value, str) for key, value in raw.items()):
+        raise ConfigurationError(f"Environment variable {name} must map strings to strings.")
+    return MappingProxyType(raw)
 
 
 def parse_catalog(raw: Mapping[str, Any]) -> Mapping[str, Template]:
