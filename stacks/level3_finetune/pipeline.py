@@ -64,6 +64,34 @@ def retry_throttling(task: tasks.CallAwsService) -> None:
     )
 
 
+# A status poll (GetModelCustomizationJob, the deployment's and the throughput's Get*, GetModelImportJob) is
+# read-only, so it also retries any other task error, briefly. Bedrock documents InternalFailure (500) and
+# ServiceUnavailable (503) as common errors to retry with backoff
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html), and botocore's
+# model lists neither for these operations; one of them in a 72-hour wait would otherwise fail the run, and its
+# teardown stop the paid job. Bounded: a permanent error (AccessDenied) still fails the run within minutes.
+# States.TaskFailed may follow named retriers; only States.ALL must stand alone and last
+# (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+POLL_RETRY_INTERVAL = Duration.seconds(30)
+POLL_RETRY_ATTEMPTS = 3  # 30, 60 and 120 s: three and a half minutes
+
+
+def retry_task_errors(task: tasks.CallAwsService | sfn.CustomState) -> None:
+    """A read-only poll retries any task error (after its named retriers) a few times before its Catch."""
+    task.add_retry(
+        errors=["States.TaskFailed"],
+        interval=POLL_RETRY_INTERVAL,
+        max_attempts=POLL_RETRY_ATTEMPTS,
+        backoff_rate=2.0,
+    )
+
+
+def retry_polling(task: tasks.CallAwsService) -> None:
+    """A Bedrock status poll: throttling and server errors as every call, then any task error, briefly."""
+    retry_throttling(task)
+    retry_task_errors(task)
+
+
 # Step Functions reports a Lambda invocation refused at the account's or function's concurrency limit as
 # Lambda.TooManyRequestsException, which is not one of the service exceptions LambdaInvoke retries by default
 # (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html). A throttled
@@ -439,7 +467,7 @@ class FineTunePipeline(Construct):
             iam_resources=[job_arn],
             result_path="$.status",
         )
-        retry_throttling(get_job)
+        retry_polling(get_job)
         get_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
         count = sfn.Pass(
             self,
@@ -597,7 +625,7 @@ class FineTunePipeline(Construct):
         on_failed: sfn.IChainable,
     ) -> sfn.IChainable:
         """Wait, get the status, and loop until it reads ``ready`` or ``failed``, at most DEPLOY_POLLS times."""
-        retry_throttling(get)
+        retry_polling(get)
         get.add_catch(on_failed, errors=["States.ALL"], result_path="$.error")
         start = sfn.Pass(
             self, f"Start{name}Polling", result=sfn.Result.from_object({"count": 0}), result_path="$.deployPoll"
@@ -625,8 +653,18 @@ class FineTunePipeline(Construct):
             )
         )
 
-    def _delete(self, state_id: str, action: str, identifier: str, resource: str) -> tasks.CallAwsService:
-        """Delete what this execution deployed (``$.deployment.arn``), retrying for about an hour."""
+    def _delete(
+        self,
+        state_id: str,
+        action: str,
+        identifier: str,
+        resource: str,
+        *,
+        then: sfn.IChainable,
+        not_deleted: sfn.IChainable,
+    ) -> tasks.CallAwsService:
+        """Delete what this execution deployed (``$.deployment.arn``), retrying for about an hour, then go on to
+        ``then``; a deletion that keeps failing goes to ``not_deleted`` (ACTION NEEDED)."""
         delete = tasks.CallAwsService(
             self,
             state_id,
@@ -637,17 +675,40 @@ class FineTunePipeline(Construct):
             iam_resources=[bedrock_arn(Stack.of(self), f"{resource}/*")],
             result_path=sfn.JsonPath.DISCARD,
         )
+        # Not found: nothing is left to bill (say it was deleted by hand), so go on as deleted rather than retry
+        # for an hour and announce ACTION NEEDED. botocore's bedrock model lists ResourceNotFoundException for
+        # DeleteProvisionedModelThroughput and DeleteCustomModelDeployment; the teardown treats it alike.
+        delete.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
         delete.add_retry(
             errors=["States.ALL"], interval=DELETE_RETRY_INTERVAL, max_attempts=DELETE_RETRY_ATTEMPTS, backoff_rate=2.0
         )
+        delete.add_catch(then, errors=["Bedrock.ResourceNotFoundException"], result_path="$.notFound")
+        delete.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
+        delete.next(then)
         return delete
 
-    def _delete_throughput(self, state_id: str) -> tasks.CallAwsService:
-        return self._delete(state_id, "deleteProvisionedModelThroughput", "ProvisionedModelId", "provisioned-model")
-
-    def _delete_deployment(self, state_id: str) -> tasks.CallAwsService:
+    def _delete_throughput(
+        self, state_id: str, *, then: sfn.IChainable, not_deleted: sfn.IChainable
+    ) -> tasks.CallAwsService:
         return self._delete(
-            state_id, "deleteCustomModelDeployment", "CustomModelDeploymentIdentifier", "custom-model-deployment"
+            state_id,
+            "deleteProvisionedModelThroughput",
+            "ProvisionedModelId",
+            "provisioned-model",
+            then=then,
+            not_deleted=not_deleted,
+        )
+
+    def _delete_deployment(
+        self, state_id: str, *, then: sfn.IChainable, not_deleted: sfn.IChainable
+    ) -> tasks.CallAwsService:
+        return self._delete(
+            state_id,
+            "deleteCustomModelDeployment",
+            "CustomModelDeploymentIdentifier",
+            "custom-model-deployment",
+            then=then,
+            not_deleted=not_deleted,
         )
 
     def _deployment(self, ft: FineTuneSettings, done: sfn.Succeed) -> sfn.IChainable:
@@ -706,15 +767,15 @@ class FineTunePipeline(Construct):
                 "NotifyDeployed", "deployed: on-demand custom model deployment", "$.deployment", then=done
             )
             # A deployment that did not become active is deleted, so nothing is left behind half-made.
-            cleanup = self._delete_deployment("DeleteFailedDeployment")
-            cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
-            cleanup.next(
-                self._notify(
+            cleanup = self._delete_deployment(
+                "DeleteFailedDeployment",
+                then=self._notify(
                     "NotifyDeploymentFailed",
                     "failed: the on-demand deployment did not become active (deleted)",
                     "$.deployment",
                     then=sfn.Fail(self, "DeploymentNotActive", error="DeploymentFailed"),
-                )
+                ),
+                not_deleted=teardown_failed,
             )
             polling = self._poll("Deployment", get, "Active", "Failed", deployed, cleanup)
             succeeded = self._notify(
@@ -744,12 +805,10 @@ class FineTunePipeline(Construct):
         keep = sfn.Wait(
             self, "KeepProvisionedThroughput", time=sfn.WaitTime.duration(Duration.hours(ft.provisioned_hours))
         )
-        delete_pt = self._delete_throughput("DeleteProvisionedThroughput")
-        delete_pt.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
         torn_down = self._notify(
             "NotifyTornDown", "torn down: Provisioned Throughput deleted", "$.deployment", then=done
         )
-        delete_pt.next(torn_down)
+        delete_pt = self._delete_throughput("DeleteProvisionedThroughput", then=torn_down, not_deleted=teardown_failed)
         keep.next(delete_pt)
         deployed = self._notify(
             "NotifyDeployed",
@@ -768,15 +827,15 @@ class FineTunePipeline(Construct):
             result_path="$.deploymentStatus",
         )
         # A throughput that failed to come up is still deleted, so nothing keeps billing.
-        cleanup = self._delete_throughput("DeleteFailedProvisionedThroughput")
-        cleanup.add_catch(teardown_failed, errors=["States.ALL"], result_path="$.error")
-        cleanup.next(
-            self._notify(
+        cleanup = self._delete_throughput(
+            "DeleteFailedProvisionedThroughput",
+            then=self._notify(
                 "NotifyProvisioningFailed",
                 "failed: Provisioned Throughput did not come up (deleted)",
                 "$.deployment",
                 then=sfn.Fail(self, "ProvisioningFailed", error="ProvisioningFailed"),
-            )
+            ),
+            not_deleted=teardown_failed,
         )
         polling = self._poll("Throughput", get, "InService", "Failed", deployed, cleanup)
         create_pt.next(

@@ -16,7 +16,7 @@ wait for the import, the smoke invocation and the clean-up before a failure is n
        prefix; uncompressed output)
     ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/; job, model and request token named
        as the job, so a retried call gets the job it created)
-    ─► WaitForImport ─► GetImportJob ─► CountPoll ─► ImportDone?
+    ─► WaitForImport ─► GetImportJob (errors retried, briefly) ─► CountPoll ─► ImportDone?
            InProgress and polls left ─► WaitForImport
            Failed ─► ImportFailed ─┐
            polls exhausted ─► ImportTimedOut ─► DeleteImportedModel ─► NotifyFailed ─► PipelineFailed
@@ -48,7 +48,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
-from stacks.level3_finetune.pipeline import retry_lambda_throttling
+from stacks.level3_finetune.pipeline import retry_lambda_throttling, retry_task_errors
 from stacks.shared.state_input import wrapped_input
 
 CODE_PREFIX = "code/"
@@ -500,6 +500,9 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
     get.add_retry(
         errors=TRANSIENT_BEDROCK, interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
     )
+    # A read-only poll: any other error is retried briefly too (pipeline.retry_task_errors), since the catch
+    # fails the run while the import job, which cannot be stopped, goes on and may create the model later.
+    retry_task_errors(get)
     get.add_catch(delete, errors=["States.ALL"], result_path="$.error")
     counted = sfn.Pass(
         scope,

@@ -35,7 +35,8 @@ DISTILLATION_SOURCES: tuple[str, ...] = get_args(DistillationSource)
 # Step Functions fails a Standard execution whose history reaches 25,000 events
 # (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html), and the teardown would then stop a
 # healthy job. One job poll (Wait, Task, Choice, Pass, Choice) writes JOB_POLL_EVENTS; the rest of a run at most
-# RUN_EVENTS (every retry spent, the deployment's polls); a tenth of the quota is kept for throttled polls.
+# RUN_EVENTS (every retry spent, the deployment's polls); a tenth of the quota is kept for retried polls (throttled or
+# failing, see test_history.py).
 # tests/level3_finetune/test_history.py derives both counts from the synthesized definition.
 HISTORY_EVENT_QUOTA = 25_000
 JOB_POLL_EVENTS = 13

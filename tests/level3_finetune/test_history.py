@@ -84,6 +84,31 @@ def test_the_most_polls_allowed_stay_under_the_quota_with_the_margin() -> None:
     assert longest > MAX_JOB_POLLS
 
 
+# A poll writes retry events only when its call fails, so JOB_POLL_EVENTS counts none; HISTORY_MARGIN pays for
+# them. It must hold every retrier of a poll spent (each retry adds TaskScheduled, TaskStarted and TaskFailed;
+# history.py) on one poll in RETRIED_POLL_SHARE of the most polls allowed, under the 25,000-event quota
+# (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html). More failing polls than that
+# and the execution ends at the quota (its teardown then cleans up), as it would fail sooner without retries.
+RETRIED_POLL_SHARE = 20
+
+
+def _polls(definition: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Task states of the definition's loops: the status polls."""
+    states = definition["States"]
+    members = {name for loop in history.loops(definition).values() for name in loop}
+    return [states[name] for name in sorted(members) if states[name]["Type"] == "Task"]
+
+
+def test_the_margin_pays_for_retried_polls(pipeline: tuple[str, dict[str, Any]]) -> None:
+    mode, definition = pipeline
+    polls = _polls(definition)
+    assert len(polls) == len(LOOPS[mode])
+    most_polls = MAX_JOB_POLLS + (DEPLOY_POLLS if mode != "none" else 0)
+    worst = max(history.retry_events(poll) for poll in polls)
+    assert worst > 0
+    assert most_polls // RETRIED_POLL_SHARE * worst <= HISTORY_MARGIN, (mode, worst)
+
+
 def test_a_poll_interval_that_would_overflow_the_history_is_refused_naming_both_keys() -> None:
     with pytest.raises(ConfigError) as caught:
         build(ft_max_job_hours=72, ft_poll_minutes=1)
@@ -105,6 +130,8 @@ def test_the_sagemaker_import_wait_stays_under_the_quota(sandbox: Any) -> None:
     polls = _bound(SageMakerFineTuneSettings, "import_max_minutes") * 60 // sagemaker_pipeline.POLL_SECONDS
     most = polls * history.loop_events(definition, "WaitForImport") + history.longest_run_events(definition)
     assert most + HISTORY_MARGIN <= HISTORY_EVENT_QUOTA, most
+    [poll] = _polls(definition)
+    assert polls // RETRIED_POLL_SHARE * history.retry_events(poll) <= HISTORY_MARGIN
 
 
 def test_the_teardowns_do_not_loop(sandbox: Any) -> None:

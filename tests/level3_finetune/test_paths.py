@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+import botocore.session
 import pytest
 
 from stacks.config import KitConfig
@@ -34,6 +35,8 @@ from stacks.level3_finetune.pipeline import (
     DEPLOY_POLLS,
     MAX_REQUEST_BYTES,
     NOTIFY_RETRY_ATTEMPTS,
+    POLL_RETRY_ATTEMPTS,
+    POLL_RETRY_INTERVAL,
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_INTERVAL,
     THROTTLE_RETRY_ATTEMPTS,
@@ -669,6 +672,74 @@ def test_job_running_past_the_limit_is_stopped_after_the_configured_polls(none: 
     assert f"{ft.max_job_hours} h" in notified(trace)[0][1]
 
 
+# --- h2) a status poll fails ----------------------------------------------------------------------------
+
+# Bedrock's common server errors (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html),
+# named as Step Functions names an aws-sdk task's errors: ServiceName.ErrorName, always with the Exception suffix
+# (https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html).
+SERVER_ERRORS = ["Bedrock.InternalFailureException", "Bedrock.ServiceUnavailableException"]
+
+
+@pytest.mark.parametrize("error", SERVER_ERRORS)
+def test_a_job_poll_that_fails_once_is_retried_and_the_job_is_never_stopped(none: Variant, error: str) -> None:
+    """One server error in a wait of up to ft_max_job_hours must not fail the run: its teardown would stop the job."""
+    failed_once = AslError(error, "The request processing has failed because of an unknown error")
+    trace = run(none, README_REQUEST, **job_runs(GetJob=[IN_PROGRESS, failed_once, IN_PROGRESS, COMPLETED]))
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.retries == {"GetJob": 1}
+    assert "StopJob" not in trace.visited and "NotifyPipelineError" not in trace.visited
+    assert_notified(trace, [("NotifySucceeded", "succeeded:")])
+
+
+def test_a_job_poll_that_keeps_failing_ends_in_a_notified_failure_within_minutes(none: Variant) -> None:
+    denied = AslError("Bedrock.AccessDeniedException", "not authorized to perform bedrock:GetModelCustomizationJob")
+    trace = run(none, README_REQUEST, **job_runs(GetJob=[IN_PROGRESS, *[denied] * (1 + POLL_RETRY_ATTEMPTS)]))
+    assert_ends(trace, "FAILED", "PipelineError")
+    failing = trace.calls_to("GetJob")[1:]
+    assert len(failing) == 1 + POLL_RETRY_ATTEMPTS
+    retried_for = failing[-1].at - failing[0].at
+    assert retried_for == sum(POLL_RETRY_INTERVAL.to_seconds() * 2**n for n in range(POLL_RETRY_ATTEMPTS)) <= 600
+    assert_notified(trace, [("NotifyPipelineError", "failed:")])
+    assert trace.notifications[0][1]["detail"]["Error"] == "Bedrock.AccessDeniedException"
+
+
+@pytest.mark.parametrize("mode", ["on-demand", "provisioned"])
+def test_a_deployment_poll_that_fails_once_is_retried_not_torn_down(request: pytest.FixtureRequest, mode: str) -> None:
+    variant: Variant = request.getfixturevalue(mode.replace("-", "_"))
+    failed_once = AslError("Bedrock.ServiceUnavailableException", "The service isn't currently available")
+    if mode == "on-demand":
+        get = "GetOnDemandDeployment"
+        outcomes: dict[str, list[Any]] = {
+            "CreateOnDemandDeployment": [{"CustomModelDeploymentArn": DEPLOYMENT_ARN}],
+            get: [{"Status": "Creating"}, failed_once, {"Status": "Active"}],
+        }
+    else:
+        get = "GetProvisionedThroughput"
+        outcomes = {
+            "CreateProvisionedThroughput": [PT_CREATED],
+            get: [{"Status": "Creating"}, failed_once, {"Status": "InService"}],
+            "DeleteProvisionedThroughput": [{}],
+        }
+    trace = run(variant, README_REQUEST, **job_runs(**outcomes))
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.retries == {get: 1}
+    assert not {"DeleteFailedDeployment", "DeleteFailedProvisionedThroughput"} & set(trace.visited)
+
+
+def test_every_status_poll_retries_any_error_briefly_after_its_named_retriers(each_mode: Variant) -> None:
+    """Every Task in a polling loop ends its Retry with a bounded States.TaskFailed retrier (States.ALL would
+    have to stand alone), so an error no retrier names is retried for minutes, not hours."""
+    states = each_mode.states
+    polls = sorted({name for loop in _cycles(states) for name in loop if states[name]["Type"] == "Task"})
+    assert len(polls) == (1 if each_mode.config.finetune.deploy == "none" else 2), polls
+    for name in polls:
+        *named, last = states[name]["Retry"]
+        assert named and all(not n.startswith("States.") for r in named for n in r["ErrorEquals"]), name
+        assert last["ErrorEquals"] == ["States.TaskFailed"], name
+        budget = sum(last["IntervalSeconds"] * last["BackoffRate"] ** n for n in range(last["MaxAttempts"]))
+        assert 2 <= last["MaxAttempts"] <= 4 and budget <= 600, (name, last)
+
+
 # --- i) on-demand deployment ------------------------------------------------------------------------------
 
 ACTIVE_AFTER_ONE_POLL = {"GetOnDemandDeployment": [{"Status": "Creating"}, {"Status": "Active"}]}
@@ -851,6 +922,78 @@ def test_provisioned_throughput_teardown_that_keeps_failing_is_notified(provisio
     assert trace.status == "FAILED" and trace.visited[-2].startswith("Notify"), (
         f"the run ended at {trace.terminal} ({trace.error}) without a notification; last: {notified(trace)[-1]}"
     )
+
+
+# A deployment someone deleted by hand meanwhile leaves nothing billing: the run goes on as if it had deleted it.
+GONE = AslError("Bedrock.ResourceNotFoundException", "The specified resource ARN was not found")
+ALREADY_GONE = {
+    "throughput kept, then gone": (
+        "provisioned",
+        {
+            "CreateProvisionedThroughput": [PT_CREATED],
+            "DeleteProvisionedThroughput": [GONE],
+            **IN_SERVICE_AFTER_ONE_POLL,
+        },
+        ("SUCCEEDED", "Done"),
+        "NotifyTornDown",
+    ),
+    "failed throughput gone": (
+        "provisioned",
+        {
+            "CreateProvisionedThroughput": [PT_CREATED],
+            "GetProvisionedThroughput": [{"Status": "Failed", "FailureMessage": "capacity"}],
+            "DeleteFailedProvisionedThroughput": [GONE],
+        },
+        ("FAILED", "ProvisioningFailed"),
+        "NotifyProvisioningFailed",
+    ),
+    "failed deployment gone": (
+        "on-demand",
+        {
+            "CreateOnDemandDeployment": [{"CustomModelDeploymentArn": DEPLOYMENT_ARN}],
+            "GetOnDemandDeployment": [{"Status": "Failed", "FailureMessage": "capacity"}],
+            "DeleteFailedDeployment": [GONE],
+        },
+        ("FAILED", "DeploymentNotActive"),
+        "NotifyDeploymentFailed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ALREADY_GONE))
+def test_a_deployment_already_deleted_is_not_retried_for_an_hour_nor_action_needed(
+    request: pytest.FixtureRequest, case: str
+) -> None:
+    mode, outcomes, end, last = ALREADY_GONE[case]
+    variant: Variant = request.getfixturevalue(mode.replace("-", "_"))
+    trace = run(variant, README_REQUEST, **job_runs(**outcomes))
+    assert (trace.status, trace.terminal) == end, trace.describe()
+    assert trace.retries == {}
+    assert notified(trace)[-1][0] == last
+    assert not any(outcome.startswith("ACTION NEEDED") for _, outcome in notified(trace))
+
+
+def test_every_delete_takes_not_found_as_deleted(on_demand: Variant, provisioned: Variant) -> None:
+    """Each delete's operation can answer ResourceNotFoundException (botocore's bedrock model); the delete neither
+    retries it nor treats it as a failure: it goes on to the state that follows a deletion."""
+    bedrock = botocore.session.get_session().get_service_model("bedrock")
+    deletes = {
+        name: state
+        for name, state in _tasks(on_demand, provisioned).items()
+        if state["Resource"].startswith("arn:aws:states:::aws-sdk:bedrock:delete")
+    }
+    assert set(deletes) == {
+        "DeleteFailedDeployment",
+        "DeleteProvisionedThroughput",
+        "DeleteFailedProvisionedThroughput",
+    }
+    for name, state in deletes.items():
+        action = state["Resource"].rsplit(":", 1)[1]
+        errors = [shape.name for shape in bedrock.operation_model(action[:1].upper() + action[1:]).error_shapes]
+        assert "ResourceNotFoundException" in errors, (name, errors)
+        assert state["Retry"][0] == {"ErrorEquals": ["Bedrock.ResourceNotFoundException"], "MaxAttempts": 0}, name
+        first = state["Catch"][0]
+        assert (first["ErrorEquals"], first["Next"]) == (["Bedrock.ResourceNotFoundException"], state["Next"]), name
 
 
 # --- every Bedrock request is one the API accepts -------------------------------------------------------
@@ -1073,22 +1216,25 @@ def test_logging_excludes_execution_data_and_tracing_is_on(each_mode: Variant) -
 
 def _worst_case_run(variant: Variant) -> Trace:
     """The slowest run the bounds allow: every wait to its limit, and every retrier of every task spent once
-    (Bedrock throttles each call to its last retry, each notification fails all its retries, the teardown's
-    delete is refused until its last attempt), then success."""
+    (Bedrock throttles each call to its last retry, the first status poll of each loop then fails to its last
+    brief retry, each notification fails all its retries, the teardown's delete is refused until its last
+    attempt), then success."""
     ft = variant.config.finetune
     polls = ft.max_job_hours * 60 // ft.poll_minutes
     throttled = [AslError("Bedrock.ThrottlingException", "Rate exceeded")] * THROTTLE_RETRY_ATTEMPTS
+    # A poll's own retriers spent too: throttled to the last retry, then failing to the last brief retry.
+    failing = [AslError("Bedrock.InternalFailureException", "server error")] * POLL_RETRY_ATTEMPTS
     lambda_busy = [AslError("Lambda.ServiceException", "busy")] * 6
     deploy_get = {"on-demand": "GetOnDemandDeployment", "provisioned": "GetProvisionedThroughput"}
     ready = {"on-demand": "Active", "provisioned": "InService"}
     outcomes: dict[str, list[Any]] = {
         "ValidateData": [*lambda_busy, VALID],
         "CreateJob": [quota_full()] * QUOTA_RETRY_ATTEMPTS + [*throttled, CREATED],
-        "GetJob": [*throttled] + [IN_PROGRESS] * (polls - 1) + [COMPLETED],
+        "GetJob": [*throttled, *failing] + [IN_PROGRESS] * (polls - 1) + [COMPLETED],
     }
     if ft.deploy != "none":
         outcomes[deploy_get[ft.deploy]] = (
-            [*throttled] + [{"Status": "Creating"}] * (DEPLOY_POLLS - 1) + [{"Status": ready[ft.deploy]}]
+            [*throttled, *failing] + [{"Status": "Creating"}] * (DEPLOY_POLLS - 1) + [{"Status": ready[ft.deploy]}]
         )
     if ft.deploy == "on-demand":
         outcomes["CreateOnDemandDeployment"] = [*throttled, {"CustomModelDeploymentArn": DEPLOYMENT_ARN}]

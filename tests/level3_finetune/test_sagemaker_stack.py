@@ -19,6 +19,7 @@ import pytest
 from stacks.config import ConfigError
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.names import execution_hash
+from stacks.level3_finetune.pipeline import POLL_RETRY_ATTEMPTS
 from stacks.shared.facts import STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
@@ -593,6 +594,44 @@ def test_a_retried_import_whose_first_call_created_the_job_goes_on_with_that_job
     assert first.parameters == retry.parameters
     assert first.parameters["ClientRequestToken"] == run_name(execution_arn("test-execution"))
     assert not trace.calls_to("DeleteImportedModel")
+
+
+def _import_poll_failing(*errors: asl.AslError) -> Any:
+    """_results(), with GetModelImportJob failing with ``errors`` on its first calls after the first poll."""
+    base, calls = _results(), {"n": 0}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "GetImportJob":
+            calls["n"] += 1
+            if 2 <= calls["n"] < 2 + len(errors):
+                raise errors[calls["n"] - 2]
+        return base(call)
+
+    return result
+
+
+@pytest.mark.parametrize("error", ["Bedrock.InternalFailureException", "Bedrock.ServiceUnavailableException"])
+def test_an_import_poll_that_fails_once_is_retried_and_the_run_goes_on(machine: dict[str, Any], error: str) -> None:
+    """Bedrock's common server errors (InternalFailure 500, ServiceUnavailable 503: retry with backoff,
+    https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html) must not fail the
+    run: the import job cannot be stopped and would create its model after the run deleted it by name."""
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_poll_failing(asl.AslError(error, "server")))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert trace.retries == {"GetImportJob": 1}
+    assert not trace.calls_to("DeleteImportedModel")
+
+
+def test_an_import_poll_that_keeps_failing_is_cleaned_up_and_notified_within_minutes(
+    machine: dict[str, Any],
+) -> None:
+    denied = asl.AslError("Bedrock.AccessDeniedException", "not authorized to perform bedrock:GetModelImportJob")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_poll_failing(*[denied] * 10))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    failing = trace.calls_to("GetImportJob")[1:]
+    assert len(failing) == 1 + POLL_RETRY_ATTEMPTS
+    assert failing[-1].at - failing[0].at <= 600
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": run_name(execution_arn("test-execution"))}
+    assert _failure(trace)["Error"] == "Bedrock.AccessDeniedException"
 
 
 def test_an_import_that_outlives_the_wait_is_bounded_cleaned_up_and_notified(machine: dict[str, Any]) -> None:
