@@ -28,7 +28,7 @@ from stacks.level3_finetune.names import (
 )
 from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.shared.deployment import Deployment
-from stacks.shared.facts import INVOCATION_LOGS_PREFIX
+from stacks.shared.facts import INVOCATION_LOGS_PREFIX, request_metadata
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.stage import log_group
 
@@ -381,10 +381,15 @@ class FineTunePipeline(Construct):
             if kind == "distillation-logs":
                 # Prompts only: the logs may hold any model's answers, so the teacher answers them again
                 # (UsePromptResponse false; https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-2.html).
+                # Only this deployment's Level 1 calls, by the request metadata they carry (stacks/shared/facts.py):
+                # the logs hold every bedrock-runtime call in the Region, from any application and either stage.
                 parameters["TrainingDataConfig"] = {
                     "InvocationLogsConfig": {
                         "InvocationLogSource": {"S3Uri": f"s3://{invocation_logs_bucket}/{INVOCATION_LOGS_PREFIX}"},
                         "UsePromptResponse": False,
+                        "RequestMetadataFilters": {
+                            "Equals": request_metadata(deployment.name_prefix, deployment.stage)
+                        },
                     }
                 }
             if kind == "rft":

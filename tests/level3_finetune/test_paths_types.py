@@ -140,7 +140,7 @@ def test_distillation_from_prompts_carries_the_validated_teacher(prompts: Varian
 
 
 def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
-    logs: tuple[Variant, dict[str, Any]],
+    logs: tuple[Variant, dict[str, Any]], sandbox: Any
 ) -> None:
     variant, template = logs
     wanted = invocation_logs_bucket_parameter(variant.config.deployment.name_prefix)
@@ -161,10 +161,18 @@ def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
     assert payload["trainingKey"] is None and payload["invocationLogs"] is True
     assert variant.config.finetune.customization_type == formats.FINE_TUNING and payload["hyperparameters"] == {}
     _, created = _create(trace)
+    # Only this deployment's Level 1 calls: the request metadata its function puts on every Converse call
+    assert variant.config.deployment == sandbox.config.deployment
+    [level1] = [
+        json.loads(r["Properties"]["Environment"]["Variables"]["REQUEST_METADATA"])
+        for r in sandbox.templates["GenAiKit-1-Prompt"]["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function" and "REQUEST_METADATA" in str(r["Properties"].get("Environment"))
+    ]
     assert created["TrainingDataConfig"] == {
         "InvocationLogsConfig": {
             "InvocationLogSource": {"S3Uri": f"s3://{LOGS_BUCKET}/invocations/"},
             "UsePromptResponse": False,
+            "RequestMetadataFilters": {"Equals": level1},
         }
     }
     assert set(created) == COMMON | {"CustomizationConfig"}
