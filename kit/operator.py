@@ -273,12 +273,27 @@ def _states_visited(events: Sequence[Mapping[str, Any]]) -> str:
     return " → ".join(f"{name} ×{n}" if n > 1 else name for name, n in counts.items()) or "-"
 
 
-def _failure(description: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+# The history events that end an execution other than by success, and carry its error and cause
+# (https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html).
+_ENDING_DETAILS = ("executionFailedEventDetails", "executionTimedOutEventDetails", "executionAbortedEventDetails")
+
+
+def _failure(
+    description: Mapping[str, Any], events: Sequence[Mapping[str, Any]], last: Mapping[str, Any] | None = None
+) -> tuple[str, str] | None:
+    """Why an execution did not succeed: DescribeExecution's error (given "if the state machine execution
+    failed"), else its ending event (``last``, read newest-first: the history read for the states may stop before
+    the end), else the newest failure in the history. A timed-out run's reason is its ExecutionTimedOut event,
+    not an earlier task error its retries already overcame."""
     if description.get("error") or description.get("cause"):
         return str(description.get("error") or ""), str(description.get("cause") or "")
+    for key in _ENDING_DETAILS:
+        details = (last or {}).get(key)
+        if details is not None:
+            return str(details.get("error") or ""), str(details.get("cause") or "")
     for event in reversed(events):
         for key, value in event.items():
-            if key.endswith("FailedEventDetails") or key.endswith("AbortedEventDetails"):
+            if key.endswith(("FailedEventDetails", "AbortedEventDetails", "TimedOutEventDetails")):
                 return str(value.get("error") or ""), str(value.get("cause") or "")
     return None
 
@@ -302,7 +317,11 @@ def print_execution(out: Console, sfn: Any, arn: str, description: Mapping[str, 
         ("Input", compact(description.get("input") or "{}")),
         ("States", _states_visited(events)),
     ]
-    failure = _failure(description, events) if status != "SUCCEEDED" else None
+    failure = None
+    if status not in ("SUCCEEDED", EXECUTION_RUNNING):
+        with aws.aws_errors("reading the execution", sfn.meta.region_name):
+            last = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=1)["events"]
+        failure = _failure(description, events, last[0] if last else None)
     if failure:
         rows.append(("Error", failure[0] or "-"))
         rows.append(("Cause", compact(failure[1]) if failure[1] else "-"))

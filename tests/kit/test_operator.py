@@ -228,3 +228,57 @@ def test_error_bodies_that_are_not_the_contract_are_still_shown() -> None:
     with pytest.raises(ValueError, match="not an API Gateway"):
         sigv4.region_of("https://example.com/v1/")
     assert sigv4.region_of(API_URL) == REGION
+
+
+# --- why an execution did not succeed -----------------------------------------------------------------------
+
+
+def test_a_timed_out_run_shows_its_timeout_not_an_earlier_retried_task_error() -> None:
+    """DescribeExecution gives error and cause only "if the state machine execution failed"; a timed-out run's
+    reason is its ExecutionTimedOut event, read newest-first, not a poll error its retries already overcame."""
+    import boto3
+    from botocore.stub import Stubber
+    from rich.console import Console
+
+    from kit.operator import print_execution
+
+    arn = "arn:aws:states:us-east-1:123456789012:execution:kit-pipeline:run-1"
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    retried = {
+        "timestamp": t0,
+        "type": "TaskFailed",
+        "id": 2,
+        "taskFailedEventDetails": {
+            "resourceType": "aws-sdk:bedrock",
+            "resource": "getModelCustomizationJob",
+            "error": "Bedrock.ThrottlingException",
+            "cause": "Rate exceeded",
+        },
+    }
+    ended = {
+        "timestamp": t0,
+        "type": "ExecutionTimedOut",
+        "id": 3,
+        "executionTimedOutEventDetails": {"error": "States.Timeout", "cause": "The execution timed out"},
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    description = {
+        "executionArn": arn,
+        "stateMachineArn": arn.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0],
+        "status": "TIMED_OUT",
+        "startDate": t0,
+        "stopDate": t0,
+        "input": "{}",
+    }
+    out = Console(record=True, width=200)
+    with Stubber(sfn) as stub:
+        stub.add_response(
+            "get_execution_history", {"events": [retried, ended]}, {"executionArn": arn, "maxResults": 1000}
+        )
+        stub.add_response(
+            "get_execution_history", {"events": [ended]}, {"executionArn": arn, "reverseOrder": True, "maxResults": 1}
+        )
+        assert print_execution(out, sfn, arn, description) == "TIMED_OUT"
+        stub.assert_no_pending_responses()
+    shown = out.export_text()
+    assert "States.Timeout" in shown and "Bedrock.ThrottlingException" not in shown
