@@ -53,6 +53,11 @@ QUEUE_COUNTS = [
 # counts "may not achieve consistency until at least 1 minute after the producers stop sending messages"
 # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueAttributes.html).
 SETTLE_S = 60
+# A job can end COMPLETE with failed documents (numberOfDocumentsFailed,
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html); failureReasons
+# holds up to 2,048 entries of up to 2,048 characters each (botocore's bedrock-agent model): the first few are shown.
+SHOWN_REASONS = 5
+REASON_CHARS = 400
 
 
 # The IAM actions the `kit l2` commands call with the operator's credentials (the README's "Operator
@@ -205,10 +210,11 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     The command never starts a job itself: the pipeline coalesces every pending change into one job every
     rag_sync_interval_minutes, or starts a full sync while the data source is not in sync under its current
     configuration (a new stack, or a changed rag_documents_prefix), and retries hourly a job that ended FAILED or
-    STOPPED. With --wait this follows it (waiting for the first job when there is none yet) until no change is
-    pending and either a job that started after the wait began has ended or the pipeline stayed idle for a
-    minute (an upload's S3 event can take that long to be queued; right after a configuration change it may still
-    end on the old configuration's last job); exit 1 if the job failed or the wait timed out.
+    STOPPED (or, once, COMPLETE with failed documents). With --wait this follows it (waiting for the first job
+    when there is none yet) until no change is pending and either a job that started after the wait began has
+    ended or the pipeline stayed idle for a minute (an upload's S3 event can take that long to be queued; right
+    after a configuration change it may still end on the old configuration's last job); exit 1 if the job failed,
+    any of its documents failed, or the wait timed out.
     """
     target = current_target()
     outputs = target.outputs("2")
@@ -237,10 +243,36 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     out.print(kv_table(rows))
     if wait:
         job = _follow_ingestion(out, target, agent, kb, ds, job, timeout=timeout, poll_seconds=poll_seconds)
-    for reason in (job or {}).get("failureReasons") or []:
-        out.print(Text(f"failure: {reason}", style="red"))
+    failed = _show_failures(out, job, target.region, kb, ds)
     if wait:
         finish("COMPLETE" if job is None else str(job["status"]))
+        if failed:
+            click.get_current_context().exit(1)
+
+
+def _documents_failed(job: Mapping[str, Any] | None) -> int:
+    return int(((job or {}).get("statistics") or {}).get("numberOfDocumentsFailed") or 0)
+
+
+def _show_failures(out: Console, job: Mapping[str, Any] | None, region: str, kb: str, ds: str) -> int:
+    """Print the job's failed-document count and its first failure reasons; returns the count."""
+    if job is None:
+        return 0
+    failed = _documents_failed(job)
+    reasons = [str(reason) for reason in job.get("failureReasons") or []]
+    for reason in reasons[:SHOWN_REASONS]:
+        out.print(Text(f"failure: {compact(reason, REASON_CHARS)}", style="red"))
+    more = len(reasons) - SHOWN_REASONS
+    if failed or more > 0:
+        read = (
+            f"aws bedrock-agent get-ingestion-job --region {region} --knowledge-base-id {kb} "
+            f"--data-source-id {ds} --ingestion-job-id {job['ingestionJobId']}"
+        )
+        shown = f"{more} more reason(s); " if more > 0 else ""
+        head = f"{failed} document(s) failed to be ingested in job {job['ingestionJobId']}. " if failed else ""
+        fix = "Fix or remove each one in the bucket; its change starts a new job. " if failed else ""
+        out.print(Text(f"{head}{fix}{shown}all the reasons: {read}", style="red" if failed else "yellow"))
+    return failed
 
 
 def _follow_ingestion(

@@ -337,12 +337,14 @@ class FakeBedrockAgent:
         }
         if job.description:
             summary["description"] = job.description
+        # A summary carries the job's statistics, as the real one does (failureReasons only in the detail):
+        # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobSummary.html
+        if job.statistics:
+            summary["statistics"] = dict(job.statistics)
         return summary
 
     def _detail(self, job: SimJob) -> dict[str, Any]:
         detail = self._summary(job)
-        if job.statistics:
-            detail["statistics"] = dict(job.statistics)
         if job.failure_reasons:
             detail["failureReasons"] = list(job.failure_reasons)
         return detail

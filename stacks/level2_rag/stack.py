@@ -861,6 +861,27 @@ class RagStack(Stack):
             threshold=1,
             description="The last Level 2 ingestion job failed (see the ingest function's log)",
         )
+        # A job can end COMPLETE with failed documents (numberOfDocumentsFailed,
+        # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html); the hourly
+        # reconcile writes DocumentsFailed for each job that ended, and keeps it while the newest job has failures.
+        alarms.alarm(
+            self,
+            "DocumentsFailedAlarm",
+            metric=cloudwatch.Metric(
+                namespace=deployment.metrics_namespace,
+                metric_name="DocumentsFailed",
+                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
+                period=Duration.hours(1),
+                statistic="Maximum",
+            ),
+            threshold=1,
+            description="Documents failed to be ingested into the Level 2 knowledge base (the reconcile retried them "
+            "once). Read why (failureReasons) with `kit l2 sync`, or `aws bedrock-agent get-ingestion-job "
+            f"--region {self.region} --knowledge-base-id {kb.knowledge_base.attr_knowledge_base_id} "
+            f"--data-source-id {kb.data_source.attr_data_source_id} --ingestion-job-id JOB` (the job ids: "
+            "list-ingestion-jobs), fix or remove each document in the bucket, then follow the job its change starts "
+            "with `kit l2 sync --wait`",
+        )
         alarms.alarm(
             self,
             "IngestFunctionErrorsAlarm",

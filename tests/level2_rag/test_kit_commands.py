@@ -285,6 +285,42 @@ def test_l2_sync_wait_exits_1_and_shows_why_a_job_failed(mocked: FakeCloudFormat
     assert "failure: Vector index not found" in result.output
 
 
+# A COMPLETE job can have failed documents: numberOfDocumentsFailed is separate from the job's status
+# (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html).
+FAILED_DOCUMENTS = {**JOB_STATS, "numberOfDocumentsFailed": 2}
+REASONS = [f"s3://docs-bucket/docs/doc-{i}.pdf: file exceeds 50 MB" for i in range(7)]
+
+
+def test_l2_sync_wait_exits_1_when_the_job_completed_with_failed_documents(mocked: FakeCloudFormation) -> None:
+    rag_stack(mocked)
+    done = ingestion_job("COMPLETE", statistics=FAILED_DOCUMENTS, failureReasons=REASONS)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        expect_newest(agent, done)
+        result = run(l2, "sync", "--wait", "--poll-seconds", "0")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "2 document(s) failed to be ingested in job JOB0000001" in text
+    shown = [reason for reason in REASONS if f"failure: {reason}" in text]
+    assert shown == REASONS[: level2_rag.SHOWN_REASONS]
+    assert f"{len(REASONS) - level2_rag.SHOWN_REASONS} more reason(s)" in text
+    assert (
+        f"aws bedrock-agent get-ingestion-job --region {REGION} --knowledge-base-id KB12345678 "
+        "--data-source-id DS12345678 --ingestion-job-id JOB0000001" in text
+    )
+
+
+def test_l2_sync_without_wait_shows_failed_documents_and_exits_0(mocked: FakeCloudFormation) -> None:
+    rag_stack(mocked)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("COMPLETE", statistics=FAILED_DOCUMENTS, failureReasons=REASONS[:1]))
+        result = run(l2, "sync")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"failure: {REASONS[0]}" in text and "2 document(s) failed to be ingested" in text
+
+
 def test_l2_sync_wait_is_bounded_by_its_timeout(mocked: FakeCloudFormation) -> None:
     rag_stack(mocked)
     with stubbed("bedrock-agent") as agent:

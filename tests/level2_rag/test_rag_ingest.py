@@ -221,6 +221,7 @@ def world_in(sqs: Any, monkeypatch: pytest.MonkeyPatch, *, synced: bool) -> Iter
         function_sqs = RecordingSQS(sqs, tracker)
         monkeypatch.setattr(aws, "get_sqs_client", lambda: function_sqs)
         monkeypatch.setattr(aws, "get_agent_client", lambda: agent)
+        monkeypatch.setattr(rag_ingest.handler, "now", clock.datetime)  # the reconcile's window, on the same clock
         try:
             yield World(clock, sqs, queue_url, dlq_url, agent, tracker, function_sqs, random.Random(3))
         finally:
@@ -867,7 +868,7 @@ def test_a_job_that_ended_unfinished_after_a_complete_one_is_retried_by_the_reco
     # A FAILED job raises the alarm; a STOPPED one (someone called StopIngestionJob) is a warning only
     [job_doc] = [doc for doc in emf_documents(capsys.readouterr().out) if "IngestionJobFailed" in doc]
     assert job_doc["IngestionJobFailed"] == [1.0 if status == "FAILED" else 0.0]
-    stopped = [r for r in records(logs) if r["message"] == "The newest ingestion job was stopped before it finished"]
+    stopped = [r for r in records(logs) if r["message"] == "An ingestion job was stopped before it finished"]
     assert [r["level"] for r in stopped] == (["WARNING"] if status == "STOPPED" else [])
 
     world.advance(300)  # the retry completed: in sync again, the runs go quiet
@@ -912,6 +913,154 @@ def test_an_unfinished_job_someone_else_started_needs_no_retry(world: World) -> 
     assert world.sync() == {"action": "sync", "started": False, "reason": "no pending changes"}
     rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
     assert world.agent.start_attempts == []
+
+
+# A job can end COMPLETE with failed documents (numberOfDocumentsFailed is separate from its status,
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html), and its changes'
+# messages were deleted when it started. A later job indexes a document not indexed yet
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-direct-ingestion.html).
+BIG = "s3://kit-documents-sim/docs/big.pdf: file exceeds 50 MB"
+ONE_FAILED = {"numberOfDocumentsScanned": 3, "numberOfNewDocumentsIndexed": 1, "numberOfDocumentsFailed": 1}
+
+
+def reconcile() -> dict[str, Any]:
+    result: dict[str, Any] = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+    return result
+
+
+def documents_failed_metrics(out: str) -> list[list[float]]:
+    return [doc["DocumentsFailed"] for doc in emf_documents(out) if "DocumentsFailed" in doc]
+
+
+def test_the_reconcile_reports_every_job_that_ended_since_its_previous_run(
+    world: World, capsys: pytest.CaptureFixture[str], logs: io.StringIO
+) -> None:
+    # Given two jobs of the function that ended within the hour: the earlier with failed documents, then a clean one
+    now = world.clock.now_ms
+    failing = world.agent.add_job(
+        started_ms=now - 50 * 60_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"2 changes{TAGGED}",
+        statistics={"numberOfDocumentsScanned": 9, "numberOfDocumentsFailed": 2},
+        failure_reasons=["s3://kit-documents-sim/docs/" + "x" * 2000, BIG],  # up to 2,048 characters each
+    )
+    clean = world.agent.add_job(
+        started_ms=now - 20 * 60_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"1 change{TAGGED}",
+        statistics={"numberOfDocumentsScanned": 9, "numberOfNewDocumentsIndexed": 1},
+    )
+    capsys.readouterr()
+
+    result = reconcile()
+
+    # Then both are reported, newest first, and not the seeded job that ended a day earlier
+    assert result["jobsReported"] == [clean.job_id, failing.job_id]
+    assert result["job"]["jobId"] == clean.job_id
+    assert documents_failed_metrics(capsys.readouterr().out) == [[0.0], [2.0]]
+    [reasons] = [r for r in records(logs) if r["message"] == "Ingestion job failure reasons"]
+    assert (reasons["level"], reasons["job_id"], reasons["documents_failed"]) == ("WARNING", failing.job_id, 2)
+    assert len(reasons["failure_reasons"][0]) <= 500 and reasons["failure_reasons"][1] == BIG  # trimmed
+    # Only the job with failures had its detail read: a summary carries the statistics
+    assert [params["ingestionJobId"] for op, params in world.agent.calls if op == "GetIngestionJob"] == [failing.job_id]
+
+
+def test_the_reconcile_report_reads_a_bounded_number_of_pages(world: World, logs: io.StringIO) -> None:
+    # Given more jobs ended within the hour than MAX_JOB_PAGES pages of 10 hold
+    count = ingestion.MAX_JOB_PAGES * 10 + 5
+    start = world.clock.now_ms - 3_000_000
+    for i in range(count):
+        world.agent.add_job(
+            started_ms=start + i * 50_000,
+            duration_ms=40_000,
+            by="function",
+            description=f"1 change{TAGGED}",
+            statistics={"numberOfDocumentsScanned": 1},
+        )
+
+    result = reconcile()
+
+    assert len(result["jobsReported"]) == ingestion.MAX_JOB_PAGES * 10
+    warned = [r for r in records(logs) if r["message"].startswith("More ingestion jobs ended since the previous")]
+    assert [r["level"] for r in warned] == ["WARNING"]
+
+
+def test_a_complete_job_with_failed_documents_is_retried_once_by_the_reconcile(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a job of the function for 2 changes that ended COMPLETE with a failed document
+    ended = world.agent.add_job(
+        started_ms=world.clock.now_ms - 600_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"2 changes{TAGGED}",
+        statistics=ONE_FAILED,
+        failure_reasons=[BIG],
+    )
+
+    # When the sync schedule runs with an empty queue: it leaves the retry to the reconcile
+    waiting = world.sync()
+    assert (waiting["started"], waiting["fullSync"]) == (False, True)
+    assert waiting["reason"] == (
+        f"ingestion job {ended.job_id} ended COMPLETE with 1 failed document(s); the hourly reconcile retries it"
+    )
+    assert world.agent.start_attempts == []
+
+    # When the reconcile runs: it reports the job (DocumentsFailed 1), then starts the retry
+    capsys.readouterr()
+    first = reconcile()
+    assert first["jobsReported"] == [ended.job_id]
+    assert documents_failed_metrics(capsys.readouterr().out) == [[1.0]]
+    assert (first["sync"]["started"], first["sync"]["fullSync"]) == (True, True)
+    [retry] = world.agent.start_attempts
+    assert (retry.outcome, retry.description) == (
+        "started",
+        f"{ingestion.RETRY_FAILED_DOCUMENTS} {ended.job_id}{TAGGED}",
+    )
+    assert retry.client_token == ingestion.client_token([], FULL_SYNC_SALT + ended.job_id)
+
+    # Given the document always fails (over 50 MB): the retry ends COMPLETE with it failed again
+    [job] = [job for job in world.agent.jobs if job.job_id == retry.job_id]
+    job.statistics, job.failure_reasons = dict(ONE_FAILED), [BIG]
+    world.advance(3600)
+
+    # Then the next reconciles report it and keep DocumentsFailed for the alarm, but start no other job
+    second = reconcile()
+    assert second["jobsReported"] == [job.job_id]
+    world.advance(3600)
+    third = reconcile()
+    assert (third["jobsReported"], third["job"]["jobId"]) == ([], job.job_id)
+    assert documents_failed_metrics(capsys.readouterr().out) == [[1.0], [1.0]]
+    for result in (second, third):
+        assert result["sync"] == {"action": "sync", "started": False, "reason": "no pending changes"}
+    assert world.sync()["reason"] == "no pending changes"
+    assert len(world.agent.start_attempts) == 1
+
+
+def test_a_retry_that_indexes_the_failed_documents_clears_the_metric(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = world.agent.add_job(
+        started_ms=world.clock.now_ms - 600_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"1 change{TAGGED}",
+        statistics=ONE_FAILED,
+    )
+    assert reconcile()["sync"]["started"] is True
+    retry = world.agent.jobs[-1]
+    retry.statistics = {"numberOfDocumentsScanned": 3, "numberOfNewDocumentsIndexed": 1}
+    world.advance(3600)
+    capsys.readouterr()
+
+    assert reconcile()["jobsReported"] == [retry.job_id]
+    world.advance(3600)
+    assert reconcile()["jobsReported"] == []
+
+    assert documents_failed_metrics(capsys.readouterr().out) == [[0.0]]  # then nothing: the alarm returns to OK
+    assert [a.job_id for a in world.agent.start_attempts] == [retry.job_id] and ended.job_id != retry.job_id
 
 
 def test_a_replaced_data_source_gets_its_own_full_sync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1522,8 +1671,9 @@ def stub_not_running(stub: Stubber) -> None:
 
 
 def stub_newest(stub: Stubber, status: str, **extra: Any) -> None:
+    """The report's listing holds one job (its summary without statistics), so its detail is read."""
     summary = {k: v for k, v in job_detail(status).items()}
-    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": [summary]}, NEWEST)
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": [summary]}, HISTORY)
     stub.add_response(
         "get_ingestion_job",
         {"ingestionJob": job_detail(status, **extra)},
@@ -1541,6 +1691,7 @@ STATISTICS = {
     "numberOfDocumentsFailed": 2,
     "numberOfDocumentsSkipped": 71,
 }
+CLEAN_STATISTICS = {**STATISTICS, "numberOfDocumentsFailed": 0}
 REASONS = ["s3://kit-documents-sim/docs/big.pdf: file exceeds 50 MB", "s3://kit-documents-sim/docs/x.bin: unsupported"]
 
 
@@ -1573,6 +1724,7 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
             "failureReasons": REASONS,
             "failureReasonCount": 2,
         },
+        "jobsReported": ["JOB0000042"],
     }
     [job_doc] = emf_documents(capsys.readouterr().out)  # the sync found nothing to do: it wrote no metric
     assert job_doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["KnowledgeBaseId", "service"]]
@@ -1620,7 +1772,7 @@ def test_an_idle_knowledge_base_writes_no_metric(
 ) -> None:
     # Given nothing queued and a newest job that ended before the previous reconcile run
     stub, _ = agent_stub
-    stub_newest(stub, status, statistics=STATISTICS)
+    stub_newest(stub, status, statistics=CLEAN_STATISTICS)
     stub_synced(stub)
     clock[0] = UPDATED + ingestion.RECONCILE_EVERY + timedelta(seconds=1)
     # When the hourly reconcile runs
@@ -1634,7 +1786,7 @@ def test_a_failed_newest_job_keeps_its_alarm_metric_every_hour_and_nothing_else(
     agent_stub: tuple[Stubber, World], capsys: pytest.CaptureFixture[str], clock: list[datetime]
 ) -> None:
     stub, _ = agent_stub
-    stub_newest(stub, "FAILED", statistics=STATISTICS)
+    stub_newest(stub, "FAILED", statistics=CLEAN_STATISTICS)
     stub_synced(stub)
     clock[0] = UPDATED + 3 * ingestion.RECONCILE_EVERY
     rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
@@ -1666,7 +1818,7 @@ def test_reconcile_does_not_report_a_running_job(
 
 def test_reconcile_of_a_data_source_without_any_job_starts_the_full_sync(agent_stub: tuple[Stubber, World]) -> None:
     stub, world = agent_stub
-    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)  # the report: no job yet
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, HISTORY)  # the report: no job yet
     stub_synced(stub, synced=False)
     stub_not_running(stub)
     stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
@@ -1692,7 +1844,7 @@ def test_reconcile_whose_full_sync_is_refused_reports_no_job_and_raises(
     agent_stub: tuple[Stubber, World], logs: io.StringIO
 ) -> None:
     stub, _ = agent_stub
-    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
+    stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, HISTORY)
     stub_synced(stub, synced=False)
     stub_not_running(stub)
     stub.add_response("list_ingestion_jobs", {"ingestionJobSummaries": []}, NEWEST)
@@ -1740,7 +1892,7 @@ def test_reconcile_raises_the_sync_error_when_the_report_fails_too(
         rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
 
     assert raised.value.response["Error"]["Code"] == "ValidationException"
-    [report] = [r for r in records(logs) if r["message"] == "Could not report the newest ingestion job"]
+    [report] = [r for r in records(logs) if r["message"] == "Could not report the ingestion jobs"]
     assert report["level"] == "ERROR" and "InternalServerException" in report["exception"]
 
 

@@ -409,6 +409,21 @@ def test_alarms_cover_dead_letters_ingestion_failures_and_the_api(template: dict
     assert {"ApproximateNumberOfMessagesVisible", "IngestionJobFailed", "Errors", "5XXError", "Latency"} <= metrics
 
 
+def test_failed_documents_raise_an_alarm_like_a_failed_job(template: dict[str, Any]) -> None:
+    # A job can end COMPLETE with failed documents (numberOfDocumentsFailed is separate from its status,
+    # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html).
+    by_metric = {
+        a["Properties"]["MetricName"]: a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()
+    }
+    documents, job = by_metric["DocumentsFailed"], by_metric["IngestionJobFailed"]
+    same = ("Namespace", "Dimensions", "Period", "Statistic", "AlarmActions", "OKActions", "TreatMissingData")
+    assert {key: documents[key] for key in same} == {key: job[key] for key in same}
+    assert (documents["Threshold"], documents["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    description = json.dumps(documents["AlarmDescription"])
+    for step in ("kit l2 sync", "aws bedrock-agent get-ingestion-job", "failureReasons", "fix or remove"):
+        assert step in description
+
+
 def test_outputs_name_bucket_knowledge_base_data_source_and_api(sandbox: Any) -> None:
     outputs = set(sandbox.template(STACK).find_outputs("*"))
     assert {"DocumentsBucketName", "KnowledgeBaseId", "DataSourceId", "ApiUrl"} <= outputs

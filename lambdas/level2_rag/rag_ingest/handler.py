@@ -4,8 +4,9 @@ Invoked by two EventBridge schedules with constant input (or directly with the s
 
 - ``{"action": "sync"}``: coalesce the queued document changes into one ingestion job (``ingestion.sync``),
   or start a full sync while the data source is not in sync under its current configuration;
-- ``{"action": "reconcile"}``: a report of the newest ingestion job (metrics, and its ``failureReasons`` in the
-  log), then the same sync, which reads the job history afresh and retries a job that ended FAILED or STOPPED.
+- ``{"action": "reconcile"}``: a report of every ingestion job that ended since the previous reconcile run
+  (metrics, and its ``failureReasons`` in the log), then the same sync, which reads the job history afresh and
+  retries a job that ended FAILED or STOPPED, or COMPLETE with failed documents (once).
 
 Any other event is logged and answered with ``{"error": {...}}`` without raising (a retry cannot fix it).
 AWS errors other than "busy" are re-raised after logging, so Lambda retries the asynchronous invocation;
@@ -23,6 +24,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from common.errors import trim
 from common.observability import make_tracer, publish
 from rag_ingest import aws, ingestion
 from rag_ingest.settings import get_settings
@@ -117,66 +119,103 @@ def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestio
 
 
 def run_reconcile(deps: ingestion.Deps) -> dict[str, Any]:
-    """Report the newest job, then sync even when the report failed (the sync's error is raised first).
+    """Report the jobs that ended since the previous run, then sync even when the report failed (the sync's error
+    is raised first).
 
-    The report comes first: the sync retries a job that ended FAILED or STOPPED, and the retry would otherwise
-    be the newest job, so a failure would never reach IngestionJobFailed.
+    The report comes first: the sync retries a job that ended FAILED or STOPPED (or COMPLETE with failed
+    documents), and the retry would otherwise be the newest job, so a failure would never reach the alarms.
     """
     report_error: Exception | None = None
-    report: ingestion.JobReport | None = None
+    recent: ingestion.RecentJobs | None = None
+    at = now()
     try:
-        report = ingestion.newest_job(deps)
+        recent = ingestion.recent_jobs(deps, at - ingestion.RECONCILE_EVERY)
     except Exception as exc:
         report_error = exc
     else:
-        if report is None:
+        if recent.newest is None:
             logger.info("No ingestion job has run yet")
         else:
-            _report_job(report, now())
+            _report_jobs(recent, at)
     try:
         sync_result = run_sync(deps, retry_full_sync=True).to_dict()
     except Exception:
         if report_error is not None:
-            logger.error("Could not report the newest ingestion job", exc_info=report_error)
+            logger.error("Could not report the ingestion jobs", exc_info=report_error)
         raise
     if report_error is not None:
         raise report_error
-    return {"action": "reconcile", "sync": sync_result, "job": report.to_dict() if report else None}
+    newest = recent.newest if recent else None
+    ended = [job.job_id for job in recent.jobs if _ended_since(job, at)] if recent else []
+    return {
+        "action": "reconcile",
+        "sync": sync_result,
+        "job": newest.to_dict() if newest else None,
+        "jobsReported": ended,
+    }
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _report_job(report: ingestion.JobReport, at: datetime) -> None:
-    """Metrics of a job that finished since the previous reconcile run; of an older one, only a failure.
+def _ended_since(report: ingestion.JobReport, at: datetime) -> bool:
+    return report.finished and ingestion.finished_since(report, at - ingestion.RECONCILE_EVERY)
 
-    IngestionJobFailed stays 1 every hour while the newest job is a failed one (its alarm stays in ALARM), and
-    nothing is written once the newest job is an older success: the alarm treats missing data as not breaching.
+
+def _report_jobs(recent: ingestion.RecentJobs, at: datetime) -> None:
+    """Metrics of each job that finished since the previous reconcile run; of an older newest job, only its failure.
+
+    With the sync every few minutes several jobs can end within the hour: each is reported (one EMF document each),
+    so the failed documents of an earlier one are not hidden by a later, clean one. IngestionJobFailed stays 1
+    every hour while the newest job is a failed one, and DocumentsFailed stays at its count while the newest job
+    has failed documents (their alarms stay in ALARM); nothing is written once the newest job is an older success:
+    the alarms treat missing data as not breaching.
+    """
+    newest = recent.jobs[0]
+    if not newest.finished:
+        fields = {"job_id": newest.job_id, "status": newest.status, **newest.to_dict()["statistics"]}
+        logger.info("The newest ingestion job is still running; it is reported once finished", extra=fields)
+    for report in recent.jobs:
+        if not report.finished:
+            continue
+        if _ended_since(report, at):
+            _publish(
+                {
+                    "DocumentsScanned": (MetricUnit.Count, report.scanned),
+                    "DocumentsIndexed": (MetricUnit.Count, report.indexed),
+                    "DocumentsDeleted": (MetricUnit.Count, report.deleted),
+                    "DocumentsFailed": (MetricUnit.Count, report.failed),
+                    "IngestionJobFailed": (MetricUnit.Count, int(report.status == "FAILED")),
+                }
+            )
+        elif report is newest:
+            still: dict[str, tuple[MetricUnit, float]] = {}
+            if report.status == "FAILED":
+                still["IngestionJobFailed"] = (MetricUnit.Count, 1)
+            if report.failed:
+                still["DocumentsFailed"] = (MetricUnit.Count, report.failed)
+            if still:
+                _publish(still)
+        _log_job(report)
+    if not recent.read_to_end:
+        logger.warning(
+            "More ingestion jobs ended since the previous reconcile than were read; the oldest are not reported",
+            extra={"reported": len(recent.jobs), "pages": ingestion.MAX_JOB_PAGES},
+        )
+
+
+def _log_job(report: ingestion.JobReport) -> None:
+    """The job's report, and its failure reasons (each trimmed, at most MAX_LOGGED_REASONS of them).
+
     A STOPPED job does not count as failed: it is what a StopIngestionJob call leaves (someone meant it; the
     function never calls it, https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJob.html).
     It is logged as a warning; if it was the function's, the sync that follows starts a job for the rest.
     """
     fields = {"job_id": report.job_id, "status": report.status, **report.to_dict()["statistics"]}
-    if not report.finished:
-        logger.info("The newest ingestion job is still running; it is reported once finished", extra=fields)
-        return
-    failed = report.status == "FAILED"
-    if ingestion.finished_since(report, at - ingestion.RECONCILE_EVERY):
-        _publish(
-            {
-                "DocumentsScanned": (MetricUnit.Count, report.scanned),
-                "DocumentsIndexed": (MetricUnit.Count, report.indexed),
-                "DocumentsDeleted": (MetricUnit.Count, report.deleted),
-                "DocumentsFailed": (MetricUnit.Count, report.failed),
-                "IngestionJobFailed": (MetricUnit.Count, int(failed)),
-            }
-        )
-    elif failed:
-        _publish({"IngestionJobFailed": (MetricUnit.Count, 1)})
     logger.info("Ingestion job report", extra=fields)
     if report.status == "STOPPED":
-        logger.warning("The newest ingestion job was stopped before it finished", extra=fields)
+        logger.warning("An ingestion job was stopped before it finished", extra=fields)
     if report.failure_reasons:
         log = logger.error if report.status == "FAILED" else logger.warning
         log(
@@ -184,9 +223,12 @@ def _report_job(report: ingestion.JobReport, at: datetime) -> None:
             extra={
                 "job_id": report.job_id,
                 "status": report.status,
-                "failure_reasons": report.failure_reasons[: ingestion.MAX_LOGGED_REASONS],
+                "documents_failed": report.failed,
+                "failure_reasons": [trim(reason) for reason in report.failure_reasons[: ingestion.MAX_LOGGED_REASONS]],
                 "failure_reason_count": len(report.failure_reasons),
             },
         )
     elif report.status == "FAILED":
         logger.error("Ingestion job failed without failure reasons", extra=fields)
+    elif report.failed:
+        logger.warning("Ingestion job had failed documents but no failure reasons", extra=fields)

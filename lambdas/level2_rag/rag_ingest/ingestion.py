@@ -24,7 +24,8 @@ module keeps: **a change's message is deleted only after an ingestion job starte
    or revision is a new function configuration, hence new environments), except by the hourly reconcile
    (``retry_full_sync``), which reads the job history again: a job started after the data source was seen in
    sync may have failed since. A job that ended FAILED or STOPPED is retried by that reconcile, not every few
-   minutes, or at once when a change is pending.
+   minutes, or at once when a change is pending; so is (once: RETRY_FAILED_DOCUMENTS) a job of ours that
+   ended COMPLETE with failed documents.
 2. Nothing pending in the queue (visible + in flight) and in sync -> stop, without calling Bedrock again.
 3. A job of this data source is STARTING / IN_PROGRESS / STOPPING -> busy, without receiving anything (so
    receive counts do not grow while a job runs and good messages never drift to the dead-letter queue).
@@ -41,8 +42,9 @@ module keeps: **a change's message is deleted only after an ingestion job starte
    the held changes visible again in RELEASE_VISIBILITY_S; busy answers (Conflict, Throttling,
    ServiceQuotaExceeded) then return busy, other errors are re-raised (Lambda retries the invocation).
 6. After the job started: delete the changes' messages (batches of 10, failed entries retried; a change whose
-   delete failed is harmless, the next job covers it again). Should that job end FAILED or STOPPED, step 1
-   finds the data source out of sync until a later job of the revision completes.
+   delete failed is harmless, the next job covers it again). Should that job end FAILED or STOPPED, or COMPLETE
+   with failed documents, step 1 finds the data source out of sync until a later job of the revision completes
+   (a retry of failed documents that fails again counts as complete: its failures are left to the alarm).
 
 No SQS batch call here raises: a refused release, re-queue or delete leaves the message where it is, and it
 comes back when its visibility timeout ends. So a valid change's message reaches the dead-letter queue only if
@@ -75,6 +77,13 @@ UNFINISHED_STATUSES = frozenset({"FAILED", "STOPPED"})
 FINISHED_STATUSES = frozenset({COMPLETE, *UNFINISHED_STATUSES})
 NO_PENDING = "no pending changes"
 FULL_SYNC = "full sync: the data source is not in sync under its current configuration"
+# A COMPLETE job can still have failed documents (numberOfDocumentsFailed,
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html); a later job
+# indexes a document not indexed yet (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-direct-ingestion.html).
+# The reconcile retries such a job of ours once: the retry carries this text, and its own failures are left to the
+# DocumentsFailed alarm (a document that always fails, e.g. over 50 MB, must not start a job every hour).
+RETRY_FAILED_DOCUMENTS = "retry of the documents that failed in job"
+RETRY_TAG = re.compile(rf"^{RETRY_FAILED_DOCUMENTS} [0-9a-zA-Z]{{10}}\b")
 # The revision a job was started under, at the end of its description (at most 200 characters).
 REVISION_TAG = re.compile(r"\[revision ([0-9a-f]{16})\]$")
 SQS_BATCH = 10
@@ -231,17 +240,23 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
         return SyncResult(
             busy=True, reason=f"ingestion job {job_id} is {status}", running_job_id=job_id, full_sync=full
         )
-    previous, revision = "", deps.settings.data_source_revision
+    previous, revision, retry_of = "", deps.settings.data_source_revision, ""
     if full:
         newest = newest_summary(deps)
         if newest is not None:
             previous = str(newest.get("ingestionJobId"))
+            retry_of = previous if documents_to_retry(newest, revision) else ""
             # Only a failed attempt at this revision waits for the reconcile (a broken role would otherwise start
             # a job every few minutes); after a COMPLETE job of another revision (a configuration change) the
             # full sync starts now.
-            failed_here = newest.get("status") != COMPLETE and job_revision(newest) in (None, revision)
+            failed_here = bool(retry_of) or (
+                newest.get("status") != COMPLETE and job_revision(newest) in (None, revision)
+            )
             if pending == 0 and failed_here and not retry_full_sync:
-                reason = f"ingestion job {previous} ended {newest.get('status')}; the hourly reconcile retries it"
+                ended = f"ended {newest.get('status')}"
+                if retry_of:
+                    ended = f"{ended} with {documents_failed(newest)} failed document(s)"
+                reason = f"ingestion job {previous} {ended}; the hourly reconcile retries it"
                 return SyncResult(reason=reason, full_sync=True)
 
     result = SyncResult(full_sync=full)
@@ -269,7 +284,7 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
             return result
         starting = True
         covering = [drained.received[message_id] for message_id in drained.parsed]
-        job = start_job(deps, covering, changes=result.changes, full=full, previous=previous)
+        job = start_job(deps, covering, changes=result.changes, full=full, previous=previous, retry_of=retry_of)
     except Exception as exc:
         result.count(drained)
         result.released = release(deps, drained.held())
@@ -301,7 +316,10 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
     result.started, result.job_id = True, str(job.get("ingestionJobId"))
     result.deleted, result.delete_failed = delete_messages(deps, drained.held())
     if full:
-        deps.log.info("Full sync started", extra={"job_id": result.job_id, "previous_job_id": previous or None})
+        deps.log.info(
+            "Full sync started",
+            extra={"job_id": result.job_id, "previous_job_id": previous or None, "retry_of": retry_of or None},
+        )
     return result
 
 
@@ -330,8 +348,8 @@ def data_source_synced(deps: Deps, *, fresh: bool = False) -> bool:
 
 
 def _history_in_sync(deps: Deps) -> bool:
-    """Whether the newest COMPLETE job carries the current revision, no job of another revision followed it, and
-    no job of the current revision that followed it ended FAILED or STOPPED.
+    """Whether the newest COMPLETE job carries the current revision, no job of another revision followed it, no
+    job of the current revision that followed it ended FAILED or STOPPED, and it has no failed documents to retry.
 
     A data source updated in place (its id unchanged) must be synced again: each time its contents or its
     configuration change, "you must sync the data source so that it is re-indexed"
@@ -351,7 +369,7 @@ def _history_in_sync(deps: Deps) -> bool:
         for job in response.get("ingestionJobSummaries") or []:
             revision, status = job_revision(job), job.get("status")
             if status == COMPLETE:
-                return revision == current and not other_since
+                return revision == current and not other_since and not documents_to_retry(job, current)
             if status in UNFINISHED_STATUSES and revision == current:
                 return False  # the changes it covered are no longer queued: another job must ingest them
             other_since = other_since or revision not in (None, current)
@@ -368,6 +386,25 @@ def job_revision(summary: dict[str, Any]) -> str | None:
     """The revision a job was started under (the tag at the end of its description), if it carries one."""
     match = REVISION_TAG.search(str(summary.get("description") or ""))
     return match.group(1) if match else None
+
+
+def documents_failed(job: dict[str, Any]) -> int:
+    """numberOfDocumentsFailed of a job: its ListIngestionJobs summary carries the statistics too
+    (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobSummary.html)."""
+    return int((job.get("statistics") or {}).get("numberOfDocumentsFailed") or 0)
+
+
+def documents_to_retry(summary: dict[str, Any], revision: str) -> bool:
+    """Whether a job of ours at ``revision`` ended COMPLETE with failed documents, and was not itself the retry.
+
+    Its changes' messages were deleted when it started, so only another job ingests what failed; one retry only.
+    """
+    return (
+        summary.get("status") == COMPLETE
+        and job_revision(summary) == revision
+        and documents_failed(summary) > 0
+        and not RETRY_TAG.match(str(summary.get("description") or ""))
+    )
 
 
 def find_running_job(deps: Deps) -> dict[str, Any] | None:
@@ -503,23 +540,31 @@ def describe_changes(count: int) -> str:
     return "1 change" if count == 1 else f"{count} changes"
 
 
-def describe_job(count: int, *, full: bool, revision: str) -> str:
+def describe_job(count: int, *, full: bool, revision: str, retry_of: str = "") -> str:
     """The job's description, ending with the revision it runs under (at most 200 characters, as
-    StartIngestionJob allows)."""
+    StartIngestionJob allows); a full sync that retries the failed documents of ``retry_of`` starts with
+    RETRY_FAILED_DOCUMENTS."""
     text = describe_changes(count)
     if full:
-        text = f"{FULL_SYNC}; {text}" if count else FULL_SYNC
+        why = f"{RETRY_FAILED_DOCUMENTS} {retry_of}" if retry_of else FULL_SYNC
+        text = f"{why}; {text}" if count else why
     return f"{text} [revision {revision}]"
 
 
 def start_job(
-    deps: Deps, messages: Sequence[QueuedMessage], *, changes: int, full: bool = False, previous: str = ""
+    deps: Deps,
+    messages: Sequence[QueuedMessage],
+    *,
+    changes: int,
+    full: bool = False,
+    previous: str = "",
+    retry_of: str = "",
 ) -> dict[str, Any]:
     """Start the job that covers ``messages`` (``changes`` of them covered by the data source)."""
     response = deps.agent.start_ingestion_job(
         **_data_source(deps.settings),
         clientToken=client_token(messages, full_sync_salt(deps.settings, previous) if full else ""),
-        description=describe_job(changes, full=full, revision=deps.settings.data_source_revision),
+        description=describe_job(changes, full=full, revision=deps.settings.data_source_revision, retry_of=retry_of),
     )
     job: dict[str, Any] = response["ingestionJob"]
     return job
@@ -635,7 +680,7 @@ def _data_source(settings: Settings) -> dict[str, str]:
     return {"knowledgeBaseId": settings.knowledge_base_id, "dataSourceId": settings.data_source_id}
 
 
-# --- reconcile: report the newest job ----------------------------------------------------------------------
+# --- reconcile: report every job that ended since the previous run -----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -678,16 +723,63 @@ def finished_since(report: JobReport, since: datetime) -> bool:
     return datetime.fromisoformat(report.updated_at) > since
 
 
-def newest_job(deps: Deps) -> JobReport | None:
-    """The most recently started job of the data source (ListIngestionJobs, then GetIngestionJob)."""
-    summary = newest_summary(deps)
-    if summary is None:
-        return None
+@dataclass(frozen=True)
+class RecentJobs:
+    """The newest job of the data source, then every older one that ended after ``since`` (newest first)."""
+
+    jobs: list[JobReport]
+    read_to_end: bool  # False: MAX_JOB_PAGES did not reach a job that ended before ``since``
+
+    @property
+    def newest(self) -> JobReport | None:
+        return self.jobs[0] if self.jobs else None
+
+
+def recent_jobs(deps: Deps, since: datetime) -> RecentJobs:
+    """The newest job and every job that ended after ``since`` (ListIngestionJobs by start time, newest first).
+
+    A data source runs one job at a time, so the first job (after the newest) that ended before ``since`` is older
+    than the window and so are all before it: the listing stops there, or after MAX_JOB_PAGES pages. A job's
+    detail (GetIngestionJob: its failureReasons) is read only when there is something to read in it.
+    """
+    params: dict[str, Any] = {
+        **_data_source(deps.settings),
+        "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"},
+        "maxResults": 10,
+    }
+    summaries: list[dict[str, Any]] = []
+    for _ in range(MAX_JOB_PAGES):
+        response = deps.agent.list_ingestion_jobs(**params)
+        for job in response.get("ingestionJobSummaries") or []:
+            if summaries and not _updated_since(job, since):  # the newest job is reported however old
+                return RecentJobs([_report(deps, summary) for summary in summaries], True)
+            summaries.append(dict(job))
+        token = response.get("nextToken")
+        if not token:
+            return RecentJobs([_report(deps, summary) for summary in summaries], True)
+        params["nextToken"] = token
+    return RecentJobs([_report(deps, summary) for summary in summaries], False)
+
+
+def _updated_since(summary: dict[str, Any], since: datetime) -> bool:
+    updated = summary.get("updatedAt")
+    if updated is None:
+        return True
+    when = updated if isinstance(updated, datetime) else datetime.fromisoformat(str(updated))
+    return when > since
+
+
+def _report(deps: Deps, summary: dict[str, Any]) -> JobReport:
+    """The job's report: from its summary, or from GetIngestionJob when it may hold failureReasons."""
+    status = summary.get("status")
+    if "statistics" in summary and status not in UNFINISHED_STATUSES and not documents_failed(summary):
+        return read_job(summary)
     job = deps.agent.get_ingestion_job(**_data_source(deps.settings), ingestionJobId=summary["ingestionJobId"])
     return read_job(job["ingestionJob"])
 
 
 def read_job(job: dict[str, Any]) -> JobReport:
+    """A job's report from its GetIngestionJob detail (or its summary, which has no failureReasons)."""
     stats = job.get("statistics") or {}
 
     def count(*names: str) -> int:
