@@ -848,16 +848,21 @@ class RagStack(Stack):
             description="Level 2 document changes that could not be delivered or processed are in the dead-letter "
             "queue",
         )
-        alarms.alarm(
-            self,
-            "IngestionFailedAlarm",
-            metric=cloudwatch.Metric(
+
+        def reconcile_metric(name: str) -> cloudwatch.Metric:
+            """A metric the ingest function's hourly reconcile writes (EMF, its service name as a dimension)."""
+            return cloudwatch.Metric(
                 namespace=deployment.metrics_namespace,
-                metric_name="IngestionJobFailed",
+                metric_name=name,
                 dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
                 period=Duration.hours(1),
                 statistic="Maximum",
-            ),
+            )
+
+        alarms.alarm(
+            self,
+            "IngestionFailedAlarm",
+            metric=reconcile_metric("IngestionJobFailed"),
             threshold=1,
             description="The last Level 2 ingestion job failed (see the ingest function's log)",
         )
@@ -867,13 +872,7 @@ class RagStack(Stack):
         alarms.alarm(
             self,
             "DocumentsFailedAlarm",
-            metric=cloudwatch.Metric(
-                namespace=deployment.metrics_namespace,
-                metric_name="DocumentsFailed",
-                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
-                period=Duration.hours(1),
-                statistic="Maximum",
-            ),
+            metric=reconcile_metric("DocumentsFailed"),
             threshold=1,
             description="Documents failed to be ingested into the Level 2 knowledge base (the reconcile retried them "
             "once). Read why (failureReasons) with `kit l2 sync`, or `aws bedrock-agent get-ingestion-job "
