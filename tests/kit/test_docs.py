@@ -86,15 +86,24 @@ _COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`'\"\n]*)")
 DOC_PAGES = [README, ROOT / "lifecycle" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+def _joined(path: Path) -> str:
+    """A file's text with shell line continuations joined."""
+    return re.sub(r"\\\n\s*", " ", path.read_text())
+
+
+def fenced_blocks(path: Path) -> list[str]:
+    """The fenced code blocks of a Markdown page, continuations joined."""
+    return re.findall(r"```.*?```", _joined(path), flags=re.DOTALL)
+
+
 def code_text(path: Path) -> str:
     """A file's text with shell line continuations joined; of a Markdown page only the code (fenced blocks and
     inline code), not the prose."""
-    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    text = _joined(path)
     if path.suffix != ".md":
         return text
-    fenced = re.findall(r"```.*?```", text, flags=re.DOTALL)
     inline = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
-    return "\n".join(fenced + [span.replace("\n", " ") for span in inline])
+    return "\n".join(fenced_blocks(path) + [span.replace("\n", " ") for span in inline])
 
 
 def aws_cli_commands() -> list[tuple[str, str, str, list[str]]]:
@@ -222,8 +231,7 @@ def commands_without_region(pages: list[Path]) -> list[str]:
     Region, and a reader whose CLI defaults to another would be told the stack or resource does not exist."""
     found = []
     for path in pages:
-        text = re.sub(r"\\\n\s*", " ", path.read_text())
-        for block in re.findall(r"```.*?```", text, flags=re.DOTALL):
+        for block in fenced_blocks(path):
             for line in block.splitlines():
                 services = [m.group(1) for m in _COMMAND.finditer(line)]
                 if set(services) - REGION_FREE_SERVICES and "--region" not in line:
