@@ -97,7 +97,8 @@ def render(prompt: ManagedPrompt, values: Mapping[str, str]) -> list[tuple[str, 
     blocks: list[tuple[str, str]] = []
     for kind, text in prompt.parts:
         value = values[text] if kind == VARIABLE else text
-        if not value.strip() if kind == VARIABLE else not value:
+        left_out = not value.strip() if kind == VARIABLE else not value  # literal text may be spaces between values
+        if left_out:
             continue
         if kind == TEXT and blocks and blocks[-1][0] == TEXT:
             blocks[-1] = (TEXT, blocks[-1][1] + value)
