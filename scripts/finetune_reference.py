@@ -71,6 +71,8 @@ def lifecycle_text(lifecycle: Lifecycle) -> str:
         text += f", end of life {lifecycle.end_of_life.isoformat()} (refused from that day)"
     elif lifecycle.status == formats.LEGACY:
         text += ", no end-of-life date published (warned about)"
+    if lifecycle.note:  # what the validator's warning says besides the state (e.g. a job that may be refused)
+        text += f". {lifecycle.note.rstrip('.')}"
     return f"[{text}]({lifecycle.source})"
 
 
@@ -153,9 +155,14 @@ def models_table() -> list[str]:
     ]
     for spec in formats.MODELS.values():
         offered = " | ".join("yes" if kind in spec.customization_types else "—" for kind in types)
-        serving = (
-            "on-demand deployment or Provisioned Throughput" if spec.on_demand_deploy else "Provisioned Throughput"
-        )
+        serving = "Provisioned Throughput"
+        if spec.on_demand_deploy and spec.on_demand_source == formats.DOC_ON_DEMAND:
+            serving = f"[on-demand deployment]({formats.DOC_ON_DEMAND}) or {serving}"
+        elif spec.on_demand_deploy:  # served on demand in practice, but not on AWS's list of supported models
+            serving = (
+                f"on-demand deployment ([reported to work]({spec.on_demand_source}), not on "
+                f"[AWS's list]({formats.DOC_ON_DEMAND})) or {serving}"
+            )
         rows.append(
             f"| {spec.name} | `{spec.base_model_id}` | {', '.join(spec.regions)} | {offered} | "
             f"{_cell(lifecycle_text(spec.lifecycle))} | {serving} |"

@@ -83,3 +83,29 @@ def test_the_token_rule_on_the_page_matches_the_validator() -> None:
     assert f"conservative: {formats.CONSERVATIVE_CHARS_PER_TOKEN} characters per token" in prose
     assert f"within {round((1 - formats.TOKEN_WARNING_MARGIN) * 100)}% of the model's token quota" in prose
     assert f"over the quota even at {formats.PLANNING_CHARS_PER_TOKEN} characters per token" in prose
+
+
+def test_a_row_says_where_it_goes_beyond_aws_pages() -> None:
+    """A model served on demand on a source other than AWS's page says so, and a lifecycle note (such as a model
+    Bedrock's current table no longer lists) is printed beside its state."""
+    generated, _ = _generated_and_hand_written()
+    rows = {
+        spec.base_model_id: row
+        for spec in formats.MODELS.values()
+        for row in generated.splitlines()
+        if row.startswith(f"| {spec.name} | `{spec.base_model_id}` |")
+    }
+    assert set(rows) == set(formats.MODELS)
+    beyond = [
+        spec
+        for spec in formats.MODELS.values()
+        if spec.on_demand_deploy and spec.on_demand_source != formats.DOC_ON_DEMAND
+    ]
+    assert beyond, "no model's on-demand serving rests on another source: the check below checks nothing"
+    for spec in formats.MODELS.values():
+        if spec in beyond:
+            assert f"([reported to work]({spec.on_demand_source}), not on [AWS's list]" in rows[spec.base_model_id]
+        elif spec.on_demand_deploy:
+            assert f"[on-demand deployment]({formats.DOC_ON_DEMAND})" in rows[spec.base_model_id]
+        if spec.lifecycle.note:
+            assert spec.lifecycle.note.rstrip(".") in rows[spec.base_model_id], spec.base_model_id

@@ -182,6 +182,7 @@ DOC_SUPPORTED = "https://docs.aws.amazon.com/bedrock/latest/userguide/custom-mod
 # The lifecycle policy of models launched before 2026-09-07, every base model here; model-lifecycle.html now covers
 # only later launches.
 DOC_LIFECYCLE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html"
+DOC_ON_DEMAND = "https://docs.aws.amazon.com/bedrock/latest/userguide/deploy-custom-model-on-demand.html"
 DOC_CLAUDE = "https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-anth-claude-3.html"
 DOC_S3_URI = "https://docs.aws.amazon.com/bedrock/latest/APIReference/API_TrainingDataConfig.html"
 
@@ -315,6 +316,7 @@ class ModelSpec:
     # https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html
     regions: tuple[str, ...] = ("us-west-2",)
     on_demand_deploy: bool = False
+    on_demand_source: str = DOC_ON_DEMAND  # where on-demand serving of this model is stated (the reference links it)
     name: str = ""
     lifecycle: Lifecycle = Lifecycle()
     doc: str = DOC_PREPARE  # where the fine-tuning format is documented
@@ -569,6 +571,7 @@ MODELS: dict[str, ModelSpec] = {
             # models, but custom Nova 2 Lite models are served on demand in practice (re:Post question
             # QUlMCRME6TRkK6XQoBSjP4pw: a deployment created and queried); a refusal ends the run in DeployFailed.
             on_demand_deploy=True,
+            on_demand_source="https://repost.aws/questions/QUlMCRME6TRkK6XQoBSjP4pw",
             name="Amazon Nova 2 Lite",
             doc=DOC_NOVA_2_FT,
             hyperparameter_doc="https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html",
