@@ -83,6 +83,9 @@ class FineTuneStack(Stack):
         super().__init__(
             scope, construct_id, description="genai-spectrum-kit Level 3: fine-tuning on Amazon Bedrock", **kwargs
         )
+        # True when the stack reads the invocation-logging stack's SSM parameter at deploy time (the app then
+        # deploys that stack first when it builds both); a refused stack reads nothing.
+        self.reads_invocation_logs_parameter = False
         if refuse(self, region_problems(config.finetune, self.region)):
             return  # the region cannot customize the base model or call the teacher: an empty stack with the errors
         deployment, ft = config.deployment, config.finetune
@@ -200,8 +203,6 @@ class FineTuneStack(Stack):
             for statement in model_invoke_statements(self, teacher):
                 service_role.add_to_policy(statement)
         logs_bucket: str | None = None
-        # True when the stack reads the invocation-logging stack's SSM parameter at deploy time (the app then
-        # deploys that stack first when it builds both).
         self.reads_invocation_logs_parameter = ft.distillation_source == "invocation-logs"
         if self.reads_invocation_logs_parameter:
             # The invocation-logging stack's bucket, by its SSM parameter (resolved at deploy time).

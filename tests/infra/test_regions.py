@@ -23,14 +23,14 @@ from tests.conftest import ROOT, cdk_json_context, once_per_run, run_folder
 
 # us-west-1 has no Bedrock Prompt Management or Knowledge Base resource types, no Custom Model Import and none of
 # the default base model's customization, and has HyperPod: each kind of refusal, and a stack that is not refused.
+# The opt-in invocation-logging stack is on: the app asks the refused Level 3 stack whether it reads its parameter.
 REGION = "us-west-1"
-BUILT = [STACK_IDS["1"], STACK_IDS["3"], STACK_IDS["3-sagemaker"], STACK_IDS["4-cluster"]]
+BUILT = [STACK_IDS["1"], STACK_IDS["3"], STACK_IDS["3-sagemaker"], STACK_IDS["4-cluster"], STACK_IDS["0-logging"]]
 
 
 def _synthesize(outdir: Path, region: str = REGION, only: list[str] = BUILT) -> dict[str, Any]:
-    app, _ = build_app(
-        {**cdk_json_context(), "region": region}, outdir=str(outdir), nag=False, schema_validation=False, only=only
-    )
+    context = {**cdk_json_context(), "region": region, "invocation_logging": True}
+    app, _ = build_app(context, outdir=str(outdir), nag=False, schema_validation=False, only=only)
     assembly = app.synth()
     return {
         "dir": outdir,
@@ -111,7 +111,9 @@ def test_the_sagemaker_path_is_built_in_every_region_custom_model_import_serves(
 
 
 def test_a_stack_the_region_can_hold_is_built_without_errors(synth: dict[str, Any]) -> None:
-    for stack_id in (STACK_IDS["4-cluster"], STACK_IDS["0-apigw"]):
+    # The invocation-logging stack too, beside a refused Level 3 stack (the app once read an attribute the refused
+    # stack never set, and no stack of the app synthesized).
+    for stack_id in (STACK_IDS["4-cluster"], STACK_IDS["0-apigw"], STACK_IDS["0-logging"]):
         assert synth["stacks"][stack_id]["errors"] == [], stack_id
         assert synth["stacks"][stack_id]["template"]["Resources"], stack_id
 
