@@ -51,7 +51,7 @@ def build_app(
     # The CDK leaves out null context values: a key null in cdk.json (the stage decides) arrives absent.
     config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
     env = cdk.Environment(region=config.region, account=config.account)
-    # One per account and region: its stack name carries no stage, so every stage and copy shares it.
+    # One per account and region: its stack name carries no stage, so every stage deployed there shares it.
     api_account = None
     if wanted & {STACK_IDS["0-apigw"], STACK_IDS["1"], STACK_IDS["2"]}:
         api_account = ApiGatewayAccountStack(app, STACK_IDS["0-apigw"], stack_name=STACK_IDS["0-apigw"], env=env)

@@ -6,8 +6,9 @@ region, and that deleting it leaves the setting in place:
 https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-apigateway-account.html
 
 So the setting lives here, in a stack of its own that does not depend on the stage or the name prefix: a
-sandbox and a prod deploy (or two copies of the kit) in one account and region update the same stack with
-the same template instead of fighting over the setting. The API stacks (Levels 1 and 2) depend on it, so
+sandbox and a prod deploy in one account and region (one copy of the kit per stage there: the level stacks'
+names carry the stage, not the prefix) update the same stack with the same template instead of fighting over
+the setting. The API stacks (Levels 1 and 2) depend on it, so
 ``cdk deploy`` of a level deploys it first, and ``cdk destroy --all`` removes it last. Destroying it deletes
 the role too, so no role is left behind; the account setting then still names the deleted role until
 something sets it again (API Gateway has no call that clears it).

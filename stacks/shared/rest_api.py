@@ -3,7 +3,8 @@
 Every error API Gateway itself returns is rewritten into the kit's error shape
 ``{"error": {"code", "message", "field"?}}`` so a caller sees one contract whether the gateway or the
 function answered. Gateway response templates are not VTL (only plain substitution), so they use only
-``$context.error.messageString``, which API Gateway emits already quoted, never a raw string.
+``$context.error.messageString``, which API Gateway emits already quoted, never a raw string, or a fixed
+message where the kit knows the reason and API Gateway's message does not give it.
 """
 
 from __future__ import annotations
@@ -42,11 +43,21 @@ _GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], .
     (apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error", None),
 )
 _RETRY_AFTER_SECONDS = "1"
+# Fixed messages by error code, where messageString names no reason. BAD_REQUEST_BODY's is only "Invalid request
+# body", and the kit's one body model (JSON_OBJECT_BODY, content type application/json) checks nothing but "is a
+# JSON object", so that is the reason; validation runs only for a content type with a model
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-method-request-validation.html,
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-response-types.html).
+_FIXED_MESSAGES = {
+    "invalid_request_body": "The request body must be a JSON object (sent with Content-Type: application/json).",
+}
 
 
 def error_template(code: str, field: str | None) -> str:
     """A gateway response body in the kit's error shape; messageString arrives quoted and escaped."""
-    members = [f'"code": {json.dumps(code)}', '"message": $context.error.messageString']
+    fixed = _FIXED_MESSAGES.get(code)
+    message = json.dumps(fixed) if fixed else "$context.error.messageString"
+    members = [f'"code": {json.dumps(code)}', f'"message": {message}']
     if field:
         members.append(f'"field": {json.dumps(field)}')
     return '{"error": {' + ", ".join(members) + "}}"

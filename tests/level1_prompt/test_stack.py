@@ -74,8 +74,14 @@ def test_stage_is_throttled_logged_and_traced(sandbox: Any, template: dict[str, 
     assert settings["DataTraceEnabled"] is False
 
 
-def test_gateway_errors_render_the_kit_error_shape_as_valid_json(template: dict[str, Any]) -> None:
-    responses = resources(template, "AWS::ApiGateway::GatewayResponse")
+# The shared RestApi (stacks/shared/rest_api.py) serves Levels 1 and 2: its gateway responses are checked on both.
+API_STACKS = (STACK, "GenAiKit-2-Rag")
+BODY_REASON = "The request body must be a JSON object (sent with Content-Type: application/json)."
+
+
+@pytest.mark.parametrize("stack", API_STACKS)
+def test_gateway_errors_render_the_kit_error_shape_as_valid_json(sandbox: Any, stack: str) -> None:
+    responses = resources(sandbox.templates[stack], "AWS::ApiGateway::GatewayResponse")
     types = {r["Properties"]["ResponseType"] for r in responses.values()}
     assert {"BAD_REQUEST_BODY", "ACCESS_DENIED", "THROTTLED", "DEFAULT_4XX", "DEFAULT_5XX"} <= types
     for response in responses.values():
@@ -83,11 +89,32 @@ def test_gateway_errors_render_the_kit_error_shape_as_valid_json(template: dict[
         body_template = props["ResponseTemplates"]["application/json"]
         # API Gateway substitutes messageString already quoted and escaped.
         body = json.loads(body_template.replace("$context.error.messageString", json.dumps('say "no"')))
-        assert set(body) == {"error"} and body["error"]["message"] == 'say "no"'
-        assert body["error"]["code"]
+        assert set(body) == {"error"} and body["error"]["code"]
+        if props["ResponseType"] == "BAD_REQUEST_BODY":
+            # messageString is only "Invalid request body": the response states the one rule the model checks.
+            assert "$context" not in body_template and json.loads(body_template) == {
+                "error": {"code": "invalid_request_body", "message": BODY_REASON, "field": "body"}
+            }
+        else:
+            assert body["error"]["message"] == 'say "no"'
         if props["ResponseType"] == "THROTTLED":
             assert props["StatusCode"] == "429"
             assert props["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+
+
+@pytest.mark.parametrize("stack", API_STACKS)
+def test_the_body_reason_is_all_the_gateway_checks(sandbox: Any, stack: str) -> None:
+    # BODY_REASON holds only while every body model is a bare JSON object for application/json, the one
+    # content type request validation runs for (api-gateway-method-request-validation.html).
+    template = sandbox.templates[stack]
+    models = resources(template, "AWS::ApiGateway::Model")
+    assert models
+    for model in models.values():
+        assert model["Properties"]["ContentType"] == "application/json"
+        schema = model["Properties"]["Schema"]
+        assert set(schema) == {"$schema", "type"} and schema["type"] == "object"
+    for method in resources(template, "AWS::ApiGateway::Method").values():
+        assert set(method["Properties"].get("RequestModels", {})) <= {"application/json"}
 
 
 def test_request_body_model_is_a_draft4_json_object(template: dict[str, Any]) -> None:
