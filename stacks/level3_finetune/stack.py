@@ -314,7 +314,7 @@ class FineTuneStack(Stack):
 
         # Destroy, every stage: the pipeline's executions and jobs are stopped and what serves the kit's models is
         # deleted first (deleting the state machine would leave a throughput held in its Wait state billing);
-        # the sandbox then deletes the models before the key, prod retains the key (RemovalPolicy.RETAIN) and
+        # the sandbox then deletes the models before the key, prod retains the key (stage.removal_policy) and
         # the models, removed by hand as docs/level-3-finetune.md says.
         self.cleanup = CustomModelCleanup(
             self, "CustomModelCleanup", deployment=deployment, key=data.key, machine=machine

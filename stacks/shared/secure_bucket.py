@@ -9,7 +9,7 @@ from constructs import Construct
 
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
-from stacks.shared.stage import removal_policy
+from stacks.shared.stage import is_kept, removal_policy
 
 
 class SecureBucket(Construct):
@@ -89,8 +89,8 @@ class SecureBucket(Construct):
             (self.access_logs, policy),
             (self.bucket, RemovalPolicy.DESTROY if disposable else policy),
         ):
-            if kept == RemovalPolicy.RETAIN and bucket.policy is not None:
-                bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
+            if is_kept(kept) and bucket.policy is not None:
+                bucket.policy.apply_removal_policy(kept)
         if event_bridge_enabled:
             _suppress_notifications_handler(self)
 

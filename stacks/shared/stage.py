@@ -12,8 +12,18 @@ from stacks.shared.settings import LOG_RETENTION_DAYS
 
 
 def removal_policy(deployment: Deployment) -> RemovalPolicy:
-    """Sandbox destroys cleanly; prod keeps data when the stack goes."""
-    return RemovalPolicy.RETAIN if deployment.is_prod else RemovalPolicy.DESTROY
+    """Sandbox destroys cleanly; prod keeps data when the stack goes or a resource is replaced.
+
+    Prod's DeletionPolicy is RetainExceptOnCreate: a first create that rolls back (no model access, a quota of 0)
+    deletes what it made instead of leaving empty buckets and a key billing $1 a month for every retry
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-attribute-deletionpolicy.html).
+    """
+    return RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if deployment.is_prod else RemovalPolicy.DESTROY
+
+
+def is_kept(policy: RemovalPolicy) -> bool:
+    """Whether ``policy`` keeps the resource when its stack is deleted."""
+    return policy in (RemovalPolicy.RETAIN, RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
 
 
 # CDK's RetentionDays members in the same order as CloudWatch's allowed day counts.

@@ -10,6 +10,9 @@ from typing import Any
 from stacks.shared.registry import resource_schema
 
 NETWORK_TYPES = {"AWS::EC2::Subnet", "AWS::EC2::SecurityGroup", "AWS::EC2::VPC"}
+# The DeletionPolicy values that keep a resource when its stack is deleted
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-attribute-deletionpolicy.html).
+KEPT = ("Retain", "RetainExceptOnCreate")
 
 
 def _references(value: Any) -> Iterator[str]:
@@ -31,7 +34,7 @@ def blocking_retentions(template: dict[str, Any]) -> list[str]:
     resources = template.get("Resources", {})
     found = []
     for lid, resource in resources.items():
-        if resource.get("DeletionPolicy") not in ("Retain", "RetainExceptOnCreate"):
+        if resource.get("DeletionPolicy") not in KEPT:
             continue
         for target in set(_references(resource.get("Properties", {}))):
             network = resources.get(target, {})
@@ -72,7 +75,7 @@ def retained_fixed_names(template: dict[str, Any]) -> list[str]:
     keeps them, and deploying the stack again would create that name again and fail."""
     found = []
     for lid, resource in template.get("Resources", {}).items():
-        if resource.get("DeletionPolicy") not in ("Retain", "RetainExceptOnCreate"):
+        if resource.get("DeletionPolicy") not in KEPT:
             continue
         schema = resource_schema(resource["Type"]) or {}
         identifier = [path.removeprefix("/properties/") for path in schema.get("primaryIdentifier", [])]
@@ -168,10 +171,10 @@ def unkept_bucket_policies(template: dict[str, Any]) -> list[str]:
     resources = template.get("Resources", {})
     found = []
     for lid, resource in resources.items():
-        if resource["Type"] != "AWS::S3::BucketPolicy" or resource.get("DeletionPolicy") in ("Retain",):
+        if resource["Type"] != "AWS::S3::BucketPolicy" or resource.get("DeletionPolicy") in KEPT:
             continue
         for target in set(_references(resource["Properties"].get("Bucket"))):
-            if resources.get(target, {}).get("DeletionPolicy") in ("Retain", "RetainExceptOnCreate"):
+            if resources.get(target, {}).get("DeletionPolicy") in KEPT:
                 found.append(f"{lid} is deleted, its bucket {target} kept")
     return sorted(found)
 
@@ -183,7 +186,38 @@ def test_a_kept_bucket_keeps_its_policy(each_stage: Any) -> None:
     for stack_id, template in each_stage.templates.items():
         assert unkept_bucket_policies(template) == [], stack_id
         kept_buckets += sum(
-            r["Type"] == "AWS::S3::Bucket" and r.get("DeletionPolicy") == "Retain"
-            for r in template["Resources"].values()
+            r["Type"] == "AWS::S3::Bucket" and r.get("DeletionPolicy") in KEPT for r in template["Resources"].values()
         )
     assert kept_buckets > 0 or each_stage.config.stage == "sandbox"
+
+
+def kept_after_a_failed_first_deploy(template: dict[str, Any]) -> list[str]:
+    """Resources a rolled-back first create would leave behind: ``Retain`` keeps a resource even then, and a
+    retry leaves another copy (a KMS key bills $1 a month each); ``RetainExceptOnCreate`` deletes it then and keeps
+    it on every later delete."""
+    return sorted(
+        f"{lid} ({resource['Type']})"
+        for lid, resource in template.get("Resources", {}).items()
+        if resource.get("DeletionPolicy") == "Retain"
+    )
+
+
+def test_a_first_deploy_that_rolls_back_leaves_nothing(each_stage: Any) -> None:
+    # Before: prod's data, keys and log groups were Retain, so each failed first deploy (no model access, a quota
+    # of 0) left a key billing and empty buckets behind.
+    kept = 0
+    for stack_id, template in each_stage.templates.items():
+        assert kept_after_a_failed_first_deploy(template) == [], stack_id
+        kept += sum(r.get("DeletionPolicy") == "RetainExceptOnCreate" for r in template["Resources"].values())
+    assert kept > 0 or not each_stage.config.deployment.is_prod
+
+
+def test_a_resource_kept_even_on_a_failed_create_is_found() -> None:
+    template = {
+        "Resources": {
+            "Key": {"Type": "AWS::KMS::Key", "DeletionPolicy": "Retain"},
+            "Bucket": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "RetainExceptOnCreate"},
+            "Queue": {"Type": "AWS::SQS::Queue", "DeletionPolicy": "Delete"},
+        }
+    }
+    assert kept_after_a_failed_first_deploy(template) == ["Key (AWS::KMS::Key)"]

@@ -369,7 +369,7 @@ def test_bedrock_prompt_and_guardrail_are_tagged(template: dict[str, Any]) -> No
 
 
 def test_sandbox_deletes_logs_and_prod_retains_them(sandbox: Any, prod: Any) -> None:
-    for synth, policy, days in ((sandbox, "Delete", 7), (prod, "Retain", 365)):
+    for synth, policy, days in ((sandbox, "Delete", 7), (prod, "RetainExceptOnCreate", 365)):
         groups = resources(synth.templates[STACK], "AWS::Logs::LogGroup")
         assert groups
         for group in groups.values():
