@@ -1,12 +1,12 @@
-"""The cluster's storage: the data and checkpoint bucket, the lifecycle bucket (named sagemaker-…) holding the
-lifecycle/ scripts, and the optional FSx for Lustre file system linked to the data bucket.
+"""The cluster's storage: the data and checkpoint bucket, the lifecycle bucket (named sagemaker-…, unique per stack
+creation) holding the lifecycle/ scripts, and the optional FSx for Lustre file system linked to the data bucket.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import RemovalPolicy, Stack, Token
+from aws_cdk import Fn, RemovalPolicy
 from aws_cdk import aws_fsx as fsx
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
@@ -19,7 +19,7 @@ from stacks.level4_pretrain.settings import PretrainSettings
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress_bucket_deployment
 from stacks.shared.secure_bucket import SecureBucket
-from stacks.shared.stage import bucket_deployment_logs
+from stacks.shared.stage import STACK_CREATION_ID_LENGTH, bucket_deployment_logs, stack_creation_id
 
 ROOT = Path(__file__).resolve().parents[2]
 LIFECYCLE_DIR = ROOT / "lifecycle"
@@ -34,22 +34,31 @@ FSX_MOUNT = "/fsx"  # FsxLustreConfig.MountPath (HyperPod's default); lifecycle.
 # AmazonSageMakerClusterInstanceRolePolicy reads buckets with that prefix:
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterLifeCycleConfig.html
 LIFECYCLE_BUCKET_PREFIX = "sagemaker-"
-S3_BUCKET_NAME_MAX = 63  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
-ACCOUNT_ID_LENGTH = 12
+# S3's limit, also the AWS::S3::Bucket registry schema's BucketName maxLength (the tests read it there):
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+S3_BUCKET_NAME_MAX = 63
 
 
-def lifecycle_bucket_name(deployment: Deployment, account: str) -> str:
-    """``sagemaker-<prefix>-<stage>-<account>-<region>``: HyperPod's prefix, one per stage, account and region."""
-    name = f"{LIFECYCLE_BUCKET_PREFIX}{deployment.name_prefix}-{deployment.stage}-{account}-{deployment.region}"
-    length = len(name) - len(account) + ACCOUNT_ID_LENGTH if Token.is_unresolved(account) else len(name)
+def lifecycle_bucket_name(deployment: Deployment) -> str:
+    """``sagemaker-<prefix>-<stage>-<stack creation id>``: HyperPod's prefix, and a name new on every create of the
+    stack and stable for its life.
+
+    The bucket is deleted with the stack, and S3 frees a deleted name for any account, possibly only hours later
+    ("A conflicting conditional operation"), so a fixed name could fail the next create or be taken by another
+    account; S3 recommends a GUID in the name instead.
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/gpbucketnamespaces.html
+    https://repost.aws/knowledge-center/s3-conflicting-conditional-operation
+    """
+    literal = f"{LIFECYCLE_BUCKET_PREFIX}{deployment.name_prefix}-{deployment.stage}"
+    length = len(literal) + 1 + STACK_CREATION_ID_LENGTH
     if length > S3_BUCKET_NAME_MAX:
         raise ConfigError(
             "name_prefix",
             deployment.name_prefix,
             f"a prefix that keeps the Level 4 lifecycle bucket name within {S3_BUCKET_NAME_MAX} characters "
-            f"(it would be {length} with stage {deployment.stage!r} and region {deployment.region!r})",
+            f"(it would be {length} with stage {deployment.stage!r})",
         )
-    return name
+    return Fn.join("-", [literal, stack_creation_id()])
 
 
 class ClusterStorage(Construct):
@@ -73,10 +82,11 @@ class ClusterStorage(Construct):
             )
         self.data = SecureBucket(self, "Data", deployment=deployment, versioned=True).bucket
         # Copies of lifecycle/ from this checkout and nothing else: no versions to keep, and removed with the stack,
-        # emptied first, in every stage, so its fixed name is free for the next deploy. (The deployment below does
-        # not empty it on a stack delete: its handler skips a prefix its bucket tag still owns, aws/aws-cdk#33397.)
+        # emptied first, in every stage; the next create names its own (lifecycle_bucket_name). (The deployment
+        # below does not empty it on a stack delete: its handler skips a prefix its bucket tag still owns,
+        # aws/aws-cdk#33397.)
         self.lifecycle = SecureBucket(self, "Lifecycle", deployment=deployment, versioned=False, disposable=True).bucket
-        self.lifecycle_bucket_name = lifecycle_bucket_name(deployment, Stack.of(self).account)
+        self.lifecycle_bucket_name = lifecycle_bucket_name(deployment)
         lifecycle_bucket = self.lifecycle.node.default_child
         assert isinstance(lifecycle_bucket, s3.CfnBucket)
         lifecycle_bucket.bucket_name = self.lifecycle_bucket_name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack, Tags
+from aws_cdk import Aws, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -43,6 +43,21 @@ def log_group(scope: Construct, construct_id: str, deployment: Deployment, *, na
         retention=log_retention(deployment),
         removal_policy=removal_policy(deployment),
     )
+
+
+# The stack id is arn:...:stack/<name>/<GUID>, a new GUID on every create. Stack ids carry version 1 GUIDs
+# (RFC 9562): the first two groups are the creation time, the last the creating host, which many stacks share, so
+# the id keeps all three (8 + 4 + 12 hex digits); the host group alone could repeat on the next create.
+_STACK_GUID_GROUPS = 5
+_STACK_GUID_KEPT = {0: 8, 1: 4, 4: 12}  # group index -> hex digits
+STACK_CREATION_ID_LENGTH = sum(_STACK_GUID_KEPT.values()) + len(_STACK_GUID_KEPT) - 1
+
+
+def stack_creation_id() -> str:
+    """``<time_low>-<time_mid>-<host>`` of the stack id's GUID (a token): new on every create of the stack, the same
+    for its life. For a name a stack may leave behind (a kept log group) or free only slowly (an S3 bucket's)."""
+    guid = Fn.split("-", Fn.select(2, Fn.split("/", Aws.STACK_ID)), _STACK_GUID_GROUPS)
+    return Fn.join("-", [guid[index] for index in _STACK_GUID_KEPT])
 
 
 def bucket_deployment_logs(scope: Construct, deployment: Deployment) -> logs.ILogGroup:

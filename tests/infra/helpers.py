@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,3 +130,36 @@ def cdk_sync_training_job_grants() -> list[tuple[str, str]]:
         if action.startswith("sagemaker:")
         for resource in as_list(statement["Resource"])
     ]
+
+
+def evaluate(value: Any, pseudo: dict[str, str]) -> Any:
+    """What CloudFormation makes of ``value`` built from Fn::Join / Fn::Select / Fn::Split and pseudo parameters
+    (a KeyError for any other Ref: the name may depend on nothing a deploy chooses)."""
+    if isinstance(value, str):
+        return value
+    [(function, args)] = value.items()
+    if function == "Ref":
+        return pseudo[args]
+    if function == "Fn::Join":
+        return args[0].join(evaluate(part, pseudo) for part in args[1])
+    if function == "Fn::Select":
+        return evaluate(args[1], pseudo)[args[0]]
+    if function == "Fn::Split":
+        return evaluate(args[1], pseudo).split(args[0])
+    raise AssertionError(f"unexpected {function}")
+
+
+def stack_created(
+    at: int, node: int = 0x12E592422393, account: str = "111122223333", stack: str = "GenAiKit-Test"
+) -> dict[str, str]:
+    """The pseudo parameters of a stack CloudFormation creates at ``at`` (100 ns since 1582, RFC 9562) on the host
+    ``node``. Real stack ids carry version 1 GUIDs, e.g. stack/cw-dashboard/5616f040-4255-11ec-8b9b-12e592422393:
+    the creation time, then the creating host in the last group."""
+    guid = uuid.UUID(fields=(at & 0xFFFFFFFF, (at >> 32) & 0xFFFF, ((at >> 48) & 0x0FFF) | 0x1000, 0x8B, 0x9B, node))
+    assert guid.version == 1
+    return {
+        "AWS::StackId": f"arn:aws:cloudformation:us-east-1:{account}:stack/{stack}/{guid}",
+        "AWS::AccountId": account,
+        "AWS::Region": "us-east-1",
+        "AWS::Partition": "aws",
+    }

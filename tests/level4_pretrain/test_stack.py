@@ -7,6 +7,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,19 +22,23 @@ from stacks.level4_pretrain.storage import (
     FSX_MOUNT,
     FSX_STORAGE_GIB,
     LEGACY_SLURM_FILE,
+    S3_BUCKET_NAME_MAX,
     lifecycle_bucket_name,
 )
 from stacks.shared.facts import STAGES
 from stacks.shared.registry import resource_schema
+from stacks.shared.stage import STACK_CREATION_ID_LENGTH
 from tests.infra import asl
 from tests.infra.helpers import (
     api_member_max,
     as_list,
     cdk_sync_training_job_grants,
+    evaluate,
     iam_reference,
     only,
     render,
     resources,
+    stack_created,
     statements,
 )
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
@@ -206,38 +211,72 @@ def test_a_legacy_slurm_file_in_the_lifecycle_folder_stops_synth(
         PretrainClusterStack(cdk.App(), "L4", config=build())
 
 
-def test_lifecycle_bucket_name_starts_with_sagemaker_and_is_removed_in_every_stage(sandbox: Any, prod: Any) -> None:
-    # HyperPod: "Make sure that the S3 bucket path starts with s3://sagemaker-".
+def bucket_name_rule() -> dict[str, Any]:
+    """AWS::S3::Bucket BucketName in CloudFormation's registry schema: its pattern and maxLength (63, S3's limit)."""
+    schema = resource_schema("AWS::S3::Bucket")
+    assert schema is not None
+    rule: dict[str, Any] = schema["properties"]["BucketName"]
+    return rule
+
+
+def test_lifecycle_bucket_is_named_sagemaker_and_new_on_every_create_of_the_stack(sandbox: Any, prod: Any) -> None:
+    """HyperPod: "Make sure that the S3 bucket path starts with s3://sagemaker-". The bucket goes with the stack,
+    and S3 frees a deleted name for any account, possibly hours later: a create after a destroy (or after a
+    failed create's rollback) needs a name of its own. Before: sagemaker-<prefix>-<stage>-<account>-<region>, the
+    same on every create."""
+    rule = bucket_name_rule()
+    created = 138558622825640000  # 2021-11-10, the example above
+    creates = [
+        stack_created(created),
+        stack_created(created + 10_000),  # a millisecond later, the same CloudFormation host
+        stack_created(created + 600 * 10**7),  # ten minutes later, the same host
+        stack_created(created + 86_400 * 10**7, node=0x02806D445C90),  # the next day, another host
+        stack_created(created + 20_000, account="444455556666"),  # another account, the same host
+    ]
     for synth in (sandbox, prod):
         template = synth.templates[CLUSTER]
         bucket_id, bucket = next(
             (k, v) for k, v in resources(template, "AWS::S3::Bucket").items() if k.startswith("StorageLifecycleBucket")
         )
-        stage = synth.config.stage
-        assert (
-            render(bucket["Properties"]["BucketName"]) == f"sagemaker-genai-kit-{stage}-${{AWS::AccountId}}-us-east-1"
-        )
-        # Only copies of lifecycle/: deleted with the stack in every stage, so the fixed name is free again.
+        literal = f"sagemaker-genai-kit-{synth.config.stage}-"
+        name = bucket["Properties"]["BucketName"]
+        assert render(name).startswith(literal) and "Fn::Join" in name, render(name)
+        names_made = [evaluate(name, pseudo) for pseudo in creates]
+        assert len(set(names_made)) == len(creates), names_made  # a name of its own on every create
+        for made, pseudo in zip(names_made, creates, strict=True):
+            guid = uuid.UUID(pseudo["AWS::StackId"].rsplit("/", 1)[1])  # its creation time and its host
+            assert made == f"{literal}{guid.time_low:08x}-{guid.time_mid:04x}-{guid.node:012x}", made
+            assert len(made) <= rule["maxLength"] and re.fullmatch(rule["pattern"], made), made
+            assert evaluate(name, pseudo) == made  # stable for the life of the stack (its id does not change)
+        # Only copies of lifecycle/: deleted with the stack in every stage.
         assert bucket["DeletionPolicy"] == "Delete" and "VersioningConfiguration" not in bucket["Properties"]
-        uri = _cluster_props(template)["InstanceGroups"][0]["LifeCycleConfig"]["SourceS3Uri"]
-        assert render(uri).startswith(f"s3://${{{bucket_id}}}")
+        for group in _cluster_props(template)["InstanceGroups"]:
+            assert render(group["LifeCycleConfig"]["SourceS3Uri"]) == f"s3://${{{bucket_id}}}/lifecycle/"
         deployment = only(template, "Custom::CDKBucketDeployment")[1]["Properties"]
         assert deployment["RetainOnDelete"] is False  # it empties the prefix before the bucket goes
 
 
 def test_lifecycle_bucket_name_fits_s3_for_the_longest_prefix_and_names_the_key_otherwise() -> None:
-    # The longest prefix (17), the longer stage and a 14-character region still fit S3's 63 characters.
-    longest = dataclasses.replace(build(name_prefix="k" * 17), region="ap-southeast-2")
-    name = lifecycle_bucket_name(longest, "123456789012")
-    assert name == f"sagemaker-{'k' * 17}-sandbox-123456789012-ap-southeast-2" and len(name) == 63
-    assert re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name)
-    # An environment-agnostic stack counts the account token as the 12 digits it becomes.
+    """The longest name_prefix the configuration accepts, in every stage, with the GUID parts: within the registry
+    schema's maxLength for BucketName. A prefix past it is refused naming name_prefix."""
     import aws_cdk as cdk
 
-    assert len(lifecycle_bucket_name(longest, cdk.Aws.ACCOUNT_ID)) > 63 - 12
+    rule = bucket_name_rule()
+    assert rule["maxLength"] == S3_BUCKET_NAME_MAX
+    longest = longest_name_prefix_of(rule["maxLength"])
+    pseudo = stack_created(138558622825640000)
+    stack = cdk.Stack(cdk.App(), "Names")
+    for stage in STAGES:
+        name_token = lifecycle_bucket_name(build(name_prefix=longest, stage=stage).deployment)
+        name = evaluate(stack.resolve(name_token), pseudo)
+        assert len(name) <= rule["maxLength"] and re.fullmatch(rule["pattern"], name), name
+    deployment = build().deployment
+    fits = rule["maxLength"] - len(f"sagemaker--{deployment.stage}-") - STACK_CREATION_ID_LENGTH
+    lifecycle_bucket_name(dataclasses.replace(deployment, name_prefix="k" * fits))
     with pytest.raises(ConfigError) as caught:
-        lifecycle_bucket_name(dataclasses.replace(longest, region="ap-southeasteast-2"), cdk.Aws.ACCOUNT_ID)
-    assert str(caught.value).startswith("config error: name_prefix = ") and "within 63 characters" in str(caught.value)
+        lifecycle_bucket_name(dataclasses.replace(deployment, name_prefix="k" * (fits + 1)))
+    assert str(caught.value).startswith(f"config error: name_prefix = '{'k' * (fits + 1)}'")
+    assert f"within {rule['maxLength']} characters (it would be {rule['maxLength'] + 1} with stage" in str(caught.value)
 
 
 def test_cluster_subnets_are_private_and_the_vpc_has_an_s3_endpoint_and_flow_logs(cluster: dict[str, Any]) -> None:
