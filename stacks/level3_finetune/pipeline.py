@@ -30,7 +30,7 @@ from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, request_metadata
 from stacks.shared.python_function import PythonFunction
-from stacks.shared.stage import log_group
+from stacks.shared.stage import state_machine_log_group
 
 # Two customization jobs may run per account; a third start fails with ServiceQuotaExceededException.
 QUOTA_RETRY_INTERVAL = Duration.minutes(10)
@@ -587,7 +587,7 @@ class FineTunePipeline(Construct):
             .otherwise(wait)
         )
 
-        self.logs = log_group(self, "Logs", deployment)
+        self.logs = state_machine_log_group(self, "Logs", deployment, machine_name(deployment))
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

@@ -47,7 +47,7 @@ from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.settings import training_instance_has_gpu
-from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
+from stacks.shared.stage import bucket_deployment_logs, state_machine_log_group, tag_stack
 
 LEVEL = "3-finetune-sagemaker"
 SAMPLES_DIR = ROOT / "samples" / "finetune-sagemaker"
@@ -479,7 +479,7 @@ class SageMakerFineTuneStack(Stack):
                 invalid=invalid,
             ),
         )
-        logs = log_group(self, "StateMachineLogs", deployment)
+        logs = state_machine_log_group(self, "StateMachineLogs", deployment, deployment.resource_name("sft"))
         return sfn.StateMachine(
             self,
             "StateMachine",

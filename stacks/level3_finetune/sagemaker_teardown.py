@@ -35,7 +35,7 @@ from stacks.level3_finetune.teardown import (
     report_unless_already_notified,
 )
 from stacks.shared.deployment import Deployment
-from stacks.shared.stage import log_group
+from stacks.shared.stage import state_machine_log_group
 
 TEARDOWN_TIMEOUT = Duration.hours(3)
 STOP_RETRY_INTERVAL = Duration.seconds(2)
@@ -167,7 +167,7 @@ class SageMakerPipelineTeardown(Construct):
             )
             .otherwise(sfn.Succeed(self, "NotAStatusEvent"))
         )
-        self.logs = log_group(self, "Logs", deployment)
+        self.logs = state_machine_log_group(self, "Logs", deployment, deployment.resource_name("sft-teardown"))
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

@@ -37,7 +37,7 @@ from constructs import Construct
 
 from stacks.level3_finetune.pipeline import notification
 from stacks.shared.deployment import Deployment
-from stacks.shared.stage import log_group
+from stacks.shared.stage import state_machine_log_group
 
 # What the pipeline's executions started from an upload are named: this prefix and 64 hex digits, 71 characters of
 # the 80 a name may have (botocore's StartExecution.name); letters, digits and '-' only, which CloudWatch Logs also
@@ -167,7 +167,7 @@ class UploadStarter(Construct):
             .when(sfn.Condition.and_(sfn.Condition.is_present(_BUCKET), sfn.Condition.is_present(_KEY)), by_execution)
             .otherwise(sfn.Fail(self, "NotAnUpload", error="NotAnUploadEvent", cause="No S3 bucket name and key"))
         )
-        self.logs = log_group(self, "Logs", deployment)
+        self.logs = state_machine_log_group(self, "Logs", deployment, deployment.resource_name("finetune-start"))
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

@@ -17,7 +17,7 @@ from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_
 from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.shared.deployment import Deployment
-from stacks.shared.stage import log_group
+from stacks.shared.stage import state_machine_log_group
 
 # Step Functions execution statuses after which PipelineTeardown cleans up (SUCCEEDED runs cleaned up themselves).
 ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
@@ -199,7 +199,7 @@ class PipelineTeardown(Construct):
             )
             .otherwise(sfn.Succeed(self, "NotAStatusEvent"))
         )
-        self.logs = log_group(self, "Logs", deployment)
+        self.logs = state_machine_log_group(self, "Logs", deployment, deployment.resource_name("finetune-teardown"))
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

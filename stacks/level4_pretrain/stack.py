@@ -65,7 +65,7 @@ from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.settings import training_instance_has_gpu
-from stacks.shared.stage import bucket_deployment_logs, log_group, tag_stack
+from stacks.shared.stage import bucket_deployment_logs, state_machine_log_group, tag_stack
 
 LEVEL = "4-pretrain"
 
@@ -363,7 +363,7 @@ class PretrainJobsStack(Stack):
             notify.add_catch(end, errors=["States.ALL"], result_path="$.notifyError")
             notify.next(end)
         checks = InputChecks(self, bucket_name=self.bucket.bucket_name, train=train, invalid=invalid, failed=failed)
-        logs = log_group(self, "StateMachineLogs", deployment)
+        logs = state_machine_log_group(self, "StateMachineLogs", deployment, deployment.resource_name("pretrain"))
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

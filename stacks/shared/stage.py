@@ -60,6 +60,22 @@ def stack_creation_id() -> str:
     return Fn.join("-", [guid[index] for index in _STACK_GUID_KEPT])
 
 
+# Step Functions adds each log group a state machine logs to to the account's one CloudWatch Logs resource policy
+# in the region, limited to 5,120 characters, unless the group's name starts with /aws/vendedlogs/: with
+# generated names every deploy of the kit's six state machines grows that policy, and a full one fails any state
+# machine's creation (https://docs.aws.amazon.com/step-functions/latest/dg/bp-cwl.html).
+STATE_MACHINE_LOGS_PREFIX = "/aws/vendedlogs/states/"
+
+
+def state_machine_log_group(
+    scope: Construct, construct_id: str, deployment: Deployment, state_machine_name: str
+) -> logs.LogGroup:
+    """``/aws/vendedlogs/states/<state machine name>-<stack creation id>`` with the stage's retention and removal
+    policy: a prod destroy keeps the group, and the next create of the stack must not take its name again."""
+    name = Fn.join("", [f"{STATE_MACHINE_LOGS_PREFIX}{state_machine_name}-", stack_creation_id()])
+    return log_group(scope, construct_id, deployment, name=name)
+
+
 def bucket_deployment_logs(scope: Construct, deployment: Deployment) -> logs.ILogGroup:
     """The log group of the stack's BucketDeployment function, with the stage's retention and removal policy.
 

@@ -82,8 +82,10 @@ def retained_fixed_names(template: dict[str, Any]) -> list[str]:
         properties = resource.get("Properties", {})
         if len(identifier) != 1 or identifier[0] not in properties:
             continue  # CloudFormation generates the name: a new one on every create
-        # A name made from another resource's generated name or id changes with it (e.g. /aws/lambda/<function>).
-        if not any(ref in template["Resources"] for ref in _references(properties[identifier[0]])):
+        # A name made from another resource's generated name or id changes with it (e.g. /aws/lambda/<function>),
+        # and one made from the stack's id changes with every create of the stack.
+        refs = set(_references(properties[identifier[0]]))
+        if not any(ref in template["Resources"] or ref == "AWS::StackId" for ref in refs):
             found.append(f"{lid} ({resource['Type']}) is retained with a fixed {identifier[0]}")
     return sorted(found)
 
@@ -99,6 +101,16 @@ def test_a_retained_named_log_group_is_found_and_a_generated_name_is_not() -> No
         "Resources": {
             "Named": {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "Properties": {"LogGroupName": "/a"}},
             "Generated": {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "Properties": {}},
+            "PerCreate": {
+                "Type": "AWS::Logs::LogGroup",
+                "DeletionPolicy": "Retain",
+                "Properties": {"LogGroupName": {"Fn::Join": ["", ["/c-", {"Ref": "AWS::StackId"}]]}},
+            },
+            "FromARegion": {
+                "Type": "AWS::Logs::LogGroup",
+                "DeletionPolicy": "Retain",
+                "Properties": {"LogGroupName": {"Fn::Join": ["", ["/d-", {"Ref": "AWS::Region"}]]}},
+            },
             "Deleted": {
                 "Type": "AWS::Logs::LogGroup",
                 "DeletionPolicy": "Delete",
@@ -106,7 +118,10 @@ def test_a_retained_named_log_group_is_found_and_a_generated_name_is_not() -> No
             },
         }
     }
-    assert retained_fixed_names(template) == ["Named (AWS::Logs::LogGroup) is retained with a fixed LogGroupName"]
+    assert retained_fixed_names(template) == [
+        "FromARegion (AWS::Logs::LogGroup) is retained with a fixed LogGroupName",
+        "Named (AWS::Logs::LogGroup) is retained with a fixed LogGroupName",
+    ]
 
 
 def undeletable_buckets(template: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tests.infra.asl import AslUnsupported, resolve, state_machines
+from tests.infra.helpers import evaluate, stack_created
 
 
 def _states(definition: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -217,3 +218,78 @@ def test_the_error_name_guard_sees_a_misspelled_and_a_foreign_name() -> None:
         "S/M.G: Bedrock.Throttling is not an error aws-sdk:bedrock:getModelCustomizationJob raises",
         "S/M.G: States.TaskFail is not an error Step Functions raises",
     ]
+
+
+# Step Functions adds each log group a state machine logs to to the account's one CloudWatch Logs resource policy
+# in the region (5,120 characters) unless its name starts with /aws/vendedlogs/; a full policy fails the creation of
+# any state machine (https://docs.aws.amazon.com/step-functions/latest/dg/bp-cwl.html).
+VENDED_LOGS = "/aws/vendedlogs/"
+
+
+def logging_findings(template: dict[str, Any]) -> list[str]:
+    """State machines logging to a log group whose name does not start with VENDED_LOGS."""
+    resources = template.get("Resources", {})
+    found = []
+    for lid, resource in resources.items():
+        if resource["Type"] != "AWS::StepFunctions::StateMachine":
+            continue
+        destinations = resource["Properties"].get("LoggingConfiguration", {}).get("Destinations", [])
+        for destination in destinations:
+            arn = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]
+            group = resources.get(arn.get("Fn::GetAtt", [""])[0], {}) if isinstance(arn, dict) else {}
+            name = group.get("Properties", {}).get("LogGroupName")
+            first = name["Fn::Join"][1][0] if isinstance(name, dict) and "Fn::Join" in name else name
+            if not (isinstance(first, str) and first.startswith(VENDED_LOGS)):
+                found.append(f"{lid} logs to a group whose name does not start with {VENDED_LOGS}")
+    return sorted(found)
+
+
+def test_every_state_machine_logs_under_vendedlogs(each_stage: Any) -> None:
+    machines = 0
+    for stack_id, template in each_stage.templates.items():
+        assert logging_findings(template) == [], stack_id
+        machines += sum(r["Type"] == "AWS::StepFunctions::StateMachine" for r in template["Resources"].values())
+    assert machines >= 6  # Level 3's pipeline, starter and teardown, its SageMaker path and teardown, Level 4's jobs
+
+
+def test_the_logging_guard_sees_a_generated_log_group_name() -> None:
+    def machine(group: str) -> dict[str, Any]:
+        destination = {"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": [group, "Arn"]}}}
+        return {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {"LoggingConfiguration": {"Destinations": [destination]}},
+        }
+
+    template = {
+        "Resources": {
+            "Generated": {"Type": "AWS::Logs::LogGroup", "Properties": {}},
+            "Vended": {
+                "Type": "AWS::Logs::LogGroup",
+                "Properties": {"LogGroupName": {"Fn::Join": ["", ["/aws/vendedlogs/states/m-", "x"]]}},
+            },
+            "A": machine("Generated"),
+            "B": machine("Vended"),
+        }
+    }
+    assert logging_findings(template) == ["A logs to a group whose name does not start with /aws/vendedlogs/"]
+
+
+def test_a_state_machines_log_group_is_named_after_it_and_new_on_every_create(prod: Any) -> None:
+    """Prod keeps a log group on destroy: the next create of the stack must name its own. Two creates on one
+    CloudFormation host, ten minutes apart, give two names (the stack id's host part alone would repeat)."""
+    created = 138558622825640000
+    creates = [stack_created(created), stack_created(created + 600 * 10**7)]
+    checked = 0
+    for template in prod.templates.values():
+        resources = template["Resources"]
+        for machine in resources.values():
+            if machine["Type"] != "AWS::StepFunctions::StateMachine":
+                continue
+            [destination] = machine["Properties"]["LoggingConfiguration"]["Destinations"]
+            group = resources[destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]]
+            assert group["DeletionPolicy"] == "RetainExceptOnCreate"
+            names = [evaluate(group["Properties"]["LogGroupName"], pseudo) for pseudo in creates]
+            expected = f"{VENDED_LOGS}states/{machine['Properties']['StateMachineName']}-"
+            assert all(name.startswith(expected) for name in names) and names[0] != names[1], names
+            checked += 1
+    assert checked >= 6
