@@ -9,7 +9,7 @@ from constructs import Construct
 
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
-from stacks.shared.stage import is_kept, removal_policy
+from stacks.shared.stage import bucket_removal_policy, is_kept
 
 
 class SecureBucket(Construct):
@@ -35,7 +35,7 @@ class SecureBucket(Construct):
         """``disposable``: the bucket holds only copies the stack writes (e.g. from this checkout), so it goes with
         the stack, emptied first, in every stage; its access logs follow the stage."""
         super().__init__(scope, construct_id)
-        policy = removal_policy(deployment)
+        policy = bucket_removal_policy(deployment)
         auto_delete = not deployment.is_prod
 
         self.access_logs = s3.Bucket(

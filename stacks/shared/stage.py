@@ -15,10 +15,18 @@ def removal_policy(deployment: Deployment) -> RemovalPolicy:
     """Sandbox destroys cleanly; prod keeps data when the stack goes or a resource is replaced.
 
     Prod's DeletionPolicy is RetainExceptOnCreate: a first create that rolls back (no model access, a quota of 0)
-    deletes what it made instead of leaving empty buckets and a key billing $1 a month for every retry
+    deletes what it made instead of leaving a key billing $1 a month for every retry
     (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-attribute-deletionpolicy.html).
     """
     return RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if deployment.is_prod else RemovalPolicy.DESTROY
+
+
+def bucket_removal_policy(deployment: Deployment) -> RemovalPolicy:
+    """As removal_policy, except that a prod bucket is kept after a failed first create too: S3 deletes only an
+    empty bucket, and the create may already have written to it (a BucketDeployment's files, which its handler
+    leaves in a bucket its tag owns, aws/aws-cdk#33397; access logs of those writes), so deleting it would fail
+    the rollback. An empty bucket costs nothing."""
+    return RemovalPolicy.RETAIN if deployment.is_prod else RemovalPolicy.DESTROY
 
 
 def is_kept(policy: RemovalPolicy) -> bool:

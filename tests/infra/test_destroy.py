@@ -143,7 +143,8 @@ def undeletable_buckets(template: dict[str, Any]) -> list[str]:
     return sorted(
         f"{lid} is deleted with the objects a deployment wrote"
         for lid in filled - emptied
-        if resources.get(lid, {}).get("DeletionPolicy", "Delete") == "Delete"
+        # RetainExceptOnCreate deletes the bucket when its first create rolls back, with the deployment's files in it
+        if resources.get(lid, {}).get("DeletionPolicy", "Delete") in ("Delete", "RetainExceptOnCreate")
     )
 
 
@@ -159,13 +160,21 @@ def test_a_filled_bucket_nobody_empties_is_found() -> None:
             "B": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Delete"},
             "Kept": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain"},
             "Emptied": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Delete"},
+            "KeptUnlessCreateFails": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "RetainExceptOnCreate"},
             "D1": {"Type": "Custom::CDKBucketDeployment", "Properties": {"DestinationBucketName": {"Ref": "B"}}},
             "D2": {"Type": "Custom::CDKBucketDeployment", "Properties": {"DestinationBucketName": {"Ref": "Kept"}}},
             "D3": {"Type": "Custom::CDKBucketDeployment", "Properties": {"DestinationBucketName": {"Ref": "Emptied"}}},
+            "D4": {
+                "Type": "Custom::CDKBucketDeployment",
+                "Properties": {"DestinationBucketName": {"Ref": "KeptUnlessCreateFails"}},
+            },
             "A": {"Type": "Custom::S3AutoDeleteObjects", "Properties": {"BucketName": {"Ref": "Emptied"}}},
         }
     }
-    assert undeletable_buckets(template) == ["B is deleted with the objects a deployment wrote"]
+    assert undeletable_buckets(template) == [
+        "B is deleted with the objects a deployment wrote",
+        "KeptUnlessCreateFails is deleted with the objects a deployment wrote",
+    ]
 
 
 def test_a_sandbox_keeps_no_log_group_of_its_own(each_stage: Any) -> None:
@@ -206,20 +215,26 @@ def test_a_kept_bucket_keeps_its_policy(each_stage: Any) -> None:
     assert kept_buckets > 0 or each_stage.config.stage == "sandbox"
 
 
+# Kept even when a first create rolls back: S3 deletes only an empty bucket, and the create may already have
+# written to it (a BucketDeployment's files, access logs), so deleting it would fail the rollback; an empty bucket
+# costs nothing. A bucket policy stays with its bucket.
+KEPT_ON_A_FAILED_CREATE = {"AWS::S3::Bucket", "AWS::S3::BucketPolicy"}
+
+
 def kept_after_a_failed_first_deploy(template: dict[str, Any]) -> list[str]:
-    """Resources a rolled-back first create would leave behind: ``Retain`` keeps a resource even then, and a
-    retry leaves another copy (a KMS key bills $1 a month each); ``RetainExceptOnCreate`` deletes it then and keeps
-    it on every later delete."""
+    """Resources other than buckets that a rolled-back first create would leave behind: ``Retain`` keeps a resource
+    even then, and a retry leaves another copy (a KMS key bills $1 a month each); ``RetainExceptOnCreate`` deletes
+    it then and keeps it on every later delete."""
     return sorted(
         f"{lid} ({resource['Type']})"
         for lid, resource in template.get("Resources", {}).items()
-        if resource.get("DeletionPolicy") == "Retain"
+        if resource.get("DeletionPolicy") == "Retain" and resource["Type"] not in KEPT_ON_A_FAILED_CREATE
     )
 
 
 def test_a_first_deploy_that_rolls_back_leaves_nothing(each_stage: Any) -> None:
-    # Before: prod's data, keys and log groups were Retain, so each failed first deploy (no model access, a quota
-    # of 0) left a key billing and empty buckets behind.
+    # Before: prod's keys and log groups were Retain, so each failed first deploy (no model access, a quota of 0)
+    # left a key billing behind.
     kept = 0
     for stack_id, template in each_stage.templates.items():
         assert kept_after_a_failed_first_deploy(template) == [], stack_id
@@ -231,7 +246,8 @@ def test_a_resource_kept_even_on_a_failed_create_is_found() -> None:
     template = {
         "Resources": {
             "Key": {"Type": "AWS::KMS::Key", "DeletionPolicy": "Retain"},
-            "Bucket": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "RetainExceptOnCreate"},
+            "Bucket": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain"},
+            "Logs": {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "RetainExceptOnCreate"},
             "Queue": {"Type": "AWS::SQS::Queue", "DeletionPolicy": "Delete"},
         }
     }

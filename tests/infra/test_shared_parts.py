@@ -86,7 +86,7 @@ def test_sandbox_buckets_are_destroyed_with_their_objects(parts: dict[str, Any])
 def test_prod_buckets_are_retained_and_never_emptied(parts: dict[str, Any]) -> None:
     template = parts["Parts-prod"]["template"]
     for bucket in resources(template, "AWS::S3::Bucket").values():
-        assert bucket["DeletionPolicy"] == "RetainExceptOnCreate" and bucket["UpdateReplacePolicy"] == "Retain"
+        assert bucket["DeletionPolicy"] == "Retain" and bucket["UpdateReplacePolicy"] == "Retain"
     assert not resources(template, "Custom::S3AutoDeleteObjects")
 
 
