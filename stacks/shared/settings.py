@@ -446,8 +446,8 @@ class SharedSettings(Settings):
     stage: Stage = Field(
         alias="stage", description="`sandbox`: destroy removes everything; `prod`: data and logs are retained"
     )
-    # 17 characters at most: "sagemaker-<prefix>-<stage>-<account>-<region>" (Level 4's lifecycle bucket) must fit
-    # S3's 63; the SageMaker names "<prefix>-<stage>-sft-|pt-<32 hex>" need at most 62.
+    # 17 characters at most: "sagemaker-<prefix>-<stage>-<stack creation id>" (Level 4's lifecycle bucket, 26
+    # characters of id) must fit S3's 63; the SageMaker names "<prefix>-<stage>-sft-|pt-<32 hex>" need at most 62.
     name_prefix: Annotated[
         Text,
         Field(pattern=r"^[a-z][a-z0-9-]{1,15}[a-z0-9]$"),
