@@ -41,6 +41,8 @@ DEPLOY_POLLS = 36  # three hours for a deployment or a throughput to come up
 VALIDATOR_TIMEOUT = Duration.minutes(15)
 THROTTLE_RETRY_INTERVAL = Duration.seconds(30)
 THROTTLE_RETRY_ATTEMPTS = 5  # 30 s to 8 min apart: about 15 minutes in all
+THROTTLE_RETRY_BACKOFF = 2.0
+THROTTLED_ERRORS = ["Bedrock.ThrottlingException", "Bedrock.InternalServerException"]
 NOTIFY_RETRY_INTERVAL = Duration.seconds(10)
 NOTIFY_RETRY_ATTEMPTS = 4  # 10, 20, 40 and 80 s
 DELETE_RETRY_INTERVAL = Duration.minutes(1)
@@ -54,13 +56,13 @@ EXECUTION_HEADROOM = Duration.hours(6)
 MAX_REQUEST_BYTES = 32 * 1024
 
 
-def retry_throttling(task: tasks.CallAwsService) -> None:
-    """Bedrock control-plane calls back off and retry when throttled."""
+def retry_throttling(task: tasks.CallAwsService | sfn.CustomState, errors: list[str] | None = None) -> None:
+    """Bedrock control-plane calls back off and retry when throttled (``errors``: THROTTLED_ERRORS by default)."""
     task.add_retry(
-        errors=["Bedrock.ThrottlingException", "Bedrock.InternalServerException"],
+        errors=THROTTLED_ERRORS if errors is None else errors,
         interval=THROTTLE_RETRY_INTERVAL,
         max_attempts=THROTTLE_RETRY_ATTEMPTS,
-        backoff_rate=2.0,
+        backoff_rate=THROTTLE_RETRY_BACKOFF,
     )
 
 

@@ -15,8 +15,9 @@ wait for the import, the smoke invocation and the clean-up before a failure is n
     ─► TrainModel (CreateTrainingJob.sync, job <job prefix><MD5 of the execution ARN>; the chosen checkpoint
        prefix; uncompressed output)
     ─► ImportModel (CreateModelImportJob on output/<job>/output/model/merged/; job, model and request token named
-       as the job, so a retried call gets the job it created)
-    ─► WaitForImport ─► GetImportJob (errors retried, briefly) ─► CountPoll ─► ImportDone?
+       as the job, so a retried call gets the job it created) ─► error ─► ImportNotConfirmed ─► DeleteImportedModel
+    ─► WaitForImport ─► GetImportJob (errors retried) ─► error ─► ImportNotWatched ─► DeleteImportedModel
+                        ─► CountPoll ─► ImportDone?
            InProgress and polls left ─► WaitForImport
            Failed ─► ImportFailed ─┐
            polls exhausted ─► ImportTimedOut ─► DeleteImportedModel ─► NotifyFailed ─► PipelineFailed
@@ -26,7 +27,8 @@ wait for the import, the smoke invocation and the clean-up before a failure is n
 Every Task that can fail is caught; every path after CreateModelImportJob goes through DeleteImportedModel
 before the failure is notified, so a failed run leaves no imported model behind (a training job that failed
 bills nothing more; a failed import job creates no model). Bedrock has no API to stop an import job: a run that
-gives up waiting deletes the model by name, and the notification names the job in case it completes later.
+stops watching one (timed out, or its create or poll call failing after the retries) deletes the model by name,
+and the notification names the job and the model in case the job completes later.
 An execution that times out, is aborted or fails off these paths is cleaned up by sagemaker_teardown.py.
 
 A run that resumes (``"resumeFrom": "<earlier execution name>"``) trains with the earlier execution's checkpoint
@@ -48,7 +50,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
-from stacks.level3_finetune.pipeline import retry_lambda_throttling, retry_task_errors
+from stacks.level3_finetune.pipeline import retry_lambda_throttling, retry_task_errors, retry_throttling
 from stacks.shared.state_input import wrapped_input
 
 CODE_PREFIX = "code/"
@@ -482,10 +484,35 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         ResultSelector={"jobArn.$": "$.JobArn"},
         ResultPath="$.import",
     )
-    start_import.add_retry(
-        errors=TRANSIENT_BEDROCK, interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
+    # Retried as long as the Bedrock path's calls (about 15 minutes): a retry resends the token, so it is safe.
+    retry_throttling(start_import, TRANSIENT_BEDROCK)
+
+    def not_watched(state_id: str, what: str) -> sfn.Pass:
+        """The caught error, its Cause prefixed with what the run leaves behind: the import job may go on (or,
+        for a create whose answer was lost, exist) and create the model after the run deleted it by name."""
+        state = sfn.Pass(
+            scope,
+            state_id,
+            parameters={
+                "Error.$": "$.error.Error",
+                # Cause is not always present in an error output: the whole output, as JSON text.
+                "Cause.$": (
+                    f"States.Format('{what}; the import job {{}} may still be running, and Bedrock cannot stop it: "
+                    "the run deleted the model {} by name; if the job creates it later, delete it "
+                    "(kit l3sm status, aws bedrock delete-imported-model). Error: {}', "
+                    f"{name}, {name}, States.JsonToString($.error))"
+                ),
+            },
+            result_path="$.error",
+        )
+        state.next(delete)
+        return state
+
+    start_import.add_catch(
+        not_watched("ImportNotConfirmed", "CreateModelImportJob failed after its retries"),
+        errors=["States.ALL"],
+        result_path="$.error",
     )
-    start_import.add_catch(delete, errors=["States.ALL"], result_path="$.error")
     train.next(start_import)
 
     count = sfn.Pass(scope, "StartPolling", parameters={"count": 0}, result_path="$.polls")
@@ -497,13 +524,17 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         Parameters={"JobIdentifier.$": "$.import.jobArn"},
         ResultPath="$.importJob",
     )
-    get.add_retry(
-        errors=TRANSIENT_BEDROCK, interval=RETRY_INTERVAL, max_attempts=RETRY_ATTEMPTS, backoff_rate=RETRY_BACKOFF
-    )
-    # A read-only poll: any other error is retried briefly too (pipeline.retry_task_errors), since the catch
-    # fails the run while the import job, which cannot be stopped, goes on and may create the model later.
+    # Throttling and server errors get the Bedrock path's poll budget (about 15 minutes), then any other error a
+    # few minutes (retry_task_errors). Only the first retrier that names an error retries it; once its attempts
+    # are spent the Catch decides, the later States.TaskFailed retrier is not consulted
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+    retry_throttling(get, TRANSIENT_BEDROCK)
     retry_task_errors(get)
-    get.add_catch(delete, errors=["States.ALL"], result_path="$.error")
+    get.add_catch(
+        not_watched("ImportNotWatched", "GetModelImportJob failed after its retries"),
+        errors=["States.ALL"],
+        result_path="$.error",
+    )
     counted = sfn.Pass(
         scope,
         "CountPoll",

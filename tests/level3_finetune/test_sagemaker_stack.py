@@ -14,12 +14,13 @@ import re
 import tarfile
 from typing import Any
 
+import botocore.session
 import pytest
 
 from stacks.config import ConfigError
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.names import execution_hash
-from stacks.level3_finetune.pipeline import POLL_RETRY_ATTEMPTS
+from stacks.level3_finetune.pipeline import POLL_RETRY_ATTEMPTS, THROTTLE_RETRY_ATTEMPTS, THROTTLE_RETRY_INTERVAL
 from stacks.shared.facts import STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
@@ -634,6 +635,82 @@ def test_an_import_poll_that_keeps_failing_is_cleaned_up_and_notified_within_min
     assert _failure(trace)["Error"] == "Bedrock.AccessDeniedException"
 
 
+def test_an_import_poll_failing_for_minutes_with_server_errors_is_retried_and_the_run_goes_on(
+    machine: dict[str, Any],
+) -> None:
+    """Four InternalServerExceptions in a row (a few minutes of Bedrock trouble in a wait of up to two hours) must
+    not end the run: the first retrier naming the error decides, and its attempts spent, the Catch does
+    (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html)."""
+    server = asl.AslError("Bedrock.InternalServerException", "server")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_poll_failing(*[server] * 4))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert trace.retries == {"GetImportJob": 4}
+    assert not trace.calls_to("DeleteImportedModel")
+
+
+def _names_what_may_be_left(error: dict[str, Any], original: str) -> None:
+    """A notified failure after the import was requested names the import job and the model it may still create,
+    says why, and keeps the original error."""
+    name = run_name(execution_arn("test-execution"))
+    assert error["Error"] == original
+    cause = error["Cause"]
+    assert cause.count(name) == 2 and "Bedrock cannot stop it" in cause and "delete it" in cause, cause
+    assert json.loads(cause.split("Error: ", 1)[1])["Error"] == original
+
+
+def test_an_import_poll_that_keeps_failing_names_the_import_job_and_the_model_in_the_notification(
+    machine: dict[str, Any],
+) -> None:
+    server = asl.AslError("Bedrock.InternalServerException", "the service is unavailable")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_poll_failing(*[server] * 100))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": run_name(execution_arn("test-execution"))}
+    error = _failure(trace)
+    _names_what_may_be_left(error, "Bedrock.InternalServerException")
+    assert "the service is unavailable" in error["Cause"]
+
+
+def test_an_import_whose_create_keeps_failing_names_the_import_job_and_the_model_in_the_notification(
+    machine: dict[str, Any],
+) -> None:
+    """Every answer of CreateModelImportJob lost: the job may exist all the same, and create its model later."""
+    base = _results()
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "ImportModel":
+            raise asl.AslError("Bedrock.InternalServerException", "the answer was lost")
+        return base(call)
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert len(trace.calls_to("ImportModel")) == 1 + THROTTLE_RETRY_ATTEMPTS
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": run_name(execution_arn("test-execution"))}
+    _names_what_may_be_left(_failure(trace), "Bedrock.InternalServerException")
+
+
+@pytest.mark.parametrize(
+    ("state", "operation"), [("ImportModel", "CreateModelImportJob"), ("GetImportJob", "GetModelImportJob")]
+)
+def test_the_import_calls_retry_every_server_and_throttling_error_botocore_lists_as_long_as_the_bedrock_path(
+    machine: dict[str, Any], state: str, operation: str
+) -> None:
+    """Each 5xx or 429 error botocore's model lists for the call is retried first by a retrier with the Bedrock
+    path's budget (pipeline.retry_throttling): only that first matching retrier counts before the Catch."""
+    errors = [
+        shape.name
+        for shape in botocore.session.get_session().get_service_model("bedrock").operation_model(operation).error_shapes
+        if shape.metadata["error"]["httpStatusCode"] >= 500 or shape.metadata["error"]["httpStatusCode"] == 429
+    ]
+    assert errors
+    retriers = machine["States"][state]["Retry"]
+    for error in errors:
+        first = next(r for r in retriers if f"Bedrock.{error}" in r["ErrorEquals"] or "States.ALL" in r["ErrorEquals"])
+        assert first["MaxAttempts"] >= THROTTLE_RETRY_ATTEMPTS, (error, first)
+        assert first["IntervalSeconds"] >= THROTTLE_RETRY_INTERVAL.to_seconds(), (error, first)
+    if state == "GetImportJob":  # then any other error, briefly, before the Catch
+        assert retriers[-1]["ErrorEquals"] == ["States.TaskFailed"]
+
+
 def test_an_import_that_outlives_the_wait_is_bounded_cleaned_up_and_notified(machine: dict[str, Any]) -> None:
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(statuses=("InProgress",)))
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
@@ -694,9 +771,13 @@ def test_a_cleanup_that_finds_no_model_still_notifies_the_original_error(machine
 
 
 def test_every_task_failure_after_the_import_started_goes_through_the_cleanup(machine: dict[str, Any]) -> None:
-    for state in ("ImportModel", "GetImportJob", "SmokeTest"):
+    # A failed create or poll first names the import job and the model (it may go on and create the model).
+    for state, via in (("ImportModel", "ImportNotConfirmed"), ("GetImportJob", "ImportNotWatched"), ("SmokeTest", "")):
         [catch] = machine["States"][state]["Catch"]
-        assert catch["ErrorEquals"] == ["States.ALL"] and catch["Next"] == "DeleteImportedModel", state
+        assert catch["ErrorEquals"] == ["States.ALL"], state
+        assert catch["Next"] == (via or "DeleteImportedModel"), state
+        if via:
+            assert machine["States"][via]["Next"] == "DeleteImportedModel"
     for state in ("ImportFailed", "ImportTimedOut"):
         assert machine["States"][state]["Next"] == "DeleteImportedModel"
 
