@@ -4,6 +4,8 @@ model."""
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -38,7 +40,19 @@ from kit.operator import (
 )
 
 KB_MAX_FILE_BYTES = 50 * 1024 * 1024  # Bedrock Knowledge Bases ingest files up to 50 MB
-KB_FILE_TYPES = frozenset({".txt", ".md", ".html", ".htm", ".doc", ".docx", ".csv", ".xls", ".xlsx", ".pdf"})
+# The formats of "Supported document formats and limits" (.html only; "Plain text (ASCII only)" for .txt),
+# https://docs.aws.amazon.com/bedrock/latest/userguide/knowledge-base-ds.html
+KB_FILE_TYPES = frozenset({".txt", ".md", ".html", ".doc", ".docx", ".csv", ".xls", ".xlsx", ".pdf"})
+KB_FILE_TYPES_HINT = ".txt (ASCII only) .md .html .doc(x) .csv .xls(x) .pdf"
+# A document's metadata sidecar is "<document file name>.metadata.json" beside it, and "must not exceed the limit
+# of 10 KB" (https://docs.aws.amazon.com/bedrock/latest/userguide/s3-data-source-connector.html). KB read as KiB.
+SIDECAR_SUFFIX = ".metadata.json"
+SIDECAR_MAX_BYTES = 10 * 1024
+# On S3 Vectors "you can attach up to 1 KB of custom metadata (including both filterable and non-filterable
+# metadata) and 35 metadata keys per vector ... If the metadata exceeds these limits, the ingestion job will throw
+# an exception" (https://docs.aws.amazon.com/bedrock/latest/userguide/knowledge-base-setup.html#metadata-support).
+S3VECTORS_METADATA_MAX_BYTES = 1024
+S3VECTORS_METADATA_MAX_KEYS = 35
 INGESTION_RUNNING = frozenset({"STARTING", "IN_PROGRESS", "STOPPING"})
 # What `sync --wait` counts as pending. A change the ingest function re-queued with a delay is counted as delayed
 # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-resources-required-process-messages.html).
@@ -101,11 +115,85 @@ def _files(paths: Sequence[str]) -> Iterator[tuple[Path, str]]:
             yield path, path.name
 
 
+@functools.cache
+def _attribute_value_fields() -> tuple[str, ...]:
+    """The value members of a typed metadata attribute (stringValue, numberValue, ...), from botocore's
+    bedrock-agent model: the sidecar's typed form is a MetadataAttributeValue."""
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("bedrock-agent").shape_for("MetadataAttributeValue")
+    return tuple(name for name in shape.members if name != "type")
+
+
+def _stored_value(attribute: Any) -> Any:
+    """What the vector stores for one attribute: the typed form's value, or the simplified form's value itself."""
+    if isinstance(attribute, dict) and isinstance(attribute.get("value"), dict):
+        typed = attribute["value"]
+        found = [typed[name] for name in _attribute_value_fields() if name in typed]
+        if len(found) == 1:
+            return found[0]
+    return attribute
+
+
+def _metadata_bytes(attributes: Mapping[str, Any]) -> int:
+    """The custom metadata a vector carries for these attributes: keys and values as compact UTF-8 JSON."""
+    stored = {key: _stored_value(value) for key, value in attributes.items()}
+    return len(json.dumps(stored, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _read_sidecar(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(metadataAttributes, None) for a sidecar Bedrock can read, or (None, why not)."""
+    size = path.stat().st_size
+    if size > SIDECAR_MAX_BYTES:
+        return None, f"{path}: {size:,} bytes; a metadata file must not exceed 10 KB ({SIDECAR_MAX_BYTES:,} bytes)"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeError, ValueError) as exc:
+        return None, f"{path}: not UTF-8 JSON ({exc})"
+    attributes = document.get("metadataAttributes") if isinstance(document, dict) else None
+    if not isinstance(attributes, dict):
+        return None, f'{path}: not a JSON object with a "metadataAttributes" object'
+    return attributes, None
+
+
+def _s3_vectors_problem(path: Path, attributes: Mapping[str, Any]) -> str | None:
+    keys, size = len(attributes), _metadata_bytes(attributes)
+    if keys > S3VECTORS_METADATA_MAX_KEYS:
+        return f"{path}: {keys} metadata keys; S3 Vectors takes at most {S3VECTORS_METADATA_MAX_KEYS} per vector"
+    if size > S3VECTORS_METADATA_MAX_BYTES:
+        return (
+            f"{path}: {size:,} bytes of metadata (keys and values as compact JSON); S3 Vectors takes at most "
+            f"1 KB ({S3VECTORS_METADATA_MAX_BYTES:,} bytes) of custom metadata per vector"
+        )
+    return None
+
+
+def _check_sidecars(files: Sequence[tuple[Path, str]]) -> dict[Path, dict[str, Any]]:
+    """Every metadata sidecar among the files, read; KitUsageError listing every one Bedrock would refuse."""
+    sidecars: dict[Path, dict[str, Any]] = {}
+    problems: list[str] = []
+    for path, _ in files:
+        if path.name.endswith(SIDECAR_SUFFIX):
+            attributes, problem = _read_sidecar(path)
+            if problem:
+                problems.append(problem)
+            elif attributes is not None:
+                sidecars[path] = attributes
+    if problems:
+        raise KitUsageError("metadata files the knowledge base cannot ingest:\n  " + "\n  ".join(problems))
+    return sidecars
+
+
 @l2.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True), metavar="FILES...")
 @click.option("--prefix", default="", help="A folder under the documents prefix, e.g. team-a/.")
 def upload(paths: tuple[str, ...], prefix: str) -> None:
-    """Upload files (or folders) to the knowledge base's documents bucket and prefix."""
+    """Upload files (or folders) to the knowledge base's documents bucket and prefix.
+
+    A document's metadata goes in ``<document file name>.metadata.json`` beside it: the upload refuses one over
+    10 KB, one that is not a JSON object with ``metadataAttributes``, and, on S3 Vectors, one over 1 KB of
+    metadata or 35 keys (docs/level-2-rag.md).
+    """
     files = list(_files(paths))
     if not files:
         raise KitUsageError("nothing to upload: the folders given hold no files")
@@ -114,17 +202,34 @@ def upload(paths: tuple[str, ...], prefix: str) -> None:
     ]
     if too_big:
         raise KitUsageError("a knowledge base ingests files up to 50 MB; too large: " + ", ".join(too_big))
+    sidecars = _check_sidecars(files)
     sub = prefix.strip("/")
     target = current_target()
     outputs = target.outputs("2")
     bucket = aws.require_output(outputs, "DocumentsBucketName", target.stack_name("2"))
+    # The deployed stack's store (its VectorStore output); the configuration's for a stack deployed without it.
+    if (outputs.get("VectorStore") or target.config.rag.vector_store) == "s3vectors":
+        over = [problem for path, attrs in sidecars.items() if (problem := _s3_vectors_problem(path, attrs))]
+        if over:
+            raise KitUsageError("metadata files the knowledge base cannot ingest:\n  " + "\n  ".join(over))
     base = _documents_prefix(outputs) + (f"{sub}/" if sub else "")
     out = console()
+    suffixes = {suffix for _, suffix in files}
+    for path, suffix in files:
+        document = suffix.removesuffix(SIDECAR_SUFFIX)
+        if path in sidecars and document not in suffixes:
+            out.print(
+                Text(
+                    f"warning: {path} has no document {Path(document).name} in this upload: Bedrock applies it only "
+                    f"to s3://{bucket}/{base}{document}",
+                    "yellow",
+                )
+            )
     for path, suffix in files:
         uri = upload_file(target, path, bucket, base + suffix)
         note = ""
-        if path.suffix.lower() not in KB_FILE_TYPES and not path.name.endswith(".metadata.json"):
-            note = " (not a type Bedrock parses by default: .txt .md .html .doc(x) .csv .xls(x) .pdf)"
+        if path.suffix.lower() not in KB_FILE_TYPES and path not in sidecars:
+            note = f" (not a type Bedrock parses by default: {KB_FILE_TYPES_HINT})"
         out.print(Text(f"uploaded {uri}{note}"))
     minutes = target.config.rag.sync_interval_minutes
     out.print(

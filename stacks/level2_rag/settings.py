@@ -38,6 +38,9 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9!_.*'()/-]{1,200}/")
 # a tag key is at most 128 characters (https://docs.aws.amazon.com/AmazonS3/latest/userguide/tagging-managing.html),
 # so the prefix is at most 128 - 26 characters (CDK refuses a longer one at synth, for every stack of the app).
 SAMPLE_CORPUS_MAX_PREFIX = 128 - len("aws-cdk:cr-owned:") - len(":12345678")
+# Hierarchical chunking on S3 Vectors: "When using high number of tokens for chunking (over 8000 tokens combined),
+# you may run into metadata size limitations" (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-chunking.html).
+S3VECTORS_HIERARCHICAL_MAX_TOKENS = 8000
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class RagSettings(Settings):
         alias="rag_embedding_dimensions", description="The vector dimensions (each model offers its own)", ge=1, le=4096
     )
     chunking_strategy: Annotated[ChunkingStrategy, Stripped] = Field(
-        alias="rag_chunking", description="How the data source splits documents"
+        alias="rag_chunking",
+        description="How the data source splits documents (`semantic` also bills foundation-model use at ingestion)",
     )
     # Chunking limits: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_ChunkingConfiguration.html
     # (fixed: overlapPercentage 1-99; hierarchical: maxTokens 1-8192 per level; semantic: bufferSize 0-1,
@@ -153,6 +157,7 @@ class RagSettings(Settings):
             raise Invalid("fewer tokens than rag_hierarchical_parent_tokens")
         if info.data.get("chunking_strategy") == "hierarchical":
             _within_model_input(child, info)
+            _fits_s3_vectors_metadata(child, info)
         return child
 
     @field_validator("documents_prefix")
@@ -188,6 +193,23 @@ class RagSettings(Settings):
             overlap_tokens=self.hierarchical_overlap_tokens,
             buffer_size=self.semantic_buffer_size,
             breakpoint_percentile=self.semantic_breakpoint_percentile,
+        )
+
+
+def _fits_s3_vectors_metadata(child: int, info: ValidationInfo) -> None:
+    """On S3 Vectors a hierarchical chunk's text rides in the vector's metadata: parent + child over 8,000 tokens
+    can fail ingestion, so it is refused at synth."""
+    parent = info.data.get("hierarchical_parent_tokens")
+    if info.data.get("vector_store") != "s3vectors" or parent is None:
+        return
+    limit = S3VECTORS_HIERARCHICAL_MAX_TOKENS
+    if parent + child > limit:
+        room = f"so at most {limit - parent} child tokens" if parent < limit else f"lower it below {limit}"
+        raise Invalid(
+            f"rag_hierarchical_parent_tokens + rag_hierarchical_child_tokens at most {limit} on rag_vector_store "
+            f"s3vectors (rag_hierarchical_parent_tokens = {parent}, {room}): AWS does not recommend hierarchical "
+            "chunking on S3 Vectors, and over 8000 tokens combined ingestion can exceed the vector's metadata size "
+            "limit; use fixed or semantic chunking, or opensearch-serverless"
         )
 
 

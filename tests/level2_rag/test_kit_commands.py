@@ -31,7 +31,9 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
 )
 
 
-def rag_stack(fake: FakeCloudFormation, bucket: str = "docs-bucket") -> tuple[str, str]:
+def rag_stack(
+    fake: FakeCloudFormation, bucket: str = "docs-bucket", vector_store: str = "s3vectors"
+) -> tuple[str, str]:
     """The Level 2 stack's outputs and its two ingestion queues (real moto queues); returns their URLs."""
     sqs = boto3.client("sqs", region_name=REGION)
     changes = sqs.create_queue(QueueName="changes")["QueueUrl"]
@@ -44,6 +46,7 @@ def rag_stack(fake: FakeCloudFormation, bucket: str = "docs-bucket") -> tuple[st
             "KnowledgeBaseId": "KB12345678",
             "DataSourceId": "DS12345678",
             "ApiUrl": API_URL,
+            "VectorStore": vector_store,
         },
         resources={
             "IngestionChangesD5FB1EC5": ("AWS::SQS::Queue", changes),
@@ -81,6 +84,132 @@ def test_l2_upload_refuses_files_over_the_knowledge_base_limit(mocked: FakeCloud
     result = run(l2, "upload", str(big))
     assert result.exit_code == 2
     assert "a knowledge base ingests files up to 50 MB; too large: " in result.output and "big.pdf" in result.output
+
+
+def uploaded_keys() -> list[str]:
+    listing = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="docs-bucket")
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def sidecar(folder: Path, document: str, attributes: Any, *, write_document: bool = True) -> Path:
+    """``<document>.metadata.json`` beside the document (s3-data-source-connector.html's naming)."""
+    if write_document:
+        (folder / document).write_text("text")
+    path = folder / f"{document}.metadata.json"
+    path.write_text(json.dumps({"metadataAttributes": attributes}) if not isinstance(attributes, str) else attributes)
+    return path
+
+
+def test_l2_upload_refuses_a_metadata_file_over_10_kb_or_not_a_metadata_object(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    """s3-data-source-connector.html: the metadata file "must not exceed the limit of 10 KB"; its content is a JSON
+    object with "metadataAttributes". Before: any *.metadata.json was uploaded, and ingestion refused it later."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    rag_stack(mocked, vector_store="opensearch-serverless")  # limits of every store, not only S3 Vectors'
+    big = sidecar(tmp_path, "big.md", {"notes": "x" * level2_rag.SIDECAR_MAX_BYTES})
+    listed = sidecar(tmp_path, "listed.md", "[1, 2]")
+    bare = sidecar(tmp_path, "bare.md", '{"title": "no metadataAttributes"}')
+    broken = sidecar(tmp_path, "broken.md", "{not json")
+    result = run(l2, "upload", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"{big}: {big.stat().st_size:,} bytes; a metadata file must not exceed 10 KB (10,240 bytes)" in text
+    assert f'{listed}: not a JSON object with a "metadataAttributes" object' in text
+    assert f'{bare}: not a JSON object with a "metadataAttributes" object' in text
+    assert f"{broken}: not UTF-8 JSON" in text
+    assert uploaded_keys() == []  # refused before anything is uploaded
+    # 10 KB exactly is within the limit
+    big.write_text(json.dumps({"metadataAttributes": {"notes": ""}}).ljust(level2_rag.SIDECAR_MAX_BYTES))
+    for path in (listed, bare, broken):
+        path.unlink()
+    assert run(l2, "upload", str(tmp_path)).exit_code == 0
+
+
+def test_l2_upload_holds_metadata_to_the_s3_vectors_limits_of_the_deployed_store(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    """knowledge-base-setup.html#metadata-support: on S3 Vectors "up to 1 KB of custom metadata ... and 35 metadata
+    keys per vector"; over them "the ingestion job will throw an exception"."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    assert (level2_rag.S3VECTORS_METADATA_MAX_BYTES, level2_rag.S3VECTORS_METADATA_MAX_KEYS) == (1024, 35)
+    many = sidecar(tmp_path, "many.md", {f"k{i}": i for i in range(36)})
+    # {"note":"<1,014 x>"} is 1,025 bytes of compact JSON (1,024 is within the limit)
+    long = sidecar(tmp_path, "long.md", {"note": "x" * 1014})
+    rag_stack(mocked)
+    result = run(l2, "upload", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"{many}: 36 metadata keys; S3 Vectors takes at most 35 per vector" in text
+    assert f"{long}: 1,025 bytes of metadata (keys and values as compact JSON); S3 Vectors takes at most 1 KB" in text
+    assert uploaded_keys() == []
+    # At the limits exactly, S3 Vectors takes them
+    sidecar(tmp_path, "many.md", {f"k{i}": i for i in range(35)})
+    sidecar(tmp_path, "long.md", {"note": "x" * 1013})
+    assert run(l2, "upload", str(tmp_path)).exit_code == 0
+    sidecar(tmp_path, "many.md", {f"k{i}": i for i in range(36)})
+    sidecar(tmp_path, "long.md", {"note": "x" * 1014})
+    # OpenSearch Serverless (the deployed stack's VectorStore output, whatever the configuration says) has no such limit
+    rag_stack(mocked, vector_store="opensearch-serverless")
+    assert run(l2, "upload", str(tmp_path)).exit_code == 0
+    assert "docs/many.md.metadata.json" in uploaded_keys()
+
+
+def test_l2_upload_measures_what_the_vector_stores_of_a_typed_attribute(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    """The typed form ({"value": {"type", "stringValue"}, "includeForEmbedding"}) stores the value, not its wrapper:
+    35 typed attributes fit though their sidecar is far over 1 KB."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    rag_stack(mocked)
+    typed = {
+        f"k{i:02}": {"value": {"type": "NUMBER", "numberValue": i}, "includeForEmbedding": True} for i in range(35)
+    }
+    path = sidecar(tmp_path, "typed.md", typed)
+    assert path.stat().st_size > 2048
+    result = run(l2, "upload", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert uploaded_keys() == ["docs/typed.md", "docs/typed.md.metadata.json"]
+    text = {f"k{i:02}": {"value": {"type": "STRING", "stringValue": "y" * 50}} for i in range(20)}
+    sidecar(tmp_path, "typed.md", text)
+    result = run(l2, "upload", str(tmp_path))
+    assert result.exit_code == 2 and "S3 Vectors takes at most 1 KB" in " ".join(result.output.split())
+
+
+def test_l2_upload_warns_of_a_metadata_file_without_its_document(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    rag_stack(mocked)
+    alone = sidecar(tmp_path, "guide.md", {"team": "a"}, write_document=False)
+    result = run(l2, "upload", str(alone), "--prefix", "team-a")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert (
+        f"warning: {alone} has no document guide.md in this upload: Bedrock applies it only to "
+        "s3://docs-bucket/docs/team-a/guide.md" in text
+    )
+    assert "not a type Bedrock parses" not in text
+    # with its document beside it, no warning
+    (tmp_path / "guide.md").write_text("# Guide")
+    result = run(l2, "upload", str(tmp_path))
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+def test_l2_upload_names_the_formats_of_the_knowledge_base_page(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    """knowledge-base-ds.html lists HTML as .html only, and plain text as .txt (ASCII only)."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    rag_stack(mocked)
+    (tmp_path / "page.htm").write_text("<p>old</p>")
+    (tmp_path / "page.html").write_text("<p>new</p>")
+    result = run(l2, "upload", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    [htm] = [line for line in lines if "page.htm " in line or line.endswith("page.htm")]
+    assert "not a type Bedrock parses by default: .txt (ASCII only) .md .html .doc(x) .csv .xls(x) .pdf" in " ".join(
+        " ".join(lines).split()
+    )
+    assert "docs/page.htm" in htm
+    [html] = [line for line in lines if "page.html" in line]
+    assert "not a type" not in html
 
 
 JOB_STATS = {

@@ -129,3 +129,59 @@ def test_a_documents_prefix_cdk_cannot_tag_is_a_config_error_while_the_sample_co
     )
     # Without the sample corpus (prod, or turned off) only the data source's own limit applies.
     assert build(rag_documents_prefix="b" + longest, rag_sample_corpus=False).rag.documents_prefix == "b" + longest
+
+
+def test_hierarchical_chunks_over_8000_tokens_combined_are_refused_on_s3_vectors() -> None:
+    """kb-chunking.html: hierarchical chunking "is not recommended when using S3 vector bucket as your vector store.
+    When using high number of tokens for chunking (over 8000 tokens combined), you may run into metadata size
+    limitations." Before: any parent and child up to 8,192 each passed, and ingestion failed later."""
+    from stacks.level2_rag.settings import S3VECTORS_HIERARCHICAL_MAX_TOKENS
+
+    assert S3VECTORS_HIERARCHICAL_MAX_TOKENS == 8000
+    hierarchical = {"rag_chunking": "hierarchical", "rag_hierarchical_parent_tokens": 6000}
+    assert build(**hierarchical, rag_hierarchical_child_tokens=2000).rag.vector_store == "s3vectors"
+    with pytest.raises(ConfigError) as caught:
+        build(**hierarchical, rag_hierarchical_child_tokens=2001)
+    assert str(caught.value).startswith(
+        "config error: rag_hierarchical_child_tokens = 2001 is not allowed; expected rag_hierarchical_parent_tokens "
+        "+ rag_hierarchical_child_tokens at most 8000 on rag_vector_store s3vectors "
+        "(rag_hierarchical_parent_tokens = 6000, so at most 2000 child tokens): AWS does not recommend hierarchical "
+        "chunking on S3 Vectors"
+    )
+    with pytest.raises(ConfigError) as caught:
+        build(rag_chunking="hierarchical", rag_hierarchical_parent_tokens=8100, rag_hierarchical_child_tokens=300)
+    assert "(rag_hierarchical_parent_tokens = 8100, lower it below 8000)" in str(caught.value)
+    # OpenSearch Serverless keeps the hierarchical range; unused hierarchical keys are not held to it either.
+    oss = build(**hierarchical, rag_hierarchical_child_tokens=2001, rag_vector_store="opensearch-serverless")
+    assert oss.rag.chunking.child_max_tokens == 2001
+    assert build(rag_hierarchical_parent_tokens=8192, rag_hierarchical_child_tokens=8000).rag.chunking.strategy == (
+        "fixed"
+    )
+
+
+def test_the_s3_vectors_hierarchical_limit_is_reported_with_the_other_mistakes() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(
+            rag_chunking="hierarchical",
+            rag_hierarchical_parent_tokens=7000,
+            rag_hierarchical_child_tokens=1500,
+            rag_chunk_overlap_percent=0,
+            rag_max_results=26,
+        )
+    assert [p.key for p in caught.value.problems] == [
+        "rag_chunk_overlap_percent",
+        "rag_hierarchical_child_tokens",
+        "rag_max_results",
+    ]
+
+
+def test_the_cdk_json_defaults_and_the_documented_variants_pass_the_s3_vectors_limit() -> None:
+    from tests.conftest import VARIANTS, cdk_json_context
+
+    defaults = cdk_json_context()
+    assert build().rag.vector_store == defaults["rag_vector_store"]
+    # The kit's own hierarchical defaults fit S3 Vectors, so switching rag_chunking alone never trips the limit.
+    assert build(rag_chunking="hierarchical").rag.chunking.strategy == "hierarchical"
+    variant = {k: v for k, v in VARIANTS["prod_extremes"].items() if k.startswith("rag_") or k == "stage"}
+    assert variant["rag_chunking"] == "hierarchical"
+    assert build(**variant).rag.vector_store == "opensearch-serverless"
