@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -499,7 +500,7 @@ def test_default_number_of_results_comes_from_the_environment(
     stubber.assert_no_pending_responses()
 
 
-def test_question_and_answer_are_never_logged(
+def test_question_answer_and_session_id_are_never_logged(
     invoke: Invoke, stubber: Stubber, guard: Stubber, logs: io.StringIO
 ) -> None:
     secret = "TOP-SECRET-QUESTION-42"
@@ -513,6 +514,9 @@ def test_question_and_answer_are_never_logged(
     assert (finished["correlation_id"], finished["citations"], finished["sources"]) == (API_REQUEST_ID, 2, 3)
     assert secret not in logs.getvalue()
     assert "SECRET-ANSWER-43" not in logs.getvalue()
+    # The session id lets whoever holds it go on with the conversation: the log carries a digest, for correlation.
+    assert "session-1" not in logs.getvalue()
+    assert finished["session"] == hashlib.sha256(b"session-1").hexdigest()[:16]
 
 
 # --- POST /retrieve ----------------------------------------------------------------------------------------

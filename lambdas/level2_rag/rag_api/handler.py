@@ -1,8 +1,9 @@
 """Lambda entry point of the Level 2 query API (``rag_api.handler.handler``).
 
 Routes: POST /ask (RetrieveAndGenerate: an answer with citations) and POST /retrieve (Retrieve: the
-matching chunks). The guardrail covers everything returned: RetrieveAndGenerate applies it to the answer and
-ApplyGuardrail to the citation snippets and retrieved chunks (``rag_api.guardrail``). Every error uses the
+matching chunks). The guardrail covers every text returned (document metadata is returned as stored):
+RetrieveAndGenerate applies it to the answer and ApplyGuardrail to the citation snippets and retrieved chunks
+(``rag_api.guardrail``). Every error uses the
 kit's error contract (``common.errors``) and is mapped in the exception handlers that ``common.resolver``
 installs below, nowhere else.
 
@@ -13,6 +14,7 @@ attempt's timeouts fit what remains and a retry is made only when it fits (``com
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -123,7 +125,9 @@ def post_ask() -> Response[Any]:
             "guardrail_masked": answer.masked,
             "guardrail_blocked": answer.blocked,
             "latency_ms": answer.latency_ms,
-            "session_id": answer.session_id,
+            # A digest, not the id: the id lets whoever holds it go on with the conversation (RetrieveAndGenerate's
+            # sessionId keeps "context and knowledge from previous interactions"), so no log reader may learn it.
+            "session": hashlib.sha256(answer.session_id.encode()).hexdigest()[:16],
         },
     )
     return json_response(200, answer.to_body())
