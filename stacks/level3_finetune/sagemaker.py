@@ -45,7 +45,7 @@ from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
-from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, state_machine_log_group, tag_stack
 
@@ -116,6 +116,10 @@ class SageMakerFineTuneStack(Stack):
         ]
         suppress_bucket_deployment(uploads[0], self.artifacts)
         suppress_bucket_deployment(uploads[1], self.data)
+        # Training jobs run code/ under the training role; they write only checkpoints/ and output/. The bucket's
+        # generated name starts with the stack's, so it holds "sagemaker", which managed SageMaker policies grant
+        # s3:PutObject on.
+        only_the_deployment_writes(self.artifacts, pipeline.CODE_PREFIX, uploads[0])
         self.topic = self._topic(deployment)
         self.training_role = self._training_role(settings)
         self.import_role = self._import_role()

@@ -12,7 +12,8 @@ Two stacks; a sandbox user deploys ``GenAiKit-4-Pretrain-Jobs`` first ($0 while 
 
     GenAiKit-4-Pretrain-Cluster: VPC (private subnets, NAT from config, S3 gateway endpoint, flow logs)
                                      security group: all traffic to and from itself (EFA)
-                                     lifecycle bucket (named sagemaker-…): the lifecycle/ scripts only
+                                     lifecycle bucket (named sagemaker-…): the lifecycle/ scripts only, which
+                                       only the stack's deployment may write
                                      HyperPod cluster, Slurm configured through the API: node type and
                                        partition per instance group; controller (+ login) + compute at 0
                                      FSx for Lustre (opt-in, 1.2 TiB, linked to the data bucket), mounted
@@ -63,7 +64,7 @@ from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
-from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, state_machine_log_group, tag_stack
 
@@ -179,6 +180,8 @@ class PretrainJobsStack(Stack):
         )
         for upload in (code_upload, corpus_upload):
             suppress_bucket_deployment(upload, self.bucket)
+        # Training jobs run code/ under the training role; they write only checkpoints/ and output/.
+        only_the_deployment_writes(self.bucket, CODE_PREFIX, code_upload)
         topic = _notifications(self, deployment, "training")
 
         # SageMaker supplies both keys when a training job assumes its role:

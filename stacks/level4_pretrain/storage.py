@@ -18,7 +18,7 @@ from stacks.level4_pretrain.network import ClusterNetwork
 from stacks.level4_pretrain.settings import PretrainSettings
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress_bucket_deployment
-from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
 from stacks.shared.stage import STACK_CREATION_ID_LENGTH, bucket_deployment_logs, stack_creation_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,4 +147,7 @@ class ClusterStorage(Construct):
             memory_limit=256,
         )
         suppress_bucket_deployment(self.lifecycle_upload, self.lifecycle)
+        # HyperPod runs these as root on every new node; the sagemaker- name HyperPod requires is also one that
+        # managed SageMaker policies grant s3:PutObject on, so only the deployment may change them.
+        only_the_deployment_writes(self.lifecycle, LIFECYCLE_PREFIX, self.lifecycle_upload)
         self.lifecycle_uri = f"s3://{self.lifecycle.bucket_name}/{LIFECYCLE_PREFIX}"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+import re
+
+from aws_cdk import CustomResourceProviderBase, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
 from stacks.shared.deployment import Deployment
@@ -93,6 +97,60 @@ class SecureBucket(Construct):
                 bucket.policy.apply_removal_policy(kept)
         if event_bridge_enabled:
             _suppress_notifications_handler(self)
+
+
+# The object actions that change what a reader of a key gets: its bytes (a put, a copy, a multipart upload and a
+# replicated object are all s3:PutObject or s3:ReplicateObject), whether it is there (deletes, replicated delete
+# markers; deleting a version brings an older one back) or whether it can be decrypted. The Write-level object
+# actions of the Service Authorization Reference not listed here cannot, and tests/infra/test_code_buckets.py says
+# why for each: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html
+# (ACLs need no deny: BucketOwnerEnforced disables them.)
+DEPLOYED_ONLY_WRITES = ("s3:PutObject", "s3:ReplicateObject", "s3:ReplicateDelete", "s3:UpdateObjectEncryption")
+DEPLOYED_ONLY_DELETES = ("s3:DeleteObject", "s3:DeleteObjectVersion")
+# CDK's auto-delete: the custom resource under the bucket, its provider (one per stack) at the stack's root.
+_AUTO_DELETE_RESOURCE = "AutoDeleteObjectsCustomResource"
+_AUTO_DELETE_PROVIDER = "Custom::S3AutoDeleteObjectsCustomResourceProvider"
+
+
+def only_the_deployment_writes(bucket: s3.Bucket, prefix: str, upload: s3deploy.BucketDeployment) -> None:
+    """Code a service runs from ``bucket``'s ``prefix`` is what ``upload`` deployed: the bucket policy denies every
+    other principal any write or delete there.
+
+    An explicit Deny in the bucket policy overrides any Allow of an identity policy
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic_policy-eval-denyallow.html),
+    such as the managed SageMaker policies' s3:PutObject on every "*sagemaker*" bucket
+    (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AmazonSageMakerFullAccess.html). For a role's
+    session aws:PrincipalArn is the role's ARN
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principalarn);
+    a request without it (a service principal) is denied. Excepted: the deployment's handler role (it copies and
+    prunes the files), and for deletes CDK's auto-delete provider role where the bucket has one (it empties the
+    bucket when the stack is deleted, while this policy still stands: its custom resource depends on the policy).
+    Whoever may change the bucket policy, or the handler, can still change the code.
+    """
+    deployer = upload.handler_role.role_arn
+    deleters = [deployer]
+    if bucket.node.try_find_child(_AUTO_DELETE_RESOURCE) is not None:
+        provider = Stack.of(bucket).node.find_child(_AUTO_DELETE_PROVIDER)
+        assert isinstance(provider, CustomResourceProviderBase)
+        deleters.append(provider.role_arn)
+    name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", prefix) if part)
+    for verb, actions, allowed in (
+        ("Write", DEPLOYED_ONLY_WRITES, [deployer]),
+        ("Delete", DEPLOYED_ONLY_DELETES, deleters),
+    ):
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid=f"Only{verb}{name}ByDeployment",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(actions),
+                resources=[bucket.arn_for_objects(f"{prefix}*")],
+                conditions={"ArnNotEquals": {"aws:PrincipalArn": allowed}},
+            )
+        )
+    # The copy waits for the policy: a replaced handler role (another memory limit) is excepted before it writes.
+    assert bucket.policy is not None
+    upload.node.add_dependency(bucket.policy)
 
 
 # CDK turns EventBridge notifications on through one custom-resource function per stack.

@@ -33,6 +33,7 @@ from tests.infra.helpers import (
     statements,
 )
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
+from tests.infra.test_code_buckets import assert_only_the_deployment_writes
 from tests.infra.test_config import build
 from workloads.finetune_sagemaker import sagemaker_job
 
@@ -125,6 +126,27 @@ def test_training_job_uses_the_pinned_image_uncompressed_output_and_config_bound
     assert "hub_token_secret" not in hyper  # sm_hub_token_secret is "" in cdk.json: no secret, no grant
     for member in ("HyperParameters", "InputDataConfig", "CheckpointConfig", "ResourceConfig", "StoppingCondition"):
         assert not asl.member_errors("sagemaker", "CreateTrainingJob", member, request[member]), member
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "prod"])
+def test_only_the_deployment_writes_the_code_training_jobs_run(variant: str, request: Any) -> None:
+    # The artifacts bucket's generated name starts with the stack's, so it holds "sagemaker": managed SageMaker
+    # policies allow object writes on it. The job runs what its submit directory names; it writes checkpoints and
+    # the model.
+    template = request.getfixturevalue(variant).templates[STACK]
+    machine = asl.definition_from_template(template, "StateMachine")
+    hyper = asl.simulate(machine, {"trainingKey": "datasets/"}, _results()).parameters("TrainModel")["HyperParameters"]
+    submitted = json.loads(hyper["sagemaker_submit_directory"])
+    prefix = submitted.removeprefix(f"s3://{_bucket(template, 'Artifacts')}/").rsplit("/", 1)[0] + "/"
+    bucket = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("ArtifactsBucket"))
+    deployment = next(k for k in resources(template, "Custom::CDKBucketDeployment") if k.startswith("TrainingCode"))
+    assert_only_the_deployment_writes(
+        template,
+        bucket,
+        prefix,
+        deployment,
+        kit_writes=["checkpoints/run-1/checkpoint-100/adapter_model.safetensors", "output/job/output/model/x"],
+    )
 
 
 def test_with_spot_the_wait_bounds_the_job() -> None:

@@ -42,6 +42,7 @@ from tests.infra.helpers import (
     statements,
 )
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
+from tests.infra.test_code_buckets import assert_only_the_deployment_writes
 from tests.infra.test_config import build
 
 CLUSTER = "GenAiKit-4-Pretrain-Cluster"
@@ -110,6 +111,18 @@ def test_every_group_runs_the_kits_lifecycle_scripts_from_its_bucket(cluster: An
     deployment = only(cluster, "Custom::CDKBucketDeployment")[1]["Properties"]
     assert deployment["DestinationBucketKeyPrefix"] == "lifecycle/"
     assert only(cluster, "AWS::SageMaker::Cluster")[1]["DependsOn"]
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "prod"])
+def test_only_the_deployment_writes_the_scripts_nodes_run(variant: str, request: Any) -> None:
+    # HyperPod runs them as root on every new node, from a bucket named sagemaker-...: managed SageMaker policies
+    # allow object writes on every such bucket, so the bucket policy leaves them to the stack's deployment.
+    template = request.getfixturevalue(variant).templates[CLUSTER]
+    bucket = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("StorageLifecycleBucket"))
+    uris = {render(g["LifeCycleConfig"]["SourceS3Uri"]) for g in _cluster_props(template)["InstanceGroups"]}
+    [prefix] = {uri.removeprefix(f"s3://${{{bucket}}}/") for uri in uris}
+    deployment, _ = only(template, "Custom::CDKBucketDeployment")
+    assert_only_the_deployment_writes(template, bucket, prefix, deployment)
 
 
 def lifecycle_modes() -> dict[str, str]:
@@ -620,6 +633,23 @@ def test_training_job_runs_multi_node_torchrun_in_the_pytorch_image(sandbox: Any
     assert "Catch" in task
     # The job's name is checked where it is made, in the simulator (test_training_job_names_*).
     assert "$$.Execution.Id" in request["TrainingJobName.$"]
+
+
+@pytest.mark.parametrize("variant", ["sandbox", "prod"])
+def test_only_the_deployment_writes_the_code_training_jobs_run(variant: str, request: Any) -> None:
+    # The jobs still write their checkpoints and model, and the sample corpus is the deployment's too.
+    template = request.getfixturevalue(variant).templates[JOBS]
+    bucket = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("ArtifactsBucket"))
+    submitted = json.loads(_training_task(template)["Parameters"]["HyperParameters"]["sagemaker_submit_directory"])
+    prefix = submitted.removeprefix(f"s3://${{{bucket}}}/").rsplit("/", 1)[0] + "/"
+    deployment = next(k for k in resources(template, "Custom::CDKBucketDeployment") if k.startswith("TrainingCode"))
+    assert_only_the_deployment_writes(
+        template,
+        bucket,
+        prefix,
+        deployment,
+        kit_writes=["checkpoints/run-1/step-100.pt", "output/job/output/model.tar.gz", "data/corpus.txt"],
+    )
 
 
 def test_training_jobs_with_spot_and_the_cluster_vpc_when_configured(sandbox_fsx: Any) -> None:
