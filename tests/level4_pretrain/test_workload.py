@@ -6,6 +6,7 @@ import importlib
 import io
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tarfile
@@ -354,6 +355,26 @@ def test_checkpoint_writes_are_atomic_and_pruned(tmp_path: Path) -> None:
     assert checkpoints.latest_step(tmp_path) == 15
     assert checkpoints.load(checkpoints.checkpoint_path(tmp_path, 15)) == {"step": 15}
     assert checkpoints.latest_step(tmp_path / "absent") is None
+
+
+class _Planted:
+    """What someone with write access to a checkpoint prefix could plant: unpickling it runs ``touch``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_loading_a_checkpoint_runs_no_code_it_carries(tmp_path: Path) -> None:
+    # A resumed run reads an earlier run's checkpoint from S3: its load may build tensors and plain values only.
+    marker = tmp_path / "ran"
+    path = checkpoints.checkpoint_path(tmp_path, 1)
+    torch.save({"step": 1, "payload": _Planted(marker)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoints.load(path)
+    assert not marker.exists()
 
 
 def _hangs(rank: int) -> None:

@@ -64,9 +64,13 @@ def save_atomic(state: dict[str, Any], directory: Path, step: int, *, keep: int,
 
 
 def load(path: Path) -> dict[str, Any]:
-    # weights_only=False: the checkpoint holds RNG byte tensors and plain Python values next to the
-    # tensors, and it is a file this job wrote itself.
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint's tensors and plain Python values (RNG byte tensors, dicts, lists, numbers, strings).
+
+    weights_only=True: a checkpoint may come from an earlier run's S3 prefix (resumeFrom), which other principals
+    with S3 write access can reach, and an unrestricted load unpickles anything, i.e. runs its code
+    (https://docs.pytorch.org/docs/stable/generated/torch.load.html). Nothing the programs save needs more.
+    """
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return state
 
 
