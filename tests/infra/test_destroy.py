@@ -221,6 +221,22 @@ def test_a_kept_bucket_keeps_its_policy(each_stage: Any) -> None:
 KEPT_ON_A_FAILED_CREATE = {"AWS::S3::Bucket", "AWS::S3::BucketPolicy"}
 
 
+def test_a_kept_buckets_unkept_policy_is_found() -> None:
+    template = {
+        "Resources": {
+            "B": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "RetainExceptOnCreate"},
+            "P": {"Type": "AWS::S3::BucketPolicy", "Properties": {"Bucket": {"Ref": "B"}}},
+            "Kept": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain"},
+            "KeptPolicy": {
+                "Type": "AWS::S3::BucketPolicy",
+                "DeletionPolicy": "Retain",
+                "Properties": {"Bucket": {"Ref": "Kept"}},
+            },
+        }
+    }
+    assert unkept_bucket_policies(template) == ["P is deleted, its bucket B kept"]
+
+
 def kept_after_a_failed_first_deploy(template: dict[str, Any]) -> list[str]:
     """Resources other than buckets that a rolled-back first create would leave behind: ``Retain`` keeps a resource
     even then, and a retry leaves another copy (a KMS key bills $1 a month each); ``RetainExceptOnCreate`` deletes

@@ -249,17 +249,42 @@ def test_guardrail_and_prompt_grants_name_exactly_their_resources(template: dict
     assert as_list(read["Action"]) == ["bedrock:GetPrompt"]
 
 
-def test_the_function_reads_prompts_but_never_runs_them_as_a_model(template: dict[str, Any]) -> None:
-    """Templates are rendered in the function (guardContent on the caller's values), so no statement lets the
-    role invoke or render a prompt resource: the guardrail could not be told which text the caller wrote."""
+def prompt_grants(template: dict[str, Any]) -> list[list[str]]:
+    """The actions of every Bedrock statement on a prompt or prompt version, named by Fn::GetAtt (``${Id.Arn}``)
+    or by Ref (``${Id}``: both types' Ref is the ARN, their registry schemas' primaryIdentifier)."""
     prompt_ids = set(resources(template, "AWS::Bedrock::Prompt")) | set(
         resources(template, "AWS::Bedrock::PromptVersion")
     )
-    for statement in _bedrock_statements(template):
-        names = {render(r) for r in as_list(statement["Resource"])}
-        on_prompts = {n for n in names if any(f"${{{pid}." in n for pid in prompt_ids)}
-        if on_prompts:
-            assert as_list(statement["Action"]) == ["bedrock:GetPrompt"], statement
+    named = re.compile(r"\$\{(" + "|".join(map(re.escape, sorted(prompt_ids))) + r")[.}]") if prompt_ids else None
+    return [
+        as_list(statement["Action"])
+        for statement in _bedrock_statements(template)
+        if named and any(named.search(render(r)) for r in as_list(statement["Resource"]))
+    ]
+
+
+def test_the_function_reads_prompts_but_never_runs_them_as_a_model(template: dict[str, Any]) -> None:
+    """Templates are rendered in the function (guardContent on the caller's values), so no statement lets the
+    role invoke or render a prompt resource: the guardrail could not be told which text the caller wrote."""
+    grants = prompt_grants(template)
+    assert grants, "no statement names a prompt: the function could not read its templates"
+    assert all(actions == ["bedrock:GetPrompt"] for actions in grants), grants
+
+
+def test_the_prompt_grant_check_sees_a_prompt_named_by_ref() -> None:
+    version = {"Type": "AWS::Bedrock::PromptVersion", "Properties": {}}
+    policy = {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyDocument": {
+                "Statement": [
+                    {"Effect": "Allow", "Action": "bedrock:GetPrompt", "Resource": {"Fn::GetAtt": ["V", "Arn"]}},
+                    {"Effect": "Allow", "Action": ["bedrock:InvokeModel"], "Resource": {"Ref": "V"}},
+                ]
+            }
+        },
+    }
+    assert prompt_grants({"Resources": {"V": version, "P": policy}}) == [["bedrock:GetPrompt"], ["bedrock:InvokeModel"]]
 
 
 # --- Guardrail and prompts ----------------------------------------------------------------------------
