@@ -3,10 +3,12 @@
 Four answers: "in place" (CloudFormation updates the stack, nothing that holds data is replaced),
 "replaces: <what>" (the update works but replaces resources that hold data; the README says what to do after),
 "new stack" (destroy the stack and deploy it again: the change renames everything, moves it to another
-account or region, or changes the type of a resource, which CloudFormation refuses on update), and ADDS_STACK for
-an opt-in that adds a stack of its own.
+account or region, changes the type of a resource, which CloudFormation refuses on update, or makes an update the
+service refuses), and ADDS_STACK for an opt-in that adds a stack of its own. An "in place" answer may go on to
+say which values the service refuses.
 tests/infra/test_update_safety.py synthesizes each change and checks the table against what CloudFormation
-would do, from the createOnlyProperties of each resource type's registry schema.
+would do, from the createOnlyProperties of each resource type's registry schema, and against the update rules a
+service adds (tests/infra/update_safety.py SERVICE_RULES).
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ ADDS_STACK = (
     "(once false, the app no longer has the stack and a deploy leaves it running)"
 )
 NEW_VECTORS = REPLACES + "vector index, knowledge base, data source (" + REINDEX + ")"
+# HyperPod's UpdateCluster keeps an existing instance group's type and adds a group only with 1 or more instances
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-operate-slurm-cli-command.html).
+HP_COMPUTE_GROUPS = (
+    IN_PLACE + " for counts, with a new group at 1 or more instances (scale it to 0 in a later deploy); a group keeps "
+    "its instance type: for another type, give the group a new name (the update adds the new group and deletes the "
+    "old one with its nodes)"
+)
 
 UPDATES: Mapping[str, str] = {
     "stage": NEW_STACK,
@@ -85,9 +94,12 @@ UPDATES: Mapping[str, str] = {
     "sm_import_max_minutes": IN_PLACE,
     "sm_hub_token_secret": IN_PLACE,
     "hp_nat_gateways": IN_PLACE,
-    "hp_controller_instance_type": IN_PLACE,
-    "hp_login_instance_type": IN_PLACE,
-    "hp_compute_groups": IN_PLACE,
+    # An existing group keeps its instance type (HP_COMPUTE_GROUPS). The cluster has exactly one Controller group, so
+    # no second group can take over with a new type. The login group holds exactly one node: in place, a new type
+    # would take a deploy without it and another with it, which no HyperPod page describes for a Login group.
+    "hp_controller_instance_type": NEW_STACK,
+    "hp_login_instance_type": NEW_STACK,
+    "hp_compute_groups": HP_COMPUTE_GROUPS,
     "hp_ebs_volume_gb": IN_PLACE,
     # HyperPod applies FSx configuration only when it provisions a node, and the controller and login groups cannot
     # be scaled to 0 and back: turning FSx on never reaches them, turning it off deletes the file system under

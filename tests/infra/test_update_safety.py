@@ -4,8 +4,8 @@ For each kit key, the app is synthesized with the default and with a changed val
 stack is computed from the registry schemas' createOnlyProperties (tests/infra/update_safety.py). The README's
 configuration table states the effect per key in its "On a deployed stack" column, written from
 stacks/updates.py (the same table `make synth` prints). A row fails when a replaced resource keeps its
-explicit name, when a logical id changes type, or when data-holding resources are replaced or removed and
-the row does not name exactly those.
+explicit name, when a logical id changes type, when the service refuses the update (update_safety.SERVICE_RULES),
+or when data-holding resources are replaced or removed and the row does not name exactly those.
 """
 
 from __future__ import annotations
@@ -77,9 +77,19 @@ CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
     "ft_teacher_max_response_tokens": ({}, 2000),
     "ft_distillation_source": ({}, "invocation-logs"),
     "hp_nat_gateways": ({}, 2),
+    # HyperPod keeps an existing group's instance type (update_safety.SERVICE_RULES): the controller's and an
+    # existing login node's type changes are refused updates, documented as a new stack (not synthesized).
     "hp_controller_instance_type": ({}, "ml.m5.xlarge"),
-    "hp_login_instance_type": ({}, "ml.t3.medium"),
-    "hp_compute_groups": ({}, [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 2}]),
+    "hp_login_instance_type": ({"hp_login_instance_type": "ml.t3.medium"}, "ml.t3.large"),
+    # The two documented compute changes at once: the default group scaled up, and a type change made as a new
+    # group under a new name, added with 1 or more instances (a new group at 0 is refused).
+    "hp_compute_groups": (
+        {},
+        [
+            {"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 2},
+            {"name": "gpu-g6", "instance_type": "ml.g6.8xlarge", "count": 1},
+        ],
+    ),
     "hp_ebs_volume_gb": ({}, 200),
     "hp_fsx": ({}, True),
     "hp_fsx_throughput": ({"hp_fsx": True}, 250),
@@ -166,6 +176,7 @@ def problems(key: str, stated: str, effect: UpdateEffect) -> list[str]:
         return []  # the README and `make synth` tell the user to destroy and deploy again
     found = [f"{key}: CloudFormation refuses a type change: {change}" for change in effect.type_changes]
     found += [f"{key}: name collision on replacement: {collision}" for collision in effect.collisions]
+    found += [f"{key}: the service refuses the update: {refusal}" for refusal in effect.refused]
     lost = effect.lost_data
     if stated == IN_PLACE and lost:
         found.append(f"{key}: said 'in place' but replaces or removes {sorted(lost)}")
@@ -268,6 +279,41 @@ def test_the_guard_sees_collisions_type_changes_and_lost_data() -> None:
     assert effect.collisions == [] and effect.lost_data == {"data source"}
     assert problems("k", IN_PLACE, effect) == ["k: said 'in place' but replaces or removes ['data source']"]
     assert problems("k", "replaces: data source", effect) == []
+
+
+def test_the_guard_sees_what_hyperpod_refuses_to_update() -> None:
+    """UpdateCluster keeps an existing group's instance type and adds a group only with 1 or more instances
+    (sagemaker-hyperpod-operate-slurm-cli-command.html); nothing in the registry schema says so."""
+
+    def cluster(*groups: tuple[str, str, int], name: str = "kit-hyperpod") -> dict[str, Any]:
+        specs = [{"InstanceGroupName": g, "InstanceType": t, "InstanceCount": c} for g, t, c in groups]
+        properties = {"ClusterName": name, "InstanceGroups": specs}
+        return {"S": {"Resources": {"C": {"Type": "AWS::SageMaker::Cluster", "Properties": properties}}}}
+
+    base = cluster(("controller", "ml.t3.medium", 1), ("gpu", "ml.g5.8xlarge", 0))
+    # An existing group's type: refused, for the controller as for a compute group.
+    effect = update_effect(base, cluster(("controller", "ml.m5.xlarge", 1), ("gpu", "ml.g5.8xlarge", 0)))
+    assert effect.refused == [
+        "S/C (AWS::SageMaker::Cluster): instance group 'controller' changes InstanceType ml.t3.medium -> "
+        "ml.m5.xlarge (an existing group keeps its type)"
+    ]
+    assert problems("k", IN_PLACE, effect) == [f"k: the service refuses the update: {effect.refused[0]}"]
+    assert problems("k", NEW_STACK, effect) == []
+    assert update_effect(base, cluster(("controller", "ml.t3.medium", 1), ("gpu", "ml.g6.8xlarge", 0))).refused
+    # A new group at 0 is refused; at 1 (or scaling an existing group, even to 0) it is an update.
+    added_empty = cluster(
+        ("controller", "ml.t3.medium", 1), ("gpu", "ml.g5.8xlarge", 0), ("gpu-g6", "ml.g6.8xlarge", 0)
+    )
+    assert [r.split(": ", 1)[1] for r in update_effect(base, added_empty).refused] == [
+        "instance group 'gpu-g6' is added with InstanceCount 0 (a new group needs 1 or more)"
+    ]
+    renamed = cluster(("controller", "ml.t3.medium", 1), ("gpu-g6", "ml.g6.8xlarge", 1))
+    scaled = cluster(("controller", "ml.t3.medium", 1), ("gpu", "ml.g5.8xlarge", 4))
+    assert update_effect(base, renamed).refused == [] and update_effect(scaled, base).refused == []
+    # A replaced cluster (a create-only ClusterName changes) is created anew: no update rule applies.
+    other = cluster(("controller", "ml.m5.xlarge", 1), ("gpu-g6", "ml.g6.8xlarge", 0), name="kit-hyperpod-2")
+    effect = update_effect(base, other)
+    assert effect.refused == [] and effect.lost_data == {"cluster"}
 
 
 # --- The stacks a key reaches (tests/infra/config_reads.py) ---------------------------------------------------

@@ -6,12 +6,14 @@ is itself replaced. CloudFormation creates the replacement before it deletes the
 replacement that keeps an explicit name collides with the old one; and a logical id whose type changes is
 refused outright. See "Update behaviors of stack resources":
 https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html
+Some services refuse an in-place update that the schema allows (nothing marks the property create-only):
+SERVICE_RULES holds those rules, each with the page that states it, and reports them as refused updates.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,12 +82,43 @@ class UpdateEffect:
     replaced: dict[str, str] = field(default_factory=dict)  # "Stack/LogicalId" -> type
     removed: dict[str, str] = field(default_factory=dict)  # "Stack/LogicalId" -> type
     collisions: list[str] = field(default_factory=list)  # "Stack/LogicalId (Type) keeps Name='x'"
+    refused: list[str] = field(default_factory=list)  # an update the service itself refuses (SERVICE_RULES)
 
     @property
     def lost_data(self) -> set[str]:
         """What the README must name: data-holding resources replaced or removed."""
         kinds = {**self.replaced, **self.removed}.values()
         return {DATA_HOLDING[kind] for kind in kinds if kind in DATA_HOLDING}
+
+
+def _hyperpod_refusals(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What UpdateCluster refuses in AWS::SageMaker::Cluster's InstanceGroups (the registry schema does not mark
+    InstanceType create-only, so CloudFormation sends the update and it fails). The Slurm update-cluster page:
+    "To update an existing instance group, you must match the instance type you initially specified to the
+    group"; "To add a new instance group, specify an integer greater or equal to 1" (for InstanceCount).
+    https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-operate-slurm-cli-command.html"""
+
+    def groups(properties: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+        items = properties.get("InstanceGroups")
+        return {g["InstanceGroupName"]: g for g in items if isinstance(g, Mapping)} if isinstance(items, list) else {}
+
+    before, after = groups(old), groups(new)
+    found = []
+    for name, group in after.items():
+        if name in before and before[name].get("InstanceType") != group.get("InstanceType"):
+            found.append(
+                f"instance group {name!r} changes InstanceType {before[name].get('InstanceType')} -> "
+                f"{group.get('InstanceType')} (an existing group keeps its type)"
+            )
+        elif name not in before and group.get("InstanceCount") == 0:
+            found.append(f"instance group {name!r} is added with InstanceCount 0 (a new group needs 1 or more)")
+    return found
+
+
+# Resource type -> (old properties, new properties) -> what the service refuses when it updates the resource.
+SERVICE_RULES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]] = {
+    "AWS::SageMaker::Cluster": _hyperpod_refusals,
+}
 
 
 def stack_effect(stack_id: str, old: Mapping[str, Any], new: Mapping[str, Any], effect: UpdateEffect) -> None:
@@ -124,6 +157,12 @@ def stack_effect(stack_id: str, old: Mapping[str, Any], new: Mapping[str, Any], 
             if own_change or rescoped:
                 replaced[lid] = rescoped and not own_change
                 changed = True
+    for lid in common:  # updated in place: the service's own rules apply
+        rule = SERVICE_RULES.get(old_resources[lid]["Type"])
+        if lid in replaced or rule is None:
+            continue
+        for refusal in rule(old_resources[lid].get("Properties", {}), new_resources[lid].get("Properties", {})):
+            effect.refused.append(f"{stack_id}/{lid} ({old_resources[lid]['Type']}): {refusal}")
     for lid, rescoped_only in replaced.items():
         kind = old_resources[lid]["Type"]
         effect.replaced[f"{stack_id}/{lid}"] = kind

@@ -159,7 +159,7 @@ def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> 
     directives = re.findall(r"^#SBATCH (\S+)", text, flags=re.M)
     assert "--nodes=2" in directives and "--ntasks-per-node=1" in directives
     assert "set -euo pipefail" in text
-    launch = text[text.index("srun ") :]
+    launch = text[text.index('\nsrun "') :]
     for fragment in (
         '--nnodes "$SLURM_NNODES"',
         '--nproc_per_node "$GPUS_PER_NODE"',
@@ -172,6 +172,68 @@ def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> 
     assert "mountpoint -q /fsx" in text
     # The head node at the address Slurm reaches it by, not its Slurm name (gpu-1 need not resolve).
     assert 'scontrol show node "$HEAD_NODE"' in text and "NodeAddr=" in text
+
+
+def _fake_slurm(folder: Path) -> dict[str, str]:
+    """srun, scontrol and torchrun stand-ins. srun runs its step twice, as HyperPod's auto-resume does after it
+    replaced a faulty node, and the head node's NodeAddr changes in between (a replacement has a new address)."""
+    scripts = {
+        "srun": """
+            opts=(); while [[ "$1" == --* ]]; do opts+=("$1"); shift; done
+            printf '%s\\n' "${opts[@]}" > "$FAKE/srun-options"
+            for step in 0 1; do echo "$((step + 1))" > "$FAKE/addr"; SLURM_NODEID=0 SLURM_STEP_ID=$step "$@"; done
+        """,
+        "scontrol": """
+            if [[ "$2" == hostnames ]]; then printf 'gpu-1\\ngpu-2\\n'; exit; fi
+            echo "NodeName=$3 Arch=x86_64 NodeAddr=10.1.0.$(cat "$FAKE/addr" 2>/dev/null || echo 0) NodeHostName=ip"
+        """,
+        "torchrun": 'echo "$*" >> "$FAKE/torchrun"',
+    }
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + body)
+        (bin_dir / name).chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE": str(folder),
+        "HOME": str(folder),
+        "SLURM_SUBMIT_DIR": str(PRETRAIN_DIR),
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_NODELIST": "gpu-[1-2]",
+        "SLURM_JOB_ID": "42",
+        "GPUS_PER_NODE": "1",
+        "TORCHRUN": "torchrun",
+    }
+
+
+@pytest.mark.parametrize("on_hyperpod", [True, False])
+def test_sbatch_script_auto_resumes_on_hyperpod_and_finds_the_head_inside_the_step(
+    tmp_path: Path, on_hyperpod: bool
+) -> None:
+    """HyperPod's auto-resume (srun --auto-resume=1) restarts a failed step once the faulty node is replaced
+    (sagemaker-hyperpod-resiliency-slurm-auto-resume.html); AWS's samples pass the flag where /opt/sagemaker_cluster
+    exists. A replaced head node has a new address, so the restarted step must look it up again."""
+    marker = tmp_path / "sagemaker_cluster"
+    if on_hyperpod:
+        marker.mkdir()
+    script = tmp_path / "pretrain.sbatch"
+    text = SBATCH.read_text()
+    assert text.count("/opt/sagemaker_cluster") == 2  # the comment and the test
+    script.write_text(text.replace("/opt/sagemaker_cluster", str(marker)))
+    env = _fake_slurm(tmp_path)
+    result = subprocess.run(
+        ["bash", str(script), "--steps", "5"], capture_output=True, text=True, env=env, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    options = (tmp_path / "srun-options").read_text().split()
+    assert ("--auto-resume=1" in options) is on_hyperpod and "--kill-on-bad-exit=1" in options
+    runs = (tmp_path / "torchrun").read_text().splitlines()
+    endpoints = [re.search(r"--rdzv_endpoint (\S+)", run).group(1) for run in runs]  # type: ignore[union-attr]
+    assert endpoints == ["10.1.0.1:29500", "10.1.0.2:29500"]  # the restarted step reaches the replacement
+    assert all(run.endswith("--steps 5") and f"{PRETRAIN_DIR}/train.py" in run for run in runs)
+    assert "rendezvous at gpu-1 (10.1.0.2)" in result.stdout
 
 
 def test_sbatch_script_refuses_to_run_outside_the_workload_folder(tmp_path: Path) -> None:
