@@ -35,6 +35,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
@@ -489,8 +490,9 @@ class SageMakerFineTuneStack(Stack):
             "StateMachine",
             state_machine_name=deployment.resource_name("sft"),
             definition_body=sfn.DefinitionBody.from_chainable(start),
-            # The job's bound, the import wait and an hour for the rest (smoke retries, notifications).
-            timeout=Duration.minutes(settings.job_hours * 60 + settings.import_max_minutes + 60),
+            # The job's bound and the import wait, plus the Bedrock path's headroom for the retries on the way (the
+            # import's create and polls, the smoke test and the notifications each retry for minutes).
+            timeout=Duration.minutes(settings.job_hours * 60 + settings.import_max_minutes).plus(EXECUTION_HEADROOM),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )

@@ -497,8 +497,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
                 "Error.$": "$.error.Error",
                 # Cause is not always present in an error output: the whole output, as JSON text.
                 "Cause.$": (
-                    f"States.Format('{what}; the import job {{}} may still be running, and Bedrock cannot stop it: "
-                    "the run deleted the model {} by name; if the job creates it later, delete it "
+                    f"States.Format('{what}; the import job {{}} may exist and still be running, and Bedrock "
+                    "cannot stop it: the run deleted the model {} by name; if the job creates it later, delete it "
                     "(kit l3sm status, aws bedrock delete-imported-model). Error: {}', "
                     f"{name}, {name}, States.JsonToString($.error))"
                 ),
@@ -509,7 +509,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         return state
 
     start_import.add_catch(
-        not_watched("ImportNotConfirmed", "CreateModelImportJob failed after its retries"),
+        not_watched("ImportNotConfirmed", "CreateModelImportJob failed (transient errors after their retries)"),
         errors=["States.ALL"],
         result_path="$.error",
     )

@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import tarfile
+from collections.abc import Iterator
 from typing import Any
 
 import botocore.session
@@ -20,7 +21,12 @@ import pytest
 from stacks.config import ConfigError
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.names import execution_hash
-from stacks.level3_finetune.pipeline import POLL_RETRY_ATTEMPTS, THROTTLE_RETRY_ATTEMPTS, THROTTLE_RETRY_INTERVAL
+from stacks.level3_finetune.pipeline import (
+    EXECUTION_HEADROOM,
+    POLL_RETRY_ATTEMPTS,
+    THROTTLE_RETRY_ATTEMPTS,
+    THROTTLE_RETRY_INTERVAL,
+)
 from stacks.shared.facts import STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
@@ -156,8 +162,33 @@ def test_with_spot_the_wait_bounds_the_job() -> None:
     assert plain.finetune_sagemaker.job_hours == plain.finetune_sagemaker.max_runtime_hours
 
 
-def test_execution_timeout_is_the_job_bound_plus_the_import_wait(machine: dict[str, Any]) -> None:
-    assert machine["TimeoutSeconds"] == (4 * 60 + 120 + 60) * 60
+def _retry_seconds(retrier: dict[str, Any]) -> float:
+    """The longest a retrier waits in all (Step Functions' defaults: 1 s, 3 attempts, backoff 2)."""
+    interval, rate = retrier.get("IntervalSeconds", 1), retrier.get("BackoffRate", 2.0)
+    return float(sum(interval * rate**n for n in range(retrier.get("MaxAttempts", 3))))
+
+
+def _tasks(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in states.items():
+        if state["Type"] == "Task":
+            yield name, state
+        for branch in state.get("Branches", []):
+            yield from _tasks(branch["States"])
+
+
+def test_execution_timeout_covers_the_job_the_import_wait_and_one_pass_of_every_retry(
+    machine: dict[str, Any],
+) -> None:
+    """Before: an hour past the job and the import wait, less than the retries of the import's create, one poll,
+    the smoke test and the validator together (the run was cut off and torn down while it was still retrying)."""
+    bounded = (4 * 60 + 120) * 60  # the default job bound (4 h) and import wait (120 min)
+    tasks = dict(_tasks(machine["States"]))
+    retries = sum(_retry_seconds(r) for state in tasks.values() for r in state.get("Retry", []))
+    # Each task's own time, except the training job's (bounded above) and the Wait states'
+    own = sum(state.get("TimeoutSeconds", 60) for name, state in tasks.items() if name != "TrainModel")
+    assert retries > 3600  # what the old hour of headroom had to hold
+    assert machine["TimeoutSeconds"] >= bounded + retries + own
+    assert machine["TimeoutSeconds"] == bounded + EXECUTION_HEADROOM.to_seconds()
 
 
 def test_sourcedir_holds_the_runtime_files_and_requirements_at_its_root() -> None:
