@@ -25,7 +25,8 @@ def bucket_removal_policy(deployment: Deployment) -> RemovalPolicy:
     """As removal_policy, except that a prod bucket is kept after a failed first create too: S3 deletes only an
     empty bucket, and the create may already have written to it (a BucketDeployment's files, which its handler
     leaves in a bucket its tag owns, aws/aws-cdk#33397; access logs of those writes), so deleting it would fail
-    the rollback. An empty bucket costs nothing."""
+    the rollback. Such a bucket holds only what the failed deploy wrote (Level 3's, under a key the rollback
+    deletes: unreadable, delete it by hand)."""
     return RemovalPolicy.RETAIN if deployment.is_prod else RemovalPolicy.DESTROY
 
 

@@ -267,8 +267,14 @@ def test_the_check_fails_for_a_bucket_without_the_deny(tmp_path: Path) -> None:
     app = cdk.App(context=feature_flags(), outdir=str(tmp_path / "out"))
     stack = cdk.Stack(app, "Open", env=cdk.Environment(region="us-east-1"))
     bucket = SecureBucket(stack, "Code", deployment=build(stage="prod").deployment, versioned=False).bucket
-    s3deploy.BucketDeployment(stack, "Upload", sources=[s3deploy.Source.asset(str(source))], destination_bucket=bucket)
+    upload = s3deploy.BucketDeployment(
+        stack, "Upload", sources=[s3deploy.Source.asset(str(source))], destination_bucket=bucket
+    )
+    # Everything but the deny: the upload waits for the policy, so the check reaches the policy's evaluation.
+    assert bucket.policy is not None
+    upload.node.add_dependency(bucket.policy)
     template = app.synth().get_stack_artifact(stack.artifact_id).template
     bucket_id, deployment = _ids(template)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError) as refused:
         assert_only_the_deployment_writes(template, bucket_id, "scripts/", deployment)
+    assert "s3:PutObject" in str(refused.value), refused.value  # a write the policy lets another role make

@@ -248,7 +248,7 @@ def kept_after_a_failed_first_deploy(template: dict[str, Any]) -> list[str]:
     )
 
 
-def test_a_first_deploy_that_rolls_back_leaves_nothing(each_stage: Any) -> None:
+def test_a_first_deploy_that_rolls_back_leaves_no_key_or_log_group(each_stage: Any) -> None:
     # Before: prod's keys and log groups were Retain, so each failed first deploy (no model access, a quota of 0)
     # left a key billing behind.
     kept = 0
