@@ -1,19 +1,19 @@
 """``kit doctor``: is this account and region ready for the kit? One row per check, OK or FIX with what to do (WARN:
 works today, but plan a change).
 
-The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK
-bootstrap version against what the synthesized templates require, the stacks the region cannot hold (their config
-errors in the synthesized assembly), Bedrock model access for the text model (a kit-wide setting Levels 1 and 2
-share; a cross-Region inference profile id must name an ACTIVE profile in the region; a Legacy model is a WARN row),
-unreserved Lambda concurrency and the Powertools layer of the region (every level's functions), the quota book and
-its rows, and running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows`` and
-``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the
-embedding model (Level 2); customization, the distillation teacher, the customization-job quota and Provisioned
-Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the training jobs of Level 3's SageMaker
-path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row
-names the Service Quotas quota (name and code) and how to raise it. ``--level`` (repeatable) keeps the kit-wide rows
-and the rows of the selected levels only (each part names its levels): a Level 1 deploy is not failed by Level 4's
-GPU quotas, which start at 0 in most accounts.
+The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK bootstrap
+version against what the synthesized templates require, the stacks the region cannot hold (their config errors in the
+synthesized assembly), Bedrock model access for the text model (a kit-wide setting Levels 1 and 2 share; a cross-Region
+inference profile id must name an ACTIVE profile in the region; a Legacy model is a WARN row), unreserved Lambda
+concurrency and the Powertools layer of the region (every level's functions), the quota book and its rows, and running
+and rendering the checks. Each level's own checks live in that level's module (``doctor_rows`` and ``doctor_checks`` in
+kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the embedding model and the
+Bedrock request rates at api_throttle_rate (Level 2); customization, the distillation teacher, the customization-job
+quota and Provisioned Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the training jobs of Level
+3's SageMaker path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row names the
+Service Quotas quota (name and code) and how to raise it. ``--level`` (repeatable) keeps the kit-wide rows and the rows
+of the selected levels only (each part names its levels): a Level 1 deploy is not failed by Level 4's GPU quotas, which
+start at 0 in most accounts.
 
 Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why; WARN rows do not block),
 1 when something needs fixing, 2 on a usage or configuration error.
@@ -541,9 +541,12 @@ def quota_rows(
     service: str,
     needs: Mapping[str, int],
     absent: str = "check Service Quotas",
+    *,
+    below: Callable[[str, float, str, int], str] | None = None,
 ) -> list[Check]:
     """One row per quota in ``needs`` (quota name -> the value the config needs); below the need is FIX, and a
-    quota the region does not list is FIX with ``absent`` as what to do."""
+    quota the region does not list is FIX with ``absent`` as what to do. ``below(quota, value, code, needed)``
+    says what to do instead of the increase request (a quota AWS does not raise, or another way out)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     region = target.region
@@ -563,7 +566,8 @@ def quota_rows(
         if value >= needed:
             rows.append(Check(name, OK, f"{value:g} (the config needs {needed}; quota code {code})"))
             continue
-        detail = f"{value:g}, the config needs {needed}: {increase(service, quota, code, needed, region)}"
+        advice = below(quota, value, code, needed) if below else increase(service, quota, code, needed, region)
+        detail = f"{value:g}, the config needs {needed}: {advice}"
         rows.append(Check(name, FIX, detail))
     return rows
 

@@ -1,11 +1,12 @@
 """Level 2, RAG: ``kit l2 …`` uploads documents to the knowledge base's bucket, shows and follows the ingestion
-pipeline, and asks the GenAiKit-2-Rag API (SigV4-signed). Its ``kit doctor`` check: access to the embedding
-model."""
+pipeline, and asks the GenAiKit-2-Rag API (SigV4-signed). Its ``kit doctor`` checks: access to the embedding
+model, and the Bedrock quotas the query API meets at api_throttle_rate (knowledge-base calls, ApplyGuardrail)."""
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from rich.text import Text
 
 from kit import aws
 from kit.aws import KitError, KitUsageError, Target
-from kit.doctor import LEVELS, Check, Needs, QuotaBook, check_model_access
+from kit.doctor import LEVELS, Check, Needs, QuotaBook, check_model_access, increase, quota_rows
 from kit.operator import (
     call_api,
     cell,
@@ -519,12 +520,100 @@ def retrieve(query: str, results: int | None, filter_json: str | None, as_json: 
 
 # --- kit doctor ---------------------------------------------------------------------------------------------
 
+# The Bedrock quotas the query API meets at the stage's api_throttle_rate, as Service Quotas names them
+# (https://docs.aws.amazon.com/general/latest/gr/bedrock.html). Each /ask or /retrieve makes one knowledge-base
+# call; AWS does not raise these two (Adjustable: No), so only a lower rate helps.
+KB_RATE_QUOTAS = (
+    "(Knowledge Bases) Retrieve requests per second",  # L-F0D0E0B9
+    "(Knowledge Bases) RetrieveAndGenerate requests per second",  # L-AFA1CDAB
+)
+# ApplyGuardrail on the returned chunks or snippets: calls, and text units of each policy the guardrail enables.
+GUARDRAIL_CALLS_QUOTA = "(Guardrails) On-demand ApplyGuardrail requests per second"  # L-9072D6F0
+GUARDRAIL_UNITS = "(Guardrails) On-demand ApplyGuardrail {} policy text units per second"
+CONTENT_UNITS_QUOTA = GUARDRAIL_UNITS.format("Content filter")  # L-01F3CD81
+TOPIC_UNITS_QUOTA = GUARDRAIL_UNITS.format("Denied topic")  # L-124DCF3D
+PII_UNITS_QUOTA = GUARDRAIL_UNITS.format("Sensitive information filter")  # L-CFCAAB0E
+TEXT_UNIT_CHARS = 1000  # a text unit holds up to 1,000 characters (https://aws.amazon.com/bedrock/pricing/)
+CHARS_PER_TOKEN = 4  # "1 token is about 4 characters": an estimate of a chunk's size
+# How the query function packs texts into ApplyGuardrail calls (lambdas/level2_rag/rag_api/guardrail.py
+# MAX_CHARS_PER_CALL, MAX_CALLS; a test compares): the kit does not import the function's code.
+GUARDRAIL_CHARS_PER_CALL = 25_000
+GUARDRAIL_MAX_CALLS = 8
+
+
+def guardrail_load(target: Target) -> tuple[int, int]:
+    """(ApplyGuardrail calls, text units per enabled policy) of one request with the default number of results.
+
+    An estimate from the config: rag_max_results chunks of the largest size the chunking makes (tokens x
+    CHARS_PER_TOKEN; a hierarchical search returns the parent chunks), packed as the function packs them, each
+    call's characters counted in text units of 1,000 (rounded up). A blocked batch is re-checked in halves (more
+    calls) and repeated texts are sent once (fewer): neither is counted.
+    """
+    rag = target.config.rag
+    tokens = rag.hierarchical_parent_tokens if rag.chunking_strategy == "hierarchical" else rag.chunk_max_tokens
+    chunk = tokens * CHARS_PER_TOKEN
+    per_call = max(1, GUARDRAIL_CHARS_PER_CALL // chunk)
+    full, rest = divmod(rag.max_results, per_call)
+    calls = ([per_call * chunk] * full + ([rest * chunk] if rest else []))[:GUARDRAIL_MAX_CALLS]
+    return len(calls), sum(math.ceil(chars / TEXT_UNIT_CHARS) for chars in calls)
+
+
+def _policy_quotas(target: Target) -> list[str]:
+    """The text-unit quotas of the policies the guardrail applies to model output (the function's source OUTPUT):
+    the prompt-attack filter is off on output (stacks/shared/guardrail.py), the five content filters are unless
+    their strength is NONE."""
+    guardrail = target.config.guardrail
+    enabled = {
+        CONTENT_UNITS_QUOTA: guardrail.content_filter_strength != "NONE",
+        TOPIC_UNITS_QUOTA: guardrail.deny_investment_advice,
+        PII_UNITS_QUOTA: bool(guardrail.pii_anonymize or guardrail.pii_block),
+    }
+    return [quota for quota, on in enabled.items() if on]
+
+
+def rate_needs(target: Target) -> tuple[dict[str, int], dict[str, int]]:
+    """(the knowledge-base quotas, the guardrail quotas) -> what api_throttle_rate needs of each, per second."""
+    rate = target.config.api_throttle_rate
+    calls, units = guardrail_load(target)
+    knowledge_base = {quota: math.ceil(rate) for quota in KB_RATE_QUOTAS}
+    guardrail = {GUARDRAIL_CALLS_QUOTA: math.ceil(rate * calls)}
+    guardrail.update({quota: math.ceil(rate * units) for quota in _policy_quotas(target)})
+    return knowledge_base, guardrail
+
 
 def doctor_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
-    return [f"Model access: {target.config.rag.embedding_model_id}"]
+    knowledge_base, guardrail = rate_needs(target)
+    return [
+        f"Model access: {target.config.rag.embedding_model_id}",
+        *(f"Quota: {q}" for q in {**knowledge_base, **guardrail}),
+    ]
 
 
 def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
-    """The knowledge base embeds with this model: the account must have access to it in the region."""
+    """The knowledge base embeds with this model: the account must have access to it in the region. The query API
+    admits api_throttle_rate requests per second: the knowledge-base and ApplyGuardrail quotas must take them."""
     model_id = target.config.rag.embedding_model_id
-    return [check_model_access(target, model_id, model_id, key="rag_embedding_model_id")]
+    knowledge_base, guardrail = rate_needs(target)
+    calls, units = guardrail_load(target)
+    per_request = {GUARDRAIL_CALLS_QUOTA: calls, **{quota: units for quota in _policy_quotas(target)}}
+    rate = target.config.api_throttle_rate
+
+    def fixed(quota: str, value: float, code: str, needed: int) -> str:
+        return (
+            f"AWS does not raise this quota ({code}): set api_throttle_rate to {value:g} or less "
+            f"(now {rate:g}; a caller beyond it gets 429)"
+        )
+
+    def lower_or_raise(quota: str, value: float, code: str, needed: int) -> str:
+        request = increase("bedrock", quota, code, needed, target.region)
+        each = per_request[quota]
+        admits = math.floor(value / each)
+        why = f"each request needs about {each} (api_throttle_rate {rate:g})"
+        lower = f"; or set api_throttle_rate to {admits} or less" if admits >= 1 else ""
+        return f"{why}; {request}{lower}"
+
+    return [
+        check_model_access(target, model_id, model_id, key="rag_embedding_model_id"),
+        *quota_rows(target, book, "bedrock", knowledge_base, below=fixed),
+        *quota_rows(target, book, "bedrock", guardrail, below=lower_or_raise),
+    ]

@@ -120,6 +120,13 @@ def needed() -> dict[str, int]:
     return level4_pretrain.quota_needs(Target())
 
 
+def rag_quotas() -> list[dict[str, Any]]:
+    """Level 2's Bedrock rate quotas, each at exactly what the config needs."""
+    knowledge_base, guardrail = level2_rag.rate_needs(Target())
+    needs = {**knowledge_base, **guardrail}
+    return [quota(name, value, f"L-RAG{i:05d}", "bedrock") for i, (name, value) in enumerate(needs.items())]
+
+
 def row(output: str, name: str) -> str:
     """The table line of the check ``name``."""
     return next(line for line in output.splitlines() if name in line)
@@ -150,7 +157,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
             {"modelSummaries": [model_summary(FT.base_model_id), model_summary("amazon.titan-text-lite-v1:0:4k")]},
             {"byCustomizationType": FT.customization_type},
         )
-        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")])
+        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock"), *rag_quotas()])
         lambda_settings(lambda_, 1000, 1000)
         layer_published(lambda_)
         # two pages: the doctor follows NextToken
@@ -165,7 +172,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         service_quotas.assert_no_pending_responses()
         lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 10 + len(needed())
+    total = 10 + len(rag_quotas()) + len(needed())
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
     assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
@@ -187,6 +194,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         doctor_module.STACKS_ROW,
         f"Model access: {TEXT_MODEL}" + (f" (via {text.model_id})" if text.is_inference_profile else ""),
         f"Model access: {EMBEDDING_MODEL}",
+        *(f"Quota: {answer['QuotaName']}" for answer in rag_quotas()),
         f"Customization: {FT.base_model_id}",
         level3_finetune.CUSTOMIZATION_JOBS_ROW,
         doctor_module.LAMBDA_ROW,
@@ -232,7 +240,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
             {"byCustomizationType": FT.customization_type},
         )
         # Bedrock: the customization-job quota at 0, found among the defaults
-        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 0, "L-JOBS0001", "bedrock")])
+        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 0, "L-JOBS0001", "bedrock"), *rag_quotas()])
         # Lambda: a new account's 10, all unreserved; the quota code comes from Service Quotas
         lambda_settings(lambda_, 10, 10)
         # the configured Powertools layer version is not published in the region
@@ -292,7 +300,7 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
     assert FIX in first and "no AWS credentials: configure a profile or environment variables" in first
     assert OK in row(result.output, "Region").split()
     skipped = [line for line in result.output.splitlines() if f" {SKIP} " in line]
-    assert len(skipped) == 8 + len(needed())
+    assert len(skipped) == 8 + len(rag_quotas()) + len(needed())
     assert all("needs working credentials" in line for line in skipped)
 
 

@@ -1,5 +1,6 @@
 """kit l2 (Level 2, RAG), offline: uploads under the documents prefix, the ingestion pipeline's pending changes
-and jobs (moto SQS, a Stubber on Bedrock Agent), and the signed calls to the RAG API."""
+and jobs (moto SQS, a Stubber on Bedrock Agent), the signed calls to the RAG API, and the Bedrock rate quotas
+``kit doctor --level 2`` checks (a Stubber on Service Quotas)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 from botocore.stub import Stubber
 
 from kit import level2_rag
+from kit.aws import Target
+from kit.doctor import FIX, OK, Check, DeployNeeds, QuotaBook
 from kit.level2_rag import l2
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     API_URL,
@@ -516,3 +519,90 @@ def test_l2_retrieve_tabulates_the_chunks(api: FakeApi, mocked: FakeCloudFormati
 def test_l2_a_bad_filter_is_a_usage_error(api: FakeApi) -> None:
     result = run(l2, "ask", "q", "--filter", "[1]")
     assert result.exit_code == 2 and "--filter must be a JSON object" in result.output
+
+
+# --- kit doctor: the Bedrock quotas the query API meets at api_throttle_rate ----------------------------------
+
+KB_QUOTAS = level2_rag.KB_RATE_QUOTAS
+CALLS_QUOTA = level2_rag.GUARDRAIL_CALLS_QUOTA
+UNIT_QUOTAS = (level2_rag.CONTENT_UNITS_QUOTA, level2_rag.TOPIC_UNITS_QUOTA, level2_rag.PII_UNITS_QUOTA)
+
+
+def rate_checks(monkeypatch: pytest.MonkeyPatch, values: dict[str, float], **context: str) -> dict[str, Check]:
+    """Level 2's doctor rows against these applied Bedrock quota values, by quota name (model access stubbed OK)."""
+    monkeypatch.setattr(level2_rag, "check_model_access", lambda target, model, label, key: Check(label, OK, ""))
+    target = Target(context={"api_throttle_rate": "10", **context})
+    answers = [
+        {"ServiceCode": "bedrock", "QuotaName": name, "QuotaCode": f"L-{i:08d}", "Value": value}
+        for i, (name, value) in enumerate(values.items())
+    ]
+    with stubbed("service-quotas") as quotas:
+        quotas.add_response("list_service_quotas", {"Quotas": answers}, {"ServiceCode": "bedrock"})
+        checks = level2_rag.doctor_checks(target, QuotaBook(target), DeployNeeds(1, 0, {}))
+        quotas.assert_no_pending_responses()
+    assert [check.name for check in checks[1:]] == level2_rag.doctor_rows(target)[1:]
+    return {check.name.removeprefix("Quota: "): check for check in checks[1:]}
+
+
+def test_doctor_a_knowledge_base_rate_below_api_throttle_rate_asks_for_a_lower_rate_never_an_increase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = rate_checks(monkeypatch, {**dict.fromkeys(KB_QUOTAS, 5), CALLS_QUOTA: 50, **dict.fromkeys(UNIT_QUOTAS, 200)})
+    for name in KB_QUOTAS:
+        assert rows[name].status == FIX
+        assert "5, the config needs 10: AWS does not raise this quota" in rows[name].detail
+        assert "set api_throttle_rate to 5 or less" in rows[name].detail
+        # not adjustable: no increase request, no console path to one
+        assert "request-service-quota-increase" not in rows[name].detail and "Service Quotas" not in rows[name].detail
+    assert all(rows[name].status == OK for name in (CALLS_QUOTA, *UNIT_QUOTAS))
+
+
+def test_doctor_a_guardrail_quota_below_the_need_is_fix_with_the_increase_and_the_rate_it_admits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls, units = level2_rag.guardrail_load(Target())
+    assert (calls, units) == (1, 6)  # 5 chunks of 300 tokens (cdk.json): 6,000 characters in one call
+    values = {**dict.fromkeys(KB_QUOTAS, 20), CALLS_QUOTA: 25, **dict.fromkeys(UNIT_QUOTAS, 25)}
+    rows = rate_checks(monkeypatch, values)
+    code = f"L-{list(values).index(level2_rag.TOPIC_UNITS_QUOTA):08d}"
+    topic = rows[level2_rag.TOPIC_UNITS_QUOTA]
+    assert topic.status == FIX and "25, the config needs 60: each request needs about 6" in topic.detail
+    assert f"--quota-code {code} --desired-value 60 --region {REGION}" in topic.detail
+    assert "or set api_throttle_rate to 4 or less" in topic.detail  # 25 units a second / 6 a request
+    assert all(rows[name].status == OK for name in (*KB_QUOTAS, CALLS_QUOTA))
+
+
+def test_doctor_checks_the_text_units_of_the_policies_the_guardrail_enables_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    off = {
+        "guardrail_content_filter_strength": "NONE",  # the prompt-attack filter is off on output anyway
+        "guardrail_deny_investment_advice": "false",
+        "guardrail_pii_anonymize": "",
+        "guardrail_pii_block": "",
+    }
+    rows = rate_checks(monkeypatch, dict.fromkeys((*KB_QUOTAS, CALLS_QUOTA), 20), **off)
+    assert list(rows) == [*KB_QUOTAS, CALLS_QUOTA]
+    rows = rate_checks(
+        monkeypatch, dict.fromkeys((*KB_QUOTAS, CALLS_QUOTA), 20), **{**off, "guardrail_pii_block": "EMAIL"}
+    )
+    assert list(rows) == [*KB_QUOTAS, CALLS_QUOTA, level2_rag.PII_UNITS_QUOTA]
+
+
+def test_doctor_estimates_a_requests_guardrail_load_as_the_function_batches_it() -> None:
+    from rag_api import guardrail
+
+    assert level2_rag.GUARDRAIL_CHARS_PER_CALL == guardrail.MAX_CHARS_PER_CALL
+    assert level2_rag.GUARDRAIL_MAX_CALLS == guardrail.MAX_CALLS
+    # hierarchical: the parent chunks come back, 1,500 tokens (6,000 characters) each: 4 a call, 5 in 2 calls
+    parents = {"rag_chunking": "hierarchical", "rag_hierarchical_parent_tokens": "1500", "rag_max_results": "5"}
+    assert level2_rag.guardrail_load(Target(context=parents)) == (2, 24 + 6)
+    # chunks over a call's size go one a call, at most MAX_CALLS of them (the rest is withheld unchecked)
+    big = {
+        "rag_chunk_max_tokens": "8000",
+        "rag_max_results": "25",
+        "rag_embedding_model_id": "amazon.titan-embed-text-v2:0",
+    }
+    assert level2_rag.guardrail_load(Target(context=big)) == (8, 8 * 32)
+    texts = ["x" * 32_000] * 25
+    assert len(guardrail.batches(texts)) >= 8
