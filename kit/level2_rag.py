@@ -535,10 +535,6 @@ TOPIC_UNITS_QUOTA = GUARDRAIL_UNITS.format("Denied topic")  # L-124DCF3D
 PII_UNITS_QUOTA = GUARDRAIL_UNITS.format("Sensitive information filter")  # L-CFCAAB0E
 TEXT_UNIT_CHARS = 1000  # a text unit holds up to 1,000 characters (https://aws.amazon.com/bedrock/pricing/)
 CHARS_PER_TOKEN = 4  # "1 token is about 4 characters": an estimate of a chunk's size
-# How the query function packs texts into ApplyGuardrail calls (lambdas/level2_rag/rag_api/guardrail.py
-# MAX_CHARS_PER_CALL, MAX_CALLS; a test compares): the kit does not import the function's code.
-GUARDRAIL_CHARS_PER_CALL = 25_000
-GUARDRAIL_MAX_CALLS = 8
 
 
 def guardrail_load(target: Target) -> tuple[int, int]:
@@ -549,12 +545,15 @@ def guardrail_load(target: Target) -> tuple[int, int]:
     call's characters counted in text units of 1,000 (rounded up). A blocked batch is re-checked in halves (more
     calls) and repeated texts are sent once (fewer): neither is counted.
     """
+    # How the query function packs texts into ApplyGuardrail calls, read from the function's own module.
+    from rag_api.guardrail import MAX_CALLS, MAX_CHARS_PER_CALL
+
     rag = target.config.rag
     tokens = rag.hierarchical_parent_tokens if rag.chunking_strategy == "hierarchical" else rag.chunk_max_tokens
     chunk = tokens * CHARS_PER_TOKEN
-    per_call = max(1, GUARDRAIL_CHARS_PER_CALL // chunk)
+    per_call = max(1, MAX_CHARS_PER_CALL // chunk)
     full, rest = divmod(rag.max_results, per_call)
-    calls = ([per_call * chunk] * full + ([rest * chunk] if rest else []))[:GUARDRAIL_MAX_CALLS]
+    calls = ([per_call * chunk] * full + ([rest * chunk] if rest else []))[:MAX_CALLS]
     return len(calls), sum(math.ceil(chars / TEXT_UNIT_CHARS) for chars in calls)
 
 

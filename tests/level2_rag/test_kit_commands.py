@@ -589,11 +589,20 @@ def test_doctor_checks_the_text_units_of_the_policies_the_guardrail_enables_only
     assert list(rows) == [*KB_QUOTAS, CALLS_QUOTA, level2_rag.PII_UNITS_QUOTA]
 
 
-def test_doctor_estimates_a_requests_guardrail_load_as_the_function_batches_it() -> None:
+def test_doctor_estimates_a_requests_guardrail_load_as_the_function_batches_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from rag_api import guardrail
 
-    assert level2_rag.GUARDRAIL_CHARS_PER_CALL == guardrail.MAX_CHARS_PER_CALL
-    assert level2_rag.GUARDRAIL_MAX_CALLS == guardrail.MAX_CALLS
+    # The estimate reads the function's own batching: another cap or call size changes it.
+    large_chunks = {
+        "rag_chunk_max_tokens": "8000",
+        "rag_max_results": "25",
+        "rag_embedding_model_id": "amazon.titan-embed-text-v2:0",
+    }
+    with monkeypatch.context() as patched:
+        patched.setattr(guardrail, "MAX_CALLS", 3)
+        assert level2_rag.guardrail_load(Target(context=large_chunks)) == (3, 3 * 32)
     # hierarchical: the parent chunks come back, 1,500 tokens (6,000 characters) each: 4 a call, 5 in 2 calls
     parents = {"rag_chunking": "hierarchical", "rag_hierarchical_parent_tokens": "1500", "rag_max_results": "5"}
     assert level2_rag.guardrail_load(Target(context=parents)) == (2, 24 + 6)
