@@ -22,7 +22,7 @@ from stacks.level3_finetune.sagemaker import SageMakerFineTuneStack
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.level4_pretrain.stack import PretrainClusterStack, PretrainJobsStack
 from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
-from stacks.shared.regions import refuse_unavailable_types
+from stacks.shared.regions import refuse_unavailable_types, refuse_without_powertools_layer
 from stacks.shared.registry import config_errors, name_findings
 
 
@@ -113,10 +113,12 @@ def build_app(
         # creates, as an SSM parameter type CloudFormation resolves at deploy time: deploy the logging stack first.
         if fine_tune is not None and fine_tune.reads_invocation_logs_parameter:
             fine_tune.add_stack_dependency(logging_stack, "reads the invocation-logs bucket from its SSM parameter")
-    # A stack whose resource types the region's CloudFormation lacks is refused alone (stacks/shared/regions.py).
+    # A stack whose resource types the region's CloudFormation lacks, or whose functions' Powertools layer it lacks, is
+    # refused alone (stacks/shared/regions.py).
     for stack in app.node.children:
         if isinstance(stack, cdk.Stack):
             refuse_unavailable_types(stack, config.region)
+            refuse_without_powertools_layer(stack, config.region)
     if nag:
         cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, config

@@ -3,7 +3,8 @@
 A stack is refused for its region when CloudFormation there lacks one of its resource types (the registry's
 per-region index that cfn-lint ships, stacks/shared/registry.py; deploying it would fail with "Unrecognized
 resource types"), or when its level's settings need what the region lacks (each level says what: a callable text
-model profile, a customizable base model, Custom Model Import, a published training image). A refused stack carries
+model profile, a customizable base model, Custom Model Import, a published training image), or when it holds a kit
+function and the region has no Powertools layer for it (``refuse_without_powertools_layer``). A refused stack carries
 one ``config error:`` line per reason as an error annotation. The CDK CLI refuses to synthesize or deploy a stack
 with an error, and lists every one when the whole app is synthesized; `cdk deploy` of another stack goes ahead.
 That needs cdk.json's ``@aws-cdk/core:annotationsInValidationReport`` off: with it on, any stack's error fails the
@@ -46,6 +47,22 @@ def resource_types(stack: Stack) -> set[str]:
             _CFN_TYPES[kind] = getattr(kind, "CFN_RESOURCE_TYPE_NAME", None)
         found.add(_CFN_TYPES[kind] or construct.cfn_resource_type)
     return found
+
+
+def refuse_without_powertools_layer(stack: Stack, region: str) -> None:
+    """Refuse ``stack`` when it holds a kit function and ``region`` has no Powertools layer for it (CreateFunction
+    fails on a layer version that does not exist)."""
+    from stacks.shared.python_function import POWERTOOLS_LAYER_REGIONS, POWERTOOLS_LAYERS_PAGE, PythonFunction
+
+    if region in POWERTOOLS_LAYER_REGIONS or not any(
+        isinstance(construct, PythonFunction) for construct in stack.node.find_all()
+    ):
+        return
+    allowed = (
+        f"a region where Powertools for AWS Lambda (Python) publishes the layer the functions of {stack.node.id} "
+        f"use ({POWERTOOLS_LAYERS_PAGE}); {region} has none"
+    )
+    Annotations.of(stack).add_error(Problem("region", region, allowed).line())
 
 
 def refuse_unavailable_types(stack: Stack, region: str) -> None:

@@ -28,8 +28,8 @@ REGION = "us-west-1"
 BUILT = [STACK_IDS["1"], STACK_IDS["3"], STACK_IDS["3-sagemaker"], STACK_IDS["4-cluster"], STACK_IDS["0-logging"]]
 
 
-def _synthesize(outdir: Path, region: str = REGION, only: list[str] = BUILT) -> dict[str, Any]:
-    context = {**cdk_json_context(), "region": region, "invocation_logging": True}
+def _synthesize(outdir: Path, region: str = REGION, only: list[str] = BUILT, **settings: Any) -> dict[str, Any]:
+    context = {**cdk_json_context(), "region": region, "invocation_logging": True, **settings}
     app, _ = build_app(context, outdir=str(outdir), nag=False, schema_validation=False, only=only)
     assembly = app.synth()
     return {
@@ -182,3 +182,27 @@ def test_invocation_logging_is_refused_where_bedrock_has_no_endpoint(tmp_path: P
         f"config error: invocation_logging = true is not allowed; expected false in {region}, which has no Amazon "
         "Bedrock endpoint"
     ]
+
+
+def test_a_stack_with_kit_functions_is_refused_where_the_powertools_layer_is_not_published(tmp_path: Path) -> None:
+    from stacks.shared.python_function import POWERTOOLS_LAYER_REGIONS, POWERTOOLS_LAYERS_PAGE
+
+    # Given a region the kit accepts but where Powertools publishes no layer (its request is still open)
+    region = "ap-southeast-6"
+    assert region in registry_regions() and region not in POWERTOOLS_LAYER_REGIONS
+    # When Level 4's jobs stack (one kit function) and its cluster stack (none) are synthesized for it
+    stacks = _synthesize(tmp_path, region, [STACK_IDS["4-jobs"], STACK_IDS["4-cluster"]])["stacks"]
+    # Then the jobs stack, which the region can otherwise hold, is refused for the layer alone, naming both
+    assert stacks[STACK_IDS["4-jobs"]]["errors"] == [
+        f"config error: region = '{region}' is not allowed; expected a region where Powertools for AWS Lambda (Python) "
+        f"publishes the layer the functions of {STACK_IDS['4-jobs']} use ({POWERTOOLS_LAYERS_PAGE}); {region} has none"
+    ]
+    # And a stack without kit functions gets no such error (its own errors are for the types the region lacks)
+    assert not any("Powertools" in error for error in stacks[STACK_IDS["4-cluster"]]["errors"])
+
+
+def test_the_powertools_layer_regions_are_regions_the_kit_accepts() -> None:
+    from stacks.shared.python_function import POWERTOOLS_LAYER_REGIONS
+
+    assert POWERTOOLS_LAYER_REGIONS < set(registry_regions())
+    assert {"us-east-1", "us-west-2", "eu-central-1"} <= POWERTOOLS_LAYER_REGIONS
