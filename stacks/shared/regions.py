@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Annotations, CfnResource, Stack
+from aws_cdk import Acknowledgment, Annotations, CfnResource, Stack, Validations
 
 from stacks.shared.registry import regions_offering, unavailable_types
 from stacks.shared.settings import Problem
+
+# The rule of CDK's CloudFormation validation that refuses a template without resources.
+EMPTY_TEMPLATE_RULE = "CloudFormation-Validate::F0001"
 
 
 def refuse(stack: Stack, problems: Sequence[Problem]) -> bool:
@@ -29,6 +32,16 @@ def refuse(stack: Stack, problems: Sequence[Problem]) -> bool:
     if problems:
         stack.template_options.description = (
             f"Not built: region {stack.region} cannot hold this stack (see the errors of `cdk synth`)"
+        )
+        # CDK's CloudFormation validation, on in every `cdk synth` and `cdk deploy`, fails the whole app on a template
+        # without resources (rule F0001: "the only required section is the Resources section, which must declare at
+        # least one resource", https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/template-guide.html).
+        # The stand-in is never deployed (its errors stop `cdk deploy` of it), so that one rule is acknowledged here,
+        # on the stand-in alone: the other stacks of the app then synthesize and deploy.
+        Validations.of(stack).acknowledge(
+            Acknowledgment(
+                id=EMPTY_TEMPLATE_RULE, reason="a refused stack's stand-in, which its errors keep undeployed"
+            )
         )
     return bool(problems)
 

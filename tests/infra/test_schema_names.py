@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stacks.shared.facts import STACK_IDS
+from stacks.shared.regions import EMPTY_TEMPLATE_RULE
 from stacks.shared.registry import SCHEMA_REGION, config_errors, create_only_paths, name_findings, resource_schema
 from tests.conftest import ROOT, cdk_json_context
 
@@ -54,8 +56,10 @@ def test_create_only_properties_come_from_the_registry() -> None:
 
 
 def test_app_names_the_key_when_a_derived_name_breaks_a_schema(tmp_path: Path) -> None:
-    # Given a prefix that config accepts but that makes Bedrock names CloudFormation refuses (no "--")
-    context = {**cdk_json_context(), "name_prefix": "ab--cd"}
+    # Given a prefix that config accepts but that makes Bedrock names CloudFormation refuses (no "--"), and a base
+    # model the region cannot customize, which refuses the Level 3 stack alone (an empty stand-in with its errors)
+    refused = STACK_IDS["3"]
+    context = {**cdk_json_context(), "name_prefix": "ab--cd", "ft_base_model_id": "meta.llama3-1-8b-instruct-v1:0:128k"}
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path)}
     env.pop("CDK_VALIDATION")  # the suite turns CDK's template validation off (conftest); `cdk synth` has it on
     # When the app runs as `cdk synth` runs it
@@ -71,6 +75,11 @@ def test_app_names_the_key_when_a_derived_name_breaks_a_schema(tmp_path: Path) -
     violations = [v for plugin in report["pluginReports"] for v in plugin["violations"]]
     assert violations, report
     assert [v["description"] for v in violations if "'ab--cd-" not in v["description"]] == []
+    # And the refused stack's empty stand-in does not fail the app: only its empty template is acknowledged, there
+    suppressed = [v for plugin in report["pluginReports"] for v in plugin.get("suppressedViolations", [])]
+    assert [(v["acknowledgedId"], [c["constructPath"] for c in v["violatingConstructs"]]) for v in suppressed] == [
+        (EMPTY_TEMPLATE_RULE, [refused])
+    ]
 
 
 def test_the_kit_reads_the_registry_schemas_as_cfn_lint_does(sandbox: Any, prod_extremes: Any) -> None:
