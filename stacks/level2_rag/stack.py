@@ -34,7 +34,13 @@ from constructs import Construct
 from rag_ingest.ingestion import RECONCILE_EVERY
 from stacks.config import KitConfig
 from stacks.level2_rag.settings import RagSettings
-from stacks.shared.alarms import DEAD_LETTERS_RETENTION, FIVE_MINUTES, AlarmTopic, dead_letter_queue
+from stacks.shared.alarms import (
+    DEAD_LETTERS_RETENTION,
+    FIVE_MINUTES,
+    QUEUE_METRIC_MISSING_DATA,
+    AlarmTopic,
+    dead_letter_queue,
+)
 from stacks.shared.deployment import Deployment
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
@@ -847,6 +853,7 @@ class RagStack(Stack):
             threshold=1,
             description="Level 2 document changes that could not be delivered or processed are in the dead-letter "
             "queue",
+            missing_data=QUEUE_METRIC_MISSING_DATA,
         )
 
         def reconcile_metric(name: str) -> cloudwatch.Metric:

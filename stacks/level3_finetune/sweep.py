@@ -28,7 +28,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level3_finetune.names import logical_id
-from stacks.shared.alarms import alarm_to, allow_cloudwatch_alarms, dead_letter_queue
+from stacks.shared.alarms import QUEUE_METRIC_MISSING_DATA, alarm_to, allow_cloudwatch_alarms, dead_letter_queue
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
@@ -108,6 +108,7 @@ class TeardownBackstop(Construct):
             ),
             threshold=1,
             description=description,
+            missing_data=QUEUE_METRIC_MISSING_DATA,
         )
 
         self.sweep = PythonFunction(

@@ -18,6 +18,14 @@ from stacks.shared.nag import suppress
 # A dead letter stays 14 days, SQS's longest retention, well past the source queue's own
 # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SetQueueAttributes.html).
 DEAD_LETTERS_RETENTION = Duration.days(14)
+# SQS reports a queue's metrics only while the queue is active: for up to six hours after the last API call on it
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html:
+# "All metrics emit non-negative values only when the queue is active"). Nothing reads a dead-letter queue until an
+# operator handles it, so its metric stops while the dead letters are still there: an alarm on it keeps its state
+# when data is missing ("ignore"), where "notBreaching" would turn it OK, and notify OK, six hours after the first
+# dead letter (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/AlarmThatSendsEmail.html#alarms-and-missing-data).
+# An unused queue may leave its alarm in INSUFFICIENT_DATA rather than OK.
+QUEUE_METRIC_MISSING_DATA = cloudwatch.TreatMissingData.IGNORE
 
 
 def dead_letter_queue(scope: Construct, construct_id: str, *, holds: str) -> sqs.Queue:
@@ -75,9 +83,11 @@ def alarm_to(
     description: str,
     evaluation_periods: int = 1,
     comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    missing_data: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
 ) -> cloudwatch.Alarm:
     """An alarm that notifies ``topic`` (which lets CloudWatch publish: :func:`allow_cloudwatch_alarms`) on ALARM and
-    on OK; missing data (no traffic) is not breaching."""
+    on OK; missing data (no traffic) is not breaching, except where ``missing_data`` says otherwise (an SQS metric:
+    :data:`QUEUE_METRIC_MISSING_DATA`)."""
     alarm = cloudwatch.Alarm(
         scope,
         construct_id,
@@ -85,7 +95,7 @@ def alarm_to(
         threshold=threshold,
         evaluation_periods=evaluation_periods,
         comparison_operator=comparison,
-        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        treat_missing_data=missing_data,
         alarm_description=description,
     )
     action = cw_actions.SnsAction(topic)
@@ -121,6 +131,7 @@ class AlarmTopic(Construct):
         description: str,
         evaluation_periods: int = 1,
         comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        missing_data: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> cloudwatch.Alarm:
         """An alarm that notifies the topic on ALARM and on OK (:func:`alarm_to`)."""
         alarm = alarm_to(
@@ -132,6 +143,7 @@ class AlarmTopic(Construct):
             description=description,
             evaluation_periods=evaluation_periods,
             comparison=comparison,
+            missing_data=missing_data,
         )
         self.alarms.append(alarm)
         return alarm

@@ -118,3 +118,16 @@ def test_an_output_called_a_name_holds_a_name_not_an_arn(each_stage: Any) -> Non
             if len(identifier) != 1 or identifier[0].endswith(("Arn", "ARN")):
                 wrong.append(f"{stack_id}.{key}: Ref returns {identifier}")
     assert wrong == []
+
+
+def test_an_alarm_on_a_queue_metric_keeps_its_state_when_the_idle_queue_stops_reporting(each_stage: Any) -> None:
+    # SQS reports a queue's metrics only while the queue is active (six hours after the last call on it): an alarm
+    # that read the gap as "notBreaching" would turn OK while the dead letters are still there (stacks/shared/alarms.py)
+    queue_alarms = [
+        (stack_id, logical_id, alarm["Properties"].get("TreatMissingData"))
+        for stack_id, template in each_stage.templates.items()
+        for logical_id, alarm in template["Resources"].items()
+        if alarm["Type"] == "AWS::CloudWatch::Alarm" and alarm["Properties"].get("Namespace") == "AWS/SQS"
+    ]
+    assert queue_alarms, "every variant alarms on a dead-letter queue"
+    assert {missing for _, _, missing in queue_alarms} == {"ignore"}, queue_alarms
