@@ -29,6 +29,7 @@ from stacks.shared.stage import log_group, tag_stack
 
 LEVEL = "0-observability"
 STATE_PREFIX = "kit-state/"
+LARGE_DATA_PREFIX = "large-data/"  # Bedrock's large payloads (the function sets largeDataDeliveryS3Config's keyPrefix)
 # The function answers CloudFormation before its timeout: each of its (at most four) calls is bounded by short
 # client timeouts and attempts, and no call starts that could overrun
 # (lambdas/level0_account/invocation_logging/handler.py).
@@ -54,6 +55,12 @@ class InvocationLoggingStack(Stack):
         deployment = config.deployment
         tag_stack(self, deployment, LEVEL)
         bucket = SecureBucket(self, "Invocations", deployment=deployment, versioned=False).bucket
+        # S3 keeps an object until it is deleted or a lifecycle rule expires it
+        # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lifecycle-mgmt.html): the records of every
+        # call in the region, prompts and answers, expire with the stage's log retention, as the log group's copy
+        # does. kit-state/ (the setting to restore on delete) never expires.
+        for prefix in (INVOCATION_LOGS_PREFIX, LARGE_DATA_PREFIX):
+            bucket.add_lifecycle_rule(prefix=prefix, expiration=Duration.days(deployment.log_retention_days))
         # Level 3 distills from these logs (ft_distillation_source=invocation-logs) and finds the bucket here.
         ssm.StringParameter(
             self,
@@ -76,7 +83,7 @@ class InvocationLoggingStack(Stack):
                 actions=["s3:PutObject"],
                 resources=[
                     bucket.arn_for_objects(f"{INVOCATION_LOGS_PREFIX}*"),
-                    bucket.arn_for_objects("large-data/*"),
+                    bucket.arn_for_objects(f"{LARGE_DATA_PREFIX}*"),
                 ],
                 conditions=source,
             )
@@ -96,7 +103,9 @@ class InvocationLoggingStack(Stack):
         )
         delivery.add_to_policy(
             iam.PolicyStatement(
-                sid="WriteLargePayloads", actions=["s3:PutObject"], resources=[bucket.arn_for_objects("large-data/*")]
+                sid="WriteLargePayloads",
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{LARGE_DATA_PREFIX}*")],
             )
         )
 
@@ -159,7 +168,7 @@ class InvocationLoggingStack(Stack):
             delivery.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "Bedrock names each large-payload object itself, under the large-data prefix.",
-            applies_to=[f"Resource::{arn_ref(bucket)}/large-data/*"],
+            applies_to=[f"Resource::{arn_ref(bucket)}/{LARGE_DATA_PREFIX}*"],
         )
         setting = CustomResource(
             self,

@@ -162,3 +162,19 @@ def test_a_stack_reading_the_logging_stacks_parameter_is_deployed_after_it(tmp_p
 
 def test_every_variant_orders_its_ssm_readers_after_their_writers(each_stage: Any) -> None:
     assert ssm_order_findings(each_stage.stacks, each_stage.templates) == []
+
+
+def test_the_logged_calls_expire_with_the_log_retention_and_the_saved_setting_stays(sandbox_fsx: Any) -> None:
+    from stacks.level0_account.invocation_logging import LARGE_DATA_PREFIX, STATE_PREFIX
+    from stacks.shared.facts import INVOCATION_LOGS_PREFIX
+
+    template = sandbox_fsx.templates[STACK]
+    [bucket] = [v for k, v in resources(template, "AWS::S3::Bucket").items() if k.startswith("InvocationsBucket")]
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = {rule["Prefix"]: rule["ExpirationInDays"] for rule in rules if "ExpirationInDays" in rule}
+    days = sandbox_fsx.config.log_retention_days
+    # Both prefixes Bedrock writes to expire after the stage's retention, and no rule without a prefix expires
+    # objects (that would delete the setting saved under kit-state/)
+    assert expiring == {INVOCATION_LOGS_PREFIX: days, LARGE_DATA_PREFIX: days}
+    assert not STATE_PREFIX.startswith(tuple(expiring))
+    assert all("Prefix" in rule for rule in rules if "ExpirationInDays" in rule)
