@@ -1,7 +1,8 @@
 """Print one line per synthesized stack: id, level, resource count, idle cost per month, what it is for.
 
 Idle cost counts only resource types that bill while nothing uses them; the figures come from kit.costs and
-kit/prices.json (us-east-1 list prices), the same ones `kit cost` prints. A resource type the table has not
+kit/prices.json, the same ones `kit cost` prints: the list prices of the assembly's region where the file has them,
+else us-east-1's, and the heading says which (AWS prices differ by region). A resource type the table has not
 classified is reported as "unclassified", and a classified one whose price kit/prices.json lacks (e.g. a HyperPod
 instance type) as "unpriced", naming the entry to add; either makes the script exit non-zero, rather than counting
 as free.
@@ -9,12 +10,13 @@ as free.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from kit import KitError
-from kit.costs import UNKNOWN_TYPE, PriceTable, Unpriced, analyze_stack, load_prices, unpriced_advice
+from kit.costs import UNKNOWN_TYPE, PriceTable, Unpriced, analyze_stack, available_regions, load_prices, unpriced_advice
 from kit.templates import read_assembly
 from stacks.updates import new_stack_keys
 
@@ -27,6 +29,28 @@ def stack_summary(template: dict[str, Any], prices: PriceTable | None = None) ->
     return cost.resource_count, cost.idle_usd, sorted({item.resource_type for item in cost.unpriced})
 
 
+def assembly_region(assembly_dir: Path) -> str | None:
+    """The region the assembly's stacks are for (their ``aws://account/region`` environment), if they share one."""
+    try:
+        manifest = json.loads((assembly_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    regions = {
+        artifact.get("environment", "").rpartition("/")[2]
+        for artifact in manifest.get("artifacts", {}).values()
+        if artifact.get("type") == "aws:cloudformation:stack"
+    }
+    return regions.pop() if len(regions) == 1 else None
+
+
+def price_region(assembly_dir: Path) -> tuple[str, str]:
+    """The region whose prices the summary uses, and how the heading says so."""
+    region = assembly_region(assembly_dir)
+    if region in available_regions():
+        return region, f"{region} list prices"
+    return PRICE_REGION, f"{PRICE_REGION} list prices; kit/prices.json has none for {region or 'this assembly'}"
+
+
 def summarize(assembly_dir: Path) -> list[str]:
     """One line per stack of the cloud assembly in ``assembly_dir``."""
     return [line for line, _ in _summary(assembly_dir)]
@@ -34,7 +58,7 @@ def summarize(assembly_dir: Path) -> list[str]:
 
 def _summary(assembly_dir: Path) -> list[tuple[str, tuple[Unpriced, ...]]]:
     """Each stack's line and what of it could not be priced."""
-    prices = load_prices(PRICE_REGION)
+    prices = load_prices(price_region(assembly_dir)[0])
     lines = []
     templates = read_assembly(assembly_dir)
     width = max((len(artifact_id) for artifact_id in templates), default=0)
@@ -66,7 +90,11 @@ def main(argv: list[str]) -> int:
     except KitError as err:
         print(err, file=sys.stderr)
         return 1
-    print("\nSynthesized stacks (idle cost: what the stack bills per month with no traffic):")
+    print(
+        "\nSynthesized stacks (idle cost: what the stack bills per month with no traffic, at "
+        + price_region(assembly)[1]
+        + "):"
+    )
     for line, _ in summary:
         print("  " + line)
     print(

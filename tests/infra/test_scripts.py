@@ -139,3 +139,27 @@ def test_the_pinned_cdk_cli_reads_the_assembly_the_pinned_library_writes(sandbox
     # Then it reads every stack
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(line.split()[0] for line in result.stdout.splitlines()) == sorted(sandbox.stacks)
+
+
+@pytest.mark.parametrize(
+    ("region", "priced", "heading"),
+    [
+        ("us-west-2", "us-west-2", "us-west-2 list prices"),
+        ("eu-central-1", "us-east-1", "us-east-1 list prices; kit/prices.json has none for eu-central-1"),
+    ],
+)
+def test_synth_summary_prices_the_assemblys_region_or_says_it_does_not(
+    tmp_path: Path, region: str, priced: str, heading: str
+) -> None:
+    from kit.costs import available_regions
+    from scripts.synth_summary import price_region
+
+    assert "us-west-2" in available_regions() and "eu-central-1" not in available_regions()
+    stack = {"type": "aws:cloudformation:stack", "environment": f"aws://unknown-account/{region}"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"A": stack, "B": stack}}))
+    assert price_region(tmp_path) == (priced, heading)
+
+
+def test_synth_summary_heading_names_the_prices_it_used(sandbox: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth_summary.py", str(sandbox.assembly_dir)]) == 0
+    assert "at us-east-1 list prices):" in capsys.readouterr().out
