@@ -490,9 +490,12 @@ class SageMakerFineTuneStack(Stack):
             "StateMachine",
             state_machine_name=deployment.resource_name("sft"),
             definition_body=sfn.DefinitionBody.from_chainable(start),
-            # The job's bound and the import wait, plus the Bedrock path's headroom for the retries on the way (the
-            # import's create and polls, the smoke test and the notifications each retry for minutes).
-            timeout=Duration.minutes(settings.job_hours * 60 + settings.import_max_minutes).plus(EXECUTION_HEADROOM),
+            # The job's bound, the wait for the Region's one import slot and the import wait, plus the Bedrock path's
+            # headroom for the retries on the way (the import's create and polls, the smoke test and the
+            # notifications each retry for minutes).
+            timeout=Duration.minutes(settings.job_hours * 60 + settings.import_max_minutes)
+            .plus(pipeline.IMPORT_SLOT_WAIT)
+            .plus(EXECUTION_HEADROOM),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )

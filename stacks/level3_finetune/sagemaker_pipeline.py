@@ -50,7 +50,13 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
-from stacks.level3_finetune.pipeline import retry_lambda_throttling, retry_task_errors, retry_throttling
+from stacks.level3_finetune.pipeline import (
+    QUOTA_RETRY_ATTEMPTS,
+    QUOTA_RETRY_INTERVAL,
+    retry_lambda_throttling,
+    retry_task_errors,
+    retry_throttling,
+)
 from stacks.shared.state_input import wrapped_input
 
 CODE_PREFIX = "code/"
@@ -80,6 +86,8 @@ SMOKE_BODY: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Reply with one word: ready?"}],
     "max_tokens": 16,
 }
+# The longest a run waits for the Region's one import slot (ImportModel's quota retries).
+IMPORT_SLOT_WAIT = Duration.minutes(QUOTA_RETRY_INTERVAL.to_minutes() * QUOTA_RETRY_ATTEMPTS)
 TRANSIENT_BEDROCK = [
     "Bedrock.ThrottlingException",
     "Bedrock.InternalServerException",
@@ -483,6 +491,16 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         },
         ResultSelector={"jobArn.$": "$.JobArn"},
         ResultPath="$.import",
+    )
+    # Bedrock runs one import job at a time per Region, and the quota is not adjustable ("Concurrent model import
+    # jobs", each supported Region: 1, https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock):
+    # a run whose training ends while another import runs is refused with ServiceQuotaExceededException. It waits
+    # for the slot as the Bedrock path waits for a customization-job slot, instead of failing after its paid job.
+    start_import.add_retry(
+        errors=["Bedrock.ServiceQuotaExceededException"],
+        interval=QUOTA_RETRY_INTERVAL,
+        max_attempts=QUOTA_RETRY_ATTEMPTS,
+        backoff_rate=1.0,
     )
     # Retried as long as the Bedrock path's calls (about 15 minutes): a retry resends the token, so it is safe.
     retry_throttling(start_import, TRANSIENT_BEDROCK)

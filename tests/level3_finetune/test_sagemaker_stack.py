@@ -188,7 +188,9 @@ def test_execution_timeout_covers_the_job_the_import_wait_and_one_pass_of_every_
     own = sum(state.get("TimeoutSeconds", 60) for name, state in tasks.items() if name != "TrainModel")
     assert retries > 3600  # what the old hour of headroom had to hold
     assert machine["TimeoutSeconds"] >= bounded + retries + own
-    assert machine["TimeoutSeconds"] == bounded + EXECUTION_HEADROOM.to_seconds()
+    assert (
+        machine["TimeoutSeconds"] == bounded + pipeline.IMPORT_SLOT_WAIT.to_seconds() + EXECUTION_HEADROOM.to_seconds()
+    )
 
 
 def test_sourcedir_holds_the_runtime_files_and_requirements_at_its_root() -> None:
@@ -1196,3 +1198,22 @@ def test_the_pipeline_may_invoke_exactly_the_validator(template: dict[str, Any])
     assert invokes == [sorted([arn, f"{arn}:*"])]  # the function, by any of its versions or aliases
     actions = {a for s in _role_statements(template, role_id).values() for a in as_list(s["Action"])}
     assert {a for a in actions if a.startswith("lambda:")} == {"lambda:InvokeFunction"}
+
+
+def test_an_import_refused_while_another_import_runs_waits_for_the_regions_one_slot(machine: dict[str, Any]) -> None:
+    """Bedrock runs one model import job at a time per Region (not adjustable): a run whose training ends while
+    another run imports gets ServiceQuotaExceededException, and must wait for the slot, not fail after its paid job."""
+    base, refused = _results(), {"n": 0}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "ImportModel" and refused["n"] < 6:  # an hour of another run's import
+            refused["n"] += 1
+            raise asl.AslError("Bedrock.ServiceQuotaExceededException", "too many concurrent model import jobs")
+        return base(call)
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
+    assert trace.status == "SUCCEEDED", trace.describe()
+    attempts = trace.calls_to("ImportModel")
+    assert len(attempts) == 7 and attempts[-1].at - attempts[0].at >= 3600
+    assert {call.parameters["ClientRequestToken"] for call in attempts} == {run_name(execution_arn("test-execution"))}
+    assert not trace.calls_to("DeleteImportedModel")
