@@ -297,7 +297,7 @@ class FineTuneStack(Stack):
         )
 
         # Timeout, abort, or a failure off the pipeline's own paths: the teardown deletes what the run created.
-        teardown = PipelineTeardown(self, "Teardown", deployment=deployment, ft=ft, pipeline=machine, topic=topic)
+        teardown = PipelineTeardown(self, "Teardown", deployment=deployment, pipeline=machine, topic=topic)
         _publishes_to_encrypted_topic(teardown.state_machine, data.key.key_arn)
         suppress(
             teardown.state_machine.role.node.find_child("DefaultPolicy"),

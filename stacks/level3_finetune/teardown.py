@@ -14,7 +14,6 @@ from teardown_sweep.names import SWEEP_PREFIX
 
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_id
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
-from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import state_machine_log_group
@@ -59,7 +58,7 @@ class PipelineTeardown(Construct):
     (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html). A rule for the pipeline's
     executions starts this small state machine, which names what the ended execution created from its ARN (the
     same intrinsic the pipeline uses), stops its customization job if it still runs, deletes its Provisioned
-    Throughput or on-demand deployment if one exists, and reports on the topic, though the pipeline's own teardown
+    Throughput and its on-demand deployment if they exist, and reports on the topic, though the pipeline's own teardown
     never ran. Step Functions sends that event best effort
     (https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-states.html), so an hourly sweep (sweep.py)
     starts this teardown too, once per run, for runs that ended in the last hours: a lost event delays the
@@ -73,7 +72,6 @@ class PipelineTeardown(Construct):
         construct_id: str,
         *,
         deployment: Deployment,
-        ft: FineTuneSettings,
         pipeline: sfn.StateMachine,
         topic: sns.Topic,
     ) -> None:
@@ -133,25 +131,23 @@ class PipelineTeardown(Construct):
         )
         retry_throttling(stop_job)
         marked = sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")
-        # No job, or one that already ended: nothing to stop (the error is kept in the output).
-        if ft.deploy == "none":
-            after_stop: sfn.IChainable = worth_reporting
-        else:
-            if ft.deploy == "provisioned":
-                action, identifier, resource = (
-                    "deleteProvisionedModelThroughput",
-                    "ProvisionedModelId",
-                    "provisioned-model",
-                )
-            else:
-                action, identifier, resource = (
-                    "deleteCustomModelDeployment",
-                    "CustomModelDeploymentIdentifier",
-                    "custom-model-deployment",
-                )
-            delete = tasks.CallAwsService(
+        # Whatever ft_deploy is now, both kinds of deployment are deleted by the run's name: a run started under
+        # another value keeps its definition, while an update replaces its role's policy at once ("Running
+        # executions will continue to use the previous definition and roleArn",
+        # https://docs.aws.amazon.com/step-functions/latest/apireference/API_UpdateStateMachine.html), so a run
+        # holding a Provisioned Throughput when ft_deploy changes may fail to delete it; this teardown then does.
+        alarm = {
+            **report_message,
+            "outcome": "ACTION NEEDED: the deployment of an ended pipeline execution could not be deleted and "
+            "may still be billing; delete it by hand",
+            "error": sfn.JsonPath.object_at("$.error"),
+        }
+        not_deleted = notification(self, "NotifyCleanupFailed", topic, alarm, failed)
+
+        def delete(state_id: str, action: str, identifier: str, resource: str) -> tasks.CallAwsService:
+            task = tasks.CallAwsService(
                 self,
-                "DeleteItsDeployment",
+                state_id,
                 service="bedrock",
                 action=action,
                 parameters={identifier: sfn.JsonPath.string_at("$.names.deployment")},  # a name or an ARN
@@ -160,26 +156,36 @@ class PipelineTeardown(Construct):
                 result_path=sfn.JsonPath.DISCARD,
             )
             # Not found: the execution created none (or deleted it itself). Anything else is retried for an hour.
-            delete.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
-            delete.add_retry(
+            task.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
+            task.add_retry(
                 errors=["States.ALL"],
                 interval=DELETE_RETRY_INTERVAL,
                 max_attempts=DELETE_RETRY_ATTEMPTS,
                 backoff_rate=2.0,
             )
-            delete.add_catch(worth_reporting, errors=["Bedrock.ResourceNotFoundException"], result_path="$.notFound")
-            alarm = {
-                **report_message,
-                "outcome": "ACTION NEEDED: the deployment of an ended pipeline execution could not be deleted and "
-                "may still be billing; delete it by hand",
-                "error": sfn.JsonPath.object_at("$.error"),
-            }
-            not_deleted = notification(self, "NotifyCleanupFailed", topic, alarm, failed)
-            delete.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
-            delete.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(
-                report
-            )
-            after_stop = delete
+            return task
+
+        throughput = delete(
+            "DeleteItsThroughput", "deleteProvisionedModelThroughput", "ProvisionedModelId", "provisioned-model"
+        )
+        on_demand = delete(
+            "DeleteItsDeployment",
+            "deleteCustomModelDeployment",
+            "CustomModelDeploymentIdentifier",
+            "custom-model-deployment",
+        )
+        throughput.add_catch(on_demand, errors=["Bedrock.ResourceNotFoundException"], result_path="$.notFound")
+        throughput.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
+        throughput.next(
+            sfn.Pass(self, "ThroughputDeleted", result=sfn.Result.from_boolean(True), result_path="$.acted")
+        ).next(on_demand)
+        on_demand.add_catch(worth_reporting, errors=["Bedrock.ResourceNotFoundException"], result_path="$.notFound")
+        on_demand.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
+        on_demand.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(
+            report
+        )
+        # No job, or one that already ended: nothing to stop (the error is kept in the output).
+        after_stop = throughput
         stop_job.add_catch(after_stop, errors=["States.ALL"], result_path="$.jobNotStopped")
         stop_job.next(marked).next(after_stop)
         definition = (

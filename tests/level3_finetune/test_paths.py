@@ -1478,11 +1478,12 @@ def test_teardown_deletes_the_throughput_a_timed_out_or_aborted_run_left(provisi
         provisioned,
         status_event(status),
         StopItsJob=[AslError("Bedrock.ValidationException", "the job is not in progress")],
-        DeleteItsDeployment=[AslError("Bedrock.ConflictException", "busy"), {}],
+        DeleteItsThroughput=[AslError("Bedrock.ConflictException", "busy"), {}],
+        DeleteItsDeployment=[AslError("Bedrock.ResourceNotFoundException", "no such deployment")],
     )
     assert_ends(trace, "SUCCEEDED", "CleanedUp")
     assert trace.parameters("StopItsJob") == {"JobIdentifier": job}
-    assert [c.parameters for c in trace.calls_to("DeleteItsDeployment")] == [{"ProvisionedModelId": made}] * 2
+    assert [c.parameters for c in trace.calls_to("DeleteItsThroughput")] == [{"ProvisionedModelId": made}] * 2
     [(state, message)] = trace.notifications
     assert state == "NotifyCleanedUp" and message["status"] == status and message["execution"] == EXECUTION
 
@@ -1494,9 +1495,43 @@ def test_teardown_of_an_on_demand_run_deletes_its_deployment_by_name(on_demand: 
         **job_runs(CreateOnDemandDeployment=[{"CustomModelDeploymentArn": DEPLOYMENT_ARN}], **ACTIVE_AFTER_ONE_POLL),
     )
     made = ran.parameters("CreateOnDemandDeployment")["ModelDeploymentName"]
-    trace = run_teardown(on_demand, status_event("ABORTED"), StopItsJob=[{}], DeleteItsDeployment=[{}])
+    trace = run_teardown(
+        on_demand,
+        status_event("ABORTED"),
+        StopItsJob=[{}],
+        DeleteItsThroughput=[AslError("Bedrock.ResourceNotFoundException", "no such throughput")],
+        DeleteItsDeployment=[{}],
+    )
     assert_ends(trace, "SUCCEEDED", "CleanedUp")
     assert trace.parameters("DeleteItsDeployment") == {"CustomModelDeploymentIdentifier": made}
+
+
+def test_teardown_deletes_a_throughput_a_run_kept_under_an_earlier_ft_deploy(
+    provisioned: Variant, none: Variant
+) -> None:
+    """A run started with ft_deploy=provisioned keeps its definition when the stack is updated to another value,
+    but its role loses the throughput grants at once (API_UpdateStateMachine: running executions keep the previous
+    definition and roleArn; the role's policy is updated in place), so its own deletion fails and it ends FAILED.
+    The teardown of the updated stack deletes the throughput by the run's name all the same."""
+    ran = run(
+        provisioned,
+        README_REQUEST,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED], DeleteProvisionedThroughput=[{}], **IN_SERVICE_AFTER_ONE_POLL
+        ),
+    )
+    made = ran.parameters("CreateProvisionedThroughput")["ProvisionedModelName"]
+    trace = run_teardown(
+        none,
+        status_event("FAILED"),
+        StopItsJob=[AslError("Bedrock.ValidationException", "the job is not in progress")],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[AslError("Bedrock.ResourceNotFoundException", "no such deployment")],
+    )
+    assert_ends(trace, "SUCCEEDED", "CleanedUp")
+    assert trace.parameters("DeleteItsThroughput") == {"ProvisionedModelId": made}
+    [(state, message)] = trace.notifications
+    assert state == "NotifyCleanedUp" and message["status"] == "FAILED"
 
 
 def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(provisioned: Variant) -> None:
@@ -1505,15 +1540,17 @@ def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(provisi
         provisioned,
         status_event("FAILED"),
         StopItsJob=[AslError("Bedrock.ResourceNotFoundException", "no such job")],
+        DeleteItsThroughput=[not_found],
         DeleteItsDeployment=[not_found],
     )
     assert_ends(trace, "SUCCEEDED", "NothingLeft")
     assert trace.notifications == [] and len(trace.calls_to("DeleteItsDeployment")) == 1
+    assert len(trace.calls_to("DeleteItsThroughput")) == 1
 
 
 def test_teardown_that_cannot_delete_says_action_needed(provisioned: Variant) -> None:
     denied = itertools.repeat(AslError("Bedrock.AccessDeniedException", "not authorized"))
-    trace = run_teardown(provisioned, status_event("TIMED_OUT"), StopItsJob=[{}], DeleteItsDeployment=denied)
+    trace = run_teardown(provisioned, status_event("TIMED_OUT"), StopItsJob=[{}], DeleteItsThroughput=denied)
     assert_ends(trace, "FAILED", "CleanupFailed")
     assert trace.notifications[-1][1]["outcome"].startswith("ACTION NEEDED")
 

@@ -288,7 +288,12 @@ def test_a_swept_teardown_after_the_events_teardown_ends_quietly(provisioned: Va
     """The event's teardown deleted the throughput and reported; the sweep's finds nothing and says nothing."""
     arn = status_event(status)["detail"]["executionArn"]
     event_run = _run(
-        provisioned.teardown, status_event(status), "teardown-1", StopItsJob=[{}], DeleteItsDeployment=[{}]
+        provisioned.teardown,
+        status_event(status),
+        "teardown-1",
+        StopItsJob=[{}],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[GONE],
     )
     assert event_run.status == "SUCCEEDED" and event_run.notifications
     swept = _run(
@@ -296,6 +301,7 @@ def test_a_swept_teardown_after_the_events_teardown_ends_quietly(provisioned: Va
         _sweep_input(arn, status),
         sweep.sweep_name(arn),
         StopItsJob=[JOB_ENDED],
+        DeleteItsThroughput=[GONE],
         DeleteItsDeployment=[GONE],
     )
     assert (swept.status, swept.terminal, swept.notifications) == ("SUCCEEDED", "NothingLeft", []), swept.describe()
@@ -309,14 +315,20 @@ def test_a_swept_teardown_whose_event_was_lost_deletes_and_reports(provisioned: 
         _sweep_input(arn, status),
         sweep.sweep_name(arn),
         StopItsJob=[JOB_ENDED],
-        DeleteItsDeployment=[{}],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[GONE],
     )
     assert (swept.status, swept.terminal) == ("SUCCEEDED", "CleanedUp"), swept.describe()
-    [deleted] = swept.calls_to("DeleteItsDeployment")
+    [deleted] = swept.calls_to("DeleteItsThroughput")
     event_run = _run(
-        provisioned.teardown, status_event(status), "teardown-1", StopItsJob=[JOB_ENDED], DeleteItsDeployment=[{}]
+        provisioned.teardown,
+        status_event(status),
+        "teardown-1",
+        StopItsJob=[JOB_ENDED],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[GONE],
     )
-    assert deleted.parameters == event_run.calls_to("DeleteItsDeployment")[0].parameters  # the same throughput
+    assert deleted.parameters == event_run.calls_to("DeleteItsThroughput")[0].parameters  # the same throughput
     assert len(swept.notifications) == 1
 
 
@@ -326,6 +338,7 @@ def test_the_events_teardown_still_reports_a_timeout_with_nothing_left(provision
         status_event("TIMED_OUT"),
         "teardown-1",
         StopItsJob=[JOB_ENDED],
+        DeleteItsThroughput=[GONE],
         DeleteItsDeployment=[GONE],
     )
     assert trace.terminal == "CleanedUp" and len(trace.notifications) == 1
