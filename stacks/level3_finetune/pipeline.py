@@ -54,6 +54,11 @@ EXECUTION_HEADROOM = Duration.hours(6)
 # the run would end unreported; cut short, a larger file is not JSON and is rejected and notified. JSON escaping
 # may make a byte six characters (\u0001): 32 KiB stays within the 256 KiB payload quota.
 MAX_REQUEST_BYTES = 32 * 1024
+# Where an uploaded request's version is, in S3's Object Created event and in the part of it the starter passes on
+# (starter.py). A member name with '-' needs bracket notation
+# (https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-paths.html).
+UPLOAD_VERSION_FIELD = "version-id"
+UPLOAD_VERSION_PATH = f"$.detail.object['{UPLOAD_VERSION_FIELD}']"
 
 
 def retry_throttling(task: tasks.CallAwsService | sfn.CustomState, errors: list[str] | None = None) -> None:
@@ -195,20 +200,33 @@ class FineTunePipeline(Construct):
         # 1. The request: from the uploaded jobs/*.json file, or the execution input itself. Every JSONPath
         # below selects only what a Choice has seen present first: a path that selects nothing is a
         # States.Runtime error, which no Catch catches and which would end the run unreported.
-        read_request = tasks.CallAwsService(
-            self,
-            "ReadJobRequest",
-            service="s3",
-            action="getObject",
-            parameters={
-                "Bucket": sfn.JsonPath.string_at("$.detail.bucket.name"),
-                "Key": sfn.JsonPath.string_at("$.detail.object.key"),
-                "Range": f"bytes=0-{MAX_REQUEST_BYTES - 1}",
-            },
-            iam_resources=[data.data.arn_for_objects(f"{JOBS_PREFIX}*")],
-            iam_action="s3:GetObject",
-            result_selector={"request": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))},
+        def read(state_id: str, version: dict[str, str], iam_action: str) -> tasks.CallAwsService:
+            return tasks.CallAwsService(
+                self,
+                state_id,
+                service="s3",
+                action="getObject",
+                parameters={
+                    "Bucket": sfn.JsonPath.string_at("$.detail.bucket.name"),
+                    "Key": sfn.JsonPath.string_at("$.detail.object.key"),
+                    **version,
+                    "Range": f"bytes=0-{MAX_REQUEST_BYTES - 1}",
+                },
+                iam_resources=[data.data.arn_for_objects(f"{JOBS_PREFIX}*")],
+                iam_action=iam_action,
+                result_selector={"request": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))},
+            )
+
+        # The version the upload created, when the starter passed it (starter.py): a later upload of the same key
+        # does not change what this run reads. A GET with a versionId needs s3:GetObjectVersion, not s3:GetObject
+        # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html).
+        version_path = UPLOAD_VERSION_PATH
+        read_version = read(
+            "ReadJobRequestVersion",
+            {"VersionId": sfn.JsonPath.string_at(version_path)},
+            "s3:GetObjectVersion",
         )
+        read_request = read("ReadJobRequest", {}, "s3:GetObject")
         unreadable = notify(
             "NotifyUnreadableRequest",
             f"rejected: the job file is not readable JSON of at most {MAX_REQUEST_BYTES // 1024} KiB",
@@ -221,6 +239,7 @@ class FineTunePipeline(Construct):
             with_request=False,
         )
         read_request.add_catch(unreadable, errors=["States.ALL"], result_path="$.error")
+        read_version.add_catch(unreadable, errors=["States.ALL"], result_path="$.error")
         wrap_request = sfn.Pass(self, "UseInputAsRequest", parameters={"request": sfn.JsonPath.entire_payload})
         defaults = {
             "baseModelId": ft.base_model_id,
@@ -545,9 +564,19 @@ class FineTunePipeline(Construct):
         from_file = sfn.Condition.and_(
             sfn.Condition.is_present("$.detail.bucket.name"), sfn.Condition.is_present("$.detail.object.key")
         )
+        read_version.next(check_request)
+        read_request.next(check_request)
         definition = (
             sfn.Choice(self, "RequestFromFile?")
-            .when(from_file, read_request.next(check_request))
+            .when(
+                from_file,
+                sfn.Choice(self, "OfAVersion?")
+                .when(
+                    sfn.Condition.and_(sfn.Condition.is_present(version_path), sfn.Condition.is_string(version_path)),
+                    read_version,
+                )
+                .otherwise(read_request),
+            )
             .otherwise(wrap_request.next(check_request))
         )
         prepare_other_type.next(merge)

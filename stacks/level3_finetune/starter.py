@@ -10,7 +10,8 @@ itself but this small Express state machine, which starts it under a name derive
         (undelivered after EventBridge's retries ──► the teardown backstop's alarmed dead-letter queue)
         HasSequencer? ──► NameByUpload: upload- + SHA-256 of bucket/key/sequencer
                      └──► NameByExecution (no sequencer): upload- + SHA-256 of the starter's execution ARN
-        StartPipeline (states:startExecution, input: the bucket and the key only)
+        HasVersion? ──► the upload's version-id too (a versioned bucket's event carries it)
+        StartPipeline (states:startExecution, input: the bucket, the key and the version only)
             duplicate (StepFunctions.ExecutionAlreadyExistsException) ──► AlreadyStarted (succeeds quietly)
             other errors, after retries ──► notify ──► CouldNotStart
 
@@ -21,13 +22,14 @@ fails with ExecutionAlreadyExists
 every PUT of a key and a redelivered event keeps it
 (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html), so a redelivery finds its run and an upload
 of the same key again starts a new one. The input holds only what the pipeline reads from an S3 event
-(``RequestFromFile?`` and ``ReadJobRequest``: the bucket name and the key), never the event's id or time, which a
-redelivery changes: the same upload always sends the same input.
+(``RequestFromFile?`` and ``ReadJobRequest``: the bucket name, the key and the upload's version), never the event's
+id or time, which a redelivery changes: the same upload always sends the same input.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from aws_cdk import Duration
 from aws_cdk import aws_sns as sns
@@ -35,7 +37,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from stacks.level3_finetune.pipeline import notification
+from stacks.level3_finetune.pipeline import UPLOAD_VERSION_FIELD, UPLOAD_VERSION_PATH, notification
 from stacks.shared.deployment import Deployment
 from stacks.shared.stage import state_machine_log_group
 
@@ -63,6 +65,12 @@ UPLOAD_EVENT_MAX_AGE = Duration.hours(24)
 UPLOAD_EVENT_RETRIES = 185
 
 _BUCKET, _KEY, _SEQUENCER = "$.detail.bucket.name", "$.detail.object.key", "$.detail.object.sequencer"
+# The version the upload created: a versioned bucket's Object Created event carries it
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html), and a redelivery keeps it. The run reads
+# that version, not whatever the key holds when it gets there: S3 "returns the current version of an object" to a
+# GET without one (https://docs.aws.amazon.com/AmazonS3/latest/userguide/RetrievingObjectsfromVersioningSuspendedBuckets.html),
+# so two uploads of one key in quick succession would otherwise both run the second request.
+_VERSION = UPLOAD_VERSION_PATH
 
 
 def upload_execution_name(bucket: str, key: str, sequencer: str) -> str:
@@ -90,7 +98,7 @@ class UploadStarter(Construct):
         topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, construct_id)
-        upload = {"bucket": sfn.JsonPath.string_at(_BUCKET), "key": sfn.JsonPath.string_at(_KEY)}
+        # The run's name goes under $.run, so the event stays for what follows.
         by_upload = sfn.Pass(
             self,
             "NameByUpload",
@@ -103,31 +111,46 @@ class UploadStarter(Construct):
                         sfn.JsonPath.string_at(_SEQUENCER),
                     )
                 ),
-                **upload,
             },
+            result_path="$.run",
         )
         # S3 documents a sequencer in every Object Created event; without one, one run per start (as before).
         by_execution = sfn.Pass(
             self,
             "NameByExecution",
-            parameters={"name": _named(sfn.JsonPath.string_at("$$.Execution.Id")), **upload},
+            parameters={"name": _named(sfn.JsonPath.string_at("$$.Execution.Id"))},
+            result_path="$.run",
         )
+
+        def started_with(state_id: str, obj: dict[str, Any]) -> sfn.Pass:
+            """The run's name, and its input: what the pipeline reads of an S3 event, nothing else (the same input
+            for every delivery)."""
+            return sfn.Pass(
+                self,
+                state_id,
+                parameters={
+                    "name": sfn.JsonPath.string_at("$.run.name"),
+                    "bucket": sfn.JsonPath.string_at(_BUCKET),
+                    "key": sfn.JsonPath.string_at(_KEY),
+                    "input": {
+                        "detail": {
+                            "bucket": {"name": sfn.JsonPath.string_at(_BUCKET)},
+                            "object": {"key": sfn.JsonPath.string_at(_KEY), **obj},
+                        }
+                    },
+                },
+            )
+
+        of_version = started_with("OfItsVersion", {UPLOAD_VERSION_FIELD: sfn.JsonPath.string_at(_VERSION)})
+        of_key = started_with("OfItsKey", {})
         start = tasks.StepFunctionsStartExecution(
             self,
             "StartPipeline",
             state_machine=pipeline,
             integration_pattern=sfn.IntegrationPattern.REQUEST_RESPONSE,
             name=sfn.JsonPath.string_at("$.name"),
-            # What the pipeline reads of an S3 event, nothing else: the input must be the same for every delivery.
-            # No parent association either, which would add this starter's execution id to the input.
-            input=sfn.TaskInput.from_object(
-                {
-                    "detail": {
-                        "bucket": {"name": sfn.JsonPath.string_at("$.bucket")},
-                        "object": {"key": sfn.JsonPath.string_at("$.key")},
-                    }
-                }
-            ),
+            # No parent association, which would add this starter's execution id to the input.
+            input=sfn.TaskInput.from_json_path_at("$.input"),
             associate_with_parent=False,
             result_path="$.started",
         )
@@ -152,8 +175,11 @@ class UploadStarter(Construct):
         )
         start.add_catch(not_started, errors=["States.ALL"], result_path="$.error")
         start.next(sfn.Succeed(self, "Started"))
-        by_upload.next(start)
-        by_execution.next(start)
+        version = sfn.Choice(self, "HasVersion?").when(sfn.Condition.is_present(_VERSION), of_version).otherwise(of_key)
+        of_version.next(start)
+        of_key.next(start)
+        by_upload.next(version)
+        by_execution.next(version)
         definition = (
             sfn.Choice(self, "HasSequencer?")
             .when(

@@ -376,17 +376,28 @@ class _Missing(Exception):
     pass
 
 
+# A member of a reference path: ``.name``, or ``['name']`` for a name with other characters (``version-id``), which
+# Step Functions requires in bracket notation
+# (https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-paths.html).
+_MEMBER = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^'\[\]]+)'\]")
+
+
 def _get_path(path: str, data: Any, context: Any) -> Any:
-    """``$``, ``$.a.b``, ``$$.a.b``; a path that selects nothing raises States.Runtime."""
+    """``$``, ``$.a.b``, ``$$.a.b``, ``$.a['b-c']``; a path that selects nothing raises States.Runtime."""
     if not isinstance(path, str) or not path.startswith("$"):
         raise AslUnsupported(f"not a reference path: {path!r}")
     root, rest = (context, path[2:]) if path.startswith("$$") else (data, path[1:])
     if rest == "":
         return root
-    if not rest.startswith(".") or re.search(r"[\[\]*?@]|\.\.", rest):
-        raise AslUnsupported(f"JSONPath beyond $.a.b: {path!r}")
+    parts, at = [], 0
+    while at < len(rest):
+        member = _MEMBER.match(rest, at)
+        if member is None:
+            raise AslUnsupported(f"JSONPath beyond $.a.b and $.a['b']: {path!r}")
+        parts.append(member.group(1) or member.group(2))
+        at = member.end()
     value = root
-    for part in rest[1:].split("."):
+    for part in parts:
         if not isinstance(value, dict) or part not in value:
             raise _Missing(path)
         value = value[part]

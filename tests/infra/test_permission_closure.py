@@ -274,8 +274,13 @@ def machine_calls(
             service = _SDK_SERVICE.get(service, service)
             operation = method[0].upper() + method[1:]
             action = action_for(service, operation)
+            parameters = task.get("Parameters", {})
+            if action == "s3:GetObject" and {"VersionId", "VersionId.$"} & set(parameters):
+                # "If you include a versionId in your request header, you must have the s3:GetObjectVersion
+                # permission ... The s3:GetObject permission is not required in this scenario" (API_GetObject).
+                action = "s3:GetObjectVersion"
             actions.add(action)
-            requests.append((action, task.get("Parameters", {})))
+            requests.append((action, parameters))
         elif resource.startswith("${") and template is not None:  # a Lambda function ARN as the Resource
             kind = template["Resources"][resource.strip("${}").split(".")[0]]["Type"]
             assert kind == "AWS::Lambda::Function", f"Task resource of type {kind}"
@@ -297,6 +302,7 @@ def machine_calls(
 _KMS_FOR = {
     "sns:Publish": {"kms:GenerateDataKey", "kms:Decrypt"},
     "s3:GetObject": {"kms:Decrypt"},
+    "s3:GetObjectVersion": {"kms:Decrypt"},
     "s3:PutObject": {"kms:GenerateDataKey", "kms:Decrypt"},
 }
 _KMS_FOR_CUSTOM_MODEL = {"kms:DescribeKey", "kms:GenerateDataKey", "kms:CreateGrant", "kms:Decrypt"}

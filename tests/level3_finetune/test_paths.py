@@ -517,7 +517,13 @@ def test_unreadable_job_file_is_rejected_and_notified(none: Variant, read: Any) 
         assert_notified(trace, [("NotifyMissingTrainingKey", "rejected:")])
         return
     assert_ends(trace, "FAILED", "UnreadableRequest")
-    assert trace.visited == ["RequestFromFile?", "ReadJobRequest", "NotifyUnreadableRequest", "UnreadableRequest"]
+    assert trace.visited == [
+        "RequestFromFile?",
+        "OfAVersion?",
+        "ReadJobRequest",
+        "NotifyUnreadableRequest",
+        "UnreadableRequest",
+    ]
     assert_notified(trace, [("NotifyUnreadableRequest", "rejected:")])
     [(_, message)] = trace.notifications
     assert set(message["detail"]) == {"Error", "Cause"} and "request" not in message
@@ -1857,14 +1863,24 @@ def starter_definition(variant: Variant) -> dict[str, Any]:
     return definition_from_template(template, STARTER)
 
 
+FIRST_VERSION = "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"  # S3 version ids are opaque strings of up to 1,024 bytes
+
+
 def upload_event(
-    variant: Variant, key: str = "jobs/first-job.json", sequencer: str | None = "0062E99A88DC407460", **envelope: Any
+    variant: Variant,
+    key: str = "jobs/first-job.json",
+    sequencer: str | None = "0062E99A88DC407460",
+    version: str | None = FIRST_VERSION,
+    **envelope: Any,
 ) -> dict[str, Any]:
-    """S3's "Object Created" event as EventBridge delivers it (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html)."""
+    """S3's "Object Created" event as EventBridge delivers it (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html):
+    the data bucket is versioned, so the event carries the version the upload created."""
     event = s3_event(variant, key)
     event.update({"id": "17793124-05d4-b198-2fde-7ededc63b103", "time": "2021-11-12T00:00:00Z", **envelope})
     if sequencer is not None:
         event["detail"]["object"]["sequencer"] = sequencer
+    if version is not None:
+        event["detail"]["object"]["version-id"] = version
     return event
 
 
@@ -1950,13 +1966,54 @@ def test_the_pipeline_gets_only_what_it_reads_and_reads_the_same_request_from_it
     [call] = calls
     bucket = none.bucket("FineTuneDataBucket")
     assert call.parameters["Input"] == {
-        "detail": {"bucket": {"name": bucket}, "object": {"key": "jobs/first-job.json"}}
+        "detail": {"bucket": {"name": bucket}, "object": {"key": "jobs/first-job.json", "version-id": FIRST_VERSION}}
     }
-    read = {"ReadJobRequest": [lambda c: {"Body": json.dumps(README_REQUEST)}] * 1}
+    read = {"ReadJobRequestVersion": [lambda c: {"Body": json.dumps(README_REQUEST)}] * 1}
     whole = run(none, upload_event(none), **job_runs(), **read)
     started = run(none, call.parameters["Input"], **job_runs(), **read)
     assert whole.status == started.status == "SUCCEEDED", started.describe()
     assert [(c.state, c.parameters) for c in whole.calls] == [(c.state, c.parameters) for c in started.calls]
+
+
+def test_each_upload_runs_the_request_it_uploaded_though_the_key_was_uploaded_again(none: Variant) -> None:
+    """Two uploads of jobs/first-job.json in quick succession: both runs start before either reads the file. S3
+    answers a GET without a version with the current one (the second request), so each run reads the version its
+    own upload created."""
+    bodies = {
+        "v1": {**README_REQUEST, "trainingKey": "datasets/first.jsonl"},
+        "v2": {**README_REQUEST, "trainingKey": "datasets/second.jsonl"},
+    }
+    current = "v2"  # both uploads landed before either run reads
+
+    def get_object(call: TaskCall) -> Any:
+        return {"Body": json.dumps(bodies[call.parameters.get("VersionId", current)])}
+
+    inputs: list[Any] = []
+    for sequencer, version in (("0062E99A88DC407460", "v1"), ("0062E99A88DC407461", "v2")):
+        event = upload_event(none, sequencer=sequencer, version=version)
+        run_starter(none, event, lambda call: inputs.append(call.parameters["Input"]) or {"ExecutionArn": "arn"})
+    read_keys = []
+    for started in inputs:
+        trace = run(none, started, **job_runs(), ReadJobRequestVersion=[get_object])
+        assert trace.status == "SUCCEEDED", trace.describe()
+        read_keys.append(trace.parameters("ValidateData")["trainingKey"])
+    assert read_keys == ["datasets/first.jsonl", "datasets/second.jsonl"]
+
+
+def test_an_event_without_a_version_reads_the_key_as_it_is(none: Variant) -> None:
+    """An unversioned event (versioning suspended, or a hand-made event) still runs: the run reads the key."""
+    calls: list[TaskCall] = []
+    run_starter(none, upload_event(none, version=None), lambda call: calls.append(call) or {"ExecutionArn": "arn"})
+    [call] = calls
+    assert "version-id" not in call.parameters["Input"]["detail"]["object"]
+    trace = run(
+        none,
+        call.parameters["Input"],
+        **job_runs(),
+        ReadJobRequest=[lambda c: {"Body": json.dumps(README_REQUEST)}],
+    )
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert "VersionId" not in trace.parameters("ReadJobRequest")
 
 
 @pytest.mark.parametrize("key_length", [len("jobs/a.json"), 1024])
