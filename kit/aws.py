@@ -88,6 +88,38 @@ def reset() -> None:
     _clients.clear()
 
 
+def data_loader() -> Any:
+    """botocore's data loader (service models, endpoints), made without a session: a session's own reads the
+    profile's data_path first, so a missing profile would fail even the offline model reads."""
+    if not _loader:
+        from botocore.loaders import create_loader
+
+        _loader.append(create_loader())
+    return _loader[0]
+
+
+def service_model(service: str) -> Any:
+    """botocore's API model of ``service`` (no profile, credentials or network needed)."""
+    from botocore.model import ServiceModel
+
+    return ServiceModel(data_loader().load_service_model(service, "service-2"), service_name=service)
+
+
+def profile_not_found(exc: BaseException, profile: str | None = None) -> str:
+    """One line for botocore's ProfileNotFound: which profile, where it was named (--profile, or the variables
+    botocore reads: AWS_DEFAULT_PROFILE, AWS_PROFILE) and what to do."""
+    import os
+
+    kwargs = getattr(exc, "kwargs", None)
+    name = str((kwargs if isinstance(kwargs, dict) else {}).get("profile") or profile or "?")
+    named_by = [variable for variable in ("AWS_DEFAULT_PROFILE", "AWS_PROFILE") if os.environ.get(variable) == name]
+    source = "--profile" if profile == name else (named_by[0] if named_by else "--profile or AWS_PROFILE")
+    return (
+        f"AWS profile {name!r} (from {source}) is not in your AWS config: list the profiles with "
+        f"aws configure list-profiles, then name one of them with {source}"
+    )
+
+
 def session(region: str | None, profile: str | None = None) -> Any:
     """A boto3 session for ``region`` (None: the profile's or environment's default) and ``profile``."""
     key = (region, profile)
@@ -97,14 +129,15 @@ def session(region: str | None, profile: str | None = None) -> Any:
         from botocore.exceptions import ProfileNotFound
 
         core = botocore.session.get_session()
-        if _loader:
-            core.register_component("data_loader", _loader[0])
-        else:
-            _loader.append(core.get_component("data_loader"))
+        core.register_component("data_loader", data_loader())
         try:
-            _sessions[key] = boto3.Session(botocore_session=core, region_name=region, profile_name=profile)
-        except ProfileNotFound:
-            raise KitError(f"AWS profile {profile!r} not found: check ~/.aws/config or drop --profile") from None
+            made = boto3.Session(botocore_session=core, region_name=region, profile_name=profile)
+            # botocore reads the profile lazily, at the first client or credentials lookup; read it here, where
+            # its absence can be told in one line (a profile named by --profile or by AWS_PROFILE).
+            core.get_scoped_config()
+        except ProfileNotFound as exc:
+            raise KitError(profile_not_found(exc, profile)) from None
+        _sessions[key] = made
     return _sessions[key]
 
 
@@ -123,7 +156,8 @@ def client(name: str, region: str | None = None, profile: str | None = None) -> 
 
 
 def default_region(profile: str | None = None) -> str | None:
-    """The region the profile or environment would use on its own (AWS_REGION, the profile's region)."""
+    """The region the profile or environment would use on its own: botocore reads AWS_DEFAULT_REGION, then the
+    profile's ``region`` (not AWS_REGION: botocore/configprovider.py). The kit and the deploy do not use it."""
     region: str | None = session(None, profile).region_name
     return region
 
@@ -167,7 +201,7 @@ def explain(exc: BaseException, action: str, region: str | None = None) -> str |
     if isinstance(exc, (bex.TokenRetrievalError, bex.SSOTokenLoadError, bex.UnauthorizedSSOTokenError)):
         return "the AWS SSO session has expired or is missing: run aws sso login"
     if isinstance(exc, bex.ProfileNotFound):
-        return f"{exc}: check ~/.aws/config or drop --profile"
+        return profile_not_found(exc)
     if isinstance(exc, bex.EndpointConnectionError):
         return f"cannot reach {exc.kwargs.get('endpoint_url', 'AWS')}: check --region and your network"
     if isinstance(exc, bex.NoRegionError):

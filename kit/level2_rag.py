@@ -11,7 +11,7 @@ import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 from rich.console import Console
@@ -120,9 +120,7 @@ def _files(paths: Sequence[str]) -> Iterator[tuple[Path, str]]:
 def _attribute_value_fields() -> tuple[str, ...]:
     """The value members of a typed metadata attribute (stringValue, numberValue, ...), from botocore's
     bedrock-agent model: the sidecar's typed form is a MetadataAttributeValue."""
-    import botocore.session
-
-    shape = botocore.session.get_session().get_service_model("bedrock-agent").shape_for("MetadataAttributeValue")
+    shape = aws.service_model("bedrock-agent").shape_for("MetadataAttributeValue")
     return tuple(name for name in shape.members if name != "type")
 
 
@@ -238,7 +236,15 @@ def upload(paths: tuple[str, ...], prefix: str) -> None:
     )
 
 
-def _pending_changes(target: Target) -> tuple[int, int, int] | str:
+class PendingUnknown(NamedTuple):
+    """The ingestion queues could not be read: why, and whether asking again can help (a denied call or a stack
+    without the queue answers the same every time; a throttled or unreachable one may not)."""
+
+    reason: str
+    lasting: bool
+
+
+def _pending_changes(target: Target) -> tuple[int, int, int] | PendingUnknown:
     """(waiting, in flight, dead letters) in the ingestion queues, or why they could not be read."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -253,7 +259,7 @@ def _pending_changes(target: Target) -> tuple[int, int, int] | str:
         changes = next((url for logical, url in queues.items() if logical.startswith("IngestionChanges")), None)
         dead = next((url for logical, url in queues.items() if logical.startswith("IngestionDeadLetters")), None)
         if changes is None:
-            return "the ingestion queue is not in the stack"
+            return PendingUnknown(f"the ingestion queue is not in {name}: redeploy it", lasting=True)
         sqs = target.client("sqs")
         attributes = sqs.get_queue_attributes(QueueUrl=changes, AttributeNames=QUEUE_COUNTS)["Attributes"]
         visible, in_flight, delayed = (int(attributes.get(name, 0)) for name in QUEUE_COUNTS)
@@ -263,7 +269,10 @@ def _pending_changes(target: Target) -> tuple[int, int, int] | str:
             dead_count = int(dead_attrs.get(QUEUE_COUNTS[0], 0))
         return visible + delayed, in_flight, dead_count
     except (BotoCoreError, ClientError) as exc:
-        return aws.explain(exc, "reading the ingestion queue", target.region) or str(exc)
+        reason = aws.explain(exc, "reading the ingestion queue", target.region) or str(exc)
+        return PendingUnknown(reason, lasting=aws.is_access_denied(exc))
+    except KitError as exc:  # the session itself (a missing profile)
+        return PendingUnknown(exc.message, lasting=True)
 
 
 def _newest_job(agent: Any, kb: str, ds: str) -> dict[str, Any] | None:
@@ -293,18 +302,14 @@ def _job_line(job: Mapping[str, Any] | None) -> str:
     return f"{job['ingestionJobId']} {job['status']} · {counts}"
 
 
-def _pending_line(pending: tuple[int, int, int] | str, minutes: int) -> str:
-    if isinstance(pending, str):
-        return f"unknown ({pending})"
+def _pending_line(pending: tuple[int, int, int] | PendingUnknown, minutes: int) -> str:
+    if isinstance(pending, PendingUnknown):
+        return f"unknown ({pending.reason})"
     waiting, in_flight, _ = pending
     if not waiting + in_flight:
         return "none"
     flight = f" (+{in_flight} being handled)" if in_flight else ""
     return f"{waiting} change(s) waiting{flight}: the pipeline starts a job every {minutes} min"
-
-
-def _pending_total(pending: tuple[int, int, int] | str) -> int:
-    return 0 if isinstance(pending, str) else pending[0] + pending[1]
 
 
 @l2.command()
@@ -320,7 +325,8 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     when there is none yet) until no change is pending and either a job that started after the wait began has
     ended or the pipeline stayed idle for a minute (an upload's S3 event can take that long to be queued; right
     after a configuration change it may still end on the old configuration's last job); exit 1 if the job failed,
-    any of its documents failed, or the wait timed out.
+    any of its documents failed, the pending changes cannot be read (at once when the call is denied), or the wait
+    timed out.
     """
     target = current_target()
     outputs = target.outputs("2")
@@ -341,7 +347,7 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     ]
     if job is not None:
         rows.append(("Started", f"{when(job.get('startedAt'))} (updated {when(job.get('updatedAt'))})"))
-    if not isinstance(pending, str) and pending[2]:
+    if not isinstance(pending, PendingUnknown) and pending[2]:
         dead = f"{pending[2]} message(s) in the dead-letter queue (unreadable changes, or events not delivered)"
         # The alarm notifies on its change of state only: while the queue holds any message, a new one raises nothing.
         handled = "delete each once handled, or the DLQ alarm raises nothing for the next"
@@ -413,9 +419,18 @@ def _follow_ingestion(
             pending = _pending_changes(target)
             first = False
             running = job is not None and job["status"] in INGESTION_RUNNING
-            waiting = _pending_total(pending)
+            # Unknown is never idle: a wait that cannot see the queue must not settle on the previous job.
+            unknown: str | None = None
+            if isinstance(pending, PendingUnknown):
+                if pending.lasting:
+                    raise KitError(f"cannot tell whether document changes are pending: {pending.reason}")
+                unknown, waiting = pending.reason, 0
+            else:
+                waiting = pending[0] + pending[1]
             if running:
                 line = _job_line(job)
+            elif unknown:
+                line = f"pending changes unknown ({unknown}); reading the queue again"
             elif waiting:
                 line = f"waiting for the pipeline to start a job for {waiting} pending change(s)"
             elif job is None:  # a new data source: the pipeline starts its first, full sync on schedule
@@ -423,7 +438,7 @@ def _follow_ingestion(
                 line = "waiting for the pipeline to start the first (full) sync of this data source"
             else:
                 line = _job_line(job)
-            idle = not running and not waiting
+            idle = not running and not waiting and unknown is None
             if not idle:
                 idle_since = None
             elif idle_since is None:
@@ -439,6 +454,8 @@ def _follow_ingestion(
             if settled:
                 return job
             if time.monotonic() >= deadline:
+                if unknown:
+                    raise KitError(f"cannot tell whether document changes are pending after {timeout} s: {unknown}")
                 hint = f"the pipeline runs every {minutes} min; run kit l2 sync --wait again"
                 raise KitError(f"still {line} after {timeout} s: {hint}")
             time.sleep(poll_seconds)

@@ -41,6 +41,7 @@ from kit.operator import (
     compact,
     console,
     current_target,
+    deployed_name_prefix,
     execution_name,
     finish,
     follow_execution,
@@ -623,6 +624,7 @@ SM_STACK = "3-sagemaker"
 # Training job, import job and imported model are all named <name_prefix>-<stage>-sft-<MD5 of the execution ARN>
 # by the state machine (stacks/level3_finetune/sagemaker.py job_prefix, sagemaker_pipeline.py run_name).
 SM_NAME_PART = "-sft-"
+SM_MACHINE_PART = "sft"  # the state machine is <name_prefix>-<stage>-sft (sagemaker.py resource_name("sft"))
 SM_MAX_TOKENS = 256
 SM_MODELS_PREFIX = MODELS_PREFIX  # where a run's baseModelKey must point (the pipeline rejects anything else)
 # An execution name the pipeline takes as resumeFrom: 1-80 characters, none of the characters StartExecution
@@ -634,8 +636,11 @@ SM_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 def sm_resource_name(target: Target, execution_arn: str) -> str:
     """The name the pipeline gives the training job, the import job and the imported model of an execution: the
-    stage's prefix and the hash of the execution ARN, as States.Hash computes it in the state machine."""
-    return f"{target.config.name_prefix}-{target.config.stage}{SM_NAME_PART}{execution_hash(execution_arn)}"
+    stage's prefix and the hash of the execution ARN, as States.Hash computes it in the state machine. The prefix
+    is the deployed stack's (its state machine is <name_prefix>-<stage>-sft), not the local config's."""
+    stage = target.config.stage
+    prefix = deployed_name_prefix(execution_arn, stage, SM_MACHINE_PART)
+    return f"{prefix}-{stage}{SM_NAME_PART}{execution_hash(execution_arn)}"
 
 
 def sm_check_file(path: Path) -> list[str]:

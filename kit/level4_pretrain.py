@@ -21,6 +21,7 @@ from kit.operator import (
     cell,
     console,
     current_target,
+    deployed_name_prefix,
     execution_name,
     finish,
     follow_execution,
@@ -68,9 +69,15 @@ def l4(ctx: click.Context, stage: str | None, region: str | None, profile: str |
     remember_target(ctx, stage, region, profile, context_pairs)
 
 
+# The Jobs stack names its state machine <name_prefix>-<stage>-pretrain (stacks/level4_pretrain/stack.py).
+MACHINE_PART = "pretrain"
+
+
 def training_job_name(target: Target, execution_arn: str) -> str:
-    """The training job the state machine starts for an execution: the stage's prefix and the hash of the ARN."""
-    return names.job_name(target.config.name_prefix, target.config.stage, execution_arn)
+    """The training job the state machine starts for an execution: the stage's prefix and the hash of the ARN. The
+    prefix is the deployed stack's (read from its state machine's name), not the local config's."""
+    stage = target.config.stage
+    return names.job_name(deployed_name_prefix(execution_arn, stage, MACHINE_PART), stage, execution_arn)
 
 
 def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], str | None]:

@@ -342,39 +342,68 @@ def follow_execution(
     resume_hint: str,
     detail: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> dict[str, Any]:
-    """Poll an execution until it stops or ``timeout`` passes; prints each change of status or state."""
+    """Poll an execution until it stops or ``timeout`` passes; prints each change of status or state.
+
+    However the following stops (the timeout, an AWS error such as credentials that expired during a wait of
+    hours, or Ctrl-C) the execution keeps running, and the message says how to resume following it. Ctrl-C exits
+    with 130 (128 + SIGINT, as a shell reports it) instead of click's "Aborted!" and 1.
+    """
     deadline = time.monotonic() + timeout
     shown = None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with (
-        aws.aws_errors("following the execution", sfn.meta.region_name),
-        Progress(*columns, console=out, transient=True) as progress,
-    ):
-        task = progress.add_task("starting", total=None)
-        while True:
-            description: dict[str, Any] = sfn.describe_execution(executionArn=arn)
-            status = str(description["status"])
-            parts = [status]
-            if status == EXECUTION_RUNNING:
-                state = _current_state(sfn, arn)
-                extra = detail(description) if detail else None
-                parts += [p for p in (state, extra) if p]
-            line = " · ".join(parts)
-            progress.update(task, description=line)
-            if line != shown:
-                progress.console.print(Text(f"{datetime.now(UTC):%H:%M:%S} {line}"))
-                shown = line
-            if status != EXECUTION_RUNNING:
-                return description
-            if time.monotonic() >= deadline:
-                raise KitError(f"still {line} after {timeout} s (the execution keeps running): {resume_hint}")
-            time.sleep(poll_seconds)
+    try:
+        with (
+            aws.aws_errors("following the execution", sfn.meta.region_name),
+            Progress(*columns, console=out, transient=True) as progress,
+        ):
+            task = progress.add_task("starting", total=None)
+            while True:
+                description: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+                status = str(description["status"])
+                parts = [status]
+                if status == EXECUTION_RUNNING:
+                    state = _current_state(sfn, arn)
+                    extra = detail(description) if detail else None
+                    parts += [p for p in (state, extra) if p]
+                line = " · ".join(parts)
+                progress.update(task, description=line)
+                if line != shown:
+                    progress.console.print(Text(f"{datetime.now(UTC):%H:%M:%S} {line}"))
+                    shown = line
+                if status != EXECUTION_RUNNING:
+                    return description
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(poll_seconds)
+    except KitError as exc:
+        raise KitError(f"{exc.message}; the execution keeps running: then follow it with {resume_hint}") from None
+    except KeyboardInterrupt:
+        click.echo(f"Stopped following; the execution keeps running: follow it again with {resume_hint}", err=True)
+        click.get_current_context().exit(130)
+    raise KitError(f"still {line} after {timeout} s (the execution keeps running): {resume_hint}")
 
 
 def finish(status: str) -> None:
     """Exit 1 when a followed execution or job did not succeed."""
     if status not in ("SUCCEEDED", "COMPLETE"):
         click.get_current_context().exit(1)
+
+
+def deployed_name_prefix(execution_arn: str, stage: str, machine_part: str) -> str:
+    """The name_prefix the deployed stack was made with, read from the state machine it names
+    ``<name_prefix>-<stage>-<machine_part>``: an execution ARN is
+    ``arn:<partition>:states:<region>:<account>:execution:<StateMachineName>:<ExecutionId>`` (the Service
+    Authorization Reference's Step Functions "execution" resource). Names the pipeline derives from it then match
+    the stack even when it was deployed with ``-c name_prefix=...`` and the command was run without it."""
+    fields = execution_arn.split(":")
+    machine = fields[6] if len(fields) == 8 and fields[5] == "execution" else ""
+    ending = f"-{stage}-{machine_part}"
+    if not machine.endswith(ending) or machine == ending:
+        raise KitError(
+            f"{execution_arn} is not an execution of a kit state machine of stage {stage} "
+            f"(<name_prefix>{ending}): give an execution's name, or the ARN of one of this stage's"
+        )
+    return machine.removesuffix(ending)
 
 
 def execution_name() -> str:

