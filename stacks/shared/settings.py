@@ -481,7 +481,8 @@ class SharedSettings(Settings):
     api_throttle_burst: Whole = Field(alias="api_throttle_burst", description="The API stage's burst", ge=1, le=5_000)
     log_retention_days: Annotated[LogRetention | None, BeforeValidator(lambda raw: _opt(_whole, raw))] = Field(
         alias="log_retention_days",
-        description="How long CloudWatch Logs keeps the kit's logs; `null`: 7 days in sandbox, 365 in prod",
+        description="How long CloudWatch Logs keeps the kit's logs (and the invocation-logging bucket its records); "
+        "`null`: 7 days in sandbox, 365 in prod",
         default=None,  # null: DEFAULT_LOG_RETENTION of the stage
     )
     powertools_layer_version: Whole = Field(
