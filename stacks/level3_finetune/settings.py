@@ -59,12 +59,16 @@ class FineTuneSettings(Settings):
         alias="ft_customization_type", description="The customization type (checked against the base model)"
     )
     teacher_model_id: Annotated[
-        Text, Allowed(f"a distillation teacher of {', '.join(formats.TEACHERS)} (or its cross-Region profile)")
+        Text,
+        Allowed(
+            f"a distillation teacher of {', '.join(formats.TEACHERS)} (or its cross-Region profile) not past its end "
+            "of life"
+        ),
     ] = Field(
         alias="ft_teacher_model_id",
         description=(
-            "The distillation teacher (a model or cross-Region profile id paired with the base model); a run may "
-            "name another with `teacherModelId`"
+            "The distillation teacher (a model or cross-Region profile id paired with the base model; one past its "
+            "end of life is refused); a run may name another with `teacherModelId`"
         ),
     )
     teacher_max_response_tokens: Whole = Field(

@@ -650,3 +650,17 @@ def test_rft_hyperparameters_are_typed_as_the_api_takes_them() -> None:
     # with camelCase hyperparameters failed at CreateModelCustomizationJob).
     assert typed == {"EpochCount": 3, "LearningRate": 0.00001, "ReasoningEffort": "high", "BatchSize": 64}
     assert [type(v) for v in typed.values()] == [int, float, str, int]
+
+
+def test_the_teachers_offered_say_which_reach_their_end_of_life() -> None:
+    # The list an unknown teacher gets, and the config's allowed text, must not offer a teacher past its end of
+    # life as if it were usable.
+    message = formats.check_distillation_pair("anthropic.claude-3-5-sonnet-20241022-v2:0", formats.MODELS[NOVA_LITE])
+    assert message is not None
+    for teacher in formats.TEACHERS.values():
+        if teacher.lifecycle.end_of_life is not None:
+            assert f"end of life {teacher.lifecycle.end_of_life.isoformat()}" in message, message
+    from stacks.level3_finetune.settings import FineTuneSettings
+
+    field = FineTuneSettings.model_fields["teacher_model_id"]
+    assert "end of life is refused" in str(field.description)

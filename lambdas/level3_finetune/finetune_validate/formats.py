@@ -755,7 +755,12 @@ def check_distillation_pair(teacher_model_id: Any, student: ModelSpec, today: da
         return "A distillation job needs a teacher model id."
     teacher = resolve_teacher(teacher_model_id)
     if teacher is None:
-        known = ", ".join(f"{t.model_id} (students: {', '.join(t.students)})" for t in TEACHERS.values())
+        known = ", ".join(
+            f"{t.model_id} (students: {', '.join(t.students)}"
+            + (f"; end of life {t.lifecycle.end_of_life.isoformat()}" if t.lifecycle.end_of_life else "")
+            + ")"
+            for t in TEACHERS.values()
+        )
         return (
             f"'{_shown(teacher_model_id)}' is not a distillation teacher the kit knows ({DOC_DISTILLATION_MODELS}); "
             f"known: {known}."
