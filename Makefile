@@ -1,5 +1,5 @@
 # genai-spectrum-kit: one obvious entry per job. `make synth` and `make test` set themselves up on a
-# fresh machine (Python 3.11+, Node.js 20+, make): a .venv from pinned requirements and the pinned CDK CLI.
+# fresh machine (Python 3.11+, Node.js 22 or 24, make): a .venv from pinned requirements and the pinned CDK CLI.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -23,7 +23,8 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 unexport PYTHONDONTWRITEBYTECODE
 # synth, test and bench are offline by design: no credential lookup against instance metadata.
 synth test bench: export AWS_EC2_METADATA_DISABLED := true
-# jsii prints an end-of-life banner on Node.js 20; the kit is tested there (22 and 24 work too).
+# jsii prints an end-of-life banner on Node.js 20, which the CI machine has: the kit runs there, but the CDK's
+# support for 20 ended on 2026-10-30 (https://docs.aws.amazon.com/cdk/v2/guide/node-versions.html); use 22 or 24.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: help setup synth test lint format bench clean lock deploy destroy
