@@ -38,6 +38,7 @@ from kit.doctor import (
     training_job_quota,
 )
 from kit.operator import (
+    check_resumable,
     compact,
     console,
     current_target,
@@ -176,6 +177,15 @@ def validate(
         click.get_current_context().exit(1)
 
 
+def upload_key(run: str, path: str) -> str:
+    """Where a start uploads a file: datasets/<its execution name>/<file name>, a key no other start writes. A job
+    reads its data long after the start validated it (a Bedrock job may wait hours for a slot, a spot training job
+    for capacity), its S3 URI names no object version, and S3 GETs the current one
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/RetrievingObjectsfromVersioningSuspendedBuckets.html):
+    a later upload to a shared key would change what an earlier run trains on."""
+    return f"{DATASETS_PREFIX}{run}/{Path(path).name}"
+
+
 def _dataset_key(key: str, option: str) -> str:
     if not key.startswith(DATASETS_PREFIX) or key == DATASETS_PREFIX:
         raise KitUsageError(f"{option} must be a key under {DATASETS_PREFIX} (the only prefix the job may read)")
@@ -189,13 +199,13 @@ def _dataset_key(key: str, option: str) -> str:
     "--upload",
     type=click.Path(exists=True, dir_okay=False),
     metavar="FILE",
-    help="Validate and upload FILE to datasets/ first.",
+    help="Validate and upload FILE to datasets/<execution name>/ first.",
 )
 @click.option(
     "--upload-validation",
     type=click.Path(exists=True, dir_okay=False),
     metavar="FILE",
-    help="Upload a validation FILE to datasets/ first.",
+    help="Upload a validation FILE to datasets/<execution name>/ first.",
 )
 @click.option("--base-model", metavar="ID", help="The base model (default: the stack's ft_base_model_id).")
 @click.option("--customization-type", type=click.Choice(CUSTOMIZATION_TYPES), help="Default: ft_customization_type.")
@@ -235,14 +245,15 @@ def start(
     kind = customization_type or ft.customization_type
     if teacher_model and kind != "DISTILLATION":
         raise KitUsageError(f"--teacher-model is for DISTILLATION only, not {kind}")
-    training_key = training_key or (f"{DATASETS_PREFIX}{Path(upload).name}" if upload else None)
+    run = execution_name()  # also the folder of the files it uploads
+    training_key = training_key or (upload_key(run, upload) if upload else None)
     from_logs = training_key is None and kind == "DISTILLATION" and ft.distillation_source == "invocation-logs"
     if not training_key and not from_logs:
         raise KitUsageError("give --training-key KEY (under datasets/) or --upload FILE")
     if training_key:
         _dataset_key(training_key, "--training-key")
     if upload_validation and not validation_key:
-        validation_key = f"{DATASETS_PREFIX}{Path(upload_validation).name}"
+        validation_key = upload_key(run, upload_validation)
     if validation_key:
         _dataset_key(validation_key, "--validation-key")
     params = json_object(hyperparameters, "--hyperparameters")
@@ -294,11 +305,7 @@ def start(
     request.update({key: value for key, value in optional.items() if value is not None})
     sfn = target.client("stepfunctions")
     with aws.aws_errors("starting the fine-tuning pipeline", target.region):
-        arn = str(
-            sfn.start_execution(stateMachineArn=machine, name=execution_name(), input=json.dumps(request))[
-                "executionArn"
-            ]
-        )
+        arn = str(sfn.start_execution(stateMachineArn=machine, name=run, input=json.dumps(request))["executionArn"])
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
     if not wait:
@@ -333,7 +340,7 @@ def status(execution: str | None, wait: bool, timeout: int, poll_seconds: float)
 # granted before a purchase (https://docs.aws.amazon.com/bedrock/latest/userguide/prov-thru-purchase.html); for a
 # custom model they count against this Bedrock quota (listed at https://docs.aws.amazon.com/general/latest/gr/bedrock.html).
 PT_MODEL_UNITS_QUOTA = "Model units no-commitment Provisioned Throughputs across custom models"
-PT_MODEL_UNITS = 1
+PT_MODEL_UNITS = 1  # per run: runs whose throughputs overlap (each kept ft_provisioned_hours) need one each
 # The purchase also needs units of the base model's own quota, adjustable and 0 by default for many models; without
 # them CreateProvisionedModelThroughput fails (ServiceQuotaExceededException) after the paid customization job.
 # AWS names it per model (the quota table, https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock;
@@ -559,7 +566,10 @@ def check_base_model_units(target: Target, book: QuotaBook) -> Check:
             f"created for base model …' for it in Service Quotas > Amazon Bedrock and request {PT_MODEL_UNITS} if "
             "it is 0 (CreateProvisionedModelThroughput fails without it, after the customization job)",
         )
-    buys = f"the kit buys {PT_MODEL_UNITS} model unit"
+    buys = (
+        f"each run buys {PT_MODEL_UNITS} model unit for {ft.provisioned_hours} h, so runs that overlap need one "
+        "each (and throughputs bought outside the kit count too)"
+    )
     return _bedrock_quota_check(name, region, quotas, PT_MODEL_UNITS, buys, buys)
 
 
@@ -698,21 +708,14 @@ def sm_model_key(key: str) -> str:
 
 
 def _sm_earlier_input(target: Target, name: str) -> dict[str, Any]:
-    """The request an earlier execution was started with (what a resumed run repeats by default)."""
+    """The request an earlier execution was started with (what a resumed run repeats by default), once it has ended
+    and no running execution resumes from it (check_resumable)."""
     machine = target.output(SM_STACK, "StateMachineArn")
-    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
-    sfn = target.client("stepfunctions")
-    from botocore.exceptions import ClientError
-
-    with aws.aws_errors(f"reading execution {name}", target.region):
-        try:
-            described = sfn.describe_execution(executionArn=arn)
-        except ClientError as exc:
-            if aws.error_code(exc) == "ExecutionDoesNotExist":
-                raise KitError(f"--resume-from: no execution {name} of {machine.rsplit(':', 1)[-1]}") from None
-            raise
+    # The resumed run writes to the earlier one's prefix (sagemaker_pipeline.py UseEarlierCheckpoints).
+    missing = f"--resume-from: no execution {name} of {machine.rsplit(':', 1)[-1]}"
+    described = check_resumable(target.client("stepfunctions"), machine, name, f"checkpoints/{name}/", missing=missing)
     try:
-        earlier = json.loads(described.get("input") or "{}")
+        earlier = json.loads((described or {}).get("input") or "{}")
     except ValueError:
         earlier = {}
     return earlier if isinstance(earlier, dict) else {}
@@ -723,12 +726,12 @@ def _sm_earlier_input(target: Target, name: str) -> dict[str, Any]:
     "--training",
     type=click.Path(exists=True, dir_okay=False),
     metavar="FILE",
-    help="Check a chat-format JSONL file locally and upload it to datasets/ first.",
+    help="Check a chat-format JSONL file locally and upload it to datasets/<execution name>/ first.",
 )
 @click.option(
     "--training-key",
     metavar="KEY",
-    help="A key or prefix in the data bucket (default with --training: datasets/<file name>).",
+    help="A key or prefix in the data bucket (default with --training: datasets/<execution name>/<file name>).",
 )
 @click.option("--base-model", metavar="HF_ID", help="A Hugging Face Hub id (default: the stack's sm_base_model).")
 @click.option(
@@ -772,8 +775,9 @@ def sm_start(
     target = current_target()
     if sum(option is not None for option in (base_model, base_model_dir, base_model_key)) > 1:
         raise KitUsageError("give one of --base-model, --base-model-dir and --base-model-key")
+    name = execution_name()  # also the folder of the file it uploads
     if training and not training_key:
-        training_key = f"{DATASETS_PREFIX}{Path(training).name}"
+        training_key = upload_key(name, training)
     if base_model is not None and not base_model.strip():
         raise KitUsageError("--base-model must be a Hugging Face Hub id, e.g. Qwen/Qwen2.5-0.5B-Instruct")
     if resume_from is not None:
@@ -831,7 +835,6 @@ def sm_start(
     if "trainingKey" not in request:
         raise KitUsageError(f"execution {resume_from} named no trainingKey: give --training-key KEY")
     sfn = target.client("stepfunctions")
-    name = execution_name()
     with aws.aws_errors("starting the SageMaker fine-tuning pipeline", target.region):
         arn = str(sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(request))["executionArn"])
     out.print(Text(f"started {arn}"))

@@ -19,6 +19,7 @@ from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
 from kit.doctor import LEVELS, Check, Needs, QuotaBook, quota_rows, training_job_quota
 from kit.operator import (
     cell,
+    check_resumable,
     console,
     current_target,
     deployed_name_prefix,
@@ -35,6 +36,8 @@ from kit.operator import (
 )
 from stacks.level4_pretrain import names
 
+# The Jobs stack's checkpoint prefix (stacks/level4_pretrain/jobs.py CHECKPOINTS_PREFIX: that module loads the CDK).
+CHECKPOINTS_PREFIX = "checkpoints/"
 # The training job of an execution is <name_prefix>-<stage>-pt-<MD5 of the execution ARN>, as the state machine
 # names it (stacks/level4_pretrain/names.py), so any execution name fits SageMaker's 63 characters. What an
 # execution name may be (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html):
@@ -50,6 +53,7 @@ EXECUTION_NAME = re.compile(r"[^<>{}\[\]?*\"#%\\^|~`$&,;:/\s\x00-\x1f\x7f-\x9f\u
 OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
     "l4": (
         "cloudformation:DescribeStacks",
+        "s3:ListBucket",
         "sagemaker:DescribeCluster",
         "sagemaker:DescribeTrainingJob",
         "sagemaker:ListClusterNodes",
@@ -97,6 +101,22 @@ def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], st
     return detail
 
 
+def _refuse_used_prefix(target: Target, bucket: str, execution: str, checkpoints: str) -> None:
+    """A new run's prefix must be empty: the job resumes from whatever it finds there. A name reused after Step
+    Functions' 90 days finds its old run's checkpoints (current versions never expire), and its job name is free
+    again once that job was deleted ("you can reuse its name",
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DeleteTrainingJob.html)."""
+    with aws.aws_errors(f"listing {checkpoints}", target.region):
+        found = target.client("s3").list_objects_v2(
+            Bucket=bucket, Prefix=f"{CHECKPOINTS_PREFIX}{execution}/", MaxKeys=1
+        )
+    if found.get("KeyCount"):
+        raise KitUsageError(
+            f"--name {execution}: {checkpoints} already holds checkpoints of an earlier run, which a new run would "
+            f"continue from: give another --name, or --resume-from {execution} to continue that run"
+        )
+
+
 @l4.command()
 @click.option(
     "--name",
@@ -107,16 +127,18 @@ def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], st
     "--resume-from",
     "resume_from",
     metavar="EXECUTION",
-    help="Continue the run of an earlier execution (name or ARN) from its checkpoints instead of starting anew.",
+    help="Continue the run of an earlier execution (name or ARN) from its checkpoints instead of starting anew "
+    "(once it has ended, and unless a running execution resumes from it already).",
 )
 @click.option("--wait", is_flag=True, help="Follow the execution until the training job ends.")
 @wait_options(timeout_s=6 * 3600, poll_s=30)
 def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
     """Start one multi-node training job through the Jobs stack's state machine.
 
-    Each execution checkpoints under its own prefix, checkpoints/<execution>/, so a new run starts at step 0.
-    With --resume-from the job starts from the newest checkpoint of that earlier execution's run and keeps
-    checkpointing there (the state machine refuses a name with no checkpoints).
+    Each execution checkpoints under its own prefix, checkpoints/<execution>/, which must be empty (a name whose
+    prefix holds checkpoints is refused), so a new run starts at step 0. With --resume-from the job starts from the
+    newest checkpoint of that earlier execution's run and keeps checkpointing there (the state machine refuses a
+    name with no checkpoints); the earlier execution must have ended, and no running execution resume from it.
     """
     target = current_target()
     execution = name or execution_name()
@@ -132,13 +154,19 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
         raise KitUsageError("--resume-from names this execution itself: give the earlier execution's name")
     outputs = target.outputs("4-jobs")
     machine = aws.require_output(outputs, "StateMachineArn", target.stack_name("4-jobs"))
+    bucket = aws.require_output(outputs, "ArtifactsBucketName", target.stack_name("4-jobs"))
+    checkpoints = f"s3://{bucket}/{CHECKPOINTS_PREFIX}{earlier or execution}/"
     sfn = target.client("stepfunctions")
+    if earlier:
+        # Not an execution is fine: checkpoints copied to checkpoints/<name>/ by hand resume too (the docs').
+        check_resumable(sfn, machine, earlier, checkpoints)
+    else:
+        _refuse_used_prefix(target, bucket, execution, checkpoints)
     out = console()
     execution_input = json.dumps({"resumeFrom": earlier} if earlier else {})
     with aws.aws_errors("starting the training-job state machine", target.region):
         arn = str(sfn.start_execution(stateMachineArn=machine, name=execution, input=execution_input)["executionArn"])
     settings = target.config.pretrain
-    checkpoints = f"s3://{outputs.get('ArtifactsBucketName', '?')}/checkpoints/{earlier or execution}/"
     out.print(Text(f"started {arn}"))
     out.print(
         Text(

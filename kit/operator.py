@@ -407,7 +407,74 @@ def deployed_name_prefix(execution_arn: str, stage: str, machine_part: str) -> s
 
 
 def execution_name() -> str:
-    return f"kit-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    # 32 random bits besides the second: the name is also the folder a start uploads its data to (kit l3), which
+    # two starts in the same second must not share.
+    return f"kit-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+# DescribeExecution's statuses after which the execution runs nothing more: botocore's ExecutionStatus without
+# RUNNING and PENDING_REDRIVE (a redrive was asked: it runs again). A job that resumes a run shares its checkpoint
+# prefix, and "if a checkpoint is deleted in the SageMaker AI container, it will also be deleted in the S3 folder"
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints.html): each job's pruning would delete the
+# other's checkpoints.
+EXECUTION_ENDED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+# At most this many running executions are read for their resumeFrom (ListExecutions pages of 100, then a
+# DescribeExecution each): more, and the kit cannot tell, so it refuses.
+RESUMERS_READ = 100
+
+
+def _resumed_from(described: Mapping[str, Any]) -> str | None:
+    try:
+        given = json.loads(described.get("input") or "{}")
+    except ValueError:
+        return None
+    earlier = given.get("resumeFrom") if isinstance(given, dict) else None
+    return earlier if isinstance(earlier, str) else None
+
+
+def check_resumable(
+    sfn: Any, machine: str, earlier: str, checkpoints: str, *, missing: str | None = None
+) -> dict[str, Any] | None:
+    """DescribeExecution of ``earlier`` (None: there is no such execution; KitError ``missing`` when given) once it
+    is sure no job but the new one would write ``checkpoints``: KitError unless ``earlier`` has ended and no
+    running execution of ``machine`` already resumes from it. The check and the start are two calls: two starts at
+    once may both pass."""
+    from botocore.exceptions import ClientError
+
+    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + earlier
+    again = f"two jobs on {checkpoints} would delete each other's checkpoints: wait for it to end, or stop it"
+    with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name):
+        try:
+            described: dict[str, Any] | None = sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if aws.error_code(exc) != "ExecutionDoesNotExist":
+                raise
+            if missing:
+                raise KitError(missing) from None
+            described = None
+        status = str(described["status"]) if described else None
+        if status is not None and status not in EXECUTION_ENDED:
+            raise KitError(f"--resume-from {earlier}: that execution is {status}; {again}")
+        running: list[str] = []
+        token: dict[str, str] = {}
+        while len(running) <= RESUMERS_READ:
+            page = sfn.list_executions(stateMachineArn=machine, statusFilter=EXECUTION_RUNNING, maxResults=100, **token)
+            running += [str(e["executionArn"]) for e in page["executions"]]
+            if not page.get("nextToken"):
+                break
+            token = {"nextToken": str(page["nextToken"])}
+        if len(running) > RESUMERS_READ:
+            raise KitError(
+                f"--resume-from {earlier}: more than {RESUMERS_READ} executions of {machine.rsplit(':', 1)[-1]} "
+                "are running, too many to check that none resumes from it already: wait for some to end"
+            )
+        for other in running:
+            if _resumed_from(sfn.describe_execution(executionArn=other)) == earlier:
+                raise KitError(
+                    f"--resume-from {earlier}: execution {other.rsplit(':', 1)[-1]} is {EXECUTION_RUNNING} and "
+                    f"resumes from it already; {again}"
+                )
+    return described
 
 
 def _execution_arn(sfn: Any, machine: str, given: str | None) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from kit import aws, sigv4
+from kit import aws, operator, sigv4
 from kit.level1_prompt import l1
 from kit.level2_rag import l2
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
@@ -345,3 +345,67 @@ def test_a_timed_out_run_shows_its_timeout_not_an_earlier_retried_task_error() -
         stub.assert_no_pending_responses()
     shown = out.export_text()
     assert "States.Timeout" in shown and "Bedrock.ThrottlingException" not in shown
+
+
+def test_kit_treats_as_ended_every_execution_status_botocore_knows_but_running_and_pending_redrive() -> None:
+    """A status Step Functions adds is not taken for ended (a resume allowed) until someone decides what it means."""
+    shape = aws.client("stepfunctions", REGION, None).meta.service_model.shape_for("ExecutionStatus")
+    assert set(shape.enum) - {"RUNNING", "PENDING_REDRIVE"} == operator.EXECUTION_ENDED
+
+
+MACHINE = f"arn:aws:states:{REGION}:123456789012:stateMachine:m"
+
+
+def _execution(name: str) -> dict[str, Any]:
+    arn = MACHINE.replace(":stateMachine:", ":execution:") + ":" + name
+    started = datetime.now(UTC)
+    return {"executionArn": arn, "stateMachineArn": MACHINE, "name": name, "status": "RUNNING", "startDate": started}
+
+
+def _described(name: str, status: str, given: dict[str, Any]) -> dict[str, Any]:
+    found = _execution(name)
+    return {**found, "status": status, "input": json.dumps(given)}
+
+
+def test_check_resumable_reads_every_page_of_running_executions() -> None:
+    """A running execution on a later ListExecutions page that resumes from the run is found too."""
+    with stubbed("stepfunctions") as sfn:
+        earlier = _execution("run1")["executionArn"]
+        sfn.add_response("describe_execution", _described("run1", "FAILED", {}), {"executionArn": earlier})
+        listed = {"stateMachineArn": MACHINE, "statusFilter": "RUNNING", "maxResults": 100}
+        sfn.add_response("list_executions", {"executions": [_execution("a")], "nextToken": "t"}, listed)
+        sfn.add_response("list_executions", {"executions": [_execution("b")]}, {**listed, "nextToken": "t"})
+        for name, given in (("a", {}), ("b", {"resumeFrom": "run1"})):
+            arn = _execution(name)["executionArn"]
+            sfn.add_response("describe_execution", _described(name, "RUNNING", given), {"executionArn": arn})
+        with pytest.raises(aws.KitError, match="execution b is RUNNING and resumes from it already"):
+            operator.check_resumable(aws.client("stepfunctions", REGION, None), MACHINE, "run1", "checkpoints/run1/")
+        sfn.assert_no_pending_responses()
+
+
+def test_check_resumable_refuses_when_too_many_run_to_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded: past RESUMERS_READ running executions it reads none of them and says why it cannot tell."""
+    monkeypatch.setattr(operator, "RESUMERS_READ", 1)
+    with stubbed("stepfunctions") as sfn:
+        earlier = _execution("run1")["executionArn"]
+        sfn.add_response("describe_execution", _described("run1", "SUCCEEDED", {}), {"executionArn": earlier})
+        listed = {"stateMachineArn": MACHINE, "statusFilter": "RUNNING", "maxResults": 100}
+        sfn.add_response("list_executions", {"executions": [_execution("a"), _execution("b")]}, listed)
+        with pytest.raises(aws.KitError, match="more than 1 executions of m are running"):
+            operator.check_resumable(aws.client("stepfunctions", REGION, None), MACHINE, "run1", "checkpoints/run1/")
+        sfn.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "PENDING_REDRIVE"])
+def test_check_resumable_refuses_a_run_that_may_still_run(status: str) -> None:
+    with stubbed("stepfunctions") as sfn:
+        earlier = _execution("run1")["executionArn"]
+        sfn.add_response("describe_execution", _described("run1", status, {}), {"executionArn": earlier})
+        with pytest.raises(aws.KitError, match=f"--resume-from run1: that execution is {status}"):
+            operator.check_resumable(aws.client("stepfunctions", REGION, None), MACHINE, "run1", "checkpoints/run1/")
+
+
+def test_execution_names_differ_in_32_random_bits_within_a_second() -> None:
+    # The name is also the folder `kit l3 start` uploads to: two starts in one second must not share it.
+    names = {operator.execution_name() for _ in range(200)}
+    assert len(names) == 200 and all(len(name.rsplit("-", 1)[1]) == 8 for name in names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,15 +95,50 @@ def test_l3_start_uploads_validated_data_and_starts_the_pipeline(mocked: FakeClo
     keys = sorted(
         o["Key"] for o in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="ft-data")["Contents"]
     )
-    assert keys == ["datasets/train.jsonl", "datasets/validation.jsonl"]
     sfn = boto3.client("stepfunctions", region_name=REGION)
     [execution] = sfn.list_executions(stateMachineArn=machine)["executions"]
+    folder = f"datasets/{execution['name']}/"  # the run's own folder, named as the execution
+    assert keys == [f"{folder}train.jsonl", f"{folder}validation.jsonl"]
     assert json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"]) == {
-        "trainingKey": "datasets/train.jsonl",
-        "validationKey": "datasets/validation.jsonl",
+        "trainingKey": f"{folder}train.jsonl",
+        "validationKey": f"{folder}validation.jsonl",
         "hyperparameters": {"epochCount": "1"},
     }
+    assert f"uploaded s3://ft-data/{folder}train.jsonl" in result.output
     assert f"kit l3 status {execution['executionArn']} --wait" in result.output
+
+
+def _objects(bucket: str) -> dict[str, bytes]:
+    s3 = boto3.client("s3", region_name=REGION)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def test_l3_starts_with_files_of_one_name_never_share_a_key(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    """Before: both uploaded to datasets/train.jsonl, so the second replaced the data of a first run still waiting
+    for a job slot (its S3 URI names no version: the job reads the current object), unvalidated by that run."""
+    machine = state_machine(WAIT_THEN_PASS, "finetune")
+    finetune_stack(mocked, machine)
+    records = (SAMPLES / "train.jsonl").read_text().splitlines(keepends=True)
+    first, second = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
+    for path, lines in ((first, records), (second, records[: len(records) // 2 + 1])):
+        path.parent.mkdir()
+        path.write_text("".join(lines))
+    for path in (first, second):
+        result = run(l3, "start", "--upload", str(path))
+        assert result.exit_code == 0, result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    inputs = [
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])
+        for e in sfn.list_executions(stateMachineArn=machine)["executions"]
+    ]
+    stored = _objects("ft-data")
+    assert len(stored) == 2 and sorted(stored.values()) == sorted([first.read_bytes(), second.read_bytes()])
+    assert sorted(i["trainingKey"] for i in inputs) == sorted(stored)  # each run reads what it uploaded
+    # The keys are locations CreateModelCustomizationJob takes (botocore's TrainingDataConfig.s3Uri pattern).
+    shape = boto3.client("bedrock", region_name=REGION).meta.service_model.shape_for("TrainingDataConfig")
+    pattern = shape.members["s3Uri"].metadata["pattern"]
+    assert all(re.fullmatch(pattern, f"s3://ft-data/{key}") for key in stored), (pattern, list(stored))
 
 
 def test_l3_start_refuses_invalid_data_and_keys_outside_datasets(mocked: FakeCloudFormation) -> None:
@@ -254,14 +290,40 @@ def test_l3sm_start_checks_uploads_and_starts_with_the_documented_input(mocked: 
     result = run(l3sm, "start", "--training", str(SM_SAMPLES / "train.jsonl"), "--base-model", "Qwen/Qwen2.5-0.5B")
     assert result.exit_code == 0, result.output
     [uploaded] = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="sft-data")["Contents"]
-    assert uploaded["Key"] == "datasets/train.jsonl"
-    assert started_input(machine) == {"trainingKey": "datasets/train.jsonl", "baseModel": "Qwen/Qwen2.5-0.5B"}
     [execution] = boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)[
         "executions"
     ]
+    key = f"datasets/{execution['name']}/train.jsonl"  # the run's own folder, named as the execution
+    assert uploaded["Key"] == key
+    assert started_input(machine) == {"trainingKey": key, "baseModel": "Qwen/Qwen2.5-0.5B"}
     assert "kit l3sm status arn:" in result.output
     # The names the run's job and model get: the hash of its ARN, not its name (which may be 80 characters).
     assert f"training job and imported model: {sm_name(execution['executionArn'])}" in result.output
+
+
+def test_l3sm_starts_with_files_of_one_name_never_share_a_key(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    """Before: both uploaded to datasets/train.jsonl; a first run still waiting for (spot) capacity then trained on
+    the second's records, which its own validation never read."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    records = (SM_SAMPLES / "train.jsonl").read_text().splitlines(keepends=True)
+    first, second = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
+    for path, lines in ((first, records), (second, records[:1])):
+        path.parent.mkdir()
+        path.write_text("".join(lines))
+    for path in (first, second):
+        result = run(l3sm, "start", "--training", str(path))
+        assert result.exit_code == 0, result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    keys = [
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["trainingKey"]
+        for e in sfn.list_executions(stateMachineArn=machine)["executions"]
+    ]
+    stored = _objects("sft-data")
+    assert sorted(keys) == sorted(stored) and len(stored) == 2
+    assert sorted(stored.values()) == sorted([first.read_bytes(), second.read_bytes()])
+    # The training channel copies every object under the key (S3Prefix): neither key is a prefix of the other.
+    assert not any(a != b and b.startswith(a) for a in keys for b in keys)
 
 
 def test_l3sm_names_the_run_with_the_deployed_stacks_prefix_not_the_local_configs(mocked: FakeCloudFormation) -> None:
@@ -381,12 +443,14 @@ def test_l3sm_start_resume_from_repeats_the_earlier_request_with_resume_from(moc
     sfn = boto3.client("stepfunctions", region_name=REGION)
     earlier = {"trainingKey": "datasets/chat/", "baseModelKey": "models/qwen/"}
     arn = sfn.start_execution(stateMachineArn=machine, name="kit-20260101-120000-ab12", input=json.dumps(earlier))
+    sfn.stop_execution(executionArn=arn["executionArn"])  # a run resumes once it has ended
     result = run(l3sm, "start", "--resume-from", arn["executionArn"])  # an ARN or a name
     assert result.exit_code == 0, result.output
     executions = sfn.list_executions(stateMachineArn=machine)["executions"]
     [started] = [e for e in executions if e["name"] != "kit-20260101-120000-ab12"]
     request = json.loads(sfn.describe_execution(executionArn=started["executionArn"])["input"])
     assert request == {**earlier, "resumeFrom": "kit-20260101-120000-ab12"}
+    sfn.stop_execution(executionArn=started["executionArn"])  # ended: another resume may write the prefix now
     # What is given on the command line wins (the training program refuses a resume that differs).
     given = run(l3sm, "start", "--resume-from", "kit-20260101-120000-ab12", "--training-key", "datasets/other/")
     assert given.exit_code == 0, given.output
@@ -532,13 +596,46 @@ def test_l3sm_resume_from_takes_any_execution_name_the_pipeline_takes(mocked: Fa
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    sfn.start_execution(stateMachineArn=machine, name="my_run.1", input=json.dumps({"trainingKey": "datasets/a/"}))
+    earlier = sfn.start_execution(
+        stateMachineArn=machine, name="my_run.1", input=json.dumps({"trainingKey": "datasets/a/"})
+    )
+    sfn.stop_execution(executionArn=earlier["executionArn"])
     result = run(l3sm, "start", "--resume-from", "my_run.1")
     assert result.exit_code == 0, result.output
     assert '"resumeFrom": "my_run.1"' in result.output
     for character in [*NAME_FORBIDDEN, "\x00", "\x1f", "\x7f", "\x9f"]:
         assert not SM_EXECUTION_NAME.fullmatch(f"run{character}1"), repr(character)
     assert SM_EXECUTION_NAME.fullmatch("r" * 80) and not SM_EXECUTION_NAME.fullmatch("r" * 81)
+
+
+def test_l3sm_resume_refuses_a_run_that_has_not_ended_or_that_another_run_resumes(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    """Before: the earlier execution's status was not read, so two jobs shared checkpoints/<earlier>/ and each
+    one's pruning deleted the other's checkpoints (SageMaker mirrors a deletion in the container to S3)."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    earlier = sfn.start_execution(stateMachineArn=machine, name="run1", input=json.dumps({"trainingKey": "d/"}))
+    copy = tmp_path / "train.jsonl"
+    copy.write_bytes((SM_SAMPLES / "train.jsonl").read_bytes())
+    running = run(l3sm, "start", "--resume-from", "run1", "--training", str(copy))
+    assert running.exit_code == 1
+    assert "--resume-from run1: that execution is RUNNING; two jobs on checkpoints/run1/ would delete" in " ".join(
+        running.output.split()
+    )
+    assert _objects("sft-data") == {}  # refused before anything is uploaded
+    sfn.stop_execution(executionArn=earlier["executionArn"])
+    resumer = sfn.start_execution(
+        stateMachineArn=machine, name="run2", input=json.dumps({"trainingKey": "d/", "resumeFrom": "run1"})
+    )
+    sfn.start_execution(stateMachineArn=machine, name="run3", input=json.dumps({"trainingKey": "d/"}))  # not it
+    again = run(l3sm, "start", "--resume-from", "run1")
+    assert again.exit_code == 1
+    assert "execution run2 is RUNNING and resumes from it already" in " ".join(again.output.split())
+    sfn.stop_execution(executionArn=resumer["executionArn"])
+    resumed = run(l3sm, "start", "--resume-from", "run1")
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_l3sm_status_without_executions(mocked: FakeCloudFormation) -> None:

@@ -34,7 +34,13 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
 MACHINE = f"{CONFIG.name_prefix}-{STAGE}-pretrain"  # the Jobs stack's state machine: resource_name("pretrain")
 
 
+def bucket(name: str) -> None:
+    location = {} if REGION == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": REGION}}
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=name, **location)
+
+
 def jobs_stack(fake: FakeCloudFormation, machine: str) -> None:
+    bucket("artifacts")
     fake.deploy(stack("4-jobs"), {"StateMachineArn": machine, "ArtifactsBucketName": "artifacts"})
 
 
@@ -149,6 +155,7 @@ def test_l4_names_a_stages_training_job_apart_from_the_other_stages(mocked: Fake
     for stage in ("sandbox", "prod"):
         machine = state_machine(WAIT_THEN_PASS, f"{CONFIG.name_prefix}-{stage}-pretrain")
         outputs = {"StateMachineArn": machine, "ArtifactsBucketName": f"artifacts-{stage}"}
+        bucket(f"artifacts-{stage}")
         mocked.deploy(f"{aws.stack_id('4-jobs')}-{stage}", outputs)
         result = run(l4, "--stage", stage, "submit", "--name", "run1")
         assert result.exit_code == 0, result.output
@@ -179,6 +186,61 @@ def test_l4_submit_resume_from_asks_the_state_machine_to_continue_that_run(mocke
     sfn = boto3.client("stepfunctions", region_name=REGION)
     started = sfn.describe_execution(executionArn=machine.replace(":stateMachine:", ":execution:") + ":run1-more")
     assert json.loads(started["input"]) == {"resumeFrom": "run1"}
+
+
+def test_l4_resume_refuses_a_run_that_has_not_ended_or_that_another_run_resumes(mocked: FakeCloudFormation) -> None:
+    """Before: the earlier execution's status was not read, so two jobs shared checkpoints/<earlier>/ and each
+    one's pruning deleted the other's checkpoints (SageMaker mirrors a deletion in the container to S3)."""
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    earlier = sfn.start_execution(stateMachineArn=machine, name="run1", input="{}")
+    running = run(l4, "submit", "--name", "run1-more", "--resume-from", "run1")
+    assert running.exit_code == 1
+    text = " ".join(running.output.split())
+    assert "--resume-from run1: that execution is RUNNING; two jobs on s3://artifacts/checkpoints/run1/" in text
+    sfn.stop_execution(executionArn=earlier["executionArn"])
+    first = run(l4, "submit", "--name", "run1-more", "--resume-from", "run1")
+    assert first.exit_code == 0, first.output
+    sfn.start_execution(stateMachineArn=machine, name="other", input="{}")  # running, resumes nothing
+    second = run(l4, "submit", "--name", "run1-again", "--resume-from", "run1")
+    assert second.exit_code == 1
+    assert "execution run1-more is RUNNING and resumes from it already" in " ".join(second.output.split())
+    started = {e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]}
+    assert started == {"run1", "run1-more", "other"}  # the refused submits started nothing
+
+
+def test_l4_resume_takes_checkpoints_copied_under_a_name_no_execution_has(mocked: FakeCloudFormation) -> None:
+    # The docs' way to resume checkpoints of the old layout: copy them to checkpoints/<name>/, resume from <name>.
+    jobs_stack(mocked, state_machine(WAIT_THEN_PASS, MACHINE))
+    result = run(l4, "submit", "--resume-from", "copied")
+    assert result.exit_code == 0, result.output
+
+
+def test_l4_new_run_refuses_a_name_whose_prefix_holds_checkpoints(mocked: FakeCloudFormation) -> None:
+    """Before: a name reused after Step Functions' 90 days (its job deleted, so the job name was free) found the old
+    run's checkpoints, never expired as current versions, and the "new" run continued from them."""
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    boto3.client("s3", region_name=REGION).put_object(Bucket="artifacts", Key="checkpoints/run1/ckpt-100.pt")
+    boto3.client("s3", region_name=REGION).put_object(Bucket="artifacts", Key="checkpoints/run10/ckpt-1.pt")
+    reused = run(l4, "submit", "--name", "run1")
+    assert reused.exit_code == 2
+    text = " ".join(reused.output.split())
+    assert "--name run1: s3://artifacts/checkpoints/run1/ already holds checkpoints of an earlier run" in text
+    assert "--resume-from run1" in text
+    assert (
+        boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)["executions"] == []
+    )
+    assert run(l4, "submit", "--name", "run").exit_code == 0  # checkpoints/run10/ is not run's prefix
+    assert run(l4, "submit", "--name", "run1-more", "--resume-from", "run1").exit_code == 0
+
+
+def test_l4_checkpoint_prefix_is_the_jobs_stacks() -> None:
+    from kit.level4_pretrain import CHECKPOINTS_PREFIX
+    from stacks.level4_pretrain.jobs import CHECKPOINTS_PREFIX as STACKS
+
+    assert CHECKPOINTS_PREFIX == STACKS
 
 
 @pytest.mark.parametrize(
