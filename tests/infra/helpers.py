@@ -163,3 +163,17 @@ def stack_created(
         "AWS::Region": "us-east-1",
         "AWS::Partition": "aws",
     }
+
+
+def machine_execution_and_job_prefix(template: dict[str, Any], region: str) -> tuple[str, str]:
+    """An execution ARN of the state machine a stack's StateMachineArn output names, and the training-job name
+    prefix its EventBridge rule matches (the names the kit computes must agree with both)."""
+    machine = template["Resources"][template["Outputs"]["StateMachineArn"]["Value"]["Ref"]]
+    arn = f"arn:aws:states:{region}:123456789012:execution:{machine['Properties']['StateMachineName']}:run1"
+    [prefix] = [
+        rule["Properties"]["EventPattern"]["detail"]["TrainingJobName"][0]["prefix"]
+        for rule in template["Resources"].values()
+        if rule["Type"] == "AWS::Events::Rule"
+        and "TrainingJobName" in (rule["Properties"].get("EventPattern") or {}).get("detail", {})
+    ]
+    return arn, prefix

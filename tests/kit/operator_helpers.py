@@ -208,3 +208,12 @@ def api_fixture(monkeypatch: pytest.MonkeyPatch, mocked: FakeCloudFormation) -> 
     fake = FakeApi()
     monkeypatch.setattr(sigv4, "urlopen", fake)
     return fake
+
+
+def same_named_files(folder: Path, name: str, first: list[str], second: list[str]) -> tuple[Path, Path]:
+    """Two files of one name with other contents, in two folders under ``folder`` (a/ and b/)."""
+    paths = (folder / "a" / name, folder / "b" / name)
+    for path, lines in zip(paths, (first, second), strict=True):
+        path.parent.mkdir()
+        path.write_text("".join(lines))
+    return paths

@@ -19,7 +19,8 @@ from kit.aws import Target
 from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_check_file, sm_record_problem, sm_resource_name
 from tests.conftest import ROOT, Synth
 from tests.infra import asl
-from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
+from tests.infra.helpers import machine_execution_and_job_prefix
+from tests.kit.operator_helpers import (
     CONFIG,
     FAILING,
     REGION,
@@ -30,6 +31,7 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
     fresh_clients_fixture,  # noqa: F401
     mocked_fixture,  # noqa: F401
     run,
+    same_named_files,  # each *_fixture registers its fixture for this module
     stack,
     state_machine,
     stubbed,
@@ -120,10 +122,7 @@ def test_l3_starts_with_files_of_one_name_never_share_a_key(mocked: FakeCloudFor
     machine = state_machine(WAIT_THEN_PASS, "finetune")
     finetune_stack(mocked, machine)
     records = (SAMPLES / "train.jsonl").read_text().splitlines(keepends=True)
-    first, second = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
-    for path, lines in ((first, records), (second, records[: len(records) // 2 + 1])):
-        path.parent.mkdir()
-        path.write_text("".join(lines))
+    first, second = same_named_files(tmp_path, "train.jsonl", records, records[: len(records) // 2 + 1])
     for path in (first, second):
         result = run(l3, "start", "--upload", str(path))
         assert result.exit_code == 0, result.output
@@ -307,10 +306,7 @@ def test_l3sm_starts_with_files_of_one_name_never_share_a_key(mocked: FakeCloudF
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     records = (SM_SAMPLES / "train.jsonl").read_text().splitlines(keepends=True)
-    first, second = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
-    for path, lines in ((first, records), (second, records[:1])):
-        path.parent.mkdir()
-        path.write_text("".join(lines))
+    first, second = same_named_files(tmp_path, "train.jsonl", records, records[:1])
     for path in (first, second):
         result = run(l3sm, "start", "--training", str(path))
         assert result.exit_code == 0, result.output
@@ -344,14 +340,7 @@ def test_l3sm_names_agree_with_the_synthesized_stack(sandbox: Synth) -> None:
     """The kit reads the prefix from the state machine the StateMachineArn output names; the stack's own rule
     matches the run's training jobs by their prefix: both must give the same names."""
     template = sandbox.templates[aws.stack_id("3-sagemaker")]
-    machine = template["Resources"][template["Outputs"]["StateMachineArn"]["Value"]["Ref"]]
-    arn = f"arn:aws:states:{REGION}:123456789012:execution:{machine['Properties']['StateMachineName']}:run1"
-    [prefix] = [
-        rule["Properties"]["EventPattern"]["detail"]["TrainingJobName"][0]["prefix"]
-        for rule in template["Resources"].values()
-        if rule["Type"] == "AWS::Events::Rule"
-        and "TrainingJobName" in (rule["Properties"].get("EventPattern") or {}).get("detail", {})
-    ]
+    arn, prefix = machine_execution_and_job_prefix(template, REGION)
     assert sm_resource_name(Target(), arn) == sm_name(arn, prefix)
 
 

@@ -15,6 +15,7 @@ from kit import aws, operator
 from kit.aws import Target
 from kit.level4_pretrain import l4, training_job_name
 from tests.conftest import Synth
+from tests.infra.helpers import machine_execution_and_job_prefix
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
     REGION,
@@ -76,14 +77,7 @@ def test_l4_job_names_agree_with_the_synthesized_jobs_stack(sandbox: Synth) -> N
     """The kit reads the prefix from the state machine the StateMachineArn output names; the stack's own rule
     matches the execution's training job by its prefix: the kit's name must carry it, then the 32-digit hash."""
     template = sandbox.templates[aws.stack_id("4-jobs")]
-    machine = template["Resources"][template["Outputs"]["StateMachineArn"]["Value"]["Ref"]]
-    arn = f"arn:aws:states:{REGION}:123456789012:execution:{machine['Properties']['StateMachineName']}:run1"
-    [prefix] = [
-        rule["Properties"]["EventPattern"]["detail"]["TrainingJobName"][0]["prefix"]
-        for rule in template["Resources"].values()
-        if rule["Type"] == "AWS::Events::Rule"
-        and "TrainingJobName" in (rule["Properties"].get("EventPattern") or {}).get("detail", {})
-    ]
+    arn, prefix = machine_execution_and_job_prefix(template, REGION)
     assert training_job_name(Target(), arn) == prefix + hashlib.md5(arn.encode()).hexdigest()
 
 
