@@ -80,9 +80,11 @@ bench: export PYTEST_XDIST := $(PYTEST_XDIST)
 bench: setup
 	$(PY) scripts/bench.py
 
+# pip freeze writes a local version label (torch==2.13.0+cpu, from a local CPU wheel); PyPI publishes no such
+# release, so the lock keeps the public version, which a local build of it still satisfies (PEP 440).
 lock: $(VENV)/.installed
 	(echo "# Every package the venv holds, pinned (pip freeze). Regenerate with: make lock"; \
-	 $(PY) -m pip freeze --exclude-editable) > requirements.lock
+	 $(PY) -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/') > requirements.lock
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis build

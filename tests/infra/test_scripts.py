@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,23 @@ def test_synth_summary_prices_the_assemblys_region_or_says_it_does_not(
 def test_synth_summary_heading_names_the_prices_it_used(sandbox: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["synth_summary.py", str(sandbox.assembly_dir)]) == 0
     assert "at us-east-1 list prices):" in capsys.readouterr().out
+
+
+def test_the_lock_pins_only_versions_a_public_index_can_hold() -> None:
+    """A local version label (torch==2.13.0+cpu, as pip freeze writes for a local CPU wheel) is never on PyPI ("local
+    version identifiers MUST NOT be used when publishing upstream projects to a public index server", PEP 440), so
+    `make setup` on a machine without that wheel could not resolve the lock."""
+    pins = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line]
+    assert pins and [pin for pin in pins if "+" in pin] == []
+
+
+def test_make_lock_strips_local_version_labels() -> None:
+    # The sed that `make lock` runs on pip freeze's output, read from the Makefile (make doubles its $).
+    recipe = next(line for line in (ROOT / "Makefile").read_text().splitlines() if "pip freeze --exclude" in line)
+    expression = re.search(r"sed -E '([^']+)'", recipe)
+    assert expression is not None, recipe
+    frozen = "torch==2.13.0+cpu\nboto3==1.40.0\nnumpy==2.3.1\n"
+    done = subprocess.run(
+        ["sed", "-E", expression.group(1).replace("$$", "$")], input=frozen, capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "torch==2.13.0\nboto3==1.40.0\nnumpy==2.3.1\n"
