@@ -70,10 +70,10 @@ def _list(stubber: Stubber, status: str, page: list[dict[str, Any]], number: int
     stubber.add_response("list_executions", response, expected)
 
 
-def _start(stubber: Stubber, execution: dict[str, Any], error: str | None = None) -> None:
+def _start(stubber: Stubber, execution: dict[str, Any], error: str | None = None, name: str | None = None) -> None:
     expected = {
         "stateMachineArn": TEARDOWN,
-        "name": "sweep-" + hashlib.sha256(execution["executionArn"].encode()).hexdigest(),
+        "name": name or "sweep-" + hashlib.sha256(execution["executionArn"].encode()).hexdigest(),
         "input": json.dumps(
             {
                 "source": "genai-spectrum-kit.teardown-sweep",
@@ -106,6 +106,21 @@ def test_the_sweep_starts_the_teardown_once_for_each_run_that_ended_abnormally_i
     _start(sfn, aborted)
     result = sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
     assert result == {"started": [timed_out["executionArn"], aborted["executionArn"]], "alreadySwept": 1}
+
+
+def test_a_redriven_run_that_ends_abnormally_again_is_swept_again(sfn: Stubber) -> None:
+    """A redriven run keeps its ARN; its first end was swept already. Its second end (redriveCount 1) must start a
+    teardown of its own, not be taken for the first (ExecutionAlreadyExists on the first end's name)."""
+    again = {**_execution("run-redriven", "FAILED", NOW - timedelta(hours=1)), "redriveCount": 1}
+    first_name = "sweep-" + hashlib.sha256(again["executionArn"].encode()).hexdigest()
+    second_name = "sweep-" + hashlib.sha256(f"{again['executionArn']}#redrive-1".encode()).hexdigest()
+    _list(sfn, "FAILED", [again])
+    _start(sfn, again, name=second_name)
+    _list(sfn, "TIMED_OUT", [])
+    _list(sfn, "ABORTED", [])
+    result = sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
+    assert result == {"started": [again["executionArn"]], "alreadySwept": 0}
+    assert second_name != first_name and sweep.sweep_name(again["executionArn"]) == first_name
 
 
 def test_the_sweep_reads_a_bounded_number_of_pages(sfn: Stubber) -> None:

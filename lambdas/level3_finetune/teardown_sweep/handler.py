@@ -32,7 +32,7 @@ logger = Logger(service="finetune-teardown-sweep")
 
 ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
 PAGE_SIZE = 100
-MAX_PAGES = 10  # per status: the newest 1,000 executions of each status (sorted by start, newest first)
+MAX_PAGES = 10  # per status: the first 1,000 executions of each status (ended ones are sorted by their stopDate)
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS = 3, 10, 3
 
 
@@ -68,7 +68,7 @@ def start_teardown(sfn: Any, teardown: str, execution: dict[str, Any]) -> bool:
     try:
         sfn.start_execution(
             stateMachineArn=teardown,
-            name=sweep_name(execution["executionArn"]),
+            name=sweep_name(execution["executionArn"], int(execution.get("redriveCount") or 0)),
             input=json.dumps({"source": "genai-spectrum-kit.teardown-sweep", "detail": detail}),
         )
     except ClientError as error:
