@@ -68,6 +68,11 @@ INGEST_TIMEOUT = Duration.minutes(2)
 QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
 # The OpenSearch Serverless wait function answers CloudFormation before this (its own deadline guard).
 WAIT_TIMEOUT = Duration.minutes(10)
+# CloudFormation waits this long for the wait function's answer instead of its default hour
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
+# ServiceTimeout), so a function that never answers (throttled, broken) holds a create for minutes, not an hour
+# while the new collection bills.
+WAIT_SERVICE_TIMEOUT = WAIT_TIMEOUT.plus(Duration.minutes(2))
 
 # The metadata Bedrock writes with each vector; it must not be filterable in S3 Vectors (2 KB filter limit).
 BEDROCK_NON_FILTERABLE_KEYS = ["AMAZON_BEDROCK_TEXT", "AMAZON_BEDROCK_METADATA"]
@@ -384,6 +389,7 @@ class OpenSearchVectorStore(Construct):
             construct_id,
             service_token=self.waiter.function.function_arn,
             resource_type="Custom::OpenSearchServerlessWait",
+            service_timeout=WAIT_SERVICE_TIMEOUT,
             properties={
                 "Check": check,
                 "CollectionEndpoint": self.collection.attr_collection_endpoint,

@@ -131,3 +131,29 @@ def test_an_alarm_on_a_queue_metric_keeps_its_state_when_the_idle_queue_stops_re
     ]
     assert queue_alarms, "every variant alarms on a dead-letter queue"
     assert {missing for _, _, missing in queue_alarms} == {"ignore"}, queue_alarms
+
+
+def test_every_kit_custom_resource_answers_cloudformation_within_minutes(each_stage: Any) -> None:
+    """A custom resource without ServiceTimeout holds a create, update or delete for CloudFormation's default hour
+    when its function never answers (aws-resource-cloudformation-customresource.html): each of the kit's own (its
+    service token a kit function, with the Powertools layer) sets one longer than its function's timeout."""
+    from stacks.shared.python_function import POWERTOOLS_LAYER_ACCOUNT
+
+    seen = 0
+    for stack_id, template in each_stage.templates.items():
+        resources = template["Resources"]
+        for logical_id, resource in resources.items():
+            is_custom = (
+                resource["Type"].startswith("Custom::") or resource["Type"] == "AWS::CloudFormation::CustomResource"
+            )
+            token = resource.get("Properties", {}).get("ServiceToken") if is_custom else None
+            if not (isinstance(token, dict) and "Fn::GetAtt" in token):
+                continue
+            function = resources.get(token["Fn::GetAtt"][0], {})
+            layers = json.dumps(function.get("Properties", {}).get("Layers", []))
+            if function.get("Type") != "AWS::Lambda::Function" or POWERTOOLS_LAYER_ACCOUNT not in layers:
+                continue  # the CDK's own providers
+            seen += 1
+            timeout = int(resource["Properties"].get("ServiceTimeout", 3600))
+            assert timeout < 3600 and timeout > function["Properties"]["Timeout"], (stack_id, logical_id, timeout)
+    assert seen >= 1
