@@ -10,9 +10,13 @@ setup, so on_init_complete.sh runs this on every node:
     python3 lifecycle.py --resource-config /opt/ml/config/resource_config.json [--shared-dir /fsx] [--dry-run]
 
 1. Find this node in HyperPod's resource_config.json by its IPv4 address and log its instance group and
-   instance name (HyperPod's Slurm node name) - the line to look for in the node's CloudWatch log stream.
+   instance name (HyperPod's Slurm node name) - the line to look for in the node's CloudWatch log stream. That
+   line is all the file is for, so a file that is missing, unreadable or does not list this node is a warning,
+   never a failed node: HyperPod reports a node whose lifecycle script exits non-zero as failed (and a failed
+   controller fails the cluster), and AWS's reference scripts carry on without the file ("Assume vanilla
+   cluster setup", awsome-distributed-training LifecycleScripts/base-config/on_create.sh).
 2. When the shared file system is mounted at --shared-dir, make it writable for every user (mode 1777, like
-   /tmp) so jobs can create their run directories there.
+   /tmp) so jobs can create their run directories there. A failure here fails the node.
 
 Python 3.8+ standard library only, and nothing is fetched from a git branch or the internet: what runs is
 exactly what the stack uploaded. The logic is pure functions plus one ``provision()`` that acts through a
@@ -227,13 +231,21 @@ def prepare_shared_dir(host: Host, path: str = SHARED_DIR) -> bool:
     return True
 
 
-def provision(host: Host, cluster: ResourceConfig, local_ips: Sequence[str], shared_dir: str = SHARED_DIR) -> str:
-    """Do everything this node needs; return its instance group's name."""
-    group, instance = find_node(cluster, local_ips)
-    LOG.info("%s", describe_node(cluster, group, instance))
+def provision(
+    host: Host, cluster: ResourceConfig | None, local_ips: Sequence[str], shared_dir: str = SHARED_DIR
+) -> str | None:
+    """Do everything this node needs; return its instance group's name (None when the node could not be named,
+    which only costs the log line)."""
+    named: tuple[InstanceGroup, Instance] | None = None
+    if cluster is not None:
+        try:
+            named = find_node(cluster, local_ips)
+            LOG.info("%s", describe_node(cluster, *named))
+        except ProvisioningError as err:
+            LOG.warning("cannot name this node (carrying on): %s", err)
     prepare_shared_dir(host, shared_dir)
-    LOG.info("provisioning finished on %s", instance.name)
-    return group.name
+    LOG.info("provisioning finished on %s", named[1].name if named else "this node")
+    return named[0].name if named else None
 
 
 def _load_json(path: str) -> Any:
@@ -265,9 +277,17 @@ def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:
         )
         logging.Formatter.converter = time.gmtime
     host = host or (DryRunHost() if args.dry_run else SystemHost())
+    cluster: ResourceConfig | None = None
     try:
         cluster = parse_resource_config(_load_json(args.resource_config), os.path.basename(args.resource_config))
-        local_ips = args.node_ip or local_ipv4_addresses(host)
+    except ProvisioningError as err:
+        LOG.warning("cannot read HyperPod's resource config (carrying on; it only names this node): %s", err)
+    try:
+        local_ips = args.node_ip or (local_ipv4_addresses(host) if cluster is not None else [])
+    except ProvisioningError as err:
+        LOG.warning("cannot read this node's addresses (carrying on): %s", err)
+        local_ips = []
+    try:
         provision(host, cluster, local_ips, args.shared_dir)
     except ProvisioningError as err:
         LOG.error("provisioning failed: %s", err)

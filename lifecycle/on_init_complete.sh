@@ -8,7 +8,7 @@
 # the Slurm daemons and mounted /fsx before this runs. (OnCreate would be Customer Managed mode, where the
 # scripts must set Slurm up themselves; these do not.) This script only does the kit's own setup: HyperPod
 # copies this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs it as root; it checks its
-# inputs and hands over to lifecycle.py, which logs the node's identity and opens /fsx to every user.
+# inputs and hands over to lifecycle.py, which logs the node's identity (best effort) and opens /fsx to every user.
 # Everything it prints goes, with UTC timestamps, to /var/log/provision/provisioning.log (HyperPod ships
 # that file to CloudWatch: log group /aws/sagemaker/Clusters/<cluster-name>/<cluster-id>, stream
 # LifecycleConfig/<instance-group>/<instance-id>) and to stdout. A failure logs the line and command
@@ -51,7 +51,10 @@ command -v python3 >/dev/null || {
   log "python3 not found on this AMI"
   exit 1
 }
-require_file "$RESOURCE_CONFIG" "HyperPod resource config (set SAGEMAKER_RESOURCE_CONFIG_PATH to override)"
+# The resource config only names this node in the log: without it lifecycle.py warns and carries on.
+if [[ ! -f "$RESOURCE_CONFIG" ]]; then
+  log "WARN: no HyperPod resource config at $RESOURCE_CONFIG (set SAGEMAKER_RESOURCE_CONFIG_PATH to override); the node is not named in this log"
+fi
 require_file "$SCRIPT_DIR/lifecycle.py" "lifecycle.py"
 
 # lifecycle.py timestamps its own lines (UTC); tee keeps them in the log file and on stdout.

@@ -212,17 +212,37 @@ def test_main_reads_the_resource_config_and_detects_the_address(caplog: pytest.L
     assert host.commands == [["hostname", "-I"], MOUNTED, OPEN_FSX]
     assert "this node: cpu-workers-1" in caplog.text
 
-    with caplog.at_level(logging.ERROR, logger="lifecycle"):
-        assert lc.main([*argv, "--node-ip", "192.168.0.9"], host=FakeHost()) == 1
+    # A node the file does not list is still provisioned: the file only names it in the log.
+    unlisted = FakeHost(fsx_mounted=True)
+    with caplog.at_level(logging.WARNING, logger="lifecycle"):
+        assert lc.main([*argv, "--node-ip", "192.168.0.9"], host=unlisted) == 0
     assert "none of this node's addresses (192.168.0.9)" in caplog.text
+    assert unlisted.commands == [MOUNTED, OPEN_FSX]
 
 
-def test_main_reports_unreadable_json(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    broken = tmp_path / "resource_config.json"
-    broken.write_text("{not json")
+@pytest.mark.parametrize("content", ["{not json", None, '{"InstanceGroups": [{"Name": "g", "Instances": [{}]}]}'])
+def test_a_resource_config_that_cannot_name_the_node_is_a_warning_not_a_failed_node(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str | None
+) -> None:
+    """HyperPod reports a node whose lifecycle script exits non-zero as failed (a failed controller fails the whole
+    cluster), and the file only names the node in the log: unreadable, missing or malformed, the node carries on."""
+    config = tmp_path / "resource_config.json"
+    if content is not None:
+        config.write_text(content)
+    host = FakeHost(fsx_mounted=True)
+    with caplog.at_level(logging.WARNING, logger="lifecycle"):
+        assert lc.main(["--resource-config", str(config), "--node-ip", CPU_IP], host=host) == 0
+    assert "cannot read HyperPod's resource config (carrying on" in caplog.text
+    assert host.commands == [MOUNTED, OPEN_FSX]
+
+
+def test_a_failing_chmod_still_fails_the_node_from_main(caplog: pytest.LogCaptureFixture) -> None:
+    host = FakeHost(fsx_mounted=True)
+    host.script(OPEN_FSX, lc.CommandResult(1, "", "Read-only file system"))
     with caplog.at_level(logging.ERROR, logger="lifecycle"):
-        assert lc.main(["--resource-config", str(broken), "--node-ip", CPU_IP], host=FakeHost()) == 1
-    assert f"{broken} is not valid JSON" in caplog.text
+        argv = ["--resource-config", str(FIXTURES / "resource_config.json"), "--node-ip", CPU_IP]
+        assert lc.main(argv, host=host) == 1
+    assert "provisioning failed: command failed: chmod 1777 /fsx" in caplog.text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,17 +343,32 @@ def test_on_init_complete_dry_run_logs_with_timestamps(tmp_path: Path) -> None:
 
 @needs_root
 def test_on_init_complete_failure_logs_the_line_and_exits_non_zero(tmp_path: Path) -> None:
-    result, log = _run_on_init_complete(
-        tmp_path, FIXTURES / "resource_config.json", "--dry-run", "--node-ip", "192.168.0.9"
-    )
-    assert result.returncode == 1
-    assert "none of this node's addresses (192.168.0.9) is a CustomerIpAddress" in log
-    assert "on_init_complete.sh: FAILED (exit 1) at line" in log
+    # lifecycle.py refusing its arguments (exit 2) stands for any failure of the step
+    result, log = _run_on_init_complete(tmp_path, FIXTURES / "resource_config.json", "--dry-run", "--no-such-flag")
+    assert result.returncode == 2
+    assert "on_init_complete.sh: FAILED (exit 2) at line" in log
     assert not log.rstrip().endswith("on_init_complete.sh: done")
 
 
 @needs_root
-def test_on_init_complete_stops_early_when_an_input_is_missing(tmp_path: Path) -> None:
-    result, log = _run_on_init_complete(tmp_path, Path("/nonexistent"))
+def test_on_init_complete_carries_on_without_a_resource_config(tmp_path: Path) -> None:
+    shared = tmp_path / "not-a-mount"
+    shared.mkdir()
+    result, log = _run_on_init_complete(tmp_path, Path("/nonexistent"), "--dry-run", "--shared-dir", str(shared))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARN: no HyperPod resource config at /nonexistent" in log
+    assert log.rstrip().endswith("on_init_complete.sh: done")
+
+
+@needs_root
+def test_on_init_complete_stops_early_when_its_program_is_missing(tmp_path: Path) -> None:
+    scripts = tmp_path / "lifecycle"
+    scripts.mkdir()
+    shutil.copy2(LIFECYCLE_DIR / "on_init_complete.sh", scripts / "on_init_complete.sh")
+    env = {**os.environ, "PROVISION_LOG_DIR": str(tmp_path / "log")}
+    result = subprocess.run(
+        ["bash", str(scripts / "on_init_complete.sh")], capture_output=True, text=True, env=env, check=False, timeout=60
+    )
+    log = (tmp_path / "log" / "provisioning.log").read_text()
     assert result.returncode != 0
-    assert "missing HyperPod resource config" in log and "FAILED" in log
+    assert "missing lifecycle.py" in log and "FAILED" in log
