@@ -259,8 +259,11 @@ def training_instance_types() -> frozenset[str]:
 
 # Families the kit's training image (PyTorch 2.13 with CUDA 13, or its CPU build) cannot serve: CUDA 13 dropped the
 # Kepler-to-Volta GPUs of p2/p3 ("Deprecated Architectures",
-# https://docs.nvidia.com/cuda/archive/13.0.0/cuda-toolkit-release-notes/index.html), and Trainium runs the Neuron
-# images, not CUDA ones (https://github.com/aws/deep-learning-containers/blob/master/available_images.md).
+# https://docs.nvidia.com/cuda/archive/13.0.0/cuda-toolkit-release-notes/index.html), Trainium runs the Neuron
+# images, not CUDA ones (https://github.com/aws/deep-learning-containers/blob/master/available_images.md), and the
+# image is built for x86 (aws/deep-learning-containers .github/config/image/pytorch/2.13-sagemaker-cuda.yml,
+# arch_type "x86") while P6e-GB200 has NVIDIA Grace (arm64) CPUs (the DLAMI arm64 release notes list it among their
+# aarch64 instances).
 _NO_IMAGE_FAMILIES = {
     "p2": "K80",
     "p3": "V100",
@@ -268,13 +271,28 @@ _NO_IMAGE_FAMILIES = {
     "trn1": "Trainium",
     "trn1n": "Trainium",
     "trn2": "Trainium2",
+    "p6e-gb200": "Grace (arm64) CPUs",
 }
+# Every other family of botocore's TrainingInstanceType, by what the image runs on it: NVIDIA GPUs on x86 (the CUDA
+# build) or x86 CPUs (the CPU build). A family the API adds is neither until it is looked at: tests hold the three
+# sets to the API's list, so a new family fails the suite instead of being accepted unread.
+GPU_FAMILIES = frozenset(
+    {"g4dn", "g5", "g6", "g6e", "g7", "g7e", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300"}
+)
+CPU_FAMILIES = frozenset(
+    {
+        "c4", "c5", "c5n", "c6i", "c7i", "c7i-flex", "c8i", "c8i-flex", "m4", "m5", "m6i", "m7i", "m7i-flex", "m8i",
+        "m8i-flex", "r5", "r5d", "r6i", "r7i", "r8i", "r8i-flex", "t3",
+    }
+)  # fmt: skip
 
 
 def _training_instance_type(instance_type: str) -> str:
     if instance_type not in training_instance_types():
         raise ValueError("not a SageMaker training instance type")
     family = instance_type.split(".")[1]
+    if family not in GPU_FAMILIES | CPU_FAMILIES and family not in _NO_IMAGE_FAMILIES:
+        raise Invalid(f"an instance type the kit has checked its training image against ({family} is new to it)")
     if family in _NO_IMAGE_FAMILIES:
         raise Invalid(
             f"an instance type the kit's PyTorch 2.13 / CUDA 13 training image runs on ({family} has "
@@ -284,15 +302,15 @@ def _training_instance_type(instance_type: str) -> str:
 
 
 def training_instance_has_gpu(instance_type: str) -> bool:
-    """Whether a training instance type has NVIDIA GPUs (the g and p families): the CUDA image, else the CPU one."""
-    return instance_type.split(".")[1].startswith(("g", "p"))
+    """Whether a training instance type has NVIDIA GPUs (GPU_FAMILIES): the CUDA image, else the CPU one."""
+    return instance_type.split(".")[1] in GPU_FAMILIES
 
 
 # A SageMaker training job's instance type (Levels 3 and 4 run training jobs).
 TrainingInstanceType = Annotated[
     Text,
     AfterValidator(_training_instance_type),
-    Allowed("a SageMaker training instance type such as ml.g5.xlarge (not p2, p3 or trn)"),
+    Allowed("a SageMaker training instance type such as ml.g5.xlarge (not p2, p3, p6e-gb200 or trn)"),
 ]
 # null, empty or "default": the stage decides (None).
 FlagOrNull = Annotated[bool | None, BeforeValidator(lambda raw: _opt(_flag, raw))]

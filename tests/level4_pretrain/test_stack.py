@@ -601,9 +601,22 @@ def test_training_instance_types_are_the_apis_and_gpu_means_the_g_and_p_families
     types = training_instance_types()
     assert {"ml.g5.xlarge", "ml.p4d.24xlarge", "ml.m5.xlarge"} <= types and "ml.t2.micro" not in types
     assert build(tj_instance_type="ml.g6e.xlarge", sm_instance_type="ml.g6.xlarge").pretrain.job_instance_type
-    gpu = {t for t in types if training_instance_has_gpu(t)}
-    assert gpu == {t for t in types if t.split(".")[1][0] in "gp"}
+    assert training_instance_has_gpu("ml.p5.48xlarge") and training_instance_has_gpu("ml.g6e.xlarge")
     assert not training_instance_has_gpu("ml.r5.large") and not training_instance_has_gpu("ml.t3.medium")
+
+
+def test_every_training_instance_family_the_api_lists_is_classified_for_the_image() -> None:
+    """Each family of botocore's TrainingInstanceType is a GPU family (the CUDA image), a CPU family (the CPU image) or
+    one the image cannot serve: a family the API adds fails here until it is looked at, instead of being accepted
+    (ml.p6e-gb200 was: its Grace CPUs are arm64, the image x86)."""
+    from stacks.shared.settings import _NO_IMAGE_FAMILIES, CPU_FAMILIES, GPU_FAMILIES, training_instance_types
+
+    families = {t.split(".")[1] for t in training_instance_types()}
+    classified = [GPU_FAMILIES, CPU_FAMILIES, frozenset(_NO_IMAGE_FAMILIES)]
+    assert sorted(families - frozenset().union(*classified)) == []
+    assert all(not (a & b) for i, a in enumerate(classified) for b in classified[i + 1 :])
+    with pytest.raises(ConfigError, match="p6e-gb200 has Grace"):
+        build(tj_instance_type="ml.p6e-gb200.36xlarge")
 
 
 # --- training-job path ----------------------------------------------------------------------------------
