@@ -38,6 +38,7 @@ from kit.doctor import (
     training_job_quota,
 )
 from kit.operator import (
+    EXECUTION_NAME,
     check_resumable,
     compact,
     console,
@@ -637,10 +638,9 @@ SM_NAME_PART = "-sft-"
 SM_MACHINE_PART = "sft"  # the state machine is <name_prefix>-<stage>-sft (sagemaker.py resource_name("sft"))
 SM_MAX_TOKENS = 256
 SM_MODELS_PREFIX = MODELS_PREFIX  # where a run's baseModelKey must point (the pipeline rejects anything else)
-# An execution name the pipeline takes as resumeFrom: 1-80 characters, none of the characters StartExecution
-# forbids in a name (stacks/level3_finetune/sagemaker_pipeline.py NAME_FORBIDDEN, and control characters):
-# https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html
-SM_EXECUTION_NAME = re.compile(r"[^<>{}\[\]?*\"#%\\^|~`$&,;:/\s\x00-\x1f\x7f-\x9f]{1,80}")
+# An execution name the pipeline takes as resumeFrom (stacks/level3_finetune/sagemaker_pipeline.py NAME_FORBIDDEN):
+# any name StartExecution accepts.
+SM_EXECUTION_NAME = EXECUTION_NAME
 SM_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 

@@ -18,6 +18,7 @@ from kit import aws, level3_finetune
 from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
 from kit.doctor import LEVELS, Check, Needs, QuotaBook, quota_rows, training_job_quota
 from kit.operator import (
+    EXECUTION_NAME,
     cell,
     check_resumable,
     console,
@@ -45,7 +46,6 @@ CHECKPOINTS_PREFIX = "checkpoints/"
 # and only letters, digits, '-' and '_' for its CloudWatch Logs logging (the state machine logs), which is what
 # `--name` accepts; `--resume-from` takes any name an earlier execution may have had.
 NEW_EXECUTION_NAME = re.compile(r"[0-9A-Za-z_-]{1,80}")
-EXECUTION_NAME = re.compile(r"[^<>{}\[\]?*\"#%\\^|~`$&,;:/\s\x00-\x1f\x7f-\x9f\ufffe\uffff]{1,80}")
 
 
 # The IAM actions the `kit l4` commands call with the operator's credentials (the README's "Operator

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -404,6 +405,12 @@ def deployed_name_prefix(execution_arn: str, stage: str, machine_part: str) -> s
             f"(<name_prefix>{ending}): give an execution's name, or the ARN of one of this stage's"
         )
     return machine.removesuffix(ending)
+
+
+# Any name StartExecution accepts: 1-80 characters (botocore's Name shape), without white space, brackets,
+# wildcards, " # % \ ^ | ~ ` $ & , ; : / or control characters (U+0000-001F, U+007F-009F, U+FFFE-FFFF)
+# (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html). A --resume-from names one.
+EXECUTION_NAME = re.compile(r"[^<>{}\[\]?*\"#%\\^|~`$&,;:/\s\x00-\x1f\x7f-\x9f\ufffe\uffff]{1,80}")
 
 
 def execution_name() -> str:

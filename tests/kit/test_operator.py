@@ -409,3 +409,15 @@ def test_execution_names_differ_in_32_random_bits_within_a_second() -> None:
     # The name is also the folder `kit l3 start` uploads to: two starts in one second must not share it.
     names = {operator.execution_name() for _ in range(200)}
     assert len(names) == 200 and all(len(name.rsplit("-", 1)[1]) == 8 for name in names)
+
+
+def test_the_execution_name_rule_takes_its_length_from_the_api_and_refuses_what_it_forbids() -> None:
+    import botocore.session
+
+    from kit.operator import EXECUTION_NAME
+
+    shape = botocore.session.get_session().get_service_model("stepfunctions").shape_for("Name")
+    longest = int(shape.metadata["max"])
+    assert EXECUTION_NAME.fullmatch("r" * longest) and not EXECUTION_NAME.fullmatch("r" * (longest + 1))
+    for forbidden in ("a b", "a/b", "a\ufffeb", "a\x7fb", "a#b"):
+        assert not EXECUTION_NAME.fullmatch(forbidden), repr(forbidden)
