@@ -293,3 +293,20 @@ def test_a_state_machines_log_group_is_named_after_it_and_new_on_every_create(pr
             assert all(name.startswith(expected) for name in names) and names[0] != names[1], names
             checked += 1
     assert checked >= 6
+
+
+def test_a_scripted_result_is_held_to_the_operations_output_shape() -> None:
+    """The simulator refuses a scripted aws-sdk result the service would never return: a status outside the output's
+    enum (what the Choice states compare) or a member the output lacks (what ResultSelector reads)."""
+    from tests.infra import asl
+
+    get_job = "arn:aws:states:::aws-sdk:bedrock:getModelCustomizationJob"
+    assert asl.sdk_response_errors(get_job, {"Status": "Completed", "OutputModelArn": "arn"}) == []
+    assert asl.sdk_response_errors(get_job, {"Status": "Done"}) == [
+        "GetModelCustomizationJob result.Status: 'Done' is not one of "
+        + str(asl._service_model("bedrock").shape_for("ModelCustomizationJobStatus").enum)
+    ]
+    assert asl.sdk_response_errors(get_job, {"status": "Completed"}) == [
+        "GetModelCustomizationJob result.status: not a member of GetModelCustomizationJobResponse"
+    ]
+    assert asl.sdk_response_errors("arn:aws:states:::lambda:invoke", {"anything": 1}) == []

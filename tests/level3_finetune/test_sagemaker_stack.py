@@ -394,7 +394,6 @@ def _results(
             status = statuses[min(polls["n"], len(statuses) - 1)]
             polls["n"] += 1
             answer = {
-                "jobArn": IMPORT_JOB_ARN,
                 "JobArn": IMPORT_JOB_ARN,
                 "JobName": "j",
                 "ImportedModelName": "m",
