@@ -496,6 +496,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
     # jobs", each supported Region: 1, https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock):
     # a run whose training ends while another import runs is refused with ServiceQuotaExceededException. It waits
     # for the slot as the Bedrock path waits for a customization-job slot, instead of failing after its paid job.
+    # The same error is the "Imported models per account" quota (3 by default, adjustable), which waiting does not
+    # free: ImportNotConfirmed then names it.
     start_import.add_retry(
         errors=["Bedrock.ServiceQuotaExceededException"],
         interval=QUOTA_RETRY_INTERVAL,
@@ -527,7 +529,11 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         return state
 
     start_import.add_catch(
-        not_watched("ImportNotConfirmed", "CreateModelImportJob failed (transient errors after their retries)"),
+        not_watched(
+            "ImportNotConfirmed",
+            "CreateModelImportJob failed after its retries (a ServiceQuotaExceededException that lasted 3 hours is "
+            "the imported-models quota of the Region, Service Quotas L-45B04988: delete an imported model or raise it)",
+        ),
         errors=["States.ALL"],
         result_path="$.error",
     )

@@ -1216,3 +1216,20 @@ def test_an_import_refused_while_another_import_runs_waits_for_the_regions_one_s
     assert len(attempts) == 7 and attempts[-1].at - attempts[0].at >= 3600
     assert {call.parameters["ClientRequestToken"] for call in attempts} == {run_name(execution_arn("test-execution"))}
     assert not trace.calls_to("DeleteImportedModel")
+
+
+def test_an_import_refused_for_three_hours_names_the_imported_models_quota(machine: dict[str, Any]) -> None:
+    """The same ServiceQuotaExceededException is also the Region's imported-models quota (adjustable, 3 by default),
+    which waiting does not free: after the slot wait the notification names that quota."""
+    base = _results()
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "ImportModel":
+            raise asl.AslError("Bedrock.ServiceQuotaExceededException", "quota exceeded")
+        return base(call)
+
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    attempts = trace.calls_to("ImportModel")
+    assert attempts[-1].at - attempts[0].at >= pipeline.IMPORT_SLOT_WAIT.to_seconds()
+    assert "imported-models quota of the Region, Service Quotas L-45B04988" in _failure(trace)["Cause"]
