@@ -254,8 +254,10 @@ def _load_json(path: str) -> Any:
             return json.load(handle)
     except FileNotFoundError:
         raise ProvisioningError(f"{path} not found") from None
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # not JSON, or not UTF-8 text
         raise ProvisioningError(f"{path} is not valid JSON: {err}") from None
+    except OSError as err:  # a directory, no permission
+        raise ProvisioningError(f"{path} cannot be read: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None, host: Host | None = None) -> int:

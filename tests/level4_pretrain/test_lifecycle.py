@@ -220,14 +220,20 @@ def test_main_reads_the_resource_config_and_detects_the_address(caplog: pytest.L
     assert unlisted.commands == [MOUNTED, OPEN_FSX]
 
 
-@pytest.mark.parametrize("content", ["{not json", None, '{"InstanceGroups": [{"Name": "g", "Instances": [{}]}]}'])
+@pytest.mark.parametrize(
+    "content", ["{not json", None, '{"InstanceGroups": [{"Name": "g", "Instances": [{}]}]}', b"\xff\xfe{", "dir"]
+)
 def test_a_resource_config_that_cannot_name_the_node_is_a_warning_not_a_failed_node(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str | None
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str | bytes | None
 ) -> None:
     """HyperPod reports a node whose lifecycle script exits non-zero as failed (a failed controller fails the whole
     cluster), and the file only names the node in the log: unreadable, missing or malformed, the node carries on."""
     config = tmp_path / "resource_config.json"
-    if content is not None:
+    if content == "dir":
+        config.mkdir()
+    elif isinstance(content, bytes):
+        config.write_bytes(content)  # not UTF-8
+    elif content is not None:
         config.write_text(content)
     host = FakeHost(fsx_mounted=True)
     with caplog.at_level(logging.WARNING, logger="lifecycle"):
