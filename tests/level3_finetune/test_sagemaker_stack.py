@@ -724,17 +724,23 @@ def test_an_import_poll_that_keeps_failing_names_the_import_job_and_the_model_in
     assert "the service is unavailable" in error["Cause"]
 
 
-def test_an_import_whose_create_keeps_failing_names_the_import_job_and_the_model_in_the_notification(
-    machine: dict[str, Any],
-) -> None:
-    """Every answer of CreateModelImportJob lost: the job may exist all the same, and create its model later."""
+def _import_create_failing(error: asl.AslError) -> Any:
+    """_results(), with every CreateModelImportJob call failing with ``error``."""
     base = _results()
 
     def result(call: asl.TaskCall) -> Any:
         if call.state == "ImportModel":
-            raise asl.AslError("Bedrock.InternalServerException", "the answer was lost")
+            raise error
         return base(call)
 
+    return result
+
+
+def test_an_import_whose_create_keeps_failing_names_the_import_job_and_the_model_in_the_notification(
+    machine: dict[str, Any],
+) -> None:
+    """Every answer of CreateModelImportJob lost: the job may exist all the same, and create its model later."""
+    result = _import_create_failing(asl.AslError("Bedrock.InternalServerException", "the answer was lost"))
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
     assert len(trace.calls_to("ImportModel")) == 1 + THROTTLE_RETRY_ATTEMPTS
@@ -1221,13 +1227,7 @@ def test_an_import_refused_while_another_import_runs_waits_for_the_regions_one_s
 def test_an_import_refused_for_three_hours_names_the_imported_models_quota(machine: dict[str, Any]) -> None:
     """The same ServiceQuotaExceededException is also the Region's imported-models quota (adjustable, 3 by default),
     which waiting does not free: after the slot wait the notification names that quota."""
-    base = _results()
-
-    def result(call: asl.TaskCall) -> Any:
-        if call.state == "ImportModel":
-            raise asl.AslError("Bedrock.ServiceQuotaExceededException", "quota exceeded")
-        return base(call)
-
+    result = _import_create_failing(asl.AslError("Bedrock.ServiceQuotaExceededException", "quota exceeded"))
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
     attempts = trace.calls_to("ImportModel")
