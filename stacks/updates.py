@@ -49,6 +49,9 @@ UPDATES: Mapping[str, str] = {
     "guardrail_pii_anonymize": IN_PLACE,
     "guardrail_pii_block": IN_PLACE,
     "guardrail_deny_investment_advice": IN_PLACE,
+    # The tier configs and CrossRegionConfig of AWS::Bedrock::Guardrail update in place (none is create-only in its
+    # registry schema); the guardrail version is republished, as for every guardrail setting.
+    "guardrail_tier": IN_PLACE,
     "api_throttle_rate": IN_PLACE,
     "api_throttle_burst": IN_PLACE,
     "log_retention_days": IN_PLACE,

@@ -29,6 +29,66 @@ PINNED_POWERTOOLS_LAYER = 38
 # Bedrock's inference-profile geographies: one copy, in the code the functions ship (lambdas/common).
 PROFILE_GEOGRAPHIES = geographies.PROFILE_GEOGRAPHIES
 
+# Bedrock's guardrail profiles (cross-Region guardrail inference, which a guardrail on the Standard safeguard tier
+# uses): profile id -> source Region it can be used from -> the Regions a guardrail request from there may be routed
+# to. https://docs.aws.amazon.com/bedrock/latest/userguide/guardrails-cross-region-support.html (the aws partition's
+# profiles; us-gov.guardrail.v1:0 is GovCloud's). ap-southeast-2 is a source of two (au and apac).
+_EU_GUARDRAIL = ("eu-central-1", "eu-west-1", "eu-west-3", "eu-north-1", "eu-south-1", "eu-south-2")
+_APAC_GUARDRAIL = (
+    "ap-south-1", "ap-northeast-3", "ap-northeast-2", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1",
+)  # fmt: skip
+GUARDRAIL_PROFILES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "us.guardrail.v1:0": {
+        "us-east-1": ("us-east-1", "us-east-2", "us-west-2"),
+        "us-east-2": ("us-east-1", "us-east-2", "us-west-2"),
+        "us-west-1": ("us-east-1", "us-east-2", "us-west-1", "us-west-2"),
+        "us-west-2": ("us-east-1", "us-east-2", "us-west-2"),
+    },
+    "eu.guardrail.v1:0": {
+        "eu-central-1": _EU_GUARDRAIL,
+        "eu-west-1": _EU_GUARDRAIL,
+        "eu-west-3": _EU_GUARDRAIL,
+        "eu-north-1": _EU_GUARDRAIL,
+        "eu-south-1": _EU_GUARDRAIL,
+        "eu-south-2": _EU_GUARDRAIL,
+        "il-central-1": (*_EU_GUARDRAIL, "il-central-1"),
+    },
+    "uk.guardrail.v1:0": {"eu-west-2": ("eu-west-2",)},
+    "au.guardrail.v1:0": {"ap-southeast-2": ("ap-southeast-2",)},
+    "ca.guardrail.v1:0": {"ca-central-1": ("ca-central-1", "ca-west-1")},
+    "apac.guardrail.v1:0": {
+        "ap-south-1": _APAC_GUARDRAIL,
+        "ap-northeast-2": _APAC_GUARDRAIL,
+        "ap-southeast-1": _APAC_GUARDRAIL,
+        "ap-southeast-2": _APAC_GUARDRAIL,
+        "ap-southeast-3": (
+            "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
+            "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+        ),
+        "ap-southeast-4": (
+            "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-4", "ap-northeast-1",
+            "ap-northeast-2", "ap-northeast-3",
+        ),
+        "ap-northeast-1": _APAC_GUARDRAIL,
+        "ap-east-2": (
+            "ap-east-2", "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3",
+            "ap-southeast-4", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+        ),
+        "ap-southeast-5": (
+            "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
+            "ap-southeast-5", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+        ),
+        "ap-southeast-7": (
+            "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
+            "ap-southeast-7", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+        ),
+        "me-central-1": (
+            "ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
+            "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "me-central-1",
+        ),
+    },
+}  # fmt: skip
+
 
 # Bedrock model invocation logging (the opt-in Level 0 stack) writes its records under this prefix of its bucket
 # (lambdas/level0_account/invocation_logging/handler.py: s3Config.keyPrefix); Level 3 distills from them.

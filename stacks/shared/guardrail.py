@@ -6,12 +6,13 @@ import hashlib
 import json
 from typing import Any
 
+from aws_cdk import Annotations, Stack
 from aws_cdk import aws_bedrock as bedrock
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.shared.deployment import Deployment
-from stacks.shared.settings import GuardrailSettings
+from stacks.shared.settings import GuardrailSettings, guardrail_profile, guardrail_region_problems
 
 _CONTENT_FILTERS = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT")
 # Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version.
@@ -32,6 +33,25 @@ class KitGuardrail(Construct):
         applied_to: str,
     ) -> None:
         super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        # The Standard tier runs through the region's guardrail profile; a region no profile serves gets the config
+        # error on the stack that builds the guardrail (the CDK CLI then refuses to synthesize or deploy it).
+        problems = guardrail_region_problems(settings, deployment.region)
+        for problem in problems:
+            Annotations.of(stack).add_error(problem.line())
+        profile = guardrail_profile(deployment.region) if settings.tier == "standard" else None
+        # The profile's ARN in the source region and in every region it may route to: ApplyGuardrail (and Converse or
+        # RetrieveAndGenerate with the guardrail) needs the latter granted
+        # (https://docs.aws.amazon.com/bedrock/latest/userguide/guardrail-profiles-permissions.html).
+        self.profile_arns: list[str] = []
+        if profile is not None:
+            profile_id, destinations = profile
+            self.profile_arns = [
+                f"arn:{stack.partition}:bedrock:{region}:{stack.account}:guardrail-profile/{profile_id}"
+                for region in dict.fromkeys((deployment.region, *destinations))
+            ]
+        # ContentFiltersTierName and TopicsTierName: CLASSIC (the default, left unset) or STANDARD.
+        standard = bool(self.profile_arns)
         filters: list[Any] = [
             bedrock.CfnGuardrail.ContentFilterConfigProperty(
                 type=kind,
@@ -73,17 +93,36 @@ class KitGuardrail(Construct):
             description=f"Applied to every {applied_to}: content filters, prompt attacks, PII, denied topics.",
             blocked_input_messaging="Sorry, this request was blocked by the kit's guardrail.",
             blocked_outputs_messaging="Sorry, the model's answer was blocked by the kit's guardrail.",
-            content_policy_config=bedrock.CfnGuardrail.ContentPolicyConfigProperty(filters_config=filters),
+            content_policy_config=bedrock.CfnGuardrail.ContentPolicyConfigProperty(
+                filters_config=filters,
+                content_filters_tier_config=(
+                    bedrock.CfnGuardrail.ContentFiltersTierConfigProperty(tier_name="STANDARD") if standard else None
+                ),
+            ),
             sensitive_information_policy_config=(
                 bedrock.CfnGuardrail.SensitiveInformationPolicyConfigProperty(pii_entities_config=pii) if pii else None
             ),
             topic_policy_config=(
-                bedrock.CfnGuardrail.TopicPolicyConfigProperty(topics_config=topics) if topics else None
+                bedrock.CfnGuardrail.TopicPolicyConfigProperty(
+                    topics_config=topics,
+                    topics_tier_config=(
+                        bedrock.CfnGuardrail.TopicsTierConfigProperty(tier_name="STANDARD") if standard else None
+                    ),
+                )
+                if topics
+                else None
+            ),
+            # The system-defined guardrail profile the Standard tier runs through (GuardrailCrossRegionConfig).
+            cross_region_config=(
+                bedrock.CfnGuardrail.GuardrailCrossRegionConfigProperty(guardrail_profile_arn=self.profile_arns[0])
+                if standard
+                else None
             ),
         )
-        digest = hashlib.sha256(
-            json.dumps([settings.model_dump(), _GUARDRAIL_REVISION], sort_keys=True).encode()
-        ).hexdigest()[:16]
+        # The settings the version publishes. The tier joins them only off its default, so that a guardrail on the
+        # classic tier keeps the digest (and version) it had before the tier was a setting.
+        published = settings.model_dump(exclude={"tier"} if settings.tier == "classic" else None)
+        digest = hashlib.sha256(json.dumps([published, _GUARDRAIL_REVISION], sort_keys=True).encode()).hexdigest()[:16]
         self.version = bedrock.CfnGuardrailVersion(
             self,
             "Version",
@@ -93,8 +132,16 @@ class KitGuardrail(Construct):
         )
 
     def grant_apply(self, role: iam.Role) -> None:
+        """ApplyGuardrail on the guardrail (Converse and RetrieveAndGenerate with it, and ApplyGuardrail itself), and on
+        the Standard tier also on its guardrail profile in the source and every destination region."""
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="ApplyGuardrail", actions=["bedrock:ApplyGuardrail"], resources=[self.guardrail.attr_guardrail_arn]
             )
         )
+        if self.profile_arns:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ApplyGuardrailProfile", actions=["bedrock:ApplyGuardrail"], resources=self.profile_arns
+                )
+            )

@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic import ValidationError as _ValidationError
 from pydantic.fields import FieldInfo
 
-from stacks.shared.facts import PROFILE_GEOGRAPHIES, STAGES
+from stacks.shared.facts import GUARDRAIL_PROFILES, PROFILE_GEOGRAPHIES, STAGES
 
 # ---------------------------------------------------------------------------------------------------------
 # Errors
@@ -585,6 +585,13 @@ PiiList = Annotated[
     Allowed("a list (JSON or comma-separated) of: " + ", ".join(sorted(PII_TYPES))),
 ]
 
+# The safeguard tier of the content filters (prompt attacks included) and the denied topic: CLASSIC judges English,
+# French and Spanish only; STANDARD judges many more languages and needs a guardrail profile (cross-Region guardrail
+# inference) (https://docs.aws.amazon.com/bedrock/latest/userguide/guardrails-tiers.html,
+# https://docs.aws.amazon.com/bedrock/latest/userguide/guardrails-supported-languages.html). AWS::Bedrock::Guardrail
+# ContentFiltersTierConfig.TierName and TopicsTierConfig.TierName take CLASSIC or STANDARD.
+GuardrailTier = Literal["classic", "standard"]
+
 
 class GuardrailSettings(Settings):
     content_filter_strength: Annotated[FilterStrength, Stripped] = Field(
@@ -597,6 +604,12 @@ class GuardrailSettings(Settings):
     pii_block: PiiList = Field(alias="guardrail_pii_block", description="PII types that block the call")
     deny_investment_advice: Flag = Field(
         alias="guardrail_deny_investment_advice", description="The guardrail's denied-topic example on or off"
+    )
+    tier: Annotated[GuardrailTier, Stripped] = Field(
+        alias="guardrail_tier",
+        description="The safeguard tier of the guardrail's content filters and denied topic: `classic` judges English, "
+        "French and Spanish, in the region; `standard` many more languages, routed within the region's geography "
+        "(regions with a Bedrock guardrail profile only)",
     )
 
     @field_validator("pii_anonymize", "pii_block")
@@ -611,3 +624,25 @@ class GuardrailSettings(Settings):
         if overlap:
             raise Invalid(f"no type that guardrail_pii_anonymize has too ({overlap[0]})")
         return block
+
+
+def guardrail_profile(region: str) -> tuple[str, tuple[str, ...]] | None:
+    """The guardrail profile a guardrail in ``region`` uses on the Standard tier and the Regions it may route to
+    (facts.GUARDRAIL_PROFILES), or None where no profile serves ``region``. Where two do (ap-southeast-2: au and
+    apac), the one with the fewest Regions, which keeps the text closest to where it was sent."""
+    serving = [(profile, sources[region]) for profile, sources in GUARDRAIL_PROFILES.items() if region in sources]
+    return min(serving, key=lambda item: len(item[1]), default=None)
+
+
+def guardrail_region_problems(settings: GuardrailSettings, region: str) -> list[Problem]:
+    """The Standard tier needs a guardrail profile that serves ``region``; where none does, a stack that builds a
+    guardrail carries this problem as an error (KitGuardrail), and the other stacks build
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/guardrails-cross-region-support.html)."""
+    if settings.tier != "standard" or guardrail_profile(region) is not None:
+        return []
+    served = sorted({source for sources in GUARDRAIL_PROFILES.values() for source in sources})
+    allowed = (
+        f"classic in region {region}, which no Bedrock guardrail profile serves; the standard tier needs one, "
+        "offered in " + ", ".join(served)
+    )
+    return [Problem("guardrail_tier", settings.tier, allowed)]

@@ -146,6 +146,7 @@ def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
         ("guardrail_pii_anonymize", ["EMAIL", "SHOE_SIZE"], "'SHOE_SIZE' is not one"),
         ("guardrail_pii_block", ["EMAIL"], "no type that guardrail_pii_anonymize has too (EMAIL)"),
         ("guardrail_deny_investment_advice", "maybe", "true or false"),
+        ("guardrail_tier", "premium", "one of classic, standard"),
         ("api_throttle_rate", 0, "a number from 1 to 10000"),
         ("api_throttle_burst", 6000, "a whole number from 1 to 5000"),
         ("log_retention_days", 8, "one of 1, 3, 5, 7"),

@@ -42,6 +42,7 @@ CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
     "guardrail_pii_anonymize": ({}, ["EMAIL"]),
     "guardrail_pii_block": ({}, ["US_SOCIAL_SECURITY_NUMBER"]),
     "guardrail_deny_investment_advice": ({}, False),
+    "guardrail_tier": ({}, "standard"),
     "api_throttle_rate": ({}, 50),
     "api_throttle_burst": ({}, 100),
     "log_retention_days": ({}, 30),
