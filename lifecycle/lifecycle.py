@@ -16,7 +16,8 @@ setup, so on_init_complete.sh runs this on every node:
    controller fails the cluster), and AWS's reference scripts carry on without the file ("Assume vanilla
    cluster setup", awsome-distributed-training LifecycleScripts/base-config/on_create.sh).
 2. When the shared file system is mounted at --shared-dir, make it writable for every user (mode 1777, like
-   /tmp) so jobs can create their run directories there. A failure here fails the node.
+   /tmp) so jobs can create their run directories there, and so is its exported directory (data/, the one the
+   stack's data repository association links to the data bucket) once it exists. A failure here fails the node.
 
 Python 3.8+ standard library only, and nothing is fetched from a git branch or the internet: what runs is
 exactly what the stack uploaded. The logic is pure functions plus one ``provision()`` that acts through a
@@ -44,6 +45,13 @@ DEFAULT_RESOURCE_CONFIG = "/opt/ml/config/resource_config.json"
 # The stack's FsxLustreConfig.MountPath (HyperPod's default) - keep the two equal.
 SHARED_DIR = "/fsx"
 SHARED_DIR_MODE = "1777"
+# The directory under SHARED_DIR that the stack's data repository association (FileSystemPath /data) exports to
+# and imports from the data bucket, the only files on the file system that are copied to S3
+# (docs.aws.amazon.com/fsx/latest/APIReference/API_DataRepositoryAssociation.html). FSx creates it with
+# the association and takes owners and modes from S3 object metadata
+# (docs.aws.amazon.com/fsx/latest/LustreGuide/posix-metadata-support.html), so nothing makes it writable
+# for a Slurm user: it is opened like SHARED_DIR. workloads/pretrain/slurm/pretrain.sbatch writes its runs there.
+EXPORTED_SUBDIR = "data"
 
 
 class ProvisioningError(Exception):
@@ -197,7 +205,7 @@ class SystemHost:
 class DryRunHost(SystemHost):
     """Reads the node's state (addresses, mounts) but only logs what it would change."""
 
-    READ_ONLY = (("hostname", "-I"), ("mountpoint", "-q"))
+    READ_ONLY = (("hostname", "-I"), ("mountpoint", "-q"), ("test", "-d"))
 
     def run(self, argv: Sequence[str], check: bool = True) -> CommandResult:
         if tuple(argv[:2]) in self.READ_ONLY:
@@ -217,8 +225,14 @@ def local_ipv4_addresses(host: Host) -> list[str]:
     return addresses
 
 
+def exported_dir(shared_dir: str = SHARED_DIR) -> str:
+    """The directory of the shared file system that the data repository association exports to S3."""
+    return f"{shared_dir.rstrip('/')}/{EXPORTED_SUBDIR}"
+
+
 def prepare_shared_dir(host: Host, path: str = SHARED_DIR) -> bool:
-    """Open the shared file system to every user when it is mounted; True when it was."""
+    """Open the shared file system, and its exported directory once it exists, to every user when it is mounted;
+    True when it was."""
     if host.run(["mountpoint", "-q", path], check=False).returncode != 0:
         LOG.info(
             "%s is not mounted on this node: nothing to prepare (HyperPod mounts FSx for Lustre on groups whose "
@@ -228,6 +242,21 @@ def prepare_shared_dir(host: Host, path: str = SHARED_DIR) -> bool:
         return False
     host.run(["chmod", SHARED_DIR_MODE, path])
     LOG.info("%s is mounted; mode %s lets every user create a run directory there", path, SHARED_DIR_MODE)
+    exported = exported_dir(path)
+    # Never created here: the association creates it, and the stack creates the association beside the cluster,
+    # so the first nodes may provision before it exists. Any node provisioned later opens it (compute groups
+    # start at 0 nodes), and so does the one command the warning names.
+    if host.run(["test", "-d", exported], check=False).returncode != 0:
+        LOG.warning(
+            "%s does not exist yet (the data repository association creates it and exports it to the data bucket): "
+            "a node provisioned later opens it, or run `sudo chmod %s %s` once it exists",
+            exported,
+            SHARED_DIR_MODE,
+            exported,
+        )
+        return True
+    host.run(["chmod", SHARED_DIR_MODE, exported])
+    LOG.info("%s (exported to the data bucket) is open to every user too", exported)
     return True
 
 

@@ -8,7 +8,8 @@
 # the Slurm daemons and mounted /fsx before this runs. (OnCreate would be Customer Managed mode, where the
 # scripts must set Slurm up themselves; these do not.) This script only does the kit's own setup: HyperPod
 # copies this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs it as root; it checks its
-# inputs and hands over to lifecycle.py, which logs the node's identity (best effort) and opens /fsx to every user.
+# inputs and hands over to lifecycle.py, which logs the node's identity (best effort) and opens /fsx and its
+# exported directory /fsx/data to every user.
 # Everything it prints goes, with UTC timestamps, to /var/log/provision/provisioning.log (HyperPod ships
 # that file to CloudWatch: log group /aws/sagemaker/Clusters/<cluster-name>/<cluster-id>, stream
 # LifecycleConfig/<instance-group>/<instance-id>) and to stdout. A failure logs the line and command

@@ -42,6 +42,9 @@ CONTROLLER_IP, LOGIN_IP, GPU_IP_1, GPU_IP_2, CPU_IP = (
 )
 MOUNTED = ["mountpoint", "-q", "/fsx"]
 OPEN_FSX = ["chmod", "1777", "/fsx"]
+HAS_EXPORTED = ["test", "-d", "/fsx/data"]
+OPEN_EXPORTED = ["chmod", "1777", "/fsx/data"]
+PREPARE_FSX = [MOUNTED, OPEN_FSX, HAS_EXPORTED, OPEN_EXPORTED]
 
 
 def raw_resources() -> dict[str, Any]:
@@ -57,9 +60,12 @@ def cluster() -> Any:
 class FakeHost:
     """Records what provision() runs; commands succeed unless a result is scripted for them."""
 
-    def __init__(self, *, fsx_mounted: bool = True) -> None:
+    def __init__(self, *, fsx_mounted: bool = True, exported_dir: bool = True) -> None:
         self.commands: list[list[str]] = []
-        self.results: dict[tuple[str, ...], Any] = {tuple(MOUNTED): lc.CommandResult(0 if fsx_mounted else 32)}
+        self.results: dict[tuple[str, ...], Any] = {
+            tuple(MOUNTED): lc.CommandResult(0 if fsx_mounted else 32),
+            tuple(HAS_EXPORTED): lc.CommandResult(0 if exported_dir else 1),
+        }
 
     def script(self, argv: Sequence[str], result: Any) -> None:
         self.results[tuple(argv)] = result
@@ -85,7 +91,7 @@ def test_the_scripts_leave_slurm_and_the_fsx_mount_to_hyperpod(cluster: Any, ip:
     # no slurm.conf, no mount of its own.
     host = FakeHost(fsx_mounted=fsx_mounted)
     lc.provision(host, cluster, [ip])
-    assert {command[0] for command in host.commands} <= {"mountpoint", "chmod"}
+    assert {command[0] for command in host.commands} <= {"mountpoint", "test", "chmod"}
 
 
 def test_the_scripts_take_no_legacy_slurm_file(tmp_path: Path) -> None:
@@ -98,6 +104,20 @@ def test_the_shared_dir_is_the_path_the_stack_mounts_fsx_at() -> None:
     from stacks.level4_pretrain.storage import FSX_MOUNT
 
     assert lc.SHARED_DIR == FSX_MOUNT
+
+
+def test_the_directory_opened_with_it_is_the_one_fsx_exports_to_the_data_bucket(sandbox_fsx: Any) -> None:
+    """The sample's runs go under the data repository association's directory (the only one exported; FSx itself is
+    deleted with the stack in every stage), so Slurm users must be able to write there."""
+    from stacks.level4_pretrain.storage import FSX_MOUNT
+    from tests.infra.helpers import only
+
+    _, link = only(sandbox_fsx.templates["GenAiKit-4-Pretrain-Cluster"], "AWS::FSx::DataRepositoryAssociation")
+    exported = f"{FSX_MOUNT}/{link['Properties']['FileSystemPath'].strip('/')}"
+    assert lc.exported_dir() == exported == HAS_EXPORTED[-1] == OPEN_EXPORTED[-1]
+    host = FakeHost(fsx_mounted=True)
+    lc.provision(host, None, [])
+    assert ["chmod", lc.SHARED_DIR_MODE, exported] in host.commands
 
 
 def test_the_sample_resource_config_parses(cluster: Any) -> None:
@@ -168,10 +188,29 @@ def test_the_log_line_names_the_node_as_hyperpod_and_slurm_do(cluster: Any) -> N
 # ----------------------------------------------------------------------------------------------
 
 
-def test_a_node_with_fsx_mounted_opens_it_to_every_user(cluster: Any) -> None:
+def test_a_node_with_fsx_mounted_opens_it_and_its_exported_directory_to_every_user(cluster: Any) -> None:
     host = FakeHost(fsx_mounted=True)
     assert lc.provision(host, cluster, [CPU_IP]) == "cpu-workers"
-    assert host.commands == [MOUNTED, OPEN_FSX]
+    assert host.commands == PREPARE_FSX
+
+
+def test_an_exported_directory_not_there_yet_is_a_warning_and_never_created(
+    cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The stack creates the association beside the cluster, so the first nodes may provision before its directory
+    # exists; the association creates it, and a node provisioned later opens it.
+    host = FakeHost(fsx_mounted=True, exported_dir=False)
+    with caplog.at_level(logging.WARNING, logger="lifecycle"):
+        assert lc.provision(host, cluster, [CONTROLLER_IP]) == "controller"
+    assert host.commands == [MOUNTED, OPEN_FSX, HAS_EXPORTED]
+    assert "/fsx/data does not exist yet" in caplog.text and "sudo chmod 1777 /fsx/data" in caplog.text
+
+
+def test_a_failing_chmod_of_the_exported_directory_stops_provisioning(cluster: Any) -> None:
+    host = FakeHost(fsx_mounted=True)
+    host.script(OPEN_EXPORTED, lc.CommandResult(1, "", "Operation not permitted"))
+    with pytest.raises(lc.ProvisioningError):
+        lc.provision(host, cluster, [GPU_IP_1])
 
 
 def test_a_node_without_fsx_changes_nothing(cluster: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -200,7 +239,9 @@ def test_the_dry_run_host_only_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     host = lc.DryRunHost()
     host.run(MOUNTED, check=False)
     host.run(OPEN_FSX)
-    assert ran == [MOUNTED]
+    host.run(HAS_EXPORTED, check=False)
+    host.run(OPEN_EXPORTED)
+    assert ran == [MOUNTED, HAS_EXPORTED]
 
 
 def test_main_reads_the_resource_config_and_detects_the_address(caplog: pytest.LogCaptureFixture) -> None:
@@ -209,7 +250,7 @@ def test_main_reads_the_resource_config_and_detects_the_address(caplog: pytest.L
     host.script(["hostname", "-I"], lc.CommandResult(0, f"172.17.0.1 {CPU_IP} fe80::1\n"))
     with caplog.at_level(logging.INFO, logger="lifecycle"):
         assert lc.main(argv, host=host) == 0
-    assert host.commands == [["hostname", "-I"], MOUNTED, OPEN_FSX]
+    assert host.commands == [["hostname", "-I"], *PREPARE_FSX]
     assert "this node: cpu-workers-1" in caplog.text
 
     # A node the file does not list is still provisioned: the file only names it in the log.
@@ -217,7 +258,7 @@ def test_main_reads_the_resource_config_and_detects_the_address(caplog: pytest.L
     with caplog.at_level(logging.WARNING, logger="lifecycle"):
         assert lc.main([*argv, "--node-ip", "192.168.0.9"], host=unlisted) == 0
     assert "none of this node's addresses (192.168.0.9)" in caplog.text
-    assert unlisted.commands == [MOUNTED, OPEN_FSX]
+    assert unlisted.commands == PREPARE_FSX
 
 
 @pytest.mark.parametrize(
@@ -239,7 +280,7 @@ def test_a_resource_config_that_cannot_name_the_node_is_a_warning_not_a_failed_n
     with caplog.at_level(logging.WARNING, logger="lifecycle"):
         assert lc.main(["--resource-config", str(config), "--node-ip", CPU_IP], host=host) == 0
     assert "cannot read HyperPod's resource config (carrying on" in caplog.text
-    assert host.commands == [MOUNTED, OPEN_FSX]
+    assert host.commands == PREPARE_FSX
 
 
 def test_a_failing_chmod_still_fails_the_node_from_main(caplog: pytest.LogCaptureFixture) -> None:

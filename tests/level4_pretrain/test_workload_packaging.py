@@ -13,11 +13,15 @@ import sys
 import tarfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import make_corpus
 import package_sourcedir
 import pytest
 import sagemaker_job
+
+from stacks.level4_pretrain.storage import FSX_MOUNT
+from tests.infra.helpers import only
 
 PRETRAIN_DIR = Path(__file__).resolve().parents[2] / "workloads" / "pretrain"
 SBATCH = PRETRAIN_DIR / "slurm" / "pretrain.sbatch"
@@ -253,6 +257,59 @@ def test_sbatch_script_refuses_a_multi_node_run_without_shared_storage(tmp_path:
     assert result.returncode == 2
     assert "a 2-node run needs a file system every node sees" in result.stderr and "hp_fsx" in result.stderr
     assert not (tmp_path / "pretrain").exists()  # refused before it wrote anything
+
+
+def exported_fsx_path(synth: Any) -> str:
+    """Where the cluster stack's data repository association sits on a node: the FSx mount plus its FileSystemPath,
+    the only files on the file system exported to the data bucket (API_DataRepositoryAssociation.html)."""
+    _, link = only(synth.templates["GenAiKit-4-Pretrain-Cluster"], "AWS::FSx::DataRepositoryAssociation")
+    return f"{FSX_MOUNT}/{link['Properties']['FileSystemPath'].strip('/')}"
+
+
+def _sbatch_on_fake_fsx(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The script with the FSx mount at tmp/fsx, a mountpoint that reports it mounted, and the fake Slurm."""
+    fsx = tmp_path / "fsx"
+    fsx.mkdir()
+    script = tmp_path / "pretrain.sbatch"
+    script.write_text(SBATCH.read_text().replace(FSX_MOUNT, str(fsx)))
+    env = _fake_slurm(tmp_path)
+    mountpoint = tmp_path / "bin" / "mountpoint"
+    mountpoint.write_text(f'#!/usr/bin/env bash\n[[ "$2" == "{fsx}" ]]\n')
+    mountpoint.chmod(0o755)
+    return script, fsx, env
+
+
+def test_sbatch_script_writes_its_run_where_fsx_exports_to_the_data_bucket(tmp_path: Path, sandbox_fsx: Any) -> None:
+    """FSx is deleted with the cluster stack in every stage, prod included; only the data repository association's
+    directory is exported to the data bucket, which prod keeps. Before: /fsx/pretrain/<run>/, lost on destroy."""
+    script, fsx, env = _sbatch_on_fake_fsx(tmp_path)
+    exported = Path(exported_fsx_path(sandbox_fsx).replace(FSX_MOUNT, str(fsx), 1))
+    exported.mkdir(parents=True)  # the association creates it
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    run = (tmp_path / "torchrun").read_text().splitlines()[0]
+    written = {opt: Path(re.search(rf"{opt} (\S+)", run).group(1)) for opt in ("--checkpoint-dir", "--model-dir")}  # type: ignore[union-attr]
+    for directory in written.values():
+        assert directory.is_dir() and directory.is_relative_to(exported), directory
+    logs = list(exported.rglob("42.log"))  # the job's log goes there too
+    assert logs and all(log.parent.parent == written["--checkpoint-dir"].parent for log in logs)
+
+
+def test_sbatch_script_does_not_make_the_exported_directory_itself(tmp_path: Path, sandbox_fsx: Any) -> None:
+    """Until the association exists its directory is missing: the script says so and writes nothing, unless the user
+    chooses another RUN_ROOT (not exported)."""
+    script, fsx, env = _sbatch_on_fake_fsx(tmp_path)
+    exported = Path(exported_fsx_path(sandbox_fsx).replace(FSX_MOUNT, str(fsx), 1))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert result.returncode == 2
+    assert f"{exported}, the directory FSx exports to the data bucket, does not exist" in result.stderr
+    assert "--region" in result.stderr and list(fsx.iterdir()) == []
+    elsewhere = fsx / "scratch"
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env={**env, "RUN_ROOT": str(elsewhere)}, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "tiny-gpt-pretrain" / "checkpoints").is_dir() and not exported.exists()
 
 
 def test_image_uri_uses_the_regions_own_dlc_registry() -> None:
