@@ -32,6 +32,14 @@ def test_the_repo_templates_load_with_at_least_two_templates() -> None:
     assert {t.name for t in templates} == {p.stem for p in PROMPTS_DIR.glob("*.json")}
 
 
+def test_the_repo_templates_set_one_sampler_so_every_text_model_takes_them() -> None:
+    """Anthropic models from Claude 4.5 refuse temperature and topP in one request ("temperature and top_p cannot
+    both be specified for this model"), and a template's settings are the deployment's: the caller cannot drop one.
+    The shipped templates set temperature only, so switching text_model_id keeps every route working."""
+    for template in load_templates():
+        assert not {"temperature", "topP"} <= set(template.inference), template.name
+
+
 def test_a_valid_file_loads(tmp_path: Path) -> None:
     template = load_template(write(tmp_path, GOOD))
     assert template.variables == ("person", "language")
