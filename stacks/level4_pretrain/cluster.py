@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
+from stacks.level4_pretrain.network import ClusterNetwork, interfaces_arn, subnet_arns, vpc_access_statements
 from stacks.level4_pretrain.settings import InstanceGroupSpec, PretrainSettings
 from stacks.level4_pretrain.storage import LIFECYCLE_PREFIX, ClusterStorage
 from stacks.shared.deployment import Deployment
@@ -118,11 +118,28 @@ class HyperPodCluster(Construct):
             self, subnet_ids=subnet_ids, security_group_id=network.security_group.security_group_id, detach=True
         ):
             self.role.add_to_policy(statement)
+        # HyperPod's VPC permissions include ec2:CreateTags on network interfaces. The Service Authorization Reference
+        # gives CreateTags on network-interface the condition key ec2:Subnet, and the action the key ec2:CreateAction
+        # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html): tagging an
+        # existing interface is confined to the cluster subnet like the other interface actions, and tags given in
+        # the CreateNetworkInterface request itself, which EC2 authorizes as CreateTags with ec2:CreateAction
+        # (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html), go only on
+        # interfaces that request creates, which CreateInterfacesInKitSubnets confines to the subnet and group.
+        interfaces = interfaces_arn(self)
         self.role.add_to_policy(
             iam.PolicyStatement(
-                sid="TagClusterNetworkInterfaces",
+                sid="TagInterfacesInClusterSubnet",
                 actions=["ec2:CreateTags"],
-                resources=[f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:network-interface/*"],
+                resources=[interfaces],
+                conditions={"ArnEquals": {"ec2:Subnet": subnet_arns(self, subnet_ids)}},
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TagInterfacesOnCreate",
+                actions=["ec2:CreateTags"],
+                resources=[interfaces],
+                conditions={"StringEquals": {"ec2:CreateAction": "CreateNetworkInterface"}},
             )
         )
         suppress(
@@ -135,11 +152,15 @@ class HyperPodCluster(Construct):
         suppress(
             self.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "EC2 Describe* actions have no resource type, and DeleteNetworkInterfacePermission names only a "
-            "permission id (no interface to scope by); network interfaces are created only in the cluster's "
-            "subnet and security group and managed only there (ec2:Subnet), and the instances they detach from "
-            "belong to HyperPod's account; nodes read and write any key of the kit's data bucket (datasets, "
-            "checkpoints) and read the lifecycle prefix.",
+            "On '*': the five ec2:Describe* actions, which have no resource type, and "
+            "ec2:DeleteNetworkInterfacePermission, whose network-interface resource type is optional and whose "
+            "request names only a permission id (no interface to scope by). On network-interface/*: "
+            "ec2:CreateNetworkInterface only with the cluster's subnet and security group; "
+            "ec2:CreateNetworkInterfacePermission, ec2:DeleteNetworkInterface, ec2:DetachNetworkInterface and "
+            "ec2:CreateTags only on interfaces whose ec2:Subnet is the cluster subnet, and ec2:CreateTags otherwise "
+            "only inside CreateNetworkInterface (ec2:CreateAction). The instances interfaces detach from belong to "
+            "HyperPod's account; nodes read and write any key of the kit's data bucket (datasets, checkpoints) and "
+            "read the lifecycle prefix.",
             applies_to=[
                 "Resource::*",
                 f"Resource::{arn_ref(storage.data)}/*",
@@ -177,6 +198,10 @@ class HyperPodCluster(Construct):
         )
         # The scripts are in S3, the role can use the VPC and the group admits EFA traffic before any node starts.
         self.cluster.node.add_dependency(storage.lifecycle_upload)
+        if storage.data_link is not None:
+            # /fsx/data exists only once the data repository association does (its FileSystemPath); the lifecycle
+            # opens it to the Slurm users on each node's first boot, so no node boots before it.
+            self.cluster.node.add_dependency(storage.data_link)
         self.cluster.node.add_dependency(self.role)
         self.cluster.node.add_dependency(*network.security_group_rules)
         # Nodes reach SageMaker, SSM and CloudWatch through the NAT gateway (no interface endpoints): the cluster

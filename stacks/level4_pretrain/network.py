@@ -10,7 +10,6 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.shared.deployment import Deployment
-from stacks.shared.nag import suppress
 from stacks.shared.stage import log_group
 
 # The EC2 grants SageMaker needs to place cluster nodes and training jobs in the kit's VPC
@@ -36,14 +35,26 @@ ENI_MANAGE_ACTIONS = (
 ENI_PERMISSION_DELETE = "ec2:DeleteNetworkInterfacePermission"
 
 
+def subnet_arns(scope: Construct, subnet_ids: list[str]) -> list[str]:
+    """The ARNs of the given subnets: the values of ec2:Subnet for an interface in one of them."""
+    stack = Stack.of(scope)
+    return [f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:subnet/{subnet}" for subnet in subnet_ids]
+
+
+def interfaces_arn(scope: Construct) -> str:
+    """Every network interface of the stack's account and Region (narrowed by ec2:Subnet where granted)."""
+    stack = Stack.of(scope)
+    return f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:network-interface/*"
+
+
 def vpc_access_statements(
     scope: Construct, *, subnet_ids: list[str], security_group_id: str, detach: bool
 ) -> list[iam.PolicyStatement]:
     """The network-interface grants SageMaker needs in the kit's VPC, confined to its subnets and security group."""
     stack = Stack.of(scope)
     ec2_arn = f"arn:{stack.partition}:ec2:{stack.region}"
-    subnet_arns = [f"{ec2_arn}:{stack.account}:subnet/{subnet}" for subnet in subnet_ids]
-    interfaces = f"{ec2_arn}:{stack.account}:network-interface/*"
+    subnets = subnet_arns(scope, subnet_ids)
+    interfaces = interfaces_arn(scope)
     statements = [
         iam.PolicyStatement(sid="DescribeNetworking", actions=list(VPC_DESCRIBE_ACTIONS), resources=["*"]),
         # CreateNetworkInterface authorizes the new interface, its subnet and its security groups: naming the
@@ -51,13 +62,13 @@ def vpc_access_statements(
         iam.PolicyStatement(
             sid="CreateInterfacesInKitSubnets",
             actions=["ec2:CreateNetworkInterface"],
-            resources=[interfaces, *subnet_arns, f"{ec2_arn}:{stack.account}:security-group/{security_group_id}"],
+            resources=[interfaces, *subnets, f"{ec2_arn}:{stack.account}:security-group/{security_group_id}"],
         ),
         iam.PolicyStatement(
             sid="ManageInterfacesInKitSubnets",
             actions=[*ENI_MANAGE_ACTIONS, *(["ec2:DetachNetworkInterface"] if detach else [])],
             resources=[interfaces],
-            conditions={"ArnEquals": {"ec2:Subnet": subnet_arns}},
+            conditions={"ArnEquals": {"ec2:Subnet": subnets}},
         ),
         iam.PolicyStatement(sid="DeleteInterfacePermissions", actions=[ENI_PERMISSION_DELETE], resources=["*"]),
     ]
@@ -126,8 +137,4 @@ class ClusterNetwork(Construct):
         # https://docs.aws.amazon.com/fsx/latest/LustreGuide/cannot-create-fs.html); nodes run EFA health checks
         # at boot. Whatever uses the group depends on these.
         self.security_group_rules: list[Construct] = [self.security_group, self_egress]
-        suppress(
-            self.security_group,
-            "AwsSolutions-EC23",
-            "The only ingress rule admits the group itself; nothing outside the cluster can connect.",
-        )
+        # No AwsSolutions-EC23 suppression: its only ingress rule names the group itself, which cdk-nag finds compliant.

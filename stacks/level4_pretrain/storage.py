@@ -92,6 +92,7 @@ class ClusterStorage(Construct):
         lifecycle_bucket.bucket_name = self.lifecycle_bucket_name
         self.file_system: fsx.CfnFileSystem | None = None
         self.fsx_mount: sagemaker.CfnCluster.ClusterFsxLustreConfigProperty | None = None
+        self.data_link: fsx.CfnDataRepositoryAssociation | None = None
         if pretrain.fsx:
             subnet_id = network.cluster_subnets.subnet_ids[0]
             self.file_system = fsx.CfnFileSystem(
@@ -109,11 +110,12 @@ class ClusterStorage(Construct):
             )
             # Deleted in every stage: it sits in this stack's subnet and security group, so a retained file system
             # would hold network interfaces there and the stack's delete would fail on them (DependencyViolation,
-            # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteSecurityGroup.html). Its data lives
-            # in the data bucket (retained in prod), exported by the data repository association below.
+            # https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteSecurityGroup.html). Keep data
+            # under /fsx/data: the data repository association below exports that directory alone to the data
+            # bucket (retained in prod); the rest of the file system is deleted with it.
             self.file_system.apply_removal_policy(RemovalPolicy.DESTROY)
             self.file_system.node.add_dependency(*network.security_group_rules)
-            fsx.CfnDataRepositoryAssociation(
+            self.data_link = fsx.CfnDataRepositoryAssociation(
                 self,
                 "DataLink",
                 file_system_id=self.file_system.ref,

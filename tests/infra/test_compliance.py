@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import csv
 import functools
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from stacks.shared.nag import GRANULAR_RULES, MIN_REASON_LENGTH
+from stacks.shared.nag import (
+    GRANULAR_RULES,
+    MIN_REASON_LENGTH,
+    WILDCARD_FINDING,
+    WILDCARD_RULE,
+    claimed_without_resource_type,
+    names,
+    wildcard_actions,
+    wildcard_reason,
+)
 from tests.conftest import SYNTHS, once_per_run, run_folder
+from tests.infra.helpers import as_list, expand_action, iam_reference
 
 if TYPE_CHECKING:  # cfn-lint is imported where it runs: a worker that lints nothing does not load it
     from cfnlint.rules import Match
@@ -43,6 +57,211 @@ def test_every_suppression_is_reasoned_and_granular_where_the_rule_is(each_stage
 def test_no_rule_is_suppressed_on_a_whole_stack(each_stage: Any) -> None:
     for stack in each_stage.stacks.values():
         assert "cdk_nag" not in json.dumps(each_stage.templates[stack.node.id].get("Metadata", {}))
+
+
+# --- What cdk-nag suppressed, as its reports record it ------------------------------------------------------
+# cdk-nag writes one NagReport CSV per stack into the cloud assembly (each variant's own folder), one row per rule
+# and resource; a suppressed finding's row carries the reason of the first suppression that matched it, prefixed
+# with "[<finding>] " for a granular rule (cdk-nag 2.38.2, lib/nag-pack.js ignoreRule, lib/nag-logger.js).
+
+Row = tuple[str, str, str]  # rule id, construct path, reported reason
+
+
+def suppressed_rows(assembly_dir: Path) -> set[Row]:
+    rows = set()
+    reports = sorted(Path(assembly_dir).glob("AwsSolutions-*-NagReport.csv"))
+    assert reports, f"no cdk-nag report in {assembly_dir}"
+    for report in reports:
+        with report.open(newline="") as lines:
+            rows |= {
+                (row["Rule ID"], row["Resource ID"], row["Exception Reason"])
+                for row in csv.DictReader(lines)
+                if row["Compliance"] == "Suppressed"
+            }
+    return rows
+
+
+def construct_paths(synth: Any) -> dict[str, dict[str, str]]:
+    """Each stack's construct path of each logical id, as the cloud assembly records it (the CSVs name constructs;
+    a template names a resource's path only when the CLI turns path metadata on)."""
+    manifest = json.loads((Path(synth.assembly_dir) / "manifest.json").read_text())
+    paths = {}
+    for stack_id, stack in synth.stacks.items():
+        artifact = manifest["artifacts"][stack.artifact_id]
+        metadata = artifact.get("metadata") or {}
+        if "additionalMetadataFile" in artifact:
+            metadata = json.loads((Path(synth.assembly_dir) / artifact["additionalMetadataFile"]).read_text())
+        paths[stack_id] = {
+            entry["data"]: path.lstrip("/")
+            for path, entries in metadata.items()
+            for entry in entries
+            if entry["type"] == "aws:cdk:logicalId"
+        }
+    return paths
+
+
+def suppression_items(
+    templates: dict[str, dict[str, Any]], paths: dict[str, dict[str, str]]
+) -> Iterator[tuple[str, str, str | None, str]]:
+    """Every (rule id, construct path, item or None for a rule that is not granular, reason) the templates carry."""
+    for stack_id, template in templates.items():
+        for logical_id, resource in template["Resources"].items():
+            for rule in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", []):
+                reason = base64.b64decode(rule["reason"]).decode() if rule.get("is_reason_encoded") else rule["reason"]
+                for item in rule.get("applies_to") or [None]:
+                    yield rule["id"], paths[stack_id][logical_id], item, reason
+
+
+def reported(rule_id: str, path: str, item: str | None, reason: str) -> Row:
+    """The report row of a finding this suppression item was the one to suppress."""
+    return rule_id, path, reason if item is None else f"[{item}] {reason}"
+
+
+Variant = tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]], set[Row]]  # templates, paths, report rows
+
+
+def variant_record(synth: Any) -> Variant:
+    return synth.templates, construct_paths(synth), suppressed_rows(synth.assembly_dir)
+
+
+def dead_suppressions(variants: dict[str, Variant]) -> list[str]:
+    """Suppression items (rule, construct, item, reason) that suppressed no finding in any variant that has them."""
+    applied: dict[tuple[str, str, str | None, str], str] = {}
+    used = set()
+    for variant, (templates, paths, rows) in variants.items():
+        for key in suppression_items(templates, paths):
+            applied.setdefault(key, variant)
+            if reported(*key) in rows:
+                used.add(key)
+    return [
+        f"{variant}: {key[0]} on {key[1]} [{key[2]}]: {key[3]}" for key, variant in applied.items() if key not in used
+    ]
+
+
+def test_every_suppression_suppresses_a_finding_in_some_variant(request: pytest.FixtureRequest) -> None:
+    """A suppression that suppresses nothing (the rule finds the resource compliant, the rule is gone from the
+    pinned cdk-nag, or an earlier suppression already answers the finding) would silently accept a later regression
+    under a reason nobody re-read. Every item must be the one cdk-nag reports for a finding in some variant."""
+    variants = {name: variant_record(request.getfixturevalue(name)) for name in SYNTHS}
+    assert dead_suppressions(variants) == []
+
+
+def test_a_suppression_that_suppresses_nothing_is_found() -> None:
+    # Canary: an item with no report row, and one shadowed by an earlier suppression of the same finding.
+    path = "S/Policy/Resource"
+    rules = [
+        {"id": "AwsSolutions-IAM5", "reason": "first", "applies_to": ["Resource::*"]},
+        {"id": "AwsSolutions-IAM5", "reason": "second", "applies_to": ["Resource::*", "Action::s3:Get*"]},
+        {"id": "AwsSolutions-SQS3", "reason": "not a finding"},
+    ]
+    template = {"Resources": {"P": {"Metadata": {"cdk_nag": {"rules_to_suppress": rules}}}}}
+    rows = {("AwsSolutions-IAM5", path, "[Resource::*] first"), ("AwsSolutions-IAM5", path, "[Action::s3:Get*] second")}
+    assert dead_suppressions({"v": ({"S": template}, {"S": {"P": path}}, rows)}) == [
+        "v: AwsSolutions-IAM5 on S/Policy/Resource [Resource::*]: second",
+        "v: AwsSolutions-SQS3 on S/Policy/Resource [None]: not a finding",
+    ]
+
+
+def _resource_types(action: str) -> list[str]:
+    """Every resource type (required or optional) the Service Authorization Reference gives ``action`` (for a
+    wildcard action, of every action it stands for)."""
+    service = action.split(":", 1)[0]
+    return sorted(
+        {
+            resource_type["name"]
+            for name in expand_action(action)
+            for resource_type in iam_reference().actions.get_action_details(service, name)["resourceTypes"]
+        }
+    )
+
+
+def _kit_function_roles(template: dict[str, Any]) -> set[str]:
+    from stacks.shared.python_function import POWERTOOLS_LAYER_ACCOUNT
+
+    return {
+        resource["Properties"]["Role"]["Fn::GetAtt"][0]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+        and POWERTOOLS_LAYER_ACCOUNT in json.dumps(resource["Properties"].get("Layers", []))
+    }
+
+
+def wildcard_findings(variant: Variant) -> list[str]:
+    """What the reason cdk-nag reports for each policy's "*" gets wrong. An action listed as having no resource type
+    must have none in the Service Authorization Reference (not merely no required one); any other action granted on
+    "*" that has a resource type, even an optional one, must be named (``service:Action``) by the reason, which
+    then is a person's reason for it; a kit function's policy must name every action it grants on "*"."""
+    templates, paths, rows = variant
+    found = []
+    for stack_id, template in templates.items():
+        functions = _kit_function_roles(template)
+        for logical_id, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::IAM::Policy":
+                continue
+            actions = wildcard_actions(resource["Properties"]["PolicyDocument"])
+            if not actions:
+                continue
+            path = paths[stack_id][logical_id]
+            prefix = f"[{WILDCARD_FINDING}] "
+            reasons = [r for rule, at, r in rows if rule == WILDCARD_RULE and at == path and r.startswith(prefix)]
+            if len(reasons) != 1:
+                found.append(f"{stack_id}/{logical_id}: {len(reasons)} reported reasons for {WILDCARD_FINDING}")
+                continue
+            reason = reasons[0].removeprefix(prefix)
+            claimed = claimed_without_resource_type(reason)
+            for action in claimed:
+                if action not in actions:
+                    found.append(f"{stack_id}/{logical_id}: lists {action}, which it does not grant on '*'")
+                elif types := _resource_types(action):
+                    found.append(f"{stack_id}/{logical_id}: lists {action} as having no resource type; it has {types}")
+            for action in set(actions) - set(claimed):
+                if _resource_types(action) and not names(reason, action):
+                    found.append(f"{stack_id}/{logical_id}: {action} has a resource type; scope it or name it")
+            roles = {role.get("Ref") for role in as_list(resource["Properties"].get("Roles", []))}
+            if roles & functions:
+                unnamed = [a for a in actions if a not in claimed and not names(reason, a)]
+                if unnamed:
+                    found.append(f"{stack_id}/{logical_id}: a kit function's reason leaves out {unnamed}")
+    return found
+
+
+def test_every_wildcard_reason_names_what_it_covers(request: pytest.FixtureRequest) -> None:
+    for name in SYNTHS:
+        assert wildcard_findings(variant_record(request.getfixturevalue(name))) == [], name
+
+
+def test_a_wildcard_reason_that_hides_an_action_is_found() -> None:
+    # Canary: a kit function whose "*" carries an action with an optional resource type (sagemaker:ListTags)
+    # under a reason that lists it as having none, and one that the reason does not name at all.
+    from stacks.shared.python_function import POWERTOOLS_LAYER_ACCOUNT
+
+    def template(actions: list[str], reason: str) -> Variant:
+        path = "S/Fn/Role/DefaultPolicy/Resource"
+        statement = {"Effect": "Allow", "Action": actions, "Resource": "*"}
+        policy = {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {"PolicyDocument": {"Statement": [statement]}, "Roles": [{"Ref": "R"}]},
+        }
+        layer = f"arn:aws:lambda:us-east-1:{POWERTOOLS_LAYER_ACCOUNT}:layer:x:1"
+        function = {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {"Role": {"Fn::GetAtt": ["R", "Arn"]}, "Layers": [layer]},
+        }
+        resources = {"P": policy, "F": function}
+        rows = {(WILDCARD_RULE, path, f"[{WILDCARD_FINDING}] {reason}")}
+        return {"S": {"Resources": resources}}, {"S": {"P": path}}, rows
+
+    xray = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    explanation = "Lambda's active tracing needs the xray actions."
+    derived = wildcard_reason(sorted([*xray, "sagemaker:ListTags"]), [explanation])
+    assert wildcard_findings(template([*xray, "sagemaker:ListTags"], derived)) != []
+    assert wildcard_findings(template([*xray, "bedrock:RetrieveAndGenerate"], explanation)) == [
+        "S/P: a kit function's reason leaves out ['bedrock:RetrieveAndGenerate', 'xray:PutTelemetryRecords', "
+        "'xray:PutTraceSegments']"
+    ]
+    named = wildcard_reason(sorted([*xray, "sagemaker:ListTags"]), [explanation, "sagemaker:ListTags reads tags."])
+    assert wildcard_findings(template([*xray, "sagemaker:ListTags"], named)) == []
+    assert claimed_without_resource_type(named) == sorted(xray)
 
 
 @functools.cache
@@ -124,13 +343,17 @@ def test_an_alarm_on_a_queue_metric_keeps_its_state_when_the_idle_queue_stops_re
     # SQS reports a queue's metrics only while the queue is active (six hours after the last call on it): an alarm
     # that read the gap as "notBreaching" would turn OK while the dead letters are still there (stacks/shared/alarms.py)
     queue_alarms = [
-        (stack_id, logical_id, alarm["Properties"].get("TreatMissingData"))
+        (stack_id, alarm["Properties"].get("MetricName"), alarm["Properties"].get("TreatMissingData"))
         for stack_id, template in each_stage.templates.items()
-        for logical_id, alarm in template["Resources"].items()
+        for alarm in template["Resources"].values()
         if alarm["Type"] == "AWS::CloudWatch::Alarm" and alarm["Properties"].get("Namespace") == "AWS/SQS"
     ]
     assert queue_alarms, "every variant alarms on a dead-letter queue"
-    assert {missing for _, _, missing in queue_alarms} == {"ignore"}, queue_alarms
+    # The one exception: SQS reports the age of the oldest message only while the queue holds one, so for Level 2's
+    # stale-change alarm no data is the good state (stacks/level2_rag/stack.py).
+    expected = {"ApproximateNumberOfMessagesVisible": "ignore", "ApproximateAgeOfOldestMessage": "notBreaching"}
+    assert {metric for _, metric, _ in queue_alarms} <= set(expected), queue_alarms
+    assert [alarm for alarm in queue_alarms if alarm[2] != expected[alarm[1]]] == []
 
 
 def test_every_kit_custom_resource_answers_cloudformation_within_minutes(each_stage: Any) -> None:

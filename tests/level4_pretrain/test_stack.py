@@ -381,7 +381,8 @@ def test_instance_role_has_the_managed_policy_plus_explicit_bucket_reads(cluster
         "ManageInterfacesInKitSubnets",
         "DeleteInterfacePermissions",
         "DetachFromClusterInstances",
-        "TagClusterNetworkInterfaces",
+        "TagInterfacesInClusterSubnet",
+        "TagInterfacesOnCreate",
     }
     assert sorted(granted["ReadLifecycleScripts"]["Action"]) == ["s3:GetObject", "s3:ListBucket"]
     assert not any(a.endswith(":*") for s in granted.values() for a in as_list(s["Action"]))
@@ -423,6 +424,27 @@ def test_cluster_role_manages_network_interfaces_only_in_the_cluster_subnet(clus
     granted = _role_statements(cluster, role_id)
     assert "ec2:DetachNetworkInterface" in granted["ManageInterfacesInKitSubnets"]["Action"]
     assert granted["DetachFromClusterInstances"]["Resource"] == "arn:aws:ec2:us-east-1:*:instance/*"
+    # Every grant on the account's interfaces is confined: CreateNetworkInterface by the subnet and group it names,
+    # any other action to interfaces whose ec2:Subnet is the cluster subnet, or (tags only) to the interface a
+    # CreateNetworkInterface request creates (ec2:CreateAction; its tags are authorized as ec2:CreateTags).
+    subnet_arns = [
+        f"arn:aws:ec2:us-east-1:${{AWS::AccountId}}:subnet/{render(s)}" for s in props["VpcConfig"]["Subnets"]
+    ]
+    interfaces = "arn:aws:ec2:us-east-1:${AWS::AccountId}:network-interface/*"
+    tagging = []
+    for sid, statement in granted.items():
+        if (
+            interfaces not in [render(r) for r in as_list(statement["Resource"])]
+            or sid == "CreateInterfacesInKitSubnets"
+        ):
+            continue
+        condition = statement.get("Condition", {})
+        in_subnet = [render(a) for a in as_list(condition.get("ArnEquals", {}).get("ec2:Subnet", []))] == subnet_arns
+        on_create = condition.get("StringEquals", {}).get("ec2:CreateAction") == "CreateNetworkInterface"
+        assert in_subnet or (on_create and as_list(statement["Action"]) == ["ec2:CreateTags"]), (sid, statement)
+        if "ec2:CreateTags" in as_list(statement["Action"]):
+            tagging.append("subnet" if in_subnet else "create")
+    assert sorted(tagging) == ["create", "subnet"]  # HyperPod's VPC permissions include CreateTags on interfaces
 
 
 def test_training_role_in_the_cluster_vpc_manages_interfaces_only_there(sandbox_fsx: Any) -> None:
@@ -501,8 +523,12 @@ def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted_by_hy
     assert props["LustreConfiguration"]["PerUnitStorageThroughput"] == sandbox_fsx.config.pretrain.fsx_throughput
     cluster_props = _cluster_props(template)
     assert props["SubnetIds"] == cluster_props["VpcConfig"]["Subnets"]
-    [link] = resources(template, "AWS::FSx::DataRepositoryAssociation").values()
+    [(link_id, link)] = resources(template, "AWS::FSx::DataRepositoryAssociation").items()
     assert link["Properties"]["FileSystemId"] == {"Ref": fs_id}
+    # The lifecycle opens the association's directory (/fsx/data) to the Slurm users at each node's first boot,
+    # and the directory exists only once the association does: no node may boot before it.
+    [cluster_resource] = resources(template, "AWS::SageMaker::Cluster").values()
+    assert link_id in cluster_resource["DependsOn"]
     assert render(link["Properties"]["DataRepositoryPath"]).startswith("s3://${StorageDataBucket")
     # API-driven Slurm: HyperPod mounts the file system on every node of every group from InstanceStorageConfigs.
     mount = {
@@ -738,7 +764,8 @@ def test_a_key_that_changes_fsx_on_the_controller_is_documented_as_a_new_stack(s
 def test_the_cluster_idle_cost_is_stated(cluster: dict[str, Any]) -> None:
     from scripts.synth_summary import stack_summary
 
-    assert stack_summary(cluster)[1:] == (round(0.05 * 730 + 100 * 0.14 + 32.85 + 3.65, 2), [])
+    # + the alarm on the cluster-health notification rule's dead-letter queue
+    assert stack_summary(cluster)[1:] == (round(0.05 * 730 + 100 * 0.14 + 32.85 + 3.65 + 0.10, 2), [])
 
 
 def test_training_role_writes_checkpoints_only_under_the_checkpoint_prefix(jobs: dict[str, Any]) -> None:
@@ -979,7 +1006,11 @@ def test_eventbridge_publishes_through_a_role_only_its_rule_may_assume(sandbox: 
     topic_id, _ = only(template, "AWS::SNS::Topic")
     for policy in resources(template, "AWS::SNS::TopicPolicy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            assert statement["Effect"] == "Deny" or "Service" not in statement["Principal"], statement
+            # CloudWatch alarms of this account only (the dead-letter alarm, stacks/shared/notifications.py)
+            cloudwatch = statement.get("Principal") == {"Service": "cloudwatch.amazonaws.com"} and statement.get(
+                "Condition"
+            ) == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+            assert statement["Effect"] == "Deny" or "Service" not in statement["Principal"] or cloudwatch, statement
     rules = resources(template, "AWS::Events::Rule")
     assert rules
     for rule in rules.values():
