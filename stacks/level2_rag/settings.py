@@ -33,7 +33,15 @@ VectorStore = Literal["s3vectors", "opensearch-serverless"]
 VECTOR_STORES: tuple[str, ...] = get_args(VectorStore)
 ChunkingStrategy = Literal["fixed", "hierarchical", "semantic", "none"]
 CHUNKING_STRATEGIES: tuple[str, ...] = get_args(ChunkingStrategy)
-_PREFIX_RE = re.compile(r"[A-Za-z0-9!_.*'()/-]{1,200}/")
+# Letters, digits and - _ . / only: characters no URL encoding changes. S3 URL-encodes the object key in the event
+# notifications it sends to SQS, SNS and Lambda (a space becomes "+",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html); its EventBridge page
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/ev-events.html) says nothing either way. Were the key
+# encoded, a prefix with ! ' ( ) * would never match the rule's prefix filter and no upload under it would be
+# queued; without those characters the kit is safe either way.
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_./-]{1,200}/")
+_OTHER_CHARACTER_RE = re.compile(r"[^A-Za-z0-9_./-]")
+PREFIX_CHARACTERS = "letters, digits and - _ . / only"
 # The sample corpus is copied with a BucketDeployment, which tags the bucket "aws-cdk:cr-owned:<prefix>:<8 chars>";
 # a tag key is at most 128 characters (https://docs.aws.amazon.com/AmazonS3/latest/userguide/tagging-managing.html),
 # so the prefix is at most 128 - 26 characters (CDK refuses a longer one at synth, for every stack of the app).
@@ -163,6 +171,11 @@ class RagSettings(Settings):
     @field_validator("documents_prefix")
     @classmethod
     def _s3_prefix(cls, prefix: str, info: ValidationInfo) -> str:
+        if _OTHER_CHARACTER_RE.search(prefix):
+            raise Invalid(
+                f"an S3 key prefix ending in '/' of {PREFIX_CHARACTERS} (S3 URL-encodes other characters in the keys "
+                "of its events, so the event rule's prefix filter would never match)"
+            )
         if prefix and (not _PREFIX_RE.fullmatch(prefix) or prefix.startswith("/")):
             raise ValueError("not an S3 key prefix")
         if info.data.get("sample_corpus") and len(prefix) > SAMPLE_CORPUS_MAX_PREFIX:

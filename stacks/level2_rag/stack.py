@@ -1,7 +1,7 @@
-"""Level 2 — RAG: a Bedrock Knowledge Base over your documents, ingestion that never loses a change, a cited answer API.
+"""Level 2 — RAG: a Bedrock Knowledge Base over your documents, ingestion that keeps each change 14 days, cited answers.
 
 documents bucket (S3, EventBridge on) ──► rule: Object Created/Deleted ──► SQS queue ──(5 tries)──► DLQ ─► alarm
-                                                                              ▲
+                                                  (oldest change waiting a day ─► alarm) ▲
 schedule (every N min: sync; hourly: reconcile) ──► ingest function ─────────┘ drains only when no job runs
                                                          │ StartIngestionJob (one job covers every pending change)
                                                          ▼
@@ -35,7 +35,6 @@ from rag_ingest.ingestion import RECONCILE_EVERY
 from stacks.config import KitConfig
 from stacks.level2_rag.settings import RagSettings
 from stacks.shared.alarms import (
-    DEAD_LETTERS_RETENTION,
     FIVE_MINUTES,
     QUEUE_METRIC_MISSING_DATA,
     AlarmTopic,
@@ -57,13 +56,20 @@ SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[2] / "samples" / "rag-corpu
 REVISION_LENGTH = 16  # DATA_SOURCE_REVISION: 16 hex digits (rag_ingest.settings.REVISION)
 INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of its settings follows
 MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue
-# SQS expires a message by its ORIGINAL enqueue time, also after it moved to the dead-letter queue, and the
-# longest retention is 14 days. So the change queue keeps messages 4 days (SQS's default; a valid change
-# waits minutes, not days) and its dead-letter queue 14 days: a dead letter stays readable for at least
-# 10 days after it arrives.
+# SQS deletes a message left in a queue longer than its retention period, without dead-lettering it
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_DeleteMessage.html), so a change
+# that waits out the retention (the function cannot run, or finds a job running for days) is lost. The change
+# queue keeps messages the longest SQS allows: 1,209,600 s, 14 days
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html), and the
+# stale-change alarm fires after STALE_CHANGE_AGE, leaving CHANGES_DAYS_TO_ACT days before SQS deletes the change.
+CHANGES_RETENTION = Duration.days(14)
+# SQS expires a dead letter by its ORIGINAL enqueue time too, so one stays readable for 14 days minus the time it
+# waited in the change queue: poison reaches it after MAX_RECEIVE_COUNT receiving runs (minutes to hours), an event
+# EventBridge could not deliver is sent to it new (14 days).
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/setting-up-dead-letter-queue-retention.html
-CHANGES_RETENTION = Duration.days(4)
-DEAD_LETTERS_READABLE_DAYS = DEAD_LETTERS_RETENTION.to_days() - CHANGES_RETENTION.to_days()
+# A change normally waits one sync interval (at most 60 min) plus the ingestion job running before it.
+STALE_CHANGE_AGE = Duration.days(1)
+CHANGES_DAYS_TO_ACT = CHANGES_RETENTION.to_days() - STALE_CHANGE_AGE.to_days()
 INGEST_TIMEOUT = Duration.minutes(2)
 QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
 # The OpenSearch Serverless wait function answers CloudFormation before this (its own deadline guard).
@@ -628,7 +634,7 @@ class IngestionPipeline(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letters = dead_letter_queue(
-            self, "DeadLetters", holds="the change queue and of the rule that feeds it"
+            self, "DeadLetters", holds="the change queue, of the rule that feeds it and of the ingest schedules"
         )
         self.queue = sqs.Queue(
             self,
@@ -710,11 +716,14 @@ class IngestionPipeline(Construct):
                 f"{name}Schedule",
                 description=f"Level 2 ingestion: {action}",
                 schedule=events.Schedule.rate(every),
+                # A run EventBridge could not start (the function's permission or the function gone) lands in the
+                # same alarmed dead-letter queue instead of being dropped; CDK adds the queue policy for this rule.
                 targets=[
                     targets.LambdaFunction(
                         self.handler.function,
                         event=events.RuleTargetInput.from_object({"action": action}),
                         retry_attempts=2,
+                        dead_letter_queue=self.dead_letters,
                     )
                 ],
             )
@@ -857,9 +866,33 @@ class RagStack(Stack):
                 period=FIVE_MINUTES, statistic="Maximum"
             ),
             threshold=1,
-            description="Level 2 document changes that could not be delivered or processed are in the dead-letter "
-            "queue",
+            description="Level 2: the dead-letter queue holds document changes that could not be delivered or "
+            "processed, or scheduled ingest runs EventBridge could not start (the RULE_ARN attribute names the rule)",
             missing_data=QUEUE_METRIC_MISSING_DATA,
+        )
+        # SQS deletes a change older than the queue's retention without dead-lettering it: this alarm fires while
+        # there is time to act. SQS reports a queue's metrics while it is active, for up to six hours after it held
+        # messages or was called
+        # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-monitoring-using-cloudwatch.html).
+        # Every ingest run calls GetQueueAttributes first, so while runs fail or find a job running the queue stays
+        # active and its age is reported; a schedule that cannot invoke the function dead-letters (DeadLettersAlarm),
+        # and a function that cannot call SQS fails (IngestFunctionErrorsAlarm). The age is reported only while the
+        # queue holds a message (the metrics table's reporting column): no data means no change waits, so missing data
+        # is not breaching and the alarm returns to OK once the queue drains, instead of staying in ALARM.
+        alarms.alarm(
+            self,
+            "StaleChangesAlarm",
+            metric=ingestion.queue.metric_approximate_age_of_oldest_message(
+                period=Duration.hours(1), statistic="Maximum"
+            ),
+            threshold=STALE_CHANGE_AGE.to_seconds(),
+            description=f"Level 2: a document change has waited over {STALE_CHANGE_AGE.to_hours()} hours in the change "
+            "queue: no ingest run drained it (see the ingest function's log and `kit l2 sync`; a job running all this "
+            f"time keeps the pipeline busy). SQS deletes a change after {CHANGES_RETENTION.to_days()} days without "
+            f"dead-lettering it: fix the cause within {CHANGES_DAYS_TO_ACT} days, or afterwards re-index every "
+            f"document with `aws bedrock-agent start-ingestion-job --region {self.region} --knowledge-base-id "
+            f"{kb.knowledge_base.attr_knowledge_base_id} --data-source-id {kb.data_source.attr_data_source_id}`",
+            missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
         def reconcile_metric(name: str) -> cloudwatch.Metric:
@@ -899,7 +932,9 @@ class RagStack(Stack):
             "IngestFunctionErrorsAlarm",
             metric=ingestion.handler.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
             threshold=1,
-            description="The Level 2 ingest function failed; changes stay queued and are retried",
+            description=f"The Level 2 ingest function failed; changes stay queued and are retried for up to "
+            f"{CHANGES_RETENTION.to_days()} days (the StaleChangesAlarm fires once one waited "
+            f"{STALE_CHANGE_AGE.to_hours()} hours)",
         )
         alarms.api_alarms(self, query.rest.api, label="Level 2")
 

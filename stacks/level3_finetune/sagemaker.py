@@ -127,6 +127,18 @@ class SageMakerFineTuneStack(Stack):
         self.validator = self._validator(deployment)
         self.state_machine = self._state_machine(deployment, settings)
         self._grant_pipeline()
+        # A Catch cannot see the execution's own timeout or an abort: the teardown, started by the execution's
+        # status event, stops the training job, deletes the imported model and reports.
+        self.teardown = SageMakerPipelineTeardown(
+            self,
+            "Teardown",
+            deployment=deployment,
+            job_prefix=self.job_prefix,
+            pipeline=self.state_machine,
+            topic=self.topic,
+        )
+        # A state change EventBridge could not publish lands in the teardown's alarmed dead-letter queue (its
+        # RULE_ARN attribute names this rule): one queue and one alarm for the stack.
         notification_rule(
             self,
             "TrainingJobStateChange",
@@ -139,16 +151,7 @@ class SageMakerFineTuneStack(Stack):
                 detail_type=["SageMaker Training Job State Change"],
                 detail={"TrainingJobName": [{"prefix": self.job_prefix}]},
             ),
-        )
-        # A Catch cannot see the execution's own timeout or an abort: the teardown, started by the execution's
-        # status event, stops the training job, deletes the imported model and reports.
-        self.teardown = SageMakerPipelineTeardown(
-            self,
-            "Teardown",
-            deployment=deployment,
-            job_prefix=self.job_prefix,
-            pipeline=self.state_machine,
-            topic=self.topic,
+            dead_letter_queue=self.teardown.backstop.dead_letters,
         )
         # Destroy, every stage: the pipeline's executions and training jobs are stopped first (deleting the state
         # machine would leave a running job billing); in the sandbox the kit's imported models are deleted too.
@@ -194,12 +197,6 @@ class SageMakerFineTuneStack(Stack):
         topic = sns.Topic(self, "Notifications", display_name=deployment.resource_name("sft"), enforce_ssl=True)
         if deployment.alarm_email:
             topic.add_subscription(subscriptions.EmailSubscription(deployment.alarm_email))
-        suppress(
-            topic,
-            "AwsSolutions-SNS2",
-            "Notifications carry job, model and execution names and states only; EventBridge cannot publish to a "
-            "topic encrypted with the AWS managed key, and a customer managed key would cost $1/month idle.",
-        )
         return topic
 
     def hub_token_secret_arn(self, secret: str) -> str:
@@ -288,14 +285,19 @@ class SageMakerFineTuneStack(Stack):
             )
         for statement in statements:
             role.add_to_policy(statement)
+        # Resource types per action: the Service Authorization Reference (cloudwatch:PutMetricData: optional dataset;
+        # ecr:GetAuthorizationToken: none), https://docs.aws.amazon.com/service-authorization/latest/reference/
+        # list_amazoncloudwatch.html and list_amazonelasticcontainerregistry.html; PutMetricData names no dataset
+        # (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html).
         suppress(
             role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "Fine-tuning jobs read any record in the dedicated data bucket (a run names its key; base models sit "
             "under models/), read the code and "
             "write checkpoints and the model under fixed prefixes of the artifacts bucket, log to SageMaker's own "
-            "log groups and publish metrics under /aws/sagemaker/*; ECR's login token and metric publishing have "
-            "no resource-level scoping.",
+            "log groups and publish metrics under /aws/sagemaker/*; on '*': ecr:GetAuthorizationToken, which has "
+            "no resource type, and cloudwatch:PutMetricData, whose one resource type (an optional CloudWatch "
+            "dataset) its request cannot name, bounded by its cloudwatch:namespace condition.",
             applies_to=[
                 "Resource::*",
                 f"Resource::{arn_ref(self.data)}/*",

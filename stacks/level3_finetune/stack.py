@@ -13,7 +13,7 @@ jobs/<name>.json uploaded ──► EventBridge ──► starter (Express: one 
     EventBridge "Model Customization Job State Change" (this kit's jobs) ──► the same SNS topic
     EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED) ──► teardown state machine
                   ──► stop the ended run's job, delete its throughput or deployment (found by name) ──► SNS
-    an upload or status event EventBridge could not deliver ──► dead-letter queue ──► alarm ──► SNS
+    an upload, status or job-state event EventBridge could not deliver ──► dead-letter queue ──► alarm ──► SNS
     cleanup custom resource ──(stack deletion, before the key and the state machine)──► stop executions and
                   jobs, delete deployments and throughputs; sandbox only: the custom models encrypted with the key
 CloudFormation has no resource for a customization job, a custom model or Provisioned Throughput, so the
@@ -359,11 +359,14 @@ class FineTuneStack(Stack):
         )
         # The documented sample event carries the status as detail.jobStatus (not detail.status):
         # https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html
+        # A state change EventBridge could not publish lands in the teardown's alarmed queue too (its RULE_ARN
+        # attribute names this rule): no second queue and alarm, no extra idle cost.
         notification_rule(
             self,
             "CustomizationJobStateChange",
             deployment,
             topic=topic,
+            dead_letter_queue=teardown.backstop.dead_letters,
             name="ft-job-state",
             description="Level 3: Bedrock customization job state changes of this kit's jobs",
             event_pattern=events.EventPattern(

@@ -4,7 +4,7 @@
     hourly EventBridge Scheduler schedule ──► sweep function (lambdas/level3_finetune/teardown_sweep): executions
         of the pipeline that ended FAILED | TIMED_OUT | ABORTED in the last SWEEP_WINDOW
         ──► StartExecution(teardown, name "sweep-<SHA-256 of the ended execution's ARN>")
-        not invoked, or failed after Lambda's retries ──► the same dead-letter queue
+        not invoked, or failed after Lambda's retries, or not run within SWEEP_LATENESS ──► the same dead-letter queue
 
 Step Functions sends "Step Functions Execution Status Change" best effort
 (https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-states.html), and EventBridge drops an event it
@@ -39,6 +39,16 @@ SWEEP_EVERY = Duration.hours(1)
 SWEEP_WINDOW = Duration.hours(3)
 # ... and at least this long ago, so the event's teardown normally finished its deletion before a sweep looks.
 SWEEP_SETTLE = Duration.minutes(15)
+# A sweep looks back from the moment it runs, so sweeps that all run late could leave executions between two windows.
+# Two consecutive sweeps leave no gap while the later one runs at most SWEEP_WINDOW - SWEEP_EVERY - SWEEP_SETTLE
+# (1 h 45 min) after its schedule. Scheduler retries an invocation it could not make for at most SCHEDULE_MAX_AGE
+# (60 s to 24 h, https://docs.aws.amazon.com/scheduler/latest/APIReference/API_RetryPolicy.html), then Lambda keeps
+# the asynchronous event at most SWEEP_MAX_AGE (60 s to 6 h, its default,
+# https://docs.aws.amazon.com/lambda/latest/api/API_PutFunctionEventInvokeConfig.html) before it sends it to the
+# on-failure destination: a sweep that cannot run in time is dead-lettered (alarm) instead of skipping executions.
+SWEEP_LATENESS = SWEEP_WINDOW.minus(SWEEP_EVERY).minus(SWEEP_SETTLE)
+SCHEDULE_MAX_AGE = Duration.minutes(15)
+SWEEP_MAX_AGE = SWEEP_LATENESS.minus(SCHEDULE_MAX_AGE)
 SWEEP_TIMEOUT = Duration.minutes(2)
 ALARM_PERIOD = Duration.minutes(5)
 
@@ -64,7 +74,8 @@ class TeardownBackstop(Construct):
 
     ``alarm_topic`` is made to accept CloudWatch's publishes (stacks/shared/alarms.allow_cloudwatch_alarms).
     ``uploads``: the stack's job-request upload rule sends what EventBridge could not deliver to the same queue
-    (FineTuneStack), so the alarm names that case too; one queue and one alarm keep the idle cost at one alarm.
+    (FineTuneStack), so the alarm names that case too. On both paths the job-state notification rule dead-letters
+    here as well (stacks/shared/notifications.py): one queue and one alarm keep the idle cost at one alarm.
     """
 
     def __init__(
@@ -82,22 +93,28 @@ class TeardownBackstop(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         allow_cloudwatch_alarms(alarm_topic)
-        holds = "the teardown rule's target and of the sweep"
+        holds = "the teardown rule's target, of the sweep and of the job-state notification rule's target"
         if uploads:
-            holds = "the teardown rule's target, of the sweep and of the job-request upload rule's target"
+            holds = (
+                "the teardown rule's target, of the sweep, of the job-request upload rule's target and of the "
+                "job-state notification rule's target"
+            )
         self.dead_letters = dead_letter_queue(self, "DeadLetters", holds=holds)
         description = (
-            f"{label}: a teardown could not be started (an undelivered status event, or a sweep "
-            "that kept failing); see the dead-letter queue and check for deployments or models left billing"
+            f"{label}: an event EventBridge could not deliver (its RULE_ARN attribute names the rule), or a sweep "
+            "that kept failing or could not run in time, is in the dead-letter queue. A run's status event or a "
+            "sweep: a teardown did not start; check for deployments or models left billing. The job-state rule: a "
+            "state change was not notified; read it there"
         )
         if uploads:
             # EventBridge gives each dead letter a RULE_ARN attribute
             # (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html).
             description = (
                 f"{label}: an event EventBridge could not deliver (its RULE_ARN attribute names the rule), or a "
-                "sweep that kept failing, is in the dead-letter queue. A run's status event or a sweep: a teardown "
-                "did not start; check for deployments or models left billing. The job-request upload rule: the "
-                "upload started no run; upload the job request again"
+                "sweep that kept failing or could not run in time, is in the dead-letter queue. A run's status event "
+                "or a sweep: a teardown did not start; check for deployments or models left billing. The job-request "
+                "upload rule: the upload started no run; upload the job request again. The job-state rule: a state "
+                "change was not notified; read it there"
             )
         self.alarm = alarm_to(
             alarm_topic,
@@ -142,7 +159,9 @@ class TeardownBackstop(Construct):
         )
         # An asynchronous invocation that failed after Lambda's two retries lands in the dead-letter queue
         # (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html).
-        self.sweep.function.configure_async_invoke(on_failure=_SendOnlyQueue(self.dead_letters), retry_attempts=2)
+        self.sweep.function.configure_async_invoke(
+            on_failure=_SendOnlyQueue(self.dead_letters), retry_attempts=2, max_event_age=SWEEP_MAX_AGE
+        )
         # EventBridge Scheduler invokes the function asynchronously; an invocation it could not make after its
         # retries lands in the same dead-letter queue
         # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/configuring-schedule-dlq.html).
@@ -161,7 +180,11 @@ class TeardownBackstop(Construct):
             description=f"{label}: sweep for ended executions whose teardown did not start",
             schedule=scheduler.ScheduleExpression.rate(SWEEP_EVERY),
             target=scheduler_targets.LambdaInvoke(
-                self.sweep.function, role=schedule_role, dead_letter_queue=self.dead_letters, retry_attempts=2
+                self.sweep.function,
+                role=schedule_role,
+                dead_letter_queue=self.dead_letters,
+                retry_attempts=2,
+                max_event_age=SCHEDULE_MAX_AGE,
             ),
         )
         suppress(

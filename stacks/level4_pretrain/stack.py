@@ -60,6 +60,7 @@ from stacks.level4_pretrain.jobs import (
 )
 from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
 from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
+from stacks.shared.alarms import dead_letter_queue
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
@@ -72,17 +73,12 @@ LEVEL = "4-pretrain"
 
 
 def _notifications(scope: Construct, deployment: Deployment, name: str) -> sns.Topic:
-    """The level's topic. Its policy grants no service principal anything: EventBridge publishes through the
-    per-rule roles of ``notification_rule``, Step Functions through its own role."""
+    """The level's topic. Its policy grants no service principal anything but CloudWatch alarms of this account (the
+    dead-letter alarm ``notification_rule`` adds): EventBridge publishes through the per-rule roles of
+    ``notification_rule``, Step Functions through its own role."""
     topic = sns.Topic(scope, "Notifications", display_name=deployment.resource_name(name), enforce_ssl=True)
     if deployment.alarm_email:
         topic.add_subscription(subscriptions.EmailSubscription(deployment.alarm_email))
-    suppress(
-        topic,
-        "AwsSolutions-SNS2",
-        "Notifications carry job and cluster names and states only; EventBridge cannot publish to a topic "
-        "encrypted with the AWS managed key, and a customer managed key would cost $1/month idle.",
-    )
     return topic
 
 
@@ -383,6 +379,16 @@ class PretrainJobsStack(Stack):
             topic=topic,
             name="pretrain-job-events",
             description="Level 4: state changes of this kit's training jobs",
+            # The zero-idle path keeps no alarm (CloudWatch bills each one monthly): a job-state event EventBridge
+            # could not publish waits here 14 days; each run's outcome is also published by the state machine itself
+            # (Notify* states above), so only the progress messages in between depend on this rule.
+            dead_letter_queue=dead_letter_queue(
+                self,
+                "TrainingJobStateChangeDeadLetters",
+                holds="the job-state notification rule",
+                watched="no alarm keeps the jobs stack free while idle; each run's outcome is also published by the "
+                "state machine itself",
+            ),
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker Training Job State Change"],
@@ -438,14 +444,26 @@ class PretrainJobsStack(Stack):
                 ],
             )
         )
+        # Resource types per action: the Service Authorization Reference (cloudwatch:PutMetricData: optional dataset;
+        # ecr:GetAuthorizationToken: none), https://docs.aws.amazon.com/service-authorization/latest/reference/
+        # list_amazoncloudwatch.html and list_amazonelasticcontainerregistry.html; PutMetricData names no dataset
+        # (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html).
         suppress(
             role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "Training jobs read code and data and write checkpoints and the model under fixed prefixes of the "
-            "kit's bucket, log to SageMaker's own log groups, and publish metrics under /aws/sagemaker/*; ECR's "
-            "login token, metric publishing, EC2 Describe* and DeleteNetworkInterfacePermission (a permission id only) "
-            "have no resource-level scoping; in the cluster VPC "
-            "they manage network interfaces only in its subnets (ec2:Subnet).",
+            "kit's bucket, log to SageMaker's own log groups, and publish metrics under /aws/sagemaker/*; on '*': "
+            "ecr:GetAuthorizationToken, which has no resource type, and cloudwatch:PutMetricData, whose one "
+            "resource type (an optional CloudWatch dataset) its request cannot name, bounded by its "
+            "cloudwatch:namespace condition"
+            + (
+                "; in the cluster VPC also the five ec2:Describe* actions, which have no resource type, and "
+                "ec2:DeleteNetworkInterfacePermission, whose network-interface resource type is optional and whose "
+                "request names only a permission id, while network interfaces are managed only in the cluster's "
+                "subnets (ec2:Subnet)."
+                if vpc_config
+                else "."
+            ),
             applies_to=[
                 "Resource::*",
                 *(

@@ -7,8 +7,16 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.shared.alarms import (
+    FIVE_MINUTES,
+    QUEUE_METRIC_MISSING_DATA,
+    alarm_to,
+    allow_cloudwatch_alarms,
+)
+from stacks.shared.alarms import dead_letter_queue as new_dead_letter_queue
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
 
@@ -23,8 +31,17 @@ def notification_rule(
     description: str,
     event_pattern: events.EventPattern,
     message: events.RuleTargetInput | None = None,
+    dead_letter_queue: sqs.IQueue | None = None,
 ) -> events.Rule:
     """An EventBridge rule on the default bus that publishes to ``topic`` through a role only this rule may assume.
+
+    An event EventBridge could not publish after its retries, or at once for an error such as a missing permission,
+    is dropped unless the target has a dead-letter queue
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-retry-policy.html): it lands in
+    ``dead_letter_queue``, an alarmed queue of the caller's stack, or without one in a queue of the rule's own whose
+    alarm notifies ``topic`` (one more alarm). CDK adds the queue policy that lets this rule send
+    (events.amazonaws.com, aws:SourceArn = the rule); the kit's dead-letter queues use SSE-SQS, which needs no key
+    policy (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html).
 
     CDK's ``targets.SnsTopic`` grants ``events.amazonaws.com`` ``sns:Publish`` in the topic policy with no condition,
     so any rule (of any account) could publish; and EventBridge's guide says a topic policy for EventBridge cannot
@@ -37,6 +54,17 @@ def notification_rule(
     https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html
     https://docs.aws.amazon.com/eventbridge/latest/userguide/cross-service-confused-deputy-prevention.html
     The rule is named, so its ARN is known to the trust policy without a reference back to the rule (a cycle).
+
+    AWS's text on a role for an SNS target conflicts. The English resource-based policy page says not to set a
+    RoleArn on SNS targets: delivery "may fail", particularly to a KMS-encrypted topic
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html). EventBridge extended
+    execution roles to SNS targets in March 2025
+    (https://aws.amazon.com/about-aws/whats-new/2025/03/amazon-eventbridge-iam-execution-role-all-targets/, cited
+    by aws/aws-cdk#34259), and its SNS target page lists the role's sns:Publish and, for a customer managed key,
+    kms:GenerateDataKey and kms:Decrypt
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-custom-bus-target-sns.html). The role stays: the
+    resource-policy route cannot be confined to the rule (above). The dead-letter queue and its alarm make a failed
+    delivery visible instead of silent, whichever text holds in an account.
     """
     stack = Stack.of(scope)
     rule_name = deployment.resource_name(name)
@@ -53,6 +81,8 @@ def notification_rule(
             },
         ),
     )
+    if dead_letter_queue is None:
+        dead_letter_queue = _alarmed_dead_letters(scope, construct_id, topic=topic, rule_name=rule_name)
     # role= makes the target publish as the role; CDK grants the role sns:Publish on the topic, not the topic policy.
     rule = events.Rule(
         scope,
@@ -60,15 +90,36 @@ def notification_rule(
         rule_name=rule_name,
         description=description,
         event_pattern=event_pattern,
-        targets=[targets.SnsTopic(topic, role=role, message=message)],
+        targets=[targets.SnsTopic(topic, role=role, message=message, dead_letter_queue=dead_letter_queue)],
     )
     if isinstance(topic, sns.Topic) and topic.master_key is not None:
+        # On the policy CDK's grant for the target created (the finding is there, not on the role itself).
         suppress(
-            role,
+            role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "A publisher to an encrypted topic needs kms:GenerateDataKey* and kms:Decrypt on the topic's key "
             "(https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html); CDK grants them on that key only.",
             applies_to=["Action::kms:GenerateDataKey*"],
-            apply_to_children=True,
         )
     return rule
+
+
+def _alarmed_dead_letters(scope: Construct, construct_id: str, *, topic: sns.ITopic, rule_name: str) -> sqs.Queue:
+    """A dead-letter queue for one notification rule, with an alarm that notifies the rule's own topic (CloudWatch
+    publishes with the topic policy, not through the rule's role)."""
+    if not isinstance(topic, sns.Topic):
+        raise ValueError(f"{construct_id}: pass dead_letter_queue= for a topic whose policy this stack cannot set")
+    allow_cloudwatch_alarms(topic)
+    queue = new_dead_letter_queue(scope, f"{construct_id}DeadLetters", holds=f"the EventBridge rule {rule_name}")
+    alarm_to(
+        topic,
+        scope,
+        f"{construct_id}DeadLettersAlarm",
+        metric=queue.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum"),
+        threshold=1,
+        description=f"EventBridge could not publish a notification of the rule {rule_name} to this topic: the event "
+        "is in the dead-letter queue (attributes ERROR_CODE, ERROR_MESSAGE). Read it there, fix the cause (the rule's "
+        "role, the topic or its key), then delete it; the alarm returns to OK",
+        missing_data=QUEUE_METRIC_MISSING_DATA,
+    )
+    return queue

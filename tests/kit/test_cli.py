@@ -63,7 +63,7 @@ def test_cost_json_has_one_entry_per_stack_with_idle_and_per_use(sandbox: Any) -
     by_stack = {stack["stack"]: stack for stack in report["stacks"]}
     assert list(by_stack) == sorted(sandbox.templates)
     assert by_stack["GenAiKit-1-Prompt"]["idle_usd_month"] == 0.5
-    assert by_stack["GenAiKit-4-Pretrain-Cluster"]["idle_usd_month"] == 87.0
+    assert by_stack["GenAiKit-4-Pretrain-Cluster"]["idle_usd_month"] == 87.1
     assert by_stack["GenAiKit-4-Pretrain-Jobs"]["idle_items"] == []
     assert report["total_idle_usd_month"] == round(sum(s["idle_usd_month"] for s in report["stacks"]), 2)
     [alarms] = by_stack["GenAiKit-1-Prompt"]["idle_items"]
@@ -91,7 +91,7 @@ def test_cost_table_shows_each_stack_and_its_idle_figure(sandbox: Any) -> None:
     assert result.exit_code == 0, result.output
     for stack_id in sandbox.templates:
         assert stack_id in result.output
-    assert "$87.00" in result.output and "NAT gateways" in result.output
+    assert "$87.10" in result.output and "NAT gateways" in result.output
     assert "kit/prices.json" in result.output
 
 

@@ -25,7 +25,7 @@ from kit.costs import (
 )
 from stacks.level4_pretrain.settings import hyperpod_instance_types
 from stacks.shared.registry import resource_schema
-from tests.infra.helpers import only
+from tests.infra.helpers import only, resources
 
 REGIONS = ("us-east-1", "us-west-2")
 
@@ -37,6 +37,16 @@ def prices() -> Any:
 
 def cost_of(synth: Any, stack_id: str, prices: Any) -> StackCost:
     return analyze_stack(stack_id, synth.templates[stack_id], prices)
+
+
+def dead_letter_alarms(template: dict[str, Any]) -> int:
+    """The stack's alarms on a dead-letter queue (every dead-letter queue has one: tests/infra/test_async_edges.py)."""
+    return sum(
+        1
+        for alarm in resources(template, "AWS::CloudWatch::Alarm").values()
+        if (alarm["Properties"].get("Namespace"), alarm["Properties"].get("MetricName"))
+        == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    )
 
 
 def items(cost: StackCost) -> dict[str, tuple[float, float]]:
@@ -56,8 +66,10 @@ def test_level1_idles_at_five_alarms(sandbox: Any, prices: Any) -> None:
 
 
 def test_level2_with_s3_vectors_has_no_floor(sandbox: Any, prices: Any) -> None:
+    # Seven alarms: dead letters, stale changes (a change's age in the queue), a failed job, failed documents,
+    # ingest function errors, API 5xx and API latency.
     cost = cost_of(sandbox, "GenAiKit-2-Rag", prices)
-    assert items(cost) == {"cloudwatch.alarm": (6, 0.60)}
+    assert items(cost) == {"cloudwatch.alarm": (7, 0.70)}
     assert "AWS::S3Vectors::Index" in cost.free_types
 
 
@@ -65,7 +77,7 @@ def test_level2_with_opensearch_bills_the_ocu_floor(sandbox_oss: Any, prices: An
     cost = cost_of(sandbox_oss, "GenAiKit-2-Rag", prices)
     # Standby replicas off: 1 OCU (0.5 indexing + 0.5 search) around the clock, at $0.24 an OCU-hour.
     assert items(cost)["opensearch_serverless.ocu"] == (1, 175.20)
-    assert cost.idle_usd == 175.80
+    assert cost.idle_usd == 175.90
 
 
 def test_level3_idles_at_its_kms_key(sandbox: Any, prices: Any) -> None:
@@ -105,8 +117,9 @@ def test_cluster_bills_controller_its_ebs_volume_nat_gateway_and_its_address(san
         HYPERPOD_EBS: (100, 14.00),  # the controller's volume, $0.14/GB-month
         "vpc.nat_gateway": (1, 32.85),
         "vpc.public_ipv4": (1, 3.65),
+        "cloudwatch.alarm": (1, 0.10),  # on the dead-letter queue of the cluster-health notification rule
     }
-    assert cost.idle_usd == 87.00
+    assert cost.idle_usd == 87.10
     # The GPU group holds 0 instances: priced per use (instance-hours and each node's volume), not while idle.
     per_use = {price.price_id: price for price in cost.per_use}
     assert "sagemaker.hyperpod:ml.g5.8xlarge" in per_use
@@ -124,7 +137,7 @@ def test_cluster_options_add_fsx_storage_and_the_login_node(sandbox_fsx: Any, pr
     assert found["fsx.lustre_persistent2:125"] == (1200, 174.00)  # 1.2 TiB at 125 MB/s/TiB
     assert found["sagemaker.hyperpod:ml.t3.medium"] == (2, 73.00)  # controller + login
     assert found[HYPERPOD_EBS] == (200, 28.00)  # one 100 GB volume each
-    assert cost.idle_usd == 311.50
+    assert cost.idle_usd == 311.60
 
 
 def test_ebs_volumes_scale_with_the_instances_of_each_group(prices: Any) -> None:
@@ -203,6 +216,7 @@ def test_make_synth_asks_for_the_missing_price_entry(tmp_path: Path, capsys: pyt
 
 
 def test_training_job_stack_costs_nothing_idle(sandbox: Any, prices: Any) -> None:
+    # The zero-idle path: its job-state rule dead-letters into a queue no alarm watches (test_async_edges.py)
     cost = cost_of(sandbox, "GenAiKit-4-Pretrain-Jobs", prices)
     assert (cost.idle_items, cost.idle_usd) == ((), 0)
     assert "sagemaker.training:ml.g5.xlarge" in {price.price_id for price in cost.per_use}
@@ -336,9 +350,12 @@ def test_sagemaker_path_lists_custom_model_import_per_use_and_per_kept_model(san
     assert per_use["bedrock.imported_model_inference"] == (0.05718, "CMU-minute")
     assert per_use["bedrock.imported_model_storage"] == (1.95, "CMU-month")
     assert "sagemaker.training:ml.g5.xlarge" in per_use
-    # The stack owns no model: its idle cost is the teardown dead-letter alarm; a model a run keeps bills its
-    # storage while idle, shown per kept model.
-    assert (items(cost), round(cost.idle_usd, 2)) == ({"cloudwatch.alarm": (1, 0.10)}, 0.10)
+    # The stack owns no model: its idle cost is its dead-letter alarms; a model a run keeps bills its storage while
+    # idle, shown per kept model.
+    alarms = dead_letter_alarms(sandbox.templates[SAGEMAKER_STACK])
+    assert alarms >= 1
+    monthly = round(0.10 * alarms, 2)
+    assert (items(cost), round(cost.idle_usd, 2)) == ({"cloudwatch.alarm": (alarms, monthly)}, monthly)
     assert [(price.price_id, price.usd) for price in cost.while_kept] == [("bedrock.imported_model_storage", 1.95)]
 
 
@@ -400,7 +417,10 @@ def test_report_json_lists_what_a_kept_model_bills(sandbox: Any, prices: Any) ->
         1.95,
         "kept model",
     )
-    assert by_stack[SAGEMAKER_STACK]["idle_usd_month"] == 0.1  # the teardown dead-letter alarm
+    # its dead-letter alarms
+    assert by_stack[SAGEMAKER_STACK]["idle_usd_month"] == round(
+        0.1 * dead_letter_alarms(sandbox.templates[SAGEMAKER_STACK]), 2
+    )
     assert by_stack["GenAiKit-1-Prompt"]["while_kept"] == []
 
 

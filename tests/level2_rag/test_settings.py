@@ -99,6 +99,28 @@ def test_rag_mistakes_are_reported_together() -> None:
     ]
 
 
+@pytest.mark.parametrize("prefix", ["docs(v2)/", "it's/", "a*b/", "hello!/", "my docs/", "café/", "a+b/"])
+def test_a_documents_prefix_whose_characters_url_encoding_changes_is_refused(prefix: str) -> None:
+    """S3 URL-encodes the key in its event notifications
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html); its EventBridge
+    page is silent. Before: ! ' ( ) * were allowed, and an encoded key would never match the rule's prefix filter,
+    so no upload under such a prefix would ever be queued or ingested."""
+    with pytest.raises(ConfigError) as caught:
+        build(rag_documents_prefix=prefix)
+    [problem] = caught.value.problems
+    assert (problem.key, problem.value) == ("rag_documents_prefix", prefix)
+    assert str(caught.value) == (
+        f"config error: rag_documents_prefix = {prefix!r} is not allowed; expected an S3 key prefix ending in '/' "
+        "of letters, digits and - _ . / only (S3 URL-encodes other characters in the keys of its events, so the "
+        "event rule's prefix filter would never match)"
+    )
+
+
+@pytest.mark.parametrize("prefix", ["docs/", "a/b-c_d.e/", "V2/2024.01/"])
+def test_a_documents_prefix_of_letters_digits_and_dash_underscore_dot_slash_is_taken(prefix: str) -> None:
+    assert build(rag_documents_prefix=prefix).rag.documents_prefix == prefix
+
+
 def test_a_documents_prefix_cdk_cannot_tag_is_a_config_error_while_the_sample_corpus_is_deployed() -> None:
     """Before: a prefix of 103 to 201 characters passed the settings, and CDK's BucketDeployment of the sample
     corpus then refused it at synth with a RuntimeError, for every stack of the app. The bound is CDK's own: the

@@ -268,6 +268,41 @@ def test_an_hourly_schedule_runs_the_sweep_with_least_privilege(template: dict[s
     }
 
 
+def test_a_sweep_that_cannot_run_in_time_is_dead_lettered_instead_of_leaving_a_gap(template: dict[str, Any]) -> None:
+    """A sweep looks back from the moment it runs. Before: the schedule retried for up to 24 hours and Lambda kept
+    the event 6 hours (its default), so hourly sweeps all running late (throttled) each looked at [now - 3 h,
+    now - 15 min) and executions that ended between two such windows were never swept, and nothing was
+    dead-lettered. Now the latest a sweep can run is bounded so two consecutive windows always meet; a later one
+    lands in the alarmed dead-letter queue (Scheduler and Lambda send an expired event to it)."""
+    [schedule] = resources(template, "AWS::Scheduler::Schedule").values()
+    target = schedule["Properties"]["Target"]
+    function_id = target["Arn"]["Fn::GetAtt"][0]
+    env = template["Resources"][function_id]["Properties"]["Environment"]["Variables"]
+    window, settle = timedelta(minutes=int(env["WINDOW_MINUTES"])), timedelta(minutes=int(env["SETTLE_MINUTES"]))
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+    every = timedelta(hours=1)
+    [invoke_config] = [
+        c["Properties"]
+        for c in resources(template, "AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
+    scheduler_age = target.get("RetryPolicy", {}).get("MaximumEventAgeInSeconds", 86_400)  # Scheduler's default
+    lambda_age = invoke_config.get("MaximumEventAgeInSeconds", 21_600)  # Lambda's default, 6 hours
+    assert 60 <= scheduler_age <= 86_400 and 60 <= lambda_age <= 21_600  # the APIs' ranges
+    latest = timedelta(seconds=scheduler_age + lambda_age)
+
+    def window_of(scheduled: datetime, late: timedelta) -> tuple[datetime, datetime]:
+        ran = scheduled + late
+        return ran - window, ran - settle
+
+    # Any two consecutive sweeps, the earlier on time and the later as late as it may run, or the reverse: the later
+    # window starts no later than the earlier one ends.
+    for first_late, second_late in ((timedelta(0), latest), (latest, timedelta(0)), (latest, latest)):
+        _, first_end = window_of(NOW, first_late)
+        second_start, _ = window_of(NOW + every, second_late)
+        assert second_start <= first_end, (first_late, second_late)
+
+
 # --- the teardown started by the sweep ----------------------------------------------------------------------------
 
 
