@@ -30,7 +30,7 @@ from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
-from stacks.shared.settings import ModelRef, profile_region_problems
+from stacks.shared.settings import ModelRef, guardrail_region_problems, profile_region_problems
 from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
@@ -147,8 +147,13 @@ class PromptEngineeringStack(Stack):
             description="genai-spectrum-kit Level 1: prompt engineering on Amazon Bedrock",
             **kwargs,
         )
-        if refuse(self, profile_region_problems("text_model_id", config.text_model, self.region)):
-            return  # the text model cannot be called from this region: an empty stack with the error
+        # Every problem at once: the text model the region cannot call, a guardrail tier no profile serves there.
+        problems = [
+            *profile_region_problems("text_model_id", config.text_model, self.region),
+            *guardrail_region_problems(config.guardrail, self.region),
+        ]
+        if refuse(self, problems):
+            return  # an empty stand-in with the errors
         deployment = config.deployment
         tag_stack(self, deployment, LEVEL)
 

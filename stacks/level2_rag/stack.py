@@ -48,7 +48,7 @@ from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.secure_bucket import SecureBucket
-from stacks.shared.settings import ModelRef, profile_region_problems
+from stacks.shared.settings import ModelRef, guardrail_region_problems, profile_region_problems
 from stacks.shared.stage import bucket_deployment_logs, tag_stack
 
 LEVEL = "2-rag"
@@ -822,8 +822,13 @@ class RagStack(Stack):
         super().__init__(
             scope, construct_id, description="genai-spectrum-kit Level 2: RAG on a Bedrock Knowledge Base", **kwargs
         )
-        if refuse(self, profile_region_problems("text_model_id", config.text_model, self.region)):
-            return  # the text model cannot be called from this region: an empty stack with the error
+        # Every problem at once: the text model the region cannot call, a guardrail tier no profile serves there.
+        problems = [
+            *profile_region_problems("text_model_id", config.text_model, self.region),
+            *guardrail_region_problems(config.guardrail, self.region),
+        ]
+        if refuse(self, problems):
+            return  # an empty stand-in with the errors
         deployment, rag = config.deployment, config.rag
         tag_stack(self, deployment, LEVEL)
 

@@ -148,6 +148,17 @@ def test_a_text_model_profile_the_region_cannot_call_refuses_levels_1_and_2(tmp_
     assert found[STACK_IDS["0-apigw"]]["errors"] == [] and found[STACK_IDS["0-apigw"]]["template"]["Resources"]
 
 
+def test_levels_1_and_2_list_every_problem_of_the_region_at_once(tmp_path: Path) -> None:
+    # Given sa-east-1, which neither the default us. text model profile nor any guardrail profile serves, with
+    # guardrail_tier=standard: When Levels 1 and 2 are synthesized there
+    found = _synthesize(tmp_path, "sa-east-1", [STACK_IDS["1"], STACK_IDS["2"]], guardrail_tier="standard")["stacks"]
+    # Then each stand-in carries both errors, so one synth shows the operator everything to change
+    for stack_id in (STACK_IDS["1"], STACK_IDS["2"]):
+        keys = [error.split(" = ")[0] for error in found[stack_id]["errors"]]
+        assert keys == ["config error: text_model_id", "config error: guardrail_tier"], stack_id
+        assert found[stack_id]["template"].get("Resources", {}) == {}, stack_id
+
+
 @pytest.mark.parametrize(
     ("model_id", "region", "refused"),
     [
