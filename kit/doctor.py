@@ -5,15 +5,16 @@ The kit-wide part lives here: credentials (STS GetCallerIdentity), the region ag
 version against what the synthesized templates require, the stacks the region cannot hold (their config errors in the
 synthesized assembly), Bedrock model access for the text model (a kit-wide setting Levels 1 and 2 share; a cross-Region
 inference profile id must name an ACTIVE profile in the region; a Legacy model is a WARN row), unreserved Lambda
-concurrency and the Powertools layer of the region (every level's functions), the quota book and its rows, and running
-and rendering the checks. Each level's own checks live in that level's module (``doctor_rows`` and ``doctor_checks`` in
-kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the embedding model and the
-Bedrock request rates at api_throttle_rate (Level 2); customization, the distillation teacher, the customization-job
-quota and Provisioned Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the training jobs of Level
-3's SageMaker path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row names the
-Service Quotas quota (name and code) and how to raise it. ``--level`` (repeatable) keeps the kit-wide rows and the rows
-of the selected levels only (each part names its levels): a Level 1 deploy is not failed by Level 4's GPU quotas, which
-start at 0 in most accounts.
+concurrency and the Powertools layer of the region (every level's functions), whether anyone hears the stacks' alarms
+(an empty alarm_email is a WARN row, read from the configuration, so answered without credentials too), the quota book
+and its rows, and running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows``
+and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the
+embedding model and the Bedrock request rates at api_throttle_rate (Level 2); customization, the distillation teacher,
+the customization-job quota and Provisioned Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the
+training jobs of Level 3's SageMaker path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each
+quota row names the Service Quotas quota (name and code) and how to raise it. ``--level`` (repeatable) keeps the
+kit-wide rows and the rows of the selected levels only (each part names its levels): a Level 1 deploy is not failed by
+Level 4's GPU quotas, which start at 0 in most accounts.
 
 Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why; WARN rows do not block),
 1 when something needs fixing, 2 on a usage or configuration error.
@@ -473,14 +474,15 @@ class QuotaBook:
     that have no applied value (ListServiceQuotas leaves those out)."""
 
     def __init__(self, target: Target) -> None:
-        self._client = target.client("service-quotas")
+        self._target = target  # the client is made at the first read: an offline part never needs one
         self._applied: dict[str, dict[str, tuple[str, float, str]]] = {}
         self._defaults: dict[str, dict[str, tuple[str, float, str]]] = {}
         self._failed: dict[str, Exception] = {}
 
     def _read(self, operation: str, service: str) -> dict[str, tuple[str, float, str]]:
         found: dict[str, tuple[str, float, str]] = {}
-        for page in self._client.get_paginator(operation).paginate(ServiceCode=service):
+        client = self._target.client("service-quotas")
+        for page in client.get_paginator(operation).paginate(ServiceCode=service):
             for quota in page["Quotas"]:
                 name = str(quota["QuotaName"])
                 found[name.lower()] = (name, float(quota.get("Value", 0)), str(quota.get("QuotaCode", "")))
@@ -716,6 +718,68 @@ def stack_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Colle
     return [Check(STACKS_ROW, FIX, detail)]
 
 
+ALARM_ROW = "Alarm notifications"
+# The SNS topic every stack of a level sends its alarms and notifications to, as (stack key of STACK_IDS, the output
+# naming the topic): stacks/level1_prompt/stack.py and stacks/level2_rag/stack.py (the AlarmTopic of
+# stacks/shared/alarms.py), stacks/level3_finetune/stack.py, stacks/level3_finetune/sagemaker.py and
+# stacks/level4_pretrain/stack.py (both stacks). Each gets an e-mail subscription only when alarm_email is set; a test
+# checks the outputs against the synthesized templates.
+ALARM_TOPICS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "1": (("1", "AlarmTopicArn"),),
+    "2": (("2", "AlarmTopicArn"),),
+    "3": (("3", "TopicArn"),),
+    "3sm": (("3-sagemaker", "NotificationTopicArn"),),
+    "4": (("4-jobs", "NotificationTopicArn"), ("4-cluster", "NotificationTopicArn")),
+}
+# The kit's topics are standard topics: they deliver to their subscribers and keep nothing (message archiving and
+# replay is for FIFO topics only): https://docs.aws.amazon.com/sns/latest/dg/fifo-message-archiving-replay.html
+SNS_ARCHIVING = "https://docs.aws.amazon.com/sns/latest/dg/fifo-message-archiving-replay.html"
+# An e-mail endpoint must confirm its subscription
+# (https://docs.aws.amazon.com/sns/latest/dg/sns-email-notifications.html), with a token valid for two days
+# (https://docs.aws.amazon.com/sns/latest/api/API_Subscribe.html; botocore's SNS model says the same).
+CONFIRMATION_DAYS = 2
+
+
+def alarm_topics(target: Target, levels: Collection[str] = LEVELS) -> list[str]:
+    """The deployed stacks of ``levels`` and the output that names each one's topic, e.g.
+    ``GenAiKit-1-Prompt-sandbox: AlarmTopicArn``."""
+    return [
+        f"{target.stack_name(key)}: {output}"
+        for level in LEVELS
+        if level in levels
+        for key, output in ALARM_TOPICS[level]
+    ]
+
+
+def alarm_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
+    return [ALARM_ROW]
+
+
+def alarm_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
+    """Kit-wide, from the configuration alone (no AWS call, no template): whether anyone hears the stacks' alarms and
+    notifications. An empty alarm_email (the default in every stage) is a WARN row: the kit works, but its topics have
+    no subscriber."""
+    config = target.config
+    topics = "; ".join(alarm_topics(target, levels))
+    if config.alarm_email:
+        detail = (
+            f"the stacks subscribe {config.alarm_email} to their topics when deployed ({topics}; redeploy a stack "
+            "deployed without it); AWS sends it one "
+            "confirmation e-mail per topic, and nothing reaches it until the link in that e-mail is opened (valid "
+            f"for {CONFIRMATION_DAYS} days)"
+        )
+        return [Check(ALARM_ROW, OK, detail)]
+    detail = (
+        f"alarm_email is empty in stage {config.stage} (the default in every stage, prod included): the stacks' SNS "
+        "topics have no subscriber, so no one is told of an alarm, a failed run or a dead letter, and a standard "
+        f"topic keeps nothing to read later ({SNS_ARCHIVING}). Set alarm_email in cdk.json (or pass "
+        'CDK_ARGS="-c alarm_email=you@example.com" to every make deploy: a deploy without it removes the '
+        "subscription), redeploy and confirm the subscription e-mail AWS sends; or subscribe your own endpoint to "
+        f"the topic each stack's output names ({topics})"
+    )
+    return [Check(ALARM_ROW, WARN, detail)]
+
+
 class RowNames(Protocol):
     """A part's row names (its SKIP rows when nothing can be checked). ``levels``: the selected levels of the
     part's own (a part of several levels counts only these)."""
@@ -741,6 +805,9 @@ class Part:
     rows: RowNames
     checks: RunChecks
     levels: frozenset[str]
+    # True: its checks read the configuration only (no AWS call, no synthesized template), so they are answered
+    # even without credentials instead of being SKIP rows
+    offline: bool = False
 
     def of(self, chosen: Collection[str]) -> frozenset[str] | None:
         """The levels of ``chosen`` this part checks for (every chosen level for a kit-wide part); None: skip it."""
@@ -764,6 +831,7 @@ def parts() -> tuple[Part, ...]:
         Part(lambda_rows, lambda_checks, KIT_WIDE),  # every level's functions
         # the SageMaker quotas: the training job of Level 3's SageMaker path, and Level 4's (one row per quota)
         Part(level4_pretrain.doctor_rows, level4_pretrain.doctor_checks, frozenset({"3sm", "4"})),
+        Part(alarm_rows, alarm_checks, KIT_WIDE, offline=True),  # who hears every level's alarms (the config)
     )
 
 
@@ -782,7 +850,7 @@ def run_checks(
     levels: Collection[str] = LEVELS,
 ) -> list[Check]:
     """Every check ``levels`` needs (the kit-wide ones always), in order; the AWS checks are skipped when the
-    credentials do not work.
+    credentials do not work (the offline parts, which read the configuration only, are answered all the same).
 
     ``synthesize`` reads what the deploy needs (default: synthesize the app, about 15 s, only with credentials).
     """
@@ -790,8 +858,14 @@ def run_checks(
     credentials, account = check_credentials(target)
     checks = [credentials, check_region(target)]
     if account is None:
-        names = ["CDK bootstrap", *(name for part, own in registered for name in part.rows(target, levels=own))]
-        return checks + [Check(name, SKIP, "needs working credentials") for name in names]
+        checks.append(Check("CDK bootstrap", SKIP, "needs working credentials"))
+        unchecked = NotSynthesized("needs working credentials")
+        for part, own in registered:
+            if part.offline:
+                checks.extend(part.checks(target, QuotaBook(target), unchecked, levels=own))
+            else:
+                checks.extend(Check(name, SKIP, unchecked.reason) for name in part.rows(target, levels=own))
+        return checks
     needs: Needs
     try:
         needs = (synthesize or synthesized_needs)(target)
@@ -855,9 +929,11 @@ def doctor(
     lambda:GetAccountSettings, lambda:GetLayerVersion (the Powertools layer), servicequotas:ListServiceQuotas
     and servicequotas:ListAWSDefaultServiceQuotas.
 
-    A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it. With --level, only the
-    selected levels' rows run besides the kit-wide ones (credentials, region, bootstrap, the stacks the region
-    cannot hold, Lambda concurrency, the Powertools layer): `kit doctor --level 1` before deploying Level 1 alone.
+    A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it. So is an empty
+    alarm_email (the default in every stage): the stacks' alarm and notification topics then have no subscriber.
+    With --level, only the selected levels' rows run besides the kit-wide ones (credentials, region, bootstrap, the
+    stacks the region cannot hold, Lambda concurrency, the Powertools layer, alarm notifications): `kit doctor
+    --level 1` before deploying Level 1 alone.
 
     Exit status: 0 when nothing needs fixing (WARN rows included), 1 when something does, 2 on a usage error.
     """

@@ -40,6 +40,9 @@ TEXT_MODEL = CONFIG.text_model.foundation_model_id
 EMBEDDING_MODEL = CONFIG.rag.embedding_model_id
 FT = CONFIG.finetune
 LAMBDA_CODE = "L-LAMBDA01"  # codes in answers are test data: the doctor reads them, it never hard-codes them
+# An address for the tests that mean "everything is ready": with alarm_email empty (cdk.json's default in every stage)
+# the alarm row is a WARN.
+ALARM_EMAIL = "ops@example.com"
 
 
 def available(model_id: str, **overrides: Any) -> dict[str, Any]:
@@ -167,12 +170,12 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         service_quotas.add_response(
             "list_service_quotas", {"Quotas": quotas[1:]}, {"ServiceCode": "sagemaker", "NextToken": "cGFnZS0y"}
         )
-        result = run()
+        result = run("-c", f"alarm_email={ALARM_EMAIL}")
         bedrock.assert_no_pending_responses()
         service_quotas.assert_no_pending_responses()
         lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 10 + len(rag_quotas()) + len(needed())
+    total = 11 + len(rag_quotas()) + len(needed())
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
     assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
@@ -184,8 +187,9 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         routes = f"inference profile {CONFIG.text_model.model_id} is ACTIVE and routes to {', '.join(PROFILE_REGIONS)}"
         assert routes in row(result.output, f"Model access: {TEXT_MODEL}")
     assert FIX not in result.output.split()
-    # the table's order: kit-wide, the text model (Levels 1 and 2), Level 2, Level 3, Lambda (every level), Level 4;
-    # the same rows, in the same order, as the doctor skips without credentials
+    assert ALARM_EMAIL in row(result.output, doctor_module.ALARM_ROW)
+    # the table's order: kit-wide, the text model (Levels 1 and 2), Level 2, Level 3, Lambda (every level), Level 4,
+    # the alarm notifications (kit-wide); the same rows, in the same order, as the doctor skips without credentials
     text = CONFIG.text_model
     names = [
         "AWS credentials",
@@ -200,6 +204,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         doctor_module.LAMBDA_ROW,
         doctor_module.LAYER_ROW,
         *(f"Quota: {name}" for name in needed()),
+        doctor_module.ALARM_ROW,
     ]
     lines = result.output.splitlines()
     positions = [next(i for i, line in enumerate(lines) if f"│ {name} " in line) for name in names]
@@ -284,8 +289,9 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert f"--service-code lambda --quota-code {LAMBDA_CODE} --desired-value 1000 --region {REGION}" in concurrency
     layer = row(out, doctor_module.LAYER_ROW)
     assert FIX in layer and "set powertools_layer_version to a version published in" in layer
+    assert WARN in row(out, doctor_module.ALARM_ROW).split()  # cdk.json's empty alarm_email: does not block
     fixes = 4 + 1 + len(cluster[1:]) + len(hyperpod) + 3
-    assert f"{fixes} to fix, 0 skipped." in out
+    assert f"{fixes} to fix, 0 skipped, 1 to plan for (see WARN rows)." in out
 
 
 def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
@@ -303,6 +309,9 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
     skipped = [line for line in result.output.splitlines() if f" {SKIP} " in line]
     assert len(skipped) == 8 + len(rag_quotas()) + len(needed())
     assert all("needs working credentials" in line for line in skipped)
+    # the alarm row reads the configuration only: answered all the same, not skipped
+    alarm = row(result.output, doctor_module.ALARM_ROW)
+    assert WARN in alarm.split() and "alarm_email is empty" in alarm
 
 
 def test_another_default_region_is_no_fault_and_the_advice_names_the_variable_botocore_reads(
@@ -341,6 +350,7 @@ def test_a_missing_profile_is_a_fix_row_not_an_abort(monkeypatch: pytest.MonkeyP
     first = row(result.output, "AWS credentials")
     assert FIX in first and "AWS profile 'nope' (from AWS_PROFILE)" in first and "aws configure list-profiles" in first
     assert SKIP in row(result.output, "Region").split()
+    assert WARN in row(result.output, doctor_module.ALARM_ROW).split()  # no client is made for it
 
 
 @pytest.mark.parametrize(
@@ -353,6 +363,9 @@ def test_each_part_makes_the_rows_it_names_for_the_skip_rows(no_credentials: Non
     for part in doctor_module.parts():
         made = part.checks(target, book, NEEDS)
         assert [check.name for check in made] == part.rows(target) != []
+        if part.offline:  # it reads the configuration only: answered without credentials
+            assert all(check.status != FIX for check in made)
+            continue
         # every call fails without credentials (the stacks row makes none: it reads the synthesized assembly)
         assert all(check.status == FIX for check in made if check.name != doctor_module.STACKS_ROW)
 
@@ -813,6 +826,68 @@ def test_the_stacks_the_region_cannot_hold_are_a_fix_row_naming_each_reason(tmp_
     assert fine.status == OK and REGION in fine.detail
 
 
+# --- who hears the alarms ------------------------------------------------------------------------------------------
+# Every stack's alarms and notifications go to its SNS topic, subscribed by e-mail only when alarm_email is set
+# (stacks/shared/alarms.py and the notification topics of Levels 3 and 4). A standard topic keeps nothing: archiving
+# and replay is for FIFO topics (https://docs.aws.amazon.com/sns/latest/dg/fifo-message-archiving-replay.html).
+
+
+def alarm_check(target: Target, levels: tuple[str, ...] = doctor_module.LEVELS) -> Check:
+    [check] = doctor_module.alarm_checks(target, doctor_module.QuotaBook(target), NEEDS, levels=levels)
+    return check
+
+
+@pytest.mark.parametrize("stage", ["sandbox", "prod"])
+def test_an_empty_alarm_email_is_a_warn_row_saying_what_is_lost_and_how_to_hear_it(stage: str) -> None:
+    # Given cdk.json's alarm_email, empty in every stage (prod included)
+    target = Target(stage=stage)
+    assert not target.config.alarm_email
+    # When the doctor checks who hears the alarms
+    check = alarm_check(target)
+    # Then it is a WARN row (the kit works without it) saying what is lost and both ways to hear it
+    assert check.name == doctor_module.ALARM_ROW and check.status == WARN
+    assert f"alarm_email is empty in stage {stage}" in check.detail
+    assert "no one is told of an alarm, a failed run or a dead letter" in check.detail
+    assert doctor_module.SNS_ARCHIVING in check.detail  # nothing to read later
+    assert "Set alarm_email in cdk.json" in check.detail and '-c alarm_email=you@example.com"' in check.detail
+    assert "confirm the subscription e-mail" in check.detail
+    for key, output in (("1", "AlarmTopicArn"), ("3", "TopicArn"), ("4-cluster", "NotificationTopicArn")):
+        assert f"{target.stack_name(key)}: {output}" in check.detail
+
+
+def test_a_set_alarm_email_is_ok_naming_it_and_the_confirmation_it_must_accept() -> None:
+    check = alarm_check(Target(context={"alarm_email": ALARM_EMAIL}), ("3",))
+    assert check.status == OK and f"the stacks subscribe {ALARM_EMAIL} to their topics" in check.detail
+    assert "confirmation e-mail per topic, and nothing reaches it until the link in that e-mail is opened" in (
+        check.detail
+    )
+    # only the selected levels' topics are named
+    assert f"({Target().stack_name('3')}: TopicArn; redeploy a stack deployed without it)" in check.detail
+
+
+def test_the_alarm_row_is_answered_without_credentials(no_credentials: None) -> None:
+    # Given no credentials: every AWS check is a SKIP row
+    checks = {c.name: c for c in doctor_module.run_checks(Target(context={"alarm_email": ALARM_EMAIL}))}
+    assert checks["CDK bootstrap"].status == SKIP and checks[doctor_module.LAMBDA_ROW].status == SKIP
+    # Then the alarm row, read from the configuration, is answered all the same
+    assert checks[doctor_module.ALARM_ROW].status == OK and ALARM_EMAIL in checks[doctor_module.ALARM_ROW].detail
+
+
+def test_the_alarm_topics_the_doctor_names_are_the_stacks_outputs_of_every_topic(sandbox: Synth) -> None:
+    from stacks.shared.facts import STACK_IDS
+
+    named = {(STACK_IDS[key], output) for topics in doctor_module.ALARM_TOPICS.values() for key, output in topics}
+    assert set(doctor_module.ALARM_TOPICS) == set(doctor_module.LEVELS)
+    found = set()
+    for stack_id, template in sandbox.templates.items():
+        topics = {name for name, r in template["Resources"].items() if r["Type"] == "AWS::SNS::Topic"}
+        outputs = template.get("Outputs", {})
+        found |= {(stack_id, key) for key, out in outputs.items() if out["Value"] in [{"Ref": t} for t in topics]}
+        # every topic of the stack is named by an output the doctor names
+        assert topics == {outputs[key]["Value"]["Ref"] for sid, key in named if sid == stack_id}, stack_id
+    assert found == named
+
+
 # --- --level: the kit-wide rows and the selected levels' ------------------------------------------------------
 
 
@@ -832,8 +907,8 @@ def test_level_1_checks_the_kit_wide_rows_and_the_text_model_only(mocked: FakeCl
         lambda_settings(lambda_, 1000, 1000)
         layer_published(lambda_)
         service_quotas.add_response("list_service_quotas", {"Quotas": short}, {"ServiceCode": "sagemaker"})
-        # When the Level 1 pre-flight runs (docs/level-1-prompt.md)
-        result = run("--level", "1")
+        # When the Level 1 pre-flight runs (docs/level-1-prompt.md), with an alarm address set
+        result = run("--level", "1", "-c", f"alarm_email={ALARM_EMAIL}")
         assert result.exit_code == 0, result.output
         bedrock.assert_no_pending_responses()  # no embedding model, customization or teacher call
         lambda_.assert_no_pending_responses()
@@ -843,7 +918,10 @@ def test_level_1_checks_the_kit_wide_rows_and_the_text_model_only(mocked: FakeCl
     assert result.output.splitlines()[0] == (
         f"Kit stage {CONFIG.stage} in {REGION}: Level 1 only (and the kit-wide checks)"
     )
-    assert "All 7 checks passed." in result.output
+    assert "All 8 checks passed." in result.output
+    # the alarm row names Level 1's topic only
+    alarm = row(result.output, doctor_module.ALARM_ROW)
+    assert f"{Target().stack_name('1')}: AlarmTopicArn" in alarm and Target().stack_name("2") not in alarm
     quota_lines = [line for line in result.output.splitlines() if "│ Quota: " in line]
     assert quota_lines == [row(result.output, doctor_module.LAMBDA_ROW)]  # kit-wide; none of Levels 3 and 4
     assert level3_finetune.CUSTOMIZATION_JOBS_ROW not in result.output
@@ -855,12 +933,12 @@ def test_level_1_checks_the_kit_wide_rows_and_the_text_model_only(mocked: FakeCl
 @pytest.mark.parametrize(
     ("levels", "parts"),
     [
-        ((), ["stack", "text_model", "level2_rag", "level3_finetune", "lambda", "level4_pretrain"]),
-        (("1",), ["stack", "text_model", "lambda"]),
-        (("2",), ["stack", "text_model", "level2_rag", "lambda"]),
-        (("3",), ["stack", "level3_finetune", "lambda"]),
-        (("3sm",), ["stack", "lambda", "level4_pretrain"]),
-        (("4", "1"), ["stack", "text_model", "lambda", "level4_pretrain"]),
+        ((), ["stack", "text_model", "level2_rag", "level3_finetune", "lambda", "level4_pretrain", "alarm"]),
+        (("1",), ["stack", "text_model", "lambda", "alarm"]),
+        (("2",), ["stack", "text_model", "level2_rag", "lambda", "alarm"]),
+        (("3",), ["stack", "level3_finetune", "lambda", "alarm"]),
+        (("3sm",), ["stack", "lambda", "level4_pretrain", "alarm"]),
+        (("4", "1"), ["stack", "text_model", "lambda", "level4_pretrain", "alarm"]),
     ],
 )
 def test_each_level_runs_its_own_parts_and_the_kit_wide_ones(
@@ -873,13 +951,17 @@ def test_each_level_runs_its_own_parts_and_the_kit_wide_ones(
         level3_finetune.doctor_rows: "level3_finetune",
         doctor_module.lambda_rows: "lambda",
         level4_pretrain.doctor_rows: "level4_pretrain",
+        doctor_module.alarm_rows: "alarm",
     }
     selected = doctor_module.selected_parts(levels or doctor_module.LEVELS)
     assert [named[part.rows] for part, _ in selected] == parts
     # the rows skipped without credentials are the selected parts' rows: the default is every registered part
-    names = [check.name for check in doctor_module.run_checks(Target(), levels=levels or doctor_module.LEVELS)]
+    checks = doctor_module.run_checks(Target(), levels=levels or doctor_module.LEVELS)
+    names = [check.name for check in checks]
     expected = ["CDK bootstrap", *(name for part, own in selected for name in part.rows(Target(), levels=own))]
     assert names[2:] == expected
+    offline = {name for part, own in selected if part.offline for name in part.rows(Target(), levels=own)}
+    assert [check.name for check in checks[2:] if check.status == SKIP] == [n for n in expected if n not in offline]
     if not levels:
         assert expected == row_names(Target())
 
