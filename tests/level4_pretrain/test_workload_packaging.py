@@ -312,6 +312,24 @@ def test_sbatch_script_does_not_make_the_exported_directory_itself(tmp_path: Pat
     assert (elsewhere / "tiny-gpt-pretrain" / "checkpoints").is_dir() and not exported.exists()
 
 
+def test_sbatch_script_points_at_the_runs_an_older_version_left_in_fsx_pretrain(
+    tmp_path: Path, sandbox_fsx: Any
+) -> None:
+    """The script wrote to /fsx/pretrain before runs moved under the exported directory: resubmitting a job there
+    would start from step 0 on the sample corpus without a word, so it says where the old runs are and how to move
+    them."""
+    script, fsx, env = _sbatch_on_fake_fsx(tmp_path)
+    exported = Path(exported_fsx_path(sandbox_fsx).replace(FSX_MOUNT, str(fsx), 1))
+    exported.mkdir(parents=True)
+    (fsx / "pretrain" / "tiny-gpt-pretrain" / "checkpoints").mkdir(parents=True)
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"mv {fsx}/pretrain/* {exported}/pretrain/" in result.stderr
+    (fsx / "pretrain").rename(fsx / "moved")  # once moved, nothing is said
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert result.returncode == 0 and "older version" not in result.stderr
+
+
 def test_image_uri_uses_the_regions_own_dlc_registry() -> None:
     # Before: 763104351884 in every region; opt-in regions and China publish the DLC images from other accounts
     # (https://github.com/aws/deep-learning-containers/blob/master/docs/reference/region_availability.md).
