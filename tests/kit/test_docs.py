@@ -85,6 +85,7 @@ CLI_CUSTOMIZATIONS = {
     ("s3", "sync"),
     ("s3", "ls"),
     ("s3", "rm"),
+    ("s3", "mv"),
     ("sso", "login"),
     ("configure", "list-profiles"),
 }

@@ -293,6 +293,8 @@ def test_sbatch_script_writes_its_run_where_fsx_exports_to_the_data_bucket(tmp_p
         assert directory.is_dir() and directory.is_relative_to(exported), directory
     logs = list(exported.rglob("42.log"))  # the job's log goes there too
     assert logs and all(log.parent.parent == written["--checkpoint-dir"].parent for log in logs)
+    # the run root is left open to the cluster's other users (sticky, like /tmp), whatever the submitter's umask
+    assert (exported / "pretrain").stat().st_mode & 0o7777 == 0o1777
 
 
 def test_sbatch_script_does_not_make_the_exported_directory_itself(tmp_path: Path, sandbox_fsx: Any) -> None:
