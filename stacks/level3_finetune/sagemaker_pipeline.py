@@ -1,9 +1,9 @@
 """The SageMaker fine-tuning pipeline's states: request checks, the training job, Custom Model Import, the bounded
 wait for the import, the smoke invocation and the clean-up before a failure is notified.
 
-    ReadInput ─► CheckInputType / SerializeInput ─► CheckInput: not an object, no trainingKey, a field of the
-        wrong type, baseModel and baseModelKey both, a baseModelKey outside models/, a resumeFrom that is not an
-        execution name ─► rejected (NotifyInvalidInput)
+    ReadInput ─► CheckInputType: not an object ─► rejected (NotifyInvalidInput)
+    ─► CheckInput: no trainingKey, a field of the wrong type, baseModel and baseModelKey both, a baseModelKey
+        outside models/, a resumeFrom that is not an execution name ─► rejected (NotifyInvalidInput)
     ─► UseModelKey (baseModelKey: the "model" channel) ─► FindBaseModel (its config.json) ─► none ─► rejected
        | UseGivenModel | UseDefaultModel (baseModel from the request, else sm_base_model, from the Hub)
     ─► ChooseCheckpoints: resumeFrom ─► UseEarlierCheckpoints ─► FindCheckpoints ─► none ─► rejected
@@ -172,7 +172,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
 
     usage = 'the execution input must be a JSON object: {"trainingKey": "<key or prefix in the data bucket>"}'
     not_an_object = rejected("InputNotAnObject", usage)
-    start, serialize = wrapped_input(scope, not_an_object)
+    check = sfn.Choice(scope, "CheckInput")
+    start = wrapped_input(scope, not_an_object, check)
 
     # The training job's channels and hyperparameters depend on where the base model comes from: a Hub id is
     # passed as the `model` hyperparameter; a prefix in the data bucket becomes the `model` channel, and the
@@ -217,10 +218,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         result_path="$.baseModel",
     )
     resume = "$.input.resumeFrom"
-    serialize.next(
-        sfn.Choice(scope, "CheckInput")
-        .when(sfn.Condition.not_(sfn.Condition.string_matches("$.inputText.text", "{*")), not_an_object)
-        .when(sfn.Condition.not_(sfn.Condition.is_present("$.input.trainingKey")), not_an_object)
+    (
+        check.when(sfn.Condition.not_(sfn.Condition.is_present("$.input.trainingKey")), not_an_object)
         .when(
             sfn.Condition.not_(sfn.Condition.is_string("$.input.trainingKey")),
             rejected("TrainingKeyNotAString", "trainingKey must be a string: a key or prefix in the data bucket"),

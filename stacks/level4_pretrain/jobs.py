@@ -77,16 +77,15 @@ class InputChecks:
     Any JSON value can start an execution. Given a list or a string, a ResultPath (the task's ``$.training``, the
     Catch's ``$.error``) has no object to write into, and a JSONPath that finds nothing is a ``States.Runtime``
     error, which no Catch catches, not even ``States.ALL``: the execution failed and no one was told. Every path
-    the input can take therefore goes through Choice rules (IsPresent, Is<type>, a string match on the serialized
-    input) before anything reads a field or writes a result, and bad input ends in the failure notification:
+    the input can take therefore goes through Choice rules (the input's JSON type, IsPresent, Is<type>) before
+    anything reads a field or writes a result, and bad input ends in the failure notification:
 
-        ReadInput (wraps the input: $.input) ─► CheckInputType: a string, number, boolean or null ─► rejected
-        ─► SerializeInput ─► CheckInput: not "{…}" (a list) ─► rejected
-                                       no resumeFrom ─► NewCheckpoints: checkpoints/<this execution>/
-                                       resumeFrom not a string ─► rejected
-                                       else ─► FindCheckpoints (ListObjectsV2, 1 key) ─► none ─► rejected
-                                                                                     └─► ResumeCheckpoints:
-                                                                                         checkpoints/<resumeFrom>/
+        ReadInput (wraps the input: $.input) ─► CheckInputType: not an object (a list, string, ...) ─► rejected
+        ─► CheckInput: no resumeFrom ─► NewCheckpoints: checkpoints/<this execution>/
+                       resumeFrom not a string ─► rejected
+                       else ─► FindCheckpoints (ListObjectsV2, 1 key) ─► none ─► rejected
+                                                                     └─► ResumeCheckpoints:
+                                                                         checkpoints/<resumeFrom>/
     """
 
     def __init__(
@@ -110,9 +109,11 @@ class InputChecks:
 
         usage = 'the execution input must be a JSON object: {} or {"resumeFrom": "<earlier execution name>"}'
         not_an_object = rejected("InputNotAnObject", usage)
-        self.start, serialize = wrapped_input(
+        check = sfn.Choice(scope, "CheckInput")
+        self.start = wrapped_input(
             scope,
             not_an_object,
+            check,
             read_comment="Any JSON value can start an execution: wrap it, so that every later path finds an object",
         )
         new = sfn.Pass(
@@ -159,10 +160,8 @@ class InputChecks:
             .when(sfn.Condition.number_greater_than("$.found.keys", 0), resume)
             .otherwise(none_found)
         )
-        serialize.next(
-            sfn.Choice(scope, "CheckInput")
-            .when(sfn.Condition.not_(sfn.Condition.string_matches("$.inputText.text", "{*")), not_an_object)
-            .when(sfn.Condition.not_(sfn.Condition.is_present("$.input.resumeFrom")), new)
+        (
+            check.when(sfn.Condition.not_(sfn.Condition.is_present("$.input.resumeFrom")), new)
             .when(
                 sfn.Condition.not_(sfn.Condition.is_string("$.input.resumeFrom")),
                 rejected("ResumeFromNotAString", "resumeFrom must be a string: the name of an earlier execution"),

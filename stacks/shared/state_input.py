@@ -1,9 +1,14 @@
 """The first states of a state machine that may be started with any JSON value, not only an object.
 
-    ReadInput (wraps the input: $.input) ─► CheckInputType: a string, number, boolean or null ─► not_an_object
-    ─► SerializeInput ($.inputText: an object serializes as {…}, a list as […], which Choice rules can match)
+    ReadInput (wraps the input: $.input) ─► CheckInputType: not an object (a list, string, number, boolean or
+    null) ─► not_an_object
+    ─► the caller's own checks, which may read any field of $.input
 
-The caller chains its own checks after SerializeInput (a list is told from an object there).
+CheckInputType is the one JSONata state of an otherwise JSONPath state machine: JSONPath Choice rules cannot tell
+a list from an object, and telling them apart by a serialized copy of the input (States.JsonToString) doubled the
+execution's state, so that an input object over half the payload quota failed with States.DataLimitExceeded,
+which no Catch catches (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+JSONata's $type reads the input without copying it.
 """
 
 from __future__ import annotations
@@ -11,30 +16,27 @@ from __future__ import annotations
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+# A state may use JSONata while the state machine keeps JSONPath (not the other way round):
+# https://docs.aws.amazon.com/step-functions/latest/dg/statemachine-structure.html (QueryLanguage). A JSONata Choice
+# rule is a Condition that evaluates to true or false, and $states.input is the state's input:
+# https://docs.aws.amazon.com/step-functions/latest/dg/state-choice.html,
+# https://docs.aws.amazon.com/step-functions/latest/dg/transforming-data.html. $type names the JSON type of a value
+# ("object", "array", "string", "number", "boolean", "null"): https://docs.jsonata.org/object-functions#type
+IS_AN_OBJECT = "{% $type($states.input.input) = 'object' %}"
+
 
 def wrapped_input(
-    scope: Construct, not_an_object: sfn.IChainable, *, read_comment: str | None = None
-) -> tuple[sfn.Pass, sfn.Pass]:
-    """(ReadInput, SerializeInput), wired through CheckInputType to ``not_an_object``."""
+    scope: Construct, not_an_object: sfn.IChainable, checks: sfn.IChainable, *, read_comment: str | None = None
+) -> sfn.Pass:
+    """ReadInput, wired through CheckInputType to ``checks`` (an object) or ``not_an_object`` (anything else)."""
     start = sfn.Pass(scope, "ReadInput", comment=read_comment, parameters={"input": sfn.JsonPath.entire_payload})
-    serialize = sfn.Pass(
-        scope,
-        "SerializeInput",
-        comment="An object serializes as {…}, a list as […]: Choice rules cannot tell them apart otherwise",
-        parameters={"text": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.input"))},
-        result_path="$.inputText",
-    )
     start.next(
-        sfn.Choice(scope, "CheckInputType")
-        .when(
-            sfn.Condition.or_(
-                sfn.Condition.is_string("$.input"),
-                sfn.Condition.is_numeric("$.input"),
-                sfn.Condition.is_boolean("$.input"),
-                sfn.Condition.is_null("$.input"),
-            ),
-            not_an_object,
+        sfn.Choice.jsonata(
+            scope,
+            "CheckInputType",
+            comment="Only an object has fields to read: a list, string, number, boolean or null is refused",
         )
-        .otherwise(serialize)
+        .when(sfn.Condition.jsonata(IS_AN_OBJECT), checks)
+        .otherwise(not_an_object)
     )
-    return start, serialize
+    return start

@@ -16,7 +16,13 @@ else, so an unmodelled feature can never pass silently. Its error model, after t
   Retry and Catch like the task's own errors (moto's Step Functions interpreter, derived from LocalStack's,
   catches it the same way), in a Pass state it fails the execution;
 - a Choice state with no matching rule and no Default is ``States.NoChoiceMatched``;
-- the execution's ``TimeoutSeconds`` is enforced against the virtual clock (``States.Timeout``).
+- the execution's ``TimeoutSeconds`` is enforced against the virtual clock (``States.Timeout``);
+- a state whose output is over the payload quota (262,144 bytes of UTF-8 JSON) raises
+  ``States.DataLimitExceeded``, which no Retry or Catch applies to (``UNCATCHABLE``);
+- a state with ``"QueryLanguage": "JSONata"`` in a JSONPath state machine is modelled for what the kit uses, a
+  Choice whose Conditions compare ``$type`` of ``$states.input`` or ``$states.context`` fields; the expressions are
+  evaluated by jsonata-python, and anything else in a JSONata state raises ``AslUnsupported`` before the run starts.
+  A Condition that fails or does not evaluate to true or false is ``States.QueryEvaluationError``.
 """
 
 from __future__ import annotations
@@ -317,6 +323,17 @@ class AslError(Exception):
 
 
 UNCATCHABLE = {"States.Runtime", "States.DataLimitExceeded"}
+# A state's output is at most 262,144 bytes, counted as UTF-8 (StateExitedEventDetails.output,
+# https://docs.aws.amazon.com/step-functions/latest/apireference/API_StateExitedEventDetails.html); a larger output
+# raises States.DataLimitExceeded, which States.ALL does not catch
+# (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html). StartExecution takes an input
+# of the same size (botocore stepfunctions StartExecutionInput.input, max 262144).
+PAYLOAD_LIMIT = 262_144
+
+
+def payload_bytes(value: Any) -> int:
+    """The size Step Functions counts for a state's input or output: its JSON text in UTF-8 (compact)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
 @dataclass
@@ -389,7 +406,11 @@ _FIELDS = {
     "Succeed": {"Type", "Comment", "InputPath", "OutputPath"},
     "Fail": {"Type", "Comment", "Error", "Cause"},
 }
-_TOP_LEVEL = {"StartAt", "States", "TimeoutSeconds", "Comment", "Version"}
+_TOP_LEVEL = {"StartAt", "States", "TimeoutSeconds", "Comment", "Version", "QueryLanguage"}
+# The fields of a state that sets "QueryLanguage": "JSONata" (only the Choice is modelled; no Output, no Assign):
+# https://docs.aws.amazon.com/step-functions/latest/dg/state-choice.html
+_JSONATA_FIELDS = {"Choice": {"Type", "QueryLanguage", "Comment", "Choices", "Default"}}
+_JSONATA_RULE = {"Condition", "Next", "Comment"}
 _RETRIER = {"ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds", "Comment"}
 _CATCHER = {"ErrorEquals", "ResultPath", "Next", "Comment"}
 
@@ -705,6 +726,122 @@ def _rule_matches(rule: dict[str, Any], data: Any, context: Any, where: str, top
     return bool(_COMPARISONS[operator](value, expected))
 
 
+# JSONata -------------------------------------------------------------------------------------------------
+
+# Step Functions evaluates JSONata 2.0.6 (https://docs.aws.amazon.com/step-functions/latest/dg/transforming-data.html);
+# jsonata-python (requirements-dev.txt) is a port of the same reference implementation. Only the part of the
+# language the kit uses is admitted, so that a new construct is modelled on purpose, never evaluated by chance:
+# comparisons and boolean operators, string, number and literal values, the functions below, and paths that start
+# at the reserved variable $states (in a Choice Condition it holds input and context).
+_JSONATA_FUNCTIONS = {"type"}
+_JSONATA_OPERATORS = {"=", "!=", "<", "<=", ">", ">=", "and", "or"}
+_JSONATA_STATES = {"input", "context"}
+
+
+def _symbols(value: Any) -> Iterator[Any]:
+    from jsonata.parser import Parser
+
+    if isinstance(value, Parser.Symbol):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _symbols(item)
+
+
+def _jsonata_parts(node: Any) -> dict[str, list[Any]]:
+    """The sub-expressions of a parsed node, by attribute (the parser's back references left out)."""
+    parts: dict[str, list[Any]] = {}
+    for key, value in vars(node).items():
+        if key.startswith("_") and key != "_else":
+            continue
+        found = list(_symbols(value))
+        if found:
+            parts[key] = found
+    return parts
+
+
+def _check_jsonata(node: Any, where: str) -> None:
+    """Raise AslUnsupported for any part of the expression outside what the simulator models."""
+    kind, parts = node.type, _jsonata_parts(node)
+
+    def refuse(what: str) -> AslUnsupported:
+        return AslUnsupported(f"{where}: JSONata {what} is not modelled")
+
+    if kind in ("string", "number", "value"):
+        if parts:
+            raise refuse(f"{kind} with {sorted(parts)}")
+        return
+    if kind == "binary":
+        if node.value not in _JSONATA_OPERATORS or set(parts) != {"lhs", "rhs"}:
+            raise refuse(f"operator {node.value!r}")
+        _check_jsonata(node.lhs, where)
+        _check_jsonata(node.rhs, where)
+        return
+    if kind == "function":
+        procedure = node.procedure
+        if set(parts) - {"procedure", "arguments"} or procedure.type != "variable" or _jsonata_parts(procedure):
+            raise refuse("call of an expression")
+        if procedure.value not in _JSONATA_FUNCTIONS:
+            raise refuse(f"function ${procedure.value}")
+        for argument in parts.get("arguments", []):
+            _check_jsonata(argument, where)
+        return
+    if kind == "path":
+        steps = node.steps
+        head, field_name = (steps[0], steps[1]) if len(steps) >= 2 else (steps[0], None)
+        if set(parts) != {"steps"} or head.type != "variable" or head.value != "states":
+            raise refuse("path that does not start at $states")
+        if field_name is None or field_name.type != "name" or field_name.value not in _JSONATA_STATES:
+            raise refuse(f"path $states.{getattr(field_name, 'value', '')} (a Condition has {sorted(_JSONATA_STATES)})")
+        for step in steps[1:]:
+            if step.type != "name" or _jsonata_parts(step):
+                raise refuse(f"path step {step.type} {step.value!r} (filters, wildcards, ...)")
+        return
+    if kind == "variable":
+        raise refuse(f"variable ${node.value} outside a path or call (workflow variables are not modelled)")
+    raise refuse(f"{kind} {node.value!r}")
+
+
+def _jsonata(text: Any, where: str) -> Any:
+    """The compiled expression of a ``{% ... %}`` field; AslUnsupported for anything not modelled."""
+    if not isinstance(text, str) or not (text.startswith("{%") and text.endswith("%}")):
+        raise AslUnsupported(f"{where}: not a JSONata expression string ({{% ... %}}): {text!r}")
+    return _compiled(text[2:-2].strip(), where)
+
+
+@cache
+def _compiled(expression: str, where: str) -> Any:
+    from jsonata import Jsonata
+    from jsonata.jexception import JException
+
+    try:
+        compiled = Jsonata(expression)
+    except JException as error:
+        raise AslUnsupported(f"{where}: JSONata that does not parse: {expression!r} ({error})") from None
+    if compiled.get_errors():
+        raise AslUnsupported(f"{where}: JSONata that does not parse: {expression!r}")
+    _check_jsonata(compiled.ast, where)
+    return compiled
+
+
+def _condition_holds(rule: dict[str, Any], data: Any, context: Any, where: str) -> bool:
+    """A JSONata Choice rule's Condition, on the state's input: true or false. An expression that raises (a type
+    error, say) or gives anything else, undefined included, is States.QueryEvaluationError (the Amazon States
+    Language's predefined error codes, https://states-language.net/ Appendix A)."""
+    from jsonata.jexception import JException
+
+    compiled = _jsonata(rule["Condition"], where)
+    try:
+        value = compiled.evaluate(None, {"states": {"input": data, "context": context}})
+    except JException as error:
+        raise AslError("States.QueryEvaluationError", f"{where}: {rule['Condition']}: {error}") from None
+    if not isinstance(value, bool):
+        raise AslError(
+            "States.QueryEvaluationError", f"{where}: {rule['Condition']} returned {value!r}, not true or false"
+        )
+    return value
+
+
 # The interpreter -----------------------------------------------------------------------------------------
 
 
@@ -766,14 +903,13 @@ def simulate(
     unknown = set(definition) - _TOP_LEVEL
     if unknown:
         raise AslUnsupported(f"top-level fields {sorted(unknown)}")
+    if definition.get("QueryLanguage", "JSONPath") != "JSONPath":
+        raise AslUnsupported(f"a state machine whose QueryLanguage is {definition['QueryLanguage']!r}")
     states: dict[str, dict[str, Any]] = definition["States"]
     for state_name, state in states.items():
-        kind = state.get("Type")
-        if kind not in _FIELDS:
-            raise AslUnsupported(f"{state_name}: state type {kind}")
-        extra = set(state) - _FIELDS[kind]
-        if extra:
-            raise AslUnsupported(f"{state_name}: fields {sorted(extra)} of a {kind} state")
+        _check_state(state_name, state)
+    if payload_bytes(execution_input) > PAYLOAD_LIMIT:
+        raise ValueError(f"StartExecution refuses an input over {PAYLOAD_LIMIT} bytes: the test cannot happen")
     results = _results_callable(task_results, publishes_succeed)
     execution_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine_name}:{execution_name}"
     context: dict[str, Any] = {
@@ -806,31 +942,31 @@ def simulate(
                 return finish("FAILED", state.get("Error"), state.get("Cause"))
             effective = _select(state.get("InputPath", "$"), data, context, f"{name} InputPath")
             if kind == "Succeed":
-                return finish("SUCCEEDED", output=_output(state, effective, context, name))
+                return finish("SUCCEEDED", output=_sized(_output(state, effective, context, name), name))
             if kind == "Choice":
                 target = _choose(state, effective, context, name)
-                data, name = _output(state, effective, context, name), target
+                data, name = _sized(_output(state, effective, context, name), name), target
                 continue
             if kind == "Wait":
                 if "Seconds" not in state:
                     raise AslUnsupported(f"{name}: Wait without Seconds")
                 trace.waits.append((name, float(state["Seconds"])))
                 trace.elapsed += float(state["Seconds"])
-                data = _output(state, effective, context, name)
+                data = _sized(_output(state, effective, context, name), name)
             elif kind == "Pass":
                 if "Parameters" in state:
                     result = evaluator.template(state["Parameters"], effective, f"{name} Parameters")
                 else:
                     result = copy.deepcopy(state.get("Result", effective))
-                data = _output(state, _result_path(state, data, result, name), context, name)
+                data = _sized(_output(state, _result_path(state, data, result, name), context, name), name)
             else:  # Task
                 outcome = _run_task(state, name, data, effective, evaluator, results, trace, context)
                 if isinstance(outcome, _Caught):
-                    data, name = outcome.data, outcome.next
+                    data, name = _sized(outcome.data, name), outcome.next
                     if timeout is not None and trace.elapsed > timeout:
                         return finish("FAILED", "States.Timeout", f"the execution ran longer than {timeout} s")
                     continue
-                data = outcome
+                data = _sized(outcome, name)
         except AslError as error:
             return finish("FAILED", error.error, error.cause)
         if timeout is not None and trace.elapsed > timeout:
@@ -841,6 +977,40 @@ def simulate(
             raise AslUnsupported(f"{name}: neither Next nor End")
         name = state["Next"]
     raise AssertionError(f"no terminal state within {max_steps} steps; last states {trace.visited[-12:]}")
+
+
+def _check_state(name: str, state: dict[str, Any]) -> None:
+    """AslUnsupported for a state type, field or JSONata expression the simulator does not model."""
+    kind = state.get("Type")
+    language = state.get("QueryLanguage", "JSONPath")
+    if language == "JSONata":
+        if kind not in _JSONATA_FIELDS:
+            raise AslUnsupported(f"{name}: a {kind} state in JSONata")
+        allowed = _JSONATA_FIELDS[kind]
+    elif language == "JSONPath":
+        if kind not in _FIELDS:
+            raise AslUnsupported(f"{name}: state type {kind}")
+        allowed = _FIELDS[kind] | {"QueryLanguage"}
+    else:
+        raise AslUnsupported(f"{name}: QueryLanguage {language!r}")
+    extra = set(state) - allowed
+    if extra:
+        raise AslUnsupported(f"{name}: fields {sorted(extra)} of a {language} {kind} state")
+    if language == "JSONata":
+        for rule in state["Choices"]:
+            if set(rule) - _JSONATA_RULE or not {"Condition", "Next"} <= set(rule):
+                raise AslUnsupported(f"{name}: JSONata Choice rule fields {sorted(rule)}")
+            _jsonata(rule["Condition"], name)
+
+
+def _sized(output: Any, name: str) -> Any:
+    """The state's output, or States.DataLimitExceeded when it is over the payload quota."""
+    size = payload_bytes(output)
+    if size > PAYLOAD_LIMIT:
+        raise AslError(
+            "States.DataLimitExceeded", f"{name}: the state output is {size} bytes, over the {PAYLOAD_LIMIT}-byte quota"
+        )
+    return output
 
 
 def _output(state: dict[str, Any], data: Any, context: Any, name: str) -> Any:
@@ -857,8 +1027,13 @@ def _result_path(state: dict[str, Any], data: Any, result: Any, name: str) -> An
 
 
 def _choose(state: dict[str, Any], data: Any, context: Any, name: str) -> str:
+    jsonata = state.get("QueryLanguage") == "JSONata"
     for rule in state["Choices"]:
-        if _rule_matches(rule, data, context, name, top=True):
+        if (
+            _condition_holds(rule, data, context, name)
+            if jsonata
+            else _rule_matches(rule, data, context, name, top=True)
+        ):
             return str(rule["Next"])
     if "Default" in state:
         return str(state["Default"])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from tests.infra.asl import AslUnsupported, resolve, state_machines
 from tests.infra.helpers import evaluate, stack_created
@@ -310,3 +313,206 @@ def test_a_scripted_result_is_held_to_the_operations_output_shape() -> None:
         "GetModelCustomizationJob result.status: not a member of GetModelCustomizationJobResponse"
     ]
     assert asl.sdk_response_errors("arn:aws:states:::lambda:invoke", {"anything": 1}) == []
+
+
+# --- the payload quota and the JSONata type check of the execution input -----------------------------------
+
+
+def serialized_input(definition: dict[str, Any]) -> dict[str, Any]:
+    """The definition with its first states as they were before CheckInputType became a JSONata Choice: a JSONPath
+    Choice refused a string, number, boolean or null, then SerializeInput added ``$.inputText``, the input as JSON
+    text, and CheckInput refused a text that did not start with ``{`` (a list)."""
+    old = copy.deepcopy(definition)
+    states = old["States"]
+    [rule] = states["CheckInputType"]["Choices"]
+    checks, rejected = rule["Next"], states["CheckInputType"]["Default"]
+    states["CheckInputType"] = {
+        "Type": "Choice",
+        "Choices": [
+            {
+                "Or": [
+                    {"Variable": "$.input", kind: True} for kind in ("IsString", "IsNumeric", "IsBoolean", "IsNull")
+                ],
+                "Next": rejected,
+            }
+        ],
+        "Default": "SerializeInput",
+    }
+    states["SerializeInput"] = {
+        "Type": "Pass",
+        "Parameters": {"text.$": "States.JsonToString($.input)"},
+        "ResultPath": "$.inputText",
+        "Next": checks,
+    }
+    states[checks]["Choices"].insert(
+        0, {"Not": {"Variable": "$.inputText.text", "StringMatches": "{*"}, "Next": rejected}
+    )
+    return old
+
+
+def _machine(*states: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"StartAt": states[0][0], "States": dict(states)}
+
+
+def test_a_state_output_over_the_payload_quota_fails_the_run_where_no_catch_sees_it() -> None:
+    from tests.infra import asl
+
+    at_limit = {"a": "x" * (asl.PAYLOAD_LIMIT - len('{"a":""}'))}
+    assert asl.payload_bytes(at_limit) == asl.PAYLOAD_LIMIT
+    keep = ("Keep", {"Type": "Pass", "Next": "Add"})
+    add = ("Add", {"Type": "Pass", "Result": 1, "ResultPath": "$.b", "End": True})
+    trace = asl.simulate(_machine(keep, add), at_limit, {})
+    # The input itself fits (StartExecution takes it, Keep passes it on); one more field does not.
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "Add", "States.DataLimitExceeded"), (
+        trace.describe()
+    )
+    # Bytes of UTF-8, not characters: 2 x 70,000 "é" is 140,000 characters and 280,000 bytes.
+    copied = ("Copy", {"Type": "Pass", "Parameters": {"a.$": "$.a", "b.$": "$.a"}, "End": True})
+    trace = asl.simulate(_machine(copied), {"a": "é" * 70_000}, {})
+    assert (trace.status, trace.error) == ("FAILED", "States.DataLimitExceeded")
+    assert asl.simulate(_machine(copied), {"a": "é" * 60_000}, {}).status == "SUCCEEDED"
+    # A task whose result makes the output too large is not caught, not even by States.ALL.
+    task = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::lambda:invoke",
+        "ResultPath": "$.result",
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}],
+        "End": True,
+    }
+    caught = ("Caught", {"Type": "Succeed"})
+    trace = asl.simulate(_machine(("Call", task), caught), {"a": "x" * 150_000}, {"Call": ["y" * 150_000]})
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "Call", "States.DataLimitExceeded")
+    assert "Caught" not in trace.visited
+    # An input StartExecution would refuse cannot start a simulated run either.
+    with pytest.raises(ValueError, match="StartExecution"):
+        asl.simulate(_machine(keep, add), {"a": "x" * asl.PAYLOAD_LIMIT}, {})
+
+
+def test_a_copy_of_the_input_in_the_state_fails_an_input_over_half_the_quota() -> None:
+    """SerializeInput's pattern, the input kept and a JSON-text copy added: it fails inputs that StartExecution
+    accepted, which is why the kit's type check reads the input with JSONata instead."""
+    from tests.infra import asl
+
+    read = ("ReadInput", {"Type": "Pass", "Parameters": {"input.$": "$"}, "Next": "SerializeInput"})
+    serialize = (
+        "SerializeInput",
+        {
+            "Type": "Pass",
+            "Parameters": {"text.$": "States.JsonToString($.input)"},
+            "ResultPath": "$.inputText",
+            "End": True,
+        },
+    )
+    big = {"note": "x" * 140_000}
+    trace = asl.simulate(_machine(read, serialize), big, {})
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "SerializeInput", "States.DataLimitExceeded")
+    assert asl.simulate(_machine(read, serialize), {"note": "x" * 120_000}, {}).status == "SUCCEEDED"
+
+
+def _type_check(condition: str, **extra: Any) -> dict[str, Any]:
+    choice = {
+        "Type": "Choice",
+        "QueryLanguage": "JSONata",
+        "Choices": [{"Condition": condition, "Next": "Yes"}],
+        "Default": "No",
+        **extra,
+    }
+    return _machine(
+        ("ReadInput", {"Type": "Pass", "Parameters": {"input.$": "$"}, "Next": "Check"}),
+        ("Check", choice),
+        ("Yes", {"Type": "Succeed"}),
+        ("No", {"Type": "Fail", "Error": "NotAnObject"}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("execution_input", "verdict"),
+    [
+        ({}, "Yes"),
+        ({"a": [1]}, "Yes"),
+        ([], "No"),
+        ([{"a": 1}], "No"),
+        ([[1]], "No"),
+        ("{}", "No"),
+        (0, "No"),
+        (1.5, "No"),
+        (True, "No"),
+        (False, "No"),
+        (None, "No"),
+    ],
+)
+def test_a_jsonata_choice_tells_the_inputs_json_type(execution_input: Any, verdict: str) -> None:
+    from tests.infra import asl
+
+    trace = asl.simulate(_type_check("{% $type($states.input.input) = 'object' %}"), execution_input, {})
+    assert trace.terminal == verdict, trace.describe()
+    # The Choice passes its input on unchanged, as a JSONPath Choice does.
+    if verdict == "Yes":
+        assert trace.output == {"input": execution_input}
+
+
+def test_a_jsonata_condition_that_is_not_true_or_false_fails_the_run() -> None:
+    from tests.infra import asl
+
+    for condition in (
+        "{% $type($states.input.input) %}",
+        "{% $states.input.missing %}",
+        "{% $states.input.input > 1 %}",
+    ):
+        trace = asl.simulate(_type_check(condition), {"a": "b"}, {})
+        assert (trace.status, trace.error) == ("FAILED", "States.QueryEvaluationError"), (condition, trace.describe())
+
+
+@pytest.mark.parametrize(
+    ("condition", "extra"),
+    [
+        ("{% $count($states.input.input) = 1 %}", {}),  # a function the kit does not use
+        ("{% $partition = 'aws' %}", {}),  # a Step Functions function
+        ("{% $states.result = 1 %}", {}),  # not in a Choice's $states
+        ("{% $states.input.input[0] = 1 %}", {}),  # a filter
+        ("{% $states.input.* = 1 %}", {}),  # a wildcard
+        ("{% $x := true %}", {}),  # a binding
+        ("{% $seen %}", {}),  # a workflow variable
+        ("{% $states.input.n + 1 = 2 %}", {}),  # arithmetic
+        ("{% input.a = 1 %}", {}),  # a path from the context value $
+        ("{% $type($states.input.input = 'object' %}", {}),  # does not parse
+        ("$type($states.input.input) = 'object'", {}),  # not {% ... %}
+        ("{% $type($states.input.input) = 'object' %}", {"Output": "{% $states.input %}"}),
+        ("{% $type($states.input.input) = 'object' %}", {"Assign": {"seen": True}}),
+    ],
+)
+def test_the_simulator_refuses_jsonata_it_does_not_model_before_the_run(condition: str, extra: dict[str, Any]) -> None:
+    from tests.infra import asl
+
+    with pytest.raises(asl.AslUnsupported):
+        asl.simulate(_type_check(condition, **extra), {}, {})
+
+
+def test_the_simulator_refuses_jsonata_states_and_machines_it_does_not_model() -> None:
+    from tests.infra import asl
+
+    jsonata_pass = _machine(("P", {"Type": "Pass", "QueryLanguage": "JSONata", "Output": "{% 1 %}", "End": True}))
+    with pytest.raises(asl.AslUnsupported, match="Pass state in JSONata"):
+        asl.simulate(jsonata_pass, {}, {})
+    jsonata_machine = {**_machine(("S", {"Type": "Succeed"})), "QueryLanguage": "JSONata"}
+    with pytest.raises(asl.AslUnsupported, match="QueryLanguage"):
+        asl.simulate(jsonata_machine, {}, {})
+    # A JSONata state takes no JSONPath field.
+    with pytest.raises(asl.AslUnsupported, match="InputPath"):
+        asl.simulate(_type_check("{% true %}", InputPath="$.input"), {}, {})
+
+
+def test_every_jsonata_state_of_the_kit_is_one_the_simulator_models(each_stage: Any) -> None:
+    from tests.infra import asl
+
+    mixed: dict[str, dict[str, Any]] = {}
+    for machine, definition in _definitions(each_stage.templates):
+        assert definition.get("QueryLanguage", "JSONPath") == "JSONPath", machine
+        for name, state in _states(definition):
+            if state.get("QueryLanguage") == "JSONata":
+                asl._check_state(name, state)
+                mixed[machine] = definition
+    # The input type check of Level 4's jobs and Level 3's SageMaker pipeline; the pinned asl-validator checks the
+    # JSONata fields too (a Condition must be a {% ... %} expression).
+    assert len(mixed) >= 1
+    assert dict(zip(mixed, asl.validate_asl_all(list(mixed.values())), strict=True)) == {key: [] for key in mixed}

@@ -41,6 +41,7 @@ from tests.infra.helpers import (
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_code_buckets import assert_only_the_deployment_writes
 from tests.infra.test_config import build
+from tests.infra.test_state_machines import serialized_input
 from workloads.finetune_sagemaker import sagemaker_job
 
 STACK = "GenAiKit-3-FineTune-SageMaker"
@@ -484,6 +485,7 @@ def test_a_request_may_name_another_base_model(machine: dict[str, Any]) -> None:
     "execution_input",
     [
         [],
+        [{"trainingKey": "datasets/train.jsonl"}],
         "datasets/train.jsonl",
         42,
         True,
@@ -514,6 +516,35 @@ def test_bad_input_is_a_notified_rejection_before_any_job(machine: dict[str, Any
     assert not trace.calls_to("TrainModel") and not trace.calls_to("FindTrainingData")
     assert not trace.calls_to("FindBaseModel") and not trace.calls_to("FindCheckpoints")  # rejected before any call
     assert _failure(trace)["Error"] == "InvalidInput"
+
+
+def test_a_large_input_is_read_without_a_copy_and_bad_input_still_ends_in_the_notification(
+    machine: dict[str, Any],
+) -> None:
+    # Before: SerializeInput added the input as JSON text next to the input, so an object over half the payload
+    # quota (StartExecution takes 256 KiB) failed there with States.DataLimitExceeded, which no Catch catches:
+    # the teardown saw a failed run that had done nothing and sent no notification either.
+    note = "x" * 200_000  # an unknown field: the input is about 200 KB
+    assert asl.PAYLOAD_LIMIT // 2 < asl.payload_bytes({"note": note}) < asl.PAYLOAD_LIMIT
+    old = asl.simulate(serialized_input(machine), {"note": note}, _results())
+    assert (old.status, old.terminal, old.error) == ("FAILED", "SerializeInput", "States.DataLimitExceeded")
+    assert old.notifications == []
+    # Now: the type check reads the input in place; bad input of that size is rejected and notified...
+    usage = 'the execution input must be a JSON object: {"trainingKey": "<key or prefix in the data bucket>"}'
+    for execution_input, cause in (
+        ({"note": note}, usage),
+        ([{"trainingKey": "datasets/train.jsonl", "note": note}], usage),
+        ({"trainingKey": 7, "note": note}, "trainingKey must be a string: a key or prefix in the data bucket"),
+    ):
+        trace = asl.simulate(machine, execution_input, _results())
+        assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput"), (
+            trace.describe()
+        )
+        assert _failure(trace) == {"Error": "InvalidInput", "Cause": cause}
+    # ...and good input of that size trains, imports and is notified.
+    trace = asl.simulate(machine, {"trainingKey": "datasets/train.jsonl", "note": note}, _results())
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert [state for state, _ in trace.notifications] == ["NotifySucceeded"]
 
 
 def test_a_base_model_from_the_data_bucket_is_the_model_channel_not_a_hub_id(

@@ -44,6 +44,7 @@ from tests.infra.helpers import (
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_code_buckets import assert_only_the_deployment_writes
 from tests.infra.test_config import build
+from tests.infra.test_state_machines import serialized_input
 
 CLUSTER = "GenAiKit-4-Pretrain-Cluster"
 JOBS = "GenAiKit-4-Pretrain-Jobs"
@@ -894,6 +895,38 @@ def test_input_that_is_not_an_object_or_has_a_wrong_type_ends_in_a_notified_fail
 def test_other_fields_of_an_object_input_are_ignored(machine: dict[str, Any]) -> None:
     trace = asl.simulate(machine, {"note": "first try", "steps": [1]}, _results(), execution_name="run-3")
     assert trace.status == "SUCCEEDED", trace.describe()
+
+
+def test_a_large_input_is_read_without_a_copy_and_bad_input_still_ends_in_the_notification(
+    machine: dict[str, Any],
+) -> None:
+    # Before: SerializeInput added the input as JSON text next to the input, so an object over half the payload
+    # quota (StartExecution takes 256 KiB) failed there with States.DataLimitExceeded, which no Catch catches: the
+    # run failed and no notification was sent.
+    note = "x" * 200_000  # an unknown field: the input is about 200 KB
+    assert asl.PAYLOAD_LIMIT // 2 < asl.payload_bytes({"note": note}) < asl.PAYLOAD_LIMIT
+    old = asl.simulate(serialized_input(machine), {"resumeFrom": 7, "note": note}, _results())
+    assert (old.status, old.terminal, old.error) == ("FAILED", "SerializeInput", "States.DataLimitExceeded")
+    assert old.notifications == []
+    # Now: the type check reads the input in place; bad input of that size is rejected and notified...
+    for execution_input, cause in (
+        ({"resumeFrom": 7, "note": note}, "resumeFrom must be a string: the name of an earlier execution"),
+        (
+            [{"note": note}],
+            'the execution input must be a JSON object: {} or {"resumeFrom": "<earlier execution name>"}',
+        ),
+        (note, 'the execution input must be a JSON object: {} or {"resumeFrom": "<earlier execution name>"}'),
+    ):
+        trace = asl.simulate(machine, execution_input, _results())
+        assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput"), (
+            trace.describe()
+        )
+        [(state, message)] = trace.notifications
+        assert state == "NotifyInvalidInput" and message["error"] == {"Error": "InvalidInput", "Cause": cause}
+    # ...and good input of that size trains.
+    trace = asl.simulate(machine, {"note": note}, _results(), execution_name="run-6")
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert [state for state, _ in trace.notifications] == ["NotifySucceeded"]
 
 
 def test_every_notification_retries_a_transient_error(machine: dict[str, Any]) -> None:
