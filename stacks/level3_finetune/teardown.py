@@ -33,8 +33,11 @@ def report_unless_already_notified(scope: Construct, report: sfn.IChainable) -> 
     started this teardown; otherwise succeed quietly. A run that failed on a path of its own has already been
     notified. That holds only while no state of the pipeline can raise an error no Catch catches (States.Runtime,
     States.DataLimitExceeded): its JSONPaths select what a Choice saw present, and ReadJobRequest reads at most
-    pipeline.MAX_REQUEST_BYTES. A teardown the hourly sweep started (named ``sweep-...``, ``$.teardown``) reports
-    only what it stopped or deleted: the event's teardown may have reported the run already."""
+    pipeline.MAX_REQUEST_BYTES. The SageMaker path reads its input without copying it (stacks/shared/state_input.py),
+    but an input within a few KiB of StartExecution's 256 KiB can still fill the state at a later step with no
+    notification; docs/level-3-finetune.md asks callers to leave that room. A teardown the hourly sweep started
+    (named ``sweep-...``, ``$.teardown``) reports only what it stopped or deleted: the event's teardown may have
+    reported the run already."""
     return (
         sfn.Choice(scope, "AnythingToReport?")
         .when(
