@@ -10,11 +10,12 @@ concurrency and the Powertools layer of the region (every level's functions), wh
 and its rows, and running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows``
 and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the
 embedding model and the Bedrock request rates at api_throttle_rate (Level 2); customization, the distillation teacher,
-the customization-job quota and Provisioned Throughput model units (Level 3); the SageMaker quotas (Level 4's part: the
-training jobs of Level 3's SageMaker path and of Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each
-quota row names the Service Quotas quota (name and code) and how to raise it. ``--level`` (repeatable) keeps the
-kit-wide rows and the rows of the selected levels only (each part names its levels): a Level 1 deploy is not failed by
-Level 4's GPU quotas, which start at 0 in most accounts.
+the customization-job quota and Provisioned Throughput model units (Level 3), and the imported-models quota (its
+SageMaker path, 3sm); the SageMaker quotas (Level 4's part: the training jobs of Level 3's SageMaker path and of
+Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row names the Service Quotas quota (name
+and code) and how to raise it. ``--level`` (repeatable) keeps the kit-wide rows and the rows of the selected levels
+only (each part names its levels): a Level 1 deploy is not failed by Level 4's GPU quotas, which start at 0 in most
+accounts.
 
 Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why; WARN rows do not block),
 1 when something needs fixing, 2 on a usage or configuration error.
@@ -827,7 +828,8 @@ def parts() -> tuple[Part, ...]:
         Part(stack_rows, stack_checks, KIT_WIDE),  # what the region cannot hold
         Part(text_model_rows, text_model_checks, frozenset({"1", "2"})),  # the text model of Levels 1 and 2
         Part(level2_rag.doctor_rows, level2_rag.doctor_checks, frozenset({"2"})),
-        Part(level3_finetune.doctor_rows, level3_finetune.doctor_checks, frozenset({"3"})),
+        # Level 3: the Bedrock path's rows, and its SageMaker path's imported-models quota
+        Part(level3_finetune.doctor_rows, level3_finetune.doctor_checks, frozenset({"3", "3sm"})),
         Part(lambda_rows, lambda_checks, KIT_WIDE),  # every level's functions
         # the SageMaker quotas: the training job of Level 3's SageMaker path, and Level 4's (one row per quota)
         Part(level4_pretrain.doctor_rows, level4_pretrain.doctor_checks, frozenset({"3sm", "4"})),
@@ -919,15 +921,15 @@ def doctor(
     """Check that this account and region are ready for the configured kit.
 
     Credentials, region, CDK bootstrap version, Bedrock model access and customization, and the quotas the deploy
-    needs (Lambda concurrency, Bedrock customization jobs and model units, SageMaker training-job instances of
-    Levels 3 and 4, HyperPod instances, nodes and EBS volume). Synthesizes the app offline to read what the
-    templates need.
+    needs (Lambda concurrency, Bedrock customization jobs and model units, a free Bedrock imported-models slot
+    for Level 3's SageMaker path, SageMaker training-job instances of Levels 3 and 4, HyperPod instances, nodes and
+    EBS volume). Synthesizes the app offline to read what the templates need.
 
     Read-only IAM actions it calls: sts:GetCallerIdentity, ssm:GetParameter (on
     /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:GetInferenceProfile (a
     cross-Region profile id), bedrock:ListFoundationModels, bedrock:GetFoundationModel,
-    lambda:GetAccountSettings, lambda:GetLayerVersion (the Powertools layer), servicequotas:ListServiceQuotas
-    and servicequotas:ListAWSDefaultServiceQuotas.
+    bedrock:ListImportedModels (Level 3's SageMaker path), lambda:GetAccountSettings, lambda:GetLayerVersion (the
+    Powertools layer), servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas.
 
     A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it. So is an empty
     alarm_email (the default in every stage): the stacks' alarm and notification topics then have no subscriber.

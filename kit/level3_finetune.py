@@ -4,7 +4,7 @@ starts the GenAiKit-3-FineTune state machine (uploading the data first if asked)
 Bedrock Custom Model Import) and asks the imported model. The ``kit doctor`` checks: the base model can be
 customized in the region, the distillation teacher (with DISTILLATION), the Bedrock quota on customization jobs at
 once, and (with ft_deploy=provisioned) the Provisioned Throughput model units, across custom models and of the base
-model."""
+model; for the SageMaker path (``--level 3sm``), a free slot in the Bedrock quota on imported models."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ from kit.operator import (
     wait_options,
 )
 from stacks.level3_finetune.names import DATASETS_PREFIX, MODELS_PREFIX, execution_hash
+from stacks.shared.facts import QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_MINUTES
 from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, line_problem
 from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
 
@@ -354,6 +355,19 @@ BASE_MODEL_UNITS_PREFIXES = (
 # The kit starts one Bedrock customization job per state-machine execution.
 CUSTOMIZATION_JOBS_NEEDED = 1
 CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
+# The SageMaker path (GenAiKit-3-FineTune-SageMaker) imports one model per run with Bedrock Custom Model Import, and a
+# successful run keeps it. Imported models count against Bedrock's "Imported models per account" quota, whoever
+# imported them (Service Quotas L-45B04988; each supported Region: 3 by default, adjustable:
+# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock). A full quota refuses
+# CreateModelImportJob (ServiceQuotaExceededException) after the paid training job: the pipeline retries for hours,
+# then fails naming the quota (stacks/level3_finetune/sagemaker_pipeline.py ImportNotConfirmed). "Enough" is therefore
+# 1 free slot: the quota's value minus the models already imported in the Region, counted with ListImportedModels
+# (every page). An import job still running is not counted until it creates its model.
+IMPORTED_MODELS_QUOTA = "Imported models per account"
+IMPORTED_MODELS_CODE = "L-45B04988"  # named only when Service Quotas lists no quota called IMPORTED_MODELS_QUOTA
+IMPORTED_MODELS_NEEDED = 1
+IMPORTED_MODELS_ROW = "Quota: Bedrock imported models"
+IMPORTED_MODELS_SHOWN = 3  # the imported models a FIX row names (the ones to delete)
 
 
 # Where the models each type can customize are listed, for a type the API cannot check (below).
@@ -584,6 +598,77 @@ def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[
     return rows
 
 
+def imported_model_names(target: Target) -> list[str]:
+    """The names of the models imported into Bedrock in the target's region (ListImportedModels, every page)."""
+    paginator = target.client("bedrock").get_paginator("list_imported_models")
+    return [str(model["modelName"]) for page in paginator.paginate() for model in page.get("modelSummaries") or []]
+
+
+def check_imported_models(target: Target, book: QuotaBook) -> Check:
+    """The SageMaker path: the Bedrock quota on imported models must have a free slot for the run's import."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name, region, needed = IMPORTED_MODELS_ROW, target.region, IMPORTED_MODELS_NEEDED
+    per_run = f"each kit l3sm run imports {needed} model and a successful run keeps it"
+    try:
+        found = book.find("bedrock", IMPORTED_MODELS_QUOTA)
+    except (BotoCoreError, ClientError) as exc:
+        return Check(name, FIX, quota_unreadable(exc, "bedrock", region))
+    if found is None:
+        return Check(
+            name,
+            SKIP,
+            f"Service Quotas lists no Bedrock quota named {IMPORTED_MODELS_QUOTA!r} in {region}: look it up in "
+            f"Service Quotas > Amazon Bedrock ({IMPORTED_MODELS_CODE}); {per_run}, and the models already imported "
+            "in the region count against it",
+        )
+    quota, value, code = found
+    listing = f"aws bedrock list-imported-models --region {region}"
+
+    def run() -> Check:
+        try:
+            models = imported_model_names(target)
+        except ClientError as exc:
+            if not aws.is_access_denied(exc):
+                raise
+            if value < needed:
+                detail = f"{quota!r} ({code}) is {value:g}, {per_run}: "
+                return Check(name, FIX, detail + increase("bedrock", quota, code, needed, region))
+            return Check(
+                name,
+                SKIP,
+                f"{quota!r} ({code}) = {value:g}, but the models already imported in {region}, which count against "
+                f"it, cannot be counted (bedrock:ListImportedModels is denied): allow it for kit doctor, or check "
+                f"that `{listing}` lists fewer than {value:g} ({per_run})",
+            )
+        free = value - len(models)
+        if free >= needed:
+            return Check(
+                name,
+                OK,
+                f"{quota!r} ({code}) = {value:g}, {len(models)} imported in {region}: {free:g} free ({per_run}, so "
+                f"a run needs {needed} free; imported models count until deleted)",
+            )
+        detail = f"{quota!r} ({code}) is {value:g}"
+        if models:
+            shown = ", ".join(models[:IMPORTED_MODELS_SHOWN])
+            more = len(models) - IMPORTED_MODELS_SHOWN
+            shown += f" and {more} more" if more > 0 else ""
+            detail += f" and {len(models)} models are imported in {region} ({shown})"
+        detail += (
+            f": {per_run}, and without a free slot its import is refused after the paid training job (the pipeline "
+            f"waits {QUOTA_RETRY_MINUTES * QUOTA_RETRY_ATTEMPTS / 60:g} hours, then fails). "
+        )
+        if models:
+            detail += (
+                f"Delete an imported model you no longer need (aws bedrock delete-imported-model "
+                f"--model-identifier NAME --region {region}) or "
+            )
+        return Check(name, FIX, detail + increase("bedrock", quota, code, len(models) + needed, region))
+
+    return guarded(name, "listing the imported models", region, run)
+
+
 def sm_quota_needs(target: Target) -> dict[str, int]:
     """The SageMaker path's training job: its instance quota -> instances. Reported with Level 4's SageMaker quotas
     (kit/level4_pretrain.py quota_needs), which takes the larger count where both levels use the same quota."""
@@ -610,23 +695,35 @@ def check_teacher(target: Target, teacher: ModelRef) -> Check:
 
 
 def doctor_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
-    teacher = _teacher(target)
-    return [
-        f"Customization: {target.config.finetune.base_model_id}",
-        *([f"Model access: {_teacher_label(teacher)}"] if teacher else []),
-        CUSTOMIZATION_JOBS_ROW,
-        *(f"Quota: {quota}" for quota in bedrock_quota_needs(target)),
-        *([base_model_units_row(target)] if target.config.finetune.deploy == "provisioned" else []),
-    ]
+    """Level 3's rows (the Bedrock path, level 3), then its SageMaker path's (level 3sm; its training-job quota is a
+    row of Level 4's SageMaker part)."""
+    rows: list[str] = []
+    if "3" in levels:
+        teacher = _teacher(target)
+        rows += [
+            f"Customization: {target.config.finetune.base_model_id}",
+            *([f"Model access: {_teacher_label(teacher)}"] if teacher else []),
+            CUSTOMIZATION_JOBS_ROW,
+            *(f"Quota: {quota}" for quota in bedrock_quota_needs(target)),
+            *([base_model_units_row(target)] if target.config.finetune.deploy == "provisioned" else []),
+        ]
+    if "3sm" in levels:
+        rows.append(IMPORTED_MODELS_ROW)
+    return rows
 
 
 def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
-    teacher = _teacher(target)
-    return [
-        check_customization(target),
-        *([check_teacher(target, teacher)] if teacher else []),
-        *check_bedrock_quotas(target, book),
-    ]
+    checks: list[Check] = []
+    if "3" in levels:
+        teacher = _teacher(target)
+        checks += [
+            check_customization(target),
+            *([check_teacher(target, teacher)] if teacher else []),
+            *check_bedrock_quotas(target, book),
+        ]
+    if "3sm" in levels:
+        checks.append(check_imported_models(target, book))
+    return checks
 
 
 # --- kit l3sm: the SageMaker path (GenAiKit-3-FineTune-SageMaker) --------------------------------------------

@@ -28,13 +28,12 @@ from stacks.level3_finetune.names import (
 )
 from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.shared.deployment import Deployment
-from stacks.shared.facts import INVOCATION_LOGS_PREFIX, request_metadata
+from stacks.shared.facts import INVOCATION_LOGS_PREFIX, QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_MINUTES, request_metadata
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.stage import state_machine_log_group
 
 # Two customization jobs may run per account; a third start fails with ServiceQuotaExceededException.
-QUOTA_RETRY_INTERVAL = Duration.minutes(10)
-QUOTA_RETRY_ATTEMPTS = 18  # three hours of waiting for a free slot
+QUOTA_RETRY_INTERVAL = Duration.minutes(QUOTA_RETRY_MINUTES)
 VALIDATOR_ERRORS = ["InvalidRequest", "DatasetNotFound"]
 DEPLOY_POLL_INTERVAL = Duration.minutes(5)
 DEPLOY_POLLS = 36  # three hours for a deployment or a throughput to come up

@@ -115,3 +115,10 @@ def invocation_logs_bucket_parameter(name_prefix: str) -> str:
     resolves it at deploy time: unlike a CloudFormation export, a parameter does not pin the bucket in the
     logging stack (an export in use cannot change or be deleted, so that stack could not be updated)."""
     return f"/{name_prefix}/bedrock/invocation-logs-bucket"
+
+
+# A Bedrock create refused while its quota is full (ServiceQuotaExceededException: two customization jobs at once,
+# or the imported-models quota) is retried by the Level 3 pipelines every QUOTA_RETRY_MINUTES, QUOTA_RETRY_ATTEMPTS
+# times (three hours of waiting for a free slot); kit doctor states the same wait.
+QUOTA_RETRY_MINUTES = 10
+QUOTA_RETRY_ATTEMPTS = 18

@@ -10,6 +10,7 @@ fixture imported into a test module, autouse ones included).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -72,3 +73,30 @@ def bedrock_quotas(stub: Stubber, applied: list[dict[str, Any]], defaults: list[
     """The doctor reads Bedrock's applied quotas, then its defaults (quotas without an applied value)."""
     stub.add_response("list_service_quotas", {"Quotas": applied}, {"ServiceCode": "bedrock"})
     stub.add_response("list_aws_default_service_quotas", {"Quotas": defaults or []}, {"ServiceCode": "bedrock"})
+
+
+IMPORTED_MODELS_CODE = "L-IMPORT01"  # test data: the doctor reads the code from Service Quotas' answer
+
+
+def imported_models_quota(value: float) -> dict[str, Any]:
+    """Bedrock's quota on imported models (Level 3's SageMaker path), as Service Quotas names it."""
+    from kit.level3_finetune import IMPORTED_MODELS_QUOTA
+
+    return quota(IMPORTED_MODELS_QUOTA, value, IMPORTED_MODELS_CODE, "bedrock")
+
+
+def imported_models(stub: Stubber, *pages: list[str]) -> None:
+    """ListImportedModels answers, one per page (each but the last with a nextToken the doctor must follow)."""
+    for number, names in enumerate(pages or ([],)):
+        summaries = [
+            {
+                "modelArn": f"arn:aws:bedrock:{REGION}:{ACCOUNT}:imported-model/{name}",
+                "modelName": name,
+                "creationTime": datetime(2025, 1, 1, tzinfo=UTC),
+            }
+            for name in names
+        ]
+        answer: dict[str, Any] = {"modelSummaries": summaries}
+        if number < len(pages) - 1:
+            answer["nextToken"] = f"page-{number + 2}"
+        stub.add_response("list_imported_models", answer, {"nextToken": f"page-{number + 1}"} if number else {})

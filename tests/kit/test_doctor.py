@@ -29,6 +29,8 @@ from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture f
     bedrock_quotas,
     doctor_clients_fixture,  # noqa: F401
     fixed_needs_fixture,  # noqa: F401
+    imported_models,
+    imported_models_quota,
     mocked_fixture,  # noqa: F401
     quota,
     run,
@@ -160,7 +162,12 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
             {"modelSummaries": [model_summary(FT.base_model_id), model_summary("amazon.titan-text-lite-v1:0:4k")]},
             {"byCustomizationType": FT.customization_type},
         )
-        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock"), *rag_quotas()])
+        bedrock_quotas(
+            service_quotas,
+            [],
+            [quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock"), imported_models_quota(3), *rag_quotas()],
+        )
+        imported_models(bedrock, ["genai-kit-sandbox-sft-0123"])  # one of 3 slots held: the next run has room
         lambda_settings(lambda_, 1000, 1000)
         layer_published(lambda_)
         # two pages: the doctor follows NextToken
@@ -175,21 +182,23 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         service_quotas.assert_no_pending_responses()
         lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 11 + len(rag_quotas()) + len(needed())
+    total = 12 + len(rag_quotas()) + len(needed())
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
     assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
         result.output, "CDK bootstrap"
     )
     assert f"'{JOBS_QUOTA}' (L-JOBS0001) = 2" in row(result.output, "Bedrock customization jobs")
+    assert f"= 3, 1 imported in {REGION}: 2 free" in row(result.output, level3_finetune.IMPORTED_MODELS_ROW)
     assert "1000 unreserved of 1000 (needs 20" in row(result.output, "Lambda concurrent executions")
     if CONFIG.text_model.is_inference_profile:
         routes = f"inference profile {CONFIG.text_model.model_id} is ACTIVE and routes to {', '.join(PROFILE_REGIONS)}"
         assert routes in row(result.output, f"Model access: {TEXT_MODEL}")
     assert FIX not in result.output.split()
     assert ALARM_EMAIL in row(result.output, doctor_module.ALARM_ROW)
-    # the table's order: kit-wide, the text model (Levels 1 and 2), Level 2, Level 3, Lambda (every level), Level 4,
-    # the alarm notifications (kit-wide); the same rows, in the same order, as the doctor skips without credentials
+    # the table's order: kit-wide, the text model (Levels 1 and 2), Level 2, Level 3 (its SageMaker path's import
+    # last), Lambda (every level), the SageMaker quotas (Levels 3sm and 4), the alarm notifications (kit-wide); the
+    # same rows, in the same order, as the doctor skips without credentials
     text = CONFIG.text_model
     names = [
         "AWS credentials",
@@ -201,6 +210,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         *(f"Quota: {answer['QuotaName']}" for answer in rag_quotas()),
         f"Customization: {FT.base_model_id}",
         level3_finetune.CUSTOMIZATION_JOBS_ROW,
+        level3_finetune.IMPORTED_MODELS_ROW,
         doctor_module.LAMBDA_ROW,
         doctor_module.LAYER_ROW,
         *(f"Quota: {name}" for name in needed()),
@@ -244,8 +254,14 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
             {"modelSummaries": [model_summary("amazon.titan-text-lite-v1:0:4k")]},
             {"byCustomizationType": FT.customization_type},
         )
-        # Bedrock: the customization-job quota at 0, found among the defaults
-        bedrock_quotas(service_quotas, [], [quota(JOBS_QUOTA, 0, "L-JOBS0001", "bedrock"), *rag_quotas()])
+        # Bedrock: the customization-job quota at 0, found among the defaults; the imported-models quota's 3 slots
+        # held by the models of three earlier runs
+        bedrock_quotas(
+            service_quotas,
+            [],
+            [quota(JOBS_QUOTA, 0, "L-JOBS0001", "bedrock"), imported_models_quota(3), *rag_quotas()],
+        )
+        imported_models(bedrock, [f"genai-kit-sandbox-sft-{run}" for run in range(3)])
         # Lambda: a new account's 10, all unreserved; the quota code comes from Service Quotas
         lambda_settings(lambda_, 10, 10)
         # the configured Powertools layer version is not published in the region
@@ -282,6 +298,9 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     jobs = row(out, "Bedrock customization jobs")
     assert FIX in jobs and f"'{JOBS_QUOTA}' (L-JOBS0001) is 0, the kit runs 1 job at a time" in jobs
     assert "--service-code bedrock --quota-code L-JOBS0001 --desired-value 1" in jobs
+    imports = row(out, level3_finetune.IMPORTED_MODELS_ROW)
+    assert FIX in imports and f"is 3 and 3 models are imported in {REGION}" in imports
+    assert "--service-code bedrock --quota-code L-IMPORT01 --desired-value 4" in imports
     concurrency = row(out, "Lambda concurrent executions")
     assert FIX in concurrency and "10 unreserved of 10 (the level of a new account)" in concurrency
     assert "the kit's 14 functions may all run at once and its APIs admit bursts of 20 requests" in concurrency
@@ -290,7 +309,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     layer = row(out, doctor_module.LAYER_ROW)
     assert FIX in layer and "set powertools_layer_version to a version published in" in layer
     assert WARN in row(out, doctor_module.ALARM_ROW).split()  # cdk.json's empty alarm_email: does not block
-    fixes = 4 + 1 + len(cluster[1:]) + len(hyperpod) + 3
+    fixes = 4 + 1 + len(cluster[1:]) + len(hyperpod) + 3 + 1  # the last: the imported-models quota
     assert f"{fixes} to fix, 0 skipped, 1 to plan for (see WARN rows)." in out
 
 
@@ -307,7 +326,9 @@ def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(
     assert FIX in first and "no AWS credentials: configure a profile or environment variables" in first
     assert OK in row(result.output, "Region").split()
     skipped = [line for line in result.output.splitlines() if f" {SKIP} " in line]
-    assert len(skipped) == 8 + len(rag_quotas()) + len(needed())
+    # every row after the region's is skipped, but the alarm row's (below)
+    names = [line.split("│")[1].strip() for line in skipped]
+    assert names == [name for name in row_names(Target()) if name != doctor_module.ALARM_ROW]
     assert all("needs working credentials" in line for line in skipped)
     # the alarm row reads the configuration only: answered all the same, not skipped
     alarm = row(result.output, doctor_module.ALARM_ROW)
@@ -937,7 +958,7 @@ def test_level_1_checks_the_kit_wide_rows_and_the_text_model_only(mocked: FakeCl
         (("1",), ["stack", "text_model", "lambda", "alarm"]),
         (("2",), ["stack", "text_model", "level2_rag", "lambda", "alarm"]),
         (("3",), ["stack", "level3_finetune", "lambda", "alarm"]),
-        (("3sm",), ["stack", "lambda", "level4_pretrain", "alarm"]),
+        (("3sm",), ["stack", "level3_finetune", "lambda", "level4_pretrain", "alarm"]),
         (("4", "1"), ["stack", "text_model", "lambda", "level4_pretrain", "alarm"]),
     ],
 )

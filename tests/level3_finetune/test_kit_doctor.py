@@ -1,7 +1,7 @@
 """kit doctor's Level 3 checks, offline: the Bedrock quota on customization jobs at once (found by what its name
 says) and, with ft_deploy=provisioned, the Provisioned Throughput model units (Service Quotas through botocore's
 Stubber); the customization check against what ListFoundationModels can filter on; the SageMaker path's training
-job quota."""
+job quota and its free slot in the Bedrock quota on imported models (ListImportedModels through the Stubber)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from typing import Any
 
 from finetune_validate import formats
 from finetune_validate.formats import CUSTOMIZATION_TYPES
+from kit import doctor as doctor_module
 from kit import level3_finetune as level3
 from kit.aws import Target
 from kit.doctor import FIX, OK, SKIP, QuotaBook
 from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture for this module
+    IMPORTED_MODELS_CODE,
     JOBS_QUOTA,
     REGION,
     bedrock_quotas,
     doctor_clients_fixture,  # noqa: F401
     fixed_needs_fixture,  # noqa: F401
+    imported_models,
+    imported_models_quota,
     quota,
     stubbed,
 )
@@ -111,7 +115,7 @@ def test_the_base_models_units_quota_is_found_by_its_name_and_context_length() -
 
 def test_provisioned_deploy_needs_model_units_of_the_base_model_too() -> None:
     target = Target(context={"ft_deploy": "provisioned"})  # the configured base model: Amazon Nova Micro, 128k
-    assert level3.doctor_rows(target)[-1] == level3.base_model_units_row(target)
+    assert level3.doctor_rows(target, levels={"3"})[-1] == level3.base_model_units_row(target)
     across = quota(level3.PT_MODEL_UNITS_QUOTA, 2, "L-UNITS001", "bedrock")
     for value, status in ((0, FIX), (1, OK)):
         with stubbed("service-quotas") as service_quotas:
@@ -238,3 +242,89 @@ def test_the_sagemaker_paths_training_job_quota_is_checked_with_level_4s() -> No
             }
         )
         assert quota_needs(same)["ml.g5.xlarge for training job usage"] == max(sm_count, tj_count)
+
+
+# --- the SageMaker path's import: a free slot in Bedrock's quota on imported models --------------------------------
+
+
+def imported_models_check(applied: list[dict[str, Any]], defaults: list[dict[str, Any]], *pages: list[str]) -> Any:
+    """The row for Service Quotas' answers and ListImportedModels' pages (none: no listing expected)."""
+    target = Target()
+    with stubbed("service-quotas") as service_quotas, stubbed("bedrock") as bedrock:
+        bedrock_quotas(service_quotas, applied, defaults)
+        if pages:
+            imported_models(bedrock, *pages)
+        check = level3.check_imported_models(target, QuotaBook(target))
+        bedrock.assert_no_pending_responses()  # every page was read
+    return check
+
+
+def test_a_free_imported_model_slot_is_ok_counting_the_models_on_every_page() -> None:
+    check = imported_models_check([imported_models_quota(3)], [], ["genai-kit-sandbox-sft-a"], [])
+    assert check.status == OK, check
+    assert f"'Imported models per account' ({IMPORTED_MODELS_CODE}) = 3, 1 imported in {REGION}: 2 free" in check.detail
+
+
+def test_a_full_imported_models_quota_needs_fixing_naming_the_models_and_both_ways_out() -> None:
+    # Given the default quota of 3, held by the models three successful runs kept (listed on two pages)
+    kept = ["genai-kit-sandbox-sft-a", "genai-kit-sandbox-sft-b", "other-team-model"]
+    check = imported_models_check([], [imported_models_quota(3)], kept[:2], kept[2:])
+    # Then the next run's import would be refused: delete one, or raise the quota to one more than they hold
+    assert check.status == FIX, check
+    assert f"is 3 and 3 models are imported in {REGION} ({', '.join(kept)})" in check.detail
+    assert f"aws bedrock delete-imported-model --model-identifier NAME --region {REGION}" in check.detail
+    request = f"--service-code bedrock --quota-code {IMPORTED_MODELS_CODE} --desired-value 4 --region {REGION}"
+    assert request in check.detail
+
+
+def test_an_imported_models_quota_of_0_needs_fixing() -> None:
+    check = imported_models_check([imported_models_quota(0)], [], [])
+    assert check.status == FIX and "is 0: each kit l3sm run imports 1 model" in check.detail, check
+    assert f"--quota-code {IMPORTED_MODELS_CODE} --desired-value 1 --region {REGION}" in check.detail
+    assert "delete-imported-model" not in check.detail  # nothing to delete
+
+
+def test_imported_models_that_cannot_be_counted_are_skipped_unless_the_quota_is_0() -> None:
+    target = Target()
+    for value, status in ((3, SKIP), (0, FIX)):
+        with stubbed("service-quotas") as service_quotas, stubbed("bedrock") as bedrock:
+            bedrock_quotas(service_quotas, [imported_models_quota(value)])
+            bedrock.add_client_error("list_imported_models", "AccessDeniedException", "not authorized")
+            check = level3.check_imported_models(target, QuotaBook(target))
+        assert check.status == status, check
+    assert f"--quota-code {IMPORTED_MODELS_CODE} --desired-value 1" in check.detail
+    with stubbed("service-quotas") as service_quotas, stubbed("bedrock") as bedrock:
+        bedrock_quotas(service_quotas, [imported_models_quota(3)])
+        bedrock.add_client_error("list_imported_models", "AccessDeniedException", "not authorized")
+        skipped = level3.check_imported_models(target, QuotaBook(target))
+    assert "bedrock:ListImportedModels is denied" in skipped.detail
+    assert f"aws bedrock list-imported-models --region {REGION}` lists fewer than 3" in skipped.detail
+
+
+def test_an_imported_models_quota_that_cannot_be_read_or_is_not_listed() -> None:
+    target = Target()
+    with stubbed("service-quotas") as service_quotas:
+        service_quotas.add_client_error(
+            "list_service_quotas", "AccessDeniedException", "not authorized", expected_params={"ServiceCode": "bedrock"}
+        )
+        unreadable = level3.check_imported_models(target, QuotaBook(target))
+    assert unreadable.status == FIX and "servicequotas:ListServiceQuotas" in unreadable.detail
+    unlisted = imported_models_check([quota(JOBS_QUOTA, 2, "L-JOBS0001", "bedrock")], [])
+    assert unlisted.status == SKIP and "'Imported models per account' in" in unlisted.detail
+    assert "Service Quotas > Amazon Bedrock (L-45B04988)" in unlisted.detail
+
+
+def test_the_imported_models_row_is_level_3sms_and_the_bedrock_paths_rows_level_3s() -> None:
+    target = Target()
+    assert level3.doctor_rows(target, levels={"3sm"}) == [level3.IMPORTED_MODELS_ROW]
+    assert level3.IMPORTED_MODELS_ROW not in level3.doctor_rows(target, levels={"3"})
+    assert level3.doctor_rows(target)[-1] == level3.IMPORTED_MODELS_ROW  # every level: after the Bedrock path's
+    # `kit doctor --level 3sm` runs Level 3's part for the SageMaker path's row only
+    [own] = [own for part, own in doctor_module.selected_parts(("3sm",)) if part.rows is level3.doctor_rows]
+    assert own == {"3sm"}
+    with stubbed("service-quotas") as service_quotas, stubbed("bedrock") as bedrock:
+        bedrock_quotas(service_quotas, [imported_models_quota(3)])
+        imported_models(bedrock, [])
+        [check] = level3.doctor_checks(target, QuotaBook(target), doctor_module.NotSynthesized(""), levels=own)
+        bedrock.assert_no_pending_responses()  # no customization call for the Bedrock path
+    assert check.name == level3.IMPORTED_MODELS_ROW and check.status == OK
