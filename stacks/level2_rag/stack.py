@@ -1,4 +1,4 @@
-"""Level 2 — RAG: a Bedrock Knowledge Base over your documents, ingestion that keeps each change 14 days, cited answers.
+"""Level 2 — RAG: a Bedrock Knowledge Base over your documents, ingestion that keeps each change 7 days, cited answers.
 
 documents bucket (S3, EventBridge on) ──► rule: Object Created/Deleted ──► SQS queue ──(5 tries)──► DLQ ─► alarm
                                                   (oldest change waiting a day ─► alarm) ▲
@@ -58,15 +58,16 @@ INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of it
 MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue
 # SQS deletes a message left in a queue longer than its retention period, without dead-lettering it
 # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_DeleteMessage.html), so a change
-# that waits out the retention (the function cannot run, or finds a job running for days) is lost. The change
-# queue keeps messages the longest SQS allows: 1,209,600 s, 14 days
-# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html), and the
-# stale-change alarm fires after STALE_CHANGE_AGE, leaving CHANGES_DAYS_TO_ACT days before SQS deletes the change.
-CHANGES_RETENTION = Duration.days(14)
-# SQS expires a dead letter by its ORIGINAL enqueue time too, so one stays readable for 14 days minus the time it
-# waited in the change queue: poison reaches it after MAX_RECEIVE_COUNT receiving runs (minutes to hours), an event
-# EventBridge could not deliver is sent to it new (14 days).
-# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/setting-up-dead-letter-queue-retention.html
+# that waits out the retention (the function cannot run, or finds a job running for days) is lost; the stale-change
+# alarm fires after STALE_CHANGE_AGE, leaving CHANGES_DAYS_TO_ACT days before SQS deletes the change.
+# SQS also expires a dead letter by its ORIGINAL enqueue time, so AWS advises a dead-letter queue that keeps messages
+# longer than its source queue
+# (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/setting-up-dead-letter-queue-retention.html).
+# The change queue keeps 7 days, half the dead-letter queue's 14 (SQS's longest retention, 1,209,600 s:
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html), so a dead letter
+# stays readable at least 7 days however long it waited before (poison reaches it after MAX_RECEIVE_COUNT receiving
+# runs, minutes to hours; an event EventBridge could not deliver is sent to it new, 14 days).
+CHANGES_RETENTION = Duration.days(7)
 # A change normally waits one sync interval (at most 60 min) plus the ingestion job running before it.
 STALE_CHANGE_AGE = Duration.days(1)
 CHANGES_DAYS_TO_ACT = CHANGES_RETENTION.to_days() - STALE_CHANGE_AGE.to_days()
