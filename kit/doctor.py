@@ -37,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.errors import SUBSCRIPTION_ADVICE
+from common.geographies import PROFILE_GEOGRAPHIES
 from kit import aws
 from kit.aws import KitError, Target
 from kit.operator import console, remember_target, target_options
@@ -385,6 +386,20 @@ def _inference_profile(name: str, profile_id: str, key: str, region: str, bedroc
         )
     arns = [str(model.get("modelArn", "")) for model in answer.get("models") or []]
     regions = sorted({arn.split(":")[3] for arn in arns if arn.count(":") >= 5 and arn.split(":")[3]})
+    # The stacks grant the profile's foundation model in each Region of its geography (common/geographies.py); a
+    # call Bedrock routes to a Region outside that list is refused (AccessDeniedException) at random, at run time
+    # (https://docs.aws.amazon.com/bedrock/latest/userguide/cross-region-inference.html).
+    geography = profile_id.split(".", 1)[0]
+    granted = PROFILE_GEOGRAPHIES.get(geography, ())
+    if "*" not in granted and (ungranted := [r for r in regions if r not in granted]):
+        return Check(
+            name,
+            FIX,
+            f"inference profile {profile_id} routes to {', '.join(ungranted)}, which the kit's grant for "
+            f"'{geography}.' profiles does not cover (lambdas/common/geographies.py): calls Bedrock routes there "
+            f"would fail with AccessDeniedException. Add the Region(s) to the '{geography}' geography and redeploy, "
+            f"or set {key} to the foundation model id",
+        )
     return f"inference profile {profile_id} is ACTIVE and routes to {', '.join(regions) or 'no Region it names'}"
 
 

@@ -32,6 +32,9 @@ PROFILE_GEOGRAPHIES: Mapping[str, tuple[str, ...]] = {
         "ap-southeast-4",
         "ap-southeast-5",
         "ap-southeast-7",
+        # Middle East (UAE), a destination of APAC profiles for some models (the CDK reference of
+        # CrossRegionInferenceProfileRegion.APAC; `kit doctor` compares each profile's real destinations with this list)
+        "me-central-1",
     ),
     "jp": ("ap-northeast-1", "ap-northeast-3"),
     "au": ("ap-southeast-2", "ap-southeast-4"),

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
+from common.geographies import PROFILE_GEOGRAPHIES
 from kit import aws, level2_rag, level3_finetune, level4_pretrain
 from kit import doctor as doctor_module
 from kit.aws import Target
@@ -448,6 +449,24 @@ def test_older_botocore_falls_back_to_list_and_get_foundation_model(
 
 PROFILE_ID = "us.amazon.titan-text-express-v1"  # no such system-defined profile
 PROFILE_MODEL = "amazon.titan-text-express-v1"
+
+
+def test_a_profile_that_routes_beyond_the_kits_grant_is_a_fix_row_naming_the_regions() -> None:
+    # The stacks grant a profile's foundation model in the Regions of its geography (common/geographies.py); Bedrock
+    # refuses a call it routes elsewhere. GetInferenceProfile lists the real destinations: doctor compares them.
+    request = {"inferenceProfileIdentifier": PROFILE_ID}
+    answer = profile_answer(PROFILE_ID, PROFILE_MODEL)
+    outside = {"modelArn": f"arn:aws:bedrock:ca-central-1::foundation-model/{PROFILE_MODEL}"}
+    assert "ca-central-1" not in PROFILE_GEOGRAPHIES["us"]
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("get_inference_profile", {**answer, "models": [*answer["models"], outside]}, request)
+        check = doctor_module.check_model_access(
+            Target(), PROFILE_MODEL, "m", profile_id=PROFILE_ID, key="text_model_id"
+        )
+        bedrock.assert_no_pending_responses()  # nothing more is read once the grant is known to fall short
+    assert check.status == FIX
+    assert f"inference profile {PROFILE_ID} routes to ca-central-1, which the kit's grant" in check.detail
+    assert "set text_model_id to the foundation model id" in check.detail
 
 
 def test_a_profile_the_region_lacks_or_that_is_not_active_is_a_fix_row_before_model_access() -> None:
