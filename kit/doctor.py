@@ -6,7 +6,8 @@ version against what the synthesized templates require, the stacks the region ca
 synthesized assembly), Bedrock model access for the text model (a kit-wide setting Levels 1 and 2 share; a cross-Region
 inference profile id must name an ACTIVE profile in the region; a Legacy model is a WARN row), unreserved Lambda
 concurrency and the Powertools layer of the region (every level's functions), whether anyone hears the stacks' alarms
-(an empty alarm_email is a WARN row, read from the configuration, so answered without credentials too), the quota book
+(an empty alarm_email is a WARN row, read from the configuration, so answered without credentials too; with
+credentials, a deployed stack's topic without a confirmed subscription is one too), the quota book
 and its rows, and running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows``
 and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the
 embedding model and the Bedrock request rates at api_throttle_rate (Level 2); customization, the distillation teacher,
@@ -164,6 +165,8 @@ class NotSynthesized:
     """The app could not be synthesized: the checks that read the templates are SKIP rows saying why."""
 
     reason: str
+    # True: the credentials do not work, so the offline parts (answered from the configuration) make no AWS call
+    offline: bool = False
 
 
 # What a check gets to know about the configured deploy.
@@ -772,9 +775,10 @@ def alarm_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]
 
 
 def alarm_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
-    """Kit-wide, from the configuration alone (no AWS call, no template): whether anyone hears the stacks' alarms and
-    notifications. An empty alarm_email (the default in every stage) is a WARN row: the kit works, but its topics have
-    no subscriber."""
+    """Kit-wide: whether anyone hears the stacks' alarms and notifications. An empty alarm_email (the default in every
+    stage) is a WARN row read from the configuration alone: the kit works, but its topics have no subscriber. A set
+    one is answered from the configuration without credentials; with them, each selected level's deployed stack's
+    topic must have a confirmed subscription (an e-mail one delivers nothing until its link is opened)."""
     config = target.config
     topics = "; ".join(alarm_topics(target, levels))
     if config.alarm_email:
@@ -784,7 +788,9 @@ def alarm_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Colle
             "confirmation e-mail per topic, and nothing reaches it until the link in that e-mail is opened (valid "
             f"for {CONFIRMATION_DAYS} days)"
         )
-        return [Check(ALARM_ROW, OK, detail)]
+        if isinstance(needs, NotSynthesized) and needs.offline:
+            return [Check(ALARM_ROW, OK, detail)]
+        return [check_subscriptions(target, levels, detail)]
     detail = (
         f"alarm_email is empty in stage {config.stage} (the default in every stage, prod included): the stacks' SNS "
         "topics have no subscriber, so no one is told of an alarm, a failed run or a dead letter, and a standard "
@@ -794,6 +800,113 @@ def alarm_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Colle
         f"the topic each stack's output names ({topics})"
     )
     return [Check(ALARM_ROW, WARN, detail)]
+
+
+class _Unread(Exception):
+    """What stops the doctor from reading the subscriptions: the row keeps the configuration's answer."""
+
+
+def _topic_arn(target: Target, stack: str, output: str) -> str | None:
+    """The topic ARN a deployed stack's output names ("" when it has no such output); None when the stack is not
+    deployed (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_DescribeStacks.html)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        stacks = target.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as exc:
+        if aws.error_code(exc) == "ValidationError" and "does not exist" in aws.error_message(exc):
+            return None
+        if aws.is_access_denied(exc):
+            raise _Unread("may not call cloudformation:DescribeStacks (allow it for kit doctor)") from None
+        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
+    except BotoCoreError as exc:
+        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
+    if not stacks:
+        return None
+    found = (str(o.get("OutputValue") or "") for o in stacks[0].get("Outputs") or [] if o.get("OutputKey") == output)
+    return next(found, "")
+
+
+def _topic_counts(target: Target, arn: str) -> tuple[int, int] | None:
+    """(confirmed, pending) subscriptions of the topic (SNS GetTopicAttributes' SubscriptionsConfirmed and
+    SubscriptionsPending, as botocore's sns 2010-03-31 model names them;
+    https://docs.aws.amazon.com/sns/latest/api/API_GetTopicAttributes.html); None when the topic no longer exists."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        attributes = target.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"]
+    except ClientError as exc:
+        if aws.error_code(exc) == "NotFound":  # botocore's NotFoundException
+            return None
+        if aws.is_access_denied(exc):
+            raise _Unread("may not call sns:GetTopicAttributes (allow it for kit doctor)") from None
+        raise _Unread(aws.explain(exc, f"reading topic {arn}", target.region) or str(exc)) from None
+    except BotoCoreError as exc:
+        raise _Unread(aws.explain(exc, f"reading topic {arn}", target.region) or str(exc)) from None
+
+    def count(name: str) -> int:
+        value = str(attributes.get(name) or "0")
+        return int(value) if value.isdigit() else 0
+
+    return count("SubscriptionsConfirmed"), count("SubscriptionsPending")
+
+
+def check_subscriptions(target: Target, levels: Collection[str], configured: str) -> Check:
+    """With working credentials and alarm_email set: each selected level's deployed stack's topic (its ARN from the
+    stack's output) must have a confirmed subscription. An e-mail subscription delivers nothing until the link AWS
+    e-mails is opened (https://docs.aws.amazon.com/sns/latest/dg/sns-email-notifications.html). A stack that is not
+    deployed is named and skipped; a call that is refused or fails leaves the configuration's answer (``configured``)
+    and says why."""
+    email = target.config.alarm_email
+    absent: list[str] = []  # not deployed
+    unread: list[str] = []  # deployed, but no topic to read
+    confirmed: list[str] = []
+    unconfirmed: list[str] = []
+    try:
+        for level in LEVELS:
+            if level not in levels:
+                continue
+            for key, output in ALARM_TOPICS[level]:
+                stack = target.stack_name(key)
+                arn = _topic_arn(target, stack, output)
+                if arn is None:
+                    absent.append(stack)
+                    continue
+                counts = _topic_counts(target, arn) if arn else None
+                if counts is None:  # a stack deployed by an older kit, or one whose topic is gone
+                    missing = f"no output {output}" if not arn else f"its topic {arn} no longer exists"
+                    unread.append(f"{stack} ({missing}: {aws.deploy_hint(stack)})")
+                    continue
+                done, pending = counts
+                if done:
+                    confirmed.append(f"{stack}: {done} confirmed")
+                elif pending:
+                    unconfirmed.append(
+                        f"{stack}: 0 confirmed subscriptions, {pending} pending confirmation: open the link AWS "
+                        f"e-mailed to {email} (valid for {CONFIRMATION_DAYS} days)"
+                    )
+                else:
+                    unconfirmed.append(
+                        f"{stack}: no confirmed or pending subscription: subscribe {email} again with `aws sns "
+                        f"subscribe --topic-arn {arn} --protocol email --notification-endpoint {email} "
+                        f"{target.cli_options()}` and open the link AWS e-mails"
+                    )
+    except _Unread as exc:
+        return Check(ALARM_ROW, OK, f"{configured}. Whether it is confirmed could not be read: {exc}")
+    skipped = "".join(
+        [f"; not deployed: {', '.join(absent)}" if absent else "", f"; not read: {'; '.join(unread)}" if unread else ""]
+    )
+    if unconfirmed:
+        detail = f"nothing reaches {email} from these topics: {'; '.join(unconfirmed)}"
+        return Check(ALARM_ROW, WARN, detail + (f" (confirmed: {', '.join(confirmed)})" if confirmed else "") + skipped)
+    if not confirmed:
+        return Check(ALARM_ROW, OK, f"no deployed stack's topic to read{skipped}: {configured}")
+    return Check(
+        ALARM_ROW,
+        OK,
+        f"alarm_email {email}: every deployed stack's topic has a confirmed subscription "
+        f"({', '.join(confirmed)}){skipped}",
+    )
 
 
 class RowNames(Protocol):
@@ -821,8 +934,8 @@ class Part:
     rows: RowNames
     checks: RunChecks
     levels: frozenset[str]
-    # True: its checks read the configuration only (no AWS call, no synthesized template), so they are answered
-    # even without credentials instead of being SKIP rows
+    # True: its checks are answered even without credentials instead of being SKIP rows, from the configuration
+    # only (no AWS call, no synthesized template) when ``needs`` is NotSynthesized with offline=True
     offline: bool = False
 
     def of(self, chosen: Collection[str]) -> frozenset[str] | None:
@@ -848,7 +961,8 @@ def parts() -> tuple[Part, ...]:
         Part(lambda_rows, lambda_checks, KIT_WIDE),  # every level's functions
         # the SageMaker quotas: the training job of Level 3's SageMaker path, and Level 4's (one row per quota)
         Part(level4_pretrain.doctor_rows, level4_pretrain.doctor_checks, frozenset({"3sm", "4"})),
-        Part(alarm_rows, alarm_checks, KIT_WIDE, offline=True),  # who hears every level's alarms (the config)
+        # who hears every level's alarms: the config without credentials, the topics' subscriptions with them
+        Part(alarm_rows, alarm_checks, KIT_WIDE, offline=True),
     )
 
 
@@ -876,7 +990,7 @@ def run_checks(
     checks = [credentials, check_region(target)]
     if account is None:
         checks.append(Check("CDK bootstrap", SKIP, "needs working credentials"))
-        unchecked = NotSynthesized("needs working credentials")
+        unchecked = NotSynthesized("needs working credentials", offline=True)
         for part, own in registered:
             if part.offline:
                 checks.extend(part.checks(target, QuotaBook(target), unchecked, levels=own))
@@ -944,10 +1058,13 @@ def doctor(
     /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:GetInferenceProfile (a
     cross-Region profile id), bedrock:ListFoundationModels, bedrock:GetFoundationModel,
     bedrock:ListImportedModels (Level 3's SageMaker path), lambda:GetAccountSettings, lambda:GetLayerVersion (the
-    Powertools layer), servicequotas:ListServiceQuotas and servicequotas:ListAWSDefaultServiceQuotas.
+    Powertools layer), servicequotas:ListServiceQuotas, servicequotas:ListAWSDefaultServiceQuotas, and with
+    alarm_email set, cloudformation:DescribeStacks and sns:GetTopicAttributes (whether each deployed stack's alarm
+    topic has a confirmed subscription).
 
     A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it. So is an empty
-    alarm_email (the default in every stage): the stacks' alarm and notification topics then have no subscriber.
+    alarm_email (the default in every stage): the stacks' alarm and notification topics then have no subscriber;
+    and a deployed stack's topic without a confirmed subscription (the e-mail's confirmation link not yet opened).
     With --level, only the selected levels' rows run besides the kit-wide ones (credentials, region, bootstrap, the
     stacks the region cannot hold, Lambda concurrency, the Powertools layer, alarm notifications): `kit doctor
     --level 1` before deploying Level 1 alone.

@@ -872,9 +872,52 @@ def test_the_stacks_the_region_cannot_hold_are_a_fix_row_naming_each_reason(tmp_
 # and replay is for FIFO topics (https://docs.aws.amazon.com/sns/latest/dg/fifo-message-archiving-replay.html).
 
 
-def alarm_check(target: Target, levels: tuple[str, ...] = doctor_module.LEVELS) -> Check:
-    [check] = doctor_module.alarm_checks(target, doctor_module.QuotaBook(target), NEEDS, levels=levels)
+# What the doctor passes its offline parts when the credentials do not work: no AWS call is made.
+OFFLINE = doctor_module.NotSynthesized("needs working credentials", offline=True)
+
+
+def alarm_check(target: Target, levels: tuple[str, ...] = doctor_module.LEVELS, needs: Any = OFFLINE) -> Check:
+    """The alarm row; by default as answered without credentials (from the configuration), with ``needs=NEEDS`` as
+    answered with working credentials (CloudFormation and SNS are then read: stub them)."""
+    [check] = doctor_module.alarm_checks(target, doctor_module.QuotaBook(target), needs, levels=levels)
     return check
+
+
+def topic_arn(stack: str) -> str:
+    return f"arn:aws:sns:{REGION}:{ACCOUNT}:{stack}-Topic"
+
+
+def deployed(cloudformation: Stubber, stack: str, output: str) -> None:
+    """DescribeStacks' answer for a deployed stack whose ``output`` names its topic."""
+    answer = {
+        "StackName": stack,
+        "StackStatus": "UPDATE_COMPLETE",
+        "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
+        "Outputs": [{"OutputKey": output, "OutputValue": topic_arn(stack)}],
+    }
+    cloudformation.add_response("describe_stacks", {"Stacks": [answer]}, {"StackName": stack})
+
+
+def not_deployed(cloudformation: Stubber, stack: str) -> None:
+    """DescribeStacks' answer for a stack that does not exist (a ValidationError)."""
+    cloudformation.add_client_error(
+        "describe_stacks",
+        "ValidationError",
+        f"Stack with id {stack} does not exist",
+        400,
+        expected_params={"StackName": stack},
+    )
+
+
+def subscriptions(sns: Stubber, stack: str, confirmed: int, pending: int) -> None:
+    """GetTopicAttributes' answer: the counts are strings, as SNS gives every attribute."""
+    attributes = {
+        "TopicArn": topic_arn(stack),
+        "SubscriptionsConfirmed": str(confirmed),
+        "SubscriptionsPending": str(pending),
+        "SubscriptionsDeleted": "0",
+    }
+    sns.add_response("get_topic_attributes", {"Attributes": attributes}, {"TopicArn": topic_arn(stack)})
 
 
 @pytest.mark.parametrize("stage", ["sandbox", "prod"])
@@ -907,10 +950,113 @@ def test_a_set_alarm_email_is_ok_naming_it_and_the_confirmation_it_must_accept()
 
 def test_the_alarm_row_is_answered_without_credentials(no_credentials: None) -> None:
     # Given no credentials: every AWS check is a SKIP row
-    checks = {c.name: c for c in doctor_module.run_checks(Target(context={"alarm_email": ALARM_EMAIL}))}
+    target = Target(context={"alarm_email": ALARM_EMAIL})
+    checks = {c.name: c for c in doctor_module.run_checks(target)}
     assert checks["CDK bootstrap"].status == SKIP and checks[doctor_module.LAMBDA_ROW].status == SKIP
-    # Then the alarm row, read from the configuration, is answered all the same
-    assert checks[doctor_module.ALARM_ROW].status == OK and ALARM_EMAIL in checks[doctor_module.ALARM_ROW].detail
+    # Then the alarm row, read from the configuration, is answered all the same: no AWS call is tried
+    alarm = checks[doctor_module.ALARM_ROW]
+    assert alarm.status == OK and f"the stacks subscribe {ALARM_EMAIL} to their topics" in alarm.detail
+    assert "could not be read" not in alarm.detail and "confirmed subscription" not in alarm.detail
+
+
+# --- with credentials: does each deployed stack's topic have a confirmed subscription? ----------------------------
+# An e-mail subscription delivers nothing until the link AWS e-mails is opened
+# (https://docs.aws.amazon.com/sns/latest/dg/sns-email-notifications.html); GetTopicAttributes counts a topic's
+# confirmed and pending subscriptions. Level 4 has two stacks, each with its topic.
+LEVEL4 = (
+    (Target().stack_name("4-jobs"), "NotificationTopicArn"),
+    (Target().stack_name("4-cluster"), "NotificationTopicArn"),
+)
+
+
+def test_every_deployed_topic_with_a_confirmed_subscription_is_ok() -> None:
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        for stack, output in LEVEL4:
+            deployed(cloudformation, stack, output)
+            subscriptions(sns, stack, confirmed=1, pending=0)
+        check = alarm_check(Target(context={"alarm_email": ALARM_EMAIL}), ("4",), needs=NEEDS)
+        cloudformation.assert_no_pending_responses()
+        sns.assert_no_pending_responses()
+    assert check.status == OK and "every deployed stack's topic has a confirmed subscription" in check.detail
+    assert all(f"{stack}: 1 confirmed" in check.detail for stack, _ in LEVEL4)
+
+
+def test_a_topic_whose_subscription_is_pending_is_a_warn_row_naming_the_stack_and_the_link_to_open() -> None:
+    (jobs, jobs_output), (cluster, cluster_output) = LEVEL4
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        deployed(cloudformation, jobs, jobs_output)
+        subscriptions(sns, jobs, confirmed=1, pending=0)
+        deployed(cloudformation, cluster, cluster_output)
+        subscriptions(sns, cluster, confirmed=0, pending=1)
+        check = alarm_check(Target(context={"alarm_email": ALARM_EMAIL}), ("4",), needs=NEEDS)
+        sns.assert_no_pending_responses()
+    assert check.status == WARN
+    assert f"{cluster}: 0 confirmed subscriptions, 1 pending confirmation" in check.detail
+    assert f"open the link AWS e-mailed to {ALARM_EMAIL}" in check.detail
+    assert f"confirmed: {jobs}: 1 confirmed" in check.detail  # the confirmed one is no fault
+
+
+def test_a_topic_with_no_subscription_at_all_says_how_to_subscribe_again() -> None:
+    (jobs, jobs_output), _ = LEVEL4
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        deployed(cloudformation, jobs, jobs_output)
+        subscriptions(sns, jobs, confirmed=0, pending=0)
+        not_deployed(cloudformation, LEVEL4[1][0])
+        check = alarm_check(Target(context={"alarm_email": ALARM_EMAIL}), ("4",), needs=NEEDS)
+    assert check.status == WARN and f"{jobs}: no confirmed or pending subscription" in check.detail
+    assert f"--topic-arn {topic_arn(jobs)} --protocol email --notification-endpoint {ALARM_EMAIL}" in check.detail
+    assert f"--region {REGION}" in check.detail
+
+
+def test_a_stack_that_is_not_deployed_is_named_and_the_others_are_still_read() -> None:
+    (jobs, _), (cluster, cluster_output) = LEVEL4
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        not_deployed(cloudformation, jobs)
+        deployed(cloudformation, cluster, cluster_output)
+        subscriptions(sns, cluster, confirmed=2, pending=0)
+        check = alarm_check(Target(context={"alarm_email": ALARM_EMAIL}), ("4",), needs=NEEDS)
+        cloudformation.assert_no_pending_responses()
+        sns.assert_no_pending_responses()
+    assert check.status == OK and f"{cluster}: 2 confirmed" in check.detail
+    assert f"not deployed: {jobs}" in check.detail
+
+
+def test_no_deployed_stack_keeps_the_configurations_answer_and_names_them() -> None:
+    target = Target(context={"alarm_email": ALARM_EMAIL})
+    with stubbed("cloudformation") as cloudformation:
+        for stack, _ in LEVEL4:
+            not_deployed(cloudformation, stack)
+        check = alarm_check(target, ("4",), needs=NEEDS)
+    assert check.status == OK and f"not deployed: {LEVEL4[0][0]}, {LEVEL4[1][0]}" in check.detail
+    assert alarm_check(target, ("4",)).detail in check.detail  # the configuration's answer
+
+
+@pytest.mark.parametrize(
+    ("denied", "permission"),
+    [("get_topic_attributes", "sns:GetTopicAttributes"), ("describe_stacks", "cloudformation:DescribeStacks")],
+)
+def test_a_refused_read_names_the_permission_and_keeps_the_configurations_answer(denied: str, permission: str) -> None:
+    target = Target(context={"alarm_email": ALARM_EMAIL})
+    (jobs, jobs_output), _ = LEVEL4
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        if denied == "describe_stacks":
+            cloudformation.add_client_error(
+                "describe_stacks", "AccessDenied", "User is not authorized", 403, expected_params={"StackName": jobs}
+            )
+        else:
+            deployed(cloudformation, jobs, jobs_output)
+            sns.add_client_error(
+                "get_topic_attributes",
+                "AuthorizationError",
+                "User is not authorized to perform: SNS:GetTopicAttributes",
+                403,
+                expected_params={"TopicArn": topic_arn(jobs)},
+            )
+        check = alarm_check(target, ("4",), needs=NEEDS)
+        cloudformation.assert_no_pending_responses()
+        sns.assert_no_pending_responses()
+    assert check.status == OK and f"may not call {permission}" in check.detail
+    assert alarm_check(target, ("4",)).detail in check.detail  # the configuration's answer, all the same
 
 
 def test_the_alarm_topics_the_doctor_names_are_the_stacks_outputs_of_every_topic(sandbox: Synth) -> None:
