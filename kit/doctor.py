@@ -808,23 +808,16 @@ class _Unread(Exception):
 
 def _topic_arn(target: Target, stack: str, output: str) -> str | None:
     """The topic ARN a deployed stack's output names ("" when it has no such output); None when the stack is not
-    deployed (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_DescribeStacks.html)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    deployed (aws.stack_outputs: DescribeStacks)."""
     try:
-        stacks = target.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-    except ClientError as exc:
-        if aws.error_code(exc) == "ValidationError" and "does not exist" in aws.error_message(exc):
-            return None
-        if aws.is_access_denied(exc):
-            raise _Unread("may not call cloudformation:DescribeStacks (allow it for kit doctor)") from None
-        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
-    except BotoCoreError as exc:
-        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
-    if not stacks:
+        outputs = aws.stack_outputs(stack, target.region, target.profile)
+    except aws.StackNotDeployed:
         return None
-    found = (str(o.get("OutputValue") or "") for o in stacks[0].get("Outputs") or [] if o.get("OutputKey") == output)
-    return next(found, "")
+    except KitError as exc:  # refused, failed or in a state with no usable outputs: the row says why
+        denied = str(exc).startswith("access denied")  # aws.explain's wording for AccessDenied and its kin
+        unread = "may not call cloudformation:DescribeStacks (allow it for kit doctor)" if denied else str(exc)
+        raise _Unread(unread) from None
+    return outputs.get(output, "")
 
 
 def _topic_counts(target: Target, arn: str) -> tuple[int, int] | None:
