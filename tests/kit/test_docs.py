@@ -89,6 +89,9 @@ CLI_CUSTOMIZATIONS = {
     ("sso", "login"),
     ("configure", "list-profiles"),
 }
+# Options the AWS CLI names differently from the API member: `aws sns subscribe` takes the Endpoint member as
+# --notification-endpoint (https://docs.aws.amazon.com/cli/latest/reference/sns/subscribe.html).
+CLI_RENAMED_OPTIONS = {("sns", "subscribe"): {"notification-endpoint": "endpoint"}}
 CLI_GLOBAL_OPTIONS = {"region", "query", "output", "profile", "no-cli-pager", "cli-binary-format", "endpoint-url"}
 _COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`'\"\n]*)")
 
@@ -116,12 +119,32 @@ def code_text(path: Path) -> str:
     return "\n".join(fenced_blocks(path) + [span.replace("\n", " ") for span in inline])
 
 
+def python_strings(path: Path) -> str:
+    """Every string literal of a Python file, one per line, as the interpreter joins it: implicit concatenation
+    across lines makes one literal, and an f-string's replacement fields read as ``<value>``. A command written over
+    several source lines is then seen whole."""
+    import ast
+
+    def text(node: ast.AST) -> str:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            return "".join(text(part) if isinstance(part, ast.Constant) else "<value>" for part in node.values)
+        return ""
+
+    tree = ast.parse(path.read_text())
+    inner = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+    literals = (node for node in ast.walk(tree) if isinstance(node, (ast.Constant, ast.JoinedStr)))
+    return "\n".join(text(node) for node in literals if id(node) not in inner)
+
+
 def aws_cli_commands() -> list[tuple[str, str, str, list[str]]]:
     """(file, service, command, --options) for each `aws <service> <command>` in the code of the README, the docs and
-    the lifecycle README, and in the operator CLI's source."""
+    the lifecycle README, and in the string literals of the operator CLI's source."""
     found = []
     for path in [*DOC_PAGES, *sorted((ROOT / "kit").glob("*.py"))]:
-        for service, command, rest in _COMMAND.findall(code_text(path)):
+        text = python_strings(path) if path.suffix == ".py" else code_text(path)
+        for service, command, rest in _COMMAND.findall(text):
             if command.endswith("-"):
                 continue  # a family written as get-/put-/delete-...
             options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", rest.split("|")[0].split(")")[0].split(";")[0])
@@ -152,8 +175,9 @@ def cli_command_findings(commands: list[tuple[str, str, str, list[str]]]) -> lis
             continue
         shape = model.operation_model(operations[command]).input_shape
         members = {xform_name(name, "-") for name in (shape.members if shape else {})}
+        renamed = CLI_RENAMED_OPTIONS.get((service, command), {})
         for option in options:
-            if option not in members | CLI_GLOBAL_OPTIONS:
+            if renamed.get(option, option) not in members | CLI_GLOBAL_OPTIONS:
                 found.append(f"{where}: aws {service} {command} --{option}: no such option")
     return found
 
@@ -162,6 +186,22 @@ def test_every_aws_cli_command_the_kit_shows_exists_with_its_options() -> None:
     commands = aws_cli_commands()
     assert len(commands) >= 25
     assert cli_command_findings(commands) == []
+
+
+def test_the_kit_source_scan_sees_a_command_written_over_several_lines(tmp_path: Path) -> None:
+    # Before: the scan read the source text, so `"aws sns "` and `f"subscribe --topic-arn {arn}"` on the next line
+    # were never checked (kit/doctor.py writes one like that).
+    source = tmp_path / "example.py"
+    source.write_text(
+        'region = "us-east-1"\nhint = (\n    "run aws sns "\n    f"subscribe --topic-arn {region} --bogus x"\n)\n'
+    )
+    text = python_strings(source)
+    assert "run aws sns subscribe --topic-arn <value> --bogus x" in text.splitlines()
+    [(service, command, rest)] = _COMMAND.findall(text)
+    options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", rest)
+    assert cli_command_findings([("example.py", service, command, options)]) == [
+        "example.py: aws sns subscribe --bogus: no such option"
+    ]
 
 
 def test_the_cli_command_check_sees_a_wrong_operation_and_option() -> None:
