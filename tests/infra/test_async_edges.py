@@ -122,3 +122,23 @@ def test_eventbridge_may_write_to_each_rule_targets_dead_letter_queue(each_stage
             if {"Fn::GetAtt": [rule_id, "Arn"]} not in sources:
                 problems.append(f"{stack_id}/{queue_id}: no queue policy statement for {rule_id}")
     assert problems == []
+
+
+def test_a_dead_letter_queue_keeps_messages_longer_than_its_source_queue(each_stage: Any) -> None:
+    """SQS expires a dead letter by its original enqueue time, so AWS advises a dead-letter queue whose retention is
+    longer than its source queue's
+    (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/setting-up-dead-letter-queue-retention.html).
+    Before: Level 2's change queue and its dead-letter queue both kept 14 days, so a change that waited long in the
+    first expired in the second almost at once. SQS's default retention is 4 days (345,600 s)."""
+    default = 345_600
+    redriven = []
+    for stack_id, template in each_stage.templates.items():
+        for queue_id, queue in resources(template, "AWS::SQS::Queue").items():
+            redrive = queue["Properties"].get("RedrivePolicy") or {}
+            if (dead := _queue_id(redrive.get("deadLetterTargetArn"))) is None:
+                continue
+            kept = queue["Properties"].get("MessageRetentionPeriod", default)
+            dead_kept = template["Resources"][dead]["Properties"].get("MessageRetentionPeriod", default)
+            redriven.append((f"{stack_id}/{queue_id}", kept, dead_kept))
+    assert redriven, "every variant has a queue that redrives (Level 2's change queue)"
+    assert [name for name, kept, dead_kept in redriven if dead_kept <= kept] == []
