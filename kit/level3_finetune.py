@@ -57,7 +57,12 @@ from kit.operator import (
     wait_options,
 )
 from stacks.level3_finetune.names import DATASETS_PREFIX, MODELS_PREFIX, execution_hash
-from stacks.shared.facts import QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_MINUTES
+from stacks.shared.facts import (
+    IMPORTED_MODELS_QUOTA,
+    IMPORTED_MODELS_QUOTA_CODE,
+    QUOTA_RETRY_ATTEMPTS,
+    QUOTA_RETRY_MINUTES,
+)
 from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, line_problem
 from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
 
@@ -357,14 +362,12 @@ CUSTOMIZATION_JOBS_NEEDED = 1
 CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
 # The SageMaker path (GenAiKit-3-FineTune-SageMaker) imports one model per run with Bedrock Custom Model Import, and a
 # successful run keeps it. Imported models count against Bedrock's "Imported models per account" quota, whoever
-# imported them (Service Quotas L-45B04988; each supported Region: 3 by default, adjustable:
-# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock). A full quota refuses
+# imported them (facts.IMPORTED_MODELS_QUOTA; its code is named only when Service Quotas lists no quota of that
+# name). A full quota refuses
 # CreateModelImportJob (ServiceQuotaExceededException) after the paid training job: the pipeline retries for hours,
 # then fails naming the quota (stacks/level3_finetune/sagemaker_pipeline.py ImportNotConfirmed). "Enough" is therefore
 # 1 free slot: the quota's value minus the models already imported in the Region, counted with ListImportedModels
 # (every page). An import job still running is not counted until it creates its model.
-IMPORTED_MODELS_QUOTA = "Imported models per account"
-IMPORTED_MODELS_CODE = "L-45B04988"  # named only when Service Quotas lists no quota called IMPORTED_MODELS_QUOTA
 IMPORTED_MODELS_NEEDED = 1
 IMPORTED_MODELS_ROW = "Quota: Bedrock imported models"
 IMPORTED_MODELS_SHOWN = 3  # the imported models a FIX row names (the ones to delete)
@@ -619,8 +622,8 @@ def check_imported_models(target: Target, book: QuotaBook) -> Check:
             name,
             SKIP,
             f"Service Quotas lists no Bedrock quota named {IMPORTED_MODELS_QUOTA!r} in {region}: look it up in "
-            f"Service Quotas > Amazon Bedrock ({IMPORTED_MODELS_CODE}); {per_run}, and the models already imported "
-            "in the region count against it",
+            f"Service Quotas > Amazon Bedrock ({IMPORTED_MODELS_QUOTA_CODE}); {per_run}, and the models already "
+            "imported in the region count against it",
         )
     quota, value, code = found
     listing = f"aws bedrock list-imported-models --region {region}"

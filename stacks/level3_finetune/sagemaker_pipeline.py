@@ -57,6 +57,7 @@ from stacks.level3_finetune.pipeline import (
     retry_task_errors,
     retry_throttling,
 )
+from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
 from stacks.shared.state_input import wrapped_input
 
 CODE_PREFIX = "code/"
@@ -495,7 +496,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
     # jobs", each supported Region: 1, https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock):
     # a run whose training ends while another import runs is refused with ServiceQuotaExceededException. It waits
     # for the slot as the Bedrock path waits for a customization-job slot, instead of failing after its paid job.
-    # The same error is the "Imported models per account" quota (3 by default, adjustable), which waiting does not
+    # The same error is the IMPORTED_MODELS_QUOTA quota (3 by default, adjustable), which waiting does not
     # free: ImportNotConfirmed then names it.
     start_import.add_retry(
         errors=["Bedrock.ServiceQuotaExceededException"],
@@ -530,8 +531,9 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
     start_import.add_catch(
         not_watched(
             "ImportNotConfirmed",
-            "CreateModelImportJob failed after its retries (a ServiceQuotaExceededException that lasted 3 hours is "
-            "the imported-models quota of the Region, Service Quotas L-45B04988: delete an imported model or raise it)",
+            "CreateModelImportJob failed after its retries (a ServiceQuotaExceededException that lasted "
+            f"{IMPORT_SLOT_WAIT.to_hours():g} hours is the imported-models quota of the Region, Service Quotas "
+            f"{IMPORTED_MODELS_QUOTA_CODE}: delete an imported model or raise it)",
         ),
         errors=["States.ALL"],
         result_path="$.error",

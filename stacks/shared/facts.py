@@ -122,3 +122,9 @@ def invocation_logs_bucket_parameter(name_prefix: str) -> str:
 # times (three hours of waiting for a free slot); kit doctor states the same wait.
 QUOTA_RETRY_MINUTES = 10
 QUOTA_RETRY_ATTEMPTS = 18
+
+# Bedrock's quota on the models imported with Custom Model Import (each supported Region: 3 by default, adjustable,
+# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock): the SageMaker path's failure message and
+# kit doctor's row name it.
+IMPORTED_MODELS_QUOTA = "Imported models per account"
+IMPORTED_MODELS_QUOTA_CODE = "L-45B04988"
