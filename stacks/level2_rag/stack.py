@@ -877,14 +877,11 @@ class RagStack(Stack):
             missing_data=QUEUE_METRIC_MISSING_DATA,
         )
         # SQS deletes a change older than the queue's retention without dead-lettering it: this alarm fires while
-        # there is time to act. SQS reports a queue's metrics while it is active, for up to six hours after it held
-        # messages or was called
-        # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-monitoring-using-cloudwatch.html).
-        # Every ingest run calls GetQueueAttributes first, so while runs fail or find a job running the queue stays
-        # active and its age is reported; a schedule that cannot invoke the function dead-letters (DeadLettersAlarm),
-        # and a function that cannot call SQS fails (IngestFunctionErrorsAlarm). The age is reported only while the
-        # queue holds a message (the metrics table's reporting column): no data means no change waits, so missing data
-        # is not breaching and the alarm returns to OK once the queue drains, instead of staying in ALARM.
+        # there is time to act. SQS reports the age only while the queue holds a message
+        # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html):
+        # no data means no change waits, so missing data is not breaching and the alarm returns to OK once the queue
+        # drains. A schedule that cannot invoke the function dead-letters (DeadLettersAlarm), and a function that
+        # cannot call SQS fails (IngestFunctionErrorsAlarm).
         alarms.alarm(
             self,
             "StaleChangesAlarm",
