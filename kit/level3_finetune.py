@@ -1098,7 +1098,9 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
             ) from None
         if aws.is_access_denied(exc):
             raise KitError(
-                f"may not invoke {model_arn}: grant bedrock:InvokeModel on it to the caller ({aws.error_message(exc)})"
+                f"may not invoke {model_arn}: grant bedrock:InvokeModel on it and on the account's default Bedrock "
+                f"project ({model_arn.rsplit(':', 1)[0]}:project/default) to the caller "
+                f"({aws.error_message(exc)})"
             ) from None
         with aws.aws_errors("invoking the imported model", target.region):
             raise

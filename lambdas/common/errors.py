@@ -368,7 +368,12 @@ def input_too_long(exc: BaseException, *, resource: str, field: str | None) -> A
 
 def model_access_advice(model: str) -> str:
     """What gives the function access to ``model`` (see ``SUBSCRIPTION_ADVICE``)."""
-    return f"Check that the function role may invoke {model} and no SCP denies it in this region. {SUBSCRIPTION_ADVICE}"
+    # InvokeModel is authorized on the model and on the account's default Bedrock project (botocore's Converse
+    # documentation: "on both the inference target and the project").
+    return (
+        f"Check that the function role may invoke {model} and the account's default Bedrock project "
+        f"(bedrock:InvokeModel on project/default), and that no SCP denies either in this region. {SUBSCRIPTION_ADVICE}"
+    )
 
 
 def _denied(exc: BaseException, resource: str, hint: str) -> ApiError:

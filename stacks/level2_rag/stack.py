@@ -42,7 +42,12 @@ from stacks.shared.alarms import (
 )
 from stacks.shared.deployment import Deployment
 from stacks.shared.guardrail import KitGuardrail
-from stacks.shared.model_access import foundation_model_arn, grant_invoke_model, inference_profile_arn
+from stacks.shared.model_access import (
+    default_project_arn,
+    foundation_model_arn,
+    grant_invoke_model,
+    inference_profile_arn,
+)
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
@@ -490,7 +495,11 @@ class KnowledgeBase(Construct):
         )
         self.embedding_model_arn = foundation_model_arn(stack.partition, stack.region, rag.embedding_model_id)
         self.role.add_to_policy(
-            iam.PolicyStatement(sid="Embed", actions=["bedrock:InvokeModel"], resources=[self.embedding_model_arn])
+            iam.PolicyStatement(
+                sid="Embed",
+                actions=["bedrock:InvokeModel"],
+                resources=[self.embedding_model_arn, default_project_arn(stack)],
+            )
         )
         self.role.add_to_policy(
             iam.PolicyStatement(sid="ListDocuments", actions=["s3:ListBucket"], resources=[documents.bucket.bucket_arn])

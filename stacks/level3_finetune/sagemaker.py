@@ -42,6 +42,7 @@ from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
 from stacks.level4_pretrain.jobs import training_image_account, training_image_problems
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared.deployment import Deployment
+from stacks.shared.model_access import default_project_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.python_function import PythonFunction
@@ -561,6 +562,9 @@ class SageMakerFineTuneStack(Stack):
                 sid="SmokeTestAndCleanUp",
                 actions=["bedrock:InvokeModel", "bedrock:DeleteImportedModel"],
                 resources=[f"{arn}:bedrock:{self.region}:{self.account}:imported-model/*"],
+            ),
+            iam.PolicyStatement(
+                sid="SmokeTestProject", actions=["bedrock:InvokeModel"], resources=[default_project_arn(self)]
             ),
         ]
         for statement in statements:

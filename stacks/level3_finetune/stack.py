@@ -56,7 +56,7 @@ from stacks.level3_finetune.settings import region_problems
 from stacks.level3_finetune.starter import UPLOAD_EVENT_MAX_AGE, UPLOAD_EVENT_RETRIES, UploadStarter
 from stacks.level3_finetune.teardown import PipelineTeardown
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
-from stacks.shared.model_access import foundation_model_arn, model_invoke_statements
+from stacks.shared.model_access import default_project_arn, foundation_model_arn, model_invoke_statements
 from stacks.shared.nag import suppress
 from stacks.shared.notifications import notification_rule
 from stacks.shared.python_function import PythonFunction
@@ -196,7 +196,10 @@ class FineTuneStack(Stack):
             iam.PolicyStatement(
                 sid="InvokeTeachers",
                 actions=["bedrock:InvokeModel"],
-                resources=[foundation_model_arn(self.partition, self.region, model) for model in teachers],
+                resources=[
+                    *(foundation_model_arn(self.partition, self.region, model) for model in teachers),
+                    default_project_arn(self),
+                ],
             )
         )
         if teacher.is_inference_profile:

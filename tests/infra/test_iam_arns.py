@@ -233,3 +233,73 @@ def test_the_guard_sees_a_grant_on_the_wrong_kind_of_resource() -> None:
     found, checked = grant_findings({"S": template})
     assert checked == 6
     assert [line.split(":", 1)[0] for line in found] == ["S/GetOnBucket", "S/ListOnObjects", "S/ListOnModel", "S/Typo"]
+
+
+# --- Model invocation is authorized on the account's Bedrock project as well ---------------------------------
+
+
+@functools.cache
+def project_authorized_actions() -> frozenset[str]:
+    """The IAM actions that bedrock-runtime's API reference (botocore's model) says are authorized "on both the
+    inference target and the project": a request without projectIdentifier uses the default project."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    rule = re.compile(
+        r"permission for the <code>(bedrock:\w+)</code> action on both the inference target and the project"
+    )
+    return frozenset(
+        found.group(1)
+        for name in model.operation_names
+        if (found := rule.search(model.operation_model(name).documentation or ""))
+    )
+
+
+DEFAULT_PROJECT = _literal(f"arn:aws:bedrock:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:project/default")
+
+
+def project_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Policies that allow a project-authorized action on some model but not on the default project."""
+    wanted = project_authorized_actions()
+    found = []
+    for stack_id, template in templates.items():
+        granted: dict[str, dict[str, bool]] = {}  # policy -> action -> covers the default project
+        for lid, statement in statements(template):
+            if statement.get("Effect") != "Allow" or "Resource" not in statement:
+                continue
+            for action in {name for a in as_list(statement.get("Action", [])) for name in expand_action(a)}:
+                if f"bedrock:{action}" not in wanted:
+                    continue
+                resources = as_list(statement["Resource"])
+                covers = "*" in resources or any(
+                    intersects(arn_tokens(resource, template), DEFAULT_PROJECT) for resource in resources
+                )
+                granted.setdefault(lid, {})[action] = granted.get(lid, {}).get(action, False) or covers
+        found += [
+            f"{stack_id}/{lid}: bedrock:{action} without the default project"
+            for lid, actions in granted.items()
+            for action, covers in actions.items()
+            if not covers
+        ]
+    return found
+
+
+def test_every_model_invoke_grant_also_names_the_default_project(each_stage: Any) -> None:
+    assert "bedrock:InvokeModel" in project_authorized_actions()  # the rule is read from the API reference
+    assert project_findings(each_stage.templates) == []
+
+
+def test_the_project_guard_sees_a_model_grant_without_the_project() -> None:
+    model = "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0"
+    project = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":bedrock:", {"Ref": "AWS::Region"}, ":",
+                                 {"Ref": "AWS::AccountId"}, ":project/default"]]}  # fmt: skip
+
+    def policy(*resources: Any) -> dict[str, Any]:
+        statement = {"Effect": "Allow", "Action": "bedrock:InvokeModel*", "Resource": list(resources)}
+        return {"Type": "AWS::IAM::Policy", "Properties": {"PolicyDocument": {"Statement": [statement]}}}
+
+    template = {"Resources": {"ModelOnly": policy(model), "WithProject": policy(model, project), "Any": policy("*")}}
+    assert sorted(project_findings({"S": template})) == [
+        "S/ModelOnly: bedrock:InvokeModel without the default project",
+        "S/ModelOnly: bedrock:InvokeModelWithResponseStream without the default project",
+    ]

@@ -12,7 +12,7 @@ from aws_cdk.assertions import Match
 
 from stacks.level1_prompt.prompt_templates import load_templates
 from stacks.shared.facts import PROFILE_GEOGRAPHIES
-from tests.infra.helpers import as_list, only, render, resources, statements
+from tests.infra.helpers import DEFAULT_PROJECT, as_list, only, render, resources, statements
 
 STACK = "GenAiKit-1-Prompt"
 
@@ -225,7 +225,8 @@ def test_invoke_model_covers_the_profile_and_every_destination_region_only(
     invoke = [s for s in _bedrock_statements(template) if s.get("Sid", "").startswith("Invoke")]
     by_sid = {s["Sid"]: s for s in invoke}
     profile_arn = "arn:aws:bedrock:us-east-1:${AWS::AccountId}:inference-profile/" + model.model_id
-    assert render(by_sid["InvokeInferenceProfile"]["Resource"]) == profile_arn
+    # and the account's default project, which Converse authorizes as well (stacks/shared/model_access.py)
+    assert [render(r) for r in by_sid["InvokeInferenceProfile"]["Resource"]] == [profile_arn, DEFAULT_PROJECT]
     destinations = by_sid["InvokeProfileDestinations"]
     assert sorted(destinations["Resource"]) == sorted(
         f"arn:aws:bedrock:{region}::foundation-model/{model.foundation_model_id}"

@@ -23,7 +23,7 @@ from stacks.level2_rag.stack import (
     settings_digest,
 )
 from tests.conftest import ROOT, cdk_json_context
-from tests.infra.helpers import as_list, only, render, resources, statements
+from tests.infra.helpers import DEFAULT_PROJECT, as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
 STACK = "GenAiKit-2-Rag"
@@ -124,7 +124,11 @@ def test_knowledge_base_role_has_exactly_the_permissions_it_needs(sandbox: Any, 
     role_id = kb["Properties"]["RoleArn"]["Fn::GetAtt"][0]
     granted = {s["Sid"]: s for s in _role_statements(template, role_id)}
     assert set(granted) == {"Embed", "ListDocuments", "ReadDocuments", "UseVectorIndex"}
-    assert render(granted["Embed"]["Resource"]).endswith(f"::foundation-model/{sandbox.config.rag.embedding_model_id}")
+    embed = [render(r) for r in granted["Embed"]["Resource"]]
+    assert embed == [
+        f"arn:aws:bedrock:us-east-1::foundation-model/{sandbox.config.rag.embedding_model_id}",
+        DEFAULT_PROJECT,
+    ]
     assert render(granted["ReadDocuments"]["Resource"]).endswith(f"/{sandbox.config.rag.documents_prefix}*")
     assert set(granted["UseVectorIndex"]["Action"]) == {
         "s3vectors:GetIndex",
@@ -422,7 +426,7 @@ def test_query_function_grants_name_exact_resources_except_retrieve_and_generate
     kb_id, _ = _kb(template)
     assert by_sid["RetrieveFromKnowledgeBase"]["Resource"] == {"Fn::GetAtt": [kb_id, "KnowledgeBaseArn"]}
     profile = f"arn:aws:bedrock:us-east-1:${{AWS::AccountId}}:inference-profile/{sandbox.config.text_model.model_id}"
-    assert render(by_sid["InvokeInferenceProfile"]["Resource"]) == profile
+    assert [render(r) for r in by_sid["InvokeInferenceProfile"]["Resource"]] == [profile, DEFAULT_PROJECT]
     assert render(fn["Environment"]["Variables"]["MODEL_ARN"]) == profile
     assert by_sid["ApplyGuardrail"]["Action"] == "bedrock:ApplyGuardrail"
 

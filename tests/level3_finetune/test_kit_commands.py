@@ -698,6 +698,21 @@ def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) ->
     runtime.assert_no_pending_responses()
 
 
+def test_l3sm_ask_denied_names_the_model_and_the_default_project(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    _ask_stubs(machine, "run7")
+    runtime = stubbed("bedrock-runtime")
+    runtime.add_client_error(
+        "invoke_model", "AccessDeniedException", "denied", 403, expected_params=_expected_invoke("hi", 256)
+    )
+    result = run(l3sm, "ask", "hi")
+    assert result.exit_code == 1
+    project = MODEL_ARN.rsplit(":", 1)[0] + ":project/default"
+    assert f"may not invoke {MODEL_ARN}: grant bedrock:InvokeModel on it and on the account's default" in result.output
+    assert f"({project})" in result.output
+
+
 def test_l3sm_ask_names_what_to_do_when_the_model_is_gone(mocked: FakeCloudFormation) -> None:
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)

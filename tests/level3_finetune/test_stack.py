@@ -16,7 +16,7 @@ from stacks.config import ConfigError
 from stacks.level3_finetune.names import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
 from stacks.shared.registry import resource_schema
 from tests.cleanup_helpers import called_actions
-from tests.infra.helpers import as_list, only, render, resources, statements
+from tests.infra.helpers import DEFAULT_PROJECT, as_list, only, render, resources, statements
 from tests.infra.test_config import build
 
 STACK = "GenAiKit-3-FineTune"
@@ -92,7 +92,8 @@ def test_the_teachers_a_run_may_name_are_the_ones_the_customization_role_may_inv
     ft = sandbox.config.finetune
     granted = _role_statements(template, _customization_role(template)[0])["InvokeTeachers"]
     arns = {render(arn) for arn in as_list(granted["Resource"])}
-    assert arns == {f"arn:aws:bedrock:us-east-1::foundation-model/{model}" for model in ft.invocable_teachers}
+    teachers = {f"arn:aws:bedrock:us-east-1::foundation-model/{model}" for model in ft.invocable_teachers}
+    assert arns == teachers | {DEFAULT_PROJECT}
     # A cross-Region profile is invocable only as configured (the stack grants that one profile).
     profile = build(ft_teacher_model_id="us.amazon.nova-pro-v1:0").finetune.invocable_teachers
     assert [t for t in profile if t.startswith("us.")] == ["us.amazon.nova-pro-v1:0"]
