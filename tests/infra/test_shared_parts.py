@@ -147,7 +147,10 @@ def _statements(model_id: str, region: str) -> list[dict[str, Any]]:
 
 def test_a_foundation_model_gets_one_statement_in_the_stack_region() -> None:
     [statement] = _statements("amazon.nova-micro-v1:0", "eu-west-1")
-    assert statement["Resource"] == "arn:aws:bedrock:eu-west-1::foundation-model/amazon.nova-micro-v1:0"
+    assert statement["Resource"] == [
+        "arn:aws:bedrock:eu-west-1::foundation-model/amazon.nova-micro-v1:0",
+        "arn:aws:bedrock:eu-west-1:111122223333:project/default",  # Converse authorizes the project too
+    ]
     assert statement["Action"] == "bedrock:InvokeModel"
     assert "Condition" not in statement
 
@@ -155,7 +158,7 @@ def test_a_foundation_model_gets_one_statement_in_the_stack_region() -> None:
 def test_an_eu_profile_grants_the_profile_and_every_eu_destination_through_it() -> None:
     profile, destinations = _statements("eu.amazon.nova-lite-v1:0", "eu-central-1")
     profile_arn = "arn:aws:bedrock:eu-central-1:111122223333:inference-profile/eu.amazon.nova-lite-v1:0"
-    assert profile["Resource"] == profile_arn
+    assert profile["Resource"] == [profile_arn, "arn:aws:bedrock:eu-central-1:111122223333:project/default"]
     assert destinations["Resource"] == [
         f"arn:aws:bedrock:{r}::foundation-model/amazon.nova-lite-v1:0" for r in PROFILE_GEOGRAPHIES["eu"]
     ]
