@@ -86,6 +86,7 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::StepFunctions::StateMachine",  # standard workflows bill per state transition
         "Custom::BedrockFineTuneCleanup",  # runs only when the stack is deleted
         "Custom::BedrockInvocationLogging",  # an account setting; the logs bill per GB delivered
+        "Custom::KitStageLock",  # a Lambda-backed check that runs on deploy only
         "Custom::CDKBucketDeployment",
         "Custom::OpenSearchServerlessWait",  # runs only while the stack is created or updated
         "Custom::PretrainJobsCleanup",  # runs only when the stack is deleted

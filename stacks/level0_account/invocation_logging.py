@@ -7,20 +7,26 @@ leaves the setting alone if someone else has changed it since. Deploy it once pe
     Bedrock (every model call in the account/region) ──► log group (retention by stage)
                                                      └──► S3 bucket (encrypted, TLS-only) — and large payloads
     custom resource (function) ──► Put/Get/DeleteModelInvocationLoggingConfiguration
+    stage lock (function) ◄── every other resource depends on it: a deploy from another stage fails first
+
+One stack name serves every stage, but the stage of a deploy sets the log retention and whether a destroy keeps
+the logs: the stage lock refuses a deploy from another stage than the one that created the stack, before anything
+else changes (lambdas/level0_account/stage_lock/handler.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, CustomResource, Duration, Stack
+from aws_cdk import CfnOutput, CfnResource, CustomResource, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level0_account.settings import region_problems
-from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
+from stacks.shared.deployment import Deployment
+from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER, INVOCATION_LOGS_PREFIX
 from stacks.shared.nag import arn_ref, suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
@@ -38,6 +44,7 @@ MANAGER_TIMEOUT = Duration.minutes(4)
 # never runs (throttled, deleted, broken package) holds a create, update or delete for minutes only:
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
 SERVICE_TIMEOUT = Duration.minutes(6)
+LOCK_TIMEOUT = Duration.minutes(1)  # the lock makes no AWS call: it only answers CloudFormation
 
 
 class InvocationLoggingStack(Stack):
@@ -54,6 +61,7 @@ class InvocationLoggingStack(Stack):
             return  # no Bedrock in this region: an empty stack with the error (stacks/shared/regions.py)
         deployment = config.deployment
         tag_stack(self, deployment, LEVEL)
+        lock, held_by = self._stage_lock(deployment)
         bucket = SecureBucket(self, "Invocations", deployment=deployment, versioned=False).bucket
         # S3 keeps an object until it is deleted or a lifecycle rule expires it
         # (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lifecycle-mgmt.html): the records of every
@@ -65,7 +73,7 @@ class InvocationLoggingStack(Stack):
         ssm.StringParameter(
             self,
             "InvocationBucketParameter",
-            parameter_name=invocation_logs_bucket_parameter(deployment.name_prefix),
+            parameter_name=INVOCATION_LOGS_BUCKET_PARAMETER,
             string_value=bucket.bucket_name,
             description="The bucket Bedrock model invocation logging writes to (read by the Level 3 stack)",
         )
@@ -189,3 +197,33 @@ class InvocationLoggingStack(Stack):
 
         CfnOutput(self, "InvocationLogGroup", value=logs.log_group_name)
         CfnOutput(self, "InvocationBucketName", value=bucket.bucket_name)
+        # Last, so that it reaches every resource (the bucket's auto-delete provider included): each waits for the
+        # lock, which CloudFormation therefore updates first.
+        for part in self.node.find_all():
+            if isinstance(part, CfnResource) and not part.node.path.startswith(lock.node.path + "/"):
+                part.add_resource_dependency(held_by)
+
+    def _stage_lock(self, deployment: Deployment) -> tuple[Construct, CfnResource]:
+        """The lock and its function (which depend on nothing else of the stack), and the lock's resource."""
+        scope = Construct(self, "StageLock")
+        function = PythonFunction(
+            scope,
+            "Function",
+            deployment=deployment,
+            handler="stage_lock.handler.handler",
+            description="Custom resource: holds the invocation-logging stack to the stage that created it",
+            service_name="invocation-logging-stage-lock",
+            timeout=LOCK_TIMEOUT,
+            memory_size=128,
+        )
+        lock = CustomResource(
+            scope,
+            "Lock",
+            service_token=function.function.function_arn,
+            resource_type="Custom::KitStageLock",
+            service_timeout=SERVICE_TIMEOUT,
+            properties={"Stage": deployment.stage, "StackName": self.stack_name},
+        )
+        resource = lock.node.default_child
+        assert isinstance(resource, CfnResource)
+        return scope, resource

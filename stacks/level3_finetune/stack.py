@@ -55,7 +55,7 @@ from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline
 from stacks.level3_finetune.settings import region_problems
 from stacks.level3_finetune.starter import UPLOAD_EVENT_MAX_AGE, UPLOAD_EVENT_RETRIES, UploadStarter
 from stacks.level3_finetune.teardown import PipelineTeardown
-from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
+from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER, INVOCATION_LOGS_PREFIX
 from stacks.shared.model_access import default_project_arn, foundation_model_arn, model_invoke_statements
 from stacks.shared.nag import suppress
 from stacks.shared.notifications import notification_rule
@@ -209,9 +209,7 @@ class FineTuneStack(Stack):
         self.reads_invocation_logs_parameter = ft.distillation_source == "invocation-logs"
         if self.reads_invocation_logs_parameter:
             # The invocation-logging stack's bucket, by its SSM parameter (resolved at deploy time).
-            logs_bucket = ssm.StringParameter.value_for_string_parameter(
-                self, invocation_logs_bucket_parameter(deployment.name_prefix)
-            )
+            logs_bucket = ssm.StringParameter.value_for_string_parameter(self, INVOCATION_LOGS_BUCKET_PARAMETER)
             bucket_arn = f"arn:{self.partition}:s3:::{logs_bucket}"
             service_role.add_to_policy(
                 iam.PolicyStatement(
@@ -223,8 +221,7 @@ class FineTuneStack(Stack):
             [parameter] = [
                 child
                 for child in self.node.children
-                if isinstance(child, CfnParameter)
-                and child.default == invocation_logs_bucket_parameter(deployment.name_prefix)
+                if isinstance(child, CfnParameter) and child.default == INVOCATION_LOGS_BUCKET_PARAMETER
             ]
             suppress(
                 service_role.node.find_child("DefaultPolicy"),

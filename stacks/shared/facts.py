@@ -110,11 +110,12 @@ def request_metadata(name_prefix: str, stage: str) -> dict[str, str]:
     return {REQUEST_METADATA_KEY: f"{name_prefix}-{stage}-prompt-api"}
 
 
-def invocation_logs_bucket_parameter(name_prefix: str) -> str:
-    """The SSM parameter holding the invocation-logging stack's bucket name. That stack writes it and Level 3
-    resolves it at deploy time: unlike a CloudFormation export, a parameter does not pin the bucket in the
-    logging stack (an export in use cannot change or be deleted, so that stack could not be updated)."""
-    return f"/{name_prefix}/bedrock/invocation-logs-bucket"
+# The SSM parameter holding the invocation-logging stack's bucket name. That stack writes it and Level 3 resolves
+# it at deploy time: unlike a CloudFormation export, a parameter does not pin the bucket in the logging stack (an
+# export in use cannot change or be deleted, so that stack could not be updated). The stack is one per account and
+# Region whatever the name prefix, so the parameter's name carries none: a deployment with another prefix reads
+# the same parameter instead of renaming it (its Name is create-only) under the other's Level 3.
+INVOCATION_LOGS_BUCKET_PARAMETER = f"/{KIT_NAME}/bedrock/invocation-logs-bucket"
 
 
 # A Bedrock create refused while its quota is full (ServiceQuotaExceededException: two customization jobs at once,

@@ -81,12 +81,12 @@ def test_cloudformation_gets_an_answer_within_minutes_even_from_a_silent_functio
 def test_the_bucket_is_published_where_level_3_reads_it(sandbox_fsx: Any) -> None:
     """Level 3 distills from the invocation logs (ft_distillation_source=invocation-logs) and resolves the bucket
     from this SSM parameter at deploy time; the bucket policy lets Bedrock write under the prefix Level 3 reads."""
-    from stacks.shared.facts import INVOCATION_LOGS_PREFIX, invocation_logs_bucket_parameter
+    from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER, INVOCATION_LOGS_PREFIX
 
     template = sandbox_fsx.templates[STACK]
     _, parameter = only(template, "AWS::SSM::Parameter")
     bucket_id = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("InvocationsBucket"))
-    assert parameter["Properties"]["Name"] == invocation_logs_bucket_parameter(sandbox_fsx.config.name_prefix)
+    assert parameter["Properties"]["Name"] == INVOCATION_LOGS_BUCKET_PARAMETER
     assert parameter["Properties"]["Value"] == {"Ref": bucket_id}
     policy = next(
         v
@@ -178,3 +178,60 @@ def test_the_logged_calls_expire_with_the_log_retention_and_the_saved_setting_st
     assert expiring == {INVOCATION_LOGS_PREFIX: days, LARGE_DATA_PREFIX: days}
     assert not STATE_PREFIX.startswith(tuple(expiring))
     assert all("Prefix" in rule for rule in rules if "ExpirationInDays" in rule)
+
+
+def _needs(resource: dict[str, Any], ids: set[str]) -> set[str]:
+    """The resources CloudFormation creates and updates before ``resource``: its DependsOn and its Ref/GetAtt
+    targets (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-dependson.html)."""
+    found = set(resource.get("DependsOn", []))
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("Ref"), str):
+                found.add(value["Ref"])
+            if "Fn::GetAtt" in value:
+                target = value["Fn::GetAtt"]
+                found.add(target[0] if isinstance(target, list) else str(target).split(".")[0])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(resource.get("Properties", {}))
+    return found & ids
+
+
+def _before(template: dict[str, Any], start: str) -> set[str]:
+    ids = set(template["Resources"])
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for needed in _needs(template["Resources"][todo.pop()], ids) - seen:
+            seen.add(needed)
+            todo.append(needed)
+    return seen
+
+
+def test_the_stage_lock_is_updated_before_every_other_resource(sandbox_fsx: Any, prod_extremes: Any) -> None:
+    """A deploy from another stage fails at the lock (lambdas/level0_account/stage_lock) while nothing else of the
+    stack has changed yet: every resource waits for the lock, and the lock waits only for its own function."""
+    for synth in (sandbox_fsx, prod_extremes):
+        template = synth.templates[STACK]
+        lock_id, lock = only(template, "Custom::KitStageLock")
+        assert lock["Properties"]["Stage"] == synth.config.stage
+        assert lock["Properties"]["StackName"] == STACK
+        own = _before(template, lock_id)
+        # the lock's function, role, policy and log group: logical ids of the StageLock construct's children
+        assert own and all(r.startswith("StageLockFunction") for r in own), own
+        rest = set(template["Resources"]) - own - {lock_id}
+        waiting = {r for r in rest if lock_id in _before(template, r)}
+        assert rest - waiting <= {"CDKMetadata"}  # analytics metadata, where the app adds it
+        assert {"InvocationLogging", *resources(template, "AWS::S3::Bucket")} <= waiting
+
+
+def test_the_lock_runs_the_stage_lock_handler(sandbox_fsx: Any) -> None:
+    template = sandbox_fsx.templates[STACK]
+    _, lock = only(template, "Custom::KitStageLock")
+    function = template["Resources"][lock["Properties"]["ServiceToken"]["Fn::GetAtt"][0]]
+    assert function["Properties"]["Handler"] == "stage_lock.handler.handler"

@@ -14,7 +14,7 @@ import pytest
 
 from finetune_validate import formats
 from stacks.level3_finetune.stack import FineTuneStack
-from stacks.shared.facts import invocation_logs_bucket_parameter
+from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER
 from tests.conftest import cdk_json_context
 from tests.infra.asl import AslError, Trace, resolve, sdk_request_errors
 from tests.infra.helpers import resources
@@ -66,7 +66,7 @@ def _synth(**overrides: Any) -> tuple[Variant, dict[str, Any]]:
     config = build(**overrides)
     stack = FineTuneStack(app, STACK, env=cdk.Environment(region="us-east-1"), config=config)
     template = app.synth().get_stack_by_name(stack.stack_name).template
-    wanted = invocation_logs_bucket_parameter(config.deployment.name_prefix)
+    wanted = INVOCATION_LOGS_BUCKET_PARAMETER
     ssm = {name for name, p in template.get("Parameters", {}).items() if p.get("Default") == wanted}
     return Variant.of(config, _literal_parameters(template, dict.fromkeys(ssm, LOGS_BUCKET))), template
 
@@ -143,7 +143,7 @@ def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
     logs: tuple[Variant, dict[str, Any]], sandbox: Any
 ) -> None:
     variant, template = logs
-    wanted = invocation_logs_bucket_parameter(variant.config.deployment.name_prefix)
+    wanted = INVOCATION_LOGS_BUCKET_PARAMETER
     [parameter] = [p for p in template["Parameters"].values() if p.get("Default") == wanted]
     assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"  # resolved at deploy time, no export
     # No trainingKey: the logs. No hyperparameters either: the configured ones are FINE_TUNING's, so none are sent.

@@ -1,0 +1,1 @@
+"""CloudFormation custom resource that holds an account-wide stack to the stage that created it."""
