@@ -7,7 +7,9 @@ synthesized assembly), Bedrock model access for the text model (a kit-wide setti
 inference profile id must name an ACTIVE profile in the region; a Legacy model is a WARN row), unreserved Lambda
 concurrency and the Powertools layer of the region (every level's functions), whether anyone hears the stacks' alarms
 (an empty alarm_email is a WARN row, read from the configuration, so answered without credentials too; with
-credentials, a deployed stack's topic without a confirmed subscription is one too), the quota book
+credentials, a deployed stack's topic without a confirmed subscription is one too), whether the stage's deployed
+stacks were deployed with the configured name_prefix (with credentials: the stack names carry the stage but not the
+prefix, so another prefix would deploy over that kit; a FIX row), the quota book
 and its rows, and running and rendering the checks. Each level's own checks live in that level's module (``doctor_rows``
 and ``doctor_checks`` in kit/level2_rag.py ... kit/level4_pretrain.py), registered in table order in ``parts()``: the
 embedding model and the Bedrock request rates at api_throttle_rate (Level 2); customization, the distillation teacher,
@@ -737,6 +739,151 @@ def stack_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Colle
     return [Check(STACKS_ROW, FIX, detail)]
 
 
+PREFIX_ROW = "Deployed name_prefix"
+# name_prefix is no namespace. The level stacks are named <stack id>-<stage> (app.py, Target.stack_name: no prefix,
+# so the kit commands find them whatever prefix they were deployed with), and a stack name is unique in its account
+# and Region (CreateStack's StackName in botocore's cloudformation model). A deploy with another prefix therefore
+# updates the same stacks: it renames their resources, and one whose name is create-only (StateMachineName, HyperPod
+# ClusterName, S3 Vectors VectorBucketName: createOnlyProperties in the CloudFormation registry schemas) is replaced.
+UPDATE_BEHAVIORS = (
+    "https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html"
+)
+# How a stack output gives a resource name: a state machine's ARN, arn:<partition>:states:<region>:<account>:
+# stateMachine:<name> (the Service Authorization Reference's Step Functions "stateMachine" resource); the name
+# itself; or an SNS topic's ARN, whose DisplayName attribute (GetTopicAttributes) is the name.
+MACHINE_ARN, NAME, TOPIC_ARN = "state machine ARN", "name", "topic ARN"
+
+
+@dataclass(frozen=True)
+class PrefixSource:
+    """Where a deployed stack shows the name_prefix it was deployed with: its output ``output`` gives (as ``kind``
+    says) a name ``<name_prefix>-<stage>-<part>``."""
+
+    key: str  # the stack's key in STACK_IDS
+    output: str
+    kind: str  # MACHINE_ARN | NAME | TOPIC_ARN
+    part: str
+
+
+# Each level's stacks and the output each shows its prefix through (a test checks them against the synthesized
+# templates). Levels 1 and 2 output no name that carries it but their alarm topic's, through its DisplayName
+# (stacks/shared/alarms.py).
+PREFIX_SOURCES: Mapping[str, tuple[PrefixSource, ...]] = {
+    "1": (PrefixSource("1", "AlarmTopicArn", TOPIC_ARN, "alarms"),),
+    "2": (PrefixSource("2", "AlarmTopicArn", TOPIC_ARN, "alarms"),),
+    "3": (PrefixSource("3", "StateMachineArn", MACHINE_ARN, "finetune"),),  # stacks/level3_finetune/names.py
+    "3sm": (PrefixSource("3-sagemaker", "StateMachineArn", MACHINE_ARN, "sft"),),  # .../level3_finetune/sagemaker.py
+    "4": (
+        PrefixSource("4-jobs", "StateMachineArn", MACHINE_ARN, "pretrain"),  # stacks/level4_pretrain/stack.py
+        PrefixSource("4-cluster", "ClusterName", NAME, "hyperpod"),  # stacks/level4_pretrain/cluster.py
+    ),
+}
+
+
+def _outputs_in_any_state(target: Target, stack: str) -> dict[str, str] | None:
+    """The outputs DescribeStacks gives for ``stack`` whatever its status; None when no stack has that name."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        stacks = target.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as exc:
+        if aws.error_code(exc) == "ValidationError" and "does not exist" in aws.error_message(exc):
+            return None
+        if aws.is_access_denied(exc):
+            raise _Unread("may not call cloudformation:DescribeStacks (allow it for kit doctor)") from None
+        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
+    except BotoCoreError as exc:
+        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
+    except KitError as exc:  # the profile cannot be read
+        raise _Unread(exc.message) from None
+    if not stacks:
+        return None
+    return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stacks[0].get("Outputs") or []}
+
+
+def _named(target: Target, source: PrefixSource, value: str) -> str:
+    """The resource name the output ``value`` gives ("" when it gives none)."""
+    if source.kind == MACHINE_ARN:
+        fields = value.split(":")
+        return fields[6] if len(fields) == 7 and fields[5] == "stateMachine" else ""
+    if source.kind == TOPIC_ARN:
+        attributes = _topic_attributes(target, value)
+        return str((attributes or {}).get("DisplayName") or "")
+    return value
+
+
+def deployed_prefixes(target: Target, levels: Collection[str] = LEVELS) -> tuple[dict[str, str], list[str], list[str]]:
+    """({stack: the name_prefix it was deployed with}, the stacks not deployed, the deployed stacks whose prefix
+    cannot be read with why) for the stacks of ``levels`` in the target's stage. Raises _Unread when a read is
+    refused or fails."""
+    stage = target.config.stage
+    found: dict[str, str] = {}
+    absent: list[str] = []
+    unread: list[str] = []
+    for level in LEVELS:
+        if level not in levels:
+            continue
+        for source in PREFIX_SOURCES[level]:
+            stack = target.stack_name(source.key)
+            outputs = _outputs_in_any_state(target, stack)
+            if outputs is None:
+                absent.append(stack)
+                continue
+            ending = f"-{stage}-{source.part}"
+            name = _named(target, source, outputs[source.output]) if outputs.get(source.output) else ""
+            if not name.endswith(ending) or name == ending:
+                shown = f"its output {source.output} names {name}" if name else f"no name from output {source.output}"
+                unread.append(f"{stack} ({shown}, not <name_prefix>{ending})")
+                continue
+            found[stack] = name.removesuffix(ending)
+    return found, absent, unread
+
+
+def prefix_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
+    return [PREFIX_ROW]
+
+
+def prefix_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
+    """Kit-wide, with credentials: each deployed stack of the selected levels in the configured stage must have been
+    deployed with the configured name_prefix. Another one means this configuration would deploy over someone
+    else's kit (the stack names carry the stage, not the prefix): a FIX row naming each stack and both prefixes."""
+    config = target.config
+    local = config.name_prefix
+    try:
+        found, absent, unread = deployed_prefixes(target, levels)
+    except _Unread as exc:
+        return [Check(PREFIX_ROW, FIX, f"cannot read the deployed stacks' name_prefix: {exc}")]
+    others = {stack: prefix for stack, prefix in found.items() if prefix != local}
+    skipped = "".join(
+        [f"; not deployed: {', '.join(absent)}" if absent else "", f"; not read: {'; '.join(unread)}" if unread else ""]
+    )
+    if others:
+        each = "; ".join(
+            f"{stack} was deployed with name_prefix {prefix}, the local configuration has {local}"
+            for stack, prefix in others.items()
+        )
+        theirs = sorted(set(others.values()))
+        use = theirs[0] if len(theirs) == 1 else "<its prefix>"
+        detail = (
+            f"{each}. Stack names carry the stage, not the prefix (one kit per account, Region and stage): deploying "
+            "now would update that deployment's stacks, renaming its resources and replacing those whose names "
+            f"cannot change in place ({UPDATE_BEHAVIORS}). To work on that deployment pass -c name_prefix={use} (to "
+            f'make deploy: CDK_ARGS="-c name_prefix={use}"); for a second one use another stage, Region or account'
+            f"{skipped}"
+        )
+        return [Check(PREFIX_ROW, FIX, detail)]
+    if not found:
+        return [Check(PREFIX_ROW, OK, f"no stack of stage {config.stage} to deploy over in {target.region}{skipped}")]
+    return [
+        Check(
+            PREFIX_ROW,
+            OK,
+            f"every deployed stack of stage {config.stage} has name_prefix {local}, as configured "
+            f"({', '.join(found)}){skipped}",
+        )
+    ]
+
+
 ALARM_ROW = "Alarm notifications"
 # The SNS topic every stack of a level sends its alarms and notifications to, as (stack key of STACK_IDS, the output
 # naming the topic): stacks/level1_prompt/stack.py and stacks/level2_rag/stack.py (the AlarmTopic of
@@ -803,7 +950,8 @@ def alarm_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Colle
 
 
 class _Unread(Exception):
-    """What stops the doctor from reading the subscriptions: the row keeps the configuration's answer."""
+    """What stops the doctor from reading a deployed stack or its topic: the alarm row keeps the configuration's
+    answer; the name_prefix row, which has no other, is a FIX row saying why."""
 
 
 def _topic_arn(target: Target, stack: str, output: str) -> str | None:
@@ -820,14 +968,14 @@ def _topic_arn(target: Target, stack: str, output: str) -> str | None:
     return outputs.get(output, "")
 
 
-def _topic_counts(target: Target, arn: str) -> tuple[int, int] | None:
-    """(confirmed, pending) subscriptions of the topic (SNS GetTopicAttributes' SubscriptionsConfirmed and
-    SubscriptionsPending, as botocore's sns 2010-03-31 model names them;
+def _topic_attributes(target: Target, arn: str) -> Mapping[str, str] | None:
+    """SNS GetTopicAttributes' attributes of the topic (its DisplayName, SubscriptionsConfirmed and
+    SubscriptionsPending among them, as botocore's sns 2010-03-31 model names them;
     https://docs.aws.amazon.com/sns/latest/api/API_GetTopicAttributes.html); None when the topic no longer exists."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        attributes = target.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"]
+        return dict(target.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"])
     except ClientError as exc:
         if aws.error_code(exc) == "NotFound":  # botocore's NotFoundException
             return None
@@ -836,6 +984,13 @@ def _topic_counts(target: Target, arn: str) -> tuple[int, int] | None:
         raise _Unread(aws.explain(exc, f"reading topic {arn}", target.region) or str(exc)) from None
     except BotoCoreError as exc:
         raise _Unread(aws.explain(exc, f"reading topic {arn}", target.region) or str(exc)) from None
+
+
+def _topic_counts(target: Target, arn: str) -> tuple[int, int] | None:
+    """(confirmed, pending) subscriptions of the topic; None when the topic no longer exists."""
+    attributes = _topic_attributes(target, arn)
+    if attributes is None:
+        return None
 
     def count(name: str) -> int:
         value = str(attributes.get(name) or "0")
@@ -947,6 +1102,8 @@ def parts() -> tuple[Part, ...]:
 
     return (
         Part(stack_rows, stack_checks, KIT_WIDE),  # what the region cannot hold
+        # whether the deployed stacks of the stage were deployed with another name_prefix (with credentials only)
+        Part(prefix_rows, prefix_checks, KIT_WIDE),
         Part(text_model_rows, text_model_checks, frozenset({"1", "2"})),  # the text model of Levels 1 and 2
         Part(level2_rag.doctor_rows, level2_rag.doctor_checks, frozenset({"2"})),
         # Level 3: the Bedrock path's rows, and its SageMaker path's imported-models quota
@@ -1051,16 +1208,21 @@ def doctor(
     /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:GetInferenceProfile (a
     cross-Region profile id), bedrock:ListFoundationModels, bedrock:GetFoundationModel,
     bedrock:ListImportedModels (Level 3's SageMaker path), lambda:GetAccountSettings, lambda:GetLayerVersion (the
-    Powertools layer), servicequotas:ListServiceQuotas, servicequotas:ListAWSDefaultServiceQuotas, and with
-    alarm_email set, cloudformation:DescribeStacks and sns:GetTopicAttributes (whether each deployed stack's alarm
-    topic has a confirmed subscription).
+    Powertools layer), servicequotas:ListServiceQuotas, servicequotas:ListAWSDefaultServiceQuotas,
+    cloudformation:DescribeStacks and sns:GetTopicAttributes (the name_prefix each deployed stack of the stage was
+    deployed with, from its outputs and, for Levels 1 and 2, its alarm topic's display name; and with alarm_email
+    set, whether each deployed stack's alarm topic has a confirmed subscription).
+
+    A deployed stack of the stage made with another name_prefix is a FIX row: the stack names carry the stage but
+    not the prefix, so deploying would rename that kit's resources and replace those with create-only names; pass
+    its prefix with -c name_prefix=..., or use another stage, Region or account for a second kit.
 
     A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it. So is an empty
     alarm_email (the default in every stage): the stacks' alarm and notification topics then have no subscriber;
     and a deployed stack's topic without a confirmed subscription (the e-mail's confirmation link not yet opened).
     With --level, only the selected levels' rows run besides the kit-wide ones (credentials, region, bootstrap, the
-    stacks the region cannot hold, Lambda concurrency, the Powertools layer, alarm notifications): `kit doctor
-    --level 1` before deploying Level 1 alone.
+    stacks the region cannot hold, the deployed name_prefix, Lambda concurrency, the Powertools layer, alarm
+    notifications): `kit doctor --level 1` before deploying Level 1 alone.
 
     Exit status: 0 when nothing needs fixing (WARN rows included), 1 when something does, 2 on a usage error.
     """

@@ -474,11 +474,25 @@ class SharedSettings(Settings):
     )
     # 17 characters at most: "sagemaker-<prefix>-<stage>-<stack creation id>" (Level 4's lifecycle bucket, 26
     # characters of id) must fit S3's 63; the SageMaker names "<prefix>-<stage>-sft-|pt-<32 hex>" need at most 62.
+    # Not a namespace: the level stacks are named <stack id>-<stage> (app.py), and a stack name is unique in its
+    # account and Region (CreateStack's StackName, botocore's cloudformation model), so another prefix updates the
+    # same stacks; a resource whose name is create-only (StateMachineName, HyperPod ClusterName, S3 Vectors
+    # VectorBucketName: the registry schemas' createOnlyProperties) is then replaced:
+    # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html
+    # (kit doctor's "Deployed name_prefix" row compares the deployed stacks' prefix with this one).
     name_prefix: Annotated[
         Text,
         Field(pattern=r"^[a-z][a-z0-9-]{1,15}[a-z0-9]$"),
         Allowed("3-17 characters: lowercase letters, digits and '-', starting with a letter"),
-    ] = Field(alias="name_prefix", description="The start of every resource name, followed by the stage")
+    ] = Field(
+        alias="name_prefix",
+        description=(
+            "The start of every resource name, followed by the stage. Not a namespace: stack names carry the stage, "
+            "not the prefix, so one kit per account, Region and stage; another prefix there deploys over that kit's "
+            "stacks (renaming their resources, replacing those with create-only names). For a second kit use "
+            "another stage, Region or account"
+        ),
+    )
     region: Region = Field(
         alias="region", description="The region every stack is bound to (so synth needs no credentials)"
     )

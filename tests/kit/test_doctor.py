@@ -183,7 +183,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         service_quotas.assert_no_pending_responses()
         lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 12 + len(rag_quotas()) + len(needed())
+    total = 13 + len(rag_quotas()) + len(needed())
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
     assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
@@ -197,15 +197,16 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         assert routes in row(result.output, f"Model access: {TEXT_MODEL}")
     assert FIX not in result.output.split()
     assert ALARM_EMAIL in row(result.output, doctor_module.ALARM_ROW)
-    # the table's order: kit-wide, the text model (Levels 1 and 2), Level 2, Level 3 (its SageMaker path's import
-    # last), Lambda (every level), the SageMaker quotas (Levels 3sm and 4), the alarm notifications (kit-wide); the
-    # same rows, in the same order, as the doctor skips without credentials
+    # the table's order: kit-wide (the deployed name_prefix among them), the text model (Levels 1 and 2), Level 2,
+    # Level 3 (its SageMaker path's import last), Lambda (every level), the SageMaker quotas (Levels 3sm and 4), the
+    # alarm notifications (kit-wide); the same rows, in the same order, as the doctor skips without credentials
     text = CONFIG.text_model
     names = [
         "AWS credentials",
         "Region",
         "CDK bootstrap",
         doctor_module.STACKS_ROW,
+        doctor_module.PREFIX_ROW,
         f"Model access: {TEXT_MODEL}" + (f" (via {text.model_id})" if text.is_inference_profile else ""),
         f"Model access: {EMBEDDING_MODEL}",
         *(f"Quota: {answer['QuotaName']}" for answer in rag_quotas()),
@@ -1074,6 +1075,152 @@ def test_the_alarm_topics_the_doctor_names_are_the_stacks_outputs_of_every_topic
     assert found == named
 
 
+# --- with credentials: were the stage's deployed stacks made with the configured name_prefix? ---------------------
+# The level stacks are named <stack id>-<stage>, without the prefix (app.py), and a stack name is unique in its account
+# and Region: a deploy with another prefix updates the same stacks, renaming their resources and replacing those whose
+# names are create-only
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html).
+OTHER_PREFIX = "alice" if CONFIG.name_prefix != "alice" else "bob"
+
+
+def prefix_check(target: Target, levels: tuple[str, ...] = doctor_module.LEVELS) -> Check:
+    [check] = doctor_module.prefix_checks(target, doctor_module.QuotaBook(target), NEEDS, levels=levels)
+    return check
+
+
+def deployed_outputs(cloudformation: Stubber, stack: str, outputs: dict[str, str]) -> None:
+    """DescribeStacks' answer for a deployed stack with these outputs."""
+    answer = {
+        "StackName": stack,
+        "StackStatus": "UPDATE_COMPLETE",
+        "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
+        "Outputs": [{"OutputKey": key, "OutputValue": value} for key, value in outputs.items()],
+    }
+    cloudformation.add_response("describe_stacks", {"Stacks": [answer]}, {"StackName": stack})
+
+
+def machine_arn(name: str) -> str:
+    return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
+
+
+def deployed_level_4(cloudformation: Stubber, jobs_prefix: str, cluster_prefix: str) -> tuple[str, str]:
+    """Level 4's two stacks, deployed with these prefixes in the configured stage: (jobs stack, cluster stack)."""
+    stage = CONFIG.stage
+    jobs, cluster = Target().stack_name("4-jobs"), Target().stack_name("4-cluster")
+    deployed_outputs(cloudformation, jobs, {"StateMachineArn": machine_arn(f"{jobs_prefix}-{stage}-pretrain")})
+    deployed_outputs(cloudformation, cluster, {"ClusterName": f"{cluster_prefix}-{stage}-hyperpod"})
+    return jobs, cluster
+
+
+def test_a_stack_deployed_with_another_prefix_is_a_fix_row_naming_it_and_both_prefixes() -> None:
+    # Given Level 4's jobs stack of this stage deployed by a colleague with -c name_prefix=alice, and its cluster
+    # stack with the configured prefix
+    with stubbed("cloudformation") as cloudformation:
+        jobs, cluster = deployed_level_4(cloudformation, OTHER_PREFIX, CONFIG.name_prefix)
+        # When the doctor checks with the local configuration (cdk.json's prefix)
+        check = prefix_check(Target(), ("4",))
+        cloudformation.assert_no_pending_responses()
+    # Then it is a FIX row naming the stack, the prefix it was deployed with and the local one
+    assert check.name == doctor_module.PREFIX_ROW and check.status == FIX
+    assert f"{jobs} was deployed with name_prefix {OTHER_PREFIX}, the local configuration has {CONFIG.name_prefix}" in (
+        check.detail
+    )
+    assert cluster not in check.detail  # deployed with the configured prefix: no fault
+    # and says what deploying now would do, and both ways out
+    assert "renaming its resources and replacing those whose names cannot change in place" in check.detail
+    assert f"pass -c name_prefix={OTHER_PREFIX}" in check.detail
+    assert "for a second one use another stage, Region or account" in check.detail
+
+
+def test_the_same_prefix_passes_and_the_alarm_topic_gives_it_for_levels_1_and_2() -> None:
+    # Given a local configuration with prefix alice, and every stack of the stage deployed with it (Level 1's through
+    # its alarm topic's display name; Level 2 not deployed)
+    target = Target(context={"name_prefix": OTHER_PREFIX})
+    stage = CONFIG.stage
+    prompt, rag = target.stack_name("1"), target.stack_name("2")
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        deployed_outputs(cloudformation, prompt, {"AlarmTopicArn": topic_arn(prompt)})
+        attributes = {"TopicArn": topic_arn(prompt), "DisplayName": f"{OTHER_PREFIX}-{stage}-alarms"}
+        sns.add_response("get_topic_attributes", {"Attributes": attributes}, {"TopicArn": topic_arn(prompt)})
+        not_deployed(cloudformation, rag)
+        fine_tune, sagemaker = target.stack_name("3"), target.stack_name("3-sagemaker")
+        for stack, part in ((fine_tune, "finetune"), (sagemaker, "sft")):
+            deployed_outputs(cloudformation, stack, {"StateMachineArn": machine_arn(f"{OTHER_PREFIX}-{stage}-{part}")})
+        jobs, cluster = deployed_level_4(cloudformation, OTHER_PREFIX, OTHER_PREFIX)
+        check = prefix_check(target)
+        cloudformation.assert_no_pending_responses()
+        sns.assert_no_pending_responses()
+    # Then the row is OK and names the stacks it read, and the one not deployed
+    assert check.status == OK, check
+    assert f"has name_prefix {OTHER_PREFIX}, as configured ({prompt}, {fine_tune}, {sagemaker}, {jobs}, {cluster})" in (
+        check.detail
+    )
+    assert f"not deployed: {rag}" in check.detail
+    # And the same deployment checked with cdk.json's prefix is a FIX row for Level 1's stack
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        deployed_outputs(cloudformation, prompt, {"AlarmTopicArn": topic_arn(prompt)})
+        sns.add_response("get_topic_attributes", {"Attributes": attributes}, {"TopicArn": topic_arn(prompt)})
+        mismatch = prefix_check(Target(), ("1",))
+    assert mismatch.status == FIX and f"{prompt} was deployed with name_prefix {OTHER_PREFIX}" in mismatch.detail
+
+
+def test_no_deployed_stack_or_a_name_of_another_shape_is_no_fault() -> None:
+    target = Target()
+    with stubbed("cloudformation") as cloudformation:
+        not_deployed(cloudformation, target.stack_name("3"))
+        check = prefix_check(target, ("3",))
+    assert check.status == OK and f"no stack of stage {CONFIG.stage} to deploy over in {REGION}" in check.detail
+    # a stack whose output names no <prefix>-<stage>-<part> (an older kit's) is named, not guessed at
+    with stubbed("cloudformation") as cloudformation:
+        deployed_outputs(cloudformation, target.stack_name("3"), {"StateMachineArn": machine_arn("something-else")})
+        check = prefix_check(target, ("3",))
+    assert check.status == OK and f"not read: {target.stack_name('3')} (its output StateMachineArn names" in (
+        check.detail
+    )
+
+
+def test_a_refused_describe_stacks_is_a_fix_row_naming_the_permission() -> None:
+    with stubbed("cloudformation") as cloudformation:
+        cloudformation.add_client_error(
+            "describe_stacks",
+            "AccessDenied",
+            "User is not authorized",
+            403,
+            expected_params={"StackName": Target().stack_name("4-jobs")},
+        )
+        check = prefix_check(Target(), ("4",))
+        cloudformation.assert_no_pending_responses()  # one refusal is enough: the next stack is not tried
+    assert check.status == FIX and "may not call cloudformation:DescribeStacks" in check.detail
+
+
+def test_the_prefix_row_is_skipped_without_credentials(no_credentials: None) -> None:
+    checks = {c.name: c for c in doctor_module.run_checks(Target(context={"name_prefix": OTHER_PREFIX}))}
+    assert checks[doctor_module.PREFIX_ROW] == Check(doctor_module.PREFIX_ROW, SKIP, "needs working credentials")
+
+
+def test_each_stack_shows_its_prefix_through_the_output_the_doctor_reads(sandbox: Synth) -> None:
+    from stacks.shared.facts import STACK_IDS
+
+    config = sandbox.config
+    sources = [source for level in doctor_module.LEVELS for source in doctor_module.PREFIX_SOURCES[level]]
+    # every level stack whose alarm topic the doctor reads is read for its prefix too
+    assert {s.key for s in sources} == {key for topics in doctor_module.ALARM_TOPICS.values() for key, _ in topics}
+    for source in sources:
+        template = sandbox.templates[STACK_IDS[source.key]]
+        value = template["Outputs"][source.output]["Value"]
+        name = f"{config.name_prefix}-{config.stage}-{source.part}"
+        if source.kind == doctor_module.NAME:
+            assert value == name, source
+            continue
+        resource = template["Resources"][value["Ref"]]
+        if source.kind == doctor_module.MACHINE_ARN:  # a state machine's Ref is its ARN
+            assert resource["Type"] == "AWS::StepFunctions::StateMachine"
+            assert resource["Properties"]["StateMachineName"] == name, source
+        else:  # a topic's Ref is its ARN; GetTopicAttributes gives its DisplayName
+            assert source.kind == doctor_module.TOPIC_ARN and resource["Type"] == "AWS::SNS::Topic"
+            assert resource["Properties"]["DisplayName"] == name, source
+
+
 # --- --level: the kit-wide rows and the selected levels' ------------------------------------------------------
 
 
@@ -1104,7 +1251,7 @@ def test_level_1_checks_the_kit_wide_rows_and_the_text_model_only(mocked: FakeCl
     assert result.output.splitlines()[0] == (
         f"Kit stage {CONFIG.stage} in {REGION}: Level 1 only (and the kit-wide checks)"
     )
-    assert "All 8 checks passed." in result.output
+    assert "All 9 checks passed." in result.output
     # the alarm row names Level 1's topic only
     alarm = row(result.output, doctor_module.ALARM_ROW)
     assert f"{Target().stack_name('1')}: AlarmTopicArn" in alarm and Target().stack_name("2") not in alarm
@@ -1119,12 +1266,15 @@ def test_level_1_checks_the_kit_wide_rows_and_the_text_model_only(mocked: FakeCl
 @pytest.mark.parametrize(
     ("levels", "parts"),
     [
-        ((), ["stack", "text_model", "level2_rag", "level3_finetune", "lambda", "level4_pretrain", "alarm"]),
-        (("1",), ["stack", "text_model", "lambda", "alarm"]),
-        (("2",), ["stack", "text_model", "level2_rag", "lambda", "alarm"]),
-        (("3",), ["stack", "level3_finetune", "lambda", "alarm"]),
-        (("3sm",), ["stack", "level3_finetune", "lambda", "level4_pretrain", "alarm"]),
-        (("4", "1"), ["stack", "text_model", "lambda", "level4_pretrain", "alarm"]),
+        (
+            (),
+            ["stack", "prefix", "text_model", "level2_rag", "level3_finetune", "lambda", "level4_pretrain", "alarm"],
+        ),
+        (("1",), ["stack", "prefix", "text_model", "lambda", "alarm"]),
+        (("2",), ["stack", "prefix", "text_model", "level2_rag", "lambda", "alarm"]),
+        (("3",), ["stack", "prefix", "level3_finetune", "lambda", "alarm"]),
+        (("3sm",), ["stack", "prefix", "level3_finetune", "lambda", "level4_pretrain", "alarm"]),
+        (("4", "1"), ["stack", "prefix", "text_model", "lambda", "level4_pretrain", "alarm"]),
     ],
 )
 def test_each_level_runs_its_own_parts_and_the_kit_wide_ones(
@@ -1132,6 +1282,7 @@ def test_each_level_runs_its_own_parts_and_the_kit_wide_ones(
 ) -> None:
     named = {
         doctor_module.stack_rows: "stack",
+        doctor_module.prefix_rows: "prefix",
         doctor_module.text_model_rows: "text_model",
         level2_rag.doctor_rows: "level2_rag",
         level3_finetune.doctor_rows: "level3_finetune",
