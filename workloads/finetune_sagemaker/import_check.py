@@ -2,10 +2,10 @@
 
     python import_check.py /opt/ml/model/merged [--region us-east-1] [--no-chat-template] [--json]
 
-prints one line per problem and exits 1 if there is any (0 and a summary otherwise). The pipeline runs the
-same check before it calls CreateModelImportJob, so a model Bedrock would reject fails in minutes, not after
-an import job. The module needs only the standard library: it reads JSON files and the JSON headers of the
-safetensors files, never the tensors, so a Lambda function can run it against S3 through ``ModelSource``.
+prints one line per problem and exits 1 if there is any (0 and a summary otherwise). The training program
+runs the same check on the merged model before it ends (sft_train.py), so a model Bedrock would reject fails the
+training step instead of an import job. The module needs only the standard library: it reads JSON files and the
+JSON headers of the safetensors files, never the tensors, so ``ModelSource`` could run it against S3 as well.
 
 Each rule names the page it comes from. Rules marked "kit rule" are this kit's own checks of the Hugging Face
 layout the documentation asks for, not limits AWS states.
