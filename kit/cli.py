@@ -154,7 +154,7 @@ def cost(
 
 def _price_text(price: UnitPrice) -> str:
     if price.usd is None:
-        return f"{price.label}: not in kit/prices.json"
+        return f"{price.label}: {price.note or 'not in kit/prices.json'}"
     mark = "~" if price.approximate else ""
     return f"{price.label}: {mark}{money(price.usd)}/{price.unit}"
 

@@ -484,6 +484,7 @@ IMPORT_ACTION = "bedrock:CreateModelImportJob"
 CUSTOMIZE_ACTION = "bedrock:CreateModelCustomizationJob"
 IMPORTED_MODEL_INFERENCE = "bedrock.imported_model_inference"
 IMPORTED_MODEL_STORAGE = "bedrock.imported_model_storage"
+PROVISION_ACTION = "bedrock:CreateProvisionedModelThroughput"
 
 
 def granted_actions(template: Mapping[str, Any]) -> set[str]:
@@ -575,6 +576,20 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
     if grants(granted_actions(template), IMPORT_ACTION):
         add(IMPORTED_MODEL_INFERENCE)
         add(IMPORTED_MODEL_STORAGE)
+    # A stack that may buy Provisioned Throughput (Level 3 with ft_deploy=provisioned) bills for it per model unit
+    # and hour while it exists, used or not; the hourly rate depends on the model and the table has none:
+    # https://aws.amazon.com/bedrock/pricing/ (Provisioned Throughput, no commitment).
+    if grants(granted_actions(template), PROVISION_ACTION):
+        extra.append(
+            UnitPrice(
+                "Bedrock Provisioned Throughput, no commitment",
+                None,
+                "model unit-hour",
+                "bedrock.provisioned_throughput",
+                note="the model's hourly rate per model unit (https://aws.amazon.com/bedrock/pricing/), for "
+                "ft_provisioned_hours per run, used or not",
+            )
+        )
     if "AWS::ApiGateway::RestApi" in kinds:
         add("apigateway.rest_requests")
     providers = _custom_resource_providers(template)

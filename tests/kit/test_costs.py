@@ -452,3 +452,16 @@ def test_state_machines_are_priced_by_their_type(sandbox: Any, prices: Any) -> N
         per_use = {price.price_id for price in cost_of(sandbox, stack_id, prices).per_use}
         assert ("stepfunctions.transitions" in per_use) == ("STANDARD" in kinds), stack_id
         assert ("stepfunctions.express_requests" in per_use) == ("EXPRESS" in kinds), stack_id
+
+
+def test_a_stack_that_may_buy_provisioned_throughput_lists_its_hourly_price(each_stage: Any, prices: Any) -> None:
+    """ft_deploy=provisioned buys a no-commitment Provisioned Throughput per run that bills per model unit and hour
+    while it exists (https://aws.amazon.com/bedrock/pricing/): `kit cost` names it, without a figure it has not got."""
+    from kit.cli import _price_text
+
+    buys = each_stage.config.finetune.deploy == "provisioned"
+    for stack in cost_report(each_stage.templates, prices):
+        listed = [p for p in stack.per_use if p.price_id == "bedrock.provisioned_throughput"]
+        assert bool(listed) == (buys and stack.stack_id == FINETUNE_STACK), stack.stack_id
+        assert all(p.usd is None and p.unit == "model unit-hour" for p in listed)
+        assert all("ft_provisioned_hours per run, used or not" in _price_text(p) for p in listed)
