@@ -39,7 +39,7 @@ def test_docs_index_idle_costs_match_kit_cost(sandbox: Any, sandbox_oss: Any) ->
     assert round(_idle(sandbox, "GenAiKit-4-Pretrain-Cluster")) in level4
 
 
-def test_readme_spectrum_table_links_every_level_page_and_states_the_same_costs(sandbox: Any) -> None:
+def test_readme_spectrum_table_links_every_level_page_and_states_the_same_costs(sandbox: Any, sandbox_oss: Any) -> None:
     text = README.read_text()
     for page in ("level-1-prompt", "level-2-rag", "level-3-finetune", "level-4-pretrain"):
         assert f"(docs/{page}.md)" in text
@@ -47,6 +47,19 @@ def test_readme_spectrum_table_links_every_level_page_and_states_the_same_costs(
     assert round(_idle(sandbox, "GenAiKit-1-Prompt"), 2) in _amounts(_row(text, "1. Prompt engineering"))
     assert round(_idle(sandbox, "GenAiKit-3-FineTune"), 2) in _amounts(_row(text, "3. Fine-tuning"))
     assert round(_idle(sandbox, "GenAiKit-4-Pretrain-Cluster")) in _amounts(_row(text, "4. Pre-training"))
+    level2 = _amounts(_row(text, "2. RAG"))
+    assert round(_idle(sandbox, "GenAiKit-2-Rag"), 2) in level2
+    assert round(_idle(sandbox_oss, "GenAiKit-2-Rag"), 2) in level2
+
+
+def test_readme_level4_idle_table_adds_up_to_kit_cost(sandbox: Any) -> None:
+    """The README's Level 4 cost table lists every idle item of the cluster stack (its rows sum to kit cost's
+    figure), besides the FSx row, which sandbox_fsx turns on."""
+    text = README.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| Cluster: ") and "FSx" not in line]
+    assert len(rows) >= 4
+    total = sum(sum(_amounts(row)) for row in rows)
+    assert round(total, 2) == round(_idle(sandbox, "GenAiKit-4-Pretrain-Cluster"), 2)
 
 
 def test_every_stack_has_a_committed_diagram_linked_from_its_page(sandbox: Any) -> None:
