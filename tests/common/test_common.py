@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import hashlib
 import re
 import sys
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from botocore.retries.standard import TransientRetryableChecker
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import clients, env, errors, http, observability, resolver
+from common import clients, env, errors, http, observability, resolver, training_cleanup
 from common import schema as schema_mod
 from common.errors import ApiError, BadRequestError, ConfigurationError
 
@@ -895,3 +896,21 @@ def test_functions_import_only_the_runtime_the_layer_and_the_kit() -> None:
         source = (kit_root / Path(*module.split("."))).with_suffix(".py")
         assert {name.split(".")[0] for name in imports(source)} <= set(sys.stdlib_module_names), module
     assert sorted((m, where) for m, where in found if m.split(".")[0] not in allowed and m not in borrowed) == []
+
+
+# --- training-job names ----------------------------------------------------------------------------------------
+
+
+def test_a_training_job_name_that_only_starts_like_a_run_is_not_the_kits() -> None:
+    # A run's job is the name prefix and the MD5 of its execution ARN in lowercase hex (States.Hash). A job someone
+    # named after one of the kit's, with something after the hash, is not the kit's by name.
+    prefix = "genai-kit-sandbox-sft-"
+    arn = "arn:aws:states:us-east-1:123456789012:execution:genai-kit-sandbox-sft-pipeline:kit-run-1"
+    run = prefix + hashlib.md5(arn.encode()).hexdigest()
+    assert training_cleanup.is_run_name(run, prefix)
+    # TrainingJobName pattern and length (CreateTrainingJob, the sagemaker botocore model): each is a job name
+    # SageMaker accepts.
+    name = botocore.session.get_session().get_service_model("sagemaker").shape_for("TrainingJobName").metadata
+    for foreign in (f"{run}-extra", f"{run}-retry2", f"{run}0"):
+        assert re.fullmatch(name["pattern"], foreign) and len(foreign) <= name["max"], foreign
+        assert not training_cleanup.is_run_name(foreign, prefix), foreign

@@ -102,6 +102,56 @@ def test_gateway_errors_render_the_kit_error_shape_as_valid_json(sandbox: Any, s
             assert props["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
 
 
+# API Gateway's default status code for each response type the kit customizes, and the fallback response a type
+# defaults to, from "Gateway response types for API Gateway":
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-response-types.html
+# | Gateway response type        | Default status code | Falls back to |
+# | BAD_REQUEST_BODY             | 400                 | DEFAULT_4XX   |
+# | BAD_REQUEST_PARAMETERS       | 400                 | DEFAULT_4XX   |
+# | REQUEST_TOO_LARGE            | 413                 | DEFAULT_4XX   |
+# | UNSUPPORTED_MEDIA_TYPE       | 415                 | DEFAULT_4XX   |
+# | ACCESS_DENIED                | 403                 | DEFAULT_4XX   |
+# | MISSING_AUTHENTICATION_TOKEN | 403                 | DEFAULT_4XX   |
+# | INVALID_SIGNATURE            | 403                 | DEFAULT_4XX   |
+# | EXPIRED_TOKEN                | 403                 | DEFAULT_4XX   |
+# | THROTTLED                    | 429                 | DEFAULT_4XX   |
+# | QUOTA_EXCEEDED               | 429                 | DEFAULT_4XX   |
+# | INTEGRATION_TIMEOUT          | 504                 | DEFAULT_5XX   |
+# DEFAULT_4XX and DEFAULT_5XX have none (Null): a status set on one of them changes every other response of its class.
+AWS_GATEWAY_DEFAULTS = {
+    "BAD_REQUEST_BODY": ("400", "DEFAULT_4XX"),
+    "BAD_REQUEST_PARAMETERS": ("400", "DEFAULT_4XX"),
+    "REQUEST_TOO_LARGE": ("413", "DEFAULT_4XX"),
+    "UNSUPPORTED_MEDIA_TYPE": ("415", "DEFAULT_4XX"),
+    "ACCESS_DENIED": ("403", "DEFAULT_4XX"),
+    "MISSING_AUTHENTICATION_TOKEN": ("403", "DEFAULT_4XX"),
+    "INVALID_SIGNATURE": ("403", "DEFAULT_4XX"),
+    "EXPIRED_TOKEN": ("403", "DEFAULT_4XX"),
+    "THROTTLED": ("429", "DEFAULT_4XX"),
+    "QUOTA_EXCEEDED": ("429", "DEFAULT_4XX"),
+    "INTEGRATION_TIMEOUT": ("504", "DEFAULT_5XX"),
+}
+
+
+@pytest.mark.parametrize("stack", API_STACKS)
+def test_gateway_errors_keep_api_gateways_status_codes(sandbox: Any, stack: str) -> None:
+    # The kit rewrites the bodies only: a client relies on the status to tell a request it must fix (4xx) from one
+    # to retry, and the README documents e.g. 400 invalid_request_body.
+    responses = resources(sandbox.templates[stack], "AWS::ApiGateway::GatewayResponse")
+    for response in responses.values():
+        props = response["Properties"]
+        response_type = props["ResponseType"]
+        if response_type in ("DEFAULT_4XX", "DEFAULT_5XX"):
+            assert "StatusCode" not in props, response_type
+            continue
+        assert response_type in AWS_GATEWAY_DEFAULTS, f"{response_type}: add its row from the AWS page above"
+        default, fallback = AWS_GATEWAY_DEFAULTS[response_type]
+        status = props.get("StatusCode", default)
+        assert status == default, (response_type, status)
+        if fallback == "DEFAULT_4XX":  # a client error stays a client error
+            assert status.startswith("4"), (response_type, status)
+
+
 @pytest.mark.parametrize("stack", API_STACKS)
 def test_the_body_reason_is_all_the_gateway_checks(sandbox: Any, stack: str) -> None:
     # BODY_REASON holds only while every body model is a bare JSON object for application/json, the one

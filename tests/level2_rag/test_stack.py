@@ -593,12 +593,31 @@ def test_opensearch_policies_admit_kb_and_deployer_and_cover_the_collection(oss:
     _assert_policies_cover_the_collection(oss)
 
 
+# A policy rule names collections as collection/<name or pattern>, a pattern being a prefix and "*" (e.g.
+# "MyCollection*"), and indexes as index/<collection>/<index>; collection/* or index/*/* reaches every collection in
+# the account and Region, and a network policy assigns its settings to every collection its rules match:
+# https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-encryption.html
+# https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-data-access.html
+# https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-network.html
+def _foreign_collections(name: str) -> list[str]:
+    """Collections in the account that are not the kit's: another team's, and ones that share only a shorter start
+    of the kit's collection name, up to one of its hyphens (another resource, stage or deployment)."""
+    starts = [name[: at + 1] for at, char in enumerate(name) if char == "-"]
+    return ["other-team-collection", *(start + "other" for start in starts)]
+
+
 def _assert_policies_cover_the_collection(template: dict[str, Any]) -> None:
-    """Every encryption, network and data access rule matches the collection (and its indexes) by name."""
+    """Every encryption, network and data access rule matches the collection (and its indexes) by name, and no
+    foreign collection (or its indexes)."""
     _, collection = only(template, "AWS::OpenSearchServerless::Collection")
     name = collection["Properties"]["Name"]
     _, index = only(template, "AWS::OpenSearchServerless::Index")
-    patterns = {"collection": f"collection/{name}", "index": f"index/{name}/{index['Properties']['IndexName']}"}
+    index_name = index["Properties"]["IndexName"]
+    patterns = {"collection": f"collection/{name}", "index": f"index/{name}/{index_name}"}
+    foreign = {
+        "collection": [f"collection/{other}" for other in _foreign_collections(name)],
+        "index": [f"index/{other}/{index_name}" for other in _foreign_collections(name)],
+    }
     policies = [*resources(template, "AWS::OpenSearchServerless::SecurityPolicy").values()]
     policies += resources(template, "AWS::OpenSearchServerless::AccessPolicy").values()
     assert len(policies) == 3
@@ -606,6 +625,16 @@ def _assert_policies_cover_the_collection(template: dict[str, Any]) -> None:
         document = json.loads(re.sub(r"\$\{[^}]+\}", "X", render(policy["Properties"]["Policy"])))
         for rule in [r for part in as_list(document) for r in part["Rules"]]:
             assert all(fnmatch.fnmatchcase(patterns[rule["ResourceType"]], p) for p in rule["Resource"]), rule
+            reached = [f for f in foreign[rule["ResourceType"]] for p in rule["Resource"] if fnmatch.fnmatchcase(f, p)]
+            assert reached == [], (policy["Properties"]["Name"], rule)
+
+
+@pytest.mark.parametrize("synth", ["sandbox_oss", "prod_extremes"])
+def test_opensearch_policies_reach_no_collection_but_the_kits(request: pytest.FixtureRequest, synth: str) -> None:
+    # Every variant with OpenSearch Serverless, the longest name prefix and prod among them: a wider pattern would
+    # make other teams' collections public (network policy), encrypt them with this key choice, or give the kit's
+    # roles their indexes.
+    _assert_policies_cover_the_collection(request.getfixturevalue(synth).templates[STACK])
 
 
 def test_opensearch_knowledge_base_storage_and_role(oss: dict[str, Any]) -> None:

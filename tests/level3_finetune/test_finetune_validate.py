@@ -329,6 +329,26 @@ def test_nova_rejects_every_reserved_string_in_any_case_anywhere(token: str, whe
     assert token in report["training"]["errors"]["reserved_string"]["first"][0]["message"]
 
 
+# The reserved keywords "Preparing data for fine-tuning Understanding models" lists: a user or system prompt that
+# starts with or contains one fails the training job.
+# https://docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html
+NOVA_GUIDE_RESERVED = ("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]")
+# AWS's dataset validator the kit follows refuses two more (INVALID_TOKENS_TEXT in aws-samples/amazon-nova-samples,
+# customization/bedrock-finetuning/understanding/dataset_validation/nova_ft_dataset_validator.py).
+NOVA_VALIDATOR_RESERVED = ("Thought:", "<unk>")
+
+
+@pytest.mark.parametrize("token", NOVA_GUIDE_RESERVED + NOVA_VALIDATOR_RESERVED)
+@pytest.mark.parametrize("where", ["user", "system"])
+@pytest.mark.parametrize("at", ["start", "inside"])
+def test_nova_refuses_every_keyword_aws_reserves(token: str, where: str, at: str) -> None:
+    # Independent of formats.NOVA_RESERVED: dropping an entry there fails here.
+    text = f"{token} what changes tone?" if at == "start" else f"Which level, {token} changes tone?"
+    record = converse("q", "a", system=text) if where == "system" else _nova_text_record(text)
+    report = check(jsonl(nova(8, line2=record)))
+    assert kinds(report["training"]) == {"reserved_string": [2]}, (token, where, at)
+
+
 def test_nova_allows_colons_and_brackets_that_are_not_reserved() -> None:
     record = converse("Users: who are they? Use <b> and [x].", "Level 1: prompt engineering; superuser rights.")
     assert check(jsonl(nova(8, line1=record)))["valid"]

@@ -268,6 +268,23 @@ def test_an_hourly_schedule_runs_the_sweep_with_least_privilege(template: dict[s
     }
 
 
+def test_the_schedule_role_trusts_this_accounts_scheduler_and_a_failed_invoke_is_retried(
+    template: dict[str, Any],
+) -> None:
+    [schedule] = resources(template, "AWS::Scheduler::Schedule").values()
+    target = schedule["Properties"]["Target"]
+    role = template["Resources"][target["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    # Confused deputy prevention: aws:SourceArn or aws:SourceAccount in the schedule execution role's trust policy
+    # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/cross-service-confused-deputy-prevention.html).
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    # MaximumRetryAttempts: retries before the invocation fails, 0-185
+    # (https://docs.aws.amazon.com/scheduler/latest/APIReference/API_RetryPolicy.html). At 0 a single throttled
+    # invoke goes straight to the dead-letter queue and its alarm.
+    assert 1 <= target["RetryPolicy"]["MaximumRetryAttempts"] <= 185
+
+
 def test_a_sweep_that_cannot_run_in_time_is_dead_lettered_instead_of_leaving_a_gap(template: dict[str, Any]) -> None:
     """A sweep looks back from the moment it runs. Before: the schedule retried for up to 24 hours and Lambda kept
     the event 6 hours (its default), so hourly sweeps all running late (throttled) each looked at [now - 3 h,
