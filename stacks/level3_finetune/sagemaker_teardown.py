@@ -35,6 +35,7 @@ from stacks.level3_finetune.teardown import (
     report_unless_already_notified,
 )
 from stacks.shared.deployment import Deployment
+from stacks.shared.notifications import rule_target_role
 from stacks.shared.stage import state_machine_log_group
 
 TEARDOWN_TIMEOUT = Duration.hours(3)
@@ -189,9 +190,11 @@ class SageMakerPipelineTeardown(Construct):
             label="Level 3 on SageMaker",
             service_name="sft-teardown-sweep",
         )
+        rule_name = deployment.resource_name("sft-pipeline-ended")
         self.rule = events.Rule(
             self,
             "PipelineEnded",
+            rule_name=rule_name,
             description="Level 3 on SageMaker: a fine-tuning execution that failed, timed out or was aborted is "
             "cleaned up",
             event_pattern=events.EventPattern(
@@ -199,5 +202,10 @@ class SageMakerPipelineTeardown(Construct):
                 detail_type=["Step Functions Execution Status Change"],
                 detail={"status": list(ENDED_ABNORMALLY), "stateMachineArn": [pipeline.state_machine_arn]},
             ),
-            targets=[self.backstop.target(self.state_machine)],
+            targets=[
+                self.backstop.target(
+                    self.state_machine,
+                    rule_target_role(self, "PipelineEndedDelivery", rule_name, "to start the teardown"),
+                )
+            ],
         )

@@ -58,7 +58,7 @@ from stacks.level3_finetune.teardown import PipelineTeardown
 from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER, INVOCATION_LOGS_PREFIX
 from stacks.shared.model_access import default_project_arn, foundation_model_arn, model_invoke_statements
 from stacks.shared.nag import suppress
-from stacks.shared.notifications import notification_rule
+from stacks.shared.notifications import notification_rule, rule_target_role
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.settings import parse_model_id
@@ -332,9 +332,11 @@ class FineTuneStack(Stack):
             "the pipeline and publish only to the topic.",
             applies_to=["Resource::*"],
         )
+        uploaded = deployment.resource_name("ft-job-uploaded")
         events.Rule(
             self,
             "JobRequestUploaded",
+            rule_name=uploaded,
             description="Level 3: a job request JSON under jobs/ starts the fine-tuning pipeline",
             event_pattern=events.EventPattern(
                 source=["aws.s3"],
@@ -351,6 +353,7 @@ class FineTuneStack(Stack):
             targets=[
                 targets.SfnStateMachine(
                     starter.state_machine,
+                    role=rule_target_role(self, "JobRequestUploadedDelivery", uploaded, "to start the pipeline"),
                     dead_letter_queue=teardown.backstop.dead_letters,
                     max_event_age=UPLOAD_EVENT_MAX_AGE,
                     retry_attempts=UPLOAD_EVENT_RETRIES,

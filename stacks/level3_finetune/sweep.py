@@ -195,8 +195,9 @@ class TeardownBackstop(Construct):
             applies_to=[f"Resource::<{logical_id(self.sweep.function)}.Arn>:*"],
         )
 
-    def target(self, teardown: sfn.StateMachine) -> targets.SfnStateMachine:
-        """The teardown as the status rule's target: an event EventBridge could not deliver after its retries
-        lands in the dead-letter queue instead of being dropped. CDK adds the queue policy that lets this rule
-        send (events.amazonaws.com, aws:SourceArn); SSE-SQS needs no key policy for it."""
-        return targets.SfnStateMachine(teardown, dead_letter_queue=self.dead_letters)
+    def target(self, teardown: sfn.StateMachine, role: iam.IRole) -> targets.SfnStateMachine:
+        """The teardown as the status rule's target, started through ``role`` (rule_target_role): an event
+        EventBridge could not deliver after its retries lands in the dead-letter queue instead of being dropped.
+        CDK adds the queue policy that lets this rule send (events.amazonaws.com, aws:SourceArn); SSE-SQS needs
+        no key policy for it."""
+        return targets.SfnStateMachine(teardown, dead_letter_queue=self.dead_letters, role=role)

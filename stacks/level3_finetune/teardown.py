@@ -16,6 +16,7 @@ from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_i
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
 from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.shared.deployment import Deployment
+from stacks.shared.notifications import rule_target_role
 from stacks.shared.stage import state_machine_log_group
 
 # Step Functions execution statuses after which PipelineTeardown cleans up (SUCCEEDED runs cleaned up themselves).
@@ -231,14 +232,21 @@ class PipelineTeardown(Construct):
             service_name="finetune-teardown-sweep",
             uploads=True,  # FineTuneStack's job-request upload rule dead-letters here too
         )
+        rule_name = deployment.resource_name("ft-pipeline-ended")
         self.rule = events.Rule(
             self,
             "PipelineEnded",
+            rule_name=rule_name,
             description="Level 3: a fine-tuning execution that failed, timed out or was aborted is cleaned up",
             event_pattern=events.EventPattern(
                 source=["aws.states"],
                 detail_type=["Step Functions Execution Status Change"],
                 detail={"status": list(ENDED_ABNORMALLY), "stateMachineArn": [pipeline.state_machine_arn]},
             ),
-            targets=[self.backstop.target(self.state_machine)],
+            targets=[
+                self.backstop.target(
+                    self.state_machine,
+                    rule_target_role(self, "PipelineEndedDelivery", rule_name, "to start the teardown"),
+                )
+            ],
         )

@@ -66,21 +66,8 @@ def notification_rule(
     resource-policy route cannot be confined to the rule (above). The dead-letter queue and its alarm make a failed
     delivery visible instead of silent, whichever text holds in an account.
     """
-    stack = Stack.of(scope)
     rule_name = deployment.resource_name(name)
-    rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
-    role = iam.Role(
-        scope,
-        f"{construct_id}Delivery",
-        description=f"Assumed by the EventBridge rule {rule_name} only, to publish to the level's topic",
-        assumed_by=iam.ServicePrincipal(
-            "events.amazonaws.com",
-            conditions={
-                "StringEquals": {"aws:SourceAccount": stack.account},
-                "ArnEquals": {"aws:SourceArn": rule_arn},
-            },
-        ),
-    )
+    role = rule_target_role(scope, f"{construct_id}Delivery", rule_name, "to publish to the level's topic")
     if dead_letter_queue is None:
         dead_letter_queue = _alarmed_dead_letters(scope, construct_id, topic=topic, rule_name=rule_name)
     # role= makes the target publish as the role; CDK grants the role sns:Publish on the topic, not the topic policy.
@@ -102,6 +89,30 @@ def notification_rule(
             applies_to=["Action::kms:GenerateDataKey*"],
         )
     return rule
+
+
+def rule_target_role(scope: Construct, construct_id: str, rule_name: str, purpose: str) -> iam.Role:
+    """A role that only the EventBridge rule named ``rule_name`` in this account may assume, for that rule's target.
+
+    EventBridge gives the rule's ARN as ``aws:SourceArn`` and its account as ``aws:SourceAccount`` when it assumes a
+    target's role (https://docs.aws.amazon.com/eventbridge/latest/userguide/cross-service-confused-deputy-prevention.html).
+    The rule must be created with that name: its ARN is then known here without a reference back to the rule, which
+    would make a cycle (the rule's target names this role).
+    """
+    stack = Stack.of(scope)
+    rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
+    return iam.Role(
+        scope,
+        construct_id,
+        description=f"Assumed by the EventBridge rule {rule_name} only, {purpose}",
+        assumed_by=iam.ServicePrincipal(
+            "events.amazonaws.com",
+            conditions={
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnEquals": {"aws:SourceArn": rule_arn},
+            },
+        ),
+    )
 
 
 def _alarmed_dead_letters(scope: Construct, construct_id: str, *, topic: sns.ITopic, rule_name: str) -> sqs.Queue:

@@ -113,3 +113,66 @@ def test_the_condition_key_guard_sees_a_key_the_action_does_not_carry() -> None:
     found, checked = condition_findings({"S": template})
     assert checked == 5
     assert [line.split(":", 1)[0] for line in found] == ["S/WrongService", "S/Typo"]
+
+
+# --- Roles that EventBridge assumes for a rule's target -------------------------------------------------------
+
+
+def rule_role_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Roles trusted by events.amazonaws.com that another rule, or another account's, could assume: each must name
+    its account (aws:SourceAccount) and one rule (aws:SourceArn) of the same template whose target uses the role.
+    EventBridge gives both keys when it assumes a target's role
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/cross-service-confused-deputy-prevention.html)."""
+    from tests.infra.helpers import render, resources
+
+    found = []
+    for stack_id, template in templates.items():
+        rules = resources(template, "AWS::Events::Rule")
+        for role_id, role in resources(template, "AWS::IAM::Role").items():
+            for trust in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+                if trust.get("Principal", {}).get("Service") != "events.amazonaws.com":
+                    continue
+                condition = trust.get("Condition", {})
+                account = condition.get("StringEquals", {}).get("aws:SourceAccount")
+                source = render(condition.get("ArnEquals", {}).get("aws:SourceArn", ""))
+                uses = {"Fn::GetAtt": [role_id, "Arn"]}
+                users = [
+                    f"arn:aws:events:us-east-1:${{AWS::AccountId}}:rule/{rule['Properties']['Name']}"
+                    for rule in rules.values()
+                    if isinstance(rule["Properties"].get("Name"), str)
+                    and any(target.get("RoleArn") == uses for target in rule["Properties"].get("Targets", []))
+                ]
+                if account != {"Ref": "AWS::AccountId"} or source not in users:
+                    found.append(f"{stack_id}/{role_id}: aws:SourceAccount {account!r}, aws:SourceArn {source!r}")
+    return found
+
+
+def test_every_rule_target_role_is_confined_to_its_rule(each_stage: Any) -> None:
+    assert rule_role_findings(each_stage.templates) == []
+
+
+def test_the_rule_role_guard_sees_a_role_any_rule_may_assume() -> None:
+    def role(condition: dict[str, Any]) -> dict[str, Any]:
+        trust = {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        statement = {**trust, **({"Condition": condition} if condition else {})}
+        return {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {"Statement": [statement]}}}
+
+    arn = {"Fn::Join": ["", ["arn:aws:events:us-east-1:", {"Ref": "AWS::AccountId"}, ":rule/kit-sandbox-r"]]}
+    confined = {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}, "ArnEquals": {"aws:SourceArn": arn}}
+    template = {
+        "Resources": {
+            "Open": role({}),
+            "Confined": role(confined),
+            "Rule": {
+                "Type": "AWS::Events::Rule",
+                "Properties": {
+                    "Name": "kit-sandbox-r",
+                    "Targets": [
+                        {"Id": "a", "RoleArn": {"Fn::GetAtt": ["Open", "Arn"]}},
+                        {"Id": "b", "RoleArn": {"Fn::GetAtt": ["Confined", "Arn"]}},
+                    ],
+                },
+            },
+        }
+    }
+    assert [line.split(":")[0] for line in rule_role_findings({"S": template})] == ["S/Open"]
