@@ -1,5 +1,6 @@
-# genai-spectrum-kit: one obvious entry per job. `make synth` and `make test` set themselves up on a
-# fresh machine (Python 3.11+, Node.js 22 or 24, make): a .venv from pinned requirements and the pinned CDK CLI.
+# genai-spectrum-kit: one obvious entry per job. `make synth` and `make test` set themselves up on a fresh machine
+# (Python as pyproject.toml's requires-python allows, Node.js 22 or 24, make): a .venv from pinned requirements and
+# the pinned CDK CLI.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -38,18 +39,38 @@ help:
 	@echo "make deploy STACK=GenAiKit-1-Prompt   deploy one level (needs AWS credentials)"
 	@echo "make destroy STACK=GenAiKit-1-Prompt  remove it again"
 
-# pyproject.toml declares the kit's importable packages: a change there re-runs the editable install.
+# Fails, naming the interpreter, its version and the range, unless the Python running it is one pyproject.toml's
+# requires-python (">=A.B,<C.D") allows; the interpreter's name is its first argument. No tomllib (3.11+) and no
+# f-strings, so that a Python too old for the kit still prints the line instead of a SyntaxError.
+PY_IN_RANGE = import re, sys; \
+  spec = re.search(r"^requires-python *= *(.+)$$", open("pyproject.toml").read(), re.M).group(1).strip(chr(34)); \
+  bounds = [(op, (int(x), int(y))) for op, x, y in re.findall(r"(>=|<)([0-9]+)[.]([0-9]+)", spec)]; \
+  v = sys.version_info[:2]; ok = all(v >= bound if op == ">=" else v < bound for op, bound in bounds); \
+  sys.exit(0 if ok else "error: %s is Python %d.%d; the kit needs %s (requires-python in pyproject.toml): pick \
+  another, e.g. make setup PYTHON=python3.12" % (sys.argv[1], v[0], v[1], spec))
+
+# pyproject.toml declares the kit's importable packages: a change there re-runs the editable install. .venv is made
+# again when its Python is outside requires-python or it has no pip (python3 -m venv without Debian's python3-venv
+# leaves such a .venv behind), and only from a $(PYTHON) within the range.
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import pip; $(PY_IN_RANGE)' $(PY) >/dev/null 2>&1 || { \
+	  test ! -e $(VENV) || echo "$(VENV): its Python is outside requires-python, or it lacks pip: making it again"; \
+	  $(PYTHON) -c '$(PY_IN_RANGE)' $(PYTHON) && rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
+# setup installs the CDK CLI first, so that a missing Node.js stops it before the Python download; Node.js 20 still
+# runs the kit (CI has it), so an older one only warns (https://docs.aws.amazon.com/cdk/v2/guide/node-versions.html).
 node_modules/.installed: package.json package-lock.json
+	@command -v node >/dev/null || { \
+	  echo "error: node not found: the kit's CDK CLI needs Node.js 22 or 24 (https://nodejs.org)" >&2; exit 2; }
+	@v=$$(node --version); test "$$(echo "$$v" | sed -E 's/^v([0-9]+).*/\1/')" -ge 22 2>/dev/null || \
+	  echo "warning: Node.js $$v is older than 22; the AWS CDK supports Node.js 22 and 24" >&2
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: node_modules/.installed $(VENV)/.installed
 
 synth: setup
 	$(CDK) synth --quiet --no-notices $(CDK_ARGS)

@@ -32,6 +32,7 @@ table per corpus.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -76,8 +77,19 @@ _WORDS = (
     "Functions", "S3", "Vectors", "OpenSearch", "café", "€",
 )  # fmt: skip
 
-_CHILD_PRELUDE = """
+
+def maxrss_mb(ru_maxrss: int, platform: str) -> float:
+    """getrusage's ``ru_maxrss`` in MiB: Linux counts it in KiB (getrusage(2), Linux man-pages: "in kilobytes"),
+    macOS in bytes (getrusage(2), macOS: "in bytes"). The child interpreters run this function's own source."""
+    return ru_maxrss / (1024 * 1024 if platform == "darwin" else 1024)
+
+
+_CHILD_PRELUDE = (
+    """
 import json, resource, sys, time
+"""
+    + inspect.getsource(maxrss_mb)
+    + """
 def peak_rss_mb():
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -86,9 +98,10 @@ def peak_rss_mb():
                     return int(row.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, sys.platform)
 path = sys.argv[1]
 """
+)
 VALIDATOR_CHILD = (
     _CHILD_PRELUDE
     + """

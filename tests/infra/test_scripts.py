@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +187,141 @@ def test_make_lock_strips_local_version_labels() -> None:
         ["sed", "-E", expression.group(1).replace("$$", "$")], input=frozen, capture_output=True, text=True, check=True
     )
     assert done.stdout == "torch==2.13.0\nboto3==1.40.0\nnumpy==2.3.1\n"
+
+
+# A Python that reports another version: the real interpreter runs the Makefile's snippet with sys.version_info
+# replaced. `-m venv DIR` makes a venv whose python is this same script; anything else (pip) is logged to LOG.
+FAKE_PYTHON = """#!/bin/bash
+if [ "$1" = -c ]; then
+  code=$2; shift 2
+  exec {real} -c 'import sys; sys.version_info = {version}; exec(sys.argv.pop(1))' "$code" "$@"
+fi
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+  mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && exit 0
+fi
+echo "$(basename "$0") $*" >> {log}
+"""
+
+
+def fake_python(folder: Path, version: tuple[int, int]) -> Path:
+    path = folder / f"python{version[0]}.{version[1]}"
+    log = folder / "pip.log"
+    text = FAKE_PYTHON.format(real=sys.executable, version=(*version, 0), log=log)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def make_in_copy(tmp_path: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`make` on a copy of the Makefile and pyproject.toml (empty requirements files) in tmp_path."""
+    for name in ("Makefile", "pyproject.toml", "package.json", "package-lock.json"):
+        if not (tmp_path / name).exists():
+            (tmp_path / name).write_text((ROOT / name).read_text())
+    for name in ("requirements.txt", "requirements-dev.txt", "requirements.lock"):
+        (tmp_path / name).touch()
+    env = {**os.environ, "PATH": path or os.environ["PATH"]}
+    make = shutil.which("make")
+    assert make is not None
+    return subprocess.run([make, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("version", "requires", "accepted"),
+    [
+        ((3, 9), None, False),  # aws-cdk-lib 2.275.0 needs 3.10+; pip said only "ResolutionImpossible"
+        ((3, 10), None, False),
+        ((3, 15), None, False),  # cfn-lint 1.58.0: Requires-Python <3.15
+        ((3, 12), None, True),
+        ((3, 13), ">=3.11,<3.13", False),  # the range is read from pyproject.toml, not restated
+    ],
+)
+def test_make_setup_names_an_interpreter_outside_requires_python(
+    tmp_path: Path, version: tuple[int, int], requires: str | None, accepted: bool
+) -> None:
+    if requires:
+        text = (ROOT / "pyproject.toml").read_text()
+        text = re.sub(r'(?m)^requires-python = ".*"$', f'requires-python = "{requires}"', text)
+        (tmp_path / "pyproject.toml").write_text(text)
+    spec = requires or tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    python = fake_python(tmp_path, version)
+    done = make_in_copy(tmp_path, ".venv/.installed", f"PYTHON={python}")
+    if accepted:
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / ".venv" / ".installed").exists()
+        return
+    assert done.returncode != 0
+    assert f"error: {python} is Python {version[0]}.{version[1]}; the kit needs {spec}" in done.stderr
+    assert "make setup PYTHON=python3.12" in done.stderr
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_make_setup_makes_a_venv_of_the_wrong_python_again(tmp_path: Path) -> None:
+    # Given a .venv made by a Python 3.9 (before, `test -x .venv/bin/python` kept it, and every later run failed)
+    old = fake_python(tmp_path, (3, 9))
+    subprocess.run([old, "-m", "venv", str(tmp_path / ".venv")], check=True)
+    (tmp_path / ".venv" / "from-3.9").touch()
+    # When setup runs with a supported Python
+    done = make_in_copy(tmp_path, ".venv/.installed", f"PYTHON={fake_python(tmp_path, (3, 12))}")
+    # Then .venv is made again from it, and the requirements go into the new one
+    assert done.returncode == 0, done.stderr
+    assert ".venv: its Python is outside requires-python, or it lacks pip: making it again" in done.stdout
+    assert not (tmp_path / ".venv" / "from-3.9").exists()
+    assert "(3, 12," in (tmp_path / ".venv" / "bin" / "python").read_text()
+    assert "python -m pip install" in (tmp_path / "pip.log").read_text()
+
+
+def test_make_setup_keeps_a_venv_within_range_whatever_python3_is(tmp_path: Path) -> None:
+    subprocess.run([fake_python(tmp_path, (3, 12)), "-m", "venv", str(tmp_path / ".venv")], check=True)
+    (tmp_path / ".venv" / "kept").touch()
+    done = make_in_copy(tmp_path, ".venv/.installed", f"PYTHON={fake_python(tmp_path, (3, 9))}")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / ".venv" / "kept").exists()
+
+
+def node_path(tmp_path: Path, node_version: str | None) -> str:
+    """A PATH with sed, touch and mkdir, a fake npm that logs (and makes node_modules), and a fake node of
+    node_version (None: no node)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sed", "touch", "mkdir"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    scripts = {"npm": f'echo "npm $*" >> {tmp_path / "npm.log"} && mkdir -p node_modules'}
+    if node_version:
+        scripts["node"] = f"echo {node_version}"
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize(
+    ("node", "code", "says"),
+    [
+        (None, 2, "error: node not found: the kit's CDK CLI needs Node.js 22 or 24"),
+        ("v20.20.2", 0, "warning: Node.js v20.20.2 is older than 22"),  # CI's Node.js: a warning, not a failure
+        ("v22.12.0", 0, None),
+        ("v24.1.0", 0, None),
+    ],
+)
+def test_make_setup_checks_node_before_it_installs_anything(
+    tmp_path: Path, node: str | None, code: int, says: str | None
+) -> None:
+    done = make_in_copy(tmp_path, "node_modules/.installed", path=node_path(tmp_path, node))
+    assert done.returncode == code, done.stderr
+    if says:
+        assert says in done.stderr
+    else:
+        assert "Node.js" not in done.stderr
+    assert (tmp_path / "npm.log").exists() == (code == 0)
+
+
+def test_make_setup_installs_the_cdk_cli_before_the_python_requirements(tmp_path: Path) -> None:
+    # A machine without Node.js learns it before the Python download (up to about 3 GB on Linux), not after.
+    done = make_in_copy(tmp_path, "-n", "setup")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    npm = next(i for i, line in enumerate(lines) if line.startswith("npm ci"))
+    pip = next(i for i, line in enumerate(lines) if "-m pip install" in line)
+    assert npm < pip

@@ -163,7 +163,7 @@ def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> 
     directives = re.findall(r"^#SBATCH (\S+)", text, flags=re.M)
     assert "--nodes=2" in directives and "--ntasks-per-node=1" in directives
     assert "set -euo pipefail" in text
-    launch = text[text.index('\nsrun "') :]
+    launch = text[text.index("\nsrun ") :]
     for fragment in (
         '--nnodes "$SLURM_NNODES"',
         '--nproc_per_node "$GPUS_PER_NODE"',
