@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jsii
-from aws_cdk import AspectPriority, Aspects, CfnResource, IAspect, Stack
+from aws_cdk import AspectPriority, Aspects, CfnResource, DefaultStackSynthesizer, IAspect, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_deployment as s3deploy
 from cdk_nag import NagPackSuppression, NagSuppressions
@@ -170,7 +170,10 @@ def suppress_bucket_deployment(deployment: s3deploy.BucketDeployment, bucket: An
         "CDK's bucket-deployment function logs with the AWS basic execution policy; it runs only at deploy time.",
         applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"],
     )
-    assets = f"Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.region}/*"
+    # The asset bucket carries the bootstrap qualifier, which an account may set (@aws-cdk/core:bootstrapQualifier):
+    # https://docs.aws.amazon.com/cdk/v2/guide/bootstrapping-customizing.html
+    qualifier = stack.synthesizer.bootstrap_qualifier or DefaultStackSynthesizer.DEFAULT_QUALIFIER
+    assets = f"Resource::arn:{stack.partition}:s3:::cdk-{qualifier}-assets-<AWS::AccountId>-{stack.region}/*"
     suppress(
         role.node.find_child("DefaultPolicy"),
         "AwsSolutions-IAM5",

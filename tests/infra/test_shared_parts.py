@@ -184,3 +184,28 @@ def test_lambda_asset_root_holds_only_function_packages() -> None:
     assert not (LAMBDAS_DIR / "__init__.py").exists()
     assert (LAMBDAS_DIR / "level1_prompt" / "prompt_api" / "handler.py").is_file()
     assert isinstance(LAMBDAS_DIR, Path)
+
+
+@pytest.mark.parametrize("qualifier", [None, "corpqual"])
+def test_the_bucket_deployment_suppression_follows_the_bootstrap_qualifier(
+    tmp_path: Path, qualifier: str | None
+) -> None:
+    """An account bootstrapped with its own qualifier (@aws-cdk/core:bootstrapQualifier) has asset bucket
+    cdk-<qualifier>-assets-...: the suppression of CDK's copy grants names that bucket, or synth fails with IAM5."""
+    from aws_cdk import aws_s3 as s3
+    from aws_cdk import aws_s3_deployment as s3deploy
+
+    from stacks.shared.nag import suppress_bucket_deployment
+
+    context = {**feature_flags(), **({"@aws-cdk/core:bootstrapQualifier": qualifier} if qualifier else {})}
+    app = cdk.App(context=context, outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Copy", env=cdk.Environment(region="us-east-1"))
+    bucket = s3.Bucket(stack, "Target")
+    copy = s3deploy.BucketDeployment(
+        stack, "Copy", sources=[s3deploy.Source.data("a.txt", "a")], destination_bucket=bucket
+    )
+    suppress_bucket_deployment(copy, bucket)
+    cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
+    messages = app.synth().get_stack_artifact(stack.artifact_id).messages
+    unsuppressed = [str(m.entry.data) for m in messages if "AwsSolutions-IAM5" in str(m.entry.data)]
+    assert unsuppressed == []
