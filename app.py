@@ -54,7 +54,9 @@ def build_app(
     # One per account and region: its stack name carries no stage, so every stage deployed there shares it.
     api_account = None
     if wanted & {STACK_IDS["0-apigw"], STACK_IDS["1"], STACK_IDS["2"]}:
-        api_account = ApiGatewayAccountStack(app, STACK_IDS["0-apigw"], stack_name=STACK_IDS["0-apigw"], env=env)
+        api_account = ApiGatewayAccountStack(
+            app, STACK_IDS["0-apigw"], stack_name=STACK_IDS["0-apigw"], env=env, tags=dict(config.deployment.tags)
+        )
     api_stacks: list[cdk.Stack] = []
     if STACK_IDS["1"] in wanted:
         api_stacks.append(

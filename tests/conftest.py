@@ -159,6 +159,7 @@ class SynthStack:
     stack_name: str
     artifact_id: str
     dependencies: list[SynthStack] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # the stack's own tags (the cloud assembly manifest's)
 
 
 @dataclass
@@ -201,6 +202,7 @@ def synthesize(context: dict[str, Any], outdir: Path) -> Synth:
         stack_id = stack.node.id
         stacks[stack_id].dependencies = [stacks[dependency.node.id] for dependency in stack.dependencies]
         artifact = assembly.get_stack_artifact(stack.artifact_id)
+        stacks[stack_id].tags = dict(artifact.tags)
         templates[stack_id] = artifact.template
         messages[stack_id] = [
             {"level": str(m.level), "path": m.id, "data": str(m.entry.data)} for m in artifact.messages
@@ -252,6 +254,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "tj_in_cluster_vpc": True,
         "invocation_logging": True,
         "log_retention_days": 3653,
+        "tags": {"cost-center": "ml-research"},  # a user tag: on every resource and every stack
     },
     # The sandbox with Level 3's on-demand deployment and semantic chunking.
     "sandbox_on_demand": {"ft_deploy": "on-demand", "rag_chunking": "semantic"},

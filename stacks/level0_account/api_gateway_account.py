@@ -43,9 +43,12 @@ class ApiGatewayAccountStack(Stack):
             description="genai-spectrum-kit: API Gateway's CloudWatch Logs role (one per account and region)",
             **kwargs,
         )
-        # Only tags that are the same for every stage and prefix: the template must not depend on them.
+        # Only tags that are the same for every stage and prefix: the template must not depend on them. The user's
+        # tags (``tags``) are the stack's own, outside the template: CloudFormation gives them to the role when it
+        # creates it, for an account that requires tags on create (stacks/shared/stage.py tag_stack).
         for key, value in {"kit": KIT_NAME, "kit-level": LEVEL}.items():
             Tags.of(self).add(key, value)
+            self.tags.set_tag(key, value)
         self.role = iam.Role(
             self,
             "CloudWatchRole",

@@ -98,6 +98,15 @@ def bucket_deployment_logs(scope: Construct, deployment: Deployment) -> logs.ILo
 
 
 def tag_stack(stack: Stack, deployment: Deployment, level: str) -> None:
-    """Tag every resource with the kit, the level and the stage, plus the user's tags."""
+    """Tag every resource with the kit, the level and the stage, plus the user's tags; the stack too.
+
+    The stack-level tags reach what the template cannot tag: CDK's own custom-resource providers (the bucket
+    auto-delete and default-security-group helpers) are raw resources its Tags aspect skips, and CloudFormation
+    gives them the stack's tags when it creates them
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-resource-tags.html). An
+    account whose policies require tags on create then accepts them. With @aws-cdk/core:explicitStackTags (cdk.json)
+    a stack has only the tags set on it.
+    """
     for key, value in {"kit": KIT_NAME, "kit-level": level, "kit-stage": deployment.stage, **deployment.tags}.items():
         Tags.of(stack).add(key, value)
+        stack.tags.set_tag(key, value)

@@ -380,3 +380,18 @@ def test_every_kit_custom_resource_answers_cloudformation_within_minutes(each_st
             timeout = int(resource["Properties"].get("ServiceTimeout", 3600))
             assert timeout < 3600 and timeout > function["Properties"]["Timeout"], (stack_id, logical_id, timeout)
     assert seen >= 1
+
+
+def test_every_stack_carries_the_kit_and_user_tags_for_what_its_template_cannot_tag(each_stage: Any) -> None:
+    """CDK's custom-resource providers are raw resources without template tags; CloudFormation gives them the
+    stack's tags at create (aws-properties-resource-tags.html), so an account that requires tags on create
+    (an SCP on aws:RequestTag) accepts them. Every stack carries the kit tag and the user's tags; a level stack
+    also its stage."""
+    from stacks.shared.facts import KIT_NAME
+
+    user = dict(each_stage.config.deployment.tags)
+    for stack_id, stack in each_stage.stacks.items():
+        wanted = {"kit": KIT_NAME, **user}
+        if stack_id != "GenAiKit-0-ApiGatewayAccount":  # one stack for every stage: no stage tag
+            wanted["kit-stage"] = each_stage.config.stage
+        assert wanted.items() <= stack.tags.items(), (stack_id, stack.tags)
