@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -48,6 +49,7 @@ def build_app(
         outdir=outdir,
         builtin_cloud_formation_validation=schema_validation,
     )
+    _permissions_boundary(app)
     # The CDK leaves out null context values: a key null in cdk.json (the stage decides) arrives absent.
     config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
     env = cdk.Environment(region=config.region, account=config.account)
@@ -124,6 +126,42 @@ def build_app(
     if nag:
         cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, config
+
+
+# The CDK's own context key for a permissions boundary on every role the app creates, the CDK's helper roles
+# included: {"name": "<policy name>"} or {"arn": "<policy ARN>"}
+# (https://docs.aws.amazon.com/cdk/v2/guide/customize-permissions-boundaries.html). Organizations often require one.
+PERMISSIONS_BOUNDARY = "@aws-cdk/core:permissionsBoundary"
+# A managed policy's name: IAM CreatePolicy's PolicyName (botocore's iam model: 1-128 of [\w+=,.@-]).
+POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}")
+BOUNDARY_ALLOWED = 'a policy name, a policy ARN, {"name": "<policy name>"} or {"arn": "<policy ARN>"}'
+
+
+def _permissions_boundary(app: cdk.App) -> None:
+    """Accept the boundary as the CLI passes it, a string, which the CDK otherwise ignores without a word: a policy
+    name or ARN as it is (-c @aws-cdk/core:permissionsBoundary=corp-boundary), or the CDK's JSON object. Anything
+    else stops synth with the key and what it takes."""
+    value = app.node.try_get_context(PERMISSIONS_BOUNDARY)
+    if value is None:
+        return
+    parsed: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+        else:
+            parsed = {"arn": text} if text.startswith("arn:") else {"name": text}
+    name, arn = (parsed.get("name"), parsed.get("arn")) if isinstance(parsed, dict) and len(parsed) == 1 else (0, 0)
+    valid_name = isinstance(name, str) and POLICY_NAME.fullmatch(name)
+    valid_arn = isinstance(arn, str) and re.fullmatch(
+        r"arn:[a-z-]+:iam::(\d{12}|aws|\$\{AWS::AccountId\}):policy/\S+", arn
+    )
+    if not (valid_name or valid_arn):
+        raise ConfigError(PERMISSIONS_BOUNDARY, value, BOUNDARY_ALLOWED)
+    app.node.set_context(PERMISSIONS_BOUNDARY, parsed)
 
 
 def schema_violations(app: cdk.App) -> list[str]:

@@ -293,3 +293,53 @@ def test_the_readme_configuration_reference_is_generated_from_the_settings() -> 
     assert table.count("\n| `") == len(CONFIG_KEYS)
     changed = config_reference.render({**cdk_json_context(), "text_temperature": 0.25})
     assert "| `text_temperature` | `0.25` | a number from 0 to 1 |" in changed
+
+
+def test_a_permissions_boundary_from_the_cli_reaches_every_role(tmp_path: Any) -> None:
+    """The CLI passes -c values as strings, which the CDK ignores for its boundary key without a word: the app
+    reads the JSON, so every role, the CDK's helper roles included, gets the boundary an organization requires."""
+    from app import PERMISSIONS_BOUNDARY, build_app
+
+    context = {**cdk_json_context(), PERMISSIONS_BOUNDARY: "corp-boundary"}
+    app, _ = build_app(context, outdir=str(tmp_path), only={"GenAiKit-1-Prompt"})
+    assembly = app.synth()
+    roles = 0
+    for stack in assembly.stacks:
+        messages = [str(m.entry.data) for m in stack.messages if "AwsSolutions-" in str(m.entry.data)]
+        assert messages == [], messages  # cdk-nag has nothing to say about a boundary
+        for logical_id, resource in stack.template["Resources"].items():
+            if resource["Type"] == "AWS::IAM::Role":
+                roles += 1
+                boundary = json.dumps(resource["Properties"].get("PermissionsBoundary"))
+                assert ":policy/corp-boundary" in boundary, (stack.stack_name, logical_id)
+    assert roles >= 2  # the function's role and the account stack's API Gateway role
+
+
+@pytest.mark.parametrize(
+    "value", ["corp boundary", '{"name": 3}', '{"policy": "x"}', "[1]", "{name:x}", "arn:aws:s3:::b"]
+)
+def test_a_permissions_boundary_that_is_neither_a_name_nor_an_arn_stops_synth(value: str) -> None:
+    from app import PERMISSIONS_BOUNDARY, build_app
+
+    with pytest.raises(ConfigError) as raised:
+        build_app({**cdk_json_context(), PERMISSIONS_BOUNDARY: value}, only={"GenAiKit-1-Prompt"})
+    assert PERMISSIONS_BOUNDARY in str(raised.value) and "a policy name, a policy ARN" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"),
+    [
+        ("corp-boundary", {"name": "corp-boundary"}),
+        ('{"name": "corp-boundary"}', {"name": "corp-boundary"}),
+        ("arn:aws:iam::123456789012:policy/corp", {"arn": "arn:aws:iam::123456789012:policy/corp"}),
+        ({"arn": "arn:aws:iam::aws:policy/x"}, {"arn": "arn:aws:iam::aws:policy/x"}),
+    ],
+)
+def test_a_permissions_boundary_is_read_in_every_form_the_cli_or_cdk_json_gives(value: Any, wanted: Any) -> None:
+    import aws_cdk as cdk
+
+    from app import PERMISSIONS_BOUNDARY, _permissions_boundary
+
+    app = cdk.App(context={PERMISSIONS_BOUNDARY: value})
+    _permissions_boundary(app)
+    assert app.node.try_get_context(PERMISSIONS_BOUNDARY) == wanted
