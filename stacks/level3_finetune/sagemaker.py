@@ -35,7 +35,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
-from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM
+from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM, run_tags, stack_tags
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
@@ -419,6 +419,9 @@ class SageMakerFineTuneStack(Stack):
             },
             "StoppingCondition": stopping,
             "EnableManagedSpotTraining": settings.spot,
+            # The stack's tags on the job (pipeline.run_tags; botocore sagemaker CreateTrainingJobRequest Tags); Step
+            # Functions adds its own MANAGED_BY_AWS tag.
+            "Tags": run_tags(self, "sagemaker", "CreateTrainingJob", "Tags"),
         }
         message = {
             "outcome": "failed",
@@ -508,8 +511,12 @@ class SageMakerFineTuneStack(Stack):
         arn = f"arn:{self.partition}"
         statements = [
             # createTrainingJob.sync: Step Functions also tags the job it starts (MANAGED_BY_AWS); without AddTags the
-            # start is refused (aws/aws-cdk#32294). Its .sync policy grants ListTags on "*", not saying which ARN it
-            # lists (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, "Run a Job (.sync)").
+            # start is refused (aws/aws-cdk#32294). AddTags also authorizes the Tags a create request carries (a
+            # policy that creates SageMaker resources must also allow tagging them: "Provide permissions for tagging
+            # SageMaker resources", https://docs.aws.amazon.com/sagemaker/latest/dg/canvas-set-up-cv-nlp.html; the
+            # reference gives AddTags the key sagemaker:TaggingAction, the create action). Its .sync policy grants
+            # ListTags on "*", not saying which ARN it lists
+            # (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, "Run a Job (.sync)").
             iam.PolicyStatement(
                 sid="RunTrainingJobs",
                 actions=[
@@ -553,6 +560,18 @@ class SageMakerFineTuneStack(Stack):
             ),
             # CreateModelImportJob has no resource types in the Service Authorization Reference.
             iam.PolicyStatement(sid="ImportModels", actions=["bedrock:CreateModelImportJob"], resources=["*"]),
+            # The import job's and the imported model's tags (JobTags, ImportedModelTags: the stack's, run_tags) are
+            # authorized with bedrock:TagResource as on the Bedrock path (FineTuneStack): only the keys sent, not any
+            # key (Service Authorization Reference: TagResource takes aws:TagKeys and aws:RequestTag/${TagKey}).
+            iam.PolicyStatement(
+                sid="TagImportsOnCreate",
+                actions=["bedrock:TagResource"],
+                resources=[
+                    f"{arn}:bedrock:{self.region}:{self.account}:model-import-job/*",
+                    f"{arn}:bedrock:{self.region}:{self.account}:imported-model/*",
+                ],
+                conditions={"ForAllValues:StringEquals": {"aws:TagKeys": sorted(stack_tags(self))}},
+            ),
             iam.PolicyStatement(
                 sid="WatchImports",
                 actions=["bedrock:GetModelImportJob"],

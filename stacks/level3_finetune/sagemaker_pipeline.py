@@ -56,6 +56,7 @@ from stacks.level3_finetune.pipeline import (
     retry_lambda_throttling,
     retry_task_errors,
     retry_throttling,
+    run_tags,
 )
 from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
 from stacks.shared.state_input import wrapped_input
@@ -480,6 +481,10 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
             # clientRequestToken), so the run goes on with that job rather than fail and leave its model behind.
             "ClientRequestToken.$": name,
             "RoleArn": targets.import_role_arn,
+            # The stack's tags on the import job and the imported model (pipeline.run_tags; botocore bedrock
+            # CreateModelImportJobRequest jobTags, importedModelTags).
+            "JobTags": run_tags(scope, "bedrock", "CreateModelImportJob", "jobTags"),
+            "ImportedModelTags": run_tags(scope, "bedrock", "CreateModelImportJob", "importedModelTags"),
             "ModelDataSource": {
                 "S3DataSource": {
                     "S3Uri.$": (

@@ -51,7 +51,7 @@ from stacks.level3_finetune.names import (
     bedrock_arn,
     logical_id,
 )
-from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline
+from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline, stack_tags
 from stacks.level3_finetune.settings import region_problems
 from stacks.level3_finetune.starter import UPLOAD_EVENT_MAX_AGE, UPLOAD_EVENT_RETRIES, UploadStarter
 from stacks.level3_finetune.teardown import PipelineTeardown
@@ -259,14 +259,19 @@ class FineTuneStack(Stack):
                 conditions={"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
             )
         )
-        # JobTags are authorized with bedrock:TagResource as well as the create action; only the kit's own tag key
-        # (Service Authorization Reference: TagResource takes aws:TagKeys and aws:RequestTag/${TagKey}).
+        # Tags passed on create (the job's, the custom model's, the deployment's or the throughput's) are authorized
+        # with bedrock:TagResource as well as the create action; only on what the pipeline creates, and only the keys
+        # it sends: the execution's tag and the stack's tags (pipeline.run_tags), not any key (Service Authorization
+        # Reference: TagResource takes aws:TagKeys and aws:RequestTag/${TagKey}).
+        tagged = ["model-customization-job/*", "custom-model/*"]
+        if ft.deploy != "none":
+            tagged.append("custom-model-deployment/*" if ft.deploy == "on-demand" else "provisioned-model/*")
         machine.add_to_role_policy(
             iam.PolicyStatement(
-                sid="TagJobsOnCreate",
+                sid="TagOnCreate",
                 actions=["bedrock:TagResource"],
-                resources=[bedrock_arn(self, "model-customization-job/*")],
-                conditions={"ForAllValues:StringEquals": {"aws:TagKeys": [JOB_TAG_KEY]}},
+                resources=[bedrock_arn(self, resource) for resource in tagged],
+                conditions={"ForAllValues:StringEquals": {"aws:TagKeys": sorted({JOB_TAG_KEY, *stack_tags(self)})}},
             )
         )
         # The key, and nothing more of it: Decrypt reads the job request file, GenerateDataKey + Decrypt publish to

@@ -40,6 +40,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.config import KitConfig
+from stacks.level3_finetune.pipeline import run_tags
 from stacks.level4_pretrain import names
 from stacks.level4_pretrain.cleanup import PretrainJobsCleanup
 from stacks.level4_pretrain.cluster import HyperPodCluster
@@ -296,6 +297,9 @@ class PretrainJobsStack(Stack):
             },
             "StoppingCondition": stopping_condition(settings),
             "EnableManagedSpotTraining": settings.job_spot,
+            # The stack's tags on the job, as Level 3's SageMaker path gives them (run_tags, in Level 3's pipeline.py;
+            # botocore sagemaker CreateTrainingJobRequest Tags); Step Functions adds its own MANAGED_BY_AWS tag.
+            "Tags": run_tags(self, "sagemaker", "CreateTrainingJob", "Tags"),
         }
         if vpc_config and network is not None:
             request["VpcConfig"] = {
@@ -401,6 +405,10 @@ class PretrainJobsStack(Stack):
                 sid="RunTrainingJobs",
                 # AddTags: Step Functions tags the job it starts (MANAGED_BY_AWS=STARTED_BY_STEP_FUNCTIONS) and is
                 # refused without it (aws/aws-cdk#32294; CDK's own SageMakerCreateTrainingJob grants it since #32536).
+                # It also authorizes the Tags a create request carries (a policy that creates SageMaker resources must
+                # also allow tagging them: "Provide permissions for tagging SageMaker resources",
+                # https://docs.aws.amazon.com/sagemaker/latest/dg/canvas-set-up-cv-nlp.html; the reference gives
+                # AddTags the key sagemaker:TaggingAction, the create action).
                 actions=[
                     "sagemaker:CreateTrainingJob",
                     "sagemaker:DescribeTrainingJob",

@@ -289,7 +289,12 @@ def machine_calls(
             integration = resource.split(":::")[1]
             assert integration in _OPTIMIZED, f"unknown integration {resource}: add its actions to _OPTIMIZED"
             actions |= _OPTIMIZED[integration]
-            requests.extend((a, task.get("Parameters", {})) for a in _OPTIMIZED[integration])
+            # What the request passes (a role, tags) depends on the integration's own service's actions only, not
+            # on the EventBridge rule a .sync integration manages (its PutRule takes none of the job's tags).
+            service = integration.split(":")[0]
+            requests.extend(
+                (a, task.get("Parameters", {})) for a in _OPTIMIZED[integration] if a.split(":")[0] == service
+            )
     return actions, requests
 
 
@@ -321,7 +326,7 @@ def dependent_actions(action: str, parameters: Mapping[str, Any]) -> set[str]:
     if keys & {"RoleArn", "ExecutionRoleArn"}:
         found.add("iam:PassRole")
     prefix = action.split(":")[0]
-    if keys & {"JobTags", "CustomModelTags", "Tags", "ModelTags"}:
+    if keys & {"JobTags", "CustomModelTags", "ImportedModelTags", "Tags", "ModelTags"}:
         found.add("sagemaker:AddTags" if prefix == "sagemaker" else f"{prefix}:TagResource")
     if "CustomModelKmsKeyId" in keys:
         found |= _KMS_FOR_CUSTOM_MODEL

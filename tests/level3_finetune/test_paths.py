@@ -31,6 +31,7 @@ import botocore.session
 import pytest
 
 from stacks.config import KitConfig
+from stacks.level3_finetune.names import JOB_TAG_KEY
 from stacks.level3_finetune.pipeline import (
     DEPLOY_POLLS,
     MAX_REQUEST_BYTES,
@@ -45,6 +46,7 @@ from stacks.level3_finetune.pipeline import (
 )
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.level3_finetune.teardown import ENDED_ABNORMALLY
+from stacks.shared.facts import KIT_NAME
 from tests.conftest import cdk_json_context
 from tests.infra.asl import (
     ACCOUNT,
@@ -66,6 +68,7 @@ from tests.infra.asl import (
 )
 from tests.infra.helpers import api_member_max, resources
 from tests.infra.test_config import build
+from tests.level3_finetune.tag_grants import allows_tagging, role_of, tags_of
 
 STACK = "GenAiKit-3-FineTune"
 MODES = ["none", "on-demand", "provisioned"]
@@ -129,10 +132,10 @@ class Variant:
         return resolve(self.template, {"Ref": logical_id})
 
 
-def _synth_variant(mode: str) -> Variant:
+def _synth_variant(mode: str, **overrides: Any) -> Variant:
     flags = {k: v for k, v in cdk_json_context().items() if k.startswith("@")}
     app = cdk.App(context=flags)
-    config = build(ft_deploy=mode)
+    config = build(ft_deploy=mode, **overrides)
     stack = FineTuneStack(app, STACK, env=cdk.Environment(region="us-east-1"), config=config)
     template = app.synth().get_stack_by_name(stack.stack_name).template
     return Variant.of(config, template)
@@ -244,6 +247,13 @@ def names_of(trace: Trace) -> dict[str, str]:
     return {"job": job_name, "run": job_name.rsplit("-j-", 1)[1], "uid": model_name.rsplit("-model-", 1)[1]}
 
 
+def stack_tag_list(variant: Variant) -> list[dict[str, str]]:
+    """The tags a run gives what it creates: the stack's, the kit's and the user's (tag_stack), sorted by key."""
+    deployment = variant.config.deployment
+    tags = {"kit": KIT_NAME, "kit-level": "3-finetune", "kit-stage": deployment.stage, **deployment.tags}
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
 # --- the definition is valid ASL -------------------------------------------------------------------------
 
 
@@ -339,7 +349,8 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "OutputDataConfig": {"S3Uri": f"s3://{output}/customization-output/{names['job']}/"},
         "CustomModelKmsKeyId": none.arn("AWS::KMS::Key"),
         "ClientRequestToken": names["job"],
-        "JobTags": [{"Key": "kit-execution", "Value": "run-1"}],
+        "JobTags": [{"Key": "kit-execution", "Value": "run-1"}, *stack_tag_list(none)],
+        "CustomModelTags": stack_tag_list(none),
     }
     assert [call.parameters for call in trace.calls_to("GetJob")] == [{"JobIdentifier": JOB_ARN}] * 3
     assert trace.waits == [("WaitForJob", ft.poll_minutes * 60.0)] * 3
@@ -763,7 +774,12 @@ def test_on_demand_deployment_of_the_completed_model(on_demand: Variant) -> None
     )
     deployment = trace.parameters("CreateOnDemandDeployment")
     name = f"{on_demand.config.resource_name('ft')}-d-{names_of(trace)['run']}"
-    assert deployment == {"ModelDeploymentName": name, "ModelArn": MODEL_ARN, "ClientRequestToken": name}
+    assert deployment == {
+        "ModelDeploymentName": name,
+        "ModelArn": MODEL_ARN,
+        "ClientRequestToken": name,
+        "Tags": stack_tag_list(on_demand),
+    }
     polled = [call.parameters for call in trace.calls_to("GetOnDemandDeployment")]
     assert polled == [{"CustomModelDeploymentIdentifier": DEPLOYMENT_ARN}] * 2
     assert_notified(trace, [("NotifySucceeded", "succeeded:"), ("NotifyDeployed", "deployed:")])
@@ -845,6 +861,7 @@ def test_provisioned_throughput_is_created_kept_and_deleted(provisioned: Variant
         "ModelId": MODEL_ARN,
         "ModelUnits": 1,
         "ClientRequestToken": name,
+        "Tags": stack_tag_list(provisioned),
     }
     assert "CommitmentDuration" not in throughput  # hourly, no commitment
     assert ("KeepProvisionedThroughput", ft.provisioned_hours * 3600.0) in trace.waits
@@ -1050,6 +1067,53 @@ def test_job_and_model_names_fit_for_the_longest_allowed_name_prefix(none: Varia
         name = longest + found.group(1)[len(current) :] + ids[found.group(2)]
         errors += member_errors("bedrock", operation, member, name)
     assert errors == [], "\n".join(errors)
+
+
+# --- tags on what a run creates --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagged_provisioned(prod_extremes: Any) -> Variant:
+    """The prod_extremes variant: Provisioned Throughput and a user tag (tests/conftest.py)."""
+    assert prod_extremes.config.finetune.deploy == "provisioned" and prod_extremes.config.deployment.tags
+    return Variant.of(prod_extremes.config, prod_extremes.templates[STACK])
+
+
+@pytest.fixture(scope="module")
+def tagged_on_demand(prod_extremes: Any) -> Variant:
+    return _synth_variant("on-demand", tags=dict(prod_extremes.config.deployment.tags))
+
+
+@pytest.mark.parametrize("mode", ["provisioned", "on-demand"])
+def test_what_a_run_creates_carries_the_users_and_the_kits_tags_and_the_role_may_tag_it_so(
+    request: pytest.FixtureRequest, mode: str
+) -> None:
+    """Before: the job carried only kit-execution, and the custom model and the throughput or deployment no tag,
+    so an account whose policies require a tag on create (aws:RequestTag) refused the run, and the most expensive
+    resources had no cost-allocation tag. Bedrock authorizes tags on create with bedrock:TagResource as well: the
+    role may send exactly the keys the run sends, not any key."""
+    variant: Variant = request.getfixturevalue(f"tagged_{mode.replace('-', '_')}")
+    assert variant.config.deployment.tags
+    stack_tags = tags_of(stack_tag_list(variant))
+    trace = _success_run(variant)
+    create_deployment, deployment_arn = (
+        ("CreateProvisionedThroughput", THROUGHPUT_ARN)
+        if mode == "provisioned"
+        else ("CreateOnDemandDeployment", DEPLOYMENT_ARN)
+    )
+    job = trace.parameters("CreateJobWithValidationSet")
+    sent = {
+        JOB_ARN: tags_of(job["JobTags"]),
+        MODEL_ARN: tags_of(job["CustomModelTags"]),
+        deployment_arn: tags_of(trace.parameters(create_deployment)["Tags"]),
+    }
+    assert sent == {JOB_ARN: {**stack_tags, JOB_TAG_KEY: "run-1"}, MODEL_ARN: stack_tags, deployment_arn: stack_tags}
+    for state in ("CreateJobWithValidationSet", create_deployment):
+        assert sdk_request_errors(variant.states[state]["Resource"], trace.parameters(state)) == [], state
+    role = role_of(state_machine(variant.template, PIPELINE)[1])
+    for arn, tags in sent.items():
+        assert allows_tagging(variant.template, role, "bedrock:TagResource", arn, tags), arn
+        assert not allows_tagging(variant.template, role, "bedrock:TagResource", arn, [*tags, "other"]), arn
 
 
 # --- structure: transitions, handlers, notifications, logging ----------------------------------------------

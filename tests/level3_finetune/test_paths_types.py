@@ -46,6 +46,7 @@ COMMON = {
     "CustomModelKmsKeyId",
     "ClientRequestToken",
     "JobTags",
+    "CustomModelTags",
 }
 
 

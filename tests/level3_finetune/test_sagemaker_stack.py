@@ -27,7 +27,7 @@ from stacks.level3_finetune.pipeline import (
     THROTTLE_RETRY_ATTEMPTS,
     THROTTLE_RETRY_INTERVAL,
 )
-from stacks.shared.facts import STAGES
+from stacks.shared.facts import KIT_NAME, STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
 from tests.infra.helpers import (
@@ -42,6 +42,7 @@ from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_code_buckets import assert_only_the_deployment_writes
 from tests.infra.test_config import build
 from tests.infra.test_state_machines import serialized_input
+from tests.level3_finetune.tag_grants import allows_tagging, role_of, tags_of
 from workloads.finetune_sagemaker import sagemaker_job
 
 STACK = "GenAiKit-3-FineTune-SageMaker"
@@ -472,6 +473,37 @@ def test_success_trains_imports_the_merged_prefix_smoke_tests_and_notifies(
     assert state == "NotifySucceeded"
     assert message["importedModelArn"] == MODEL_ARN and message["baseModel"] == "Qwen/Qwen2.5-0.5B-Instruct"
     assert message["checkpoints"] == f"s3://{artifacts}/checkpoints/run-1/"
+
+
+def test_the_training_job_the_import_job_and_the_imported_model_carry_the_users_and_the_kits_tags(
+    prod_extremes: Any,
+) -> None:
+    """Before: none of them carried a tag of the kit's or the user's (prod_extremes sets one), so an account whose
+    policies require a tag on create refused the run, and the training instances and the imported model had no
+    cost-allocation tag. The role may send exactly those keys: AddTags on the kit's jobs (which Step Functions needs
+    for its own tag too), TagResource on import jobs and imported models for those keys only."""
+    template = prod_extremes.templates[STACK]
+    deployment = prod_extremes.config.deployment
+    assert deployment.tags
+    stack_tags = {
+        "kit": KIT_NAME,
+        "kit-level": "3-finetune-sagemaker",
+        "kit-stage": deployment.stage,
+        **deployment.tags,
+    }
+    machine = asl.definition_from_template(template, "StateMachine")
+    trace = asl.simulate(machine, {"trainingKey": "datasets/train.jsonl"}, _results(), execution_name="run-1")
+    assert trace.status == "SUCCEEDED", trace.describe()
+    training, imported = trace.parameters("TrainModel"), trace.parameters("ImportModel")
+    assert tags_of(training["Tags"]) == tags_of(imported["JobTags"]) == tags_of(imported["ImportedModelTags"])
+    assert tags_of(training["Tags"]) == stack_tags
+    assert not asl.sdk_request_errors(machine["States"]["ImportModel"]["Resource"], imported)
+    role = role_of(asl.state_machine(template, "StateMachine")[1])
+    job_arn = f"arn:aws:sagemaker:{asl.REGION}:{asl.ACCOUNT}:training-job/{training['TrainingJobName']}"
+    assert allows_tagging(template, role, "sagemaker:AddTags", job_arn, stack_tags)
+    for arn in (IMPORT_JOB_ARN, MODEL_ARN):
+        assert allows_tagging(template, role, "bedrock:TagResource", arn, stack_tags), arn
+        assert not allows_tagging(template, role, "bedrock:TagResource", arn, [*stack_tags, "other"]), arn
 
 
 def test_a_request_may_name_another_base_model(machine: dict[str, Any]) -> None:

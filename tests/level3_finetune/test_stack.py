@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stacks.config import ConfigError
-from stacks.level3_finetune.names import DATASETS_PREFIX, OUTPUT_PREFIX, PipelineNames
+from stacks.level3_finetune.names import DATASETS_PREFIX, JOB_TAG_KEY, OUTPUT_PREFIX, PipelineNames
 from stacks.shared.registry import resource_schema
 from tests.cleanup_helpers import called_actions
 from tests.infra.helpers import DEFAULT_PROJECT, as_list, only, render, resources, statements
@@ -492,18 +492,51 @@ def test_state_change_notification_names_the_status_of_the_documented_sample_eve
     assert event["detail"]["jobName"] in message
 
 
-def test_job_tags_are_authorized_with_tag_resource_for_the_kits_tag_keys_only(template: dict[str, Any]) -> None:
-    """Bedrock authorizes JobTags on CreateModelCustomizationJob with bedrock:TagResource as well."""
+@pytest.mark.parametrize("variant", ["sandbox", "prod_extremes"])
+def test_tags_on_create_are_authorized_with_tag_resource_for_the_keys_sent_only(
+    request: pytest.FixtureRequest, variant: str
+) -> None:
+    """Bedrock authorizes the tags CreateModelCustomizationJob, CreateCustomModelDeployment and
+    CreateProvisionedModelThroughput carry with bedrock:TagResource as well: granted on what the pipeline creates
+    (its deployment only in the mode that makes one), for exactly the keys the definition sends (the execution's
+    tag, the kit's and the user's; prod_extremes sets a user tag), not any key."""
+    synth = request.getfixturevalue(variant)
+    template = synth.templates[STACK]
     _, machine = _pipeline(template)
     granted = _role_statements(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
     definition = json.loads(render(machine["Properties"]["DefinitionString"]))
     tag_keys = {
-        tag["Key"] for state in definition["States"].values() for tag in state.get("Parameters", {}).get("JobTags", [])
+        tag["Key"]
+        for state in definition["States"].values()
+        for member in ("JobTags", "CustomModelTags", "Tags")
+        for tag in state.get("Parameters", {}).get(member, [])
     }
-    assert tag_keys, "the jobs carry no tags: nothing to authorize"
+    assert {JOB_TAG_KEY, "kit", "kit-level", "kit-stage", *synth.config.deployment.tags} == tag_keys
     [tagging] = [s for s in granted.values() if "bedrock:TagResource" in as_list(s["Action"])]
-    assert render(tagging["Resource"]) == "arn:aws:bedrock:us-east-1:${AWS::AccountId}:model-customization-job/*"
-    assert set(tagging["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]) == tag_keys
+    deployed = {"none": [], "on-demand": ["custom-model-deployment/*"], "provisioned": ["provisioned-model/*"]}
+    assert sorted(render(r) for r in as_list(tagging["Resource"])) == [
+        f"arn:aws:bedrock:us-east-1:${{AWS::AccountId}}:{resource}"
+        for resource in sorted(["model-customization-job/*", "custom-model/*", *deployed[synth.config.finetune.deploy]])
+    ]
+    assert tagging["Condition"] == {"ForAllValues:StringEquals": {"aws:TagKeys": sorted(tag_keys)}}
+
+
+def test_a_tag_bedrock_refuses_stops_synth_with_a_config_error() -> None:
+    """Bedrock's Tag takes ASCII letters only (botocore's bedrock model), IAM's and SageMaker's any letter: such a
+    tag deploys the stack but would fail the run at its first create, or its Provisioned Throughput after the paid
+    job."""
+    import aws_cdk as cdk
+
+    from stacks.level3_finetune.stack import FineTuneStack
+    from tests.conftest import cdk_json_context
+
+    app = cdk.App(context={k: v for k, v in cdk_json_context().items() if k.startswith("@")})
+    stack = FineTuneStack(app, "Ft", env=cdk.Environment(region="us-east-1"), config=build(tags={"owner": "Zo\u00eb"}))
+    errors = [str(m.data) for m in stack.node.metadata if m.type == "aws:cdk:error"]
+    assert len(errors) == 1 and errors[0].startswith('config error: tags = {"owner": "Zo\\u00eb"} is not allowed'), (
+        errors
+    )
+    assert "botocore's bedrock Tag" in errors[0]
 
 
 def test_state_machine_uses_the_key_only_as_it_needs(template: dict[str, Any]) -> None:

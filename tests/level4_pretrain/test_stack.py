@@ -25,7 +25,7 @@ from stacks.level4_pretrain.storage import (
     S3_BUCKET_NAME_MAX,
     lifecycle_bucket_name,
 )
-from stacks.shared.facts import STAGES
+from stacks.shared.facts import KIT_NAME, STAGES
 from stacks.shared.registry import resource_schema
 from stacks.shared.stage import STACK_CREATION_ID_LENGTH
 from tests.infra import asl
@@ -45,6 +45,7 @@ from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_code_buckets import assert_only_the_deployment_writes
 from tests.infra.test_config import build
 from tests.infra.test_state_machines import serialized_input
+from tests.level3_finetune.tag_grants import allows_tagging, role_of, tags_of
 
 CLUSTER = "GenAiKit-4-Pretrain-Cluster"
 JOBS = "GenAiKit-4-Pretrain-Jobs"
@@ -701,6 +702,23 @@ def test_training_jobs_with_spot_and_the_cluster_vpc_when_configured(sandbox_fsx
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] == settings.job_max_wait_hours * 3600
     assert request["VpcConfig"]["Subnets"] and request["VpcConfig"]["SecurityGroupIds"]
+
+
+def test_the_training_job_carries_the_users_and_the_kits_tags(prod_extremes: Any) -> None:
+    """Before: the job carried none of the user's tags (prod_extremes sets one), so an account whose policies require
+    a tag on create refused every run, and the training instances had no cost-allocation tag. The role's AddTags on
+    the kit's jobs authorizes them (Step Functions needs it for its own tag too)."""
+    template = prod_extremes.templates[JOBS]
+    deployment = prod_extremes.config.deployment
+    assert deployment.tags
+    # Literals in the definition (the simulator cannot resolve this variant's subnets, read from the cluster stack)
+    request = _training_task(template)["Parameters"]
+    wanted = {"kit": KIT_NAME, "kit-level": "4-pretrain", "kit-stage": deployment.stage, **deployment.tags}
+    assert tags_of(request["Tags"]) == wanted
+    role = role_of(asl.state_machine(template)[1])
+    job = names.job_name(prod_extremes.config.name_prefix, deployment.stage, execution_arn("run-1"))
+    job_arn = f"arn:aws:sagemaker:{asl.REGION}:{asl.ACCOUNT}:training-job/{job}"
+    assert allows_tagging(template, role, "sagemaker:AddTags", job_arn, wanted)
 
 
 def _training_role(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
