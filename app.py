@@ -135,6 +135,14 @@ PERMISSIONS_BOUNDARY = "@aws-cdk/core:permissionsBoundary"
 # A managed policy's name: IAM CreatePolicy's PolicyName (botocore's iam model: 1-128 of [\w+=,.@-]).
 POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}")
 BOUNDARY_ALLOWED = 'a policy name, a policy ARN, {"name": "<policy name>"} or {"arn": "<policy ARN>"}'
+# The placeholders the CDK fills in a boundary's name or ARN (the guide above: cdk-${Qualifier}-PermissionsBoundary),
+# with a value of their form each, for the check only.
+BOUNDARY_PLACEHOLDERS = {
+    "${Qualifier}": "hnb659fds",
+    "${AWS::AccountId}": "123456789012",
+    "${AWS::Region}": "us-east-1",
+    "${AWS::Partition}": "aws",
+}
 
 
 def _permissions_boundary(app: cdk.App) -> None:
@@ -155,10 +163,14 @@ def _permissions_boundary(app: cdk.App) -> None:
         else:
             parsed = {"arn": text} if text.startswith("arn:") else {"name": text}
     name, arn = (parsed.get("name"), parsed.get("arn")) if isinstance(parsed, dict) and len(parsed) == 1 else (0, 0)
-    valid_name = isinstance(name, str) and POLICY_NAME.fullmatch(name)
-    valid_arn = isinstance(arn, str) and re.fullmatch(
-        r"arn:[a-z-]+:iam::(\d{12}|aws|\$\{AWS::AccountId\}):policy/\S+", arn
-    )
+
+    def filled(text: str) -> str:
+        for placeholder, sample in BOUNDARY_PLACEHOLDERS.items():
+            text = text.replace(placeholder, sample)
+        return text
+
+    valid_name = isinstance(name, str) and POLICY_NAME.fullmatch(filled(name))
+    valid_arn = isinstance(arn, str) and re.fullmatch(r"arn:[a-z-]+:iam::(\d{12}|aws):policy/\S+", filled(arn))
     if not (valid_name or valid_arn):
         raise ConfigError(PERMISSIONS_BOUNDARY, value, BOUNDARY_ALLOWED)
     app.node.set_context(PERMISSIONS_BOUNDARY, parsed)

@@ -457,11 +457,27 @@ def _tags(raw: object) -> object:
     return {} if value in ("", None) else value
 
 
+# The kit's own tag keys (stacks/shared/stage.py tag_stack; Level 3's execution tag, stacks/level3_finetune/names.py):
+# a user tag of the same key would replace the kit's.
+KIT_TAG_KEYS = ("kit", "kit-level", "kit-stage", "kit-execution")
+# The user's tags are also the stacks' own tags, and a stack takes at most 50, each value 1-256 characters (botocore's
+# cloudformation model: Tags max 50, Tag Value min 1); the kit adds three, and a SageMaker training job, which takes at
+# most 50 tags too, gets Step Functions' MANAGED_BY_AWS besides: 46 are left.
+MAX_USER_TAGS = 50 - 3 - 1
+TAGS_ALLOWED = (
+    f'a JSON object of at most {MAX_USER_TAGS} string tags, e.g. {{"owner": "me"}}: keys of 1-128 characters, not '
+    f'starting with "aws:" nor one of the kit\'s own ({", ".join(KIT_TAG_KEYS)}); values of 1-256 characters'
+)
+
+
 def _tags_allowed(tags: dict[str, str]) -> dict[str, str]:
-    # Tag keys 1-128 characters, values at most 256, and the "aws:" prefix is AWS's own:
+    # Tag keys 1-128 characters, values 1-256 (a stack tag's value is not empty), and the "aws:" prefix is AWS's own:
     # https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html
+    if len(tags) > MAX_USER_TAGS:
+        raise ValueError("too many tags")
     for key, value in tags.items():
-        if not 1 <= len(key) <= 128 or len(value) > 256 or key.lower().startswith("aws:"):
+        bad_key = not 1 <= len(key) <= 128 or key.lower().startswith("aws:") or key in KIT_TAG_KEYS
+        if bad_key or not 1 <= len(value) <= 256:
             raise ValueError("tag not allowed")
     return tags
 
@@ -537,7 +553,7 @@ class SharedSettings(Settings):
     tags: Annotated[
         dict[str, str],
         BeforeValidator(_tags),
-        Allowed('a JSON object of string tags, e.g. {"owner": "me"}, keys not starting with "aws:"'),
+        Allowed(TAGS_ALLOWED),
     ] = Field(alias="tags", description='Extra tags for every resource, e.g. `-c \'tags={"owner":"me"}\'`')
 
     @field_validator("tags")

@@ -387,7 +387,11 @@ def test_every_stack_carries_the_kit_and_user_tags_for_what_its_template_cannot_
     stack's tags at create (aws-properties-resource-tags.html), so an account that requires tags on create
     (an SCP on aws:RequestTag) accepts them. Every stack carries the kit tag and the user's tags; a level stack
     also its stage."""
+    from stacks.level3_finetune.names import JOB_TAG_KEY
     from stacks.shared.facts import KIT_NAME
+    from stacks.shared.settings import KIT_TAG_KEYS
+
+    assert JOB_TAG_KEY in KIT_TAG_KEYS
 
     user = dict(each_stage.config.deployment.tags)
     for stack_id, stack in each_stage.stacks.items():
@@ -395,3 +399,4 @@ def test_every_stack_carries_the_kit_and_user_tags_for_what_its_template_cannot_
         if stack_id != "GenAiKit-0-ApiGatewayAccount":  # one stack for every stage: no stage tag
             wanted["kit-stage"] = each_stage.config.stage
         assert wanted.items() <= stack.tags.items(), (stack_id, stack.tags)
+        assert set(stack.tags) - set(user) <= set(KIT_TAG_KEYS)  # the keys a user tag may not take

@@ -152,8 +152,13 @@ def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
         ("log_retention_days", 8, "one of 1, 3, 5, 7"),
         ("powertools_layer_version", -1, "a whole number from 0"),
         ("alarm_email", "not-an-address", "empty or an e-mail address"),
-        ("tags", {"aws:owner": "me"}, "keys not starting with"),
-        ("tags", '{"owner": 5}', "a JSON object of string tags"),
+        ("tags", {"aws:owner": "me"}, 'not starting with "aws:"'),
+        ("tags", '{"owner": 5}', "a JSON object of at most 46 string tags"),
+        # Also the stacks' own tags: CloudFormation takes no empty value and at most 50 (the kit adds 3, and Step
+        # Functions one more on a SageMaker job); a key of the kit's own would replace the kit's tag.
+        ("tags", {"team": ""}, "values of 1-256 characters"),
+        ("tags", {"kit-stage": "dev"}, "kit, kit-level, kit-stage, kit-execution"),
+        ("tags", {f"k{i}": "v" for i in range(47)}, "at most 46"),
         ("stag", "prod", "a known key"),
         # Added with the typed settings: forms the hand parsers refused, which the models must refuse too.
         ("guardrail_pii_anonymize", "EMAIL, EMAIL", "a list without repeated items"),
@@ -333,6 +338,12 @@ def test_a_permissions_boundary_that_is_neither_a_name_nor_an_arn_stops_synth(va
         ('{"name": "corp-boundary"}', {"name": "corp-boundary"}),
         ("arn:aws:iam::123456789012:policy/corp", {"arn": "arn:aws:iam::123456789012:policy/corp"}),
         ({"arn": "arn:aws:iam::aws:policy/x"}, {"arn": "arn:aws:iam::aws:policy/x"}),
+        # The CDK's placeholders, as its guide writes them (customize-permissions-boundaries.html)
+        ('{"name": "cdk-${Qualifier}-PermissionsBoundary"}', {"name": "cdk-${Qualifier}-PermissionsBoundary"}),
+        (
+            "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/corp",
+            {"arn": "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/corp"},
+        ),
     ],
 )
 def test_a_permissions_boundary_is_read_in_every_form_the_cli_or_cdk_json_gives(value: Any, wanted: Any) -> None:
