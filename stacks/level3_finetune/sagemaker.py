@@ -35,7 +35,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
-from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM, run_tags, stack_tags
+from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
@@ -49,7 +49,7 @@ from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
-from stacks.shared.stage import bucket_deployment_logs, state_machine_log_group, tag_stack
+from stacks.shared.stage import bucket_deployment_logs, run_tags, stack_tags, state_machine_log_group, tag_stack
 
 LEVEL = "3-finetune-sagemaker"
 SAMPLES_DIR = ROOT / "samples" / "finetune-sagemaker"
@@ -419,7 +419,7 @@ class SageMakerFineTuneStack(Stack):
             },
             "StoppingCondition": stopping,
             "EnableManagedSpotTraining": settings.spot,
-            # The stack's tags on the job (pipeline.run_tags; botocore sagemaker CreateTrainingJobRequest Tags); Step
+            # The stack's tags on the job (stage.run_tags; botocore sagemaker CreateTrainingJobRequest Tags); Step
             # Functions adds its own MANAGED_BY_AWS tag.
             "Tags": run_tags(self, "sagemaker", "CreateTrainingJob", "Tags"),
         }

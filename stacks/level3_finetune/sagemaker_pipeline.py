@@ -56,9 +56,9 @@ from stacks.level3_finetune.pipeline import (
     retry_lambda_throttling,
     retry_task_errors,
     retry_throttling,
-    run_tags,
 )
 from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
+from stacks.shared.stage import run_tags
 from stacks.shared.state_input import wrapped_input
 
 CODE_PREFIX = "code/"
@@ -481,7 +481,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
             # clientRequestToken), so the run goes on with that job rather than fail and leave its model behind.
             "ClientRequestToken.$": name,
             "RoleArn": targets.import_role_arn,
-            # The stack's tags on the import job and the imported model (pipeline.run_tags; botocore bedrock
+            # The stack's tags on the import job and the imported model (stage.run_tags; botocore bedrock
             # CreateModelImportJobRequest jobTags, importedModelTags).
             "JobTags": run_tags(scope, "bedrock", "CreateModelImportJob", "jobTags"),
             "ImportedModelTags": run_tags(scope, "bedrock", "CreateModelImportJob", "importedModelTags"),

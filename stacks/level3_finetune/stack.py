@@ -51,7 +51,7 @@ from stacks.level3_finetune.names import (
     bedrock_arn,
     logical_id,
 )
-from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline, stack_tags
+from stacks.level3_finetune.pipeline import VALIDATOR_TIMEOUT, FineTunePipeline
 from stacks.level3_finetune.settings import region_problems
 from stacks.level3_finetune.starter import UPLOAD_EVENT_MAX_AGE, UPLOAD_EVENT_RETRIES, UploadStarter
 from stacks.level3_finetune.teardown import PipelineTeardown
@@ -62,7 +62,7 @@ from stacks.shared.notifications import notification_rule, rule_target_role
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.settings import parse_model_id
-from stacks.shared.stage import tag_stack
+from stacks.shared.stage import stack_tags, tag_stack
 
 LEVEL = "3-finetune"
 
@@ -261,7 +261,7 @@ class FineTuneStack(Stack):
         )
         # Tags passed on create (the job's, the custom model's, the deployment's or the throughput's) are authorized
         # with bedrock:TagResource as well as the create action; only on what the pipeline creates, and only the keys
-        # it sends: the execution's tag and the stack's tags (pipeline.run_tags), not any key (Service Authorization
+        # it sends: the execution's tag and the stack's tags (stage.run_tags), not any key (Service Authorization
         # Reference: TagResource takes aws:TagKeys and aws:RequestTag/${TagKey}).
         tagged = ["model-customization-job/*", "custom-model/*"]
         if ft.deploy != "none":

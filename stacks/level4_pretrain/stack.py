@@ -40,7 +40,6 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.config import KitConfig
-from stacks.level3_finetune.pipeline import run_tags
 from stacks.level4_pretrain import names
 from stacks.level4_pretrain.cleanup import PretrainJobsCleanup
 from stacks.level4_pretrain.cluster import HyperPodCluster
@@ -68,7 +67,7 @@ from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
-from stacks.shared.stage import bucket_deployment_logs, state_machine_log_group, tag_stack
+from stacks.shared.stage import bucket_deployment_logs, run_tags, state_machine_log_group, tag_stack
 
 LEVEL = "4-pretrain"
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Fn, RemovalPolicy, Stack, Tags
+from collections.abc import Mapping
+
+import regex  # the SageMaker tag pattern uses \p{L}, which the standard re module lacks
+from aws_cdk import Annotations, Aws, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import KIT_NAME
-from stacks.shared.settings import LOG_RETENTION_DAYS
+from stacks.shared.settings import LOG_RETENTION_DAYS, Problem, service_model
 
 
 def removal_policy(deployment: Deployment) -> RemovalPolicy:
@@ -110,3 +113,56 @@ def tag_stack(stack: Stack, deployment: Deployment, level: str) -> None:
     for key, value in {"kit": KIT_NAME, "kit-level": level, "kit-stage": deployment.stage, **deployment.tags}.items():
         Tags.of(stack).add(key, value)
         stack.tags.set_tag(key, value)
+
+
+# --- the tags a run gives what it creates --------------------------------------------------------------------
+# Jobs, custom and imported models, deployments and Provisioned Throughput have no CloudFormation resource: each
+# create call passes the stack's own tags (tag_stack: kit, kit-level, kit-stage and the user's ``tags``). They then
+# carry the same cost-allocation tags as the stack's resources, and an account whose policies require tags on create
+# (aws:RequestTag / aws:TagKeys, condition keys of each create action in the Service Authorization Reference) accepts
+# the call. The values are known at synth, so they are literals in the definitions; Step Functions takes an SDK
+# integration's members in PascalCase (JobTags, Key, Value:
+# https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html). Each tag is checked at synth
+# against the create call's tag shape in botocore's model: a value the service refuses would fail the create after
+# the paid step before it (a Provisioned Throughput, or an import after training). Level 3's SageMaker path and
+# Level 4's training jobs use these too.
+
+
+def stack_tags(scope: Construct) -> dict[str, str]:
+    """The tags of ``scope``'s stack (tag_stack sets them before the stack builds anything)."""
+    tags = dict(Stack.of(scope).tags.tag_values())
+    if not tags:
+        raise ValueError(f"{Stack.of(scope).node.id}: tag the stack (tag_stack) before building what a run tags")
+    return tags
+
+
+def _problems(tags: Mapping[str, str], service: str, operation: str, member: str) -> list[tuple[object, str]]:
+    """(the value shown, what is allowed) for each thing ``operation`` would refuse in ``member`` holding ``tags``:
+    the list's and each Tag member's bounds and pattern in botocore's model of ``service``."""
+    tag_list = service_model(service).operation_model(operation).input_shape.members[member]
+    where = f"(botocore's {service} model, {operation} {member})"
+    tag = f"botocore's {service} {tag_list.member.name}"  # one shape for every member of the service
+    found: list[tuple[object, str]] = []
+    most = tag_list.metadata.get("max")
+    if most is not None and len(tags) > most:
+        found.append((dict(tags), f"at most {most} tags with the kit's own {where}"))
+    for key, value in tags.items():
+        for text, part in ((key, "key"), (value, "value")):
+            [shape] = [s for name, s in tag_list.member.members.items() if name.lower() == part]
+            low, high, pattern = (shape.metadata.get(k) for k in ("min", "max", "pattern"))
+            too_short, too_long = low is not None and len(text) < low, high is not None and len(text) > high
+            if too_short or too_long or (pattern and not regex.fullmatch(pattern, text)):
+                found.append(({key: value}, f"a tag {part} of {low}-{high} characters matching {pattern} ({tag})"))
+    return found
+
+
+def run_tags(scope: Construct, service: str, operation: str, member: str) -> list[dict[str, str]]:
+    """The stack's tags as ``member`` of ``service``'s ``operation`` takes them, sorted by key. A tag the operation
+    would refuse stops synth with a config error naming ``tags`` (once per message)."""
+    tags = stack_tags(scope)
+    stack = Stack.of(scope)
+    for shown, allowed in _problems(tags, service, operation, member):
+        line = Problem("tags", shown, allowed).line()
+        if not any(entry.type == "aws:cdk:error" and entry.data == line for entry in stack.node.metadata):
+            Annotations.of(stack).add_error(line)
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
