@@ -466,8 +466,28 @@ KIT_TAG_KEYS = ("kit", "kit-level", "kit-stage", "kit-execution")
 MAX_USER_TAGS = 50 - 3 - 1
 TAGS_ALLOWED = (
     f'a JSON object of at most {MAX_USER_TAGS} string tags, e.g. {{"owner": "me"}}: keys of 1-128 characters, not '
-    f'starting with "aws:" nor one of the kit\'s own ({", ".join(KIT_TAG_KEYS)}); values of 1-256 characters'
+    f'starting with "aws:" nor one of the kit\'s own ({", ".join(KIT_TAG_KEYS)}); values of 1-256 characters; '
+    "both of ASCII letters, digits, spaces and _.:/=+@- (what Bedrock, SageMaker and CloudFormation all take)"
 )
+
+
+# The services whose tags carry the user's tags: the stacks (CloudFormation passes stack tags on), Bedrock (guardrails,
+# prompts, knowledge bases, the models runs create) and SageMaker (training jobs, the cluster).
+TAGGED_BY = ("cloudformation", "bedrock", "sagemaker")
+
+
+def _tag_refused(key: str, value: str) -> bool:
+    """Whether a tag breaks the bounds or pattern of any of TAGGED_BY's Tag shapes in botocore's models (Bedrock's
+    pattern is ASCII letters; SageMaker's takes no tab or newline; a stack tag's value is not empty)."""
+    import regex  # botocore's SageMaker pattern uses \p{L}, which the standard re module lacks
+
+    for service in TAGGED_BY:
+        for name, shape in service_model(service).shape_for("Tag").members.items():
+            text = key if name.lower() == "key" else value
+            low, high, pattern = (shape.metadata.get(k) for k in ("min", "max", "pattern"))
+            if not (low or 0) <= len(text) <= (high or len(text)) or (pattern and not regex.fullmatch(pattern, text)):
+                return True
+    return False
 
 
 def _tags_allowed(tags: dict[str, str]) -> dict[str, str]:
@@ -476,8 +496,7 @@ def _tags_allowed(tags: dict[str, str]) -> dict[str, str]:
     if len(tags) > MAX_USER_TAGS:
         raise ValueError("too many tags")
     for key, value in tags.items():
-        bad_key = not 1 <= len(key) <= 128 or key.lower().startswith("aws:") or key in KIT_TAG_KEYS
-        if bad_key or not 1 <= len(value) <= 256:
+        if key.lower().startswith("aws:") or key in KIT_TAG_KEYS or _tag_refused(key, value):
             raise ValueError("tag not allowed")
     return tags
 

@@ -159,6 +159,9 @@ def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
         ("tags", {"team": ""}, "values of 1-256 characters"),
         ("tags", {"kit-stage": "dev"}, "kit, kit-level, kit-stage, kit-execution"),
         ("tags", {f"k{i}": "v" for i in range(47)}, "at most 46"),
+        # Bedrock's tag pattern is ASCII (botocore's bedrock Tag): a guardrail or a custom model would refuse it.
+        ("tags", {"owner": "Zoë"}, "ASCII letters, digits, spaces and _.:/=+@-"),
+        ("tags", {"owner": "a\tb"}, "ASCII letters, digits, spaces and _.:/=+@-"),  # SageMaker's pattern: no tab
         ("stag", "prod", "a known key"),
         # Added with the typed settings: forms the hand parsers refused, which the models must refuse too.
         ("guardrail_pii_anonymize", "EMAIL, EMAIL", "a list without repeated items"),
