@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 from rich.table import Table
@@ -780,22 +780,37 @@ PREFIX_SOURCES: Mapping[str, tuple[PrefixSource, ...]] = {
 }
 
 
-def _outputs_in_any_state(target: Target, stack: str) -> dict[str, str] | None:
-    """The outputs DescribeStacks gives for ``stack`` whatever its status; None when no stack has that name."""
+T = TypeVar("T")
+
+
+def _read(target: Target, call: Callable[[], T], *, action: str, what: str, gone: Callable[[Any], bool]) -> T | None:
+    """``call()``'s answer; None when ``gone`` says the error means the resource is not there. Any other failure
+    raises _Unread with what to allow (``action``, when refused) or why ``what`` could not be read."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        stacks = target.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+        return call()
     except ClientError as exc:
-        if aws.error_code(exc) == "ValidationError" and "does not exist" in aws.error_message(exc):
+        if gone(exc):
             return None
         if aws.is_access_denied(exc):
-            raise _Unread("may not call cloudformation:DescribeStacks (allow it for kit doctor)") from None
-        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
+            raise _Unread(f"may not call {action} (allow it for kit doctor)") from None
+        raise _Unread(aws.explain(exc, what, target.region) or str(exc)) from None
     except BotoCoreError as exc:
-        raise _Unread(aws.explain(exc, f"reading stack {stack}", target.region) or str(exc)) from None
+        raise _Unread(aws.explain(exc, what, target.region) or str(exc)) from None
     except KitError as exc:  # the profile cannot be read
         raise _Unread(exc.message) from None
+
+
+def _outputs_in_any_state(target: Target, stack: str) -> dict[str, str] | None:
+    """The outputs DescribeStacks gives for ``stack`` whatever its status; None when no stack has that name."""
+    stacks = _read(
+        target,
+        lambda: target.client("cloudformation").describe_stacks(StackName=stack)["Stacks"],
+        action="cloudformation:DescribeStacks",
+        what=f"reading stack {stack}",
+        gone=lambda exc: aws.error_code(exc) == "ValidationError" and "does not exist" in aws.error_message(exc),
+    )
     if not stacks:
         return None
     return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stacks[0].get("Outputs") or []}
@@ -972,18 +987,13 @@ def _topic_attributes(target: Target, arn: str) -> Mapping[str, str] | None:
     """SNS GetTopicAttributes' attributes of the topic (its DisplayName, SubscriptionsConfirmed and
     SubscriptionsPending among them, as botocore's sns 2010-03-31 model names them;
     https://docs.aws.amazon.com/sns/latest/api/API_GetTopicAttributes.html); None when the topic no longer exists."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return dict(target.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"])
-    except ClientError as exc:
-        if aws.error_code(exc) == "NotFound":  # botocore's NotFoundException
-            return None
-        if aws.is_access_denied(exc):
-            raise _Unread("may not call sns:GetTopicAttributes (allow it for kit doctor)") from None
-        raise _Unread(aws.explain(exc, f"reading topic {arn}", target.region) or str(exc)) from None
-    except BotoCoreError as exc:
-        raise _Unread(aws.explain(exc, f"reading topic {arn}", target.region) or str(exc)) from None
+    return _read(
+        target,
+        lambda: dict(target.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"]),
+        action="sns:GetTopicAttributes",
+        what=f"reading topic {arn}",
+        gone=lambda exc: aws.error_code(exc) == "NotFound",  # botocore's NotFoundException
+    )
 
 
 def _topic_counts(target: Target, arn: str) -> tuple[int, int] | None:
