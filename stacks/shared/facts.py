@@ -114,8 +114,10 @@ def request_metadata(name_prefix: str, stage: str) -> dict[str, str]:
 # it at deploy time: unlike a CloudFormation export, a parameter does not pin the bucket in the logging stack (an
 # export in use cannot change or be deleted, so that stack could not be updated). The stack is one per account and
 # Region whatever the name prefix, so the parameter's name carries none: a deployment with another prefix reads
-# the same parameter instead of renaming it (its Name is create-only) under the other's Level 3.
-INVOCATION_LOGS_BUCKET_PARAMETER = f"/{KIT_NAME}/bedrock/invocation-logs-bucket"
+# the same parameter instead of renaming it (its Name is create-only) under the other's Level 3. It keeps the name
+# earlier versions gave it with the default prefix (they named it /<name_prefix>/...), so an upgrade of a default
+# deployment renames nothing: a renamed parameter would not exist for a Level 3 deployed before its logging stack.
+INVOCATION_LOGS_BUCKET_PARAMETER = "/genai-kit/bedrock/invocation-logs-bucket"
 
 
 # A Bedrock create refused while its quota is full (ServiceQuotaExceededException: two customization jobs at once,

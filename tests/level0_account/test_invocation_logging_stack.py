@@ -87,6 +87,13 @@ def test_the_bucket_is_published_where_level_3_reads_it(sandbox_fsx: Any) -> Non
     _, parameter = only(template, "AWS::SSM::Parameter")
     bucket_id = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("InvocationsBucket"))
     assert parameter["Properties"]["Name"] == INVOCATION_LOGS_BUCKET_PARAMETER
+    # The name earlier versions gave it with the default prefix (/<name_prefix>/...): the parameter's Name is
+    # create-only, and a Level 3 deployed before the logging stack reads it by name, so a default deployment's upgrade
+    # must not rename it.
+    from tests.conftest import cdk_json_context
+
+    earlier = f"/{cdk_json_context()['name_prefix']}/bedrock/invocation-logs-bucket"
+    assert parameter["Properties"]["Name"] == earlier
     assert parameter["Properties"]["Value"] == {"Ref": bucket_id}
     policy = next(
         v
