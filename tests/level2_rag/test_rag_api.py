@@ -783,7 +783,7 @@ def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invok
 
     error = assert_error(invoke(ask({"question": "q"})), 403, "model_access_denied")
 
-    for part in (MODEL_ID, "embedding model", "generation model", "function role", KB_ID, "SCP"):
+    for part in (MODEL_ID, "embedding model", "generation model", "project/default", "function role", KB_ID, "SCP"):
         assert part in error["message"]
     for prerequisite in ("aws-marketplace:Subscribe", "payment method", "use-case form"):
         assert prerequisite in error["message"]

@@ -246,7 +246,8 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
         return ModelAccessDeniedError(
             f"Access was denied while querying knowledge base '{kb}'. Check that the function role may call "
             "bedrock:Retrieve and bedrock:RetrieveAndGenerate on the knowledge base, bedrock:InvokeModel on the "
-            f"generation model {settings.model_id} and bedrock:ApplyGuardrail on the guardrail, that the knowledge "
+            f"generation model {settings.model_id} and on the account's default Bedrock project (project/default), "
+            "bedrock:ApplyGuardrail on the guardrail, that the knowledge "
             "base's service role may invoke its embedding model, and that no SCP denies them in this region. "
             + SUBSCRIPTION_ADVICE
         )
