@@ -476,18 +476,22 @@ TAGS_ALLOWED = (
 TAGGED_BY = ("cloudformation", "bedrock", "sagemaker")
 
 
+def fits_shape(text: str, shape: Any) -> bool:
+    """Whether ``text`` keeps a botocore string shape's min, max and pattern."""
+    import regex  # botocore's SageMaker patterns use \p{L}, which the standard re module lacks
+
+    low, high, pattern = (shape.metadata.get(k) for k in ("min", "max", "pattern"))
+    return (low or 0) <= len(text) <= (high or len(text)) and not (pattern and not regex.fullmatch(pattern, text))
+
+
 def _tag_refused(key: str, value: str) -> bool:
     """Whether a tag breaks the bounds or pattern of any of TAGGED_BY's Tag shapes in botocore's models (Bedrock's
     pattern is ASCII letters; SageMaker's takes no tab or newline; a stack tag's value is not empty)."""
-    import regex  # botocore's SageMaker pattern uses \p{L}, which the standard re module lacks
-
-    for service in TAGGED_BY:
-        for name, shape in service_model(service).shape_for("Tag").members.items():
-            text = key if name.lower() == "key" else value
-            low, high, pattern = (shape.metadata.get(k) for k in ("min", "max", "pattern"))
-            if not (low or 0) <= len(text) <= (high or len(text)) or (pattern and not regex.fullmatch(pattern, text)):
-                return True
-    return False
+    return any(
+        not fits_shape(key if name.lower() == "key" else value, shape)
+        for service in TAGGED_BY
+        for name, shape in service_model(service).shape_for("Tag").members.items()
+    )
 
 
 def _tags_allowed(tags: dict[str, str]) -> dict[str, str]:

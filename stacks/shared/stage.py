@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import regex  # the SageMaker tag pattern uses \p{L}, which the standard re module lacks
 from aws_cdk import Annotations, Aws, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import KIT_NAME
-from stacks.shared.settings import LOG_RETENTION_DAYS, Problem, service_model
+from stacks.shared.settings import LOG_RETENTION_DAYS, Problem, fits_shape, service_model
 
 
 def removal_policy(deployment: Deployment) -> RemovalPolicy:
@@ -149,9 +148,8 @@ def _problems(tags: Mapping[str, str], service: str, operation: str, member: str
     for key, value in tags.items():
         for text, part in ((key, "key"), (value, "value")):
             [shape] = [s for name, s in tag_list.member.members.items() if name.lower() == part]
-            low, high, pattern = (shape.metadata.get(k) for k in ("min", "max", "pattern"))
-            too_short, too_long = low is not None and len(text) < low, high is not None and len(text) > high
-            if too_short or too_long or (pattern and not regex.fullmatch(pattern, text)):
+            if not fits_shape(text, shape):
+                low, high, pattern = (shape.metadata.get(k) for k in ("min", "max", "pattern"))
                 found.append(({key: value}, f"a tag {part} of {low}-{high} characters matching {pattern} ({tag})"))
     return found
 
