@@ -8,6 +8,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -683,30 +684,27 @@ def test_l3sm_ask_invokes_the_newest_succeeded_model_with_the_smoke_test_body(mo
         stub.assert_no_pending_responses()
 
 
-def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) -> None:
+def _ask_refused(mocked: FakeCloudFormation, code: str, status: int) -> tuple[Any, str]:
+    """`kit l3sm ask hi` against run7's model, whose InvokeModel answers ``code``: the result and the machine."""
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     _ask_stubs(machine, "run7")
     runtime = stubbed("bedrock-runtime")
-    runtime.add_client_error(
-        "invoke_model", "ModelNotReadyException", "not ready", 429, expected_params=_expected_invoke("hi", 256)
-    )
+    runtime.add_client_error("invoke_model", code, "refused", status, expected_params=_expected_invoke("hi", 256))
     result = run(l3sm, "ask", "hi")
+    runtime.assert_no_pending_responses()
+    return result, machine
+
+
+def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) -> None:
+    result, machine = _ask_refused(mocked, "ModelNotReadyException", 429)
     assert result.exit_code == 1
     assert f"{sm_name(execution_arn(machine, 'run7'))} is warming up" in result.output
     assert "retry in a minute" in result.output
-    runtime.assert_no_pending_responses()
 
 
 def test_l3sm_ask_denied_names_the_model_and_the_default_project(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
-    sagemaker_stack(mocked, machine)
-    _ask_stubs(machine, "run7")
-    runtime = stubbed("bedrock-runtime")
-    runtime.add_client_error(
-        "invoke_model", "AccessDeniedException", "denied", 403, expected_params=_expected_invoke("hi", 256)
-    )
-    result = run(l3sm, "ask", "hi")
+    result, _ = _ask_refused(mocked, "AccessDeniedException", 403)
     assert result.exit_code == 1
     project = MODEL_ARN.rsplit(":", 1)[0] + ":project/default"
     assert f"may not invoke {MODEL_ARN}: grant bedrock:InvokeModel on it and on the account's default" in result.output
