@@ -26,6 +26,7 @@ LIFECYCLE_DIR = ROOT / "lifecycle"
 LIFECYCLE_PREFIX = "lifecycle/"
 DATA_PREFIX = "data/"
 FSX_STORAGE_GIB = 1200
+FSX_LUSTRE_VERSION = "2.15"  # the Lustre LTS version of the opt-in file system (see the CfnFileSystem below)
 # HyperPod refuses this file next to the lifecycle scripts of a cluster whose Slurm is configured through the API
 # (cluster.py, SLURM_CONFIG_STRATEGY).
 LEGACY_SLURM_FILE = "provisioning_parameters.json"
@@ -99,6 +100,10 @@ class ClusterStorage(Construct):
                 self,
                 "Lustre",
                 file_system_type="LUSTRE",
+                # Lustre 2.15: "recommended for all new file systems"; without it PERSISTENT_2 gets 2.12 (FSx API
+                # CreateFileSystem, FileSystemTypeVersion). Not create-only: a deployed 2.12 file system is upgraded
+                # in place (https://docs.aws.amazon.com/fsx/latest/LustreGuide/managing-lustre-version.html).
+                file_system_type_version=FSX_LUSTRE_VERSION,
                 storage_capacity=FSX_STORAGE_GIB,
                 subnet_ids=[subnet_id],
                 security_group_ids=[network.security_group.security_group_id],

@@ -516,11 +516,24 @@ def test_fsx_is_off_by_default(cluster: dict[str, Any]) -> None:
     assert not resources(cluster, "AWS::FSx::FileSystem")
 
 
+def _recommended_lustre_version() -> str:
+    """The Lustre version the FSx API calls "recommended for all new file systems" (botocore's CreateFileSystem
+    model); left out, PERSISTENT_2 gets an older one."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("fsx")
+    text = model.shape_for("CreateFileSystemRequest").members["FileSystemTypeVersion"].documentation
+    recommended = r"<code>([0-9.]+)</code> is supported by all Lustre deployment types and is recommended"
+    [version] = re.findall(recommended, text)
+    return str(version)
+
+
 def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted_by_hyperpod(sandbox_fsx: Any) -> None:
     template = sandbox_fsx.templates[CLUSTER]
     fs_id, fs = only(template, "AWS::FSx::FileSystem")
     props = fs["Properties"]
     assert props["StorageCapacity"] == FSX_STORAGE_GIB == 1200
+    assert props["FileSystemTypeVersion"] == _recommended_lustre_version()
     assert props["LustreConfiguration"]["DeploymentType"] == "PERSISTENT_2"
     assert props["LustreConfiguration"]["PerUnitStorageThroughput"] == sandbox_fsx.config.pretrain.fsx_throughput
     cluster_props = _cluster_props(template)
