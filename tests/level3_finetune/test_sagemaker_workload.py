@@ -936,3 +936,25 @@ def test_gradient_checkpointing_trains_and_saves_the_adapter_without_merging(tin
     assert sft_train.main(argv, env={}) == 0
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "out" / "merged").exists()
+
+
+@pytest.mark.parametrize(("major", "expected"), [(7, "float32"), (8, "bfloat16"), (9, "bfloat16")])
+def test_auto_dtype_is_bfloat16_only_on_gpus_that_have_it(
+    monkeypatch: pytest.MonkeyPatch, major: int, expected: str
+) -> None:
+    """A T4 (ml.g4dn, compute capability 7.5) emulates bfloat16, and torch reports it as supported unless asked
+    for native support: auto must train such a GPU in float32, and use bfloat16 from compute capability 8."""
+
+    class Properties:
+        def __init__(self, major: int) -> None:
+            self.major = major
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties(major))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    assert torch.cuda.is_bf16_supported()  # what torch reports by default, emulation included
+    assert sft_train._torch_dtype("auto", use_cuda=True) == getattr(torch, expected)
+    assert sft_train._torch_dtype("auto", use_cuda=False) == torch.float32
+    assert sft_train._torch_dtype("float16", use_cuda=True) == torch.float16

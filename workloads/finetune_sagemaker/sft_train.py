@@ -147,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="all-linear",
         help="comma-separated module names to adapt, or all-linear (every linear layer but the output head)",
     )
-    add("--dtype", choices=DTYPES, default="auto", help="base weights dtype (auto: bfloat16 on GPUs, else float32)")
+    add(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="base weights dtype (auto: bfloat16 on GPUs with native bfloat16, else float32)",
+    )
     add("--load-in-4bit", type=_bool, default=False, help="QLoRA: 4-bit NF4 base weights (needs bitsandbytes, CUDA)")
     add("--gradient-checkpointing", type=_bool, default=False, help="recompute activations to save GPU memory")
     add("--chat-template", choices=CHAT_TEMPLATES, default="auto", help="auto: the model's, else the fallback")
@@ -295,7 +300,10 @@ def load_tokenizer(base_model: str, choice: str) -> tuple[Any, str]:
 
 def _torch_dtype(name: str, use_cuda: bool) -> torch.dtype:
     if name == "auto":
-        return torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float32
+        # bfloat16 only where the GPU has it (compute capability 8 and later: A10G, L4, A100, H100...). By default
+        # torch also reports it on older GPUs that only emulate it (the T4 of ml.g4dn), where training is slower.
+        native = use_cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float32
     dtype: torch.dtype = getattr(torch, name)
     return dtype
 
