@@ -465,12 +465,15 @@ def _titan_cpt(quota: tuple[tuple[int, int], ...]) -> TypeSpec:
 
 
 # Titan Text G1 - Express and Lite: the current fine-tuning table (custom-model-fine-tuning.html) no longer
-# lists them; earlier versions of the page (custom-model-supported.html) did, with continued pre-training.
+# lists them; earlier versions of the page (custom-model-supported.html) did, with continued pre-training. A custom
+# Titan model is served by Provisioned Throughput alone, and "You can't create a new Provisioned Throughput for a
+# model in the Legacy state" (DOC_LIFECYCLE).
 _TITAN_LIFECYCLE = Lifecycle(
     LEGACY,
     None,
     DOC_SUPPORTED,
-    "Bedrock's current fine-tuning table no longer lists it; a job may be refused.",
+    "Bedrock's current fine-tuning table no longer lists it; a job may be refused, and so may the Provisioned "
+    "Throughput that serves its custom model (none can be made for a model in the Legacy state).",
 )
 
 
