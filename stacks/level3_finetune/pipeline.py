@@ -53,6 +53,12 @@ EXECUTION_HEADROOM = Duration.hours(6)
 # the run would end unreported; cut short, a larger file is not JSON and is rejected and notified. JSON escaping
 # may make a byte six characters (\u0001): 32 KiB stays within the 256 KiB payload quota.
 MAX_REQUEST_BYTES = 32 * 1024
+# ReadJobRequest's retries of a transient S3 error: 2, 4 and 8 s. The name of S3's NoSuchKey error as Step
+# Functions names an aws-sdk task's errors (ServiceName.ErrorName with the Exception suffix,
+# https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html).
+READ_RETRY_INTERVAL = Duration.seconds(2)
+READ_RETRY_ATTEMPTS = 3
+S3_NO_SUCH_KEY = "S3.NoSuchKeyException"
 # Where an uploaded request's version is, in S3's Object Created event and in the part of it the starter passes on
 # (starter.py). A member name with '-' needs bracket notation
 # (https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-paths.html).
@@ -200,7 +206,7 @@ class FineTunePipeline(Construct):
         # below selects only what a Choice has seen present first: a path that selects nothing is a
         # States.Runtime error, which no Catch catches and which would end the run unreported.
         def read(state_id: str, version: dict[str, str], iam_action: str) -> tasks.CallAwsService:
-            return tasks.CallAwsService(
+            task = tasks.CallAwsService(
                 self,
                 state_id,
                 service="s3",
@@ -215,6 +221,20 @@ class FineTunePipeline(Construct):
                 iam_action=iam_action,
                 result_selector={"request": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.Body"))},
             )
+            # A state without a Retry fails the run at its first error
+            # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html), and S3 answers
+            # InternalError (500) and SlowDown (503) with "try again" / "reduce your request rate"
+            # (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html): one of them would reject an
+            # upload whose file is fine. A missing file, or one that is not JSON (States.IntrinsicFailure, from
+            # StringToJson in the ResultSelector), is final; any other task error is tried again briefly.
+            task.add_retry(errors=[S3_NO_SUCH_KEY, "States.IntrinsicFailure"], max_attempts=0)
+            task.add_retry(
+                errors=["States.TaskFailed"],
+                interval=READ_RETRY_INTERVAL,
+                max_attempts=READ_RETRY_ATTEMPTS,
+                backoff_rate=2.0,
+            )
+            return task
 
         # The version the upload created, when the starter passed it (starter.py): a later upload of the same key
         # does not change what this run reads. A GET with a versionId needs s3:GetObjectVersion, not s3:GetObject

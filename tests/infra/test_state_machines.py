@@ -130,6 +130,36 @@ def test_the_lambda_retry_guard_sees_a_task_that_is_not_retried() -> None:
     assert "S/M.W: Lambda.ServiceException is not retried" in findings
 
 
+# A state without a Retry fails the run at its first error, however transient
+# (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html). Every Task retries
+# something, except a .sync training job: a retry would start a second paid job, and a failed job is the outcome
+# the run reports.
+NOT_RETRIED = {"arn:aws:states:::sagemaker:createTrainingJob.sync"}
+
+
+def unretried_task_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Task states with no Retry at all (outside NOT_RETRIED)."""
+    return [
+        f"{machine}.{name}: no Retry ({state.get('Resource')})"
+        for machine, definition in _definitions(templates)
+        for name, state in _states(definition)
+        if state.get("Type") == "Task" and not state.get("Retry") and state.get("Resource") not in NOT_RETRIED
+    ]
+
+
+def test_every_task_retries_what_may_pass(each_stage: Any) -> None:
+    assert unretried_task_findings(each_stage.templates) == []
+
+
+def test_the_retry_guard_sees_a_task_without_a_retry() -> None:
+    read = {"Type": "Task", "Resource": "arn:aws:states:::aws-sdk:s3:getObject", "Next": "T"}
+    train = {"Type": "Task", "Resource": next(iter(NOT_RETRIED)), "End": True}
+    definition = json.dumps({"StartAt": "R", "States": {"R": read, "T": train}})
+    template = {"Resources": {"M": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {}}}}
+    template["Resources"]["M"]["Properties"]["DefinitionString"] = definition
+    assert unretried_task_findings({"S": template}) == ["S/M.R: no Retry (arn:aws:states:::aws-sdk:s3:getObject)"]
+
+
 # --- the error names a Retry or Catch can match ---------------------------------------------------------------
 
 # The errors Step Functions itself raises (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).

@@ -40,6 +40,8 @@ from stacks.level3_finetune.pipeline import (
     POLL_RETRY_INTERVAL,
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_INTERVAL,
+    READ_RETRY_ATTEMPTS,
+    READ_RETRY_INTERVAL,
     THROTTLE_RETRY_ATTEMPTS,
     VALIDATOR_TIMEOUT,
     execution_bounds,
@@ -538,6 +540,31 @@ def test_unreadable_job_file_is_rejected_and_notified(none: Variant, read: Any) 
     assert_notified(trace, [("NotifyUnreadableRequest", "rejected:")])
     [(_, message)] = trace.notifications
     assert set(message["detail"]) == {"Error", "Cause"} and "request" not in message
+    assert trace.retries == {}  # a missing file, or one that is not JSON, is read once
+
+
+# S3's server errors say "try again" (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html); the
+# exact name Step Functions gives one is not documented, so the retrier is States.TaskFailed.
+S3_SERVER_ERRORS = [
+    AslError("S3.S3Exception", "We encountered an internal error. Please try again. (Status Code: 500)"),
+    AslError("S3.S3Exception", "Please reduce your request rate. (Status Code: 503)"),
+]
+
+
+@pytest.mark.parametrize("state", ["ReadJobRequest", "ReadJobRequestVersion"])
+def test_a_transient_s3_error_reading_the_job_file_is_retried_not_a_rejected_upload(none: Variant, state: str) -> None:
+    event = s3_event(none)
+    if state == "ReadJobRequestVersion":
+        event["detail"]["object"]["version-id"] = "v1"
+    body = {"Body": json.dumps(README_REQUEST)}
+    trace = run(none, event, **{state: [*S3_SERVER_ERRORS, body]}, **job_runs())
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.retries == {state: 2} and len(trace.calls_to(state)) == 3
+    # Bounded: an error that does not go away still ends in the notified rejection, within seconds.
+    stuck = run(none, event, **{state: [S3_SERVER_ERRORS[0]] * (READ_RETRY_ATTEMPTS + 1)})
+    assert_ends(stuck, "FAILED", "UnreadableRequest")
+    assert stuck.retries == {state: READ_RETRY_ATTEMPTS}
+    assert stuck.elapsed == READ_RETRY_INTERVAL.to_seconds() * (2**READ_RETRY_ATTEMPTS - 1) == 14
 
 
 def s3_get_object(body: str) -> Any:
