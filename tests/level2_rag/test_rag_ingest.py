@@ -1039,6 +1039,41 @@ def test_a_complete_job_with_failed_documents_is_retried_once_by_the_reconcile(
     assert len(world.agent.start_attempts) == 1
 
 
+def test_a_retry_that_also_ingested_new_changes_gets_its_own_retry(world: World) -> None:
+    """A sync that finds the retry due and changes queued starts one job for both. A new document that fails in
+    it was never retried, so that job is retried once more; only a retry with no change of its own is final."""
+    # Given a job of the function that ended COMPLETE with a failed document, and 3 changes queued since
+    ended = world.agent.add_job(
+        started_ms=world.clock.now_ms - 600_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"2 changes{TAGGED}",
+        statistics=ONE_FAILED,
+        failure_reasons=[BIG],
+    )
+    world.send_changes(3)
+    # When the sync runs: one job retries the failed document and ingests the changes
+    assert world.sync()["started"] is True
+    [combined] = world.agent.start_attempts
+    assert combined.description == f"{ingestion.RETRY_FAILED_DOCUMENTS} {ended.job_id}; 3 changes{TAGGED}"
+    # Given one of the new documents fails in it
+    [job] = [job for job in world.agent.jobs if job.job_id == combined.job_id]
+    job.statistics = dict(ONE_FAILED)
+    world.advance(3600)
+    # Then the reconcile retries that job, with no change of its own
+    assert reconcile()["sync"]["started"] is True
+    retry = world.agent.start_attempts[-1]
+    assert retry.description == f"{ingestion.RETRY_FAILED_DOCUMENTS} {combined.job_id}{TAGGED}"
+    # And that retry is final: when it fails too, no other job starts
+    [job] = [job for job in world.agent.jobs if job.job_id == retry.job_id]
+    job.statistics = dict(ONE_FAILED)
+    world.advance(3600)
+    assert reconcile()["sync"]["started"] is False
+    world.advance(3600)
+    assert reconcile()["sync"]["started"] is False
+    assert [a.job_id for a in world.agent.start_attempts] == [combined.job_id, retry.job_id]
+
+
 def test_a_retry_that_indexes_the_failed_documents_clears_the_metric(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -82,8 +82,10 @@ FULL_SYNC = "full sync: the data source is not in sync under its current configu
 # indexes a document not indexed yet (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-direct-ingestion.html).
 # The reconcile retries such a job of ours once: the retry carries this text, and its own failures are left to the
 # DocumentsFailed alarm (a document that always fails, e.g. over 50 MB, must not start a job every hour).
+# Only a retry that carried no change of its own is final: a job that retried and also ingested new changes
+# (describe_job: "...; 3 changes") gets its one retry too, or a failed new document would never be retried.
 RETRY_FAILED_DOCUMENTS = "retry of the documents that failed in job"
-RETRY_TAG = re.compile(rf"^{RETRY_FAILED_DOCUMENTS} [0-9a-zA-Z]{{10}}\b")
+RETRY_TAG = re.compile(rf"^{RETRY_FAILED_DOCUMENTS} [0-9a-zA-Z]{{10}} \[revision [0-9a-f]{{16}}\]$")
 # The revision a job was started under, at the end of its description (at most 200 characters).
 REVISION_TAG = re.compile(r"\[revision ([0-9a-f]{16})\]$")
 SQS_BATCH = 10
