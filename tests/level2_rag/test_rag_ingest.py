@@ -364,6 +364,7 @@ def test_changes_are_coalesced_into_one_job_then_deleted(world: World, capsys: p
         "changes": 25,
         "objects": 4,
         "outsidePrefix": 0,
+        "expiredVersions": 0,
         "poison": 1,
         "deleted": 25,
         "deleteFailed": 0,
@@ -773,6 +774,52 @@ def test_changes_queued_under_the_old_prefix_are_moot_not_poison(
     assert world.queued_bodies() == world.dead_letter_bodies() == []
     [moot] = [r for r in records(logs) if r["message"].startswith("Changes outside the documents prefix")]
     assert (moot["level"], moot["changes"], moot["keys"]) == ("INFO", 3, [f"{PREFIX}doc-{i}.md" for i in range(3)])
+
+
+def expired_version_event(rng: random.Random, key: str) -> str:
+    """S3's event when the bucket's lifecycle removes an old version for good
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/EventBridge.html)."""
+    event = json.loads(object_event(rng, "deleted", key))
+    event["detail"]["reason"] = "Lifecycle Expiration"
+    return json.dumps(event)
+
+
+def test_an_old_version_the_lifecycle_removed_starts_no_job(world: World) -> None:
+    """The documents bucket expires noncurrent versions after 30 days: each removal is an Object Deleted event, but
+    the current document is unchanged, so it starts no job; it goes with the next job that does start."""
+    world.send(expired_version_event(world.rng, f"{PREFIX}old.md"))
+    world.send(expired_version_event(world.rng, f"{PREFIX}older.md"))
+    alone = world.sync()
+    assert (alone["started"], alone["reason"], alone["expiredVersions"], alone["deleted"]) == (
+        False,
+        "no document change received",
+        2,
+        2,
+    )
+    assert world.agent.start_attempts == [] and world.queued_bodies() == world.dead_letter_bodies() == []
+    # With a real change: one job for that change only, and the removal's message goes with it
+    world.send(expired_version_event(world.rng, f"{PREFIX}old.md"))
+    world.send_changes(1)
+    both = world.sync()
+    assert (both["started"], both["changes"], both["expiredVersions"], both["deleted"]) == (True, 1, 1, 2)
+    assert world.agent.start_attempts[0].description == f"1 change{TAGGED}"
+
+
+@pytest.mark.parametrize(
+    ("reason", "deletion", "noncurrent"),
+    [
+        ("Lifecycle Expiration", "Permanently Deleted", True),  # an old version removed for good
+        ("Lifecycle Expiration", "Delete Marker Created", False),  # a current version expired: a real delete
+        ("DeleteObject", "Permanently Deleted", False),  # a user removed a version, maybe the current one
+    ],
+)
+def test_only_a_lifecycle_permanent_delete_is_an_old_version(reason: str, deletion: str, noncurrent: bool) -> None:
+    event = json.loads(object_event(random.Random(3), "deleted", f"{PREFIX}a.md"))
+    event["detail"].update({"reason": reason, "deletion-type": deletion})
+    assert parse_change(json.dumps(event), bucket=BUCKET).noncurrent is noncurrent
+    created = json.loads(object_event(random.Random(3), "created", f"{PREFIX}a.md"))
+    created["detail"]["reason"] = reason
+    assert parse_change(json.dumps(created), bucket=BUCKET).noncurrent is False
 
 
 def test_moot_changes_alone_start_no_job_in_sync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -71,6 +71,11 @@ def test_documents_bucket_is_versioned_and_sends_events_to_eventbridge(template:
     _, notifications = only(template, "Custom::S3BucketNotifications")
     assert notifications["Properties"]["BucketName"] == {"Ref": bucket_id}
     assert notifications["Properties"]["NotificationConfiguration"] == {"EventBridgeConfiguration": {}}
+    # The ingestion function takes a lifecycle's permanent delete for an old version (rag_ingest.changes
+    # LIFECYCLE_EXPIRATION): no rule of this bucket may expire a current version, which would be a real change.
+    rules = bucket["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])
+    assert rules and [r for r in rules if {"ExpirationInDays", "ExpirationDate"} & set(r)] == []
+    assert any("NoncurrentVersionExpiration" in r for r in rules)
 
 
 def test_knowledge_base_uses_the_configured_embedding_model_and_dimensions(

@@ -35,12 +35,21 @@ class PoisonMessage(ValueError):
         self.reason = reason
 
 
+# S3 sends "Object Deleted" with reason Lifecycle Expiration and deletion-type Permanently Deleted when a lifecycle
+# rule removes an object version for good (https://docs.aws.amazon.com/AmazonS3/latest/userguide/EventBridge.html).
+# The documents bucket's only expiration is of noncurrent versions (NoncurrentVersionExpiration; a test holds the
+# stack to that), so such an event never changes a document the knowledge base indexes.
+LIFECYCLE_EXPIRATION = "Lifecycle Expiration"
+PERMANENTLY_DELETED = "Permanently Deleted"
+
+
 @dataclass(frozen=True)
 class Change:
     kind: str  # "created" | "deleted"
     bucket: str
     key: str
     event_id: str
+    noncurrent: bool = False  # an old version removed by the bucket's lifecycle: the current document is unchanged
 
 
 def covered(key: str, prefix: str) -> bool:
@@ -82,6 +91,9 @@ def parse_change(body: Any, *, bucket: str) -> Change:
         bucket=event_bucket,
         key=key,
         event_id=event_id if isinstance(event_id, str) else "",
+        noncurrent=DETAIL_TYPES[detail_type] == "deleted"
+        and _path(detail, "reason") == LIFECYCLE_EXPIRATION
+        and _path(detail, "deletion-type") == PERMANENTLY_DELETED,
     )
 
 

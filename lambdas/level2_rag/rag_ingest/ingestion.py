@@ -34,9 +34,10 @@ module keeps: **a change's message is deleted only after an ingestion job starte
    goes on with what it holds). Each message is read on its own: anything that goes wrong reading a body
    makes that message, and only that message, poison; poison is never deleted (the redrive policy moves it to
    the dead-letter queue) and is logged with why. A change of a key outside the documents prefix (queued under
-   a previous prefix) is moot, not poison: it is held, released and deleted like a change, but never starts a
-   job by itself (see ``sync``). A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th
-   time (or later) is re-queued at once: a fresh copy (receive count 0) is sent, then the original deleted.
+   a previous prefix), or an old version the bucket's lifecycle removed (``Change.noncurrent``), is moot, not
+   poison: it is held, released and deleted like a change, but never starts a job by itself (see ``sync``).
+   A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th time (or later) is re-queued at once: a fresh
+   copy (receive count 0) is sent, then the original deleted.
 5. StartIngestionJob once for all changes, with a client token derived from their message ids (a retried
    call is idempotent). Any failure after the first message was received (this call, or anything else) makes
    the held changes visible again in RELEASE_VISIBILITY_S; busy answers (Conflict, Throttling,
@@ -154,6 +155,7 @@ class Drained:
     received: dict[str, QueuedMessage] = field(default_factory=dict)  # message id -> newest delivery
     parsed: dict[str, Change] = field(default_factory=dict)  # every document change, covered or not
     outside: set[str] = field(default_factory=set)  # changes of keys outside the documents prefix (moot)
+    expired: set[str] = field(default_factory=set)  # old versions the bucket's lifecycle removed (moot)
     unreadable: dict[str, str] = field(default_factory=dict)  # message id -> why it is poison
     requeued: set[str] = field(default_factory=set)  # originals deleted after a fresh copy was queued
     stopped_by: str = "empty"  # "empty" | "cap" | "time" | "error"
@@ -161,11 +163,13 @@ class Drained:
     @property
     def changes(self) -> list[tuple[QueuedMessage, Change]]:
         """The changes the data source covers (what a job is started for)."""
-        return [(self.received[i], change) for i, change in self.parsed.items() if i not in self.outside]
+        moot = self.outside | self.expired
+        return [(self.received[i], change) for i, change in self.parsed.items() if i not in moot]
 
     @property
     def moot(self) -> list[tuple[QueuedMessage, Change]]:
-        return [(self.received[i], change) for i, change in self.parsed.items() if i in self.outside]
+        moot = self.outside | self.expired
+        return [(self.received[i], change) for i, change in self.parsed.items() if i in moot]
 
     @property
     def poison(self) -> list[tuple[QueuedMessage, str]]:
@@ -187,6 +191,7 @@ class SyncResult:
     changes: int = 0
     objects: int = 0
     outside_prefix: int = 0
+    expired_versions: int = 0
     poison: int = 0
     deleted: int = 0
     delete_failed: int = 0
@@ -206,6 +211,7 @@ class SyncResult:
             changes=self.changes,
             objects=self.objects,
             outsidePrefix=self.outside_prefix,
+            expiredVersions=self.expired_versions,
             poison=self.poison,
             deleted=self.deleted,
             deleteFailed=self.delete_failed,
@@ -217,7 +223,7 @@ class SyncResult:
     def count(self, drained: Drained) -> None:
         changes = drained.changes
         self.changes, self.objects = len(changes), len({(c.bucket, c.key) for _, c in changes})
-        self.outside_prefix = len(drained.outside)
+        self.outside_prefix, self.expired_versions = len(drained.outside), len(drained.expired)
         self.poison, self.requeued = len(drained.unreadable), len(drained.requeued)
         self.drain_stopped_by = drained.stopped_by
 
@@ -273,7 +279,7 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
                 extra={"message_id": message.message_id, "reason": why, "receive_count": message.receive_count},
             )
         if drained.outside:
-            keys = sorted({change.key for _, change in drained.moot})
+            keys = sorted({drained.parsed[message_id].key for message_id in drained.outside})
             deps.log.info(
                 "Changes outside the documents prefix: the data source no longer covers them",
                 extra={"changes": len(drained.outside), "keys": keys[:MAX_REPORTED_REASONS], "full_sync": full},
@@ -513,6 +519,8 @@ def _read(settings: Settings, message: QueuedMessage, drained: Drained) -> str |
         drained.parsed[message.message_id] = change
         if not covered(change.key, settings.documents_prefix):
             drained.outside.add(message.message_id)
+        elif change.noncurrent:
+            drained.expired.add(message.message_id)
     except PoisonMessage as bad:
         return bad.reason
     except Exception as exc:  # whatever else reading this one body raised: this message alone is poison
