@@ -52,6 +52,7 @@ class FakeAws:
     answers: list[dict[str, Any]] = field(default_factory=list)
     answered_at: list[float] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    call_seconds: float = 0.0  # how long each API call takes on the clock (0: instant)
 
     @property
     def bedrock(self) -> Stubber:
@@ -123,6 +124,7 @@ def fake_aws(
 
     def record(model: Any, **_: Any) -> None:
         aws.calls.append(model.name)
+        aws.clock.now += aws.call_seconds
 
     monkeypatch.setattr(stack_cleanup, "client", clients.__getitem__)
     monkeypatch.setattr(stack_cleanup, "clock", aws.clock)

@@ -44,8 +44,23 @@ def client(service: str) -> Any:
 
 def client_factory(service: str) -> Callable[[], Any]:
     """What a function calls its ``service`` client by (``bedrock = client_factory("bedrock")``, then
-    ``bedrock().list_custom_models``): each call goes through ``client`` here, so the tests' clients answer."""
-    return lambda: client(service)
+    ``bedrock().list_custom_models``): each call goes through ``client`` here, so the tests' clients answer.
+    While a request is answered, each call first checks its deadline (ANSWER_MARGIN_S pays for one call only)."""
+
+    def get() -> Any:
+        before_call(f"calling {service}")
+        return client(service)
+
+    return get
+
+
+_deadline: Deadline | None = None  # the deadline of the request being answered (see answer)
+
+
+def before_call(doing: str) -> None:
+    """Fail at the deadline of the request being answered before a call starts, not after it overran."""
+    if _deadline is not None:
+        _deadline.check(doing)
 
 
 class CleanupError(Exception):
@@ -83,6 +98,7 @@ def pages(
     """Every item of a paginated list call (``token`` names the page token: nextToken, or NextToken)."""
     next_token = None
     while True:
+        before_call("listing")
         page = call(**params, **({token: next_token} if next_token else {}))
         yield from page.get(key, [])
         next_token = page.get(token)
@@ -164,9 +180,11 @@ def answer(
     stack itself is being deleted (a Delete sent because an update removed the resource leaves what the cleanup
     ``removes`` in place). FAILED reasons are one line: what is left and ``retry_hint``, or, at the deadline,
     ``resume_hint``."""
+    global _deadline
     deadline = Deadline(context.get_remaining_time_in_millis(), resume_hint=resume_hint)
     kind = event.get("RequestType")
     status = "FAILED"
+    _deadline = deadline
     try:
         if kind in ("Create", "Update"):
             validate(event.get("ResourceProperties", {}))
@@ -187,6 +205,8 @@ def answer(
     except Exception as err:  # CloudFormation must get an answer whatever happens
         logger.exception("Cleanup failed")
         reason = f"{type(err).__name__}: {err}. {retry_hint}"
+    finally:
+        _deadline = None
     if status == "FAILED":
         logger.error("Answering FAILED", extra={"reason": reason})
     physical = event.get("PhysicalResourceId") or physical_id

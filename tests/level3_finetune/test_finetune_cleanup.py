@@ -280,6 +280,33 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(a
     assert answered_at <= FUNCTION_MS / 1000 - stack_cleanup.ANSWER_MARGIN_S
 
 
+def test_calls_that_take_their_worst_case_still_leave_time_to_answer(aws: Aws) -> None:
+    """Every call may take its worst case (MAX_ATTEMPTS x (connect + read), and back-off): the deadline is checked
+    before each one, so however many calls a step makes, the answer to CloudFormation goes out in time."""
+    c = stack_cleanup
+    aws.call_seconds = c.MAX_ATTEMPTS * (c.CONNECT_TIMEOUT_S + c.READ_TIMEOUT_S) + 6  # 45 s, back-off included
+    assert aws.call_seconds + c.RESPONSE_TIMEOUT_S <= c.ANSWER_MARGIN_S  # the margin pays for one call
+    # Four running jobs of the kit that never finish stopping: each poll asks for each of them
+    ours = [job_summary(f"{PREFIX}-job-{n:012x}", "InProgress") for n in range(4)]
+    aws.deleting()
+    aws.executions([])
+    aws.jobs(ours)
+    for summary in ours:
+        aws.bedrock.add_response("get_model_customization_job", job(summary, KEY), {"jobIdentifier": summary["jobArn"]})
+        aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": summary["jobArn"]})
+    for _ in range(5):
+        for summary in ours:
+            aws.bedrock.add_response(
+                "get_model_customization_job", job(summary, KEY, "Stopping"), {"jobIdentifier": summary["jobArn"]}
+            )
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    assert aws.answer["Status"] == "FAILED" and "Deadline reached" in aws.answer["Reason"]
+    [answered_at] = aws.answered_at
+    assert answered_at + c.RESPONSE_TIMEOUT_S <= FUNCTION_MS / 1000
+
+
 def _a_model_served_by_a_committed_throughput(aws: Aws, duration: str, days_left: int) -> None:
     """The kit's one model, served by a throughput someone reserved by hand with a commitment."""
     ours = f"{PREFIX}-model-0123456789ab"
