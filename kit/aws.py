@@ -64,6 +64,16 @@ CLIENT_CONFIG: Mapping[str, Any] = {
     "user_agent_extra": "genai-spectrum-kit",
 }
 
+# A model's answer arrives whole when generation ends, which can take longer than CLIENT_CONFIG's 60 s ("Large models
+# ... can take more than sixty seconds", https://repost.aws/knowledge-center/bedrock-large-model-read-timeouts), and
+# botocore's standard mode retries a read timeout as a transient error, so five retries would ask six times for an
+# answer that takes too long. Model calls wait longer and try twice.
+MODEL_CLIENT_CONFIG: Mapping[str, Any] = {
+    **CLIENT_CONFIG,
+    "retries": {"mode": "standard", "total_max_attempts": 2},
+    "read_timeout": 300,
+}
+
 
 class StackNotDeployed(KitError):
     """The stack a command needs does not exist in the target region."""
@@ -152,6 +162,18 @@ def client(name: str, region: str | None = None, profile: str | None = None) -> 
             _clients[key] = session(region, profile).client(name, config=Config(**CLIENT_CONFIG))
         except InvalidRegionError:
             raise KitUsageError(f"{region!r} is not an AWS region code (e.g. us-east-1): check --region") from None
+    return _clients[key]
+
+
+def model_client(name: str, region: str | None = None, profile: str | None = None) -> Any:
+    """The client of service ``name`` (bedrock-runtime) for model invocations (MODEL_CLIENT_CONFIG); cached like
+    ``client``."""
+    key = (f"{name}:model", region, profile)
+    if key not in _clients:
+        from botocore.config import Config
+
+        client(name, region, profile)  # the same checks of the region as every other client
+        _clients[key] = session(region, profile).client(name, config=Config(**MODEL_CLIENT_CONFIG))
     return _clients[key]
 
 
@@ -346,6 +368,9 @@ class Target:
 
     def client(self, name: str) -> Any:
         return client(name, self.region, self.profile)
+
+    def model_client(self, name: str) -> Any:
+        return model_client(name, self.region, self.profile)
 
     def credentials(self) -> Any:
         return credentials(self.region, self.profile)

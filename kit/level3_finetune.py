@@ -1080,7 +1080,7 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
     # The shape of stacks/level3_finetune/sagemaker_pipeline.py SMOKE_BODY (OpenAI chat completion):
     # https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html
     body = {"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
-    runtime = target.client("bedrock-runtime")
+    runtime = target.model_client("bedrock-runtime")
     try:
         answer = runtime.invoke_model(
             modelId=model_arn, contentType="application/json", accept="application/json", body=json.dumps(body)

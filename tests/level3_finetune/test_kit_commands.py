@@ -657,6 +657,25 @@ def _ask_stubs(machine: str, name: str) -> tuple[Stubber, Stubber]:
     return sfn, bedrock
 
 
+def model_stub() -> Any:
+    """A Stubber on the client `kit l3sm ask` invokes the model with (kit.aws.model_client)."""
+    from botocore.stub import Stubber
+
+    stubber = Stubber(aws.model_client("bedrock-runtime", REGION, None))
+    stubber.activate()
+    return stubber
+
+
+def test_model_calls_wait_for_a_long_answer_and_do_not_ask_six_times() -> None:
+    """A read timeout is a transient error to botocore's standard mode: the shared client (5 retries, 60 s) would
+    ask six times for an answer that takes longer than a minute. The model client waits 5 minutes, twice at most."""
+    config = aws.model_client("bedrock-runtime", REGION, None).meta.config
+    assert config.read_timeout == 300 and config.retries == {"mode": "standard", "total_max_attempts": 2}
+    shared = aws.client("bedrock-runtime", REGION, None).meta.config
+    assert shared.read_timeout == 60 and shared.retries["total_max_attempts"] == 6  # max_attempts 5: retries
+    assert aws.model_client("bedrock-runtime", REGION, None) is aws.model_client("bedrock-runtime", REGION, None)
+
+
 def _expected_invoke(text: str, max_tokens: int) -> dict[str, object]:
     return {
         "modelId": MODEL_ARN,
@@ -670,7 +689,7 @@ def test_l3sm_ask_invokes_the_newest_succeeded_model_with_the_smoke_test_body(mo
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     sfn, bedrock = _ask_stubs(machine, "run7")
-    runtime = stubbed("bedrock-runtime")
+    runtime = model_stub()
     raw = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Ready."}}]}).encode()
     runtime.add_response(
         "invoke_model",
@@ -689,7 +708,7 @@ def _ask_refused(mocked: FakeCloudFormation, code: str, status: int) -> tuple[An
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     _ask_stubs(machine, "run7")
-    runtime = stubbed("bedrock-runtime")
+    runtime = model_stub()
     runtime.add_client_error("invoke_model", code, "refused", status, expected_params=_expected_invoke("hi", 256))
     result = run(l3sm, "ask", "hi")
     runtime.assert_no_pending_responses()
