@@ -307,12 +307,10 @@ def from_aws_error(
             or input_too_long(exc, resource=resource, field=input_field)
             or ModelRejectedInputError(trim(aws_error_message(exc)) or "Amazon Bedrock rejected the request.")
         )
-    if code in NOT_FOUND_CODES:
-        message = aws_error_message(exc).lower()
-        if USE_CASE_FORM_MESSAGE in message:
+    if refuses_model_access(exc):
+        if USE_CASE_FORM_MESSAGE in aws_error_message(exc).lower():
             return _use_case_form(exc, resource, config_hint)
-        if LEGACY_NOT_IN_USE_MESSAGE in message:
-            return _legacy_not_in_use(resource, model_setting or config_hint)
+        return _legacy_not_in_use(resource, model_setting or config_hint)
     build = _AWS_ERRORS.get(code)
     if build is not None:
         return build(exc, resource, config_hint)
@@ -328,6 +326,15 @@ def from_aws_error(
             f"{model_access_advice(resource)}"
         )
     return None
+
+
+def refuses_model_access(exc: BaseException) -> bool:
+    """A ResourceNotFoundException that is the account's model access (the use-case form, a Legacy model not in
+    use), not a missing resource: from_aws_error answers it 403 model_access_denied."""
+    message = aws_error_message(exc).lower()
+    return aws_error_code(exc) in NOT_FOUND_CODES and (
+        USE_CASE_FORM_MESSAGE in message or LEGACY_NOT_IN_USE_MESSAGE in message
+    )
 
 
 def _message(exc: BaseException) -> str:

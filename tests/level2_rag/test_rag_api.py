@@ -798,6 +798,29 @@ def test_not_found_names_the_knowledge_base(invoke: Invoke, stubber: Stubber) ->
     assert "KNOWLEDGE_BASE_ID" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("refusal", "advice"),
+    [
+        ("Model use case details have not been submitted for this account. Fill out the Anthropic use case details "
+         "form before using the model. If you have already filled out the form, try again in 15 minutes.",
+         "use-case form"),
+        ("Access denied. This Model is marked by provider as Legacy and you have not been actively using the model "
+         "in the last 15 days. Please upgrade to an active model on Amazon Bedrock", "Legacy"),
+    ],
+    ids=["use-case-form", "legacy-not-in-use"],
+)  # fmt: skip
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_a_model_access_refusal_worded_as_not_found_is_403_not_a_missing_knowledge_base(
+    invoke: Invoke, stubber: Stubber, route: str, refusal: str, advice: str
+) -> None:
+    """Bedrock words these two refusals of the account's model access as a ResourceNotFoundException (the
+    troubleshooting page's FTUFormNotFilled is HTTP 404): the answer is the 403 the docs promise, with the advice."""
+    operation, event, params = _route(route)
+    stubber.add_client_error(operation, "ResourceNotFoundException", refusal, 404, expected_params=params)
+    error = assert_error(invoke(event), 403, "model_access_denied")
+    assert advice in error["message"] and "KNOWLEDGE_BASE_ID" not in error["message"]
+
+
 def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_client_error(
         "retrieve_and_generate", "ValidationException", "Session abc is not valid.\n  " + "x" * 900, 400

@@ -42,6 +42,7 @@ from common.errors import (
     aws_error_message,
     from_aws_error,
     is_transient_aws_error,
+    refuses_model_access,
     trim,
 )
 from common.http import decode_body, json_response, parse_json_object
@@ -251,7 +252,9 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
             "base's service role may invoke its embedding model, and that no SCP denies them in this region. "
             + SUBSCRIPTION_ADVICE
         )
-    if code == "ResourceNotFoundException":
+    # The use-case form and a Legacy model not in use come as ResourceNotFoundException too, worded so: they are
+    # the account's model access (403, from_aws_error below), not a missing knowledge base.
+    if code == "ResourceNotFoundException" and not refuses_model_access(exc):
         return UpstreamNotFoundError(
             f"Amazon Bedrock could not find the knowledge base '{kb}' (or the model or guardrail it uses). "
             f"Check the region and {CONFIG_HINT}."
