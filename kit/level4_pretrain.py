@@ -300,7 +300,8 @@ def cluster() -> None:
             Text(
                 f"Slurm partitions: {', '.join(partitions)}, and {HYPERPOD_UNIVERSAL_PARTITION} (the default, every "
                 f"node); nodes are named after their group (<group>-1, <group>-2, ...). From the controller or "
-                f"login node, in workloads/pretrain: sbatch --partition {partitions[0]} slurm/pretrain.sbatch",
+                f"login node, in a copy of workloads/pretrain on /fsx (a directory every node sees): sbatch "
+                f"--partition {partitions[0]} slurm/pretrain.sbatch",
                 style="dim",
             )
         )

@@ -162,6 +162,9 @@ def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> 
     text = SBATCH.read_text()
     directives = re.findall(r"^#SBATCH (\S+)", text, flags=re.M)
     assert "--nodes=2" in directives and "--ntasks-per-node=1" in directives
+    # Runs of one job name share RUN_DIR (default RUN_NAME: the job name): one at a time, or they prune each
+    # other's checkpoints.
+    assert "--dependency=singleton" in directives and "${SLURM_JOB_NAME" in text
     assert "set -euo pipefail" in text
     launch = text[text.index("\nsrun ") :]
     for fragment in (
@@ -224,7 +227,7 @@ def test_sbatch_script_auto_resumes_on_hyperpod_and_finds_the_head_inside_the_st
         marker.mkdir()
     script = tmp_path / "pretrain.sbatch"
     text = SBATCH.read_text()
-    assert text.count("/opt/sagemaker_cluster") == 2  # the comment and the test
+    assert text.count("/opt/sagemaker_cluster") == 3  # the comment and the two tests
     script.write_text(text.replace("/opt/sagemaker_cluster", str(marker)))
     env = _fake_slurm(tmp_path)
     result = subprocess.run(
@@ -238,6 +241,8 @@ def test_sbatch_script_auto_resumes_on_hyperpod_and_finds_the_head_inside_the_st
     assert endpoints == ["10.1.0.1:29500", "10.1.0.2:29500"]  # the restarted step reaches the replacement
     assert all(run.endswith("--steps 5") and f"{PRETRAIN_DIR}/train.py" in run for run in runs)
     assert "rendezvous at gpu-1 (10.1.0.2)" in result.stdout
+    # Without /fsx the checkpoints are on the node's own disk, which a replacement does not keep: said on HyperPod
+    assert ("starts again from step 0" in result.stderr) is on_hyperpod
 
 
 def test_sbatch_script_refuses_to_run_outside_the_workload_folder(tmp_path: Path) -> None:
