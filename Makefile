@@ -103,9 +103,12 @@ bench: setup
 
 # pip freeze writes a local version label (torch==2.13.0+cpu, from a local CPU wheel); PyPI publishes no such
 # release, so the lock keeps the public version, which a local build of it still satisfies (PEP 440).
+# Written to a temporary file first: a failed pip freeze leaves the old lock as it was, not a lock of one comment.
 lock: $(VENV)/.installed
 	(echo "# Every package the venv holds, pinned (pip freeze). Regenerate with: make lock"; \
-	 $(PY) -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/') > requirements.lock
+	 $(PY) -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/') > requirements.lock.tmp \
+	 || { rm -f requirements.lock.tmp; exit 1; }
+	mv requirements.lock.tmp requirements.lock
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis build

@@ -189,6 +189,28 @@ def test_make_lock_strips_local_version_labels() -> None:
     assert done.stdout == "torch==2.13.0\nboto3==1.40.0\nnumpy==2.3.1\n"
 
 
+def test_a_failed_make_lock_keeps_the_old_lock(tmp_path: Path) -> None:
+    """`make lock` writes the new lock only once pip freeze has succeeded: a failure leaves the old one whole
+    (a lock of one comment would let the next install take any version of every transitive dependency)."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    old = "# old\nboto3==1.0\n"
+    (tmp_path / "requirements.lock").write_text(old)
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/bash\n[ "$FREEZE" = ok ] || exit 1\nprintf "torch==2.13.0+cpu\\nboto3==1.44.5\\n"\n')
+    fake.chmod(0o755)
+
+    def lock(freeze: str) -> subprocess.CompletedProcess[str]:
+        command = ["make", "-s", "-o", ".venv/.installed", "lock", f"PY={fake}"]
+        env = {**os.environ, "FREEZE": freeze}
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+    assert lock("fail").returncode != 0
+    assert (tmp_path / "requirements.lock").read_text() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Makefile", "python", "requirements.lock"]
+    assert lock("ok").returncode == 0
+    assert (tmp_path / "requirements.lock").read_text().splitlines()[1:] == ["torch==2.13.0", "boto3==1.44.5"]
+
+
 # A Python that reports another version: the real interpreter runs the Makefile's snippet with sys.version_info
 # replaced. `-m venv DIR` makes a venv whose python is this same script; anything else (pip) is logged to LOG.
 FAKE_PYTHON = """#!/bin/bash
