@@ -23,6 +23,7 @@ from common.errors import (
     ApiError,
     InternalError,
     MethodNotAllowedError,
+    ModelAccessDeniedError,
     NotFoundError,
     ThrottledError,
     UnsupportedEventError,
@@ -55,7 +56,8 @@ def install_error_handlers(
     """Register the kit's exception, not-found and method-not-allowed handlers on ``app``.
 
     ``routes`` are the (method, path) pairs the app serves (``<name>`` marks a path parameter); ``publish``
-    writes metrics (``ModelThrottled`` when an AWS call is still throttled after the kit's retries).
+    writes metrics (``ModelThrottled`` when an AWS call is still throttled after the kit's retries,
+    ``ModelAccessDenied`` when the account or the function may not use the model: a 403 that no 5xx alarm sees).
     ``map_aws_error`` maps a botocore error to the kit's error (None: unexpected, 500); by default it is
     ``from_aws_error`` for the resource in the app context under ``RESOURCE_KEY``, naming ``config_hint``.
     ``aws_failure`` is the log message of a mapped AWS error.
@@ -74,8 +76,13 @@ def install_error_handlers(
         logger.exception("Unhandled error", exc_info=exc)
         return error_response(internal_error(request_id(app.current_event.raw_event, app.lambda_context)))
 
+    def count_refusal(error: ApiError) -> None:
+        if isinstance(error, ModelAccessDeniedError):  # the deployment's fault, every caller gets it: alarmed
+            publish({"ModelAccessDenied": (MetricUnit.Count, 1)}, {})
+
     @app.exception_handler(ApiError)
     def _on_api_error(exc: ApiError) -> Response[Any]:
+        count_refusal(exc)
         log = logger.error if exc.status >= 500 else logger.info
         log(
             "Request failed",
@@ -91,6 +98,7 @@ def install_error_handlers(
             return internal_response(exc)
         if isinstance(mapped, ThrottledError):
             publish({"ModelThrottled": (MetricUnit.Count, 1)}, {})  # still throttled after the kit's retries
+        count_refusal(mapped)
         logger.warning(
             aws_failure,
             extra={

@@ -34,6 +34,7 @@ from stacks.shared.settings import ModelRef, guardrail_region_problems, profile_
 from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
+SERVICE_NAME = "prompt-api"  # the function's Powertools service: its logs and the dimension of its metrics
 # Lambda allows 4 KB of environment variables in all; keep the template catalog well inside it.
 CATALOG_ENV_BUDGET = 3000
 _ARN_ESTIMATE = "x" * 100  # a prompt version ARN is about 75 characters; estimate high
@@ -173,7 +174,7 @@ class PromptEngineeringStack(Stack):
             deployment=deployment,
             handler="prompt_api.handler.handler",
             description="Level 1 prompt API: Bedrock Converse with a guardrail on every call",
-            service_name="prompt-api",
+            service_name=SERVICE_NAME,
             timeout=FUNCTION_TIMEOUT,
             memory_size=256,
             environment={
@@ -206,7 +207,7 @@ class PromptEngineeringStack(Stack):
         rest.add_lambda_method(one_template, "POST", handler.function, body=body, path_parameters=("name",))
 
         alarms = AlarmTopic(self, "Alarms", deployment=deployment)
-        alarms.api_alarms(self, rest.api, label="Level 1")
+        alarms.api_alarms(self, rest.api, label="Level 1", service=SERVICE_NAME, namespace=deployment.metrics_namespace)
         alarms.alarm(
             self,
             "FunctionErrorsAlarm",
@@ -227,7 +228,7 @@ class PromptEngineeringStack(Stack):
             metric=cloudwatch.Metric(
                 namespace=deployment.metrics_namespace,
                 metric_name="ModelThrottled",
-                dimensions_map={"service": "prompt-api"},
+                dimensions_map={"service": SERVICE_NAME},
                 period=FIVE_MINUTES,
                 statistic="Sum",
             ),

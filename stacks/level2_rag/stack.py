@@ -57,6 +57,7 @@ from stacks.shared.settings import ModelRef, guardrail_region_problems, profile_
 from stacks.shared.stage import bucket_deployment_logs, tag_stack
 
 LEVEL = "2-rag"
+QUERY_SERVICE_NAME = "rag-api"  # the query function's Powertools service: the dimension of its metrics
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[2] / "samples" / "rag-corpus"
 REVISION_LENGTH = 16  # DATA_SOURCE_REVISION: 16 hex digits (rag_ingest.settings.REVISION)
 INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of its settings follows
@@ -772,7 +773,7 @@ class QueryApi(Construct):
             deployment=deployment,
             handler="rag_api.handler.handler",
             description="Level 2 query API: answers with citations from the knowledge base",
-            service_name="rag-api",
+            service_name=QUERY_SERVICE_NAME,
             timeout=QUERY_TIMEOUT,
             memory_size=256,
             environment={
@@ -948,7 +949,9 @@ class RagStack(Stack):
             f"{CHANGES_RETENTION.to_days()} days (the StaleChangesAlarm fires once one waited "
             f"{STALE_CHANGE_AGE.to_hours()} hours)",
         )
-        alarms.api_alarms(self, query.rest.api, label="Level 2")
+        alarms.api_alarms(
+            self, query.rest.api, label="Level 2", service=QUERY_SERVICE_NAME, namespace=deployment.metrics_namespace
+        )
 
         self.documents, self.kb, self.ingestion, self.query, self.alarm_topic = (
             documents,

@@ -157,8 +157,9 @@ class AlarmTopic(Construct):
         self.alarms.append(alarm)
         return alarm
 
-    def api_alarms(self, scope: Construct, api: apigw.RestApi, *, label: str) -> None:
-        """The alarms every kit API has: any 5xx, and p95 latency near API Gateway's 29 s timeout."""
+    def api_alarms(self, scope: Construct, api: apigw.RestApi, *, label: str, service: str, namespace: str) -> None:
+        """The alarms every kit API has: any 5xx, p95 latency near API Gateway's 29 s timeout, and any refusal of
+        the model (the function's ModelAccessDenied metric: it answers 403, which the 5xx alarm does not count)."""
         self.alarm(
             scope,
             "Api5xxAlarm",
@@ -173,6 +174,20 @@ class AlarmTopic(Construct):
             threshold=15_000,
             evaluation_periods=3,
             description=f"{label} API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
+        )
+        self.alarm(
+            scope,
+            "ModelAccessDeniedAlarm",
+            metric=cloudwatch.Metric(
+                namespace=namespace,
+                metric_name="ModelAccessDenied",
+                dimensions_map={"service": service},
+                period=FIVE_MINUTES,
+                statistic="Sum",
+            ),
+            threshold=1,
+            description=f"{label} API answered 403 model_access_denied: the function or the account may not use "
+            "the model (IAM, an SCP, Marketplace, the use-case form, a Legacy model); see the function log",
         )
 
 

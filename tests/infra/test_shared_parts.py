@@ -209,3 +209,30 @@ def test_the_bucket_deployment_suppression_follows_the_bootstrap_qualifier(
     messages = app.synth().get_stack_artifact(stack.artifact_id).messages
     unsuppressed = [str(m.entry.data) for m in messages if "AwsSolutions-IAM5" in str(m.entry.data)]
     assert unsuppressed == []
+
+
+@pytest.mark.parametrize("stack_id", ["GenAiKit-1-Prompt", "GenAiKit-2-Rag"])
+def test_each_api_alarms_on_the_model_access_refusals_its_function_counts(sandbox: Any, stack_id: str) -> None:
+    """A 403 model_access_denied is the deployment's or the account's fault and reaches every caller, but the API's
+    5xx alarm does not count it: the function publishes ModelAccessDenied (common/resolver.py), and the alarm reads
+    that metric in the namespace and under the service name the function writes it with."""
+    template = sandbox.templates[stack_id]
+    [alarm] = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["MetricName"] == "ModelAccessDenied"
+    ]
+    functions = [
+        f["Properties"]["Environment"]["Variables"]
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if "POWERTOOLS_SERVICE_NAME" in f["Properties"].get("Environment", {}).get("Variables", {})
+    ]
+    [api] = [v for v in functions if v["POWERTOOLS_SERVICE_NAME"] in {"prompt-api", "rag-api"}]
+    assert alarm["Namespace"] == api["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": api["POWERTOOLS_SERVICE_NAME"]}]
+    assert (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum",
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["TreatMissingData"] == "notBreaching"

@@ -736,6 +736,18 @@ def test_throttling_after_retries_is_counted_for_the_alarm(
     assert (emf["service"], emf["ModelThrottled"]) == (SERVICE, [1.0])
 
 
+def test_a_refused_model_access_is_counted_for_the_alarm(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stubber.add_client_error("converse", "AccessDeniedException", "not authorized", 403)
+
+    assert invoke(post_prompt({"prompt": "Say hello."})).status == 403
+
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "ModelAccessDenied", "Unit": "Count"}]
+    assert (emf["service"], emf["ModelAccessDenied"]) == (SERVICE, [1.0])
+
+
 def test_other_bedrock_errors_publish_no_metrics(
     invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str]
 ) -> None:

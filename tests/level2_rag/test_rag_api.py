@@ -957,6 +957,24 @@ def test_throttling_after_retries_is_counted(
     assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "ModelThrottled", "Unit": "Count"}]
 
 
+@pytest.mark.parametrize(
+    ("code", "message", "status"),
+    [
+        ("AccessDeniedException", "not authorized", 403),
+        ("ResourceNotFoundException", "Model use case details have not been submitted for this account.", 404),
+    ],
+)
+def test_a_refused_model_access_is_counted_for_the_alarm(
+    invoke: Invoke, stubber: Stubber, capsys: pytest.CaptureFixture[str], code: str, message: str, status: int
+) -> None:
+    stubber.add_client_error("retrieve_and_generate", code, message, status)
+
+    assert invoke(ask({"question": "q"})).status == 403
+
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "ModelAccessDenied", "Unit": "Count"}]
+
+
 def test_no_retry_when_the_deadline_is_too_close(invoke: Invoke, stubber: Stubber, sleeps: list[float]) -> None:
     # 11 s left: 6 s are kept for the guardrail, 1 s for the answer, 3 s connect: one attempt with a 1 s read
     # timeout fits, a second one after any back-off does not.
