@@ -62,17 +62,17 @@ def test_cost_json_has_one_entry_per_stack_with_idle_and_per_use(sandbox: Any) -
     assert (report["region"], report["currency"], report["stage"]) == ("us-east-1", "USD", None)
     by_stack = {stack["stack"]: stack for stack in report["stacks"]}
     assert list(by_stack) == sorted(sandbox.templates)
-    assert by_stack["GenAiKit-1-Prompt"]["idle_usd_month"] == 0.5
+    assert by_stack["GenAiKit-1-Prompt"]["idle_usd_month"] == 0.6
     assert by_stack["GenAiKit-4-Pretrain-Cluster"]["idle_usd_month"] == 87.1
     assert by_stack["GenAiKit-4-Pretrain-Jobs"]["idle_items"] == []
     assert report["total_idle_usd_month"] == round(sum(s["idle_usd_month"] for s in report["stacks"]), 2)
     [alarms] = by_stack["GenAiKit-1-Prompt"]["idle_items"]
     assert alarms == {
         "item": "CloudWatch alarms",
-        "quantity": 5,
+        "quantity": 6,
         "unit_usd": 0.1,
         "unit": "alarm-month",
-        "monthly_usd": 0.5,
+        "monthly_usd": 0.6,
         "price_id": "cloudwatch.alarm",
         "approximate": False,
     }
