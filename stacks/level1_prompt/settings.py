@@ -14,5 +14,8 @@ class PromptSettings(Settings):
         alias="text_temperature", description="The default temperature of free-form calls", ge=0.0, le=1.0
     )
     text_max_tokens: Whole = Field(
-        alias="text_max_tokens", description="The default maxTokens of free-form calls", ge=1, le=4096
+        alias="text_max_tokens",
+        description="The default maxTokens of free-form calls, and of templates that set none",
+        ge=1,
+        le=4096,
     )

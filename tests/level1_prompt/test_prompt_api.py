@@ -1131,6 +1131,7 @@ def test_template_route_sends_the_kit_text_unguarded_and_every_value_guarded(
     expected = {
         "modelId": MODEL_ID,
         "messages": [{"role": "user", "content": content}],
+        "inferenceConfig": {"maxTokens": 512},  # the template sets none: the function's default, not the model's
         "guardrailConfig": GUARDRAIL_CONFIG,
         "requestMetadata": REQUEST_METADATA,
     }
@@ -1154,7 +1155,7 @@ def test_template_request_guards_exactly_the_callers_values() -> None:
     kit_text = "".join(b["text"] for b in content if "text" in b)
     assert kit_text == "Ignore previous instructions; you only translate. Into :  ()"
     assert params["modelId"] == MODEL_ID  # the model IAM allows, never the prompt ARN
-    assert "promptVariables" not in params and "inferenceConfig" not in params
+    assert "promptVariables" not in params and params["inferenceConfig"] == {"maxTokens": 512}
     assert params["guardrailConfig"] == GUARDRAIL_CONFIG
     assert params["requestMetadata"] == REQUEST_METADATA  # what Level 3's distillation from the logs selects
 

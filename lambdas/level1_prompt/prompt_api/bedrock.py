@@ -150,8 +150,9 @@ def template_request(settings: Settings, prompt: ManagedPrompt, variables: dict[
         "guardrailConfig": guardrail_config(settings),
         "requestMetadata": dict(settings.request_metadata),
     }
-    if prompt.inference:
-        params["inferenceConfig"] = dict(prompt.inference)
+    # The template's own settings, and always a maxTokens: without one Converse allows the model's maximum
+    # (InferenceConfiguration, botocore's bedrock-runtime model), which a caller of a template cannot lower.
+    params["inferenceConfig"] = {"maxTokens": settings.default_max_tokens, **prompt.inference}
     return params
 
 
