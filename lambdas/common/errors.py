@@ -94,8 +94,9 @@ ACCOUNT_NOT_AUTHORIZED_MESSAGES = ("not authorized to invoke this api operation"
 # Serverless models are enabled by default (the Model access page is retired), given these prerequisites:
 # https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
 SUBSCRIPTION_ADVICE = (
-    "A third-party model also needs aws-marketplace:Subscribe, Unsubscribe and ViewSubscriptions for the role and a "
-    "valid payment method (its first call subscribes the account); an Anthropic model, the use-case form."
+    "A third-party model is subscribed by the account's first call to it, which needs aws-marketplace:Subscribe, "
+    "Unsubscribe and ViewSubscriptions and a valid payment method: no kit role has those, so an identity that has "
+    "them invokes the model once first; an Anthropic model also needs the use-case form."
 )
 
 
