@@ -20,9 +20,12 @@ from rag_api.filters import (
     GROUP_OPERATORS,
     LIST_VALUED,
     MAX_DEPTH,
+    NUMBER,
     OPENSEARCH_SERVERLESS,
     OPERATORS,
+    PRIMITIVE,
     STORE_OPERATORS,
+    STORE_VALUES,
 )
 
 scalars = st.one_of(
@@ -54,13 +57,27 @@ def sampled_operators(store: str, operators: tuple[str, ...]) -> st.SearchStrate
     return st.sampled_from(supported(store, operators))
 
 
+numbers = st.one_of(
+    st.integers(min_value=-(10**12), max_value=10**12), st.floats(allow_nan=False, allow_infinity=False, width=32)
+)
+# Values a store refuses for an operator (STORE_VALUES): not one of its kind.
+not_numbers = st.one_of(st.booleans(), st.text(max_size=6), st.lists(numbers, min_size=1, max_size=2))
+not_primitives = st.one_of(st.lists(scalars, max_size=2), st.dictionaries(st.text(max_size=4), scalars, max_size=2))
+not_primitive_lists = st.one_of(st.lists(not_primitives, min_size=1, max_size=2))
+
+
+def _value_for(kind: str | None) -> st.SearchStrategy[Any]:
+    return {None: non_null_json_values, NUMBER: numbers, PRIMITIVE: scalars}.get(kind, scalar_lists)
+
+
 @st.composite
 def _comparisons(draw: st.DrawFn, store: str) -> dict[str, Any]:
     operator = draw(sampled_operators(store, COMPARISON_OPERATORS))
+    kind = STORE_VALUES[store].get(operator)
     if operator in LIST_VALUED:
         value: Any = draw(scalar_lists)
     else:
-        value = draw(non_null_json_values)
+        value = draw(_value_for(kind))
     return {operator: {"key": draw(keys), "value": value}}
 
 
@@ -118,7 +135,11 @@ DEFECTS = (
 @functools.cache
 def defects(store: str) -> st.SearchStrategy[str]:
     """Every kind of defect a filter for ``store`` can have (an operator the store lacks, if it lacks any)."""
-    return st.sampled_from([*DEFECTS, *(["unsupported_operator"] if unsupported(store) else [])])
+    store_defects = [
+        *(["unsupported_operator"] if unsupported(store) else []),
+        *(["value_type_for_store"] if STORE_VALUES[store] else []),
+    ]
+    return st.sampled_from([*DEFECTS, *store_defects])
 
 
 @functools.cache
@@ -182,6 +203,11 @@ def invalid_filters(draw: st.DrawFn, store: str, depth: int = 1, path: str = "fi
         list_operator = draw(list_valued_operators)
         value: Any = draw(not_list_values)
         return {list_operator: {"key": "k", "value": value}}, f"{path}.{list_operator}.value"
+    if defect == "value_type_for_store":
+        typed = draw(st.sampled_from(sorted(STORE_VALUES[store])))
+        kind = STORE_VALUES[store][typed]
+        wrong = {NUMBER: not_numbers, PRIMITIVE: not_primitives}.get(kind, not_primitive_lists)
+        return {typed: {"key": "k", "value": draw(wrong)}}, f"{path}.{typed}.value"
     if defect == "too_deep":
         return draw(too_deep(store, depth, path))
     group = draw(group_operators)

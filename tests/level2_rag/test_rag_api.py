@@ -1174,6 +1174,35 @@ def test_any_invalid_filter_is_rejected_naming_its_path(store: str, data: st.Dat
     assert raised.value.code in {"invalid_type", "invalid_filter", "unknown_field", "missing_field", "invalid_length"}
 
 
+@pytest.mark.parametrize(
+    ("operator", "value", "refused"),
+    [
+        ("greaterThan", "2024-01-01", True),  # S3 Vectors: $gt takes a number
+        ("lessThanOrEquals", True, True),
+        ("greaterThan", 3, False),
+        ("equals", ["a", "b"], True),  # $eq: a string, number or Boolean
+        ("notEquals", {"a": 1}, True),
+        ("equals", False, False),
+        ("in", [["a"]], True),  # $in: a non-empty array of primitives
+        ("notIn", ["a", 2, True], False),
+    ],
+)
+def test_s3_vectors_takes_only_the_value_types_it_compares_with(operator: str, value: Any, refused: bool) -> None:
+    """s3-vectors-metadata-filtering.html, "Valid input types"; OpenSearch Serverless takes them all."""
+    body = {"question": "q", "filter": {"andAll": [{operator: {"key": "k", "value": value}}, PLAIN]}}
+    if refused:
+        with pytest.raises(BadRequestError) as raised:
+            validation.parse_ask_request(body, "s3vectors")
+        assert (raised.value.code, raised.value.field) == ("invalid_filter", f"filter.andAll[0].{operator}.value")
+        assert "S3 Vectors" in raised.value.message
+    else:
+        validation.parse_ask_request(body, "s3vectors")
+    validation.parse_ask_request(body, "opensearch-serverless")
+
+
+PLAIN = {"equals": {"key": "team", "value": "support"}}
+
+
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=invalid_filters("s3vectors"))
 def test_invalid_filters_never_reach_bedrock(invoke: Invoke, stubber: Stubber, case: tuple[Any, str]) -> None:

@@ -11,7 +11,8 @@ path in ``field``, e.g. ``filter.andAll[1].equals.key``. The walk never goes dee
 
 Not every vector store implements every operator, and Bedrock answers an unsupported one with a 400 that names
 no field. ``STORE_OPERATORS`` lists, per vector store the kit can deploy, the operators it supports; any other
-operator is refused up front (400 ``invalid_filter`` naming its path).
+operator is refused up front (400 ``invalid_filter`` naming its path). ``STORE_VALUES`` does the same for the
+values a store compares with (S3 Vectors: no arrays or objects for equals, numbers only for the ranges).
 """
 
 from __future__ import annotations
@@ -53,6 +54,35 @@ STORE_OPERATORS: dict[str, frozenset[str]] = {
     OPENSEARCH_SERVERLESS: frozenset(OPERATORS),
 }
 STORE_NAMES = {S3_VECTORS: "S3 Vectors", OPENSEARCH_SERVERLESS: "OpenSearch Serverless"}
+# The values S3 Vectors compares with ("Valid input types", s3-vectors-metadata-filtering.html above): $eq and $ne a
+# string, number or Boolean; $gt, $gte, $lt and $lte a number; $in and $nin a non-empty array of those primitives.
+# Bedrock passes the filter on, and the store's refusal names no field.
+PRIMITIVE, NUMBER, PRIMITIVES = "a string, a number or true/false", "a number", "a non-empty array of primitives"
+STORE_VALUES: dict[str, dict[str, str]] = {
+    S3_VECTORS: {
+        "equals": PRIMITIVE,
+        "notEquals": PRIMITIVE,
+        "greaterThan": NUMBER,
+        "greaterThanOrEquals": NUMBER,
+        "lessThan": NUMBER,
+        "lessThanOrEquals": NUMBER,
+        "in": PRIMITIVES,
+        "notIn": PRIMITIVES,
+    },
+    OPENSEARCH_SERVERLESS: {},
+}
+
+
+def _is_primitive(value: Any) -> bool:
+    return isinstance(value, str | bool | int | float)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == NUMBER:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == PRIMITIVE:
+        return _is_primitive(value)
+    return isinstance(value, list) and bool(value) and all(_is_primitive(item) for item in value)
 
 
 def validate_filter(value: Any, store: str, field: str = "filter", depth: int = 1) -> None:
@@ -94,6 +124,14 @@ def validate_filter(value: Any, store: str, field: str = "filter", depth: int = 
         _validate_group(operand, path, depth, store)
     else:
         _validate_comparison(operator, operand, path)
+        kind = STORE_VALUES[store].get(operator)
+        if kind is not None and not _fits(kind, operand["value"]):
+            raise BadRequestError(
+                f"'{path}.value' must be {kind} for '{operator}' on this knowledge base's vector store "
+                f"({STORE_NAMES[store]}).",
+                code="invalid_filter",
+                field=f"{path}.value",
+            )
 
 
 def _validate_group(operand: Any, path: str, depth: int, store: str) -> None:
