@@ -672,6 +672,21 @@ def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
     assert sends == ["send"]  # botocore itself made one attempt and the kit does not retry timeouts
 
 
+def test_a_template_read_that_times_out_is_504_naming_prompt_management_not_the_model(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bedrock.clear_prompt_cache()
+    client = AGENT_CLIENT_FACTORY()  # the real bedrock-agent client: the hook raises before anything is sent
+    monkeypatch.setattr(bedrock, "get_agent_client", lambda: client)
+    monkeypatch.setattr(bedrock, "agent_client", lambda read_s: client)
+    with failing_sends(client, "GetPrompt", ReadTimeoutError):
+        reply = invoke(api_event("POST", "/templates/summarize", {"variables": {"text": "x", "audience": "y"}}))
+
+    error = assert_error(reply, 504, "model_timeout")
+    assert "Prompt Management" in error["message"] and "summarize" in error["message"]
+    assert "shorter request" not in error["message"] and "did not answer" not in error["message"]
+
+
 @pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError])
 def test_connection_failures_are_retried_then_503(invoke: Invoke, sleeps: list[float], error_class: Any) -> None:
     client = bedrock.get_bedrock_client()  # the real client: the hook raises before anything is sent

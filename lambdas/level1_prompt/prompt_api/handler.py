@@ -19,9 +19,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.errors import (
+    RETRY_AFTER_TIMEOUT_S,
+    TIMEOUT_ERRORS,
     VALIDATION_CODES,
     ApiError,
     ConfigurationError,
+    ModelTimeoutError,
     NotFoundError,
     aws_error_code,
     aws_error_message,
@@ -124,6 +127,11 @@ def post_template(name: str) -> Response[Any]:
     try:
         prompt = bedrock.get_managed_prompt(template.arn, remaining_ms=_remaining_ms(), on_retry=_log_retry)
     except Exception as exc:
+        if isinstance(exc, TIMEOUT_ERRORS):  # not the model's answer, and not the request's size: say which call
+            raise ModelTimeoutError(
+                f"Prompt Management did not return template '{template.name}' in time. Retry.",
+                retry_after=RETRY_AFTER_TIMEOUT_S,
+            ) from exc
         if aws_error_code(exc) in VALIDATION_CODES:  # GetPrompt gets only the catalog's ARN: never the caller's
             raise ConfigurationError(
                 f"Template '{template.name}': Amazon Bedrock refused its prompt version ARN "
