@@ -791,6 +791,14 @@ def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invok
     assert "123456789012" not in error["message"]
 
 
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_a_conflict_mentions_the_session_only_where_there_is_one(invoke: Invoke, stubber: Stubber, route: str) -> None:
+    operation, event, params = _route(route)
+    stubber.add_client_error(operation, "ConflictException", "conflict", 409, expected_params=params)
+    error = assert_error(invoke(event), 409, "conflict")
+    assert ("sessionId" in error["message"]) is (route == "ask")  # POST /retrieve has no session
+
+
 def test_not_found_names_the_knowledge_base(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_client_error("retrieve", "ResourceNotFoundException", "no such KB", 404)
     error = assert_error(invoke(retrieve({"query": "q"})), 502, "upstream_not_found")

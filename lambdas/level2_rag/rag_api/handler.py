@@ -270,6 +270,8 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
             retry_after=RETRY_AFTER_UNAVAILABLE_S,
         )
     if code == "ConflictException":
+        if input_field == "query":  # POST /retrieve: no session (botocore lists ConflictException for Retrieve too)
+            return ConflictError("The request conflicts with the state of the knowledge base. Retry.")
         return ConflictError(
             "The request conflicts with the state of the conversation session. Retry, or start a new "
             "conversation without sessionId."
