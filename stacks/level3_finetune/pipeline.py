@@ -584,13 +584,24 @@ class FineTunePipeline(Construct):
                 )
             check_request.when(distillation_request, apply_defaults)
         check_request.otherwise(no_training_key)
+        first_check: sfn.IChainable = check_request
+        if from_logs and ft.customization_type == formats.DISTILLATION:
+            # Here a request without a customizationType is a distillation, and a request that is not an object
+            # (7, [], null, a string) has none: it would reach MergeRequest, whose States.JsonMerge fails in a Pass
+            # state, which has no Catch, and the run would end unreported. Only an object goes on (JSONata $type,
+            # stacks/shared/state_input.py).
+            first_check = (
+                sfn.Choice.jsonata(self, "RequestIsAnObject?", comment="Only an object can be a job request")
+                .when(sfn.Condition.jsonata("{% $type($states.input.request) = 'object' %}"), check_request)
+                .otherwise(no_training_key)
+            )
         # A hand-started input that only looks like an S3 event (no bucket name) is treated as a request, and
         # rejected there for its missing trainingKey: notified, not a States.Runtime error in ReadJobRequest.
         from_file = sfn.Condition.and_(
             sfn.Condition.is_present("$.detail.bucket.name"), sfn.Condition.is_present("$.detail.object.key")
         )
-        read_version.next(check_request)
-        read_request.next(check_request)
+        read_version.next(first_check)
+        read_request.next(first_check)
         definition = (
             sfn.Choice(self, "RequestFromFile?")
             .when(
@@ -602,7 +613,7 @@ class FineTunePipeline(Construct):
                 )
                 .otherwise(read_request),
             )
-            .otherwise(wrap_request.next(check_request))
+            .otherwise(wrap_request.next(first_check))
         )
         prepare_other_type.next(merge)
         prepare.next(merge).next(name_job).next(validate).next(

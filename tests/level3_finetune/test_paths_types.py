@@ -179,6 +179,27 @@ def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
     assert set(created) == COMMON | {"CustomizationConfig"}
 
 
+@pytest.fixture(scope="module")
+def logs_distillation() -> Variant:
+    """Distillation configured and from the invocation logs: a request without a type is a distillation."""
+    return _synth(
+        ft_distillation_source="invocation-logs", ft_customization_type=formats.DISTILLATION, ft_hyperparameters={}
+    )[0]
+
+
+@pytest.mark.parametrize("execution_input", [7, [], None, "datasets/train.jsonl", True])
+def test_an_input_that_is_not_an_object_is_rejected_and_notified_in_logs_distillation_mode(
+    logs_distillation: Variant, execution_input: Any
+) -> None:
+    """It has no customizationType, which here means a distillation, but it is no request: before, it reached
+    MergeRequest and failed there, in a Pass state no Catch sees, unreported."""
+    trace = run(logs_distillation, execution_input)
+    assert trace.error != "States.Runtime", trace.describe()
+    assert trace.status == "FAILED", trace.describe()
+    assert trace.visited[-2:] == ["NotifyMissingTrainingKey", "MissingTrainingKey"], trace.describe()
+    assert "MergeRequest" not in trace.visited
+
+
 def test_a_fine_tuning_request_without_training_key_is_still_rejected_in_logs_mode(
     logs: tuple[Variant, dict[str, Any]],
 ) -> None:
