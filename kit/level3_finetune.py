@@ -51,6 +51,7 @@ from kit.operator import (
     kv_table,
     print_execution,
     remember_target,
+    resumed_root,
     show_status,
     target_options,
     upload_file,
@@ -807,18 +808,24 @@ def sm_model_key(key: str) -> str:
     return key
 
 
-def _sm_earlier_input(target: Target, name: str) -> dict[str, Any]:
-    """The request an earlier execution was started with (what a resumed run repeats by default), once it has ended
-    and no running execution resumes from it (check_resumable)."""
+def _sm_earlier_input(target: Target, name: str) -> tuple[str, dict[str, Any]]:
+    """The run to resume (``name``, or the first run it resumed itself: a resumed run writes to the earlier one's
+    prefix, sagemaker_pipeline.py UseEarlierCheckpoints) and the request ``name`` was started with (what a resumed
+    run repeats by default), once every run that wrote there has ended and no running execution resumes from one of
+    them (check_resumable)."""
     machine = target.output(SM_STACK, "StateMachineArn")
-    # The resumed run writes to the earlier one's prefix (sagemaker_pipeline.py UseEarlierCheckpoints).
+    sfn = target.client("stepfunctions")
+    root, chain = resumed_root(sfn, machine, name)
     missing = f"--resume-from: no execution {name} of {machine.rsplit(':', 1)[-1]}"
-    described = check_resumable(target.client("stepfunctions"), machine, name, f"checkpoints/{name}/", missing=missing)
+    check_resumable(sfn, machine, root, f"checkpoints/{root}/", missing=missing, chain=chain)
+    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
+    with aws.aws_errors(f"reading execution {name}", target.region):
+        described = sfn.describe_execution(executionArn=arn)
     try:
-        earlier = json.loads((described or {}).get("input") or "{}")
+        earlier = json.loads(described.get("input") or "{}")
     except ValueError:
         earlier = {}
-    return earlier if isinstance(earlier, dict) else {}
+    return root, earlier if isinstance(earlier, dict) else {}
 
 
 @l3sm.command("start")
@@ -911,7 +918,7 @@ def sm_start(
     request: dict[str, Any] = {}
     if resume_from:
         # The earlier run's data and base model, unless given: the program refuses a resume that differs.
-        earlier = _sm_earlier_input(target, resume_from)
+        resume_from, earlier = _sm_earlier_input(target, resume_from)
         keep = [] if training_key else ["trainingKey"]
         keep += [] if (base_model or base_model_key) else ["baseModel", "baseModelKey"]
         request.update({key: earlier[key] for key in keep if key in earlier})

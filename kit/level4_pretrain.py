@@ -30,6 +30,7 @@ from kit.operator import (
     kv_table,
     print_execution,
     remember_target,
+    resumed_root,
     show_status,
     target_options,
     wait_options,
@@ -155,11 +156,15 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
     outputs = target.outputs("4-jobs")
     machine = aws.require_output(outputs, "StateMachineArn", target.stack_name("4-jobs"))
     bucket = aws.require_output(outputs, "ArtifactsBucketName", target.stack_name("4-jobs"))
-    checkpoints = f"s3://{bucket}/{CHECKPOINTS_PREFIX}{earlier or execution}/"
     sfn = target.client("stepfunctions")
+    chain: tuple[str, ...] = ()
+    if earlier:
+        # A run that resumed another checkpointed under that one's prefix: resuming it resumes the first run.
+        earlier, chain = resumed_root(sfn, machine, earlier)
+    checkpoints = f"s3://{bucket}/{CHECKPOINTS_PREFIX}{earlier or execution}/"
     if earlier:
         # Not an execution is fine: checkpoints copied to checkpoints/<name>/ by hand resume too (the docs').
-        check_resumable(sfn, machine, earlier, checkpoints)
+        check_resumable(sfn, machine, earlier, checkpoints, chain=chain)
     else:
         _refuse_used_prefix(target, bucket, execution, checkpoints)
     out = console()

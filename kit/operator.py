@@ -439,18 +439,57 @@ def _resumed_from(described: Mapping[str, Any]) -> str | None:
     return earlier if isinstance(earlier, str) else None
 
 
+# A resumed run keeps checkpointing under the prefix of the run it resumed (checkpoints/<resumeFrom>/), so resuming
+# it means resuming that first run: at most this many resumes are followed back.
+MAX_RESUME_HOPS = 20
+
+
+def resumed_root(sfn: Any, machine: str, earlier: str) -> tuple[str, tuple[str, ...]]:
+    """The run whose checkpoint prefix ``earlier`` wrote to: ``earlier`` itself, or, when it resumed a run, that
+    run's (each execution's input resumeFrom, followed back). Also every name on the way, ``earlier`` first. A name
+    no execution has (checkpoints copied there by hand) ends the chain."""
+    from botocore.exceptions import ClientError
+
+    names = [earlier]
+    with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name):
+        for _ in range(MAX_RESUME_HOPS):
+            arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + names[-1]
+            try:
+                previous = _resumed_from(sfn.describe_execution(executionArn=arn))
+            except ClientError as exc:
+                if aws.error_code(exc) != "ExecutionDoesNotExist":
+                    raise
+                break
+            if previous is None or previous in names:
+                break
+            names.append(previous)
+    return names[-1], tuple(names)
+
+
 def check_resumable(
-    sfn: Any, machine: str, earlier: str, checkpoints: str, *, missing: str | None = None
+    sfn: Any,
+    machine: str,
+    earlier: str,
+    checkpoints: str,
+    *,
+    missing: str | None = None,
+    chain: tuple[str, ...] = (),
 ) -> dict[str, Any] | None:
     """DescribeExecution of ``earlier`` (None: there is no such execution; KitError ``missing`` when given) once it
-    is sure no job but the new one would write ``checkpoints``: KitError unless ``earlier`` has ended and no
-    running execution of ``machine`` already resumes from it. The check and the start are two calls: two starts at
-    once may both pass."""
+    is sure no job but the new one would write ``checkpoints``: KitError unless ``earlier`` (and every run of
+    ``chain``, the resumes that wrote there too, resumed_root) has ended and no running execution of ``machine``
+    already resumes from one of them. The check and the start are two calls: two starts at once may both pass."""
     from botocore.exceptions import ClientError
 
     arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + earlier
     again = f"two jobs on {checkpoints} would delete each other's checkpoints: wait for it to end, or stop it"
+    writers = {earlier, *chain}
     with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name):
+        for other_name in sorted(set(chain) - {earlier}):
+            other_arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + other_name
+            other_status = str(sfn.describe_execution(executionArn=other_arn)["status"])
+            if other_status not in EXECUTION_ENDED:
+                raise KitError(f"--resume-from {other_name}: that execution is {other_status}; {again}")
         try:
             described: dict[str, Any] | None = sfn.describe_execution(executionArn=arn)
         except ClientError as exc:
@@ -476,9 +515,9 @@ def check_resumable(
                 "are running, too many to check that none resumes from it already: wait for some to end"
             )
         for other in running:
-            if _resumed_from(sfn.describe_execution(executionArn=other)) == earlier:
+            if (resumes := _resumed_from(sfn.describe_execution(executionArn=other))) in writers:
                 raise KitError(
-                    f"--resume-from {earlier}: execution {other.rsplit(':', 1)[-1]} is {EXECUTION_RUNNING} and "
+                    f"--resume-from {resumes}: execution {other.rsplit(':', 1)[-1]} is {EXECUTION_RUNNING} and "
                     f"resumes from it already; {again}"
                 )
     return described

@@ -451,6 +451,27 @@ def test_l3sm_start_resume_from_repeats_the_earlier_request_with_resume_from(moc
     assert bad.exit_code == 2 and "--resume-from must name an earlier execution" in bad.output
 
 
+def test_l3sm_resuming_a_run_that_resumed_another_resumes_the_first_runs_checkpoints(
+    mocked: FakeCloudFormation,
+) -> None:
+    """run2 resumed run1 and wrote to checkpoints/run1/ (UseEarlierCheckpoints): resuming run2 resumes run1, with
+    run2's data (before, the pipeline found no checkpoints under checkpoints/run2/ and rejected the run)."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    first = {"trainingKey": "datasets/chat/", "baseModelKey": "models/qwen/"}
+    for name, given in (("run1", first), ("run2", {**first, "resumeFrom": "run1"})):
+        arn = sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(given))["executionArn"]
+        sfn.stop_execution(executionArn=arn)
+    result = run(l3sm, "start", "--resume-from", "run2")
+    assert result.exit_code == 0, result.output
+    [started] = [
+        e for e in sfn.list_executions(stateMachineArn=machine)["executions"] if e["name"] not in {"run1", "run2"}
+    ]
+    request = json.loads(sfn.describe_execution(executionArn=started["executionArn"])["input"])
+    assert request == {**first, "resumeFrom": "run1"}
+
+
 @pytest.mark.parametrize(
     "record",
     [

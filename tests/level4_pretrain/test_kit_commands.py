@@ -204,6 +204,27 @@ def test_l4_resume_refuses_a_run_that_has_not_ended_or_that_another_run_resumes(
     assert started == {"run1", "run1-more", "other"}  # the refused submits started nothing
 
 
+def test_l4_resuming_a_run_that_resumed_another_resumes_the_first_runs_checkpoints(mocked: FakeCloudFormation) -> None:
+    """run2 resumed run1, so it checkpointed under checkpoints/run1/: resuming run2 is resuming run1 (before, the
+    state machine found no checkpoints under checkpoints/run2/ and refused the run)."""
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    for name, given in (("run1", {}), ("run2", {"resumeFrom": "run1"})):
+        arn = sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(given))["executionArn"]
+        sfn.stop_execution(executionArn=arn)
+    result = run(l4, "submit", "--name", "run3", "--resume-from", "run2")
+    assert result.exit_code == 0, result.output
+    assert "resuming from the checkpoints in s3://artifacts/checkpoints/run1/" in " ".join(result.output.split())
+    started = sfn.describe_execution(executionArn=execution_arn(machine, "run3"))
+    assert json.loads(started["input"]) == {"resumeFrom": "run1"}
+    # run3 runs on checkpoints/run1/: resuming run2 again, or run1, must wait for it
+    for again in ("run2", "run1"):
+        refused = run(l4, "submit", "--name", f"after-{again}", "--resume-from", again)
+        assert refused.exit_code == 1
+        assert "execution run3 is RUNNING and resumes from it already" in " ".join(refused.output.split())
+
+
 def test_l4_resume_takes_checkpoints_copied_under_a_name_no_execution_has(mocked: FakeCloudFormation) -> None:
     # The docs' way to resume checkpoints of the old layout: copy them to checkpoints/<name>/, resume from <name>.
     jobs_stack(mocked, state_machine(WAIT_THEN_PASS, MACHINE))
