@@ -8,6 +8,7 @@ model; for the SageMaker path (``--level 3sm``), a free slot in the Bedrock quot
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -817,7 +818,8 @@ def _sm_earlier_input(target: Target, name: str) -> tuple[str, dict[str, Any]]:
     sfn = target.client("stepfunctions")
     root, chain = resumed_root(sfn, machine, name)
     missing = f"--resume-from: no execution {name} of {machine.rsplit(':', 1)[-1]}"
-    check_resumable(sfn, machine, root, f"checkpoints/{root}/", missing=missing, chain=chain)
+    jobs = (target.client("sagemaker"), functools.partial(sm_resource_name, target))
+    check_resumable(sfn, machine, root, f"checkpoints/{root}/", missing=missing, chain=chain, training_job=jobs)
     arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
     with aws.aws_errors(f"reading execution {name}", target.region):
         described = sfn.describe_execution(executionArn=arn)

@@ -5,6 +5,7 @@ included, and the HyperPod cluster's instances, nodes and EBS volume)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -164,7 +165,10 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
     checkpoints = f"s3://{bucket}/{CHECKPOINTS_PREFIX}{earlier or execution}/"
     if earlier:
         # Not an execution is fine: checkpoints copied to checkpoints/<name>/ by hand resume too (the docs').
-        check_resumable(sfn, machine, earlier, checkpoints, chain=chain)
+        job_of = functools.partial(training_job_name, target)
+        check_resumable(
+            sfn, machine, earlier, checkpoints, chain=chain, training_job=(target.client("sagemaker"), job_of)
+        )
     else:
         _refuse_used_prefix(target, bucket, execution, checkpoints)
     out = console()

@@ -425,6 +425,8 @@ def execution_name() -> str:
 # (https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints.html): each job's pruning would delete the
 # other's checkpoints.
 EXECUTION_ENDED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+# DescribeTrainingJob's TrainingJobStatus values of a job that may still write (botocore's TrainingJobStatus).
+JOB_RUNNING = frozenset({"InProgress", "Stopping"})
 # At most this many running executions are read for their resumeFrom (ListExecutions pages of 100, then a
 # DescribeExecution each): more, and the kit cannot tell, so it refuses.
 RESUMERS_READ = 100
@@ -474,11 +476,17 @@ def check_resumable(
     *,
     missing: str | None = None,
     chain: tuple[str, ...] = (),
+    training_job: tuple[Any, Callable[[str], str]] | None = None,
 ) -> dict[str, Any] | None:
     """DescribeExecution of ``earlier`` (None: there is no such execution; KitError ``missing`` when given) once it
     is sure no job but the new one would write ``checkpoints``: KitError unless ``earlier`` (and every run of
     ``chain``, the resumes that wrote there too, resumed_root) has ended and no running execution of ``machine``
-    already resumes from one of them. The check and the start are two calls: two starts at once may both pass."""
+    already resumes from one of them. The check and the start are two calls: two starts at once may both pass.
+
+    ``training_job`` (a SageMaker client, and the job name of an execution's ARN): an execution that ended
+    abnormally may have left its training job Stopping, still uploading to the prefix (StopTrainingJob: SIGTERM, then
+    120 s; https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StopTrainingJob.html), so each one's job
+    must have stopped too."""
     from botocore.exceptions import ClientError
 
     arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + earlier
@@ -501,6 +509,18 @@ def check_resumable(
         status = str(described["status"]) if described else None
         if status is not None and status not in EXECUTION_ENDED:
             raise KitError(f"--resume-from {earlier}: that execution is {status}; {again}")
+        if training_job is not None:
+            sagemaker, job_of = training_job
+            for name in sorted(writers):
+                job = job_of(machine.replace(":stateMachine:", ":execution:", 1) + ":" + name)
+                try:
+                    job_status = str(sagemaker.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
+                except ClientError as exc:
+                    if aws.error_code(exc) not in ("ResourceNotFound", "ValidationException"):
+                        raise
+                    continue  # no job: the run ended before it started one
+                if job_status in JOB_RUNNING:
+                    raise KitError(f"--resume-from {name}: its training job {job} is {job_status}; {again}")
         running: list[str] = []
         token: dict[str, str] = {}
         while len(running) <= RESUMERS_READ:

@@ -225,6 +225,42 @@ def test_l4_resuming_a_run_that_resumed_another_resumes_the_first_runs_checkpoin
         assert "execution run3 is RUNNING and resumes from it already" in " ".join(refused.output.split())
 
 
+@pytest.mark.parametrize("job_status", ["Stopping", "InProgress", "Stopped"])
+def test_l4_resume_waits_for_the_earlier_runs_training_job_to_stop(mocked: FakeCloudFormation, job_status: str) -> None:
+    """An aborted execution may leave its job Stopping (SIGTERM, 120 s, then its checkpoints upload): a job resumed
+    meanwhile would share the prefix with it."""
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.start_execution(stateMachineArn=machine, name="run1", input="{}")["executionArn"]
+    sfn.stop_execution(executionArn=arn)
+    sagemaker = stubbed("sagemaker")
+    job = job_name(arn)
+    sagemaker.add_response(
+        "describe_training_job",
+        {
+            "TrainingJobName": job,
+            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{job}",
+            "TrainingJobStatus": job_status,
+            "SecondaryStatus": "Stopping" if job_status == "Stopping" else "Training",
+            "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "image"},
+            "ResourceConfig": {"InstanceCount": 2, "VolumeSizeInGB": 50, "InstanceType": "ml.g5.xlarge"},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "CreationTime": "2026-12-01T00:00:00Z",
+            "ModelArtifacts": {"S3ModelArtifacts": "s3://artifacts/models/"},
+        },
+        {"TrainingJobName": job},
+    )
+    result = run(l4, "submit", "--name", "run1-more", "--resume-from", "run1")
+    sagemaker.assert_no_pending_responses()
+    if job_status == "Stopped":
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1
+    assert f"--resume-from run1: its training job {job} is {job_status}" in " ".join(result.output.split())
+    assert {e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]} == {"run1"}
+
+
 def test_l4_resume_takes_checkpoints_copied_under_a_name_no_execution_has(mocked: FakeCloudFormation) -> None:
     # The docs' way to resume checkpoints of the old layout: copy them to checkpoints/<name>/, resume from <name>.
     jobs_stack(mocked, state_machine(WAIT_THEN_PASS, MACHINE))
