@@ -3,7 +3,10 @@ job, delete the model its import created, report.
 
     EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED, this pipeline only)
     ─► AnExecutionEnded? ─► NameWhatItCreated (<job prefix><MD5 of the execution ARN>, as the pipeline names it)
-    ─► LetCallsInFlightLand ─► StopItsTrainingJob (any error: nothing to stop) ─► DeleteItsImportedModel
+    ─► LetCallsInFlightLand ─► DescribeItsTrainingJob ─► JobStillRunning? InProgress ─► StopItsTrainingJob
+           (retried about ten minutes; still failing ─► NotifyJobNotStopped, "ACTION NEEDED") ─► DeleteItsImportedModel
+           not running ─► DeleteItsImportedModel; unreadable (no job) ─► TryToStopItsTrainingJob (any error: nothing
+           to stop) ─► DeleteItsImportedModel
            ResourceNotFound ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
            other errors, retried for about an hour ─► NotifyCleanupFailed ("ACTION NEEDED") ─► CleanupFailed
            deleted ─► NotifyCleanedUp
@@ -41,6 +44,10 @@ from stacks.shared.stage import state_machine_log_group
 TEARDOWN_TIMEOUT = Duration.hours(3)
 STOP_RETRY_INTERVAL = Duration.seconds(2)
 STOP_RETRY_ATTEMPTS = 3
+# A job DescribeTrainingJob says is InProgress is stopped with retries for about ten minutes (10, 20, ... 320 s):
+# a throttled or refused stop must not leave it billing until its StoppingCondition.
+RUNNING_STOP_RETRY_INTERVAL = Duration.seconds(10)
+RUNNING_STOP_RETRY_ATTEMPTS = 6
 
 
 class SageMakerPipelineTeardown(Construct):
@@ -106,16 +113,49 @@ class SageMakerPipelineTeardown(Construct):
         # https://docs.aws.amazon.com/step-functions/latest/dg/connect-to-resource.html#connect-sync), so the
         # teardown stops it itself. A job that is not found or already ended answers an error: nothing to stop
         # (the job's StoppingCondition bounds what it can bill in any case).
-        stop_job = tasks.CallAwsService(
+        training_jobs = [f"{arn}:sagemaker:{stack.region}:{stack.account}:training-job/{job_prefix}*"]
+
+        def stop(state_id: str) -> tasks.CallAwsService:
+            return tasks.CallAwsService(
+                self,
+                state_id,
+                service="sagemaker",
+                action="stopTrainingJob",
+                parameters={"TrainingJobName": sfn.JsonPath.string_at("$.name")},
+                iam_action="sagemaker:StopTrainingJob",
+                iam_resources=training_jobs,
+                result_path=sfn.JsonPath.DISCARD,
+            )
+
+        # First what the job is doing (DescribeTrainingJob's TrainingJobStatus, botocore's TrainingJobStatus enum).
+        # One still InProgress is stopped with retries, and one that cannot be stopped is reported (ACTION NEEDED).
+        # When the job cannot be read (none was created, or the read is refused), a stop is tried briefly, and an
+        # error is taken as nothing to stop, as before.
+        describe_job = tasks.CallAwsService(
             self,
-            "StopItsTrainingJob",
+            "DescribeItsTrainingJob",
             service="sagemaker",
-            action="stopTrainingJob",
+            action="describeTrainingJob",
             parameters={"TrainingJobName": sfn.JsonPath.string_at("$.name")},
-            iam_action="sagemaker:StopTrainingJob",
-            iam_resources=[f"{arn}:sagemaker:{stack.region}:{stack.account}:training-job/{job_prefix}*"],
-            result_path=sfn.JsonPath.DISCARD,
+            iam_action="sagemaker:DescribeTrainingJob",
+            iam_resources=training_jobs,
+            result_selector={"status": sfn.JsonPath.string_at("$.TrainingJobStatus")},
+            result_path="$.job",
         )
+        describe_job.add_retry(
+            errors=["States.TaskFailed"],
+            interval=STOP_RETRY_INTERVAL,
+            max_attempts=STOP_RETRY_ATTEMPTS,
+            backoff_rate=2.0,
+        )
+        stop_running = stop("StopItsTrainingJob")
+        stop_running.add_retry(
+            errors=["States.ALL"],
+            interval=RUNNING_STOP_RETRY_INTERVAL,
+            max_attempts=RUNNING_STOP_RETRY_ATTEMPTS,
+            backoff_rate=2.0,
+        )
+        stop_job = stop("TryToStopItsTrainingJob")
         stop_job.add_retry(
             errors=["States.ALL"],
             interval=STOP_RETRY_INTERVAL,
@@ -149,8 +189,27 @@ class SageMakerPipelineTeardown(Construct):
         delete.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
         delete.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(report)
         stop_job.add_catch(delete, errors=["States.ALL"], result_path="$.jobNotStopped")
-        stop_job.next(sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(
-            delete
+        stopped = sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")
+        stop_job.next(stopped)
+        stop_running.next(stopped)
+        stopped.next(delete)
+        still_running = {
+            **report_message,
+            "outcome": "ACTION NEEDED: the training job of an ended SageMaker fine-tuning execution is still running "
+            "and could not be stopped; stop it by hand (it bills until its maximum runtime); the teardown goes on "
+            "to delete the imported model",
+            "error": sfn.JsonPath.object_at("$.jobNotStopped"),
+        }
+        stop_running.add_catch(
+            notification(self, "NotifyJobNotStopped", topic, still_running, delete),
+            errors=["States.ALL"],
+            result_path="$.jobNotStopped",
+        )
+        describe_job.add_catch(stop_job, errors=["States.ALL"], result_path="$.jobNotRead")
+        describe_job.next(
+            sfn.Choice(self, "JobStillRunning?")
+            .when(sfn.Condition.string_equals("$.job.status", "InProgress"), stop_running)
+            .otherwise(delete)
         )
         is_event = sfn.Condition.and_(
             *(sfn.Condition.is_present(f"$.detail.{field}") for field in ("executionArn", "name", "status"))
@@ -163,7 +222,7 @@ class SageMakerPipelineTeardown(Construct):
             .when(
                 is_event,
                 sfn.Choice(self, "FieldsAreText?")
-                .when(is_text, name.next(settle).next(stop_job))
+                .when(is_text, name.next(settle).next(describe_job))
                 .otherwise(sfn.Succeed(self, "NotAnExecutionEvent")),
             )
             .otherwise(sfn.Succeed(self, "NotAStatusEvent"))

@@ -310,7 +310,7 @@ def test_training_job_events_and_stopped_executions_are_notified(template: dict[
     assert [t["Arn"] for t in ended["Targets"]] == [{"Ref": asl.state_machine(template, "TeardownStateMachine")[0]}]
 
 
-def test_the_teardown_role_may_only_stop_the_kits_jobs_delete_imported_models_and_notify(
+def test_the_teardown_role_may_only_read_and_stop_the_kits_jobs_delete_imported_models_and_notify(
     template: dict[str, Any],
 ) -> None:
     role_id = asl.state_machine(template, "TeardownStateMachine")[1]["RoleArn"]["Fn::GetAtt"][0]
@@ -321,8 +321,10 @@ def test_the_teardown_role_may_only_stop_the_kits_jobs_delete_imported_models_an
         if not action.startswith(("xray:", "logs:"))
     }
     topic = next(iter(resources(template, "AWS::SNS::Topic")))
+    jobs = [f"arn:aws:sagemaker:{asl.REGION}:${{AWS::AccountId}}:training-job/{JOB_PREFIX}*"]
     assert granted == {
-        "sagemaker:StopTrainingJob": [f"arn:aws:sagemaker:{asl.REGION}:${{AWS::AccountId}}:training-job/{JOB_PREFIX}*"],
+        "sagemaker:DescribeTrainingJob": jobs,
+        "sagemaker:StopTrainingJob": jobs,
         "bedrock:DeleteImportedModel": [f"arn:aws:bedrock:{asl.REGION}:${{AWS::AccountId}}:imported-model/*"],
         "sns:Publish": [render({"Ref": topic})],
     }
@@ -953,7 +955,9 @@ def test_what_an_execution_creates_is_named_within_every_limit_for_the_longest_n
     assert ran.status == "SUCCEEDED", ran.describe()
     arn = execution_arn(execution, machine_name)
     ended = {**_ended("TIMED_OUT"), "detail": {**_ended("TIMED_OUT")["detail"], "executionArn": arn}}
-    torn = asl.simulate(teardown, ended, lambda call: {})
+    torn = asl.simulate(
+        teardown, ended, lambda call: described("InProgress") if call.state == "DescribeItsTrainingJob" else {}
+    )
     names = {
         ran.parameters("TrainModel")["TrainingJobName"],
         ran.parameters("ImportModel")["JobName"],
@@ -1011,6 +1015,25 @@ def _ended(status: str) -> dict[str, Any]:
     }
 
 
+def described(status: str) -> dict[str, Any]:
+    """DescribeTrainingJob's answer for the run's job (the members botocore's output shape requires)."""
+    name = run_name(EXECUTION)
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:{asl.REGION}:{asl.ACCOUNT}:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://b/output/"},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": {"InProgress": "Training", "Stopping": "Stopping"}.get(status, status),
+        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "image"},
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "CreationTime": "2026-12-01T00:00:00Z",
+    }
+
+
+NO_JOB = asl.AslError("SageMaker.ResourceNotFound", "no such job")
+
+
 def _cleanup(teardown: dict[str, Any], status: str, **outcomes: Any) -> asl.Trace:
     """Run the teardown on a status event; each Task's outcomes are consumed in order."""
     return asl.simulate(teardown, _ended(status), outcomes, execution_name="teardown-1", publishes_succeed=True)
@@ -1029,15 +1052,16 @@ def test_teardown_deletes_the_model_an_ended_run_imported_by_the_name_the_run_ga
     trace = _cleanup(
         teardown,
         status,
-        StopItsTrainingJob=[asl.AslError("SageMaker.ValidationException", "the job is not in progress")] * 4,
+        DescribeItsTrainingJob=[described("Failed")],
         DeleteItsImportedModel=[asl.AslError("Bedrock.ConflictException", "busy"), {}],
     )
     assert (trace.status, trace.terminal) == ("SUCCEEDED", "CleanedUp"), trace.describe()
-    # A job that already ended is retried a few seconds, then left: nothing to stop.
-    stops = [c.parameters for c in trace.calls_to("StopItsTrainingJob")]
-    assert stops == [{"TrainingJobName": job}] * 4
+    # A job that already ended is left: nothing to stop.
+    assert trace.parameters("DescribeItsTrainingJob") == {"TrainingJobName": job}
+    assert not trace.calls_to("StopItsTrainingJob") and not trace.calls_to("TryToStopItsTrainingJob")
     assert [c.parameters for c in trace.calls_to("DeleteItsImportedModel")] == [{"ModelIdentifier": made}] * 2
-    assert not asl.sdk_request_errors(teardown["States"]["StopItsTrainingJob"]["Resource"], stops[0])
+    for state in ("StopItsTrainingJob", "DescribeItsTrainingJob"):
+        assert not asl.sdk_request_errors(teardown["States"][state]["Resource"], {"TrainingJobName": job})
     assert not asl.sdk_request_errors(
         teardown["States"]["DeleteItsImportedModel"]["Resource"], {"ModelIdentifier": made}
     )
@@ -1048,10 +1072,50 @@ def test_teardown_deletes_the_model_an_ended_run_imported_by_the_name_the_run_ga
 
 def test_teardown_stops_a_training_job_still_running(teardown: dict[str, Any]) -> None:
     not_found = asl.AslError("Bedrock.ResourceNotFoundException", "no such model")
-    trace = _cleanup(teardown, "TIMED_OUT", StopItsTrainingJob=[{}], DeleteItsImportedModel=[not_found])
+    trace = _cleanup(
+        teardown,
+        "TIMED_OUT",
+        DescribeItsTrainingJob=[described("InProgress")],
+        StopItsTrainingJob=[{}],
+        DeleteItsImportedModel=[not_found],
+    )
     assert (trace.status, trace.terminal) == ("SUCCEEDED", "CleanedUp"), trace.describe()
     assert trace.parameters("StopItsTrainingJob") == {"TrainingJobName": run_name(EXECUTION)}
     assert [s for s, _ in trace.notifications] == ["NotifyCleanedUp"]
+
+
+def test_a_running_job_that_cannot_be_stopped_is_retried_then_reported_and_the_model_still_deleted(
+    teardown: dict[str, Any],
+) -> None:
+    """Before, any stop error was taken as "nothing to stop" after 14 s: a throttled or refused stop left the job
+    running, and billing, until its StoppingCondition, and the report said it was stopped."""
+    throttled = itertools.repeat(asl.AslError("SageMaker.ThrottlingException", "Rate exceeded"))
+    trace = _cleanup(
+        teardown,
+        "ABORTED",
+        DescribeItsTrainingJob=[described("InProgress")],
+        StopItsTrainingJob=throttled,
+        DeleteItsImportedModel=[{}],
+    )
+    stops = trace.calls_to("StopItsTrainingJob")
+    assert len(stops) == 1 + 6 and trace.retries["StopItsTrainingJob"] == 6  # about ten minutes of retries
+    assert trace.elapsed >= 10 * (2**6 - 1)
+    states = [s for s, _ in trace.notifications]
+    assert states[0] == "NotifyJobNotStopped" and trace.notifications[0][1]["outcome"].startswith("ACTION NEEDED")
+    assert trace.notifications[0][1]["trainingJob"] == run_name(EXECUTION)
+    assert trace.calls_to("DeleteItsImportedModel")  # the model is still deleted
+
+
+def test_a_job_that_cannot_be_read_is_stopped_on_a_best_effort_basis(teardown: dict[str, Any]) -> None:
+    not_found = asl.AslError("Bedrock.ResourceNotFoundException", "no such model")
+    trace = _cleanup(
+        teardown,
+        "ABORTED",
+        DescribeItsTrainingJob=[asl.AslError("SageMaker.AccessDeniedException", "no")] * 4,
+        TryToStopItsTrainingJob=[{}],
+        DeleteItsImportedModel=[not_found],
+    )
+    assert trace.terminal == "CleanedUp" and trace.parameters("TryToStopItsTrainingJob")["TrainingJobName"]
 
 
 def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(teardown: dict[str, Any]) -> None:
@@ -1059,7 +1123,8 @@ def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(teardow
     trace = _cleanup(
         teardown,
         "FAILED",
-        StopItsTrainingJob=[asl.AslError("SageMaker.ResourceNotFound", "no such job")] * 4,
+        DescribeItsTrainingJob=[NO_JOB] * 4,
+        TryToStopItsTrainingJob=[NO_JOB] * 4,
         DeleteItsImportedModel=[not_found],
     )
     assert (trace.status, trace.terminal) == ("SUCCEEDED", "NothingLeft"), trace.describe()
@@ -1068,7 +1133,13 @@ def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(teardow
 
 def test_teardown_that_cannot_delete_the_model_says_action_needed_and_names_it(teardown: dict[str, Any]) -> None:
     denied = itertools.repeat(asl.AslError("Bedrock.AccessDeniedException", "not authorized"))
-    trace = _cleanup(teardown, "ABORTED", StopItsTrainingJob=[{}], DeleteItsImportedModel=denied)
+    trace = _cleanup(
+        teardown,
+        "ABORTED",
+        DescribeItsTrainingJob=[described("InProgress")],
+        StopItsTrainingJob=[{}],
+        DeleteItsImportedModel=denied,
+    )
     assert (trace.status, trace.terminal) == ("FAILED", "CleanupFailed"), trace.describe()
     assert len(trace.calls_to("DeleteItsImportedModel")) > 3  # retried before it gives up
     state, message = trace.notifications[-1]
@@ -1081,7 +1152,7 @@ def test_teardown_settles_before_it_deletes(teardown: dict[str, Any]) -> None:
     """Bedrock cannot stop an import job: the teardown lets calls in flight land before it looks for the model."""
     wait = teardown["States"]["LetCallsInFlightLand"]
     assert wait["Type"] == "Wait" and wait["Seconds"] >= 60
-    assert wait["Next"] == "StopItsTrainingJob"
+    assert wait["Next"] == "DescribeItsTrainingJob"
 
 
 @pytest.mark.parametrize("event", [{}, "text", {"detail": {"executionArn": EXECUTION, "status": "FAILED"}}])

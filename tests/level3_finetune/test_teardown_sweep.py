@@ -420,7 +420,8 @@ def test_the_sagemaker_teardown_started_by_the_sweep_reports_only_what_it_did(sa
         definition,
         _sweep_input(arn, status),
         sweep.sweep_name(arn),
-        StopItsTrainingJob=stops,
+        DescribeItsTrainingJob=stops,
+        TryToStopItsTrainingJob=stops,
         DeleteItsImportedModel=[GONE],
     )
     assert (quiet.status, quiet.terminal, quiet.notifications) == ("SUCCEEDED", "NothingLeft", []), quiet.describe()
@@ -428,11 +429,13 @@ def test_the_sagemaker_teardown_started_by_the_sweep_reports_only_what_it_did(sa
         definition,
         _sweep_input(arn, status),
         sweep.sweep_name(arn),
-        StopItsTrainingJob=stops,
+        DescribeItsTrainingJob=stops,
+        TryToStopItsTrainingJob=stops,
         DeleteItsImportedModel=[{}],
     )
     assert (acted.terminal, len(acted.notifications)) == ("CleanedUp", 1), acted.describe()
     # The same name the pipeline gave the run's training job and model (sagemaker_pipeline.run_name).
     [delete] = acted.calls_to("DeleteItsImportedModel")
-    assert delete.parameters["ModelIdentifier"] == acted.calls_to("StopItsTrainingJob")[0].parameters["TrainingJobName"]
+    named = acted.calls_to("DescribeItsTrainingJob")[0].parameters["TrainingJobName"]
+    assert delete.parameters["ModelIdentifier"] == named
     assert delete.parameters["ModelIdentifier"].endswith(hashlib.md5(arn.encode()).hexdigest())
