@@ -351,6 +351,9 @@ class FineTunePipeline(Construct):
                     # The teachers the customization role may invoke (FineTuneStack): a run's own must be one.
                     "invocableTeacherModelIds": list(ft.invocable_teachers),
                     "invocationLogs": from_logs,
+                    # With ft_deploy on-demand, a run's own base model must be one the on-demand deployment serves:
+                    # refused here, not by CreateCustomModelDeployment after the paid job.
+                    "onDemandDeploy": ft.deploy == "on-demand",
                     # The customization role reads only this prefix: the dataset keys and their media must be in it.
                     "datasetsPrefix": DATASETS_PREFIX,
                 }

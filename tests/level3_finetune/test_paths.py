@@ -336,6 +336,7 @@ def test_success_path_validates_creates_polls_and_notifies(none: Variant) -> Non
         "defaultTeacherModelId": ft.teacher_model_id,
         "invocableTeacherModelIds": list(ft.invocable_teachers),
         "invocationLogs": False,
+        "onDemandDeploy": False,
         "datasetsPrefix": "datasets/",
     }
     assert names["run"] == hashlib.md5(EXECUTION.encode()).hexdigest()  # reproducible from the execution ARN
@@ -1697,6 +1698,20 @@ def test_malformed_input_ends_in_a_notified_failure(none: Variant, execution_inp
     assert trace.status == "FAILED", trace.describe()
     assert trace.notifications and trace.visited[-2] == trace.notifications[-1][0], trace.describe()
     assert not [state for state in trace.visited if state.startswith("CreateJob")]
+
+
+def test_on_demand_refuses_a_runs_own_base_model_it_cannot_serve_before_the_paid_job(on_demand: Variant) -> None:
+    """ft_deploy on-demand checks the configured base model at synth; a run's own baseModelId is checked by the
+    validator (before: the job ran and was paid for, then CreateCustomModelDeployment refused the model)."""
+    from finetune_validate.formats import MODELS
+
+    [llama] = [m for m, spec in MODELS.items() if m.startswith("meta.") and not spec.on_demand_deploy][:1]
+    request = {"trainingKey": TRAINING_KEY, "validationKey": None, "baseModelId": llama}
+    trace = run(on_demand, request, ValidateData=[_validator_as_deployed])
+    assert trace.status == "FAILED", trace.describe()
+    assert not [state for state in trace.visited if state.startswith("CreateJob")]
+    assert trace.notifications and "on-demand" in json.dumps(trace.notifications[-1][1])
+    assert trace.parameters("ValidateData")["onDemandDeploy"] is True
 
 
 # --- the same path in moto's Step Functions interpreter ------------------------------------------------------

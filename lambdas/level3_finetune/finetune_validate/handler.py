@@ -56,6 +56,7 @@ from finetune_validate.formats import (
     CONTINUED_PRE_TRAINING,
     DISTILLATION,
     FINE_TUNING,
+    MODELS,
     REINFORCEMENT_FINE_TUNING,
     UnsupportedBaseModel,
     UnsupportedCustomizationType,
@@ -140,6 +141,13 @@ def parse_request(event: Any) -> Request:
         spec = resolve_model(base_model_id)
     except UnsupportedBaseModel as exc:
         raise InvalidRequest("baseModelId", str(exc)) from None
+    if event.get("onDemandDeploy") is True and not spec.on_demand_deploy:
+        served = ", ".join(sorted(model_id for model_id, model in MODELS.items() if model.on_demand_deploy))
+        raise InvalidRequest(
+            "baseModelId",
+            f"{base_model_id} cannot be served by this stack's on-demand deployment (ft_deploy 'on-demand'; it "
+            f"serves {served}, {spec.on_demand_source}): choose one of those, or deploy with ft_deploy 'provisioned'",
+        )
     # Absent: fine-tuning (the contract before customization types). Present, it must be a type (null is not).
     customization_type = event.get("customizationType", FINE_TUNING)
     problem = check_customization_type(customization_type, spec) or check_pipeline_type(customization_type)
