@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -739,6 +740,31 @@ SM_STACK = "3-sagemaker"
 SM_NAME_PART = "-sft-"
 SM_MACHINE_PART = "sft"  # the state machine is <name_prefix>-<stage>-sft (sagemaker.py resource_name("sft"))
 SM_MAX_TOKENS = 256
+# An imported model that has not served for a while is restored on the next request and answers
+# ModelNotReadyException meanwhile, which "the AWS SDK will automatically retry ... up to 5 times" (botocore's
+# bedrock-runtime model). The model client tries twice (kit.aws.MODEL_CLIENT_CONFIG: a long answer must not be asked
+# for six times), so `ask` retries this one error itself, five times over about three minutes.
+MODEL_NOT_READY_WAITS = (10, 20, 40, 60, 60)
+sleep: Callable[[float], None] = time.sleep  # a seam for the tests
+
+
+def _invoke_warming_up(runtime: Any, model_name: str, model_arn: str, body: Mapping[str, Any]) -> Any:
+    """InvokeModel, asked again after each wait of MODEL_NOT_READY_WAITS while the model is not ready."""
+    from botocore.exceptions import ClientError
+
+    for wait in (*MODEL_NOT_READY_WAITS, None):
+        try:
+            return runtime.invoke_model(
+                modelId=model_arn, contentType="application/json", accept="application/json", body=json.dumps(body)
+            )
+        except ClientError as exc:
+            if aws.error_code(exc) != "ModelNotReadyException" or wait is None:
+                raise
+            click.echo(f"{model_name} is warming up: asking again in {wait} s", err=True)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
 SM_MODELS_PREFIX = MODELS_PREFIX  # where a run's baseModelKey must point (the pipeline rejects anything else)
 # An execution name the pipeline takes as resumeFrom (stacks/level3_finetune/sagemaker_pipeline.py NAME_FORBIDDEN):
 # any name StartExecution accepts.
@@ -1091,9 +1117,7 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
     body = {"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
     runtime = target.model_client("bedrock-runtime")
     try:
-        answer = runtime.invoke_model(
-            modelId=model_arn, contentType="application/json", accept="application/json", body=json.dumps(body)
-        )
+        answer = _invoke_warming_up(runtime, model_name, model_arn, body)
     except ClientError as exc:
         code = aws.error_code(exc)
         if code == "ModelNotReadyException":

@@ -472,6 +472,38 @@ def test_l3sm_resuming_a_run_that_resumed_another_resumes_the_first_runs_checkpo
     assert request == {**first, "resumeFrom": "run1"}
 
 
+def test_l3sm_resume_waits_for_the_earlier_runs_training_job_to_stop(mocked: FakeCloudFormation) -> None:
+    """An aborted execution may leave its job Stopping (SIGTERM, 120 s, then uploads): not resumed meanwhile."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    given = {"trainingKey": "datasets/chat/"}
+    arn = sfn.start_execution(stateMachineArn=machine, name="run1", input=json.dumps(given))["executionArn"]
+    sfn.stop_execution(executionArn=arn)
+    job = sm_name(arn)
+    sagemaker = stubbed("sagemaker")
+    sagemaker.add_response(
+        "describe_training_job",
+        {
+            "TrainingJobName": job,
+            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{job}",
+            "TrainingJobStatus": "Stopping",
+            "SecondaryStatus": "Stopping",
+            "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "image"},
+            "ResourceConfig": {"InstanceCount": 1, "VolumeSizeInGB": 50, "InstanceType": "ml.g5.xlarge"},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "CreationTime": "2026-12-01T00:00:00Z",
+            "ModelArtifacts": {"S3ModelArtifacts": "s3://data/output/"},
+        },
+        {"TrainingJobName": job},
+    )
+    result = run(l3sm, "start", "--resume-from", "run1")
+    sagemaker.assert_no_pending_responses()
+    assert result.exit_code == 1
+    assert f"--resume-from run1: its training job {job} is Stopping" in " ".join(result.output.split())
+    assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["run1"]
+
+
 @pytest.mark.parametrize(
     "record",
     [
@@ -724,23 +756,39 @@ def test_l3sm_ask_invokes_the_newest_succeeded_model_with_the_smoke_test_body(mo
         stub.assert_no_pending_responses()
 
 
-def _ask_refused(mocked: FakeCloudFormation, code: str, status: int) -> tuple[Any, str]:
-    """`kit l3sm ask hi` against run7's model, whose InvokeModel answers ``code``: the result and the machine."""
+def _ask_refused(mocked: FakeCloudFormation, code: str, status: int, times: int = 1) -> tuple[Any, str]:
+    """`kit l3sm ask hi` against run7's model, whose InvokeModel answers ``code`` ``times`` times (then "Ready."):
+    the result and the machine."""
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     _ask_stubs(machine, "run7")
     runtime = model_stub()
-    runtime.add_client_error("invoke_model", code, "refused", status, expected_params=_expected_invoke("hi", 256))
+    for _ in range(times):
+        runtime.add_client_error("invoke_model", code, "refused", status, expected_params=_expected_invoke("hi", 256))
+    raw = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Ready."}}]}).encode()
+    body = {"body": StreamingBody(io.BytesIO(raw), len(raw)), "contentType": "application/json"}
+    runtime.add_response("invoke_model", body, _expected_invoke("hi", 256))
     result = run(l3sm, "ask", "hi")
-    runtime.assert_no_pending_responses()
     return result, machine
 
 
-def test_l3sm_ask_says_a_cold_model_is_warming_up(mocked: FakeCloudFormation) -> None:
-    result, machine = _ask_refused(mocked, "ModelNotReadyException", 429)
+@pytest.mark.parametrize("times", [2, 6])
+def test_l3sm_ask_waits_for_a_cold_model_then_says_it_is_still_warming_up(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch, times: int
+) -> None:
+    """The SDK retries ModelNotReadyException up to 5 times; the model client tries twice, so ask waits itself."""
+    from kit import level3_finetune
+
+    slept: list[float] = []
+    monkeypatch.setattr(level3_finetune, "sleep", slept.append)
+    result, machine = _ask_refused(mocked, "ModelNotReadyException", 429, times=times)
+    if times == 2:
+        assert result.exit_code == 0, result.output
+        assert result.output.strip().endswith("Ready.") and slept == [10, 20]
+        return
     assert result.exit_code == 1
     assert f"{sm_name(execution_arn(machine, 'run7'))} is warming up" in result.output
-    assert "retry in a minute" in result.output
+    assert "retry in a minute" in result.output and slept == list(level3_finetune.MODEL_NOT_READY_WAITS)
 
 
 def test_l3sm_ask_denied_names_the_model_and_the_default_project(mocked: FakeCloudFormation) -> None:
