@@ -4,7 +4,8 @@ job, delete the model its import created, report.
     EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED, this pipeline only)
     ─► AnExecutionEnded? ─► NameWhatItCreated (<job prefix><MD5 of the execution ARN>, as the pipeline names it)
     ─► LetCallsInFlightLand ─► DescribeItsTrainingJob ─► JobStillRunning? InProgress ─► StopItsTrainingJob
-           (retried about ten minutes; still failing ─► NotifyJobNotStopped, "ACTION NEEDED") ─► DeleteItsImportedModel
+           (retried about ten minutes; still failing ─► CheckItsTrainingJobAgain: still InProgress or unreadable
+           ─► NotifyJobNotStopped, "ACTION NEEDED") ─► DeleteItsImportedModel
            not running ─► DeleteItsImportedModel; unreadable (no job) ─► TryToStopItsTrainingJob (any error: nothing
            to stop) ─► DeleteItsImportedModel
            ResourceNotFound ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
@@ -131,23 +132,27 @@ class SageMakerPipelineTeardown(Construct):
         # One still InProgress is stopped with retries, and one that cannot be stopped is reported (ACTION NEEDED).
         # When the job cannot be read (none was created, or the read is refused), a stop is tried briefly, and an
         # error is taken as nothing to stop, as before.
-        describe_job = tasks.CallAwsService(
-            self,
-            "DescribeItsTrainingJob",
-            service="sagemaker",
-            action="describeTrainingJob",
-            parameters={"TrainingJobName": sfn.JsonPath.string_at("$.name")},
-            iam_action="sagemaker:DescribeTrainingJob",
-            iam_resources=training_jobs,
-            result_selector={"status": sfn.JsonPath.string_at("$.TrainingJobStatus")},
-            result_path="$.job",
-        )
-        describe_job.add_retry(
-            errors=["States.TaskFailed"],
-            interval=STOP_RETRY_INTERVAL,
-            max_attempts=STOP_RETRY_ATTEMPTS,
-            backoff_rate=2.0,
-        )
+        def describe(state_id: str) -> tasks.CallAwsService:
+            task = tasks.CallAwsService(
+                self,
+                state_id,
+                service="sagemaker",
+                action="describeTrainingJob",
+                parameters={"TrainingJobName": sfn.JsonPath.string_at("$.name")},
+                iam_action="sagemaker:DescribeTrainingJob",
+                iam_resources=training_jobs,
+                result_selector={"status": sfn.JsonPath.string_at("$.TrainingJobStatus")},
+                result_path="$.job",
+            )
+            task.add_retry(
+                errors=["States.TaskFailed"],
+                interval=STOP_RETRY_INTERVAL,
+                max_attempts=STOP_RETRY_ATTEMPTS,
+                backoff_rate=2.0,
+            )
+            return task
+
+        describe_job = describe("DescribeItsTrainingJob")
         stop_running = stop("StopItsTrainingJob")
         stop_running.add_retry(
             errors=["States.ALL"],
@@ -200,11 +205,17 @@ class SageMakerPipelineTeardown(Construct):
             "to delete the imported model",
             "error": sfn.JsonPath.object_at("$.jobNotStopped"),
         }
-        stop_running.add_catch(
-            notification(self, "NotifyJobNotStopped", topic, still_running, delete),
-            errors=["States.ALL"],
-            result_path="$.jobNotStopped",
+        # A stop that kept failing may have failed because the job ended meanwhile (a stop of an ended job is
+        # refused): only a job still InProgress, or one that cannot be read, is reported.
+        not_stopped = notification(self, "NotifyJobNotStopped", topic, still_running, delete)
+        recheck = describe("CheckItsTrainingJobAgain")
+        recheck.add_catch(not_stopped, errors=["States.ALL"], result_path="$.jobNotRead")
+        recheck.next(
+            sfn.Choice(self, "StillRunning?")
+            .when(sfn.Condition.string_equals("$.job.status", "InProgress"), not_stopped)
+            .otherwise(delete)
         )
+        stop_running.add_catch(recheck, errors=["States.ALL"], result_path="$.jobNotStopped")
         describe_job.add_catch(stop_job, errors=["States.ALL"], result_path="$.jobNotRead")
         describe_job.next(
             sfn.Choice(self, "JobStillRunning?")

@@ -1095,6 +1095,7 @@ def test_a_running_job_that_cannot_be_stopped_is_retried_then_reported_and_the_m
         "ABORTED",
         DescribeItsTrainingJob=[described("InProgress")],
         StopItsTrainingJob=throttled,
+        CheckItsTrainingJobAgain=[described("InProgress")],
         DeleteItsImportedModel=[{}],
     )
     stops = trace.calls_to("StopItsTrainingJob")
@@ -1104,6 +1105,22 @@ def test_a_running_job_that_cannot_be_stopped_is_retried_then_reported_and_the_m
     assert states[0] == "NotifyJobNotStopped" and trace.notifications[0][1]["outcome"].startswith("ACTION NEEDED")
     assert trace.notifications[0][1]["trainingJob"] == run_name(EXECUTION)
     assert trace.calls_to("DeleteItsImportedModel")  # the model is still deleted
+
+
+def test_a_stop_refused_because_the_job_ended_meanwhile_is_no_action_needed(teardown: dict[str, Any]) -> None:
+    """A stop of a job that has ended is refused: after the retries, the job is read again, and one no longer
+    InProgress is not reported as still billing."""
+    ended = itertools.repeat(asl.AslError("SageMaker.ValidationException", "the training job is in status Stopped"))
+    trace = _cleanup(
+        teardown,
+        "ABORTED",
+        DescribeItsTrainingJob=[described("InProgress")],
+        StopItsTrainingJob=ended,
+        CheckItsTrainingJobAgain=[described("Stopped")],
+        DeleteItsImportedModel=[{}],
+    )
+    assert trace.terminal == "CleanedUp", trace.describe()
+    assert "NotifyJobNotStopped" not in [s for s, _ in trace.notifications]
 
 
 def test_a_job_that_cannot_be_read_is_stopped_on_a_best_effort_basis(teardown: dict[str, Any]) -> None:
