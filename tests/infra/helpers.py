@@ -180,3 +180,19 @@ def machine_execution_and_job_prefix(template: dict[str, Any], region: str) -> t
         and "TrainingJobName" in (rule["Properties"].get("EventPattern") or {}).get("detail", {})
     ]
     return arn, prefix
+
+
+def training_job_described(name: str, status: str, region: str = "us-east-1") -> dict[str, Any]:
+    """DescribeTrainingJob's answer for job ``name`` in ``status``, with every member botocore's output shape
+    requires (a Stubber checks it; the ASL simulator holds a scripted result to it too)."""
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:{region}:123456789012:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://bucket/output/"},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": {"InProgress": "Training"}.get(status, status),
+        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "image"},
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "CreationTime": "2026-12-01T00:00:00Z",
+    }

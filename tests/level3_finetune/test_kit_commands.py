@@ -20,7 +20,7 @@ from kit.aws import Target
 from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_check_file, sm_record_problem, sm_resource_name
 from tests.conftest import ROOT, Synth
 from tests.infra import asl
-from tests.infra.helpers import machine_execution_and_job_prefix
+from tests.infra.helpers import machine_execution_and_job_prefix, training_job_described
 from tests.kit.operator_helpers import (
     CONFIG,
     FAILING,
@@ -484,17 +484,7 @@ def test_l3sm_resume_waits_for_the_earlier_runs_training_job_to_stop(mocked: Fak
     sagemaker = stubbed("sagemaker")
     sagemaker.add_response(
         "describe_training_job",
-        {
-            "TrainingJobName": job,
-            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{job}",
-            "TrainingJobStatus": "Stopping",
-            "SecondaryStatus": "Stopping",
-            "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "image"},
-            "ResourceConfig": {"InstanceCount": 1, "VolumeSizeInGB": 50, "InstanceType": "ml.g5.xlarge"},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "CreationTime": "2026-12-01T00:00:00Z",
-            "ModelArtifacts": {"S3ModelArtifacts": "s3://data/output/"},
-        },
+        training_job_described(job, "Stopping", REGION),
         {"TrainingJobName": job},
     )
     result = run(l3sm, "start", "--resume-from", "run1")

@@ -37,6 +37,7 @@ from tests.infra.helpers import (
     render,
     resources,
     statements,
+    training_job_described,
 )
 from tests.infra.helpers import longest_name_prefix as longest_name_prefix_of
 from tests.infra.test_code_buckets import assert_only_the_deployment_writes
@@ -1016,19 +1017,8 @@ def _ended(status: str) -> dict[str, Any]:
 
 
 def described(status: str) -> dict[str, Any]:
-    """DescribeTrainingJob's answer for the run's job (the members botocore's output shape requires)."""
-    name = run_name(EXECUTION)
-    return {
-        "TrainingJobName": name,
-        "TrainingJobArn": f"arn:aws:sagemaker:{asl.REGION}:{asl.ACCOUNT}:training-job/{name}",
-        "ModelArtifacts": {"S3ModelArtifacts": "s3://b/output/"},
-        "TrainingJobStatus": status,
-        "SecondaryStatus": {"InProgress": "Training", "Stopping": "Stopping"}.get(status, status),
-        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "image"},
-        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "CreationTime": "2026-12-01T00:00:00Z",
-    }
+    """DescribeTrainingJob's answer for the run's job."""
+    return training_job_described(run_name(EXECUTION), status, asl.REGION)
 
 
 NO_JOB = asl.AslError("SageMaker.ResourceNotFound", "no such job")
@@ -1084,43 +1074,36 @@ def test_teardown_stops_a_training_job_still_running(teardown: dict[str, Any]) -
     assert [s for s, _ in trace.notifications] == ["NotifyCleanedUp"]
 
 
-def test_a_running_job_that_cannot_be_stopped_is_retried_then_reported_and_the_model_still_deleted(
-    teardown: dict[str, Any],
+@pytest.mark.parametrize(
+    ("refusal", "then", "reported"),
+    [
+        (asl.AslError("SageMaker.ThrottlingException", "Rate exceeded"), "InProgress", True),
+        (asl.AslError("SageMaker.ValidationException", "the training job is in status Stopped"), "Stopped", False),
+    ],
+    ids=["still-running", "ended-meanwhile"],
+)
+def test_a_running_job_that_cannot_be_stopped_is_retried_then_reported_only_if_still_running(
+    teardown: dict[str, Any], refusal: asl.AslError, then: str, reported: bool
 ) -> None:
     """Before, any stop error was taken as "nothing to stop" after 14 s: a throttled or refused stop left the job
-    running, and billing, until its StoppingCondition, and the report said it was stopped."""
-    throttled = itertools.repeat(asl.AslError("SageMaker.ThrottlingException", "Rate exceeded"))
+    running, and billing, until its StoppingCondition, and the report said it was stopped. A stop of a job that
+    ended meanwhile is refused too: the job is read again, and only one still InProgress is reported."""
     trace = _cleanup(
         teardown,
         "ABORTED",
         DescribeItsTrainingJob=[described("InProgress")],
-        StopItsTrainingJob=throttled,
-        CheckItsTrainingJobAgain=[described("InProgress")],
+        StopItsTrainingJob=itertools.repeat(refusal),
+        CheckItsTrainingJobAgain=[described(then)],
         DeleteItsImportedModel=[{}],
     )
-    stops = trace.calls_to("StopItsTrainingJob")
-    assert len(stops) == 1 + 6 and trace.retries["StopItsTrainingJob"] == 6  # about ten minutes of retries
-    assert trace.elapsed >= 10 * (2**6 - 1)
-    states = [s for s, _ in trace.notifications]
-    assert states[0] == "NotifyJobNotStopped" and trace.notifications[0][1]["outcome"].startswith("ACTION NEEDED")
-    assert trace.notifications[0][1]["trainingJob"] == run_name(EXECUTION)
-    assert trace.calls_to("DeleteItsImportedModel")  # the model is still deleted
-
-
-def test_a_stop_refused_because_the_job_ended_meanwhile_is_no_action_needed(teardown: dict[str, Any]) -> None:
-    """A stop of a job that has ended is refused: after the retries, the job is read again, and one no longer
-    InProgress is not reported as still billing."""
-    ended = itertools.repeat(asl.AslError("SageMaker.ValidationException", "the training job is in status Stopped"))
-    trace = _cleanup(
-        teardown,
-        "ABORTED",
-        DescribeItsTrainingJob=[described("InProgress")],
-        StopItsTrainingJob=ended,
-        CheckItsTrainingJobAgain=[described("Stopped")],
-        DeleteItsImportedModel=[{}],
-    )
-    assert trace.terminal == "CleanedUp", trace.describe()
-    assert "NotifyJobNotStopped" not in [s for s, _ in trace.notifications]
+    assert len(trace.calls_to("StopItsTrainingJob")) == 1 + 6 and trace.retries["StopItsTrainingJob"] == 6
+    assert trace.elapsed >= 10 * (2**6 - 1)  # about ten minutes of retries
+    assert trace.terminal == "CleanedUp" and trace.calls_to("DeleteItsImportedModel"), trace.describe()
+    not_stopped = [message for state, message in trace.notifications if state == "NotifyJobNotStopped"]
+    assert bool(not_stopped) is reported
+    if reported:
+        assert not_stopped[0]["outcome"].startswith("ACTION NEEDED")
+        assert not_stopped[0]["trainingJob"] == run_name(EXECUTION)
 
 
 def test_a_job_that_cannot_be_read_is_stopped_on_a_best_effort_basis(teardown: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from kit import aws, operator
 from kit.aws import Target
 from kit.level4_pretrain import l4, training_job_name
 from tests.conftest import Synth
-from tests.infra.helpers import machine_execution_and_job_prefix
+from tests.infra.helpers import machine_execution_and_job_prefix, training_job_described
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
     REGION,
@@ -238,17 +238,7 @@ def test_l4_resume_waits_for_the_earlier_runs_training_job_to_stop(mocked: FakeC
     job = job_name(arn)
     sagemaker.add_response(
         "describe_training_job",
-        {
-            "TrainingJobName": job,
-            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{job}",
-            "TrainingJobStatus": job_status,
-            "SecondaryStatus": "Stopping" if job_status == "Stopping" else "Training",
-            "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": "image"},
-            "ResourceConfig": {"InstanceCount": 2, "VolumeSizeInGB": 50, "InstanceType": "ml.g5.xlarge"},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-            "CreationTime": "2026-12-01T00:00:00Z",
-            "ModelArtifacts": {"S3ModelArtifacts": "s3://artifacts/models/"},
-        },
+        training_job_described(job, job_status, REGION),
         {"TrainingJobName": job},
     )
     result = run(l4, "submit", "--name", "run1-more", "--resume-from", "run1")
