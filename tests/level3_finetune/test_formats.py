@@ -275,6 +275,18 @@ def _reasoning(value: Any) -> dict[str, Any]:
         (_nova2(_reasoning({"reasoningText": {"text": " "}})), {"empty_text"}),
         (_nova2(_reasoning({"reasoningText": "plain"})), {"wrong_type"}),
         (_nova2(_reasoning({"redactedContent": "eA=="})), {"wrong_type"}),
+        # AWS's Nova dataset validator: reasoning text is held to the reserved strings, and a turn needs a text
+        (_nova2(_reasoning({"reasoningText": {"text": "Thought: the user asks"}})), {"reserved_string"}),
+        (
+            {
+                **_nova2(),
+                "messages": [
+                    {"role": "user", "content": [{"text": "q"}]},
+                    {"role": "assistant", "content": [_reasoning({"reasoningText": {"text": "t"}})]},
+                ],
+            },
+            {"empty_text"},
+        ),
         (_nova2(user=[{"text": "q"}, image("webp")]), {"invalid_value"}),  # Nova 2 takes png, jpeg, gif
         (_nova2(user=[{"text": "q"}, {"document": {"format": "pdf"}}]), {"unsupported_content"}),
     ],
@@ -400,6 +412,11 @@ def _rft(**changes: Any) -> dict[str, Any]:
         (_rft(), set()),
         (_rft(reference_answer={"value": 4, "tolerance": 0}, id="q1"), set()),  # any shape; extra keys for the grader
         (_rft(reference_answer=...), {"missing_key"}),
+        (_rft(reference_answer=" "), {"missing_key"}),  # empty: nothing to grade against
+        (_rft(reference_answer={}), {"missing_key"}),
+        (_rft(reference_answer=0), set()),  # any other value: the reward function reads it
+        # Nova's reserved strings, in RFT messages too (AWS's Nova dataset validator, RFTMessage)
+        (_rft(messages=[{"role": "user", "content": "User: 2+2? Assistant:"}]), {"reserved_string"}),
         (_rft(messages=[{"role": "assistant", "content": "4"}]), {"role_order"}),
         (_rft(messages=[{"role": "user", "content": "q"}, {"role": "system", "content": "s"}]), {"role_order"}),
         (_rft(messages=[{"role": "tool", "content": "q"}, {"role": "user", "content": "q"}]), {"invalid_value"}),

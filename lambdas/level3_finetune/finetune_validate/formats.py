@@ -433,7 +433,18 @@ _RFT_LIMITS = Limits(min_training_records=100, max_total_records=20_000)
 # Reinforcement fine-tuning of Amazon Nova 2 Lite (https://docs.aws.amazon.com/bedrock/latest/userguide/rft-prepare-data.html):
 # prompts in the OpenAI chat-completion format with a reference_answer; a Lambda reward function (or a model as
 # judge, which the console turns into a Lambda) scores the responses.
-_RFT = TypeSpec(shape=RFT_CHAT, limits=_RFT_LIMITS, hyperparameters=_RFT_HP, doc=DOC_RFT, hyperparameter_doc=DOC_RFT_HP)
+# Its messages are held to Nova's reserved strings too: AWS's Nova dataset validator checks every RFT message
+# (aws-samples/amazon-nova-samples nova_ft_dataset_validator.py, RFTMessage), and "if a user prompt or system prompt
+# ... have these keywords anywhere in their prompt, the training job will fail due to data issues"
+# (https://docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html).
+_RFT = TypeSpec(
+    shape=RFT_CHAT,
+    limits=_RFT_LIMITS,
+    hyperparameters=_RFT_HP,
+    doc=DOC_RFT,
+    hyperparameter_doc=DOC_RFT_HP,
+    reserved=NOVA_RESERVED,
+)
 # Distillation into an Amazon Nova student (https://docs.aws.amazon.com/bedrock/latest/userguide/distillation-data-prep-option-1.html):
 # prompts in the Converse format with schemaVersion "bedrock-conversation-2024", the assistant answer optional;
 # text only ("support only the text-to-text modality", distillation-prepare-datasets.html); Nova students take
@@ -1087,12 +1098,14 @@ class RecordChecker:
         if type(record) is not dict:
             return [_not_an_object(record)]
         problems: list[Problem] = []
-        if record.get("reference_answer") is None:
+        reference = record.get("reference_answer")
+        # Empty is no answer either: AWS's Nova dataset validator refuses an empty string or object.
+        if reference is None or reference == {} or (type(reference) is str and not reference.strip()):
             problems.append(
                 (
                     MISSING_KEY,
-                    "The record has no 'reference_answer' (the expected output or grading criteria the reward "
-                    f"function reads) ({DOC_RFT}).",
+                    "The record has no 'reference_answer', or an empty one (the expected output or grading criteria "
+                    f"the reward function reads) ({DOC_RFT}).",
                 )
             )
         messages = record.get("messages", _MISSING)
@@ -1128,6 +1141,8 @@ class RecordChecker:
                 if type(content) is str:
                     if not content or content.isspace():
                         problems.append((EMPTY_TEXT, f"{where}.content is empty."))
+                    else:
+                        self._check_reserved(content, "messages", index, None, problems, where=f"{where}.content")
                     chars += len(content)
                 elif content is not _MISSING:
                     problems.append((WRONG_TYPE, f"{where}.content must be a string, got {json_type(content)}."))
@@ -1214,18 +1229,26 @@ class RecordChecker:
                 problems.append((WRONG_TYPE, f"messages[{index}].content must be a list of blocks, got {got}."))
             return 0, media
         chars = 0
+        answered = False  # a text block (or media): what AWS's Nova validator requires of every turn
         for position, block in enumerate(content):
             if type(block) is dict and len(block) == 1:
                 text = block.get("text", _MISSING)
                 if type(text) is str and text and not text.isspace():
                     chars += len(text)
+                    answered = True
                     self._check_reserved(text, "messages", index, position, problems)
                     continue
             kind = self._content_block(block, message, index, position, problems)
             if kind == "text":
                 chars += len(block["text"]) if type(block["text"]) is str else 0
+                answered = True
             elif kind:
                 media.append(kind)
+                answered = answered or kind != "reasoning"
+        if "reasoning" in media and not answered:
+            # "content list must have at least one 'text', 'image', 'video', ..." (AWS's Nova dataset validator,
+            # Message): reasoning alone is no answer (every example of nova-2-sft-data-prep.html pairs it with text).
+            problems.append((EMPTY_TEXT, f"messages[{index}] holds only reasoning: the turn needs a text answer too."))
         images = media.count("image")
         if images > MAX_IMAGES_PER_TURN and self.spec.image_formats:
             problems.append(
@@ -1311,6 +1334,8 @@ class RecordChecker:
             problems.append((WRONG_TYPE, f"{where}.reasoningText.text must be a string, got {json_type(text)}."))
         elif not text or text.isspace():
             problems.append((EMPTY_TEXT, f"{where}.reasoningText.text is empty."))
+        else:  # AWS's Nova dataset validator holds reasoning text to the reserved strings too (ReasoningText)
+            self._check_reserved(text, "messages", 0, None, problems, where=f"{where}.reasoningText.text")
         return "reasoning"
 
     def _check_media(
@@ -1394,15 +1419,19 @@ class RecordChecker:
                 (UNSUPPORTED_CONTENT, f"The dataset mixes media: earlier records hold {had}, this one {has}.")
             )
 
-    def _check_reserved(self, text: str, part: str, index: int, position: int | None, problems: list[Problem]) -> None:
-        """Reports the first reserved string in ``text``, in any letter case (see ``_reserved_finder``)."""
+    def _check_reserved(
+        self, text: str, part: str, index: int, position: int | None, problems: list[Problem], where: str = ""
+    ) -> None:
+        """Reports the first reserved string in ``text``, in any letter case (see ``_reserved_finder``); ``where``
+        names the text when it is not a system or content block's."""
         if self._find_reserved is None:
             return
         found = self._find_reserved(text)
         if found is None:
             return
         at, token = found
-        where = f"system[{index}].text" if position is None else f"{part}[{index}].content[{position}].text"
+        if not where:
+            where = f"system[{index}].text" if position is None else f"{part}[{index}].content[{position}].text"
         problems.append(
             (
                 RESERVED_STRING,
