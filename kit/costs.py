@@ -38,7 +38,6 @@ FREE_WHILE_IDLE = frozenset(
         "AWS::ApiGateway::RequestValidator",
         "AWS::ApiGateway::Resource",
         "AWS::ApiGateway::RestApi",
-        "AWS::ApiGateway::Stage",  # no cache cluster: a stage cache would bill hourly
         "AWS::Bedrock::DataSource",
         "AWS::Bedrock::Guardrail",
         "AWS::Bedrock::GuardrailVersion",
@@ -100,6 +99,7 @@ FREE_WHILE_IDLE = frozenset(
 # resource whose formula comes to no charge, e.g. a gateway endpoint, is reported as free).
 PRICED_WHILE_IDLE = frozenset(
     {
+        "AWS::ApiGateway::Stage",  # free unless its cache cluster is on (billed by the hour; not priced here)
         "AWS::CloudWatch::Alarm",
         "AWS::EC2::EIP",
         "AWS::EC2::NatGateway",
@@ -346,6 +346,12 @@ def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> li
         return [_Charge("NAT gateways", 1, need("vpc.nat_gateway"), hourly=True)]
     if kind == "AWS::EC2::EIP":
         return [_Charge("Public IPv4 addresses (EIP)", 1, need("vpc.public_ipv4"), hourly=True)]
+    if kind == "AWS::ApiGateway::Stage":
+        # A stage's cache cluster bills per hour while it exists (CacheClusterEnabled, default false in the
+        # registry schema; https://aws.amazon.com/api-gateway/pricing/): the kit prices none, so one is refused.
+        if _literal(props, "CacheClusterEnabled", default=False) is not False:
+            raise LookupError("has a cache cluster (billed by the hour), which the kit does not price")
+        return []
     if kind == "AWS::EC2::VPCEndpoint":
         endpoint_type = _literal(props, "VpcEndpointType", default="Gateway")  # the registry schema's default
         if endpoint_type == "Gateway":

@@ -184,6 +184,21 @@ def test_an_endpoint_it_cannot_price_fails(props: dict[str, Any], reason: str, p
         cost_report(_endpoint(**props), prices)
 
 
+def _stage(**props: Any) -> dict[str, Any]:
+    return {"S": {"Resources": {"Stage": {"Type": "AWS::ApiGateway::Stage", "Properties": props}}}}
+
+
+def test_a_stage_is_free_unless_its_cache_cluster_is_on(prices: Any) -> None:
+    """A stage cache bills by the hour; before, every stage counted as free whatever it held."""
+    schema = resource_schema("AWS::ApiGateway::Stage")
+    assert schema is not None and "CacheClusterEnabled" in schema["properties"]
+    for props in ({}, {"CacheClusterEnabled": False, "StageName": "v1"}):
+        [cost] = cost_report(_stage(**props), prices)
+        assert (cost.idle_usd, cost.free_types) == (0, ("AWS::ApiGateway::Stage",))
+    with pytest.raises(UnpricedResourceError, match="cache cluster"):
+        cost_report(_stage(CacheClusterEnabled=True, CacheClusterSize="0.5"), prices)
+
+
 def test_a_valid_instance_type_without_a_price_asks_for_the_price_entry(prices: Any) -> None:
     # ml.m5.2xlarge is a HyperPod type (the SageMaker API model) that kit/prices.json does not price.
     assert "ml.m5.2xlarge" in hyperpod_instance_types()
