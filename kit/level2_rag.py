@@ -312,21 +312,30 @@ def _pending_line(pending: tuple[int, int, int] | PendingUnknown, minutes: int) 
     return f"{waiting} change(s) waiting{flight}: the pipeline starts a job every {minutes} min"
 
 
+SYNC_WAIT_S = 1800  # the default --timeout of sync --wait
+
+
+def sync_wait_timeout(timeout: int, given: bool, interval_minutes: int) -> int:
+    """--timeout, or by default long enough for one sync interval and a job after it: a change may wait a whole
+    rag_sync_interval_minutes (up to 60) before the job that indexes it starts."""
+    return timeout if given else max(timeout, interval_minutes * 60 + SYNC_WAIT_S)
+
+
 @l2.command()
 @click.option("--wait", is_flag=True, help="Follow the newest ingestion job until it and the pending changes are done.")
-@wait_options(timeout_s=1800, poll_s=10)
+@wait_options(timeout_s=SYNC_WAIT_S, poll_s=10)
 def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     """Show the pending document changes and the newest ingestion job.
 
-    The command never starts a job itself: the pipeline coalesces every pending change into one job every
-    rag_sync_interval_minutes, or starts a full sync while the data source is not in sync under its current
-    configuration (a new stack, or a changed rag_documents_prefix), and retries hourly a job that ended FAILED or
-    STOPPED (or, once, COMPLETE with failed documents). With --wait this follows it (waiting for the first job
-    when there is none yet) until no change is pending and either a job that started after the wait began has
-    ended or the pipeline stayed idle for a minute (an upload's S3 event can take that long to be queued; right
-    after a configuration change it may still end on the old configuration's last job); exit 1 if the job failed,
-    any of its documents failed, the pending changes cannot be read (at once when the call is denied), or the wait
-    timed out.
+    The command never starts a job itself (--wait waits by default one sync interval and 30 minutes more): the
+    pipeline coalesces every pending change into one job every rag_sync_interval_minutes, or starts a full sync
+    while the data source is not in sync under its current configuration (a new stack, or a changed
+    rag_documents_prefix), and retries hourly a job that ended FAILED or STOPPED (or, once, COMPLETE with failed
+    documents). With --wait this follows it (waiting for the first job when there is none yet) until no change is
+    pending and either a job that started after the wait began has ended or the pipeline stayed idle for a minute
+    (an upload's S3 event can take that long to be queued; right after a configuration change it may still end on
+    the old configuration's last job); exit 1 if the job failed, any of its documents failed, the pending changes
+    cannot be read (at once when the call is denied), or the wait timed out.
     """
     target = current_target()
     outputs = target.outputs("2")
@@ -354,6 +363,8 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
         rows.append(("Dead letters", Text(f"{dead}: {handled}", "yellow")))
     out.print(kv_table(rows))
     if wait:
+        given = click.get_current_context().get_parameter_source("timeout") != click.core.ParameterSource.DEFAULT
+        timeout = sync_wait_timeout(timeout, given, minutes)
         job = _follow_ingestion(out, target, agent, kb, ds, job, timeout=timeout, poll_seconds=poll_seconds)
     failed = _show_failures(out, job, target.region, kb, ds)
     if wait:
@@ -400,11 +411,14 @@ def _follow_ingestion(
 ) -> dict[str, Any] | None:
     """Poll until no job runs and no change is pending (the pipeline has caught up), or the timeout.
 
-    Caught up means idle and either the newest job started after the wait began (it covers every document in the
-    bucket then), or the pipeline stayed idle for SETTLE_S: a change uploaded just before may not be queued yet.
+    Caught up means idle and either the newest job is one that started after the wait began (another id than the
+    newest job then: it covers every document in the bucket), or the pipeline stayed idle for SETTLE_S: a change
+    uploaded just before may not be queued yet.
     """
     deadline = time.monotonic() + timeout
-    began = datetime.now(UTC)
+    # A job the pipeline starts from now on has another id than the newest one now: told apart by id, not by
+    # comparing this machine's clock with Bedrock's startedAt (a slow laptop clock took an older job for a new one).
+    first_id = job.get("ingestionJobId") if job is not None else None
     idle_since: float | None = None
     minutes = target.config.rag.sync_interval_minutes
     shown = None
@@ -443,10 +457,8 @@ def _follow_ingestion(
                 idle_since = None
             elif idle_since is None:
                 idle_since = time.monotonic()
-            started = job.get("startedAt") if job is not None else None
-            settled = idle_since is not None and (
-                (isinstance(started, datetime) and started >= began) or time.monotonic() - idle_since >= SETTLE_S
-            )
+            newer = job is not None and job.get("ingestionJobId") != first_id
+            settled = idle_since is not None and (newer or time.monotonic() - idle_since >= SETTLE_S)
             if idle and not settled:
                 line = f"{line}; no change pending: watching {SETTLE_S} s for one S3 may still deliver"
             shown = _shown(progress, line, shown)

@@ -240,6 +240,11 @@ def ingestion_job(status: str, job_id: str = "JOB0000001", **extra: Any) -> dict
     }
 
 
+def before_the_wait() -> dict[str, Any]:
+    """The newest job when the command begins to wait: an earlier, finished one (another id than what follows)."""
+    return ingestion_job("COMPLETE", "JOB0000000", startedAt=datetime.now(UTC) - timedelta(hours=1))
+
+
 def expect_newest(agent: Stubber, job: dict[str, Any] | None) -> None:
     listing = {"knowledgeBaseId": "KB12345678", "dataSourceId": "DS12345678"}
     params = {**listing, "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"}, "maxResults": 1}
@@ -274,6 +279,7 @@ def test_l2_sync_shows_pending_changes_and_the_newest_job(mocked: FakeCloudForma
 def test_l2_sync_wait_follows_the_job_until_it_completes(mocked: FakeCloudFormation) -> None:
     rag_stack(mocked)
     with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, before_the_wait())
         expect_newest(agent, ingestion_job("STARTING"))
         expect_newest(agent, ingestion_job("IN_PROGRESS"))
         expect_newest(agent, ingestion_job("COMPLETE"))
@@ -374,6 +380,27 @@ def test_l2_sync_wait_right_after_an_upload_waits_for_the_change_s3_delivers_lat
     assert "JOB0000002 COMPLETE" in result.output
 
 
+def test_l2_sync_wait_tells_a_new_job_by_its_id_not_by_this_machines_clock(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a job counted as started after the wait began when Bedrock's startedAt was later than this machine's
+    clock, so a slow laptop clock took the job already there for a new one and returned before the upload was
+    indexed. The job newest at the start (even one stamped in this machine's future) now has to be followed by
+    another one, or by SETTLE_S of an idle pipeline."""
+    rag_stack(mocked)
+    clock = FakeClock()
+    monkeypatch.setattr(level2_rag, "time", clock)
+    stamped_later = ingestion_job("COMPLETE", "JOB0000001", startedAt=datetime.now(UTC) + timedelta(minutes=5))
+    polls = level2_rag.SETTLE_S // 10 + 1
+    with stubbed("bedrock-agent") as agent:
+        for _ in range(polls):
+            expect_newest(agent, stamped_later)
+        result = run(l2, "sync", "--wait", "--poll-seconds", "10")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    assert clock.sleeps == polls - 1  # it watched the idle pipeline instead of returning at once
+
+
 def test_l2_sync_wait_on_an_idle_pipeline_returns_after_watching_it(
     mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -452,6 +479,7 @@ def test_l2_sync_wait_exits_1_and_shows_why_a_job_failed(mocked: FakeCloudFormat
     rag_stack(mocked)
     failed = ingestion_job("FAILED", failureReasons=["Vector index not found"])
     with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, before_the_wait())
         expect_newest(agent, ingestion_job("IN_PROGRESS"))
         expect_newest(agent, failed)
         result = run(l2, "sync", "--wait", "--poll-seconds", "0")
@@ -469,6 +497,7 @@ def test_l2_sync_wait_exits_1_when_the_job_completed_with_failed_documents(mocke
     rag_stack(mocked)
     done = ingestion_job("COMPLETE", statistics=FAILED_DOCUMENTS, failureReasons=REASONS)
     with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, before_the_wait())
         expect_newest(agent, ingestion_job("IN_PROGRESS"))
         expect_newest(agent, done)
         result = run(l2, "sync", "--wait", "--poll-seconds", "0")
@@ -657,3 +686,15 @@ def test_doctor_estimates_a_requests_guardrail_load_as_the_function_batches_it(
     assert level2_rag.guardrail_load(Target(context=big)) == (8, 8 * 32)
     texts = ["x" * 32_000] * 25
     assert len(guardrail.batches(texts)) >= 8
+
+
+@pytest.mark.parametrize(
+    ("timeout", "given", "minutes", "expected"),
+    [(1800, False, 5, 2100), (1800, False, 60, 5400), (600, True, 60, 600), (0, True, 5, 0)],
+)
+def test_l2_sync_wait_by_default_outlasts_one_sync_interval(
+    timeout: int, given: bool, minutes: int, expected: int
+) -> None:
+    """A change may wait a whole rag_sync_interval_minutes (up to 60) for its job: the default wait covers that;
+    a --timeout given is kept."""
+    assert level2_rag.sync_wait_timeout(timeout, given, minutes) == expected
