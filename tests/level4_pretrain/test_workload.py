@@ -355,6 +355,10 @@ def test_checkpoint_writes_are_atomic_and_pruned(tmp_path: Path) -> None:
     assert checkpoints.latest_step(tmp_path) == 15
     assert checkpoints.load(checkpoints.checkpoint_path(tmp_path, 15)) == {"step": 15}
     assert checkpoints.latest_step(tmp_path / "absent") is None
+    # The next save removes what a killed save left behind (its cleanup never ran), and nothing else.
+    checkpoints.save_atomic({"step": 20}, tmp_path, 20, keep=2)
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["ckpt-00000015.pt", "ckpt-00000020.pt", "ckpt-final.pt"]
 
 
 class _Planted:

@@ -48,6 +48,11 @@ def save_atomic(state: dict[str, Any], directory: Path, step: int, *, keep: int,
     directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, step, prefix=prefix)
     tmp = directory / f".{final.name}.{os.getpid()}.tmp"
+    # A save killed before its cleanup ran (SIGKILL, or SIGTERM with no handler) left its full-size temporary file;
+    # one writer saves at a time, so every other temporary of this prefix is stale (and on SageMaker would be
+    # synced to S3 and back into every resumed job).
+    for stale in directory.glob(f".{prefix}-*.pt.*.tmp"):
+        stale.unlink(missing_ok=True)
     try:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
