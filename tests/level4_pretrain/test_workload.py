@@ -224,6 +224,12 @@ def test_torchrun_environment_is_read_and_checked() -> None:
         train.read_dist_env({"RANK": "0", "WORLD_SIZE": "2"})
     with pytest.raises(train.ConfigError, match="RANK=2 does not fit WORLD_SIZE=2"):
         train.read_dist_env({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    # A multi-instance SageMaker job started without torchrun: each host would train alone on one prefix
+    with pytest.raises(train.ConfigError, match="SM_HOSTS lists 2 hosts but WORLD_SIZE is unset"):
+        train.read_dist_env({"SM_HOSTS": '["algo-1", "algo-2"]'})
+    assert train.read_dist_env({"SM_HOSTS": '["algo-1"]'}).world_size == 1  # one instance runs alone
+    launched = {**env, "SM_HOSTS": '["algo-1", "algo-2"]'}
+    assert train.read_dist_env(launched).world_size == 4  # torchrun across the hosts
 
 
 def _empty_dir(tmp: Path) -> Path:

@@ -55,7 +55,25 @@ def read_dist_env(env: Mapping[str, str]) -> DistEnv:
         missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
         if missing:
             raise ConfigError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} unset: launch with torchrun")
+    elif env.get("WORLD_SIZE", "") == "" and len(_sagemaker_hosts(env)) > 1:
+        # A multi-instance SageMaker job without torchrun: every host would train alone as rank 0 of 1 and write
+        # the same checkpoint prefix and model files (SM_HOSTS lists the job's hosts).
+        raise ConfigError(
+            f"SM_HOSTS lists {len(_sagemaker_hosts(env))} hosts but WORLD_SIZE is unset: launch with torchrun "
+            "(the job's torch_distributed setting)"
+        )
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def _sagemaker_hosts(env: Mapping[str, str]) -> list[str]:
+    """The hosts of a SageMaker training job (SM_HOSTS, a JSON list); none outside SageMaker or when unreadable."""
+    import json
+
+    try:
+        hosts = json.loads(env.get("SM_HOSTS", "[]"))
+    except ValueError:
+        return []
+    return [str(host) for host in hosts] if isinstance(hosts, list) else []
 
 
 def select_device(denv: DistEnv) -> tuple[torch.device, str, bool]:
