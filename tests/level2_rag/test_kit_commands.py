@@ -380,38 +380,21 @@ def test_l2_sync_wait_right_after_an_upload_waits_for_the_change_s3_delivers_lat
     assert "JOB0000002 COMPLETE" in result.output
 
 
-def test_l2_sync_wait_tells_a_new_job_by_its_id_not_by_this_machines_clock(
-    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Before: a job counted as started after the wait began when Bedrock's startedAt was later than this machine's
-    clock, so a slow laptop clock took the job already there for a new one and returned before the upload was
-    indexed. The job newest at the start (even one stamped in this machine's future) now has to be followed by
-    another one, or by SETTLE_S of an idle pipeline."""
-    rag_stack(mocked)
-    clock = FakeClock()
-    monkeypatch.setattr(level2_rag, "time", clock)
-    stamped_later = ingestion_job("COMPLETE", "JOB0000001", startedAt=datetime.now(UTC) + timedelta(minutes=5))
-    polls = level2_rag.SETTLE_S // 10 + 1
-    with stubbed("bedrock-agent") as agent:
-        for _ in range(polls):
-            expect_newest(agent, stamped_later)
-        result = run(l2, "sync", "--wait", "--poll-seconds", "10")
-        agent.assert_no_pending_responses()
-    assert result.exit_code == 0, result.output
-    assert clock.sleeps == polls - 1  # it watched the idle pipeline instead of returning at once
-
-
+@pytest.mark.parametrize("started", [timedelta(hours=-1), timedelta(minutes=5)], ids=["earlier", "stamped-later"])
 def test_l2_sync_wait_on_an_idle_pipeline_returns_after_watching_it(
-    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch, started: timedelta
 ) -> None:
+    """The job newest when the wait begins has to be followed by another one, or by SETTLE_S of an idle pipeline.
+    Before, a job counted as new when Bedrock's startedAt was later than this machine's clock, so a slow laptop
+    clock ("stamped-later") took the job already there for a new one and returned before the upload was indexed."""
     rag_stack(mocked)
     clock = FakeClock()
     monkeypatch.setattr(level2_rag, "time", clock)
-    older = ingestion_job("COMPLETE", startedAt=datetime.now(UTC) - timedelta(hours=1))
+    newest = ingestion_job("COMPLETE", startedAt=datetime.now(UTC) + started)
     polls = level2_rag.SETTLE_S // 10 + 1
     with stubbed("bedrock-agent") as agent:
         for _ in range(polls):
-            expect_newest(agent, older)
+            expect_newest(agent, newest)
         result = run(l2, "sync", "--wait", "--poll-seconds", "10")
         agent.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
