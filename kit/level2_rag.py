@@ -323,7 +323,7 @@ def sync_wait_timeout(timeout: int, given: bool, interval_minutes: int) -> int:
 
 @l2.command()
 @click.option("--wait", is_flag=True, help="Follow the newest ingestion job until it and the pending changes are done.")
-@wait_options(timeout_s=SYNC_WAIT_S, poll_s=10)
+@wait_options(timeout_s=SYNC_WAIT_S, poll_s=10, timeout_default="the sync interval + 1800")
 def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     """Show the pending document changes and the newest ingestion job.
 

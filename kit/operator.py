@@ -103,8 +103,11 @@ def current_target() -> Target:
     return target
 
 
-def wait_options(timeout_s: int, poll_s: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--timeout and --poll-seconds for a command that follows something until it finishes."""
+def wait_options(
+    timeout_s: int, poll_s: float, timeout_default: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--timeout and --poll-seconds for a command that follows something until it finishes; ``timeout_default``
+    describes a default the command works out itself (shown instead of ``timeout_s``)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         func = click.option(
@@ -118,7 +121,7 @@ def wait_options(timeout_s: int, poll_s: float) -> Callable[[Callable[..., Any]]
             "--timeout",
             type=click.IntRange(min=0),
             default=timeout_s,
-            show_default=True,
+            show_default=timeout_default or True,
             help="Give up waiting after this many seconds (the job itself keeps running).",
         )(func)
 

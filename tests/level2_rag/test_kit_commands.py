@@ -681,3 +681,18 @@ def test_l2_sync_wait_by_default_outlasts_one_sync_interval(
     """A change may wait a whole rag_sync_interval_minutes (up to 60) for its job: the default wait covers that;
     a --timeout given is kept."""
     assert level2_rag.sync_wait_timeout(timeout, given, minutes) == expected
+
+
+def test_l2_sync_wait_without_timeout_waits_the_interval_and_more(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default is worked out from rag_sync_interval_minutes (and --help says so); a --timeout given is kept."""
+    rag_stack(mocked)
+    waited: list[int] = []
+    monkeypatch.setattr(level2_rag, "_follow_ingestion", lambda *args, **kwargs: waited.append(kwargs["timeout"]))
+    for args in ((), ("--timeout", "90")):
+        with stubbed("bedrock-agent") as agent:
+            expect_newest(agent, None)
+            assert run(l2, "sync", "--wait", *args).exit_code == 0
+    assert waited == [CONFIG.rag.sync_interval_minutes * 60 + level2_rag.SYNC_WAIT_S, 90]
+    assert "[default: (the sync interval + 1800)" in " ".join(run(l2, "sync", "--help").output.split())
