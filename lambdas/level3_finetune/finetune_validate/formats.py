@@ -1099,7 +1099,9 @@ class RecordChecker:
             return [_not_an_object(record)]
         problems: list[Problem] = []
         reference = record.get("reference_answer")
-        # Empty is no answer either: AWS's Nova dataset validator refuses an empty string or object.
+        # Empty is no answer either: AWS's Nova dataset validator refuses an empty string or object. It also refuses
+        # any type but a string or an object; Bedrock's page says the field "can contain any format", so the kit
+        # leaves other types to the reward function.
         if reference is None or reference == {} or (type(reference) is str and not reference.strip()):
             problems.append(
                 (
