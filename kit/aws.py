@@ -153,27 +153,26 @@ def session(region: str | None, profile: str | None = None) -> Any:
 
 def client(name: str, region: str | None = None, profile: str | None = None) -> Any:
     """The boto3 client for service ``name``; the same object on every call with the same arguments."""
-    key = (name, region, profile)
-    if key not in _clients:
-        from botocore.config import Config
-        from botocore.exceptions import InvalidRegionError
-
-        try:
-            _clients[key] = session(region, profile).client(name, config=Config(**CLIENT_CONFIG))
-        except InvalidRegionError:
-            raise KitUsageError(f"{region!r} is not an AWS region code (e.g. us-east-1): check --region") from None
-    return _clients[key]
+    return _cached_client((name, region, profile), name, region, profile, CLIENT_CONFIG)
 
 
 def model_client(name: str, region: str | None = None, profile: str | None = None) -> Any:
     """The client of service ``name`` (bedrock-runtime) for model invocations (MODEL_CLIENT_CONFIG); cached like
     ``client``."""
-    key = (f"{name}:model", region, profile)
+    return _cached_client((f"{name}:model", region, profile), name, region, profile, MODEL_CLIENT_CONFIG)
+
+
+def _cached_client(
+    key: tuple[str, str | None, str | None], name: str, region: str | None, profile: str | None, config: Any
+) -> Any:
     if key not in _clients:
         from botocore.config import Config
+        from botocore.exceptions import InvalidRegionError
 
-        client(name, region, profile)  # the same checks of the region as every other client
-        _clients[key] = session(region, profile).client(name, config=Config(**MODEL_CLIENT_CONFIG))
+        try:
+            _clients[key] = session(region, profile).client(name, config=Config(**config))
+        except InvalidRegionError:
+            raise KitUsageError(f"{region!r} is not an AWS region code (e.g. us-east-1): check --region") from None
     return _clients[key]
 
 
