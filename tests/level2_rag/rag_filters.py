@@ -63,7 +63,7 @@ numbers = st.one_of(
 # Values a store refuses for an operator (STORE_VALUES): not one of its kind.
 not_numbers = st.one_of(st.booleans(), st.text(max_size=6), st.lists(numbers, min_size=1, max_size=2))
 not_primitives = st.one_of(st.lists(scalars, max_size=2), st.dictionaries(st.text(max_size=4), scalars, max_size=2))
-not_primitive_lists = st.one_of(st.lists(not_primitives, min_size=1, max_size=2))
+not_primitive_lists = st.lists(not_primitives, min_size=1, max_size=2)
 
 
 def _value_for(kind: str | None) -> st.SearchStrategy[Any]:
