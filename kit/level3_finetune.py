@@ -46,6 +46,7 @@ from kit.operator import (
     console,
     current_target,
     deployed_name_prefix,
+    execution_arn,
     execution_name,
     finish,
     follow_execution,
@@ -846,7 +847,7 @@ def _sm_earlier_input(target: Target, name: str) -> tuple[str, dict[str, Any]]:
     missing = f"--resume-from: no execution {name} of {machine.rsplit(':', 1)[-1]}"
     jobs = (target.client("sagemaker"), functools.partial(sm_resource_name, target))
     check_resumable(sfn, machine, root, f"checkpoints/{root}/", missing=missing, chain=chain, training_job=jobs)
-    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
+    arn = execution_arn(machine, name)
     with aws.aws_errors(f"reading execution {name}", target.region):
         described = sfn.describe_execution(executionArn=arn)
     try:
@@ -988,7 +989,7 @@ def _sm_execution(target: Target, given: str | None, *, succeeded: bool = False)
     """(execution ARN, execution name): the one given (ARN or name), else the newest (succeeded) one."""
     machine = target.output(SM_STACK, "StateMachineArn")
     if given:
-        arn = given if given.startswith("arn:") else machine.replace(":stateMachine:", ":execution:", 1) + ":" + given
+        arn = given if given.startswith("arn:") else execution_arn(machine, given)
         return arn, arn.rsplit(":", 1)[-1]
     sfn = target.client("stepfunctions")
     filters: dict[str, Any] = {"statusFilter": "SUCCEEDED"} if succeeded else {}

@@ -444,6 +444,11 @@ def _resumed_from(described: Mapping[str, Any]) -> str | None:
     return earlier if isinstance(earlier, str) else None
 
 
+def execution_arn(machine: str, name: str) -> str:
+    """The ARN of execution ``name`` of state machine ``machine`` (the ARN, with execution for stateMachine)."""
+    return machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
+
+
 # A resumed run keeps checkpointing under the prefix of the run it resumed (checkpoints/<resumeFrom>/), so resuming
 # it means resuming that first run: at most this many resumes are followed back.
 MAX_RESUME_HOPS = 20
@@ -458,7 +463,7 @@ def resumed_root(sfn: Any, machine: str, earlier: str) -> tuple[str, tuple[str, 
     names = [earlier]
     with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name):
         for _ in range(MAX_RESUME_HOPS):
-            arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + names[-1]
+            arn = execution_arn(machine, names[-1])
             try:
                 previous = _resumed_from(sfn.describe_execution(executionArn=arn))
             except ClientError as exc:
@@ -492,12 +497,12 @@ def check_resumable(
     must have stopped too."""
     from botocore.exceptions import ClientError
 
-    arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + earlier
+    arn = execution_arn(machine, earlier)
     again = f"two jobs on {checkpoints} would delete each other's checkpoints: wait for it to end, or stop it"
     writers = {earlier, *chain}
     with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name):
         for other_name in sorted(set(chain) - {earlier}):
-            other_arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + other_name
+            other_arn = execution_arn(machine, other_name)
             other_status = str(sfn.describe_execution(executionArn=other_arn)["status"])
             if other_status not in EXECUTION_ENDED:
                 raise KitError(f"--resume-from {other_name}: that execution is {other_status}; {again}")
@@ -515,7 +520,7 @@ def check_resumable(
         if training_job is not None:
             sagemaker, job_of = training_job
             for name in sorted(writers):
-                job = job_of(machine.replace(":stateMachine:", ":execution:", 1) + ":" + name)
+                job = job_of(execution_arn(machine, name))
                 try:
                     job_status = str(sagemaker.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
                 except ClientError as exc:
@@ -551,7 +556,7 @@ def _execution_arn(sfn: Any, machine: str, given: str | None) -> str | None:
     if given:
         if given.startswith("arn:"):
             return given
-        return machine.replace(":stateMachine:", ":execution:", 1) + ":" + given
+        return execution_arn(machine, given)
     with aws.aws_errors("listing executions", sfn.meta.region_name):
         executions = sfn.list_executions(stateMachineArn=machine, maxResults=1)["executions"]
     return str(executions[0]["executionArn"]) if executions else None
