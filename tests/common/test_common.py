@@ -423,6 +423,8 @@ def test_body_size_limit() -> None:
         ("{", "invalid_json"),
         ("NaN", "invalid_json"),
         ('{"a": -Infinity}', "invalid_json"),
+        ('{"a": 1e999}', "invalid_json"),  # json reads it as inf; botocore would send the non-JSON Infinity
+        ('{"a": [-1E400]}', "invalid_json"),
         ("1" * 5000, "invalid_json"),  # beyond Python's int-to-str digit limit
         ("[1]", "invalid_body"),
         ("true", "invalid_body"),
@@ -435,6 +437,7 @@ def test_parse_json_object_rejections(text: str, code: str) -> None:
 
 def test_parse_json_object_accepts_objects() -> None:
     assert http.parse_json_object('{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+    assert http.parse_json_object('{"a": 1e308, "b": 1e-999}') == {"a": 1e308, "b": 0.0}  # within a double
 
 
 def test_json_type_names() -> None:

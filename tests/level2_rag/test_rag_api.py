@@ -694,6 +694,14 @@ def test_bad_filter_is_400_naming_the_path(
     assert_error(invoke(event), 400, code, field)  # a Bedrock call would hit the empty Stubber and fail differently
 
 
+@pytest.mark.parametrize("route", [ask, retrieve])
+def test_a_filter_number_beyond_a_double_is_400_and_never_sent(invoke: Invoke, stubber: Stubber, route: Any) -> None:
+    """json reads 1e999 as inf, which botocore would send on as the literal Infinity: not JSON (RFC 8259, 6)."""
+    raw = '{"%s": "q", "filter": {"greaterThan": {"key": "year", "value": 1e999}}}'
+    event = route(raw_body=raw % ("question" if route is ask else "query"))
+    assert_error(invoke(event), 400, "invalid_json", "body")  # a Bedrock call would hit the empty Stubber
+
+
 def test_deepest_allowed_filter_passes(invoke: Invoke, stubber: Stubber) -> None:
     deepest = {"andAll": [EQ, {"orAll": [EQ, EQ, EQ, EQ, {"notIn": {"key": "tags", "value": ["x"]}}]}]}
     stubber.add_response("retrieve", {"retrievalResults": []}, retrieve_params("q", retrieval_filter=deepest))
