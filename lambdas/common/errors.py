@@ -11,14 +11,17 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
-from botocore.exceptions import ConnectTimeoutError, HTTPClientError, ReadTimeoutError
+from botocore.exceptions import HTTPClientError, ReadTimeoutError
 
 
 class DeadlineExceeded(Exception):
     """No attempt of an AWS call fits in the time the function has left (answered as a timeout, 504)."""
 
 
-TIMEOUT_ERRORS: tuple[type[Exception], ...] = (ReadTimeoutError, ConnectTimeoutError, DeadlineExceeded)
+# An attempt that ran out of time: answered 504 at once (its read timeout was the time the function had left). A
+# ConnectTimeoutError is not one of them: no connection was opened, so no request reached the service, and it is a
+# connection error (botocore's ConnectTimeoutError subclasses its ConnectionError), retried like the others.
+TIMEOUT_ERRORS: tuple[type[Exception], ...] = (ReadTimeoutError, DeadlineExceeded)
 
 MAX_MESSAGE_CHARS = 500
 RETRY_AFTER_THROTTLED_S = 2
@@ -29,6 +32,11 @@ ACCOUNT_ID = re.compile(r"(?<![0-9])[0-9]{12}(?![0-9])")
 ACCOUNT_ID_SHOWN = "<account-id>"
 
 THROTTLING_CODES = frozenset({"ThrottlingException", "ServiceQuotaExceededException", "TooManyRequestsException"})
+# The daily token quota ("Model invocation max tokens per day", per model and Region, and an account-wide one; new
+# accounts may get reduced quotas: https://docs.aws.amazon.com/bedrock/latest/userguide/quotas-runtime.html) is refused
+# as a ThrottlingException whose message says so: "Too many tokens per day, please wait before trying again." A retry
+# seconds later cannot succeed, so it is neither retried nor answered with a short Retry-After. Matched lower-cased.
+DAILY_QUOTA_MESSAGE = "tokens per day"
 # overloaded_error (HTTP 529): a transient capacity error, retried with backoff (troubleshooting page below).
 UNAVAILABLE_CODES = frozenset(
     {"ServiceUnavailableException", "ModelNotReadyException", "InternalServerException", "overloaded_error"}
@@ -37,7 +45,8 @@ RETRYABLE_CODES = THROTTLING_CODES | UNAVAILABLE_CODES
 # What botocore's standard retry mode treats as transient (botocore/retries/standard.py, TransientRetryableChecker):
 # any error response with one of these statuses (e.g. Bedrock's unmodeled InternalFailure 500 and ServiceUnavailable
 # 503, https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html) and any
-# connection failure (endpoint unreachable, connection closed). Timeouts stay TIMEOUT_ERRORS: never retried, 504.
+# connection failure (endpoint unreachable, connection closed, a connection not opened in time). Read timeouts stay
+# TIMEOUT_ERRORS: never retried, 504.
 TRANSIENT_STATUS_CODES = frozenset({500, 502, 503, 504})
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (BotocoreConnectionError, HTTPClientError)
 # Anthropic models need the account's use-case form first (HTTP 404, same troubleshooting page, under the heading
@@ -177,6 +186,12 @@ class ThrottledError(ApiError):
     default_code = "throttled"
 
 
+class DailyQuotaError(ThrottledError):
+    """429 without Retry-After: the model's daily token quota is used up; seconds later is no better."""
+
+    default_code = "daily_quota_exceeded"
+
+
 class InternalError(ApiError):
     status = 500
     default_code = "internal_error"
@@ -273,8 +288,15 @@ def is_transient_aws_error(exc: BaseException) -> bool:
     return aws_error_code(exc) is not None and aws_http_status(exc) in TRANSIENT_STATUS_CODES
 
 
+def is_daily_quota_error(exc: BaseException) -> bool:
+    """A throttling error that is Bedrock's daily token quota used up (DAILY_QUOTA_MESSAGE)."""
+    return aws_error_code(exc) in THROTTLING_CODES and DAILY_QUOTA_MESSAGE in aws_error_message(exc).lower()
+
+
 def is_retryable_aws_error(exc: BaseException) -> bool:
     """True for throttling and transient service or connection errors, which the kit retries itself."""
+    if is_daily_quota_error(exc):
+        return False
     return aws_error_code(exc) in RETRYABLE_CODES or is_transient_aws_error(exc)
 
 
@@ -298,6 +320,11 @@ def from_aws_error(
             retry_after=RETRY_AFTER_TIMEOUT_S,
         )
     code = aws_error_code(exc) or ""
+    if is_daily_quota_error(exc):
+        return DailyQuotaError(
+            f"Amazon Bedrock's daily token quota for '{resource}' is used up in this account and region (Service "
+            "Quotas: 'Model invocation max tokens per day'). Retry later, or request a higher quota."
+        )
     if code in THROTTLING_CODES:
         return ThrottledError(
             "Amazon Bedrock is throttling requests. Retry later.", retry_after=RETRY_AFTER_THROTTLED_S

@@ -52,19 +52,6 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _finite_float(text: str) -> float:
-    """A JSON number as a float; a number beyond a double's range (``1e999``) is refused, not read as infinity.
-
-    Python's json reads such a number as ``inf`` without calling ``parse_constant``, and botocore would then send it
-    on as the literal ``Infinity``, which is not JSON (RFC 8259, section 6: "Numeric values that cannot be
-    represented in the grammar below (such as Infinity and NaN) are not permitted").
-    """
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is beyond the range of a JSON number")
-    return value
-
-
 def _invalid_json(message: str) -> BadRequestError:
     return BadRequestError(message, code="invalid_json", field="body")
 
@@ -91,9 +78,9 @@ def decode_body(raw: Any, is_base64: bool, max_chars: int = MAX_BODY_CHARS) -> s
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
-    """Parse a JSON object strictly (no NaN/Infinity, no number beyond a double); 400 naming ``body`` otherwise."""
+    """Parse a JSON object strictly (no NaN/Infinity); 400 naming ``body`` otherwise."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise _invalid_json("The request body is not valid JSON.") from None
     if not isinstance(value, dict):

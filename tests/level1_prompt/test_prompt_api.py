@@ -662,14 +662,27 @@ def test_template_errors_name_the_prompt_version_without_the_account_id(
     assert "region" in error["message"]
 
 
-@pytest.mark.parametrize("error_class", [ReadTimeoutError, ConnectTimeoutError])
-def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
+def test_a_read_timeout_is_504(invoke: Invoke) -> None:
     client = bedrock.get_bedrock_client()  # the real client: the hook raises before anything is sent
-    with failing_sends(client, "Converse", error_class) as sends:
+    with failing_sends(client, "Converse", ReadTimeoutError) as sends:
         reply = invoke(post_prompt({"prompt": "Hi"}))
 
     assert_error(reply, 504, "model_timeout")
     assert sends == ["send"]  # botocore itself made one attempt and the kit does not retry timeouts
+
+
+def test_the_daily_token_quota_is_429_at_once_without_retry_after(
+    invoke: Invoke, stubber: Stubber, sleeps: list[float]
+) -> None:
+    message = "Too many tokens per day, please wait before trying again."
+    stubber.add_client_error("converse", "ThrottlingException", message, 429, expected_params=prompt_params())
+
+    reply = invoke(post_prompt({"prompt": "Say hello."}))
+
+    error = assert_error(reply, 429, "daily_quota_exceeded")
+    assert "retry-after" not in reply.headers and sleeps == []  # one call: seconds later cannot succeed
+    assert "Model invocation max tokens per day" in error["message"]
+    stubber.assert_no_pending_responses()
 
 
 def test_a_template_read_that_times_out_is_504_naming_prompt_management_not_the_model(
@@ -687,7 +700,7 @@ def test_a_template_read_that_times_out_is_504_naming_prompt_management_not_the_
     assert "shorter request" not in error["message"] and "did not answer" not in error["message"]
 
 
-@pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError])
+@pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError])
 def test_connection_failures_are_retried_then_503(invoke: Invoke, sleeps: list[float], error_class: Any) -> None:
     client = bedrock.get_bedrock_client()  # the real client: the hook raises before anything is sent
     with failing_sends(client, "Converse", error_class) as sends:

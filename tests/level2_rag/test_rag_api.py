@@ -694,12 +694,23 @@ def test_bad_filter_is_400_naming_the_path(
     assert_error(invoke(event), 400, code, field)  # a Bedrock call would hit the empty Stubber and fail differently
 
 
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ("1e999", "filter.greaterThan.value"),
+        ("[1, -1E400]", "filter.in.value"),
+        ('{"a": [1e999]}', "filter.equals.value"),
+    ],
+)
 @pytest.mark.parametrize("route", [ask, retrieve])
-def test_a_filter_number_beyond_a_double_is_400_and_never_sent(invoke: Invoke, stubber: Stubber, route: Any) -> None:
+def test_a_filter_number_beyond_a_double_is_400_naming_it_and_never_sent(
+    invoke: Invoke, stubber: Stubber, route: Any, value: str, path: str
+) -> None:
     """json reads 1e999 as inf, which botocore would send on as the literal Infinity: not JSON (RFC 8259, 6)."""
-    raw = '{"%s": "q", "filter": {"greaterThan": {"key": "year", "value": 1e999}}}'
-    event = route(raw_body=raw % ("question" if route is ask else "query"))
-    assert_error(invoke(event), 400, "invalid_json", "body")  # a Bedrock call would hit the empty Stubber
+    operator = path.split(".")[1]
+    raw = '{"%s": "q", "filter": {"%s": {"key": "year", "value": %s}}}'
+    event = route(raw_body=raw % ("question" if route is ask else "query", operator, value))
+    assert_error(invoke(event), 400, "out_of_range", path)  # a Bedrock call would hit the empty Stubber
 
 
 def test_deepest_allowed_filter_passes(invoke: Invoke, stubber: Stubber) -> None:
@@ -885,10 +896,9 @@ def test_the_accounts_model_refusals_are_answered_not_500(
     assert reply.headers.get("retry-after") == retry_after
 
 
-@pytest.mark.parametrize("error_class", [ReadTimeoutError, ConnectTimeoutError])
-def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
+def test_a_read_timeout_is_504(invoke: Invoke) -> None:
     client = knowledge_base.get_runtime_client()  # the real client: the hook raises before anything is sent
-    with failing_sends(client, "RetrieveAndGenerate", error_class) as sends:
+    with failing_sends(client, "RetrieveAndGenerate", ReadTimeoutError) as sends:
         reply = invoke(ask({"question": "q"}))
 
     error = assert_error(reply, 504, "model_timeout")
@@ -896,7 +906,7 @@ def test_network_timeouts_are_504(invoke: Invoke, error_class: Any) -> None:
     assert sends == ["send"]  # one attempt: botocore does not retry and neither does the kit
 
 
-@pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError])
+@pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError])
 def test_connection_failures_are_retried_then_503(
     invoke: Invoke, sleeps: list[float], monkeypatch: pytest.MonkeyPatch, error_class: Any
 ) -> None:

@@ -17,6 +17,7 @@ values a store compares with (S3 Vectors: no arrays or objects for equals, numbe
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from common.errors import BadRequestError
@@ -155,6 +156,22 @@ def _validate_group(operand: Any, path: str, depth: int, store: str) -> None:
         validate_filter(item, store, f"{path}[{index}]", depth + 1)
 
 
+def _holds_non_finite(value: Any) -> bool:
+    """True for a float that is not finite, or a list or object holding one.
+
+    Python's json reads a number beyond a double's range (``1e999``) as infinity, and botocore would send it to
+    Bedrock as the literal ``Infinity``, which is not JSON (RFC 8259, section 6: "Numeric values that cannot be
+    represented in the grammar below (such as Infinity and NaN) are not permitted").
+    """
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(_holds_non_finite(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
+    return False
+
+
 def _validate_comparison(operator: str, operand: Any, path: str) -> None:
     if not isinstance(operand, dict):
         raise BadRequestError(f"'{path}' must be an object with 'key' and 'value'.", code="invalid_type", field=path)
@@ -182,6 +199,12 @@ def _validate_comparison(operator: str, operand: Any, path: str) -> None:
         raise BadRequestError(
             f"'{path}.value' must be a JSON value to compare with, not null.",
             code="invalid_type",
+            field=f"{path}.value",
+        )
+    if _holds_non_finite(attribute_value):
+        raise BadRequestError(
+            f"'{path}.value' holds a number beyond the range of a double (JSON has no Infinity).",
+            code="out_of_range",
             field=f"{path}.value",
         )
     if operator in LIST_VALUED and not (isinstance(attribute_value, list) and attribute_value):
