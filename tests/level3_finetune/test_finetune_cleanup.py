@@ -342,6 +342,107 @@ def test_a_committed_throughput_fails_the_delete_with_the_reason(aws: Aws) -> No
     assert "reserved-by-hand" in aws.answer["Reason"] and "OneMonth commitment" in aws.answer["Reason"]
 
 
+def _kit_models(aws: Aws, *suffixes: str) -> None:
+    """The kit's models (the pipeline's names, this stack's key), one per suffix, found in that order."""
+    names = {suffix: f"{PREFIX}-model-{suffix}" for suffix in suffixes}
+    aws.bedrock.add_response(
+        "list_custom_models",
+        {"modelSummaries": [model_summary(name, suffix) for suffix, name in names.items()]},
+        {"nameContains": PROPS["ModelNamePrefix"]},
+    )
+    for suffix, name in names.items():
+        aws.bedrock.add_response(
+            "get_custom_model",
+            {"modelArn": model_arn(suffix), "modelName": name, "creationTime": T0, "modelKmsKeyArn": KEY},
+            {"modelIdentifier": model_arn(suffix)},
+        )
+
+
+@pytest.mark.parametrize("props", [PROPS, KEEP_PROPS], ids=["DeleteModels", "KeepModels"])
+def test_a_committed_throughput_does_not_stop_the_deletion_of_everything_else(aws: Aws, props: dict[str, Any]) -> None:
+    # Model A: a throughput reserved by hand with a commitment (listed first), and the kit's own; model B: a
+    # deployment and a throughput. Everything but the committed one is deleted, and so is model B (in the
+    # sandbox); model A, which the committed throughput still serves, is kept.
+    a, b = model_arn("0123456789ab"), model_arn("ba9876543210")
+    expires = datetime.now(UTC) + timedelta(days=20)
+    committed = throughput("reserved-by-hand", a, commitmentDuration="OneMonth", commitmentExpirationTime=expires)
+    kit_a, kit_b = throughput(f"{PREFIX}-deploy-0123456789ab", a), throughput(f"{PREFIX}-deploy-ba9876543210", b)
+    served_b = deployment(f"{PREFIX}-deploy-bbbbbbbbbbbb", b)
+    aws.deleting()
+    aws.executions([])
+    aws.jobs([])
+    _kit_models(aws, "0123456789ab", "ba9876543210")
+    aws.serving(a, [], [committed, kit_a])
+    aws.bedrock.add_response(
+        "delete_provisioned_model_throughput", {}, {"provisionedModelId": kit_a["provisionedModelArn"]}
+    )
+    aws.serving(b, [served_b], [kit_b])
+    aws.bedrock.add_response(
+        "delete_custom_model_deployment", {}, {"customModelDeploymentIdentifier": served_b["customModelDeploymentArn"]}
+    )
+    aws.bedrock.add_response(
+        "delete_provisioned_model_throughput", {}, {"provisionedModelId": kit_b["provisionedModelArn"]}
+    )
+    aws.serving(a, [], [committed])  # only the committed one is left
+    aws.serving(b, [], [])
+    if props is PROPS:
+        aws.bedrock.add_response("delete_custom_model", {}, {"modelIdentifier": b})  # model B only
+
+    h.handler(event("Delete", props), context(FUNCTION_MS))
+
+    aws.no_pending()
+    reason = aws.answer["Reason"]
+    assert aws.answer["Status"] == "FAILED", reason
+    assert "reserved-by-hand" in reason and "OneMonth commitment" in reason and expires.isoformat() in reason
+    assert "Deadline reached" not in reason
+    # The reason also says what this run removed.
+    assert "1 deployment(s), 2 Provisioned Throughput(s)" in reason
+    assert (f"1 custom model(s) [{PREFIX}-model-ba9876543210]" in reason) is (props is PROPS)
+    assert aws.calls.count("DeleteProvisionedModelThroughput") == 2  # never the committed one
+    assert aws.calls.count("DeleteCustomModel") == (1 if props is PROPS else 0)
+
+
+@pytest.mark.parametrize("kind", ["deployment", "throughput"])
+def test_a_delete_answered_conflict_is_asked_again_on_the_next_pass(aws: Aws, kind: str) -> None:
+    # Bedrock answers the first delete ConflictException (busy): only an accepted delete, or one already gone,
+    # counts as asked, so the next pass asks again.
+    a = model_arn("0123456789ab")
+    serving = deployment(f"{PREFIX}-deploy-0123456789ab", a) if kind == "deployment" else None
+    provisioned = throughput(f"{PREFIX}-deploy-0123456789ab", a) if kind == "throughput" else None
+    if serving is not None:
+        operation, params = (
+            "delete_custom_model_deployment",
+            {"customModelDeploymentIdentifier": serving["customModelDeploymentArn"]},
+        )
+        listed: tuple[list[Any], list[Any]] = ([serving], [])
+    else:
+        assert provisioned is not None
+        operation, params = (
+            "delete_provisioned_model_throughput",
+            {"provisionedModelId": provisioned["provisionedModelArn"]},
+        )
+        listed = ([], [provisioned])
+    aws.deleting()
+    aws.executions([])
+    aws.jobs([])
+    _kit_models(aws, "0123456789ab")
+    aws.serving(a, *listed)
+    aws.bedrock.add_client_error(operation, "ConflictException", "busy", expected_params=params)
+    aws.serving(a, *listed)  # still there: asked again
+    aws.bedrock.add_response(operation, {}, params)
+    aws.serving(a, [], [])  # gone
+    aws.bedrock.add_response("delete_custom_model", {}, {"modelIdentifier": a})
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    api = {"deployment": "DeleteCustomModelDeployment", "throughput": "DeleteProvisionedModelThroughput"}[kind]
+    assert aws.calls.count(api) == 2
+    counted = {"deployment": "1 deployment(s), 0 Provisioned", "throughput": "0 deployment(s), 1 Provisioned"}[kind]
+    assert counted in aws.answer["Reason"]
+
+
 def test_a_delete_that_is_not_the_stacks_deletion_keeps_the_models(aws: Aws) -> None:
     # An update that removes the resource (for example a switch to the prod stage) must not delete models.
     aws.deleting("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")

@@ -17,12 +17,13 @@ depends on both), and on that Delete the function, in every ``Mode``:
 3. finds the kit's custom models: named by the pipeline (``<prefix>-model-`` + 12 hex digits) AND encrypted
    with this stack's key; nothing else is touched;
 4. deletes the on-demand deployments and Provisioned Throughput serving those models and waits until they
-   are gone (Bedrock refuses to delete a model that still serves; a throughput with a commitment cannot be
-   deleted before its term ends, so the answer is FAILED naming it);
+   are gone (Bedrock refuses to delete a model that still serves). A throughput with a commitment cannot be
+   deleted before its term ends: it is left alone, everything else is still deleted, and the answer is then
+   FAILED naming it and the end of its term;
 
 and in ``DeleteModels`` mode (the sandbox) only:
 
-5. deletes the models.
+5. deletes the models, except one that a throughput with a commitment still serves.
 
 ``KeepModels`` (prod, which retains its key, buckets and models) ends after step 4: it never calls
 DeleteCustomModel, and its role is not granted it.
@@ -42,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
 
 from common.stack_cleanup import (
     CleanupError,
@@ -49,6 +51,7 @@ from common.stack_cleanup import (
     answer,
     client_factory,
     delete_when_free,
+    error_code,
     pages,
     stop_executions,
     tolerate,
@@ -60,7 +63,10 @@ logger = Logger(service="finetune-cleanup")
 PHYSICAL_ID = "finetune-custom-model-cleanup"
 NAME_ID = "(?:[0-9a-f]{32}|[0-9a-f]{12})"  # the pipeline ends every name with a 32-hex hash (12 hex before)
 BUSY_JOB_STATUSES = ("InProgress", "Stopping")
-GONE_OR_BUSY = ("ResourceNotFoundException", "ConflictException")  # the wait for what serves a model looks again
+# DeleteCustomModelDeployment and DeleteProvisionedModelThroughput both list ConflictException (botocore bedrock
+# 2023-04-20 model): busy for now, so the delete is asked again on the wait's next pass. Gone counts as deleted.
+GONE = "ResourceNotFoundException"
+BUSY = "ConflictException"
 PROPERTIES = ("Mode", "KeyArn", "ModelNamePrefix", "JobNamePrefix", "StateMachineArn")
 # Mode: DeleteModels (sandbox) also deletes the custom models; KeepModels (prod) stops and unserves, keeps them.
 DELETE_MODELS = "DeleteModels"
@@ -173,46 +179,89 @@ def _serving(model_arn: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return list(deployments), list(throughputs)
 
 
-def _refuse_committed(throughput: dict[str, Any]) -> None:
-    """A throughput with a commitment cannot be deleted before its term ends: say so, keep the key."""
-    expires = throughput.get("commitmentExpirationTime")
+def _commitment_end(throughput: dict[str, Any]) -> datetime | None:
+    """When the commitment of a throughput ends, while it has one; None for a throughput Bedrock deletes now.
+
+    botocore bedrock model, DeleteProvisionedModelThroughput: "You can't delete a Provisioned Throughput before
+    the commitment term is over." That throughput alone stays; everything else is still deleted."""
+    expires: datetime | None = throughput.get("commitmentExpirationTime")
     if throughput.get("commitmentDuration") and expires and expires > datetime.now(UTC):
-        raise CleanupError(
-            f"Provisioned Throughput {throughput['provisionedModelName']} serves a kit model with a "
-            f"{throughput['commitmentDuration']} commitment until {expires.isoformat()}; Bedrock does not delete "
-            "it before then. Destroy the stack after that date (the key is kept until then)."
-        )
+        return expires
+    return None
 
 
-def remove_serving(models: list[dict[str, str]], deadline: Deadline, report: Report) -> None:
-    """Delete every deployment and throughput serving the models, and wait until none is left."""
+def _refusal(committed: list[dict[str, Any]], report: Report) -> str:
+    """Why the cleanup fails while throughputs with a commitment serve kit models: each, and when its term ends;
+    then what this run did remove."""
+    each = "; ".join(
+        f"Provisioned Throughput {t['provisionedModelName']} serves a kit model with a {t['commitmentDuration']} "
+        f"commitment until {t['commitmentExpirationTime'].isoformat()}"
+        for t in committed
+    )
+    it, date = ("it", "that date") if len(committed) == 1 else ("them", "the last of these dates")
+    return (
+        f"{each}; Bedrock does not delete {it} before then. Destroy the stack after {date} (the key is kept "
+        f"until then). This run {report}."
+    )
+
+
+def _ask_delete(call: Any, **params: Any) -> bool:
+    """Ask for a delete: True once asked (accepted, or already gone); False while busy (asked again later)."""
+    try:
+        call(**params)
+    except ClientError as err:
+        if error_code(err) == BUSY:
+            return False
+        if error_code(err) != GONE:
+            raise
+    return True
+
+
+@dataclass
+class Committed:
+    """What a commitment keeps: its throughputs, and the models they serve (which cannot be deleted)."""
+
+    throughputs: list[dict[str, Any]]
+    model_arns: set[str]
+
+
+def remove_serving(models: list[dict[str, str]], deadline: Deadline, report: Report) -> Committed:
+    """Delete every deployment and throughput serving the models, and wait until none is left but those with a
+    commitment, which are returned (as the last look found them)."""
     requested: set[str] = set()
+    committed = Committed([], set())
 
     def pending() -> list[str]:
         left = []
+        committed.throughputs.clear()
+        committed.model_arns.clear()
         for model in models:
             deadline.check("deleting deployments and Provisioned Throughput")
             deployments, throughputs = _serving(model["arn"])
             for deployment in deployments:
                 arn = deployment["customModelDeploymentArn"]
                 left.append(deployment["customModelDeploymentName"])
-                if arn not in requested:
-                    tolerate(
-                        bedrock().delete_custom_model_deployment, GONE_OR_BUSY, customModelDeploymentIdentifier=arn
-                    )
+                if arn not in requested and _ask_delete(
+                    bedrock().delete_custom_model_deployment, customModelDeploymentIdentifier=arn
+                ):
                     requested.add(arn)
                     report.deployments += 1
             for throughput in throughputs:
                 arn = throughput["provisionedModelArn"]
+                if arn not in requested and _commitment_end(throughput):
+                    committed.throughputs.append(throughput)
+                    committed.model_arns.add(model["arn"])
+                    continue
                 left.append(throughput["provisionedModelName"])
-                if arn not in requested:
-                    _refuse_committed(throughput)
-                    tolerate(bedrock().delete_provisioned_model_throughput, GONE_OR_BUSY, provisionedModelId=arn)
+                if arn not in requested and _ask_delete(
+                    bedrock().delete_provisioned_model_throughput, provisionedModelId=arn
+                ):
                     requested.add(arn)
                     report.throughputs += 1
         return left
 
     wait_until_done(pending, "waiting for deployments and Provisioned Throughput to be deleted", deadline)
+    return committed
 
 
 def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]:
@@ -233,9 +282,13 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
         deadline.pause("letting the stopped executions' calls in flight land")
     report.jobs = stop_jobs(scope, deadline)
     models = find_models(scope, deadline)
-    remove_serving(models, deadline, report)
+    committed = remove_serving(models, deadline, report)
     if scope.deletes_models:
-        report.models = delete_models(models, deadline)
+        # A model a committed throughput still serves cannot go (Bedrock refuses while it serves); the others can.
+        report.models = delete_models([m for m in models if m["arn"] not in committed.model_arns], deadline)
+    if committed.throughputs:
+        logger.info("Cleanup done but for committed throughputs", extra={"report": str(report)})
+        raise CleanupError(_refusal(committed.throughputs, report))
     logger.info("Cleanup done", extra={"report": str(report)})
     return str(report)
 
