@@ -2,7 +2,8 @@
 
 Model invocation logging is ONE setting per account and region and CloudFormation has no resource for it,
 so a custom resource manages it. On delete it restores the setting it found (or removes its own), and it
-leaves the setting alone if someone else has changed it since. Deploy it once per account and region.
+leaves the setting alone if someone else has changed it since; when Bedrock refuses the restore, it removes its
+own and says what to put back. Deploy it once per account and region.
 
     Bedrock (every model call in the account/region) ──► log group (retention by stage)
                                                      └──► S3 bucket (encrypted, TLS-only) — and large payloads
@@ -138,11 +139,19 @@ class InvocationLoggingStack(Stack):
                 resources=["*"],
             )
         )
+        # PutModelInvocationLoggingConfiguration needs iam:PassRole on the cloudWatchConfig.roleArn it sets
+        # (botocore bedrock/2023-04-20 CloudWatchConfig requires roleArn). The kit's put passes its delivery role;
+        # the put that restores, on delete, the setting found on create passes that setting's role, which is known
+        # only at run time. So: any role of this account (the SAR's role ARN is
+        # arn:${Partition}:iam::${Account}:role/${RoleNameWithPath}), and only to Bedrock (iam:PassedToService, a
+        # condition key of iam:PassRole in the SAR:
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsidentityandaccessmanagementiam.html).
+        passable_roles = f"arn:{self.partition}:iam::{self.account}:role/*"
         manager.role.add_to_policy(
             iam.PolicyStatement(
-                sid="PassDeliveryRole",
+                sid="PassLoggingRolesToBedrock",
                 actions=["iam:PassRole"],
-                resources=[delivery.role_arn],
+                resources=[passable_roles],
                 conditions={"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
             )
         )
@@ -171,6 +180,15 @@ class InvocationLoggingStack(Stack):
                 "Resource::*",
                 f"Resource::{arn_ref(bucket)}/{STATE_PREFIX}*",
             ],
+        )
+        suppress(
+            manager.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "On delete the function restores the invocation logging setting it found on create, and putting a "
+            "setting that logs to CloudWatch passes that setting's role, which is known only at run time: any role "
+            "of this account, passed to Bedrock only (iam:PassedToService), and the function may call no Bedrock "
+            "action but the three invocation logging ones.",
+            applies_to=[f"Resource::arn:{self.partition}:iam::<AWS::AccountId>:role/*"],  # as cdk-nag names it
         )
         suppress(
             delivery.node.find_child("DefaultPolicy"),

@@ -85,7 +85,9 @@ IMPLIED: Mapping[tuple[str, str], str] = {
         "s3:ListBucket",
     ): "S3 answers a missing state object with 404 (not 403) only with ListBucket",
     ("rag_aoss_wait", "aoss:APIAccessAll"): "its SigV4 requests to the collection's data plane (no boto3 client)",
-    ("invocation_logging", "iam:PassRole"): "PutModelInvocationLoggingConfiguration passes Bedrock's delivery role",
+    ("invocation_logging", "iam:PassRole"): (
+        "PutModelInvocationLoggingConfiguration passes the delivery role, and on delete the earlier setting's role"
+    ),
 }
 
 

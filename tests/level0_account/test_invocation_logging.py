@@ -30,6 +30,23 @@ THEIRS = {
     "embeddingDataDeliveryEnabled": True,
 }
 
+# An earlier setting that logs to CloudWatch: its roleArn is required (botocore bedrock CloudWatchConfig), and
+# putting it back needs iam:PassRole on that role.
+THEIRS_CW = {
+    "cloudWatchConfig": {
+        "logGroupName": "/org/bedrock/invocations",
+        "roleArn": "arn:aws:iam::123456789012:role/org-bedrock-logging",
+    },
+    "textDataDeliveryEnabled": True,
+    "imageDataDeliveryEnabled": False,
+    "embeddingDataDeliveryEnabled": False,
+}
+PASS_ROLE_REFUSED = (
+    "User: arn:aws:sts::123456789012:assumed-role/manager/f is not authorized to perform: iam:PassRole on "
+    "resource: arn:aws:iam::123456789012:role/org-bedrock-logging because no identity-based policy allows the "
+    "iam:PassRole action"
+)
+
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Any, list[dict[str, Any]]]]:
@@ -148,6 +165,65 @@ def test_delete_restores_the_previous_setting(aws: Any) -> None:
     stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": THEIRS})
     h.handler(event("Delete"), context())
     assert answers[0]["Status"] == "SUCCESS" and "restored" in answers[0]["Reason"]
+
+
+def test_a_refused_restore_removes_the_kits_setting_and_says_what_to_put_back(aws: Any) -> None:
+    # Before: the refused put (iam:PassRole on the earlier setting's role) left the kit's setting in place, naming
+    # the role and log group the stack then deleted, and the answer said only that it "may still be the kit's".
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS_CW}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_client_error(
+        "put_model_invocation_logging_configuration",
+        "AccessDeniedException",
+        PASS_ROLE_REFUSED,
+        403,
+        expected_params={"loggingConfig": THEIRS_CW},
+    )
+    stubber.add_response("delete_model_invocation_logging_configuration", {}, {})
+    seen = calls(h.bedrock())
+    h.handler(event("Delete"), context())
+    assert seen == [
+        "GetModelInvocationLoggingConfiguration",
+        "PutModelInvocationLoggingConfiguration",
+        "DeleteModelInvocationLoggingConfiguration",
+    ]
+    [answer] = answers
+    reason = answer["Reason"]
+    assert answer["Status"] == "SUCCESS", answer
+    assert "AccessDeniedException" in reason and "removed the kit's" in reason and "OFF in us-east-1" in reason
+    assert "may pass arn:aws:iam::123456789012:role/org-bedrock-logging" in reason
+    command = "aws bedrock put-model-invocation-logging-configuration --region us-east-1 --logging-config '"
+    assert command in reason
+    assert json.loads(reason.split(command, 1)[1].split("'", 1)[0]) == THEIRS_CW
+
+
+def test_a_refused_restore_of_a_long_setting_names_the_saved_object_rather_than_cut_it(aws: Any) -> None:
+    stubber, s3, answers = aws
+    long = {**THEIRS_CW, "s3Config": {"bucketName": "b" * 63, "keyPrefix": "p" * 600}}
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": long}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_client_error("put_model_invocation_logging_configuration", "AccessDeniedException", "no", 403)
+    stubber.add_response("delete_model_invocation_logging_configuration", {}, {})
+    h.handler(event("Delete"), context())
+    reason = answers[0]["Reason"]
+    assert len(reason) <= custom_resource.MAX_REASON and "p" * 600 not in reason
+    assert f"s3://{PROPS['BucketName']}/{h.STATE_KEY}" in reason and reason.endswith('file://<its "previous" member>')
+
+
+@pytest.mark.parametrize(("code", "status"), [("InternalServerException", 500), ("ThrottlingException", 429)])
+def test_a_restore_not_refused_for_good_is_not_followed_by_a_delete(aws: Any, code: str, status: int) -> None:
+    # A 5xx leaves it unknown whether Bedrock applied the restore: deleting then might remove the restored setting.
+    # A throttle may pass: a later destroy can still restore, so the kit's setting is not removed for it.
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS_CW}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_client_error("put_model_invocation_logging_configuration", code, "oops", status)
+    seen = calls(h.bedrock())
+    h.handler(event("Delete"), context())
+    assert "DeleteModelInvocationLoggingConfiguration" not in seen
+    [answer] = answers
+    assert answer["Status"] == "SUCCESS" and "may still be the kit's" in answer["Reason"], answer
 
 
 def test_delete_removes_the_setting_when_there_was_none(aws: Any) -> None:

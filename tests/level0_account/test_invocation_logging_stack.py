@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any
 
@@ -54,7 +55,7 @@ def test_bedrock_may_deliver_only_from_this_account(sandbox_fsx: Any) -> None:
     assert render(trust["ArnLike"]["aws:SourceArn"]).startswith("arn:aws:bedrock:us-east-1:")
 
 
-def test_the_manager_may_only_manage_the_setting_and_pass_the_delivery_role(sandbox_fsx: Any) -> None:
+def test_the_manager_may_only_manage_the_setting_and_pass_roles_to_bedrock(sandbox_fsx: Any) -> None:
     template = sandbox_fsx.templates[STACK]
     by_sid = {s.get("Sid"): s for _, s in statements(template)}
     assert sorted(by_sid["ManageInvocationLogging"]["Action"]) == [
@@ -62,8 +63,52 @@ def test_the_manager_may_only_manage_the_setting_and_pass_the_delivery_role(sand
         "bedrock:GetModelInvocationLoggingConfiguration",
         "bedrock:PutModelInvocationLoggingConfiguration",
     ]
-    assert by_sid["PassDeliveryRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
+    passing = [s for _, s in statements(template) if "iam:PassRole" in _listed(s["Action"])]
+    assert passing and all(
+        s["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}} for s in passing
+    )
     assert render(by_sid["RememberPreviousSetting"]["Resource"]).endswith("/kit-state/*")
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _manager_passes_to_bedrock(template: dict[str, Any], role_arn: str) -> bool:
+    """Whether the manager's policy lets it pass ``role_arn`` to Bedrock (resources matched as IAM does: ``*``
+    matches any characters, ``/`` included)."""
+    manager = next(
+        k
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == "invocation_logging.handler.handler"
+    )
+    manager_role = template["Resources"][manager]["Properties"]["Role"]["Fn::GetAtt"][0]
+    account = {"${AWS::AccountId}": "123456789012", "${AWS::Partition}": "aws"}
+    for logical_id, statement in statements(template):
+        policy = template["Resources"][logical_id]["Properties"]
+        if {"Ref": manager_role} not in policy.get("Roles", []) or statement["Effect"] != "Allow":
+            continue
+        if "iam:PassRole" not in _listed(statement["Action"]):
+            continue
+        if statement.get("Condition") != {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}:
+            continue
+        for resource in _listed(statement["Resource"]):
+            pattern = render(resource)
+            for token, value in account.items():
+                pattern = pattern.replace(token, value)
+            if fnmatch.fnmatchcase(role_arn, pattern):
+                return True
+    return False
+
+
+def test_the_manager_may_pass_the_role_of_the_setting_it_restores(sandbox_fsx: Any) -> None:
+    # Before: it could pass only the kit's delivery role, so on delete the put restoring an earlier setting that
+    # logged to CloudWatch (whose roleArn is required: botocore bedrock CloudWatchConfig) was refused on
+    # iam:PassRole, and the account's setting kept naming the kit's deleted role and log group.
+    template = sandbox_fsx.templates[STACK]
+    assert _manager_passes_to_bedrock(template, "arn:aws:iam::123456789012:role/org-bedrock-logging")
+    assert _manager_passes_to_bedrock(template, "arn:aws:iam::123456789012:role/service-role/org-logging")
+    assert not _manager_passes_to_bedrock(template, "arn:aws:iam::999999999999:role/org-bedrock-logging")
 
 
 def test_cloudformation_gets_an_answer_within_minutes_even_from_a_silent_function(sandbox_fsx: Any) -> None:

@@ -6,7 +6,8 @@ CloudFormation has no resource for it, so this function manages it with the Bedr
   then put the kit's configuration.
 - Update: put the new configuration; the saved one stays.
 - Delete: if the configuration is still the kit's, restore the saved one (or delete it when there was
-  none); if someone has changed it since, leave theirs alone.
+  none); if someone has changed it since, leave theirs alone. When Bedrock refuses the restore, delete the
+  kit's (it names the role and log group the stack is removing) and say in the answer what to put back.
 - Any other request type: FAILED, and nothing is touched.
 
 It always answers CloudFormation, in time: every AWS call has short timeouts and at most MAX_ATTEMPTS attempts,
@@ -27,6 +28,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from common.clients import bounded_client
+from common.custom_resource import MAX_REASON
 from common.custom_resource import respond as answer_cloudformation
 
 logger = Logger(service="invocation-logging")
@@ -206,11 +208,51 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     found, previous = load_previous(props["BucketName"], deadline)
     if found and previous:
         deadline.before_call("restoring the earlier setting")
-        bedrock().put_model_invocation_logging_configuration(loggingConfig=previous)
+        try:
+            bedrock().put_model_invocation_logging_configuration(loggingConfig=previous)
+        except Exception as err:
+            if not _refused(err):
+                raise
+            return remove_after_refused_restore(err, previous, props, deadline)
         return "restored the previous configuration"
     deadline.before_call("removing the kit's setting")
     bedrock().delete_model_invocation_logging_configuration()
     return "removed the kit's configuration (there was none before)"
+
+
+def _refused(err: Exception) -> bool:
+    """Whether Bedrock refused the change for good: AccessDeniedException 403 or ValidationException 400 (botocore
+    bedrock PutModelInvocationLoggingConfiguration). A throttle (429), a timeout or a 5xx is not: the first may pass
+    on a later destroy, the others leave it unknown whether the put landed."""
+    response = getattr(err, "response", None) or {}
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return status in (400, 403)
+
+
+def remove_after_refused_restore(
+    err: Exception, previous: dict[str, Any], props: dict[str, Any], deadline: Deadline
+) -> str:
+    """The restoring put was refused (typically iam:PassRole on the earlier setting's CloudWatch role): delete the
+    kit's setting rather than leave it naming the role and log group this delete removes, and say what to put
+    back. DeleteModelInvocationLoggingConfiguration is in botocore's bedrock model and the function's policy."""
+    error = (getattr(err, "response", None) or {}).get("Error") or {}
+    refusal = f"{error.get('Code', type(err).__name__)}: {error.get('Message', err)}"[:120]
+    logger.warning("Bedrock refused to restore the earlier setting", extra={"refusal": refusal, "previous": previous})
+    deadline.before_call("removing the kit's setting after the restore was refused")
+    bedrock().delete_model_invocation_logging_configuration()
+    role = (previous.get("cloudWatchConfig") or {}).get("roleArn")
+    region = bedrock().meta.region_name
+    saved_at = f"s3://{props['BucketName']}/{STATE_KEY}"
+    told = (
+        f"restoring the earlier setting was refused ({refusal}), so removed the kit's, which names resources this "
+        f"delete removes: model invocation logging is OFF in {region}. Put the earlier setting back (saved in "
+        f"{saved_at} while the bucket exists)"
+        + (f" as a principal that may pass {role} to Bedrock" if role else "")
+        + f": aws bedrock put-model-invocation-logging-configuration --region {region} --logging-config "
+    )
+    setting = f"'{json.dumps(previous, separators=(',', ':'))}'"
+    # The answer keeps MAX_REASON characters: a setting cut short would be no use, so then name the saved object.
+    return told + (setting if len(told) + len(setting) <= MAX_REASON else 'file://<its "previous" member>')
 
 
 def respond(event: dict[str, Any], status: str, reason: str) -> None:
