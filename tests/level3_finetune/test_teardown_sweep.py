@@ -346,7 +346,8 @@ def _run(definition: dict[str, Any], event: Any, name: str, **outcomes: list[Any
 
 
 GONE = asl.AslError("Bedrock.ResourceNotFoundException", "not found")
-JOB_ENDED = asl.AslError("Bedrock.ValidationException", "the job is not in progress")
+JOB_ENDED = {"Status": "Completed"}  # GetModelCustomizationJob: the run's job ended, nothing to stop
+JOB_RUNNING = {"Status": "InProgress"}
 SM_JOB_ENDED = asl.AslError("SageMaker.ValidationException", "the job is not in progress")
 
 
@@ -358,6 +359,7 @@ def test_a_swept_teardown_after_the_events_teardown_ends_quietly(provisioned: Va
         provisioned.teardown,
         status_event(status),
         "teardown-1",
+        GetItsJob=[JOB_RUNNING],
         StopItsJob=[{}],
         DeleteItsThroughput=[{}],
         DeleteItsDeployment=[GONE],
@@ -367,7 +369,7 @@ def test_a_swept_teardown_after_the_events_teardown_ends_quietly(provisioned: Va
         provisioned.teardown,
         _sweep_input(arn, status),
         sweep.sweep_name(arn),
-        StopItsJob=[JOB_ENDED],
+        GetItsJob=[JOB_ENDED],
         DeleteItsThroughput=[GONE],
         DeleteItsDeployment=[GONE],
     )
@@ -381,7 +383,7 @@ def test_a_swept_teardown_whose_event_was_lost_deletes_and_reports(provisioned: 
         provisioned.teardown,
         _sweep_input(arn, status),
         sweep.sweep_name(arn),
-        StopItsJob=[JOB_ENDED],
+        GetItsJob=[JOB_ENDED],
         DeleteItsThroughput=[{}],
         DeleteItsDeployment=[GONE],
     )
@@ -391,7 +393,7 @@ def test_a_swept_teardown_whose_event_was_lost_deletes_and_reports(provisioned: 
         provisioned.teardown,
         status_event(status),
         "teardown-1",
-        StopItsJob=[JOB_ENDED],
+        GetItsJob=[JOB_ENDED],
         DeleteItsThroughput=[{}],
         DeleteItsDeployment=[GONE],
     )
@@ -404,7 +406,7 @@ def test_the_events_teardown_still_reports_a_timeout_with_nothing_left(provision
         provisioned.teardown,
         status_event("TIMED_OUT"),
         "teardown-1",
-        StopItsJob=[JOB_ENDED],
+        GetItsJob=[JOB_ENDED],
         DeleteItsThroughput=[GONE],
         DeleteItsDeployment=[GONE],
     )
