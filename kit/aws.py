@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -360,6 +361,16 @@ class Target:
     def stack_name(self, key: str) -> str:
         return f"{stack_id(key)}-{self.config.stage}"
 
+    def kit_command(self, group: str, rest: str) -> str:
+        """``kit <group> <options> <rest>``, a kit command the kit prints (a hint to follow or check a run), with
+        the options this command was given (``--stage``, ``--region``, ``--profile``, each ``-c``), which go on the
+        level's group: without them it would read another stage's stack, or another account's."""
+        pairs = self._overrides()
+        options = [("--stage", pairs.pop("stage", None)), ("--region", pairs.pop("region", None))]
+        options += [("--profile", self.profile)] + [("-c", f"{k}={v}") for k, v in sorted(pairs.items())]
+        given = [f"{option} {shlex.quote(value)}" for option, value in options if value]
+        return " ".join(["kit", group, *given, rest])
+
     def cli_options(self) -> str:
         """``--region`` (and ``--profile``) for an AWS CLI command the kit prints: the CLI otherwise uses its own
         default region and profile, which need not be the ones this command used."""
@@ -389,12 +400,17 @@ class Target:
     def output(self, key: str, output_key: str) -> str:
         return require_output(self.outputs(key), output_key, self.stack_name(key))
 
-    def _cdk_args(self) -> str:
+    def _overrides(self) -> dict[str, str]:
+        """The configuration this command was given: each ``-c key=value``, then --stage and --region (which win)."""
         pairs = dict(self.context)
         if self.stage:
             pairs["stage"] = self.stage
         if self.region_override:
             pairs["region"] = self.region_override
+        return pairs
+
+    def _cdk_args(self) -> str:
+        pairs = self._overrides()
         if not pairs or pairs == {"stage": "sandbox"}:
             return ""
         return 'CDK_ARGS="' + " ".join(f"-c {k}={v}" for k, v in sorted(pairs.items())) + '"'

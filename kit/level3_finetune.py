@@ -319,12 +319,11 @@ def start(
         arn = str(sfn.start_execution(stateMachineArn=machine, name=run, input=json.dumps(request))["executionArn"])
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
+    follow = target.kit_command("l3", f"status {arn} --wait")
     if not wait:
-        out.print(Text(f"Follow it with: kit l3 status {arn} --wait", style="dim"))
+        out.print(Text(f"Follow it with: {follow}", style="dim"))
         return
-    final = follow_execution(
-        out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=f"kit l3 status {arn} --wait"
-    )
+    final = follow_execution(out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=follow)
     finish(print_execution(out, sfn, arn, final))
 
 
@@ -341,7 +340,7 @@ def status(execution: str | None, wait: bool, timeout: int, poll_seconds: float)
         wait=wait,
         timeout=timeout,
         poll_seconds=poll_seconds,
-        start_hint="kit l3 start --upload FILE",
+        start_hint="start --upload FILE",
     )
 
 
@@ -976,12 +975,11 @@ def sm_start(
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
     out.print(Text(f"training job and imported model: {sm_resource_name(target, arn)}", style="dim"))
+    follow = target.kit_command("l3sm", f"status {arn} --wait")
     if not wait:
-        out.print(Text(f"Follow it with: kit l3sm status {arn} --wait", style="dim"))
+        out.print(Text(f"Follow it with: {follow}", style="dim"))
         return
-    final = follow_execution(
-        out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=f"kit l3sm status {arn} --wait"
-    )
+    final = follow_execution(out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=follow)
     finish(print_execution(out, sfn, arn, final))
 
 
@@ -997,7 +995,8 @@ def _sm_execution(target: Target, given: str | None, *, succeeded: bool = False)
         executions = sfn.list_executions(stateMachineArn=machine, maxResults=1, **filters)["executions"]
     if not executions:
         kind = "succeeded executions" if succeeded else "executions"
-        raise KitError(f"no {kind} of {machine.rsplit(':', 1)[-1]} yet: start one with kit l3sm start --training FILE")
+        start = target.kit_command("l3sm", "start --training FILE")
+        raise KitError(f"no {kind} of {machine.rsplit(':', 1)[-1]} yet: start one with {start}")
     return str(executions[0]["executionArn"]), str(executions[0]["name"])
 
 
@@ -1064,9 +1063,8 @@ def sm_status(execution: str | None, wait: bool, timeout: int, poll_seconds: flo
     out = console()
     description = None
     if wait:
-        description = follow_execution(
-            out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=f"kit l3sm status {arn} --wait"
-        )
+        follow = target.kit_command("l3sm", f"status {arn} --wait")
+        description = follow_execution(out, sfn, arn, timeout=timeout, poll_seconds=poll_seconds, resume_hint=follow)
     final = print_execution(out, sfn, arn, description)
     out.print(kv_table(_sm_jobs(target, sm_resource_name(target, arn))))
     if wait:
@@ -1110,32 +1108,35 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
             if _not_found(exc):
                 raise KitError(
                     f"no imported model {model_name}: the run did not import one or it was deleted; "
-                    "check it with kit l3sm status " + name
+                    "check it with " + target.kit_command("l3sm", f"status {name}")
                 ) from None
             raise
     # The shape of stacks/level3_finetune/sagemaker_pipeline.py SMOKE_BODY (OpenAI chat completion):
     # https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html
     body = {"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
     runtime = target.model_client("bedrock-runtime")
-    try:
-        answer = _invoke_warming_up(runtime, model_name, model_arn, body)
-    except ClientError as exc:
-        code = aws.error_code(exc)
-        if code == "ModelNotReadyException":
-            raise KitError(
-                f"{model_name} is warming up (an imported model that has not served for a while is restored on the "
-                "next request): retry in a minute"
-            ) from None
-        if code == "ResourceNotFoundException":
-            raise KitError(
-                f"{model_name} was not found: it may have been deleted; see kit l3sm status {name}"
-            ) from None
-        if aws.is_access_denied(exc):
-            raise KitError(
-                f"may not invoke {model_arn}: grant bedrock:InvokeModel on it and on the account's default Bedrock "
-                f"project ({model_arn.rsplit(':', 1)[0]}:project/default) to the caller "
-                f"({aws.error_message(exc)})"
-            ) from None
-        with aws.aws_errors("invoking the imported model", target.region):
+    # Every AWS error of the call and of reading its streamed answer is one line naming the action, the errors
+    # that are not ClientErrors too: botocore's standard retries end on a read timeout or a dropped connection
+    # with ReadTimeoutError, ConnectionClosedError or ResponseStreamingError, all BotoCoreErrors
+    # (botocore/exceptions.py; botocore/retries/standard.py TransientRetryableChecker).
+    with aws.aws_errors("invoking the imported model", target.region):
+        try:
+            raw = _invoke_warming_up(runtime, model_name, model_arn, body)["body"].read()
+        except ClientError as exc:
+            code = aws.error_code(exc)
+            if code == "ModelNotReadyException":
+                raise KitError(
+                    f"{model_name} is warming up (an imported model that has not served for a while is restored on "
+                    "the next request): retry in a minute"
+                ) from None
+            if code == "ResourceNotFoundException":
+                see = target.kit_command("l3sm", f"status {name}")
+                raise KitError(f"{model_name} was not found: it may have been deleted; see {see}") from None
+            if aws.is_access_denied(exc):
+                raise KitError(
+                    f"may not invoke {model_arn}: grant bedrock:InvokeModel on it and on the account's default "
+                    f"Bedrock project ({model_arn.rsplit(':', 1)[0]}:project/default) to the caller "
+                    f"({aws.error_message(exc)})"
+                ) from None
             raise
-    click.echo(sm_answer(answer["body"].read()))
+    click.echo(sm_answer(raw))

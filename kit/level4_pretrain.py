@@ -20,6 +20,7 @@ from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
 from kit.doctor import LEVELS, Check, Needs, QuotaBook, quota_rows, training_job_quota
 from kit.operator import (
     EXECUTION_NAME,
+    EXECUTION_RUNNING,
     cell,
     check_resumable,
     console,
@@ -101,6 +102,39 @@ def _training_job_detail(execution_arn: str) -> Callable[[Mapping[str, Any]], st
         return f"training job {job_name}: {job.get('TrainingJobStatus')}/{job.get('SecondaryStatus')}"
 
     return detail
+
+
+def _training_job_rows(execution_arn: str, execution_status: str) -> list[tuple[str, Any]]:
+    """``kit l4 status``'s row for the execution's training job, whatever the execution's status: its name (made
+    from the ARN as the state machine makes it, so no AWS call is needed to name it) and its status. Stopping an
+    execution is not documented to stop the job it started (docs/level-4-pretrain.md "Stopping a run"), so a job
+    still InProgress after its execution ended gets the command that stops it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    target = current_target()
+    job = training_job_name(target, execution_arn)
+    stop = None
+    try:
+        described = target.client("sagemaker").describe_training_job(TrainingJobName=job)
+    except ClientError as exc:
+        # As check_resumable reads a missing job: botocore's ResourceNotFound, or the ValidationException
+        # "Requested resource not found" SageMaker answers with.
+        if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
+            text = f"{job}: not created"
+        else:
+            text = f"{job} (its status was not read: {aws.explain(exc, 'reading the training job', target.region)})"
+    except BotoCoreError as exc:
+        text = f"{job} (its status was not read: {aws.explain(exc, 'reading the training job') or exc})"
+    else:
+        # DescribeTrainingJob's TrainingJobStatus, SecondaryStatus and BillableTimeInSeconds (botocore's model).
+        job_status = described.get("TrainingJobStatus")
+        text = f"{job}: {job_status}/{described.get('SecondaryStatus')}"
+        if described.get("BillableTimeInSeconds"):
+            text += f", {described['BillableTimeInSeconds']} billable s"
+        if job_status == "InProgress" and execution_status != EXECUTION_RUNNING:
+            # https://docs.aws.amazon.com/cli/latest/reference/sagemaker/stop-training-job.html
+            stop = f"aws sagemaker stop-training-job --training-job-name {job} {target.cli_options()}"
+    return [("Training job", text)] + ([("Stop it with", stop)] if stop else [])
 
 
 def _refuse_used_prefix(target: Target, bucket: str, execution: str, checkpoints: str) -> None:
@@ -185,8 +219,9 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
             style="dim",
         )
     )
+    follow = target.kit_command("l4", f"status {execution} --wait")
     if not wait:
-        out.print(Text(f"Follow it with: kit l4 status {execution} --wait", style="dim"))
+        out.print(Text(f"Follow it with: {follow}", style="dim"))
         return
     final = follow_execution(
         out,
@@ -194,7 +229,7 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
         arn,
         timeout=timeout,
         poll_seconds=poll_seconds,
-        resume_hint=f"kit l4 status {execution} --wait",
+        resume_hint=follow,
         detail=_training_job_detail(arn),
     )
     finish(print_execution(out, sfn, arn, final))
@@ -213,8 +248,9 @@ def l4_status(execution: str | None, wait: bool, timeout: int, poll_seconds: flo
         wait=wait,
         timeout=timeout,
         poll_seconds=poll_seconds,
-        start_hint="kit l4 submit",
+        start_hint="submit",
         detail=_training_job_detail,
+        rows=_training_job_rows,
     )
 
 

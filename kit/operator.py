@@ -572,18 +572,22 @@ def show_status(
     poll_seconds: float,
     start_hint: str,
     detail: Callable[[str], Callable[[Mapping[str, Any]], str | None]] | None = None,
+    rows: Callable[[str, str], Sequence[tuple[str, Any]]] | None = None,
 ) -> None:
     """The status command of a level with a state machine: summary, or follow then summary.
 
     ``level`` is the stack's key (its StateMachineArn output is followed), ``group`` the level's command group
-    (``l3``), named in the hint that resumes a wait.
+    (``l3``), named in the hint that resumes a wait and in ``start_hint``, the command that starts a run
+    (``start --upload FILE``); both carry this command's --stage, --region, --profile and -c. ``rows`` (the
+    execution's ARN and status) adds the level's own rows under the summary, such as the job it ran.
     """
     target = current_target()
     machine = target.output(level, "StateMachineArn")
     sfn = target.client("stepfunctions")
     arn = _execution_arn(sfn, machine, execution)
     if arn is None:
-        raise KitError(f"no executions of {machine.rsplit(':', 1)[-1]} yet: start one with {start_hint}")
+        start = target.kit_command(group, start_hint)
+        raise KitError(f"no executions of {machine.rsplit(':', 1)[-1]} yet: start one with {start}")
     out = console()
     description = None
     if wait:
@@ -593,9 +597,11 @@ def show_status(
             arn,
             timeout=timeout,
             poll_seconds=poll_seconds,
-            resume_hint=f"kit {group} status {arn} --wait",
+            resume_hint=target.kit_command(group, f"status {arn} --wait"),
             detail=detail(arn) if detail else None,
         )
     final = print_execution(out, sfn, arn, description)
+    if rows:
+        out.print(kv_table(rows(arn, final)))
     if wait:
         finish(final)
