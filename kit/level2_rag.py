@@ -232,7 +232,11 @@ def upload(paths: tuple[str, ...], prefix: str) -> None:
         out.print(Text(f"uploaded {uri}{note}"))
     minutes = target.config.rag.sync_interval_minutes
     out.print(
-        Text(f"The pipeline starts an ingestion job within {minutes} min; follow it with: kit l2 sync --wait", "dim")
+        Text(
+            f"The pipeline starts an ingestion job within {minutes} min; follow it with: "
+            f"{target.kit_command('l2', 'sync --wait')}",
+            "dim",
+        )
     )
 
 
@@ -468,7 +472,7 @@ def _follow_ingestion(
             if time.monotonic() >= deadline:
                 if unknown:
                     raise KitError(f"cannot tell whether document changes are pending after {timeout} s: {unknown}")
-                hint = f"the pipeline runs every {minutes} min; run kit l2 sync --wait again"
+                hint = f"the pipeline runs every {minutes} min; run {target.kit_command('l2', 'sync --wait')} again"
                 raise KitError(f"still {line} after {timeout} s: {hint}")
             time.sleep(poll_seconds)
 

@@ -80,6 +80,16 @@ def test_l2_upload_puts_files_and_folders_under_the_documents_prefix(
     assert "kit l2 sync --wait" in result.output
 
 
+def test_l2_upload_hint_carries_the_options_it_was_given(mocked: FakeCloudFormation, tmp_path: Path) -> None:
+    """Before: `kit l2 sync --wait`, which reads cdk.json's stage and the default region and profile."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    rag_stack(mocked)
+    (tmp_path / "guide.md").write_text("# Guide")
+    result = run(l2, "--region", REGION, "upload", str(tmp_path / "guide.md"))
+    assert result.exit_code == 0, result.output
+    assert f"follow it with: kit l2 --region {REGION} sync --wait" in " ".join(result.output.split())
+
+
 def test_l2_upload_refuses_files_over_the_knowledge_base_limit(mocked: FakeCloudFormation, tmp_path: Path) -> None:
     big = tmp_path / "big.pdf"
     with big.open("wb") as handle:
