@@ -48,6 +48,10 @@ PREFIX_CHARACTERS = "letters, digits and - _ . / only"
 SAMPLE_CORPUS_MAX_PREFIX = 128 - len("aws-cdk:cr-owned:") - len(":12345678")
 # Hierarchical chunking on S3 Vectors: "When using high number of tokens for chunking (over 8000 tokens combined),
 # you may run into metadata size limitations" (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-chunking.html).
+# A fixed or semantic chunk's text rides in the same non-filterable metadata (AMAZON_BEDROCK_TEXT, stack.py), and a
+# vector takes "Up to 40 KB (filterable + non-filterable)"
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/s3-vectors-limitations.html), so the kit holds their
+# rag_chunk_max_tokens to the same 8,000 on S3 Vectors (the API itself takes up to 8,192).
 S3VECTORS_HIERARCHICAL_MAX_TOKENS = 8000
 
 
@@ -156,6 +160,7 @@ class RagSettings(Settings):
         # Fixed and semantic chunks are embedded whole (hierarchical ones: the child chunks, checked below).
         if info.data.get("chunking_strategy") in ("fixed", "semantic"):
             _within_model_input(tokens, info)
+            _chunk_fits_s3_vectors_metadata(tokens, info)
         return tokens
 
     @field_validator("hierarchical_child_tokens")
@@ -223,6 +228,18 @@ def _fits_s3_vectors_metadata(child: int, info: ValidationInfo) -> None:
             f"s3vectors (rag_hierarchical_parent_tokens = {parent}, {room}): AWS does not recommend hierarchical "
             "chunking on S3 Vectors, and over 8000 tokens combined ingestion can exceed the vector's metadata size "
             "limit; use fixed or semantic chunking, or opensearch-serverless"
+        )
+
+
+def _chunk_fits_s3_vectors_metadata(tokens: int, info: ValidationInfo) -> None:
+    """On S3 Vectors a fixed or semantic chunk's text rides in the vector's metadata too: over 8,000 tokens it can
+    pass the 40 KB a vector takes, and that document's ingestion fails, so it is refused at synth."""
+    limit = S3VECTORS_HIERARCHICAL_MAX_TOKENS
+    if info.data.get("vector_store") == "s3vectors" and tokens > limit:
+        raise Invalid(
+            f"at most {limit} for {info.data.get('chunking_strategy')} chunking on rag_vector_store s3vectors: a "
+            "chunk's text is stored in its vector's metadata, at most 40 KB, which over 8000 tokens ingestion can "
+            "exceed; use smaller chunks, or opensearch-serverless for up to 8192"
         )
 
 

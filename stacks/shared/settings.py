@@ -461,9 +461,15 @@ def _tags(raw: object) -> object:
 # a user tag of the same key would replace the kit's.
 KIT_TAG_KEYS = ("kit", "kit-level", "kit-stage", "kit-execution")
 # The user's tags are also the stacks' own tags, and a stack takes at most 50, each value 1-256 characters (botocore's
-# cloudformation model: Tags max 50, Tag Value min 1); the kit adds three, and a SageMaker training job, which takes at
-# most 50 tags too, gets Step Functions' MANAGED_BY_AWS besides: 46 are left.
-MAX_USER_TAGS = 50 - 3 - 1
+# cloudformation model: Tags max 50, Tag Value min 1); the kit adds three (kit, kit-level, kit-stage). CDK adds its
+# own on top, and only tags starting with "aws:" are not counted: at most three on one resource (a VPC subnet gets
+# Name, aws-cdk:subnet-name and aws-cdk:subnet-type; a sandbox bucket aws-cdk:auto-delete-objects plus an
+# aws-cdk:cr-owned:* per BucketDeployment into it), and a subnet or a bucket takes at most 50 (botocore's ec2 model,
+# CreateTags: "Each resource can have a maximum of 50 tags"; s3control, TagResource: "up to 50 ... resource tags for
+# each S3 resource"). A run's job gets one more, within the same three: a Bedrock customization job Level 3's
+# kit-execution, a SageMaker training job (at most 50 tags too) Step Functions' MANAGED_BY_AWS.
+# 44 are left; tests/infra/test_tag_limits.py derives this from every synthesized template.
+MAX_USER_TAGS = 50 - 3 - 3
 TAGS_ALLOWED = (
     f'a JSON object of at most {MAX_USER_TAGS} string tags, e.g. {{"owner": "me"}}: keys of 1-128 characters, not '
     f'starting with "aws:" nor one of the kit\'s own ({", ".join(KIT_TAG_KEYS)}); values of 1-256 characters; '

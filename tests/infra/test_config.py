@@ -153,12 +153,12 @@ def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
         ("powertools_layer_version", -1, "a whole number from 0"),
         ("alarm_email", "not-an-address", "empty or an e-mail address"),
         ("tags", {"aws:owner": "me"}, 'not starting with "aws:"'),
-        ("tags", '{"owner": 5}', "a JSON object of at most 46 string tags"),
-        # Also the stacks' own tags: CloudFormation takes no empty value and at most 50 (the kit adds 3, and Step
-        # Functions one more on a SageMaker job); a key of the kit's own would replace the kit's tag.
+        ("tags", '{"owner": 5}', "a JSON object of at most 44 string tags"),
+        # Also the stacks' own tags: CloudFormation takes no empty value, and a resource at most 50 (the kit adds 3,
+        # and CDK up to 3 more: tests/infra/test_tag_limits.py); a key of the kit's own would replace the kit's tag.
         ("tags", {"team": ""}, "values of 1-256 characters"),
         ("tags", {"kit-stage": "dev"}, "kit, kit-level, kit-stage, kit-execution"),
-        ("tags", {f"k{i}": "v" for i in range(47)}, "at most 46"),
+        ("tags", {f"k{i}": "v" for i in range(45)}, "at most 44"),
         # Bedrock's tag pattern is ASCII (botocore's bedrock Tag): a guardrail or a custom model would refuse it.
         ("tags", {"owner": "Zoë"}, "ASCII letters, digits, spaces and _.:/=+@-"),
         ("tags", {"owner": "a\tb"}, "ASCII letters, digits, spaces and _.:/=+@-"),  # SageMaker's pattern: no tab

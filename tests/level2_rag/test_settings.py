@@ -181,6 +181,26 @@ def test_hierarchical_chunks_over_8000_tokens_combined_are_refused_on_s3_vectors
     )
 
 
+@pytest.mark.parametrize("chunking", ["fixed", "semantic"])
+def test_fixed_and_semantic_chunks_over_8000_tokens_are_refused_on_s3_vectors(chunking: str) -> None:
+    """A fixed or semantic chunk's text is stored in its vector's non-filterable metadata, and S3 Vectors takes
+    "Up to 40 KB (filterable + non-filterable)" per vector (s3-vectors-limitations.html): the kit holds
+    rag_chunk_max_tokens to the 8,000 it holds hierarchical chunks to. Before: up to 8,192 passed."""
+    assert build(rag_chunking=chunking, rag_chunk_max_tokens=8000).rag.chunking.max_tokens == 8000
+    with pytest.raises(ConfigError) as caught:
+        build(rag_chunking=chunking, rag_chunk_max_tokens=8192)
+    assert str(caught.value) == (
+        f"config error: rag_chunk_max_tokens = 8192 is not allowed; expected at most 8000 for {chunking} chunking on "
+        "rag_vector_store s3vectors: a chunk's text is stored in its vector's metadata, at most 40 KB, which over "
+        "8000 tokens ingestion can exceed; use smaller chunks, or opensearch-serverless for up to 8192"
+    )
+    # OpenSearch Serverless keeps the API's 8,192; the key is not held to it when hierarchical or none ignores it.
+    oss = build(rag_chunking=chunking, rag_chunk_max_tokens=8192, rag_vector_store="opensearch-serverless")
+    assert oss.rag.chunking.max_tokens == 8192
+    for unused in ("hierarchical", "none"):
+        assert build(rag_chunking=unused, rag_chunk_max_tokens=8192).rag.chunking.max_tokens == 8192
+
+
 def test_the_s3_vectors_hierarchical_limit_is_reported_with_the_other_mistakes() -> None:
     with pytest.raises(ConfigError) as caught:
         build(
