@@ -101,7 +101,11 @@ class SageMakerFineTuneStack(Stack):
                 log_group=bucket_deployment_logs(self, deployment),
                 destination_bucket=self.artifacts,
                 prune=False,
-                retain_on_delete=False,
+                # Kept in every stage: CDK's handler runs `aws s3 rm s3://<bucket>/<prefix> --recursive` on a delete
+                # without retention whenever it cannot read the bucket's tags (any error there counts as not owned), and
+                # the prod bucket is retained with the user's data beside these files; the sandbox bucket's own
+                # auto-delete empties it on destroy.
+                retain_on_delete=True,
                 memory_limit=256,
             ),
             s3deploy.BucketDeployment(
@@ -112,7 +116,11 @@ class SageMakerFineTuneStack(Stack):
                 destination_bucket=self.data,
                 destination_key_prefix=pipeline.DATA_PREFIX,
                 prune=False,
-                retain_on_delete=False,
+                # Kept in every stage: CDK's handler runs `aws s3 rm s3://<bucket>/<prefix> --recursive` on a delete
+                # without retention whenever it cannot read the bucket's tags (any error there counts as not owned), and
+                # the prod bucket is retained with the user's data beside these files; the sandbox bucket's own
+                # auto-delete empties it on destroy.
+                retain_on_delete=True,
                 memory_limit=256,
             ),
         ]

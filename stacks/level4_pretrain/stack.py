@@ -160,7 +160,11 @@ class PretrainJobsStack(Stack):
             log_group=bucket_deployment_logs(self, deployment),
             destination_bucket=self.bucket,
             prune=False,
-            retain_on_delete=False,
+            # Kept in every stage: CDK's handler runs `aws s3 rm s3://<bucket>/<prefix> --recursive` on a delete
+            # without retention whenever it cannot read the bucket's tags (any error there counts as not owned), and
+            # the prod bucket is retained with the user's data beside these files; the sandbox bucket's own
+            # auto-delete empties it on destroy.
+            retain_on_delete=True,
             memory_limit=256,
         )
         corpus_upload = s3deploy.BucketDeployment(
@@ -171,7 +175,11 @@ class PretrainJobsStack(Stack):
             destination_bucket=self.bucket,
             destination_key_prefix=DATA_PREFIX,
             prune=False,
-            retain_on_delete=False,
+            # Kept in every stage: CDK's handler runs `aws s3 rm s3://<bucket>/<prefix> --recursive` on a delete
+            # without retention whenever it cannot read the bucket's tags (any error there counts as not owned), and
+            # the prod bucket is retained with the user's data beside these files; the sandbox bucket's own
+            # auto-delete empties it on destroy.
+            retain_on_delete=True,
             memory_limit=256,
         )
         for upload in (code_upload, corpus_upload):

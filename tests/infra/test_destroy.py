@@ -177,6 +177,57 @@ def test_a_filled_bucket_nobody_empties_is_found() -> None:
     ]
 
 
+def kept_buckets_a_deployment_may_empty(template: dict[str, Any]) -> list[str]:
+    """Kept buckets (DeletionPolicy Retain / RetainExceptOnCreate) that a BucketDeployment without retention fills:
+    on the deployment's delete CDK's handler runs `aws s3 rm s3://<bucket>/<prefix> --recursive` whenever reading
+    the bucket's tags raises (its bucket_owned() counts any error as not owned), which empties the prefix, or the
+    whole bucket for a deployment to its root, with the data the stage keeps there."""
+    resources = template.get("Resources", {})
+    found = []
+    for lid, resource in resources.items():
+        properties = resource.get("Properties", {})
+        retained = properties.get("RetainOnDelete", True) in (True, "true")
+        if resource["Type"] != "Custom::CDKBucketDeployment" or retained:
+            continue
+        for bucket in set(_references(properties.get("DestinationBucketName"))):
+            if resources.get(bucket, {}).get("DeletionPolicy") in KEPT:
+                prefix = properties.get("DestinationBucketKeyPrefix") or "its root"
+                found.append(f"{lid} may empty {prefix} of kept bucket {bucket}")
+    return sorted(found)
+
+
+def test_no_deployment_may_empty_a_kept_bucket(each_stage: Any) -> None:
+    # Before: in prod, Level 3 SageMaker's and Level 4's training code (to the bucket root) and samples.
+    for stack_id, template in each_stage.templates.items():
+        assert kept_buckets_a_deployment_may_empty(template) == [], stack_id
+
+
+def test_a_deployment_that_may_empty_a_kept_bucket_is_found() -> None:
+    def deployment(bucket: str, retain: Any, prefix: str | None = None) -> dict[str, Any]:
+        properties: dict[str, Any] = {"DestinationBucketName": {"Ref": bucket}}
+        if retain is not None:
+            properties["RetainOnDelete"] = retain
+        if prefix:
+            properties["DestinationBucketKeyPrefix"] = prefix
+        return {"Type": "Custom::CDKBucketDeployment", "Properties": properties}
+
+    template = {
+        "Resources": {
+            "Kept": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain"},
+            "Gone": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Delete"},
+            "Root": deployment("Kept", False),
+            "Prefixed": deployment("Kept", "false", "data/"),
+            "Retained": deployment("Kept", True),
+            "Default": deployment("Kept", None),
+            "Disposable": deployment("Gone", False),
+        }
+    }
+    assert kept_buckets_a_deployment_may_empty(template) == [
+        "Prefixed may empty data/ of kept bucket Kept",
+        "Root may empty its root of kept bucket Kept",
+    ]
+
+
 def test_a_sandbox_keeps_no_log_group_of_its_own(each_stage: Any) -> None:
     # Before: CDK gave each stack's BucketDeployment function a log group retained in every stage (731 days).
     if each_stage.config.deployment.is_prod:
