@@ -338,7 +338,7 @@ class FineTuneStack(Stack):
             applies_to=["Resource::*"],
         )
         uploaded = deployment.resource_name("ft-job-uploaded")
-        events.Rule(
+        upload_rule = events.Rule(
             self,
             "JobRequestUploaded",
             rule_name=uploaded,
@@ -365,6 +365,12 @@ class FineTuneStack(Stack):
                 )
             ],
         )
+        # On destroy, the rule and the starter go before the cleanup runs (a dependent is deleted first:
+        # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-dependson.html): otherwise an
+        # upload, or an EventBridge redelivery, could start a run after the cleanup listed the running ones, and
+        # its customization job would bill unseen.
+        for trigger in (upload_rule, starter.state_machine):
+            trigger.node.add_dependency(self.cleanup.resource)
         # The documented sample event carries the status as detail.jobStatus (not detail.status):
         # https://docs.aws.amazon.com/bedrock/latest/userguide/monitoring-eventbridge-how-it-works.html
         # A state change EventBridge could not publish lands in the teardown's alarmed queue too (its RULE_ARN

@@ -372,6 +372,27 @@ def test_sandbox_deletes_the_kits_custom_models_before_it_schedules_the_key_for_
     assert function["Timeout"] < int(props["ServiceTimeout"]) <= 900
 
 
+@pytest.mark.parametrize("stage", ["sandbox", "prod"])
+def test_the_upload_trigger_is_deleted_before_the_cleanup_runs(request: pytest.FixtureRequest, stage: str) -> None:
+    """Before: the rule and the starter were deleted alongside the cleanup, so an upload (or an EventBridge
+    redelivery) could start a run after the cleanup listed the running ones, and its job billed unseen."""
+    template = request.getfixturevalue(stage).templates[STACK]
+    cleanup_id, _ = _cleanup(template)
+    rules = [
+        (k, v)
+        for k, v in resources(template, "AWS::Events::Rule").items()
+        if "jobs/" in json.dumps(v["Properties"].get("EventPattern"))
+    ]
+    starters = [
+        (k, v)
+        for k, v in resources(template, "AWS::StepFunctions::StateMachine").items()
+        if v["Properties"].get("StateMachineType") == "EXPRESS"
+    ]
+    assert len(rules) == 1 and len(starters) == 1
+    for logical_id, resource in rules + starters:
+        assert cleanup_id in resource.get("DependsOn", []), logical_id
+
+
 def test_prod_retains_the_key_and_the_models_but_stops_the_run_and_unserves_them_before_the_machine_goes(
     prod: Any,
 ) -> None:
