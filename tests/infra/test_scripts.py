@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from botocore.credentials import Credentials
 
+import scripts.bench_validator
+import scripts.ingest_burst
 from kit.costs import analyze_stack, load_prices
+from scripts import bench
 from scripts.call_api import build_call, parse_args, region_of, signed_request
 from scripts.synth_summary import main, stack_summary, summarize
+from stacks.shared.python_function import stage_function_code
 from tests.conftest import ROOT
 
 URL = "https://abc123.execute-api.us-east-1.amazonaws.com/v1/"
@@ -347,3 +353,152 @@ def test_make_setup_installs_the_cdk_cli_before_the_python_requirements(tmp_path
     npm = next(i for i, line in enumerate(lines) if line.startswith("npm ci"))
     pip = next(i for i, line in enumerate(lines) if "-m pip install" in line)
     assert npm < pip
+
+
+# --- make bench (scripts/bench.py): each row measures what its label says ------------------------------------------
+
+
+def test_bench_stages_each_function_as_its_synthesized_asset(sandbox_fsx: Any, sandbox_oss: Any) -> None:
+    """The handler timings import from stage_function_code(package, modules) with the modules= the stacks pass:
+    the same files as the asset each function is deployed with (sagemaker_validate carries chat_records)."""
+    from tests.infra.test_packaging import _functions
+
+    functions = [*_functions(sandbox_fsx), *_functions(sandbox_oss)]
+    assert {handler.split(".")[0] for _, handler, _ in functions} == set(bench.function_modules())
+    for logical_id, handler, asset in functions:
+        package = handler.split(".")[0]
+        staged = stage_function_code(package, bench.function_modules()[package])
+        files = {str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file()}
+        assert files == {str(p.relative_to(asset)) for p in asset.rglob("*") if p.is_file()}, logical_id
+    validator = stage_function_code("sagemaker_validate", bench.function_modules()["sagemaker_validate"])
+    assert (validator / "workloads" / "finetune_sagemaker" / "chat_records.py").is_file()
+
+
+def test_bench_first_call_clients_are_the_ones_the_permission_closure_finds() -> None:
+    """The clients a handler's first call creates come from the same reading of its code as the permission test."""
+    from tests.infra.test_permission_closure import IAM_PREFIX, _sources, code_calls
+
+    for module in bench.handler_modules():
+        package = module.split(".")[0]
+        assert bench.function_sources(package) == _sources(package), package
+        services = bench.first_call_services(package)
+        assert {IAM_PREFIX.get(s, s) for s in services} == {a.split(":")[0] for a in code_calls(package)}, package
+    assert bench.first_call_services("prompt_api") == ("bedrock-agent", "bedrock-runtime")
+
+
+def test_bench_times_a_handler_from_its_asset_without_bytecode_or_the_editable_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append({"code": cmd[-1], **kwargs})
+        return subprocess.CompletedProcess(cmd, 0, stdout="0.03 0.2\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "leaked")
+    assert bench.handler_seconds("sagemaker_validate") == (0.03, 0.2)
+    assert len(calls) == bench.IMPORT_RUNS
+    env, code = calls[0]["env"], calls[0]["code"]
+    asset = Path(env["PYTHONPATH"])
+    # Its asset as Lambda receives it: the stack's modules= included, no bytecode written, nothing of the checkout.
+    assert calls[0]["cwd"] == asset and (asset / "workloads" / "finetune_sagemaker" / "chat_records.py").is_file()
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and "POWERTOOLS_SERVICE_NAME" not in env
+    start = code.index("start = time.perf_counter()")
+    assert code.index("sys.meta_path[:]") < start and code.index("sys.path_hooks[:]") < start
+    # The first call: boto3 and the handler's client after the module import, in the same interpreter.
+    assert start < code.index("import sagemaker_validate.handler") < code.index("import boto3")
+    assert code.index("import boto3") < code.index("boto3.client('s3'") < code.index("done = time.perf_counter()")
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"]  # the clients need the Region Lambda sets
+
+
+def test_bench_handler_timing_runs_and_a_module_missing_from_the_asset_fails_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench, "IMPORT_RUNS", 1)
+    for package in ("prompt_api", "sagemaker_validate"):
+        imported, first_call = bench.handler_seconds(package)
+        assert first_call is not None and 0 < imported < first_call, package
+    assert bench.handler_seconds("finetune_reward")[1] is None  # its code creates no boto3 client
+    assert bench.boto3_seconds(("s3",)) > 0
+    # Without the modules= its stack passes, the checkout (editable install) must not supply the module.
+    modules = {**bench.function_modules(), "sagemaker_validate": ()}
+    monkeypatch.setattr(bench, "function_modules", lambda: modules)
+    with pytest.raises(RuntimeError, match="No module named 'workloads'"):
+        bench.handler_seconds("sagemaker_validate")
+
+
+def test_bench_times_what_make_test_runs_after_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lint recipe as the Makefile has it (test: lint), then pytest with the Makefile's xdist options."""
+    timed: list[list[str]] = []
+
+    def fake_wall(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+        timed.append(cmd)
+        return 1.0
+
+    monkeypatch.setattr(bench, "_wall", fake_wall)
+    monkeypatch.setenv("PYTEST_XDIST", "-n 2 --dist worksteal")
+    monkeypatch.delenv("PYTEST_ARGS", raising=False)
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: lint$", makefile, re.M)
+    lint = re.search(r"^lint: setup\n((?:\t.*\n)+)", makefile, re.M)
+    assert lint
+    expected = [line.strip().replace("$(PY)", sys.executable).split() for line in lint[1].splitlines()]
+    expected.append([sys.executable, "-m", "pytest", "-n", "2", "--dist", "worksteal"])
+    runs = bench.bench_tests()
+    assert timed == expected * bench.RUNS
+    assert runs == [{"lint": float(len(expected) - 1), "test": 1.0}] * bench.RUNS
+
+
+def _fake_bench(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prompt_first_call: float) -> None:
+    """scripts.bench with every measurement replaced: 100 ms `import boto3`, 200 ms with clients."""
+    monkeypatch.setattr(bench, "OUTPUT", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "bench_synth", lambda: (10.0, 5.0))
+    monkeypatch.setattr(bench, "boto3_seconds", lambda services=(): 0.2 if services else 0.1)
+
+    def handler_seconds(package: str) -> tuple[float, float | None]:
+        first_call = prompt_first_call if package == "prompt_api" else 0.25
+        return 0.05, first_call if bench.first_call_services(package) else None
+
+    monkeypatch.setattr(bench, "handler_seconds", handler_seconds)
+    monkeypatch.setattr(bench, "bench_tests", lambda: [{"lint": 10.0, "test": 40.0}] * bench.RUNS)
+    burst = SimpleNamespace(
+        start_calls=3, lost=0, deleted_before_cover=0, events_in=1000, jobs_started=2, poison_in=20, dead_lettered=20
+    )
+    monkeypatch.setattr(
+        scripts.ingest_burst, "run_burst", lambda events: SimpleNamespace(**vars(burst), wall_seconds=1)
+    )
+    figures = {"cpuMbPerSecond": 200.0, "mbPerSecond": 200.0, "peakRssMb": 30.0}
+    monkeypatch.setattr(
+        scripts.bench_validator,
+        "run",
+        lambda size, corpus: {"ok": True, "validator": figures, "bareLoop": figures, "fileBytes": 1.1e9, "cpuRatio": 1},
+    )
+
+
+def test_bench_records_the_first_call_and_fails_on_a_slow_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_bench(monkeypatch, tmp_path, prompt_first_call=0.25)
+    assert bench.main() == 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "All targets met." in text
+    # Where the numbers come from, against what Lambda runs (stacks/shared/python_function.py).
+    assert f"{platform.machine()} machine" in text and f"Python {platform.python_version()}" in text
+    assert "Lambda runs the functions on python3.14 on arm64" in text
+    assert "module import `prompt_api.handler` (boto3 deferred to its first call) vs `import boto3`" in text
+    assert "module import `finetune_reward.handler` (its code creates no boto3 client)" in text
+    assert (
+        "| first call `prompt_api.handler`: module import, `import boto3` and its clients (bedrock-agent, "
+        "bedrock-runtime) vs `import boto3` and the same clients | 250 ms vs 200 ms | 1.25x | <= 1.5x |"
+    ) in text
+    assert "first call `finetune_reward.handler`" not in text
+    assert "| `make test` after set-up: the `lint` then `test` recipes" in text
+    assert "| 50.0 s (50.0 to 50.0 s; `lint` 10.0 s; `test` 40.0 s) vs 10.00 s | 5.0x | <= 6x |" in text
+    assert "90 min" not in text  # nothing compares a figure with CI's time limit
+    # A first call past 1.5x its baseline fails the bench, the module import alone being well within its target.
+    _fake_bench(monkeypatch, tmp_path, prompt_first_call=0.31)
+    assert bench.main() == 1
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| 310 ms vs 200 ms | 1.55x | <= 1.5x |" in text and "**A target was missed.**" in text
+    assert "A TARGET WAS MISSED" in capsys.readouterr().err
