@@ -40,7 +40,13 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from stacks.shared.python_function import ARCHITECTURE, RUNTIME, function_package, package_dir, stage_function_code
+from stacks.shared.python_function import (
+    ARCHITECTURE,
+    RUNTIME,
+    function_package,
+    function_sources,
+    stage_function_code,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "BENCHMARKS.md"
@@ -204,37 +210,6 @@ def function_modules() -> dict[str, tuple[str, ...]]:
             if found.setdefault(package, modules) != modules:
                 raise ValueError(f"{where}: {package} is built with other modules= elsewhere ({found[package]})")
     return found
-
-
-def _common_imports(tree: ast.AST) -> set[str]:
-    """The lambdas/common modules a module imports (``from common.x import``, ``from common import x``)."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "common":
-                found |= {alias.name for alias in node.names}
-            elif node.module.startswith("common."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("common.")}
-    return found
-
-
-def function_sources(package: str) -> list[Path]:
-    """The package's files and the lambdas/common modules they import, at any depth (as
-    tests/infra/test_permission_closure.py reads a function's code)."""
-    files = sorted(package_dir(package).rglob("*.py"))
-    common = package_dir("common")
-    used: set[str] = set()
-    pending = [name for path in files for name in _common_imports(ast.parse(path.read_text()))]
-    while pending:
-        name = pending.pop()
-        module = common / f"{name}.py"
-        if name in used or not module.is_file():
-            continue
-        used.add(name)
-        pending += _common_imports(ast.parse(module.read_text()))
-    return files + sorted(common / f"{name}.py" for name in used)
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import atexit
 import shutil
 import tempfile
@@ -88,6 +89,40 @@ def module_file(module: str, root: Path | None = None) -> Path:
 
 
 _STAGING_ROOT: list[Path] = []
+
+
+def _common_imports(path: Path) -> set[str]:
+    """The lambdas/common modules ``path`` imports (``from common.x import``, ``from common import x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "common":
+                found |= {alias.name for alias in node.names}
+            elif node.module.startswith("common."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("common.")}
+    return found
+
+
+def function_sources(package: str) -> list[Path]:
+    """The package's files and the lambdas/common modules they import, at any depth: the code the function runs
+    (a shared module's calls count for the functions that use it, not for every function that ships
+    lambdas/common). Read by the permission tests and by make bench."""
+    files = sorted(package_dir(package).rglob("*.py"))  # package_dir raises for a package it cannot find
+    if package == "common":
+        return files
+    common = package_dir("common")
+    used: set[str] = set()
+    pending = [name for path in files for name in _common_imports(path)]
+    while pending:
+        name = pending.pop()
+        module = common / f"{name}.py"
+        if name in used or not module.is_file():
+            continue
+        used.add(name)
+        pending += _common_imports(module)
+    return files + sorted(common / f"{name}.py" for name in used)
 
 
 def stage_function_code(package: str, modules: Sequence[str] = ()) -> Path:
