@@ -109,6 +109,27 @@ class ClusterNetwork(Construct):
             gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
             flow_logs={"All": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))},
         )
+        # The flow-logs service assumes CDK's role to deliver to the log group. The Amazon VPC guide recommends
+        # aws:SourceAccount (StringEquals, the flow log's owner) and aws:SourceArn (ArnLike, the flow log's ARN, its
+        # id a wildcard when it is not known before the flow log exists) in that role's trust policy against the
+        # confused deputy problem (https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html); CDK's
+        # role trusts vpc-flow-logs.amazonaws.com without them. Set on CDK's own role, not a new one: the flow log's
+        # DeliverLogsPermissionArn is create-only (registry schema of AWS::EC2::FlowLog), so a new role would
+        # replace the deployed flow log.
+        stack = Stack.of(self)
+        flow_log = self.vpc.node.find_child("All")
+        assert isinstance(flow_log, ec2.FlowLog) and flow_log.iam_role is not None
+        trust = flow_log.iam_role.node.default_child
+        assert isinstance(trust, iam.CfnRole)
+        trust.add_property_override(
+            "AssumeRolePolicyDocument.Statement.0.Condition",
+            {
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnLike": {
+                    "aws:SourceArn": f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:vpc-flow-log/*"
+                },
+            },
+        )
         self.cluster_subnets = self.vpc.select_subnets(subnet_type=private_type)
         self.security_group = ec2.SecurityGroup(
             self,

@@ -176,3 +176,84 @@ def test_the_rule_role_guard_sees_a_role_any_rule_may_assume() -> None:
         }
     }
     assert [line.split(":")[0] for line in rule_role_findings({"S": template})] == ["S/Open"]
+
+
+# --- Roles that VPC Flow Logs assumes to deliver to CloudWatch Logs -------------------------------------------
+
+# The stack's partition and Region (literal in a Region-bound stack), its account, any flow log.
+FLOW_LOG_SOURCE_ARN = re.compile(
+    r"arn:(aws[a-z-]*|\$\{AWS::Partition\}):ec2:([a-z0-9-]+|\$\{AWS::Region\}):"
+    r"\$\{AWS::AccountId\}:vpc-flow-log/\*"
+)
+
+
+def flow_log_role_findings(templates: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """Delivery roles of flow logs whose trust lacks the confused-deputy conditions the Amazon VPC guide gives:
+    aws:SourceAccount (StringEquals, the account) and aws:SourceArn (ArnLike, the account's flow logs, the id a
+    wildcard) (https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html); and how many were read."""
+    from tests.infra.helpers import render, resources
+
+    found, checked = [], 0
+    for stack_id, template in templates.items():
+        roles = resources(template, "AWS::IAM::Role")
+        for flow_log in resources(template, "AWS::EC2::FlowLog").values():
+            arn = flow_log["Properties"].get("DeliverLogsPermissionArn")
+            if not (isinstance(arn, dict) and "Fn::GetAtt" in arn):
+                continue
+            role_id = arn["Fn::GetAtt"][0]
+            checked += 1
+            for trust in roles[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+                if trust.get("Principal", {}).get("Service") != "vpc-flow-logs.amazonaws.com":
+                    continue
+                condition = trust.get("Condition", {})
+                account = condition.get("StringEquals", {}).get("aws:SourceAccount")
+                source = render(condition.get("ArnLike", {}).get("aws:SourceArn", ""))
+                if account != {"Ref": "AWS::AccountId"} or not FLOW_LOG_SOURCE_ARN.fullmatch(source):
+                    found.append(f"{stack_id}/{role_id}: aws:SourceAccount {account!r}, aws:SourceArn {source!r}")
+    return found, checked
+
+
+def test_every_flow_log_role_is_confined_to_the_accounts_flow_logs(each_stage: Any) -> None:
+    found, checked = flow_log_role_findings(each_stage.templates)
+    assert checked >= 1  # Level 4 delivers its VPC's flow logs to CloudWatch Logs
+    assert found == []
+
+
+def test_the_flow_log_role_guard_sees_a_role_any_flow_log_may_assume() -> None:
+    def role(condition: dict[str, Any]) -> dict[str, Any]:
+        trust = {"Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        statement = {**trust, **({"Condition": condition} if condition else {})}
+        return {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {"Statement": [statement]}}}
+
+    def flow_log(role_id: str) -> dict[str, Any]:
+        arn = {"Fn::GetAtt": [role_id, "Arn"]}
+        return {"Type": "AWS::EC2::FlowLog", "Properties": {"DeliverLogsPermissionArn": arn}}
+
+    arn = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":ec2:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":vpc-flow-log/*",
+            ],
+        ]
+    }
+    account = {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    template = {
+        "Resources": {
+            "Open": role({}),
+            "AccountOnly": role(account),
+            "Confined": role({**account, "ArnLike": {"aws:SourceArn": arn}}),
+            "OpenLog": flow_log("Open"),
+            "AccountOnlyLog": flow_log("AccountOnly"),
+            "ConfinedLog": flow_log("Confined"),
+        }
+    }
+    found, checked = flow_log_role_findings({"S": template})
+    assert checked == 3
+    assert [line.split(":")[0] for line in found] == ["S/Open", "S/AccountOnly"]

@@ -309,6 +309,35 @@ def test_cluster_subnets_are_private_and_the_vpc_has_an_s3_endpoint_and_flow_log
     assert len(resources(cluster, "AWS::EC2::NatGateway")) == 1
 
 
+def test_flow_log_role_trusts_only_this_accounts_flow_logs(cluster: dict[str, Any]) -> None:
+    # The trust policy of https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html with the
+    # confused-deputy condition block it recommends (the flow-log id a wildcard: the role exists before the log).
+    [flow_log] = resources(cluster, "AWS::EC2::FlowLog").values()
+    role_id = flow_log["Properties"]["DeliverLogsPermissionArn"]["Fn::GetAtt"][0]
+    [trust] = cluster["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert trust["Action"] == "sts:AssumeRole"
+    condition = trust["Condition"]
+    assert sorted(condition) == ["ArnLike", "StringEquals"]
+    assert condition["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert render(condition["ArnLike"]["aws:SourceArn"]) == "arn:aws:ec2:us-east-1:${AWS::AccountId}:vpc-flow-log/*"
+    # The role still carries CDK's delivery grant on the kit's log group, and nothing broader.
+    log_group_arn = {"Fn::GetAtt": [flow_log["Properties"]["LogGroupName"]["Ref"], "Arn"]}
+    grants = [
+        statement
+        for policy in resources(cluster, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert grants == [
+        {
+            "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+            "Effect": "Allow",
+            "Resource": log_group_arn,
+        }
+    ]
+
+
 def test_security_group_allows_all_traffic_to_and_from_itself(cluster: dict[str, Any]) -> None:
     [sg_ref] = _cluster_props(cluster)["VpcConfig"]["SecurityGroupIds"]
     sg_id = sg_ref["Fn::GetAtt"][0]
