@@ -78,20 +78,27 @@ def lifecycle_text(lifecycle: Lifecycle) -> str:
 
 def limits_text(limits: Limits, validation_allowed: bool) -> str:
     parts = [f"training ≥ {_count(limits.min_training_records)}"]
+    caps = []
     if limits.max_training_records is not None:
-        parts.append(f"training ≤ {_count(limits.max_training_records)}")
+        caps.append(f"training ≤ {_count(limits.max_training_records)}")
     if not validation_allowed:
+        parts += caps
         parts.append("no validation set")
+        caps = []
     elif limits.max_validation_records is not None:
-        parts.append(f"validation ≤ {_count(limits.max_validation_records)}")
+        caps.append(f"validation ≤ {_count(limits.max_validation_records)}")
+    if caps and limits.record_caps_source:  # caps the type's page does not state: say where they come from
+        caps[-1] += f" ([AWS's sample validator]({limits.record_caps_source}), not the page)"
+    parts += caps
     low, high = limits.min_total_records, limits.max_total_records
     both = "training + validation" if validation_allowed else "records"
+    adjustable = " (a default quota, adjustable in Service Quotas: over it is a warning)"
     if low is not None and high is not None:
-        parts.append(f"{both} {_count(low)} to {_count(high)}")
+        parts.append(f"{both} {_count(low)} to {_count(high)}" + (adjustable if limits.max_total_adjustable else ""))
     elif low is not None:
         parts.append(f"{both} ≥ {_count(low)}")
     elif high is not None:
-        parts.append(f"{both} ≤ {_count(high)}")
+        parts.append(f"{both} ≤ {_count(high)}" + (adjustable if limits.max_total_adjustable else ""))
     if limits.max_training_bytes is not None:
         parts.append(f"training file ≤ {_bytes(limits.max_training_bytes)}")
     if validation_allowed and limits.max_validation_bytes is not None:
@@ -134,6 +141,8 @@ def format_text(spec: ModelSpec, customization_type: str, kind: TypeSpec) -> str
         ]
         where = f"from the data bucket under {DATASETS_PREFIX} (the dataset's own bucket, the role's one prefix)"
         text += f"; {' or '.join(media)} {where}" if media else "; text only"
+    if kind.shape == formats.PROMPT_COMPLETION and spec.family in formats.LENIENT_PROMPT_COMPLETION:
+        text += "; another key or an empty prompt or completion is a warning, not an error"
     if kind.reserved:
         text += "; reserved strings refused: " + " ".join(f"`{token}`" for token in kind.reserved)
     return f"[{text}]({kind.doc})"

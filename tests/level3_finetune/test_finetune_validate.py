@@ -494,10 +494,7 @@ def test_claude_record_rules(record: dict[str, Any], expected: set[str]) -> None
     ("record", "expected"),
     [
         ({"prompt": "q"}, {"missing_key"}),
-        ({"prompt": "q", "completion": "a", "label": 1}, {"unexpected_key"}),
         ({"prompt": "q", "completion": 3}, {"wrong_type"}),
-        ({"prompt": "", "completion": "a"}, {"empty_text"}),
-        (converse("q", "a"), {"missing_key", "unexpected_key"}),
     ],
 )
 def test_prompt_completion_record_rules(model: str, record: dict[str, Any], expected: set[str]) -> None:
@@ -505,6 +502,49 @@ def test_prompt_completion_record_rules(model: str, record: dict[str, Any], expe
     records[41] = record
     report = check(jsonl(records), model)
     assert errors_by_line(report["training"]) == {42: expected}
+
+
+def _warnings_by_line(section: dict[str, Any]) -> dict[int | None, set[str]]:
+    found: dict[int | None, set[str]] = {}
+    for kind, entry in section["warnings"].items():
+        for item in entry["first"]:
+            found.setdefault(item["line"], set()).add(kind)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("record", "titan_errors", "llama_errors", "llama_warnings"),
+    [
+        ({"prompt": "q", "completion": "a", "label": 1}, {"unexpected_key"}, set(), {"extra_key"}),
+        ({"prompt": "", "completion": "a"}, {"empty_text"}, set(), {"empty_prompt_or_completion"}),
+        ({"prompt": "q", "completion": " \n"}, {"empty_text"}, set(), {"empty_prompt_or_completion"}),
+        (converse("q", "a"), {"missing_key", "unexpected_key"}, {"missing_key"}, {"extra_key"}),
+    ],
+)
+def test_llama_31_warns_where_titan_refuses(
+    record: dict[str, Any], titan_errors: set[str], llama_errors: set[str], llama_warnings: set[str]
+) -> None:
+    """Llama 3.1 prompt/completion: input and output tokens have a minimum of 0 (model-customization-prepare.html,
+    "Meta Llama 3.1") and AWS's own Llama validator sets "additionalProperties": True with no minLength
+    (aws-samples/amazon-bedrock-workshop .../meta-llama/dataset_validation/utils/schema.py): another key and an
+    empty side are warnings. Titan keeps them errors; a missing key stays an error for both."""
+    records: list[Any] = [prompt() for _ in range(100)]
+    records[41] = record
+    titan = check(jsonl(records), TITAN_EXPRESS)
+    assert errors_by_line(titan["training"]) == {42: titan_errors}
+    llama = check(jsonl(records), LLAMA_31)
+    assert errors_by_line(llama["training"]) == ({42: llama_errors} if llama_errors else {})
+    assert _warnings_by_line(llama["training"]) == {42: llama_warnings}
+    assert llama["valid"] is not llama_errors
+
+
+def test_a_llama_31_record_awss_validator_accepts_keeps_the_file_valid() -> None:
+    records: list[Any] = [prompt() for _ in range(99)] + [{"prompt": "", "completion": "a", "id": "7"}]
+    report = check(jsonl(records), LLAMA_31)
+    assert report["valid"] is True and report["training"]["invalidRecords"] == 0
+    messages = [item["message"] for entry in report["training"]["warnings"].values() for item in entry["first"]]
+    assert any("'id'" in message and "Llama 3.1" in message for message in messages)
+    assert any("minimum is 0 tokens" in message for message in messages)
 
 
 def test_six_characters_per_token_is_not_a_limit_records_near_the_quota_are_warned_about() -> None:
@@ -531,6 +571,25 @@ def test_a_dataset_with_only_token_warnings_stays_valid() -> None:
     report = check(jsonl([prompt()] * 99 + [near]), LLAMA_31)
     assert report["valid"] and report["training"]["invalidRecords"] == 0 and report["warningCount"] == 1
     assert "1 warning" in summarize(report)
+
+
+@pytest.mark.parametrize("model", [TITAN_LITE, TITAN_EXPRESS])
+def test_titan_warns_about_records_like_those_that_failed_a_real_job(model: str) -> None:
+    """10,000-character records failed a Titan continued pre-training job over its 4,096 tokens
+    (https://github.com/aws-samples/amazon-bedrock-workshop/issues/224): Titan's warning band is derived from 2
+    characters per token (4,096 x 0.9 x 2 = 7,372 characters), a warning only."""
+    data = line({"input": "x" * 10_000}) + b"\n"
+    report = check(data, model, customization_type=formats.CONTINUED_PRE_TRAINING, hyperparameters={"batchSize": "1"})
+    assert report["valid"] and kinds(report["training"]) == {}
+    assert list(report["training"]["warnings"]) == ["tokens_near_limit"]
+    message = report["training"]["warnings"]["tokens_near_limit"]["first"][0]["message"]
+    assert "estimated 5,000 tokens at 2 characters per token" in message and "over the 4,096-token limit" in message
+    assert report["limits"]["tokenEstimate"].startswith("characters / 2 ")
+    fine_tuning = check(jsonl([prompt("p" * 5_000, "c" * 2_373)]), model, hyperparameters={"batchSize": "1"})
+    assert list(fine_tuning["training"]["warnings"]) == ["tokens_near_limit"]  # 7,373 characters
+    assert check(jsonl([prompt("p" * 5_000, "c" * 2_372)]), model)["training"]["warnings"] == {}
+    # The other families keep 3 characters per token: Llama 3.1 warns only over 43,200 characters.
+    assert formats.RecordChecker(formats.MODELS[LLAMA_31], 16_000).warn_chars == 43_200
 
 
 def test_titan_token_quota_follows_the_batch_size() -> None:
@@ -576,6 +635,33 @@ def test_llama_needs_100_records_in_total() -> None:
     llama32 = FAMILIES["llama32"]
     rows = check(jsonl(llama32.records(100)), LLAMA_32, validation=jsonl(llama32.records(1_001)))
     assert kinds(rows["validation"]) == {"too_many_records": [1_001]}
+    # Llama 3.2's per-file caps are not on AWS's page: the message names where they come from.
+    message = rows["validation"]["errors"]["too_many_records"]["first"][0]["message"]
+    assert formats.LLAMA_VALIDATOR_LIMITS in message and "does not state" in message
+
+
+@pytest.mark.parametrize("model", [LLAMA_31, "meta.llama3-1-70b-instruct-v1:0:128k"])
+def test_llama_31_records_over_the_adjustable_quota_are_a_warning_naming_it(model: str) -> None:
+    """ "Sum of training and validation records | 100 | 10,000 (adjustable using service quotas)"
+    (model-customization-prepare.html, "Meta Llama 3.1"): over 10,000 is a warning that names the quota to raise,
+    not an error (an account with a raised quota can run it)."""
+    record = line(prompt())
+    over = check(b"".join(stream([record], 10_001)), model)
+    assert over["valid"] is True and over["errorCount"] == 0
+    assert list(over["training"]["warnings"]) == ["over_default_quota"]
+    first = over["training"]["warnings"]["over_default_quota"]["first"][0]
+    name = formats.MODELS[model].name
+    assert first["line"] == 10_001
+    assert (
+        f'"(Model customization) Sum of training and validation records for a {name} Fine-tuning job"'
+        in (first["message"])
+    )
+    assert "Service Quotas" in first["message"] and "10,001" in first["message"]
+    assert over["limits"]["maxTotalRecordsQuota"].endswith(f"{name} Fine-tuning job")
+    together = check(b"".join(stream([record], 9_950)), model, validation=jsonl([prompt()] * 51))
+    assert together["valid"] and kinds(together["validation"]) == {}
+    assert [i["line"] for i in together["validation"]["warnings"]["over_default_quota"]["first"]] == [51]
+    assert check(b"".join(stream([record], 10_000)), model)["warningCount"] == 0
 
 
 def test_an_empty_validation_file_is_an_error() -> None:
@@ -617,7 +703,10 @@ def test_file_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
         (TITAN_EXPRESS, {"learningRate": "1", "learningRateWarmupSteps": "250"}, []),
         (TITAN_EXPRESS, {"learningRateWarmupSteps": "251"}, ["hyperparameter_out_of_range"]),
         (LLAMA_31, {"epochCount": "10", "batchSize": "1", "learningRate": "5e-6"}, []),
+        (LLAMA_31, {"epochCount": "12"}, []),  # over the adjustable default: a warning (below)
+        (LLAMA_31, {"epochCount": "0"}, ["hyperparameter_out_of_range"]),
         (LLAMA_31, {"batchSize": "2"}, ["hyperparameter_out_of_range"]),
+        (LLAMA_32, {"epochCount": "11"}, ["hyperparameter_out_of_range"]),  # 3.2's page marks nothing adjustable
         (LLAMA_32, {"learningRate": "0.2"}, ["hyperparameter_out_of_range"]),
         (LLAMA_32, {"learningRateWarmupSteps": "1"}, ["hyperparameter_unknown"]),
     ],
@@ -632,11 +721,32 @@ def test_hyperparameters(model: str, values: dict[str, Any], expected: list[str]
     assert all(error["name"] in values and error["message"] for error in errors)
 
 
+def test_llama_31_epochs_over_the_adjustable_quota_are_a_warning_naming_it() -> None:
+    """ "The epochCount quota is adjustable" (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama31.html):
+    epochCount over 10 is a warning naming the quota, not hyperparameter_out_of_range; synth's check (errors only)
+    accepts it too."""
+    family = FAMILIES["llama31"]
+    report = check(jsonl(family.records(family.min_records)), LLAMA_31, hyperparameters={"epochCount": "12"})
+    assert report["valid"] is True and report["hyperparameters"]["errors"] == []
+    warning = next(w for w in report["warnings"] if w["kind"] == "over_default_quota")
+    assert warning["name"] == "epochCount"
+    assert "epochCount = 12" in warning["message"] and "Service Quotas" in warning["message"]
+    assert formats.DOC_LLAMA_31_HP in warning["message"]
+    spec = formats.MODELS[LLAMA_31]
+    assert formats.check_hyperparameters({"epochCount": "12"}, spec)[0] == []
+    assert (
+        check(jsonl(family.records(family.min_records)), LLAMA_31, hyperparameters={"epochCount": "10"})["warnings"]
+        == []
+    )
+
+
 # --- properties ---------------------------------------------------------------------------------------------
 
 
 def _mutations(family: Family) -> list[str]:
-    names = ["drop_key", "add_key", "break_json"]
+    names = ["drop_key", "break_json"]
+    if formats.resolve_model(family.model_id).family not in formats.LENIENT_PROMPT_COMPLETION:
+        names.append("add_key")  # Llama 3.1 warns about another key (test_llama_31_warns_where_titan_refuses)
     if family.shape != formats.PROMPT_COMPLETION:
         names.append("swap_roles")
     if family.name == "nova":

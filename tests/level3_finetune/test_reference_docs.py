@@ -81,6 +81,8 @@ def test_the_token_rule_on_the_page_matches_the_validator() -> None:
     _, hand_written = _generated_and_hand_written()
     prose = " ".join(hand_written.split()).replace("*", "")
     assert f"conservative: {formats.CONSERVATIVE_CHARS_PER_TOKEN} characters per token" in prose
+    assert f"({formats.TITAN_CHARS_PER_TOKEN} for Titan Text:" in prose
+    assert "https://github.com/aws-samples/amazon-bedrock-workshop/issues/224" in prose
     assert f"within {round((1 - formats.TOKEN_WARNING_MARGIN) * 100)}% of the model's token quota" in prose
     assert f"over the quota even at {formats.PLANNING_CHARS_PER_TOKEN} characters per token" in prose
 
@@ -109,3 +111,28 @@ def test_a_row_says_where_it_goes_beyond_aws_pages() -> None:
             assert f"[on-demand deployment]({formats.DOC_ON_DEMAND})" in rows[spec.base_model_id]
         if spec.lifecycle.note:
             assert spec.lifecycle.note.rstrip(".") in rows[spec.base_model_id], spec.base_model_id
+
+
+def _row(generated: str, name: str, after: str = "") -> str:
+    rest = generated.split(after, 1)[1] if after else generated
+    return next(row for row in rest.splitlines() if row.startswith(f"| {name} | ["))
+
+
+def test_the_reference_says_which_limits_are_adjustable_warnings_and_where_caps_come_from() -> None:
+    """Llama 3.1's record total and epochCount are default quotas AWS marks adjustable (warned about); Llama 3.2's
+    per-file caps come from AWS's sample validator, not the prepare page; Titan warns from 2 characters per token
+    (4,096 x 0.9 x 2 = 7,372 characters)."""
+    generated, hand_written = _generated_and_hand_written()
+    llama31 = _row(generated, "Meta Llama 3.1 8B Instruct")
+    assert "training + validation 100 to 10,000 (a default quota, adjustable in Service Quotas" in llama31
+    assert "another key or an empty prompt or completion is a warning" in llama31
+    assert (
+        "| `epochCount` | an integer from 1, at most 10 by default (a quota adjustable in Service Quotas" in generated
+    )
+    llama32 = _row(generated, "Meta Llama 3.2 1B Instruct")
+    assert f"validation ≤ 1,000 ([AWS's sample validator]({formats.LLAMA_VALIDATOR_LIMITS}), not the page)" in llama32
+    assert "4,096 at batch size 1-2 (warning over 7,372 characters, error over 24,576)" in _row(
+        generated, "Amazon Titan Text G1 - Lite", "(`CONTINUED_PRE_TRAINING`)"
+    )
+    prose = " ".join(hand_written.split())
+    assert "(`over_default_quota`) that names the quota to raise, not an error" in prose

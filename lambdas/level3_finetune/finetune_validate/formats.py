@@ -39,11 +39,13 @@ datasets" tables (https://docs.aws.amazon.com/bedrock/latest/userguide/model-cus
     size 1-2, 2,048 at 3-6. Both: training file at most 1 GB, validation file at most 100 MB. The record-count
     quotas ("Sum of training and validation records", Service Quotas) have no default in these pages, so
     none is enforced for Titan.
-  - Meta Llama 3.1: input + output at most 16,000 tokens; training + validation records 100 to 10,000
-    (adjustable in Service Quotas).
+  - Meta Llama 3.1: input + output at most 16,000 tokens, input and output each at least 0; training +
+    validation records 100 to 10,000 ("10,000 (adjustable using service quotas)"): over 10,000 is a warning
+    naming the quota (OVER_DEFAULT_QUOTA), not an error.
   - Meta Llama 3.2: at most 16,000 tokens (10,000 for 90B); training + validation records 100 to 10,000
-    (adjustable); images (11B and 90B Vision) gif/jpeg/png/webp from S3. The kit's field notes add at most
-    10,000 training and 1,000 validation rows.
+    (adjustable); images (11B and 90B Vision) gif/jpeg/png/webp from S3. The page states no per-file cap: the
+    10,000 training and 1,000 validation records the kit enforces come from AWS's sample Llama validator
+    (LLAMA_VALIDATOR_LIMITS, MAX_TRAIN_RECORDS and MAX_VALIDATION_RECORDS).
   - Anthropic Claude 3 Haiku: at least 32 records, at most 10,000 training, 1,000 validation and 10,000 in
     total (adjustable); at most 32,000 tokens per record; training file at most 10 GB, validation 1 GB. The
     system field is optional, at least two messages, user first, assistant last, alternating, no extraneous
@@ -64,11 +66,14 @@ Hyperparameters are strings in CreateModelCustomizationJob (hyperParameters: map
   - Titan Text Lite and Express (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-titan-text.html):
     epochCount 1-10, batchSize 1-64, learningRate 0-1, learningRateWarmupSteps 0-250.
   - Llama 3.1 and 3.2 (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama31.html,
-    .../cm-hp-meta-llama32.html): epochCount 1-10, batchSize 1 (only), learningRate 5e-6 to 0.1.
+    .../cm-hp-meta-llama32.html): epochCount 1-10, batchSize 1 (only), learningRate 5e-6 to 0.1. "The epochCount
+    quota is adjustable" (3.1's page only): over 10 is a warning for Llama 3.1, an error for 3.2.
 
 Where the kit is stricter than the documents (all cheap to fix, all of them would otherwise risk a job that
 fails hours in): prompt/completion records may hold no other key; role names are exact lowercase; a content
-block holds exactly one of text/image/video; empty or whitespace-only text is an error.
+block holds exactly one of text/image/video; empty or whitespace-only text is an error. Except for Llama 3.1
+prompt/completion records (LENIENT_PROMPT_COMPLETION): there another key and an empty prompt or completion are
+warnings, since AWS's table and AWS's own Llama validator accept them.
 """
 
 from __future__ import annotations
@@ -111,8 +116,15 @@ INVALID_S3_URI = "invalid_s3_uri"
 # Warnings: reported, never make a dataset invalid.
 TOKENS_NEAR_LIMIT = "tokens_near_limit"
 MODEL_LEGACY = "model_legacy"
+# Over a default quota AWS marks adjustable in Service Quotas (a record count, a hyperparameter's maximum): Bedrock
+# refuses the job if the account's value is lower; the message names the quota to raise.
+OVER_DEFAULT_QUOTA = "over_default_quota"
+# Llama 3.1 prompt/completion records only (LENIENT_PROMPT_COMPLETION): what other formats refuse as
+# unexpected_key and empty_text.
+EXTRA_KEY = "extra_key"
+EMPTY_PROMPT_OR_COMPLETION = "empty_prompt_or_completion"
 
-WARNING_KINDS = frozenset({TOKENS_NEAR_LIMIT, MODEL_LEGACY})
+WARNING_KINDS = frozenset({TOKENS_NEAR_LIMIT, MODEL_LEGACY, OVER_DEFAULT_QUOTA, EXTRA_KEY, EMPTY_PROMPT_OR_COMPLETION})
 
 # --- families and shapes ------------------------------------------------------------------------------------
 
@@ -138,13 +150,30 @@ CONVERSATION_SCHEMA = "bedrock-conversation-2024"
 # of 4096", aws-samples/amazon-bedrock-workshop issue 224): English runs about 4 characters per token, JSON,
 # code, digits and non-Latin scripts fewer. No family's tokenizer ships offline with this package (the Nova,
 # Titan and Claude tokenizers are not public; Llama's needs a gated download), so tokens are estimated:
-#   - conservative estimate = characters / 3 (rounded up), about what JSON- and code-heavy text costs; a
-#     record whose estimate is within TOKEN_WARNING_MARGIN of the quota gets a warning naming the estimate;
+#   - conservative estimate = characters / 3 (rounded up), about what JSON- and code-heavy text costs
+#     (Titan Text: / 2, TITAN_CHARS_PER_TOKEN); a record whose estimate is within TOKEN_WARNING_MARGIN of the
+#     quota gets a warning naming the estimate;
 #   - a record is an error only when it is over the quota even at the documents' 6 characters per token,
 #     i.e. certainly too long.
 PLANNING_CHARS_PER_TOKEN = 6
 CONSERVATIVE_CHARS_PER_TOKEN = 3
+# Titan Text (fine-tuning and continued pre-training): records of 10,000 characters still failed a continued
+# pre-training job over its 4,096 tokens ("I tried to reduce the chunksize to 10000 even though getting the same
+# error after training about 2 hours", https://github.com/aws-samples/amazon-bedrock-workshop/issues/224), so
+# Titan's tokenizer has spent more than 4,096 tokens on at most 10,000 characters: under 2.5 characters per token,
+# well under the 3 above. Titan's warning band is derived from 2 characters per token (4,096 tokens: a warning
+# over 7,372 characters). The other families keep 3: no job of theirs is reported failing below it, and 2 would
+# warn about every Llama 3.1 record over 28,800 characters, about 7,200 tokens of English prose against its 16,000.
+# A warning only: the error stays at 6 characters per token.
+TITAN_CHARS_PER_TOKEN = 2
 TOKEN_WARNING_MARGIN = 0.9
+
+
+def estimate_chars_per_token(family: str) -> int:
+    """Characters per token of a family's conservative estimate, the one its warning band is derived from."""
+    return TITAN_CHARS_PER_TOKEN if family == TITAN_TEXT else CONSERVATIVE_CHARS_PER_TOKEN
+
+
 NO_LIMIT_BATCH = 1 << 30
 GB = 1000**3
 MB = 1000**2
@@ -237,6 +266,9 @@ class HyperparameterSpec:
     maximum: float
     default: str | None = None  # the service's default where the documents give one
     choices: tuple[str, ...] = ()  # an enumerated value (minimum/maximum unused)
+    # The maximum is a default quota AWS marks adjustable in Service Quotas: a value over it is a warning
+    # (OVER_DEFAULT_QUOTA, quota_warnings), not an error.
+    adjustable: bool = False
 
     def describe(self) -> str:
         if self.choices:
@@ -244,6 +276,11 @@ class HyperparameterSpec:
         kind = "an integer" if self.integer else "a number"
         if self.maximum == math.inf:
             return f"{kind} of at least {_number(self.minimum)}"
+        if self.adjustable:
+            return (
+                f"{kind} from {_number(self.minimum)}, at most {_number(self.maximum)} by default "
+                "(a quota adjustable in Service Quotas: over it is a warning)"
+            )
         return f"{kind} from {_number(self.minimum)} to {_number(self.maximum)}"
 
 
@@ -258,6 +295,11 @@ class Limits:
     max_total_records: int | None = None
     max_training_bytes: int | None = None
     max_validation_bytes: int | None = None
+    # max_total_records is a default quota AWS marks adjustable ("Sum of training and validation records" in Service
+    # Quotas): over it is a warning naming the quota (OVER_DEFAULT_QUOTA), not an error.
+    max_total_adjustable: bool = False
+    # Where max_training_records and max_validation_records come from when the type's own page does not state them.
+    record_caps_source: str = ""
 
     def to_dict(self) -> dict[str, int]:
         names = {
@@ -382,11 +424,18 @@ _TITAN_HP = (
     _hp("learningRate", False, 0, 1, "0.00001"),
     _hp("learningRateWarmupSteps", True, 0, 250, "5"),
 )
-# https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama31.html and .../cm-hp-meta-llama32.html
+# https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama32.html (Llama 3.2)
 _LLAMA_HP = (
     _hp("epochCount", True, 1, 10, "5"),
     _hp("batchSize", True, 1, 1, "1"),
     _hp("learningRate", False, 5e-6, 0.1, "0.0001"),
+)
+# Llama 3.1 takes the same, but "The epochCount quota is adjustable" (DOC_LLAMA_31_HP, a note the 3.2 page lacks):
+# over 10 epochs is a warning naming the quota, not an error.
+DOC_LLAMA_31_HP = "https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-meta-llama31.html"
+_LLAMA_31_HP = (
+    HyperparameterSpec("epochCount", True, 1, 10, "5", adjustable=True),
+    *_LLAMA_HP[1:],
 )
 # Reinforcement fine-tuning: rftConfig.hyperParameters, typed in the API (integers, a float, an enum); the kit
 # takes them as strings like every other type and the pipeline converts them. Ranges from the API reference
@@ -417,9 +466,21 @@ _CLAUDE_LIMITS = Limits(
     max_training_bytes=10 * GB,
     max_validation_bytes=1 * GB,
 )
-_LLAMA_31_LIMITS = Limits(min_total_records=100, max_total_records=10_000)
+# Llama 3.1 (DOC_PREPARE, "Meta Llama 3.1"): "Sum of training and validation records | 100 | 10,000 (adjustable
+# using service quotas)": the 10,000 is a warning naming the quota, the 100 an error.
+_LLAMA_31_LIMITS = Limits(min_total_records=100, max_total_records=10_000, max_total_adjustable=True)
+# Llama 3.2: DOC_PREPARE states only the 100 to 10,000 total; the per-file caps of 10,000 training and 1,000
+# validation records are AWS's sample Llama validator's (MAX_TRAIN_RECORDS, MAX_VALIDATION_RECORDS).
+LLAMA_VALIDATOR_LIMITS = (
+    "https://github.com/aws-samples/amazon-bedrock-workshop/blob/25f2be71ffbbb604b5dd1359780ddadef8d956ba/"
+    "03_Model_customization/bedrock-fine-tuning/meta-llama/dataset_validation/utils/constants.py"
+)
 _LLAMA_32_LIMITS = Limits(
-    max_training_records=10_000, max_validation_records=1_000, min_total_records=100, max_total_records=10_000
+    max_training_records=10_000,
+    max_validation_records=1_000,
+    min_total_records=100,
+    max_total_records=10_000,
+    record_caps_source=LLAMA_VALIDATOR_LIMITS,
 )
 _TITAN_LIMITS = Limits(max_training_bytes=1 * GB, max_validation_bytes=100 * MB)
 # Tokens per record by batch size, the same for fine-tuning and continued pre-training (the requirements page
@@ -541,6 +602,7 @@ def _prompt_completion(
     regions: tuple[str, ...] = ("us-west-2",),
     lifecycle: Lifecycle = Lifecycle(),
     other_types: tuple[tuple[str, TypeSpec], ...] = (),
+    hyperparameter_doc: str = "",
 ) -> ModelSpec:
     return ModelSpec(
         base_model_id=model_id,
@@ -554,6 +616,7 @@ def _prompt_completion(
         name=name,
         lifecycle=lifecycle,
         other_types=other_types,
+        hyperparameter_doc=hyperparameter_doc,
     )
 
 
@@ -616,16 +679,18 @@ MODELS: dict[str, ModelSpec] = {
             "Meta Llama 3.1 8B Instruct",
             LLAMA_3_1,
             _LLAMA_31_LIMITS,
-            _LLAMA_HP,
+            _LLAMA_31_HP,
             ((NO_LIMIT_BATCH, 16_000),),
+            hyperparameter_doc=DOC_LLAMA_31_HP,
         ),
         _prompt_completion(
             "meta.llama3-1-70b-instruct-v1:0:128k",
             "Meta Llama 3.1 70B Instruct",
             LLAMA_3_1,
             _LLAMA_31_LIMITS,
-            _LLAMA_HP,
+            _LLAMA_31_HP,
             ((NO_LIMIT_BATCH, 16_000),),
+            hyperparameter_doc=DOC_LLAMA_31_HP,
         ),
         _llama32("meta.llama3-2-1b-instruct-v1:0:128k", "Meta Llama 3.2 1B Instruct", vision=False, tokens=16_000),
         _llama32("meta.llama3-2-3b-instruct-v1:0:128k", "Meta Llama 3.2 3B Instruct", vision=False, tokens=16_000),
@@ -833,12 +898,57 @@ def check_hyperparameters(
             errors.append(_hp_error(HYPERPARAMETER_INVALID, name, message))
             continue
         value = float(raw)
-        if not hp.minimum <= value <= hp.maximum:
+        if value < hp.minimum or (value > hp.maximum and not hp.adjustable):  # over an adjustable one: quota_warnings
             message = f"{name} = {raw} is out of range: {spec.family} allows {hp.describe()}{where}."
             errors.append(_hp_error(HYPERPARAMETER_OUT_OF_RANGE, name, message))
             continue
         parsed[name] = value
     return errors, parsed
+
+
+def quota_warnings(
+    parsed: Mapping[str, float], spec: ModelSpec, customization_type: str = FINE_TUNING
+) -> list[dict[str, str]]:
+    """OVER_DEFAULT_QUOTA warnings for accepted hyperparameters (check_hyperparameters' parsed values) over a maximum
+    AWS marks adjustable, each naming the quota to raise."""
+    kind = spec.for_type(customization_type) if customization_type in spec.customization_types else spec.for_type()
+    warnings: list[dict[str, str]] = []
+    for hp in kind.hyperparameters:
+        value = parsed.get(hp.name)
+        if not hp.adjustable or value is None or value <= hp.maximum:
+            continue
+        where = f" ({kind.hyperparameter_doc})" if kind.hyperparameter_doc else ""
+        message = (
+            f"{hp.name} = {_number(value)} is over {spec.name or spec.base_model_id}'s default quota of "
+            f"{_number(hp.maximum)}, which AWS marks adjustable{where}. Bedrock refuses the job unless the "
+            f"account's value of that {hp.name} quota for {spec.name} "
+            f"{_type_words(customization_type)} is at least {_number(value)}: raise it in Service Quotas "
+            "(Amazon Bedrock) first."
+        )
+        warnings.append(_hp_error(OVER_DEFAULT_QUOTA, hp.name, message))
+    return warnings
+
+
+def record_quota_name(spec: ModelSpec, customization_type: str = FINE_TUNING) -> str:
+    """The Service Quotas quota (Amazon Bedrock) that raises a model's adjustable training + validation record
+    count, as the quotas are named (e.g. "(Model customization) Sum of training and validation records for a Titan
+    Text G1 - Lite v1 Fine-tuning job", L-3B82104D); the model's words in it may differ slightly from the kit's."""
+    return (
+        f"(Model customization) Sum of training and validation records for a {spec.name or spec.base_model_id} "
+        f"{_type_words(customization_type).capitalize()} job"
+    )
+
+
+_TYPE_WORDS = {
+    FINE_TUNING: "fine-tuning",
+    CONTINUED_PRE_TRAINING: "continued pre-training",
+    DISTILLATION: "distillation",
+    REINFORCEMENT_FINE_TUNING: "reinforcement fine-tuning",
+}
+
+
+def _type_words(customization_type: str) -> str:
+    return _TYPE_WORDS.get(customization_type, customization_type)
 
 
 def rft_hyperparameters(values: Mapping[str, str]) -> dict[str, int | float | str]:
@@ -868,6 +978,20 @@ _CONVERSE_KEYS = frozenset({"schemaVersion", "system", "messages"})
 _CLAUDE_KEYS = frozenset({"system", "messages"})
 _MESSAGE_KEYS = frozenset({"role", "content"})
 _PROMPT_KEYS = frozenset({"prompt", "completion"})
+# Llama 3.1 prompt/completion records: DOC_PREPARE's "Meta Llama 3.1" table gives input and output tokens a minimum
+# of 0, and AWS's own Llama dataset validator (aws-samples/amazon-bedrock-workshop, 03_Model_customization/
+# bedrock-fine-tuning/meta-llama/dataset_validation/utils/schema.py, PROMPT_COMPLETION) requires the two string keys
+# with no minLength and "additionalProperties": True. So another key (EXTRA_KEY) and an empty or blank prompt or
+# completion (EMPTY_PROMPT_OR_COMPLETION) are warnings there; Titan keeps them errors (the kit's strictness, above).
+LENIENT_PROMPT_COMPLETION = frozenset({LLAMA_3_1})
+LENIENT_EXTRA_NOTE = (
+    "A warning, not an error, for Llama 3.1: AWS's own Llama dataset validator accepts other keys, but the documents "
+    "name only prompt and completion, so text under any other key may not be trained on."
+)
+LENIENT_EMPTY_NOTE = (
+    f"A warning, not an error, for Llama 3.1: its documented minimum is 0 tokens ({DOC_PREPARE}); check that the "
+    "record is what you meant to train on."
+)
 _BLOCK_KEYS = ("text", "image", "video")
 _REASONING_KEY = "reasoningContent"
 # Converse content blocks no customization format here takes (Nova 2: "Adding tool sections might cause your
@@ -947,11 +1071,14 @@ class RecordChecker:
         self.kind = spec.for_type(customization_type)
         self.max_record_tokens = max_record_tokens
         # Text characters over which a record is certainly too long (the documents' 6 characters per token),
-        # and over which its conservative estimate (3 per token) comes within the warning margin.
+        # and over which its conservative estimate (3 per token, Titan's 2) comes within the warning margin.
+        self.chars_per_token = estimate_chars_per_token(spec.family)
         self.error_chars = max_record_tokens * PLANNING_CHARS_PER_TOKEN if max_record_tokens else None
         self.warn_chars = (
-            int(max_record_tokens * TOKEN_WARNING_MARGIN * CONSERVATIVE_CHARS_PER_TOKEN) if max_record_tokens else None
+            int(max_record_tokens * TOKEN_WARNING_MARGIN * self.chars_per_token) if max_record_tokens else None
         )
+        # Llama 3.1 prompt/completion: other keys and an empty side are warnings (LENIENT_PROMPT_COMPLETION).
+        self._lenient_prompts = spec.family in LENIENT_PROMPT_COMPLETION and self.kind.shape == PROMPT_COMPLETION
         self.max_record_chars = self.error_chars
         self._max_chars = self.warn_chars if self.warn_chars is not None else 1 << 62
         self._find_reserved = _reserved_finder(self.kind.reserved)
@@ -1054,7 +1181,10 @@ class RecordChecker:
         problems: list[Problem] = []
         if record.keys() != _PROMPT_KEYS:
             if not record.keys() <= _PROMPT_KEYS:
-                problems.append(_unexpected(record.keys() - _PROMPT_KEYS, "a record", _PROMPT_KEYS))
+                extra = _unexpected(record.keys() - _PROMPT_KEYS, "a record", _PROMPT_KEYS)
+                if self._lenient_prompts:
+                    extra = (EXTRA_KEY, f"{extra[1]} {LENIENT_EXTRA_NOTE}")
+                problems.append(extra)
             for name in sorted(_PROMPT_KEYS - record.keys()):
                 problems.append((MISSING_KEY, f"The record has no '{name}' key."))
         chars = 0
@@ -1063,7 +1193,10 @@ class RecordChecker:
             if type(value) is str:
                 chars += len(value)
                 if not value or value.isspace():
-                    problems.append((EMPTY_TEXT, f"{name} is empty."))
+                    if self._lenient_prompts:
+                        problems.append((EMPTY_PROMPT_OR_COMPLETION, f"{name} is empty. {LENIENT_EMPTY_NOTE}"))
+                    else:
+                        problems.append((EMPTY_TEXT, f"{name} is empty."))
             elif value is not _MISSING:
                 problems.append((WRONG_TYPE, f"{name} must be a string, got {json_type(value)}."))
         if chars > self._max_chars or problems:
@@ -1445,24 +1578,25 @@ class RecordChecker:
     def _finish(self, chars: int, problems: list[Problem]) -> None:
         tokens = self.max_record_tokens
         if tokens is not None and self.error_chars is not None and self.warn_chars is not None:
-            estimate = -(-chars // CONSERVATIVE_CHARS_PER_TOKEN)
+            rate = self.chars_per_token
+            estimate = -(-chars // rate)
             if chars > self.error_chars:
                 problems.append(
                     (
                         RECORD_TOO_LONG,
                         f"The record holds {chars:,} characters of text: over {tokens:,} tokens even at the "
                         f"documents' {PLANNING_CHARS_PER_TOKEN} characters per token (about {estimate:,} tokens at "
-                        f"{CONSERVATIVE_CHARS_PER_TOKEN}); {self.spec.base_model_id} allows {tokens:,} tokens per "
+                        f"{rate}); {self.spec.base_model_id} allows {tokens:,} tokens per "
                         f"record at this batch size ({DOC_PREPARE}). Shorten or split it.",
                     )
                 )
             elif chars > self.warn_chars:
+                near = "over" if estimate > tokens else f"within {round((1 - TOKEN_WARNING_MARGIN) * 100)}% of"
                 problems.append(
                     (
                         TOKENS_NEAR_LIMIT,
                         f"The record holds {chars:,} characters of text, an estimated {estimate:,} tokens at "
-                        f"{CONSERVATIVE_CHARS_PER_TOKEN} characters per token (no tokenizer offline): within "
-                        f"{round((1 - TOKEN_WARNING_MARGIN) * 100)}% of the {tokens:,}-token limit "
+                        f"{rate} characters per token (no tokenizer offline): {near} the {tokens:,}-token limit "
                         f"({DOC_PREPARE}). The documents' 6 characters per token is for planning, and records cut "
                         "at that rate have failed jobs; keep a margin.",
                     )

@@ -31,6 +31,7 @@ from finetune_validate.formats import (
     INVALID_JSON,
     INVALID_UTF8,
     LINE_TOO_LONG,
+    OVER_DEFAULT_QUOTA,
     TOO_FEW_RECORDS,
     TOO_MANY_RECORDS,
     UTF8_BOM,
@@ -187,7 +188,9 @@ class Section:
         self.invalid_records = 0
         self.bytes = 0
         self.errors = ErrorLog(keep, doc)
-        self.warnings = ErrorLog(keep, doc)  # reported, never make the file invalid (token estimates near a limit)
+        # Reported, never make the file invalid (formats.WARNING_KINDS: token estimates near a limit, record counts
+        # over an adjustable default quota, Llama 3.1's extra keys and empty sides).
+        self.warnings = ErrorLog(keep, doc)
         self.own_limit_line: int | None = None  # the line of the first record over this file's own maximum
         self.total_limit_line: int | None = None  # the line where training + validation went over the total
 
@@ -255,6 +258,8 @@ class DatasetValidator:
         self.hyperparameter_errors, parsed = formats.check_hyperparameters(
             hyperparameters or {}, self.spec, customization_type
         )
+        # A value over a maximum AWS marks adjustable (Llama 3.1's epochCount): a warning naming the quota.
+        self.warnings.extend(formats.quota_warnings(parsed, self.spec, customization_type))
         self.batch_size = int(parsed.get("batchSize", 1))
         self.max_record_tokens = self.kind.max_record_tokens(self.batch_size)
         self._checker = RecordChecker(self.spec, self.max_record_tokens, customization_type, media_prefix)
@@ -418,6 +423,19 @@ class DatasetValidator:
             where = training if training.total_limit_line is not None else last
             if where.total_limit_line is not None and where.total_limit_line == where.own_limit_line:
                 return  # that file's own maximum was crossed on the same line: one error says it
+            if limits.max_total_adjustable:  # a default quota AWS marks adjustable: a warning naming it
+                where.warnings.add(
+                    OVER_DEFAULT_QUOTA,
+                    where.total_limit_line,
+                    f"{together} {total:,} records, over the default quota of {limits.max_total_records:,} in total "
+                    f"for {self.spec.name or self.spec.base_model_id}, which AWS marks adjustable ({self.kind.doc}). "
+                    "Bedrock refuses the job unless the account's value of "
+                    f'the Amazon Bedrock quota "{formats.record_quota_name(self.spec, self.customization_type)}" '
+                    f"(Service Quotas; its model name may be worded slightly differently there) is at least {total:,}: "
+                    "raise it first, or drop records (this line holds the "
+                    "first record over the default).",
+                )
+                return
             where.errors.add(
                 TOO_MANY_RECORDS,
                 where.total_limit_line,
@@ -428,11 +446,13 @@ class DatasetValidator:
     def _check_own_limits(self, section: Section, max_records: int | None, max_bytes: int | None) -> None:
         family = self.spec.family
         if max_records is not None and section.records > max_records:
+            source = self.kind.limits.record_caps_source
+            cited = f", a cap from {source} that AWS's page does not state" if source else ""
             section.errors.add(
                 TOO_MANY_RECORDS,
                 section.own_limit_line,
                 f"The {section.name} file holds {section.records:,} records; {family} allows at most "
-                f"{max_records:,} (this line holds the first record over the limit).",
+                f"{max_records:,}{cited} (this line holds the first record over the limit).",
             )
         if max_bytes is not None and section.bytes > max_bytes:
             section.errors.add(
@@ -446,10 +466,12 @@ class DatasetValidator:
         self._finish()
         assert self.training is not None
         limits: dict[str, Any] = dict(self.kind.limits.to_dict())
+        if self.kind.limits.max_total_adjustable:
+            limits["maxTotalRecordsQuota"] = formats.record_quota_name(self.spec, self.customization_type)
         if self.max_record_tokens is not None:
             limits["maxRecordTokens"] = self.max_record_tokens
             limits["tokenEstimate"] = (
-                f"characters / {formats.CONSERVATIVE_CHARS_PER_TOKEN} (no tokenizer offline); a warning within "
+                f"characters / {self._checker.chars_per_token} (no tokenizer offline); a warning within "
                 f"{round((1 - formats.TOKEN_WARNING_MARGIN) * 100)}% of the limit, an error only over "
                 f"{formats.PLANNING_CHARS_PER_TOKEN} characters per token"
             )
