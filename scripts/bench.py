@@ -81,9 +81,14 @@ LAMBDA_ENV = {
 
 
 def _wall(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Seconds ``cmd`` takes; a failing command stops the bench with the end of what it printed."""
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env or _ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - start
+    run = subprocess.run(cmd, cwd=cwd, env=env or _ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode != 0:
+        tail = "\n".join(run.stdout.splitlines()[-40:])
+        raise RuntimeError(f"{shlex.join(cmd)} exited {run.returncode}; the end of its output:\n{tail}")
+    return seconds
 
 
 def bench_synth() -> tuple[float, float]:

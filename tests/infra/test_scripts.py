@@ -501,3 +501,11 @@ def test_bench_records_the_first_call_and_fails_on_a_slow_one(
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| 310 ms vs 200 ms | 1.55x | <= 1.5x |" in text and "**A target was missed.**" in text
     assert "A TARGET WAS MISSED" in capsys.readouterr().err
+
+
+def test_bench_stops_on_a_failing_command_with_the_end_of_its_output(tmp_path: Path) -> None:
+    """Before: a failing suite run raised CalledProcessError with its output discarded (nothing said which test)."""
+    assert bench._wall([sys.executable, "-c", "pass"], tmp_path) >= 0
+    with pytest.raises(RuntimeError) as failed:
+        bench._wall([sys.executable, "-c", "print('FAILED tests/x.py::test_y'); raise SystemExit(3)"], tmp_path)
+    assert "exited 3" in str(failed.value) and "FAILED tests/x.py::test_y" in str(failed.value)
