@@ -177,6 +177,19 @@ def _cached_client(
     return _clients[key]
 
 
+def client_profile(made: Any) -> str | None:
+    """The profile a client from :func:`client` or :func:`model_client` was made with (None: the default profile,
+    or a client made elsewhere)."""
+    return next((key[2] for key, cached in _clients.items() if cached is made), None)
+
+
+def profile_option(profile: str | None) -> str:
+    """`` --profile <profile>`` for an AWS CLI command the kit prints, when the command was given one ('' when not):
+    without it the CLI signs with its default profile, another account's credentials or SSO session
+    (https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-files.html#cli-configure-files-using-profiles)."""
+    return f" --profile {shlex.quote(profile)}" if profile else ""
+
+
 def default_region(profile: str | None = None) -> str | None:
     """The region the profile or environment would use on its own: botocore reads AWS_DEFAULT_REGION, then the
     profile's ``region`` (not AWS_REGION: botocore/configprovider.py). The kit and the deploy do not use it."""
@@ -186,7 +199,7 @@ def default_region(profile: str | None = None) -> str | None:
 
 def credentials(region: str | None, profile: str | None = None) -> Any:
     """The caller's credentials (for SigV4), or KitError when there are none."""
-    with aws_errors("reading AWS credentials", region):
+    with aws_errors("reading AWS credentials", region, profile):
         found = session(region, profile).get_credentials()
     if found is None:
         raise KitError(NO_CREDENTIALS)
@@ -213,17 +226,19 @@ def is_access_denied(exc: BaseException) -> bool:
     return error_code(exc) in ACCESS_DENIED_CODES or "not authorized" in error_message(exc).lower()
 
 
-def explain(exc: BaseException, action: str, region: str | None = None) -> str | None:
-    """One line saying what went wrong and what to do, for the AWS errors every command can meet."""
+def explain(exc: BaseException, action: str, region: str | None = None, profile: str | None = None) -> str | None:
+    """One line saying what went wrong and what to do, for the AWS errors every command can meet; ``profile``, the
+    one the command was given, is named in the SSO sign-in command, which otherwise signs in the default profile's
+    session (https://docs.aws.amazon.com/cli/latest/reference/sso/login.html)."""
     from botocore import exceptions as bex
 
     where = f" in {region}" if region else ""
     if isinstance(exc, (bex.NoCredentialsError, bex.PartialCredentialsError)):
         return NO_CREDENTIALS
     if isinstance(exc, (bex.TokenRetrievalError, bex.SSOTokenLoadError, bex.UnauthorizedSSOTokenError)):
-        return "the AWS SSO session has expired or is missing: run aws sso login"
+        return f"the AWS SSO session has expired or is missing: run aws sso login{profile_option(profile)}"
     if isinstance(exc, bex.ProfileNotFound):
-        return profile_not_found(exc)
+        return profile_not_found(exc, profile)
     if isinstance(exc, bex.EndpointConnectionError):
         return f"cannot reach {exc.kwargs.get('endpoint_url', 'AWS')}: check --region and your network"
     if isinstance(exc, bex.NoRegionError):
@@ -232,7 +247,7 @@ def explain(exc: BaseException, action: str, region: str | None = None) -> str |
         return None
     code = error_code(exc)
     if code in _EXPIRED_CODES:
-        return "the AWS credentials have expired: refresh them (aws sso login, or new keys)"
+        return f"the AWS credentials have expired: refresh them (aws sso login{profile_option(profile)}, or new keys)"
     if code in _REJECTED_CODES:
         return f"the AWS credentials were rejected{where}: check them, and that the region is enabled for the account"
     if is_access_denied(exc):
@@ -241,14 +256,14 @@ def explain(exc: BaseException, action: str, region: str | None = None) -> str |
 
 
 @contextlib.contextmanager
-def aws_errors(action: str, region: str | None = None) -> Iterator[None]:
+def aws_errors(action: str, region: str | None = None, profile: str | None = None) -> Iterator[None]:
     """Turn AWS errors raised inside the block into one-line KitErrors (``action`` says what was tried)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
     except (BotoCoreError, ClientError) as exc:
-        message = explain(exc, action, region)
+        message = explain(exc, action, region, profile)
         raise KitError(message or f"{action} failed: {exc}") from None
 
 
@@ -270,7 +285,7 @@ def stack_outputs(stack_name: str, region: str | None = None, profile: str | Non
 
     cloudformation = client("cloudformation", region, profile)
     shown_region = region or cloudformation.meta.region_name
-    with aws_errors(f"reading stack {stack_name}", shown_region):
+    with aws_errors(f"reading stack {stack_name}", shown_region, profile):
         try:
             stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
         except ClientError as exc:
@@ -374,7 +389,7 @@ class Target:
     def cli_options(self) -> str:
         """``--region`` (and ``--profile``) for an AWS CLI command the kit prints: the CLI otherwise uses its own
         default region and profile, which need not be the ones this command used."""
-        return f"--region {self.region}" + (f" --profile {self.profile}" if self.profile else "")
+        return f"--region {self.region}{profile_option(self.profile)}"
 
     def client(self, name: str) -> Any:
         return client(name, self.region, self.profile)

@@ -102,18 +102,18 @@ class Check:
     detail: str
 
 
-def _fix_from(exc: BaseException, name: str, action: str, region: str) -> Check:
-    return Check(name, FIX, aws.explain(exc, action, region) or f"{action} failed: {exc}")
+def _fix_from(exc: BaseException, name: str, action: str, target: Target) -> Check:
+    return Check(name, FIX, aws.explain(exc, action, target.region, target.profile) or f"{action} failed: {exc}")
 
 
-def guarded(name: str, action: str, region: str, run: Callable[[], Check]) -> Check:
+def guarded(name: str, action: str, target: Target, run: Callable[[], Check]) -> Check:
     """Run one check; an AWS error it does not handle itself becomes its FIX row."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return run()
     except (BotoCoreError, ClientError) as exc:
-        return _fix_from(exc, name, action, region)
+        return _fix_from(exc, name, action, target)
     except KitError as exc:
         return Check(name, FIX, exc.message)
 
@@ -129,7 +129,7 @@ def check_credentials(target: Target) -> tuple[Check, str | None]:
     try:
         identity = target.client("sts").get_caller_identity()
     except (BotoCoreError, ClientError) as exc:
-        return _fix_from(exc, name, "calling sts:GetCallerIdentity", target.region), None
+        return _fix_from(exc, name, "calling sts:GetCallerIdentity", target), None
     except KitError as exc:
         return Check(name, FIX, exc.message), None
     account = str(identity["Account"])
@@ -330,7 +330,7 @@ def check_bootstrap(target: Target, account: str, needs: DeployNeeds) -> Check:
             found.append(f"version {value} ({parameter}; the templates require {required} or later)")
         return Check(name, OK, f"{region}: " + ", ".join(found))
 
-    return guarded(name, "reading the CDK bootstrap version", region, run)
+    return guarded(name, "reading the CDK bootstrap version", target, run)
 
 
 def has_operation(client: Any, operation: str) -> bool:
@@ -362,7 +362,7 @@ def check_model_access(
     def run() -> Check:
         routes = ""
         if profile_id is not None and has_operation(bedrock, "GetInferenceProfile"):
-            profile = _inference_profile(name, profile_id, key, region, bedrock)
+            profile = _inference_profile(name, profile_id, key, target, bedrock)
             if isinstance(profile, Check):
                 return profile
             routes = profile
@@ -374,7 +374,7 @@ def check_model_access(
                     if aws.is_access_denied(exc):
                         return _availability_unread(name, model_id, exc, "bedrock:GetFoundationModelAvailability")
                     raise
-                check = _availability(name, model_id, region, answer)
+                check = _availability(name, model_id, target, answer)
                 details = _model_details(model_id, bedrock) if check.status == OK else None
             else:  # GetFoundationModel is the access check here: its answer gives the lifecycle too
                 check, details = _listed_and_readable(name, model_id, region, bedrock)
@@ -386,11 +386,11 @@ def check_model_access(
             raise
         if check.status != OK:
             return check
-        if profile_id is None and (served := _not_on_demand(name, model_id, key, region, details, profiles)):
+        if profile_id is None and (served := _not_on_demand(name, model_id, key, target, details, profiles)):
             return served
         return _lifecycle(Check(name, OK, f"{check.detail}; {routes}") if routes else check, model_id, key, details)
 
-    return guarded(name, f"checking access to {model_id}", region, run)
+    return guarded(name, f"checking access to {model_id}", target, run)
 
 
 def check_model_ref_access(target: Target, ref: ModelRef, label: str, key: str) -> Check:
@@ -400,13 +400,14 @@ def check_model_ref_access(target: Target, ref: ModelRef, label: str, key: str) 
     return check_model_access(target, ref.foundation_model_id, label, profile_id=profile, key=key, profiles=True)
 
 
-def _inference_profile(name: str, profile_id: str, key: str, region: str, bedrock: Any) -> Check | str:
-    """A FIX row when the profile cannot serve calls from ``region``, else what the OK row says of it: its
+def _inference_profile(name: str, profile_id: str, key: str, target: Target, bedrock: Any) -> Check | str:
+    """A FIX row when the profile cannot serve calls from the target's region, else what the OK row says of it: its
     destination Regions, from the foundation-model ARNs of its ``models``.
     https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-view.html"""
     from botocore.exceptions import ClientError
 
-    listing = f"aws bedrock list-inference-profiles --type-equals SYSTEM_DEFINED --region {region}"
+    region = target.region
+    listing = f"aws bedrock list-inference-profiles --type-equals SYSTEM_DEFINED {target.cli_options()}"
     try:
         answer = bedrock.get_inference_profile(inferenceProfileIdentifier=profile_id)
     except ClientError as exc:
@@ -474,13 +475,18 @@ def model_provider(model_id: str) -> str:
     return parts[0]
 
 
-def _unsubscribed(name: str, model_id: str, region: str) -> Check:
+def _unsubscribed(name: str, model_id: str, target: Target) -> Check:
     """A third-party model the account has not subscribed to: no kit role may subscribe (the stacks grant no
     aws-marketplace action), so the kit's first call would fail the subscription and, after it, every call
-    (AccessDeniedException): https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html"""
-    where = f"--model-id {model_id} --region {region}"
-    offers = f"aws bedrock list-foundation-model-agreement-offers {where}"
-    agree = f"aws bedrock create-foundation-model-agreement {where} --offer-token <offerToken>"
+    (AccessDeniedException): https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html. The commands
+    name the target's profile too: CreateFoundationModelAgreement takes no account (botocore bedrock 2023-04-20),
+    so the CLI's credentials decide which account subscribes."""
+    region = target.region
+    offers = f"aws bedrock list-foundation-model-agreement-offers --model-id {model_id} {target.cli_options()}"
+    agree = (
+        f"aws bedrock create-foundation-model-agreement --model-id {model_id} {target.cli_options()} "
+        "--offer-token <offerToken>"
+    )
     return Check(
         name,
         FIX,
@@ -494,7 +500,8 @@ def _unsubscribed(name: str, model_id: str, region: str) -> Check:
     )
 
 
-def _availability(name: str, model_id: str, region: str, answer: Mapping[str, Any]) -> Check:
+def _availability(name: str, model_id: str, target: Target, answer: Mapping[str, Any]) -> Check:
+    region = target.region
     if answer.get("regionAvailability") == "NOT_AVAILABLE":
         return Check(name, FIX, f"{model_id} is not offered in {region}: choose a model offered there")
     if answer.get("authorizationStatus") == "NOT_AUTHORIZED":
@@ -510,7 +517,7 @@ def _availability(name: str, model_id: str, region: str, answer: Mapping[str, An
     # NOT_AVAILABLE: no access exists yet (model-access.html, "Manage model access using SDK and CLI", step 4). A model
     # not sold through AWS Marketplace needs no subscription (and whether an Amazon model reports it is unverified).
     if agreement.get("status") == "NOT_AVAILABLE" and model_provider(model_id) not in NOT_SOLD_THROUGH_MARKETPLACE:
-        return _unsubscribed(name, model_id, region)
+        return _unsubscribed(name, model_id, target)
     return Check(name, OK, f"{model_id} is available to this account in {region}")
 
 
@@ -547,9 +554,9 @@ def _model_details(model_id: str, bedrock: Any) -> Mapping[str, Any] | None:
 
 
 def _not_on_demand(
-    name: str, model_id: str, key: str, region: str, details: Mapping[str, Any] | None, profiles: bool
+    name: str, model_id: str, key: str, target: Target, details: Mapping[str, Any] | None, profiles: bool
 ) -> Check | None:
-    """The FIX row when the region serves the plain model id ``model_id`` only through an inference profile or
+    """The FIX row when the target's region serves the plain model id ``model_id`` only through an inference profile or
     Provisioned Throughput (its inferenceTypesSupported given, without ON_DEMAND); None when it is served on demand
     or the details say nothing (absent, or not readable). ``profiles``: ``key`` takes a cross-Region inference
     profile id too, so the row names the ids of the geographies that serve calls from ``region`` (the kit's
@@ -557,6 +564,7 @@ def _not_on_demand(
     types = [str(kind) for kind in (details or {}).get("inferenceTypesSupported") or []]
     if not types or ON_DEMAND in types:
         return None
+    region = target.region
     served = (
         f"{region} serves {model_id} only through an inference profile or Provisioned Throughput, not on demand "
         f"(GetFoundationModel's inferenceTypesSupported: {', '.join(types)}): every call to that model id fails with "
@@ -568,10 +576,10 @@ def _not_on_demand(
             for geography, regions in PROFILE_GEOGRAPHIES.items()
             if region in regions or "*" in regions
         ]
-        listing = f"aws bedrock list-inference-profiles --type-equals SYSTEM_DEFINED --region {region}"
+        listing = f"aws bedrock list-inference-profiles --type-equals SYSTEM_DEFINED {target.cli_options()}"
         what = f"set {key} to the id of an inference profile of it that `{listing}` lists (such as {' or '.join(ids)})"
     else:
-        listing = f"aws bedrock list-foundation-models --by-inference-type {ON_DEMAND} --region {region}"
+        listing = f"aws bedrock list-foundation-models --by-inference-type {ON_DEMAND} {target.cli_options()}"
         what = f"{key} takes a foundation model id only: set it to a model `{listing}` lists"
     return Check(name, FIX, f"{served}; {what}")
 
@@ -676,21 +684,23 @@ class QuotaBook:
         return [merged[key] for key in sorted(merged) if wanted(key)]
 
 
-def quota_unreadable(exc: BaseException, service: str, region: str) -> str:
+def quota_unreadable(exc: BaseException, service: str, target: Target) -> str:
     if aws.is_access_denied(exc):
         return (
             "may not read service quotas (servicequotas:ListServiceQuotas): check them in the console, "
             f"Service Quotas > {SERVICE_LABELS[service]}"
         )
-    return aws.explain(exc, f"listing {SERVICE_LABELS[service]} quotas", region) or str(exc)
+    action = f"listing {SERVICE_LABELS[service]} quotas"
+    return aws.explain(exc, action, target.region, target.profile) or str(exc)
 
 
-def increase(service: str, quota: str, code: str, desired: float, region: str) -> str:
-    """How to ask for more: the console path and the CLI request."""
+def increase(service: str, quota: str, code: str, desired: float, target: Target) -> str:
+    """How to ask for more: the console path and the CLI request, in the target's region and account
+    (RequestServiceQuotaIncrease takes no account: botocore service-quotas 2019-06-24)."""
     return (
         f"request it in Service Quotas > {SERVICE_LABELS[service]} > {quota!r} (aws service-quotas "
         f"request-service-quota-increase --service-code {service} --quota-code {code} --desired-value {desired:g} "
-        f"--region {region})"
+        f"{target.cli_options()})"
     )
 
 
@@ -712,7 +722,7 @@ def quota_rows(
     try:
         book.applied(service)
     except (BotoCoreError, ClientError) as exc:
-        return [Check(f"Quota: {quota}", FIX, quota_unreadable(exc, service, region)) for quota in needs]
+        return [Check(f"Quota: {quota}", FIX, quota_unreadable(exc, service, target)) for quota in needs]
     rows = []
     for quota, needed in needs.items():
         name = f"Quota: {quota}"
@@ -725,7 +735,7 @@ def quota_rows(
         if value >= needed:
             rows.append(Check(name, OK, f"{value:g} (the config needs {needed}; quota code {code})"))
             continue
-        advice = below(quota, value, code, needed) if below else increase(service, quota, code, needed, region)
+        advice = below(quota, value, code, needed) if below else increase(service, quota, code, needed, target)
         detail = f"{value:g}, the config needs {needed}: {advice}"
         rows.append(Check(name, FIX, detail))
     return rows
@@ -785,7 +795,7 @@ def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook
         except (BotoCoreError, ClientError) as exc:
             how = (
                 f"request an increase of Service Quotas > AWS Lambda > {LAMBDA_CONCURRENCY_QUOTA!r} to {wanted} "
-                f"(its quota code could not be read: {quota_unreadable(exc, 'lambda', region)})"
+                f"(its quota code could not be read: {quota_unreadable(exc, 'lambda', target)})"
             )
         else:
             if found is None:
@@ -794,10 +804,10 @@ def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook
                     f"(no quota of that name is listed in {region})"
                 )
             else:
-                how = increase("lambda", found[0], found[2], wanted, region)
+                how = increase("lambda", found[0], found[2], wanted, target)
         return Check(name, FIX, f"{summary}{level}: {problem}; {how}")
 
-    return guarded(name, "reading the Lambda account settings", region, run)
+    return guarded(name, "reading the Lambda account settings", target, run)
 
 
 def lambda_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
@@ -849,7 +859,7 @@ def check_powertools_layer(target: Target) -> Check:
             return Check(name, FIX, f"{arn} is {built}, not {RUNTIME.name} on {ARCHITECTURE.name}: {where}")
         return Check(name, OK, f"{arn} is published in {region}")
 
-    return guarded(name, "reading the Powertools layer", region, run)
+    return guarded(name, "reading the Powertools layer", target, run)
 
 
 STACKS_ROW = "Stacks the region can hold"
@@ -973,9 +983,9 @@ def _read(target: Target, call: Callable[[], T], *, action: str, what: str, gone
             return None
         if aws.is_access_denied(exc):
             raise _Unread(f"may not call {action} (allow it for kit doctor)") from None
-        raise _Unread(aws.explain(exc, what, target.region) or str(exc)) from None
+        raise _Unread(aws.explain(exc, what, target.region, target.profile) or str(exc)) from None
     except BotoCoreError as exc:
-        raise _Unread(aws.explain(exc, what, target.region) or str(exc)) from None
+        raise _Unread(aws.explain(exc, what, target.region, target.profile) or str(exc)) from None
     except KitError as exc:  # the profile cannot be read
         raise _Unread(exc.message) from None
 

@@ -273,7 +273,7 @@ def _pending_changes(target: Target) -> tuple[int, int, int] | PendingUnknown:
             dead_count = int(dead_attrs.get(QUEUE_COUNTS[0], 0))
         return visible + delayed, in_flight, dead_count
     except (BotoCoreError, ClientError) as exc:
-        reason = aws.explain(exc, "reading the ingestion queue", target.region) or str(exc)
+        reason = aws.explain(exc, "reading the ingestion queue", target.region, target.profile) or str(exc)
         return PendingUnknown(reason, lasting=aws.is_access_denied(exc))
     except KitError as exc:  # the session itself (a missing profile)
         return PendingUnknown(exc.message, lasting=True)
@@ -349,7 +349,7 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     agent = target.client("bedrock-agent")
     minutes = target.config.rag.sync_interval_minutes
     out = console()
-    with aws.aws_errors("reading the ingestion jobs", target.region):
+    with aws.aws_errors("reading the ingestion jobs", target.region, target.profile):
         job = _newest_job(agent, kb, ds)
     pending = _pending_changes(target)
     rows: list[tuple[str, Any]] = [
@@ -370,7 +370,7 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
         given = click.get_current_context().get_parameter_source("timeout") != click.core.ParameterSource.DEFAULT
         timeout = sync_wait_timeout(timeout, given, minutes)
         job = _follow_ingestion(out, target, agent, kb, ds, job, timeout=timeout, poll_seconds=poll_seconds)
-    failed = _show_failures(out, job, target.region, kb, ds)
+    failed = _show_failures(out, job, target, kb, ds)
     if wait:
         finish("COMPLETE" if job is None else str(job["status"]))
         if failed:
@@ -381,7 +381,7 @@ def _documents_failed(job: Mapping[str, Any] | None) -> int:
     return int(((job or {}).get("statistics") or {}).get("numberOfDocumentsFailed") or 0)
 
 
-def _show_failures(out: Console, job: Mapping[str, Any] | None, region: str, kb: str, ds: str) -> int:
+def _show_failures(out: Console, job: Mapping[str, Any] | None, target: Target, kb: str, ds: str) -> int:
     """Print the job's failed-document count and its first failure reasons; returns the count."""
     if job is None:
         return 0
@@ -392,7 +392,7 @@ def _show_failures(out: Console, job: Mapping[str, Any] | None, region: str, kb:
     more = len(reasons) - SHOWN_REASONS
     if failed or more > 0:
         read = (
-            f"aws bedrock-agent get-ingestion-job --region {region} --knowledge-base-id {kb} "
+            f"aws bedrock-agent get-ingestion-job {target.cli_options()} --knowledge-base-id {kb} "
             f"--data-source-id {ds} --ingestion-job-id {job['ingestionJobId']}"
         )
         shown = f"{more} more reason(s); " if more > 0 else ""
@@ -432,7 +432,7 @@ def _follow_ingestion(
         first = True
         while True:
             if not first:
-                with aws.aws_errors("reading the ingestion jobs", target.region):
+                with aws.aws_errors("reading the ingestion jobs", target.region, target.profile):
                     job = _newest_job(agent, kb, ds)
             pending = _pending_changes(target)
             first = False
@@ -637,7 +637,7 @@ def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Coll
         )
 
     def lower_or_raise(quota: str, value: float, code: str, needed: int) -> str:
-        request = increase("bedrock", quota, code, needed, target.region)
+        request = increase("bedrock", quota, code, needed, target)
         each = per_request[quota]
         admits = math.floor(value / each)
         why = f"each request needs about {each} (api_throttle_rate {rate:g})"

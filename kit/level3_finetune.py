@@ -315,7 +315,7 @@ def start(
     }
     request.update({key: value for key, value in optional.items() if value is not None})
     sfn = target.client("stepfunctions")
-    with aws.aws_errors("starting the fine-tuning pipeline", target.region):
+    with aws.aws_errors("starting the fine-tuning pipeline", target.region, target.profile):
         arn = str(sfn.start_execution(stateMachineArn=machine, name=run, input=json.dumps(request))["executionArn"])
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
@@ -438,7 +438,7 @@ def check_customization(target: Target) -> Check:
             f"{kind} is (it names {', '.join(supported) or 'no customization'}): check the model and region in {doc}",
         )
 
-    return guarded(name, "listing customizable models", target.region, run)
+    return guarded(name, "listing customizable models", target, run)
 
 
 def bedrock_quota_needs(target: Target) -> dict[str, int]:
@@ -488,7 +488,7 @@ def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
     try:
         quotas = book.matching("bedrock", _jobs_quotas_for(target.config.finetune.customization_type))
     except (BotoCoreError, ClientError) as exc:
-        return Check(name, FIX, quota_unreadable(exc, "bedrock", region))
+        return Check(name, FIX, quota_unreadable(exc, "bedrock", target))
     if not quotas:
         return Check(
             name,
@@ -498,7 +498,7 @@ def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
         )
     return _bedrock_quota_check(
         name,
-        region,
+        target,
         quotas,
         CUSTOMIZATION_JOBS_NEEDED,
         f"the kit runs {CUSTOMIZATION_JOBS_NEEDED} job at a time",
@@ -507,14 +507,14 @@ def check_customization_jobs(target: Target, book: QuotaBook) -> Check:
 
 
 def _bedrock_quota_check(
-    name: str, region: str, quotas: list[tuple[str, float, str]], needed: int, fix_why: str, ok_why: str
+    name: str, target: Target, quotas: list[tuple[str, float, str]], needed: int, fix_why: str, ok_why: str
 ) -> Check:
     """FIX naming the first quota below ``needed`` (with the increase request), else OK listing them all."""
     low = [(quota, value, code) for quota, value, code in quotas if value < needed]
     if low:
         quota, value, code = low[0]
         detail = f"{quota!r} ({code}) is {value:g}, {fix_why}: "
-        return Check(name, FIX, detail + increase("bedrock", quota, code, needed, region))
+        return Check(name, FIX, detail + increase("bedrock", quota, code, needed, target))
     shown = "; ".join(f"{quota!r} ({code}) = {value:g}" for quota, value, code in quotas)
     return Check(name, OK, f"{shown} ({ok_why})")
 
@@ -576,7 +576,7 @@ def check_base_model_units(target: Target, book: QuotaBook) -> Check:
     try:
         listed = book.matching("bedrock", lambda quota: _units_quota_model(quota) is not None)
     except (BotoCoreError, ClientError) as exc:
-        return Check(name, FIX, quota_unreadable(exc, "bedrock", region))
+        return Check(name, FIX, quota_unreadable(exc, "bedrock", target))
     quotas = base_model_units_quotas(listed, spec.name, context)
     if not quotas:
         return Check(
@@ -591,7 +591,7 @@ def check_base_model_units(target: Target, book: QuotaBook) -> Check:
         f"each run buys {PT_MODEL_UNITS} model unit for {ft.provisioned_hours} h, so runs that overlap need one "
         "each (and throughputs bought outside the kit count too)"
     )
-    return _bedrock_quota_check(name, region, quotas, PT_MODEL_UNITS, buys, buys)
+    return _bedrock_quota_check(name, target, quotas, PT_MODEL_UNITS, buys, buys)
 
 
 def check_bedrock_quotas(target: Target, book: QuotaBook | None = None) -> list[Check]:
@@ -619,7 +619,7 @@ def check_imported_models(target: Target, book: QuotaBook) -> Check:
     try:
         found = book.find("bedrock", IMPORTED_MODELS_QUOTA)
     except (BotoCoreError, ClientError) as exc:
-        return Check(name, FIX, quota_unreadable(exc, "bedrock", region))
+        return Check(name, FIX, quota_unreadable(exc, "bedrock", target))
     if found is None:
         return Check(
             name,
@@ -629,7 +629,7 @@ def check_imported_models(target: Target, book: QuotaBook) -> Check:
             "imported in the region count against it",
         )
     quota, value, code = found
-    listing = f"aws bedrock list-imported-models --region {region}"
+    listing = f"aws bedrock list-imported-models {target.cli_options()}"
 
     def run() -> Check:
         try:
@@ -639,7 +639,7 @@ def check_imported_models(target: Target, book: QuotaBook) -> Check:
                 raise
             if value < needed:
                 detail = f"{quota!r} ({code}) is {value:g}, {per_run}: "
-                return Check(name, FIX, detail + increase("bedrock", quota, code, needed, region))
+                return Check(name, FIX, detail + increase("bedrock", quota, code, needed, target))
             return Check(
                 name,
                 SKIP,
@@ -668,11 +668,11 @@ def check_imported_models(target: Target, book: QuotaBook) -> Check:
         if models:
             detail += (
                 f"Delete an imported model you no longer need (aws bedrock delete-imported-model "
-                f"--model-identifier NAME --region {region}) or "
+                f"--model-identifier NAME {target.cli_options()}) or "
             )
-        return Check(name, FIX, detail + increase("bedrock", quota, code, len(models) + needed, region))
+        return Check(name, FIX, detail + increase("bedrock", quota, code, len(models) + needed, target))
 
-    return guarded(name, "listing the imported models", region, run)
+    return guarded(name, "listing the imported models", target, run)
 
 
 def sm_quota_needs(target: Target) -> dict[str, int]:
@@ -847,7 +847,7 @@ def _sm_earlier_input(target: Target, name: str) -> tuple[str, dict[str, Any]]:
     jobs = (target.client("sagemaker"), functools.partial(sm_resource_name, target))
     check_resumable(sfn, machine, root, f"checkpoints/{root}/", missing=missing, chain=chain, training_job=jobs)
     arn = execution_arn(machine, name)
-    with aws.aws_errors(f"reading execution {name}", target.region):
+    with aws.aws_errors(f"reading execution {name}", target.region, target.profile):
         described = sfn.describe_execution(executionArn=arn)
     try:
         earlier = json.loads(described.get("input") or "{}")
@@ -970,7 +970,7 @@ def sm_start(
     if "trainingKey" not in request:
         raise KitUsageError(f"execution {resume_from} named no trainingKey: give --training-key KEY")
     sfn = target.client("stepfunctions")
-    with aws.aws_errors("starting the SageMaker fine-tuning pipeline", target.region):
+    with aws.aws_errors("starting the SageMaker fine-tuning pipeline", target.region, target.profile):
         arn = str(sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(request))["executionArn"])
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
@@ -991,7 +991,7 @@ def _sm_execution(target: Target, given: str | None, *, succeeded: bool = False)
         return arn, arn.rsplit(":", 1)[-1]
     sfn = target.client("stepfunctions")
     filters: dict[str, Any] = {"statusFilter": "SUCCEEDED"} if succeeded else {}
-    with aws.aws_errors("listing executions", target.region):
+    with aws.aws_errors("listing executions", target.region, target.profile):
         executions = sfn.list_executions(stateMachineArn=machine, maxResults=1, **filters)["executions"]
     if not executions:
         kind = "succeeded executions" if succeeded else "executions"
@@ -1014,7 +1014,7 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
     from botocore.exceptions import ClientError
 
     rows: list[tuple[str, Any]] = []
-    with aws.aws_errors("reading the training job", target.region):
+    with aws.aws_errors("reading the training job", target.region, target.profile):
         try:
             job = target.client("sagemaker").describe_training_job(TrainingJobName=name)
         except ClientError as exc:
@@ -1029,7 +1029,7 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
             if job.get("FailureReason"):
                 rows.append(("Training error", compact(str(job["FailureReason"]))))
     bedrock = target.client("bedrock")
-    with aws.aws_errors("reading the model import job", target.region):
+    with aws.aws_errors("reading the model import job", target.region, target.profile):
         try:
             imported = bedrock.get_model_import_job(jobIdentifier=name)
         except ClientError as exc:
@@ -1101,7 +1101,7 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
     target = current_target()
     arn, name = _sm_execution(target, execution, succeeded=True)
     model_name = sm_resource_name(target, arn)
-    with aws.aws_errors("reading the imported model", target.region):
+    with aws.aws_errors("reading the imported model", target.region, target.profile):
         try:
             model_arn = str(target.client("bedrock").get_imported_model(modelIdentifier=model_name)["modelArn"])
         except ClientError as exc:
@@ -1119,7 +1119,7 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
     # that are not ClientErrors too: botocore's standard retries end on a read timeout or a dropped connection
     # with ReadTimeoutError, ConnectionClosedError or ResponseStreamingError, all BotoCoreErrors
     # (botocore/exceptions.py; botocore/retries/standard.py TransientRetryableChecker).
-    with aws.aws_errors("invoking the imported model", target.region):
+    with aws.aws_errors("invoking the imported model", target.region, target.profile):
         try:
             raw = _invoke_warming_up(runtime, model_name, model_arn, body)["body"].read()
         except ClientError as exc:

@@ -122,9 +122,11 @@ def _training_job_rows(execution_arn: str, execution_status: str) -> list[tuple[
         if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
             text = f"{job}: not created"
         else:
-            text = f"{job} (its status was not read: {aws.explain(exc, 'reading the training job', target.region)})"
+            why = aws.explain(exc, "reading the training job", target.region, target.profile)
+            text = f"{job} (its status was not read: {why})"
     except BotoCoreError as exc:
-        text = f"{job} (its status was not read: {aws.explain(exc, 'reading the training job') or exc})"
+        why = aws.explain(exc, "reading the training job", target.region, target.profile)
+        text = f"{job} (its status was not read: {why or exc})"
     else:
         # DescribeTrainingJob's TrainingJobStatus, SecondaryStatus and BillableTimeInSeconds (botocore's model).
         job_status = described.get("TrainingJobStatus")
@@ -142,7 +144,7 @@ def _refuse_used_prefix(target: Target, bucket: str, execution: str, checkpoints
     Functions' 90 days finds its old run's checkpoints (current versions never expire), and its job name is free
     again once that job was deleted ("you can reuse its name",
     https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DeleteTrainingJob.html)."""
-    with aws.aws_errors(f"listing {checkpoints}", target.region):
+    with aws.aws_errors(f"listing {checkpoints}", target.region, target.profile):
         found = target.client("s3").list_objects_v2(
             Bucket=bucket, Prefix=f"{CHECKPOINTS_PREFIX}{execution}/", MaxKeys=1
         )
@@ -207,7 +209,7 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
         _refuse_used_prefix(target, bucket, execution, checkpoints)
     out = console()
     execution_input = json.dumps({"resumeFrom": earlier} if earlier else {})
-    with aws.aws_errors("starting the training-job state machine", target.region):
+    with aws.aws_errors("starting the training-job state machine", target.region, target.profile):
         arn = str(sfn.start_execution(stateMachineArn=machine, name=execution, input=execution_input)["executionArn"])
     settings = target.config.pretrain
     out.print(Text(f"started {arn}"))
@@ -289,7 +291,7 @@ def cluster() -> None:
     sagemaker = target.client("sagemaker")
     from botocore.exceptions import ClientError
 
-    with aws.aws_errors(f"reading cluster {name}", target.region):
+    with aws.aws_errors(f"reading cluster {name}", target.region, target.profile):
         try:
             described = sagemaker.describe_cluster(ClusterName=name)
         except ClientError as exc:

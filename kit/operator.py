@@ -216,7 +216,7 @@ def call_api(level: str, method: str, path: str, body: Any | None = None) -> Any
     try:
         # Credentials that refresh (SSO, assumed roles) are fetched when the request is signed: their errors are
         # explained as any other AWS error.
-        with aws.aws_errors(f"signing the call to {url}", target.region):
+        with aws.aws_errors(f"signing the call to {url}", target.region, target.profile):
             return sigv4.call(method, url, body, credentials)
     except sigv4.ApiError as err:
         raise KitError(f"the API answered {err}") from None
@@ -236,7 +236,7 @@ def upload_file(target: Target, path: Path, bucket: str, key: str) -> str:
 
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     s3 = target.client("s3")
-    with aws.aws_errors(f"uploading {path} to s3://{bucket}/{key}", target.region):
+    with aws.aws_errors(f"uploading {path} to s3://{bucket}/{key}", target.region, target.profile):
         try:
             s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type})
         except S3UploadFailedError as exc:
@@ -304,7 +304,7 @@ def _failure(
 
 def print_execution(out: Console, sfn: Any, arn: str, description: Mapping[str, Any] | None = None) -> str:
     """A summary of one execution: status, timing, input, states visited, error or output. Returns the status."""
-    with aws.aws_errors("reading the execution", sfn.meta.region_name):
+    with aws.aws_errors("reading the execution", sfn.meta.region_name, aws.client_profile(sfn)):
         description = description or sfn.describe_execution(executionArn=arn)
         events = _history(sfn, arn)
     status = str(description["status"])
@@ -323,7 +323,7 @@ def print_execution(out: Console, sfn: Any, arn: str, description: Mapping[str, 
     ]
     failure = None
     if status not in ("SUCCEEDED", EXECUTION_RUNNING):
-        with aws.aws_errors("reading the execution", sfn.meta.region_name):
+        with aws.aws_errors("reading the execution", sfn.meta.region_name, aws.client_profile(sfn)):
             last = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=1)["events"]
         failure = _failure(description, events, last[0] if last else None)
     if failure:
@@ -357,7 +357,7 @@ def follow_execution(
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
         with (
-            aws.aws_errors("following the execution", sfn.meta.region_name),
+            aws.aws_errors("following the execution", sfn.meta.region_name, aws.client_profile(sfn)),
             Progress(*columns, console=out, transient=True) as progress,
         ):
             task = progress.add_task("starting", total=None)
@@ -461,7 +461,7 @@ def resumed_root(sfn: Any, machine: str, earlier: str) -> tuple[str, tuple[str, 
     from botocore.exceptions import ClientError
 
     names = [earlier]
-    with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name):
+    with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name, aws.client_profile(sfn)):
         for _ in range(MAX_RESUME_HOPS):
             arn = execution_arn(machine, names[-1])
             try:
@@ -500,7 +500,7 @@ def check_resumable(
     arn = execution_arn(machine, earlier)
     again = f"two jobs on {checkpoints} would delete each other's checkpoints: wait for it to end, or stop it"
     writers = {earlier, *chain}
-    with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name):
+    with aws.aws_errors(f"reading execution {earlier}", sfn.meta.region_name, aws.client_profile(sfn)):
         for other_name in sorted(set(chain) - {earlier}):
             other_arn = execution_arn(machine, other_name)
             other_status = str(sfn.describe_execution(executionArn=other_arn)["status"])
@@ -557,7 +557,7 @@ def _execution_arn(sfn: Any, machine: str, given: str | None) -> str | None:
         if given.startswith("arn:"):
             return given
         return execution_arn(machine, given)
-    with aws.aws_errors("listing executions", sfn.meta.region_name):
+    with aws.aws_errors("listing executions", sfn.meta.region_name, aws.client_profile(sfn)):
         executions = sfn.list_executions(stateMachineArn=machine, maxResults=1)["executions"]
     return str(executions[0]["executionArn"]) if executions else None
 

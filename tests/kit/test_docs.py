@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ CLI_CUSTOMIZATIONS = {
     ("s3", "ls"),
     ("s3", "rm"),
     ("s3", "mv"),
+    ("s3", "rb"),
     ("sso", "login"),
     ("configure", "list-profiles"),
 }
@@ -122,14 +124,18 @@ def fenced_blocks(path: Path) -> list[str]:
     return re.findall(r"```.*?```", _joined(path), flags=re.DOTALL)
 
 
+def inline_code(path: Path) -> list[str]:
+    """The inline code spans of a Markdown page, each on one line."""
+    inline = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", _joined(path), flags=re.DOTALL))
+    return [span.replace("\n", " ") for span in inline]
+
+
 def code_text(path: Path) -> str:
     """A file's text with shell line continuations joined; of a Markdown page only the code (fenced blocks and
     inline code), not the prose."""
-    text = _joined(path)
     if path.suffix != ".md":
-        return text
-    inline = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.DOTALL))
-    return "\n".join(fenced_blocks(path) + [span.replace("\n", " ") for span in inline])
+        return _joined(path)
+    return "\n".join(fenced_blocks(path) + inline_code(path))
 
 
 def python_strings(path: Path) -> str:
@@ -287,29 +293,266 @@ def test_the_kit_command_check_sees_a_wrong_command_and_option(tmp_path: Path) -
 
 # The AWS CLI's own Region-free commands: `aws s3` follows a bucket to its Region, `aws sso login` signs in.
 REGION_FREE_SERVICES = {"s3", "sso"}
+FUNCTIONS = ROOT / "lambdas"
 
 
-def commands_without_region(pages: list[Path]) -> list[str]:
-    """Each `aws <service> <command>` line of a fenced example that names no `--region`: the kit's stacks live in one
-    Region, and a reader whose CLI defaults to another would be told the stack or resource does not exist."""
+def _runnable(line: str) -> bool:
+    """Whether an inline span is a command to run: it gives an option, or names an operation that takes no required
+    parameter in botocore's model (such as delete-model-invocation-logging-configuration), written alone or in a
+    family (`get-/put-/delete-...`). Otherwise it names the command."""
+    import botocore.exceptions
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    for match in _COMMAND.finditer(line):
+        if re.search(r"(?<![\w-])--[a-z]", match.group(3)):
+            return True
+        family = re.match(r"((?:[a-z]+-/)*[a-z]+-)([a-z0-9-]+)", line[match.start(2) :])
+        names = [f"{verb}{family.group(2)}" for verb in family.group(1).split("/")] if family else [match.group(2)]
+        try:
+            model = session.get_service_model(match.group(1))
+        except botocore.exceptions.UnknownServiceError:
+            continue
+        operations = {xform_name(name, "-"): name for name in model.operation_names}
+        for name in names:
+            shape = model.operation_model(operations[name]).input_shape if name in operations else None
+            if name in operations and not (shape.required_members if shape else []):
+                return True
+    return False
+
+
+def commands_without_region(pages: Sequence[Path], sources: Sequence[Path] = ()) -> list[str]:
+    """Each `aws <service> <command>` of a fenced example, of an inline span that gives an option, or of a string
+    literal of a function's source (a status reason or message that tells the reader what to run) that names no
+    `--region`: the kit's stacks live in one Region, and a reader whose CLI defaults to another would be told the
+    stack or resource does not exist, or act on that other Region's."""
     found = []
     for path in pages:
-        for block in fenced_blocks(path):
-            for line in block.splitlines():
-                services = [m.group(1) for m in _COMMAND.finditer(line)]
-                if set(services) - REGION_FREE_SERVICES and "--region" not in line:
-                    found.append(f"{path.name}: {line.strip()}")
+        lines = [line for block in fenced_blocks(path) for line in block.splitlines()]
+        for line in lines + [span for span in inline_code(path) if _runnable(span)]:
+            services = [m.group(1) for m in _COMMAND.finditer(line)]
+            if set(services) - REGION_FREE_SERVICES and "--region" not in line:
+                found.append(f"{path.name}: {line.strip()}")
+    for path in sources:
+        for literal in python_strings(path).splitlines():
+            for match in re.finditer(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)[^`'\"\n]*", literal):
+                if match.group(1) not in REGION_FREE_SERVICES and "--region" not in match.group(0):
+                    found.append(f"{path.parent.name}/{path.name}: {match.group(0).strip()}")
     return found
 
 
 def test_every_aws_cli_example_names_its_region(tmp_path: Path) -> None:
-    assert commands_without_region(DOC_PAGES) == []
+    sources = sorted(FUNCTIONS.glob("**/*.py"))
+    assert commands_without_region(DOC_PAGES, sources) == []
     page = tmp_path / "page.md"
     lines = [
         "```bash",
         "aws s3 cp a s3://b/",
         "aws bedrock list-custom-models",
         "aws sts get-caller-identity --region y",
+        "```",
+        "List them with `aws bedrock list-imported-models --name-contains x` (`aws bedrock get-imported-model`",
+        "names one); finish with `aws bedrock get-/delete-model-invocation-logging-configuration`.",
     ]
-    page.write_text("\n".join([*lines, "```"]))
-    assert commands_without_region([page]) == ["page.md: aws bedrock list-custom-models"]
+    page.write_text("\n".join(lines))
+    source = tmp_path / "handler.py"
+    source.write_text('HAND = "run `aws bedrock delete-model-invocation-logging-configuration`"\n')
+    assert commands_without_region([page], [source]) == [
+        "page.md: aws bedrock list-custom-models",
+        "page.md: aws bedrock list-imported-models --name-contains x",
+        "page.md: aws bedrock get-/delete-model-invocation-logging-configuration",
+        f"{tmp_path.name}/handler.py: aws bedrock delete-model-invocation-logging-configuration",
+    ]
+
+
+# A Region code in a command (--region us-east-1), whatever the quoting.
+_REGION_GIVEN = re.compile(r"--region[ =]+['\"]?([a-z]{2}(?:-gov)?-[a-z]+-\d)\b")
+
+
+def hard_coded_regions(pages: Sequence[Path], allowed: str | None = None) -> list[str]:
+    """Each command in the code of the pages that gives `--region` a Region code other than ``allowed``: the stacks
+    are in the configured `region`, which a page cannot know."""
+    return [
+        f"{path.name}: {line.strip()}"
+        for path in pages
+        for line in code_text(path).splitlines()
+        if any(code != allowed for code in _REGION_GIVEN.findall(line))
+    ]
+
+
+def test_no_page_hard_codes_the_region_its_commands_run_in(tmp_path: Path) -> None:
+    """Before: docs/level-3-finetune.md deleted the Hub token's secret with `--region us-east-1` whatever the stack's
+    region. Only the README's quick starts, which run the default config, may give cdk.json's region."""
+    import json
+
+    default = json.loads((ROOT / "cdk.json").read_text())["context"]["region"]
+    assert hard_coded_regions([README], allowed=default) == []
+    assert hard_coded_regions([page for page in DOC_PAGES if page != README]) == []
+    page = tmp_path / "page.md"
+    page.write_text('Delete it: `aws secretsmanager delete-secret --region us-east-1 --secret-id x`; `--region "$R"`.')
+    assert hard_coded_regions([page]) == ["page.md: aws secretsmanager delete-secret --region us-east-1 --secret-id x"]
+
+
+# --- AWS CLI commands the operator CLI prints ----------------------------------------------------------------
+# The CLI's own commands that take neither option for the target: `aws configure list-profiles` lists the profiles
+# of the local config (https://awscli.amazonaws.com/v2/documentation/api/latest/reference/configure/list-profiles.html).
+TARGET_FREE_COMMANDS = {("configure", "list-profiles")}
+# `aws sso login` signs in one profile's SSO session and has no Region to give
+# (https://docs.aws.amazon.com/cli/latest/reference/sso/login.html).
+PROFILE_ONLY_COMMANDS = {("sso", "login")}
+
+
+def printed_commands_without_target(paths: Sequence[Path]) -> list[str]:
+    """Each `aws <service> <command>` in a string literal of the kit's source that does not carry the target the kit
+    command ran against: its Region and profile come from ``Target.cli_options()`` (or are both written out), and
+    `aws sso login`'s profile from ``profile_option()``. Without them the CLI uses its own default Region and
+    profile: another Region's resources, or another account's (kit/aws.py cli_options)."""
+    import ast
+
+    found = []
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        inner = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+        for node in ast.walk(tree):
+            if id(node) in inner or not isinstance(node, (ast.Constant, ast.JoinedStr)):
+                continue
+            parts = node.values if isinstance(node, ast.JoinedStr) else [node]
+            fields: list[ast.expr] = []
+            text = ""
+            for part in parts:
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    text += part.value
+                elif isinstance(part, ast.FormattedValue):
+                    text += f"<field {len(fields)}>"
+                    fields.append(part.value)
+            for match in re.finditer(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)[^`'\"\n|;)]*", text):
+                command = (match.group(1), match.group(2))
+                called = {
+                    field.func.attr if isinstance(field.func, ast.Attribute) else getattr(field.func, "id", "")
+                    for field in (fields[int(n)] for n in re.findall(r"<field (\d+)>", match.group(0)))
+                    if isinstance(field, ast.Call)
+                }
+                if command in TARGET_FREE_COMMANDS:
+                    continue
+                if command in PROFILE_ONLY_COMMANDS:
+                    carried = "profile_option" in called or "--profile" in match.group(0)
+                else:
+                    written = "--region" in match.group(0) and "--profile" in match.group(0)
+                    carried = "cli_options" in called or written
+                if not carried:
+                    shown = re.sub(r"<field \d+>", "<value>", match.group(0))
+                    found.append(f"{path.name}:{node.lineno}: {shown}")
+    return found
+
+
+def test_every_aws_cli_command_the_kit_prints_carries_the_targets_region_and_profile() -> None:
+    """Before: kit doctor's quota, Marketplace and model-listing commands, kit l2 sync's get-ingestion-job and the
+    SSO hint named no profile: after `kit ... --profile P` they acted in the default profile's account."""
+    sources = sorted((ROOT / "kit").glob("*.py"))
+    assert printed_commands_without_target(sources) == []
+    # the scan sees the kit's commands: one per place the kit prints one
+    assert len([m for path in sources for m in _COMMAND.findall(python_strings(path))]) >= 13
+
+
+def test_the_printed_command_scan_sees_a_command_without_the_target(tmp_path: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text(
+        "def hints(target, region, profile):\n"
+        '    a = f"aws bedrock list-imported-models --region {region}"\n'
+        '    b = (f"run aws service-quotas request-service-quota-increase --quota-code Q "\n'
+        '         f"{target.cli_options()})")\n'
+        '    c = "the AWS SSO session has expired: run aws sso login"\n'
+        '    d = f"run aws sso login{aws.profile_option(profile)}"\n'
+        '    e = "list them with aws configure list-profiles"\n'
+        '    f = f"`aws bedrock list-custom-models {target.cli_options()}`, then `aws bedrock get-custom-model`"\n'
+    )
+    assert printed_commands_without_target([source]) == [
+        "example.py:2: aws bedrock list-imported-models --region <value>",
+        "example.py:5: aws sso login",
+        "example.py:8: aws bedrock get-custom-model",
+    ]
+
+
+# --- what the removal steps do to data they say is kept -----------------------------------------------------
+
+
+def _key_encrypted_retained_buckets(template: dict[str, Any]) -> dict[str, list[str]]:
+    """{output naming a KMS key: the outputs naming the buckets that key encrypts and a delete keeps}."""
+    resources, outputs = template.get("Resources", {}), template.get("Outputs", {})
+
+    def named_by(value: Any) -> list[str]:
+        return [key for key, output in outputs.items() if output.get("Value") == value]
+
+    found: dict[str, list[str]] = {}
+    for key_id in [lid for lid, r in resources.items() if r["Type"] == "AWS::KMS::Key"]:
+        key_arn = {"Fn::GetAtt": [key_id, "Arn"]}
+        buckets = []
+        for lid, resource in resources.items():
+            rules = (resource.get("Properties", {}).get("BucketEncryption") or {}).get(
+                "ServerSideEncryptionConfiguration", []
+            )
+            encrypted = any(
+                (rule.get("ServerSideEncryptionByDefault") or {}).get("KMSMasterKeyID") == key_arn for rule in rules
+            )
+            if resource["Type"] == "AWS::S3::Bucket" and encrypted and resource.get("DeletionPolicy") == "Retain":
+                buckets.append(named_by({"Ref": lid}) or [f"<no output names {lid}>"])
+        for output in named_by(key_arn):
+            found[output] = [names[0] for names in buckets]
+    return found
+
+
+def test_the_key_deletion_steps_first_empty_and_delete_the_kept_buckets_the_key_encrypts(prod: Any) -> None:
+    """Before: the prod removal steps scheduled the deletion of Level 3's key "only when no model encrypted with it is
+    left", while the buckets the destroy keeps are encrypted with it: their datasets and job outputs became unreadable
+    (https://docs.aws.amazon.com/kms/latest/developerguide/deleting-keys.html). Each bucket a retained key encrypts
+    and a delete keeps must be removed, by its output's name, before the step that schedules the key's deletion."""
+    keys = {
+        output: (stack_id, buckets)
+        for stack_id, template in prod.templates.items()
+        for output, buckets in _key_encrypted_retained_buckets(template).items()
+    }
+    assert any(buckets for _, buckets in keys.values())  # Level 3's data and output buckets
+    steps = 0
+    for page in DOC_PAGES:
+        for block in fenced_blocks(page):
+            lines = block.splitlines()
+            for at, line in enumerate(lines):
+                scheduled = re.search(r"\baws kms schedule-key-deletion .*--key-id <(\w+) output>", line)
+                if not scheduled:
+                    continue
+                steps += 1
+                _, buckets = keys[scheduled.group(1)]
+                before = "\n".join(lines[:at])
+                for bucket in buckets:
+                    assert f'aws s3 rb "s3://<{bucket} output>"' in before, (page.name, bucket)
+    assert steps >= 1
+    # and the README's list of what a prod destroy leaves says it of the key
+    items = README.read_text().split("\n- ")
+    [item] = [text for text in items if "KMS key" in text and "schedule its deletion" in text]
+    for _, buckets in keys.values():
+        for bucket in buckets:
+            assert bucket in item, bucket
+
+
+# --- shell quoting ----------------------------------------------------------------------------------------
+
+
+def test_the_move_of_documents_from_a_refused_prefix_survives_the_shell() -> None:
+    """Before: `aws s3 mv s3://<bucket>/<old>/ ...` unquoted, for a prefix the page itself says has characters the
+    kit refuses (`docs(v2)/`): bash refused the line (`(` is a control operator), and a space split the URI. The
+    command is run through bash (syntax only) and shlex with the page's own example prefix in place of <old>."""
+    import shlex
+    import subprocess
+
+    page = ROOT / "docs" / "level-2-rag.md"
+    prose = _joined(page)
+    [example] = re.findall(r"a prefix such as `([^`]+)`", prose)
+    [command] = [span for span in inline_code(page) if span.startswith("aws s3 mv ") and "<old>" in span]
+    for prefix in (example, f"my {example}"):
+        line = command.replace("<old>/", prefix)
+        line = re.sub(r"<[^>]+>", "x", line)  # the other placeholders
+        checked = subprocess.run(["bash", "-n", "-c", line], capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, (line, checked.stderr)
+        uris = [word for word in shlex.split(line) if word.startswith("s3://")]
+        assert len(uris) == 2 and uris[0].endswith(f"/{prefix}"), uris

@@ -641,7 +641,7 @@ def test_model_access_advice_names_the_prerequisites_not_the_retired_console_pag
         available(TEXT_MODEL, entitlementAvailability="NOT_AVAILABLE"),
         available(TEXT_MODEL, agreementAvailability=failed),
     ):
-        check = doctor_module._availability("Model access", TEXT_MODEL, REGION, answer)
+        check = doctor_module._availability("Model access", TEXT_MODEL, Target(), answer)
         assert check.status == FIX and SUBSCRIPTION_ADVICE in check.detail
         assert "(Model access)" not in check.detail and "enable model access" not in check.detail
     assert "SCP" in doctor_module.MODEL_ACCESS_FIX
@@ -772,7 +772,7 @@ def test_a_model_not_sold_through_marketplace_stays_ok_when_its_agreement_is_not
     # Amazon's own models (whether they report NOT_AVAILABLE is unverified) and the providers model-access.html says
     # are not sold through AWS Marketplace: no subscription for the kit's role to fail
     answer = available(model_id, agreementAvailability=UNSUBSCRIBED)
-    check = doctor_module._availability("Model access", model_id, REGION, answer)
+    check = doctor_module._availability("Model access", model_id, Target(), answer)
     assert check.status == OK
 
 
@@ -1625,3 +1625,40 @@ def test_an_unknown_level_is_a_usage_error_naming_the_levels(value: str) -> None
     assert f"Invalid value for '--level': '{value}' is not one of '1', '2', '3', '3sm', '4'." in result.output
     with pytest.raises(aws.KitError, match=r"unknown level\(s\) 5: the levels are 1, 2, 3, 3sm, 4"):
         doctor_module.selected_parts(("1", "5"))
+
+
+# --- the commands doctor prints act in the account and Region it checked ------------------------------------------
+
+
+def test_the_commands_doctor_prints_name_the_profile_it_ran_with() -> None:
+    """Before: only --region: after `kit doctor --profile other`, the printed Marketplace agreement, quota request
+    and model listings ran in the default profile's account (the operations take no account: botocore bedrock
+    2023-04-20 CreateFoundationModelAgreement, service-quotas 2019-06-24 RequestServiceQuotaIncrease)."""
+    target = Target(profile="other")
+    options = f"--region {target.region} --profile other"
+    assert target.cli_options() == options
+    unsubscribed = doctor_module._unsubscribed("Model access", "anthropic.claude-x", target)
+    assert f"list-foundation-model-agreement-offers --model-id anthropic.claude-x {options}`" in unsubscribed.detail
+    assert f"create-foundation-model-agreement --model-id anthropic.claude-x {options} --offer" in unsubscribed.detail
+    request = doctor_module.increase("bedrock", "q", "L-1", 2, target)
+    assert request.endswith(f"--desired-value 2 {options})")
+    details = {"inferenceTypesSupported": ["PROVISIONED"]}
+    for profiles, listing in ((True, "list-inference-profiles"), (False, "list-foundation-models")):
+        served = doctor_module._not_on_demand("Model access", "m", "key", target, details, profiles)
+        assert served is not None and listing in served.detail and f"{options}`" in served.detail
+    # without a profile, the region alone, as before
+    assert doctor_module.increase("bedrock", "q", "L-1", 2, Target()).endswith(f"--region {REGION})")
+
+
+def test_the_ingestion_failures_command_names_the_profile_kit_l2_sync_ran_with() -> None:
+    import io
+
+    from rich.console import Console
+
+    out = Console(file=io.StringIO(), width=400)
+    job = {"ingestionJobId": "J1", "statistics": {"numberOfDocumentsFailed": 1}, "failureReasons": ["bad"]}
+    target = Target(profile="other")
+    assert level2_rag._show_failures(out, job, target, "KB", "DS") == 1
+    printed = out.file.getvalue()  # type: ignore[attr-defined]
+    assert f"aws bedrock-agent get-ingestion-job {target.cli_options()} --knowledge-base-id KB" in printed
+    assert "--profile other" in printed

@@ -421,3 +421,28 @@ def test_the_execution_name_rule_takes_its_length_from_the_api_and_refuses_what_
     assert EXECUTION_NAME.fullmatch("r" * longest) and not EXECUTION_NAME.fullmatch("r" * (longest + 1))
     for forbidden in ("a b", "a/b", "a\ufffeb", "a\x7fb", "a#b"):
         assert not EXECUTION_NAME.fullmatch(forbidden), repr(forbidden)
+
+
+def test_the_sign_in_hint_names_the_profile_the_command_ran_with() -> None:
+    """Before: "run aws sso login" whatever --profile was given: that signs in the default profile's SSO session
+    (https://docs.aws.amazon.com/cli/latest/reference/sso/login.html), not the one the command used."""
+    from botocore.exceptions import SSOTokenLoadError
+
+    expired_session = SSOTokenLoadError(error_msg="the token has expired")
+    assert str(aws.explain(expired_session, "x", "us-east-1", "team-prod")).endswith(
+        "run aws sso login --profile team-prod"
+    )
+    assert str(aws.explain(expired_session, "x", "us-east-1")).endswith("run aws sso login")
+    expired = ClientError({"Error": {"Code": "ExpiredToken", "Message": "expired"}}, "DescribeStacks")
+    assert "(aws sso login --profile team-prod, or new keys)" in str(aws.explain(expired, "x", None, "team-prod"))
+    with pytest.raises(aws.KitError) as raised, aws.aws_errors("reading stack S", "us-east-1", "team-prod"):
+        raise expired_session
+    assert raised.value.message.endswith("run aws sso login --profile team-prod")
+
+
+def test_a_clients_profile_is_the_one_it_was_made_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    made, other = object(), object()
+    monkeypatch.setitem(aws._clients, ("stepfunctions", "us-east-1", "team-prod"), made)
+    assert aws.client_profile(made) == "team-prod"
+    assert aws.client_profile(other) is None
+    assert aws.profile_option("team prod") == " --profile 'team prod'" and aws.profile_option(None) == ""

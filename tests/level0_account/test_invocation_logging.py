@@ -9,6 +9,7 @@ from unittest import mock
 
 import boto3
 import pytest
+from botocore import xform_name
 from botocore.stub import Stubber
 from moto import mock_aws
 
@@ -378,3 +379,44 @@ def test_a_role_never_usable_fails_the_create_in_time(aws: Any) -> None:
         )
     h.handler(event("Create"), context())
     assert answers[-1]["Status"] == "FAILED" and "validate permissions" in answers[-1]["Reason"], answers[-1]
+
+
+def test_a_delete_left_unfinished_names_the_functions_region_in_every_command_to_finish_by_hand(aws: Any) -> None:
+    # Before: the by-hand commands named no Region. The setting is one per account and Region
+    # (https://docs.aws.amazon.com/bedrock/latest/userguide/model-invocation-logging.html) and
+    # DeleteModelInvocationLoggingConfiguration takes no parameter (botocore bedrock 2023-04-20), so run as printed
+    # they read or removed the setting of the CLI's default Region (here us-east-1), not the stack's.
+    _, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
+    elsewhere = boto3.client("bedrock", region_name="eu-west-3")
+    with Stubber(elsewhere) as stubber, mock.patch.object(h, "bedrock", lambda: elsewhere):
+        stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)})
+        # a restore not refused for good (a throttle, with a message longer than the reason keeps of it)
+        stubber.add_client_error("put_model_invocation_logging_configuration", "ThrottlingException", "x" * 900, 429)
+        h.handler(event("Delete"), context())
+        stubber.assert_no_pending_responses()
+    [answer] = answers
+    reason = answer["Reason"]
+    assert answer["Status"] == "SUCCESS" and "may still be the kit's" in reason, answer
+    operations = [
+        name
+        for name in elsewhere.meta.service_model.operation_names
+        if name.endswith("ModelInvocationLoggingConfiguration")
+    ]
+    assert len(operations) == 3  # get, put, delete
+    for name in operations:
+        assert f"aws bedrock {xform_name(name, '-')} --region eu-west-3`" in reason, name
+    assert "us-east-1" not in reason
+    assert reason.endswith("--region eu-west-3`.")  # the whole of it fits the answer, after a long error
+
+
+def test_the_region_falls_back_to_the_one_lambda_sets_when_no_client_can_be_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_client() -> Any:
+        raise RuntimeError("no client")
+
+    monkeypatch.setattr(h, "bedrock", no_client)
+    monkeypatch.setenv("AWS_REGION", "ap-southeast-2")
+    assert h.region() == "ap-southeast-2"
+    assert "delete-model-invocation-logging-configuration --region ap-southeast-2`" in h.delete_by_hand()

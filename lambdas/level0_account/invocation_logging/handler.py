@@ -30,6 +30,7 @@ from aws_lambda_powertools import Logger
 from common.clients import bounded_client
 from common.custom_resource import MAX_REASON
 from common.custom_resource import respond as answer_cloudformation
+from common.env import env_str
 
 logger = Logger(service="invocation-logging")
 
@@ -46,11 +47,6 @@ CALL_BUDGET_S = MAX_ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + RETRY_BACK
 RESPONSE_TIMEOUT_S = 20
 ANSWER_RESERVE_S = RESPONSE_TIMEOUT_S + 5
 CALLS_PER_REQUEST = 4  # Create: read the setting, look for and save the previous one, put the kit's
-DELETE_BY_HAND = (
-    "To finish by hand: `aws bedrock get-model-invocation-logging-configuration`, then restore your earlier "
-    "setting with `aws bedrock put-model-invocation-logging-configuration` or remove the kit's with "
-    "`aws bedrock delete-model-invocation-logging-configuration`."
-)
 
 clock: Callable[[], float] = time.monotonic  # a seam for the tests
 sleep: Callable[[float], None] = time.sleep  # a seam for the tests
@@ -94,6 +90,28 @@ def bedrock() -> Any:
 @lru_cache(maxsize=1)
 def s3() -> Any:
     return _client("s3")
+
+
+def region() -> str:
+    """The Region whose setting this function manages: its Bedrock client's (AWS_REGION, which Lambda sets, when no
+    client can be made: this is also read while answering a failure)."""
+    try:
+        return str(bedrock().meta.region_name)
+    except Exception:
+        return env_str("AWS_REGION", "<region>")
+
+
+def delete_by_hand() -> str:
+    """How to finish a delete by hand. Each command names the function's Region: the setting is one per account and
+    Region (https://docs.aws.amazon.com/bedrock/latest/userguide/model-invocation-logging.html) and
+    DeleteModelInvocationLoggingConfiguration takes no parameter (botocore bedrock 2023-04-20), so without it the
+    CLI would read or remove the setting of its own default Region."""
+    where = region()
+    return (
+        f"To finish by hand: `aws bedrock get-model-invocation-logging-configuration --region {where}`, then "
+        f"restore your earlier setting with `aws bedrock put-model-invocation-logging-configuration --region {where}` "
+        f"or remove the kit's with `aws bedrock delete-model-invocation-logging-configuration --region {where}`."
+    )
 
 
 def desired_config(props: dict[str, Any]) -> dict[str, Any]:
@@ -241,14 +259,14 @@ def remove_after_refused_restore(
     deadline.before_call("removing the kit's setting after the restore was refused")
     bedrock().delete_model_invocation_logging_configuration()
     role = (previous.get("cloudWatchConfig") or {}).get("roleArn")
-    region = bedrock().meta.region_name
+    where = region()
     saved_at = f"s3://{props['BucketName']}/{STATE_KEY}"
     told = (
         f"restoring the earlier setting was refused ({refusal}), so removed the kit's, which names resources this "
-        f"delete removes: model invocation logging is OFF in {region}. Put the earlier setting back (saved in "
+        f"delete removes: model invocation logging is OFF in {where}. Put the earlier setting back (saved in "
         f"{saved_at} while the bucket exists)"
         + (f" as a principal that may pass {role} to Bedrock" if role else "")
-        + f": aws bedrock put-model-invocation-logging-configuration --region {region} --logging-config "
+        + f": aws bedrock put-model-invocation-logging-configuration --region {where} --logging-config "
     )
     setting = f"'{json.dumps(previous, separators=(',', ':'))}'"
     # The answer keeps MAX_REASON characters: a setting cut short would be no use, so then name the saved object.
@@ -275,7 +293,7 @@ def handler(event: dict[str, Any], context: Any) -> None:
         logger.exception("Invocation logging change failed")
         reason = f"{type(err).__name__}: {err}"[:500]
         if kind == "Delete":  # never block the stack's removal; say what is left
-            status, reason = "SUCCESS", f"the setting may still be the kit's ({reason}). {DELETE_BY_HAND}"
+            status, reason = "SUCCESS", f"the setting may still be the kit's ({reason}). {delete_by_hand()}"
         else:
             status = "FAILED"
     if status == "FAILED":
