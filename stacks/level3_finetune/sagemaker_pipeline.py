@@ -524,8 +524,9 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
                 "Cause.$": (
                     f"States.Format('{what}; the import job {{}} may exist and still be running, and Bedrock "
                     "cannot stop it: the run deleted the model {} by name; if the job creates it later, delete it "
-                    "(kit l3sm status, aws bedrock delete-imported-model). Error: {}', "
-                    f"{name}, {name}, States.JsonToString($.error))"
+                    f"(kit l3sm status, or aws bedrock delete-imported-model --region {Stack.of(scope).region} "
+                    "--model-identifier {}). Error: {}', "
+                    f"{name}, {name}, {name}, States.JsonToString($.error))"
                 ),
             },
             result_path="$.error",

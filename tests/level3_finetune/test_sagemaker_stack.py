@@ -774,7 +774,9 @@ def _names_what_may_be_left(error: dict[str, Any], original: str) -> None:
     name = run_name(execution_arn("test-execution"))
     assert error["Error"] == original
     cause = error["Cause"]
-    assert cause.count(name) == 2 and "Bedrock cannot stop it" in cause and "delete it" in cause, cause
+    assert cause.count(name) == 3 and "Bedrock cannot stop it" in cause and "delete it" in cause, cause
+    # The command to delete it, in the stack's region (the CLI's default may be another).
+    assert f"aws bedrock delete-imported-model --region us-east-1 --model-identifier {name})" in cause
     assert json.loads(cause.split("Error: ", 1)[1])["Error"] == original
 
 
