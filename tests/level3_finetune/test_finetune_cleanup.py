@@ -151,6 +151,7 @@ def test_delete_removes_exactly_the_kits_models_serving_resources_first(aws: Aws
     other_name = f"{PREFIX}-model-mine"  # this stack's prefix, but not a name the pipeline gives
     aws.deleting()
     aws.executions(["e1"])
+    aws.executions([])  # the last look, after what serves the models is gone
     aws.jobs([job_summary(f"{PREFIX}-job-0123456789ab", "Completed")])
     aws.bedrock.add_response(
         "list_custom_models",
@@ -227,6 +228,7 @@ def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: 
     manual = job_summary(f"{PREFIX}-job-by-hand", "InProgress")  # not a name the pipeline gives
     aws.deleting()
     aws.executions([])
+    aws.executions([])  # the last look, after what serves the models is gone
     aws.jobs([ours, theirs, manual])
     aws.bedrock.add_response("get_model_customization_job", job(ours, KEY), {"jobIdentifier": ours["jobArn"]})
     aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": ours["jobArn"]})
@@ -245,6 +247,29 @@ def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: 
     assert aws.answer["Status"] == "SUCCESS"
     assert "stopped 1 customization job" in aws.answer["Reason"]
     assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
+
+
+def test_a_run_started_after_the_first_look_is_stopped_with_its_job(aws: Aws) -> None:
+    """Before: the executions were listed once, so a run the upload starter started meanwhile (it goes on with a
+    start it is retrying after its own deletion) created a job nothing stopped, and the answer was SUCCESS."""
+    late = job_summary(f"{PREFIX}-job-0123456789ab", "InProgress")
+    aws.deleting()
+    aws.executions([])  # the first look: nothing running
+    aws.executions(["late-run"])  # the last look
+    aws.jobs([])
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+    aws.jobs([late])
+    aws.bedrock.add_response("get_model_customization_job", job(late, KEY), {"jobIdentifier": late["jobArn"]})
+    aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": late["jobArn"]})
+    aws.bedrock.add_response(
+        "get_model_customization_job", job(late, KEY, "Stopped"), {"jobIdentifier": late["jobArn"]}
+    )
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert "stopped 1 customization job(s) and 1 pipeline execution(s)" in aws.answer["Reason"]
 
 
 def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(aws: Aws) -> None:
@@ -318,6 +343,7 @@ def _a_model_served_by_a_committed_throughput(aws: Aws, duration: str, days_left
     )
     aws.deleting()
     aws.executions([])
+    aws.executions([])  # the last look, after what serves the models is gone
     aws.jobs([])
     aws.bedrock.add_response(
         "list_custom_models",
@@ -370,6 +396,7 @@ def test_a_committed_throughput_does_not_stop_the_deletion_of_everything_else(aw
     served_b = deployment(f"{PREFIX}-deploy-bbbbbbbbbbbb", b)
     aws.deleting()
     aws.executions([])
+    aws.executions([])  # the last look, after what serves the models is gone
     aws.jobs([])
     _kit_models(aws, "0123456789ab", "ba9876543210")
     aws.serving(a, [], [committed, kit_a])
@@ -424,6 +451,7 @@ def test_a_delete_answered_conflict_is_asked_again_on_the_next_pass(aws: Aws, ki
         listed = ([], [provisioned])
     aws.deleting()
     aws.executions([])
+    aws.executions([])  # the last look, after what serves the models is gone
     aws.jobs([])
     _kit_models(aws, "0123456789ab")
     aws.serving(a, *listed)
@@ -507,6 +535,7 @@ def test_keep_models_stops_the_run_and_its_job_and_deletes_what_serves_but_never
     served = deployment(f"{PREFIX}-deploy-aaaaaaaaaaaa", model_arn("0123456789ab"))
     aws.deleting()
     aws.executions(["kit-run-1", "kit-run-2"])
+    aws.executions([])  # the last look, after what serves the models is gone
     aws.jobs([running])
     aws.bedrock.add_response("get_model_customization_job", job(running, KEY), {"jobIdentifier": running["jobArn"]})
     aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": running["jobArn"]})

@@ -286,6 +286,14 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     if scope.deletes_models:
         # A model a committed throughput still serves cannot go (Bedrock refuses while it serves); the others can.
         report.models = delete_models([m for m in models if m["arn"] not in committed.model_arns], deadline)
+    # A last look: a run started after the first one (the upload starter, an Express state machine, goes on with a
+    # start it is retrying after its own deletion, https://docs.aws.amazon.com/step-functions/latest/apireference/
+    # API_DeleteStateMachine.html) is stopped too, with any job it created. A job stopped this early leaves no model.
+    late = stop_executions(scope.state_machine_arn, deadline, "The fine-tuning stack is being deleted")
+    if late:
+        report.executions += late
+        deadline.pause("letting the late executions' calls in flight land")
+        report.jobs += stop_jobs(scope, deadline)
     if committed.throughputs:
         logger.info("Cleanup done but for committed throughputs", extra={"report": str(report)})
         raise CleanupError(_refusal(committed.throughputs, report))
