@@ -119,7 +119,8 @@ def l3(ctx: click.Context, stage: str | None, region: str | None, profile: str |
 
 
 def _validator() -> Any:
-    """The Level 3 validator package (finetune_validate), the same code the pipeline runs."""
+    """The Level 3 validator package (finetune_validate), the same code the pipeline runs: the record checks and
+    the request rules its ValidateData applies (finetune_validate.validator)."""
     aws.checkout()  # the checkout this command runs in is the one the validator is imported from
     import finetune_validate.__main__ as command
 
@@ -133,8 +134,10 @@ def _validate_locally(
     hyperparameters: Mapping[str, Any],
     customization_type: str = "FINE_TUNING",
     teacher_model_id: str | None = None,
+    media_prefix: str | None = None,
 ) -> tuple[bool, str]:
-    """(valid, the validator's human-readable report)."""
+    """(valid, the validator's human-readable report). ``teacher_model_id``: the run's teacher (_pipeline_rules);
+    ``media_prefix``: where the records' images and videos must be (None: not checked)."""
     command = _validator()
     from finetune_validate.formats import UnsupportedBaseModel, UnsupportedCustomizationType
     from finetune_validate.validator import validate_files
@@ -147,12 +150,41 @@ def _validate_locally(
             hyperparameters=hyperparameters,
             customization_type=customization_type,
             teacher_model_id=teacher_model_id,
+            media_prefix=media_prefix,
         )
     except UnsupportedBaseModel as exc:
         raise KitUsageError(f"--base-model: {exc}") from None
-    except UnsupportedCustomizationType as exc:
-        raise KitUsageError(f"--customization-type: {exc}") from None
+    except UnsupportedCustomizationType as exc:  # the type, or with an offered type the teacher
+        offered = formats.check_customization_type(customization_type, formats.resolve_model(base_model)) is None
+        option = "--teacher-model" if offered and teacher_model_id is not None else "--customization-type"
+        raise KitUsageError(f"{option}: {exc}") from None
     return bool(report["valid"]), str(command.render(report, training, validation, command.SHOWN_PER_KIND))
+
+
+def _pipeline_rules(ft: Any, model: str, kind: str, teacher_model: str | None, validation: str | None) -> str | None:
+    """Refuse (KitUsageError) what the pipeline's ValidateData refuses before it reads the data, with the functions
+    it calls (finetune_validate.validator): a teacher for another type than DISTILLATION, or a DISTILLATION without
+    one; with ft_deploy on-demand, a base model that deployment cannot serve; a validation file (``validation``:
+    the option that names it) for a type the pipeline passes none to. Returns the run's teacher: its own, else
+    ft_teacher_model_id (DISTILLATION), as the state machine gives it (defaultTeacherModelId)."""
+    _validator()
+    from finetune_validate.formats import UnsupportedBaseModel
+    from finetune_validate.validator import RequestRefused, on_demand_problem, run_teacher, validation_set_problem
+
+    try:
+        teacher = run_teacher(kind, teacher_model, ft.teacher_model_id)
+    except RequestRefused as exc:
+        raise KitUsageError(f"--teacher-model {exc.problem}") from None
+    if ft.deploy == "on-demand":  # the state machine's onDemandDeploy
+        try:
+            problem = on_demand_problem(model)
+        except UnsupportedBaseModel as exc:
+            raise KitUsageError(f"--base-model: {exc}") from None
+        if problem is not None:
+            raise KitUsageError(f"--base-model: {problem}")
+    if validation is not None and (problem := validation_set_problem(kind)) is not None:
+        raise KitUsageError(f"{validation}: {problem}")
+    return teacher
 
 
 def configured_hyperparameters(ft: Any, kind: str) -> dict[str, Any]:
@@ -167,22 +199,38 @@ def configured_hyperparameters(ft: Any, kind: str) -> dict[str, Any]:
 @click.option("--validation", type=click.Path(exists=True, dir_okay=False), metavar="FILE", help="A validation file.")
 @click.option("--hyperparameters", metavar="JSON", help="A JSON object of strings (default: ft_hyperparameters).")
 @click.option("--customization-type", type=click.Choice(CUSTOMIZATION_TYPES), help="Default: ft_customization_type.")
+@click.option(
+    "--teacher-model",
+    metavar="ID",
+    help="DISTILLATION: the teacher (default: ft_teacher_model_id; checked against the base model).",
+)
+@click.option(
+    "--data-bucket",
+    metavar="NAME",
+    help="The stack's DataBucketName: also check that every image or video is under s3://NAME/datasets/ "
+    "(kit l3 start --upload always does).",
+)
 def validate(
     training: str,
     base_model: str | None,
     validation: str | None,
     hyperparameters: str | None,
     customization_type: str | None,
+    teacher_model: str | None,
+    data_bucket: str | None,
 ) -> None:
-    """Check a JSON Lines training file offline, with the pipeline's own validator (exit 1 if invalid)."""
+    """Check a JSON Lines training file offline, with the pipeline's own validator and request rules (exit 1 if
+    invalid). Images and videos are checked against the data bucket only with --data-bucket."""
     target = current_target()
     ft = target.config.finetune
     model = base_model or ft.base_model_id
     params = json_object(hyperparameters, "--hyperparameters")
     kind = customization_type or ft.customization_type
-    valid, text = _validate_locally(
-        training, validation, model, params if params is not None else configured_hyperparameters(ft, kind), kind
-    )
+    # A validation file for a type the pipeline passes none to is reported as invalid data (validation_not_allowed).
+    teacher = _pipeline_rules(ft, model, kind, teacher_model, None)
+    media = _media_prefix(data_bucket) if data_bucket else None
+    hyper = params if params is not None else configured_hyperparameters(ft, kind)
+    valid, text = _validate_locally(training, validation, model, hyper, kind, teacher, media)
     click.echo(text)
     if not valid:
         click.get_current_context().exit(1)
@@ -195,6 +243,14 @@ def upload_key(run: str, path: str) -> str:
     (https://docs.aws.amazon.com/AmazonS3/latest/userguide/RetrievingObjectsfromVersioningSuspendedBuckets.html):
     a later upload to a shared key would change what an earlier run trains on."""
     return f"{DATASETS_PREFIX}{run}/{Path(path).name}"
+
+
+def _media_prefix(bucket: str) -> str:
+    """Where the pipeline requires a record's images and videos: s3://<data bucket>/datasets/ (its datasetsPrefix)."""
+    _validator()
+    from finetune_validate.validator import readable_media_prefix
+
+    return str(readable_media_prefix(bucket, DATASETS_PREFIX))
 
 
 def _dataset_key(key: str, option: str) -> str:
@@ -247,15 +303,16 @@ def start(
 ) -> None:
     """Start the fine-tuning pipeline (StartExecution) with a job request.
 
-    With --upload the data is validated locally before it is uploaded; the pipeline validates it again. A
-    DISTILLATION run without data distills from the account's invocation logs (ft_distillation_source
-    invocation-logs).
+    The request is checked first against the pipeline's request rules (the teacher, the validation set's type, the
+    on-demand deployment's base models). With --upload the data is validated locally, with the pipeline's
+    validator and media location, before anything is uploaded; the pipeline validates it again. A DISTILLATION run
+    without data distills from the account's invocation logs (ft_distillation_source invocation-logs).
     """
     target = current_target()
     ft = target.config.finetune
     kind = customization_type or ft.customization_type
-    if teacher_model and kind != "DISTILLATION":
-        raise KitUsageError(f"--teacher-model is for DISTILLATION only, not {kind}")
+    validation_option = "--upload-validation" if upload_validation else "--validation-key" if validation_key else None
+    teacher = _pipeline_rules(ft, base_model or ft.base_model_id, kind, teacher_model, validation_option)
     run = execution_name()  # also the folder of the files it uploads
     training_key = training_key or (upload_key(run, upload) if upload else None)
     from_logs = training_key is None and kind == "DISTILLATION" and ft.distillation_source == "invocation-logs"
@@ -294,8 +351,8 @@ def start(
                 raise KitUsageError(f"{option}: {problem}")
         hyper = params if params is not None else configured_hyperparameters(ft, kind)
         if upload:
-            teacher = teacher_model or (ft.teacher_model_id if kind == "DISTILLATION" else None)
-            valid, text = _validate_locally(upload, upload_validation, model, hyper, kind, teacher)
+            media = _media_prefix(bucket)  # as the state machine passes datasetsPrefix
+            valid, text = _validate_locally(upload, upload_validation, model, hyper, kind, teacher, media)
             if not valid:
                 click.echo(text)
                 raise KitError("the data is invalid: nothing was uploaded or started")

@@ -122,6 +122,37 @@ def retry_lambda_throttling(task: tasks.LambdaInvoke) -> None:
     )
 
 
+# A dataset stream that drops while a validator Lambda reads it. botocore's StreamingBody.read raises these after
+# get_object has returned, outside the S3 client's retry handler, so the client's own retries never see them
+# (botocore 1.44 botocore/response.py StreamingBody.read; https://github.com/boto/boto3/issues/4111):
+# - ResponseStreamingError (botocore/exceptions.py, an HTTPClientError): urllib3's ProtocolError, a reset or
+#   closed connection, or a body cut short (urllib3's IncompleteRead, which urllib3/response.py _error_catcher wraps
+#   in ProtocolError);
+# - ReadTimeoutError (botocore/exceptions.py): no byte for the client's read_timeout;
+# - IncompleteReadError (botocore/exceptions.py): the stream ended before its Content-Length;
+# - SSLError: urllib3's own (urllib3/exceptions.py), which _error_catcher raises for a TLS error mid-stream and
+#   StreamingBody.read does not wrap.
+# The Python runtime reports an unhandled exception with its class name as errorType
+# (https://docs.aws.amazon.com/lambda/latest/dg/python-exceptions.html), and Step Functions matches a Retry on that
+# name (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html), as it does the
+# validators' InvalidRequest. The validators only read and (re)write their own report key, so a second run is safe;
+# a timeout (Sandbox.Timedout) or any other error still goes to the Catch at once. Two more attempts take at most
+# 2 x VALIDATOR_TIMEOUT plus 30 s, which EXECUTION_HEADROOM covers.
+VALIDATOR_STREAM_ERRORS = ["ResponseStreamingError", "ReadTimeoutError", "IncompleteReadError", "SSLError"]
+VALIDATOR_STREAM_RETRY_INTERVAL = Duration.seconds(10)
+VALIDATOR_STREAM_RETRY_ATTEMPTS = 2  # 10 s, then 20 s later
+
+
+def retry_dropped_streams(task: tasks.LambdaInvoke) -> None:
+    """A validator Lambda runs again, twice at most, when S3 dropped the dataset's stream under it."""
+    task.add_retry(
+        errors=VALIDATOR_STREAM_ERRORS,
+        interval=VALIDATOR_STREAM_RETRY_INTERVAL,
+        max_attempts=VALIDATOR_STREAM_RETRY_ATTEMPTS,
+        backoff_rate=2.0,
+    )
+
+
 def _retry_budget(interval: Duration, attempts: int, backoff: float = 2.0) -> float:
     """Seconds a retrier may wait in total before its last attempt."""
     return sum(interval.to_seconds() * backoff**n for n in range(attempts))
@@ -369,6 +400,7 @@ class FineTunePipeline(Construct):
             then=fail("BadRequest", "InvalidJobRequest", "The job request or its dataset keys are invalid"),
         )
         retry_lambda_throttling(validate)
+        retry_dropped_streams(validate)
         validate.add_catch(bad_request, errors=VALIDATOR_ERRORS, result_path="$.error")
         invalid_data = notify(
             "NotifyInvalidData",

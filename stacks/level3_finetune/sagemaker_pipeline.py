@@ -53,6 +53,7 @@ from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
 from stacks.level3_finetune.pipeline import (
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_INTERVAL,
+    retry_dropped_streams,
     retry_lambda_throttling,
     retry_task_errors,
     retry_throttling,
@@ -405,8 +406,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
 
     # Every record the job would read, checked before any instance starts (the train channel's S3Prefix on the
     # same key: the function lists and reads exactly the objects the job would copy). Lambda's transient errors
-    # are retried (LambdaInvoke's retry_on_service_exceptions, and concurrency throttling); any other error is a
-    # notified failure.
+    # are retried (LambdaInvoke's retry_on_service_exceptions, and concurrency throttling), and so is a dataset
+    # stream S3 dropped (retry_dropped_streams); any other error is a notified failure.
     validate = tasks.LambdaInvoke(
         scope,
         "ValidateData",
@@ -427,6 +428,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         result_path="$.validation",
     )
     retry_lambda_throttling(validate)
+    retry_dropped_streams(validate)
     validate.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
     invalid_data = sfn.Pass(
         scope,

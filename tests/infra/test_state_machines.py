@@ -130,6 +130,41 @@ def test_the_lambda_retry_guard_sees_a_task_that_is_not_retried() -> None:
     assert "S/M.W: Lambda.ServiceException is not retried" in findings
 
 
+# A dataset stream S3 drops under a validator Lambda: botocore raises these from StreamingBody.read, after
+# get_object returned and outside the client's retries (botocore/response.py; the classes in botocore/exceptions.py,
+# and urllib3's SSLError, which read does not wrap), and Lambda reports the class name as the error.
+def _stream_error_names() -> list[str]:
+    import urllib3.exceptions
+    from botocore import exceptions
+
+    return [
+        exceptions.ResponseStreamingError.__name__,
+        exceptions.ReadTimeoutError.__name__,
+        exceptions.IncompleteReadError.__name__,
+        urllib3.exceptions.SSLError.__name__,
+    ]
+
+
+def test_a_validator_runs_again_when_s3_drops_the_datasets_stream(each_stage: Any) -> None:
+    """Before: only Lambda's own errors and throttling were retried, so a stream reset while a multi-GB dataset was
+    read failed the run (NotifyPipelineError, NotifyFailed). Twice at most, with backoff, before the same Catches."""
+    validators = [
+        (machine, state)
+        for machine, definition in _definitions(each_stage.templates)
+        for name, state in _states(definition)
+        if name == "ValidateData"
+    ]
+    assert len(validators) == 2, [machine for machine, _ in validators]  # the Bedrock and the SageMaker paths
+    for machine, state in validators:
+        [streams] = [r for r in state["Retry"] if set(r["ErrorEquals"]) & set(_stream_error_names())]
+        assert sorted(streams["ErrorEquals"]) == sorted(_stream_error_names()), machine
+        assert streams["MaxAttempts"] == 2 and streams["BackoffRate"] == 2 and streams["IntervalSeconds"] > 0
+        # The other retriers and the Catches stay: Lambda's own errors, throttling, then the notified failures.
+        retried = {error for retrier in state["Retry"] for error in retrier["ErrorEquals"]}
+        assert retried >= LAMBDA_TRANSIENT_ERRORS and not retried & {"States.ALL", "States.TaskFailed"}, machine
+        assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"], machine
+
+
 # A state without a Retry fails the run at its first error, however transient
 # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html). Every Task retries
 # something, except a .sync training job: a retry would start a second paid job, and a failed job is the outcome

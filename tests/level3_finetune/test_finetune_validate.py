@@ -27,10 +27,15 @@ from finetune_validate.validator import (
     FIRST_ERRORS_PER_KIND,
     BlockReader,
     DatasetValidator,
+    RequestRefused,
     iter_lines,
+    on_demand_problem,
+    readable_media_prefix,
+    run_teacher,
     summarize,
     validate_dataset,
     validate_files,
+    validation_set_problem,
 )
 from stacks.shared.python_function import stage_function_code
 from tests.lambda_helpers import FakeContext
@@ -44,6 +49,7 @@ from .finetune_data import (
     LLAMA_32_VISION,
     NOVA_LITE,
     NOVA_MICRO,
+    SAMPLE_DIRS,
     TITAN_EXPRESS,
     TITAN_LITE,
     TRAIN_SAMPLE,
@@ -1244,3 +1250,162 @@ def test_continued_pre_training_takes_a_training_file_of_up_to_10_gb() -> None:
 def test_cli_checks_the_customization_type() -> None:
     code, _, err = run_cli(str(TRAIN_SAMPLE), "--customization-type", "CONTINUED_PRE_TRAINING")
     assert code == 2 and "--customization-type" in err
+
+
+# --- one verdict: the pipeline's request rules offline (the handler, the command and kit l3 call one function) ---
+
+DISTILL_SAMPLE = SAMPLE_DIRS[formats.DISTILLATION][0]
+TEACHER = "amazon.nova-pro-v1:0"
+
+
+def _asking(uri: str) -> dict[str, Any]:
+    answer = {"role": "assistant", "content": [{"text": "A diagram."}]}
+    return {"messages": [{"role": "user", "content": [{"text": "What is it?"}, image("png", uri)]}, answer]}
+
+
+@pytest.mark.parametrize(
+    ("name", "records"),
+    [
+        ("text only", nova(8)),
+        ("image under datasets/", nova(8, line2=_asking(f"s3://{BUCKET}/datasets/images/a.png"))),
+        ("image outside datasets/", nova(8, line2=_asking(f"s3://{BUCKET}/images/a.png"))),
+        ("image in another bucket", nova(8, line2=_asking("s3://another-bucket/datasets/a.png"))),
+    ],
+)
+def test_the_local_check_gives_the_pipelines_verdict_on_media_locations(
+    name: str, records: list[Any], s3: Any, tmp_path: Any, context: FakeContext
+) -> None:
+    """Before: the command and kit l3 validate / start --upload passed no media prefix, so an image outside
+    s3://<data bucket>/datasets/ was VALID offline and INVALID (invalid_s3_uri) in the pipeline."""
+    s3.put_object(Bucket=BUCKET, Key="datasets/media.jsonl", Body=jsonl(records))
+    request = event(trainingKey="datasets/media.jsonl", validationKey=None, datasetsPrefix="datasets/")
+    pipeline = handler.handler(request, context)["valid"]  # type: ignore[arg-type]
+    path = tmp_path / "media.jsonl"
+    path.write_bytes(jsonl(records))
+    prefix = readable_media_prefix(BUCKET, "datasets/")
+    hyperparameters = request["hyperparameters"]
+    local = validate_files(str(path), base_model_id=NOVA_LITE, hyperparameters=hyperparameters, media_prefix=prefix)
+    code, _, _ = run_cli(str(path), "--base-model", NOVA_LITE, "--datasets-uri", prefix)
+    assert local["valid"] == pipeline == (code == 0), name
+    assert pipeline == (name in ("text only", "image under datasets/"))
+
+
+@pytest.mark.parametrize("kind", [formats.DISTILLATION, formats.REINFORCEMENT_FINE_TUNING])
+def test_a_validation_file_the_pipeline_would_not_pass_on_is_invalid_offline(kind: str) -> None:
+    """Before: Nova Lite's DISTILLATION (and Nova 2 Lite's RFT) model table allows a validation set, so the local
+    check said VALID while the pipeline refuses the request (validationKey, VALIDATION_SET_TYPES)."""
+    path, model = SAMPLE_DIRS[kind]
+    data = path.read_bytes()
+    validation = b"".join(data.splitlines(keepends=True)[:10])
+    teacher = TEACHER if kind == formats.DISTILLATION else None
+    report = check(data, model, validation=validation, customization_type=kind, teacher_model_id=teacher)
+    assert not report["valid"]
+    [message] = [e["message"] for e in report["validation"]["errors"]["validation_not_allowed"]["first"]]
+    assert message.startswith("The pipeline passes a validation set for FINE_TUNING and CONTINUED_PRE_TRAINING only")
+    # The pipeline refuses the same request, with the same rule's words.
+    problem = validation_set_problem(kind)
+    assert problem is not None and problem.removeprefix("the ") in message
+    assert validation_set_problem(formats.FINE_TUNING) is None
+    assert validation_set_problem(formats.CONTINUED_PRE_TRAINING) is None
+
+
+def test_the_command_applies_the_pipelines_request_rules(tmp_path: Any) -> None:
+    validation = tmp_path / "val.jsonl"
+    validation.write_bytes(b"".join(DISTILL_SAMPLE.read_bytes().splitlines(keepends=True)[:10]))
+    distill = [str(DISTILL_SAMPLE), "--base-model", NOVA_LITE, "--customization-type", "DISTILLATION"]
+    assert run_cli(*distill, "--teacher-model", TEACHER)[0] == 0
+    # A validation set the pipeline would refuse (it passes none to a distillation job).
+    code, out, _ = run_cli(*distill, "--teacher-model", TEACHER, "--validation", str(validation))
+    assert code == 1 and "validation_not_allowed" in out
+    # The pipeline always distills from a teacher it checks against the student (its own, or ft_teacher_model_id).
+    code, _, err = run_cli(*distill)
+    assert code == 2 and "--teacher-model is required for DISTILLATION" in err
+    code, _, err = run_cli(str(TRAIN_SAMPLE), "--teacher-model", TEACHER)
+    assert code == 2 and "--teacher-model is for DISTILLATION only" in err
+    # A base model the stack's on-demand deployment cannot serve (ft_deploy on-demand).
+    code, _, err = run_cli(str(TRAIN_SAMPLE), "--base-model", LLAMA_31, "--on-demand-deploy")
+    assert code == 2 and "--base-model" in err and "on-demand deployment" in err
+    assert run_cli(str(TRAIN_SAMPLE), "--base-model", NOVA_LITE, "--on-demand-deploy")[0] == 0
+    code, _, err = run_cli(str(TRAIN_SAMPLE), "--base-model", NOVA_LITE, "--datasets-uri", "s3://b/datasets")
+    assert code == 2 and "--datasets-uri" in err
+
+
+def test_the_handler_refuses_what_the_shared_rules_refuse() -> None:
+    """The handler's refusals are the shared functions' (validator.py), word for word."""
+    base = {"bucket": BUCKET, "trainingKey": "datasets/t.jsonl", "hyperparameters": {}, "reportKey": "reports/r.json"}
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.parse_request({**base, "baseModelId": LLAMA_31, "onDemandDeploy": True})
+    assert str(raised.value) == f"baseModelId: {on_demand_problem(LLAMA_31)}"
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.parse_request({**base, "baseModelId": NOVA_LITE, "customizationType": "DISTILLATION"})
+    with pytest.raises(RequestRefused) as shared:
+        run_teacher(formats.DISTILLATION, None, None)
+    assert (raised.value.field, str(raised.value)) == (shared.value.field, str(shared.value))
+    event_ = {**base, "baseModelId": NOVA_LITE, "customizationType": "DISTILLATION", "teacherModelId": TEACHER}
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.parse_request({**event_, "validationKey": "datasets/v.jsonl"})
+    assert str(raised.value) == f"validationKey: {validation_set_problem(formats.DISTILLATION)}"
+    assert run_teacher(formats.FINE_TUNING, None, TEACHER) is None  # the configured teacher: distillation only
+    assert run_teacher(formats.DISTILLATION, None, TEACHER) == TEACHER
+
+
+# --- a dataset stream S3 drops (the state machines retry these error names: stacks/level3_finetune/pipeline.py) ---
+
+
+class _DroppingStream(io.RawIOBase):
+    """A body whose second read fails as urllib3 fails a dropped connection (``error``), or, with ``error`` None,
+    one that ends before its Content-Length."""
+
+    def __init__(self, data: bytes, error: Exception | None) -> None:
+        self._data, self._error, self._reads = data, error, 0
+
+    def read(self, amt: int | None = -1) -> bytes:  # type: ignore[override]
+        self._reads += 1
+        if self._reads == 1:
+            return self._data[: amt or None]
+        if self._error is not None:
+            raise self._error
+        return b""
+
+
+def _dropped(error: Exception | None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The class name (the Lambda errorType) of what handler.validate raises when S3 drops the stream so."""
+    data = TRAIN_SAMPLE.read_bytes()
+
+    class Client:
+        def get_object(self, **_: Any) -> dict[str, Any]:
+            return {"Body": StreamingBody(_DroppingStream(data[:100], error), len(data))}
+
+    monkeypatch.setattr(handler, "get_s3_client", Client)
+    request = handler.parse_request(event(validationKey=None))
+    with pytest.raises(Exception) as raised:  # the class is the point
+        handler.validate(request)
+    return type(raised.value).__name__
+
+
+def test_a_dropped_dataset_stream_raises_an_error_the_state_machines_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore raises these from StreamingBody.read (botocore/response.py), after get_object returned and outside the
+    client's retries; Lambda reports the class name as the error, and ValidateData retries exactly these names."""
+    import urllib3.exceptions
+
+    from stacks.level3_finetune.pipeline import VALIDATOR_STREAM_ERRORS
+
+    monkeypatch.setattr(handler, "CHUNK_BYTES", 100)
+    drops: list[Exception | None] = [
+        urllib3.exceptions.ProtocolError("Connection broken", ConnectionResetError(104, "reset")),
+        urllib3.exceptions.ProtocolError("Connection broken", urllib3.exceptions.IncompleteRead(100, 50)),
+        urllib3.exceptions.ReadTimeoutError(None, None, "Read timed out."),  # type: ignore[arg-type]
+        urllib3.exceptions.SSLError("decryption failed or bad record mac"),
+        None,  # the body ended before its Content-Length
+    ]
+    raised = {_dropped(drop, monkeypatch) for drop in drops}
+    assert (
+        raised
+        == set(VALIDATOR_STREAM_ERRORS)
+        == {
+            "ResponseStreamingError",
+            "ReadTimeoutError",
+            "SSLError",
+            "IncompleteReadError",
+        }
+    )

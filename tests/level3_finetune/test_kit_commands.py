@@ -240,6 +240,91 @@ def test_l3_start_takes_the_type_and_the_teacher(mocked: FakeCloudFormation) -> 
     assert no_data.exit_code == 2 and "--upload FILE" in no_data.output
 
 
+DISTILL_TRAIN = SAMPLES / "distillation" / "train.jsonl"
+NOVA_LITE = "amazon.nova-lite-v1:0:300k"
+LLAMA = "meta.llama3-1-8b-instruct-v1:0:128k"
+
+
+def _first_lines(tmp_path: Path, source: Path, count: int = 10) -> str:
+    path = tmp_path / "val.jsonl"
+    path.write_bytes(b"".join(source.read_bytes().splitlines(keepends=True)[:count]))
+    return str(path)
+
+
+def _with_an_image(tmp_path: Path, uri: str) -> str:
+    """The fine-tuning sample with one record asking about an image at ``uri``."""
+    lines = (SAMPLES / "train.jsonl").read_text().splitlines(keepends=True)
+    record = json.loads(lines[1])
+    record["messages"][0]["content"].append({"image": {"format": "png", "source": {"s3Location": {"uri": uri}}}})
+    lines[1] = json.dumps(record) + "\n"
+    path = tmp_path / "media.jsonl"
+    path.write_text("".join(lines))
+    return str(path)
+
+
+def test_l3_validate_refuses_what_the_pipeline_refuses(tmp_path: Path) -> None:
+    """Before: VALID for requests the pipeline's ValidateData refuses (a validation set for DISTILLATION, a student
+    its configured teacher does not teach, a base model the on-demand deployment cannot serve)."""
+    distill = [str(DISTILL_TRAIN), "--base-model", NOVA_LITE, "--customization-type", "DISTILLATION"]
+    assert run(l3, "validate", *distill).exit_code == 0  # ft_teacher_model_id (Nova Pro) teaches Nova Lite
+    with_validation = run(l3, "validate", *distill, "--validation", _first_lines(tmp_path, DISTILL_TRAIN))
+    assert with_validation.exit_code == 1, with_validation.output
+    assert "validation_not_allowed" in with_validation.output and "INVALID:" in with_validation.output
+    # The configured teacher is checked against the student, as the pipeline does (Nova Pro does not teach itself).
+    pro = ["--base-model", "amazon.nova-pro-v1:0:300k", "--customization-type", "DISTILLATION"]
+    not_taught = run(l3, "validate", str(DISTILL_TRAIN), *pro)
+    assert not_taught.exit_code == 2 and "--teacher-model" in not_taught.output, not_taught.output
+    assert "does not teach amazon.nova-pro-v1:0:300k" in not_taught.output
+    wrong_type = run(l3, "validate", str(SAMPLES / "train.jsonl"), "--teacher-model", "amazon.nova-pro-v1:0")
+    assert wrong_type.exit_code == 2 and "--teacher-model is for DISTILLATION only" in wrong_type.output
+    # With ft_deploy on-demand, a base model that deployment cannot serve.
+    on_demand = run(l3, "-c", "ft_deploy=on-demand", "validate", str(SAMPLES / "train.jsonl"), "--base-model", LLAMA)
+    assert on_demand.exit_code == 2 and "--base-model" in on_demand.output
+    assert "cannot be served by this stack's on-demand deployment" in on_demand.output
+    # An image outside the data bucket's datasets/, with the bucket named.
+    outside = [_with_an_image(tmp_path, "s3://ft-data/images/a.png"), "--base-model", NOVA_LITE]
+    assert run(l3, "validate", *outside).exit_code == 0  # not known offline, so not checked
+    checked = run(l3, "validate", *outside, "--data-bucket", "ft-data")
+    assert checked.exit_code == 1 and "invalid_s3_uri" in checked.output, checked.output
+    inside = _with_an_image(tmp_path, "s3://ft-data/datasets/images/a.png")
+    assert run(l3, "validate", inside, "--base-model", NOVA_LITE, "--data-bucket", "ft-data").exit_code == 0
+
+
+def _nothing_uploaded_or_started(machine: str) -> None:
+    assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="ft-data")
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+
+
+def test_l3_start_refuses_what_the_pipeline_refuses_before_uploading(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    """Before: each of these was uploaded and started, and the pipeline's ValidateData then refused the run."""
+    machine = state_machine(WAIT_THEN_PASS, "finetune")
+    finetune_stack(mocked, machine)
+    distill = ["--customization-type", "DISTILLATION", "--base-model", NOVA_LITE]
+    val = _first_lines(tmp_path, DISTILL_TRAIN)
+    refused = run(l3, "start", "--upload", str(DISTILL_TRAIN), "--upload-validation", val, *distill)
+    assert refused.exit_code == 2, refused.output
+    assert "--upload-validation: the pipeline passes a validation set for FINE_TUNING" in refused.output
+    by_key = run(l3, "start", "--training-key", "datasets/t.jsonl", "--validation-key", "datasets/v.jsonl", *distill)
+    assert by_key.exit_code == 2 and "--validation-key: the pipeline passes" in by_key.output
+    # An image outside s3://<data bucket>/datasets/: the pipeline's media rule, with the deployed bucket.
+    outside = _with_an_image(tmp_path, "s3://ft-data/images/a.png")
+    image = run(l3, "start", "--upload", outside, "--base-model", NOVA_LITE)
+    assert image.exit_code == 1 and "invalid_s3_uri" in image.output, image.output
+    assert "the data is invalid: nothing was uploaded or started" in image.output
+    on_demand = run(
+        l3, "-c", "ft_deploy=on-demand", "start", "--training-key", "datasets/t.jsonl", "--base-model", LLAMA
+    )
+    assert on_demand.exit_code == 2 and "on-demand deployment" in on_demand.output
+    _nothing_uploaded_or_started(machine)
+    # The image under datasets/ is uploaded and started.
+    inside = _with_an_image(tmp_path, "s3://ft-data/datasets/images/a.png")
+    fine = run(l3, "start", "--upload", inside, "--base-model", NOVA_LITE)
+    assert fine.exit_code == 0, fine.output
+
+
 # --- kit l3sm (the SageMaker path) ---------------------------------------------------------------------------
 
 SM_SAMPLES = ROOT / "samples" / "finetune-sagemaker"

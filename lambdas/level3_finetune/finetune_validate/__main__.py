@@ -3,16 +3,22 @@
     PYTHONPATH=lambdas python -m finetune_validate TRAIN.jsonl --base-model amazon.nova-lite-v1:0:300k \\
         [--validation VAL.jsonl] [--hyperparameters '{"epochCount":"2"}'] [--report report.json] \\
         [--customization-type FINE_TUNING|CONTINUED_PRE_TRAINING|DISTILLATION|REINFORCEMENT_FINE_TUNING] \\
-        [--teacher-model amazon.nova-pro-v1:0]
+        [--teacher-model amazon.nova-pro-v1:0] [--datasets-uri s3://BUCKET/datasets/] [--on-demand-deploy]
+
+It applies the pipeline's rules (finetune_validate.validator, the functions its ValidateData Lambda calls): a
+validation file only for the types the pipeline passes one to, a teacher for DISTILLATION, and with the options
+the media location (--datasets-uri: the stack's DataBucketName and datasets/) and the on-demand deployment.
 
 Exit status: 0 the dataset is valid, 1 it is not, 2 usage error (bad arguments, unreadable file, unsupported
-base model or customization type, hyperparameters that are not a JSON object).
+base model or customization type, a DISTILLATION without a teacher, a base model the on-demand deployment cannot
+serve, hyperparameters that are not a JSON object).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -26,10 +32,20 @@ from finetune_validate.formats import (
     UnsupportedCustomizationType,
     printable,
 )
-from finetune_validate.validator import DatasetValidator, iter_file_chunks, summarize
+from finetune_validate.validator import (
+    DatasetValidator,
+    RequestRefused,
+    iter_file_chunks,
+    on_demand_problem,
+    run_teacher,
+    summarize,
+)
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 SHOWN_PER_KIND = 5
+# --datasets-uri: an S3 bucket name (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html,
+# the handler's BUCKET_NAME) and a prefix ending in / (the handler's datasetsPrefix rule).
+DATASETS_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/(?:.*/)?$")
 
 
 class UsageError(Exception):
@@ -58,7 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--teacher-model",
         metavar="ID",
-        help="DISTILLATION: the teacher model id (or cross-Region profile id); checked against the student",
+        help="DISTILLATION (required there): the teacher model id (or cross-Region profile id); checked against "
+        "the student, as the pipeline does with ft_teacher_model_id or a run's own teacherModelId",
+    )
+    parser.add_argument(
+        "--datasets-uri",
+        metavar="S3URI",
+        help="where the pipeline reads data, s3://<DataBucketName>/datasets/: every image or video a record names "
+        "must be under it, as the pipeline checks (default: not checked)",
+    )
+    parser.add_argument(
+        "--on-demand-deploy",
+        action="store_true",
+        help="the stack deploys with ft_deploy on-demand: refuse a base model that deployment cannot serve",
     )
     parser.add_argument("--validation", metavar="VAL.jsonl", help="the validation file")
     parser.add_argument(
@@ -101,12 +129,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--hyperparameters is nested too deeply; it must be a flat JSON object of strings") from None
     if not isinstance(hyperparameters, dict):
         raise UsageError('--hyperparameters must be a JSON object, e.g. \'{"epochCount": "2"}\'')
+    if args.datasets_uri is not None and not DATASETS_URI.match(args.datasets_uri):
+        raise UsageError(f"--datasets-uri must be s3://BUCKET/PREFIX/ (ending in /), got '{args.datasets_uri}'")
     try:
+        teacher_model_id = run_teacher(args.customization_type, args.teacher_model, None)
+    except RequestRefused as exc:
+        raise UsageError(f"--teacher-model {exc.problem}") from None
+    try:
+        if args.on_demand_deploy and (problem := on_demand_problem(args.base_model)) is not None:
+            raise UsageError(f"--base-model: {problem}")
         validator = DatasetValidator(
             args.base_model,
             hyperparameters,
             customization_type=args.customization_type,
-            teacher_model_id=args.teacher_model,
+            teacher_model_id=teacher_model_id,
+            media_prefix=args.datasets_uri,
         )
     except UnsupportedBaseModel as exc:
         raise UsageError(f"--base-model: {exc}") from None

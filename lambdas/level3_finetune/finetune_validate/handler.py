@@ -53,10 +53,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from finetune_validate.formats import (
-    CONTINUED_PRE_TRAINING,
     DISTILLATION,
     FINE_TUNING,
-    MODELS,
     REINFORCEMENT_FINE_TUNING,
     UnsupportedBaseModel,
     UnsupportedCustomizationType,
@@ -68,7 +66,16 @@ from finetune_validate.formats import (
     resolve_model,
     rft_hyperparameters,
 )
-from finetune_validate.validator import DatasetValidator, error_kinds, summarize
+from finetune_validate.validator import (
+    DatasetValidator,
+    RequestRefused,
+    error_kinds,
+    on_demand_problem,
+    readable_media_prefix,
+    run_teacher,
+    summarize,
+    validation_set_problem,
+)
 
 logger = Logger()
 
@@ -80,8 +87,6 @@ CLIENT_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 60,
 }
-# The types whose job takes the request's validation set (the pipeline's other create calls carry none).
-VALIDATION_SET_TYPES = (FINE_TUNING, CONTINUED_PRE_TRAINING)
 S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -141,29 +146,24 @@ def parse_request(event: Any) -> Request:
         spec = resolve_model(base_model_id)
     except UnsupportedBaseModel as exc:
         raise InvalidRequest("baseModelId", str(exc)) from None
-    if event.get("onDemandDeploy") is True and not spec.on_demand_deploy:
-        served = ", ".join(sorted(model_id for model_id, model in MODELS.items() if model.on_demand_deploy))
-        raise InvalidRequest(
-            "baseModelId",
-            f"{base_model_id} cannot be served by this stack's on-demand deployment (ft_deploy 'on-demand'; it "
-            f"serves {served}, {spec.on_demand_source}): choose one of those, or deploy with ft_deploy 'provisioned'",
-        )
+    # The rules below that the offline checks apply too are finetune_validate.validator's (one function each).
+    if event.get("onDemandDeploy") is True and (problem := on_demand_problem(base_model_id)) is not None:
+        raise InvalidRequest("baseModelId", problem)
     # Absent: fine-tuning (the contract before customization types). Present, it must be a type (null is not).
     customization_type = event.get("customizationType", FINE_TUNING)
     problem = check_customization_type(customization_type, spec) or check_pipeline_type(customization_type)
     if problem is not None:
         raise InvalidRequest("customizationType", problem)
-    teacher_model_id = event.get("teacherModelId")
-    if teacher_model_id is not None:
-        if customization_type != DISTILLATION:
-            raise InvalidRequest("teacherModelId", f"is for DISTILLATION only, not {customization_type}")
+    try:
+        teacher_model_id = run_teacher(
+            customization_type, event.get("teacherModelId"), event.get("defaultTeacherModelId")
+        )
+    except RequestRefused as exc:
+        raise InvalidRequest(exc.field, exc.problem) from None
+    if teacher_model_id is not None and event.get("teacherModelId") is not None:  # the run's own
         teacher_model_id = _required_text(event, "teacherModelId")
         _check_invocable(teacher_model_id, event.get("invocableTeacherModelIds"))
-    elif customization_type == DISTILLATION:
-        if event.get("defaultTeacherModelId") is None:
-            raise InvalidRequest(
-                "teacherModelId", "is required for DISTILLATION (set ft_teacher_model_id or give one per run)"
-            )
+    elif teacher_model_id is not None:  # the configured one
         teacher_model_id = _required_text(event, "defaultTeacherModelId")
     if event.get("trainingKey") is None and customization_type == DISTILLATION and event.get("invocationLogs") is True:
         training_key: str | None = None  # the account's model invocation logs
@@ -175,12 +175,8 @@ def parse_request(event: Any) -> Request:
         )
     else:
         training_key = _key(event, "trainingKey")
-    if validation_key is not None and customization_type not in VALIDATION_SET_TYPES:
-        raise InvalidRequest(
-            "validationKey",
-            f"the pipeline passes a validation set for {' and '.join(VALIDATION_SET_TYPES)} only, not "
-            f"{customization_type}; drop it (or fold its records into the training file)",
-        )
+    if validation_key is not None and (problem := validation_set_problem(customization_type)) is not None:
+        raise InvalidRequest("validationKey", problem)
     datasets_prefix = _required_text(event, "datasetsPrefix") if event.get("datasetsPrefix") is not None else None
     if datasets_prefix is not None and not datasets_prefix.endswith("/"):
         raise InvalidRequest("datasetsPrefix", f"'{datasets_prefix[:80]}' must end with '/'")
@@ -313,7 +309,7 @@ def validate(request: Request) -> dict[str, Any]:
             teacher_model_id=request.teacher_model_id,
             media_prefix=None
             if request.datasets_prefix is None
-            else f"s3://{request.bucket}/{request.datasets_prefix}",
+            else readable_media_prefix(request.bucket, request.datasets_prefix),
         )
     except UnsupportedBaseModel as exc:  # past its end of life
         raise InvalidRequest("baseModelId", str(exc)) from None

@@ -61,6 +61,75 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _SCAN: Any = _DECODER.scan_once  # type: ignore[attr-defined]  # the C scanner behind decode()
 
 
+# --- the pipeline's request rules ---------------------------------------------------------------------------
+# What the pipeline's ValidateData refuses besides the data itself, one function per rule. The Lambda handler
+# (handler.parse_request and handler.validate), python -m finetune_validate and kit l3 validate / start all call
+# these, so the offline verdict is the pipeline's (a rule copied into a caller could drift from it).
+
+# The types whose job takes the request's validation set: the pipeline's other CreateModelCustomizationJob calls
+# (distillation, reinforcement fine-tuning) carry no ValidationDataConfig (stacks/level3_finetune/pipeline.py
+# create_job), so a validation file for them would be dropped silently.
+VALIDATION_SET_TYPES = (formats.FINE_TUNING, formats.CONTINUED_PRE_TRAINING)
+
+
+class RequestRefused(ValueError):
+    """A request the pipeline refuses before it reads any data; ``field`` names the request member (the handler's
+    InvalidRequest field) and ``problem`` says what is wrong with it, without the field's name."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def validation_set_problem(customization_type: str) -> str | None:
+    """Why the pipeline takes no validation set for ``customization_type`` (None: it passes one to the job)."""
+    if customization_type in VALIDATION_SET_TYPES:
+        return None
+    return (
+        f"the pipeline passes a validation set for {' and '.join(VALIDATION_SET_TYPES)} only, not "
+        f"{customization_type}; drop it (or fold its records into the training file)"
+    )
+
+
+def on_demand_problem(base_model_id: str) -> str | None:
+    """Why a stack deployed with ft_deploy 'on-demand' cannot serve a custom model of ``base_model_id`` (None: it
+    can). Raises formats.UnsupportedBaseModel for a model id the kit does not know."""
+    spec = formats.resolve_model(base_model_id)
+    if spec.on_demand_deploy:
+        return None
+    served = ", ".join(sorted(model_id for model_id, model in formats.MODELS.items() if model.on_demand_deploy))
+    return (
+        f"{base_model_id} cannot be served by this stack's on-demand deployment (ft_deploy 'on-demand'; it "
+        f"serves {served}, {spec.on_demand_source}): choose one of those, or deploy with ft_deploy 'provisioned'"
+    )
+
+
+def run_teacher(customization_type: str, own: str | None, default: str | None) -> str | None:
+    """The teacher a run distills from: its own, else the configured one (ft_teacher_model_id); None for any other
+    type. Raises RequestRefused (field teacherModelId) for a teacher given to another type, or a distillation with
+    neither. The teacher itself (paired with the student, not past its end of life) is DatasetValidator's check."""
+    if own is not None:
+        if customization_type != formats.DISTILLATION:
+            raise RequestRefused("teacherModelId", f"is for DISTILLATION only, not {customization_type}")
+        return own
+    if customization_type != formats.DISTILLATION:
+        return None  # the configured teacher is not a teacher of other runs: ignored, not refused
+    if default is None:
+        raise RequestRefused(
+            "teacherModelId", "is required for DISTILLATION (set ft_teacher_model_id or give one per run)"
+        )
+    return default
+
+
+def readable_media_prefix(bucket: str, datasets_prefix: str) -> str:
+    """Where every image or video a record names must be: in the dataset's own bucket, as Bedrock reads media only
+    from there ("Images and videos must be in the same Amazon S3 bucket as the dataset",
+    https://docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html), and under the
+    one prefix the customization role may read (stacks/level3_finetune/data.py)."""
+    return f"s3://{bucket}/{datasets_prefix}"
+
+
 # --- bounded error log --------------------------------------------------------------------------------------
 
 
@@ -407,6 +476,8 @@ class DatasetValidator:
                     f"{self.spec.base_model_id} takes no validation set for {self.customization_type} "
                     f"({self.kind.doc}); drop the validation file (or fold its records into the training file).",
                 )
+            elif (pipeline := validation_set_problem(self.customization_type)) is not None:
+                validation.errors.add(VALIDATION_NOT_ALLOWED, None, f"{pipeline[:1].upper()}{pipeline[1:]}.")
             if validation.records == 0:
                 validation.errors.add(TOO_FEW_RECORDS, None, "The validation file holds no records.")
             self._check_own_limits(validation, limits.max_validation_records, limits.max_validation_bytes)
@@ -529,8 +600,10 @@ def validate_dataset(
     customization_type: str = formats.FINE_TUNING,
     teacher_model_id: str | None = None,
     today: date | None = None,
+    media_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Validate byte-chunk streams (a file, an S3 body's ``iter_chunks()``) and return the report."""
+    """Validate byte-chunk streams (a file, an S3 body's ``iter_chunks()``) and return the report. ``media_prefix``:
+    where every image or video a record names must be (readable_media_prefix; None: not checked)."""
     validator = DatasetValidator(
         base_model_id,
         hyperparameters,
@@ -538,6 +611,7 @@ def validate_dataset(
         customization_type=customization_type,
         teacher_model_id=teacher_model_id,
         today=today,
+        media_prefix=media_prefix,
     )
     validator.check_training(training)
     if validation is not None:
@@ -554,6 +628,7 @@ def validate_files(
     customization_type: str = formats.FINE_TUNING,
     teacher_model_id: str | None = None,
     today: date | None = None,
+    media_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Validate local JSON Lines files."""
     return validate_dataset(
@@ -564,6 +639,7 @@ def validate_files(
         customization_type=customization_type,
         teacher_model_id=teacher_model_id,
         today=today,
+        media_prefix=media_prefix,
     )
 
 
