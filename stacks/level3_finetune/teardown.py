@@ -48,6 +48,11 @@ RUNNING_STOP_RETRY_ATTEMPTS = 6
 NO_SUCH_JOB = ["Bedrock.ResourceNotFoundException", "Bedrock.ValidationException"]
 
 
+def _not_known_ended(status: str) -> sfn.Condition:
+    """The job may still run: its status is InProgress, or absent (unknown, so treated as running)."""
+    return sfn.Condition.or_(sfn.Condition.is_not_present(status), sfn.Condition.string_equals(status, "InProgress"))
+
+
 # The teardown's own execution name, kept in its state: a sweep's teardown is named SWEEP_PREFIX + hash.
 STARTED_AS = {"teardown": sfn.JsonPath.string_at("$$.Execution.Name")}
 
@@ -179,7 +184,9 @@ class PipelineTeardown(Construct):
                 parameters={"JobIdentifier": sfn.JsonPath.string_at("$.names.job")},
                 iam_action="bedrock:GetModelCustomizationJob",
                 iam_resources=jobs,
-                result_selector={"status": sfn.JsonPath.string_at("$.Status")},
+                # The whole answer, not a selection: botocore's model does not require its status, and a
+                # ResultSelector path that is absent is a States.Runtime error no Catch takes, which would end the
+                # teardown before its deletes. The Choices below read Status only where present.
                 result_path="$.job",
             )
             task.add_retry(errors=NO_SUCH_JOB, max_attempts=0)  # no job of this name: asking again changes nothing
@@ -278,9 +285,7 @@ class PipelineTeardown(Construct):
         recheck.add_catch(after_stop, errors=NO_SUCH_JOB, result_path="$.jobNotRead")
         recheck.add_catch(not_stopped, errors=["States.ALL"], result_path="$.jobNotRead")
         recheck.next(
-            sfn.Choice(self, "StillRunning?")
-            .when(sfn.Condition.string_equals("$.job.status", "InProgress"), not_stopped)
-            .otherwise(after_stop)
+            sfn.Choice(self, "StillRunning?").when(_not_known_ended("$.job.Status"), not_stopped).otherwise(after_stop)
         )
         stop_running.add_catch(recheck, errors=["States.ALL"], result_path="$.jobNotStopped")
         # A job that cannot be read because there is none keeps the old path; any other read error (refused,
@@ -289,7 +294,7 @@ class PipelineTeardown(Construct):
         get_job.add_catch(stop_running, errors=["States.ALL"], result_path="$.jobNotRead")
         get_job.next(
             sfn.Choice(self, "JobStillRunning?")
-            .when(sfn.Condition.string_equals("$.job.status", "InProgress"), stop_running)
+            .when(_not_known_ended("$.job.Status"), stop_running)
             .otherwise(after_stop)
         )
         definition = (

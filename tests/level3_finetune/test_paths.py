@@ -1672,6 +1672,38 @@ def test_teardown_that_cannot_delete_says_action_needed(provisioned: Variant) ->
     assert trace.notifications[-1][1]["outcome"].startswith("ACTION NEEDED")
 
 
+def test_a_job_answer_without_its_status_is_taken_as_running_and_the_deletes_still_run(provisioned: Variant) -> None:
+    """botocore's model does not require GetModelCustomizationJob's status. Before, a ResultSelector read it, and an
+    answer without it was a States.Runtime error no Catch takes: the teardown ended before its deletes."""
+    no_status = {"JobArn": JOB_ARN}
+    stopped = run_teardown(
+        provisioned,
+        status_event("ABORTED"),
+        GetItsJob=[no_status],
+        StopItsJob=[{}],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[NOT_FOUND_DEPLOYMENT],
+    )
+    assert_ends(stopped, "SUCCEEDED", "CleanedUp")
+    assert len(stopped.calls_to("StopItsJob")) == 1 and stopped.calls_to("DeleteItsThroughput")
+    # Read again after the stop kept failing, still without a status: unknown, so reported.
+    failing = itertools.repeat(AslError("Bedrock.InternalServerException", "internal failure"))
+    reported = run_teardown(
+        provisioned,
+        status_event("ABORTED"),
+        GetItsJob=[no_status],
+        StopItsJob=failing,
+        CheckItsJobAgain=[no_status],
+        DeleteItsThroughput=[{}],
+        DeleteItsDeployment=[NOT_FOUND_DEPLOYMENT],
+    )
+    assert reported.notifications[0][0] == "NotifyJobNotStopped"
+    assert reported.calls_to("DeleteItsThroughput")
+
+
+NOT_FOUND_DEPLOYMENT = AslError("Bedrock.ResourceNotFoundException", "no such deployment")
+
+
 def _teardown_job_name(provisioned: Variant) -> str:
     """The job name the pipeline gives the run the status event names (run-1)."""
     ran = run(
