@@ -1530,6 +1530,22 @@ def test_a_failed_guardrail_call_returns_no_text_and_maps_to_the_contract(
     guard.assert_no_pending_responses()
 
 
+def test_a_guardrail_call_the_account_is_not_authorized_for_is_403_like_every_other_call(
+    invoke: Invoke, stubber: Stubber, guard: Stubber
+) -> None:
+    """Before: every ValidationException of ApplyGuardrail was 502 guardrail_failed, though this message is the
+    account's access (403 model_access_denied on the knowledge base call, and in docs/level-2-rag.md)."""
+    stubber.add_response("retrieve", {"retrievalResults": [{"content": {"text": "chunk"}}]}, retrieve_params("q"))
+    message = "You are not authorized to invoke this API operation"
+    guard.add_client_error(
+        "apply_guardrail", "ValidationException", message, 400, expected_params=guard_params("chunk")
+    )
+
+    error = assert_error(invoke(retrieve({"query": "q"})), 403, "model_access_denied")
+    assert GUARDRAIL_ID in error["message"]
+    guard.assert_no_pending_responses()
+
+
 ACCOUNT_ARN = "arn:aws:bedrock:us-east-1:123456789012:guardrail/abc"
 
 

@@ -40,6 +40,7 @@ from common.errors import (
     UpstreamUnavailableError,
     aws_error_code,
     aws_error_message,
+    deployment_fault,
     from_aws_error,
     is_transient_aws_error,
     refuses_model_access,
@@ -302,6 +303,10 @@ def map_guardrail_error(exc: BaseException, settings: Settings) -> ApiError | No
             f"Amazon Bedrock could not find the {name}. Check the region, GUARDRAIL_ID and GUARDRAIL_VERSION."
         )
     if code == "ValidationException":
+        # "not authorized to invoke this API operation" is the account's access, 403 as on every other call.
+        fault = deployment_fault(exc, resource=name, model_setting="GUARDRAIL_ID and GUARDRAIL_VERSION")
+        if fault is not None:
+            return fault
         detail = trim(aws_error_message(exc), 300)
         return ModelError(
             f"The {name} could not check the retrieved text, so it is not returned ({detail or 'no detail'}).",
