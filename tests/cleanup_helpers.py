@@ -75,8 +75,9 @@ class FakeAws:
         stack = {"StackName": self.stack_id.split("/")[1], "CreationTime": T0, "StackStatus": status}
         self.cfn.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": self.stack_id})
 
-    def executions(self, names: list[str]) -> None:
-        """The pipeline's running executions, each of which the cleanup stops."""
+    def executions(self, names: list[str], already_stopped: tuple[str, ...] = ()) -> None:
+        """The pipeline's running executions, each of which the cleanup stops; ``already_stopped``: listed too
+        (ListExecutions is eventually consistent), but stopped by an earlier look, so not stopped again."""
         arns = [f"{self.state_machine.replace(':stateMachine:', ':execution:')}:{name}" for name in names]
         running = [
             {
@@ -87,6 +88,16 @@ class FakeAws:
                 "startDate": T0,
             }
             for arn, name in zip(arns, names, strict=True)
+        ]
+        running += [
+            {
+                "executionArn": f"{self.state_machine.replace(':stateMachine:', ':execution:')}:{name}",
+                "stateMachineArn": self.state_machine,
+                "name": name,
+                "status": "RUNNING",
+                "startDate": T0,
+            }
+            for name in already_stopped
         ]
         self.sfn.add_response(
             "list_executions",

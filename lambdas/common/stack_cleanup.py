@@ -144,13 +144,23 @@ def stack_status(stack_id: str) -> str:
     return str(client("cloudformation").describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"])
 
 
-def stop_executions(state_machine_arn: str, deadline: Deadline, cause: str) -> int:
-    """Stop the state machine's running executions, so none creates anything meanwhile; how many were stopped."""
+def stop_executions(
+    state_machine_arn: str, deadline: Deadline, cause: str, stopped_before: set[str] | None = None
+) -> int:
+    """Stop the state machine's running executions, so none creates anything meanwhile; how many were stopped.
+
+    ``stopped_before``: the executions an earlier look stopped, skipped (ListExecutions is eventually consistent:
+    one just stopped may still be listed RUNNING); each execution stopped now is added to it.
+    """
     stopped = 0
+    skipped = stopped_before if stopped_before is not None else set()
     running = pages(
         client("stepfunctions").list_executions, "executions", stateMachineArn=state_machine_arn, statusFilter="RUNNING"
     )
     for execution in list(running):
+        if execution["executionArn"] in skipped:
+            continue
+        skipped.add(execution["executionArn"])
         deadline.check("stopping the pipeline's executions")
         try:
             client("stepfunctions").stop_execution(

@@ -272,6 +272,21 @@ def test_a_run_started_after_the_first_look_is_stopped_with_its_job(aws: Aws) ->
     assert "stopped 1 customization job(s) and 1 pipeline execution(s)" in aws.answer["Reason"]
 
 
+def test_the_last_look_does_not_stop_or_count_again_a_run_the_first_one_stopped(aws: Aws) -> None:
+    """ListExecutions is eventually consistent: a run stopped seconds before may still be listed RUNNING."""
+    aws.deleting()
+    aws.executions(["e1"])
+    aws.executions([], already_stopped=("e1",))  # the last look: e1 still listed, not stopped again
+    aws.jobs([])
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()  # a second StopExecution of e1 would have had no stub
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert "and 1 pipeline execution(s)" in aws.answer["Reason"]
+
+
 def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(aws: Aws) -> None:
     ours = f"{PREFIX}-model-0123456789ab"
     stuck = deployment(f"{PREFIX}-deploy-0123456789ab", model_arn("0123456789ab"))

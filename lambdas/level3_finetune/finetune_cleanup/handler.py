@@ -61,6 +61,7 @@ from common.stack_cleanup import (
 logger = Logger(service="finetune-cleanup")
 
 PHYSICAL_ID = "finetune-custom-model-cleanup"
+CAUSE = "The fine-tuning stack is being deleted"
 NAME_ID = "(?:[0-9a-f]{32}|[0-9a-f]{12})"  # the pipeline ends every name with a 32-hex hash (12 hex before)
 BUSY_JOB_STATUSES = ("InProgress", "Stopping")
 # DeleteCustomModelDeployment and DeleteProvisionedModelThroughput both list ConflictException (botocore bedrock
@@ -275,7 +276,8 @@ def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     scope = Scope.from_properties(event["ResourceProperties"])
     report = Report(keeps_models=not scope.deletes_models)
-    report.executions = stop_executions(scope.state_machine_arn, deadline, "The fine-tuning stack is being deleted")
+    stopped: set[str] = set()
+    report.executions = stop_executions(scope.state_machine_arn, deadline, CAUSE, stopped)
     if report.executions:
         # A CreateModelCustomizationJob or CreateProvisionedModelThroughput a stopped execution had in flight
         # lands meanwhile, so the looks below find what it created.
@@ -289,7 +291,7 @@ def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     # A last look: a run started after the first one (the upload starter, an Express state machine, goes on with a
     # start it is retrying after its own deletion, https://docs.aws.amazon.com/step-functions/latest/apireference/
     # API_DeleteStateMachine.html) is stopped too, with any job it created. A job stopped this early leaves no model.
-    late = stop_executions(scope.state_machine_arn, deadline, "The fine-tuning stack is being deleted")
+    late = stop_executions(scope.state_machine_arn, deadline, CAUSE, stopped)  # not those the first look stopped
     if late:
         report.executions += late
         deadline.pause("letting the late executions' calls in flight land")
