@@ -32,6 +32,9 @@ from stacks.shared.facts import INVOCATION_LOGS_PREFIX, QUOTA_RETRY_ATTEMPTS, QU
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.stage import run_tags, state_machine_log_group
 
+# What the pipeline reads of GetModelCustomizationJob's answer (kept whole at $.status), only where present.
+JOB_STATUS = "$.status.Status"
+OUTPUT_MODEL_ARN = "$.status.OutputModelArn"
 # Two customization jobs may run per account; a third start fails with ServiceQuotaExceededException.
 QUOTA_RETRY_INTERVAL = Duration.minutes(QUOTA_RETRY_MINUTES)
 VALIDATOR_ERRORS = ["InvalidRequest", "DatasetNotFound"]
@@ -671,16 +674,22 @@ class FineTunePipeline(Construct):
         )
         for task in creates:
             task.next(wait)
+
+        # botocore bedrock 2023-04-20 GetModelCustomizationJobResponse does not require status (nor
+        # outputModelArn): a comparison on an absent path is a States.Runtime error no Catch takes, so Status is
+        # compared only where present (an And's rules are evaluated in order, its IsPresent first:
+        # https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-choice-state.html), and an
+        # answer without it is polled again, within the same bound.
+        def job_status(*statuses: str) -> sfn.Condition:
+            equals = [sfn.Condition.string_equals(JOB_STATUS, status) for status in statuses]
+            return sfn.Condition.and_(
+                sfn.Condition.is_present(JOB_STATUS), equals[0] if len(equals) == 1 else sfn.Condition.or_(*equals)
+            )
+
         wait.next(get_job).next(
             sfn.Choice(self, "JobStatus?")
-            .when(sfn.Condition.string_equals("$.status.Status", "Completed"), after_success)
-            .when(
-                sfn.Condition.or_(
-                    sfn.Condition.string_equals("$.status.Status", "Failed"),
-                    sfn.Condition.string_equals("$.status.Status", "Stopped"),
-                ),
-                job_failed,
-            )
+            .when(job_status("Completed"), after_success)
+            .when(job_status("Failed", "Stopped"), job_failed)
             .otherwise(count)
         )
         count.next(
@@ -827,7 +836,7 @@ class FineTunePipeline(Construct):
         that keeps failing is announced as ACTION NEEDED. Timeouts and aborts: PipelineTeardown.
         """
         stack = Stack.of(self)
-        model_arn = sfn.JsonPath.string_at("$.status.OutputModelArn")
+        model_arn = sfn.JsonPath.string_at(OUTPUT_MODEL_ARN)
         deploy_failed = self._notify(
             "NotifyDeployFailed",
             "failed: the custom model was not deployed",
@@ -891,7 +900,7 @@ class FineTunePipeline(Construct):
                 "NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=polling
             )
             create.next(succeeded)
-            return create
+            return self._with_output_model(create)
 
         create_pt = tasks.CallAwsService(
             self,
@@ -952,4 +961,26 @@ class FineTunePipeline(Construct):
         create_pt.next(
             self._notify("NotifySucceeded", "succeeded: the custom model is ready", "$.status", then=polling)
         )
-        return create_pt
+        return self._with_output_model(create_pt)
+
+    def _with_output_model(self, deploy: sfn.IChainable) -> sfn.Choice:
+        """Go on to ``deploy`` when the completed job's answer names its custom model (OutputModelArn, which
+        botocore bedrock 2023-04-20 GetModelCustomizationJobResponse does not require); else a notified failure
+        with nothing deployed: the deploy's ModelArn would select nothing, a States.Runtime error no Catch takes."""
+        no_model = self._notify(
+            "NotifyNoOutputModel",
+            "failed: the job completed but its status names no output model (OutputModelArn), so nothing was "
+            "deployed; the custom model is named by OutputModelName in the detail",
+            "$.status",
+            then=sfn.Fail(
+                self,
+                "NoOutputModel",
+                error="DeploymentFailed",
+                cause="GetModelCustomizationJob named no OutputModelArn",
+            ),
+        )
+        return (
+            sfn.Choice(self, "OutputModel?")
+            .when(sfn.Condition.is_present(OUTPUT_MODEL_ARN), deploy)
+            .otherwise(no_model)
+        )

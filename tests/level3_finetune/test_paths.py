@@ -700,6 +700,58 @@ def test_failed_or_stopped_job_is_notified(none: Variant, status: str) -> None:
     assert trace.notifications[0][1]["detail"]["Status"] == status
 
 
+# --- g2) GetModelCustomizationJob answers without a member the pipeline reads ----------------------------
+
+# botocore bedrock 2023-04-20 GetModelCustomizationJobResponse requires neither status nor outputModelArn.
+NO_STATUS = {"JobArn": JOB_ARN}
+
+
+def test_the_model_does_not_require_the_members_the_poll_reads() -> None:
+    model = botocore.session.get_session().get_service_model("bedrock")
+    required = set(model.operation_model("GetModelCustomizationJob").output_shape.required_members)
+    assert {"jobArn", "outputModelName"} <= required and not {"status", "outputModelArn"} & required
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_job_answer_without_a_status_is_polled_again(request: pytest.FixtureRequest, mode: str) -> None:
+    """Before: JobStatus? compared an absent $.status.Status, a States.Runtime error no Catch takes: the run ended
+    FAILED with no notification, its job still training."""
+    variant: Variant = request.getfixturevalue(mode.replace("-", "_"))
+    outcomes: dict[str, Iterable[Any]] = {
+        "CreateOnDemandDeployment": [{"CustomModelDeploymentArn": DEPLOYMENT_ARN}],
+        **ACTIVE_AFTER_ONE_POLL,
+        "CreateProvisionedThroughput": [PT_CREATED],
+        **IN_SERVICE_AFTER_ONE_POLL,
+        "DeleteProvisionedThroughput": [{}],
+    }
+    trace = run(variant, README_REQUEST, **job_runs(GetJob=[IN_PROGRESS, NO_STATUS, COMPLETED], **outcomes))
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert len(trace.calls_to("GetJob")) == 3 and "StopJob" not in trace.visited
+    assert trace.visited.count("CountPoll") == 2
+
+
+@pytest.mark.parametrize("mode", ["on-demand", "provisioned"])
+def test_a_completed_job_without_its_output_model_is_a_notified_failure(
+    request: pytest.FixtureRequest, mode: str
+) -> None:
+    """Before: the deployment's ModelArn selected an absent $.status.OutputModelArn, a States.Runtime error: the run
+    ended FAILED with no notification. Now nothing is deployed and the failure is notified with the job's answer."""
+    variant: Variant = request.getfixturevalue(mode.replace("-", "_"))
+    completed = {"JobArn": JOB_ARN, "Status": "Completed", "OutputModelName": "genai-kit-ft-model-abc"}
+    trace = run(variant, README_REQUEST, **job_runs(GetJob=[completed]))
+    assert_ends(trace, "FAILED", "NoOutputModel")
+    assert trace.visited[-4:] == ["JobStatus?", "OutputModel?", "NotifyNoOutputModel", "NoOutputModel"]
+    assert_notified(trace, [("NotifyNoOutputModel", "failed:")])
+    assert trace.notifications[0][1]["detail"] == completed
+
+
+def test_a_completed_job_without_its_output_model_succeeds_when_nothing_is_deployed(none: Variant) -> None:
+    completed = {"JobArn": JOB_ARN, "Status": "Completed"}
+    trace = run(none, README_REQUEST, **job_runs(GetJob=[completed]))
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert_notified(trace, [("NotifySucceeded", "succeeded:")])
+
+
 # --- h) the job runs too long ----------------------------------------------------------------------------
 
 
