@@ -135,9 +135,11 @@ def _validate_locally(
     customization_type: str = "FINE_TUNING",
     teacher_model_id: str | None = None,
     media_prefix: str | None = None,
+    teacher_source: str = "--teacher-model",
 ) -> tuple[bool, str]:
     """(valid, the validator's human-readable report). ``teacher_model_id``: the run's teacher (_pipeline_rules);
-    ``media_prefix``: where the records' images and videos must be (None: not checked)."""
+    ``media_prefix``: where the records' images and videos must be (None: not checked); ``teacher_source``: where
+    that teacher came from, named when the validator refuses it (_teacher_source)."""
     command = _validator()
     from finetune_validate.formats import UnsupportedBaseModel, UnsupportedCustomizationType
     from finetune_validate.validator import validate_files
@@ -156,25 +158,47 @@ def _validate_locally(
         raise KitUsageError(f"--base-model: {exc}") from None
     except UnsupportedCustomizationType as exc:  # the type, or with an offered type the teacher
         offered = formats.check_customization_type(customization_type, formats.resolve_model(base_model)) is None
-        option = "--teacher-model" if offered and teacher_model_id is not None else "--customization-type"
+        option = teacher_source if offered and teacher_model_id is not None else "--customization-type"
         raise KitUsageError(f"{option}: {exc}") from None
     return bool(report["valid"]), str(command.render(report, training, validation, command.SHOWN_PER_KIND))
 
 
-def _pipeline_rules(ft: Any, model: str, kind: str, teacher_model: str | None, validation: str | None) -> str | None:
+def _teacher_source(teacher_model: str | None) -> str:
+    """Where a run's teacher comes from: the option, or the configured teacher the state machine gives a run
+    without one (defaultTeacherModelId)."""
+    return "--teacher-model" if teacher_model is not None else "ft_teacher_model_id"
+
+
+def _pipeline_rules(
+    ft: Any, model: str, kind: str, teacher_model: str | None, validation: str | None, region: str
+) -> str | None:
     """Refuse (KitUsageError) what the pipeline's ValidateData refuses before it reads the data, with the functions
     it calls (finetune_validate.validator): a teacher for another type than DISTILLATION, or a DISTILLATION without
-    one; with ft_deploy on-demand, a base model that deployment cannot serve; a validation file (``validation``:
-    the option that names it) for a type the pipeline passes none to. Returns the run's teacher: its own, else
-    ft_teacher_model_id (DISTILLATION), as the state machine gives it (defaultTeacherModelId)."""
+    one; a run's own teacher the customization role may not invoke (the stack's invocableTeacherModelIds,
+    ft.invocable_teachers, in ``region``); with ft_deploy on-demand, a base model that deployment cannot serve; a
+    validation file (``validation``: the option that names it) for a type the pipeline passes none to. Returns the
+    run's teacher: its own, else ft_teacher_model_id (DISTILLATION), as the state machine gives it
+    (defaultTeacherModelId)."""
     _validator()
     from finetune_validate.formats import UnsupportedBaseModel
-    from finetune_validate.validator import RequestRefused, on_demand_problem, run_teacher, validation_set_problem
+    from finetune_validate.validator import (
+        RequestRefused,
+        on_demand_problem,
+        run_teacher,
+        teacher_invocable_problem,
+        validation_set_problem,
+    )
 
     try:
-        teacher = run_teacher(kind, teacher_model, ft.teacher_model_id)
+        teacher = run_teacher(
+            kind, teacher_model, ft.teacher_model_id, missing="give --teacher-model ID or set ft_teacher_model_id"
+        )
     except RequestRefused as exc:
         raise KitUsageError(f"--teacher-model {exc.problem}") from None
+    # As the state machine passes invocableTeacherModelIds (stacks/level3_finetune/pipeline.py ValidateData).
+    invocable = ft.invocable_teachers
+    if teacher_model is not None and (problem := teacher_invocable_problem(teacher_model, invocable, region)):
+        raise KitUsageError(f"--teacher-model: {problem}")
     if ft.deploy == "on-demand":  # the state machine's onDemandDeploy
         try:
             problem = on_demand_problem(model)
@@ -227,10 +251,11 @@ def validate(
     params = json_object(hyperparameters, "--hyperparameters")
     kind = customization_type or ft.customization_type
     # A validation file for a type the pipeline passes none to is reported as invalid data (validation_not_allowed).
-    teacher = _pipeline_rules(ft, model, kind, teacher_model, None)
-    media = _media_prefix(data_bucket) if data_bucket else None
+    teacher = _pipeline_rules(ft, model, kind, teacher_model, None, target.region)
+    media = _media_prefix(_bucket_name(data_bucket, "--data-bucket")) if data_bucket is not None else None
     hyper = params if params is not None else configured_hyperparameters(ft, kind)
-    valid, text = _validate_locally(training, validation, model, hyper, kind, teacher, media)
+    source = _teacher_source(teacher_model)
+    valid, text = _validate_locally(training, validation, model, hyper, kind, teacher, media, source)
     click.echo(text)
     if not valid:
         click.get_current_context().exit(1)
@@ -251,6 +276,22 @@ def _media_prefix(bucket: str) -> str:
     from finetune_validate.validator import readable_media_prefix
 
     return str(readable_media_prefix(bucket, DATASETS_PREFIX))
+
+
+def _bucket_name(bucket: str, option: str) -> str:
+    """``bucket`` if it is a bucket name, as the pipeline's ValidateData takes one (validator.BUCKET_NAME_PATTERN,
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html); else a usage error, not a
+    normalised guess: an S3 URI or a trailing / would put every image or video outside it."""
+    _validator()
+    from finetune_validate.validator import BUCKET_NAME_PATTERN
+
+    if re.match(BUCKET_NAME_PATTERN, bucket) is None:
+        shown = bucket[:80].encode("unicode_escape").decode("ascii")
+        raise KitUsageError(
+            f"{option} takes a bucket name, the stack's DataBucketName (e.g. my-bucket, not s3://my-bucket or "
+            f"my-bucket/), got '{shown}'"
+        )
+    return bucket
 
 
 def _dataset_key(key: str, option: str) -> str:
@@ -312,7 +353,7 @@ def start(
     ft = target.config.finetune
     kind = customization_type or ft.customization_type
     validation_option = "--upload-validation" if upload_validation else "--validation-key" if validation_key else None
-    teacher = _pipeline_rules(ft, base_model or ft.base_model_id, kind, teacher_model, validation_option)
+    teacher = _pipeline_rules(ft, base_model or ft.base_model_id, kind, teacher_model, validation_option, target.region)
     run = execution_name()  # also the folder of the files it uploads
     training_key = training_key or (upload_key(run, upload) if upload else None)
     from_logs = training_key is None and kind == "DISTILLATION" and ft.distillation_source == "invocation-logs"
@@ -337,22 +378,25 @@ def start(
     name = target.stack_name("3")
     machine = aws.require_output(outputs, "StateMachineArn", name)
     out = console()
-    if upload or upload_validation:
-        bucket = aws.require_output(outputs, "DataBucketName", name)
-        model = base_model or ft.base_model_id
+    model = base_model or ft.base_model_id
+    bucket = aws.require_output(outputs, "DataBucketName", name) if training_key or validation_key else ""
+    if training_key or validation_key:
         _validator()
         from finetune_validate.formats import check_data_key, resolve_model
 
         # A key the job would refuse (for Amazon Nova, a file name with characters it does not take) stops here,
-        # before anything is uploaded, with the validator's own message.
+        # before anything is uploaded or started, with the validator's own message: ValidateData applies it to
+        # every key, given or uploaded (handler.parse_request).
         family = resolve_model(model).family
         for option, key in (("--training-key", training_key), ("--validation-key", validation_key)):
             if key and (problem := check_data_key(bucket, key, family)):
                 raise KitUsageError(f"{option}: {problem}")
+    if upload or upload_validation:
         hyper = params if params is not None else configured_hyperparameters(ft, kind)
         if upload:
             media = _media_prefix(bucket)  # as the state machine passes datasetsPrefix
-            valid, text = _validate_locally(upload, upload_validation, model, hyper, kind, teacher, media)
+            source = _teacher_source(teacher_model)
+            valid, text = _validate_locally(upload, upload_validation, model, hyper, kind, teacher, media, source)
             if not valid:
                 click.echo(text)
                 raise KitError("the data is invalid: nothing was uploaded or started")

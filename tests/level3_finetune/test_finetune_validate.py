@@ -33,6 +33,7 @@ from finetune_validate.validator import (
     readable_media_prefix,
     run_teacher,
     summarize,
+    teacher_invocable_problem,
     validate_dataset,
     validate_files,
     validation_set_problem,
@@ -1320,6 +1321,8 @@ def test_the_command_applies_the_pipelines_request_rules(tmp_path: Any) -> None:
     # The pipeline always distills from a teacher it checks against the student (its own, or ft_teacher_model_id).
     code, _, err = run_cli(*distill)
     assert code == 2 and "--teacher-model is required for DISTILLATION" in err
+    # This command reads no config: before, it said to set ft_teacher_model_id, which it never reads.
+    assert "ft_teacher_model_id" not in err and "(give --teacher-model ID:" in err, err
     code, _, err = run_cli(str(TRAIN_SAMPLE), "--teacher-model", TEACHER)
     assert code == 2 and "--teacher-model is for DISTILLATION only" in err
     # A base model the stack's on-demand deployment cannot serve (ft_deploy on-demand).
@@ -1347,6 +1350,12 @@ def test_the_handler_refuses_what_the_shared_rules_refuse() -> None:
     assert str(raised.value) == f"validationKey: {validation_set_problem(formats.DISTILLATION)}"
     assert run_teacher(formats.FINE_TUNING, None, TEACHER) is None  # the configured teacher: distillation only
     assert run_teacher(formats.DISTILLATION, None, TEACHER) == TEACHER
+    # A run's own teacher outside invocableTeacherModelIds, with the shared rule's words.
+    profile = "us.amazon.nova-pro-v1:0"
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.parse_request({**event_, "teacherModelId": profile, "invocableTeacherModelIds": [TEACHER]})
+    problem = teacher_invocable_problem(profile, [TEACHER], None)
+    assert problem is not None and str(raised.value) == f"teacherModelId: {problem}"
 
 
 # --- a dataset stream S3 drops (the state machines retry these error names: stacks/level3_finetune/pipeline.py) ---

@@ -214,8 +214,11 @@ def test_l3_status_wait_timeout_and_no_executions(mocked: FakeCloudFormation) ->
 def test_l3_start_takes_the_type_and_the_teacher(mocked: FakeCloudFormation) -> None:
     machine = state_machine(WAIT_THEN_PASS, "finetune")
     finetune_stack(mocked, machine)
+    # A cross-Region profile is a teacher a run may name when it is the configured one (the stack grants it).
     started = run(
         l3,
+        "-c",
+        "ft_teacher_model_id=us.amazon.nova-pro-v1:0",
         "start",
         "--training-key",
         "datasets/prompts.jsonl",
@@ -273,8 +276,12 @@ def test_l3_validate_refuses_what_the_pipeline_refuses(tmp_path: Path) -> None:
     # The configured teacher is checked against the student, as the pipeline does (Nova Pro does not teach itself).
     pro = ["--base-model", "amazon.nova-pro-v1:0:300k", "--customization-type", "DISTILLATION"]
     not_taught = run(l3, "validate", str(DISTILL_TRAIN), *pro)
-    assert not_taught.exit_code == 2 and "--teacher-model" in not_taught.output, not_taught.output
-    assert "does not teach amazon.nova-pro-v1:0:300k" in not_taught.output
+    assert not_taught.exit_code == 2 and "does not teach amazon.nova-pro-v1:0:300k" in not_taught.output
+    # Named where the teacher came from: the config here (before: --teacher-model, which was not given), the
+    # option when given.
+    assert "ft_teacher_model_id:" in not_taught.output and "--teacher-model" not in not_taught.output
+    own = run(l3, "validate", str(DISTILL_TRAIN), *pro, "--teacher-model", "amazon.nova-pro-v1:0")
+    assert own.exit_code == 2 and "--teacher-model: Amazon Nova Pro does not teach" in own.output, own.output
     wrong_type = run(l3, "validate", str(SAMPLES / "train.jsonl"), "--teacher-model", "amazon.nova-pro-v1:0")
     assert wrong_type.exit_code == 2 and "--teacher-model is for DISTILLATION only" in wrong_type.output
     # With ft_deploy on-demand, a base model that deployment cannot serve.
@@ -288,6 +295,104 @@ def test_l3_validate_refuses_what_the_pipeline_refuses(tmp_path: Path) -> None:
     assert checked.exit_code == 1 and "invalid_s3_uri" in checked.output, checked.output
     inside = _with_an_image(tmp_path, "s3://ft-data/datasets/images/a.png")
     assert run(l3, "validate", inside, "--base-model", NOVA_LITE, "--data-bucket", "ft-data").exit_code == 0
+
+
+def test_l3_validate_takes_a_bare_data_bucket_name(tmp_path: Path) -> None:
+    """Before: s3://ft-data and ft-data/ made the media prefix s3://s3://ft-data/datasets/ or
+    s3://ft-data//datasets/, and data the pipeline accepts was reported INVALID (exit 1)."""
+    inside = _with_an_image(tmp_path, "s3://ft-data/datasets/images/a.png")
+    for slip in ("s3://ft-data", "ft-data/", "s3://ft-data/datasets/", "FT-Data", ""):
+        refused = run(l3, "validate", inside, "--base-model", NOVA_LITE, "--data-bucket", slip)
+        assert refused.exit_code == 2, (slip, refused.output)
+        assert "--data-bucket takes a bucket name, the stack's DataBucketName" in refused.output
+    assert run(l3, "validate", inside, "--base-model", NOVA_LITE, "--data-bucket", "ft-data").exit_code == 0
+
+
+PROFILE_TEACHER = "us.amazon.nova-pro-v1:0"  # a cross-Region profile of the configured teacher (amazon.nova-pro-v1:0)
+
+
+def test_l3_validate_refuses_a_teacher_the_customization_role_may_not_invoke() -> None:
+    """Before: VALID (exit 0); the pipeline's ValidateData refuses a run's own teacher outside
+    invocableTeacherModelIds (ft.invocable_teachers): the stack grants a cross-Region profile only as configured."""
+    distill = [str(DISTILL_TRAIN), "--base-model", NOVA_LITE, "--customization-type", "DISTILLATION"]
+    refused = run(l3, "validate", *distill, "--teacher-model", PROFILE_TEACHER)
+    assert refused.exit_code == 2, refused.output
+    assert f"--teacher-model: '{PROFILE_TEACHER}' is not a teacher the customization role may invoke" in refused.output
+    assert run(l3, "validate", *distill, "--teacher-model", "amazon.nova-pro-v1:0").exit_code == 0
+    # The ARN of an invocable model id in the stack's Region is that model; in another Region it is not.
+    arn = "arn:aws:bedrock:{}::foundation-model/amazon.nova-pro-v1:0"
+    assert run(l3, "validate", *distill, "--teacher-model", arn.format(REGION)).exit_code == 0
+    other = "eu-west-3" if REGION != "eu-west-3" else "eu-west-1"
+    assert run(l3, "validate", *distill, "--teacher-model", arn.format(other)).exit_code == 2
+    # Configured as the teacher, the profile is granted and taken.
+    configured = run(l3, "-c", f"ft_teacher_model_id={PROFILE_TEACHER}", "validate", *distill)
+    assert configured.exit_code == 0, configured.output
+    own = run(
+        l3, "-c", f"ft_teacher_model_id={PROFILE_TEACHER}", "validate", *distill, "--teacher-model", PROFILE_TEACHER
+    )
+    assert own.exit_code == 0, own.output
+
+
+def test_the_kit_and_the_handler_refuse_a_teacher_with_one_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetune_validate import handler, validator
+
+    calls: list[tuple[str, tuple[str, ...], str | None]] = []
+
+    def refuse(teacher: str, invocable: Any, region: str | None) -> str:
+        calls.append((teacher, tuple(invocable), region))
+        return "refused by the one rule"
+
+    monkeypatch.setattr(validator, "teacher_invocable_problem", refuse)
+    monkeypatch.setattr(handler, "teacher_invocable_problem", refuse)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    distill = [str(DISTILL_TRAIN), "--base-model", NOVA_LITE, "--customization-type", "DISTILLATION"]
+    refused = run(l3, "validate", *distill, "--teacher-model", "amazon.nova-pro-v1:0")
+    assert refused.exit_code == 2 and "--teacher-model: refused by the one rule" in refused.output
+    event = {
+        "bucket": "ft-data",
+        "trainingKey": "datasets/t.jsonl",
+        "baseModelId": NOVA_LITE,
+        "customizationType": "DISTILLATION",
+        "teacherModelId": "amazon.nova-pro-v1:0",
+        "invocableTeacherModelIds": ["amazon.nova-pro-v1:0"],
+        "hyperparameters": {},
+        "reportKey": "reports/r.json",
+    }
+    with pytest.raises(handler.InvalidRequest, match="teacherModelId: refused by the one rule"):
+        handler.parse_request(event)
+    invocable = tuple(CONFIG.finetune.invocable_teachers)
+    assert calls == [
+        ("amazon.nova-pro-v1:0", invocable, REGION),
+        ("amazon.nova-pro-v1:0", ("amazon.nova-pro-v1:0",), REGION),
+    ]
+
+
+def test_l3_start_checks_the_teacher_and_the_given_keys_before_starting(mocked: FakeCloudFormation) -> None:
+    """Before: each of these was started, and the pipeline's ValidateData then refused the run (a notified
+    BadRequest): a teacher the customization role may not invoke, and a key with characters Amazon Nova refuses
+    in a dataset file name, given without --upload."""
+    machine = state_machine(WAIT_THEN_PASS, "finetune")
+    finetune_stack(mocked, machine)
+    distill = ["--training-key", "datasets/prompts.jsonl", "--customization-type", "DISTILLATION"]
+    teacher = run(l3, "start", *distill, "--base-model", NOVA_LITE, "--teacher-model", PROFILE_TEACHER)
+    assert teacher.exit_code == 2 and "is not a teacher the customization role may invoke" in teacher.output
+    nova = run(l3, "start", "--training-key", "datasets/t(1).jsonl", "--base-model", NOVA_LITE)
+    assert nova.exit_code == 2 and "--training-key: 'datasets/t(1).jsonl' holds '('" in nova.output, nova.output
+    validation = run(
+        l3,
+        "start",
+        "--training-key",
+        "datasets/t.jsonl",
+        "--validation-key",
+        "datasets/v 1.jsonl",
+        "--base-model",
+        NOVA_LITE,
+    )
+    assert validation.exit_code == 2 and "--validation-key: 'datasets/v 1.jsonl'" in validation.output
+    _nothing_uploaded_or_started(machine)
+    # Parentheses are Bedrock's data-location characters for a model that is not Amazon Nova.
+    llama = run(l3, "start", "--training-key", "datasets/t(1).jsonl", "--base-model", LLAMA)
+    assert llama.exit_code == 0, llama.output
 
 
 def _nothing_uploaded_or_started(machine: str) -> None:
@@ -897,3 +1002,27 @@ def test_l3sm_start_wait_follows_the_execution_to_its_end(executing: FakeCloudFo
     sagemaker_stack(executing, failing)
     failed = run(l3sm, "start", "--training-key", "datasets/train.jsonl", "--wait", "--poll-seconds", "0.1")
     assert failed.exit_code == 1 and "InvalidData" in failed.output
+
+
+def test_the_readme_says_which_options_kit_l3_validate_and_start_take() -> None:
+    """Before: the README's command table said only start took --teacher-model, and named no --data-bucket."""
+    [row] = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `kit l1 …`")]
+    said = re.search(
+        r"validate \(offline\) and start, each with (.*?)(?: \((validate|start) also (.*?)\))?, status", row
+    )
+    assert said is not None, row
+
+    def options(text: str | None) -> set[str]:
+        return set(re.findall(r"`(--[a-z-]+)`", text or ""))
+
+    def takes(command: str) -> set[str]:
+        return {opt for param in l3.commands[command].params for opt in param.opts if opt.startswith("--")}
+
+    validate, start = takes("validate"), takes("start")
+    shared, own, owner = options(said[1]), options(said[3]), said[2]
+    assert shared and shared <= validate & start, shared
+    assert own <= (validate - start if owner == "validate" else start - validate), (owner, own)
+    # Every option of validate beyond those of any data check (model, validation file, hyperparameters) is named.
+    assert validate - {"--base-model", "--validation", "--hyperparameters"} <= shared | (
+        own if owner == "validate" else set()
+    )

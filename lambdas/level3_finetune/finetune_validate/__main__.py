@@ -46,6 +46,8 @@ SHOWN_PER_KIND = 5
 # --datasets-uri: an S3 bucket name (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html,
 # the handler's BUCKET_NAME) and a prefix ending in / (the handler's datasetsPrefix rule).
 DATASETS_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/(?:.*/)?$")
+# This command reads no config (no ft_teacher_model_id): a DISTILLATION's teacher is --teacher-model or none.
+GIVE_TEACHER = "give --teacher-model ID: the teacher's model id or cross-Region profile id"
 
 
 class UsageError(Exception):
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.datasets_uri is not None and not DATASETS_URI.match(args.datasets_uri):
         raise UsageError(f"--datasets-uri must be s3://BUCKET/PREFIX/ (ending in /), got '{args.datasets_uri}'")
     try:
-        teacher_model_id = run_teacher(args.customization_type, args.teacher_model, None)
+        teacher_model_id = run_teacher(args.customization_type, args.teacher_model, None, missing=GIVE_TEACHER)
     except RequestRefused as exc:
         raise UsageError(f"--teacher-model {exc.problem}") from None
     try:

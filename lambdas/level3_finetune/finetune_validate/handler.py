@@ -8,7 +8,8 @@ A Step Functions task invokes it with::
      "teacherModelId"?: str | null (the request's; DISTILLATION only: checked against formats.TEACHERS),
      "defaultTeacherModelId"?: str | null (the configured teacher, used by DISTILLATION without its own),
      "invocableTeacherModelIds"?: [str] (the teachers the customization role may invoke; a request's own
-                                  teacherModelId must be one of them; absent: not checked, e.g. kit l3 validate),
+                                  teacherModelId must be one of them; absent: not checked; kit l3 validate and
+                                  start apply the same rule, validator.teacher_invocable_problem),
      "invocationLogs"?: bool (a DISTILLATION request without a trainingKey distills from the account's
                         model invocation logs; only when the stack reads them),
      "datasetsPrefix"?: str (the only prefix the customization role may read, e.g. "datasets/": the dataset keys
@@ -67,6 +68,7 @@ from finetune_validate.formats import (
     rft_hyperparameters,
 )
 from finetune_validate.validator import (
+    BUCKET_NAME_PATTERN,
     DatasetValidator,
     RequestRefused,
     error_kinds,
@@ -74,6 +76,7 @@ from finetune_validate.validator import (
     readable_media_prefix,
     run_teacher,
     summarize,
+    teacher_invocable_problem,
     validation_set_problem,
 )
 
@@ -89,10 +92,7 @@ CLIENT_CONFIG: dict[str, Any] = {
 }
 S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-MODEL_ARN = re.compile(
-    r"^arn:aws[a-z-]*:bedrock:(?P<region>[a-z0-9-]+):\d{0,12}:(?:foundation-model|inference-profile)/(?P<id>.+)$"
-)
+BUCKET_NAME = re.compile(BUCKET_NAME_PATTERN)
 
 
 class InvalidRequest(ValueError):
@@ -212,25 +212,15 @@ def parse_request(event: Any) -> Request:
 
 
 def _check_invocable(teacher_model_id: str, invocable: Any) -> None:
-    """A run's own teacher must be one the customization role may invoke: the job would fail only after it
-    started otherwise. A cross-Region profile needs the profile and the model in each of its Regions
-    (https://docs.aws.amazon.com/bedrock/latest/userguide/prequisites-model-distillation.html), which the stack
-    grants for the configured teacher only."""
+    """A run's own teacher must be one the customization role may invoke (validator.teacher_invocable_problem, the
+    rule kit l3 validate / start apply too); ``invocable`` absent: not checked."""
     if invocable is None:
         return
     if not isinstance(invocable, list) or not all(isinstance(model, str) for model in invocable):
         raise InvalidRequest("invocableTeacherModelIds", f"must be a list of model ids, got {json_type(invocable)}")
-    model_id = teacher_model_id.strip()
-    arn = MODEL_ARN.match(model_id)
-    if arn and arn["region"] == os.environ.get("AWS_REGION"):  # the ARN of an invocable id, in this Region
-        model_id = arn["id"]
-    if model_id not in invocable:
-        raise InvalidRequest(
-            "teacherModelId",
-            f"'{teacher_model_id[:120]}' is not a teacher the customization role may invoke; allowed: "
-            f"{', '.join(invocable)} (ft_teacher_model_id as configured, or an active teacher's in-Region model id; "
-            "to distill from another cross-Region profile, set it as ft_teacher_model_id and deploy)",
-        )
+    # The function runs in the stack's Region (AWS_REGION, a Lambda runtime variable).
+    if (problem := teacher_invocable_problem(teacher_model_id, invocable, os.environ.get("AWS_REGION"))) is not None:
+        raise InvalidRequest("teacherModelId", problem)
 
 
 def _required_text(event: dict[str, Any], field: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, NoReturn
@@ -105,10 +105,18 @@ def on_demand_problem(base_model_id: str) -> str | None:
     )
 
 
-def run_teacher(customization_type: str, own: str | None, default: str | None) -> str | None:
+# How to give the missing teacher of a DISTILLATION, by caller: the pipeline reads the configured teacher
+# (ft_teacher_model_id) or a run's own teacherModelId; python -m finetune_validate reads no config.
+SET_OR_GIVE_TEACHER = "set ft_teacher_model_id or give one per run"
+
+
+def run_teacher(
+    customization_type: str, own: str | None, default: str | None, missing: str = SET_OR_GIVE_TEACHER
+) -> str | None:
     """The teacher a run distills from: its own, else the configured one (ft_teacher_model_id); None for any other
     type. Raises RequestRefused (field teacherModelId) for a teacher given to another type, or a distillation with
-    neither. The teacher itself (paired with the student, not past its end of life) is DatasetValidator's check."""
+    neither (``missing``: how this caller's user gives one). The teacher itself (paired with the student, not past
+    its end of life) is DatasetValidator's check."""
     if own is not None:
         if customization_type != formats.DISTILLATION:
             raise RequestRefused("teacherModelId", f"is for DISTILLATION only, not {customization_type}")
@@ -116,10 +124,41 @@ def run_teacher(customization_type: str, own: str | None, default: str | None) -
     if customization_type != formats.DISTILLATION:
         return None  # the configured teacher is not a teacher of other runs: ignored, not refused
     if default is None:
-        raise RequestRefused(
-            "teacherModelId", "is required for DISTILLATION (set ft_teacher_model_id or give one per run)"
-        )
+        raise RequestRefused("teacherModelId", f"is required for DISTILLATION ({missing})")
     return default
+
+
+# A Bedrock foundation-model or inference-profile ARN (the account is empty for a foundation model):
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html#amazonbedrock-resources-for-iam-policies
+MODEL_ARN = re.compile(
+    r"^arn:aws[a-z-]*:bedrock:(?P<region>[a-z0-9-]+):\d{0,12}:(?:foundation-model|inference-profile)/(?P<id>.+)$"
+)
+
+
+def teacher_invocable_problem(teacher_model_id: str, invocable: Collection[str], region: str | None) -> str | None:
+    """Why a run's own teacher is not one the customization role may invoke (None: it is). ``invocable``: the
+    stack's invocableTeacherModelIds (FineTuneSettings.invocable_teachers, which FineTuneStack grants); ``region``:
+    the stack's Region, where the ARN of an invocable model id is that model. The job would fail only after it
+    started otherwise. A cross-Region profile needs the profile and the model in each of its Regions granted
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/prequisites-model-distillation.html), which the stack
+    grants for the configured teacher only."""
+    model_id = teacher_model_id.strip()
+    arn = MODEL_ARN.match(model_id)
+    if arn and region is not None and arn["region"] == region:  # the ARN of an invocable id, in this Region
+        model_id = arn["id"]
+    if model_id in invocable:
+        return None
+    return (
+        f"'{teacher_model_id[:120]}' is not a teacher the customization role may invoke; allowed: "
+        f"{', '.join(invocable)} (ft_teacher_model_id as configured, or an active teacher's in-Region model id; "
+        "to distill from another cross-Region profile, set it as ft_teacher_model_id and deploy)"
+    )
+
+
+# A general purpose bucket's name: 3 to 63 lowercase letters, digits, dots and hyphens, beginning and ending with
+# a letter or digit (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html). The handler
+# refuses any other bucket (its BUCKET_NAME); kit l3 validate --data-bucket takes only such a name.
+BUCKET_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
 def readable_media_prefix(bucket: str, datasets_prefix: str) -> str:
