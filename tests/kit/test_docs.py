@@ -301,26 +301,34 @@ def _runnable(line: str) -> bool:
     """Whether an inline span is a command to run: it gives an option, or names an operation that takes no required
     parameter in botocore's model (such as delete-model-invocation-logging-configuration), written alone or in a
     family (`get-/put-/delete-...`). Otherwise it names the command."""
-    import botocore.exceptions
-    import botocore.session
-    from botocore import xform_name
-
-    session = botocore.session.get_session()
     for match in _COMMAND.finditer(line):
         if re.search(r"(?<![\w-])--[a-z]", match.group(3)):
             return True
         family = re.match(r"((?:[a-z]+-/)*[a-z]+-)([a-z0-9-]+)", line[match.start(2) :])
         names = [f"{verb}{family.group(2)}" for verb in family.group(1).split("/")] if family else [match.group(2)]
-        try:
-            model = session.get_service_model(match.group(1))
-        except botocore.exceptions.UnknownServiceError:
-            continue
-        operations = {xform_name(name, "-"): name for name in model.operation_names}
-        for name in names:
-            shape = model.operation_model(operations[name]).input_shape if name in operations else None
-            if name in operations and not (shape.required_members if shape else []):
-                return True
+        operations = _operations_without_required_input(match.group(1))
+        if any(name in operations for name in names):
+            return True
     return False
+
+
+@functools.cache
+def _operations_without_required_input(service: str) -> frozenset[str]:
+    """The CLI names of a service's operations whose input has no required member (none for a service botocore does
+    not model). Cached: loading a service model is the slow part, and the pages name the same few services."""
+    import botocore.exceptions
+    import botocore.session
+    from botocore import xform_name
+
+    try:
+        model = botocore.session.get_session().get_service_model(service)
+    except botocore.exceptions.UnknownServiceError:
+        return frozenset()
+    return frozenset(
+        xform_name(name, "-")
+        for name in model.operation_names
+        if not ((shape := model.operation_model(name).input_shape) and shape.required_members)
+    )
 
 
 @functools.cache
