@@ -526,7 +526,8 @@ def _listed_and_readable(name: str, model_id: str, region: str, bedrock: Any) ->
     from botocore.exceptions import ClientError
 
     try:
-        summaries = bedrock.list_foundation_models()["modelSummaries"]
+        # botocore bedrock 2023-04-20 ListFoundationModelsResponse does not require modelSummaries: none listed.
+        summaries = bedrock.list_foundation_models().get("modelSummaries") or []
     except ClientError as exc:
         if aws.is_access_denied(exc):
             return _availability_unread(name, model_id, exc, "bedrock:ListFoundationModels"), None

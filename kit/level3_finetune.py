@@ -517,7 +517,8 @@ def check_customization(target: Target) -> Check:
                     name, FIX, f"may not list Bedrock models (bedrock:ListFoundationModels): {MODEL_ACCESS_FIX}"
                 )
             raise
-        listed = [m for m in answer["modelSummaries"] if str(m["modelId"]) in ids]
+        # botocore bedrock 2023-04-20 ListFoundationModelsResponse does not require modelSummaries: none listed.
+        listed = [m for m in answer.get("modelSummaries") or [] if str(m["modelId"]) in ids]
         if listed and kind in filterable:
             return Check(name, OK, f"{kind} is offered for it in {target.region}")
         if not listed:
@@ -1138,7 +1139,8 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
                 raise
             rows.append(("Import job", "not created (yet)"))
         else:
-            rows.append(("Import job", str(imported["status"])))
+            # botocore bedrock 2023-04-20 GetModelImportJobResponse requires no member (nor does GetImportedModel's).
+            rows.append(("Import job", str(imported.get("status") or "unknown (the answer named no status)")))
             if imported.get("failureMessage"):
                 rows.append(("Import error", compact(str(imported["failureMessage"]))))
         try:
@@ -1148,7 +1150,7 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
                 raise
             rows.append(("Imported model", "none (not imported yet, or deleted after a failed run)"))
         else:
-            rows.append(("Imported model", str(model["modelArn"])))
+            rows.append(("Imported model", str(model.get("modelArn") or f"{name} (the answer named no ARN)")))
     return rows
 
 
@@ -1204,7 +1206,7 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
     model_name = sm_resource_name(target, arn)
     with aws.aws_errors("reading the imported model", target.region, target.profile):
         try:
-            model_arn = str(target.client("bedrock").get_imported_model(modelIdentifier=model_name)["modelArn"])
+            imported = target.client("bedrock").get_imported_model(modelIdentifier=model_name)
         except ClientError as exc:
             if _not_found(exc):
                 raise KitError(
@@ -1212,6 +1214,15 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
                     "check it with " + target.kit_command("l3sm", f"status {name}")
                 ) from None
             raise
+    # botocore bedrock 2023-04-20 GetImportedModelResponse requires no member, and InvokeModel takes an imported
+    # model by its ARN (botocore bedrock-runtime 2023-09-30 InvokeModel modelId: "If you use an imported model,
+    # specify the ARN of the imported model"), so the name is no substitute.
+    if not imported.get("modelArn"):
+        raise KitError(
+            f"Bedrock's answer for the imported model {model_name} named no ARN, which InvokeModel needs; "
+            "check it with " + target.kit_command("l3sm", f"status {name}")
+        )
+    model_arn = str(imported["modelArn"])
     # The shape of stacks/level3_finetune/sagemaker_pipeline.py SMOKE_BODY (OpenAI chat completion):
     # https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html
     body = {"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}

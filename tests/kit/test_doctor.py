@@ -837,6 +837,18 @@ def test_older_botocore_names_a_denied_listing_as_the_operators_permission(monke
     assert check.detail.startswith("may not call bedrock:ListFoundationModels (allow it for kit doctor)")
 
 
+def test_older_botocore_takes_a_listing_without_summaries_as_none_offered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore bedrock 2023-04-20 ListFoundationModelsResponse does not require modelSummaries. Before: a KeyError
+    that guarded does not catch stopped the whole kit doctor run."""
+    monkeypatch.setattr(doctor_module, "has_operation", lambda client, operation: False)
+    with stubbed("bedrock") as bedrock:
+        bedrock.add_response("list_foundation_models", {}, {})
+        check = doctor_module.check_model_access(Target(), TEXT_MODEL, TEXT_MODEL)
+        bedrock.assert_no_pending_responses()
+    assert check.status == FIX
+    assert check.detail.startswith(f"{TEXT_MODEL} is not offered in {REGION}")
+
+
 # --- the bootstrap version --------------------------------------------------------------------------------------
 
 

@@ -249,6 +249,35 @@ def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: 
     assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
 
 
+def test_a_job_answer_without_a_status_is_taken_as_still_busy(aws: Aws) -> None:
+    """botocore bedrock 2023-04-20 GetModelCustomizationJobResponse does not require status. Before: a KeyError
+    answered FAILED and the stack delete failed; now the listed busy status stands on the first look (the job is
+    stopped) and an answer without it is polled again, as the pipeline's JobStatus? does."""
+    ours = job_summary(f"{PREFIX}-job-0123456789ab", "InProgress")
+    without_status = {k: v for k, v in job(ours, KEY).items() if k != "status"}
+    aws.deleting()
+    aws.executions([])
+    aws.executions([])
+    aws.jobs([ours])
+    aws.bedrock.add_response("get_model_customization_job", without_status, {"jobIdentifier": ours["jobArn"]})
+    aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": ours["jobArn"]})
+    aws.bedrock.add_response("get_model_customization_job", without_status, {"jobIdentifier": ours["jobArn"]})
+    aws.bedrock.add_response(
+        "get_model_customization_job", job(ours, KEY, "Stopping"), {"jobIdentifier": ours["jobArn"]}
+    )
+    aws.bedrock.add_response(
+        "get_model_customization_job", job(ours, KEY, "Stopped"), {"jobIdentifier": ours["jobArn"]}
+    )
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert "stopped 1 customization job" in aws.answer["Reason"]
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S] * 2
+
+
 def test_a_run_started_after_the_first_look_is_stopped_with_its_job(aws: Aws) -> None:
     """Before: the executions were listed once, so a run the upload starter started meanwhile (it goes on with a
     start it is retrying after its own deletion) created a job nothing stopped, and the answer was SUCCESS."""

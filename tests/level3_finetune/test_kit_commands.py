@@ -767,6 +767,34 @@ def test_l3sm_status_shows_the_execution_training_job_import_and_model(mocked: F
     bedrock.assert_no_pending_responses()
 
 
+def test_l3sm_status_shows_an_import_job_without_a_status_and_a_model_without_an_arn(
+    mocked: FakeCloudFormation,
+) -> None:
+    """botocore bedrock 2023-04-20 GetModelImportJobResponse and GetImportedModelResponse require no member.
+    Before: `Error: unexpected KeyError: 'status'` instead of the table."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run1")
+    name = sm_name(execution_arn(machine, "run1"))
+    sagemaker, bedrock = stubbed("sagemaker"), stubbed("bedrock")
+    sagemaker.add_client_error(
+        "describe_training_job",
+        "ValidationException",
+        "Requested resource not found",
+        400,
+        expected_params={"TrainingJobName": name},
+    )
+    job = {"jobArn": f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-import-job/abcdefghijkl", "jobName": name}
+    bedrock.add_response("get_model_import_job", job, {"jobIdentifier": name})
+    bedrock.add_response("get_imported_model", {"modelName": name}, {"modelIdentifier": name})
+    result = run(l3sm, "status")
+    assert result.exit_code == 0, result.output
+    assert "unknown (the answer named no status)" in result.output
+    assert f"{name} (the answer named no ARN)" in result.output
+    sagemaker.assert_no_pending_responses()
+    bedrock.assert_no_pending_responses()
+
+
 @pytest.mark.parametrize(
     "execution", ["3f2c9e5a-1b7d-4c3e-9a8f-0d6b2e4f1a7c", "r" * 80]
 )  # a console start; the longest
@@ -867,7 +895,7 @@ def test_l3sm_status_without_executions(mocked: FakeCloudFormation) -> None:
     assert none.exit_code == 1 and f"no executions of {SM_MACHINE} yet: start one with kit l3sm start" in none.output
 
 
-def _ask_stubs(machine: str, name: str) -> tuple[Stubber, Stubber]:
+def _ask_stubs(machine: str, name: str, *, arn: bool = True) -> tuple[Stubber, Stubber]:
     sfn = stubbed("stepfunctions")
     sfn.add_response(
         "list_executions",
@@ -886,7 +914,8 @@ def _ask_stubs(machine: str, name: str) -> tuple[Stubber, Stubber]:
     )
     bedrock = stubbed("bedrock")
     model = sm_name(execution_arn(machine, name))
-    bedrock.add_response("get_imported_model", {"modelArn": MODEL_ARN, "modelName": model}, {"modelIdentifier": model})
+    answer = {"modelArn": MODEL_ARN, "modelName": model} if arn else {"modelName": model}
+    bedrock.add_response("get_imported_model", answer, {"modelIdentifier": model})
     return sfn, bedrock
 
 
@@ -990,6 +1019,38 @@ def test_l3sm_ask_names_what_to_do_when_the_model_is_gone(mocked: FakeCloudForma
     result = run(l3sm, "ask", "hi", "--execution", "run3")
     assert result.exit_code == 1
     assert f"no imported model {model}" in result.output and "kit l3sm status run3" in result.output
+
+
+def test_l3sm_ask_names_the_model_when_bedrock_names_no_arn_for_it(mocked: FakeCloudFormation) -> None:
+    """botocore bedrock 2023-04-20 GetImportedModelResponse requires no member, and InvokeModel takes an imported
+    model by its ARN (bedrock-runtime InvokeModel modelId). Before: `Error: unexpected KeyError: 'modelArn'`."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    sfn, bedrock = _ask_stubs(machine, "run7", arn=False)
+    runtime = model_stub()  # no InvokeModel answer queued: the command must not call it
+    result = run(l3sm, "ask", "hi")
+    assert result.exit_code == 1
+    model = sm_name(execution_arn(machine, "run7"))
+    assert f"Bedrock's answer for the imported model {model} named no ARN" in " ".join(result.output.split())
+    assert "KeyError" not in result.output
+    for stub in (sfn, bedrock, runtime):
+        stub.assert_no_pending_responses()
+
+
+def test_the_customization_check_takes_a_listing_without_model_summaries_as_not_offered() -> None:
+    """botocore bedrock 2023-04-20 ListFoundationModelsResponse does not require modelSummaries. Before: a KeyError
+    that kit doctor's guarded does not catch stopped the whole run."""
+    from kit.doctor import FIX
+    from kit.level3_finetune import check_customization, filterable_customization_types
+
+    target = Target()
+    kind = target.config.finetune.customization_type
+    bedrock = stubbed("bedrock")
+    filterable = kind in filterable_customization_types(aws.client("bedrock", REGION, None))
+    bedrock.add_response("list_foundation_models", {}, {"byCustomizationType": kind} if filterable else {})
+    check = check_customization(target)
+    bedrock.assert_no_pending_responses()
+    assert check.status == FIX and "not offered in" in check.detail, check
 
 
 def test_l3sm_start_wait_follows_the_execution_to_its_end(executing: FakeCloudFormation) -> None:

@@ -291,6 +291,30 @@ def test_an_import_still_in_progress_is_waited_for_and_the_model_it_creates_is_d
     assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S] * 2
 
 
+def test_an_import_answer_without_a_status_is_taken_as_still_in_progress(aws: Aws) -> None:
+    """botocore bedrock 2023-04-20 GetModelImportJobResponse requires no member. Before: a KeyError answered FAILED
+    and the stack delete failed; now an answer without status is polled again within the deadline."""
+    name = kit_name("kit-run-2")
+    aws.deleting()
+    aws.executions([])
+    aws.no_training()
+    aws.imports([import_summary(name, "aaaaaaaaaaaa")])
+    aws.get_import(name, "aaaaaaaaaaaa", "InProgress")  # is it ours
+    without_status = {k: v for k, v in import_job(name, "aaaaaaaaaaaa", "InProgress").items() if k != "status"}
+    aws.bedrock.add_response("get_model_import_job", without_status, {"jobIdentifier": job_arn("aaaaaaaaaaaa")})
+    aws.get_import(name, "aaaaaaaaaaaa", "Completed")
+    aws.models([model_summary(name, "aaaaaaaaaaaa")])
+    aws.get_model(name, "aaaaaaaaaaaa")
+    aws.delete_model("aaaaaaaaaaaa")
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert "waited for 1 import job(s)" in aws.answer["Reason"]
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
+
+
 def test_models_that_are_not_the_kits_are_left_alone(aws: Aws) -> None:
     ours = kit_name("kit-run-3")
     # Another deployment whose name prefix extends this one ("genai-kit-sandbox-sft" in prod) gets the same start,

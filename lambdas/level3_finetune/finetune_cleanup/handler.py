@@ -143,16 +143,19 @@ def stop_jobs(scope: Scope, deadline: Deadline) -> int:
         if job.get("outputModelKmsKeyArn") != scope.key_arn:
             continue
         ours[summary["jobArn"]] = summary["jobName"]
-        if job["status"] == "InProgress":
+        # botocore bedrock 2023-04-20 GetModelCustomizationJobResponse does not require status (its summary does):
+        # without it, the summary's busy status stands, as the pipeline's JobStatus? polls again without it.
+        if (job.get("status") or summary["status"]) == "InProgress":
             # ConflictException: already stopping or just ended.
             tolerate(bedrock().stop_model_customization_job, ("ConflictException",), jobIdentifier=summary["jobArn"])
             logger.info("Stopped a customization job", extra={"job": summary["jobName"]})
 
     def still_running() -> list[str]:
+        # No status (not required, as above): still busy, asked again on the wait's next pass.
         return [
             name
             for arn, name in ours.items()
-            if bedrock().get_model_customization_job(jobIdentifier=arn)["status"] in BUSY_JOB_STATUSES
+            if bedrock().get_model_customization_job(jobIdentifier=arn).get("status", "InProgress") in BUSY_JOB_STATUSES
         ]
 
     wait_until_done(still_running, "waiting for customization jobs to stop", deadline)

@@ -174,10 +174,12 @@ def wait_for_imports(scope: Scope, deadline: Deadline) -> int:
             ours[summary["jobArn"]] = summary["jobName"]
 
     def in_progress() -> list[str]:
+        # botocore bedrock 2023-04-20 GetModelImportJobResponse requires no member: an answer without status is
+        # taken as still in progress and asked again on the wait's next pass (its summary was InProgress).
         return [
             name
             for arn, name in ours.items()
-            if bedrock().get_model_import_job(jobIdentifier=arn)["status"] == "InProgress"
+            if bedrock().get_model_import_job(jobIdentifier=arn).get("status", "InProgress") == "InProgress"
         ]
 
     wait_until_done(in_progress, "waiting for import jobs to end (Bedrock cannot stop them)", deadline)
