@@ -27,6 +27,7 @@ from stacks.level3_finetune.names import (
     machine_name,
 )
 from stacks.level3_finetune.settings import FineTuneSettings
+from stacks.shared.conditions import equals_where_present
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_MINUTES, request_metadata
 from stacks.shared.python_function import PythonFunction
@@ -681,10 +682,7 @@ class FineTunePipeline(Construct):
         # https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-choice-state.html), and an
         # answer without it is polled again, within the same bound.
         def job_status(*statuses: str) -> sfn.Condition:
-            equals = [sfn.Condition.string_equals(JOB_STATUS, status) for status in statuses]
-            return sfn.Condition.and_(
-                sfn.Condition.is_present(JOB_STATUS), equals[0] if len(equals) == 1 else sfn.Condition.or_(*equals)
-            )
+            return equals_where_present(JOB_STATUS, *statuses)
 
         wait.next(get_job).next(
             sfn.Choice(self, "JobStatus?")

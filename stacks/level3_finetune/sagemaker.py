@@ -447,8 +447,12 @@ class SageMakerFineTuneStack(Stack):
                     "job": sfn.JsonPath.string_at("$.training.TrainingJobName"),
                     "baseModel": sfn.JsonPath.string_at("$.baseModel.id"),
                     "checkpoints": sfn.JsonPath.string_at("$.checkpoints.uri"),
-                    "importedModelArn": sfn.JsonPath.string_at("$.importJob.ImportedModelArn"),
-                    "importedModelName": sfn.JsonPath.string_at("$.importJob.ImportedModelName"),
+                    # Present: ImportDone goes to the smoke test only then (pipeline.IMPORTED_MODEL_ARN).
+                    "importedModelArn": sfn.JsonPath.string_at(pipeline.IMPORTED_MODEL_ARN),
+                    # The name the run gave the model in CreateModelImportJob (its importedModelName), not read
+                    # from GetModelImportJob's answer: botocore bedrock 2023-04-20 GetModelImportJobResponse
+                    # requires no member, and an absent path here was a States.Runtime error no Catch takes.
+                    "importedModelName.$": pipeline.run_name(self.job_prefix, "$$.Execution.Id"),
                     "smokeReply": sfn.JsonPath.object_at("$.smoke.reply"),
                 }
             ),

@@ -18,8 +18,9 @@ wait for the import, the smoke invocation and the clean-up before a failure is n
        as the job, so a retried call gets the job it created) ─► error ─► ImportNotConfirmed ─► DeleteImportedModel
     ─► WaitForImport ─► GetImportJob (errors retried) ─► error ─► ImportNotWatched ─► DeleteImportedModel
                         ─► CountPoll ─► ImportDone?
-           InProgress and polls left ─► WaitForImport
+           InProgress (or no Status) and polls left ─► WaitForImport
            Failed ─► ImportFailed ─┐
+           Completed naming no ImportedModelArn ─► ImportNamesNoModel ─┤
            polls exhausted ─► ImportTimedOut ─► DeleteImportedModel ─► NotifyFailed ─► PipelineFailed
            Completed ─► SmokeTest (InvokeModel, retried while the model is not ready) ─► NotifySucceeded
                                       └─ error ─► DeleteImportedModel ─► NotifyFailed
@@ -58,6 +59,7 @@ from stacks.level3_finetune.pipeline import (
     retry_task_errors,
     retry_throttling,
 )
+from stacks.shared.conditions import equals_where_present, listed_a_key
 from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
 from stacks.shared.stage import run_tags
 from stacks.shared.state_input import wrapped_input
@@ -75,6 +77,9 @@ OUTPUT_PREFIX = "output/"
 # https://docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html
 MODEL_SUFFIX = "/output/model/"
 POLL_SECONDS = 60
+# GetModelImportJob's answer, kept at $.importJob: the members ImportDone reads (only where present).
+IMPORT_STATUS = "$.importJob.Status"
+IMPORTED_MODEL_ARN = "$.importJob.ImportedModelArn"
 RETRY_INTERVAL = Duration.seconds(2)
 RETRY_ATTEMPTS = 3
 RETRY_BACKOFF = 2.0
@@ -282,14 +287,17 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
     )
 
     def listing(state_id: str, comment: str, bucket: str, prefix: str) -> sfn.CustomState:
-        """ListObjectsV2 for one key under a prefix: the number found lands at $.found.keys."""
+        """ListObjectsV2 for one key under a prefix: the answer lands whole at $.found (MaxKeys 1 keeps it small).
+
+        No ResultSelector: botocore s3 2006-03-01 ListObjectsV2Output requires no member, and a ResultSelector path
+        that selects nothing (an answer without KeyCount) is a States.Runtime error no Catch takes; the Choice after
+        it reads KeyCount only where present (conditions.listed_a_key)."""
         task = _task(
             scope,
             state_id,
             f"{sdk}s3:listObjectsV2",
             Comment=comment,
             Parameters={"Bucket": bucket, "Prefix.$": prefix, "MaxKeys": 1},
-            ResultSelector={"keys.$": "$.KeyCount"},
             ResultPath="$.found",
         )
         task.add_retry(
@@ -312,11 +320,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         return state
 
     def found(state_id: str, then: sfn.IChainable, otherwise: sfn.IChainable) -> sfn.Choice:
-        return (
-            sfn.Choice(scope, state_id)
-            .when(sfn.Condition.number_greater_than("$.found.keys", 0), then)
-            .otherwise(otherwise)
-        )
+        return sfn.Choice(scope, state_id).when(listed_a_key("$.found"), then).otherwise(otherwise)
 
     find_base = listing(
         "FindBaseModel",
@@ -597,13 +601,31 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         },
         result_path="$.error",
     )
+    # A completed job whose answer names no ImportedModelArn (botocore bedrock 2023-04-20 GetModelImportJobResponse
+    # requires no member) cannot be smoke-tested: InvokeModel takes an imported model by its ARN only (botocore
+    # bedrock-runtime InvokeModelRequest modelId: "If you use an imported model, specify the ARN of the imported
+    # model"). It is a notified failure, and DeleteImportedModel removes the model by the name the run gave it
+    # (botocore bedrock DeleteImportedModelRequest modelIdentifier: "Name of the imported model to delete").
+    no_model_arn = sfn.Pass(
+        scope,
+        "ImportNamesNoModel",
+        parameters={
+            "Error": "ImportedModelArnMissing",
+            "Cause.$": (
+                "States.Format('the import job {} completed but its answer names no ImportedModelArn, so the model "
+                "was not smoke-tested; the run deleted the model {} by name. The answer: {}', "
+                f"$.import.jobArn, {name}, States.JsonToString($.importJob))"
+            ),
+        },
+        result_path="$.error",
+    )
     smoke = _task(
         scope,
         "SmokeTest",
         f"arn:{stack.partition}:states:::bedrock:invokeModel",
         Comment="One tiny request: the imported model loads and answers",
         Parameters={
-            "ModelId.$": "$.importJob.ImportedModelArn",
+            "ModelId.$": IMPORTED_MODEL_ARN,  # present: ImportDone checked it
             "ContentType": "application/json",
             "Accept": "application/json",
             "Body": SMOKE_BODY,
@@ -629,15 +651,21 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
     smoke.add_catch(delete, errors=["States.ALL"], result_path="$.error")
     smoke.next(targets.succeeded)
     import_failed.next(delete)
+    no_model_arn.next(delete)
     timed_out.next(delete)
     start_import.next(count)
     count.next(wait)
     wait.next(get)
     get.next(counted)
+    # botocore bedrock 2023-04-20 GetModelImportJobResponse requires no member, status included: a comparison on an
+    # absent path is a States.Runtime error no Catch takes, so Status is compared only where present (as the
+    # Bedrock path's JobStatus?), and an answer without it is polled again, within the same bound.
+    completed = [sfn.Condition.is_present(IMPORT_STATUS), sfn.Condition.string_equals(IMPORT_STATUS, "Completed")]
     counted.next(
         sfn.Choice(scope, "ImportDone")
-        .when(sfn.Condition.string_equals("$.importJob.Status", "Completed"), smoke)
-        .when(sfn.Condition.string_equals("$.importJob.Status", "Failed"), import_failed)
+        .when(sfn.Condition.and_(*completed, sfn.Condition.is_present(IMPORTED_MODEL_ARN)), smoke)
+        .when(sfn.Condition.and_(*completed), no_model_arn)
+        .when(equals_where_present(IMPORT_STATUS, "Failed"), import_failed)
         .when(sfn.Condition.number_greater_than_equals("$.polls.count", targets.max_polls), timed_out)
         .otherwise(wait)
     )

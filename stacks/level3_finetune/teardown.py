@@ -26,6 +26,7 @@ from teardown_sweep.names import SWEEP_PREFIX
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_id
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
 from stacks.level3_finetune.sweep import TeardownBackstop
+from stacks.shared.conditions import absent_or_equals
 from stacks.shared.deployment import Deployment
 from stacks.shared.notifications import rule_target_role
 from stacks.shared.stage import state_machine_log_group
@@ -49,8 +50,12 @@ NO_SUCH_JOB = ["Bedrock.ResourceNotFoundException", "Bedrock.ValidationException
 
 
 def _not_known_ended(status: str) -> sfn.Condition:
-    """The job may still run: its status is InProgress, or absent (unknown, so treated as running)."""
-    return sfn.Condition.or_(sfn.Condition.is_not_present(status), sfn.Condition.string_equals(status, "InProgress"))
+    """The job may still run: its status is InProgress, or absent (unknown, so treated as running; botocore bedrock
+    2023-04-20 GetModelCustomizationJobResponse does not require status). Or[Not(IsPresent), And[IsPresent,
+    StringEquals]]: the Choice page documents that an And evaluates its StringEquals only after its IsPresent held,
+    and no order for an Or, so the comparison is guarded whichever rule of the Or is evaluated first
+    (https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-choice-state.html)."""
+    return absent_or_equals(status, "InProgress")
 
 
 # The teardown's own execution name, kept in its state: a sweep's teardown is named SWEEP_PREFIX + hash.

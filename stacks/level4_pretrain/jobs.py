@@ -11,6 +11,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level4_pretrain.storage import ROOT
+from stacks.shared.conditions import listed_a_key
 from stacks.shared.settings import ConfigError, Problem
 from stacks.shared.state_input import wrapped_input
 
@@ -140,9 +141,11 @@ class InputChecks:
                 "Parameters": {
                     "Bucket": bucket_name,
                     "Prefix.$": f"States.Format('{CHECKPOINTS_PREFIX}{{}}/', $.input.resumeFrom)",
-                    "MaxKeys": 1,
+                    "MaxKeys": 1,  # at most one key: the answer, kept whole at $.found, stays small
                 },
-                "ResultSelector": {"keys.$": "$.KeyCount"},
+                # No ResultSelector: botocore s3 2006-03-01 ListObjectsV2Output requires no member, and a
+                # ResultSelector path that selects nothing (an answer without KeyCount) is a States.Runtime error
+                # no Catch takes; CheckpointsFound reads KeyCount only where present (conditions.listed_a_key).
                 "ResultPath": "$.found",
             },
         )
@@ -155,11 +158,7 @@ class InputChecks:
             f"no checkpoints under {prefix_uri}: resumeFrom names the execution whose run to continue",
             sfn.JsonPath.string_at("$.input.resumeFrom"),
         )
-        find.next(
-            sfn.Choice(scope, "CheckpointsFound")
-            .when(sfn.Condition.number_greater_than("$.found.keys", 0), resume)
-            .otherwise(none_found)
-        )
+        find.next(sfn.Choice(scope, "CheckpointsFound").when(listed_a_key("$.found"), resume).otherwise(none_found))
         (
             check.when(sfn.Condition.not_(sfn.Condition.is_present("$.input.resumeFrom")), new)
             .when(

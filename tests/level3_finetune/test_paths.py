@@ -1753,6 +1753,56 @@ def test_a_job_answer_without_its_status_is_taken_as_running_and_the_deletes_sti
     assert reported.calls_to("DeleteItsThroughput")
 
 
+def _or_reversed(node: Any) -> Any:
+    """The definition with the rules of every Or in the other order."""
+    if isinstance(node, list):
+        return [_or_reversed(item) for item in node]
+    if isinstance(node, dict):
+        return {k: _or_reversed(v)[::-1] if k == "Or" else _or_reversed(v) for k, v in node.items()}
+    return node
+
+
+@pytest.mark.parametrize("order", ["as written", "reversed"])
+def test_a_job_answer_without_its_status_is_taken_as_running_whichever_order_an_or_evaluates(
+    provisioned: Variant, order: str
+) -> None:
+    """The Choice page documents that in an And a comparison after an IsPresent rule is evaluated only when the path
+    exists; it documents no order for Or
+    (https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-choice-state.html). Before:
+    Or[IsPresent false, StringEquals]; evaluated the other way round, the comparison on an absent $.job.Status was a
+    States.Runtime error no Catch takes, and the teardown ended before its stop and deletes."""
+    teardown = provisioned.teardown if order == "as written" else _or_reversed(provisioned.teardown)
+    no_status = {"JobArn": JOB_ARN}
+    stopped = simulate(
+        teardown,
+        status_event("ABORTED"),
+        {
+            "GetItsJob": [no_status],
+            "StopItsJob": [{}],
+            "DeleteItsThroughput": [{}],
+            "DeleteItsDeployment": [NOT_FOUND_DEPLOYMENT],
+        },
+        execution_name="teardown-1",
+        publishes_succeed=True,
+    )
+    assert_ends(stopped, "SUCCEEDED", "CleanedUp")
+    assert len(stopped.calls_to("StopItsJob")) == 1 and stopped.calls_to("DeleteItsThroughput")
+    reported = simulate(
+        teardown,
+        status_event("ABORTED"),
+        {
+            "GetItsJob": [no_status],
+            "StopItsJob": itertools.repeat(AslError("Bedrock.InternalServerException", "internal failure")),
+            "CheckItsJobAgain": [no_status],
+            "DeleteItsThroughput": [{}],
+            "DeleteItsDeployment": [NOT_FOUND_DEPLOYMENT],
+        },
+        execution_name="teardown-1",
+        publishes_succeed=True,
+    )
+    assert reported.notifications[0][0] == "NotifyJobNotStopped" and reported.calls_to("DeleteItsThroughput")
+
+
 NOT_FOUND_DEPLOYMENT = AslError("Bedrock.ResourceNotFoundException", "no such deployment")
 
 

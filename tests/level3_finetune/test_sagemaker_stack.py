@@ -382,7 +382,7 @@ def _results(
             return answer(call) if callable(answer) else answer
         found = {"FindTrainingData": keys, "FindBaseModel": model_keys, "FindCheckpoints": checkpoint_keys}
         if call.state in found:
-            return {"KeyCount": found[call.state], "IsTruncated": False, "Name": call.parameters["Bucket"]}
+            return _listed(call, found[call.state])
         if call.state == "TrainModel":
             if training:
                 raise training
@@ -421,6 +421,18 @@ def _results(
         raise AssertionError(f"unexpected task {call.state}")
 
     return result
+
+
+def _listed(call: asl.TaskCall, keys: int, *, count: bool = True) -> dict[str, Any]:
+    """ListObjectsV2's answer with ``keys`` keys (MaxKeys 1: at most one listed); without KeyCount if not ``count``.
+    S3 leaves Contents out when no key matches (a flattened XML list: botocore s3 ListObjectsV2Output)."""
+    answer: dict[str, Any] = {"IsTruncated": False, "Name": call.parameters["Bucket"], "MaxKeys": 1}
+    if count:
+        answer["KeyCount"] = min(keys, 1)
+    if keys:
+        prefix = call.parameters["Prefix"]
+        answer["Contents"] = [{"Key": prefix + "part-0" if prefix.endswith("/") else prefix, "Size": 1}]
+    return answer
 
 
 # What sagemaker_validate answers for good data (its tests check the shape: test_sagemaker_validate.py).
@@ -475,6 +487,7 @@ def test_success_trains_imports_the_merged_prefix_smoke_tests_and_notifies(
     [(state, message)] = trace.notifications
     assert state == "NotifySucceeded"
     assert message["importedModelArn"] == MODEL_ARN and message["baseModel"] == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert message["importedModelName"] == job  # the name the run gave the model, not read from the answer
     assert message["checkpoints"] == f"s3://{artifacts}/checkpoints/run-1/"
 
 
@@ -906,7 +919,7 @@ def test_every_task_failure_after_the_import_started_goes_through_the_cleanup(ma
         assert catch["Next"] == (via or "DeleteImportedModel"), state
         if via:
             assert machine["States"][via]["Next"] == "DeleteImportedModel"
-    for state in ("ImportFailed", "ImportTimedOut"):
+    for state in ("ImportFailed", "ImportNamesNoModel", "ImportTimedOut"):
         assert machine["States"][state]["Next"] == "DeleteImportedModel"
 
 
@@ -922,6 +935,134 @@ def test_a_notification_that_keeps_failing_still_ends_the_run_where_it_would(mac
     assert (trace.status, trace.terminal, trace.error) == ("FAILED", "PipelineFailed", "FineTuningFailed")
     assert trace.calls_to("DeleteImportedModel")  # the clean-up ran before the notification was tried
     assert len(trace.calls_to("NotifyFailed")) == 1 + pipeline.RETRY_ATTEMPTS
+
+
+# --- answers without the members botocore does not require ---------------------------------------------------
+
+
+def test_the_models_do_not_require_the_members_the_pipeline_reads() -> None:
+    """The premise of the tests below: botocore bedrock 2023-04-20 GetModelImportJobResponse requires no member, and
+    s3 2006-03-01 ListObjectsV2Output none either; its Contents is a flattened XML list, absent when nothing is
+    listed."""
+    session = botocore.session.get_session()
+    imported = session.get_service_model("bedrock").operation_model("GetModelImportJob").output_shape
+    assert not {"status", "importedModelArn", "importedModelName"} & set(imported.required_members)
+    assert {"status", "importedModelArn", "importedModelName"} <= set(imported.members)
+    listed = session.get_service_model("s3").operation_model("ListObjectsV2").output_shape
+    assert "KeyCount" in listed.members and "KeyCount" not in listed.required_members
+    assert listed.members["Contents"].serialization.get("flattened") is True
+
+
+def _import_answers(*answers: dict[str, Any], base: Any = None) -> Any:
+    """_results(), with GetModelImportJob answering ``answers`` in order (the last repeats)."""
+    base, polls = base or _results(), {"n": 0}
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state == "GetImportJob":
+            polls["n"] += 1
+            return answers[min(polls["n"], len(answers)) - 1]
+        return base(call)
+
+    return result
+
+
+IMPORTING = {"JobArn": IMPORT_JOB_ARN, "JobName": "j", "Status": "InProgress"}
+NO_STATUS = {"JobArn": IMPORT_JOB_ARN, "JobName": "j"}
+IMPORTED = {
+    "JobArn": IMPORT_JOB_ARN,
+    "JobName": "j",
+    "ImportedModelName": "m",
+    "ImportedModelArn": MODEL_ARN,
+    "Status": "Completed",
+}
+
+
+def test_an_import_answer_without_a_status_is_polled_again(machine: dict[str, Any]) -> None:
+    """Before: ImportDone compared an absent $.importJob.Status, a States.Runtime error no Catch takes: the run ended
+    FAILED with no notification, and the import job it cannot stop went on to create a model."""
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_answers(IMPORTING, NO_STATUS, IMPORTED))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert len(trace.calls_to("GetImportJob")) == 3 and trace.visited.count("CountPoll") == 3
+    assert [state for state, _ in trace.notifications] == ["NotifySucceeded"]
+
+
+def test_import_answers_that_never_name_a_status_are_polled_within_the_same_bound(machine: dict[str, Any]) -> None:
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_answers(NO_STATUS))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert len(trace.calls_to("GetImportJob")) == 120  # sm_import_max_minutes at one poll a minute, as InProgress
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": run_name(execution_arn("test-execution"))}
+    assert _failure(trace)["Error"] == "ModelImportTimedOut"
+
+
+def test_a_completed_import_whose_answer_names_no_model_name_is_announced_by_the_name_the_run_gave_it(
+    machine: dict[str, Any],
+) -> None:
+    """Before: NotifySucceeded read an absent $.importJob.ImportedModelName, a States.Runtime error after the smoke
+    test passed: the run ended FAILED with no notification, and the teardown deleted the good model."""
+    answer = {k: v for k, v in IMPORTED.items() if k != "ImportedModelName"}
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_answers(IMPORTING, answer))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert not trace.calls_to("DeleteImportedModel")
+    [(state, message)] = trace.notifications
+    assert state == "NotifySucceeded"
+    name = run_name(execution_arn("test-execution"))
+    assert message["importedModelName"] == name == trace.parameters("ImportModel")["ImportedModelName"]
+    assert message["importedModelArn"] == MODEL_ARN
+
+
+def test_a_completed_import_whose_answer_names_no_model_arn_is_a_notified_failure_after_the_model_is_deleted(
+    machine: dict[str, Any],
+) -> None:
+    """Before: SmokeTest's ModelId selected an absent $.importJob.ImportedModelArn, a States.Runtime error its Catch
+    does not take: the run ended FAILED with no notification. InvokeModel takes an imported model by its ARN only
+    (botocore bedrock-runtime InvokeModelRequest modelId), so without it there is no smoke test: the model is
+    deleted by its name and the failure notified."""
+    answer = {k: v for k, v in IMPORTED.items() if k != "ImportedModelArn"}
+    trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _import_answers(IMPORTING, answer))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert not trace.calls_to("SmokeTest") and len(trace.calls_to("GetImportJob")) == 2
+    name = run_name(execution_arn("test-execution"))
+    assert trace.parameters("DeleteImportedModel") == {"ModelIdentifier": name}
+    error = _failure(trace)
+    assert error["Error"] == "ImportedModelArnMissing"
+    assert IMPORT_JOB_ARN in error["Cause"] and name in error["Cause"] and '"Status":"Completed"' in error["Cause"]
+
+
+# Each listing, the input that reaches it, and the state that rejects the run when it finds nothing.
+LISTINGS = {
+    "FindTrainingData": ({}, "NoTrainingData"),
+    "FindBaseModel": ({"baseModelKey": "models/m/"}, "NoBaseModel"),
+    "FindCheckpoints": ({"resumeFrom": "run-1"}, "NoCheckpoints"),
+}
+
+
+def _uncounted(state: str, keys: int) -> Any:
+    """_results(), with the listing of ``state`` answering without KeyCount (``keys`` keys listed)."""
+    base = _results()
+
+    def result(call: asl.TaskCall) -> Any:
+        return _listed(call, keys, count=False) if call.state == state else base(call)
+
+    return result
+
+
+@pytest.mark.parametrize("state", LISTINGS)
+def test_a_listing_without_a_key_count_that_lists_a_key_has_found_one(machine: dict[str, Any], state: str) -> None:
+    """Before: the listing's ResultSelector selected an absent $.KeyCount, a States.Runtime error no Catch takes: the
+    run ended FAILED with no notification. An answer that lists Contents has found a key."""
+    execution_input = {"trainingKey": "datasets/", **LISTINGS[state][0]}
+    trace = asl.simulate(machine, execution_input, _uncounted(state, 1))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert trace.calls_to(state) and trace.calls_to("TrainModel")
+
+
+@pytest.mark.parametrize("state", LISTINGS)
+def test_a_listing_without_a_key_count_or_contents_is_a_notified_rejection(machine: dict[str, Any], state: str) -> None:
+    execution_input, rejection = LISTINGS[state]
+    trace = asl.simulate(machine, {"trainingKey": "datasets/", **execution_input}, _uncounted(state, 0))
+    assert (trace.status, trace.terminal) == ("FAILED", "InputRejected"), trace.describe()
+    assert rejection in trace.visited and not trace.calls_to("TrainModel")
+    assert _failure(trace)["Error"] == "InvalidInput"
 
 
 # --- the names an execution gives what it creates -----------------------------------------------------------

@@ -857,9 +857,10 @@ def _bucket(jobs: dict[str, Any]) -> str:
     return asl.resolve(jobs, {"Ref": bucket_id})
 
 
-def _results(keys: int = 0, fail_publishes: int = 0) -> Any:
-    """Scripted task results: a training job that completes, a listing with ``keys`` keys, SNS that fails
-    ``fail_publishes`` times with a transient error before it answers."""
+def _results(keys: int = 0, fail_publishes: int = 0, key_count: bool = True) -> Any:
+    """Scripted task results: a training job that completes, a listing with ``keys`` keys (MaxKeys 1: at most one
+    listed; without KeyCount if not ``key_count``), SNS that fails ``fail_publishes`` times with a transient error
+    before it answers."""
     failures = {"left": fail_publishes}
 
     def result(call: asl.TaskCall) -> Any:
@@ -872,7 +873,13 @@ def _results(keys: int = 0, fail_publishes: int = 0) -> Any:
             name = call.parameters["TrainingJobName"]
             return {"TrainingJobName": name, "ModelArtifacts": {"S3ModelArtifacts": f"s3://b/output/{name}.tar.gz"}}
         if call.state == "FindCheckpoints":
-            return {"KeyCount": keys, "IsTruncated": False}
+            # S3 leaves Contents out when no key matches (a flattened XML list: botocore s3 ListObjectsV2Output).
+            listed: dict[str, Any] = {"IsTruncated": False, "MaxKeys": 1}
+            if key_count:
+                listed["KeyCount"] = min(keys, 1)
+            if keys:
+                listed["Contents"] = [{"Key": f"{call.parameters['Prefix']}checkpoint-1/model.pt", "Size": 1}]
+            return listed
         raise AssertionError(f"unexpected task {call.state}")
 
     return result
@@ -921,6 +928,33 @@ def test_resuming_a_run_without_checkpoints_is_a_notified_failure(machine: dict[
     [(state, message)] = trace.notifications
     assert state == "NotifyInvalidInput" and message["outcome"] == "failed"
     assert message["error"]["Error"] == "InvalidInput" and "checkpoints/no-such-run/" in message["error"]["Cause"]
+
+
+def test_the_listing_model_does_not_require_the_key_count_the_checkpoint_lookup_reads() -> None:
+    """The premise of the two tests below (botocore s3 2006-03-01 ListObjectsV2Output requires no member)."""
+    import botocore.session
+
+    listed = botocore.session.get_session().get_service_model("s3").operation_model("ListObjectsV2").output_shape
+    assert "KeyCount" in listed.members and "KeyCount" not in listed.required_members
+    assert listed.members["Contents"].serialization.get("flattened") is True
+
+
+def test_a_checkpoint_listing_without_a_key_count_that_lists_a_key_resumes(machine: dict[str, Any]) -> None:
+    """Before: the ResultSelector selected an absent $.KeyCount, a States.Runtime error no Catch takes: the run ended
+    FAILED with no notification. An answer that lists Contents has found a checkpoint."""
+    trace = asl.simulate(machine, {"resumeFrom": "run-1"}, _results(keys=1, key_count=False))
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert trace.parameters("TrainModel")["CheckpointConfig"]["S3Uri"].endswith("/checkpoints/run-1/")
+
+
+def test_a_checkpoint_listing_without_a_key_count_or_contents_is_a_notified_rejection(
+    machine: dict[str, Any],
+) -> None:
+    trace = asl.simulate(machine, {"resumeFrom": "run-1"}, _results(keys=0, key_count=False))
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "InputRejected", "InvalidInput"), trace.describe()
+    assert not trace.calls_to("TrainModel")
+    [(state, message)] = trace.notifications
+    assert state == "NotifyInvalidInput" and "checkpoints/run-1/" in message["error"]["Cause"]
 
 
 @pytest.mark.parametrize(
