@@ -425,13 +425,11 @@ class _Missing(Exception):
 _MEMBER = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^'\[\]]+)'\]")
 
 
-def _get_path(path: str, data: Any, context: Any) -> Any:
-    """``$``, ``$.a.b``, ``$$.a.b``, ``$.a['b-c']``; a path that selects nothing raises States.Runtime."""
+def path_members(path: str) -> list[str]:
+    """The members a reference path names after its root: ``$.a['b-c']`` (or ``$$.a['b-c']``) gives a, b-c."""
     if not isinstance(path, str) or not path.startswith("$"):
         raise AslUnsupported(f"not a reference path: {path!r}")
-    root, rest = (context, path[2:]) if path.startswith("$$") else (data, path[1:])
-    if rest == "":
-        return root
+    rest = path[2:] if path.startswith("$$") else path[1:]
     parts, at = [], 0
     while at < len(rest):
         member = _MEMBER.match(rest, at)
@@ -439,7 +437,13 @@ def _get_path(path: str, data: Any, context: Any) -> Any:
             raise AslUnsupported(f"JSONPath beyond $.a.b and $.a['b']: {path!r}")
         parts.append(member.group(1) or member.group(2))
         at = member.end()
-    value = root
+    return parts
+
+
+def _get_path(path: str, data: Any, context: Any) -> Any:
+    """``$``, ``$.a.b``, ``$$.a.b``, ``$.a['b-c']``; a path that selects nothing raises States.Runtime."""
+    parts = path_members(path)
+    value = context if path.startswith("$$") else data
     for part in parts:
         if not isinstance(value, dict) or part not in value:
             raise _Missing(path)
@@ -557,6 +561,21 @@ def _parse_intrinsic(text: str) -> _Call:
     if position != len(text):
         raise AslUnsupported(f"trailing text after the intrinsic call: {text!r}")
     return result
+
+
+def intrinsic_paths(text: str) -> list[str]:
+    """The reference paths an intrinsic function call reads as arguments, its nested calls' included."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, _Path):
+            found.append(node.path)
+        elif isinstance(node, _Call):
+            for arg in node.args:
+                walk(arg)
+
+    walk(_parse_intrinsic(text))
+    return found
 
 
 def _plain(value: Any) -> Any:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cache
 from typing import Any
 
 import pytest
 
+from tests.infra import asl
 from tests.infra.asl import AslUnsupported, resolve, state_machines
 from tests.infra.helpers import evaluate, stack_created
 
@@ -285,6 +287,417 @@ def test_the_error_name_guard_sees_a_misspelled_and_a_foreign_name() -> None:
         "S/M.G: Bedrock.NoSuchKeyException is not an error aws-sdk:bedrock:getModelCustomizationJob raises",
         "S/M.G: Bedrock.Throttling is not an error aws-sdk:bedrock:getModelCustomizationJob raises",
         "S/M.G: States.TaskFail is not an error Step Functions raises",
+    ]
+
+
+# --- what a state reads of an AWS answer ----------------------------------------------------------------------
+
+# A JSONPath that selects nothing fails the run with States.Runtime, which no Retry or Catch takes, not even a
+# States.ALL catcher (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html). So a state
+# reads of an AWS answer only the members botocore's output shape requires (an HTTP payload member, S3 GetObject's
+# Body, is always there), or what a Choice saw present first: the documented form is an And whose earlier rule is
+# IsPresent true, evaluated only when that path exists
+# (https://docs.aws.amazon.com/step-functions/latest/dg/amazon-states-language-choice-state.html). That page
+# documents no such order for Or, so an Or of IsPresent false and a comparison is not a guard.
+
+# The answer of an optimized integration, as the botocore operation whose output it is. An optimized integration
+# not listed here is a finding, so a new one is modelled on purpose. Lambda's answer is the kit's own contract.
+OPTIMIZED_OUTPUTS = {
+    # Run a Job (.sync) answers when the job ends, with SageMaker's description of it
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/connect-sagemaker.html,
+    # https://docs.aws.amazon.com/step-functions/latest/dg/connect-to-resource.html#connect-sync).
+    "sagemaker:createTrainingJob.sync": ("sagemaker", "DescribeTrainingJob"),
+    # Amazon Bedrock's runtime InvokeModel (https://docs.aws.amazon.com/step-functions/latest/dg/connect-bedrock.html).
+    "bedrock:invokeModel": ("bedrock-runtime", "InvokeModel"),
+    # Request Response answers with the API's own answer
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/connect-stepfunctions.html,
+    # https://docs.aws.amazon.com/step-functions/latest/dg/connect-sns.html).
+    "states:startExecution": ("stepfunctions", "StartExecution"),
+    "sns:publish": ("sns", "Publish"),
+}
+
+
+@cache
+def _botocore_services() -> dict[str, str]:
+    """botocore's service names by their aws-sdk spelling, which drops the hyphens (bedrock-runtime is
+    aws-sdk:bedrockruntime, https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html)."""
+    import botocore.session
+
+    return {name.replace("-", ""): name for name in botocore.session.get_session().get_available_services()}
+
+
+def answer_model(resource: str) -> tuple[str, Any] | None:
+    """The botocore operation (name, output shape) whose answer a Task with this Resource gets; None for a Lambda
+    function. LookupError for any other Resource botocore gives no model of."""
+    if ":lambda:" in resource:
+        return None
+    sdk = re.fullmatch(r"arn:aws:states:::aws-sdk:([a-z0-9]+):([A-Za-z0-9]+)", resource)
+    if sdk:
+        if sdk.group(1) not in _botocore_services():
+            raise LookupError(f"no botocore service for aws-sdk:{sdk.group(1)}")
+        service, operation = _botocore_services()[sdk.group(1)], sdk.group(2)[:1].upper() + sdk.group(2)[1:]
+    elif resource.removeprefix("arn:aws:states:::") in OPTIMIZED_OUTPUTS:
+        service, operation = OPTIMIZED_OUTPUTS[resource.removeprefix("arn:aws:states:::")]
+    else:
+        raise LookupError(f"no output model for {resource} (OPTIMIZED_OUTPUTS)")
+    model = asl._service_model(service)
+    if operation not in model.operation_names:
+        raise LookupError(f"{service} has no operation {operation}")
+    return operation, model.operation_model(operation).output_shape
+
+
+RefPath = tuple[str, ...]  # a reference path: its root ($ or $$), then its members
+
+
+def _path(text: str) -> RefPath:
+    return ("$$" if text.startswith("$$") else "$", *asl.path_members(text))
+
+
+def _under(path: RefPath, prefix: RefPath) -> bool:
+    return path[: len(prefix)] == prefix
+
+
+def _template_paths(template: Any) -> Iterator[str]:
+    """The paths a Parameters or ResultSelector template reads: each ``*.$`` value, a path or an intrinsic's."""
+    if isinstance(template, dict):
+        for key, value in template.items():
+            if key.endswith(".$") and isinstance(value, str):
+                yield from asl.intrinsic_paths(value) if value.startswith("States.") else [value]
+            else:
+                yield from _template_paths(value)
+    elif isinstance(template, list):
+        for item in template:
+            yield from _template_paths(item)
+
+
+def _asserted(rule: dict[str, Any]) -> set[RefPath]:
+    """The paths a Choice rule has seen present when it matches."""
+    if "And" in rule:
+        return set().union(*(_asserted(r) for r in rule["And"]))
+    if "Or" in rule:
+        return set.intersection(*(_asserted(r) for r in rule["Or"])) if rule["Or"] else set()
+    present = rule.get("IsPresent") is True or rule.get("Not", {}).get("IsPresent") is False
+    variable = rule.get("Variable", rule.get("Not", {}).get("Variable"))
+    try:
+        return {_path(variable)} if present and isinstance(variable, str) else set()
+    except asl.AslUnsupported:
+        return set()
+
+
+def _rule_reads(rule: dict[str, Any], seen: frozenset[RefPath]) -> Iterator[tuple[str, frozenset[RefPath]]]:
+    """The paths a Choice rule reads, each with the paths an earlier rule of an enclosing And saw present."""
+    if "And" in rule:
+        for child in rule["And"]:
+            yield from _rule_reads(child, seen)
+            seen = seen | _asserted(child)
+    for child in [*rule.get("Or", []), *([rule["Not"]] if "Not" in rule else [])]:
+        yield from _rule_reads(child, seen)
+    if "Variable" in rule and "IsPresent" not in rule:
+        yield rule["Variable"], seen
+    for key, value in rule.items():
+        if key.endswith("Path") and isinstance(value, str):  # StringEqualsPath and the like
+            yield value, seen
+
+
+_PATH_FIELDS = (
+    "InputPath",
+    "OutputPath",
+    "ItemsPath",
+    "SecondsPath",
+    "TimestampPath",
+    "TimeoutSecondsPath",
+    "HeartbeatSecondsPath",
+    "ErrorPath",
+    "CausePath",
+)
+
+
+def _state_reads(state: dict[str, Any]) -> Iterator[tuple[str, frozenset[RefPath]]]:
+    for rule in state.get("Choices", []):
+        yield from _rule_reads(rule, frozenset())
+    for key in ("Parameters", "ItemSelector"):
+        yield from ((path, frozenset()) for path in _template_paths(state.get(key)))
+    yield from ((state[key], frozenset()) for key in _PATH_FIELDS if isinstance(state.get(key), str))
+
+
+def _unmodelled(state: dict[str, Any]) -> str | None:
+    """What in a state the reach of an answer does not follow: branches, or a state output that is re-rooted."""
+    if state.get("Type") in ("Parallel", "Map"):
+        return f"a {state['Type']} state"
+    moved = [key for key in ("InputPath", "OutputPath") if key in state and state[key] != "$"]
+    return f"{moved[0]} {state[moved[0]]}" if moved else None
+
+
+def _overwrites(state: dict[str, Any], kept: RefPath) -> bool:
+    """A Task or Pass whose result replaces what is kept at ``kept`` (its ResultPath is that path or a prefix)."""
+    kind = state.get("Type")
+    if kind not in ("Task", "Pass") or (kind == "Pass" and "Result" not in state and "Parameters" not in state):
+        return False
+    target = state.get("ResultPath", "$")
+    return target is not None and _under(kept, _path(target))
+
+
+def _onward(state: dict[str, Any], kept: RefPath) -> Iterator[tuple[str, set[RefPath]]]:
+    """The states a state goes on to with what is kept at ``kept`` still there, each with what its Choice rule saw
+    present."""
+    if state.get("Type") == "Choice":
+        yield from ((rule["Next"], _asserted(rule)) for rule in state.get("Choices", []))
+        if "Default" in state:
+            yield state["Default"], set()
+        return
+    if "Next" in state and not _overwrites(state, kept):
+        yield state["Next"], set()
+    for catcher in state.get("Catch", []):
+        target = catcher.get("ResultPath", "$")  # a catcher's output is the error alone unless a ResultPath says
+        if target is None or not _under(kept, _path(target)):
+            yield catcher["Next"], set()
+
+
+def _reach(
+    states: dict[str, dict[str, Any]], writer: str, kept: RefPath, guarded: Callable[[set[RefPath]], bool]
+) -> set[str]:
+    """Every state that runs with ``writer``'s answer at ``kept``, on a path taking no Choice edge ``guarded``."""
+    todo, seen = [states[writer]["Next"]] if "Next" in states[writer] else [], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if _unmodelled(states[name]) is None:
+            todo.extend(nxt for nxt, asserted in _onward(states[name], kept) if not guarded(asserted))
+    return seen
+
+
+def _members_problem(operation: str, shape: Any, members: list[str]) -> tuple[str | None, list[int]]:
+    """A member the answer cannot have (as a finding) or, else, the indexes of the members botocore does not require
+    (walking nested structures; an HTTP payload member is always there)."""
+    optional = []
+    for index, key in enumerate(members):
+        if shape is None or shape.type_name != "structure":
+            return f"{key}: {operation}'s model describes no members there ({getattr(shape, 'type_name', 'none')})", []
+        name = asl._member(shape, key)
+        if name is None:
+            return f"{key} is not a member of {shape.name}", []
+        if name not in shape.required_members and shape.serialization.get("payload") != name:
+            optional.append(index)
+        shape = shape.members[name]
+    return None, optional
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _strings(item)
+
+
+def _jsonata_result_reads(state: dict[str, Any]) -> bool:
+    """A JSONata expression of the state (not of its branches) that mentions $states.result, a task's answer."""
+    own = {key: value for key, value in state.items() if key not in ("Branches", "ItemProcessor", "Iterator")}
+    return any(text.startswith("{%") and "$states.result" in text for text in _strings(own))
+
+
+def answer_read_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Reads of an AWS integration's answer that botocore does not promise and no Choice saw present: in a Task's
+    ResultSelector (the raw answer, where nothing can guard a read), or, for an answer kept at a ResultPath R, in any
+    later state (Choice variables, Parameters and intrinsic arguments, the *Path fields) reached from the writer of R
+    on a path that takes no Choice edge that saw the member present."""
+    found = set()
+    for machine, definition in _definitions(templates):
+        states = dict(_states(definition))
+        writers = []  # (state, where its answer is kept, its operation, the operation's output shape)
+        for name, state in states.items():
+            where = f"{machine}.{name}"
+            if _jsonata_result_reads(state):
+                found.add(f"{where}: a JSONata expression reads $states.result, which this guard does not model")
+            if state.get("Type") != "Task":
+                continue
+            try:
+                model = answer_model(str(state.get("Resource", "")))
+            except LookupError as error:
+                found.add(f"{where}: {error}")
+                continue
+            if model is None:
+                continue
+            operation, shape = model
+            if "Assign" in state:
+                found.add(f"{where}: Assign of {operation}'s answer is not modelled by this guard")
+            if "ResultSelector" in state:
+                for text in _template_paths(state["ResultSelector"]):
+                    if text.startswith("$$"):
+                        continue
+                    path = _path(text)
+                    problem, optional = _members_problem(operation, shape, list(path[1:]))
+                    if problem or optional:
+                        why = problem or f"{path[1 + optional[0]]} is not required by {operation}"
+                        found.add(f"{where}: ResultSelector {text}: {why}")
+            elif state.get("ResultPath", "$") == "$":
+                if shape is not None and shape.members:
+                    found.add(f"{where}: the whole state becomes {operation}'s answer, which this guard does not model")
+            elif state["ResultPath"] is not None:
+                writers.append((name, _path(state["ResultPath"]), operation, shape))
+        for writer, kept, _, _ in writers:
+            for name in {writer} | _reach(states, writer, kept, lambda _: False):
+                if (why := _unmodelled(states[name])) is not None:
+                    found.add(f"{machine}.{name}: {why} in the reach of {writer}'s answer, not modelled by this guard")
+        for name, state in states.items():
+            for text, seen in _state_reads(state):
+                for writer, kept, operation, shape in writers:
+                    finding = _kept_read_finding(states, text, seen, name, writer, kept, operation, shape)
+                    if finding:
+                        found.add(f"{machine}.{name}: {text} ({writer}'s answer): {finding}")
+    return sorted(found)
+
+
+def _kept_read_finding(
+    states: dict[str, dict[str, Any]],
+    text: str,
+    seen: frozenset[RefPath],
+    reader: str,
+    writer: str,
+    kept: RefPath,
+    operation: str,
+    shape: Any,
+) -> str | None:
+    """What is wrong with state ``reader`` reading ``text`` of the answer ``writer`` keeps at ``kept``, if anything."""
+    try:
+        path = _path(text)
+    except asl.AslUnsupported:
+        prefix = "$" + "".join(f".{member}" for member in kept[1:])
+        return "a path this guard cannot follow" if text.startswith((prefix + ".", prefix + "[")) else None
+    if len(path) <= len(kept) or not _under(path, kept):
+        return None
+    members = list(path[len(kept) :])
+    problem, optional = _members_problem(operation, shape, members)
+    if problem:
+        return problem if reader in _reach(states, writer, kept, lambda _: False) else None
+    if not optional:
+        return None
+
+    def depth(asserted: set[RefPath] | frozenset[RefPath]) -> int:
+        """How many members of the read the paths seen present vouch for."""
+        n = [min(len(p), len(path)) - len(kept) for p in asserted if p[: len(path)] == path[: len(p)]]
+        return max(n, default=0)
+
+    needed = optional[-1] + 1
+    if depth(seen) >= needed or reader not in _reach(states, writer, kept, lambda asserted: depth(asserted) >= needed):
+        return None
+    first = next(index for index in optional if index >= depth(seen))
+    return f"{members[first]} is not required by {operation}"
+
+
+def test_every_read_of_an_aws_answer_is_of_a_member_botocore_requires_or_a_choice_saw(each_stage: Any) -> None:
+    tasks = [str(state.get("Resource", "")) for _, d in _definitions(each_stage.templates) for _, state in _states(d)]
+    assert sum(answer_model(resource) is not None for resource in tasks if resource) >= 20  # the guard has work
+    assert answer_read_findings(each_stage.templates) == []
+
+
+_GET_IMPORT_JOB = "arn:aws:states:::aws-sdk:bedrock:getModelImportJob"
+_DONE = ("Done", {"Type": "Succeed"})
+
+
+def _answer_reads(*states: tuple[str, dict[str, Any]]) -> list[str]:
+    """The guard's findings on one machine S/M of these states (the first one starts it)."""
+    definition = {"StartAt": states[0][0], "States": dict(states)}
+    template = {"Resources": {"M": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {}}}}
+    template["Resources"]["M"]["Properties"]["DefinitionString"] = json.dumps(definition)
+    return answer_read_findings({"S": template})
+
+
+def _get_import_job(next_state: str) -> tuple[str, dict[str, Any]]:
+    """GetModelImportJob, whose answer botocore requires no member of, kept at $.j."""
+    parameters = {"JobIdentifier.$": "$.arn"}
+    return "Get", {
+        "Type": "Task",
+        "Resource": _GET_IMPORT_JOB,
+        "Parameters": parameters,
+        "ResultPath": "$.j",
+        "Next": next_state,
+    }
+
+
+def _is_present(path: str) -> dict[str, Any]:
+    return {"Variable": path, "IsPresent": True}
+
+
+def _check(*rules: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "Check", {"Type": "Choice", "Choices": list(rules), "Default": "Done"}
+
+
+def test_the_answer_read_guard_sees_a_choice_on_a_member_botocore_does_not_require() -> None:
+    completed = {"Variable": "$.j.Status", "StringEquals": "Completed"}
+    unguarded = "S/M.Check: $.j.Status (Get's answer): Status is not required by GetModelImportJob"
+    assert _answer_reads(_get_import_job("Check"), _check({**completed, "Next": "Done"}), _DONE) == [unguarded]
+    # The documented guard: an And whose earlier rule saw the member present. Later is too late.
+    guarded = {"And": [_is_present("$.j.Status"), completed], "Next": "Done"}
+    assert _answer_reads(_get_import_job("Check"), _check(guarded), _DONE) == []
+    late = {"And": [completed, _is_present("$.j.Status")], "Next": "Done"}
+    assert _answer_reads(_get_import_job("Check"), _check(late), _DONE) == [unguarded]
+    # An Or of IsPresent false first relies on an order of evaluation AWS does not document for Or.
+    either = {"Or": [{"Variable": "$.j.Status", "IsPresent": False}, completed], "Next": "Done"}
+    assert _answer_reads(_get_import_job("Check"), _check(either), _DONE) == [unguarded]
+    # A misspelled member is no member at all, guarded or not.
+    misspelled = {"And": [_is_present("$.j.Statuss"), {"Variable": "$.j.Statuss", "StringEquals": "Completed"}]}
+    assert _answer_reads(_get_import_job("Check"), _check({**misspelled, "Next": "Done"}), _DONE) == [
+        "S/M.Check: $.j.Statuss (Get's answer): Statuss is not a member of GetModelImportJobResponse"
+    ]
+
+
+def test_the_answer_read_guard_follows_the_answer_to_later_states() -> None:
+    use = ("Use", {"Type": "Pass", "Parameters": {"model.$": "$.j.ImportedModelArn"}, "ResultPath": "$.u", "End": True})
+    unguarded = "S/M.Use: $.j.ImportedModelArn (Get's answer): ImportedModelArn is not required by GetModelImportJob"
+    # Straight from the task: one finding.
+    assert _answer_reads(_get_import_job("Use"), use) == [unguarded]
+    # Behind a Choice edge whose rule saw the member present: none.
+    status = {"And": [_is_present("$.j.Status"), {"Variable": "$.j.Status", "StringEquals": "Completed"}]}
+    seen = {"And": [*status["And"], _is_present("$.j.ImportedModelArn")], "Next": "Use"}
+    assert _answer_reads(_get_import_job("Check"), _check(seen), use, _DONE) == []
+    # An edge that saw Status says nothing of ImportedModelArn; nor does every other path (the Default) pass one.
+    assert _answer_reads(_get_import_job("Check"), _check({**status, "Next": "Use"}), use, _DONE) == [unguarded]
+    fallback = ("Check", {"Type": "Choice", "Choices": [seen], "Default": "Use"})
+    assert _answer_reads(_get_import_job("Check"), fallback, use) == [unguarded]
+    # A Pass that writes over $.j ends the answer's reach: Use reads what the Pass put there.
+    overwrite = ("Reset", {"Type": "Pass", "Result": {"ImportedModelArn": "arn"}, "ResultPath": "$.j", "Next": "Use"})
+    assert _answer_reads(_get_import_job("Reset"), overwrite, use) == []
+
+
+def test_the_answer_read_guard_reads_a_result_selector_against_the_raw_answer() -> None:
+    def task(resource: str, selector: dict[str, str]) -> tuple[str, dict[str, Any]]:
+        arn = f"arn:aws:states:::aws-sdk:{resource}"
+        return "T", {"Type": "Task", "Resource": arn, "ResultSelector": selector, "ResultPath": "$.t", "End": True}
+
+    # CreateModelImportJob requires jobArn; S3 GetObject's Body is not required but is the HTTP payload.
+    assert _answer_reads(task("bedrock:createModelImportJob", {"arn.$": "$.JobArn"})) == []
+    assert _answer_reads(task("s3:getObject", {"request.$": "States.StringToJson($.Body)"})) == []
+    assert _answer_reads(task("s3:listObjectsV2", {"keys.$": "$.KeyCount"})) == [
+        "S/M.T: ResultSelector $.KeyCount: KeyCount is not required by ListObjectsV2"
+    ]
+    assert _answer_reads(task("bedrock:getModelImportJob", {"s.$": "States.Format('{}', $.Status)"})) == [
+        "S/M.T: ResultSelector $.Status: Status is not required by GetModelImportJob"
+    ]
+
+
+def test_the_answer_read_guard_refuses_an_answer_it_has_no_model_of() -> None:
+    def task(resource: str, **extra: Any) -> tuple[str, dict[str, Any]]:
+        return "T", {"Type": "Task", "Resource": resource, "ResultPath": "$.t", "End": True, **extra}
+
+    # A new optimized integration, or an aws-sdk service botocore does not name: a decision to make first.
+    assert _answer_reads(task("arn:aws:states:::sqs:sendMessage")) == [
+        "S/M.T: no output model for arn:aws:states:::sqs:sendMessage (OPTIMIZED_OUTPUTS)"
+    ]
+    assert _answer_reads(task("arn:aws:states:::aws-sdk:sfn:describeExecution")) == [
+        "S/M.T: no botocore service for aws-sdk:sfn"
+    ]
+    runtime = answer_model("arn:aws:states:::aws-sdk:bedrockruntime:invokeModel")
+    assert runtime is not None and runtime[0] == "InvokeModel"
+    # A Lambda function's answer is the kit's own contract; a JSONata read of a task's answer is not modelled.
+    lambda_arn = "arn:aws:states:::lambda:invoke"
+    assert _answer_reads(task(lambda_arn)) == []
+    jsonata = task(lambda_arn, QueryLanguage="JSONata", Output="{% $states.result.Payload %}")
+    del jsonata[1]["ResultPath"]
+    assert _answer_reads(jsonata) == [
+        "S/M.T: a JSONata expression reads $states.result, which this guard does not model"
     ]
 
 
