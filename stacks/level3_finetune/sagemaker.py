@@ -41,6 +41,7 @@ from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings,
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
 from stacks.level4_pretrain.jobs import training_image_account, training_image_problems
 from stacks.level4_pretrain.storage import ROOT
+from stacks.shared import build_dir
 from stacks.shared.deployment import Deployment
 from stacks.shared.model_access import default_project_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
@@ -65,10 +66,7 @@ def sourcedir_asset() -> str:
     """A folder holding code/sourcedir.tar.gz, built deterministically from workloads/finetune_sagemaker."""
     from workloads.finetune_sagemaker.sagemaker_job import sourcedir_bytes
 
-    out = ROOT / "build" / "sft-sourcedir-asset"  # git-ignored; rewritten on every synth
-    (out / pipeline.CODE_PREFIX).mkdir(parents=True, exist_ok=True)
-    (out / pipeline.CODE_PREFIX / "sourcedir.tar.gz").write_bytes(sourcedir_bytes())
-    return str(out)
+    return build_dir.sourcedir_asset("sft-sourcedir-asset", pipeline.CODE_PREFIX, sourcedir_bytes())
 
 
 class SageMakerFineTuneStack(Stack):

@@ -11,6 +11,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.level4_pretrain.storage import ROOT
+from stacks.shared import build_dir
 from stacks.shared.conditions import listed_a_key
 from stacks.shared.settings import ConfigError, Problem
 from stacks.shared.state_input import wrapped_input
@@ -175,7 +176,4 @@ def sourcedir_asset() -> str:
     """A folder holding code/sourcedir.tar.gz, built deterministically from workloads/pretrain."""
     from workloads.pretrain.package_sourcedir import sourcedir_bytes
 
-    out = ROOT / "build" / "sourcedir-asset"  # git-ignored; rewritten on every synth
-    (out / CODE_PREFIX).mkdir(parents=True, exist_ok=True)
-    (out / CODE_PREFIX / "sourcedir.tar.gz").write_bytes(sourcedir_bytes())
-    return str(out)
+    return build_dir.sourcedir_asset("sourcedir-asset", CODE_PREFIX, sourcedir_bytes())
