@@ -25,6 +25,7 @@ from kit.doctor import LEVELS, Check, Needs, QuotaBook, check_model_access, incr
 from kit.operator import (
     call_api,
     cell,
+    check_object_keys,
     compact,
     console,
     current_target,
@@ -191,7 +192,8 @@ def upload(paths: tuple[str, ...], prefix: str) -> None:
 
     A document's metadata goes in ``<document file name>.metadata.json`` beside it: the upload refuses one over
     10 KB, one that is not a JSON object with ``metadataAttributes``, and, on S3 Vectors, one over 1 KB of
-    metadata or 35 keys (docs/level-2-rag.md).
+    metadata or 35 keys (docs/level-2-rag.md). It refuses, before the first upload, a file whose key S3 cannot
+    store (a name that is not UTF-8, a key over 1,024 bytes).
     """
     files = list(_files(paths))
     if not files:
@@ -212,6 +214,7 @@ def upload(paths: tuple[str, ...], prefix: str) -> None:
         if over:
             raise KitUsageError("metadata files the knowledge base cannot ingest:\n  " + "\n  ".join(over))
     base = _documents_prefix(outputs) + (f"{sub}/" if sub else "")
+    check_object_keys([(path, base + suffix) for path, suffix in files])
     out = console()
     suffixes = {suffix for _, suffix in files}
     for path, suffix in files:

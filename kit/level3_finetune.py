@@ -41,6 +41,7 @@ from kit.doctor import (
 )
 from kit.operator import (
     EXECUTION_NAME,
+    check_object_keys,
     check_resumable,
     compact,
     console,
@@ -1036,6 +1037,12 @@ def sm_start(
                 "--base-model-dir: the folder's name becomes models/<name>/: use letters, digits, '.', '_' and '-'"
             )
         base_model_key = f"{SM_MODELS_PREFIX}{base_model_dir.resolve().name}/"
+    model_uploads = [
+        (path, f"{base_model_key}{path.relative_to(base_model_dir).as_posix()}")
+        for path in model_files
+        if base_model_dir is not None
+    ]
+    check_object_keys(([(Path(training), training_key)] if training and training_key else []) + model_uploads)
     if training:
         problems = sm_check_file(Path(training))
         if problems:
@@ -1058,8 +1065,8 @@ def sm_start(
         if training and training_key:
             out.print(Text(f"uploaded {upload_file(target, Path(training), bucket, training_key)}"))
         if base_model_dir is not None and base_model_key:
-            for path in model_files:
-                upload_file(target, path, bucket, base_model_key + path.relative_to(base_model_dir).as_posix())
+            for path, key in model_uploads:
+                upload_file(target, path, bucket, key)
             out.print(Text(f"uploaded {len(model_files)} files to s3://{bucket}/{base_model_key}"))
     if training_key:
         request["trainingKey"] = training_key

@@ -230,10 +230,41 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+# "The object key name consists of a sequence of Unicode characters encoded in UTF-8, with a maximum length of 1,024
+# bytes" (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html). botocore checks neither: a name
+# that is not UTF-8 (Linux hands it to Python as lone surrogates) fails in its serializer, a longer key is S3's 400.
+S3_KEY_MAX_BYTES = 1024
+
+
+def shown_path(path: Path) -> str:
+    """A path as text a terminal can print, whatever bytes its name holds (undecodable ones as \\x escapes)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def object_key_problem(path: Path, key: str) -> str | None:
+    """Why S3 cannot store ``path`` under ``key``, or None."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"{shown_path(path)}: its name is not UTF-8 text, which an S3 key must be (rename the file)"
+    if size > S3_KEY_MAX_BYTES:
+        return f"{shown_path(path)}: its key is {size:,} bytes of UTF-8; S3 takes at most {S3_KEY_MAX_BYTES:,}"
+    return None
+
+
+def check_object_keys(uploads: Sequence[tuple[Path, str]]) -> None:
+    """KitUsageError naming every file S3 cannot store under its key: called before the first upload, so a
+    refused name never leaves a folder half uploaded (or a document uploaded without its metadata file)."""
+    problems = [problem for path, key in uploads if (problem := object_key_problem(path, key))]
+    if problems:
+        raise KitUsageError("files S3 cannot store (nothing was uploaded):\n  " + "\n  ".join(problems))
+
+
 def upload_file(target: Target, path: Path, bucket: str, key: str) -> str:
     """Upload one file; returns its s3:// URI."""
     from boto3.exceptions import S3UploadFailedError
 
+    check_object_keys([(path, key)])
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     s3 = target.client("s3")
     with aws.aws_errors(f"uploading {path} to s3://{bucket}/{key}", target.region, target.profile):

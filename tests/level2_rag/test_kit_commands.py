@@ -5,6 +5,7 @@ and jobs (moto SQS, a Stubber on Bedrock Agent), the signed calls to the RAG API
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,6 +138,37 @@ def test_l2_upload_refuses_a_metadata_file_over_10_kb_or_not_a_metadata_object(
     for path in (listed, bare, broken):
         path.unlink()
     assert run(l2, "upload", str(tmp_path)).exit_code == 0
+
+
+def test_l2_upload_refuses_names_s3_cannot_store_before_uploading_anything(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    """object-keys.html: a key is UTF-8, at most 1,024 bytes. Before: the files sorted first were uploaded, a name
+    that is not UTF-8 ended the command in "unexpected UnicodeEncodeError", and a document whose key fitted was
+    uploaded while its metadata file's (14 bytes longer) was refused: ingested without its metadata."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="docs-bucket")
+    rag_stack(mocked)
+    (tmp_path / "a.md").write_text("first in the upload order")
+    # docs/ + four 250-byte folders + a 15-byte name: a 1,024-byte key, whose metadata file's key is 1,038 bytes
+    deep = tmp_path.joinpath(*["x" * 250] * 4)
+    deep.mkdir(parents=True)
+    name = "b" * 12 + ".md"
+    document = sidecar(deep, name, {"team": "a"}).with_name(name)
+    assert len(f"docs/{document.relative_to(tmp_path).as_posix()}".encode()) == 1024
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.md")  # a name in Latin-1, not UTF-8, as Linux hands it to Python
+    latin1.write_text("text")
+    result = run(l2, "upload", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "files S3 cannot store (nothing was uploaded)" in text
+    assert "its key is 1,038 bytes of UTF-8; S3 takes at most 1,024" in text
+    assert f"{tmp_path}/caf\\xe9.md: its name is not UTF-8 text" in text
+    assert uploaded_keys() == []
+    # The document alone (its key 1,024 bytes) is stored
+    latin1.unlink()
+    document.with_name(f"{name}.metadata.json").unlink()
+    assert run(l2, "upload", str(tmp_path)).exit_code == 0
+    assert len(uploaded_keys()) == 2
 
 
 def test_l2_upload_holds_metadata_to_the_s3_vectors_limits_of_the_deployed_store(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -594,6 +595,31 @@ def test_l3sm_start_uploads_a_local_base_model_under_models_and_names_its_key(
     ]
     assert started_input(machine) == {"trainingKey": "datasets/chat/", "baseModelKey": "models/qwen2.5-0.5b/"}
     assert "uploaded 3 files to s3://sft-data/models/qwen2.5-0.5b/" in result.output
+
+
+def test_l3sm_start_refuses_names_s3_cannot_store_before_uploading_or_starting(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    """object-keys.html: a key is UTF-8, at most 1,024 bytes. Before: a training file named in Latin-1 ended the
+    command in "unexpected UnicodeEncodeError", and a model file deep enough for a longer key was refused by S3
+    after the files before it were uploaded."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    training = tmp_path / os.fsdecode(b"donn\xe9es.jsonl")  # a Latin-1 name, as Linux hands it to Python
+    training.write_bytes((SM_SAMPLES / "train.jsonl").read_bytes())
+    folder = _model_folder(tmp_path)
+    deep = folder.joinpath(*["x" * 250] * 4)  # models/qwen2.5-0.5b/ (20 bytes), 1,004 of folders, extra.json
+    deep.mkdir(parents=True)
+    (deep / "extra.json").write_text("{}")
+    result = run(l3sm, "start", "--training", str(training), "--base-model-dir", str(folder))
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "files S3 cannot store (nothing was uploaded)" in text
+    assert f"{tmp_path}/donn\\xe9es.jsonl: its name is not UTF-8 text" in text
+    assert "extra.json: its key is 1,034 bytes of UTF-8; S3 takes at most 1,024" in text
+    assert _keys() == []
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
 
 
 def test_l3sm_start_names_an_uploaded_model_by_key_and_refuses_two_base_models(
