@@ -1991,3 +1991,18 @@ def test_a_failed_report_does_not_stop_the_reconcile_from_syncing(agent_stub: tu
 
     assert raised.value.response["Error"]["Code"] == "InternalServerException"  # Lambda retries the report
     assert [change_id for change_id, _ in world.tracker.deletions] == list(world.tracker.change_sent_ms)
+
+
+def test_the_longest_job_description_fits_start_ingestion_job() -> None:
+    """describe_job's worst cases (changes, a full sync, a retry naming a job; the largest change count a run may
+    hold and a revision) within StartIngestionJob's description maximum in botocore's bedrock-agent model; the job
+    id is the model's Id shape ([0-9a-zA-Z]{10})."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("bedrock-agent")
+    maximum = model.operation_model("StartIngestionJob").input_shape.members["description"].metadata["max"]
+    job_id = model.shape_for("IngestionJobSummary").members["ingestionJobId"].metadata["pattern"]
+    assert job_id == "[0-9a-zA-Z]{10}"
+    for full, retry_of in ((False, ""), (True, ""), (True, "A" * 10)):
+        text = ingestion.describe_job(settings.MAX_MESSAGES_LIMIT, full=full, revision="f" * 16, retry_of=retry_of)
+        assert len(text) <= maximum, text
