@@ -130,6 +130,13 @@ class ClusterNetwork(Construct):
                 },
             },
         )
+        # Created after the role's policy: EC2 publishes with the role from the first aggregation interval on, and a
+        # publication it may not make is the flow log's "Access error" (API_FlowLog.html), not a failed create
+        # (tests/infra/test_first_deploy_order.py).
+        # (On the CfnFlowLog alone: the role is a child of the FlowLog construct, which would then wait for itself.)
+        cfn_flow_log = flow_log.node.default_child
+        assert isinstance(cfn_flow_log, ec2.CfnFlowLog)
+        cfn_flow_log.node.add_dependency(flow_log.iam_role)
         self.cluster_subnets = self.vpc.select_subnets(subnet_type=private_type)
         self.security_group = ec2.SecurityGroup(
             self,
