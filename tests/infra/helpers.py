@@ -58,6 +58,38 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def references(value: Any) -> Iterator[str]:
+    """Logical ids a property value refers to (Ref, Fn::GetAtt, and ${Id} / ${Id.Attr} inside Fn::Sub)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("Ref"), str):
+            yield value["Ref"]
+        if "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            yield target[0] if isinstance(target, list) else str(target).split(".")[0]
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+            yield from (name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text))
+        for item in value.values():
+            yield from references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from references(item)
+
+
+def created_before(template: dict[str, Any], logical_id: str) -> set[str]:
+    """Every resource CloudFormation must finish creating before it starts ``logical_id`` (transitively)."""
+    resources = template["Resources"]
+    seen: set[str] = set()
+    todo = [logical_id]
+    while todo:
+        resource = resources[todo.pop()]
+        direct = set(as_list(resource.get("DependsOn", []))) | set(references(resource.get("Properties", {})))
+        for needed in direct & set(resources) - seen:
+            seen.add(needed)
+            todo.append(needed)
+    return seen
+
+
 def render(value: Any) -> str:
     """A readable string for an ARN that CloudFormation builds with Fn::Join / Ref / GetAtt."""
     if isinstance(value, str):

@@ -11,15 +11,14 @@ the policy already there). A role's own Policies and ManagedPolicyArns come with
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
 from tests.conftest import SYNTHS
-from tests.infra.helpers import as_list
+from tests.infra.helpers import created_before, references
 
 Template = dict[str, Any]
 
@@ -31,38 +30,6 @@ POLICY_ROLE_PROPERTY = {
     "AWS::IAM::ManagedPolicy": "Roles",
     "AWS::IAM::RolePolicy": "RoleName",
 }
-
-
-def references(value: Any) -> Iterator[str]:
-    """Logical ids a property value refers to (Ref, Fn::GetAtt, and ${Id} / ${Id.Attr} inside Fn::Sub)."""
-    if isinstance(value, dict):
-        if isinstance(value.get("Ref"), str):
-            yield value["Ref"]
-        if "Fn::GetAtt" in value:
-            target = value["Fn::GetAtt"]
-            yield target[0] if isinstance(target, list) else str(target).split(".")[0]
-        if "Fn::Sub" in value:
-            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
-            yield from (name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text))
-        for item in value.values():
-            yield from references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from references(item)
-
-
-def created_before(template: Template, logical_id: str) -> set[str]:
-    """Every resource CloudFormation must finish creating before it starts ``logical_id`` (transitively)."""
-    resources = template["Resources"]
-    seen: set[str] = set()
-    todo = [logical_id]
-    while todo:
-        resource = resources[todo.pop()]
-        direct = set(as_list(resource.get("DependsOn", []))) | set(references(resource.get("Properties", {})))
-        for needed in direct & set(resources) - seen:
-            seen.add(needed)
-            todo.append(needed)
-    return seen
 
 
 def roles_in(template: Template, value: Any) -> set[str]:

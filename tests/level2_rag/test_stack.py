@@ -7,7 +7,7 @@ import importlib
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from stacks.level2_rag.stack import (
     settings_digest,
 )
 from tests.conftest import ROOT, cdk_json_context
-from tests.infra.helpers import DEFAULT_PROJECT, as_list, only, render, resources, statements
+from tests.infra.helpers import DEFAULT_PROJECT, as_list, created_before, only, render, resources, statements
 from tests.infra.test_config import build
 
 STACK = "GenAiKit-2-Rag"
@@ -496,36 +496,6 @@ def test_opensearch_collection_is_vector_search_without_standby_by_default(oss: 
     assert set(policies) <= set(collection["DependsOn"])
 
 
-def _references(value: Any) -> Iterator[str]:
-    """Logical ids a property value refers to (Ref, Fn::GetAtt, and ${Id} / ${Id.Attr} inside Fn::Sub)."""
-    if isinstance(value, dict):
-        if "Ref" in value and isinstance(value["Ref"], str):
-            yield value["Ref"]
-        if "Fn::GetAtt" in value:
-            yield value["Fn::GetAtt"][0]
-        if "Fn::Sub" in value:
-            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
-            yield from (name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text))
-        for item in value.values():
-            yield from _references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _references(item)
-
-
-def _created_before(template: dict[str, Any], logical_id: str) -> set[str]:
-    """Every resource CloudFormation must finish creating before it starts ``logical_id`` (transitively)."""
-    seen: set[str] = set()
-    todo = [logical_id]
-    while todo:
-        resource = template["Resources"][todo.pop()]
-        direct = set(as_list(resource.get("DependsOn", []))) | set(_references(resource.get("Properties", {})))
-        for dependency in direct & set(template["Resources"]) - seen:
-            seen.add(dependency)
-            todo.append(dependency)
-    return seen
-
-
 def _waits(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     """The OpenSearch Serverless waits by check: {check: (logical id, properties)}."""
     found = resources(template, "Custom::OpenSearchServerlessWait")
@@ -542,12 +512,12 @@ def test_opensearch_creation_waits_for_the_access_policy_then_for_the_index(oss:
     assert set(waits) == {"access", "index"}
     (access_wait_id, access_wait), (index_wait_id, index_wait) = waits["access"], waits["index"]
 
-    assert {access_id, collection_id} <= _created_before(oss, access_wait_id)
-    assert index_id not in _created_before(oss, access_wait_id)
+    assert {access_id, collection_id} <= created_before(oss, access_wait_id)
+    assert index_id not in created_before(oss, access_wait_id)
     assert access_wait_id in set(as_list(index["DependsOn"]))
-    assert index_id in _created_before(oss, index_wait_id)
+    assert index_id in created_before(oss, index_wait_id)
     assert index_wait_id in set(as_list(kb["DependsOn"]))
-    assert {access_wait_id, index_wait_id, index_id, access_id} <= _created_before(oss, kb_id)
+    assert {access_wait_id, index_wait_id, index_id, access_id} <= created_before(oss, kb_id)
     # both waits look at the index the knowledge base uses, on the collection's endpoint
     endpoint = {"Fn::GetAtt": [collection_id, "CollectionEndpoint"]}
     for wait in (access_wait, index_wait):
