@@ -343,10 +343,13 @@ def cluster() -> None:
         )
     out.print(groups)
     if partitions:
+        # Slurm node names are host names (AWS's HyperPod Slurm pages name a node ip-<ipv4> in their scontrol
+        # commands: sagemaker-hyperpod-resiliency-slurm-replace-faulty-instance.html), not the group's name.
         out.print(
             Text(
                 f"Slurm partitions: {', '.join(partitions)}, and {HYPERPOD_UNIVERSAL_PARTITION} (the default, every "
-                f"node); nodes are named after their group (<group>-1, <group>-2, ...). From the controller or "
+                f"node); Slurm names each node by its host name (ip-10-1-2-3: the Private DNS below up to the "
+                f"first dot; sinfo -N lists them). From the controller or "
                 f"login node, in a copy of workloads/pretrain on /fsx (a directory every node sees): sbatch "
                 f"--partition {partitions[0]} slurm/pretrain.sbatch",
                 style="dim",

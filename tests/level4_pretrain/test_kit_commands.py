@@ -374,6 +374,8 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
     assert "Controller" in result.output and "Compute" in result.output and "FSx /fsx" in result.output
     assert "Slurm partitions: gpu, and dev (the default, every node)" in " ".join(result.output.split())
     assert "sbatch --partition gpu" in " ".join(result.output.split())
+    # Slurm names nodes by host name (ip-<ipv4>), not <group>-N as the hint used to say.
+    assert "Slurm names each node by its host name (ip-10-1-2-3" in " ".join(result.output.split())
 
 
 def test_l4_cluster_not_deployed_says_so(mocked: FakeCloudFormation) -> None:

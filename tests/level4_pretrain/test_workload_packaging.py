@@ -177,7 +177,7 @@ def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> 
     ):
         assert fragment in launch, fragment
     assert "mountpoint -q /fsx" in text
-    # The head node at the address Slurm reaches it by, not its Slurm name (gpu-1 need not resolve).
+    # The head node at the address Slurm reaches it by, not its Slurm name (a node name need not resolve).
     assert 'scontrol show node "$HEAD_NODE"' in text and "NodeAddr=" in text
 
 
@@ -191,7 +191,7 @@ def _fake_slurm(folder: Path) -> dict[str, str]:
             for step in 0 1; do echo "$((step + 1))" > "$FAKE/addr"; SLURM_NODEID=0 SLURM_STEP_ID=$step "$@"; done
         """,
         "scontrol": """
-            if [[ "$2" == hostnames ]]; then printf 'gpu-1\\ngpu-2\\n'; exit; fi
+            if [[ "$2" == hostnames ]]; then printf 'ip-10-1-57-141\\nip-10-1-69-13\\n'; exit; fi
             echo "NodeName=$3 Arch=x86_64 NodeAddr=10.1.0.$(cat "$FAKE/addr" 2>/dev/null || echo 0) NodeHostName=ip"
         """,
         "torchrun": 'echo "$*" >> "$FAKE/torchrun"',
@@ -208,7 +208,7 @@ def _fake_slurm(folder: Path) -> dict[str, str]:
         "HOME": str(folder),
         "SLURM_SUBMIT_DIR": str(PRETRAIN_DIR),
         "SLURM_NNODES": "1",
-        "SLURM_JOB_NODELIST": "gpu-[1-2]",
+        "SLURM_JOB_NODELIST": "ip-10-1-57-141,ip-10-1-69-13",
         "SLURM_JOB_ID": "42",
         "GPUS_PER_NODE": "1",
         "TORCHRUN": "torchrun",
@@ -240,7 +240,7 @@ def test_sbatch_script_auto_resumes_on_hyperpod_and_finds_the_head_inside_the_st
     endpoints = [re.search(r"--rdzv_endpoint (\S+)", run).group(1) for run in runs]  # type: ignore[union-attr]
     assert endpoints == ["10.1.0.1:29500", "10.1.0.2:29500"]  # the restarted step reaches the replacement
     assert all(run.endswith("--steps 5") and f"{PRETRAIN_DIR}/train.py" in run for run in runs)
-    assert "rendezvous at gpu-1 (10.1.0.2)" in result.stdout
+    assert "rendezvous at ip-10-1-57-141 (10.1.0.2)" in result.stdout
     # Without /fsx the checkpoints are on the node's own disk, which a replacement does not keep: said on HyperPod
     assert ("starts again from step 0" in result.stderr) is on_hyperpod
 
