@@ -116,10 +116,28 @@ def load_template(path: Path) -> PromptTemplate:
     return PromptTemplate(name, description, template, tuple(variables), checked)
 
 
+def output_id(name: str) -> str:
+    """The stack output id of a template's prompt version ARN (``review-code`` -> ``PromptReviewCodeArn``)."""
+    return f"Prompt{name.title().replace('-', '')}Arn"
+
+
 def load_templates(directory: Path = PROMPTS_DIR) -> list[PromptTemplate]:
     files = sorted(directory.glob("*.json"))
     if not files:
         raise ConfigError(f"prompts directory {directory}", [], "at least one template file (*.json)")
     if len(files) > MAX_TEMPLATES:
         raise ConfigError(f"prompts directory {directory}", len(files), f"at most {MAX_TEMPLATES} templates")
-    return [load_template(path) for path in files]
+    templates = [load_template(path) for path in files]
+    # Two names that differ only where output_id drops a '-' ("v2-api" and "v2api") would give two outputs one
+    # construct id, which CDK refuses with a stack trace (construct ids are unique within a scope).
+    seen: dict[str, str] = {}
+    for template in templates:
+        key = output_id(template.name)
+        if key in seen:
+            raise ConfigError(
+                f"prompts/{template.name}.json: name",
+                template.name,
+                f"a name whose output id ({key}) differs from that of prompts/{seen[key]}.json",
+            )
+        seen[key] = template.name
+    return templates

@@ -21,7 +21,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import KitConfig
-from stacks.level1_prompt.prompt_templates import PromptTemplate
+from stacks.level1_prompt.prompt_templates import PromptTemplate, output_id
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import request_metadata
@@ -253,7 +253,7 @@ class PromptEngineeringStack(Stack):
         for name, version in catalog.versions.items():
             CfnOutput(
                 self,
-                f"Prompt{name.title().replace('-', '')}Arn",
+                output_id(name),
                 value=version.attr_arn,
                 description=f"Prompt version ARN of template '{name}'",
             )

@@ -88,3 +88,19 @@ def test_missing_key_and_bad_json_are_reported(tmp_path: Path) -> None:
 def test_an_empty_prompts_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least one template file"):
         load_templates(tmp_path)
+
+
+def test_two_names_with_one_output_id_are_a_config_error(tmp_path: Path) -> None:
+    """Before: both loaded, and the stack's two CfnOutputs of one id (PromptV2ApiArn) stopped synth with a CDK
+    stack trace ("There is already a Construct with name ...") instead of a config error naming the files."""
+    for name in ("v2-api", "v2api"):
+        write(tmp_path, {**GOOD, "name": name}, name=name)
+    with pytest.raises(ConfigError) as raised:
+        load_templates(tmp_path)
+    message = str(raised.value)
+    assert "prompts/v2api.json: name" in message and "prompts/v2-api.json" in message
+    assert "PromptV2ApiArn" in message
+    # Names output_id keeps apart still load together.
+    (tmp_path / "v2api.json").unlink()
+    write(tmp_path, {**GOOD, "name": "v2-apis"}, name="v2-apis")
+    assert [t.name for t in load_templates(tmp_path)] == ["v2-api", "v2-apis"]
