@@ -373,7 +373,7 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
         given = click.get_current_context().get_parameter_source("timeout") != click.core.ParameterSource.DEFAULT
         timeout = sync_wait_timeout(timeout, given, minutes)
         job = _follow_ingestion(out, target, agent, kb, ds, job, timeout=timeout, poll_seconds=poll_seconds)
-    failed = _show_failures(out, job, target, kb, ds)
+    failed = _show_failures(out, job, target, kb, ds) + _show_untaken(out, agent, job, target, kb, ds)
     if wait:
         finish("COMPLETE" if job is None else str(job["status"]))
         if failed:
@@ -403,6 +403,40 @@ def _show_failures(out: Console, job: Mapping[str, Any] | None, target: Target, 
         fix = "Fix or remove each one in the bucket; its change starts a new job. " if failed else ""
         out.print(Text(f"{head}{fix}{shown}all the reasons: {read}", style="red" if failed else "yellow"))
     return failed
+
+
+def _show_untaken(out: Console, agent: Any, job: Mapping[str, Any] | None, target: Target, kb: str, ds: str) -> int:
+    """For a newest job that is the pipeline's retry of another job's failed documents and took fewer of them again
+    than failed (the reconcile's DocumentsFailed keeps them: rag_ingest.ingestion.RETRY_TAG), say so with that
+    job's failures; returns how many it did not take again."""
+    if job is None or job.get("status") != "COMPLETE":
+        return 0
+    aws.checkout()  # the pipeline's own reading of a job, from this checkout
+    from rag_ingest.ingestion import read_job, untaken
+
+    retry = read_job(dict(job))
+    if retry.retry_of is None:
+        return 0
+    with aws.aws_errors("reading the job the newest one retried", target.region, target.profile):
+        try:
+            answer = agent.get_ingestion_job(knowledgeBaseId=kb, dataSourceId=ds, ingestionJobId=retry.retry_of)
+        except Exception as exc:
+            if aws.error_code(exc) == "ResourceNotFoundException":
+                return 0
+            raise
+    original = answer["ingestionJob"]
+    count = untaken(retry, read_job(original))
+    if count:
+        out.print(
+            Text(
+                f"Job {retry.job_id} retried the failed documents of job {retry.retry_of} and did not take "
+                f"{count} of them again (Bedrock syncs incrementally: an unchanged document may not be taken "
+                "again), so the DocumentsFailed alarm keeps them.",
+                style="red",
+            )
+        )
+        _show_failures(out, original, target, kb, ds)
+    return count
 
 
 def _follow_ingestion(

@@ -927,7 +927,8 @@ class RagStack(Stack):
         )
         # A job can end COMPLETE with failed documents (numberOfDocumentsFailed,
         # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html); the hourly
-        # reconcile writes DocumentsFailed for each job that ended, and keeps it while the newest job has failures.
+        # reconcile writes DocumentsFailed for each job that ended, and keeps it while the newest job has failures
+        # (a retry's count includes the failed documents it did not take again: rag_ingest.ingestion.RETRY_TAG).
         alarms.alarm(
             self,
             "DocumentsFailedAlarm",

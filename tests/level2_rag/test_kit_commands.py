@@ -549,6 +549,33 @@ def test_l2_sync_without_wait_shows_failed_documents_and_exits_0(mocked: FakeClo
     assert f"failure: {REASONS[0]}" in text and "2 document(s) failed to be ingested" in text
 
 
+@pytest.mark.parametrize("taken", [0, 2], ids=["took-none-again", "took-both-again"])
+def test_l2_sync_shows_the_failures_a_retry_did_not_take_again(mocked: FakeCloudFormation, taken: int) -> None:
+    """Before: a retry of the pipeline that took no failed document again (Bedrock syncs incrementally) showed as a
+    clean newest job, while the DocumentsFailed alarm (the reconcile's) still counted them."""
+    rag_stack(mocked)
+    original = ingestion_job(
+        "COMPLETE", "JOB0000000", statistics=FAILED_DOCUMENTS, failureReasons=REASONS[:2], startedAt=datetime.now(UTC)
+    )
+    retry = ingestion_job(
+        "COMPLETE",
+        description=f"retry of the documents that failed in job JOB0000000 [revision {'0' * 16}]",
+        statistics={**JOB_STATS, "numberOfNewDocumentsIndexed": taken, "numberOfModifiedDocumentsIndexed": 0},
+    )
+    listing = {"knowledgeBaseId": "KB12345678", "dataSourceId": "DS12345678"}
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, retry)
+        agent.add_response("get_ingestion_job", {"ingestionJob": original}, {**listing, "ingestionJobId": "JOB0000000"})
+        result = run(l2, "sync")
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    shown = "Job JOB0000001 retried the failed documents of job JOB0000000 and did not take 2 of them again"
+    assert (shown in text) is (taken == 0)
+    assert (f"failure: {REASONS[1]}" in text) is (taken == 0)
+    assert ("2 document(s) failed to be ingested in job JOB0000000" in text) is (taken == 0)
+
+
 def test_l2_sync_wait_is_bounded_by_its_timeout(mocked: FakeCloudFormation) -> None:
     rag_stack(mocked)
     with stubbed("bedrock-agent") as agent:

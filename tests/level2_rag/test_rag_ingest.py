@@ -1145,6 +1145,66 @@ def test_a_retry_that_indexes_the_failed_documents_clears_the_metric(
     assert [a.job_id for a in world.agent.start_attempts] == [retry.job_id] and ended.job_id != retry.job_id
 
 
+def test_a_retry_that_takes_no_failed_document_again_keeps_the_metric_until_a_change_does(
+    world: World, capsys: pytest.CaptureFixture[str], logs: io.StringIO
+) -> None:
+    """Syncing is incremental: Bedrock "only processes added, modified, or deleted documents since the last sync"
+    (kb-managed-sync.html). Before: a retry that took no document again ended COMPLETE with nothing failed, its
+    DocumentsFailed 0 returned the alarm to OK, and the document stayed out of the index with nothing pointing at
+    it. Now the documents it left untaken stay counted until a change of the documents starts a job of its own."""
+    ended = world.agent.add_job(
+        started_ms=world.clock.now_ms - 600_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"1 change{TAGGED}",
+        statistics={"numberOfDocumentsScanned": 3, "numberOfDocumentsFailed": 2},
+    )
+    assert reconcile()["sync"]["started"] is True
+    retry = world.agent.jobs[-1]
+    # The retry scanned the documents and took none of them again (or took one: it is still one short).
+    retry.statistics = {"numberOfDocumentsScanned": 3}
+    world.advance(3600)
+    capsys.readouterr()
+
+    assert reconcile()["jobsReported"] == [retry.job_id]
+    world.advance(3600)
+    assert reconcile()["jobsReported"] == []  # the retry is the newest job, older than the hour: its signal stays
+    assert documents_failed_metrics(capsys.readouterr().out) == [[2.0], [2.0]]
+    warnings = [json.loads(line) for line in logs.getvalue().splitlines() if "fewer documents" in line]
+    assert warnings and {(w["job_id"], w["retry_of"], w["not_retried"]) for w in warnings} == {
+        (retry.job_id, ended.job_id, 2)
+    }
+    assert [a.job_id for a in world.agent.start_attempts] == [retry.job_id]  # the retry is still final
+
+    # A change of the documents starts a job of its own; when it ends clean, the metric returns to 0.
+    world.send_changes(1)
+    assert world.sync()["started"] is True
+    fixed = world.agent.jobs[-1]
+    fixed.statistics = {"numberOfDocumentsScanned": 3, "numberOfModifiedDocumentsIndexed": 2}
+    world.advance(3600)
+    assert reconcile()["jobsReported"] == [fixed.job_id]
+    assert documents_failed_metrics(capsys.readouterr().out) == [[0.0]]
+
+
+def test_a_retry_whose_job_bedrock_no_longer_has_reports_its_own_count(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The job a retry names is read with GetIngestionJob when it is not among the listed ones; one Bedrock no
+    longer has (ResourceNotFoundException) leaves the retry's own count."""
+    retry = world.agent.add_job(
+        started_ms=world.clock.now_ms - 120_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"{ingestion.RETRY_FAILED_DOCUMENTS} JOB9999999{TAGGED}",
+        statistics={"numberOfDocumentsScanned": 3, "numberOfDocumentsFailed": 1},
+    )
+    capsys.readouterr()
+    assert reconcile()["jobsReported"] == [retry.job_id]
+    assert documents_failed_metrics(capsys.readouterr().out) == [[1.0]]
+    asked = [params.get("ingestionJobId") for name, params in world.agent.calls if name == "GetIngestionJob"]
+    assert "JOB9999999" in asked
+
+
 def test_a_replaced_data_source_gets_its_own_full_sync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     assert world.sync()["reason"] == "no pending changes"  # the old data source is in sync (and remembered)
 

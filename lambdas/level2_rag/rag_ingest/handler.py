@@ -169,7 +169,8 @@ def _report_jobs(recent: ingestion.RecentJobs, at: datetime) -> None:
     With the sync every few minutes several jobs can end within the hour: each is reported (one EMF document each),
     so the failed documents of an earlier one are not hidden by a later, clean one. IngestionJobFailed stays 1
     every hour while the newest job is a failed one, and DocumentsFailed stays at its count while the newest job
-    has failed documents (their alarms stay in ALARM); nothing is written once the newest job is an older success:
+    has failed documents, or is a retry that did not take all of its job's failed ones again (JobReport.unretried),
+    so their alarms stay in ALARM; nothing is written once the newest job is an older success:
     the alarms treat missing data as not breaching.
     """
     newest = recent.jobs[0]
@@ -185,7 +186,7 @@ def _report_jobs(recent: ingestion.RecentJobs, at: datetime) -> None:
                     "DocumentsScanned": (MetricUnit.Count, report.scanned),
                     "DocumentsIndexed": (MetricUnit.Count, report.indexed),
                     "DocumentsDeleted": (MetricUnit.Count, report.deleted),
-                    "DocumentsFailed": (MetricUnit.Count, report.failed),
+                    "DocumentsFailed": (MetricUnit.Count, report.failed_signal),
                     "IngestionJobFailed": (MetricUnit.Count, int(report.status == "FAILED")),
                 }
             )
@@ -193,8 +194,8 @@ def _report_jobs(recent: ingestion.RecentJobs, at: datetime) -> None:
             still: dict[str, tuple[MetricUnit, float]] = {}
             if report.status == "FAILED":
                 still["IngestionJobFailed"] = (MetricUnit.Count, 1)
-            if report.failed:
-                still["DocumentsFailed"] = (MetricUnit.Count, report.failed)
+            if report.failed_signal:
+                still["DocumentsFailed"] = (MetricUnit.Count, report.failed_signal)
             if still:
                 _publish(still)
         _log_job(report)
@@ -216,6 +217,12 @@ def _log_job(report: ingestion.JobReport) -> None:
     logger.info("Ingestion job report", extra=fields)
     if report.status == "STOPPED":
         logger.warning("An ingestion job was stopped before it finished", extra=fields)
+    if report.unretried:
+        logger.warning(
+            "A retry indexed or failed fewer documents than its job failed; DocumentsFailed keeps the rest until "
+            "a change of those documents (fix, replace or delete them in the bucket) starts a job of its own",
+            extra={"job_id": report.job_id, "retry_of": report.retry_of, "not_retried": report.unretried},
+        )
     if report.failure_reasons:
         log = logger.error if report.status == "FAILED" else logger.warning
         log(

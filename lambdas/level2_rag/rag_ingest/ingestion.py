@@ -61,7 +61,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,7 +86,12 @@ FULL_SYNC = "full sync: the data source is not in sync under its current configu
 # Only a retry that carried no change of its own is final: a job that retried and also ingested new changes
 # (describe_job: "...; 3 changes") gets its one retry too, or a failed new document would never be retried.
 RETRY_FAILED_DOCUMENTS = "retry of the documents that failed in job"
-RETRY_TAG = re.compile(rf"^{RETRY_FAILED_DOCUMENTS} [0-9a-zA-Z]{{10}} \[revision [0-9a-f]{{16}}\]$")
+RETRY_TAG = re.compile(rf"^{RETRY_FAILED_DOCUMENTS} ([0-9a-zA-Z]{{10}}) \[revision [0-9a-f]{{16}}\]$")
+# Whether such a retry takes the failed documents again is not settled by AWS's pages: "Syncing is incremental, so
+# Amazon Bedrock only processes added, modified, or deleted documents since the last sync" (kb-managed-sync.html)
+# against the direct-ingestion page's check of whether each document "has already been indexed". So a retry whose
+# indexed and failed documents together fall short of its job's failed count is not taken as clearing them: the
+# shortfall stays in DocumentsFailed (JobReport.unretried) until a change of the documents starts a job of its own.
 # The revision a job was started under, at the end of its description (at most 200 characters).
 REVISION_TAG = re.compile(r"\[revision ([0-9a-f]{16})\]$")
 SQS_BATCH = 10
@@ -704,10 +709,25 @@ class JobReport:
     deleted: int
     failed: int
     failure_reasons: list[str] = field(default_factory=list)
+    description: str = ""
+    # A retry of ours (RETRY_TAG) that indexed and failed fewer documents than its job failed: the ones it may not
+    # have taken again (see RETRY_TAG), counted in failed_signal.
+    unretried: int = 0
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+    @property
+    def retry_of(self) -> str | None:
+        """The job whose failed documents this job of ours retried, with no change of its own (else None)."""
+        match = RETRY_TAG.match(self.description)
+        return match.group(1) if match else None
+
+    @property
+    def failed_signal(self) -> int:
+        """What DocumentsFailed reports for the job: its failed documents and the ones its retry left untaken."""
+        return self.failed + self.unretried
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -762,13 +782,45 @@ def recent_jobs(deps: Deps, since: datetime) -> RecentJobs:
         response = deps.agent.list_ingestion_jobs(**params)
         for job in response.get("ingestionJobSummaries") or []:
             if summaries and not _updated_since(job, since):  # the newest job is reported however old
-                return RecentJobs([_report(deps, summary) for summary in summaries], True)
+                return RecentJobs(_reports(deps, summaries), True)
             summaries.append(dict(job))
         token = response.get("nextToken")
         if not token:
-            return RecentJobs([_report(deps, summary) for summary in summaries], True)
+            return RecentJobs(_reports(deps, summaries), True)
         params["nextToken"] = token
-    return RecentJobs([_report(deps, summary) for summary in summaries], False)
+    return RecentJobs(_reports(deps, summaries), False)
+
+
+def _reports(deps: Deps, summaries: list[dict[str, Any]]) -> list[JobReport]:
+    """Each job's report; a finished retry's with what it left untaken (RETRY_TAG), from its job's failed count."""
+    reports = [_report(deps, summary) for summary in summaries]
+    listed = {report.job_id: report for report in reports}
+    checked: list[JobReport] = []
+    for report in reports:
+        original = report.retry_of
+        if original is not None and report.status == COMPLETE:
+            before = listed.get(original) or _job_report(deps, original)
+            if before is not None and (count := untaken(report, before)):
+                report = replace(report, unretried=count)
+        checked.append(report)
+    return checked
+
+
+def untaken(retry: JobReport, original: JobReport) -> int:
+    """How many of ``original``'s failed documents its ``retry`` did not take again: what its indexed and failed
+    documents together fall short of them (see RETRY_TAG)."""
+    return max(0, original.failed - retry.indexed - retry.failed)
+
+
+def _job_report(deps: Deps, job_id: str) -> JobReport | None:
+    """GetIngestionJob's report of ``job_id``; None when Bedrock no longer has the job."""
+    try:
+        job = deps.agent.get_ingestion_job(**_data_source(deps.settings), ingestionJobId=job_id)
+    except Exception as exc:
+        if aws_error_code(exc) == "ResourceNotFoundException":
+            return None
+        raise
+    return read_job(job["ingestionJob"])
 
 
 def _updated_since(summary: dict[str, Any], since: datetime) -> bool:
@@ -805,6 +857,7 @@ def read_job(job: dict[str, Any]) -> JobReport:
         deleted=count("numberOfDocumentsDeleted"),
         failed=count("numberOfDocumentsFailed"),
         failure_reasons=[str(reason) for reason in job.get("failureReasons") or []],
+        description=str(job.get("description") or ""),
     )
 
 
