@@ -525,10 +525,13 @@ class SharedSettings(Settings):
     # VectorBucketName: the registry schemas' createOnlyProperties) is then replaced:
     # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html
     # (kit doctor's "Deployed name_prefix" row compares the deployed stacks' prefix with this one).
+    # No "--": Bedrock takes a custom or imported model's name only as ([0-9a-zA-Z][_-]?)+ (botocore's bedrock
+    # model: customModelName, importedModelName), and the state machines name them after the prefix at run time
+    # (tests/infra/test_runtime_names.py checks every such name against botocore).
     name_prefix: Annotated[
         Text,
-        Field(pattern=r"^[a-z][a-z0-9-]{1,15}[a-z0-9]$"),
-        Allowed("3-17 characters: lowercase letters, digits and '-', starting with a letter"),
+        Field(pattern=r"^[a-z](-?[a-z0-9])+$", min_length=3, max_length=17),
+        Allowed("3-17 characters: lowercase letters and digits with single '-' between them, starting with a letter"),
     ] = Field(
         alias="name_prefix",
         description=(

@@ -55,31 +55,56 @@ def test_create_only_properties_come_from_the_registry() -> None:
     assert create_only_paths("Custom::Anything") == ()
 
 
-def test_app_names_the_key_when_a_derived_name_breaks_a_schema(tmp_path: Path) -> None:
-    # Given a prefix that config accepts but that makes Bedrock names CloudFormation refuses (no "--"), and a base
-    # model the region cannot customize, which refuses the Level 3 stack alone (an empty stand-in with its errors)
+def test_app_refuses_a_prefix_bedrock_names_cannot_carry_before_synth(tmp_path: Path) -> None:
+    """A prefix with "--" makes Bedrock names CloudFormation and the runtime APIs refuse: the configuration refuses
+    it (one line naming the key, no stack trace, nothing synthesized). It used to pass the configuration, and
+    CDK's template validation refused it at synth, which the app traced to the key (schema_violations)."""
+    context = {**cdk_json_context(), "name_prefix": "ab--cd"}
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and errors[0].startswith("config error: name_prefix = 'ab--cd' is not allowed"), errors
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("*.template.json"))
+
+
+def test_app_passes_cdk_validation_with_the_longest_prefix_and_a_refused_stack(tmp_path: Path) -> None:
+    # Given the longest prefix the configuration takes, and a base model the region cannot customize, which refuses
+    # the Level 3 stack alone (an empty stand-in with its errors)
     refused = STACK_IDS["3"]
-    context = {**cdk_json_context(), "name_prefix": "ab--cd", "ft_base_model_id": "meta.llama3-1-8b-instruct-v1:0:128k"}
+    context = {
+        **cdk_json_context(),
+        "name_prefix": "a1b2c3d4e5f6g7h8i",
+        "ft_base_model_id": "meta.llama3-1-8b-instruct-v1:0:128k",
+    }
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path)}
     env.pop("CDK_VALIDATION")  # the suite turns CDK's template validation off (conftest); `cdk synth` has it on
     # When the app runs as `cdk synth` runs it
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    # Then it fails with one line for that key and no stack trace
-    assert result.returncode == 1, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
-    assert len(errors) == 1 and errors[0].startswith("config error: name_prefix = 'ab--cd' is not allowed"), errors
-    assert "Traceback" not in result.stderr
-    # And CDK's validator refused only names made from that prefix: every other value of the whole app passes the
-    # validation `cdk synth` runs (this is the suite's one run of it; the variants are linted by cfn-lint instead)
+    # Then every value of the whole app passes the validation `cdk synth` runs (this is the suite's one run of it;
+    # the variants are linted by cfn-lint instead)
+    assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "validation-report.json").read_text())
-    violations = [v for plugin in report["pluginReports"] for v in plugin["violations"]]
-    assert violations, report
-    assert [v["description"] for v in violations if "'ab--cd-" not in v["description"]] == []
-    # And the refused stack's empty stand-in does not fail the app: only its empty template is acknowledged, there
+    assert [v for plugin in report["pluginReports"] for v in plugin["violations"]] == []
+    # And the refused stack's empty stand-in does not fail the app: only its empty template is acknowledged
     suppressed = [v for plugin in report["pluginReports"] for v in plugin.get("suppressedViolations", [])]
     assert [(v["acknowledgedId"], [c["constructPath"] for c in v["violatingConstructs"]]) for v in suppressed] == [
         (EMPTY_TEMPLATE_RULE, [refused])
     ]
+
+
+def test_app_traces_a_value_a_schema_refuses_to_its_key(tmp_path: Path) -> None:
+    """The app's backstop for a value the configuration lets through and a registry schema refuses
+    (app.schema_violations, run when CDK's validation fails at synth): one line naming the key."""
+    import aws_cdk as cdk
+
+    from app import schema_violations
+
+    bad = {"Resources": {"Kb": {"Type": "AWS::Bedrock::KnowledgeBase", "Properties": {"Name": "ab--cd-sandbox-kb"}}}}
+    (tmp_path / "GenAiKit-2-Rag.template.json").write_text(json.dumps(bad))
+    app = cdk.App(outdir=str(tmp_path), context={"name_prefix": "ab--cd", "stage": "sandbox"})
+    [line] = schema_violations(app)
+    assert line.startswith("config error: name_prefix = 'ab--cd' is not allowed; it makes AWS::Bedrock::KnowledgeBase")
 
 
 def test_the_kit_reads_the_registry_schemas_as_cfn_lint_does(sandbox: Any, prod_extremes: Any) -> None:
