@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -958,3 +960,33 @@ def test_auto_dtype_is_bfloat16_only_on_gpus_that_have_it(
     assert sft_train._torch_dtype("auto", use_cuda=True) == getattr(torch, expected)
     assert sft_train._torch_dtype("auto", use_cuda=False) == torch.float32
     assert sft_train._torch_dtype("float16", use_cuda=True) == torch.float16
+
+
+def _documented_local_runs() -> list[str]:
+    """The README's local `python` commands, as written (run from workloads/finetune_sagemaker)."""
+    text = (ROOT / "workloads" / "finetune_sagemaker" / "README.md").read_text()
+    block = text.split("cd workloads/finetune_sagemaker\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line and not line.startswith("#") and " python " in f" {line}"]
+
+
+@pytest.mark.parametrize("command", _documented_local_runs())
+def test_every_documented_local_run_starts(command: str) -> None:
+    """Before: `python sft_train.py ...` ended in ModuleNotFoundError: checkpoints (a workloads/pretrain module that
+    only sourcedir.tar.gz puts beside it). Each command runs as written, its arguments replaced by --help."""
+    words = command.split()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # only what the command sets
+    while "=" in words[0]:
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    assert words[0] == "python", command
+    result = subprocess.run(
+        [sys.executable, words[1], "--help"],
+        cwd=ROOT / "workloads" / "finetune_sagemaker",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout

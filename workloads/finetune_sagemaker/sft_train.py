@@ -2,8 +2,9 @@
 
 One program for every launcher:
 
-* single process:        ``python sft_train.py --data train.jsonl --model Qwen/Qwen2.5-0.5B-Instruct``
-* one node, N processes: ``torchrun --nproc_per_node N sft_train.py ...``
+* single process:        ``PYTHONPATH=../pretrain python sft_train.py --data train.jsonl --model MODEL``
+* one node, N processes: ``PYTHONPATH=../pretrain torchrun --nproc_per_node N sft_train.py ...``
+  (checkpoints.py and ddp_runtime.py are workloads/pretrain's; sourcedir.tar.gz holds them beside this file)
 * SageMaker training job: entry point ``sft_train.py`` with ``torch_distributed`` enabled (torchrun on
   every instance), channels ``train`` (JSONL records) and optionally ``model`` (base weights copied to S3,
   for jobs without internet access; then pass no --model); see README.md.
