@@ -20,7 +20,7 @@ class FineTuneData(Construct):
     """The customer managed key, the training-data bucket (versioned) and the job-output bucket."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, deployment: Deployment, provisioned_throughput: bool = False
+        self, scope: Construct, construct_id: str, *, deployment: Deployment, deploys_model: bool = False
     ) -> None:
         super().__init__(scope, construct_id)
         # Sandbox: deleted on destroy, after CustomModelCleanup has deleted the custom models it encrypts, with
@@ -33,11 +33,13 @@ class FineTuneData(Construct):
             removal_policy=removal_policy(deployment),
             pending_window=Duration.days(7),
         )
-        if provisioned_throughput:
+        if deploys_model:
             # Provisioned Throughput for a custom Nova model: Bedrock itself uses the model's key while it
             # optimizes the model for deployment; statement as given in "Permissions and key policies for custom
-            # Amazon Nova models" (https://docs.aws.amazon.com/nova/latest/userguide/customize-fine-tune-encrypt.html).
-            # Only with ft_deploy "provisioned": no other path of the kit creates Provisioned Throughput.
+            # Amazon Nova models" (https://docs.aws.amazon.com/nova/latest/userguide/customize-fine-tune-encrypt.html),
+            # which says it "should be added by default". With either deployment the pipeline makes (ft_deploy
+            # "provisioned" or "on-demand"): no AWS page says whether an on-demand deployment of the model needs
+            # it, and a deployment refused for it would come after the paid customization job. Not with "none".
             self.key.add_to_resource_policy(
                 iam.PolicyStatement(
                     sid="PermissionsNovaProvisionedThroughput",

@@ -91,9 +91,7 @@ class FineTuneStack(Stack):
         deployment, ft = config.deployment, config.finetune
         tag_stack(self, deployment, LEVEL)
 
-        data = FineTuneData(
-            self, "FineTuneData", deployment=deployment, provisioned_throughput=ft.deploy == "provisioned"
-        )
+        data = FineTuneData(self, "FineTuneData", deployment=deployment, deploys_model=ft.deploy != "none")
         service_role = CustomizationRole(self, "Customization", data=data).role
 
         validator = PythonFunction(
