@@ -611,6 +611,21 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
         add("lambda.requests")
         for arch in architectures:
             add(f"lambda.gb_second:{arch}")
+    # Active tracing records traces (a function's first request each second, so every scheduled run), billed
+    # beyond the monthly free traces; a state machine with tracing on records its executions too.
+    traced = any(
+        (
+            r.get("Type") == "AWS::Lambda::Function"
+            and (r.get("Properties", {}).get("TracingConfig") or {}).get("Mode") == "Active"
+        )
+        or (
+            r.get("Type") == "AWS::StepFunctions::StateMachine"
+            and (r.get("Properties", {}).get("TracingConfiguration") or {}).get("Enabled") is True
+        )
+        for r in resources
+    )
+    if traced:
+        add("xray.traces_recorded")
     for resource in resources:
         if resource.get("Type") == "AWS::StepFunctions::StateMachine":
             definition = "\n".join(_strings(resource.get("Properties", {})))
@@ -635,7 +650,7 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
     for kind, price_ids in (
         ("AWS::SQS::Queue", ["sqs.requests"]),
         ("AWS::SNS::Topic", ["sns.publishes"]),
-        ("AWS::OpenSearchServerless::Collection", ["opensearch_serverless.ocu"]),
+        ("AWS::OpenSearchServerless::Collection", ["opensearch_serverless.ocu", "opensearch_serverless.storage"]),
         ("AWS::S3Vectors::Index", ["s3vectors.storage", "s3vectors.put", "s3vectors.queries"]),
         ("AWS::S3::Bucket", ["s3.standard_storage"]),
         ("AWS::KMS::Key", ["kms.requests"]),

@@ -194,9 +194,10 @@ class SageMakerFineTuneStack(Stack):
             "IdleCost",
             value=(
                 "~$0.10/month idle for the stack (the teardown dead-letter alarm; the hourly teardown sweep adds about "
-                "$0.003) apart from S3 storage; a run bills the training instances; each imported "
-                "model kept bills storage per Custom Model Unit every month (bedrock.imported_model_storage in "
-                "kit/prices.json), plus inference by Custom Model Units in 5-minute windows while it serves"
+                "$0.007 with its X-Ray traces) apart from S3 storage; a run bills the training instances; each "
+                "imported model kept bills storage per Custom Model Unit every month "
+                "(bedrock.imported_model_storage in kit/prices.json), plus inference by Custom Model Units in "
+                "5-minute windows while it serves"
             ),
         )
 

@@ -263,6 +263,28 @@ def test_level1_lists_its_per_use_prices(sandbox: Any, prices: Any) -> None:
     assert "lambda.gb_second:x86_64" not in per_use  # only the kit's arm64 function, no deploy-time helper
 
 
+def test_traced_functions_and_the_opensearch_store_list_what_they_bill_per_use(
+    sandbox: Any, sandbox_oss: Any, prices: Any
+) -> None:
+    """Before: neither was listed. Every kit function traces actively, so each scheduled run (L2's ingest sync
+    every 5 minutes and its hourly reconcile: about 9,490 runs a month, about $0.05 in traces beyond the free
+    tier) records a trace; an OpenSearch Serverless collection bills its stored data besides the OCU floor."""
+    for synth in (sandbox, sandbox_oss):
+        for stack_id in synth.templates:
+            per_use = {price.price_id for price in cost_of(synth, stack_id, prices).per_use}
+            template = synth.templates[stack_id]
+            traced = any(
+                r["Type"] == "AWS::Lambda::Function"
+                and (r.get("Properties", {}).get("TracingConfig") or {}).get("Mode") == "Active"
+                for r in template["Resources"].values()
+            )
+            assert ("xray.traces_recorded" in per_use) is traced, stack_id
+    oss = {price.price_id: price.usd for price in cost_of(sandbox_oss, "GenAiKit-2-Rag", prices).per_use}
+    s3v = {price.price_id for price in cost_of(sandbox, "GenAiKit-2-Rag", prices).per_use}
+    assert oss["opensearch_serverless.storage"] == 0.024 and "opensearch_serverless.storage" not in s3v
+    assert oss["xray.traces_recorded"] == 5.0
+
+
 def test_an_unknown_resource_type_fails_naming_type_and_stack(prices: Any) -> None:
     templates = {
         "GenAiKit-1-Prompt": {"Resources": {"Alarm": {"Type": "AWS::CloudWatch::Alarm"}}},
