@@ -95,7 +95,7 @@ def valid_filters(store: str, depth: int = 1) -> st.SearchStrategy[dict[str, Any
     groups = st.builds(
         lambda operator, items: {operator: items},
         sampled_operators(store, GROUP_OPERATORS),
-        st.lists(st.deferred(lambda: valid_filters(store, depth + 1)), min_size=2, max_size=5),
+        st.lists(st.deferred(lambda: valid_filters(store, depth + 1)), min_size=2, max_size=8),
     )
     return st.one_of(comparisons(store), groups)
 
@@ -109,7 +109,6 @@ non_string_keys = st.one_of(st.integers(), st.none(), st.booleans())
 too_long_key_sizes = st.integers(101, 300)
 list_valued_operators = st.sampled_from(sorted(LIST_VALUED))
 not_list_values = st.one_of(scalars, st.just([]))
-group_too_large_sizes = st.integers(6, 8)
 not_lists = not_objects.filter(lambda v: not isinstance(v, list))
 DEFECTS = (
     "not_object",
@@ -126,7 +125,6 @@ DEFECTS = (
     "value_null",
     "list_value_not_list",
     "group_too_small",
-    "group_too_large",
     "group_not_list",
     "too_deep",
 )
@@ -213,8 +211,6 @@ def invalid_filters(draw: st.DrawFn, store: str, depth: int = 1, path: str = "fi
     group = draw(group_operators)
     if defect == "group_too_small":
         return {group: [draw(comparisons(store))]}, f"{path}.{group}"
-    if defect == "group_too_large":
-        return {group: [draw(comparisons(store)) for _ in range(draw(group_too_large_sizes))]}, f"{path}.{group}"
     return {group: draw(not_lists)}, f"{path}.{group}"
 
 

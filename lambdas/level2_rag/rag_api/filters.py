@@ -1,13 +1,14 @@
 """Validation of a Bedrock knowledge-base ``RetrievalFilter`` given by the caller.
 
-Grammar (Bedrock agent runtime API): a filter is an object with exactly one operator.
+Grammar (Bedrock agent runtime API, RetrievalFilter): a filter is an object with exactly one operator.
 
 - a comparison ``{"<op>": {"key": str (1..100 chars), "value": <JSON>}}`` where ``<op>`` is one of
   ``COMPARISON_OPERATORS``; ``in`` and ``notIn`` take a non-empty array as ``value``;
-- a group ``{"andAll" | "orAll": [<filter>, ...]}`` of 2 to 5 filters.
+- a group ``{"andAll" | "orAll": [<filter>, ...]}`` of at least 2 filters (the API sets no maximum).
 
-Nesting is bounded: at most ``MAX_DEPTH`` levels of filter objects. Every rejection names the offending
-path in ``field``, e.g. ``filter.andAll[1].equals.key``. The walk never goes deeper than ``MAX_DEPTH``.
+Nesting is bounded by the kit, not the API: at most ``MAX_DEPTH`` levels of filter objects, so the walk of a
+caller's filter stays shallow. Every rejection names the offending path in ``field``, e.g.
+``filter.andAll[1].equals.key``. The walk never goes deeper than ``MAX_DEPTH``.
 
 Not every vector store implements every operator, and Bedrock answers an unsupported one with a 400 that names
 no field. ``STORE_OPERATORS`` lists, per vector store the kit can deploy, the operators it supports; any other
@@ -40,7 +41,7 @@ GROUP_OPERATORS = ("andAll", "orAll")
 OPERATORS = COMPARISON_OPERATORS + GROUP_OPERATORS
 LIST_VALUED = frozenset({"in", "notIn"})
 MAX_DEPTH = 3
-MIN_GROUP, MAX_GROUP = 2, 5
+MIN_GROUP = 2  # RetrievalFilterList's min; it has no max (botocore's bedrock-agent-runtime model)
 MAX_KEY_CHARS = 100
 _ATTRIBUTE_FIELDS = ("key", "value")
 
@@ -144,11 +145,11 @@ def _validate_group(operand: Any, path: str, depth: int, store: str) -> None:
         )
     if not isinstance(operand, list):
         raise BadRequestError(
-            f"'{path}' must be an array of {MIN_GROUP} to {MAX_GROUP} filters.", code="invalid_type", field=path
+            f"'{path}' must be an array of at least {MIN_GROUP} filters.", code="invalid_type", field=path
         )
-    if not MIN_GROUP <= len(operand) <= MAX_GROUP:
+    if len(operand) < MIN_GROUP:
         raise BadRequestError(
-            f"'{path}' must hold {MIN_GROUP} to {MAX_GROUP} filters (got {len(operand)}).",
+            f"'{path}' must hold at least {MIN_GROUP} filters (got {len(operand)}).",
             code="invalid_length",
             field=path,
         )
