@@ -555,7 +555,9 @@ def ask(question: str, session_id: str | None, results: int | None, filter_json:
     if (answer.get("guardrail") or {}).get("intervened"):
         out.print(Text("The guardrail intervened.", style="yellow"))
     if answer.get("sessionId"):
-        out.print(Text(f"Follow up with: --session-id {answer['sessionId']}", style="dim"))
+        out.print(
+            Text(f"Follow up with: --session-id {answer['sessionId']} (while Bedrock keeps the session)", style="dim")
+        )
 
 
 @l2.command()

@@ -671,7 +671,7 @@ EQ = {"equals": {"key": "a", "value": 1}}
         ({"notIn": {"key": "a", "value": []}}, "invalid_type", "filter.notIn.value"),
         ({"andAll": EQ}, "invalid_type", "filter.andAll"),
         ({"andAll": [EQ]}, "invalid_length", "filter.andAll"),
-        ({"orAll": [EQ] * 6}, "invalid_length", "filter.orAll"),
+        ({"orAll": [EQ]}, "invalid_length", "filter.orAll"),
         ({"andAll": [EQ, {"equals": {"key": 1, "value": 1}}]}, "invalid_type", "filter.andAll[1].equals.key"),
         (
             {"andAll": [EQ, {"orAll": [EQ, {"lessThan": {"key": "a"}}]}]},
@@ -850,10 +850,10 @@ def test_a_model_access_refusal_worded_as_not_found_is_403_not_a_missing_knowled
 
 def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_client_error(
-        "retrieve_and_generate", "ValidationException", "Session abc is not valid.\n  " + "x" * 900, 400
+        "retrieve_and_generate", "ValidationException", "The request is not valid.\n  " + "x" * 900, 400
     )
     error = assert_error(invoke(ask({"question": "q", "sessionId": "abc"})), 400, "model_rejected_input")
-    assert error["message"].startswith("Session abc is not valid. xxx")
+    assert error["message"].startswith("The request is not valid. xxx")
     assert len(error["message"]) <= 500
 
 
@@ -865,6 +865,46 @@ def test_an_input_too_long_is_the_callers_400_naming_the_field(
     stubber.add_client_error(operation, "ValidationException", "Input is too long for requested model.", 400)
     error = assert_error(invoke(event), 400, "model_rejected_input", field)
     assert f"'{field}'" in error["message"]
+
+
+def test_a_generation_model_the_knowledge_base_does_not_take_is_the_deployments_500(
+    invoke: Invoke, stubber: Stubber
+) -> None:
+    """Before: 400 model_rejected_input naming no field, as if the caller had sent something wrong, and no alarm."""
+    message = (
+        "The provided model is not supported for KNOWLEDGE_BASE RetrieveAndGenerateType. Update the model arn then "
+        "retry your request."
+    )
+    stubber.add_client_error("retrieve_and_generate", "ValidationException", message, 400)
+    error = assert_error(invoke(ask({"question": "q"})), 500, "configuration_error")
+    assert "text_model_id" in error["message"] and "knowledge-base-supported.html" in error["message"]
+
+
+def test_a_session_bedrock_did_not_issue_or_that_expired_is_400_naming_session_id(
+    invoke: Invoke, stubber: Stubber
+) -> None:
+    """Before: 400 model_rejected_input naming no field. Bedrock issues the sessionId and refuses any other, or an
+    expired one, with "Session with Id <id> is not valid" (API_agent-runtime_RetrieveAndGenerate.html)."""
+    message = "Session with Id 0b2c7d43-aaaa-bbbb-cccc-123456789012 is not valid. Please check and try again."
+    stubber.add_client_error("retrieve_and_generate", "ValidationException", message, 400)
+    error = assert_error(
+        invoke(ask({"question": "q", "sessionId": "0b2c7d43-aaaa-bbbb-cccc-123456789012"})),
+        400,
+        "invalid_session",
+        "sessionId",
+    )
+    assert "without sessionId" in error["message"]
+
+
+def test_a_group_of_more_filters_than_the_kit_once_allowed_is_sent(invoke: Invoke, stubber: Stubber) -> None:
+    """Before: 400 invalid_length for an andAll of 6: RetrievalFilterList has a minimum of 2 and no maximum."""
+    assert "max" not in _shape("RetrievalFilterList").metadata
+    conditions = [{"equals": {"key": f"k{i}", "value": i}} for i in range(12)]
+    operation, _, _ = _route("retrieve")
+    stubber.add_response(operation, {"retrievalResults": []})
+    reply = invoke(retrieve({"query": "refund policy", "filter": {"andAll": conditions}}))
+    assert reply.status == 200, reply.body
+    stubber.assert_no_pending_responses()
 
 
 def test_a_generation_model_bedrock_will_not_invoke_on_demand_is_the_deployments_500(
@@ -1149,6 +1189,7 @@ def test_filter_grammar_matches_the_bedrock_api() -> None:
     assert set(filters.OPERATORS) == set(retrieval_filter.members)
     assert set(filters.GROUP_OPERATORS) == {n for n, s in retrieval_filter.members.items() if s.type_name == "list"}
     assert _shape("RetrievalFilterList").metadata["min"] == filters.MIN_GROUP
+    assert "max" not in _shape("RetrievalFilterList").metadata and not hasattr(filters, "MAX_GROUP")
     assert _shape("FilterKey").metadata["max"] == filters.MAX_KEY_CHARS
 
 

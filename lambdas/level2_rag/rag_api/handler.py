@@ -30,7 +30,10 @@ from common.errors import (
     SUBSCRIPTION_ADVICE,
     TIMEOUT_ERRORS,
     UNAVAILABLE_CODES,
+    VALIDATION_CODES,
     ApiError,
+    BadRequestError,
+    ConfigurationError,
     ConflictError,
     DependencyFailedError,
     ModelAccessDeniedError,
@@ -61,6 +64,9 @@ ROUTES: tuple[tuple[str, str], ...] = (("POST", "/ask"), ("POST", "/retrieve"))
 RETRY_AFTER_UNAVAILABLE_S = 5
 CONFIG_HINT = "KNOWLEDGE_BASE_ID, MODEL_ARN and GUARDRAIL_ID"
 MODEL_SETTING = "text_model_id in cdk.json (the function's MODEL_ARN)"
+# RetrieveAndGenerate's ValidationException texts that are not the caller's input (matched lower-cased).
+KB_MODEL_REFUSED = "model is not supported for"
+SESSION_REFUSED = "session with id"
 INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries the caller's text
 # Time kept back from the knowledge base call for the guardrail calls that follow it: enough for one
 # ApplyGuardrail attempt (its connect timeout, a read timeout of 3 s or more, and the policy's margin for
@@ -277,6 +283,27 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
             "The request conflicts with the state of the conversation session. Retry, or start a new "
             "conversation without sessionId."
         )
+    if code in VALIDATION_CODES:
+        message = aws_error_message(exc).lower()
+        # RetrieveAndGenerate generates only with the models a knowledge base query takes
+        # (https://docs.aws.amazon.com/bedrock/latest/userguide/knowledge-base-supported.html) and refuses another
+        # with "The provided model is not supported for ... RetrieveAndGenerateType": the deployment's model.
+        if KB_MODEL_REFUSED in message:
+            return ConfigurationError(
+                f"Amazon Bedrock does not generate knowledge base answers with the configured model "
+                f"'{settings.model_id}': use one the knowledge base query takes (knowledge-base-supported.html). "
+                f"Change {MODEL_SETTING} and redeploy; the caller cannot fix this."
+            )
+        # A sessionId Bedrock did not issue, or one past its life ("Session with Id <id> is not valid", as Bedrock
+        # words it: github.com/aws/aws-sdk/issues/763; Bedrock generates the id, the caller cannot set one,
+        # API_agent-runtime_RetrieveAndGenerate.html): the caller's, naming the field.
+        if input_field == "question" and SESSION_REFUSED in message:
+            return BadRequestError(
+                "The conversation session is not valid: it expired or was not issued by this API. Ask again "
+                "without sessionId to start a new conversation.",
+                code="invalid_session",
+                field="sessionId",
+            )
     # ValidationException (classified by its message: the deployment's model, an input too long, else the caller's,
     # with Bedrock's message, account ids redacted), throttling, the account's other refusals and the rest
     return from_aws_error(
