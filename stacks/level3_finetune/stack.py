@@ -277,9 +277,20 @@ class FineTuneStack(Stack):
         # https://docs.aws.amazon.com/bedrock/latest/userguide/encryption-custom-job.html
         machine.add_to_role_policy(
             iam.PolicyStatement(
-                sid="UseKey",
-                actions=["kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt", "kms:CreateGrant"],
+                sid="UseKey", actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[data.key.key_arn]
+            )
+        )
+        # Bedrock makes these two calls for the role when it creates the custom model (CloudTrail shows CreateGrant
+        # "invokedBy": "bedrock.amazonaws.com", import-model-monitor-encryption-keys.html), so they are allowed
+        # only through Bedrock, as the Nova guide's key policy gives them
+        # (https://docs.aws.amazon.com/nova/latest/userguide/customize-fine-tune-encrypt.html): the role cannot
+        # grant the data key to anyone itself.
+        machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="KeyForCustomModels",
+                actions=["kms:DescribeKey", "kms:CreateGrant"],
                 resources=[data.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"bedrock.{self.region}.amazonaws.com"}},
             )
         )
         suppress(

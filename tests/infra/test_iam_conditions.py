@@ -257,3 +257,54 @@ def test_the_flow_log_role_guard_sees_a_role_any_flow_log_may_assume() -> None:
     found, checked = flow_log_role_findings({"S": template})
     assert checked == 3
     assert [line.split(":")[0] for line in found] == ["S/Open", "S/AccountOnly"]
+
+
+# A grant of a KMS key lets its grantee use the key as the grant says, so an identity allowed kms:CreateGrant
+# without a condition can hand the key's data to anyone. AWS's policies for services that encrypt for their caller
+# allow it only through the service (kms:ViaService) or only for grants to AWS resources
+# (kms:GrantIsForAWSResource): https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html, and the
+# Nova guide's key policy (https://docs.aws.amazon.com/nova/latest/userguide/customize-fine-tune-encrypt.html).
+GRANT_CONFINING_KEYS = ("kms:ViaService", "kms:GrantIsForAWSResource")
+
+
+def create_grant_findings(templates: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """Allow statements of identity policies that allow kms:CreateGrant with no condition confining it to a service
+    or to grants for AWS resources; and how many such statements were read."""
+    found, checked = [], 0
+    for stack_id, template in templates.items():
+        for logical_id, resource in template.get("Resources", {}).items():
+            if resource.get("Type") not in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+                continue
+            for statement in as_list(resource["Properties"]["PolicyDocument"].get("Statement", [])):
+                actions = as_list(statement.get("Action", []))
+                if statement.get("Effect") != "Allow" or not any(
+                    re.fullmatch(action.replace("*", ".*"), "kms:CreateGrant", flags=re.IGNORECASE)
+                    for action in actions
+                ):
+                    continue
+                checked += 1
+                keys = {key for operator in (statement.get("Condition") or {}).values() for key in operator}
+                if not keys & set(GRANT_CONFINING_KEYS):
+                    found.append(f"{stack_id}/{logical_id} {statement.get('Sid', '')}: kms:CreateGrant unconfined")
+    return found, checked
+
+
+def test_every_create_grant_is_confined_to_a_service(each_stage: Any) -> None:
+    found, checked = create_grant_findings(each_stage.templates)
+    assert checked >= 1  # Level 3's pipeline lets Bedrock grant itself the key for the custom model
+    assert found == []
+
+
+def test_the_create_grant_guard_sees_an_unconfined_grant() -> None:
+    def policy(condition: dict[str, Any] | None) -> dict[str, Any]:
+        statement = {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:CreateGrant"], "Resource": "*"}
+        statement |= {"Condition": condition} if condition else {}
+        return {"Type": "AWS::IAM::Policy", "Properties": {"PolicyDocument": {"Statement": [statement]}}}
+
+    via = {"StringEquals": {"kms:ViaService": "bedrock.us-east-1.amazonaws.com"}}
+    templates = {"S": {"Resources": {"Open": policy(None), "Via": policy(via)}}}
+    found, checked = create_grant_findings(templates)
+    assert checked == 2 and found == ["S/Open : kms:CreateGrant unconfined"]
+    wildcard = {"S": {"Resources": {"Star": {**policy(None)}}}}
+    wildcard["S"]["Resources"]["Star"]["Properties"]["PolicyDocument"]["Statement"][0]["Action"] = "kms:*"
+    assert create_grant_findings(wildcard)[0] == ["S/Star : kms:CreateGrant unconfined"]
