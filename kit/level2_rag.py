@@ -460,17 +460,45 @@ def _follow_ingestion(
     # A job the pipeline starts from now on has another id than the newest one now: told apart by id, not by
     # comparing this machine's clock with Bedrock's startedAt (a slow laptop clock took an older job for a new one).
     first_id = job.get("ingestionJobId") if job is not None else None
+    resume = target.kit_command("l2", "sync --wait")
+    try:
+        return _watch_ingestion(out, target, agent, kb, ds, job, first_id, deadline, timeout, poll_seconds, resume)
+    except KeyboardInterrupt:
+        click.echo(f"Stopped following; the pipeline keeps running: follow it again with {resume}", err=True)
+        click.get_current_context().exit(130)
+        raise  # not reached: exit raises
+
+
+def _watch_ingestion(
+    out: Console,
+    target: Target,
+    agent: Any,
+    kb: str,
+    ds: str,
+    job: dict[str, Any] | None,
+    first_id: Any,
+    deadline: float,
+    timeout: int,
+    poll_seconds: float,
+    resume: str,
+) -> dict[str, Any] | None:
+    """_follow_ingestion's polling loop; a read that fails (expired credentials) says the pipeline runs on."""
     idle_since: float | None = None
     minutes = target.config.rag.sync_interval_minutes
-    shown = None
+    shown: str | None = None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=out, transient=True) as progress:
         task = progress.add_task("checking", total=None)
         first = True
         while True:
             if not first:
-                with aws.aws_errors("reading the ingestion jobs", target.region, target.profile):
-                    job = _newest_job(agent, kb, ds)
+                try:
+                    with aws.aws_errors("reading the ingestion jobs", target.region, target.profile):
+                        job = _newest_job(agent, kb, ds)
+                except KitError as exc:
+                    raise KitError(
+                        f"{exc.message}; the pipeline keeps running: follow it again with {resume}"
+                    ) from None
             pending = _pending_changes(target)
             first = False
             running = job is not None and job["status"] in INGESTION_RUNNING
@@ -509,7 +537,7 @@ def _follow_ingestion(
             if time.monotonic() >= deadline:
                 if unknown:
                     raise KitError(f"cannot tell whether document changes are pending after {timeout} s: {unknown}")
-                hint = f"the pipeline runs every {minutes} min; run {target.kit_command('l2', 'sync --wait')} again"
+                hint = f"the pipeline runs every {minutes} min; run {resume} again"
                 raise KitError(f"still {line} after {timeout} s: {hint}")
             time.sleep(poll_seconds)
 

@@ -271,7 +271,12 @@ def upload_file(target: Target, path: Path, bucket: str, key: str) -> str:
         try:
             s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type})
         except S3UploadFailedError as exc:
-            raise KitError(f"uploading {path} to s3://{bucket}/{key} failed: {exc}") from None
+            # boto3 wraps the AWS error (ClientError) of the upload in this one (its __context__): explained as
+            # every other command explains it (expired credentials, access denied, ...).
+            action = f"uploading {path} to s3://{bucket}/{key}"
+            cause = exc.__context__
+            told = aws.explain(cause, action, target.region, target.profile) if cause is not None else None
+            raise KitError(told or f"{action} failed: {exc}") from None
     return f"s3://{bucket}/{key}"
 
 

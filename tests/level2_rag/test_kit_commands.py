@@ -91,6 +91,28 @@ def test_l2_upload_hint_carries_the_options_it_was_given(mocked: FakeCloudFormat
     assert f"follow it with: kit l2 --region {REGION} sync --wait" in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(
+    ("code", "told"),
+    [
+        ("ExpiredTokenException", "the AWS credentials have expired: refresh them (aws sso login"),
+        ("AccessDenied", "access denied while uploading"),
+    ],
+)
+def test_l2_upload_explains_an_aws_refusal_as_every_command_does(
+    mocked: FakeCloudFormation, tmp_path: Path, code: str, told: str
+) -> None:
+    """Before: boto3's S3UploadFailedError text ('Failed to upload ... An error occurred (ExpiredTokenException)
+    when calling the PutObject operation'), not the kit's one-line advice."""
+    rag_stack(mocked)
+    (tmp_path / "guide.md").write_text("# Guide")
+    with stubbed("s3") as s3:
+        s3.add_client_error("put_object", code, "no", 403 if code == "AccessDenied" else 400)
+        result = run(l2, "upload", str(tmp_path / "guide.md"))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert told in text and "S3UploadFailedError" not in text and "Failed to upload" not in text
+
+
 def test_l2_upload_refuses_files_over_the_knowledge_base_limit(mocked: FakeCloudFormation, tmp_path: Path) -> None:
     big = tmp_path / "big.pdf"
     with big.open("wb") as handle:
@@ -574,6 +596,42 @@ def test_l2_sync_shows_the_failures_a_retry_did_not_take_again(mocked: FakeCloud
     assert (shown in text) is (taken == 0)
     assert (f"failure: {REASONS[1]}" in text) is (taken == 0)
     assert ("2 document(s) failed to be ingested in job JOB0000000" in text) is (taken == 0)
+
+
+def test_l2_sync_wait_interrupted_says_the_pipeline_runs_on_and_exits_130(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: Ctrl-C printed click's "Aborted!" and exited 1, the code of a failed job, with no word of the pipeline
+    (the README says a --wait interrupted so says how to follow it again)."""
+
+    class Interrupted:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(_: float) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(level2_rag, "time", Interrupted)
+    rag_stack(mocked)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        result = run(l2, "sync", "--wait")
+    assert result.exit_code == 130, result.output
+    text = " ".join(result.output.split())
+    assert "Stopped following; the pipeline keeps running: follow it again with kit l2" in text
+    assert "sync --wait" in text.split("follow it again with", 1)[1]
+
+
+def test_l2_sync_wait_on_expired_credentials_says_the_pipeline_runs_on(mocked: FakeCloudFormation) -> None:
+    """Before: only the credentials error, with nothing of the job it was following or how to follow it again."""
+    rag_stack(mocked)
+    with stubbed("bedrock-agent") as agent:
+        expect_newest(agent, ingestion_job("IN_PROGRESS"))
+        agent.add_client_error("list_ingestion_jobs", "ExpiredTokenException", "The security token expired.", 400)
+        result = run(l2, "sync", "--wait", "--poll-seconds", "0")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "expired" in text and "the pipeline keeps running: follow it again with kit l2" in text
 
 
 def test_l2_sync_wait_is_bounded_by_its_timeout(mocked: FakeCloudFormation) -> None:
