@@ -73,6 +73,7 @@ FREE_WHILE_IDLE = frozenset(
         # Per invocation, 14 million a month free (https://aws.amazon.com/eventbridge/pricing/): an hourly schedule
         # and the short function it runs cost a few tenths of a cent a month, like the Level 2 sync schedule.
         "AWS::Scheduler::Schedule",
+        "AWS::Scheduler::ScheduleGroup",  # a container for schedules, not billed
         "AWS::S3::BucketPolicy",
         "AWS::S3Vectors::Index",  # billed per GB stored and per query, no floor
         "AWS::S3Vectors::VectorBucket",

@@ -16,7 +16,7 @@ event; the dead-letter queue makes a target failure visible.
 from __future__ import annotations
 
 import jsii
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -166,18 +166,36 @@ class TeardownBackstop(Construct):
         # retries lands in the same dead-letter queue
         # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/configuring-schedule-dlq.html).
         stack = Stack.of(self)
+        # The schedule in a group of its own, so the role trusts that group's schedules only: Scheduler's
+        # confused-deputy guidance sets aws:SourceArn to the schedule group ARN beside aws:SourceAccount
+        # (https://docs.aws.amazon.com/scheduler/latest/UserGuide/cross-service-confused-deputy-prevention.html);
+        # in the default group any schedule of the account could use the role.
+        # It holds no data, and a group left behind would keep its name from the next deploy: destroyed in every stage.
+        group = scheduler.ScheduleGroup(
+            self,
+            "ScheduleGroup",
+            schedule_group_name=deployment.resource_name(service_name),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         schedule_role = iam.Role(
             self,
             "ScheduleRole",
             assumed_by=iam.ServicePrincipal(
-                "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": stack.account}}
+                "scheduler.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnEquals": {"aws:SourceArn": group.schedule_group_arn},
+                },
             ),
             description=f"{label}: EventBridge Scheduler invokes the teardown sweep",
         )
+        # A new construct id, so an update creates the grouped schedule and deletes the one of the default group:
+        # UpdateSchedule cannot move a schedule to another group (tests/infra/update_safety._schedule_refusals).
         self.schedule = scheduler.Schedule(
             self,
-            "Schedule",
+            "GroupedSchedule",
             description=f"{label}: sweep for ended executions whose teardown did not start",
+            schedule_group=group,
             schedule=scheduler.ScheduleExpression.rate(SWEEP_EVERY),
             target=scheduler_targets.LambdaInvoke(
                 self.sweep.function,
@@ -187,6 +205,8 @@ class TeardownBackstop(Construct):
                 max_event_age=SCHEDULE_MAX_AGE,
             ),
         )
+        # The schedule names its group by the name given above, not by a reference: created after it, deleted first.
+        self.schedule.node.add_dependency(group)
         suppress(
             schedule_role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",

@@ -308,3 +308,57 @@ def test_the_create_grant_guard_sees_an_unconfined_grant() -> None:
     wildcard = {"S": {"Resources": {"Star": {**policy(None)}}}}
     wildcard["S"]["Resources"]["Star"]["Properties"]["PolicyDocument"]["Statement"][0]["Action"] = "kms:*"
     assert create_grant_findings(wildcard)[0] == ["S/Star : kms:CreateGrant unconfined"]
+
+
+def schedule_role_findings(templates: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """Schedules whose role a schedule outside their own group could use: EventBridge Scheduler's confused-deputy
+    guidance sets aws:SourceAccount and aws:SourceArn, the ARN of the schedule's group, on the role's trust
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/cross-service-confused-deputy-prevention.html); and how
+    many schedules were read."""
+    from tests.infra.helpers import resources
+
+    found, checked = [], 0
+    for stack_id, template in templates.items():
+        roles = resources(template, "AWS::IAM::Role")
+        groups = resources(template, "AWS::Scheduler::ScheduleGroup")
+        for schedule_id, schedule in resources(template, "AWS::Scheduler::Schedule").items():
+            checked += 1
+            properties = schedule["Properties"]
+            role_id = properties["Target"]["RoleArn"]["Fn::GetAtt"][0]
+            group_ids = [gid for gid, g in groups.items() if g["Properties"].get("Name") == properties.get("GroupName")]
+            expected = {"Fn::GetAtt": [group_ids[0], "Arn"]} if group_ids else "a group of the stack"
+            for trust in roles[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+                if trust.get("Principal", {}).get("Service") != "scheduler.amazonaws.com":
+                    continue
+                condition = trust.get("Condition", {})
+                account = condition.get("StringEquals", {}).get("aws:SourceAccount")
+                source = (condition.get("ArnEquals") or condition.get("ArnLike") or {}).get("aws:SourceArn")
+                if account != {"Ref": "AWS::AccountId"} or source != expected:
+                    found.append(f"{stack_id}/{schedule_id}: {role_id} trusts aws:SourceArn {source!r}")
+    return found, checked
+
+
+def test_every_schedule_role_is_confined_to_its_schedule_group(each_stage: Any) -> None:
+    found, checked = schedule_role_findings(each_stage.templates)
+    assert checked >= 2  # Level 3's two teardown sweeps
+    assert found == []
+
+
+def test_the_schedule_role_guard_sees_a_role_any_schedule_may_use() -> None:
+    def template(condition: dict[str, Any], group: str | None) -> dict[str, Any]:
+        trust = {"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        role = {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {"Statement": [trust]}}}
+        trust["Condition"] = condition
+        target = {"Arn": "fn", "RoleArn": {"Fn::GetAtt": ["Role", "Arn"]}}
+        schedule = {"Type": "AWS::Scheduler::Schedule", "Properties": {"Target": target}}
+        resources: dict[str, Any] = {"Role": role, "Schedule": schedule}
+        if group:
+            schedule["Properties"]["GroupName"] = group
+            resources["Group"] = {"Type": "AWS::Scheduler::ScheduleGroup", "Properties": {"Name": group}}
+        return {"Resources": resources}
+
+    account = {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    confined = {**account, "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["Group", "Arn"]}}}
+    assert schedule_role_findings({"S": template(confined, "sweep")}) == ([], 1)
+    assert schedule_role_findings({"S": template(account, None)})[0]  # the default group: any schedule
+    assert schedule_role_findings({"S": template(account, "sweep")})[0]  # a group, but the trust does not name it

@@ -317,6 +317,23 @@ def test_the_guard_sees_what_hyperpod_refuses_to_update() -> None:
     assert effect.refused == [] and effect.lost_data == {"cluster"}
 
 
+def test_the_guard_sees_a_schedule_moved_to_another_group() -> None:
+    """UpdateSchedule finds a schedule by its group, so an in-place update cannot move it; a new logical id (a new
+    schedule, the old one deleted) can (update_safety._schedule_refusals)."""
+
+    def schedule(lid: str, group: str | None) -> dict[str, Any]:
+        properties = {"ScheduleExpression": "rate(1 hour)", **({"GroupName": group} if group else {})}
+        return {"S": {"Resources": {lid: {"Type": "AWS::Scheduler::Schedule", "Properties": properties}}}}
+
+    moved = update_effect(schedule("Sweep", None), schedule("Sweep", "kit-sweep"))
+    assert moved.refused == [
+        "S/Sweep (AWS::Scheduler::Schedule): moves the schedule from group 'default' to 'kit-sweep' "
+        "(UpdateSchedule finds it by its group)"
+    ]
+    assert update_effect(schedule("Sweep", None), schedule("GroupedSweep", "kit-sweep")).refused == []
+    assert update_effect(schedule("Sweep", "kit-sweep"), schedule("Sweep", "kit-sweep")).refused == []
+
+
 # --- The stacks a key reaches (tests/infra/config_reads.py) ---------------------------------------------------
 
 

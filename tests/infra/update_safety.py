@@ -115,9 +115,21 @@ def _hyperpod_refusals(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
     return found
 
 
+def _schedule_refusals(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What UpdateSchedule cannot do to AWS::Scheduler::Schedule: move it to another group (the registry schema does
+    not mark GroupName create-only). UpdateSchedule finds the schedule by its group: "You must provide this value in
+    order for EventBridge Scheduler to find the schedule you want to update" (UpdateScheduleInput GroupName,
+    https://docs.aws.amazon.com/scheduler/latest/APIReference/API_UpdateSchedule.html); absent, the default group."""
+    before, after = old.get("GroupName") or "default", new.get("GroupName") or "default"
+    if before != after:
+        return [f"moves the schedule from group {before!r} to {after!r} (UpdateSchedule finds it by its group)"]
+    return []
+
+
 # Resource type -> (old properties, new properties) -> what the service refuses when it updates the resource.
 SERVICE_RULES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]]] = {
     "AWS::SageMaker::Cluster": _hyperpod_refusals,
+    "AWS::Scheduler::Schedule": _schedule_refusals,
 }
 
 
