@@ -462,84 +462,69 @@ def _follow_ingestion(
     first_id = job.get("ingestionJobId") if job is not None else None
     resume = target.kit_command("l2", "sync --wait")
     try:
-        return _watch_ingestion(out, target, agent, kb, ds, job, first_id, deadline, timeout, poll_seconds, resume)
+        idle_since: float | None = None
+        minutes = target.config.rag.sync_interval_minutes
+        shown: str | None = None
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=out, transient=True) as progress:
+            task = progress.add_task("checking", total=None)
+            first = True
+            while True:
+                if not first:
+                    try:
+                        with aws.aws_errors("reading the ingestion jobs", target.region, target.profile):
+                            job = _newest_job(agent, kb, ds)
+                    except KitError as exc:
+                        raise KitError(
+                            f"{exc.message}; the pipeline keeps running: follow it again with {resume}"
+                        ) from None
+                pending = _pending_changes(target)
+                first = False
+                running = job is not None and job["status"] in INGESTION_RUNNING
+                # Unknown is never idle: a wait that cannot see the queue must not settle on the previous job.
+                unknown: str | None = None
+                if isinstance(pending, PendingUnknown):
+                    if pending.lasting:
+                        raise KitError(f"cannot tell whether document changes are pending: {pending.reason}")
+                    unknown, waiting = pending.reason, 0
+                else:
+                    waiting = pending[0] + pending[1]
+                if running:
+                    line = _job_line(job)
+                elif unknown:
+                    line = f"pending changes unknown ({unknown}); reading the queue again"
+                elif waiting:
+                    line = f"waiting for the pipeline to start a job for {waiting} pending change(s)"
+                elif job is None:  # a new data source: the pipeline starts its first, full sync on schedule
+                    waiting = 1
+                    line = "waiting for the pipeline to start the first (full) sync of this data source"
+                else:
+                    line = _job_line(job)
+                idle = not running and not waiting and unknown is None
+                if not idle:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                newer = job is not None and job.get("ingestionJobId") != first_id
+                settled = idle_since is not None and (newer or time.monotonic() - idle_since >= SETTLE_S)
+                if idle and not settled:
+                    line = f"{line}; no change pending: watching {SETTLE_S} s for one S3 may still deliver"
+                shown = _shown(progress, line, shown)
+                progress.update(task, description=line)
+                if settled:
+                    return job
+                if time.monotonic() >= deadline:
+                    if unknown:
+                        raise KitError(f"cannot tell whether document changes are pending after {timeout} s: {unknown}")
+                    hint = f"the pipeline runs every {minutes} min; run {resume} again"
+                    raise KitError(f"still {line} after {timeout} s: {hint}")
+                time.sleep(poll_seconds)
+
     except KeyboardInterrupt:
+        # As every --wait: the pipeline runs on, and the command says how to follow it again (exit 130).
         click.echo(f"Stopped following; the pipeline keeps running: follow it again with {resume}", err=True)
         click.get_current_context().exit(130)
         raise  # not reached: exit raises
-
-
-def _watch_ingestion(
-    out: Console,
-    target: Target,
-    agent: Any,
-    kb: str,
-    ds: str,
-    job: dict[str, Any] | None,
-    first_id: Any,
-    deadline: float,
-    timeout: int,
-    poll_seconds: float,
-    resume: str,
-) -> dict[str, Any] | None:
-    """_follow_ingestion's polling loop; a read that fails (expired credentials) says the pipeline runs on."""
-    idle_since: float | None = None
-    minutes = target.config.rag.sync_interval_minutes
-    shown: str | None = None
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=out, transient=True) as progress:
-        task = progress.add_task("checking", total=None)
-        first = True
-        while True:
-            if not first:
-                try:
-                    with aws.aws_errors("reading the ingestion jobs", target.region, target.profile):
-                        job = _newest_job(agent, kb, ds)
-                except KitError as exc:
-                    raise KitError(
-                        f"{exc.message}; the pipeline keeps running: follow it again with {resume}"
-                    ) from None
-            pending = _pending_changes(target)
-            first = False
-            running = job is not None and job["status"] in INGESTION_RUNNING
-            # Unknown is never idle: a wait that cannot see the queue must not settle on the previous job.
-            unknown: str | None = None
-            if isinstance(pending, PendingUnknown):
-                if pending.lasting:
-                    raise KitError(f"cannot tell whether document changes are pending: {pending.reason}")
-                unknown, waiting = pending.reason, 0
-            else:
-                waiting = pending[0] + pending[1]
-            if running:
-                line = _job_line(job)
-            elif unknown:
-                line = f"pending changes unknown ({unknown}); reading the queue again"
-            elif waiting:
-                line = f"waiting for the pipeline to start a job for {waiting} pending change(s)"
-            elif job is None:  # a new data source: the pipeline starts its first, full sync on schedule
-                waiting = 1
-                line = "waiting for the pipeline to start the first (full) sync of this data source"
-            else:
-                line = _job_line(job)
-            idle = not running and not waiting and unknown is None
-            if not idle:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = time.monotonic()
-            newer = job is not None and job.get("ingestionJobId") != first_id
-            settled = idle_since is not None and (newer or time.monotonic() - idle_since >= SETTLE_S)
-            if idle and not settled:
-                line = f"{line}; no change pending: watching {SETTLE_S} s for one S3 may still deliver"
-            shown = _shown(progress, line, shown)
-            progress.update(task, description=line)
-            if settled:
-                return job
-            if time.monotonic() >= deadline:
-                if unknown:
-                    raise KitError(f"cannot tell whether document changes are pending after {timeout} s: {unknown}")
-                hint = f"the pipeline runs every {minutes} min; run {resume} again"
-                raise KitError(f"still {line} after {timeout} s: {hint}")
-            time.sleep(poll_seconds)
 
 
 def _shown(progress: Progress, line: str, shown: str | None) -> str:
