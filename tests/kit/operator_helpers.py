@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -217,3 +218,13 @@ def same_named_files(folder: Path, name: str, first: list[str], second: list[str
         path.parent.mkdir()
         path.write_text("".join(lines))
     return paths
+
+
+class InterruptedTime:
+    """Stands in for a command module's ``time``: the first sleep of a --wait is a Ctrl-C."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    @staticmethod
+    def sleep(_: float) -> None:
+        raise KeyboardInterrupt

@@ -25,6 +25,7 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
     REGION,
     FakeApi,
     FakeCloudFormation,
+    InterruptedTime,
     api_fixture,  # noqa: F401
     cloudformation_fixture,  # noqa: F401
     fresh_clients_fixture,  # noqa: F401
@@ -604,14 +605,7 @@ def test_l2_sync_wait_interrupted_says_the_pipeline_runs_on_and_exits_130(
     """Before: Ctrl-C printed click's "Aborted!" and exited 1, the code of a failed job, with no word of the pipeline
     (the README says a --wait interrupted so says how to follow it again)."""
 
-    class Interrupted:
-        monotonic = staticmethod(time.monotonic)
-
-        @staticmethod
-        def sleep(_: float) -> None:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(level2_rag, "time", Interrupted)
+    monkeypatch.setattr(level2_rag, "time", InterruptedTime)
     rag_stack(mocked)
     with stubbed("bedrock-agent") as agent:
         expect_newest(agent, ingestion_job("IN_PROGRESS"))

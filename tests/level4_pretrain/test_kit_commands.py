@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from datetime import UTC, datetime
 
 import boto3
@@ -22,6 +21,7 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
     STAGE,
     WAIT_THEN_PASS,
     FakeCloudFormation,
+    InterruptedTime,
     cloudformation_fixture,  # noqa: F401
     executing_fixture,  # noqa: F401
     fresh_clients_fixture,  # noqa: F401
@@ -408,14 +408,7 @@ def test_l4_submit_wait_interrupted_says_the_execution_runs_on_and_exits_130(
 ) -> None:
     """Before: Ctrl-C during the wait printed click's "Aborted!" and exited 1, with no word of the execution."""
 
-    class Interrupted:
-        monotonic = staticmethod(time.monotonic)
-
-        @staticmethod
-        def sleep(_: float) -> None:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(operator, "time", Interrupted)
+    monkeypatch.setattr(operator, "time", InterruptedTime)
     jobs_stack(mocked, state_machine(WAIT_THEN_PASS, MACHINE))
     result = run(l4, "submit", "--name", "run1", "--wait")
     assert result.exit_code == 130, result.output
