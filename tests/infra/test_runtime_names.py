@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from stacks.config import ConfigError, load_config
 from stacks.level3_finetune.names import PipelineNames
 from stacks.level4_pretrain.names import job_prefix as pretrain_job_prefix
+from stacks.shared.deployment import Deployment
 from stacks.shared.execution_names import HASH_DIGITS
 from stacks.shared.settings import STAGES
 from tests.conftest import cdk_json_context
@@ -45,11 +46,17 @@ def _problem(name: str, service: str, operation: str, member: str) -> str | None
     return None
 
 
-def runtime_names(name_prefix: str, stage: str) -> list[tuple[str, str, str, str]]:
+def accepted(name_prefix: str, stage: str) -> Deployment | None:
+    """The deployment the configuration builds with this prefix and stage; None when it refuses them."""
+    try:
+        context = {**cdk_json_context(), "name_prefix": name_prefix, "stage": stage}
+        return load_config(context, pinned_layer_version=38).deployment
+    except ConfigError:
+        return None
+
+
+def runtime_names(deployment: Deployment) -> list[tuple[str, str, str, str]]:
     """(name, service, operation, member) for every name a run gives what it creates."""
-    deployment = load_config(
-        {**cdk_json_context(), "name_prefix": name_prefix, "stage": stage}, pinned_layer_version=38
-    ).deployment
     ft = PipelineNames.of(deployment)
     job, model, served = f"{ft.job}{RUN}", f"{ft.model}{MODEL_ID}", f"{ft.deployment}{RUN}"
     sft = f"{deployment.resource_name('sft')}-{RUN}"  # sagemaker_pipeline.run_name
@@ -68,27 +75,25 @@ def runtime_names(name_prefix: str, stage: str) -> list[tuple[str, str, str, str
         (sft, "bedrock", "CreateModelImportJob", "importedModelName"),
         (sft, "bedrock", "CreateModelImportJob", "clientRequestToken"),
         # Level 4, training jobs (names.job_name)
-        (f"{pretrain_job_prefix(name_prefix, stage)}{RUN}", "sagemaker", "CreateTrainingJob", "TrainingJobName"),
+        (
+            f"{pretrain_job_prefix(deployment.name_prefix, deployment.stage)}{RUN}",
+            "sagemaker",
+            "CreateTrainingJob",
+            "TrainingJobName",
+        ),
     ]
-
-
-def _accepted(name_prefix: str, stage: str) -> bool:
-    try:
-        load_config({**cdk_json_context(), "name_prefix": name_prefix, "stage": stage}, pinned_layer_version=38)
-    except ConfigError:
-        return False
-    return True
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name_prefix=st.from_regex(r"\A[a-z][a-z0-9_-]{0,18}\Z"), stage=st.sampled_from(STAGES))
-@example(name_prefix="my--kit", stage="sandbox")  # before: accepted, and every import refused its model's name
+@example(name_prefix="my--kit", stage="sandbox")  # before: accepted by the configuration
 @example(name_prefix="a" * 17, stage="sandbox")  # the longest prefix
 @example(name_prefix="a-b", stage="prod")
 def test_every_accepted_name_prefix_gives_names_the_services_take(name_prefix: str, stage: str) -> None:
-    if not _accepted(name_prefix, stage):
+    deployment = accepted(name_prefix, stage)
+    if deployment is None:
         return
-    problems = [problem for named in runtime_names(name_prefix, stage) if (problem := _problem(*named))]
+    problems = [problem for named in runtime_names(deployment) if (problem := _problem(*named))]
     assert problems == []
 
 
