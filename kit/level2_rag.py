@@ -519,7 +519,6 @@ def _follow_ingestion(
                     hint = f"the pipeline runs every {minutes} min; run {resume} again"
                     raise KitError(f"still {line} after {timeout} s: {hint}")
                 time.sleep(poll_seconds)
-
     except KeyboardInterrupt:
         # As every --wait: the pipeline runs on, and the command says how to follow it again (exit 130).
         click.echo(f"Stopped following; the pipeline keeps running: follow it again with {resume}", err=True)
