@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jsii
-from aws_cdk import CfnOutput, CustomResource, Duration, Fn, IStableStringProducer, Lazy, Stack
+from aws_cdk import CfnOutput, CustomResource, Duration, Fn, IStableStringProducer, Lazy, Names, Stack
 from aws_cdk import aws_bedrock as bedrock
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
@@ -29,6 +29,7 @@ from aws_cdk import aws_opensearchserverless as aoss
 from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_s3vectors as s3vectors
 from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
 from rag_ingest.ingestion import RECONCILE_EVERY
@@ -101,6 +102,42 @@ def settings_digest(settings: Any, length: int = 8) -> str:
     """A short, stable hex digest of (resolved) settings: equal settings give equal digests."""
     canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+@jsii.implements(events.IRuleTarget)
+class _SendOnlyQueueTarget:
+    """A rule target that lets the rule send to the queue and nothing else. CDK's ``targets.SqsQueue`` grants
+    events.amazonaws.com GetQueueAttributes and GetQueueUrl as well; EventBridge needs only sqs:SendMessage on a
+    queue target, from the rule named in aws:SourceArn
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sqs-permissions), and
+    the same on the rule's dead-letter queue
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html). The dead-letter statement keeps
+    the id CDK gives it, so only the target queue's statement changes."""
+
+    def __init__(self, queue: sqs.IQueue, *, dead_letter_queue: sqs.IQueue) -> None:
+        self._queue = queue
+        self._dead_letters = dead_letter_queue
+
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        rule_arn = rule.rule_ref.rule_arn
+        self._queue.add_to_resource_policy(_send_from(rule_arn, self._queue))
+        self._dead_letters.add_to_resource_policy(
+            _send_from(rule_arn, self._dead_letters, sid=f"AllowEventRule{Names.node_unique_id(rule.node)}")
+        )
+        return events.RuleTargetConfig(
+            arn=self._queue.queue_arn,
+            dead_letter_config=events.CfnRule.DeadLetterConfigProperty(arn=self._dead_letters.queue_arn),
+        )
+
+
+def _send_from(rule_arn: str, queue: sqs.IQueue, *, sid: str | None = None) -> iam.PolicyStatement:
+    return iam.PolicyStatement(
+        sid=sid,
+        actions=["sqs:SendMessage"],
+        principals=[iam.ServicePrincipal("events.amazonaws.com")],
+        resources=[queue.queue_arn],
+        conditions={"ArnEquals": {"aws:SourceArn": rule_arn}},
+    )
 
 
 @jsii.implements(IStableStringProducer)
@@ -672,10 +709,10 @@ class IngestionPipeline(Construct):
             ),
             # An event EventBridge could not deliver after its retries is dropped unless the target has a
             # dead-letter queue (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-retry-policy.html).
-            # It lands, as the S3 event itself, in the same dead-letter queue and raises the same alarm. CDK adds
-            # the DLQ's queue policy (events.amazonaws.com, sqs:SendMessage, aws:SourceArn = this rule); SSE-SQS
-            # needs no key policy for it.
-            targets=[targets.SqsQueue(self.queue, dead_letter_queue=self.dead_letters)],
+            # It lands, as the S3 event itself, in the same dead-letter queue and raises the same alarm. Both
+            # queue policies let this rule send and nothing else (_SendOnlyQueueTarget); SSE-SQS needs no key
+            # policy for it.
+            targets=[_SendOnlyQueueTarget(self.queue, dead_letter_queue=self.dead_letters)],
         )
 
         self.handler = PythonFunction(

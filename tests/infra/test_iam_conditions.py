@@ -362,3 +362,61 @@ def test_the_schedule_role_guard_sees_a_role_any_schedule_may_use() -> None:
     assert schedule_role_findings({"S": template(confined, "sweep")}) == ([], 1)
     assert schedule_role_findings({"S": template(account, None)})[0]  # the default group: any schedule
     assert schedule_role_findings({"S": template(account, "sweep")})[0]  # a group, but the trust does not name it
+
+
+# What a service needs to deliver to a queue or a topic it is a target or a destination of: EventBridge sends to an
+# SQS target and to a rule's dead-letter queue with sqs:SendMessage alone
+# (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html#eb-sqs-permissions,
+# https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html), and CloudWatch alarms publish with
+# sns:Publish alone (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarms-and-actions.html).
+DELIVERY_ACTIONS = {"AWS::SQS::QueuePolicy": "sqs:SendMessage", "AWS::SNS::TopicPolicy": "sns:Publish"}
+
+
+def delivery_grant_findings(templates: dict[str, dict[str, Any]]) -> tuple[list[str], int]:
+    """Allow statements of queue and topic policies that let an AWS service do more than deliver, or deliver on
+    behalf of any resource (no aws:SourceArn or aws:SourceAccount); and how many such statements were read."""
+    found, checked = [], 0
+    for stack_id, template in templates.items():
+        for logical_id, resource in template.get("Resources", {}).items():
+            delivery = DELIVERY_ACTIONS.get(resource.get("Type", ""))
+            if delivery is None:
+                continue
+            for statement in as_list(resource["Properties"]["PolicyDocument"].get("Statement", [])):
+                if statement.get("Effect") != "Allow" or "Service" not in (statement.get("Principal") or {}):
+                    continue
+                checked += 1
+                extra = sorted(set(as_list(statement.get("Action", []))) - {delivery})
+                if extra:
+                    found.append(f"{stack_id}/{logical_id}: {', '.join(extra)} beyond {delivery}")
+                keys = {key for operator in (statement.get("Condition") or {}).values() for key in operator}
+                if not keys & {"aws:SourceArn", "aws:SourceAccount"}:
+                    found.append(f"{stack_id}/{logical_id}: {delivery} from any resource")
+    return found, checked
+
+
+def test_every_service_may_only_deliver_to_a_queue_or_topic(each_stage: Any) -> None:
+    found, checked = delivery_grant_findings(each_stage.templates)
+    assert checked >= 8  # every level's alarm topic or dead-letter queue, and Level 2's change queue
+    assert found == []
+
+
+def test_the_delivery_guard_sees_a_service_that_may_read_the_queue() -> None:
+    def queue_policy(actions: list[str], condition: dict[str, Any] | None) -> dict[str, Any]:
+        statement = {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": actions}
+        statement |= {"Condition": condition} if condition else {}
+        deny = {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "sqs:*"}
+        return {"Type": "AWS::SQS::QueuePolicy", "Properties": {"PolicyDocument": {"Statement": [deny, statement]}}}
+
+    rule = {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["Rule", "Arn"]}}}
+    cdk_default = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]
+    templates = {
+        "S": {"Resources": {"Send": queue_policy(["sqs:SendMessage"], rule), "Cdk": queue_policy(cdk_default, rule)}}
+    }
+    assert delivery_grant_findings(templates) == (
+        ["S/Cdk: sqs:GetQueueAttributes, sqs:GetQueueUrl beyond sqs:SendMessage"],
+        2,
+    )
+    assert delivery_grant_findings({"S": {"Resources": {"Any": queue_policy(["sqs:SendMessage"], None)}}}) == (
+        ["S/Any: sqs:SendMessage from any resource"],
+        1,
+    )
