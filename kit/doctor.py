@@ -18,9 +18,10 @@ embedding model and the Bedrock request rates at api_throttle_rate (Level 2); cu
 the customization-job quota and Provisioned Throughput model units (Level 3), and the imported-models quota (its
 SageMaker path, 3sm); the SageMaker quotas (Level 4's part: the training jobs of Level 3's SageMaker path and of
 Level 4, the HyperPod cluster's instances, nodes and EBS volume). Each quota row names the Service Quotas quota (name
-and code) and how to raise it. ``--level`` (repeatable) keeps the kit-wide rows and the rows of the selected levels
-only (each part names its levels): a Level 1 deploy is not failed by Level 4's GPU quotas, which start at 0 in most
-accounts.
+and code) and how to raise it; one the deploy works without is a WARN row when short (Level 2's request rates, the
+cluster quota of an instance type with 0 instances). ``--level`` (repeatable) keeps the kit-wide rows and the rows
+of the selected levels only (each part names its levels): a Level 1 deploy is not failed by Level 4's GPU quotas,
+which start at 0 in most accounts.
 
 Exit status: 0 when nothing needs fixing (SKIP rows could not be checked and say why; WARN rows do not block),
 1 when something needs fixing, 2 on a usage or configuration error.
@@ -713,10 +714,12 @@ def quota_rows(
     absent: str = "check Service Quotas",
     *,
     below: Callable[[str, float, str, int], str] | None = None,
+    short: str = FIX,
 ) -> list[Check]:
-    """One row per quota in ``needs`` (quota name -> the value the config needs); below the need is FIX, and a
-    quota the region does not list is FIX with ``absent`` as what to do. ``below(quota, value, code, needed)``
-    says what to do instead of the increase request (a quota AWS does not raise, or another way out)."""
+    """One row per quota in ``needs`` (quota name -> the value the config needs); below the need is ``short`` (FIX
+    unless the deploy works without it: WARN), and so is a quota the region does not list, with ``absent`` as what
+    to do. ``below(quota, value, code, needed)`` says what to do instead of the increase request (a quota AWS does
+    not raise, or another way out). A quota that cannot be read is FIX either way (the read is the operator's)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     region = target.region
@@ -730,7 +733,7 @@ def quota_rows(
         found = book.find(service, quota)
         if found is None:
             label = SERVICE_LABELS[service].removeprefix("Amazon ").removeprefix("AWS ")
-            rows.append(Check(name, FIX, f"no {label} quota named {quota!r} in {region}: {absent}"))
+            rows.append(Check(name, short, f"no {label} quota named {quota!r} in {region}: {absent}"))
             continue
         _, value, code = found
         if value >= needed:
@@ -738,7 +741,7 @@ def quota_rows(
             continue
         advice = below(quota, value, code, needed) if below else increase(service, quota, code, needed, target)
         detail = f"{value:g}, the config needs {needed}: {advice}"
-        rows.append(Check(name, FIX, detail))
+        rows.append(Check(name, short, detail))
     return rows
 
 

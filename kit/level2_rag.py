@@ -21,7 +21,7 @@ from rich.text import Text
 
 from kit import aws
 from kit.aws import KitError, KitUsageError, Target
-from kit.doctor import LEVELS, Check, Needs, QuotaBook, check_model_access, increase, quota_rows
+from kit.doctor import LEVELS, WARN, Check, Needs, QuotaBook, check_model_access, increase, quota_rows
 from kit.operator import (
     call_api,
     cell,
@@ -695,8 +695,11 @@ def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Coll
         lower = f"; or set api_throttle_rate to {admits} or less" if admits >= 1 else ""
         return f"{why}; {request}{lower}"
 
+    # A rate quota below the need is WARN, not FIX: the stack deploys and works, and a caller beyond what Bedrock
+    # admits gets 429 `throttled` with Retry-After (nothing is lost). The defaults are such a case in most Regions
+    # (docs/level-2-rag.md, "Quotas and limits"), which a FIX row would turn into a failed preflight.
     return [
         check_model_access(target, model_id, model_id, key="rag_embedding_model_id"),
-        *quota_rows(target, book, "bedrock", knowledge_base, below=fixed),
-        *quota_rows(target, book, "bedrock", guardrail, below=lower_or_raise),
+        *quota_rows(target, book, "bedrock", knowledge_base, below=fixed, short=WARN),
+        *quota_rows(target, book, "bedrock", guardrail, below=lower_or_raise, short=WARN),
     ]

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from kit import aws, level3_finetune
 from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
-from kit.doctor import LEVELS, Check, Needs, QuotaBook, quota_rows, training_job_quota
+from kit.doctor import LEVELS, WARN, Check, Needs, QuotaBook, quota_rows, training_job_quota
 from kit.operator import (
     EXECUTION_NAME,
     EXECUTION_RUNNING,
@@ -415,10 +415,37 @@ def quota_needs(target: Target, levels: Collection[str] = LEVELS) -> dict[str, i
     return needs
 
 
+def unscaled_cluster_quotas(target: Target, levels: Collection[str] = LEVELS) -> set[str]:
+    """The "<type> for cluster usage" quotas of instance types whose groups all have 0 instances (the default GPU
+    group): the cluster is created without them, and they are needed only before a group of the type is scaled
+    above 0 (docs/level-4-pretrain.md, "Quotas")."""
+    if "4" not in levels:
+        return set()
+    counts: dict[str, int] = {}
+    for group in target.config.pretrain.groups:
+        counts[group.instance_type] = counts.get(group.instance_type, 0) + group.count
+    return {f"{instance_type} for cluster usage" for instance_type, count in counts.items() if count == 0}
+
+
 def check_quotas(target: Target, book: QuotaBook | None = None, levels: Collection[str] = LEVELS) -> list[Check]:
-    """One row per SageMaker quota ``levels`` need (see quota_needs); a value below the need is FIX with how to ask."""
+    """One row per SageMaker quota ``levels`` need (see quota_needs); a value below the need is FIX with how to ask,
+    WARN for the instance type of a group with 0 instances (needed before it is scaled up, not to deploy)."""
     absent = "the type may not be offered here"
-    return quota_rows(target, book or QuotaBook(target), "sagemaker", quota_needs(target, levels), absent)
+    book = book or QuotaBook(target)
+    needs = quota_needs(target, levels)
+    later = unscaled_cluster_quotas(target, levels)
+    now = quota_rows(target, book, "sagemaker", {q: n for q, n in needs.items() if q not in later}, absent)
+    before_scaling = quota_rows(
+        target, book, "sagemaker", {q: n for q, n in needs.items() if q in later}, absent, short=WARN
+    )
+    rows = {row.name: row for row in now + before_scaling}
+    return [_before_scaling(rows[f"Quota: {quota}"]) if quota in later else rows[f"Quota: {quota}"] for quota in needs]
+
+
+def _before_scaling(row: Check) -> Check:
+    if row.status != WARN:
+        return row
+    return Check(row.name, WARN, f"{row.detail} (only before a group of this type is scaled above 0 instances)")
 
 
 def doctor_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:

@@ -314,8 +314,11 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert OK in row(out, f"Quota: {cluster[0]}").split()
     hyperpod = [name for name in names if "HyperPod" in name]  # the cluster's nodes and EBS: not listed here
     assert len(hyperpod) == 3
+    unscaled = level4_pretrain.unscaled_cluster_quotas(Target())  # the default GPU group of 0: needed only later
+    assert unscaled and unscaled <= set(cluster[1:])
     for missing in cluster[1:] + hyperpod:
         assert "no SageMaker quota named" in row(out, f"Quota: {missing}")
+        assert (WARN if missing in unscaled else FIX) in row(out, f"Quota: {missing}").split()
     jobs = row(out, "Bedrock customization jobs")
     assert FIX in jobs and f"'{JOBS_QUOTA}' (L-JOBS0001) is 0, the kit runs 1 job at a time" in jobs
     assert "--service-code bedrock --quota-code L-JOBS0001 --desired-value 1" in jobs
@@ -330,8 +333,8 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     layer = row(out, doctor_module.LAYER_ROW)
     assert FIX in layer and "set powertools_layer_version to a version published in" in layer
     assert WARN in row(out, doctor_module.ALARM_ROW).split()  # cdk.json's empty alarm_email: does not block
-    fixes = 4 + 1 + len(cluster[1:]) + len(hyperpod) + 3 + 1  # the last: the imported-models quota
-    assert f"{fixes} to fix, 0 skipped, 1 to plan for (see WARN rows)." in out
+    fixes = 4 + 1 + len(cluster[1:]) - len(unscaled) + len(hyperpod) + 3 + 1  # the last: the imported-models quota
+    assert f"{fixes} to fix, 0 skipped, {1 + len(unscaled)} to plan for (see WARN rows)." in out
 
 
 def test_no_credentials_fixes_the_first_row_and_skips_the_aws_checks(

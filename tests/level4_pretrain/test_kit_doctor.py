@@ -4,12 +4,13 @@ needs (Service Quotas through botocore's Stubber)."""
 from __future__ import annotations
 
 from kit.aws import Target
-from kit.doctor import FIX
+from kit.doctor import FIX, OK, WARN
 from kit.level4_pretrain import check_quotas, quota_needs
 from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture for this module
     doctor_clients_fixture,  # noqa: F401
     fixed_needs_fixture,  # noqa: F401
     mocked_fixture,  # noqa: F401
+    quota,
     stubbed,
 )
 from tests.kit.operator_helpers import FakeCloudFormation
@@ -35,3 +36,26 @@ def test_quota_needs_follow_the_level_4_configuration() -> None:
     assert needs[f"{settings.job_instance_type} for spot training job usage"] == 3
     for group in settings.groups:
         assert needs[f"{group.instance_type} for cluster usage"] >= max(group.count, 1)
+
+
+def test_the_instance_type_of_a_group_with_no_instances_is_warn_until_it_is_scaled_up() -> None:
+    # The default configuration: a controller (ml.t3.medium, 1) and a GPU group of 0 (ml.g5.8xlarge), whose quota
+    # starts at 0 in most accounts. The cluster is created without GPUs, so the doctor must not fail on it; a
+    # group of 1 of that type needs the quota before the deploy.
+    def rows(target: Target) -> dict[str, tuple[str, str]]:
+        needs = quota_needs(target)
+        applied = [quota(name, 0 if "ml.g5" in name else 10_000, f"L-{i:08d}") for i, name in enumerate(needs)]
+        with stubbed("service-quotas") as service_quotas:
+            service_quotas.add_response("list_service_quotas", {"Quotas": applied}, {"ServiceCode": "sagemaker"})
+            checks = check_quotas(target)
+        assert [check.name for check in checks] == [f"Quota: {name}" for name in needs]  # the doctor's row order
+        return {check.name.removeprefix("Quota: "): (check.status, check.detail) for check in checks}
+
+    idle = rows(Target())
+    status, detail = idle["ml.g5.8xlarge for cluster usage"]
+    assert status == WARN and detail.startswith("0, the config needs 1: ")
+    assert detail.endswith("(only before a group of this type is scaled above 0 instances)")
+    assert idle["ml.t3.medium for cluster usage"][0] == OK
+    assert idle["ml.g5.xlarge for training job usage"][0] == FIX  # Level 4's training jobs: 0 is below the 2 needed
+    one = rows(Target(context={"hp_compute_groups": '[{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 1}]'}))
+    assert one["ml.g5.8xlarge for cluster usage"][0] == FIX
