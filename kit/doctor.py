@@ -90,7 +90,13 @@ ON_DEMAND = "ON_DEMAND"
 # invoke it. https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
 NOT_SOLD_THROUGH_MARKETPLACE = frozenset({"amazon", "deepseek", "meta", "mistral", "openai", "qwen"})
 # The services whose quotas the doctor reads, as the Service Quotas console names them.
-SERVICE_LABELS = {"sagemaker": "Amazon SageMaker", "bedrock": "Amazon Bedrock", "lambda": "AWS Lambda"}
+SERVICE_LABELS = {
+    "sagemaker": "Amazon SageMaker",
+    "bedrock": "Amazon Bedrock",
+    "lambda": "AWS Lambda",
+    "vpc": "Amazon Virtual Private Cloud (Amazon VPC)",
+    "ec2": "Amazon Elastic Compute Cloud (Amazon EC2)",
+}
 # What `kit doctor --level` selects, spelled as the level commands are (kit l1, kit l2, kit l3, kit l3sm, kit l4);
 # "3sm" is Level 3's SageMaker path (stack 3-sagemaker).
 LEVELS = ("1", "2", "3", "3sm", "4")
@@ -977,7 +983,7 @@ T = TypeVar("T")
 
 def _read(target: Target, call: Callable[[], T], *, action: str, what: str, gone: Callable[[Any], bool]) -> T | None:
     """``call()``'s answer; None when ``gone`` says the error means the resource is not there. Any other failure
-    raises _Unread with what to allow (``action``, when refused) or why ``what`` could not be read."""
+    raises Unread with what to allow (``action``, when refused) or why ``what`` could not be read."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -986,15 +992,15 @@ def _read(target: Target, call: Callable[[], T], *, action: str, what: str, gone
         if gone(exc):
             return None
         if aws.is_access_denied(exc):
-            raise _Unread(f"may not call {action} (allow it for kit doctor)") from None
-        raise _Unread(aws.explain(exc, what, target.region, target.profile) or str(exc)) from None
+            raise Unread(f"may not call {action} (allow it for kit doctor)") from None
+        raise Unread(aws.explain(exc, what, target.region, target.profile) or str(exc)) from None
     except BotoCoreError as exc:
-        raise _Unread(aws.explain(exc, what, target.region, target.profile) or str(exc)) from None
+        raise Unread(aws.explain(exc, what, target.region, target.profile) or str(exc)) from None
     except KitError as exc:  # the profile cannot be read
-        raise _Unread(exc.message) from None
+        raise Unread(exc.message) from None
 
 
-def _outputs_in_any_state(target: Target, stack: str) -> dict[str, str] | None:
+def outputs_in_any_state(target: Target, stack: str) -> dict[str, str] | None:
     """The outputs DescribeStacks gives for ``stack`` whatever its status; None when no stack has that name."""
     stacks = _read(
         target,
@@ -1021,7 +1027,7 @@ def _named(target: Target, source: PrefixSource, value: str) -> str:
 
 def deployed_prefixes(target: Target, levels: Collection[str] = LEVELS) -> tuple[dict[str, str], list[str], list[str]]:
     """({stack: the name_prefix it was deployed with}, the stacks not deployed, the deployed stacks whose prefix
-    cannot be read with why) for the stacks of ``levels`` in the target's stage. Raises _Unread when a read is
+    cannot be read with why) for the stacks of ``levels`` in the target's stage. Raises Unread when a read is
     refused or fails."""
     stage = target.config.stage
     found: dict[str, str] = {}
@@ -1032,7 +1038,7 @@ def deployed_prefixes(target: Target, levels: Collection[str] = LEVELS) -> tuple
             continue
         for source in PREFIX_SOURCES[level]:
             stack = target.stack_name(source.key)
-            outputs = _outputs_in_any_state(target, stack)
+            outputs = outputs_in_any_state(target, stack)
             if outputs is None:
                 absent.append(stack)
                 continue
@@ -1058,7 +1064,7 @@ def prefix_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Coll
     local = config.name_prefix
     try:
         found, absent, unread = deployed_prefixes(target, levels)
-    except _Unread as exc:
+    except Unread as exc:
         return [Check(PREFIX_ROW, FIX, f"cannot read the deployed stacks' name_prefix: {exc}")]
     others = {stack: prefix for stack, prefix in found.items() if prefix != local}
     skipped = "".join(
@@ -1156,7 +1162,7 @@ def alarm_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Colle
     return [Check(ALARM_ROW, WARN, detail)]
 
 
-class _Unread(Exception):
+class Unread(Exception):
     """What stops the doctor from reading a deployed stack or its topic: the alarm row keeps the configuration's
     answer; the name_prefix row, which has no other, is a FIX row saying why."""
 
@@ -1171,7 +1177,7 @@ def _topic_arn(target: Target, stack: str, output: str) -> str | None:
     except KitError as exc:  # refused, failed or in a state with no usable outputs: the row says why
         denied = str(exc).startswith("access denied")  # aws.explain's wording for AccessDenied and its kin
         unread = "may not call cloudformation:DescribeStacks (allow it for kit doctor)" if denied else str(exc)
-        raise _Unread(unread) from None
+        raise Unread(unread) from None
     return outputs.get(output, "")
 
 
@@ -1241,7 +1247,7 @@ def check_subscriptions(target: Target, levels: Collection[str], configured: str
                         f"subscribe --topic-arn {arn} --protocol email --notification-endpoint {email} "
                         f"{target.cli_options()}` and open the link AWS e-mails"
                     )
-    except _Unread as exc:
+    except Unread as exc:
         return Check(ALARM_ROW, OK, f"{configured}. Whether it is confirmed could not be read: {exc}")
     skipped = "".join(
         [f"; not deployed: {', '.join(absent)}" if absent else "", f"; not read: {'; '.join(unread)}" if unread else ""]
@@ -1404,13 +1410,15 @@ def doctor(
     Credentials, region, CDK bootstrap version, Bedrock model access and customization, and the quotas the deploy
     needs (Lambda concurrency, Bedrock customization jobs and model units, a free Bedrock imported-models slot
     for Level 3's SageMaker path, SageMaker training-job instances of Levels 3 and 4, HyperPod instances, nodes and
-    EBS volume). Synthesizes the app offline to read what the templates need.
+    EBS volume, room for Level 4's VPC and Elastic IPs). Synthesizes the app offline to read what the templates
+    need.
 
     Read-only IAM actions it calls: sts:GetCallerIdentity, ssm:GetParameter (on
     /cdk-bootstrap/*/version), bedrock:GetFoundationModelAvailability, bedrock:GetInferenceProfile (a
     cross-Region profile id), bedrock:ListFoundationModels, bedrock:GetFoundationModel,
     bedrock:ListImportedModels (Level 3's SageMaker path), lambda:GetAccountSettings, lambda:GetLayerVersion (the
     Powertools layer), servicequotas:ListServiceQuotas, servicequotas:ListAWSDefaultServiceQuotas,
+    ec2:DescribeVpcs and ec2:DescribeAddresses (Level 4: the Region's VPCs and Elastic IPs in use),
     cloudformation:DescribeStacks and sns:GetTopicAttributes (the name_prefix each deployed stack of the stage was
     deployed with, from its outputs and, for Levels 1 and 2, its alarm topic's display name; and with alarm_email
     set, whether each deployed stack's alarm topic has a confirmed subscription).

@@ -448,9 +448,77 @@ def _before_scaling(row: Check) -> Check:
     return Check(row.name, WARN, f"{row.detail} (only before a group of this type is scaled above 0 instances)")
 
 
+# The cluster stack's network (stacks/level4_pretrain/network.py) takes one VPC and an Elastic IP per NAT gateway
+# from Region quotas the whole account shares, 5 each by default: "VPCs per Region" (L-F678F1CE,
+# https://docs.aws.amazon.com/general/latest/gr/vpc-service.html) and "EC2-VPC Elastic IPs" (L-0263D0A3,
+# https://docs.aws.amazon.com/general/latest/gr/ec2-service.html). A first deploy past either rolls back.
+VPCS_QUOTA = "VPCs per Region"
+ELASTIC_IPS_QUOTA = "EC2-VPC Elastic IPs"
+
+
+def network_needs(target: Target) -> dict[tuple[str, str], int]:
+    """(service code, quota name) -> how many of it the cluster stack creates."""
+    return {("vpc", VPCS_QUOTA): 1, ("ec2", ELASTIC_IPS_QUOTA): target.config.pretrain.nat_gateways}
+
+
+def _in_use(target: Target, quota: str) -> int:
+    """How many VPCs or Elastic IP addresses the Region holds now (every one counts against the quota)."""
+    ec2 = target.client("ec2")
+    if quota == VPCS_QUOTA:
+        return sum(len(page.get("Vpcs") or []) for page in ec2.get_paginator("describe_vpcs").paginate())
+    return len(ec2.describe_addresses().get("Addresses") or [])  # DescribeAddresses is not paginated
+
+
+def check_network_room(target: Target, book: QuotaBook) -> list[Check]:
+    """Room under the VPC and Elastic IP quotas for what a first deploy of the cluster stack creates (none needed
+    once the stack is deployed: its own count already)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from kit.doctor import FIX, SKIP, guarded, quota_unreadable
+
+    rows: list[Check] = []
+    for (service, quota), needed in network_needs(target).items():
+        name = f"Quota: {quota}"
+        try:
+            found = book.find(service, quota)
+        except (BotoCoreError, ClientError) as exc:
+            rows.append(Check(name, FIX, quota_unreadable(exc, service, target)))
+            continue
+        if found is None:
+            detail = f"Service Quotas lists no {service} quota named {quota!r} in {target.region}"
+            rows.append(Check(name, SKIP, detail))
+            continue
+        action = "ec2:DescribeVpcs" if quota == VPCS_QUOTA else "ec2:DescribeAddresses"
+        room = functools.partial(_network_room, target, service, found, needed)
+        rows.append(guarded(name, action, target, room))
+    return rows
+
+
+def _network_room(target: Target, service: str, found: tuple[str, float, str], needed: int) -> Check:
+    from kit.doctor import FIX, OK, Unread, increase, outputs_in_any_state
+
+    quota, value, code = found
+    name, stack = f"Quota: {quota}", target.stack_name("4-cluster")
+    used = _in_use(target, quota)
+    free = value - used
+    detail = f"{value:g} ({code}), {used} in use in {target.region}, the cluster stack creates {needed}"
+    if free >= needed:
+        return Check(name, OK, f"{detail}: {free:g} free")
+    try:
+        deployed = outputs_in_any_state(target, stack) is not None
+    except Unread:
+        deployed = False
+    if deployed:
+        return Check(name, OK, f"{detail}: {stack} is deployed, and its own are among those in use")
+    more = increase(service, quota, code, used + needed, target)
+    return Check(name, FIX, f"{detail}: a first deploy would roll back; free some, or {more}")
+
+
 def doctor_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
-    return [f"Quota: {quota}" for quota in quota_needs(target, levels)]
+    network = [f"Quota: {quota}" for _, quota in network_needs(target)] if "4" in levels else []
+    return [f"Quota: {quota}" for quota in quota_needs(target, levels)] + network
 
 
 def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
-    return check_quotas(target, book, levels)
+    sagemaker = check_quotas(target, book, levels)
+    return sagemaker + (check_network_room(target, book) if "4" in levels else [])

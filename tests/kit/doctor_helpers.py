@@ -69,6 +69,16 @@ def quota(name: str, value: float, code: str, service: str = "sagemaker") -> dic
     return {"ServiceCode": service, "QuotaName": name, "QuotaCode": code, "Value": value}
 
 
+def network_quotas(stub: Stubber, vpcs: float = 5, elastic_ips: float = 5) -> None:
+    """The Region quotas Level 4's cluster network takes from (applied values), in the order the doctor reads them."""
+    from kit.level4_pretrain import ELASTIC_IPS_QUOTA, VPCS_QUOTA
+
+    vpc = quota(VPCS_QUOTA, vpcs, "L-F678F1CE", "vpc")
+    stub.add_response("list_service_quotas", {"Quotas": [vpc]}, {"ServiceCode": "vpc"})
+    eip = quota(ELASTIC_IPS_QUOTA, elastic_ips, "L-0263D0A3", "ec2")
+    stub.add_response("list_service_quotas", {"Quotas": [eip]}, {"ServiceCode": "ec2"})
+
+
 def bedrock_quotas(stub: Stubber, applied: list[dict[str, Any]], defaults: list[dict[str, Any]] | None = None) -> None:
     """The doctor reads Bedrock's applied quotas, then its defaults (quotas without an applied value)."""
     stub.add_response("list_service_quotas", {"Quotas": applied}, {"ServiceCode": "bedrock"})

@@ -33,6 +33,7 @@ from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture f
     imported_models,
     imported_models_quota,
     mocked_fixture,  # noqa: F401
+    network_quotas,
     quota,
     run,
     stubbed,
@@ -46,6 +47,8 @@ LAMBDA_CODE = "L-LAMBDA01"  # codes in answers are test data: the doctor reads t
 # An address for the tests that mean "everything is ready": with alarm_email empty (cdk.json's default in every stage)
 # the alarm row is a WARN.
 ALARM_EMAIL = "ops@example.com"
+# Level 4's cluster network: its VPC and NAT gateways' Elastic IPs, after the SageMaker quotas
+NETWORK_ROWS = [f"Quota: {quota}" for _, quota in level4_pretrain.network_needs(Target())]
 
 
 def available(model_id: str, **overrides: Any) -> dict[str, Any]:
@@ -193,12 +196,13 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         service_quotas.add_response(
             "list_service_quotas", {"Quotas": quotas[1:]}, {"ServiceCode": "sagemaker", "NextToken": "cGFnZS0y"}
         )
+        network_quotas(service_quotas)  # moto's Region holds its default VPC and no Elastic IP
         result = run("-c", f"alarm_email={ALARM_EMAIL}")
         bedrock.assert_no_pending_responses()
         service_quotas.assert_no_pending_responses()
         lambda_.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
-    total = 13 + len(rag_quotas()) + len(needed())
+    total = 13 + len(rag_quotas()) + len(needed()) + len(NETWORK_ROWS)
     assert f"All {total} checks passed." in result.output
     assert f"account {ACCOUNT}" in row(result.output, "AWS credentials")
     assert f"version 30 ({BOOTSTRAP_PARAMETER}; the templates require 6 or later)" in row(
@@ -207,6 +211,9 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
     assert f"'{JOBS_QUOTA}' (L-JOBS0001) = 2" in row(result.output, "Bedrock customization jobs")
     assert f"= 3, 1 imported in {REGION}: 2 free" in row(result.output, level3_finetune.IMPORTED_MODELS_ROW)
     assert "1000 unreserved of 1000 (needs 20" in row(result.output, "Lambda concurrent executions")
+    assert f"5 (L-F678F1CE), 1 in use in {REGION}, the cluster stack creates 1: 4 free" in row(
+        result.output, NETWORK_ROWS[0]
+    )
     if CONFIG.text_model.is_inference_profile:
         routes = f"inference profile {CONFIG.text_model.model_id} is ACTIVE and routes to {', '.join(PROFILE_REGIONS)}"
         assert routes in row(result.output, f"Model access: {TEXT_MODEL}")
@@ -231,6 +238,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
         doctor_module.LAMBDA_ROW,
         doctor_module.LAYER_ROW,
         *(f"Quota: {name}" for name in needed()),
+        *NETWORK_ROWS,
         doctor_module.ALARM_ROW,
     ]
     lines = result.output.splitlines()
@@ -297,6 +305,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
         service_quotas.add_response(
             "list_aws_default_service_quotas", {"Quotas": defaults}, {"ServiceCode": "sagemaker"}
         )
+        network_quotas(service_quotas, vpcs=1)  # moto's default VPC takes the only one
         result = run()
     assert result.exit_code == 1, result.output
     out = result.output
@@ -333,7 +342,10 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     layer = row(out, doctor_module.LAYER_ROW)
     assert FIX in layer and "set powertools_layer_version to a version published in" in layer
     assert WARN in row(out, doctor_module.ALARM_ROW).split()  # cdk.json's empty alarm_email: does not block
-    fixes = 4 + 1 + len(cluster[1:]) - len(unscaled) + len(hyperpod) + 3 + 1  # the last: the imported-models quota
+    vpcs = row(out, NETWORK_ROWS[0])
+    assert FIX in vpcs.split() and "1 (L-F678F1CE), 1 in use" in vpcs and "a first deploy would roll back" in vpcs
+    assert "--service-code vpc --quota-code L-F678F1CE --desired-value 2" in vpcs
+    fixes = 4 + 1 + len(cluster[1:]) - len(unscaled) + len(hyperpod) + 1 + 3 + 1  # the last: the imported models
     assert f"{fixes} to fix, 0 skipped, {1 + len(unscaled)} to plan for (see WARN rows)." in out
 
 
@@ -1628,9 +1640,10 @@ def test_the_sagemaker_quotas_count_only_the_selected_levels_needs() -> None:
     assert level4_pretrain.quota_needs(same, {"1", "2", "3"}) == {}
     # and the doctor's SageMaker part is given the selected levels of its own
     [(part, own)] = [(part, own) for part, own in doctor_module.selected_parts(("3sm", "4", "1")) if "4" in part.levels]
-    assert own == {"3sm", "4"} and part.rows(same, levels=own) == [f"Quota: {name}" for name in both]
+    assert own == {"3sm", "4"} and part.rows(same, levels=own) == [f"Quota: {name}" for name in both] + NETWORK_ROWS
     [(_, only_4)] = [(part, own) for part, own in doctor_module.selected_parts(("4",)) if "4" in part.levels]
-    assert part.rows(same, levels=only_4) == [f"Quota: {name}" for name in pretrain]
+    assert part.rows(same, levels=only_4) == [f"Quota: {name}" for name in pretrain] + NETWORK_ROWS
+    assert part.rows(same, levels={"3sm"}) == [f"Quota: {shared}"]  # the cluster's network is Level 4's
 
 
 @pytest.mark.parametrize("value", ["5", "l1", "3-sagemaker", "all"])
