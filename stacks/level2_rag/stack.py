@@ -944,6 +944,28 @@ class RagStack(Stack):
             f"{kb.knowledge_base.attr_knowledge_base_id} --data-source-id {kb.data_source.attr_data_source_id}`",
             missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        # The wait SQS's age does not see: while StartIngestionJob keeps answering busy (the account's concurrent
+        # ingestion jobs held by other knowledge bases, or throttling) each run receives the changes, and a change
+        # received a third time is queued again as a new message, whose age starts over. The copy carries when its
+        # change was first queued, and each run that holds changes writes how long the oldest has waited.
+        alarms.alarm(
+            self,
+            "OldestChangeAgeAlarm",
+            metric=cloudwatch.Metric(
+                namespace=deployment.metrics_namespace,
+                metric_name="OldestChangeAge",
+                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
+                period=Duration.hours(1),
+                statistic="Maximum",
+            ),
+            threshold=STALE_CHANGE_AGE.to_seconds(),
+            description=f"Level 2: an ingest run holds a document change first queued over "
+            f"{STALE_CHANGE_AGE.to_hours()} hours ago: StartIngestionJob keeps answering busy (ServiceQuotaExceeded: "
+            "other knowledge bases hold the account's concurrent ingestion jobs; or Throttling), so the change is "
+            "queued again and again (see the ingest function's log and `kit l2 sync`). Nothing is lost while it "
+            "waits; free an ingestion slot or raise the quota",
+            missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
 
         def reconcile_metric(name: str) -> cloudwatch.Metric:
             """A metric the ingest function's hourly reconcile writes (EMF, its service name as a dimension)."""

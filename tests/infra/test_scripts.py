@@ -37,7 +37,7 @@ def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: 
     count = len(sandbox.templates["GenAiKit-1-Prompt"]["Resources"])
     assert f"{count} resources" in level1 and "Level 1: prompt engineering" in level1
     assert "idle ~$0.60/month" in level1  # six CloudWatch alarms at $0.10
-    assert "idle ~$0.80/month" in by_stack["GenAiKit-2-Rag"]  # S3 Vectors: no floor, only the eight alarms
+    assert "idle ~$0.90/month" in by_stack["GenAiKit-2-Rag"]  # S3 Vectors: no floor, only the nine alarms
     assert all("unclassified" not in line for line in lines)
     # The SageMaker path's stack owns no model; each imported model a run keeps bills storage while idle.
     assert (
@@ -49,7 +49,7 @@ def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: 
 
 def test_synth_summary_states_the_opensearch_idle_floor(sandbox_oss: Any) -> None:
     [level2] = [line for line in summarize(sandbox_oss.assembly_dir) if line.startswith("GenAiKit-2-Rag")]
-    assert "idle ~$176.00/month" in level2  # 1 OCU (standby replicas off) at $0.24/hour + eight alarms
+    assert "idle ~$176.10/month" in level2  # 1 OCU (standby replicas off) at $0.24/hour + nine alarms
 
 
 def test_synth_summary_prints_the_figures_kit_cost_computes(sandbox: Any) -> None:

@@ -465,6 +465,52 @@ def test_repeated_busy_answers_never_dead_letter_a_change(world: World) -> None:
     assert world.tracker.deleted_before_cover == 0
 
 
+def test_a_change_requeued_while_ingestion_stays_busy_reports_how_long_it_has_waited(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """StartIngestionJob refused for over a day: every third receive queues a change again as a new message, so
+    SQS's age of the oldest message (the stale-change alarm) never nears a day, but the copies carry when the change
+    was first queued and each run writes the oldest change's wait (OldestChangeAge, alarmed at 24 hours)."""
+    for _ in range(40):
+        world.agent.fail_next_start("ServiceQuotaExceededException")
+    world.send_changes(2)
+    first_queued_ms = world.clock.now_ms
+    capsys.readouterr()
+    results = []
+    for _ in range(26):  # one run an hour for 26 hours, each refused
+        results.append(world.sync())
+        world.advance(3600)
+    assert all(r["busy"] and not r["started"] for r in results)
+    assert sum(r["requeued"] for r in results) >= 8  # each change queued again every third run
+    # SQS's own age: of the newest copy, hours at most
+    oldest_in_queue_ms = min(m.sent_timestamp for m in world._messages("changes"))
+    assert world.clock.now_ms - int(oldest_in_queue_ms) < 4 * 3600_000
+    waits = [doc["OldestChangeAge"] for doc in emf_documents(capsys.readouterr().out) if "OldestChangeAge" in doc]
+    assert len(waits) == len(results)
+    assert waits[0] == [0.0]
+    ran_last_ms = world.clock.now_ms - 3600_000
+    assert waits[-1] == [float(round((ran_last_ms - first_queued_ms) / 1000))]
+    assert waits[-1][0] >= 86_400  # the alarm's threshold (STALE_CHANGE_AGE)
+    assert world.dead_letter_bodies() == []
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({}, 0),  # EventBridge's own message: its SentTimestamp is when the change was queued
+        ({"FirstQueuedAt": {"DataType": "Number", "StringValue": "1700000000000"}}, 1_700_000_000_000),
+        ({"FirstQueuedAt": {"DataType": "Number", "StringValue": "1.7e12"}}, 0),
+        ({"FirstQueuedAt": {"DataType": "String", "StringValue": "soon"}}, 0),
+        ({"FirstQueuedAt": {"DataType": "Number", "StringValue": "-5"}}, 0),
+    ],
+)
+def test_a_copys_first_queued_time_is_read_only_when_whole(attributes: dict[str, Any], expected: int) -> None:
+    raw = {"MessageId": "m", "ReceiptHandle": "r", "Body": "{}", "Attributes": {"SentTimestamp": "42"}}
+    message = ingestion._queued({**raw, "MessageAttributes": attributes})
+    assert message.first_queued_ms == expected
+    assert message.waiting_since_ms == (expected or 42)
+
+
 def test_a_refused_requeue_still_releases_the_changes(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without sqs:SendMessage the requeue fails; the changes are released and stay queued all the same."""
     for _ in range(3):

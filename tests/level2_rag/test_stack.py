@@ -479,6 +479,26 @@ def test_failed_documents_raise_an_alarm_like_a_failed_job(template: dict[str, A
         assert step in description
 
 
+def test_a_change_waiting_through_requeues_raises_the_same_day_alarm(template: dict[str, Any]) -> None:
+    # The ingest function writes OldestChangeAge (rag_ingest.handler) with the reconcile metrics' dimensions; a
+    # re-queued copy's SQS age starts over, so only this alarm sees a change refused as busy for a day.
+    by_metric = {
+        a["Properties"]["MetricName"]: a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()
+    }
+    oldest, stale, job = (
+        by_metric["OldestChangeAge"],
+        by_metric["ApproximateAgeOfOldestMessage"],
+        by_metric["IngestionJobFailed"],
+    )
+    assert {key: oldest[key] for key in ("Namespace", "Dimensions")} == {
+        key: job[key] for key in ("Namespace", "Dimensions")
+    }
+    same = ("Threshold", "ComparisonOperator", "Statistic", "AlarmActions", "OKActions", "TreatMissingData")
+    assert {key: oldest[key] for key in same} == {key: stale[key] for key in same}
+    assert oldest["Period"] * oldest["EvaluationPeriods"] <= 3_600
+    assert "kit l2 sync" in json.dumps(oldest["AlarmDescription"])
+
+
 def test_outputs_name_bucket_knowledge_base_data_source_and_api(sandbox: Any) -> None:
     outputs = set(sandbox.template(STACK).find_outputs("*"))
     assert {"DocumentsBucketName", "KnowledgeBaseId", "DataSourceId", "ApiUrl"} <= outputs

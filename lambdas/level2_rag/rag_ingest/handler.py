@@ -106,14 +106,18 @@ def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestio
     # A run that found nothing to do writes no metric: a custom metric is billed for each hour it is written in
     # (https://aws.amazon.com/cloudwatch/pricing/), so an idle knowledge base costs nothing here.
     if result.started or result.busy or result.poison:
-        _publish(
-            {
-                "ChangesCoalesced": (MetricUnit.Count, result.changes if result.started else 0),
-                "IngestionJobsStarted": (MetricUnit.Count, int(result.started)),
-                "IngestionBusy": (MetricUnit.Count, int(result.busy)),
-                "PoisonMessages": (MetricUnit.Count, result.poison),
-            }
-        )
+        values = {
+            "ChangesCoalesced": (MetricUnit.Count, result.changes if result.started else 0),
+            "IngestionJobsStarted": (MetricUnit.Count, int(result.started)),
+            "IngestionBusy": (MetricUnit.Count, int(result.busy)),
+            "PoisonMessages": (MetricUnit.Count, result.poison),
+        }
+        if result.waiting_since_ms is not None:
+            # How long the oldest change this run received has waited since it was first queued, re-queued copies
+            # included (their SQS age starts over): the OldestChangeAge alarm sees the busy loop SQS's metric misses.
+            waited_s = max(0.0, now().timestamp() - result.waiting_since_ms / 1000)
+            values["OldestChangeAge"] = (MetricUnit.Seconds, round(waited_s))
+        _publish(values)
     logger.info("Sync finished", extra={"sync": result.to_dict(), "drain_stopped_by": result.drain_stopped_by})
     return result
 

@@ -37,7 +37,7 @@ module keeps: **a change's message is deleted only after an ingestion job starte
    a previous prefix), or an old version the bucket's lifecycle removed (``Change.noncurrent``), is moot, not
    poison: it is held, released and deleted like a change, but never starts a job by itself (see ``sync``).
    A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th time (or later) is re-queued at once: a fresh
-   copy (receive count 0) is sent, then the original deleted.
+   copy (receive count 0, carrying when its change was first queued) is sent, then the original deleted.
 5. StartIngestionJob once for all changes, with a client token derived from their message ids (a retried
    call is idempotent). Any failure after the first message was received (this call, or anything else) makes
    the held changes visible again in RELEASE_VISIBILITY_S; busy answers (Conflict, Throttling,
@@ -109,6 +109,11 @@ REQUEUE_AT_RECEIVE_COUNT = 3
 BATCH_ATTEMPTS = 3
 MAX_JOB_PAGES = 5
 RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
+# A re-queued copy is a new message: SQS counts its age (ApproximateAgeOfOldestMessage, the stale-change alarm) from
+# the copy. The copy carries when its change was first queued (epoch milliseconds, a Number message attribute,
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-message-metadata.html), so the
+# function can report how long the oldest change it holds has waited (the OldestChangeAge metric and its alarm).
+FIRST_QUEUED_ATTRIBUTE = "FirstQueuedAt"
 PENDING_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 MAX_REPORTED_REASONS = 10
 # How often the reconcile schedule runs (stacks/level2_rag/stack.py); a job is reported by the first run after it ended.
@@ -151,6 +156,12 @@ class QueuedMessage:
     body: str
     receive_count: int
     sent_ms: int
+    first_queued_ms: int = 0  # when its change was first queued, for a re-queued copy (0: this message's own send)
+
+    @property
+    def waiting_since_ms(self) -> int:
+        """When the change this message holds was first queued."""
+        return self.first_queued_ms or self.sent_ms
 
 
 @dataclass
@@ -203,6 +214,7 @@ class SyncResult:
     requeued: int = 0
     released: int = 0
     drain_stopped_by: str | None = None
+    waiting_since_ms: int | None = None  # when the oldest document change received was first queued
 
     def to_dict(self) -> dict[str, Any]:
         """The function's answer for this run."""
@@ -231,6 +243,7 @@ class SyncResult:
         self.outside_prefix, self.expired_versions = len(drained.outside), len(drained.expired)
         self.poison, self.requeued = len(drained.unreadable), len(drained.requeued)
         self.drain_stopped_by = drained.stopped_by
+        self.waiting_since_ms = min((message.waiting_since_ms for message, _ in changes), default=None)
 
 
 # --- sync --------------------------------------------------------------------------------------------------
@@ -485,6 +498,7 @@ def drain(deps: Deps, visibility_s: int, into: Drained | None = None) -> Drained
                 VisibilityTimeout=visibility_s,
                 WaitTimeSeconds=0,
                 MessageSystemAttributeNames=RECEIVE_ATTRIBUTES,
+                MessageAttributeNames=[FIRST_QUEUED_ATTRIBUTE],
             )
         except Exception as exc:
             if not drained.received:
@@ -593,7 +607,17 @@ def requeue(deps: Deps, messages: Sequence[QueuedMessage], *, delay_s: int = 0) 
     original is gone. A copy that could not be sent leaves its original in place; an original that could not be
     deleted stays held (the copy is a harmless duplicate).
     """
-    entries = [{"Id": str(i), "MessageBody": m.body, "DelaySeconds": delay_s} for i, m in enumerate(messages)]
+    entries = [
+        {
+            "Id": str(i),
+            "MessageBody": m.body,
+            "DelaySeconds": delay_s,
+            "MessageAttributes": {
+                FIRST_QUEUED_ATTRIBUTE: {"DataType": "Number", "StringValue": str(m.waiting_since_ms)},
+            },
+        }
+        for i, m in enumerate(messages)
+    ]
     sent, failures = _in_batches(deps.sqs.send_message_batch, deps.settings.queue_url, entries)
     copied = [m for i, m in enumerate(messages) if str(i) in sent]
     gone = _delete(deps, copied)
@@ -688,7 +712,17 @@ def _queued(raw: dict[str, Any]) -> QueuedMessage:
         body=str(raw.get("Body") or ""),
         receive_count=int(attributes.get("ApproximateReceiveCount") or 0),
         sent_ms=int(attributes.get("SentTimestamp") or 0),
+        first_queued_ms=_first_queued_ms(raw.get("MessageAttributes") or {}),
     )
+
+
+def _first_queued_ms(attributes: dict[str, Any]) -> int:
+    """The copy's FIRST_QUEUED_ATTRIBUTE; 0 when absent (EventBridge's own messages) or not a whole number."""
+    value = (attributes.get(FIRST_QUEUED_ATTRIBUTE) or {}).get("StringValue")
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
 
 
 def _data_source(settings: Settings) -> dict[str, str]:
