@@ -758,6 +758,22 @@ def training_job_quota(instance_type: str, spot: bool) -> str:
     return f"{instance_type} for {'spot training job usage' if spot else 'training job usage'}"
 
 
+# Account quotas on every training job, "Training Limits per Region" of
+# https://docs.aws.amazon.com/sagemaker/latest/dg/feature-store-feature-processor-quotas.html: 432,000 seconds (5
+# days) and 20 instances by default, below what the API takes (MaxRuntimeInSeconds up to 28 days).
+TRAINING_RUNTIME_QUOTA = "Longest run time for a training job"  # seconds
+TRAINING_INSTANCES_QUOTA = "Maximum number of instances per training job"
+
+
+def training_job_limits(instance_count: int, max_runtime_hours: int, spot: bool) -> dict[str, int]:
+    """The per-job quotas a training job of ``instance_count`` instances and ``max_runtime_hours`` needs (the
+    instance count only on demand: the page names no quota for managed spot jobs)."""
+    needs = {TRAINING_RUNTIME_QUOTA: max_runtime_hours * 3600}
+    if not spot:
+        needs[TRAINING_INSTANCES_QUOTA] = instance_count
+    return needs
+
+
 LAMBDA_ROW = f"Quota: Lambda {LAMBDA_CONCURRENCY_QUOTA.lower()}"
 
 

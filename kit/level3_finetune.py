@@ -37,6 +37,7 @@ from kit.doctor import (
     increase,
     quota_rows,
     quota_unreadable,
+    training_job_limits,
     training_job_quota,
 )
 from kit.operator import (
@@ -779,10 +780,14 @@ def check_imported_models(target: Target, book: QuotaBook) -> Check:
 
 
 def sm_quota_needs(target: Target) -> dict[str, int]:
-    """The SageMaker path's training job: its instance quota -> instances. Reported with Level 4's SageMaker quotas
-    (kit/level4_pretrain.py quota_needs), which takes the larger count where both levels use the same quota."""
+    """The SageMaker path's training job: its instance quota -> instances, and the account's per-job quotas on
+    instances and run time (training_job_limits). Reported with Level 4's SageMaker quotas (kit/level4_pretrain.py
+    quota_needs), which takes the larger need where both levels use the same quota."""
     sm = target.config.finetune_sagemaker
-    return {training_job_quota(sm.instance_type, sm.spot): max(sm.instance_count, 1)}
+    return {
+        training_job_quota(sm.instance_type, sm.spot): max(sm.instance_count, 1),
+        **training_job_limits(sm.instance_count, sm.max_runtime_hours, sm.spot),
+    }
 
 
 def _teacher(target: Target) -> ModelRef | None:

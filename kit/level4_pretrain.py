@@ -17,7 +17,7 @@ from rich.text import Text
 
 from kit import aws, level3_finetune
 from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
-from kit.doctor import LEVELS, WARN, Check, Needs, QuotaBook, quota_rows, training_job_quota
+from kit.doctor import LEVELS, WARN, Check, Needs, QuotaBook, quota_rows, training_job_limits, training_job_quota
 from kit.operator import (
     EXECUTION_NAME,
     EXECUTION_RUNNING,
@@ -394,15 +394,19 @@ HYPERPOD_EBS_GB = "Maximum size of EBS volume in GB for a SageMaker HyperPod clu
 
 def quota_needs(target: Target, levels: Collection[str] = LEVELS) -> dict[str, int]:
     """SageMaker quota name -> what the configuration needs: the training jobs of Level 3's SageMaker path and of
-    Level 4 (the larger count where both use the same quota), and the HyperPod cluster's instances per type (at
-    least 1 to use the type at all), nodes and EBS volume per node. Only the needs of ``levels`` count ("3sm": the
-    SageMaker path's, "4": Level 4's), so `kit doctor --level 3sm` does not ask for Level 4's GPUs."""
+    Level 4 (the larger count where both use the same quota; and the account's per-job run time and instances),
+    and the HyperPod cluster's instances per type (at least 1 to use the type at all), nodes and EBS volume per
+    node. Only the needs of ``levels`` count ("3sm": the SageMaker path's, "4": Level 4's), so `kit doctor --level
+    3sm` does not ask for Level 4's GPUs."""
     settings = target.config.pretrain
     needs = level3_finetune.sm_quota_needs(target) if "3sm" in levels else {}
     if "4" not in levels:
         return needs
     job = training_job_quota(settings.job_instance_type, settings.job_spot)
     needs[job] = max(needs.get(job, 0), settings.job_instance_count, 1)
+    limits = training_job_limits(settings.job_instance_count, settings.job_max_runtime_hours, settings.job_spot)
+    for quota, needed in limits.items():
+        needs[quota] = max(needs.get(quota, 0), needed)
     cluster: dict[str, int] = {}
     for group in settings.groups:
         cluster[group.instance_type] = cluster.get(group.instance_type, 0) + group.count

@@ -325,7 +325,8 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert len(hyperpod) == 3
     unscaled = level4_pretrain.unscaled_cluster_quotas(Target())  # the default GPU group of 0: needed only later
     assert unscaled and unscaled <= set(cluster[1:])
-    for missing in cluster[1:] + hyperpod:
+    per_job = [doctor_module.TRAINING_RUNTIME_QUOTA, doctor_module.TRAINING_INSTANCES_QUOTA]  # not listed here either
+    for missing in cluster[1:] + hyperpod + per_job:
         assert "no SageMaker quota named" in row(out, f"Quota: {missing}")
         assert (WARN if missing in unscaled else FIX) in row(out, f"Quota: {missing}").split()
     jobs = row(out, "Bedrock customization jobs")
@@ -345,7 +346,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     vpcs = row(out, NETWORK_ROWS[0])
     assert FIX in vpcs.split() and "1 (L-F678F1CE), 1 in use" in vpcs and "a first deploy would roll back" in vpcs
     assert "--service-code vpc --quota-code L-F678F1CE --desired-value 2" in vpcs
-    fixes = 4 + 1 + len(cluster[1:]) - len(unscaled) + len(hyperpod) + 1 + 3 + 1  # the last: the imported models
+    fixes = 4 + 1 + len(cluster[1:]) - len(unscaled) + len(hyperpod) + len(per_job) + 1 + 3 + 1  # last: imported
     assert f"{fixes} to fix, 0 skipped, {1 + len(unscaled)} to plan for (see WARN rows)." in out
 
 
@@ -1014,6 +1015,25 @@ def test_the_hyperpod_cluster_quotas_follow_its_nodes_and_ebs_volume() -> None:
     assert [check.status for name, check in rows.items() if "EBS" not in name] == [OK] * (len(rows) - 1)
 
 
+def test_a_training_job_longer_than_the_accounts_run_time_quota_is_fix() -> None:
+    # The API takes up to 28 days (tj_max_runtime_hours up to 672); the account's "Longest run time for a training
+    # job" is 432,000 seconds (5 days) by default
+    # (https://docs.aws.amazon.com/sagemaker/latest/dg/feature-store-feature-processor-quotas.html)
+    target = Target(context={"tj_max_runtime_hours": "200", "tj_max_wait_hours": "200"})
+    needs = level4_pretrain.quota_needs(target, {"4"})
+    assert needs[doctor_module.TRAINING_RUNTIME_QUOTA] == 720_000
+    spot = Target(context={"tj_spot": "true", "tj_max_wait_hours": "8"})
+    assert doctor_module.TRAINING_INSTANCES_QUOTA not in level4_pretrain.quota_needs(spot, {"4"})
+    with stubbed("service-quotas") as service_quotas:
+        applied = [quota(name, 10**6, f"L-{i:08d}") for i, name in enumerate(needs)]
+        applied[list(needs).index(doctor_module.TRAINING_RUNTIME_QUOTA)]["Value"] = 432_000
+        service_quotas.add_response("list_service_quotas", {"Quotas": applied}, {"ServiceCode": "sagemaker"})
+        rows = {check.name: check for check in level4_pretrain.check_quotas(target, levels={"4"})}
+    runtime = rows[f"Quota: {doctor_module.TRAINING_RUNTIME_QUOTA}"]
+    assert runtime.status == FIX and runtime.detail.startswith("432000, the config needs 720000: ")
+    assert [check.status for name, check in rows.items() if check is not runtime] == [OK] * (len(rows) - 1)
+
+
 def test_lambda_concurrency_that_admits_the_kit_is_ok() -> None:
     with stubbed("lambda") as lambda_, stubbed("service-quotas"):
         lambda_settings(lambda_, 50, 40)  # 10 reserved by other functions; 40 >= the 20 the kit needs
@@ -1635,7 +1655,9 @@ def test_the_sagemaker_quotas_count_only_the_selected_levels_needs() -> None:
     # Then both levels count the larger need, one alone its own, and the HyperPod quotas are Level 4's
     assert (both[shared], sagemaker_path[shared], pretrain[shared]) == (3, 3, 2)
     assert both == level4_pretrain.quota_needs(same)  # every level: the default
-    assert list(sagemaker_path) == [shared]
+    per_job = [doctor_module.TRAINING_RUNTIME_QUOTA, doctor_module.TRAINING_INSTANCES_QUOTA]
+    assert list(sagemaker_path) == [shared, *per_job]
+    assert (both[per_job[1]], sagemaker_path[per_job[1]], pretrain[per_job[1]]) == (3, 3, 2)
     assert level4_pretrain.HYPERPOD_EBS_GB in pretrain and level4_pretrain.HYPERPOD_EBS_GB in both
     assert level4_pretrain.quota_needs(same, {"1", "2", "3"}) == {}
     # and the doctor's SageMaker part is given the selected levels of its own
@@ -1643,7 +1665,7 @@ def test_the_sagemaker_quotas_count_only_the_selected_levels_needs() -> None:
     assert own == {"3sm", "4"} and part.rows(same, levels=own) == [f"Quota: {name}" for name in both] + NETWORK_ROWS
     [(_, only_4)] = [(part, own) for part, own in doctor_module.selected_parts(("4",)) if "4" in part.levels]
     assert part.rows(same, levels=only_4) == [f"Quota: {name}" for name in pretrain] + NETWORK_ROWS
-    assert part.rows(same, levels={"3sm"}) == [f"Quota: {shared}"]  # the cluster's network is Level 4's
+    assert part.rows(same, levels={"3sm"}) == [f"Quota: {name}" for name in (shared, *per_job)]  # no network
 
 
 @pytest.mark.parametrize("value", ["5", "l1", "3-sagemaker", "all"])
