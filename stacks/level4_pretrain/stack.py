@@ -383,6 +383,17 @@ class PretrainJobsStack(Stack):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
+        # The zero-idle path keeps no alarm (CloudWatch bills each one monthly): an event EventBridge could not
+        # publish waits here 14 days; each run's outcome is also published by the state machine itself (Notify*
+        # states above), so only the progress messages in between, and the rare run ended off its paths (below),
+        # depend on these rules.
+        undelivered = dead_letter_queue(
+            self,
+            "TrainingJobStateChangeDeadLetters",
+            holds="the job-state and execution-status notification rules",
+            watched="no alarm keeps the jobs stack free while idle; each run's outcome is also published by the "
+            "state machine itself",
+        )
         notification_rule(
             self,
             "TrainingJobStateChange",
@@ -390,20 +401,35 @@ class PretrainJobsStack(Stack):
             topic=topic,
             name="pretrain-job-events",
             description="Level 4: state changes of this kit's training jobs",
-            # The zero-idle path keeps no alarm (CloudWatch bills each one monthly): a job-state event EventBridge
-            # could not publish waits here 14 days; each run's outcome is also published by the state machine itself
-            # (Notify* states above), so only the progress messages in between depend on this rule.
-            dead_letter_queue=dead_letter_queue(
-                self,
-                "TrainingJobStateChangeDeadLetters",
-                holds="the job-state notification rule",
-                watched="no alarm keeps the jobs stack free while idle; each run's outcome is also published by the "
-                "state machine itself",
-            ),
+            dead_letter_queue=undelivered,
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=["SageMaker Training Job State Change"],
                 detail={"TrainingJobName": [{"prefix": job_prefix}]},
+            ),
+        )
+        # An execution that timed out (States.Timeout ends it where no Catch sees it: execution_timeout) or was
+        # stopped by hand ends without its Notify* states: its status change says so instead. Step Functions sends
+        # these events for standard workflows (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html).
+        # A FAILED execution went through a Notify* state first, so it is not announced twice.
+        notification_rule(
+            self,
+            "ExecutionEndedOffItsPaths",
+            deployment,
+            topic=topic,
+            name="pretrain-run-ended",
+            description="Level 4: a training-job execution that timed out or was aborted",
+            dead_letter_queue=undelivered,
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={"status": ["TIMED_OUT", "ABORTED"], "stateMachineArn": [self.state_machine.state_machine_arn]},
+            ),
+            message=events.RuleTargetInput.from_text(
+                f"Level 4 training run {events.EventField.from_path('$.detail.name')} ended "
+                f"{events.EventField.from_path('$.detail.status')} before its own notification: its training job "
+                "may still run (it stops at its own MaxRuntimeInSeconds). See `kit l4 status "
+                f"{events.EventField.from_path('$.detail.name')}` and the SageMaker console's training jobs."
             ),
         )
         machine_role = self.state_machine.role

@@ -1121,6 +1121,35 @@ def test_sandbox_and_prod_training_jobs_are_kept_apart(sandbox: Any, prod: Any) 
     assert not any(a != b and b.startswith(a) for a in prefixes for b in prefixes)  # no name can match two
 
 
+def test_a_run_that_times_out_or_is_aborted_is_announced(jobs: dict[str, Any]) -> None:
+    """The execution's own timeout ends it with States.Timeout, which no Catch sees, and a stop by hand ends it at
+    once: neither passes a Notify* state. Before, nothing announced such a run; its status change now does, to the
+    stack's topic, undelivered events in the job rule's dead-letter queue, a failed run (already notified) not."""
+    machine_id, _ = only(jobs, "AWS::StepFunctions::StateMachine")
+    [(rule_id, rule)] = [
+        (rid, r["Properties"])
+        for rid, r in resources(jobs, "AWS::Events::Rule").items()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.states"]
+    ]
+    assert rule["EventPattern"] == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"status": ["TIMED_OUT", "ABORTED"], "stateMachineArn": [{"Ref": machine_id}]},
+    }
+    [target] = rule["Targets"]
+    topic_id, _ = only(jobs, "AWS::SNS::Topic")
+    assert target["Arn"] == {"Ref": topic_id}
+    [job_rule] = [
+        r["Properties"]
+        for rid, r in resources(jobs, "AWS::Events::Rule").items()
+        if rid != rule_id and r["Properties"]["EventPattern"]["source"] == ["aws.sagemaker"]
+    ]
+    assert target["DeadLetterConfig"] == job_rule["Targets"][0]["DeadLetterConfig"]
+    transformer = target["InputTransformer"]
+    assert set(transformer["InputPathsMap"].values()) == {"$.detail.name", "$.detail.status"}
+    assert "kit l4 status" in transformer["InputTemplate"]
+
+
 # --- notification topics ----------------------------------------------------------------------------------
 
 
