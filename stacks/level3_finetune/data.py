@@ -101,6 +101,20 @@ class CustomizationRole(Construct):
                 resources=[data.key.key_arn],
             )
         )
+        # Bedrock's page on encrypting custom models lists kms:CreateGrant (through Bedrock only) for "the role"
+        # without saying whether that is the caller or this service role
+        # (https://docs.aws.amazon.com/bedrock/latest/userguide/encryption-custom-job.html); CDK's own
+        # BedrockCreateModelCustomizationJob task grants it to the service role, the kit's pipeline grants it to the
+        # caller (FineTuneStack, KeyForCustomModels). Both hold it, so a job is not refused after it was paid for
+        # under either reading; through Bedrock only, this role cannot grant the key to anyone itself.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="GrantKeyForCustomModel",
+                actions=["kms:CreateGrant"],
+                resources=[data.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"bedrock.{Stack.of(self).region}.amazonaws.com"}},
+            )
+        )
         suppress(
             self.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",

@@ -74,6 +74,7 @@ def test_customization_role_reads_datasets_writes_output_and_uses_the_key_only(t
         "ListBuckets",
         "WriteOutput",
         "UseKey",
+        "GrantKeyForCustomModel",
         "InvokeTeachers",
         "InvokeRewardFunction",
     }
@@ -83,6 +84,11 @@ def test_customization_role_reads_datasets_writes_output_and_uses_the_key_only(t
     assert render(granted["WriteOutput"]["Resource"]) == f"${{{output}.Arn}}/{OUTPUT_PREFIX}*"
     assert granted["UseKey"]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
     assert sorted(granted["UseKey"]["Action"]) == ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"]
+    # Bedrock may create the custom model's grant as this role or as the caller (encryption-custom-job.html does not
+    # say which): both may, only through Bedrock
+    grant = granted["GrantKeyForCustomModel"]
+    assert (grant["Action"], grant["Resource"]) == ("kms:CreateGrant", {"Fn::GetAtt": [key_id, "Arn"]})
+    assert grant["Condition"] == {"StringEquals": {"kms:ViaService": "bedrock.us-east-1.amazonaws.com"}}
 
 
 def test_the_teachers_a_run_may_name_are_the_ones_the_customization_role_may_invoke(
