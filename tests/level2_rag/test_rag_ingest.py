@@ -581,13 +581,15 @@ def test_time_budget_stops_the_drain(world: World) -> None:
             self.remaining_ms -= 1_000
             return self.remaining_ms
 
-    # 1 s passes per look at the clock: 22.5 s left when the run starts (visibility), then 21.5 s and 20.5 s
-    # before the two receives, then 19.5 s, under the 20 s kept for the start and the deletes.
-    result = world.sync(Shrinking(remaining_ms=ingestion.DRAIN_RESERVE_MS + 3_500))
+    # 1 s passes per look at the clock: 30.5 s left when the run starts (visibility), 29.5 s when the drain starts,
+    # then 28.5 s to 25.5 s before the four receives (each leaves more beyond the 20 s reserve than the drain has
+    # used: 8.5 s over 1 s ... 5.5 s over 4 s), then 24.5 s: 4.5 s beyond the reserve, less than the 5 s used. The
+    # deletes take one batch call per receive, so they get as long as the drain had.
+    result = world.sync(Shrinking(remaining_ms=ingestion.DRAIN_RESERVE_MS + 10_500))
 
-    assert len(world.tracker.receive_calls) == 2
-    assert (result["changes"], result["deleted"]) == (20, 20)
-    assert len(world.queued_bodies()) == 30
+    assert len(world.tracker.receive_calls) == 4
+    assert (result["changes"], result["deleted"]) == (40, 40)
+    assert len(world.queued_bodies()) == 10
 
 
 def test_a_failed_delete_is_retried_and_a_sender_fault_is_reported(

@@ -29,15 +29,16 @@ module keeps: **a change's message is deleted only after an ingestion job starte
 2. Nothing pending in the queue (visible + in flight) and in sync -> stop, without calling Bedrock again.
 3. A job of this data source is STARTING / IN_PROGRESS / STOPPING -> busy, without receiving anything (so
    receive counts do not grow while a job runs and good messages never drift to the dead-letter queue).
-4. Drain: receive 10 at a time (short polls) until the queue answers empty twice, MAX_MESSAGES_PER_RUN is
-   reached, the time budget (remaining time minus a reserve) runs out, or a later ReceiveMessage fails (the run
-   goes on with what it holds). Each message is read on its own: anything that goes wrong reading a body
-   makes that message, and only that message, poison; poison is never deleted (the redrive policy moves it to
-   the dead-letter queue) and is logged with why. A change of a key outside the documents prefix (queued under
-   a previous prefix), or an old version the bucket's lifecycle removed (``Change.noncurrent``), is moot, not
-   poison: it is held, released and deleted like a change, but never starts a job by itself (see ``sync``).
-   A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th time (or later) is re-queued at once: a fresh
-   copy (receive count 0, carrying when its change was first queued) is sent, then the original deleted.
+4. Drain: receive 10 at a time (short polls) until the queue answers empty twice, MAX_MESSAGES_PER_RUN is reached,
+   the time budget runs out (a reserve, and as long again as the drain took, are kept for the start and the
+   deletes), or a later ReceiveMessage fails (the run goes on with what it holds). Each message is read on its own:
+   anything that goes wrong reading a body makes that message, and only that message, poison; poison is never
+   deleted (the redrive policy moves it to the dead-letter queue) and is logged with why. A change of a key outside
+   the documents prefix (queued under a previous prefix), or an old version the bucket's lifecycle removed
+   (``Change.noncurrent``), is moot, not poison: it is held, released and deleted like a change, but never starts a
+   job by itself (see ``sync``). A valid change received for the REQUEUE_AT_RECEIVE_COUNT-th time (or later) is
+   re-queued at once: a fresh copy (receive count 0, carrying when its change was first queued) is sent, then the
+   original deleted.
 5. StartIngestionJob once for all changes, with a client token derived from their message ids (a retried
    call is idempotent). Any failure after the first message was received (this call, or anything else) makes
    the held changes visible again in RELEASE_VISIBILITY_S; busy answers (Conflict, Throttling,
@@ -99,7 +100,10 @@ VISIBILITY_MARGIN_S = 30  # received messages stay hidden a bit longer than the 
 MAX_VISIBILITY_S = 43_200
 MAX_DELAY_S = 900  # SendMessage DelaySeconds: 0 to 900 (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatchRequestEntry.html)
 RELEASE_VISIBILITY_S = 60  # after a failed start, the messages come back this soon (before the next sync)
-DRAIN_RESERVE_MS = 20_000  # kept for StartIngestionJob and the deletes after the drain
+# Kept for StartIngestionJob after the drain. The deletes after it take one DeleteMessageBatch per ReceiveMessage
+# (10 messages each), so the drain also keeps back as long as it has run: it stops once what is left, less this
+# reserve, is no more than what it has used.
+DRAIN_RESERVE_MS = 20_000
 DEFAULT_RUN_MS = 60_000  # the time budget when there is no Lambda context
 EMPTY_RECEIVES_TO_STOP = 2  # short polls sample a subset of SQS servers: one empty answer is not proof
 # The queue's maxReceiveCount is 5: SQS moves a message to the dead-letter queue when it would be received a 6th
@@ -475,7 +479,8 @@ def visibility_timeout_s(remaining_ms: int) -> int:
 
 
 def drain(deps: Deps, visibility_s: int, into: Drained | None = None) -> Drained:
-    """Receive until the queue answers empty twice, the cap is reached, the time budget runs out or SQS fails.
+    """Receive until the queue answers empty twice, the cap is reached, the time budget runs out (as much time
+    again as the drain took is kept for the deletes, besides DRAIN_RESERVE_MS) or SQS fails.
 
     Fills ``into`` as it goes. Only a failure of the first ReceiveMessage is raised (nothing is held then);
     a later one stops the drain with what was received.
@@ -484,11 +489,13 @@ def drain(deps: Deps, visibility_s: int, into: Drained | None = None) -> Drained
     drained = into if into is not None else Drained()
     cap = settings.max_messages_per_run
     empty_answers = 0
+    at_start_ms = deps.remaining_ms()
     while True:
         if len(drained.received) >= cap:
             drained.stopped_by = "cap"
             break
-        if deps.remaining_ms() < DRAIN_RESERVE_MS:
+        remaining_ms = deps.remaining_ms()
+        if remaining_ms - DRAIN_RESERVE_MS <= at_start_ms - remaining_ms:
             drained.stopped_by = "time"
             break
         try:
