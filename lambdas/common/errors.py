@@ -307,18 +307,18 @@ def from_aws_error(
     config_hint: str = "the function configuration",
     model_setting: str | None = None,
     input_field: str | None = None,
+    answer_limit_field: str | None = None,
 ) -> ApiError | None:
     """Map a botocore exception raised by a Bedrock call to the kit's ApiError; None if it is unexpected.
 
     A ValidationException is classified by ``deployment_fault`` first (``model_setting``: the setting that
     names the model, else ``config_hint``), then as an input too long for the model (``input_field``), else
-    it is the caller's (400 ``model_rejected_input`` with Bedrock's message).
+    it is the caller's (400 ``model_rejected_input`` with Bedrock's message). A timeout names
+    ``answer_limit_field``, the request field that bounds the answer's length: a model's time grows with what it
+    writes, so the same request may time out again.
     """
-    if isinstance(exc, TIMEOUT_ERRORS):
-        return ModelTimeoutError(
-            f"The model '{resource}' did not answer in time. Retry with a shorter request.",
-            retry_after=RETRY_AFTER_TIMEOUT_S,
-        )
+    if isinstance(exc, TIMEOUT_ERRORS) or aws_error_code(exc) == "ModelTimeoutException":
+        return model_timeout(resource, answer_limit_field)
     code = aws_error_code(exc) or ""
     if is_daily_quota_error(exc):
         return DailyQuotaError(
@@ -446,9 +446,16 @@ def _legacy_not_in_use(resource: str, setting: str) -> ApiError:
     )
 
 
-def _model_timeout(exc: BaseException, resource: str, hint: str) -> ApiError:
+def model_timeout(resource: str, answer_limit_field: str | None = None) -> ApiError:
+    """504: the model did not answer in time (the function's own deadline, or Bedrock's ModelTimeoutException)."""
+    shorter = (
+        f"a lower {answer_limit_field} (a shorter answer) or a shorter request"
+        if answer_limit_field
+        else ("a shorter request")
+    )
     return ModelTimeoutError(
-        f"The model '{resource}' timed out. Retry with a shorter request.", retry_after=RETRY_AFTER_TIMEOUT_S
+        f"The model '{resource}' did not answer in time. Retry; a long answer takes longer, so {shorter} helps.",
+        retry_after=RETRY_AFTER_TIMEOUT_S,
     )
 
 
@@ -468,7 +475,6 @@ _AWS_ERRORS: dict[str, Callable[[BaseException, str, str], ApiError]] = {
     USE_CASE_FORM_CODE: _use_case_form,
     SUBSCRIPTION_PENDING_CODE: _subscription_pending,
     ACCOUNT_NOT_AUTHORIZED_CODE: _account_not_authorized,
-    "ModelTimeoutException": _model_timeout,
     "ResourceNotFoundException": _not_found,
     "ResourceNotFound": _not_found,  # the troubleshooting page's name for it
     "ModelErrorException": _model_error,

@@ -131,6 +131,9 @@ def test_timeouts_map_to_504_with_retry_after(exc: Exception) -> None:
     mapped = errors.from_aws_error(exc, resource=RESOURCE)
     assert mapped is not None
     assert (mapped.status, mapped.code, mapped.headers()) == (504, "model_timeout", {"Retry-After": "5"})
+    assert "a shorter request helps" in mapped.message and "maxTokens" not in mapped.message  # no such field given
+    named = errors.from_aws_error(exc, resource=RESOURCE, answer_limit_field="maxTokens")
+    assert named is not None and "a lower maxTokens (a shorter answer)" in named.message
 
 
 # What Bedrock sends (a ResourceNotFoundException with these messages), and the troubleshooting page's heading.

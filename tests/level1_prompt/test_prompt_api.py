@@ -667,8 +667,11 @@ def test_a_read_timeout_is_504(invoke: Invoke) -> None:
     with failing_sends(client, "Converse", ReadTimeoutError) as sends:
         reply = invoke(post_prompt({"prompt": "Hi"}))
 
-    assert_error(reply, 504, "model_timeout")
+    error = assert_error(reply, 504, "model_timeout")
     assert sends == ["send"]  # botocore itself made one attempt and the kit does not retry timeouts
+    # a model's time grows with the answer it writes, which the caller bounds with maxTokens: the message says so
+    assert "a lower maxTokens (a shorter answer) or a shorter request helps" in error["message"]
+    assert reply.headers["retry-after"] == "5"
 
 
 def test_the_daily_token_quota_is_429_at_once_without_retry_after(

@@ -943,6 +943,7 @@ def test_a_read_timeout_is_504(invoke: Invoke) -> None:
 
     error = assert_error(reply, 504, "model_timeout")
     assert KB_ID in error["message"]
+    assert "fewer results (numberOfResults)" in error["message"]  # a field of the request the caller can change
     assert sends == ["send"]  # one attempt: botocore does not retry and neither does the kit
 
 

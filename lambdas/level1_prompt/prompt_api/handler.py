@@ -60,6 +60,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
 CONFIG_HINT = "MODEL_ID, PROMPT_CATALOG and GUARDRAIL_ID"
 MODEL_SETTING = "text_model_id in cdk.json (the function's MODEL_ID)"
 INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries the caller's text
+ANSWER_LIMIT_KEY = "answer_limit_field"  # app context: the request field that bounds the answer's length
 
 
 # --- lazy observability ------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def post_prompt() -> Response[Any]:
     settings = get_settings()
     request = parse_prompt_request(_json_body())
     logger.info("Prompt request", extra={"prompt_chars": len(request.prompt), "has_system": bool(request.system)})
-    app.append_context(**{INPUT_FIELD_KEY: "prompt"})
+    app.append_context(**{INPUT_FIELD_KEY: "prompt", ANSWER_LIMIT_KEY: "maxTokens"})
     result = _converse(
         bedrock.prompt_request(settings, request), resource=settings.model_id, model_id=settings.model_id
     )
@@ -239,6 +240,7 @@ def map_aws_error(exc: BaseException) -> ApiError | None:
         config_hint=CONFIG_HINT,
         model_setting=MODEL_SETTING,
         input_field=app.context.get(INPUT_FIELD_KEY),
+        answer_limit_field=app.context.get(ANSWER_LIMIT_KEY),
     )
 
 

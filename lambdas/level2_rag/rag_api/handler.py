@@ -246,7 +246,8 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
     kb = settings.knowledge_base_id
     if isinstance(exc, TIMEOUT_ERRORS):
         return ModelTimeoutError(
-            f"The knowledge base '{kb}' did not answer in time. Retry, or ask a shorter question.",
+            f"The knowledge base '{kb}' did not answer in time. Retry; fewer results (numberOfResults) give the "
+            "model less to read and a shorter question less to search.",
             retry_after=RETRY_AFTER_TIMEOUT_S,
         )
     code = aws_error_code(exc)
