@@ -944,6 +944,17 @@ class RagStack(Stack):
             f"{kb.knowledge_base.attr_knowledge_base_id} --data-source-id {kb.data_source.attr_data_source_id}`",
             missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+
+        def ingest_metric(name: str) -> cloudwatch.Metric:
+            """A metric the ingest function writes (EMF, its service name as a dimension), per hour at its most."""
+            return cloudwatch.Metric(
+                namespace=deployment.metrics_namespace,
+                metric_name=name,
+                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
+                period=Duration.hours(1),
+                statistic="Maximum",
+            )
+
         # The wait SQS's age does not see: while StartIngestionJob keeps answering busy (the account's concurrent
         # ingestion jobs held by other knowledge bases, or throttling) each run receives the changes, and a change
         # received a third time is queued again as a new message, whose age starts over. The copy carries when its
@@ -951,13 +962,7 @@ class RagStack(Stack):
         alarms.alarm(
             self,
             "OldestChangeAgeAlarm",
-            metric=cloudwatch.Metric(
-                namespace=deployment.metrics_namespace,
-                metric_name="OldestChangeAge",
-                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
-                period=Duration.hours(1),
-                statistic="Maximum",
-            ),
+            metric=ingest_metric("OldestChangeAge"),
             threshold=STALE_CHANGE_AGE.to_seconds(),
             description=f"Level 2: an ingest run holds a document change first queued over "
             f"{STALE_CHANGE_AGE.to_hours()} hours ago: StartIngestionJob keeps answering busy (ServiceQuotaExceeded: "
@@ -967,20 +972,10 @@ class RagStack(Stack):
             missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
-        def reconcile_metric(name: str) -> cloudwatch.Metric:
-            """A metric the ingest function's hourly reconcile writes (EMF, its service name as a dimension)."""
-            return cloudwatch.Metric(
-                namespace=deployment.metrics_namespace,
-                metric_name=name,
-                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
-                period=Duration.hours(1),
-                statistic="Maximum",
-            )
-
         alarms.alarm(
             self,
             "IngestionFailedAlarm",
-            metric=reconcile_metric("IngestionJobFailed"),
+            metric=ingest_metric("IngestionJobFailed"),
             threshold=1,
             description="The last Level 2 ingestion job failed (see the ingest function's log)",
         )
@@ -991,7 +986,7 @@ class RagStack(Stack):
         alarms.alarm(
             self,
             "DocumentsFailedAlarm",
-            metric=reconcile_metric("DocumentsFailed"),
+            metric=ingest_metric("DocumentsFailed"),
             threshold=1,
             description="Documents failed to be ingested into the Level 2 knowledge base (the reconcile retried them "
             "once). Read why (failureReasons) with `kit l2 sync`, or `aws bedrock-agent get-ingestion-job "
