@@ -34,7 +34,7 @@ help:
 	@echo "make synth   synthesize every stack into cdk.out/ and print a one-line summary per stack"
 	@echo "make test    ruff, mypy, then the whole offline test suite"
 	@echo "make lint    ruff and mypy on the kit's own code"
-	@echo "make bench   measure synth time, make test time, handler import and first-call time (writes BENCHMARKS.md)"
+	@echo "make bench   measure synth, make test, handler import and first-call time, the L2 ingestion burst and the L3 validator (writes BENCHMARKS.md)"
 	@echo "make clean   remove build output (keeps .venv and node_modules)"
 	@echo "make deploy STACK=GenAiKit-1-Prompt   deploy one level (needs AWS credentials)"
 	@echo "make destroy STACK=GenAiKit-1-Prompt  remove it again"
