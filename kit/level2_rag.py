@@ -617,6 +617,14 @@ GUARDRAIL_UNITS = "(Guardrails) On-demand ApplyGuardrail {} policy text units pe
 CONTENT_UNITS_QUOTA = GUARDRAIL_UNITS.format("Content filter")  # L-01F3CD81
 TOPIC_UNITS_QUOTA = GUARDRAIL_UNITS.format("Denied topic")  # L-124DCF3D
 PII_UNITS_QUOTA = GUARDRAIL_UNITS.format("Sensitive information filter")  # L-CFCAAB0E
+# On the Standard tier (guardrail_tier=standard) the content filters and the denied topic, the policies that have
+# tiers (https://docs.aws.amazon.com/bedrock/latest/userguide/guardrails-tiers.html), count against quotas of
+# their own, which Service Quotas names with " (standard)" (L-6B3D3DE4 and L-5755FAB6; AWS's quota page lists the
+# Classic ones only, so a Region without them shows a WARN row naming the quota it looked for).
+STANDARD_TIER_QUOTAS = {
+    CONTENT_UNITS_QUOTA: f"{CONTENT_UNITS_QUOTA} (standard)",
+    TOPIC_UNITS_QUOTA: f"{TOPIC_UNITS_QUOTA} (standard)",
+}
 TEXT_UNIT_CHARS = 1000  # a text unit holds up to 1,000 characters (https://aws.amazon.com/bedrock/pricing/)
 CHARS_PER_TOKEN = 4  # "1 token is about 4 characters": an estimate of a chunk's size
 
@@ -651,7 +659,8 @@ def _policy_quotas(target: Target) -> list[str]:
         TOPIC_UNITS_QUOTA: guardrail.deny_investment_advice,
         PII_UNITS_QUOTA: bool(guardrail.pii_anonymize or guardrail.pii_block),
     }
-    return [quota for quota, on in enabled.items() if on]
+    tiered = STANDARD_TIER_QUOTAS if guardrail.tier == "standard" else {}
+    return [tiered.get(quota, quota) for quota, on in enabled.items() if on]
 
 
 def rate_needs(target: Target) -> tuple[dict[str, int], dict[str, int]]:

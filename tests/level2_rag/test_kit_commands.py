@@ -781,6 +781,21 @@ def test_doctor_checks_the_text_units_of_the_policies_the_guardrail_enables_only
     assert list(rows) == [*KB_QUOTAS, CALLS_QUOTA, level2_rag.PII_UNITS_QUOTA]
 
 
+def test_doctor_checks_the_standard_tiers_own_quotas_for_the_tiered_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Content filters and denied topics have tiers (guardrails-tiers.html); the sensitive-information filter does not
+    content = f"{level2_rag.CONTENT_UNITS_QUOTA} (standard)"
+    topic = f"{level2_rag.TOPIC_UNITS_QUOTA} (standard)"
+    values = {**dict.fromkeys((*KB_QUOTAS, CALLS_QUOTA), 20), content: 25, topic: 200, level2_rag.PII_UNITS_QUOTA: 200}
+    rows = rate_checks(monkeypatch, values, guardrail_tier="standard")
+    assert list(rows) == [*KB_QUOTAS, CALLS_QUOTA, content, topic, level2_rag.PII_UNITS_QUOTA]
+    assert rows[content].status == WARN and "25, the config needs 60" in rows[content].detail
+    assert rows[topic].status == OK
+    # a Region whose Service Quotas list no Standard-tier quota: the row says which name it looked for
+    missing = {**dict.fromkeys((*KB_QUOTAS, CALLS_QUOTA), 20), level2_rag.PII_UNITS_QUOTA: 200}
+    rows = rate_checks(monkeypatch, missing, guardrail_tier="standard")
+    assert rows[topic].status == WARN and f"no Bedrock quota named {topic!r}" in rows[topic].detail
+
+
 def test_doctor_estimates_a_requests_guardrail_load_as_the_function_batches_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
