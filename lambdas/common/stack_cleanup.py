@@ -157,7 +157,14 @@ def stop_executions(
     running = pages(
         client("stepfunctions").list_executions, "executions", stateMachineArn=state_machine_arn, statusFilter="RUNNING"
     )
-    for execution in list(running):
+    try:
+        listed = list(running)
+    except ClientError as err:
+        # Deleted outside the stack: nothing of it runs, and failing here would fail every destroy (DELETE_FAILED).
+        if error_code(err) == "StateMachineDoesNotExist":
+            return 0
+        raise
+    for execution in listed:
         if execution["executionArn"] in skipped:
             continue
         skipped.add(execution["executionArn"])

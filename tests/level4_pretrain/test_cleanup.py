@@ -187,6 +187,21 @@ def test_nothing_running_answers_success_without_waiting(aws: Aws) -> None:
     assert aws.clock.sleeps == []
 
 
+def test_a_state_machine_deleted_outside_the_stack_does_not_fail_the_destroy(aws: Aws) -> None:
+    # ListExecutions of a state machine that is gone raises StateMachineDoesNotExist: none of its executions runs,
+    # and a FAILED answer would fail every destroy of the stack (DELETE_FAILED), each retry the same way.
+    aws.deleting()
+    query = {"stateMachineArn": STATE_MACHINE, "statusFilter": "RUNNING"}
+    aws.sfn.add_client_error(
+        "list_executions", "StateMachineDoesNotExist", "State Machine Does Not Exist", 400, expected_params=query
+    )
+    aws.no_training()
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert aws.answer["Reason"] == "stopped 0 training job(s) [] and 0 execution(s)"
+
+
 @pytest.mark.parametrize(
     "status",
     # An update that replaced the resource (a new physical id would do the same) or removed it, and the rollback of
