@@ -10,7 +10,29 @@ import json
 import urllib.request
 from typing import Any
 
-MAX_REASON = 1000  # keep the answer well under CloudFormation's 4 KB response limit
+# Bytes of the Reason in the answer's JSON: the whole answer must stay under 4,096 bytes (crpg-ref-responses.html),
+# and the rest of it (ids, the pre-signed URL's stack and request ids) takes well under 1,500.
+MAX_REASON = 1000
+ELLIPSIS = "…"
+
+
+def encoded_length(reason: str) -> int:
+    """The bytes ``reason`` takes in the answer (JSON escapes each non-ASCII character as 6 bytes, or 12)."""
+    return len(json.dumps(reason)) - 2
+
+
+def fit_reason(reason: str) -> str:
+    """``reason``, cut (and marked with an ellipsis) to at most MAX_REASON bytes in the answer."""
+    if encoded_length(reason) <= MAX_REASON:
+        return reason
+    keep, over = 0, len(reason)  # the longest prefix that fits with the ellipsis: keep fits, over does not
+    while over - keep > 1:
+        middle = (keep + over) // 2
+        if encoded_length(reason[:middle] + ELLIPSIS) <= MAX_REASON:
+            keep = middle
+        else:
+            over = middle
+    return reason[:keep] + ELLIPSIS
 
 
 def respond(
@@ -20,7 +42,7 @@ def respond(
     body = json.dumps(
         {
             "Status": status,
-            "Reason": reason[:MAX_REASON],
+            "Reason": fit_reason(reason),
             "PhysicalResourceId": physical_id,
             "StackId": event["StackId"],
             "RequestId": event["RequestId"],

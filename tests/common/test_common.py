@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from common import clients, env, errors, http, observability, resolver, training_cleanup
 from common import schema as schema_mod
 from common.errors import ApiError, BadRequestError, ConfigurationError
+from tests.lambda_helpers import cloudformation_answers
 
 RESOURCE = "us.amazon.nova-micro-v1:0"
 LAMBDAS = Path(__file__).resolve().parents[2] / "lambdas"
@@ -933,3 +935,46 @@ def test_a_training_job_name_that_only_starts_like_a_run_is_not_the_kits() -> No
     for foreign in (f"{run}-extra", f"{run}-retry2", f"{run}0"):
         assert re.fullmatch(name["pattern"], foreign) and len(foreign) <= name["max"], foreign
         assert not training_cleanup.is_run_name(foreign, prefix), foreign
+
+
+# --- custom resources: the answer stays under CloudFormation's 4,096 bytes ---------------------------------
+
+
+@given(st.text(max_size=3_000))
+def test_a_custom_resource_answer_fits_cloudformations_limit_whatever_the_reason(reason: str) -> None:
+    """The Reason was cut to 1,000 characters, but JSON escapes a non-ASCII character as 6 bytes (12 beyond the
+    Basic Multilingual Plane): 1,000 of them made a 6,014-byte answer, over the 4,096 bytes CloudFormation takes
+    (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-responses.html)."""
+    from common import custom_resource
+
+    answers: list[dict[str, Any]] = []
+    event = {
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/" + "s" * 128 + "/" + "0" * 36,
+        "RequestId": "0" * 36,
+        "LogicalResourceId": "L" * 255,
+        "ResponseURL": "https://cfn-response.example/put",
+    }
+    original = custom_resource.urllib.request.urlopen
+    try:
+        custom_resource.urllib.request.urlopen = cloudformation_answers(answers)  # type: ignore[assignment]
+        custom_resource.respond(event, "FAILED", reason, "p" * 1024, timeout_s=1, logger=_NullLog())
+    finally:
+        custom_resource.urllib.request.urlopen = original  # type: ignore[assignment]
+    [answer] = answers
+    assert len(json.dumps(answer).encode()) <= 4_096
+    kept = answer["Reason"]
+    assert kept == reason or (kept.endswith(custom_resource.ELLIPSIS) and reason.startswith(kept[:-1]))
+    assert custom_resource.encoded_length(kept) <= custom_resource.MAX_REASON
+
+
+def test_a_reason_is_cut_only_when_it_does_not_fit() -> None:
+    from common.custom_resource import ELLIPSIS, MAX_REASON, fit_reason
+
+    assert fit_reason("a" * MAX_REASON) == "a" * MAX_REASON
+    assert fit_reason("é" * 1_000) == "é" * 165 + ELLIPSIS  # 166 escaped characters of 6 bytes fit in 1,000
+    assert fit_reason("a" * 2_000) == "a" * (MAX_REASON - 6) + ELLIPSIS
+
+
+class _NullLog:
+    def info(self, *args: object, **kwargs: object) -> None:
+        return None
