@@ -208,10 +208,14 @@ class InvocationLoggingStack(Stack):
                 "BucketName": bucket.bucket_name,
             },
         )
-        # Deleted before the bucket, so the saved previous setting is still readable on delete.
-        setting.node.add_dependency(bucket)
-        setting.node.add_dependency(manager.role)
-        setting.node.add_dependency(delivery)
+        # Deleted before the bucket, so the saved previous setting is still readable on delete. And created after
+        # everything else: a resource failing while the manager runs (its role waits take up to a minute) would make
+        # CloudFormation cancel this create and send its Delete at once, which would find no kit setting yet while
+        # the cancelled create still put one, naming a log group, role and bucket the rollback then deletes.
+        setting_resource = setting.node.default_child
+        for part in self.node.find_all():
+            if isinstance(part, CfnResource) and part is not setting_resource:
+                setting.node.add_dependency(part)
 
         CfnOutput(self, "InvocationLogGroup", value=logs.log_group_name)
         CfnOutput(self, "InvocationBucketName", value=bucket.bucket_name)

@@ -152,6 +152,48 @@ def test_create_saves_the_previous_setting_then_puts_the_kits(aws: Any) -> None:
     assert answer["Status"] == "SUCCESS" and answer["PhysicalResourceId"] == "bedrock-invocation-logging"
 
 
+NEW_GROUP = {**PROPS, "LogGroupName": "/kit/bedrock/invocations-2"}  # a replaced log group: an Update
+
+
+def update(props: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    return {**event("Update"), "ResourceProperties": dict(props), "OldResourceProperties": dict(old)}
+
+
+def test_an_update_keeps_the_saved_setting_while_the_kits_is_in_place(aws: Any) -> None:
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_response(
+        "put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(NEW_GROUP)}
+    )
+    h.handler(update(NEW_GROUP, PROPS), context())
+    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": THEIRS}
+
+
+def test_an_update_after_someone_replaced_the_kits_setting_saves_theirs_to_restore(aws: Any) -> None:
+    """Before: the Update overwrote the newer setting unseen, and a delete then put back the older saved one."""
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": THEIRS_CW}, {})
+    stubber.add_response(
+        "put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(NEW_GROUP)}
+    )
+    h.handler(update(NEW_GROUP, PROPS), context())
+    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": THEIRS_CW}
+
+
+def test_a_rollback_update_keeps_the_saved_setting(aws: Any) -> None:
+    # The failed update put the kit's setting under NEW_GROUP; its rollback swaps the properties back.
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
+    stubber.add_response(
+        "get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(NEW_GROUP)}, {}
+    )
+    stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
+    h.handler(update(PROPS, NEW_GROUP), context())
+    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": THEIRS}
+
+
 def test_kits_config_logs_text_to_its_own_log_group_and_bucket() -> None:
     config = h.desired_config(PROPS)
     assert config["cloudWatchConfig"]["logGroupName"] == PROPS["LogGroupName"]

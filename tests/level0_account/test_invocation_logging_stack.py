@@ -6,7 +6,7 @@ import fnmatch
 import json
 from typing import Any
 
-from tests.infra.helpers import only, render, resources, statements
+from tests.infra.helpers import created_before, only, render, resources, statements
 
 STACK = "GenAiKit-0-InvocationLogging"
 
@@ -287,3 +287,12 @@ def test_the_lock_runs_the_stage_lock_handler(sandbox_fsx: Any) -> None:
     _, lock = only(template, "Custom::KitStageLock")
     function = template["Resources"][lock["Properties"]["ServiceToken"]["Fn::GetAtt"][0]]
     assert function["Properties"]["Handler"] == "stage_lock.handler.handler"
+
+
+def test_the_setting_is_created_after_every_other_resource_of_the_stack(sandbox_fsx: Any) -> None:
+    """A sibling that fails while the manager's create runs (the fixed-name SSM parameter, an access-log bucket's
+    policy) would make CloudFormation cancel that create and send its Delete at once; the Delete found no kit setting
+    and the cancelled create then put one naming what the rollback deletes. Created last, nothing can fail beside it."""
+    template = sandbox_fsx.templates[STACK]
+    [setting_id] = [k for k, v in template["Resources"].items() if v["Type"] == "Custom::BedrockInvocationLogging"]
+    assert created_before(template, setting_id) == set(template["Resources"]) - {setting_id}

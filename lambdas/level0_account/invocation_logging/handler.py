@@ -28,7 +28,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from common.clients import bounded_client
-from common.custom_resource import MAX_REASON
+from common.custom_resource import MAX_REASON, encoded_length
 from common.custom_resource import respond as answer_cloudformation
 from common.env import env_str
 
@@ -156,17 +156,19 @@ def _not_found(err: Exception) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
-def save_previous(bucket: str, previous: dict[str, Any] | None, deadline: Deadline) -> None:
-    """Remember the setting before the kit's, once: a replaced resource must not save the kit's own."""
+def save_previous(bucket: str, previous: dict[str, Any] | None, deadline: Deadline, *, replace: bool = False) -> None:
+    """Remember the setting before the kit's, once: a replaced resource must not save the kit's own. ``replace``:
+    save it even over a saved one (someone else's setting replaced the kit's since, and is the one to restore)."""
     from botocore.exceptions import ClientError
 
-    deadline.before_call("looking for a saved earlier setting")
-    try:
-        s3().head_object(Bucket=bucket, Key=STATE_KEY)
-        return
-    except ClientError as err:
-        if not _not_found(err):
-            raise
+    if not replace:
+        deadline.before_call("looking for a saved earlier setting")
+        try:
+            s3().head_object(Bucket=bucket, Key=STATE_KEY)
+            return
+        except ClientError as err:
+            if not _not_found(err):
+                raise
     deadline.before_call("saving the earlier setting")
     body = json.dumps({"previous": previous}).encode()
     s3().put_object(Bucket=bucket, Key=STATE_KEY, Body=body, ContentType="application/json")
@@ -192,9 +194,27 @@ def on_create_or_update(event: dict[str, Any], deadline: Deadline) -> str:
     if event["RequestType"] == "Create":
         previous = current_config(deadline)
         save_previous(props["BucketName"], None if is_ours(previous, props) else previous, deadline)
+    else:
+        keep_previous(event, props, deadline)
     put_when_the_role_is_usable(desired_config(props), deadline)
     logger.info("Invocation logging configured", extra={"log_group": props["LogGroupName"]})
     return "configured"
+
+
+def keep_previous(event: dict[str, Any], props: dict[str, Any], deadline: Deadline) -> None:
+    """Before an Update puts the kit's setting: the setting a delete restores stays the one the kit replaced.
+
+    A setting that is the kit's under neither the old nor the new properties was put by someone else after the
+    kit's: it is what the kit now replaces, so it is saved as the one to restore (a delete used to put back the
+    older one, and the Update overwrote theirs unseen). A rollback's Update finds the setting the failed update
+    put, which is the kit's under its old properties: nothing is saved then.
+    """
+    old = dict(event.get("OldResourceProperties") or {})
+    current = current_config(deadline)
+    if is_ours(current, props) or (all(old.get(name) for name in PROPERTIES) and is_ours(current, old)):
+        return
+    logger.warning("The account's invocation logging was changed outside the kit; saving it to restore on delete")
+    save_previous(props["BucketName"], current, deadline, replace=True)
 
 
 def put_when_the_role_is_usable(config: dict[str, Any], deadline: Deadline) -> None:
@@ -269,8 +289,8 @@ def remove_after_refused_restore(
         + f": aws bedrock put-model-invocation-logging-configuration --region {where} --logging-config "
     )
     setting = f"'{json.dumps(previous, separators=(',', ':'))}'"
-    # The answer keeps MAX_REASON characters: a setting cut short would be no use, so then name the saved object.
-    return told + (setting if len(told) + len(setting) <= MAX_REASON else 'file://<its "previous" member>')
+    # The answer keeps MAX_REASON bytes: a setting cut short would be no use, so then name the saved object.
+    return told + (setting if encoded_length(told + setting) <= MAX_REASON else 'file://<its "previous" member>')
 
 
 def respond(event: dict[str, Any], status: str, reason: str) -> None:
