@@ -159,39 +159,28 @@ def update(props: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return {**event("Update"), "ResourceProperties": dict(props), "OldResourceProperties": dict(old)}
 
 
-def test_an_update_keeps_the_saved_setting_while_the_kits_is_in_place(aws: Any) -> None:
+@pytest.mark.parametrize(
+    ("current", "props", "old", "restores"),
+    [
+        # the kit's setting in place: the saved one stays
+        (h.desired_config(PROPS), NEW_GROUP, PROPS, THEIRS),
+        # someone replaced the kit's setting since: theirs is what the update replaces, so theirs is restored (before:
+        # the update overwrote it unseen, and a delete put back the older saved one)
+        (THEIRS_CW, NEW_GROUP, PROPS, THEIRS_CW),
+        # a rollback's update (the properties swapped back) finds the setting the failed update put: the kit's
+        (h.desired_config(NEW_GROUP), PROPS, NEW_GROUP, THEIRS),
+    ],
+    ids=["kits-in-place", "replaced-by-someone", "rollback"],
+)
+def test_an_update_saves_what_it_replaces_unless_it_is_the_kits(
+    aws: Any, current: dict[str, Any], props: dict[str, Any], old: dict[str, Any], restores: dict[str, Any]
+) -> None:
     stubber, s3, answers = aws
     s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
-    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
-    stubber.add_response(
-        "put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(NEW_GROUP)}
-    )
-    h.handler(update(NEW_GROUP, PROPS), context())
-    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": THEIRS}
-
-
-def test_an_update_after_someone_replaced_the_kits_setting_saves_theirs_to_restore(aws: Any) -> None:
-    """Before: the Update overwrote the newer setting unseen, and a delete then put back the older saved one."""
-    stubber, s3, answers = aws
-    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
-    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": THEIRS_CW}, {})
-    stubber.add_response(
-        "put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(NEW_GROUP)}
-    )
-    h.handler(update(NEW_GROUP, PROPS), context())
-    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": THEIRS_CW}
-
-
-def test_a_rollback_update_keeps_the_saved_setting(aws: Any) -> None:
-    # The failed update put the kit's setting under NEW_GROUP; its rollback swaps the properties back.
-    stubber, s3, answers = aws
-    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
-    stubber.add_response(
-        "get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(NEW_GROUP)}, {}
-    )
-    stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
-    h.handler(update(PROPS, NEW_GROUP), context())
-    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": THEIRS}
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": current}, {})
+    stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(props)})
+    h.handler(update(props, old), context())
+    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": restores}
 
 
 def test_kits_config_logs_text_to_its_own_log_group_and_bucket() -> None:
