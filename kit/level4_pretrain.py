@@ -17,7 +17,7 @@ from rich.text import Text
 
 from kit import aws, level3_finetune
 from kit.aws import KitError, KitUsageError, StackNotDeployed, Target
-from kit.doctor import LEVELS, WARN, Check, Needs, QuotaBook, quota_rows, training_job_limits, training_job_quota
+from kit.doctor import FIX, LEVELS, WARN, Check, Needs, QuotaBook, quota_rows, training_job_limits, training_job_quota
 from kit.operator import (
     EXECUTION_NAME,
     EXECUTION_RUNNING,
@@ -407,10 +407,7 @@ def quota_needs(target: Target, levels: Collection[str] = LEVELS) -> dict[str, i
     limits = training_job_limits(settings.job_instance_count, settings.job_max_runtime_hours, settings.job_spot)
     for quota, needed in limits.items():
         needs[quota] = max(needs.get(quota, 0), needed)
-    cluster: dict[str, int] = {}
-    for group in settings.groups:
-        cluster[group.instance_type] = cluster.get(group.instance_type, 0) + group.count
-    for instance_type, count in cluster.items():
+    for instance_type, count in _cluster_counts(target).items():
         needs[f"{instance_type} for cluster usage"] = max(count, 1)
     nodes = sum(group.count for group in settings.groups)  # controller, login node and compute groups
     needs[HYPERPOD_NODES_PER_CLUSTER] = nodes
@@ -419,16 +416,23 @@ def quota_needs(target: Target, levels: Collection[str] = LEVELS) -> dict[str, i
     return needs
 
 
+def _cluster_counts(target: Target) -> dict[str, int]:
+    """The HyperPod cluster's instances per instance type, over all its groups."""
+    counts: dict[str, int] = {}
+    for group in target.config.pretrain.groups:
+        counts[group.instance_type] = counts.get(group.instance_type, 0) + group.count
+    return counts
+
+
 def unscaled_cluster_quotas(target: Target, levels: Collection[str] = LEVELS) -> set[str]:
     """The "<type> for cluster usage" quotas of instance types whose groups all have 0 instances (the default GPU
     group): the cluster is created without them, and they are needed only before a group of the type is scaled
     above 0 (docs/level-4-pretrain.md, "Quotas")."""
     if "4" not in levels:
         return set()
-    counts: dict[str, int] = {}
-    for group in target.config.pretrain.groups:
-        counts[group.instance_type] = counts.get(group.instance_type, 0) + group.count
-    return {f"{instance_type} for cluster usage" for instance_type, count in counts.items() if count == 0}
+    return {
+        f"{instance_type} for cluster usage" for instance_type, count in _cluster_counts(target).items() if not count
+    }
 
 
 def check_quotas(target: Target, book: QuotaBook | None = None, levels: Collection[str] = LEVELS) -> list[Check]:
@@ -436,20 +440,15 @@ def check_quotas(target: Target, book: QuotaBook | None = None, levels: Collecti
     WARN for the instance type of a group with 0 instances (needed before it is scaled up, not to deploy)."""
     absent = "the type may not be offered here"
     book = book or QuotaBook(target)
-    needs = quota_needs(target, levels)
     later = unscaled_cluster_quotas(target, levels)
-    now = quota_rows(target, book, "sagemaker", {q: n for q, n in needs.items() if q not in later}, absent)
-    before_scaling = quota_rows(
-        target, book, "sagemaker", {q: n for q, n in needs.items() if q in later}, absent, short=WARN
-    )
-    rows = {row.name: row for row in now + before_scaling}
-    return [_before_scaling(rows[f"Quota: {quota}"]) if quota in later else rows[f"Quota: {quota}"] for quota in needs]
-
-
-def _before_scaling(row: Check) -> Check:
-    if row.status != WARN:
-        return row
-    return Check(row.name, WARN, f"{row.detail} (only before a group of this type is scaled above 0 instances)")
+    rows = []
+    for quota, needed in quota_needs(target, levels).items():
+        short = WARN if quota in later else FIX
+        [row] = quota_rows(target, book, "sagemaker", {quota: needed}, absent, short=short)
+        if quota in later and row.status == WARN:
+            row = Check(row.name, WARN, f"{row.detail} (only before a group of this type is scaled above 0 instances)")
+        rows.append(row)
+    return rows
 
 
 # The cluster stack's network (stacks/level4_pretrain/network.py) takes one VPC and an Elastic IP per NAT gateway

@@ -448,11 +448,9 @@ def _legacy_not_in_use(resource: str, setting: str) -> ApiError:
 
 def model_timeout(resource: str, answer_limit_field: str | None = None) -> ApiError:
     """504: the model did not answer in time (the function's own deadline, or Bedrock's ModelTimeoutException)."""
-    shorter = (
-        f"a lower {answer_limit_field} (a shorter answer) or a shorter request"
-        if answer_limit_field
-        else ("a shorter request")
-    )
+    shorter = "a shorter request"
+    if answer_limit_field:
+        shorter = f"a lower {answer_limit_field} (a shorter answer) or {shorter}"
     return ModelTimeoutError(
         f"The model '{resource}' did not answer in time. Retry; a long answer takes longer, so {shorter} helps.",
         retry_after=RETRY_AFTER_TIMEOUT_S,
