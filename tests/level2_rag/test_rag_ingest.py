@@ -61,6 +61,7 @@ from scripts.ingest_burst import (
     poison_bodies,
     validate_strict,
 )
+from stacks.level2_rag.settings import RagSettings
 from stacks.shared.python_function import stage_function_code
 from tests.lambda_helpers import emf_documents
 
@@ -74,7 +75,11 @@ DATA_SOURCE = {"knowledgeBaseId": KNOWLEDGE_BASE_ID, "dataSourceId": DATA_SOURCE
 # The stack's digest of the data source's properties (DATA_SOURCE_REVISION), and the tag jobs carry it in.
 REVISION = ingest_burst.DATA_SOURCE_REVISION
 TAGGED = f" [revision {REVISION}]"
-HISTORY = {**DATA_SOURCE, "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"}, "maxResults": 10}
+HISTORY = {
+    **DATA_SOURCE,
+    "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"},
+    "maxResults": ingestion.JOB_PAGE_SIZE,
+}
 FULL_SYNC_SALT = f"full-sync:{KNOWLEDGE_BASE_ID}:{DATA_SOURCE_ID}:{REVISION}:"
 RUNNING_FILTER = {"attribute": "STATUS", "operator": "EQ", "values": ["STARTING", "IN_PROGRESS", "STOPPING"]}
 
@@ -1062,14 +1067,25 @@ def test_the_reconcile_reports_every_job_that_ended_since_its_previous_run(
     assert [params["ingestionJobId"] for op, params in world.agent.calls if op == "GetIngestionJob"] == [failing.job_id]
 
 
+def test_the_reconcile_report_reads_every_job_an_hour_at_the_shortest_interval_can_end() -> None:
+    # The shortest sync interval the settings allow (their constraint, not a copy of it)
+    [shortest] = [m.ge for m in RagSettings.model_fields["sync_interval_minutes"].metadata if hasattr(m, "ge")]
+    # Each scheduled run, and the hourly reconcile, starts at most one job; one more may have been running when the
+    # hour began. Others' jobs (the console, `kit l2 sync`) are allowed as many again.
+    ended_in_an_hour = 60 // shortest + 1 + 1
+    assert 2 * ended_in_an_hour <= ingestion.MAX_JOB_PAGES * ingestion.JOB_PAGE_SIZE
+    # and one page holds them all, so the hourly listing is one call
+    assert 2 * ended_in_an_hour <= ingestion.JOB_PAGE_SIZE
+
+
 def test_the_reconcile_report_reads_a_bounded_number_of_pages(world: World, logs: io.StringIO) -> None:
-    # Given more jobs ended within the hour than MAX_JOB_PAGES pages of 10 hold
-    count = ingestion.MAX_JOB_PAGES * 10 + 5
+    # Given more jobs ended within the hour than MAX_JOB_PAGES pages hold
+    count = ingestion.MAX_JOB_PAGES * ingestion.JOB_PAGE_SIZE + 5
     start = world.clock.now_ms - 3_000_000
     for i in range(count):
         world.agent.add_job(
-            started_ms=start + i * 50_000,
-            duration_ms=40_000,
+            started_ms=start + i * 2_500,
+            duration_ms=2_000,
             by="function",
             description=f"1 change{TAGGED}",
             statistics={"numberOfDocumentsScanned": 1},
@@ -1077,7 +1093,7 @@ def test_the_reconcile_report_reads_a_bounded_number_of_pages(world: World, logs
 
     result = reconcile()
 
-    assert len(result["jobsReported"]) == ingestion.MAX_JOB_PAGES * 10
+    assert len(result["jobsReported"]) == ingestion.MAX_JOB_PAGES * ingestion.JOB_PAGE_SIZE
     warned = [r for r in records(logs) if r["message"].startswith("More ingestion jobs ended since the previous")]
     assert [r["level"] for r in warned] == ["WARNING"]
 
@@ -1856,7 +1872,7 @@ def stub_not_running(stub: Stubber) -> None:
     stub.add_response(
         "list_ingestion_jobs",
         {"ingestionJobSummaries": []},
-        {**DATA_SOURCE, "filters": [RUNNING_FILTER], "maxResults": 10},
+        {**DATA_SOURCE, "filters": [RUNNING_FILTER], "maxResults": ingestion.JOB_PAGE_SIZE},
     )
 
 

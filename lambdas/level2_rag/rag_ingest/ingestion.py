@@ -111,6 +111,9 @@ EMPTY_RECEIVES_TO_STOP = 2  # short polls sample a subset of SQS servers: one em
 # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-dead-letter-queues.html
 REQUEUE_AT_RECEIVE_COUNT = 3
 BATCH_ATTEMPTS = 3
+# ListIngestionJobs pages hold up to 1,000 (botocore bedrock-agent maxResults). One page of 200 holds every job an
+# hour can end at the shortest sync interval, twice over (a test derives that bound); 5 pages read the 1,000 newest.
+JOB_PAGE_SIZE = 200
 MAX_JOB_PAGES = 5
 RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
 # A re-queued copy is a new message: SQS counts its age (ApproximateAgeOfOldestMessage, the stale-change alarm) from
@@ -391,7 +394,7 @@ def _history_in_sync(deps: Deps) -> bool:
     params: dict[str, Any] = {
         **_data_source(deps.settings),
         "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"},
-        "maxResults": 10,
+        "maxResults": JOB_PAGE_SIZE,
     }
     other_since = False
     for _ in range(MAX_JOB_PAGES):
@@ -448,7 +451,7 @@ def _first_job(deps: Deps, statuses: Sequence[str]) -> tuple[dict[str, Any] | No
     params: dict[str, Any] = {
         **_data_source(deps.settings),
         "filters": [{"attribute": "STATUS", "operator": "EQ", "values": list(statuses)}],
-        "maxResults": 10,
+        "maxResults": JOB_PAGE_SIZE,
     }
     for _ in range(MAX_JOB_PAGES):
         response = deps.agent.list_ingestion_jobs(**params)
@@ -816,7 +819,7 @@ def recent_jobs(deps: Deps, since: datetime) -> RecentJobs:
     params: dict[str, Any] = {
         **_data_source(deps.settings),
         "sortBy": {"attribute": "STARTED_AT", "order": "DESCENDING"},
-        "maxResults": 10,
+        "maxResults": JOB_PAGE_SIZE,
     }
     summaries: list[dict[str, Any]] = []
     for _ in range(MAX_JOB_PAGES):
