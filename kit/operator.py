@@ -31,11 +31,15 @@ from rich.text import Text
 
 from kit import aws, sigv4
 from kit.aws import KitError, KitUsageError, Target
-from stacks.shared.facts import STAGES
+from stacks.shared.facts import HISTORY_EVENT_QUOTA, STAGES
 
 TARGET_KEY = "genai_kit.target"
 EXECUTION_RUNNING = "RUNNING"
-HISTORY_PAGES = 10  # at most 10,000 events read for a summary
+HISTORY_PAGE_EVENTS = 1_000  # GetExecutionHistory maxResults: 1,000 at most (botocore stepfunctions)
+HISTORY_PAGES = -(-HISTORY_EVENT_QUOTA // HISTORY_PAGE_EVENTS)  # the whole history a Standard execution can have
+# The newest events read for the state entered last: after a Task state is entered, each attempt writes about three
+# events (scheduled, started, failed), and the Level 3 job start may make 24 (its quota wait and throttling retries).
+CURRENT_STATE_EVENTS = 100
 SHOWN_JSON_CHARS = 400
 
 
@@ -285,7 +289,7 @@ def upload_file(target: Target, path: Path, bucket: str, key: str) -> str:
 
 def _current_state(sfn: Any, arn: str) -> str | None:
     """The state the execution entered last."""
-    events = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=25)["events"]
+    events = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=CURRENT_STATE_EVENTS)["events"]
     for event in events:
         details = event.get("stateEnteredEventDetails")
         if details:
@@ -296,7 +300,9 @@ def _current_state(sfn: Any, arn: str) -> str | None:
 def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     paginator = sfn.get_paginator("get_execution_history")
-    for number, page in enumerate(paginator.paginate(executionArn=arn, PaginationConfig={"PageSize": 1000})):
+    for number, page in enumerate(
+        paginator.paginate(executionArn=arn, PaginationConfig={"PageSize": HISTORY_PAGE_EVENTS})
+    ):
         events.extend(page["events"])
         if number + 1 >= HISTORY_PAGES:
             break

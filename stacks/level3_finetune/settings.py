@@ -12,6 +12,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from finetune_validate import formats
+from stacks.shared.facts import HISTORY_EVENT_QUOTA
 from stacks.shared.settings import (
     Allowed,
     Invalid,
@@ -32,13 +33,11 @@ DEPLOY_MODES: tuple[str, ...] = get_args(DeployMode)
 DistillationSource = Literal["prompts", "invocation-logs"]
 DISTILLATION_SOURCES: tuple[str, ...] = get_args(DistillationSource)
 
-# Step Functions fails a Standard execution whose history reaches 25,000 events
-# (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html), and the teardown would then stop a
-# healthy job. One job poll (Wait, Task, Choice, Pass, Choice) writes JOB_POLL_EVENTS; the rest of a run at most
-# RUN_EVENTS (every retry spent, the deployment's polls); a tenth of the quota is kept for retried polls (throttled or
-# failing, see test_history.py).
+# Step Functions fails a Standard execution whose history reaches HISTORY_EVENT_QUOTA events, and the teardown
+# would then stop a healthy job. One job poll (Wait, Task, Choice, Pass, Choice) writes JOB_POLL_EVENTS; the rest of
+# a run at most RUN_EVENTS (every retry spent, the deployment's polls); a tenth of the quota is kept for retried polls
+# (throttled or failing, see test_history.py).
 # tests/level3_finetune/test_history.py derives both counts from the synthesized definition.
-HISTORY_EVENT_QUOTA = 25_000
 JOB_POLL_EVENTS = 13
 RUN_EVENTS = 1_000
 HISTORY_MARGIN = HISTORY_EVENT_QUOTA // 10

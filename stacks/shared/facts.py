@@ -23,6 +23,11 @@ STACK_IDS: Mapping[str, str] = {
 
 STAGES = ("sandbox", "prod")
 
+# Step Functions fails a Standard execution whose history reaches 25,000 events
+# (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html): Level 3 sizes its job polls by it and
+# `kit l3 status` reads a run's whole history within it.
+HISTORY_EVENT_QUOTA = 25_000
+
 # The Powertools for AWS Lambda (Python) v3 managed layer version this kit release is tested with.
 PINNED_POWERTOOLS_LAYER = 38
 

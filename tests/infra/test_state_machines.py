@@ -994,3 +994,29 @@ def test_every_jsonata_state_of_the_kit_is_one_the_simulator_models(each_stage: 
     # JSONata fields too (a Condition must be a {% ... %} expression).
     assert len(mixed) >= 1
     assert dict(zip(mixed, asl.validate_asl_all(list(mixed.values())), strict=True)) == {key: [] for key in mixed}
+
+
+# Events a Task attempt writes after its state is entered: scheduled, started, submitted (an integration that waits)
+# and the outcome (https://docs.aws.amazon.com/step-functions/latest/apireference/API_HistoryEvent.html).
+EVENTS_PER_ATTEMPT = 4
+
+
+def most_attempts(templates: dict[str, dict[str, Any]]) -> tuple[int, str]:
+    """The most attempts any one state of the kit's state machines can make (every retrier spent; a retrier
+    without MaxAttempts makes 3), and which state that is."""
+    attempts = [
+        (1 + sum(int(r.get("MaxAttempts", 3)) for r in state.get("Retry", [])), f"{machine}.{name}")
+        for machine, definition in _definitions(templates)
+        for name, state in _states(definition)
+    ]
+    return max(attempts)
+
+
+def test_kit_status_reads_back_to_the_state_a_run_is_in_however_many_retries_it_spends(each_stage: Any) -> None:
+    """`kit l3 status --wait` names the state entered last from the newest CURRENT_STATE_EVENTS events; before,
+    it read 25, which a Task spending its retries (the job start's quota wait alone makes 19 attempts) outgrows."""
+    from kit.operator import CURRENT_STATE_EVENTS
+
+    attempts, where = most_attempts(each_stage.templates)
+    assert attempts >= 19, where  # the job start's quota wait: the guard has work
+    assert attempts * EVENTS_PER_ATTEMPT <= CURRENT_STATE_EVENTS, where

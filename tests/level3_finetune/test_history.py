@@ -17,13 +17,13 @@ from stacks.level3_finetune import sagemaker_pipeline
 from stacks.level3_finetune.pipeline import DEPLOY_POLLS
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
 from stacks.level3_finetune.settings import (
-    HISTORY_EVENT_QUOTA,
     HISTORY_MARGIN,
     JOB_POLL_EVENTS,
     MAX_JOB_POLLS,
     RUN_EVENTS,
     FineTuneSettings,
 )
+from stacks.shared.facts import HISTORY_EVENT_QUOTA
 from tests.infra import asl
 from tests.infra.test_config import build
 from tests.level3_finetune import history
