@@ -46,6 +46,11 @@ THROTTLE_RETRY_INTERVAL = Duration.seconds(30)
 THROTTLE_RETRY_ATTEMPTS = 5  # 30 s to 8 min apart: about 15 minutes in all
 THROTTLE_RETRY_BACKOFF = 2.0
 THROTTLED_ERRORS = ["Bedrock.ThrottlingException", "Bedrock.InternalServerException"]
+# A create that carries a ClientRequestToken also retries ServiceUnavailable (503), which Bedrock documents as an
+# error to retry with backoff (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html):
+# "If this token matches a previous request, Amazon Bedrock ignores the request" (botocore bedrock
+# ClientRequestToken), so a retry of a create that did land makes nothing twice.
+TRANSIENT_BEDROCK = [*THROTTLED_ERRORS, "Bedrock.ServiceUnavailableException"]
 NOTIFY_RETRY_INTERVAL = Duration.seconds(10)
 NOTIFY_RETRY_ATTEMPTS = 4  # 10, 20, 40 and 80 s
 DELETE_RETRY_INTERVAL = Duration.minutes(1)
@@ -508,7 +513,7 @@ class FineTunePipeline(Construct):
                 max_attempts=QUOTA_RETRY_ATTEMPTS,
                 backoff_rate=1.0,
             )
-            retry_throttling(task)
+            retry_throttling(task, TRANSIENT_BEDROCK)
             return task
 
         pipeline_error = notify(
@@ -867,7 +872,7 @@ class FineTunePipeline(Construct):
                 result_selector={"arn": sfn.JsonPath.string_at("$.CustomModelDeploymentArn")},
                 result_path="$.deployment",
             )
-            retry_throttling(create)
+            retry_throttling(create, TRANSIENT_BEDROCK)
             create.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
             get = tasks.CallAwsService(
                 self,
@@ -918,7 +923,7 @@ class FineTunePipeline(Construct):
             result_selector={"arn": sfn.JsonPath.string_at("$.ProvisionedModelArn")},
             result_path="$.deployment",
         )
-        retry_throttling(create_pt)
+        retry_throttling(create_pt, TRANSIENT_BEDROCK)
         create_pt.add_catch(deploy_failed, errors=["States.ALL"], result_path="$.error")
         keep = sfn.Wait(
             self, "KeepProvisionedThroughput", time=sfn.WaitTime.duration(Duration.hours(ft.provisioned_hours))

@@ -54,6 +54,7 @@ from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
 from stacks.level3_finetune.pipeline import (
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_INTERVAL,
+    TRANSIENT_BEDROCK,
     retry_dropped_streams,
     retry_lambda_throttling,
     retry_task_errors,
@@ -96,11 +97,6 @@ SMOKE_BODY: dict[str, Any] = {
 }
 # The longest a run waits for the Region's one import slot (ImportModel's quota retries).
 IMPORT_SLOT_WAIT = Duration.minutes(QUOTA_RETRY_INTERVAL.to_minutes() * QUOTA_RETRY_ATTEMPTS)
-TRANSIENT_BEDROCK = [
-    "Bedrock.ThrottlingException",
-    "Bedrock.InternalServerException",
-    "Bedrock.ServiceUnavailableException",
-]
 
 
 def run_name(job_prefix: str, execution_arn_path: str) -> str:

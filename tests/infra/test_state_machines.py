@@ -1020,3 +1020,57 @@ def test_kit_status_reads_back_to_the_state_a_run_is_in_however_many_retries_it_
     attempts, where = most_attempts(each_stage.templates)
     assert attempts >= 19, where  # the job start's quota wait: the guard has work
     assert attempts * EVENTS_PER_ATTEMPT <= CURRENT_STATE_EVENTS, where
+
+
+# --- creates that carry an idempotency token -------------------------------------------------------------------
+
+
+def _pascal(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def token_create_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Bedrock tasks that send their operation's idempotency token (botocore marks the member idempotencyToken)
+    but do not retry ServiceUnavailable: Bedrock documents the 503 as one to retry with backoff
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html), and the token
+    makes a retry of a create that did land make nothing twice; without the retry a 503 fails a validated run."""
+    import botocore.session
+
+    found = []
+    for machine, definition in _definitions(templates):
+        for name, state in _states(definition):
+            sdk = re.fullmatch(r"arn:aws:states:::aws-sdk:bedrock:([A-Za-z0-9]+)", str(state.get("Resource", "")))
+            if not sdk:
+                continue
+            operation = sdk.group(1)[:1].upper() + sdk.group(1)[1:]
+            shape = botocore.session.get_session().get_service_model("bedrock").operation_model(operation).input_shape
+            # Step Functions spells the members in Pascal case (ClientRequestToken), botocore as the API does
+            tokens = {_pascal(key) for key, member in shape.members.items() if member.metadata.get("idempotencyToken")}
+            sent = {_pascal(key.removesuffix(".$")) for key in state.get("Parameters", {})}
+            retried = {error for retry in state.get("Retry", []) for error in retry["ErrorEquals"]}
+            if tokens & sent and "Bedrock.ServiceUnavailableException" not in retried:
+                found.append(f"{machine}.{name}: sends {sorted(tokens & sent)} but does not retry ServiceUnavailable")
+    return found
+
+
+def test_every_bedrock_create_with_a_token_retries_service_unavailable(each_stage: Any) -> None:
+    creates = [
+        state
+        for _, definition in _definitions(each_stage.templates)
+        for _, state in _states(definition)
+        if "ClientRequestToken" in {key.removesuffix(".$") for key in state.get("Parameters", {})}
+    ]
+    assert len(creates) >= 1  # the guard has work (the job start; a deployment; the import)
+    assert token_create_findings(each_stage.templates) == []
+
+
+def test_the_token_guard_sees_a_create_that_does_not_retry_service_unavailable() -> None:
+    retry = [{"ErrorEquals": ["Bedrock.ThrottlingException"]}]
+    parameters = {"ClientRequestToken.$": "$.names.job", "JobName.$": "$.names.job"}
+    resource = "arn:aws:states:::aws-sdk:bedrock:createModelCustomizationJob"
+    states = {"C": {"Type": "Task", "Resource": resource, "Parameters": parameters, "Retry": retry, "End": True}}
+    template = {"Resources": {"M": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {}}}}
+    template["Resources"]["M"]["Properties"]["DefinitionString"] = json.dumps({"StartAt": "C", "States": states})
+    assert token_create_findings({"S": template}) == [
+        "S/M.C: sends ['ClientRequestToken'] but does not retry ServiceUnavailable"
+    ]
