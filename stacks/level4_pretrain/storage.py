@@ -136,6 +136,10 @@ class ClusterStorage(Construct):
                     ),
                 ),
             )
+            # Deleted before the data bucket and, in the sandbox, before its auto-delete empties it: exports (a
+            # checkpoint pruned while a run still goes puts a delete marker in the versioned bucket) end with the
+            # link, so none lands in the bucket after it was emptied and fails the bucket's delete.
+            self.data_link.node.add_dependency(self.data)
             # HyperPod mounts it on every node of a group whose InstanceStorageConfigs carry this.
             self.fsx_mount = sagemaker.CfnCluster.ClusterFsxLustreConfigProperty(
                 dns_name=self.file_system.attr_dns_name,

@@ -515,7 +515,11 @@ class SharedSettings(Settings):
     """Where and under which names the kit deploys, and what every stack gets (tags, logs, layer, alarms)."""
 
     stage: Stage = Field(
-        alias="stage", description="`sandbox`: destroy removes everything; `prod`: data and logs are retained"
+        alias="stage",
+        description=(
+            "`sandbox`: destroy deletes every resource the stacks create; "
+            "`prod`: buckets, log groups and Level 3's key are kept"
+        ),
     )
     # 17 characters at most: "sagemaker-<prefix>-<stage>-<stack creation id>" (Level 4's lifecycle bucket, 26
     # characters of id) must fit S3's 63; the SageMaker names "<prefix>-<stage>-sft-|pt-<32 hex>" need at most 62.

@@ -574,6 +574,14 @@ def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted_by_hy
     [cluster_resource] = resources(template, "AWS::SageMaker::Cluster").values()
     assert link_id in cluster_resource["DependsOn"]
     assert render(link["Properties"]["DataRepositoryPath"]).startswith("s3://${StorageDataBucket")
+    # A delete removes the link (and so its exports) before the data bucket's auto-delete empties the bucket
+    [bucket_id] = re.findall(r"\$\{(\w+)\}", render(link["Properties"]["DataRepositoryPath"]))
+    [emptier] = [
+        logical_id
+        for logical_id, r in resources(template, "Custom::S3AutoDeleteObjects").items()
+        if r["Properties"]["BucketName"] == {"Ref": bucket_id}
+    ]
+    assert emptier in link["DependsOn"]
     # API-driven Slurm: HyperPod mounts the file system on every node of every group from InstanceStorageConfigs.
     mount = {
         "DnsName": {"Fn::GetAtt": [fs_id, "DNSName"]},
