@@ -228,6 +228,11 @@ def test_torchrun_environment_is_read_and_checked() -> None:
     with pytest.raises(train.ConfigError, match="SM_HOSTS lists 2 hosts but WORLD_SIZE is unset"):
         train.read_dist_env({"SM_HOSTS": '["algo-1", "algo-2"]'})
     assert train.read_dist_env({"SM_HOSTS": '["algo-1"]'}).world_size == 1  # one instance runs alone
+    # `srun python train.py` on two tasks, not `srun ... torchrun`: each would be rank 0 of 1 on the same /fsx files
+    with pytest.raises(train.ConfigError, match="SLURM_STEP_NUM_TASKS=2 but WORLD_SIZE is unset"):
+        train.read_dist_env({"SLURM_STEP_NUM_TASKS": "2"})
+    assert train.read_dist_env({"SLURM_STEP_NUM_TASKS": "1"}).world_size == 1  # one task runs alone
+    assert train.read_dist_env({**env, "SLURM_STEP_NUM_TASKS": "2"}).world_size == 4  # srun ... torchrun
     launched = {**env, "SM_HOSTS": '["algo-1", "algo-2"]'}
     assert train.read_dist_env(launched).world_size == 4  # torchrun across the hosts
 

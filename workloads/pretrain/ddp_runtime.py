@@ -62,6 +62,13 @@ def read_dist_env(env: Mapping[str, str]) -> DistEnv:
             f"SM_HOSTS lists {len(_sagemaker_hosts(env))} hosts but WORLD_SIZE is unset: launch with torchrun "
             "(the job's torch_distributed setting)"
         )
+    elif env.get("WORLD_SIZE", "") == "" and number("SLURM_STEP_NUM_TASKS", 1) > 1:
+        # `srun python train.py` on several tasks: srun sets the step's task count (SLURM_STEP_NUM_TASKS), and
+        # each task would train alone as rank 0 of 1 into the same checkpoint directory on /fsx.
+        raise ConfigError(
+            f"SLURM_STEP_NUM_TASKS={env['SLURM_STEP_NUM_TASKS']} but WORLD_SIZE is unset: launch each node's "
+            "processes with torchrun (slurm/pretrain.sbatch runs `srun ... torchrun`)"
+        )
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
