@@ -160,6 +160,14 @@ class UnsupportedEventError(BadRequestError):
     default_code = "unsupported_event"
 
 
+class PayloadTooLargeError(BadRequestError):
+    """413: the request body is larger than the function accepts (RFC 9110 Content Too Large), the status API
+    Gateway gives a body over its own 10 MB limit."""
+
+    status = 413
+    default_code = "body_too_large"
+
+
 class ModelRejectedInputError(BadRequestError):
     """400: Bedrock refused the request (ValidationException)."""
 

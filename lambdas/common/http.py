@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 from aws_lambda_powertools.event_handler import Response
 
-from common.errors import ApiError, BadRequestError, DeadlineExceeded, is_retryable_aws_error
+from common.errors import ApiError, BadRequestError, DeadlineExceeded, PayloadTooLargeError, is_retryable_aws_error
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ def _invalid_json(message: str) -> BadRequestError:
 
 
 def decode_body(raw: Any, is_base64: bool, max_chars: int = MAX_BODY_CHARS) -> str:
-    """The request body as text; 400 if it is missing, not decodable or larger than ``max_chars``."""
+    """The request body as text; 400 if it is missing or not decodable, 413 if larger than ``max_chars``."""
     if raw is None or raw == "":
         raise _invalid_json("The request body is required and must be a JSON object.")
     if not isinstance(raw, str):
@@ -69,10 +69,8 @@ def decode_body(raw: Any, is_base64: bool, max_chars: int = MAX_BODY_CHARS) -> s
         except (binascii.Error, UnicodeDecodeError):
             raise _invalid_json("The request body is not valid base64-encoded UTF-8.") from None
     if len(text) > max_chars:
-        raise BadRequestError(
-            f"The request body is too large: at most {max_chars} characters are accepted.",
-            code="body_too_large",
-            field="body",
+        raise PayloadTooLargeError(
+            f"The request body is too large: at most {max_chars} characters are accepted.", field="body"
         )
     return text
 

@@ -39,3 +39,23 @@ def test_every_emitted_code_is_in_the_readme() -> None:
     codes = emitted_codes()
     assert {"template_not_found", "throttled", "model_timeout", "gateway_error"} <= codes  # the scan works
     assert sorted(codes - documented) == []
+
+
+def test_each_error_class_has_its_status_in_the_readme_row_of_its_code() -> None:
+    """Before: the function answered 413 for a body too large while the README row still said 400 (or the other
+    way round): the status a code comes with is read from the error class, not restated."""
+    from common import errors
+
+    readme = (ROOT / "README.md").read_text()
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in readme.splitlines() if line.startswith("|")
+    ]
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.ApiError)]
+    checked = 0
+    for cls in classes:
+        statuses = [row[-2] for row in rows if len(row) >= 3 and f"`{cls.default_code}`" in row[-1]]
+        if not statuses:
+            continue  # a generic code (internal_error, invalid_request) the README names in prose
+        checked += 1
+        assert any(str(cls.status) in status for status in statuses), (cls.__name__, cls.status, statuses)
+    assert checked >= 10  # the scan reads the table

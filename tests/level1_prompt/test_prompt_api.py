@@ -480,7 +480,7 @@ def test_invalid_base64_body_is_400(invoke: Invoke) -> None:
 
 def test_oversized_body_is_400(invoke: Invoke) -> None:
     reply = invoke(post_prompt(raw_body=json.dumps({"prompt": "x" * (600 * 1024)})))
-    error = assert_error(reply, 400, "body_too_large", "body")
+    error = assert_error(reply, 413, "body_too_large", "body")
     assert str(512 * 1024) in error["message"]
 
 

@@ -592,7 +592,7 @@ def test_malformed_or_non_object_body_is_400_on_body(
 
 def test_missing_and_oversized_bodies_are_400(invoke: Invoke) -> None:
     assert_error(invoke(ask(None)), 400, "invalid_json", "body")
-    assert_error(invoke(ask(raw_body=json.dumps({"question": "x" * (600 * 1024)}))), 400, "body_too_large", "body")
+    assert_error(invoke(ask(raw_body=json.dumps({"question": "x" * (600 * 1024)}))), 413, "body_too_large", "body")
 
 
 def test_base64_encoded_body_is_decoded(invoke: Invoke, stubber: Stubber) -> None:
