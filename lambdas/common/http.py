@@ -107,6 +107,31 @@ def json_type_name(value: Any) -> str:
 
 # --- deadline-aware retries --------------------------------------------------------------------------------
 
+# API Gateway waits at most 29 s for a REST API's Lambda integration unless the API raises it ("Integration
+# timeout", https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-execution-service-limits-table.html);
+# the kit's APIs keep it. Its clock starts when the request arrives (requestContext.requestTimeEpoch), before a cold
+# start's Init, which the function's own remaining time does not count; the margin is the gateway's own work after
+# the function answers.
+GATEWAY_TIMEOUT_MS = 29_000
+GATEWAY_MARGIN_MS = 500
+
+
+def _now_ms() -> float:
+    return time.time() * 1000
+
+
+def time_left(context: Any, event: Any) -> Callable[[], int] | None:
+    """Milliseconds left before the first of two ends: the function's timeout (its Lambda context) and, for a
+    request API Gateway received, the gateway's integration timeout. None outside Lambda (no deadline)."""
+    function_left: Callable[[], int] | None = getattr(context, "get_remaining_time_in_millis", None)
+    if function_left is None:
+        return None
+    received = ((event or {}).get("requestContext") or {}).get("requestTimeEpoch")
+    if isinstance(received, bool) or not isinstance(received, (int, float)):
+        return lambda: int(function_left())
+    gateway_end_ms = received + GATEWAY_TIMEOUT_MS - GATEWAY_MARGIN_MS
+    return lambda: min(int(function_left()), int(gateway_end_ms - _now_ms()))
+
 
 @dataclass(frozen=True)
 class RetryPolicy:

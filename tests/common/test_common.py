@@ -978,3 +978,22 @@ def test_a_reason_is_cut_only_when_it_does_not_fit() -> None:
 class _NullLog:
     def info(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+def test_time_left_is_the_sooner_of_the_functions_and_the_gateways(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 20_000
+
+    received = 1_800_000_000_000
+    event = {"requestContext": {"requestTimeEpoch": received}}
+    gateway_end = received + http.GATEWAY_TIMEOUT_MS - http.GATEWAY_MARGIN_MS
+    assert http.time_left(object(), event) is None  # outside Lambda: no deadline
+    monkeypatch.setattr(http, "_now_ms", lambda: received + 1_000)  # a warm start: the function's clock ends first
+    left = http.time_left(Context(), event)
+    assert left is not None and left() == 20_000
+    monkeypatch.setattr(http, "_now_ms", lambda: received + 12_000)  # 12 s of cold start: the gateway's does
+    assert left() == gateway_end - (received + 12_000)
+    for unread in ({}, {"requestContext": None}, {"requestContext": {"requestTimeEpoch": True}}, None):
+        only_function = http.time_left(Context(), unread)  # invoked directly: the function's clock alone
+        assert only_function is not None and only_function() == 20_000

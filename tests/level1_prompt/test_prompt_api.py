@@ -1466,6 +1466,28 @@ def test_no_attempt_when_none_fits(invoke: Invoke, slow: Callable[..., tuple[Slo
     assert upstream.attempts == []
 
 
+@pytest.mark.parametrize("init_ms", [0, 4_000, 10_000])
+def test_a_cold_start_is_counted_against_the_gateways_29_seconds(
+    invoke: Invoke, slow: Callable[..., tuple[SlowUpstream, SimContext]], monkeypatch: pytest.MonkeyPatch, init_ms: int
+) -> None:
+    """API Gateway's clock starts when the request arrives, before the function's Init; the function's own clock
+    when the handler is invoked. Before, a hanging model call was cut at the function's clock alone, so after a
+    10 s Init the kit's 504 model_timeout came after the gateway had answered its own 504."""
+    upstream, context = slow(latency_s=600, code=None)
+    received = 1_800_000_000_000
+    monkeypatch.setattr(common.http, "_now_ms", lambda: received + init_ms + context.clock.now_ms)
+    event = post_prompt({"prompt": "Say hello."})
+    event["requestContext"]["requestTimeEpoch"] = received
+
+    reply = invoke(event, context)
+
+    assert_answered_in_time(upstream, context)
+    assert_error(reply, 504, "model_timeout")
+    answered = received + init_ms + context.clock.now_ms
+    assert answered <= received + common.http.GATEWAY_TIMEOUT_MS - common.http.GATEWAY_MARGIN_MS
+    assert len(upstream.attempts) == 1
+
+
 def test_fast_throttling_is_retried_while_attempts_fit(invoke: Invoke, stubber: Stubber, sleeps: list[float]) -> None:
     for _ in range(3):
         stubber.add_client_error("converse", "ThrottlingException", "slow down", 429, expected_params=prompt_params())

@@ -1057,6 +1057,19 @@ def test_no_attempt_when_none_fits_in_the_time_left(invoke: Invoke, stubber: Stu
     assert reply.headers["retry-after"] == "5"
 
 
+def test_no_attempt_when_the_gateway_has_no_time_left_for_one(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The function has 25 s, but the request reached API Gateway 27 s ago (a cold start): the gateway answers its
+    # own 504 within 2 s, so no Bedrock call starts and the kit's 504 comes first (the empty Stubber: no call made)
+    received = 1_800_000_000_000
+    monkeypatch.setattr(common.http, "_now_ms", lambda: received + 27_000)
+    event = ask({"question": "q"})
+    event["requestContext"]["requestTimeEpoch"] = received
+    reply = invoke(event, FakeContext(remaining_ms=25_000))
+    assert_error(reply, 504, "model_timeout")
+
+
 def test_unknown_aws_error_is_500_with_request_id(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_client_error("retrieve", "BrandNewException", "weird", 400)
     error = assert_error(invoke(retrieve({"query": "q"})), 500, "internal_error")

@@ -7,7 +7,7 @@ else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -33,7 +33,7 @@ from common.errors import (
     input_too_long,
     trim,
 )
-from common.http import decode_body, json_response, parse_json_object
+from common.http import decode_body, json_response, parse_json_object, time_left
 from common.observability import annotate, make_tracer, publish
 from common.resolver import (
     DEFAULT_RESOURCE,
@@ -181,8 +181,8 @@ def _path_name(matched: str) -> str:
     return given if isinstance(given, str) and given else unquote(matched)
 
 
-def _remaining_ms() -> Any:
-    return getattr(app.lambda_context, "get_remaining_time_in_millis", None)
+def _remaining_ms() -> Callable[[], int] | None:
+    return time_left(app.lambda_context, app.current_event.raw_event)
 
 
 def _json_body() -> dict[str, Any]:

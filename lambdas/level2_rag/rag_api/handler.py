@@ -49,7 +49,7 @@ from common.errors import (
     refuses_model_access,
     trim,
 )
-from common.http import decode_body, json_response, parse_json_object
+from common.http import decode_body, json_response, parse_json_object, time_left
 from common.observability import annotate, make_tracer, publish
 from common.resolver import install_error_handlers, resolve_rest_event, traced_resolve
 from common.resolver import is_rest_proxy_event as is_rest_proxy_event  # re-exported
@@ -183,11 +183,12 @@ def _json_body() -> dict[str, Any]:
 
 
 def _remaining(reserve_ms: int) -> Callable[[], int] | None:
-    """The function's remaining time minus ``reserve_ms`` (None outside Lambda: no deadline)."""
-    remaining = getattr(app.lambda_context, "get_remaining_time_in_millis", None)
+    """The time left (the function's, or the gateway's if it ends first) minus ``reserve_ms`` (None outside
+    Lambda: no deadline)."""
+    remaining = time_left(app.lambda_context, app.current_event.raw_event)
     if remaining is None:
         return None
-    return lambda: int(remaining()) - reserve_ms
+    return lambda: remaining() - reserve_ms
 
 
 def _call(operation: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
