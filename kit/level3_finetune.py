@@ -58,6 +58,7 @@ from kit.operator import (
     remember_target,
     resumed_root,
     show_status,
+    start_run,
     target_options,
     upload_file,
     wait_options,
@@ -418,8 +419,7 @@ def start(
     }
     request.update({key: value for key, value in optional.items() if value is not None})
     sfn = target.client("stepfunctions")
-    with aws.aws_errors("starting the fine-tuning pipeline", target.region, target.profile):
-        arn = str(sfn.start_execution(stateMachineArn=machine, name=run, input=json.dumps(request))["executionArn"])
+    arn = start_run(target, sfn, machine, run, json.dumps(request), "starting the fine-tuning pipeline", "l3")
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
     follow = target.kit_command("l3", f"status {arn} --wait")
@@ -1084,8 +1084,8 @@ def sm_start(
     if "trainingKey" not in request:
         raise KitUsageError(f"execution {resume_from} named no trainingKey: give --training-key KEY")
     sfn = target.client("stepfunctions")
-    with aws.aws_errors("starting the SageMaker fine-tuning pipeline", target.region, target.profile):
-        arn = str(sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(request))["executionArn"])
+    action = "starting the SageMaker fine-tuning pipeline"
+    arn = start_run(target, sfn, machine, name, json.dumps(request), action, "l3sm")
     out.print(Text(f"started {arn}"))
     out.print(Text(f"request {json.dumps(request)}", style="dim"))
     out.print(Text(f"training job and imported model: {sm_resource_name(target, arn)}", style="dim"))

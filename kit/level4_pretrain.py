@@ -34,6 +34,7 @@ from kit.operator import (
     remember_target,
     resumed_root,
     show_status,
+    start_run,
     target_options,
     wait_options,
     when,
@@ -209,8 +210,8 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
         _refuse_used_prefix(target, bucket, execution, checkpoints)
     out = console()
     execution_input = json.dumps({"resumeFrom": earlier} if earlier else {})
-    with aws.aws_errors("starting the training-job state machine", target.region, target.profile):
-        arn = str(sfn.start_execution(stateMachineArn=machine, name=execution, input=execution_input)["executionArn"])
+    action = "starting the training-job state machine"
+    arn = start_run(target, sfn, machine, execution, execution_input, action, "l4")
     settings = target.config.pretrain
     out.print(Text(f"started {arn}"))
     out.print(

@@ -491,6 +491,37 @@ def execution_arn(machine: str, name: str) -> str:
     return machine.replace(":stateMachine:", ":execution:", 1) + ":" + name
 
 
+def start_run(target: Target, sfn: Any, machine: str, name: str, execution_input: str, action: str, level: str) -> str:
+    """StartExecution of run ``name``; its ARN. When the call fails after the client's retries, the answer may be
+    what was lost, not the start: the run is looked up by name first, and one with this start's input is this
+    start's. Otherwise the error names the run, so that starting a second, paid run is a choice, not a reflex."""
+    try:
+        with aws.aws_errors(action, target.region, target.profile):
+            return str(sfn.start_execution(stateMachineArn=machine, name=name, input=execution_input)["executionArn"])
+    except KitError as error:
+        arn = execution_arn(machine, name)
+        if _started_with(sfn, arn, execution_input):
+            return arn
+        status = target.kit_command(level, f"status {name}")
+        raise KitError(
+            f"{error} (run {name}: if it may have started, check with `{status}` before starting again)"
+        ) from None
+
+
+def _started_with(sfn: Any, arn: str, execution_input: str) -> bool:
+    """Whether execution ``arn`` exists with ``execution_input`` (False when it cannot be read)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        found = sfn.describe_execution(executionArn=arn)
+    except (BotoCoreError, ClientError):
+        return False
+    try:
+        return bool(json.loads(found.get("input") or "null") == json.loads(execution_input))
+    except ValueError:
+        return False
+
+
 # A resumed run keeps checkpointing under the prefix of the run it resumed (checkpoints/<resumeFrom>/), so resuming
 # it means resuming that first run: at most this many resumes are followed back.
 MAX_RESUME_HOPS = 20

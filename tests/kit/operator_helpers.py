@@ -228,3 +228,24 @@ class InterruptedTime:
     @staticmethod
     def sleep(_: float) -> None:
         raise KeyboardInterrupt
+
+
+def lose_start_answers(monkeypatch: pytest.MonkeyPatch, *, started: bool) -> None:
+    """Every StartExecution fails as if its answer were lost (a read timeout after the client's retries): after the
+    execution started (``started``), or before the request reached Step Functions."""
+    from botocore.exceptions import ReadTimeoutError
+
+    def lost(**_: object) -> None:
+        raise ReadTimeoutError(endpoint_url=f"https://states.{REGION}.amazonaws.com")
+
+    original = aws.client
+
+    def client(name: str, region: str | None = None, profile: str | None = None) -> object:
+        created = (name, region, profile) not in aws._clients
+        found = original(name, region, profile)
+        if name == "stepfunctions" and created:
+            event = "after-call.sfn.StartExecution" if started else "before-call.sfn.StartExecution"
+            found.meta.events.register(event, lost)
+        return found
+
+    monkeypatch.setattr(aws, "client", client)

@@ -31,6 +31,7 @@ from tests.kit.operator_helpers import (
     cloudformation_fixture,  # noqa: F401
     executing_fixture,  # noqa: F401
     fresh_clients_fixture,  # noqa: F401
+    lose_start_answers,
     mocked_fixture,  # noqa: F401
     run,
     same_named_files,  # each *_fixture registers its fixture for this module
@@ -116,6 +117,21 @@ def _objects(bucket: str) -> dict[str, bytes]:
     s3 = boto3.client("s3", region_name=REGION)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def test_l3_start_whose_answer_was_lost_reports_the_run_it_started(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the command failed after the upload, and a second start made a second customization job
+    machine = state_machine(WAIT_THEN_PASS, "finetune")
+    finetune_stack(mocked, machine)
+    lose_start_answers(monkeypatch, started=True)
+    result = run(l3, "start", "--upload", str(SAMPLES / "train.jsonl"))
+    assert result.exit_code == 0, result.output
+    [execution] = boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)[
+        "executions"
+    ]
+    assert f"started {execution['executionArn']}" in " ".join(result.output.split())
 
 
 def test_l3_starts_with_files_of_one_name_never_share_a_key(mocked: FakeCloudFormation, tmp_path: Path) -> None:

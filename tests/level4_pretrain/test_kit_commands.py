@@ -25,6 +25,7 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
     cloudformation_fixture,  # noqa: F401
     executing_fixture,  # noqa: F401
     fresh_clients_fixture,  # noqa: F401
+    lose_start_answers,
     mocked_fixture,  # noqa: F401
     run,
     stack,
@@ -415,3 +416,29 @@ def test_l4_submit_wait_interrupted_says_the_execution_runs_on_and_exits_130(
     assert "Stopped following; the execution keeps running: follow it again with kit l4 status run1 --wait" in (
         " ".join(result.output.split())
     )
+
+
+def test_l4_submit_whose_answer_was_lost_reports_the_run_it_started(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the command failed, and a second submit started a second paid training job; now the run is read
+    back by name and reported as started."""
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    lose_start_answers(monkeypatch, started=True)
+    result = run(l4, "submit", "--name", "run1")
+    assert result.exit_code == 0, result.output
+    assert f"started {execution_arn(machine, 'run1')}" in result.output
+
+
+def test_l4_submit_that_did_not_start_names_the_run_to_check_before_another(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    lose_start_answers(monkeypatch, started=False)
+    result = run(l4, "submit", "--name", "run1")
+    assert result.exit_code == 1
+    printed = " ".join(result.output.split())
+    assert "starting the training-job state machine failed" in printed
+    assert "(run run1: if it may have started, check with `kit l4 status run1" in printed
