@@ -63,7 +63,8 @@ def allow_cloudwatch_alarms(topic: sns.Topic) -> None:
     encrypted topic needs its key to let CloudWatch use it as well, with
     the key-policy statement AWS gives for it (kms:Decrypt, kms:GenerateDataKey*), documented without conditions
     (https://repost.aws/knowledge-center/cloudwatch-configure-alarm-sns,
-    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services)."""
+    https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services), here kept
+    to SNS's use of the key."""
     cloudwatch_service = iam.ServicePrincipal("cloudwatch.amazonaws.com")
     topic.add_to_resource_policy(
         iam.PolicyStatement(
@@ -76,12 +77,20 @@ def allow_cloudwatch_alarms(topic: sns.Topic) -> None:
     )
     if topic.master_key is None:
         return
+    # The key may protect more than the topic (Level 3's data key encrypts its buckets and models): the statement
+    # is kept to SNS's use of it. SNS calls KMS with the topic's ARN as encryption context, the key
+    # kms:EncryptionContext:aws:sns:topicArn an AWS key policy for an encrypted topic conditions on
+    # (https://docs.amazonaws.cn/en_us/gamelift/latest/flexmatchguide/queue-notification-sns-sse.html); any topic of
+    # this account, since the topic's own ARN would make the key policy and the topic refer to each other.
+    stack = Stack.of(topic)
+    any_topic_here = f"arn:{stack.partition}:sns:{stack.region}:{stack.account}:*"
     added = topic.master_key.add_to_resource_policy(
         iam.PolicyStatement(
             sid="AllowCloudWatchAlarmsToPublishToTheTopic",
             principals=[cloudwatch_service],
             actions=["kms:Decrypt", "kms:GenerateDataKey*"],
             resources=["*"],
+            conditions={"StringLike": {"kms:EncryptionContext:aws:sns:topicArn": any_topic_here}},
         )
     )
     if not added.statement_added:

@@ -25,7 +25,7 @@ from teardown_sweep.names import SWEEP_PREFIX
 from stacks.level3_finetune import sweep as sweep_module
 from stacks.level3_finetune.teardown import TEARDOWN_SETTLE
 from tests.infra import asl
-from tests.infra.helpers import resources
+from tests.infra.helpers import render, resources
 from tests.level3_finetune.test_paths import Variant, _synth_variant, status_event
 
 BEDROCK, SAGEMAKER = "GenAiKit-3-FineTune", "GenAiKit-3-FineTune-SageMaker"
@@ -228,6 +228,13 @@ def test_cloudwatch_may_publish_to_the_topic_and_use_its_key(template: dict[str,
     key_policy = template["Resources"][key["Fn::GetAtt"][0]]["Properties"]["KeyPolicy"]["Statement"]
     [by_cloudwatch] = [s for s in key_policy if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
     assert sorted(by_cloudwatch["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    # The key also encrypts the level's data: CloudWatch may use it only as SNS does, for a topic of this account
+    # (before: on anything the key encrypts)
+    [(operator, context)] = by_cloudwatch["Condition"].items()
+    assert operator == "StringLike"
+    assert {key: render(value) for key, value in context.items()} == {
+        "kms:EncryptionContext:aws:sns:topicArn": "arn:aws:sns:us-east-1:${AWS::AccountId}:*"
+    }
 
 
 def test_an_hourly_schedule_runs_the_sweep_with_least_privilege(template: dict[str, Any]) -> None:
