@@ -581,15 +581,34 @@ class FineTunePipeline(Construct):
             result_path=sfn.JsonPath.DISCARD,
         )
         retry_throttling(stop_job)
-        stop_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
-        stop_job.next(
-            notify(
-                "NotifyTimeout",
-                f"stopped: the job ran longer than {ft.max_job_hours} h",
-                "$.created",
-                then=fail("TimedOut", "CustomizationJobTimedOut", f"Exceeded {ft.max_job_hours} hours"),
-            )
+        # A job that ended between the last poll and the stop is refused it (ConflictException, as the cleanup and
+        # the teardown read it; ValidationException for one no longer stoppable): it is read again and routed by its
+        # status, so a job that completed at the bound is deployed and reported, not a failed step.
+        get_job_after_stop = tasks.CallAwsService(
+            self,
+            "GetJobAfterStopRefused",
+            service="bedrock",
+            action="getModelCustomizationJob",
+            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.created.jobArn")},
+            iam_action="bedrock:GetModelCustomizationJob",
+            iam_resources=[job_arn],
+            result_path="$.status",
         )
+        retry_polling(get_job_after_stop)
+        get_job_after_stop.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+        stop_job.add_catch(
+            get_job_after_stop,
+            errors=["Bedrock.ConflictException", "Bedrock.ValidationException"],
+            result_path="$.stopRefused",
+        )
+        stop_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+        timed_out = notify(
+            "NotifyTimeout",
+            f"stopped: the job ran longer than {ft.max_job_hours} h",
+            "$.created",
+            then=fail("TimedOut", "CustomizationJobTimedOut", f"Exceeded {ft.max_job_hours} hours"),
+        )
+        stop_job.next(timed_out)
         job_failed = notify(
             "NotifyJobFailed",
             "failed: the customization job did not complete",
@@ -694,6 +713,12 @@ class FineTunePipeline(Construct):
             .when(job_status("Completed"), after_success)
             .when(job_status("Failed", "Stopped"), job_failed)
             .otherwise(count)
+        )
+        get_job_after_stop.next(
+            sfn.Choice(self, "EndedAtTheTimeLimit?")
+            .when(job_status("Completed"), after_success)
+            .when(job_status("Failed", "Stopped"), job_failed)
+            .otherwise(timed_out)
         )
         count.next(
             sfn.Choice(self, "WithinTimeLimit?")

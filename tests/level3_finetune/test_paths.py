@@ -770,6 +770,43 @@ def test_job_running_past_the_limit_is_stopped_after_the_configured_polls(none: 
     assert f"{ft.max_job_hours} h" in notified(trace)[0][1]
 
 
+@pytest.mark.parametrize("error", ["Bedrock.ConflictException", "Bedrock.ValidationException"])
+def test_a_job_that_completes_as_it_is_stopped_at_the_limit_succeeds(on_demand: Variant, error: str) -> None:
+    """Before: the last poll saw InProgress, the job completed, StopJob was refused and the run ended in
+    NotifyPipelineError, its trained model neither deployed nor reported. Now the job is read again."""
+    ft = on_demand.config.finetune
+    polls = ft.max_job_hours * 60 // ft.poll_minutes
+    refused = AslError(error, "The job is not in a state that can be stopped")
+    outcomes: dict[str, Iterable[Any]] = {
+        "CreateOnDemandDeployment": [{"CustomModelDeploymentArn": DEPLOYMENT_ARN}],
+        **ACTIVE_AFTER_ONE_POLL,
+    }
+    jobs = itertools.repeat(IN_PROGRESS, polls)
+    after = [COMPLETED]  # it completed between the last poll and the stop
+    trace = run(
+        on_demand,
+        README_REQUEST,
+        **job_runs(GetJob=jobs, StopJob=[refused], GetJobAfterStopRefused=after, **outcomes),
+    )
+    assert_ends(trace, "SUCCEEDED", "Done")
+    assert trace.visited[trace.visited.index("StopJob") : trace.visited.index("StopJob") + 3] == [
+        "StopJob",
+        "GetJobAfterStopRefused",
+        "EndedAtTheTimeLimit?",
+    ]
+    assert "NotifyPipelineError" not in trace.visited and "NotifyTimeout" not in trace.visited
+    assert "CreateOnDemandDeployment" in trace.visited
+
+
+def test_a_job_still_stopping_when_its_stop_is_refused_is_reported_timed_out(none: Variant) -> None:
+    refused = AslError("Bedrock.ConflictException", "The job is already stopping")
+    stopping = {**IN_PROGRESS, "Status": "Stopping"}
+    jobs = itertools.repeat(IN_PROGRESS)
+    trace = run(none, README_REQUEST, **job_runs(GetJob=jobs, StopJob=[refused], GetJobAfterStopRefused=[stopping]))
+    assert_ends(trace, "FAILED", "TimedOut")
+    assert trace.visited[-4:] == ["GetJobAfterStopRefused", "EndedAtTheTimeLimit?", "NotifyTimeout", "TimedOut"]
+
+
 # --- h2) a status poll fails ----------------------------------------------------------------------------
 
 # Bedrock's common server errors (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html),
