@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common.stack_cleanup import Deadline, client_factory, pages, tolerate, wait_until_done
+from common.stack_cleanup import Deadline, client_factory, pages, stop_executions, tolerate, wait_until_done
 
 # What follows the prefix in a name a state machine gives: States.Hash MD5 of the execution ARN, lowercase hex.
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -93,3 +93,19 @@ def stop_training_jobs(jobs: StackTrainingJobs, deadline: Deadline) -> list[str]
 
     wait_until_done(still_running, "waiting for training jobs to stop", deadline)
     return ours
+
+
+def last_look(
+    state_machine_arn: str, jobs: StackTrainingJobs, deadline: Deadline, cause: str, stopped_before: set[str]
+) -> tuple[int, list[str]]:
+    """Executions started after the first look, stopped too, with any training job they created; how many
+    executions, and which jobs. The state machine takes starts until CloudFormation deletes it (`kit l4 submit`
+    during a destroy), and a run that reaches its training job before DeleteStateMachine ends it would train on
+    with the stack's role and bucket gone: DeleteStateMachine ends an execution only "on the next state
+    transition" (https://docs.aws.amazon.com/step-functions/latest/apireference/API_DeleteStateMachine.html), which
+    a .sync training task makes when its job ends. ``stopped_before``: the executions the first look stopped."""
+    late = stop_executions(state_machine_arn, deadline, cause, stopped_before)
+    if not late:
+        return 0, []
+    deadline.pause("letting the late executions' calls in flight land")
+    return late, stop_training_jobs(jobs, deadline)

@@ -256,6 +256,7 @@ def test_running_training_jobs_are_stopped_across_pages_and_waited_for(aws: Aws)
     aws.imports([])
     aws.models([])
 
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
 
     aws.no_pending()
@@ -282,6 +283,7 @@ def test_an_import_still_in_progress_is_waited_for_and_the_model_it_creates_is_d
     aws.get_model(name, "aaaaaaaaaaaa")
     aws.delete_model("aaaaaaaaaaaa")
 
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
 
     aws.no_pending()
@@ -307,6 +309,7 @@ def test_an_import_answer_without_a_status_is_taken_as_still_in_progress(aws: Aw
     aws.get_model(name, "aaaaaaaaaaaa")
     aws.delete_model("aaaaaaaaaaaa")
 
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
 
     aws.no_pending()
@@ -345,6 +348,7 @@ def test_models_that_are_not_the_kits_are_left_alone(aws: Aws) -> None:
     aws.get_model(elsewhere, "ffffffffffff", OTHER_BUCKET)
     aws.delete_model("aaaaaaaaaaaa")
 
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
 
     aws.no_pending()  # only one delete was queued: any other would have failed the stubber
@@ -387,6 +391,7 @@ def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None
     aws.bedrock.add_client_error("delete_imported_model", "ConflictException", "in use", 409)
     aws.delete_model("aaaaaaaaaaaa")
 
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
 
     aws.no_pending()
@@ -507,6 +512,7 @@ def test_stop_only_stops_the_executions_and_training_jobs_waits_and_never_touche
     aws.describe(ours, "Stopped")
     aws.describe(stopping, "Stopped")
 
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete", STOP_ONLY_PROPS), context(FUNCTION_MS))
 
     aws.no_pending()  # one StopTrainingJob was queued: a stop of any other job would have failed the stubber
@@ -517,8 +523,9 @@ def test_stop_only_stops_the_executions_and_training_jobs_waits_and_never_touche
     )
     assert aws.calls.count("StopExecution") == 2 and aws.calls.count("StopTrainingJob") == 1
     assert max(i for i, c in enumerate(aws.calls) if c == "StopExecution") < aws.calls.index("ListTrainingJobs")
-    # Waited until both had stopped: one settle after the executions, one poll while the jobs stop.
-    assert aws.calls[-2:] == ["DescribeTrainingJob", "DescribeTrainingJob"]
+    # Waited until both had stopped: one settle after the executions, one poll while the jobs stop; then the last
+    # look for a run started meanwhile.
+    assert aws.calls[-3:] == ["DescribeTrainingJob", "DescribeTrainingJob", "ListExecutions"]
     assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S] * 2
     assert not BEDROCK_CALLS & set(aws.calls)
     # Everything it called is granted to the prod stage's function, which is granted nothing Bedrock.

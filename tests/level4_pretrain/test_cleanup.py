@@ -164,6 +164,7 @@ def test_executions_and_training_jobs_are_stopped_across_pages_and_waited_for(aw
         aws.describe(ours, ours_status)
         aws.describe(stopping, stopping_status)
 
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
 
     aws.no_pending()  # one StopTrainingJob was queued: a stop of any other job would have failed the stubber
@@ -180,6 +181,7 @@ def test_nothing_running_answers_success_without_waiting(aws: Aws) -> None:
     aws.deleting()
     aws.executions([])
     aws.no_training()
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
     aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS"
@@ -196,6 +198,9 @@ def test_a_state_machine_deleted_outside_the_stack_does_not_fail_the_destroy(aws
         "list_executions", "StateMachineDoesNotExist", "State Machine Does Not Exist", 400, expected_params=query
     )
     aws.no_training()
+    aws.sfn.add_client_error(  # the last look: still gone
+        "list_executions", "StateMachineDoesNotExist", "State Machine Does Not Exist", 400, expected_params=query
+    )
     h.handler(event("Delete"), context(FUNCTION_MS))
     aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
@@ -253,6 +258,25 @@ def test_a_failing_call_still_answers_failed_saying_what_to_do(aws: Aws) -> None
     assert "\n" not in reason and "Traceback" not in reason
 
 
+def test_a_run_started_after_the_first_look_is_stopped_with_its_job(aws: Aws) -> None:
+    """Before: executions were looked at once, so a `kit l4 submit` during the destroy reached its training job after
+    that look, and the job trained on to its MaxRuntime with the stack's role and bucket deleted underneath it."""
+    late = job_name("late-run")
+    aws.deleting()
+    aws.executions([])  # the first look: nothing running
+    aws.no_training()
+    aws.executions(["late-run"])  # the last look: a run started meanwhile, stopped
+    aws.training("InProgress", [summary(late, "InProgress")])  # the job it created
+    aws.describe(late, "InProgress")
+    aws.stop(late)
+    aws.training("Stopping", [])
+    aws.describe(late, "Stopped")
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert aws.answer["Reason"] == f"stopped 1 training job(s) [{late}] and 1 execution(s)"
+
+
 def test_a_job_that_ended_meanwhile_is_not_a_failure(aws: Aws) -> None:
     name = job_name("run-4")
     aws.deleting()
@@ -262,6 +286,7 @@ def test_a_job_that_ended_meanwhile_is_not_a_failure(aws: Aws) -> None:
     aws.sagemaker.add_client_error("stop_training_job", "ValidationException", "job is Completed", 400)
     aws.training("Stopping", [])
     aws.describe(name, "Stopped")
+    aws.executions([])  # the last look: nothing started meanwhile
     h.handler(event("Delete"), context(FUNCTION_MS))
     aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]

@@ -52,7 +52,7 @@ from common.stack_cleanup import (
     stop_executions,
     wait_until_done,
 )
-from common.training_cleanup import StackTrainingJobs, is_run_name, same_uri, stop_training_jobs
+from common.training_cleanup import StackTrainingJobs, is_run_name, last_look, same_uri, stop_training_jobs
 
 logger = Logger(service="sagemaker-cleanup")
 
@@ -213,17 +213,23 @@ def delete_models(models: list[dict[str, str]], deadline: Deadline) -> list[str]
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     scope = Scope.from_properties(event["ResourceProperties"])
     report = Report(stop_only=not scope.deletes_models)
-    report.executions = stop_executions(scope.state_machine_arn, deadline, CAUSE)
+    looked: set[str] = set()
+    report.executions = stop_executions(scope.state_machine_arn, deadline, CAUSE, looked)
     if report.executions:
         # A CreateTrainingJob or CreateModelImportJob call a stopped execution had in flight lands meanwhile.
         deadline.pause("letting the stopped executions' calls in flight land")
     stopped = stop_training_jobs(scope.training_jobs, deadline)
-    if stopped:
-        logger.info("Stopped training jobs", extra={"jobs": stopped})
-    report.training_jobs = len(stopped)
     if scope.deletes_models:
         report.import_jobs = wait_for_imports(scope, deadline)
         report.models = delete_models(find_models(scope, deadline, report), deadline)
+    # A run started meanwhile trains first (an import comes only after its training job ends): a last look stops it
+    # and its job.
+    late, late_jobs = last_look(scope.state_machine_arn, scope.training_jobs, deadline, CAUSE, looked)
+    report.executions += late
+    stopped += late_jobs
+    if stopped:
+        logger.info("Stopped training jobs", extra={"jobs": stopped})
+    report.training_jobs = len(stopped)
     logger.info("Cleanup done", extra={"report": str(report)})
     return str(report)
 

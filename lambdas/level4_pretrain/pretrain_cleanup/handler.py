@@ -27,7 +27,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from common.stack_cleanup import CleanupError, Deadline, answer, stop_executions
-from common.training_cleanup import StackTrainingJobs, stop_training_jobs
+from common.training_cleanup import StackTrainingJobs, last_look, stop_training_jobs
 
 logger = Logger(service="pretrain-cleanup")
 
@@ -66,11 +66,15 @@ class Scope:
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
     scope = Scope.from_properties(event["ResourceProperties"])
-    executions = stop_executions(scope.state_machine_arn, deadline, CAUSE)
+    stopped: set[str] = set()
+    executions = stop_executions(scope.state_machine_arn, deadline, CAUSE, stopped)
     if executions:
         # A CreateTrainingJob call a stopped execution had in flight lands meanwhile.
         deadline.pause("letting the stopped executions' calls in flight land")
     jobs = stop_training_jobs(scope.training_jobs, deadline)
+    late, late_jobs = last_look(scope.state_machine_arn, scope.training_jobs, deadline, CAUSE, stopped)
+    executions += late
+    jobs += late_jobs
     if jobs:
         logger.info("Stopped training jobs", extra={"jobs": jobs})
     return f"stopped {len(jobs)} training job(s) [{', '.join(jobs)}] and {executions} execution(s)"
