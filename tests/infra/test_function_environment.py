@@ -1,8 +1,10 @@
 """Every environment variable a function's code requires is set on that function in the template.
 
-Required variables are found from the code: ``env_str("NAME")`` without a default, ``env_matching("NAME", ...)``
-and ``os.environ["NAME"]``. A variable the code needs but the stack does not set fails every call at run time
-with a configuration error, which no template assertion or handler test (which sets its own environment) sees.
+Required variables are found from the code: ``env_str("NAME")`` without a default, ``env_matching("NAME", ...)``,
+any helper of ``common.env`` that reads its argument with ``env_str`` alone (``env_json_object``), and
+``os.environ["NAME"]``; a NAME may be a module-level string constant of the same file. A variable the code needs
+but the stack does not set fails every call at run time with a configuration error, which no template assertion or
+handler test (which sets its own environment) sees.
 """
 
 from __future__ import annotations
@@ -14,18 +16,58 @@ from typing import Any
 from tests.infra.test_permission_closure import _sources, kit_functions
 
 
+@functools.cache
+def required_readers() -> frozenset[str]:
+    """The helpers of common.env that fail without their variable: they pass their first parameter to env_str
+    alone (no default)."""
+    from stacks.shared.python_function import package_dir
+
+    readers = set()
+    for node in ast.walk(ast.parse((package_dir("common") / "env.py").read_text())):
+        if isinstance(node, ast.FunctionDef) and node.args.args:
+            parameter = node.args.args[0].arg
+            for call in ast.walk(node):
+                if (
+                    isinstance(call, ast.Call)
+                    and getattr(call.func, "id", "") == "env_str"
+                    and len(call.args) == 1
+                    and not call.keywords
+                    and getattr(call.args[0], "id", None) == parameter
+                ):
+                    readers.add(node.name)
+    return frozenset(readers)
+
+
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level ``NAME = "text"`` assignments of one file."""
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+
 @functools.cache  # every variant's functions run the same code: read it once per run
 def required_variables(package: str) -> frozenset[str]:
     found = set()
     for path in _sources(package):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        constants = _string_constants(tree)
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))
                 first = node.args[0] if node.args else None
-                if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    variable = first.value
+                elif isinstance(first, ast.Name) and first.id in constants:
+                    variable = constants[first.id]
+                else:
                     continue
-                if (name == "env_str" and len(node.args) == 1 and not node.keywords) or name == "env_matching":
-                    found.add(first.value)
+                alone = len(node.args) == 1 and not node.keywords
+                if (name == "env_str" and alone) or name == "env_matching" or (name in required_readers() and alone):
+                    found.add(variable)
             elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
                 target = node.value
                 if isinstance(target, ast.Attribute) and target.attr == "environ" and isinstance(node.ctx, ast.Load):
@@ -47,3 +89,6 @@ def test_every_required_variable_is_set(each_stage: Any) -> None:
 
 def test_required_variables_are_found_from_the_code() -> None:
     assert {"KNOWLEDGE_BASE_ID", "VECTOR_STORE", "MODEL_ARN"} <= required_variables("rag_api")
+    assert "env_json_object" in required_readers()
+    # read through env_json_object(CATALOG_VAR), a constant of prompt_api/settings.py (before: not found)
+    assert "PROMPT_CATALOG" in required_variables("prompt_api")
