@@ -552,18 +552,24 @@ class FineTunePipeline(Construct):
         # the IAM the .sync pattern needs nor that a timed-out or stopped task stops the job; this loop uses only
         # documented calls, stops the job itself when the bound is reached, and notifies on every status it sees.
         wait = sfn.Wait(self, "WaitForJob", time=sfn.WaitTime.duration(Duration.minutes(ft.poll_minutes)))
-        get_job = tasks.CallAwsService(
-            self,
-            "GetJob",
-            service="bedrock",
-            action="getModelCustomizationJob",
-            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.created.jobArn")},
-            iam_action="bedrock:GetModelCustomizationJob",
-            iam_resources=[job_arn],
-            result_path="$.status",
-        )
-        retry_polling(get_job)
-        get_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+
+        def read_job(state_id: str) -> tasks.CallAwsService:
+            """GetModelCustomizationJob into $.status, retried as a poll; a lasting error fails the run, notified."""
+            task = tasks.CallAwsService(
+                self,
+                state_id,
+                service="bedrock",
+                action="getModelCustomizationJob",
+                parameters={"JobIdentifier": sfn.JsonPath.string_at("$.created.jobArn")},
+                iam_action="bedrock:GetModelCustomizationJob",
+                iam_resources=[job_arn],
+                result_path="$.status",
+            )
+            retry_polling(task)
+            task.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+            return task
+
+        get_job = read_job("GetJob")
         count = sfn.Pass(
             self,
             "CountPoll",
@@ -584,18 +590,7 @@ class FineTunePipeline(Construct):
         # A job that ended between the last poll and the stop is refused it (ConflictException, as the cleanup and
         # the teardown read it; ValidationException for one no longer stoppable): it is read again and routed by its
         # status, so a job that completed at the bound is deployed and reported, not a failed step.
-        get_job_after_stop = tasks.CallAwsService(
-            self,
-            "GetJobAfterStopRefused",
-            service="bedrock",
-            action="getModelCustomizationJob",
-            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.created.jobArn")},
-            iam_action="bedrock:GetModelCustomizationJob",
-            iam_resources=[job_arn],
-            result_path="$.status",
-        )
-        retry_polling(get_job_after_stop)
-        get_job_after_stop.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
+        get_job_after_stop = read_job("GetJobAfterStopRefused")
         stop_job.add_catch(
             get_job_after_stop,
             errors=["Bedrock.ConflictException", "Bedrock.ValidationException"],
