@@ -203,6 +203,27 @@ def schema_violations(app: cdk.App) -> list[str]:
     return found
 
 
+# CloudFormation reads a template of at most 1,000,000 bytes from S3, where `cdk deploy` uploads the file as synth
+# wrote it, indented (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-limits.html;
+# cfn-lint's E1002 counts the same bytes). Prompt texts (up to 100,000 characters each) and long `tags` values grow
+# a template past it.
+TEMPLATE_BYTES_QUOTA = 1_000_000
+
+
+def oversized_templates(assembly: Any, quota: int = TEMPLATE_BYTES_QUOTA) -> list[str]:
+    """One config-error line per stack whose template, as written, is larger than CloudFormation reads."""
+    found = []
+    for stack in assembly.stacks:
+        size = (Path(assembly.directory) / stack.template_file).stat().st_size
+        if size > quota:
+            allowed = (
+                f"at most {quota:,} bytes, what CloudFormation reads: shorten or remove prompt templates "
+                "(prompts/*.json, Level 1) or shorten `tags`"
+            )
+            found.append(ConfigError(f"the {stack.stack_name} template", f"{size:,} bytes", allowed).problems[0].line())
+    return found
+
+
 def main() -> int:
     try:
         app, _ = build_app()
@@ -210,11 +231,14 @@ def main() -> int:
         print(err, file=sys.stderr)
         return 1
     try:
-        app.synth()
+        assembly = app.synth()
     except RuntimeError as err:
         lines = schema_violations(app) if "ValidationFailed" in str(err) else []
         if not lines:
             raise
+        print("\n".join(lines), file=sys.stderr)
+        return 1
+    if lines := oversized_templates(assembly):
         print("\n".join(lines), file=sys.stderr)
         return 1
     return 0

@@ -30,7 +30,7 @@ from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
-from stacks.shared.settings import ModelRef, guardrail_region_problems, profile_region_problems
+from stacks.shared.settings import ConfigError, ModelRef, guardrail_region_problems, profile_region_problems
 from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
@@ -98,9 +98,11 @@ class PromptCatalog(Construct):
             )
         size = len(self._catalog_json(lambda name: _ARN_ESTIMATE))
         if size > CATALOG_ENV_BUDGET:
-            raise ValueError(
-                f"prompt catalog needs about {size} bytes of environment, more than the {CATALOG_ENV_BUDGET} "
-                "allowed; shorten descriptions or use fewer templates"
+            raise ConfigError(
+                "prompts/*.json (the prompt catalog in the function's environment)",
+                f"about {size} bytes",
+                f"at most {CATALOG_ENV_BUDGET} bytes of Lambda's 4 KB of environment: shorter descriptions or fewer "
+                "templates",
             )
 
     def _catalog_json(self, arn_of: Any) -> str:

@@ -17,6 +17,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from tests.infra.helpers import as_list
 
 ARN_LENGTH, NAME_LENGTH = 200, 128
@@ -95,3 +97,33 @@ def test_the_quota_guard_counts_a_role_with_too_many_grants() -> None:
     found = quota_findings({"S": template})
     assert [line.split(":", 1)[0] for line in found] == ["S/F", "S/Role"]
     assert resolved_length({"Fn::GetAtt": ["Bucket", "Arn"]}) == ARN_LENGTH + 2
+
+
+def test_synth_refuses_a_template_larger_than_cloudformation_reads(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: ten prompt templates at the loader's 100,000 characters each made a Level 1 template of about
+    1.04 MB; synth said nothing and CloudFormation refused the deploy. The check reads the file synth wrote (what
+    `cdk deploy` uploads, indented), not compact JSON."""
+    import app as app_module
+    from stacks.shared.facts import STACK_IDS
+    from tests.conftest import cdk_json_context
+
+    built, _ = app_module.build_app(
+        cdk_json_context(), outdir=str(tmp_path), nag=False, schema_validation=False, only=[STACK_IDS["1"]]
+    )
+    assembly = built.synth()
+    sizes = {s.stack_name: (tmp_path / s.template_file).stat().st_size for s in assembly.stacks}
+    written = max(sizes.values())
+    [largest] = [name for name, size in sizes.items() if size == written]
+    assert largest.startswith(STACK_IDS["1"])  # the prompts' stack, beside the account stack it needs
+    assert app_module.oversized_templates(assembly) == []  # the kit's own prompts fit
+    assert app_module.oversized_templates(assembly, quota=written) == []
+    [line] = app_module.oversized_templates(assembly, quota=written - 1)
+    assert line.startswith(f"config error: the {largest} template = '{written:,} bytes' is not allowed")
+    assert "prompts/*.json" in line and "`tags`" in line
+    # main() prints those lines and exits 1, with no stack trace
+    monkeypatch.setattr(app_module, "build_app", lambda: (built, None))
+    monkeypatch.setattr(app_module, "oversized_templates", lambda made: [line] if made is not None else [])
+    assert app_module.main() == 1
+    assert capsys.readouterr().err == line + "\n"

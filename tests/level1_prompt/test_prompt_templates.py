@@ -104,3 +104,29 @@ def test_two_names_with_one_output_id_are_a_config_error(tmp_path: Path) -> None
     (tmp_path / "v2api.json").unlink()
     write(tmp_path, {**GOOD, "name": "v2-apis"}, name="v2-apis")
     assert [t.name for t in load_templates(tmp_path)] == ["v2-api", "v2-apis"]
+
+
+def test_a_catalog_too_large_for_the_functions_environment_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a ValueError, which synth showed as a stack trace; now one config-error line naming the prompts."""
+    import app as app_module
+    from stacks.level1_prompt.stack import CATALOG_ENV_BUDGET
+    from stacks.shared.facts import STACK_IDS
+    from tests.conftest import cdk_json_context
+
+    variables = [f"variable_number_{i:02d}" for i in range(20)]
+    for i in range(10):
+        text = " ".join("{{" + v + "}}" for v in variables)
+        write(
+            tmp_path,
+            {**GOOD, "name": f"t{i}", "description": "d" * 200, "template": text, "variables": variables},
+            f"t{i}",
+        )
+    templates = load_templates(tmp_path)  # each file is valid on its own
+    monkeypatch.setattr(app_module, "load_templates", lambda: templates)
+    with pytest.raises(ConfigError) as raised:
+        app_module.build_app(cdk_json_context(), outdir=str(tmp_path / "out"), nag=False, only=[STACK_IDS["1"]])
+    line = str(raised.value)
+    assert line.startswith("config error: prompts/*.json (the prompt catalog in the function's environment) = ")
+    assert f"at most {CATALOG_ENV_BUDGET} bytes" in line and "\n" not in line
