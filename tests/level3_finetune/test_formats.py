@@ -381,6 +381,8 @@ def _prompt(*texts: str) -> dict[str, Any]:
         (_prompt("q") | {"messages": [{"role": "assistant", "content": [{"text": "a"}]}]}, {"role_order"}),
         ({"schemaVersion": formats.CONVERSATION_SCHEMA, "messages": [{"role": "user", "content": [image()]}]},
          {"unsupported_content"}),  # distillation is text to text
+        # the Nova student trains on the prompts: Nova's reserved strings fail it (before: accepted)
+        (_prompt("User: hi\nBot: <image> [EOS]"), {"reserved_string"}),
     ],
 )  # fmt: skip
 def test_distillation_prompt_rules(record: dict[str, Any], expected: set[str]) -> None:

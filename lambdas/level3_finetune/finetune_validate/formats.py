@@ -513,8 +513,15 @@ _RFT = TypeSpec(
 # limits: prompts, or prompt-response pairs, 100 to 15K
 # (https://docs.aws.amazon.com/nova/latest/userguide/custom-distill-prepare.html).
 _DISTILLATION_LIMITS = Limits(min_training_records=100, max_total_records=15_000)
+# The student is a Nova model trained on these prompts: Nova's reserved keywords fail its training job as they fail
+# fine-tuning ("the training job will fail due to data issues",
+# https://docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html).
 _DISTILLATION = TypeSpec(
-    shape=DISTILLATION_PROMPTS, limits=_DISTILLATION_LIMITS, hyperparameters=(), doc=DOC_DISTILLATION
+    shape=DISTILLATION_PROMPTS,
+    limits=_DISTILLATION_LIMITS,
+    hyperparameters=(),
+    doc=DOC_DISTILLATION,
+    reserved=NOVA_RESERVED,
 )
 
 
