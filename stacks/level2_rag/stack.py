@@ -32,6 +32,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
+from rag_api.filters import S3_VECTORS_NON_FILTERABLE_KEYS
 from rag_ingest.ingestion import RECONCILE_EVERY
 from stacks.config import KitConfig
 from stacks.level2_rag.settings import RagSettings
@@ -88,8 +89,9 @@ WAIT_TIMEOUT = Duration.minutes(10)
 # while the new collection bills.
 WAIT_SERVICE_TIMEOUT = WAIT_TIMEOUT.plus(Duration.minutes(2))
 
-# The metadata Bedrock writes with each vector; it must not be filterable in S3 Vectors (2 KB filter limit).
-BEDROCK_NON_FILTERABLE_KEYS = ["AMAZON_BEDROCK_TEXT", "AMAZON_BEDROCK_METADATA"]
+# The metadata Bedrock writes with each vector; it must not be filterable in S3 Vectors (2 KB filter limit). One copy,
+# in the query function's code, which refuses a filter on these keys.
+BEDROCK_NON_FILTERABLE_KEYS = list(S3_VECTORS_NON_FILTERABLE_KEYS)
 # OpenSearch field names the knowledge base writes.
 OSS_VECTOR_FIELD, OSS_TEXT_FIELD, OSS_METADATA_FIELD = (
     "kit-vector",

@@ -680,8 +680,12 @@ EQ = {"equals": {"key": "a", "value": 1}}
         ),
         ({"andAll": [EQ, {"orAll": [EQ, {"andAll": [EQ, EQ]}]}]}, "invalid_filter", "filter.andAll[1].orAll[1].andAll"),
         ({"andAll": [EQ, 7]}, "invalid_type", "filter.andAll[1]"),
+        # the keys the S3 Vectors index declares non-filterable (before: passed on to the store)
+        ({"equals": {"key": "AMAZON_BEDROCK_TEXT", "value": "x"}}, "invalid_filter", "filter.equals.key"),
+        ({"orAll": [EQ, {"notEquals": {"key": "AMAZON_BEDROCK_METADATA", "value": "x"}}]}, "invalid_filter",
+         "filter.orAll[1].notEquals.key"),
     ],
-)
+)  # fmt: skip
 @pytest.mark.parametrize("route", ["ask", "retrieve"])
 def test_bad_filter_is_400_naming_the_path(
     invoke: Invoke, stubber: Stubber, route: str, bad_filter: Any, code: str, field: str
@@ -857,14 +861,23 @@ def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, st
     assert len(error["message"]) <= 500
 
 
-@pytest.mark.parametrize(("route", "field"), [("ask", "question"), ("retrieve", "query")])
-def test_an_input_too_long_is_the_callers_400_naming_the_field(
-    invoke: Invoke, stubber: Stubber, route: str, field: str
-) -> None:
-    operation, event, _ = _route(route)
+def test_an_input_too_long_on_retrieve_is_the_callers_400_naming_the_query(invoke: Invoke, stubber: Stubber) -> None:
+    operation, event, _ = _route("retrieve")
     stubber.add_client_error(operation, "ValidationException", "Input is too long for requested model.", 400)
-    error = assert_error(invoke(event), 400, "model_rejected_input", field)
-    assert f"'{field}'" in error["message"]
+    error = assert_error(invoke(event), 400, "model_rejected_input", "query")
+    assert "'query'" in error["message"]
+
+
+def test_an_input_too_long_on_ask_names_the_results_and_the_session_not_the_question(
+    invoke: Invoke, stubber: Stubber
+) -> None:
+    """Before: "Shorten 'question'", a question of at most 1,000 characters; what the model reads is the question,
+    the retrieved chunks (up to 25 of up to 8,000 tokens) and the session's history."""
+    operation, event, _ = _route("ask")
+    message = "The model returned the following errors: Input is too long for requested model."
+    stubber.add_client_error(operation, "ValidationException", message, 400)
+    error = assert_error(invoke(event), 400, "model_rejected_input", "numberOfResults")
+    assert "fewer results (numberOfResults)" in error["message"] and "without sessionId" in error["message"]
 
 
 def test_a_generation_model_the_knowledge_base_does_not_take_is_the_deployments_500(

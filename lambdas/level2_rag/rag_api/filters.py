@@ -74,6 +74,15 @@ STORE_VALUES: dict[str, dict[str, str]] = {
     OPENSEARCH_SERVERLESS: {},
 }
 
+# The metadata Bedrock writes with each vector, declared non-filterable on the S3 Vectors index (its 2 KB filterable
+# metadata limit); "You can't use these keys in metadata filters" (botocore s3vectors MetadataConfiguration). The
+# stack declares the index with these (stacks/level2_rag/stack.py), so a filter on one is refused here, by path.
+S3_VECTORS_NON_FILTERABLE_KEYS = ("AMAZON_BEDROCK_TEXT", "AMAZON_BEDROCK_METADATA")
+STORE_UNFILTERABLE_KEYS: dict[str, tuple[str, ...]] = {
+    S3_VECTORS: S3_VECTORS_NON_FILTERABLE_KEYS,
+    OPENSEARCH_SERVERLESS: (),
+}
+
 
 def _is_primitive(value: Any) -> bool:
     return isinstance(value, str | bool | int | float)
@@ -126,6 +135,13 @@ def validate_filter(value: Any, store: str, field: str = "filter", depth: int = 
         _validate_group(operand, path, depth, store)
     else:
         _validate_comparison(operator, operand, path)
+        if operand["key"] in STORE_UNFILTERABLE_KEYS[store]:
+            raise BadRequestError(
+                f"'{path}.key' names {operand['key']}, which this knowledge base's vector store "
+                f"({STORE_NAMES[store]}) keeps but cannot filter on; filter on your documents' metadata keys.",
+                code="invalid_filter",
+                field=f"{path}.key",
+            )
         kind = STORE_VALUES[store].get(operator)
         if kind is not None and not _fits(kind, operand["value"]):
             raise BadRequestError(

@@ -26,6 +26,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.errors import (
+    INPUT_TOO_LONG_MESSAGES,
     RETRY_AFTER_TIMEOUT_S,
     SUBSCRIPTION_ADVICE,
     TIMEOUT_ERRORS,
@@ -38,6 +39,7 @@ from common.errors import (
     DependencyFailedError,
     ModelAccessDeniedError,
     ModelError,
+    ModelRejectedInputError,
     ModelTimeoutError,
     UpstreamNotFoundError,
     UpstreamUnavailableError,
@@ -305,6 +307,17 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
                 "without sessionId to start a new conversation.",
                 code="invalid_session",
                 field="sessionId",
+            )
+        # The model reads the question (at most 1,000 characters, far below any model's input), the retrieved
+        # chunks and the session's history: RetrieveAndGenerate "Joins Retrieve with the InvokeModel operation"
+        # (https://docs.aws.amazon.com/bedrock/latest/userguide/kb-how-retrieval.html). So on /ask the fix is fewer
+        # results or a new conversation, not a shorter question.
+        if input_field == "question" and any(phrase in message for phrase in INPUT_TOO_LONG_MESSAGES):
+            return ModelRejectedInputError(
+                f"The question with its retrieved passages and the conversation so far is too long for the model "
+                f"'{settings.model_id}'. Ask for fewer results (numberOfResults), or start a new conversation "
+                "without sessionId.",
+                field="numberOfResults",
             )
     # ValidationException (classified by its message: the deployment's model, an input too long, else the caller's,
     # with Bedrock's message, account ids redacted), throttling, the account's other refusals and the rest
