@@ -17,9 +17,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
-from kit import KitError  # the CLI's one error type: click prints "Error: <message>" and exits with 1
+from kit import (
+    KitError,  # the CLI's one error type: click prints "Error: <message>" and exits with 1
+    KitUsageError,  # exits with 2: a bad option or configuration value
+)
 from kit.templates import importable_checkout, repo_root
 from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
 
@@ -78,12 +79,6 @@ MODEL_CLIENT_CONFIG: Mapping[str, Any] = {
 
 class StackNotDeployed(KitError):
     """The stack a command needs does not exist in the target region."""
-
-
-class KitUsageError(click.ClickException):
-    """A bad option or configuration value; exits with 2 like click's own usage errors."""
-
-    exit_code = 2
 
 
 # --- sessions and clients (created on first use, cached per region and profile) ----------------------------
@@ -259,24 +254,31 @@ def explain(exc: BaseException, action: str, region: str | None = None, profile:
 def aws_errors(action: str, region: str | None = None, profile: str | None = None) -> Iterator[None]:
     """Turn AWS errors raised inside the block into one-line KitErrors (``action`` says what was tried)."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     try:
         yield
     except (BotoCoreError, ClientError) as exc:
         message = explain(exc, action, region, profile)
         raise KitError(message or f"{action} failed: {exc}") from None
+    except ResponseParserError:  # an answer that is not AWS's (not a BotoCoreError): a proxy or a captive portal
+        raise KitError(
+            f"{action} failed: the answer did not come from AWS (a proxy, a firewall or a captive portal in the "
+            "way?): check your network and proxy settings (HTTPS_PROXY, AWS_ENDPOINT_URL)"
+        ) from None
 
 
 # --- stacks --------------------------------------------------------------------------------------------------
 
 
-def deploy_hint(stack_name: str) -> str:
-    """``make deploy STACK=<id>`` for a stack name ``<id>-<stage>`` (plus the stage when it is not sandbox)."""
+def deploy_hint(stack_name: str, verb: str = "deploy") -> str:
+    """``make deploy STACK=<id>`` (or ``verb``: destroy) for a stack name ``<id>-<stage>`` (plus the stage when it
+    is not sandbox)."""
     stack_id, _, stage = stack_name.rpartition("-")
     if not stack_id:
-        return f"deploy {stack_name}"
+        return f"{verb} {stack_name}"
     extra = f' CDK_ARGS="-c stage={stage}"' if stage != "sandbox" else ""
-    return f"make deploy STACK={stack_id}{extra}"
+    return f"make {verb} STACK={stack_id}{extra}"
 
 
 def stack_outputs(stack_name: str, region: str | None = None, profile: str | None = None) -> dict[str, str]:
@@ -299,7 +301,10 @@ def stack_outputs(stack_name: str, region: str | None = None, profile: str | Non
     if status in _UNUSABLE_STATES:
         message = f"{stack_name} {_UNUSABLE_STATES[status]} ({status} in {shown_region})"
         if status.endswith(("FAILED", "ROLLBACK_COMPLETE")):
-            message += f": see its events in the CloudFormation console, make destroy, then {deploy_hint(stack_name)}"
+            message += (
+                f": see its events in the CloudFormation console, {deploy_hint(stack_name, 'destroy')}, then "
+                f"{deploy_hint(stack_name)}"
+            )
         raise KitError(message)
     return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
 
@@ -405,15 +410,32 @@ class Target:
         name = self.stack_name(key)
         try:
             return stack_outputs(name, self.region, self.profile)
-        except StackNotDeployed as exc:
-            overrides = self._cdk_args()
-            if not overrides:
+        except KitError as exc:
+            hinted = self.hinted(exc.message, key)
+            if hinted == exc.message:
                 raise
-            hint = f"make deploy STACK={stack_id(key)} {overrides}"
-            raise StackNotDeployed(exc.message.replace(deploy_hint(name), hint)) from None
+            raise type(exc)(hinted) from None
 
     def output(self, key: str, output_key: str) -> str:
-        return require_output(self.outputs(key), output_key, self.stack_name(key))
+        outputs = self.outputs(key)  # its errors carry the overrides already
+        try:
+            return require_output(outputs, output_key, self.stack_name(key))
+        except KitError as exc:
+            hinted = self.hinted(exc.message, key)
+            if hinted == exc.message:
+                raise
+            raise type(exc)(hinted) from None
+
+    def hinted(self, message: str, key: str) -> str:
+        """``message`` with its make deploy / make destroy hints carrying this command's -c, --stage and --region,
+        so that following them acts on the stack the command looked for."""
+        overrides = self._cdk_args()
+        if not overrides:
+            return message
+        name = self.stack_name(key)
+        for verb in ("deploy", "destroy"):
+            message = message.replace(deploy_hint(name, verb), f"make {verb} STACK={stack_id(key)} {overrides}")
+        return message
 
     def _overrides(self) -> dict[str, str]:
         """The configuration this command was given: each ``-c key=value``, then --stage and --region (which win)."""

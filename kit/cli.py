@@ -1,4 +1,5 @@
-"""The `kit` command line: ``kit cost`` and ``kit diagram`` work offline from the synthesized templates."""
+"""The `kit` command line: ``kit cost`` and ``kit diagram`` work offline from the synthesized templates; ``kit doctor``
+and ``kit l1`` to ``kit l4`` (added below, from their modules) work on a deployed account."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ class KitGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C: the shell's 130, and what an interrupted command leaves behind
+            click.echo(
+                "Interrupted: what was already uploaded or started keeps running; see the level's status command "
+                "(kit l3 status, kit l4 status, ...) before running this again.",
+                err=True,
+            )
+            ctx.exit(130)
         except Exception as err:  # anything else is a bug: say so in one line, keep the trace for KIT_DEBUG=1
             if os.environ.get("KIT_DEBUG"):
                 raise
@@ -43,6 +51,8 @@ def cli() -> None:
     \b
     kit cost      idle monthly cost and per-use prices of each stack (offline)
     kit diagram   architecture diagram of each stack as Mermaid (offline)
+    kit doctor    is this account and region ready for a level (AWS credentials)
+    kit l1 .. l4  call, start and follow each level's deployed stack (AWS credentials)
 
     Run inside the kit's checkout. Offline commands synthesize the app in-process from cdk.json
     (no AWS account or credentials needed), or read an existing cdk.out with --assembly.

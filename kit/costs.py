@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from kit import KitError
+from kit import KitError, KitUsageError
 from stacks.shared.facts import PROFILE_GEOGRAPHIES
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
@@ -161,7 +161,7 @@ def load_prices(region: str, path: Path = PRICES_FILE) -> PriceTable:
     data = _read_prices(path)
     regions = data["regions"]
     if region not in regions:
-        raise KitError(f"{path.name} has no prices for {region}; it covers {', '.join(sorted(regions))}")
+        raise KitUsageError(f"{path.name} has no prices for {region}; it covers {', '.join(sorted(regions))}")
     entries = {
         price_id: Price(
             id=price_id,

@@ -17,6 +17,8 @@ from kit.operator import (
     cell,
     console,
     echo_json,
+    float_range,
+    int_range,
     json_option,
     read_value,
     remember_target,
@@ -79,9 +81,17 @@ def _print_completion(answer: Mapping[str, Any]) -> None:
 @l1.command()
 @click.argument("text")
 @click.option("--system", help="A system prompt (or @file).")
-@click.option("--temperature", type=float, help="0 to 1 (default: the stack's text_temperature).")
-@click.option("--top-p", type=float, help="0 to 1.")
-@click.option("--max-tokens", type=int, help="1 to 4096 (default: the stack's text_max_tokens).")
+@click.option(
+    "--temperature",
+    type=float_range("prompt_api", "PromptRequest", "temperature"),
+    help="The API's range (default: the stack's text_temperature).",
+)
+@click.option("--top-p", type=float_range("prompt_api", "PromptRequest", "topP"), help="The API's range.")
+@click.option(
+    "--max-tokens",
+    type=int_range("prompt_api", "PromptRequest", "maxTokens"),
+    help="The API's range (default: the stack's text_max_tokens).",
+)
 @json_option
 def prompt(
     text: str,

@@ -31,6 +31,7 @@ from kit.operator import (
     current_target,
     echo_json,
     finish,
+    int_range,
     json_object,
     json_option,
     kv_table,
@@ -534,13 +535,17 @@ def _shown(progress: Progress, line: str, shown: str | None) -> str:
 
 
 def _filter(raw: str | None) -> dict[str, Any] | None:
-    return json_object(raw, "--filter")
+    return json_object(raw, "--filter", '{"equals": {"key": "team", "value": "docs"}}')
 
 
 @l2.command()
 @click.argument("question")
 @click.option("--session-id", help="Continue the conversation of an earlier answer.")
-@click.option("--results", type=int, help="How many chunks to retrieve (1-25; default: the stack's).")
+@click.option(
+    "--results",
+    type=int_range("rag_api", "AskRequest", "numberOfResults"),
+    help="How many chunks to retrieve (default: the stack's).",
+)
 @click.option("--filter", "filter_json", metavar="JSON", help="A Bedrock RetrievalFilter on document metadata.")
 @json_option
 def ask(question: str, session_id: str | None, results: int | None, filter_json: str | None, as_json: bool) -> None:
@@ -574,7 +579,7 @@ def ask(question: str, session_id: str | None, results: int | None, filter_json:
 
 @l2.command()
 @click.argument("query")
-@click.option("--results", type=int, help="How many chunks (1-25; default: the stack's).")
+@click.option("--results", type=int_range("rag_api", "RetrieveRequest", "numberOfResults"), help="How many chunks.")
 @click.option("--filter", "filter_json", metavar="JSON", help="A Bedrock RetrievalFilter on document metadata.")
 @json_option
 def retrieve(query: str, results: int | None, filter_json: str | None, as_json: bool) -> None:

@@ -251,7 +251,7 @@ def validate(
     target = current_target()
     ft = target.config.finetune
     model = base_model or ft.base_model_id
-    params = json_object(hyperparameters, "--hyperparameters")
+    params = json_object(hyperparameters, "--hyperparameters", '{"epochCount": "2"}')
     kind = customization_type or ft.customization_type
     # A validation file for a type the pipeline passes none to is reported as invalid data (validation_not_allowed).
     teacher = _pipeline_rules(ft, model, kind, teacher_model, None, target.region)
@@ -368,7 +368,7 @@ def start(
         validation_key = upload_key(run, upload_validation)
     if validation_key:
         _dataset_key(validation_key, "--validation-key")
-    params = json_object(hyperparameters, "--hyperparameters")
+    params = json_object(hyperparameters, "--hyperparameters", '{"epochCount": "2"}')
     if base_model:
         try:
             _validator()

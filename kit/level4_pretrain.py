@@ -297,9 +297,12 @@ def cluster() -> None:
             described = sagemaker.describe_cluster(ClusterName=name)
         except ClientError as exc:
             if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
+                stack = target.stack_name("4-cluster")
+                again = target.hinted(
+                    f"{aws.deploy_hint(stack, 'destroy')}, then {aws.deploy_hint(stack)}", "4-cluster"
+                )
                 raise KitError(
-                    f"cluster {name} is not there although {target.stack_name('4-cluster')} is deployed: "
-                    "see the stack's events; make destroy and deploy again"
+                    f"cluster {name} is not there although {stack} is deployed: see the stack's events; {again}"
                 ) from None
             raise
         nodes: list[dict[str, Any]] = []

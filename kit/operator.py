@@ -199,7 +199,8 @@ def read_value(raw: str) -> str:
     return raw
 
 
-def json_object(raw: str | None, option: str) -> dict[str, Any] | None:
+def json_object(raw: str | None, option: str, example: str) -> dict[str, Any] | None:
+    """The option's JSON object (or @file); a usage error naming ``option`` and showing ``example`` otherwise."""
     if raw is None:
         return None
     try:
@@ -207,7 +208,7 @@ def json_object(raw: str | None, option: str) -> dict[str, Any] | None:
     except ValueError as exc:
         raise KitUsageError(f"{option} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise KitUsageError(f'{option} must be a JSON object, e.g. \'{{"epochCount": "2"}}\'')
+        raise KitUsageError(f"{option} must be a JSON object, e.g. '{example}'")
     return value
 
 
@@ -282,6 +283,25 @@ def upload_file(target: Target, path: Path, bucket: str, key: str) -> str:
             told = aws.explain(cause, action, target.region, target.profile) if cause is not None else None
             raise KitError(told or f"{action} failed: {exc}") from None
     return f"s3://{bucket}/{key}"
+
+
+def request_range(package: str, schema: str, field: str) -> tuple[Any, Any]:
+    """(minimum, maximum) of ``field`` in request ``schema`` of the function ``package``: the API's own bounds
+    (request_schemas.json, which the function validates with), so an option outside them is a usage error (exit 2)
+    before any AWS call."""
+    import importlib.resources
+
+    schemas = json.loads((importlib.resources.files(package) / "request_schemas.json").read_text())
+    spec = schemas[schema]["properties"][field]
+    return spec["minimum"], spec["maximum"]
+
+
+def float_range(package: str, schema: str, field: str) -> click.FloatRange:
+    return click.FloatRange(*request_range(package, schema, field))
+
+
+def int_range(package: str, schema: str, field: str) -> click.IntRange:
+    return click.IntRange(*request_range(package, schema, field))
 
 
 # --- Step Functions executions (the levels that run a state machine) ------------------------------------------

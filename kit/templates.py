@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kit import KitError
+from kit import KitError, KitUsageError
 
 Template = dict[str, Any]
 
@@ -61,8 +61,8 @@ def synthesize(context: Mapping[str, Any], root: Path) -> dict[str, Template]:
     with tempfile.TemporaryDirectory(prefix="kit-synth-") as outdir:
         try:
             app, _ = build_app(context, outdir=outdir)
-        except ConfigError as err:
-            raise KitError(str(err)) from err
+        except ConfigError as err:  # a configuration mistake: a usage error, as in every other command
+            raise KitUsageError(str(err)) from err
         app.synth()
         return read_assembly(Path(outdir))
 
@@ -95,5 +95,5 @@ def select(templates: Mapping[str, Template], stack_id: str | None) -> dict[str,
     if stack_id is None:
         return dict(templates)
     if stack_id not in templates:
-        raise KitError(f"no stack {stack_id!r}; the stacks are: {', '.join(sorted(templates))}")
+        raise KitUsageError(f"no stack {stack_id!r}; the stacks are: {', '.join(sorted(templates))}")
     return {stack_id: templates[stack_id]}

@@ -21,8 +21,8 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), prog_name="kit")
 
 
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, *fragments: str, exit_code: int = 1) -> None:
+    assert result.exit_code == exit_code, result.output
     assert "Traceback" not in result.output
     error_lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(error_lines) == 1, result.output
@@ -123,7 +123,7 @@ def test_cost_synthesizes_with_the_stage_and_region_given(monkeypatch: pytest.Mo
 
 def test_an_unknown_stack_is_one_line_listing_the_known_ones(sandbox: Any) -> None:
     result = run("cost", "--assembly", str(sandbox.assembly_dir), "--stack", "GenAiKit-9")
-    assert_one_line_error(result, "no stack 'GenAiKit-9'", "GenAiKit-1-Prompt")
+    assert_one_line_error(result, "no stack 'GenAiKit-9'", "GenAiKit-1-Prompt", exit_code=2)  # a usage error
 
 
 def test_an_invented_resource_type_fails_the_cost_command(tmp_path: Path) -> None:
@@ -190,3 +190,16 @@ def test_python_dash_m_kit_runs_the_same_command_line() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "kit cost" in result.stdout
+
+
+def test_ctrl_c_exits_130_saying_what_keeps_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: click's "Aborted!" and exit 1, also in the middle of an upload or a start (a run may have started)."""
+
+    def interrupted(*_: Any, **__: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kit_cli, "_templates", interrupted)
+    result = run("cost")
+    assert result.exit_code == 130, result.output
+    assert "Interrupted: what was already uploaded or started keeps running" in result.output
+    assert "Aborted!" not in result.output and "Traceback" not in result.output

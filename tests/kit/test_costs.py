@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kit import KitError
+from kit import KitUsageError
 from kit.costs import (
     FREE_WHILE_IDLE,
     HYPERPOD_EBS,
@@ -356,8 +356,9 @@ def test_every_price_the_kit_needs_is_in_the_table(sandbox: Any, sandbox_oss: An
 
 
 def test_a_region_without_prices_is_refused() -> None:
-    with pytest.raises(KitError, match="us-east-1, us-west-2"):
+    with pytest.raises(KitUsageError, match="us-east-1, us-west-2") as raised:  # a usage error: exit 2
         load_prices("eu-west-1")
+    assert raised.value.exit_code == 2
 
 
 # Custom Model Import (Level 3 on SageMaker): the prices follow from the CreateModelImportJob grant in the template.

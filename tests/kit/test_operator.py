@@ -131,7 +131,26 @@ def test_a_failed_stack_is_reported_with_its_state() -> None:
         result = run(l1, "templates")
     assert result.exit_code == 1
     assert f"{stack('1')} failed to deploy and was rolled back (ROLLBACK_COMPLETE in {REGION})" in result.output
-    assert "make destroy, then make deploy STACK=GenAiKit-1-Prompt" in result.output
+    # Before: "make destroy", which without STACK= is make's usage error
+    assert "make destroy STACK=GenAiKit-1-Prompt, then make deploy STACK=GenAiKit-1-Prompt" in result.output
+
+
+def test_the_hints_of_a_failed_stack_and_a_missing_output_carry_the_commands_overrides() -> None:
+    """Before: only the not-deployed hint carried -c and --region; following the others deployed cdk.json's."""
+    rolled_back = {"StackName": stack("1"), "StackStatus": "ROLLBACK_COMPLETE", "CreationTime": datetime.now(UTC)}
+    deployed = {"StackName": stack("1"), "StackStatus": "CREATE_COMPLETE", "CreationTime": datetime.now(UTC)}
+    args = 'CDK_ARGS="-c name_prefix=foo"'
+    with stubbed("cloudformation") as cloudformation:
+        cloudformation.add_response("describe_stacks", {"Stacks": [rolled_back]}, {"StackName": stack("1")})
+        cloudformation.add_response("describe_stacks", {"Stacks": [deployed]}, {"StackName": stack("1")})
+        failed = run(l1, "-c", "name_prefix=foo", "templates")
+        no_output = run(l1, "-c", "name_prefix=foo", "templates")
+    printed = " ".join(failed.output.split())
+    assert f"make destroy STACK=GenAiKit-1-Prompt {args}, then make deploy STACK=GenAiKit-1-Prompt {args}" in printed
+    assert failed.exit_code == no_output.exit_code == 1
+    assert f"redeploy it with this kit (make deploy STACK=GenAiKit-1-Prompt {args})" in " ".join(
+        no_output.output.split()
+    )
 
 
 def test_no_credentials_is_one_line(no_credentials: None) -> None:
@@ -222,6 +241,15 @@ def test_access_denied_and_wrong_region_errors_say_what_happened() -> None:
     rejected = ClientError({"Error": {"Code": "UnrecognizedClientException", "Message": "bad token"}}, "DescribeStacks")
     assert "region is enabled for the account" in str(aws.explain(rejected, "x", "ap-east-1"))
     assert aws.explain(NoCredentialsError(), "x") == aws.NO_CREDENTIALS
+
+
+def test_an_answer_that_is_not_aws_is_one_line_saying_so() -> None:
+    """Before: "unexpected ResponseParserError ... run with KIT_DEBUG=1" (not a BotoCoreError, so not explained)."""
+    from botocore.parsers import ResponseParserError
+
+    with pytest.raises(aws.KitError) as raised, aws.aws_errors("reading stack S", "us-east-1"):
+        raise ResponseParserError("Unable to parse response (syntax error), invalid XML received")
+    assert raised.value.message.startswith("reading stack S failed: the answer did not come from AWS")
 
 
 def test_a_region_the_config_refuses_is_a_usage_error() -> None:
@@ -446,3 +474,30 @@ def test_a_clients_profile_is_the_one_it_was_made_with(monkeypatch: pytest.Monke
     assert aws.client_profile(made) == "team-prod"
     assert aws.client_profile(other) is None
     assert aws.profile_option("team prod") == " --profile 'team prod'" and aws.profile_option(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "option"),
+    [
+        (l1, ["prompt", "hi", "--temperature", "5"], "--temperature"),
+        (l1, ["prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
+        (l1, ["prompt", "hi", "--top-p", "1.5"], "--top-p"),
+    ],
+)
+def test_an_option_outside_the_apis_range_is_a_usage_error_before_any_call(
+    no_credentials: None, command: Any, args: list[str], option: str
+) -> None:
+    """Before: the value went to AWS (exit 1 with no credentials, or the API's 400 after a signed call). The ranges
+    are read from the function's request_schemas.json, the bounds the API itself validates with."""
+    result = run(command, *args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "credentials" not in result.output
+
+
+def test_the_rag_result_counts_are_the_apis(no_credentials: None) -> None:
+    from kit.operator import request_range
+
+    assert request_range("rag_api", "AskRequest", "numberOfResults") == (1, 25)
+    for args in (["ask", "q", "--results", "0"], ["retrieve", "q", "--results", "99"]):
+        result = run(l2, *args)
+        assert result.exit_code == 2 and "--results" in result.output, result.output

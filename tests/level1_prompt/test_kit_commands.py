@@ -77,7 +77,7 @@ def test_l1_api_errors_show_the_error_contract(api: FakeApi, mocked: FakeCloudFo
     mocked.deploy(stack("1"), {"ApiUrl": API_URL})
     error = {"error": {"code": "out_of_range", "message": "temperature must be from 0 to 1", "field": "temperature"}}
     api.answer(400, error).answer(429, {"error": {"code": "throttled", "message": "slow down"}}, {"Retry-After": "2"})
-    first = run(l1, "prompt", "hi", "--temperature", "3")
+    first = run(l1, "prompt", "hi", "--temperature", "0.5")  # the fake API answers 400 all the same
     assert first.exit_code == 1
     assert (
         "Error: the API answered HTTP 400 out_of_range (field temperature): temperature must be from 0 to 1"

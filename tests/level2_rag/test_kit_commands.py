@@ -694,6 +694,8 @@ def test_l2_retrieve_tabulates_the_chunks(api: FakeApi, mocked: FakeCloudFormati
 def test_l2_a_bad_filter_is_a_usage_error(api: FakeApi) -> None:
     result = run(l2, "ask", "q", "--filter", "[1]")
     assert result.exit_code == 2 and "--filter must be a JSON object" in result.output
+    # the example is a filter's (before: --hyperparameters' epochCount)
+    assert '"equals"' in result.output and "epochCount" not in result.output
 
 
 # --- kit doctor: the Bedrock quotas the query API meets at api_throttle_rate ----------------------------------
