@@ -406,20 +406,20 @@ class Target:
         return credentials(self.region, self.profile)
 
     def outputs(self, key: str) -> dict[str, str]:
-        """The outputs of the level's stack; the not-deployed error also names the overrides to deploy with."""
-        name = self.stack_name(key)
-        try:
-            return stack_outputs(name, self.region, self.profile)
-        except KitError as exc:
-            hinted = self.hinted(exc.message, key)
-            if hinted == exc.message:
-                raise
-            raise type(exc)(hinted) from None
+        """The outputs of the level's stack; its errors' deploy and destroy hints name the overrides too."""
+        with self._overrides_in_hints(key):
+            return stack_outputs(self.stack_name(key), self.region, self.profile)
 
     def output(self, key: str, output_key: str) -> str:
         outputs = self.outputs(key)  # its errors carry the overrides already
-        try:
+        with self._overrides_in_hints(key):
             return require_output(outputs, output_key, self.stack_name(key))
+
+    @contextlib.contextmanager
+    def _overrides_in_hints(self, key: str) -> Iterator[None]:
+        """A KitError raised inside, with its hints carrying this command's overrides (``hinted``)."""
+        try:
+            yield
         except KitError as exc:
             hinted = self.hinted(exc.message, key)
             if hinted == exc.message:
