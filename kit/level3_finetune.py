@@ -42,6 +42,7 @@ from kit.doctor import (
 )
 from kit.operator import (
     EXECUTION_NAME,
+    FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT,
     check_object_keys,
     check_resumable,
     compact,
@@ -84,6 +85,7 @@ OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
         "cloudformation:DescribeStacks",
         "s3:PutObject",
         "states:DescribeExecution",
+        "states:DescribeStateMachine",
         "states:GetExecutionHistory",
         "states:ListExecutions",
         "states:StartExecution",
@@ -96,6 +98,7 @@ OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
         "s3:PutObject",
         "sagemaker:DescribeTrainingJob",
         "states:DescribeExecution",
+        "states:DescribeStateMachine",
         "states:GetExecutionHistory",
         "states:ListExecutions",
         "states:StartExecution",
@@ -331,7 +334,7 @@ def _dataset_key(key: str, option: str) -> str:
     help="A JSON object of strings; replaces the defaults (none are sent for another type than ft_customization_type).",
 )
 @click.option("--wait", is_flag=True, help="Follow the execution until it ends.")
-@wait_options(timeout_s=30 * 3600, poll_s=30)
+@wait_options(timeout_s=None, poll_s=30, timeout_default=FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT)
 def start(
     training_key: str | None,
     validation_key: str | None,
@@ -342,7 +345,7 @@ def start(
     teacher_model: str | None,
     hyperparameters: str | None,
     wait: bool,
-    timeout: int,
+    timeout: int | None,
     poll_seconds: float,
 ) -> None:
     """Start the fine-tuning pipeline (StartExecution) with a job request.
@@ -433,8 +436,8 @@ def start(
 @l3.command()
 @click.argument("execution", required=False, metavar="[EXECUTION_ARN]")
 @click.option("--wait", is_flag=True, help="Follow the execution until it ends (exit 1 unless it succeeds).")
-@wait_options(timeout_s=30 * 3600, poll_s=30)
-def status(execution: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+@wait_options(timeout_s=None, poll_s=30, timeout_default=FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT)
+def status(execution: str | None, wait: bool, timeout: int | None, poll_seconds: float) -> None:
     """Summarize a pipeline execution (default: the newest): status, states visited, error or output."""
     show_status(
         "3",
@@ -996,7 +999,7 @@ def _sm_earlier_input(target: Target, name: str) -> tuple[str, dict[str, Any]]:
     "reused unless given.",
 )
 @click.option("--wait", is_flag=True, help="Follow the execution until it ends.")
-@wait_options(timeout_s=30 * 3600, poll_s=60)
+@wait_options(timeout_s=None, poll_s=60, timeout_default=FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT)
 def sm_start(
     training: str | None,
     training_key: str | None,
@@ -1005,7 +1008,7 @@ def sm_start(
     base_model_key: str | None,
     resume_from: str | None,
     wait: bool,
-    timeout: int,
+    timeout: int | None,
     poll_seconds: float,
 ) -> None:
     """Start the SageMaker fine-tuning pipeline (StartExecution with {"trainingKey", "baseModel" or
@@ -1169,8 +1172,8 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
 @l3sm.command("status")
 @click.argument("execution", required=False, metavar="[EXECUTION]")
 @click.option("--wait", is_flag=True, help="Follow the execution until it ends (exit 1 unless it succeeds).")
-@wait_options(timeout_s=30 * 3600, poll_s=60)
-def sm_status(execution: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+@wait_options(timeout_s=None, poll_s=60, timeout_default=FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT)
+def sm_status(execution: str | None, wait: bool, timeout: int | None, poll_seconds: float) -> None:
     """An execution (default: the newest; an ARN or a name): its states, training job, import and model."""
     target = current_target()
     arn, _ = _sm_execution(target, execution)

@@ -21,6 +21,7 @@ from kit.doctor import FIX, LEVELS, WARN, Check, Needs, QuotaBook, quota_rows, t
 from kit.operator import (
     EXECUTION_NAME,
     EXECUTION_RUNNING,
+    FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT,
     cell,
     check_resumable,
     console,
@@ -62,6 +63,7 @@ OPERATOR_ACTIONS: dict[str, tuple[str, ...]] = {
         "sagemaker:DescribeTrainingJob",
         "sagemaker:ListClusterNodes",
         "states:DescribeExecution",
+        "states:DescribeStateMachine",
         "states:GetExecutionHistory",
         "states:ListExecutions",
         "states:StartExecution",
@@ -170,8 +172,8 @@ def _refuse_used_prefix(target: Target, bucket: str, execution: str, checkpoints
     "(once it has ended, and unless a running execution resumes from it already).",
 )
 @click.option("--wait", is_flag=True, help="Follow the execution until the training job ends.")
-@wait_options(timeout_s=6 * 3600, poll_s=30)
-def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+@wait_options(timeout_s=None, poll_s=30, timeout_default=FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT)
+def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int | None, poll_seconds: float) -> None:
     """Start one multi-node training job through the Jobs stack's state machine.
 
     Each execution checkpoints under its own prefix, checkpoints/<execution>/, which must be empty (a name whose
@@ -241,8 +243,8 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int, 
 @l4.command(name="status")
 @click.argument("execution", required=False, metavar="[EXECUTION]")
 @click.option("--wait", is_flag=True, help="Follow the execution until it ends (exit 1 unless it succeeds).")
-@wait_options(timeout_s=6 * 3600, poll_s=30)
-def l4_status(execution: str | None, wait: bool, timeout: int, poll_seconds: float) -> None:
+@wait_options(timeout_s=None, poll_s=30, timeout_default=FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT)
+def l4_status(execution: str | None, wait: bool, timeout: int | None, poll_seconds: float) -> None:
     """Summarize a training-job execution (ARN or name; default: the newest)."""
     show_status(
         "4-jobs",

@@ -108,10 +108,10 @@ def current_target() -> Target:
 
 
 def wait_options(
-    timeout_s: int, poll_s: float, timeout_default: str | None = None
+    timeout_s: int | None, poll_s: float, timeout_default: str | None = None
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--timeout and --poll-seconds for a command that follows something until it finishes; ``timeout_default``
-    describes a default the command works out itself (shown instead of ``timeout_s``)."""
+    describes a default the command works out itself (shown instead of ``timeout_s``; None: it works it out)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         func = click.option(
@@ -398,12 +398,35 @@ def print_execution(out: Console, sfn: Any, arn: str, description: Mapping[str, 
     return status
 
 
+# How long after its state machine's TimeoutSeconds an execution's end is still waited for (its last transitions).
+MACHINE_TIMEOUT_MARGIN_S = 120
+# The wait when the state machine sets no TimeoutSeconds (a Standard execution may otherwise run a year).
+UNBOUNDED_MACHINE_WAIT_S = 24 * 3600
+FOLLOW_UNTIL_THE_MACHINE_TIMES_OUT = "until the state machine's own timeout"
+
+
+def machine_wait_s(sfn: Any, arn: str, now: datetime | None = None) -> int:
+    """Seconds from ``now`` until the execution's state machine would have timed it out (its definition's
+    TimeoutSeconds from the execution's start), plus MACHINE_TIMEOUT_MARGIN_S: a wait that long sees the end of any
+    run the deployed configuration allows, whatever -c values it was deployed with."""
+    execution = sfn.describe_execution(executionArn=arn)
+    definition = sfn.describe_state_machine(stateMachineArn=execution["stateMachineArn"])["definition"]
+    try:
+        limit = json.loads(definition).get("TimeoutSeconds")
+    except (ValueError, AttributeError):
+        limit = None
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        return UNBOUNDED_MACHINE_WAIT_S
+    elapsed = ((now or datetime.now(UTC)) - execution["startDate"]).total_seconds()
+    return max(0, int(limit + MACHINE_TIMEOUT_MARGIN_S - elapsed))
+
+
 def follow_execution(
     out: Console,
     sfn: Any,
     arn: str,
     *,
-    timeout: int,
+    timeout: int | None,
     poll_seconds: float,
     resume_hint: str,
     detail: Callable[[Mapping[str, Any]], str | None] | None = None,
@@ -414,10 +437,13 @@ def follow_execution(
     hours, or Ctrl-C) the execution keeps running, and the message says how to resume following it. Ctrl-C exits
     with 130 (128 + SIGINT, as a shell reports it) instead of click's "Aborted!" and 1.
     """
-    deadline = time.monotonic() + timeout
     shown = None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
+        if timeout is None:
+            with aws.aws_errors("reading the execution's state machine", sfn.meta.region_name, aws.client_profile(sfn)):
+                timeout = machine_wait_s(sfn, arn)
+        deadline = time.monotonic() + timeout
         with (
             aws.aws_errors("following the execution", sfn.meta.region_name, aws.client_profile(sfn)),
             Progress(*columns, console=out, transient=True) as progress,
@@ -661,7 +687,7 @@ def show_status(
     *,
     group: str,
     wait: bool,
-    timeout: int,
+    timeout: int | None,
     poll_seconds: float,
     start_hint: str,
     detail: Callable[[str], Callable[[Mapping[str, Any]], str | None]] | None = None,

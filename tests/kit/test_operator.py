@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -501,3 +501,29 @@ def test_the_rag_result_counts_are_the_apis(no_credentials: None) -> None:
     for args in (["ask", "q", "--results", "0"], ["retrieve", "q", "--results", "99"]):
         result = run(l2, *args)
         assert result.exit_code == 2 and "--results" in result.output, result.output
+
+
+def test_a_wait_without_timeout_lasts_until_the_deployed_state_machine_would_time_the_run_out() -> None:
+    """Before: fixed defaults (30 h for Level 3, 6 h for Level 4), shorter than what some configurations deploy
+    (ft_deploy=provisioned: 39.4 h; tj_spot: 10 h), so a normal run was reported "still RUNNING" and exit 1."""
+    started = datetime(2026, 12, 1, tzinfo=UTC)
+    machine = f"arn:aws:states:{REGION}:123456789012:stateMachine:m"
+    arn = f"arn:aws:states:{REGION}:123456789012:execution:m:run1"
+
+    class Sfn:
+        def __init__(self, definition: str) -> None:
+            self.definition = definition
+
+        def describe_execution(self, executionArn: str) -> dict[str, Any]:
+            return {"stateMachineArn": machine, "startDate": started, "executionArn": executionArn}
+
+        def describe_state_machine(self, stateMachineArn: str) -> dict[str, Any]:
+            assert stateMachineArn == machine
+            return {"definition": self.definition}
+
+    bounded = Sfn(json.dumps({"StartAt": "A", "States": {}, "TimeoutSeconds": 141_840}))
+    an_hour_in = started + timedelta(hours=1)
+    assert operator.machine_wait_s(bounded, arn, an_hour_in) == 141_840 + operator.MACHINE_TIMEOUT_MARGIN_S - 3600
+    assert operator.machine_wait_s(bounded, arn, started + timedelta(days=3)) == 0  # past it: no wait
+    unbounded = Sfn(json.dumps({"StartAt": "A", "States": {}}))
+    assert operator.machine_wait_s(unbounded, arn, an_hour_in) == operator.UNBOUNDED_MACHINE_WAIT_S
