@@ -333,6 +333,7 @@ def cluster() -> None:
         title="Instance groups",
     )
     partitions: list[str] = []
+    shared = {_group_storage(group) for group in described.get("InstanceGroups") or []} - {"-"}
     for group in described.get("InstanceGroups") or []:
         slurm = group.get("SlurmConfig") or {}
         own = list(slurm.get("PartitionNames") or [])
@@ -351,13 +352,19 @@ def cluster() -> None:
     if partitions:
         # Slurm node names are host names (AWS's HyperPod Slurm pages name a node ip-<ipv4> in their scontrol
         # commands: sagemaker-hyperpod-resiliency-slurm-replace-faulty-instance.html), not the group's name.
+        # The sample needs a directory every node sees: /fsx, mounted only with hp_fsx (docs/level-4-pretrain.md).
+        where = (
+            "in a copy of workloads/pretrain on /fsx (a directory every node sees): sbatch "
+            f"--partition {partitions[0]} slurm/pretrain.sbatch"
+            if shared
+            else "the sample needs a directory every node sees, which this cluster has not: deploy it with "
+            "hp_fsx=true (FSx for Lustre on /fsx)"
+        )
         out.print(
             Text(
                 f"Slurm partitions: {', '.join(partitions)}, and {HYPERPOD_UNIVERSAL_PARTITION} (the default, every "
                 f"node); Slurm names each node by its host name (ip-10-1-2-3: the Private DNS below up to the "
-                f"first dot; sinfo -N lists them). From the controller or "
-                f"login node, in a copy of workloads/pretrain on /fsx (a directory every node sees): sbatch "
-                f"--partition {partitions[0]} slurm/pretrain.sbatch",
+                f"first dot; sinfo -N lists them). From the controller or login node, {where}",
                 style="dim",
             )
         )

@@ -296,8 +296,16 @@ def test_l4_submit_refuses_a_resume_from_that_cannot_name_an_earlier_run(
     assert result.exit_code == 2 and says in result.output
 
 
-def test_l4_cluster_tabulates_groups_and_nodes() -> None:
+@pytest.mark.parametrize("fsx", [True, False])
+def test_l4_cluster_tabulates_groups_and_nodes(fsx: bool) -> None:
     name = "genai-kit-sandbox-hyperpod"
+    lustre = {
+        "FsxLustreConfig": {
+            "DnsName": "fs-0123456789abcdef0.fsx.us-east-1.amazonaws.com",
+            "MountName": "abcdefgh",
+            "MountPath": "/fsx",
+        }
+    }
     arn = f"arn:aws:sagemaker:{REGION}:123456789012:cluster/abcd1234efgh"
     now = datetime.now(UTC)
     controller = CONFIG.pretrain.controller.name
@@ -340,16 +348,8 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
                         "TargetCount": 0,
                         "Status": "InService",
                         "SlurmConfig": {"NodeType": "Compute", "PartitionNames": ["gpu"]},
-                        "InstanceStorageConfigs": [
-                            {"EbsVolumeConfig": {"VolumeSizeInGB": 100}},
-                            {
-                                "FsxLustreConfig": {
-                                    "DnsName": "fs-0123456789abcdef0.fsx.us-east-1.amazonaws.com",
-                                    "MountName": "abcdefgh",
-                                    "MountPath": "/fsx",
-                                }
-                            },
-                        ],
+                        "InstanceStorageConfigs": [{"EbsVolumeConfig": {"VolumeSizeInGB": 100}}]
+                        + ([lustre] if fsx else []),
                     },
                 ],
             },
@@ -372,9 +372,12 @@ def test_l4_cluster_tabulates_groups_and_nodes() -> None:
     assert connect.endswith(f"i-0123456789abcdef0 --region {REGION}")
     # API-driven Slurm: each group's node type, its partition plus HyperPod's default dev, and the FSx mount.
     assert "configured through the API (Managed strategy)" in result.output
-    assert "Controller" in result.output and "Compute" in result.output and "FSx /fsx" in result.output
+    assert "Controller" in result.output and "Compute" in result.output
+    assert ("FSx /fsx" in result.output) == fsx
     assert "Slurm partitions: gpu, and dev (the default, every node)" in " ".join(result.output.split())
-    assert "sbatch --partition gpu" in " ".join(result.output.split())
+    # the sample's sbatch needs a directory every node sees: /fsx only with hp_fsx (before: named without it)
+    assert ("sbatch --partition gpu" in " ".join(result.output.split())) == fsx
+    assert ("deploy it with hp_fsx=true" in " ".join(result.output.split())) != fsx
     # Slurm names nodes by host name (ip-<ipv4>), not <group>-N as the hint used to say.
     assert "Slurm names each node by its host name (ip-10-1-2-3" in " ".join(result.output.split())
 
