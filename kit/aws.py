@@ -281,6 +281,11 @@ def deploy_hint(stack_name: str, verb: str = "deploy") -> str:
     return f"make {verb} STACK={stack_id}{extra}"
 
 
+def redeploy_hint(stack_name: str) -> str:
+    """``make destroy STACK=<id>, then make deploy STACK=<id>`` (with the stage), for a stack to create again."""
+    return f"{deploy_hint(stack_name, 'destroy')}, then {deploy_hint(stack_name)}"
+
+
 def stack_outputs(stack_name: str, region: str | None = None, profile: str | None = None) -> dict[str, str]:
     """The outputs of a deployed stack as ``{OutputKey: OutputValue}``; KitError when it is not usable."""
     from botocore.exceptions import ClientError
@@ -301,10 +306,7 @@ def stack_outputs(stack_name: str, region: str | None = None, profile: str | Non
     if status in _UNUSABLE_STATES:
         message = f"{stack_name} {_UNUSABLE_STATES[status]} ({status} in {shown_region})"
         if status.endswith(("FAILED", "ROLLBACK_COMPLETE")):
-            message += (
-                f": see its events in the CloudFormation console, {deploy_hint(stack_name, 'destroy')}, then "
-                f"{deploy_hint(stack_name)}"
-            )
+            message += f": see its events in the CloudFormation console, {redeploy_hint(stack_name)}"
         raise KitError(message)
     return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
 

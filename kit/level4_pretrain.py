@@ -300,9 +300,7 @@ def cluster() -> None:
         except ClientError as exc:
             if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
                 stack = target.stack_name("4-cluster")
-                again = target.hinted(
-                    f"{aws.deploy_hint(stack, 'destroy')}, then {aws.deploy_hint(stack)}", "4-cluster"
-                )
+                again = target.hinted(aws.redeploy_hint(stack), "4-cluster")
                 raise KitError(
                     f"cluster {name} is not there although {stack} is deployed: see the stack's events; {again}"
                 ) from None
