@@ -63,7 +63,8 @@ def read_dist_env(env: Mapping[str, str]) -> DistEnv:
             "(the job's torch_distributed setting)"
         )
     elif env.get("WORLD_SIZE", "") == "" and number("SLURM_STEP_NUM_TASKS", 1) > 1:
-        # `srun python train.py` on several tasks: srun sets the step's task count (SLURM_STEP_NUM_TASKS), and
+        # `srun python train.py` on several tasks: srun sets the step's task count (SLURM_STEP_NUM_TASKS, srun's
+        # output environment variables: https://slurm.schedmd.com/srun.html), and
         # each task would train alone as rank 0 of 1 into the same checkpoint directory on /fsx.
         raise ConfigError(
             f"SLURM_STEP_NUM_TASKS={env['SLURM_STEP_NUM_TASKS']} but WORLD_SIZE is unset: launch each node's "
