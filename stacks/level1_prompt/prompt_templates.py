@@ -29,11 +29,16 @@ def _variable_rule() -> StringRule:
     return StringRule("InputVariables[].Name", name.get("pattern"), name.get("minLength"), name.get("maxLength"))
 
 
+def max_variables() -> int:
+    """How many input variables a text prompt may declare, as AWS::Bedrock::Prompt's registry schema states it."""
+    schema = resource_schema("AWS::Bedrock::Prompt") or {}
+    return int(schema["definitions"]["TextPromptTemplateConfiguration"]["properties"]["InputVariables"]["maxItems"])
+
+
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 _KEYS = {"name", "description", "template", "variables", "inference"}
 _INFERENCE_BOUNDS = {"temperature": (0.0, 1.0, float), "topP": (0.0, 1.0, float), "maxTokens": (1, 4096, int)}
 MAX_TEMPLATES = 10
-MAX_VARIABLES = 20  # Bedrock Prompt Management allows at most 20 input variables
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,14 @@ def load_template(path: Path) -> PromptTemplate:
         raise _fail(path, "template", "...", "a string of 1-100000 characters")
 
     variables = data["variables"]
+    most = max_variables()
     if (
         not isinstance(variables, list)
-        or not 1 <= len(variables) <= MAX_VARIABLES
+        or not 1 <= len(variables) <= most
         or not all(isinstance(v, str) for v in variables)
         or len(set(variables)) != len(variables)
     ):
-        raise _fail(path, "variables", variables, f"a list of 1-{MAX_VARIABLES} distinct names")
+        raise _fail(path, "variables", variables, f"a list of 1-{most} distinct names")
     rule = _variable_rule()
     for variable in variables:
         problem = rule.problem(variable)

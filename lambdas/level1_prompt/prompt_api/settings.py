@@ -20,7 +20,10 @@ CATALOG_VAR = "PROMPT_CATALOG"
 REQUEST_METADATA_VAR = "REQUEST_METADATA"
 # Both matched whole (fullmatch).
 GUARDRAIL_VERSION = re.compile(r"DRAFT|[1-9][0-9]{0,7}")
-VARIABLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+# An input variable's name as Bedrock Prompt Management allows it (botocore bedrock-agent PromptInputVariable.name,
+# the rule the stack applies from AWS::Bedrock::Prompt's schema): up to 100 characters, each optionally followed by
+# one '_' or '-'. tests/infra/test_facts_from_sources.py holds it to both sources.
+VARIABLE_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,100}")
 
 
 @dataclass(frozen=True)
