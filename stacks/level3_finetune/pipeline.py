@@ -13,6 +13,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from finetune_cleanup.stop import STOP_REFUSED
 from finetune_validate import formats
 from stacks.level3_finetune.data import FineTuneData
 from stacks.level3_finetune.names import (
@@ -587,13 +588,13 @@ class FineTunePipeline(Construct):
             result_path=sfn.JsonPath.DISCARD,
         )
         retry_throttling(stop_job)
-        # A job that ended between the last poll and the stop is refused it (ConflictException, as the cleanup and
-        # the teardown read it; ValidationException for one no longer stoppable): it is read again and routed by its
-        # status, so a job that completed at the bound is deployed and reported, not a failed step.
+        # A job that ended between the last poll and the stop is refused it (STOP_REFUSED, as the stack-delete
+        # cleanup reads it): it is read again and routed by its status, so a job that completed at the bound is
+        # deployed and reported, not a failed step.
         get_job_after_stop = read_job("GetJobAfterStopRefused")
         stop_job.add_catch(
             get_job_after_stop,
-            errors=["Bedrock.ConflictException", "Bedrock.ValidationException"],
+            errors=[f"Bedrock.{code}" for code in STOP_REFUSED],
             result_path="$.stopRefused",
         )
         stop_job.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")

@@ -249,6 +249,46 @@ def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: 
     assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
 
 
+@pytest.mark.parametrize("code", ["ConflictException", "ValidationException"])
+def test_a_job_that_ends_before_the_stop_is_refused_it_and_the_delete_goes_on(aws: Aws, code: str) -> None:
+    """StopModelCustomizationJob refuses a job that ended between the look and the stop (botocore declares both
+    codes for it; the pipeline's StopJob catches the same two). Before: ValidationException answered FAILED and the
+    stack went to DELETE_FAILED with its key kept."""
+    ours = job_summary(f"{PREFIX}-job-0123456789ab", "InProgress")
+    aws.deleting()
+    aws.executions([])
+    aws.executions([])
+    aws.jobs([ours])
+    aws.bedrock.add_response("get_model_customization_job", job(ours, KEY), {"jobIdentifier": ours["jobArn"]})
+    aws.bedrock.add_client_error(
+        "stop_model_customization_job",
+        code,
+        "The job is not in progress",
+        400,
+        expected_params={"jobIdentifier": ours["jobArn"]},
+    )
+    aws.bedrock.add_response(
+        "get_model_customization_job", job(ours, KEY, "Completed"), {"jobIdentifier": ours["jobArn"]}
+    )
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert aws.clock.sleeps == []
+
+
+def test_the_stop_refusals_are_errors_the_operation_declares() -> None:
+    """One list (finetune_cleanup.stop), read by the cleanup and by the pipeline's StopJob catch."""
+    import botocore.session
+
+    from finetune_cleanup.stop import STOP_REFUSED
+
+    operation = botocore.session.get_session().get_service_model("bedrock").operation_model("StopModelCustomizationJob")
+    assert set(STOP_REFUSED) <= {error.name for error in operation.error_shapes}
+
+
 def test_a_job_answer_without_a_status_is_taken_as_still_busy(aws: Aws) -> None:
     """botocore bedrock 2023-04-20 GetModelCustomizationJobResponse does not require status. Before: a KeyError
     answered FAILED and the stack delete failed; now the listed busy status stands on the first look (the job is

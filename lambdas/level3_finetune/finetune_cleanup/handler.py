@@ -57,6 +57,7 @@ from common.stack_cleanup import (
     tolerate,
     wait_until_done,
 )
+from finetune_cleanup.stop import STOP_REFUSED
 
 logger = Logger(service="finetune-cleanup")
 
@@ -146,8 +147,8 @@ def stop_jobs(scope: Scope, deadline: Deadline) -> int:
         # botocore bedrock 2023-04-20 GetModelCustomizationJobResponse does not require status (its summary does):
         # without it, the summary's busy status stands, as the pipeline's JobStatus? polls again without it.
         if (job.get("status") or summary["status"]) == "InProgress":
-            # ConflictException: already stopping or just ended.
-            tolerate(bedrock().stop_model_customization_job, ("ConflictException",), jobIdentifier=summary["jobArn"])
+            # Refused (already stopping, just ended): the wait below reads the job again.
+            tolerate(bedrock().stop_model_customization_job, STOP_REFUSED, jobIdentifier=summary["jobArn"])
             logger.info("Stopped a customization job", extra={"job": summary["jobName"]})
 
     def still_running() -> list[str]:
