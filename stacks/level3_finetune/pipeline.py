@@ -47,11 +47,13 @@ THROTTLE_RETRY_INTERVAL = Duration.seconds(30)
 THROTTLE_RETRY_ATTEMPTS = 5  # 30 s to 8 min apart: about 15 minutes in all
 THROTTLE_RETRY_BACKOFF = 2.0
 THROTTLED_ERRORS = ["Bedrock.ThrottlingException", "Bedrock.InternalServerException"]
-# A create that carries a ClientRequestToken also retries ServiceUnavailable (503), which Bedrock documents as an
-# error to retry with backoff (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html):
+# A create that carries a ClientRequestToken also retries InternalFailure (500) and ServiceUnavailable (503), which
+# Bedrock documents as errors to retry with backoff, though botocore's model declares neither for its operations
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html; Step Functions adds
+# the Exception suffix: https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html):
 # "If this token matches a previous request, Amazon Bedrock ignores the request" (botocore bedrock
 # ClientRequestToken), so a retry of a create that did land makes nothing twice.
-TRANSIENT_BEDROCK = [*THROTTLED_ERRORS, "Bedrock.ServiceUnavailableException"]
+TRANSIENT_BEDROCK = [*THROTTLED_ERRORS, "Bedrock.InternalFailureException", "Bedrock.ServiceUnavailableException"]
 NOTIFY_RETRY_INTERVAL = Duration.seconds(10)
 NOTIFY_RETRY_ATTEMPTS = 4  # 10, 20, 40 and 80 s
 DELETE_RETRY_INTERVAL = Duration.minutes(1)

@@ -1029,11 +1029,17 @@ def _pascal(name: str) -> str:
     return name[:1].upper() + name[1:]
 
 
+# Bedrock's server errors to retry with backoff, as Step Functions names them for an aws-sdk task (ServiceName.
+# ErrorName, always with the Exception suffix: https://docs.aws.amazon.com/step-functions/latest/dg/supported-services-awssdk.html).
+BEDROCK_SERVER_ERRORS = ("Bedrock.InternalFailureException", "Bedrock.ServiceUnavailableException")
+
+
 def token_create_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
     """Bedrock tasks that send their operation's idempotency token (botocore marks the member idempotencyToken)
-    but do not retry ServiceUnavailable: Bedrock documents the 503 as one to retry with backoff
-    (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html), and the token
-    makes a retry of a create that did land make nothing twice; without the retry a 503 fails a validated run."""
+    but do not retry InternalFailure and ServiceUnavailable: Bedrock documents the 500 and the 503 as ones to retry
+    with backoff (https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html), and
+    the token makes a retry of a create that did land make nothing twice; without the retry either fails a
+    validated run (on the SageMaker path, after the training it paid for)."""
     import botocore.session
 
     found = []
@@ -1048,12 +1054,13 @@ def token_create_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
             tokens = {_pascal(key) for key, member in shape.members.items() if member.metadata.get("idempotencyToken")}
             sent = {_pascal(key.removesuffix(".$")) for key in state.get("Parameters", {})}
             retried = {error for retry in state.get("Retry", []) for error in retry["ErrorEquals"]}
-            if tokens & sent and "Bedrock.ServiceUnavailableException" not in retried:
-                found.append(f"{machine}.{name}: sends {sorted(tokens & sent)} but does not retry ServiceUnavailable")
+            missing = sorted(set(BEDROCK_SERVER_ERRORS) - retried)
+            if tokens & sent and missing:
+                found.append(f"{machine}.{name}: sends {sorted(tokens & sent)} but does not retry {missing}")
     return found
 
 
-def test_every_bedrock_create_with_a_token_retries_service_unavailable(each_stage: Any) -> None:
+def test_every_bedrock_create_with_a_token_retries_bedrocks_server_errors(each_stage: Any) -> None:
     creates = [
         state
         for _, definition in _definitions(each_stage.templates)
@@ -1064,13 +1071,13 @@ def test_every_bedrock_create_with_a_token_retries_service_unavailable(each_stag
     assert token_create_findings(each_stage.templates) == []
 
 
-def test_the_token_guard_sees_a_create_that_does_not_retry_service_unavailable() -> None:
-    retry = [{"ErrorEquals": ["Bedrock.ThrottlingException"]}]
+def test_the_token_guard_sees_a_create_that_does_not_retry_a_server_error() -> None:
+    retry = [{"ErrorEquals": ["Bedrock.ThrottlingException", "Bedrock.ServiceUnavailableException"]}]
     parameters = {"ClientRequestToken.$": "$.names.job", "JobName.$": "$.names.job"}
     resource = "arn:aws:states:::aws-sdk:bedrock:createModelCustomizationJob"
     states = {"C": {"Type": "Task", "Resource": resource, "Parameters": parameters, "Retry": retry, "End": True}}
     template = {"Resources": {"M": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {}}}}
     template["Resources"]["M"]["Properties"]["DefinitionString"] = json.dumps({"StartAt": "C", "States": states})
     assert token_create_findings({"S": template}) == [
-        "S/M.C: sends ['ClientRequestToken'] but does not retry ServiceUnavailable"
+        "S/M.C: sends ['ClientRequestToken'] but does not retry ['Bedrock.InternalFailureException']"
     ]

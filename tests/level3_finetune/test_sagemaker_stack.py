@@ -704,10 +704,19 @@ def test_import_failure_is_notified_after_the_model_is_deleted(machine: dict[str
     assert error["Error"] == "ModelImportFailed" and "Unsupported architecture" in error["Cause"]
 
 
-def test_a_retried_import_whose_first_call_created_the_job_goes_on_with_that_job(machine: dict[str, Any]) -> None:
-    """CreateModelImportJob answers InternalServerException after it created the job; the retry sends the same
-    clientRequestToken, which Bedrock answers without an error (botocore bedrock CreateModelImportJobRequest), so
-    the run waits for that job instead of failing on its taken name and leaving its model unannounced."""
+@pytest.mark.parametrize(
+    "error",
+    ["Bedrock.InternalServerException", "Bedrock.InternalFailureException", "Bedrock.ServiceUnavailableException"],
+)
+def test_a_retried_import_whose_first_call_created_the_job_goes_on_with_that_job(
+    machine: dict[str, Any], error: str
+) -> None:
+    """CreateModelImportJob answers a server error after it created the job (InternalServerException, which
+    botocore declares; InternalFailure and ServiceUnavailable, which Bedrock documents as errors to retry:
+    https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html); the retry sends the
+    same clientRequestToken, which Bedrock answers without an error (botocore bedrock CreateModelImportJobRequest),
+    so the run waits for that job instead of failing on its taken name and leaving its model unannounced. Before,
+    InternalFailure failed the run after the training it paid for."""
     results = _results()
     created: dict[str, str] = {}  # token -> job name, as Bedrock keeps them
 
@@ -720,7 +729,7 @@ def test_a_retried_import_whose_first_call_created_the_job_goes_on_with_that_job
         if name in created.values():
             raise asl.AslError("Bedrock.ConflictException", f"a model import job named {name} already exists")
         created[token or f"no-token-{len(created)}"] = name
-        raise asl.AslError("Bedrock.InternalServerException", "the job was created, but the answer was lost")
+        raise asl.AslError(error, "the job was created, but the answer was lost")
 
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
     assert trace.status == "SUCCEEDED", trace.describe()
