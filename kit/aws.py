@@ -217,6 +217,17 @@ def error_message(exc: BaseException) -> str:
     return str(exc)
 
 
+def not_found(exc: BaseException) -> bool:
+    """An answer that the named resource does not exist. botocore's models name the error ResourceNotFoundException
+    (ResourceNotFound in SageMaker's); SageMaker's Describe* calls answer a missing job or cluster with
+    ValidationException "Requested resource not found" (or "Could not find training job ...", as moto words it),
+    so that code counts only with such words: any other validation refusal is not taken as "it is not there"."""
+    code, message = error_code(exc), error_message(exc).lower()
+    return code in ("ResourceNotFoundException", "ResourceNotFound") or (
+        code == "ValidationException" and ("not found" in message or "could not find" in message)
+    )
+
+
 def is_access_denied(exc: BaseException) -> bool:
     return error_code(exc) in ACCESS_DENIED_CODES or "not authorized" in error_message(exc).lower()
 

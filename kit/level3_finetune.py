@@ -1117,15 +1117,6 @@ def _sm_execution(target: Target, given: str | None, *, succeeded: bool = False)
     return str(executions[0]["executionArn"]), str(executions[0]["name"])
 
 
-def _not_found(exc: BaseException) -> bool:
-    code = aws.error_code(exc)
-    # SageMaker answers a missing training job with ValidationException "Requested resource not found".
-    # botocore's model names the error ResourceNotFound; the service has been seen answering ValidationException.
-    return code in ("ResourceNotFoundException", "ResourceNotFound") or (
-        code == "ValidationException" and "not found" in str(exc).lower()
-    )
-
-
 def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
     """Rows for the execution's training job, import job and imported model (what exists of them)."""
     from botocore.exceptions import ClientError
@@ -1135,7 +1126,7 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
         try:
             job = target.client("sagemaker").describe_training_job(TrainingJobName=name)
         except ClientError as exc:
-            if not _not_found(exc):
+            if not aws.not_found(exc):
                 raise
             rows.append(("Training job", f"{name}: not created (yet)"))
         else:
@@ -1150,7 +1141,7 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
         try:
             imported = bedrock.get_model_import_job(jobIdentifier=name)
         except ClientError as exc:
-            if not _not_found(exc):
+            if not aws.not_found(exc):
                 raise
             rows.append(("Import job", "not created (yet)"))
         else:
@@ -1161,7 +1152,7 @@ def _sm_jobs(target: Target, name: str) -> list[tuple[str, Any]]:
         try:
             model = bedrock.get_imported_model(modelIdentifier=name)
         except ClientError as exc:
-            if not _not_found(exc):
+            if not aws.not_found(exc):
                 raise
             rows.append(("Imported model", "none (not imported yet, or deleted after a failed run)"))
         else:
@@ -1223,7 +1214,7 @@ def sm_ask(text: str, execution: str | None, max_tokens: int) -> None:
         try:
             imported = target.client("bedrock").get_imported_model(modelIdentifier=model_name)
         except ClientError as exc:
-            if _not_found(exc):
+            if aws.not_found(exc):
                 raise KitError(
                     f"no imported model {model_name}: the run did not import one or it was deleted; "
                     "check it with " + target.kit_command("l3sm", f"status {name}")

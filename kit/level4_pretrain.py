@@ -120,9 +120,7 @@ def _training_job_rows(execution_arn: str, execution_status: str) -> list[tuple[
     try:
         described = target.client("sagemaker").describe_training_job(TrainingJobName=job)
     except ClientError as exc:
-        # As check_resumable reads a missing job: botocore's ResourceNotFound, or the ValidationException
-        # "Requested resource not found" SageMaker answers with.
-        if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
+        if aws.not_found(exc):
             text = f"{job}: not created"
         else:
             why = aws.explain(exc, "reading the training job", target.region, target.profile)
@@ -298,7 +296,7 @@ def cluster() -> None:
         try:
             described = sagemaker.describe_cluster(ClusterName=name)
         except ClientError as exc:
-            if aws.error_code(exc) in ("ResourceNotFound", "ValidationException"):
+            if aws.not_found(exc):
                 stack = target.stack_name("4-cluster")
                 again = target.hinted(aws.redeploy_hint(stack), "4-cluster")
                 raise KitError(

@@ -643,7 +643,7 @@ def check_resumable(
                 try:
                     job_status = str(sagemaker.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
                 except ClientError as exc:
-                    if aws.error_code(exc) not in ("ResourceNotFound", "ValidationException"):
+                    if not aws.not_found(exc):  # any other refusal is no proof that no job runs
                         raise
                     continue  # no job: the run ended before it started one
                 if job_status in JOB_RUNNING:

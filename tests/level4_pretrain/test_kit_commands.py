@@ -205,6 +205,42 @@ def test_l4_resume_refuses_a_run_that_has_not_ended_or_that_another_run_resumes(
     assert started == {"run1", "run1-more", "other"}  # the refused submits started nothing
 
 
+def test_l4_resume_is_refused_when_the_earlier_runs_job_cannot_be_read(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only "not found" means the earlier run started no job. Before, any ValidationException from
+    DescribeTrainingJob (botocore declares ResourceNotFound only; SageMaker answers a missing job with
+    ValidationException "Requested resource not found") let the resume start beside a job that may still train on
+    the same checkpoints."""
+    from botocore.exceptions import ClientError
+
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.start_execution(stateMachineArn=machine, name="run1", input="{}")["executionArn"]
+    sfn.stop_execution(executionArn=arn)
+
+    def refused(**_: object) -> None:
+        error = {"Code": "ValidationException", "Message": "Rate of requests exceeds the account's limit"}
+        raise ClientError({"Error": error}, "DescribeTrainingJob")
+
+    original = aws.client
+
+    def client(name: str, region: str | None = None, profile: str | None = None) -> object:
+        created = (name, region, profile) not in aws._clients
+        found = original(name, region, profile)
+        if name == "sagemaker" and created:
+            found.meta.events.register("before-call.sagemaker.DescribeTrainingJob", refused)
+        return found
+
+    monkeypatch.setattr(aws, "client", client)
+    result = run(l4, "submit", "--name", "run1-more", "--resume-from", "run1")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "reading execution run1 failed in us-east-1: ValidationException: Rate of requests" in text, text
+    assert {e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]} == {"run1"}
+
+
 def test_l4_resuming_a_run_that_resumed_another_resumes_the_first_runs_checkpoints(mocked: FakeCloudFormation) -> None:
     """run2 resumed run1, so it checkpointed under checkpoints/run1/: resuming run2 is resuming run1 (before, the
     state machine found no checkpoints under checkpoints/run2/ and refused the run)."""
