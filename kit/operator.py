@@ -29,6 +29,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from common.s3 import S3_KEY_MAX_BYTES
 from kit import aws, sigv4
 from kit.aws import KitError, KitUsageError, Target
 from stacks.shared.facts import HISTORY_EVENT_QUOTA, STAGES
@@ -233,12 +234,6 @@ def call_api(level: str, method: str, path: str, body: Any | None = None) -> Any
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-# "The object key name consists of a sequence of Unicode characters encoded in UTF-8, with a maximum length of 1,024
-# bytes" (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html). botocore checks neither: a name
-# that is not UTF-8 (Linux hands it to Python as lone surrogates) fails in its serializer, a longer key is S3's 400.
-S3_KEY_MAX_BYTES = 1024
 
 
 def shown_path(path: Path) -> str:

@@ -1001,6 +1001,9 @@ def test_handler_streams_in_chunks_and_puts_without_acl_or_encryption_parameters
         ({"reportKey": ...}, "reportKey"),
         ({"reportKey": "data/train.jsonl"}, "reportKey"),
         ({"reportKey": "k" * 1025}, "reportKey"),
+        # 513 characters, 1,026 bytes of UTF-8: S3's key limit is 1,024 bytes (before, characters were counted)
+        ({"trainingKey": "\u00e9" * 513}, "trainingKey"),
+        ({"reportKey": "\u00e9" * 513}, "reportKey"),
     ],
 )
 def test_handler_rejects_a_bad_event_naming_the_field(

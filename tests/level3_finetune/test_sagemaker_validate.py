@@ -180,6 +180,7 @@ def test_a_missing_bucket_is_an_error_not_a_verdict(s3: Any) -> None:
         ({"bucket": BUCKET}, "trainingKey"),
         ({"bucket": BUCKET, "trainingKey": 7}, "trainingKey"),
         ({"bucket": BUCKET, "trainingKey": "k" * 1025}, "trainingKey"),
+        ({"bucket": BUCKET, "trainingKey": "\u00e9" * 513}, "trainingKey"),  # 1,026 bytes of UTF-8
         ({"bucket": BUCKET, "trainingKey": "a\ud800"}, "trainingKey"),
     ],
 )

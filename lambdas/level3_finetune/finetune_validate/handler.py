@@ -53,6 +53,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from common.s3 import S3_KEY_MAX_BYTES
 from finetune_validate.formats import (
     DISTILLATION,
     FINE_TUNING,
@@ -83,7 +84,6 @@ from finetune_validate.validator import (
 logger = Logger()
 
 CHUNK_BYTES = 1 << 20
-MAX_KEY_CHARS = 1024
 REPORT_CONTENT_TYPE = "application/json"
 CLIENT_CONFIG: dict[str, Any] = {
     "retries": {"mode": "standard", "total_max_attempts": 5},
@@ -236,10 +236,10 @@ def _required_text(event: dict[str, Any], field: str) -> str:
 
 def _key(event: dict[str, Any], field: str) -> str:
     key = _required_text(event, field)
-    if len(key) > MAX_KEY_CHARS:
-        raise InvalidRequest(field, f"is longer than {MAX_KEY_CHARS} characters, the S3 key limit")
     if printable(key) != key:
         raise InvalidRequest(field, f"'{key[:80]}' holds a lone surrogate; an S3 key is UTF-8 text")
+    if len(key.encode()) > S3_KEY_MAX_BYTES:
+        raise InvalidRequest(field, f"is longer than {S3_KEY_MAX_BYTES} bytes of UTF-8, the S3 key limit")
     return key
 
 

@@ -34,6 +34,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.clients import bounded_client
+from common.s3 import S3_KEY_MAX_BYTES
 from workloads.finetune_sagemaker.chat_records import RecordError, is_blank, line_messages
 
 logger = Logger()
@@ -43,7 +44,6 @@ MAX_PROBLEMS = 10
 MAX_REASON_CHARS = 300  # a reason may quote a value from the data (a role); the whole result stays small
 MAX_LINE_BYTES = 16 << 20
 CHUNK_BYTES = 256 << 10
-MAX_KEY_BYTES = 1024  # the S3 key limit
 # One call waits at most CONNECT + READ per attempt; botocore's standard mode retries throttling and 5xx.
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
@@ -95,8 +95,8 @@ def parse_request(event: Any) -> Request:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate, from a JSON escape such as \ud800
         raise InvalidRequest("trainingKey", f"{ascii(key)[:80]} is not UTF-8 text, as an S3 key is") from None
-    if size > MAX_KEY_BYTES:
-        raise InvalidRequest("trainingKey", f"is longer than {MAX_KEY_BYTES} bytes, the S3 key limit")
+    if size > S3_KEY_MAX_BYTES:
+        raise InvalidRequest("trainingKey", f"is longer than {S3_KEY_MAX_BYTES} bytes, the S3 key limit")
     return Request(bucket, key)
 
 
