@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from stacks.level0_account.settings import AccountSettings
+from stacks.level0_account.settings import INVOCATION_LOGGING_ADAPTER, AccountSettings
 from stacks.level1_prompt.settings import PromptSettings
 from stacks.level2_rag.settings import RagSettings
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings
@@ -51,8 +51,12 @@ LEVEL_SETTINGS: tuple[type[BaseModel], ...] = (
 # Every kit key, in the models' order. Keys that contain "@" or ":" belong to the CDK, and so do these:
 CONFIG_KEYS: tuple[str, ...] = tuple(key for model in LEVEL_SETTINGS for key in context_keys(model))
 _CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
-# Kit-wide keys every settings model may read besides its own (e.g. a null that the stage decides).
-EVERY_MODEL_READS = {"stage": STAGE_ADAPTER, "region": REGION_ADAPTER}
+# Keys every settings model may read besides its own (e.g. a null that the stage decides, a rule across levels).
+EVERY_MODEL_READS = {
+    "stage": STAGE_ADAPTER,
+    "region": REGION_ADAPTER,
+    "invocation_logging": INVOCATION_LOGGING_ADAPTER,
+}
 
 
 @dataclass(frozen=True)

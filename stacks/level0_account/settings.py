@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from stacks.shared.settings import Flag, Problem, Settings
 
@@ -17,6 +17,10 @@ class AccountSettings(Settings):
             " logging; one per account and region)"
         ),
     )
+
+
+# Level 3 reads it (ft_distillation_source=invocation-logs needs the stack's bucket parameter).
+INVOCATION_LOGGING_ADAPTER: TypeAdapter[bool] = TypeAdapter(Flag)
 
 
 def region_problems(region: str) -> list[Problem]:

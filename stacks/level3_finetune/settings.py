@@ -80,7 +80,7 @@ class FineTuneSettings(Settings):
         alias="ft_distillation_source",
         description=(
             "Distillation data: `prompts` (a JSONL under datasets/) or `invocation-logs` (also lets a run without "
-            "a trainingKey distill from the logs the invocation-logging stack collects)"
+            "a trainingKey distill from the logs the invocation-logging stack collects; needs invocation_logging=true)"
         ),
     )
     # Bedrock takes hyperparameters as strings.
@@ -113,6 +113,19 @@ class FineTuneSettings(Settings):
     poll_minutes: Whole = Field(
         alias="ft_poll_minutes", description="How often the pipeline reads the job's status", ge=1, le=60
     )
+
+    @field_validator("distillation_source")
+    @classmethod
+    def _logs_collected_by_the_kit(cls, source: str, info: ValidationInfo) -> str:
+        """The stack reads the logs bucket from the invocation-logging stack's SSM parameter as a deploy-time
+        parameter, which must already exist (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-supplied-parameter-types.html):
+        without that stack, the first deploy fails at its change set."""
+        if source == "invocation-logs" and (info.context or {}).get("invocation_logging") is False:
+            raise Invalid(
+                "prompts unless invocation_logging=true (invocation-logs reads the bucket of the invocation-logging "
+                "stack, GenAiKit-0-InvocationLogging, which that key adds and deploys first)"
+            )
+        return source
 
     @field_validator("base_model_id")
     @classmethod

@@ -76,7 +76,7 @@ CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
     "ft_poll_minutes": ({}, 5),
     "ft_teacher_model_id": ({}, "us.amazon.nova-pro-v1:0"),
     "ft_teacher_max_response_tokens": ({}, 2000),
-    "ft_distillation_source": ({}, "invocation-logs"),
+    "ft_distillation_source": ({"invocation_logging": True}, "invocation-logs"),
     "hp_nat_gateways": ({}, 2),
     # HyperPod keeps an existing group's instance type (update_safety.SERVICE_RULES): the controller's and an
     # existing login node's type changes are refused updates, documented as a new stack (not synthesized).

@@ -44,7 +44,7 @@ def _bound(model: type[Any], field: str) -> int:
 @pytest.fixture(scope="module", params=sorted(LOOPS))
 def pipeline(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     # The invocation-logs variant holds every state of the prompts variant and the logs' own.
-    variant, _ = _synth(ft_deploy=request.param, ft_distillation_source="invocation-logs")
+    variant, _ = _synth(ft_deploy=request.param, ft_distillation_source="invocation-logs", invocation_logging=True)
     return request.param, variant.definition
 
 

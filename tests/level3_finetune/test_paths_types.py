@@ -79,7 +79,7 @@ def prompts() -> Variant:
 
 @pytest.fixture(scope="module")
 def logs() -> tuple[Variant, dict[str, Any]]:
-    return _synth(ft_distillation_source="invocation-logs")
+    return _synth(ft_distillation_source="invocation-logs", invocation_logging=True)
 
 
 def validated(kind: str, **extra: Any) -> dict[str, Any]:
@@ -183,7 +183,10 @@ def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
 def logs_distillation() -> Variant:
     """Distillation configured and from the invocation logs: a request without a type is a distillation."""
     return _synth(
-        ft_distillation_source="invocation-logs", ft_customization_type=formats.DISTILLATION, ft_hyperparameters={}
+        ft_distillation_source="invocation-logs",
+        invocation_logging=True,
+        ft_customization_type=formats.DISTILLATION,
+        ft_hyperparameters={},
     )[0]
 
 
@@ -298,7 +301,10 @@ def test_the_invocation_logs_variant_is_cdk_nag_clean_and_reads_only_the_logs_pr
     flags = {k: v for k, v in cdk_json_context().items() if k.startswith("@")}
     app = cdk.App(context=flags)
     stack = FineTuneStack(
-        app, STACK, env=cdk.Environment(region="us-east-1"), config=build(ft_distillation_source="invocation-logs")
+        app,
+        STACK,
+        env=cdk.Environment(region="us-east-1"),
+        config=build(ft_distillation_source="invocation-logs", invocation_logging=True),
     )
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     artifact = app.synth().get_stack_by_name(stack.stack_name)  # errors fail synthesis

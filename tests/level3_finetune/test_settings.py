@@ -73,11 +73,28 @@ def test_a_teacher_not_paired_with_the_student_is_refused_at_synth(
 
 
 def test_the_teacher_may_be_a_cross_region_profile_and_the_source_is_one_of_two() -> None:
-    ft = build(ft_teacher_model_id="us.amazon.nova-pro-v1:0", ft_distillation_source="invocation-logs").finetune
+    logs = {"ft_distillation_source": "invocation-logs", "invocation_logging": True}
+    ft = build(ft_teacher_model_id="us.amazon.nova-pro-v1:0", **logs).finetune
     assert (ft.teacher_model_id, ft.distillation_source) == ("us.amazon.nova-pro-v1:0", "invocation-logs")
     with pytest.raises(ConfigError) as caught:
         build(ft_distillation_source="logs")
     assert [p.key for p in caught.value.problems] == ["ft_distillation_source"]
+
+
+@pytest.mark.parametrize("logging", [False, "false"])
+def test_distilling_from_invocation_logs_needs_the_invocation_logging_stack(logging: object) -> None:
+    """The Level 3 stack reads the logging stack's bucket from an SSM parameter at deploy time; without that stack
+    the parameter does not exist and the first deploy fails at its change set. Before: synth let it through."""
+    with pytest.raises(ConfigError) as caught:
+        build(ft_distillation_source="invocation-logs", invocation_logging=logging)
+    assert [p.key for p in caught.value.problems] == ["ft_distillation_source"]
+    assert "prompts unless invocation_logging=true" in str(caught.value)
+
+
+def test_an_invalid_invocation_logging_value_is_reported_once_by_its_own_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(ft_distillation_source="invocation-logs", invocation_logging="maybe")
+    assert [p.key for p in caught.value.problems] == ["invocation_logging"]
 
 
 def test_the_customization_type_is_checked_with_the_other_mistakes() -> None:
