@@ -27,6 +27,7 @@ from kit.operator import (
     console,
     current_target,
     deployed_name_prefix,
+    execution_arn,
     execution_name,
     finish,
     follow_execution,
@@ -156,6 +157,37 @@ def _refuse_used_prefix(target: Target, bucket: str, execution: str, checkpoints
         )
 
 
+def _refuse_taken_job_name(target: Target, sfn: Any, machine: str, execution: str) -> None:
+    """A chosen --name gives the training job a name of its own (the MD5 of the execution ARN), which SageMaker
+    keeps until the job is deleted ("After deleting the job, you can reuse its name",
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_DeleteTrainingJob.html); the kit deletes no job.
+    After the Jobs stack is deployed again, or once Step Functions' 90 days have passed, the same name makes the
+    same ARN and so a job name CreateTrainingJob refuses: the run would start and fail. An execution of this state
+    machine by that name is left to start_run (a re-run of the same start, or a name Step Functions refuses)."""
+    from botocore.exceptions import ClientError
+
+    arn = execution_arn(machine, execution)
+    job = training_job_name(target, arn)
+    with aws.aws_errors(f"reading training job {job}", target.region, target.profile):
+        try:
+            target.client("sagemaker").describe_training_job(TrainingJobName=job)
+        except ClientError as exc:
+            if aws.not_found(exc):
+                return
+            raise
+        try:
+            sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if aws.error_code(exc) != "ExecutionDoesNotExist":
+                raise
+        else:
+            return
+    raise KitUsageError(
+        f"--name {execution}: training job {job}, of an earlier run by that name, still exists (SageMaker keeps a "
+        "job's name until the job is deleted), so this run's job would be refused: give another --name"
+    )
+
+
 @l4.command()
 @click.option(
     "--name",
@@ -208,6 +240,8 @@ def submit(name: str | None, resume_from: str | None, wait: bool, timeout: int |
         )
     else:
         _refuse_used_prefix(target, bucket, execution, checkpoints)
+    if name is not None:  # a generated name is new (its time and a random part)
+        _refuse_taken_job_name(target, sfn, machine, execution)
     out = console()
     execution_input = json.dumps({"resumeFrom": earlier} if earlier else {})
     action = "starting the training-job state machine"

@@ -111,6 +111,13 @@ def test_l4_submit_shows_the_training_job_while_it_runs(mocked: FakeCloudFormati
         "ModelArtifacts": {"S3ModelArtifacts": ""},
     }
     with stubbed("sagemaker") as sagemaker:
+        # the name's job is looked up first (free), then followed once the run has started it
+        sagemaker.add_client_error(
+            "describe_training_job",
+            "ValidationException",
+            "Requested resource not found",
+            expected_params={"TrainingJobName": job},
+        )
         sagemaker.add_response("describe_training_job", described, {"TrainingJobName": job})
         result = run(l4, "submit", "--name", "smoke1", "--wait", "--timeout", "0")
     assert result.exit_code == 1  # plain moto keeps it RUNNING: the wait times out
@@ -278,6 +285,11 @@ def test_l4_resume_waits_for_the_earlier_runs_training_job_to_stop(mocked: FakeC
         training_job_described(job, job_status, REGION),
         {"TrainingJobName": job},
     )
+    if job_status == "Stopped":  # then the new run's job name is looked up: free
+        not_there = {"TrainingJobName": job_name(execution_arn(machine, "run1-more"))}
+        sagemaker.add_client_error(
+            "describe_training_job", "ValidationException", "Requested resource not found", expected_params=not_there
+        )
     result = run(l4, "submit", "--name", "run1-more", "--resume-from", "run1")
     sagemaker.assert_no_pending_responses()
     if job_status == "Stopped":
@@ -312,6 +324,41 @@ def test_l4_new_run_refuses_a_name_whose_prefix_holds_checkpoints(mocked: FakeCl
     )
     assert run(l4, "submit", "--name", "run").exit_code == 0  # checkpoints/run10/ is not run's prefix
     assert run(l4, "submit", "--name", "run1-more", "--resume-from", "run1").exit_code == 0
+
+
+def _training_job(name: str) -> None:
+    """A job of this name in the (moto) account, as an earlier run's CreateTrainingJob left it."""
+    boto3.client("sagemaker", region_name=REGION).create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": "image", "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::123456789012:role/training",
+        OutputDataConfig={"S3OutputPath": "s3://artifacts/output/"},
+        ResourceConfig={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+
+
+def test_l4_new_run_refuses_a_name_whose_training_job_an_earlier_deployment_left(mocked: FakeCloudFormation) -> None:
+    """The job is named from the execution ARN, which a name repeats after the Jobs stack is deployed again (or
+    after Step Functions' 90 days); SageMaker keeps job names and the kit deletes no job. Before: the run started
+    and failed at CreateTrainingJob. A name this state machine already ran is left to the start (the same start
+    again is that run)."""
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    _training_job(job_name(execution_arn(machine, "exp1")))
+    refused = run(l4, "submit", "--name", "exp1")
+    assert refused.exit_code == 2, refused.output
+    text = " ".join(refused.output.split())
+    assert f"--name exp1: training job {job_name(execution_arn(machine, 'exp1'))}, of an earlier run" in text
+    assert "give another --name" in text
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+
+    assert run(l4, "submit", "--name", "exp2").exit_code == 0
+    _training_job(job_name(execution_arn(machine, "exp2")))  # the run's own job
+    again = run(l4, "submit", "--name", "exp2")
+    assert again.exit_code == 0, again.output
+    assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["exp2"]
 
 
 def test_l4_checkpoint_prefix_is_the_jobs_stacks() -> None:
