@@ -338,6 +338,14 @@ def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> li
         return price
 
     if kind == "AWS::CloudWatch::Alarm":
+        # The table's price is a standard-resolution alarm on one metric. A high-resolution alarm (a period under
+        # 60 s) costs three times as much, and a metric-math or anomaly-detection alarm bills per metric it
+        # reads (https://aws.amazon.com/cloudwatch/pricing/): those are refused, not priced as one.
+        if _literal(props, "Metrics", default=None) is not None:
+            raise LookupError("reads Metrics (metric math or anomaly detection, billed per metric); not priced")
+        period = _literal(props, "Period", default=None)
+        if not isinstance(period, int) or period < 60:
+            raise LookupError(f"has Period {period!r}; only standard-resolution alarms (60 s or more) are priced")
         return [_Charge("CloudWatch alarms", 1, need("cloudwatch.alarm"), hourly=False)]
     if kind == "AWS::KMS::Key":
         return [_Charge("KMS customer managed keys", 1, need("kms.key"), hourly=False)]
@@ -374,6 +382,9 @@ def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> li
         deployment = _literal(props, "LustreConfiguration", "DeploymentType")
         if deployment != "PERSISTENT_2":
             raise LookupError(f"has deployment type {deployment}; only PERSISTENT_2 is priced")
+        # Metadata IOPS provisioned by the user bill besides the storage (https://aws.amazon.com/fsx/lustre/pricing/).
+        if _literal(props, "LustreConfiguration", "MetadataConfiguration", "Mode", default="AUTOMATIC") != "AUTOMATIC":
+            raise LookupError("has user-provisioned metadata IOPS, which the kit does not price")
         tier = _literal(props, "LustreConfiguration", "PerUnitStorageThroughput")
         capacity = _literal(props, "StorageCapacity", default=0)
         price = need(f"fsx.lustre_persistent2:{tier}")
@@ -489,6 +500,8 @@ def _strings(node: Any) -> Iterable[str]:
 # https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html
 IMPORT_ACTION = "bedrock:CreateModelImportJob"
 CUSTOMIZE_ACTION = "bedrock:CreateModelCustomizationJob"
+# Bills per model unit and hour while it exists, used or not (Level 3 with ft_deploy=provisioned, per run).
+PROVISIONED_THROUGHPUT = "bedrock.provisioned_throughput"
 IMPORTED_MODEL_INFERENCE = "bedrock.imported_model_inference"
 IMPORTED_MODEL_STORAGE = "bedrock.imported_model_storage"
 PROVISION_ACTION = "bedrock:CreateProvisionedModelThroughput"
@@ -592,7 +605,7 @@ def per_use_prices(template: Mapping[str, Any], prices: PriceTable) -> list[Unit
                 "Bedrock Provisioned Throughput, no commitment",
                 None,
                 "model unit-hour",
-                "bedrock.provisioned_throughput",
+                PROVISIONED_THROUGHPUT,
                 note="the model's hourly rate per model unit (https://aws.amazon.com/bedrock/pricing/), for "
                 "ft_provisioned_hours per run, used or not",
             )

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from kit import KitError
-from kit.costs import UNKNOWN_TYPE, PriceTable, Unpriced, analyze_stack, available_regions, load_prices, unpriced_advice
+from kit.costs import (
+    PROVISIONED_THROUGHPUT,
+    UNKNOWN_TYPE,
+    PriceTable,
+    Unpriced,
+    analyze_stack,
+    available_regions,
+    load_prices,
+    unpriced_advice,
+)
 from kit.templates import read_assembly
 from stacks.updates import new_stack_keys
 
@@ -72,6 +81,15 @@ def _summary(assembly_dir: Path) -> list[tuple[str, tuple[Unpriced, ...]]]:
         if kept:
             line += "; per kept model: " + ", ".join(
                 f"{p.label} " + (f"~${p.usd:,.2f}/{p.unit}" if p.usd is not None else "(see kit cost)") for p in kept
+            )
+        # What a run buys that bills by the hour whether or not it is used (not idle cost: the run deletes it).
+        hourly = [p for p in cost.per_use if p.price_id == PROVISIONED_THROUGHPUT]
+        if hourly:
+            line += "; per run: " + ", ".join(
+                f"{p.label}, billed per {p.unit} for ft_provisioned_hours, used or not ("
+                + (f"~${p.usd:,.2f}/{p.unit}" if p.usd is not None else "the model's rate: see kit cost")
+                + ")"
+                for p in hourly
             )
         unknown = sorted({item.resource_type for item in cost.unpriced if item.reason == UNKNOWN_TYPE})
         if unknown:

@@ -47,6 +47,17 @@ def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: 
     assert "per kept model: Nova Micro custom model storage ~$1.95/model-month" in by_stack["GenAiKit-3-FineTune"]
 
 
+def test_synth_summary_names_the_provisioned_throughput_a_run_buys(sandbox: Any, prod_extremes: Any) -> None:
+    """ft_deploy=provisioned: each run buys a no-commitment Provisioned Throughput that bills per model unit-hour
+    while it exists, used or not. Before, the synth output said nothing of the largest cost a user can opt into."""
+    [buys] = [line for line in summarize(prod_extremes.assembly_dir) if line.startswith("GenAiKit-3-FineTune ")]
+    assert (
+        "per run: Bedrock Provisioned Throughput, no commitment, billed per model unit-hour for ft_provisioned_hours,"
+        " used or not (the model's rate: see kit cost)" in buys
+    )
+    assert all("Provisioned Throughput" not in line for line in summarize(sandbox.assembly_dir))
+
+
 def test_synth_summary_states_the_opensearch_idle_floor(sandbox_oss: Any) -> None:
     [level2] = [line for line in summarize(sandbox_oss.assembly_dir) if line.startswith("GenAiKit-2-Rag")]
     assert "idle ~$176.10/month" in level2  # 1 OCU (standby replicas off) at $0.24/hour + nine alarms

@@ -287,7 +287,9 @@ def test_traced_functions_and_the_opensearch_store_list_what_they_bill_per_use(
 
 def test_an_unknown_resource_type_fails_naming_type_and_stack(prices: Any) -> None:
     templates = {
-        "GenAiKit-1-Prompt": {"Resources": {"Alarm": {"Type": "AWS::CloudWatch::Alarm"}}},
+        "GenAiKit-1-Prompt": {
+            "Resources": {"Alarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {"Period": 300}}}
+        },
         "GenAiKit-9-New": {"Resources": {"Graph": {"Type": "AWS::Neptune::DBCluster"}}},
     }
     with pytest.raises(UnpricedResourceError) as raised:
@@ -323,6 +325,35 @@ def test_an_fsx_tier_missing_from_the_table_fails(sandbox_fsx: Any, prices: Any)
     changed = json.loads(json.dumps(fsx))
     changed["Properties"]["LustreConfiguration"]["PerUnitStorageThroughput"] = 40
     with pytest.raises(UnpricedResourceError, match=r"fsx\.lustre_persistent2:40"):
+        cost_report({"S": {"Resources": {logical_id: changed}}}, prices)
+
+
+def test_user_provisioned_fsx_metadata_iops_fail(sandbox_fsx: Any, prices: Any) -> None:
+    logical_id, fsx = only(sandbox_fsx.templates["GenAiKit-4-Pretrain-Cluster"], "AWS::FSx::FileSystem")
+    changed = json.loads(json.dumps(fsx))
+    changed["Properties"]["LustreConfiguration"]["MetadataConfiguration"] = {"Mode": "USER_PROVISIONED", "Iops": 1500}
+    with pytest.raises(UnpricedResourceError, match="metadata IOPS"):
+        cost_report({"S": {"Resources": {logical_id: changed}}}, prices)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"Period": 10}, "Period 10"),  # high resolution: three times the standard price
+        ({"Period": {"Ref": "P"}}, "literal"),
+        ({"Metrics": [{"Id": "m1", "Expression": "SUM(METRICS())"}]}, "metric math"),
+    ],
+)
+def test_an_alarm_billed_otherwise_than_one_standard_metric_fails(
+    sandbox: Any, prices: Any, change: dict[str, Any], reason: str
+) -> None:
+    """Every alarm the kit synthesizes is one standard-resolution metric (the one price the table has)."""
+    alarms = resources(sandbox.templates["GenAiKit-1-Prompt"], "AWS::CloudWatch::Alarm")
+    assert all(a["Properties"]["Period"] >= 60 and "Metrics" not in a["Properties"] for a in alarms.values())
+    logical_id, alarm = next(iter(alarms.items()))
+    changed = json.loads(json.dumps(alarm))
+    changed["Properties"].update(change)
+    with pytest.raises(UnpricedResourceError, match=reason):
         cost_report({"S": {"Resources": {logical_id: changed}}}, prices)
 
 

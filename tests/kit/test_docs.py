@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kit.costs import analyze_stack, load_prices
+from kit.costs import HYPERPOD_EBS, analyze_stack, load_prices
 from tests.conftest import ROOT
 
 DOCS_INDEX = ROOT / "docs" / "README.md"
@@ -62,6 +62,39 @@ def test_readme_level4_idle_table_adds_up_to_kit_cost(sandbox: Any) -> None:
     assert len(rows) >= 4
     total = sum(sum(_amounts(row)) for row in rows)
     assert round(total, 2) == round(_idle(sandbox, "GenAiKit-4-Pretrain-Cluster"), 2)
+
+
+def _cluster_totals(synth: Any) -> dict[str, float]:
+    """price id -> what the cluster stack's idle items of that price bill per month, as kit cost computes it."""
+    stack = "GenAiKit-4-Pretrain-Cluster"
+    totals: dict[str, float] = {}
+    for item in analyze_stack(stack, synth.templates[stack], load_prices("us-east-1")).idle_items:
+        totals[item.price_id] = totals.get(item.price_id, 0.0) + item.monthly_usd
+    return totals
+
+
+def test_the_level4_opt_in_rows_state_what_kit_cost_computes(
+    sandbox: Any, sandbox_fsx: Any, prod_extremes: Any
+) -> None:
+    """Each opt-in that adds idle cost to the cluster has its own row in both Level 4 cost tables, with the figures
+    kit cost computes for a variant that turns it on (before, only FSx at 125 MB/s/TiB had one, and a user who chose
+    1000 MB/s/TiB and a login node was billed ~$600 a month more than the tables showed)."""
+    prices = load_prices("us-east-1")
+    base, fsx, extremes = _cluster_totals(sandbox), _cluster_totals(sandbox_fsx), _cluster_totals(prod_extremes)
+    storage_gb = fsx["fsx.lustre_persistent2:125"] / prices.entries["fsx.lustre_persistent2:125"].usd
+    tiers = [prices.entries[f"fsx.lustre_persistent2:{tier}"].usd * storage_gb for tier in (250, 500, 1000)]
+    assert round(extremes["fsx.lustre_persistent2:1000"], 2) == round(tiers[2], 2)  # what the stack bills
+    login = "sagemaker.hyperpod:ml.t3.medium"
+    expected = {
+        "Opt-in: FSx at 250 / 500 / 1000 MB/s/TiB": [round(t) for t in tiers],
+        # sandbox_fsx adds the login node (ml.t3.medium, with its volume) to the controller
+        "Opt-in: a login node": [fsx[login] - base[login], fsx[HYPERPOD_EBS] - base[HYPERPOD_EBS]],
+        # prod_extremes has two NAT gateways, each with its address
+        "Opt-in: a second NAT gateway": [extremes["vpc.nat_gateway"] / 2, extremes["vpc.public_ipv4"] / 2],
+    }
+    for text in (README.read_text(), (ROOT / "docs" / "level-4-pretrain.md").read_text()):
+        for label, figures in expected.items():
+            assert _amounts(_row(text, label)) == [round(f, 2) for f in figures], label
 
 
 def test_every_stack_has_a_committed_diagram_linked_from_its_page(sandbox: Any) -> None:
