@@ -20,7 +20,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 SERVICE = "execute-api"
-TIMEOUT_S = 35  # API Gateway's integration timeout is 29 s
+# API Gateway's integration timeout is 29 s by default
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html): the client waits a little longer.
+TIMEOUT_S = 35
 SHOWN_BODY_CHARS = 300
 
 

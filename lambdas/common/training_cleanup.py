@@ -79,7 +79,9 @@ def stop_training_jobs(jobs: StackTrainingJobs, deadline: Deadline) -> list[str]
                 continue
             ours.append(name)
             if job["TrainingJobStatus"] == "InProgress":
-                # A job that ended meanwhile answers ValidationException: nothing to stop.
+                # A job that ended meanwhile answers ValidationException: nothing to stop (botocore's model declares
+                # ResourceNotFound only; the ValidationException is the service's answer seen in public reports,
+                # e.g. awslabs/benchmark-ai issue 928). The wait below reads every job again either way.
                 tolerate(
                     sagemaker().stop_training_job, ("ValidationException", "ResourceNotFound"), TrainingJobName=name
                 )

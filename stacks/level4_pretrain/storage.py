@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LIFECYCLE_DIR = ROOT / "lifecycle"
 LIFECYCLE_PREFIX = "lifecycle/"
 DATA_PREFIX = "data/"
+# The smallest PERSISTENT_2 SSD file system: "1200 GiB, 2400 GiB, and increments of 2400 GiB" (botocore fsx
+# CreateFileSystem StorageCapacity).
 FSX_STORAGE_GIB = 1200
 FSX_LUSTRE_VERSION = "2.15"  # the Lustre LTS version of the opt-in file system (see the CfnFileSystem below)
 # HyperPod refuses this file next to the lifecycle scripts of a cluster whose Slurm is configured through the API

@@ -95,8 +95,10 @@ RETRY_TAG = re.compile(rf"^{RETRY_FAILED_DOCUMENTS} ([0-9a-zA-Z]{{10}}) \[revisi
 # shortfall stays in DocumentsFailed (JobReport.unretried) until a change of the documents starts a job of its own.
 # The revision a job was started under, at the end of its description (at most 200 characters).
 REVISION_TAG = re.compile(r"\[revision ([0-9a-f]{16})\]$")
+# ReceiveMessage MaxNumberOfMessages, "Valid values: 1 to 10" (botocore sqs; DeleteMessageBatch takes 10 too).
 SQS_BATCH = 10
 VISIBILITY_MARGIN_S = 30  # received messages stay hidden a bit longer than the run can last
+# ChangeMessageVisibility: "The maximum is 12 hours" (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html).
 MAX_VISIBILITY_S = 43_200
 MAX_DELAY_S = 900  # SendMessage DelaySeconds: 0 to 900 (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatchRequestEntry.html)
 RELEASE_VISIBILITY_S = 60  # after a failed start, the messages come back this soon (before the next sync)
