@@ -70,7 +70,13 @@ def _list(stubber: Stubber, status: str, page: list[dict[str, Any]], number: int
     stubber.add_response("list_executions", response, expected)
 
 
-def _start(stubber: Stubber, execution: dict[str, Any], error: str | None = None, name: str | None = None) -> None:
+def _start(
+    stubber: Stubber,
+    execution: dict[str, Any],
+    error: str | None = None,
+    name: str | None = None,
+    started: datetime = NOW,
+) -> None:
     expected = {
         "stateMachineArn": TEARDOWN,
         "name": name or "sweep-" + hashlib.sha256(execution["executionArn"].encode()).hexdigest(),
@@ -84,7 +90,7 @@ def _start(stubber: Stubber, execution: dict[str, Any], error: str | None = None
     if error:
         stubber.add_client_error("start_execution", error, http_status_code=400, expected_params=expected)
     else:
-        stubber.add_response("start_execution", {"executionArn": "x" * 20, "startDate": NOW}, expected)
+        stubber.add_response("start_execution", {"executionArn": "x" * 20, "startDate": started}, expected)
 
 
 # --- the sweep function -------------------------------------------------------------------------------------------
@@ -106,6 +112,21 @@ def test_the_sweep_starts_the_teardown_once_for_each_run_that_ended_abnormally_i
     _start(sfn, aborted)
     result = sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
     assert result == {"started": [timed_out["executionArn"], aborted["executionArn"]], "alreadySwept": 1}
+
+
+def test_a_teardown_an_earlier_sweep_started_that_still_runs_is_not_counted_as_started(sfn: Stubber) -> None:
+    """StartExecution answers success with the open execution of the same name and input (API_StartExecution):
+    the teardown the last hour's sweep started, still retrying a busy delete. Before, it was reported as started
+    again; now it counts as already swept (its startDate is the earlier sweep's)."""
+    running = _execution("run-failed", "FAILED", NOW - timedelta(hours=2))
+    fresh = _execution("run-aborted", "ABORTED", NOW - timedelta(minutes=20))
+    _list(sfn, "FAILED", [running])
+    _start(sfn, running, started=NOW - timedelta(hours=1))
+    _list(sfn, "TIMED_OUT", [])
+    _list(sfn, "ABORTED", [fresh])
+    _start(sfn, fresh, started=NOW + timedelta(seconds=2))
+    result = sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
+    assert result == {"started": [fresh["executionArn"]], "alreadySwept": 1}
 
 
 def test_a_redriven_run_that_ends_abnormally_again_is_swept_again(sfn: Stubber) -> None:
@@ -341,7 +362,7 @@ def _sweep_input(execution_arn: str, status: str) -> dict[str, Any]:
 
     name = execution_arn.rsplit(":", 1)[1]
     ended = {"executionArn": execution_arn, "stateMachineArn": PIPELINE, "name": name, "status": status}
-    sweep.start_teardown(Client(), TEARDOWN, ended)
+    sweep.start_teardown(Client(), TEARDOWN, ended, NOW)
     [call] = started
     assert call["name"] == sweep.sweep_name(execution_arn)
     loaded: dict[str, Any] = json.loads(call["input"])

@@ -57,8 +57,17 @@ def ended(sfn: Any, pipeline: str, status: str, since: datetime, until: datetime
     logger.warning("more executions than the sweep reads", extra={"status": status, "pages": MAX_PAGES})
 
 
-def start_teardown(sfn: Any, teardown: str, execution: dict[str, Any]) -> bool:
-    """Start the teardown for one ended execution; False when a sweep already started it."""
+# StartExecution answers success, with the running execution, when one of the same name and input is still open
+# ("When the original execution is open and the execution input from the new call is identical, the Success message
+# is returned", https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html): a teardown an
+# earlier sweep started that is still running (its deletes may retry for an hour) comes back so. An answer whose
+# startDate is older than the sweep by more than this is that earlier start, not a new one.
+EARLIER_START = timedelta(minutes=5)
+
+
+def start_teardown(sfn: Any, teardown: str, execution: dict[str, Any], now: datetime) -> bool:
+    """Start the teardown for one ended execution; False when a sweep already started it (it ended, or it still
+    runs and StartExecution answered with it)."""
     detail = {
         "executionArn": execution["executionArn"],
         "stateMachineArn": execution["stateMachineArn"],
@@ -66,7 +75,7 @@ def start_teardown(sfn: Any, teardown: str, execution: dict[str, Any]) -> bool:
         "status": execution["status"],
     }
     try:
-        sfn.start_execution(
+        answer = sfn.start_execution(
             stateMachineArn=teardown,
             name=sweep_name(execution["executionArn"], int(execution.get("redriveCount") or 0)),
             input=json.dumps({"source": "genai-spectrum-kit.teardown-sweep", "detail": detail}),
@@ -75,7 +84,8 @@ def start_teardown(sfn: Any, teardown: str, execution: dict[str, Any]) -> bool:
         if error.response.get("Error", {}).get("Code") == "ExecutionAlreadyExists":
             return False
         raise
-    return True
+    started = answer.get("startDate")  # required in botocore's StartExecutionOutput
+    return not (isinstance(started, datetime) and started < now - EARLIER_START)
 
 
 def sweep(now: datetime, pipeline: str, teardown: str, window: timedelta, settle: timedelta) -> dict[str, Any]:
@@ -88,7 +98,7 @@ def sweep(now: datetime, pipeline: str, teardown: str, window: timedelta, settle
     for status in ENDED_ABNORMALLY:
         for execution in ended(sfn, pipeline, status, now - window, now - settle):
             try:
-                if start_teardown(sfn, teardown, execution):
+                if start_teardown(sfn, teardown, execution, now):
                     started.append(execution["executionArn"])
                 else:
                     swept += 1
