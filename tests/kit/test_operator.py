@@ -527,3 +527,25 @@ def test_a_wait_without_timeout_lasts_until_the_deployed_state_machine_would_tim
     assert operator.machine_wait_s(bounded, arn, started + timedelta(days=3)) == 0  # past it: no wait
     unbounded = Sfn(json.dumps({"StartAt": "A", "States": {}}))
     assert operator.machine_wait_s(unbounded, arn, an_hour_in) == operator.UNBOUNDED_MACHINE_WAIT_S
+
+
+def test_the_current_state_is_the_newest_entered_state() -> None:
+    """`status --wait` names the state entered last from the history read newest first (reverseOrder). moto ignores
+    reverseOrder and maxResults and answers oldest first, so this is held against the API's order with a Stubber."""
+    from botocore.stub import Stubber
+
+    arn = MACHINE.replace(":stateMachine:", ":execution:") + ":run"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def entered(event_id: int, name: str) -> dict[str, Any]:
+        details = {"name": name, "input": "{}"}
+        return {"id": event_id, "timestamp": t0, "type": "TaskStateEntered", "stateEnteredEventDetails": details}
+
+    scheduled = {"id": 4, "timestamp": t0, "type": "TaskScheduled"}
+    newest_first = [scheduled, entered(3, "GetJob"), entered(2, "CreateJob"), entered(1, "Validate")]
+    sfn = aws.client("stepfunctions", REGION, None)
+    with Stubber(sfn) as stub:
+        expected = {"executionArn": arn, "reverseOrder": True, "maxResults": operator.CURRENT_STATE_EVENTS}
+        stub.add_response("get_execution_history", {"events": newest_first}, expected)
+        assert operator._current_state(sfn, arn) == "GetJob"
+        stub.assert_no_pending_responses()
