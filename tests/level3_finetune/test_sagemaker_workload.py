@@ -330,6 +330,28 @@ def test_merged_logits_equal_base_plus_adapter(ddp_runs: Path, tiny_base: Path) 
     assert (actual - untrained).abs().max() > 1e-2  # the adapter really changed the model
 
 
+def test_a_base_whose_config_names_its_dtype_dtype_is_merged_in_that_dtype(
+    ddp_runs: Path, tiny_base: Path, tmp_path: Path
+) -> None:
+    """transformers 4.56 and later write "dtype" in config.json, not "torch_dtype". Before, the pinned 4.51 found
+    no torch_dtype and the merge saved float32 (twice the memory and the files), with both keys in config.json."""
+    import merge_adapter
+
+    base = tmp_path / "newer-base"
+    shutil.copytree(tiny_base, base)
+    config = json.loads((base / "config.json").read_text())
+    config.pop("torch_dtype", None)
+    config["dtype"] = "bfloat16"
+    (base / "config.json").write_text(json.dumps(config))
+    merged = merge_adapter.merge(str(base), ddp_runs / "full-model" / "adapter", tmp_path / "merged")
+    written = json.loads((merged / "config.json").read_text())
+    assert written["torch_dtype"] == "bfloat16" and "dtype" not in written
+    header = (merged / "model.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", header[:8])
+    tensors = json.loads(header[8 : 8 + length])
+    assert {t["dtype"] for name, t in tensors.items() if name != "__metadata__"} == {"BF16"}
+
+
 def _write_json(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     data = json.loads(path.read_text())
     change(data)

@@ -30,12 +30,16 @@ STRAY_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
 def resolve_dtype(name: str, base_config: Any) -> Any:
-    """The torch dtype to merge and save in: --dtype, or the base model's own (float32 if unknown)."""
+    """The torch dtype to merge and save in: --dtype, or the base model's own (float32 if unknown).
+
+    A config.json written by transformers 4.56 or later names it "dtype", not "torch_dtype"; the pinned 4.51 keeps
+    that key as a plain attribute. Read both, or a newer base model would be merged and saved in float32: twice
+    the memory the merge needs and twice the files Custom Model Import reads."""
     import torch
 
     if name != "auto":
         return getattr(torch, name)
-    declared = getattr(base_config, "torch_dtype", None)
+    declared = getattr(base_config, "torch_dtype", None) or base_config.__dict__.get("dtype")
     if isinstance(declared, str):
         declared = getattr(torch, declared, None)
     return declared if declared in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
@@ -59,6 +63,7 @@ def merge(
     model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch_dtype, token=token)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     merged.config.torch_dtype = torch_dtype
+    merged.config.__dict__.pop("dtype", None)  # a newer config's name for it: one dtype in the merged config.json
     merged.config.use_cache = True  # training switches the cache off; inference wants it
     if hasattr(merged.config, "quantization_config"):
         del merged.config.quantization_config
