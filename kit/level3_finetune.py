@@ -854,8 +854,10 @@ SM_MAX_TOKENS = 256
 # An imported model that has not served for a while is restored on the next request and answers
 # ModelNotReadyException meanwhile, which "the AWS SDK will automatically retry ... up to 5 times" (botocore's
 # bedrock-runtime model). The model client tries twice (kit.aws.MODEL_CLIENT_CONFIG: a long answer must not be asked
-# for six times), so `ask` retries this one error itself, five times over about three minutes.
-MODEL_NOT_READY_WAITS = (10, 20, 40, 60, 60)
+# for six times), so `ask` retries this one error itself, over five minutes and a little more: "your request is
+# served within 5 minutes or you might get ModelNotReadyException"
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html).
+MODEL_NOT_READY_WAITS = (10, 20, 40, 60, 60, 60, 60)
 sleep: Callable[[float], None] = time.sleep  # a seam for the tests
 
 

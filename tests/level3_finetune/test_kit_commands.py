@@ -18,7 +18,15 @@ from botocore.stub import Stubber
 
 from kit import aws
 from kit.aws import Target
-from kit.level3_finetune import SM_EXECUTION_NAME, l3, l3sm, sm_check_file, sm_record_problem, sm_resource_name
+from kit.level3_finetune import (
+    MODEL_NOT_READY_WAITS,
+    SM_EXECUTION_NAME,
+    l3,
+    l3sm,
+    sm_check_file,
+    sm_record_problem,
+    sm_resource_name,
+)
 from tests.conftest import ROOT, Synth
 from tests.infra import asl
 from tests.infra.helpers import machine_execution_and_job_prefix, training_job_described
@@ -1023,7 +1031,7 @@ def _ask_refused(mocked: FakeCloudFormation, code: str, status: int, times: int 
     return result, machine
 
 
-@pytest.mark.parametrize("times", [2, 6])
+@pytest.mark.parametrize("times", [2, 1 + len(MODEL_NOT_READY_WAITS)])
 def test_l3sm_ask_waits_for_a_cold_model_then_says_it_is_still_warming_up(
     mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch, times: int
 ) -> None:
@@ -1129,3 +1137,9 @@ def test_the_readme_says_which_options_kit_l3_validate_and_start_take() -> None:
     assert validate - {"--base-model", "--validation", "--hyperparameters"} <= shared | (
         own if owner == "validate" else set()
     )
+
+
+def test_ask_waits_out_the_five_minutes_a_restore_may_take() -> None:
+    """ "Your request is served within 5 minutes or you might get ModelNotReadyException" (invoke-imported-model):
+    `ask` keeps asking at least that long before it says to retry (before: about three minutes)."""
+    assert sum(MODEL_NOT_READY_WAITS) >= 5 * 60
