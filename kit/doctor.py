@@ -183,6 +183,8 @@ class DeployNeeds:
     refused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # stack id -> the stacks it depends on (the manifest's dependencies), which `cdk deploy` of it deploys first
     dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # stack id -> its Lambda functions (what `kit doctor --level` weighs for the levels it checks)
+    functions_by_stack: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
     """
     manifest = json.loads((assembly_dir / "manifest.json").read_text())
     functions = reserved = 0
+    by_stack: dict[str, int] = {}
     bootstrap: dict[str, int] = {}
     refusals: dict[str, tuple[str, ...]] = {}
     artifacts: Mapping[str, Any] = manifest.get("artifacts", {})
@@ -264,6 +267,7 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
         for resource in (template.get("Resources") or {}).values():
             if resource.get("Type") == "AWS::Lambda::Function":
                 functions += 1
+                by_stack[stack_names[key]] = by_stack.get(stack_names[key], 0) + 1
                 value = (resource.get("Properties") or {}).get("ReservedConcurrentExecutions")
                 reserved += value if isinstance(value, int) else 0
         parameter = ((template.get("Parameters") or {}).get("BootstrapVersion") or {}).get("Default")
@@ -271,7 +275,12 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
         if refused:
             require(parameter, max(refused) + 1)
     return DeployNeeds(
-        functions=functions, reserved=reserved, bootstrap=bootstrap, refused=refusals, dependencies=dependencies
+        functions=functions,
+        reserved=reserved,
+        bootstrap=bootstrap,
+        refused=refusals,
+        dependencies=dependencies,
+        functions_by_stack=by_stack,
     )
 
 
@@ -777,14 +786,31 @@ def training_job_limits(instance_count: int, max_runtime_hours: int, spot: bool)
 LAMBDA_ROW = f"Quota: Lambda {LAMBDA_CONCURRENCY_QUOTA.lower()}"
 
 
-def lambda_concurrency_needed(target: Target, needs: DeployNeeds) -> int:
-    """Unreserved concurrency the kit needs: every function may run at once, and each API admits a burst of
-    ``api_throttle_burst`` requests, each served by one function instance."""
-    return max(needs.functions, target.config.api_throttle_burst)
+# The levels whose API admits bursts of api_throttle_burst requests, each served by one function instance.
+API_LEVELS = ("1", "2")
 
 
-def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook) -> Check:
-    """Unreserved Lambda concurrency (GetAccountSettings) against what the kit's functions need."""
+def lambda_functions(needs: DeployNeeds, levels: Collection[str]) -> int:
+    """The functions of the selected levels' stacks and the stacks they depend on (every level: all of them)."""
+    chosen = [level for level in LEVELS if level in levels]
+    if len(chosen) == len(LEVELS) or not needs.functions_by_stack:
+        return needs.functions
+    own = [aws.stack_id(key) for level in chosen for key in LEVEL_STACKS[level]]
+    return sum(needs.functions_by_stack.get(stack, 0) for stack in deployed_with(own, needs.dependencies))
+
+
+def lambda_concurrency_needed(target: Target, needs: DeployNeeds, levels: Collection[str] = LEVELS) -> int:
+    """Unreserved concurrency the selected levels need: each of their functions may run at once, and each API
+    (Levels 1 and 2, one each) admits a burst of ``api_throttle_burst`` requests, each served by one function
+    instance (https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html)."""
+    apis = sum(1 for level in API_LEVELS if level in levels)
+    return max(lambda_functions(needs, levels), apis * target.config.api_throttle_burst)
+
+
+def check_lambda_concurrency(
+    target: Target, needs: DeployNeeds, book: QuotaBook, levels: Collection[str] = LEVELS
+) -> Check:
+    """Unreserved Lambda concurrency (GetAccountSettings) against what the selected levels' functions need."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     name = LAMBDA_ROW
@@ -794,10 +820,13 @@ def check_lambda_concurrency(target: Target, needs: DeployNeeds, book: QuotaBook
         limits = target.client("lambda").get_account_settings()["AccountLimit"]
         limit = int(limits.get("ConcurrentExecutions", 0))
         unreserved = int(limits.get("UnreservedConcurrentExecutions", 0))
-        needed = lambda_concurrency_needed(target, needs)
-        why = (
-            f"the kit's {needs.functions} functions may all run at once and its APIs admit bursts of "
-            f"{target.config.api_throttle_burst} requests"
+        needed = lambda_concurrency_needed(target, needs, levels)
+        apis = [level for level in API_LEVELS if level in levels]
+        why = f"the {lambda_functions(needs, levels)} functions may all run at once" + (
+            f" and {len(apis)} API{'s' if len(apis) > 1 else ''} admit{'' if len(apis) > 1 else 's'} bursts of "
+            f"{target.config.api_throttle_burst} requests{' each' if len(apis) > 1 else ''}"
+            if apis
+            else ""
         )
         problem = ""
         if needs.reserved and unreserved - needs.reserved < LAMBDA_MIN_UNRESERVED:
@@ -841,11 +870,12 @@ def lambda_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str
 
 
 def lambda_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Collection[str] = LEVELS) -> list[Check]:
-    """Kit-wide: the functions of every level share the account's unreserved concurrency and the Powertools layer."""
+    """Kit-wide: the functions of every level share the account's unreserved concurrency and the Powertools layer;
+    the concurrency row weighs the selected levels' functions and APIs."""
     if isinstance(needs, NotSynthesized):
         concurrency = Check(LAMBDA_ROW, SKIP, needs.reason)
     else:
-        concurrency = check_lambda_concurrency(target, needs, book)
+        concurrency = check_lambda_concurrency(target, needs, book, levels)
     return [concurrency, check_powertools_layer(target)]
 
 

@@ -210,7 +210,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
     )
     assert f"'{JOBS_QUOTA}' (L-JOBS0001) = 2" in row(result.output, "Bedrock customization jobs")
     assert f"= 3, 1 imported in {REGION}: 2 free" in row(result.output, level3_finetune.IMPORTED_MODELS_ROW)
-    assert "1000 unreserved of 1000 (needs 20" in row(result.output, "Lambda concurrent executions")
+    assert "1000 unreserved of 1000 (needs 40" in row(result.output, "Lambda concurrent executions")
     assert f"5 (L-F678F1CE), 1 in use in {REGION}, the cluster stack creates 1: 4 free" in row(
         result.output, NETWORK_ROWS[0]
     )
@@ -337,7 +337,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert "--service-code bedrock --quota-code L-IMPORT01 --desired-value 4" in imports
     concurrency = row(out, "Lambda concurrent executions")
     assert FIX in concurrency and "10 unreserved of 10 (the level of a new account)" in concurrency
-    assert "the kit's 14 functions may all run at once and its APIs admit bursts of 20 requests" in concurrency
+    assert "the 14 functions may all run at once and 2 APIs admit bursts of 20 requests each" in concurrency
     assert "Service Quotas > AWS Lambda > 'Concurrent executions'" in concurrency
     assert f"--service-code lambda --quota-code {LAMBDA_CODE} --desired-value 1000 --region {REGION}" in concurrency
     layer = row(out, doctor_module.LAYER_ROW)
@@ -926,7 +926,10 @@ def test_needs_are_read_from_every_template_and_asset_manifest(tmp_path: Path) -
     artifacts["Tree"] = {"type": "cdk:tree", "properties": {"file": "tree.json"}}
     (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
     assert doctor_module.needs_from_assembly(tmp_path) == DeployNeeds(
-        functions=2, reserved=3, bootstrap={parameter: 12}
+        functions=2,
+        reserved=3,
+        bootstrap={parameter: 12},
+        functions_by_stack={"?": 2},  # the stacks have no name
     )
 
 
@@ -1036,9 +1039,36 @@ def test_a_training_job_longer_than_the_accounts_run_time_quota_is_fix() -> None
 
 def test_lambda_concurrency_that_admits_the_kit_is_ok() -> None:
     with stubbed("lambda") as lambda_, stubbed("service-quotas"):
-        lambda_settings(lambda_, 50, 40)  # 10 reserved by other functions; 40 >= the 20 the kit needs
+        lambda_settings(lambda_, 50, 40)  # 10 reserved by other functions; 40 >= the 2 x 20 the two APIs need
         check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
-    assert check.status == OK and check.detail.startswith("40 unreserved of 50 (needs 20:")
+    assert check.status == OK and check.detail.startswith("40 unreserved of 50 (needs 40:")
+
+
+def test_lambda_concurrency_weighs_the_selected_levels_functions_and_apis(sandbox: Synth) -> None:
+    """Before, every level was weighed whatever --level said: `kit doctor --level 3` in a new account (10 concurrent
+    executions) was a FIX for the 23 functions of all stacks and the APIs' bursts, though Level 3 has no API and
+    its functions run one after another."""
+    needs = doctor_module.needs_from_assembly(sandbox.assembly_dir)
+    by_stack = needs.functions_by_stack
+    assert sum(by_stack.values()) == needs.functions and set(by_stack) <= set(sandbox.templates)
+    burst = Target().config.api_throttle_burst
+    for levels, stacks, apis in [
+        (("3",), ["GenAiKit-3-FineTune"], 0),
+        (("4",), ["GenAiKit-4-Pretrain-Jobs", "GenAiKit-4-Pretrain-Cluster"], 0),
+        (("1",), ["GenAiKit-1-Prompt", "GenAiKit-0-ApiGatewayAccount"], 1),  # with the stack it depends on
+        (("1", "2"), ["GenAiKit-1-Prompt", "GenAiKit-2-Rag", "GenAiKit-0-ApiGatewayAccount"], 2),
+    ]:
+        functions = sum(by_stack.get(stack, 0) for stack in stacks)
+        assert doctor_module.lambda_functions(needs, levels) == functions, levels
+        needed = doctor_module.lambda_concurrency_needed(Target(), needs, levels)
+        assert needed == max(functions, apis * burst), levels
+    assert doctor_module.lambda_functions(needs, doctor_module.LEVELS) == needs.functions
+    with stubbed("lambda") as lambda_, stubbed("service-quotas"):
+        lambda_settings(lambda_, 10, 10)  # a new account
+        check = doctor_module.check_lambda_concurrency(Target(), needs, doctor_module.QuotaBook(Target()), ("3",))
+    assert check.status == OK, check.detail
+    level3 = by_stack["GenAiKit-3-FineTune"]
+    assert f"needs {level3}: the {level3} functions may all run at once)" in check.detail
 
 
 def test_a_reservation_the_account_cannot_grant_is_fix_even_with_room_to_run() -> None:
