@@ -508,10 +508,15 @@ def network_needs(target: Target) -> dict[tuple[str, str], int]:
 
 
 def _in_use(target: Target, quota: str) -> int:
-    """How many VPCs or Elastic IP addresses the Region holds now (every one counts against the quota)."""
+    """How many VPCs or Elastic IP addresses of the account the Region holds now (each counts against the quota).
+    A VPC another account shares with this one is listed too, and counts against its owner's quota
+    (https://docs.aws.amazon.com/vpc/latest/userguide/vpc-sharing.html): only the account's own are counted."""
     ec2 = target.client("ec2")
     if quota == VPCS_QUOTA:
-        return sum(len(page.get("Vpcs") or []) for page in ec2.get_paginator("describe_vpcs").paginate())
+        account = target.client("sts").get_caller_identity()["Account"]
+        owned = {"Name": "owner-id", "Values": [account]}  # DescribeVpcs' owner-id filter (botocore ec2)
+        pages = ec2.get_paginator("describe_vpcs").paginate(Filters=[owned])
+        return sum(len(page.get("Vpcs") or []) for page in pages)
     return len(ec2.describe_addresses().get("Addresses") or [])  # DescribeAddresses is not paginated
 
 

@@ -118,3 +118,19 @@ def test_an_unreadable_vpc_count_is_a_fix_row_naming_the_read(
     monkeypatch.setattr(level4_pretrain, "_in_use", denied)
     status, detail = network_rows(Target(), vpcs=5, elastic_ips=5)[VPCS_QUOTA]
     assert status == FIX and "ec2:DescribeVpcs" in detail
+
+
+def test_vpcs_another_account_shares_do_not_count_against_this_accounts_quota() -> None:
+    """A participant account of a shared VPC lists it too, but it counts against the owner's "VPCs per Region"
+    (vpc-sharing). Before, every listed VPC was counted, and such an account got a FIX saying a first deploy of the
+    cluster would roll back."""
+    from kit.level4_pretrain import _in_use
+
+    account = "123456789012"
+    with stubbed("sts") as sts, stubbed("ec2") as ec2:
+        identity = {"Account": account, "Arn": f"arn:aws:iam::{account}:user/u", "UserId": "AIDA0000000000000000"}
+        sts.add_response("get_caller_identity", identity, {})
+        owned = [{"Name": "owner-id", "Values": [account]}]
+        ec2.add_response("describe_vpcs", {"Vpcs": [{"VpcId": "vpc-0a", "OwnerId": account}]}, {"Filters": owned})
+        assert _in_use(Target(), VPCS_QUOTA) == 1
+        ec2.assert_no_pending_responses()
