@@ -655,6 +655,7 @@ class QuotaBook:
         self._applied: dict[str, dict[str, tuple[str, float, str]]] = {}
         self._defaults: dict[str, dict[str, tuple[str, float, str]]] = {}
         self._failed: dict[str, Exception] = {}
+        self._defaults_failed: dict[str, Exception] = {}
 
     def _read(self, operation: str, service: str) -> dict[str, tuple[str, float, str]]:
         found: dict[str, tuple[str, float, str]] = {}
@@ -680,18 +681,23 @@ class QuotaBook:
         return self._applied[service]
 
     def defaults(self, service: str) -> dict[str, tuple[str, float, str]]:
-        """The AWS defaults; empty when they cannot be read (the applied values were)."""
+        """The AWS defaults. Raises botocore's errors like :meth:`applied`: without them, a quota that has no
+        applied value would look like one the Region does not have."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if service in self._defaults_failed:
+            raise self._defaults_failed[service]
         if service not in self._defaults:
             try:
                 self._defaults[service] = self._read("list_aws_default_service_quotas", service)
-            except (BotoCoreError, ClientError):
-                self._defaults[service] = {}
+            except (BotoCoreError, ClientError) as exc:
+                self._defaults_failed[service] = exc
+                raise
         return self._defaults[service]
 
     def find(self, service: str, name: str) -> tuple[str, float, str] | None:
-        """(name, value, code) of the quota called ``name`` (case-insensitive), or None."""
+        """(name, value, code) of the quota called ``name`` (case-insensitive), or None; the defaults are read only
+        when the applied values do not list it."""
         return self.applied(service).get(name.lower()) or self.defaults(service).get(name.lower())
 
     def matching(self, service: str, wanted: Callable[[str], bool]) -> list[tuple[str, float, str]]:
@@ -703,8 +709,10 @@ class QuotaBook:
 
 def quota_unreadable(exc: BaseException, service: str, target: Target) -> str:
     if aws.is_access_denied(exc):
+        # The applied values (ListServiceQuotas) or the AWS defaults (ListAWSDefaultServiceQuotas) were refused.
+        operation = getattr(exc, "operation_name", None) or "ListServiceQuotas"
         return (
-            "may not read service quotas (servicequotas:ListServiceQuotas): check them in the console, "
+            f"may not read service quotas (servicequotas:{operation}): check them in the console, "
             f"Service Quotas > {SERVICE_LABELS[service]}"
         )
     action = f"listing {SERVICE_LABELS[service]} quotas"

@@ -1742,3 +1742,27 @@ def test_the_ingestion_failures_command_names_the_profile_kit_l2_sync_ran_with()
     printed = out.file.getvalue()  # type: ignore[attr-defined]
     assert f"aws bedrock-agent get-ingestion-job {target.cli_options()} --knowledge-base-id KB" in printed
     assert "--profile other" in printed
+
+
+def test_aws_defaults_that_cannot_be_read_are_not_taken_for_a_missing_quota() -> None:
+    """ListServiceQuotas leaves out a quota with no applied value (botocore service-quotas), so the defaults answer
+    for it. Before, a refused ListAWSDefaultServiceQuotas read as "no such quota here" (a FIX with the wrong cause);
+    now the error reaches the row, naming the action refused."""
+    from botocore.exceptions import ClientError
+
+    book = doctor_module.QuotaBook(Target())
+    with stubbed("service-quotas") as service_quotas:
+        service_quotas.add_response("list_service_quotas", {"Quotas": []}, {"ServiceCode": "sagemaker"})
+        service_quotas.add_client_error(
+            "list_aws_default_service_quotas",
+            "AccessDeniedException",
+            "not authorized to perform: servicequotas:ListAWSDefaultServiceQuotas",
+            expected_params={"ServiceCode": "sagemaker"},
+        )
+        with pytest.raises(ClientError) as refused:
+            book.find("sagemaker", "ml.g5.xlarge for training job usage")
+        with pytest.raises(ClientError):  # read once: the same error again, no second call
+            book.find("sagemaker", "ml.g5.8xlarge for cluster usage")
+        service_quotas.assert_no_pending_responses()
+    detail = doctor_module.quota_unreadable(refused.value, "sagemaker", Target())
+    assert detail.startswith("may not read service quotas (servicequotas:ListAWSDefaultServiceQuotas)")
