@@ -45,6 +45,7 @@ ALLOWED = {
         "to call the operation', Account being 'The Amazon Web Services account ID number of the account that owns "
         "or contains the calling entity': every caller has one"
     ),
+    ("kit/level4_pretrain.py", "GetCallerIdentity.Account"): "as kit/doctor.py's read: every caller has an account",
     ("kit/doctor.py", "GetParameter.Parameter"): (
         "botocore ssm model: a parameter that does not exist is GetParameter's ParameterNotFound error ('The "
         "parameter couldn't be found'), which the check reports"

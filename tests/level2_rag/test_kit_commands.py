@@ -713,8 +713,11 @@ def rate_checks(monkeypatch: pytest.MonkeyPatch, values: dict[str, float], **con
         {"ServiceCode": "bedrock", "QuotaName": name, "QuotaCode": f"L-{i:08d}", "Value": value}
         for i, (name, value) in enumerate(values.items())
     ]
+    looked_for = {row.removeprefix("Quota: ") for row in level2_rag.doctor_rows(target)[1:]}
     with stubbed("service-quotas") as quotas:
         quotas.add_response("list_service_quotas", {"Quotas": answers}, {"ServiceCode": "bedrock"})
+        if looked_for - set(values):  # a quota without an applied value is looked up in the AWS defaults
+            quotas.add_response("list_aws_default_service_quotas", {"Quotas": []}, {"ServiceCode": "bedrock"})
         checks = level2_rag.doctor_checks(target, QuotaBook(target), DeployNeeds(1, 0, {}))
         quotas.assert_no_pending_responses()
     assert [check.name for check in checks[1:]] == level2_rag.doctor_rows(target)[1:]
