@@ -28,6 +28,11 @@ _STACKS = (
     "is handled too"
 )
 # (file, Operation.member path) -> why the member is there although botocore does not require it, and the source.
+CALLER_ACCOUNT = (
+    "botocore sts model: GetCallerIdentity 'Returns details about the IAM user or role whose credentials are used "
+    "to call the operation', Account being 'The Amazon Web Services account ID number of the account that owns "
+    "or contains the calling entity': every caller has one"
+)
 ALLOWED = {
     ("kit/aws.py", "DescribeStacks.Stacks"): _STACKS,
     ("kit/doctor.py", "DescribeStacks.Stacks"): _STACKS,
@@ -40,12 +45,8 @@ ALLOWED = {
         "every output is declared under its logical ID, the output's identifier, which must be unique in the "
         "template (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/outputs-section-structure.html)"
     ),
-    ("kit/doctor.py", "GetCallerIdentity.Account"): (
-        "botocore sts model: GetCallerIdentity 'Returns details about the IAM user or role whose credentials are used "
-        "to call the operation', Account being 'The Amazon Web Services account ID number of the account that owns "
-        "or contains the calling entity': every caller has one"
-    ),
-    ("kit/level4_pretrain.py", "GetCallerIdentity.Account"): "as kit/doctor.py's read: every caller has an account",
+    ("kit/doctor.py", "GetCallerIdentity.Account"): CALLER_ACCOUNT,
+    ("kit/level4_pretrain.py", "GetCallerIdentity.Account"): CALLER_ACCOUNT,
     ("kit/doctor.py", "GetParameter.Parameter"): (
         "botocore ssm model: a parameter that does not exist is GetParameter's ParameterNotFound error ('The "
         "parameter couldn't be found'), which the check reports"
