@@ -27,6 +27,7 @@ from stacks.shared.deployment import Deployment
 from stacks.shared.facts import request_metadata
 from stacks.shared.guardrail import KitGuardrail
 from stacks.shared.model_access import grant_invoke_model
+from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
@@ -125,10 +126,22 @@ class PromptCatalog(Construct):
         ``grant_invoke_model`` covers. Converse with a prompt ARN as modelId (InvokeModel/RenderPrompt on the
         prompt) is not used. GetPrompt is authorized on the prompt and its version (Service Authorization
         Reference: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html).
+
+        Every version of the kit's own prompts (``<prompt ARN>:*``), not only the current one: a changed template
+        replaces its version, the role's policy is updated before the function's environment, and until then a
+        running instance still reads the old version, which CloudFormation deletes only at cleanup.
         """
-        resources = [p.attr_arn for p in self.prompts.values()] + [v.attr_arn for v in self.versions.values()]
+        resources = [p.attr_arn for p in self.prompts.values()] + [f"{p.attr_arn}:*" for p in self.prompts.values()]
         role.add_to_policy(
             iam.PolicyStatement(sid="ReadManagedPrompts", actions=["bedrock:GetPrompt"], resources=resources)
+        )
+        stack = Stack.of(self)
+        suppress(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5",
+            "GetPrompt on the versions of the kit's own prompts: a deploy that changes a template replaces its "
+            "version before the function's environment names the new one, and a running instance reads the old one",
+            applies_to=[f"Resource::<{stack.get_logical_id(p)}.Arn>:*" for p in self.prompts.values()],
         )
 
 

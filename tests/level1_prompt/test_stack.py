@@ -261,11 +261,17 @@ def _bedrock_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_no_bedrock_action_is_granted_on_a_wildcard_resource(template: dict[str, Any]) -> None:
+    """The one wildcard: the versions of one of the kit's own prompts (``<prompt ARN>:*``, GetPrompt only)."""
     found = _bedrock_statements(template)
     assert found
+    versions = {f"${{{k}.Arn}}:*" for k in resources(template, "AWS::Bedrock::Prompt")}
     for statement in found:
         for resource in as_list(statement["Resource"]):
-            assert resource != "*" and "*" not in render(resource), statement
+            shown = render(resource)
+            if shown in versions:
+                assert as_list(statement["Action"]) == ["bedrock:GetPrompt"], statement
+                continue
+            assert resource != "*" and "*" not in shown, statement
 
 
 def test_invoke_model_covers_the_profile_and_every_destination_region_only(
@@ -293,8 +299,9 @@ def test_guardrail_and_prompt_grants_name_exactly_their_resources(template: dict
     assert by_sid["ApplyGuardrail"]["Action"] == "bedrock:ApplyGuardrail"
     assert by_sid["ApplyGuardrail"]["Resource"] == {"Fn::GetAtt": [guardrail_id, "GuardrailArn"]}
     read = by_sid["ReadManagedPrompts"]
+    # each prompt and every version of it: the version a running instance still reads while a deploy replaces it
     expected = {f"${{{k}.Arn}}" for k in resources(template, "AWS::Bedrock::Prompt")} | {
-        f"${{{k}.Arn}}" for k in resources(template, "AWS::Bedrock::PromptVersion")
+        f"${{{k}.Arn}}:*" for k in resources(template, "AWS::Bedrock::Prompt")
     }
     assert {render(r) for r in read["Resource"]} == expected
     assert as_list(read["Action"]) == ["bedrock:GetPrompt"]
