@@ -32,7 +32,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
-from rag_api.filters import S3_VECTORS_NON_FILTERABLE_KEYS
+from rag_api.filters import OSS_METADATA_FIELD, OSS_TEXT_FIELD, OSS_VECTOR_FIELD, S3_VECTORS_NON_FILTERABLE_KEYS
 from rag_ingest.ingestion import RECONCILE_EVERY
 from stacks.config import KitConfig
 from stacks.level2_rag.settings import RagSettings
@@ -92,12 +92,6 @@ WAIT_SERVICE_TIMEOUT = WAIT_TIMEOUT.plus(Duration.minutes(2))
 # The metadata Bedrock writes with each vector; it must not be filterable in S3 Vectors (2 KB filter limit). One copy,
 # in the query function's code, which refuses a filter on these keys.
 BEDROCK_NON_FILTERABLE_KEYS = list(S3_VECTORS_NON_FILTERABLE_KEYS)
-# OpenSearch field names the knowledge base writes.
-OSS_VECTOR_FIELD, OSS_TEXT_FIELD, OSS_METADATA_FIELD = (
-    "kit-vector",
-    "AMAZON_BEDROCK_TEXT_CHUNK",
-    "AMAZON_BEDROCK_METADATA",
-)
 
 
 def settings_digest(settings: Any, length: int = 8) -> str:
@@ -312,8 +306,10 @@ class OpenSearchVectorStore(Construct):
                 [{"Rules": [{"ResourceType": "collection", "Resource": [collections]}], "AllowFromPublic": True}]
             ),
         )
-        # Type, StandbyReplicas and Tags are create-only: the name follows them. A knowledge base accepts
-        # collection names of 3-32 characters (its CollectionArn pattern), hence a 4-character digest.
+        # Type, StandbyReplicas and Tags are create-only: the name follows them. Names may have 3-64 characters
+        # (AWS::OpenSearchServerless::Collection); 32 keeps them as short as the policies' names above, which
+        # name the collections by this stem (the knowledge base's CollectionArn carries the collection's id, not
+        # its name), hence a 4-character digest.
         # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-bedrock-knowledgebase-opensearchserverlessconfiguration.html
         self.collection_name = name_following(
             self,

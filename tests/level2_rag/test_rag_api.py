@@ -1257,6 +1257,20 @@ def test_any_valid_filter_passes_unchanged_and_satisfies_the_api_model(store: st
     validate_strict(params, RUNTIME_MODEL.operation_model("Retrieve").input_shape)
 
 
+@pytest.mark.parametrize("key", ["kit-vector", "AMAZON_BEDROCK_METADATA"])
+def test_a_filter_on_a_field_the_opensearch_index_does_not_search_is_400_naming_it(key: str) -> None:
+    """The vector field and the metadata field (mapped with index: false) cannot be filtered on. Before: passed on,
+    and the caller got Bedrock's ValidationException text instead of the field; the text field stays filterable."""
+    from rag_api.filters import OPENSEARCH_SERVERLESS
+
+    bad = {"andAll": [{"equals": {"key": "year", "value": 2024}}, {"equals": {"key": key, "value": "x"}}]}
+    with pytest.raises(BadRequestError) as raised:
+        validation.parse_ask_request({"question": "q", "filter": bad}, OPENSEARCH_SERVERLESS)
+    assert (raised.value.code, raised.value.field) == ("invalid_filter", "filter.andAll[1].equals.key")
+    text = {"equals": {"key": "AMAZON_BEDROCK_TEXT_CHUNK", "value": "x"}}
+    assert validation.parse_ask_request({"question": "q", "filter": text}, OPENSEARCH_SERVERLESS).filter == text
+
+
 @PROPERTY_SETTINGS
 @given(data=st.data())
 @pytest.mark.parametrize("store", VECTOR_STORES)

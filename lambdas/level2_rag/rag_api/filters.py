@@ -78,9 +78,18 @@ STORE_VALUES: dict[str, dict[str, str]] = {
 # metadata limit); "You can't use these keys in metadata filters" (botocore s3vectors MetadataConfiguration). The
 # stack declares the index with these (stacks/level2_rag/stack.py), so a filter on one is refused here, by path.
 S3_VECTORS_NON_FILTERABLE_KEYS = ("AMAZON_BEDROCK_TEXT", "AMAZON_BEDROCK_METADATA")
+# The OpenSearch fields the knowledge base writes (the stack maps the index with these names). The vector field and
+# the metadata field, which the index maps with index: false ("not indexed, making it non-searchable",
+# https://docs.opensearch.org/latest/mappings/mapping-parameters/index-parameter), cannot be filtered on; the text
+# field can.
+OSS_VECTOR_FIELD, OSS_TEXT_FIELD, OSS_METADATA_FIELD = (
+    "kit-vector",
+    "AMAZON_BEDROCK_TEXT_CHUNK",
+    "AMAZON_BEDROCK_METADATA",
+)
 STORE_UNFILTERABLE_KEYS: dict[str, tuple[str, ...]] = {
     S3_VECTORS: S3_VECTORS_NON_FILTERABLE_KEYS,
-    OPENSEARCH_SERVERLESS: (),
+    OPENSEARCH_SERVERLESS: (OSS_VECTOR_FIELD, OSS_METADATA_FIELD),
 }
 
 
