@@ -307,9 +307,9 @@ class OpenSearchVectorStore(Construct):
             ),
         )
         # Type, StandbyReplicas and Tags are create-only: the name follows them. Names may have 3-64 characters
-        # (AWS::OpenSearchServerless::Collection); 32 keeps them as short as the policies' names above, which
-        # name the collections by this stem (the knowledge base's CollectionArn carries the collection's id, not
-        # its name), hence a 4-character digest.
+        # (AWS::OpenSearchServerless::Collection); the kit keeps them to 32 with a 4-character digest, stricter than
+        # needed (the knowledge base's CollectionArn carries the collection's id, not its name), and unchanged so
+        # that no deployed collection is renamed.
         # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-bedrock-knowledgebase-opensearchserverlessconfiguration.html
         self.collection_name = name_following(
             self,
