@@ -1203,16 +1203,23 @@ def test_empty_values_are_left_out_and_adjacent_kit_text_merged() -> None:
     ]
 
 
-def test_blank_values_and_blank_text_between_them_are_left_out() -> None:
+def test_blank_values_are_left_out_and_a_blank_separator_joins_the_block_before_it() -> None:
     """Converse refuses a blank text block (a ValidationException, which the template route answers as the
     operator's 500): a value of only whitespace is the caller's empty value, and a space left between two values
-    is not sent on its own."""
+    is not sent on its own but at the end of the block before it. Before, it was dropped, and the model read
+    "{{first}} {{last}}" as the two values run together."""
     prompt = prompts.parse_prompt(SUMMARIZE_ARN, get_prompt_response())
     assert prompts.render(prompt, {"audience": " \n\t", "text": "Body."}) == prompts.render(
         prompt, {"audience": "", "text": "Body."}
     )
-    spaced = prompts.parse_prompt(SUMMARIZE_ARN, get_prompt_response("{{audience}} {{text}}"))
+    spaced = prompts.parse_prompt(SUMMARIZE_ARN, get_prompt_response("{{audience}} {{text}}\n\n{{audience}}"))
     assert prompts.render(spaced, {"audience": "Kids", "text": "Body."}) == [
+        (prompts.VARIABLE, "Kids "),
+        (prompts.VARIABLE, "Body.\n\n"),
+        (prompts.VARIABLE, "Kids"),
+    ]
+    leading = prompts.parse_prompt(SUMMARIZE_ARN, get_prompt_response(" {{audience}}{{text}}"))
+    assert prompts.render(leading, {"audience": "Kids", "text": "Body."}) == [
         (prompts.VARIABLE, "Kids"),
         (prompts.VARIABLE, "Body."),
     ]

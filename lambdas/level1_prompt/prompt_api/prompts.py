@@ -88,7 +88,9 @@ def render(prompt: ManagedPrompt, values: Mapping[str, str]) -> list[tuple[str, 
 
     Converse refuses a content block whose text is blank ("The text field in the ContentBlock object at
     messages.0.content.0 is blank", a ValidationException), so a value of only whitespace is left out like an
-    empty one, and so is literal text left blank between two values. Nothing left at all is the caller's request.
+    empty one. Literal text of only whitespace (the space in ``{{first}} {{last}}``) joins the block before it, so
+    the two values still reach the model apart; at the start it is left out. Nothing left at all is the caller's
+    request.
     """
     # The handler checked the request against the catalog (PROMPT_CATALOG), which must agree with the prompt.
     if set(prompt.variables) != set(values):
@@ -104,7 +106,13 @@ def render(prompt: ManagedPrompt, values: Mapping[str, str]) -> list[tuple[str, 
             blocks[-1] = (TEXT, blocks[-1][1] + value)
         else:
             blocks.append((kind, value))
-    blocks = [(kind, value) for kind, value in blocks if value.strip()]
+    joined: list[tuple[str, str]] = []
+    for kind, value in blocks:
+        if value.strip():
+            joined.append((kind, value))
+        elif joined:  # a separator between two values: kept, at the end of the block before it
+            joined[-1] = (joined[-1][0], joined[-1][1] + value)
+    blocks = joined
     if not blocks:
         raise BadRequestError(
             "every variable is blank and the template has no text of its own: give at least one value",
