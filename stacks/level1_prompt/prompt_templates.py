@@ -3,7 +3,9 @@
 Each file holds ``name``, ``description``, ``template`` (``{{variable}}`` placeholders), ``variables`` and
 optional ``inference`` settings. The loader checks every rule Bedrock Prompt Management would reject at
 deploy time, and that the declared variables are exactly the placeholders, so a mistake stops synth with
-the file, the field and what is allowed.
+the file, the field and what is allowed. A few of its rules are the kit's own, narrower than Bedrock's: at least
+one variable (with none, no text of the call would be the caller's, which the guardrail judges as guard content),
+templates of at most 100,000 characters (Bedrock takes 200,000), and no ``stopSequences`` in ``inference``.
 """
 
 from __future__ import annotations
