@@ -67,8 +67,14 @@ class SecureBucket(Construct):
             versioned=versioned,
             lifecycle_rules=(
                 [
+                    # A delete marker whose noncurrent versions have all expired is kept until a rule removes it:
+                    # every delete (pruned checkpoints, FSx exports of deletions, removed documents) would leave
+                    # one for good. ExpiredObjectDeleteMarker may sit beside NoncurrentVersionExpiration, not beside
+                    # ExpirationInDays (AWS::S3::Bucket Rule;
+                    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/lifecycle-configuration-examples.html).
                     s3.LifecycleRule(
                         noncurrent_version_expiration=Duration.days(noncurrent_days),
+                        expired_object_delete_marker=True,
                         abort_incomplete_multipart_upload_after=Duration.days(7),
                     )
                 ]
