@@ -52,6 +52,9 @@ from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, run_tags, stack_tags, state_machine_log_group, tag_stack
 
+# How long the sandbox keeps a run's training output (the adapter and the merged model it imported).
+SANDBOX_OUTPUT_DAYS = 30
+
 LEVEL = "3-finetune-sagemaker"
 SAMPLES_DIR = ROOT / "samples" / "finetune-sagemaker"
 SUBJECT = "genai-spectrum-kit fine-tuning on SageMaker"
@@ -91,6 +94,15 @@ class SageMakerFineTuneStack(Stack):
         self.job_prefix = f"{deployment.resource_name('sft')}-"
         self.data = SecureBucket(self, "Data", deployment=deployment, versioned=True).bucket
         self.artifacts = SecureBucket(self, "Artifacts", deployment=deployment, versioned=False).bucket
+        if not deployment.is_prod:
+            # Each run leaves its adapter and merged model under output/<job>/ (about 1 GB for the default 0.5B
+            # base, 16 GB for an 8B one), which nothing else deletes; the import has copied the model long before.
+            # The sandbox lets them go; prod keeps them (docs/level-3-finetune.md).
+            self.artifacts.add_lifecycle_rule(
+                id="ExpireRunOutputs",
+                prefix=pipeline.OUTPUT_PREFIX,
+                expiration=Duration.days(SANDBOX_OUTPUT_DAYS),
+            )
         uploads = [
             s3deploy.BucketDeployment(
                 self,

@@ -1519,3 +1519,19 @@ def test_an_import_refused_for_three_hours_names_the_imported_models_quota(machi
     attempts = trace.calls_to("ImportModel")
     assert attempts[-1].at - attempts[0].at >= pipeline.IMPORT_SLOT_WAIT.to_seconds()
     assert "imported-models quota of the Region, Service Quotas L-45B04988" in _failure(trace)["Cause"]
+
+
+def test_the_sandbox_lets_each_runs_training_output_go_and_prod_keeps_it(each_stage: Any) -> None:
+    """Each run's adapter and merged model under output/<job>/ were kept forever in both stages (nothing else
+    deletes them; the import has copied the model). The sandbox expires them; prod keeps them."""
+    from stacks.level3_finetune.sagemaker import SANDBOX_OUTPUT_DAYS
+    from stacks.level3_finetune.sagemaker_pipeline import OUTPUT_PREFIX
+
+    template = each_stage.templates["GenAiKit-3-FineTune-SageMaker"]
+    [bucket] = [b for k, b in resources(template, "AWS::S3::Bucket").items() if k.startswith("ArtifactsBucket")]
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = [r for r in rules if r.get("Prefix") == OUTPUT_PREFIX and "ExpirationInDays" in r]
+    if each_stage.config.is_prod:
+        assert expiring == []
+    else:
+        assert [r["ExpirationInDays"] for r in expiring] == [SANDBOX_OUTPUT_DAYS]
