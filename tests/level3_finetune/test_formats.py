@@ -88,8 +88,9 @@ def test_rft_hyperparameter_ranges_match_the_api_model() -> None:
             assert rft[name].choices == tuple(shape.enum)
         elif "min" in shape.metadata:
             assert (rft[name].minimum, rft[name].maximum) == (shape.metadata["min"], shape.metadata["max"])
-        else:
-            assert rft[name].maximum == math.inf
+        else:  # no range in the model: the type's, a 32-bit integer (botocore "integer"); a float has none
+            assert shape.type_name in ("integer", "float"), name
+            assert rft[name].maximum == (formats.INT32_MAX if shape.type_name == "integer" else math.inf)
 
 
 def test_distillation_pairs_name_table_models_that_offer_distillation() -> None:
@@ -537,10 +538,11 @@ def test_nova_refuses_data_keys_outside_its_file_name_characters(family: str, ke
     assert formats.check_data_key("genai-kit-data", "datasets/train_v2-final.jsonl", family) is None
 
 
-def test_the_handler_refuses_a_nova_data_key_naming_the_field() -> None:
+def test_the_handler_refuses_a_nova_data_key_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(handler.InvalidRequest) as raised:
         handler.parse_request(_event(trainingKey="datasets/train(final).jsonl"))
     assert raised.value.field == "trainingKey" and "letters, digits and _ - / . only" in str(raised.value)
+    monkeypatch.setenv("AWS_REGION", "us-west-2")  # where Llama 3.1 is customized
     llama = handler.parse_request(_event(trainingKey="datasets/train(final).jsonl", baseModelId=LLAMA_31))
     assert llama.training_key == "datasets/train(final).jsonl"
 
@@ -683,3 +685,35 @@ def test_the_teachers_offered_say_which_reach_their_end_of_life() -> None:
 
     field = FineTuneSettings.model_fields["teacher_model_id"]
     assert "end of life is refused" in str(field.description)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "says"),
+    [
+        # Llama 3.1 is customized in us-west-2 only (custom-model-supported.html); the stack runs in us-east-1
+        ({"baseModelId": LLAMA_31}, "baseModelId", "is customized in us-west-2, not in us-east-1"),
+        (
+            {"baseModelId": "arn:aws:bedrock:us-west-2::foundation-model/amazon.nova-micro-v1:0:128k"},
+            "baseModelId",
+            "names a model in us-west-2; this stack runs in us-east-1",
+        ),
+        # the pipeline sends the value on as it is, and Bedrock's identifier patterns are anchored
+        ({"baseModelId": " amazon.nova-micro-v1:0:128k "}, "baseModelId", "has blanks around it"),
+    ],
+)
+def test_a_create_bedrock_would_refuse_is_refused_by_the_validator_first(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str], field: str, says: str
+) -> None:
+    """Before: each passed validation (and the whole dataset was read), then CreateModelCustomizationJob refused."""
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.parse_request(_event(**overrides))
+    assert raised.value.field == field and says in str(raised.value)
+
+
+def test_rft_lengths_beyond_a_32_bit_integer_are_refused() -> None:
+    """Before: no upper bound, so a length the API's integer cannot hold passed validation and failed the create."""
+    spec, rft = formats.MODELS[NOVA_2], formats.REINFORCEMENT_FINE_TUNING
+    assert formats.check_hyperparameters({"maxPromptLength": str(formats.INT32_MAX)}, spec, rft)[0] == []
+    [error] = formats.check_hyperparameters({"inferenceMaxTokens": str(formats.INT32_MAX + 1)}, spec, rft)[0]
+    assert "inferenceMaxTokens" in str(error)

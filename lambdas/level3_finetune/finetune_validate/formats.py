@@ -440,14 +440,16 @@ _LLAMA_31_HP = (
 # Reinforcement fine-tuning: rftConfig.hyperParameters, typed in the API (integers, a float, an enum); the kit
 # takes them as strings like every other type and the pipeline converts them. Ranges from the API reference
 # (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_RFTHyperParameters.html, the same in botocore's
-# bedrock 2023-04-20 service model); maxPromptLength and inferenceMaxTokens have no documented range.
+# bedrock 2023-04-20 service model); maxPromptLength and inferenceMaxTokens have no documented range beyond their
+# type, a 32-bit integer (botocore: "integer"), so a larger value is refused here, not at the create.
+INT32_MAX = 2**31 - 1
 _RFT_HP = (
     _hp("epochCount", True, 1, 50),
     _hp("batchSize", True, 16, 512),
     _hp("learningRate", False, 1e-7, 1e-3),
-    _hp("maxPromptLength", True, 1, math.inf),
+    _hp("maxPromptLength", True, 1, INT32_MAX),
     _hp("trainingSamplePerPrompt", True, 2, 16),
-    _hp("inferenceMaxTokens", True, 1, math.inf),
+    _hp("inferenceMaxTokens", True, 1, INT32_MAX),
     HyperparameterSpec("reasoningEffort", False, 0, 0, None, ("low", "medium", "high")),
     _hp("evalInterval", True, 1, 100),
 )

@@ -93,6 +93,7 @@ CLIENT_CONFIG: dict[str, Any] = {
 S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 BUCKET_NAME = re.compile(BUCKET_NAME_PATTERN)
+FOUNDATION_MODEL_ARN_REGION = re.compile(r"^arn:aws[a-z-]*:bedrock:(?P<region>[a-z0-9-]*)::foundation-model/")
 
 
 class InvalidRequest(ValueError):
@@ -132,6 +133,30 @@ def get_s3_client() -> Any:
 # --- request ------------------------------------------------------------------------------------------------
 
 
+def _exact_id(event: dict[str, Any], field: str) -> str:
+    """A model id as the create sends it: the pipeline passes the request's value on as it is, and Bedrock's
+    identifier patterns are anchored (botocore bedrock BaseModelIdentifier, TeacherModelIdentifier)."""
+    value = _required_text(event, field)
+    if value != value.strip():
+        raise InvalidRequest(field, f"'{value[:80]}' has blanks around it; give the model id alone")
+    return value
+
+
+def _customized_here(base_model_id: str, spec: Any) -> None:
+    """CreateModelCustomizationJob runs in the stack's Region (the Lambda runtime's AWS_REGION) on a model
+    customized there (the model table's regions, from
+    https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html), and the pipeline may act only
+    on that Region's foundation models: another Region's model or ARN is refused at the create."""
+    region = os.environ.get("AWS_REGION")
+    arn = FOUNDATION_MODEL_ARN_REGION.match(base_model_id)
+    if region and arn and arn.group("region") != region:
+        raise InvalidRequest("baseModelId", f"names a model in {arn.group('region')}; this stack runs in {region}")
+    if region and region not in spec.regions:
+        raise InvalidRequest(
+            "baseModelId", f"is customized in {', '.join(spec.regions)}, not in {region}, where this stack runs"
+        )
+
+
 def parse_request(event: Any) -> Request:
     """The typed request; raises InvalidRequest naming the first bad field."""
     if not isinstance(event, dict):
@@ -141,7 +166,7 @@ def parse_request(event: Any) -> Request:
     if not BUCKET_NAME.match(bucket):
         raise InvalidRequest("bucket", f"'{bucket[:80]}' is not an S3 bucket name")
     validation_key = _key(event, "validationKey") if event.get("validationKey") is not None else None
-    base_model_id = _required_text(event, "baseModelId")
+    base_model_id = _exact_id(event, "baseModelId")
     try:
         spec = resolve_model(base_model_id)
     except UnsupportedBaseModel as exc:
@@ -154,6 +179,7 @@ def parse_request(event: Any) -> Request:
     problem = check_customization_type(customization_type, spec) or check_pipeline_type(customization_type)
     if problem is not None:
         raise InvalidRequest("customizationType", problem)
+    _customized_here(base_model_id, spec)
     try:
         teacher_model_id = run_teacher(
             customization_type, event.get("teacherModelId"), event.get("defaultTeacherModelId")
@@ -161,7 +187,7 @@ def parse_request(event: Any) -> Request:
     except RequestRefused as exc:
         raise InvalidRequest(exc.field, exc.problem) from None
     if teacher_model_id is not None and event.get("teacherModelId") is not None:  # the run's own
-        teacher_model_id = _required_text(event, "teacherModelId")
+        teacher_model_id = _exact_id(event, "teacherModelId")
         _check_invocable(teacher_model_id, event.get("invocableTeacherModelIds"))
     elif teacher_model_id is not None:  # the configured one
         teacher_model_id = _required_text(event, "defaultTeacherModelId")
