@@ -4,8 +4,9 @@
 The cluster configures Slurm through the API: each instance group's SlurmConfig gives its node type and
 partition, and HyperPod writes slurm.conf, starts the Slurm daemons and mounts FSx for Lustre from the
 group's InstanceStorageConfigs. The groups use the OnInitComplete hook (HyperPod's Extended mode), which runs
-after HyperPod has configured that default software. What is left to a lifecycle script is the kit's own
-setup, so on_init_complete.sh runs this on every node:
+after HyperPod has configured that default software, while the Slurm daemons may still be starting (AWS's own
+OnInitComplete scripts wait for scontrol before they touch Slurm; nothing here does). What is left to a
+lifecycle script is the kit's own setup, so on_init_complete.sh runs this on every node:
 
     python3 lifecycle.py --resource-config /opt/ml/config/resource_config.json [--shared-dir /fsx] [--dry-run]
 

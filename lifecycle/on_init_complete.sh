@@ -4,9 +4,10 @@
 # OnInitComplete puts the instance group in HyperPod's Extended lifecycle mode: the script "runs after HyperPod
 # configures the default software on the instance" (CloudFormation registry schema, AWS::SageMaker::Cluster
 # ClusterLifeCycleConfig). With the API-driven Slurm configuration (each group's SlurmConfig, FSx for Lustre in
-# its InstanceStorageConfigs) that default software is Slurm itself: HyperPod has written slurm.conf, started
-# the Slurm daemons and mounted /fsx before this runs. (OnCreate would be Customer Managed mode, where the
-# scripts must set Slurm up themselves; these do not.) This script only does the kit's own setup: HyperPod
+# its InstanceStorageConfigs) that default software is Slurm itself, which HyperPod configures; the Slurm daemons
+# may still be starting while this runs (AWS's own OnInitComplete scripts wait for scontrol before they touch
+# Slurm), so a step added here that calls Slurm must wait for it too; these touch no Slurm. (OnCreate would be
+# Customer Managed mode, where the scripts must set Slurm up themselves; these do not.) This script only does the kit's own setup: HyperPod
 # copies this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs it as root; it checks its
 # inputs and hands over to lifecycle.py, which logs the node's identity (best effort) and opens /fsx and its
 # exported directory /fsx/data to every user.
@@ -21,6 +22,10 @@ LOG_DIR="${PROVISION_LOG_DIR:-/var/log/provision}"
 LOG_FILE="$LOG_DIR/provisioning.log"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RESOURCE_CONFIG="${SAGEMAKER_RESOURCE_CONFIG_PATH:-/opt/ml/config/resource_config.json}"
+# On a failure, the time given to HyperPod's log shipping before the exit, so the FAILED line reaches CloudWatch
+# (AWS's own OnInitComplete entrypoint waits 60 s "to make sure logs are uploaded": awsome-distributed-training,
+# run_extensions.sh). The tests set 0.
+LOG_FLUSH_SECONDS="${PROVISION_LOG_FLUSH_SECONDS:-60}"
 
 mkdir -p "$LOG_DIR"
 
@@ -32,6 +37,8 @@ on_error() {
   local status=$1 line=$2 command=$3
   log "FAILED (exit $status) at line $line: $command"
   log "see the lines above; lifecycle scripts: $SCRIPT_DIR"
+  sync || true
+  sleep "$LOG_FLUSH_SECONDS" || true
   exit "$status"
 }
 trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR

@@ -338,6 +338,7 @@ def test_scripts_fetch_nothing_from_git_or_the_internet() -> None:
 
 def test_on_init_complete_is_strict_and_traps_errors() -> None:
     text = (LIFECYCLE_DIR / "on_init_complete.sh").read_text()
+    assert 'LOG_FLUSH_SECONDS="${PROVISION_LOG_FLUSH_SECONDS:-60}"' in text  # a failure waits for log shipping
     assert "set -euo pipefail" in text
     assert "trap 'on_error $? $LINENO \"$BASH_COMMAND\"' ERR" in text
     assert "/var/log/provision" in text
@@ -353,6 +354,7 @@ def _run_on_init_complete(
     env = {
         **os.environ,
         "PROVISION_LOG_DIR": str(tmp_path / "log"),
+        "PROVISION_LOG_FLUSH_SECONDS": "0",
         "SAGEMAKER_RESOURCE_CONFIG_PATH": str(resource_config),
     }
     result = subprocess.run(
@@ -412,7 +414,7 @@ def test_on_init_complete_stops_early_when_its_program_is_missing(tmp_path: Path
     scripts = tmp_path / "lifecycle"
     scripts.mkdir()
     shutil.copy2(LIFECYCLE_DIR / "on_init_complete.sh", scripts / "on_init_complete.sh")
-    env = {**os.environ, "PROVISION_LOG_DIR": str(tmp_path / "log")}
+    env = {**os.environ, "PROVISION_LOG_DIR": str(tmp_path / "log"), "PROVISION_LOG_FLUSH_SECONDS": "0"}
     result = subprocess.run(
         ["bash", str(scripts / "on_init_complete.sh")], capture_output=True, text=True, env=env, check=False, timeout=60
     )
