@@ -144,10 +144,14 @@ class ClusterNetwork(Construct):
             vpc=self.vpc,
             description="HyperPod nodes, FSx and training jobs: all traffic among themselves (EFA needs it)",
             # Kept despite the HyperPod prerequisites' advice against 0.0.0.0/0 egress: nodes reach SageMaker,
-            # SSM, CloudWatch and package mirrors through the NAT gateway at public addresses (no interface
-            # endpoints here), as AWS's own HyperPod VPC sample does (awsome-distributed-training
-            # 2.SageMakerVPC.yaml: self in, self out, 0.0.0.0/0 out). docs/level-4-pretrain.md states the deviation.
+            # SSM and CloudWatch through the NAT gateway at public addresses (no interface endpoints here), as
+            # AWS's own HyperPod VPC sample does (awsome-distributed-training 2.SageMakerVPC.yaml: self in, self
+            # out, 0.0.0.0/0 out). docs/level-4-pretrain.md states the deviation.
             allow_all_outbound=True,
+            # Every rule its own resource, as in that sample: an all-traffic egress rule written inside the group
+            # looks like the default rule EC2 adds, which CloudFormation may strip when another egress rule (the
+            # self rule below) is added to the group (aws-cdk#987), leaving the nodes no way out to S3.
+            disable_inline_rules=True,
         )
         self.security_group.add_ingress_rule(self.security_group, ec2.Port.all_traffic(), "all traffic from itself")
         # allow_all_outbound=True drops a self-referencing egress rule, and EFA health checks need one: emit it.

@@ -343,8 +343,14 @@ def test_security_group_allows_all_traffic_to_and_from_itself(cluster: dict[str,
     sg_id = sg_ref["Fn::GetAtt"][0]
     [ingress] = [r["Properties"] for r in resources(cluster, "AWS::EC2::SecurityGroupIngress").values()]
     assert ingress["IpProtocol"] == "-1" and ingress["SourceSecurityGroupId"] == {"Fn::GetAtt": [sg_id, "GroupId"]}
-    [egress] = [r["Properties"] for r in resources(cluster, "AWS::EC2::SecurityGroupEgress").values()]
-    assert egress["IpProtocol"] == "-1" and egress["DestinationSecurityGroupId"] == {"Fn::GetAtt": [sg_id, "GroupId"]}
+    egress = [r["Properties"] for r in resources(cluster, "AWS::EC2::SecurityGroupEgress").values()]
+    assert all(rule["IpProtocol"] == "-1" and rule["GroupId"] == {"Fn::GetAtt": [sg_id, "GroupId"]} for rule in egress)
+    assert sorted(str(rule.get("DestinationSecurityGroupId") or rule.get("CidrIp")) for rule in egress) == sorted(
+        ["0.0.0.0/0", str({"Fn::GetAtt": [sg_id, "GroupId"]})]
+    )
+    # Every rule its own resource, as in AWS's HyperPod VPC sample: an all-traffic egress rule written inside the
+    # group looks like EC2's default rule, which CloudFormation may strip when the self rule is added (aws-cdk#987).
+    assert "SecurityGroupEgress" not in cluster["Resources"][sg_id]["Properties"]
 
 
 def _refers_to(value: Any, logical_id: str) -> bool:
@@ -370,7 +376,7 @@ def test_whatever_uses_the_security_group_waits_for_its_rules(variant: str, requ
     [sg_id] = resources(template, "AWS::EC2::SecurityGroup")
     rule_types = ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
     rules = {lid for kind in rule_types for lid, r in resources(template, kind).items() if _refers_to(r, sg_id)}
-    assert len(rules) == 2
+    assert len(rules) == 3  # in from itself; out to itself and to 0.0.0.0/0
     users = {
         lid: set(as_list(r.get("DependsOn", [])))
         for lid, r in template["Resources"].items()
