@@ -877,6 +877,7 @@ class RagStack(Stack):
             return  # an empty stand-in with the errors
         deployment, rag = config.deployment, config.rag
         tag_stack(self, deployment, LEVEL)
+        kit_sync = deployment.kit_command("l2", "sync")  # what the alarms tell the reader to run
 
         documents = DocumentStore(self, "Documents", deployment=deployment, rag=rag)
         kb = KnowledgeBase(self, "Knowledge", deployment=deployment, rag=rag, documents=documents)
@@ -935,7 +936,7 @@ class RagStack(Stack):
             ),
             threshold=STALE_CHANGE_AGE.to_seconds(),
             description=f"Level 2: a document change has waited over {STALE_CHANGE_AGE.to_hours()} hours in the change "
-            "queue: no ingest run drained it (see the ingest function's log and `kit l2 sync`; a job running all this "
+            f"queue: no ingest run drained it (see the ingest function's log and `{kit_sync}`; a job running all this "
             f"time keeps the pipeline busy). SQS deletes a change after {CHANGES_RETENTION.to_days()} days without "
             f"dead-lettering it: fix the cause within {CHANGES_DAYS_TO_ACT} days, or afterwards re-index every "
             f"document with `aws bedrock-agent start-ingestion-job --region {self.region} --knowledge-base-id "
@@ -965,7 +966,7 @@ class RagStack(Stack):
             description=f"Level 2: an ingest run holds a document change first queued over "
             f"{STALE_CHANGE_AGE.to_hours()} hours ago: StartIngestionJob keeps answering busy (ServiceQuotaExceeded: "
             "other knowledge bases hold the account's concurrent ingestion jobs; or Throttling), so the change is "
-            "queued again and again (see the ingest function's log and `kit l2 sync`). Nothing is lost while it "
+            f"queued again and again (see the ingest function's log and `{kit_sync}`). Nothing is lost while it "
             "waits; free an ingestion slot or raise the quota",
             missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
@@ -987,11 +988,11 @@ class RagStack(Stack):
             metric=ingest_metric("DocumentsFailed"),
             threshold=1,
             description="Documents failed to be ingested into the Level 2 knowledge base (the reconcile retried them "
-            "once). Read why (failureReasons) with `kit l2 sync`, or `aws bedrock-agent get-ingestion-job "
+            f"once). Read why (failureReasons) with `{kit_sync}`, or `aws bedrock-agent get-ingestion-job "
             f"--region {self.region} --knowledge-base-id {kb.knowledge_base.attr_knowledge_base_id} "
             f"--data-source-id {kb.data_source.attr_data_source_id} --ingestion-job-id JOB` (the job ids: "
             "list-ingestion-jobs), fix or remove each document in the bucket, then follow the job its change starts "
-            "with `kit l2 sync --wait`",
+            f"with `{kit_sync} --wait`",
         )
         alarms.alarm(
             self,

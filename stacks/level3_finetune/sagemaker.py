@@ -507,6 +507,7 @@ class SageMakerFineTuneStack(Stack):
                 import_role_arn=self.import_role.role_arn,
                 default_base_model=settings.base_model,
                 max_polls=max_polls,
+                kit_options=deployment.kit_options,
                 validator=self.validator.function,
                 succeeded=succeeded,
                 failed=failed,

@@ -128,6 +128,7 @@ class PipelineTargets:
     import_role_arn: str
     default_base_model: str
     max_polls: int
+    kit_options: str  # --stage and --region of the kit commands the causes name (Deployment.kit_command)
     validator: lambda_.IFunction  # sagemaker_validate: the records of the training data, before the job
     succeeded: sfn.IChainable
     failed: sfn.IChainable
@@ -356,8 +357,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
             not_found(
                 "NoBaseModel",
                 f"no config.json under s3://{targets.data_bucket}/{{}}: upload the base model's Hugging Face files "
-                "(config.json, *.safetensors, tokenizer files) there first, for example with kit l3sm start "
-                "--base-model-dir DIR",
+                f"(config.json, *.safetensors, tokenizer files) there first, for example with kit l3sm "
+                f"{targets.kit_options} start --base-model-dir DIR",
                 "$.input.baseModelKey",
             ),
         )
@@ -526,9 +527,9 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
                 "Cause.$": (
                     f"States.Format('{what}; the import job {{}} may exist and still be running, and Bedrock "
                     "cannot stop it: the run deleted the model {} by name; if the job creates it later, delete it "
-                    f"(kit l3sm status, or aws bedrock delete-imported-model --region {Stack.of(scope).region} "
-                    "--model-identifier {}). Error: {}', "
-                    f"{name}, {name}, {name}, States.JsonToString($.error))"
+                    f"(kit l3sm {targets.kit_options} status {{}} shows it; aws bedrock delete-imported-model "
+                    f"--region {Stack.of(scope).region} --model-identifier {{}}). Error: {{}}', "
+                    f"{name}, {name}, $$.Execution.Name, {name}, States.JsonToString($.error))"
                 ),
             },
             result_path="$.error",

@@ -428,8 +428,9 @@ class PretrainJobsStack(Stack):
             message=events.RuleTargetInput.from_text(
                 f"Level 4 training run {events.EventField.from_path('$.detail.name')} ended "
                 f"{events.EventField.from_path('$.detail.status')} before its own notification: its training job "
-                "may still run (it stops at its own MaxRuntimeInSeconds). See `kit l4 status "
-                f"{events.EventField.from_path('$.detail.name')}` and the SageMaker console's training jobs."
+                "may still run (it stops at its own MaxRuntimeInSeconds). See "
+                f"`{deployment.kit_command('l4', 'status')} {events.EventField.from_path('$.detail.name')}` and the "
+                "SageMaker console's training jobs."
             ),
         )
         machine_role = self.state_machine.role

@@ -33,6 +33,16 @@ class Deployment:
         return "-".join((self.name_prefix, self.stage, *parts))
 
     @property
+    def kit_options(self) -> str:
+        """The kit's target options for this stage and Region (a kit group's --stage and --region)."""
+        return f"--stage {self.stage} --region {self.region}"
+
+    def kit_command(self, group: str, command: str) -> str:
+        """A kit command a deployed message (an alarm, a notification, a run's cause) tells the reader to run, for
+        this stage and Region: without them the kit acts on the configured stage, the sandbox by default."""
+        return f"kit {group} {self.kit_options} {command}"
+
+    @property
     def metrics_namespace(self) -> str:
         """The CloudWatch namespace the kit's functions publish their metrics under (Powertools)."""
         return self.resource_name("kit")

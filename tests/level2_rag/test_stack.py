@@ -475,7 +475,8 @@ def test_failed_documents_raise_an_alarm_like_a_failed_job(template: dict[str, A
     assert {key: documents[key] for key in same} == {key: job[key] for key in same}
     assert (documents["Threshold"], documents["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
     description = json.dumps(documents["AlarmDescription"])
-    for step in ("kit l2 sync", "aws bedrock-agent get-ingestion-job", "failureReasons", "fix or remove"):
+    sync = "kit l2 --stage sandbox --region us-east-1 sync"
+    for step in (sync, "aws bedrock-agent get-ingestion-job", "failureReasons", "fix or remove"):
         assert step in description
 
 
@@ -496,7 +497,7 @@ def test_a_change_waiting_through_requeues_raises_the_same_day_alarm(template: d
     same = ("Threshold", "ComparisonOperator", "Statistic", "AlarmActions", "OKActions", "TreatMissingData")
     assert {key: oldest[key] for key in same} == {key: stale[key] for key in same}
     assert oldest["Period"] * oldest["EvaluationPeriods"] <= 3_600
-    assert "kit l2 sync" in json.dumps(oldest["AlarmDescription"])
+    assert "kit l2 --stage sandbox --region us-east-1 sync" in json.dumps(oldest["AlarmDescription"])
 
 
 def test_outputs_name_bucket_knowledge_base_data_source_and_api(sandbox: Any) -> None:

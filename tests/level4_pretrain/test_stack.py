@@ -1161,7 +1161,7 @@ def test_a_run_that_times_out_or_is_aborted_is_announced(jobs: dict[str, Any]) -
     assert target["DeadLetterConfig"] == job_rule["Targets"][0]["DeadLetterConfig"]
     transformer = target["InputTransformer"]
     assert set(transformer["InputPathsMap"].values()) == {"$.detail.name", "$.detail.status"}
-    assert "kit l4 status" in transformer["InputTemplate"]
+    assert "kit l4 --stage sandbox --region us-east-1 status <detail-name>" in transformer["InputTemplate"]
 
 
 # --- notification topics ----------------------------------------------------------------------------------
