@@ -331,7 +331,9 @@ def from_aws_error(
     if is_daily_quota_error(exc):
         return DailyQuotaError(
             f"Amazon Bedrock's daily token quota for '{resource}' is used up in this account and region (Service "
-            "Quotas: 'Model invocation max tokens per day'). Retry later, or request a higher quota."
+            "Quotas: 'Model invocation max tokens per day'). Retry later. To raise it, request an increase of "
+            "'Cross-Region InvokeModel tokens per minute' for the model in Service Quotas; AWS Support then offers "
+            "the daily quota too (https://docs.aws.amazon.com/bedrock/latest/userguide/quotas-increase.html)."
         )
     if code in THROTTLING_CODES:
         return ThrottledError(
