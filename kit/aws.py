@@ -461,6 +461,10 @@ class Target:
 
     def _cdk_args(self) -> str:
         pairs = self._overrides()
-        if not pairs or pairs == {"stage": "sandbox"}:
-            return ""
-        return 'CDK_ARGS="' + " ".join(f"-c {k}={v}" for k, v in sorted(pairs.items())) + '"'
+        if pairs == {"stage": "sandbox"}:
+            pairs = {}
+        # The command's profile too: without it the CDK CLI signs with its default profile, maybe another account's.
+        args = [f"-c {k}={v}" for k, v in sorted(pairs.items())] + (
+            [profile_option(self.profile).strip()] if self.profile else []
+        )
+        return 'CDK_ARGS="' + " ".join(args) + '"' if args else ""

@@ -303,12 +303,13 @@ def synthesized_needs(target: Target) -> DeployNeeds:
         return needs_from_assembly(Path(outdir))
 
 
-def _bootstrap_command(account: str, region: str, parameter: str) -> str:
+def _bootstrap_command(account: str, region: str, parameter: str, profile: str | None = None) -> str:
     from aws_cdk import DefaultStackSynthesizer
 
     qualifier = parameter.strip("/").split("/")[1] if parameter.count("/") >= 3 else ""
     extra = f" --qualifier {qualifier}" if qualifier and qualifier != DefaultStackSynthesizer.DEFAULT_QUALIFIER else ""
-    return f"npx cdk bootstrap aws://{account}/{region}{extra}"
+    # With the doctor's profile: the CDK CLI would otherwise sign with its default profile, maybe another account's.
+    return f"npx cdk bootstrap aws://{account}/{region}{extra}{aws.profile_option(profile)}"
 
 
 def check_bootstrap(target: Target, account: str, needs: DeployNeeds) -> Check:
@@ -323,7 +324,7 @@ def check_bootstrap(target: Target, account: str, needs: DeployNeeds) -> Check:
     def run() -> Check:
         found = []
         for parameter, required in sorted(needs.bootstrap.items()):
-            command = _bootstrap_command(account, region, parameter)
+            command = _bootstrap_command(account, region, parameter, target.profile)
             try:
                 value = str(target.client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"])
             except ClientError as exc:

@@ -1766,3 +1766,20 @@ def test_aws_defaults_that_cannot_be_read_are_not_taken_for_a_missing_quota() ->
         service_quotas.assert_no_pending_responses()
     detail = doctor_module.quota_unreadable(refused.value, "sagemaker", Target())
     assert detail.startswith("may not read service quotas (servicequotas:ListAWSDefaultServiceQuotas)")
+
+
+def test_printed_cdk_commands_carry_the_commands_profile() -> None:
+    """Without --profile the CDK CLI signs with its default profile, maybe another account's (kit/aws.py
+    profile_option). Before, the bootstrap and make deploy/destroy hints dropped the profile the command was given."""
+    assert doctor_module._bootstrap_command("123456789012", REGION, "/cdk-bootstrap/hnb659fds/version", "dev") == (
+        f"npx cdk bootstrap aws://123456789012/{REGION} --profile dev"
+    )
+    assert doctor_module._bootstrap_command("123456789012", REGION, "/cdk-bootstrap/hnb659fds/version") == (
+        f"npx cdk bootstrap aws://123456789012/{REGION}"
+    )
+    stack = Target().stack_name("2")  # GenAiKit-2-Rag-sandbox
+    message = f"{stack} is not deployed: run {aws.deploy_hint(stack)}"
+    assert (
+        Target(profile="dev").hinted(message, "2").endswith('make deploy STACK=GenAiKit-2-Rag CDK_ARGS="--profile dev"')
+    )
+    assert Target().hinted(message, "2") == message
