@@ -804,8 +804,7 @@ def lambda_functions(needs: DeployNeeds, levels: Collection[str]) -> int:
     chosen = [level for level in LEVELS if level in levels]
     if len(chosen) == len(LEVELS) or not needs.functions_by_stack:
         return needs.functions
-    own = [aws.stack_id(key) for level in chosen for key in LEVEL_STACKS[level]]
-    return sum(needs.functions_by_stack.get(stack, 0) for stack in deployed_with(own, needs.dependencies))
+    return sum(needs.functions_by_stack.get(stack, 0) for stack in levels_stacks(chosen, needs.dependencies))
 
 
 def lambda_concurrency_needed(target: Target, needs: DeployNeeds, levels: Collection[str] = LEVELS) -> int:
@@ -954,6 +953,11 @@ def deployed_with(stacks: Iterable[str], dependencies: Mapping[str, tuple[str, .
     return found
 
 
+def levels_stacks(levels: Iterable[str], dependencies: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """The stacks `cdk deploy` of ``levels`` deploys: theirs and every stack they depend on."""
+    return deployed_with([aws.stack_id(key) for level in levels for key in LEVEL_STACKS[level]], dependencies)
+
+
 def stack_rows(target: Target, *, levels: Collection[str] = LEVELS) -> list[str]:
     return [STACKS_ROW]
 
@@ -967,11 +971,8 @@ def stack_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Colle
     if not needs.refused:
         return [Check(STACKS_ROW, OK, f"every stack of the configuration can be deployed in {region}")]
     chosen = [level for level in LEVELS if level in levels]
-    if len(chosen) == len(LEVELS):  # every level: every stack of the app
-        selected = set(needs.refused)
-    else:
-        own = [aws.stack_id(key) for level in chosen for key in LEVEL_STACKS[level]]
-        selected = deployed_with(own, needs.dependencies)
+    # every level: every stack of the app
+    selected = set(needs.refused) if len(chosen) == len(LEVELS) else levels_stacks(chosen, needs.dependencies)
 
     def each(stacks: Iterable[str]) -> str:
         return "; ".join(f"{stack}: {' / '.join(needs.refused[stack])}" for stack in sorted(stacks))
