@@ -775,7 +775,7 @@ TEACHERS: dict[str, Teacher] = {
 _GEO_PREFIX = re.compile(rf"^(?:{'|'.join(PROFILE_GEOGRAPHIES)})\.")
 
 DEFAULT_BASE_MODEL = "amazon.nova-lite-v1:0:300k"
-_FOUNDATION_MODEL_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:[a-z0-9-]*::foundation-model/(?P<id>.+)$")
+FOUNDATION_MODEL_ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:(?P<region>[a-z0-9-]*)::foundation-model/(?P<id>.+)$")
 
 
 def resolve_model(base_model_id: str) -> ModelSpec:
@@ -783,7 +783,7 @@ def resolve_model(base_model_id: str) -> ModelSpec:
     if not isinstance(base_model_id, str) or not base_model_id.strip():
         raise UnsupportedBaseModel("The base model id must be a non-empty string.")
     model_id = base_model_id.strip()
-    arn = _FOUNDATION_MODEL_ARN.match(model_id)
+    arn = FOUNDATION_MODEL_ARN.match(model_id)
     if arn:
         model_id = arn.group("id")
     spec = MODELS.get(model_id)

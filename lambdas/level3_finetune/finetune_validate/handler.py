@@ -57,7 +57,9 @@ from common.s3 import S3_KEY_MAX_BYTES
 from finetune_validate.formats import (
     DISTILLATION,
     FINE_TUNING,
+    FOUNDATION_MODEL_ARN,
     REINFORCEMENT_FINE_TUNING,
+    ModelSpec,
     UnsupportedBaseModel,
     UnsupportedCustomizationType,
     check_customization_type,
@@ -93,7 +95,6 @@ CLIENT_CONFIG: dict[str, Any] = {
 S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 BUCKET_NAME = re.compile(BUCKET_NAME_PATTERN)
-FOUNDATION_MODEL_ARN_REGION = re.compile(r"^arn:aws[a-z-]*:bedrock:(?P<region>[a-z0-9-]*)::foundation-model/")
 
 
 class InvalidRequest(ValueError):
@@ -142,13 +143,13 @@ def _exact_id(event: dict[str, Any], field: str) -> str:
     return value
 
 
-def _customized_here(base_model_id: str, spec: Any) -> None:
+def _customized_here(base_model_id: str, spec: ModelSpec) -> None:
     """CreateModelCustomizationJob runs in the stack's Region (the Lambda runtime's AWS_REGION) on a model
     customized there (the model table's regions, from
     https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html), and the pipeline may act only
     on that Region's foundation models: another Region's model or ARN is refused at the create."""
     region = os.environ.get("AWS_REGION")
-    arn = FOUNDATION_MODEL_ARN_REGION.match(base_model_id)
+    arn = FOUNDATION_MODEL_ARN.match(base_model_id)
     if region and arn and arn.group("region") != region:
         raise InvalidRequest("baseModelId", f"names a model in {arn.group('region')}; this stack runs in {region}")
     if region and region not in spec.regions:
