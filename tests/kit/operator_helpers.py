@@ -238,14 +238,19 @@ def lose_start_answers(monkeypatch: pytest.MonkeyPatch, *, started: bool) -> Non
     def lost(**_: object) -> None:
         raise ReadTimeoutError(endpoint_url=f"https://states.{REGION}.amazonaws.com")
 
+    on_call(monkeypatch, "stepfunctions", f"{'after' if started else 'before'}-call.sfn.StartExecution", lost)
+
+
+def on_call(monkeypatch: pytest.MonkeyPatch, service: str, event: str, handler: Any) -> None:
+    """Register ``handler`` for botocore ``event`` on each ``service`` client the kit makes from now on (a raise in
+    it is the call's answer)."""
     original = aws.client
 
     def client(name: str, region: str | None = None, profile: str | None = None) -> object:
         created = (name, region, profile) not in aws._clients
         found = original(name, region, profile)
-        if name == "stepfunctions" and created:
-            event = "after-call.sfn.StartExecution" if started else "before-call.sfn.StartExecution"
-            found.meta.events.register(event, lost)
+        if name == service and created:
+            found.meta.events.register(event, handler)
         return found
 
     monkeypatch.setattr(aws, "client", client)

@@ -27,6 +27,7 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
     fresh_clients_fixture,  # noqa: F401
     lose_start_answers,
     mocked_fixture,  # noqa: F401
+    on_call,
     run,
     stack,
     state_machine,
@@ -231,16 +232,7 @@ def test_l4_resume_is_refused_when_the_earlier_runs_job_cannot_be_read(
         error = {"Code": "ValidationException", "Message": "Rate of requests exceeds the account's limit"}
         raise ClientError({"Error": error}, "DescribeTrainingJob")
 
-    original = aws.client
-
-    def client(name: str, region: str | None = None, profile: str | None = None) -> object:
-        created = (name, region, profile) not in aws._clients
-        found = original(name, region, profile)
-        if name == "sagemaker" and created:
-            found.meta.events.register("before-call.sagemaker.DescribeTrainingJob", refused)
-        return found
-
-    monkeypatch.setattr(aws, "client", client)
+    on_call(monkeypatch, "sagemaker", "before-call.sagemaker.DescribeTrainingJob", refused)
     result = run(l4, "submit", "--name", "run1-more", "--resume-from", "run1")
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
