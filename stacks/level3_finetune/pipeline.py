@@ -31,6 +31,7 @@ from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.shared.conditions import equals_where_present
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import INVOCATION_LOGS_PREFIX, QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_MINUTES, request_metadata
+from stacks.shared.failures import reported_fail
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.stage import run_tags, state_machine_log_group
 
@@ -242,8 +243,9 @@ class FineTunePipeline(Construct):
         self.topic = topic
         notify = self._notify
 
-        def fail(state_id: str, error: str, cause: str) -> sfn.Fail:
-            return sfn.Fail(self, state_id, error=error, cause=cause)
+        def fail(state_id: str, error: str, cause: str, *details: str) -> sfn.Fail:
+            """A Fail state whose cause goes on with the details its notification carried (failures.reported_fail)."""
+            return reported_fail(self, state_id, error=error, summary=cause, details=list(details))
 
         # 1. The request: from the uploaded jobs/*.json file, or the execution input itself. Every JSONPath
         # below selects only what a Choice has seen present first: a path that selects nothing is a
@@ -297,6 +299,7 @@ class FineTunePipeline(Construct):
                 "UnreadableRequest",
                 "InvalidJobRequest",
                 f"The uploaded job request is not valid JSON of at most {MAX_REQUEST_BYTES // 1024} KiB",
+                "$.error",
             ),
             with_request=False,
         )
@@ -409,7 +412,7 @@ class FineTunePipeline(Construct):
             "NotifyBadRequest",
             "rejected: the job request is incomplete",
             "$.error",
-            then=fail("BadRequest", "InvalidJobRequest", "The job request or its dataset keys are invalid"),
+            then=fail("BadRequest", "InvalidJobRequest", "The job request or its dataset keys are invalid", "$.error"),
         )
         retry_lambda_throttling(validate)
         retry_dropped_streams(validate)
@@ -418,7 +421,9 @@ class FineTunePipeline(Construct):
             "NotifyInvalidData",
             "rejected: the training data is invalid",
             "$.validation",
-            then=fail("InvalidData", "InvalidTrainingData", "Validation failed; see the report in S3"),
+            then=fail(
+                "InvalidData", "InvalidTrainingData", "Validation failed; the full report is in S3", "$.validation"
+            ),
         )
 
         # 3. Start the job with the kit's own role; wait for a free slot when the account's 2 jobs are busy.
@@ -523,7 +528,7 @@ class FineTunePipeline(Construct):
             "NotifyPipelineError",
             "failed: a pipeline step failed",
             "$.error",
-            then=fail("PipelineError", "PipelineStepFailed", "See the notification for the step's error"),
+            then=fail("PipelineError", "PipelineStepFailed", "A pipeline step failed", "$.error"),
         )
         validate.add_catch(pipeline_error, errors=["States.ALL"], result_path="$.error")
 
@@ -531,7 +536,7 @@ class FineTunePipeline(Construct):
             "NotifyStartFailed",
             "failed: the job could not be started",
             "$.error",
-            then=fail("StartFailed", "CustomizationJobNotStarted", "CreateModelCustomizationJob failed"),
+            then=fail("StartFailed", "CustomizationJobNotStarted", "CreateModelCustomizationJob failed", "$.error"),
         )
         create_plain = create_job("CreateJob", "plain")
         create_validated = create_job("CreateJobWithValidationSet", "validated")
@@ -604,14 +609,19 @@ class FineTunePipeline(Construct):
             "NotifyTimeout",
             f"stopped: the job ran longer than {ft.max_job_hours} h",
             "$.created",
-            then=fail("TimedOut", "CustomizationJobTimedOut", f"Exceeded {ft.max_job_hours} hours"),
+            then=fail(
+                "TimedOut",
+                "CustomizationJobTimedOut",
+                f"Exceeded {ft.max_job_hours} hours; the job was stopped",
+                "$.created",
+            ),
         )
         stop_job.next(timed_out)
         job_failed = notify(
             "NotifyJobFailed",
             "failed: the customization job did not complete",
             "$.status",
-            then=fail("JobFailed", "CustomizationJobFailed", "The job failed or was stopped; see the message"),
+            then=fail("JobFailed", "CustomizationJobFailed", "The job failed or was stopped; its status", "$.status"),
         )
 
         done = sfn.Succeed(self, "Done")
@@ -626,7 +636,7 @@ class FineTunePipeline(Construct):
             "NotifyMissingTrainingKey",
             "rejected: the job request has no trainingKey",
             "$.request",
-            then=fail("MissingTrainingKey", "InvalidJobRequest", "The job request needs a trainingKey"),
+            then=fail("MissingTrainingKey", "InvalidJobRequest", "The job request needs a trainingKey", "$.request"),
             with_request=False,
         )
         check_request = sfn.Choice(self, "HasTrainingKey?").when(
@@ -867,7 +877,13 @@ class FineTunePipeline(Construct):
             "NotifyDeployFailed",
             "failed: the custom model was not deployed",
             "$.error",
-            then=sfn.Fail(self, "DeployFailed", error="DeploymentFailed", cause="See the notification"),
+            then=reported_fail(
+                self,
+                "DeployFailed",
+                error="DeploymentFailed",
+                summary="The custom model was not deployed",
+                details=["$.error"],
+            ),
         )
         what = "Provisioned Throughput" if ft.deploy == "provisioned" else "the on-demand deployment"
         # A deployment that cannot be deleted may keep billing: say so loudly.
@@ -875,7 +891,13 @@ class FineTunePipeline(Construct):
             "NotifyTeardownFailed",
             f"ACTION NEEDED: {what} could not be deleted; delete it by hand",
             "$.deployment",
-            then=sfn.Fail(self, "TeardownFailed", error="DeploymentNotDeleted"),
+            then=reported_fail(
+                self,
+                "TeardownFailed",
+                error="DeploymentNotDeleted",
+                summary=f"ACTION NEEDED: {what} could not be deleted; delete it by hand",
+                details=["$.deployment", "$.error"],
+            ),
         )
         if ft.deploy == "on-demand":
             create = tasks.CallAwsService(
@@ -917,7 +939,14 @@ class FineTunePipeline(Construct):
                     "NotifyDeploymentFailed",
                     "failed: the on-demand deployment did not become active (deleted)",
                     "$.deployment",
-                    then=sfn.Fail(self, "DeploymentNotActive", error="DeploymentFailed"),
+                    then=reported_fail(
+                        self,
+                        "DeploymentNotActive",
+                        error="DeploymentFailed",
+                        summary=f"The on-demand deployment reported Failed, could not be read, or was not Active "
+                        f"after {DEPLOY_POLLS} polls; it was deleted. Its last status",
+                        details=["$.deployment", "$.deploymentStatus"],
+                    ),
                 ),
                 not_deleted=teardown_failed,
             )
@@ -979,7 +1008,14 @@ class FineTunePipeline(Construct):
                 "NotifyProvisioningFailed",
                 "failed: Provisioned Throughput did not come up (deleted)",
                 "$.deployment",
-                then=sfn.Fail(self, "ProvisioningFailed", error="ProvisioningFailed"),
+                then=reported_fail(
+                    self,
+                    "ProvisioningFailed",
+                    error="ProvisioningFailed",
+                    summary=f"The Provisioned Throughput reported Failed, could not be read, or was not InService "
+                    f"after {DEPLOY_POLLS} polls; it was deleted. Its last status",
+                    details=["$.deployment", "$.deploymentStatus"],
+                ),
             ),
             not_deleted=teardown_failed,
         )
@@ -998,11 +1034,12 @@ class FineTunePipeline(Construct):
             "failed: the job completed but its status names no output model (OutputModelArn), so nothing was "
             "deployed; the custom model is named by OutputModelName in the detail",
             "$.status",
-            then=sfn.Fail(
+            then=reported_fail(
                 self,
                 "NoOutputModel",
                 error="DeploymentFailed",
-                cause="GetModelCustomizationJob named no OutputModelArn",
+                summary="GetModelCustomizationJob named no OutputModelArn; the job's status",
+                details=["$.status"],
             ),
         )
         return (

@@ -39,6 +39,7 @@ from stacks.level3_finetune.teardown import (
     report_unless_already_notified,
 )
 from stacks.shared.deployment import Deployment
+from stacks.shared.failures import reported_fail
 from stacks.shared.notifications import rule_target_role
 from stacks.shared.stage import state_machine_log_group
 
@@ -80,7 +81,13 @@ class SageMakerPipelineTeardown(Construct):
         arn = f"arn:{stack.partition}"
 
         done = sfn.Succeed(self, "CleanedUp")
-        failed = sfn.Fail(self, "CleanupFailed", error="ImportedModelNotDeleted", cause="See the notification")
+        failed = reported_fail(
+            self,
+            "CleanupFailed",
+            error="ImportedModelNotDeleted",
+            summary="ACTION NEEDED: the imported model of the ended execution could not be deleted; delete it by hand",
+            details=["$.error"],
+        )
         report_message = {
             "outcome": "cleaned up: a SageMaker fine-tuning execution ended without finishing its own path; its "
             "training job was stopped and its imported model deleted, where they existed. Bedrock cannot stop an "

@@ -39,6 +39,7 @@ from constructs import Construct
 
 from stacks.level3_finetune.pipeline import UPLOAD_VERSION_FIELD, UPLOAD_VERSION_PATH, notification
 from stacks.shared.deployment import Deployment
+from stacks.shared.failures import reported_fail
 from stacks.shared.stage import state_machine_log_group
 
 # What the pipeline's executions started from an upload are named: this prefix and 64 hex digits, 71 characters of
@@ -171,7 +172,13 @@ class UploadStarter(Construct):
                 "request": {"bucket": sfn.JsonPath.string_at("$.bucket"), "key": sfn.JsonPath.string_at("$.key")},
                 "detail": sfn.JsonPath.object_at("$.error"),
             },
-            sfn.Fail(self, "CouldNotStart", error="PipelineNotStarted", cause="See the notification"),
+            reported_fail(
+                self,
+                "CouldNotStart",
+                error="PipelineNotStarted",
+                summary="The uploaded job request did not start the pipeline; upload it again",
+                details=["$.error"],
+            ),
         )
         start.add_catch(not_started, errors=["States.ALL"], result_path="$.error")
         start.next(sfn.Succeed(self, "Started"))

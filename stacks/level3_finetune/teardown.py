@@ -28,6 +28,7 @@ from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_
 from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.shared.conditions import absent_or_equals
 from stacks.shared.deployment import Deployment
+from stacks.shared.failures import reported_fail
 from stacks.shared.notifications import rule_target_role
 from stacks.shared.stage import state_machine_log_group
 
@@ -118,7 +119,13 @@ class PipelineTeardown(Construct):
         names = PipelineNames.of(deployment)
 
         done = sfn.Succeed(self, "CleanedUp")
-        failed = sfn.Fail(self, "CleanupFailed", error="DeploymentNotDeleted", cause="See the notification")
+        failed = reported_fail(
+            self,
+            "CleanupFailed",
+            error="DeploymentNotDeleted",
+            summary="ACTION NEEDED: the deployment of the ended execution could not be deleted; delete it by hand",
+            details=["$.names", "$.error"],
+        )
         report_message = {
             "outcome": "cleaned up: a pipeline execution ended without finishing its own path; its job was stopped "
             "and its deployment deleted, where it had them (a job that could not be stopped is reported apart, "

@@ -62,6 +62,7 @@ from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
 from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
 from stacks.shared.alarms import dead_letter_queue
 from stacks.shared.deployment import Deployment
+from stacks.shared.failures import reported_fail
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
@@ -367,8 +368,26 @@ class PretrainJobsStack(Stack):
         # https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html
         for notify, end in (
             (succeeded, sfn.Succeed(self, "Done")),
-            (failed, sfn.Fail(self, "TrainingFailed", error="TrainingJobFailed", cause="See the notification")),
-            (invalid, sfn.Fail(self, "InputRejected", error="InvalidInput", cause="See the notification")),
+            (
+                failed,
+                reported_fail(
+                    self,
+                    "TrainingFailed",
+                    error="TrainingJobFailed",
+                    summary="The training run failed",
+                    details=["$.error"],
+                ),
+            ),
+            (
+                invalid,
+                reported_fail(
+                    self,
+                    "InputRejected",
+                    error="InvalidInput",
+                    summary="The run's input was refused",
+                    details=["$.error"],
+                ),
+            ),
         ):
             notify.add_catch(end, errors=["States.ALL"], result_path="$.notifyError")
             notify.next(end)

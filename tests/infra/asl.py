@@ -20,9 +20,11 @@ else, so an unmodelled feature can never pass silently. Its error model, after t
 - a state whose output is over the payload quota (262,144 bytes of UTF-8 JSON) raises
   ``States.DataLimitExceeded``, which no Retry or Catch applies to (``UNCATCHABLE``);
 - a state with ``"QueryLanguage": "JSONata"`` in a JSONPath state machine is modelled for what the kit uses, a
-  Choice whose Conditions compare ``$type`` of ``$states.input`` or ``$states.context`` fields; the expressions are
-  evaluated by jsonata-python, and anything else in a JSONata state raises ``AslUnsupported`` before the run starts.
-  A Condition that fails or does not evaluate to true or false is ``States.QueryEvaluationError``.
+  Choice whose Conditions compare ``$type`` of ``$states.input`` or ``$states.context`` fields, and a Fail whose
+  Cause is built from ``$states.input`` (``&``, ``? :``, ``$exists``, ``$string``, ``$substring``); the expressions
+  are evaluated by jsonata-python, and anything else in a JSONata state raises ``AslUnsupported`` before the run
+  starts. A Condition that fails or does not evaluate to true or false, and a Cause that fails or is not a string,
+  are ``States.QueryEvaluationError``.
 """
 
 from __future__ import annotations
@@ -407,9 +409,13 @@ _FIELDS = {
     "Fail": {"Type", "Comment", "Error", "Cause"},
 }
 _TOP_LEVEL = {"StartAt", "States", "TimeoutSeconds", "Comment", "Version", "QueryLanguage"}
-# The fields of a state that sets "QueryLanguage": "JSONata" (only the Choice is modelled; no Output, no Assign):
-# https://docs.aws.amazon.com/step-functions/latest/dg/state-choice.html
-_JSONATA_FIELDS = {"Choice": {"Type", "QueryLanguage", "Comment", "Choices", "Default"}}
+# The fields of a state that sets "QueryLanguage": "JSONata" (only the Choice and the Fail are modelled; no Output,
+# no Assign): https://docs.aws.amazon.com/step-functions/latest/dg/state-choice.html,
+# https://docs.aws.amazon.com/step-functions/latest/dg/state-fail.html
+_JSONATA_FIELDS = {
+    "Choice": {"Type", "QueryLanguage", "Comment", "Choices", "Default"},
+    "Fail": {"Type", "QueryLanguage", "Comment", "Error", "Cause"},
+}
 _JSONATA_RULE = {"Condition", "Next", "Comment"}
 _RETRIER = {"ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds", "Comment"}
 _CATCHER = {"ErrorEquals", "ResultPath", "Next", "Comment"}
@@ -750,10 +756,11 @@ def _rule_matches(rule: dict[str, Any], data: Any, context: Any, where: str, top
 # Step Functions evaluates JSONata 2.0.6 (https://docs.aws.amazon.com/step-functions/latest/dg/transforming-data.html);
 # jsonata-python (requirements-dev.txt) is a port of the same reference implementation. Only the part of the
 # language the kit uses is admitted, so that a new construct is modelled on purpose, never evaluated by chance:
-# comparisons and boolean operators, string, number and literal values, the functions below, and paths that start
-# at the reserved variable $states (in a Choice Condition it holds input and context).
-_JSONATA_FUNCTIONS = {"type"}
-_JSONATA_OPERATORS = {"=", "!=", "<", "<=", ">", ">=", "and", "or"}
+# comparisons, boolean operators and string concatenation, the conditional (? :) and parentheses, string, number
+# and literal values, the functions below, and paths that start at the reserved variable $states (it holds input
+# and context).
+_JSONATA_FUNCTIONS = {"type", "exists", "string", "substring"}
+_JSONATA_OPERATORS = {"=", "!=", "<", "<=", ">", ">=", "and", "or", "&"}
 _JSONATA_STATES = {"input", "context"}
 
 
@@ -795,6 +802,17 @@ def _check_jsonata(node: Any, where: str) -> None:
             raise refuse(f"operator {node.value!r}")
         _check_jsonata(node.lhs, where)
         _check_jsonata(node.rhs, where)
+        return
+    if kind == "block":
+        if set(parts) != {"expressions"} or len(parts["expressions"]) != 1:
+            raise refuse("block of several expressions")
+        _check_jsonata(parts["expressions"][0], where)
+        return
+    if kind == "condition":
+        if set(parts) - {"condition", "then", "_else"} or not {"condition", "then"} <= set(parts):
+            raise refuse(f"conditional with {sorted(parts)}")
+        for part in parts.values():
+            _check_jsonata(part[0], where)
         return
     if kind == "function":
         procedure = node.procedure
@@ -858,6 +876,21 @@ def _condition_holds(rule: dict[str, Any], data: Any, context: Any, where: str) 
         raise AslError(
             "States.QueryEvaluationError", f"{where}: {rule['Condition']} returned {value!r}, not true or false"
         )
+    return value
+
+
+def _jsonata_cause(state: dict[str, Any], data: Any, context: Any, where: str) -> str | None:
+    """A JSONata Fail state's Cause on its input: a string, else States.QueryEvaluationError."""
+    if "Cause" not in state:
+        return None
+    from jsonata.jexception import JException
+
+    try:
+        value = _jsonata(state["Cause"], where).evaluate(None, {"states": {"input": data, "context": context}})
+    except JException as error:
+        raise AslError("States.QueryEvaluationError", f"{where}: Cause: {error}") from None
+    if not isinstance(value, str):
+        raise AslError("States.QueryEvaluationError", f"{where}: Cause gave {value!r}, not a string")
     return value
 
 
@@ -958,6 +991,8 @@ def simulate(
         kind = state["Type"]
         try:
             if kind == "Fail":
+                if state.get("QueryLanguage") == "JSONata":
+                    return finish("FAILED", state.get("Error"), _jsonata_cause(state, data, context, name))
                 return finish("FAILED", state.get("Error"), state.get("Cause"))
             effective = _select(state.get("InputPath", "$"), data, context, f"{name} InputPath")
             if kind == "Succeed":
@@ -1015,7 +1050,12 @@ def _check_state(name: str, state: dict[str, Any]) -> None:
     extra = set(state) - allowed
     if extra:
         raise AslUnsupported(f"{name}: fields {sorted(extra)} of a {language} {kind} state")
-    if language == "JSONata":
+    if language == "JSONata" and kind == "Fail":
+        if not isinstance(state.get("Error", ""), str) or "{%" in state.get("Error", ""):
+            raise AslUnsupported(f"{name}: a JSONata Fail's Error must be a plain string")
+        if "Cause" in state:
+            _jsonata(state["Cause"], name)
+    elif language == "JSONata":
         for rule in state["Choices"]:
             if set(rule) - _JSONATA_RULE or not {"Condition", "Next"} <= set(rule):
                 raise AslUnsupported(f"{name}: JSONata Choice rule fields {sorted(rule)}")

@@ -980,6 +980,92 @@ def test_the_simulator_refuses_jsonata_states_and_machines_it_does_not_model() -
         asl.simulate(_type_check("{% true %}", InputPath="$.input"), {}, {})
 
 
+def _reported(summary: str = "A step failed", *details: str) -> dict[str, Any]:
+    from stacks.shared.failures import cause_expression
+
+    cause = cause_expression(summary, *(details or ("$.error",)))
+    return _machine(("F", {"Type": "Fail", "QueryLanguage": "JSONata", "Error": "StepFailed", "Cause": cause}))
+
+
+def test_a_reported_fail_ends_the_run_with_its_details_within_the_cause_limit() -> None:
+    from stacks.shared.failures import CAUSE_MAX_CHARS, cause_expression
+
+    caught = {"Error": "Lambda.Unknown", "Cause": 'it said "no" \\ twice'}
+    trace = asl.simulate(_reported(), {"error": caught, "job": {"large": "x" * 1000}}, {})
+    assert (trace.status, trace.terminal, trace.error) == ("FAILED", "F", "StepFailed"), trace.describe()
+    summary, _, detail = str(trace.cause).partition(": ")
+    assert summary == "A step failed" and json.loads(detail) == caught
+    # Several details, one of them absent: each is named, none fails the state.
+    trace = asl.simulate(_reported("Not deleted", "$.deployment", "$.error"), {"deployment": {"arn": "a"}}, {})
+    assert trace.cause == 'Not deleted: {"arn":"a"}; no detail was recorded at $.error'
+    # A caught cause at the execution's own limit, serialized once more, is cut at the limit.
+    trace = asl.simulate(_reported(), {"error": {"Cause": "x" * CAUSE_MAX_CHARS}}, {})
+    assert len(str(trace.cause)) == CAUSE_MAX_CHARS and str(trace.cause).startswith('A step failed: {"Cause":"xxx')
+    # A summary with quotes, an apostrophe and a backslash is a literal, not part of the expression.
+    odd = 'The run\'s "input" \\ was refused'
+    assert asl.simulate(_reported(odd), {"error": 1}, {}).cause == f"{odd}: 1"
+    for path in ("$.error[0]", "$", "error", "$..error"):
+        with pytest.raises(ValueError, match="field names"):
+            cause_expression("A step failed", path)
+    with pytest.raises(ValueError, match="at least one"):
+        cause_expression("A step failed")
+
+
+def test_the_simulator_models_a_jsonata_fail_only_as_far_as_the_kit_uses_it() -> None:
+    fail = {"Type": "Fail", "QueryLanguage": "JSONata", "Error": "E"}
+    with pytest.raises(asl.AslUnsupported, match="uppercase"):
+        asl.simulate(_machine(("F", {**fail, "Cause": "{% $uppercase($states.input.a) %}"})), {}, {})
+    with pytest.raises(asl.AslUnsupported, match="plain string"):
+        asl.simulate(_machine(("F", {**fail, "Error": "{% 'E' %}", "Cause": "{% 'c' %}"})), {}, {})
+    with pytest.raises(asl.AslUnsupported, match="CausePath"):
+        asl.simulate(_machine(("F", {**fail, "CausePath": "$.a"})), {}, {})
+    # A Cause that is not a string fails the run as Step Functions does.
+    trace = asl.simulate(_machine(("F", {**fail, "Cause": "{% $states.input.n %}"})), {"n": 1}, {})
+    assert (trace.status, trace.error) == ("FAILED", "States.QueryEvaluationError"), trace.describe()
+
+
+def _message_details(state: dict[str, Any]) -> list[str]:
+    """The paths a notification publishes as its detail or error (``"detail.$": "$.error"``)."""
+    message = state.get("Parameters", {}).get("Message", {})
+    return (
+        [path for key, path in message.items() if key in ("detail.$", "error.$")] if isinstance(message, dict) else []
+    )
+
+
+def unreported_detail_findings(templates: dict[str, dict[str, Any]]) -> list[str]:
+    """Fail states after a notification whose cause does not carry what that notification published. The cause is
+    what DescribeExecution, the console and `kit ... status` show; the topic has no subscriber until alarm_email is
+    set, so a cause that only points at the notification points at nothing."""
+    found = []
+    for machine, definition in _definitions(templates):
+        states = dict(_states(definition))
+        for name, state in states.items():
+            if state.get("Type") != "Task" or not str(state.get("Resource", "")).endswith(":::sns:publish"):
+                continue
+            end = states.get(str(state.get("Next")))
+            if end is None or end.get("Type") != "Fail":
+                continue
+            cause = str(end.get("Cause", "")) if end.get("QueryLanguage") == "JSONata" else ""
+            found += [
+                f"{machine}.{state['Next']}: its cause does not carry {path}, which {name} publishes"
+                for path in _message_details(state)
+                if f"$exists($states.input{path[1:]})" not in cause
+            ]
+    return found
+
+
+def test_a_failed_run_says_why_in_its_own_cause(each_stage: Any) -> None:
+    assert unreported_detail_findings(each_stage.templates) == []
+    # Canary: the fixed cause the kit's Fail states had is found.
+    publish = {"Type": "Task", "Resource": asl.SNS_PUBLISH, "Next": "F", "Parameters": {"Message": {"detail.$": "$.e"}}}
+    fail = {"Type": "Fail", "Error": "E", "Cause": "See the notification"}
+    machine = {"Type": "AWS::StepFunctions::StateMachine", "Properties": {"DefinitionString": ""}}
+    machine["Properties"]["DefinitionString"] = json.dumps({"StartAt": "N", "States": {"N": publish, "F": fail}})
+    assert unreported_detail_findings({"S": {"Resources": {"M": machine}}}) == [
+        "S/M.F: its cause does not carry $.e, which N publishes"
+    ]
+
+
 def test_every_jsonata_state_of_the_kit_is_one_the_simulator_models(each_stage: Any) -> None:
     from tests.infra import asl
 
@@ -990,8 +1076,9 @@ def test_every_jsonata_state_of_the_kit_is_one_the_simulator_models(each_stage: 
             if state.get("QueryLanguage") == "JSONata":
                 asl._check_state(name, state)
                 mixed[machine] = definition
-    # The input type check of Level 4's jobs and Level 3's SageMaker pipeline; the pinned asl-validator checks the
-    # JSONata fields too (a Condition must be a {% ... %} expression).
+    # The input type check of Level 4's jobs and Level 3's SageMaker pipeline, and the Fail states whose cause
+    # carries the run's error (failures.reported_fail); the pinned asl-validator checks the JSONata fields too (a
+    # Condition must be a {% ... %} expression).
     assert len(mixed) >= 1
     assert dict(zip(mixed, asl.validate_asl_all(list(mixed.values())), strict=True)) == {key: [] for key in mixed}
 

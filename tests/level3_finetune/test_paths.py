@@ -2041,8 +2041,11 @@ def test_on_demand_refuses_a_runs_own_base_model_it_cannot_serve_before_the_paid
     [{"trainingKey": TRAINING_KEY, "validationKey": VALIDATION_KEY}, README_REQUEST],
     ids=["with-validation-key", "readme-request"],
 )
-def test_moto_runs_the_invalid_data_path(none: Variant, request_body: dict[str, Any]) -> None:
-    """Invalid data in moto's interpreter: stub validator says invalid, SNS delivers the rejection to SQS."""
+def test_moto_runs_the_invalid_data_path(
+    none: Variant, request_body: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invalid data in moto's interpreter: stub validator says invalid, SNS delivers the rejection to SQS, and the
+    run's cause carries the validation result (a JSONata Fail state, failures.reported_fail)."""
     pytest.importorskip("antlr4", reason="moto's Step Functions interpreter needs antlr4-python3-runtime")
     pytest.importorskip("jsonpath_ng", reason="moto's Step Functions interpreter needs jsonpath-ng")
     import io
@@ -2050,7 +2053,14 @@ def test_moto_runs_the_invalid_data_path(none: Variant, request_body: dict[str, 
 
     import boto3
     import requests
+    from jsonata import Jsonata
     from moto import mock_aws
+    from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
+
+    # moto's interpreter (from LocalStack) evaluates JSONata through a JVM bridge it does not ship: its evaluator is
+    # left unset. It composes each expression with its variables ($states) into one expression, which
+    # jsonata-python (a port of the same reference implementation) evaluates here.
+    monkeypatch.setattr(moto_jsonata, "_eval_jsonata", lambda expression: Jsonata(expression).evaluate(None))
 
     template = none.template
     [function_id] = [k for k in resources(template, "AWS::Lambda::Function") if k.startswith("Validator")]
@@ -2097,6 +2107,8 @@ def test_moto_runs_the_invalid_data_path(none: Variant, request_body: dict[str, 
         ]
 
     assert (described["status"], described.get("error")) == ("FAILED", "InvalidTrainingData"), described.get("cause")
+    summary, _, detail = described["cause"].partition(": ")
+    assert summary == "Validation failed; the full report is in S3" and json.loads(detail) == INVALID
     assert entered == [
         "RequestFromFile?",
         "UseInputAsRequest",

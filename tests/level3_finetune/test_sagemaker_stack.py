@@ -943,6 +943,10 @@ def test_a_notification_that_keeps_failing_still_ends_the_run_where_it_would(mac
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, result)
     assert (trace.status, trace.terminal, trace.error) == ("FAILED", "PipelineFailed", "FineTuningFailed")
     assert trace.calls_to("DeleteImportedModel")  # the clean-up ran before the notification was tried
+    # No notification went out, and the run's own cause still names the smoke test's error.
+    summary, _, detail = str(trace.cause).partition(": ")
+    assert summary == "The SageMaker fine-tuning run failed"
+    assert json.loads(detail)["Error"] == "Bedrock.ValidationException"
     assert len(trace.calls_to("NotifyFailed")) == 1 + pipeline.RETRY_ATTEMPTS
 
 

@@ -1062,6 +1062,9 @@ def test_a_failed_checkpoint_lookup_retries_then_notifies(machine: dict[str, Any
     assert trace.retries["FindCheckpoints"] >= 2 and not trace.calls_to("TrainModel")
     [(state, message)] = trace.notifications
     assert state == "NotifyFailed" and message["error"]["Error"] == "S3.S3Exception"
+    # The run's own cause says the same (kit l4 status and the console show it; the topic may have no subscriber).
+    summary, _, detail = str(trace.cause).partition(": ")
+    assert summary == "The training run failed" and json.loads(detail) == message["error"]
 
 
 def test_the_state_machine_may_list_only_the_checkpoint_prefix(jobs: dict[str, Any]) -> None:
