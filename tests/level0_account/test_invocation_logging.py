@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -126,6 +127,11 @@ def slow(client: Any, operation: str, seconds: float) -> None:
         clock.now += seconds
 
     client.meta.events.register(f"after-call.{client.meta.service_model.endpoint_prefix}.{operation}", took)
+
+
+def printed_commands(reason: str) -> list[list[str]]:
+    """The commands an answer tells the operator to run (each between backticks), split as a shell would."""
+    return [shlex.split(command) for command in reason.split("`")[1::2]]
 
 
 def calls(client: Any) -> list[str]:
@@ -435,10 +441,21 @@ def test_a_delete_left_unfinished_names_the_functions_region_in_every_command_to
         if name.endswith("ModelInvocationLoggingConfiguration")
     ]
     assert len(operations) == 3  # get, put, delete
+    commands = printed_commands(reason)
     for name in operations:
-        assert f"aws bedrock {xform_name(name, '-')} --region eu-west-3`" in reason, name
+        if name.startswith("Delete"):  # an earlier setting was saved: it is put back, not removed
+            continue
+        [argv] = [c for c in commands if c[2] == xform_name(name, "-")]
+        assert argv[3:5] == ["--region", "eu-west-3"], argv
     assert "us-east-1" not in reason
-    assert reason.endswith("--region eu-west-3`.")  # the whole of it fits the answer, after a long error
+    # The restore runs as printed: every member botocore requires is given, and the setting is the saved one.
+    [put] = [c for c in commands if c[2] == "put-model-invocation-logging-configuration"]
+    required = elsewhere.meta.service_model.operation_model("PutModelInvocationLoggingConfiguration")
+    for member in required.input_shape.required_members:
+        assert f"--{xform_name(member, '-')}" in put, member
+    assert json.loads(put[put.index("--logging-config") + 1]) == THEIRS
+    # the whole of it fits the answer, after a long error
+    assert reason.endswith(f"--logging-config '{json.dumps(THEIRS, separators=(',', ':'))}'`.")
 
 
 def test_the_region_falls_back_to_the_one_lambda_sets_when_no_client_can_be_made(
@@ -450,4 +467,45 @@ def test_the_region_falls_back_to_the_one_lambda_sets_when_no_client_can_be_made
     monkeypatch.setattr(h, "bedrock", no_client)
     monkeypatch.setenv("AWS_REGION", "ap-southeast-2")
     assert h.region() == "ap-southeast-2"
-    assert "delete-model-invocation-logging-configuration --region ap-southeast-2`" in h.delete_by_hand()
+    told = h.unfinished_delete("ThrottlingException: slow down", "b", (True, None))
+    assert printed_commands(told)[-1] == [
+        "aws",
+        "bedrock",
+        "delete-model-invocation-logging-configuration",
+        "--region",
+        "ap-southeast-2",
+    ]
+
+
+def test_a_delete_that_fails_before_reading_the_saved_setting_still_prints_it(aws: Any) -> None:
+    # Before: the answer said to "restore your earlier setting" with a put that lacked its required
+    # --logging-config, and named no copy of it; a Delete answers SUCCESS, so the sandbox's bucket holding the
+    # saved setting was deleted next. Here the first Bedrock read fails; the answer reads the saved copy itself.
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS_CW}))
+    stubber.add_client_error("get_model_invocation_logging_configuration", "ThrottlingException", "slow down", 429)
+    h.handler(event("Delete"), context())
+    [answer] = answers
+    assert answer["Status"] == "SUCCESS" and "ThrottlingException" in answer["Reason"], answer
+    [check, put] = printed_commands(answer["Reason"])
+    assert check[2] == "get-model-invocation-logging-configuration"
+    assert put[2:5] == ["put-model-invocation-logging-configuration", "--region", "us-east-1"]
+    assert json.loads(put[put.index("--logging-config") + 1]) == THEIRS_CW
+
+
+def test_an_unfinished_delete_names_the_saved_copy_when_the_setting_does_not_fit_or_cannot_be_read(aws: Any) -> None:
+    _, _, _ = aws
+    saved_at = f"s3://{PROPS['BucketName']}/{h.STATE_KEY}"
+    long = {**THEIRS, "s3Config": {"bucketName": "b", "keyPrefix": "p" * 900}}
+    for saved in ((True, long), None):
+        reason = h.unfinished_delete("E: " + "e" * 600, PROPS["BucketName"], saved)
+        assert custom_resource.encoded_length(reason) <= custom_resource.MAX_REASON, saved
+        assert saved_at in reason and "e" * 100 in reason
+        put = next(c for c in printed_commands(reason) if c[2] == "put-model-invocation-logging-configuration")
+        assert put[-2:] == ["--logging-config", "file://previous.json"]
+    # Not readable: whether there was an earlier setting is unknown, so removing is offered too.
+    assert "delete-model-invocation-logging-configuration" in reason
+    # Nothing was saved to restore: remove the kit's, as on_delete does.
+    for saved in ((False, None), (True, None)):
+        [_, remove] = printed_commands(h.unfinished_delete("E", PROPS["BucketName"], saved))
+        assert remove[2] == "delete-model-invocation-logging-configuration"

@@ -101,17 +101,45 @@ def region() -> str:
         return env_str("AWS_REGION", "<region>")
 
 
-def delete_by_hand() -> str:
-    """How to finish a delete by hand. Each command names the function's Region: the setting is one per account and
-    Region (https://docs.aws.amazon.com/bedrock/latest/userguide/model-invocation-logging.html) and
-    DeleteModelInvocationLoggingConfiguration takes no parameter (botocore bedrock 2023-04-20), so without it the
-    CLI would read or remove the setting of its own default Region."""
+# How much of the error a Delete left unfinished its answer keeps, at most and, to make room for the earlier
+# setting's command, at least.
+ERROR_CHARS = (500, 120)
+
+
+def unfinished_delete(error: str, bucket: str | None, saved: tuple[bool, dict[str, Any] | None] | None) -> str:
+    """The answer to a Delete left unfinished: the error, and how to finish by hand, within MAX_REASON bytes.
+
+    ``saved`` is what load_previous read (None: not read). The earlier setting goes into the restore command
+    itself when it fits: the Delete answers SUCCESS, so CloudFormation goes on to delete the logging bucket (the
+    sandbox stage's, emptied first) that holds the saved copy. PutModelInvocationLoggingConfiguration requires
+    --logging-config (botocore bedrock 2023-04-20), so a command without it cannot be run as printed. Each command
+    names the function's Region: the setting is one per account and Region
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-invocation-logging.html) and
+    DeleteModelInvocationLoggingConfiguration takes no parameter, so without it the CLI would read or remove the
+    setting of its own default Region."""
     where = region()
-    return (
-        f"To finish by hand: `aws bedrock get-model-invocation-logging-configuration --region {where}`, then "
-        f"restore your earlier setting with `aws bedrock put-model-invocation-logging-configuration --region {where}` "
-        f"or remove the kit's with `aws bedrock delete-model-invocation-logging-configuration --region {where}`."
-    )
+    check = f"To finish by hand: `aws bedrock get-model-invocation-logging-configuration --region {where}`; while "
+    check += "it is still the kit's, "
+    put = f"`aws bedrock put-model-invocation-logging-configuration --region {where} --logging-config "
+    remove = f"`aws bedrock delete-model-invocation-logging-configuration --region {where}`"
+    where_saved = f"s3://{bucket}/{STATE_KEY}" if bucket else f"{STATE_KEY} of the kit's invocation-logging bucket"
+    saved_at = f'{where_saved} ("previous" member; a sandbox destroy deletes that bucket, copy it first)'
+    from_file = f"put back your earlier setting, saved in {saved_at}, with {put}file://previous.json`"
+    found, previous = saved or (False, None)
+    if saved is not None and not (found and previous):  # as on_delete: nothing saved to restore
+        options = [f"{check}remove it with {remove} (there was no earlier setting)."]
+    elif previous:
+        setting = json.dumps(previous, separators=(",", ":"))
+        options = [f"{check}put back your earlier setting with {put}'{setting}'`.", f"{check}{from_file}."]
+    else:
+        options = [f"{check}{from_file}; if that member is null (there was none), remove it with {remove}."]
+    # The first option that fits with the error cut to ERROR_CHARS[1] at worst; the last one fits in any case.
+    for how in options:
+        for chars in ERROR_CHARS:
+            reason = f"the setting may still be the kit's ({error[:chars]}). {how}"
+            if encoded_length(reason) <= MAX_REASON:
+                return reason
+    return reason
 
 
 def desired_config(props: dict[str, Any]) -> dict[str, Any]:
@@ -238,12 +266,14 @@ def _role_not_ready(err: Exception) -> bool:
     return error.get("Code") == "ValidationException" and "permission" in str(error.get("Message", "")).lower()
 
 
-def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
+def on_delete(event: dict[str, Any], deadline: Deadline, saved: dict[str, tuple[bool, dict[str, Any] | None]]) -> str:
+    """Restore, remove or leave the setting; what load_previous read goes into ``saved["previous"]`` for the answer
+    of a Delete this leaves unfinished."""
     props = _properties(event)
     if not is_ours(current_config(deadline), props):
         logger.warning("The account's invocation logging is no longer the kit's; leaving it unchanged")
         return "left someone else's configuration unchanged"
-    found, previous = load_previous(props["BucketName"], deadline)
+    found, previous = saved["previous"] = load_previous(props["BucketName"], deadline)
     if found and previous:
         deadline.before_call("restoring the earlier setting")
         try:
@@ -293,6 +323,22 @@ def remove_after_refused_restore(
     return told + (setting if encoded_length(told + setting) <= MAX_REASON else 'file://<its "previous" member>')
 
 
+def _saved_setting(
+    saved: dict[str, tuple[bool, dict[str, Any] | None]], bucket: str | None, deadline: Deadline
+) -> tuple[bool, dict[str, Any] | None] | None:
+    """What the Delete read of the saved setting, or, when it failed before reading it, one more try while time
+    allows (a failed Bedrock call leaves S3 readable): None when it cannot be read."""
+    if "previous" in saved:
+        return saved["previous"]
+    if not bucket:
+        return None
+    try:
+        return load_previous(bucket, deadline)
+    except Exception:
+        logger.warning("Could not read the saved earlier setting for the answer", exc_info=True)
+        return None
+
+
 def respond(event: dict[str, Any], status: str, reason: str) -> None:
     physical = event.get("PhysicalResourceId") or _PHYSICAL_ID
     answer_cloudformation(event, status, reason, physical, timeout_s=RESPONSE_TIMEOUT_S, logger=logger)
@@ -302,18 +348,20 @@ def respond(event: dict[str, Any], status: str, reason: str) -> None:
 def handler(event: dict[str, Any], context: Any) -> None:
     deadline = Deadline(context.get_remaining_time_in_millis())
     kind = event.get("RequestType")
+    saved: dict[str, tuple[bool, dict[str, Any] | None]] = {}
     try:
         if kind == "Delete":
-            reason, status = on_delete(event, deadline), "SUCCESS"
+            reason, status = on_delete(event, deadline, saved), "SUCCESS"
         elif kind in ("Create", "Update"):
             reason, status = on_create_or_update(event, deadline), "SUCCESS"
         else:
             reason, status = f"unknown request type {kind!r}: nothing changed", "FAILED"
     except Exception as err:  # an account setting must never leave CloudFormation waiting
         logger.exception("Invocation logging change failed")
-        reason = f"{type(err).__name__}: {err}"[:500]
+        reason = f"{type(err).__name__}: {err}"[: ERROR_CHARS[0]]
         if kind == "Delete":  # never block the stack's removal; say what is left
-            status, reason = "SUCCESS", f"the setting may still be the kit's ({reason}). {delete_by_hand()}"
+            bucket = ((event.get("ResourceProperties") or {}).get("BucketName")) or None
+            status, reason = "SUCCESS", unfinished_delete(reason, bucket, _saved_setting(saved, bucket, deadline))
         else:
             status = "FAILED"
     if status == "FAILED":
