@@ -43,7 +43,7 @@ from stacks.level4_pretrain.jobs import training_image_account, training_image_p
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared import build_dir
 from stacks.shared.deployment import Deployment
-from stacks.shared.failures import reported_fail
+from stacks.shared.failures import end_after, input_rejected, reported_fail
 from stacks.shared.model_access import default_project_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
@@ -490,31 +490,18 @@ class SageMakerFineTuneStack(Stack):
             )
         # A notification that still fails after its retries never decides the outcome: the run ends where it
         # would have ended (the Catch goes to the same state as Next, keeping the original $.error).
-        for notify, end in (
-            (succeeded, sfn.Succeed(self, "Done")),
-            (
-                failed,
-                reported_fail(
-                    self,
-                    "PipelineFailed",
-                    error="FineTuningFailed",
-                    summary="The SageMaker fine-tuning run failed",
-                    details=["$.error"],
-                ),
+        end_after(succeeded, sfn.Succeed(self, "Done"))
+        end_after(
+            failed,
+            reported_fail(
+                self,
+                "PipelineFailed",
+                error="FineTuningFailed",
+                summary="The SageMaker fine-tuning run failed",
+                details=["$.error"],
             ),
-            (
-                invalid,
-                reported_fail(
-                    self,
-                    "InputRejected",
-                    error="InvalidInput",
-                    summary="The run's input was refused",
-                    details=["$.error"],
-                ),
-            ),
-        ):
-            notify.add_catch(end, errors=["States.ALL"], result_path="$.notifyError")
-            notify.next(end)
+        )
+        end_after(invalid, input_rejected(self))
         max_polls = settings.import_max_minutes * 60 // pipeline.POLL_SECONDS
         start = pipeline.build(
             self,

@@ -62,7 +62,7 @@ from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
 from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
 from stacks.shared.alarms import dead_letter_queue
 from stacks.shared.deployment import Deployment
-from stacks.shared.failures import reported_fail
+from stacks.shared.failures import end_after, input_rejected, reported_fail
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
@@ -366,31 +366,18 @@ class PretrainJobsStack(Stack):
         # A notification that still fails after its retries never decides the outcome: the run ends where it would
         # have ended (a state's uncaught error fails the execution: a trained model would be reported as failed).
         # https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html
-        for notify, end in (
-            (succeeded, sfn.Succeed(self, "Done")),
-            (
-                failed,
-                reported_fail(
-                    self,
-                    "TrainingFailed",
-                    error="TrainingJobFailed",
-                    summary="The training run failed",
-                    details=["$.error"],
-                ),
+        end_after(succeeded, sfn.Succeed(self, "Done"))
+        end_after(
+            failed,
+            reported_fail(
+                self,
+                "TrainingFailed",
+                error="TrainingJobFailed",
+                summary="The training run failed",
+                details=["$.error"],
             ),
-            (
-                invalid,
-                reported_fail(
-                    self,
-                    "InputRejected",
-                    error="InvalidInput",
-                    summary="The run's input was refused",
-                    details=["$.error"],
-                ),
-            ),
-        ):
-            notify.add_catch(end, errors=["States.ALL"], result_path="$.notifyError")
-            notify.next(end)
+        )
+        end_after(invalid, input_rejected(self))
         checks = InputChecks(self, bucket_name=self.bucket.bucket_name, train=train, invalid=invalid, failed=failed)
         logs = state_machine_log_group(self, "StateMachineLogs", deployment, deployment.resource_name("pretrain"))
         self.state_machine = sfn.StateMachine(

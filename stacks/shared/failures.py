@@ -22,6 +22,7 @@ import json
 import re
 
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 # ExecutionFailedEventDetails: cause, "Maximum length of 32768"
@@ -54,3 +55,18 @@ def reported_fail(scope: Construct, construct_id: str, *, error: str, summary: s
     """A Fail state named ``construct_id`` that ends the run with ``error`` and, as its cause, ``summary`` followed by
     the state input's values at ``details`` as JSON (what the run's notification carries, and what it caught)."""
     return sfn.Fail.jsonata(scope, construct_id, error=error, cause=cause_expression(summary, *details))
+
+
+def input_rejected(scope: Construct) -> sfn.Fail:
+    """InputRejected: the end of a run whose input its checks refused (the refusal, ``{"Error", "Cause"}``, is at
+    ``$.error``)."""
+    return reported_fail(
+        scope, "InputRejected", error="InvalidInput", summary="The run's input was refused", details=["$.error"]
+    )
+
+
+def end_after(notify: tasks.SnsPublish, end: sfn.IChainable) -> None:
+    """Go on from ``notify`` to ``end``, also when the publish still fails after its retries: a notification never
+    decides a run's outcome (the Catch keeps the run's ``$.error``, putting the publish's own at ``$.notifyError``)."""
+    notify.add_catch(end, errors=["States.ALL"], result_path="$.notifyError")
+    notify.next(end)
