@@ -185,6 +185,12 @@ class SageMakerFineTuneStack(Stack):
             import_role=self.import_role,
             job_prefix=self.job_prefix,
         )
+        # On destroy, the teardown's triggers go before the cleanup runs (a dependent is deleted first:
+        # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-dependson.html). The executions
+        # the cleanup stops end ABORTED, and a teardown started for them deletes their imported models, which prod
+        # keeps; the sandbox's cleanup deletes them itself.
+        for trigger in (self.teardown.rule, self.teardown.backstop.schedule):
+            trigger.node.add_dependency(self.cleanup.resource)
         arn = f"arn:{self.partition}"
         suppress(
             self.teardown.state_machine.role.node.find_child("DefaultPolicy"),

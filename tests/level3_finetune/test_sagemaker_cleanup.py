@@ -860,10 +860,34 @@ def test_the_cleanup_is_in_every_stage_and_deleted_before_what_a_stopping_job_us
     assert (import_role <= depends) == (variant == "sandbox")
     if variant == "sandbox":
         assert resources(template, "Custom::S3AutoDeleteObjects")
-    # ... and nothing waits for it, so it is among the first deleted.
+    # ... and only the teardown's triggers wait for it, so it is among the first deleted once they are gone. The
+    # executions it stops end ABORTED: a teardown started for them would delete their imported models, which prod
+    # keeps (before, the rule and the hourly sweep could still start one while the cleanup ran).
     others = {k: v for k, v in template["Resources"].items() if k != lid}
-    assert not [k for k, v in others.items() if lid in as_list(v.get("DependsOn", []))]
-    assert f'"{lid}"' not in json.dumps(others) and f'"{lid}"' not in json.dumps(template.get("Outputs", {}))
+    waiting = {k for k, v in others.items() if lid in as_list(v.get("DependsOn", []))}
+    [teardown] = [
+        k
+        for k, v in resources(template, "AWS::StepFunctions::StateMachine").items()
+        if str(v["Properties"].get("StateMachineName", "")).endswith("sft-teardown")
+    ]
+    starts_teardown = {
+        k
+        for k, v in others.items()
+        if v["Type"] in ("AWS::Events::Rule", "AWS::Scheduler::Schedule")
+        and (teardown in json.dumps(v["Properties"]) or _targets_a_function_that_starts(template, v, teardown))
+    }
+    assert len(starts_teardown) == 2 and waiting == starts_teardown, (waiting, starts_teardown)
+    without_order = {k: {**v, "DependsOn": None} for k, v in others.items()}
+    assert f'"{lid}"' not in json.dumps(without_order) and f'"{lid}"' not in json.dumps(template.get("Outputs", {}))
+
+
+def _targets_a_function_that_starts(template: dict[str, Any], trigger: dict[str, Any], machine: str) -> bool:
+    """Whether a schedule's target is a function whose environment names ``machine`` (the teardown sweep)."""
+    target = json.dumps(trigger["Properties"].get("Target", {}))
+    return any(
+        f'"{k}"' in target and machine in json.dumps(v["Properties"].get("Environment", {}))
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+    )
 
 
 @pytest.mark.parametrize(
