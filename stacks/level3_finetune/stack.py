@@ -337,13 +337,20 @@ class FineTuneStack(Stack):
         # Start: a job request uploaded under jobs/ (direct StartExecution works too). S3 delivers its events at least
         # once, so the rule starts the pipeline through the starter, which names the execution after the upload: a
         # redelivered event finds its run instead of paying for a second job (starter.py).
-        starter = UploadStarter(self, "UploadStarter", deployment=deployment, pipeline=machine, topic=topic)
+        starter = UploadStarter(
+            self,
+            "UploadStarter",
+            deployment=deployment,
+            pipeline=machine,
+            topic=topic,
+            dead_letters=teardown.backstop.dead_letters,
+        )
         _publishes_to_encrypted_topic(starter.state_machine, data.key.key_arn)
         suppress(
             starter.state_machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "X-Ray and CloudWatch Logs delivery support no resource-level permissions; the starter may start only "
-            "the pipeline and publish only to the topic.",
+            "the pipeline, publish only to the topic and send only to the dead-letter queue.",
             applies_to=["Resource::*"],
         )
         uploaded = deployment.resource_name("ft-job-uploaded")

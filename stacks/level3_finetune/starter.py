@@ -13,7 +13,8 @@ itself but this small Express state machine, which starts it under a name derive
         HasVersion? ──► the upload's version-id too (a versioned bucket's event carries it)
         StartPipeline (states:startExecution, input: the bucket, the key and the version only)
             duplicate (StepFunctions.ExecutionAlreadyExistsException) ──► AlreadyStarted (succeeds quietly)
-            other errors, after retries ──► notify ──► CouldNotStart
+            other errors, after retries ──► dead letter (the teardown backstop's alarmed queue) ──► notify
+                ──► CouldNotStart
 
 A STANDARD execution's name is unique per state machine for 90 days after it closes; StartExecution with the name
 and the input of a running execution returns that execution, and with the name of a closed one (or other input)
@@ -33,6 +34,7 @@ from typing import Any
 
 from aws_cdk import Duration
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -55,6 +57,12 @@ DUPLICATE = "StepFunctions.ExecutionAlreadyExistsException"
 DUPLICATE_ERRORS = [DUPLICATE, "StepFunctions.ExecutionAlreadyExists"]
 START_RETRY_INTERVAL = Duration.seconds(2)
 START_RETRY_ATTEMPTS = 5  # 2 to 32 s apart: about a minute, throttling and transient errors
+# The dead letter of a start that kept failing: sent with retries 2, 4 and 8 s apart, well within the Express limit.
+DEAD_LETTER_RETRY_INTERVAL = Duration.seconds(2)
+DEAD_LETTER_RETRY_ATTEMPTS = 3
+# What the dead letter's outcome says, so that its reader (and the queue's alarm) can tell it from an event
+# EventBridge could not deliver.
+NOT_STARTED = "not started: the uploaded job request did not start the pipeline; upload it again, then delete this"
 # An Express execution runs for at most five minutes
 # (https://docs.aws.amazon.com/step-functions/latest/dg/choosing-workflow-type.html).
 STARTER_TIMEOUT = Duration.minutes(5)
@@ -97,6 +105,7 @@ class UploadStarter(Construct):
         deployment: Deployment,
         pipeline: sfn.StateMachine,
         topic: sns.ITopic,
+        dead_letters: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
         # The run's name goes under $.run, so the event stays for what follows.
@@ -180,7 +189,35 @@ class UploadStarter(Construct):
                 details=["$.error"],
             ),
         )
-        start.add_catch(not_started, errors=["States.ALL"], result_path="$.error")
+        # A start that kept failing is kept in the alarmed dead-letter queue, not only notified: the topic has no
+        # subscriber until alarm_email is set and keeps nothing, and an Express execution keeps no history
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/choosing-workflow-type.html).
+        dead_letter = tasks.SqsSendMessage(
+            self,
+            "DeadLetterNotStarted",
+            queue=dead_letters,
+            message_body=sfn.TaskInput.from_object(
+                {
+                    "outcome": NOT_STARTED,
+                    "starter": sfn.JsonPath.string_at("$$.Execution.Id"),
+                    "request": {"bucket": sfn.JsonPath.string_at("$.bucket"), "key": sfn.JsonPath.string_at("$.key")},
+                    "pipelineExecutionName": sfn.JsonPath.string_at("$.name"),
+                    "pipelineInput": sfn.JsonPath.object_at("$.input"),
+                    "error": sfn.JsonPath.object_at("$.error"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        dead_letter.add_retry(
+            errors=["States.ALL"],
+            interval=DEAD_LETTER_RETRY_INTERVAL,
+            max_attempts=DEAD_LETTER_RETRY_ATTEMPTS,
+            backoff_rate=2.0,
+        )
+        # A queue that stays unreachable still leaves the notification and the failed end.
+        dead_letter.add_catch(not_started, errors=["States.ALL"], result_path="$.deadLetterError")
+        dead_letter.next(not_started)
+        start.add_catch(dead_letter, errors=["States.ALL"], result_path="$.error")
         start.next(sfn.Succeed(self, "Started"))
         version = sfn.Choice(self, "HasVersion?").when(sfn.Condition.is_present(_VERSION), of_version).otherwise(of_key)
         of_version.next(start)

@@ -96,8 +96,8 @@ class TeardownBackstop(Construct):
         holds = "the teardown rule's target, of the sweep and of the job-state notification rule's target"
         if uploads:
             holds = (
-                "the teardown rule's target, of the sweep, of the job-request upload rule's target and of the "
-                "job-state notification rule's target"
+                "the teardown rule's target, of the sweep, of the job-request upload rule's target (and of the "
+                "upload starter's failed starts) and of the job-state notification rule's target"
             )
         self.dead_letters = dead_letter_queue(self, "DeadLetters", holds=holds)
         description = (
@@ -113,8 +113,9 @@ class TeardownBackstop(Construct):
                 f"{label}: an event EventBridge could not deliver (its RULE_ARN attribute names the rule), or a "
                 "sweep that kept failing or could not run in time, is in the dead-letter queue. A run's status event "
                 "or a sweep: a teardown did not start; check for deployments or models left billing. The job-request "
-                "upload rule: the upload started no run; upload the job request again. The job-state rule: a state "
-                "change was not notified; read it there"
+                "upload rule, or a message whose outcome says 'not started' (the upload starter's): the upload "
+                "started no run; upload the job request again. The job-state rule: a state change was not notified; "
+                "read it there"
             )
         self.alarm = alarm_to(
             alarm_topic,

@@ -84,6 +84,8 @@ def resolve(template: dict[str, Any], value: Any) -> str:
             return _name(template, ref, "FunctionName")
         if kind == "AWS::KMS::Key":
             return _key_id(ref)
+        if kind == "AWS::SQS::Queue":  # Ref is the queue URL (aws-resource-sqs-queue.html, Return values)
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{_name(template, ref, 'QueueName')}"
         if kind == "AWS::StepFunctions::StateMachine":  # Ref is the ARN
             name = _name(template, ref, "StateMachineName")
             return f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}"

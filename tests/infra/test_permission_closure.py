@@ -213,6 +213,8 @@ def _tasks(states: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 # Optimized integrations: the actions Step Functions documents for each (service integration pages).
 _OPTIMIZED = {
     "sns:publish": {"sns:Publish"},
+    # https://docs.aws.amazon.com/step-functions/latest/dg/connect-sqs.html (the kit's queues use SSE-SQS: no key)
+    "sqs:sendMessage": {"sqs:SendMessage"},
     "lambda:invoke": {"lambda:InvokeFunction"},
     # https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html ("Run a Job (.sync)") lists ListTags;
     # Step Functions also tags the job it starts (MANAGED_BY_AWS), refused without AddTags (aws/aws-cdk#32294).

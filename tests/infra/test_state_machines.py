@@ -311,9 +311,11 @@ OPTIMIZED_OUTPUTS = {
     "bedrock:invokeModel": ("bedrock-runtime", "InvokeModel"),
     # Request Response answers with the API's own answer
     # (https://docs.aws.amazon.com/step-functions/latest/dg/connect-stepfunctions.html,
-    # https://docs.aws.amazon.com/step-functions/latest/dg/connect-sns.html).
+    # https://docs.aws.amazon.com/step-functions/latest/dg/connect-sns.html,
+    # https://docs.aws.amazon.com/step-functions/latest/dg/connect-sqs.html).
     "states:startExecution": ("stepfunctions", "StartExecution"),
     "sns:publish": ("sns", "Publish"),
+    "sqs:sendMessage": ("sqs", "SendMessage"),
 }
 
 
@@ -683,8 +685,8 @@ def test_the_answer_read_guard_refuses_an_answer_it_has_no_model_of() -> None:
         return "T", {"Type": "Task", "Resource": resource, "ResultPath": "$.t", "End": True, **extra}
 
     # A new optimized integration, or an aws-sdk service botocore does not name: a decision to make first.
-    assert _answer_reads(task("arn:aws:states:::sqs:sendMessage")) == [
-        "S/M.T: no output model for arn:aws:states:::sqs:sendMessage (OPTIMIZED_OUTPUTS)"
+    assert _answer_reads(task("arn:aws:states:::sqs:sendMessageBatch")) == [
+        "S/M.T: no output model for arn:aws:states:::sqs:sendMessageBatch (OPTIMIZED_OUTPUTS)"
     ]
     assert _answer_reads(task("arn:aws:states:::aws-sdk:sfn:describeExecution")) == [
         "S/M.T: no botocore service for aws-sdk:sfn"

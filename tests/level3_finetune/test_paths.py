@@ -47,6 +47,7 @@ from stacks.level3_finetune.pipeline import (
     execution_bounds,
 )
 from stacks.level3_finetune.stack import FineTuneStack
+from stacks.level3_finetune.starter import NOT_STARTED, STARTER_TIMEOUT
 from stacks.level3_finetune.teardown import ENDED_ABNORMALLY
 from stacks.level3_finetune.teardown import READ_RETRY_ATTEMPTS as READ_RETRIES
 from stacks.shared.facts import KIT_NAME
@@ -2279,6 +2280,7 @@ def test_the_key_lets_bedrock_optimize_the_model_only_when_the_kit_deploys_it(ea
 # --- the start from an upload: one run per upload, however often S3's event arrives ------------------------------
 
 STARTER = "UploadStarterStateMachine"  # logical id prefix (stacks/level3_finetune/starter.py)
+SQS_SEND = "arn:aws:states:::sqs:sendMessage"
 PIPELINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:genai-kit-sandbox-finetune"
 
 
@@ -2350,7 +2352,7 @@ def run_starter(variant: Variant, event: Any, start: Any, **names: Any) -> Trace
     def result(call: TaskCall) -> Any:
         if call.state == "StartPipeline":
             return start(call)
-        if call.resource == SNS_PUBLISH:
+        if call.resource in (SNS_PUBLISH, SQS_SEND):
             return {"MessageId": "message-1"}
         raise AssertionError(f"unscripted Task {call.state}")
 
@@ -2492,16 +2494,32 @@ def test_a_start_that_keeps_failing_is_retried_then_notified_within_the_express_
     trace = run_starter(none, upload_event(none), refused)
     assert trace.status == "FAILED" and trace.error == "PipelineNotStarted", trace.describe()  # not States.Timeout
     assert trace.retries["StartPipeline"] >= 3
+    request = {"bucket": none.bucket("FineTuneDataBucket"), "key": "jobs/first-job.json"}
     [(_, message)] = trace.notifications
-    assert message["request"] == {"bucket": none.bucket("FineTuneDataBucket"), "key": "jobs/first-job.json"}
-    # The same with SNS down as well: the notification's retries still end before the Express limit.
+    assert message["request"] == request
+    # Kept in the alarmed dead-letter queue too (before: only notified, and the topic has no subscriber by default).
+    [send] = trace.calls_to("DeadLetterNotStarted")
+    queue = resolve(none.template, {"Ref": _backstop_queue(none.template)})
+    assert send.resource == SQS_SEND and send.parameters["QueueUrl"] == queue
+    letter = send.parameters["MessageBody"]
+    assert letter["outcome"] == NOT_STARTED and letter["request"] == request
+    assert letter["error"]["Error"] == "StepFunctions.ExecutionLimitExceededException"
+    assert letter["pipelineInput"]["detail"]["object"]["version-id"] == FIRST_VERSION
+    # The same with SNS and SQS down as well: their retries still end before the Express limit.
     down = AslError("SNS.InternalErrorException", "unavailable")
 
     def result(call: TaskCall) -> Any:
-        raise down if call.resource == SNS_PUBLISH else refused(call)
+        raise down if call.resource in (SNS_PUBLISH, SQS_SEND) else refused(call)
 
     silent = simulate(starter_definition(none), upload_event(none), result)
     assert silent.error == "PipelineNotStarted", silent.describe()
+    assert silent.retries["DeadLetterNotStarted"] >= 2 and silent.elapsed < STARTER_TIMEOUT.to_seconds()
+
+
+def _backstop_queue(template: dict[str, Any]) -> str:
+    """The teardown backstop's dead-letter queue (stacks/level3_finetune/sweep.py)."""
+    [queue] = [k for k in resources(template, "AWS::SQS::Queue") if k.startswith("TeardownBackstopDeadLetters")]
+    return queue
 
 
 def test_the_duplicate_error_is_the_start_execution_error_botocore_names() -> None:

@@ -263,6 +263,9 @@ def test_the_starter_may_start_only_the_pipeline_and_report_only_to_the_topic(te
     assert by_action.pop("states:StartExecution") == [{"Ref": pipeline_id}]
     assert by_action.pop("sns:Publish") == [{"Ref": topic_id}]
     assert by_action.pop("kms:GenerateDataKey") == by_action.pop("kms:Decrypt") == [{"Fn::GetAtt": [key_id, "Arn"]}]
+    # A start that kept failing is kept in the teardown backstop's alarmed dead-letter queue (SSE-SQS: no key).
+    [queue] = [k for k in resources(template, "AWS::SQS::Queue") if k.startswith("TeardownBackstopDeadLetters")]
+    assert by_action.pop("sqs:SendMessage") == [{"Fn::GetAtt": [queue, "Arn"]}]
     # What is left is X-Ray and CloudWatch Logs delivery, which take no resource.
     assert {a.split(":")[0] for a in by_action} == {"logs", "xray"}, sorted(by_action)
 
