@@ -637,6 +637,10 @@ def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invok
     for prerequisite in ("function role", "SCP", "aws-marketplace:Subscribe", "use-case form"):
         assert prerequisite in error["message"]
     assert "123456789012" not in error["message"]
+    # Converse with a guardrail also needs ApplyGuardrail on it (guardrails-permissions.html): the denial may be that.
+    assert "bedrock:ApplyGuardrail" in error["message"]
+    guardrail = f"'{GUARDRAIL_CONFIG['guardrailIdentifier']}' (version {GUARDRAIL_CONFIG['guardrailVersion']})"
+    assert guardrail in error["message"]
 
 
 def test_use_case_form_not_filled_is_403_with_the_form_advice(invoke: Invoke, stubber: Stubber) -> None:
@@ -1281,6 +1285,7 @@ def test_prompt_read_denied_names_the_missing_permission(invoke: Invoke, stubber
     error = assert_error(reply, 403, "model_access_denied")
     assert "bedrock:GetPrompt" in error["message"]
     assert "123456789012" not in reply.raw["body"]
+    assert "ApplyGuardrail" not in error["message"]  # GetPrompt applies no guardrail
 
 
 # --- routing: any template name reaches the route ----------------------------------------------------------

@@ -24,6 +24,7 @@ from common.errors import (
     VALIDATION_CODES,
     ApiError,
     ConfigurationError,
+    ModelAccessDeniedError,
     ModelTimeoutError,
     NotFoundError,
     aws_error_code,
@@ -61,6 +62,7 @@ CONFIG_HINT = "MODEL_ID, PROMPT_CATALOG and GUARDRAIL_ID"
 MODEL_SETTING = "text_model_id in cdk.json (the function's MODEL_ID)"
 INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries the caller's text
 ANSWER_LIMIT_KEY = "answer_limit_field"  # app context: the request field that bounds the answer's length
+GUARDRAIL_KEY = "guardrail"  # app context: the guardrail a Converse call applies ("<id> (version <v>)")
 
 
 # --- lazy observability ------------------------------------------------------------------------------------
@@ -203,7 +205,13 @@ def _find_template(settings: Settings, name: str) -> Template:
 
 
 def _converse(params: dict[str, Any], *, resource: str, model_id: str) -> bedrock.ConverseResult:
-    app.append_context(**{RESOURCE_KEY: resource})
+    guardrail = params.get("guardrailConfig") or {}
+    app.append_context(
+        **{
+            RESOURCE_KEY: resource,
+            GUARDRAIL_KEY: f"'{guardrail.get('guardrailIdentifier')}' (version {guardrail.get('guardrailVersion')})",
+        }
+    )
     result = bedrock.converse(params, model_id=model_id, remaining_ms=_remaining_ms(), on_retry=_log_retry)
     _record_call(result)
     annotate(get_tracer(), ModelId=result.model_id, GuardrailIntervened=result.guardrail_intervened)
@@ -233,8 +241,13 @@ def _log_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
 
 
 def map_aws_error(exc: BaseException) -> ApiError | None:
-    """``from_aws_error`` for the resource the route is calling, naming the model setting and the input field."""
-    return from_aws_error(
+    """``from_aws_error`` for the resource the route is calling, naming the model setting and the input field.
+
+    A Converse call that was denied names the guardrail it applies too: Converse with a guardrail needs
+    bedrock:ApplyGuardrail on it, and on the Standard tier on its guardrail profile in every Region the profile
+    routes to (https://docs.aws.amazon.com/bedrock/latest/userguide/guardrails-permissions.html,
+    https://docs.aws.amazon.com/bedrock/latest/userguide/guardrail-profiles-permissions.html)."""
+    error = from_aws_error(
         exc,
         resource=str(app.context.get(RESOURCE_KEY) or DEFAULT_RESOURCE),
         config_hint=CONFIG_HINT,
@@ -242,6 +255,14 @@ def map_aws_error(exc: BaseException) -> ApiError | None:
         input_field=app.context.get(INPUT_FIELD_KEY),
         answer_limit_field=app.context.get(ANSWER_LIMIT_KEY),
     )
+    guardrail = app.context.get(GUARDRAIL_KEY)
+    if isinstance(error, ModelAccessDeniedError) and guardrail:
+        return ModelAccessDeniedError(
+            f"{error.message} The call applies guardrail {guardrail}: check too that the role may call "
+            "bedrock:ApplyGuardrail on it (on the Standard tier also on its guardrail profile in every Region the "
+            "profile routes to) and that no SCP denies it."
+        )
+    return error
 
 
 install_error_handlers(
