@@ -815,6 +815,7 @@ class QueryApi(Construct):
                 "KNOWLEDGE_BASE_ID": kb.knowledge_base.attr_knowledge_base_id,
                 "MODEL_ARN": model_arn,
                 "MODEL_ID": model.model_id,
+                "EMBEDDING_MODEL_ID": rag.embedding_model_id,
                 "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
                 "GUARDRAIL_VERSION": guardrail.version.attr_version,
                 "DEFAULT_NUMBER_OF_RESULTS": str(rag.max_results),

@@ -55,6 +55,7 @@ from .rag_filters import invalid_filters, valid_filters
 KB_ID = "KB12345678"
 MODEL_ID = "us.amazon.nova-micro-v1:0"
 MODEL_ARN = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{MODEL_ID}"
+EMBEDDING_MODEL_ID = "amazon.titan-embed-text-v2:0"
 GUARDRAIL_ID = "rag1guard2"
 GUARDRAIL_VERSION = "2"
 NAMESPACE = "GenAiKitTest"
@@ -65,6 +66,7 @@ RAG_ENV = {
     "KNOWLEDGE_BASE_ID": KB_ID,
     "MODEL_ARN": MODEL_ARN,
     "MODEL_ID": MODEL_ID,
+    "EMBEDDING_MODEL_ID": EMBEDDING_MODEL_ID,
     "GUARDRAIL_ID": GUARDRAIL_ID,
     "GUARDRAIL_VERSION": GUARDRAIL_VERSION,
     "VECTOR_STORE": "s3vectors",
@@ -866,6 +868,28 @@ def test_an_input_too_long_on_retrieve_is_the_callers_400_naming_the_query(invok
     stubber.add_client_error(operation, "ValidationException", "Input is too long for requested model.", 400)
     error = assert_error(invoke(event), 400, "model_rejected_input", "query")
     assert "'query'" in error["message"]
+    # Retrieve invokes no generation model: the knowledge base's embedding model read the query.
+    assert EMBEDDING_MODEL_ID in error["message"] and MODEL_ID not in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status", "names"),
+    [
+        ("ThrottlingException", "Too many tokens per day, please wait before trying again.", 429, "quota for"),
+        ("ValidationException", "The provided model identifier is invalid.", 500, "rag_embedding_model_id"),
+    ],
+)
+def test_a_model_error_on_retrieve_names_the_embedding_model_not_the_generation_model(
+    invoke: Invoke, stubber: Stubber, code: str, message: str, status: int, names: str
+) -> None:
+    """Before: /retrieve's errors named the generation model (text_model_id), which Retrieve never calls (botocore
+    bedrock-agent-runtime RetrieveRequest has no model member), and sent the operator to the wrong setting."""
+    operation, event, _ = _route("retrieve")
+    stubber.add_client_error(operation, code, message, 400 if code == "ValidationException" else 429)
+    reply = invoke(event)
+    assert reply.status == status, reply.body
+    text = reply.body["error"]["message"]
+    assert EMBEDDING_MODEL_ID in text and names in text and MODEL_ID not in text and "text_model_id" not in text
 
 
 def test_an_input_too_long_on_ask_names_the_results_and_the_session_not_the_question(

@@ -66,6 +66,7 @@ ROUTES: tuple[tuple[str, str], ...] = (("POST", "/ask"), ("POST", "/retrieve"))
 RETRY_AFTER_UNAVAILABLE_S = 5
 CONFIG_HINT = "KNOWLEDGE_BASE_ID, MODEL_ARN and GUARDRAIL_ID"
 MODEL_SETTING = "text_model_id in cdk.json (the function's MODEL_ARN)"
+EMBEDDING_SETTING = "rag_embedding_model_id in cdk.json (the knowledge base's embedding model)"
 # RetrieveAndGenerate's ValidationException texts that are not the caller's input (matched lower-cased).
 KB_MODEL_REFUSED = "model is not supported for"
 SESSION_REFUSED = "session with id"
@@ -320,10 +321,14 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
                 field="numberOfResults",
             )
     # ValidationException (classified by its message: the deployment's model, an input too long, else the caller's,
-    # with Bedrock's message, account ids redacted), throttling, the account's other refusals and the rest
-    return from_aws_error(
-        exc, resource=settings.model_id, config_hint=CONFIG_HINT, model_setting=MODEL_SETTING, input_field=input_field
-    )
+    # with Bedrock's message, account ids redacted), throttling, the account's other refusals and the rest. Retrieve
+    # (POST /retrieve, input field "query") takes no model: the knowledge base embeds the query with its embedding
+    # model (botocore bedrock-agent-runtime RetrieveRequest has no model member), so a model named there is that one.
+    if input_field == "query":
+        model, setting = settings.embedding_model_id, EMBEDDING_SETTING
+    else:
+        model, setting = settings.model_id, MODEL_SETTING
+    return from_aws_error(exc, resource=model, config_hint=CONFIG_HINT, model_setting=setting, input_field=input_field)
 
 
 def map_guardrail_error(exc: BaseException, settings: Settings) -> ApiError | None:

@@ -29,6 +29,7 @@ class Settings:
     knowledge_base_id: str
     model_arn: str
     model_id: str
+    embedding_model_id: str
     guardrail_id: str
     guardrail_version: str
     vector_store: str
@@ -50,6 +51,8 @@ def get_settings() -> Settings:
         knowledge_base_id=env_matching("KNOWLEDGE_BASE_ID", KNOWLEDGE_BASE_ID, "a 10-character knowledge base id"),
         model_arn=model_arn,
         model_id=env_str("MODEL_ID"),
+        # The knowledge base's embedding model, which embeds a /retrieve query (Retrieve invokes no other model).
+        embedding_model_id=env_str("EMBEDDING_MODEL_ID"),
         guardrail_id=env_matching("GUARDRAIL_ID", GUARDRAIL_ID, "a guardrail id (lowercase letters and digits)"),
         guardrail_version=env_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
         vector_store=_vector_store(),
