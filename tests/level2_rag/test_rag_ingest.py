@@ -586,15 +586,35 @@ def test_time_budget_stops_the_drain(world: World) -> None:
             self.remaining_ms -= 1_000
             return self.remaining_ms
 
-    # 1 s passes per look at the clock: 30.5 s left when the run starts (visibility), 29.5 s when the drain starts,
-    # then 28.5 s to 25.5 s before the four receives (each leaves more beyond the 20 s reserve than the drain has
-    # used: 8.5 s over 1 s ... 5.5 s over 4 s), then 24.5 s: 4.5 s beyond the reserve, less than the 5 s used. The
-    # deletes take one batch call per receive, so they get as long as the drain had.
+    # 1 s passes per look at the clock: the reserve + 10.5 s left when the run starts (visibility), + 9.5 s when the
+    # drain starts, then + 8.5 s to + 5.5 s before the four receives (each leaves more beyond the reserve than the
+    # drain has used: 8.5 s over 1 s ... 5.5 s over 4 s), then + 4.5 s, less than the 5 s used. The deletes take one
+    # batch call per receive, so they get as long as the drain had.
     result = world.sync(Shrinking(remaining_ms=ingestion.DRAIN_RESERVE_MS + 10_500))
 
     assert len(world.tracker.receive_calls) == 4
     assert (result["changes"], result["deleted"]) == (40, 40)
     assert len(world.queued_bodies()) == 10
+
+
+def test_the_drain_keeps_back_the_longest_start_ingestion_job_its_client_may_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: 20 s, while the client's 3 attempts of 3 s connect + 10 s read alone take 39 s: a run killed after the
+    start but before the deletes brings its changes back for one more job. Read from the client as built."""
+    from rag_ingest import aws
+    from stacks.level2_rag.stack import INGEST_TIMEOUT
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    aws.get_agent_client.cache_clear()
+    config = aws.get_agent_client().meta.config
+    aws.get_agent_client.cache_clear()
+    attempts = config.retries["total_max_attempts"]
+    # botocore standard mode: a wait of at most 2**i s before retry i+1, plus at most 5 s for x-amz-retry-after
+    waits = sum(2**i + 5 for i in range(attempts - 1))
+    assert (attempts * (config.connect_timeout + config.read_timeout) + waits) * 1000 <= ingestion.DRAIN_RESERVE_MS
+    # ... and the run still has time to drain: the reserve is under half the function's timeout.
+    assert INGEST_TIMEOUT.to_seconds() * 1000 / 2 > ingestion.DRAIN_RESERVE_MS
 
 
 def test_a_failed_delete_is_retried_and_a_sender_fault_is_reported(

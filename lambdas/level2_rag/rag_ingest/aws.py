@@ -12,6 +12,13 @@ CLIENT_CONFIG: dict[str, Any] = {
     "connect_timeout": 3,
     "read_timeout": 10,
 }
+# The longest one call may take: every attempt's connect and read timeouts, and the waits between attempts. botocore's
+# standard mode waits rand(0, 1) x 2**i s before retry i+1 of a throttled call (less otherwise), raised by an
+# x-amz-retry-after header to at most 5 s more (botocore/retries/standard.py, ExponentialBackoff.delay_amount).
+_ATTEMPTS = CLIENT_CONFIG["retries"]["total_max_attempts"]
+CALL_BUDGET_S = _ATTEMPTS * (CLIENT_CONFIG["connect_timeout"] + CLIENT_CONFIG["read_timeout"]) + sum(
+    2**i + 5 for i in range(_ATTEMPTS - 1)
+)
 
 
 @lru_cache(maxsize=1)

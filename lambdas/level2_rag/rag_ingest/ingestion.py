@@ -67,6 +67,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from common.errors import aws_error_code, aws_error_message, trim
+from rag_ingest.aws import CALL_BUDGET_S
 from rag_ingest.changes import Change, PoisonMessage, covered, parse_change
 from rag_ingest.settings import Settings
 
@@ -102,10 +103,11 @@ VISIBILITY_MARGIN_S = 30  # received messages stay hidden a bit longer than the 
 MAX_VISIBILITY_S = 43_200
 MAX_DELAY_S = 900  # SendMessage DelaySeconds: 0 to 900 (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessageBatchRequestEntry.html)
 RELEASE_VISIBILITY_S = 60  # after a failed start, the messages come back this soon (before the next sync)
-# Kept for StartIngestionJob after the drain. The deletes after it take one DeleteMessageBatch per ReceiveMessage
+# Kept for StartIngestionJob after the drain: the longest the call may take with its client's retries (52 s; it was
+# 20 s, shorter than the call's own worst case). The deletes after it take one DeleteMessageBatch per ReceiveMessage
 # (10 messages each), so the drain also keeps back as long as it has run: it stops once what is left, less this
 # reserve, is no more than what it has used.
-DRAIN_RESERVE_MS = 20_000
+DRAIN_RESERVE_MS = CALL_BUDGET_S * 1000
 DEFAULT_RUN_MS = 60_000  # the time budget when there is no Lambda context
 EMPTY_RECEIVES_TO_STOP = 2  # short polls sample a subset of SQS servers: one empty answer is not proof
 # The queue's maxReceiveCount is 5: SQS moves a message to the dead-letter queue when it would be received a 6th
