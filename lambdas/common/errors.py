@@ -45,8 +45,11 @@ RETRYABLE_CODES = THROTTLING_CODES | UNAVAILABLE_CODES
 # What botocore's standard retry mode treats as transient (botocore/retries/standard.py, TransientRetryableChecker):
 # any error response with one of these statuses (e.g. Bedrock's unmodeled InternalFailure 500 and ServiceUnavailable
 # 503, https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html) and any
-# connection failure (endpoint unreachable, connection closed, a connection not opened in time). Read timeouts stay
-# TIMEOUT_ERRORS: never retried, 504.
+# connection failure (endpoint unreachable, connection closed, a connection not opened in time). A connection closed
+# before the answer may have carried the request ("Connection was closed before we received a valid response",
+# botocore ConnectionClosedError), so retrying a call without an idempotency token (Converse, RetrieveAndGenerate)
+# may bill it twice, as botocore's own retries would; the docs say so. Read timeouts stay TIMEOUT_ERRORS: never
+# retried, 504.
 TRANSIENT_STATUS_CODES = frozenset({500, 502, 503, 504})
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (BotocoreConnectionError, HTTPClientError)
 # Anthropic models need the account's use-case form first (HTTP 404, same troubleshooting page, under the heading
