@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import jsii
+from aws_cdk import IStableStringProducer, Lazy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -26,6 +28,7 @@ STAGE_NAME = "v1"
 # messages cannot name a field, and gateway response templates cannot escape them).
 JSON_OBJECT_BODY = apigw.JsonSchema(schema=apigw.JsonSchemaVersion.DRAFT4, type=apigw.JsonSchemaType.OBJECT)
 
+MISSING_SIGNATURE_OR_ROUTE = "missing_signature_or_route"
 # (response type, status or None to keep API Gateway's, error code, field) for the gateway's own errors.
 _GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], ...] = (
     (apigw.ResponseType.BAD_REQUEST_BODY, "400", "invalid_request_body", "body"),
@@ -33,7 +36,7 @@ _GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], .
     (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "request_too_large", "body"),
     (apigw.ResponseType.UNSUPPORTED_MEDIA_TYPE, "415", "unsupported_media_type", "Content-Type"),
     (apigw.ResponseType.ACCESS_DENIED, "403", "access_denied", None),
-    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "missing_signature_or_route", None),
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", MISSING_SIGNATURE_OR_ROUTE, None),
     (apigw.ResponseType.INVALID_SIGNATURE, "403", "invalid_signature", None),
     (apigw.ResponseType.EXPIRED_TOKEN, "403", "expired_credentials", None),
     (apigw.ResponseType.THROTTLED, "429", "throttled", None),
@@ -51,16 +54,33 @@ _RETRY_AFTER_SECONDS = "1"
 _FIXED_MESSAGES = {
     "invalid_request_body": "The request body must be a JSON object (sent with Content-Type: application/json).",
 }
+# MISSING_AUTHENTICATION_TOKEN answers an unsigned request and, as well, "the cases when the client attempts to invoke
+# an unsupported API method or resource" (supported-gateway-response-types.html): its messageString, "Missing
+# Authentication Token", tells a signed caller with a mistyped path the wrong thing. The fixed message names both
+# causes and the API's routes.
+NO_SUCH_ROUTE = "No such route or method, or the request is not signed with SigV4 (IAM auth). Routes: {routes}."
 
 
-def error_template(code: str, field: str | None) -> str:
-    """A gateway response body in the kit's error shape; messageString arrives quoted and escaped."""
+def error_template(code: str, field: str | None, message_json: str | None = None) -> str:
+    """A gateway response body in the kit's error shape; messageString arrives quoted and escaped. ``message_json``
+    (a fixed message as a JSON string) takes the place of _FIXED_MESSAGES' and of messageString."""
     fixed = _FIXED_MESSAGES.get(code)
-    message = json.dumps(fixed) if fixed else "$context.error.messageString"
+    message = message_json or (json.dumps(fixed) if fixed else "$context.error.messageString")
     members = [f'"code": {json.dumps(code)}', f'"message": {message}']
     if field:
         members.append(f'"field": {json.dumps(field)}')
     return '{"error": {' + ", ".join(members) + "}}"
+
+
+@jsii.implements(IStableStringProducer)
+class _RouteMessage:
+    """NO_SUCH_ROUTE as a JSON string, with the routes as they are at synthesis."""
+
+    def __init__(self, routes: list[str]) -> None:
+        self._routes = routes
+
+    def produce(self) -> str:
+        return json.dumps(NO_SUCH_ROUTE.format(routes=", ".join(self._routes)))
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,7 @@ class RestApi(Construct):
         self, scope: Construct, construct_id: str, *, deployment: Deployment, throttle: ApiThrottle, description: str
     ) -> None:
         super().__init__(scope, construct_id)
+        self.routes: list[str] = []  # "<METHOD> <path>" of every method add_lambda_method adds
         self.access_logs = log_group(self, "AccessLogs", deployment)
         self.api = apigw.RestApi(
             self,
@@ -124,7 +145,7 @@ class RestApi(Construct):
                 type=response_type,
                 status_code=status,
                 response_headers=headers,
-                templates={"application/json": error_template(code, field)},
+                templates={"application/json": error_template(code, field, self._fixed_message(code))},
             )
         suppress(
             self.api.deployment_stage,
@@ -132,6 +153,12 @@ class RestApi(Construct):
             "No WAF web ACL by default: every method needs SigV4 (IAM) auth and the stage is throttled, and a "
             "web ACL would add about $5/month plus $1 per rule while the API sits idle.",
         )
+
+    def _fixed_message(self, code: str) -> str | None:
+        """The route list's message for MISSING_AUTHENTICATION_TOKEN, made at synthesis, once every method is added."""
+        if code != MISSING_SIGNATURE_OR_ROUTE:
+            return None
+        return Lazy.string(_RouteMessage(self.routes))
 
     def body_model(self, name: str, schema: apigw.JsonSchema) -> apigw.Model:
         return self.api.add_model(f"{name}Model", content_type="application/json", model_name=name, schema=schema)
@@ -146,6 +173,7 @@ class RestApi(Construct):
         path_parameters: tuple[str, ...] = (),
     ) -> apigw.Method:
         """An IAM-authorized method that proxies to ``function`` with the API's validator."""
+        self.routes.append(f"{http_method} {resource.path}")
         method = resource.add_method(
             http_method,
             apigw.LambdaIntegration(function, proxy=True),

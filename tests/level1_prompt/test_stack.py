@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match
 
 from stacks.level1_prompt.prompt_templates import load_templates
 from stacks.shared.facts import PROFILE_GEOGRAPHIES
+from stacks.shared.rest_api import NO_SUCH_ROUTE
 from tests.infra.helpers import DEFAULT_PROJECT, as_list, only, render, resources, statements
 
 STACK = "GenAiKit-1-Prompt"
@@ -95,6 +96,11 @@ def test_gateway_errors_render_the_kit_error_shape_as_valid_json(sandbox: Any, s
             assert "$context" not in body_template and json.loads(body_template) == {
                 "error": {"code": "invalid_request_body", "message": BODY_REASON, "field": "body"}
             }
+        elif props["ResponseType"] == "MISSING_AUTHENTICATION_TOKEN":
+            # A signed caller with a mistyped path or method is told so, and shown the routes the API has.
+            head, routes = NO_SUCH_ROUTE.split("{routes}")[0], body["error"]["message"]
+            assert "$context" not in body_template and routes.startswith(head) and routes.endswith(".")
+            assert sorted(routes[len(head) : -1].split(", ")) == sorted(api_routes(sandbox.templates[stack]))
         else:
             assert body["error"]["message"] == 'say "no"'
         if props["ResponseType"] == "THROTTLED":
@@ -102,6 +108,24 @@ def test_gateway_errors_render_the_kit_error_shape_as_valid_json(sandbox: Any, s
             assert props["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
 
 
+def api_routes(template: dict[str, Any]) -> list[str]:
+    """ "<METHOD> <path>" of every method of the template's REST API, its path read up the resources' parents."""
+    parts = {k: v["Properties"] for k, v in resources(template, "AWS::ApiGateway::Resource").items()}
+
+    def path(ref: Any) -> str:
+        if not isinstance(ref, dict) or "Ref" not in ref:  # the API's root resource (Fn::GetAtt RootResourceId)
+            return ""
+        part = parts[ref["Ref"]]
+        return f"{path(part['ParentId'])}/{part['PathPart']}"
+
+    methods = resources(template, "AWS::ApiGateway::Method").values()
+    routes = [f"{m['Properties']['HttpMethod']} {path(m['Properties']['ResourceId']) or '/'}" for m in methods]
+    assert routes, "no methods"
+    return routes
+
+
+# MISSING_AUTHENTICATION_TOKEN also answers "an unsupported API method or resource" (supported-gateway-response-
+# types.html): before, a signed request to a mistyped path was told "Missing Authentication Token".
 # API Gateway's default status code for each response type the kit customizes, and the fallback response a type
 # defaults to, from "Gateway response types for API Gateway":
 # https://docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-response-types.html
