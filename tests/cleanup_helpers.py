@@ -184,6 +184,7 @@ def context(remaining_ms: int) -> Any:
 
 IAM_PREFIX = {
     "bedrock": "bedrock",
+    "bedrock-agent": "bedrock",
     "sagemaker": "sagemaker",
     "stepfunctions": "states",
     "cloudformation": "cloudformation",
@@ -259,5 +260,8 @@ def common_actions(module: str) -> set[str]:
 
 
 def called_actions(package: str) -> set[str]:
-    """The IAM actions a cleanup function's code calls: its package and the shared steps (stack_cleanup.py)."""
-    return _actions_in(sorted(package_dir(package).glob("*.py"))) | common_actions("stack_cleanup")
+    """The IAM actions a cleanup function's code calls: its package and the shared steps it imports
+    (stack_cleanup.py, and executions.py where it stops a state machine's executions)."""
+    files = sorted(package_dir(package).glob("*.py"))
+    shared = {"stack_cleanup", *(m for m in ("executions",) if any(f"common.{m} " in f.read_text() for f in files))}
+    return _actions_in(files) | set().union(*(common_actions(module) for module in shared))

@@ -1,6 +1,6 @@
 """What the kit's sandbox cleanup custom resources share: clients with bounded timeouts, a deadline that leaves
 time to answer CloudFormation, paging, polling until nothing is pending, calls that tolerate given errors and
-deletes that wait while a resource is busy, stopping a state machine's executions, and the handler's answer
+deletes that wait while a resource is busy, and the handler's answer
 (which reads the stack's status: a cleanup acts only when its stack is being deleted).
 
 A cleanup resource acts only when its stack is being deleted, answers SUCCESS or FAILED naming what is left
@@ -142,42 +142,6 @@ def delete_when_free(call: Callable[..., Any], doing: str, deadline: Deadline, *
 
 def stack_status(stack_id: str) -> str:
     return str(client("cloudformation").describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"])
-
-
-def stop_executions(
-    state_machine_arn: str, deadline: Deadline, cause: str, stopped_before: set[str] | None = None
-) -> int:
-    """Stop the state machine's running executions, so none creates anything meanwhile; how many were stopped.
-
-    ``stopped_before``: the executions an earlier look stopped, skipped (ListExecutions is eventually consistent:
-    one just stopped may still be listed RUNNING); each execution stopped now is added to it.
-    """
-    stopped = 0
-    skipped = stopped_before if stopped_before is not None else set()
-    running = pages(
-        client("stepfunctions").list_executions, "executions", stateMachineArn=state_machine_arn, statusFilter="RUNNING"
-    )
-    try:
-        listed = list(running)
-    except ClientError as err:
-        # Deleted outside the stack: nothing of it runs, and failing here would fail every destroy (DELETE_FAILED).
-        if error_code(err) == "StateMachineDoesNotExist":
-            return 0
-        raise
-    for execution in listed:
-        if execution["executionArn"] in skipped:
-            continue
-        skipped.add(execution["executionArn"])
-        deadline.check("stopping the pipeline's executions")
-        try:
-            client("stepfunctions").stop_execution(
-                executionArn=execution["executionArn"], error="StackDeleted", cause=cause
-            )
-            stopped += 1
-        except ClientError as err:
-            if error_code(err) != "ExecutionDoesNotExist":
-                raise
-    return stopped
 
 
 def answer(

@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common.stack_cleanup import Deadline, client_factory, pages, stop_executions, tolerate, wait_until_done
+from common.executions import stop_executions
+from common.stack_cleanup import Deadline, client_factory, pages, tolerate, wait_until_done
 
 # What follows the prefix in a name a state machine gives: States.Hash MD5 of the execution ARN, lowercase hex.
 RUN_ID = re.compile(r"[0-9a-f]{32}")

@@ -45,6 +45,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from common.executions import stop_executions
 from common.stack_cleanup import (
     CleanupError,
     Deadline,
@@ -53,7 +54,6 @@ from common.stack_cleanup import (
     delete_when_free,
     error_code,
     pages,
-    stop_executions,
     tolerate,
     wait_until_done,
 )

@@ -42,6 +42,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from common.executions import stop_executions
 from common.stack_cleanup import (
     CleanupError,
     Deadline,
@@ -49,7 +50,6 @@ from common.stack_cleanup import (
     client_factory,
     delete_when_free,
     pages,
-    stop_executions,
     wait_until_done,
 )
 from common.training_cleanup import StackTrainingJobs, is_run_name, last_look, same_uri, stop_training_jobs

@@ -26,7 +26,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from common.stack_cleanup import CleanupError, Deadline, answer, stop_executions
+from common.executions import stop_executions
+from common.stack_cleanup import CleanupError, Deadline, answer
 from common.training_cleanup import StackTrainingJobs, last_look, stop_training_jobs
 
 logger = Logger(service="pretrain-cleanup")
