@@ -90,6 +90,7 @@ FREE_WHILE_IDLE = frozenset(
         "Custom::CDKBucketDeployment",
         "Custom::OpenSearchServerlessWait",  # runs only while the stack is created or updated
         "Custom::PretrainJobsCleanup",  # runs only when the stack is deleted
+        "Custom::RagIngestionCleanup",  # runs only when the stack is deleted
         "Custom::SageMakerFineTuneCleanup",  # runs only when the stack is deleted
         "Custom::S3AutoDeleteObjects",
         "Custom::S3BucketNotifications",

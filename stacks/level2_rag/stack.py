@@ -35,6 +35,7 @@ from constructs import Construct
 from rag_api.filters import OSS_METADATA_FIELD, OSS_TEXT_FIELD, OSS_VECTOR_FIELD, S3_VECTORS_NON_FILTERABLE_KEYS
 from rag_ingest.ingestion import RECONCILE_EVERY
 from stacks.config import KitConfig
+from stacks.level2_rag.cleanup import IngestionCleanup
 from stacks.level2_rag.settings import RagSettings
 from stacks.shared.alarms import (
     FIVE_MINUTES,
@@ -891,6 +892,17 @@ class RagStack(Stack):
             kb=kb,
         )
         kb.grant_ingestion(ingestion.handler.role)
+        # Destroy, every stage: the knowledge base's ingestion jobs are stopped before the data source is deleted.
+        IngestionCleanup(
+            self,
+            "DestroyCleanup",
+            deployment=deployment,
+            knowledge_base_arn=kb.arn,
+            knowledge_base_id=kb.knowledge_base.attr_knowledge_base_id,
+            data_source_id=kb.data_source.attr_data_source_id,
+            ingest_function=ingestion.handler,
+            ingest_timeout=INGEST_TIMEOUT,
+        )
         guardrail = KitGuardrail(
             self,
             "Guardrail",
