@@ -768,7 +768,11 @@ class IngestionPipeline(Construct):
                 targets=[
                     targets.LambdaFunction(
                         self.handler.function,
-                        event=events.RuleTargetInput.from_object({"action": action}),
+                        # The reconcile reports the hour up to the time its event was due, not to when it runs: a
+                        # retried or late run would otherwise leave the jobs that ended in between unreported.
+                        event=events.RuleTargetInput.from_object(
+                            {"action": action, **({"time": events.EventField.time} if action == "reconcile" else {})}
+                        ),
                         retry_attempts=2,
                         dead_letter_queue=self.dead_letters,
                     )

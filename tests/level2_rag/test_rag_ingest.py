@@ -1087,6 +1087,49 @@ def test_the_reconcile_reports_every_job_that_ended_since_its_previous_run(
     assert [params["ingestionJobId"] for op, params in world.agent.calls if op == "GetIngestionJob"] == [failing.job_id]
 
 
+def test_a_late_or_retried_reconcile_reports_the_hour_up_to_its_due_time_so_the_windows_meet(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the window ended when the run started. Lambda runs a failed asynchronous invocation again minutes
+    later, so a retry covered (T+2min-1h, T+2min] and the next run (T+1h-1h, ...]: a job that ended between T-1h and
+    T-1h+2min was in neither. Now each run reports the hour up to its event's due time (to the minute)."""
+    due = world.clock.datetime().replace(second=0, microsecond=0) + timedelta(hours=2)
+    due_ms = int(due.timestamp() * 1000)
+    early = world.agent.add_job(started_ms=due_ms - 62 * 60_000, duration_ms=60_000, by="function")  # ends T-61min
+    inside = world.agent.add_job(started_ms=due_ms - 59 * 60_000, duration_ms=60_000, by="function")  # ends T-58min
+    after = world.agent.add_job(started_ms=due_ms + 60_000, duration_ms=60_000, by="function")  # ends T+2min
+    world.clock.advance_to(due_ms + 30 * 60_000)  # the retry runs half an hour late
+    capsys.readouterr()
+
+    def run(at: datetime) -> list[str]:
+        event = {**RECONCILE, "time": f"{at:%Y-%m-%dT%H:%M}:27Z"}  # a due time with its seconds
+        result: dict[str, Any] = rag_ingest.handler.handler(event, cast(Any, SimContext()))
+        return list(result["jobsReported"])
+
+    reported = [run(due - timedelta(hours=1)), run(due)]
+    world.clock.advance_to(due_ms + 70 * 60_000)
+    reported.append(run(due + timedelta(hours=1)))
+    # Each job once, in the window it ended in (the reconcile's own syncs may start and report jobs of their own);
+    # the run due at T does not report the job that ended after T, though it ran after that.
+    ours = {early.job_id: 0, inside.job_id: 1, after.job_id: 2}
+    for job_id, window in ours.items():
+        assert [i for i, jobs in enumerate(reported) if job_id in jobs] == [window], (job_id, reported)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"action": "reconcile", "time": "2026-12-02 14:00:00"},
+        {"action": "reconcile", "time": "2026-13-02T14:00:00Z"},
+        {"action": "reconcile", "time": 1764684000},
+        {"action": "sync", "time": "2026-12-02T14:00:00Z"},
+        {"action": "reconcile", "time": "2026-12-02T14:00:00Z", "extra": 1},
+    ],
+)
+def test_a_reconcile_time_that_is_not_an_eventbridge_time_is_an_unsupported_event(event: dict[str, Any]) -> None:
+    assert rag_ingest.handler.parse_action(event) is None
+
+
 def test_the_reconcile_report_reads_every_job_an_hour_at_the_shortest_interval_can_end() -> None:
     # The shortest sync interval the settings allow (their constraint, not a copy of it)
     [shortest] = [m.ge for m in RagSettings.model_fields["sync_interval_minutes"].metadata if hasattr(m, "ge")]

@@ -8,6 +8,7 @@ import json
 import re
 import tempfile
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -312,9 +313,19 @@ def test_ingest_function_runs_on_two_schedules(sandbox: Any, template: dict[str,
             assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
             # a run EventBridge could not start lands in the alarmed dead-letter queue, not dropped
             assert target["DeadLetterConfig"] == {"Arn": dlq_arn}
-            schedules[target["Input"]] = props["ScheduleExpression"]
+            if "InputTransformer" in target:  # the reconcile's due time: EventBridge fills in the event's $.time
+                transformer = target["InputTransformer"]
+                assert transformer["InputPathsMap"] == {"time": "$.time"}
+                sent = json.loads(transformer["InputTemplate"].replace("<time>", '"2026-12-02T14:00:27Z"'))
+                assert import_module("rag_ingest.handler").parse_action(sent) == sent["action"]
+                schedules[json.dumps(sent)] = props["ScheduleExpression"]
+            else:
+                schedules[json.dumps(json.loads(target["Input"]))] = props["ScheduleExpression"]
     minutes = sandbox.config.rag.sync_interval_minutes
-    assert schedules == {'{"action":"sync"}': f"rate({minutes} minutes)", '{"action":"reconcile"}': "rate(1 hour)"}
+    assert schedules == {
+        '{"action": "sync"}': f"rate({minutes} minutes)",
+        '{"action": "reconcile", "time": "2026-12-02T14:00:27Z"}': "rate(1 hour)",
+    }
 
 
 @pytest.mark.parametrize("variant", ["sandbox", "prod", "sandbox_oss"])

@@ -15,6 +15,7 @@ the changes stay queued either way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -32,6 +33,9 @@ from rag_ingest.settings import get_settings
 logger = Logger()
 
 ACTIONS = ("sync", "reconcile")
+# The time an EventBridge scheduled event was due: its "time" field, ISO-8601 UTC to the second, e.g.
+# "2022-04-31T17:00:00Z" (https://docs.aws.amazon.com/eventbridge/latest/ref/overiew-event-structure.html).
+RECONCILE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 @lru_cache(maxsize=1)
@@ -51,10 +55,28 @@ def _publish(values: Mapping[str, tuple[MetricUnit, float]]) -> None:
 
 
 def parse_action(event: Any) -> str | None:
-    """``sync`` or ``reconcile`` for the schedules' constant input; None for anything else."""
-    if isinstance(event, dict) and set(event) == {"action"} and event["action"] in ACTIONS:
+    """``sync`` or ``reconcile`` for the schedules' input; None for anything else. The reconcile schedule adds the
+    time it was due (its event's ``time``, RECONCILE_TIME), which must then be an ISO-8601 UTC time."""
+    if not isinstance(event, dict) or event.get("action") not in ACTIONS:
+        return None
+    if set(event) == {"action"}:
         return str(event["action"])
+    if event["action"] == "reconcile" and set(event) == {"action", "time"} and scheduled_time(event) is not None:
+        return "reconcile"
     return None
+
+
+def scheduled_time(event: dict[str, Any]) -> datetime | None:
+    """The reconcile's due time (``"2026-12-02T14:00:27Z"``) to the minute, or None when the event carries none or a
+    bad one. To the minute: a rate schedule's events come an hour apart give or take seconds, so two consecutive
+    windows meet."""
+    text = event.get("time")
+    if not isinstance(text, str) or not RECONCILE_TIME.fullmatch(text):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(second=0)
+    except ValueError:
+        return None
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -98,7 +120,7 @@ def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     if action == "sync":
         return run_sync(deps).to_dict()
-    return run_reconcile(deps)
+    return run_reconcile(deps, scheduled_time(event))
 
 
 def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestion.SyncResult:
@@ -122,16 +144,20 @@ def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestio
     return result
 
 
-def run_reconcile(deps: ingestion.Deps) -> dict[str, Any]:
-    """Report the jobs that ended since the previous run, then sync even when the report failed (the sync's error
-    is raised first).
+def run_reconcile(deps: ingestion.Deps, due: datetime | None = None) -> dict[str, Any]:
+    """Report the jobs that ended in the hour before ``due`` (the time the schedule was due; now when not given),
+    then sync even when the report failed (the sync's error is raised first).
 
+    The window ends at the due time, not when the run starts: Lambda runs a failed asynchronous invocation again a
+    minute or two later, and a throttled one up to hours later
+    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html), and a window measured from
+    the start would skip the jobs that ended between the two; the hourly due times tile the hours without a gap.
     The report comes first: the sync retries a job that ended FAILED or STOPPED (or COMPLETE with failed
     documents), and the retry would otherwise be the newest job, so a failure would never reach the alarms.
     """
     report_error: Exception | None = None
     recent: ingestion.RecentJobs | None = None
-    at = now()
+    at = due or now()
     try:
         recent = ingestion.recent_jobs(deps, at - ingestion.RECONCILE_EVERY)
     except Exception as exc:
@@ -164,7 +190,13 @@ def now() -> datetime:
 
 
 def _ended_since(report: ingestion.JobReport, at: datetime) -> bool:
-    return report.finished and ingestion.finished_since(report, at - ingestion.RECONCILE_EVERY)
+    """Whether the job ended in the hour up to ``at``: a later end is the next window's (a job whose end time is not
+    known is reported)."""
+    return (
+        report.finished
+        and ingestion.finished_since(report, at - ingestion.RECONCILE_EVERY)
+        and (report.updated_at is None or not ingestion.finished_since(report, at))
+    )
 
 
 def _report_jobs(recent: ingestion.RecentJobs, at: datetime) -> None:
