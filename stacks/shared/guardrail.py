@@ -15,7 +15,8 @@ from stacks.shared.deployment import Deployment
 from stacks.shared.settings import GuardrailSettings, guardrail_profile, guardrail_region_problems
 
 _CONTENT_FILTERS = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT")
-# Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version.
+# Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version; a test
+# (tests/infra/test_guardrail_tier.py, RENDERED) fails when the rendered guardrail changes under the same revision.
 _GUARDRAIL_REVISION = 1
 
 

@@ -168,3 +168,34 @@ def test_levels_1_and_2_apply_the_standard_tier_through_their_functions_roles(tm
         assert props["ContentPolicyConfig"]["ContentFiltersTierConfig"] == {"TierName": "STANDARD"}
         assert "us.guardrail.v1:0" in render(props["CrossRegionConfig"]["GuardrailProfileArn"])
         assert "ApplyGuardrailProfile" in _apply_statements(template), stack_id
+
+
+# The version's Description digests the settings and _GUARDRAIL_REVISION, not the guardrail as rendered: a change to its
+# fixed parts (the blocked messages, the topic's definition and examples, the description) publishes no new version,
+# and the deployed APIs keep applying the old text, unless the revision is bumped. The guardrail as rendered for each
+# (revision, tier, settings digest) it was checked at; a change of the settings (cdk.json) is a new key, and so a new
+# version by itself: record it under the same revision.
+RENDERED = {
+    (1, "classic", "f627c3f6104e3dff"): "2cd029c1bd618adb",
+    (1, "standard", "22c08b25433a5fcd"): "fd9ddb0ed5bd05f3",
+}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("tier", ["classic", "standard"])
+def test_a_change_to_the_guardrail_its_settings_do_not_describe_comes_with_a_new_revision(
+    tmp_path: Path, tier: str
+) -> None:
+    found = _synth(tmp_path, guardrail_tier=tier)
+    props = {
+        k: v for k, v in only(found["template"], "AWS::Bedrock::Guardrail")[1]["Properties"].items() if k != "Tags"
+    }
+    key = (_GUARDRAIL_REVISION, tier, _digest(found["config"].guardrail.model_dump()))
+    assert RENDERED.get(key) == _digest(props), (
+        f"the guardrail as rendered for {key} is {_digest(props)}. If only the settings changed, record it under this "
+        "key; if the kit's fixed parts of the guardrail changed, bump _GUARDRAIL_REVISION (stacks/shared/guardrail.py) "
+        "so that a new version is published, and record it under the new revision"
+    )
