@@ -102,6 +102,14 @@ MODEL_ID_FAULTS = (
         "ID listed for the region",
     ),
 )
+# The guardrail the call names, not the caller's input: Bedrock answers a guardrail id or version it cannot find
+# with a ValidationException worded so (no AWS page quotes it; seen in public projects, e.g. for a guardrail of
+# another Region: "The guardrail identifier or version provided in the request does not exist.", "The provided
+# guardrail identifier is invalid."). The stack sets both, so it is the deployment's fault: 500, alarmed.
+GUARDRAIL_FAULTS = (
+    "guardrail identifier or version provided in the request does not exist",
+    "provided guardrail identifier is invalid",
+)
 ACCOUNT_NOT_AUTHORIZED_MESSAGES = ("not authorized to invoke this api operation",)
 # Serverless models are enabled by default (the Model access page is retired), given these prerequisites:
 # https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
@@ -385,8 +393,9 @@ def _message(exc: BaseException) -> str:
 def deployment_fault(exc: BaseException, *, resource: str, model_setting: str) -> ApiError | None:
     """The kit's error for a ValidationException the deployment caused, not the caller; None otherwise.
 
-    A model identifier Bedrock will not invoke is 500 ``configuration_error`` naming ``model_setting``; an
-    account not authorized to invoke the API is 403 ``model_access_denied``, as its AccessDeniedException twin.
+    A model identifier Bedrock will not invoke is 500 ``configuration_error`` naming ``model_setting``, a guardrail
+    it does not find is 500 ``configuration_error`` naming the guardrail settings; an account not authorized to
+    invoke the API is 403 ``model_access_denied``, as its AccessDeniedException twin.
     """
     if aws_error_code(exc) not in VALIDATION_CODES:
         return None
@@ -397,6 +406,12 @@ def deployment_fault(exc: BaseException, *, resource: str, model_setting: str) -
                 f"Amazon Bedrock will not invoke the configured model '{resource}': {advice}. Change "
                 f"{model_setting} and redeploy; the caller cannot fix this."
             )
+    if any(phrase in message for phrase in GUARDRAIL_FAULTS):
+        return ConfigurationError(
+            "Amazon Bedrock does not find the guardrail the function applies (its GUARDRAIL_ID and GUARDRAIL_VERSION, "
+            "which the stack sets) in this Region: check that the guardrail and its version exist here, and "
+            "redeploy; the caller cannot fix this."
+        )
     if any(phrase in message for phrase in ACCOUNT_NOT_AUTHORIZED_MESSAGES):
         return _denied(exc, resource, "")
     return None

@@ -340,6 +340,24 @@ def test_template_route_names_the_model_setting_for_a_model_id_fault(
     assert "text_model_id" in error["message"] and MODEL_ID in error["message"]
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The guardrail identifier or version provided in the request does not exist.",
+        "The provided guardrail identifier is invalid.",
+    ],
+)
+def test_a_guardrail_bedrock_does_not_find_is_the_deployments_500_not_the_callers_400(
+    invoke: Invoke, stubber: Stubber, message: str
+) -> None:
+    """Before: 400 model_rejected_input with Bedrock's text, so the caller was blamed and no 5xx alarm fired; the
+    stack sets GUARDRAIL_ID and GUARDRAIL_VERSION (a guardrail of another Region reads the same)."""
+    stubber.add_client_error("converse", "ValidationException", message, 400)
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 500, "configuration_error")
+    assert "GUARDRAIL_ID" in error["message"] and "GUARDRAIL_VERSION" in error["message"]
+    assert "the caller cannot fix this" in error["message"]
+
+
 def test_a_prompt_version_arn_bedrock_refuses_is_a_configuration_error(invoke: Invoke, agent: Stubber) -> None:
     agent.add_client_error("get_prompt", "ValidationException", "Value at 'promptIdentifier' failed", 400)
     body = {"variables": {"text": "Long text.", "audience": "a"}}

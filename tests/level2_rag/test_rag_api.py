@@ -863,6 +863,15 @@ def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, st
     assert len(error["message"]) <= 500
 
 
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_a_guardrail_bedrock_does_not_find_is_the_deployments_500(invoke: Invoke, stubber: Stubber, route: str) -> None:
+    operation, event, _ = _route(route)
+    message = "The guardrail identifier or version provided in the request does not exist."
+    stubber.add_client_error(operation, "ValidationException", message, 400)
+    error = assert_error(invoke(event), 500, "configuration_error")
+    assert "GUARDRAIL_ID" in error["message"]
+
+
 def test_an_input_too_long_on_retrieve_is_the_callers_400_naming_the_query(invoke: Invoke, stubber: Stubber) -> None:
     operation, event, _ = _route("retrieve")
     stubber.add_client_error(operation, "ValidationException", "Input is too long for requested model.", 400)
