@@ -7,6 +7,7 @@ import binascii
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,8 +80,22 @@ def parse_json_object(text: str) -> dict[str, Any]:
     """Parse a JSON object strictly (no NaN/Infinity); 400 naming ``body`` otherwise."""
     try:
         value = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+    except json.JSONDecodeError:
         raise _invalid_json("The request body is not valid JSON.") from None
+    except RecursionError:  # valid JSON, nested deeper than Python's recursion limit lets the parser go
+        raise _invalid_json(
+            f"The request body nests arrays or objects deeper than the API reads (about {sys.getrecursionlimit()} "
+            "levels)."
+        ) from None
+    except ValueError as exc:
+        # NaN and Infinity (not JSON), or an integer longer than Python converts from text (sys.int_info's
+        # default_max_str_digits; https://docs.python.org/3/library/stdtypes.html#int-max-str-digits)
+        if "is not valid JSON" in str(exc):
+            raise _invalid_json("The request body is not valid JSON.") from None
+        raise _invalid_json(
+            f"The request body holds an integer of more than {sys.get_int_max_str_digits()} digits, longer than the "
+            "API reads."
+        ) from None
     if not isinstance(value, dict):
         raise BadRequestError(
             f"The request body must be a JSON object, not {json_type_name(value)}.",

@@ -454,6 +454,20 @@ def test_parse_json_object_rejections(text: str, code: str) -> None:
     assert reject(lambda: http.parse_json_object(text)).code == code
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("{", "not valid JSON"),
+        ('{"a": NaN}', "not valid JSON"),
+        ('{"a": ' + "9" * 5000 + "}", "an integer of more than 4300 digits"),  # valid JSON: not called invalid
+        ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "deeper than the API reads"),  # valid JSON too
+    ],
+)
+def test_a_body_the_parser_cannot_read_is_told_apart_from_one_that_is_not_json(text: str, says: str) -> None:
+    error = reject(lambda: http.parse_json_object(text))
+    assert (error.code, error.field) == ("invalid_json", "body") and says in error.message
+
+
 def test_parse_json_object_accepts_objects() -> None:
     assert http.parse_json_object('{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
 
