@@ -155,12 +155,13 @@ def answer(
     retry_hint: str,
     resume_hint: str,
     logger: Any,
+    acts_when: tuple[str, ...] = (DELETE_IN_PROGRESS,),
 ) -> None:
     """Run the request and always answer CloudFormation: Create and Update only check the properties (a wrong
     one fails at deploy time, not on destroy); Delete runs ``on_delete`` before the deadline, and only when the
-    stack itself is being deleted (a Delete sent because an update removed the resource leaves what the cleanup
-    ``removes`` in place). FAILED reasons are one line: what is left and ``retry_hint``, or, at the deadline,
-    ``resume_hint``."""
+    stack's status is one of ``acts_when`` (the stack itself being deleted, by default: a Delete sent because an
+    update removed the resource leaves what the cleanup ``removes`` in place). FAILED reasons are one line: what is
+    left and ``retry_hint``, or, at the deadline, ``resume_hint``."""
     global _deadline
     deadline = Deadline(context.get_remaining_time_in_millis(), resume_hint=resume_hint)
     kind = event.get("RequestType")
@@ -172,7 +173,7 @@ def answer(
             status, reason = "SUCCESS", "nothing to do until the stack is deleted"
         elif kind == "Delete":
             stack = stack_status(event["StackId"])
-            if stack == DELETE_IN_PROGRESS:
+            if stack in acts_when:
                 reason = on_delete(event, deadline)
             else:
                 reason = f"the stack is {stack}, not being deleted: {removes} left in place"

@@ -122,6 +122,38 @@ def test_a_job_a_run_in_flight_started_is_found_by_the_last_look_and_stopped(aws
     assert aws.answer["Status"] == "SUCCESS" and aws.answer["Reason"] == "stopped 1 ingestion job(s) [JOB0000009]"
 
 
+def test_a_stop_refused_while_a_job_starts_is_asked_again_on_the_next_look(aws: Aws) -> None:
+    """Which statuses Bedrock stops is not documented: a refusal while STARTING is not the end of it."""
+    aws.deleting()
+    aws.jobs(job("JOB0000002", "STARTING"))
+    stop = {"knowledgeBaseId": KB, "dataSourceId": DS, "ingestionJobId": "JOB0000002"}
+    aws.agent.add_client_error("stop_ingestion_job", "ConflictException", "not yet", 409, expected_params=stop)
+    aws.jobs(job("JOB0000002", "IN_PROGRESS"))
+    aws.stop("JOB0000002")
+    aws.jobs(job("JOB0000002", "STOPPED"))
+    aws.jobs(job("JOB0000002", "STOPPED"))  # the last look
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS" and aws.calls.count("StopIngestionJob") == 2
+
+
+def test_a_failed_first_create_s_rollback_stops_the_jobs_too(aws: Aws) -> None:
+    """The rollback deletes the data source as a destroy does, and the sync schedule may have started the first sync
+    meanwhile; an update's rollback or an update that removes the resource stops nothing."""
+    aws.deleting("ROLLBACK_IN_PROGRESS")
+    aws.jobs(job("JOB0000001", "IN_PROGRESS"))
+    aws.stop("JOB0000001")
+    aws.jobs(job("JOB0000001", "STOPPED"))
+    aws.jobs(job("JOB0000001", "STOPPED"))
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.deleting("UPDATE_ROLLBACK_IN_PROGRESS")
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
+    assert [a["Status"] for a in aws.answers] == ["SUCCESS", "SUCCESS"]
+    assert aws.answers[0]["Reason"] == "stopped 1 ingestion job(s) [JOB0000001]"
+    assert "left in place" in aws.answers[1]["Reason"]
+
+
 def test_a_data_source_already_gone_and_a_job_that_ended_meanwhile_do_not_fail_the_destroy(aws: Aws) -> None:
     aws.deleting()
     aws.jobs(job("JOB0000002", "IN_PROGRESS"))

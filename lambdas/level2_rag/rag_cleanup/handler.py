@@ -11,9 +11,10 @@ resource (the function depends on it), so no new run starts; on that Delete the 
 2. waits until the ingest function's timeout has passed since it began (a run in flight when its function was
    deleted may still start a job), then looks once more and stops what it finds.
 
-Nothing is deleted, so it runs in prod too. It acts only when the stack itself is being deleted; Create and Update
-only check the properties. CloudFormation always gets an answer, SUCCESS or FAILED naming what is left; running the
-destroy again resumes.
+Nothing is deleted, so it runs in prod too. It acts when the stack itself is being deleted, and when a failed
+first create rolls back (ROLLBACK_IN_PROGRESS: the sync schedule may have started the first sync meanwhile); Create
+and Update only check the properties. CloudFormation always gets an answer, SUCCESS or FAILED naming what is left;
+running the destroy again resumes.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from common import stack_cleanup
-from common.stack_cleanup import CleanupError, Deadline, answer, client_factory, error_code, wait_until_done
+from common.stack_cleanup import (
+    DELETE_IN_PROGRESS,
+    CleanupError,
+    Deadline,
+    answer,
+    client_factory,
+    error_code,
+    wait_until_done,
+)
 
 logger = Logger(service="rag-cleanup")
 
 PHYSICAL_ID = "rag-ingestion-cleanup"
+# Stopping jobs deletes nothing: a failed first create's rollback is stopped too, as it deletes the data source.
+ACTS_WHEN = (DELETE_IN_PROGRESS, "ROLLBACK_IN_PROGRESS")
 PROPERTIES = ("KnowledgeBaseId", "DataSourceId", "IngestTimeoutSeconds")
 # IngestionJobStatus (botocore bedrock-agent): the jobs that still run. A STOPPING job is waited for, not stopped.
 STOPPABLE = ("STARTING", "IN_PROGRESS")
@@ -88,10 +99,11 @@ def active_jobs(scope: Scope) -> dict[str, str]:
     }
 
 
-def stop_jobs(scope: Scope, deadline: Deadline) -> list[str]:
-    """Stop the active jobs and wait until none is active; the ids of those that were."""
-    found = active_jobs(scope)
-    for job_id, status in found.items():
+def stop_active(scope: Scope, deadline: Deadline, seen: set[str]) -> list[str]:
+    """Stop every active job that is not stopping yet; the ids of the active ones (added to ``seen``)."""
+    active = active_jobs(scope)
+    seen.update(active)
+    for job_id, status in active.items():
         if status not in STOPPABLE:
             continue
         deadline.check("stopping the knowledge base's ingestion jobs")
@@ -100,12 +112,20 @@ def stop_jobs(scope: Scope, deadline: Deadline) -> list[str]:
                 knowledgeBaseId=scope.knowledge_base_id, dataSourceId=scope.data_source_id, ingestionJobId=job_id
             )
         except ClientError as err:
-            # Ended or stopping meanwhile (Conflict, Validation) or gone: the wait below reads every job again.
+            # Ended or stopping meanwhile (Conflict, Validation), or gone. Which statuses Bedrock stops is not
+            # documented ("Stops a currently running data ingestion job", API_agent_StopIngestionJob.html): a job
+            # it refused to stop while STARTING is asked again on the next look.
             if error_code(err) not in ("ConflictException", "ValidationException", "ResourceNotFoundException"):
                 raise
-    if found:
-        wait_until_done(lambda: sorted(active_jobs(scope)), "waiting for the ingestion jobs to stop", deadline)
-    return sorted(found)
+    return sorted(active)
+
+
+def stop_jobs(scope: Scope, deadline: Deadline) -> list[str]:
+    """Stop the active jobs and wait until none is active, asking again on each look; the ids of those that were."""
+    seen: set[str] = set()
+    if stop_active(scope, deadline, seen):
+        wait_until_done(lambda: stop_active(scope, deadline, seen), "waiting for the ingestion jobs to stop", deadline)
+    return sorted(seen)
 
 
 def on_delete(event: dict[str, Any], deadline: Deadline) -> str:
@@ -128,6 +148,7 @@ def handler(event: dict[str, Any], context: Any) -> None:
         validate=Scope.from_properties,  # a wrong property fails now, not on destroy
         on_delete=on_delete,
         removes="running ingestion jobs",
+        acts_when=ACTS_WHEN,
         physical_id=PHYSICAL_ID,
         retry_hint=RETRY_HINT,
         resume_hint=RESUME_HINT,
