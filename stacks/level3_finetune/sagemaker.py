@@ -185,11 +185,15 @@ class SageMakerFineTuneStack(Stack):
             import_role=self.import_role,
             job_prefix=self.job_prefix,
         )
-        # On destroy, the teardown's triggers go before the cleanup runs (a dependent is deleted first:
+        # On destroy, the teardown and its triggers go before the cleanup runs (a dependent is deleted first:
         # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-dependson.html). The executions
         # the cleanup stops end ABORTED, and a teardown started for them deletes their imported models, which prod
-        # keeps; the sandbox's cleanup deletes them itself.
-        for trigger in (self.teardown.rule, self.teardown.backstop.schedule):
+        # keeps; the sandbox's cleanup deletes them itself. The state machine too: after DeleteRule "incoming events
+        # might continue to match to the deleted rule" for a short time
+        # (https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_DeleteRule.html).
+        teardown_machine = self.teardown.state_machine.node.default_child  # not its role: that may go after
+        assert teardown_machine is not None
+        for trigger in (self.teardown.rule, self.teardown.backstop.schedule, teardown_machine):
             trigger.node.add_dependency(self.cleanup.resource)
         arn = f"arn:{self.partition}"
         suppress(
