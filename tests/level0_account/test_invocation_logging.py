@@ -503,6 +503,14 @@ def test_an_unfinished_delete_names_the_saved_copy_when_the_setting_does_not_fit
         assert saved_at in reason and "e" * 100 in reason
         put = next(c for c in printed_commands(reason) if c[2] == "put-model-invocation-logging-configuration")
         assert put[-2:] == ["--logging-config", "file://previous.json"]
+    # A setting with a quote of its own cannot sit inside the shell's single quotes: the file is named instead.
+    quoted = {**THEIRS, "s3Config": {"bucketName": "b", "keyPrefix": "it's"}}
+    put = next(
+        c
+        for c in printed_commands(h.unfinished_delete("E", PROPS["BucketName"], (True, quoted)))
+        if c[2] == "put-model-invocation-logging-configuration"
+    )
+    assert put[-2:] == ["--logging-config", "file://previous.json"]
     # Not readable: whether there was an earlier setting is unknown, so removing is offered too.
     assert "delete-model-invocation-logging-configuration" in reason
     # Nothing was saved to restore: remove the kit's, as on_delete does.

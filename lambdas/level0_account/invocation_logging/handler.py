@@ -130,7 +130,9 @@ def unfinished_delete(error: str, bucket: str | None, saved: tuple[bool, dict[st
         options = [f"{check}remove it with {remove} (there was no earlier setting)."]
     elif previous:
         setting = json.dumps(previous, separators=(",", ":"))
-        options = [f"{check}put back your earlier setting with {put}'{setting}'`.", f"{check}{from_file}."]
+        options = [f"{check}{from_file}."]
+        if "'" not in setting:  # inside the shell's single quotes, a quote of the setting's own would end them
+            options.insert(0, f"{check}put back your earlier setting with {put}'{setting}'`.")
     else:
         options = [f"{check}{from_file}; if that member is null (there was none), remove it with {remove}."]
     # The first option that fits with the error cut to ERROR_CHARS[1] at worst; the last one fits in any case.
