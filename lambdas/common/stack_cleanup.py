@@ -67,6 +67,13 @@ class CleanupError(Exception):
     """The cleanup cannot finish now; the message says what is left and what to do."""
 
 
+def require_properties(props: dict[str, Any], names: tuple[str, ...]) -> None:
+    """CleanupError naming the resource properties of ``names`` that are missing or empty."""
+    missing = [name for name in names if not props.get(name)]
+    if missing:
+        raise CleanupError(f"missing resource properties: {', '.join(missing)}")
+
+
 class Deadline:
     """The time by which the work must stop so that CloudFormation still gets an answer: ANSWER_MARGIN_S before
     the function's timeout; waits poll every POLL_INTERVAL_S."""

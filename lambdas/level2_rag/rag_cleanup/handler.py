@@ -33,6 +33,7 @@ from common.stack_cleanup import (
     answer,
     client_factory,
     error_code,
+    require_properties,
     wait_until_done,
 )
 
@@ -67,9 +68,7 @@ class Scope:
 
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> Scope:
-        missing = [name for name in PROPERTIES if not props.get(name)]
-        if missing:
-            raise CleanupError(f"missing resource properties: {', '.join(missing)}")
+        require_properties(props, PROPERTIES)
         try:
             timeout = int(props["IngestTimeoutSeconds"])
         except (TypeError, ValueError):

@@ -54,6 +54,7 @@ from common.stack_cleanup import (
     delete_when_free,
     error_code,
     pages,
+    require_properties,
     tolerate,
     wait_until_done,
 )
@@ -92,9 +93,7 @@ class Scope:
 
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> Scope:
-        missing = [name for name in PROPERTIES if not props.get(name)]
-        if missing:
-            raise CleanupError(f"missing resource properties: {', '.join(missing)}")
+        require_properties(props, PROPERTIES)
         if props["Mode"] not in MODES:
             raise CleanupError(f"Mode {props['Mode']!r} is not one of {', '.join(MODES)}")
         return cls(

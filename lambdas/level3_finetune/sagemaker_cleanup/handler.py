@@ -50,6 +50,7 @@ from common.stack_cleanup import (
     client_factory,
     delete_when_free,
     pages,
+    require_properties,
     wait_until_done,
 )
 from common.training_cleanup import StackTrainingJobs, is_run_name, last_look, same_uri, stop_training_jobs
@@ -91,9 +92,7 @@ class Scope:
 
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> Scope:
-        missing = [name for name in PROPERTIES if not props.get(name)]
-        if missing:
-            raise CleanupError(f"missing resource properties: {', '.join(missing)}")
+        require_properties(props, PROPERTIES)
         mode, source = props["Mode"], props.get("ImportSourceUri")
         if mode not in MODES:
             raise CleanupError(f"Mode {mode!r} is not one of {', '.join(MODES)}")

@@ -27,7 +27,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from common.executions import stop_executions
-from common.stack_cleanup import CleanupError, Deadline, answer
+from common.stack_cleanup import CleanupError, Deadline, answer, require_properties
 from common.training_cleanup import StackTrainingJobs, last_look, stop_training_jobs
 
 logger = Logger(service="pretrain-cleanup")
@@ -54,9 +54,7 @@ class Scope:
 
     @classmethod
     def from_properties(cls, props: dict[str, Any]) -> Scope:
-        missing = [name for name in PROPERTIES if not props.get(name)]
-        if missing:
-            raise CleanupError(f"missing resource properties: {', '.join(missing)}")
+        require_properties(props, PROPERTIES)
         if not str(props["TrainingOutputUri"]).startswith("s3://"):
             raise CleanupError(f"TrainingOutputUri must be an s3:// URI, not {props['TrainingOutputUri']!r}")
         return cls(
