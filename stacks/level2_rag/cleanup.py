@@ -17,6 +17,7 @@ from aws_cdk import CustomResource, Duration, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from stacks.shared.cleanup_grants import read_own_stack_statement
 from stacks.shared.deployment import Deployment
 from stacks.shared.python_function import PythonFunction
 
@@ -64,11 +65,7 @@ class IngestionCleanup(Construct):
                 resources=[knowledge_base_arn],
             )
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
-            )
-        )
+        role.add_to_policy(read_own_stack_statement(stack))
         self.resource = CustomResource(
             self,
             "Resource",

@@ -32,8 +32,15 @@ def stop_pipeline_statements(
             sid="StopPipeline", actions=["states:ListExecutions"], resources=[machine.state_machine_arn]
         ),
         iam.PolicyStatement(sid="StopPipelineExecutions", actions=["states:StopExecution"], resources=[executions_arn]),
-        iam.PolicyStatement(sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]),
+        read_own_stack_statement(stack),
     ]
+
+
+def read_own_stack_statement(stack: Stack) -> iam.PolicyStatement:
+    """DescribeStacks on ``stack`` only: a cleanup acts only while its own stack is being deleted."""
+    return iam.PolicyStatement(
+        sid="ReadOwnStack", actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
+    )
 
 
 def stop_training_jobs_statement(stack: Stack, job_prefix: str) -> iam.PolicyStatement:

@@ -47,7 +47,7 @@ def cause_expression(summary: str, *detail_paths: str) -> str:
         value = "$states.input" + path[1:]
         # json.dumps writes a double-quoted literal with JSON's escapes, which JSONata's string literals share.
         details.append(f"($exists({value}) ? $string({value}) : {json.dumps(NO_DETAIL.format(path=path))})")
-    text = f" & {json.dumps('; ')} & ".join([*details])
+    text = f" & {json.dumps('; ')} & ".join(details)
     return f"{{% $substring({json.dumps(f'{summary}: ')} & {text}, 0, {CAUSE_MAX_CHARS}) %}}"
 
 
