@@ -126,13 +126,21 @@ def profile_not_found(exc: BaseException, profile: str | None = None) -> str:
     )
 
 
+def config_unreadable(exc: BaseException) -> str:
+    """One line for an AWS configuration botocore cannot read (ConfigParseError names the file)."""
+    return (
+        f"cannot read your AWS configuration: {exc}. Fix that file (AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE "
+        "name the files; by default ~/.aws/config and ~/.aws/credentials)"
+    )
+
+
 def session(region: str | None, profile: str | None = None) -> Any:
     """A boto3 session for ``region`` (None: the profile's or environment's default) and ``profile``."""
     key = (region, profile)
     if key not in _sessions:
         import boto3
         import botocore.session
-        from botocore.exceptions import ProfileNotFound
+        from botocore.exceptions import BotoCoreError, ProfileNotFound
 
         core = botocore.session.get_session()
         core.register_component("data_loader", data_loader())
@@ -143,6 +151,8 @@ def session(region: str | None, profile: str | None = None) -> Any:
             core.get_scoped_config()
         except ProfileNotFound as exc:
             raise KitError(profile_not_found(exc, profile)) from None
+        except BotoCoreError as exc:  # a config file botocore cannot parse (ConfigParseError), and the like
+            raise KitError(config_unreadable(exc)) from None
         _sessions[key] = made
     return _sessions[key]
 
@@ -245,6 +255,8 @@ def explain(exc: BaseException, action: str, region: str | None = None, profile:
         return f"the AWS SSO session has expired or is missing: run aws sso login{profile_option(profile)}"
     if isinstance(exc, bex.ProfileNotFound):
         return profile_not_found(exc, profile)
+    if isinstance(exc, bex.ConfigParseError):
+        return config_unreadable(exc)
     if isinstance(exc, bex.EndpointConnectionError):
         return f"cannot reach {exc.kwargs.get('endpoint_url', 'AWS')}: check --region and your network"
     if isinstance(exc, bex.NoRegionError):
@@ -464,7 +476,12 @@ class Target:
         if pairs == {"stage": "sandbox"}:
             pairs = {}
         # The command's profile too: without it the CDK CLI signs with its default profile, maybe another account's.
-        args = [f"-c {k}={v}" for k, v in sorted(pairs.items())] + (
+        args = [f"-c {shlex.quote(f'{k}={v}')}" for k, v in sorted(pairs.items())] + (
             [profile_option(self.profile).strip()] if self.profile else []
         )
-        return 'CDK_ARGS="' + " ".join(args) + '"' if args else ""
+        if not args:
+            return ""
+        # The Makefile puts $(CDK_ARGS) into the recipe's shell line as it is, where the shell splits and unquotes
+        # it: the value holds each argument quoted, and the assignment is quoted again for the shell it is typed in.
+        inner = " ".join(args)
+        return f'CDK_ARGS="{inner}"' if not set(inner) & set('"$`\\!') else f"CDK_ARGS={shlex.quote(inner)}"

@@ -754,7 +754,11 @@ def quota_rows(
     rows = []
     for quota, needed in needs.items():
         name = f"Quota: {quota}"
-        found = book.find(service, quota)
+        try:  # a quota with no applied value is read from the AWS defaults, a second call that may fail alone
+            found = book.find(service, quota)
+        except (BotoCoreError, ClientError) as exc:
+            rows.append(Check(name, FIX, quota_unreadable(exc, service, target)))
+            continue
         if found is None:
             label = SERVICE_LABELS[service].removeprefix("Amazon ").removeprefix("AWS ")
             rows.append(Check(name, short, f"no {label} quota named {quota!r} in {region}: {absent}"))
@@ -1223,9 +1227,10 @@ class Unread(Exception):
     answer; the name_prefix row, which has no other, is a FIX row saying why."""
 
 
-def _topic_arn(target: Target, stack: str, output: str) -> str | None:
+def _topic_arn(target: Target, key: str, output: str) -> str | None:
     """The topic ARN a deployed stack's output names ("" when it has no such output); None when the stack is not
     deployed (aws.stack_outputs: DescribeStacks)."""
+    stack = target.stack_name(key)
     try:
         outputs = aws.stack_outputs(stack, target.region, target.profile)
     except aws.StackNotDeployed:
@@ -1233,7 +1238,7 @@ def _topic_arn(target: Target, stack: str, output: str) -> str | None:
     except KitError as exc:  # refused, failed or in a state with no usable outputs: the row says why
         denied = str(exc).startswith("access denied")  # aws.explain's wording for AccessDenied and its kin
         unread = "may not call cloudformation:DescribeStacks (allow it for kit doctor)" if denied else str(exc)
-        raise Unread(unread) from None
+        raise Unread(target.hinted(unread, key)) from None
     return outputs.get(output, "")
 
 
@@ -1280,14 +1285,14 @@ def check_subscriptions(target: Target, levels: Collection[str], configured: str
                 continue
             for key, output in ALARM_TOPICS[level]:
                 stack = target.stack_name(key)
-                arn = _topic_arn(target, stack, output)
+                arn = _topic_arn(target, key, output)
                 if arn is None:
                     absent.append(stack)
                     continue
                 counts = _topic_counts(target, arn) if arn else None
                 if counts is None:  # a stack deployed by an older kit, or one whose topic is gone
                     missing = f"no output {output}" if not arn else f"its topic {arn} no longer exists"
-                    unread.append(f"{stack} ({missing}: {aws.deploy_hint(stack)})")
+                    unread.append(f"{stack} ({missing}: {target.hinted(aws.deploy_hint(stack), key)})")
                     continue
                 done, pending = counts
                 if done:

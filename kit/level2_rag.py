@@ -144,11 +144,13 @@ def _metadata_bytes(attributes: Mapping[str, Any]) -> int:
 
 def _read_sidecar(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(metadataAttributes, None) for a sidecar Bedrock can read, or (None, why not)."""
-    size = path.stat().st_size
-    if size > SIDECAR_MAX_BYTES:
-        return None, f"{path}: {size:,} bytes; a metadata file must not exceed 10 KB ({SIDECAR_MAX_BYTES:,} bytes)"
     try:
+        size = path.stat().st_size
+        if size > SIDECAR_MAX_BYTES:
+            return None, f"{path}: {size:,} bytes; a metadata file must not exceed 10 KB ({SIDECAR_MAX_BYTES:,} bytes)"
         document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return None, f"{path}: cannot be read ({exc.strerror})"
     except (UnicodeError, ValueError) as exc:
         return None, f"{path}: not UTF-8 JSON ({exc})"
     attributes = document.get("metadataAttributes") if isinstance(document, dict) else None

@@ -49,6 +49,7 @@ from kit.operator import (
     console,
     current_target,
     deployed_name_prefix,
+    describe_existing,
     execution_arn,
     execution_name,
     finish,
@@ -1105,10 +1106,11 @@ def sm_start(
 def _sm_execution(target: Target, given: str | None, *, succeeded: bool = False) -> tuple[str, str]:
     """(execution ARN, execution name): the one given (ARN or name), else the newest (succeeded) one."""
     machine = target.output(SM_STACK, "StateMachineArn")
+    sfn = target.client("stepfunctions")
     if given:
         arn = given if given.startswith("arn:") else execution_arn(machine, given)
+        describe_existing(sfn, arn)  # a mistyped name is said so, not taken for a run that imported no model
         return arn, arn.rsplit(":", 1)[-1]
-    sfn = target.client("stepfunctions")
     filters: dict[str, Any] = {"statusFilter": "SUCCEEDED"} if succeeded else {}
     with aws.aws_errors("listing executions", target.region, target.profile):
         executions = sfn.list_executions(stateMachineArn=machine, maxResults=1, **filters)["executions"]

@@ -197,6 +197,8 @@ def read_value(raw: str) -> str:
             return Path(raw[1:]).read_text(encoding="utf-8")
         except OSError as exc:
             raise KitUsageError(f"cannot read {raw[1:]}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise KitUsageError(f"cannot read {raw[1:]}: not UTF-8 text (byte {exc.start})") from None
     return raw
 
 
@@ -359,10 +361,37 @@ def _failure(
     return None
 
 
+# DescribeExecution's answers for an execution that is not there: a well-formed ARN no execution has, and a
+# malformed one (botocore stepfunctions model: ExecutionDoesNotExist, InvalidArn).
+NO_SUCH_EXECUTION = ("ExecutionDoesNotExist", "InvalidArn")
+
+
+class NoSuchExecution(KitError):
+    """The execution named does not exist."""
+
+
+def describe_existing(sfn: Any, arn: str) -> dict[str, Any]:
+    """DescribeExecution of ``arn``; a KitError saying so when there is no such execution (a mistyped name), not
+    the AWS error, and not told as a wait that stopped while the execution keeps running."""
+    from botocore.exceptions import ClientError
+
+    with aws.aws_errors("reading the execution", sfn.meta.region_name, aws.client_profile(sfn)):
+        try:
+            found: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if aws.error_code(exc) not in NO_SUCH_EXECUTION:
+                raise
+            raise NoSuchExecution(
+                f"no execution {arn}: check the name or ARN (without one, the status command shows the newest "
+                "execution)"
+            ) from None
+    return found
+
+
 def print_execution(out: Console, sfn: Any, arn: str, description: Mapping[str, Any] | None = None) -> str:
     """A summary of one execution: status, timing, input, states visited, error or output. Returns the status."""
+    description = description or describe_existing(sfn, arn)
     with aws.aws_errors("reading the execution", sfn.meta.region_name, aws.client_profile(sfn)):
-        description = description or sfn.describe_execution(executionArn=arn)
         events = _history(sfn, arn)
     status = str(description["status"])
     style = {"SUCCEEDED": "green", EXECUTION_RUNNING: "cyan"}.get(status, "red")
@@ -435,6 +464,7 @@ def follow_execution(
     shown = None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
+        describe_existing(sfn, arn)  # a name no execution has is not a wait to resume (NoSuchExecution)
         if timeout is None:
             with aws.aws_errors("reading the execution's state machine", sfn.meta.region_name, aws.client_profile(sfn)):
                 timeout = machine_wait_s(sfn, arn)
@@ -462,6 +492,8 @@ def follow_execution(
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(poll_seconds)
+    except NoSuchExecution:
+        raise
     except KitError as exc:
         raise KitError(f"{exc.message}; the execution keeps running: then follow it with {resume_hint}") from None
     except KeyboardInterrupt:

@@ -1425,6 +1425,20 @@ def test_a_refused_read_names_the_permission_and_keeps_the_configurations_answer
     assert alarm_check(target, ("4",)).detail in check.detail  # the configuration's answer, all the same
 
 
+def test_the_redeploy_hint_of_a_stack_without_its_topic_output_carries_the_commands_overrides() -> None:
+    """Before: plain `make deploy STACK=...`, which deploys cdk.json's configuration, not the one checked (here
+    the -c alarm_email the doctor was given)."""
+    (jobs, _), (cluster, cluster_output) = LEVEL4
+    target = Target(context={"alarm_email": ALARM_EMAIL})
+    with stubbed("cloudformation") as cloudformation, stubbed("sns") as sns:
+        deployed(cloudformation, jobs, "SomeOtherOutput")  # a stack deployed by an older kit
+        deployed(cloudformation, cluster, cluster_output)
+        subscriptions(sns, cluster, confirmed=1, pending=0)
+        check = alarm_check(target, ("4",), needs=NEEDS)
+    hint = f'make deploy STACK=GenAiKit-4-Pretrain-Jobs CDK_ARGS="-c alarm_email={ALARM_EMAIL}"'
+    assert f"{jobs} (no output NotificationTopicArn: {hint})" in check.detail
+
+
 def test_the_alarm_topics_the_doctor_names_are_the_stacks_outputs_of_every_topic(sandbox: Synth) -> None:
     from stacks.shared.facts import STACK_IDS
 
@@ -1766,6 +1780,71 @@ def test_aws_defaults_that_cannot_be_read_are_not_taken_for_a_missing_quota() ->
         service_quotas.assert_no_pending_responses()
     detail = doctor_module.quota_unreadable(refused.value, "sagemaker", Target())
     assert detail.startswith("may not read service quotas (servicequotas:ListAWSDefaultServiceQuotas)")
+
+
+def test_an_aws_config_botocore_cannot_parse_is_a_fix_row_not_an_abort(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: check_region caught only the kit's own error, and the ConfigParseError aborted the doctor."""
+    broken = tmp_path / "config"
+    broken.write_text("[default\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(broken))
+    result = run()
+    assert result.exit_code == 1, result.output
+    credentials = row(result.output, "AWS credentials")
+    assert FIX in credentials and "cannot read your AWS configuration" in credentials
+    assert SKIP in row(result.output, "Region").split()
+
+
+def test_a_quota_row_whose_defaults_cannot_be_read_is_a_fix_row_not_an_abort() -> None:
+    """Before: quota_rows guarded the applied values only; a refused ListAWSDefaultServiceQuotas (read for a quota
+    with no applied value) escaped the doctor and no table was printed ("unexpected ClientError")."""
+    applied_name, default_name = "ml.g5.xlarge for training job usage", "ml.g5.8xlarge for cluster usage"
+    with stubbed("service-quotas") as service_quotas:
+        service_quotas.add_response(
+            "list_service_quotas", {"Quotas": [quota(applied_name, 2, "L-TRAIN001")]}, {"ServiceCode": "sagemaker"}
+        )
+        service_quotas.add_client_error(
+            "list_aws_default_service_quotas",
+            "AccessDeniedException",
+            "not authorized to perform: servicequotas:ListAWSDefaultServiceQuotas",
+            expected_params={"ServiceCode": "sagemaker"},
+        )
+        rows = doctor_module.quota_rows(
+            Target(), doctor_module.QuotaBook(Target()), "sagemaker", {applied_name: 1, default_name: 1}
+        )
+    by_name = {check.name: check for check in rows}
+    assert by_name[f"Quota: {applied_name}"].status == OK
+    refused = by_name[f"Quota: {default_name}"]
+    assert refused.status == FIX
+    assert refused.detail.startswith("may not read service quotas (servicequotas:ListAWSDefaultServiceQuotas)")
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"tags": '{"owner": "me"}'},  # the README's own example of a JSON value
+        {"ft_hyperparameters": '{"epochCount": "3"}', "name_prefix": "kit"},
+        {"tags": '{"team": "ml research"}'},
+        {"alarm_email": "ops+$HOME@example.com"},
+    ],
+)
+def test_printed_make_hints_hand_each_value_to_the_cdk_whole(context: dict[str, str]) -> None:
+    """Before: CDK_ARGS="-c tags={"owner": "me"}": the inner quotes ended the shell's string and the space split it
+    into a make target. The hint is read twice by a shell: as typed (the assignment), then in the Makefile's recipe
+    ($(CDK_ARGS) as it is); shlex splits as both do."""
+    import shlex
+
+    stack = Target().stack_name("2")
+    hint = Target(context=context, profile="dev").hinted(f"run {aws.deploy_hint(stack)}", "2")
+    typed = shlex.split(hint.removeprefix("run "))
+    assert typed[:2] == ["make", "deploy"] and typed[2] == "STACK=GenAiKit-2-Rag" and len(typed) == 4, typed
+    recipe = shlex.split(typed[3].removeprefix("CDK_ARGS="))
+    # shlex does not expand: a double-quoted assignment must hold nothing a shell expands or unescapes there
+    written = hint.split("CDK_ARGS=", 1)[1]
+    assert not (written.startswith('"') and set(written[1:-1]) & set('"$`\\')), written
+    expected = [part for key, value in sorted(context.items()) for part in ("-c", f"{key}={value}")]
+    assert recipe == [*expected, "--profile", "dev"]
 
 
 def test_printed_cdk_commands_carry_the_commands_profile() -> None:

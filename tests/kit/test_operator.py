@@ -197,6 +197,19 @@ def test_a_missing_profile_is_one_line_naming_it_and_how_to_list_them(missing_pr
     assert named.exit_code == 1 and "AWS profile 'other' (from --profile)" in named.output
 
 
+def test_an_aws_config_botocore_cannot_parse_is_one_line_naming_the_file(
+    no_credentials: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: "unexpected ConfigParseError ... run with KIT_DEBUG=1": the session caught ProfileNotFound only."""
+    broken = tmp_path / "config"
+    broken.write_text("[default\nregion = us-east-1\n")  # a section header without its closing bracket
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(broken))
+    result = run(l1, "templates")
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot read your AWS configuration: Unable to parse config file: {broken}")
+    assert "unexpected" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_call_api_with_a_missing_profile_is_one_line(missing_profile: None, capsys: pytest.CaptureFixture[str]) -> None:
     from scripts import call_api
 
@@ -549,3 +562,27 @@ def test_the_current_state_is_the_newest_entered_state() -> None:
         stub.add_response("get_execution_history", {"events": newest_first}, expected)
         assert operator._current_state(sfn, arn) == "GetJob"
         stub.assert_no_pending_responses()
+
+
+def test_a_value_file_that_is_not_utf8_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    """Before: `kit l1 prompt @/bin/ls` ended "unexpected UnicodeDecodeError" with exit 1."""
+    from kit import KitUsageError
+    from kit.operator import read_value
+
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    with pytest.raises(KitUsageError) as refused:
+        read_value(f"@{binary}")
+    assert refused.value.message == f"cannot read {binary}: not UTF-8 text (byte 0)"
+    assert refused.value.exit_code == 2
+    assert read_value("@") == "@" and read_value("plain text") == "plain text"
+
+
+def test_a_metadata_sidecar_that_cannot_be_read_is_a_problem_named_not_an_abort(tmp_path: Path) -> None:
+    """Before: an OSError reading a sidecar (here a folder named like one) escaped as "unexpected IsADirectoryError"."""
+    from kit.level2_rag import _read_sidecar
+
+    folder = tmp_path / "report.pdf.metadata.json"
+    folder.mkdir()
+    attributes, problem = _read_sidecar(folder)
+    assert attributes is None and problem == f"{folder}: cannot be read (Is a directory)"

@@ -107,6 +107,19 @@ def test_l4_submit_hints_follow_the_execution_of_the_stage_it_started(mocked: Fa
     assert f"kit l4 --stage {PROD} status {_execution_arn(machines[PROD], 'run2')} --wait" in _flat(followed.output)
 
 
+def test_a_name_no_execution_has_is_said_so_not_told_as_a_wait_to_resume(mocked: FakeCloudFormation) -> None:
+    """Before: `kit l4 status <typo> --wait` answered the AWS error and then "the execution keeps running: then
+    follow it with kit l4 status <the same ARN> --wait", the command that had just failed."""
+    machine = state_machine(WAIT_THEN_PASS, f"{CONFIG.name_prefix}-{STAGE}-pretrain")
+    _deploy(mocked, "4-jobs", STAGE, {"StateMachineArn": machine, "ArtifactsBucketName": f"artifacts-{STAGE}"})
+    for extra in (("--wait",), ()):
+        result = run(l4, "status", "no-such-run", *extra)
+        assert result.exit_code == 1, result.output
+        text = _flat(result.output)
+        assert text.startswith(f"Error: no execution {_execution_arn(machine, 'no-such-run')}: check the name or ARN")
+        assert "keeps running" not in text and "follow it" not in text
+
+
 def test_l3_hints_carry_the_profile_and_the_stage(mocked: FakeCloudFormation, other_profile: str) -> None:
     """Before: `kit l3 status <arn> --wait`, which reads cdk.json's stage's stack with the default credentials."""
     machine = state_machine(WAIT_THEN_PASS, "finetune")
@@ -227,6 +240,7 @@ def test_l3sm_ask_reports_a_network_error_as_an_aws_error(
     machine = state_machine(WAIT_THEN_PASS, f"{CONFIG.name_prefix}-{STAGE}-sft")
     outputs = {"DataBucketName": "sft-data", "StateMachineArn": machine, "ArtifactsBucketName": "sft-artifacts"}
     _deploy(mocked, "3-sagemaker", STAGE, outputs)
+    boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run1")
     stubbed("bedrock").add_response("get_imported_model", {"modelArn": MODEL_ARN, "modelName": "m"})
 
     def invoke_model(**_: Any) -> Any:
@@ -247,8 +261,20 @@ def test_l3sm_ask_still_reads_a_whole_answer(mocked: FakeCloudFormation, monkeyp
     machine = state_machine(WAIT_THEN_PASS, f"{CONFIG.name_prefix}-{STAGE}-sft")
     outputs = {"DataBucketName": "sft-data", "StateMachineArn": machine, "ArtifactsBucketName": "sft-artifacts"}
     _deploy(mocked, "3-sagemaker", STAGE, outputs)
+    boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run1")
     stubbed("bedrock").add_response("get_imported_model", {"modelArn": MODEL_ARN, "modelName": "m"})
     answer = {"body": io.BytesIO(b'{"choices": [{"message": {"content": "Ready."}}]}')}
     monkeypatch.setattr(aws.model_client("bedrock-runtime", REGION, None), "invoke_model", lambda **_: answer)
     result = run(l3sm, "ask", "hi", "--execution", "run1")
     assert result.exit_code == 0 and result.output.strip() == "Ready."
+
+
+def test_l3sm_ask_of_a_name_no_execution_has_says_so(mocked: FakeCloudFormation) -> None:
+    """Before: the model name was made from the mistyped name and the answer was "no imported model ...: the run did
+    not import one or it was deleted"."""
+    machine = state_machine(WAIT_THEN_PASS, f"{CONFIG.name_prefix}-{STAGE}-sft")
+    outputs = {"DataBucketName": "sft-data", "StateMachineArn": machine, "ArtifactsBucketName": "sft-artifacts"}
+    _deploy(mocked, "3-sagemaker", STAGE, outputs)
+    result = run(l3sm, "ask", "hi", "--execution", "rnu1")
+    assert result.exit_code == 1
+    assert _flat(result.output).startswith(f"Error: no execution {_execution_arn(machine, 'rnu1')}: check the name")

@@ -1063,6 +1063,7 @@ def test_l3sm_ask_names_what_to_do_when_the_model_is_gone(mocked: FakeCloudForma
     sagemaker_stack(mocked, machine)
     bedrock = stubbed("bedrock")
     model = sm_name(execution_arn(machine, "run3"))  # a name given: its ARN is built from the state machine's
+    boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run3")
     bedrock.add_client_error(
         "get_imported_model", "ResourceNotFoundException", "gone", 404, expected_params={"modelIdentifier": model}
     )
