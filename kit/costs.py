@@ -199,12 +199,15 @@ class IdleItem:
     price_id: str
     approximate: bool
     hours_per_month: float | None = None  # set for hourly prices
+    # What the item bills per month once its charge has grown (a rotated KMS key after its second rotation).
+    later_monthly_usd: float | None = None
 
     @property
     def detail(self) -> str:
         """How the figure is made, e.g. ``1 x $0.045/hour x 730 h``."""
         hours = f" x {self.hours_per_month:g} h" if self.hours_per_month else ""
-        return f"{self.quantity:g} x {money(self.unit_usd)}/{self.unit}{hours}"
+        later = f"; {money(self.later_monthly_usd)} from the second rotation" if self.later_monthly_usd else ""
+        return f"{self.quantity:g} x {money(self.unit_usd)}/{self.unit}{hours}{later}"
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,12 @@ class StackCost:
     @property
     def idle_usd(self) -> float:
         return round(float(sum(item.monthly_usd for item in self.idle_items)), 2)
+
+    @property
+    def idle_later_usd(self) -> float:
+        """The idle cost once every charge that grows with time has grown (equal to idle_usd when none does)."""
+        later = (item.later_monthly_usd or item.monthly_usd for item in self.idle_items)
+        return round(float(sum(later)), 2)
 
 
 class UnpricedResourceError(KitError):
@@ -315,6 +324,8 @@ class _Charge:
     quantity: float
     price: Price
     hourly: bool
+    # The quantity it bills later at the same price, when that grows with time (a rotated KMS key).
+    later_quantity: float | None = None
 
 
 class _MissingPrice(LookupError):
@@ -349,7 +360,11 @@ def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> li
             raise LookupError(f"has Period {period!r}; only standard-resolution alarms (60 s or more) are priced")
         return [_Charge("CloudWatch alarms", 1, need("cloudwatch.alarm"), hourly=False)]
     if kind == "AWS::KMS::Key":
-        return [_Charge("KMS customer managed keys", 1, need("kms.key"), hourly=False)]
+        # Automatic rotation bills each of the key's first two rotations (yearly by default) another key-month a
+        # month; later ones add nothing (https://aws.amazon.com/kms/pricing/).
+        rotated = _literal(props, "EnableKeyRotation", default=False) is True
+        label = "KMS customer managed keys" + (" (rotated yearly)" if rotated else "")
+        return [_Charge(label, 1, need("kms.key"), hourly=False, later_quantity=3 if rotated else None)]
     if kind == "AWS::SecretsManager::Secret":
         return [_Charge("Secrets Manager secrets", 1, need("secretsmanager.secret"), hourly=False)]
     if kind == "AWS::EC2::NatGateway":
@@ -411,7 +426,7 @@ def _idle_charges(kind: str, props: Mapping[str, Any], prices: PriceTable) -> li
 def analyze_stack(stack_id: str, template: Mapping[str, Any], prices: PriceTable) -> StackCost:
     """Idle items, free types, per-use prices and unpriced resources of one template (never raises on types)."""
     resources: Mapping[str, Any] = template.get("Resources", {})
-    grouped: dict[str, tuple[str, float, Price, bool]] = {}
+    grouped: dict[str, tuple[str, float, Price, bool, float | None]] = {}
     free: set[str] = set()
     unpriced: list[Unpriced] = []
     for logical_id, resource in sorted(resources.items()):
@@ -438,20 +453,27 @@ def analyze_stack(stack_id: str, template: Mapping[str, Any], prices: PriceTable
             free.add(kind)
         for charge in charges:
             key = f"{charge.price.id}|{charge.label}"
-            _, quantity, _, _ = grouped.get(key, (charge.label, 0.0, charge.price, charge.hourly))
-            grouped[key] = (charge.label, quantity + charge.quantity, charge.price, charge.hourly)
+            _, quantity, _, _, later = grouped.get(key, (charge.label, 0.0, charge.price, charge.hourly, None))
+            if charge.later_quantity is not None:
+                later = (later or 0.0) + charge.later_quantity
+            grouped[key] = (charge.label, quantity + charge.quantity, charge.price, charge.hourly, later)
+
+    def monthly(quantity: float, price: Price, hourly: bool) -> float:
+        return round(quantity * price.usd * (prices.hours_per_month if hourly else 1), 2)
+
     items = [
         IdleItem(
             label=label,
             quantity=quantity,
             unit_usd=price.usd,
             unit=price.unit,
-            monthly_usd=round(quantity * price.usd * (prices.hours_per_month if hourly else 1), 2),
+            monthly_usd=monthly(quantity, price, hourly),
             price_id=price.id,
             approximate=price.approximate is not None,
             hours_per_month=prices.hours_per_month if hourly else None,
+            later_monthly_usd=monthly(later, price, hourly) if later is not None else None,
         )
-        for label, quantity, price, hourly in grouped.values()
+        for label, quantity, price, hourly, later in grouped.values()
     ]
     items.sort(key=lambda item: (-item.monthly_usd, item.label))
     description = str(template.get("Description", "")).removeprefix("genai-spectrum-kit").lstrip(" :")
@@ -724,6 +746,7 @@ def report_json(report: Iterable[StackCost], prices: PriceTable, *, stage: str |
                 "description": stack.description,
                 "resources": stack.resource_count,
                 "idle_usd_month": stack.idle_usd,
+                "idle_usd_month_later": stack.idle_later_usd,
                 "idle_items": [
                     {
                         "item": item.label,
@@ -731,6 +754,7 @@ def report_json(report: Iterable[StackCost], prices: PriceTable, *, stage: str |
                         "unit_usd": item.unit_usd,
                         "unit": item.unit,
                         "monthly_usd": item.monthly_usd,
+                        "later_monthly_usd": item.later_monthly_usd,
                         "price_id": item.price_id,
                         "approximate": item.approximate,
                     }

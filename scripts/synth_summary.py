@@ -75,7 +75,9 @@ def _summary(assembly_dir: Path) -> list[tuple[str, tuple[Unpriced, ...]]]:
         cost = analyze_stack(artifact_id, template, prices)
         purpose = template.get("Description", "").removeprefix("genai-spectrum-kit ")
         count, idle = cost.resource_count, cost.idle_usd
-        line = f"{artifact_id:<{width}} {count:>4} resources  idle ~${idle:,.2f}/month  {purpose}"
+        later = cost.idle_later_usd
+        grows = f" (~${later:,.2f} from its KMS key's second rotation)" if later > idle else ""
+        line = f"{artifact_id:<{width}} {count:>4} resources  idle ~${idle:,.2f}/month{grows}  {purpose}"
         # What each model a run keeps bills while idle (outside the stack: not in its idle figure).
         kept = cost.while_kept
         if kept:

@@ -38,6 +38,9 @@ def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: 
     assert f"{count} resources" in level1 and "Level 1: prompt engineering" in level1
     assert "idle ~$0.60/month" in level1  # six CloudWatch alarms at $0.10
     assert "idle ~$0.90/month" in by_stack["GenAiKit-2-Rag"]  # S3 Vectors: no floor, only the nine alarms
+    assert "from its KMS key" not in level1
+    # Level 3's KMS key: $1/month, $3/month once its first two yearly rotations bill their $1 each.
+    assert "idle ~$1.10/month (~$3.10 from its KMS key's second rotation)" in by_stack["GenAiKit-3-FineTune"]
     assert all("unclassified" not in line for line in lines)
     # The SageMaker path's stack owns no model; each imported model a run keeps bills storage while idle.
     assert (

@@ -73,9 +73,13 @@ def test_cost_json_has_one_entry_per_stack_with_idle_and_per_use(sandbox: Any) -
         "unit_usd": 0.1,
         "unit": "alarm-month",
         "monthly_usd": 0.6,
+        "later_monthly_usd": None,
         "price_id": "cloudwatch.alarm",
         "approximate": False,
     }
+    # Level 3's rotated KMS key: $1/month now, $3/month from its second yearly rotation
+    level3 = by_stack["GenAiKit-3-FineTune"]
+    assert (level3["idle_usd_month"], level3["idle_usd_month_later"]) == (1.1, 3.1)
     assert {"item", "usd", "unit", "price_id", "approximate"} == set(by_stack["GenAiKit-1-Prompt"]["per_use"][0])
 
 

@@ -82,10 +82,21 @@ def test_level2_with_opensearch_bills_the_ocu_floor(sandbox_oss: Any, prices: An
 
 def test_level3_idles_at_its_kms_key(sandbox: Any, prices: Any) -> None:
     # The key, and the alarm on the teardown's dead-letter queue (teardown.py).
-    assert items(cost_of(sandbox, "GenAiKit-3-FineTune", prices)) == {
-        "kms.key": (1, 1.00),
-        "cloudwatch.alarm": (1, 0.10),
-    }
+    cost = cost_of(sandbox, "GenAiKit-3-FineTune", prices)
+    assert items(cost) == {"kms.key": (1, 1.00), "cloudwatch.alarm": (1, 0.10)}
+    # The key rotates yearly, and each of its first two rotations bills another $1/month
+    # (https://aws.amazon.com/kms/pricing/): the later figure says so.
+    [key] = [item for item in cost.idle_items if item.price_id == "kms.key"]
+    assert key.later_monthly_usd == 3.00 and "$3.00 from the second rotation" in key.detail
+    assert (cost.idle_usd, cost.idle_later_usd) == (1.10, 3.10)
+
+
+def test_a_key_that_does_not_rotate_does_not_grow(prices: Any) -> None:
+    template = {"Resources": {"K": {"Type": "AWS::KMS::Key", "Properties": {"EnableKeyRotation": False}}}}
+    cost = analyze_stack("S", template, prices)
+    [key] = cost.idle_items
+    assert key.later_monthly_usd is None and "rotation" not in key.detail
+    assert cost.idle_later_usd == cost.idle_usd == 1.00
 
 
 def _groups(synth: Any) -> list[dict[str, Any]]:
