@@ -121,6 +121,39 @@ def test_level3_idle_cost_says_the_rotated_key_grows(sandbox: Any) -> None:
         assert "rotation" in row and rotated in _amounts(row), row
 
 
+def test_the_readmes_price_dates_are_those_of_the_price_table() -> None:
+    """The README says when the list prices were checked; kit/prices.json dates every entry."""
+    import json
+    from datetime import date, datetime
+
+    dates = {
+        date.fromisoformat(str(entry["date"]))
+        for region in json.loads((ROOT / "kit" / "prices.json").read_text())["regions"].values()
+        for entry in region.values()
+        if isinstance(entry, dict) and "date" in entry
+    }
+    found = re.search(r"list prices checked (\d+ \w+) to\s+(\d+ \w+) (\d{4})", README.read_text())
+    assert found, "the README's idle-cost paragraph no longer says when the prices were checked"
+    first, last = (datetime.strptime(f"{day} {found[3]}", "%d %B %Y").date() for day in found.groups()[:2])
+    assert (first, last) == (min(dates), max(dates))
+
+
+def test_the_scp_advice_names_every_region_the_default_profile_may_use() -> None:
+    """The default text model is a US cross-region inference profile; the function's grant names every region of
+    its geography (common/geographies.py), and an SCP that denies one of them fails calls Bedrock routes there."""
+    import json
+
+    from common.geographies import PROFILE_GEOGRAPHIES
+
+    model = json.loads((ROOT / "cdk.json").read_text())["context"]["text_model_id"]
+    regions = PROFILE_GEOGRAPHIES[model.split(".", 1)[0]]
+    for page in (README, ROOT / "docs" / "level-1-prompt.md"):
+        text = " ".join(page.read_text().split())
+        found = re.search(r"any region of (?:its|the) US geography \(([a-z0-9, -]+), the regions", text)
+        assert found, page
+        assert tuple(part.strip() for part in found[1].split(",")) == regions, page
+
+
 # --- AWS CLI commands the docs and the operator CLI tell people to run ---------------------------------------
 
 # Commands of the AWS CLI itself, with no API operation of that name (the high-level `aws s3` commands,
