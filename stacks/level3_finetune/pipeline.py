@@ -971,7 +971,13 @@ class FineTunePipeline(Construct):
                 "Tags": run_tags(self, "bedrock", "CreateProvisionedModelThroughput", "tags"),
             },
             iam_action="bedrock:CreateProvisionedModelThroughput",
-            iam_resources=[bedrock_arn(stack, "custom-model/*"), bedrock_arn(stack, "provisioned-model/*")],
+            # Resource types of CreateProvisionedModelThroughput: custom-model and foundation-model, both required
+            # (the custom model's base model is authorized too); tagging the new provisioned model is TagResource's
+            # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonbedrock.html
+            iam_resources=[
+                bedrock_arn(stack, "custom-model/*"),
+                f"arn:{stack.partition}:bedrock:{stack.region}::foundation-model/*",
+            ],
             result_selector={"arn": sfn.JsonPath.string_at("$.ProvisionedModelArn")},
             result_path="$.deployment",
         )

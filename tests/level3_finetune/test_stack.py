@@ -551,6 +551,31 @@ def test_tags_on_create_are_authorized_with_tag_resource_for_the_keys_sent_only(
     assert tagging["Condition"] == {"ForAllValues:StringEquals": {"aws:TagKeys": sorted(tag_keys)}}
 
 
+def test_the_creates_that_name_a_custom_model_are_granted_on_it_and_on_foundation_models(prod_extremes: Any) -> None:
+    """CreateModelCustomizationJob and CreateProvisionedModelThroughput each have two required resource types in the
+    Service Authorization Reference, custom-model and foundation-model: a request about a custom model is
+    authorized on its base model too. Before, the Provisioned Throughput grant (prod_extremes: ft_deploy
+    provisioned) named custom-model and provisioned-model, no resource type of that action, and no foundation
+    model: after a paid job, the deployment could be refused."""
+    from tests.infra.helpers import iam_reference
+
+    template = prod_extremes.templates[STACK]
+    _, machine = _pipeline(template)
+    granted = _role_statements(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
+    for action in ("CreateModelCustomizationJob", "CreateProvisionedModelThroughput"):
+        required = {
+            t["name"]
+            for t in iam_reference().actions.get_action_details("bedrock", action)["resourceTypes"]
+            if t["required"]
+        }
+        assert required == {"custom-model", "foundation-model"}, action
+        [statement] = [s for s in granted.values() if f"bedrock:{action}" in as_list(s["Action"])]
+        assert sorted(render(r) for r in as_list(statement["Resource"])) == [
+            "arn:aws:bedrock:us-east-1:${AWS::AccountId}:custom-model/*",
+            "arn:aws:bedrock:us-east-1::foundation-model/*",
+        ], action
+
+
 def test_a_tag_a_create_call_refuses_is_named_per_call() -> None:
     """The configuration refuses what any tagged service would (tests/infra/test_config.py); each create call's
     tags are checked again against that call's own shapes in botocore's models, so a narrower pattern or a smaller
