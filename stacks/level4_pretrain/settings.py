@@ -31,6 +31,9 @@ FSX_THROUGHPUTS: tuple[int, ...] = get_args(FsxThroughput)
 # ClusterInstanceGroup InstanceGroupName: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterInstanceGroupSpecification.html
 _GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_GROUP_INSTANCES = 100  # the kit's ceiling per group; the account's quota is usually lower for GPUs
+# HyperPod's universal Slurm partition, which holds every node (docs/level-4-pretrain.md): a compute group's
+# partition is named after the group, so no group may take this name.
+DEFAULT_PARTITION = "dev"
 # Training jobs: MaxRuntimeInSeconds and MaxWaitTimeInSeconds at most 28 days:
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html
 MAX_JOB_HOURS = 28 * 24
@@ -67,6 +70,9 @@ def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_
     for group in groups:
         if not _GROUP_NAME_RE.match(group.name):
             raise ConfigError(key, group.name, "a group name of letters, digits and '-' (1-63), starting alphanumeric")
+        if group.node_type == "Compute" and group.name == DEFAULT_PARTITION:
+            allowed = f"a name other than {DEFAULT_PARTITION}, HyperPod's default Slurm partition of every node"
+            raise ConfigError(key, group.name, allowed)
         if group.instance_type not in known:
             type_key = {"Controller": "hp_controller_instance_type", "Login": "hp_login_instance_type"}.get(
                 group.node_type, key
@@ -119,7 +125,7 @@ class PretrainSettings(Settings):
         Allowed('a JSON list like [{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 0}]'),
     ] = Field(
         alias="hp_compute_groups",
-        description="Compute instance groups: unique names, HyperPod instance types, instance counts",
+        description="Compute instance groups: unique names (not dev), HyperPod instance types, instance counts",
     )
     # EBS volume per node: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterEbsVolumeConfig.html
     ebs_volume_gb: Whole = Field(alias="hp_ebs_volume_gb", description="GB of EBS per cluster node", ge=1, le=16384)

@@ -635,6 +635,7 @@ def _group(name: str, node_type: str, instance_type: str = "ml.g5.8xlarge", coun
         ((_group("c", "Controller", "ml.t3.medium", 1),), "at least one compute group"),
         ((_group("c", "Controller", "ml.t3.medium", 1), _group("gpu", "Compute", "ml.g9.huge")), "HyperPod supports"),
         ((_group("c", "Controller", "ml.t3.medium", 1), _group("gpu_1", "Compute")), "letters, digits and '-'"),
+        ((_group("c", "Controller", "ml.t3.medium", 1), _group("dev", "Compute")), "default Slurm partition"),
         ((_group("c", "Controller", "ml.t3.medium", 2), _group("gpu", "Compute")), "1 to 1 instances"),
         ((_group("c", "Controller", "ml.t3.medium", 1), _group("gpu", "Compute", count=101)), "0 to 100"),
     ],
