@@ -244,9 +244,9 @@ def prepare_shared_dir(host: Host, path: str = SHARED_DIR) -> bool:
     host.run(["chmod", SHARED_DIR_MODE, path])
     LOG.info("%s is mounted; mode %s lets every user create a run directory there", path, SHARED_DIR_MODE)
     exported = exported_dir(path)
-    # Never created here: the association creates it, and the stack creates the association beside the cluster,
-    # so the first nodes may provision before it exists. Any node provisioned later opens it (compute groups
-    # start at 0 nodes), and so does the one command the warning names.
+    # Never created here: the association creates it, and the stack creates the cluster after the association, so
+    # it exists at each node's first boot. Missing, it was removed by hand or its association is being replaced:
+    # any node provisioned later opens it, and so does the one command the warning names.
     if host.run(["test", "-d", exported], check=False).returncode != 0:
         LOG.warning(
             "%s does not exist yet (the data repository association creates it and exports it to the data bucket): "
