@@ -162,7 +162,8 @@ class InvocationLoggingStack(Stack):
                 resources=[bucket.arn_for_objects(f"{STATE_PREFIX}*")],
             )
         )
-        # HeadObject on a missing key answers 404 only with ListBucket.
+        # The function asks whether the state object exists with ListObjectsV2 under its prefix (handler.py
+        # _state_saved): a list request carries s3:prefix, and the grant allows no other listing.
         manager.role.add_to_policy(
             iam.PolicyStatement(
                 sid="FindPreviousSetting",

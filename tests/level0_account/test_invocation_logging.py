@@ -368,6 +368,10 @@ def test_a_transient_error_reading_the_saved_setting_does_not_remove_it(aws: Any
     stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
     s3_client = boto3.client("s3", region_name="us-east-1")
     with Stubber(s3_client) as s3_stub, mock.patch.object(h, "s3", lambda: s3_client):
+        listed = {"Contents": [{"Key": h.STATE_KEY}], "IsTruncated": False}
+        s3_stub.add_response(
+            "list_objects_v2", listed, {"Bucket": PROPS["BucketName"], "Prefix": h.STATE_KEY, "MaxKeys": 1}
+        )
         s3_stub.add_client_error("get_object", "SlowDown", "Please reduce your request rate.", 503)
         seen = calls(h.bedrock())
         h.handler(event("Delete"), context())
@@ -517,3 +521,29 @@ def test_an_unfinished_delete_names_the_saved_copy_when_the_setting_does_not_fit
     for saved in ((False, None), (True, None)):
         [_, remove] = printed_commands(h.unfinished_delete("E", PROPS["BucketName"], saved))
         assert remove[2] == "delete-model-invocation-logging-configuration"
+
+
+def test_the_saved_setting_is_looked_for_with_a_list_the_roles_prefix_condition_admits(aws: Any) -> None:
+    """Before: HeadObject, whose 404 for a missing key needs s3:ListBucket (403 otherwise: HeadObject, Permissions);
+    the role's ListBucket is conditioned on s3:prefix, which only a list request carries, so a first Create could
+    meet 403 and fail. The lookup is now ListObjectsV2 with the state key as its prefix, under the granted one."""
+    from stacks.level0_account.invocation_logging import STATE_PREFIX
+
+    stubber, s3, answers = aws
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": THEIRS}, {})
+    stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
+    prefixes: list[str] = []
+    function_s3 = h.s3()
+    function_s3.meta.events.register(
+        "provide-client-params.s3.ListObjectsV2", lambda params, **_: prefixes.append(params.get("Prefix"))
+    )
+    seen = calls(function_s3)
+    h.handler(event("Create"), context())
+    assert answers[0]["Status"] == "SUCCESS" and saved(s3) == {"previous": THEIRS}
+    assert seen == ["ListObjectsV2", "PutObject"] and "HeadObject" not in seen
+    assert prefixes == [h.STATE_KEY] and h.STATE_KEY.startswith(STATE_PREFIX)
+    # A second Create (a replacement) finds it by the same list and keeps it
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
+    h.handler(event("Create"), context())
+    assert saved(s3) == {"previous": THEIRS} and seen[2:] == ["ListObjectsV2"]

@@ -186,19 +186,22 @@ def _not_found(err: Exception) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
+def _state_saved(bucket: str) -> bool:
+    """Whether the state object exists, asked with ListObjectsV2 under its own prefix. HeadObject or GetObject of a
+    missing key answers 404 only to a caller allowed s3:ListBucket on the bucket, and 403 otherwise (HeadObject,
+    Permissions: https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html); the role may list only with
+    an s3:prefix under the state prefix, which a list request carries and a head request does not."""
+    page = s3().list_objects_v2(Bucket=bucket, Prefix=STATE_KEY, MaxKeys=1)
+    return any(item.get("Key") == STATE_KEY for item in page.get("Contents") or [])
+
+
 def save_previous(bucket: str, previous: dict[str, Any] | None, deadline: Deadline, *, replace: bool = False) -> None:
     """Remember the setting before the kit's, once: a replaced resource must not save the kit's own. ``replace``:
     save it even over a saved one (someone else's setting replaced the kit's since, and is the one to restore)."""
-    from botocore.exceptions import ClientError
-
     if not replace:
         deadline.before_call("looking for a saved earlier setting")
-        try:
-            s3().head_object(Bucket=bucket, Key=STATE_KEY)
+        if _state_saved(bucket):
             return
-        except ClientError as err:
-            if not _not_found(err):
-                raise
     deadline.before_call("saving the earlier setting")
     body = json.dumps({"previous": previous}).encode()
     s3().put_object(Bucket=bucket, Key=STATE_KEY, Body=body, ContentType="application/json")
@@ -209,11 +212,14 @@ def load_previous(bucket: str, deadline: Deadline) -> tuple[bool, dict[str, Any]
     any other error (throttling, access) propagates, so a transient error never turns a restore into a removal."""
     from botocore.exceptions import ClientError
 
+    deadline.before_call("looking for a saved earlier setting")
+    if not _state_saved(bucket):
+        return False, None
     deadline.before_call("reading the saved earlier setting")
     try:
         body = s3().get_object(Bucket=bucket, Key=STATE_KEY)["Body"].read()
     except ClientError as err:
-        if _not_found(err):
+        if _not_found(err):  # deleted between the two calls
             return False, None
         raise
     return True, json.loads(body).get("previous")
