@@ -199,13 +199,14 @@ class SageMakerFineTuneStack(Stack):
         suppress(
             self.teardown.state_machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "The ended execution's training job is named per execution under the kit's prefix and its imported "
-            "model gets an id Bedrock generates, so their ARNs end in a wildcard; X-Ray and CloudWatch Logs delivery "
-            "support no resource-level permissions.",
+            "The ended execution's training job is named per execution under the kit's prefix, and its import job and "
+            "imported model get ids Bedrock generates, so their ARNs end in a wildcard; X-Ray and CloudWatch Logs "
+            "delivery support no resource-level permissions.",
             applies_to=[
                 "Resource::*",
                 f"Resource::{arn}:sagemaker:{self.region}:<AWS::AccountId>:training-job/{self.job_prefix}*",
                 f"Resource::{arn}:bedrock:{self.region}:<AWS::AccountId>:imported-model/*",
+                f"Resource::{arn}:bedrock:{self.region}:<AWS::AccountId>:model-import-job/*",
             ],
         )
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)

@@ -29,8 +29,9 @@ Every Task that can fail is caught; every path after CreateModelImportJob goes t
 before the failure is notified, so a failed run leaves no imported model behind (a training job that failed
 bills nothing more; a failed import job creates no model). Bedrock has no API to stop an import job: a run that
 stops watching one (timed out, or its create or poll call failing after the retries) deletes the model by name,
-and the notification names the job and the model in case the job completes later.
-An execution that times out, is aborted or fails off these paths is cleaned up by sagemaker_teardown.py.
+and the notification names the job and the model in case the job completes later; the run then fails, and the
+teardown (sagemaker_teardown.py), which every failed, timed-out or aborted execution starts, waits for the import
+job to end (IMPORT_WAIT_MINUTES at most) before it deletes the model again.
 
 A run that resumes (``"resumeFrom": "<earlier execution name>"``) trains with the earlier execution's checkpoint
 prefix: SageMaker copies it into the job's checkpoint directory at start, the program continues from the newest
@@ -78,6 +79,13 @@ OUTPUT_PREFIX = "output/"
 # https://docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html
 MODEL_SUFFIX = "/output/model/"
 POLL_SECONDS = 60
+# Bedrock cannot stop a model import job (botocore bedrock 2023-04-20 has Create, Get and List of import jobs, no
+# Stop), and one still InProgress creates its model after any delete. The teardown (sagemaker_teardown.py) reads the
+# run's import job (GetModelImportJob status: InProgress | Completed | Failed) and waits while it runs, at most
+# IMPORT_CHECKS checks IMPORT_CHECK_INTERVAL apart, before it deletes the model; one still running then is reported.
+IMPORT_CHECK_INTERVAL = Duration.minutes(10)
+IMPORT_CHECKS = 6
+IMPORT_WAIT_MINUTES = int(IMPORT_CHECKS * IMPORT_CHECK_INTERVAL.to_minutes())
 # GetModelImportJob's answer, kept at $.importJob: the members ImportDone reads (only where present).
 IMPORT_STATUS = "$.importJob.Status"
 IMPORTED_MODEL_ARN = "$.importJob.ImportedModelArn"
@@ -591,7 +599,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
             "Error": "ModelImportTimedOut",
             "Cause": sfn.JsonPath.format(
                 "the import job {} was still in progress after {} polls; Bedrock cannot stop it: the run deleted the "
-                "model by name, and if the job completes later, delete the model it creates",
+                f"model by name, and the teardown waits up to {IMPORT_WAIT_MINUTES} minutes for the job to end and "
+                "deletes its model; if it reports the job still running, delete the model it creates",
                 sfn.JsonPath.string_at("$.import.jobArn"),
                 sfn.JsonPath.string_at("$.polls.count"),
             ),

@@ -5,10 +5,13 @@ job, delete the model its import created, report.
     ─► AnExecutionEnded? ─► NameWhatItCreated (<job prefix><MD5 of the execution ARN>, as the pipeline names it)
     ─► LetCallsInFlightLand ─► DescribeItsTrainingJob ─► JobStillRunning? InProgress ─► StopItsTrainingJob
            (retried about ten minutes; still failing ─► CheckItsTrainingJobAgain: still InProgress or unreadable
-           ─► NotifyJobNotStopped, "ACTION NEEDED") ─► DeleteItsImportedModel
-           not running ─► DeleteItsImportedModel; unreadable (no job) ─► TryToStopItsTrainingJob (any error: nothing
-           to stop) ─► DeleteItsImportedModel
-           ResourceNotFound ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
+           ─► NotifyJobNotStopped, "ACTION NEEDED") ─► ReadItsImportJob
+           not running ─► ReadItsImportJob; unreadable (no job) ─► TryToStopItsTrainingJob (any error: nothing
+           to stop) ─► ReadItsImportJob
+    ReadItsImportJob ─► ImportStillRunning? InProgress ─► WaitForItsImportJob (10 min) ─► CountImportCheck
+           ─► ReadItsImportJob, at most IMPORT_CHECKS times, then NotifyImportStillRunning ("ACTION NEEDED")
+           ended, no import job or unreadable ─► DeleteItsImportedModel
+    DeleteItsImportedModel ─► ResourceNotFound ─► AnythingToReport? ─► NotifyCleanedUp | NothingLeft
            other errors, retried for about an hour ─► NotifyCleanupFailed ("ACTION NEEDED") ─► CleanupFailed
            deleted ─► NotifyCleanedUp
     hourly sweep (sweep.py) ─► the same teardown, named sweep-<hash>, for runs whose event never started it
@@ -29,8 +32,19 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification
-from stacks.level3_finetune.sagemaker_pipeline import run_name
+from stacks.level3_finetune.pipeline import (
+    DELETE_RETRY_ATTEMPTS,
+    DELETE_RETRY_INTERVAL,
+    TRANSIENT_BEDROCK,
+    notification,
+    retry_throttling,
+)
+from stacks.level3_finetune.sagemaker_pipeline import (
+    IMPORT_CHECK_INTERVAL,
+    IMPORT_CHECKS,
+    IMPORT_WAIT_MINUTES,
+    run_name,
+)
 from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.level3_finetune.teardown import (
     ENDED_ABNORMALLY,
@@ -38,6 +52,7 @@ from stacks.level3_finetune.teardown import (
     TEARDOWN_SETTLE,
     report_unless_already_notified,
 )
+from stacks.shared.conditions import equals_where_present
 from stacks.shared.deployment import Deployment
 from stacks.shared.failures import reported_fail
 from stacks.shared.notifications import rule_target_role
@@ -62,8 +77,9 @@ class SageMakerPipelineTeardown(Construct):
     machine derives the same names.
 
     Limits: Bedrock has no API to stop a model import job. The teardown waits TEARDOWN_SETTLE for calls in flight
-    to land, then deletes the imported model if it exists at that moment; an import job still running then creates
-    its model later, and the report names the model so the operator deletes it.
+    to land and, while the run's import job is InProgress, up to IMPORT_CHECKS x IMPORT_CHECK_INTERVAL for it to
+    end, then deletes the imported model if it exists; an import job still running after that creates its model
+    later, and the report (ACTION NEEDED) names the model so the operator deletes it.
     """
 
     def __init__(
@@ -90,8 +106,8 @@ class SageMakerPipelineTeardown(Construct):
         )
         report_message = {
             "outcome": "cleaned up: a SageMaker fine-tuning execution ended without finishing its own path; its "
-            "training job was stopped and its imported model deleted, where they existed. Bedrock cannot stop an "
-            "import job: if one of this name was still in progress, delete the model it creates when it completes",
+            "training job was stopped and its imported model deleted, where they existed (after its import job, "
+            "which Bedrock cannot stop, had ended)",
             "execution": sfn.JsonPath.string_at("$.execution"),
             "status": sfn.JsonPath.string_at("$.status"),
             "trainingJob": sfn.JsonPath.string_at("$.name"),
@@ -110,6 +126,7 @@ class SageMakerPipelineTeardown(Construct):
                 "status": sfn.JsonPath.string_at("$.detail.status"),
                 "name.$": run_name(job_prefix, "$.detail.executionArn"),
                 "acted": False,
+                "importChecks": {"count": 0},
                 **STARTED_AS,
             },
         )
@@ -200,11 +217,52 @@ class SageMakerPipelineTeardown(Construct):
         not_deleted = notification(self, "NotifyCleanupFailed", topic, alarm, failed)
         delete.add_catch(not_deleted, errors=["States.ALL"], result_path="$.error")
         delete.next(sfn.Pass(self, "Deleted", result=sfn.Result.from_boolean(True), result_path="$.acted")).next(report)
-        stop_job.add_catch(delete, errors=["States.ALL"], result_path="$.jobNotStopped")
+
+        # Before the delete: the run's import job, by the name the run gave it, must have ended (IMPORT_CHECKS).
+        # Not found: the run started none. Unreadable after the retries: delete now, as before the wait existed.
+        read_import = tasks.CallAwsService(
+            self,
+            "ReadItsImportJob",
+            service="bedrock",
+            action="getModelImportJob",
+            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.name")},  # a name or an ARN
+            iam_action="bedrock:GetModelImportJob",
+            iam_resources=[f"{arn}:bedrock:{stack.region}:{stack.account}:model-import-job/*"],
+            result_path="$.importJob",  # whole: GetModelImportJobResponse requires no member, status included
+        )
+        read_import.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
+        retry_throttling(read_import, TRANSIENT_BEDROCK)
+        read_import.add_catch(delete, errors=["States.ALL"], result_path="$.importNotRead")
+        still_importing = {
+            **report_message,
+            "outcome": "ACTION NEEDED: the import job of an ended SageMaker fine-tuning execution was still in "
+            f"progress after {IMPORT_WAIT_MINUTES} minutes, and Bedrock cannot stop "
+            "it; the teardown deletes the model now, so delete the model the job creates when it completes (while "
+            "kept it bills storage every month)",
+        }
+        gave_up = notification(self, "NotifyImportStillRunning", topic, still_importing, delete)
+        counted = sfn.Pass(
+            self,
+            "CountImportCheck",
+            parameters={"count": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.importChecks.count"), 1)},
+            result_path="$.importChecks",
+        )
+        wait_import = sfn.Wait(self, "WaitForItsImportJob", time=sfn.WaitTime.duration(IMPORT_CHECK_INTERVAL))
+        importing = equals_where_present("$.importJob.Status", "InProgress")
+        read_import.next(
+            sfn.Choice(self, "ImportStillRunning?")
+            .when(
+                sfn.Condition.and_(importing, sfn.Condition.number_less_than("$.importChecks.count", IMPORT_CHECKS)),
+                wait_import.next(counted).next(read_import),
+            )
+            .when(importing, gave_up)
+            .otherwise(delete)
+        )
+        stop_job.add_catch(read_import, errors=["States.ALL"], result_path="$.jobNotStopped")
         stopped = sfn.Pass(self, "JobStopped", result=sfn.Result.from_boolean(True), result_path="$.acted")
         stop_job.next(stopped)
         stop_running.next(stopped)
-        stopped.next(delete)
+        stopped.next(read_import)
         still_running = {
             **report_message,
             "outcome": "ACTION NEEDED: the training job of an ended SageMaker fine-tuning execution is still running "
@@ -214,20 +272,20 @@ class SageMakerPipelineTeardown(Construct):
         }
         # A stop that kept failing may have failed because the job ended meanwhile (a stop of an ended job is
         # refused): only a job still InProgress, or one that cannot be read, is reported.
-        not_stopped = notification(self, "NotifyJobNotStopped", topic, still_running, delete)
+        not_stopped = notification(self, "NotifyJobNotStopped", topic, still_running, read_import)
         recheck = describe("CheckItsTrainingJobAgain")
         recheck.add_catch(not_stopped, errors=["States.ALL"], result_path="$.jobNotRead")
         recheck.next(
             sfn.Choice(self, "StillRunning?")
             .when(sfn.Condition.string_equals("$.job.status", "InProgress"), not_stopped)
-            .otherwise(delete)
+            .otherwise(read_import)
         )
         stop_running.add_catch(recheck, errors=["States.ALL"], result_path="$.jobNotStopped")
         describe_job.add_catch(stop_job, errors=["States.ALL"], result_path="$.jobNotRead")
         describe_job.next(
             sfn.Choice(self, "JobStillRunning?")
             .when(sfn.Condition.string_equals("$.job.status", "InProgress"), stop_running)
-            .otherwise(delete)
+            .otherwise(read_import)
         )
         is_event = sfn.Condition.and_(
             *(sfn.Condition.is_present(f"$.detail.{field}") for field in ("executionArn", "name", "status"))

@@ -311,7 +311,7 @@ def test_training_job_events_and_stopped_executions_are_notified(template: dict[
     assert [t["Arn"] for t in ended["Targets"]] == [{"Ref": asl.state_machine(template, "TeardownStateMachine")[0]}]
 
 
-def test_the_teardown_role_may_only_read_and_stop_the_kits_jobs_delete_imported_models_and_notify(
+def test_the_teardown_role_may_only_read_and_stop_the_kits_jobs_read_imports_delete_imported_models_and_notify(
     template: dict[str, Any],
 ) -> None:
     role_id = asl.state_machine(template, "TeardownStateMachine")[1]["RoleArn"]["Fn::GetAtt"][0]
@@ -327,6 +327,7 @@ def test_the_teardown_role_may_only_read_and_stop_the_kits_jobs_delete_imported_
         "sagemaker:DescribeTrainingJob": jobs,
         "sagemaker:StopTrainingJob": jobs,
         "bedrock:DeleteImportedModel": [f"arn:aws:bedrock:{asl.REGION}:${{AWS::AccountId}}:imported-model/*"],
+        "bedrock:GetModelImportJob": [f"arn:aws:bedrock:{asl.REGION}:${{AWS::AccountId}}:model-import-job/*"],
         "sns:Publish": [render({"Ref": topic})],
     }
 
@@ -1180,8 +1181,22 @@ def described(status: str) -> dict[str, Any]:
 NO_JOB = asl.AslError("SageMaker.ResourceNotFound", "no such job")
 
 
+def import_job(status: str) -> dict[str, Any]:
+    """GetModelImportJob's answer for the run's import job, as the SDK integration hands it on (member names
+    capitalized; botocore bedrock 2023-04-20 GetModelImportJobResponse)."""
+    name = run_name(EXECUTION)
+    return {
+        "JobArn": f"arn:aws:bedrock:{asl.REGION}:{asl.ACCOUNT}:model-import-job/abcdefghijkl",
+        "JobName": name,
+        "ImportedModelName": name,
+        "Status": status,
+    }
+
+
 def _cleanup(teardown: dict[str, Any], status: str, **outcomes: Any) -> asl.Trace:
-    """Run the teardown on a status event; each Task's outcomes are consumed in order."""
+    """Run the teardown on a status event; each Task's outcomes are consumed in order (the import job: ended,
+    unless the test scripts it)."""
+    outcomes.setdefault("ReadItsImportJob", [import_job("Completed")])
     return asl.simulate(teardown, _ended(status), outcomes, execution_name="teardown-1", publishes_succeed=True)
 
 
@@ -1302,6 +1317,89 @@ def test_teardown_that_cannot_delete_the_model_says_action_needed_and_names_it(t
     assert state == "NotifyCleanupFailed" and message["outcome"].startswith("ACTION NEEDED")
     assert "bills storage every month" in message["outcome"]  # not only while it serves
     assert message["importedModel"] == run_name(EXECUTION)
+
+
+def test_teardown_waits_for_an_import_job_still_running_before_it_deletes_the_model(teardown: dict[str, Any]) -> None:
+    """Bedrock cannot stop an import job, and one still InProgress creates its model after a delete. Before, the
+    teardown deleted once after two minutes and a later model billed every month until someone deleted it."""
+    from stacks.level3_finetune.sagemaker_teardown import IMPORT_CHECK_INTERVAL
+
+    trace = _cleanup(
+        teardown,
+        "TIMED_OUT",
+        DescribeItsTrainingJob=[described("Completed")],
+        ReadItsImportJob=[import_job("InProgress"), import_job("InProgress"), import_job("Completed")],
+        DeleteItsImportedModel=[{}],
+    )
+    assert (trace.status, trace.terminal) == ("SUCCEEDED", "CleanedUp"), trace.describe()
+    reads = trace.calls_to("ReadItsImportJob")
+    assert [c.parameters for c in reads] == [{"JobIdentifier": run_name(EXECUTION)}] * 3
+    assert not asl.sdk_request_errors(
+        teardown["States"]["ReadItsImportJob"]["Resource"], {"JobIdentifier": run_name(EXECUTION)}
+    )
+    assert trace.elapsed >= 2 * IMPORT_CHECK_INTERVAL.to_seconds()
+    assert len(trace.calls_to("DeleteItsImportedModel")) == 1
+    assert trace.visited.index("DeleteItsImportedModel") > max(
+        i for i, state in enumerate(trace.visited) if state == "ReadItsImportJob"
+    )
+    assert [s for s, _ in trace.notifications] == ["NotifyCleanedUp"]
+
+
+def test_an_import_job_that_outlives_the_wait_is_reported_and_the_model_deleted_anyway(
+    teardown: dict[str, Any],
+) -> None:
+    from stacks.level3_finetune.sagemaker_teardown import IMPORT_CHECKS
+
+    trace = _cleanup(
+        teardown,
+        "ABORTED",
+        DescribeItsTrainingJob=[described("Stopped")],
+        ReadItsImportJob=itertools.repeat(import_job("InProgress")),
+        DeleteItsImportedModel=[asl.AslError("Bedrock.ResourceNotFoundException", "not yet")],
+    )
+    assert trace.status == "SUCCEEDED", trace.describe()
+    assert len(trace.calls_to("ReadItsImportJob")) == IMPORT_CHECKS + 1
+    assert trace.calls_to("DeleteItsImportedModel")
+    [message] = [m for s, m in trace.notifications if s == "NotifyImportStillRunning"]
+    assert message["outcome"].startswith("ACTION NEEDED") and "still in progress after 60 minutes" in message["outcome"]
+    assert message["importedModel"] == run_name(EXECUTION)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        asl.AslError("Bedrock.ResourceNotFoundException", "no such import job"),  # the run started none
+        asl.AslError("Bedrock.AccessDeniedException", "not authorized"),  # unreadable: delete as before
+        {"JobName": "x"},  # an answer without a status (GetModelImportJobResponse requires no member)
+    ],
+    ids=["none", "unreadable", "no-status"],
+)
+def test_an_import_job_that_is_not_running_or_cannot_be_read_does_not_hold_the_delete(
+    teardown: dict[str, Any], answer: Any
+) -> None:
+    trace = _cleanup(
+        teardown,
+        "FAILED",
+        DescribeItsTrainingJob=[described("Failed")],
+        ReadItsImportJob=[answer],
+        DeleteItsImportedModel=[{}],
+    )
+    assert trace.terminal == "CleanedUp", trace.describe()
+    assert len(trace.calls_to("ReadItsImportJob")) == 1 and "WaitForItsImportJob" not in trace.visited
+
+
+def test_the_teardown_timeout_covers_its_longest_path() -> None:
+    """The settle, ten minutes of stop retries, the import wait and the delete's hour of retries end before
+    TEARDOWN_TIMEOUT: a teardown that timed out there would leave the model it was about to delete."""
+    from stacks.level3_finetune import sagemaker_teardown as td
+    from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL
+    from stacks.level3_finetune.teardown import TEARDOWN_SETTLE
+
+    stop = td.RUNNING_STOP_RETRY_INTERVAL.to_seconds() * (2**td.RUNNING_STOP_RETRY_ATTEMPTS - 1)
+    imports = td.IMPORT_CHECKS * td.IMPORT_CHECK_INTERVAL.to_seconds()
+    deletes = DELETE_RETRY_INTERVAL.to_seconds() * (2**DELETE_RETRY_ATTEMPTS - 1)
+    longest = TEARDOWN_SETTLE.to_seconds() + stop + imports + deletes
+    assert longest < td.TEARDOWN_TIMEOUT.to_seconds(), longest
 
 
 def test_teardown_settles_before_it_deletes(teardown: dict[str, Any]) -> None:

@@ -374,6 +374,7 @@ def _run(definition: dict[str, Any], event: Any, name: str, **outcomes: list[Any
 
 
 GONE = asl.AslError("Bedrock.ResourceNotFoundException", "not found")
+IMPORT_NOT_FOUND = asl.AslError("Bedrock.ResourceNotFoundException", "no such import job")
 JOB_ENDED = {"Status": "Completed"}  # GetModelCustomizationJob: the run's job ended, nothing to stop
 JOB_RUNNING = {"Status": "InProgress"}
 SM_JOB_ENDED = asl.AslError("SageMaker.ValidationException", "the job is not in progress")
@@ -452,6 +453,7 @@ def test_the_sagemaker_teardown_started_by_the_sweep_reports_only_what_it_did(sa
         sweep.sweep_name(arn),
         DescribeItsTrainingJob=stops,
         TryToStopItsTrainingJob=stops,
+        ReadItsImportJob=[IMPORT_NOT_FOUND],
         DeleteItsImportedModel=[GONE],
     )
     assert (quiet.status, quiet.terminal, quiet.notifications) == ("SUCCEEDED", "NothingLeft", []), quiet.describe()
@@ -461,6 +463,7 @@ def test_the_sagemaker_teardown_started_by_the_sweep_reports_only_what_it_did(sa
         sweep.sweep_name(arn),
         DescribeItsTrainingJob=stops,
         TryToStopItsTrainingJob=stops,
+        ReadItsImportJob=[IMPORT_NOT_FOUND],
         DeleteItsImportedModel=[{}],
     )
     assert (acted.terminal, len(acted.notifications)) == ("CleanedUp", 1), acted.describe()
