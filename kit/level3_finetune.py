@@ -66,6 +66,7 @@ from kit.operator import (
     wait_options,
 )
 from stacks.level3_finetune.names import DATASETS_PREFIX, MODELS_PREFIX, execution_hash
+from stacks.level3_finetune.sagemaker_settings import HUB_ID
 from stacks.shared.facts import (
     IMPORTED_MODELS_QUOTA,
     IMPORTED_MODELS_QUOTA_CODE,
@@ -1027,8 +1028,13 @@ def sm_start(
     name = execution_name()  # also the folder of the file it uploads
     if training and not training_key:
         training_key = upload_key(name, training)
-    if base_model is not None and not base_model.strip():
-        raise KitUsageError("--base-model must be a Hugging Face Hub id, e.g. Qwen/Qwen2.5-0.5B-Instruct")
+    # The id the stack's sm_base_model takes (HUB_ID): a mistyped one otherwise fails inside the training job, after
+    # its instance has started.
+    if base_model is not None and not HUB_ID.fullmatch(base_model):
+        raise KitUsageError(
+            f"--base-model {base_model!r} is not a Hugging Face Hub id: <owner>/<name> of letters, digits, '.', '_' "
+            "and '-', e.g. Qwen/Qwen2.5-0.5B-Instruct"
+        )
     if resume_from is not None:
         resume_from = resume_from.rsplit(":", 1)[-1]
         if not SM_EXECUTION_NAME.fullmatch(resume_from):

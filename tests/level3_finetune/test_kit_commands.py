@@ -569,6 +569,20 @@ def test_l3sm_start_with_a_key_sends_no_base_model_and_uploads_nothing(mocked: F
     assert "Contents" not in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="sft-data")
 
 
+@pytest.mark.parametrize("model", ["Qwen2.5-0.5B-Instruct", "Qwen/Qwen 2.5", "", "hf.co/Qwen/Qwen2.5-0.5B"])
+def test_l3sm_start_refuses_a_base_model_that_is_no_hub_id_before_anything_starts(
+    mocked: FakeCloudFormation, model: str
+) -> None:
+    """Before: any non-empty --base-model was sent, and a typo failed inside the training job once its instance
+    had started. The id must be what the stack's sm_base_model takes (sagemaker_settings.HUB_ID)."""
+    machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
+    sagemaker_stack(mocked, machine)
+    result = run(l3sm, "start", "--training-key", "datasets/chat/", "--base-model", model)
+    assert result.exit_code == 2, result.output
+    assert f"--base-model {model!r} is not a Hugging Face Hub id" in " ".join(result.output.split())
+    assert not boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)["executions"]
+
+
 def test_l3sm_start_refuses_invalid_records_before_uploading(mocked: FakeCloudFormation, tmp_path: Path) -> None:
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
