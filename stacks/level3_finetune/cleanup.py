@@ -118,9 +118,9 @@ class CustomModelCleanup(Construct):
         suppress(
             role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "Bedrock's List actions support no resource type ('*' only); the kit names its jobs, models, deployments "
-            "and throughputs per execution, so they are granted by type in this account and region and the function "
-            "also checks the name and the key; executions are this state machine's; X-Ray needs '*'.",
+            "Bedrock's List actions support no resource type ('*' only); the kit's jobs, models, deployments and "
+            "throughputs have ids Bedrock generates, so their ARNs end in a wildcard in this account and region, and "
+            "the function also checks the name and the key; executions are this state machine's; X-Ray needs '*'.",
             applies_to=[
                 "Resource::*",
                 f"Resource::arn:aws:bedrock:{stack.region}:<AWS::AccountId>:model-customization-job/*",

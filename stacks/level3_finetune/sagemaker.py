@@ -635,8 +635,8 @@ class SageMakerFineTuneStack(Stack):
             "Training job names are made per execution under the kit's prefix; import jobs and imported models get "
             "ids Bedrock generates, so their ARNs end in a wildcard; CreateModelImportJob, X-Ray and CloudWatch "
             "Logs delivery support no resource-level permissions; sagemaker:ListTags (read-only) is on '*' as the "
-            "Step Functions .sync policy for SageMaker documents; the validator may be invoked by version or "
-            "alias (the Step Functions Lambda integration grants both forms of its ARN).",
+            "Step Functions .sync policy for SageMaker documents; the Step Functions Lambda integration grants the "
+            "validator's '<arn>:*' (versions and aliases, of which it has none) beside its ARN.",
             applies_to=[
                 "Resource::*",
                 f"Resource::{arn_ref(self.validator.function)}:*",

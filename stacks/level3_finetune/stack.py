@@ -296,17 +296,18 @@ class FineTuneStack(Stack):
         suppress(
             machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "Job, custom-model, deployment and throughput names are chosen per execution, so their ARNs are "
-            "granted by type within this account and region; X-Ray and CloudWatch Logs delivery need '*'.",
+            "The job, the custom model and (per ft_deploy) the deployment or throughput a run creates get ids Bedrock "
+            "generates, so their ARNs end in a wildcard within this account and region; a run's base model is any "
+            "foundation model the validator accepts; the job files are per run under the data bucket's jobs/ prefix; "
+            "CDK's Lambda grant adds the validator's '<arn>:*' (versions and aliases, of which it has none); X-Ray "
+            "and CloudWatch Logs delivery need '*'.",
             applies_to=[
                 "Resource::*",
-                f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:model-customization-job/*",
-                f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:custom-model/*",
-                f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:custom-model-deployment/*",
-                f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:provisioned-model/*",
+                # what the pipeline creates and tags, the deployment mode's own type among them (``tagged``)
+                *(f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:{resource}" for resource in tagged),
                 f"Resource::arn:aws:bedrock:{self.region}::foundation-model/*",
                 f"Resource::<{logical_id(data.data)}.Arn>/{JOBS_PREFIX}*",
-                f"Resource::<{logical_id(validator.function)}.Arn>:*",  # the validator's versions and aliases
+                f"Resource::<{logical_id(validator.function)}.Arn>:*",
             ],
         )
 
@@ -316,8 +317,8 @@ class FineTuneStack(Stack):
         suppress(
             teardown.state_machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
-            "The ended execution's job and deployment are named per execution, so their ARNs are granted by type "
-            "within this account and region; X-Ray and CloudWatch Logs delivery need '*'.",
+            "The ended execution's job, deployment and throughput have ids Bedrock generates, so their ARNs end in a "
+            "wildcard within this account and region; X-Ray and CloudWatch Logs delivery need '*'.",
             applies_to=[
                 "Resource::*",
                 f"Resource::arn:aws:bedrock:{self.region}:<AWS::AccountId>:model-customization-job/*",
