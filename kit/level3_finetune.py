@@ -65,8 +65,7 @@ from kit.operator import (
     upload_file,
     wait_options,
 )
-from stacks.level3_finetune.names import DATASETS_PREFIX, MODELS_PREFIX, execution_hash
-from stacks.level3_finetune.sagemaker_settings import HUB_ID
+from stacks.level3_finetune.names import DATASETS_PREFIX, HUB_ID, MODELS_PREFIX, execution_hash
 from stacks.shared.facts import (
     IMPORTED_MODELS_QUOTA,
     IMPORTED_MODELS_QUOTA_CODE,

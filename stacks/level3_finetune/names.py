@@ -4,12 +4,17 @@ creates (the teardown and the cleanup find them by these), and the ARNs and logi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stacks.shared.deployment import Deployment
 from stacks.shared.execution_names import execution_hash as execution_hash  # re-exported: pipelines and kit l3sm
 from stacks.shared.execution_names import execution_id as execution_id
+
+# A Hugging Face Hub repository id (owner/name): https://huggingface.co/docs/hub/repositories. Here, free of the
+# settings (and pydantic), so that the kit's commands check --base-model without loading them.
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 
 if TYPE_CHECKING:  # `kit l3sm` imports execution_hash: the kit never loads the CDK
     from aws_cdk import Stack

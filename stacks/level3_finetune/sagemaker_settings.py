@@ -8,11 +8,10 @@ from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from stacks.level3_finetune.names import HUB_ID
 from stacks.level4_pretrain.settings import MAX_JOB_HOURS
 from stacks.shared.settings import Allowed, Flag, Invalid, Problem, Settings, Text, TrainingInstanceType, Whole
 
-# A Hugging Face Hub repository id (owner/name): https://huggingface.co/docs/hub/repositories
-HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 # A Secrets Manager secret name ("1-512 characters: letters, digits, /_+=.@-") or its complete ARN, whose
 # name ends in the hyphen and six characters Secrets Manager adds:
 # https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html

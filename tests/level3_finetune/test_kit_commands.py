@@ -574,7 +574,7 @@ def test_l3sm_start_refuses_a_base_model_that_is_no_hub_id_before_anything_start
     mocked: FakeCloudFormation, model: str
 ) -> None:
     """Before: any non-empty --base-model was sent, and a typo failed inside the training job once its instance
-    had started. The id must be what the stack's sm_base_model takes (sagemaker_settings.HUB_ID)."""
+    had started. The id must be what the stack's sm_base_model takes (names.HUB_ID)."""
     machine = state_machine(WAIT_THEN_PASS, SM_MACHINE)
     sagemaker_stack(mocked, machine)
     result = run(l3sm, "start", "--training-key", "datasets/chat/", "--base-model", model)
