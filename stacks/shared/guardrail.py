@@ -17,7 +17,7 @@ from stacks.shared.settings import GuardrailSettings, guardrail_profile, guardra
 _CONTENT_FILTERS = ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT")
 # Bump when the guardrail's fixed parts below (messages, topic text) change, to publish a new version; a test
 # (tests/infra/test_guardrail_tier.py, RENDERED) fails when the rendered guardrail changes under the same revision.
-_GUARDRAIL_REVISION = 1
+_GUARDRAIL_REVISION = 2
 
 
 class KitGuardrail(Construct):
@@ -53,24 +53,46 @@ class KitGuardrail(Construct):
             ]
         # ContentFiltersTierName and TopicsTierName: CLASSIC (the default, left unset) or STANDARD.
         standard = bool(self.profile_arns)
+        # Each filter and PII entity says what it does on each side: the input and output actions and switches are
+        # optional and their defaults undocumented (CloudFormation PiiEntityConfig and ContentFilterConfig; botocore
+        # bedrock GuardrailPiiEntityConfig), and a guardrail given only Action has been reported to deploy with the
+        # input side off (awslabs/generative-ai-cdk-constructs#1138): both sides are set, on.
         filters: list[Any] = [
             bedrock.CfnGuardrail.ContentFilterConfigProperty(
                 type=kind,
                 input_strength=settings.content_filter_strength,
                 output_strength=settings.content_filter_strength,
+                input_action="BLOCK",
+                input_enabled=True,
+                output_action="BLOCK",
+                output_enabled=True,
             )
             for kind in _CONTENT_FILTERS
         ]
         # Prompt attacks are judged on the input only; Bedrock requires NONE on the output side.
         filters.append(
             bedrock.CfnGuardrail.ContentFilterConfigProperty(
-                type="PROMPT_ATTACK", input_strength=settings.prompt_attack_strength, output_strength="NONE"
+                type="PROMPT_ATTACK",
+                input_strength=settings.prompt_attack_strength,
+                output_strength="NONE",
+                input_action="BLOCK",
+                input_enabled=True,
             )
         )
-        pii = [
-            bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="ANONYMIZE")
-            for kind in settings.pii_anonymize
-        ] + [bedrock.CfnGuardrail.PiiEntityConfigProperty(type=kind, action="BLOCK") for kind in settings.pii_block]
+
+        def pii_entity(kind: str, action: str) -> bedrock.CfnGuardrail.PiiEntityConfigProperty:
+            return bedrock.CfnGuardrail.PiiEntityConfigProperty(
+                type=kind,
+                action=action,
+                input_action=action,
+                input_enabled=True,
+                output_action=action,
+                output_enabled=True,
+            )
+
+        pii = [pii_entity(kind, "ANONYMIZE") for kind in settings.pii_anonymize] + [
+            pii_entity(kind, "BLOCK") for kind in settings.pii_block
+        ]
         topics = (
             [
                 bedrock.CfnGuardrail.TopicConfigProperty(

@@ -381,11 +381,21 @@ def test_guardrail_filters_pii_and_denied_topic_follow_config(sandbox: Any, temp
         "Type": "PROMPT_ATTACK",
         "InputStrength": settings.prompt_attack_strength,
         "OutputStrength": "NONE",
+        "InputAction": "BLOCK",
+        "InputEnabled": True,
     }
+    # Each side of each filter and PII entity is set, on: their defaults are undocumented, and a guardrail given
+    # only Action has been reported to deploy with its input side off.
     for kind in ("SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT"):
-        assert filters[kind]["InputStrength"] == settings.content_filter_strength
-    pii = {p["Type"]: p["Action"] for p in props["SensitiveInformationPolicyConfig"]["PiiEntitiesConfig"]}
+        assert filters[kind]["InputStrength"] == filters[kind]["OutputStrength"] == settings.content_filter_strength
+        assert (filters[kind]["InputAction"], filters[kind]["OutputAction"]) == ("BLOCK", "BLOCK")
+        assert filters[kind]["InputEnabled"] is filters[kind]["OutputEnabled"] is True
+    entities = props["SensitiveInformationPolicyConfig"]["PiiEntitiesConfig"]
+    pii = {p["Type"]: p["Action"] for p in entities}
     assert pii == {**{t: "ANONYMIZE" for t in settings.pii_anonymize}, **{t: "BLOCK" for t in settings.pii_block}}
+    for entity in entities:
+        assert entity["InputAction"] == entity["OutputAction"] == entity["Action"], entity
+        assert entity["InputEnabled"] is entity["OutputEnabled"] is True, entity
     [topic] = props["TopicPolicyConfig"]["TopicsConfig"]
     assert topic["Type"] == "DENY" and topic["Examples"]
 
