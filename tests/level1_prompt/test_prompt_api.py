@@ -682,6 +682,9 @@ def test_template_errors_name_the_prompt_version_without_the_account_id(
     assert "arn:aws:bedrock:us-east-1:<account-id>:prompt/SUMMARIZE1:2" in error["message"]
     assert "123456789012" not in reply.raw["body"]
     assert "region" in error["message"]
+    # GetPrompt involves neither the model nor a guardrail: the message names the template and what to do.
+    assert error["message"].startswith("Template 'summarize': Amazon Bedrock could not find its prompt version")
+    assert "guardrail" not in error["message"] and "PROMPT_CATALOG" in error["message"]
 
 
 def test_a_read_timeout_is_504(invoke: Invoke) -> None:

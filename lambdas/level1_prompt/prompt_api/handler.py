@@ -27,11 +27,13 @@ from common.errors import (
     ModelAccessDeniedError,
     ModelTimeoutError,
     NotFoundError,
+    UpstreamNotFoundError,
     aws_error_code,
     aws_error_message,
     deployment_fault,
     from_aws_error,
     input_too_long,
+    redact,
     trim,
 )
 from common.http import decode_body, json_response, parse_json_object, time_left
@@ -139,6 +141,11 @@ def post_template(name: str) -> Response[Any]:
             raise ConfigurationError(
                 f"Template '{template.name}': Amazon Bedrock refused its prompt version ARN "
                 f"({trim(aws_error_message(exc), 200)}). Check PROMPT_CATALOG and redeploy."
+            ) from exc
+        if aws_error_code(exc) == "ResourceNotFoundException":  # GetPrompt involves no model and no guardrail
+            raise UpstreamNotFoundError(
+                f"Template '{template.name}': Amazon Bedrock could not find its prompt version "
+                f"'{redact(template.arn)}' in this region. Redeploy the stack (PROMPT_CATALOG names it)."
             ) from exc
         raise
     # The kit's prompt variants name the configured model, which the function calls and reports per model.
