@@ -191,15 +191,24 @@ class SageMakerPipelineTeardown(Construct):
             max_attempts=STOP_RETRY_ATTEMPTS,
             backoff_rate=2.0,
         )
-        delete = tasks.CallAwsService(
-            self,
-            "DeleteItsImportedModel",
-            service="bedrock",
-            action="deleteImportedModel",
-            parameters={"ModelIdentifier": sfn.JsonPath.string_at("$.name")},  # a name or an ARN
-            iam_action="bedrock:DeleteImportedModel",
-            iam_resources=[f"{arn}:bedrock:{stack.region}:{stack.account}:imported-model/*"],
-            result_path=sfn.JsonPath.DISCARD,
+
+        def by_run_name(
+            state_id: str, action: str, member: str, resource: str, result_path: str
+        ) -> tasks.CallAwsService:
+            """A Bedrock call about the run's import job or model, named as the run named it (a name or an ARN)."""
+            return tasks.CallAwsService(
+                self,
+                state_id,
+                service="bedrock",
+                action=action,
+                parameters={member: sfn.JsonPath.string_at("$.name")},
+                iam_action=f"bedrock:{action[0].upper()}{action[1:]}",
+                iam_resources=[f"{arn}:bedrock:{stack.region}:{stack.account}:{resource}/*"],
+                result_path=result_path,
+            )
+
+        delete = by_run_name(
+            "DeleteItsImportedModel", "deleteImportedModel", "ModelIdentifier", "imported-model", sfn.JsonPath.DISCARD
         )
         # Not found: the run imported none (or deleted it itself). Anything else is retried for about an hour.
         delete.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
@@ -220,15 +229,9 @@ class SageMakerPipelineTeardown(Construct):
 
         # Before the delete: the run's import job, by the name the run gave it, must have ended (IMPORT_CHECKS).
         # Not found: the run started none. Unreadable after the retries: delete now, as before the wait existed.
-        read_import = tasks.CallAwsService(
-            self,
-            "ReadItsImportJob",
-            service="bedrock",
-            action="getModelImportJob",
-            parameters={"JobIdentifier": sfn.JsonPath.string_at("$.name")},  # a name or an ARN
-            iam_action="bedrock:GetModelImportJob",
-            iam_resources=[f"{arn}:bedrock:{stack.region}:{stack.account}:model-import-job/*"],
-            result_path="$.importJob",  # whole: GetModelImportJobResponse requires no member, status included
+        # The answer is kept whole: GetModelImportJobResponse requires no member, its status included.
+        read_import = by_run_name(
+            "ReadItsImportJob", "getModelImportJob", "JobIdentifier", "model-import-job", "$.importJob"
         )
         read_import.add_retry(errors=["Bedrock.ResourceNotFoundException"], max_attempts=0)
         retry_throttling(read_import, TRANSIENT_BEDROCK)
