@@ -263,6 +263,7 @@ def _tiny_file(tmp: Path) -> Path:
         (_tiny_file, ["--seq-len", "32"], {}, "too few for one sequence of 32 tokens"),
         (_tiny_file, ["--steps", "0"], {}, "--steps must be at least 1"),
         (_tiny_file, ["--d-model", "30", "--n-heads", "4"], {}, "d_model (30) must be divisible by n_heads (4)"),
+        (_tiny_file, ["--n-heads", "0"], {}, "n_heads must be at least 1, got 0"),  # was a ZeroDivisionError
         (_tiny_file, ["--lr", "-1"], {}, "--lr must be a positive number"),
     ],
 )
@@ -347,6 +348,30 @@ def test_ranks_read_disjoint_blocks_that_cover_the_epoch() -> None:
     again = byte_corpus.ShardedByteBatches(data, seq_len=32, batch_size=4, rank=0, world_size=2, seed=3)
     assert torch.equal(again.batch(5)[0], x0)  # a pure function of (seed, step, rank, world size)
     assert bytes(x0[0].tolist()) in data
+
+
+@pytest.mark.parametrize("world_size", [2, 5, 31, 40])
+def test_each_rank_gets_the_blocks_distributed_sampler_would_give_it(world_size: int) -> None:
+    """The tail is padded as torch's DistributedSampler pads it, repeating the epoch's order as often as it takes.
+    Before, a world larger than twice the blocks (64 instances x 8 GPUs at --seq-len 512 on the shipped corpus)
+    left its last ranks an empty shard: IndexError at their first batch, and the others waiting in an all-reduce."""
+    from torch.utils.data import DistributedSampler
+
+    data = bytes(range(256)) * 2  # 512 bytes: 14 blocks of 33 at --seq-len 32
+    seed = 3
+    for rank in range(world_size):
+        shard = byte_corpus.ShardedByteBatches(
+            data, seq_len=32, batch_size=2, rank=rank, world_size=world_size, seed=seed
+        )
+        assert shard.num_blocks == 14
+        generator = torch.Generator().manual_seed(seed)  # the epoch's offset, then its order, as the class draws them
+        offset = int(torch.randint(0, shard.block, (1,), generator=generator))
+        order = torch.randperm(shard.num_blocks, generator=generator).tolist()
+        sampler = DistributedSampler(range(shard.num_blocks), num_replicas=world_size, rank=rank, shuffle=False)
+        expected = [order[index] for index in sampler]
+        assert ((shard._epoch_starts(0) - offset) // shard.block).tolist() == expected, rank
+        inputs, targets = shard.batch(0)
+        assert inputs.shape == targets.shape == (2, 32)
 
 
 def test_later_epochs_reshuffle() -> None:

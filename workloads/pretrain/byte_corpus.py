@@ -77,7 +77,9 @@ class ShardedByteBatches:
             offset = int(torch.randint(0, self.block, (1,), generator=generator))
             order = torch.randperm(self.num_blocks, generator=generator)
             total = self.per_rank * self.world_size
-            padded = torch.cat([order, order[: total - self.num_blocks]]) if total > self.num_blocks else order
+            # The tail is padded by repeating the order as often as it takes, as DistributedSampler does: a world
+            # larger than twice the blocks needs more padding than one copy of the order holds.
+            padded = order.repeat(-(-total // self.num_blocks))[:total]
             mine = padded[self.rank : total : self.world_size]
             self._cache = {epoch: offset + mine * self.block}  # keep one epoch: steps only move forward
         return self._cache[epoch]

@@ -26,11 +26,11 @@ class GPTConfig:
     vocab_size: int = VOCAB_SIZE
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        for name in ("seq_len", "d_model", "n_layers", "n_heads"):
+        for name in ("seq_len", "d_model", "n_layers", "n_heads"):  # first: n_heads 0 must not divide d_model
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
