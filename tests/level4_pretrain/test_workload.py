@@ -350,6 +350,34 @@ def test_ranks_read_disjoint_blocks_that_cover_the_epoch() -> None:
     assert bytes(x0[0].tolist()) in data
 
 
+def test_a_node_whose_gpus_torch_cannot_use_is_refused_not_trained_on_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: select_device fell back to CPU and gloo whenever CUDA was unavailable, so a GPU node with a driver
+    older than the torch build (the Slurm path's PyPI wheel) trained at CPU speed, said only in a log field."""
+    import ddp_runtime
+
+    monkeypatch.setattr(train, "visible_gpus", lambda: 8)
+    monkeypatch.setattr(train.torch.cuda, "is_available", lambda: False)
+    assert train.main(["--data", str(_tiny_file(tmp_path))]) == train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: this node lists 8 GPU(s) (nvidia-smi -L) but torch") and "not training" in err
+    ddp_runtime.check_cuda(0, False)  # a CPU node: the CPU it is
+    ddp_runtime.check_cuda(8, True)
+
+
+def test_visible_gpus_counts_the_drivers_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ddp_runtime
+
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA A10G (UUID: GPU-1)'\necho 'GPU 1: NVIDIA A10G (UUID: GPU-2)'\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert ddp_runtime.visible_gpus() == 2
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert ddp_runtime.visible_gpus() == 0
+
+
 @pytest.mark.parametrize("world_size", [2, 5, 31, 40])
 def test_each_rank_gets_the_blocks_distributed_sampler_would_give_it(world_size: int) -> None:
     """The tail is padded as torch's DistributedSampler pads it, repeating the epoch's order as often as it takes.

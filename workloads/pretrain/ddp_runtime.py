@@ -84,6 +84,33 @@ def _sagemaker_hosts(env: Mapping[str, str]) -> list[str]:
     return [str(host) for host in hosts] if isinstance(hosts, list) else []
 
 
+def visible_gpus() -> int:
+    """The GPUs the node's NVIDIA driver lists (``nvidia-smi -L``); 0 on a node without one."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return 0
+    try:
+        listed = subprocess.run([tool, "-L"], capture_output=True, text=True, timeout=60, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+
+
+def check_cuda(gpus: int, cuda_available: bool) -> None:
+    """A node whose driver lists GPUs that torch cannot use would train on the CPU, far slower and without a word
+    (select_device falls back to CPU and gloo): a driver older than the torch build needs (the PyPI wheel of the
+    Slurm path brings its own CUDA runtime), or a job not given the node's GPUs. Refused instead."""
+    if gpus and not cuda_available:
+        raise ConfigError(
+            f"this node lists {gpus} GPU(s) (nvidia-smi -L) but torch {torch.__version__} cannot use CUDA (built "
+            f"for CUDA {torch.version.cuda}): the NVIDIA driver may be older than this torch build needs, or the job "
+            "was not given the GPUs; not training on the CPU"
+        )
+
+
 def select_device(denv: DistEnv) -> tuple[torch.device, str, bool]:
     """(device, process-group backend, CUDA in use) for this rank, with deterministic algorithms on."""
     use_cuda = torch.cuda.is_available()

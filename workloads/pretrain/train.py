@@ -43,9 +43,11 @@ from ddp_runtime import (  # noqa: E402 (workloads/pretrain/ddp_runtime.py)
     ConfigError,
     DistEnv,
     JsonLog,
+    check_cuda,
     learning_rate,
     read_dist_env,
     select_device,
+    visible_gpus,
 )
 from ddp_runtime import broadcast_step as _broadcast_step  # noqa: E402
 from ddp_runtime import gather_rng_states as _gather_rng_states  # noqa: E402
@@ -346,6 +348,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         config = validate_args(args)
         paths = resolve_paths(args, env)
         denv = read_dist_env(env)
+        check_cuda(visible_gpus(), torch.cuda.is_available())
         data = byte_corpus.load_corpus(paths.data)
         # Fail before any process group exists when the corpus cannot fill one sequence.
         byte_corpus.ShardedByteBatches(
