@@ -153,9 +153,11 @@ def desired_config(props: dict[str, Any]) -> dict[str, Any]:
             "largeDataDeliveryS3Config": {"bucketName": props["BucketName"], "keyPrefix": "large-data"},
         },
         "s3Config": {"bucketName": props["BucketName"], "keyPrefix": "invocations"},
+        # Text only: what the kit's levels send and get back (and what distillation from invocation logs reads). The
+        # stack sets no property for the other kinds, so their reads here were dead.
         "textDataDeliveryEnabled": True,
-        "imageDataDeliveryEnabled": props.get("ImageData", "false") == "true",
-        "embeddingDataDeliveryEnabled": props.get("EmbeddingData", "false") == "true",
+        "imageDataDeliveryEnabled": False,
+        "embeddingDataDeliveryEnabled": False,
     }
 
 
