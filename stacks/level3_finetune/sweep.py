@@ -37,7 +37,9 @@ SWEEP_EVERY = Duration.hours(1)
 # Executions that ended in the last three hours: each is looked at by two or three sweeps, so a sweep that failed
 # or was not run is made up by the next. The names keep it to one sweep teardown per run.
 SWEEP_WINDOW = Duration.hours(3)
-# ... and at least this long ago, so the event's teardown normally finished its deletion before a sweep looks.
+# ... and at least this long ago, so the event's teardown normally finished its deletion before a sweep looks. On the
+# SageMaker path the event's teardown may still be waiting for an import job (up to an hour); the sweep's teardown
+# then waits beside it, deletes what is left, and reports only what it deleted itself.
 SWEEP_SETTLE = Duration.minutes(15)
 # A sweep looks back from the moment it runs, so sweeps that all run late could leave executions between two windows.
 # Two consecutive sweeps leave no gap while the later one runs at most SWEEP_WINDOW - SWEEP_EVERY - SWEEP_SETTLE

@@ -108,3 +108,42 @@ def longest_run_events(definition: dict[str, Any]) -> int:
         return len(visit_events(state)) + retry_events(state) + max(after, default=0)
 
     return len(_known(list(EXECUTION_EVENTS))) + longest(definition["StartAt"])
+
+
+# --- the time a path can take: Wait states and every retrier's back-off ------------------------------------------
+DEFAULT_INTERVAL_S = 1  # a retrier without IntervalSeconds (Amazon States Language)
+DEFAULT_BACKOFF = 2.0  # ... without BackoffRate
+
+
+def waiting_seconds(state: dict[str, Any]) -> float:
+    """The longest one visit of ``state`` waits, apart from its calls: a Wait state's Seconds, and the back-off of
+    every retrier spending all its attempts (an error matches one retrier; the sum bounds any mix of errors), each
+    interval capped by MaxDelaySeconds where set."""
+    seconds = float(state.get("Seconds", 0)) if state["Type"] == "Wait" else 0.0
+    assert state["Type"] != "Wait" or "Seconds" in state, "a Wait by path or timestamp: bound it here"
+    for retrier in state.get("Retry", []):
+        interval = retrier.get("IntervalSeconds", DEFAULT_INTERVAL_S)
+        backoff = retrier.get("BackoffRate", DEFAULT_BACKOFF)
+        cap = retrier.get("MaxDelaySeconds", float("inf"))
+        attempts = retrier.get("MaxAttempts", DEFAULT_MAX_ATTEMPTS)
+        seconds += sum(min(interval * backoff**attempt, cap) for attempt in range(attempts))
+    return seconds
+
+
+def loop_seconds(definition: dict[str, Any], head: str) -> float:
+    """What one pass of the loop starting at ``head`` may wait."""
+    states = definition["States"]
+    return sum(waiting_seconds(states[name]) for name in loops(definition)[head])
+
+
+def longest_run_seconds(definition: dict[str, Any]) -> float:
+    """The most any path waits, every loop passed once."""
+    states = definition["States"]
+    closing = {(cycle[-1], head) for head, cycle in loops(definition).items()}
+
+    @functools.cache
+    def longest(name: str) -> float:
+        after = [longest(t) for t in dict.fromkeys(successors(states[name])) if (name, t) not in closing]
+        return waiting_seconds(states[name]) + max(after, default=0.0)
+
+    return longest(definition["StartAt"])

@@ -144,3 +144,23 @@ def test_the_teardowns_loop_only_while_an_import_runs_and_within_the_quota(sandb
     checks = sagemaker_pipeline.IMPORT_CHECKS
     most = checks * history.loop_events(definition, "ReadItsImportJob") + history.longest_run_events(definition)
     assert most + HISTORY_MARGIN <= HISTORY_EVENT_QUOTA, most
+
+
+def test_the_teardowns_time_out_only_after_their_longest_path(sandbox: Any) -> None:
+    """A teardown that timed out would leave what it was about to delete, and nothing reports its timeout. Its
+    TimeoutSeconds must exceed what its longest path can wait: every Wait, every retrier's whole back-off, the
+    import wait's every pass, plus 10 s per call attempt (an SDK call answers in about a second). Before, the
+    SageMaker teardown's 3 hours were less than the roughly 4 its import wait with throttled reads could take."""
+    for stack, loop_passes in (
+        ("GenAiKit-3-FineTune", {}),
+        ("GenAiKit-3-FineTune-SageMaker", {"ReadItsImportJob": sagemaker_pipeline.IMPORT_CHECKS}),
+    ):
+        definition = asl.definition_from_template(sandbox.templates[stack], "Teardown")
+        assert set(history.loops(definition)) == set(loop_passes), stack
+        waits = history.longest_run_seconds(definition) + sum(
+            (passes - 1) * history.loop_seconds(definition, head) for head, passes in loop_passes.items()
+        )
+        calls = history.longest_run_events(definition) // 5 + sum(
+            (passes - 1) * history.loop_events(definition, head) for head, passes in loop_passes.items()
+        )  # a Task writes at least 5 events a visit: an upper bound on its visits and attempts
+        assert waits + 10 * calls <= definition["TimeoutSeconds"], (stack, waits, calls)
