@@ -79,6 +79,28 @@ UPLOAD_VERSION_FIELD = "version-id"
 UPLOAD_VERSION_PATH = f"$.detail.object['{UPLOAD_VERSION_FIELD}']"
 
 
+def bedrock_task(
+    scope: Construct,
+    state_id: str,
+    action: str,
+    parameters: dict[str, Any],
+    resources: list[str],
+    result_path: str,
+) -> tasks.CallAwsService:
+    """A Bedrock SDK task (``action`` as the integration names it, e.g. deleteImportedModel), granted its IAM action
+    on ``resources``."""
+    return tasks.CallAwsService(
+        scope,
+        state_id,
+        service="bedrock",
+        action=action,
+        parameters=parameters,
+        iam_action=f"bedrock:{action[:1].upper()}{action[1:]}",
+        iam_resources=resources,
+        result_path=result_path,
+    )
+
+
 def retry_throttling(task: tasks.CallAwsService | sfn.CustomState, errors: list[str] | None = None) -> None:
     """Bedrock control-plane calls back off and retry when throttled (``errors``: THROTTLED_ERRORS by default)."""
     task.add_retry(
@@ -817,15 +839,13 @@ class FineTunePipeline(Construct):
     ) -> tasks.CallAwsService:
         """Delete what this execution deployed (``$.deployment.arn``), retrying for about an hour, then go on to
         ``then``; a deletion that keeps failing goes to ``not_deleted`` (ACTION NEEDED)."""
-        delete = tasks.CallAwsService(
+        delete = bedrock_task(
             self,
             state_id,
-            service="bedrock",
-            action=action,
-            parameters={identifier: sfn.JsonPath.string_at("$.deployment.arn")},
-            iam_action=f"bedrock:{action[:1].upper()}{action[1:]}",
-            iam_resources=[bedrock_arn(Stack.of(self), f"{resource}/*")],
-            result_path=sfn.JsonPath.DISCARD,
+            action,
+            {identifier: sfn.JsonPath.string_at("$.deployment.arn")},
+            [bedrock_arn(Stack.of(self), f"{resource}/*")],
+            sfn.JsonPath.DISCARD,
         )
         # Not found: nothing is left to bill (say it was deleted by hand), so go on as deleted rather than retry
         # for an hour and announce ACTION NEEDED. botocore's bedrock model lists ResourceNotFoundException for

@@ -37,6 +37,7 @@ from stacks.level3_finetune.pipeline import (
     DELETE_RETRY_ATTEMPTS,
     DELETE_RETRY_INTERVAL,
     TRANSIENT_BEDROCK,
+    bedrock_task,
     notification,
     retry_throttling,
 )
@@ -201,16 +202,9 @@ class SageMakerPipelineTeardown(Construct):
             state_id: str, action: str, member: str, resource: str, result_path: str
         ) -> tasks.CallAwsService:
             """A Bedrock call about the run's import job or model, named as the run named it (a name or an ARN)."""
-            return tasks.CallAwsService(
-                self,
-                state_id,
-                service="bedrock",
-                action=action,
-                parameters={member: sfn.JsonPath.string_at("$.name")},
-                iam_action=f"bedrock:{action[0].upper()}{action[1:]}",
-                iam_resources=[f"{arn}:bedrock:{stack.region}:{stack.account}:{resource}/*"],
-                result_path=result_path,
-            )
+            named = {member: sfn.JsonPath.string_at("$.name")}
+            resources = [f"{arn}:bedrock:{stack.region}:{stack.account}:{resource}/*"]
+            return bedrock_task(self, state_id, action, named, resources, result_path)
 
         delete = by_run_name(
             "DeleteItsImportedModel", "deleteImportedModel", "ModelIdentifier", "imported-model", sfn.JsonPath.DISCARD

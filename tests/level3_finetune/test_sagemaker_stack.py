@@ -1193,11 +1193,24 @@ def import_job(status: str) -> dict[str, Any]:
     }
 
 
-def _cleanup(teardown: dict[str, Any], status: str, **outcomes: Any) -> asl.Trace:
-    """Run the teardown on a status event; each Task's outcomes are consumed in order (the import job: ended,
-    unless the test scripts it)."""
+def _cleanup(teardown: dict[str, Any], status: str, name: str = "teardown-1", **outcomes: Any) -> asl.Trace:
+    """Run the teardown (execution ``name``) on a status event; each Task's outcomes are consumed in order (the
+    import job: ended, unless the test scripts it)."""
     outcomes.setdefault("ReadItsImportJob", [import_job("Completed")])
-    return asl.simulate(teardown, _ended(status), outcomes, execution_name="teardown-1", publishes_succeed=True)
+    return asl.simulate(teardown, _ended(status), outcomes, execution_name=name, publishes_succeed=True)
+
+
+def _import_outlives_the_wait(teardown: dict[str, Any], status: str, name: str = "teardown-1") -> asl.Trace:
+    """A teardown whose run's training job has stopped and whose import job stays InProgress throughout; the
+    model is not there yet when it deletes."""
+    return _cleanup(
+        teardown,
+        status,
+        name,
+        DescribeItsTrainingJob=[described("Stopped")],
+        ReadItsImportJob=itertools.repeat(import_job("InProgress")),
+        DeleteItsImportedModel=[asl.AslError("Bedrock.ResourceNotFoundException", "not yet")],
+    )
 
 
 @pytest.mark.parametrize("status", ["TIMED_OUT", "ABORTED", "FAILED"])
@@ -1350,13 +1363,7 @@ def test_an_import_job_that_outlives_the_wait_is_reported_and_the_model_deleted_
 ) -> None:
     from stacks.level3_finetune.sagemaker_teardown import IMPORT_CHECKS
 
-    trace = _cleanup(
-        teardown,
-        "ABORTED",
-        DescribeItsTrainingJob=[described("Stopped")],
-        ReadItsImportJob=itertools.repeat(import_job("InProgress")),
-        DeleteItsImportedModel=[asl.AslError("Bedrock.ResourceNotFoundException", "not yet")],
-    )
+    trace = _import_outlives_the_wait(teardown, "ABORTED")
     assert trace.status == "SUCCEEDED", trace.describe()
     assert len(trace.calls_to("ReadItsImportJob")) == IMPORT_CHECKS + 1
     assert trace.calls_to("DeleteItsImportedModel")
@@ -1372,17 +1379,7 @@ def test_a_sweep_teardown_that_outwaits_an_import_leaves_the_alarm_to_the_events
     event's teardown reports it still running, and the sweep's says nothing it did not do itself."""
     from teardown_sweep.names import SWEEP_PREFIX
 
-    trace = asl.simulate(
-        teardown,
-        _ended("TIMED_OUT"),
-        {
-            "DescribeItsTrainingJob": [described("Stopped")],
-            "ReadItsImportJob": itertools.repeat(import_job("InProgress")),
-            "DeleteItsImportedModel": [asl.AslError("Bedrock.ResourceNotFoundException", "not yet")],
-        },
-        execution_name=f"{SWEEP_PREFIX}0123456789abcdef",
-        publishes_succeed=True,
-    )
+    trace = _import_outlives_the_wait(teardown, "TIMED_OUT", f"{SWEEP_PREFIX}0123456789abcdef")
     assert trace.status == "SUCCEEDED" and trace.calls_to("DeleteItsImportedModel"), trace.describe()
     assert trace.notifications == []
 
@@ -1390,13 +1387,7 @@ def test_a_sweep_teardown_that_outwaits_an_import_leaves_the_alarm_to_the_events
 def test_the_cleaned_up_report_does_not_say_the_import_ended(teardown: dict[str, Any]) -> None:
     """After an import outlived the wait, the deletion found no model yet: the report that follows must not claim
     the import job had ended (it says the job ended or the wait ran out)."""
-    trace = _cleanup(
-        teardown,
-        "TIMED_OUT",
-        DescribeItsTrainingJob=[described("Stopped")],
-        ReadItsImportJob=itertools.repeat(import_job("InProgress")),
-        DeleteItsImportedModel=[asl.AslError("Bedrock.ResourceNotFoundException", "not yet")],
-    )
+    trace = _import_outlives_the_wait(teardown, "TIMED_OUT")
     states = [state for state, _ in trace.notifications]
     assert states == ["NotifyImportStillRunning", "NotifyCleanedUp"], trace.describe()
     assert "had ended or the wait for it ran out" in trace.notifications[-1][1]["outcome"]
