@@ -65,6 +65,7 @@ from stacks.shared.conditions import equals_where_present, listed_a_key
 from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
 from stacks.shared.stage import run_tags
 from stacks.shared.state_input import wrapped_input
+from workloads.pretrain.checkpoints import SFT_PREFIX as SFT_CHECKPOINT_PREFIX
 
 CODE_PREFIX = "code/"
 DATA_PREFIX = "datasets/"  # the sample records land here; a run may name any key or prefix of the data bucket
@@ -352,7 +353,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         "FindCheckpoints",
         "A resume that finds no checkpoint would silently train from the first step",
         targets.artifacts_bucket,
-        f"States.Format('{CHECKPOINTS_PREFIX}{{}}/', {resume})",
+        # a checkpoint file the program wrote (sft-<step>.pt), not a temporary a killed save left
+        f"States.Format('{CHECKPOINTS_PREFIX}{{}}/{SFT_CHECKPOINT_PREFIX}-', {resume})",
     )
     earlier.next(find_checkpoints)
     choose_checkpoints = (

@@ -15,6 +15,7 @@ from stacks.shared import build_dir
 from stacks.shared.conditions import listed_a_key
 from stacks.shared.settings import ConfigError, Problem
 from stacks.shared.state_input import wrapped_input
+from workloads.pretrain.checkpoints import PREFIX as CHECKPOINT_FILE_PREFIX
 
 if TYPE_CHECKING:
     from stacks.level4_pretrain.settings import PretrainSettings
@@ -132,6 +133,7 @@ class InputChecks:
             parameters={"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$.input.resumeFrom"))},
             result_path="$.checkpoints",
         )
+        checkpoint_files = f"{CHECKPOINTS_PREFIX}{{}}/{CHECKPOINT_FILE_PREFIX}-"
         find = sfn.CustomState(
             scope,
             "FindCheckpoints",
@@ -141,7 +143,8 @@ class InputChecks:
                 "Resource": f"arn:{stack.partition}:states:::aws-sdk:s3:listObjectsV2",
                 "Parameters": {
                     "Bucket": bucket_name,
-                    "Prefix.$": f"States.Format('{CHECKPOINTS_PREFIX}{{}}/', $.input.resumeFrom)",
+                    # A checkpoint file the program wrote (ckpt-<step>.pt), not a temporary a killed save left
+                    "Prefix.$": f"States.Format('{checkpoint_files}', $.input.resumeFrom)",
                     "MaxKeys": 1,  # at most one key: the answer, kept whole at $.found, stays small
                 },
                 # No ResultSelector: botocore s3 2006-03-01 ListObjectsV2Output requires no member, and a

@@ -647,7 +647,14 @@ def test_a_resumed_run_trains_with_the_earlier_executions_checkpoints(
     trace = asl.simulate(machine, execution_input, _results(), execution_name="run-2")
     assert trace.status == "SUCCEEDED", trace.describe()
     found = trace.parameters("FindCheckpoints")
-    assert found == {"Bucket": artifacts, "Prefix": "checkpoints/kit-20260101-120000-ab12/", "MaxKeys": 1}
+    # Only a checkpoint file the program wrote (sft-<step>.pt) counts, not a killed save's temporary
+    assert found == {"Bucket": artifacts, "Prefix": "checkpoints/kit-20260101-120000-ab12/sft-", "MaxKeys": 1}
+    from pathlib import Path
+
+    from workloads.pretrain import checkpoints
+
+    final = checkpoints.checkpoint_path(Path("/opt/ml/checkpoints"), 7, prefix=checkpoints.SFT_PREFIX)
+    assert final.name.startswith("sft-") and not checkpoints.temporary_path(final).name.startswith("sft-")
     assert not asl.sdk_request_errors(machine["States"]["FindCheckpoints"]["Resource"], found)
     request = trace.parameters("TrainModel")
     assert request["CheckpointConfig"] == {

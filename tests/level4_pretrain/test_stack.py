@@ -920,6 +920,15 @@ def test_each_execution_gets_its_own_checkpoint_prefix(machine: dict[str, Any], 
     assert len(set(uris)) == 2
 
 
+def _only_finished_checkpoints_start_with(prefix: str, program_prefix: str) -> None:
+    """``prefix`` is what a checkpoint's file name starts with (workloads/pretrain/checkpoints.py), and what the
+    temporary of a save in progress does not."""
+    from workloads.pretrain import checkpoints
+
+    final = checkpoints.checkpoint_path(Path("/opt/ml/checkpoints"), 7, prefix=program_prefix)
+    assert final.name.startswith(prefix) and not checkpoints.temporary_path(final).name.startswith(prefix)
+
+
 def test_resume_is_explicit_and_continues_the_named_runs_checkpoints(
     machine: dict[str, Any], jobs: dict[str, Any]
 ) -> None:
@@ -927,7 +936,9 @@ def test_resume_is_explicit_and_continues_the_named_runs_checkpoints(
     trace = asl.simulate(machine, {"resumeFrom": "run-1"}, _results(keys=1), execution_name="run-1-again")
     assert trace.status == "SUCCEEDED", trace.describe()
     listing = trace.parameters("FindCheckpoints")
-    assert listing == {"Bucket": bucket, "Prefix": "checkpoints/run-1/", "MaxKeys": 1}
+    # Only a checkpoint file the program wrote counts, not the temporary a save killed midway left (synced to S3)
+    assert listing == {"Bucket": bucket, "Prefix": "checkpoints/run-1/ckpt-", "MaxKeys": 1}
+    _only_finished_checkpoints_start_with(listing["Prefix"].rsplit("/", 1)[-1], "ckpt")
     assert not asl.sdk_request_errors(machine["States"]["FindCheckpoints"]["Resource"], listing)
     request = trace.parameters("TrainModel")
     assert request["CheckpointConfig"]["S3Uri"] == f"s3://{bucket}/checkpoints/run-1/"

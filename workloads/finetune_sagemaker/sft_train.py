@@ -74,7 +74,7 @@ EXIT_USAGE = 2
 EXIT_IMPORT_CHECK = 3
 # sft-<step>.pt: the LoRA weights (the only trainable parameters, a few MB), the optimizer state, the step,
 # every rank's RNG state and the settings that must match to resume, written atomically by checkpoints.py.
-CHECKPOINT_PREFIX = "sft"
+CHECKPOINT_PREFIX = checkpoints.SFT_PREFIX
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 CHAT_TEMPLATES = ("auto", "model", "fallback")
 # While rank 0 alone saves, merges (on CPU, for as long as the model is big) and checks the model, the other ranks

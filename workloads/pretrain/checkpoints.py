@@ -16,13 +16,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
+# The file name prefixes: the stacks' resume checks read them (only the files the programs write count as
+# checkpoints, not a temporary a killed save left), so this module imports torch only where it saves or loads.
 PREFIX = "ckpt"
+SFT_PREFIX = "sft"
 
 
 def checkpoint_path(directory: Path, step: int, *, prefix: str = PREFIX) -> Path:
     return directory / f"{prefix}-{step:08d}.pt"
+
+
+def temporary_path(final: Path) -> Path:
+    """Where a save writes ``final`` before renaming it: hidden, so it never starts with the checkpoint prefix."""
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
 def list_checkpoints(directory: Path, *, prefix: str = PREFIX) -> list[tuple[int, Path]]:
@@ -47,12 +53,14 @@ def save_atomic(state: dict[str, Any], directory: Path, step: int, *, keep: int,
     """Write the state as step's checkpoint, then delete all but the newest ``keep`` checkpoints."""
     directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, step, prefix=prefix)
-    tmp = directory / f".{final.name}.{os.getpid()}.tmp"
+    tmp = temporary_path(final)
     # A save killed before its cleanup ran (SIGKILL, or SIGTERM with no handler) left its full-size temporary file;
     # one writer saves at a time, so every other temporary of this prefix is stale (and on SageMaker would be
     # synced to S3 and back into every resumed job).
     for stale in directory.glob(f".{prefix}-*.pt.*.tmp"):
         stale.unlink(missing_ok=True)
+    import torch
+
     try:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
@@ -75,6 +83,8 @@ def load(path: Path) -> dict[str, Any]:
     with S3 write access can reach, and an unrestricted load unpickles anything, i.e. runs its code
     (https://docs.pytorch.org/docs/stable/generated/torch.load.html). Nothing the programs save needs more.
     """
+    import torch
+
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return state
 
