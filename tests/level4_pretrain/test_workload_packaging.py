@@ -169,7 +169,7 @@ def test_sbatch_script_launches_one_torchrun_per_node_with_c10d_rendezvous() -> 
     launch = text[text.index("\nsrun ") :]
     for fragment in (
         '--nnodes "$SLURM_NNODES"',
-        '--nproc_per_node "$GPUS_PER_NODE"',
+        '--nproc_per_node "$NPROC"',
         "--rdzv_backend c10d",
         '--rdzv_endpoint "$HEAD_ADDR:29500"',
         '--checkpoint-dir "$CHECKPOINT_DIR"',
@@ -213,6 +213,60 @@ def _fake_slurm(folder: Path) -> dict[str, str]:
         "GPUS_PER_NODE": "1",
         "TORCHRUN": "torchrun",
     }
+
+
+@pytest.mark.parametrize(
+    ("gpus_per_node", "listed", "expected"),
+    [
+        (None, {0: 8, 1: 4}, ["8", "4"]),  # compute groups of two instance types, both in the dev partition
+        (None, {}, ["1", "1"]),  # no nvidia-smi: one process on each node
+        ("2", {0: 8, 1: 4}, ["2", "2"]),  # the user's GPUS_PER_NODE holds on every node
+    ],
+)
+def test_sbatch_script_counts_each_nodes_gpus_on_that_node(
+    tmp_path: Path, gpus_per_node: str | None, listed: dict[int, int], expected: list[str]
+) -> None:
+    """Every HyperPod node is also in the dev partition, whatever its group's instance type: a count taken on the
+    batch host alone would start 8 processes on a 4-GPU node (and 4 on an 8-GPU one would leave half idle). torchrun
+    sums the nodes' counts at the rendezvous (torch elastic's agent assigns ranks by each node's local world size)."""
+    env = _fake_slurm(tmp_path)
+    env.pop("GPUS_PER_NODE")
+    if gpus_per_node is not None:
+        env["GPUS_PER_NODE"] = gpus_per_node
+    env["SLURM_NNODES"] = "2"
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\nset -euo pipefail\n"
+        'while [[ "$1" == --* ]]; do shift; done\n'
+        'for node in 0 1; do SLURM_NODEID=$node "$@"; done\n'
+    )
+    if listed:
+        (bin_dir / "nvidia-smi").write_text(
+            "#!/usr/bin/env bash\n"
+            + "".join(
+                f'[[ "$SLURM_NODEID" == {node} ]] && for i in $(seq {count}); do echo "GPU $i: NVIDIA"; done\n'
+                for node, count in listed.items()
+            )
+            + "exit 0\n"
+        )
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    else:  # nvidia-smi on this machine's PATH would count its GPUs: a PATH without it
+        env["PATH"] = os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"])
+    # Two nodes need shared storage: the fake FSx mount of _sbatch_on_fake_fsx, with RUN_ROOT off the export.
+    fsx = tmp_path / "fsx"
+    fsx.mkdir()
+    script = tmp_path / "pretrain.sbatch"
+    script.write_text(SBATCH.read_text().replace(FSX_MOUNT, str(fsx)))
+    (bin_dir / "mountpoint").write_text(f'#!/usr/bin/env bash\n[[ "$2" == "{fsx}" ]]\n')
+    (bin_dir / "mountpoint").chmod(0o755)
+    env["RUN_ROOT"] = str(fsx / "scratch")
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    runs = (tmp_path / "torchrun").read_text().splitlines()
+    counts = [re.search(r"--nproc_per_node (\S+)", run).group(1) for run in runs]  # type: ignore[union-attr]
+    assert counts == expected
+    for node, count in enumerate(expected):
+        assert f"node {node} (" in result.stdout and f"): {count} process(es)" in result.stdout
 
 
 @pytest.mark.parametrize("on_hyperpod", [True, False])
