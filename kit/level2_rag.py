@@ -307,7 +307,8 @@ def _job_line(job: Mapping[str, Any] | None) -> str:
         f"new {stats.get('numberOfNewDocumentsIndexed', 0)} · "
         f"modified {stats.get('numberOfModifiedDocumentsIndexed', 0)} · "
         f"deleted {stats.get('numberOfDocumentsDeleted', 0)} · "
-        f"failed {stats.get('numberOfDocumentsFailed', 0)}"
+        f"failed {stats.get('numberOfDocumentsFailed', 0)} · "
+        f"skipped {stats.get('numberOfDocumentsSkipped', 0)}"
     )
     return f"{job['ingestionJobId']} {job['status']} · {counts}"
 

@@ -286,6 +286,7 @@ JOB_STATS = {
     "numberOfModifiedDocumentsIndexed": 1,
     "numberOfDocumentsDeleted": 0,
     "numberOfDocumentsFailed": 0,
+    "numberOfDocumentsSkipped": 4,
 }
 
 
@@ -334,7 +335,7 @@ def test_l2_sync_shows_pending_changes_and_the_newest_job(mocked: FakeCloudForma
     assert result.exit_code == 0, result.output
     minutes = CONFIG.rag.sync_interval_minutes
     assert f"2 change(s) waiting: the pipeline starts a job every {minutes} min" in result.output
-    assert "JOB0000001 COMPLETE · scanned 7 · new 2 · modified 1 · deleted 0 · failed 0" in result.output
+    assert "JOB0000001 COMPLETE · scanned 7 · new 2 · modified 1 · deleted 0 · failed 0 · skipped 4" in result.output
     assert "1 message(s) in the dead-letter queue" in result.output
     # CloudWatch notifies on the alarm's change of state only: the row says to clear what was handled
     assert "delete each once handled" in " ".join(result.output.split())

@@ -1989,7 +1989,7 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
             "status": "COMPLETE",
             "startedAt": STARTED.isoformat(),
             "updatedAt": UPDATED.isoformat(),
-            "statistics": {"scanned": 120, "indexed": 42, "deleted": 5, "failed": 2},
+            "statistics": {"scanned": 120, "indexed": 42, "deleted": 5, "failed": 2, "skipped": 71},
             "failureReasons": REASONS,
             "failureReasonCount": 2,
         },
@@ -2004,6 +2004,7 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
             "DocumentsIndexed",
             "DocumentsDeleted",
             "DocumentsFailed",
+            "DocumentsSkipped",
             "IngestionJobFailed",
         )
     } == {
@@ -2011,6 +2012,7 @@ def test_reconcile_reports_the_newest_job_metrics_and_failure_reasons(
         "DocumentsIndexed": [42.0],
         "DocumentsDeleted": [5.0],
         "DocumentsFailed": [2.0],
+        "DocumentsSkipped": [71.0],  # numberOfDocumentsSkipped: reported, not dropped
         "IngestionJobFailed": [0.0],
     }
     [reasons] = [r for r in records(logs) if r["message"] == "Ingestion job failure reasons"]

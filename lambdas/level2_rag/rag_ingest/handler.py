@@ -223,6 +223,7 @@ def _report_jobs(recent: ingestion.RecentJobs, at: datetime) -> None:
                     "DocumentsIndexed": (MetricUnit.Count, report.indexed),
                     "DocumentsDeleted": (MetricUnit.Count, report.deleted),
                     "DocumentsFailed": (MetricUnit.Count, report.failed_signal),
+                    "DocumentsSkipped": (MetricUnit.Count, report.skipped),
                     "IngestionJobFailed": (MetricUnit.Count, int(report.status == "FAILED")),
                 }
             )

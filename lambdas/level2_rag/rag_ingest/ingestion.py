@@ -756,6 +756,10 @@ class JobReport:
     indexed: int
     deleted: int
     failed: int
+    # numberOfDocumentsSkipped: "source documents that were skipped during ingestion"; the API reference says no
+    # more (which files it counts is undocumented), so it is reported, not alarmed on
+    # (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_agent_IngestionJobStatistics.html).
+    skipped: int = 0
     failure_reasons: list[str] = field(default_factory=list)
     description: str = ""
     # A retry of ours (RETRY_TAG) that indexed and failed fewer documents than its job failed: the ones it may not
@@ -788,6 +792,7 @@ class JobReport:
                 "indexed": self.indexed,
                 "deleted": self.deleted,
                 "failed": self.failed,
+                "skipped": self.skipped,
             },
             "failureReasons": self.failure_reasons[:MAX_REPORTED_REASONS],
             "failureReasonCount": len(self.failure_reasons),
@@ -904,6 +909,7 @@ def read_job(job: dict[str, Any]) -> JobReport:
         indexed=count("numberOfNewDocumentsIndexed", "numberOfModifiedDocumentsIndexed"),
         deleted=count("numberOfDocumentsDeleted"),
         failed=count("numberOfDocumentsFailed"),
+        skipped=count("numberOfDocumentsSkipped"),
         failure_reasons=[str(reason) for reason in job.get("failureReasons") or []],
         description=str(job.get("description") or ""),
     )
