@@ -31,7 +31,7 @@ from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER, INVOCATION_LOG
 from stacks.shared.nag import arn_ref, suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
-from stacks.shared.secure_bucket import SecureBucket
+from stacks.shared.secure_bucket import SecureBucket, emptied_after
 from stacks.shared.stage import log_group, tag_stack
 
 LEVEL = "0-observability"
@@ -197,6 +197,8 @@ class InvocationLoggingStack(Stack):
             "Bedrock names each large-payload object itself, under the large-data prefix.",
             applies_to=[f"Resource::{arn_ref(bucket)}/{LARGE_DATA_PREFIX}*"],
         )
+        # Bedrock (large payloads) and the manager (its saved setting) write to the bucket: emptied after both.
+        emptied_after(bucket, delivery, manager.role)
         setting = CustomResource(
             self,
             "InvocationLogging",

@@ -49,7 +49,7 @@ from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
-from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
+from stacks.shared.secure_bucket import SecureBucket, emptied_after, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, run_tags, stack_tags, state_machine_log_group, tag_stack
 
@@ -143,6 +143,7 @@ class SageMakerFineTuneStack(Stack):
         only_the_deployment_writes(self.artifacts, pipeline.CODE_PREFIX, uploads[0])
         self.topic = self._topic(deployment)
         self.training_role = self._training_role(settings)
+        emptied_after(self.artifacts, self.training_role)  # a job the destroy is still stopping writes checkpoints
         self.import_role = self._import_role()
         self.validator = self._validator(deployment)
         self.state_machine = self._state_machine(deployment, settings)

@@ -61,6 +61,7 @@ from stacks.shared.nag import suppress
 from stacks.shared.notifications import notification_rule, rule_target_role
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
+from stacks.shared.secure_bucket import emptied_after
 from stacks.shared.settings import parse_model_id
 from stacks.shared.stage import stack_tags, tag_stack
 
@@ -132,6 +133,10 @@ class FineTuneStack(Stack):
                 sid="UseKey", actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[data.key.key_arn]
             )
         )
+        # A destroy stops the executions, not a validator invocation or a job already under way: their grants go
+        # before the sandbox buckets are emptied.
+        emptied_after(data.data, validator.role)
+        emptied_after(data.output, service_role)
         suppress(
             validator.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",

@@ -14,6 +14,7 @@ from stacks.level4_pretrain.settings import InstanceGroupSpec, PretrainSettings
 from stacks.level4_pretrain.storage import LIFECYCLE_PREFIX, ClusterStorage
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import arn_ref, suppress
+from stacks.shared.secure_bucket import emptied_after
 
 # OnInitComplete ("Extended mode") runs the script "after HyperPod configures the default software on the
 # instance"; OnCreate ("Customer Managed mode") would leave Slurm to the scripts, and ours start nothing.
@@ -203,6 +204,8 @@ class HyperPodCluster(Construct):
             # opens it to the Slurm users on each node's first boot, so no node boots before it.
             self.cluster.node.add_dependency(storage.data_link)
         self.cluster.node.add_dependency(self.role)
+        # The nodes write checkpoints and runs to the data bucket until the cluster is deleted: its role goes first.
+        emptied_after(storage.data, self.role)
         self.cluster.node.add_dependency(*network.security_group_rules)
         # Nodes reach SageMaker, SSM and CloudWatch through the NAT gateway (no interface endpoints): the cluster
         # is created after the subnets' default route to it exists, as CDK's internetConnectivityEstablished says.

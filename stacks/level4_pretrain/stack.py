@@ -66,7 +66,7 @@ from stacks.shared.failures import end_after, input_rejected, reported_fail
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
 from stacks.shared.regions import refuse
-from stacks.shared.secure_bucket import SecureBucket, only_the_deployment_writes
+from stacks.shared.secure_bucket import SecureBucket, emptied_after, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, run_tags, state_machine_log_group, tag_stack
 
@@ -218,6 +218,7 @@ class PretrainJobsStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(sid="ListArtifacts", actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn])
         )
+        emptied_after(self.bucket, role)  # a job the destroy is still stopping writes checkpoints
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="SyncCheckpoints",

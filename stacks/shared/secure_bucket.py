@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
-from constructs import Construct
+from constructs import Construct, IConstruct
 
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress
@@ -153,6 +153,22 @@ def only_the_deployment_writes(bucket: s3.Bucket, prefix: str, upload: s3deploy.
     # The copy waits for the policy: a replaced handler role (another memory limit) is excepted before it writes.
     assert bucket.policy is not None
     upload.node.add_dependency(bucket.policy)
+
+
+def emptied_after(bucket: s3.IBucket, *writers: IConstruct) -> None:
+    """On a stack delete, ``bucket``'s auto-delete (a sandbox's) empties it only after each of ``writers`` (the
+    roles whose grants let a job, a node or a function put objects in it) is deleted.
+
+    CDK's auto-delete handler denies s3:PutObject in the bucket policy while it empties the bucket, but
+    CloudFormation deletes that policy before the bucket, and S3 deletes only an empty bucket
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/delete-bucket.html): a writer still allowed in between
+    (a function invocation or a training node the delete has not stopped yet) leaves an object that fails the
+    bucket's delete (BucketNotEmpty). A bucket without auto-delete (a kept one) needs no order."""
+    emptier = bucket.node.try_find_child(_AUTO_DELETE_RESOURCE)
+    if emptier is None:
+        return
+    for writer in writers:
+        writer.node.add_dependency(emptier)
 
 
 # CDK turns EventBridge notifications on through one custom-resource function per stack.

@@ -319,3 +319,122 @@ def test_a_resource_kept_even_on_a_failed_create_is_found() -> None:
         }
     }
     assert kept_after_a_failed_first_deploy(template) == ["Key (AWS::KMS::Key)"]
+
+
+# The actions by which an identity policy lets a principal put an object (s3:PutObject covers uploads, copies and
+# multipart parts; https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html).
+PUT_ACTIONS = {"s3:putobject", "s3:put*", "s3:*", "*"}
+
+
+def _policy_documents(resource: dict[str, Any]) -> list[Any]:
+    properties = resource.get("Properties", {})
+    if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        return [properties.get("PolicyDocument", {})]
+    if resource["Type"] == "AWS::IAM::Role":
+        return [policy.get("PolicyDocument", {}) for policy in properties.get("Policies", [])]
+    return []
+
+
+def _depends_on(resources: dict[str, Any], start: str) -> set[str]:
+    """Every resource ``start`` waits for on create (DependsOn, Ref, GetAtt), so is deleted before on delete."""
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        resource = resources[stack.pop()]
+        depends = resource.get("DependsOn", [])
+        for target in set(_references(resource.get("Properties", {}))) | set(
+            [depends] if isinstance(depends, str) else depends
+        ):
+            if target in resources and target not in seen:
+                seen.add(target)
+                stack.append(target)
+    return seen
+
+
+def writers_left_after_emptying(template: dict[str, Any]) -> list[str]:
+    """Identity policies of the stack that let a principal put objects into a bucket the stack empties on delete
+    (CDK's Custom::S3AutoDeleteObjects) and that CloudFormation may delete only after the emptying. The emptying's
+    deny of s3:PutObject sits in the bucket policy, which goes before the bucket: an object put in between fails the
+    bucket's delete (S3 deletes only an empty bucket). Left out: the roles of CDK's BucketDeployment handlers, which
+    write only on a deployment's create or update."""
+    resources = template.get("Resources", {})
+    deployers: set[str] = set()
+    for resource in resources.values():
+        if resource["Type"] == "Custom::CDKBucketDeployment":
+            for function in _references(resource["Properties"].get("ServiceToken")):
+                deployers |= set(_references(resources[function].get("Properties", {}).get("Role")))
+    found = []
+    for emptier, resource in resources.items():
+        if resource["Type"] != "Custom::S3AutoDeleteObjects":
+            continue
+        [bucket] = set(_references(resource["Properties"]["BucketName"]))
+        for lid, policy in resources.items():
+            roles = {lid} if policy["Type"] == "AWS::IAM::Role" else set(_references(policy.get("Properties", {})))
+            if roles & deployers:
+                continue
+            for document in _policy_documents(policy):
+                for statement in document.get("Statement", []):
+                    actions = statement.get("Action", [])
+                    actions = [actions] if isinstance(actions, str) else actions
+                    if statement.get("Effect") != "Allow" or not PUT_ACTIONS & {a.lower() for a in actions}:
+                        continue
+                    if bucket in set(_references(statement.get("Resource"))) and emptier not in _depends_on(
+                        resources, lid
+                    ):
+                        found.append(f"{lid} may put objects into {bucket} after {emptier} emptied it")
+    return sorted(set(found))
+
+
+def test_no_writer_outlives_the_emptying_of_a_bucket(each_stage: Any) -> None:
+    """Before: Level 3's validator and customization roles, the SageMaker training roles (Level 3 SageMaker, Level
+    4 Jobs), the HyperPod nodes' role and the invocation-logging roles kept their grants until after the sandbox
+    buckets were emptied."""
+    for stack_id, template in each_stage.templates.items():
+        assert writers_left_after_emptying(template) == [], stack_id
+
+
+def test_a_writer_deleted_after_the_emptying_is_found() -> None:
+    def policy(bucket: str, action: Any, **extra: Any) -> dict[str, Any]:
+        statement = {
+            "Effect": "Allow",
+            "Action": action,
+            "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/*"]]},
+        }
+        return {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {"PolicyDocument": {"Statement": [statement]}, "Roles": [{"Ref": "R"}]},
+            **extra,
+        }
+
+    template = {
+        "Resources": {
+            "B": {"Type": "AWS::S3::Bucket"},
+            "E": {"Type": "Custom::S3AutoDeleteObjects", "Properties": {"BucketName": {"Ref": "B"}}},
+            "R": {"Type": "AWS::IAM::Role", "Properties": {}},
+            "Late": policy("B", "s3:PutObject"),
+            "Wildcard": policy("B", ["s3:GetObject", "s3:*"]),
+            "Ordered": policy("B", "s3:PutObject", DependsOn=["E"]),
+            "ReadOnly": policy("B", "s3:GetObject"),
+            "Inline": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "Policies": [{"PolicyDocument": policy("B", "s3:PutObject")["Properties"]["PolicyDocument"]}]
+                },
+            },
+            "H": {"Type": "AWS::Lambda::Function", "Properties": {"Role": {"Fn::GetAtt": ["D", "Arn"]}}},
+            "D": {"Type": "AWS::IAM::Role", "Properties": {}},
+            "Deploy": {
+                "Type": "Custom::CDKBucketDeployment",
+                "Properties": {"ServiceToken": {"Fn::GetAtt": ["H", "Arn"]}},
+            },
+            "DeployerPolicy": {
+                **policy("B", "s3:PutObject"),
+                "Properties": {**policy("B", "s3:PutObject")["Properties"], "Roles": [{"Ref": "D"}]},
+            },
+        }
+    }
+    assert writers_left_after_emptying(template) == [
+        "Inline may put objects into B after E emptied it",
+        "Late may put objects into B after E emptied it",
+        "Wildcard may put objects into B after E emptied it",
+    ]
