@@ -160,15 +160,18 @@ def test_delete_removes_exactly_the_kits_models_serving_resources_first(aws: Aws
                 model_summary(ours_1, "0123456789ab"),
                 model_summary(other_key, "aaaaaaaaaaaa"),
                 model_summary(other_name, "cccccccccccc"),
+                # Every custom model of the account is listed (no nameContains: ListCustomModels documents it as
+                # a job-name filter); one of another name is passed over without a GetCustomModel.
+                model_summary("team-model", "dddddddddddd"),
             ],
             "nextToken": "page-2",
         },
-        {"nameContains": PROPS["ModelNamePrefix"]},
+        {},
     )
     aws.bedrock.add_response(
         "list_custom_models",
         {"modelSummaries": [model_summary(ours_2, "ba9876543210")]},
-        {"nameContains": PROPS["ModelNamePrefix"], "nextToken": "page-2"},
+        {"nextToken": "page-2"},
     )
     for name, suffix, key in ((ours_1, "0123456789ab", KEY), (other_key, "aaaaaaaaaaaa", OTHER_KEY)):
         aws.bedrock.add_response(
@@ -239,7 +242,7 @@ def test_a_running_kit_job_is_stopped_and_waited_for_others_are_left_alone(aws: 
     aws.bedrock.add_response(
         "get_model_customization_job", job(ours, KEY, "Stopped"), {"jobIdentifier": ours["jobArn"]}
     )
-    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {})
 
     h.handler(event("Delete"), context(FUNCTION_MS))
 
@@ -270,7 +273,7 @@ def test_a_job_that_ends_before_the_stop_is_refused_it_and_the_delete_goes_on(aw
     aws.bedrock.add_response(
         "get_model_customization_job", job(ours, KEY, "Completed"), {"jobIdentifier": ours["jobArn"]}
     )
-    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {})
 
     h.handler(event("Delete"), context(FUNCTION_MS))
 
@@ -308,7 +311,7 @@ def test_a_job_answer_without_a_status_is_taken_as_still_busy(aws: Aws) -> None:
     aws.bedrock.add_response(
         "get_model_customization_job", job(ours, KEY, "Stopped"), {"jobIdentifier": ours["jobArn"]}
     )
-    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {})
 
     h.handler(event("Delete"), context(FUNCTION_MS))
 
@@ -326,7 +329,7 @@ def test_a_run_started_after_the_first_look_is_stopped_with_its_job(aws: Aws) ->
     aws.executions([])  # the first look: nothing running
     aws.executions(["late-run"])  # the last look
     aws.jobs([])
-    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {})
     aws.jobs([late])
     aws.bedrock.add_response("get_model_customization_job", job(late, KEY), {"jobIdentifier": late["jobArn"]})
     aws.bedrock.add_response("stop_model_customization_job", {}, {"jobIdentifier": late["jobArn"]})
@@ -347,7 +350,7 @@ def test_the_last_look_does_not_stop_or_count_again_a_run_the_first_one_stopped(
     aws.executions(["e1"])
     aws.executions([], already_stopped=("e1",))  # the last look: e1 still listed, not stopped again
     aws.jobs([])
-    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {"nameContains": PROPS["ModelNamePrefix"]})
+    aws.bedrock.add_response("list_custom_models", {"modelSummaries": []}, {})
 
     h.handler(event("Delete"), context(FUNCTION_MS))
 
@@ -365,7 +368,7 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_what_is_left(a
     aws.bedrock.add_response(
         "list_custom_models",
         {"modelSummaries": [model_summary(ours, "0123456789ab")]},
-        {"nameContains": PROPS["ModelNamePrefix"]},
+        {},
     )
     aws.bedrock.add_response(
         "get_custom_model",
@@ -432,7 +435,7 @@ def _a_model_served_by_a_committed_throughput(aws: Aws, duration: str, days_left
     aws.bedrock.add_response(
         "list_custom_models",
         {"modelSummaries": [model_summary(ours, "0123456789ab")]},
-        {"nameContains": PROPS["ModelNamePrefix"]},
+        {},
     )
     aws.bedrock.add_response(
         "get_custom_model",
@@ -458,7 +461,7 @@ def _kit_models(aws: Aws, *suffixes: str) -> None:
     aws.bedrock.add_response(
         "list_custom_models",
         {"modelSummaries": [model_summary(name, suffix) for suffix, name in names.items()]},
-        {"nameContains": PROPS["ModelNamePrefix"]},
+        {},
     )
     for suffix, name in names.items():
         aws.bedrock.add_response(
@@ -629,7 +632,7 @@ def test_keep_models_stops_the_run_and_its_job_and_deletes_what_serves_but_never
     aws.bedrock.add_response(
         "list_custom_models",
         {"modelSummaries": [model_summary(model, "0123456789ab")]},
-        {"nameContains": PROPS["ModelNamePrefix"]},
+        {},
     )
     aws.bedrock.add_response(
         "get_custom_model",

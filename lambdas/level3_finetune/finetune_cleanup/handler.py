@@ -163,9 +163,13 @@ def stop_jobs(scope: Scope, deadline: Deadline) -> int:
 
 
 def find_models(scope: Scope, deadline: Deadline) -> list[dict[str, str]]:
-    """The kit's custom models: the pipeline's name AND this stack's key. Anything else is not ours."""
+    """The kit's custom models: the pipeline's name AND this stack's key. Anything else is not ours.
+
+    Every custom model is listed and its name checked here: ListCustomModels' nameContains is documented as "the job
+    name contains these characters" (botocore bedrock 2023-04-20), and a filter that matched job names would find
+    none of the kit's models, leaving them billing after the key is scheduled for deletion."""
     ours = []
-    for summary in list(pages(bedrock().list_custom_models, "modelSummaries", nameContains=scope.model_prefix)):
+    for summary in list(pages(bedrock().list_custom_models, "modelSummaries")):
         if not scope.is_model_name(summary["modelName"]):
             continue
         deadline.check("looking at custom models")
