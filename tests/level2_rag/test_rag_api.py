@@ -926,6 +926,24 @@ def test_a_generation_model_the_knowledge_base_does_not_take_is_the_deployments_
     assert "text_model_id" in error["message"] and "knowledge-base-supported.html" in error["message"]
 
 
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_the_knowledge_base_roles_refused_embedding_model_is_403_not_the_callers_400(
+    invoke: Invoke, stubber: Stubber, route: str
+) -> None:
+    """Before: 400 model_rejected_input, as if the caller had sent something wrong (no 5xx or access alarm): Bedrock
+    wraps the embedding model's 403 for the knowledge base's role in a ValidationException."""
+    operation, event, _ = _route(route)
+    message = (
+        "Knowledge base role arn:aws:iam::123456789012:role/kb-role is not able to call specified embedding model "
+        f"arn:aws:bedrock:us-east-1::foundation-model/{EMBEDDING_MODEL_ID}: You don't have access to the model with "
+        "the specified model ID. (Service: BedrockRuntime, Status Code: 403)"
+    )
+    stubber.add_client_error(operation, "ValidationException", message, 400)
+    error = assert_error(invoke(event), 403, "model_access_denied")
+    assert EMBEDDING_MODEL_ID in error["message"] and "service role" in error["message"]
+    assert "123456789012" not in error["message"]
+
+
 def test_a_session_bedrock_did_not_issue_or_that_expired_is_400_naming_session_id(
     invoke: Invoke, stubber: Stubber
 ) -> None:

@@ -70,6 +70,12 @@ EMBEDDING_SETTING = "rag_embedding_model_id in cdk.json (the knowledge base's em
 # RetrieveAndGenerate's ValidationException texts that are not the caller's input (matched lower-cased).
 KB_MODEL_REFUSED = "model is not supported for"
 SESSION_REFUSED = "session with id"
+# The knowledge base's service role refused its embedding model: Bedrock wraps the runtime's 403 in a
+# ValidationException, "Knowledge base role <arn> is not able to call specified embedding model <arn>: You don't
+# have access to the model with the specified model ID." (as public projects quote it from StartIngestionJob, e.g.
+# aws-samples/generative-ai-cdk-constructs-samples#25; the query's embedding takes the same role). The account's
+# model access or the role's grant, not the caller's input.
+KB_ROLE_MODEL_REFUSED = ("not able to call specified embedding model", "have access to the model with the specified")
 INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries the caller's text
 # Time kept back from the knowledge base call for the guardrail calls that follow it: enough for one
 # ApplyGuardrail attempt (its connect timeout, a read timeout of 3 s or more, and the policy's margin for
@@ -298,6 +304,13 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
                 f"Amazon Bedrock does not generate knowledge base answers with the configured model "
                 f"'{settings.model_id}': use one the knowledge base query takes (knowledge-base-supported.html). "
                 f"Change {MODEL_SETTING} and redeploy; the caller cannot fix this."
+            )
+        if any(phrase in message for phrase in KB_ROLE_MODEL_REFUSED):
+            return ModelAccessDeniedError(
+                f"Amazon Bedrock refused a model that knowledge base '{kb}' calls: its service role may not invoke "
+                f"its embedding model {settings.embedding_model_id} (or the account may not use it, or the "
+                f"generation model {settings.model_id}, in this region). Check the models' access in the Amazon "
+                "Bedrock console, the role's bedrock:InvokeModel grant and any SCP; the caller cannot fix this."
             )
         # A sessionId Bedrock did not issue, or one past its life ("Session with Id <id> is not valid", as Bedrock
         # words it: github.com/aws/aws-sdk/issues/763; Bedrock generates the id, the caller cannot set one,
