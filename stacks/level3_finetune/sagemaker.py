@@ -43,6 +43,7 @@ from stacks.level4_pretrain.jobs import training_image_account, training_image_p
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared import build_dir
 from stacks.shared.deployment import Deployment
+from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
 from stacks.shared.failures import end_after, input_rejected, reported_fail
 from stacks.shared.model_access import default_project_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
@@ -401,6 +402,7 @@ class SageMakerFineTuneStack(Stack):
             timeout=VALIDATOR_TIMEOUT,
             memory_size=512,
             modules=[RECORD_RULES],
+            environment={"IMPORTED_MODELS_QUOTA_CODE": IMPORTED_MODELS_QUOTA_CODE},
         )
         # A run may name any key or prefix of the data bucket (the training role reads it all, too).
         validator.role.add_to_policy(
@@ -409,11 +411,32 @@ class SageMakerFineTuneStack(Stack):
         validator.role.add_to_policy(
             iam.PolicyStatement(sid="ListData", actions=["s3:ListBucket"], resources=[self.data.bucket_arn])
         )
+        # Before training, the room in Bedrock's imported-models quota: its applied value (on the quota's ARN, the
+        # Service Authorization Reference's "quota" resource type), the AWS default and the imported models (no
+        # resource types: "*").
+        validator.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadImportedModelsQuota",
+                actions=["servicequotas:GetServiceQuota"],
+                resources=[
+                    f"arn:{self.partition}:servicequotas:{self.region}:{self.account}:bedrock/"
+                    f"{IMPORTED_MODELS_QUOTA_CODE}"
+                ],
+            )
+        )
+        validator.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="CountImportedModels",
+                actions=["servicequotas:GetAWSDefaultServiceQuota", "bedrock:ListImportedModels"],
+                resources=["*"],
+            )
+        )
         suppress(
             validator.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5",
             "The validator reads the records a run names: any key or prefix of the dedicated data bucket, as the "
-            "training job does; X-Ray actions support no resource-level permissions.",
+            "training job does; X-Ray actions, GetAWSDefaultServiceQuota and ListImportedModels support no "
+            "resource-level permissions.",
             applies_to=["Resource::*", f"Resource::{arn_ref(self.data)}/*"],
         )
         return validator

@@ -435,6 +435,8 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
             "files": sfn.JsonPath.number_at("$.files"),
             "problems": sfn.JsonPath.list_at("$.problems"),
             "summary": sfn.JsonPath.string_at("$.summary"),
+            "importSlotFree": sfn.JsonPath.string_at("$.importSlot.free"),
+            "importSlotSummary": sfn.JsonPath.string_at("$.importSlot.summary"),
         },
         result_path="$.validation",
     )
@@ -448,9 +450,26 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         result_path="$.error",
     )
     invalid_data.next(targets.invalid)
+    # No room in the imported-models quota (the validator read it): the import would be refused after the paid
+    # training job, so the run fails before it, naming the quota and the models that hold it.
+    quota_full = sfn.Pass(
+        scope,
+        "ImportedModelsQuotaFull",
+        parameters={
+            "Error": "ImportedModelsQuotaFull",
+            "Cause": sfn.JsonPath.string_at("$.validation.importSlotSummary"),
+        },
+        result_path="$.error",
+    )
+    quota_full.next(targets.failed)
     validate.next(
         sfn.Choice(scope, "DataValid")
-        .when(sfn.Condition.boolean_equals("$.validation.valid", True), train)
+        .when(
+            sfn.Condition.boolean_equals("$.validation.valid", True),
+            sfn.Choice(scope, "ImportSlotFree")
+            .when(sfn.Condition.boolean_equals("$.validation.importSlotFree", True), train)
+            .otherwise(quota_full),
+        )
         .otherwise(invalid_data)
     )
     find.next(

@@ -27,7 +27,7 @@ from stacks.level3_finetune.pipeline import (
     THROTTLE_RETRY_ATTEMPTS,
     THROTTLE_RETRY_INTERVAL,
 )
-from stacks.shared.facts import KIT_NAME, STAGES
+from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE, KIT_NAME, STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
 from tests.infra.helpers import (
@@ -444,6 +444,7 @@ VALID = {
     "problems": [],
     "complete": True,
     "summary": "25 records in 1 files under s3://data/datasets/",
+    "importSlot": {"free": True, "summary": "0 models imported against a quota of 3: room for this run's import"},
 }
 
 
@@ -1497,13 +1498,26 @@ def test_the_job_names_the_secret_and_never_carries_the_token(
 
 
 @pytest.fixture
-def data_bucket(template: dict[str, Any]) -> Any:
-    """The stack's data bucket in moto, read by the real sagemaker_validate handler."""
+def imported_models() -> list[str]:
+    """The models imported in the Region when the validator counts them (none unless a test adds some)."""
+    return []
+
+
+@pytest.fixture
+def data_bucket(template: dict[str, Any], imported_models: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The stack's data bucket in moto, read by the real sagemaker_validate handler, with the function's quota code
+    from the template and an imported-models quota of 3 (its reads are tested in test_sagemaker_validate.py)."""
     import boto3
     from moto import mock_aws
 
     from common.clients import bounded_client
+    from sagemaker_validate import handler as validate_handler
 
+    _, function = _validator_function(template)
+    code = function["Properties"]["Environment"]["Variables"][validate_handler.QUOTA_CODE_ENV]
+    monkeypatch.setenv(validate_handler.QUOTA_CODE_ENV, code)
+    monkeypatch.setattr(validate_handler, "quota_value", lambda c: ("Imported models per account", 3.0))
+    monkeypatch.setattr(validate_handler, "imported_model_names", lambda: list(imported_models))
     with mock_aws():
         bounded_client.cache_clear()
         client = boto3.client("s3", region_name=asl.REGION)
@@ -1554,6 +1568,25 @@ def test_good_records_go_on_to_the_training_job_on_the_same_key(
     assert channel["DataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
 
 
+def test_a_full_imported_models_quota_fails_the_run_before_any_instance(
+    machine: dict[str, Any], template: dict[str, Any], data_bucket: Any, imported_models: list[str]
+) -> None:
+    """Before: the training job ran and billed, then its import was refused for three hours (ImportNotConfirmed)."""
+    data_bucket.put_object(
+        Bucket=_bucket(template, "Data"),
+        Key="datasets/train.jsonl",
+        Body=(ROOT / "samples" / "finetune-sagemaker" / "train.jsonl").read_bytes(),
+    )
+    imported_models.extend(["sft-a", "sft-b", "sft-c"])
+    trace = asl.simulate(machine, {"trainingKey": "datasets/train.jsonl"}, _results(validation=_validator))
+    assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+    assert not trace.calls_to("TrainModel") and not trace.calls_to("ImportModel")
+    error = _failure(trace)
+    assert error["Error"] == "ImportedModelsQuotaFull"
+    assert "3 models imported against a quota of 3 ('Imported models per account', L-45B04988)" in error["Cause"]
+    assert "No training job was started" in error["Cause"]
+
+
 def test_a_validator_failure_is_notified_and_lambdas_transient_errors_are_retried(machine: dict[str, Any]) -> None:
     retried = machine["States"]["ValidateData"]["Retry"]
     transient = {e for r in retried for e in r["ErrorEquals"]}
@@ -1596,7 +1629,15 @@ def test_the_validator_reads_exactly_the_data_bucket(template: dict[str, Any]) -
         if not action.startswith(("xray:", "logs:"))
     }
     arn = render({"Fn::GetAtt": [data, "Arn"]})
-    assert granted == {"s3:GetObject": [f"{arn}/*"], "s3:ListBucket": [arn]}
+    quota = f"arn:aws:servicequotas:{asl.REGION}:${{AWS::AccountId}}:bedrock/{IMPORTED_MODELS_QUOTA_CODE}"
+    assert granted == {
+        "s3:GetObject": [f"{arn}/*"],
+        "s3:ListBucket": [arn],
+        # the imported-models quota's room, read before any instance starts
+        "servicequotas:GetServiceQuota": [quota],
+        "servicequotas:GetAWSDefaultServiceQuota": ["*"],
+        "bedrock:ListImportedModels": ["*"],
+    }
     assert function["Properties"]["Timeout"] == 900
 
 

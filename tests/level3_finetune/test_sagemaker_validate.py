@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.response import StreamingBody
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from common.clients import bounded_client
@@ -47,6 +48,52 @@ def s3() -> Iterator[Any]:
         client.create_bucket(Bucket=BUCKET)
         yield client
     bounded_client.cache_clear()
+
+
+QUOTA_CODE = "L-IMPORT01"  # test data: the stack sets the real code (stacks/shared/facts.py)
+
+
+@pytest.fixture(autouse=True)
+def quotas(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber]]:
+    """Stubbed Service Quotas and Bedrock clients for the import-slot check (moto has neither
+    ListImportedModels nor GetAWSDefaultServiceQuota); a test queues the answers it needs. A check with none
+    queued finds the quota unreadable and lets the run go on."""
+    monkeypatch.setenv(h.QUOTA_CODE_ENV, QUOTA_CODE)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    quota_client = boto3.client("service-quotas", region_name="us-east-1")
+    bedrock_client = boto3.client("bedrock", region_name="us-east-1")
+    monkeypatch.setattr(h, "get_quotas_client", lambda: quota_client)
+    monkeypatch.setattr(h, "get_bedrock_client", lambda: bedrock_client)
+    with Stubber(quota_client) as quota_stub, Stubber(bedrock_client) as bedrock_stub:
+        yield quota_stub, bedrock_stub
+
+
+def quota_answer(value: float) -> dict[str, Any]:
+    return {
+        "Quota": {
+            "ServiceCode": "bedrock",
+            "QuotaCode": QUOTA_CODE,
+            "QuotaName": "Imported models per account",
+            "Value": value,
+        }
+    }
+
+
+def imported(stub: Stubber, *pages: list[str]) -> None:
+    for number, names in enumerate(pages):
+        answer: dict[str, Any] = {
+            "modelSummaries": [
+                {
+                    "modelArn": f"arn:aws:bedrock:us-east-1:123456789012:imported-model/{n}",
+                    "modelName": n,
+                    "creationTime": "2026-11-01T00:00:00Z",
+                }
+                for n in names
+            ]
+        }
+        if number < len(pages) - 1:
+            answer["nextToken"] = f"page-{number + 1}"
+        stub.add_response("list_imported_models", answer, {"nextToken": f"page-{number}"} if number else {})
 
 
 def run(training_key: str) -> dict[str, Any]:
@@ -155,6 +202,60 @@ def test_a_reason_quoting_the_data_is_bounded(s3: Any) -> None:
     s3.put_object(Bucket=BUCKET, Key="datasets/a.jsonl", Body=line({"messages": [{"role": role, "content": "c"}]}))
     [problem] = run("datasets/a.jsonl")["problems"]
     assert len(problem) < len("datasets/a.jsonl:1: ") + h.MAX_REASON_CHARS + 1
+
+
+def test_a_full_imported_models_quota_stops_the_run_before_training(s3: Any, quotas: tuple[Stubber, Stubber]) -> None:
+    """Before: the training job ran (and billed), and only its import was refused, retried for hours, then failed."""
+    quota_stub, bedrock_stub = quotas
+    s3.put_object(Bucket=BUCKET, Key="datasets/train.jsonl", Body=GOOD)
+    quota_stub.add_response("get_service_quota", quota_answer(3), {"ServiceCode": "bedrock", "QuotaCode": QUOTA_CODE})
+    imported(bedrock_stub, ["sft-a", "sft-b"], ["sft-c", "sft-d"])  # every page is counted
+    result = run("datasets/train.jsonl")
+    assert result["valid"] is True
+    slot = result["importSlot"]
+    assert slot["free"] is False, slot
+    summary = slot["summary"]
+    assert "4 models imported against a quota of 3 ('Imported models per account', L-IMPORT01) in us-east-1" in summary
+    assert "(sft-a, sft-b, sft-c and 1 more)" in summary and "No training job was started" in summary
+    assert "aws bedrock delete-imported-model --region us-east-1 --model-identifier <name>" in summary
+    quota_stub.assert_no_pending_responses()
+    bedrock_stub.assert_no_pending_responses()
+
+
+def test_a_quota_with_no_applied_value_is_read_from_its_default(s3: Any, quotas: tuple[Stubber, Stubber]) -> None:
+    quota_stub, bedrock_stub = quotas
+    s3.put_object(Bucket=BUCKET, Key="datasets/train.jsonl", Body=GOOD)
+    quota_stub.add_client_error("get_service_quota", "NoSuchResourceException", "no applied value")
+    quota_stub.add_response(
+        "get_aws_default_service_quota", quota_answer(3), {"ServiceCode": "bedrock", "QuotaCode": QUOTA_CODE}
+    )
+    imported(bedrock_stub, ["sft-a", "sft-b"])
+    slot = run("datasets/train.jsonl")["importSlot"]
+    assert slot == {
+        "free": True,
+        "summary": (
+            "2 models imported against a quota of 3 ('Imported models per account', L-IMPORT01): room for this run's "
+            "import"
+        ),
+    }
+    quota_stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "TooManyRequestsException"])
+def test_a_quota_that_cannot_be_read_lets_the_run_go_on(s3: Any, quotas: tuple[Stubber, Stubber], code: str) -> None:
+    """The check only saves a paid job: a read it may not make, or that stays throttled, is no reason to refuse."""
+    quota_stub, _ = quotas
+    s3.put_object(Bucket=BUCKET, Key="datasets/train.jsonl", Body=GOOD)
+    quota_stub.add_client_error("get_service_quota", code, "no")
+    slot = run("datasets/train.jsonl")["importSlot"]
+    assert slot["free"] is True and f"was not checked ({code})" in slot["summary"]
+
+
+def test_invalid_data_is_refused_without_reading_the_quota(s3: Any, quotas: tuple[Stubber, Stubber]) -> None:
+    s3.put_object(Bucket=BUCKET, Key="datasets/bad.jsonl", Body=b"{}\n")
+    result = run("datasets/bad.jsonl")
+    assert result["valid"] is False
+    assert result["importSlot"] == {"free": True, "summary": "not checked: the data is refused first"}
 
 
 def test_a_missing_key_is_invalid_data_naming_the_location(s3: Any) -> None:

@@ -16,15 +16,18 @@ record rules of workloads/finetune_sagemaker/chat_records.py, the one copy the t
 Each object is streamed in chunks (never read whole): memory is bounded by the chunk size and the longest line;
 a line longer than MAX_LINE_BYTES is reported, not read. The check stops at MAX_PROBLEMS problems.
 
-It returns ``{"valid", "records", "files", "problems", "complete", "summary"}``: ``problems`` holds up to
-MAX_PROBLEMS texts ``<key>:<line>: <reason>`` (or ``<key>: <reason>`` for the whole prefix), ``complete`` is
-false when the check stopped early, and ``summary`` is one line for the rejection's Cause. Invalid data is a
+It returns ``{"valid", "records", "files", "problems", "complete", "summary", "importSlot"}``: ``problems`` holds
+up to MAX_PROBLEMS texts ``<key>:<line>: <reason>`` (or ``<key>: <reason>`` for the whole prefix), ``complete`` is
+false when the check stopped early, and ``summary`` is one line for the rejection's Cause. ``importSlot`` is
+``{"free", "summary"}``: whether Bedrock's imported-models quota has room for the run's import (see
+:func:`import_slot`; checked only for valid data). Invalid data is a
 result, not an error. Errors: ``InvalidRequest`` (a ValueError naming the field of a malformed event) and S3's own
 (a missing bucket, access denied) after botocore's retries; the state machine notifies either as a failure.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +73,14 @@ TOO_LONG = LineTooLong()
 def get_s3_client() -> Any:
     """The S3 client, created on first use (boto3 is imported there, not at module import)."""
     return bounded_client("s3", CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)
+
+
+def get_bedrock_client() -> Any:
+    return bounded_client("bedrock", CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)
+
+
+def get_quotas_client() -> Any:
+    return bounded_client("service-quotas", CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS)
 
 
 # --- request ------------------------------------------------------------------------------------------------
@@ -252,6 +263,81 @@ def validate(request: Request) -> dict[str, Any]:
     }
 
 
+# --- the import slot ----------------------------------------------------------------------------------------
+
+# The run imports its merged model into Bedrock (Custom Model Import), and imported models count against the
+# Region's "Imported models per account" quota (3 by default, adjustable;
+# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock). A full quota refuses the import only
+# after the paid training job (the pipeline then waits hours for a slot and fails), so it is checked here, before
+# any instance starts: the quota's value (GetServiceQuota; the AWS default where no value is applied) against the
+# models imported in the Region (ListImportedModels, every page). A model an import job still running will create
+# is not counted, and another run may take the last slot after this check: the import's own retries still cover
+# those. A read that fails leaves the run to go on, as before the check.
+QUOTA_CODE_ENV = "IMPORTED_MODELS_QUOTA_CODE"  # the stack sets it (stacks/shared/facts.py IMPORTED_MODELS_QUOTA_CODE)
+QUOTA_SERVICE = "bedrock"
+SHOWN_MODELS = 3
+
+
+def imported_model_names() -> list[str]:
+    """The models imported into Bedrock in this Region (every page)."""
+    pages = get_bedrock_client().get_paginator("list_imported_models").paginate()
+    return [str(model["modelName"]) for page in pages for model in page.get("modelSummaries") or []]
+
+
+def quota_value(code: str) -> tuple[str, float] | None:
+    """(name, value) of the Bedrock quota ``code``: its applied value, else its AWS default; None without a value.
+    GetServiceQuota answers NoSuchResourceException for a quota with no applied value
+    (https://docs.aws.amazon.com/servicequotas/2019-06-24/apireference/API_GetServiceQuota.html)."""
+    from botocore.exceptions import ClientError
+
+    from common.errors import aws_error_code  # botocore's exceptions: imported on the first check, not cold
+
+    client = get_quotas_client()
+    try:
+        answer = client.get_service_quota(ServiceCode=QUOTA_SERVICE, QuotaCode=code)
+    except ClientError as exc:
+        if aws_error_code(exc) != "NoSuchResourceException":
+            raise
+        answer = client.get_aws_default_service_quota(ServiceCode=QUOTA_SERVICE, QuotaCode=code)
+    quota = answer.get("Quota") or {}
+    value = quota.get("Value")
+    return None if value is None else (str(quota.get("QuotaName") or code), float(value))
+
+
+def import_slot(code: str) -> dict[str, Any]:
+    """``{"free", "summary"}``: whether one more model can be imported in this Region now."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from common.errors import aws_error_code
+
+    try:
+        quota = quota_value(code)
+        models = imported_model_names() if quota is not None else []
+    except (BotoCoreError, ClientError) as exc:
+        reason = aws_error_code(exc) or type(exc).__name__
+        logger.warning("The imported-models quota was not checked", extra={"reason": reason})
+        return {"free": True, "summary": f"the imported-models quota {code} was not checked ({reason})"}
+    if quota is None:
+        return {"free": True, "summary": f"the imported-models quota {code} has no value to check"}
+    name, value = quota
+    held = f"{len(models)} models imported against a quota of {value:g} ({name!r}, {code})"
+    if len(models) < value:
+        return {"free": True, "summary": f"{held}: room for this run's import"}
+    region = os.environ.get("AWS_REGION", "<region>")
+    shown = ", ".join(models[:SHOWN_MODELS]) + (
+        f" and {len(models) - SHOWN_MODELS} more" if len(models) > SHOWN_MODELS else ""
+    )
+    return {
+        "free": False,
+        "summary": (
+            f"{held} in {region} ({shown}): Bedrock would refuse this run's import after its paid training job. "
+            f"Delete an imported model you no longer need (aws bedrock delete-imported-model --region {region} "
+            f"--model-identifier <name>) or request a higher quota in Service Quotas (Amazon Bedrock, {code}), then "
+            "start the run again. No training job was started."
+        ),
+    }
+
+
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Check the training data an execution names; return whether the training job may start."""
@@ -262,6 +348,10 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         raise
     logger.append_keys(bucket=request.bucket, training_key=request.training_key)
     result = validate(request)
+    if result["valid"]:
+        result["importSlot"] = import_slot(os.environ[QUOTA_CODE_ENV])
+    else:
+        result["importSlot"] = {"free": True, "summary": "not checked: the data is refused first"}
     logger.info(
         "Training data checked",
         extra={
@@ -270,6 +360,7 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
             "files": result["files"],
             "problems": len(result["problems"]),
             "complete": result["complete"],
+            "import_slot_free": result["importSlot"]["free"],
         },
     )
     return result
