@@ -1017,7 +1017,7 @@ class RagStack(Stack):
             metric=ingestion.handler.function.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
             threshold=1,
             description=f"The Level 2 ingest function failed; changes stay queued and are retried for up to "
-            f"{CHANGES_RETENTION.to_days()} days (the StaleChangesAlarm fires once one waited "
+            f"{CHANGES_RETENTION.to_days()} days (the StaleChangesAlarm or OldestChangeAgeAlarm fires once one waited "
             f"{STALE_CHANGE_AGE.to_hours()} hours)",
         )
         alarms.api_alarms(

@@ -499,6 +499,31 @@ def test_a_change_requeued_while_ingestion_stays_busy_reports_how_long_it_has_wa
     assert world.dead_letter_bodies() == []
 
 
+def test_a_change_whose_start_keeps_failing_still_reports_how_long_it_has_waited(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """StartIngestionJob refused with an error that is not "busy" (an SCP denying it, say) for over a day: each run
+    raises (IngestFunctionErrorsAlarm, once), the changes stay queued and are re-queued every third receive, so
+    SQS's age never nears a day. Before: a failed run wrote no metric, so neither 24-hour alarm could fire."""
+    for _ in range(40):
+        world.agent.fail_next_start("AccessDeniedException")
+    world.send_changes(2)
+    first_queued_ms = world.clock.now_ms
+    capsys.readouterr()
+    for _ in range(26):  # one run an hour for 26 hours, each failing
+        with pytest.raises(ClientError, match="AccessDeniedException"):
+            world.sync()
+        world.advance(3600)
+    oldest_in_queue_ms = min(m.sent_timestamp for m in world._messages("changes"))
+    assert world.clock.now_ms - int(oldest_in_queue_ms) < 4 * 3600_000  # SQS's own age: hours at most
+    waits = [doc["OldestChangeAge"] for doc in emf_documents(capsys.readouterr().out) if "OldestChangeAge" in doc]
+    assert len(waits) == 26
+    ran_last_ms = world.clock.now_ms - 3600_000
+    assert waits[-1] == [float(round((ran_last_ms - first_queued_ms) / 1000))]
+    assert waits[-1][0] >= 86_400  # the alarm's threshold (STALE_CHANGE_AGE)
+    assert world.dead_letter_bodies() == []
+
+
 @pytest.mark.parametrize(
     ("attributes", "expected"),
     [

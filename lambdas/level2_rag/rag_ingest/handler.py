@@ -123,8 +123,27 @@ def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return run_reconcile(deps, scheduled_time(event))
 
 
+def _oldest_change_age(result: ingestion.SyncResult) -> dict[str, tuple[MetricUnit, float]]:
+    """How long the oldest change the run received has waited since it was first queued, re-queued copies included
+    (their SQS age starts over): the OldestChangeAge alarm sees what SQS's own age metric misses. Nothing when the
+    run received no change."""
+    if result.waiting_since_ms is None:
+        return {}
+    waited_s = max(0.0, now().timestamp() - result.waiting_since_ms / 1000)
+    return {"OldestChangeAge": (MetricUnit.Seconds, round(waited_s))}
+
+
+def _failed_after_receiving(result: ingestion.SyncResult) -> None:
+    """A run that failed after receiving changes (StartIngestionJob refused with anything but busy, an error while
+    reading them): it still reports their age, since the changes stay queued and each re-queued copy's SQS age
+    starts over, so without it neither 24-hour alarm could fire however long the failure lasts."""
+    age = _oldest_change_age(result)
+    if age:
+        _publish(age)
+
+
 def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestion.SyncResult:
-    result = ingestion.sync(deps, retry_full_sync=retry_full_sync)
+    result = ingestion.sync(deps, retry_full_sync=retry_full_sync, on_failure=_failed_after_receiving)
     # A run that found nothing to do writes no metric: a custom metric is billed for each hour it is written in
     # (https://aws.amazon.com/cloudwatch/pricing/), so an idle knowledge base costs nothing here.
     if result.started or result.busy or result.poison:
@@ -133,12 +152,8 @@ def run_sync(deps: ingestion.Deps, *, retry_full_sync: bool = False) -> ingestio
             "IngestionJobsStarted": (MetricUnit.Count, int(result.started)),
             "IngestionBusy": (MetricUnit.Count, int(result.busy)),
             "PoisonMessages": (MetricUnit.Count, result.poison),
+            **_oldest_change_age(result),
         }
-        if result.waiting_since_ms is not None:
-            # How long the oldest change this run received has waited since it was first queued, re-queued copies
-            # included (their SQS age starts over): the OldestChangeAge alarm sees the busy loop SQS's metric misses.
-            waited_s = max(0.0, now().timestamp() - result.waiting_since_ms / 1000)
-            values["OldestChangeAge"] = (MetricUnit.Seconds, round(waited_s))
         _publish(values)
     logger.info("Sync finished", extra={"sync": result.to_dict(), "drain_stopped_by": result.drain_stopped_by})
     return result

@@ -260,12 +260,15 @@ class SyncResult:
 # --- sync --------------------------------------------------------------------------------------------------
 
 
-def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
+def sync(
+    deps: Deps, *, retry_full_sync: bool = False, on_failure: Callable[[SyncResult], None] | None = None
+) -> SyncResult:
     """One scheduled run: coalesce every pending change into at most one new ingestion job.
 
     Starts a full sync while the data source is not in sync under its current revision (``_history_in_sync``);
     ``retry_full_sync`` (the reconcile) reads the job history again, and also retries when the newest job ended
-    FAILED or STOPPED.
+    FAILED or STOPPED. A run that fails after receiving changes gives ``on_failure`` what it counted (the oldest
+    change's first-queued time among them) before the error is raised.
     """
     pending = pending_messages(deps)
     full = not data_source_synced(deps, fresh=retry_full_sync)
@@ -349,6 +352,8 @@ def sync(deps: Deps, *, retry_full_sync: bool = False) -> SyncResult:
                 "released": result.released,
             },
         )
+        if on_failure is not None:
+            on_failure(result)
         raise
     result.started, result.job_id = True, str(job.get("ingestionJobId"))
     result.deleted, result.delete_failed = delete_messages(deps, drained.held())
