@@ -16,7 +16,6 @@ from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_bedrock as bedrock
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -236,19 +235,6 @@ class PromptEngineeringStack(Stack):
             metric=handler.function.metric_throttles(period=FIVE_MINUTES, statistic="Sum"),
             threshold=1,
             description="Level 1 function invocations were throttled (concurrency limit)",
-        )
-        alarms.alarm(
-            self,
-            "ModelThrottledAlarm",
-            metric=cloudwatch.Metric(
-                namespace=deployment.metrics_namespace,
-                metric_name="ModelThrottled",
-                dimensions_map={"service": SERVICE_NAME},
-                period=FIVE_MINUTES,
-                statistic="Sum",
-            ),
-            threshold=5,
-            description="Bedrock throttled Level 1 calls after retries (429s to callers)",
         )
 
         self.api = rest.api

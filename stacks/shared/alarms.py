@@ -167,8 +167,9 @@ class AlarmTopic(Construct):
         return alarm
 
     def api_alarms(self, scope: Construct, api: apigw.RestApi, *, label: str, service: str, namespace: str) -> None:
-        """The alarms every kit API has: any 5xx, p95 latency near API Gateway's 29 s timeout, and any refusal of
-        the model (the function's ModelAccessDenied metric: it answers 403, which the 5xx alarm does not count)."""
+        """The alarms every kit API has: any 5xx, p95 latency near API Gateway's 29 s timeout, any refusal of the
+        model (the function's ModelAccessDenied metric: it answers 403, which the 5xx alarm does not count), and
+        Bedrock throttling that outlasted the function's retries (ModelThrottled: 429s, not counted as 5xx either)."""
         self.alarm(
             scope,
             "Api5xxAlarm",
@@ -197,6 +198,19 @@ class AlarmTopic(Construct):
             threshold=1,
             description=f"{label} API answered 403 model_access_denied: the function or the account may not use "
             "the model (IAM, an SCP, Marketplace, the use-case form, a Legacy model); see the function log",
+        )
+        self.alarm(
+            scope,
+            "ModelThrottledAlarm",
+            metric=cloudwatch.Metric(
+                namespace=namespace,
+                metric_name="ModelThrottled",
+                dimensions_map={"service": service},
+                period=FIVE_MINUTES,
+                statistic="Sum",
+            ),
+            threshold=5,
+            description=f"Bedrock throttled {label} calls after retries (429s to callers)",
         )
 
 

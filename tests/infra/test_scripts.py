@@ -37,7 +37,7 @@ def test_synth_summary_lists_each_stack_with_level_count_and_idle_cost(sandbox: 
     count = len(sandbox.templates["GenAiKit-1-Prompt"]["Resources"])
     assert f"{count} resources" in level1 and "Level 1: prompt engineering" in level1
     assert "idle ~$0.60/month" in level1  # six CloudWatch alarms at $0.10
-    assert "idle ~$0.90/month" in by_stack["GenAiKit-2-Rag"]  # S3 Vectors: no floor, only the nine alarms
+    assert "idle ~$1.00/month" in by_stack["GenAiKit-2-Rag"]  # S3 Vectors: no floor, only the ten alarms
     assert "from its KMS key" not in level1
     # Level 3's KMS key: $1/month, $3/month once its first two yearly rotations bill their $1 each.
     assert "idle ~$1.10/month (~$3.10 from its KMS key's second rotation)" in by_stack["GenAiKit-3-FineTune"]
@@ -63,7 +63,7 @@ def test_synth_summary_names_the_provisioned_throughput_a_run_buys(sandbox: Any,
 
 def test_synth_summary_states_the_opensearch_idle_floor(sandbox_oss: Any) -> None:
     [level2] = [line for line in summarize(sandbox_oss.assembly_dir) if line.startswith("GenAiKit-2-Rag")]
-    assert "idle ~$176.10/month" in level2  # 1 OCU (standby replicas off) at $0.24/hour + nine alarms
+    assert "idle ~$176.20/month" in level2  # 1 OCU (standby replicas off) at $0.24/hour + ten alarms
 
 
 def test_synth_summary_prints_the_figures_kit_cost_computes(sandbox: Any) -> None:

@@ -66,10 +66,11 @@ def test_level1_idles_at_six_alarms(sandbox: Any, prices: Any) -> None:
 
 
 def test_level2_with_s3_vectors_has_no_floor(sandbox: Any, prices: Any) -> None:
-    # Nine alarms: dead letters, stale changes (a change's age in the queue, and its wait through re-queued copies),
-    # a failed job, failed documents, ingest function errors, API 5xx, API latency and model access refused.
+    # Ten alarms: dead letters, stale changes (a change's age in the queue, and its wait through re-queued copies),
+    # a failed job, failed documents, ingest function errors, API 5xx, API latency, model access refused and model
+    # throttling.
     cost = cost_of(sandbox, "GenAiKit-2-Rag", prices)
-    assert items(cost) == {"cloudwatch.alarm": (9, 0.90)}
+    assert items(cost) == {"cloudwatch.alarm": (10, 1.00)}
     assert "AWS::S3Vectors::Index" in cost.free_types
 
 
@@ -77,7 +78,7 @@ def test_level2_with_opensearch_bills_the_ocu_floor(sandbox_oss: Any, prices: An
     cost = cost_of(sandbox_oss, "GenAiKit-2-Rag", prices)
     # Standby replicas off: 1 OCU (0.5 indexing + 0.5 search) around the clock, at $0.24 an OCU-hour.
     assert items(cost)["opensearch_serverless.ocu"] == (1, 175.20)
-    assert cost.idle_usd == 176.10
+    assert cost.idle_usd == 176.20
 
 
 def test_level3_idles_at_its_kms_key(sandbox: Any, prices: Any) -> None:
