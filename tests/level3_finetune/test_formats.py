@@ -129,6 +129,21 @@ def test_the_distillation_sample_holds_enough_distinct_prompts() -> None:
     assert len(records) >= 100 and len(prompts) == len(records)
 
 
+def test_the_reinforcement_sample_is_what_its_generator_writes_and_holds_enough_distinct_prompts() -> None:
+    """Bedrock takes at least 100 records (rft-prepare-data.html); the docs upload this very file. Before: 100
+    records of only 60 distinct prompts, so 40 trained twice (and fewer than 100 if Bedrock counts distinct ones)."""
+    folder = SAMPLE_DIRS[formats.REINFORCEMENT_FINE_TUNING][0].parent
+    spec = importlib.util.spec_from_file_location("rft_sample", folder / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    text = (folder / "train.jsonl").read_text("utf-8")
+    assert text == generator.render(), "run python samples/finetune/reinforcement_fine_tuning/generate.py"
+    records = [json.loads(line) for line in text.splitlines()]
+    prompts = {record["messages"][-1]["content"] for record in records}
+    assert len(records) >= 100 and len(prompts) == len(records)
+
+
 REASONING_DIR = SAMPLE_DIRS["FINE_TUNING_REASONING"][0].parent
 
 
