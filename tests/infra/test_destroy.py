@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stacks.shared.registry import resource_schema
+from tests.infra.helpers import as_list, created_before, statements
 
 NETWORK_TYPES = {"AWS::EC2::Subnet", "AWS::EC2::SecurityGroup", "AWS::EC2::VPC"}
 # The DeletionPolicy values that keep a resource when its stack is deleted
@@ -326,31 +327,6 @@ def test_a_resource_kept_even_on_a_failed_create_is_found() -> None:
 PUT_ACTIONS = {"s3:putobject", "s3:put*", "s3:*", "*"}
 
 
-def _policy_documents(resource: dict[str, Any]) -> list[Any]:
-    properties = resource.get("Properties", {})
-    if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-        return [properties.get("PolicyDocument", {})]
-    if resource["Type"] == "AWS::IAM::Role":
-        return [policy.get("PolicyDocument", {}) for policy in properties.get("Policies", [])]
-    return []
-
-
-def _depends_on(resources: dict[str, Any], start: str) -> set[str]:
-    """Every resource ``start`` waits for on create (DependsOn, Ref, GetAtt), so is deleted before on delete."""
-    seen: set[str] = set()
-    stack = [start]
-    while stack:
-        resource = resources[stack.pop()]
-        depends = resource.get("DependsOn", [])
-        for target in set(_references(resource.get("Properties", {}))) | set(
-            [depends] if isinstance(depends, str) else depends
-        ):
-            if target in resources and target not in seen:
-                seen.add(target)
-                stack.append(target)
-    return seen
-
-
 def writers_left_after_emptying(template: dict[str, Any]) -> list[str]:
     """Identity policies of the stack that let a principal put objects into a bucket the stack empties on delete
     (CDK's Custom::S3AutoDeleteObjects) and that CloudFormation may delete only after the emptying. The emptying's
@@ -368,20 +344,14 @@ def writers_left_after_emptying(template: dict[str, Any]) -> list[str]:
         if resource["Type"] != "Custom::S3AutoDeleteObjects":
             continue
         [bucket] = set(_references(resource["Properties"]["BucketName"]))
-        for lid, policy in resources.items():
+        for lid, statement in statements(template):
+            policy = resources[lid]
             roles = {lid} if policy["Type"] == "AWS::IAM::Role" else set(_references(policy.get("Properties", {})))
-            if roles & deployers:
+            actions = {action.lower() for action in as_list(statement.get("Action", []))}
+            if roles & deployers or statement.get("Effect") != "Allow" or not PUT_ACTIONS & actions:
                 continue
-            for document in _policy_documents(policy):
-                for statement in document.get("Statement", []):
-                    actions = statement.get("Action", [])
-                    actions = [actions] if isinstance(actions, str) else actions
-                    if statement.get("Effect") != "Allow" or not PUT_ACTIONS & {a.lower() for a in actions}:
-                        continue
-                    if bucket in set(_references(statement.get("Resource"))) and emptier not in _depends_on(
-                        resources, lid
-                    ):
-                        found.append(f"{lid} may put objects into {bucket} after {emptier} emptied it")
+            if bucket in set(_references(statement.get("Resource"))) and emptier not in created_before(template, lid):
+                found.append(f"{lid} may put objects into {bucket} after {emptier} emptied it")
     return sorted(set(found))
 
 
