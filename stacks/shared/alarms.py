@@ -185,16 +185,21 @@ class AlarmTopic(Construct):
             evaluation_periods=3,
             description=f"{label} API p95 latency above 15 s for 15 minutes (the integration timeout is 29 s)",
         )
-        self.alarm(
-            scope,
-            "ModelAccessDeniedAlarm",
-            metric=cloudwatch.Metric(
+
+        def kit_metric(name: str) -> cloudwatch.Metric:
+            """A count the API function writes (common.resolver), summed over 5 minutes."""
+            return cloudwatch.Metric(
                 namespace=namespace,
-                metric_name="ModelAccessDenied",
+                metric_name=name,
                 dimensions_map={"service": service},
                 period=FIVE_MINUTES,
                 statistic="Sum",
-            ),
+            )
+
+        self.alarm(
+            scope,
+            "ModelAccessDeniedAlarm",
+            metric=kit_metric("ModelAccessDenied"),
             threshold=1,
             description=f"{label} API answered 403 model_access_denied: the function or the account may not use "
             "the model (IAM, an SCP, Marketplace, the use-case form, a Legacy model); see the function log",
@@ -202,13 +207,7 @@ class AlarmTopic(Construct):
         self.alarm(
             scope,
             "ModelThrottledAlarm",
-            metric=cloudwatch.Metric(
-                namespace=namespace,
-                metric_name="ModelThrottled",
-                dimensions_map={"service": service},
-                period=FIVE_MINUTES,
-                statistic="Sum",
-            ),
+            metric=kit_metric("ModelThrottled"),
             threshold=5,
             description=f"Bedrock throttled {label} calls after retries (429s to callers)",
         )

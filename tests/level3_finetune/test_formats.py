@@ -16,6 +16,7 @@ import pytest
 
 from finetune_validate import formats, handler
 from finetune_validate.validator import DatasetValidator, validate_dataset, validate_files
+from tests.conftest import ROOT
 from tests.level3_finetune.finetune_data import (
     INVALID_SAMPLES,
     LLAMA_31,
@@ -129,17 +130,21 @@ def test_the_distillation_sample_holds_enough_distinct_prompts() -> None:
     assert len(records) >= 100 and len(prompts) == len(records)
 
 
-def test_the_reinforcement_sample_is_what_its_generator_writes_and_holds_enough_distinct_prompts() -> None:
-    """Bedrock takes at least 100 records (rft-prepare-data.html); the docs upload this very file. Before: 100
-    records of only 60 distinct prompts, so 40 trained twice (and fewer than 100 if Bedrock counts distinct ones)."""
-    folder = SAMPLE_DIRS[formats.REINFORCEMENT_FINE_TUNING][0].parent
-    spec = importlib.util.spec_from_file_location("rft_sample", folder / "generate.py")
+def generated_sample(folder: Path) -> list[Any]:
+    """The records of ``folder``/train.jsonl, after checking the file is what ``folder``/generate.py writes."""
+    spec = importlib.util.spec_from_file_location(f"{folder.name}_sample", folder / "generate.py")
     assert spec is not None and spec.loader is not None
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
     text = (folder / "train.jsonl").read_text("utf-8")
-    assert text == generator.render(), "run python samples/finetune/reinforcement_fine_tuning/generate.py"
-    records = [json.loads(line) for line in text.splitlines()]
+    assert text == generator.render(), f"run python {(folder / 'generate.py').relative_to(ROOT)}"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_the_reinforcement_sample_is_what_its_generator_writes_and_holds_enough_distinct_prompts() -> None:
+    """Bedrock takes at least 100 records (rft-prepare-data.html); the docs upload this very file. Before: 100
+    records of only 60 distinct prompts, so 40 trained twice (and fewer than 100 if Bedrock counts distinct ones)."""
+    records = generated_sample(SAMPLE_DIRS[formats.REINFORCEMENT_FINE_TUNING][0].parent)
     prompts = {record["messages"][-1]["content"] for record in records}
     assert len(records) >= 100 and len(prompts) == len(records)
 
@@ -149,13 +154,7 @@ REASONING_DIR = SAMPLE_DIRS["FINE_TUNING_REASONING"][0].parent
 
 def test_the_reasoning_sample_is_what_its_generator_writes_and_holds_enough_distinct_records() -> None:
     """Nova 2 Lite fine-tuning needs 200 records; the docs validate and upload this very file."""
-    spec = importlib.util.spec_from_file_location("reasoning_sample", REASONING_DIR / "generate.py")
-    assert spec is not None and spec.loader is not None
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    text = (REASONING_DIR / "train.jsonl").read_text("utf-8")
-    assert text == generator.render(), "run python samples/finetune/fine_tuning_reasoning/generate.py"
-    records = [json.loads(line) for line in text.splitlines()]
+    records = generated_sample(REASONING_DIR)
     prompts = {record["messages"][0]["content"][0]["text"] for record in records}
     minimum = formats.MODELS[NOVA_2].for_type(formats.FINE_TUNING).limits.min_training_records
     assert len(records) >= minimum and len(prompts) == len(records)
