@@ -149,7 +149,7 @@ def test_the_scp_advice_names_every_region_the_default_profile_may_use() -> None
     regions = PROFILE_GEOGRAPHIES[model.split(".", 1)[0]]
     for page in (README, ROOT / "docs" / "level-1-prompt.md"):
         text = " ".join(page.read_text().split())
-        found = re.search(r"any region of (?:its|the) US geography \(([a-z0-9, -]+), the regions", text)
+        found = re.search(r"the four regions a US profile can route to: ([a-z0-9, -]+)\)", text)
         assert found, page
         assert tuple(part.strip() for part in found[1].split(",")) == regions, page
 
