@@ -127,7 +127,8 @@ def only_the_deployment_writes(bucket: s3.Bucket, prefix: str, upload: s3deploy.
     a request without it (a service principal) is denied. Excepted: the deployment's handler role (it copies and
     prunes the files), and for deletes CDK's auto-delete provider role where the bucket has one (it empties the
     bucket when the stack is deleted, while this policy still stands: its custom resource depends on the policy).
-    Whoever may change the bucket policy, or the handler, can still change the code.
+    Whoever may change the bucket policy, or change or invoke the handler (its event names what it copies), can still
+    change the code.
     """
     deployer = upload.handler_role.role_arn
     deleters = [deployer]
