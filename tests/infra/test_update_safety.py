@@ -300,6 +300,17 @@ def test_the_guard_sees_collisions_type_changes_and_lost_data() -> None:
     assert problems("k", "replaces: data source", effect) == []
 
 
+def test_the_guard_sees_a_name_that_moves_to_a_new_logical_id() -> None:
+    """A construct swap that keeps a physical name: the new resource is created before the old one is deleted."""
+    queue = {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "kit-changes"}}
+    old = {"S": {"Resources": {"Old": queue, "Other": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "t"}}}}}
+    moved = {"S": {"Resources": {"New": queue, "Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "u"}}}}}
+    effect = update_effect(old, moved)
+    assert effect.collisions == ["S/New (AWS::SQS::Queue) is added with the QueueName='kit-changes' of removed Old"]
+    renamed = {"S": {"Resources": {"New": {**queue, "Properties": {"QueueName": "kit-changes-2"}}}}}
+    assert update_effect(old, renamed).collisions == []
+
+
 def test_the_guard_sees_what_hyperpod_refuses_to_update() -> None:
     """UpdateCluster keeps an existing group's instance type and adds a group only with 1 or more instances
     (sagemaker-hyperpod-operate-slurm-cli-command.html); nothing in the registry schema says so."""

@@ -3,9 +3,9 @@
 A resource is replaced when a property in its type's ``createOnlyProperties`` changes (read from the registry
 schemas cfn-lint ships, through stacks/shared/registry.py), or when such a property refers to a resource that
 is itself replaced. CloudFormation creates the replacement before it deletes the old resource, so a
-replacement that keeps an explicit name collides with the old one; and a logical id whose type changes is
-refused outright. See "Update behaviors of stack resources":
-https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html
+replacement that keeps an explicit name collides with the old one, as does a resource added under a new logical id
+with the name of one removed; and a logical id whose type changes is refused outright. See "Update behaviors of
+stack resources": https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/using-cfn-updating-stacks-update-behaviors.html
 Some services refuse an in-place update that the schema allows (nothing marks the property create-only):
 SERVICE_RULES holds those rules, each with the page that states it, and reports them as refused updates.
 """
@@ -175,6 +175,24 @@ def stack_effect(stack_id: str, old: Mapping[str, Any], new: Mapping[str, Any], 
             continue
         for refusal in rule(old_resources[lid].get("Properties", {}), new_resources[lid].get("Properties", {})):
             effect.refused.append(f"{stack_id}/{lid} ({old_resources[lid]['Type']}): {refusal}")
+    # A resource that leaves under one logical id while another of its type arrives under a new one with the same
+    # literal name: CloudFormation creates the new one first (and deletes the old one in the cleanup phase), so the
+    # create collides just as a replacement that keeps its name does.
+    removed_names = {
+        (old_resources[lid]["Type"], key, value): lid
+        for lid in old_resources
+        if lid not in new_resources
+        for key, value in _name_properties(old_resources[lid].get("Properties", {})).items()
+    }
+    for lid, resource in new_resources.items():
+        if lid in old_resources:
+            continue
+        for key, value in _name_properties(resource.get("Properties", {})).items():
+            gone = removed_names.get((resource["Type"], key, value))
+            if gone is not None:
+                effect.collisions.append(
+                    f"{stack_id}/{lid} ({resource['Type']}) is added with the {key}={value!r} of removed {gone}"
+                )
     for lid, rescoped_only in replaced.items():
         kind = old_resources[lid]["Type"]
         effect.replaced[f"{stack_id}/{lid}"] = kind
