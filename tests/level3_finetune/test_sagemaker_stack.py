@@ -10,9 +10,12 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import re
+import shutil
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import botocore.session
@@ -45,6 +48,7 @@ from tests.infra.test_config import build
 from tests.infra.test_state_machines import serialized_input
 from tests.level3_finetune.tag_grants import allows_tagging, role_of, tags_of
 from workloads.finetune_sagemaker import sagemaker_job
+from workloads.pretrain.package_sourcedir import sourcedir_bytes as sourcedir_archive
 
 STACK = "GenAiKit-3-FineTune-SageMaker"
 JOB_PREFIX = "genai-kit-sandbox-sft-"
@@ -196,12 +200,18 @@ def test_execution_timeout_covers_the_job_the_import_wait_and_one_pass_of_every_
     )
 
 
-def test_sourcedir_holds_the_runtime_files_and_requirements_at_its_root() -> None:
-    with tarfile.open(fileobj=io.BytesIO(sagemaker_job.sourcedir_bytes()), mode="r:gz") as tar:
+def test_sourcedir_holds_the_runtime_files_and_requirements_at_its_root(tmp_path: Path) -> None:
+    archive = sagemaker_job.sourcedir_bytes()
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         names = sorted(tar.getnames())
     assert names == sorted(sagemaker_job.RUNTIME_FILES)
     assert "requirements.txt" in names and sagemaker_job.ENTRY_POINT in names
-    assert sagemaker_job.sourcedir_bytes() == sagemaker_job.sourcedir_bytes()  # reproducible: the asset hash holds
+    # Reproducible, so the asset hash holds: the same files with other timestamps (a fresh clone) give the same bytes.
+    sources = {name: sagemaker_job.SHARED_FILES.get(name, sagemaker_job.HERE / name) for name in names}
+    for name, path in sources.items():
+        shutil.copy(path, tmp_path / name)
+        os.utime(tmp_path / name, (1_900_000_000, 1_900_000_000))
+    assert sourcedir_archive(tmp_path, sagemaker_job.RUNTIME_FILES) == archive
 
 
 def test_training_role_trust_and_prefix_scoped_grants(template: dict[str, Any]) -> None:

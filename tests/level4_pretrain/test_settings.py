@@ -31,7 +31,7 @@ def test_groups_are_the_controller_the_login_node_and_the_compute_groups() -> No
         ("hp_fsx_throughput", "500", lambda p: p.fsx_throughput, 500),
         ("tj_spot", "false", lambda p: p.job_spot, False),
         ("tj_instance_count", "4", lambda p: p.job_instance_count, 4),
-        ("hp_login_instance_type", "", lambda p: len(p.groups), 2),
+        ("hp_login_instance_type", "ml.m5.xlarge", lambda p: len(p.groups), 3),  # cdk.json has none: 2 groups
     ],
 )
 def test_string_overrides_from_the_command_line_are_coerced(key: str, raw: str, read: Any, expected: Any) -> None:
