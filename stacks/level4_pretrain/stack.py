@@ -418,7 +418,10 @@ class PretrainJobsStack(Stack):
         # An execution that timed out (States.Timeout ends it where no Catch sees it: execution_timeout) or was
         # stopped by hand ends without its Notify* states: its status change says so instead. Step Functions sends
         # these events for standard workflows (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html).
-        # A FAILED execution went through a Notify* state first, so it is not announced twice.
+        # A FAILED execution went through a Notify* state first, so it is not announced twice. A managed-spot job's
+        # limit is MaxWaitTimeInSeconds, "the amount of time spent waiting for Spot capacity plus the amount of time
+        # the job can run" (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html).
+        limit = "MaxWaitTimeInSeconds, spot capacity waits included" if settings.job_spot else "MaxRuntimeInSeconds"
         notification_rule(
             self,
             "ExecutionEndedOffItsPaths",
@@ -435,7 +438,7 @@ class PretrainJobsStack(Stack):
             message=events.RuleTargetInput.from_text(
                 f"Level 4 training run {events.EventField.from_path('$.detail.name')} ended "
                 f"{events.EventField.from_path('$.detail.status')} before its own notification: its training job "
-                "may still run (it stops at its own MaxRuntimeInSeconds). See "
+                f"may still run (it stops at its own {limit}). See "
                 f"`{deployment.kit_command('l4', 'status')} {events.EventField.from_path('$.detail.name')}` and the "
                 "SageMaker console's training jobs."
             ),

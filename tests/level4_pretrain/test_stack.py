@@ -1308,3 +1308,23 @@ def test_a_region_without_a_dlc_registry_refuses_the_jobs_stack_alone() -> None:
     [error] = [str(m.entry.data) for m in artifact.messages if str(m.level).endswith("ERROR")]
     assert error.startswith("config error: region = 'xx-nowhere-1' is not allowed; expected a region where the AWS")
     assert "Deep Learning Containers are published: af-south-1, " in error
+
+
+def test_a_run_ended_off_its_paths_names_the_jobs_own_time_limit(each_stage: Any) -> None:
+    """A managed-spot job may stay InProgress until MaxWaitTimeInSeconds, "the amount of time spent waiting for Spot
+    capacity plus the amount of time the job can run" (API_StoppingCondition.html). Before: the notification named
+    MaxRuntimeInSeconds whatever tj_spot said."""
+    template = each_stage.templates[JOBS]
+    [message] = [
+        target["InputTransformer"]["InputTemplate"]
+        for rule in resources(template, "AWS::Events::Rule").values()
+        if "pretrain-run-ended" in str(rule["Properties"].get("Name"))
+        for target in rule["Properties"]["Targets"]
+        if "InputTransformer" in target
+    ]
+    spot = each_stage.config.pretrain.job_spot
+    limit = "MaxWaitTimeInSeconds" if spot else "MaxRuntimeInSeconds"
+    assert f"it stops at its own {limit}" in message
+    # The limit the message names is one the job's request sets (the state machine's TrainModel parameters).
+    _, parts = only(template, "AWS::StepFunctions::StateMachine")[1]["Properties"]["DefinitionString"]["Fn::Join"]
+    assert f'"{limit}":' in "".join(part for part in parts if isinstance(part, str))
