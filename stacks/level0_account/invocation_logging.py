@@ -25,7 +25,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import KitConfig
-from stacks.level0_account.settings import region_problems
+from stacks.level0_account.settings import AccountSettings, region_problems
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER, INVOCATION_LOGS_PREFIX
 from stacks.shared.nag import arn_ref, suppress
@@ -247,7 +247,12 @@ class InvocationLoggingStack(Stack):
             service_token=function.function.function_arn,
             resource_type="Custom::KitStageLock",
             service_timeout=SERVICE_TIMEOUT,
-            properties={"Stage": deployment.stage, "StackName": self.stack_name},
+            # The options that put this opt-in stack in the app: the refusal's commands need them to find it.
+            properties={
+                "Stage": deployment.stage,
+                "StackName": self.stack_name,
+                "Options": f"-c {AccountSettings.model_fields['invocation_logging'].alias}=true",
+            },
         )
         resource = lock.node.default_child
         assert isinstance(resource, CfnResource)

@@ -299,3 +299,18 @@ def test_the_setting_is_created_after_every_other_resource_of_the_stack(sandbox_
     template = sandbox_fsx.templates[STACK]
     [setting_id] = [k for k, v in template["Resources"].items() if v["Type"] == "Custom::BedrockInvocationLogging"]
     assert created_before(template, setting_id) == set(template["Resources"]) - {setting_id}
+
+
+def test_the_locks_recovery_options_are_what_puts_the_stack_in_the_app(sandbox: Any, sandbox_fsx: Any) -> None:
+    """The stage lock's refusal names commands with these options (lambdas/level0_account/stage_lock): cdk.json
+    leaves the stack out, so a command without them finds no stack to deploy or destroy."""
+    import json
+
+    from tests.conftest import ROOT
+
+    _, lock = only(sandbox_fsx.templates[STACK], "Custom::KitStageLock")
+    flag, assignment = lock["Properties"]["Options"].split(" ", 1)
+    key, value = assignment.split("=", 1)
+    assert flag == "-c" and value == "true"
+    assert json.loads((ROOT / "cdk.json").read_text())["context"][key] is False
+    assert STACK not in sandbox.templates  # the default app has no such stack

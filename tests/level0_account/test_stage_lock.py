@@ -60,6 +60,16 @@ def test_a_deploy_from_another_stage_fails_naming_both_stages_and_the_ways_out(a
     assert "-c stage=prod" in reason and "--exclusively" in reason and "nothing was changed" in reason
 
 
+def test_the_ways_out_carry_the_options_that_put_the_opt_in_stack_in_the_app(answers: Any) -> None:
+    """Before: "Deploy it with -c stage=prod", which finds no stack: the app builds it only with invocation_logging
+    true (cdk.json has false), so the command must say so."""
+    request = event("Update", "sandbox", "stage-prod")
+    request["ResourceProperties"]["Options"] = "-c invocation_logging=true"
+    reason = run(request, answers)["Reason"]
+    assert "Deploy it with -c stage=prod -c invocation_logging=true;" in reason
+    assert f"destroy {STACK} with -c stage=prod -c invocation_logging=true first" in reason
+
+
 def test_the_rollback_of_a_refused_deploy_passes(answers: Any) -> None:
     # CloudFormation rolls back with the old properties (stage prod) while the id still records prod.
     assert run(event("Update", "sandbox", "stage-prod"), answers)["Status"] == "FAILED"

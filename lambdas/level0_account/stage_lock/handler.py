@@ -39,6 +39,10 @@ def decide(event: dict[str, Any]) -> tuple[str, str, str]:
     kind = event.get("RequestType")
     stage = str((event.get("ResourceProperties") or {}).get("Stage") or "")
     stack = str((event.get("ResourceProperties") or {}).get("StackName") or "this stack")
+    # The options that put the opt-in stack in the app (e.g. -c invocation_logging=true): without them a command
+    # naming the stack finds none.
+    options = str((event.get("ResourceProperties") or {}).get("Options") or "").strip()
+    with_options = f" {options}" if options else ""
     physical = str(event.get("PhysicalResourceId") or f"{PREFIX}{stage}")
     if kind == "Delete":
         return "SUCCESS", "released", physical
@@ -54,9 +58,10 @@ def decide(event: dict[str, Any]) -> tuple[str, str, str]:
     return (
         "FAILED",
         f"{stack} was deployed by stage {locked}; this deploy (stage {stage}) would change its log retention "
-        f"and whether a destroy keeps its logs, so nothing was changed. Deploy it with -c stage={locked}; deploy "
-        f"a {stage} stack that reads these logs with --exclusively (-e) so this stack stays as it is; or destroy "
-        f"{stack} with -c stage={locked} first to hand it to stage {stage}.",
+        f"and whether a destroy keeps its logs, so nothing was changed. Deploy it with -c stage={locked}"
+        f"{with_options}; deploy a {stage} stack that reads these logs with --exclusively (-e) so this stack stays "
+        f"as it is; or destroy {stack} with -c stage={locked}{with_options} first (with the stage's Level 3 that "
+        f"reads these logs) to hand it to stage {stage}.",
         physical,
     )
 
