@@ -16,7 +16,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.config import ConfigError, KitConfig, load_config
-from stacks.level0_account.api_gateway_account import ApiGatewayAccountStack
+from stacks.level0_account.api_gateway_account import ApiGatewayAccountStack, import_account_role
 from stacks.level0_account.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt.prompt_templates import load_templates
 from stacks.level1_prompt.stack import PromptEngineeringStack
@@ -83,6 +83,7 @@ def build_app(
     for api_stack in api_stacks:  # their API stages log through the account's role: deploy it first
         assert api_account is not None
         api_stack.add_stack_dependency(api_account, "API Gateway logs through the account's CloudWatch role")
+        import_account_role(api_stack)  # and keep it: no stage's destroy deletes it while this one exists
     fine_tune = None
     if STACK_IDS["3"] in wanted:
         fine_tune = FineTuneStack(

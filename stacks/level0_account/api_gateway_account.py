@@ -11,7 +11,12 @@ names carry the stage, not the prefix) update the same stack with the same templ
 the setting. The API stacks (Levels 1 and 2) depend on it, so
 ``cdk deploy`` of a level deploys it first, and ``cdk destroy --all`` removes it last. Destroying it deletes
 the role too, so no role is left behind; the account setting then still names the deleted role until
-something sets it again (API Gateway has no call that clears it).
+something sets it again (the stack does not clear it). Each API stack imports the role's ARN (ROLE_EXPORT), so
+CloudFormation refuses to delete this stack while any stage's API stack still logs through it: "You can't delete
+a stack if another stack references one of its outputs"
+(https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/intrinsic-function-reference-importvalue.html).
+A sandbox ``cdk destroy --all`` therefore stops here while a prod Level 1 or 2 exists, instead of cutting off
+prod's logs.
 
     role (trusted by apigateway.amazonaws.com, AmazonAPIGatewayPushToCloudWatchLogs)
       └──► AWS::ApiGateway::Account.CloudWatchRoleArn
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
+from aws_cdk import CfnOutput, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -31,6 +36,8 @@ from stacks.shared.nag import suppress
 
 LEVEL = "0-account"
 PUSH_TO_LOGS_POLICY = "service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+# The export the API stacks import: one per account and region like the stack, so no stage or prefix in it.
+ROLE_EXPORT = f"{KIT_NAME}-apigateway-cloudwatch-role-arn"
 
 
 class ApiGatewayAccountStack(Stack):
@@ -66,4 +73,16 @@ class ApiGatewayAccountStack(Stack):
         )
         self.account_setting = apigw.CfnAccount(self, "Account", cloud_watch_role_arn=self.role.role_arn)
         self.account_setting.apply_removal_policy(RemovalPolicy.DESTROY)
-        CfnOutput(self, "CloudWatchRoleArn", value=self.role.role_arn)
+        # The role's ARN never changes (the role is not replaced), as an imported export must not.
+        CfnOutput(self, "CloudWatchRoleArn", value=self.role.role_arn, export_name=ROLE_EXPORT)
+
+
+def import_account_role(api_stack: Stack) -> None:
+    """Make ``api_stack`` import the account stack's role export: while it exists, the account stack (and the role
+    its API stage logs through) cannot be deleted."""
+    CfnOutput(
+        api_stack,
+        "ApiGatewayCloudWatchRoleArn",
+        value=Fn.import_value(ROLE_EXPORT),
+        description="API Gateway's CloudWatch Logs role, imported so the account stack stays while this API logs",
+    )

@@ -46,3 +46,27 @@ def test_api_stacks_deploy_after_the_account_setting(sandbox: Any) -> None:
     for stack_id in ("GenAiKit-1-Prompt", "GenAiKit-2-Rag"):
         depends_on = {d.node.id for d in sandbox.stacks[stack_id].dependencies}
         assert STACK in depends_on
+
+
+def test_no_stage_can_delete_the_role_another_stages_api_logs_through(each_stage: Any) -> None:
+    """Every API stack imports the account stack's role export, and CloudFormation refuses to delete a stack whose
+    export another stack imports (Fn::ImportValue reference). Before: a sandbox `cdk destroy --all` deleted the role
+    while prod's Level 1 or 2 still logged through it, and their logs stopped without an error."""
+    from stacks.level0_account.api_gateway_account import ROLE_EXPORT
+
+    outputs = each_stage.templates[STACK]["Outputs"]
+    exported = [o for o in outputs.values() if o.get("Export", {}).get("Name") == ROLE_EXPORT]
+    role_id = next(iter(resources(each_stage.templates[STACK], "AWS::IAM::Role")))
+    assert [o["Value"] for o in exported] == [{"Fn::GetAtt": [role_id, "Arn"]}]
+    apis = [s for s, t in each_stage.templates.items() if resources(t, "AWS::ApiGateway::RestApi")]
+    assert sorted(apis) == ["GenAiKit-1-Prompt", "GenAiKit-2-Rag"]
+    for stack_id in apis:
+        imports = [o["Value"] for o in each_stage.templates[stack_id].get("Outputs", {}).values()]
+        assert {"Fn::ImportValue": ROLE_EXPORT} in imports, stack_id
+
+
+def test_the_docs_name_the_export_that_guards_the_role() -> None:
+    from stacks.level0_account.api_gateway_account import ROLE_EXPORT
+    from tests.conftest import ROOT
+
+    assert f"`{ROLE_EXPORT}`" in (ROOT / "docs" / "level-0-account.md").read_text()
