@@ -87,7 +87,7 @@ class KitConfig:
         return self.stage == "prod"
 
     @property
-    def text_temperature(self) -> float:
+    def text_temperature(self) -> float | None:
         return self.prompt.text_temperature
 
     @property

@@ -30,7 +30,13 @@ from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
-from stacks.shared.settings import ConfigError, ModelRef, guardrail_region_problems, profile_region_problems
+from stacks.shared.settings import (
+    NONE,
+    ConfigError,
+    ModelRef,
+    guardrail_region_problems,
+    profile_region_problems,
+)
 from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
@@ -196,7 +202,7 @@ class PromptEngineeringStack(Stack):
                 "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
                 "GUARDRAIL_VERSION": guardrail.version.attr_version,
                 "PROMPT_CATALOG": catalog.catalog_json,
-                "DEFAULT_TEMPERATURE": str(config.prompt.text_temperature),
+                "DEFAULT_TEMPERATURE": temperature_env(config.prompt.text_temperature),
                 "DEFAULT_MAX_TOKENS": str(config.prompt.text_max_tokens),
                 "REQUEST_METADATA": json.dumps(request_metadata(deployment.name_prefix, deployment.stage)),
             },
@@ -258,3 +264,9 @@ class PromptEngineeringStack(Stack):
                 value=version.attr_arn,
                 description=f"Prompt version ARN of template '{name}'",
             )
+
+
+def temperature_env(value: float | None) -> str:
+    """DEFAULT_TEMPERATURE: the number, or NONE when the deployment sends no default temperature (the function
+    reads the same word, prompt_api/settings.py NO_TEMPERATURE)."""
+    return NONE if value is None else str(value)

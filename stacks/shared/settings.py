@@ -144,6 +144,8 @@ def allowed_text(field: FieldInfo) -> str:
         return f"a whole number from {low} to {high}"
     if annotation is float and low is not None and high is not None:
         return f"a number from {low:g} to {high:g}"
+    if set(get_args(annotation)) == {float, type(None)} and low is not None and high is not None:
+        return f"a number from {low:g} to {high:g}, or {NONE}"
     raise TypeError(f"say what {field.alias} allows: Allowed(...), OneOf(...), a Literal or bounds")
 
 
@@ -186,6 +188,16 @@ def _number(raw: object) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise ValueError("not a number")
     return float(raw)
+
+
+# The word a NumberOrNone key takes (or JSON null) for "no value": e.g. no default temperature at all.
+NONE = "none"
+
+
+def _number_or_none(raw: object) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() == NONE):
+        return None
+    return _number(raw)
 
 
 def _flag(raw: object) -> bool:
@@ -234,6 +246,7 @@ def _opt(parse: Any, raw: object) -> object:
 
 Whole = Annotated[int, BeforeValidator(_whole)]
 Number = Annotated[float, BeforeValidator(_number)]
+NumberOrNone = Annotated[float | None, BeforeValidator(_number_or_none)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Text = Annotated[str, BeforeValidator(_text)]
 Stripped = BeforeValidator(_text)  # for Literal choices of text: Annotated[Literal[...], Stripped]

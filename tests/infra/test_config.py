@@ -254,7 +254,7 @@ def test_model_ids_parse_into_foundation_model_and_destinations(
         (
             {"text_temperature": 1.7, "rag_max_results": 50, "tj_instance_count": 0},
             [
-                "config error: text_temperature = 1.7 is not allowed; expected a number from 0 to 1",
+                "config error: text_temperature = 1.7 is not allowed; expected a number from 0 to 1, or none",
                 "config error: rag_max_results = 50 is not allowed; expected a whole number from 1 to 25",
                 "config error: tj_instance_count = 0 is not allowed; expected a whole number from 1 to 64",
             ],
@@ -300,7 +300,7 @@ def test_the_readme_configuration_reference_is_generated_from_the_settings() -> 
     table = config_reference.render()
     assert table.count("\n| `") == len(CONFIG_KEYS)
     changed = config_reference.render({**cdk_json_context(), "text_temperature": 0.25})
-    assert "| `text_temperature` | `0.25` | a number from 0 to 1 |" in changed
+    assert "| `text_temperature` | `0.25` | a number from 0 to 1, or none |" in changed
 
 
 def test_a_permissions_boundary_from_the_cli_reaches_every_role(tmp_path: Any) -> None:

@@ -239,6 +239,23 @@ def test_defaults_come_from_the_environment(invoke: Invoke, stubber: Stubber, mo
     assert invoke(post_prompt({"prompt": "Say hello."})).status == 200
 
 
+def test_a_deployment_without_a_default_temperature_sends_none_but_the_callers(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """text_temperature none (DEFAULT_TEMPERATURE "none"): for a model that refuses any temperature, a call that
+    names none sends none; a caller's own temperature still goes (the caller chose it)."""
+    from prompt_api.settings import NO_TEMPERATURE
+
+    monkeypatch.setenv("DEFAULT_TEMPERATURE", NO_TEMPERATURE)
+    without = prompt_params()
+    del without["inferenceConfig"]["temperature"]
+    stubber.add_response("converse", converse_response(), without)
+    assert invoke(post_prompt({"prompt": "Say hello."})).status == 200
+    stubber.add_response("converse", converse_response(), prompt_params(temperature=0.3))
+    assert invoke(post_prompt({"prompt": "Say hello.", "temperature": 0.3})).status == 200
+    stubber.assert_no_pending_responses()
+
+
 def test_base64_encoded_body_is_decoded(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_response("converse", converse_response(), prompt_params())
     assert invoke(post_prompt({"prompt": "Say hello."}, base64_body=True)).status == 200

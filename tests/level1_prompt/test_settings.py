@@ -14,9 +14,9 @@ from tests.infra.test_config import build
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
     [
-        ("text_temperature", 1.7, "a number from 0 to 1"),
-        ("text_temperature", "hot", "a number from 0 to 1"),
-        ("text_temperature", True, "a number from 0 to 1"),
+        ("text_temperature", 1.7, "a number from 0 to 1, or none"),
+        ("text_temperature", "hot", "a number from 0 to 1, or none"),
+        ("text_temperature", True, "a number from 0 to 1, or none"),
         ("text_max_tokens", 0, "a whole number from 1 to 4096"),
         ("text_max_tokens", "12.5", "a whole number from 1 to 4096"),
     ],
@@ -35,6 +35,8 @@ def test_bad_value_names_key_value_and_what_is_allowed(key: str, value: Any, all
     ("key", "raw", "expected"),
     [
         ("text_temperature", "0.25", 0.25),
+        ("text_temperature", "none", None),  # no default temperature, for a model that refuses any
+        ("text_temperature", None, None),
         ("text_max_tokens", "1024", 1024),
     ],
 )

@@ -11,6 +11,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from stacks.level1_prompt.prompt_templates import load_templates
+from stacks.level1_prompt.stack import temperature_env
 from stacks.shared.facts import PROFILE_GEOGRAPHIES
 from stacks.shared.rest_api import NO_SUCH_ROUTE
 from tests.infra.helpers import DEFAULT_PROJECT, as_list, only, render, resources, statements
@@ -239,7 +240,11 @@ def test_function_environment_wires_model_guardrail_and_prompt_versions(sandbox:
     assert env["MODEL_ID"] == sandbox.config.text_model.model_id
     assert env["GUARDRAIL_ID"] == {"Fn::GetAtt": [guardrail_id, "GuardrailId"]}
     assert env["GUARDRAIL_VERSION"] == {"Fn::GetAtt": [version_id, "Version"]}
-    assert env["DEFAULT_TEMPERATURE"] == str(sandbox.config.text_temperature)
+    assert (
+        env["DEFAULT_TEMPERATURE"]
+        == temperature_env(sandbox.config.text_temperature)
+        == str(sandbox.config.text_temperature)
+    )
     assert env["DEFAULT_MAX_TOKENS"] == str(sandbox.config.text_max_tokens)
     catalog = render(env["PROMPT_CATALOG"])
     for version_logical_id in resources(template, "AWS::Bedrock::PromptVersion"):
@@ -498,3 +503,10 @@ def test_prod_stage_names_and_tags_differ_from_sandbox(prod: Any) -> None:
     assert prod.stacks[STACK].stack_name == f"{STACK}-prod"
     _, guardrail = only(prod.templates[STACK], "AWS::Bedrock::Guardrail")
     assert guardrail["Properties"]["Name"] == "genai-kit-prod-guardrail"
+
+
+def test_no_default_temperature_is_written_as_the_word_the_function_reads() -> None:
+    from prompt_api.settings import NO_TEMPERATURE
+
+    assert temperature_env(None) == NO_TEMPERATURE
+    assert temperature_env(0.25) == "0.25"

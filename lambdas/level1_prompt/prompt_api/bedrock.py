@@ -112,12 +112,13 @@ def prompt_request(settings: Settings, request: PromptRequest) -> dict[str, Any]
     inference: dict[str, Any] = {
         "maxTokens": request.max_tokens if request.max_tokens is not None else settings.default_max_tokens,
     }
-    # The default temperature only when the caller chose no sampling setting: some models (Claude 4.5 and later)
-    # refuse temperature and topP together, so a caller who sent only topP must not get the default added.
-    if request.temperature is not None or request.top_p is None:
-        inference["temperature"] = float(
-            request.temperature if request.temperature is not None else settings.default_temperature
-        )
+    # The default temperature only when the caller chose no sampling setting: some models (Claude Haiku 4.5)
+    # refuse temperature and topP together, so a caller who sent only topP must not get the default added; and
+    # none when the deployment has no default (text_temperature none, for a model that refuses any temperature).
+    if request.temperature is not None:
+        inference["temperature"] = float(request.temperature)
+    elif request.top_p is None and settings.default_temperature is not None:
+        inference["temperature"] = float(settings.default_temperature)
     if request.top_p is not None:
         inference["topP"] = float(request.top_p)
     params: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from prompt_api.prompts import VERSION_ARN
 from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property_schema
 
 DEFAULT_TEMPERATURE = 0.5
+# DEFAULT_TEMPERATURE's value when the deployment sends no default temperature (text_temperature none: a model that
+# refuses any temperature); the stack writes the same word (stacks/shared/settings.py NONE).
+NO_TEMPERATURE = "none"
 DEFAULT_MAX_TOKENS = 512
 CATALOG_VAR = "PROMPT_CATALOG"
 REQUEST_METADATA_VAR = "REQUEST_METADATA"
@@ -40,7 +44,7 @@ class Settings:
     guardrail_id: str
     guardrail_version: str
     catalog: Mapping[str, Template]
-    default_temperature: float
+    default_temperature: float | None  # None: free-form calls without a temperature send none
     default_max_tokens: int
     metrics_namespace: str
     service_name: str
@@ -58,7 +62,11 @@ def get_settings() -> Settings:
         guardrail_id=env_str("GUARDRAIL_ID"),
         guardrail_version=env_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
         catalog=parse_catalog(env_json_object(CATALOG_VAR)),
-        default_temperature=env_float("DEFAULT_TEMPERATURE", DEFAULT_TEMPERATURE, low_t, high_t),
+        default_temperature=(
+            None
+            if os.environ.get("DEFAULT_TEMPERATURE", "").strip() == NO_TEMPERATURE
+            else env_float("DEFAULT_TEMPERATURE", DEFAULT_TEMPERATURE, low_t, high_t)
+        ),
         default_max_tokens=env_int("DEFAULT_MAX_TOKENS", DEFAULT_MAX_TOKENS, low_m, high_m),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "prompt-api"),
