@@ -188,6 +188,21 @@ def _permissions_boundary(app: cdk.App) -> None:
     valid_arn = isinstance(arn, str) and re.fullmatch(r"arn:[a-z-]+:iam::(\d{12}|aws):policy/\S+", filled(arn))
     if not (valid_name or valid_arn):
         raise ConfigError(PERMISSIONS_BOUNDARY, value, BOUNDARY_ALLOWED)
+    # The CDK fills ${Qualifier}, and ${AWS::Region} / ${AWS::AccountId} only from a stack's own environment; it
+    # refuses the others at synth ("includes a pseudo parameter, which is not supported for environment agnostic
+    # stacks": Stack.permissionsBoundaryArn, aws-cdk-lib core/lib/stack.js). The kit's stacks name their region
+    # always and their account only when `account` is set; an ARN's ${AWS::Partition} is never filled.
+    unfilled = [] if str(app.node.try_get_context("account") or "").strip() else ["${AWS::AccountId}"]
+    unfilled += ["${AWS::Partition}"] if valid_arn else []
+    left = [placeholder for placeholder in unfilled if placeholder in str(name if valid_name else arn)]
+    if left:
+        raise ConfigError(
+            PERMISSIONS_BOUNDARY,
+            value,
+            f"{BOUNDARY_ALLOWED} without {' or '.join(left)}, which the CDK cannot fill here (write the value"
+            + (", or set account" if "${AWS::AccountId}" in left else "")
+            + ")",
+        )
     app.node.set_context(PERMISSIONS_BOUNDARY, parsed)
 
 

@@ -335,6 +335,32 @@ def test_a_permissions_boundary_that_is_neither_a_name_nor_an_arn_stops_synth(va
 
 
 @pytest.mark.parametrize(
+    ("value", "account", "left"),
+    [
+        ("arn:${AWS::Partition}:iam::123456789012:policy/corp", "123456789012", "${AWS::Partition}"),
+        ("arn:aws:iam::${AWS::AccountId}:policy/corp", "", "${AWS::AccountId}"),
+        # the example boundary `cdk bootstrap --example-permissions-boundary` creates, by name
+        ('{"name": "cdk-${Qualifier}-permissions-boundary-${AWS::AccountId}-${AWS::Region}"}', "", "${AWS::AccountId}"),
+    ],
+)
+def test_a_boundary_placeholder_the_cdk_cannot_fill_is_a_config_error(value: str, account: str, left: str) -> None:
+    """The CDK refuses these at synth with a stack trace ("includes a pseudo parameter, which is not supported for
+    environment agnostic stacks"). Before: the kit accepted them and let the CDK fail."""
+    import aws_cdk as cdk
+
+    from app import PERMISSIONS_BOUNDARY, _permissions_boundary
+
+    app = cdk.App(context={PERMISSIONS_BOUNDARY: value, "account": account})
+    with pytest.raises(ConfigError) as raised:
+        _permissions_boundary(app)
+    assert str(raised.value).startswith(f"config error: {PERMISSIONS_BOUNDARY} = ") and left in str(raised.value)
+    # with the account set, the account placeholder is the CDK's to fill
+    if left == "${AWS::AccountId}":
+        filled = cdk.App(context={PERMISSIONS_BOUNDARY: value, "account": "123456789012"})
+        _permissions_boundary(filled)
+
+
+@pytest.mark.parametrize(
     ("value", "wanted"),
     [
         ("corp-boundary", {"name": "corp-boundary"}),
@@ -344,8 +370,8 @@ def test_a_permissions_boundary_that_is_neither_a_name_nor_an_arn_stops_synth(va
         # The CDK's placeholders, as its guide writes them (customize-permissions-boundaries.html)
         ('{"name": "cdk-${Qualifier}-PermissionsBoundary"}', {"name": "cdk-${Qualifier}-PermissionsBoundary"}),
         (
-            "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/corp",
-            {"arn": "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/corp"},
+            "arn:aws:iam::123456789012:policy/cdk-${Qualifier}-pb",
+            {"arn": "arn:aws:iam::123456789012:policy/cdk-${Qualifier}-pb"},
         ),
     ],
 )
