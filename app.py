@@ -191,9 +191,9 @@ def _permissions_boundary(app: cdk.App) -> None:
     # The CDK fills ${Qualifier}, and ${AWS::Region} / ${AWS::AccountId} only from a stack's own environment; it
     # refuses the others at synth ("includes a pseudo parameter, which is not supported for environment agnostic
     # stacks": Stack.permissionsBoundaryArn, aws-cdk-lib core/lib/stack.js). The kit's stacks name their region
-    # always and their account only when `account` is set; an ARN's ${AWS::Partition} is never filled.
+    # always and their account only when `account` is set; ${AWS::Partition} is never filled, in a name or an ARN.
     unfilled = [] if str(app.node.try_get_context("account") or "").strip() else ["${AWS::AccountId}"]
-    unfilled += ["${AWS::Partition}"] if valid_arn else []
+    unfilled += ["${AWS::Partition}"]
     left = [placeholder for placeholder in unfilled if placeholder in str(name if valid_name else arn)]
     if left:
         raise ConfigError(

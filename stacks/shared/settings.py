@@ -190,7 +190,8 @@ def _number(raw: object) -> float:
     return float(raw)
 
 
-# The word a NumberOrNone key takes (or JSON null) for "no value": e.g. no default temperature at all.
+# The word a NumberOrNone key takes for "no value": e.g. no default temperature at all. (A JSON null in cdk.json
+# does not reach the settings: the CDK leaves null context values out, so the key reads as missing.)
 NONE = "none"
 
 

@@ -338,6 +338,7 @@ def test_a_permissions_boundary_that_is_neither_a_name_nor_an_arn_stops_synth(va
     ("value", "account", "left"),
     [
         ("arn:${AWS::Partition}:iam::123456789012:policy/corp", "123456789012", "${AWS::Partition}"),
+        ('{"name": "corp-${AWS::Partition}-boundary"}', "123456789012", "${AWS::Partition}"),
         ("arn:aws:iam::${AWS::AccountId}:policy/corp", "", "${AWS::AccountId}"),
         # the example boundary `cdk bootstrap --example-permissions-boundary` creates, by name
         ('{"name": "cdk-${Qualifier}-permissions-boundary-${AWS::AccountId}-${AWS::Region}"}', "", "${AWS::AccountId}"),

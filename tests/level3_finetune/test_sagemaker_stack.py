@@ -1541,7 +1541,8 @@ def _validator(call: asl.TaskCall) -> Any:
     from sagemaker_validate.handler import handler
     from tests.lambda_helpers import FakeContext
 
-    return json.loads(json.dumps(handler(call.parameters, FakeContext(function_name="sagemaker-validate"))))
+    context = FakeContext(function_name="sagemaker-validate", remaining_ms=900_000)  # a fresh 15-minute run
+    return json.loads(json.dumps(handler(call.parameters, context)))
 
 
 def test_bad_records_are_a_notified_rejection_naming_file_line_and_reason_before_any_instance(

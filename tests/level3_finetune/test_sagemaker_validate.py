@@ -97,7 +97,8 @@ def imported(stub: Stubber, *pages: list[str]) -> None:
 
 
 def run(training_key: str) -> dict[str, Any]:
-    return h.handler({"bucket": BUCKET, "trainingKey": training_key}, FakeContext(function_name="sagemaker-validate"))
+    context = FakeContext(function_name="sagemaker-validate", remaining_ms=900_000)  # a fresh 15-minute run
+    return h.handler({"bucket": BUCKET, "trainingKey": training_key}, context)
 
 
 def test_the_sample_records_are_valid(s3: Any) -> None:
@@ -249,6 +250,15 @@ def test_a_quota_that_cannot_be_read_lets_the_run_go_on(s3: Any, quotas: tuple[S
     quota_stub.add_client_error("get_service_quota", code, "no")
     slot = run("datasets/train.jsonl")["importSlot"]
     assert slot["free"] is True and f"was not checked ({code})" in slot["summary"]
+
+
+def test_a_run_with_too_little_time_left_skips_the_quota_check(s3: Any, quotas: tuple[Stubber, Stubber]) -> None:
+    """The reads may take up to QUOTA_CHECK_BUDGET_MS; a check that timed the function out would fail the run."""
+    s3.put_object(Bucket=BUCKET, Key="datasets/train.jsonl", Body=GOOD)
+    context = FakeContext(function_name="sagemaker-validate", remaining_ms=h.QUOTA_CHECK_BUDGET_MS - 1)
+    result = h.handler({"bucket": BUCKET, "trainingKey": "datasets/train.jsonl"}, context)
+    assert result["valid"] is True
+    assert result["importSlot"] == {"free": True, "summary": "not checked: the data check used the function's time"}
 
 
 def test_invalid_data_is_refused_without_reading_the_quota(s3: Any, quotas: tuple[Stubber, Stubber]) -> None:
