@@ -24,6 +24,7 @@ from common.clients import bounded_client
 from sagemaker_validate import handler as h
 from stacks.shared.python_function import module_file, stage_function_code
 from tests.conftest import ROOT
+from tests.kit.doctor_helpers import IMPORTED_MODELS_CODE, imported_models, imported_models_quota
 from tests.lambda_helpers import FakeContext
 from workloads.finetune_sagemaker import chat_records
 
@@ -50,7 +51,7 @@ def s3() -> Iterator[Any]:
     bounded_client.cache_clear()
 
 
-QUOTA_CODE = "L-IMPORT01"  # test data: the stack sets the real code (stacks/shared/facts.py)
+QUOTA_CODE = IMPORTED_MODELS_CODE  # test data: the stack sets the real code (stacks/shared/facts.py)
 
 
 @pytest.fixture(autouse=True)
@@ -69,31 +70,8 @@ def quotas(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber]]
 
 
 def quota_answer(value: float) -> dict[str, Any]:
-    return {
-        "Quota": {
-            "ServiceCode": "bedrock",
-            "QuotaCode": QUOTA_CODE,
-            "QuotaName": "Imported models per account",
-            "Value": value,
-        }
-    }
-
-
-def imported(stub: Stubber, *pages: list[str]) -> None:
-    for number, names in enumerate(pages):
-        answer: dict[str, Any] = {
-            "modelSummaries": [
-                {
-                    "modelArn": f"arn:aws:bedrock:us-east-1:123456789012:imported-model/{n}",
-                    "modelName": n,
-                    "creationTime": "2026-11-01T00:00:00Z",
-                }
-                for n in names
-            ]
-        }
-        if number < len(pages) - 1:
-            answer["nextToken"] = f"page-{number + 1}"
-        stub.add_response("list_imported_models", answer, {"nextToken": f"page-{number}"} if number else {})
+    """GetServiceQuota's (or GetAWSDefaultServiceQuota's) answer for the imported-models quota."""
+    return {"Quota": imported_models_quota(value)}
 
 
 def run(training_key: str) -> dict[str, Any]:
@@ -210,7 +188,7 @@ def test_a_full_imported_models_quota_stops_the_run_before_training(s3: Any, quo
     quota_stub, bedrock_stub = quotas
     s3.put_object(Bucket=BUCKET, Key="datasets/train.jsonl", Body=GOOD)
     quota_stub.add_response("get_service_quota", quota_answer(3), {"ServiceCode": "bedrock", "QuotaCode": QUOTA_CODE})
-    imported(bedrock_stub, ["sft-a", "sft-b"], ["sft-c", "sft-d"])  # every page is counted
+    imported_models(bedrock_stub, ["sft-a", "sft-b"], ["sft-c", "sft-d"])  # every page is counted
     result = run("datasets/train.jsonl")
     assert result["valid"] is True
     slot = result["importSlot"]
@@ -230,7 +208,7 @@ def test_a_quota_with_no_applied_value_is_read_from_its_default(s3: Any, quotas:
     quota_stub.add_response(
         "get_aws_default_service_quota", quota_answer(3), {"ServiceCode": "bedrock", "QuotaCode": QUOTA_CODE}
     )
-    imported(bedrock_stub, ["sft-a", "sft-b"])
+    imported_models(bedrock_stub, ["sft-a", "sft-b"])
     slot = run("datasets/train.jsonl")["importSlot"]
     assert slot == {
         "free": True,
