@@ -566,29 +566,47 @@ def execution_arn(machine: str, name: str) -> str:
 
 def start_run(target: Target, sfn: Any, machine: str, name: str, execution_input: str, action: str, level: str) -> str:
     """StartExecution of run ``name``; its ARN. When the call fails after the client's retries, the answer may be
-    what was lost, not the start: the run is looked up by name first, and one with this start's input is this
-    start's. Otherwise the error names the run, so that starting a second, paid run is a choice, not a reflex."""
+    what was lost, not the start: the run is looked up by name first, and a running one with this start's input is
+    this start's. Otherwise the error names the run, so that starting a second, paid run is a choice, not a reflex.
+    """
     try:
         with aws.aws_errors(action, target.region, target.profile):
             return str(sfn.start_execution(stateMachineArn=machine, name=name, input=execution_input)["executionArn"])
     except KitError as error:
         arn = execution_arn(machine, name)
-        if _started_with(sfn, arn, execution_input):
+        found = _described(sfn, arn)
+        status = str(found.get("status", "")) if found is not None else ""
+        if found is not None and status == "RUNNING" and _same_input(found, execution_input):
             return arn
-        status = target.kit_command(level, f"status {name}")
+        command = target.kit_command(level, f"status {name}")
+        if found is not None and status != "RUNNING":
+            # A closed execution keeps its name: "When the original execution is closed, the
+            # ExecutionAlreadyExists message is returned regardless of input", and the name may be reused "90 days
+            # after it closes" (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html).
+            # Nothing was started, whatever the inputs.
+            started = found.get("startDate")
+            since = f", started {started.isoformat(timespec='seconds')}" if isinstance(started, datetime) else ""
+            raise KitError(
+                f"{error} (an execution named {name} already exists and is {status}{since}: Step Functions keeps a "
+                f"closed execution's name for 90 days, so start the run under another name; `{command}` shows it)"
+            ) from None
         raise KitError(
-            f"{error} (run {name}: if it may have started, check with `{status}` before starting again)"
+            f"{error} (run {name}: if it may have started, check with `{command}` before starting again)"
         ) from None
 
 
-def _started_with(sfn: Any, arn: str, execution_input: str) -> bool:
-    """Whether execution ``arn`` exists with ``execution_input`` (False when it cannot be read)."""
+def _described(sfn: Any, arn: str) -> Mapping[str, Any] | None:
+    """DescribeExecution of ``arn``; None when it cannot be read (none by that name, or any error)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        found = sfn.describe_execution(executionArn=arn)
+        return dict(sfn.describe_execution(executionArn=arn))
     except (BotoCoreError, ClientError):
-        return False
+        return None
+
+
+def _same_input(found: Mapping[str, Any], execution_input: str) -> bool:
+    """Whether execution ``found`` was given ``execution_input`` (as JSON, not as text)."""
     try:
         return bool(json.loads(found.get("input") or "null") == json.loads(execution_input))
     except ValueError:
