@@ -116,7 +116,11 @@ class RestApi(Construct):
                 throttling_rate_limit=throttle.rate,
                 throttling_burst_limit=throttle.burst,
                 tracing_enabled=True,
-                metrics_enabled=True,
+                # Per-method (detailed) metrics bill as custom metrics while traffic flows ("Your account is charged
+                # for accessing method-level CloudWatch metrics, but not the API-level or stage-level metrics",
+                # https://docs.aws.amazon.com/apigateway/latest/developerguide/set-up-stages.html); the kit's API
+                # alarms read the API-level ones (ApiName), which API Gateway sends without this.
+                metrics_enabled=False,
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 data_trace_enabled=False,  # never log request or response bodies
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),

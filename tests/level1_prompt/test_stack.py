@@ -82,6 +82,23 @@ BODY_REASON = "The request body must be a JSON object (sent with Content-Type: a
 
 
 @pytest.mark.parametrize("stack", API_STACKS)
+def test_per_method_metrics_stay_off_and_the_api_alarms_read_api_level_metrics(sandbox: Any, stack: str) -> None:
+    """Method-level metrics bill as custom metrics ("Your account is charged for accessing method-level CloudWatch
+    metrics, but not the API-level or stage-level metrics", API Gateway's stage settings page); before, every
+    method's were on while no alarm read them."""
+    template = sandbox.templates[stack]
+    [(_, stage)] = resources(template, "AWS::ApiGateway::Stage").items()
+    assert [s["MetricsEnabled"] for s in stage["Properties"]["MethodSettings"]] == [False]
+    api_alarms = [
+        a["Properties"]
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") == "AWS/ApiGateway"
+    ]
+    assert len(api_alarms) >= 2  # 5xx and latency
+    assert all([d["Name"] for d in alarm["Dimensions"]] == ["ApiName"] for alarm in api_alarms), api_alarms
+
+
+@pytest.mark.parametrize("stack", API_STACKS)
 def test_gateway_errors_render_the_kit_error_shape_as_valid_json(sandbox: Any, stack: str) -> None:
     responses = resources(sandbox.templates[stack], "AWS::ApiGateway::GatewayResponse")
     types = {r["Properties"]["ResponseType"] for r in responses.values()}
