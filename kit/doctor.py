@@ -185,6 +185,9 @@ class DeployNeeds:
     dependencies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # stack id -> its Lambda functions (what `kit doctor --level` weighs for the levels it checks)
     functions_by_stack: Mapping[str, int] = field(default_factory=dict)
+    # stack id -> its API methods that invoke a function (Lambda proxy integrations): API Gateway applies a stage's
+    # throttle to each method, so each admits a burst of api_throttle_burst of its own
+    api_methods_by_stack: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
     manifest = json.loads((assembly_dir / "manifest.json").read_text())
     functions = reserved = 0
     by_stack: dict[str, int] = {}
+    methods: dict[str, int] = {}
     bootstrap: dict[str, int] = {}
     refusals: dict[str, tuple[str, ...]] = {}
     artifacts: Mapping[str, Any] = manifest.get("artifacts", {})
@@ -270,6 +274,9 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
                 by_stack[stack_names[key]] = by_stack.get(stack_names[key], 0) + 1
                 value = (resource.get("Properties") or {}).get("ReservedConcurrentExecutions")
                 reserved += value if isinstance(value, int) else 0
+            integration = (resource.get("Properties") or {}).get("Integration") or {}
+            if resource.get("Type") == "AWS::ApiGateway::Method" and integration.get("Type") == "AWS_PROXY":
+                methods[stack_names[key]] = methods.get(stack_names[key], 0) + 1
         parameter = ((template.get("Parameters") or {}).get("BootstrapVersion") or {}).get("Default")
         refused = _refused_bootstrap_versions((template.get("Rules") or {}).get("CheckBootstrapVersion"))
         if refused:
@@ -281,6 +288,7 @@ def needs_from_assembly(assembly_dir: Path) -> DeployNeeds:
         refused=refusals,
         dependencies=dependencies,
         functions_by_stack=by_stack,
+        api_methods_by_stack=methods,
     )
 
 
@@ -799,10 +807,6 @@ def training_job_limits(instance_count: int, max_runtime_hours: int, spot: bool)
 LAMBDA_ROW = f"Quota: Lambda {LAMBDA_CONCURRENCY_QUOTA.lower()}"
 
 
-# The levels whose API admits bursts of api_throttle_burst requests, each served by one function instance.
-API_LEVELS = ("1", "2")
-
-
 def lambda_functions(needs: DeployNeeds, levels: Collection[str]) -> int:
     """The functions of the selected levels' stacks and the stacks they depend on (every level: all of them)."""
     chosen = [level for level in LEVELS if level in levels]
@@ -811,12 +815,21 @@ def lambda_functions(needs: DeployNeeds, levels: Collection[str]) -> int:
     return sum(needs.functions_by_stack.get(stack, 0) for stack in levels_stacks(chosen, needs.dependencies))
 
 
+def api_methods(needs: DeployNeeds, levels: Collection[str]) -> int:
+    """The API methods of the selected levels' stacks that invoke a function."""
+    chosen = [level for level in LEVELS if level in levels]
+    if len(chosen) == len(LEVELS):
+        return sum(needs.api_methods_by_stack.values())
+    return sum(needs.api_methods_by_stack.get(stack, 0) for stack in levels_stacks(chosen, needs.dependencies))
+
+
 def lambda_concurrency_needed(target: Target, needs: DeployNeeds, levels: Collection[str] = LEVELS) -> int:
-    """Unreserved concurrency the selected levels need: each of their functions may run at once, and each API
-    (Levels 1 and 2, one each) admits a burst of ``api_throttle_burst`` requests, each served by one function
-    instance (https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html)."""
-    apis = sum(1 for level in API_LEVELS if level in levels)
-    return max(lambda_functions(needs, levels), apis * target.config.api_throttle_burst)
+    """Unreserved concurrency the selected levels need: each of their functions may run at once, and each of their
+    API methods admits a burst of ``api_throttle_burst`` requests, each served by one function instance
+    (https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html). The burst is per method: "Per-API,
+    per-stage throttling limits are applied at the API method level for a stage"
+    (https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-request-throttling.html)."""
+    return max(lambda_functions(needs, levels), api_methods(needs, levels) * target.config.api_throttle_burst)
 
 
 def check_lambda_concurrency(
@@ -833,11 +846,11 @@ def check_lambda_concurrency(
         limit = int(limits.get("ConcurrentExecutions", 0))
         unreserved = int(limits.get("UnreservedConcurrentExecutions", 0))
         needed = lambda_concurrency_needed(target, needs, levels)
-        apis = [level for level in API_LEVELS if level in levels]
+        methods = api_methods(needs, levels)
         why = f"the {lambda_functions(needs, levels)} functions may all run at once" + (
-            f" and {len(apis)} API{'s' if len(apis) > 1 else ''} admit{'' if len(apis) > 1 else 's'} bursts of "
-            f"{target.config.api_throttle_burst} requests{' each' if len(apis) > 1 else ''}"
-            if apis
+            f" and {methods} API method{'s' if methods > 1 else ''} admit{'' if methods > 1 else 's'} bursts of "
+            f"{target.config.api_throttle_burst} requests{' each' if methods > 1 else ''}"
+            if methods
             else ""
         )
         problem = ""

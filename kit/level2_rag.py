@@ -633,6 +633,11 @@ STANDARD_TIER_QUOTAS = {
     CONTENT_UNITS_QUOTA: f"{CONTENT_UNITS_QUOTA} (standard)",
     TOPIC_UNITS_QUOTA: f"{TOPIC_UNITS_QUOTA} (standard)",
 }
+# The query API's methods that call ApplyGuardrail. API Gateway applies the stage's throttle to each method ("Per-API,
+# per-stage throttling limits are applied at the API method level for a stage",
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-request-throttling.html), so each admits
+# api_throttle_rate requests per second of its own, and the guardrail quotas meet their sum.
+GUARDED_ROUTES = ("POST /ask", "POST /retrieve")
 TEXT_UNIT_CHARS = 1000  # a text unit holds up to 1,000 characters (https://aws.amazon.com/bedrock/pricing/)
 CHARS_PER_TOKEN = 4  # "1 token is about 4 characters": an estimate of a chunk's size
 
@@ -672,12 +677,15 @@ def _policy_quotas(target: Target) -> list[str]:
 
 
 def rate_needs(target: Target) -> tuple[dict[str, int], dict[str, int]]:
-    """(the knowledge-base quotas, the guardrail quotas) -> what api_throttle_rate needs of each, per second."""
+    """(the knowledge-base quotas, the guardrail quotas) -> what api_throttle_rate needs of each, per second. Each
+    knowledge-base quota meets one method (Retrieve: /retrieve, RetrieveAndGenerate: /ask); the guardrail quotas meet
+    both."""
     rate = target.config.api_throttle_rate
     calls, units = guardrail_load(target)
+    routes = len(GUARDED_ROUTES)
     knowledge_base = {quota: math.ceil(rate) for quota in KB_RATE_QUOTAS}
-    guardrail = {GUARDRAIL_CALLS_QUOTA: math.ceil(rate * calls)}
-    guardrail.update({quota: math.ceil(rate * units) for quota in _policy_quotas(target)})
+    guardrail = {GUARDRAIL_CALLS_QUOTA: math.ceil(rate * routes * calls)}
+    guardrail.update({quota: math.ceil(rate * routes * units) for quota in _policy_quotas(target)})
     return knowledge_base, guardrail
 
 
@@ -707,8 +715,9 @@ def doctor_checks(target: Target, book: QuotaBook, needs: Needs, *, levels: Coll
     def lower_or_raise(quota: str, value: float, code: str, needed: int) -> str:
         request = increase("bedrock", quota, code, needed, target)
         each = per_request[quota]
-        admits = math.floor(value / each)
-        why = f"each request needs about {each} (api_throttle_rate {rate:g})"
+        routes = len(GUARDED_ROUTES)
+        admits = math.floor(value / (each * routes))
+        why = f"each request needs about {each}, and {routes} methods each admit api_throttle_rate {rate:g}"
         lower = f"; or set api_throttle_rate to {admits} or less" if admits >= 1 else ""
         return f"{why}; {request}{lower}"
 

@@ -574,9 +574,12 @@ class SharedSettings(Settings):
     )
     # REST API stage throttling: https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-request-throttling.html
     api_throttle_rate: Number = Field(
-        alias="api_throttle_rate", description="Requests per second the API stage allows", ge=1, le=10_000
+        alias="api_throttle_rate",
+        description="Requests per second each API method allows (the stage throttles each method on its own)",
+        ge=1,
+        le=10_000,
     )
-    api_throttle_burst: Whole = Field(alias="api_throttle_burst", description="The API stage's burst", ge=1, le=5_000)
+    api_throttle_burst: Whole = Field(alias="api_throttle_burst", description="Each API method's burst", ge=1, le=5_000)
     log_retention_days: Annotated[LogRetention | None, BeforeValidator(lambda raw: _opt(_whole, raw))] = Field(
         alias="log_retention_days",
         description="How long CloudWatch Logs keeps the kit's logs (and the invocation-logging bucket its records); "

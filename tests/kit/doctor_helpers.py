@@ -29,7 +29,12 @@ REGION = CONFIG.region
 ACCOUNT = "123456789012"  # moto's
 BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
 # What the doctor reads from the synthesized app, fixed for the tests that do not synthesize.
-NEEDS = DeployNeeds(functions=14, reserved=0, bootstrap={BOOTSTRAP_PARAMETER: 6})
+NEEDS = DeployNeeds(
+    functions=14,
+    reserved=0,
+    bootstrap={BOOTSTRAP_PARAMETER: 6},
+    api_methods_by_stack={"GenAiKit-1-Prompt": 3, "GenAiKit-2-Rag": 2},
+)
 JOBS_QUOTA = "Concurrent model customization jobs"  # a name of the kind the doctor looks for
 
 

@@ -20,6 +20,7 @@ from kit.aws import Target
 from kit.doctor import FIX, OK, SKIP, WARN, Check, DeployNeeds
 from stacks.shared.python_function import ARCHITECTURE, RUNTIME, powertools_layer_arn
 from tests.conftest import Synth
+from tests.infra.helpers import resources
 from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture for this module
     ACCOUNT,
     BOOTSTRAP_PARAMETER,
@@ -210,7 +211,7 @@ def test_everything_ok_exits_0(mocked: FakeCloudFormation) -> None:
     )
     assert f"'{JOBS_QUOTA}' (L-JOBS0001) = 2" in row(result.output, "Bedrock customization jobs")
     assert f"= 3, 1 imported in {REGION}: 2 free" in row(result.output, level3_finetune.IMPORTED_MODELS_ROW)
-    assert "1000 unreserved of 1000 (needs 40" in row(result.output, "Lambda concurrent executions")
+    assert "1000 unreserved of 1000 (needs 100" in row(result.output, "Lambda concurrent executions")
     assert f"5 (L-F678F1CE), 1 in use in {REGION}, the cluster stack creates 1: 4 free" in row(
         result.output, NETWORK_ROWS[0]
     )
@@ -337,7 +338,7 @@ def test_problems_are_fix_rows_with_what_to_do_and_exit_1(
     assert "--service-code bedrock --quota-code L-IMPORT01 --desired-value 4" in imports
     concurrency = row(out, "Lambda concurrent executions")
     assert FIX in concurrency and "10 unreserved of 10 (the level of a new account)" in concurrency
-    assert "the 14 functions may all run at once and 2 APIs admit bursts of 20 requests each" in concurrency
+    assert "the 14 functions may all run at once and 5 API methods admit bursts of 20 requests each" in concurrency
     assert "Service Quotas > AWS Lambda > 'Concurrent executions'" in concurrency
     assert f"--service-code lambda --quota-code {LAMBDA_CODE} --desired-value 1000 --region {REGION}" in concurrency
     layer = row(out, doctor_module.LAYER_ROW)
@@ -1039,9 +1040,21 @@ def test_a_training_job_longer_than_the_accounts_run_time_quota_is_fix() -> None
 
 def test_lambda_concurrency_that_admits_the_kit_is_ok() -> None:
     with stubbed("lambda") as lambda_, stubbed("service-quotas"):
-        lambda_settings(lambda_, 50, 40)  # 10 reserved by other functions; 40 >= the 2 x 20 the two APIs need
+        lambda_settings(lambda_, 110, 100)  # 10 reserved by other functions; 100 >= the 5 x 20 the API methods need
         check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
-    assert check.status == OK and check.detail.startswith("40 unreserved of 50 (needs 40:")
+    assert check.status == OK and check.detail.startswith("100 unreserved of 110 (needs 100:")
+    assert "and 5 API methods admit bursts of 20 requests each" in check.detail
+
+
+def test_lambda_concurrency_counts_each_api_methods_burst() -> None:
+    """API Gateway applies the stage's throttle to each method ("Per-API, per-stage throttling limits are applied at
+    the API method level for a stage"). Before, the need was one burst per API: 40 for the 5 methods' 100."""
+    with stubbed("lambda") as lambda_, stubbed("service-quotas") as service_quotas:
+        lambda_settings(lambda_, 50, 40)
+        lambda_quota = quota("Concurrent executions", 50, LAMBDA_CODE, "lambda")
+        service_quotas.add_response("list_service_quotas", {"Quotas": [lambda_quota]}, {"ServiceCode": "lambda"})
+        check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
+    assert check.status == FIX and "so it needs 100 unreserved" in check.detail
 
 
 def test_lambda_concurrency_weighs_the_selected_levels_functions_and_apis(sandbox: Synth) -> None:
@@ -1052,16 +1065,22 @@ def test_lambda_concurrency_weighs_the_selected_levels_functions_and_apis(sandbo
     by_stack = needs.functions_by_stack
     assert sum(by_stack.values()) == needs.functions and set(by_stack) <= set(sandbox.templates)
     burst = Target().config.api_throttle_burst
-    for levels, stacks, apis in [
+    # Every method of the two APIs invokes their function (a Lambda proxy integration).
+    assert needs.api_methods_by_stack == {
+        stack: len(resources(sandbox.templates[stack], "AWS::ApiGateway::Method"))
+        for stack in ("GenAiKit-1-Prompt", "GenAiKit-2-Rag")
+    }
+    prompt, rag = (needs.api_methods_by_stack[stack] for stack in ("GenAiKit-1-Prompt", "GenAiKit-2-Rag"))
+    for levels, stacks, methods in [
         (("3",), ["GenAiKit-3-FineTune"], 0),
         (("4",), ["GenAiKit-4-Pretrain-Jobs", "GenAiKit-4-Pretrain-Cluster"], 0),
-        (("1",), ["GenAiKit-1-Prompt", "GenAiKit-0-ApiGatewayAccount"], 1),  # with the stack it depends on
-        (("1", "2"), ["GenAiKit-1-Prompt", "GenAiKit-2-Rag", "GenAiKit-0-ApiGatewayAccount"], 2),
+        (("1",), ["GenAiKit-1-Prompt", "GenAiKit-0-ApiGatewayAccount"], prompt),  # with the stack it depends on
+        (("1", "2"), ["GenAiKit-1-Prompt", "GenAiKit-2-Rag", "GenAiKit-0-ApiGatewayAccount"], prompt + rag),
     ]:
         functions = sum(by_stack.get(stack, 0) for stack in stacks)
         assert doctor_module.lambda_functions(needs, levels) == functions, levels
         needed = doctor_module.lambda_concurrency_needed(Target(), needs, levels)
-        assert needed == max(functions, apis * burst), levels
+        assert needed == max(functions, methods * burst), levels
     assert doctor_module.lambda_functions(needs, doctor_module.LEVELS) == needs.functions
     with stubbed("lambda") as lambda_, stubbed("service-quotas"):
         lambda_settings(lambda_, 10, 10)  # a new account

@@ -19,6 +19,8 @@ from kit import level2_rag
 from kit.aws import Target
 from kit.doctor import FIX, OK, WARN, Check, DeployNeeds, QuotaBook
 from kit.level2_rag import l2
+from tests.conftest import Synth
+from tests.infra.helpers import resources
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     API_URL,
     CONFIG,
@@ -747,16 +749,31 @@ def test_doctor_a_guardrail_quota_below_the_need_is_warn_with_the_increase_and_t
     rows = rate_checks(monkeypatch, values)
     code = f"L-{list(values).index(level2_rag.TOPIC_UNITS_QUOTA):08d}"
     topic = rows[level2_rag.TOPIC_UNITS_QUOTA]
-    assert topic.status == WARN and "25, the config needs 60: each request needs about 6" in topic.detail
-    assert f"--quota-code {code} --desired-value 60 --region {REGION}" in topic.detail
-    assert "or set api_throttle_rate to 4 or less" in topic.detail  # 25 units a second / 6 a request
+    # Both methods admit api_throttle_rate (API Gateway throttles each method); before, the need was one method's 60.
+    detail = topic.detail
+    assert topic.status == WARN and "25, the config needs 120: each request needs about 6, and 2 methods" in detail
+    assert f"--quota-code {code} --desired-value 120 --region {REGION}" in topic.detail
+    assert "or set api_throttle_rate to 2 or less" in topic.detail  # 25 units a second / (6 a request x 2 methods)
     assert all(rows[name].status == OK for name in (*KB_QUOTAS, CALLS_QUOTA))
+
+
+def test_the_guarded_routes_are_the_query_apis_methods(sandbox: Synth) -> None:
+    """The doctor weighs the guardrail quotas for GUARDED_ROUTES, each throttled on its own: the API's methods."""
+    template = sandbox.templates["GenAiKit-2-Rag"]
+    path_parts = {
+        key: r["Properties"]["PathPart"] for key, r in resources(template, "AWS::ApiGateway::Resource").items()
+    }
+    routes = [
+        f"{m['Properties']['HttpMethod']} /{path_parts[m['Properties']['ResourceId']['Ref']]}"
+        for m in resources(template, "AWS::ApiGateway::Method").values()
+    ]
+    assert sorted(routes) == sorted(level2_rag.GUARDED_ROUTES)
 
 
 def test_doctor_passes_the_default_configuration_at_us_east_1s_default_quotas(monkeypatch: pytest.MonkeyPatch) -> None:
     # us-east-1's defaults (docs/level-2-rag.md, "Quotas and limits"): the denied-topic policy admits 50 text units
-    # a second, the defaults need 60 at api_throttle_rate 10. The stack deploys and a caller beyond about 8 a
-    # second gets 429, so the preflight warns and does not fail.
+    # a second, the defaults need 120 at api_throttle_rate 10 on each of the two methods. The stack deploys and
+    # callers beyond about 8 a second in all get 429, so the preflight warns and does not fail.
     values = {
         **dict.fromkeys(KB_QUOTAS, 20),
         CALLS_QUOTA: 50,
@@ -766,7 +783,7 @@ def test_doctor_passes_the_default_configuration_at_us_east_1s_default_quotas(mo
     }
     rows = rate_checks(monkeypatch, values)
     assert {name: row.status for name, row in rows.items() if row.status != OK} == {level2_rag.TOPIC_UNITS_QUOTA: WARN}
-    assert "or set api_throttle_rate to 8 or less" in rows[level2_rag.TOPIC_UNITS_QUOTA].detail
+    assert "or set api_throttle_rate to 4 or less" in rows[level2_rag.TOPIC_UNITS_QUOTA].detail
     assert not any(row.status == FIX for row in rows.values())
 
 
@@ -794,7 +811,7 @@ def test_doctor_checks_the_standard_tiers_own_quotas_for_the_tiered_policies(mon
     values = {**dict.fromkeys((*KB_QUOTAS, CALLS_QUOTA), 20), content: 25, topic: 200, level2_rag.PII_UNITS_QUOTA: 200}
     rows = rate_checks(monkeypatch, values, guardrail_tier="standard")
     assert list(rows) == [*KB_QUOTAS, CALLS_QUOTA, content, topic, level2_rag.PII_UNITS_QUOTA]
-    assert rows[content].status == WARN and "25, the config needs 60" in rows[content].detail
+    assert rows[content].status == WARN and "25, the config needs 120" in rows[content].detail
     assert rows[topic].status == OK
     # a Region whose Service Quotas list no Standard-tier quota: the row says which name it looked for
     missing = {**dict.fromkeys((*KB_QUOTAS, CALLS_QUOTA), 20), level2_rag.PII_UNITS_QUOTA: 200}
