@@ -103,7 +103,13 @@ UPDATES: Mapping[str, str] = {
     "hp_controller_instance_type": NEW_STACK,
     "hp_login_instance_type": NEW_STACK,
     "hp_compute_groups": HP_COMPUTE_GROUPS,
-    "hp_ebs_volume_gb": IN_PLACE,
+    # HyperPod applies a group's instance storage when it provisions a node: "FSx configuration changes only apply
+    # during node provisioning. Existing nodes retain their original FSx configuration"
+    # (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-ref.html). No page says otherwise for the
+    # EBS volume in the same InstanceStorageConfigs, and none says a running node's volume is resized.
+    "hp_ebs_volume_gb": IN_PLACE
+    + " for the nodes HyperPod provisions after it (added or replaced ones); running nodes, the controller's and "
+    "the login node's included, keep the size they were created with",
     # HyperPod applies FSx configuration only when it provisions a node, and the controller and login groups cannot
     # be scaled to 0 and back: turning FSx on never reaches them, turning it off deletes the file system under
     # their mounts (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-ref.html, Slurm FSx).
