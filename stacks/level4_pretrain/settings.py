@@ -101,8 +101,9 @@ def _login_type(raw: Any) -> Any:
 class PretrainSettings(Settings):
     nat_gateways: Whole = Field(
         alias="hp_nat_gateways",
-        description="NAT gateways of the cluster VPC (1, or 2 for one per AZ): the nodes reach SageMaker, SSM and "
-        "CloudWatch Logs through them",
+        description="NAT gateways of the cluster VPC (1, or 2 for one per AZ): the nodes, all in the first cluster "
+        "subnet, reach SageMaker, SSM and CloudWatch Logs through the first; a second serves only the other AZ's "
+        "subnet, which only tj_in_cluster_vpc training jobs may use",
         ge=1,
         le=2,
     )  # At most one per availability zone of the VPC (network.py: max_azs=2; CDK builds no more NAT gateways than
