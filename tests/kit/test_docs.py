@@ -121,6 +121,20 @@ def test_level3_idle_cost_says_the_rotated_key_grows(sandbox: Any) -> None:
         assert "rotation" in row and rotated in _amounts(row), row
 
 
+def test_the_sagemaker_runs_smoke_window_is_five_cmu_minutes_at_the_listed_price() -> None:
+    # An imported model bills inference per CMU-minute in 5-minute windows from its first successful call
+    # (https://docs.aws.amazon.com/bedrock/latest/userguide/import-model-calculate-cost.html): a run's one smoke
+    # invocation bills one window, and every page that prices it states that window at the price table's rate.
+    window = round(5 * load_prices("us-east-1").entries["bedrock.imported_model_inference"].usd, 2)
+    page = (ROOT / "docs" / "level-3-finetune.md").read_text()
+    stated = [
+        float(amount)
+        for text in (README.read_text(), page)
+        for amount in re.findall(r"\$([0-9.]+) per Custom Model Unit", text)
+    ]
+    assert len(stated) == 3 and set(stated) == {window}, stated
+
+
 def test_the_readmes_price_dates_are_those_of_the_price_table() -> None:
     """The README says when the list prices were checked; kit/prices.json dates every entry."""
     import json
