@@ -73,6 +73,7 @@ UPDATES: Mapping[str, str] = {
     "rag_documents_prefix": IN_PLACE,
     "rag_sample_corpus": IN_PLACE,
     "rag_sync_interval_minutes": IN_PLACE,
+    "rag_answer_max_tokens": IN_PLACE,
     "rag_max_results": IN_PLACE,
     "rag_opensearch_standby_replicas": REPLACES
     + "collection, vector index, knowledge base, data source ("

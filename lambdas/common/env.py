@@ -40,10 +40,12 @@ def env_float(name: str, default: float, minimum: float, maximum: float) -> floa
     return value
 
 
-def env_int(name: str, default: int, minimum: int, maximum: int) -> int:
-    """An integer environment variable within [minimum, maximum]."""
+def env_int(name: str, default: int | None, minimum: int, maximum: int) -> int:
+    """An integer environment variable within [minimum, maximum]; required when ``default`` is None."""
     raw = os.environ.get(name, "").strip()
     if not raw:
+        if default is None:
+            raise ConfigurationError(f"Environment variable {name} is not set.")
         return default
     try:
         value = int(raw)

@@ -141,6 +141,15 @@ class RagSettings(Settings):
     max_results: Whole = Field(
         alias="rag_max_results", description="The default number of retrieved chunks", ge=1, le=25
     )
+    # RetrieveAndGenerate textInferenceConfig.maxTokens is 0-65536 (botocore's bedrock-agent-runtime model); the
+    # kit caps it at 4096 as Level 1 caps Converse's (lambdas/level2_rag/rag_api/settings.py holds the same range).
+    answer_max_tokens: Whole = Field(
+        alias="rag_answer_max_tokens",
+        description="The most tokens an /ask answer may have (RetrieveAndGenerate maxTokens): a longer answer is "
+        "cut off, and a shorter cap answers sooner",
+        ge=1,
+        le=4096,
+    )
     opensearch_standby_replicas: Flag = Field(
         alias="rag_opensearch_standby_replicas",
         description="Standby replicas for the OpenSearch collection (doubles its idle floor)",

@@ -824,6 +824,7 @@ class QueryApi(Construct):
                 "GUARDRAIL_ID": guardrail.guardrail.attr_guardrail_id,
                 "GUARDRAIL_VERSION": guardrail.version.attr_version,
                 "DEFAULT_NUMBER_OF_RESULTS": str(rag.max_results),
+                "ANSWER_MAX_TOKENS": str(rag.answer_max_tokens),
                 # Filters are checked against what this store supports before they reach Bedrock.
                 "VECTOR_STORE": rag.vector_store,
             },

@@ -65,6 +65,7 @@ CHANGES: Mapping[str, tuple[Mapping[str, Any], Any]] = {
     "rag_sample_corpus": ({}, False),
     "rag_sync_interval_minutes": ({}, 10),
     "rag_max_results": ({}, 8),
+    "rag_answer_max_tokens": ({}, 2048),
     "rag_opensearch_standby_replicas": ({"rag_vector_store": "opensearch-serverless"}, True),
     "ft_base_model_id": ({}, "amazon.nova-lite-v1:0:300k"),
     # Continued pre-training is offered for the Titan Text base models only.

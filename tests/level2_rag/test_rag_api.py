@@ -70,6 +70,7 @@ RAG_ENV = {
     "GUARDRAIL_ID": GUARDRAIL_ID,
     "GUARDRAIL_VERSION": GUARDRAIL_VERSION,
     "VECTOR_STORE": "s3vectors",
+    "ANSWER_MAX_TOKENS": "700",
     "POWERTOOLS_SERVICE_NAME": SERVICE,
     "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -248,7 +249,8 @@ def ask_params(
                 "modelArn": MODEL_ARN,
                 "retrievalConfiguration": {"vectorSearchConfiguration": vector},
                 "generationConfiguration": {
-                    "guardrailConfiguration": {"guardrailId": GUARDRAIL_ID, "guardrailVersion": GUARDRAIL_VERSION}
+                    "guardrailConfiguration": {"guardrailId": GUARDRAIL_ID, "guardrailVersion": GUARDRAIL_VERSION},
+                    "inferenceConfig": {"textInferenceConfig": {"maxTokens": 700}},
                 },
             },
         },
@@ -497,6 +499,32 @@ def test_default_number_of_results_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv("DEFAULT_NUMBER_OF_RESULTS", "12")
     stubber.add_response("retrieve_and_generate", rag_response(), ask_params(number_of_results=12))
+    allow(guard, *SNIPPETS)
+    assert invoke(ask({"question": "What is our refund policy?"})).status == 200
+    stubber.assert_no_pending_responses()
+
+
+def test_the_answer_cap_comes_from_the_environment_in_the_range_the_config_key_allows(
+    invoke: Invoke, stubber: Stubber, guard: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annotated_types import Ge, Le
+
+    from stacks.level2_rag.settings import RagSettings
+
+    field = RagSettings.model_fields["answer_max_tokens"]
+    bounds = (
+        next(m.ge for m in field.metadata if isinstance(m, Ge)),
+        next(m.le for m in field.metadata if isinstance(m, Le)),
+    )
+    assert bounds == settings.ANSWER_MAX_TOKENS_RANGE
+    shape = RUNTIME_MODEL.shape_for("TextInferenceConfig").members["maxTokens"]
+    assert shape.metadata["min"] <= bounds[0] and bounds[1] <= shape.metadata["max"]
+    monkeypatch.setenv("ANSWER_MAX_TOKENS", str(bounds[1]))
+    expected = ask_params()
+    expected["retrieveAndGenerateConfiguration"]["knowledgeBaseConfiguration"]["generationConfiguration"][
+        "inferenceConfig"
+    ] = {"textInferenceConfig": {"maxTokens": bounds[1]}}
+    stubber.add_response("retrieve_and_generate", rag_response(), expected)
     allow(guard, *SNIPPETS)
     assert invoke(ask({"question": "What is our refund policy?"})).status == 200
     stubber.assert_no_pending_responses()
@@ -1183,6 +1211,9 @@ def test_failure_outside_the_resolver_is_still_the_contract(invoke: Invoke, monk
         ("DEFAULT_NUMBER_OF_RESULTS", "0"),
         ("DEFAULT_NUMBER_OF_RESULTS", "26"),
         ("DEFAULT_NUMBER_OF_RESULTS", "five"),
+        ("ANSWER_MAX_TOKENS", None),
+        ("ANSWER_MAX_TOKENS", "0"),
+        ("ANSWER_MAX_TOKENS", "4097"),
         ("POWERTOOLS_METRICS_NAMESPACE", None),
     ],
 )

@@ -199,6 +199,7 @@ def test_hierarchical_levels_are_parent_then_child() -> None:
         ("rag_documents_prefix", "docs", "ending in '/'"),
         ("rag_sync_interval_minutes", 0, "a whole number from 1 to 60"),
         ("rag_max_results", 50, "a whole number from 1 to 25"),
+        ("rag_answer_max_tokens", 5000, "a whole number from 1 to 4096"),
     ],
 )
 def test_rag_config_mistakes_are_one_line_errors(key: str, value: Any, allowed: str) -> None:
@@ -445,6 +446,11 @@ def test_query_function_grants_name_exact_resources_except_retrieve_and_generate
     assert [render(r) for r in by_sid["InvokeInferenceProfile"]["Resource"]] == [profile, DEFAULT_PROJECT]
     assert render(fn["Environment"]["Variables"]["MODEL_ARN"]) == profile
     assert by_sid["ApplyGuardrail"]["Action"] == "bedrock:ApplyGuardrail"
+
+
+def test_query_function_caps_answers_at_the_configured_tokens(sandbox: Any, template: dict[str, Any]) -> None:
+    _, fn = _function(template, "rag_api.handler.handler")
+    assert fn["Environment"]["Variables"]["ANSWER_MAX_TOKENS"] == str(sandbox.config.rag.answer_max_tokens)
 
 
 def test_level2_guardrail_name_does_not_clash_with_level1(sandbox: Any, template: dict[str, Any]) -> None:

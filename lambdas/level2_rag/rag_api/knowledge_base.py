@@ -63,7 +63,10 @@ def ask_params(settings: Settings, request: AskRequest) -> dict[str, Any]:
                     "guardrailConfiguration": {
                         "guardrailId": settings.guardrail_id,
                         "guardrailVersion": settings.guardrail_version,
-                    }
+                    },
+                    # A model's time grows with what it writes: the cap keeps an answer within the function's
+                    # 25 s (a longer one is cut off at the cap, not refused).
+                    "inferenceConfig": {"textInferenceConfig": {"maxTokens": settings.answer_max_tokens}},
                 },
             },
         },

@@ -22,6 +22,9 @@ MODEL_ARN = re.compile(
 MODEL_ARN_PREFIX = re.compile(r"^arn:aws[a-z-]*:bedrock:")
 GUARDRAIL_ID = re.compile(r"^[a-z0-9]{1,64}$")
 GUARDRAIL_VERSION = re.compile(r"^(DRAFT|[1-9][0-9]{0,7})$")
+# The bounds of rag_answer_max_tokens (stacks/level2_rag/settings.py; a test keeps the two in step): at least 1, and
+# the kit's cap of 4096, the one Level 1 puts on Converse's maxTokens (the API itself takes up to 65,536).
+ANSWER_MAX_TOKENS_RANGE = (1, 4096)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Settings:
     guardrail_version: str
     vector_store: str
     default_number_of_results: int
+    answer_max_tokens: int  # RetrieveAndGenerate's textInferenceConfig.maxTokens: what bounds an answer's time
     metrics_namespace: str
     service_name: str
 
@@ -59,6 +63,7 @@ def get_settings() -> Settings:
         default_number_of_results=env_int(
             "DEFAULT_NUMBER_OF_RESULTS", DEFAULT_NUMBER_OF_RESULTS, schema["minimum"], schema["maximum"]
         ),
+        answer_max_tokens=env_int("ANSWER_MAX_TOKENS", None, *ANSWER_MAX_TOKENS_RANGE),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-api"),
     )
