@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from stacks.config import ConfigError
@@ -98,6 +99,12 @@ def test_cluster_is_slurm_with_one_controller_and_compute_at_zero(sandbox: Any, 
     assert "PartitionNames" not in controller["SlurmConfig"]  # HyperPod allows partitions on compute groups only
     compute = [g for g in groups.values() if g["SlurmConfig"]["NodeType"] == "Compute"]
     assert compute and all(g["InstanceCount"] == 0 for g in compute)
+    # CreateCluster takes a group at 0: botocore's model of the API gives InstanceCount a minimum of 0 (the registry
+    # schema's own bounds are checked for every template by tests/infra/test_schema_names.py).
+    spec = boto3.client("sagemaker", region_name="us-east-1").meta.service_model.shape_for(
+        "ClusterInstanceGroupSpecification"
+    )
+    assert spec.members["InstanceCount"].metadata["min"] == 0
     assert all(g["SlurmConfig"]["PartitionNames"] == [g["InstanceGroupName"]] for g in compute)
     for group in groups.values():
         assert group["InstanceStorageConfigs"] == [{"EbsVolumeConfig": {"VolumeSizeInGB": 100}}]
