@@ -143,9 +143,14 @@ class KitGuardrail(Construct):
             ),
         )
         # The settings the version publishes. The tier joins them only off its default, so that a guardrail on the
-        # classic tier keeps the digest (and version) it had before the tier was a setting.
+        # classic tier keeps the digest (and version) it had before the tier was a setting. On the Standard tier the
+        # profile joins them too: it comes from the kit's table (facts.GUARDRAIL_PROFILES), not a setting, and
+        # GetGuardrail answers crossRegionDetails for each version, so a version may keep the profile it was
+        # published with. A kit release that serves the region through another profile then publishes a version
+        # with it, the profile the role's ApplyGuardrailProfile grant names from then on.
         published = settings.model_dump(exclude={"tier"} if settings.tier == "classic" else None)
-        digest = hashlib.sha256(json.dumps([published, _GUARDRAIL_REVISION], sort_keys=True).encode()).hexdigest()[:16]
+        fixed: list[object] = [_GUARDRAIL_REVISION] + ([profile[0]] if profile is not None else [])
+        digest = hashlib.sha256(json.dumps([published, *fixed], sort_keys=True).encode()).hexdigest()[:16]
         self.version = bedrock.CfnGuardrailVersion(
             self,
             "Version",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+import boto3
 import pytest
 from aws_cdk import aws_iam as iam
 
@@ -109,6 +110,29 @@ def test_a_tier_change_publishes_a_new_version(tmp_path: Path) -> None:
         for template in (classic, standard)
     ]
     assert descriptions[0] != descriptions[1]
+
+
+def test_another_profile_for_the_region_publishes_a_new_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A version answers its own crossRegionDetails (botocore's GetGuardrail takes guardrailVersion), and the role's
+    # grant follows the profile the kit's table picks: a table that serves the region through another profile (as
+    # ap-southeast-2 went from apac to au) must publish a version that uses it.
+    def version_and_grant(out: Path) -> tuple[str, list[str]]:
+        template = _synth(out, region="ap-southeast-2", guardrail_tier="standard")["template"]
+        grant = [render(r) for r in as_list(_apply_statements(template)["ApplyGuardrailProfile"]["Resource"])]
+        return only(template, "AWS::Bedrock::GuardrailVersion")[1]["Properties"]["Description"], grant
+
+    get = boto3.client("bedrock", region_name="us-east-1").meta.service_model.operation_model("GetGuardrail")
+    assert "guardrailVersion" in get.input_shape.members and "crossRegionDetails" in get.output_shape.members
+    with_au, au_grant = version_and_grant(tmp_path / "au")
+    monkeypatch.setattr(
+        "stacks.shared.settings.GUARDRAIL_PROFILES",
+        {k: v for k, v in GUARDRAIL_PROFILES.items() if k != "au.guardrail.v1:0"},
+    )
+    with_apac, apac_grant = version_and_grant(tmp_path / "apac")
+    assert all("au.guardrail" in arn for arn in au_grant) and all("apac.guardrail" in arn for arn in apac_grant)
+    assert with_au != with_apac
 
 
 def test_a_region_no_guardrail_profile_serves_refuses_the_stack_with_one_line(tmp_path: Path) -> None:
