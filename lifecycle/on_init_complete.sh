@@ -6,8 +6,10 @@
 # ClusterLifeCycleConfig). With the API-driven Slurm configuration (each group's SlurmConfig, FSx for Lustre in
 # its InstanceStorageConfigs) that default software is Slurm itself, which HyperPod configures; the Slurm daemons
 # may still be starting while this runs (AWS's own OnInitComplete scripts wait for scontrol before they touch
-# Slurm), so a step added here that calls Slurm must wait for it too; these touch no Slurm. (OnCreate would be
-# Customer Managed mode, where the scripts must set Slurm up themselves; these do not.) This script only does the kit's own setup: HyperPod
+# Slurm), so a step added here that calls Slurm must wait for it too; these touch no Slurm. (OnCreate, Customer
+# Managed mode, would run too: with the API-driven configuration HyperPod still sets Slurm up and mounts FSx;
+# OnInitComplete runs after that, with /fsx mounted, which lifecycle.py opens.) This script only does the kit's own
+# setup: HyperPod
 # copies this folder from LifeCycleConfig.SourceS3Uri onto every new node and runs it as root; it checks its
 # inputs and hands over to lifecycle.py, which logs the node's identity (best effort) and opens /fsx and its
 # exported directory /fsx/data to every user.

@@ -17,7 +17,9 @@ from stacks.shared.nag import arn_ref, suppress
 from stacks.shared.secure_bucket import emptied_after
 
 # OnInitComplete ("Extended mode") runs the script "after HyperPod configures the default software on the
-# instance"; OnCreate ("Customer Managed mode") would leave Slurm to the scripts, and ours start nothing.
+# instance", so /fsx is mounted when the script opens it. OnCreate ("Customer Managed mode") would run too: with the
+# API-driven configuration HyperPod still sets Slurm up and mounts FSx
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-hyperpod-slurm-api-config-migration.html).
 # Registry schema AWS::SageMaker::Cluster, ClusterLifeCycleConfig:
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-sagemaker-cluster-clusterlifecycleconfig.html
 LIFECYCLE_ON_INIT_COMPLETE = "on_init_complete.sh"
