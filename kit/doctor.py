@@ -853,6 +853,15 @@ def check_lambda_concurrency(
             if methods
             else ""
         )
+        if methods:
+            # Steady traffic: "Concurrency = (average requests per second) * (average request duration in seconds)"
+            # (https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html). The kit cannot know how long a
+            # model call takes, so the row says where the burst stops covering it.
+            rate, burst = target.config.api_throttle_rate, target.config.api_throttle_burst
+            why += (
+                f"; traffic held at api_throttle_rate {rate:g} per method needs requests per second x seconds per "
+                f"request, more than the burst once requests average over {burst / rate:g} s"
+            )
         problem = ""
         if needs.reserved and unreserved - needs.reserved < LAMBDA_MIN_UNRESERVED:
             problem = (

@@ -1044,6 +1044,10 @@ def test_lambda_concurrency_that_admits_the_kit_is_ok() -> None:
         check = doctor_module.check_lambda_concurrency(Target(), NEEDS, doctor_module.QuotaBook(Target()))
     assert check.status == OK and check.detail.startswith("100 unreserved of 110 (needs 100:")
     assert "and 5 API methods admit bursts of 20 requests each" in check.detail
+    # Held traffic needs rate x duration (Lambda's formula): the burst of 20 covers 10 per second up to 2 s each.
+    assert "requests per second x seconds per request, more than the burst once requests average over 2 s" in (
+        check.detail
+    )
 
 
 def test_lambda_concurrency_counts_each_api_methods_burst() -> None:
