@@ -583,12 +583,19 @@ def start_run(target: Target, sfn: Any, machine: str, name: str, execution_input
             # A closed execution keeps its name: "When the original execution is closed, the
             # ExecutionAlreadyExists message is returned regardless of input", and the name may be reused "90 days
             # after it closes" (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html).
-            # Nothing was started, whatever the inputs.
+            # With other input it is another run's; with this input it is an earlier run's, or this start's if its
+            # answer was lost and it ended already: either way no second start is made.
             started = found.get("startDate")
             since = f", started {started.isoformat(timespec='seconds')}" if isinstance(started, datetime) else ""
+            whose = (
+                "with this input: an earlier run, or this start if its answer was lost and it ended already"
+                if _same_input(found, execution_input)
+                else "with other input"
+            )
             raise KitError(
-                f"{error} (an execution named {name} already exists and is {status}{since}: Step Functions keeps a "
-                f"closed execution's name for 90 days, so start the run under another name; `{command}` shows it)"
+                f"{error} (an execution named {name} already exists and is {status}{since}, {whose}: Step Functions "
+                f"keeps a closed execution's name for 90 days, so start the run under another name; `{command}` shows "
+                "it)"
             ) from None
         raise KitError(
             f"{error} (run {name}: if it may have started, check with `{command}` before starting again)"

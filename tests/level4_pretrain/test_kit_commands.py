@@ -525,8 +525,22 @@ def test_l4_submit_under_the_name_of_an_ended_run_says_it_exists_and_starts_noth
     assert result.exit_code == 1, result.output
     assert "started arn:" not in printed
     assert "an execution named run1 already exists and is ABORTED, started 20" in printed
+    assert "with this input: an earlier run, or this start if its answer was lost and it ended already" in printed
     assert "start the run under another name; `kit l4 status run1` shows it" in printed
     assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["run1"]
+
+
+def test_l4_submit_under_the_name_of_an_ended_run_with_other_input_says_so(mocked: FakeCloudFormation) -> None:
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.start_execution(stateMachineArn=machine, name="run1", input='{"steps": 7}')["executionArn"]
+    sfn.stop_execution(executionArn=arn)
+    result = run(l4, "submit", "--name", "run1")
+    printed = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "already exists and is ABORTED" in printed and "with other input:" in printed
+    assert "this start if its answer was lost" not in printed
 
 
 def test_l4_submit_that_did_not_start_names_the_run_to_check_before_another(
