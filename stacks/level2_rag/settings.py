@@ -145,8 +145,8 @@ class RagSettings(Settings):
     # kit caps it at 4096 as Level 1 caps Converse's (lambdas/level2_rag/rag_api/settings.py holds the same range).
     answer_max_tokens: Whole = Field(
         alias="rag_answer_max_tokens",
-        description="The most tokens an /ask answer may have (RetrieveAndGenerate maxTokens): a longer answer is "
-        "cut off, and a shorter cap answers sooner",
+        description="The most tokens an /ask answer may have (RetrieveAndGenerate maxTokens, no more than the "
+        "generation model's own output limit): a longer answer is cut off, and a shorter cap answers sooner",
         ge=1,
         le=4096,
     )
