@@ -16,6 +16,7 @@ from stacks.shared.settings import (
     ConfigError,
     Flag,
     Invalid,
+    Problem,
     Settings,
     Text,
     TrainingInstanceType,
@@ -55,33 +56,52 @@ def hyperpod_instance_types() -> frozenset[str]:
     return frozenset(service_model("sagemaker").shape_for("ClusterInstanceType").enum)
 
 
+@functools.lru_cache(maxsize=1)
+def max_instance_groups() -> int:
+    """The most instance groups a cluster takes: ClusterInstanceGroupSpecifications' max in botocore's SageMaker
+    model (the registry schema's ClusterInstanceGroupsList says 100 too)."""
+    return int(service_model("sagemaker").shape_for("ClusterInstanceGroupSpecifications").metadata["max"])
+
+
 def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_compute_groups") -> None:
-    """The rules that otherwise fail cluster creation: one controller, unique names, known types, counts."""
+    """The rules that otherwise fail cluster creation: one controller, unique names, known types, counts, and at
+    most the API's number of groups. Every problem is reported, not only the first."""
+    found: list[Problem] = []
     controllers = [g for g in groups if g.node_type == "Controller"]
     if len(controllers) != 1:
-        raise ConfigError(key, [g.name for g in controllers], "exactly one Controller instance group")
+        found.append(Problem(key, [g.name for g in controllers], "exactly one Controller instance group"))
+    if len(groups) > max_instance_groups():
+        allowed = (
+            f"at most {max_instance_groups()} instance groups in the cluster, the controller's and login's included"
+        )
+        found.append(Problem(key, f"{len(groups)} groups", allowed))
     names = [g.name for g in groups]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(key, duplicates[0], "instance group names that are unique in the cluster")
+        found.append(Problem(key, duplicates[0], "instance group names that are unique in the cluster"))
     if not any(g.node_type == "Compute" for g in groups):
-        raise ConfigError(key, [], "at least one compute group")
+        found.append(Problem(key, [], "at least one compute group"))
     known = hyperpod_instance_types()
     for group in groups:
-        if not _GROUP_NAME_RE.match(group.name):
-            raise ConfigError(key, group.name, "a group name of letters, digits and '-' (1-63), starting alphanumeric")
+        if not _GROUP_NAME_RE.fullmatch(group.name):
+            allowed = "a group name of letters, digits and '-' (1-63), starting alphanumeric"
+            found.append(Problem(key, group.name, allowed))
         if group.node_type == "Compute" and group.name == DEFAULT_PARTITION:
             allowed = f"a name other than {DEFAULT_PARTITION}, HyperPod's default Slurm partition of every node"
-            raise ConfigError(key, group.name, allowed)
+            found.append(Problem(key, group.name, allowed))
         if group.instance_type not in known:
             type_key = {"Controller": "hp_controller_instance_type", "Login": "hp_login_instance_type"}.get(
                 group.node_type, key
             )
-            raise ConfigError(type_key, group.instance_type, "an instance type HyperPod supports (e.g. ml.g5.8xlarge)")
+            found.append(
+                Problem(type_key, group.instance_type, "an instance type HyperPod supports (e.g. ml.g5.8xlarge)")
+            )
         low = 1 if group.node_type in ("Controller", "Login") else 0
         high = 1 if group.node_type in ("Controller", "Login") else MAX_GROUP_INSTANCES
         if not low <= group.count <= high:
-            raise ConfigError(key, group.count, f"{low} to {high} instances for a {group.node_type} group")
+            found.append(Problem(key, group.count, f"{low} to {high} instances for a {group.node_type} group"))
+    if found:
+        raise ConfigError.of(found)
 
 
 class ComputeGroup(BaseModel):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import boto3
 import pytest
 
 from stacks.config import ConfigError
@@ -57,3 +59,30 @@ def test_spot_wait_and_cluster_mistakes_are_reported_together() -> None:
     with pytest.raises(ConfigError) as caught:
         build(tj_spot="true", tj_max_wait_hours=2, hp_login_instance_type="ml.nope.large", hp_ebs_volume_gb=0)
     assert [p.key for p in caught.value.problems] == ["hp_login_instance_type", "hp_ebs_volume_gb", "tj_max_wait_hours"]
+
+
+def test_every_compute_group_mistake_is_reported_at_once() -> None:
+    groups = [
+        {"name": "dev", "instance_type": "ml.bogus", "count": 500},
+        {"name": "gpu\n", "instance_type": "ml.g5.8xlarge", "count": 0},  # a trailing newline is not a name
+    ]
+    with pytest.raises(ConfigError) as caught:
+        build(hp_compute_groups=json.dumps(groups))
+    lines = str(caught.value).splitlines()
+    assert [p.key for p in caught.value.problems] == ["hp_compute_groups"] * 4, lines
+    assert any("other than dev" in line for line in lines) and any("HyperPod supports" in line for line in lines)
+    assert any("0 to 100 instances" in line for line in lines) and any("'gpu\\n'" in line for line in lines)
+
+
+def test_more_instance_groups_than_the_api_takes_are_refused() -> None:
+    # ClusterInstanceGroupSpecifications' max in botocore's model, 100 in the registry schema too.
+    most = (
+        boto3.client("sagemaker", region_name="us-east-1")
+        .meta.service_model.shape_for("ClusterInstanceGroupSpecifications")
+        .metadata["max"]
+    )
+    fits = [{"name": f"g{i}", "instance_type": "ml.g5.8xlarge", "count": 0} for i in range(most - 1)]  # + controller
+    assert build(hp_compute_groups=json.dumps(fits)).pretrain.groups[-1].name == f"g{most - 2}"
+    with pytest.raises(ConfigError) as caught:
+        build(hp_compute_groups=json.dumps([*fits, {"name": "one-more", "instance_type": "ml.g5.8xlarge", "count": 0}]))
+    assert f"at most {most} instance groups in the cluster" in str(caught.value)
