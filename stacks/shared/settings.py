@@ -485,8 +485,9 @@ KIT_TAG_KEYS = ("kit", "kit-level", "kit-stage", "kit-execution")
 # 44 are left; tests/infra/test_tag_limits.py derives this from every synthesized template.
 MAX_USER_TAGS = 50 - 3 - 3
 TAGS_ALLOWED = (
-    f'a JSON object of at most {MAX_USER_TAGS} string tags, e.g. {{"owner": "me"}}: keys of 1-128 characters, not '
-    f'starting with "aws:" nor one of the kit\'s own ({", ".join(KIT_TAG_KEYS)}); values of 1-256 characters; '
+    f'a JSON object of at most {MAX_USER_TAGS} string tags, e.g. {{"owner": "me"}}: keys of 1-128 characters, '
+    f'unique whatever their case, not starting with "aws:" nor one of the kit\'s own ({", ".join(KIT_TAG_KEYS)}) '
+    "in any case; values of 1-256 characters; "
     "both of ASCII letters, digits, spaces and _.:/=+@- (what Bedrock, SageMaker and CloudFormation all take)"
 )
 
@@ -519,8 +520,14 @@ def _tags_allowed(tags: dict[str, str]) -> dict[str, str]:
     # https://docs.aws.amazon.com/tag-editor/latest/userguide/tagging.html
     if len(tags) > MAX_USER_TAGS:
         raise ValueError("too many tags")
+    # IAM compares tag keys without case: a role given "Owner" and "owner" (or "Kit" beside the kit's "kit") fails
+    # to create with "InvalidInput: Duplicate tag keys found. Please note that Tag keys are case insensitive."
+    # (aws/aws-cdk#26253, #15343), and every stack has roles that carry the user's tags.
+    folded = [key.casefold() for key in [*tags, *KIT_TAG_KEYS]]
+    if len(set(folded)) < len(folded):
+        raise ValueError("tag keys that differ only in case")
     for key, value in tags.items():
-        if key.lower().startswith("aws:") or key in KIT_TAG_KEYS or _tag_refused(key, value):
+        if key.lower().startswith("aws:") or _tag_refused(key, value):
             raise ValueError("tag not allowed")
     return tags
 

@@ -158,6 +158,8 @@ def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
         # and CDK up to 3 more: tests/infra/test_tag_limits.py); a key of the kit's own would replace the kit's tag.
         ("tags", {"team": ""}, "values of 1-256 characters"),
         ("tags", {"kit-stage": "dev"}, "kit, kit-level, kit-stage, kit-execution"),
+        ("tags", {"Kit": "mine"}, "kit, kit-level, kit-stage, kit-execution) in any case"),  # IAM: case-insensitive
+        ("tags", {"Owner": "a", "owner": "b"}, "unique whatever their case"),
         ("tags", {f"k{i}": "v" for i in range(45)}, "at most 44"),
         # Bedrock's tag pattern is ASCII (botocore's bedrock Tag): a guardrail or a custom model would refuse it.
         ("tags", {"owner": "Zoë"}, "ASCII letters, digits, spaces and _.:/=+@-"),
