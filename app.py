@@ -15,7 +15,7 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.config import ConfigError, KitConfig, load_config
+from stacks.config import PERMISSIONS_BOUNDARY, ConfigError, KitConfig, load_config
 from stacks.level0_account.api_gateway_account import ApiGatewayAccountStack, import_account_role
 from stacks.level0_account.invocation_logging import InvocationLoggingStack
 from stacks.level1_prompt.prompt_templates import load_templates
@@ -27,6 +27,7 @@ from stacks.level4_pretrain.stack import PretrainClusterStack, PretrainJobsStack
 from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
 from stacks.shared.regions import refuse_unavailable_types, refuse_without_powertools_layer
 from stacks.shared.registry import config_errors, name_findings
+from stacks.shared.settings import Problem
 
 
 def build_app(
@@ -54,9 +55,19 @@ def build_app(
     )
     if schema_validation and os.environ.get("CDK_VALIDATION") != "false":
         cdk.Validations.of(app).add_plugins(_template_validation())
-    _permissions_boundary(app)
+    # A refused boundary is reported with every other config mistake, not before them.
+    try:
+        _permissions_boundary(app)
+        boundary: list[Problem] = []
+    except ConfigError as error:
+        boundary = error.problems
     # The CDK leaves out null context values: a key null in cdk.json (the stage decides) arrives absent.
-    config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
+    try:
+        config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
+    except ConfigError as error:
+        raise ConfigError.of([*boundary, *error.problems]) from None
+    if boundary:
+        raise ConfigError.of(boundary)
     env = cdk.Environment(region=config.region, account=config.account)
     # One per account and region: its stack name carries no stage, so every stage deployed there shares it.
     api_account = None
@@ -146,7 +157,7 @@ def _template_validation() -> cdk.CloudFormationValidatePlugin:
 # The CDK's own context key for a permissions boundary on every role the app creates, the CDK's helper roles
 # included: {"name": "<policy name>"} or {"arn": "<policy ARN>"}
 # (https://docs.aws.amazon.com/cdk/v2/guide/customize-permissions-boundaries.html). Organizations often require one.
-PERMISSIONS_BOUNDARY = "@aws-cdk/core:permissionsBoundary"
+# The key is PERMISSIONS_BOUNDARY (stacks/config.py, which refuses a near miss of it).
 # A managed policy's name: IAM CreatePolicy's PolicyName (botocore's iam model: 1-128 of [\w+=,.@-]).
 POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}")
 BOUNDARY_ALLOWED = 'a policy name, a policy ARN, {"name": "<policy name>"} or {"arn": "<policy ARN>"}'

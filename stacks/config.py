@@ -9,7 +9,7 @@ allowed; ``app.py`` prints them and exits, so a config mistake never shows a sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -119,14 +119,38 @@ def _valid_or_none(adapter: Any, raw: object) -> Any:
         return None
 
 
+# The CDK's permissions-boundary key, which the CDK ignores without a word when it is misspelt (app.py reads it).
+PERMISSIONS_BOUNDARY = "@aws-cdk/core:permissionsBoundary"
+
+
+def _unknown(key: str, known: frozenset[str]) -> bool:
+    """A key that is no kit setting. Keys with ":" or "@" are the CDK's (feature flags, aws:cdk:*, lookups cached
+    as "availability-zones:account=...:region=..."), except a kit key with a ":" after it (`-c rag_max_results:=7`)
+    and a near miss of the permissions-boundary key, which would otherwise leave every role without its boundary."""
+    if key in known or key in _CDK_PLAIN_KEYS or key == PERMISSIONS_BOUNDARY:
+        return False
+    if ":" in key or "@" in key:
+        near_boundary = key.startswith("@aws-cdk/") and _close(key, [PERMISSIONS_BOUNDARY], 0.9)
+        return key.split(":", 1)[0] in known or bool(near_boundary)
+    return True
+
+
+def _close(key: str, candidates: Collection[str], cutoff: float) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(key, list(candidates), n=1, cutoff=cutoff)
+
+
+def _known_key(key: str, known: frozenset[str]) -> str:
+    near = _close(key.split(":", 1)[0] if ":" in key and "@" not in key else key, [*known, PERMISSIONS_BOUNDARY], 0.8)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return f"a known key{hint}: " + ", ".join(sorted(known))
+
+
 def load_config(context: Mapping[str, Any], *, pinned_layer_version: int) -> KitConfig:
     """Build and validate the kit configuration from a CDK context mapping; every mistake in one ConfigError."""
     known = frozenset(CONFIG_KEYS)
-    problems = [
-        Problem(key, context[key], "a known key: " + ", ".join(sorted(known)))
-        for key in sorted(context)
-        if key not in known and ":" not in key and "@" not in key and key not in _CDK_PLAIN_KEYS
-    ]
+    problems = [Problem(key, context[key], _known_key(key, known)) for key in sorted(context) if _unknown(key, known)]
     # What other levels' rules depend on (None when itself invalid: that mistake is reported once, by its model).
     where = {key: _valid_or_none(adapter, context.get(key)) for key, adapter in EVERY_MODEL_READS.items()}
     built: dict[type[BaseModel], Any] = {}

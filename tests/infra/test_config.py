@@ -164,7 +164,10 @@ def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
         # Bedrock's tag pattern is ASCII (botocore's bedrock Tag): a guardrail or a custom model would refuse it.
         ("tags", {"owner": "Zoë"}, "ASCII letters, digits, spaces and _.:/=+@-"),
         ("tags", {"owner": "a\tb"}, "ASCII letters, digits, spaces and _.:/=+@-"),  # SageMaker's pattern: no tab
-        ("stag", "prod", "a known key"),
+        ("stag", "prod", "a known key (did you mean stage?)"),
+        ("rag_max_results:", 7, "a known key (did you mean rag_max_results?)"),  # -c rag_max_results:=7
+        # The CDK ignores a misspelt boundary key without a word: every role would go without the boundary.
+        ("@aws-cdk/core:permissionBoundary", "corp", "a known key (did you mean @aws-cdk/core:permissionsBoundary?)"),
         # Added with the typed settings: forms the hand parsers refused, which the models must refuse too.
         ("guardrail_pii_anonymize", "EMAIL, EMAIL", "a list without repeated items"),
         ("guardrail_deny_investment_advice", 1, "true or false"),
@@ -334,6 +337,23 @@ def test_a_permissions_boundary_that_is_neither_a_name_nor_an_arn_stops_synth(va
     with pytest.raises(ConfigError) as raised:
         build_app({**cdk_json_context(), PERMISSIONS_BOUNDARY: value}, only={"GenAiKit-1-Prompt"})
     assert PERMISSIONS_BOUNDARY in str(raised.value) and "a policy name, a policy ARN" in str(raised.value)
+
+
+def test_a_refused_permissions_boundary_is_reported_with_the_other_mistakes() -> None:
+    from app import PERMISSIONS_BOUNDARY, build_app
+
+    with pytest.raises(ConfigError) as raised:
+        build_app({**cdk_json_context(), PERMISSIONS_BOUNDARY: '{"name": "a", "arn": "b"}', "stage": "Prod"})
+    assert [p.key for p in raised.value.problems] == [PERMISSIONS_BOUNDARY, "stage"]
+
+
+def test_the_cdks_own_context_keys_are_not_taken_for_mistakes() -> None:
+    cdk_keys = {
+        "aws:cdk:enable-path-metadata": True,
+        "availability-zones:account=123456789012:region=us-east-1": ["us-east-1a"],
+        "@aws-cdk/core:newStyleStackSynthesis": True,
+    }
+    assert build(**cdk_keys).stage == "sandbox"
 
 
 @pytest.mark.parametrize(
