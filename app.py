@@ -244,6 +244,16 @@ def schema_violations(app: cdk.App) -> list[str]:
     return found
 
 
+def validation_failed(outdir: Path) -> bool:
+    """Whether the validation report synth wrote (validation-report.json) has a plugin whose conclusion is failure."""
+    report = outdir / "validation-report.json"
+    if not report.exists():
+        return False
+    return any(
+        plugin.get("conclusion") == "failure" for plugin in json.loads(report.read_text()).get("pluginReports", [])
+    )
+
+
 # CloudFormation reads a template of at most 1,000,000 bytes from S3, where `cdk deploy` uploads the file as synth
 # wrote it, indented (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-limits.html;
 # cfn-lint's E1002 counts the same bytes). Prompt texts (up to 100,000 characters each) and long `tags` values grow
@@ -277,6 +287,11 @@ def main() -> int:
         lines = schema_violations(app) if "ValidationFailed" in str(err) else []
         if not lines:
             raise
+        print("\n".join(lines), file=sys.stderr)
+        return 1
+    # Run by the CDK CLI (app mode "process"), a failed validation does not raise: the CLI reads the report and
+    # prints it, naming construct paths. The app names the config key first.
+    if validation_failed(Path(app.outdir)) and (lines := schema_violations(app)):
         print("\n".join(lines), file=sys.stderr)
         return 1
     if lines := oversized_templates(assembly):

@@ -124,3 +124,30 @@ def test_the_kit_reads_the_registry_schemas_as_cfn_lint_does(sandbox: Any, prod_
         expected = PROVIDER_SCHEMA_MANAGER.get_resource_schema(SCHEMA_REGION, resource_type).schema
         assert resource_schema(resource_type) == expected, resource_type
     assert resource_schema("AWS::No::Such") is None and resource_schema("Custom::Thing") is None
+
+
+def test_app_names_the_key_when_the_cli_runs_a_validation_that_fails(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    """Run by the CDK CLI (app mode "process"), a failed template validation does not raise in the app: the CLI
+    prints CDK's report, which names construct paths, not keys. The app reads the report and names the key."""
+    import aws_cdk as cdk
+
+    import app as kit_app
+
+    context = {
+        "@aws-cdk/core:appMode": "process",  # what the CLI's environment sets (CDK_APP_MODE)
+        "@aws-cdk/core:validateAgainstDefaultRules": True,  # cdk.json sets it too
+        "name_prefix": "ab--cd",
+        "stage": "sandbox",
+    }
+    app = cdk.App(outdir=str(tmp_path), context=context)
+    # The kit's registered engine: the suite turns CDK's built-in one off (CDK_VALIDATION, conftest).
+    cdk.Validations.of(app).add_plugins(kit_app._template_validation())
+    stack = cdk.Stack(app, "GenAiKit-2-Rag")
+    cdk.CfnResource(stack, "Kb", type="AWS::Bedrock::KnowledgeBase", properties={"Name": "ab--cd-sandbox-kb"})
+    monkeypatch.setattr(kit_app, "build_app", lambda: (app, None))
+    assert kit_app.main() == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("config error:")]
+    assert line.startswith("config error: name_prefix = 'ab--cd' is not allowed; it makes AWS::Bedrock::KnowledgeBase")
+    assert kit_app.validation_failed(tmp_path)
