@@ -79,8 +79,11 @@ def test_app_passes_cdk_validation_with_the_longest_prefix_and_a_refused_stack(t
     }
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path)}
     env.pop("CDK_VALIDATION")  # the suite turns CDK's template validation off (conftest); `cdk synth` has it on
-    # When the app runs as `cdk synth` runs it
-    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # When the app runs as `cdk synth` runs it: cdk.json's command, through the shell, with this interpreter
+    app_command = json.loads((ROOT / "cdk.json").read_text())["app"].replace(".venv/bin/python", sys.executable)
+    result = subprocess.run(
+        ["/bin/sh", "-c", app_command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     # Then every value of the whole app passes the validation `cdk synth` runs (this is the suite's one run of it;
     # the variants are linted by cfn-lint instead)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -91,6 +94,11 @@ def test_app_passes_cdk_validation_with_the_longest_prefix_and_a_refused_stack(t
     assert [(v["acknowledgedId"], [c["constructPath"] for c in v["violatingConstructs"]]) for v in suppressed] == [
         (EMPTY_TEMPLATE_RULE, [refused])
     ]
+    # And the refused stack's config error carries no jsii stack trace (the CLI would print its top frame, a
+    # line like ../tmpXXXX/lib/program.js:1:5591, above the error): cdk.json's command disables the traces
+    metadata = json.loads((tmp_path / f"{refused}.metadata.json").read_text())
+    errors = [entry for entries in metadata.values() for entry in entries if entry["type"] == "aws:cdk:error"]
+    assert errors and all("trace" not in entry for entry in errors), errors
 
 
 def test_app_traces_a_value_a_schema_refuses_to_its_key(tmp_path: Path) -> None:
