@@ -104,13 +104,20 @@ def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_
         raise ConfigError.of(found)
 
 
+def _string(raw: Any) -> str:
+    """A JSON string as it is (a null or a number is no group name nor instance type: str() made null "None")."""
+    if not isinstance(raw, str):
+        raise ValueError("not a string")
+    return raw
+
+
 class ComputeGroup(BaseModel):
     """One item of hp_compute_groups (exactly these three keys); check_instance_groups checks the values."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: Annotated[str, BeforeValidator(str)]
-    instance_type: Annotated[str, BeforeValidator(str)]
+    name: Annotated[str, BeforeValidator(_string)]
+    instance_type: Annotated[str, BeforeValidator(_string)]
     count: Whole
 
 
