@@ -160,6 +160,9 @@ def _template_validation() -> cdk.CloudFormationValidatePlugin:
 # The key is PERMISSIONS_BOUNDARY (stacks/config.py, which refuses a near miss of it).
 # A managed policy's name: IAM CreatePolicy's PolicyName (botocore's iam model: 1-128 of [\w+=,.@-]).
 POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}")
+# A managed policy's ARN: its optional path (botocore's iam model, policyPathType: segments of [A-Za-z0-9.,+@=_-])
+# and its name (policyNameType).
+POLICY_ARN = re.compile(r"arn:[a-z-]+:iam::(\d{12}|aws):policy/([A-Za-z0-9.,+@=_-]+/)*[\w+=,.@-]{1,128}")
 BOUNDARY_ALLOWED = 'a policy name, a policy ARN, {"name": "<policy name>"} or {"arn": "<policy ARN>"}'
 # The placeholders the CDK fills in a boundary's name or ARN (the guide above: cdk-${Qualifier}-PermissionsBoundary),
 # with a value of their form each, for the check only.
@@ -196,7 +199,7 @@ def _permissions_boundary(app: cdk.App) -> None:
         return text
 
     valid_name = isinstance(name, str) and POLICY_NAME.fullmatch(filled(name))
-    valid_arn = isinstance(arn, str) and re.fullmatch(r"arn:[a-z-]+:iam::(\d{12}|aws):policy/\S+", filled(arn))
+    valid_arn = isinstance(arn, str) and POLICY_ARN.fullmatch(filled(arn))
     if not (valid_name or valid_arn):
         raise ConfigError(PERMISSIONS_BOUNDARY, value, BOUNDARY_ALLOWED)
     # The CDK fills ${Qualifier}, and ${AWS::Region} / ${AWS::AccountId} only from a stack's own environment; it

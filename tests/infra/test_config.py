@@ -329,7 +329,16 @@ def test_a_permissions_boundary_from_the_cli_reaches_every_role(tmp_path: Any) -
 
 
 @pytest.mark.parametrize(
-    "value", ["corp boundary", '{"name": 3}', '{"policy": "x"}', "[1]", "{name:x}", "arn:aws:s3:::b"]
+    "value",
+    [
+        "corp boundary",
+        '{"name": 3}',
+        '{"policy": "x"}',
+        "[1]",
+        "{name:x}",
+        "arn:aws:s3:::b",
+        "arn:aws:iam::123456789012:policy/a*b<>",  # IAM's policyNameType is [\w+=,.@-]+
+    ],
 )
 def test_a_permissions_boundary_that_is_neither_a_name_nor_an_arn_stops_synth(value: str) -> None:
     from app import PERMISSIONS_BOUNDARY, build_app
@@ -390,6 +399,7 @@ def test_a_boundary_placeholder_the_cdk_cannot_fill_is_a_config_error(value: str
         ('{"name": "corp-boundary"}', {"name": "corp-boundary"}),
         ("arn:aws:iam::123456789012:policy/corp", {"arn": "arn:aws:iam::123456789012:policy/corp"}),
         ({"arn": "arn:aws:iam::aws:policy/x"}, {"arn": "arn:aws:iam::aws:policy/x"}),
+        ("arn:aws:iam::123456789012:policy/team/a/corp", {"arn": "arn:aws:iam::123456789012:policy/team/a/corp"}),
         # The CDK's placeholders, as its guide writes them (customize-permissions-boundaries.html)
         ('{"name": "cdk-${Qualifier}-PermissionsBoundary"}', {"name": "cdk-${Qualifier}-PermissionsBoundary"}),
         (
