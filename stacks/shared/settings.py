@@ -241,8 +241,9 @@ def _no_repeats(items: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _opt(parse: Any, raw: object) -> object:
-    """``null``, empty or ``default``: the stage decides (None); anything else parsed."""
-    return None if raw in (None, "", "default") else parse(raw)
+    """``null`` (JSON's, or the word as `-c key=null` passes it), empty or ``default``: the stage decides (None);
+    anything else parsed."""
+    return None if raw is None or (isinstance(raw, str) and raw.strip() in ("", "default", "null")) else parse(raw)
 
 
 Whole = Annotated[int, BeforeValidator(_whole)]
@@ -604,7 +605,7 @@ class SharedSettings(Settings):
     )  # 0: the pinned one
     alarm_email: Annotated[
         Text,
-        BeforeValidator(lambda raw: raw or ""),
+        BeforeValidator(lambda raw: "" if raw is None else raw),  # null: none; false or 0 is no address
         Field(pattern=r"^$|^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"),
         Allowed("empty or an e-mail address"),
     ] = Field(

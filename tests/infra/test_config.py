@@ -152,6 +152,7 @@ def test_an_invalid_stage_or_region_does_not_add_mistakes_elsewhere() -> None:
         ("log_retention_days", 8, "one of 1, 3, 5, 7"),
         ("powertools_layer_version", -1, "a whole number from 0"),
         ("alarm_email", "not-an-address", "empty or an e-mail address"),
+        ("alarm_email", False, "empty or an e-mail address"),  # not taken for "none"
         ("tags", {"aws:owner": "me"}, 'not starting with "aws:"'),
         ("tags", '{"owner": 5}', "a JSON object of at most 44 string tags"),
         # Also the stacks' own tags: CloudFormation takes no empty value, and a resource at most 50 (the kit adds 3,
@@ -199,6 +200,8 @@ def test_bad_value_names_key_value_and_what_is_allowed(key: str, value: Any, all
         ("api_throttle_burst", " 40 ", 40),
         ("powertools_layer_version", "40", 40),
         ("log_retention_days", "default", 7),
+        ("log_retention_days", "null", 7),  # the description's null, as `-c log_retention_days=null` passes it
+        ("rag_sample_corpus", "null", True),  # the stage decides: sandbox
         ("stage", " sandbox ", "sandbox"),
     ],
 )
@@ -214,6 +217,7 @@ def test_string_overrides_from_the_command_line_are_coerced(key: str, raw: str, 
         "api_throttle_burst": lambda c: c.api_throttle_burst,
         "powertools_layer_version": lambda c: c.powertools_layer_version,
         "stage": lambda c: c.stage,
+        "rag_sample_corpus": lambda c: c.rag.sample_corpus,
     }[key](config)
     assert value == expected
 
