@@ -1084,6 +1084,15 @@ def test_cli_exits_1_for_each_invalid_sample_and_names_kind_and_line(path: Any) 
         assert "    line " in out
 
 
+def test_a_hyperparameter_with_spaces_around_its_digits_shows_the_spaces() -> None:
+    # Bedrock takes the string as it is: " 2 " is not "2", and the message must not read as if it were.
+    wanted = formats.resolve_model(NOVA_LITE).family
+    family = next(f for f in FAMILIES.values() if formats.resolve_model(f.model_id).family == wanted)
+    report = check(jsonl(family.records(family.min_records)), NOVA_LITE, hyperparameters={"epochCount": " 2 "})
+    [error] = report["hyperparameters"]["errors"]
+    assert error["kind"] == "hyperparameter_invalid" and "epochCount = ' 2 ' is not an integer" in error["message"]
+
+
 def test_cli_shows_hyperparameter_errors_and_limits_the_lines_per_kind() -> None:
     code, out, _ = run_cli(
         str(INVALID_SAMPLES / "role_order.jsonl"), "--hyperparameters", '{"epochCount": "9"}', "--show", "1"

@@ -903,7 +903,8 @@ def check_hyperparameters(
             continue
         pattern = _INTEGER if hp.integer else _NUMBER
         if not pattern.match(raw):
-            message = f"{name} = '{_shown(raw)}' is not {'an integer' if hp.integer else 'a number'}."
+            # repr: spaces around the digits show (_shown alone folds them away, and " 2 " read as '2').
+            message = f"{name} = {_shown(_repr(raw))} is not {'an integer' if hp.integer else 'a number'}."
             errors.append(_hp_error(HYPERPARAMETER_INVALID, name, message))
             continue
         value = float(raw)
