@@ -314,3 +314,9 @@ def test_the_locks_recovery_options_are_what_puts_the_stack_in_the_app(sandbox: 
     assert flag == "-c" and value == "true"
     assert json.loads((ROOT / "cdk.json").read_text())["context"][key] is False
     assert STACK not in sandbox.templates  # the default app has no such stack
+    # And it is this option that adds the stack (another false key of cdk.json, e.g. tj_spot, would not)
+    from app import build_app
+    from tests.conftest import cdk_json_context
+
+    app, _ = build_app({**cdk_json_context(), key: value}, nag=False, schema_validation=False)
+    assert STACK in {child.node.id for child in app.node.children}

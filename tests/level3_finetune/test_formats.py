@@ -508,7 +508,8 @@ def test_the_event_without_a_type_is_fine_tuning_and_the_type_and_teacher_are_re
     assert handler.parse_request(_event()).customization_type == formats.FINE_TUNING
     with pytest.raises(handler.InvalidRequest, match="customizationType"):
         handler.parse_request(_event(customizationType=None))
-    # The teacher is read with the type (tests/level3_finetune/test_paths.py runs every type through the pipeline).
+    # The teacher is read with the type (tests/level3_finetune/test_paths.py runs fine-tuning, distillation and
+    # reinforcement fine-tuning through the pipeline; continued pre-training only as a refused request).
     request = handler.parse_request(
         _event(customizationType=formats.DISTILLATION, teacherModelId="us.amazon.nova-pro-v1:0")
     )
