@@ -17,12 +17,15 @@ caller as an unmapped error.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import fastjsonschema
 
 from common.errors import BadRequestError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # any left after json.loads is unpaired (it joins a valid pair)
 
 Validator = Callable[[Any], Any]
 
@@ -71,11 +74,46 @@ def compile_schema(schema: Mapping[str, Any]) -> Validator:
 
 
 def validate(value: Any, validator: Validator) -> None:
-    """Raise BadRequestError (naming the field and the reason) unless ``value`` satisfies the schema."""
+    """Raise BadRequestError (naming the field and the reason) unless ``value`` satisfies the schema and holds no
+    unpaired surrogate."""
+    # First: a field named in a message (or a log line) must be text that can be written out.
+    if (where := unpaired_surrogate(value)) is not None:
+        shown = _SURROGATE.sub("\ufffd", where) or "body"
+        shown = shown if len(shown) <= SHOWN_FIELD_CHARS else shown[:SHOWN_FIELD_CHARS] + "..."
+        raise BadRequestError(
+            f"'{shown}' holds an unpaired UTF-16 surrogate (an escape from \\ud800 to \\udfff without its pair), "
+            "which is no Unicode character.",
+            code="invalid_value",
+            field=shown,
+        )
     try:
         validator(value)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise bad_request(exc) from None
+
+
+def unpaired_surrogate(value: Any) -> str | None:
+    """The field path of the first string or key holding an unpaired surrogate, None if there is none.
+
+    JSON lets a string escape one ("\\ud800"); json.loads joins a valid pair into one character, so any code point
+    left from U+D800 to U+DFFF is unpaired: no Unicode text, which the models' APIs may refuse or mangle. Walked
+    without recursion: json.loads reads nesting nearly as deep as the interpreter's recursion limit.
+    """
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                where = join(path, key)
+                if _SURROGATE.search(key):
+                    return where
+                pending.append((where, child))
+        elif isinstance(item, list):
+            pending.extend((f"{path}[{index}]", child) for index, child in reversed(list(enumerate(item))))
+    return None
 
 
 def join(prefix: str, key: str) -> str:

@@ -797,6 +797,31 @@ def test_every_rejection_names_the_field_and_has_its_code(body: dict[str, Any], 
     assert field.split(".")[0] in raised.value.message
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"a": {"x": "a\ud800"}}, "a.x"),  # a lone high surrogate, as json.loads leaves "\\ud800"
+        ({"a": {"x": "\udc00b"}}, "a.x"),  # a lone low one
+        ({"a": {"\ud800": "1"}}, "a.\ufffd"),  # in a key: shown replaced, so the message can be written out
+        ({"a": {}, "list": ["ok", "\udfff"]}, "list[1]"),
+    ],
+)
+def test_an_unpaired_surrogate_is_a_400_naming_its_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadRequestError) as raised:
+        schema_mod.validate(body, schema_mod.compile_schema({**NESTED, "additionalProperties": True}))
+    assert (raised.value.code, raised.value.field) == ("invalid_value", field)
+    assert "unpaired UTF-16 surrogate" in raised.value.message
+    raised.value.message.encode("utf-8")  # writable: no surrogate reaches the body or a log line
+
+
+def test_a_surrogate_pair_is_one_character_and_deep_nesting_is_walked_without_recursion() -> None:
+    assert schema_mod.unpaired_surrogate(json.loads('{"a": "\\ud83d\\ude00"}')) is None  # the pair: one emoji
+    deep: Any = "\ud800"
+    for _ in range(sys.getrecursionlimit() * 2):
+        deep = [deep]
+    assert schema_mod.unpaired_surrogate({"d": deep}) == "d" + "[0]" * (sys.getrecursionlimit() * 2)
+
+
 def test_a_field_path_is_bounded_whatever_the_keys() -> None:
     with pytest.raises(BadRequestError) as raised:
         schema_mod.validate({"a": {"k." * 5000: 1}}, schema_mod.compile_schema(NESTED))

@@ -540,6 +540,9 @@ def test_oversized_body_is_400(invoke: Invoke) -> None:
         ({"prompt": "x", "maxTokens": True}, "invalid_type", "maxTokens", "an integer"),
         ({"prompt": "x", "stream": True}, "unknown_field", "stream", "Allowed fields: prompt, system"),
         ({"prompt": "x", "k" * 500: 1}, "unknown_field", "k" * 64 + "...", "Unknown field"),
+        # An unpaired surrogate ("\\ud800" in the JSON) is no Unicode text: the caller's, not a Bedrock refusal
+        ({"prompt": "a\ud800b"}, "invalid_value", "prompt", "unpaired UTF-16 surrogate"),
+        ({"prompt": "x", "system": "\udc00"}, "invalid_value", "system", "unpaired UTF-16 surrogate"),
     ],
 )
 def test_invalid_prompt_body_is_400_naming_the_field(
@@ -560,6 +563,8 @@ def test_invalid_prompt_body_is_400_naming_the_field(
         ({"variables": {"text": "t", "audience": "a"}, "temperature": 0.1}, "unknown_field", "temperature"),
         ({"variables": {"audience": "a"}}, "missing_variable", "variables.text"),
         ({"variables": {"text": "t", "audience": "a", "tone": "dry"}}, "unknown_variable", "variables.tone"),
+        # Not a 500 blaming the template: the value is no Unicode text
+        ({"variables": {"text": "\ud800", "audience": "a"}}, "invalid_value", "variables.text"),
     ],
 )
 def test_invalid_template_body_is_400_naming_the_field(

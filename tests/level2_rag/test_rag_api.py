@@ -652,6 +652,13 @@ def test_base64_encoded_body_is_decoded(invoke: Invoke, stubber: Stubber) -> Non
         ({"question": "q", "filter": "department=sales"}, "invalid_type", "filter", "an object"),
         ({"question": "q", "topK": 3}, "unknown_field", "topK", "Allowed fields: question, sessionId"),
         ({"question": "q", "k" * 500: 1}, "unknown_field", "k" * 64 + "...", "Unknown field"),
+        ({"question": "why\ud800"}, "invalid_value", "question", "unpaired UTF-16 surrogate"),
+        (
+            {"question": "q", "filter": {"equals": {"key": "dept", "value": "\udc00"}}},
+            "invalid_value",
+            "filter.equals.value",
+            "unpaired UTF-16 surrogate",
+        ),
     ],
 )
 def test_invalid_ask_body_is_400_naming_the_field(
