@@ -664,6 +664,33 @@ def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, st
     assert len(error["message"]) <= 500
 
 
+@pytest.mark.parametrize(
+    ("body", "message", "field"),
+    [
+        # A model that takes temperature or top_p, not both: the field the message names first, of those sent
+        (
+            {"prompt": "Hi", "temperature": 0.5, "topP": 0.9},
+            "`temperature` and `top_p` cannot both be specified for this model. Please use only one.",
+            "temperature",
+        ),
+        ({"prompt": "Hi", "topP": 0.9}, "The model does not support top_p.", "topP"),
+        (
+            {"prompt": "Hi", "maxTokens": 4096},
+            "The maximum tokens you requested exceeds the model limit of 2048",
+            "maxTokens",
+        ),
+        # A field the caller did not send is not theirs to change: no field named
+        ({"prompt": "Hi"}, "The model does not support temperature.", None),
+    ],
+)  # fmt: skip
+def test_a_refusal_naming_an_inference_field_the_caller_sent_names_that_field(
+    invoke: Invoke, stubber: Stubber, body: dict[str, Any], message: str, field: str | None
+) -> None:
+    stubber.add_client_error("converse", "ValidationException", message, 400)
+    error = assert_error(invoke(post_prompt(body)), 400, "model_rejected_input", field)
+    assert error["message"].startswith(message[:30])
+
+
 def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invoke, stubber: Stubber) -> None:
     aws_message = "User: arn:aws:sts::123456789012:assumed-role/fn-role is not authorized"
     stubber.add_client_error("converse", "AccessDeniedException", aws_message, 403)

@@ -25,6 +25,7 @@ from common.errors import (
     ApiError,
     ConfigurationError,
     ModelAccessDeniedError,
+    ModelRejectedInputError,
     ModelTimeoutError,
     NotFoundError,
     UpstreamNotFoundError,
@@ -65,6 +66,14 @@ MODEL_SETTING = "text_model_id in cdk.json (the function's MODEL_ID)"
 INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries the caller's text
 ANSWER_LIMIT_KEY = "answer_limit_field"  # app context: the request field that bounds the answer's length
 GUARDRAIL_KEY = "guardrail"  # app context: the guardrail a Converse call applies ("<id> (version <v>)")
+SENT_KEY = "sent_fields"  # app context: the inference fields the caller set on POST /prompt
+# How Bedrock's and the providers' messages may name each inference field the caller can set: a refusal that names
+# one the caller sent is that field's (e.g. a model that takes temperature or top_p, not both).
+FIELD_WORDS = {
+    "temperature": ("temperature",),
+    "topP": ("top_p", "topp", "top p"),
+    "maxTokens": ("max_tokens", "maxtokens", "max tokens", "maximum tokens", "max_new_tokens", "max_gen_len"),
+}
 
 
 # --- lazy observability ------------------------------------------------------------------------------------
@@ -107,7 +116,16 @@ def post_prompt() -> Response[Any]:
     settings = get_settings()
     request = parse_prompt_request(_json_body())
     logger.info("Prompt request", extra={"prompt_chars": len(request.prompt), "has_system": bool(request.system)})
-    app.append_context(**{INPUT_FIELD_KEY: "prompt", ANSWER_LIMIT_KEY: "maxTokens"})
+    sent = [
+        name
+        for name, value in (
+            ("temperature", request.temperature),
+            ("topP", request.top_p),
+            ("maxTokens", request.max_tokens),
+        )
+        if value is not None
+    ]
+    app.append_context(**{INPUT_FIELD_KEY: "prompt", ANSWER_LIMIT_KEY: "maxTokens", SENT_KEY: sent})
     result = _converse(
         bedrock.prompt_request(settings, request), resource=settings.model_id, model_id=settings.model_id
     )
@@ -247,6 +265,13 @@ def _log_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
 # --- error mapping (the one place: common.resolver) and entry point ---------------------------------------
 
 
+def sent_field_named(message: str, sent: list[str]) -> str | None:
+    """The inference field the caller sent that Bedrock's refusal names first, if any (FIELD_WORDS)."""
+    text = message.lower()
+    found = [(text.find(word), name) for name in sent for word in FIELD_WORDS[name] if word in text]
+    return min(found)[1] if found else None
+
+
 def map_aws_error(exc: BaseException) -> ApiError | None:
     """``from_aws_error`` for the resource the route is calling, naming the model setting and the input field.
 
@@ -262,6 +287,10 @@ def map_aws_error(exc: BaseException) -> ApiError | None:
         input_field=app.context.get(INPUT_FIELD_KEY),
         answer_limit_field=app.context.get(ANSWER_LIMIT_KEY),
     )
+    if isinstance(error, ModelRejectedInputError) and error.field is None:
+        named = sent_field_named(error.message, app.context.get(SENT_KEY) or [])
+        if named is not None:
+            return ModelRejectedInputError(error.message, field=named)
     guardrail = app.context.get(GUARDRAIL_KEY)
     if isinstance(error, ModelAccessDeniedError) and guardrail:
         return ModelAccessDeniedError(
