@@ -679,8 +679,8 @@ def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, st
             "The maximum tokens you requested exceeds the model limit of 2048",
             "maxTokens",
         ),
-        # A field the caller did not send is not theirs to change: no field named
-        ({"prompt": "Hi"}, "The model does not support temperature.", None),
+        # Named, but sent by neither the caller nor a default: Bedrock's message, no field
+        ({"prompt": "Hi", "temperature": 0.2}, "The model does not support top_p.", None),
     ],
 )  # fmt: skip
 def test_a_refusal_naming_an_inference_field_the_caller_sent_names_that_field(
@@ -689,6 +689,22 @@ def test_a_refusal_naming_an_inference_field_the_caller_sent_names_that_field(
     stubber.add_client_error("converse", "ValidationException", message, 400)
     error = assert_error(invoke(post_prompt(body)), 400, "model_rejected_input", field)
     assert error["message"].startswith(message[:30])
+
+
+@pytest.mark.parametrize(
+    ("message", "setting"),
+    [
+        ("The model does not support temperature.", "text_temperature"),
+        ("The maximum tokens you requested exceeds the model limit of 256", "text_max_tokens"),
+    ],
+)
+def test_a_refusal_of_a_default_the_deployment_sends_is_a_configuration_error(
+    invoke: Invoke, stubber: Stubber, message: str, setting: str
+) -> None:
+    # The caller sent neither: the function added the deployment's default temperature and maxTokens
+    stubber.add_client_error("converse", "ValidationException", message, 400)
+    error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 500, "configuration_error")
+    assert setting in error["message"] and message in error["message"]
 
 
 def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invoke, stubber: Stubber) -> None:

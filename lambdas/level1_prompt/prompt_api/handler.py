@@ -67,6 +67,7 @@ INPUT_FIELD_KEY = "input_field"  # app context: the request field that carries t
 ANSWER_LIMIT_KEY = "answer_limit_field"  # app context: the request field that bounds the answer's length
 GUARDRAIL_KEY = "guardrail"  # app context: the guardrail a Converse call applies ("<id> (version <v>)")
 SENT_KEY = "sent_fields"  # app context: the inference fields the caller set on POST /prompt
+DEFAULTS_KEY = "default_fields"  # app context: the inference fields the deployment's defaults set, by setting
 # How Bedrock's and the providers' messages may name each inference field the caller can set: a refusal that names
 # one the caller sent is that field's (e.g. a model that takes temperature or top_p, not both).
 FIELD_WORDS = {
@@ -125,7 +126,12 @@ def post_prompt() -> Response[Any]:
         )
         if value is not None
     ]
-    app.append_context(**{INPUT_FIELD_KEY: "prompt", ANSWER_LIMIT_KEY: "maxTokens", SENT_KEY: sent})
+    # The deployment's defaults the call carries instead (bedrock.prompt_request), by the setting behind each
+    defaults = {"maxTokens": "text_max_tokens"} if request.max_tokens is None else {}
+    if request.temperature is None and request.top_p is None and settings.default_temperature is not None:
+        defaults["temperature"] = "text_temperature"
+    context = {INPUT_FIELD_KEY: "prompt", ANSWER_LIMIT_KEY: "maxTokens", SENT_KEY: sent, DEFAULTS_KEY: defaults}
+    app.append_context(**context)
     result = _converse(
         bedrock.prompt_request(settings, request), resource=settings.model_id, model_id=settings.model_id
     )
@@ -291,6 +297,14 @@ def map_aws_error(exc: BaseException) -> ApiError | None:
         named = sent_field_named(error.message, app.context.get(SENT_KEY) or [])
         if named is not None:
             return ModelRejectedInputError(error.message, field=named)
+        defaults: dict[str, str] = app.context.get(DEFAULTS_KEY) or {}
+        default = sent_field_named(error.message, list(defaults))
+        if default is not None:  # a value the deployment chose: not the caller's to fix
+            return ConfigurationError(
+                f"Amazon Bedrock refused the default {default} the function sends ({defaults[default]}): "
+                f"{error.message} Change {defaults[default]} (text_temperature none sends no temperature) and "
+                "redeploy."
+            )
     guardrail = app.context.get(GUARDRAIL_KEY)
     if isinstance(error, ModelAccessDeniedError) and guardrail:
         return ModelAccessDeniedError(
