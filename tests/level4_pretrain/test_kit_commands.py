@@ -509,38 +509,31 @@ def test_l4_submit_whose_answer_was_lost_reports_the_run_it_started(
     assert f"started {execution_arn(machine, 'run1')}" in result.output
 
 
+@pytest.mark.parametrize(
+    ("earlier_input", "whose"),
+    [
+        ("{}", "with this input: an earlier run, or this start if its answer was lost and it ended already"),
+        ('{"steps": 7}', "with other input:"),
+    ],
+)
 def test_l4_submit_under_the_name_of_an_ended_run_says_it_exists_and_starts_nothing(
-    mocked: FakeCloudFormation,
+    mocked: FakeCloudFormation, earlier_input: str, whose: str
 ) -> None:
     """Step Functions refuses a closed execution's name for 90 days, whatever the input. Before: the refusal was
     read back as this start's lost answer (same name, same input {}), so the ended run was reported as started and
-    --wait followed it."""
+    --wait followed it. The message says whether the ended run had this start's input ({}) or other input."""
     machine = state_machine(WAIT_THEN_PASS, MACHINE)
     jobs_stack(mocked, machine)
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.start_execution(stateMachineArn=machine, name="run1", input="{}")["executionArn"]
+    arn = sfn.start_execution(stateMachineArn=machine, name="run1", input=earlier_input)["executionArn"]
     sfn.stop_execution(executionArn=arn)
     result = run(l4, "submit", "--name", "run1")
     printed = " ".join(result.output.split())
     assert result.exit_code == 1, result.output
     assert "started arn:" not in printed
-    assert "an execution named run1 already exists and is ABORTED, started 20" in printed
-    assert "with this input: an earlier run, or this start if its answer was lost and it ended already" in printed
+    assert "an execution named run1 already exists and is ABORTED, started 20" in printed and whose in printed
     assert "start the run under another name; `kit l4 status run1` shows it" in printed
     assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["run1"]
-
-
-def test_l4_submit_under_the_name_of_an_ended_run_with_other_input_says_so(mocked: FakeCloudFormation) -> None:
-    machine = state_machine(WAIT_THEN_PASS, MACHINE)
-    jobs_stack(mocked, machine)
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.start_execution(stateMachineArn=machine, name="run1", input='{"steps": 7}')["executionArn"]
-    sfn.stop_execution(executionArn=arn)
-    result = run(l4, "submit", "--name", "run1")
-    printed = " ".join(result.output.split())
-    assert result.exit_code == 1, result.output
-    assert "already exists and is ABORTED" in printed and "with other input:" in printed
-    assert "this start if its answer was lost" not in printed
 
 
 def test_l4_submit_that_did_not_start_names_the_run_to_check_before_another(
