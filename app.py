@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -247,10 +248,11 @@ def schema_violations(app: cdk.App) -> list[str]:
     return found
 
 
-def validation_failed(outdir: Path) -> bool:
-    """Whether the validation report synth wrote (validation-report.json) has a plugin whose conclusion is failure."""
+def validation_failed(outdir: Path, since: float = 0.0) -> bool:
+    """Whether the validation report synth wrote (validation-report.json) at ``since`` or later has a plugin whose
+    conclusion is failure (synth writes none when no validation runs, and leaves an older run's in the folder)."""
     report = outdir / "validation-report.json"
-    if not report.exists():
+    if not report.exists() or report.stat().st_mtime < since:
         return False
     return any(
         plugin.get("conclusion") == "failure" for plugin in json.loads(report.read_text()).get("pluginReports", [])
@@ -284,6 +286,7 @@ def main() -> int:
     except ConfigError as err:  # every mistake, one line each
         print(err, file=sys.stderr)
         return 1
+    started = time.time() - 1  # a report written by this synth, not one an earlier run left (mtime resolution)
     try:
         assembly = app.synth()
     except RuntimeError as err:
@@ -292,9 +295,9 @@ def main() -> int:
             raise
         print("\n".join(lines), file=sys.stderr)
         return 1
-    # Run by the CDK CLI (app mode "process"), a failed validation does not raise: the CLI reads the report and
-    # prints it, naming construct paths. The app names the config key first.
-    if validation_failed(Path(app.outdir)) and (lines := schema_violations(app)):
+    # Run by the CDK CLI (app mode "process"), a failed validation does not raise: CDK prints its report, naming
+    # construct paths, and the app adds the line naming the config key.
+    if validation_failed(Path(app.outdir), started) and (lines := schema_violations(app)):
         print("\n".join(lines), file=sys.stderr)
         return 1
     if lines := oversized_templates(assembly):

@@ -50,7 +50,9 @@ LEVEL_SETTINGS: tuple[type[BaseModel], ...] = (
 )
 # Every kit key, in the models' order. Keys that contain "@" or ":" belong to the CDK, and so do these:
 CONFIG_KEYS: tuple[str, ...] = tuple(key for model in LEVEL_SETTINGS for key in context_keys(model))
-_CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers"})
+# The CDK CLI's own plain keys: acknowledged notices, and `cdk cli-telemetry --disable`'s setting in cdk.context.json
+# (https://docs.aws.amazon.com/cdk/v2/guide/cli-telemetry.html).
+_CDK_PLAIN_KEYS = frozenset({"acknowledged-issue-numbers", "cli-telemetry"})
 # Keys every settings model may read besides its own (e.g. a null that the stage decides, a rule across levels).
 EVERY_MODEL_READS = {
     "stage": STAGE_ADAPTER,

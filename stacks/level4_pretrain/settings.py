@@ -83,7 +83,7 @@ def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_
         found.append(Problem(key, [], "at least one compute group"))
     known = hyperpod_instance_types()
     for group in groups:
-        if not _GROUP_NAME_RE.fullmatch(group.name):
+        if not _GROUP_NAME_RE.fullmatch(group.name) or len(group.name) > 63:  # the regex bounds repeats, not length
             allowed = "a group name of letters, digits and '-' (1-63), starting alphanumeric"
             found.append(Problem(key, group.name, allowed))
         if group.node_type == "Compute" and group.name == DEFAULT_PARTITION:

@@ -365,6 +365,7 @@ def test_the_cdks_own_context_keys_are_not_taken_for_mistakes() -> None:
         "aws:cdk:enable-path-metadata": True,
         "availability-zones:account=123456789012:region=us-east-1": ["us-east-1a"],
         "@aws-cdk/core:newStyleStackSynthesis": True,
+        "cli-telemetry": False,  # `cdk cli-telemetry --disable` writes it to cdk.context.json
     }
     assert build(**cdk_keys).stage == "sandbox"
 

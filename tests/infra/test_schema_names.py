@@ -159,3 +159,7 @@ def test_app_names_the_key_when_the_cli_runs_a_validation_that_fails(
     [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("config error:")]
     assert line.startswith("config error: name_prefix = 'ab--cd' is not allowed; it makes AWS::Bedrock::KnowledgeBase")
     assert kit_app.validation_failed(tmp_path)
+    # A report an earlier run left in the folder is not this synth's
+    report = tmp_path / "validation-report.json"
+    os.utime(report, (report.stat().st_atime, report.stat().st_mtime - 60))
+    assert not kit_app.validation_failed(tmp_path, since=report.stat().st_mtime + 30)

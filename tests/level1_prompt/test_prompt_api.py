@@ -681,6 +681,12 @@ def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, st
         ),
         # Named, but sent by neither the caller nor a default: Bedrock's message, no field
         ({"prompt": "Hi", "temperature": 0.2}, "The model does not support top_p.", None),
+        # A default named beside the caller's input: shortening the prompt is the caller's fix, so a 400
+        (
+            {"prompt": "Hi"},
+            "input length and `max_tokens` exceed context limit: 199759 + 8192 > 200000, decrease input length",
+            None,
+        ),
     ],
 )  # fmt: skip
 def test_a_refusal_naming_an_inference_field_the_caller_sent_names_that_field(

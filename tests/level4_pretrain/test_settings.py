@@ -47,7 +47,11 @@ def test_string_overrides_from_the_command_line_are_coerced(key: str, raw: str, 
         ('[{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 1, "spot": true}]', "JSON list"),
         ('[{"name": "gpu", "instance_type": "ml.g5.8xlarge", "count": 101}]', "0 to 100 instances"),
         ('[{"name": "controller", "instance_type": "ml.g5.8xlarge", "count": 1}]', "unique"),
-        ('[{"name": null, "instance_type": "ml.g5.8xlarge", "count": 0}]', "JSON list"),  # not a group named "None"
+        ('[{"name": null, "instance_type": "ml.g5.8xlarge", "count": 0}]', "JSON list"),
+        (
+            '[{"name": "a' + "---b" * 20 + '", "instance_type": "ml.g5.8xlarge", "count": 0}]',
+            "(1-63)",
+        ),  # 81 long  # not a group named "None"
     ],
 )
 def test_compute_groups_name_their_key(groups: str, allowed: str) -> None:

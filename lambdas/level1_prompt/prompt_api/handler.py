@@ -271,6 +271,9 @@ def _log_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
 # --- error mapping (the one place: common.resolver) and entry point ---------------------------------------
 
 
+INPUT_WORDS = ("input", "prompt", "context")  # a refusal naming these is about what the caller sent
+
+
 def sent_field_named(message: str, sent: list[str]) -> str | None:
     """The inference field the caller sent that Bedrock's refusal names first, if any (FIELD_WORDS)."""
     text = message.lower()
@@ -299,11 +302,13 @@ def map_aws_error(exc: BaseException) -> ApiError | None:
             return ModelRejectedInputError(error.message, field=named)
         defaults: dict[str, str] = app.context.get(DEFAULTS_KEY) or {}
         default = sent_field_named(error.message, list(defaults))
-        if default is not None:  # a value the deployment chose: not the caller's to fix
+        # A value the deployment chose, not the caller's to fix; unless the message names the caller's input too
+        # (a context overflow worded "decrease input length or max_tokens": shortening the prompt is the caller's).
+        if default is not None and not any(word in error.message.lower() for word in INPUT_WORDS):
+            hint = " (none sends no temperature)" if default == "temperature" else ""
             return ConfigurationError(
                 f"Amazon Bedrock refused the default {default} the function sends ({defaults[default]}): "
-                f"{error.message} Change {defaults[default]} (text_temperature none sends no temperature) and "
-                "redeploy."
+                f"{error.message} Change {defaults[default]}{hint} and redeploy."
             )
     guardrail = app.context.get(GUARDRAIL_KEY)
     if isinstance(error, ModelAccessDeniedError) and guardrail:
