@@ -78,8 +78,7 @@ def validate(value: Any, validator: Validator) -> None:
     unpaired surrogate."""
     # First: a field named in a message (or a log line) must be text that can be written out.
     if (where := unpaired_surrogate(value)) is not None:
-        shown = _SURROGATE.sub("\ufffd", where) or "body"
-        shown = shown if len(shown) <= SHOWN_FIELD_CHARS else shown[:SHOWN_FIELD_CHARS] + "..."
+        shown = _bounded(_SURROGATE.sub("\ufffd", where)) or "body"
         raise BadRequestError(
             f"'{shown}' holds an unpaired UTF-16 surrogate (an escape from \\ud800 to \\udfff without its pair), "
             "which is no Unicode character.",
@@ -125,7 +124,11 @@ def join(prefix: str, key: str) -> str:
 def field_name(name: str | None) -> str:
     """The caller's dotted path for fastjsonschema's ``data.a.b`` ("" for the body itself), shortened."""
     parts = (name or ROOT).split(".")[1:]  # a key holding dots reads the same once joined again
-    field = ".".join(join("", part) for part in parts)
+    return _bounded(".".join(join("", part) for part in parts))
+
+
+def _bounded(field: str) -> str:
+    """A field path shortened for display."""
     return field if len(field) <= SHOWN_FIELD_CHARS else field[:SHOWN_FIELD_CHARS] + "..."
 
 

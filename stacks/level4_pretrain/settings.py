@@ -4,7 +4,6 @@ training-job path's instances and limits."""
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
@@ -21,6 +20,7 @@ from stacks.shared.settings import (
     Text,
     TrainingInstanceType,
     Whole,
+    fits_shape,
     json_or_text,
     service_model,
 )
@@ -29,8 +29,6 @@ from stacks.shared.settings import (
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-fsx-filesystem-lustreconfiguration.html
 FsxThroughput = Literal[125, 250, 500, 1000]
 FSX_THROUGHPUTS: tuple[int, ...] = get_args(FsxThroughput)
-# ClusterInstanceGroup InstanceGroupName: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterInstanceGroupSpecification.html
-_GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 MAX_GROUP_INSTANCES = 100  # the kit's ceiling per group; the account's quota is usually lower for GPUs
 # HyperPod's universal Slurm partition, which holds every node (docs/level-4-pretrain.md): a compute group's
 # partition is named after the group, so no group may take this name.
@@ -71,9 +69,8 @@ def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_
     if len(controllers) != 1:
         found.append(Problem(key, [g.name for g in controllers], "exactly one Controller instance group"))
     if len(groups) > max_instance_groups():
-        allowed = (
-            f"at most {max_instance_groups()} instance groups in the cluster, the controller's and login's included"
-        )
+        most = max_instance_groups()
+        allowed = f"at most {most} instance groups in the cluster, the controller's and login's included"
         found.append(Problem(key, f"{len(groups)} groups", allowed))
     names = [g.name for g in groups]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -83,7 +80,9 @@ def check_instance_groups(groups: tuple[InstanceGroupSpec, ...], key: str = "hp_
         found.append(Problem(key, [], "at least one compute group"))
     known = hyperpod_instance_types()
     for group in groups:
-        if not _GROUP_NAME_RE.fullmatch(group.name) or len(group.name) > 63:  # the regex bounds repeats, not length
+        # InstanceGroupName: botocore's ClusterInstanceGroupName (1-63 characters and its pattern),
+        # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ClusterInstanceGroupSpecification.html
+        if not fits_shape(group.name, service_model("sagemaker").shape_for("ClusterInstanceGroupName")):
             allowed = "a group name of letters, digits and '-' (1-63), starting alphanumeric"
             found.append(Problem(key, group.name, allowed))
         if group.node_type == "Compute" and group.name == DEFAULT_PARTITION:

@@ -68,6 +68,7 @@ ANSWER_LIMIT_KEY = "answer_limit_field"  # app context: the request field that b
 GUARDRAIL_KEY = "guardrail"  # app context: the guardrail a Converse call applies ("<id> (version <v>)")
 SENT_KEY = "sent_fields"  # app context: the inference fields the caller set on POST /prompt
 DEFAULTS_KEY = "default_fields"  # app context: the inference fields the deployment's defaults set, by setting
+DEFAULT_SETTINGS = {"maxTokens": "text_max_tokens", "temperature": "text_temperature"}  # the defaults' cdk.json keys
 # How Bedrock's and the providers' messages may name each inference field the caller can set: a refusal that names
 # one the caller sent is that field's (e.g. a model that takes temperature or top_p, not both).
 FIELD_WORDS = {
@@ -126,15 +127,12 @@ def post_prompt() -> Response[Any]:
         )
         if value is not None
     ]
-    # The deployment's defaults the call carries instead (bedrock.prompt_request), by the setting behind each
-    defaults = {"maxTokens": "text_max_tokens"} if request.max_tokens is None else {}
-    if request.temperature is None and request.top_p is None and settings.default_temperature is not None:
-        defaults["temperature"] = "text_temperature"
+    params = bedrock.prompt_request(settings, request)
+    # The inference fields the call carries that the caller did not set: the deployment's defaults, by their setting
+    defaults = {name: DEFAULT_SETTINGS[name] for name in params["inferenceConfig"] if name not in sent}
     context = {INPUT_FIELD_KEY: "prompt", ANSWER_LIMIT_KEY: "maxTokens", SENT_KEY: sent, DEFAULTS_KEY: defaults}
     app.append_context(**context)
-    result = _converse(
-        bedrock.prompt_request(settings, request), resource=settings.model_id, model_id=settings.model_id
-    )
+    result = _converse(params, resource=settings.model_id, model_id=settings.model_id)
     return json_response(200, result.to_body())
 
 
