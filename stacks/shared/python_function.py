@@ -27,7 +27,9 @@ POWERTOOLS_LAYER_ACCOUNT = "017000801446"  # publisher of the Powertools for AWS
 # The Regions where that account publishes the Powertools v3 layers for Python on arm64: the regions of its release
 # workflows (powertools-lambda-python .github/workflows/reusable_deploy_v3_layer_stack.yml, and update_ssm.yml for
 # the Regions added since: ap-southeast-5, ap-southeast-7, mx-central-1). Not ap-east-2, and not ap-southeast-6 (its
-# request is still open: https://github.com/aws-powertools/powertools-lambda-python/issues/7355). A function whose
+# request is still open: https://github.com/aws-powertools/powertools-lambda-python/issues/7355). Not me-central-1:
+# Powertools stopped publishing there during the Region's 2026 outage (powertools-lambda-python issue #8022), and the
+# update_ssm.yml of the Python 3.14 layers (the ones the kit's runtime takes) lists no me-central-1. A function whose
 # layer version does not exist fails CreateFunction, so a stack with a kit function is refused elsewhere at synth
 # (stacks/shared/regions.py); `kit doctor` checks the configured version in a deployed Region.
 POWERTOOLS_LAYER_REGIONS = frozenset(
@@ -35,7 +37,7 @@ POWERTOOLS_LAYER_REGIONS = frozenset(
         "af-south-1", "ap-east-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1", "ap-south-2",
         "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-7",
         "ca-central-1", "ca-west-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
-        "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "mx-central-1",
+        "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "mx-central-1",
         "sa-east-1", "us-east-1", "us-east-2", "us-west-1", "us-west-2",
     }
 )  # fmt: skip
