@@ -110,6 +110,20 @@ def test_nova_2_lite_is_customizable_with_reasoning_and_rft() -> None:
     assert spec.regions == ("us-east-1",) and spec.reasoning and not spec.validation_allowed
 
 
+def test_nova_2_lite_fine_tuning_takes_the_batch_size_aws_sample_sends_and_nova_1_does_not() -> None:
+    # AWS's Nova 2 Lite sample fine-tunes with these three (formats.DOC_NOVA_2_HP) and its job completed
+    sample = {"epochCount": "2", "batchSize": "1", "learningRate": "0.00001"}
+    assert formats.check_hyperparameters(sample, formats.resolve_model(NOVA_2)) == (
+        [],
+        {"epochCount": 2.0, "batchSize": 1.0, "learningRate": 0.00001},
+    )
+    errors, _ = formats.check_hyperparameters({"batchSize": "0"}, formats.resolve_model(NOVA_2))
+    assert [error["kind"] for error in errors] == [formats.HYPERPARAMETER_OUT_OF_RANGE]
+    # The first Nova models' page lists no batchSize: still refused for them
+    errors, _ = formats.check_hyperparameters(sample, formats.resolve_model("amazon.nova-lite-v1:0:300k"))
+    assert [error["kind"] for error in errors] == [formats.HYPERPARAMETER_UNKNOWN]
+
+
 # --- samples ----------------------------------------------------------------------------------------------
 
 

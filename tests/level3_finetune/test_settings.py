@@ -37,6 +37,12 @@ def test_continued_pre_training_only_for_base_models_that_offer_it(base_model: s
     [
         ("amazon.nova-lite-v1:0:300k", "DISTILLATION", {}),
         ("amazon.nova-2-lite-v1:0:256k", "REINFORCEMENT_FINE_TUNING", {"epochCount": "2", "batchSize": "16"}),
+        # AWS's own Nova 2 Lite sample's hyperparameters (formats.DOC_NOVA_2_HP)
+        (
+            "amazon.nova-2-lite-v1:0:256k",
+            "FINE_TUNING",
+            {"epochCount": "2", "batchSize": "1", "learningRate": "0.00001"},
+        ),
     ],
 )
 def test_every_customization_type_is_accepted_at_synth(base_model: str, kind: str, hyperparameters: Any) -> None:

@@ -401,13 +401,22 @@ def _hp(name: str, integer: bool, minimum: float, maximum: float, default: str |
     return HyperparameterSpec(name, integer, minimum, maximum, default)
 
 
-# Amazon Nova (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html); Nova 2 Lite takes the
-# same three names on Bedrock (https://docs.aws.amazon.com/bedrock/latest/userguide/nova-2-sft-data-prep.html).
+# Amazon Nova (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html).
 _NOVA_HP = (
     _hp("epochCount", True, 1, 5, "2"),
     _hp("learningRate", False, 1e-6, 1e-4, "0.00001"),
     _hp("learningRateWarmupSteps", True, 0, 100, "10"),
 )
+# Amazon Nova 2 Lite: AWS publishes no Bedrock hyperparameter table for it (cm-hp-nova-mm.html names the first Nova
+# models only), so the first Nova's names and ranges, plus batchSize: AWS's own end-to-end sample fine-tunes Nova 2
+# Lite on Bedrock with epochCount, batchSize and learningRate and its job completed (aws-samples/amazon-nova-samples,
+# customization/Nova_2.0/bedrock/02-e2e-multimodal-sft/03_finetune_on_bedrock.ipynb, batchSize "1"). No maximum is
+# documented; Bedrock checks the value when the job is created, before any training.
+DOC_NOVA_2_HP = (
+    "https://github.com/aws-samples/amazon-nova-samples/blob/9504748b686c1fffe2be7c0de521856f1ea44b34/"
+    "customization/Nova_2.0/bedrock/02-e2e-multimodal-sft/03_finetune_on_bedrock.ipynb"
+)
+_NOVA_2_HP = (*_NOVA_HP, _hp("batchSize", True, 1, math.inf))
 # https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-anth-claude-3.html
 _CLAUDE_HP = (
     _hp("epochCount", True, 1, 10, "2"),
@@ -648,7 +657,7 @@ MODELS: dict[str, ModelSpec] = {
             family=NOVA_2,
             shape=CONVERSE,
             limits=_NOVA_2_SFT_LIMITS,
-            hyperparameters=_NOVA_HP,
+            hyperparameters=_NOVA_2_HP,
             reserved=NOVA_RESERVED,
             image_formats=frozenset({"png", "jpeg", "gif"}),
             video_formats=frozenset({"mov", "mkv", "mp4"}),
