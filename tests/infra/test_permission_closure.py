@@ -210,6 +210,12 @@ def _tasks(states: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             yield from _tasks((state.get("ItemProcessor") or state["Iterator"]).get("States", {}))
 
 
+def _expects(task: Mapping[str, Any], error: str) -> bool:
+    """Whether a Retry or Catch of ``task`` names ``error``."""
+    handlers = [*task.get("Retry", []), *task.get("Catch", [])]
+    return any(error in handler.get("ErrorEquals", []) for handler in handlers)
+
+
 # Optimized integrations: the actions Step Functions documents for each (service integration pages).
 _OPTIMIZED = {
     "sns:publish": {"sns:Publish"},
@@ -253,6 +259,10 @@ def machine_calls(
                 # "If you include a versionId in your request header, you must have the s3:GetObjectVersion
                 # permission ... The s3:GetObject permission is not required in this scenario" (API_GetObject).
                 action = "s3:GetObjectVersion"
+            if action in {"s3:GetObject", "s3:GetObjectVersion"} and _expects(task, "S3.NoSuchKeyException"):
+                # "If you don't have the s3:ListBucket permission, Amazon S3 returns an HTTP status code 403 Access
+                # Denied error" for a missing object (API_GetObject): a state that handles NoSuchKey needs it.
+                actions.add("s3:ListBucket")
             actions.add(action)
             requests.append((action, parameters))
         elif resource.startswith("${") and template is not None:  # a Lambda function ARN as the Resource
