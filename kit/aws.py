@@ -59,10 +59,13 @@ ACCESS_DENIED_CODES = frozenset(
         "NotAuthorized",
     }
 )
+# Control-plane calls answer in seconds. botocore's standard mode retries throttling, 5xx answers and timeouts with
+# backoff; "total_max_attempts" counts the first request too (botocore/config.py), so an endpoint that never answers
+# holds a command for at most 4 x 20 s, not 6 x 60 s.
 CLIENT_CONFIG: Mapping[str, Any] = {
-    "retries": {"mode": "standard", "max_attempts": 5},
-    "connect_timeout": 10,
-    "read_timeout": 60,
+    "retries": {"mode": "standard", "total_max_attempts": 4},
+    "connect_timeout": 5,
+    "read_timeout": 20,
     "user_agent_extra": "genai-spectrum-kit",
 }
 
@@ -173,12 +176,15 @@ def _cached_client(
 ) -> Any:
     if key not in _clients:
         from botocore.config import Config
-        from botocore.exceptions import InvalidRegionError
+        from botocore.exceptions import BotoCoreError, InvalidRegionError
 
         try:
             _clients[key] = session(region, profile).client(name, config=Config(**config))
         except InvalidRegionError:
             raise KitUsageError(f"{region!r} is not an AWS region code (e.g. us-east-1): check --region") from None
+        except BotoCoreError as exc:  # making a client resolves the credentials: a broken profile fails here
+            message = explain(exc, "loading the AWS credentials", region, profile)
+            raise KitError(message or f"loading the AWS credentials failed: {exc}") from None
     return _clients[key]
 
 
@@ -186,6 +192,10 @@ def client_profile(made: Any) -> str | None:
     """The profile a client from :func:`client` or :func:`model_client` was made with (None: the default profile,
     or a client made elsewhere)."""
     return next((key[2] for key, cached in _clients.items() if cached is made), None)
+
+
+def _of_profile(profile: str | None) -> str:
+    return f" of profile {profile!r}" if profile else ""
 
 
 def profile_option(profile: str | None) -> str:
@@ -257,8 +267,14 @@ def explain(exc: BaseException, action: str, region: str | None = None, profile:
         return profile_not_found(exc, profile)
     if isinstance(exc, bex.ConfigParseError):
         return config_unreadable(exc)
-    if isinstance(exc, bex.EndpointConnectionError):
-        return f"cannot reach {exc.kwargs.get('endpoint_url', 'AWS')}: check --region and your network"
+    if isinstance(exc, (bex.CredentialRetrievalError, bex.InvalidConfigError)):
+        return f"cannot load the AWS credentials{_of_profile(profile)}: {exc}: fix that profile in your AWS config"
+    if isinstance(exc, bex.ReadTimeoutError):
+        endpoint = exc.kwargs.get("endpoint_url", "AWS")
+        return f"no answer from {endpoint} while {action}: check your network and proxy (HTTPS_PROXY, AWS_ENDPOINT_URL)"
+    if isinstance(exc, bex.ConnectionError):  # refused, DNS, connect timeout, proxy, TLS
+        endpoint = exc.kwargs.get("endpoint_url", "AWS")
+        return f"cannot reach {endpoint}: check --region, your network and proxy (HTTPS_PROXY, AWS_ENDPOINT_URL)"
     if isinstance(exc, bex.NoRegionError):
         return "no AWS region: set region in cdk.json or pass --region"
     if not isinstance(exc, bex.ClientError):

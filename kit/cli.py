@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ class KitGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # the reader of a pipe quit early (`kit cost --json | head`): not a failure to report
+            # Python's SIGPIPE note (https://docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at
+            # devnull so the flush at exit raises nothing more; exit as a process killed by SIGPIPE would (128 + 13).
+            _silence_stdout()
+            ctx.exit(141)
         except KeyboardInterrupt:  # Ctrl-C: the shell's 130, and what an interrupted command leaves behind
             click.echo(
                 "Interrupted: what was already uploaded or started keeps running; see the level's status command "
@@ -42,6 +48,18 @@ class KitGroup(click.Group):
                 raise
             message = " ".join(f"{type(err).__name__}: {err}".split())
             raise click.ClickException(f"unexpected {message} (run with KIT_DEBUG=1 for the traceback)") from err
+
+
+def _silence_stdout() -> None:
+    """Send what is left to write on the process's stdout to devnull (a stream without a descriptor, as a test
+    runner's, is left alone)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 @click.group(cls=KitGroup, context_settings=CONTEXT_SETTINGS)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit import KitError
 from stacks.shared.facts import PROFILE_GEOGRAPHIES
 
 Template = Mapping[str, Any]
@@ -623,14 +624,27 @@ def render_all(templates: Mapping[str, Template], *, configuration: str = "sandb
     }
 
 
+def _read_page(path: Path) -> str | None:
+    """The text of an existing page, None when there is none; a page that cannot be read is a KitError."""
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise KitError(
+            f"cannot read {path}: {getattr(err, 'strerror', None) or err}: pass --out another folder"
+        ) from None
+
+
 def stale_files(pages: Mapping[str, str], out_dir: Path) -> list[str]:
     """Problems with ``out_dir`` against freshly rendered ``pages``: missing, outdated or orphaned files."""
     problems = []
     for name, text in sorted(pages.items()):
         path = out_dir / name
-        if not path.is_file():
+        found = _read_page(path)
+        if found is None:
             problems.append(f"{path} is missing")
-        elif path.read_text() != text:
+        elif found != text:
             problems.append(f"{path} is out of date")
     if out_dir.is_dir():
         for path in sorted(out_dir.glob("*.md")):
@@ -641,11 +655,15 @@ def stale_files(pages: Mapping[str, str], out_dir: Path) -> list[str]:
 
 def write_all(pages: Mapping[str, str], out_dir: Path) -> list[Path]:
     """Write the pages that changed; return the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in sorted(pages.items()):
-        path = out_dir / name
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
-            written.append(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in sorted(pages.items()):
+            path = out_dir / name
+            if _read_page(path) != text:
+                path.write_text(text)
+                written.append(path)
+    except OSError as err:
+        where = err.filename or out_dir
+        raise KitError(f"cannot write {where}: {err.strerror or err}: pass --out a writable folder") from None
     return written

@@ -215,7 +215,7 @@ def json_object(raw: str | None, option: str, example: str) -> dict[str, Any] | 
     return value
 
 
-def call_api(level: str, method: str, path: str, body: Any | None = None) -> Any:
+def call_api(level: str, method: str, path: str, body: Any | None = None) -> dict[str, Any]:
     """Call a route of the level's API (its ApiUrl output), signed with the caller's credentials."""
     target = current_target()
     base = target.output(level, "ApiUrl")
@@ -225,13 +225,16 @@ def call_api(level: str, method: str, path: str, body: Any | None = None) -> Any
         # Credentials that refresh (SSO, assumed roles) are fetched when the request is signed: their errors are
         # explained as any other AWS error.
         with aws.aws_errors(f"signing the call to {url}", target.region, target.profile):
-            return sigv4.call(method, url, body, credentials)
+            answer = sigv4.call(method, url, body, credentials)
     except sigv4.ApiError as err:
         raise KitError(f"the API answered {err}") from None
     except sigv4.ApiUnreachable as err:
         raise KitError(str(err)) from None
     except OSError as err:  # e.g. a connection the server closed mid-answer (urllib does not wrap it)
         raise KitError(f"calling {url} failed: {err!r}") from None
+    if not isinstance(answer, dict):  # the kit's APIs answer a JSON object: something in between answered this
+        raise KitError(f"{url} answered {json.dumps(answer)[:200]}, not the kit API's JSON object: a proxy in the way?")
+    return answer
 
 
 def echo_json(value: Any) -> None:

@@ -76,15 +76,25 @@ def read_assembly(assembly_dir: Path) -> dict[str, Template]:
         raise KitError(f"{assembly_dir} is not a cloud assembly (no manifest.json): run `make synth` first") from None
     except (OSError, ValueError) as err:
         raise KitError(f"cannot read {manifest_file}: {err}") from err
+    not_assembly = "is not what `cdk synth` writes: run `make synth` again, or pass --assembly a cdk.out folder"
+    artifacts = manifest.get("artifacts", {}) if isinstance(manifest, dict) else None
+    if not isinstance(artifacts, dict):
+        raise KitError(f"{manifest_file} {not_assembly}")
     templates: dict[str, Template] = {}
-    for artifact_id, artifact in sorted(manifest.get("artifacts", {}).items()):
-        if artifact.get("type") != "aws:cloudformation:stack":
+    for artifact_id, artifact in sorted(artifacts.items()):
+        if not isinstance(artifact, dict) or artifact.get("type") != "aws:cloudformation:stack":
             continue
-        template_file = assembly_dir / artifact["properties"]["templateFile"]
+        name = (artifact.get("properties") or {}).get("templateFile")
+        if not isinstance(name, str):
+            raise KitError(f"{manifest_file} (stack {artifact_id} names no templateFile) {not_assembly}")
+        template_file = assembly_dir / name
         try:
-            templates[artifact_id] = json.loads(template_file.read_text())
+            template = json.loads(template_file.read_text())
         except (OSError, ValueError) as err:
             raise KitError(f"cannot read {template_file}: {err}") from err
+        if not isinstance(template, dict):
+            raise KitError(f"{template_file} {not_assembly}")
+        templates[artifact_id] = template
     if not templates:
         raise KitError(f"no stacks found in {assembly_dir}")
     return templates

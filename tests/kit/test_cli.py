@@ -153,6 +153,62 @@ def test_a_folder_that_is_not_an_assembly_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run("cost", "--assembly", str(tmp_path)), "not a cloud assembly")
 
 
+@pytest.mark.parametrize(
+    ("manifest", "fragment"),
+    [
+        ([], "manifest.json is not what `cdk synth` writes"),
+        ({"artifacts": {"S": {"type": "aws:cloudformation:stack"}}}, "stack S names no templateFile"),
+    ],
+)
+def test_a_manifest_of_another_shape_is_one_line(tmp_path: Path, manifest: Any, fragment: str) -> None:
+    """Before: "unexpected AttributeError" / "unexpected KeyError: 'templateFile'"."""
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(run("cost", "--assembly", str(tmp_path)), fragment, "run `make synth` again")
+
+
+def test_a_template_that_is_not_an_object_is_one_line(tmp_path: Path) -> None:
+    fake_assembly(tmp_path, {"GenAiKit-1-Prompt": {}})
+    (tmp_path / "GenAiKit-1-Prompt.template.json").write_text("[1, 2]")
+    assert_one_line_error(run("cost", "--assembly", str(tmp_path)), "GenAiKit-1-Prompt.template.json is not what")
+
+
+def test_a_reader_that_quits_early_is_no_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Before: `kit cost --json | head` printed "unexpected BrokenPipeError" and exited 1."""
+
+    def closed_pipe(_: Path) -> dict[str, Any]:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.delenv("KIT_DEBUG", raising=False)
+    monkeypatch.setattr(kit_cli, "read_assembly", closed_pipe)
+    result = run("cost", "--assembly", str(tmp_path))
+    assert (result.exit_code, result.output) == (141, "")
+
+
+def test_a_reader_that_quits_early_ends_the_real_process_quietly(sandbox: Any) -> None:
+    """The process itself: its stdout closed by the reader before the report is written."""
+    command = [sys.executable, "-m", "kit", "cost", "--assembly", str(sandbox.assembly_dir), "--json"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the command writes anything: its first write meets a closed pipe
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr
+    assert "unexpected" not in stderr and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("where", ["file", "unreadable"])
+def test_diagram_pages_that_cannot_be_written_or_read_are_one_line(sandbox: Any, tmp_path: Path, where: str) -> None:
+    """Before: "unexpected NotADirectoryError" / "unexpected UnicodeDecodeError"."""
+    if where == "file":  # --out below a file
+        (tmp_path / "a-file").write_text("")
+        out, fragment = tmp_path / "a-file" / "diagrams", "pass --out a writable folder"
+    else:  # a page there that is not UTF-8
+        (tmp_path / "GenAiKit-1-Prompt.md").write_bytes(b"\xff\xfe")
+        out, fragment = tmp_path, "cannot read"
+    result = run("diagram", "--assembly", str(sandbox.assembly_dir), "--out", str(out))
+    assert_one_line_error(result, fragment)
+    assert "unexpected" not in result.output
+
+
 def test_an_unexpected_failure_is_one_line_without_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def broken(_: Path) -> dict[str, Any]:
         raise RuntimeError("template reader broke\nsecond line")

@@ -16,7 +16,15 @@ from typing import Any
 import click
 import pytest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ProxyConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from kit import aws, operator, sigv4
 from kit.level1_prompt import l1
@@ -35,6 +43,8 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
 )
 
 # Every module the `kit` command loads before it runs a command, each level's included.
+ENDPOINT = "https://cloudformation.us-east-1.amazonaws.com/"
+
 KIT_COMMAND_MODULES = (
     "kit.cli",
     "kit.operator",
@@ -254,6 +264,72 @@ def test_access_denied_and_wrong_region_errors_say_what_happened() -> None:
     rejected = ClientError({"Error": {"Code": "UnrecognizedClientException", "Message": "bad token"}}, "DescribeStacks")
     assert "region is enabled for the account" in str(aws.explain(rejected, "x", "ap-east-1"))
     assert aws.explain(NoCredentialsError(), "x") == aws.NO_CREDENTIALS
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            ConnectTimeoutError(endpoint_url=ENDPOINT),
+            f"cannot reach {ENDPOINT}: check --region, your network and proxy",
+        ),
+        (ProxyConnectionError(proxy_url="http://proxy:3128", error="refused"), "HTTPS_PROXY"),
+        (SSLError(endpoint_url=ENDPOINT, error="bad certificate"), f"cannot reach {ENDPOINT}"),
+        (ReadTimeoutError(endpoint_url=ENDPOINT), f"no answer from {ENDPOINT} while reading stack S: check your"),
+    ],
+)
+def test_network_faults_say_what_to_check(error: Exception, expected: str) -> None:
+    """Before: only EndpointConnectionError was explained (and blamed --region); a connect or read timeout, a proxy
+    or a TLS failure was a bare "reading stack S failed: ..."."""
+    message = str(aws.explain(error, "reading stack S", REGION))
+    assert expected in message and "AWS_ENDPOINT_URL" in message
+
+
+def test_a_profile_whose_credentials_cannot_load_is_one_line(
+    no_credentials: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before: "unexpected CredentialRetrievalError ... run with KIT_DEBUG=1" (making the client resolves them)."""
+    config = tmp_path / "config"
+    config.write_text("[profile broken]\ncredential_process = /bin/false\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    result = run(l1, "--profile", "broken", "templates")
+    assert result.exit_code == 1 and "unexpected" not in result.output
+    line = result.output.strip()
+    assert line.startswith("Error: cannot load the AWS credentials of profile 'broken': ") and "\n" not in line
+    assert line.endswith("fix that profile in your AWS config")
+
+
+def test_an_endpoint_that_keeps_failing_is_asked_four_times_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLIENT_CONFIG's bound: botocore's total_max_attempts counts the first request, so an endpoint that never
+    answers holds a command for at most attempts x read_timeout (4 x 20 s; it was 6 x 60 s)."""
+    from botocore.retries import standard
+
+    class Failing(BaseHTTPRequestHandler):
+        seen = 0
+
+        def do_POST(self) -> None:
+            Failing.seen += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    try:
+        with pytest.raises(ClientError):
+            aws.client("cloudformation", REGION, None).describe_stacks(StackName="S")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert Failing.seen == 4
+    assert Failing.seen * aws.CLIENT_CONFIG["read_timeout"] <= 80
 
 
 def test_an_answer_that_is_not_aws_is_one_line_saying_so() -> None:

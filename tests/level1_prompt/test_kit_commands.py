@@ -62,6 +62,18 @@ def test_l1_template_reads_variables_and_files(api: FakeApi, mocked: FakeCloudFo
     assert "template summarize" in result.output and "The guardrail intervened (ANONYMIZED)." in result.output
 
 
+def test_an_answer_that_is_not_the_apis_object_is_one_line(api: FakeApi, mocked: FakeCloudFormation) -> None:
+    """Before: "unexpected AttributeError" when something in front of the API answered 200 with a JSON array."""
+    mocked.deploy(stack("1"), {"ApiUrl": API_URL})
+    api.answer(200, [1, 2])
+    result = run(l1, "templates")
+    assert result.exit_code == 1 and "unexpected" not in result.output
+    assert (
+        result.output.strip()
+        == f"Error: {API_URL}templates answered [1, 2], not the kit API's JSON object: a proxy in the way?"
+    )
+
+
 def test_l1_templates_lists_names_and_variables(api: FakeApi, mocked: FakeCloudFormation) -> None:
     mocked.deploy(stack("1"), {"ApiUrl": API_URL})
     api.answer(

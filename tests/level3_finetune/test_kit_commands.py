@@ -993,12 +993,12 @@ def model_stub() -> Any:
 
 
 def test_model_calls_wait_for_a_long_answer_and_do_not_ask_six_times() -> None:
-    """A read timeout is a transient error to botocore's standard mode: the shared client (5 retries, 60 s) would
-    ask six times for an answer that takes longer than a minute. The model client waits 5 minutes, twice at most."""
+    """A read timeout is a transient error to botocore's standard mode: the shared client (4 tries, 20 s each) would
+    ask four times for an answer that takes longer than 20 s. The model client waits 5 minutes, twice at most."""
     config = aws.model_client("bedrock-runtime", REGION, None).meta.config
     assert config.read_timeout == 300 and config.retries == {"mode": "standard", "total_max_attempts": 2}
     shared = aws.client("bedrock-runtime", REGION, None).meta.config
-    assert shared.read_timeout == 60 and shared.retries["total_max_attempts"] == 6  # max_attempts 5: retries
+    assert shared.read_timeout == 20 and shared.retries["total_max_attempts"] == 4
     assert aws.model_client("bedrock-runtime", REGION, None) is aws.model_client("bedrock-runtime", REGION, None)
 
 

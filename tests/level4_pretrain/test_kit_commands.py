@@ -545,5 +545,5 @@ def test_l4_submit_that_did_not_start_names_the_run_to_check_before_another(
     result = run(l4, "submit", "--name", "run1")
     assert result.exit_code == 1
     printed = " ".join(result.output.split())
-    assert "starting the training-job state machine failed" in printed
+    assert "while starting the training-job state machine" in printed
     assert "(run run1: if it may have started, check with `kit l4 status run1" in printed
