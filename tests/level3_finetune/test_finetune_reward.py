@@ -84,6 +84,39 @@ def test_an_unreadable_sample_scores_zero_without_failing_the_batch(bad: Any) ->
     assert {"name": "readable", "value": 0.0, "type": "Metric"} in results[0]["metrics_list"]
 
 
+BIG = 10**400  # past float's range: float(BIG) raises OverflowError
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference", "score"),
+    [
+        (str(BIG), BIG, 1.0),  # an integer answer too big for a float is compared by its digits
+        ("0", BIG, 0.0),
+        (f"x = {BIG}", {"x": BIG}, 1.0),
+    ],
+    ids=["its-digits", "another-answer", "an-object-field"],
+)
+def test_an_integer_reference_past_float_range_is_scored_and_fails_nothing(
+    answer: str, reference: Any, score: float
+) -> None:
+    """Before: OverflowError from math.isfinite, and no score for any sample of the batch."""
+    results = handler.handler([sample(answer, reference), sample("4", 4)], None)
+    assert [r["aggregate_reward_score"] for r in results] == [score, 1.0]
+
+
+def test_a_sample_the_grader_cannot_score_scores_zero_and_the_batch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(sample: Any) -> dict[str, Any]:
+        if sample["id"] == "bad":
+            raise RuntimeError("a grader bug")
+        return real(sample)
+
+    real = handler.score_sample
+    monkeypatch.setattr(handler, "score_sample", broken)
+    results = handler.handler([sample("4", 4, "bad"), sample("4", 4, "good")], None)
+    assert [(r["id"], r["aggregate_reward_score"]) for r in results] == [("bad", 0.0), ("good", 1.0)]
+    assert {"name": "readable", "value": 0.0, "type": "Metric"} in results[0]["metrics_list"]
+
+
 def test_a_single_sample_object_is_scored_as_a_batch_of_one() -> None:
     assert handler.handler(sample("4", 4), None)[0]["aggregate_reward_score"] == 1.0
 

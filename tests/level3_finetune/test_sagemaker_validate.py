@@ -120,6 +120,8 @@ def test_each_kind_of_bad_record_is_named_by_file_line_and_reason(s3: Any, recor
         (GOOD + b"\xef\xbb\xbf" + GOOD, "datasets/bad.jsonl:2: not valid JSON (Unexpected UTF-8 BOM"),
         (GOOD + b'{"messages": "\xff"}\n', "datasets/bad.jsonl:2: not UTF-8 text (byte 15 of the line)"),
         (b"[" * 100_000 + b"\n", "datasets/bad.jsonl:1: not valid JSON (nested too deeply)"),
+        # json.loads raises a plain ValueError past 4,300 digits (Python's int_max_str_digits), not JSONDecodeError
+        (GOOD + b'{"n": ' + b"1" * 5000 + b"}\n", "datasets/bad.jsonl:2: not valid JSON (Exceeds the limit"),
         # Lines end as Python's text files end them: a lone \r too, so the training program sees 2 lines here.
         (GOOD.rstrip(b"\n") + b"\r" + b"{}\r\n", "datasets/bad.jsonl:2: 'messages' must be a non-empty list"),
     ],

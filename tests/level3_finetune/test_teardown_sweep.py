@@ -165,6 +165,31 @@ def test_a_teardown_that_cannot_be_started_fails_the_sweep_after_the_others(sfn:
         sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
 
 
+def test_a_start_that_times_out_does_not_stop_the_sweep_of_the_others(
+    sfn: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a ReadTimeoutError (a BotoCoreError, not a ClientError) ended the sweep at the first run."""
+    from botocore.exceptions import ReadTimeoutError
+
+    first = _execution("run-1", "TIMED_OUT", NOW - timedelta(hours=1))
+    second = _execution("run-2", "TIMED_OUT", NOW - timedelta(hours=2))
+    _list(sfn, "FAILED", [])
+    _list(sfn, "TIMED_OUT", [first, second])
+    _start(sfn, second)
+    _list(sfn, "ABORTED", [])
+    real = sweep.start_teardown
+
+    def times_out_once(client: Any, teardown: str, execution: dict[str, Any], now: datetime) -> bool:
+        if execution is first:
+            raise ReadTimeoutError(endpoint_url="https://states.us-east-1.amazonaws.com")
+        return real(client, teardown, execution, now)
+
+    monkeypatch.setattr(sweep, "start_teardown", times_out_once)
+    with pytest.raises(RuntimeError, match="1 ended executions"):
+        sweep.sweep(NOW, PIPELINE, TEARDOWN, WINDOW, SETTLE)
+    sfn.assert_no_pending_responses()  # the second run's teardown was started
+
+
 def test_the_sweep_names_fit_step_functions_and_match_what_the_teardown_tests() -> None:
     name = sweep.sweep_name(_execution("run-1", "ABORTED", NOW)["executionArn"])
     assert len(name) <= 80  # StartExecution's name limit (API_StartExecution.html)

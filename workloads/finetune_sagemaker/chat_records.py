@@ -87,6 +87,8 @@ def line_messages(line: str) -> list[dict[str, str]]:
         record = json.loads(line)
     except json.JSONDecodeError as err:
         raise RecordError(f"not valid JSON ({err.msg})") from None
+    except ValueError as err:  # an integer of over 4,300 digits: json.loads raises ValueError, not JSONDecodeError
+        raise RecordError(f"not valid JSON ({err})") from None
     except RecursionError:  # json's decoder recurses once per nesting level
         raise RecordError("not valid JSON (nested too deeply)") from None
     problem = record_problem(record)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from common.clients import bounded_client
 from teardown_sweep.names import sweep_name
@@ -102,7 +102,7 @@ def sweep(now: datetime, pipeline: str, teardown: str, window: timedelta, settle
                     started.append(execution["executionArn"])
                 else:
                     swept += 1
-            except ClientError:
+            except (ClientError, BotoCoreError):  # a refusal, or a timeout or dropped connection: go on to the next
                 logger.exception("teardown not started", extra={"execution": execution["executionArn"]})
                 failed.append(execution["executionArn"])
     if started:
