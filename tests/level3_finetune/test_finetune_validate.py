@@ -235,6 +235,18 @@ def test_crlf_and_a_final_line_without_newline_are_fine() -> None:
     assert check(b"\n".join(lines))["training"]["records"] == 8
 
 
+@pytest.mark.parametrize("after", ["\u00a0", "\u2028", "\x0b", "\x0c", "\x1f"])
+def test_only_json_whitespace_may_follow_a_record_on_its_line(after: str) -> None:
+    """str.isspace() takes these, json (and AWS's validator, json.loads per line) does not: "Extra data". Before:
+    the fast path accepted them, and the verdict depended on where the file was cut into chunks."""
+    lines = jsonl(nova(8)).split(b"\n")[:8]
+    lines[4] += after.encode()
+    lines[5] = after.encode()  # a line of only that character is not blank either
+    report = check(b"\n".join(lines))
+    assert kinds(report["training"]) == {"invalid_json": [5, 6]}
+    assert validate_dataset(chunked(b"\n".join(lines), 300), base_model_id=NOVA_LITE)["training"] == report["training"]
+
+
 def test_a_byte_order_mark_is_reported_and_line_one_is_still_checked() -> None:
     report = check(b"\xef\xbb\xbf" + jsonl(nova(8, line1={"messages": "nope"})))
     assert kinds(report["training"]) == {"utf8_bom": [1], "wrong_type": [1]}
@@ -701,6 +713,10 @@ def test_file_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
         (NOVA_LITE, {"learningRate": "fast"}, ["hyperparameter_invalid"]),
         (NOVA_LITE, {"learningRate": "nan"}, ["hyperparameter_invalid"]),
         (NOVA_LITE, {"batchSize": "8"}, ["hyperparameter_unknown"]),
+        # a trailing newline, full-width or other non-ASCII digits: not the number Bedrock is sent
+        (NOVA_LITE, {"epochCount": "2\n", "learningRate": "0.00001\n"}, ["hyperparameter_invalid"] * 2),
+        (NOVA_LITE, {"epochCount": "\uff12"}, ["hyperparameter_invalid"]),
+        (NOVA_LITE, {"epochCount": "\u0663"}, ["hyperparameter_invalid"]),
         (CLAUDE, {"epochCount": "10", "batchSize": "256", "learningRateMultiplier": "0.1"}, []),
         (CLAUDE, {"earlyStoppingThreshold": "0.1", "earlyStoppingPatience": "1"}, []),
         (CLAUDE, {"batchSize": "3"}, ["hyperparameter_out_of_range"]),

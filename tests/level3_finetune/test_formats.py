@@ -343,6 +343,15 @@ def test_nova_refuses_media_uris_outside_its_path_characters(path: str, char: st
     assert check(jsonl([_nova2()] * 7 + [fine]), NOVA_LITE)["valid"]
 
 
+@pytest.mark.parametrize("uri", ["s3://kit-data", "s3://kit-data/", "s3://kit-data/images/", "s3://kit-data/x.png\n"])
+def test_a_media_uri_must_name_a_file(uri: str) -> None:
+    """Before: a bucket, a "folder" ending in / and a key with a trailing newline passed."""
+    record = _nova2(user=[{"text": "q"}, image(uri=uri)])
+    report = check(jsonl([_nova2()] * 7 + [record]), NOVA_LITE)
+    assert kinds(report["training"]) == {"invalid_s3_uri": [8]}
+    assert "s3://bucket/key naming a file" in report["training"]["errors"]["invalid_s3_uri"]["first"][0]["message"]
+
+
 def test_llama_keeps_the_s3_location_rule_for_media_paths() -> None:
     record = _nova2(user=[{"text": "q"}, image(uri="s3://kit-data/images/chart (1)+a.png")])
     report = check(jsonl([_nova2()] * 99 + [record]), LLAMA_32_VISION, today=usable_on(LLAMA_32_VISION))
@@ -548,6 +557,8 @@ def test_the_handler_names_the_field_and_what_to_do(overrides: dict[str, Any], f
 
 def test_a_data_key_bedrock_accepts_passes() -> None:
     assert formats.check_data_key("genai-kit-data", "datasets/train-v2_(final).jsonl") is None
+    # botocore's S3Uri pattern takes no newline: before, `$` let one through at the end
+    assert formats.check_data_key("genai-kit-data", "datasets/train.jsonl\n", "meta-llama-3.1") is not None
     for family in (formats.LLAMA_3_1, formats.TITAN_TEXT, formats.CLAUDE_3_HAIKU):
         assert formats.check_data_key("genai-kit-data", "datasets/train-v2_(final).jsonl", family) is None
 

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--hyperparameters is nested too deeply; it must be a flat JSON object of strings") from None
     if not isinstance(hyperparameters, dict):
         raise UsageError('--hyperparameters must be a JSON object, e.g. \'{"epochCount": "2"}\'')
-    if args.datasets_uri is not None and not DATASETS_URI.match(args.datasets_uri):
+    if args.datasets_uri is not None and not DATASETS_URI.fullmatch(args.datasets_uri):
         raise UsageError(f"--datasets-uri must be s3://BUCKET/PREFIX/ (ending in /), got '{args.datasets_uri}'")
     try:
         teacher_model_id = run_teacher(args.customization_type, args.teacher_model, None, missing=GIVE_TEACHER)

@@ -792,7 +792,7 @@ def resolve_model(base_model_id: str) -> ModelSpec:
     if not isinstance(base_model_id, str) or not base_model_id.strip():
         raise UnsupportedBaseModel("The base model id must be a non-empty string.")
     model_id = base_model_id.strip()
-    arn = FOUNDATION_MODEL_ARN.match(model_id)
+    arn = FOUNDATION_MODEL_ARN.fullmatch(model_id)
     if arn:
         model_id = arn.group("id")
     spec = MODELS.get(model_id)
@@ -875,8 +875,8 @@ def check_distillation_pair(teacher_model_id: Any, student: ModelSpec, today: da
 
 # --- hyperparameters ----------------------------------------------------------------------------------------
 
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_INTEGER = re.compile(r"^[+-]?\d+$", re.ASCII)
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
 
 
 def check_hyperparameters(
@@ -911,7 +911,7 @@ def check_hyperparameters(
             errors.append(_hp_error(HYPERPARAMETER_NOT_STRING, name, message))
             continue
         pattern = _INTEGER if hp.integer else _NUMBER
-        if not pattern.match(raw):
+        if not pattern.fullmatch(raw):
             # repr: spaces around the digits show (_shown alone folds them away, and " 2 " read as '2').
             message = f"{name} = {_shown(_repr(raw))} is not {'an integer' if hp.integer else 'a number'}."
             errors.append(_hp_error(HYPERPARAMETER_INVALID, name, message))
@@ -1023,7 +1023,8 @@ _RFT_MESSAGE_KEYS = frozenset({"role", "content"})
 # S3 URIs: a media block's S3Location (bedrock-runtime model: s3://[a-z0-9][\.\-a-z0-9]{1,61}[a-z0-9](/.*)?,
 # https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_S3Location.html) and the job's data
 # locations (TrainingDataConfig s3Uri: every key segment [-!_*'().a-zA-Z0-9]+, DOC_S3_URI).
-MEDIA_S3_URI = re.compile(r"^s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9](/.*)?$")
+# A file: a key after the bucket, not a "folder" ending in / (Bedrock reads the one object the record names).
+MEDIA_S3_URI = re.compile(r"^s3://[a-z0-9][.\-a-z0-9]{1,61}[a-z0-9]/.*[^/\n]$")
 DATA_S3_URI = re.compile(
     r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]+(?:/[-!_*'().a-z0-9A-Z]+)*)?/?$"
 )
@@ -1042,7 +1043,7 @@ def check_data_key(bucket: str, key: str, family: str | None = None) -> str | No
     """None when s3://bucket/key is a location CreateModelCustomizationJob accepts (and, for an Amazon Nova family,
     a file name Nova accepts); else what to rename."""
     uri = f"s3://{bucket}/{key}"
-    if DATA_S3_URI.match(uri) and len(uri) <= 1024:
+    if DATA_S3_URI.fullmatch(uri) and len(uri) <= 1024:
         bad = _NOVA_PATH_BAD.search(key) if family in NOVA_FAMILIES else None
         if bad is None:
             return None
@@ -1521,12 +1522,12 @@ class RecordChecker:
         if type(location) is not dict or type(uri) is not str:
             problems.append((WRONG_TYPE, f'{spot}.{kind}.source must be {{"s3Location": {{"uri": "s3://..."}}}}.'))
             return
-        if not MEDIA_S3_URI.match(uri) or len(uri) > 1024:
+        if not MEDIA_S3_URI.fullmatch(uri) or len(uri) > 1024:
             problems.append(
                 (
                     INVALID_S3_URI,
-                    f"{spot}.{kind}.source.s3Location.uri is '{_shown(uri)}'; it must be s3://bucket/key with a "
-                    "lower-case bucket name of 3 to 63 letters, digits, '.' or '-' "
+                    f"{spot}.{kind}.source.s3Location.uri is '{_shown(uri)}'; it must be s3://bucket/key naming a "
+                    "file, a lower-case bucket name of 3 to 63 letters, digits, '.' or '-' "
                     "(https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_S3Location.html).",
                 )
             )

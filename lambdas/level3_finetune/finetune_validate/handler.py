@@ -149,7 +149,7 @@ def _customized_here(base_model_id: str, spec: ModelSpec) -> None:
     https://docs.aws.amazon.com/bedrock/latest/userguide/custom-model-supported.html), and the pipeline may act only
     on that Region's foundation models: another Region's model or ARN is refused at the create."""
     region = os.environ.get("AWS_REGION")
-    arn = FOUNDATION_MODEL_ARN.match(base_model_id)
+    arn = FOUNDATION_MODEL_ARN.fullmatch(base_model_id)
     if region and arn and arn.group("region") != region:
         raise InvalidRequest("baseModelId", f"names a model in {arn.group('region')}; this stack runs in {region}")
     if region and region not in spec.regions:
@@ -164,7 +164,7 @@ def parse_request(event: Any) -> Request:
         fields = "bucket, trainingKey, baseModelId, hyperparameters, reportKey"
         raise InvalidRequest("event", f"must be an object with {fields}; got {json_type(event)}")
     bucket = _required_text(event, "bucket")
-    if not BUCKET_NAME.match(bucket):
+    if not BUCKET_NAME.fullmatch(bucket):
         raise InvalidRequest("bucket", f"'{bucket[:80]}' is not an S3 bucket name")
     validation_key = _key(event, "validationKey") if event.get("validationKey") is not None else None
     base_model_id = _exact_id(event, "baseModelId")

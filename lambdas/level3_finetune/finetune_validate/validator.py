@@ -48,6 +48,9 @@ MAX_LINE_BYTES = 8 << 20
 TRAINING = "training"
 VALIDATION = "validation"
 _BOM = "\ufeff"
+# JSON's whitespace (RFC 8259, section 2); str.isspace() also takes U+00A0, U+2028 and other characters json refuses
+# ("Extra data"), as AWS's dataset validator does (json.loads per line). The line ends at \n.
+_JSON_SPACE = " \t\r"
 _NOT_PARSED: Any = object()
 _BLANK: Any = object()
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
@@ -143,7 +146,7 @@ def teacher_invocable_problem(teacher_model_id: str, invocable: Collection[str],
     (https://docs.aws.amazon.com/bedrock/latest/userguide/prequisites-model-distillation.html), which the stack
     grants for the configured teacher only."""
     model_id = teacher_model_id.strip()
-    arn = MODEL_ARN.match(model_id)
+    arn = MODEL_ARN.fullmatch(model_id)
     if arn and region is not None and arn["region"] == region:  # the ARN of an invocable id, in this Region
         model_id = arn["id"]
     if model_id in invocable:
@@ -437,7 +440,7 @@ class DatasetValidator:
                                 if end > nl:  # JSON spanning lines: parse this block line by line from here on
                                     fast = False
                                     record = _NOT_PARSED
-                                elif not text[end:nl].isspace():
+                                elif text[end:nl].strip(_JSON_SPACE):  # only JSON's whitespace may follow
                                     record = _NOT_PARSED
                         except (StopIteration, ValueError, RecursionError):
                             record = _NOT_PARSED
@@ -484,7 +487,7 @@ class DatasetValidator:
         try:
             return _DECODER.decode(line), None
         except (ValueError, RecursionError) as exc:
-            if not line or line.isspace():
+            if not line.strip(_JSON_SPACE):
                 add(BLANK_LINE, lineno, "The line is blank; JSON Lines has one JSON object per line.")
                 return _BLANK, None
             return _NOT_PARSED, (INVALID_JSON, _json_message(exc, line))
