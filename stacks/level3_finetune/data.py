@@ -56,6 +56,18 @@ class FineTuneData(Construct):
             self, "Output", deployment=deployment, versioned=False, encryption_key=self.key
         ).bucket
 
+    def see_missing_keys(self, sid: str, prefix: str) -> iam.PolicyStatement:
+        """s3:ListBucket on the data bucket for keys under ``prefix``: S3 answers a GetObject of a missing key with
+        404 NoSuchKey only to a caller that may list the bucket, else with 403 Access Denied
+        (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html). S3 makes that check with the object's
+        key as s3:prefix (Ceph's RGW matches AWS in this: ceph/ceph#68577), so the grant can keep to the prefix."""
+        return iam.PolicyStatement(
+            sid=sid,
+            actions=["s3:ListBucket"],
+            resources=[self.data.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+        )
+
 
 class CustomizationRole(Construct):
     """The role Bedrock assumes to run the job: read the datasets, write the output, use the key. Nothing else."""

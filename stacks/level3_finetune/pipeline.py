@@ -768,19 +768,9 @@ class FineTunePipeline(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.logs, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
-        # S3 answers a GetObject of a missing key with 404 NoSuchKey only when the caller has s3:ListBucket on the
-        # bucket, else with 403 Access Denied (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html).
-        # Without it a removed job file would be retried as a transient error and reported as access denied. S3 makes
-        # that check with the object's key as s3:prefix (Ceph's RGW matches AWS in this: ceph/ceph#68577), so the
-        # grant covers the job files' prefix only, as the validator's ListDatasets does for datasets/.
-        self.state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="SeeMissingJobFiles",
-                actions=["s3:ListBucket"],
-                resources=[data.data.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{JOBS_PREFIX}*"]}},
-            )
-        )
+        # Without it ReadJobRequest would retry a removed job file as a transient error and report it as access
+        # denied, not as the NoSuchKey it treats as final.
+        self.state_machine.add_to_role_policy(data.see_missing_keys("SeeMissingJobFiles", JOBS_PREFIX))
         self.polls = polls
 
     def _notify(

@@ -113,14 +113,7 @@ class FineTuneStack(Stack):
             )
         )
         # Without ListBucket, S3 answers a missing key with 403 instead of 404 and DatasetNotFound never fires.
-        validator.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ListDatasets",
-                actions=["s3:ListBucket"],
-                resources=[data.data.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
-            )
-        )
+        validator.role.add_to_policy(data.see_missing_keys("ListDatasets", DATASETS_PREFIX))
         validator.role.add_to_policy(
             iam.PolicyStatement(
                 sid="WriteReports",
