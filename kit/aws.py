@@ -69,9 +69,9 @@ CLIENT_CONFIG: Mapping[str, Any] = {
     "user_agent_extra": "genai-spectrum-kit",
 }
 
-# A model's answer arrives whole when generation ends, which can take longer than CLIENT_CONFIG's 60 s ("Large models
+# A model's answer arrives whole when generation ends, which can take longer than CLIENT_CONFIG's 20 s ("Large models
 # ... can take more than sixty seconds", https://repost.aws/knowledge-center/bedrock-large-model-read-timeouts), and
-# botocore's standard mode retries a read timeout as a transient error, so five retries would ask six times for an
+# botocore's standard mode retries a read timeout as a transient error, so CLIENT_CONFIG would ask four times for an
 # answer that takes too long. Model calls wait longer and try twice.
 MODEL_CLIENT_CONFIG: Mapping[str, Any] = {
     **CLIENT_CONFIG,

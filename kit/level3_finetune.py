@@ -292,7 +292,7 @@ def _bucket_name(bucket: str, option: str) -> str:
     _validator()
     from finetune_validate.validator import BUCKET_NAME_PATTERN
 
-    if re.match(BUCKET_NAME_PATTERN, bucket) is None:
+    if re.fullmatch(BUCKET_NAME_PATTERN, bucket) is None:
         shown = bucket[:80].encode("unicode_escape").decode("ascii")
         raise KitUsageError(
             f"{option} takes a bucket name, the stack's DataBucketName (e.g. my-bucket, not s3://my-bucket or "

@@ -92,9 +92,13 @@ BIG = 10**400  # past float's range: float(BIG) raises OverflowError
     [
         (str(BIG), BIG, 1.0),  # an integer answer too big for a float is compared by its digits
         ("0", BIG, 0.0),
-        (f"x = {BIG}", {"x": BIG}, 1.0),
+        (str(BIG + 1), BIG, 0.0),  # as floats both would be inf, and "close"
+        ("1e309", BIG, 0.0),
+        ("9" * 500, BIG, 0.0),
+        (f"{BIG:,}", BIG, 1.0),  # thousands separators, as for other numbers
+        (f"x = {BIG}, y = 1", {"x": BIG, "y": 1}, 1.0),  # a field is found anywhere in the response
     ],
-    ids=["its-digits", "another-answer", "an-object-field"],
+    ids=["its-digits", "another-answer", "one-more", "inf-written", "other-digits", "separators", "object-fields"],
 )
 def test_an_integer_reference_past_float_range_is_scored_and_fails_nothing(
     answer: str, reference: Any, score: float

@@ -326,7 +326,7 @@ def test_l3_validate_takes_a_bare_data_bucket_name(tmp_path: Path) -> None:
     """Before: s3://ft-data and ft-data/ made the media prefix s3://s3://ft-data/datasets/ or
     s3://ft-data//datasets/, and data the pipeline accepts was reported INVALID (exit 1)."""
     inside = _with_an_image(tmp_path, "s3://ft-data/datasets/images/a.png")
-    for slip in ("s3://ft-data", "ft-data/", "s3://ft-data/datasets/", "FT-Data", ""):
+    for slip in ("s3://ft-data", "ft-data/", "s3://ft-data/datasets/", "FT-Data", "", "ft-data\n"):
         refused = run(l3, "validate", inside, "--base-model", NOVA_LITE, "--data-bucket", slip)
         assert refused.exit_code == 2, (slip, refused.output)
         assert "--data-bucket takes a bucket name, the stack's DataBucketName" in refused.output

@@ -268,6 +268,7 @@ def test_a_missing_bucket_is_an_error_not_a_verdict(s3: Any) -> None:
         ([], "event"),
         ({"trainingKey": "k"}, "bucket"),
         ({"bucket": "Not_A_Bucket", "trainingKey": "k"}, "bucket"),
+        ({"bucket": BUCKET + "\n", "trainingKey": "k"}, "bucket"),  # the whole name, not a line of it
         ({"bucket": BUCKET}, "trainingKey"),
         ({"bucket": BUCKET, "trainingKey": 7}, "trainingKey"),
         ({"bucket": BUCKET, "trainingKey": "k" * 1025}, "trainingKey"),

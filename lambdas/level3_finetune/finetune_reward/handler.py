@@ -78,7 +78,7 @@ def as_number(value: Any) -> float | None:
         return number if math.isfinite(number) else None
     if isinstance(value, str):
         numbers = numbers_in(value)
-        if len(numbers) == 1 and normalize(_NUMBER.sub("", value)) == "":
+        if len(numbers) == 1 and normalize(_NUMBER.sub("", value)) == "" and math.isfinite(numbers[0]):
             return numbers[0]
     return None
 
@@ -123,11 +123,14 @@ def score_value(reference: Any, response: str, anywhere: bool = False) -> float:
         return PARTIAL_CREDIT if f" {expected} " in f" {got} " else 0.0
     if isinstance(reference, bool):
         return score_value("true" if reference else "false", response)
-    if isinstance(reference, int):  # past float's range: its digits, as a text answer
+    if isinstance(reference, int):  # past float's range (as_number gave None): compared digit for digit
         try:
-            return score_value(str(reference), response)
+            expected = str(reference)
         except ValueError:  # over Python's 4,300-digit limit for int-to-text conversion
             return 0.0
+        written = [token.replace(",", "").lstrip("+") for token in _NUMBER.findall(response) if token]
+        candidates = written if anywhere else written[-1:]
+        return 1.0 if expected in candidates else 0.0
     return 0.0
 
 

@@ -105,7 +105,7 @@ def parse_request(event: Any) -> Request:
     if not isinstance(event, dict):
         raise InvalidRequest("event", f"must be an object with bucket and trainingKey, got {type(event).__name__}")
     bucket = event.get("bucket")
-    if not isinstance(bucket, str) or not BUCKET_NAME.match(bucket):
+    if not isinstance(bucket, str) or not BUCKET_NAME.fullmatch(bucket):
         raise InvalidRequest("bucket", f"must be an S3 bucket name, got {ascii(bucket)[:80]}")
     key = event.get("trainingKey")
     if not isinstance(key, str):
