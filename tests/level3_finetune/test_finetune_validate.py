@@ -247,6 +247,19 @@ def test_only_json_whitespace_may_follow_a_record_on_its_line(after: str) -> Non
     assert validate_dataset(chunked(b"\n".join(lines), 300), base_model_id=NOVA_LITE)["training"] == report["training"]
 
 
+def test_a_file_of_another_kind_is_named_in_the_message() -> None:
+    """Before: a gzip file, lone CR line endings and a NUL byte each gave only the JSON or UTF-8 position."""
+    import gzip
+
+    data = jsonl(nova(8))
+    packed = check(gzip.compress(data))["training"]["errors"]["invalid_utf8"]["first"][0]["message"]
+    assert packed.endswith("The file looks gzip-compressed: upload the uncompressed JSON Lines.")
+    old_mac = check(data.replace(b"\n", b"\r"))["training"]["errors"]["invalid_json"]["first"][0]["message"]
+    assert "(a carriage return alone ends no line here: save the file with \\n or \\r\\n line endings)" in old_mac
+    nul = check(data.replace(b"}\n", b"}\x00\n", 1))["training"]["errors"]["invalid_json"]["first"][0]["message"]
+    assert "(a NUL byte, which a text file does not hold" in nul
+
+
 def test_a_byte_order_mark_is_reported_and_line_one_is_still_checked() -> None:
     report = check(b"\xef\xbb\xbf" + jsonl(nova(8, line1={"messages": "nope"})))
     assert kinds(report["training"]) == {"utf8_bom": [1], "wrong_type": [1]}

@@ -51,6 +51,7 @@ _BOM = "\ufeff"
 # JSON's whitespace (RFC 8259, section 2); str.isspace() also takes U+00A0, U+2028 and other characters json refuses
 # ("Extra data"), as AWS's dataset validator does (json.loads per line). The line ends at \n.
 _JSON_SPACE = " \t\r"
+_GZIP = b"\x1f\x8b"  # gzip's magic number (RFC 1952, section 2.3.1)
 _NOT_PARSED: Any = object()
 _BLANK: Any = object()
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
@@ -480,7 +481,11 @@ class DatasetValidator:
             try:
                 raw.decode()
             except UnicodeDecodeError as exc:
-                return _NOT_PARSED, (INVALID_UTF8, f"Byte {exc.start + 1} of the line is not UTF-8 ({exc.reason}).")
+                packed = (
+                    " The file looks gzip-compressed: upload the uncompressed JSON Lines." if raw[:2] == _GZIP else ""
+                )
+                message = f"Byte {exc.start + 1} of the line is not UTF-8 ({exc.reason}).{packed}"
+                return _NOT_PARSED, (INVALID_UTF8, message)
         if lineno == 1 and line[:1] == _BOM:
             add(UTF8_BOM, 1, "The file starts with a UTF-8 byte-order mark; save it without one.")
             line = line[1:]
@@ -623,7 +628,12 @@ def _json_message(exc: BaseException, line: str = "") -> str:
                 f"Not valid JSON: a trailing comma before '{line[exc.pos]}' at column {comma.start() + 1} "
                 "(JSON allows none); remove it."
             )
-        return f"Not valid JSON: {exc.msg} at column {exc.colno}."
+        hint = ""
+        if exc.msg == "Extra data" and line[: exc.pos].rstrip(" \t").endswith("\r"):
+            hint = " (a carriage return alone ends no line here: save the file with \\n or \\r\\n line endings)"
+        elif exc.pos < len(line) and line[exc.pos] == "\x00":
+            hint = " (a NUL byte, which a text file does not hold: save the file as UTF-8 JSON Lines)"
+        return f"Not valid JSON: {exc.msg} at column {exc.colno}{hint}."
     if isinstance(exc, RecursionError):
         return "Not valid JSON here: the value is nested too deeply."
     return f"Not valid JSON: {exc}."
