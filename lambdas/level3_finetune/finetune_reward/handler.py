@@ -52,15 +52,17 @@ def normalize(text: str) -> str:
     return _SPACES.sub(" ", _PUNCTUATION.sub(" ", folded)).strip()
 
 
+def number_tokens(text: str) -> list[str]:
+    """Every number written in the text, in order, as written less its thousands separators."""
+    return [token.replace(",", "") for token in _NUMBER.findall(text) if any(ch.isdigit() for ch in token)]
+
+
 def numbers_in(text: str) -> list[float]:
     """Every number written in the text, in order (thousands separators allowed)."""
     found = []
-    for match in _NUMBER.finditer(text):
-        token = match.group(0)
-        if not any(ch.isdigit() for ch in token):
-            continue
+    for token in number_tokens(text):
         try:
-            found.append(float(token.replace(",", "")))
+            found.append(float(token))
         except ValueError:
             continue
     return found
@@ -128,9 +130,8 @@ def score_value(reference: Any, response: str, anywhere: bool = False) -> float:
             expected = str(reference)
         except ValueError:  # over Python's 4,300-digit limit for int-to-text conversion
             return 0.0
-        written = [token.replace(",", "").lstrip("+") for token in _NUMBER.findall(response) if token]
-        candidates = written if anywhere else written[-1:]
-        return 1.0 if expected in candidates else 0.0
+        written = [token.lstrip("+") for token in number_tokens(response)]
+        return 1.0 if expected in (written if anywhere else written[-1:]) else 0.0
     return 0.0
 
 
