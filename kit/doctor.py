@@ -413,7 +413,7 @@ def check_model_access(
             return check
         if profile_id is None and (served := _not_on_demand(name, model_id, key, target, details, profiles)):
             return served
-        return _lifecycle(Check(name, OK, f"{check.detail}; {routes}") if routes else check, model_id, key, details)
+        return lifecycle(Check(name, OK, f"{check.detail}; {routes}") if routes else check, model_id, key, details)
 
     return guarded(name, f"checking access to {model_id}", target, run)
 
@@ -610,9 +610,10 @@ def _not_on_demand(
     return Check(name, FIX, f"{served}; {what}")
 
 
-def _lifecycle(check: Check, model_id: str, key: str, details: Mapping[str, Any] | None) -> Check:
-    """The OK access row ``check`` as the model's lifecycle (``modelLifecycle``; None: it could not be read) leaves
-    it: OK when ACTIVE (or not given); WARN when LEGACY (or a status the kit does not know); FIX past end of life."""
+def lifecycle(check: Check, model_id: str, key: str, details: Mapping[str, Any] | None) -> Check:
+    """The row ``check`` (OK, or SKIP when the rest could not be settled) as the model's lifecycle
+    (``modelLifecycle``; None: it could not be read) leaves it: unchanged when ACTIVE (or not given); WARN when LEGACY
+    (or a status the kit does not know); FIX past end of life."""
     if details is None:
         unread = (
             "its lifecycle (Active or Legacy) and whether it is served on demand could not be read: allow "

@@ -35,6 +35,7 @@ from kit.doctor import (
     check_model_ref_access,
     guarded,
     increase,
+    lifecycle,
     quota_rows,
     quota_unreadable,
     training_job_limits,
@@ -525,8 +526,6 @@ def check_customization(target: Target) -> Check:
             raise
         # botocore bedrock 2023-04-20 ListFoundationModelsResponse does not require modelSummaries: none listed.
         listed = [m for m in answer.get("modelSummaries") or [] if str(m["modelId"]) in ids]
-        if listed and kind in filterable:
-            return Check(name, OK, f"{kind} is offered for it in {target.region}")
         if not listed:
             offered = f"{kind} of {ft.foundation_model_id} is" if kind in filterable else f"{ft.foundation_model_id} is"
             return Check(
@@ -536,15 +535,21 @@ def check_customization(target: Target) -> Check:
                 "set ft_base_model_id to a model customizable there (or change region)",
             )
         supported = sorted({str(c) for m in listed for c in m.get("customizationsSupported") or []})
-        if kind in supported:
-            return Check(name, OK, f"{kind} is offered for it in {target.region}")
-        doc = CUSTOMIZATION_DOCS.get(kind, CUSTOMIZATION_DOC)
-        return Check(
-            name,
-            SKIP,
-            f"{ft.foundation_model_id} is offered in {target.region}, but Bedrock's model listing cannot say whether "
-            f"{kind} is (it names {', '.join(supported) or 'no customization'}): check the model and region in {doc}",
-        )
+        if kind in filterable or kind in supported:
+            row = Check(name, OK, f"{kind} is offered for it in {target.region}")
+        else:
+            doc = CUSTOMIZATION_DOCS.get(kind, CUSTOMIZATION_DOC)
+            row = Check(
+                name,
+                SKIP,
+                f"{ft.foundation_model_id} is offered in {target.region}, but Bedrock's model listing cannot say "
+                f"whether {kind} is (it names {', '.join(supported) or 'no customization'}): check the model and "
+                f"region in {doc}",
+            )
+        # The listing's FoundationModelSummary carries the base model's modelLifecycle (botocore bedrock
+        # 2023-04-20): a base model that turned Legacy or reached its end of life since the kit's model table
+        # (finetune_validate.formats) was written is a WARN or FIX row, not OK.
+        return lifecycle(row, ft.foundation_model_id, "ft_base_model_id", listed[0])
 
     return guarded(name, "listing customizable models", target, run)
 

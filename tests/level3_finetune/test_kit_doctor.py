@@ -5,14 +5,17 @@ job quota and its free slot in the Bedrock quota on imported models (ListImporte
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from finetune_validate import formats
 from finetune_validate.formats import CUSTOMIZATION_TYPES
 from kit import doctor as doctor_module
 from kit import level3_finetune as level3
 from kit.aws import Target
-from kit.doctor import FIX, OK, SKIP, QuotaBook
+from kit.doctor import FIX, OK, SKIP, WARN, QuotaBook
 from tests.kit.doctor_helpers import (  # each *_fixture registers its fixture for this module
     IMPORTED_MODELS_CODE,
     JOBS_QUOTA,
@@ -204,6 +207,36 @@ def test_reinforcement_fine_tuning_is_checked_without_the_filter_it_would_be_ref
     assert unknown.status == SKIP and "reinforcement-fine-tuning.html" in unknown.detail
     assert f"{model} is offered in {REGION}" in unknown.detail and "names FINE_TUNING" in unknown.detail
     assert absent.status == FIX and f"{model} is not offered in {REGION}" in absent.detail
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "status", "words"),
+    [
+        ({"status": "ACTIVE"}, OK, "is offered for it"),
+        ({"status": "LEGACY", "endOfLifeTime": datetime(2099, 1, 1, tzinfo=UTC)}, WARN, "as Legacy (end of life 2099"),
+        ({"status": "LEGACY", "endOfLifeTime": datetime(2020, 1, 1, tzinfo=UTC)}, FIX, "end of life on 2020-01-01"),
+    ],
+    ids=["active", "legacy", "past-end-of-life"],
+)
+def test_the_base_models_lifecycle_in_the_listing_decides_the_customization_row(
+    lifecycle: dict[str, Any], status: str, words: str
+) -> None:
+    # ListFoundationModels' summaries carry modelLifecycle (botocore bedrock 2023-04-20 FoundationModelSummary), so
+    # a base model that turned Legacy after the kit's table was written is not reported OK.
+    shape = Target().client("bedrock").meta.service_model.shape_for("FoundationModelSummary")
+    assert {"status", "endOfLifeTime"} <= set(shape.members["modelLifecycle"].members)
+    target = Target()
+    ft = target.config.finetune
+    kind = ft.customization_type
+    assert kind in level3.filterable_customization_types(target.client("bedrock"))
+    with stubbed("bedrock") as stub:
+        answer = {"modelSummaries": [{**summary(ft.foundation_model_id, kind), "modelLifecycle": lifecycle}]}
+        stub.add_response("list_foundation_models", answer, {"byCustomizationType": kind})
+        check = level3.check_customization(target)
+    assert check.status == status, check
+    assert words in check.detail
+    if status != OK:
+        assert "set ft_base_model_id to an Active model" in check.detail
 
 
 def test_a_type_with_quotas_of_its_own_is_checked_against_them_too() -> None:
