@@ -119,19 +119,28 @@ class InputChecks:
             check,
             read_comment="Any JSON value can start an execution: wrap it, so that every later path finds an object",
         )
+        # The two states that choose the prefix output it alone ({"checkpoints": {"s3Uri": ...}}): the input, which
+        # may be up to StartExecution's 256 KiB, is not carried into the training job's states. There the job's
+        # description (the .sync task's result, several KiB) or a failure's Cause (up to 32,768 characters:
+        # API_ExecutionFailedEventDetails) would be added to it, and a state output over the payload quota is
+        # States.DataLimitExceeded, which no Catch catches
+        # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html): a finished job
+        # would end the run with no notification.
         new = sfn.Pass(
             scope,
             "NewCheckpoints",
             comment="A new run: this execution's own prefix, empty (a training job name is never reused)",
-            parameters={"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$$.Execution.Name"))},
-            result_path="$.checkpoints",
+            parameters={
+                "checkpoints": {"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$$.Execution.Name"))}
+            },
         )
         resume = sfn.Pass(
             scope,
             "ResumeCheckpoints",
             comment="Resume: the earlier run's prefix; SageMaker copies its checkpoints down before training",
-            parameters={"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$.input.resumeFrom"))},
-            result_path="$.checkpoints",
+            parameters={
+                "checkpoints": {"s3Uri": sfn.JsonPath.format(prefix_uri, sfn.JsonPath.string_at("$.input.resumeFrom"))}
+            },
         )
         checkpoint_files = f"{CHECKPOINTS_PREFIX}{{}}/{CHECKPOINT_FILE_PREFIX}-"
         find = sfn.CustomState(

@@ -1056,6 +1056,58 @@ def test_a_large_input_is_read_without_a_copy_and_bad_input_still_ends_in_the_no
     assert [state for state, _ in trace.notifications] == ["NotifySucceeded"]
 
 
+def _described(call: asl.TaskCall) -> dict[str, Any]:
+    """What createTrainingJob.sync returns for a completed job: DescribeTrainingJob's answer, which repeats the
+    request and adds the job's record (botocore sagemaker DescribeTrainingJobResponse): several KiB."""
+    name = call.parameters["TrainingJobName"]
+    transitions = [
+        {"Status": status, "StartTime": "2026-12-03T10:00:00Z", "StatusMessage": f"{status}: " + "." * 200}
+        for status in ("Starting", "Downloading", "Training", "Uploading", "Completed") * 2
+    ]
+    return {
+        **call.parameters,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "SecondaryStatusTransitions": transitions,
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://b/output/{name}/output/model.tar.gz"},
+    }
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["new-run", "resumed-run"])
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+def test_an_input_near_the_payload_quota_is_not_carried_into_the_training_jobs_states(
+    machine: dict[str, Any], outcome: str, resume: bool
+) -> None:
+    # Before: NewCheckpoints added its prefix next to the input, and the job's states kept both: the job's
+    # description (or a failure's Cause, up to 32,768 characters) on top of an input near StartExecution's 256 KiB
+    # was States.DataLimitExceeded, which no Catch catches: a job that ran to its end was not reported.
+    execution_input = {"note": "x" * (asl.PAYLOAD_LIMIT - 4_000), **({"resumeFrom": "run-1"} if resume else {})}
+    assert asl.payload_bytes(execution_input) < asl.PAYLOAD_LIMIT
+    cause = "y" * 32_768
+
+    def result(call: asl.TaskCall) -> Any:
+        if call.state != "TrainModel":
+            return _results(keys=1)(call)
+        if outcome == "failed":
+            raise asl.AslError("States.TaskFailed", cause)
+        described = _described(call)
+        assert asl.payload_bytes(described) > 4_000  # with the input, over the quota
+        return described
+
+    trace = asl.simulate(machine, execution_input, result, execution_name="run-7")
+    assert bool(trace.calls_to("FindCheckpoints")) is resume
+    if outcome == "completed":
+        assert trace.status == "SUCCEEDED", trace.describe()
+        [(state, message)] = trace.notifications
+        job = trace.parameters("TrainModel")["TrainingJobName"]
+        assert state == "NotifySucceeded" and message["model"] == f"s3://b/output/{job}/output/model.tar.gz"
+    else:
+        assert (trace.status, trace.terminal, trace.error) == ("FAILED", "TrainingFailed", "TrainingJobFailed")
+        [(state, message)] = trace.notifications
+        assert state == "NotifyFailed" and message["error"] == {"Error": "States.TaskFailed", "Cause": cause}
+
+
 def test_every_notification_retries_a_transient_error(machine: dict[str, Any]) -> None:
     publishes = [n for n, s in machine["States"].items() if s.get("Resource") == asl.SNS_PUBLISH]
     assert set(publishes) == {"NotifySucceeded", "NotifyFailed", "NotifyInvalidInput"}
