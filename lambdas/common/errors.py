@@ -64,6 +64,11 @@ USE_CASE_FORM_CODE = "FTUFormNotFilled"
 NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ResourceNotFound"})
 USE_CASE_FORM_MESSAGE = "use case details have not been submitted"
 LEGACY_NOT_IN_USE_MESSAGE = "marked by provider as legacy"
+# A model past its end-of-life date: "ResourceNotFoundException: This model version has reached the end of its
+# life." (quoted on https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-anthropic-claude-3-haiku.html).
+# The configured model, not a missing resource or the caller: from_aws_error answers it 500 configuration_error.
+END_OF_LIFE_MESSAGE = "reached the end of its life"
+MODEL_LIFECYCLE_PAGE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html"
 # The account's other refusals on that page: a Marketplace subscription still being processed (403, "Try again
 # after 15 minutes": temporary, so 503 with Retry-After), an account Bedrock does not authorize for the model
 # (403, "Contact AWS Support"), and NotAuthorized (400, "You do not have permission": IAM or an SCP).
@@ -356,6 +361,12 @@ def from_aws_error(
             or input_too_long(exc, resource=resource, field=input_field)
             or ModelRejectedInputError(trim(aws_error_message(exc)) or "Amazon Bedrock rejected the request.")
         )
+    if reached_end_of_life(exc):
+        return ConfigurationError(
+            f"Amazon Bedrock no longer serves the configured model '{resource}': it reached its end of life "
+            f"({MODEL_LIFECYCLE_PAGE}). Change {model_setting or config_hint} to an Active model and redeploy; the "
+            "caller cannot fix this."
+        )
     if refuses_model_access(exc):
         if USE_CASE_FORM_MESSAGE in aws_error_message(exc).lower():
             return _use_case_form(exc, resource, config_hint)
@@ -384,6 +395,11 @@ def refuses_model_access(exc: BaseException) -> bool:
     return aws_error_code(exc) in NOT_FOUND_CODES and (
         USE_CASE_FORM_MESSAGE in message or LEGACY_NOT_IN_USE_MESSAGE in message
     )
+
+
+def reached_end_of_life(exc: BaseException) -> bool:
+    """A ResourceNotFoundException saying the model reached its end of life (END_OF_LIFE_MESSAGE)."""
+    return aws_error_code(exc) in NOT_FOUND_CODES and END_OF_LIFE_MESSAGE in aws_error_message(exc).lower()
 
 
 def _message(exc: BaseException) -> str:

@@ -166,6 +166,17 @@ def test_a_legacy_model_the_account_stopped_using_is_access_denied_naming_the_se
     assert "Legacy" in mapped.message and "Active model (MODEL_ID)" in mapped.message
 
 
+def test_a_model_past_its_end_of_life_is_the_deployments_500_naming_the_setting() -> None:
+    # Bedrock's words for it, quoted on the Claude 3 Haiku model card (model-card-anthropic-claude-3-haiku.html).
+    refusal = "This model version has reached the end of its life."
+    mapped = errors.from_aws_error(
+        client_error("ResourceNotFoundException", refusal, 404), resource=RESOURCE, model_setting="MODEL_ID"
+    )
+    assert mapped is not None
+    assert (mapped.status, mapped.code) == (500, "configuration_error")
+    assert RESOURCE in mapped.message and "end of life" in mapped.message and "Change MODEL_ID" in mapped.message
+
+
 def test_a_resource_that_is_really_missing_stays_upstream_not_found() -> None:
     mapped = errors.from_aws_error(
         client_error("ResourceNotFoundException", "The specified guardrail does not exist", 404), resource=RESOURCE

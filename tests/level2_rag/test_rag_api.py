@@ -889,6 +889,23 @@ def test_a_model_access_refusal_worded_as_not_found_is_403_not_a_missing_knowled
     assert advice in error["message"] and "KNOWLEDGE_BASE_ID" not in error["message"]
 
 
+# As Bedrock answers a call to a model past its end of life (quoted on the Claude 3 Haiku model card).
+END_OF_LIFE = "This model version has reached the end of its life."
+
+
+@pytest.mark.parametrize("route", ["ask", "retrieve"])
+def test_a_model_past_its_end_of_life_is_the_deployments_500_naming_the_setting(
+    invoke: Invoke, stubber: Stubber, route: str
+) -> None:
+    """Not 502 upstream_not_found pointing at the knowledge base: the configured model is gone for good."""
+    operation, event, params = _route(route)
+    stubber.add_client_error(operation, "ResourceNotFoundException", END_OF_LIFE, 404, expected_params=params)
+    error = assert_error(invoke(event), 500, "configuration_error")
+    assert "end of life" in error["message"] and "model-lifecycle.html" in error["message"]
+    assert "rag_embedding_model_id" in error["message"]  # /retrieve embeds with it; /ask may use either model
+    assert ("text_model_id" in error["message"]) is (route == "ask")
+
+
 def test_validation_exception_returns_the_trimmed_aws_message(invoke: Invoke, stubber: Stubber) -> None:
     stubber.add_client_error(
         "retrieve_and_generate", "ValidationException", "The request is not valid.\n  " + "x" * 900, 400

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.errors import (
     INPUT_TOO_LONG_MESSAGES,
+    MODEL_LIFECYCLE_PAGE,
     RETRY_AFTER_TIMEOUT_S,
     SUBSCRIPTION_ADVICE,
     TIMEOUT_ERRORS,
@@ -48,6 +49,7 @@ from common.errors import (
     deployment_fault,
     from_aws_error,
     is_transient_aws_error,
+    reached_end_of_life,
     refuses_model_access,
     trim,
 )
@@ -271,8 +273,9 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
             + SUBSCRIPTION_ADVICE
         )
     # The use-case form and a Legacy model not in use come as ResourceNotFoundException too, worded so: they are
-    # the account's model access (403, from_aws_error below), not a missing knowledge base.
-    if code == "ResourceNotFoundException" and not refuses_model_access(exc):
+    # the account's model access (403, from_aws_error below), not a missing knowledge base; so does a model past
+    # its end of life (the deployment's: 500 configuration_error, from_aws_error below).
+    if code == "ResourceNotFoundException" and not (refuses_model_access(exc) or reached_end_of_life(exc)):
         return UpstreamNotFoundError(
             f"Amazon Bedrock could not find the knowledge base '{kb}' (or the model or guardrail it uses). "
             f"Check the region and {CONFIG_HINT}."
@@ -341,6 +344,13 @@ def map_knowledge_base_error(exc: BaseException, settings: Settings, input_field
         model, setting = settings.embedding_model_id, EMBEDDING_SETTING
     else:
         model, setting = settings.model_id, MODEL_SETTING
+    if reached_end_of_life(exc) and input_field != "query":  # /ask embeds the question and generates: either model
+        return ConfigurationError(
+            f"Amazon Bedrock no longer serves a model this knowledge base query uses (the generation model "
+            f"'{settings.model_id}' or the embedding model '{settings.embedding_model_id}'): it reached its end of "
+            f"life ({MODEL_LIFECYCLE_PAGE}). Change {MODEL_SETTING} or {EMBEDDING_SETTING} to an Active model and "
+            "redeploy; the caller cannot fix this."
+        )
     return from_aws_error(exc, resource=model, config_hint=CONFIG_HINT, model_setting=setting, input_field=input_field)
 
 
