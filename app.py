@@ -19,7 +19,7 @@ from cdk_nag import AwsSolutionsChecks
 from stacks.config import PERMISSIONS_BOUNDARY, ConfigError, KitConfig, load_config
 from stacks.level0_account.api_gateway_account import ApiGatewayAccountStack, import_account_role
 from stacks.level0_account.invocation_logging import InvocationLoggingStack
-from stacks.level1_prompt.prompt_templates import load_templates
+from stacks.level1_prompt.prompt_templates import PromptTemplate, load_templates
 from stacks.level1_prompt.stack import PromptEngineeringStack
 from stacks.level2_rag.stack import RagStack
 from stacks.level3_finetune.sagemaker import SageMakerFineTuneStack
@@ -62,6 +62,13 @@ def build_app(
         boundary: list[Problem] = []
     except ConfigError as error:
         boundary = error.problems
+    # Level 1's prompt templates (prompts/*.json) are configuration too: their mistakes come with the rest.
+    templates: list[PromptTemplate] = []
+    if STACK_IDS["1"] in wanted:
+        try:
+            templates = load_templates()
+        except ConfigError as error:
+            boundary += error.problems
     # The CDK leaves out null context values: a key null in cdk.json (the stage decides) arrives absent.
     try:
         config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
@@ -85,7 +92,7 @@ def build_app(
                 stack_name=f"{STACK_IDS['1']}-{config.stage}",
                 env=env,
                 config=config,
-                templates=load_templates(),
+                templates=templates,
             )
         )
     if STACK_IDS["2"] in wanted:

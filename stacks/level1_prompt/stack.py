@@ -20,7 +20,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import KitConfig
-from stacks.level1_prompt.prompt_templates import PromptTemplate, output_id
+from stacks.level1_prompt.prompt_templates import PromptTemplate, catalog_json, output_id
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
 from stacks.shared.deployment import Deployment
 from stacks.shared.facts import request_metadata
@@ -32,7 +32,6 @@ from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.settings import (
     NONE,
-    ConfigError,
     ModelRef,
     guardrail_region_problems,
     profile_region_problems,
@@ -41,9 +40,6 @@ from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
 SERVICE_NAME = "prompt-api"  # the function's Powertools service: its logs and the dimension of its metrics
-# Lambda allows 4 KB of environment variables in all; keep the template catalog well inside it.
-CATALOG_ENV_BUDGET = 3000
-_ARN_ESTIMATE = "x" * 100  # a prompt version ARN is about 75 characters; estimate high
 FUNCTION_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
 
 
@@ -102,28 +98,12 @@ class PromptCatalog(Construct):
                 # Description is create-only, so a changed template publishes a new immutable version.
                 description=f"template {template.digest} model {model.model_id}",
             )
-        size = len(self._catalog_json(lambda name: _ARN_ESTIMATE))
-        if size > CATALOG_ENV_BUDGET:
-            raise ConfigError(
-                "prompts/*.json (the prompt catalog in the function's environment)",
-                f"about {size} bytes",
-                f"at most {CATALOG_ENV_BUDGET} bytes of Lambda's 4 KB of environment: shorter descriptions or fewer "
-                "templates",
-            )
-
-    def _catalog_json(self, arn_of: Any) -> str:
-        return json.dumps(
-            {
-                t.name: {"arn": arn_of(t.name), "description": t.description, "variables": list(t.variables)}
-                for t in self.templates
-            },
-            separators=(",", ":"),
-        )
+        # load_templates refused a catalog over CATALOG_ENV_BUDGET with the other configuration mistakes.
 
     @property
     def catalog_json(self) -> str:
         """The PROMPT_CATALOG the function reads: name -> version ARN, description, variables."""
-        return self._catalog_json(lambda name: self.versions[name].attr_arn)
+        return catalog_json(self.templates, lambda name: self.versions[name].attr_arn)
 
     def grant_read(self, role: iam.Role) -> None:
         """The function reads each prompt version (GetPrompt) and renders it itself, so that the guardrail

@@ -109,9 +109,10 @@ def test_two_names_with_one_output_id_are_a_config_error(tmp_path: Path) -> None
 def test_a_catalog_too_large_for_the_functions_environment_is_a_config_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before: a ValueError, which synth showed as a stack trace; now one config-error line naming the prompts."""
+    """Before: a ValueError, which synth showed as a stack trace; now one config-error line naming the prompts,
+    reported with the settings' mistakes (before, only once the settings passed and the stack was built)."""
     import app as app_module
-    from stacks.level1_prompt.stack import CATALOG_ENV_BUDGET
+    from stacks.level1_prompt.prompt_templates import CATALOG_ENV_BUDGET
     from stacks.shared.facts import STACK_IDS
     from tests.conftest import cdk_json_context
 
@@ -123,10 +124,30 @@ def test_a_catalog_too_large_for_the_functions_environment_is_a_config_error(
             {**GOOD, "name": f"t{i}", "description": "d" * 200, "template": text, "variables": variables},
             f"t{i}",
         )
-    templates = load_templates(tmp_path)  # each file is valid on its own
-    monkeypatch.setattr(app_module, "load_templates", lambda: templates)
+    for path in tmp_path.glob("*.json"):
+        assert load_template(path)  # each file is valid on its own
+    monkeypatch.setattr(app_module, "load_templates", lambda: load_templates(tmp_path))
+    context = {**cdk_json_context(), "rag_max_results": 99}
     with pytest.raises(ConfigError) as raised:
-        app_module.build_app(cdk_json_context(), outdir=str(tmp_path / "out"), nag=False, only=[STACK_IDS["1"]])
-    line = str(raised.value)
-    assert line.startswith("config error: prompts/*.json (the prompt catalog in the function's environment) = ")
-    assert f"at most {CATALOG_ENV_BUDGET} bytes" in line and "\n" not in line
+        app_module.build_app(context, outdir=str(tmp_path / "out"), nag=False, only=[STACK_IDS["1"]])
+    lines = str(raised.value).splitlines()
+    [catalog] = [line for line in lines if "prompts/*.json" in line]
+    assert catalog.startswith("config error: prompts/*.json (the prompt catalog in the function's environment) = ")
+    assert f"at most {CATALOG_ENV_BUDGET} bytes" in catalog
+    assert any(line.startswith("config error: rag_max_results = 99") for line in lines)
+
+
+def test_every_mistake_of_every_template_file_is_reported_at_once(tmp_path: Path) -> None:
+    """Before: synth stopped at the first bad field of the first bad file, so three mistakes took three runs."""
+    write(tmp_path, {**GOOD, "description": "", "inference": {"maxTokens": 99_999, "temperature": 2}})
+    write(tmp_path, {**GOOD, "name": "other", "variables": ["person"]}, name="other")
+    with pytest.raises(ConfigError) as raised:
+        load_templates(tmp_path)
+    keys = [problem.key for problem in raised.value.problems]
+    assert keys == [
+        "prompts/greet.json: description",
+        "prompts/greet.json: inference.maxTokens",
+        "prompts/greet.json: inference.temperature",
+        "prompts/other.json: template",
+    ]
+    assert len(str(raised.value).splitlines()) == 4
