@@ -166,8 +166,8 @@ class FineTuneSettings(Settings):
         base = info.data.get("base_model_id")
         kind = info.data.get("customization_type", formats.FINE_TUNING)
         problems = formats.check_hyperparameters(values, formats.MODELS[base], kind)[0] if base else []
-        if problems:
-            raise Invalid(f"values {base} accepts: {problems[0]['message']}")
+        if problems:  # every refused hyperparameter, not only the first
+            raise Invalid(f"values {base} accepts: {'; '.join(problem['message'] for problem in problems)}")
         return values
 
     @field_validator("deploy")

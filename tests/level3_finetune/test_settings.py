@@ -62,6 +62,16 @@ def test_per_type_hyperparameters_are_checked_at_synth() -> None:
     assert "batchSize" in str(caught.value)
 
 
+def test_every_refused_hyperparameter_is_named_at_once() -> None:
+    """Before: only the first ({"epochCount": "999", "learningRate": "5"} named epochCount; learningRate came on
+    the next run)."""
+    with pytest.raises(ConfigError) as caught:
+        build(ft_hyperparameters={"epochCount": "999", "learningRate": "5"})
+    [problem] = caught.value.problems
+    assert problem.key == "ft_hyperparameters"
+    assert "epochCount" in problem.allowed and "learningRate" in problem.allowed
+
+
 @pytest.mark.parametrize(
     ("base_model", "teacher", "fragment"),
     [
