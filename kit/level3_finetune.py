@@ -287,13 +287,13 @@ def _media_prefix(bucket: str) -> str:
 
 
 def _bucket_name(bucket: str, option: str) -> str:
-    """``bucket`` if it is a bucket name, as the pipeline's ValidateData takes one (validator.BUCKET_NAME_PATTERN,
+    """``bucket`` if it is a bucket name, as the pipeline's ValidateData takes one (common.s3.BUCKET_NAME,
     https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html); else a usage error, not a
     normalised guess: an S3 URI or a trailing / would put every image or video outside it."""
     _validator()
-    from finetune_validate.validator import BUCKET_NAME_PATTERN
+    from common.s3 import BUCKET_NAME
 
-    if re.fullmatch(BUCKET_NAME_PATTERN, bucket) is None:
+    if BUCKET_NAME.fullmatch(bucket) is None:
         shown = bucket[:80].encode("unicode_escape").decode("ascii")
         raise KitUsageError(
             f"{option} takes a bucket name, the stack's DataBucketName (e.g. my-bucket, not s3://my-bucket or "

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from common.env import env_int, env_matching, env_str
+from common.s3 import BUCKET_NAME
 
 DEFAULT_MAX_MESSAGES_PER_RUN = 10_000
 MAX_MESSAGES_LIMIT = 100_000
 BEDROCK_ID = re.compile(r"^[0-9a-zA-Z]{10}$")
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REVISION = re.compile(r"^[0-9a-f]{16}$")
 QUEUE_URL = re.compile(r"^https://\S+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 

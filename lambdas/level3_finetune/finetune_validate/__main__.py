@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from common.s3 import BUCKET_NAME_PATTERN
 from finetune_validate.formats import (
     CUSTOMIZATION_TYPES,
     DEFAULT_BASE_MODEL,
@@ -45,7 +46,7 @@ EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 SHOWN_PER_KIND = 5
 # --datasets-uri: an S3 bucket name (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html,
 # the handler's BUCKET_NAME) and a prefix ending in / (the handler's datasetsPrefix rule).
-DATASETS_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/(?:.*/)?$")
+DATASETS_URI = re.compile(rf"^s3://{BUCKET_NAME_PATTERN}/(?:.*/)?$")
 # This command reads no config (no ft_teacher_model_id): a DISTILLATION's teacher is --teacher-model or none.
 GIVE_TEACHER = "give --teacher-model ID: the teacher's model id or cross-Region profile id"
 

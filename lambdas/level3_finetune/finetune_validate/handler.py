@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,7 +52,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from common.s3 import S3_KEY_MAX_BYTES
+from common.s3 import BUCKET_NAME, S3_KEY_MAX_BYTES
 from finetune_validate.formats import (
     DISTILLATION,
     FINE_TUNING,
@@ -71,7 +70,6 @@ from finetune_validate.formats import (
     rft_hyperparameters,
 )
 from finetune_validate.validator import (
-    BUCKET_NAME_PATTERN,
     DatasetValidator,
     RequestRefused,
     error_kinds,
@@ -94,7 +92,6 @@ CLIENT_CONFIG: dict[str, Any] = {
 }
 S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
-BUCKET_NAME = re.compile(BUCKET_NAME_PATTERN)
 
 
 class InvalidRequest(ValueError):

@@ -159,12 +159,6 @@ def teacher_invocable_problem(teacher_model_id: str, invocable: Collection[str],
     )
 
 
-# A general purpose bucket's name: 3 to 63 lowercase letters, digits, dots and hyphens, beginning and ending with
-# a letter or digit (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html). The handler
-# refuses any other bucket (its BUCKET_NAME); kit l3 validate --data-bucket takes only such a name.
-BUCKET_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-
-
 def readable_media_prefix(bucket: str, datasets_prefix: str) -> str:
     """Where every image or video a record names must be: in the dataset's own bucket, as Bedrock reads media only
     from there ("Images and videos must be in the same Amazon S3 bucket as the dataset",

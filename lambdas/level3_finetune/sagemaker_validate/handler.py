@@ -37,7 +37,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.clients import bounded_client
-from common.s3 import S3_KEY_MAX_BYTES
+from common.s3 import BUCKET_NAME, S3_KEY_MAX_BYTES
 from workloads.finetune_sagemaker.chat_records import RecordError, is_blank, line_messages
 
 logger = Logger()
@@ -51,7 +51,6 @@ CHUNK_BYTES = 256 << 10
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 60
 MAX_ATTEMPTS = 5  # the first try included
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 NEWLINE = re.compile(rb"\r\n|\r|\n")
 
 
