@@ -26,10 +26,12 @@ def env_str(name: str, default: str | None = None) -> str:
     raise ConfigurationError(f"Environment variable {name} is not set.")
 
 
-def env_float(name: str, default: float, minimum: float, maximum: float) -> float:
-    """A finite float environment variable within [minimum, maximum]."""
+def env_float(name: str, default: float | None, minimum: float, maximum: float) -> float:
+    """A finite float environment variable within [minimum, maximum]; required when ``default`` is None."""
     raw = os.environ.get(name, "").strip()
     if not raw:
+        if default is None:
+            raise ConfigurationError(f"Environment variable {name} is not set.")
         return default
     try:
         value = float(raw)

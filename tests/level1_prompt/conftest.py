@@ -12,6 +12,7 @@ import pytest
 from botocore.stub import Stubber
 
 from prompt_api import bedrock, handler, settings, validation
+from tests.conftest import cdk_json_context
 from tests.lambda_helpers import LAMBDA_ENV, FakeContext, Reply, assert_error_contract, headers_of
 
 MODEL_ID = "us.amazon.nova-micro-v1:0"
@@ -47,6 +48,9 @@ PROMPT_ENV = {
     "GUARDRAIL_VERSION": GUARDRAIL_VERSION,
     "PROMPT_CATALOG": json.dumps(CATALOG),
     "REQUEST_METADATA": json.dumps(REQUEST_METADATA),
+    # As the stack sets them from cdk.json (the function has no defaults of its own).
+    "DEFAULT_TEMPERATURE": str(cdk_json_context()["text_temperature"]),
+    "DEFAULT_MAX_TOKENS": str(cdk_json_context()["text_max_tokens"]),
 }
 
 

@@ -943,7 +943,16 @@ def test_failure_outside_the_resolver_is_still_the_contract(invoke: Invoke, monk
 
 @pytest.mark.parametrize(
     "name",
-    ["MODEL_ID", "GUARDRAIL_ID", "GUARDRAIL_VERSION", "PROMPT_CATALOG", "POWERTOOLS_METRICS_NAMESPACE"],
+    [
+        "MODEL_ID",
+        "GUARDRAIL_ID",
+        "GUARDRAIL_VERSION",
+        "PROMPT_CATALOG",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        # The defaults are cdk.json's alone (text_temperature, text_max_tokens): the function keeps no copy.
+        "DEFAULT_TEMPERATURE",
+        "DEFAULT_MAX_TOKENS",
+    ],
 )
 def test_missing_env_var_is_500_configuration_error_naming_it(
     invoke: Invoke, monkeypatch: pytest.MonkeyPatch, name: str

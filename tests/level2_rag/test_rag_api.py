@@ -38,6 +38,7 @@ from rag_api import filters, guardrail, knowledge_base, settings, validation
 from scripts.ingest_burst import validate_strict
 from stacks.level2_rag.settings import VECTOR_STORES
 from stacks.shared.python_function import stage_function_code
+from tests.conftest import cdk_json_context
 from tests.lambda_helpers import (
     API_REQUEST_ID,
     FakeContext,
@@ -71,6 +72,8 @@ RAG_ENV = {
     "GUARDRAIL_VERSION": GUARDRAIL_VERSION,
     "VECTOR_STORE": "s3vectors",
     "ANSWER_MAX_TOKENS": "700",
+    # As the stack sets it: cdk.json's rag_max_results (the function has no default of its own).
+    "DEFAULT_NUMBER_OF_RESULTS": str(cdk_json_context()["rag_max_results"]),
     "POWERTOOLS_SERVICE_NAME": SERVICE,
     "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -101,8 +104,7 @@ def clear_caches() -> None:
 def rag_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name, value in RAG_ENV.items():
         monkeypatch.setenv(name, value)
-    for name in ("DEFAULT_NUMBER_OF_RESULTS", "LAMBDA_TASK_ROOT"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("LAMBDA_TASK_ROOT", raising=False)
     clear_caches()
     yield
     clear_caches()
@@ -1232,6 +1234,7 @@ def test_failure_outside_the_resolver_is_still_the_contract(invoke: Invoke, monk
         ("GUARDRAIL_ID", None),
         ("GUARDRAIL_ID", "Has-Upper"),
         ("GUARDRAIL_VERSION", "latest"),
+        ("DEFAULT_NUMBER_OF_RESULTS", None),  # cdk.json's rag_max_results alone: the function keeps no copy
         ("DEFAULT_NUMBER_OF_RESULTS", "0"),
         ("DEFAULT_NUMBER_OF_RESULTS", "26"),
         ("DEFAULT_NUMBER_OF_RESULTS", "five"),

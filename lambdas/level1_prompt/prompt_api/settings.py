@@ -15,11 +15,11 @@ from common.errors import ConfigurationError
 from prompt_api.prompts import VERSION_ARN
 from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property_schema
 
-DEFAULT_TEMPERATURE = 0.5
-# DEFAULT_TEMPERATURE's value when the deployment sends no default temperature (text_temperature none: a model that
-# refuses any temperature); the stack writes the same word (stacks/shared/settings.py NONE).
+# The default temperature and max tokens of a free-form call are the stack's (text_temperature, text_max_tokens in
+# cdk.json, the one place defaults live): the function requires both variables. DEFAULT_TEMPERATURE's value when
+# the deployment sends no default temperature (text_temperature none: a model that refuses any temperature); the
+# stack writes the same word (stacks/shared/settings.py NONE).
 NO_TEMPERATURE = "none"
-DEFAULT_MAX_TOKENS = 512
 CATALOG_VAR = "PROMPT_CATALOG"
 REQUEST_METADATA_VAR = "REQUEST_METADATA"
 # Both matched whole (fullmatch).
@@ -65,9 +65,9 @@ def get_settings() -> Settings:
         default_temperature=(
             None
             if os.environ.get("DEFAULT_TEMPERATURE", "").strip() == NO_TEMPERATURE
-            else env_float("DEFAULT_TEMPERATURE", DEFAULT_TEMPERATURE, low_t, high_t)
+            else env_float("DEFAULT_TEMPERATURE", None, low_t, high_t)
         ),
-        default_max_tokens=env_int("DEFAULT_MAX_TOKENS", DEFAULT_MAX_TOKENS, low_m, high_m),
+        default_max_tokens=env_int("DEFAULT_MAX_TOKENS", None, low_m, high_m),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "prompt-api"),
         request_metadata=_string_map(REQUEST_METADATA_VAR),

@@ -11,7 +11,6 @@ from common.errors import ConfigurationError
 from rag_api.filters import STORE_OPERATORS
 from rag_api.validation import RETRIEVE_MODEL, property_schema
 
-DEFAULT_NUMBER_OF_RESULTS = 5
 KNOWLEDGE_BASE_ID = re.compile(r"^[0-9a-zA-Z]{10}$")
 # The pattern botocore's bedrock-agent-runtime model gives for modelArn (a foundation-model or inference-profile
 # ARN); a test keeps the two in step.
@@ -60,9 +59,7 @@ def get_settings() -> Settings:
         guardrail_id=env_matching("GUARDRAIL_ID", GUARDRAIL_ID, "a guardrail id (lowercase letters and digits)"),
         guardrail_version=env_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
         vector_store=_vector_store(),
-        default_number_of_results=env_int(
-            "DEFAULT_NUMBER_OF_RESULTS", DEFAULT_NUMBER_OF_RESULTS, schema["minimum"], schema["maximum"]
-        ),
+        default_number_of_results=env_int("DEFAULT_NUMBER_OF_RESULTS", None, schema["minimum"], schema["maximum"]),
         answer_max_tokens=env_int("ANSWER_MAX_TOKENS", None, *ANSWER_MAX_TOKENS_RANGE),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
         service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-api"),
