@@ -24,6 +24,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from invocation_logging.prefixes import LARGE_DATA_PREFIX, STATE_PREFIX
 from stacks.config import KitConfig
 from stacks.level0_account.settings import AccountSettings, region_problems
 from stacks.shared.deployment import Deployment
@@ -35,8 +36,6 @@ from stacks.shared.secure_bucket import SecureBucket, emptied_after
 from stacks.shared.stage import log_group, tag_stack
 
 LEVEL = "0-observability"
-STATE_PREFIX = "kit-state/"
-LARGE_DATA_PREFIX = "large-data/"  # Bedrock's large payloads (the function sets largeDataDeliveryS3Config's keyPrefix)
 # The function answers CloudFormation before its timeout: each of its (at most four) calls is bounded by short
 # client timeouts and attempts, and no call starts that could overrun
 # (lambdas/level0_account/invocation_logging/handler.py).

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from common import geographies
+from invocation_logging.prefixes import INVOCATIONS_PREFIX
 
 KIT_NAME = "genai-spectrum-kit"
 
@@ -96,8 +97,8 @@ GUARDRAIL_PROFILES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
 
 
 # Bedrock model invocation logging (the opt-in Level 0 stack) writes its records under this prefix of its bucket
-# (lambdas/level0_account/invocation_logging/handler.py: s3Config.keyPrefix); Level 3 distills from them.
-INVOCATION_LOGS_PREFIX = "invocations/"
+# (the function sets it as s3Config.keyPrefix); Level 3 distills from them.
+INVOCATION_LOGS_PREFIX = INVOCATIONS_PREFIX
 
 
 # Level 1 tags every model call with this request metadata (Converse's requestMetadata, recorded in the invocation

@@ -31,10 +31,11 @@ from common.clients import bounded_client
 from common.custom_resource import MAX_REASON, encoded_length
 from common.custom_resource import respond as answer_cloudformation
 from common.env import env_str
+from invocation_logging.prefixes import INVOCATIONS_PREFIX, LARGE_DATA_PREFIX, STATE_PREFIX
 
 logger = Logger(service="invocation-logging")
 
-STATE_KEY = "kit-state/previous-invocation-logging.json"
+STATE_KEY = f"{STATE_PREFIX}previous-invocation-logging.json"
 _PHYSICAL_ID = "bedrock-invocation-logging"
 PROPERTIES = ("LogGroupName", "RoleArn", "BucketName")
 # One call costs at most MAX_ATTEMPTS x (connect + read) plus the standard retry mode's back-off between
@@ -150,9 +151,12 @@ def desired_config(props: dict[str, Any]) -> dict[str, Any]:
         "cloudWatchConfig": {
             "logGroupName": props["LogGroupName"],
             "roleArn": props["RoleArn"],
-            "largeDataDeliveryS3Config": {"bucketName": props["BucketName"], "keyPrefix": "large-data"},
+            "largeDataDeliveryS3Config": {
+                "bucketName": props["BucketName"],
+                "keyPrefix": LARGE_DATA_PREFIX.removesuffix("/"),
+            },
         },
-        "s3Config": {"bucketName": props["BucketName"], "keyPrefix": "invocations"},
+        "s3Config": {"bucketName": props["BucketName"], "keyPrefix": INVOCATIONS_PREFIX.removesuffix("/")},
         # Text only: what the kit's levels send and get back (and what distillation from invocation logs reads). The
         # stack sets no property for the other kinds, so their reads here were dead.
         "textDataDeliveryEnabled": True,
