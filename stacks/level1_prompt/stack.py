@@ -19,6 +19,7 @@ from aws_cdk import aws_bedrock as bedrock
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from prompt_api.settings import NO_TEMPERATURE
 from stacks.config import KitConfig
 from stacks.level1_prompt.prompt_templates import PromptTemplate, catalog_json, output_id
 from stacks.shared.alarms import FIVE_MINUTES, AlarmTopic
@@ -31,7 +32,6 @@ from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.settings import (
-    NONE,
     ModelRef,
     guardrail_region_problems,
     profile_region_problems,
@@ -247,6 +247,6 @@ class PromptEngineeringStack(Stack):
 
 
 def temperature_env(value: float | None) -> str:
-    """DEFAULT_TEMPERATURE: the number, or NONE when the deployment sends no default temperature (the function
-    reads the same word, prompt_api/settings.py NO_TEMPERATURE)."""
-    return NONE if value is None else str(value)
+    """DEFAULT_TEMPERATURE: the number, or the function's own word for none (prompt_api.settings.NO_TEMPERATURE)
+    when the deployment sends no default temperature."""
+    return NO_TEMPERATURE if value is None else str(value)

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from rag_api.settings import ANSWER_MAX_TOKENS_RANGE
 from stacks.shared.settings import Allowed, Flag, FlagOrNull, Invalid, OneOf, Settings, Stripped, Text, Whole
 
 # Embedding models a knowledge base can use, with the vector dimensions each one offers
@@ -142,13 +143,13 @@ class RagSettings(Settings):
         alias="rag_max_results", description="The default number of retrieved chunks", ge=1, le=25
     )
     # RetrieveAndGenerate textInferenceConfig.maxTokens is 0-65536 (botocore's bedrock-agent-runtime model); the
-    # kit caps it at 4096 as Level 1 caps Converse's (lambdas/level2_rag/rag_api/settings.py holds the same range).
+    # kit caps it at 4096 as Level 1 caps Converse's: the function's range (rag_api.settings), which it enforces.
     answer_max_tokens: Whole = Field(
         alias="rag_answer_max_tokens",
         description="The most tokens an /ask answer may have (RetrieveAndGenerate maxTokens, no more than the "
         "generation model's own output limit): a longer answer is cut off, and a shorter cap answers sooner",
-        ge=1,
-        le=4096,
+        ge=ANSWER_MAX_TOKENS_RANGE[0],
+        le=ANSWER_MAX_TOKENS_RANGE[1],
     )
     opensearch_standby_replicas: Flag = Field(
         alias="rag_opensearch_standby_replicas",

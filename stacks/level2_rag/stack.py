@@ -34,6 +34,7 @@ from constructs import Construct
 
 from rag_api.filters import OSS_METADATA_FIELD, OSS_TEXT_FIELD, OSS_VECTOR_FIELD, S3_VECTORS_NON_FILTERABLE_KEYS
 from rag_ingest.ingestion import RECONCILE_EVERY
+from rag_ingest.settings import REVISION_LENGTH
 from stacks.config import KitConfig
 from stacks.level2_rag.cleanup import IngestionCleanup
 from stacks.level2_rag.settings import RagSettings
@@ -62,7 +63,6 @@ from stacks.shared.stage import bucket_deployment_logs, tag_stack
 LEVEL = "2-rag"
 QUERY_SERVICE_NAME = "rag-api"  # the query function's Powertools service: the dimension of its metrics
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[2] / "samples" / "rag-corpus"
-REVISION_LENGTH = 16  # DATA_SOURCE_REVISION: 16 hex digits (rag_ingest.settings.REVISION)
 INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of its settings follows
 MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue
 # SQS deletes a message left in a queue longer than its retention period, without dead-lettering it

@@ -18,7 +18,7 @@ from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property
 # The default temperature and max tokens of a free-form call are the stack's (text_temperature, text_max_tokens in
 # cdk.json, the one place defaults live): the function requires both variables. DEFAULT_TEMPERATURE's value when
 # the deployment sends no default temperature (text_temperature none: a model that refuses any temperature); the
-# stack writes the same word (stacks/shared/settings.py NONE).
+# stack writes this word (stacks/level1_prompt/stack.py temperature_env imports it).
 NO_TEMPERATURE = "none"
 CATALOG_VAR = "PROMPT_CATALOG"
 REQUEST_METADATA_VAR = "REQUEST_METADATA"

@@ -21,8 +21,8 @@ MODEL_ARN = re.compile(
 MODEL_ARN_PREFIX = re.compile(r"^arn:aws[a-z-]*:bedrock:")
 GUARDRAIL_ID = re.compile(r"^[a-z0-9]{1,64}$")
 GUARDRAIL_VERSION = re.compile(r"^(DRAFT|[1-9][0-9]{0,7})$")
-# The bounds of rag_answer_max_tokens (stacks/level2_rag/settings.py; a test keeps the two in step): at least 1, and
-# the kit's cap of 4096, the one Level 1 puts on Converse's maxTokens (the API itself takes up to 65,536).
+# The bounds of rag_answer_max_tokens (stacks/level2_rag/settings.py imports them): at least 1, and the kit's cap of
+# 4096, the one Level 1 puts on Converse's maxTokens (the API itself takes up to 65,536).
 ANSWER_MAX_TOKENS_RANGE = (1, 4096)
 
 
