@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prompt_api.validation import PROMPT_MODEL, bounds, property_schema
 from stacks.config import ConfigError, Problem
 from stacks.shared.registry import StringRule, resource_schema
 
@@ -40,7 +41,14 @@ def max_variables() -> int:
 
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 _KEYS = {"name", "description", "template", "variables", "inference"}
-_INFERENCE_BOUNDS = {"temperature": (0.0, 1.0, float), "topP": (0.0, 1.0, float), "maxTokens": (1, 4096, int)}
+# A template's inference settings take the ranges a free-form call takes: the API's request schema's
+# (prompt_api/request_schemas.json), with each one's JSON type.
+_INFERENCE_BOUNDS: dict[str, tuple[float, float, type]] = {
+    key: (kind(low), kind(high), kind)
+    for key in ("temperature", "topP", "maxTokens")
+    for kind in [int if property_schema(PROMPT_MODEL, key)["type"] == "integer" else float]
+    for low, high in [bounds(PROMPT_MODEL, key)]
+}
 MAX_TEMPLATES = 10
 # Lambda allows 4 KB of environment variables in all; keep the template catalog well inside it.
 CATALOG_ENV_BUDGET = 3000
