@@ -66,12 +66,16 @@ from kit.operator import (
     upload_file,
     wait_options,
 )
-from stacks.level3_finetune.names import DATASETS_PREFIX, HUB_ID, MODELS_PREFIX, execution_hash
-from stacks.shared.facts import (
+from stacks.level3_finetune.names import (
+    CHECKPOINTS_PREFIX,
+    DATASETS_PREFIX,
+    HUB_ID,
     IMPORTED_MODELS_QUOTA,
     IMPORTED_MODELS_QUOTA_CODE,
+    MODELS_PREFIX,
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_MINUTES,
+    execution_hash,
 )
 from workloads.finetune_sagemaker.chat_records import TEXT_ERRORS, is_blank, line_problem
 from workloads.finetune_sagemaker.chat_records import record_problem as sm_record_problem  # noqa: F401 (the rules)
@@ -473,7 +477,7 @@ CUSTOMIZATION_JOBS_NEEDED = 1
 CUSTOMIZATION_JOBS_ROW = "Quota: Bedrock customization jobs at once"
 # The SageMaker path (GenAiKit-3-FineTune-SageMaker) imports one model per run with Bedrock Custom Model Import, and a
 # successful run keeps it. Imported models count against Bedrock's "Imported models per account" quota, whoever
-# imported them (facts.IMPORTED_MODELS_QUOTA; its code is named only when Service Quotas lists no quota of that
+# imported them (names.IMPORTED_MODELS_QUOTA; its code is named only when Service Quotas lists no quota of that
 # name). A full quota refuses
 # CreateModelImportJob (ServiceQuotaExceededException) after the paid training job: the pipeline retries for hours,
 # then fails naming the quota (stacks/level3_finetune/sagemaker_pipeline.py ImportNotConfirmed). "Enough" is therefore
@@ -964,7 +968,7 @@ def _sm_earlier_input(target: Target, name: str) -> tuple[str, dict[str, Any]]:
     root, chain = resumed_root(sfn, machine, name)
     missing = f"--resume-from: no execution {name} of {machine.rsplit(':', 1)[-1]}"
     jobs = (target.client("sagemaker"), functools.partial(sm_resource_name, target))
-    check_resumable(sfn, machine, root, f"checkpoints/{root}/", missing=missing, chain=chain, training_job=jobs)
+    check_resumable(sfn, machine, root, f"{CHECKPOINTS_PREFIX}{root}/", missing=missing, chain=chain, training_job=jobs)
     arn = execution_arn(machine, name)
     with aws.aws_errors(f"reading execution {name}", target.region, target.profile):
         described = sfn.describe_execution(executionArn=arn)

@@ -27,6 +27,22 @@ JOB_TAG_KEY = "kit-execution"
 # The SageMaker path: a run's baseModelKey names a prefix under this one in its data bucket (the base model's
 # Hugging Face files, read through the training job's "model" channel); the pipeline and `kit l3sm` import it.
 MODELS_PREFIX = "models/"
+# The SageMaker path's checkpoints: one sub-prefix per execution (a resumed run reuses the earlier one's); the
+# pipeline, its grants and `kit l3sm` import it.
+CHECKPOINTS_PREFIX = "checkpoints/"
+
+
+# A Bedrock create refused while its quota is full (ServiceQuotaExceededException: two customization jobs at once,
+# or the imported-models quota) is retried by the Level 3 pipelines every QUOTA_RETRY_MINUTES, QUOTA_RETRY_ATTEMPTS
+# times (three hours of waiting for a free slot); kit doctor states the same wait.
+QUOTA_RETRY_MINUTES = 10
+QUOTA_RETRY_ATTEMPTS = 18
+
+# Bedrock's quota on the models imported with Custom Model Import (each supported Region: 3 by default, adjustable,
+# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock): the SageMaker path's failure message and
+# kit doctor's row name it.
+IMPORTED_MODELS_QUOTA = "Imported models per account"
+IMPORTED_MODELS_QUOTA_CODE = "L-45B04988"
 
 
 def bedrock_arn(stack: Stack, resource: str) -> str:

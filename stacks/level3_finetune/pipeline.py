@@ -21,6 +21,8 @@ from stacks.level3_finetune.names import (
     JOB_TAG_KEY,
     JOBS_PREFIX,
     OUTPUT_PREFIX,
+    QUOTA_RETRY_ATTEMPTS,
+    QUOTA_RETRY_MINUTES,
     REPORTS_PREFIX,
     PipelineNames,
     bedrock_arn,
@@ -30,7 +32,7 @@ from stacks.level3_finetune.names import (
 from stacks.level3_finetune.settings import FineTuneSettings
 from stacks.shared.conditions import equals_where_present
 from stacks.shared.deployment import Deployment
-from stacks.shared.facts import INVOCATION_LOGS_PREFIX, QUOTA_RETRY_ATTEMPTS, QUOTA_RETRY_MINUTES, request_metadata
+from stacks.shared.facts import INVOCATION_LOGS_PREFIX, request_metadata
 from stacks.shared.failures import reported_fail
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.stage import run_tags, state_machine_log_group

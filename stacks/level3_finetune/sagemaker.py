@@ -35,6 +35,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
+from stacks.level3_finetune.names import IMPORTED_MODELS_QUOTA_CODE
 from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
@@ -43,7 +44,6 @@ from stacks.level4_pretrain.jobs import training_image_account, training_image_p
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared import build_dir
 from stacks.shared.deployment import Deployment
-from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
 from stacks.shared.failures import end_after, input_rejected, reported_fail
 from stacks.shared.model_access import default_project_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment

@@ -51,7 +51,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from stacks.level3_finetune.names import MODELS_PREFIX, execution_id
+from stacks.level3_finetune.names import CHECKPOINTS_PREFIX, IMPORTED_MODELS_QUOTA_CODE, MODELS_PREFIX, execution_id
 from stacks.level3_finetune.pipeline import (
     QUOTA_RETRY_ATTEMPTS,
     QUOTA_RETRY_INTERVAL,
@@ -62,14 +62,12 @@ from stacks.level3_finetune.pipeline import (
     retry_throttling,
 )
 from stacks.shared.conditions import equals_where_present, listed_a_key
-from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE
 from stacks.shared.stage import run_tags
 from stacks.shared.state_input import wrapped_input
 from workloads.pretrain.checkpoints import SFT_PREFIX as SFT_CHECKPOINT_PREFIX
 
 CODE_PREFIX = "code/"
 DATA_PREFIX = "datasets/"  # the sample records land here; a run may name any key or prefix of the data bucket
-CHECKPOINTS_PREFIX = "checkpoints/"  # one sub-prefix per execution (a resumed run reuses the earlier one's)
 # The printable characters and white space an execution name may not contain (StartExecution's `name`):
 # https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html
 # A resumeFrom holding one is rejected, so it cannot reach outside checkpoints/<name>/; other control characters

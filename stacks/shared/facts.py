@@ -124,16 +124,3 @@ def request_metadata(name_prefix: str, stage: str) -> dict[str, str]:
 # earlier versions gave it with the default prefix (they named it /<name_prefix>/...), so an upgrade of a default
 # deployment renames nothing: a renamed parameter would not exist for a Level 3 deployed before its logging stack.
 INVOCATION_LOGS_BUCKET_PARAMETER = "/genai-kit/bedrock/invocation-logs-bucket"
-
-
-# A Bedrock create refused while its quota is full (ServiceQuotaExceededException: two customization jobs at once,
-# or the imported-models quota) is retried by the Level 3 pipelines every QUOTA_RETRY_MINUTES, QUOTA_RETRY_ATTEMPTS
-# times (three hours of waiting for a free slot); kit doctor states the same wait.
-QUOTA_RETRY_MINUTES = 10
-QUOTA_RETRY_ATTEMPTS = 18
-
-# Bedrock's quota on the models imported with Custom Model Import (each supported Region: 3 by default, adjustable,
-# https://docs.aws.amazon.com/general/latest/gr/bedrock.html#limits_bedrock): the SageMaker path's failure message and
-# kit doctor's row name it.
-IMPORTED_MODELS_QUOTA = "Imported models per account"
-IMPORTED_MODELS_QUOTA_CODE = "L-45B04988"

@@ -23,14 +23,14 @@ import pytest
 
 from stacks.config import ConfigError
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
-from stacks.level3_finetune.names import execution_hash
+from stacks.level3_finetune.names import IMPORTED_MODELS_QUOTA_CODE, execution_hash
 from stacks.level3_finetune.pipeline import (
     EXECUTION_HEADROOM,
     POLL_RETRY_ATTEMPTS,
     THROTTLE_RETRY_ATTEMPTS,
     THROTTLE_RETRY_INTERVAL,
 )
-from stacks.shared.facts import IMPORTED_MODELS_QUOTA_CODE, KIT_NAME, STAGES
+from stacks.shared.facts import KIT_NAME, STAGES
 from tests.conftest import ROOT
 from tests.infra import asl
 from tests.infra.helpers import (
