@@ -1,6 +1,7 @@
-"""Local command: check a fine-tuning dataset before uploading it.
+"""Local command: check a fine-tuning dataset before uploading it (`kit l3 validate` runs the same rules; the
+package is importable by its name in the kit's .venv, which `make setup` installs editable).
 
-    PYTHONPATH=lambdas python -m finetune_validate TRAIN.jsonl --base-model amazon.nova-lite-v1:0:300k \\
+    .venv/bin/python -m finetune_validate TRAIN.jsonl --base-model amazon.nova-lite-v1:0:300k \\
         [--validation VAL.jsonl] [--hyperparameters '{"epochCount":"2"}'] [--report report.json] \\
         [--customization-type FINE_TUNING|CONTINUED_PRE_TRAINING|DISTILLATION|REINFORCEMENT_FINE_TUNING] \\
         [--teacher-model amazon.nova-pro-v1:0] [--datasets-uri s3://BUCKET/datasets/] [--on-demand-deploy]
