@@ -40,7 +40,6 @@ from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
-from stacks.level4_pretrain.jobs import training_image_account, training_image_problems
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared import build_dir
 from stacks.shared.deployment import Deployment
@@ -53,6 +52,7 @@ from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket, emptied_after, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, run_tags, stack_tags, state_machine_log_group, tag_stack
+from stacks.shared.training_jobs import run_jobs_statements, training_image_problems, training_role_statements
 
 # How long the sandbox keeps a run's training output (the adapter and the merged model it imported).
 SANDBOX_OUTPUT_DAYS = 30
@@ -244,7 +244,6 @@ class SageMakerFineTuneStack(Stack):
     def _training_role(self, settings: SageMakerFineTuneSettings) -> iam.Role:
         # SageMaker supplies both keys when a training job assumes its role:
         # https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html
-        from workloads.finetune_sagemaker import sagemaker_job
 
         role = iam.Role(
             self,
@@ -282,28 +281,7 @@ class SageMakerFineTuneStack(Stack):
                 actions=["s3:PutObject"],
                 resources=[self.artifacts.arn_for_objects(f"{pipeline.OUTPUT_PREFIX}*")],
             ),
-            iam.PolicyStatement(
-                sid="PullTrainingImage",
-                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[
-                    f"arn:{self.partition}:ecr:{self.region}:{training_image_account(self.region)}:repository/"
-                    f"{sagemaker_job.IMAGE_REPOSITORY}"
-                ],
-            ),
-            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
-            iam.PolicyStatement(
-                sid="TrainingLogs",
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[
-                    f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:/aws/sagemaker/TrainingJobs*"
-                ],
-            ),
-            iam.PolicyStatement(
-                sid="TrainingMetrics",
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
-            ),
+            *training_role_statements(self),
         ]
         if settings.hub_token_secret:
             # GetSecretValue on this one secret; no kms:Decrypt: a secret under the AWS managed key
@@ -575,38 +553,7 @@ class SageMakerFineTuneStack(Stack):
         role = self.state_machine.role
         arn = f"arn:{self.partition}"
         statements = [
-            # createTrainingJob.sync: Step Functions also tags the job it starts (MANAGED_BY_AWS); without AddTags the
-            # start is refused (aws/aws-cdk#32294). AddTags also authorizes the Tags a create request carries (a
-            # policy that creates SageMaker resources must also allow tagging them: "Provide permissions for tagging
-            # SageMaker resources", https://docs.aws.amazon.com/sagemaker/latest/dg/canvas-set-up-cv-nlp.html; the
-            # reference gives AddTags the key sagemaker:TaggingAction, the create action). Its .sync policy grants
-            # ListTags on "*", not saying which ARN it lists
-            # (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, "Run a Job (.sync)").
-            iam.PolicyStatement(
-                sid="RunTrainingJobs",
-                actions=[
-                    "sagemaker:CreateTrainingJob",
-                    "sagemaker:DescribeTrainingJob",
-                    "sagemaker:StopTrainingJob",
-                    "sagemaker:AddTags",
-                ],
-                resources=[f"{arn}:sagemaker:{self.region}:{self.account}:training-job/{self.job_prefix}*"],
-            ),
-            iam.PolicyStatement(sid="ReadTrainingJobTags", actions=["sagemaker:ListTags"], resources=["*"]),
-            # .sync integrations watch the job through a Step Functions managed EventBridge rule.
-            iam.PolicyStatement(
-                sid="WatchTrainingJobs",
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
-                    f"{arn}:events:{self.region}:{self.account}:rule/StepFunctionsGetEventsForSageMakerTrainingJobsRule"
-                ],
-            ),
-            iam.PolicyStatement(
-                sid="PassTrainingRole",
-                actions=["iam:PassRole"],
-                resources=[self.training_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            ),
+            *run_jobs_statements(self, self.job_prefix, self.training_role),
             iam.PolicyStatement(
                 sid="PassImportRole",
                 actions=["iam:PassRole"],

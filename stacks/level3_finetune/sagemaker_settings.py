@@ -9,8 +9,8 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator
 
 from stacks.level3_finetune.names import HUB_ID
-from stacks.level4_pretrain.settings import MAX_JOB_HOURS
 from stacks.shared.settings import Allowed, Flag, Invalid, Problem, Settings, Text, TrainingInstanceType, Whole
+from stacks.shared.training_jobs import MAX_JOB_HOURS
 
 # A Secrets Manager secret name ("1-512 characters: letters, digits, /_+=.@-") or its complete ARN, whose
 # name ends in the hyphen and six characters Secrets Manager adds:
@@ -96,7 +96,7 @@ class SageMakerFineTuneSettings(Settings):
 
 def region_problems(region: str) -> list[Problem]:
     """What ``region`` cannot do for the SageMaker path: import the trained model into Bedrock (the training image
-    is stacks/level4_pretrain/jobs.training_image_problems). Only this stack is refused for it
+    is stacks/shared/training_jobs.training_image_problems). Only this stack is refused for it
     (stacks/shared/regions.py)."""
     if region in IMPORT_REGIONS:
         return []

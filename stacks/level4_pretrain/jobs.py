@@ -13,7 +13,6 @@ from constructs import Construct
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared import build_dir
 from stacks.shared.conditions import listed_a_key
-from stacks.shared.settings import ConfigError, Problem
 from stacks.shared.state_input import wrapped_input
 from workloads.pretrain.checkpoints import PREFIX as CHECKPOINT_FILE_PREFIX
 
@@ -32,30 +31,6 @@ RETRY_BACKOFF = 2.0
 # Time an execution allows beyond the job's own limit: provisioning, the image and data download before training
 # and the model upload after it are not counted in MaxRuntimeInSeconds.
 EXECUTION_MARGIN_HOURS = 2
-
-
-_NO_DLC = "a region where the AWS Deep Learning Containers are published"
-
-
-def training_image_problems(region: str) -> list[Problem]:
-    """A region the DLC table does not serve has no training image to pull: the stacks that run training jobs
-    there (Level 3's SageMaker path and Level 4's jobs) are refused, and only those (stacks/shared/regions.py)."""
-    from workloads.pretrain import sagemaker_job
-
-    if region in sagemaker_job.DLC_REGISTRY_ACCOUNTS:
-        return []
-    return [Problem("region", region, f"{_NO_DLC}: {', '.join(sorted(sagemaker_job.DLC_REGISTRY_ACCOUNTS))}")]
-
-
-def training_image_account(region: str) -> str:
-    """The AWS Deep Learning Containers registry account of ``region`` (Levels 3 and 4 pull their training image
-    there and are granted on it); these stacks build only where :func:`training_image_problems` finds none."""
-    from workloads.pretrain import sagemaker_job
-
-    try:
-        return sagemaker_job.image_account(region)
-    except ValueError:
-        raise ConfigError("region", region, _NO_DLC) from None
 
 
 def stopping_condition(settings: PretrainSettings) -> dict[str, int]:

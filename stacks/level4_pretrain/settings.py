@@ -24,6 +24,7 @@ from stacks.shared.settings import (
     json_or_text,
     service_model,
 )
+from stacks.shared.training_jobs import MAX_JOB_HOURS
 
 # FSx for Lustre PERSISTENT_2 throughput per unit of storage (MB/s per TiB):
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-fsx-filesystem-lustreconfiguration.html
@@ -33,9 +34,7 @@ MAX_GROUP_INSTANCES = 100  # the kit's ceiling per group; the account's quota is
 # HyperPod's universal Slurm partition, which holds every node (docs/level-4-pretrain.md): a compute group's
 # partition is named after the group, so no group may take this name.
 DEFAULT_PARTITION = "dev"
-# Training jobs: MaxRuntimeInSeconds and MaxWaitTimeInSeconds at most 28 days:
-# https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html
-MAX_JOB_HOURS = 28 * 24
+# Training jobs: MaxRuntimeInSeconds and MaxWaitTimeInSeconds at most 28 days (stacks/shared/training_jobs.py).
 
 
 @dataclass(frozen=True)

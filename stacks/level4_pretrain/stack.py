@@ -55,8 +55,6 @@ from stacks.level4_pretrain.jobs import (
     execution_timeout,
     sourcedir_asset,
     stopping_condition,
-    training_image_account,
-    training_image_problems,
 )
 from stacks.level4_pretrain.network import ClusterNetwork, vpc_access_statements
 from stacks.level4_pretrain.storage import DATA_PREFIX, ClusterStorage
@@ -69,6 +67,7 @@ from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket, emptied_after, only_the_deployment_writes
 from stacks.shared.settings import training_instance_has_gpu
 from stacks.shared.stage import bucket_deployment_logs, run_tags, state_machine_log_group, tag_stack
+from stacks.shared.training_jobs import run_jobs_statements, training_image_problems, training_role_statements
 
 LEVEL = "4-pretrain"
 
@@ -151,7 +150,6 @@ class PretrainJobsStack(Stack):
         # + the hash of the execution ARN (names.py): the stage keeps the sandbox's and prod's jobs, rule and grants
         # apart in one account and region.
         self.job_prefix = job_prefix = names.job_prefix(deployment.name_prefix, deployment.stage)
-        image_account = training_image_account(self.region)
         self.bucket = SecureBucket(self, "Artifacts", deployment=deployment, versioned=True).bucket
         # The training code as the toolkit expects it (code/sourcedir.tar.gz) and the sample corpus (data/).
         code_upload = s3deploy.BucketDeployment(
@@ -231,34 +229,8 @@ class PretrainJobsStack(Stack):
                 sid="WriteModel", actions=["s3:PutObject"], resources=[self.bucket.arn_for_objects(f"{OUTPUT_PREFIX}*")]
             )
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="PullTrainingImage",
-                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                resources=[
-                    f"arn:{self.partition}:ecr:{self.region}:{image_account}:repository/"
-                    f"{sagemaker_job.IMAGE_REPOSITORY}"
-                ],
-            )
-        )
-        role.add_to_policy(iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]))
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="TrainingLogs",
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[
-                    f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:/aws/sagemaker/TrainingJobs*"
-                ],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="TrainingMetrics",
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
-            )
-        )
+        for statement in training_role_statements(self):
+            role.add_to_policy(statement)
         vpc_config = network is not None and settings.job_in_cluster_vpc
         if vpc_config and network is not None:
             for statement in vpc_access_statements(
@@ -446,37 +418,8 @@ class PretrainJobsStack(Stack):
             ),
         )
         machine_role = self.state_machine.role
-        machine_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="RunTrainingJobs",
-                # AddTags: Step Functions tags the job it starts (MANAGED_BY_AWS=STARTED_BY_STEP_FUNCTIONS) and is
-                # refused without it (aws/aws-cdk#32294; CDK's own SageMakerCreateTrainingJob grants it since #32536).
-                # It also authorizes the Tags a create request carries (a policy that creates SageMaker resources must
-                # also allow tagging them: "Provide permissions for tagging SageMaker resources",
-                # https://docs.aws.amazon.com/sagemaker/latest/dg/canvas-set-up-cv-nlp.html; the reference gives
-                # AddTags the key sagemaker:TaggingAction, the create action).
-                actions=[
-                    "sagemaker:CreateTrainingJob",
-                    "sagemaker:DescribeTrainingJob",
-                    "sagemaker:StopTrainingJob",
-                    "sagemaker:AddTags",
-                ],
-                resources=[f"arn:{self.partition}:sagemaker:{self.region}:{self.account}:training-job/{job_prefix}*"],
-            )
-        )
-        # The .sync policy Step Functions documents grants ListTags on "*", without saying which ARN it lists:
-        # https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html ("Run a Job (.sync)").
-        machine_role.add_to_principal_policy(
-            iam.PolicyStatement(sid="ReadTrainingJobTags", actions=["sagemaker:ListTags"], resources=["*"])
-        )
-        machine_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="PassTrainingRole",
-                actions=["iam:PassRole"],
-                resources=[role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            )
-        )
+        for statement in run_jobs_statements(self, job_prefix, role):
+            machine_role.add_to_principal_policy(statement)
         # FindCheckpoints: is there anything under checkpoints/<resumeFrom>/ (ListObjectsV2 is authorized by
         # s3:ListBucket; s3:prefix keeps the listing to the checkpoint prefix).
         machine_role.add_to_principal_policy(
@@ -485,17 +428,6 @@ class PretrainJobsStack(Stack):
                 actions=["s3:ListBucket"],
                 resources=[self.bucket.bucket_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINTS_PREFIX}*"]}},
-            )
-        )
-        # .sync integrations watch the job through a Step Functions managed EventBridge rule.
-        machine_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="WatchTrainingJobs",
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
-                    f"arn:{self.partition}:events:{self.region}:{self.account}:rule/"
-                    "StepFunctionsGetEventsForSageMakerTrainingJobsRule"
-                ],
             )
         )
         # Resource types per action: the Service Authorization Reference (cloudwatch:PutMetricData: optional dataset;

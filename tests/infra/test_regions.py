@@ -104,7 +104,7 @@ def test_a_stack_the_configuration_cannot_have_in_the_region_is_an_empty_stand_i
 def test_the_sagemaker_path_is_built_in_every_region_custom_model_import_serves(region: str) -> None:
     """Before: only us-east-1 and us-west-2, though the import page lists eu-central-1 and us-east-2 too."""
     from stacks.level3_finetune.sagemaker_settings import region_problems
-    from stacks.level4_pretrain.jobs import training_image_problems
+    from stacks.shared.training_jobs import training_image_problems
 
     assert region_problems(region) == [] and training_image_problems(region) == []
     assert region_problems("ap-southeast-2") != []
