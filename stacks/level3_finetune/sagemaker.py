@@ -40,13 +40,13 @@ from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
 from stacks.level3_finetune.sagemaker_teardown import SageMakerPipelineTeardown
-from stacks.level4_pretrain.storage import ROOT
 from stacks.shared import build_dir
 from stacks.shared.deployment import Deployment
 from stacks.shared.failures import end_after, input_rejected, reported_fail
 from stacks.shared.model_access import default_project_arn
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.notifications import notification_rule
+from stacks.shared.python_function import REPO_ROOT as ROOT
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
 from stacks.shared.secure_bucket import SecureBucket, emptied_after, only_the_deployment_writes
