@@ -26,7 +26,7 @@ REQUEST_METADATA_VAR = "REQUEST_METADATA"
 GUARDRAIL_VERSION = re.compile(r"DRAFT|[1-9][0-9]{0,7}")
 # An input variable's name as Bedrock Prompt Management allows it (botocore bedrock-agent PromptInputVariable.name,
 # the rule the stack applies from AWS::Bedrock::Prompt's schema): up to 100 characters, each optionally followed by
-# one '_' or '-'. tests/infra/test_facts_from_sources.py holds it to both sources.
+# one '_' or '-'. tests/level1_prompt/test_aws_facts.py holds it to both sources.
 VARIABLE_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,100}")
 
 
