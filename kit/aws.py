@@ -22,7 +22,7 @@ from kit import (
     KitUsageError,  # exits with 2: a bad option or configuration value
 )
 from kit.templates import importable_checkout, repo_root
-from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, STACK_IDS
+from stacks.shared.facts import PINNED_POWERTOOLS_LAYER, SANDBOX, STACK_IDS
 
 if TYPE_CHECKING:
     from stacks.config import KitConfig
@@ -316,7 +316,7 @@ def deploy_hint(stack_name: str, verb: str = "deploy") -> str:
     stack_id, _, stage = stack_name.rpartition("-")
     if not stack_id:
         return f"{verb} {stack_name}"
-    extra = f' CDK_ARGS="-c stage={stage}"' if stage != "sandbox" else ""
+    extra = f' CDK_ARGS="-c stage={stage}"' if stage != SANDBOX else ""
     return f"make {verb} STACK={stack_id}{extra}"
 
 
@@ -489,7 +489,7 @@ class Target:
 
     def _cdk_args(self) -> str:
         pairs = self._overrides()
-        if pairs == {"stage": "sandbox"}:
+        if pairs == {"stage": SANDBOX}:
             pairs = {}
         # The command's profile too: without it the CDK CLI signs with its default profile, maybe another account's.
         args = [f"-c {shlex.quote(f'{k}={v}')}" for k, v in sorted(pairs.items())] + (

@@ -18,7 +18,7 @@ from kit import KitError
 from kit.costs import PriceTable, StackCost, UnitPrice, available_regions, cost_report, load_prices, money, report_json
 from kit.diagram import render_all, stale_files, write_all
 from kit.templates import Template, cdk_context, read_assembly, repo_root, select, synthesize
-from stacks.shared.facts import STAGES
+from stacks.shared.facts import SANDBOX, STAGES
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -172,7 +172,7 @@ def cost(
     prices = load_prices(region)
     templates = select(_templates(assembly, overrides, _err_console()), stack_id)
     report = cost_report(templates, prices)
-    shown_stage = stage or (None if assembly else str(cdk_context(repo_root(), overrides).get("stage", "sandbox")))
+    shown_stage = stage or (None if assembly else str(cdk_context(repo_root(), overrides).get("stage", SANDBOX)))
     if as_json:
         click.echo(json.dumps(report_json(report, prices, stage=shown_stage), indent=2))
         return

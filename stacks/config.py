@@ -85,10 +85,6 @@ class KitConfig:
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def is_prod(self) -> bool:
-        return self.stage == "prod"
-
-    @property
     def text_temperature(self) -> float | None:
         return self.prompt.text_temperature
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, ValidationInfo, field_validator
 
 from rag_api.settings import ANSWER_MAX_TOKENS_RANGE
+from stacks.shared.facts import PROD, SANDBOX
 from stacks.shared.settings import Allowed, Flag, FlagOrNull, Invalid, OneOf, Settings, Stripped, Text, Whole
 
 # Embedding models a knowledge base can use, with the vector dimensions each one offers
@@ -205,8 +206,8 @@ class RagSettings(Settings):
     def _sandbox_only(cls, sample: bool | None, info: ValidationInfo) -> bool:
         stage = (info.context or {}).get("stage")
         if sample is None:
-            return stage == "sandbox"
-        if sample and stage == "prod":
+            return stage == SANDBOX
+        if sample and stage == PROD:
             raise Invalid("false in the prod stage (the sample corpus is for sandboxes)")
         return sample
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from stacks.shared.facts import PROD
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -26,7 +28,7 @@ class Deployment:
 
     @property
     def is_prod(self) -> bool:
-        return self.stage == "prod"
+        return self.stage == PROD
 
     def resource_name(self, *parts: str) -> str:
         """A physical name that carries the prefix and the stage, e.g. ``genai-kit-sandbox-prompts``."""

@@ -22,7 +22,8 @@ STACK_IDS: Mapping[str, str] = {
     "0-apigw": "GenAiKit-0-ApiGatewayAccount",
 }
 
-STAGES = ("sandbox", "prod")
+# A sandbox destroys cleanly; prod retains data (stacks/shared/stage.py).
+SANDBOX, PROD = STAGES = ("sandbox", "prod")
 
 # Step Functions fails a Standard execution whose history reaches 25,000 events
 # (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html): Level 3 sizes its job polls by it and

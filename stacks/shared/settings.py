@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic import ValidationError as _ValidationError
 from pydantic.fields import FieldInfo
 
-from stacks.shared.facts import GUARDRAIL_PROFILES, PROFILE_GEOGRAPHIES, STAGES
+from stacks.shared.facts import GUARDRAIL_PROFILES, PROD, PROFILE_GEOGRAPHIES, SANDBOX, STAGES
 
 # ---------------------------------------------------------------------------------------------------------
 # Errors
@@ -437,7 +437,7 @@ LogRetention = Literal[
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653
 ]
 LOG_RETENTION_DAYS: tuple[int, ...] = get_args(LogRetention)
-DEFAULT_LOG_RETENTION = {"sandbox": 7, "prod": 365}  # what log_retention_days null means in each stage
+DEFAULT_LOG_RETENTION = {SANDBOX: 7, PROD: 365}  # what log_retention_days null means in each stage
 
 Stage = Annotated[Text, OneOf(STAGES)]
 
