@@ -33,6 +33,7 @@ from common.errors import (
     trim,
 )
 from common.http import error_response, proxy_error
+from common.metric_names import MODEL_ACCESS_DENIED, MODEL_THROTTLED
 
 RESOURCE_KEY = "bedrock_resource"  # app context key: the Bedrock resource a route is calling
 DEFAULT_RESOURCE = "Amazon Bedrock"
@@ -78,7 +79,7 @@ def install_error_handlers(
 
     def count_refusal(error: ApiError) -> None:
         if isinstance(error, ModelAccessDeniedError):  # the deployment's fault, every caller gets it: alarmed
-            publish({"ModelAccessDenied": (MetricUnit.Count, 1)}, {})
+            publish({MODEL_ACCESS_DENIED: (MetricUnit.Count, 1)}, {})
 
     @app.exception_handler(ApiError)
     def _on_api_error(exc: ApiError) -> Response[Any]:
@@ -97,7 +98,7 @@ def install_error_handlers(
         if mapped is None:
             return internal_response(exc)
         if isinstance(mapped, ThrottledError):
-            publish({"ModelThrottled": (MetricUnit.Count, 1)}, {})  # still throttled after the kit's retries
+            publish({MODEL_THROTTLED: (MetricUnit.Count, 1)}, {})  # still throttled after the kit's retries
         count_refusal(mapped)
         logger.warning(
             aws_failure,

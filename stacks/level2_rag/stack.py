@@ -34,6 +34,8 @@ from constructs import Construct
 
 from rag_api.filters import OSS_METADATA_FIELD, OSS_TEXT_FIELD, OSS_VECTOR_FIELD, S3_VECTORS_NON_FILTERABLE_KEYS
 from rag_ingest.ingestion import RECONCILE_EVERY
+from rag_ingest.names import DOCUMENTS_FAILED, INGESTION_JOB_FAILED, OLDEST_CHANGE_AGE
+from rag_ingest.names import SERVICE_NAME as INGEST_SERVICE_NAME
 from rag_ingest.settings import REVISION_LENGTH
 from stacks.config import KitConfig
 from stacks.level2_rag.cleanup import IngestionCleanup
@@ -720,7 +722,7 @@ class IngestionPipeline(Construct):
             deployment=deployment,
             handler="rag_ingest.handler.handler",
             description="Level 2 ingestion: coalesce pending document changes into one ingestion job",
-            service_name="rag-ingest",
+            service_name=INGEST_SERVICE_NAME,
             timeout=INGEST_TIMEOUT,
             memory_size=256,
             environment={
@@ -967,7 +969,10 @@ class RagStack(Stack):
             return cloudwatch.Metric(
                 namespace=deployment.metrics_namespace,
                 metric_name=name,
-                dimensions_map={"KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id, "service": "rag-ingest"},
+                dimensions_map={
+                    "KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id,
+                    "service": INGEST_SERVICE_NAME,
+                },
                 period=Duration.hours(1),
                 statistic="Maximum",
             )
@@ -979,7 +984,7 @@ class RagStack(Stack):
         alarms.alarm(
             self,
             "OldestChangeAgeAlarm",
-            metric=ingest_metric("OldestChangeAge"),
+            metric=ingest_metric(OLDEST_CHANGE_AGE),
             threshold=STALE_CHANGE_AGE.to_seconds(),
             description=f"Level 2: an ingest run holds a document change first queued over "
             f"{STALE_CHANGE_AGE.to_hours()} hours ago: StartIngestionJob keeps answering busy (ServiceQuotaExceeded: "
@@ -992,7 +997,7 @@ class RagStack(Stack):
         alarms.alarm(
             self,
             "IngestionFailedAlarm",
-            metric=ingest_metric("IngestionJobFailed"),
+            metric=ingest_metric(INGESTION_JOB_FAILED),
             threshold=1,
             description="The last Level 2 ingestion job failed (see the ingest function's log)",
         )
@@ -1003,7 +1008,7 @@ class RagStack(Stack):
         alarms.alarm(
             self,
             "DocumentsFailedAlarm",
-            metric=ingest_metric("DocumentsFailed"),
+            metric=ingest_metric(DOCUMENTS_FAILED),
             threshold=1,
             description="Documents failed to be ingested into the Level 2 knowledge base (the reconcile retried them "
             f"once). Read why (failureReasons) with `{kit_sync}`, or `aws bedrock-agent get-ingestion-job "

@@ -12,6 +12,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from common.metric_names import MODEL_ACCESS_DENIED, MODEL_THROTTLED
 from stacks.shared.deployment import Deployment
 from stacks.shared.nag import suppress_unless
 
@@ -199,7 +200,7 @@ class AlarmTopic(Construct):
         self.alarm(
             scope,
             "ModelAccessDeniedAlarm",
-            metric=kit_metric("ModelAccessDenied"),
+            metric=kit_metric(MODEL_ACCESS_DENIED),
             threshold=1,
             description=f"{label} API answered 403 model_access_denied: the function or the account may not use "
             "the model (IAM, an SCP, Marketplace, the use-case form, a Legacy model); see the function log",
@@ -207,7 +208,7 @@ class AlarmTopic(Construct):
         self.alarm(
             scope,
             "ModelThrottledAlarm",
-            metric=kit_metric("ModelThrottled"),
+            metric=kit_metric(MODEL_THROTTLED),
             threshold=5,
             description=f"Bedrock throttled {label} calls after retries (429s to callers)",
         )

@@ -28,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from common.errors import trim
 from common.observability import make_tracer, publish
 from rag_ingest import aws, ingestion
+from rag_ingest.names import DOCUMENTS_FAILED, INGESTION_JOB_FAILED, OLDEST_CHANGE_AGE
 from rag_ingest.settings import get_settings
 
 logger = Logger()
@@ -130,7 +131,7 @@ def _oldest_change_age(result: ingestion.SyncResult) -> dict[str, tuple[MetricUn
     if result.waiting_since_ms is None:
         return {}
     waited_s = max(0.0, now().timestamp() - result.waiting_since_ms / 1000)
-    return {"OldestChangeAge": (MetricUnit.Seconds, round(waited_s))}
+    return {OLDEST_CHANGE_AGE: (MetricUnit.Seconds, round(waited_s))}
 
 
 def _failed_after_receiving(result: ingestion.SyncResult) -> None:
@@ -237,17 +238,17 @@ def _report_jobs(recent: ingestion.RecentJobs, at: datetime) -> None:
                     "DocumentsScanned": (MetricUnit.Count, report.scanned),
                     "DocumentsIndexed": (MetricUnit.Count, report.indexed),
                     "DocumentsDeleted": (MetricUnit.Count, report.deleted),
-                    "DocumentsFailed": (MetricUnit.Count, report.failed_signal),
+                    DOCUMENTS_FAILED: (MetricUnit.Count, report.failed_signal),
                     "DocumentsSkipped": (MetricUnit.Count, report.skipped),
-                    "IngestionJobFailed": (MetricUnit.Count, int(report.status == "FAILED")),
+                    INGESTION_JOB_FAILED: (MetricUnit.Count, int(report.status == "FAILED")),
                 }
             )
         elif report is newest:
             still: dict[str, tuple[MetricUnit, float]] = {}
             if report.status == "FAILED":
-                still["IngestionJobFailed"] = (MetricUnit.Count, 1)
+                still[INGESTION_JOB_FAILED] = (MetricUnit.Count, 1)
             if report.failed_signal:
-                still["DocumentsFailed"] = (MetricUnit.Count, report.failed_signal)
+                still[DOCUMENTS_FAILED] = (MetricUnit.Count, report.failed_signal)
             if still:
                 _publish(still)
         _log_job(report)
