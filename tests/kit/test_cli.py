@@ -227,7 +227,9 @@ def test_diagram_writes_then_checks_and_names_a_stale_page(sandbox: Any, tmp_pat
     assert run("diagram", "--assembly", assembly, "--out", str(tmp_path), "--check").exit_code == 0
     (tmp_path / "GenAiKit-3-FineTune.md").write_text("stale\n")
     assert_one_line_error(
-        run("diagram", "--assembly", assembly, "--out", str(tmp_path), "--check"), "GenAiKit-3-FineTune.md"
+        run("diagram", "--assembly", assembly, "--out", str(tmp_path), "--check"),
+        "GenAiKit-3-FineTune.md",
+        "run `kit diagram` and commit",  # what fixes it
     )
 
 

@@ -239,6 +239,12 @@ def test_document_changes_go_to_a_queue_with_a_dead_letter_queue(template: dict[
     queue_id = target["Arn"]["Fn::GetAtt"][0]
     queue = template["Resources"][queue_id]["Properties"]
     assert queue["RedrivePolicy"]["maxReceiveCount"] == MAX_RECEIVE_COUNT
+    # The ingest function queues a change again from its REQUEUE_AT_RECEIVE_COUNT-th receive: SQS dead-letters a
+    # message received more than maxReceiveCount times, so at least two receives must be left for runs that fail
+    # and for ApproximateReceiveCount being approximate (rag_ingest.ingestion).
+    from rag_ingest.ingestion import REQUEUE_AT_RECEIVE_COUNT
+
+    assert queue["RedrivePolicy"]["maxReceiveCount"] - 2 >= REQUEUE_AT_RECEIVE_COUNT
     dlq_id = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
     assert template["Resources"][dlq_id]["Properties"]["SqsManagedSseEnabled"] is True
     assert queue["SqsManagedSseEnabled"] is True
@@ -446,6 +452,25 @@ def test_query_function_grants_name_exact_resources_except_retrieve_and_generate
     assert [render(r) for r in by_sid["InvokeInferenceProfile"]["Resource"]] == [profile, DEFAULT_PROJECT]
     assert render(fn["Environment"]["Variables"]["MODEL_ARN"]) == profile
     assert by_sid["ApplyGuardrail"]["Action"] == "bedrock:ApplyGuardrail"
+
+
+# API Gateway's REST integration timeout when a method sets no TimeoutInMillis: 29 seconds
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
+DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000
+
+
+def test_query_function_timeout_is_below_the_api_integration_timeout(template: dict[str, Any]) -> None:
+    """A function still running when API Gateway gives up answers no one: the caller gets a 504 without the kit's
+    error body."""
+    _, fn = _function(template, "rag_api.handler.handler")
+    integrations = [
+        r["Properties"]["Integration"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"].get("Integration", {}).get("Type") == "AWS_PROXY"
+    ]
+    assert len(integrations) == 2  # POST /ask and POST /retrieve
+    limit = min(i.get("TimeoutInMillis", DEFAULT_INTEGRATION_TIMEOUT_MS) for i in integrations)
+    assert fn["Timeout"] * 1000 < limit
 
 
 def test_query_function_caps_answers_at_the_configured_tokens(sandbox: Any, template: dict[str, Any]) -> None:

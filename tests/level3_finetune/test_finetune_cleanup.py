@@ -558,6 +558,25 @@ def test_a_delete_answered_conflict_is_asked_again_on_the_next_pass(aws: Aws, ki
     assert counted in aws.answer["Reason"]
 
 
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ValidationException"])
+def test_a_model_delete_refused_answers_failed_not_deleted(aws: Aws, code: str) -> None:
+    # Only a model already gone counts as deleted (delete_when_free): a refusal keeps it stored and billed, so the
+    # stack's deletion fails saying why instead of answering SUCCESS.
+    a = model_arn("0123456789ab")
+    aws.deleting()
+    aws.executions([])
+    aws.jobs([])
+    _kit_models(aws, "0123456789ab")
+    aws.serving(a, [], [])
+    aws.bedrock.add_client_error("delete_custom_model", code, "refused", expected_params={"modelIdentifier": a})
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "FAILED"
+    assert aws.answer["Reason"].startswith(f"{code}: refused")
+
+
 def test_a_delete_that_is_not_the_stacks_deletion_keeps_the_models(aws: Aws) -> None:
     # An update that removes the resource (for example a switch to the prod stage) must not delete models.
     aws.deleting("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")

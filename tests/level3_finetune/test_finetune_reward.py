@@ -50,6 +50,11 @@ def bedrock_payload(record: dict[str, Any], response: str, sample_id: str) -> di
         ("Lyon", "Paris", 0.0),
         ("x = 4, y = 7", {"x": 4, "y": 2}, 0.5),  # half of the fields
         ([{"type": "text", "text": "x = 4"}], 4, 1.0),  # content as a list of text parts
+        # Hedging earns nothing: a number is scored as the response's final one, not any number it lists...
+        ("Try 4. Actually 7", 4, 0.0),
+        ("4, no wait, 5", "4", 0.0),
+        # ...and partial credit needs the expected text as whole words, not inside another word.
+        ("Parisian cuisine", "Paris", 0.0),
     ],
 )
 def test_checkable_answers_are_scored_against_the_reference(answer: Any, reference: Any, score: float) -> None:

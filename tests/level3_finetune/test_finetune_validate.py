@@ -709,6 +709,11 @@ def test_file_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kinds(report["training"]) == {"file_too_large": [None]}
     assert kinds(report["validation"]) == {"file_too_large": [None]}
     assert formats.MODELS[TITAN_LITE].limits.max_training_bytes == 1_000_000_000
+    # "at most" the limit: a file of exactly the limit's size is not too large.
+    exact = jsonl([prompt()] * 30)
+    exact_limits = dataclasses.replace(spec.limits, max_training_bytes=len(exact), max_validation_bytes=None)
+    monkeypatch.setitem(formats.MODELS, TITAN_EXPRESS, dataclasses.replace(spec, limits=exact_limits))
+    assert "file_too_large" not in kinds(check(exact, TITAN_EXPRESS)["training"])
 
 
 # --- hyperparameters ----------------------------------------------------------------------------------------

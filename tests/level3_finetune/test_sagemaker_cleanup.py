@@ -399,6 +399,26 @@ def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None
     assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
 
 
+@pytest.mark.parametrize("code", ["AccessDeniedException", "ValidationException"])
+def test_a_model_delete_refused_answers_failed_not_deleted(aws: Aws, code: str) -> None:
+    # Only a model already gone counts as deleted: a refusal keeps it stored (and counted against the imported-
+    # models quota), so the stack's deletion fails saying why instead of answering SUCCESS.
+    name = kit_name("kit-run-5")
+    aws.deleting()
+    aws.executions([])
+    aws.no_training()
+    aws.imports([])
+    aws.models([model_summary(name, "aaaaaaaaaaaa")])
+    aws.get_model(name, "aaaaaaaaaaaa")
+    params = {"modelIdentifier": model_arn("aaaaaaaaaaaa")}
+    aws.bedrock.add_client_error("delete_imported_model", code, "refused", 400, expected_params=params)
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    assert aws.answer["Status"] == "FAILED"
+    assert aws.answer["Reason"].startswith(f"{code}: refused")
+
+
 def test_a_delete_that_is_not_the_stacks_deletion_keeps_everything(aws: Aws) -> None:
     aws.deleting("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")  # for example an update that switched to prod
     h.handler(event("Delete"), context(FUNCTION_MS))
