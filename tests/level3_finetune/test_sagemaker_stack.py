@@ -1706,7 +1706,7 @@ def test_the_sandbox_lets_each_runs_training_output_go_and_prod_keeps_it(each_st
     [bucket] = [b for k, b in resources(template, "AWS::S3::Bucket").items() if k.startswith("ArtifactsBucket")]
     rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
     expiring = [r for r in rules if r.get("Prefix") == OUTPUT_PREFIX and "ExpirationInDays" in r]
-    if each_stage.config.is_prod:
+    if each_stage.config.deployment.is_prod:
         assert expiring == []
     else:
         assert [r["ExpirationInDays"] for r in expiring] == [SANDBOX_OUTPUT_DAYS]
