@@ -43,8 +43,7 @@ from kit.operator import (
 )
 from stacks.level4_pretrain import names
 
-# The Jobs stack's checkpoint prefix (stacks/level4_pretrain/jobs.py CHECKPOINTS_PREFIX: that module loads the CDK).
-CHECKPOINTS_PREFIX = "checkpoints/"
+CHECKPOINTS_PREFIX = names.CHECKPOINTS_PREFIX  # the Jobs stack's (stacks/level4_pretrain/names.py: no CDK there)
 # The training job of an execution is <name_prefix>-<stage>-pt-<MD5 of the execution ARN>, as the state machine
 # names it (stacks/level4_pretrain/names.py), so any execution name fits SageMaker's 63 characters. What an
 # execution name may be (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html):

@@ -10,6 +10,7 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.level4_pretrain.names import CHECKPOINTS_PREFIX
 from stacks.level4_pretrain.storage import ROOT
 from stacks.shared import build_dir
 from stacks.shared.conditions import listed_a_key
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 WORKLOAD_DIR = ROOT / "workloads" / "pretrain"
 CODE_PREFIX = "code/"
-CHECKPOINTS_PREFIX = "checkpoints/"  # one sub-prefix per execution: checkpoints/<execution name>/
 OUTPUT_PREFIX = "output/"
 # Bounded retries for the notification publishes and the checkpoint lookup: transient errors pass, a lasting
 # one still ends in the failure path within about half a minute (2 + 4 + 8 s of back-off).

@@ -12,6 +12,9 @@ from __future__ import annotations
 from stacks.shared.execution_names import hashed_name, name_for
 
 JOB_NAME_PART = "pt"
+# Each execution's checkpoints, under its name (a resumed run reuses the earlier one's): the state machine's input
+# checks, the training role's grants and `kit l4` read it.
+CHECKPOINTS_PREFIX = "checkpoints/"
 
 
 def job_prefix(name_prefix: str, stage: str) -> str:

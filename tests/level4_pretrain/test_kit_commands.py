@@ -353,13 +353,6 @@ def test_l4_new_run_refuses_a_name_whose_training_job_an_earlier_deployment_left
     assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["exp2"]
 
 
-def test_l4_checkpoint_prefix_is_the_jobs_stacks() -> None:
-    from kit.level4_pretrain import CHECKPOINTS_PREFIX
-    from stacks.level4_pretrain.jobs import CHECKPOINTS_PREFIX as STACKS
-
-    assert CHECKPOINTS_PREFIX == STACKS
-
-
 @pytest.mark.parametrize(
     ("given", "says"),
     [("under score", "not the name or ARN of an execution"), ("x" * 81, "not the name"), ("same", "itself")],
