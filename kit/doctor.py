@@ -42,7 +42,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from common.errors import SUBSCRIPTION_ADVICE
+from common.errors import MODEL_LIFECYCLE_PAGE, SUBSCRIPTION_ADVICE
 from common.geographies import PROFILE_GEOGRAPHIES
 from kit import aws
 from kit.aws import KitError, Target
@@ -75,7 +75,7 @@ POWERTOOLS_LAYERS = "https://docs.powertools.aws.dev/lambda/python/latest/#lambd
 # A model's lifecycle (GetFoundationModel's modelDetails.modelLifecycle): a Legacy model is not offered to new customers
 # and its requests fail after its end-of-life date. The page for models launched before 2026-09-07, every model the
 # kit names; later ones follow https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html and cards.
-MODEL_LIFECYCLE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html"
+MODEL_LIFECYCLE_DOC = MODEL_LIFECYCLE_PAGE
 ACTIVE, LEGACY = "ACTIVE", "LEGACY"  # botocore's FoundationModelLifecycleStatus (a test compares them)
 # GetFoundationModel's modelDetails.inferenceTypesSupported (botocore bedrock 2023-04-20 FoundationModelDetails, enum
 # InferenceType ON_DEMAND | PROVISIONED;

@@ -68,7 +68,9 @@ LEGACY_NOT_IN_USE_MESSAGE = "marked by provider as legacy"
 # life." (quoted on https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-anthropic-claude-3-haiku.html).
 # The configured model, not a missing resource or the caller: from_aws_error answers it 500 configuration_error.
 END_OF_LIFE_MESSAGE = "reached the end of its life"
-MODEL_LIFECYCLE_PAGE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html"
+# The lifecycle page of the models launched before 2026-09-07, which every model the kit offers was
+# (model-lifecycle.html covers those launched since); kit doctor links it too.
+MODEL_LIFECYCLE_PAGE = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle-legacy.html"
 # The account's other refusals on that page: a Marketplace subscription still being processed (403, "Try again
 # after 15 minutes": temporary, so 503 with Retry-After), an account Bedrock does not authorize for the model
 # (403, "Contact AWS Support"), and NotAuthorized (400, "You do not have permission": IAM or an SCP).

@@ -391,10 +391,11 @@ class PretrainJobsStack(Stack):
         # stopped by hand ends without its Notify* states: its status change says so instead. Step Functions sends
         # these events for standard workflows (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html).
         # A FAILED execution went through a Notify* state first, so it is not announced twice; the exception is an
-        # input within a few hundred bytes of StartExecution's 256 KiB, which fails at ReadInput or CheckInput
-        # (States.DataLimitExceeded as the input is wrapped or a reason added to it) before any job is started. A
-        # managed-spot job's limit is MaxWaitTimeInSeconds, "the amount of time spent waiting for Spot capacity plus
-        # the amount of time the job can run" (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html).
+        # input within a few hundred bytes of StartExecution's 256 KiB, which fails with States.DataLimitExceeded
+        # where a state adds to it (ReadInput wraps it, FindCheckpoints adds its listing, a rejecting Pass its
+        # reason) before any job is started. A managed-spot job's limit is MaxWaitTimeInSeconds, "the amount of time
+        # spent waiting for Spot capacity plus the amount of time the job can run"
+        # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html).
         limit = "MaxWaitTimeInSeconds, spot capacity waits included" if settings.job_spot else "MaxRuntimeInSeconds"
         notification_rule(
             self,

@@ -8,10 +8,13 @@ where SageMaker writes them; the state machine's role starts, watches and stops 
 
 from __future__ import annotations
 
-from aws_cdk import Stack
-from aws_cdk import aws_iam as iam
+from typing import TYPE_CHECKING
 
 from stacks.shared.settings import ConfigError, Problem
+
+if TYPE_CHECKING:  # the settings read MAX_JOB_HOURS, and the kit reads the settings without loading the CDK
+    from aws_cdk import Stack
+    from aws_cdk import aws_iam as iam
 
 # A training job runs at most 28 days, MaxRuntimeInSeconds and MaxWaitTimeInSeconds alike
 # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html).
@@ -46,6 +49,8 @@ def training_role_statements(stack: Stack) -> list[iam.PolicyStatement]:
     log groups and publish metrics under /aws/sagemaker/*. Resource types per action: the Service Authorization
     Reference (ecr:GetAuthorizationToken has none; cloudwatch:PutMetricData only an optional dataset its request
     cannot name, so it is bounded by its cloudwatch:namespace condition)."""
+    from aws_cdk import aws_iam as iam
+
     from workloads.pretrain import sagemaker_job
 
     return [
@@ -86,6 +91,8 @@ def run_jobs_statements(stack: Stack, job_prefix: str, training_role: iam.IRole)
     without saying which ARN it lists, and watches the job through its managed EventBridge rule
     (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html, "Run a Job (.sync)").
     """
+    from aws_cdk import aws_iam as iam
+
     arn = f"arn:{stack.partition}"
     return [
         iam.PolicyStatement(

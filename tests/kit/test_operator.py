@@ -62,12 +62,14 @@ CDK_PACKAGES = ("aws_cdk", "jsii", "constructs")
 
 def test_importing_the_kit_commands_loads_no_cdk(tmp_path: Path) -> None:
     """`kit` starts fast: its commands may import plain-data modules of stacks/ and lambdas/, never the CDK
-    (loading aws_cdk starts a jsii Node.js runtime). A fresh interpreter, outside the checkout, imports through
-    the editable install."""
+    (loading aws_cdk starts a jsii Node.js runtime), not even to read the configuration (the settings models). A
+    fresh interpreter, outside the checkout, imports through the editable install."""
     code = (
         "import importlib, json, sys\n"
         "for name in sys.argv[1:]:\n"
         "    importlib.import_module(name)\n"
+        "from kit.aws import Target\n"
+        "assert Target().config.stage\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {CDK_PACKAGES!r})))\n"
     )
     done = subprocess.run(

@@ -894,7 +894,7 @@ def test_a_model_past_its_end_of_life_is_the_deployments_500_naming_the_setting(
     operation, event, params = _route(route)
     stubber.add_client_error(operation, "ResourceNotFoundException", END_OF_LIFE, 404, expected_params=params)
     error = assert_error(invoke(event), 500, "configuration_error")
-    assert "end of life" in error["message"] and "model-lifecycle.html" in error["message"]
+    assert "end of life" in error["message"] and "model-lifecycle-legacy.html" in error["message"]
     assert "rag_embedding_model_id" in error["message"]  # /retrieve embeds with it; /ask may use either model
     assert ("text_model_id" in error["message"]) is (route == "ask")
 

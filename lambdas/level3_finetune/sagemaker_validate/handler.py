@@ -280,7 +280,7 @@ def validate(request: Request) -> dict[str, Any]:
 # models imported in the Region (ListImportedModels, every page). A model an import job still running will create
 # is not counted, and another run may take the last slot after this check: the import's own retries still cover
 # those. A read that fails leaves the run to go on, as before the check.
-QUOTA_CODE_ENV = "IMPORTED_MODELS_QUOTA_CODE"  # the stack sets it (stacks/shared/facts.py IMPORTED_MODELS_QUOTA_CODE)
+QUOTA_CODE_ENV = "IMPORTED_MODELS_QUOTA_CODE"  # the stack sets it (stacks/level3_finetune/names.py)
 QUOTA_SERVICE = "bedrock"
 SHOWN_MODELS = 3
 
