@@ -412,6 +412,22 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         ResultPath="$.training",
     )
     train.add_catch(targets.failed, errors=["States.ALL"], result_path="$.error")
+    # The states from TrainModel on read only the base model and the checkpoint prefix (and what they write
+    # themselves): the execution input, up to StartExecution's 256 KiB, is not carried past the checks. With it, a
+    # failed job's Cause (up to 32,768 characters: API_ExecutionFailedEventDetails) or a later state's result could
+    # push a state over the payload quota, States.DataLimitExceeded, which no Catch catches
+    # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html): a paid job's failure
+    # would go unnotified.
+    keep = sfn.Pass(
+        scope,
+        "KeepWhatTrainingReads",
+        comment="Only what the training job and the import read goes on: not the execution input",
+        parameters={
+            "baseModel": sfn.JsonPath.object_at("$.baseModel"),
+            "checkpoints": sfn.JsonPath.object_at("$.checkpoints"),
+        },
+    )
+    keep.next(train)
 
     # Every record the job would read, checked before any instance starts (the train channel's S3Prefix on the
     # same key: the function lists and reads exactly the objects the job would copy). Lambda's transient errors
@@ -465,7 +481,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
         .when(
             sfn.Condition.boolean_equals("$.validation.valid", True),
             sfn.Choice(scope, "ImportSlotFree")
-            .when(sfn.Condition.boolean_equals("$.validation.importSlotFree", True), train)
+            .when(sfn.Condition.boolean_equals("$.validation.importSlotFree", True), keep)
             .otherwise(quota_full),
         )
         .otherwise(invalid_data)

@@ -714,6 +714,26 @@ def test_training_failure_is_notified_and_nothing_is_imported(machine: dict[str,
     assert "exit code 3" in _failure(trace)["Cause"]
 
 
+@pytest.mark.parametrize("outcome", ["trained", "training-failed"])
+def test_an_input_near_the_payload_quota_is_not_carried_into_the_training_jobs_states(
+    machine: dict[str, Any], outcome: str
+) -> None:
+    # Before: the input went on with the run, and a failed job's Cause (up to 32,768 characters) on top of an
+    # input near StartExecution's 256 KiB was States.DataLimitExceeded at TrainModel, which no Catch catches: the
+    # paid job's failure was not notified.
+    execution_input = {"trainingKey": "datasets/train.jsonl", "note": "x" * (asl.PAYLOAD_LIMIT - 6_000)}
+    assert asl.payload_bytes(execution_input) < asl.PAYLOAD_LIMIT
+    cause = "y" * 32_768
+    error = asl.AslError("States.TaskFailed", cause) if outcome == "training-failed" else None
+    trace = asl.simulate(machine, execution_input, _results(training=error), execution_name="run-9")
+    if error is None:
+        assert trace.status == "SUCCEEDED", trace.describe()
+        assert [state for state, _ in trace.notifications] == ["NotifySucceeded"]
+    else:
+        assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
+        assert _failure(trace)["Cause"] == cause
+
+
 def test_import_failure_is_notified_after_the_model_is_deleted(machine: dict[str, Any]) -> None:
     trace = asl.simulate(machine, {"trainingKey": "datasets/"}, _results(statuses=("InProgress", "Failed")))
     assert (trace.status, trace.terminal) == ("FAILED", "PipelineFailed"), trace.describe()
