@@ -380,14 +380,19 @@ def test_when_the_deadline_comes_it_answers_failed_in_time_naming_the_import_lef
     assert answered_at <= FUNCTION_MS / 1000 - stack_cleanup.ANSWER_MARGIN_S
 
 
-def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None:
-    name = kit_name("kit-run-5")
+def _one_kit_model_to_delete(aws: Aws, name: str) -> None:
+    """A stack deletion that finds nothing running and one kit model, read before its delete."""
     aws.deleting()
     aws.executions([])
     aws.no_training()
     aws.imports([])
     aws.models([model_summary(name, "aaaaaaaaaaaa")])
     aws.get_model(name, "aaaaaaaaaaaa")
+
+
+def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None:
+    name = kit_name("kit-run-5")
+    _one_kit_model_to_delete(aws, name)
     aws.bedrock.add_client_error("delete_imported_model", "ConflictException", "in use", 409)
     aws.delete_model("aaaaaaaaaaaa")
 
@@ -403,13 +408,7 @@ def test_a_model_busy_for_a_moment_is_deleted_on_the_next_look(aws: Aws) -> None
 def test_a_model_delete_refused_answers_failed_not_deleted(aws: Aws, code: str) -> None:
     # Only a model already gone counts as deleted: a refusal keeps it stored (and counted against the imported-
     # models quota), so the stack's deletion fails saying why instead of answering SUCCESS.
-    name = kit_name("kit-run-5")
-    aws.deleting()
-    aws.executions([])
-    aws.no_training()
-    aws.imports([])
-    aws.models([model_summary(name, "aaaaaaaaaaaa")])
-    aws.get_model(name, "aaaaaaaaaaaa")
+    _one_kit_model_to_delete(aws, kit_name("kit-run-5"))
     params = {"modelIdentifier": model_arn("aaaaaaaaaaaa")}
     aws.bedrock.add_client_error("delete_imported_model", code, "refused", 400, expected_params=params)
 
