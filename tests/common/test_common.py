@@ -1017,6 +1017,20 @@ def test_a_custom_resource_answer_fits_cloudformations_limit_whatever_the_reason
     assert custom_resource.encoded_length(kept) <= custom_resource.MAX_REASON
 
 
+@pytest.mark.parametrize("url", ["http://cfn-response.example/put", "file:///etc/passwd", "ftp://x/y"])
+def test_a_custom_resource_answer_goes_only_to_an_https_url(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CloudFormation's ResponseURL is a pre-signed S3 https URL; anything else (urllib also opens file: and ftp:
+    URLs) is refused before any request is made."""
+    from common import custom_resource
+
+    opened: list[Any] = []
+    monkeypatch.setattr(custom_resource.urllib.request, "urlopen", lambda *a, **k: opened.append(a))
+    event = {"StackId": "s", "RequestId": "r", "LogicalResourceId": "L", "ResponseURL": url}
+    with pytest.raises(ValueError, match="not an https URL"):
+        custom_resource.respond(event, "SUCCESS", "ok", "p", timeout_s=1, logger=_NullLog())
+    assert opened == []
+
+
 def test_a_reason_is_cut_only_when_it_does_not_fit() -> None:
     from common.custom_resource import ELLIPSIS, MAX_REASON, fit_reason
 

@@ -81,6 +81,22 @@ def test_level2_with_opensearch_bills_the_ocu_floor(sandbox_oss: Any, prices: An
     assert cost.idle_usd == 176.20
 
 
+@pytest.mark.parametrize(
+    ("props", "ocus"),
+    [({"StandbyReplicas": "ENABLED"}, 2), ({}, 2), ({"StandbyReplicas": "DISABLED"}, 1)],
+    ids=["standby-on", "standby-default", "standby-off"],
+)
+def test_standby_replicas_double_the_ocu_floor(prices: Any, props: dict[str, Any], ocus: int) -> None:
+    """StandbyReplicas is ENABLED unless set: with redundancy a collection scales down to 1 OCU for indexing and 1
+    for search (0.5 OCU x 2 each), without it to 0.5 and 0.5: twice the floor
+    (https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-scaling.html)."""
+    default = resource_schema("AWS::OpenSearchServerless::Collection")["properties"]["StandbyReplicas"].get("default")
+    assert default in (None, "ENABLED")  # the pricing reads an absent property as ENABLED
+    template = {"Resources": {"C": {"Type": "AWS::OpenSearchServerless::Collection", "Properties": props}}}
+    cost = analyze_stack("S", template, prices)
+    assert items(cost)["opensearch_serverless.ocu"] == (ocus, round(ocus * 175.20, 2))
+
+
 def test_level3_idles_at_its_kms_key(sandbox: Any, prices: Any) -> None:
     # The key, and the alarm on the teardown's dead-letter queue (teardown.py).
     cost = cost_of(sandbox, "GenAiKit-3-FineTune", prices)

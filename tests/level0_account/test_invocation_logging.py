@@ -280,6 +280,44 @@ def test_delete_leaves_someone_elses_newer_setting_alone(aws: Any) -> None:
     assert answers[0]["Status"] == "SUCCESS" and "unchanged" in answers[0]["Reason"]
 
 
+def test_delete_leaves_a_setting_that_shares_only_the_kits_log_group_alone(aws: Any) -> None:
+    # The setting is the kit's only if both its log group and its bucket are: one that logs to the kit's log group
+    # but someone else's bucket was put by someone else, and a restore would overwrite it.
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS}))
+    mixed = {**h.desired_config(PROPS), "s3Config": {"bucketName": "someone-elses-bucket", "keyPrefix": "x"}}
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": mixed}, {})
+    seen = calls(h.bedrock())
+    h.handler(event("Delete"), context())  # no put, no delete: the Stubber would fail on an unexpected call
+    assert seen == ["GetModelInvocationLoggingConfiguration"]
+    assert answers[0]["Status"] == "SUCCESS" and "unchanged" in answers[0]["Reason"]
+
+
+def test_a_restore_refused_as_invalid_removes_the_kits_setting_too(aws: Any) -> None:
+    # A ValidationException (400) is a refusal for good, as AccessDenied is: the kit's setting, which names the log
+    # group and role the stack deletes, is removed rather than left behind.
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS_CW}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_client_error("put_model_invocation_logging_configuration", "ValidationException", "no such role", 400)
+    stubber.add_response("delete_model_invocation_logging_configuration", {}, {})
+    seen = calls(h.bedrock())
+    h.handler(event("Delete"), context())
+    assert seen[-1] == "DeleteModelInvocationLoggingConfiguration"
+    assert answers[0]["Status"] == "SUCCESS" and "removed the kit's" in answers[0]["Reason"]
+
+
+def test_a_create_over_the_kits_own_setting_saves_that_there_was_none(aws: Any) -> None:
+    # The kit's own setting (left by an earlier stack whose state is gone) is not the account's earlier setting:
+    # saving it would make a later delete put the kit's setting back instead of removing it.
+    stubber, s3, answers = aws
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
+    h.handler(event("Create"), context())
+    assert saved(s3) == {"previous": None}
+    assert answers[0]["Status"] == "SUCCESS"
+
+
 def test_a_failed_create_answers_failed_and_a_failed_delete_never_blocks(aws: Any) -> None:
     stubber, _, answers = aws
     stubber.add_response("get_model_invocation_logging_configuration", {}, {})

@@ -69,6 +69,9 @@ def test_the_manager_may_only_manage_the_setting_and_pass_roles_to_bedrock(sandb
         s["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}} for s in passing
     )
     assert render(by_sid["RememberPreviousSetting"]["Resource"]).endswith("/kit-state/*")
+    # Listing only under the state prefix: the bucket also holds every logged prompt and answer (invocations/).
+    assert by_sid["FindPreviousSetting"]["Action"] == "s3:ListBucket"
+    assert by_sid["FindPreviousSetting"]["Condition"] == {"StringLike": {"s3:prefix": ["kit-state/*"]}}
 
 
 def _listed(value: Any) -> list[Any]:

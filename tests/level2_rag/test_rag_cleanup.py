@@ -137,6 +137,20 @@ def test_a_stop_refused_while_a_job_starts_is_asked_again_on_the_next_look(aws: 
     assert aws.answer["Status"] == "SUCCESS" and aws.calls.count("StopIngestionJob") == 2
 
 
+def test_a_stop_refused_for_good_fails_at_once_naming_the_error(aws: Aws) -> None:
+    """Only a job that ended or is ending meanwhile (Conflict, Validation, NotFound) may refuse its stop: an access
+    refusal fails the cleanup at once, naming it, instead of waiting for a job nothing is stopping."""
+    aws.deleting()
+    aws.jobs(job("JOB0000002", "IN_PROGRESS"))
+    stop = {"knowledgeBaseId": KB, "dataSourceId": DS, "ingestionJobId": "JOB0000002"}
+    aws.agent.add_client_error("stop_ingestion_job", "AccessDeniedException", "not allowed", 403, expected_params=stop)
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
+    assert aws.answer["Status"] == "FAILED"
+    assert aws.answer["Reason"].startswith("AccessDeniedException: not allowed")
+    assert _slept(aws) == 0
+
+
 def test_a_failed_first_create_s_rollback_stops_the_jobs_too(aws: Aws) -> None:
     """The rollback deletes the data source as a destroy does, and the sync schedule may have started the first sync
     meanwhile; an update's rollback or an update that removes the resource stops nothing."""

@@ -203,6 +203,20 @@ def test_a_full_imported_models_quota_stops_the_run_before_training(s3: Any, quo
     bedrock_stub.assert_no_pending_responses()
 
 
+@pytest.mark.parametrize(("imported", "free"), [(2, True), (3, False)], ids=["one-slot-left", "exactly-full"])
+def test_a_quota_holding_exactly_its_value_has_no_room_for_this_runs_import(
+    s3: Any, quotas: tuple[Stubber, Stubber], imported: int, free: bool
+) -> None:
+    """The run's import needs one more slot than the models already imported take: at the quota, none is left."""
+    quota_stub, bedrock_stub = quotas
+    s3.put_object(Bucket=BUCKET, Key="datasets/train.jsonl", Body=GOOD)
+    quota_stub.add_response("get_service_quota", quota_answer(3), {"ServiceCode": "bedrock", "QuotaCode": QUOTA_CODE})
+    imported_models(bedrock_stub, [f"sft-{i}" for i in range(imported)])
+    slot = run("datasets/train.jsonl")["importSlot"]
+    assert slot["free"] is free, slot
+    assert f"{imported} models imported against a quota of 3" in slot["summary"]
+
+
 def test_a_quota_with_no_applied_value_is_read_from_its_default(s3: Any, quotas: tuple[Stubber, Stubber]) -> None:
     quota_stub, bedrock_stub = quotas
     s3.put_object(Bucket=BUCKET, Key="datasets/train.jsonl", Body=GOOD)

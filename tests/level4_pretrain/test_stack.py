@@ -582,6 +582,15 @@ def test_fsx_when_enabled_is_1_2_tib_linked_to_the_data_bucket_and_mounted_by_hy
     assert props["SubnetIds"] == cluster_props["VpcConfig"]["Subnets"]
     [(link_id, link)] = resources(template, "AWS::FSx::DataRepositoryAssociation").items()
     assert link["Properties"]["FileSystemId"] == {"Ref": fs_id}
+    # Every kind of change goes both ways (botocore fsx EventType: NEW, CHANGED, DELETED): a checkpoint pruned on
+    # the file system is deleted from the bucket too, and one removed from the bucket leaves the file system.
+    import botocore.session
+
+    event_types = set(botocore.session.get_session().get_service_model("fsx").shape_for("EventType").enum)
+    for policy in ("AutoImportPolicy", "AutoExportPolicy"):
+        assert set(link["Properties"]["S3"][policy]["Events"]) == event_types, policy
+    # Compressed (LZ4): the data written to the file system and exported takes less of its 1.2 TiB.
+    assert props["LustreConfiguration"]["DataCompressionType"] == "LZ4"
     # The lifecycle opens the association's directory (/fsx/data) to the Slurm users at each node's first boot,
     # and the directory exists only once the association does: no node may boot before it.
     [cluster_resource] = resources(template, "AWS::SageMaker::Cluster").values()
