@@ -1031,6 +1031,30 @@ def test_a_custom_resource_answer_goes_only_to_an_https_url(url: str, monkeypatc
     assert opened == []
 
 
+def test_an_execution_an_earlier_look_stopped_is_not_stopped_or_counted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListExecutions is eventually consistent: an execution just stopped may still be listed RUNNING on the next
+    look, which must neither stop it again nor count it twice (the cleanup's answer counts what it stopped)."""
+    from common import executions, stack_cleanup
+
+    arn = "arn:aws:states:us-east-1:123456789012:execution:m:run-1"
+    stops: list[str] = []
+
+    class StepFunctions:
+        def list_executions(self, **_: Any) -> dict[str, Any]:
+            return {"executions": [{"executionArn": arn}]}  # still listed RUNNING
+
+        def stop_execution(self, executionArn: str, **_: Any) -> dict[str, Any]:
+            stops.append(executionArn)
+            return {}
+
+    monkeypatch.setattr(stack_cleanup, "client", lambda service: StepFunctions())
+    deadline = stack_cleanup.Deadline(900_000, resume_hint="-")
+    seen: set[str] = set()
+    assert executions.stop_executions("m", deadline, "deleted", seen) == 1
+    assert executions.stop_executions("m", deadline, "deleted", seen) == 0
+    assert stops == [arn]
+
+
 def test_a_reason_is_cut_only_when_it_does_not_fit() -> None:
     from common.custom_resource import ELLIPSIS, MAX_REASON, fit_reason
 

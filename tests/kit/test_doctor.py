@@ -1106,6 +1106,19 @@ def test_a_reservation_the_account_cannot_grant_is_fix_even_with_room_to_run() -
     assert f"--quota-code {LAMBDA_CODE} --desired-value 1000" in check.detail
 
 
+def test_the_functions_need_room_beyond_what_the_templates_reserve() -> None:
+    # 60 reserved by the templates come out of the 200 unreserved: 140 are left for 150 functions that may all run
+    # at once, though 200 alone would hold them.
+    reserving = DeployNeeds(functions=150, reserved=60, bootstrap={})
+    with stubbed("lambda") as lambda_, stubbed("service-quotas") as service_quotas:
+        lambda_settings(lambda_, 200, 200)
+        lambda_quota = quota("Concurrent executions", 200, LAMBDA_CODE, "lambda")
+        service_quotas.add_response("list_service_quotas", {"Quotas": [lambda_quota]}, {"ServiceCode": "lambda"})
+        check = doctor_module.check_lambda_concurrency(Target(), reserving, doctor_module.QuotaBook(Target()))
+    assert check.status == FIX, check.detail
+    assert "so it needs 150 unreserved" in check.detail
+
+
 def test_lambda_quota_code_unreadable_or_unlisted_still_says_how_to_raise_it() -> None:
     book = doctor_module.QuotaBook(Target())
     with stubbed("lambda") as lambda_, stubbed("service-quotas") as service_quotas:
