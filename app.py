@@ -56,26 +56,26 @@ def build_app(
     )
     if schema_validation and os.environ.get("CDK_VALIDATION") != "false":
         cdk.Validations.of(app).add_plugins(_template_validation())
-    # A refused boundary is reported with every other config mistake, not before them.
+    # A refused permissions boundary and Level 1's prompt templates (prompts/*.json) are configuration too: their
+    # mistakes are reported with every other config mistake, not before them.
     try:
         _permissions_boundary(app)
-        boundary: list[Problem] = []
+        early: list[Problem] = []
     except ConfigError as error:
-        boundary = error.problems
-    # Level 1's prompt templates (prompts/*.json) are configuration too: their mistakes come with the rest.
+        early = error.problems
     templates: list[PromptTemplate] = []
     if STACK_IDS["1"] in wanted:
         try:
             templates = load_templates()
         except ConfigError as error:
-            boundary += error.problems
+            early += error.problems
     # The CDK leaves out null context values: a key null in cdk.json (the stage decides) arrives absent.
     try:
         config = load_config(app.node.get_all_context(), pinned_layer_version=PINNED_POWERTOOLS_LAYER)
     except ConfigError as error:
-        raise ConfigError.of([*boundary, *error.problems]) from None
-    if boundary:
-        raise ConfigError.of(boundary)
+        raise ConfigError.of([*early, *error.problems]) from None
+    if early:
+        raise ConfigError.of(early)
     env = cdk.Environment(region=config.region, account=config.account)
     # One per account and region: its stack name carries no stage, so every stage deployed there shares it.
     api_account = None

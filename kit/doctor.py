@@ -75,7 +75,6 @@ POWERTOOLS_LAYERS = "https://docs.powertools.aws.dev/lambda/python/latest/#lambd
 # A model's lifecycle (GetFoundationModel's modelDetails.modelLifecycle): a Legacy model is not offered to new customers
 # and its requests fail after its end-of-life date. The page for models launched before 2026-09-07, every model the
 # kit names; later ones follow https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html and cards.
-MODEL_LIFECYCLE_DOC = MODEL_LIFECYCLE_PAGE
 ACTIVE, LEGACY = "ACTIVE", "LEGACY"  # botocore's FoundationModelLifecycleStatus (a test compares them)
 # GetFoundationModel's modelDetails.inferenceTypesSupported (botocore bedrock 2023-04-20 FoundationModelDetails, enum
 # InferenceType ON_DEMAND | PROVISIONED;
@@ -626,7 +625,7 @@ def lifecycle(check: Check, model_id: str, key: str, details: Mapping[str, Any] 
         return check
     end = lifecycle.get("endOfLifeTime")  # botocore parses the timestamp; absent until AWS announces one
     end_of_life = end.date() if isinstance(end, datetime) else None
-    instead = f"set {key} to an Active model ({MODEL_LIFECYCLE_DOC})"
+    instead = f"set {key} to an Active model ({MODEL_LIFECYCLE_PAGE})"
     if end_of_life is not None and end_of_life <= datetime.now(UTC).date():
         detail = f"{model_id} reached its end of life on {end_of_life.isoformat()}: requests to it fail; {instead}"
         return Check(check.name, FIX, detail)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prompt_api.validation import PROMPT_MODEL, bounds, property_schema
+from prompt_api.validation import PROMPT_MODEL, property_schema
 from stacks.config import ConfigError, Problem
 from stacks.shared.registry import StringRule, resource_schema
 
@@ -41,14 +41,17 @@ def max_variables() -> int:
 
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 _KEYS = {"name", "description", "template", "variables", "inference"}
-# A template's inference settings take the ranges a free-form call takes: the API's request schema's
-# (prompt_api/request_schemas.json), with each one's JSON type.
-_INFERENCE_BOUNDS: dict[str, tuple[float, float, type]] = {
-    key: (kind(low), kind(high), kind)
-    for key in ("temperature", "topP", "maxTokens")
-    for kind in [int if property_schema(PROMPT_MODEL, key)["type"] == "integer" else float]
-    for low, high in [bounds(PROMPT_MODEL, key)]
-}
+
+
+def _call_bounds(key: str) -> tuple[float, float, type]:
+    """(minimum, maximum, type) of an inference setting as a free-form call takes it: the API's request schema's
+    (prompt_api/request_schemas.json), which a template's settings follow."""
+    schema = property_schema(PROMPT_MODEL, key)
+    kind = int if schema["type"] == "integer" else float
+    return kind(schema["minimum"]), kind(schema["maximum"]), kind
+
+
+_INFERENCE_BOUNDS = {key: _call_bounds(key) for key in ("temperature", "topP", "maxTokens")}
 MAX_TEMPLATES = 10
 # Lambda allows 4 KB of environment variables in all; keep the template catalog well inside it.
 CATALOG_ENV_BUDGET = 3000

@@ -35,7 +35,7 @@ from constructs import Construct
 
 from stacks.config import KitConfig
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
-from stacks.level3_finetune.names import IMPORTED_MODELS_QUOTA_CODE
+from stacks.level3_finetune.names import CHECKPOINTS_PREFIX, IMPORTED_MODELS_QUOTA_CODE
 from stacks.level3_finetune.pipeline import EXECUTION_HEADROOM
 from stacks.level3_finetune.sagemaker_cleanup import SageMakerFineTuneCleanup
 from stacks.level3_finetune.sagemaker_settings import SageMakerFineTuneSettings, region_problems
@@ -274,7 +274,7 @@ class SageMakerFineTuneStack(Stack):
             iam.PolicyStatement(
                 sid="SyncCheckpoints",
                 actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                resources=[self.artifacts.arn_for_objects(f"{pipeline.CHECKPOINTS_PREFIX}*")],
+                resources=[self.artifacts.arn_for_objects(f"{CHECKPOINTS_PREFIX}*")],
             ),
             iam.PolicyStatement(
                 sid="WriteModel",
@@ -315,7 +315,7 @@ class SageMakerFineTuneStack(Stack):
                 f"Resource::{arn_ref(self.data)}/*",
                 *(
                     f"Resource::{arn_ref(self.artifacts)}/{p}*"
-                    for p in (pipeline.CODE_PREFIX, pipeline.CHECKPOINTS_PREFIX, pipeline.OUTPUT_PREFIX)
+                    for p in (pipeline.CODE_PREFIX, CHECKPOINTS_PREFIX, pipeline.OUTPUT_PREFIX)
                 ),
                 f"Resource::arn:{self.partition}:logs:{self.region}:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs*",
             ],
@@ -568,7 +568,7 @@ class SageMakerFineTuneStack(Stack):
                 sid="FindCheckpoints",
                 actions=["s3:ListBucket"],
                 resources=[self.artifacts.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{pipeline.CHECKPOINTS_PREFIX}*"]}},
+                conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINTS_PREFIX}*"]}},
             ),
             # CreateModelImportJob has no resource types in the Service Authorization Reference.
             iam.PolicyStatement(sid="ImportModels", actions=["bedrock:CreateModelImportJob"], resources=["*"]),

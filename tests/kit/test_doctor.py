@@ -571,7 +571,7 @@ def test_a_legacy_model_is_a_warn_row_with_its_end_of_life_and_the_key_to_change
     assert check.detail.startswith(f"{TEXT_MODEL} is available to this account in {REGION}; ")  # access still OK
     assert f"Bedrock lists {TEXT_MODEL} as Legacy (end of life 2099-01-31)" in check.detail
     assert "new accounts may not be able to start using it" in check.detail
-    assert f"set text_model_id to an Active model ({doctor_module.MODEL_LIFECYCLE_DOC})" in check.detail
+    assert f"set text_model_id to an Active model ({doctor_module.MODEL_LIFECYCLE_PAGE})" in check.detail
 
 
 def test_a_legacy_model_without_an_end_of_life_date_is_a_warn_row_that_says_so() -> None:
