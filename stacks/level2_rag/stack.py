@@ -35,7 +35,6 @@ from constructs import Construct
 from rag_api.filters import OSS_METADATA_FIELD, OSS_TEXT_FIELD, OSS_VECTOR_FIELD, S3_VECTORS_NON_FILTERABLE_KEYS
 from rag_ingest.ingestion import RECONCILE_EVERY
 from rag_ingest.names import DOCUMENTS_FAILED, INGESTION_JOB_FAILED, OLDEST_CHANGE_AGE
-from rag_ingest.names import SERVICE_NAME as INGEST_SERVICE_NAME
 from rag_ingest.settings import REVISION_LENGTH
 from stacks.config import KitConfig
 from stacks.level2_rag.cleanup import IngestionCleanup
@@ -63,7 +62,10 @@ from stacks.shared.settings import ModelRef, guardrail_region_problems, profile_
 from stacks.shared.stage import bucket_deployment_logs, tag_stack
 
 LEVEL = "2-rag"
-QUERY_SERVICE_NAME = "rag-api"  # the query function's Powertools service: the dimension of its metrics
+# Each function's Powertools service (POWERTOOLS_SERVICE_NAME, which its logger and metrics read): the service
+# field of its log records and the dimension of the metrics its alarms watch.
+QUERY_SERVICE_NAME = "rag-api"
+INGEST_SERVICE_NAME = "rag-ingest"
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parents[2] / "samples" / "rag-corpus"
 INDEX_NAME = "kit-kb-index"  # the stem of the vector index name; a digest of its settings follows
 MAX_RECEIVE_COUNT = 5  # a message that cannot be processed five times goes to the dead-letter queue

@@ -164,6 +164,8 @@ class PythonFunction(Construct):
     path the tests import; the asset holds that package and lambdas/common, plus the single ``modules`` named from
     elsewhere in the checkout (:func:`stage_function_code`).
     ``role`` starts with write access to its own log group only; callers add grants.
+    ``service_name`` becomes POWERTOOLS_SERVICE_NAME, the one place a function's service is named: its logger and
+    metrics read it from there (a handler names none, as one handler may serve two functions).
     """
 
     def __init__(

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
+from tests.conftest import ROOT
 from tests.infra.test_permission_closure import _sources, kit_functions
 
 
@@ -92,3 +97,47 @@ def test_required_variables_are_found_from_the_code() -> None:
     assert "env_json_object" in required_readers()
     # read through env_json_object(CATALOG_VAR), a constant of prompt_api/settings.py (before: not found)
     assert "PROMPT_CATALOG" in required_variables("prompt_api")
+
+
+# Each function's service is named once, by its stack (POWERTOOLS_SERVICE_NAME); its logger reads it from there. A
+# handler that names its own service writes log records under another name than the one the stack set and its
+# metrics carry: one handler serves two functions (Level 3's teardown sweeps for Bedrock and SageMaker).
+_LOGGER_SERVICES = """
+import importlib, json, os, sys
+services = {}
+for module, service in json.loads(sys.argv[1]):
+    os.environ["POWERTOOLS_SERVICE_NAME"] = service
+    loaded = sys.modules.get(module)
+    loaded = importlib.reload(loaded) if loaded else importlib.import_module(module)
+    services[f"{module} {service}"] = loaded.logger.service
+print(json.dumps(services))
+"""
+
+
+def test_each_functions_logger_carries_the_service_its_stack_names(
+    sandbox: Any, sandbox_fsx: Any, sandbox_oss: Any
+) -> None:
+    pairs = sorted(
+        {
+            (
+                resource["Properties"]["Handler"].rsplit(".", 1)[0],
+                resource["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"],
+            )
+            for synth in (sandbox, sandbox_fsx, sandbox_oss)
+            for template in synth.templates.values()
+            for lid, _, _ in kit_functions(template)
+            for resource in [template["Resources"][lid]]
+        }
+    )
+    # every handler of the kit runs in these variants, one of them (the teardown sweep) in two functions
+    handlers = {f"{path.parent.name}.handler" for path in (ROOT / "lambdas").glob("*/*/handler.py")}
+    assert {module for module, _ in pairs} == handlers
+    assert len(pairs) > len(handlers)
+    out = subprocess.run(
+        [sys.executable, "-c", _LOGGER_SERVICES, json.dumps(pairs)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+    ).stdout
+    assert json.loads(out) == {f"{module} {service}": service for module, service in pairs}

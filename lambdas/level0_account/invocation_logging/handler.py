@@ -33,7 +33,7 @@ from common.custom_resource import respond as answer_cloudformation
 from common.env import env_str
 from invocation_logging.prefixes import INVOCATIONS_PREFIX, LARGE_DATA_PREFIX, STATE_PREFIX
 
-logger = Logger(service="invocation-logging")
+logger = Logger()
 
 STATE_KEY = f"{STATE_PREFIX}previous-invocation-logging.json"
 _PHYSICAL_ID = "bedrock-invocation-logging"

@@ -24,7 +24,7 @@ from aws_lambda_powertools import Logger
 
 from common.custom_resource import respond
 
-logger = Logger(service="invocation-logging-stage-lock")
+logger = Logger()
 
 PREFIX = "stage-"
 RESPONSE_TIMEOUT_S = 20

@@ -69,7 +69,7 @@ def get_settings() -> Settings:
         ),
         default_max_tokens=env_int("DEFAULT_MAX_TOKENS", None, low_m, high_m),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
-        service_name=env_str("POWERTOOLS_SERVICE_NAME", "prompt-api"),
+        service_name=env_str("POWERTOOLS_SERVICE_NAME"),
         request_metadata=_string_map(REQUEST_METADATA_VAR),
     )
 

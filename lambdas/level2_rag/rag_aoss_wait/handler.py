@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger
 from common.custom_resource import respond as answer_cloudformation
 from rag_aoss_wait import probe
 
-logger = Logger(service="rag-aoss-wait")
+logger = Logger()
 
 REQUIRED_PASSES = 3
 PROBE_INTERVAL_S = 5

@@ -62,7 +62,7 @@ def get_settings() -> Settings:
         default_number_of_results=env_int("DEFAULT_NUMBER_OF_RESULTS", None, schema["minimum"], schema["maximum"]),
         answer_max_tokens=env_int("ANSWER_MAX_TOKENS", None, *ANSWER_MAX_TOKENS_RANGE),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
-        service_name=env_str("POWERTOOLS_SERVICE_NAME", "rag-api"),
+        service_name=env_str("POWERTOOLS_SERVICE_NAME"),
     )
 
 

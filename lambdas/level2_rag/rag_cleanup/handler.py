@@ -37,7 +37,7 @@ from common.stack_cleanup import (
     wait_until_done,
 )
 
-logger = Logger(service="rag-cleanup")
+logger = Logger()
 
 PHYSICAL_ID = "rag-ingestion-cleanup"
 # Stopping jobs deletes nothing: a failed first create's rollback is stopped too, as it deletes the data source.

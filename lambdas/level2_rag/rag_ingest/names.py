@@ -1,7 +1,6 @@
-"""The ingest function's service name and the metrics it writes, which the Level 2 stack sets and alarms on
+"""The metrics the ingest function writes, which the Level 2 stack alarms on
 (stacks/level2_rag/stack.py): one copy for both sides."""
 
-SERVICE_NAME = "rag-ingest"  # POWERTOOLS_SERVICE_NAME: the service dimension of its metrics
 OLDEST_CHANGE_AGE = "OldestChangeAge"  # seconds the oldest change a run holds has waited since first queued
 INGESTION_JOB_FAILED = "IngestionJobFailed"  # 1 while the newest ingestion job failed
 DOCUMENTS_FAILED = "DocumentsFailed"  # documents an ended job failed to ingest

@@ -9,7 +9,6 @@ from functools import lru_cache
 
 from common.env import env_int, env_matching, env_str
 from common.s3 import BUCKET_NAME
-from rag_ingest.names import SERVICE_NAME
 
 DEFAULT_MAX_MESSAGES_PER_RUN = 10_000
 MAX_MESSAGES_LIMIT = 100_000
@@ -48,5 +47,5 @@ def get_settings() -> Settings:
         ),
         max_messages_per_run=env_int("MAX_MESSAGES_PER_RUN", DEFAULT_MAX_MESSAGES_PER_RUN, 1, MAX_MESSAGES_LIMIT),
         metrics_namespace=env_str("POWERTOOLS_METRICS_NAMESPACE"),
-        service_name=env_str("POWERTOOLS_SERVICE_NAME", SERVICE_NAME),
+        service_name=env_str("POWERTOOLS_SERVICE_NAME"),
     )

@@ -60,7 +60,7 @@ from common.stack_cleanup import (
 )
 from finetune_cleanup.stop import STOP_REFUSED
 
-logger = Logger(service="finetune-cleanup")
+logger = Logger()
 
 PHYSICAL_ID = "finetune-custom-model-cleanup"
 CAUSE = "The fine-tuning stack is being deleted"

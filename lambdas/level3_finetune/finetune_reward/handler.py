@@ -36,7 +36,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-logger = Logger(service="finetune-reward")
+logger = Logger()
 
 NUMERIC_TOLERANCE = 1e-6
 ABSOLUTE_TOLERANCE = 1e-9

@@ -55,7 +55,7 @@ from common.stack_cleanup import (
 )
 from common.training_cleanup import StackTrainingJobs, is_run_name, last_look, same_uri, stop_training_jobs
 
-logger = Logger(service="sagemaker-cleanup")
+logger = Logger()
 
 PHYSICAL_ID = "sagemaker-finetune-cleanup"
 NAME_SLOT = "{name}"  # where ImportSourceUri takes the training job's name

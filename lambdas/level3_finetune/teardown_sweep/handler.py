@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from common.clients import bounded_client
 from teardown_sweep.names import sweep_name
 
-logger = Logger(service="finetune-teardown-sweep")
+logger = Logger()
 
 ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
 PAGE_SIZE = 100

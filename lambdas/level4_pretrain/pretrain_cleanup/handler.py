@@ -30,7 +30,7 @@ from common.executions import stop_executions
 from common.stack_cleanup import CleanupError, Deadline, answer, require_properties
 from common.training_cleanup import StackTrainingJobs, last_look, stop_training_jobs
 
-logger = Logger(service="pretrain-cleanup")
+logger = Logger()
 
 PHYSICAL_ID = "pretrain-jobs-cleanup"
 PROPERTIES = ("StateMachineArn", "NamePrefix", "TrainingOutputUri")
