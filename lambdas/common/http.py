@@ -20,7 +20,7 @@ from common.errors import ApiError, BadRequestError, DeadlineExceeded, PayloadTo
 T = TypeVar("T")
 
 JSON_CONTENT_TYPE = "application/json"
-MAX_BODY_CHARS = 512 * 1024
+MAX_BODY_BYTES = 512 * 1024  # the body's UTF-8 bytes, as the docs and the 6 MB Lambda payload limit count
 
 # --- responses ---------------------------------------------------------------------------------------------
 
@@ -57,23 +57,32 @@ def _invalid_json(message: str) -> BadRequestError:
     return BadRequestError(message, code="invalid_json", field="body")
 
 
-def decode_body(raw: Any, is_base64: bool, max_chars: int = MAX_BODY_CHARS) -> str:
-    """The request body as text; 400 if it is missing or not decodable, 413 if larger than ``max_chars``."""
+def decode_body(raw: Any, is_base64: bool, max_bytes: int = MAX_BODY_BYTES) -> str:
+    """The request body as text; 400 if it is missing or not decodable, 413 if its UTF-8 encoding (the bytes the
+    caller sent) is larger than ``max_bytes``."""
     if raw is None or raw == "":
         raise _invalid_json("The request body is required and must be a JSON object.")
     if not isinstance(raw, str):
         raise _invalid_json("The request body must be a JSON text.")
-    text: str = raw
     if is_base64:
         try:
-            text = base64.b64decode(raw, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+            data = base64.b64decode(raw, validate=True)
+        except binascii.Error:
             raise _invalid_json("The request body is not valid base64-encoded UTF-8.") from None
-    if len(text) > max_chars:
+    else:
+        # a lone surrogate (a JSON escape in the event) counts as the three bytes it would take, not as an error
+        data = raw.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
         raise PayloadTooLargeError(
-            f"The request body is too large: at most {max_chars} characters are accepted.", field="body"
+            f"The request body is too large: at most {max_bytes} bytes ({max_bytes // 1024} KiB) are accepted.",
+            field="body",
         )
-    return text
+    if not is_base64:
+        return str(raw)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid_json("The request body is not valid base64-encoded UTF-8.") from None
 
 
 def parse_json_object(text: str) -> dict[str, Any]:

@@ -445,8 +445,23 @@ def test_base64_body_is_decoded_and_bad_base64_rejected() -> None:
 
 
 def test_body_size_limit() -> None:
-    assert http.decode_body("x" * 10, False, max_chars=10) == "x" * 10
-    assert reject(lambda: http.decode_body("x" * 11, False, max_chars=10)).code == "body_too_large"
+    assert http.decode_body("x" * 10, False, max_bytes=10) == "x" * 10
+    assert reject(lambda: http.decode_body("x" * 11, False, max_bytes=10)).code == "body_too_large"
+
+
+@pytest.mark.parametrize("is_base64", [False, True])
+def test_body_size_counts_utf8_bytes_not_characters(is_base64: bool) -> None:
+    # 512 KiB is a byte size (the docs' and Lambda's 6 MB payload limit count bytes): 200,000 three-byte characters
+    # are 600,000 bytes, over it, in fewer than 524,288 characters.
+    text = json.dumps({"prompt": "\u20ac" * 200_000}, ensure_ascii=False)
+    assert len(text) < http.MAX_BODY_BYTES < len(text.encode())
+    raw = base64.b64encode(text.encode()).decode() if is_base64 else text
+    error = reject(lambda: http.decode_body(raw, is_base64))
+    assert (error.code, error.field, error.status) == ("body_too_large", "body", 413)
+    assert "524288 bytes (512 KiB)" in str(error)
+    fits = "\u20ac" * (http.MAX_BODY_BYTES // 3)
+    assert http.decode_body(fits, False) == fits
+    assert http.decode_body("\ud800", False) == "\ud800"  # a lone surrogate is counted, not refused here
 
 
 @pytest.mark.parametrize(
