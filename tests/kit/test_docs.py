@@ -189,7 +189,7 @@ CLI_CUSTOMIZATIONS = {
 # --notification-endpoint (https://docs.aws.amazon.com/cli/latest/reference/sns/subscribe.html).
 CLI_RENAMED_OPTIONS = {("sns", "subscribe"): {"notification-endpoint": "endpoint"}}
 CLI_GLOBAL_OPTIONS = {"region", "query", "output", "profile", "no-cli-pager", "cli-binary-format", "endpoint-url"}
-_COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`'\"\n]*)")
+_COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`\n]*)")
 
 
 DOC_PAGES = [README, ROOT / "lifecycle" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -238,6 +238,15 @@ def python_strings(path: Path) -> str:
     return "\n".join(text(node) for node in literals if id(node) not in inner)
 
 
+def _own_arguments(rest: str) -> str:
+    """The text after `aws <service> <command>` that is that command's: quoted values and command substitutions
+    blanked (a `--query "...[?x=='--y']"` or `"$(out Name)"` holds no option), up to a pipe, `;`, `&&`, a closing
+    parenthesis or a comment."""
+    rest = re.sub(r"\$\([^()]*\)", " ", rest)
+    rest = re.sub(r"\"[^\"]*\"|'[^']*'", " ", rest)
+    return re.split(r"\||;|&&|\)|\s#", rest)[0]
+
+
 def aws_cli_commands() -> list[tuple[str, str, str, list[str]]]:
     """(file, service, command, --options) for each `aws <service> <command>` in the code of the README, the docs and
     the lifecycle README, and in the string literals of the operator CLI's source."""
@@ -247,7 +256,7 @@ def aws_cli_commands() -> list[tuple[str, str, str, list[str]]]:
         for service, command, rest in _COMMAND.findall(text):
             if command.endswith("-"):
                 continue  # a family written as get-/put-/delete-...
-            options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", rest.split("|")[0].split(")")[0].split(";")[0])
+            options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", _own_arguments(rest))
             found.append((path.name, service, command, options))
     return found
 
@@ -279,6 +288,14 @@ def cli_command_findings(commands: list[tuple[str, str, str, list[str]]]) -> lis
         for option in options:
             if renamed.get(option, option) not in members | CLI_GLOBAL_OPTIONS:
                 found.append(f"{where}: aws {service} {command} --{option}: no such option")
+        # A command shown with options is one to run, so it gives every member the operation requires (a command
+        # named alone, in prose, is not: its options follow elsewhere).
+        given = {renamed.get(option, option) for option in options}
+        required = [xform_name(name, "-") for name in (shape.required_members if shape else [])]
+        if options:
+            found += [
+                f"{where}: aws {service} {command}: --{name} is required" for name in required if name not in given
+            ]
     return found
 
 
@@ -293,10 +310,11 @@ def test_the_kit_source_scan_sees_a_command_written_over_several_lines(tmp_path:
     # were never checked (kit/doctor.py writes one like that).
     source = tmp_path / "example.py"
     source.write_text(
-        'region = "us-east-1"\nhint = (\n    "run aws sns "\n    f"subscribe --topic-arn {region} --bogus x"\n)\n'
+        'region = "us-east-1"\nhint = (\n    "run aws sns "\n'
+        '    f"subscribe --topic-arn {region} --protocol email --bogus x"\n)\n'
     )
     text = python_strings(source)
-    assert "run aws sns subscribe --topic-arn <value> --bogus x" in text.splitlines()
+    assert "run aws sns subscribe --topic-arn <value> --protocol email --bogus x" in text.splitlines()
     [(service, command, rest)] = _COMMAND.findall(text)
     options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", rest)
     assert cli_command_findings([("example.py", service, command, options)]) == [
@@ -310,12 +328,27 @@ def test_the_cli_command_check_sees_a_wrong_operation_and_option() -> None:
         ("x", "bedrock", "list-custom-model", []),
         ("x", "bedrock", "delete-custom-model", ["model-id"]),
         ("x", "stepfunction", "list-executions", []),
+        ("x", "stepfunctions", "stop-execution", ["region"]),  # run without the execution it stops
+        ("x", "stepfunctions", "stop-execution", []),  # named in prose: its options follow elsewhere
     ]
     assert cli_command_findings(wrong) == [
         "x: aws bedrock list-custom-model: no such operation",
         "x: aws bedrock delete-custom-model --model-id: no such option",
+        "x: aws bedrock delete-custom-model: --model-identifier is required",
         "x: aws stepfunction: no such service",
+        "x: aws stepfunctions stop-execution: --execution-arn is required",
     ]
+
+
+def test_a_commands_options_are_read_past_quoted_values_and_substitutions() -> None:
+    # Before: the scan stopped at the first quote, and at the parenthesis of "$(out Name)"
+    line = """aws bedrock-agent list-ingestion-jobs --region "$(out Region)" --knowledge-base-id "$(out Id)" \\
+    --data-source-id x --query "jobs[?status=='--bogus']" | head  # --not-an-option"""
+    text = re.sub(r"\\\n\s*", " ", line)
+    [(service, command, rest)] = _COMMAND.findall(text)
+    options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", _own_arguments(rest))
+    assert options == ["region", "knowledge-base-id", "data-source-id", "query"]
+    assert cli_command_findings([("x", service, command, options)]) == []
 
 
 # --- kit commands the docs tell people to run ----------------------------------------------------------------

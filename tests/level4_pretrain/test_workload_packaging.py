@@ -401,3 +401,25 @@ def test_image_uri_uses_the_regions_own_dlc_registry() -> None:
     assert all(re.fullmatch(r"[a-z]{2}-[a-z]+-\d", r) and re.fullmatch(r"\d{12}", a) for r, a in accounts.items())
     with pytest.raises(ValueError, match="xx-nowhere-1"):
         sagemaker_job.image_uri("xx-nowhere-1")
+
+
+def test_every_shown_batch_submission_runs_the_torchrun_of_a_venv_the_page_creates() -> None:
+    # The lifecycle scripts install no Python packages, and the batch script stops with "torchrun not found" when
+    # TORCHRUN names none: a page whose commands (its fenced blocks) submit it shows the venv it runs (the README's
+    # did not).
+    from tests.conftest import ROOT
+    from tests.kit.test_docs import DOC_PAGES, fenced_blocks, inline_code
+
+    pages = [*DOC_PAGES, PRETRAIN_DIR / "README.md"]
+    shown = []
+    for page in pages:
+        code = fenced_blocks(page) + inline_code(page)
+        venvs = {m.group(1) for text in code for m in re.finditer(r"python3 -m venv (\S+?)(?:\s|&&|'|$)", text)}
+        for text in fenced_blocks(page):
+            for line in text.splitlines():
+                if re.search(r"\bsbatch\b.*slurm/pretrain\.sbatch", line) and not line.lstrip().startswith("#"):
+                    runs = re.search(r"TORCHRUN=(\S+)/bin/torchrun sbatch", line)
+                    venv_runs = runs is not None and runs.group(1) in venvs
+                    shown.append((str(page.relative_to(ROOT)), line.strip(), venv_runs))
+    assert len({page for page, _, _ in shown}) >= 3
+    assert [entry for entry in shown if not entry[2]] == []
