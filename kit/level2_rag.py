@@ -41,6 +41,7 @@ from kit.operator import (
     wait_options,
     when,
 )
+from rag_ingest.names import INGESTION_RUNNING
 
 KB_MAX_FILE_BYTES = 50 * 1024 * 1024  # Bedrock Knowledge Bases ingest files up to 50 MB
 # The formats of "Supported document formats and limits" (.html only; "Plain text (ASCII only)" for .txt),
@@ -56,7 +57,6 @@ SIDECAR_MAX_BYTES = 10 * 1024
 # an exception" (https://docs.aws.amazon.com/bedrock/latest/userguide/knowledge-base-setup.html#metadata-support).
 S3VECTORS_METADATA_MAX_BYTES = 1024
 S3VECTORS_METADATA_MAX_KEYS = 35
-INGESTION_RUNNING = frozenset({"STARTING", "IN_PROGRESS", "STOPPING"})
 # What `sync --wait` counts as pending. A change the ingest function re-queued with a delay is counted as delayed
 # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-resources-required-process-messages.html).
 QUEUE_COUNTS = [

@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.s3 import S3_KEY_MAX_BYTES
+from common.training_cleanup import BUSY_TRAINING
 from kit import aws, sigv4
 from kit.aws import KitError, KitUsageError, Target
 from stacks.shared.facts import HISTORY_EVENT_QUOTA, STAGES
@@ -546,8 +547,6 @@ def execution_name() -> str:
 # (https://docs.aws.amazon.com/sagemaker/latest/dg/model-checkpoints.html): each job's pruning would delete the
 # other's checkpoints.
 EXECUTION_ENDED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
-# DescribeTrainingJob's TrainingJobStatus values of a job that may still write (botocore's TrainingJobStatus).
-JOB_RUNNING = frozenset({"InProgress", "Stopping"})
 # At most this many running executions are read for their resumeFrom (ListExecutions pages of 100, then a
 # DescribeExecution each): more, and the kit cannot tell, so it refuses.
 RESUMERS_READ = 100
@@ -701,7 +700,7 @@ def check_resumable(
                     if not aws.not_found(exc):  # any other refusal is no proof that no job runs
                         raise
                     continue  # no job: the run ended before it started one
-                if job_status in JOB_RUNNING:
+                if job_status in BUSY_TRAINING:  # a job that may still write
                     raise KitError(f"--resume-from {name}: its training job {job} is {job_status}; {again}")
         running: list[str] = []
         token: dict[str, str] = {}

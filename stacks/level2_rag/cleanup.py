@@ -54,6 +54,7 @@ class IngestionCleanup(Construct):
             service_name="rag-cleanup",
             timeout=CLEANUP_TIMEOUT,
             memory_size=256,
+            modules=["rag_ingest.names"],  # the ingestion-job statuses that still run
         )
         role = self.function.role
         # Service Authorization Reference: ListIngestionJobs and StopIngestionJob take the knowledge-base resource.

@@ -80,11 +80,15 @@ def function_package(handler: str) -> str:
 
 def module_file(module: str, root: Path | None = None) -> Path:
     """The source file of a dotted module name of the kit outside lambdas/ (``workloads.x.y`` ->
-    ``workloads/x/y.py``): ValueError when it is not one plain module file of the checkout."""
+    ``workloads/x/y.py``) or of another function's package (``rag_ingest.names`` ->
+    ``lambdas/level2_rag/rag_ingest/names.py``): ValueError when it is not one plain module file of the checkout."""
     parts = module.split(".")
     if not all(part.isidentifier() for part in parts) or parts[0] in ("lambdas", *SHARED_PACKAGES):
         raise ValueError(f"extra module {module!r} is not a dotted module name of the kit outside lambdas/")
-    path = (root or REPO_ROOT).joinpath(*parts).with_suffix(".py")
+    try:
+        path = package_dir(parts[0], root and root / "lambdas").joinpath(*parts[1:]).with_suffix(".py")
+    except ValueError:  # not a function package: a module of the checkout
+        path = (root or REPO_ROOT).joinpath(*parts).with_suffix(".py")
     if not path.is_file():
         raise ValueError(f"extra module {module!r}: {path} is not a file")
     return path

@@ -214,14 +214,16 @@ def test_a_function_asset_holds_its_package_and_the_shared_code_only(functions: 
         package = handler.split(".")[0]
         own = {package, *SHARED_PACKAGES}
         top = {p.name for p in asset.iterdir()}
-        # Besides its package and the shared code, an asset may carry named modules of the kit (stage_function_code's
-        # ``modules``): each a .py file byte-identical to the kit's own, at the same path.
-        assert own <= top and top - own <= set(ROOT_PACKAGES), (logical_id, sorted(top))
+        # Besides its package and the shared code, an asset may carry named modules of the kit or of another
+        # function's package (stage_function_code's ``modules``): each a .py file byte-identical to the kit's own, at
+        # the same import path.
+        assert own <= top and top - own <= set(ROOT_PACKAGES) | set(lambda_folders()), (logical_id, sorted(top))
         extras = [
             p.relative_to(asset) for p in asset.rglob("*") if p.is_file() and p.relative_to(asset).parts[0] not in own
         ]
         for extra in extras:
-            assert extra.suffix == ".py" and (asset / extra).read_bytes() == (ROOT / extra).read_bytes(), (
+            home = lambda_folders()[extra.parts[0]].parent if extra.parts[0] in lambda_folders() else ROOT
+            assert extra.suffix == ".py" and (asset / extra).read_bytes() == (home / extra).read_bytes(), (
                 logical_id,
                 extra,
             )

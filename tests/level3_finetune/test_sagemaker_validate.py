@@ -373,7 +373,9 @@ def test_the_function_asset_ships_the_one_copy_of_the_record_rules() -> None:
 def test_without_extra_modules_an_asset_is_unchanged_and_a_bad_module_name_is_refused() -> None:
     plain = stage_function_code("sagemaker_validate")
     assert sorted(p.name for p in plain.iterdir()) == ["common", "sagemaker_validate"]
-    for bad in ("workloads.finetune_sagemaker.nosuch", "common.clients", "lambdas.common.clients", "../x"):
+    assert module_file("rag_ingest.names") == ROOT / "lambdas" / "level2_rag" / "rag_ingest" / "names.py"
+    bad_names = ("workloads.finetune_sagemaker.nosuch", "common.clients", "lambdas.common.clients", "../x")
+    for bad in (*bad_names, "rag_ingest.nosuch", "rag_ingest"):
         with pytest.raises(ValueError, match="extra module"):
             module_file(bad)
 

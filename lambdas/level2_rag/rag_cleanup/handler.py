@@ -36,6 +36,7 @@ from common.stack_cleanup import (
     require_properties,
     wait_until_done,
 )
+from rag_ingest.names import INGESTION_RUNNING
 
 logger = Logger()
 
@@ -43,9 +44,9 @@ PHYSICAL_ID = "rag-ingestion-cleanup"
 # Stopping jobs deletes nothing: a failed first create's rollback is stopped too, as it deletes the data source.
 ACTS_WHEN = (DELETE_IN_PROGRESS, "ROLLBACK_IN_PROGRESS")
 PROPERTIES = ("KnowledgeBaseId", "DataSourceId", "IngestTimeoutSeconds")
-# IngestionJobStatus (botocore bedrock-agent): the jobs that still run. A STOPPING job is waited for, not stopped.
-STOPPABLE = ("STARTING", "IN_PROGRESS")
-ACTIVE = (*STOPPABLE, "STOPPING")
+# The jobs that still run (IngestionJobStatus, botocore bedrock-agent). A STOPPING job is waited for, not stopped.
+ACTIVE = INGESTION_RUNNING
+STOPPABLE = tuple(status for status in ACTIVE if status != "STOPPING")
 # Bedrock runs one ingestion job at a time per data source, so the active ones are among the newest: the first page,
 # newest first (ListIngestionJobs maxResults: 1 to 1000).
 NEWEST = 25

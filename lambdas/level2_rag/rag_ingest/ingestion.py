@@ -69,10 +69,10 @@ from typing import Any
 from common.errors import aws_error_code, aws_error_message, trim
 from rag_ingest.aws import CALL_BUDGET_S
 from rag_ingest.changes import Change, PoisonMessage, covered, parse_change
+from rag_ingest.names import INGESTION_RUNNING
 from rag_ingest.settings import Settings
 
 BUSY_CODES = frozenset({"ConflictException", "ThrottlingException", "ServiceQuotaExceededException"})
-RUNNING_STATUSES = ("STARTING", "IN_PROGRESS", "STOPPING")
 COMPLETE = "COMPLETE"
 # A job that ended so ingested only part of the changes (a stopped sync: "select Sync again to ingest the rest
 # of your data", https://docs.aws.amazon.com/bedrock/latest/userguide/kb-managed-sync.html).
@@ -451,7 +451,7 @@ def documents_to_retry(summary: dict[str, Any], revision: str) -> bool:
 
 def find_running_job(deps: Deps) -> dict[str, Any] | None:
     """A STARTING / IN_PROGRESS / STOPPING job of the data source, if any."""
-    job, _ = _first_job(deps, RUNNING_STATUSES)
+    job, _ = _first_job(deps, INGESTION_RUNNING)
     return job
 
 
