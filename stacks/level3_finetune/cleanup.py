@@ -16,6 +16,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from finetune_cleanup.names import DELETE_MODELS, KEEP_MODELS
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, machine_name
 from stacks.shared.cleanup_grants import stop_pipeline_statements
 from stacks.shared.deployment import Deployment
@@ -26,9 +27,6 @@ from stacks.shared.python_function import PythonFunction
 # stops waiting for an answer after CLEANUP_SERVICE_TIMEOUT instead of the default hour.
 CLEANUP_TIMEOUT = Duration.minutes(10)
 CLEANUP_SERVICE_TIMEOUT = Duration.minutes(15)
-# The resource's Mode (the handler's MODES): the sandbox also deletes the custom models, prod keeps them.
-DELETE_MODELS = "DeleteModels"
-KEEP_MODELS = "KeepModels"
 
 
 class CustomModelCleanup(Construct):

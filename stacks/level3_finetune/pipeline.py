@@ -15,6 +15,7 @@ from constructs import Construct
 
 from finetune_cleanup.stop import STOP_REFUSED
 from finetune_validate import formats
+from finetune_validate.names import LOGS_SOURCE
 from stacks.level3_finetune.data import FineTuneData
 from stacks.level3_finetune.names import (
     DATASETS_PREFIX,
@@ -573,7 +574,7 @@ class FineTunePipeline(Construct):
             creates.append(create_from_logs)
             distill = (
                 sfn.Choice(self, "DistillFromLogs?")
-                .when(sfn.Condition.string_equals("$.validation.trainingSource", "invocation-logs"), create_from_logs)
+                .when(sfn.Condition.string_equals("$.validation.trainingSource", LOGS_SOURCE), create_from_logs)
                 .otherwise(create_distillation)
             )
         for task in creates:

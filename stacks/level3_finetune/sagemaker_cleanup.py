@@ -20,6 +20,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from sagemaker_cleanup.names import NAME_SLOT, STOP_AND_DELETE, STOP_ONLY
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.shared.cleanup_grants import (
     check_job_prefix,
@@ -37,10 +38,6 @@ from stacks.shared.python_function import PythonFunction
 # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-cloudformation-customresource.html
 CLEANUP_TIMEOUT = Duration.minutes(15)
 CLEANUP_SERVICE_TIMEOUT = Duration.minutes(20)
-NAME_SLOT = "{name}"  # lambdas/level3_finetune/sagemaker_cleanup/handler.py fills in the training job's name
-# The resource's Mode (the handler's MODES): the sandbox stops and deletes, prod only stops.
-STOP_AND_DELETE = "StopAndDelete"
-STOP_ONLY = "StopOnly"
 
 
 class SageMakerFineTuneCleanup(Construct):

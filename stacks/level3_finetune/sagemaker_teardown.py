@@ -31,7 +31,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
-from teardown_sweep.names import SWEEP_PREFIX
+from teardown_sweep.names import ENDED_ABNORMALLY, SWEEP_PREFIX
 
 from stacks.level3_finetune.pipeline import (
     DELETE_RETRY_ATTEMPTS,
@@ -49,7 +49,6 @@ from stacks.level3_finetune.sagemaker_pipeline import (
 )
 from stacks.level3_finetune.sweep import TeardownBackstop
 from stacks.level3_finetune.teardown import (
-    ENDED_ABNORMALLY,
     STARTED_AS,
     TEARDOWN_SETTLE,
     report_unless_already_notified,

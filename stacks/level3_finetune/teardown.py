@@ -21,7 +21,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
-from teardown_sweep.names import SWEEP_PREFIX
+from teardown_sweep.names import ENDED_ABNORMALLY, SWEEP_PREFIX
 
 from stacks.level3_finetune.names import PipelineNames, bedrock_arn, execution_id
 from stacks.level3_finetune.pipeline import DELETE_RETRY_ATTEMPTS, DELETE_RETRY_INTERVAL, notification, retry_throttling
@@ -32,8 +32,6 @@ from stacks.shared.failures import reported_fail
 from stacks.shared.notifications import rule_target_role
 from stacks.shared.stage import state_machine_log_group
 
-# Step Functions execution statuses after which PipelineTeardown cleans up (SUCCEEDED runs cleaned up themselves).
-ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
 TEARDOWN_SETTLE = Duration.minutes(2)
 TEARDOWN_TIMEOUT = Duration.hours(3)
 # GetModelCustomizationJob (a read) retries any task error briefly: 2, 4 and 8 s.

@@ -19,7 +19,6 @@ from aws_cdk.assertions import Template
 
 from common import stack_cleanup
 from finetune_cleanup import handler as h
-from stacks.level3_finetune import cleanup as construct
 from stacks.level3_finetune.cleanup import CustomModelCleanup
 from stacks.level3_finetune.names import PipelineNames, machine_name
 from stacks.shared.deployment import Deployment
@@ -695,10 +694,6 @@ def test_keep_models_keeps_the_refusal_of_a_committed_throughput(aws: Aws) -> No
     assert aws.answer["Status"] == "FAILED"
     assert "reserved-by-hand" in aws.answer["Reason"] and "SixMonths commitment" in aws.answer["Reason"]
     assert "DeleteProvisionedModelThroughput" not in aws.calls and "DeleteCustomModel" not in aws.calls
-
-
-def test_the_modes_are_the_ones_the_construct_sets() -> None:
-    assert (construct.DELETE_MODELS, construct.KEEP_MODELS) == h.MODES
 
 
 # --- the construct, in both stages ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from finetune_validate import formats, handler
 from finetune_validate.__main__ import main as cli_main
+from finetune_validate.names import S3_SOURCE
 from finetune_validate.validator import (
     FIRST_ERRORS_PER_KIND,
     BlockReader,
@@ -935,7 +936,7 @@ def test_handler_writes_the_report_and_returns_its_summary(s3: Any, context: Fak
         "summary": f"VALID: 24 training and 8 validation records for {NOVA_LITE} ({formats.NOVA}).",
         "teacherModelId": None,
         "rftHyperParameters": None,
-        "trainingSource": "s3",
+        "trainingSource": S3_SOURCE,
     }
     stored = s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")
     assert stored["ContentType"] == "application/json"

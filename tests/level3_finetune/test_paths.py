@@ -29,6 +29,7 @@ from typing import Any
 import aws_cdk as cdk
 import botocore.session
 import pytest
+from teardown_sweep.names import ENDED_ABNORMALLY
 
 from stacks.config import KitConfig
 from stacks.level3_finetune.names import JOB_TAG_KEY
@@ -48,7 +49,6 @@ from stacks.level3_finetune.pipeline import (
 )
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.level3_finetune.starter import NOT_STARTED, STARTER_TIMEOUT
-from stacks.level3_finetune.teardown import ENDED_ABNORMALLY
 from stacks.level3_finetune.teardown import READ_RETRY_ATTEMPTS as READ_RETRIES
 from stacks.shared.facts import KIT_NAME
 from tests.conftest import cdk_json_context

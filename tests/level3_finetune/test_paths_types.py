@@ -13,6 +13,7 @@ import aws_cdk as cdk
 import pytest
 
 from finetune_validate import formats
+from finetune_validate.names import LOGS_SOURCE, S3_SOURCE
 from stacks.level3_finetune.stack import FineTuneStack
 from stacks.shared.facts import INVOCATION_LOGS_BUCKET_PARAMETER
 from tests.conftest import cdk_json_context
@@ -96,7 +97,7 @@ def validated(kind: str, **extra: Any) -> dict[str, Any]:
         "summary": "VALID",
         "teacherModelId": None,
         "rftHyperParameters": None,
-        "trainingSource": "s3",
+        "trainingSource": S3_SOURCE,
         **extra,
     }
 
@@ -149,7 +150,7 @@ def test_distillation_from_the_invocation_logs_reads_the_logging_stacks_bucket(
     assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"  # resolved at deploy time, no export
     # No trainingKey: the logs. No hyperparameters either: the configured ones are FINE_TUNING's, so none are sent.
     request = {"customizationType": formats.DISTILLATION}
-    result = validated(formats.DISTILLATION, teacherModelId="amazon.nova-pro-v1:0", trainingSource="invocation-logs")
+    result = validated(formats.DISTILLATION, teacherModelId="amazon.nova-pro-v1:0", trainingSource=LOGS_SOURCE)
     trace = run(
         variant,
         request,

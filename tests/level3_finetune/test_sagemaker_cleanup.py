@@ -22,7 +22,6 @@ from botocore.stub import Stubber
 
 from common import stack_cleanup, training_cleanup
 from sagemaker_cleanup import handler as h
-from stacks.level3_finetune import sagemaker_cleanup as construct
 from stacks.level3_finetune import sagemaker_pipeline as pipeline
 from stacks.level3_finetune.sagemaker_cleanup import CLEANUP_SERVICE_TIMEOUT, CLEANUP_TIMEOUT, SageMakerFineTuneCleanup
 from stacks.shared.deployment import Deployment
@@ -567,11 +566,6 @@ def test_stop_only_at_the_deadline_answers_failed_in_time_naming_the_job_still_s
     assert not BEDROCK_CALLS & set(aws.calls)
     [answered_at] = aws.answered_at
     assert answered_at <= FUNCTION_MS / 1000 - stack_cleanup.ANSWER_MARGIN_S
-
-
-def test_the_modes_are_the_ones_the_construct_sets() -> None:
-    assert (construct.STOP_AND_DELETE, construct.STOP_ONLY) == h.MODES
-    assert construct.NAME_SLOT == h.NAME_SLOT
 
 
 # --- the construct --------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from common.stack_cleanup import (
     tolerate,
     wait_until_done,
 )
+from finetune_cleanup.names import DELETE_MODELS, KEEP_MODELS, MODES
 from finetune_cleanup.stop import STOP_REFUSED
 
 logger = Logger()
@@ -71,10 +72,6 @@ BUSY_JOB_STATUSES = ("InProgress", "Stopping")
 GONE = "ResourceNotFoundException"
 BUSY = "ConflictException"
 PROPERTIES = ("Mode", "KeyArn", "ModelNamePrefix", "JobNamePrefix", "StateMachineArn")
-# Mode: DeleteModels (sandbox) also deletes the custom models; KeepModels (prod) stops and unserves, keeps them.
-DELETE_MODELS = "DeleteModels"
-KEEP_MODELS = "KeepModels"
-MODES = (DELETE_MODELS, KEEP_MODELS)
 RETRY_HINT = "The key is kept while the cleanup fails; fix the cause and run the destroy again."
 RESUME_HINT = "The key is kept while the cleanup fails; run the destroy again to resume."
 

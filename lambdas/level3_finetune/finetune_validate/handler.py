@@ -69,6 +69,7 @@ from finetune_validate.formats import (
     resolve_model,
     rft_hyperparameters,
 )
+from finetune_validate.names import LOGS_SOURCE, S3_SOURCE
 from finetune_validate.validator import (
     DatasetValidator,
     RequestRefused,
@@ -90,7 +91,6 @@ CLIENT_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 60,
 }
-S3_SOURCE, LOGS_SOURCE = "s3", "invocation-logs"
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 
 

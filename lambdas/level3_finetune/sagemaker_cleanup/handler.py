@@ -54,16 +54,12 @@ from common.stack_cleanup import (
     wait_until_done,
 )
 from common.training_cleanup import StackTrainingJobs, is_run_name, last_look, same_uri, stop_training_jobs
+from sagemaker_cleanup.names import MODES, NAME_SLOT, STOP_AND_DELETE, STOP_ONLY
 
 logger = Logger()
 
 PHYSICAL_ID = "sagemaker-finetune-cleanup"
-NAME_SLOT = "{name}"  # where ImportSourceUri takes the training job's name
 PROPERTIES = ("Mode", "StateMachineArn", "NamePrefix", "TrainingOutputUri")
-# Mode: StopAndDelete (sandbox) also waits for the imports and deletes the models; StopOnly (prod) only stops.
-STOP_AND_DELETE = "StopAndDelete"
-STOP_ONLY = "StopOnly"
-MODES = (STOP_AND_DELETE, STOP_ONLY)
 CAUSE = "The SageMaker fine-tuning stack is being deleted"
 RETRY_HINT = (
     "The state machine, the artifacts bucket and this function are kept while the cleanup fails; fix the cause "

@@ -26,11 +26,10 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.clients import bounded_client
-from teardown_sweep.names import sweep_name
+from teardown_sweep.names import ENDED_ABNORMALLY, sweep_name
 
 logger = Logger()
 
-ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
 PAGE_SIZE = 100
 MAX_PAGES = 10  # per status: the first 1,000 executions of each status (ended ones are sorted by their stopDate)
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S, ATTEMPTS = 3, 10, 3

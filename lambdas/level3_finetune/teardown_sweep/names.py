@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 
 SWEEP_PREFIX = "sweep-"
+# Step Functions execution statuses after which a run is torn down (a SUCCEEDED run cleaned up itself): the
+# EventBridge rule's pattern and the hourly sweep's backstop read the same.
+ENDED_ABNORMALLY = ("FAILED", "TIMED_OUT", "ABORTED")
 
 
 def sweep_name(execution_arn: str, redrive_count: int = 0) -> str:
