@@ -42,6 +42,7 @@ from kit.operator import (
     when,
 )
 from rag_ingest.names import INGESTION_RUNNING
+from stacks.level2_rag.names import DOCUMENTS_PREFIX_OUTPUT, WHOLE_BUCKET
 
 KB_MAX_FILE_BYTES = 50 * 1024 * 1024  # Bedrock Knowledge Bases ingest files up to 50 MB
 # The formats of "Supported document formats and limits" (.html only; "Plain text (ASCII only)" for .txt),
@@ -100,9 +101,11 @@ def l2(ctx: click.Context, stage: str | None, region: str | None, profile: str |
     remember_target(ctx, stage, region, profile, context_pairs)
 
 
-def _documents_prefix(outputs: Mapping[str, str]) -> str:
-    prefix = outputs.get("DocumentsPrefix", "")
-    return "" if prefix.startswith("(") else prefix  # "(whole bucket)"
+def _documents_prefix(outputs: Mapping[str, str], stack_name: str) -> str:
+    """The prefix the data source reads ("" for the whole bucket). Required: without it an upload would land
+    outside what the knowledge base ingests."""
+    prefix = aws.require_output(outputs, DOCUMENTS_PREFIX_OUTPUT, stack_name)
+    return "" if prefix == WHOLE_BUCKET else prefix
 
 
 def _files(paths: Sequence[str]) -> Iterator[tuple[Path, str]]:
@@ -216,7 +219,7 @@ def upload(paths: tuple[str, ...], prefix: str) -> None:
         over = [problem for path, attrs in sidecars.items() if (problem := _s3_vectors_problem(path, attrs))]
         if over:
             raise KitUsageError("metadata files the knowledge base cannot ingest:\n  " + "\n  ".join(over))
-    base = _documents_prefix(outputs) + (f"{sub}/" if sub else "")
+    base = _documents_prefix(outputs, target.stack_name("2")) + (f"{sub}/" if sub else "")
     check_object_keys([(path, base + suffix) for path, suffix in files])
     out = console()
     suffixes = {suffix for _, suffix in files}
@@ -361,7 +364,10 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
     pending = _pending_changes(target)
     rows: list[tuple[str, Any]] = [
         ("Knowledge base", f"{kb} (data source {ds})"),
-        ("Documents", f"s3://{outputs.get('DocumentsBucketName', '?')}/{_documents_prefix(outputs)}"),
+        (
+            "Documents",
+            f"s3://{aws.require_output(outputs, 'DocumentsBucketName', name)}/{_documents_prefix(outputs, name)}",
+        ),
         ("Pending changes", _pending_line(pending, minutes)),
         ("Newest job", _job_line(job)),
     ]

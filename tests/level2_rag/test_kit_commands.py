@@ -19,6 +19,7 @@ from kit import level2_rag
 from kit.aws import Target
 from kit.doctor import FIX, OK, WARN, Check, DeployNeeds, QuotaBook
 from kit.level2_rag import l2
+from stacks.level2_rag.names import DOCUMENTS_PREFIX_OUTPUT, WHOLE_BUCKET
 from tests.conftest import Synth
 from tests.infra.helpers import resources
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
@@ -39,7 +40,7 @@ from tests.kit.operator_helpers import (  # each *_fixture registers its fixture
 
 
 def rag_stack(
-    fake: FakeCloudFormation, bucket: str = "docs-bucket", vector_store: str = "s3vectors"
+    fake: FakeCloudFormation, bucket: str = "docs-bucket", vector_store: str = "s3vectors", prefix: str | None = "docs/"
 ) -> tuple[str, str]:
     """The Level 2 stack's outputs and its two ingestion queues (real moto queues); returns their URLs."""
     sqs = boto3.client("sqs", region_name=REGION)
@@ -49,12 +50,12 @@ def rag_stack(
         stack("2"),
         {
             "DocumentsBucketName": bucket,
-            "DocumentsPrefix": "docs/",
             "KnowledgeBaseId": "KB12345678",
             "DataSourceId": "DS12345678",
             "ApiUrl": API_URL,
             "VectorStore": vector_store,
-        },
+        }
+        | ({DOCUMENTS_PREFIX_OUTPUT: prefix} if prefix is not None else {}),
         resources={
             "IngestionChangesD5FB1EC5": ("AWS::SQS::Queue", changes),
             "IngestionDeadLetters84B2DF1E": ("AWS::SQS::Queue", dead),
@@ -82,6 +83,24 @@ def test_l2_upload_puts_files_and_folders_under_the_documents_prefix(
     assert head["ContentType"] == "text/markdown"
     assert "uploaded s3://docs-bucket/docs/team-a/guide.md" in result.output
     assert "kit l2 sync --wait" in result.output
+
+
+def test_l2_upload_to_a_whole_bucket_data_source_writes_at_the_root_and_needs_the_prefix_output(
+    mocked: FakeCloudFormation, tmp_path: Path
+) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="docs-bucket")
+    (tmp_path / "guide.md").write_text("# Guide")
+    rag_stack(mocked, prefix=WHOLE_BUCKET)
+    assert run(l2, "upload", str(tmp_path / "guide.md")).exit_code == 0
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="docs-bucket")["Contents"]] == ["guide.md"]
+    # Before: a stack without the output was taken for a whole-bucket one, and the file landed outside the prefix
+    # the data source reads ("uploaded", never ingested).
+    rag_stack(mocked, prefix=None)
+    result = run(l2, "upload", str(tmp_path / "guide.md"), "--prefix", "b")
+    assert result.exit_code != 0
+    assert f"has no output {DOCUMENTS_PREFIX_OUTPUT}" in result.output
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="docs-bucket")["Contents"]] == ["guide.md"]
 
 
 def test_l2_upload_hint_carries_the_options_it_was_given(mocked: FakeCloudFormation, tmp_path: Path) -> None:
