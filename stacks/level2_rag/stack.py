@@ -32,12 +32,14 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
+from common.metric_names import KNOWLEDGE_BASE_DIMENSION
 from rag_api.filters import OSS_METADATA_FIELD, OSS_TEXT_FIELD, OSS_VECTOR_FIELD, S3_VECTORS_NON_FILTERABLE_KEYS
 from rag_ingest.ingestion import RECONCILE_EVERY
 from rag_ingest.names import DOCUMENTS_FAILED, INGESTION_JOB_FAILED, OLDEST_CHANGE_AGE
 from rag_ingest.settings import REVISION_LENGTH
 from stacks.config import KitConfig
 from stacks.level2_rag.cleanup import IngestionCleanup
+from stacks.level2_rag.names import DOCUMENTS_PREFIX_OUTPUT, WHOLE_BUCKET
 from stacks.level2_rag.settings import RagSettings
 from stacks.shared.alarms import (
     FIVE_MINUTES,
@@ -972,7 +974,7 @@ class RagStack(Stack):
                 namespace=deployment.metrics_namespace,
                 metric_name=name,
                 dimensions_map={
-                    "KnowledgeBaseId": kb.knowledge_base.attr_knowledge_base_id,
+                    KNOWLEDGE_BASE_DIMENSION: kb.knowledge_base.attr_knowledge_base_id,
                     "service": INGEST_SERVICE_NAME,
                 },
                 period=Duration.hours(1),
@@ -1040,7 +1042,7 @@ class RagStack(Stack):
             alarms.topic,
         )
         CfnOutput(self, "DocumentsBucketName", value=documents.bucket.bucket_name)
-        CfnOutput(self, "DocumentsPrefix", value=documents.prefix or "(whole bucket)")
+        CfnOutput(self, DOCUMENTS_PREFIX_OUTPUT, value=documents.prefix or WHOLE_BUCKET)
         CfnOutput(self, "KnowledgeBaseId", value=kb.knowledge_base.attr_knowledge_base_id)
         CfnOutput(self, "DataSourceId", value=kb.data_source.attr_data_source_id)
         CfnOutput(self, "ApiUrl", value=query.rest.api.url, description="Base URL of the Level 2 API (SigV4)")

@@ -22,7 +22,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.retries.standard import TransientRetryableChecker
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from common import clients, env, errors, http, observability, resolver, training_cleanup
@@ -1100,3 +1100,42 @@ def test_time_left_is_the_sooner_of_the_functions_and_the_gateways(monkeypatch: 
     for unread in ({}, {"requestContext": None}, {"requestContext": {"requestTimeEpoch": True}}, None):
         only_function = http.time_left(Context(), unread)  # invoked directly: the function's clock alone
         assert only_function is not None and only_function() == 20_000
+
+
+# --- Bedrock identifiers ---------------------------------------------------------------------------------------------
+
+# Each identifier format of common.bedrock_ids and the botocore shape that gives it (the model's pattern, searched as
+# botocore validates it, plus its length bounds): the kit's is the set of values that shape takes, the empty one and
+# ARNs aside (the functions are given ids).
+_ID_SHAPES = [
+    ("BEDROCK_ID", "bedrock-agent", "Id"),
+    ("GUARDRAIL_ID", "bedrock", "GuardrailId"),
+    ("GUARDRAIL_VERSION", "bedrock", "GuardrailVersion"),
+]
+
+
+def _shape_takes(service: str, shape: str, value: str) -> bool:
+    metadata = botocore.session.get_session().get_service_model(service).shape_for(shape).metadata
+    whole = re.fullmatch(metadata["pattern"].removeprefix("^").removesuffix("$"), value) is not None
+    return whole and max(1, metadata.get("min", 1)) <= len(value) <= metadata.get("max", len(value))
+
+
+@pytest.mark.parametrize(("name", "service", "shape"), _ID_SHAPES)
+@example(value="a" * 64)  # the length bounds, each side
+@example(value="a" * 65)
+@example(value="1" * 8)
+@example(value="1" * 9)
+@example(value="0")
+@example(value="Ab3" * 3 + "z")
+@example(value="")
+@given(
+    value=st.one_of(
+        st.text(alphabet="abcdefXYZ0189DRAFT_-:/ ", max_size=70),
+        st.from_regex(r"[a-z0-9]{60,70}|[0-9]{1,9}|DRAFT|[0-9a-zA-Z]{9,11}", fullmatch=True),
+    )
+)
+def test_each_bedrock_id_format_is_the_one_its_api_shape_gives(name: str, service: str, shape: str, value: str) -> None:
+    from common import bedrock_ids
+
+    pattern: re.Pattern[str] = getattr(bedrock_ids, name)
+    assert (pattern.fullmatch(value) is not None) == _shape_takes(service, shape, value), value

@@ -10,6 +10,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+from common.bedrock_ids import GUARDRAIL_ID, GUARDRAIL_VERSION
 from common.env import env_float, env_int, env_json_object, env_matching, env_str
 from common.errors import ConfigurationError
 from prompt_api.prompts import VERSION_ARN
@@ -22,11 +23,9 @@ from prompt_api.validation import PROMPT_MODEL, TEMPLATE_MODEL, bounds, property
 NO_TEMPERATURE = "none"
 CATALOG_VAR = "PROMPT_CATALOG"
 REQUEST_METADATA_VAR = "REQUEST_METADATA"
-# Both matched whole (fullmatch).
-GUARDRAIL_VERSION = re.compile(r"DRAFT|[1-9][0-9]{0,7}")
-# An input variable's name as Bedrock Prompt Management allows it (botocore bedrock-agent PromptInputVariable.name,
-# the rule the stack applies from AWS::Bedrock::Prompt's schema): up to 100 characters, each optionally followed by
-# one '_' or '-'. tests/level1_prompt/test_aws_facts.py holds it to both sources.
+# An input variable's name as Bedrock Prompt Management allows it, matched whole (botocore bedrock-agent
+# PromptInputVariable.name, the rule the stack applies from AWS::Bedrock::Prompt's schema): up to 100 characters,
+# each optionally followed by one '_' or '-'. tests/level1_prompt/test_aws_facts.py holds it to both sources.
 VARIABLE_NAME = re.compile(r"([0-9a-zA-Z][_-]?){1,100}")
 
 
@@ -59,7 +58,7 @@ def get_settings() -> Settings:
     low_m, high_m = bounds(PROMPT_MODEL, "maxTokens")
     return Settings(
         model_id=env_str("MODEL_ID"),
-        guardrail_id=env_str("GUARDRAIL_ID"),
+        guardrail_id=env_matching("GUARDRAIL_ID", GUARDRAIL_ID, "a guardrail id (lowercase letters and digits)"),
         guardrail_version=env_matching("GUARDRAIL_VERSION", GUARDRAIL_VERSION, "DRAFT or a version number"),
         catalog=parse_catalog(env_json_object(CATALOG_VAR)),
         default_temperature=(

@@ -54,6 +54,7 @@ from common.errors import (
     trim,
 )
 from common.http import decode_body, json_response, parse_json_object, time_left
+from common.metric_names import KNOWLEDGE_BASE_DIMENSION
 from common.observability import annotate, make_tracer, publish
 from common.resolver import install_error_handlers, resolve_rest_event, traced_resolve
 from common.resolver import is_rest_proxy_event as is_rest_proxy_event  # re-exported
@@ -173,7 +174,7 @@ def post_retrieve() -> Response[Any]:
         "RetrieveLatency": (MetricUnit.Milliseconds, latency_ms),
         "RetrievedResults": (MetricUnit.Count, len(results)),
     }
-    _publish(values, {"KnowledgeBaseId": settings.knowledge_base_id})
+    _publish(values, {KNOWLEDGE_BASE_DIMENSION: settings.knowledge_base_id})
     logger.info(
         "Retrieve call finished",
         extra={

@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from common.bedrock_ids import BEDROCK_ID, GUARDRAIL_ID, GUARDRAIL_VERSION
 from common.env import env_int, env_matching, env_str
 from common.errors import ConfigurationError
 from rag_api.filters import STORE_OPERATORS
 from rag_api.validation import RETRIEVE_MODEL, property_schema
 
-KNOWLEDGE_BASE_ID = re.compile(r"^[0-9a-zA-Z]{10}$")
 # The pattern botocore's bedrock-agent-runtime model gives for modelArn (a foundation-model or inference-profile
 # ARN); a test keeps the two in step.
 MODEL_ARN = re.compile(
@@ -19,8 +19,6 @@ MODEL_ARN = re.compile(
     r"(([:][a-z0-9-]{1,63}){0,2})?(/[a-z0-9]{1,12})?$"
 )
 MODEL_ARN_PREFIX = re.compile(r"^arn:aws[a-z-]*:bedrock:")
-GUARDRAIL_ID = re.compile(r"^[a-z0-9]{1,64}$")
-GUARDRAIL_VERSION = re.compile(r"^(DRAFT|[1-9][0-9]{0,7})$")
 # The bounds of rag_answer_max_tokens (stacks/level2_rag/settings.py imports them): at least 1, and the kit's cap of
 # 4096, the one Level 1 puts on Converse's maxTokens (the API itself takes up to 65,536).
 ANSWER_MAX_TOKENS_RANGE = (1, 4096)
@@ -51,7 +49,7 @@ def get_settings() -> Settings:
         )
     schema = property_schema(RETRIEVE_MODEL, "numberOfResults")
     return Settings(
-        knowledge_base_id=env_matching("KNOWLEDGE_BASE_ID", KNOWLEDGE_BASE_ID, "a 10-character knowledge base id"),
+        knowledge_base_id=env_matching("KNOWLEDGE_BASE_ID", BEDROCK_ID, "a 10-character knowledge base id"),
         model_arn=model_arn,
         model_id=env_str("MODEL_ID"),
         # The knowledge base's embedding model, which embeds a /retrieve query (Retrieve invokes no other model).

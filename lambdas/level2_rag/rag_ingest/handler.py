@@ -26,6 +26,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from common.errors import trim
+from common.metric_names import KNOWLEDGE_BASE_DIMENSION
 from common.observability import make_tracer, publish
 from rag_ingest import aws, ingestion
 from rag_ingest.names import DOCUMENTS_FAILED, INGESTION_JOB_FAILED, OLDEST_CHANGE_AGE
@@ -52,7 +53,7 @@ def get_metrics() -> Metrics:
 
 
 def _publish(values: Mapping[str, tuple[MetricUnit, float]]) -> None:
-    publish(get_metrics(), values, {"KnowledgeBaseId": get_settings().knowledge_base_id}, logger)
+    publish(get_metrics(), values, {KNOWLEDGE_BASE_DIMENSION: get_settings().knowledge_base_id}, logger)
 
 
 def parse_action(event: Any) -> str | None:

@@ -7,12 +7,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from common.bedrock_ids import BEDROCK_ID
 from common.env import env_int, env_matching, env_str
 from common.s3 import BUCKET_NAME
 
 DEFAULT_MAX_MESSAGES_PER_RUN = 10_000
 MAX_MESSAGES_LIMIT = 100_000
-BEDROCK_ID = re.compile(r"^[0-9a-zA-Z]{10}$")
 REVISION_LENGTH = 16  # DATA_SOURCE_REVISION: hex digits of a digest the stack takes (stacks/level2_rag/stack.py)
 REVISION = re.compile(rf"^[0-9a-f]{{{REVISION_LENGTH}}}$")
 QUEUE_URL = re.compile(r"^https://\S+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
