@@ -140,7 +140,7 @@ class SageMakerFineTuneCleanup(Construct):
             "TrainingOutputUri": output,
         }
         if self.deletes_models:
-            properties["ImportSourceUri"] = f"{output}{NAME_SLOT}{pipeline.MODEL_SUFFIX}merged/"
+            properties["ImportSourceUri"] = f"{output}{NAME_SLOT}{pipeline.MERGED_SUFFIX}"
         self.resource = CustomResource(
             self,
             "Resource",

@@ -64,6 +64,7 @@ from stacks.level3_finetune.pipeline import (
 from stacks.shared.conditions import equals_where_present, listed_a_key
 from stacks.shared.stage import run_tags
 from stacks.shared.state_input import wrapped_input
+from workloads.finetune_sagemaker.import_check import MERGED_DIR
 from workloads.pretrain.checkpoints import SFT_PREFIX as SFT_CHECKPOINT_PREFIX
 
 CODE_PREFIX = "code/"
@@ -77,6 +78,7 @@ OUTPUT_PREFIX = "output/"
 # SageMaker writes an uncompressed model output to <S3OutputPath>/<job name>/output/model/:
 # https://docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html
 MODEL_SUFFIX = "/output/model/"
+MERGED_SUFFIX = f"{MODEL_SUFFIX}{MERGED_DIR}/"  # where the training program writes the model the pipeline imports
 POLL_SECONDS = 60
 # Bedrock cannot stop a model import job (botocore bedrock 2023-04-20 has Create, Get and List of import jobs, no
 # Stop), and one still InProgress creates its model after any delete. The teardown (sagemaker_teardown.py) reads the
@@ -120,7 +122,7 @@ def run_name(job_prefix: str, execution_arn_path: str) -> str:
 
 def merged_prefix(job_prefix: str) -> str:
     """The key pattern of every merged model the pipeline imports (the import role reads only these)."""
-    return f"{OUTPUT_PREFIX}{job_prefix}*{MODEL_SUFFIX}merged/"
+    return f"{OUTPUT_PREFIX}{job_prefix}*{MERGED_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -534,7 +536,7 @@ def build(scope: Construct, targets: PipelineTargets) -> sfn.IChainable:
             "ModelDataSource": {
                 "S3DataSource": {
                     "S3Uri.$": (
-                        f"States.Format('s3://{targets.artifacts_bucket}/{OUTPUT_PREFIX}{{}}{MODEL_SUFFIX}merged/', "
+                        f"States.Format('s3://{targets.artifacts_bucket}/{OUTPUT_PREFIX}{{}}{MERGED_SUFFIX}', "
                         "$.training.TrainingJobName)"
                     )
                 }

@@ -632,7 +632,6 @@ def test_a_base_model_from_the_data_bucket_is_the_model_channel_not_a_hub_id(
             "S3DataDistributionType": "FullyReplicated",
         },
     }
-    assert sagemaker_job.MODEL_CHANNEL == "model"  # the program reads SM_CHANNEL_MODEL
     # No model hyperparameter: the program takes the channel, and refuses a run that names both.
     assert "model" not in request["HyperParameters"]
     assert json.loads(request["HyperParameters"]["sagemaker_program"]) == "sft_train.py"

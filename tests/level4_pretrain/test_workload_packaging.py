@@ -50,7 +50,7 @@ def test_sourcedir_is_byte_for_byte_reproducible(tmp_path: Path) -> None:
 def test_sourcedir_holds_the_entry_point_and_its_modules_at_the_root() -> None:
     archive = package_sourcedir.sourcedir_bytes()
     entries = members(archive)
-    names = ["byte_corpus.py", "checkpoints.py", "ddp_runtime.py", "tiny_gpt.py", "train.py"]
+    names = ["byte_corpus.py", "checkpoints.py", "ddp_runtime.py", "sagemaker_container.py", "tiny_gpt.py", "train.py"]
     assert [m.name for m in entries] == names
     assert all(m.isfile() and m.mtime == 0 and m.uid == 0 and m.uname == "" and m.mode == 0o644 for m in entries)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 IMPORT_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/model-customization-import-model.html"
+# The folder of the model directory (SM_MODEL_DIR) sft_train.py writes the merged model to, which the Level 3 stack
+# imports (CreateModelImportJob on <output>/model/merged/) and its cleanup matches.
+MERGED_DIR = "merged"
 INVOKE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html"
 CHAT_TEMPLATE_DOC = "https://docs.aws.amazon.com/bedrock/latest/userguide/custom-chat-templates-tokenizers.html"
 SAFETENSORS_DOC = "https://huggingface.co/docs/safetensors/en/index"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workloads.finetune_sagemaker import import_check
+from workloads.pretrain import sagemaker_container
 from workloads.pretrain import sagemaker_job as pretrain_job
 from workloads.pretrain.package_sourcedir import sourcedir_bytes as _archive
 
@@ -26,14 +28,19 @@ RUNTIME_FILES = (
     "import_check.py",
     "merge_adapter.py",
     "requirements.txt",
+    "sagemaker_container.py",
     "sft_train.py",
 )
 # Modules the pre-training program's folder holds and this program uses as they are.
-SHARED_FILES = {name: HERE.parent / "pretrain" / name for name in ("checkpoints.py", "ddp_runtime.py")}
-TRAIN_CHANNEL = "train"  # -> SM_CHANNEL_TRAIN
-MODEL_CHANNEL = "model"  # -> SM_CHANNEL_MODEL: the base model's files, when a run names baseModelKey
-CHECKPOINT_LOCAL_PATH = pretrain_job.CHECKPOINT_LOCAL_PATH
-MERGED_DIR = "merged"  # sft_train.py writes SM_MODEL_DIR/merged/: the directory Custom Model Import reads
+SHARED_FILES = {
+    name: HERE.parent / "pretrain" / name for name in ("checkpoints.py", "ddp_runtime.py", "sagemaker_container.py")
+}
+TRAIN_CHANNEL = sagemaker_container.TRAIN_CHANNEL  # -> SM_CHANNEL_TRAIN
+MODEL_CHANNEL = sagemaker_container.MODEL_CHANNEL  # -> SM_CHANNEL_MODEL: the base model's files, when a run names one
+CHECKPOINT_LOCAL_PATH = sagemaker_container.CHECKPOINT_DIR
+MERGED_DIR = (
+    import_check.MERGED_DIR
+)  # sft_train.py writes SM_MODEL_DIR/merged/: the directory Custom Model Import reads
 IMAGE_REPOSITORY = pretrain_job.IMAGE_REPOSITORY
 image_uri = pretrain_job.image_uri
 

@@ -52,6 +52,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 import chat_data  # noqa: E402
 import checkpoints  # noqa: E402 (workloads/pretrain/checkpoints.py, shipped in the source directory)
+import sagemaker_container  # noqa: E402 (workloads/pretrain/sagemaker_container.py, shipped too)
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from ddp_runtime import (  # noqa: E402 (workloads/pretrain/ddp_runtime.py, shipped in the source directory)
@@ -66,7 +67,9 @@ from ddp_runtime import (  # noqa: E402 (workloads/pretrain/ddp_runtime.py, ship
 from ddp_runtime import broadcast_step as _broadcast_step  # noqa: E402
 from ddp_runtime import gather_rng_states as _gather_rng_states  # noqa: E402
 
-SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's default
+SAGEMAKER_CHECKPOINT_DIR = sagemaker_container.CHECKPOINT_DIR
+TRAIN_VARIABLE = sagemaker_container.channel_variable(sagemaker_container.TRAIN_CHANNEL)  # SM_CHANNEL_TRAIN
+MODEL_VARIABLE = sagemaker_container.channel_variable(sagemaker_container.MODEL_CHANNEL)  # SM_CHANNEL_MODEL
 # Apache-2.0, not gated, Qwen2ForCausalLM (an architecture Custom Model Import supports), 32K context,
 # about 1 GB in bfloat16: the cheapest model to train, import and keep. See README.md for the choice.
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -180,10 +183,10 @@ def on_sagemaker(env: Mapping[str, str]) -> bool:
 
 def resolve_paths(args: argparse.Namespace, env: Mapping[str, str]) -> Paths:
     """Arguments first, then SageMaker's environment, then local defaults."""
-    data = args.data or (Path(env["SM_CHANNEL_TRAIN"]) if env.get("SM_CHANNEL_TRAIN") else None)
+    data = args.data or (Path(env[TRAIN_VARIABLE]) if env.get(TRAIN_VARIABLE) else None)
     if data is None:
-        raise ConfigError("no training data: pass --data PATH or set SM_CHANNEL_TRAIN")
-    channel = env.get("SM_CHANNEL_MODEL")
+        raise ConfigError(f"no training data: pass --data PATH or set {TRAIN_VARIABLE}")
+    channel = env.get(MODEL_VARIABLE)
     if args.model and channel:
         raise ConfigError(
             f"both --model {args.model} and the model channel ({channel}) name the base model: pass one of them"
@@ -602,7 +605,7 @@ def _save_outputs(args: argparse.Namespace, paths: Paths, model: Any, tokenizer:
     log("adapter_saved", path=str(adapter_dir), step=step)
     if not args.merge:
         return 0
-    merged_dir = paths.model_dir / "merged"
+    merged_dir = paths.model_dir / import_check.MERGED_DIR
     merge_adapter.merge(
         paths.base_model, adapter_dir, merged_dir, dtype=args.merge_dtype, token=os.environ.get("HF_TOKEN")
     )

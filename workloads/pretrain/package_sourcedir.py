@@ -24,7 +24,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # What the job runs: the entry point and the modules it imports.
-RUNTIME_FILES = ("byte_corpus.py", "checkpoints.py", "ddp_runtime.py", "tiny_gpt.py", "train.py")
+RUNTIME_FILES = (
+    "byte_corpus.py",
+    "checkpoints.py",
+    "ddp_runtime.py",
+    "sagemaker_container.py",
+    "tiny_gpt.py",
+    "train.py",
+)
 FIXED_MTIME = 0
 
 

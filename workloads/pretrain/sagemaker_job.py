@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from workloads.pretrain import sagemaker_container
+
 # The AWS Deep Learning Containers registry account of each region, from the DLC region table
 # (https://github.com/aws/deep-learning-containers/blob/master/docs/reference/region_availability.md):
 # 763104351884 serves most regions, opt-in regions and China have their own. The stack's image URI and its ECR
@@ -71,8 +73,8 @@ IMAGE_REPOSITORY = "pytorch"  # Amazon Linux 2023 family; ships torch 2.13.0 lik
 GPU_TAG = "2.13.0-cu133-amzn2023-sagemaker"
 CPU_TAG = "2.13.0-cpu-amzn2023-sagemaker"
 ENTRY_POINT = "train.py"
-TRAIN_CHANNEL = "train"  # -> SM_CHANNEL_TRAIN=/opt/ml/input/data/train
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath default
+TRAIN_CHANNEL = sagemaker_container.TRAIN_CHANNEL  # -> SM_CHANNEL_TRAIN=/opt/ml/input/data/train
+CHECKPOINT_LOCAL_PATH = sagemaker_container.CHECKPOINT_DIR
 MODEL_DIR = "/opt/ml/model"  # SM_MODEL_DIR, uploaded to OutputDataConfig.S3OutputPath
 
 

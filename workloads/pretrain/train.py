@@ -37,6 +37,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 import byte_corpus  # noqa: E402
 import checkpoints  # noqa: E402
+import sagemaker_container  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from ddp_runtime import (  # noqa: E402 (workloads/pretrain/ddp_runtime.py)
@@ -55,7 +56,8 @@ from ddp_runtime import set_rng_state as _set_rng_state  # noqa: E402
 from tiny_gpt import GPTConfig, TinyGPT  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath's default
+SAGEMAKER_CHECKPOINT_DIR = sagemaker_container.CHECKPOINT_DIR
+TRAIN_VARIABLE = sagemaker_container.channel_variable(sagemaker_container.TRAIN_CHANNEL)  # SM_CHANNEL_TRAIN
 EXIT_USAGE = 2
 
 
@@ -107,9 +109,9 @@ def on_sagemaker(env: Mapping[str, str]) -> bool:
 
 def resolve_paths(args: argparse.Namespace, env: Mapping[str, str]) -> Paths:
     """Arguments first, then SageMaker's environment, then local defaults."""
-    data = args.data or (Path(env["SM_CHANNEL_TRAIN"]) if env.get("SM_CHANNEL_TRAIN") else None)
+    data = args.data or (Path(env[TRAIN_VARIABLE]) if env.get(TRAIN_VARIABLE) else None)
     if data is None:
-        raise ConfigError("no training data: pass --data PATH or set SM_CHANNEL_TRAIN")
+        raise ConfigError(f"no training data: pass --data PATH or set {TRAIN_VARIABLE}")
     if args.checkpoint_dir is not None:
         checkpoint_dir = args.checkpoint_dir
     elif on_sagemaker(env):
