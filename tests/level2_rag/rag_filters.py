@@ -25,6 +25,7 @@ from rag_api.filters import (
     OPERATORS,
     PRIMITIVE,
     STORE_OPERATORS,
+    STORE_UNFILTERABLE_KEYS,
     STORE_VALUES,
 )
 
@@ -41,7 +42,11 @@ json_values = st.recursive(
 )
 non_null_json_values = json_values.filter(lambda v: v is not None)
 scalar_lists = st.lists(scalars, min_size=1, max_size=5)
-keys = st.text(min_size=1, max_size=100)
+# Keys any store filters on. Hypothesis also draws the string constants of the code under test, such as a store's
+# own field names (kit-vector), which no store filters on: a filter naming one is invalid at that key, not where a
+# strategy puts its defect (it drew {'andAll': [{'equals': {'key': 'kit-vector', ...}}, False]}).
+_UNFILTERABLE = frozenset(key for names in STORE_UNFILTERABLE_KEYS.values() for key in names)
+keys = st.text(min_size=1, max_size=100).filter(lambda key: key not in _UNFILTERABLE)
 
 
 def supported(store: str, operators: tuple[str, ...]) -> list[str]:
