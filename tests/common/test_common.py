@@ -331,6 +331,10 @@ def test_every_code_of_the_troubleshooting_page_has_its_answer(
         ("RequestExpired", 400),
         ("InvalidAction", 400),
         ("UnrecognizedClientException", 403),
+        # AWS's common errors: an expired session token (the function's role credentials) and a bad signature
+        # (https://docs.aws.amazon.com/STS/latest/APIReference/CommonErrors.html lists both as 400/403 refusals)
+        ("ExpiredTokenException", 403),
+        ("InvalidSignatureException", 403),
     ],
 )
 def test_the_functions_own_credential_failures_stay_unexpected_not_access_denied(

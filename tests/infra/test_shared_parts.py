@@ -236,3 +236,25 @@ def test_each_api_alarms_on_the_model_access_refusals_its_function_counts(sandbo
         "GreaterThanOrEqualToThreshold",
     )
     assert alarm["TreatMissingData"] == "notBreaching"
+
+
+# API Gateway's REST integration timeout where a method sets no TimeoutInMillis: 29 seconds ("Integration timeout",
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-execution-service-limits-table.html).
+REST_INTEGRATION_TIMEOUT_MS = 29_000
+
+
+def test_the_functions_deadline_is_the_integration_timeout_of_every_api_method(each_stage: Any) -> None:
+    # The API functions answer before GATEWAY_TIMEOUT_MS after the request arrived, less a margin for the gateway's
+    # own work (common/http.py): past the integration's timeout the caller gets the gateway's 504, not the kit's.
+    from common.http import GATEWAY_MARGIN_MS, GATEWAY_TIMEOUT_MS
+
+    timeouts = [
+        resource["Properties"]["Integration"].get("TimeoutInMillis", REST_INTEGRATION_TIMEOUT_MS)
+        for template in each_stage.templates.values()
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::ApiGateway::Method"
+        and resource["Properties"].get("Integration", {}).get("Type") == "AWS_PROXY"
+    ]
+    assert len(timeouts) >= 4  # Level 1's and Level 2's routes
+    assert set(timeouts) == {GATEWAY_TIMEOUT_MS}
+    assert 0 < GATEWAY_MARGIN_MS < GATEWAY_TIMEOUT_MS // 10

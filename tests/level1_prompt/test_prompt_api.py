@@ -375,11 +375,16 @@ def test_a_guardrail_bedrock_does_not_find_is_the_deployments_500_not_the_caller
     assert "the caller cannot fix this" in error["message"]
 
 
-def test_a_prompt_version_arn_bedrock_refuses_is_a_configuration_error(invoke: Invoke, agent: Stubber) -> None:
+def test_a_prompt_version_arn_bedrock_refuses_is_a_configuration_error(
+    invoke: Invoke, agent: Stubber, logs: io.StringIO
+) -> None:
     agent.add_client_error("get_prompt", "ValidationException", "Value at 'promptIdentifier' failed", 400)
     body = {"variables": {"text": "Long text.", "audience": "a"}}
     error = assert_error(invoke(api_event("POST", "/templates/summarize", body)), 500, "configuration_error")
     assert "summarize" in error["message"] and "PROMPT_CATALOG" in error["message"]
+    # the deployment's fault is logged as an error, which the log's error filters find (a caller's 4xx is INFO)
+    [record] = [r for r in map(json.loads, logs.getvalue().splitlines()) if r["message"] == "Request failed"]
+    assert (record["level"], record["status"], record["error_code"]) == ("ERROR", 500, "configuration_error")
 
 
 @pytest.mark.parametrize(
@@ -783,7 +788,7 @@ def test_the_daily_token_quota_is_429_at_once_without_retry_after(
 
 
 def test_a_template_read_that_times_out_is_504_naming_prompt_management_not_the_model(
-    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
 ) -> None:
     bedrock.clear_prompt_cache()
     client = AGENT_CLIENT_FACTORY()  # the real bedrock-agent client: the hook raises before anything is sent
@@ -795,6 +800,10 @@ def test_a_template_read_that_times_out_is_504_naming_prompt_management_not_the_
     error = assert_error(reply, 504, "model_timeout")
     assert "Prompt Management" in error["message"] and "summarize" in error["message"]
     assert "shorter request" not in error["message"] and "did not answer" not in error["message"]
+    assert reply.headers["retry-after"] == "5"  # a timeout is worth retrying, as for the model's
+    # a 5xx is logged as an error, which the log's error filters find (a caller's 4xx is INFO)
+    [record] = [r for r in map(json.loads, logs.getvalue().splitlines()) if r["message"] == "Request failed"]
+    assert (record["level"], record["status"], record["error_code"]) == ("ERROR", 504, "model_timeout")
 
 
 @pytest.mark.parametrize("error_class", [EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError])
@@ -871,6 +880,25 @@ def test_a_refused_model_access_is_counted_for_the_alarm(
     [emf] = emf_documents(capsys.readouterr().out)
     assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "ModelAccessDenied", "Unit": "Count"}]
     assert (emf["service"], emf["ModelAccessDenied"]) == (SERVICE, [1.0])
+
+
+def test_a_refused_template_read_is_counted_for_the_alarm_and_logged_as_the_deployments_fault(
+    invoke: Invoke, agent: Stubber, capsys: pytest.CaptureFixture[str], logs: io.StringIO
+) -> None:
+    # GetPrompt's AccessDenied is raised as the kit's own ModelAccessDeniedError (not mapped from the AWS error): the
+    # role lacks bedrock:GetPrompt, every caller gets the 403, and the ModelAccessDenied alarm is what tells the owner.
+    bedrock.clear_prompt_cache()
+    agent.add_client_error("get_prompt", "AccessDeniedException", "not authorized", 403)
+
+    reply = invoke(api_event("POST", "/templates/summarize", {"variables": {"text": "t", "audience": "a"}}))
+
+    error = assert_error(reply, 403, "model_access_denied")
+    assert "bedrock:GetPrompt" in error["message"]
+    [emf] = emf_documents(capsys.readouterr().out)
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "ModelAccessDenied", "Unit": "Count"}]
+    assert (emf["service"], emf["ModelAccessDenied"]) == (SERVICE, [1.0])
+    [record] = [r for r in map(json.loads, logs.getvalue().splitlines()) if r["message"] == "Request failed"]
+    assert (record["level"], record["status"], record["error_code"]) == ("INFO", 403, "model_access_denied")
 
 
 def test_other_bedrock_errors_publish_no_metrics(
@@ -1620,3 +1648,35 @@ def test_bounded_clients_never_retry_and_wait_only_their_read_timeout() -> None:
     assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (bedrock.CONNECT_TIMEOUT_S, 7)
     assert bedrock.agent_client(7).meta.service_model.service_name == "bedrock-agent"
+
+
+def test_an_answer_is_every_text_block_joined_and_the_usage_bedrock_counts() -> None:
+    # Converse's message content is a list of ContentBlocks (botocore bedrock-runtime Message.content): a model may
+    # answer in several text blocks, around blocks with no text (its reasoning). Its usage's totalTokens is Bedrock's
+    # own count, which with prompt caching also holds the cache's tokens (TokenUsage cacheReadInputTokens,
+    # cacheWriteInputTokens), so the kit reports it, not input plus output.
+    response = converse_response("ignored")
+    response["output"]["message"]["content"] = [
+        {"text": "First part, "},
+        {"reasoningContent": {"reasoningText": {"text": "not the answer"}}},
+        {"text": "second part."},
+    ]
+    response["usage"] = {"inputTokens": 12, "outputTokens": 5, "totalTokens": 1041, "cacheReadInputTokens": 1024}
+
+    result = bedrock.read_response(response, MODEL_ID, 7)
+
+    assert result.text == "First part, second part."
+    assert (result.input_tokens, result.output_tokens, result.total_tokens) == (12, 5, 1041)
+
+
+@pytest.mark.parametrize("version", ["DRAFT", "0x1", ""])
+def test_the_catalog_takes_numbered_prompt_versions_only(version: str) -> None:
+    # The function caches each prompt version for its lifetime, which holds only for a numbered version: a version is
+    # immutable, the DRAFT is not (GetPrompt's promptVersion also takes DRAFT, botocore bedrock-agent).
+    from common.errors import ConfigurationError
+    from prompt_api.settings import parse_catalog
+
+    arn = SUMMARIZE_ARN.rsplit(":", 1)[0]
+    assert parse_catalog({"t": {"arn": f"{arn}:12", "variables": []}})["t"].arn == f"{arn}:12"
+    with pytest.raises(ConfigurationError, match="prompt version ARN"):
+        parse_catalog({"t": {"arn": f"{arn}:{version}", "variables": []}})

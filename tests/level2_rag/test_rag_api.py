@@ -1728,6 +1728,105 @@ def test_a_guardrail_call_the_account_is_not_authorized_for_is_403_like_every_ot
     guard.assert_no_pending_responses()
 
 
+def test_a_guardrail_call_denied_by_iam_names_the_apply_guardrail_permission(
+    invoke: Invoke, stubber: Stubber, guard: Stubber
+) -> None:
+    """The generic mapping would send the operator to bedrock:InvokeModel on a model; the call that failed is
+    ApplyGuardrail on the stack's guardrail."""
+    stubber.add_response("retrieve", {"retrievalResults": [{"content": {"text": "chunk"}}]}, retrieve_params("q"))
+    guard.add_client_error(
+        "apply_guardrail", "AccessDeniedException", "not authorized", 403, expected_params=guard_params("chunk")
+    )
+
+    error = assert_error(invoke(retrieve({"query": "q"})), 403, "model_access_denied")
+
+    assert "bedrock:ApplyGuardrail" in error["message"] and GUARDRAIL_ID in error["message"]
+    assert "bedrock:InvokeModel" not in error["message"]
+    guard.assert_no_pending_responses()
+
+
+def test_a_retrieve_where_the_guardrail_only_withheld_chunks_reports_it_intervened(
+    invoke: Invoke, stubber: Stubber, guard: Stubber
+) -> None:
+    # Given two chunks, one on a denied topic: nothing is masked, one chunk is withheld
+    clean, denied = "Refunds take 30 days.", "The vault code is 1234."
+    chunks = [{"content": {"text": text}} for text in (clean, denied)]
+    stubber.add_response("retrieve", {"retrievalResults": chunks}, retrieve_params("q"))
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(clean, denied))
+    allow(guard, clean)
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(denied))
+
+    reply = invoke(retrieve({"query": "q"}))
+
+    # Then the body says the guardrail intervened, though it masked nothing (docs/level-2-rag.md: "changed or blocked")
+    assert reply.status == 200
+    assert [r["text"] for r in reply.body["results"]] == [clean]
+    assert reply.body["guardrail"] == {"intervened": True, "masked": 0, "blocked": 1}
+    guard.assert_no_pending_responses()
+
+
+def test_a_citation_whose_own_text_is_blocked_is_dropped_not_returned_without_text(
+    invoke: Invoke, stubber: Stubber, guard: Stubber
+) -> None:
+    # Given an answer the guardrail changed, with a citation whose snippet is clean but whose own text is blocked
+    part, snippet = "The vault code is 1234.", "Hours: 9-5"
+    citations = [
+        {
+            "generatedResponsePart": {"textResponsePart": {"text": part, "span": {"start": 0, "end": 23}}},
+            "retrievedReferences": [reference("s3://b/x.md", snippet)],
+        }
+    ]
+    response = rag_response(CANNED, citations=citations, guardrail_action="INTERVENED")
+    stubber.add_response("retrieve_and_generate", response, ask_params())
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(snippet, part))
+    allow(guard, snippet)
+    guard.add_response("apply_guardrail", guard_blocks(), guard_params(part))
+
+    reply = invoke(ask({"question": "What is our refund policy?"}))
+
+    # Then the citation is dropped (it keeps a source, but no citation is returned with "text": null)
+    assert reply.status == 200
+    assert reply.body["citations"] == []
+    assert "vault" not in reply.raw["body"]
+    assert reply.body["guardrail"] == {"intervened": True, "masked": 0, "blocked": 1}
+    guard.assert_no_pending_responses()
+
+
+def test_the_guardrail_call_budget_is_eight_calls_and_what_it_leaves_unchecked_is_withheld(
+    invoke: Invoke, stubber: Stubber, guard: Stubber, logs: io.StringIO
+) -> None:
+    # docs/level-2-rag.md: "with at most 8 calls a request; whatever is still undecided then is withheld".
+    assert guardrail.MAX_CALLS == 8
+    texts = [f"chunk {i:02d}" for i in range(16)]
+    chunks = [{"content": {"text": text}} for text in texts]
+    stubber.add_response("retrieve", {"retrievalResults": chunks}, retrieve_params("q"))
+    # Blocked batches are split in halves, the first half checked first; only chunk 01 passes on its own.
+    calls = [
+        (texts, False),
+        (texts[:8], False),
+        (texts[:4], False),
+        (texts[:2], False),
+        (texts[:1], False),
+        (texts[1:2], True),
+        (texts[2:4], False),
+        (texts[2:3], False),
+    ]
+    assert len(calls) == guardrail.MAX_CALLS
+    for batch, passes in calls:
+        guard.add_response("apply_guardrail", guard_passes(batch) if passes else guard_blocks(), guard_params(*batch))
+
+    reply = invoke(retrieve({"query": "q"}))
+
+    # Then no further call is made (the Stubber holds no more answers) and chunks 03 to 15, never checked, are withheld
+    assert reply.status == 200, reply.body
+    assert [r["text"] for r in reply.body["results"]] == ["chunk 01"]
+    assert reply.body["guardrail"] == {"intervened": True, "masked": 0, "blocked": 15}
+    guard.assert_no_pending_responses()
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    applied = next(r for r in lines if r["message"] == "Guardrail applied to returned text")
+    assert applied["guardrail_calls"] == guardrail.MAX_CALLS
+
+
 ACCOUNT_ARN = "arn:aws:bedrock:us-east-1:123456789012:guardrail/abc"
 
 
@@ -1948,3 +2047,36 @@ def test_a_slow_upstream_gets_an_answer_before_the_function_timeout(
     assert upstream.attempts
     for remaining_ms, limit_s in upstream.attempts:  # no attempt could outlive the function
         assert limit_s * 1000 <= remaining_ms - 1000
+
+
+def test_the_guardrail_may_use_the_time_kept_back_from_the_knowledge_base_call(
+    invoke: Invoke, stubber: Stubber, guard: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GUARDRAIL_RESERVE_MS is kept back from the knowledge base call for the guardrail: the guardrail call itself
+    keeps nothing back, so with 7 s left after Retrieve it is still made (a 4 s read timeout fits), not a 504."""
+    clock = Clock()
+    context = ClockContext(clock=clock, function_name="rag-api")
+    runtime = knowledge_base.get_runtime_client()  # the Stubber-wrapped client: Retrieve takes 18 s of the 25 s
+    runtime.meta.events.register_first(
+        "before-parameter-build.bedrock-agent-runtime.Retrieve",
+        lambda **_: clock.advance(18.0),
+        unique_id="slow-retrieve",
+    )
+    read_timeouts: list[int] = []
+    stubbed = guardrail.get_guardrail_client
+
+    def recording(read_timeout_s: int = guardrail.READ_TIMEOUT_S) -> Any:
+        read_timeouts.append(read_timeout_s)
+        return stubbed()
+
+    monkeypatch.setattr(guardrail, "get_guardrail_client", recording)
+    stubber.add_response("retrieve", {"retrievalResults": [{"content": {"text": "chunk"}}]}, retrieve_params("q"))
+    allow(guard, "chunk")
+
+    reply = invoke(retrieve({"query": "q"}), context)
+
+    assert context.get_remaining_time_in_millis() == 7_000
+    assert reply.status == 200, reply.body
+    assert [r["text"] for r in reply.body["results"]] == ["chunk"]
+    assert read_timeouts == [4]  # 7 s - 1 s margin - 2 s connect
+    guard.assert_no_pending_responses()
