@@ -1143,3 +1143,33 @@ def test_each_bedrock_id_format_is_the_one_its_api_shape_gives(name: str, servic
 
     pattern: re.Pattern[str] = getattr(bedrock_ids, name)
     assert (pattern.fullmatch(value) is not None) == _shape_takes(service, shape, value), value
+
+
+def test_a_validation_refusal_without_a_message_still_says_what_happened() -> None:
+    mapped = errors.from_aws_error(client_error("ValidationException", message=""), resource=RESOURCE)
+    assert mapped is not None and mapped.status == 400
+    assert mapped.message == "Amazon Bedrock rejected the request."
+
+
+def test_a_resolver_that_cannot_be_built_answers_500_and_logs_the_traceback() -> None:
+    import io
+    import logging
+
+    from aws_lambda_powertools import Logger
+
+    stream = io.StringIO()
+    logger = Logger(service="probe", logger_handler=logging.StreamHandler(stream))
+    event = {"httpMethod": "GET", "path": "/templates", "requestContext": {"requestId": "req-1"}, "headers": {}}
+
+    def broken() -> Any:
+        raise RuntimeError("no settings")
+
+    answer = resolver.resolve_rest_event(event, None, broken, logger)
+
+    assert answer["statusCode"] == 500
+    body = json.loads(answer["body"])
+    assert body["error"]["code"] == "internal_error" and "req-1" in body["error"]["message"]
+    assert "no settings" not in answer["body"]
+    [record] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert record["level"] == "ERROR" and record["message"] == "Unhandled error outside the resolver"
+    assert "RuntimeError: no settings" in record["exception"]
