@@ -54,6 +54,10 @@ def _string_constants(tree: ast.Module) -> dict[str, str]:
     }
 
 
+def _is_none(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
 @functools.cache  # every variant's functions run the same code: read it once per run
 def required_variables(package: str) -> frozenset[str]:
     found = set()
@@ -71,12 +75,21 @@ def required_variables(package: str) -> frozenset[str]:
                 else:
                     continue
                 alone = len(node.args) == 1 and not node.keywords
-                if (name == "env_str" and alone) or name == "env_matching" or (name in required_readers() and alone):
+                # env_int / env_float take the default second: None makes the variable required
+                no_default = name in {"env_int", "env_float"} and _is_none(node.args[1] if len(node.args) > 1 else None)
+                if (
+                    (name == "env_str" and alone)
+                    or name == "env_matching"
+                    or (name in required_readers() and alone)
+                    or no_default
+                ):
                     found.add(variable)
-            elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
-                target = node.value
-                if isinstance(target, ast.Attribute) and target.attr == "environ" and isinstance(node.ctx, ast.Load):
-                    found.add(str(node.slice.value))
+            elif isinstance(node, ast.Subscript) and isinstance(node.slice, (ast.Constant, ast.Name)):
+                target, key = node.value, node.slice
+                name = str(key.value) if isinstance(key, ast.Constant) else constants.get(key.id)
+                environ = isinstance(target, ast.Attribute) and target.attr == "environ"
+                if environ and isinstance(node.ctx, ast.Load) and name:
+                    found.add(name)
     return frozenset(found)
 
 
@@ -97,6 +110,12 @@ def test_required_variables_are_found_from_the_code() -> None:
     assert "env_json_object" in required_readers()
     # read through env_json_object(CATALOG_VAR), a constant of prompt_api/settings.py (before: not found)
     assert "PROMPT_CATALOG" in required_variables("prompt_api")
+    # read with env_int / env_float and no default (before: not found)
+    assert {"DEFAULT_MAX_TOKENS", "DEFAULT_TEMPERATURE"} <= required_variables("prompt_api")
+    assert {"DEFAULT_NUMBER_OF_RESULTS", "ANSWER_MAX_TOKENS"} <= required_variables("rag_api")
+    assert "MAX_MESSAGES_PER_RUN" not in required_variables("rag_ingest")  # it has a default
+    # os.environ[QUOTA_CODE_ENV], a constant of the handler (before: not found)
+    assert "IMPORTED_MODELS_QUOTA_CODE" in required_variables("sagemaker_validate")
 
 
 # Each function's service is named once, by its stack (POWERTOOLS_SERVICE_NAME); its logger reads it from there. A
