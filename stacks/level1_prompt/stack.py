@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_bedrock as bedrock
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -30,7 +30,7 @@ from stacks.shared.model_access import grant_invoke_model
 from stacks.shared.nag import suppress
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
-from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
+from stacks.shared.rest_api import API_FUNCTION_TIMEOUT, JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.settings import (
     ModelRef,
     guardrail_region_problems,
@@ -40,7 +40,6 @@ from stacks.shared.stage import tag_stack
 
 LEVEL = "1-prompt"
 SERVICE_NAME = "prompt-api"  # the function's Powertools service: its logs and the dimension of its metrics
-FUNCTION_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
 
 
 class PromptCatalog(Construct):
@@ -175,7 +174,7 @@ class PromptEngineeringStack(Stack):
             handler="prompt_api.handler.handler",
             description="Level 1 prompt API: Bedrock Converse with a guardrail on every call",
             service_name=SERVICE_NAME,
-            timeout=FUNCTION_TIMEOUT,
+            timeout=API_FUNCTION_TIMEOUT,
             memory_size=256,
             environment={
                 "MODEL_ID": config.text_model.model_id,

@@ -58,7 +58,7 @@ from stacks.shared.model_access import (
 from stacks.shared.nag import arn_ref, suppress, suppress_bucket_deployment
 from stacks.shared.python_function import PythonFunction
 from stacks.shared.regions import refuse
-from stacks.shared.rest_api import JSON_OBJECT_BODY, ApiThrottle, RestApi
+from stacks.shared.rest_api import API_FUNCTION_TIMEOUT, JSON_OBJECT_BODY, ApiThrottle, RestApi
 from stacks.shared.secure_bucket import SecureBucket
 from stacks.shared.settings import ModelRef, guardrail_region_problems, profile_region_problems
 from stacks.shared.stage import bucket_deployment_logs, tag_stack
@@ -87,7 +87,6 @@ CHANGES_RETENTION = Duration.days(7)
 STALE_CHANGE_AGE = Duration.days(1)
 CHANGES_DAYS_TO_ACT = CHANGES_RETENTION.to_days() - STALE_CHANGE_AGE.to_days()
 INGEST_TIMEOUT = Duration.minutes(2)
-QUERY_TIMEOUT = Duration.seconds(25)  # under API Gateway's 29 s integration timeout
 # The OpenSearch Serverless wait function answers CloudFormation before this (its own deadline guard).
 WAIT_TIMEOUT = Duration.minutes(10)
 # CloudFormation waits this long for the wait function's answer instead of its default hour
@@ -820,7 +819,7 @@ class QueryApi(Construct):
             handler="rag_api.handler.handler",
             description="Level 2 query API: answers with citations from the knowledge base",
             service_name=QUERY_SERVICE_NAME,
-            timeout=QUERY_TIMEOUT,
+            timeout=API_FUNCTION_TIMEOUT,
             memory_size=256,
             environment={
                 "KNOWLEDGE_BASE_ID": kb.knowledge_base.attr_knowledge_base_id,

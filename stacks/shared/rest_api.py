@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 import jsii
-from aws_cdk import IStableStringProducer, Lazy
+from aws_cdk import Duration, IStableStringProducer, Lazy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -23,6 +23,9 @@ from stacks.shared.nag import suppress
 from stacks.shared.stage import log_group
 
 STAGE_NAME = "v1"
+# The Lambda timeout of the functions behind the kit's APIs: under API Gateway's 29 s integration timeout
+# (common/http.py GATEWAY_TIMEOUT_MS), within which the functions answer by their own deadline.
+API_FUNCTION_TIMEOUT = Duration.seconds(25)
 # The gateway checks that a body is a JSON object; each function checks every field against its
 # request_schemas.json, so that every 400 names the field and the reason (API Gateway's own validation
 # messages cannot name a field, and gateway response templates cannot escape them).

@@ -31,8 +31,8 @@ import prompt_api.handler
 from common.errors import BadRequestError
 from prompt_api import bedrock, prompts, validation
 from prompt_api.settings import get_settings
-from stacks.level1_prompt.stack import FUNCTION_TIMEOUT
 from stacks.shared.python_function import stage_function_code
+from stacks.shared.rest_api import API_FUNCTION_TIMEOUT
 from tests.lambda_helpers import (
     API_REQUEST_ID,
     FakeContext,
@@ -1481,7 +1481,7 @@ def test_catalog_values_with_a_trailing_newline_are_rejected(
 
 # --- deadlines: every call ends with a documented status before the function's timeout ---------------------
 
-FUNCTION_MS = int(FUNCTION_TIMEOUT.to_milliseconds())
+FUNCTION_MS = int(API_FUNCTION_TIMEOUT.to_milliseconds())
 
 
 @dataclass

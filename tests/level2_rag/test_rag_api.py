@@ -38,6 +38,7 @@ from rag_api import filters, guardrail, knowledge_base, settings, validation
 from scripts.ingest_burst import validate_strict
 from stacks.level2_rag.settings import VECTOR_STORES
 from stacks.shared.python_function import stage_function_code
+from stacks.shared.rest_api import API_FUNCTION_TIMEOUT
 from tests.conftest import cdk_json_context
 from tests.lambda_helpers import (
     API_REQUEST_ID,
@@ -81,7 +82,7 @@ RAG_ENV = {
 Invoke = Callable[..., Reply]
 RUNTIME_MODEL = boto3.client("bedrock-agent-runtime", region_name="us-east-1").meta.service_model
 GUARDRAIL_MODEL = boto3.client("bedrock-runtime", region_name="us-east-1").meta.service_model
-FUNCTION_TIMEOUT_MS = 25_000  # stacks/level2_rag/stack.py QUERY_TIMEOUT
+FUNCTION_TIMEOUT_MS = int(API_FUNCTION_TIMEOUT.to_milliseconds())
 RUNTIME_CLIENT, GUARDRAIL_CLIENT = knowledge_base.get_runtime_client, guardrail.get_guardrail_client
 
 
