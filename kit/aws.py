@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.errors import NOT_FOUND_CODES
 from kit import (
     KitError,  # the CLI's one error type: click prints "Error: <message>" and exits with 1
     KitUsageError,  # exits with 2: a bad option or configuration value
@@ -243,7 +244,7 @@ def not_found(exc: BaseException) -> bool:
     ValidationException "Requested resource not found" (or "Could not find training job ...", as moto words it),
     so that code counts only with such words: any other validation refusal is not taken as "it is not there"."""
     code, message = error_code(exc), error_message(exc).lower()
-    return code in ("ResourceNotFoundException", "ResourceNotFound") or (
+    return code in NOT_FOUND_CODES or (
         code == "ValidationException" and ("not found" in message or "could not find" in message)
     )
 

@@ -41,7 +41,7 @@ from kit.operator import (
     wait_options,
     when,
 )
-from rag_ingest.names import INGESTION_RUNNING
+from rag_ingest.names import COMPLETE, INGESTION_RUNNING
 from stacks.level2_rag.names import DOCUMENTS_PREFIX_OUTPUT, WHOLE_BUCKET
 
 KB_MAX_FILE_BYTES = 50 * 1024 * 1024  # Bedrock Knowledge Bases ingest files up to 50 MB
@@ -385,7 +385,7 @@ def sync(wait: bool, timeout: int, poll_seconds: float) -> None:
         job = _follow_ingestion(out, target, agent, kb, ds, job, timeout=timeout, poll_seconds=poll_seconds)
     failed = _show_failures(out, job, target, kb, ds) + _show_untaken(out, agent, job, target, kb, ds)
     if wait:
-        finish("COMPLETE" if job is None else str(job["status"]))
+        finish(COMPLETE if job is None else str(job["status"]))
         if failed:
             click.get_current_context().exit(1)
 
@@ -419,7 +419,7 @@ def _show_untaken(out: Console, agent: Any, job: Mapping[str, Any] | None, targe
     """For a newest job that is the pipeline's retry of another job's failed documents and took fewer of them again
     than failed (the reconcile's DocumentsFailed keeps them: rag_ingest.ingestion.RETRY_TAG), say so with that
     job's failures; returns how many it did not take again."""
-    if job is None or job.get("status") != "COMPLETE":
+    if job is None or job.get("status") != COMPLETE:
         return 0
     aws.checkout()  # the pipeline's own reading of a job, from this checkout
     from rag_ingest.ingestion import read_job, untaken

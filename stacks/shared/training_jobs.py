@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stacks.shared.settings import ConfigError, Problem
+from workloads.pretrain.sagemaker_container import MAX_RUNTIME_DAYS
 
 if TYPE_CHECKING:  # the settings read MAX_JOB_HOURS, and the kit reads the settings without loading the CDK
     from aws_cdk import Stack
     from aws_cdk import aws_iam as iam
 
-# A training job runs at most 28 days, MaxRuntimeInSeconds and MaxWaitTimeInSeconds alike
-# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html).
-MAX_JOB_HOURS = 28 * 24
+# A training job's longest run, MaxRuntimeInSeconds and MaxWaitTimeInSeconds alike (sagemaker_container.py).
+MAX_JOB_HOURS = MAX_RUNTIME_DAYS * 24
 
 _NO_DLC = "a region where the AWS Deep Learning Containers are published"
 

@@ -89,7 +89,7 @@ CHAT_TEMPLATES = ("auto", "model", "fallback")
 # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html), so the job's stopping
 # condition, not this wait, ends a run whose rank 0 hangs; a rank 0 that dies closes its connections and ends the
 # wait at once. Training collectives keep their short timeout, so a hung all-reduce still fails in minutes.
-FINAL_WAIT_TIMEOUT = timedelta(days=28)
+FINAL_WAIT_TIMEOUT = timedelta(days=sagemaker_container.MAX_RUNTIME_DAYS)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ from __future__ import annotations
 CHECKPOINT_DIR = "/opt/ml/checkpoints"  # CheckpointConfig.LocalPath, the default the programs resume from
 TRAIN_CHANNEL = "train"  # the training data
 MODEL_CHANNEL = "model"  # the fine-tuning program's base model files, when a run names baseModelKey
+# A training job runs at most 28 days, MaxRuntimeInSeconds and MaxWaitTimeInSeconds alike
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_StoppingCondition.html).
+MAX_RUNTIME_DAYS = 28
 
 
 def channel_variable(channel: str) -> str:

@@ -69,11 +69,10 @@ from typing import Any
 from common.errors import aws_error_code, aws_error_message, trim
 from rag_ingest.aws import CALL_BUDGET_S
 from rag_ingest.changes import Change, PoisonMessage, covered, parse_change
-from rag_ingest.names import INGESTION_RUNNING
+from rag_ingest.names import COMPLETE, INGESTION_RUNNING
 from rag_ingest.settings import Settings
 
 BUSY_CODES = frozenset({"ConflictException", "ThrottlingException", "ServiceQuotaExceededException"})
-COMPLETE = "COMPLETE"
 # A job that ended so ingested only part of the changes (a stopped sync: "select Sync again to ingest the rest
 # of your data", https://docs.aws.amazon.com/bedrock/latest/userguide/kb-managed-sync.html).
 UNFINISHED_STATUSES = frozenset({"FAILED", "STOPPED"})

@@ -8,3 +8,4 @@ DOCUMENTS_FAILED = "DocumentsFailed"  # documents an ended job failed to ingest
 # IngestionJobStatus values (botocore bedrock-agent) of a job that still runs; the others (COMPLETE, FAILED, STOPPED)
 # have ended. Bedrock runs one job at a time per data source.
 INGESTION_RUNNING = ("STARTING", "IN_PROGRESS", "STOPPING")
+COMPLETE = "COMPLETE"  # the job ingested every change it was given (some documents may still have failed)
