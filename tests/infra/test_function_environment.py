@@ -160,3 +160,22 @@ def test_each_functions_logger_carries_the_service_its_stack_names(
         env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
     ).stdout
     assert json.loads(out) == {f"{module} {service}": service for module, service in pairs}
+
+
+def test_every_kit_custom_resource_gives_the_properties_its_handler_requires(each_stage: Any) -> None:
+    # A handler that lists PROPERTIES refuses an event without any of them (stack_cleanup.require_properties): a
+    # property the stack names otherwise would fail the stack's create, or worse its delete, in the account.
+    import importlib
+
+    checked, missing = 0, []
+    for stack_id, template in each_stage.templates.items():
+        functions = {lid: package for lid, package, _ in kit_functions(template)}
+        for lid, resource in template["Resources"].items():
+            token = resource["Properties"].get("ServiceToken", {}) if resource["Type"].startswith("Custom::") else {}
+            package = functions.get(token.get("Fn::GetAtt", [None])[0]) if isinstance(token, dict) else None
+            required = getattr(importlib.import_module(f"{package}.handler"), "PROPERTIES", ()) if package else ()
+            if required:
+                checked += 1
+                missing += [f"{stack_id}/{lid} lacks {name}" for name in required if name not in resource["Properties"]]
+    assert checked >= 1
+    assert missing == []
