@@ -664,3 +664,51 @@ def test_a_metadata_sidecar_that_cannot_be_read_is_a_problem_named_not_an_abort(
     folder.mkdir()
     attributes, problem = _read_sidecar(folder)
     assert attributes is None and problem == f"{folder}: cannot be read (Is a directory)"
+
+
+def _output_names_read(source: str) -> set[str]:
+    """The output names a kit module reads by literal: require_output(outputs, "Name", ...),
+    target.output(level, "Name"), outputs.get("Name") and outputs["Name"]."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            called = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            receiver = getattr(getattr(node.func, "value", None), "id", "")
+            position = {"require_output": 1, "output": 1}.get(
+                called, 0 if (called, receiver) == ("get", "outputs") else -1
+            )
+            if 0 <= position < len(node.args):
+                argument = node.args[position]
+                if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                    names.add(argument.value)
+        elif (
+            isinstance(node, ast.Subscript)
+            and getattr(node.value, "id", "") == "outputs"
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            names.add(node.slice.value)
+    return names
+
+
+def test_every_output_a_kit_command_reads_is_one_a_stack_writes(sandbox: Any, sandbox_fsx: Any) -> None:
+    # A renamed output fails the command that reads it in the account ("has no output ..."); here it fails first.
+    from tests.conftest import ROOT
+
+    read = set().union(*(_output_names_read(path.read_text()) for path in sorted((ROOT / "kit").glob("*.py"))))
+    written = {
+        name
+        for synth in (sandbox, sandbox_fsx)
+        for template in synth.templates.values()
+        for name in template.get("Outputs", {})
+    }
+    assert {"StateMachineArn", "DocumentsBucketName", "ApiUrl", "ClusterName", "VectorStore"} <= read
+    assert sorted(read - written) == []
+    assert _output_names_read('outputs.get("A"); require_output(outputs, "B", s); t.output(k, "C"); outputs["D"]') == {
+        "A",
+        "B",
+        "C",
+        "D",
+    }
