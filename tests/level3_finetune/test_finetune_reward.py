@@ -186,3 +186,36 @@ def test_the_kits_rft_sample_passes_the_validator_and_its_references_reach_the_g
     wrong = [bedrock_payload(r, "I cannot tell.", f"no-{i}") for i, r in enumerate(records)]
     assert {r["aggregate_reward_score"] for r in handler.handler(right, None)} == {1.0}
     assert {r["aggregate_reward_score"] for r in handler.handler(wrong, None)} == {0.0}
+
+
+def test_a_multi_turn_sample_is_graded_on_its_last_assistant_message() -> None:
+    """Bedrock appends the generated response as the last assistant message (reward-functions.html); an earlier
+    assistant turn is part of the prompt, not the answer."""
+    multi_turn = {
+        "id": "s-1",
+        "messages": [
+            {"role": "user", "content": "Solve: x + 1 = 8"},
+            {"role": "assistant", "content": "7"},
+            {"role": "user", "content": "Now solve: 2x + 5 = 13"},
+            {"role": "assistant", "content": "4"},
+        ],
+        "metadata": {"reference_answer": 4},
+    }
+    [result] = handler.handler([multi_turn], None)
+    assert result["aggregate_reward_score"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference"),
+    [
+        ("0", 0),  # a falsy reference is still a reference
+        ("true", True),  # a boolean is compared as its text, not as the number 1
+        ("3, 4", "3, 4"),  # a reference holding two numbers is text, not its first number
+        ("Let me think.\nParis", "Paris"),  # the final line is the answer
+    ],
+)
+def test_references_that_are_not_a_single_plain_number_score_a_matching_answer_in_full(
+    answer: str, reference: Any
+) -> None:
+    [result] = handler.handler([sample(answer, reference)], None)
+    assert result["aggregate_reward_score"] == 1.0

@@ -23,7 +23,7 @@ from moto import mock_aws
 
 from finetune_validate import formats, handler
 from finetune_validate.__main__ import main as cli_main
-from finetune_validate.names import S3_SOURCE
+from finetune_validate.names import LOGS_SOURCE, S3_SOURCE
 from finetune_validate.validator import (
     FIRST_ERRORS_PER_KIND,
     BlockReader,
@@ -1465,3 +1465,62 @@ def test_a_dropped_dataset_stream_raises_an_error_the_state_machines_retry(monke
             "IncompleteReadError",
         }
     )
+
+
+# --- the request's type, teacher and source in the handler's answer -------------------------------------------
+
+
+def test_a_nova_record_with_two_videos_is_refused_even_in_a_video_only_dataset() -> None:
+    """A Nova sample may hold one video at most (https://docs.aws.amazon.com/nova/latest/userguide/
+    fine-tune-prepare-data-understanding.html); no image elsewhere, so only the video count can refuse it."""
+    answer = {"role": "assistant", "content": [{"text": "A demo."}]}
+    one = {"messages": [{"role": "user", "content": [{"text": "What happens?"}, video()]}, answer]}
+    two = {"messages": [{"role": "user", "content": [{"text": "What happens?"}, video(), video()]}, answer]}
+    assert check(jsonl(nova(8, line1=one, line2=one)))["valid"]
+    report = check(jsonl(nova(8, line1=one, line2=two)))
+    assert kinds(report["training"]) == {"unsupported_content": [2]}
+
+
+def _logs_event(**overrides: Any) -> dict[str, Any]:
+    """A distillation from the account's invocation logs: no trainingKey, no validationKey, default hyperparameters."""
+    logs = {"trainingKey": None, "validationKey": None, "invocationLogs": True, "hyperparameters": {}}
+    return event(**{**logs, "customizationType": formats.DISTILLATION, "defaultTeacherModelId": TEACHER, **overrides})
+
+
+def test_an_invocation_logs_distillation_reports_the_logs_as_its_training_source(s3: Any, context: FakeContext) -> None:
+    result = handler.handler(_logs_event(), context)  # type: ignore[arg-type]
+    assert result["valid"] and result["teacherModelId"] == TEACHER
+    assert result["trainingSource"] == LOGS_SOURCE != S3_SOURCE
+
+
+def test_an_invocation_logs_distillation_with_an_unknown_hyperparameter_is_invalid(
+    s3: Any, context: FakeContext
+) -> None:
+    result = handler.handler(_logs_event(hyperparameters={"bogus": "1"}), context)  # type: ignore[arg-type]
+    assert (result["valid"], result["errorCount"]) == (False, 1)
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key="reports/run-1.json")["Body"].read())
+    assert report["valid"] is False and "bogus" in result["summary"]
+
+
+def test_an_rft_request_with_an_invalid_hyperparameter_is_reported_not_raised(s3: Any, context: FakeContext) -> None:
+    """The typed RFT hyperparameters are built for a valid report only: an epochCount of "x" cannot be typed."""
+    path, model = SAMPLE_DIRS[formats.REINFORCEMENT_FINE_TUNING]
+    s3.put_object(Bucket=BUCKET, Key="data/rft.jsonl", Body=path.read_bytes())
+    rft = {"trainingKey": "data/rft.jsonl", "validationKey": None, "baseModelId": model}
+    request = event(**rft, customizationType=formats.REINFORCEMENT_FINE_TUNING, hyperparameters={"epochCount": "x"})
+    result = handler.handler(request, context)  # type: ignore[arg-type]
+    assert (result["valid"], result["rftHyperParameters"]) == (False, None)
+    good = handler.handler({**request, "hyperparameters": {"epochCount": "2"}}, context)  # type: ignore[arg-type]
+    assert good["valid"] and good["rftHyperParameters"] == {"EpochCount": 2}
+
+
+def test_a_teacher_not_paired_with_the_student_is_an_invalid_request_naming_the_teacher() -> None:
+    unpaired = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+    assert formats.check_distillation_pair(unpaired, formats.MODELS[NOVA_LITE]) is not None
+    request = handler.parse_request(
+        event(customizationType=formats.DISTILLATION, validationKey=None, teacherModelId=unpaired)
+    )
+    with pytest.raises(handler.InvalidRequest) as raised:
+        handler.validate(request)
+    assert raised.value.field == "teacherModelId"
+    assert str(raised.value).startswith("teacherModelId: ")

@@ -497,3 +497,24 @@ def test_the_sagemaker_teardown_started_by_the_sweep_reports_only_what_it_did(sa
     named = acted.calls_to("DescribeItsTrainingJob")[0].parameters["TrainingJobName"]
     assert delete.parameters["ModelIdentifier"] == named
     assert delete.parameters["ModelIdentifier"].endswith(hashlib.md5(arn.encode()).hexdigest())
+
+
+def test_the_handler_reads_its_window_and_settle_time_from_the_environment(
+    sfn: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that stopped 5 minutes ago, inside SETTLE_MINUTES, is the status event's to tear down, not the sweep's."""
+    from tests.lambda_helpers import FakeContext
+
+    monkeypatch.setenv("PIPELINE_ARN", PIPELINE)
+    monkeypatch.setenv("TEARDOWN_ARN", TEARDOWN)
+    monkeypatch.setenv("WINDOW_MINUTES", "180")
+    monkeypatch.setenv("SETTLE_MINUTES", "15")
+    now = datetime.now(UTC)
+    just_ended = _execution("run-just-ended", "TIMED_OUT", now - timedelta(minutes=5))
+    settled = _execution("run-settled", "TIMED_OUT", now - timedelta(minutes=30))
+    _list(sfn, "FAILED", [])
+    _list(sfn, "TIMED_OUT", [just_ended, settled])
+    _start(sfn, settled, started=now)
+    _list(sfn, "ABORTED", [])
+    result = sweep.handler({}, FakeContext())
+    assert result == {"started": [settled["executionArn"]], "alreadySwept": 0}
