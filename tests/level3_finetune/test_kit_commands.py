@@ -1158,3 +1158,28 @@ def test_ask_waits_out_the_five_minutes_a_restore_may_take() -> None:
     """ "Your request is served within 5 minutes or you might get ModelNotReadyException" (invoke-imported-model):
     `ask` keeps asking at least that long before it says to retry (before: about three minutes)."""
     assert sum(MODEL_NOT_READY_WAITS) >= 5 * 60
+
+
+def test_l3_start_wait_exits_1_when_the_run_fails(executing: FakeCloudFormation) -> None:
+    # A script or CI job that runs `kit l3 start --wait` reads the run's outcome from the exit code.
+    finetune_stack(executing, state_machine(FAILING, "finetune"))
+    result = run(l3, "start", "--training-key", "datasets/train.jsonl", "--wait", "--poll-seconds", "0.1")
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output and "bad rows" in result.output
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("SUCCEEDED", 0), ("COMPLETE", 0), ("FAILED", 1), ("ABORTED", 1), ("TIMED_OUT", 1)]
+)
+def test_a_followed_run_exits_0_only_when_it_succeeded(status: str, code: int) -> None:
+    import click
+
+    from kit.operator import finish
+
+    with click.Context(click.Command("probe")):
+        if code:
+            with pytest.raises(click.exceptions.Exit) as exited:
+                finish(status)
+            assert exited.value.exit_code == code
+        else:
+            finish(status)  # returns: the command exits 0
