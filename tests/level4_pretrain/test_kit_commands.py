@@ -17,6 +17,7 @@ from tests.conftest import Synth
 from tests.infra.helpers import machine_execution_and_job_prefix, training_job_described
 from tests.kit.operator_helpers import (  # each *_fixture registers its fixture for this module
     CONFIG,
+    FAILING,
     REGION,
     STAGE,
     WAIT_THEN_PASS,
@@ -94,6 +95,14 @@ def test_l4_submit_wait_follows_the_training_execution(executing: FakeCloudForma
     assert execution["name"].startswith("kit-") and execution["status"] == "SUCCEEDED"
     assert f"training job {job_name(execution['executionArn'])}" in result.output
     assert "SUCCEEDED" in result.output and "s3://artifacts/checkpoints/" in result.output
+
+
+def test_l4_submit_wait_exits_1_when_the_run_fails(executing: FakeCloudFormation) -> None:
+    # A script or CI job that runs `kit l4 submit --wait` reads the run's outcome from the exit code.
+    jobs_stack(executing, state_machine(FAILING, MACHINE))
+    result = run(l4, "submit", "--wait", "--poll-seconds", "0.1", "--timeout", "20")
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output and "bad rows" in result.output
 
 
 def test_l4_submit_shows_the_training_job_while_it_runs(mocked: FakeCloudFormation) -> None:
