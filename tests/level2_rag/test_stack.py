@@ -26,6 +26,7 @@ from stacks.level2_rag.stack import (
 from tests.conftest import ROOT, cdk_json_context
 from tests.infra.helpers import DEFAULT_PROJECT, as_list, created_before, only, render, resources, statements
 from tests.infra.test_config import build
+from tests.infra.test_shared_parts import REST_INTEGRATION_TIMEOUT_MS
 
 STACK = "GenAiKit-2-Rag"
 SQS_MAX_RETENTION_S = (
@@ -454,11 +455,6 @@ def test_query_function_grants_name_exact_resources_except_retrieve_and_generate
     assert by_sid["ApplyGuardrail"]["Action"] == "bedrock:ApplyGuardrail"
 
 
-# API Gateway's REST integration timeout when a method sets no TimeoutInMillis: 29 seconds
-# (https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html).
-DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000
-
-
 def test_query_function_timeout_is_below_the_api_integration_timeout(template: dict[str, Any]) -> None:
     """A function still running when API Gateway gives up answers no one: the caller gets a 504 without the kit's
     error body."""
@@ -469,7 +465,7 @@ def test_query_function_timeout_is_below_the_api_integration_timeout(template: d
         if r["Type"] == "AWS::ApiGateway::Method" and r["Properties"].get("Integration", {}).get("Type") == "AWS_PROXY"
     ]
     assert len(integrations) == 2  # POST /ask and POST /retrieve
-    limit = min(i.get("TimeoutInMillis", DEFAULT_INTEGRATION_TIMEOUT_MS) for i in integrations)
+    limit = min(i.get("TimeoutInMillis", REST_INTEGRATION_TIMEOUT_MS) for i in integrations)
     assert fn["Timeout"] * 1000 < limit
 
 
