@@ -581,7 +581,15 @@ def start_run(target: Target, sfn: Any, machine: str, name: str, execution_input
         if found is not None and status == "RUNNING" and _same_input(found, execution_input):
             return arn
         command = target.kit_command(level, f"status {name}")
-        if found is not None and status != "RUNNING":
+        if found is not None and status == "RUNNING":
+            # Running with other input: "The execution has the same name as another execution (but a different
+            # input)" (botocore's ExecutionAlreadyExists; API_StartExecution). It is another run's, which this start
+            # must neither follow nor report as its own.
+            raise KitError(
+                f"{error} (an execution named {name} is already RUNNING with other input: it is another run, so "
+                f"start this one under another name; `{command}` shows it)"
+            ) from None
+        if found is not None:
             # A closed execution keeps its name: "When the original execution is closed, the
             # ExecutionAlreadyExists message is returned regardless of input", and the name may be reused "90 days
             # after it closes" (https://docs.aws.amazon.com/step-functions/latest/apireference/API_StartExecution.html).

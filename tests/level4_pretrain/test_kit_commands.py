@@ -362,6 +362,30 @@ def test_l4_new_run_refuses_a_name_whose_training_job_an_earlier_deployment_left
     assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["exp2"]
 
 
+def test_l4_new_run_is_refused_when_its_training_job_name_cannot_be_read(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only "not found" means the job name is free: a refused DescribeTrainingJob (here AccessDenied) stops the
+    submit with the call that failed, instead of starting a run whose CreateTrainingJob may be refused."""
+    from botocore.exceptions import ClientError
+
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+
+    def denied(**_: object) -> None:
+        error = {"Code": "AccessDeniedException", "Message": "not authorized to perform sagemaker:DescribeTrainingJob"}
+        raise ClientError({"Error": error}, "DescribeTrainingJob")
+
+    on_call(monkeypatch, "sagemaker", "before-call.sagemaker.DescribeTrainingJob", denied)
+    result = run(l4, "submit", "--name", "exp1")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    job = job_name(execution_arn(machine, "exp1"))
+    assert f"access denied while reading training job {job} in us-east-1: not authorized to perform" in text, text
+    assert sfn.list_executions(stateMachineArn=machine)["executions"] == []
+
+
 @pytest.mark.parametrize(
     ("given", "says"),
     [("under score", "not the name or ARN of an execution"), ("x" * 81, "not the name"), ("same", "itself")],
@@ -535,6 +559,24 @@ def test_l4_submit_under_the_name_of_an_ended_run_says_it_exists_and_starts_noth
     assert "started arn:" not in printed
     assert "an execution named run1 already exists and is ABORTED, started 20" in printed and whose in printed
     assert "start the run under another name; `kit l4 status run1` shows it" in printed
+    assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["run1"]
+
+
+def test_l4_submit_under_the_name_of_a_running_run_with_other_input_starts_nothing_and_adopts_nothing(
+    mocked: FakeCloudFormation,
+) -> None:
+    """A running execution with this start's name and other input is another run's, not this start's lost answer:
+    the submit fails and names it, so that its training job is not followed or reported as this run's."""
+    machine = state_machine(WAIT_THEN_PASS, MACHINE)
+    jobs_stack(mocked, machine)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run1", input='{"steps": 7}')
+    result = run(l4, "submit", "--name", "run1")
+    printed = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "started arn:" not in printed
+    assert "an execution named run1 is already RUNNING with other input" in printed
+    assert "`kit l4 status run1` shows it" in printed
     assert [e["name"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]] == ["run1"]
 
 
