@@ -118,15 +118,27 @@ def test_the_deploy_hint_carries_the_stage_and_region_overrides(mocked: FakeClou
     )
 
 
-def test_options_of_a_parent_group_are_passed_down(mocked: FakeCloudFormation) -> None:
-    @click.group()
-    @click.option("--stage")
-    def root(stage: str | None) -> None:
-        """A root group like the lead's CLI, holding its own --stage."""
+@click.group()
+@click.option("--stage")
+@click.option("--region")
+@click.option("--profile")
+def root(stage: str | None, region: str | None, profile: str | None) -> None:
+    """A root group like the lead's CLI, holding its own --stage, --region and --profile."""
 
-    root.add_command(l2)
-    result = run(root, "--stage", "prod", "l2", "sync")
-    assert "GenAiKit-2-Rag-prod is not deployed" in result.output
+
+root.add_command(l2)
+
+
+def test_options_of_a_parent_group_are_passed_down(mocked: FakeCloudFormation) -> None:
+    result = run(root, "--stage", "prod", "--region", "eu-west-1", "l2", "sync")
+    assert "GenAiKit-2-Rag-prod is not deployed in eu-west-1" in result.output
+    own = run(root, "--stage", "prod", "l2", "--stage", "sandbox", "sync")
+    assert "GenAiKit-2-Rag-sandbox is not deployed in us-east-1" in own.output  # the group's own option wins
+
+
+def test_a_parent_groups_profile_is_passed_down(no_credentials: None) -> None:
+    result = run(root, "--profile", "other", "l2", "sync")
+    assert result.exit_code == 1 and "AWS profile 'other' (from --profile) is not in your AWS config" in result.output
 
 
 def test_a_failed_stack_is_reported_with_its_state() -> None:

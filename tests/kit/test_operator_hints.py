@@ -125,6 +125,9 @@ def test_l3_hints_carry_the_profile_and_the_stage(mocked: FakeCloudFormation, ot
     machine = state_machine(WAIT_THEN_PASS, "finetune")
     _deploy(mocked, "3", PROD, {"DataBucketName": "ft-data", "StateMachineArn": machine, "BaseModelId": "x"})
     options = ("--profile", other_profile, "--stage", PROD)
+    none = run(l3, *options, "status")
+    assert none.exit_code == 1
+    assert f"start one with kit l3 --stage {PROD} --profile {other_profile} start --upload FILE" in _flat(none.output)
     started = run(l3, *options, "start", "--training-key", "datasets/x.jsonl")
     assert started.exit_code == 0, started.output
     [execution] = boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)[
@@ -147,6 +150,9 @@ def test_l3sm_hints_carry_the_stage(mocked: FakeCloudFormation) -> None:
     machine = state_machine(WAIT_THEN_PASS, f"{CONFIG.name_prefix}-{PROD}-sft")
     outputs = {"DataBucketName": "sft-data", "StateMachineArn": machine, "ArtifactsBucketName": "sft-artifacts"}
     _deploy(mocked, "3-sagemaker", PROD, outputs)
+    none = run(l3sm, "--stage", PROD, "status")
+    assert none.exit_code == 1
+    assert f"start one with kit l3sm --stage {PROD} start --training FILE" in _flat(none.output), none.output
     started = run(l3sm, "--stage", PROD, "start", "--training-key", "datasets/x.jsonl")
     assert started.exit_code == 0, started.output
     [execution] = boto3.client("stepfunctions", region_name=REGION).list_executions(stateMachineArn=machine)[

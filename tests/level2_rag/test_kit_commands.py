@@ -545,6 +545,27 @@ def test_l2_sync_wait_on_a_new_stack_waits_for_the_first_full_sync(mocked: FakeC
     assert "JOB0000001 COMPLETE" in result.output
 
 
+def test_l2_sync_wait_never_settles_on_a_data_source_that_has_had_no_job(
+    mocked: FakeCloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no job yet, nothing is indexed: however long the queue stays empty, the wait is for the first full
+    sync, and it ends at the timeout with exit 1, not after SETTLE_S of "idle" with exit 0."""
+    rag_stack(mocked)
+    clock = FakeClock()
+    monkeypatch.setattr(level2_rag, "time", clock)
+    timeout = 2 * level2_rag.SETTLE_S
+    with stubbed("bedrock-agent") as agent:
+        for _ in range(timeout // 10 + 1):
+            expect_newest(agent, None)
+        result = run(l2, "sync", "--wait", "--poll-seconds", "10", "--timeout", str(timeout))
+        agent.assert_no_pending_responses()
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    first_sync = "waiting for the pipeline to start the first (full) sync of this data source"
+    assert f"still {first_sync} after {timeout} s" in text
+    assert "no change pending" not in text
+
+
 def test_l2_sync_wait_exits_1_and_shows_why_a_job_failed(mocked: FakeCloudFormation) -> None:
     rag_stack(mocked)
     failed = ingestion_job("FAILED", failureReasons=["Vector index not found"])

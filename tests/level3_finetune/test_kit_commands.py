@@ -953,6 +953,25 @@ def test_l3sm_resume_refuses_a_run_that_has_not_ended_or_that_another_run_resume
     assert resumed.exit_code == 0, resumed.output
 
 
+@pytest.mark.parametrize(("machine_definition", "exit_code"), [(FAILING, 1), (WAIT_THEN_PASS, 0)])
+def test_l3sm_status_wait_exits_with_the_runs_outcome(
+    executing: FakeCloudFormation, machine_definition: dict[str, Any], exit_code: int
+) -> None:
+    # A script that follows a run with `kit l3sm status --wait` reads its outcome from the exit code.
+    machine = state_machine(machine_definition, SM_MACHINE)
+    sagemaker_stack(executing, machine)
+    boto3.client("stepfunctions", region_name=REGION).start_execution(stateMachineArn=machine, name="run1")
+    name = sm_name(execution_arn(machine, "run1"))
+    bedrock = stubbed("bedrock")  # moto has no model import: the run made neither an import job nor a model
+    bedrock.add_client_error("get_model_import_job", "ResourceNotFoundException", "not found", 404)
+    bedrock.add_client_error("get_imported_model", "ResourceNotFoundException", "not found", 404)
+    result = run(l3sm, "status", "run1", "--wait", "--poll-seconds", "0.1", "--timeout", "20")
+    assert result.exit_code == exit_code, result.output
+    assert ("FAILED" if exit_code else "SUCCEEDED") in result.output
+    assert f"{name}: not created (yet)" in result.output
+    bedrock.assert_no_pending_responses()
+
+
 def test_l3sm_status_without_executions(mocked: FakeCloudFormation) -> None:
     sagemaker_stack(mocked, state_machine(WAIT_THEN_PASS, SM_MACHINE))
     none = run(l3sm, "status")
