@@ -463,10 +463,24 @@ def test_l4_cluster_tabulates_groups_and_nodes(fsx: bool) -> None:
             "LaunchTime": now,
             "InstanceStatus": {"Status": "Running"},
         }
-        sagemaker.add_response("list_cluster_nodes", {"ClusterNodeSummaries": [node]}, {"ClusterName": name})
+        # ListClusterNodes answers in pages: the nodes of every page are shown.
+        sagemaker.add_response(
+            "list_cluster_nodes", {"ClusterNodeSummaries": [node], "NextToken": "page2"}, {"ClusterName": name}
+        )
+        second = {
+            **node,
+            "InstanceGroupName": "gpu",
+            "InstanceId": "i-0fedcba9876543210",
+            "InstanceType": "ml.g5.8xlarge",
+        }
+        sagemaker.add_response(
+            "list_cluster_nodes", {"ClusterNodeSummaries": [second]}, {"ClusterName": name, "NextToken": "page2"}
+        )
         result = run(l4, "cluster")
+        sagemaker.assert_no_pending_responses()
     assert result.exit_code == 0, result.output
     assert "InService" in result.output and "ml.g5.8xlarge" in result.output and "i-0123456789abcdef0" in result.output
+    assert "i-0fedcba9876543210" in result.output
     # The printed AWS CLI command names the region the kit used (the CLI's own default may differ).
     connect = " ".join(result.output.split("Connect:", 1)[1].split())
     assert connect.startswith(f"aws ssm start-session --target sagemaker-cluster:abcd1234efgh_{controller}-i-")
