@@ -97,6 +97,30 @@ def test_the_level4_opt_in_rows_state_what_kit_cost_computes(
             assert _amounts(_row(text, label)) == [round(f, 2) for f in figures], label
 
 
+def test_the_level_pages_and_the_opt_in_figures_state_what_kit_cost_computes(
+    sandbox: Any, sandbox_oss: Any, sandbox_fsx: Any, prod_extremes: Any
+) -> None:
+    """The idle rows of the Level 1 and 2 pages, and the opt-in figures of the summaries (OpenSearch Serverless
+    with standby replicas, the cluster with FSx), were stated without a check."""
+    rag, cluster = "GenAiKit-2-Rag", "GenAiKit-4-Pretrain-Cluster"
+    level1, level2 = (ROOT / "docs" / "level-1-prompt.md").read_text(), (ROOT / "docs" / "level-2-rag.md").read_text()
+    assert round(_idle(sandbox, "GenAiKit-1-Prompt"), 2) in _amounts(_row(level1, "| Idle |"))
+    assert round(_idle(sandbox, rag), 2) in _amounts(_row(level2, "| Idle, S3 Vectors |"))
+    # prod_extremes turns standby replicas on; the sandbox's alarms are the rest of the figure.
+    ocus = sum(
+        i.monthly_usd
+        for i in analyze_stack(rag, prod_extremes.templates[rag], load_prices("us-east-1")).idle_items
+        if i.price_id == "opensearch_serverless.ocu"
+    )
+    alarms = _idle(sandbox, rag)
+    standby = round(ocus + alarms, 2)
+    for row in (_row(level2, "| Idle, OpenSearch Serverless |"), _row(README.read_text(), "2. RAG")):
+        assert [round(_idle(sandbox_oss, rag), 2), standby] == [a for a in _amounts(row) if a > 100], row
+    with_fsx = round(_idle(sandbox, cluster) + _cluster_totals(sandbox_fsx)["fsx.lustre_persistent2:125"])
+    for text in (README.read_text(), DOCS_INDEX.read_text()):
+        assert with_fsx in _amounts(_row(text, "4. Pre-training"))
+
+
 def test_every_stack_has_a_committed_diagram_linked_from_its_page(sandbox: Any) -> None:
     pages = " ".join(p.read_text() for p in (ROOT / "docs").glob("level-*.md"))
     for stack_id in sandbox.templates:
@@ -192,7 +216,12 @@ CLI_GLOBAL_OPTIONS = {"region", "query", "output", "profile", "no-cli-pager", "c
 _COMMAND = re.compile(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)([^`\n]*)")
 
 
-DOC_PAGES = [README, ROOT / "lifecycle" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOC_PAGES = [
+    README,
+    ROOT / "lifecycle" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "workloads").glob("**/*.md")),
+]
 
 
 def _joined(path: Path) -> str:
@@ -353,56 +382,175 @@ def test_a_commands_options_are_read_past_quoted_values_and_substitutions() -> N
 
 # --- kit commands the docs tell people to run ----------------------------------------------------------------
 
-_KIT_COMMAND = re.compile(r"(?<![\w./-])kit ((?:[a-z0-9]+)(?: [a-z][a-z0-9-]*)?)([^`'\"\n|;)]*)")
+_KIT_START = re.compile(r"(?<![\w./-])kit (?=[a-z])")
+_PLACEHOLDER = re.compile(r"VALUE|[A-Z][A-Z0-9_]*")  # what a page writes for a value the reader chooses
 
 
-def kit_command_findings(pages: list[Path]) -> list[str]:
-    """Each `kit <command> [<subcommand>] [--option ...]` in the code of the pages: the command, subcommand and every
-    long option exist in the operator CLI (kit/cli.py's click group)."""
+def kit_invocations(text: str) -> list[tuple[list[str], list[str]]]:
+    """Each `kit ...` command of ``text`` as the shell would split it (up to a pipe, `;`, `&&`, a parenthesis,
+    a backtick or a comment), with ``$(...)`` and ``<placeholder>`` read as the value VALUE; and the options a
+    synopsis names alone in brackets (``[--json]``), which are checked to exist but not parsed. A bracketed part
+    with alternatives (``[--level 1|2|3]``) and an ellipsis are left out."""
+    import shlex
+
+    found = []
+    for match in _KIT_START.finditer(text):
+        line = text[match.end() :].split("\n", 1)[0]
+        line = re.sub(r"\$\([^()]*\)|<[^<>]*>", "VALUE", line)
+        alone = re.findall(r"\[(--[a-z0-9-]+)\]", line)
+        line = re.sub(r"\[(--[a-z0-9-]+)\]", " ", line)
+        line = re.sub(r"\[([^\[\]|]*)\]", r" \1 ", line)
+        line = re.sub(r"\[[^\[\]]*\]|…|\.\.\.", " ", line)
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()`")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        words: list[str] = []
+        try:
+            for token in lexer:
+                if set(token) <= set(";&|()`"):
+                    break
+                words.append(token)
+        except ValueError as error:  # an unclosed quote
+            words = ["?", str(error)]
+        found.append((words, alone))
+    return found
+
+
+def kit_parse(words: Sequence[str], alone: Sequence[str] = ()) -> str | None:
+    """Why the operator CLI would refuse ``kit <words>`` (None: it takes it), as click itself parses it: each
+    command, option and choice, at the group and at the subcommand. A page may name a command without what it
+    needs (a group alone, an option without its value, a required argument left to the reader), give a file of
+    the reader's, or write a placeholder for a choice: none of those is a mistake."""
     import click
 
     from kit.cli import cli
 
-    found = []
-    for path in pages:
-        for words, rest in _KIT_COMMAND.findall(code_text(path)):
-            name, _, sub = words.partition(" ")
-            command = cli.commands.get(name)
-            if command is None:
-                found.append(f"{path.name}: kit {name}: no such command")
-                continue
-            if isinstance(command, click.Group):
-                if not sub:
-                    continue  # the group itself, named in prose
-                if sub not in command.commands:
-                    found.append(f"{path.name}: kit {words}: no such command")
-                    continue
-                options = {o for p in [*command.params, *command.commands[sub].params] for o in p.opts}
-            else:
-                options = {o for p in command.params for o in p.opts}
-                rest = f"{sub} {rest}"
-            options.add("--help")
-            found += [
-                f"{path.name}: kit {words} {option}: no such option"
-                for option in re.findall(r"(?<![\w-])(--[a-z0-9-]+)", rest)
-                if option not in options
-            ]
-    return found
+    context: click.Context | None = None
+    command: click.Command = cli
+    name, args = "kit", list(words)
+    try:
+        while True:
+            context = command.make_context(name, args, parent=context)
+            rest = [*context._protected_args, *context.args] if isinstance(command, click.Group) else []
+            if not rest:
+                break
+            assert isinstance(command, click.Group)
+            resolved, found, args = command.resolve_command(context, rest)
+            assert resolved is not None and found is not None
+            name, command = resolved, found
+    except (click.exceptions.NoArgsIsHelpError, click.exceptions.Exit, click.MissingParameter):
+        return None
+    except click.BadParameter as error:
+        if isinstance(error.param.type if error.param else None, (click.Path, click.File)):
+            return None
+        message = error.format_message()
+        choices = [str(choice) for choice in getattr(error.param.type if error.param else None, "choices", [])]
+        if any(_placeholder(word, choices) and f"'{word}'" in message for word in words):
+            return None
+        return message
+    except click.UsageError as error:
+        message = error.format_message()
+        return None if message.endswith("requires an argument.") else message
+    options = {option for ctx in _chain(context) for param in ctx.command.params for option in param.opts}
+    unknown = [option for option in alone if option not in options]
+    return f"No such option '{unknown[0]}'." if unknown else None
+
+
+def _placeholder(word: str, choices: Sequence[str]) -> bool:
+    """Whether ``word`` stands for a value the reader chooses (``TYPE``, ``N``, a ``<...>`` or ``$(...)``), not a
+    misspelt choice (``FINE_TUNNING``, close to one of ``choices``)."""
+    import difflib
+
+    return bool(_PLACEHOLDER.fullmatch(word)) and not difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+
+
+def _chain(context: Any) -> list[Any]:
+    """A click context and its parents."""
+    chain = []
+    while context is not None:
+        chain.append(context)
+        context = context.parent
+    return chain
+
+
+def kit_command_findings(pages: Sequence[Path]) -> list[str]:
+    """Each `kit ...` command in the code of the pages that the operator CLI (kit/cli.py's click group) would
+    refuse, with click's reason."""
+    return [
+        f"{path.name}: kit {' '.join(words)}: {reason}"
+        for path in pages
+        for words, alone in kit_invocations(code_text(path))
+        if (reason := kit_parse(words, alone))
+    ]
 
 
 def test_every_kit_command_the_docs_show_exists_with_its_options() -> None:
-    assert len([m for page in DOC_PAGES for m in _KIT_COMMAND.findall(code_text(page))]) >= 40
+    assert len([found for page in DOC_PAGES for found in kit_invocations(code_text(page))]) >= 40
     assert kit_command_findings(DOC_PAGES) == []
 
 
-def test_the_kit_command_check_sees_a_wrong_command_and_option(tmp_path: Path) -> None:
+def test_the_kit_command_check_sees_a_wrong_command_option_or_choice(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("Run `kit l2 status`, `kit l2 sync --wait --fast`, `kit costs` and `kit doctor --level 2`.")
+    page.write_text(
+        "Run `kit l2 status`, `kit l2 sync --wait --fast`, `kit costs` and `kit doctor --level 2`.\n"
+        '```\nkit l2 ask "what is it?" --bogus 3 | head\nkit l2 --stage prod sync --later\n'
+        "kit l1 --nope templates\nkit l2 --stage staging sync\nkit l3 start --customization-type FINE_TUNNING\n"
+        "kit cost [--stage] [--regions]\nkit l3 start --customization-type TYPE --upload <FILE> && kit l2 sync\n```\n"
+    )
     assert kit_command_findings([page]) == [
-        "page.md: kit l2 status: no such command",
-        "page.md: kit l2 sync --fast: no such option",
-        "page.md: kit costs: no such command",
+        "page.md: kit l2 ask what is it? --bogus 3: No such option '--bogus'.",
+        "page.md: kit l2 --stage prod sync --later: No such option '--later'. Did you mean '--wait'?",
+        "page.md: kit l1 --nope templates: No such option '--nope'.",
+        "page.md: kit l2 --stage staging sync: Invalid value for '--stage': 'staging' is not one of 'sandbox', 'prod'.",
+        "page.md: kit l3 start --customization-type FINE_TUNNING: Invalid value for '--customization-type': "
+        "'FINE_TUNNING' is not one of 'FINE_TUNING', 'CONTINUED_PRE_TRAINING', 'DISTILLATION', "
+        "'REINFORCEMENT_FINE_TUNING'.",
+        "page.md: kit cost: No such option '--regions'.",
+        "page.md: kit l2 status: No such command 'status'.",
+        "page.md: kit l2 sync --wait --fast: No such option '--fast'. Did you mean '--wait'?",
+        "page.md: kit costs: No such command 'costs'. Did you mean 'cost'?",
     ]
+
+
+# A stack output a page tells the reader to read: `OutputKey=='X'` in a --query, `$(out X)` (the README's
+# helper), `<X output>` in a command, and "the `X` output" in prose.
+_OUTPUT_NAMED = re.compile(
+    r"OutputKey=='([A-Za-z0-9]+)'|\$\(out ([A-Za-z0-9]+)\)|<([A-Za-z0-9]+) output>|`([A-Za-z0-9]+)` output"
+)
+
+
+def outputs_named(pages: Sequence[Path]) -> dict[str, set[str]]:
+    """The stack outputs each page names, by page name."""
+    found: dict[str, set[str]] = {}
+    for path in pages:
+        for groups in _OUTPUT_NAMED.findall(_joined(path)):
+            found.setdefault(path.name, set()).add(next(name for name in groups if name))
+    return found
+
+
+def test_every_stack_output_the_docs_name_is_one_a_stack_has(
+    sandbox: Any, prod: Any, sandbox_fsx: Any, sandbox_oss: Any
+) -> None:
+    """Before, an output the docs named was checked only by reading: a renamed output left a command that answers
+    None. Any stage or storage variant may be the one that has it (FsxDnsName only with FSx)."""
+    synthesized = {
+        key
+        for synth in (sandbox, prod, sandbox_fsx, sandbox_oss)
+        for t in synth.templates.values()
+        for key in t.get("Outputs", {})
+    }
+    named = outputs_named(DOC_PAGES)
+    assert sum(len(names) for names in named.values()) >= 10
+    assert {page: sorted(names - synthesized) for page, names in named.items() if names - synthesized} == {}
+
+
+def test_the_output_scan_reads_each_way_a_page_names_an_output(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "--query \"Stacks[0].Outputs[?OutputKey=='ApiUrl'].OutputValue\" $(out KnowledgeBaseId) "
+        "--bucket <DataBucketName output>; read the `KeyArn` output"
+    )
+    assert outputs_named([page]) == {"page.md": {"ApiUrl", "KnowledgeBaseId", "DataBucketName", "KeyArn"}}
 
 
 # The AWS CLI's own Region-free commands: `aws s3` follows a bucket to its Region, `aws sso login` signs in.
@@ -461,16 +609,29 @@ def commands_without_region(pages: Sequence[Path], sources: Sequence[Path] = ())
     for path in pages:
         lines = [line for block in fenced_blocks(path) for line in block.splitlines()]
         for line in lines + [span for span in inline_code(path) if _runnable(span)]:
-            services = [m.group(1) for m in _COMMAND.finditer(line)]
-            if set(services) - REGION_FREE_SERVICES and "--region" not in line:
+            if any(
+                service not in REGION_FREE_SERVICES and "region" not in options for service, _, options in _each(line)
+            ):
                 found.append(f"{path.name}: {line.strip()}")
     for path in sources:
         for literal in python_strings(path).splitlines():
-            for match in re.finditer(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)[^`'\"\n]*", literal):
-                if match.group(1) not in _api_services():
+            for service, command, options in _each(literal):
+                if service not in _api_services():
                     continue  # prose such as "an aws partition region", not a command
-                if match.group(1) not in REGION_FREE_SERVICES and "--region" not in match.group(0):
-                    found.append(f"{path.parent.name}/{path.name}: {match.group(0).strip()}")
+                if service not in REGION_FREE_SERVICES and "region" not in options:
+                    found.append(f"{path.parent.name}/{path.name}: {command}")
+    return found
+
+
+def _each(line: str) -> list[tuple[str, str, list[str]]]:
+    """(service, the command's text, its own --options) for each `aws <service> <command>` of ``line``, the
+    command ending at a backtick: a second command after `&&` or a pipe is checked on its own, and an option in a
+    comment or a quoted value is none."""
+    found = []
+    for match in re.finditer(r"\baws ([a-z0-9-]+) ([a-z0-9-]+)", line):
+        text = line[match.start() :].split("`", 1)[0]
+        options = re.findall(r"(?<![\w-])--([a-z0-9-]+)", _own_arguments(text[match.end() - match.start() :]))
+        found.append((match.group(1), text.strip(), options))
     return found
 
 
@@ -484,18 +645,28 @@ def test_every_aws_cli_example_names_its_region(tmp_path: Path) -> None:
         "aws s3 cp a s3://b/",
         "aws bedrock list-custom-models",
         "aws sts get-caller-identity --region y",
+        "aws bedrock list-custom-models  # add --region",
+        "aws sts get-caller-identity --region y && aws bedrock list-imported-models",
+        "aws bedrock list-imported-models --query \"x[?y=='--region']\"",
         "```",
         "List them with `aws bedrock list-imported-models --name-contains x` (`aws bedrock get-imported-model`",
         "names one); finish with `aws bedrock get-/delete-model-invocation-logging-configuration`.",
     ]
     page.write_text("\n".join(lines))
     source = tmp_path / "handler.py"
-    source.write_text('HAND = "run `aws bedrock delete-model-invocation-logging-configuration`"\n')
+    source.write_text(
+        'HAND = "run `aws bedrock delete-model-invocation-logging-configuration`"\n'
+        'BOTH = "`aws sts get-caller-identity --region x`, then `aws bedrock list-custom-models`"\n'
+    )
     assert commands_without_region([page], [source]) == [
         "page.md: aws bedrock list-custom-models",
+        "page.md: aws bedrock list-custom-models  # add --region",
+        "page.md: aws sts get-caller-identity --region y && aws bedrock list-imported-models",
+        "page.md: aws bedrock list-imported-models --query \"x[?y=='--region']\"",
         "page.md: aws bedrock list-imported-models --name-contains x",
         "page.md: aws bedrock get-/delete-model-invocation-logging-configuration",
         f"{tmp_path.name}/handler.py: aws bedrock delete-model-invocation-logging-configuration",
+        f"{tmp_path.name}/handler.py: aws bedrock list-custom-models",
     ]
 
 
