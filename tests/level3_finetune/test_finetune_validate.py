@@ -729,6 +729,9 @@ def test_file_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
         (NOVA_LITE, {"learningRate": "2e-4"}, ["hyperparameter_out_of_range"]),
         (NOVA_LITE, {"epochCount": 2}, ["hyperparameter_not_string"]),
         (NOVA_LITE, {"epochCount": "2.5"}, ["hyperparameter_invalid"]),
+        # epochCount is of type integer (https://docs.aws.amazon.com/bedrock/latest/userguide/cm-hp-nova-mm.html):
+        # a whole number written as a decimal is not sent as one
+        (NOVA_LITE, {"epochCount": "2.0"}, ["hyperparameter_invalid"]),
         (NOVA_LITE, {"learningRate": "fast"}, ["hyperparameter_invalid"]),
         (NOVA_LITE, {"learningRate": "nan"}, ["hyperparameter_invalid"]),
         (NOVA_LITE, {"batchSize": "8"}, ["hyperparameter_unknown"]),
