@@ -585,3 +585,102 @@ def test_the_saved_setting_is_looked_for_with_a_list_the_roles_prefix_condition_
     stubber.add_response("put_model_invocation_logging_configuration", {}, {"loggingConfig": h.desired_config(PROPS)})
     h.handler(event("Create"), context())
     assert saved(s3) == {"previous": THEIRS} and seen[2:] == ["ListObjectsV2"]
+
+
+# Each request's calls in order, as (client, operation): whichever one eats the time, no later one starts, and
+# the answer says the function ran out of time (a Create or Update fails, a Delete never blocks).
+CREATE_CALLS = [
+    ("bedrock", "GetModelInvocationLoggingConfiguration"),
+    ("s3", "ListObjectsV2"),
+    ("s3", "PutObject"),
+    ("bedrock", "PutModelInvocationLoggingConfiguration"),
+]
+UPDATE_CALLS = [  # someone else's setting replaced the kit's: it is saved over the saved one, then the kit's put
+    ("bedrock", "GetModelInvocationLoggingConfiguration"),
+    ("s3", "PutObject"),
+    ("bedrock", "PutModelInvocationLoggingConfiguration"),
+]
+RESTORE_CALLS = [  # the kit's setting in place, an earlier one saved: it is put back
+    ("bedrock", "GetModelInvocationLoggingConfiguration"),
+    ("s3", "ListObjectsV2"),
+    ("s3", "GetObject"),
+    ("bedrock", "PutModelInvocationLoggingConfiguration"),
+]
+REMOVE_CALLS = [  # the kit's setting in place, none saved: it is removed
+    ("bedrock", "GetModelInvocationLoggingConfiguration"),
+    ("s3", "ListObjectsV2"),
+    ("bedrock", "DeleteModelInvocationLoggingConfiguration"),
+]
+STUBBED = {  # what the stubbed Bedrock answers to each of its calls, per request
+    "Create": {"GetModelInvocationLoggingConfiguration": {"loggingConfig": THEIRS}},
+    "Update": {"GetModelInvocationLoggingConfiguration": {"loggingConfig": THEIRS_CW}},
+    "Delete": {"GetModelInvocationLoggingConfiguration": {"loggingConfig": h.desired_config(PROPS)}},
+}
+
+
+CASES = {
+    "create": ("Create", CREATE_CALLS, None),
+    "update-over-someone-elses": ("Update", UPDATE_CALLS, THEIRS),
+    "delete-restore": ("Delete", RESTORE_CALLS, THEIRS),
+    "delete-remove": ("Delete", REMOVE_CALLS, None),
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "slow_at"),
+    # the last call eating the time leaves nothing after it to refuse
+    [(case, at) for case, (_, sequence, _) in CASES.items() for at in range(len(sequence) - 1)],
+)
+def test_no_call_starts_after_the_one_that_ate_the_time(aws: Any, case: str, slow_at: int) -> None:
+    stubber, s3, answers = aws
+    kind, sequence, saved_before = CASES[case]
+    if saved_before is not None:
+        s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": saved_before}))
+    clients = {"bedrock": h.bedrock(), "s3": h.s3()}
+    for service, operation in sequence[: slow_at + 1]:
+        if service == "bedrock":
+            stubber.add_response(xform_name(operation), STUBBED[kind].get(operation, {}))
+    made: list[tuple[str, str]] = []  # both clients' calls, in the order made
+    for name, client in clients.items():
+        client.meta.events.register_first(
+            f"before-parameter-build.{client.meta.service_model.endpoint_prefix}",
+            lambda model, name=name, **_: made.append((name, model.name)),
+        )
+    service, operation = sequence[slow_at]
+    slow(clients[service], operation, 200)
+    h.handler(update(PROPS, PROPS) if kind == "Update" else event(kind), context())
+    assert made == sequence[: slow_at + 1], f"{operation} ate the time"
+    [answer] = answers
+    assert "ran out of time" in answer["Reason"]
+    assert answer["Status"] == ("SUCCESS" if kind == "Delete" else "FAILED")
+
+
+def test_a_refused_restore_that_ate_the_time_does_not_start_the_removal(aws: Any) -> None:
+    stubber, s3, answers = aws
+    s3.put_object(Bucket=PROPS["BucketName"], Key=h.STATE_KEY, Body=json.dumps({"previous": THEIRS_CW}))
+    stubber.add_response("get_model_invocation_logging_configuration", {"loggingConfig": h.desired_config(PROPS)}, {})
+    stubber.add_client_error("put_model_invocation_logging_configuration", "AccessDeniedException", "no", 403)
+    slow(h.bedrock(), "PutModelInvocationLoggingConfiguration", 200)  # retried before the refusal came
+    seen = calls(h.bedrock())
+    h.handler(event("Delete"), context())
+    assert seen == ["GetModelInvocationLoggingConfiguration", "PutModelInvocationLoggingConfiguration"]
+    [answer] = answers
+    assert answer["Status"] == "SUCCESS" and "ran out of time" in answer["Reason"]
+    # How to finish by hand: put the earlier setting back (as someone allowed to pass its role).
+    [*_, put] = printed_commands(answer["Reason"])
+    assert put[:3] == ["aws", "bedrock", "put-model-invocation-logging-configuration"]
+    assert json.loads(put[put.index("--logging-config") + 1]) == THEIRS_CW
+
+
+@pytest.mark.parametrize("kind", ["Create", "Update", "Delete"])
+def test_an_invocation_with_too_little_time_left_makes_no_call(aws: Any, kind: str) -> None:
+    # Lambda's remaining time is what the answer and one call must fit in; a retried invocation may start late.
+    *_, answers = aws
+    short = context()
+    short.get_remaining_time_in_millis = lambda: (h.ANSWER_RESERVE_S + h.CALL_BUDGET_S - 1) * 1000
+    seen = {name: calls(client) for name, client in {"bedrock": h.bedrock(), "s3": h.s3()}.items()}
+    h.handler(update(PROPS, PROPS) if kind == "Update" else event(kind), short)
+    assert seen == {"bedrock": [], "s3": []}
+    [answer] = answers
+    assert "ran out of time" in answer["Reason"]
+    assert answer["Status"] == ("SUCCESS" if kind == "Delete" else "FAILED")
