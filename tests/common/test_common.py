@@ -1074,6 +1074,66 @@ def test_an_execution_an_earlier_look_stopped_is_not_stopped_or_counted_again(mo
     assert stops == [arn]
 
 
+class _Clock:
+    """Time that moves only when told to (a call's worth at a time) or when slept, as time.sleep does it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("sleep length must be non-negative")  # time.sleep's answer
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_a_listing_asks_for_no_page_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing's next page is a call like any other: when the page before it took the time that was left, it
+    fails at the deadline naming the resume step, rather than start a call the answer has no time left for."""
+    from common import stack_cleanup
+
+    clock = _Clock()
+    monkeypatch.setattr(stack_cleanup, "clock", clock)
+    asked: list[str | None] = []
+
+    def list_jobs(**params: Any) -> dict[str, Any]:
+        asked.append(params.get("nextToken"))
+        clock.now += 100  # each page took its worst case and more
+        return {"jobs": [len(asked)], **({"nextToken": f"page-{len(asked) + 1}"} if len(asked) < 5 else {})}
+
+    deadline = stack_cleanup.Deadline((stack_cleanup.ANSWER_MARGIN_S + 150) * 1000, resume_hint="run it again")
+    monkeypatch.setattr(stack_cleanup, "_deadline", deadline)  # as while answer() runs a request
+    items: list[Any] = []
+    with pytest.raises(stack_cleanup.CleanupError, match=r"^Deadline reached while listing\. run it again$"):
+        items.extend(stack_cleanup.pages(list_jobs, "jobs"))
+    assert asked == [None, "page-2"] and items == [1, 2]  # 150 s: two pages started in time, not a third
+
+
+def test_a_pause_at_the_deadline_fails_without_sleeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll that itself took the time left ends the wait there: no sleep of what is left (none, or less than
+    none, which time.sleep refuses with ValueError), and the error names what was awaited and the resume step."""
+    from common import stack_cleanup
+
+    clock = _Clock()
+    monkeypatch.setattr(stack_cleanup, "clock", clock)
+    monkeypatch.setattr(stack_cleanup, "sleep", clock.sleep)
+    deadline = stack_cleanup.Deadline((stack_cleanup.ANSWER_MARGIN_S + 20) * 1000, resume_hint="run it again")
+    polls: list[float] = []
+
+    def pending() -> list[str]:
+        polls.append(clock.now)
+        clock.now += 25  # the poll's calls took longer than the time left
+        return ["job-1"]
+
+    with pytest.raises(stack_cleanup.CleanupError, match=r"^Deadline reached while stopping \(job-1\)\. run"):
+        stack_cleanup.wait_until_done(pending, "stopping", deadline)
+    assert polls == [0.0] and clock.sleeps == []
+
+
 def test_a_reason_is_cut_only_when_it_does_not_fit() -> None:
     from common.custom_resource import ELLIPSIS, MAX_REASON, fit_reason
 
