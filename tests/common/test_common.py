@@ -1134,6 +1134,46 @@ def test_a_pause_at_the_deadline_fails_without_sleeping(monkeypatch: pytest.Monk
     assert polls == [0.0] and clock.sleeps == []
 
 
+def _client_error(code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, "DeleteThing")
+
+
+def test_a_delete_when_free_counts_a_resource_already_gone_as_deleted_and_waits_out_a_conflict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from common import stack_cleanup
+
+    clock = _Clock()
+    monkeypatch.setattr(stack_cleanup, "clock", clock)
+    monkeypatch.setattr(stack_cleanup, "sleep", clock.sleep)
+    answers = [_client_error("ConflictException"), _client_error("ResourceNotFoundException")]
+    asked: list[dict[str, Any]] = []
+
+    def delete(**params: Any) -> None:
+        asked.append(params)
+        raise answers.pop(0)
+
+    deadline = stack_cleanup.Deadline(900_000, resume_hint="-")
+    stack_cleanup.delete_when_free(delete, "deleting the thing", deadline, thingId="t-1")  # no error
+    assert asked == [{"thingId": "t-1"}] * 2 and clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
+    answers.append(_client_error("ValidationException"))  # any other refusal is the caller's to report
+    with pytest.raises(ClientError, match="ValidationException"):
+        stack_cleanup.delete_when_free(delete, "deleting the thing", deadline, thingId="t-1")
+
+
+def test_a_delete_when_free_starts_no_call_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from common import stack_cleanup
+
+    clock = _Clock()
+    monkeypatch.setattr(stack_cleanup, "clock", clock)
+    deadline = stack_cleanup.Deadline(900_000, resume_hint="run it again")
+    clock.now = deadline.end  # the steps before it took the time that was left
+    asked: list[dict[str, Any]] = []
+    with pytest.raises(stack_cleanup.CleanupError, match=r"^Deadline reached while deleting the thing\. run it"):
+        stack_cleanup.delete_when_free(lambda **params: asked.append(params), "deleting the thing", deadline)
+    assert asked == []
+
+
 def test_a_reason_is_cut_only_when_it_does_not_fit() -> None:
     from common.custom_resource import ELLIPSIS, MAX_REASON, fit_reason
 
