@@ -267,6 +267,32 @@ def test_running_training_jobs_are_stopped_across_pages_and_waited_for(aws: Aws)
     assert aws.calls.index("StopExecution") < aws.calls.index("ListTrainingJobs")
 
 
+def test_a_run_started_after_the_first_look_is_stopped_with_its_training_job(aws: Aws) -> None:
+    """A `kit l3sm run` during the destroy is still training when the models are deleted (its import comes only
+    after its training job ends): the last look stops the execution, settles, and stops its job."""
+    late = kit_name("late-run")
+    aws.deleting()
+    aws.executions([])  # the first look: nothing running
+    aws.no_training()
+    aws.imports([])
+    aws.models([])
+    aws.executions(["late-run"])  # the last look: a run started meanwhile, stopped
+    aws.training("InProgress", [training_summary(late, "InProgress")])  # the job it created
+    aws.describe(late, "InProgress")
+    aws.sagemaker.add_response("stop_training_job", {}, {"TrainingJobName": late})
+    aws.training("Stopping", [])
+    aws.describe(late, "Stopped")
+
+    h.handler(event("Delete"), context(FUNCTION_MS))
+
+    aws.no_pending()
+    assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
+    assert "stopped 1 training job(s) and 1 pipeline execution(s)" in aws.answer["Reason"]
+    # The stop comes after the late execution's, and after one settle for a CreateTrainingJob it had in flight.
+    assert aws.calls.index("StopExecution") < aws.calls.index("StopTrainingJob")
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
+
+
 def test_an_import_still_in_progress_is_waited_for_and_the_model_it_creates_is_deleted(aws: Aws) -> None:
     name = kit_name("kit-run-2")
     aws.deleting()

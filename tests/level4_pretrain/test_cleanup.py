@@ -275,6 +275,9 @@ def test_a_run_started_after_the_first_look_is_stopped_with_its_job(aws: Aws) ->
     aws.no_pending()
     assert aws.answer["Status"] == "SUCCESS", aws.answer["Reason"]
     assert aws.answer["Reason"] == f"stopped 1 training job(s) [{late}] and 1 execution(s)"
+    # One settle after stopping the late run, so that a CreateTrainingJob it had in flight is listed; its job was
+    # read stopped at the first poll, so there was no poll to wait for.
+    assert aws.clock.sleeps == [stack_cleanup.POLL_INTERVAL_S]
 
 
 def test_a_job_that_ended_meanwhile_is_not_a_failure(aws: Aws) -> None:
