@@ -235,8 +235,9 @@ def test_create_and_update_do_nothing_and_keep_one_physical_id(aws: Aws, kind: s
 @pytest.mark.parametrize(
     ("props", "named"),
     [
-        ({k: v for k, v in PROPS.items() if k != "NamePrefix"}, "NamePrefix"),
-        ({**PROPS, "TrainingOutputUri": f"{BUCKET}/{OUTPUT_PREFIX}"}, "TrainingOutputUri"),
+        ({k: v for k, v in PROPS.items() if k != "NamePrefix"}, "missing resource properties: NamePrefix"),
+        ({**PROPS, "StateMachineArn": ""}, "missing resource properties: StateMachineArn"),
+        ({**PROPS, "TrainingOutputUri": f"{BUCKET}/{OUTPUT_PREFIX}"}, "TrainingOutputUri must be an s3:// URI"),
     ],
 )
 def test_create_with_a_wrong_property_fails_at_deploy_time(aws: Aws, props: dict[str, Any], named: str) -> None:
