@@ -449,28 +449,23 @@ def documents_to_retry(summary: dict[str, Any], revision: str) -> bool:
 
 
 def find_running_job(deps: Deps) -> dict[str, Any] | None:
-    """A STARTING / IN_PROGRESS / STOPPING job of the data source, if any."""
-    job, _ = _first_job(deps, INGESTION_RUNNING)
-    return job
-
-
-def _first_job(deps: Deps, statuses: Sequence[str]) -> tuple[dict[str, Any] | None, bool]:
-    """The first listed job with one of ``statuses``, and whether the listing was read to its end."""
+    """A STARTING / IN_PROGRESS / STOPPING job of the data source, if any in the first MAX_JOB_PAGES pages of the
+    listing filtered by those statuses (a page may come back empty with a token)."""
     params: dict[str, Any] = {
         **_data_source(deps.settings),
-        "filters": [{"attribute": "STATUS", "operator": "EQ", "values": list(statuses)}],
+        "filters": [{"attribute": "STATUS", "operator": "EQ", "values": list(INGESTION_RUNNING)}],
         "maxResults": JOB_PAGE_SIZE,
     }
     for _ in range(MAX_JOB_PAGES):
         response = deps.agent.list_ingestion_jobs(**params)
         jobs = response.get("ingestionJobSummaries") or []
         if jobs:
-            return dict(jobs[0]), True
+            return dict(jobs[0])
         token = response.get("nextToken")
         if not token:
-            return None, True
+            return None
         params["nextToken"] = token
-    return None, False
+    return None
 
 
 def newest_summary(deps: Deps) -> dict[str, Any] | None:
@@ -489,15 +484,15 @@ def visibility_timeout_s(remaining_ms: int) -> int:
     return min(MAX_VISIBILITY_S, max(0, math.ceil(remaining_ms / 1000)) + VISIBILITY_MARGIN_S)
 
 
-def drain(deps: Deps, visibility_s: int, into: Drained | None = None) -> Drained:
+def drain(deps: Deps, visibility_s: int, into: Drained) -> None:
     """Receive until the queue answers empty twice, the cap is reached, the time budget runs out (as much time
     again as the drain took is kept for the deletes, besides DRAIN_RESERVE_MS) or SQS fails.
 
-    Fills ``into`` as it goes. Only a failure of the first ReceiveMessage is raised (nothing is held then);
-    a later one stops the drain with what was received.
+    Fills ``into`` as it goes, so that the caller holds what was received whatever happens. Only a failure of the
+    first ReceiveMessage is raised (nothing is held then); a later one stops the drain with what was received.
     """
     settings = deps.settings
-    drained = into if into is not None else Drained()
+    drained = into
     cap = settings.max_messages_per_run
     empty_answers = 0
     at_start_ms = deps.remaining_ms()
@@ -546,7 +541,6 @@ def drain(deps: Deps, visibility_s: int, into: Drained | None = None) -> Drained
                 aged.append(message)
         if aged:
             drained.requeued.update(requeue(deps, aged, delay_s=min(MAX_DELAY_S, visibility_s)))
-    return drained
 
 
 def _read(settings: Settings, message: QueuedMessage, drained: Drained) -> str | None:
