@@ -2220,3 +2220,39 @@ def test_the_longest_job_description_fits_start_ingestion_job() -> None:
     for full, retry_of in ((False, ""), (True, ""), (True, "A" * 10)):
         text = ingestion.describe_job(settings.MAX_MESSAGES_LIMIT, full=full, revision="f" * 16, retry_of=retry_of)
         assert len(text) <= maximum, text
+
+
+@pytest.mark.parametrize("another_revision", [False, True])
+def test_a_history_too_long_to_reach_a_complete_job_is_taken_as_in_sync_unless_the_configuration_changed(
+    world: World, another_revision: bool
+) -> None:
+    """The history is read MAX_JOB_PAGES pages deep. Pages of jobs that never reach a COMPLETE one (here, failed
+    jobs someone else started after the kit's last sync) are taken as in sync, so a run does not start a full
+    sync every time; but a job of another revision among them means the configuration changed: a full sync."""
+    now = world.clock.now_ms
+    jobs = ingestion.MAX_JOB_PAGES * ingestion.JOB_PAGE_SIZE
+    for n in range(jobs):
+        world.agent.add_job(started_ms=now - 3_600_000 + n, duration_ms=1, by="console", final_status="FAILED")
+    if another_revision:
+        world.agent.jobs[-jobs // 2].description = f"1 change [revision {NEW_REVISION}]"
+    world.advance(1)
+
+    result = world.sync()
+
+    listed = [params for operation, params in world.agent.calls if operation == "ListIngestionJobs"]
+    if another_revision:  # not in sync; the newest job failed, so the hourly reconcile starts the full sync
+        assert result["fullSync"] is True and result["reason"].endswith("ended FAILED; the hourly reconcile retries it")
+    else:
+        assert result == {"action": "sync", "started": False, "reason": "no pending changes"}
+        assert len(listed) == ingestion.MAX_JOB_PAGES  # the bound: never the earlier job beyond it
+        assert world.agent.start_attempts == []
+
+
+def test_the_time_budget_is_the_contexts_or_a_default_run_from_now() -> None:
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 1_234
+
+    assert ingestion.remaining_time(Context())() == 1_234
+    left = ingestion.remaining_time(None)()  # no Lambda context: DEFAULT_RUN_MS from now
+    assert ingestion.DEFAULT_RUN_MS - 1_000 < left <= ingestion.DEFAULT_RUN_MS
