@@ -875,11 +875,9 @@ def _job_report(deps: Deps, job_id: str) -> JobReport | None:
 
 
 def _updated_since(summary: dict[str, Any], since: datetime) -> bool:
-    updated = summary.get("updatedAt")
-    if updated is None:
-        return True
-    when = updated if isinstance(updated, datetime) else datetime.fromisoformat(str(updated))
-    return when > since
+    """updatedAt is a required member of IngestionJobSummary (botocore bedrock-agent), which botocore parses into an
+    aware datetime."""
+    return bool(summary["updatedAt"] > since)
 
 
 def _report(deps: Deps, summary: dict[str, Any]) -> JobReport:
