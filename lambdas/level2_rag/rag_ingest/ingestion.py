@@ -193,11 +193,6 @@ class Drained:
         return [(self.received[i], change) for i, change in self.parsed.items() if i not in moot]
 
     @property
-    def moot(self) -> list[tuple[QueuedMessage, Change]]:
-        moot = self.outside | self.expired
-        return [(self.received[i], change) for i, change in self.parsed.items() if i in moot]
-
-    @property
     def poison(self) -> list[tuple[QueuedMessage, str]]:
         return [(self.received[message_id], why) for message_id, why in self.unreadable.items()]
 
