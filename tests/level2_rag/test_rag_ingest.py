@@ -1459,6 +1459,22 @@ def _sqs_error(code: str, operation: str) -> ClientError:
     )
 
 
+def test_a_throttled_first_receive_fails_the_run_and_is_not_taken_for_a_busy_knowledge_base(
+    world: World, logs: io.StringIO
+) -> None:
+    """A busy answer is StartIngestionJob's (the changes then wait in the queue for the next run); the same code
+    from SQS before anything was received is a failure of the run, raised so that its error metric and alarm see
+    it, and nothing is held."""
+    world.send_changes(3)
+    _fail_call(world.function_sqs, "receive_message", {1}, lambda: _sqs_error("ThrottlingException", "ReceiveMessage"))
+
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        world.sync()
+
+    assert world.agent.start_attempts == [] and world.receive_counts() == [0] * 3
+    assert "Sync failed before receiving anything" in [r["message"] for r in records(logs)]
+
+
 def test_a_failed_later_receive_keeps_what_was_received_and_starts_the_job(world: World, logs: io.StringIO) -> None:
     world.send_changes(15)
     _fail_call(world.function_sqs, "receive_message", {2}, lambda: _sqs_error("InternalError", "ReceiveMessage"))
