@@ -1049,6 +1049,26 @@ def test_the_reconcile_reads_the_history_again_in_an_environment_that_saw_the_da
     assert len(world.agent.start_attempts) == 2
 
 
+def test_an_environment_that_learns_from_the_reconcile_it_is_out_of_sync_forgets_it_was_in_sync(world: World) -> None:
+    # Given an environment that saw the data source in sync, whose next job (2 changes) then ended FAILED
+    world.send_changes(2)
+    started = world.sync()
+    [job] = [job for job in world.agent.jobs if job.job_id == started["jobId"]]
+    job.final_status = "FAILED"
+    world.advance(300)
+    assert world.sync()["reason"] == "no pending changes"  # still remembered in sync: Bedrock is not asked
+    # When the reconcile finds that out, but its full sync is refused for now
+    world.agent.fail_next_start("ServiceQuotaExceededException")
+    result = rag_ingest.handler.handler(RECONCILE, cast(Any, SimContext()))
+    assert result["sync"]["busy"] is True and result["sync"]["fullSync"] is True
+    # Then this environment's sync runs no longer take the data source for in sync: they read the history, and
+    # leave the retry to the next reconcile (not one start every run)
+    calls = len(world.agent.calls)
+    answer = world.sync()
+    assert answer["reason"] == f"ingestion job {job.job_id} ended FAILED; the hourly reconcile retries it"
+    assert answer["fullSync"] is True and len(world.agent.calls) > calls
+
+
 def test_an_unfinished_job_someone_else_started_needs_no_retry(world: World) -> None:
     # A job without our revision deleted no message: whatever it left out is still queued or was ingested.
     world.agent.add_job(
