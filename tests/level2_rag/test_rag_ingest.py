@@ -601,6 +601,9 @@ def test_cap_limits_one_run(world: World, monkeypatch: pytest.MonkeyPatch) -> No
 
     assert (result["changes"], result["deleted"]) == (15, 15)
     assert len(world.queued_bodies()) == 25
+    # 10, then the 5 left under the cap; no receive of 0 messages after it (SQS takes 1 to 10:
+    # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html)
+    assert len(world.tracker.receive_calls) == 2
 
 
 def test_time_budget_stops_the_drain(world: World) -> None:
