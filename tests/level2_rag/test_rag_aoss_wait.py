@@ -124,6 +124,26 @@ def test_a_refusal_between_good_answers_starts_the_count_again(
     assert answers[0]["Status"] == "SUCCESS"
 
 
+def test_a_collection_that_admits_at_once_still_takes_three_good_answers(
+    monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]]
+) -> None:
+    collection = Collection([404])
+    run(monkeypatch, collection)
+    assert len(collection.requests) == h.REQUIRED_PASSES == 3
+    assert answers[0]["Reason"] == "access ready after 3 probes"
+
+
+def test_without_a_lambda_context_it_probes_once_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run outside Lambda (no context, no time budget): one probe, then the deadline guard ends the wait."""
+    collection = Collection([403])
+    monkeypatch.setattr(probe, "send", collection.send)
+    target = probe.parse_target(ENDPOINT, INDEX)
+    remaining = h.remaining_time(None)
+    outcome = h.wait_until_ready("access", target, remaining_ms=remaining, sleep=collection.sleep, clock=lambda: 0.0)
+    assert (outcome.ready, outcome.probes, outcome.last_status) == (False, 1, 403)
+    assert collection.sleeps == [] and remaining() == 0
+
+
 def test_index_waits_until_the_index_answers_searches(
     monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]]
 ) -> None:
