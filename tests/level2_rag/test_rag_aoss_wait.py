@@ -227,17 +227,20 @@ def test_update_probes_again(monkeypatch: pytest.MonkeyPatch, answers: list[dict
     assert (answers[0]["Status"], answers[0]["PhysicalResourceId"]) == ("SUCCESS", "access:kit-kb-index-0badc0de")
 
 
+@pytest.mark.parametrize(("kind", "physical"), [("Create", "failed"), ("Update", f"access:{INDEX}")])
 def test_an_unexpected_error_still_answers_cloudformation(
-    monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]]
+    monkeypatch: pytest.MonkeyPatch, answers: list[dict[str, Any]], kind: str, physical: str
 ) -> None:
     def broken(method: str, url: str, headers: dict[str, str]) -> int | None:
         raise RuntimeError("no credentials")
 
     collection = Collection([200])
     collection.send = broken  # type: ignore[method-assign]
-    run(monkeypatch, collection)
+    run(monkeypatch, collection, kind=kind)
     assert answers[0]["Status"] == "FAILED"
     assert answers[0]["Reason"] == "RuntimeError: no credentials"
+    # An Update keeps the resource's id: a new one would make CloudFormation send a Delete for the old one
+    assert answers[0]["PhysicalResourceId"] == physical
 
 
 def test_send_maps_http_errors_to_their_status_and_network_errors_to_none(monkeypatch: pytest.MonkeyPatch) -> None:
