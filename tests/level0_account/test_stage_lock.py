@@ -80,12 +80,12 @@ def test_the_rollback_of_a_refused_deploy_passes(answers: Any) -> None:
 @pytest.mark.parametrize("stage", ["prod", "sandbox"])
 def test_delete_always_releases(answers: Any, stage: str) -> None:
     answer = run(event("Delete", stage, "stage-prod"), answers)
-    assert (answer["Status"], answer["PhysicalResourceId"]) == ("SUCCESS", "stage-prod")
+    assert (answer["Status"], answer["Reason"], answer["PhysicalResourceId"]) == ("SUCCESS", "released", "stage-prod")
 
 
 def test_a_request_without_a_stage_or_of_an_unknown_type_fails_and_changes_nothing(answers: Any) -> None:
-    missing = event("Create", "")
-    assert run(missing, answers)["Status"] == "FAILED"
+    missing = run(event("Create", ""), answers)
+    assert (missing["Status"], missing["Reason"]) == ("FAILED", "the Stage property is missing: nothing changed")
     odd = run(event("Replace", "prod", "stage-prod"), answers)
     assert odd["Status"] == "FAILED" and "unknown request type 'Replace'" in odd["Reason"]
 
@@ -95,5 +95,10 @@ def test_an_unexpected_error_still_answers(answers: Any, monkeypatch: pytest.Mon
         raise KeyError("x")
 
     monkeypatch.setattr(stage_lock, "decide", broken)
-    assert run(event("Update", "prod", "stage-prod"), answers)["Status"] == "FAILED"
-    assert run(event("Delete", "prod", "stage-prod"), answers)["Status"] == "SUCCESS"
+    # The resource keeps its id (a new one on an Update would make CloudFormation delete the old one)
+    update = run(event("Update", "prod", "stage-prod"), answers)
+    assert (update["Status"], update["Reason"], update["PhysicalResourceId"]) == ("FAILED", "KeyError", "stage-prod")
+    delete = run(event("Delete", "prod", "stage-prod"), answers)
+    assert (delete["Status"], delete["PhysicalResourceId"]) == ("SUCCESS", "stage-prod")
+    create = run(event("Create", "prod"), answers)
+    assert (create["Status"], create["PhysicalResourceId"]) == ("FAILED", "stage-unknown")
