@@ -1055,23 +1055,13 @@ def test_an_execution_an_earlier_look_stopped_is_not_stopped_or_counted_again(mo
     look, which must neither stop it again nor count it twice (the cleanup's answer counts what it stopped)."""
     from common import executions, stack_cleanup
 
-    arn = "arn:aws:states:us-east-1:123456789012:execution:m:run-1"
-    stops: list[str] = []
-
-    class StepFunctions:
-        def list_executions(self, **_: Any) -> dict[str, Any]:
-            return {"executions": [{"executionArn": arn}]}  # still listed RUNNING
-
-        def stop_execution(self, executionArn: str, **_: Any) -> dict[str, Any]:
-            stops.append(executionArn)
-            return {}
-
-    monkeypatch.setattr(stack_cleanup, "client", lambda service: StepFunctions())
+    states = _StepFunctions(_executions(1))  # still listed RUNNING on the second look
+    monkeypatch.setattr(stack_cleanup, "client", lambda service: states)
     deadline = stack_cleanup.Deadline(900_000, resume_hint="-")
     seen: set[str] = set()
     assert executions.stop_executions("m", deadline, "deleted", seen) == 1
     assert executions.stop_executions("m", deadline, "deleted", seen) == 0
-    assert stops == [arn]
+    assert states.stops == _executions(1)
 
 
 class _Clock:
@@ -1172,6 +1162,83 @@ def test_a_delete_when_free_starts_no_call_after_the_deadline(monkeypatch: pytes
     with pytest.raises(stack_cleanup.CleanupError, match=r"^Deadline reached while deleting the thing\. run it"):
         stack_cleanup.delete_when_free(lambda **params: asked.append(params), "deleting the thing", deadline)
     assert asked == []
+
+
+class _StepFunctions:
+    """ListExecutions and StopExecution of one state machine, each answer or error scripted; a stop takes
+    ``stop_s`` on the clock."""
+
+    def __init__(self, running: list[str], clock: _Clock | None = None, stop_s: float = 0.0) -> None:
+        self.running, self.clock, self.stop_s = running, clock, stop_s
+        self.list_error: ClientError | None = None
+        self.stop_errors: dict[str, ClientError] = {}
+        self.stops: list[str] = []
+
+    def list_executions(self, **_: Any) -> dict[str, Any]:
+        if self.list_error:
+            raise self.list_error
+        return {"executions": [{"executionArn": arn} for arn in self.running]}
+
+    def stop_execution(self, executionArn: str, **_: Any) -> dict[str, Any]:
+        self.stops.append(executionArn)
+        if self.clock:
+            self.clock.now += self.stop_s
+        if executionArn in self.stop_errors:
+            raise self.stop_errors[executionArn]
+        return {}
+
+
+def _executions(n: int) -> list[str]:
+    return [f"arn:aws:states:us-east-1:123456789012:execution:m:run-{i}" for i in range(1, n + 1)]
+
+
+def test_stopping_executions_starts_no_stop_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from common import executions, stack_cleanup
+
+    clock = _Clock()
+    monkeypatch.setattr(stack_cleanup, "clock", clock)
+    states = _StepFunctions(_executions(4), clock, stop_s=100)  # each stop took its worst case and more
+    monkeypatch.setattr(stack_cleanup, "client", lambda service: states)
+    deadline = stack_cleanup.Deadline((stack_cleanup.ANSWER_MARGIN_S + 150) * 1000, resume_hint="run it again")
+    with pytest.raises(stack_cleanup.CleanupError, match=r"^Deadline reached while stopping the pipeline's exec"):
+        executions.stop_executions("m", deadline, "deleted")
+    assert states.stops == _executions(2)
+
+
+def test_an_execution_that_ended_meanwhile_is_skipped_and_other_refusals_are_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from common import executions, stack_cleanup
+
+    arns = _executions(3)
+    states = _StepFunctions(arns)
+    states.stop_errors[arns[0]] = _client_error("ExecutionDoesNotExist")
+    monkeypatch.setattr(stack_cleanup, "client", lambda service: states)
+    deadline = stack_cleanup.Deadline(900_000, resume_hint="-")
+    assert executions.stop_executions("m", deadline, "deleted") == 2  # the other two; the ended one not counted
+    assert states.stops == arns
+    states.stop_errors[arns[1]] = _client_error("AccessDeniedException")
+    with pytest.raises(ClientError, match="AccessDeniedException"):
+        executions.stop_executions("m", deadline, "deleted")
+
+
+@pytest.mark.parametrize(("code", "raised"), [("StateMachineDoesNotExist", False), ("AccessDeniedException", True)])
+def test_only_a_state_machine_already_gone_means_nothing_to_stop(
+    monkeypatch: pytest.MonkeyPatch, code: str, raised: bool
+) -> None:
+    """Deleted outside the stack, nothing of it runs; a refused listing is a failure to report, not nothing."""
+    from common import executions, stack_cleanup
+
+    states = _StepFunctions(_executions(1))
+    states.list_error = _client_error(code)
+    monkeypatch.setattr(stack_cleanup, "client", lambda service: states)
+    deadline = stack_cleanup.Deadline(900_000, resume_hint="-")
+    if raised:
+        with pytest.raises(ClientError, match=code):
+            executions.stop_executions("m", deadline, "deleted")
+    else:
+        assert executions.stop_executions("m", deadline, "deleted") == 0
+    assert states.stops == []
 
 
 def test_a_reason_is_cut_only_when_it_does_not_fit() -> None:
