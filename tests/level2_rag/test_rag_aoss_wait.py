@@ -7,10 +7,12 @@ CloudFormation's pre-signed response URL is a fake ``urlopen``. The requests' Si
 
 from __future__ import annotations
 
+import contextlib
 import io
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -258,6 +260,33 @@ def test_send_maps_http_errors_to_their_status_and_network_errors_to_none(monkey
     assert seen == [probe.REQUEST_TIMEOUT_S]
     monkeypatch.setattr(probe.urllib.request, "urlopen", unreachable)
     assert probe.send("HEAD", f"{ENDPOINT}/{INDEX}", {}) is None
+
+    sent: list[tuple[str, str, dict[str, str]]] = []
+
+    @contextlib.contextmanager
+    def admitted(request: Any, timeout: float) -> Iterator[Any]:
+        sent.append((request.get_method(), request.full_url, dict(request.header_items())))
+        yield SimpleNamespace(status=200)
+
+    monkeypatch.setattr(probe.urllib.request, "urlopen", admitted)
+    assert probe.send("HEAD", f"{ENDPOINT}/{INDEX}", {"X-Amz-Date": "20261203T000000Z"}) == 200
+    assert sent == [("HEAD", f"{ENDPOINT}/{INDEX}", {"X-amz-date": "20261203T000000Z"})]
+
+
+def test_signing_without_credentials_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import botocore.session
+
+    class NoCredentials:
+        def get_credentials(self) -> None:
+            return None
+
+    monkeypatch.setattr(botocore.session, "get_session", NoCredentials)
+    probe.credentials.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"^no AWS credentials found$"):
+            probe.signed_headers("HEAD", f"{ENDPOINT}/{INDEX}", "us-west-2")
+    finally:
+        probe.credentials.cache_clear()
 
 
 def test_a_probe_never_leaves_the_collection_endpoint() -> None:
