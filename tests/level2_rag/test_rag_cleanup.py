@@ -200,8 +200,17 @@ def test_an_update_that_removes_the_resource_stops_nothing_and_a_bad_property_fa
     aws.no_pending()
     assert [a["Status"] for a in aws.answers] == ["SUCCESS", "FAILED"]
     assert "running ingestion jobs left in place" in aws.answers[0]["Reason"]
-    assert "IngestTimeoutSeconds" in aws.answers[1]["Reason"]
+    assert aws.answers[1]["Reason"] == "IngestTimeoutSeconds must be a number of seconds, not 'two minutes'"
     assert aws.calls == ["DescribeStacks"]
+
+
+@pytest.mark.parametrize("name", ["KnowledgeBaseId", "DataSourceId", "IngestTimeoutSeconds"])
+def test_a_missing_or_empty_property_fails_at_deploy_naming_it(aws: Aws, name: str) -> None:
+    for props in ({k: v for k, v in PROPS.items() if k != name}, {**PROPS, name: ""}):
+        h.handler(event("Create", props), context(FUNCTION_MS))
+        assert (aws.answer["Status"], aws.answer["Reason"]) == ("FAILED", f"missing resource properties: {name}")
+        aws.answers.clear()
+    assert aws.calls == []
 
 
 # --- the templates ----------------------------------------------------------------------------------------------
