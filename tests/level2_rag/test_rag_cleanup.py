@@ -151,6 +151,19 @@ def test_a_stop_refused_for_good_fails_at_once_naming_the_error(aws: Aws) -> Non
     assert _slept(aws) == 0
 
 
+def test_a_refused_listing_fails_at_once_rather_than_finding_no_job(aws: Aws) -> None:
+    """Only a data source already gone has no jobs; a listing refused (access, throttling past the retries) leaves it
+    unknown whether a job runs, so the cleanup fails naming the error and the destroy can be run again."""
+    aws.deleting()
+    aws.agent.add_client_error("list_ingestion_jobs", "AccessDeniedException", "not allowed", 403, expected_params=LIST)
+    h.handler(event("Delete"), context(FUNCTION_MS))
+    aws.no_pending()
+    assert aws.answer["Status"] == "FAILED"
+    reason = aws.answer["Reason"]
+    assert reason.startswith("AccessDeniedException: not allowed") and h.RETRY_HINT in reason
+    assert _slept(aws) == 0
+
+
 def test_a_failed_first_create_s_rollback_stops_the_jobs_too(aws: Aws) -> None:
     """The rollback deletes the data source as a destroy does, and the sync schedule may have started the first sync
     meanwhile; an update's rollback or an update that removes the resource stops nothing."""
