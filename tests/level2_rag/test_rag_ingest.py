@@ -462,6 +462,8 @@ def test_repeated_busy_answers_never_dead_letter_a_change(world: World) -> None:
 
     assert world.start_outcomes() == ["ServiceQuotaExceededException"] * 6 + ["started"]
     assert sum(r.get("requeued", 0) for r in results) >= 4
+    # Each change is re-queued by the run that receives it for the REQUEUE_AT_RECEIVE_COUNT-th time, not later
+    assert [r["requeued"] for r in results[: ingestion.REQUEUE_AT_RECEIVE_COUNT]] == [0, 0, 4]
     assert world.dead_letter_bodies() == []
     assert results[-1]["changes"] == 4
     assert world.queued_bodies() == []
