@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from common import clients, env, errors, http, observability, resolver, training_cleanup
 from common import schema as schema_mod
 from common.errors import ApiError, BadRequestError, ConfigurationError
+from tests.cleanup_helpers import FakeClock
 from tests.lambda_helpers import cloudformation_answers
 
 RESOURCE = "us.amazon.nova-micro-v1:0"
@@ -1064,29 +1065,12 @@ def test_an_execution_an_earlier_look_stopped_is_not_stopped_or_counted_again(mo
     assert states.stops == _executions(1)
 
 
-class _Clock:
-    """Time that moves only when told to (a call's worth at a time) or when slept, as time.sleep does it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("sleep length must be non-negative")  # time.sleep's answer
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def test_a_listing_asks_for_no_page_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """A listing's next page is a call like any other: when the page before it took the time that was left, it
     fails at the deadline naming the resume step, rather than start a call the answer has no time left for."""
     from common import stack_cleanup
 
-    clock = _Clock()
+    clock = FakeClock()
     monkeypatch.setattr(stack_cleanup, "clock", clock)
     asked: list[str | None] = []
 
@@ -1105,10 +1089,10 @@ def test_a_listing_asks_for_no_page_after_the_deadline(monkeypatch: pytest.Monke
 
 def test_a_pause_at_the_deadline_fails_without_sleeping(monkeypatch: pytest.MonkeyPatch) -> None:
     """A poll that itself took the time left ends the wait there: no sleep of what is left (none, or less than
-    none, which time.sleep refuses with ValueError), and the error names what was awaited and the resume step."""
+    none, which time.sleep refuses), and the error names what was awaited and the resume step."""
     from common import stack_cleanup
 
-    clock = _Clock()
+    clock = FakeClock()
     monkeypatch.setattr(stack_cleanup, "clock", clock)
     monkeypatch.setattr(stack_cleanup, "sleep", clock.sleep)
     deadline = stack_cleanup.Deadline((stack_cleanup.ANSWER_MARGIN_S + 20) * 1000, resume_hint="run it again")
@@ -1133,7 +1117,7 @@ def test_a_delete_when_free_counts_a_resource_already_gone_as_deleted_and_waits_
 ) -> None:
     from common import stack_cleanup
 
-    clock = _Clock()
+    clock = FakeClock()
     monkeypatch.setattr(stack_cleanup, "clock", clock)
     monkeypatch.setattr(stack_cleanup, "sleep", clock.sleep)
     answers = [_client_error("ConflictException"), _client_error("ResourceNotFoundException")]
@@ -1154,7 +1138,7 @@ def test_a_delete_when_free_counts_a_resource_already_gone_as_deleted_and_waits_
 def test_a_delete_when_free_starts_no_call_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     from common import stack_cleanup
 
-    clock = _Clock()
+    clock = FakeClock()
     monkeypatch.setattr(stack_cleanup, "clock", clock)
     deadline = stack_cleanup.Deadline(900_000, resume_hint="run it again")
     clock.now = deadline.end  # the steps before it took the time that was left
@@ -1168,7 +1152,7 @@ class _StepFunctions:
     """ListExecutions and StopExecution of one state machine, each answer or error scripted; a stop takes
     ``stop_s`` on the clock."""
 
-    def __init__(self, running: list[str], clock: _Clock | None = None, stop_s: float = 0.0) -> None:
+    def __init__(self, running: list[str], clock: FakeClock | None = None, stop_s: float = 0.0) -> None:
         self.running, self.clock, self.stop_s = running, clock, stop_s
         self.list_error: ClientError | None = None
         self.stop_errors: dict[str, ClientError] = {}
@@ -1195,7 +1179,7 @@ def _executions(n: int) -> list[str]:
 def test_stopping_executions_starts_no_stop_after_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     from common import executions, stack_cleanup
 
-    clock = _Clock()
+    clock = FakeClock()
     monkeypatch.setattr(stack_cleanup, "clock", clock)
     states = _StepFunctions(_executions(4), clock, stop_s=100)  # each stop took its worst case and more
     monkeypatch.setattr(stack_cleanup, "client", lambda service: states)
