@@ -479,15 +479,14 @@ def visibility_timeout_s(remaining_ms: int) -> int:
     return min(MAX_VISIBILITY_S, max(0, math.ceil(remaining_ms / 1000)) + VISIBILITY_MARGIN_S)
 
 
-def drain(deps: Deps, visibility_s: int, into: Drained) -> None:
+def drain(deps: Deps, visibility_s: int, drained: Drained) -> None:
     """Receive until the queue answers empty twice, the cap is reached, the time budget runs out (as much time
     again as the drain took is kept for the deletes, besides DRAIN_RESERVE_MS) or SQS fails.
 
-    Fills ``into`` as it goes, so that the caller holds what was received whatever happens. Only a failure of the
+    Fills ``drained`` as it goes, so that the caller holds what was received whatever happens. Only a failure of the
     first ReceiveMessage is raised (nothing is held then); a later one stops the drain with what was received.
     """
     settings = deps.settings
-    drained = into
     cap = settings.max_messages_per_run
     empty_answers = 0
     at_start_ms = deps.remaining_ms()
