@@ -358,6 +358,45 @@ def test_template_route_names_the_model_setting_for_a_model_id_fault(
 
 
 @pytest.mark.parametrize(
+    ("aws_code", "http_status", "status", "code"),
+    [
+        ("ThrottlingException", 429, 429, "throttled"),
+        ("ServiceUnavailableException", 503, 503, "model_unavailable"),
+        ("AccessDeniedException", 403, 403, "model_access_denied"),
+    ],
+)
+def test_a_template_call_the_model_refuses_for_other_reasons_keeps_its_own_status(
+    invoke: Invoke, stubber: Stubber, agent: Stubber, aws_code: str, http_status: int, status: int, code: str
+) -> None:
+    # Only a ValidationException of the template's Converse call is read as the stored template's fault (500): the
+    # model's throttling, an outage and a refused access are answered as on POST /prompt.
+    agent.add_response("get_prompt", get_prompt_response(), GET_SUMMARIZE)
+    expected = summarize_params(audience="a")
+    for _ in range(3 if http_status != 403 else 1):  # throttling and an outage are retried twice, a refusal is not
+        stubber.add_client_error("converse", aws_code, "no", http_status, expected_params=expected)
+
+    reply = invoke(api_event("POST", "/templates/summarize", {"variables": {"text": "Long text.", "audience": "a"}}))
+
+    assert_error(reply, status, code)
+    stubber.assert_no_pending_responses()
+
+
+def test_a_template_read_bedrock_cannot_serve_names_the_prompt_version(
+    invoke: Invoke, agent: Stubber, sleeps: list[float]
+) -> None:
+    # GetPrompt's failures that common.errors maps name the resource the route was calling: the prompt version.
+    for _ in range(3):
+        agent.add_client_error("get_prompt", "ServiceUnavailableException", "busy", 503, expected_params=GET_SUMMARIZE)
+
+    reply = invoke(api_event("POST", "/templates/summarize", {"variables": {"text": "t", "audience": "a"}}))
+
+    error = assert_error(reply, 503, "model_unavailable")
+    assert "'arn:aws:bedrock:us-east-1:<account-id>:prompt/SUMMARIZE1:2'" in error["message"]
+    assert len(sleeps) == 2
+    agent.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
     "message",
     [
         "The guardrail identifier or version provided in the request does not exist.",
@@ -703,19 +742,21 @@ def test_a_refusal_naming_an_inference_field_the_caller_sent_names_that_field(
 
 
 @pytest.mark.parametrize(
-    ("message", "setting"),
+    ("message", "setting", "hint"),
     [
-        ("The model does not support temperature.", "text_temperature"),
-        ("The maximum tokens you requested exceeds the model limit of 256", "text_max_tokens"),
+        ("The model does not support temperature.", "text_temperature", True),
+        ("The maximum tokens you requested exceeds the model limit of 256", "text_max_tokens", False),
     ],
 )
 def test_a_refusal_of_a_default_the_deployment_sends_is_a_configuration_error(
-    invoke: Invoke, stubber: Stubber, message: str, setting: str
+    invoke: Invoke, stubber: Stubber, message: str, setting: str, hint: bool
 ) -> None:
     # The caller sent neither: the function added the deployment's default temperature and maxTokens
     stubber.add_client_error("converse", "ValidationException", message, 400)
     error = assert_error(invoke(post_prompt({"prompt": "Hi"})), 500, "configuration_error")
     assert setting in error["message"] and message in error["message"]
+    # Only a temperature can be left out (text_temperature none); a maxTokens is always sent.
+    assert ("(none sends no temperature)" in error["message"]) is hint
 
 
 def test_access_denied_message_is_actionable_and_hides_aws_details(invoke: Invoke, stubber: Stubber) -> None:
@@ -1647,7 +1688,19 @@ def test_bounded_clients_never_retry_and_wait_only_their_read_timeout() -> None:
     assert client.meta.service_model.service_name == "bedrock-runtime"
     assert client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (bedrock.CONNECT_TIMEOUT_S, 7)
-    assert bedrock.agent_client(7).meta.service_model.service_name == "bedrock-agent"
+    agent = bedrock.agent_client(7)
+    assert agent.meta.service_model.service_name == "bedrock-agent"
+    assert agent.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert (agent.meta.config.connect_timeout, agent.meta.config.read_timeout) == (bedrock.CONNECT_TIMEOUT_S, 7)
+    assert bedrock.agent_client(bedrock.READ_TIMEOUT_S) is bedrock.get_agent_client()
+
+
+@pytest.mark.parametrize("actions", [("NONE", "ANONYMIZED"), ("ANONYMIZED", "NONE"), ("BLOCKED", "NONE", "ANONYMIZED")])
+def test_the_guardrail_action_is_the_strongest_in_the_trace_in_any_order(actions: tuple[str, ...]) -> None:
+    trace = {"outputAssessments": {"g": [{"contentPolicy": {"filters": [{"action": a} for a in actions]}}]}}
+    strongest = "BLOCKED" if "BLOCKED" in actions else "ANONYMIZED"
+    assert bedrock.guardrail_action(trace) == strongest
+    assert bedrock.guardrail_action({"inputAssessment": {"g": {"wordPolicy": {"action": "NONE"}}}}) == "NONE"
 
 
 def test_an_answer_is_every_text_block_joined_and_the_usage_bedrock_counts() -> None:
