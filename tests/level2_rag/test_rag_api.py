@@ -18,6 +18,7 @@ from typing import Any, cast
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.config import Config
 from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -1711,6 +1712,41 @@ def test_a_failed_guardrail_call_returns_no_text_and_maps_to_the_contract(
     if status != 429:
         assert GUARDRAIL_ID in error["message"] or "Guardrails" in error["message"]
     guard.assert_no_pending_responses()
+
+
+def test_a_guardrail_call_that_times_out_is_504_naming_the_guardrail_not_a_model(
+    invoke: Invoke, stubber: Stubber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stubber.add_response("retrieve", {"retrievalResults": [{"content": {"text": "chunk"}}]}, retrieve_params("q"))
+    # A real, unstubbed client configured as the function's (one attempt): the hook raises before anything is sent
+    config = common.clients.client_config(guardrail.CONNECT_TIMEOUT_S, guardrail.READ_TIMEOUT_S)
+    client = boto3.client("bedrock-runtime", config=Config(**config))
+    monkeypatch.setattr(guardrail, "get_guardrail_client", lambda *_, **__: client)
+    with failing_sends(client, "ApplyGuardrail", ReadTimeoutError) as sends:
+        reply = invoke(retrieve({"query": "q"}))
+
+    error = assert_error(reply, 504, "model_timeout")
+    assert sends == ["send"]  # a timeout is not retried
+    assert error["message"] == (
+        f"The guardrail '{GUARDRAIL_ID}' (version {GUARDRAIL_VERSION}) did not answer in time while checking the "
+        "retrieved text. Retry."
+    )
+    assert reply.headers["retry-after"] == "5"
+    assert "chunk" not in reply.raw["body"]
+
+
+def test_a_guardrail_bedrock_cannot_find_names_the_guardrail_settings(
+    invoke: Invoke, stubber: Stubber, guard: Stubber
+) -> None:
+    stubber.add_response("retrieve", {"retrievalResults": [{"content": {"text": "chunk"}}]}, retrieve_params("q"))
+    guard.add_client_error("apply_guardrail", "ResourceNotFoundException", "gone", 404, guard_params("chunk"))
+
+    error = assert_error(invoke(retrieve({"query": "q"})), 502, "upstream_not_found")
+
+    assert error["message"] == (
+        f"Amazon Bedrock could not find the guardrail '{GUARDRAIL_ID}' (version {GUARDRAIL_VERSION}). Check the "
+        "region, GUARDRAIL_ID and GUARDRAIL_VERSION."
+    )
 
 
 def test_a_guardrail_call_the_account_is_not_authorized_for_is_403_like_every_other_call(
