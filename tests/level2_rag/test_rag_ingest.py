@@ -1382,6 +1382,41 @@ def test_a_retry_whose_job_bedrock_no_longer_has_reports_its_own_count(
     assert "JOB9999999" in asked
 
 
+def test_a_retry_whose_job_cannot_be_read_now_fails_the_report_rather_than_report_it_clean(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a job Bedrock no longer has is skipped: a throttled GetIngestionJob of the job a retry names fails the
+    report (the run raises, so Lambda runs it again) instead of reporting the retry's own 0 and clearing the alarm."""
+    ended = world.agent.add_job(
+        started_ms=world.clock.now_ms - 600_000,
+        duration_ms=60_000,
+        by="function",
+        description=f"1 change{TAGGED}",
+        statistics={"numberOfDocumentsScanned": 3, "numberOfDocumentsFailed": 2},
+    )
+    assert reconcile()["sync"]["started"] is True
+    retry = world.agent.jobs[-1]
+    retry.statistics = {"numberOfDocumentsScanned": 3}  # it took none of the two again
+    world.advance(3600)  # the job it retried ended before this window: it is read with GetIngestionJob
+    capsys.readouterr()
+    read = world.agent.get_ingestion_job
+
+    def throttled(**params: Any) -> dict[str, Any]:
+        if params["ingestionJobId"] == ended.job_id:
+            raise world.agent.error("GetIngestionJob", "ThrottlingException", "Rate exceeded.")
+        return read(**params)
+
+    monkeypatch.setattr(world.agent, "get_ingestion_job", throttled)
+
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        reconcile()
+    assert documents_failed_metrics(capsys.readouterr().out) == []  # no report, so no 0 for the alarm
+
+    monkeypatch.setattr(world.agent, "get_ingestion_job", read)  # Lambda's next attempt, the throttling over
+    assert reconcile()["jobsReported"] == [retry.job_id]
+    assert documents_failed_metrics(capsys.readouterr().out) == [[2.0]]
+
+
 def test_a_replaced_data_source_gets_its_own_full_sync(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     assert world.sync()["reason"] == "no pending changes"  # the old data source is in sync (and remembered)
 
