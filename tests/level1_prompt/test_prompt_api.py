@@ -617,10 +617,16 @@ def test_invalid_template_body_is_400_naming_the_field(
     assert_error(invoke(api_event("POST", "/templates/summarize", body)), 400, code, field)
 
 
-def test_missing_variables_are_all_listed(invoke: Invoke) -> None:
+def test_missing_and_unknown_variables_are_all_listed_with_the_expected_ones(invoke: Invoke) -> None:
     reply = invoke(api_event("POST", "/templates/summarize", {"variables": {}}))
     error = assert_error(reply, 400, "missing_variable", "variables.text")
-    assert "text, audience" in error["message"]
+    assert error["message"] == "Template 'summarize' is missing variables: text, audience. Expected: text, audience."
+
+    body = {"variables": {"text": "t", "audience": "a", "tone": "dry", "style": "x"}}
+    error = assert_error(
+        invoke(api_event("POST", "/templates/summarize", body)), 400, "unknown_variable", "variables.tone"
+    )
+    assert error["message"] == "Template 'summarize' does not use variables: tone, style. Expected: text, audience."
 
 
 def test_unknown_template_is_404_listing_known_names(invoke: Invoke) -> None:
